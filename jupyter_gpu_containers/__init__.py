@@ -1,0 +1,17 @@
+"""Jupyter kernels inside GPU framework containers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-gpu-containers"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import GPUContainersApp
+
+    return [{"module": "jupyter_gpu_containers", "app": GPUContainersApp}]

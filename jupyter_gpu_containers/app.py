@@ -1,0 +1,110 @@
+"""The Jupyter Server extension: live kernel specs, recovery on start, and REST handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from traitlets import Bool, Enum
+
+from .errors import ContainerKernelError
+from .handlers import default_handlers
+from .kernelspecs import ContainerKernelSpecManager
+from .recovery import recover
+
+DEFAULT_KSM = "jupyter_client.kernelspec.KernelSpecManager"
+
+
+class _SentenceOnly(logging.Filter):
+    """Our errors already say what happened and what to do: log the sentence, not a traceback.
+
+    jupyter_client and jupyter_server log failed kernel starts with ``log.exception``; for our
+    errors the stack says nothing the sentence does not, and buries it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ContainerKernelError):
+            if not isinstance(record.msg, str) or record.msg.strip() in ("", "%s"):
+                record.msg, record.args = "%s", (str(record.exc_info[1]),)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+class GPUContainersApp(ExtensionApp):
+    name = "jupyter_gpu_containers"
+    # Not a standalone app: it rides on whatever server (jupyter lab, jupyter server) loads it.
+    load_other_extensions = True
+
+    on_start = Enum(
+        ["reattach", "sweep"],
+        "reattach",
+        config=True,
+        help="""What to do at start with kernel containers left by a server process that is no
+        longer alive. "reattach" (default): kernels of this server (same
+        ContainerPolicy.server_id) that still run come back as running kernels; everything else
+        of dead servers is removed. "sweep": remove them all.""",
+    )
+
+    install_kernelspec_manager = Bool(
+        True,
+        config=True,
+        help="""Make ContainerKernelSpecManager the server's kernel spec manager, so every local
+        image appears as a kernel. Skipped, with a warning, when another kernel spec manager
+        class is configured.""",
+    )
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        # Linking happens before the server creates its kernel spec manager, so this is the one
+        # moment the class can still be chosen.
+        if not self.install_kernelspec_manager:
+            return
+        current = serverapp.kernel_spec_manager_class
+        current_name = current if isinstance(current, str) else f"{current.__module__}.{current.__name__}"
+        if current_name == DEFAULT_KSM:
+            serverapp.kernel_spec_manager_class = ContainerKernelSpecManager
+        elif not (isinstance(current, type) and issubclass(current, ContainerKernelSpecManager)):
+            serverapp.log.warning(
+                "jupyter_gpu_containers: kernel_spec_manager_class is %s, so images will not "
+                "appear as kernels. Use jupyter_gpu_containers.kernelspecs."
+                "ContainerKernelSpecManager (or a subclass) to get them.",
+                current_name,
+            )
+
+    def initialize_settings(self) -> None:
+        log_filter = _SentenceOnly()
+        for logger in {self.serverapp.log, logging.getLogger("tornado.application")}:
+            logger.addFilter(log_filter)
+        ksm = self.serverapp.kernel_spec_manager
+        if isinstance(ksm, ContainerKernelSpecManager):
+            ksm.refresh()  # at start-up, before the loop serves requests
+
+    def initialize_handlers(self) -> None:
+        base = url_path_join(self.serverapp.base_url, "gpu-containers")
+        self.handlers.extend(default_handlers(base))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        ksm = serverapp.kernel_spec_manager
+        if isinstance(ksm, ContainerKernelSpecManager):
+            ksm.start_watching()
+        try:
+            report = await recover(serverapp, self.on_start)
+        except ContainerKernelError as e:
+            self.log.warning("Kernel containers were not checked at start: %s", e)
+            return
+        if report.reattached or report.removed:
+            self.log.info(
+                "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
+                len(report.reattached),
+                len(report.removed),
+            )
+
+    async def stop_extension(self) -> None:
+        # The engine stays open: the server shuts its kernels down (removing their containers)
+        # after extensions stop.
+        ksm = self.serverapp.kernel_spec_manager if self.serverapp else None
+        if isinstance(ksm, ContainerKernelSpecManager):
+            ksm.stop_watching()

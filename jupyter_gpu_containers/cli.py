@@ -1,0 +1,114 @@
+"""``jupyter gpu-containers``: list container kernels, install a static kernel spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.application import JupyterApp
+from traitlets import Bool, Unicode
+
+from . import __version__
+from .engine import Engine
+from .errors import ContainerKernelError
+from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
+
+
+class ListApp(JupyterApp):
+    name = "jupyter-gpu-containers-list"
+    description = "List the local images offered as container kernels, with their kernel names."
+    version = __version__
+
+    json_output = Bool(False, config=True, help="Print JSON instead of a table.")
+    flags = {"json": ({"ListApp": {"json_output": True}}, "Print JSON.")}
+
+    def start(self) -> None:
+        ksm = ContainerKernelSpecManager(parent=self)
+        ksm.refresh()
+        if ksm.engine_error:
+            print(ksm.engine_error, file=sys.stderr)
+            self.exit(1)
+        rows = []
+        for name, (ref, _image) in sorted(ksm.image_entries().items(), key=lambda kv: kv[1][0]):
+            spec = ksm.get_kernel_spec(name)
+            rows.append({"name": name, "image": ref, "display_name": spec.display_name})
+        if self.json_output:
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            print("No local images are offered as kernels (check ContainerKernelSpecManager.image_include).")
+            return
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['display_name']}")
+
+
+class InstallKernelSpecApp(JupyterApp):
+    name = "jupyter-gpu-containers-install-kernelspec"
+    description = """Write a static kernel spec that runs IMAGE in a container. It works in any
+    jupyter_client front end (VS Code, nbclient, jupyter console) where this package is
+    installed, with or without the server extension."""
+    version = __version__
+
+    image = Unicode("", config=True, help="The image reference.")
+    kernel_name = Unicode("", config=True, help="Kernel name (default: derived from the image).")
+    display_name = Unicode("", config=True, help="Display name (default: from the image).")
+    user = Bool(False, config=True, help="Install for the current user only.")
+    prefix = Unicode("", config=True, help="Install under this prefix (e.g. sys.prefix).")
+
+    aliases = {
+        "image": "InstallKernelSpecApp.image",
+        "name": "InstallKernelSpecApp.kernel_name",
+        "display-name": "InstallKernelSpecApp.display_name",
+        "prefix": "InstallKernelSpecApp.prefix",
+    }
+    flags = {
+        "user": ({"InstallKernelSpecApp": {"user": True}}, "Install for the current user."),
+        "sys-prefix": (
+            {"InstallKernelSpecApp": {"prefix": sys.prefix}},
+            "Install into this Python environment (sys.prefix).",
+        ),
+    }
+
+    def start(self) -> None:
+        if not self.image:
+            print("Give the image: jupyter gpu-containers install-kernelspec --image IMAGE", file=sys.stderr)
+            self.exit(2)
+        record = None
+        try:
+            record = Engine.instance(parent=self).inspect_image_sync(self.image)
+        except ContainerKernelError as e:
+            print(f"warning: {e} The spec is written without the image's details.", file=sys.stderr)
+        spec = kernel_spec_dict(self.image, record)
+        if self.display_name:
+            spec["display_name"] = self.display_name
+        name = self.kernel_name or kernel_name_for(self.image)
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "kernel.json"), "w") as f:
+                json.dump(spec, f, indent=1)
+            dest = KernelSpecManager(parent=self).install_kernel_spec(
+                tmp, kernel_name=name, user=self.user, prefix=self.prefix or None
+            )
+        print(f"Installed kernel spec {name} ({spec['display_name']}) in {dest}")
+
+
+class GPUContainersApp(JupyterApp):
+    name = "jupyter-gpu-containers"
+    description = "Jupyter kernels inside GPU framework containers."
+    version = __version__
+    subcommands = {
+        "list": (ListApp, ListApp.description.splitlines()[0]),
+        "install-kernelspec": (InstallKernelSpecApp, "Install a static kernel spec for an image."),
+    }
+
+    def start(self) -> None:
+        if self.subapp is None:
+            print(f"Subcommands: {', '.join(self.subcommands)}. Add --help for details.")
+            self.exit(1)
+        super().start()
+
+
+main = GPUContainersApp.launch_instance

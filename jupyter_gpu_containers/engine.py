@@ -1,0 +1,411 @@
+"""The one module that talks to the Docker engine.
+
+Everything here is a thin, typed wrapper around docker-py's low-level ``APIClient``. Every public
+coroutine runs its docker-py call on a small thread pool, so a slow or wedged daemon never blocks
+the Jupyter server's event loop (the kernel restarter polls every few seconds, and the REST API
+must keep answering). docker-py errors are translated here, once, into the sentences of
+:mod:`jupyter_gpu_containers.errors`; no other module imports docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from traitlets import Float, Int, Unicode, default
+from traitlets.config import SingletonConfigurable
+
+from .errors import EngineRefused, EngineUnavailable, ImageMissing
+
+T = TypeVar("T")
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the engine knows about one local image (from ``docker image inspect``)."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    env: dict[str, str]
+    entrypoint: tuple[str, ...]
+    user: str
+    created: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """A container as listed by the engine, with the labels that make it our record."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str]
+    status: str  # created, running, exited, dead, ...
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The parts of ``State`` from ``docker inspect`` that the provisioner acts on."""
+
+    status: str
+    running: bool
+    exit_code: int
+    oom_killed: bool
+    error: str
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("exited", "dead")
+
+
+@dataclass
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass
+class ContainerSpec:
+    """Everything one container-create call needs; built by the launch plan, never by a user."""
+
+    image: str
+    command: list[str]
+    name: str
+    labels: dict[str, str]
+    environment: dict[str, str]
+    user: str | None = None
+    working_dir: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    shm_size: str | None = None
+    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    runtime: str | None = None
+    network_mode: str = "bridge"
+    mem_limit: str | None = None
+    pids_limit: int | None = None
+    init: bool = True
+    # None keeps the image's ENTRYPOINT; [] clears it.
+    entrypoint: list[str] | None = None
+    # container port -> (host address, host port); addresses are always loopback.
+    port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+class Engine(SingletonConfigurable):
+    """Process-wide handle on the Docker engine, shared by provisioners, kernel specs and handlers."""
+
+    docker_url = Unicode(
+        "",
+        config=True,
+        help="""Where the Docker engine listens, e.g. unix:///var/run/docker.sock or
+        tcp://127.0.0.1:2375. Empty means what the docker CLI would use: DOCKER_HOST when set,
+        else the default local socket.""",
+    )
+
+    api_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds to wait for one Docker API call before giving up. Container creation and
+        removal on a loaded host can take several seconds; image pulls are not bound by this.""",
+    )
+
+    max_workers = Int(
+        8,
+        config=True,
+        help="""Threads that run Docker API calls off the event loop. Bounds how many engine
+        calls this server has in flight at once.""",
+    )
+
+    resolved_url = Unicode(help="The engine address actually used (for error sentences).")
+
+    @default("resolved_url")
+    def _default_resolved_url(self) -> str:
+        return self.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: docker.APIClient | None = None
+        self._client_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.max_workers, thread_name_prefix="gpu-containers-engine"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> docker.APIClient:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    client = docker.APIClient(
+                        base_url=self.resolved_url, version="auto", timeout=self.api_timeout
+                    )
+                except docker.errors.DockerException as e:
+                    raise self._unavailable(e) from e
+                self._client = client
+            return self._client
+
+    def _unavailable(self, e: BaseException) -> EngineUnavailable:
+        detail = str(e)
+        hint = "Start it (for example `sudo systemctl start docker`) or set Engine.docker_url."
+        if "Permission denied" in detail or "PermissionError" in detail:
+            hint = (
+                "This server's user may not use that socket: add it to the `docker` group, "
+                "or set Engine.docker_url."
+            )
+        return EngineUnavailable(
+            f"The Docker engine is not reachable at {self.resolved_url}. {hint}"
+            f" (engine said: {_short(detail)})"
+        )
+
+    def call(self, fn: Callable[[docker.APIClient], T]) -> T:
+        """Run ``fn(client)`` here, in the calling thread, translating transport failures."""
+        client = self._connect()
+        try:
+            return fn(client)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise self._unavailable(e) from e
+
+    async def run(self, fn: Callable[[docker.APIClient], T]) -> T:
+        """Run ``fn(client)`` on the engine thread pool: the only way async code reaches Docker."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self.call, fn))
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ engine
+
+    async def version(self) -> str:
+        info = await self.run(lambda c: c.version())
+        return str(info.get("Version", "unknown"))
+
+    # ------------------------------------------------------------------ images
+
+    def list_images_sync(self) -> list[ImageRecord]:
+        """Every tagged local image, inspected. Blocking: call from a worker thread only."""
+        summaries = self.call(lambda c: c.images())
+        records = []
+        for summary in summaries:
+            tags = tuple(t for t in (summary.get("RepoTags") or []) if t and t != "<none>:<none>")
+            if not tags:
+                continue
+            try:
+                records.append(self.inspect_image_sync(summary["Id"], tags))
+            except ImageMissing:
+                continue  # removed between list and inspect
+        return records
+
+    async def list_images(self) -> list[ImageRecord]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.list_images_sync)
+
+    def inspect_image_sync(self, ref: str, tags: tuple[str, ...] | None = None) -> ImageRecord:
+        try:
+            data = self.call(lambda c: c.inspect_image(ref))
+        except docker.errors.ImageNotFound as e:
+            raise ImageMissing(
+                f"The image {ref} is not on this host. Pull or build it first "
+                f"(`docker pull {ref}`), then start the kernel again."
+            ) from e
+        config = data.get("Config") or {}
+        env = dict(item.split("=", 1) for item in (config.get("Env") or []) if "=" in item)
+        return ImageRecord(
+            id=data["Id"],
+            tags=tags if tags is not None else tuple(data.get("RepoTags") or ()),
+            labels=dict(config.get("Labels") or {}),
+            env=env,
+            entrypoint=tuple(config.get("Entrypoint") or ()),
+            user=config.get("User") or "",
+            created=data.get("Created", ""),
+            size=int(data.get("Size") or 0),
+        )
+
+    async def inspect_image(self, ref: str) -> ImageRecord:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self.inspect_image_sync, ref)
+        )
+
+    def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_change`` whenever an image is pulled, built, tagged or removed.
+
+        Blocks on the engine's event stream until ``stop`` is set; meant for a daemon thread.
+        Reconnects after engine restarts, with a short back-off.
+        """
+        while not stop.is_set():
+            stream = None
+            try:
+                stream = self.call(
+                    lambda c: c.events(decode=True, filters={"type": "image"})
+                )
+                on_change()  # we may have missed changes while (re)connecting
+                for _event in stream:
+                    if stop.is_set():
+                        break
+                    on_change()
+            except Exception:
+                # An engine that went away: wait, then try again. Errors surface to users through
+                # the calls they make, not from this background watcher.
+                stop.wait(2.0)
+            finally:
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except Exception:
+                        pass
+
+    # ------------------------------------------------------------------ containers
+
+    async def create_and_start(self, spec: ContainerSpec) -> str:
+        """Create and start one container; returns its id. On a refused start, removes it."""
+        return await self.run(functools.partial(_create_and_start, spec=spec))
+
+    async def state(self, container_id: str) -> ContainerState | None:
+        """The container's state, or None when the engine no longer knows it."""
+
+        def inspect(c: docker.APIClient) -> ContainerState | None:
+            try:
+                s = c.inspect_container(container_id)["State"]
+            except docker.errors.NotFound:
+                return None
+            return ContainerState(
+                status=s.get("Status", ""),
+                running=bool(s.get("Running")),
+                exit_code=int(s.get("ExitCode") or 0),
+                oom_killed=bool(s.get("OOMKilled")),
+                error=s.get("Error") or "",
+            )
+
+        return await self.run(inspect)
+
+    async def kill(self, container_id: str, signum: int) -> None:
+        def kill(c: docker.APIClient) -> None:
+            try:
+                c.kill(container_id, signal=int(signum))
+            except docker.errors.APIError as e:
+                # 404: already gone; 409: not running. Either way there is nothing to signal.
+                if e.status_code not in (404, 409):
+                    raise
+
+        await self.run(kill)
+
+    async def remove(self, container_id: str) -> None:
+        """Force-remove; tolerant of a container that is gone or already being removed."""
+
+        def remove(c: docker.APIClient) -> None:
+            try:
+                c.remove_container(container_id, force=True, v=True)
+            except docker.errors.APIError as e:
+                if e.status_code not in (404, 409):
+                    raise
+
+        await self.run(remove)
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        def logs(c: docker.APIClient) -> str:
+            try:
+                raw = c.logs(container_id, stdout=True, stderr=True, tail=lines)
+            except docker.errors.NotFound:
+                return ""
+            return raw.decode("utf-8", "replace").strip()
+
+        return await self.run(logs)
+
+    def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        """Containers (running or not) carrying all of ``labels`` (value None: any value)."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        rows = self.call(lambda c: c.containers(all=True, filters={"label": filters}))
+        return [
+            ContainerRecord(
+                id=row["Id"],
+                name=(row.get("Names") or ["?"])[0].lstrip("/"),
+                image=row.get("Image", ""),
+                labels=dict(row.get("Labels") or {}),
+                status=row.get("State", ""),
+            )
+            for row in rows
+        ]
+
+    async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self.list_containers_sync, labels)
+        )
+
+
+def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
+    host_config = c.create_host_config(
+        binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+        tmpfs=spec.tmpfs or None,
+        shm_size=spec.shm_size,
+        ulimits=[
+            docker.types.Ulimit(name=name, soft=soft, hard=hard)
+            for name, (soft, hard) in spec.ulimits.items()
+        ]
+        or None,
+        runtime=spec.runtime,
+        network_mode=spec.network_mode,
+        mem_limit=spec.mem_limit,
+        pids_limit=spec.pids_limit,
+        init=spec.init,
+        port_bindings={port: [addr] for port, addr in spec.port_bindings.items()} or None,
+    )
+    try:
+        created = c.create_container(
+            image=spec.image,
+            command=spec.command,
+            name=spec.name,
+            labels=spec.labels,
+            environment=spec.environment,
+            user=spec.user,
+            working_dir=spec.working_dir,
+            entrypoint=[""] if spec.entrypoint == [] else spec.entrypoint,
+            host_config=host_config,
+            ports=list(spec.port_bindings) or None,
+        )
+    except docker.errors.ImageNotFound as e:
+        raise ImageMissing(
+            f"The image {spec.image} is not on this host. Pull or build it first "
+            f"(`docker pull {spec.image}`), then start the kernel again."
+        ) from e
+    except docker.errors.APIError as e:
+        raise EngineRefused(
+            f"The Docker engine refused to create the kernel container for {spec.image}: "
+            f"{_short(e.explanation or str(e))}"
+        ) from e
+    container_id: str = created["Id"]
+    try:
+        c.start(container_id)
+    except docker.errors.APIError as e:
+        try:
+            c.remove_container(container_id, force=True, v=True)
+        except docker.errors.APIError:
+            pass
+        raise EngineRefused(
+            f"The Docker engine refused to start the kernel container for {spec.image}: "
+            f"{_short(e.explanation or str(e))}. Check the container options configured for "
+            "this image (ulimits, runtime, shm size, memory)."
+        ) from e
+    return container_id
+
+
+def _short(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,77 @@
+"""Errors a user reads.
+
+Every failure on the way from "open a notebook on this image" to a running kernel gets its own
+class and its own sentence, saying what happened and what to do next. They are tornado
+``HTTPError`` subclasses on purpose: jupyter_server turns an ``HTTPError`` raised anywhere under a
+REST handler (including inside a kernel provisioner) into a JSON reply whose ``message`` is our
+sentence, where any other exception becomes "Unhandled error". ``str()`` is the bare sentence, so
+the sessions API (which wraps ``str(e)``) and the server log show the same words.
+"""
+
+from __future__ import annotations
+
+from tornado.web import HTTPError
+
+
+class ContainerKernelError(HTTPError):
+    """Base class: a failure with a sentence for the user and an HTTP status for the REST API."""
+
+    status = 500
+    reason_phrase = "Container kernel error"
+
+    def __init__(self, sentence: str, *, status: int | None = None) -> None:
+        # No format args: tornado then treats log_message as literal text.
+        super().__init__(status or self.status, sentence, reason=self.reason_phrase)
+        self.sentence = sentence
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+class EngineUnavailable(ContainerKernelError):
+    """The Docker engine did not answer where we looked for it."""
+
+    status = 503
+    reason_phrase = "Docker engine unavailable"
+
+
+class ImageMissing(ContainerKernelError):
+    """The image is not on this host (this project never pulls implicitly at launch)."""
+
+    status = 404
+    reason_phrase = "Image not found"
+
+
+class ImageNotKernelReady(ContainerKernelError):
+    """The image lacks Python or ipykernel."""
+
+    status = 422
+    reason_phrase = "Image cannot run a kernel"
+
+
+class ContainerExited(ContainerKernelError):
+    """The kernel's container ended before the kernel answered."""
+
+    status = 500
+    reason_phrase = "Kernel container exited"
+
+
+class EngineRefused(ContainerKernelError):
+    """The engine refused to create or start the container (an option it cannot honour)."""
+
+    status = 500
+    reason_phrase = "Docker engine refused the container"
+
+
+class LaunchTimeout(ContainerKernelError):
+    """The container ran, but the kernel inside never answered within the launch timeout."""
+
+    status = 504
+    reason_phrase = "Kernel launch timed out"
+
+
+class MountRefused(ContainerKernelError):
+    """A configured host path lies outside every allowed root."""
+
+    status = 403
+    reason_phrase = "Mount refused"

@@ -1,0 +1,234 @@
+"""Live kernel specs: one per local image, following the engine as images come and go.
+
+A spec's name is derived from the image reference alone (a readable slug plus a short hash), so a
+notebook's ``metadata.kernelspec.name`` maps back to the same image after any restart. Specs are
+served from an in-memory map that a background thread keeps in step with the engine's image
+events; ``get_kernel_spec`` is called synchronously by jupyter_client, so it must never wait on
+Docker itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from traitlets import Dict, Float, List, Unicode
+
+from .catalog import framework_of, is_gpu_build
+from .engine import Engine, ImageRecord
+from .errors import ContainerKernelError
+
+PROVISIONER_NAME = "gpu-containers-provisioner"
+NAME_PREFIX = "gpuc-"
+RESOURCES_DIR = str(Path(__file__).parent / "kernel_resources")
+IPYKERNEL_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def normalize_reference(ref: str) -> str:
+    """``ubuntu`` -> ``ubuntu:latest``; references with a tag or digest are kept as written."""
+    last = ref.rsplit("/", 1)[-1]
+    if "@" in ref or ":" in last:
+        return ref
+    return f"{ref}:latest"
+
+
+def kernel_name_for(ref: str) -> str:
+    """Stable kernel name for an image reference: ``gpuc-<slug>-<hash6>``.
+
+    The slug keeps names readable in notebook metadata; the hash keeps references that slug alike
+    (``a/b:c`` and ``a-b:c``, or tags differing only in case) apart.
+    """
+    ref = normalize_reference(ref)
+    slug = re.sub(r"[^a-z0-9._-]+", "-", ref.lower()).strip("-.")[:80]
+    digest = hashlib.sha256(ref.encode()).hexdigest()[:6]
+    return f"{NAME_PREFIX}{slug}-{digest}"
+
+
+def display_name_for(ref: str, image: ImageRecord | None) -> str:
+    env = image.env if image else {}
+    labels = image.labels if image else {}
+    framework = framework_of(ref, env, labels)
+    head = framework.label() if framework else "Python 3"
+    return f"{head} · {ref}"
+
+
+def kernel_spec_dict(
+    ref: str, image: ImageRecord | None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The kernel.json content for an image: the provisioner with the image in its config."""
+    overrides = dict(overrides or {})
+    env = image.env if image else {}
+    framework = framework_of(ref, env, image.labels if image else {})
+    provisioner_config = {"image": ref, **overrides.pop("provisioner", {})}
+    spec: dict[str, Any] = {
+        "argv": IPYKERNEL_ARGV,
+        "display_name": display_name_for(ref, image),
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": {},
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER_NAME,
+                "config": provisioner_config,
+            },
+            "gpu_containers": {
+                "image": ref,
+                "image_id": image.id if image else "",
+                "framework": framework.name if framework else "",
+                "framework_version": (framework.version or framework.release) if framework else "",
+                "gpu": is_gpu_build(ref, env),
+            },
+        },
+    }
+    for key in ("display_name", "env", "interrupt_mode", "language"):
+        if key in overrides:
+            spec[key] = overrides[key]
+    return spec
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ref: str
+    image: ImageRecord
+
+
+class ContainerKernelSpecManager(KernelSpecManager):
+    """Kernel specs from files (as usual) plus one per matching local Docker image."""
+
+    image_include = List(
+        Unicode(),
+        ["*"],
+        config=True,
+        help="""Glob patterns of image references offered as kernels (matched against every tag
+        of an image, e.g. "nvcr.io/nvidia/*" or "*pytorch*"). The default offers every tagged
+        local image.""",
+    )
+
+    image_exclude = List(
+        Unicode(),
+        ["registry:*", "*/registry:*", "moby/buildkit:*"],
+        config=True,
+        help="""Glob patterns of image references never offered as kernels, even when they
+        match image_include. Infrastructure images (registries, builders) are excluded by
+        default.""",
+    )
+
+    image_overrides = Dict(
+        config=True,
+        help="""Per-image kernel spec overrides, keyed by a glob pattern of image references;
+        the first matching pattern wins. Values may set "display_name", "env",
+        "interrupt_mode" ("signal" or "message") and "provisioner": options of
+        ContainerProvisioner for kernels of that image, e.g.
+        {"nvcr.io/nvidia/*": {"provisioner": {"shm_size": "8g",
+         "ulimits": {"memlock": -1, "stack": 67108864}}}}.""",
+    )
+
+    refresh_after = Float(
+        5.0,
+        config=True,
+        help="""When no engine watcher runs (command-line use), re-list images at most this often,
+        in seconds. Inside the Jupyter server a watcher follows the engine's image events.""",
+    )
+
+    engine_error = Unicode("", help="Why the last listing of images failed ('' when it worked).")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._entries: dict[str, _Entry] = {}
+        self._refreshed_at = 0.0
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return Engine.instance(parent=self)
+
+    # ---------------------------------------------------------------- engine sync
+
+    def refresh(self) -> None:
+        """Re-list local images (blocking: worker threads and start-up only)."""
+        with self._refresh_lock:
+            try:
+                images = self.engine.list_images_sync()
+            except ContainerKernelError as e:
+                self.engine_error = e.sentence
+                self._entries = {}
+                self._refreshed_at = time.monotonic()
+                return
+            entries: dict[str, _Entry] = {}
+            for image in images:
+                for ref in image.tags:
+                    if self._offered(ref):
+                        entries[kernel_name_for(ref)] = _Entry(ref, image)
+            self._entries = entries  # one atomic swap: readers never see a half-built map
+            self.engine_error = ""
+            self._refreshed_at = time.monotonic()
+
+    def _offered(self, ref: str) -> bool:
+        if any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_exclude):
+            return False
+        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_include)
+
+    def _overrides_for(self, ref: str) -> dict[str, Any]:
+        for pattern, value in self.image_overrides.items():
+            if fnmatch.fnmatchcase(ref, pattern):
+                return dict(value)
+        return {}
+
+    def start_watching(self) -> None:
+        """Follow image events in a daemon thread (the server calls this once it runs)."""
+        if self._watcher is not None:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(
+            target=self.engine.watch_images,
+            args=(self.refresh, self._stop),
+            name="gpu-containers-image-watcher",
+            daemon=True,
+        )
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        self._watcher = None
+
+    def _maybe_refresh(self) -> None:
+        if self._watcher is None and time.monotonic() - self._refreshed_at > self.refresh_after:
+            self.refresh()
+
+    # ---------------------------------------------------------------- KernelSpecManager API
+
+    def image_entries(self) -> dict[str, tuple[str, ImageRecord]]:
+        """Kernel name -> (image reference, image) for every offered image."""
+        self._maybe_refresh()
+        return {name: (e.ref, e.image) for name, e in self._entries.items()}
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        specs = super().find_kernel_specs()
+        for name in self.image_entries():
+            if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
+                continue
+            specs.setdefault(name, RESOURCES_DIR)  # a spec installed on disk wins
+        return specs
+
+    def get_kernel_spec(self, kernel_name: str) -> Any:
+        try:
+            return super().get_kernel_spec(kernel_name)
+        except NoSuchKernel:
+            if kernel_name.lower().startswith(NAME_PREFIX):
+                self._maybe_refresh()
+            entry = self._entries.get(kernel_name.lower())
+            if entry is None or (
+                self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
+            ):
+                raise
+            spec = kernel_spec_dict(entry.ref, entry.image, self._overrides_for(entry.ref))
+            return self.kernel_spec_class(resource_dir=RESOURCES_DIR, **spec)

@@ -1,0 +1,90 @@
+"""The labels that make a container our record, and who owns it.
+
+Design decision 1 (DESIGN.md): the Docker engine is the source of truth. Every kernel container
+carries these labels; reattach and orphan sweeps are rebuilt from them, so several Jupyter servers
+on one host share one truth. The connection key is never a label (labels are world-readable
+through ``docker inspect``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+
+PREFIX = "org.jupyter.gpu-containers."
+MANAGED = PREFIX + "managed"
+KERNEL_ID = PREFIX + "kernel-id"
+KERNEL_NAME = PREFIX + "kernel-name"
+SERVER_ID = PREFIX + "server-id"
+OWNER_PROCESS = PREFIX + "owner-process"
+USER = PREFIX + "user"
+UID = PREFIX + "uid"
+NOTEBOOK = PREFIX + "notebook"
+CWD = PREFIX + "cwd"
+IMAGE = PREFIX + "image"
+CONNECTION_DIR = PREFIX + "connection-dir"
+TRANSPORT = PREFIX + "transport"
+
+
+def default_server_id(uid: int, root_dir: str) -> str:
+    """A stable id for "this user's server on this workspace", the same after a restart.
+
+    A server restarted after a crash reattaches to containers carrying its id. Two servers that
+    share an id are told apart by OWNER_PROCESS: a live owner's kernels are never adopted.
+    """
+    digest = hashlib.sha256(f"{uid}\0{os.path.realpath(root_dir)}".encode()).hexdigest()[:12]
+    return f"{uid}-{digest}"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def _process_start_time(pid: int) -> str | None:
+    """Clock ticks since boot at which ``pid`` started; tells a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22, counted after the parenthesised command name, which may itself contain spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass(frozen=True)
+class OwnerProcess:
+    """Host, boot, pid and start time of the Jupyter server process that owns a container."""
+
+    host: str
+    boot: str
+    pid: int
+    start: str
+
+    @classmethod
+    def current(cls) -> OwnerProcess:
+        pid = os.getpid()
+        return cls(socket.gethostname(), _boot_id(), pid, _process_start_time(pid) or "0")
+
+    def token(self) -> str:
+        return f"{self.host}/{self.boot}/{self.pid}/{self.start}"
+
+    @classmethod
+    def parse(cls, token: str) -> OwnerProcess | None:
+        parts = token.split("/")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    def liveness(self) -> bool | None:
+        """True: alive; False: certainly dead; None: cannot tell (another host)."""
+        if self.host != socket.gethostname():
+            return None
+        if self.boot != _boot_id():
+            return False  # the host rebooted since: that process is gone
+        return _process_start_time(self.pid) == self.start

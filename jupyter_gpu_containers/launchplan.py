@@ -1,0 +1,155 @@
+"""From "this kernel, this image, this notebook" to one container-create call.
+
+Pure functions and admin policy, no Docker: the provisioner gathers the facts (kernel id, image,
+notebook directory, user), this module turns them into an :class:`~.engine.ContainerSpec`. Keeping
+it pure makes the security-relevant parts (which host paths get mounted, which environment reaches
+the container) testable without an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from traitlets import List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .errors import MountRefused
+
+# Mount point of the private per-kernel directory inside the container.
+KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
+CONNECTION_FILE_NAME = "kernel.json"
+
+# Runs inside the container, after the image's ENTRYPOINT: find an interpreter (images put it in
+# different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec ipykernel with the
+# connection file given as $1. exec keeps python the direct child of init, so signals reach it.
+FIND_PYTHON_AND_EXEC = r"""
+for py in "${JUPYTER_GPU_CONTAINERS_PYTHON:-}" python3 python /opt/conda/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do
+  [ -n "$py" ] || continue
+  if command -v "$py" >/dev/null 2>&1; then exec "$py" -m ipykernel_launcher -f "$1"; fi
+done
+echo "jupyter-gpu-containers: no Python interpreter in this image (looked for python3 and python on PATH=$PATH, and in /opt/conda/bin, /usr/local/bin, /usr/bin)" >&2
+exit 127
+"""
+
+NO_PYTHON_MARKER = "jupyter-gpu-containers: no Python interpreter"
+NO_IPYKERNEL_MARKERS = ("No module named ipykernel", "No module named 'ipykernel")
+
+
+class ContainerPolicy(LoggingConfigurable):
+    """Admin-only policy. Unlike provisioner options, nothing in a kernel spec can change these:
+    kernel specs can live in user-writable directories, so they must not widen what is allowed."""
+
+    allowed_mount_roots = List(
+        Unicode(),
+        config=True,
+        help="""Host directories under which extra mounts may lie (resolved with realpath; a
+        mount source must be the root itself or inside it). The server's root_dir, mounted as the
+        workspace, is always allowed. Example: ["/raid/public"] to allow the dataset mount
+        {"source": "/raid/public/my_datasets", "target": "/root/dataset"}.""",
+    )
+
+    server_id = Unicode(
+        "",
+        config=True,
+        help="""Stable identity of this Jupyter server, written on every container it starts. A
+        server restarted with the same id reattaches to the kernels it left running. Empty means
+        derived from the server user's uid and the realpath of root_dir.""",
+    )
+
+    connection_dir_root = Unicode(
+        "",
+        config=True,
+        help="""Host directory under which each kernel gets a private (0700) directory holding
+        its connection file and, with the ipc transport, its sockets. It must be on a file system
+        the Docker engine can bind-mount, and short: Unix socket paths are limited to 107 bytes.
+        Empty means <jupyter runtime dir>/gpu-containers, or /tmp/jupyter-gpu-containers-<uid>
+        when that path is too long.""",
+    )
+
+
+def inside(path: str, root: str) -> bool:
+    """True when realpath(path) is root itself or below it. Compares against root + os.sep, so a
+    sibling with the same prefix ("/data/alice2" for root "/data/alice") is outside."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def check_mount_source(source: str, allowed_roots: Iterable[str]) -> str:
+    """Resolve ``source`` and return it when it lies inside an allowed root, else refuse."""
+    if not source or "\0" in source or not os.path.isabs(source):
+        raise MountRefused(f"The mount source {source!r} must be an absolute host path.")
+    roots = [r for r in allowed_roots if r]
+    if not any(inside(source, root) for root in roots):
+        allowed = ", ".join(roots) or "(none configured)"
+        raise MountRefused(
+            f"The host path {source} is outside the directories allowed for mounts ({allowed}). "
+            "An administrator can add its parent to ContainerPolicy.allowed_mount_roots."
+        )
+    return os.path.realpath(source)
+
+
+def container_path_for(host_path: str, host_root: str, container_root: str) -> str:
+    """Map a host path inside the workspace to its path in the container (else the root)."""
+    if not inside(host_path, host_root):
+        return container_root
+    rel = os.path.relpath(os.path.realpath(host_path), os.path.realpath(host_root))
+    if rel == ".":
+        return container_root
+    return posixpath.join(container_root, *rel.split(os.sep))
+
+
+def normalize_ulimits(raw: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """{"memlock": -1, "stack": [67108864, 67108864]} -> {"memlock": (-1, -1), ...}"""
+    out: dict[str, tuple[int, int]] = {}
+    for name, value in raw.items():
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            soft, hard = int(value[0]), int(value[1])
+        else:
+            soft = hard = int(value)
+        out[str(name)] = (soft, hard)
+    return out
+
+
+def kernel_command(kernel_cmd: list[str], connection_file: str) -> list[str]:
+    """The container command: the admin's explicit one, or find-python-and-exec-ipykernel."""
+    if kernel_cmd:
+        return [arg.replace("{connection_file}", connection_file) for arg in kernel_cmd]
+    return ["sh", "-c", FIND_PYTHON_AND_EXEC, "jupyter-kernel", connection_file]
+
+
+def entrypoint_is_interpreter(entrypoint: Iterable[str]) -> bool:
+    """Images whose ENTRYPOINT is the interpreter itself (``["python3"]``) would run our command as
+    a script; those entrypoints are cleared. Wrapper scripts (NGC's, tini + start.sh) are kept."""
+    parts = list(entrypoint)
+    if not parts:
+        return False
+    base = posixpath.basename(parts[0])
+    return base.startswith("python") or base in ("ipython", "jupyter")
+
+
+def diagnose_exit(image: str, exit_code: int, oom_killed: bool, log_tail: str) -> tuple[str, bool]:
+    """A sentence for a container that ended before its kernel answered, and whether the image
+    itself is at fault (cannot run a kernel) rather than this one start."""
+    tail = f"\nLast lines of its log:\n{log_tail}" if log_tail else " It printed nothing."
+    if any(marker in log_tail for marker in NO_IPYKERNEL_MARKERS):
+        return (
+            f"The image {image} has Python but not ipykernel, so it cannot run a Jupyter kernel. "
+            "Install ipykernel in the image (pip install ipykernel) or choose another image."
+            f"{tail}",
+            True,
+        )
+    if NO_PYTHON_MARKER in log_tail:
+        return (
+            f"The image {image} has no Python interpreter, so it cannot run a Jupyter kernel. "
+            "Choose an image with Python and ipykernel, or set the interpreter with the "
+            f"JUPYTER_GPU_CONTAINERS_PYTHON environment variable of its kernel spec.{tail}",
+            True,
+        )
+    if oom_killed or exit_code == 137:
+        reason = "it ran out of memory (OOM-killed)" if oom_killed else "it was killed (exit 137)"
+        return (f"The kernel container for {image} ended at start: {reason}.{tail}", False)
+    return (f"The kernel container for {image} exited at start with code {exit_code}.{tail}", False)

@@ -1,0 +1,153 @@
+"""After a server restart (or a ``kill -9``): reattach to our live kernels, sweep the orphans.
+
+Rebuilt from container labels alone (DESIGN decision 1). For each container carrying our label:
+
+- owned by a Jupyter server process that is still alive: not ours to touch;
+- owner dead, same server id as this server, container running, private directory intact:
+  reattach it as a running kernel (its id, notebook and GPUs unchanged);
+- owner dead otherwise: remove the container and its private directory.
+
+An owner on another host (an engine reached over TCP) cannot be judged and is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
+from jupyter_server._tz import utcnow
+
+from . import labels as L
+from .engine import ContainerRecord, Engine
+from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
+from .launchplan import CONNECTION_FILE_NAME, ContainerPolicy
+from .provisioner import ContainerProvisioner
+
+
+@dataclass
+class RecoveryReport:
+    reattached: list[str]
+    removed: list[str]
+    left_alone: list[str]
+
+
+def decide(record: ContainerRecord, server_id: str, me: L.OwnerProcess) -> str:
+    """'reattach', 'remove' or 'leave' for one labelled container."""
+    owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+    if owner == me:
+        return "leave"
+    alive = owner.liveness() if owner else False
+    if alive is None or alive:
+        return "leave"
+    if record.labels.get(L.SERVER_ID) != server_id:
+        return "remove"
+    conn_dir = record.labels.get(L.CONNECTION_DIR, "")
+    if record.status == "running" and os.path.isfile(os.path.join(conn_dir, CONNECTION_FILE_NAME)):
+        return "reattach"
+    return "remove"
+
+
+async def recover(serverapp: Any, mode: str) -> RecoveryReport:
+    """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind."""
+    engine = Engine.instance(parent=serverapp)
+    mkm = serverapp.kernel_manager
+    policy = ContainerPolicy(parent=mkm)
+    server_id = policy.server_id or L.default_server_id(os.getuid(), mkm.root_dir)
+    me = L.OwnerProcess.current()
+    report = RecoveryReport([], [], [])
+    for record in await engine.list_containers({L.MANAGED: "true"}):
+        action = decide(record, server_id, me)
+        if action == "reattach" and mode == "reattach":
+            try:
+                await _reattach(serverapp, record)
+                report.reattached.append(record.labels[L.KERNEL_ID])
+                continue
+            except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
+                serverapp.log.warning(
+                    "Could not reattach kernel %s (container %s): %s; removing it.",
+                    record.labels.get(L.KERNEL_ID),
+                    record.id[:12],
+                    e,
+                )
+            action = "remove"
+        if action in ("remove", "reattach"):
+            await engine.remove(record.id)
+            conn_dir = record.labels.get(L.CONNECTION_DIR, "")
+            if conn_dir and os.path.basename(os.path.dirname(conn_dir)) in (
+                "gpu-containers",
+                f"jupyter-gpu-containers-{os.getuid()}",
+            ):
+                shutil.rmtree(conn_dir, ignore_errors=True)
+            report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
+        else:
+            report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
+    return report
+
+
+async def _reattach(serverapp: Any, record: ContainerRecord) -> None:
+    mkm = serverapp.kernel_manager
+    labels = record.labels
+    kernel_id = labels[L.KERNEL_ID]
+    kernel_name = labels.get(L.KERNEL_NAME, "")
+    conn_dir = labels[L.CONNECTION_DIR]
+    with open(os.path.join(conn_dir, CONNECTION_FILE_NAME)) as f:
+        info = json.load(f)
+    # The file holds the container's view; the host's differs only in where it connects.
+    if info["transport"] == "ipc":
+        info["ip"] = os.path.join(conn_dir, "kernel-ipc")
+    else:
+        info["ip"] = "127.0.0.1"
+
+    km = mkm.kernel_manager_factory(
+        connection_file=os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json"),
+        parent=mkm,
+        log=mkm.log,
+        kernel_name=kernel_name,
+    )
+    km.kernel_id = kernel_id
+    km.load_connection_info(info)
+    km.write_connection_file()
+    try:
+        spec = km.kernel_spec
+    except NoSuchKernel:
+        # The image's spec is gone (image untagged): rebuild it from the labels, so the kernel
+        # still runs to its end and restarts on the same image.
+        spec = KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
+        km._kernel_spec = spec
+    config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
+    if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
+        config = {"image": labels[L.IMAGE]}
+    provisioner = ContainerProvisioner(kernel_id=kernel_id, kernel_spec=spec, parent=km, **config)
+    await provisioner.load_provisioner_info(
+        {
+            "container_id": record.id,
+            "connection_dir": conn_dir,
+            "image": labels[L.IMAGE],
+            "transport": labels.get(L.TRANSPORT, "ipc"),
+        }
+    )
+    provisioner.connection_info = km.get_connection_info()
+    km.provisioner = provisioner
+    # What a restart re-uses: the notebook's directory and session name.
+    env = {"JPY_SESSION_NAME": os.path.join(mkm.root_dir, labels[L.NOTEBOOK])} if labels.get(
+        L.NOTEBOOK
+    ) else {}
+    km._launch_args = {"cwd": labels.get(L.CWD) or mkm.root_dir, "env": env}
+    km._attempted_start = True
+    km.ready.set_result(None)
+
+    mkm._kernels[kernel_id] = km
+    mkm._kernel_connections[kernel_id] = 0
+    km.execution_state = "idle"
+    km.reason = ""
+    km.last_activity = utcnow()
+    await km._async_post_start_kernel()
+    # The same bookkeeping jupyter_server does when one of its own kernels finishes starting.
+    await mkm._finish_kernel_start(kernel_id)
+    serverapp.log.info(
+        "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]
+    )

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build the project's local images without any registry, cached by recipe hash.
+#
+#   scripts/build-images.sh demo    the kernel-ready demo image (what the set-up command needs)
+#   scripts/build-images.sh test    the images the test suite runs kernels in
+#
+# The base is Debian minbase from debootstrap plus python3-ipykernel, turned into an image with
+# `docker import`; every other image is `docker build` FROM it. Each image carries the hash of its
+# recipe (its folder under images/, this script, and its base's hash) as a label, and a build is
+# skipped when an image with that tag and hash already exists: a second run costs seconds.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+images="$repo/images"
+hash_label=org.jupyter-gpu-containers.recipe-hash
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+recipe_hash() { # folder [extra-string]
+  { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    sha256sum "$repo/scripts/build-images.sh"
+    printf '%s' "${2:-}"; } | sha256sum | cut -c1-16
+}
+
+built_hash() { docker image inspect --format "{{index .Config.Labels \"$hash_label\"}}" "$1" 2>/dev/null || true; }
+
+# The Debian mirror this machine's apt already uses, so debootstrap reaches what apt reaches.
+apt_mirror() {
+  local uri
+  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
+  [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | grep -v security | awk '{print $2}' | head -n1 || true)
+  printf '%s' "$uri"
+}
+
+build_base() {
+  # shellcheck source=/dev/null
+  . "$images/base/recipe.conf"
+  local hash; hash=$(recipe_hash "$images/base")
+  if [ "$(built_hash "$TAG")" = "$hash" ]; then log "$TAG is up to date ($hash)"; BASE_TAG=$TAG; BASE_HASH=$hash; return; fi
+  command -v debootstrap >/dev/null || { log "installing debootstrap"; as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+  local work; work=$(mktemp -d /tmp/jgc-rootfs.XXXXXX)
+  trap 'as_root rm -rf "$work"' RETURN
+  log "debootstrap $SUITE into $work (a minute or two)"
+  as_root debootstrap --variant=minbase "$SUITE" "$work/rootfs" $(apt_mirror) >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+  log "installing $PACKAGES into the rootfs"
+  as_root chroot "$work/rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES >"$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log" >&2; exit 1; }
+  as_root chroot "$work/rootfs" apt-get clean
+  as_root rm -rf "$work/rootfs/var/lib/apt/lists"/* "$work/rootfs/var/cache/apt"/*.bin
+  log "importing as $TAG"
+  as_root tar -C "$work/rootfs" -c . | docker import \
+    --change "LABEL $hash_label=$hash" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' - "$TAG" >/dev/null
+  BASE_TAG=$TAG; BASE_HASH=$hash
+}
+
+build_derived() { # folder tag
+  local dir="$images/$1" tag=$2 hash
+  hash=$(recipe_hash "$dir" "$BASE_HASH")
+  if [ "$(built_hash "$tag")" = "$hash" ]; then log "$tag is up to date ($hash)"; return; fi
+  log "building $tag"
+  local out; out=$(docker build -q --build-arg "BASE=$BASE_TAG" --label "$hash_label=$hash" -t "$tag" "$dir" 2>&1) \
+    || { printf "%s\n" "$out" >&2; exit 1; }
+}
+
+what=${1:-demo}
+build_base
+case "$what" in
+  demo) build_derived demo jgc/demo:bookworm ;;
+  test)
+    build_derived ngc-like jgc-test/ngc-like:24.05-py3
+    build_derived conda-nonroot jgc-test/conda-nonroot:latest
+    build_derived no-ipykernel jgc-test/no-ipykernel:latest
+    ;;
+  all)
+    build_derived demo jgc/demo:bookworm
+    "$0" test
+    ;;
+  *) log "usage: $0 demo|test|all"; exit 2 ;;
+esac

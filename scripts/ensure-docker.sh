@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers on this machine.
+#
+# Installs Debian's docker.io when no engine answers, and starts dockerd when it is not running,
+# with a runtime named "nvidia" that is plain runc: on machines without the NVIDIA toolkit this
+# lets the `--runtime=nvidia` + NVIDIA_VISIBLE_DEVICES attach path run end to end (see DESIGN.md).
+# Idempotent: an engine that already answers is left exactly as it is.
+set -euo pipefail
+
+log() { printf '[ensure-docker] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+engine_answers() { docker info >/dev/null 2>&1; }
+
+if command -v docker >/dev/null 2>&1 && engine_answers; then
+  log "engine answers: $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+  exit 0
+fi
+
+if ! command -v dockerd >/dev/null 2>&1; then
+  log "installing Debian's docker.io"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    docker.io tini iptables >/dev/null
+fi
+
+runc_path=$(command -v runc || echo /usr/sbin/runc)
+state_dir=${JGC_DOCKERD_STATE:-/var/run/jgc-dockerd}
+as_root mkdir -p "$state_dir"
+
+# Prefer the service manager when there is one; containers and CI sandboxes have none.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if ! as_root test -f /etc/docker/daemon.json; then
+    as_root mkdir -p /etc/docker
+    printf '{"runtimes": {"nvidia": {"path": "%s"}}}\n' "$runc_path" | as_root tee /etc/docker/daemon.json >/dev/null
+  fi
+  as_root systemctl start docker || true
+else
+  log "starting dockerd (log: $state_dir/dockerd.log)"
+  # setsid: dockerd must outlive this script and the shell that ran it.
+  as_root setsid dockerd --add-runtime "nvidia=$runc_path" --group docker \
+    >"$state_dir/dockerd.log" 2>&1 </dev/null &
+  echo $! | as_root tee "$state_dir/dockerd.pid" >/dev/null
+fi
+
+for _ in $(seq 1 60); do
+  if engine_answers; then
+    log "engine answers: $(docker version --format '{{.Server.Version}}')"
+    exit 0
+  fi
+  sleep 1
+done
+log "dockerd did not answer within 60 s; its log:"
+as_root tail -n 30 "$state_dir/dockerd.log" >&2 || true
+exit 1
