@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from jupyter_server.utils import url_path_join
 from traitlets import Bool, Enum
 
 from .errors import ContainerKernelError
 from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
 from .recovery import recover
-
-DEFAULT_KSM = "jupyter_client.kernelspec.KernelSpecManager"
-
 
 class _SentenceOnly(logging.Filter):
     """Our errors already say what happened and what to do: log the sentence, not a traceback.
@@ -62,17 +59,24 @@ class GPUContainersApp(ExtensionApp):
         # moment the class can still be chosen.
         if not self.install_kernelspec_manager:
             return
-        current = serverapp.kernel_spec_manager_class
-        current_name = current if isinstance(current, str) else f"{current.__module__}.{current.__name__}"
-        if current_name == DEFAULT_KSM:
+        configured = serverapp.config.get("ServerApp", {}).get("kernel_spec_manager_class")
+        if serverapp.trait_has_value("kernel_spec_manager_class") and configured is None:
+            configured = serverapp.kernel_spec_manager_class
+        gateway = serverapp.config.get("GatewayClient", {}).get("url") or os.environ.get(
+            "JUPYTER_GATEWAY_URL"
+        )
+        if configured is None and not gateway:
             serverapp.kernel_spec_manager_class = ContainerKernelSpecManager
-        elif not (isinstance(current, type) and issubclass(current, ContainerKernelSpecManager)):
-            serverapp.log.warning(
-                "jupyter_gpu_containers: kernel_spec_manager_class is %s, so images will not "
-                "appear as kernels. Use jupyter_gpu_containers.kernelspecs."
-                "ContainerKernelSpecManager (or a subclass) to get them.",
-                current_name,
-            )
+            return
+        name = configured if isinstance(configured, str) else getattr(configured, "__name__", "?")
+        if isinstance(configured, type) and issubclass(configured, ContainerKernelSpecManager):
+            return
+        serverapp.log.warning(
+            "jupyter_gpu_containers: the server uses %s, so local images will not appear as "
+            "kernels. Configure ServerApp.kernel_spec_manager_class = "
+            "'jupyter_gpu_containers.kernelspecs.ContainerKernelSpecManager' (or a subclass).",
+            name if configured else "a kernel gateway",
+        )
 
     def initialize_settings(self) -> None:
         log_filter = _SentenceOnly()
@@ -83,8 +87,8 @@ class GPUContainersApp(ExtensionApp):
             ksm.refresh()  # at start-up, before the loop serves requests
 
     def initialize_handlers(self) -> None:
-        base = url_path_join(self.serverapp.base_url, "gpu-containers")
-        self.handlers.extend(default_handlers(base))
+        # ExtensionApp prefixes every pattern with the server's base_url itself.
+        self.handlers.extend(default_handlers("/gpu-containers"))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         ksm = serverapp.kernel_spec_manager

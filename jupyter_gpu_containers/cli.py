@@ -12,7 +12,7 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from . import __version__
-from .engine import Engine
+from .engine import engine_for
 from .errors import ContainerKernelError
 from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
 
@@ -79,7 +79,7 @@ class InstallKernelSpecApp(JupyterApp):
             self.exit(2)
         record = None
         try:
-            record = Engine.instance(parent=self).inspect_image_sync(self.image)
+            record = engine_for(self).inspect_image_sync(self.image)
         except ContainerKernelError as e:
             print(f"warning: {e} The spec is written without the image's details.", file=sys.stderr)
         spec = kernel_spec_dict(self.image, record)

@@ -22,7 +22,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from traitlets import Float, Int, Unicode, default
-from traitlets.config import SingletonConfigurable
+from traitlets.config import Configurable, LoggingConfigurable
 
 from .errors import EngineRefused, EngineUnavailable, ImageMissing
 
@@ -104,8 +104,9 @@ class ContainerSpec:
     port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
-class Engine(SingletonConfigurable):
-    """Process-wide handle on the Docker engine, shared by provisioners, kernel specs and handlers."""
+class Engine(LoggingConfigurable):
+    """Handle on one Docker engine, shared (through :func:`engine_for`) by provisioners, kernel
+    specs and handlers that are configured for the same engine address."""
 
     docker_url = Unicode(
         "",
@@ -139,9 +140,16 @@ class Engine(SingletonConfigurable):
         super().__init__(**kwargs)
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.max_workers, thread_name_prefix="gpu-containers-engine"
-        )
+        self._executor_instance: ThreadPoolExecutor | None = None
+
+    @property
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._client_lock:
+            if self._executor_instance is None:
+                self._executor_instance = ThreadPoolExecutor(
+                    max_workers=self.max_workers, thread_name_prefix="gpu-containers-engine"
+                )
+            return self._executor_instance
 
     # ------------------------------------------------------------------ plumbing
 
@@ -188,7 +196,9 @@ class Engine(SingletonConfigurable):
             if self._client is not None:
                 self._client.close()
                 self._client = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._executor_instance is not None:
+                self._executor_instance.shutdown(wait=False, cancel_futures=True)
+                self._executor_instance = None
 
     # ------------------------------------------------------------------ engine
 
@@ -348,6 +358,18 @@ class Engine(SingletonConfigurable):
         return await loop.run_in_executor(
             self._executor, functools.partial(self.list_containers_sync, labels)
         )
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(parent: Configurable | None) -> Engine:
+    """The shared Engine for the address ``parent``'s configuration names (one connection pool
+    and one thread pool per engine address, however many kernels use it)."""
+    candidate = Engine(parent=parent)
+    with _engines_lock:
+        return _engines.setdefault(candidate.resolved_url, candidate)
 
 
 def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:

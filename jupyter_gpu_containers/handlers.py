@@ -8,7 +8,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .engine import Engine
+from .engine import engine_for
 from .errors import ContainerKernelError
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.
@@ -25,7 +25,7 @@ class StatusHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        engine = Engine.instance(parent=self.serverapp)
+        engine = engine_for(self.serverapp)
         ksm = self.kernel_spec_manager
         image_entries = getattr(ksm, "image_entries", None)
         count = len(image_entries()) if image_entries else 0

@@ -22,7 +22,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Dict, Float, List, Unicode
 
 from .catalog import framework_of, is_gpu_build
-from .engine import Engine, ImageRecord
+from .engine import Engine, ImageRecord, engine_for
 from .errors import ContainerKernelError
 
 PROVISIONER_NAME = "gpu-containers-provisioner"
@@ -147,9 +147,13 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
+    _engine: Engine | None = None
+
     @property
     def engine(self) -> Engine:
-        return Engine.instance(parent=self)
+        if self._engine is None:
+            self._engine = engine_for(self)
+        return self._engine
 
     # ---------------------------------------------------------------- engine sync
 

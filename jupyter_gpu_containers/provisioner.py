@@ -38,7 +38,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Dict, Enum, Float, Int, List, Unicode
 
 from . import labels as L
-from .engine import ContainerSpec, Engine, ImageRecord, Mount
+from .engine import ContainerSpec, Engine, ImageRecord, Mount, engine_for
 from .errors import (
     ContainerExited,
     ContainerKernelError,
@@ -186,9 +186,13 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     container_id: str | None = None
     connection_dir: str | None = None
 
+    _engine: Engine | None = None
+
     @property
     def engine(self) -> Engine:
-        return Engine.instance(parent=self.parent)
+        if self._engine is None:
+            self._engine = engine_for(self.parent)
+        return self._engine
 
     @property
     def has_process(self) -> bool:

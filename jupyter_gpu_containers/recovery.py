@@ -22,7 +22,7 @@ from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from jupyter_server._tz import utcnow
 
 from . import labels as L
-from .engine import ContainerRecord, Engine
+from .engine import ContainerRecord, engine_for
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from .launchplan import CONNECTION_FILE_NAME, ContainerPolicy
 from .provisioner import ContainerProvisioner
@@ -53,7 +53,7 @@ def decide(record: ContainerRecord, server_id: str, me: L.OwnerProcess) -> str:
 
 async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind."""
-    engine = Engine.instance(parent=serverapp)
+    engine = engine_for(serverapp)
     mkm = serverapp.kernel_manager
     policy = ContainerPolicy(parent=mkm)
     server_id = policy.server_id or L.default_server_id(os.getuid(), mkm.root_dir)

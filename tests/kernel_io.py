@@ -1,0 +1,87 @@
+"""Talk to a kernel the way JupyterLab does: over the server's kernel websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ExecResult:
+    status: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    ename: str = ""
+    evalue: str = ""
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def execute_request(code: str, session: str) -> dict[str, Any]:
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "username": "test",
+            "session": session,
+            "date": "",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "channel": "shell",
+        "buffers": [],
+    }
+
+
+async def send_execute(ws: Any, code: str) -> str:
+    msg = execute_request(code, session=uuid.uuid4().hex)
+    await ws.write_message(json.dumps(msg))
+    return str(msg["header"]["msg_id"])
+
+
+async def collect(ws: Any, msg_id: str, timeout: float = 30) -> ExecResult:
+    """Gather outputs of one request until its execute_reply and its idle status both arrived."""
+    result = ExecResult()
+    replied = idle = False
+
+    async def loop() -> None:
+        nonlocal replied, idle
+        while not (replied and idle):
+            raw = await ws.read_message()
+            if raw is None:
+                raise ConnectionError("kernel websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    result.stdout += content["text"]
+                else:
+                    result.stderr += content["text"]
+            elif kind == "error":
+                result.ename, result.evalue = content["ename"], content["evalue"]
+            elif kind == "execute_reply":
+                result.status = content["status"]
+                replied = True
+            elif kind == "status" and content["execution_state"] == "idle":
+                idle = True
+            result.outputs.append(msg)
+
+    await asyncio.wait_for(loop(), timeout)
+    return result
+
+
+async def execute(ws: Any, code: str, timeout: float = 30) -> ExecResult:
+    return await collect(ws, await send_execute(ws, code), timeout)
