@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import docker
+import docker.constants
 import docker.errors
+import docker.types
 import requests.exceptions
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import Configurable, LoggingConfigurable
@@ -156,19 +159,48 @@ class Engine(LoggingConfigurable):
     def _connect(self) -> docker.APIClient:
         with self._client_lock:
             if self._client is None:
+                self._check_unix_socket()
+                # Ask the engine's API version with a probe client that we close on failure
+                # (version="auto" would leak the probe's socket when the engine is not there).
+                probe = docker.APIClient(
+                    base_url=self.resolved_url,
+                    version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+                    timeout=min(self.api_timeout, 10.0),
+                )
                 try:
-                    client = docker.APIClient(
-                        base_url=self.resolved_url, version="auto", timeout=self.api_timeout
-                    )
-                except docker.errors.DockerException as e:
+                    api_version = str(probe.version(api_version=False)["ApiVersion"])
+                except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
                     raise self._unavailable(e) from e
+                finally:
+                    probe.close()
+                client = docker.APIClient(
+                    base_url=self.resolved_url, version=api_version, timeout=self.api_timeout
+                )
                 self._client = client
             return self._client
+
+    def _check_unix_socket(self) -> None:
+        """Fail fast, with the OS's reason, when a unix:// engine socket cannot be connected.
+
+        docker-py leaks the socket of a failed unix connect; checking here first keeps that from
+        happening on every call while the engine is down.
+        """
+        if not self.resolved_url.startswith(("unix://", "http+unix://")):
+            return
+        path = self.resolved_url.split("://", 1)[1]
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(min(self.api_timeout, 5.0))
+            probe.connect(path)
+        except OSError as e:
+            raise self._unavailable(e) from e
+        finally:
+            probe.close()
 
     def _unavailable(self, e: BaseException) -> EngineUnavailable:
         detail = str(e)
         hint = "Start it (for example `sudo systemctl start docker`) or set Engine.docker_url."
-        if "Permission denied" in detail or "PermissionError" in detail:
+        if isinstance(e, PermissionError) or "Permission denied" in detail:
             hint = (
                 "This server's user may not use that socket: add it to the `docker` group, "
                 "or set Engine.docker_url."
