@@ -99,12 +99,11 @@ class GPUContainersApp(ExtensionApp):
         except ContainerKernelError as e:
             self.log.warning("Kernel containers were not checked at start: %s", e)
             return
-        if report.reattached or report.removed:
-            self.log.info(
-                "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
-                len(report.reattached),
-                len(report.removed),
-            )
+        self.log.info(
+            "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
+            len(report.reattached),
+            len(report.removed),
+        )
 
     async def stop_extension(self) -> None:
         # The engine stays open: the server shuts its kernels down (removing their containers)

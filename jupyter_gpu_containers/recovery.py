@@ -124,13 +124,14 @@ async def _reattach(serverapp: Any, record: ContainerRecord) -> None:
     provisioner = ContainerProvisioner(kernel_id=kernel_id, kernel_spec=spec, parent=km, **config)
     await provisioner.load_provisioner_info(
         {
+            "kernel_id": kernel_id,
+            "connection_info": km.get_connection_info(),
             "container_id": record.id,
             "connection_dir": conn_dir,
             "image": labels[L.IMAGE],
             "transport": labels.get(L.TRANSPORT, "ipc"),
         }
     )
-    provisioner.connection_info = km.get_connection_info()
     km.provisioner = provisioner
     # What a restart re-uses: the notebook's directory and session name.
     env = {"JPY_SESSION_NAME": os.path.join(mkm.root_dir, labels[L.NOTEBOOK])} if labels.get(

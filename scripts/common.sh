@@ -1,0 +1,46 @@
+# Shared set-up steps for scripts/demo.sh and scripts/test.sh (sourced, not run).
+# Each step is idempotent: a second run on a prepared machine costs seconds.
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${JGC_VENV:-$repo/.venv}
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian/Ubuntu packages the project needs, installed only when missing.
+install_system_packages() {
+  local wanted=(python3 python3-venv python3-dev debootstrap docker.io tini iptables ca-certificates "$@")
+  command -v node >/dev/null 2>&1 || wanted+=(nodejs)
+  command -v npm >/dev/null 2>&1 || wanted+=(npm)
+  local missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  # docker.io may be replaced by another engine package that already provides dockerd.
+  if command -v dockerd >/dev/null 2>&1; then
+    missing=("${missing[@]/docker.io/}")
+  fi
+  local -a todo=()
+  for pkg in "${missing[@]}"; do [ -n "$pkg" ] && todo+=("$pkg"); done
+  log "apt-get update"
+  as_root apt-get update -qq
+  if [ "${#todo[@]}" -gt 0 ]; then
+    log "installing: ${todo[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
+  fi
+}
+
+# The project in a virtual environment, with its labextension built by `pip install`.
+install_project() {
+  local extras=${1:-}
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  log "pip install -e .${extras} (builds the labextension with npm)"
+  PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install -q -e ".${extras}" 2>&1 \
+    | grep -v -e "^WARNING: Location" -e "is neither a file nor a directory" >&2 || true
+  "$venv/bin/python" -c "import jupyter_gpu_containers" \
+    || { log "the package did not install"; return 1; }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The test command. On a fresh Debian/Ubuntu machine it installs and starts everything it needs
+# (apt packages, dockerd with a runc-backed "nvidia" runtime, the test images, node packages, the
+# labextension build, a non-root test user), then runs the linters and every test suite once.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -k expr    extra arguments go to pytest
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$repo"
+
+install_system_packages
+bash scripts/ensure-docker.sh
+bash scripts/build-images.sh test
+install_project "[test]"
+
+# A non-root user in the docker group: the tests that prove files come out owned by the user run
+# a Jupyter server as this user (sessions and CI run as root).
+test_user=${JGC_TEST_USER:-jgc-tester}
+if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
+  if ! id "$test_user" >/dev/null 2>&1; then
+    log "creating the test user $test_user"
+    as_root useradd --create-home --shell /bin/bash "$test_user"
+  fi
+  as_root usermod -aG docker "$test_user"
+  export JGC_TEST_USER=$test_user
+fi
+
+export PATH="$venv/bin:$PATH"
+status=0
+run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
+
+run ruff check jupyter_gpu_containers tests benchmarks
+run ruff format --check jupyter_gpu_containers tests benchmarks
+run mypy
+run npm run --silent lint:check
+run npm test --silent -- --ci
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+log "pytest"
+set +e
+python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then log "pytest collected no tests"; rc=1; fi
+[ "$rc" -eq 0 ] || status=1
+
+leftover=$(docker ps -aq --filter label=org.jupyter.gpu-containers.managed | wc -l)
+if [ "$leftover" -gt 0 ]; then
+  log "FAILED: $leftover kernel container(s) left on the engine after the tests"
+  docker ps -a --filter label=org.jupyter.gpu-containers.managed >&2
+  status=1
+fi
+exit "$status"

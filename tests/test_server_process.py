@@ -1,0 +1,224 @@
+"""A real Jupyter server process, run as an ordinary user: files belong to that user, and after a
+`kill -9` of the server its kernels are reattached (same server) or swept (sweep mode, or another
+server), never orphaned.
+
+Sessions and CI run as root; the test command creates an unprivileged user in the docker group
+(JGC_TEST_USER) for these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from conftest import NGC_IMAGE, TEST_LABEL, TEST_RUN, assert_no_test_containers, kernel_name
+from jupyter_gpu_containers import labels as L
+from kernel_io import execute
+
+USER = os.environ.get("JGC_TEST_USER", "")
+pytestmark = [
+    pytest.mark.usefixtures("docker_client"),
+    pytest.mark.skipif(
+        not USER or os.getuid() != 0,
+        reason="needs root and JGC_TEST_USER (scripts/test.sh sets both up)",
+    ),
+]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`jupyter server` as USER, started with setpriv (which execs, so our pid is the server's)."""
+
+    def __init__(self, home: Path, root_dir: Path, extra_args: list[str]) -> None:
+        self.port = free_port()
+        self.token = os.urandom(16).hex()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+            "HOME": str(home),
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "LANG": "C.UTF-8",
+        }
+        self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                "setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups",
+                str(VENV_BIN / "jupyter"), "server", "--no-browser",
+                f"--port={self.port}", "--ip=127.0.0.1",
+                f"--ServerApp.root_dir={root_dir}",
+                f"--IdentityProvider.token={self.token}",
+                *extra_args,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(150):
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        # Ready once the extension has reattached or swept what earlier servers left (it does
+        # so just after the server starts listening).
+        for _ in range(150):
+            if self.process.poll() is not None or "Kernel containers at start" in self.output():
+                break
+            time.sleep(0.1)
+        assert self.process.poll() is None, self.output()
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    async def call(self, method: str, *path: str, body: Any = None) -> Any:
+        request = HTTPRequest(
+            f"{self.url}/{'/'.join(path)}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+        )
+        response = await AsyncHTTPClient().fetch(request)
+        return json.loads(response.body) if response.body else None
+
+    async def execute(self, kernel_id: str, code: str) -> Any:
+        ws = await websocket_connect(
+            HTTPRequest(
+                f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels",
+                headers={"Authorization": f"token {self.token}"},
+            )
+        )
+        try:
+            return await execute(ws, code)
+        finally:
+            ws.close()
+
+    def kill9(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGINT)  # twice: skip the confirmation prompt
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def user_home() -> Iterator[Path]:
+    """A home for USER outside pytest's root-only tmp_path, with the project's test labels."""
+    entry = pwd.getpwnam(USER)
+    home = Path(tempfile.mkdtemp(prefix="jgc-user-", dir="/tmp"))
+    for sub in ("config", "data", "runtime", "workspace", "other-workspace"):
+        (home / sub).mkdir()
+    (home / "config" / "jupyter_server_config.json").write_text(
+        json.dumps({"ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}}})
+    )
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def servers(user_home: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+        if server.process.returncode not in (0, -signal.SIGKILL, -signal.SIGINT):
+            print(server.output())
+
+
+async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
+    user_home: Path, servers: list[Server], docker_client: Any
+) -> None:
+    entry = pwd.getpwnam(USER)
+    workspace = user_home / "workspace"
+
+    def start(root: Path, *args: str) -> Server:
+        servers.append(Server(user_home, root, list(args)))
+        return servers[-1]
+
+    first = start(workspace)
+    (workspace / "work").mkdir()
+    os.chown(workspace / "work", entry.pw_uid, entry.pw_gid)
+    session = await first.call(
+        "POST",
+        "api",
+        "sessions",
+        body={"path": "work/nb.ipynb", "type": "notebook", "name": "nb.ipynb",
+              "kernel": {"name": kernel_name(NGC_IMAGE)}},
+    )
+    kernel_id = session["kernel"]["id"]
+    result = await first.execute(
+        kernel_id,
+        "import os\nopen('owned.txt', 'w').write('mine')\nmarker = 'state survives'\n"
+        "print(os.getuid(), os.getgid())",
+    )
+    assert result.stdout.split() == [str(entry.pw_uid), str(entry.pw_gid)]
+    written = workspace / "work" / "owned.txt"
+    assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+
+    # kill -9: the server dies, its kernel container keeps running.
+    first.kill9()
+    (container,) = docker_client.containers.list(filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
+    assert container.status == "running"
+
+    # The same server again reattaches to the very same live kernel.
+    second = start(workspace)
+    kernels = await second.call("GET", "api", "kernels")
+    assert [k["id"] for k in kernels] == [kernel_id], second.output()
+    assert kernels[0]["name"] == kernel_name(NGC_IMAGE)
+    result = await second.execute(kernel_id, "print(marker)")
+    assert result.stdout.strip() == "state survives"
+    await second.call("POST", "api", "kernels", kernel_id, "restart", body={})
+    assert (await second.execute(kernel_id, "print('marker' in globals())")).stdout.strip() == "False"
+
+    # Killed again, then started in sweep mode: the container is removed, nothing is adopted.
+    second.kill9()
+    third = start(workspace, "--GPUContainersApp.on_start=sweep")
+    assert await third.call("GET", "api", "kernels") == []
+    assert_no_test_containers(docker_client)
+
+    # A kernel of a killed server is swept by any other server started on the host.
+    kernel = await third.call("POST", "api", "kernels", body={"name": kernel_name(NGC_IMAGE)})
+    third.kill9()
+    other = start(user_home / "other-workspace")
+    assert await other.call("GET", "api", "kernels") == []
+    assert_no_test_containers(docker_client)
+    assert "Kernel containers at start: reattached 0, removed 1" in other.output()
+    assert kernel["id"]
