@@ -14,6 +14,7 @@ from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
 from .recovery import recover
 
+
 class _SentenceOnly(logging.Filter):
     """Our errors already say what happened and what to do: log the sentence, not a traceback.
 
@@ -79,6 +80,7 @@ class GPUContainersApp(ExtensionApp):
         )
 
     def initialize_settings(self) -> None:
+        assert self.serverapp is not None
         log_filter = _SentenceOnly()
         for logger in {self.serverapp.log, logging.getLogger("tornado.application")}:
             logger.addFilter(log_filter)

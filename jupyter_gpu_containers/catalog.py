@@ -44,10 +44,9 @@ def framework_of(ref: str, env: Mapping[str, str], labels: Mapping[str, str]) ->
     if product:
         key = product.upper().replace(" ", "_")
         release = env.get(f"NVIDIA_{key}_VERSION", "")
-        version = env.get(f"{key}_VERSION", "") or labels.get(
-            f"com.nvidia.{product.lower()}.version", ""
-        )
-        return Framework(_FRAMEWORKS.get(product.lower(), product), version, release)
+        version = env.get(f"{key}_VERSION") or labels.get(f"com.nvidia.{product.lower()}.version")
+        version = version or ""
+        return Framework(_FRAMEWORKS.get(product.lower(), product), version or "", release)
     for key, name in _FRAMEWORKS.items():
         version = env.get(f"{key.upper()}_VERSION") or labels.get(f"com.nvidia.{key}.version")
         if version:

@@ -39,7 +39,10 @@ class ListApp(JupyterApp):
             print(json.dumps(rows, indent=2))
             return
         if not rows:
-            print("No local images are offered as kernels (check ContainerKernelSpecManager.image_include).")
+            print(
+                "No local images are offered as kernels "
+                "(see ContainerKernelSpecManager.image_include)."
+            )
             return
         width = max(len(r["name"]) for r in rows)
         for r in rows:
@@ -75,7 +78,10 @@ class InstallKernelSpecApp(JupyterApp):
 
     def start(self) -> None:
         if not self.image:
-            print("Give the image: jupyter gpu-containers install-kernelspec --image IMAGE", file=sys.stderr)
+            print(
+                "Give the image: jupyter gpu-containers install-kernelspec --image IMAGE",
+                file=sys.stderr,
+            )
             self.exit(2)
         record = None
         try:
@@ -112,3 +118,5 @@ class GPUContainersApp(JupyterApp):
 
 
 main = GPUContainersApp.launch_instance
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ must keep answering). docker-py errors are translated here, once, into the sente
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -294,9 +295,7 @@ class Engine(LoggingConfigurable):
         while not stop.is_set():
             stream = None
             try:
-                stream = self.call(
-                    lambda c: c.events(decode=True, filters={"type": "image"})
-                )
+                stream = self.call(lambda c: c.events(decode=True, filters={"type": "image"}))
                 on_change()  # we may have missed changes while (re)connecting
                 for _event in stream:
                     if stop.is_set():
@@ -308,10 +307,8 @@ class Engine(LoggingConfigurable):
                 stop.wait(2.0)
             finally:
                 if stream is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         stream.close()
-                    except Exception:
-                        pass
 
     # ------------------------------------------------------------------ containers
 
@@ -406,7 +403,9 @@ def engine_for(parent: Configurable | None) -> Engine:
 
 def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
     host_config = c.create_host_config(
-        binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+        binds={
+            m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts
+        },
         tmpfs=spec.tmpfs or None,
         shm_size=spec.shm_size,
         ulimits=[
@@ -448,10 +447,8 @@ def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
     try:
         c.start(container_id)
     except docker.errors.APIError as e:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             c.remove_container(container_id, force=True, v=True)
-        except docker.errors.APIError:
-            pass
         raise EngineRefused(
             f"The Docker engine refused to start the kernel container for {spec.image}: "
             f"{_short(e.explanation or str(e))}. Check the container options configured for "

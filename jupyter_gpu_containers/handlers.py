@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jupyter_server.base.handlers import APIHandler
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .engine import engine_for

@@ -26,11 +26,16 @@ CONNECTION_FILE_NAME = "kernel.json"
 # different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec ipykernel with the
 # connection file given as $1. exec keeps python the direct child of init, so signals reach it.
 FIND_PYTHON_AND_EXEC = r"""
-for py in "${JUPYTER_GPU_CONTAINERS_PYTHON:-}" python3 python /opt/conda/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do
+for py in "${JUPYTER_GPU_CONTAINERS_PYTHON:-}" python3 python \
+          /opt/conda/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do
   [ -n "$py" ] || continue
-  if command -v "$py" >/dev/null 2>&1; then exec "$py" -m ipykernel_launcher -f "$1"; fi
+  if command -v "$py" >/dev/null 2>&1; then
+    exec "$py" -m ipykernel_launcher -f "$1"
+  fi
 done
-echo "jupyter-gpu-containers: no Python interpreter in this image (looked for python3 and python on PATH=$PATH, and in /opt/conda/bin, /usr/local/bin, /usr/bin)" >&2
+echo "jupyter-gpu-containers: no Python interpreter in this image" \
+     "(looked for python3 and python on PATH=$PATH," \
+     "and in /opt/conda/bin, /usr/local/bin, /usr/bin)" >&2
 exit 127
 """
 

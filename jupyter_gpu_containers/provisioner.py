@@ -62,7 +62,7 @@ from .launchplan import (
 _MAX_IPC_PATH = 100
 
 
-class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class ContainerProvisioner(KernelProvisionerBase):
     """Runs the kernel in a container of ``image``. Options below can be set for all kernels in
     jupyter_server_config.py (``c.ContainerProvisioner.shm_size = "8g"``) and per kernel spec
     (``metadata.kernel_provisioner.config``, or ContainerKernelSpecManager.image_overrides)."""
@@ -228,7 +228,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._write_container_connection_file()
 
         container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
-        kwargs = await super().pre_launch(cmd=kernel_command(self.kernel_cmd, container_file), **kwargs)
+        kwargs = await super().pre_launch(
+            cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
+        )
         kwargs["policy"] = policy
         return kwargs
 
@@ -261,7 +263,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         assert self.connection_dir is not None
         km = self.parent
         root = os.path.realpath(
-            getattr(getattr(km, "parent", None), "root_dir", None) or kwargs.get("cwd") or os.getcwd()
+            getattr(getattr(km, "parent", None), "root_dir", None)
+            or kwargs.get("cwd")
+            or os.getcwd()
         )
         host_cwd = kwargs.get("cwd") or root
         session_env = kwargs.get("env") or {}
@@ -306,10 +310,12 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         port_bindings: dict[int, tuple[str, int]] = {}
         if self.transport == "tcp" and self.network_mode not in ("host",):
             for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
-                port = int(self.connection_info[name])  # type: ignore[literal-required]
+                port = int(self.connection_info[name])
                 port_bindings[port] = ("127.0.0.1", port)
 
-        notebook_label = os.path.relpath(notebook, root) if notebook and os.path.isabs(notebook) else notebook
+        notebook_label = (
+            os.path.relpath(notebook, root) if notebook and os.path.isabs(notebook) else notebook
+        )
         container_labels = {
             **{str(k): str(v) for k, v in self.extra_labels.items()},
             L.MANAGED: "true",
@@ -349,11 +355,11 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
         info = self.connection_info
-        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])  # type: ignore[typeddict-item]
-        if info["transport"] == "ipc":  # type: ignore[typeddict-item]
-            url = f"ipc://{info['ip']}-{info['shell_port']}"  # type: ignore[typeddict-item]
+        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+        if info["transport"] == "ipc":
+            url = f"ipc://{info['ip']}-{info['shell_port']}"
         else:
-            url = f"tcp://{info['ip']}:{info['shell_port']}"  # type: ignore[typeddict-item]
+            url = f"tcp://{info['ip']}:{info['shell_port']}"
         socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         socket.linger = 0
         try:
@@ -388,7 +394,9 @@ class ContainerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise ContainerExited(
                 f"The kernel container for {self.image} was removed while the kernel was starting."
             )
-        sentence, image_at_fault = diagnose_exit(self.image, state.exit_code, state.oom_killed, tail)
+        sentence, image_at_fault = diagnose_exit(
+            self.image, state.exit_code, state.oom_killed, tail
+        )
         raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
 
     async def _discard_after_failed_launch(self) -> None:

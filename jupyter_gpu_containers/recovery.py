@@ -12,6 +12,7 @@ An owner on another host (an engine reached over TCP) cannot be judged and is le
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -88,14 +89,18 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     return report
 
 
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return dict(json.load(f))
+
+
 async def _reattach(serverapp: Any, record: ContainerRecord) -> None:
     mkm = serverapp.kernel_manager
     labels = record.labels
     kernel_id = labels[L.KERNEL_ID]
     kernel_name = labels.get(L.KERNEL_NAME, "")
     conn_dir = labels[L.CONNECTION_DIR]
-    with open(os.path.join(conn_dir, CONNECTION_FILE_NAME)) as f:
-        info = json.load(f)
+    info = await asyncio.to_thread(_read_json, os.path.join(conn_dir, CONNECTION_FILE_NAME))
     # The file holds the container's view; the host's differs only in where it connects.
     if info["transport"] == "ipc":
         info["ip"] = os.path.join(conn_dir, "kernel-ipc")
@@ -134,9 +139,11 @@ async def _reattach(serverapp: Any, record: ContainerRecord) -> None:
     )
     km.provisioner = provisioner
     # What a restart re-uses: the notebook's directory and session name.
-    env = {"JPY_SESSION_NAME": os.path.join(mkm.root_dir, labels[L.NOTEBOOK])} if labels.get(
-        L.NOTEBOOK
-    ) else {}
+    env = (
+        {"JPY_SESSION_NAME": os.path.join(mkm.root_dir, labels[L.NOTEBOOK])}
+        if labels.get(L.NOTEBOOK)
+        else {}
+    )
     km._launch_args = {"cwd": labels.get(L.CWD) or mkm.root_dir, "env": env}
     km._attempted_start = True
     km.ready.set_result(None)

@@ -39,7 +39,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except docker.errors.DockerException as e:
         pytest.fail(
-            f"No Docker engine answers ({e}). Run the tests with scripts/test.sh, which starts one.",
+            f"No Docker engine answers ({e}). scripts/test.sh starts one.",
             pytrace=False,
         )
     missing = []
@@ -124,5 +124,3 @@ def kernel_container(client: docker.DockerClient, kernel_id: str) -> Any:
     found = client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
     assert len(found) == 1, f"expected one container for kernel {kernel_id}, found {found}"
     return found[0]
-
-

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
-
 from conftest import (
     DEBIAN_IMAGE,
     NO_IPYKERNEL_IMAGE,
@@ -19,6 +17,8 @@ from conftest import (
     assert_no_test_containers,
     kernel_name,
 )
+from tornado.httpclient import HTTPClientError
+
 from jupyter_gpu_containers.kernelspecs import kernel_spec_dict
 
 pytestmark = pytest.mark.usefixtures("docker_client")
@@ -66,7 +66,11 @@ async def test_container_exits_at_start_with_its_log_tail(
         jp_data_dir,
         "dies",
         DEBIAN_IMAGE,
-        kernel_cmd=["python3", "-c", "import sys; print('ImportError: libcuda.so.1', file=sys.stderr); sys.exit(3)"],
+        kernel_cmd=[
+            "python3",
+            "-c",
+            "import sys; print('ImportError: libcuda.so.1', file=sys.stderr); sys.exit(3)",
+        ],
     )
     code, message = await start_error(jp_fetch, name)
     assert code == 500

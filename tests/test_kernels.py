@@ -9,8 +9,6 @@ import os
 from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
-
 from conftest import (
     CONDA_IMAGE,
     DEBIAN_IMAGE,
@@ -21,8 +19,10 @@ from conftest import (
     kernel_container,
     kernel_name,
 )
-from jupyter_gpu_containers import labels as L
 from kernel_io import collect, execute, send_execute
+from tornado.httpclient import HTTPClientError
+
+from jupyter_gpu_containers import labels as L
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -285,7 +285,10 @@ async def test_mount_outside_allowed_roots_is_refused(
     with pytest.raises(HTTPClientError) as info:
         await start_kernel(jp_fetch, DEBIAN_IMAGE)
     assert info.value.code == 403
-    assert "outside the directories allowed for mounts" in json.loads(info.value.response.body)["message"]
+    assert (
+        "outside the directories allowed for mounts"
+        in json.loads(info.value.response.body)["message"]
+    )
     assert_no_test_containers(docker_client)
 
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NGC_IMAGE, TEST_LABEL, TEST_RUN, assert_no_test_containers, kernel_name
+from kernel_io import execute
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from conftest import NGC_IMAGE, TEST_LABEL, TEST_RUN, assert_no_test_containers, kernel_name
 from jupyter_gpu_containers import labels as L
-from kernel_io import execute
 
 USER = os.environ.get("JGC_TEST_USER", "")
 pytestmark = [
@@ -65,9 +65,15 @@ class Server:
         self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                "setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups",
-                str(VENV_BIN / "jupyter"), "server", "--no-browser",
-                f"--port={self.port}", "--ip=127.0.0.1",
+                "setpriv",
+                f"--reuid={USER}",
+                f"--regid={USER}",
+                "--init-groups",
+                str(VENV_BIN / "jupyter"),
+                "server",
+                "--no-browser",
+                f"--port={self.port}",
+                "--ip=127.0.0.1",
                 f"--ServerApp.root_dir={root_dir}",
                 f"--IdentityProvider.token={self.token}",
                 *extra_args,
@@ -180,8 +186,12 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
         "POST",
         "api",
         "sessions",
-        body={"path": "work/nb.ipynb", "type": "notebook", "name": "nb.ipynb",
-              "kernel": {"name": kernel_name(NGC_IMAGE)}},
+        body={
+            "path": "work/nb.ipynb",
+            "type": "notebook",
+            "name": "nb.ipynb",
+            "kernel": {"name": kernel_name(NGC_IMAGE)},
+        },
     )
     kernel_id = session["kernel"]["id"]
     result = await first.execute(
@@ -206,7 +216,9 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     result = await second.execute(kernel_id, "print(marker)")
     assert result.stdout.strip() == "state survives"
     await second.call("POST", "api", "kernels", kernel_id, "restart", body={})
-    assert (await second.execute(kernel_id, "print('marker' in globals())")).stdout.strip() == "False"
+    assert (
+        await second.execute(kernel_id, "print('marker' in globals())")
+    ).stdout.strip() == "False"
 
     # Killed again, then started in sweep mode: the container is removed, nothing is adopted.
     second.kill9()

@@ -1,0 +1,1 @@
+"""Benchmarks for jupyter_gpu_containers (see benchmarks/README.md)."""

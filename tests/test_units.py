@@ -1,0 +1,147 @@
+"""Unit tests of the pure parts: names, display names, framework detection, path policy, exit
+diagnosis, owner liveness. No engine needed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.catalog import framework_from_reference, framework_of, is_gpu_build
+from jupyter_gpu_containers.errors import MountRefused
+from jupyter_gpu_containers.kernelspecs import kernel_name_for, normalize_reference
+from jupyter_gpu_containers.launchplan import (
+    check_mount_source,
+    container_path_for,
+    diagnose_exit,
+    entrypoint_is_interpreter,
+    inside,
+    kernel_command,
+    normalize_ulimits,
+)
+
+
+def test_kernel_names_are_stable_valid_and_distinct() -> None:
+    name = kernel_name_for("nvcr.io/nvidia/pytorch:24.05-py3")
+    assert name == kernel_name_for("nvcr.io/nvidia/pytorch:24.05-py3")
+    assert name.startswith("gpuc-nvcr.io-nvidia-pytorch-24.05-py3-")
+    assert all(c.isalnum() or c in "._-" for c in name) and name == name.lower()
+    # References that slug alike still get different names.
+    assert kernel_name_for("a/b:c") != kernel_name_for("a-b:c")
+    assert kernel_name_for("img:Tag") != kernel_name_for("img:tag")
+    # An untagged reference means :latest, as in docker.
+    assert kernel_name_for("ubuntu") == kernel_name_for("ubuntu:latest")
+    assert normalize_reference("localhost:5000/x") == "localhost:5000/x:latest"
+    assert normalize_reference("x@sha256:abc") == "x@sha256:abc"
+
+
+def test_framework_from_ngc_environment() -> None:
+    env = {
+        "NVIDIA_PRODUCT_NAME": "PyTorch",
+        "NVIDIA_PYTORCH_VERSION": "24.05",
+        "PYTORCH_VERSION": "2.4.0a0",
+        "CUDA_VERSION": "12.4.1",
+    }
+    fw = framework_of("nvcr.io/nvidia/pytorch:24.05-py3", env, {})
+    assert fw is not None and (fw.name, fw.version, fw.release) == ("PyTorch", "2.4.0a0", "24.05")
+    assert fw.label() == "PyTorch 24.05"
+    assert is_gpu_build("nvcr.io/nvidia/pytorch:24.05-py3", env)
+
+
+def test_framework_from_tags_and_plain_env() -> None:
+    fw = framework_from_reference("openpai/standard:python_3.6-pytorch_1.4.0-gpu")
+    assert fw is not None and (fw.name, fw.version) == ("PyTorch", "1.4.0")
+    assert is_gpu_build("openpai/standard:python_3.6-pytorch_1.4.0-gpu", {})
+    assert not is_gpu_build("tensorflow/tensorflow:2.15.0", {})
+    fw = framework_of("tensorflow/tensorflow:2.15.0", {"TENSORFLOW_VERSION": "2.15.0"}, {})
+    assert fw is not None and fw.label() == "TensorFlow 2.15.0"
+    assert framework_of("debian:bookworm", {}, {}) is None
+
+
+def test_inside_compares_real_paths_not_prefixes(tmp_path: Path) -> None:
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice2").mkdir()
+    (tmp_path / "alice" / "link-out").symlink_to(tmp_path / "alice2")
+    assert inside(str(tmp_path / "alice" / "x"), str(tmp_path / "alice"))
+    assert inside(str(tmp_path / "alice"), str(tmp_path / "alice"))
+    assert not inside(str(tmp_path / "alice2"), str(tmp_path / "alice"))
+    assert not inside(str(tmp_path / "alice" / ".." / "alice2"), str(tmp_path / "alice"))
+    assert not inside(str(tmp_path / "alice" / "link-out"), str(tmp_path / "alice"))
+
+
+@pytest.mark.parametrize("source", ["relative/path", "", "/tmp/\0nul"])
+def test_mount_sources_must_be_absolute_and_clean(source: str, tmp_path: Path) -> None:
+    with pytest.raises(MountRefused):
+        check_mount_source(source, [str(tmp_path)])
+
+
+def test_mount_sources_must_lie_in_an_allowed_root(tmp_path: Path) -> None:
+    (tmp_path / "public" / "datasets").mkdir(parents=True)
+    ok = check_mount_source(str(tmp_path / "public" / "datasets"), [str(tmp_path / "public")])
+    assert ok == os.path.realpath(tmp_path / "public" / "datasets")
+    with pytest.raises(MountRefused, match="outside the directories allowed"):
+        check_mount_source("/etc", [str(tmp_path / "public")])
+    with pytest.raises(MountRefused, match="none configured"):
+        check_mount_source("/etc", [])
+
+
+def test_container_paths_follow_the_workspace(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert (
+        container_path_for(str(tmp_path / "a" / "b"), str(tmp_path), "/workspace")
+        == "/workspace/a/b"
+    )
+    assert container_path_for(str(tmp_path), str(tmp_path), "/workspace") == "/workspace"
+    assert container_path_for("/elsewhere", str(tmp_path), "/workspace") == "/workspace"
+
+
+def test_kernel_command_and_entrypoints() -> None:
+    cmd = kernel_command([], "/run/jupyter-kernel/kernel.json")
+    assert cmd[:2] == ["sh", "-c"] and cmd[-1] == "/run/jupyter-kernel/kernel.json"
+    assert kernel_command(["R", "--connection={connection_file}"], "/k.json") == [
+        "R",
+        "--connection=/k.json",
+    ]
+    assert entrypoint_is_interpreter(["/usr/bin/python3"])
+    assert not entrypoint_is_interpreter(["/opt/nvidia/nvidia_entrypoint.sh"])
+    assert not entrypoint_is_interpreter([])
+    assert normalize_ulimits({"memlock": -1, "stack": [1, 2]}) == {
+        "memlock": (-1, -1),
+        "stack": (1, 2),
+    }
+
+
+def test_exit_diagnosis() -> None:
+    sentence, image_fault = diagnose_exit(
+        "img", 1, False, "/usr/bin/python3: No module named ipykernel_launcher"
+    )
+    assert image_fault and "has Python but not ipykernel" in sentence
+    sentence, image_fault = diagnose_exit(
+        "img", 127, False, "jupyter-gpu-containers: no Python interpreter in this image"
+    )
+    assert image_fault and "no Python interpreter" in sentence
+    sentence, image_fault = diagnose_exit("img", 137, True, "")
+    assert not image_fault and "out of memory" in sentence
+    sentence, _ = diagnose_exit("img", 2, False, "boom")
+    assert "exited at start with code 2" in sentence and sentence.endswith("boom")
+
+
+def test_owner_process_liveness() -> None:
+    me = L.OwnerProcess.current()
+    assert L.OwnerProcess.parse(me.token()) == me
+    assert me.liveness() is True
+    dead = L.OwnerProcess(me.host, me.boot, me.pid, "1")  # same pid, another start time
+    assert dead.liveness() is False
+    rebooted = L.OwnerProcess(me.host, "another-boot", me.pid, me.start)
+    assert rebooted.liveness() is False
+    assert L.OwnerProcess("another-host", me.boot, 1, "1").liveness() is None
+    assert L.OwnerProcess.parse("garbage") is None
+
+
+def test_server_id_is_stable_per_user_and_workspace(tmp_path: Path) -> None:
+    assert L.default_server_id(1000, str(tmp_path)) == L.default_server_id(
+        1000, str(tmp_path) + "/"
+    )
+    assert L.default_server_id(1000, str(tmp_path)) != L.default_server_id(1001, str(tmp_path))
