@@ -1,0 +1,60 @@
+import { describeStatus } from '../status';
+import { IEngineStatus } from '../types';
+
+const engine: IEngineStatus = {
+  ok: true,
+  message: 'Docker engine 27.3.1 answered.',
+  version: '27.3.1',
+  endpoint: 'unix:///var/run/docker.sock'
+};
+
+describe('describeStatus', () => {
+  it('describes a reachable engine as info', () => {
+    expect(describeStatus({ engine, kernelspecs: 4 })).toEqual({
+      level: 'info',
+      text: 'jupyter-gpu-containers: engine 27.3.1, 4 container kernel specs'
+    });
+  });
+
+  it('counts one kernel spec in the singular and none in the plural', () => {
+    expect(describeStatus({ engine, kernelspecs: 1 }).text).toBe(
+      'jupyter-gpu-containers: engine 27.3.1, 1 container kernel spec'
+    );
+    expect(describeStatus({ engine, kernelspecs: 0 }).text).toBe(
+      'jupyter-gpu-containers: engine 27.3.1, 0 container kernel specs'
+    );
+  });
+
+  it('copes with an engine that gave no version', () => {
+    const { version, ...rest } = engine;
+    expect(version).toBeDefined();
+    expect(describeStatus({ engine: rest, kernelspecs: 2 }).text).toBe(
+      'jupyter-gpu-containers: engine of unknown version, 2 container kernel specs'
+    );
+  });
+
+  it("warns with the server's message when the engine is unreachable", () => {
+    const down: IEngineStatus = {
+      ok: false,
+      message:
+        'Cannot connect to the Docker engine at unix:///var/run/docker.sock: is the daemon running?',
+      endpoint: 'unix:///var/run/docker.sock'
+    };
+    expect(describeStatus({ engine: down, kernelspecs: 0 })).toEqual({
+      level: 'warning',
+      text: down.message
+    });
+  });
+
+  it('warns with the endpoint when the server gave no message', () => {
+    const down: IEngineStatus = {
+      ok: false,
+      message: '',
+      endpoint: 'tcp://gpu-box:2375'
+    };
+    expect(describeStatus({ engine: down, kernelspecs: 0 })).toEqual({
+      level: 'warning',
+      text: 'The container engine at tcp://gpu-box:2375 is unreachable.'
+    });
+  });
+});

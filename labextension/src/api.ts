@@ -1,0 +1,121 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { IStatus } from './types';
+
+/**
+ * The URL namespace of the server extension's REST API.
+ */
+export const API_NAMESPACE = 'gpu-containers';
+
+/**
+ * A failed call to the server extension, with a message fit to show people.
+ */
+export class ApiError extends Error {
+  /**
+   * @param message A sentence for people, never a raw response body.
+   * @param status The HTTP status, or `undefined` when no response came back.
+   */
+  constructor(
+    message: string,
+    readonly status?: number
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/**
+ * Pick the sentence to show for an error response.
+ *
+ * The server answers errors as JSON `{"message": ..., "reason": ...}`
+ * (jupyter_server's style): prefer `message`, then `reason`, then the HTTP
+ * status text. A body that is not such JSON is never shown as it is.
+ *
+ * @param body The response body, as text.
+ * @param status The HTTP status code.
+ * @param statusText The HTTP status text (empty over HTTP/2).
+ */
+export function errorMessage(
+  body: string,
+  status: number,
+  statusText: string
+): string {
+  const fields = parseObject(body);
+  for (const key of ['message', 'reason']) {
+    const value = fields?.[key];
+    if (typeof value === 'string' && value.trim() !== '') {
+      return value.trim();
+    }
+  }
+  const text = statusText.trim();
+  return text !== '' ? `${text} (HTTP ${status})` : `HTTP error ${status}`;
+}
+
+/**
+ * Call the server extension's REST API.
+ *
+ * @param endPoint The path below `/gpu-containers/`, e.g. `status`.
+ * @param init Options of the request (method, body, ...).
+ * @param settings The server connection; the page's own by default.
+ * @returns The response body, parsed as JSON (`undefined` when empty).
+ * @throws {ApiError} When the server cannot be reached, answers an error
+ *   status, or answers something that is not JSON.
+ */
+export async function requestAPI<T>(
+  endPoint: string,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, API_NAMESPACE, endPoint);
+
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new ApiError(`Could not reach the Jupyter server: ${detail}`);
+  }
+
+  const body = await response.text();
+  if (!response.ok) {
+    throw new ApiError(
+      errorMessage(body, response.status, response.statusText),
+      response.status
+    );
+  }
+  if (body.trim() === '') {
+    return undefined as T;
+  }
+  try {
+    return JSON.parse(body) as T;
+  } catch {
+    throw new ApiError(
+      `The server's answer to ${API_NAMESPACE}/${endPoint} is not JSON.`,
+      response.status
+    );
+  }
+}
+
+/**
+ * Fetch the container engine's status and the number of container kernel specs.
+ */
+export function getStatus(
+  settings?: ServerConnection.ISettings
+): Promise<IStatus> {
+  return requestAPI<IStatus>('status', { method: 'GET' }, settings);
+}
+
+/**
+ * Parse `text` as a JSON object, or return `null`.
+ */
+function parseObject(text: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : null;
+  } catch {
+    return null;
+  }
+}
