@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
@@ -145,6 +146,9 @@ class Engine(LoggingConfigurable):
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()
         self._executor_instance: ThreadPoolExecutor | None = None
+        # Image id -> inspected record. An id names immutable content, so one inspect per image
+        # is enough however often the list is refreshed; only its tags are re-read.
+        self._inspected: dict[str, ImageRecord] = {}
 
     @property
     def _executor(self) -> ThreadPoolExecutor:
@@ -249,17 +253,23 @@ class Engine(LoggingConfigurable):
             tags = tuple(t for t in (summary.get("RepoTags") or []) if t and t != "<none>:<none>")
             if not tags:
                 continue
+            cached = self._inspected.get(summary["Id"])
             try:
-                records.append(self.inspect_image_sync(summary["Id"], tags))
+                record = cached or self.inspect_image_sync(summary["Id"])
             except ImageMissing:
                 continue  # removed between list and inspect
+            self._inspected[record.id] = record
+            records.append(dataclasses.replace(record, tags=tags))
+        live = {summary["Id"] for summary in summaries}
+        for gone in set(self._inspected) - live:
+            del self._inspected[gone]
         return records
 
     async def list_images(self) -> list[ImageRecord]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.list_images_sync)
 
-    def inspect_image_sync(self, ref: str, tags: tuple[str, ...] | None = None) -> ImageRecord:
+    def inspect_image_sync(self, ref: str) -> ImageRecord:
         try:
             data = self.call(lambda c: c.inspect_image(ref))
         except docker.errors.ImageNotFound as e:
@@ -271,7 +281,7 @@ class Engine(LoggingConfigurable):
         env = dict(item.split("=", 1) for item in (config.get("Env") or []) if "=" in item)
         return ImageRecord(
             id=data["Id"],
-            tags=tags if tags is not None else tuple(data.get("RepoTags") or ()),
+            tags=tuple(data.get("RepoTags") or ()),
             labels=dict(config.get("Labels") or {}),
             env=env,
             entrypoint=tuple(config.get("Entrypoint") or ()),

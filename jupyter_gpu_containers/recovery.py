@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,16 +78,26 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
             action = "remove"
         if action in ("remove", "reattach"):
             await engine.remove(record.id)
-            conn_dir = record.labels.get(L.CONNECTION_DIR, "")
-            if conn_dir and os.path.basename(os.path.dirname(conn_dir)) in (
-                "gpu-containers",
-                f"jupyter-gpu-containers-{os.getuid()}",
-            ):
-                shutil.rmtree(conn_dir, ignore_errors=True)
+            await asyncio.to_thread(_remove_private_dir, record.labels.get(L.CONNECTION_DIR, ""))
             report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
     return report
+
+
+def _remove_private_dir(path: str) -> None:
+    """Remove a kernel's private directory, if it is one of ours: a real directory, owned by this
+    server's user, holding a connection file. A label is not trusted to name what to delete."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and os.path.isfile(os.path.join(path, CONNECTION_FILE_NAME))
+    ):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_json(path: str) -> dict[str, Any]:

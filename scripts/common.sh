@@ -34,8 +34,12 @@ install_system_packages() {
 install_project() {
   local extras=${1:-}
   if [ ! -x "$venv/bin/python" ]; then
-    log "creating $venv"
-    python3 -m venv "$venv"
+    # The distribution's Python, not one under a home directory (pyenv): the tests run a server
+    # as another user, who must be able to execute the environment's interpreter.
+    local python=/usr/bin/python3
+    [ -x "$python" ] || python=$(command -v python3)
+    log "creating $venv with $python"
+    "$python" -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   log "pip install -e .${extras} (builds the labextension with npm)"

@@ -27,6 +27,9 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
 fi
 
 export PATH="$venv/bin:$PATH"
+# Every container the tests start carries this run's label; only those are checked at the end,
+# so kernels of a demo server on the same engine are never counted (or touched).
+export JGC_TEST_RUN=${JGC_TEST_RUN:-$(date +%s)-$$}
 status=0
 run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
 
@@ -45,10 +48,11 @@ set -e
 if [ "$rc" -eq 5 ]; then log "pytest collected no tests"; rc=1; fi
 [ "$rc" -eq 0 ] || status=1
 
-leftover=$(docker ps -aq --filter label=org.jupyter.gpu-containers.managed | wc -l)
+run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN
+leftover=$(docker ps -aq --filter "label=$run_label" | wc -l)
 if [ "$leftover" -gt 0 ]; then
-  log "FAILED: $leftover kernel container(s) left on the engine after the tests"
-  docker ps -a --filter label=org.jupyter.gpu-containers.managed >&2
+  log "FAILED: $leftover container(s) of this test run left on the engine"
+  docker ps -a --filter "label=$run_label" >&2
   status=1
 fi
 exit "$status"

@@ -234,3 +234,5 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert_no_test_containers(docker_client)
     assert "Kernel containers at start: reattached 0, removed 1" in other.output()
     assert kernel["id"]
+    # ...with the swept kernels' private directories.
+    assert list((user_home / "runtime" / "gpu-containers").iterdir()) == []
