@@ -1,0 +1,129 @@
+"""A double of pynvml at its boundary: the same function names, realistic answers.
+
+Tests set BOX to one of the boxes below (or their own) before the code under test imports this
+module in place of pynvml (GPUInventory.nvml_module = "nvml_double").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+NVML_BRAND_TESLA = 2
+NVML_BRAND_GEFORCE = 5
+NVML_DEVICE_MIG_ENABLE = 1
+GiB = 1024**3
+
+
+class NVMLError(Exception):
+    pass
+
+
+@dataclass
+class Device:
+    uuid: str
+    name: str = "NVIDIA A100-SXM4-80GB"
+    brand: int = NVML_BRAND_TESLA
+    cc: tuple[int, int] = (8, 0)
+    total: int = 80 * GiB
+    used: int = 1 * GiB
+    util: int = 0
+    processes: list[tuple[int, int]] = field(default_factory=list)
+    mig: list[Device] | None = None
+
+
+@dataclass
+class Box:
+    devices: list[Device]
+    driver: str = "535.104.05"
+    cuda: int = 12020
+    init_error: str = ""
+
+
+def eight_a100(mig_on: int | None = None) -> Box:
+    devices = [Device(uuid=f"GPU-a100-{i:04d}", util=10 * i, used=(i + 1) * GiB) for i in range(8)]
+    if mig_on is not None:
+        devices[mig_on].mig = [
+            Device(
+                uuid=f"MIG-a100-{mig_on}-{j}",
+                name="NVIDIA A100-SXM4-80GB MIG 3g.40gb",
+                total=40 * GiB,
+                used=0,
+                cc=(0, 0),
+            )
+            for j in range(2)
+        ]
+    return Box(devices)
+
+
+BOX = eight_a100()
+
+
+def nvmlInit() -> None:
+    if BOX.init_error:
+        raise NVMLError(BOX.init_error)
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return BOX.driver
+
+
+def nvmlSystemGetCudaDriverVersion() -> int:
+    return BOX.cuda
+
+
+def nvmlDeviceGetCount() -> int:
+    return len(BOX.devices)
+
+
+def nvmlDeviceGetHandleByIndex(i: int) -> Device:
+    return BOX.devices[i]
+
+
+def nvmlDeviceGetUUID(d: Device) -> str:
+    return d.uuid
+
+
+def nvmlDeviceGetName(d: Device) -> bytes:
+    return d.name.encode()  # older bindings return bytes
+
+
+def nvmlDeviceGetBrand(d: Device) -> int:
+    return d.brand
+
+
+def nvmlDeviceGetCudaComputeCapability(d: Device) -> tuple[int, int]:
+    if d.cc == (0, 0):
+        raise NVMLError("Not Supported")
+    return d.cc
+
+
+def nvmlDeviceGetMemoryInfo(d: Device) -> Any:
+    return SimpleNamespace(total=d.total, used=d.used, free=d.total - d.used)
+
+
+def nvmlDeviceGetUtilizationRates(d: Device) -> Any:
+    if d.mig is not None or d.uuid.startswith("MIG-"):
+        raise NVMLError("Not Supported")  # as real MIG setups answer
+    return SimpleNamespace(gpu=d.util, memory=0)
+
+
+def nvmlDeviceGetComputeRunningProcesses(d: Device) -> list[Any]:
+    return [SimpleNamespace(pid=pid, usedGpuMemory=mem) for pid, mem in d.processes]
+
+
+def nvmlDeviceGetMigMode(d: Device) -> tuple[int, int]:
+    if d.mig is None:
+        return (0, 0)
+    return (NVML_DEVICE_MIG_ENABLE, NVML_DEVICE_MIG_ENABLE)
+
+
+def nvmlDeviceGetMaxMigDeviceCount(d: Device) -> int:
+    return 7 if d.mig is not None else 0
+
+
+def nvmlDeviceGetMigDeviceHandleByIndex(d: Device, j: int) -> Device:
+    if d.mig is None or j >= len(d.mig):
+        raise NVMLError("Not Found")
+    return d.mig[j]

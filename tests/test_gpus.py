@@ -1,0 +1,127 @@
+"""The GPU inventory over the NVML double (no GPUs on these machines), and the static one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nvml_double
+import pytest
+
+from jupyter_gpu_containers.gpus import GPUInventory, container_of_pid, read_nvml
+
+
+@pytest.fixture
+def box() -> nvml_double.Box:
+    nvml_double.BOX = nvml_double.eight_a100()
+    return nvml_double.BOX
+
+
+def test_eight_gpu_box(box: nvml_double.Box) -> None:
+    box.devices[3].processes = [(4242, 3 * nvml_double.GiB)]
+    inv = read_nvml(nvml_double)
+    assert (inv.source, inv.driver_version, inv.cuda_driver_version) == (
+        "nvml",
+        "535.104.05",
+        "12.2",
+    )
+    assert [g.index for g in inv.gpus] == [str(i) for i in range(8)]
+    gpu = inv.gpus[3]
+    assert (gpu.uuid, gpu.name, gpu.brand, gpu.compute_capability) == (
+        "GPU-a100-0003",
+        "NVIDIA A100-SXM4-80GB",
+        "tesla",
+        "8.0",
+    )
+    assert (gpu.memory_total, gpu.memory_used, gpu.utilization) == (80 * 2**30, 4 * 2**30, 30)
+    assert gpu.processes[0].pid == 4242
+    assert len(inv.allocatable()) == 8
+
+
+def test_mig_instances_are_allocatable_by_uuid() -> None:
+    nvml_double.BOX = nvml_double.eight_a100(mig_on=1)
+    inv = read_nvml(nvml_double)
+    parent = inv.gpus[1]
+    assert parent.mig_enabled and parent.utilization is None
+    assert [m.uuid for m in parent.mig_instances] == ["MIG-a100-1-0", "MIG-a100-1-1"]
+    instance = inv.find("MIG-a100-1-1")
+    assert instance is not None
+    assert (instance.index, instance.parent_uuid, instance.compute_capability) == (
+        "1/1",
+        "GPU-a100-0001",
+        "8.0",
+    )
+    # The MIG-enabled GPU offers its two instances instead of itself: 7 + 2.
+    assert len(inv.allocatable()) == 9
+    assert inv.find("GPU-a100-0001") is None
+
+
+def test_driver_with_no_gpus() -> None:
+    nvml_double.BOX = nvml_double.Box(devices=[])
+    inv = read_nvml(nvml_double)
+    assert inv.gpus == () and "reports no GPUs" in inv.reason
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        ("NVML Shared Library Not Found", "No NVIDIA driver library"),
+        ("Driver Not Loaded", "driver is not loaded"),
+        ("Unknown Error", "NVML could not be read (Unknown Error)"),
+    ],
+)
+def test_no_driver_reports_zero_gpus_with_the_reason(error: str, says: str) -> None:
+    nvml_double.BOX = nvml_double.Box(devices=[], init_error=error)
+    inv = GPUInventory(nvml_module="nvml_double", cache_seconds=0).read_sync()
+    assert inv.source == "none" and inv.gpus == ()
+    assert says in inv.reason and "CPU kernels still work" in inv.reason
+
+
+def test_real_pynvml_on_this_machine_never_raises() -> None:
+    inv = GPUInventory(cache_seconds=0).read_sync()
+    # CI has no driver: zero GPUs and a reason. A GPU host: GPUs and no reason.
+    assert bool(inv.gpus) != bool(inv.reason)
+
+
+def test_recovers_when_the_driver_appears(box: nvml_double.Box) -> None:
+    box.init_error = "Driver Not Loaded"
+    inventory = GPUInventory(nvml_module="nvml_double", cache_seconds=0)
+    assert inventory.read_sync().gpus == ()
+    box.init_error = ""
+    assert len(inventory.read_sync().gpus) == 8
+
+
+def test_static_inventory_wins_in_auto_mode(box: nvml_double.Box) -> None:
+    inventory = GPUInventory(
+        nvml_module="nvml_double",
+        static_gpus=[{"uuid": "GPU-s0", "name": "Tesla V100", "brand": "Tesla"}, {"name": "T4"}],
+        static_driver_version="470.82.01",
+    )
+    inv = inventory.read_sync()
+    assert inv.source == "static" and inv.driver_version == "470.82.01"
+    assert [(g.index, g.uuid, g.brand) for g in inv.gpus] == [
+        ("0", "GPU-s0", "tesla"),
+        ("1", "GPU-static-1", ""),
+    ]
+    assert "empty" in GPUInventory(source="static").read_sync().reason
+
+
+def test_readings_are_cached(box: nvml_double.Box) -> None:
+    inventory = GPUInventory(nvml_module="nvml_double", cache_seconds=60)
+    first = inventory.read_sync()
+    box.devices.pop()
+    assert inventory.read_sync() is first
+
+
+@pytest.mark.parametrize(
+    "cgroup",
+    [
+        "12:memory:/docker/{cid}\n11:cpu:/docker/{cid}\n",  # cgroup v1
+        "0::/system.slice/docker-{cid}.scope\n",  # cgroup v2, systemd driver
+    ],
+)
+def test_container_of_pid(tmp_path: Path, cgroup: str) -> None:
+    cid = "ab" * 32
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "cgroup").write_text(cgroup.format(cid=cid))
+    assert container_of_pid(77, proc=str(tmp_path)) == cid
+    assert container_of_pid(78, proc=str(tmp_path)) is None
