@@ -12,6 +12,7 @@ from traitlets import Bool, Enum
 from .errors import ContainerKernelError
 from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
+from .launchplan import ContainerPolicy, effective_server_id
 from .recovery import recover
 
 
@@ -81,6 +82,10 @@ class GPUContainersApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
+        # Claim this server's id on the host at once, so that other servers starting now see
+        # that its kernels have a live owner.
+        policy = ContainerPolicy(parent=self.serverapp.kernel_manager)
+        self.server_id = effective_server_id(policy, self.serverapp.kernel_manager.root_dir)
         log_filter = _SentenceOnly()
         for logger in {self.serverapp.log, logging.getLogger("tornado.application")}:
             logger.addFilter(log_filter)

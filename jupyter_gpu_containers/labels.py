@@ -1,16 +1,27 @@
-"""The labels that make a container our record, and who owns it.
+"""The labels that make a container our record, and which server owns it.
 
 Design decision 1 (DESIGN.md): the Docker engine is the source of truth. Every kernel container
-carries these labels; reattach and orphan sweeps are rebuilt from them, so several Jupyter servers
-on one host share one truth. The connection key is never a label (labels are world-readable
-through ``docker inspect``).
+carries these labels; reattach, orphan sweeps and the GPU ledger are rebuilt from them, so several
+Jupyter servers on one host share one truth. The connection key is never a label (labels are
+world-readable through ``docker inspect``).
+
+Whether a container's server is alive is asked of the server *id*, not of the process that created
+the container: a restarted server that reattached a kernel is its owner now, although the
+container's (immutable) labels still name the process that died. Each live server holds an
+exclusive flock on ``<state dir>/servers/<server id>.lock``; the kernel drops it when the process
+dies, however it dies, and any process on the host can test it without signalling anyone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import socket
+import tempfile
+import threading
 from dataclasses import dataclass
 
 PREFIX = "org.jupyter.gpu-containers."
@@ -26,6 +37,7 @@ CWD = PREFIX + "cwd"
 IMAGE = PREFIX + "image"
 CONNECTION_DIR = PREFIX + "connection-dir"
 TRANSPORT = PREFIX + "transport"
+GPUS = PREFIX + "gpus"  # comma-separated UUIDs the kernel holds ("" for none)
 
 
 def default_server_id(uid: int, root_dir: str) -> str:
@@ -36,6 +48,78 @@ def default_server_id(uid: int, root_dir: str) -> str:
     """
     digest = hashlib.sha256(f"{uid}\0{os.path.realpath(root_dir)}".encode()).hexdigest()[:12]
     return f"{uid}-{digest}"
+
+
+def default_state_dir() -> str:
+    """Host-wide directory shared by every server on the host (all users): server liveness locks
+    and the allocation lock. Sticky and world-writable, like /tmp itself."""
+    return os.path.join(tempfile.gettempdir(), "jupyter-gpu-containers")
+
+
+def ensure_shared_dir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # another user's: made shared by its creator
+        os.chmod(path, 0o1777)
+    return path
+
+
+class ServerRegistry:
+    """Which server ids have a live server on this host (see the module docstring)."""
+
+    _held: dict[tuple[str, str], int] = {}
+    _guard = threading.Lock()
+
+    @staticmethod
+    def _path(state_dir: str, server_id: str) -> str:
+        return os.path.join(
+            ensure_shared_dir(os.path.join(state_dir, "servers")), f"{server_id}.lock"
+        )
+
+    @classmethod
+    def claim(cls, state_dir: str, server_id: str) -> bool:
+        """Hold ``server_id`` for this process's lifetime. False when another live process holds
+        it (two servers of one user on one workspace): that one owns the id's kernels."""
+        with cls._guard:
+            if (state_dir, server_id) in cls._held:
+                return True
+            fd = os.open(cls._path(state_dir, server_id), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            cls._held[(state_dir, server_id)] = fd  # kept open: the lock lives as long as we do
+            return True
+
+    @classmethod
+    def claim_or_fallback(cls, state_dir: str, server_id: str) -> str:
+        """The id this process serves under: ``server_id`` when free, else (another live server
+        already serves it) a per-process id whose kernels are never adopted by anyone."""
+        if cls.claim(state_dir, server_id):
+            return server_id
+        fallback = f"{server_id}.{os.getpid()}"
+        cls.claim(state_dir, fallback)
+        return fallback
+
+    @classmethod
+    def is_alive(cls, state_dir: str, server_id: str) -> bool:
+        if (state_dir, server_id) in cls._held:
+            return True
+        try:
+            fd = os.open(cls._path(state_dir, server_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # also drops the shared lock we may have taken
+        return False
 
 
 def _boot_id() -> str:
@@ -80,11 +164,3 @@ class OwnerProcess:
         if len(parts) != 4 or not parts[2].isdigit():
             return None
         return cls(parts[0], parts[1], int(parts[2]), parts[3])
-
-    def liveness(self) -> bool | None:
-        """True: alive; False: certainly dead; None: cannot tell (another host)."""
-        if self.host != socket.gethostname():
-            return None
-        if self.boot != _boot_id():
-            return False  # the host rebooted since: that process is gone
-        return _process_start_time(self.pid) == self.start

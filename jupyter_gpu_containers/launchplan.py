@@ -16,6 +16,7 @@ from typing import Any
 from traitlets import List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import labels
 from .errors import MountRefused
 
 # Mount point of the private per-kernel directory inside the container.
@@ -64,6 +65,14 @@ class ContainerPolicy(LoggingConfigurable):
         derived from the server user's uid and the realpath of root_dir.""",
     )
 
+    state_dir = Unicode(
+        "",
+        config=True,
+        help="""Host-wide directory shared by all Jupyter servers on this host (every user):
+        server liveness locks and the GPU allocation lock. Must be the same for every server
+        that shares the GPUs. Empty means <tmp>/jupyter-gpu-containers.""",
+    )
+
     connection_dir_root = Unicode(
         "",
         config=True,
@@ -73,6 +82,16 @@ class ContainerPolicy(LoggingConfigurable):
         Empty means <jupyter runtime dir>/gpu-containers, or /tmp/jupyter-gpu-containers-<uid>
         when that path is too long.""",
     )
+
+
+def effective_state_dir(policy: ContainerPolicy) -> str:
+    return labels.ensure_shared_dir(policy.state_dir or labels.default_state_dir())
+
+
+def effective_server_id(policy: ContainerPolicy, root_dir: str) -> str:
+    """This process's server id, claimed in the host registry (see labels.ServerRegistry)."""
+    wanted = policy.server_id or labels.default_server_id(os.getuid(), root_dir)
+    return labels.ServerRegistry.claim_or_fallback(effective_state_dir(policy), wanted)
 
 
 def inside(path: str, root: str) -> bool:

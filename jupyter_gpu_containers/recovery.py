@@ -2,12 +2,13 @@
 
 Rebuilt from container labels alone (DESIGN decision 1). For each container carrying our label:
 
-- owned by a Jupyter server process that is still alive: not ours to touch;
-- owner dead, same server id as this server, container running, private directory intact:
-  reattach it as a running kernel (its id, notebook and GPUs unchanged);
-- owner dead otherwise: remove the container and its private directory.
+- same server id as this server (which has just started, so the previous holder of the id is
+  dead), container running, private directory intact: reattach it as a running kernel (its id,
+  notebook and GPUs unchanged); not running or directory gone: remove it;
+- another server id that a live server holds (labels.ServerRegistry): not ours to touch;
+- another server id that no live server holds: remove the container and its private directory.
 
-An owner on another host (an engine reached over TCP) cannot be judged and is left alone.
+A container started from another host (an engine reached over TCP) cannot be judged: left alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from jupyter_server._tz import utcnow
 from . import labels as L
 from .engine import ContainerRecord, engine_for
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
-from .launchplan import CONNECTION_FILE_NAME, ContainerPolicy
+from .launchplan import (
+    CONNECTION_FILE_NAME,
+    ContainerPolicy,
+    effective_server_id,
+    effective_state_dir,
+)
 from .provisioner import ContainerProvisioner
 
 
@@ -37,19 +43,22 @@ class RecoveryReport:
     left_alone: list[str]
 
 
-def decide(record: ContainerRecord, server_id: str, me: L.OwnerProcess) -> str:
-    """'reattach', 'remove' or 'leave' for one labelled container."""
+def decide(record: ContainerRecord, server_id: str, state_dir: str, me: L.OwnerProcess) -> str:
+    """'reattach', 'remove' or 'leave' for one labelled container, at this server's start."""
     owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+    if owner is None or owner.host != me.host:
+        return "leave"  # an engine shared with another host: not ours to judge
     if owner == me:
-        return "leave"
-    alive = owner.liveness() if owner else False
-    if alive is None or alive:
-        return "leave"
-    if record.labels.get(L.SERVER_ID) != server_id:
+        return "leave"  # started by this very process (a kernel launched while we recover)
+    owner_id = record.labels.get(L.SERVER_ID, "")
+    if owner_id == server_id:
+        conn_dir = record.labels.get(L.CONNECTION_DIR, "")
+        running = record.status == "running"
+        if running and os.path.isfile(os.path.join(conn_dir, CONNECTION_FILE_NAME)):
+            return "reattach"
         return "remove"
-    conn_dir = record.labels.get(L.CONNECTION_DIR, "")
-    if record.status == "running" and os.path.isfile(os.path.join(conn_dir, CONNECTION_FILE_NAME)):
-        return "reattach"
+    if L.ServerRegistry.is_alive(state_dir, owner_id):
+        return "leave"
     return "remove"
 
 
@@ -58,11 +67,14 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     engine = engine_for(serverapp)
     mkm = serverapp.kernel_manager
     policy = ContainerPolicy(parent=mkm)
-    server_id = policy.server_id or L.default_server_id(os.getuid(), mkm.root_dir)
+    server_id = effective_server_id(policy, mkm.root_dir)
+    state_dir = effective_state_dir(policy)
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
     for record in await engine.list_containers({L.MANAGED: "true"}):
-        action = decide(record, server_id, me)
+        if record.labels.get(L.KERNEL_ID) in mkm:
+            continue  # already ours in this process
+        action = decide(record, server_id, state_dir, me)
         if action == "reattach" and mode == "reattach":
             try:
                 await _reattach(serverapp, record)

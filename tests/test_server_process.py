@@ -215,6 +215,13 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert kernels[0]["name"] == kernel_name(NGC_IMAGE)
     result = await second.execute(kernel_id, "print(marker)")
     assert result.stdout.strip() == "state survives"
+
+    # Its container's labels still name the dead first process; another server starting now must
+    # see that a live server (the second) owns the kernel, and leave it alone.
+    bystander = start(user_home / "other-workspace")
+    assert "removed 0" in bystander.output()
+    bystander.stop()
+    assert (await second.execute(kernel_id, "print(marker)")).stdout.strip() == "state survives"
     await second.call("POST", "api", "kernels", kernel_id, "restart", body={})
     assert (
         await second.execute(kernel_id, "print('marker' in globals())")

@@ -4,6 +4,8 @@ diagnosis, owner liveness. No engine needed."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,16 +130,37 @@ def test_exit_diagnosis() -> None:
     assert "exited at start with code 2" in sentence and sentence.endswith("boom")
 
 
-def test_owner_process_liveness() -> None:
+def test_owner_process_token_round_trips() -> None:
     me = L.OwnerProcess.current()
     assert L.OwnerProcess.parse(me.token()) == me
-    assert me.liveness() is True
-    dead = L.OwnerProcess(me.host, me.boot, me.pid, "1")  # same pid, another start time
-    assert dead.liveness() is False
-    rebooted = L.OwnerProcess(me.host, "another-boot", me.pid, me.start)
-    assert rebooted.liveness() is False
-    assert L.OwnerProcess("another-host", me.boot, 1, "1").liveness() is None
     assert L.OwnerProcess.parse("garbage") is None
+
+
+def test_server_registry_tells_live_servers_from_dead_ones(tmp_path: Path) -> None:
+    state = str(tmp_path)
+    assert not L.ServerRegistry.is_alive(state, "never-started")
+    assert L.ServerRegistry.claim(state, "me")
+    assert L.ServerRegistry.is_alive(state, "me")
+    # Another process holding an id: alive while it lives, dead after kill -9.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CLAIM, state], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "claimed"
+    assert L.ServerRegistry.is_alive(state, "other")
+    assert L.ServerRegistry.claim_or_fallback(state, "other") == f"other.{os.getpid()}"
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    assert not L.ServerRegistry.is_alive(state, "other")
+
+
+HOLD_CLAIM = """
+import sys, time
+from jupyter_gpu_containers.labels import ServerRegistry
+assert ServerRegistry.claim(sys.argv[1], "other")
+print("claimed", flush=True)
+time.sleep(60)
+"""
 
 
 def test_server_id_is_stable_per_user_and_workspace(tmp_path: Path) -> None:
