@@ -59,6 +59,7 @@ class ContainerRecord:
     image: str
     labels: dict[str, str]
     status: str  # created, running, exited, dead, ...
+    created: float = 0.0  # unix time
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class ContainerSpec:
     init: bool = True
     # None keeps the image's ENTRYPOINT; [] clears it.
     entrypoint: list[str] | None = None
+    # docker.types.DeviceRequest keyword arguments (GPUs through --gpus or CDI).
+    device_requests: list[dict[str, Any]] = field(default_factory=list)
     # container port -> (host address, host port); addresses are always loopback.
     port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
 
@@ -243,6 +246,11 @@ class Engine(LoggingConfigurable):
         info = await self.run(lambda c: c.version())
         return str(info.get("Version", "unknown"))
 
+    async def runtimes(self) -> list[str]:
+        """Names of the container runtimes the engine offers (e.g. runc, nvidia)."""
+        info = await self.run(lambda c: c.info())
+        return sorted((info.get("Runtimes") or {}).keys())
+
     # ------------------------------------------------------------------ images
 
     def list_images_sync(self) -> list[ImageRecord]:
@@ -322,9 +330,13 @@ class Engine(LoggingConfigurable):
 
     # ------------------------------------------------------------------ containers
 
-    async def create_and_start(self, spec: ContainerSpec) -> str:
-        """Create and start one container; returns its id. On a refused start, removes it."""
-        return await self.run(functools.partial(_create_and_start, spec=spec))
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create one container (not started); returns its id."""
+        return await self.run(functools.partial(_create, spec=spec))
+
+    async def start(self, container_id: str, image: str) -> None:
+        """Start a created container. On a refused start, removes it and says why."""
+        await self.run(functools.partial(_start, container_id=container_id, image=image))
 
     async def state(self, container_id: str) -> ContainerState | None:
         """The container's state, or None when the engine no longer knows it."""
@@ -388,6 +400,7 @@ class Engine(LoggingConfigurable):
                 image=row.get("Image", ""),
                 labels=dict(row.get("Labels") or {}),
                 status=row.get("State", ""),
+                created=float(row.get("Created") or 0),
             )
             for row in rows
         ]
@@ -411,7 +424,7 @@ def engine_for(parent: Configurable | None) -> Engine:
         return _engines.setdefault(candidate.resolved_url, candidate)
 
 
-def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
+def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
     host_config = c.create_host_config(
         binds={
             m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts
@@ -429,6 +442,7 @@ def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
         pids_limit=spec.pids_limit,
         init=spec.init,
         port_bindings={port: [addr] for port, addr in spec.port_bindings.items()} or None,
+        device_requests=[docker.types.DeviceRequest(**d) for d in spec.device_requests] or None,
     )
     try:
         created = c.create_container(
@@ -453,18 +467,20 @@ def _create_and_start(c: docker.APIClient, *, spec: ContainerSpec) -> str:
             f"The Docker engine refused to create the kernel container for {spec.image}: "
             f"{_short(e.explanation or str(e))}"
         ) from e
-    container_id: str = created["Id"]
+    return str(created["Id"])
+
+
+def _start(c: docker.APIClient, *, container_id: str, image: str) -> None:
     try:
         c.start(container_id)
     except docker.errors.APIError as e:
         with contextlib.suppress(docker.errors.APIError):
             c.remove_container(container_id, force=True, v=True)
         raise EngineRefused(
-            f"The Docker engine refused to start the kernel container for {spec.image}: "
+            f"The Docker engine refused to start the kernel container for {image}: "
             f"{_short(e.explanation or str(e))}. Check the container options configured for "
-            "this image (ulimits, runtime, shm size, memory)."
+            "this image (ulimits, runtime, shm size, memory, GPUs)."
         ) from e
-    return container_id
 
 
 def _short(text: str, limit: int = 400) -> str:

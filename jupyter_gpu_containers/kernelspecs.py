@@ -66,7 +66,10 @@ def kernel_spec_dict(
     overrides = dict(overrides or {})
     env = image.env if image else {}
     framework = framework_of(ref, env, image.labels if image else {})
-    provisioner_config = {"image": ref, **overrides.pop("provisioner", {})}
+    gpu_build = is_gpu_build(ref, env)
+    # The admin default GPU count: 1 for GPU builds, 0 for CPU ones (image_overrides may change it).
+    provisioner_config = {"image": ref, "gpus": 1 if gpu_build else 0}
+    provisioner_config.update(overrides.pop("provisioner", {}))
     spec: dict[str, Any] = {
         "argv": IPYKERNEL_ARGV,
         "display_name": display_name_for(ref, image),
@@ -83,7 +86,7 @@ def kernel_spec_dict(
                 "image_id": image.id if image else "",
                 "framework": framework.name if framework else "",
                 "framework_version": (framework.version or framework.release) if framework else "",
-                "gpu": is_gpu_build(ref, env),
+                "gpu": gpu_build,
             },
         },
     }

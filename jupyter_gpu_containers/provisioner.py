@@ -27,7 +27,7 @@ import shutil
 import signal
 import tempfile
 import time
-from typing import Any
+from typing import Any as AnyType
 
 import zmq
 import zmq.asyncio
@@ -35,9 +35,16 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_runtime_dir
-from traitlets import Dict, Enum, Float, Int, List, Unicode
+from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
 from . import labels as L
+from .allocator import (
+    GPUAllocator,
+    GPURequest,
+    attachment,
+    read_ledger,
+    resolve_attach_mode,
+)
 from .engine import ContainerSpec, Engine, ImageRecord, Mount, engine_for
 from .errors import (
     ContainerExited,
@@ -46,6 +53,7 @@ from .errors import (
     ImageNotKernelReady,
     LaunchTimeout,
 )
+from .gpus import GPU, shared_inventory
 from .launchplan import (
     CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
@@ -54,10 +62,15 @@ from .launchplan import (
     container_path_for,
     diagnose_exit,
     effective_server_id,
+    effective_state_dir,
     entrypoint_is_interpreter,
     kernel_command,
     normalize_ulimits,
 )
+from .notebook_requests import NotebookRequests
+
+# Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 # Unix socket paths are limited to 108 bytes including the NUL; ipykernel appends "-<port>".
 _MAX_IPC_PATH = 100
@@ -178,6 +191,15 @@ class ContainerProvisioner(KernelProvisionerBase):
         (default): find python3/python in the image and run ipykernel.""",
     )
 
+    gpus = Any(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The GPUs a kernel gets when its notebook asks for nothing else: a count (kernel
+        specs of GPU images default to 1, CPU images to 0) or a list of GPU indexes/UUIDs. A
+        notebook's own request (the /gpu-containers/notebooks endpoint) takes precedence.""",
+    )
+
     log_tail_lines = Int(
         20, config=True, help="How many lines of the container's log a launch error quotes."
     )
@@ -186,6 +208,11 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     container_id: str | None = None
     connection_dir: str | None = None
+    # The GPUs (UUIDs) this kernel holds; a restart asks for exactly these again.
+    gpu_uuids: tuple[str, ...] = ()
+    # On restart the old container stays until the new one exists, so its GPUs stay booked.
+    previous_container_id: str | None = None
+    _dead_callback_registered = False
 
     _engine: Engine | None = None
 
@@ -201,7 +228,7 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ launch
 
-    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+    async def pre_launch(self, **kwargs: AnyType) -> dict[str, AnyType]:
         km = self.parent
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
@@ -211,6 +238,9 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "transport (the default) for kernels without a network."
             )
         policy = ContainerPolicy(parent=km)
+        request = kwargs.pop("gpus", None)
+        if request is not None:
+            self._requested = GPURequest.parse(request)
         if self.connection_dir is None:
             self.connection_dir = self._make_connection_dir(policy)
         else:
@@ -235,31 +265,76 @@ class ContainerProvisioner(KernelProvisionerBase):
         kwargs["policy"] = policy
         return kwargs
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+    async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
         policy: ContainerPolicy = kwargs.pop("policy", None) or ContainerPolicy(parent=self.parent)
         started = time.monotonic()
         try:
             # Inspect first: a missing image fails at once, and pulls never count against the
             # launch timeout (they happen, if at all, before this point).
             image = await self.engine.inspect_image(self.image)
-            spec = self._container_spec(image, cmd, kwargs, policy)
-            self.container_id = await self.engine.create_and_start(spec)
+            request = await self._gpu_request(kwargs)
+            if request.wants_gpus:
+                allocator = GPUAllocator(parent=self.parent)
+                inventory = await shared_inventory(self.parent).read()
+                mode = resolve_attach_mode(
+                    allocator.attach_mode, await self.engine.runtimes(), CDI_SPEC_DIRS
+                )
+                state_dir = effective_state_dir(policy)
+                async with allocator.host_lock(state_dir):
+                    containers = await self.engine.list_containers({L.MANAGED: "true"})
+                    ledger = read_ledger(containers, state_dir, L.OwnerProcess.current().host)
+                    chosen = allocator.choose(
+                        inventory, ledger, request, kernel_id=self.kernel_id, uid=str(os.getuid())
+                    )
+                    for gpu in chosen:  # containers of dead servers still sitting on them
+                        for garbage in ledger.garbage.get(gpu.uuid, []):
+                            await self.engine.remove(garbage)
+                    spec = self._container_spec(image, cmd, kwargs, policy, chosen, mode)
+                    self.container_id = await self.engine.create(spec)
+            else:
+                chosen = []
+                spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
+                self.container_id = await self.engine.create(spec)
+            self.gpu_uuids = tuple(g.uuid for g in chosen)
+            await self.engine.start(self.container_id, self.image)
+            await self._remove_previous_container()
             await self._wait_until_ready(started)
         except BaseException:
             await self._discard_after_failed_launch()
             raise
         self.log.info(
-            "Kernel %s answers from container %s (image %s, %s) after %.2f s",
+            "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s",
             self.kernel_id,
             (self.container_id or "")[:12],
             self.image,
             self.transport,
+            ",".join(g.uuid for g in chosen) or "none",
             time.monotonic() - started,
         )
         return self.connection_info
 
+    async def _gpu_request(self, kwargs: dict[str, AnyType]) -> GPURequest:
+        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
+        notebook's request, else the kernel spec's default."""
+        if self.gpu_uuids:
+            return GPURequest(ids=self.gpu_uuids)
+        requested: GPURequest | None = getattr(self, "_requested", None)
+        if requested is None:
+            notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME", "")
+            store = NotebookRequests(parent=self.parent)
+            stored = await asyncio.to_thread(store.get, notebook) if notebook else None
+            requested = GPURequest.parse(stored if stored is not None else self.gpus)
+            self._requested = requested
+        return requested
+
     def _container_spec(
-        self, image: ImageRecord, cmd: list[str], kwargs: dict[str, Any], policy: ContainerPolicy
+        self,
+        image: ImageRecord,
+        cmd: list[str],
+        kwargs: dict[str, AnyType],
+        policy: ContainerPolicy,
+        gpus: list[GPU],
+        attach_mode: str,
     ) -> ContainerSpec:
         assert self.connection_dir is not None
         km = self.parent
@@ -275,6 +350,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.kernel_spec is not None:
             environment.update({k: str(v) for k, v in (self.kernel_spec.env or {}).items()})
         environment.update({k: str(v) for k, v in self.environment.items()})
+        attached = attachment(attach_mode, gpus)
+        environment.update(attached.environment)
         notebook = session_env.get("JPY_SESSION_NAME", "")
         if notebook:
             environment["JPY_SESSION_NAME"] = (
@@ -331,6 +408,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             L.IMAGE: self.image,
             L.CONNECTION_DIR: self.connection_dir,
             L.TRANSPORT: self.transport,
+            L.GPUS: ",".join(g.uuid for g in gpus),
         }
         return ContainerSpec(
             image=self.image,
@@ -344,7 +422,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             tmpfs=tmpfs,
             shm_size=self.shm_size,
             ulimits=normalize_ulimits(self.ulimits),
-            runtime=self.runtime,
+            runtime=attached.runtime or self.runtime,
+            device_requests=attached.device_requests,
             network_mode=self.network_mode,
             mem_limit=self.mem_limit,
             pids_limit=self.pids_limit,
@@ -389,7 +468,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         finally:
             socket.close(linger=0)
 
-    async def _raise_for_exit(self, state: Any) -> None:
+    async def _raise_for_exit(self, state: AnyType) -> None:
         tail = await self.engine.logs_tail(self.container_id or "", self.log_tail_lines)
         if state is None:
             raise ContainerExited(
@@ -400,7 +479,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
 
+    async def _remove_previous_container(self) -> None:
+        if self.previous_container_id:
+            await self.engine.remove(self.previous_container_id)
+            self.previous_container_id = None
+
     async def _discard_after_failed_launch(self) -> None:
+        self.gpu_uuids = ()
+        await self._remove_previous_container()
         if self.container_id:
             try:
                 await self.engine.remove(self.container_id)
@@ -410,6 +496,12 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._remove_connection_dir()
         if self.parent is not None:
             self.parent.cleanup_connection_file()
+            # jupyter_client keeps a failed start in its multi-kernel manager's pending map, and
+            # shutdown_all then fails on that id (404) before shutting the other kernels down:
+            # a server with one failed launch would leave its other containers behind at exit.
+            pending = getattr(getattr(self.parent, "parent", None), "_pending_kernels", None)
+            if isinstance(pending, dict):
+                pending.pop(self.kernel_id, None)
 
     # ------------------------------------------------------------------ running kernel
 
@@ -443,14 +535,35 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def terminate(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGTERM)
 
-    async def cleanup(self, restart: bool = False) -> None:
-        if self.container_id:
-            await self.engine.remove(self.container_id)
-            self.container_id = None
-        if not restart:
-            self._remove_connection_dir()
+    async def post_launch(self, **kwargs: AnyType) -> None:
+        await super().post_launch(**kwargs)
+        km = self.parent
+        if km is not None and not self._dead_callback_registered:
+            # jupyter_server drops a kernel whose restarts all failed without cleaning it up;
+            # remove its container then, so its GPUs are released at once.
+            km.add_restart_callback(self._on_kernel_dead, "dead")
+            self._dead_callback_registered = True
 
-    async def get_provisioner_info(self) -> dict[str, Any]:
+    def _on_kernel_dead(self) -> None:
+        # Keep a reference: the event loop holds tasks only weakly.
+        self._dead_cleanup = asyncio.ensure_future(self.cleanup(restart=False))
+
+    async def cleanup(self, restart: bool = False) -> None:
+        if restart:
+            # Keep the stopped container until the new one exists: it books the GPUs meanwhile.
+            if self.container_id:
+                await self._remove_previous_container()
+                self.previous_container_id = self.container_id
+                self.container_id = None
+            return
+        for container_id in (self.container_id, self.previous_container_id):
+            if container_id:
+                await self.engine.remove(container_id)
+        self.container_id = self.previous_container_id = None
+        self.gpu_uuids = ()
+        self._remove_connection_dir()
+
+    async def get_provisioner_info(self) -> dict[str, AnyType]:
         info = await super().get_provisioner_info()
         info.update(
             container_id=self.container_id,
@@ -460,7 +573,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return info
 
-    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+    async def load_provisioner_info(self, provisioner_info: dict[str, AnyType]) -> None:
         await super().load_provisioner_info(provisioner_info)
         self.container_id = provisioner_info.get("container_id")
         self.connection_dir = provisioner_info.get("connection_dir")

@@ -7,16 +7,19 @@ said. Tests that need a clean engine assert it themselves (``assert_no_test_cont
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from jupyter_server.serverapp import ServerApp
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.kernelspecs import kernel_name_for
+from jupyter_gpu_containers.kernelspecs import kernel_name_for, kernel_spec_dict
 
 # One value per pytest run, so parallel runs on one engine never remove each other's containers.
 TEST_RUN = os.environ.get("JGC_TEST_RUN") or uuid.uuid4().hex[:10]
@@ -27,6 +30,18 @@ NGC_IMAGE = "jgc-test/ngc-like:24.05-py3"
 CONDA_IMAGE = "jgc-test/conda-nonroot:latest"
 NO_IPYKERNEL_IMAGE = "jgc-test/no-ipykernel:latest"
 TEST_IMAGES = (DEBIAN_IMAGE, NGC_IMAGE, CONDA_IMAGE, NO_IPYKERNEL_IMAGE)
+
+STATIC_GPUS = [
+    {
+        "index": i,
+        "uuid": f"GPU-test-{i}",
+        "name": "Tesla T4",
+        "brand": "tesla",
+        "compute_capability": "7.5",
+        "memory_total": 16 * 2**30,
+    }
+    for i in range(4)
+]
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -67,24 +82,33 @@ def assert_no_test_containers(client: docker.DockerClient) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+def jp_server_cleanup(jp_asyncio_loop: Any, request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-jupyter's server clean-up (which shuts the test server's kernels down), then a leak
+    check: after each test and its servers, no container of the test may remain. Leftovers are
+    removed, their logs printed, and the test errors. (Overrides pytest-jupyter's fixture of the
+    same name, so that the check runs after the server's own shutdown, not before it.)"""
     yield
+    app = ServerApp.instance()
+    try:
+        jp_asyncio_loop.run_until_complete(app._cleanup())
+    finally:
+        if hasattr(app, "kernel_manager"):
+            app.kernel_manager.context.destroy()
+        ServerApp.clear_instance()
     if "docker_client" not in request.fixturenames:
         return
     client: docker.DockerClient = request.getfixturevalue("docker_client")
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for container in test_containers(client):
-        if failed:
-            logs = container.logs(tail=30).decode("utf-8", "replace")
-            print(f"--- log of {container.name} ({container.status}) ---\n{logs}")
+    leftovers = test_containers(client)
+    for container in leftovers:
+        logs = container.logs(tail=30).decode("utf-8", "replace")
+        print(f"--- log of {container.name} ({container.status}) ---\n{logs}")
         container.remove(force=True)
-
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
+    if leftovers:
+        pytest.fail(
+            f"{len(leftovers)} container(s) outlived the test and its servers: "
+            f"{[c.name for c in leftovers]}",
+            pytrace=False,
+        )
 
 
 def kernel_name(ref: str) -> str:
@@ -107,8 +131,15 @@ def jp_server_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str,
     config: dict[str, Any] = {
         "ServerApp": {"jpserver_extensions": {"jupyter_gpu_containers": True}},
         "ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}, "launch_timeout": 30.0},
-        # Private directories under tmp_path: nothing of a test outlives it.
-        "ContainerPolicy": {"connection_dir_root": str(tmp_path / "conn")},
+        # Private directories and host-wide state under tmp_path: nothing outlives a test.
+        "ContainerPolicy": {
+            "connection_dir_root": str(tmp_path / "conn"),
+            "state_dir": str(tmp_path / "state"),
+        },
+        # No GPUs here: a static inventory of four, attached through the runc-backed "nvidia"
+        # runtime that the test command gives dockerd.
+        "GPUInventory": {"static_gpus": STATIC_GPUS, "static_driver_version": "535.104.05"},
+        "GPUAllocator": {"attach_mode": "runtime"},
     }
     for marker in reversed(list(request.node.iter_markers("server_config"))):
         _merge(config, marker.args[0](tmp_path))
@@ -124,3 +155,13 @@ def kernel_container(client: docker.DockerClient, kernel_id: str) -> Any:
     found = client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
     assert len(found) == 1, f"expected one container for kernel {kernel_id}, found {found}"
     return found[0]
+
+
+def install_spec(data_dir: Path, name: str, image: str, **provisioner: Any) -> str:
+    """A kernel spec on disk, as an admin (or `install-kernelspec`) would write it."""
+    spec = kernel_spec_dict(image, None, {"provisioner": provisioner})
+    spec["metadata"]["kernel_provisioner"]["config"]["extra_labels"] = {TEST_LABEL: TEST_RUN}
+    target = data_dir / "kernels" / name
+    target.mkdir(parents=True)
+    (target / "kernel.json").write_text(json.dumps(spec))
+    return name

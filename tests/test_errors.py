@@ -15,23 +15,12 @@ from conftest import (
     TEST_LABEL,
     TEST_RUN,
     assert_no_test_containers,
+    install_spec,
     kernel_name,
 )
 from tornado.httpclient import HTTPClientError
 
-from jupyter_gpu_containers.kernelspecs import kernel_spec_dict
-
 pytestmark = pytest.mark.usefixtures("docker_client")
-
-
-def install_spec(data_dir: Path, name: str, image: str, **provisioner: Any) -> str:
-    """A kernel spec on disk, as an admin (or `install-kernelspec`) would write it."""
-    spec = kernel_spec_dict(image, None, {"provisioner": provisioner})
-    spec["metadata"]["kernel_provisioner"]["config"]["extra_labels"] = {TEST_LABEL: TEST_RUN}
-    target = data_dir / "kernels" / name
-    target.mkdir(parents=True)
-    (target / "kernel.json").write_text(json.dumps(spec))
-    return name
 
 
 async def start_error(jp_fetch: Any, name: str) -> tuple[int, str]:

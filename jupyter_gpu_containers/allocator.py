@@ -1,0 +1,383 @@
+"""Host-wide GPU allocation that never double-books.
+
+The ledger is the engine's container labels (``org.jupyter.gpu-containers.gpus``), not memory in
+one process: every Jupyter server on the host (one per student under JupyterHub) reads the same
+ledger, and an flock on ``<state dir>/gpu-allocation.lock`` makes "read the ledger, choose GPUs,
+create the container" atomic across all of them. The lock is released as soon as the container
+exists (its labels are then the booking), before the slow container start.
+
+A booking is released when its container is removed (shutdown, cull, a dead kernel, ``docker rm``)
+or when no live server holds its server id (a crashed server): such containers are garbage, and
+are removed when their GPUs are chosen again. A restart keeps the kernel's GPUs: the old container
+keeps booking them until the new one exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from traitlets import Enum, Float, Int
+from traitlets.config import LoggingConfigurable
+
+from . import labels as L
+from .engine import ContainerRecord
+from .errors import ContainerKernelError
+from .gpus import GPU, Inventory
+
+
+class InvalidGPURequest(ContainerKernelError):
+    status = 400
+    reason_phrase = "Invalid GPU request"
+
+
+class UnknownGPU(ContainerKernelError):
+    status = 400
+    reason_phrase = "Unknown GPU"
+
+
+class NoFreeGPU(ContainerKernelError):
+    status = 409
+    reason_phrase = "No free GPU"
+
+
+class OverUserCap(ContainerKernelError):
+    status = 409
+    reason_phrase = "GPU limit per user reached"
+
+
+class GPUGone(ContainerKernelError):
+    status = 409
+    reason_phrase = "GPU no longer present"
+
+
+class AllocationBusy(ContainerKernelError):
+    status = 503
+    reason_phrase = "GPU allocation busy"
+
+
+@dataclass(frozen=True)
+class GPURequest:
+    """What a kernel asks for: a number of GPUs, or specific GPUs by index or UUID."""
+
+    count: int = 0
+    ids: tuple[str, ...] = ()
+
+    @property
+    def wants_gpus(self) -> bool:
+        return self.count > 0 or bool(self.ids)
+
+    @classmethod
+    def parse(cls, value: Any) -> GPURequest:
+        """Accepts 2, "2", "none", "0,1", "GPU-…", ["0", "GPU-…"]. Anything else is refused."""
+        if value is None:
+            return cls()
+        if isinstance(value, (bool, float)):
+            raise InvalidGPURequest(
+                f"A GPU request must be a whole number of GPUs or a list of GPU ids, not {value!r}."
+            )
+        if isinstance(value, int):
+            if value < 0:
+                raise InvalidGPURequest(f"A GPU count cannot be negative ({value}).")
+            return cls(count=value)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower() in ("", "none"):
+                return cls()
+            if text.lstrip("-").isdigit():
+                return cls.parse(int(text))
+            return cls.parse([part.strip() for part in text.split(",")])
+        if isinstance(value, (list, tuple)):
+            ids = []
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, (int, str)) or item == "":
+                    raise InvalidGPURequest(f"{item!r} is not a GPU index or UUID.")
+                ident = str(item)
+                if len(ident) > 128 or not all(c.isalnum() or c in "-_/" for c in ident):
+                    raise InvalidGPURequest(f"{ident[:40]!r} is not a GPU index or UUID.")
+                ids.append(ident)
+            if len(set(ids)) != len(ids):
+                raise InvalidGPURequest("The same GPU is named twice in the request.")
+            return cls(ids=tuple(ids))
+        raise InvalidGPURequest(f"A GPU request cannot be a {type(value).__name__}.")
+
+    def describe(self) -> str:
+        if self.ids:
+            return "GPU " + ", ".join(self.ids)
+        return f"{self.count} GPU" + ("s" if self.count != 1 else "")
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One kernel's hold on one GPU, read from its container's labels."""
+
+    kernel_id: str
+    container_id: str
+    user: str
+    uid: str
+    notebook: str
+    image: str
+    server_id: str
+    created: float
+
+    def since(self) -> str:
+        return datetime.fromtimestamp(self.created).strftime("%H:%M") if self.created else "?"
+
+
+@dataclass
+class Ledger:
+    holdings: dict[str, list[Holding]] = field(default_factory=dict)  # GPU UUID -> holders
+    garbage: dict[str, list[str]] = field(default_factory=dict)  # GPU UUID -> dead containers
+
+    def held_by_others(self, uuid: str, kernel_id: str) -> list[Holding]:
+        return [h for h in self.holdings.get(uuid, []) if h.kernel_id != kernel_id]
+
+
+def read_ledger(containers: Iterable[ContainerRecord], state_dir: str, host: str) -> Ledger:
+    """Bookings from container labels. A container whose server is gone books nothing."""
+    ledger = Ledger()
+    alive: dict[str, bool] = {}
+    for c in containers:
+        uuids = [u for u in c.labels.get(L.GPUS, "").split(",") if u]
+        if not uuids:
+            continue
+        owner = L.OwnerProcess.parse(c.labels.get(L.OWNER_PROCESS, ""))
+        server_id = c.labels.get(L.SERVER_ID, "")
+        if owner is not None and owner.host == host:
+            if server_id not in alive:
+                alive[server_id] = L.ServerRegistry.is_alive(state_dir, server_id)
+            live = alive[server_id]
+        else:
+            live = True  # another host's server: cannot be judged, so it keeps its booking
+        for uuid in uuids:
+            if live:
+                ledger.holdings.setdefault(uuid, []).append(
+                    Holding(
+                        kernel_id=c.labels.get(L.KERNEL_ID, ""),
+                        container_id=c.id,
+                        user=c.labels.get(L.USER, ""),
+                        uid=c.labels.get(L.UID, ""),
+                        notebook=c.labels.get(L.NOTEBOOK, ""),
+                        image=c.labels.get(L.IMAGE, ""),
+                        server_id=server_id,
+                        created=c.created,
+                    )
+                )
+            else:
+                ledger.garbage.setdefault(uuid, []).append(c.id)
+    return ledger
+
+
+class GPUAllocator(LoggingConfigurable):
+    """Admin policy for handing GPUs to kernels."""
+
+    policy = Enum(
+        ["exclusive", "shared"],
+        "exclusive",
+        config=True,
+        help=""""exclusive" (default): a GPU belongs to one kernel at a time. "shared": up to
+        max_kernels_per_gpu kernels share a GPU (their memory is not isolated).""",
+    )
+
+    max_kernels_per_gpu = Int(2, config=True, help="""Kernels per GPU under the "shared" policy.""")
+
+    max_gpus_per_user = Int(
+        0,
+        config=True,
+        help="""GPUs one user may hold at once, over all their kernels and servers on this host
+        (counted by uid). 0: no cap.""",
+    )
+
+    attach_mode = Enum(
+        ["auto", "runtime", "device-requests", "cdi"],
+        "auto",
+        config=True,
+        help="""How GPUs reach the container. "runtime": the NVIDIA container runtime
+        (--runtime=nvidia) with NVIDIA_VISIBLE_DEVICES. "device-requests": Docker's --gpus
+        (device requests to the nvidia driver). "cdi": CDI device names (nvidia.com/gpu=UUID),
+        for engines with CDI enabled. "auto" (default): "runtime" when the engine has a runtime
+        named nvidia, else "cdi" when an NVIDIA CDI spec exists under /etc/cdi or /var/run/cdi,
+        else "device-requests".""",
+    )
+
+    lock_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds to wait for the host-wide allocation lock before failing the launch.""",
+    )
+
+    def choose(
+        self,
+        inventory: Inventory,
+        ledger: Ledger,
+        request: GPURequest,
+        *,
+        kernel_id: str,
+        uid: str,
+    ) -> list[GPU]:
+        """The GPUs to give, or an error that says exactly why none can be given."""
+        if not request.wants_gpus:
+            return []
+        devices = inventory.allocatable()
+        if not devices:
+            raise NoFreeGPU(
+                f"No GPU on this host for the {request.describe()} requested: "
+                f"{inventory.reason or 'the inventory is empty.'}"
+            )
+        capacity = 1 if self.policy == "exclusive" else max(1, self.max_kernels_per_gpu)
+        wanted = len(request.ids) or request.count
+        self._check_user_cap(ledger, wanted, kernel_id, uid)
+
+        def free(gpu: GPU) -> bool:
+            return len(ledger.held_by_others(gpu.uuid, kernel_id)) < capacity
+
+        if request.ids:
+            chosen = []
+            for ident in request.ids:
+                gpu = inventory.find(ident)
+                if gpu is None:
+                    known = ", ".join(f"{g.index} ({g.uuid})" for g in devices)
+                    if ident.startswith(("GPU-", "MIG-")) and ident in ledger.holdings:
+                        raise GPUGone(
+                            f"{ident} is booked but no longer on this host (it disappeared "
+                            "since boot, or the driver was reset). Ask for another GPU."
+                        )
+                    raise UnknownGPU(f"There is no GPU {ident!r} on this host. GPUs: {known}.")
+                if not free(gpu):
+                    raise NoFreeGPU(
+                        f"GPU {gpu.index} ({gpu.uuid}) is not free: "
+                        f"{self._holders_text(ledger.held_by_others(gpu.uuid, kernel_id))}."
+                    )
+                chosen.append(gpu)
+            return chosen
+
+        if wanted > len(devices):
+            raise NoFreeGPU(
+                f"No free GPU: {wanted} requested, but this host has only {len(devices)}."
+            )
+        available = [g for g in devices if free(g)]
+        if len(available) < wanted:
+            busy = [g for g in devices if not free(g)]
+            detail = "; ".join(
+                f"GPU {g.index} is held by "
+                f"{self._holders_text(ledger.held_by_others(g.uuid, kernel_id))}"
+                for g in busy[:4]
+            )
+            raise NoFreeGPU(f"No free GPU: {wanted} requested, {len(available)} free ({detail}).")
+        # Least loaded first: fewest holders, then least memory used, then least busy.
+        available.sort(
+            key=lambda g: (
+                len(ledger.held_by_others(g.uuid, kernel_id)),
+                g.memory_used,
+                g.utilization or 0,
+                g.index,
+            )
+        )
+        return available[:wanted]
+
+    def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
+        if self.max_gpus_per_user <= 0:
+            return
+        held = {
+            uuid
+            for uuid, holders in ledger.holdings.items()
+            for h in holders
+            if h.uid == uid and h.kernel_id != kernel_id
+        }
+        if len(held) + wanted > self.max_gpus_per_user:
+            raise OverUserCap(
+                f"This would give you {len(held) + wanted} GPUs, over the limit of "
+                f"{self.max_gpus_per_user} per user ({len(held)} held by your other kernels). "
+                "Shut one of them down, or ask for fewer GPUs."
+            )
+
+    @staticmethod
+    def _holders_text(holders: list[Holding]) -> str:
+        if not holders:
+            return "nobody"
+        parts = [f"a kernel of {h.user or 'another user'} since {h.since()}" for h in holders]
+        return " and ".join(parts)
+
+    @contextlib.asynccontextmanager
+    async def host_lock(self, state_dir: str) -> AsyncIterator[None]:
+        """Hold the host-wide allocation lock (an flock, so a dead holder never blocks)."""
+        path = os.path.join(state_dir, "gpu-allocation.lock")
+        fd = await asyncio.to_thread(_acquire, path, self.lock_timeout)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+
+def _acquire(path: str, timeout: float) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o666)  # every user's server takes this lock
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+        if time.monotonic() > deadline:
+            os.close(fd)
+            raise AllocationBusy(
+                f"Could not take the host-wide GPU allocation lock ({path}) within "
+                f"{timeout:.0f} s: another server is holding it. Try again."
+            )
+        time.sleep(0.005)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """How the chosen GPUs reach the container."""
+
+    runtime: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    device_requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+def attachment(mode: str, gpus: list[GPU]) -> Attachment:
+    """The container settings for ``gpus`` under an attach mode (never "auto": resolve first).
+
+    CPU kernels get NVIDIA_VISIBLE_DEVICES=void: legacy CUDA images default to "all", and under
+    the NVIDIA runtime would otherwise see every GPU. CUDA_VISIBLE_DEVICES is never set: inside
+    the container the devices are renumbered from 0.
+    """
+    if not gpus:
+        return Attachment(environment={"NVIDIA_VISIBLE_DEVICES": "void"})
+    uuids = [g.uuid for g in gpus]
+    if mode == "runtime":
+        return Attachment(runtime="nvidia", environment={"NVIDIA_VISIBLE_DEVICES": ",".join(uuids)})
+    if mode == "cdi":
+        return Attachment(
+            device_requests=[
+                {"driver": "cdi", "device_ids": [f"nvidia.com/gpu={u}" for u in uuids]}
+            ]
+        )
+    return Attachment(
+        device_requests=[{"driver": "nvidia", "device_ids": uuids, "capabilities": [["gpu"]]}]
+    )
+
+
+def resolve_attach_mode(mode: str, engine_runtimes: Iterable[str], cdi_dirs: Iterable[str]) -> str:
+    if mode != "auto":
+        return mode
+    if "nvidia" in engine_runtimes:
+        return "runtime"
+    for directory in cdi_dirs:
+        with contextlib.suppress(OSError):
+            if any(name.startswith("nvidia") for name in os.listdir(directory)):
+                return "cdi"
+    return "device-requests"

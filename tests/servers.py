@@ -1,0 +1,131 @@
+"""A real `jupyter server` process for tests that need several servers, or to kill one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kernel_io import execute
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`jupyter server`, as ``user`` when given (through setpriv, which execs: our child's pid is
+    the server's, so `kill -9` hits the server itself)."""
+
+    def __init__(
+        self, home: Path, root_dir: Path, extra_args: list[str], user: str | None = None
+    ) -> None:
+        self.port = free_port()
+        self.token = os.urandom(16).hex()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+            "HOME": str(home),
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "LANG": "C.UTF-8",
+        }
+        self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                *(
+                    ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+                    if user
+                    else []
+                ),
+                str(VENV_BIN / "jupyter"),
+                "server",
+                "--no-browser",
+                f"--port={self.port}",
+                "--ip=127.0.0.1",
+                f"--ServerApp.root_dir={root_dir}",
+                f"--IdentityProvider.token={self.token}",
+                *extra_args,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(150):
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        # Ready once the extension has reattached or swept what earlier servers left (it does
+        # so just after the server starts listening).
+        for _ in range(150):
+            if self.process.poll() is not None or "Kernel containers at start" in self.output():
+                break
+            time.sleep(0.1)
+        if self.process.poll() is not None:
+            output = self.output()
+            self.log.close()
+            raise AssertionError(f"the server did not start:\n{output}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    async def call(self, method: str, *path: str, body: Any = None) -> Any:
+        response = await self.fetch(method, *path, body=body)
+        return json.loads(response.body) if response.body else None
+
+    async def fetch(
+        self, method: str, *path: str, body: Any = None, raise_error: bool = True
+    ) -> Any:
+        request = HTTPRequest(
+            f"{self.url}/{'/'.join(path)}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+        )
+        return await AsyncHTTPClient().fetch(request, raise_error=raise_error)
+
+    async def execute(self, kernel_id: str, code: str) -> Any:
+        ws = await websocket_connect(
+            HTTPRequest(
+                f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels",
+                headers={"Authorization": f"token {self.token}"},
+            )
+        )
+        try:
+            return await execute(ws, code)
+        finally:
+            ws.close()
+
+    def kill9(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGINT)  # twice: skip the confirmation prompt
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
