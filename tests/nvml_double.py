@@ -39,6 +39,7 @@ class Box:
     driver: str = "535.104.05"
     cuda: int = 12020
     init_error: str = ""
+    lost: bool = False  # NVML fails mid-run (a GPU fell off the bus, the driver was reset)
 
 
 def eight_a100(mig_on: int | None = None) -> Box:
@@ -74,6 +75,8 @@ def nvmlSystemGetCudaDriverVersion() -> int:
 
 
 def nvmlDeviceGetCount() -> int:
+    if BOX.lost:
+        raise NVMLError("GPU is lost")
     return len(BOX.devices)
 
 

@@ -58,6 +58,7 @@ class Server:
                 "--ip=127.0.0.1",
                 f"--ServerApp.root_dir={root_dir}",
                 f"--IdentityProvider.token={self.token}",
+                *(["--allow-root"] if user is None and os.getuid() == 0 else []),
                 *extra_args,
             ],
             env=env,
