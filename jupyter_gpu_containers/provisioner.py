@@ -313,6 +313,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return self.connection_info
 
+    def change_request(self, request: GPURequest) -> None:
+        """A new request for the next (re)start: the kernel's current GPUs are not kept."""
+        self._requested = request
+        self.gpu_uuids = ()
+
     async def _gpu_request(self, kwargs: dict[str, AnyType]) -> GPURequest:
         """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
         notebook's request, else the kernel spec's default."""
