@@ -3,6 +3,7 @@ static inventory of four GPUs (conftest) and the runc-backed "nvidia" runtime.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,29 @@ async def test_device_requests_without_toolkit_fail_with_the_engine_reason(
     assert_no_test_containers(docker_client)
     # ...and the failed start booked nothing: all four GPUs are still free.
     await jp_fetch("api", "kernels", method="GET")
+
+
+@pytest.mark.server_config(lambda _: {"KernelRestarter": {"restart_limit": 1, "time_to_dead": 0.5}})
+async def test_a_kernel_whose_restarts_fail_releases_its_gpu(
+    jp_fetch: Any, jp_data_dir: Path, docker_client: Any
+) -> None:
+    ref = f"jgc-test/fragile:{TEST_RUN}"
+    docker_client.images.get(NGC_IMAGE).tag(ref)
+    kernel_id = await start(jp_fetch, install_spec(jp_data_dir, "fragile", ref, gpus=1))
+    assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == "GPU-test-0"
+    # The image goes, then the kernel's container dies: every restart fails.
+    docker_client.images.remove(ref)
+    kernel_container(docker_client, kernel_id).kill()
+    # (jupyter_client's restarter never declares such a kernel dead: a restart that raises leaves
+    # it listed. What matters is that nothing of it keeps the GPU.)
+    for _ in range(100):
+        if not docker_client.containers.list(
+            all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"}
+        ):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the dead kernel's containers were not removed")
+    # Its GPU is free again at once: a new kernel gets GPU 0.
+    again = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    assert kernel_container(docker_client, again).labels[L.GPUS] == "GPU-test-0"
