@@ -20,11 +20,11 @@ from tornado import web
 from traitlets import Bool
 from traitlets.config import LoggingConfigurable
 
-from .allocator import GPUAllocator, GPURequest
+from .allocator import GPUAllocator, GPURequest, Ledger
 from .engine import engine_for
 from .errors import ContainerKernelError
 from .gpu_report import current_ledger, gpu_report, my_allocations, preflight
-from .gpus import shared_inventory
+from .gpus import Inventory, shared_inventory
 from .launchplan import ContainerPolicy, inside
 from .notebook_requests import NotebookRequests
 from .provisioner import ContainerProvisioner
@@ -48,6 +48,12 @@ class GPUContainersHandler(APIHandler):
     @property
     def uid(self) -> str:
         return str(os.getuid())
+
+    async def gpu_state(self) -> tuple[Inventory, Ledger]:
+        """The GPUs now, and who holds them (read off the event loop)."""
+        mkm = self.kernel_manager
+        inventory = await shared_inventory(mkm).read()
+        return inventory, await current_ledger(engine_for(mkm), ContainerPolicy(parent=mkm))
 
 
 class StatusHandler(GPUContainersHandler):
@@ -79,8 +85,7 @@ class GPUsHandler(GPUContainersHandler):
     @authorized
     async def get(self) -> None:
         mkm = self.kernel_manager
-        inventory = await shared_inventory(mkm).read()
-        ledger = await current_ledger(engine_for(mkm), ContainerPolicy(parent=mkm))
+        inventory, ledger = await self.gpu_state()
         report = await gpu_report(
             inventory,
             ledger,
@@ -95,9 +100,7 @@ class AllocationsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        mkm = self.kernel_manager
-        inventory = await shared_inventory(mkm).read()
-        ledger = await current_ledger(engine_for(mkm), ContainerPolicy(parent=mkm))
+        inventory, ledger = await self.gpu_state()
         self.finish(json.dumps({"allocations": my_allocations(inventory, ledger, self.uid)}))
 
 
@@ -140,13 +143,9 @@ class NotebookKernelHandler(GPUContainersHandler):
         effective = request if request is not None else spec_default
         keep_id = str(running_id) if (running and running.kernel_name == target) else ""
         if effective.wants_gpus:
-            mkm = self.kernel_manager
+            inventory, ledger = await self.gpu_state()
             preflight(
-                GPUAllocator(parent=mkm),
-                await shared_inventory(mkm).read(),
-                await current_ledger(engine_for(mkm), ContainerPolicy(parent=mkm)),
-                effective,
-                keep_id,
+                GPUAllocator(parent=self.kernel_manager), inventory, ledger, effective, keep_id
             )
         NotebookRequests(parent=self.serverapp).set(os_path, gpus)
 

@@ -165,3 +165,25 @@ def install_spec(data_dir: Path, name: str, image: str, **provisioner: Any) -> s
     target.mkdir(parents=True)
     (target / "kernel.json").write_text(json.dumps(spec))
     return name
+
+
+@pytest.fixture
+def two_gpu_nvml_box() -> Iterator[Any]:
+    """The NVML double (tests/nvml_double.py) as a two-GPU host, restored afterwards."""
+    import nvml_double
+
+    nvml_double.BOX = nvml_double.Box(
+        devices=[nvml_double.Device(uuid=f"GPU-nvml-{i}") for i in range(2)]
+    )
+    yield nvml_double.BOX
+    nvml_double.BOX = nvml_double.eight_a100()
+
+
+NVML_DOUBLE_CONFIG = {
+    "GPUInventory": {
+        "static_gpus": [],
+        "source": "nvml",
+        "nvml_module": "nvml_double",
+        "cache_seconds": 0,
+    }
+}

@@ -25,6 +25,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None:
+    """The config every test server reads (JUPYTER_CONFIG_DIR=home/config): the test run's
+    container label, a host state directory under home, four static GPUs on the runc-backed
+    nvidia runtime."""
+    from conftest import STATIC_GPUS, TEST_LABEL, TEST_RUN
+
+    config: dict[str, Any] = {
+        "ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}},
+        "ContainerPolicy": {"state_dir": str(home / "state")},
+        "GPUInventory": {"static_gpus": STATIC_GPUS},
+        "GPUAllocator": {"attach_mode": "runtime"},
+        **(extra or {}),
+    }
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+
+
 class Server:
     """`jupyter server`, as ``user`` when given (through setpriv, which execs: our child's pid is
     the server's, so `kill -9` hits the server itself)."""

@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
+    NVML_DOUBLE_CONFIG,
     TEST_LABEL,
     TEST_RUN,
     kernel_container,
@@ -200,27 +201,9 @@ async def test_endpoints_need_authentication(jp_fetch: Any) -> None:
         assert response.code == 403, path
 
 
-@pytest.fixture
-def nvml_box() -> Iterator[nvml_double.Box]:
-    nvml_double.BOX = nvml_double.Box(
-        devices=[nvml_double.Device(uuid=f"GPU-nvml-{i}") for i in range(2)]
-    )
-    yield nvml_double.BOX
-    nvml_double.BOX = nvml_double.eight_a100()
-
-
-@pytest.mark.server_config(
-    lambda _: {
-        "GPUInventory": {
-            "static_gpus": [],
-            "source": "nvml",
-            "nvml_module": "nvml_double",
-            "cache_seconds": 0,
-        }
-    }
-)
+@pytest.mark.server_config(lambda _: NVML_DOUBLE_CONFIG)
 async def test_memory_per_kernel_from_gpu_processes(
-    nvml_box: nvml_double.Box, jp_fetch: Any, docker_client: Any
+    two_gpu_nvml_box: nvml_double.Box, jp_fetch: Any, docker_client: Any
 ) -> None:
     response = await jp_fetch(
         "api", "kernels", method="POST", body=json.dumps({"name": kernel_name(NGC_IMAGE)})
@@ -228,7 +211,7 @@ async def test_memory_per_kernel_from_gpu_processes(
     kernel_id = json.loads(response.body)["id"]
     # NVML reports host pids; the kernel container's own process must map back to its kernel.
     pid = kernel_container(docker_client, kernel_id).attrs["State"]["Pid"]
-    nvml_box.devices[0].processes = [(pid, 3 * nvml_double.GiB), (1, 5 * nvml_double.GiB)]
+    two_gpu_nvml_box.devices[0].processes = [(pid, 3 * nvml_double.GiB), (1, 5 * nvml_double.GiB)]
     report = await get(jp_fetch, "gpus")
     assert report["source"] == "nvml" and report["driver_version"] == "535.104.05"
     (holder,) = report["gpus"][0]["holders"]

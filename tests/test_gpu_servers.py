@@ -12,13 +12,13 @@ import nvml_double
 import pytest
 from conftest import (
     NGC_IMAGE,
-    STATIC_GPUS,
+    NVML_DOUBLE_CONFIG,
     TEST_LABEL,
     TEST_RUN,
     assert_no_test_containers,
     kernel_name,
 )
-from servers import Server
+from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_gpu_containers import labels as L
@@ -31,16 +31,7 @@ def host(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
     """Config shared by every server of a test: the same four GPUs and host state directory."""
     for sub in ("config", "data", "runtime", "state", "a", "b"):
         (tmp_path / sub).mkdir()
-    (tmp_path / "config" / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}},
-                "ContainerPolicy": {"state_dir": str(tmp_path / "state")},
-                "GPUInventory": {"static_gpus": STATIC_GPUS},
-                "GPUAllocator": {"attach_mode": "runtime"},
-            }
-        )
-    )
+    write_server_config(tmp_path)
     servers: list[Server] = []
     yield tmp_path, servers
     for server in servers:
@@ -131,26 +122,8 @@ async def test_kill_9_rebuilds_the_ledger_from_labels(
     assert_no_test_containers(docker_client)
 
 
-@pytest.fixture
-def two_gpu_box() -> Iterator[nvml_double.Box]:
-    nvml_double.BOX = nvml_double.Box(
-        devices=[nvml_double.Device(uuid=f"GPU-nvml-{i}") for i in range(2)]
-    )
-    yield nvml_double.BOX
-    nvml_double.BOX = nvml_double.eight_a100()
-
-
-@pytest.mark.server_config(
-    lambda _: {
-        "GPUInventory": {
-            "static_gpus": [],
-            "source": "nvml",
-            "nvml_module": "nvml_double",
-            "cache_seconds": 0,
-        }
-    }
-)
-async def test_nvml_failure_mid_run(two_gpu_box: nvml_double.Box, jp_fetch: Any) -> None:
+@pytest.mark.server_config(lambda _: NVML_DOUBLE_CONFIG)
+async def test_nvml_failure_mid_run(two_gpu_nvml_box: nvml_double.Box, jp_fetch: Any) -> None:
     async def start(image_kernel: str) -> Any:
         return await jp_fetch(
             "api",
@@ -162,7 +135,7 @@ async def test_nvml_failure_mid_run(two_gpu_box: nvml_double.Box, jp_fetch: Any)
 
     first = await start(kernel_name(NGC_IMAGE))
     assert first.code == 201
-    two_gpu_box.lost = True
+    two_gpu_nvml_box.lost = True
     refused = await start(kernel_name(NGC_IMAGE))
     assert refused.code == 409
     assert "NVML could not be read (GPU is lost)" in json.loads(refused.body)["message"]
@@ -170,5 +143,5 @@ async def test_nvml_failure_mid_run(two_gpu_box: nvml_double.Box, jp_fetch: Any)
     assert (await start(kernel_name("jgc/debian-ipykernel:bookworm"))).code == 201
     kernel = json.loads((await jp_fetch("api", "kernels", json.loads(first.body)["id"])).body)
     assert kernel["execution_state"] != "dead"
-    two_gpu_box.lost = False
+    two_gpu_nvml_box.lost = False
     assert (await start(kernel_name(NGC_IMAGE))).code == 201

@@ -8,7 +8,6 @@ Sessions and CI run as root; the test command creates an unprivileged user in th
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -22,13 +21,10 @@ from typing import Any
 import pytest
 from conftest import (
     NGC_IMAGE,
-    STATIC_GPUS,
-    TEST_LABEL,
-    TEST_RUN,
     assert_no_test_containers,
     kernel_name,
 )
-from servers import Server
+from servers import Server, write_server_config
 
 from jupyter_gpu_containers import labels as L
 
@@ -50,16 +46,7 @@ def user_home() -> Iterator[Path]:
     home = Path(tempfile.mkdtemp(prefix="jgc-user-", dir="/tmp"))
     for sub in ("config", "data", "runtime", "workspace", "other-workspace", "state"):
         (home / sub).mkdir()
-    (home / "config" / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}},
-                "ContainerPolicy": {"state_dir": str(home / "state")},
-                "GPUInventory": {"static_gpus": STATIC_GPUS},
-                "GPUAllocator": {"attach_mode": "runtime"},
-            }
-        )
-    )
+    write_server_config(home)
     for path in [home, *home.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
     try:
