@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -147,7 +148,7 @@ class NotebookKernelHandler(GPUContainersHandler):
             preflight(
                 GPUAllocator(parent=self.kernel_manager), inventory, ledger, effective, keep_id
             )
-        NotebookRequests(parent=self.serverapp).set(os_path, gpus)
+        await asyncio.to_thread(NotebookRequests(parent=self.serverapp).set, os_path, gpus)
 
         if session is None:
             model = await sm.create_session(
