@@ -29,7 +29,7 @@ from traitlets import Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import labels as L
-from .engine import ContainerRecord
+from .engine import ContainerRecord, Engine
 from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
 
@@ -174,6 +174,12 @@ def read_ledger(containers: Iterable[ContainerRecord], state_dir: str, host: str
             else:
                 ledger.garbage.setdefault(uuid, []).append(c.id)
     return ledger
+
+
+async def current_ledger(engine: Engine, state_dir: str) -> Ledger:
+    """The ledger as the engine has it now (call under host_lock when about to book)."""
+    containers = await engine.list_containers({L.MANAGED: "true"})
+    return read_ledger(containers, state_dir, L.OwnerProcess.current().host)
 
 
 class GPUAllocator(LoggingConfigurable):

@@ -8,16 +8,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import labels as L
-from .allocator import GPUAllocator, GPURequest, Holding, Ledger, read_ledger
-from .engine import Engine
+from .allocator import GPUAllocator, GPURequest, Holding, Ledger
 from .gpus import GPU, Inventory, container_of_pid
-from .launchplan import ContainerPolicy, effective_state_dir
-
-
-async def current_ledger(engine: Engine, policy: ContainerPolicy) -> Ledger:
-    containers = await engine.list_containers({L.MANAGED: "true"})
-    return read_ledger(containers, effective_state_dir(policy), L.OwnerProcess.current().host)
 
 
 def _memory_by_container(gpus: Iterable[GPU]) -> dict[tuple[str, str], int]:

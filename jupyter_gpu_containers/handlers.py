@@ -21,12 +21,12 @@ from tornado import web
 from traitlets import Bool
 from traitlets.config import LoggingConfigurable
 
-from .allocator import GPUAllocator, GPURequest, Ledger
+from .allocator import GPUAllocator, GPURequest, Ledger, current_ledger
 from .engine import engine_for
 from .errors import ContainerKernelError
-from .gpu_report import current_ledger, gpu_report, my_allocations, preflight
+from .gpu_report import gpu_report, my_allocations, preflight
 from .gpus import Inventory, shared_inventory
-from .launchplan import ContainerPolicy, inside
+from .launchplan import ContainerPolicy, effective_state_dir, inside
 from .notebook_requests import NotebookRequests
 from .provisioner import ContainerProvisioner
 
@@ -54,7 +54,8 @@ class GPUContainersHandler(APIHandler):
         """The GPUs now, and who holds them (read off the event loop)."""
         mkm = self.kernel_manager
         inventory = await shared_inventory(mkm).read()
-        return inventory, await current_ledger(engine_for(mkm), ContainerPolicy(parent=mkm))
+        state_dir = effective_state_dir(ContainerPolicy(parent=mkm))
+        return inventory, await current_ledger(engine_for(mkm), state_dir)
 
 
 class StatusHandler(GPUContainersHandler):

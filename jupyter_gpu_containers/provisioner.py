@@ -42,7 +42,7 @@ from .allocator import (
     GPUAllocator,
     GPURequest,
     attachment,
-    read_ledger,
+    current_ledger,
     resolve_attach_mode,
 )
 from .engine import ContainerSpec, Engine, ImageRecord, Mount, engine_for
@@ -212,6 +212,8 @@ class ContainerProvisioner(KernelProvisionerBase):
     gpu_uuids: tuple[str, ...] = ()
     # On restart the old container stays until the new one exists, so its GPUs stay booked.
     previous_container_id: str | None = None
+    # The GPU request of this kernel's starts, resolved once (see _gpu_request).
+    _requested: GPURequest | None = None
     _dead_callback_registered = False
 
     _engine: Engine | None = None
@@ -238,9 +240,6 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "transport (the default) for kernels without a network."
             )
         policy = ContainerPolicy(parent=km)
-        request = kwargs.pop("gpus", None)
-        if request is not None:
-            self._requested = GPURequest.parse(request)
         if self.connection_dir is None:
             self.connection_dir = self._make_connection_dir(policy)
         else:
@@ -281,8 +280,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 )
                 state_dir = effective_state_dir(policy)
                 async with allocator.host_lock(state_dir):
-                    containers = await self.engine.list_containers({L.MANAGED: "true"})
-                    ledger = read_ledger(containers, state_dir, L.OwnerProcess.current().host)
+                    ledger = await current_ledger(self.engine, state_dir)
                     chosen = allocator.choose(
                         inventory, ledger, request, kernel_id=self.kernel_id, uid=str(os.getuid())
                     )
@@ -323,7 +321,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         notebook's request, else the kernel spec's default."""
         if self.gpu_uuids:
             return GPURequest(ids=self.gpu_uuids)
-        requested: GPURequest | None = getattr(self, "_requested", None)
+        requested = self._requested
         if requested is None:
             notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME", "")
             store = NotebookRequests(parent=self.parent)
