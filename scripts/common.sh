@@ -48,3 +48,14 @@ install_project() {
   "$venv/bin/python" -c "import jupyter_gpu_containers" \
     || { log "the package did not install"; return 1; }
 }
+
+# Everything both commands need, in order: packages, a running engine, the local images
+# (demo or test), and the project itself (with extras, e.g. "[test]").
+prepare_machine() {
+  local images=$1 extras=${2:-}
+  cd "$repo"
+  install_system_packages
+  bash "$repo/scripts/ensure-docker.sh"
+  bash "$repo/scripts/build-images.sh" "$images"
+  install_project "$extras"
+}

@@ -10,12 +10,7 @@
 # JGC_DEMO_WORKSPACE (default ~/gpu-containers-demo) is the workspace mounted into kernels.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-cd "$repo"
-
-install_system_packages
-bash scripts/ensure-docker.sh
-bash scripts/build-images.sh demo
-install_project ""
+prepare_machine demo ""
 
 workspace=${JGC_DEMO_WORKSPACE:-$HOME/gpu-containers-demo}
 mkdir -p "$workspace"

@@ -7,12 +7,7 @@
 #   scripts/test.sh -k expr    extra arguments go to pytest
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-cd "$repo"
-
-install_system_packages
-bash scripts/ensure-docker.sh
-bash scripts/build-images.sh test
-install_project "[test]"
+prepare_machine test "[test]"
 
 # A non-root user in the docker group: the tests that prove files come out owned by the user run
 # a Jupyter server as this user (sessions and CI run as root).
