@@ -91,7 +91,9 @@ class GPUContainersApp(ExtensionApp):
             logger.addFilter(log_filter)
         ksm = self.serverapp.kernel_spec_manager
         if isinstance(ksm, ContainerKernelSpecManager):
-            ksm.refresh()  # at start-up, before the loop serves requests
+            # At start-up, before the loop serves requests: list images, but do not wait on probe
+            # containers (the image watcher's first refresh, moments later, probes).
+            ksm.refresh(wait_for_probes=False)
 
     def initialize_handlers(self) -> None:
         # ExtensionApp prefixes every pattern with the server's base_url itself.

@@ -1,17 +1,34 @@
-"""What an image is: its framework and version, read from what the image says about itself.
+"""The image catalog: what each image is, whether it can run a kernel, whether it runs here.
 
-This is the first slice of the image catalog (the full catalog with compatibility verdicts is a
-later piece of work). Sources, most specific first: NGC's environment (``NVIDIA_PRODUCT_NAME`` with
-``NVIDIA_<PRODUCT>_VERSION``), framework environment variables (``PYTORCH_VERSION``,
-``TENSORFLOW_VERSION``), ``com.nvidia.<framework>.version`` labels, then tag conventions such as
-OpenPAI's ``python_3.6-pytorch_1.4.0-gpu``.
+Seed 000's users pick images from a table of framework x tag x CUDA x required driver and learn
+of a driver mismatch only when the container fails. The catalog reads that table for them, for
+every local image and every image an administrator lists for pulling.
+
+What an image is comes from what it says about itself, most specific first: NGC's environment
+(``NVIDIA_PRODUCT_NAME`` with ``NVIDIA_<PRODUCT>_VERSION``), framework environment variables
+(``PYTORCH_VERSION``, ``TENSORFLOW_VERSION``), ``com.nvidia.<framework>.version`` labels, tag
+conventions such as OpenPAI's ``python_3.6-pytorch_1.4.0-gpu``, and finally the packages the
+readiness probe found. For an image not pulled yet, only the reference and the admin's list entry
+speak. Rows are computed by pure functions over facts the handler gathers off the event loop.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from traitlets import Dict, List, Unicode, Union
+from traitlets.config import LoggingConfigurable
+
+from . import compat
+from .engine import ImageRecord
+from .errors import ImageNotAllowed
+from .gpus import Inventory
+from .launchplan import ContainerPolicy, check_image_allowed
+from .probe import ProbeResult
+from .references import normalize_reference, registry_of
 
 _FRAMEWORKS = {
     "pytorch": "PyTorch",
@@ -69,3 +86,300 @@ def is_gpu_build(ref: str, env: Mapping[str, str]) -> bool:
     """A CUDA image declares its toolkit; a tag may say -gpu."""
     tag = ref.rsplit(":", 1)[-1].lower() if ":" in ref.rsplit("/", 1)[-1] else ""
     return bool(env.get("CUDA_VERSION") or env.get("NVIDIA_REQUIRE_CUDA")) or "gpu" in tag
+
+
+# ---------------------------------------------------------------------- what a reference says
+
+
+def cuda_from_reference(ref: str) -> str:
+    """The CUDA version a tag names: nvidia/cuda's ``12.2.2-cudnn8-runtime-ubuntu22.04``, or
+    ``cuda12.2`` / ``cuda-12.2`` / ``cu121`` / ``cuda12-`` anywhere in a tag."""
+    last = ref.rsplit("/", 1)[-1]
+    repo, _, tag = last.partition(":")
+    tag = tag.split("@", 1)[0].lower()
+    if repo == "cuda":
+        m = re.match(r"(\d+\.\d+(?:\.\d+)?)", tag)
+        if m:
+            return m.group(1)
+    m = re.search(r"(?<![a-z])cuda[-_]?(\d+(?:\.\d+){0,2})", tag)
+    if m:
+        return m.group(1)
+    m = re.search(r"(?<![a-z])cu(\d{2,3})(?!\d)", tag)
+    if m:  # cu121 -> 12.1, cu118 -> 11.8
+        digits = m.group(1)
+        return f"{digits[:-1]}.{digits[-1]}"
+    return ""
+
+
+def gpu_from_reference(ref: str) -> bool | None:
+    """True for a tag that says gpu/cuda, False for one that says cpu, None when it says
+    neither."""
+    tag = ref.rsplit("/", 1)[-1].partition(":")[2].lower()
+    words = set(re.split(r"[^a-z0-9]+", tag))
+    if "cpu" in words:
+        return False
+    if "gpu" in words or cuda_from_reference(ref) or ref.startswith("nvcr.io/nvidia/"):
+        return True
+    return None
+
+
+# ---------------------------------------------------------------------- the default list
+
+# What the seeds' users pick from: NGC PyTorch and TensorFlow (seed 001), tensorflow/tensorflow
+# GPU and CPU, jupyter/docker-stacks, and OpenPAI's standard images (seed 000's table, with its
+# CUDA and driver columns). "cuda" and "driver" give a verdict before the image is pulled; once
+# pulled, the image's own environment is what counts.
+DEFAULT_LISTED_IMAGES: list[dict[str, Any]] = [
+    {
+        "image": "nvcr.io/nvidia/pytorch:25.10-py3",
+        "description": "NGC PyTorch 25.10 (PyTorch 2.9, CUDA 13.0)",
+        "cuda": "13.0.2",
+        "driver": "580.95.05",
+    },
+    {
+        "image": "nvcr.io/nvidia/pytorch:24.05-py3",
+        "description": "NGC PyTorch 24.05 (PyTorch 2.4, CUDA 12.4)",
+        "cuda": "12.4.1",
+        "driver": "550.54.15",
+    },
+    {
+        "image": "nvcr.io/nvidia/tensorflow:24.05-tf2-py3",
+        "description": "NGC TensorFlow 24.05 (TensorFlow 2.15, CUDA 12.4)",
+        "cuda": "12.4.1",
+        "driver": "550.54.15",
+    },
+    {
+        "image": "tensorflow/tensorflow:2.15.0-gpu-jupyter",
+        "description": "TensorFlow 2.15 with GPU support and Jupyter (CUDA 12.2)",
+        "cuda": "12.2",
+    },
+    {
+        "image": "tensorflow/tensorflow:2.15.0-jupyter",
+        "description": "TensorFlow 2.15, CPU only, with Jupyter",
+        "gpu": False,
+    },
+    {
+        "image": "quay.io/jupyter/pytorch-notebook:cuda12-latest",
+        "description": "Jupyter Docker Stacks: PyTorch notebook, CUDA 12",
+        "cuda": "12",
+    },
+    {
+        "image": "quay.io/jupyter/scipy-notebook:latest",
+        "description": "Jupyter Docker Stacks: SciPy notebook (CPU)",
+        "gpu": False,
+    },
+    {
+        "image": "openpai/standard:python_3.6-pytorch_1.4.0-gpu",
+        "description": "OpenPAI standard: PyTorch 1.4.0, Python 3.6, CUDA 10.1",
+        "cuda": "10.1",
+        "driver": "418.39",
+    },
+    {
+        "image": "openpai/standard:python_3.6-tensorflow_1.15.0-gpu",
+        "description": "OpenPAI standard: TensorFlow 1.15.0, Python 3.6, CUDA 10.0",
+        "cuda": "10.0",
+        "driver": "410.48",
+    },
+    {
+        "image": "openpai/standard:python_3.6-pytorch_1.4.0-cpu",
+        "description": "OpenPAI standard: PyTorch 1.4.0, Python 3.6, CPU only",
+        "gpu": False,
+    },
+]
+
+
+def listed_environment(entry: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a listed image would have, as far as its list entry says: enough for a
+    compatibility verdict before it is pulled."""
+    env = {}
+    ref = str(entry["image"])
+    cuda = str(entry.get("cuda") or cuda_from_reference(ref))
+    if cuda and entry.get("gpu", True) is not False:
+        env["CUDA_VERSION"] = cuda
+        if entry.get("driver"):
+            env["CUDA_DRIVER_VERSION"] = str(entry["driver"])
+        if ref.startswith("nvcr.io/nvidia/"):
+            # What every NGC framework image declares: a permissive runtime requirement (its
+            # real need is CUDA_VERSION), and a product name; both shape the verdict.
+            framework = framework_from_reference(ref)
+            env["NVIDIA_REQUIRE_CUDA"] = "cuda>=9.0"
+            env["NVIDIA_PRODUCT_NAME"] = framework.name if framework else "NGC"
+    for key, value in (entry.get("env") or {}).items():
+        env[str(key)] = str(value)
+    return env
+
+
+# ---------------------------------------------------------------------- the catalog
+
+
+class ImageCatalog(LoggingConfigurable):
+    """Every image a user may pick: the engine's local images and the admin's list of images
+    that can be pulled, each with what it is, whether it can run a kernel, and whether its CUDA
+    stack runs on this host."""
+
+    listed_images = List(
+        Union([Unicode(), Dict()]),
+        DEFAULT_LISTED_IMAGES,
+        config=True,
+        help="""Images offered for pulling, shown in the catalog even before they are local.
+        Each is a reference, or {"image": ref, "description": "…", "cuda": "12.4.1",
+        "driver": "550.54.15", "gpu": true, "env": {…}}: "cuda"/"driver" (the CUDA version and
+        the driver it was built against) give a compatibility verdict before the pull; "gpu":
+        false marks a CPU build. Replacing this list drops the defaults (NGC PyTorch and
+        TensorFlow, tensorflow/tensorflow, Jupyter Docker Stacks, openpai/standard); to keep
+        them, add to extra_listed_images instead.""",
+    )
+
+    extra_listed_images = List(
+        Union([Unicode(), Dict()]),
+        config=True,
+        help="Images listed in addition to listed_images (same form).",
+    )
+
+    def listed(self) -> list[dict[str, Any]]:
+        out, seen = [], set()
+        for item in [*self.listed_images, *self.extra_listed_images]:
+            entry = {"image": item} if isinstance(item, str) else dict(item)
+            if "image" not in entry:
+                self.log.warning("ImageCatalog: a listed image without 'image' is ignored.")
+                continue
+            entry["image"] = normalize_reference(str(entry["image"]))
+            if entry["image"] not in seen:
+                seen.add(entry["image"])
+                out.append(entry)
+        return out
+
+
+@dataclass
+class CatalogInputs:
+    """The facts a catalog row is computed from, gathered by the handler off the event loop."""
+
+    images: list[ImageRecord]
+    listed: list[dict[str, Any]]
+    inventory: Inventory
+    probes: Mapping[str, ProbeResult | None]  # image id -> result (None: not probed yet)
+    policy: ContainerPolicy
+    kernel_names: Mapping[str, str]  # reference -> kernel spec name, for offered images
+    pulling: Mapping[str, str] = field(default_factory=dict)  # reference -> pull id
+
+
+def catalog_rows(inputs: CatalogInputs) -> list[dict[str, Any]]:
+    """One row per reference: every tag of every local image, then listed images not local."""
+    listed = {entry["image"]: entry for entry in inputs.listed}
+    rows = []
+    local_refs: set[str] = set()
+    for image in inputs.images:
+        for ref in image.tags:
+            local_refs.add(ref)
+            rows.append(_local_row(ref, image, listed.get(ref), inputs))
+    for ref, entry in listed.items():
+        if ref not in local_refs:
+            rows.append(_listed_row(ref, entry, inputs))
+    rows.sort(key=lambda row: (not row["pulled"], row["reference"]))
+    return rows
+
+
+def _local_row(
+    ref: str, image: ImageRecord, entry: Mapping[str, Any] | None, inputs: CatalogInputs
+) -> dict[str, Any]:
+    probe = inputs.probes.get(image.id)
+    framework = framework_of(ref, image.env, image.labels)
+    if framework is None and probe is not None and probe.frameworks:
+        name, version = next(iter(probe.frameworks.items()))
+        framework = Framework(_FRAMEWORKS.get(name.lower(), name), version)
+    gpu_build = is_gpu_build(ref, image.env)
+    digests = [d.rsplit("@", 1)[-1] for d in image.repo_digests]
+    row = _common(ref, entry, inputs, digests=(*image.repo_digests, image.id))
+    row.update(
+        {
+            "pulled": True,
+            "id": image.id,
+            "digest": digests[0] if digests else "",
+            "size": image.size,
+            "created": image.created,
+            "framework": framework.name if framework else "",
+            "framework_version": framework.version if framework else "",
+            "framework_release": framework.release if framework else "",
+            "cuda_version": compat.image_cuda(image.env),
+            "gpu": gpu_build,
+            "verdict": compat.verdict(image.env, inputs.inventory, gpu_build=gpu_build).to_dict(),
+            "kernel_name": inputs.kernel_names.get(ref, ""),
+        }
+    )
+    row.update(_readiness(probe))
+    return row
+
+
+def _listed_row(ref: str, entry: Mapping[str, Any], inputs: CatalogInputs) -> dict[str, Any]:
+    env = listed_environment(entry)
+    framework = framework_from_reference(ref)
+    said_gpu = entry.get("gpu")
+    gpu_build = bool(said_gpu) if said_gpu is not None else bool(gpu_from_reference(ref))
+    gpu_build = gpu_build or bool(env.get("CUDA_VERSION"))
+    row = _common(ref, entry, inputs, digests=None)
+    row.update(
+        {
+            "pulled": False,
+            "id": "",
+            "digest": ref.rsplit("@", 1)[1] if "@" in ref else "",
+            "size": None,
+            "created": "",
+            "framework": framework.name if framework else "",
+            "framework_version": framework.version if framework else "",
+            "framework_release": "",
+            "cuda_version": compat.image_cuda(env) if gpu_build else "",
+            "gpu": gpu_build,
+            "verdict": compat.verdict(env, inputs.inventory, gpu_build=gpu_build).to_dict(),
+            "kernel_name": "",
+            "kernel_ready": None,
+            "kernel_ready_reason": "Not pulled yet: whether it can run a kernel is known after "
+            "the pull.",
+            "python": "",
+            "python_version": "",
+            "ipykernel_version": "",
+            "frameworks": {},
+        }
+    )
+    return row
+
+
+def _common(
+    ref: str,
+    entry: Mapping[str, Any] | None,
+    inputs: CatalogInputs,
+    digests: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    try:
+        check_image_allowed(inputs.policy, ref, digests)
+        allowed, allowed_reason = True, ""
+    except ImageNotAllowed as e:
+        allowed, allowed_reason = False, e.sentence
+    return {
+        "reference": ref,
+        "registry": registry_of(ref),
+        "listed": entry is not None,
+        "description": str((entry or {}).get("description", "")),
+        "allowed": allowed,
+        "allowed_reason": allowed_reason,
+        "pull_id": inputs.pulling.get(ref, ""),
+    }
+
+
+def _readiness(probe: ProbeResult | None) -> dict[str, Any]:
+    if probe is None:
+        return {
+            "kernel_ready": None,
+            "kernel_ready_reason": "Not checked yet: a short probe container is on its way.",
+            "python": "",
+            "python_version": "",
+            "ipykernel_version": "",
+            "frameworks": {},
+        }
+    return {
+        "kernel_ready": probe.ready if probe.definitive else None,
+        "kernel_ready_reason": probe.reason,
+        "python": probe.python,
+        "python_version": probe.python_version,
+        "ipykernel_version": probe.ipykernel_version,
+        "frameworks": dict(probe.frameworks),
+    }

@@ -16,12 +16,14 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import docker
+import docker.auth
 import docker.constants
 import docker.errors
 import docker.types
@@ -29,7 +31,14 @@ import requests.exceptions
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import Configurable, LoggingConfigurable
 
-from .errors import EngineRefused, EngineUnavailable, ImageMissing
+from .errors import (
+    ContainerKernelError,
+    EngineRefused,
+    EngineUnavailable,
+    ImageMissing,
+    PullFailed,
+    RegistryAuthFailed,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +57,8 @@ class ImageRecord:
     user: str
     created: str
     size: int
+    # "repo@sha256:…" as the registries it came from name it; empty for locally built images.
+    repo_digests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,16 @@ class ContainerState:
     @property
     def ended(self) -> bool:
         return self.status in ("exited", "dead")
+
+
+@dataclass(frozen=True)
+class OneshotResult:
+    """What a one-shot container printed, and how it ended (see Engine.run_oneshot_sync)."""
+
+    exit_code: int  # -1 when it never ended by itself (timed out)
+    stdout: str
+    stderr: str
+    timed_out: bool
 
 
 @dataclass
@@ -281,10 +302,7 @@ class Engine(LoggingConfigurable):
         try:
             data = self.call(lambda c: c.inspect_image(ref))
         except docker.errors.ImageNotFound as e:
-            raise ImageMissing(
-                f"The image {ref} is not on this host. Pull or build it first "
-                f"(`docker pull {ref}`), then start the kernel again."
-            ) from e
+            raise _image_missing(ref, then_start=True) from e
         config = data.get("Config") or {}
         env = dict(item.split("=", 1) for item in (config.get("Env") or []) if "=" in item)
         return ImageRecord(
@@ -296,6 +314,7 @@ class Engine(LoggingConfigurable):
             user=config.get("User") or "",
             created=data.get("Created", ""),
             size=int(data.get("Size") or 0),
+            repo_digests=tuple(data.get("RepoDigests") or ()),
         )
 
     async def inspect_image(self, ref: str) -> ImageRecord:
@@ -327,6 +346,55 @@ class Engine(LoggingConfigurable):
                 if stream is not None:
                     with contextlib.suppress(Exception):
                         stream.close()
+
+    # ------------------------------------------------------------------ pulls
+
+    def open_pull(
+        self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
+    ) -> PullStream:
+        """Ask the engine to pull ``ref`` (repository) at ``tag`` (a tag or a digest); returns
+        the progress stream. Blocking: a pull's own thread calls this.
+
+        ``registry`` and ``who`` (the username, or "") only shape error sentences. Without
+        ``auth_config`` no credentials are sent, not even the server user's docker CLI login:
+        which credentials a pull uses is this server's configuration, nothing else.
+        """
+        client = self._connect()
+        headers = {}
+        if auth_config is not None:
+            headers["X-Registry-Auth"] = docker.auth.encode_header(auth_config)
+        try:
+            # docker-py's pull() hides the HTTP response inside its generator; the response is
+            # what a cancel must close, so the same request is made here one level down.
+            response = client._post(
+                client._url("/images/create"),
+                params={"fromImage": ref, "tag": tag},
+                headers=headers,
+                stream=True,
+                timeout=None,
+            )
+            client._raise_for_status(response)
+        except docker.errors.APIError as e:
+            raise pull_error(ref, registry, who, e.explanation or str(e)) from e
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise self._unavailable(e) from e
+        return PullStream(client, response, ref, registry, who)
+
+    def tag_sync(self, image: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        self.call(lambda c: c.tag(image, repository, tag))
+
+    def untag_sync(self, ref: str) -> None:
+        """Remove one tag (and the image, when it was its last tag and nothing uses it)."""
+
+        def untag(c: docker.APIClient) -> None:
+            try:
+                c.remove_image(ref, noprune=False)
+            except docker.errors.APIError as e:
+                if e.status_code not in (404, 409):
+                    raise
+
+        self.call(untag)
 
     # ------------------------------------------------------------------ containers
 
@@ -411,6 +479,184 @@ class Engine(LoggingConfigurable):
             self._executor, functools.partial(self.list_containers_sync, labels)
         )
 
+    # ------------------------------------------------------------------ one-shot containers
+
+    def run_oneshot_sync(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        labels: dict[str, str],
+        timeout: float,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+    ) -> OneshotResult:
+        """Run ``command`` in a throw-away container of ``image`` and return what it printed.
+
+        Blocking, and for as long as ``timeout`` seconds: call from a worker thread only (not the
+        engine's pool, which a few slow images would otherwise fill). The container only looks
+        at its image: no network, no mounts, small memory and process limits. It is removed
+        whatever happens; one still running after ``timeout`` is killed first, and the result
+        says ``timed_out``. ``entrypoint``: None keeps the image's ENTRYPOINT, [] clears it;
+        ``user``: None runs as the image's USER.
+        """
+
+        def run(c: docker.APIClient) -> OneshotResult:
+            host_config = c.create_host_config(
+                network_mode="none",
+                init=True,  # reaps whatever an entrypoint forks, and forwards our kill
+                mem_limit="512m",
+                pids_limit=128,
+                # Reading the output back needs a driver the engine can read from, whatever the
+                # daemon's default (syslog, none, ...) is.
+                log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m"}),
+            )
+            try:
+                created = c.create_container(
+                    image=image,
+                    command=command,
+                    labels=labels,
+                    user=user,
+                    entrypoint=[""] if entrypoint == [] else entrypoint,
+                    host_config=host_config,
+                )
+            except docker.errors.ImageNotFound as e:
+                raise _image_missing(image) from e
+            except docker.errors.APIError as e:
+                raise EngineRefused(
+                    f"The Docker engine refused to create a one-shot container for {image}: "
+                    f"{_short(e.explanation or str(e))}"
+                ) from e
+            container_id = str(created["Id"])
+            try:
+                try:
+                    c.start(container_id)
+                    started = time.monotonic()
+                    exit_code, timed_out = -1, False
+                    try:
+                        status = c.wait(container_id, timeout=timeout)
+                        exit_code = int(status.get("StatusCode", -1))
+                    except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
+                        # Over a unix socket docker-py reports the wait's read timeout as a
+                        # ConnectionError; one that came early is the engine's trouble, not ours.
+                        if time.monotonic() - started < timeout:
+                            raise
+                        timed_out = True
+                        with contextlib.suppress(docker.errors.APIError):  # 409: it just ended
+                            c.kill(container_id)
+                    # Separate streams: callers parse stdout, which entrypoints also print to.
+                    stdout = c.logs(container_id, stdout=True, stderr=False, tail=500)
+                    stderr = c.logs(container_id, stdout=False, stderr=True, tail=500)
+                except docker.errors.APIError as e:
+                    raise EngineRefused(
+                        f"The Docker engine refused to run a one-shot container for {image}: "
+                        f"{_short(e.explanation or str(e))}"
+                    ) from e
+                return OneshotResult(
+                    exit_code=exit_code,
+                    stdout=stdout.decode("utf-8", "replace"),
+                    stderr=stderr.decode("utf-8", "replace"),
+                    timed_out=timed_out,
+                )
+            finally:
+                try:
+                    c.remove_container(container_id, force=True, v=True)
+                except docker.errors.APIError as e:
+                    if e.status_code not in (404, 409):  # gone, or already being removed
+                        self.log.warning(
+                            "Could not remove one-shot container %s: %s", container_id[:12], e
+                        )
+                except requests.exceptions.RequestException as e:
+                    # The engine went away: nothing to remove it with. Its labels tell it apart.
+                    self.log.warning(
+                        "Could not remove one-shot container %s: %s", container_id[:12], e
+                    )
+
+        return self.call(run)
+
+
+class PullStream:
+    """The engine's progress messages for one pull; :meth:`close` from any thread cancels it
+    (the engine abandons a pull whose only client went away)."""
+
+    def __init__(
+        self, client: docker.APIClient, response: Any, ref: str, registry: str, who: str
+    ) -> None:
+        self._client = client
+        self._response = response
+        self._ref, self._registry, self._who = ref, registry, who
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for item in self._client._stream_helper(self._response, decode=True):
+                if "error" in item:
+                    detail = item.get("errorDetail") or {}
+                    raise pull_error(
+                        self._ref, self._registry, self._who, detail.get("message") or item["error"]
+                    )
+                yield item
+        except ContainerKernelError:
+            raise
+        except Exception as e:
+            # After our own shutdown the reader fails in one of several ways (urllib3's
+            # ProtocolError, OSError, even AttributeError): all of them mean "cancelled".
+            if self.closed:
+                return
+            raise PullFailed(
+                f"The pull of {self._ref} broke off: the engine connection ended "
+                f"({_short(str(e), 200)})."
+            ) from e
+
+    def close(self) -> None:
+        """Cancel: shut the socket down, which wakes a thread blocked reading it at once (the
+        engine then logs "Not continuing with pull after error: context canceled" and keeps no
+        partial layers). ``response.close()`` is not used: it blocks while a read is pending."""
+        self.closed = True
+        raw = getattr(self._response, "raw", None)
+        with contextlib.suppress(AttributeError, OSError):
+            raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+
+
+_AUTH_MARKERS = (
+    "unauthorized",
+    "authentication required",
+    "no basic auth credentials",
+    "denied",
+    "incorrect username or password",
+    "401",
+)
+
+
+def pull_error(ref: str, registry: str, who: str, message: str) -> PullFailed | RegistryAuthFailed:
+    """The sentence for a failed pull: an authorization failure names the registry and the user;
+    anything else quotes the engine."""
+    low = message.lower()
+    said = _short(message, 300)
+    if any(marker in low for marker in _AUTH_MARKERS):
+        login = f"the login of {who!r}" if who else "a pull without credentials"
+        hint = (
+            "Check the username and password (or token) for this registry"
+            if who
+            else "Give credentials for this registry (your own, or ask an administrator to set "
+            "RegistryCredentials.registry_auth)"
+        )
+        return RegistryAuthFailed(
+            f"Authorization failed: the registry {registry} refused {login} for {ref}. "
+            f"{hint}, then pull again. (registry said: {said})"
+        )
+    if "not found" in low or "manifest unknown" in low or "does not exist" in low:
+        return PullFailed(
+            f"The registry {registry} has no image {ref} (or this login may not see it). "
+            f"Check the name and tag. (registry said: {said})"
+        )
+    if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
+        return PullFailed(
+            f"The registry {registry} cannot be reached from the Docker engine, so {ref} cannot "
+            f"be pulled. (engine said: {said})"
+        )
+    return PullFailed(f"The pull of {ref} from {registry} failed: {said}")
+
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -458,10 +704,7 @@ def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
             ports=list(spec.port_bindings) or None,
         )
     except docker.errors.ImageNotFound as e:
-        raise ImageMissing(
-            f"The image {spec.image} is not on this host. Pull or build it first "
-            f"(`docker pull {spec.image}`), then start the kernel again."
-        ) from e
+        raise _image_missing(spec.image, then_start=True) from e
     except docker.errors.APIError as e:
         raise EngineRefused(
             f"The Docker engine refused to create the kernel container for {spec.image}: "
@@ -481,6 +724,14 @@ def _start(c: docker.APIClient, *, container_id: str, image: str) -> None:
             f"{_short(e.explanation or str(e))}. Check the container options configured for "
             "this image (ulimits, runtime, shm size, memory, GPUs)."
         ) from e
+
+
+def _image_missing(image: str, then_start: bool = False) -> ImageMissing:
+    then = ", then start the kernel again" if then_start else ""
+    return ImageMissing(
+        f"The image {image} is not on this host. Pull or build it first "
+        f"(`docker pull {image}`){then}."
+    )
 
 
 def _short(text: str, limit: int = 400) -> str:

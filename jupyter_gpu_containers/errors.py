@@ -75,3 +75,35 @@ class MountRefused(ContainerKernelError):
 
     status = 403
     reason_phrase = "Mount refused"
+
+
+class ImageNotAllowed(ContainerKernelError):
+    """An administrator's allow-list (ContainerPolicy.allowed_images / pinned_digests) refuses
+    this image."""
+
+    status = 403
+    reason_phrase = "Image not allowed"
+
+
+class ImageIncompatible(ContainerKernelError):
+    """The image's CUDA stack cannot run on this host's driver (see compat.py)."""
+
+    status = 409
+    reason_phrase = "Image incompatible with this host"
+
+
+class RegistryAuthFailed(ContainerKernelError):
+    """A registry refused the credentials (or their absence) for a pull.
+
+    403, not 401: a 401 from a Jupyter endpoint means "your Jupyter login expired" to clients.
+    """
+
+    status = 403
+    reason_phrase = "Registry authorization failed"
+
+
+class PullFailed(ContainerKernelError):
+    """A pull ended with an error from the engine or the registry."""
+
+    status = 502
+    reason_phrase = "Image pull failed"

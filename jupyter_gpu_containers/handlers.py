@@ -5,6 +5,15 @@
 - ``GET  /gpu-containers/allocations``: this user's kernels that hold GPUs.
 - ``POST /gpu-containers/notebooks/kernel``: remember a notebook's GPU request, then start its
   kernel (or restart it, or switch it to another kernel spec) under that request.
+- ``GET  /gpu-containers/images``: the catalog (local and listed images, readiness, verdicts).
+- ``POST /gpu-containers/pulls``: start (or join) a pull; ``GET /gpu-containers/pulls[/<id>]``
+  reads them, ``DELETE /gpu-containers/pulls/<id>`` cancels, and
+  ``GET /gpu-containers/pulls/<id>/events`` streams progress as server-sent events.
+- ``GET /gpu-containers/registries``; ``PUT``/``DELETE
+  /gpu-containers/registries/<registry>/credentials``: a user's own registry login, kept in this
+  server's memory only and never returned.
+
+The whole API is described in ``openapi.yaml`` next to this module.
 """
 
 from __future__ import annotations
@@ -12,23 +21,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName
 from jupyter_server.utils import ensure_async
 from tornado import web
+from tornado.iostream import StreamClosedError
 from traitlets import Bool
 from traitlets.config import LoggingConfigurable
 
 from .allocator import GPUAllocator, GPURequest, Ledger, current_ledger
+from .catalog import CatalogInputs, ImageCatalog, catalog_rows
+from .credentials import Credential
 from .engine import engine_for
 from .errors import ContainerKernelError
 from .gpu_report import gpu_report, my_allocations, preflight
 from .gpus import Inventory, shared_inventory
 from .launchplan import ContainerPolicy, effective_state_dir, inside
 from .notebook_requests import NotebookRequests
+from .probe import readiness_probe
 from .provisioner import ContainerProvisioner
+from .pulls import ACTIVE, shared_credentials, shared_pulls
+from .references import BadReference, parse_reference
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.
 AUTH_RESOURCE = "gpu_containers"
@@ -117,7 +133,7 @@ class NotebookKernelHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.get_json_body() or {}
+        body = json_object(self)
         path = body.get("path")
         if not isinstance(path, str) or not path.endswith(".ipynb"):
             raise web.HTTPError(400, 'Give the notebook\'s path, e.g. {"path": "dir/nb.ipynb"}.')
@@ -186,10 +202,220 @@ class NotebookKernelHandler(GPUContainersHandler):
         return GPURequest.parse(config.get("gpus"))
 
 
+# Probes started by catalog reads that did not wait for them (kept so they are not collected).
+_background: set[asyncio.Future[Any]] = set()
+
+
+class ImagesHandler(GPUContainersHandler):
+    """The catalog. ``?wait=1`` waits for the readiness probes of images not probed yet (else
+    they run in the background and the rows say so)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        app = self.serverapp
+        engine = engine_for(app)
+        images = await engine.list_images()
+        inventory = await shared_inventory(self.kernel_manager).read()
+        probe = readiness_probe(app)
+        # cached() may read the probe's disk cache: off the event loop.
+        results = await asyncio.to_thread(lambda: {i.id: probe.cached(i.id) for i in images})
+        unprobed = [image for image in images if results[image.id] is None]
+        if unprobed and self.get_query_argument("wait", "0") in ("1", "true"):
+            found = await asyncio.gather(*(probe.probe(image) for image in unprobed))
+            results.update({r.image_id: r for r in found})
+        else:
+            for image in unprobed:
+                task = asyncio.ensure_future(probe.probe(image))
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+        image_entries = getattr(self.kernel_spec_manager, "image_entries", None)
+        entries = await asyncio.to_thread(image_entries) if image_entries else {}
+        pulls = shared_pulls(app)
+        rows = catalog_rows(
+            CatalogInputs(
+                images=images,
+                listed=ImageCatalog(parent=app).listed(),
+                inventory=inventory,
+                probes=results,
+                policy=ContainerPolicy(parent=self.kernel_manager),
+                kernel_names={ref: name for name, (ref, _image) in entries.items()},
+                pulling={p["image"]: p["id"] for p in pulls.listing() if p["state"] in ACTIVE},
+            )
+        )
+        host = {
+            "gpus": len(inventory.allocatable()),
+            "driver_version": inventory.driver_version,
+            "cuda_driver_version": inventory.cuda_driver_version,
+            "reason": inventory.reason,
+            "source": inventory.source,
+        }
+        self.finish(json.dumps({"images": rows, "host": host}))
+
+
+class PullsHandler(GPUContainersHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(json.dumps({"pulls": shared_pulls(self.serverapp).listing()}))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Body: {"image": "nvcr.io/nvidia/pytorch:24.05-py3", "auth": {"username": …,
+        "password": …}?}. ``auth`` is used for this pull only and kept nowhere."""
+        body = json_object(self)
+        image = body.get("image")
+        if not isinstance(image, str) or not image.strip():
+            raise web.HTTPError(400, 'Give the image to pull, e.g. {"image": "ubuntu:24.04"}.')
+        credential = None
+        auth = body.get("auth")
+        if auth is not None:
+            credential = _credential_from(auth, registry=_registry(image))
+        pull = shared_pulls(self.serverapp).start(
+            image,
+            shared_credentials(self.serverapp),
+            ContainerPolicy(parent=self.kernel_manager),
+            credential,
+        )
+        self.set_status(202)
+        self.set_header("Location", self.base_url.rstrip("/") + f"/gpu-containers/pulls/{pull.id}")
+        self.finish(json.dumps(pull.snapshot()))
+
+
+class _OnePull(GPUContainersHandler):
+    def _pull(self, pull_id: str) -> Any:
+        pull = shared_pulls(self.serverapp).get(pull_id)
+        if pull is None:
+            raise web.HTTPError(
+                404,
+                f"There is no pull {pull_id!r} (finished pulls are kept "
+                "for a while, then forgotten).",
+            )
+        return pull
+
+
+class PullHandler(_OnePull):
+    @web.authenticated
+    @authorized
+    async def get(self, pull_id: str) -> None:
+        self.finish(json.dumps(self._pull(pull_id).snapshot()))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, pull_id: str) -> None:
+        pull = self._pull(pull_id)
+        manager = shared_pulls(self.serverapp)
+        manager.cancel(pull)
+        await manager.wait(pull)
+        self.finish(json.dumps(pull.snapshot()))
+
+
+class PullEventsHandler(_OnePull):
+    """Server-sent events: one ``progress`` event per snapshot, then ``done``, ``error`` or
+    ``cancelled`` with the final one. A comment line every ``keepalive`` seconds keeps proxies
+    from closing a quiet stream (an extraction can be silent for a minute)."""
+
+    keepalive = 15.0
+
+    @web.authenticated
+    @authorized
+    async def get(self, pull_id: str) -> None:
+        pull = self._pull(pull_id)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        manager = shared_pulls(self.serverapp)
+        queue = manager.subscribe(pull)
+        try:
+            while True:
+                try:
+                    snapshot = await asyncio.wait_for(queue.get(), self.keepalive)
+                except asyncio.TimeoutError:  # not the builtin one before Python 3.11
+                    self.write(": keepalive\n\n")
+                    await self.flush()
+                    continue
+                ended = snapshot["state"] not in ACTIVE
+                event = snapshot["state"] if ended else "progress"
+                self.write(f"event: {event}\ndata: {json.dumps(snapshot)}\n\n")
+                await self.flush()
+                if ended:
+                    break
+        except StreamClosedError:
+            return  # the watcher went away; the pull goes on
+        finally:
+            manager.unsubscribe(pull, queue)
+        self.finish()
+
+
+class RegistriesHandler(GPUContainersHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        store = shared_credentials(self.serverapp)
+        self.finish(json.dumps({"registries": store.listing()}))
+
+
+class RegistryCredentialsHandler(GPUContainersHandler):
+    """A user's own login for one registry, in this server's memory only."""
+
+    @web.authenticated
+    @authorized
+    async def put(self, registry: str) -> None:
+        credential = _credential_from(self.get_json_body(), registry=registry)
+        shared_credentials(self.serverapp).set_user(
+            credential.registry, credential.username, credential.password
+        )
+        self.set_status(204)
+        self.finish()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, registry: str) -> None:
+        if not shared_credentials(self.serverapp).forget_user(registry):
+            raise web.HTTPError(404, f"You have no credentials for {registry} on this server.")
+        self.set_status(204)
+        self.finish()
+
+
+def json_object(handler: APIHandler) -> dict[str, Any]:
+    """The request body, which must be a JSON object (a fuzzer's list or number gets a 400)."""
+    body = handler.get_json_body()
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, "The request body must be a JSON object.")
+    return body
+
+
+def _registry(image: str) -> str:
+    try:
+        return parse_reference(image).registry
+    except BadReference as e:
+        raise web.HTTPError(400, str(e)) from e
+
+
+def _credential_from(body: Any, *, registry: str) -> Credential:
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, 'Give {"username": "…", "password": "…"}.')
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not username or not isinstance(password, str):
+        raise web.HTTPError(400, 'Give {"username": "…", "password": "…"} (both strings).')
+    if not registry or "/" in registry or any(ch.isspace() for ch in registry):
+        raise web.HTTPError(400, f"{registry!r} is not a registry host (e.g. nvcr.io).")
+    return Credential(registry, username, password, "user")
+
+
 def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
     return [
         (f"{base}/status", StatusHandler),
         (f"{base}/gpus", GPUsHandler),
         (f"{base}/allocations", AllocationsHandler),
         (f"{base}/notebooks/kernel", NotebookKernelHandler),
+        (f"{base}/images", ImagesHandler),
+        (f"{base}/pulls", PullsHandler),
+        (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})", PullHandler),
+        (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})/events", PullEventsHandler),
+        (f"{base}/registries", RegistriesHandler),
+        (f"{base}/registries/(?P<registry>[^/]+)/credentials", RegistryCredentialsHandler),
     ]

@@ -9,11 +9,13 @@ Docker itself.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import re
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +26,14 @@ from traitlets import Dict, Float, List, Unicode
 from .catalog import framework_of, is_gpu_build
 from .engine import Engine, ImageRecord, engine_for
 from .errors import ContainerKernelError
+from .launchplan import ContainerPolicy, image_allowed
+from .probe import ProbeResult, readiness_probe
+from .references import normalize_reference
 
 PROVISIONER_NAME = "gpu-containers-provisioner"
 NAME_PREFIX = "gpuc-"
 RESOURCES_DIR = str(Path(__file__).parent / "kernel_resources")
 IPYKERNEL_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-
-
-def normalize_reference(ref: str) -> str:
-    """``ubuntu`` -> ``ubuntu:latest``; references with a tag or digest are kept as written."""
-    last = ref.rsplit("/", 1)[-1]
-    if "@" in ref or ":" in last:
-        return ref
-    return f"{ref}:latest"
 
 
 def kernel_name_for(ref: str) -> str:
@@ -149,6 +146,9 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._policy = ContainerPolicy(parent=self)
+        # Reference -> why its image cannot run a kernel (the readiness probe's reason).
+        self.not_ready: dict[str, str] = {}
 
     _engine: Engine | None = None
 
@@ -160,8 +160,14 @@ class ContainerKernelSpecManager(KernelSpecManager):
 
     # ---------------------------------------------------------------- engine sync
 
-    def refresh(self) -> None:
-        """Re-list local images (blocking: worker threads and start-up only)."""
+    def refresh(self, wait_for_probes: bool = True) -> None:
+        """Re-list local images (blocking: worker threads and start-up only).
+
+        Images the readiness probe found unable to run a kernel are not offered (the catalog
+        shows them, with the reason). Images not probed yet are probed here, a few at a time,
+        unless ``wait_for_probes`` is False (server start-up, which must not wait on containers):
+        then they are offered until their probe says otherwise.
+        """
         with self._refresh_lock:
             try:
                 images = self.engine.list_images_sync()
@@ -170,16 +176,53 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 self._entries = {}
                 self._refreshed_at = time.monotonic()
                 return
+            candidates = [i for i in images if any(self._offered(ref) for ref in i.tags)]
+            probes = self._probe_all(candidates, wait_for_probes)
             entries: dict[str, _Entry] = {}
-            for image in images:
+            not_ready: dict[str, str] = {}
+            for image in candidates:
+                found = probes.get(image.id)
+                refused = found is not None and found.definitive and not found.ready
                 for ref in image.tags:
-                    if self._offered(ref):
+                    if not self._offered(ref):
+                        continue
+                    if refused:
+                        not_ready[ref] = found.reason if found else ""
+                    else:
                         entries[kernel_name_for(ref)] = _Entry(ref, image)
-            self._entries = entries  # one atomic swap: readers never see a half-built map
+            # One atomic swap each: readers never see a half-built map.
+            self._entries = entries
+            self.not_ready = not_ready
             self.engine_error = ""
             self._refreshed_at = time.monotonic()
 
+    def _probe_all(self, images: list[ImageRecord], wait: bool) -> dict[str, ProbeResult | None]:
+        probe = readiness_probe(self)
+        results: dict[str, ProbeResult | None] = {i.id: probe.cached(i.id) for i in images}
+        unprobed = [i for i in images if results[i.id] is None]
+        if not unprobed:
+            return results
+        futures = [probe.in_background(image) for image in unprobed]
+        if not wait:
+            # Offered until the probe answers; then the next listing reflects the answer.
+            for future in futures:
+                future.add_done_callback(self._probed)
+            return results
+        for future in futures:  # the probe bounds how many containers run at once
+            with contextlib.suppress(Exception):
+                found = future.result()
+                results[found.image_id] = found
+        return results
+
+    def _probed(self, _future: Future[ProbeResult]) -> None:
+        """A background probe answered: the next read re-lists (or the watcher does)."""
+        self._refreshed_at = 0.0
+        if self._watcher is not None:
+            threading.Thread(target=self.refresh, daemon=True).start()
+
     def _offered(self, ref: str) -> bool:
+        if image_allowed(self._policy, ref):
+            return False  # the admin's allow-list refuses it: not a kernel anyone may start
         if any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_exclude):
             return False
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_include)
@@ -209,7 +252,9 @@ class ContainerKernelSpecManager(KernelSpecManager):
 
     def _maybe_refresh(self) -> None:
         if self._watcher is None and time.monotonic() - self._refreshed_at > self.refresh_after:
-            self.refresh()
+            # Possibly on the event loop (jupyter_client asks for specs synchronously): never
+            # wait for probe containers here.
+            self.refresh(wait_for_probes=False)
 
     # ---------------------------------------------------------------- KernelSpecManager API
 

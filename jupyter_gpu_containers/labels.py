@@ -38,6 +38,7 @@ IMAGE = PREFIX + "image"
 CONNECTION_DIR = PREFIX + "connection-dir"
 TRANSPORT = PREFIX + "transport"
 GPUS = PREFIX + "gpus"  # comma-separated UUIDs the kernel holds ("" for none)
+PROBE = PREFIX + "probe"  # "true" on readiness-probe containers, which never carry MANAGED
 
 
 def default_server_id(uid: int, root_dir: str) -> str:
@@ -157,6 +158,16 @@ class OwnerProcess:
 
     def token(self) -> str:
         return f"{self.host}/{self.boot}/{self.pid}/{self.start}"
+
+    def is_alive(self) -> bool:
+        """Whether this process still runs (on this host, since this boot, the same process and
+        not a later one that reuses its pid). Another host's processes cannot be judged: True."""
+        me = OwnerProcess.current()
+        if self.host != me.host:
+            return True
+        if self.boot != me.boot:
+            return False
+        return _process_start_time(self.pid) == self.start
 
     @classmethod
     def parse(cls, token: str) -> OwnerProcess | None:

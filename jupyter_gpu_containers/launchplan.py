@@ -8,16 +8,19 @@ the container) testable without an engine.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from traitlets import List, Unicode
+from traitlets import Bool, Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import labels
-from .errors import MountRefused
+from .errors import ImageNotAllowed, MountRefused
+from .references import BadReference, parse_reference
 
 # Mount point of the private per-kernel directory inside the container.
 KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
@@ -83,6 +86,31 @@ class ContainerPolicy(LoggingConfigurable):
         when that path is too long.""",
     )
 
+    allowed_images = List(
+        Unicode(),
+        ["*"],
+        config=True,
+        help="""Glob patterns of the image references that may be pulled and launched, e.g.
+        ["nvcr.io/nvidia/*", "jgc/*"]. Matched against the reference as written and in its
+        fully qualified form (docker.io/library/ubuntu:22.04). Default: any image.""",
+    )
+
+    pinned_digests = Dict(
+        config=True,
+        help="""Digests that images matching a pattern must have, e.g.
+        {"nvcr.io/nvidia/pytorch:24.05-py3": ["sha256:…"]}. A launch is refused unless the
+        local image's repository digest (or, for a locally built image, its id) is listed; a
+        pull is checked when it completes, and a mismatching image is untagged again.""",
+    )
+
+    allow_incompatible_images = Bool(
+        False,
+        config=True,
+        help="""Launch kernels from images whose CUDA stack this host's driver cannot run (the
+        catalog's "cannot-run" verdict). Off by default: such launches are refused with the
+        driver they need. Turn on where the verdict is known to be wrong for a host.""",
+    )
+
 
 def effective_state_dir(policy: ContainerPolicy) -> str:
     return labels.ensure_shared_dir(policy.state_dir or labels.default_state_dir())
@@ -92,6 +120,57 @@ def effective_server_id(policy: ContainerPolicy, root_dir: str) -> str:
     """This process's server id, claimed in the host registry (see labels.ServerRegistry)."""
     wanted = policy.server_id or labels.default_server_id(os.getuid(), root_dir)
     return labels.ServerRegistry.claim_or_fallback(effective_state_dir(policy), wanted)
+
+
+def _reference_forms(ref: str) -> list[str]:
+    forms = [ref]
+    with contextlib.suppress(BadReference):
+        parsed = parse_reference(ref)
+        forms += [parsed.written, f"{parsed.registry}/{parsed.repository}:{parsed.pull_tag}"]
+    return forms
+
+
+def image_allowed(policy: ContainerPolicy, ref: str) -> str:
+    """ "" when the allow-list admits ``ref``, else the sentence that refuses it."""
+    forms = _reference_forms(ref)
+    if any(fnmatch.fnmatchcase(f, p) for f in forms for p in policy.allowed_images):
+        return ""
+    return (
+        f"The image {ref} is not in this server's allow-list "
+        f"(ContainerPolicy.allowed_images: {', '.join(policy.allowed_images) or 'empty'}). "
+        "Ask an administrator to allow it, or choose an allowed image."
+    )
+
+
+def pinned_for(policy: ContainerPolicy, ref: str) -> list[str] | None:
+    """The digests ``ref`` must have, or None when no pin applies."""
+    forms = _reference_forms(ref)
+    for pattern, digests in policy.pinned_digests.items():
+        if any(fnmatch.fnmatchcase(f, pattern) for f in forms):
+            return [digests] if isinstance(digests, str) else [str(d) for d in digests]
+    return None
+
+
+def check_image_allowed(
+    policy: ContainerPolicy, ref: str, digests: Iterable[str] | None = None
+) -> None:
+    """Refuse ``ref`` unless the allow-list admits it and, where a digest is pinned, one of
+    ``digests`` (the image's repository digests and id; None: not known yet, as before a pull)
+    is pinned."""
+    refusal = image_allowed(policy, ref)
+    if refusal:
+        raise ImageNotAllowed(refusal)
+    pins = pinned_for(policy, ref)
+    if pins is None or digests is None:
+        return
+    have = {d.rsplit("@", 1)[-1] for d in digests}
+    if not have & set(pins):
+        shown = ", ".join(sorted(have)) or "none"
+        raise ImageNotAllowed(
+            f"The image {ref} has digest {shown}, but only {', '.join(pins)} is allowed for it "
+            "(ContainerPolicy.pinned_digests). Pull the pinned image, or ask an administrator "
+            "to update the pin."
+        )
 
 
 def inside(path: str, root: str) -> bool:

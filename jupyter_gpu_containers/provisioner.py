@@ -37,6 +37,7 @@ from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
+from . import compat
 from . import labels as L
 from .allocator import (
     GPUAllocator,
@@ -50,14 +51,16 @@ from .errors import (
     ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
+    ImageIncompatible,
     ImageNotKernelReady,
     LaunchTimeout,
 )
-from .gpus import GPU, shared_inventory
+from .gpus import GPU, Inventory, shared_inventory
 from .launchplan import (
     CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
     ContainerPolicy,
+    check_image_allowed,
     check_mount_source,
     container_path_for,
     diagnose_exit,
@@ -68,6 +71,7 @@ from .launchplan import (
     normalize_ulimits,
 )
 from .notebook_requests import NotebookRequests
+from .probe import readiness_probe
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -271,10 +275,13 @@ class ContainerProvisioner(KernelProvisionerBase):
             # Inspect first: a missing image fails at once, and pulls never count against the
             # launch timeout (they happen, if at all, before this point).
             image = await self.engine.inspect_image(self.image)
+            check_image_allowed(policy, self.image, (*image.repo_digests, image.id))
+            self._refuse_if_known_not_ready(image)
             request = await self._gpu_request(kwargs)
             if request.wants_gpus:
                 allocator = GPUAllocator(parent=self.parent)
                 inventory = await shared_inventory(self.parent).read()
+                self._refuse_if_incompatible(image, inventory, policy)
                 mode = resolve_attach_mode(
                     allocator.attach_mode, await self.engine.runtimes(), CDI_SPEC_DIRS
                 )
@@ -310,6 +317,42 @@ class ContainerProvisioner(KernelProvisionerBase):
             time.monotonic() - started,
         )
         return self.connection_info
+
+    def _refuse_if_known_not_ready(self, image: ImageRecord) -> None:
+        """An image the readiness probe already found without Python or ipykernel fails at
+        once, with the probe's reason, instead of after a container start."""
+        if self.kernel_cmd:
+            return  # an admin's own command may not need ipykernel at all
+        found = readiness_probe(self.parent).cached(image.id)
+        if found is not None and found.definitive and not found.ready:
+            raise ImageNotKernelReady(f"The image {self.image} cannot run a kernel: {found.reason}")
+
+    def _refuse_if_incompatible(
+        self, image: ImageRecord, inventory: Inventory, policy: ContainerPolicy
+    ) -> None:
+        """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this
+        driver cannot run: refuse with the driver it needs (CPU kernels of GPU images still run).
+        """
+        verdict = compat.verdict(image.env, inventory)
+        if verdict.outcome != compat.CANNOT_RUN:
+            if verdict.outcome == compat.COMPAT:
+                self.log.warning(
+                    "Kernel %s, image %s: %s", self.kernel_id, self.image, verdict.reason
+                )
+            return
+        if policy.allow_incompatible_images:
+            self.log.warning(
+                "Kernel %s starts %s although %s (ContainerPolicy.allow_incompatible_images)",
+                self.kernel_id,
+                self.image,
+                verdict.reason,
+            )
+            return
+        raise ImageIncompatible(
+            f"The image {self.image} cannot use this host's GPUs: {verdict.reason}. Choose an "
+            "image built for an older CUDA, start the kernel without GPUs, or ask an "
+            "administrator (ContainerPolicy.allow_incompatible_images)."
+        )
 
     def change_request(self, request: GPURequest) -> None:
         """A new request for the next (re)start: the kernel's current GPUs are not kept."""

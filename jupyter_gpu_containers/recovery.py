@@ -94,6 +94,12 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
             report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
+    # Readiness probes remove their container when they end; a server killed mid-probe cannot.
+    for record in await engine.list_containers({L.PROBE: "true"}):
+        owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+        if owner is not None and not owner.is_alive():
+            await engine.remove(record.id)
+            report.removed.append(record.id)
     return report
 
 

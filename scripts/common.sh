@@ -9,7 +9,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian/Ubuntu packages the project needs, installed only when missing.
 install_system_packages() {
-  local wanted=(python3 python3-venv python3-dev debootstrap docker.io tini iptables ca-certificates "$@")
+  local wanted=(python3 python3-venv python3-dev debootstrap docker.io tini iptables ca-certificates docker-registry apache2-utils "$@")
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()

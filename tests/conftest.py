@@ -7,6 +7,7 @@ said. Tests that need a clean engine assert it themselves (``assert_no_test_cont
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -19,6 +20,7 @@ import pytest
 from jupyter_server.serverapp import ServerApp
 
 from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers import probe as probe_module
 from jupyter_gpu_containers.kernelspecs import kernel_name_for, kernel_spec_dict
 
 # One value per pytest run, so parallel runs on one engine never remove each other's containers.
@@ -98,11 +100,16 @@ def jp_server_cleanup(jp_asyncio_loop: Any, request: pytest.FixtureRequest) -> I
     if "docker_client" not in request.fixturenames:
         return
     client: docker.DockerClient = request.getfixturevalue("docker_client")
+    # Readiness probes the server started in the background remove their own containers when
+    # they end: let them end first.
+    for probe in list(probe_module._probes.values()):
+        probe.wait_idle(timeout=60)
     leftovers = test_containers(client)
     for container in leftovers:
-        logs = container.logs(tail=30).decode("utf-8", "replace")
-        print(f"--- log of {container.name} ({container.status}) ---\n{logs}")
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            logs = container.logs(tail=30).decode("utf-8", "replace")
+            print(f"--- log of {container.name} ({container.status}) ---\n{logs}")
+            container.remove(force=True)
     if leftovers:
         pytest.fail(
             f"{len(leftovers)} container(s) outlived the test and its servers: "
@@ -138,7 +145,13 @@ def jp_server_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str,
         },
         # No GPUs here: a static inventory of four, attached through the runc-backed "nvidia"
         # runtime that the test command gives dockerd.
-        "GPUInventory": {"static_gpus": STATIC_GPUS, "static_driver_version": "535.104.05"},
+        "GPUInventory": {
+            "static_gpus": STATIC_GPUS,
+            "static_driver_version": "535.104.05",
+            "static_cuda_version": "12.2",
+        },
+        # Probe containers are test containers too (the leak check counts them).
+        "KernelReadinessProbe": {"extra_labels": {TEST_LABEL: TEST_RUN}},
         "GPUAllocator": {"attach_mode": "runtime"},
     }
     for marker in reversed(list(request.node.iter_markers("server_config"))):
@@ -187,3 +200,4 @@ NVML_DOUBLE_CONFIG = {
         "cache_seconds": 0,
     }
 }
+from registry import private_registry  # noqa: F401,E402

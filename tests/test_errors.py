@@ -38,8 +38,23 @@ async def test_image_missing(jp_fetch: Any, jp_data_dir: Path, docker_client: An
     assert_no_test_containers(docker_client)
 
 
-async def test_image_without_ipykernel(jp_fetch: Any, docker_client: Any, tmp_path: Path) -> None:
-    code, message = await start_error(jp_fetch, kernel_name(NO_IPYKERNEL_IMAGE))
+def unprobed_no_ipykernel_spec(jp_data_dir: Path) -> str:
+    """A spec for the image without ipykernel whose explicit command skips the readiness probe's
+    verdict (test_images.py covers that): the path of an image nobody probed, where the
+    container's own exit says why."""
+    return install_spec(
+        jp_data_dir,
+        "no-ipykernel",
+        NO_IPYKERNEL_IMAGE,
+        kernel_cmd=["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    )
+
+
+async def test_image_without_ipykernel(
+    jp_fetch: Any, jp_data_dir: Path, docker_client: Any, tmp_path: Path
+) -> None:
+    name = unprobed_no_ipykernel_spec(jp_data_dir)
+    code, message = await start_error(jp_fetch, name)
     # Found by the container's exit, not by sitting out the 30 s launch timeout.
     assert code == 422
     assert "has Python but not ipykernel" in message
@@ -139,12 +154,14 @@ async def test_engine_not_reachable(jp_fetch: Any, jp_data_dir: Path, tmp_path: 
     assert "static" in specs
 
 
-async def test_sessions_api_carries_the_sentence(jp_fetch: Any, docker_client: Any) -> None:
+async def test_sessions_api_carries_the_sentence(
+    jp_fetch: Any, jp_data_dir: Path, docker_client: Any
+) -> None:
     body = {
         "path": "nb.ipynb",
         "type": "notebook",
         "name": "nb.ipynb",
-        "kernel": {"name": kernel_name(NO_IPYKERNEL_IMAGE)},
+        "kernel": {"name": unprobed_no_ipykernel_spec(jp_data_dir)},
     }
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))

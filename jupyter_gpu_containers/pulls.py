@@ -1,0 +1,349 @@
+"""Image pulls with progress that several clients can watch, join and cancel.
+
+A pull is long (NGC images are 10 to 20 GB), so it runs on its own thread, reading the engine's
+progress stream, and never on the event loop or the engine's shared call pool. Each progress
+message updates one :class:`Pull`; watchers get whole snapshots (phase, per-layer and total bytes),
+so a browser that joins late, or reconnects, needs no history. A second request for an image that
+is already being pulled joins that pull instead of starting another.
+
+Launches never pull (an image that is not local fails at once), so pull time can never count
+against a kernel's launch timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from traitlets import Float, Int
+from traitlets.config import LoggingConfigurable
+
+from .credentials import Credential, RegistryCredentials, scrub
+from .engine import Engine, PullStream, engine_for
+from .errors import ContainerKernelError, ImageNotAllowed
+from .launchplan import ContainerPolicy, check_image_allowed
+from .references import ImageReference, parse_reference
+
+ACTIVE = ("queued", "pulling")
+ENDED = ("done", "error", "cancelled")
+
+# Engine status text -> a layer's phase. "Already exists" layers are local: they add nothing to
+# download, but count as complete.
+_LAYER_PHASES = {
+    "pulling fs layer": "waiting",
+    "waiting": "waiting",
+    "downloading": "downloading",
+    "verifying checksum": "downloaded",
+    "download complete": "downloaded",
+    "extracting": "extracting",
+    "pull complete": "complete",
+    "already exists": "exists",
+}
+
+
+@dataclass
+class Layer:
+    id: str
+    phase: str = "waiting"
+    downloaded: int = 0
+    extracted: int = 0
+    size: int = 0  # bytes to download, once the engine says
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "phase": self.phase,
+            "downloaded": self.downloaded,
+            "extracted": self.extracted,
+            "size": self.size,
+        }
+
+
+@dataclass
+class Pull:
+    id: str
+    image: str  # the reference as the user asked for it, normalised
+    registry: str
+    state: str = "queued"  # queued, pulling, done, error, cancelled
+    phase: str = "resolving"  # resolving, downloading, extracting, complete
+    layers: dict[str, Layer] = field(default_factory=dict)
+    message: str = ""  # the engine's last status line, or the error sentence
+    error_status: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    digest: str = ""
+    watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
+    stream: PullStream | None = None
+    cancel_requested: bool = False
+    done_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def snapshot(self) -> dict[str, Any]:
+        sized = [layer for layer in self.layers.values() if layer.phase != "exists"]
+        total = sum(layer.size for layer in sized)
+        downloaded = sum(
+            layer.size
+            if layer.phase in ("downloaded", "extracting", "complete")
+            else layer.downloaded
+            for layer in sized
+        )
+        return {
+            "id": self.id,
+            "image": self.image,
+            "registry": self.registry,
+            "state": self.state,
+            "phase": self.phase,
+            "message": self.message,
+            "error_status": self.error_status,
+            "layers": [layer.to_dict() for layer in self.layers.values()],
+            "total_bytes": total,
+            "downloaded_bytes": downloaded,
+            "extracted_layers": sum(
+                layer.phase in ("complete", "exists") for layer in self.layers.values()
+            ),
+            "progress": min(1.0, round(downloaded / total, 4))
+            if total
+            else (1.0 if self.state == "done" else 0.0),
+            "digest": self.digest,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one engine progress message into the pull's state."""
+        status = str(event.get("status", ""))
+        layer_id = event.get("id")
+        detail = event.get("progressDetail") or {}
+        phase = _LAYER_PHASES.get(status.lower())
+        if layer_id and phase:
+            layer = self.layers.setdefault(layer_id, Layer(layer_id))
+            layer.phase = phase
+            current, total = int(detail.get("current") or 0), int(detail.get("total") or 0)
+            if phase == "downloading":
+                layer.downloaded = current
+                layer.size = total or layer.size
+            elif phase == "extracting":
+                layer.extracted = current
+                layer.size = layer.size or total
+        elif status.startswith("Digest:"):
+            self.digest = status.split(":", 1)[1].strip()
+        if status and not layer_id:
+            self.message = status
+        phases = {layer.phase for layer in self.layers.values()}
+        if "extracting" in phases or ("downloaded" in phases and "downloading" not in phases):
+            self.phase = "extracting"
+        elif phases & {"downloading", "waiting"}:
+            self.phase = "downloading"
+        elif phases and phases <= {"complete", "exists"}:
+            self.phase = "complete"
+
+
+class PullManager(LoggingConfigurable):
+    """The server's pulls: start or join, watch, cancel."""
+
+    max_concurrent = Int(
+        2,
+        config=True,
+        help="""Pulls that run at once; more wait in a queue (state "queued"). The engine
+        downloads several layers of each pull in parallel already.""",
+    )
+
+    keep_finished = Float(
+        600.0,
+        config=True,
+        help="Seconds a finished, failed or cancelled pull stays listed for clients to read.",
+    )
+
+    progress_interval = Float(
+        0.25,
+        config=True,
+        help="""Least seconds between two progress snapshots sent to watchers (phase changes and
+        the end are always sent at once). The engine sends many messages per second per layer.""",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pulls: dict[str, Pull] = {}
+        self._slots = threading.BoundedSemaphore(self.max_concurrent)
+
+    @property
+    def engine(self) -> Engine:
+        return engine_for(self.parent)
+
+    # ------------------------------------------------------------------ API for handlers
+
+    def get(self, pull_id: str) -> Pull | None:
+        return self._pulls.get(pull_id)
+
+    def listing(self) -> list[dict[str, Any]]:
+        self._forget_old()
+        return [p.snapshot() for p in self._pulls.values()]
+
+    def start(
+        self,
+        image: str,
+        credentials: RegistryCredentials,
+        policy: ContainerPolicy,
+        credential: Credential | None = None,
+    ) -> Pull:
+        """Start pulling ``image``, or join the pull of it that is already running.
+
+        ``credential``, when given, is used for this pull only (and kept nowhere); else the
+        store's credential for the image's registry, if any."""
+        try:
+            ref = parse_reference(image)
+        except ValueError as e:
+            raise ContainerKernelError(str(e), status=400) from e
+        check_image_allowed(policy, ref.written)
+        for pull in self._pulls.values():
+            if pull.image == ref.written and pull.state in ACTIVE:
+                return pull
+        pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry)
+        self._pulls[pull.id] = pull
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self._run,
+            args=(pull, ref, credentials, credential, policy, loop),
+            name=f"gpu-containers-pull-{pull.id[:8]}",
+            daemon=True,
+        ).start()
+        return pull
+
+    def cancel(self, pull: Pull) -> None:
+        pull.cancel_requested = True
+        stream = pull.stream
+        if stream is not None:
+            stream.close()  # wakes the pull's thread, which then reports "cancelled"
+
+    def subscribe(self, pull: Pull) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of ``pull``'s snapshots: the current one at once, then each change; the last
+        one has an ended state. Call :meth:`unsubscribe` when done with it."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue.put_nowait(pull.snapshot())
+        if pull.state not in ENDED:
+            pull.watchers.add(queue)
+        return queue
+
+    def unsubscribe(self, pull: Pull, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        pull.watchers.discard(queue)
+
+    async def wait(self, pull: Pull) -> None:
+        await pull.done_event.wait()
+
+    # ------------------------------------------------------------------ the pull's thread
+
+    def _run(
+        self,
+        pull: Pull,
+        ref: ImageReference,
+        credentials: RegistryCredentials,
+        given: Credential | None,
+        policy: ContainerPolicy,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        secrets: list[str] = [given.password] if given else []
+
+        def publish() -> None:
+            loop.call_soon_threadsafe(self._publish, pull, pull.snapshot())
+
+        with self._slots:
+            try:
+                if pull.cancel_requested:
+                    raise _Cancelled
+                pull.state = "pulling"
+                publish()
+                credential = given or credentials.for_registry(ref.registry)
+                secrets += credentials.secrets()
+                who = credential.username if credential else ""
+                stream = self.engine.open_pull(
+                    ref.name,
+                    ref.pull_tag,
+                    credential.auth_config() if credential else None,
+                    registry=ref.registry,
+                    who=who,
+                )
+                pull.stream = stream
+                if pull.cancel_requested:  # cancelled while the request was being made
+                    stream.close()
+                last_sent, last_phase = 0.0, pull.phase
+                for event in stream:
+                    pull.apply(event)
+                    now = time.monotonic()
+                    if pull.phase != last_phase or now - last_sent >= self.progress_interval:
+                        last_sent, last_phase = now, pull.phase
+                        publish()
+                if pull.cancel_requested:
+                    raise _Cancelled
+                self._check_pins(pull, ref, policy)
+                pull.state, pull.phase = "done", "complete"
+                pull.message = pull.message or f"Pulled {pull.image}"
+                self.log.info("Pulled %s (%s)", pull.image, pull.digest or "no digest reported")
+            except _Cancelled:
+                pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
+                self.log.info("Pull of %s cancelled", pull.image)
+            except ContainerKernelError as e:
+                pull.state, pull.error_status = "error", e.status_code
+                pull.message = scrub(e.sentence, secrets)
+                self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
+            except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
+                pull.state, pull.error_status = "error", 500
+                pull.message = scrub(f"The pull of {pull.image} failed: {e}", secrets)
+                self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
+            finally:
+                pull.stream = None
+                pull.finished = time.time()
+                snapshot = pull.snapshot()
+                loop.call_soon_threadsafe(self._finish, pull, snapshot)
+
+    def _check_pins(self, pull: Pull, ref: ImageReference, policy: ContainerPolicy) -> None:
+        local = ref.written if not ref.digest else f"{ref.name}@{ref.digest}"
+        image = self.engine.inspect_image_sync(local)
+        try:
+            check_image_allowed(policy, ref.written, (*image.repo_digests, image.id))
+        except ImageNotAllowed:
+            if not ref.digest:
+                self.engine.untag_sync(ref.written)
+            raise
+
+    def _publish(self, pull: Pull, snapshot: dict[str, Any]) -> None:
+        for queue in list(pull.watchers):
+            queue.put_nowait(snapshot)
+
+    def _finish(self, pull: Pull, snapshot: dict[str, Any]) -> None:
+        self._publish(pull, snapshot)
+        pull.done_event.set()
+
+    def _forget_old(self) -> None:
+        cutoff = time.time() - self.keep_finished
+        for pull_id, pull in list(self._pulls.items()):
+            if pull.state in ENDED and pull.finished < cutoff:
+                del self._pulls[pull_id]
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_T = TypeVar("_T", PullManager, RegistryCredentials)
+
+
+def _one_per_server(serverapp: Any, cls: type[_T]) -> _T:
+    attr = f"_gpu_containers_{cls.__name__}"
+    found = getattr(serverapp, attr, None)
+    if found is None:
+        found = cls(parent=serverapp)
+        setattr(serverapp, attr, found)
+    return found
+
+
+def shared_pulls(serverapp: Any) -> PullManager:
+    """The server's one PullManager (pulls are joined across requests and clients)."""
+    return _one_per_server(serverapp, PullManager)
+
+
+def shared_credentials(serverapp: Any) -> RegistryCredentials:
+    """The server's one credential store (a user's own credentials live here until it stops)."""
+    return _one_per_server(serverapp, RegistryCredentials)

@@ -1,0 +1,297 @@
+"""Units of the image catalog: references, the allow-list, credentials, pull progress folding and
+catalog rows. Pure code, no engine (the real-engine and real-registry tests are in
+test_images.py and test_pulls.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from jupyter_gpu_containers.catalog import (
+    DEFAULT_LISTED_IMAGES,
+    CatalogInputs,
+    ImageCatalog,
+    catalog_rows,
+    cuda_from_reference,
+    framework_from_reference,
+    gpu_from_reference,
+    listed_environment,
+)
+from jupyter_gpu_containers.credentials import Credential, RegistryCredentials, scrub
+from jupyter_gpu_containers.engine import ImageRecord
+from jupyter_gpu_containers.errors import ImageNotAllowed
+from jupyter_gpu_containers.gpus import GPU, Inventory
+from jupyter_gpu_containers.launchplan import ContainerPolicy, check_image_allowed
+from jupyter_gpu_containers.probe import ProbeResult
+from jupyter_gpu_containers.pulls import Pull
+from jupyter_gpu_containers.references import BadReference, parse_reference
+
+DIGEST = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "name"),
+    [
+        ("ubuntu", "docker.io", "library/ubuntu", "latest", "ubuntu"),
+        ("ubuntu:22.04", "docker.io", "library/ubuntu", "22.04", "ubuntu"),
+        (
+            "openpai/standard:python_3.6-pytorch_1.4.0-gpu",
+            "docker.io",
+            "openpai/standard",
+            "python_3.6-pytorch_1.4.0-gpu",
+            "openpai/standard",
+        ),
+        (
+            "nvcr.io/nvidia/pytorch:24.05-py3",
+            "nvcr.io",
+            "nvidia/pytorch",
+            "24.05-py3",
+            "nvcr.io/nvidia/pytorch",
+        ),
+        ("127.0.0.1:5000/jgc/x:1", "127.0.0.1:5000", "jgc/x", "1", "127.0.0.1:5000/jgc/x"),
+        ("localhost/x", "localhost", "x", "latest", "localhost/x"),
+    ],
+)
+def test_references_read_like_the_engine(
+    text: str, registry: str, repository: str, tag: str, name: str
+) -> None:
+    ref = parse_reference(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.name) == (registry, repository, tag, name)
+    assert ref.pull_tag == tag
+
+
+def test_digest_references_pull_by_digest() -> None:
+    ref = parse_reference(f"nvcr.io/nvidia/pytorch@{DIGEST}")
+    assert ref.digest == DIGEST and ref.tag == "" and ref.pull_tag == DIGEST
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER/case", "a b", "x:", "x@sha256:short", "../etc"])
+def test_bad_references_are_refused(bad: str) -> None:
+    with pytest.raises(BadReference, match="not an image reference"):
+        parse_reference(bad)
+
+
+def test_allow_list_patterns_match_written_and_qualified_forms() -> None:
+    policy = ContainerPolicy(allowed_images=["nvcr.io/nvidia/*", "docker.io/library/ubuntu:*"])
+    check_image_allowed(policy, "nvcr.io/nvidia/pytorch:24.05-py3")
+    check_image_allowed(policy, "ubuntu:22.04")  # docker.io/library/ubuntu:22.04
+    with pytest.raises(ImageNotAllowed, match=r"not in this server's allow-list") as e:
+        check_image_allowed(policy, "evil/miner:latest")
+    assert e.value.status_code == 403
+
+
+def test_pinned_digests_admit_only_the_pinned_image() -> None:
+    policy = ContainerPolicy(pinned_digests={"nvcr.io/nvidia/pytorch:*": [DIGEST]})
+    check_image_allowed(policy, "nvcr.io/nvidia/pytorch:24.05-py3", None)  # before a pull
+    check_image_allowed(
+        policy, "nvcr.io/nvidia/pytorch:24.05-py3", [f"nvcr.io/nvidia/pytorch@{DIGEST}"]
+    )
+    with pytest.raises(ImageNotAllowed, match=r"only sha256:abab.* is allowed"):
+        check_image_allowed(policy, "nvcr.io/nvidia/pytorch:24.05-py3", [OTHER])
+    check_image_allowed(policy, "ubuntu:22.04", [OTHER])  # no pin applies
+
+
+def test_credentials_never_show_their_secret() -> None:
+    store = RegistryCredentials(
+        registry_auth={"nvcr.io": {"username": "$oauthtoken", "password": "admin-secret-1"}}
+    )
+    store.set_user("127.0.0.1:5000", "alice", "user-secret-2")
+    cred = store.for_registry("127.0.0.1:5000")
+    assert cred is not None and cred.auth_config() == {
+        "username": "alice",
+        "password": "user-secret-2",
+    }
+    assert "user-secret-2" not in repr(cred)
+    listing = repr(store.listing())
+    assert "secret" not in listing and "$oauthtoken" not in listing
+    assert {row["registry"] for row in store.listing()} == {"nvcr.io", "127.0.0.1:5000"}
+    assert store.forget_user("127.0.0.1:5000") and store.for_registry("127.0.0.1:5000") is None
+    admin = store.for_registry("nvcr.io")
+    assert admin is not None and admin.source == "admin"
+    assert (
+        scrub("said admin-secret-1 twice admin-secret-1", store.secrets()) == "said •••• twice ••••"
+    )
+
+
+def test_admin_password_file_is_read_at_pull_time(tmp_path: object) -> None:
+    from pathlib import Path
+
+    secret = Path(str(tmp_path)) / "key"
+    secret.write_text("from-file\n")
+    store = RegistryCredentials(
+        registry_auth={"nvcr.io": {"username": "$oauthtoken", "password_file": str(secret)}}
+    )
+    cred = store.for_registry("nvcr.io")
+    assert cred == Credential("nvcr.io", "$oauthtoken", "from-file", "admin")
+    with pytest.raises(Exception, match="needs a password"):
+        RegistryCredentials(registry_auth={"x.io": {"username": "u"}})
+
+
+def test_pull_progress_folds_engine_messages() -> None:
+    async def run() -> Pull:
+        pull = Pull(id="p", image="127.0.0.1:5000/x:1", registry="127.0.0.1:5000")
+        for event in [
+            {"status": "Pulling from x", "id": "1"},
+            {"status": "Already exists", "progressDetail": {}, "id": "base"},
+            {"status": "Pulling fs layer", "progressDetail": {}, "id": "l1"},
+            {"status": "Pulling fs layer", "progressDetail": {}, "id": "l2"},
+            {"status": "Downloading", "progressDetail": {"current": 50, "total": 200}, "id": "l1"},
+            {"status": "Downloading", "progressDetail": {"current": 10, "total": 100}, "id": "l2"},
+        ]:
+            pull.apply(event)
+        return pull
+
+    pull = asyncio.run(run())
+    snap = pull.snapshot()
+    assert snap["phase"] == "downloading"
+    assert (snap["downloaded_bytes"], snap["total_bytes"]) == (60, 300)
+    pull.apply({"status": "Download complete", "progressDetail": {}, "id": "l1"})
+    pull.apply({"status": "Extracting", "progressDetail": {"current": 5, "total": 200}, "id": "l1"})
+    snap = pull.snapshot()
+    assert snap["phase"] == "extracting" and snap["downloaded_bytes"] == 210
+    for layer in ("l1", "l2"):
+        pull.apply({"status": "Pull complete", "progressDetail": {}, "id": layer})
+    pull.apply({"status": f"Digest: {DIGEST}"})
+    snap = pull.snapshot()
+    assert snap["phase"] == "complete" and snap["digest"] == DIGEST
+    assert snap["extracted_layers"] == 3 and snap["progress"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("ref", "cuda", "gpu"),
+    [
+        ("nvidia/cuda:12.2.2-cudnn8-runtime-ubuntu22.04", "12.2.2", True),
+        ("quay.io/jupyter/pytorch-notebook:cuda12-latest", "12", True),
+        ("pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime", "12.1", True),
+        ("x/y:torch-cu118", "11.8", True),
+        ("openpai/standard:python_3.6-pytorch_1.4.0-gpu", "", True),
+        ("openpai/standard:python_3.6-pytorch_1.4.0-cpu", "", False),
+        ("ubuntu:22.04", "", None),
+    ],
+)
+def test_what_a_reference_says(ref: str, cuda: str, gpu: bool | None) -> None:
+    assert cuda_from_reference(ref) == cuda
+    assert gpu_from_reference(ref) is gpu
+
+
+def test_openpai_tags_name_their_framework() -> None:
+    fw = framework_from_reference("openpai/standard:python_3.6-tensorflow_1.15.0-gpu")
+    assert fw is not None and (fw.name, fw.version) == ("TensorFlow", "1.15.0")
+
+
+def test_default_list_covers_the_seed_families() -> None:
+    refs = [entry["image"] for entry in ImageCatalog().listed()]
+    for family in (
+        "nvcr.io/nvidia/pytorch:",
+        "nvcr.io/nvidia/tensorflow:",
+        "tensorflow/tensorflow:",
+        "quay.io/jupyter/",
+        "openpai/standard:",
+    ):
+        assert any(ref.startswith(family) for ref in refs), family
+    gpu = [e for e in DEFAULT_LISTED_IMAGES if "-gpu" in e["image"]]
+    cpu = [e for e in DEFAULT_LISTED_IMAGES if e.get("gpu") is False]
+    assert gpu and cpu
+    # Admins extend the list without losing the defaults, and can replace it.
+    assert len(ImageCatalog(extra_listed_images=["a/b:1"]).listed()) == len(refs) + 1
+    assert [e["image"] for e in ImageCatalog(listed_images=["a/b"]).listed()] == ["a/b:latest"]
+
+
+def _host(driver: str, cuda: str, brand: str = "tesla") -> Inventory:
+    gpu = GPU(index="0", uuid="GPU-0", name="GPU", brand=brand, compute_capability="8.0")
+    return Inventory("static", (gpu,), driver, cuda)
+
+
+def _image(ref: str, env: dict[str, str], image_id: str = "sha256:" + "11" * 32) -> ImageRecord:
+    return ImageRecord(
+        id=image_id,
+        tags=(ref,),
+        labels={},
+        env=env,
+        entrypoint=(),
+        user="",
+        created="2026-11-22T00:00:00Z",
+        size=123,
+        repo_digests=(f"{ref.rsplit(':', 1)[0]}@{DIGEST}",),
+    )
+
+
+def test_catalog_rows_for_local_and_listed_images() -> None:
+    ngc = _image(
+        "nvcr.io/nvidia/pytorch:24.05-py3",
+        {
+            "CUDA_VERSION": "12.4.1.003",
+            "CUDA_DRIVER_VERSION": "550.54.15",
+            "NVIDIA_REQUIRE_CUDA": "cuda>=9.0",
+            "NVIDIA_PRODUCT_NAME": "PyTorch",
+            "NVIDIA_PYTORCH_VERSION": "24.05",
+            "PYTORCH_VERSION": "2.4.0a0+07cecf4",
+        },
+    )
+    probe = ProbeResult(
+        image_id=ngc.id,
+        ready=True,
+        reason="",
+        python="/usr/bin/python3",
+        python_version="3.10.12",
+        ipykernel_version="6.29.4",
+        frameworks={"torch": "2.4.0a0+07cecf4"},
+        probed_at=0.0,
+        definitive=True,
+    )
+    inputs = CatalogInputs(
+        images=[ngc],
+        listed=ImageCatalog(
+            listed_images=[
+                "nvcr.io/nvidia/pytorch:24.05-py3",
+                {
+                    "image": "openpai/standard:python_3.6-pytorch_1.4.0-gpu",
+                    "cuda": "10.1",
+                    "driver": "418.39",
+                    "description": "OpenPAI PyTorch",
+                },
+                "openpai/standard:python_3.6-pytorch_1.4.0-cpu",
+            ]
+        ).listed(),
+        inventory=_host("535.104.05", "12.2", brand="geforce"),
+        probes={ngc.id: probe},
+        policy=ContainerPolicy(allowed_images=["nvcr.io/*", "openpai/*"]),
+        kernel_names={"nvcr.io/nvidia/pytorch:24.05-py3": "gpuc-x"},
+    )
+    rows = {row["reference"]: row for row in catalog_rows(inputs)}
+    assert len(rows) == 3
+    local = rows["nvcr.io/nvidia/pytorch:24.05-py3"]
+    assert local["pulled"] and local["listed"] and local["digest"] == DIGEST
+    assert (local["framework"], local["framework_release"]) == ("PyTorch", "24.05")
+    assert local["cuda_version"].startswith("12.4") and local["gpu"] is True
+    assert local["kernel_ready"] is True and local["python_version"] == "3.10.12"
+    assert local["kernel_name"] == "gpuc-x" and local["allowed"] is True
+    # 12.4 on a 12.2 driver of a GeForce: minor-version compatibility at best.
+    assert local["verdict"]["outcome"] in ("compat", "cannot-run")
+    pai = rows["openpai/standard:python_3.6-pytorch_1.4.0-gpu"]
+    assert not pai["pulled"] and pai["kernel_ready"] is None and pai["size"] is None
+    assert pai["gpu"] and pai["cuda_version"] == "10.1" and pai["framework"] == "PyTorch"
+    assert pai["verdict"]["outcome"] == "native"  # 535 runs CUDA 10.1
+    assert pai["description"] == "OpenPAI PyTorch"
+    cpu = rows["openpai/standard:python_3.6-pytorch_1.4.0-cpu"]
+    assert cpu["gpu"] is False and cpu["verdict"]["outcome"] == "cpu-only"
+    assert listed_environment({"image": "x:1", "cuda": "12.2", "driver": "535.104.05"}) == {
+        "CUDA_VERSION": "12.2",
+        "CUDA_DRIVER_VERSION": "535.104.05",
+    }
+
+
+def test_catalog_marks_disallowed_images() -> None:
+    inputs = CatalogInputs(
+        images=[_image("evil/miner:latest", {})],
+        listed=[],
+        inventory=Inventory("none", reason="no driver"),
+        probes={},
+        policy=ContainerPolicy(allowed_images=["nvcr.io/*"]),
+        kernel_names={},
+    )
+    (row,) = catalog_rows(inputs)
+    assert row["allowed"] is False and "allow-list" in row["allowed_reason"]
+    assert row["kernel_ready"] is None and "probe" in row["kernel_ready_reason"]
