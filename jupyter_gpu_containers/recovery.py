@@ -59,6 +59,10 @@ def decide(record: ContainerRecord, server_id: str, state_dir: str, me: L.OwnerP
         return "remove"
     if L.ServerRegistry.is_alive(state_dir, owner_id):
         return "leave"
+    if owner.is_alive():
+        # Its creator still runs, though not registered in our state dir (a server configured
+        # with another ContainerPolicy.state_dir): never remove a live server's kernel.
+        return "leave"
     return "remove"
 
 

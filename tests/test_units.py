@@ -168,3 +168,23 @@ def test_server_id_is_stable_per_user_and_workspace(tmp_path: Path) -> None:
         1000, str(tmp_path) + "/"
     )
     assert L.default_server_id(1000, str(tmp_path)) != L.default_server_id(1001, str(tmp_path))
+
+
+def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: Path) -> None:
+    """A live server registered in another state dir is still alive: its kernels stay. One whose
+    creator is gone (same pid, another start time) is removed."""
+    from jupyter_gpu_containers import labels as L
+    from jupyter_gpu_containers.engine import ContainerRecord
+    from jupyter_gpu_containers.recovery import decide
+
+    me = L.OwnerProcess.current()
+    parent = os.getppid()
+    live = L.OwnerProcess(me.host, me.boot, parent, L._process_start_time(parent) or "?")
+    dead = L.OwnerProcess(me.host, me.boot, parent, "another-start")
+
+    def record(owner: L.OwnerProcess) -> ContainerRecord:
+        labels = {L.OWNER_PROCESS: owner.token(), L.SERVER_ID: "elsewhere-registered"}
+        return ContainerRecord("c", "n", "img", labels, "running")
+
+    assert decide(record(live), "mine", str(tmp_path), me) == "leave"
+    assert decide(record(dead), "mine", str(tmp_path), me) == "remove"
