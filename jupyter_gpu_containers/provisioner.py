@@ -218,6 +218,8 @@ class ContainerProvisioner(KernelProvisionerBase):
     previous_container_id: str | None = None
     # The GPU request of this kernel's starts, resolved once (see _gpu_request).
     _requested: GPURequest | None = None
+    # Whether that request is only the kernel spec's default (nobody asked for GPUs).
+    _request_is_default = False
     _dead_callback_registered = False
 
     _engine: Engine | None = None
@@ -279,8 +281,20 @@ class ContainerProvisioner(KernelProvisionerBase):
             self._refuse_if_known_not_ready(image)
             request = await self._gpu_request(kwargs)
             if request.wants_gpus:
-                allocator = GPUAllocator(parent=self.parent)
                 inventory = await shared_inventory(self.parent).read()
+                if not inventory.allocatable() and self._request_is_default:
+                    # Only the spec's default asked (GPU images default to one GPU): on a host
+                    # without GPUs the image's CPU code still runs. An explicit request still
+                    # fails, with the reason.
+                    self.log.warning(
+                        "Kernel %s (%s) starts without GPUs: %s",
+                        self.kernel_id,
+                        self.image,
+                        inventory.reason or "this host has none.",
+                    )
+                    request = GPURequest.parse(0)
+            if request.wants_gpus:
+                allocator = GPUAllocator(parent=self.parent)
                 self._refuse_if_incompatible(image, inventory, policy)
                 mode = resolve_attach_mode(
                     allocator.attach_mode, await self.engine.runtimes(), CDI_SPEC_DIRS
@@ -357,6 +371,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     def change_request(self, request: GPURequest) -> None:
         """A new request for the next (re)start: the kernel's current GPUs are not kept."""
         self._requested = request
+        self._request_is_default = False
         self.gpu_uuids = ()
 
     async def _gpu_request(self, kwargs: dict[str, AnyType]) -> GPURequest:
@@ -371,6 +386,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             stored = await asyncio.to_thread(store.get, notebook) if notebook else None
             requested = GPURequest.parse(stored if stored is not None else self.gpus)
             self._requested = requested
+            self._request_is_default = stored is None
         return requested
 
     def _container_spec(

@@ -184,3 +184,34 @@ async def test_admin_may_allow_incompatible_images(jp_fetch: Any, docker_client:
     kernel = await start(jp_fetch, kernel_name(NGC_IMAGE))
     assert kernel_container(docker_client, kernel["id"]).labels[L.GPUS].startswith("GPU-test-")
     await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+
+
+NO_GPUS = {"GPUInventory": {"source": "static", "static_gpus": []}}
+
+
+@pytest.mark.server_config(lambda tmp_path: NO_GPUS)
+async def test_without_gpus_gpu_images_say_so_and_still_run_cpu_kernels(
+    jp_fetch: Any, docker_client: Any
+) -> None:
+    rows = {r["reference"]: r for r in (await catalog(jp_fetch))["images"]}
+    verdict = rows[NGC_IMAGE]["verdict"]
+    assert verdict["outcome"] == "no-gpus" and "CPU" in verdict["reason"]
+    assert rows[DEBIAN_IMAGE]["verdict"]["outcome"] == "cpu-only"
+
+    # The spec's default (one GPU for a GPU image) gives way: the kernel starts on the CPU.
+    kernel = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    assert kernel_container(docker_client, kernel["id"]).labels[L.GPUS] == ""
+    await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+
+    # Asking for a GPU explicitly still fails, saying why.
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch(
+            "gpu-containers",
+            "notebooks",
+            "kernel",
+            method="POST",
+            body=json.dumps({"path": "nb.ipynb", "gpus": 1, "kernel_name": kernel_name(NGC_IMAGE)}),
+        )
+    assert info.value.code == 409
+    assert "static GPU inventory" in json.loads(info.value.response.body)["message"]
+    assert_no_test_containers(docker_client)
