@@ -19,7 +19,9 @@ from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spe
 
 class ListApp(JupyterApp):
     name = "jupyter-gpu-containers-list"
-    description = "List the local images offered as container kernels, with their kernel names."
+    description = """List the local images offered as container kernels, with their kernel names,
+    and the images that are not offered because they cannot run a kernel (found by a short probe
+    container per image, cached)."""
     version = __version__
 
     json_output = Bool(False, config=True, help="Print JSON instead of a table.")
@@ -47,6 +49,10 @@ class ListApp(JupyterApp):
         width = max(len(r["name"]) for r in rows)
         for r in rows:
             print(f"{r['name']:<{width}}  {r['display_name']}")
+        if ksm.not_ready:
+            print("\nNot offered, because they cannot run a kernel:")
+            for ref, reason in sorted(ksm.not_ready.items()):
+                print(f"  {ref}: {reason}")
 
 
 class InstallKernelSpecApp(JupyterApp):

@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
+    NO_IPYKERNEL_IMAGE,
     TEST_LABEL,
     TEST_RUN,
     assert_no_test_containers,
@@ -30,6 +31,15 @@ def test_list_shows_local_images() -> None:
     rows = {row["image"]: row for row in json.loads(out.stdout)}
     assert rows[NGC_IMAGE]["name"] == kernel_name(NGC_IMAGE)
     assert rows[NGC_IMAGE]["display_name"] == f"PyTorch 24.05 · {NGC_IMAGE}"
+
+
+def test_list_names_images_that_cannot_run_a_kernel() -> None:
+    out = subprocess.run([*JUPYTER, "list"], capture_output=True, text=True, check=True)
+    offered, _, refused = out.stdout.partition("Not offered, because they cannot run a kernel:")
+    assert kernel_name(NGC_IMAGE) in offered
+    assert NO_IPYKERNEL_IMAGE not in offered
+    line = next(line for line in refused.splitlines() if NO_IPYKERNEL_IMAGE in line)
+    assert "ipykernel" in line.split(": ", 1)[1]
 
 
 def test_list_says_when_the_engine_is_unreachable(tmp_path: Path) -> None:
