@@ -517,17 +517,11 @@ def interpret(image_id: str, output: OneshotResult, timeout: float) -> ProbeResu
         for line in output.stderr.splitlines():
             if NO_PYTHON_MARKER in line:
                 looked = line.split(NO_PYTHON_MARKER, 1)[1].strip()  # "in this image (looked …)"
-                return ProbeResult(
-                    image_id=image_id,
-                    ready=False,
-                    reason=f"No Python interpreter {looked}. Choose an image with Python and "
+                return _no_answer(
+                    image_id,
+                    f"No Python interpreter {looked}. Choose an image with Python and "
                     "ipykernel, or set JUPYTER_GPU_CONTAINERS_PYTHON in the kernel spec's env.",
-                    python="",
-                    python_version="",
-                    ipykernel_version="",
-                    frameworks={},
-                    probed_at=time.time(),
-                    definitive=True,
+                    definitive=True,  # the image itself lacks Python: worth remembering
                 )
         tail = "\n".join((output.stderr.strip() or output.stdout.strip()).splitlines()[-10:])
         said = f" Last lines of its output:\n{tail}" if tail else " It printed nothing."
@@ -562,7 +556,8 @@ def interpret(image_id: str, output: OneshotResult, timeout: float) -> ProbeResu
     )
 
 
-def _no_answer(image_id: str, reason: str) -> ProbeResult:
+def _no_answer(image_id: str, reason: str, definitive: bool = False) -> ProbeResult:
+    """Not ready, with no Python facts; by default not definitive (this run's failure)."""
     return ProbeResult(
         image_id=image_id,
         ready=False,
@@ -572,7 +567,7 @@ def _no_answer(image_id: str, reason: str) -> ProbeResult:
         ipykernel_version="",
         frameworks={},
         probed_at=time.time(),
-        definitive=False,
+        definitive=definitive,
     )
 
 
