@@ -91,6 +91,9 @@ class Inventory:
     cuda_driver_version: str = ""  # "12.2": the CUDA version this driver supports
     reason: str = ""  # why there are no GPUs, when there are none
     read_at: float = field(default_factory=time.time)
+    # True when GPUs may be there but could not be read (NVML failed on a GPU host), as opposed
+    # to a host without an NVIDIA driver or with an empty static inventory.
+    failed: bool = False
 
     def allocatable(self) -> list[GPU]:
         """What kernels can be given: whole GPUs, except that a MIG-enabled GPU offers its
@@ -195,6 +198,16 @@ def static_inventory(gpus: list[dict[str, Any]], driver: str, cuda: str) -> Inve
     return Inventory("static", tuple(devices), driver, cuda, reason)
 
 
+def nvml_absent(error: BaseException) -> bool:
+    """Whether NVML failed because this host has no NVIDIA driver (rather than a GPU fault)."""
+    text = str(error)
+    return (
+        "Library Not Found" in text
+        or "Driver Not Loaded" in text
+        or isinstance(error, (ImportError, OSError))
+    )
+
+
 def nvml_failure_reason(error: BaseException) -> str:
     text = str(error)
     if "Library Not Found" in text or isinstance(error, (ImportError, OSError)):
@@ -280,7 +293,7 @@ class GPUInventory(LoggingConfigurable):
         except Exception as e:
             # Initialise again next time: the driver may come (or come back) later.
             self._nvml = None
-            return Inventory("none", reason=nvml_failure_reason(e))
+            return Inventory("none", reason=nvml_failure_reason(e), failed=not nvml_absent(e))
 
     async def read(self) -> Inventory:
         return await asyncio.to_thread(self.read_sync)

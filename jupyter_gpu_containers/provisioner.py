@@ -282,10 +282,14 @@ class ContainerProvisioner(KernelProvisionerBase):
             request = await self._gpu_request(kwargs)
             if request.wants_gpus:
                 inventory = await shared_inventory(self.parent).read()
-                if not inventory.allocatable() and self._request_is_default:
+                if (
+                    not inventory.allocatable()
+                    and not inventory.failed
+                    and self._request_is_default
+                ):
                     # Only the spec's default asked (GPU images default to one GPU): on a host
-                    # without GPUs the image's CPU code still runs. An explicit request still
-                    # fails, with the reason.
+                    # without GPUs the image's CPU code still runs. An explicit request, or a
+                    # GPU host whose NVML fails, still fails with the reason.
                     self.log.warning(
                         "Kernel %s (%s) starts without GPUs: %s",
                         self.kernel_id,

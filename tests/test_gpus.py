@@ -62,18 +62,20 @@ def test_driver_with_no_gpus() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "says"),
+    ("error", "says", "failed"),
     [
-        ("NVML Shared Library Not Found", "No NVIDIA driver library"),
-        ("Driver Not Loaded", "driver is not loaded"),
-        ("Unknown Error", "NVML could not be read (Unknown Error)"),
+        ("NVML Shared Library Not Found", "No NVIDIA driver library", False),
+        ("Driver Not Loaded", "driver is not loaded", False),
+        ("Unknown Error", "NVML could not be read (Unknown Error)", True),
     ],
 )
-def test_no_driver_reports_zero_gpus_with_the_reason(error: str, says: str) -> None:
+def test_no_driver_reports_zero_gpus_with_the_reason(error: str, says: str, failed: bool) -> None:
     nvml_double.BOX = nvml_double.Box(devices=[], init_error=error)
     inv = GPUInventory(nvml_module="nvml_double", cache_seconds=0).read_sync()
     assert inv.source == "none" and inv.gpus == ()
     assert says in inv.reason and "CPU kernels still work" in inv.reason
+    # A host without a driver has no GPUs; a driver that errors may still have some.
+    assert inv.failed is failed
 
 
 def test_real_pynvml_on_this_machine_never_raises() -> None:
