@@ -380,10 +380,6 @@ class Engine(LoggingConfigurable):
             raise self._unavailable(e) from e
         return PullStream(client, response, ref, registry, who)
 
-    def tag_sync(self, image: str, ref: str) -> None:
-        repository, _, tag = ref.rpartition(":")
-        self.call(lambda c: c.tag(image, repository, tag))
-
     def untag_sync(self, ref: str) -> None:
         """Remove one tag (and the image, when it was its last tag and nothing uses it)."""
 

@@ -71,7 +71,7 @@ from .launchplan import (
     normalize_ulimits,
 )
 from .notebook_requests import NotebookRequests
-from .probe import readiness_probe
+from .probe import ProbeResult, readiness_probe
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -278,7 +278,9 @@ class ContainerProvisioner(KernelProvisionerBase):
             # launch timeout (they happen, if at all, before this point).
             image = await self.engine.inspect_image(self.image)
             check_image_allowed(policy, self.image, (*image.repo_digests, image.id))
-            self._refuse_if_known_not_ready(image)
+            # The probe's cache may be read from disk: off the event loop.
+            known = await asyncio.to_thread(readiness_probe(self.parent).cached, image.id)
+            self._refuse_if_known_not_ready(known)
             request = await self._gpu_request(kwargs)
             if request.wants_gpus:
                 inventory = await shared_inventory(self.parent).read()
@@ -336,12 +338,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return self.connection_info
 
-    def _refuse_if_known_not_ready(self, image: ImageRecord) -> None:
+    def _refuse_if_known_not_ready(self, found: ProbeResult | None) -> None:
         """An image the readiness probe already found without Python or ipykernel fails at
         once, with the probe's reason, instead of after a container start."""
         if self.kernel_cmd:
             return  # an admin's own command may not need ipykernel at all
-        found = readiness_probe(self.parent).cached(image.id)
         if found is not None and found.definitive and not found.ready:
             raise ImageNotKernelReady(f"The image {self.image} cannot run a kernel: {found.reason}")
 
