@@ -145,6 +145,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._refreshed_at = 0.0
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+        self._relist_queued = threading.Event()
         self._watcher: threading.Thread | None = None
         self._policy = ContainerPolicy(parent=self)
         # Reference -> why its image cannot run a kernel (the readiness probe's reason).
@@ -215,10 +216,17 @@ class ContainerKernelSpecManager(KernelSpecManager):
         return results
 
     def _probed(self, _future: Future[ProbeResult]) -> None:
-        """A background probe answered: the next read re-lists (or the watcher does)."""
+        """A background probe answered: the next read re-lists, or, under a watcher, one
+        re-listing runs for all the answers that arrive meanwhile (not one per image)."""
         self._refreshed_at = 0.0
-        if self._watcher is not None:
-            threading.Thread(target=self.refresh, daemon=True).start()
+        if self._watcher is None or self._relist_queued.is_set():
+            return
+        self._relist_queued.set()
+        threading.Thread(target=self._queued_refresh, daemon=True).start()
+
+    def _queued_refresh(self) -> None:
+        self._relist_queued.clear()  # answers arriving from now on queue the next one
+        self.refresh(wait_for_probes=False)
 
     def _offered(self, ref: str) -> bool:
         if image_allowed(self._policy, ref):
