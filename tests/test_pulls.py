@@ -269,3 +269,24 @@ async def test_pull_requests_are_checked(jp_fetch: Any) -> None:
     with pytest.raises(HTTPClientError) as e:
         await jp_fetch("gpu-containers", "pulls", "0" * 32)
     assert e.value.code == 404
+
+
+@pytest.mark.server_config(
+    lambda tmp_path: {
+        "ContainerPolicy": {
+            "pinned_digests": {"127.0.0.1:*/jgc/pullable:*": ["sha256:" + "0" * 64]}
+        }
+    }
+)
+async def test_a_pull_whose_digest_is_not_pinned_is_undone(
+    jp_fetch: Any, private_registry: PrivateRegistry, pushed: str, docker_client: Any
+) -> None:
+    auth = {"username": private_registry.username, "password": private_registry.password}
+    pull = await start_pull(jp_fetch, {"image": pushed, "auth": auth})
+    stream, request = watch(jp_fetch, pull["id"])
+    await stream.until(ended)
+    await request
+    name, final = stream.events[-1]
+    assert name == "error" and final["error_status"] == 403, final
+    assert "ContainerPolicy.pinned_digests" in final["message"]
+    assert not docker_client.images.list(name=pushed.rsplit(":", 1)[0])
