@@ -71,6 +71,38 @@ def framework_of(ref: str, env: Mapping[str, str], labels: Mapping[str, str]) ->
     return framework_from_reference(ref)
 
 
+# The readiness probe's framework keys (distribution names, see probe.FRAMEWORK_DISTRIBUTIONS)
+# as people name the frameworks.
+_PROBED_FRAMEWORKS = {
+    "torch": "PyTorch",
+    "tensorflow": "TensorFlow",
+    "jax": "JAX",
+    "mxnet": "MXNet",
+    "paddlepaddle": "Paddle",
+    "keras": "Keras",
+    "cntk": "CNTK",
+}
+
+
+def framework_with_probe(
+    ref: str, env: Mapping[str, str], labels: Mapping[str, str], probe: ProbeResult | None
+) -> Framework | None:
+    """framework_of, completed by the packages the readiness probe found: the framework when the
+    image says nothing of it, its version when only the name is known (a tag like
+    ``pytorch-gpu``). The probe lists frameworks most specific first (torch before keras)."""
+    framework = framework_of(ref, env, labels)
+    found = probe.frameworks if probe is not None else {}
+    if framework is None:
+        for key, version in found.items():
+            return Framework(_PROBED_FRAMEWORKS.get(key, key), version)
+        return None
+    if not framework.version and not framework.release:
+        for key, version in found.items():
+            if _PROBED_FRAMEWORKS.get(key) == framework.name:
+                return Framework(framework.name, version)
+    return framework
+
+
 def framework_from_reference(ref: str) -> Framework | None:
     """Read the framework from a tag or repository name alone (for images not pulled yet too)."""
     repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
@@ -283,10 +315,7 @@ def _local_row(
     ref: str, image: ImageRecord, entry: Mapping[str, Any] | None, inputs: CatalogInputs
 ) -> dict[str, Any]:
     probe = inputs.probes.get(image.id)
-    framework = framework_of(ref, image.env, image.labels)
-    if framework is None and probe is not None and probe.frameworks:
-        name, version = next(iter(probe.frameworks.items()))
-        framework = Framework(_FRAMEWORKS.get(name.lower(), name), version)
+    framework = framework_with_probe(ref, image.env, image.labels, probe)
     gpu_build = is_gpu_build(ref, image.env)
     digests = [d.rsplit("@", 1)[-1] for d in image.repo_digests]
     row = _common(ref, entry, inputs, digests=(*image.repo_digests, image.id))

@@ -15,6 +15,7 @@ from . import __version__
 from .engine import engine_for
 from .errors import ContainerKernelError
 from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
+from .probe import readiness_probe
 
 
 class ListApp(JupyterApp):
@@ -94,7 +95,9 @@ class InstallKernelSpecApp(JupyterApp):
             record = engine_for(self).inspect_image_sync(self.image)
         except ContainerKernelError as e:
             print(f"warning: {e} The spec is written without the image's details.", file=sys.stderr)
-        spec = kernel_spec_dict(self.image, record)
+        # A readiness probe's answer already cached names the Python or framework version.
+        known = readiness_probe(self).cached(record.id) if record else None
+        spec = kernel_spec_dict(self.image, record, probe=known)
         if self.display_name:
             spec["display_name"] = self.display_name
         name = self.kernel_name or kernel_name_for(self.image)

@@ -23,7 +23,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Dict, Float, List, Unicode
 
-from .catalog import framework_of, is_gpu_build
+from .catalog import framework_with_probe, is_gpu_build
 from .engine import Engine, ImageRecord, engine_for
 from .errors import ContainerKernelError
 from .launchplan import ContainerPolicy, image_allowed
@@ -48,28 +48,39 @@ def kernel_name_for(ref: str) -> str:
     return f"{NAME_PREFIX}{slug}-{digest}"
 
 
-def display_name_for(ref: str, image: ImageRecord | None) -> str:
+def display_name_for(ref: str, image: ImageRecord | None, probe: ProbeResult | None = None) -> str:
+    """The Launcher's label: the framework and its version, else the Python version the readiness
+    probe found, then the reference ("PyTorch 24.05 · nvcr.io/…", "Python 3.11 · jgc/demo:…").
+    ``probe`` is an answer already known (never waited for); without one: "Python 3"."""
     env = image.env if image else {}
     labels = image.labels if image else {}
-    framework = framework_of(ref, env, labels)
-    head = framework.label() if framework else "Python 3"
+    framework = framework_with_probe(ref, env, labels, probe)
+    if framework:
+        head = framework.label()
+    else:
+        python = re.match(r"\d+\.\d+", probe.python_version) if probe else None
+        head = f"Python {python.group(0)}" if python else "Python 3"
     return f"{head} · {ref}"
 
 
 def kernel_spec_dict(
-    ref: str, image: ImageRecord | None, overrides: dict[str, Any] | None = None
+    ref: str,
+    image: ImageRecord | None,
+    overrides: dict[str, Any] | None = None,
+    probe: ProbeResult | None = None,
 ) -> dict[str, Any]:
-    """The kernel.json content for an image: the provisioner with the image in its config."""
+    """The kernel.json content for an image: the provisioner with the image in its config.
+    ``probe``: the readiness probe's answer for the image, when one is known already."""
     overrides = dict(overrides or {})
     env = image.env if image else {}
-    framework = framework_of(ref, env, image.labels if image else {})
+    framework = framework_with_probe(ref, env, image.labels if image else {}, probe)
     gpu_build = is_gpu_build(ref, env)
     # The admin default GPU count: 1 for GPU builds, 0 for CPU ones (image_overrides may change it).
     provisioner_config = {"image": ref, "gpus": 1 if gpu_build else 0}
     provisioner_config.update(overrides.pop("provisioner", {}))
     spec: dict[str, Any] = {
         "argv": IPYKERNEL_ARGV,
-        "display_name": display_name_for(ref, image),
+        "display_name": display_name_for(ref, image, probe),
         "language": "python",
         "interrupt_mode": "signal",
         "env": {},
@@ -97,6 +108,7 @@ def kernel_spec_dict(
 class _Entry:
     ref: str
     image: ImageRecord
+    probe: ProbeResult | None = None  # its answer when this listing was made (display names)
 
 
 class ContainerKernelSpecManager(KernelSpecManager):
@@ -167,7 +179,8 @@ class ContainerKernelSpecManager(KernelSpecManager):
         Images the readiness probe found unable to run a kernel are not offered (the catalog
         shows them, with the reason). Images not probed yet are probed here, a few at a time,
         unless ``wait_for_probes`` is False (server start-up, which must not wait on containers):
-        then they are offered until their probe says otherwise.
+        then they are offered until their probe says otherwise. A probe's answer also gives the
+        display name its framework or Python version; one arriving later re-lists (_probed).
         """
         with self._refresh_lock:
             try:
@@ -190,7 +203,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
                     if refused:
                         not_ready[ref] = found.reason if found else ""
                     else:
-                        entries[kernel_name_for(ref)] = _Entry(ref, image)
+                        entries[kernel_name_for(ref)] = _Entry(ref, image, found)
             # One atomic swap each: readers never see a half-built map.
             self._entries = entries
             self.not_ready = not_ready
@@ -290,5 +303,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
             ):
                 raise
-            spec = kernel_spec_dict(entry.ref, entry.image, self._overrides_for(entry.ref))
+            spec = kernel_spec_dict(
+                entry.ref, entry.image, self._overrides_for(entry.ref), entry.probe
+            )
             return self.kernel_spec_class(resource_dir=RESOURCES_DIR, **spec)

@@ -22,6 +22,7 @@ from jupyter_gpu_containers.credentials import Credential, RegistryCredentials, 
 from jupyter_gpu_containers.engine import ImageRecord
 from jupyter_gpu_containers.errors import ImageNotAllowed
 from jupyter_gpu_containers.gpus import GPU, Inventory
+from jupyter_gpu_containers.kernelspecs import display_name_for, kernel_spec_dict
 from jupyter_gpu_containers.launchplan import ContainerPolicy, check_image_allowed
 from jupyter_gpu_containers.probe import ProbeResult
 from jupyter_gpu_containers.pulls import Pull
@@ -295,3 +296,58 @@ def test_catalog_marks_disallowed_images() -> None:
     (row,) = catalog_rows(inputs)
     assert row["allowed"] is False and "allow-list" in row["allowed_reason"]
     assert row["kernel_ready"] is None and "probe" in row["kernel_ready_reason"]
+
+
+def _probed(frameworks: dict[str, str], python_version: str = "3.11.2") -> ProbeResult:
+    return ProbeResult(
+        image_id="sha256:" + "11" * 32,
+        ready=True,
+        reason="",
+        python="/usr/bin/python3",
+        python_version=python_version,
+        ipykernel_version="6.29.4",
+        frameworks=frameworks,
+        probed_at=0.0,
+        definitive=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "env", "probe", "expected"),
+    [
+        # What the image says of itself wins (NGC's release), probe or not.
+        (
+            "nvcr.io/nvidia/pytorch:24.05-py3",
+            {"NVIDIA_PRODUCT_NAME": "PyTorch", "NVIDIA_PYTORCH_VERSION": "24.05"},
+            _probed({"torch": "2.4.0a0"}),
+            "PyTorch 24.05",
+        ),
+        # A framework only the probe found, most specific first (torch before keras).
+        ("me/train:1", {}, _probed({"torch": "2.3.1", "keras": "3.3.3"}), "PyTorch 2.3.1"),
+        ("me/tf:1", {}, _probed({"tensorflow": "2.15.0"}), "TensorFlow 2.15.0"),
+        # A tag that names the framework but no version: the probe's version completes it.
+        ("me/pytorch:gpu", {}, _probed({"torch": "2.3.1"}), "PyTorch 2.3.1"),
+        # No framework: the Python version the probe found.
+        ("jgc/demo:bookworm", {}, _probed({}), "Python 3.11"),
+        ("old/pai:py27", {}, _probed({}, python_version="2.7.18"), "Python 2.7"),
+        # Not probed yet (or a probe without a version): what is known without one.
+        ("jgc/demo:bookworm", {}, None, "Python 3"),
+        ("jgc/demo:bookworm", {}, _probed({}, python_version=""), "Python 3"),
+    ],
+)
+def test_display_names_carry_framework_or_python_version(
+    ref: str, env: dict[str, str], probe: ProbeResult | None, expected: str
+) -> None:
+    assert display_name_for(ref, _image(ref, env), probe) == f"{expected} · {ref}"
+
+
+def test_a_probe_answer_changes_the_display_name_only() -> None:
+    ref = "me/train:1"
+    before = kernel_spec_dict(ref, _image(ref, {}))
+    after = kernel_spec_dict(ref, _image(ref, {}), probe=_probed({"torch": "2.3.1"}))
+    assert (before["display_name"], after["display_name"]) == (
+        f"Python 3 · {ref}",
+        f"PyTorch 2.3.1 · {ref}",
+    )
+    assert after["metadata"]["gpu_containers"]["framework"] == "PyTorch"
+    assert before["metadata"]["kernel_provisioner"] == after["metadata"]["kernel_provisioner"]

@@ -31,6 +31,8 @@ def test_list_shows_local_images() -> None:
     rows = {row["image"]: row for row in json.loads(out.stdout)}
     assert rows[NGC_IMAGE]["name"] == kernel_name(NGC_IMAGE)
     assert rows[NGC_IMAGE]["display_name"] == f"PyTorch 24.05 · {NGC_IMAGE}"
+    # `list` waits for the readiness probes, whose answer names a plain image's Python.
+    assert rows[DEBIAN_IMAGE]["display_name"] == f"Python 3.11 · {DEBIAN_IMAGE}"
 
 
 def test_list_names_images_that_cannot_run_a_kernel() -> None:
