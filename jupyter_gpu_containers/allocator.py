@@ -109,6 +109,10 @@ class GPURequest:
             return cls(ids=tuple(ids))
         raise InvalidGPURequest(f"A GPU request cannot be a {type(value).__name__}.")
 
+    def to_json(self) -> int | list[str]:
+        """The request as stored and reported: a count, or the GPU ids."""
+        return list(self.ids) if self.ids else self.count
+
     def describe(self) -> str:
         if self.ids:
             return "GPU " + ", ".join(self.ids)

@@ -39,8 +39,15 @@ def _holder(h: Holding, mine: bool, show_others: bool, memory: int | None) -> di
 
 
 async def gpu_report(
-    inventory: Inventory, ledger: Ledger, *, uid: str, show_others: bool, allocator: GPUAllocator
+    inventory: Inventory,
+    ledger: Ledger,
+    *,
+    uid: str,
+    show_others: bool,
+    allocator: GPUAllocator,
+    engine_error: str = "",
 ) -> dict[str, Any]:
+    """The GPUs and their holders. ``engine_error``: why the holders are unknown (no engine)."""
     devices = inventory.allocatable()
     memory = (
         await asyncio.to_thread(_memory_by_container, devices) if inventory.source == "nvml" else {}
@@ -61,6 +68,7 @@ async def gpu_report(
         "max_kernels_per_gpu": allocator.max_kernels_per_gpu if allocator.policy == "shared" else 1,
         "max_gpus_per_user": allocator.max_gpus_per_user,
         "gpus": rows,
+        "engine_error": engine_error,
     }
 
 
@@ -87,6 +95,14 @@ def my_allocations(inventory: Inventory, ledger: Ledger, uid: str) -> list[dict[
     for entry in by_kernel.values():
         entry["gpus"].sort(key=lambda g: str(g["index"]))
     return sorted(by_kernel.values(), key=lambda e: e["since"])
+
+
+def kernel_gpus(inventory: Inventory, ledger: Ledger, uid: str, kernel_id: str) -> list[Any]:
+    """The GPUs one of this user's kernels holds now, as my_allocations lists them."""
+    for entry in my_allocations(inventory, ledger, uid):
+        if entry["kernel_id"] == kernel_id:
+            return list(entry["gpus"])
+    return []
 
 
 def preflight(

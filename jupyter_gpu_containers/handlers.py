@@ -3,6 +3,8 @@
 - ``GET  /gpu-containers/status``: is the Docker engine usable, how many container kernel specs.
 - ``GET  /gpu-containers/gpus``: the host's GPUs, each with its holders.
 - ``GET  /gpu-containers/allocations``: this user's kernels that hold GPUs.
+- ``GET  /gpu-containers/notebooks/kernel?path=dir/nb.ipynb``: what a notebook's toolbar shows:
+  its stored GPU request, and its running kernel (spec, image, the GPUs it holds, its state).
 - ``POST /gpu-containers/notebooks/kernel``: remember a notebook's GPU request, then start its
   kernel (or restart it, or switch it to another kernel spec) under that request.
 - ``GET  /gpu-containers/images``: the catalog (local and listed images, readiness, verdicts).
@@ -12,6 +14,10 @@
 - ``GET /gpu-containers/registries``; ``PUT``/``DELETE
   /gpu-containers/registries/<registry>/credentials``: a user's own registry login, kept in this
   server's memory only and never returned.
+
+Without a Docker engine (a Binder-style host) every GET still answers: ``/status`` says why in
+``engine.message``; ``/gpus``, ``/allocations`` and ``/images`` answer 200 with what is known
+without the engine (the GPUs, the listed images) and the engine's sentence in ``engine_error``.
 
 The whole API is described in ``openapi.yaml`` next to this module.
 """
@@ -36,8 +42,8 @@ from .allocator import GPUAllocator, GPURequest, Ledger, current_ledger
 from .catalog import CatalogInputs, ImageCatalog, catalog_rows
 from .credentials import Credential
 from .engine import engine_for
-from .errors import ContainerKernelError
-from .gpu_report import gpu_report, my_allocations, preflight
+from .errors import ContainerKernelError, EngineUnavailable
+from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
 from .gpus import Inventory, shared_inventory
 from .launchplan import ContainerPolicy, effective_state_dir, inside
 from .notebook_requests import NotebookRequests
@@ -73,6 +79,15 @@ class GPUContainersHandler(APIHandler):
         state_dir = effective_state_dir(ContainerPolicy(parent=mkm))
         return inventory, await current_ledger(engine_for(mkm), state_dir)
 
+    async def gpu_state_or_reason(self) -> tuple[Inventory, Ledger, str]:
+        """gpu_state, for reads that must answer without an engine too: then the ledger is
+        empty (who holds what is unknown) and the third item is the engine's sentence."""
+        try:
+            inventory, ledger = await self.gpu_state()
+        except EngineUnavailable as e:
+            return await shared_inventory(self.kernel_manager).read(), Ledger(), e.sentence
+        return inventory, ledger, ""
+
 
 class StatusHandler(GPUContainersHandler):
     """Whether the Docker engine answers, and how many container kernel specs it yields."""
@@ -103,13 +118,14 @@ class GPUsHandler(GPUContainersHandler):
     @authorized
     async def get(self) -> None:
         mkm = self.kernel_manager
-        inventory, ledger = await self.gpu_state()
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
         report = await gpu_report(
             inventory,
             ledger,
             uid=self.uid,
             show_others=GPUVisibility(parent=self.serverapp).show_other_users,
             allocator=GPUAllocator(parent=mkm),
+            engine_error=engine_error,
         )
         self.finish(json.dumps(report))
 
@@ -118,55 +134,71 @@ class AllocationsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        inventory, ledger = await self.gpu_state()
-        self.finish(json.dumps({"allocations": my_allocations(inventory, ledger, self.uid)}))
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        allocations = my_allocations(inventory, ledger, self.uid)
+        self.finish(json.dumps({"allocations": allocations, "engine_error": engine_error}))
 
 
 class NotebookKernelHandler(GPUContainersHandler):
-    """Start, restart or switch a notebook's kernel with a GPU request that the notebook keeps.
+    """A notebook's kernel and GPU request: read them (GET), or start, restart or switch the
+    kernel under a request that the notebook keeps (POST).
 
-    Body: {"path": "dir/nb.ipynb", "gpus": 2 | ["0", "GPU-…"] | null, "kernel_name": "…"?}.
+    POST body: {"path": "dir/nb.ipynb", "gpus": 2 | ["0", "GPU-…"] | null, "kernel_name": "…"?,
+    "start": true?}. ``start: false`` checks and stores the request without starting anything.
     The request is stored for the notebook (null: back to the kernel spec's default), so any later
     start of a kernel for it (a restart, reopening it next week) gets the same GPUs request.
     """
 
     @web.authenticated
     @authorized
+    async def get(self) -> None:
+        """?path=dir/nb.ipynb: the stored request, and the notebook's kernel (null without one)."""
+        path, os_path = self._notebook(self.get_query_argument("path", ""))
+        stored = await asyncio.to_thread(NotebookRequests(parent=self.serverapp).get, os_path)
+        session = await self._session_of(path)
+        kernel, default = await self._kernel_view(session) if session else (None, None)
+        self.finish(
+            json.dumps({"path": path, "request": stored, "default": default, "kernel": kernel})
+        )
+
+    @web.authenticated
+    @authorized
     async def post(self) -> None:
         body = json_object(self)
-        path = body.get("path")
-        if not isinstance(path, str) or not path.endswith(".ipynb"):
-            raise web.HTTPError(400, 'Give the notebook\'s path, e.g. {"path": "dir/nb.ipynb"}.')
-        root = self.kernel_manager.root_dir
-        os_path = os.path.join(root, *path.strip("/").split("/"))
-        if "\0" in path or not inside(os_path, root):
-            raise web.HTTPError(400, f"The notebook path {path!r} is outside the workspace.")
+        path, os_path = self._notebook(body.get("path"))
         kernel_name = body.get("kernel_name")
         if kernel_name is not None and not isinstance(kernel_name, str):
             raise web.HTTPError(400, "kernel_name must be a kernel spec name.")
         gpus = body.get("gpus")
         request = GPURequest.parse(gpus) if gpus is not None else None
+        start = body.get("start", True)
+        if not isinstance(start, bool):
+            raise web.HTTPError(400, "start must be true or false.")
 
         sm, km = self.session_manager, self.kernel_manager
-        sessions = [s for s in await sm.list_sessions() if s.get("path") == path]
-        session = sessions[0] if sessions else None
-        running_id = session["kernel"]["id"] if session else None
+        session = await self._session_of(path)
+        running_id = str(session["kernel"]["id"]) if session else ""
         running = km.get_kernel(running_id) if running_id else None
         target = kernel_name or (running.kernel_name if running else None)
         if not target:
             raise web.HTTPError(400, "This notebook has no kernel yet: give kernel_name.")
 
-        # Refuse before touching a running kernel when the GPUs cannot be had now.
+        # Refuse before touching a running kernel when the GPUs cannot be had now. The running
+        # kernel's own GPUs count as free: a restart keeps them, and a switch frees them first.
         spec_default = self._spec_default(target)  # also: 404 for an unknown kernel spec
         effective = request if request is not None else spec_default
-        keep_id = str(running_id) if (running and running.kernel_name == target) else ""
         if effective.wants_gpus:
             inventory, ledger = await self.gpu_state()
             preflight(
-                GPUAllocator(parent=self.kernel_manager), inventory, ledger, effective, keep_id
+                GPUAllocator(parent=self.kernel_manager), inventory, ledger, effective, running_id
             )
         await asyncio.to_thread(NotebookRequests(parent=self.serverapp).set, os_path, gpus)
 
+        if not start:
+            # The request is kept for the next start: JupyterLab starting the notebook's kernel
+            # itself (its own session) finds it, and no second session is made for the path.
+            self.finish(json.dumps({"session": session, "gpus": gpus}, default=str))
+            return
         if session is None:
             model = await sm.create_session(
                 path=path,
@@ -174,32 +206,107 @@ class NotebookKernelHandler(GPUContainersHandler):
                 type="notebook",
                 kernel_name=KernelName(target),
             )
-        elif keep_id:
+        elif running is not None and running.kernel_name == target:
             provisioner = getattr(running, "provisioner", None)
             if isinstance(provisioner, ContainerProvisioner):
                 provisioner.change_request(effective)
-            await ensure_async(km.restart_kernel(keep_id))
+            await ensure_async(km.restart_kernel(running_id))
             model = await sm.get_session(session_id=session["id"])
         else:  # switch this notebook to another kernel spec (another image)
-            new_id = await sm.start_kernel_for_session(
-                session["id"],
-                path=path,
-                name=session["name"],
-                type="notebook",
-                kernel_name=KernelName(target),
-            )
-            await sm.update_session(session["id"], kernel_id=new_id)
-            await ensure_async(km.shutdown_kernel(running_id))
-            model = await sm.get_session(session_id=session["id"])
+            model = await switch_kernel(sm, km, session, KernelName(target))
         self.finish(json.dumps({"session": model, "gpus": gpus}, default=str))
 
-    def _spec_default(self, kernel_name: str) -> GPURequest:
+    def _notebook(self, path: Any) -> tuple[str, str]:
+        """The notebook's path, and its path on disk; 400 for anything but a .ipynb inside the
+        workspace."""
+        if not isinstance(path, str) or not path.endswith(".ipynb"):
+            raise web.HTTPError(400, 'Give the notebook\'s path, e.g. {"path": "dir/nb.ipynb"}.')
+        root = self.kernel_manager.root_dir
+        os_path = os.path.join(root, *path.strip("/").split("/"))
+        if "\0" in path or not inside(os_path, root):
+            raise web.HTTPError(400, f"The notebook path {path!r} is outside the workspace.")
+        return path, os_path
+
+    async def _session_of(self, path: str) -> dict[str, Any] | None:
+        sessions = [s for s in await self.session_manager.list_sessions() if s.get("path") == path]
+        return sessions[0] if sessions else None
+
+    async def _kernel_view(self, session: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The session's kernel as the toolbar shows it, and its spec's default request."""
+        model = session["kernel"]
+        kernel_id, name = str(model["id"]), str(model["name"])
+        spec = self._spec_or_none(name)
+        provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
+        container = provisioner if isinstance(provisioner, ContainerProvisioner) else None
+        image = spec.metadata.get("gpu_containers", {}).get("image", "") if spec else ""
+        if not image and container:
+            image = container.image  # a hand-written spec, or one whose image is gone since
+        gpus = []
+        if container:  # only container kernels hold GPUs: a native one needs no engine here
+            inventory, ledger = await self.gpu_state()
+            gpus = kernel_gpus(inventory, ledger, self.uid, kernel_id)
+        kernel = {
+            "id": kernel_id,
+            "name": name,
+            "image": image,
+            "display_name": spec.display_name if spec else name,
+            "gpus": gpus,
+            "execution_state": model.get("execution_state", "unknown"),
+        }
+        return kernel, (spec_request(spec).to_json() if spec else None)
+
+    def _spec_or_none(self, kernel_name: str) -> Any:
         try:
-            spec = self.kernel_spec_manager.get_kernel_spec(kernel_name)
-        except Exception as e:
-            raise web.HTTPError(404, f"There is no kernel spec {kernel_name!r}.") from e
-        config = spec.metadata.get("kernel_provisioner", {}).get("config", {})
-        return GPURequest.parse(config.get("gpus"))
+            return self.kernel_spec_manager.get_kernel_spec(kernel_name)
+        except Exception:
+            return None  # removed since the kernel started (its image was deleted, say)
+
+    def _spec_default(self, kernel_name: str) -> GPURequest:
+        spec = self._spec_or_none(kernel_name)
+        if spec is None:
+            raise web.HTTPError(404, f"There is no kernel spec {kernel_name!r}.")
+        return spec_request(spec)
+
+
+def spec_request(spec: Any) -> GPURequest:
+    """A kernel spec's default GPU request (its provisioner config's ``gpus``)."""
+    config = spec.metadata.get("kernel_provisioner", {}).get("config", {})
+    return GPURequest.parse(config.get("gpus"))
+
+
+async def switch_kernel(
+    sm: Any, km: Any, session: dict[str, Any], kernel_name: KernelName
+) -> dict[str, Any]:
+    """Replace a session's kernel by one of another kernel spec, under the same session id.
+
+    The old kernel's container stops first: the GPUs it holds may be the only free ones, and its
+    state is being discarded anyway. It stays registered until the new kernel runs, because
+    jupyter_server drops a session row whose kernel it does not know, and a browser polling the
+    sessions meanwhile would lose the notebook's session. If the new kernel does not start, the
+    old one is shut down for good (the notebook is left without a session, not with one naming
+    a dead kernel) and the launch's error goes to the caller as it is.
+    """
+    old_id = str(session["kernel"]["id"])
+    old = km.get_kernel(old_id)
+    # restart=True: stop the kernel and its container, but keep its entry (and the session row).
+    await ensure_async(old.shutdown_kernel(now=False, restart=True))
+    provisioner = getattr(old, "provisioner", None)
+    if isinstance(provisioner, ContainerProvisioner):
+        # A restart keeps the stopped container to book its GPUs for the next one: not here.
+        await provisioner.cleanup(restart=False)
+    try:
+        new_id = await sm.start_kernel_for_session(
+            session["id"],
+            path=session["path"],
+            name=session["name"],
+            type=session["type"],
+            kernel_name=kernel_name,
+        )
+        await sm.update_session(session["id"], kernel_id=new_id)
+    finally:
+        await ensure_async(km.shutdown_kernel(old_id, now=True))
+    model: dict[str, Any] = await sm.get_session(session_id=session["id"])
+    return model
 
 
 # Probes started by catalog reads that did not wait for them (kept so they are not collected).
@@ -208,14 +315,19 @@ _background: set[asyncio.Future[Any]] = set()
 
 class ImagesHandler(GPUContainersHandler):
     """The catalog. ``?wait=1`` waits for the readiness probes of images not probed yet (else
-    they run in the background and the rows say so)."""
+    they run in the background and the rows say so). Without an engine: the listed images only,
+    and ``engine_error`` says why."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         app = self.serverapp
         engine = engine_for(app)
-        images = await engine.list_images()
+        engine_error = ""
+        try:
+            images = await engine.list_images()
+        except EngineUnavailable as e:  # the listed images and the host can still be shown
+            images, engine_error = [], e.sentence
         inventory = await shared_inventory(self.kernel_manager).read()
         probe = readiness_probe(app)
         # cached() may read the probe's disk cache: off the event loop.
@@ -250,7 +362,7 @@ class ImagesHandler(GPUContainersHandler):
             "reason": inventory.reason,
             "source": inventory.source,
         }
-        self.finish(json.dumps({"images": rows, "host": host}))
+        self.finish(json.dumps({"images": rows, "host": host, "engine_error": engine_error}))
 
 
 class PullsHandler(GPUContainersHandler):

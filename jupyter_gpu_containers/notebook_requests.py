@@ -60,7 +60,7 @@ class NotebookRequests(LoggingConfigurable):
             if request is None:
                 data.pop(key, None)
             else:
-                data[key] = {"gpus": list(request.ids) if request.ids else request.count}
+                data[key] = {"gpus": request.to_json()}
             directory = os.path.dirname(self.store_path)
             os.makedirs(directory, mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".notebook-requests-")

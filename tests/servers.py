@@ -91,9 +91,10 @@ class Server:
             except OSError:
                 time.sleep(0.1)
         # Ready once the extension has reattached or swept what earlier servers left (it does
-        # so just after the server starts listening).
+        # so just after the server starts listening), or found that no engine answers.
+        ready = ("Kernel containers at start", "Kernel containers were not checked at start")
         for _ in range(150):
-            if self.process.poll() is not None or "Kernel containers at start" in self.output():
+            if self.process.poll() is not None or any(m in self.output() for m in ready):
                 break
             time.sleep(0.1)
         if self.process.poll() is not None:

@@ -3,19 +3,26 @@ request that survives restarts and reopening the notebook. Real engine, static G
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import nvml_double
 import pytest
 from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     NVML_DOUBLE_CONFIG,
+    STATIC_GPUS,
     TEST_LABEL,
     TEST_RUN,
+    install_spec,
     kernel_container,
     kernel_name,
 )
@@ -29,6 +36,22 @@ pytestmark = pytest.mark.usefixtures("docker_client")
 
 async def get(jp_fetch: Any, *path: str) -> Any:
     return json.loads((await jp_fetch("gpu-containers", *path)).body)
+
+
+async def notebook_state(jp_fetch: Any, path: str) -> Any:
+    response = await jp_fetch("gpu-containers", "notebooks", "kernel", params={"path": path})
+    return json.loads(response.body)
+
+
+async def sessions_of(jp_fetch: Any, path: str) -> list[Any]:
+    sessions = json.loads((await jp_fetch("api", "sessions")).body)
+    return [s for s in sessions if s["path"] == path]
+
+
+def containers_of(docker_client: Any, kernel_id: str) -> list[Any]:
+    return list(
+        docker_client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
+    )
 
 
 async def post_request(jp_fetch: Any, body: dict[str, Any]) -> Any:
@@ -162,6 +185,193 @@ async def test_notebook_request_survives_restart_and_reopening(
     assert kernel_container(docker_client, switched["session"]["kernel"]["id"]).labels[L.GPUS] == ""
 
 
+# A second GPU image (another kernel spec): the NGC-like one with a label of its own.
+OTHER_GPU_IMAGE = f"jgc-test/ngc-like-other:{TEST_RUN}"
+
+
+@pytest.fixture
+def other_gpu_image(docker_client: Any) -> Iterator[str]:
+    """Built before the server starts (list it before jp_fetch), so its first listing has it."""
+    dockerfile = f"FROM {NGC_IMAGE}\nLABEL {TEST_LABEL}={TEST_RUN}\n"
+    docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=OTHER_GPU_IMAGE, rm=True, forcerm=True
+    )
+    try:
+        yield OTHER_GPU_IMAGE
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(OTHER_GPU_IMAGE, force=True)
+
+
+async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
+    (jp_root_dir / "work").mkdir()
+    assert await notebook_state(jp_fetch, "work/nb.ipynb") == {
+        "path": "work/nb.ipynb",
+        "request": None,
+        "default": None,
+        "kernel": None,
+    }
+    started = await post_request(
+        jp_fetch, {"path": "work/nb.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": [1, 3]}
+    )
+    state = await notebook_state(jp_fetch, "work/nb.ipynb")
+    kernel = state.pop("kernel")
+    assert state == {"path": "work/nb.ipynb", "request": ["1", "3"], "default": 1}
+    assert kernel.pop("execution_state") in ("starting", "idle", "busy")
+    assert kernel == {
+        "id": started["session"]["kernel"]["id"],
+        "name": kernel_name(NGC_IMAGE),
+        "image": NGC_IMAGE,
+        "display_name": f"PyTorch 24.05 · {NGC_IMAGE}",
+        "gpus": [{"uuid": "GPU-test-1", "index": "1"}, {"uuid": "GPU-test-3", "index": "3"}],
+    }
+    # Back to the spec's default: nothing stored, one GPU.
+    await post_request(jp_fetch, {"path": "work/nb.ipynb", "gpus": None})
+    state = await notebook_state(jp_fetch, "work/nb.ipynb")
+    assert (state["request"], state["default"]) == (None, 1)
+    assert [g["uuid"] for g in state["kernel"]["gpus"]] == ["GPU-test-0"]
+
+    for query, says in [
+        ({}, "notebook's path"),
+        ({"path": "nb.py"}, "notebook's path"),
+        ({"path": "../outside.ipynb"}, "outside the workspace"),
+    ]:
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch("gpu-containers", "notebooks", "kernel", params=query)
+        assert info.value.code == 400 and info.value.response is not None
+        assert says in json.loads(info.value.response.body)["message"]
+
+
+@pytest.mark.server_config(lambda _: {"GPUInventory": {"static_gpus": STATIC_GPUS[:2]}})
+async def test_switch_frees_the_notebooks_gpus_first(
+    other_gpu_image: str,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    jp_root_dir: Path,
+    docker_client: Any,
+) -> None:
+    """The notebook's kernel holds both GPUs of the host: switching it to another GPU image
+    must not fail for want of the GPUs that the switch itself frees."""
+    (jp_root_dir / "switch.ipynb").write_text("{}")
+    first = await post_request(
+        jp_fetch, {"path": "switch.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 2}
+    )
+    old_id = first["session"]["kernel"]["id"]
+    assert await devices_seen(jp_ws_fetch, old_id) == "GPU-test-0,GPU-test-1"
+    # Nothing is free for anyone else.
+    with pytest.raises(HTTPClientError) as info:
+        await post_request(
+            jp_fetch, {"path": "other.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
+        )
+    assert info.value.code == 409
+
+    # A browser polls the sessions all along: the notebook's session must never vanish (it
+    # would drop its connection to the session and show no kernel).
+    seen: list[list[str]] = []
+    switching = asyncio.ensure_future(
+        post_request(
+            jp_fetch,
+            {"path": "switch.ipynb", "kernel_name": kernel_name(other_gpu_image), "gpus": 2},
+        )
+    )
+    while not switching.done():
+        seen.append([s["id"] for s in await sessions_of(jp_fetch, "switch.ipynb")])
+        await asyncio.sleep(0.05)
+    switched = await switching
+    assert len(seen) > 3 and all(ids == [first["session"]["id"]] for ids in seen), seen
+    session = switched["session"]
+    new_id = session["kernel"]["id"]
+    assert session["id"] == first["session"]["id"] and new_id != old_id
+    assert session["kernel"]["name"] == kernel_name(other_gpu_image)
+    assert containers_of(docker_client, old_id) == []
+    # The notebook's stored request reached the new kernel: both GPUs, not the spec's one.
+    assert await devices_seen(jp_ws_fetch, new_id) == "GPU-test-0,GPU-test-1"
+    assert kernel_container(docker_client, new_id).labels[L.GPUS] == "GPU-test-0,GPU-test-1"
+    assert [s["kernel"]["id"] for s in await sessions_of(jp_fetch, "switch.ipynb")] == [new_id]
+    state = await notebook_state(jp_fetch, "switch.ipynb")
+    assert (state["request"], state["default"]) == (2, 1)
+    assert (state["kernel"]["id"], state["kernel"]["image"]) == (new_id, other_gpu_image)
+    assert [g["index"] for g in state["kernel"]["gpus"]] == ["0", "1"]
+
+
+async def test_store_only_starts_nothing(
+    jp_fetch: Any, jp_root_dir: Path, docker_client: Any
+) -> None:
+    """start: false checks and keeps the request; the next start of a kernel for the notebook
+    through the stock sessions API (what JupyterLab does) gets it."""
+    (jp_root_dir / "sub").mkdir()
+    (jp_root_dir / "sub" / "later.ipynb").write_text("{}")
+    reply = await post_request(
+        jp_fetch,
+        {
+            "path": "sub/later.ipynb",
+            "kernel_name": kernel_name(NGC_IMAGE),
+            "gpus": 2,
+            "start": False,
+        },
+    )
+    assert reply == {"session": None, "gpus": 2}
+    assert await sessions_of(jp_fetch, "sub/later.ipynb") == []
+    assert (await notebook_state(jp_fetch, "sub/later.ipynb"))["request"] == 2
+    # As JupyterLab starts a notebook's kernel: a placeholder path beside the notebook, then a
+    # rename to the notebook's path.
+    placeholder = f"sub/{uuid.uuid4()}"
+    created = json.loads(
+        (
+            await jp_fetch(
+                "api",
+                "sessions",
+                method="POST",
+                body=json.dumps(
+                    {
+                        "path": placeholder,
+                        "name": "later.ipynb",
+                        "type": "notebook",
+                        "kernel": {"name": kernel_name(NGC_IMAGE)},
+                    }
+                ),
+            )
+        ).body
+    )
+    kernel_id = created["kernel"]["id"]
+    assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == "GPU-test-0,GPU-test-1"
+    await jp_fetch("api", "sessions", created["id"], method="DELETE")
+    with pytest.raises(HTTPClientError) as info:
+        await post_request(jp_fetch, {"path": "sub/later.ipynb", "gpus": 1, "start": "no"})
+    assert info.value.code == 400
+
+
+async def test_failed_switch_leaves_the_notebook_without_a_session(
+    jp_fetch: Any, jp_data_dir: Path, jp_root_dir: Path, docker_client: Any
+) -> None:
+    """The old kernel is shut down before the new one starts; when the new one cannot start,
+    the launch's sentence comes back and no session names the dead kernel."""
+    absent = install_spec(jp_data_dir, "absent", f"jgc-test/absent:{TEST_RUN}")
+    (jp_root_dir / "gone.ipynb").write_text("{}")
+    first = await post_request(
+        jp_fetch, {"path": "gone.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
+    )
+    old_id = first["session"]["kernel"]["id"]
+    with pytest.raises(HTTPClientError) as info:
+        await post_request(jp_fetch, {"path": "gone.ipynb", "kernel_name": absent, "gpus": 1})
+    assert info.value.code == 404 and info.value.response is not None
+    error = json.loads(info.value.response.body)
+    assert error["reason"] == "Image not found"
+    assert f"jgc-test/absent:{TEST_RUN} is not on this host" in error["message"]
+    assert containers_of(docker_client, old_id) == []
+    assert await sessions_of(jp_fetch, "gone.ipynb") == []
+    state = await notebook_state(jp_fetch, "gone.ipynb")
+    assert (state["request"], state["kernel"]) == (1, None)
+    assert (await get(jp_fetch, "allocations"))["allocations"] == []
+    # The notebook can start again, with the request it keeps.
+    again = await post_request(
+        jp_fetch, {"path": "gone.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
+    )
+    assert (await notebook_state(jp_fetch, "gone.ipynb"))["kernel"]["id"] == again["session"][
+        "kernel"
+    ]["id"]
+
+
 @pytest.mark.parametrize(
     ("body", "code", "says"),
     [
@@ -188,6 +398,7 @@ async def test_endpoints_need_authentication(jp_fetch: Any) -> None:
         ("gpus", "GET"),
         ("allocations", "GET"),
         ("status", "GET"),
+        ("notebooks/kernel", "GET"),
         ("notebooks/kernel", "POST"),
     ]:
         response = await jp_fetch(

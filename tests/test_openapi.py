@@ -807,6 +807,13 @@ async def test_real_responses_match_the_spec(
         )
         assert code == expected, body
 
+    # A notebook's kernel, read: a bad path, then a notebook without a session.
+    state_path = "/gpu-containers/notebooks/kernel"
+    code, error, _ = await call(jp_fetch, conformance, state_path, params={"path": "x.py"})
+    assert code == 400 and "notebook's path" in error["message"]
+    code, state, _ = await call(jp_fetch, conformance, state_path, params={"path": "openapi.ipynb"})
+    assert code == 200 and state["kernel"] is None and state["request"] is None, state
+
     # No login: 403, as a JSON error.
     code, error, _ = await call(
         jp_fetch,
@@ -826,6 +833,10 @@ async def test_real_responses_match_the_spec(
     kernel_id = started["session"]["kernel"]["id"]
     code, report, _ = await call(jp_fetch, conformance, "/gpu-containers/gpus")
     assert [h["kernel_id"] for h in report["gpus"][0]["holders"]] == [kernel_id]
+    code, state, _ = await call(jp_fetch, conformance, state_path, params={"path": "openapi.ipynb"})
+    assert code == 200 and (state["request"], state["default"]) == (1, 0), state
+    assert state["kernel"]["id"] == kernel_id and state["kernel"]["image"] == DEBIAN_IMAGE
+    assert [g["uuid"] for g in state["kernel"]["gpus"]] == ["GPU-test-0"]
 
     # Every operation the spec describes was answered with a success at least once.
     succeeded = {(path, method) for path, method, code in conformance.checked if code[0] == "2"}
