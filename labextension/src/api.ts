@@ -1,7 +1,14 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { IStatus } from './types';
+import {
+  GpuRequest,
+  ICatalog,
+  IGpuReport,
+  INotebookKernelReply,
+  IPull,
+  IStatus
+} from './types';
 
 /**
  * The URL namespace of the server extension's REST API.
@@ -104,6 +111,119 @@ export function getStatus(
   settings?: ServerConnection.ISettings
 ): Promise<IStatus> {
   return requestAPI<IStatus>('status', { method: 'GET' }, settings);
+}
+
+/**
+ * Fetch the host's GPUs and who holds them.
+ */
+export function getGpus(
+  settings?: ServerConnection.ISettings
+): Promise<IGpuReport> {
+  return requestAPI<IGpuReport>('gpus', { method: 'GET' }, settings);
+}
+
+/**
+ * Fetch the image catalog. Readiness probes of new images run in the
+ * background: their rows say `kernel_ready: null` until a later fetch.
+ */
+export function getImages(
+  settings?: ServerConnection.ISettings
+): Promise<ICatalog> {
+  return requestAPI<ICatalog>('images', { method: 'GET' }, settings);
+}
+
+/**
+ * Start a pull of `image`, or join the one under way.
+ *
+ * @param auth Credentials for this pull only; the stored ones when omitted.
+ */
+export function startPull(
+  image: string,
+  auth?: { username: string; password: string },
+  settings?: ServerConnection.ISettings
+): Promise<IPull> {
+  return requestAPI<IPull>(
+    'pulls',
+    {
+      method: 'POST',
+      body: JSON.stringify(auth ? { image, auth } : { image })
+    },
+    settings
+  );
+}
+
+/**
+ * Cancel a pull; resolves with its final snapshot.
+ */
+export function cancelPull(
+  pullId: string,
+  settings?: ServerConnection.ISettings
+): Promise<IPull> {
+  return requestAPI<IPull>(
+    `pulls/${encodeURIComponent(pullId)}`,
+    { method: 'DELETE' },
+    settings
+  );
+}
+
+/**
+ * Store the user's own login for a registry in the server's memory.
+ */
+export function putRegistryCredentials(
+  registry: string,
+  username: string,
+  password: string,
+  settings?: ServerConnection.ISettings
+): Promise<void> {
+  return requestAPI<void>(
+    `registries/${encodeURIComponent(registry)}/credentials`,
+    { method: 'PUT', body: JSON.stringify({ username, password }) },
+    settings
+  );
+}
+
+/**
+ * Give a notebook a kernel of `kernelName` with `gpus`, remembered for it:
+ * starts one when it has none, restarts it for a new GPU request, or switches
+ * it to another image (the old kernel is shut down). With `start` false the
+ * request is only checked and stored, for the next start of the notebook's
+ * kernel.
+ */
+export function startNotebookKernel(
+  path: string,
+  kernelName: string | null,
+  gpus: GpuRequest,
+  settings?: ServerConnection.ISettings,
+  start = true
+): Promise<INotebookKernelReply> {
+  return requestAPI<INotebookKernelReply>(
+    'notebooks/kernel',
+    {
+      method: 'POST',
+      body: JSON.stringify({ path, kernel_name: kernelName, gpus, start })
+    },
+    settings
+  );
+}
+
+/**
+ * The URL of a pull's server-sent event stream. `EventSource` cannot send
+ * headers: the token, when the page has one, goes in the query.
+ */
+export function pullEventsUrl(
+  pullId: string,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): string {
+  const url = URLExt.join(
+    settings.baseUrl,
+    API_NAMESPACE,
+    'pulls',
+    encodeURIComponent(pullId),
+    'events'
+  );
+  return settings.token
+    ? `${url}?token=${encodeURIComponent(settings.token)}`
+    : url;
 }
 
 /**

@@ -1,11 +1,37 @@
 import {
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { ILauncher } from '@jupyterlab/launcher';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { getStatus } from './api';
+import { askRegistryLogin } from './credentials';
+import { engineProblem } from './format';
+import { gpuContainersIcon } from './icon';
+import { GpuContainersModel, messageOf } from './model';
+import { KernelImageItem, launchNotebook, switchNotebook } from './notebook';
+import { GpuContainersPanel, IPanelActions } from './panel';
 import { describeStatus } from './status';
+import { IImageRow } from './types';
+
+/**
+ * The plugin's id, also the key of its settings.
+ */
+export const PLUGIN_ID = 'jupyter-gpu-containers:plugin';
+
+/**
+ * Command ids.
+ */
+export namespace CommandIDs {
+  export const openPanel = 'gpu-containers:open-panel';
+  export const switchImage = 'gpu-containers:switch-image';
+  export const refreshImages = 'gpu-containers:refresh-images';
+}
 
 /**
  * Ask the server for the container engine's status and tell people when the
@@ -27,15 +53,164 @@ async function reportStatus(app: JupyterFrontEnd): Promise<void> {
 }
 
 /**
- * The jupyter-gpu-containers front end: reports the container engine's status.
+ * Pull an image and say how it ended; when the registry refuses the login,
+ * ask for one and try again.
+ */
+async function pullImage(
+  model: GpuContainersModel,
+  row: IImageRow
+): Promise<void> {
+  try {
+    let final = await model.pull(row.reference);
+    // 403: the registry refused the login (or none was given).
+    while (final.state === 'error' && final.error_status === 403) {
+      const login = await askRegistryLogin(row.registry, final.message);
+      if (!login) {
+        return;
+      }
+      final = await model.pull(row.reference, login);
+    }
+    if (final.state === 'error') {
+      Notification.error(`Pull of ${row.reference} failed: ${final.message}`, {
+        autoClose: false
+      });
+    } else if (final.state === 'done') {
+      Notification.success(`${row.reference} is pulled.`, { autoClose: 5000 });
+    }
+  } catch (error) {
+    Notification.error(messageOf(error), { autoClose: false });
+  }
+}
+
+/**
+ * The jupyter-gpu-containers front end: the GPU Containers panel, the
+ * notebook toolbar item, commands, settings and a Launcher card.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'jupyter-gpu-containers:plugin',
+  id: PLUGIN_ID,
   description:
-    'Runs Jupyter kernels inside Docker containers; reports the container engine status.',
+    'Runs Jupyter kernels inside GPU framework containers: GPUs, images, pulls and per-notebook images.',
   autoStart: true,
-  activate: (app: JupyterFrontEnd): void => {
+  optional: [
+    ICommandPalette,
+    IDefaultFileBrowser,
+    ILauncher,
+    ILayoutRestorer,
+    INotebookTracker,
+    ISettingRegistry
+  ],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    browser: IDefaultFileBrowser | null,
+    launcher: ILauncher | null,
+    restorer: ILayoutRestorer | null,
+    notebooks: INotebookTracker | null,
+    settingRegistry: ISettingRegistry | null
+  ): void => {
     void reportStatus(app);
+    const model = new GpuContainersModel({
+      serverSettings: app.serviceManager.serverSettings
+    });
+
+    const actions: IPanelActions = {
+      launch: (row, gpus) =>
+        launchNotebook(app, model, row, gpus, browser?.model.path ?? ''),
+      pull: row => pullImage(model, row),
+      cancel: async row => {
+        try {
+          await model.cancel(row.reference);
+        } catch (error) {
+          Notification.error(messageOf(error), { autoClose: false });
+        }
+      },
+      openNotebook: path => {
+        void app.commands.execute('docmanager:open', { path });
+      }
+    };
+    const panel = new GpuContainersPanel(model, actions);
+    app.shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, 'gpu-containers');
+
+    const { commands } = app;
+    commands.addCommand(CommandIDs.openPanel, {
+      label: () =>
+        engineProblem(model.status)
+          ? 'GPU Containers (no Docker engine)'
+          : 'GPU Containers',
+      caption: 'Show the GPUs, who holds them, and the container images',
+      icon: args => (args['isPalette'] ? undefined : gpuContainersIcon),
+      execute: () => app.shell.activateById(panel.id)
+    });
+    const currentNotebook = (): NotebookPanel | null => {
+      const widget = notebooks?.currentWidget ?? null;
+      return widget && widget === app.shell.currentWidget ? widget : null;
+    };
+    commands.addCommand(CommandIDs.switchImage, {
+      label: 'Switch Notebook Image and GPUs…',
+      caption: "Restart this notebook's kernel on another image or GPU count",
+      isEnabled: () => currentNotebook() !== null,
+      execute: async () => {
+        const current = currentNotebook();
+        if (current) {
+          await switchNotebook(app, model, current);
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.refreshImages, {
+      label: 'Refresh GPU Container Images',
+      caption: 'Read the image catalog and the GPUs again',
+      execute: () => model.refresh()
+    });
+    for (const command of Object.values(CommandIDs)) {
+      palette?.addItem({ command, category: 'GPU Containers' });
+    }
+    launcher?.add({
+      command: CommandIDs.openPanel,
+      category: 'Other',
+      rank: 0
+    });
+    // The card's label says when there is no engine: relabel it when that changes.
+    let engineDown: boolean | null = null;
+    model.changed.connect(() => {
+      const down = engineProblem(model.status) !== '';
+      if (down !== engineDown) {
+        engineDown = down;
+        commands.notifyCommandChanged(CommandIDs.openPanel);
+      }
+    });
+
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (notebook: NotebookPanel) => {
+        const item = new KernelImageItem(app, model, notebook);
+        if (
+          !notebook.toolbar.insertAfter('kernelName', 'gpuContainers', item)
+        ) {
+          notebook.toolbar.addItem('gpuContainers', item);
+        }
+        return item;
+      }
+    });
+
+    if (settingRegistry) {
+      void settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const apply = (): void => {
+            model.setIntervals(
+              settings.get('gpuRefreshInterval').composite as number,
+              settings.get('imageRefreshInterval').composite as number
+            );
+          };
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(error => {
+          console.warn(
+            `GPU Containers: settings not loaded: ${messageOf(error)}`
+          );
+        });
+    }
   }
 };
 

@@ -1,49 +1,74 @@
-import { JupyterFrontEnd } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { ILayoutRestorer, JupyterFrontEnd } from '@jupyterlab/application';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { ILauncher } from '@jupyterlab/launcher';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import plugin from '../index';
-import { IStatus } from '../types';
+import { askRegistryLogin } from '../credentials';
+import plugin, { CommandIDs, PLUGIN_ID } from '../index';
+import { GpuContainersModel } from '../model';
+import { KernelImageItem } from '../notebook';
+import { IPanelActions } from '../panel';
+import { IPull, IStatus } from '../types';
+import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
 
-// Keep the real apputils (and its UI toolkit) out of these tests.
-jest.mock('@jupyterlab/apputils', () => ({
-  Notification: { warning: jest.fn(), error: jest.fn() }
+// The JupyterLab UI packages need a DOM, which the node test environment does
+// not have: the plugin only needs their tokens (and Notification) here.
+function mockToken(name: string): unknown {
+  const { Token } = jest.requireActual('@lumino/coreutils');
+  return new Token(`test:${name}`);
+}
+jest.mock('@jupyterlab/application', () => ({
+  ILayoutRestorer: mockToken('ILayoutRestorer')
 }));
+jest.mock('@jupyterlab/apputils', () => ({
+  ICommandPalette: mockToken('ICommandPalette'),
+  Notification: { warning: jest.fn(), error: jest.fn(), success: jest.fn() }
+}));
+jest.mock('@jupyterlab/filebrowser', () => ({
+  IDefaultFileBrowser: mockToken('IDefaultFileBrowser')
+}));
+jest.mock('@jupyterlab/launcher', () => ({
+  ILauncher: mockToken('ILauncher')
+}));
+jest.mock('@jupyterlab/notebook', () => ({
+  INotebookTracker: mockToken('INotebookTracker')
+}));
+jest.mock('@jupyterlab/settingregistry', () => ({
+  ISettingRegistry: mockToken('ISettingRegistry')
+}));
+
+/**
+ * The panels the plugin built, with the model and actions they were given.
+ */
+const mockPanels: Array<{
+  id: string;
+  model: GpuContainersModel;
+  actions: IPanelActions;
+}> = [];
+jest.mock('../panel', () => ({
+  GpuContainersPanel: class {
+    readonly id = 'jgc-panel';
+    constructor(
+      readonly model: GpuContainersModel,
+      readonly actions: IPanelActions
+    ) {
+      mockPanels.push(this);
+    }
+  }
+}));
+jest.mock('../notebook', () => ({
+  KernelImageItem: jest.fn(),
+  launchNotebook: jest.fn(),
+  switchNotebook: jest.fn()
+}));
+jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
+jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/'
-});
-const app = {
-  serviceManager: { serverSettings: settings }
-} as unknown as JupyterFrontEnd;
-
-/**
- * Activate the plugin against a server that answers `body` with `status`,
- * and wait until it has reported.
- */
-async function activate(body: string, status = 200): Promise<void> {
-  jest
-    .spyOn(ServerConnection, 'makeRequest')
-    .mockResolvedValue(new Response(body, { status, statusText: 'Reason' }));
-  const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
-  void plugin.activate(app);
-  for (let i = 0; i < 100; i++) {
-    const calls =
-      log.mock.calls.length +
-      jest.mocked(Notification.warning).mock.calls.length +
-      jest.mocked(Notification.error).mock.calls.length;
-    if (calls > 0) {
-      return;
-    }
-    await new Promise(resolve => setTimeout(resolve, 5));
-  }
-  throw new Error('the plugin did not report');
-}
-
-afterEach(() => {
-  jest.restoreAllMocks();
-  jest.mocked(Notification.warning).mockClear();
-  jest.mocked(Notification.error).mockClear();
 });
 
 const engine = {
@@ -53,46 +78,426 @@ const engine = {
   endpoint: 'unix:///var/run/docker.sock'
 };
 
+/**
+ * A front end with just what the plugin touches.
+ */
+function makeApp() {
+  return {
+    serviceManager: { serverSettings: settings },
+    shell: { add: jest.fn(), activateById: jest.fn(), currentWidget: null },
+    commands: {
+      addCommand: jest.fn(),
+      execute: jest.fn(),
+      notifyCommandChanged: jest.fn()
+    },
+    docRegistry: { addWidgetExtension: jest.fn() }
+  };
+}
+
+type App = ReturnType<typeof makeApp>;
+
+/**
+ * Serve `body` with `status` for the status endpoint, and valid documents
+ * for the model's other reads (a fresh response each time).
+ */
+function serve(body: string, status = 200): void {
+  jest
+    .spyOn(ServerConnection, 'makeRequest')
+    .mockImplementation(async (url: string) => {
+      if (url.endsWith('/gpu-containers/status')) {
+        return new Response(body, { status, statusText: 'Reason' });
+      }
+      if (url.endsWith('/gpu-containers/gpus')) {
+        return new Response(JSON.stringify(makeReport([makeGpu('0')])));
+      }
+      return new Response(JSON.stringify({ images: [], host: { gpus: 1 } }), {
+        status: 200
+      });
+    });
+}
+
+/**
+ * Activate the plugin with `optional` services (all absent by default).
+ */
+function start(
+  app: App,
+  optional: {
+    palette?: unknown;
+    browser?: unknown;
+    launcher?: unknown;
+    restorer?: unknown;
+    notebooks?: unknown;
+    settingRegistry?: unknown;
+  } = {}
+): void {
+  void plugin.activate(
+    app as unknown as JupyterFrontEnd,
+    optional.palette ?? null,
+    optional.browser ?? null,
+    optional.launcher ?? null,
+    optional.restorer ?? null,
+    optional.notebooks ?? null,
+    optional.settingRegistry ?? null
+  );
+}
+
+/**
+ * Activate the plugin against a server whose status endpoint answers `body`
+ * with `status`, and wait until it has reported.
+ */
+async function activate(body: string, status = 200): Promise<App> {
+  serve(body, status);
+  const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+  const app = makeApp();
+  start(app);
+  for (let i = 0; i < 100; i++) {
+    const calls =
+      log.mock.calls.length +
+      jest.mocked(Notification.warning).mock.calls.length +
+      jest.mocked(Notification.error).mock.calls.length;
+    if (calls > 0) {
+      return app;
+    }
+    await jest.advanceTimersByTimeAsync(5);
+  }
+  throw new Error('the plugin did not report');
+}
+
+/**
+ * Wait for pending promises (and the model's first reads) to settle.
+ */
+async function settle(): Promise<void> {
+  await jest.advanceTimersByTimeAsync(20);
+}
+
+/**
+ * The options a command was registered with.
+ */
+function command(app: App, id: string): Record<string, any> {
+  const call = app.commands.addCommand.mock.calls.find(([name]) => name === id);
+  expect(call).toBeDefined();
+  return call![1];
+}
+
+// Fake timers: a disposed lumino Poll leaves its next timeout pending.
+beforeEach(() => {
+  jest.useFakeTimers();
+});
+
+afterEach(() => {
+  for (const panel of mockPanels.splice(0)) {
+    panel.model.dispose();
+  }
+  jest.clearAllTimers();
+  jest.useRealTimers();
+  jest.restoreAllMocks();
+  jest.clearAllMocks();
+});
+
 describe('jupyter-gpu-containers:plugin', () => {
   it('is the auto-started plugin with the expected id', () => {
     expect(plugin.id).toBe('jupyter-gpu-containers:plugin');
+    expect(PLUGIN_ID).toBe(plugin.id);
     expect(plugin.autoStart).toBe(true);
     expect(plugin.requires ?? []).toEqual([]);
   });
 
-  it('logs one line when the engine is reachable', async () => {
-    const status: IStatus = { engine, kernelspecs: 2 };
-    await activate(JSON.stringify(status));
-    expect(console.log).toHaveBeenCalledTimes(1);
-    expect(console.log).toHaveBeenCalledWith(
-      'jupyter-gpu-containers: engine 27.3.1, 2 container kernel specs'
-    );
-    expect(Notification.warning).not.toHaveBeenCalled();
-    expect(Notification.error).not.toHaveBeenCalled();
+  it('takes every JupyterLab service as optional, in the order activate expects', () => {
+    expect(plugin.optional).toEqual([
+      ICommandPalette,
+      IDefaultFileBrowser,
+      ILauncher,
+      ILayoutRestorer,
+      INotebookTracker,
+      ISettingRegistry
+    ]);
+    // The app, then one argument per optional service.
+    expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
   });
 
-  it('warns once, without closing, when the engine is unreachable', async () => {
-    const status: IStatus = {
-      engine: { ...engine, ok: false, message: 'Docker is not running.' },
-      kernelspecs: 0
-    };
-    await activate(JSON.stringify(status));
-    expect(Notification.warning).toHaveBeenCalledTimes(1);
-    expect(Notification.warning).toHaveBeenCalledWith(
-      'Docker is not running.',
-      {
-        autoClose: false
+  describe('status report', () => {
+    it('logs one line when the engine is reachable', async () => {
+      const status: IStatus = { engine, kernelspecs: 2 };
+      await activate(JSON.stringify(status));
+      await settle();
+      expect(console.log).toHaveBeenCalledTimes(1);
+      expect(console.log).toHaveBeenCalledWith(
+        'jupyter-gpu-containers: engine 27.3.1, 2 container kernel specs'
+      );
+      expect(Notification.warning).not.toHaveBeenCalled();
+      expect(Notification.error).not.toHaveBeenCalled();
+    });
+
+    it('warns once, without closing, when the engine is unreachable', async () => {
+      const status: IStatus = {
+        engine: { ...engine, ok: false, message: 'Docker is not running.' },
+        kernelspecs: 0
+      };
+      await activate(JSON.stringify(status));
+      await settle();
+      expect(Notification.warning).toHaveBeenCalledTimes(1);
+      expect(Notification.warning).toHaveBeenCalledWith(
+        'Docker is not running.',
+        { autoClose: false }
+      );
+      expect(Notification.error).not.toHaveBeenCalled();
+    });
+
+    it("shows the server's sentence when the request fails", async () => {
+      await activate('{"message": "Engine lookup failed."}', 500);
+      await settle();
+      expect(Notification.error).toHaveBeenCalledTimes(1);
+      expect(jest.mocked(Notification.error).mock.calls[0][0]).toBe(
+        'GPU containers: Engine lookup failed.'
+      );
+      expect(Notification.warning).not.toHaveBeenCalled();
+    });
+  });
+
+  describe('activation', () => {
+    const reachable = JSON.stringify({ engine, kernelspecs: 1 });
+
+    it('builds one panel on a model of the server, in the left area', async () => {
+      const app = await activate(reachable);
+      expect(mockPanels).toHaveLength(1);
+      const [panel] = mockPanels;
+      expect(panel.model).toBeInstanceOf(GpuContainersModel);
+      expect(panel.model.serverSettings).toBe(settings);
+      expect(app.shell.add).toHaveBeenCalledTimes(1);
+      expect(app.shell.add.mock.calls[0][0]).toBe(panel);
+      expect(app.shell.add.mock.calls[0][1]).toBe('left');
+    });
+
+    it('works without any optional service', async () => {
+      const app = await activate(reachable);
+      const ids = app.commands.addCommand.mock.calls.map(([id]) => id);
+      expect(ids).toEqual(
+        expect.arrayContaining([
+          CommandIDs.openPanel,
+          CommandIDs.switchImage,
+          CommandIDs.refreshImages
+        ])
+      );
+      expect(app.docRegistry.addWidgetExtension).toHaveBeenCalledWith(
+        'Notebook',
+        expect.anything()
+      );
+    });
+
+    it('adds the commands to the palette and a card to the launcher, and restores the panel', () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const app = makeApp();
+      const palette = { addItem: jest.fn() };
+      const launcher = { add: jest.fn() };
+      const restorer = { add: jest.fn() };
+      start(app, { palette, launcher, restorer });
+      const [panel] = mockPanels;
+      expect(restorer.add).toHaveBeenCalledWith(panel, expect.any(String));
+      expect(palette.addItem.mock.calls.map(([item]) => item.command)).toEqual(
+        expect.arrayContaining(Object.values(CommandIDs))
+      );
+      expect(launcher.add).toHaveBeenCalledWith(
+        expect.objectContaining({ command: CommandIDs.openPanel })
+      );
+    });
+
+    it('opens the panel, and says in its label when there is no engine', async () => {
+      const app = await activate(reachable);
+      const open = command(app, CommandIDs.openPanel);
+      open.execute();
+      expect(app.shell.activateById).toHaveBeenCalledWith('jgc-panel');
+      const model = mockPanels[0].model;
+      await model.refreshGpus();
+      expect(open.label()).toBe('GPU Containers');
+      serve(
+        JSON.stringify({
+          engine: { ...engine, ok: false, message: 'Docker is down.' },
+          kernelspecs: 0
+        })
+      );
+      await model.refreshGpus();
+      expect(open.label()).toBe('GPU Containers (no Docker engine)');
+      expect(app.commands.notifyCommandChanged).toHaveBeenCalledWith(
+        CommandIDs.openPanel
+      );
+    });
+
+    it('refreshes the model from the refresh command', async () => {
+      const app = await activate(reachable);
+      const refresh = jest
+        .spyOn(GpuContainersModel.prototype, 'refresh')
+        .mockResolvedValue();
+      await command(app, CommandIDs.refreshImages).execute();
+      expect(refresh).toHaveBeenCalledTimes(1);
+    });
+
+    it("enables the switch command only for the shell's current notebook", async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const app = makeApp();
+      const notebook = { id: 'nb' };
+      const notebooks = { currentWidget: notebook };
+      start(app, { notebooks });
+      const switchImage = command(app, CommandIDs.switchImage);
+      expect(switchImage.isEnabled()).toBe(false);
+      (app.shell as { currentWidget: unknown }).currentWidget = notebook;
+      expect(switchImage.isEnabled()).toBe(true);
+    });
+
+    it('puts the image item in the toolbar of every notebook', async () => {
+      const app = await activate(reachable);
+      const [, extension] = app.docRegistry.addWidgetExtension.mock.calls[0];
+      const after = {
+        toolbar: { insertAfter: jest.fn(() => true), addItem: jest.fn() }
+      };
+      const item = extension.createNew(after);
+      expect(KernelImageItem).toHaveBeenCalledWith(
+        app,
+        mockPanels[0].model,
+        after
+      );
+      expect(after.toolbar.insertAfter).toHaveBeenCalledWith(
+        'kernelName',
+        expect.any(String),
+        item
+      );
+      expect(after.toolbar.addItem).not.toHaveBeenCalled();
+      // A toolbar without a kernel name item gets it at the end.
+      const plain = {
+        toolbar: { insertAfter: jest.fn(() => false), addItem: jest.fn() }
+      };
+      const other = extension.createNew(plain);
+      expect(plain.toolbar.addItem).toHaveBeenCalledWith(
+        expect.any(String),
+        other
+      );
+    });
+
+    it('applies the refresh intervals from the settings, and their changes', async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const setIntervals = jest.spyOn(
+        GpuContainersModel.prototype,
+        'setIntervals'
+      );
+      const values: Record<string, number> = {
+        gpuRefreshInterval: 10,
+        imageRefreshInterval: 120
+      };
+      const listeners: Array<() => void> = [];
+      const loaded = {
+        get: (key: string) => ({ composite: values[key] }),
+        changed: { connect: (listener: () => void) => listeners.push(listener) }
+      };
+      const settingRegistry = { load: jest.fn().mockResolvedValue(loaded) };
+      start(makeApp(), { settingRegistry });
+      await settle();
+      expect(settingRegistry.load).toHaveBeenCalledWith(PLUGIN_ID);
+      expect(setIntervals).toHaveBeenCalledWith(10, 120);
+      values.gpuRefreshInterval = 2;
+      for (const listener of listeners) {
+        listener();
       }
-    );
-    expect(Notification.error).not.toHaveBeenCalled();
+      expect(setIntervals).toHaveBeenLastCalledWith(2, 120);
+    });
+
+    it('warns when the settings cannot be loaded', async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const warn = jest
+        .spyOn(console, 'warn')
+        .mockImplementation(() => undefined);
+      const settingRegistry = {
+        load: jest.fn().mockRejectedValue(new Error('No schema.'))
+      };
+      start(makeApp(), { settingRegistry });
+      await settle();
+      expect(warn).toHaveBeenCalledWith(expect.stringContaining('No schema.'));
+    });
   });
 
-  it("shows the server's sentence when the request fails", async () => {
-    await activate('{"message": "Engine lookup failed."}', 500);
-    expect(Notification.error).toHaveBeenCalledTimes(1);
-    expect(jest.mocked(Notification.error).mock.calls[0][0]).toBe(
-      'GPU containers: Engine lookup failed.'
-    );
-    expect(Notification.warning).not.toHaveBeenCalled();
+  describe('panel actions', () => {
+    const reachable = JSON.stringify({ engine, kernelspecs: 1 });
+    const row = makeRow();
+    const done = makePull({ state: 'done', phase: 'complete' });
+    const refused: IPull = makePull({
+      state: 'error',
+      error_status: 403,
+      message: 'unauthorized: authentication required'
+    });
+
+    async function actions(): Promise<IPanelActions> {
+      await activate(reachable);
+      return mockPanels[0].actions;
+    }
+
+    it('pulls an image and says when it is pulled', async () => {
+      const pull = jest
+        .spyOn(GpuContainersModel.prototype, 'pull')
+        .mockResolvedValue(done);
+      await (await actions()).pull(row);
+      expect(pull).toHaveBeenCalledWith(row.reference);
+      expect(Notification.success).toHaveBeenCalledTimes(1);
+      expect(jest.mocked(Notification.success).mock.calls[0][0]).toContain(
+        row.reference
+      );
+    });
+
+    it("shows the pull's error", async () => {
+      jest
+        .spyOn(GpuContainersModel.prototype, 'pull')
+        .mockResolvedValue(
+          makePull({ state: 'error', message: 'manifest unknown' })
+        );
+      await (await actions()).pull(row);
+      expect(Notification.error).toHaveBeenCalledTimes(1);
+      expect(jest.mocked(Notification.error).mock.calls[0][0]).toContain(
+        'manifest unknown'
+      );
+      expect(askRegistryLogin).not.toHaveBeenCalled();
+    });
+
+    it('asks for a login when the registry refuses, and pulls again with it', async () => {
+      const pull = jest
+        .spyOn(GpuContainersModel.prototype, 'pull')
+        .mockResolvedValueOnce(refused)
+        .mockResolvedValueOnce(done);
+      const login = { username: '$oauthtoken', password: 'key' };
+      jest.mocked(askRegistryLogin).mockResolvedValue(login);
+      await (await actions()).pull(row);
+      expect(askRegistryLogin).toHaveBeenCalledWith(
+        'nvcr.io',
+        'unauthorized: authentication required'
+      );
+      expect(pull).toHaveBeenLastCalledWith(row.reference, login);
+      expect(Notification.success).toHaveBeenCalledTimes(1);
+    });
+
+    it('stops quietly when the login is not given', async () => {
+      jest
+        .spyOn(GpuContainersModel.prototype, 'pull')
+        .mockResolvedValue(refused);
+      jest.mocked(askRegistryLogin).mockResolvedValue(null);
+      await (await actions()).pull(row);
+      expect(GpuContainersModel.prototype.pull).toHaveBeenCalledTimes(1);
+      expect(Notification.error).not.toHaveBeenCalled();
+      expect(Notification.success).not.toHaveBeenCalled();
+    });
+
+    it("shows the server's sentence when a pull cannot start or be cancelled", async () => {
+      jest
+        .spyOn(GpuContainersModel.prototype, 'pull')
+        .mockRejectedValue(new Error('Pulls are disabled.'));
+      jest
+        .spyOn(GpuContainersModel.prototype, 'cancel')
+        .mockRejectedValue(new Error('No pull pull-1.'));
+      const panel = await actions();
+      await panel.pull(row);
+      await panel.cancel(row);
+      expect(
+        jest.mocked(Notification.error).mock.calls.map(([text]) => text)
+      ).toEqual(['Pulls are disabled.', 'No pull pull-1.']);
+    });
   });
 });

@@ -1,0 +1,150 @@
+/**
+ * Documents as the server sends them, for the unit tests: each factory gives
+ * a complete, valid document that a test overrides field by field.
+ */
+import {
+  ICatalog,
+  IGpu,
+  IGpuReport,
+  IHolder,
+  IImageRow,
+  IPull,
+  IStatus
+} from '../types';
+
+export function makeRow(overrides: Partial<IImageRow> = {}): IImageRow {
+  return {
+    reference: 'nvcr.io/nvidia/pytorch:24.05-py3',
+    registry: 'nvcr.io',
+    listed: true,
+    description: 'NVIDIA PyTorch',
+    allowed: true,
+    allowed_reason: '',
+    pull_id: '',
+    pulled: true,
+    id: 'sha256:1111111111111111111111111111111111111111111111111111111111111111',
+    digest:
+      'nvcr.io/nvidia/pytorch@sha256:2222222222222222222222222222222222222222222222222222222222222222',
+    size: 9_800_000_000,
+    created: '2024-05-20T10:00:00Z',
+    framework: 'PyTorch',
+    framework_version: '2.4.0a0',
+    framework_release: '24.05',
+    cuda_version: '12.4',
+    gpu: true,
+    verdict: {
+      outcome: 'native',
+      reason: 'The driver supports CUDA 12.4.',
+      needed_driver: '550.54'
+    },
+    kernel_name: 'gpu-pytorch-24.05',
+    kernel_ready: true,
+    kernel_ready_reason: '',
+    python: '/usr/bin/python3',
+    python_version: '3.10',
+    ipykernel_version: '6.29.4',
+    frameworks: { torch: '2.4.0a0' },
+    ...overrides
+  };
+}
+
+export function makeHolder(overrides: Partial<IHolder> = {}): IHolder {
+  return {
+    mine: false,
+    kernel_id: '',
+    user: '',
+    notebook: '',
+    image: '',
+    since: 1_700_000_000,
+    memory_used: null,
+    ...overrides
+  };
+}
+
+export function makeGpu(
+  index: string,
+  holders: IHolder[] = [],
+  overrides: Partial<IGpu> = {}
+): IGpu {
+  return {
+    index,
+    uuid: `GPU-${index}`,
+    name: 'NVIDIA A100-SXM4-80GB',
+    brand: 'tesla',
+    compute_capability: '8.0',
+    memory_total: 80_000_000_000,
+    memory_used: 1_000_000_000,
+    utilization: 0,
+    mig_enabled: false,
+    parent_uuid: '',
+    holders,
+    ...overrides
+  };
+}
+
+export function makeReport(
+  gpus: IGpu[],
+  overrides: Partial<IGpuReport> = {}
+): IGpuReport {
+  return {
+    source: 'nvml',
+    reason: '',
+    driver_version: '550.54.15',
+    cuda_driver_version: '12.4',
+    policy: 'exclusive',
+    max_kernels_per_gpu: 1,
+    max_gpus_per_user: 0,
+    gpus,
+    engine_error: '',
+    ...overrides
+  };
+}
+
+export function makePull(overrides: Partial<IPull> = {}): IPull {
+  return {
+    id: 'pull-1',
+    image: 'nvcr.io/nvidia/pytorch:24.05-py3',
+    registry: 'nvcr.io',
+    state: 'pulling',
+    phase: 'downloading',
+    message: '',
+    error_status: 0,
+    total_bytes: 300_000_000,
+    downloaded_bytes: 120_000_000,
+    extracted_layers: 0,
+    progress: 0.4,
+    digest: '',
+    started: 1_700_000_000,
+    finished: 0,
+    ...overrides
+  };
+}
+
+export function makeStatus(
+  overrides: Partial<IStatus['engine']> = {}
+): IStatus {
+  return {
+    engine: {
+      ok: true,
+      message: 'Docker engine 27.3.1 answered.',
+      version: '27.3.1',
+      endpoint: 'unix:///var/run/docker.sock',
+      ...overrides
+    },
+    kernelspecs: 2
+  };
+}
+
+export function makeCatalog(images: IImageRow[]): ICatalog {
+  return {
+    images,
+    engine_error: '',
+    host: {
+      gpus: 2,
+      driver_version: '550.54.15',
+      cuda_driver_version: '12.4',
+      reason: '',
+      source: 'nvml'
+    }
+  };
+}

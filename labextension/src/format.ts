@@ -1,0 +1,437 @@
+/**
+ * Pure helpers that turn the server's documents into what the panel and the
+ * toolbar show. No DOM, no requests: everything here is unit-tested.
+ */
+import {
+  GpuRequest,
+  IGpu,
+  IGpuReport,
+  IHolder,
+  IImageRow,
+  IPull,
+  IStatus,
+  VerdictOutcome
+} from './types';
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
+
+/**
+ * A byte count for people: `1.5 GB`, `300 MB`, `0 B` (powers of 1000, as the
+ * Docker CLI shows image sizes). `null` (unknown) is an em dash.
+ */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) {
+    return '—';
+  }
+  const rounded = (value: number, unit: number): number => {
+    const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
+    return Number(value.toFixed(digits));
+  };
+  let value = Math.max(0, bytes);
+  let unit = 0;
+  // Compare the rounded value: 999,999 B is `1 MB`, not `1000 KB`.
+  while (rounded(value, unit) >= 1000 && unit < UNITS.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${rounded(value, unit)} ${UNITS[unit]}`;
+}
+
+/**
+ * How a verdict is shown: a short badge label and the CSS modifier that
+ * colours it.
+ */
+export interface IVerdictBadge {
+  label: string;
+  tone: 'good' | 'warn' | 'bad' | 'neutral';
+}
+
+const BADGES: Record<VerdictOutcome, IVerdictBadge> = {
+  native: { label: 'Compatible', tone: 'good' },
+  compat: { label: 'Compat mode', tone: 'warn' },
+  'cannot-run': { label: 'Cannot run here', tone: 'bad' },
+  'cpu-only': { label: 'CPU build', tone: 'neutral' },
+  'no-gpus': { label: 'No GPUs here', tone: 'neutral' },
+  unknown: { label: 'Unknown', tone: 'neutral' }
+};
+
+/**
+ * The badge for a verdict outcome (an unexpected outcome reads "Unknown").
+ */
+export function verdictBadge(outcome: string): IVerdictBadge {
+  return BADGES[outcome as VerdictOutcome] ?? BADGES.unknown;
+}
+
+/**
+ * Whether an image may run on this host at all: everything but a driver
+ * that is too old, and verdicts that cannot be known.
+ */
+export function isCompatible(row: IImageRow): boolean {
+  const outcome = row.verdict.outcome;
+  return outcome !== 'cannot-run' && outcome !== 'unknown';
+}
+
+/**
+ * Whether a kernel can be started on the image now.
+ */
+export function isLaunchable(row: IImageRow): boolean {
+  return (
+    row.pulled && row.allowed && row.kernel_ready === true && !!row.kernel_name
+  );
+}
+
+/**
+ * Why an image cannot be launched, or `''` when it can.
+ */
+export function launchBlocker(row: IImageRow): string {
+  if (!row.allowed) {
+    return row.allowed_reason || 'The administrator does not allow this image.';
+  }
+  if (!row.pulled) {
+    return 'Not on this host yet: pull it first.';
+  }
+  if (row.kernel_ready === null) {
+    return (
+      row.kernel_ready_reason || 'Still checking whether it can run a kernel.'
+    );
+  }
+  if (!row.kernel_ready) {
+    return row.kernel_ready_reason || 'This image cannot run a kernel.';
+  }
+  if (!row.kernel_name) {
+    return 'This image is not offered as a kernel on this server.';
+  }
+  return '';
+}
+
+/**
+ * The short name of an image reference: the last path part with its tag
+ * (`nvcr.io/nvidia/pytorch:24.05-py3` → `pytorch:24.05-py3`). A digest is
+ * cut to 12 hex digits.
+ */
+export function shortImageName(reference: string): string {
+  const [name, digest] = reference.split('@');
+  const slash = name.lastIndexOf('/');
+  const last = name.slice(slash + 1);
+  if (digest) {
+    const hex = digest.replace(/^sha256:/, '').slice(0, 12);
+    return `${last}@${hex}`;
+  }
+  return last;
+}
+
+/**
+ * The label of an image's framework group: `PyTorch`, or `Python` for images
+ * with no known framework.
+ */
+export function frameworkGroup(row: IImageRow): string {
+  return row.framework || 'Python';
+}
+
+/**
+ * The framework and its version in a few words: `PyTorch 24.05 (2.4.0a0)`,
+ * `TensorFlow 2.16.1`, `Python 3.11`.
+ */
+export function frameworkLabel(row: IImageRow): string {
+  if (row.framework) {
+    const release = row.framework_release;
+    const version = row.framework_version;
+    if (release && version && release !== version) {
+      return `${row.framework} ${release} (${version})`;
+    }
+    return `${row.framework} ${release || version}`.trim();
+  }
+  return row.python_version ? `Python ${row.python_version}` : 'Python';
+}
+
+/**
+ * The filters the panel offers over the catalog.
+ */
+export interface IImageFilter {
+  /**
+   * Words that must all appear in the reference, framework or description.
+   */
+  query: string;
+  kernelReady: boolean;
+  compatible: boolean;
+  pulled: boolean;
+}
+
+/**
+ * The rows that pass a filter.
+ */
+export function filterImages(
+  rows: IImageRow[],
+  filter: IImageFilter
+): IImageRow[] {
+  const words = filter.query.toLowerCase().split(/\s+/).filter(Boolean);
+  return rows.filter(row => {
+    if (filter.kernelReady && row.kernel_ready !== true) {
+      return false;
+    }
+    if (filter.compatible && !isCompatible(row)) {
+      return false;
+    }
+    if (filter.pulled && !row.pulled) {
+      return false;
+    }
+    const haystack = [
+      row.reference,
+      frameworkLabel(row),
+      row.description,
+      row.cuda_version ? `cuda ${row.cuda_version}` : ''
+    ]
+      .join(' ')
+      .toLowerCase();
+    return words.every(word => haystack.includes(word));
+  });
+}
+
+/**
+ * Rows grouped by framework: groups in alphabetical order with `Python`
+ * last, rows in the catalog's order.
+ */
+export function groupByFramework(
+  rows: IImageRow[]
+): Array<{ group: string; rows: IImageRow[] }> {
+  const groups = new Map<string, IImageRow[]>();
+  for (const row of rows) {
+    const key = frameworkGroup(row);
+    const list = groups.get(key) ?? [];
+    list.push(row);
+    groups.set(key, list);
+  }
+  return [...groups.entries()]
+    .sort(([a], [b]) =>
+      a === 'Python' ? 1 : b === 'Python' ? -1 : a.localeCompare(b)
+    )
+    .map(([group, list]) => ({ group, rows: list }));
+}
+
+/**
+ * Who holds a GPU, in a few words, from this user's point of view.
+ */
+export function holderLabel(holder: IHolder): string {
+  if (holder.mine) {
+    // A kernel started without a notebook (a console, the REST API).
+    return holder.notebook
+      ? `Your notebook ${holder.notebook.split('/').pop()}`
+      : 'Your kernel';
+  }
+  return holder.user ? `${holder.user}` : 'Another user';
+}
+
+/**
+ * Whether another kernel can still be placed on a GPU.
+ */
+export function hasRoom(gpu: IGpu, report: IGpuReport): boolean {
+  const limit = report.policy === 'shared' ? report.max_kernels_per_gpu : 1;
+  return gpu.holders.length < Math.max(1, limit);
+}
+
+/**
+ * The GPUs a kernel could get now: those with room, plus those that
+ * `kernelId` itself holds (a restart gives them back first).
+ */
+export function availableGpus(
+  report: IGpuReport | null,
+  kernelId = ''
+): IGpu[] {
+  if (!report) {
+    return [];
+  }
+  return report.gpus.filter(
+    gpu =>
+      hasRoom(gpu, report) ||
+      (kernelId !== '' && gpu.holders.some(h => h.kernel_id === kernelId))
+  );
+}
+
+/**
+ * The GPUs a kernel holds, by index (`['0', '1']`).
+ */
+export function gpusOfKernel(
+  report: IGpuReport | null,
+  kernelId: string
+): string[] {
+  if (!report || !kernelId) {
+    return [];
+  }
+  return report.gpus
+    .filter(gpu => gpu.holders.some(h => h.mine && h.kernel_id === kernelId))
+    .map(gpu => gpu.index);
+}
+
+/**
+ * The GPUs part of a label: `no GPU`, `GPU 0`, `GPUs 0,1`.
+ */
+export function gpuListLabel(indexes: string[]): string {
+  if (indexes.length === 0) {
+    return 'no GPU';
+  }
+  return `${indexes.length === 1 ? 'GPU' : 'GPUs'} ${indexes.join(',')}`;
+}
+
+/**
+ * One choice in a GPU selector, and why it is disabled when it is.
+ */
+export interface IGpuChoice {
+  /**
+   * The select's value: `count:N` or `id:<uuid>`.
+   */
+  value: string;
+  label: string;
+  request: GpuRequest;
+  disabled: boolean;
+  reason: string;
+}
+
+/**
+ * The GPU choices for a launch of `row` (or a switch of a kernel that holds
+ * GPUs, `kernelId`): counts from 0 to the host's GPUs, then each GPU that is
+ * free on its own. Choices that cannot be met now are disabled with the
+ * reason.
+ */
+export function gpuChoices(
+  report: IGpuReport | null,
+  row: IImageRow | null,
+  kernelId = ''
+): IGpuChoice[] {
+  const total = report ? report.gpus.length : 0;
+  const free = availableGpus(report, kernelId);
+  const noGpuReason = (): string => {
+    if (!report || total === 0) {
+      return describeNoGpus(report);
+    }
+    if (row && !row.gpu) {
+      return 'This image is a CPU build: it cannot use GPUs.';
+    }
+    if (row && row.verdict.outcome === 'cannot-run') {
+      return (
+        row.verdict.reason.trim() ||
+        "This image's CUDA needs a newer NVIDIA driver than this host's."
+      );
+    }
+    return '';
+  };
+  const blocked = noGpuReason();
+  const choices: IGpuChoice[] = [
+    {
+      value: 'count:0',
+      label: 'No GPU',
+      request: 0,
+      disabled: false,
+      reason: ''
+    }
+  ];
+  for (let n = 1; n <= total; n++) {
+    const reason =
+      blocked ||
+      (n > free.length
+        ? free.length === 0
+          ? 'No free GPU: every GPU is taken.'
+          : `Only ${free.length} GPU${free.length === 1 ? ' is' : 's are'} free.`
+        : '');
+    choices.push({
+      value: `count:${n}`,
+      label: `${n} GPU${n === 1 ? '' : 's'}`,
+      request: n,
+      disabled: reason !== '',
+      reason
+    });
+  }
+  if (!blocked) {
+    for (const gpu of report?.gpus ?? []) {
+      const taken = !free.includes(gpu);
+      choices.push({
+        value: `id:${gpu.uuid}`,
+        label: `GPU ${gpu.index} only (${gpu.name})`,
+        request: [gpu.uuid],
+        disabled: taken,
+        reason: taken ? `GPU ${gpu.index} is taken.` : ''
+      });
+    }
+  }
+  return choices;
+}
+
+/**
+ * The default choice for a launch: 1 GPU for a GPU build when one is free,
+ * else no GPU.
+ */
+export function defaultGpuChoice(
+  choices: IGpuChoice[],
+  row: IImageRow
+): string {
+  const one = choices.find(c => c.value === 'count:1');
+  return row.gpu && one && !one.disabled ? one.value : 'count:0';
+}
+
+/**
+ * Why the host has no GPUs to offer, ending with the reassurance that CPU
+ * kernels still work.
+ */
+export function describeNoGpus(report: IGpuReport | null): string {
+  const tail = 'CPU kernels still work.';
+  if (!report) {
+    return `GPUs are unknown: the server has not answered. ${tail}`;
+  }
+  if (report.source === 'static') {
+    return `The administrator's static GPU inventory is empty. ${tail}`;
+  }
+  const reason = report.reason.trim();
+  return reason
+    ? `${reason.replace(/\.?$/, '.')} ${tail}`
+    : `This host has no GPUs. ${tail}`;
+}
+
+/**
+ * The sentence to show when the engine cannot be used, or `''` when it can.
+ */
+export function engineProblem(status: IStatus | null): string {
+  if (!status || status.engine.ok) {
+    return '';
+  }
+  return (
+    status.engine.message.trim() ||
+    `The container engine at ${status.engine.endpoint} is unreachable.`
+  );
+}
+
+/**
+ * A pull's progress in a few words: `Downloading 120 MB of 300 MB (40%)`.
+ */
+export function pullProgressText(pull: IPull): string {
+  switch (pull.state) {
+    case 'queued':
+      return 'Waiting for another pull to finish…';
+    case 'done':
+      return 'Pulled.';
+    case 'cancelled':
+      return 'Cancelled.';
+    case 'error':
+      return pull.message || 'The pull failed.';
+    default:
+      break;
+  }
+  if (pull.phase === 'resolving') {
+    return 'Asking the registry…';
+  }
+  if (
+    pull.phase === 'extracting' &&
+    pull.downloaded_bytes >= pull.total_bytes
+  ) {
+    return `Extracting (${pull.extracted_layers} layer${pull.extracted_layers === 1 ? '' : 's'} done)…`;
+  }
+  const percent = Math.round(Math.min(1, Math.max(0, pull.progress)) * 100);
+  return `Downloading ${formatBytes(pull.downloaded_bytes)} of ${formatBytes(pull.total_bytes)} (${percent}%)`;
+}
+
+/**
+ * A GPU's memory use as a fraction (0 when unknown).
+ */
+export function memoryFraction(gpu: IGpu): number {
+  return gpu.memory_total > 0
+    ? Math.min(1, Math.max(0, gpu.memory_used / gpu.memory_total))
+    : 0;
+}

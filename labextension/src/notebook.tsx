@@ -1,0 +1,384 @@
+/**
+ * Notebooks on images: a new notebook on an image, the toolbar item that shows
+ * a notebook's image and GPUs, and switching a notebook to another image or
+ * GPU count (remembered by the server and in the notebook's metadata).
+ */
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import {
+  Dialog,
+  Notification,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { KernelSpec } from '@jupyterlab/services';
+import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { startNotebookKernel } from './api';
+import { gpuListLabel, gpusOfKernel, shortImageName } from './format';
+import { gpuContainersIcon } from './icon';
+import { GpuContainersModel, messageOf } from './model';
+import { ImagePicker } from './picker';
+import { GpuRequest, IImageRow } from './types';
+
+/**
+ * How long to wait for the page to see the kernel the server started.
+ */
+const ATTACH_TIMEOUT_MS = 15000;
+
+/**
+ * The image reference of a kernel spec, or `''` for a kernel that does not
+ * run in a container.
+ */
+export function imageOfSpec(spec: KernelSpec.ISpecModel | undefined): string {
+  const meta = spec?.metadata?.['gpu_containers'] as
+    { image?: unknown } | undefined;
+  return typeof meta?.image === 'string' ? meta.image : '';
+}
+
+/**
+ * The kernel spec's model by name, from the page's kernel spec manager.
+ */
+function specOf(
+  app: JupyterFrontEnd,
+  name: string
+): KernelSpec.ISpecModel | undefined {
+  return app.serviceManager.kernelspecs.specs?.kernelspecs[name] ?? undefined;
+}
+
+/**
+ * The notebook content a new notebook on `kernelName` starts with: the
+ * kernel spec in its metadata, so it reopens on the same image.
+ */
+function emptyNotebook(
+  kernelName: string,
+  spec: KernelSpec.ISpecModel | undefined
+): Record<string, unknown> {
+  return {
+    cells: [],
+    metadata: {
+      kernelspec: {
+        name: kernelName,
+        display_name: spec?.display_name ?? kernelName,
+        language: spec?.language ?? 'python'
+      }
+    },
+    nbformat: 4,
+    nbformat_minor: 5
+  };
+}
+
+/**
+ * Create a notebook in `directory` and start its kernel on the image with
+ * `gpus`, then open it. A refused start (no free GPU, image cannot run here)
+ * is shown with the server's sentence and leaves no notebook behind.
+ */
+export async function launchNotebook(
+  app: JupyterFrontEnd,
+  model: GpuContainersModel,
+  row: IImageRow,
+  gpus: GpuRequest,
+  directory: string
+): Promise<void> {
+  const contents = app.serviceManager.contents;
+  const spec = specOf(app, row.kernel_name);
+  let path = '';
+  try {
+    const created = await contents.newUntitled({
+      path: directory,
+      type: 'notebook'
+    });
+    path = created.path;
+    await contents.save(path, {
+      type: 'notebook',
+      format: 'json',
+      content: emptyNotebook(row.kernel_name, spec)
+    });
+    await startNotebookKernel(
+      path,
+      row.kernel_name,
+      gpus,
+      model.serverSettings
+    );
+  } catch (error) {
+    if (path) {
+      await contents.delete(path).catch(() => undefined);
+    }
+    await showErrorMessage(
+      `Could not start a kernel on ${shortImageName(row.reference)}`,
+      messageOf(error)
+    );
+    return;
+  }
+  // The page must know the session before the notebook opens: a notebook that
+  // finds none for its path starts one of its own (a second kernel).
+  await app.serviceManager.sessions.refreshRunning();
+  await app.commands.execute('docmanager:open', {
+    path,
+    factory: 'Notebook',
+    kernel: { name: row.kernel_name }
+  });
+  void model.refreshGpus();
+}
+
+/**
+ * Ask for an image and GPUs for the notebook, confirm when that discards a
+ * running kernel, then restart or switch its kernel.
+ */
+export async function switchNotebook(
+  app: JupyterFrontEnd,
+  model: GpuContainersModel,
+  panel: NotebookPanel
+): Promise<void> {
+  const context = panel.sessionContext;
+  if (!model.catalog) {
+    await model.refreshImages();
+  }
+  if (!model.catalog) {
+    await showErrorMessage(
+      'Images unavailable',
+      model.catalogError || 'The image list could not be read.'
+    );
+    return;
+  }
+  const kernel = context.session?.kernel ?? null;
+  const held = kernel ? gpusOfKernel(model.gpus, kernel.id).length : 0;
+  const picker = new ImagePicker(
+    model.catalog.images,
+    model.gpus,
+    kernel?.name ?? '',
+    kernel?.id ?? '',
+    held
+  );
+  const result = await showDialog({
+    title: `Image and GPUs for ${panel.context.localPath.split('/').pop()}`,
+    body: picker,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Switch' })],
+    focusNodeSelector: 'select'
+  });
+  if (!result.button.accept || !result.value) {
+    return;
+  }
+  const { kernelName, gpus, problem } = result.value;
+  if (problem) {
+    await showErrorMessage('Cannot switch', problem);
+    return;
+  }
+  if (kernel && !['dead', 'unknown'].includes(context.kernelDisplayStatus)) {
+    const sameImage = kernel.name === kernelName;
+    const confirm = await showDialog({
+      title: sameImage ? 'Restart the kernel?' : 'Switch the image?',
+      body:
+        `The kernel will restart in a new container${sameImage ? '' : ' of the chosen image'}: ` +
+        'its variables and everything else in its memory are lost. ' +
+        'The notebook stays open and keeps its cells and outputs.',
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({ label: sameImage ? 'Restart' : 'Switch' })
+      ]
+    });
+    if (!confirm.button.accept) {
+      return;
+    }
+  }
+  await applyKernelChoice(app, model, panel, kernelName, gpus);
+}
+
+/**
+ * Start, restart or switch the notebook's kernel through the server (which
+ * remembers the GPU request for the notebook), attach the page to the new
+ * kernel, and save the kernel spec in the notebook so it reopens on it.
+ */
+export async function applyKernelChoice(
+  app: JupyterFrontEnd,
+  model: GpuContainersModel,
+  panel: NotebookPanel,
+  kernelName: string,
+  gpus: GpuRequest
+): Promise<void> {
+  const context = panel.sessionContext;
+  const image = imageOfSpec(specOf(app, kernelName)) || kernelName;
+  const what = `${shortImageName(image)} with ${gpuCountLabel(gpus)}`;
+  const id = Notification.emit(`Starting ${what}…`, 'in-progress', {
+    autoClose: false
+  });
+  try {
+    if (context.session) {
+      const reply = await startNotebookKernel(
+        panel.context.path,
+        kernelName,
+        gpus,
+        model.serverSettings
+      );
+      // The server changed the session's kernel: have the page see it now
+      // rather than at the next poll of the sessions.
+      await app.serviceManager.sessions.refreshRunning();
+      await waitForKernel(panel, reply.session?.kernel.id ?? '');
+    } else {
+      // No session: the server keeps the request, and the page starts the
+      // kernel its own way (a session made by the server would be a second).
+      await startNotebookKernel(
+        panel.context.path,
+        kernelName,
+        gpus,
+        model.serverSettings,
+        false
+      );
+      await context.changeKernel({ name: kernelName });
+    }
+    const spec = specOf(app, kernelName);
+    panel.model?.setMetadata('kernelspec', {
+      name: kernelName,
+      display_name: spec?.display_name ?? kernelName,
+      language: spec?.language ?? 'python'
+    });
+    await panel.context.save();
+    Notification.update({
+      id,
+      message: `Running on ${what}.`,
+      type: 'success',
+      autoClose: 3000
+    });
+  } catch (error) {
+    Notification.dismiss(id);
+    await showErrorMessage(`Could not start ${what}`, messageOf(error));
+  } finally {
+    void model.refreshGpus();
+  }
+}
+
+/**
+ * Resolve once the notebook's session runs kernel `kernelId`.
+ */
+function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
+  const context = panel.sessionContext;
+  if (context.session?.kernel?.id === kernelId) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (context.session?.kernel?.id === kernelId) {
+        done();
+        resolve();
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(
+        new Error(
+          'The kernel started, but this page did not attach to it: reload the page.'
+        )
+      );
+    }, ATTACH_TIMEOUT_MS);
+    const done = (): void => {
+      clearTimeout(timer);
+      context.kernelChanged.disconnect(check);
+    };
+    context.kernelChanged.connect(check);
+  });
+}
+
+function gpuCountLabel(gpus: GpuRequest): string {
+  if (Array.isArray(gpus)) {
+    return gpus.length === 1 ? '1 chosen GPU' : `${gpus.length} chosen GPUs`;
+  }
+  if (gpus === null) {
+    return 'its default GPUs';
+  }
+  return gpus === 0 ? 'no GPU' : gpus === 1 ? '1 GPU' : `${gpus} GPUs`;
+}
+
+/**
+ * The toolbar item: the kernel's image (short name) and its GPUs; a click
+ * opens the picker.
+ */
+export class KernelImageItem extends ReactWidget {
+  constructor(
+    private readonly _app: JupyterFrontEnd,
+    private readonly _model: GpuContainersModel,
+    private readonly _panel: NotebookPanel
+  ) {
+    super();
+    this.addClass('jgc-toolbar-item');
+    const context = _panel.sessionContext;
+    // A new kernel (start, restart, switch): its GPUs are worth reading now.
+    context.kernelChanged.connect(this._refreshGpus, this);
+    context.statusChanged.connect(this._onStatus, this);
+    // The label follows the session as it comes, changes and goes.
+    context.sessionChanged.connect(this._rerender, this);
+    context.kernelChanged.connect(this._rerender, this);
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this._model.changed}>
+        {() => this._renderButton()}
+      </UseSignal>
+    );
+  }
+
+  private _renderButton(): JSX.Element {
+    const context = this._panel.sessionContext;
+    const kernel = context.session?.kernel ?? null;
+    const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
+    const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
+    const label = !kernel
+      ? 'No kernel'
+      : image
+        ? `${shortImageName(image)} · ${gpuListLabel(gpus)}`
+        : 'Not in a container';
+    return (
+      <button
+        className="jp-ToolbarButtonComponent jgc-toolbar-button"
+        data-image={image}
+        data-gpus={gpus.join(',')}
+        title={
+          image
+            ? `Kernel image ${image}, ${gpuListLabel(gpus)}. Click to switch the image or the GPUs.`
+            : 'Click to run this notebook in a container image.'
+        }
+        onClick={() => void switchNotebook(this._app, this._model, this._panel)}
+      >
+        <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
+        <span className="jgc-toolbar-label">{label}</span>
+      </button>
+    );
+  }
+
+  override dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    const context = this._panel.sessionContext;
+    context.kernelChanged.disconnect(this._refreshGpus, this);
+    context.statusChanged.disconnect(this._onStatus, this);
+    context.sessionChanged.disconnect(this._rerender, this);
+    context.kernelChanged.disconnect(this._rerender, this);
+    super.dispose();
+  }
+
+  private _rerender(): void {
+    this.update();
+  }
+
+  private _refreshGpus(): void {
+    void this._model.refreshGpus();
+  }
+
+  private _onStatus(): void {
+    this.update();
+    // The GPUs change when a kernel comes up (after a start or restart).
+    const status = this._panel.sessionContext.kernelDisplayStatus;
+    if (
+      this._lastStatus !== 'idle' &&
+      this._lastStatus !== 'busy' &&
+      status === 'idle'
+    ) {
+      this._refreshGpus();
+    }
+    this._lastStatus = status;
+  }
+
+  private _lastStatus = '';
+}
