@@ -13,6 +13,8 @@ export default defineConfig([
       'jupyter_gpu_containers/labextension/',
       'lib/',
       'node_modules/',
+      '**/playwright-report/',
+      '**/test-results/',
       '**/*.d.ts'
     ]
   },
@@ -47,6 +49,16 @@ export default defineConfig([
       curly: ['error', 'all'],
       eqeqeq: 'error',
       'prefer-arrow-callback': 'error'
+    }
+  },
+  {
+    // The UI tests run in node under playwright, not in the labextension's build.
+    files: ['ui-tests/**/*.ts'],
+    languageOptions: {
+      parserOptions: {
+        project: ['ui-tests/tsconfig.json'],
+        tsconfigRootDir: import.meta.dirname
+      }
     }
   },
   {

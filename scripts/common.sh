@@ -4,6 +4,10 @@
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${JGC_VENV:-$repo/.venv}
 
+# Playwright (a dev dependency, for the UI tests) must never fetch browsers of its own: the UI
+# tests use the distribution's Chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
 log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -49,12 +53,14 @@ install_project() {
     || { log "the package did not install"; return 1; }
 }
 
-# Everything both commands need, in order: packages, a running engine, the local images
-# (demo or test), and the project itself (with extras, e.g. "[test]").
+# Everything both commands need, in order: packages (any arguments after the first two are extra
+# Debian packages), a running engine, the local images (demo or test), and the project itself
+# (with extras, e.g. "[test]").
 prepare_machine() {
   local images=$1 extras=${2:-}
+  shift "$(($# < 2 ? $# : 2))"
   cd "$repo"
-  install_system_packages
+  install_system_packages "$@"
   bash "$repo/scripts/ensure-docker.sh"
   bash "$repo/scripts/build-images.sh" "$images"
   install_project "$extras"

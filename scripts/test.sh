@@ -7,7 +7,8 @@
 #   scripts/test.sh -k expr    extra arguments go to pytest
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-prepare_machine test "[test]"
+# Chromium for the UI tests (playwright drives it; it never downloads a browser).
+prepare_machine test "[test]" chromium
 
 # A non-root user in the docker group: the tests that prove files come out owned by the user run
 # a Jupyter server as this user (sessions and CI run as root).
@@ -42,6 +43,17 @@ rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then log "pytest collected no tests"; rc=1; fi
 [ "$rc" -eq 0 ] || status=1
+
+# The UI tests, after a fresh labextension build: JupyterLab in Chromium against a server of their
+# own (ui-tests/start-server.sh), whose containers carry this run's label like the others. On a
+# free port: a demo server may hold 8888.
+free_port() {
+  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+UI_TEST_PORT=${UI_TEST_PORT:-$(free_port)}
+UI_TEST_NO_ENGINE_PORT=${UI_TEST_NO_ENGINE_PORT:-$(free_port)}
+export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT
+run npm run --silent ui-test
 
 run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN
 leftover=$(docker ps -aq --filter "label=$run_label" | wc -l)

@@ -1,0 +1,95 @@
+/**
+ * Playwright configuration of the UI tests: galata's base configuration, this machine's Chromium
+ * (no browser is ever downloaded) and one JupyterLab server that start-server.sh runs.
+ *
+ * The values the tests share with the server travel in the environment: workers inherit it from
+ * the runner, which evaluates this file first.
+ */
+import * as path from 'path';
+
+import { defineConfig, type PlaywrightTestConfig } from '@playwright/test';
+
+// The module declares no types (its .d.ts is empty); galata's own documentation requires it.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const baseConfig: PlaywrightTestConfig = require('@jupyterlab/galata/lib/playwright-config');
+
+const port = (process.env.UI_TEST_PORT ??= '8888');
+// One per port: two servers on one port cannot run anyway, and start-server.sh wipes it at start.
+process.env.UI_TEST_HOME ??= `/tmp/jgc-ui-tests-${port}`;
+// scripts/test.sh sets it, so that its leak check looks for this run's containers.
+process.env.JGC_TEST_RUN ??= `ui-${Date.now()}`;
+
+const baseURL = `http://127.0.0.1:${port}`;
+// A second server as on Binder: no Docker engine (tests/binder.spec.ts).
+const noEnginePort = (process.env.UI_TEST_NO_ENGINE_PORT ??= String(
+  Number(port) + 1
+));
+process.env.UI_TEST_NO_ENGINE_URL ??= `http://127.0.0.1:${noEnginePort}`;
+
+export default defineConfig({
+  ...baseConfig,
+  testDir: './tests',
+  outputDir: './test-results',
+  // One server, one GPU ledger: tests that allocate GPUs must not overlap.
+  workers: 1,
+  fullyParallel: false,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  // Kernels start in containers (1-3 s each, more on a loaded 2-core machine), and some tests
+  // restart the server.
+  timeout: 120_000,
+  expect: { timeout: 20_000 },
+  reporter: [
+    ['list'],
+    ['html', { open: 'never', outputFolder: 'playwright-report' }]
+  ],
+  use: {
+    ...baseConfig.use,
+    baseURL,
+    actionTimeout: 20_000,
+    navigationTimeout: 60_000,
+    trace: 'retain-on-failure',
+    screenshot: 'only-on-failure',
+    // Recording needs playwright's own ffmpeg, which is never downloaded.
+    video: 'off',
+    launchOptions: {
+      executablePath: process.env.UI_TEST_CHROMIUM ?? '/usr/bin/chromium'
+    }
+  },
+  webServer: [
+    {
+      command: 'bash start-server.sh',
+      url: `${baseURL}/api`,
+      timeout: 120_000,
+      reuseExistingServer: false,
+      // Without it playwright SIGKILLs the process group, and the supervisor could not remove
+      // the test containers.
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 60_000 },
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: {
+        UI_TEST_LOG_DIR: path.join(__dirname, 'test-results', 'server-logs')
+      }
+    },
+    {
+      command: 'bash start-server.sh',
+      url: `${process.env.UI_TEST_NO_ENGINE_URL}/api`,
+      timeout: 120_000,
+      reuseExistingServer: false,
+      gracefulShutdown: { signal: 'SIGTERM', timeout: 60_000 },
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: {
+        UI_TEST_PORT: noEnginePort,
+        UI_TEST_HOME: `/tmp/jgc-ui-tests-${noEnginePort}`,
+        UI_TEST_NO_ENGINE: '1',
+        UI_TEST_LOG_DIR: path.join(
+          __dirname,
+          'test-results',
+          'server-logs',
+          'no-engine'
+        )
+      }
+    }
+  ]
+});

@@ -1,0 +1,158 @@
+/**
+ * Helpers shared by the UI tests.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
+import type { APIRequestContext } from '@playwright/test';
+
+/** Where start-server.sh keeps the server's home (playwright.config.ts sets it). */
+export const SERVER_HOME = process.env.UI_TEST_HOME ?? '/tmp/jgc-ui-tests-8888';
+export const SERVER_URL = `http://127.0.0.1:${process.env.UI_TEST_PORT ?? '8888'}`;
+
+export const DEBIAN_IMAGE = 'jgc/debian-ipykernel:bookworm';
+export const NGC_IMAGE = 'jgc-test/ngc-like:24.05-py3';
+
+const SERVER_LOG = path.join(SERVER_HOME, 'logs', 'server.log');
+// The extension logs it once the server has reattached or swept the kernel containers of earlier
+// servers (tests/servers.py waits for it too).
+const READY_LINE = 'Kernel containers at start';
+
+function sleep(ms: number): Promise<void> {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+function serverPid(): number | null {
+  try {
+    const pid = parseInt(fs.readFileSync(path.join(SERVER_HOME, 'server.pid'), 'utf8'), 10);
+    return Number.isNaN(pid) ? null : pid;
+  } catch {
+    return null;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readyCount(): number {
+  try {
+    return fs.readFileSync(SERVER_LOG, 'utf8').split(READY_LINE).length - 1;
+  } catch {
+    return 0;
+  }
+}
+
+async function until(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (log: ${SERVER_LOG})`);
+    }
+    await sleep(200);
+  }
+}
+
+async function answers(url: string): Promise<boolean> {
+  try {
+    return (await fetch(url)).ok;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Restart the Jupyter server as a user would: stop it, start it again on the same home, config
+ * and workspace (start-server.sh does), and reload JupyterLab. Returns once the new server has
+ * checked the kernel containers of the old one and the page has restored its layout (documents
+ * that were open are open again).
+ *
+ * SIGTERM (default) is a clean stop: the server shuts its kernels down. SIGKILL leaves their
+ * containers running, for the new server to reattach.
+ */
+export async function restartServer(
+  page: IJupyterLabPageFixture,
+  options: { signal?: NodeJS.Signals; timeoutMs?: number } = {}
+): Promise<void> {
+  const { signal = 'SIGTERM', timeoutMs = 90_000 } = options;
+  const old = serverPid();
+  if (old === null || !alive(old)) {
+    throw new Error(`no running server in ${SERVER_HOME}/server.pid`);
+  }
+  const readyBefore = readyCount();
+  const target = page.url();
+  // Off JupyterLab while no server answers: galata's request mocks fetch on the page's behalf,
+  // and a refused connection there fails the test.
+  await leave(page, 'about:blank', url => url.protocol === 'about:');
+  process.kill(old, signal);
+  await until('the old server to exit', () => !alive(old), timeoutMs);
+  await until(
+    'a new server',
+    () => {
+      const pid = serverPid();
+      return pid !== null && pid !== old && alive(pid);
+    },
+    timeoutMs
+  );
+  await until('the new server to answer', () => answers(`${SERVER_URL}/api`), timeoutMs);
+  // Not fatal if the line never comes (its wording may change): the server answers already.
+  await until('the extension to start', () => readyCount() > readyBefore, 15_000).catch(
+    () => undefined
+  );
+  await leave(page, target, url => url.protocol.startsWith('http'));
+  // Not galata's readiness check (an active Launcher): the restored layout is whatever the page
+  // last saved, and the Launcher may not be in it.
+  await page.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
+  await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.started;
+    await app.restored;
+    // Restored documents are still loading: a notebook shows an empty cell until then.
+    const widgets: any[] = Array.from(app.shell.widgets('main'));
+    await Promise.all(widgets.map(widget => widget.context?.ready));
+  });
+}
+
+// Navigation without galata's goto, which waits for an active Launcher.
+async function leave(
+  page: IJupyterLabPageFixture,
+  url: string,
+  arrived: (url: URL) => boolean
+): Promise<void> {
+  await Promise.all([
+    page.waitForURL(arrived, { waitUntil: 'domcontentloaded' }),
+    page.evaluate(href => {
+      window.location.href = href;
+    }, url)
+  ]);
+}
+
+/** The name of the kernel spec of an image: the server lists one per local image. */
+export async function kernelNameFor(request: APIRequestContext, image: string): Promise<string> {
+  const response = await request.get('/api/kernelspecs');
+  if (!response.ok()) {
+    throw new Error(`GET /api/kernelspecs: ${response.status()}`);
+  }
+  const specs: Record<string, { spec: { metadata?: any } }> = (await response.json())
+    .kernelspecs;
+  const found = Object.entries(specs).find(
+    ([name, { spec }]) =>
+      name.startsWith('gpuc-') &&
+      (spec.metadata?.gpu_containers?.image ??
+        spec.metadata?.kernel_provisioner?.config?.image) === image
+  );
+  if (!found) {
+    throw new Error(`no kernel spec for ${image} among ${Object.keys(specs).join(', ')}`);
+  }
+  return found[0];
+}
