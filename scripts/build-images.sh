@@ -19,7 +19,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 recipe_hash() { # folder [extra-string]
   { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-    sha256sum "$repo/scripts/build-images.sh"
+    sha256sum <"$repo/scripts/build-images.sh"  # the content only: not where the clone lives
     printf '%s' "${2:-}"; } | sha256sum | cut -c1-16
 }
 
