@@ -29,8 +29,8 @@ export JGC_TEST_RUN=${JGC_TEST_RUN:-$(date +%s)-$$}
 status=0
 run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
 
-run ruff check jupyter_gpu_containers tests benchmarks
-run ruff format --check jupyter_gpu_containers tests benchmarks
+run ruff check jupyter_gpu_containers tests benchmarks ui-tests
+run ruff format --check jupyter_gpu_containers tests benchmarks ui-tests
 run mypy
 run npm run --silent lint:check
 run npm test --silent -- --ci

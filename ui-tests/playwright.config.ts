@@ -24,7 +24,41 @@ const baseURL = `http://127.0.0.1:${port}`;
 const noEnginePort = (process.env.UI_TEST_NO_ENGINE_PORT ??= String(
   Number(port) + 1
 ));
-process.env.UI_TEST_NO_ENGINE_URL ??= `http://127.0.0.1:${noEnginePort}`;
+const noEngineURL =
+  (process.env.UI_TEST_NO_ENGINE_URL ??= `http://127.0.0.1:${noEnginePort}`);
+
+/**
+ * A server that start-server.sh runs on `url` (its settings in `env`), its log kept under
+ * test-results/server-logs (one folder per port).
+ */
+function server(
+  url: string,
+  env: Record<string, string>
+): Extract<
+  NonNullable<PlaywrightTestConfig['webServer']>,
+  { command: string }
+> {
+  return {
+    command: 'bash start-server.sh',
+    url: `${url}/api`,
+    timeout: 120_000,
+    reuseExistingServer: false,
+    // Without it playwright SIGKILLs the process group, and the supervisor could not remove the
+    // test containers.
+    gracefulShutdown: { signal: 'SIGTERM', timeout: 60_000 },
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: {
+      ...env,
+      UI_TEST_LOG_DIR: path.join(
+        __dirname,
+        'test-results',
+        'server-logs',
+        env.UI_TEST_PORT ?? port
+      )
+    }
+  };
+}
 
 export default defineConfig({
   ...baseConfig,
@@ -57,39 +91,11 @@ export default defineConfig({
     }
   },
   webServer: [
-    {
-      command: 'bash start-server.sh',
-      url: `${baseURL}/api`,
-      timeout: 120_000,
-      reuseExistingServer: false,
-      // Without it playwright SIGKILLs the process group, and the supervisor could not remove
-      // the test containers.
-      gracefulShutdown: { signal: 'SIGTERM', timeout: 60_000 },
-      stdout: 'pipe',
-      stderr: 'pipe',
-      env: {
-        UI_TEST_LOG_DIR: path.join(__dirname, 'test-results', 'server-logs')
-      }
-    },
-    {
-      command: 'bash start-server.sh',
-      url: `${process.env.UI_TEST_NO_ENGINE_URL}/api`,
-      timeout: 120_000,
-      reuseExistingServer: false,
-      gracefulShutdown: { signal: 'SIGTERM', timeout: 60_000 },
-      stdout: 'pipe',
-      stderr: 'pipe',
-      env: {
-        UI_TEST_PORT: noEnginePort,
-        UI_TEST_HOME: `/tmp/jgc-ui-tests-${noEnginePort}`,
-        UI_TEST_NO_ENGINE: '1',
-        UI_TEST_LOG_DIR: path.join(
-          __dirname,
-          'test-results',
-          'server-logs',
-          'no-engine'
-        )
-      }
-    }
+    server(baseURL, {}),
+    server(noEngineURL, {
+      UI_TEST_PORT: noEnginePort,
+      UI_TEST_HOME: `/tmp/jgc-ui-tests-${noEnginePort}`,
+      UI_TEST_NO_ENGINE: '1'
+    })
   ]
 });

@@ -59,6 +59,32 @@ else
   say "no labextension build in jupyter_gpu_containers/labextension: using the installed one"
 fi
 
+# A private registry with one small image behind a login, for the pull test (its log in and its
+# image are gone when this script ends). Not beside the Binder-like server, which has no engine.
+registry_pid=
+stop_registry() {
+  [ -n "$registry_pid" ] || return 0
+  kill -TERM "$registry_pid" 2>/dev/null
+  wait "$registry_pid" 2>/dev/null
+  registry_pid=
+}
+if [ -z "${UI_TEST_NO_ENGINE:-}" ]; then
+  trap 'stop_registry; exit 1' TERM INT HUP
+  "$venv/bin/python" "$here/private_registry.py" "$home" >>"$home/logs/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 1200); do
+    [ -s "$home/registry.json" ] && break
+    kill -0 "$registry_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ ! -s "$home/registry.json" ]; then
+    say "the private registry did not start; its log ends with:"
+    tail -n 30 "$home/logs/registry.log" >&2
+    stop_registry
+    exit 1
+  fi
+fi
+
 UI_TEST_REPO=$repo "$venv/bin/python" - "$home" <<'PY' || exit 1
 import json
 import os
@@ -98,6 +124,18 @@ config = {
 (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
 # galata's own server settings (its helper labextension above all). The command line below
 # overrides what must differ: address, directories, and no authentication.
+registry = home / "registry.json"
+if registry.exists():
+    config["ImageCatalog"] = {
+        "extra_listed_images": [
+            {
+                "image": json.loads(registry.read_text())["ref"],
+                "description": "A private test image: pulling it needs a login.",
+                "gpu": False,
+            }
+        ]
+    }
+    (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
 if os.environ.get("UI_TEST_NO_ENGINE"):
     # Binder's situation: binder/jupyter_server_config.json, and no Docker engine (a socket
     # nobody listens on).
@@ -143,6 +181,7 @@ finish() {
   trap '' TERM INT HUP
   stop_server
   remove_containers
+  stop_registry
   rm -f "$home/server.pid" "$home/supervisor.pid"
   # The home is kept for a post-mortem unless its logs could be kept elsewhere.
   if [ -n "${UI_TEST_LOG_DIR:-}" ] && mkdir -p "$UI_TEST_LOG_DIR" \

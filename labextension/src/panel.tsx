@@ -28,6 +28,7 @@ import {
   shortImageName,
   verdictBadge
 } from './format';
+import { GpuOptions } from './gpuoptions';
 import { GpuContainersModel } from './model';
 import { gpuContainersIcon } from './icon';
 import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
@@ -446,16 +447,7 @@ function ImageRow(props: {
               title={selected?.reason || 'GPUs for the new notebook'}
               onChange={event => setChoice(event.target.value)}
             >
-              {choices.map(c => (
-                <option
-                  key={c.value}
-                  value={c.value}
-                  disabled={c.disabled}
-                  title={c.reason}
-                >
-                  {c.disabled ? `${c.label} — ${c.reason}` : c.label}
-                </option>
-              ))}
+              <GpuOptions choices={choices} />
             </select>
             <button
               className="jp-mod-styled jp-mod-accept jgc-launch-button"

@@ -12,6 +12,7 @@ import {
   launchBlocker,
   shortImageName
 } from './format';
+import { GpuOptions } from './gpuoptions';
 import { GpuRequest, IGpuReport, IImageRow } from './types';
 
 /**
@@ -136,16 +137,7 @@ function PickerForm(props: {
           value={choice}
           onChange={event => onChange(kernelName, event.target.value)}
         >
-          {choices.map(c => (
-            <option
-              key={c.value}
-              value={c.value}
-              disabled={c.disabled}
-              title={c.reason}
-            >
-              {c.disabled ? `${c.label} — ${c.reason}` : c.label}
-            </option>
-          ))}
+          <GpuOptions choices={choices} />
         </select>
       </label>
       {selected?.disabled && (

@@ -8,7 +8,13 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import { DEBIAN_IMAGE, NGC_IMAGE, restartServer } from './helpers';
+import {
+  DEBIAN_IMAGE,
+  imageRow,
+  NGC_IMAGE,
+  openPanel,
+  restartServer
+} from './helpers';
 
 test.use({
   autoGoto: true,
@@ -23,19 +29,6 @@ test.describe.configure({ mode: 'serial' });
 
 const PROBE =
   "import os, socket; print(socket.gethostname(), os.environ.get('NVIDIA_VISIBLE_DEVICES'))";
-
-async function openPanel(page: IJupyterLabPageFixture): Promise<Locator> {
-  await page.evaluate(async () => {
-    await (window as any).jupyterapp.commands.execute('gpu-containers:open-panel');
-  });
-  const panel = page.locator('#jp-gpu-containers-panel');
-  await expect(panel).toBeVisible();
-  return panel;
-}
-
-function imageRow(panel: Locator, reference: string): Locator {
-  return panel.locator(`.jgc-image[data-reference="${reference}"]`);
-}
 
 /** The path of the notebook in the main area's current tab. */
 async function currentPath(page: IJupyterLabPageFixture): Promise<string> {

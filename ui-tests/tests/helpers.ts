@@ -5,7 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
-import type { APIRequestContext } from '@playwright/test';
+import { expect } from '@jupyterlab/galata';
+import type { APIRequestContext, Locator, Page } from '@playwright/test';
 
 /** Where start-server.sh keeps the server's home (playwright.config.ts sets it). */
 export const SERVER_HOME = process.env.UI_TEST_HOME ?? '/tmp/jgc-ui-tests-8888';
@@ -155,4 +156,29 @@ export async function kernelNameFor(request: APIRequestContext, image: string): 
     throw new Error(`no kernel spec for ${image} among ${Object.keys(specs).join(', ')}`);
   }
   return found[0];
+}
+
+/** Open the GPU Containers panel (through its command: a click on its tab would toggle it). */
+export async function openPanel(page: Page): Promise<Locator> {
+  await page.evaluate(async () => {
+    await (window as any).jupyterapp.commands.execute('gpu-containers:open-panel');
+  });
+  const panel = page.locator('#jp-gpu-containers-panel');
+  await expect(panel).toBeVisible();
+  return panel;
+}
+
+/** An image's row in the panel. */
+export function imageRow(panel: Locator, reference: string): Locator {
+  return panel.locator(`.jgc-image[data-reference="${reference}"]`);
+}
+
+/** What ui-tests/private_registry.py wrote: the private image and the registry's login. */
+export function privateRegistry(): {
+  ref: string;
+  host: string;
+  username: string;
+  password: string;
+} {
+  return JSON.parse(fs.readFileSync(path.join(SERVER_HOME, 'registry.json'), 'utf8'));
 }
