@@ -57,7 +57,10 @@ class Verdict:
 
 # --------------------------------------------------------------------------- versions
 
-_VERSION = re.compile(r"\d+(?:\.\d+)*")
+# ASCII digits only (as the runtime's own parser takes them), at most 9 per part: an image's
+# environment is anyone's text, and a longer run is no version; int() even refuses 4300 digits
+# or more with a ValueError that would fail the whole catalog.
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
 
 
 def _parts(version: str) -> list[int]:
@@ -82,7 +85,7 @@ def _is_version(text: str) -> bool:
     return bool(_VERSION.fullmatch(text.strip()))
 
 
-_CUDA = re.compile(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+_CUDA = re.compile(r"\s*([0-9]{1,9})(?:\.([0-9]{1,9}))?(?:\.([0-9]{1,9}))?(?![0-9])")
 
 
 def _parse_cuda(text: str) -> tuple[int, int, int | None] | None:

@@ -474,7 +474,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def put(self, registry: str) -> None:
-        credential = _credential_from(self.get_json_body(), registry=registry)
+        credential = _credential_from(json_body(self), registry=registry)
         shared_credentials(self.serverapp).set_user(
             credential.registry, credential.username, credential.password
         )
@@ -490,9 +490,25 @@ class RegistryCredentialsHandler(GPUContainersHandler):
         self.finish()
 
 
+def json_body(handler: APIHandler) -> Any:
+    """The request body as JSON, None when empty. Not jupyter_server's get_json_body: that one
+    answers 500 for a body that is not UTF-8, and logs a body that is not JSON at DEBUG, where a
+    malformed credentials body would put its password in the server log."""
+    raw = handler.request.body
+    if not raw:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        # ValueError: not UTF-8, or not JSON; RecursionError: nested too deeply ("[" * 100000).
+        # from None: a JSONDecodeError carries the whole body (its .doc), which must not travel
+        # on as this error's cause into a log formatter or an error reporter.
+        raise web.HTTPError(400, "The request body must be JSON (UTF-8).") from None
+
+
 def json_object(handler: APIHandler) -> dict[str, Any]:
     """The request body, which must be a JSON object (a fuzzer's list or number gets a 400)."""
-    body = handler.get_json_body()
+    body = json_body(handler)
     if body is None:
         return {}
     if not isinstance(body, dict):
