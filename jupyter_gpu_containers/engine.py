@@ -26,6 +26,7 @@ import docker
 import docker.auth
 import docker.constants
 import docker.errors
+import docker.transport.unixconn
 import docker.types
 import requests.exceptions
 from traitlets import Float, Int, Unicode, default
@@ -43,6 +44,25 @@ from .errors import (
 T = TypeVar("T")
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def _unix_connect_closing_on_failure(self: Any) -> None:
+    """docker-py's UnixHTTPConnection.connect, but closing its socket when the connect fails.
+
+    docker-py leaves that socket open: once the engine goes away (stopped, restarted), every
+    call made until it is back (restarter polls, the image watcher) would leak a descriptor.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_socket)
+    except BaseException:
+        sock.close()
+        raise
+    self.sock = sock
+
+
+docker.transport.unixconn.UnixHTTPConnection.connect = _unix_connect_closing_on_failure
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,11 @@ class ContainerSpec:
     device_requests: list[dict[str, Any]] = field(default_factory=list)
     # container port -> (host address, host port); addresses are always loopback.
     port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # Hardened unless the launch plan says otherwise: no capabilities but those given back, and
+    # no privileges gained through setuid binaries.
+    cap_add: list[str] = field(default_factory=list)
+    no_new_privileges: bool = True
+    read_only: bool = False
 
 
 class Engine(LoggingConfigurable):
@@ -159,6 +184,13 @@ class Engine(LoggingConfigurable):
         calls this server has in flight at once.""",
     )
 
+    removal_retry_interval = Float(
+        2.0,
+        config=True,
+        help="""Seconds between attempts to remove kernel containers whose removal failed
+        because the engine could not be reached (see Engine.remove_or_defer).""",
+    )
+
     resolved_url = Unicode(help="The engine address actually used (for error sentences).")
 
     @default("resolved_url")
@@ -173,6 +205,11 @@ class Engine(LoggingConfigurable):
         # Image id -> inspected record. An id names immutable content, so one inspect per image
         # is enough however often the list is refreshed; only its tags are re-read.
         self._inspected: dict[str, ImageRecord] = {}
+        # Containers to remove once the engine answers again (remove_or_defer), and the thread
+        # that keeps trying meanwhile.
+        self._deferred: set[str] = set()
+        self._deferred_lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
 
     @property
     def _executor(self) -> ThreadPoolExecutor:
@@ -433,15 +470,67 @@ class Engine(LoggingConfigurable):
 
     async def remove(self, container_id: str) -> None:
         """Force-remove; tolerant of a container that is gone or already being removed."""
+        await self.run(functools.partial(_remove, container_id=container_id))
 
-        def remove(c: docker.APIClient) -> None:
+    async def remove_or_defer(self, container_id: str) -> bool:
+        """Remove now; or, when the engine cannot be reached, as soon as it can (a thread retries
+        every ``removal_retry_interval`` seconds). False when deferred.
+
+        A kernel container's labels are its GPU booking: one that outlives its kernel because
+        the engine was away at that moment (a launch whose start was cut off, a shutdown during
+        an outage) must go once the engine is back, not when this server exits.
+        """
+        try:
+            await self.remove(container_id)
+            return True
+        except EngineUnavailable as e:
+            self.log.warning(
+                "Container %s will be removed once the Docker engine answers again: %s",
+                container_id[:12],
+                e,
+            )
+        with self._deferred_lock:
+            self._deferred.add(container_id)
+            if self._retrier is None:
+                self._retrier = threading.Thread(
+                    target=self._retry_removals, name="gpu-containers-removals", daemon=True
+                )
+                self._retrier.start()
+        return False
+
+    async def remove_deferred(self) -> None:
+        """Remove at once what remove_or_defer left for later. The GPU launch path calls this
+        before it reads the ledger, so that a booking left by an outage that just ended never
+        refuses a launch. Raises EngineUnavailable while the engine is still away."""
+        with self._deferred_lock:
+            pending = list(self._deferred)
+        for container_id in pending:
             try:
-                c.remove_container(container_id, force=True, v=True)
-            except docker.errors.APIError as e:
-                if e.status_code not in (404, 409):
-                    raise
+                await self.remove(container_id)
+            except EngineUnavailable:
+                raise
+            except Exception as e:  # the engine answered but refused: retrying won't help
+                self.log.warning("Could not remove container %s: %s", container_id[:12], e)
+            with self._deferred_lock:
+                self._deferred.discard(container_id)
 
-        await self.run(remove)
+    def _retry_removals(self) -> None:
+        while True:
+            time.sleep(self.removal_retry_interval)
+            with self._deferred_lock:
+                pending = list(self._deferred)
+                if not pending:
+                    self._retrier = None
+                    return
+            for container_id in pending:
+                try:
+                    self.call(functools.partial(_remove, container_id=container_id))
+                except EngineUnavailable:
+                    break  # still away: try again later
+                except Exception as e:  # the engine answered but refused: retrying won't help
+                    self.log.warning("Could not remove container %s: %s", container_id[:12], e)
+                with self._deferred_lock:
+                    self._deferred.discard(container_id)
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         def logs(c: docker.APIClient) -> str:
@@ -486,6 +575,8 @@ class Engine(LoggingConfigurable):
         timeout: float,
         entrypoint: list[str] | None = None,
         user: str | None = None,
+        cap_add: list[str] | None = None,
+        no_new_privileges: bool = True,
     ) -> OneshotResult:
         """Run ``command`` in a throw-away container of ``image`` and return what it printed.
 
@@ -494,7 +585,8 @@ class Engine(LoggingConfigurable):
         at its image: no network, no mounts, small memory and process limits. It is removed
         whatever happens; one still running after ``timeout`` is killed first, and the result
         says ``timed_out``. ``entrypoint``: None keeps the image's ENTRYPOINT, [] clears it;
-        ``user``: None runs as the image's USER.
+        ``user``: None runs as the image's USER. Hardened like kernels: no capabilities but
+        ``cap_add``, and no-new-privileges unless ``no_new_privileges`` is False.
         """
 
         def run(c: docker.APIClient) -> OneshotResult:
@@ -506,6 +598,7 @@ class Engine(LoggingConfigurable):
                 # Reading the output back needs a driver the engine can read from, whatever the
                 # daemon's default (syslog, none, ...) is.
                 log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m"}),
+                **hardening_options(cap_add or [], no_new_privileges),
             )
             try:
                 created = c.create_container(
@@ -666,12 +759,29 @@ def engine_for(parent: Configurable | None) -> Engine:
         return _engines.setdefault(candidate.resolved_url, candidate)
 
 
+def hardening_options(cap_add: list[str], no_new_privileges: bool) -> dict[str, Any]:
+    """create_host_config arguments shared by kernel and probe containers: every capability
+    dropped but ``cap_add``, and no-new-privileges."""
+    return {
+        "cap_drop": ["ALL"],
+        "cap_add": list(cap_add) or None,
+        "security_opt": ["no-new-privileges"] if no_new_privileges else None,
+    }
+
+
 def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
     host_config = c.create_host_config(
-        binds={
-            m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts
-        },
+        # Structured mounts, not "source:target:mode" bind strings, which the engine splits on
+        # ':' (a path holding one would be read as another mount); and the engine refuses a
+        # missing source instead of creating it, as root, on the host.
+        mounts=[
+            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ]
+        or None,
         tmpfs=spec.tmpfs or None,
+        read_only=spec.read_only or None,
+        **hardening_options(spec.cap_add, spec.no_new_privileges),
         shm_size=spec.shm_size,
         ulimits=[
             docker.types.Ulimit(name=name, soft=soft, hard=hard)
@@ -707,6 +817,14 @@ def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
             f"{_short(e.explanation or str(e))}"
         ) from e
     return str(created["Id"])
+
+
+def _remove(c: docker.APIClient, *, container_id: str) -> None:
+    try:
+        c.remove_container(container_id, force=True, v=True)
+    except docker.errors.APIError as e:
+        if e.status_code not in (404, 409):  # gone, or already being removed
+            raise
 
 
 def _start(c: docker.APIClient, *, container_id: str, image: str) -> None:

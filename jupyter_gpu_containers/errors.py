@@ -107,3 +107,26 @@ class PullFailed(ContainerKernelError):
 
     status = 502
     reason_phrase = "Image pull failed"
+
+
+class PathRefused(ContainerKernelError):
+    """A path that is malformed (NUL, too long, not text the OS can take, relative where it must
+    be absolute or the reverse) or that resolves outside the directory it must stay in."""
+
+    status = 400
+    reason_phrase = "Path refused"
+
+
+class ValueRefused(ContainerKernelError):
+    """A value that cannot reach the engine safely: an environment variable's name or value, a
+    kernel id, a label, a user spec."""
+
+    status = 400
+    reason_phrase = "Value refused"
+
+
+class KernelOptionRefused(ContainerKernelError):
+    """A kernel option the administrator's policy does not allow (a root user, a network mode)."""
+
+    status = 403
+    reason_phrase = "Kernel option refused"

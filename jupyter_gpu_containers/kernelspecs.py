@@ -25,7 +25,7 @@ from traitlets import Dict, Float, List, Unicode
 
 from .catalog import framework_with_probe, is_gpu_build
 from .engine import Engine, ImageRecord, engine_for
-from .errors import ContainerKernelError
+from .errors import ContainerKernelError, EngineUnavailable
 from .launchplan import ContainerPolicy, image_allowed
 from .probe import ProbeResult, readiness_probe
 from .references import normalize_reference
@@ -299,6 +299,11 @@ class ContainerKernelSpecManager(KernelSpecManager):
             if kernel_name.lower().startswith(NAME_PREFIX):
                 self._maybe_refresh()
             entry = self._entries.get(kernel_name.lower())
+            if entry is None and self.engine_error and kernel_name.lower().startswith(NAME_PREFIX):
+                # An image's kernel asked for while the engine is away (its spec went with the
+                # listing): say that, with a 503, not "no such kernel", which jupyter_server
+                # answers with an unhandled 500.
+                raise EngineUnavailable(self.engine_error) from None
             if entry is None or (
                 self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
             ):

@@ -12,14 +12,21 @@ import contextlib
 import fnmatch
 import os
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Bool, Dict, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from . import labels
-from .errors import ImageNotAllowed, MountRefused
+from .errors import (
+    ImageNotAllowed,
+    KernelOptionRefused,
+    MountRefused,
+    PathRefused,
+    ValueRefused,
+)
 from .references import BadReference, parse_reference
 
 # Mount point of the private per-kernel directory inside the container.
@@ -45,6 +52,66 @@ exit 127
 
 NO_PYTHON_MARKER = "jupyter-gpu-containers: no Python interpreter"
 NO_IPYKERNEL_MARKERS = ("No module named ipykernel", "No module named 'ipykernel")
+
+# Linux's limits: PATH_MAX counts the terminating NUL, NAME_MAX bounds one path component. A
+# longer path can never name a file, so it is refused before any system call sees it.
+PATH_MAX = 4096
+NAME_MAX = 255
+
+# What reaches a container as an environment variable name: what POSIX shells can export.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+# Set by the GPU allocator alone: a kernel spec that set it could see GPUs it never booked.
+RESERVED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES"})
+# Kernel ids name files (the connection file, the private directory) and containers:
+# jupyter_server makes UUIDs, but POST /api/kernels lets a client choose one.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NUMERIC_USER = re.compile(r"([0-9]{1,10})(?::([0-9]{1,10}))?")
+# Linux's capabilities (linux/capability.h, up to CAP_CHECKPOINT_RESTORE), as Docker names them.
+CAPABILITIES = frozenset(
+    [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ]
+)
 
 
 class ContainerPolicy(LoggingConfigurable):
@@ -111,6 +178,80 @@ class ContainerPolicy(LoggingConfigurable):
         driver they need. Turn on where the verdict is known to be wrong for a host.""",
     )
 
+    # Container hardening. Admin-only like everything here: a kernel spec (possibly written by
+    # code running in a kernel whose workspace holds the user's Jupyter data directory) must not
+    # be able to give its own containers root, capabilities or the host's network.
+
+    allow_root = Bool(
+        False,
+        config=True,
+        help="""Allow kernels that would run as root (uid 0) or in the root group (gid 0) in
+        their container: a server running as root (its kernels run as the server's uid:gid),
+        ContainerProvisioner.run_as "0:0", or run_as "image" with an image whose USER is root.
+        Off by default: such launches are refused with a sentence saying why, because root in a
+        container owns every root-owned file of the bind-mounted workspace. Turn on only where
+        root kernels are intended (a single-user machine whose server runs as root).""",
+    )
+
+    cap_add = List(
+        Unicode(),
+        config=True,
+        help="""Linux capabilities given back to kernel and probe containers, which otherwise run
+        with none (every capability is dropped, --cap-drop ALL). Names with or without "CAP_",
+        e.g. ["SYS_PTRACE"] for py-spy or gdb, ["IPC_LOCK"] to lock memory beyond the memlock
+        ulimit, ["SYS_NICE"] for numactl; ["ALL"] gives back everything, privileged mode aside.
+        ipykernel and NGC's entrypoints need none.""",
+    )
+
+    @validate("cap_add")
+    def _validate_cap_add(self, proposal: Any) -> list[str]:
+        names = []
+        for raw in proposal["value"]:
+            name = str(raw).strip().upper()
+            name = name[4:] if name.startswith("CAP_") else name
+            if name != "ALL" and name not in CAPABILITIES:
+                raise TraitError(
+                    f"ContainerPolicy.cap_add: {raw!r} is not a Linux capability name "
+                    "(e.g. SYS_PTRACE or CAP_SYS_PTRACE)."
+                )
+            names.append(name)
+        return names
+
+    no_new_privileges = Bool(
+        True,
+        config=True,
+        help="""Start kernel and probe containers with no-new-privileges: no process in them can
+        gain privileges through setuid binaries (sudo, su) or file capabilities. Turn off only for
+        images whose entrypoint must switch users that way (with run_as "image").""",
+    )
+
+    read_only_root_fs = Bool(
+        False,
+        config=True,
+        help="""Mount kernel containers' root file system read-only, with a tmpfs at /tmp and
+        /var/tmp (HOME is a tmpfs already when kernels run as the server's user). Off by default:
+        `pip install` into the image's environment and images whose entrypoint writes outside
+        those directories stop working.""",
+    )
+
+    allowed_network_modes = List(
+        Unicode(),
+        ["bridge", "none"],
+        config=True,
+        help="""Glob patterns of the network modes kernels may use (ContainerProvisioner.
+        network_mode). Default: Docker's bridge and no network. "host" (the host's network
+        namespace, where the host's loopback services are reachable), "container:*" (another
+        container's namespace) and named networks must be listed here to be used.""",
+    )
+
+    max_env_value_bytes = Int(
+        4096,
+        config=True,
+        help="""Longest environment variable value (in UTF-8 bytes) that reaches a kernel
+        container; longer ones refuse the launch with a sentence. Raise it for kernel specs
+        that carry long values on purpose (a certificate, say).""",
+    )
+
 
 def effective_state_dir(policy: ContainerPolicy) -> str:
     return labels.ensure_shared_dir(policy.state_dir or labels.default_state_dir())
@@ -173,26 +314,262 @@ def check_image_allowed(
         )
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as a sentence may quote it: repr (which escapes NUL, control characters and
+    unpaired surrogates, so the sentence itself is always printable), cut short."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
+    return repr(value)
+
+
+def check_path_text(path: Any, what: str = "path") -> str:
+    """``path`` when it is a string the OS can take as a path; else PathRefused saying why.
+
+    Refused: anything but a non-empty str, NUL (C strings end there: "/root\0/x" would reach a
+    system call as "/root"), text the file system encoding cannot store (unpaired surrogates),
+    paths of PATH_MAX bytes or more, and components longer than NAME_MAX. Unicode is taken as
+    written, without normalisation: Linux compares names as bytes, so two spellings of one name
+    are two different paths, and neither can lead anywhere the other cannot."""
+    if not isinstance(path, str) or not path:
+        raise PathRefused(f"The {what} must be a non-empty path, not {_shown(path)}.")
+    if "\0" in path:
+        raise PathRefused(f"The {what} {_shown(path)} contains a NUL character.")
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        raise PathRefused(
+            f"The {what} {_shown(path)} is not text a file name can hold (it contains an "
+            "unpaired surrogate)."
+        ) from None
+    if len(raw) >= PATH_MAX:
+        raise PathRefused(
+            f"The {what} {_shown(path)} is {len(raw)} bytes long; paths are limited to "
+            f"{PATH_MAX - 1} bytes."
+        )
+    longest = max(len(part) for part in raw.split(b"/"))
+    if longest > NAME_MAX:
+        raise PathRefused(
+            f"The {what} {_shown(path)} has a name of {longest} bytes; names are limited to "
+            f"{NAME_MAX} bytes."
+        )
+    return path
+
+
+def _realpath(path: str, what: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError, RecursionError):
+        # Python before 3.13 resolves symlink chains recursively: a long crafted chain ends here.
+        raise PathRefused(f"The {what} {_shown(path)} cannot be resolved.") from None
+
+
+def resolve_inside(path: Any, root: str, *, what: str = "path", relative: bool = False) -> str:
+    """The real path of ``path`` when it is ``root`` itself or lies below it; else PathRefused.
+
+    ``relative``: ``path`` is relative to ``root``, and an absolute one is refused; otherwise
+    ``path`` must be absolute. Both are resolved with realpath (symlinks followed, ".." applied)
+    before the comparison, which is against ``root + os.sep``, never a bare prefix: a sibling
+    sharing the root's prefix ("/data/alice2" for the root "/data/alice") is outside, and so is
+    a symlink inside the root that points out of it."""
+    check_path_text(root, "root directory")
+    if not os.path.isabs(root):
+        raise PathRefused(f"The root directory {_shown(root)} must be an absolute path.")
+    check_path_text(path, what)
+    if relative:
+        if path.startswith("/"):
+            raise PathRefused(
+                f"The {what} {_shown(path)} must be relative to {root}, not an absolute path."
+            )
+        path = check_path_text(os.path.join(root, path), what)
+    elif not os.path.isabs(path):
+        raise PathRefused(f"The {what} {_shown(path)} must be an absolute path.")
+    real_root = _realpath(root, "root directory")
+    real = _realpath(path, what)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise PathRefused(f"The {what} {_shown(path)} lies outside {real_root}.")
+    # Symlinks can make the resolved path longer than any path may be.
+    return check_path_text(real, what)
+
+
 def inside(path: str, root: str) -> bool:
-    """True when realpath(path) is root itself or below it. Compares against root + os.sep, so a
-    sibling with the same prefix ("/data/alice2" for root "/data/alice") is outside."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+    """True when ``path`` (absolute) resolves to ``root`` itself or below it; False for paths
+    outside it and for anything that cannot be a path (see :func:`resolve_inside`)."""
+    try:
+        resolve_inside(path, root)
+    except PathRefused:
+        return False
+    return True
 
 
-def check_mount_source(source: str, allowed_roots: Iterable[str]) -> str:
-    """Resolve ``source`` and return it when it lies inside an allowed root, else refuse."""
-    if not source or "\0" in source or not os.path.isabs(source):
-        raise MountRefused(f"The mount source {source!r} must be an absolute host path.")
+def check_mount_source(source: Any, allowed_roots: Iterable[str]) -> str:
+    """Resolve ``source`` and return it when it exists inside an allowed root, else refuse."""
+    try:
+        check_path_text(source, "mount source")
+        if not os.path.isabs(source):
+            raise PathRefused(f"The mount source {_shown(source)} must be an absolute host path.")
+    except PathRefused as e:
+        raise MountRefused(e.sentence) from None
     roots = [r for r in allowed_roots if r]
     if not any(inside(source, root) for root in roots):
         allowed = ", ".join(roots) or "(none configured)"
         raise MountRefused(
-            f"The host path {source} is outside the directories allowed for mounts ({allowed}). "
+            f"The host path {_shown(source)} is outside the directories allowed for mounts "
+            f"({allowed}). "
             "An administrator can add its parent to ContainerPolicy.allowed_mount_roots."
         )
-    return os.path.realpath(source)
+    real = os.path.realpath(source)
+    # The engine would otherwise create a missing source, as root, on the host.
+    if not os.path.exists(real):
+        raise MountRefused(f"The mount source {_shown(source)} does not exist on this host.")
+    return real
+
+
+def check_mount_target(target: Any, workspace: str) -> str:
+    """``target`` when it is a clean absolute path in the container that neither is the
+    workspace nor hides the kernel's private directory (or lies in it); else PathRefused."""
+    check_path_text(target, "mount target")
+    if not target.startswith("/"):
+        raise PathRefused(f"The mount target {_shown(target)} must be an absolute path.")
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system): refuse it too.
+    if target == "/" or "//" in target or posixpath.normpath(target) != target:
+        raise PathRefused(
+            f"The mount target {_shown(target)} must be a normalised path below / (no '.', "
+            "'..', '//' or trailing '/')."
+        )
+    if target == KERNEL_DIR_IN_CONTAINER or target.startswith(KERNEL_DIR_IN_CONTAINER + "/"):
+        raise PathRefused(
+            f"The mount target {_shown(target)} would hide {KERNEL_DIR_IN_CONTAINER}, where the "
+            "kernel finds its connection file."
+        )
+    if target == workspace:
+        raise PathRefused(
+            f"The mount target {_shown(target)} would hide the workspace ({workspace})."
+        )
+    return str(target)
+
+
+def _check_value(what: str, value: Any, max_bytes: int, hint: str = "") -> str:
+    if not isinstance(value, str):
+        raise ValueRefused(f"{what} must be text, not {type(value).__name__}.")
+    if "\0" in value:
+        raise ValueRefused(f"{what} contains a NUL character.")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueRefused(
+            f"{what} is not valid text (it contains an unpaired surrogate)."
+        ) from None
+    if size > max_bytes:
+        raise ValueRefused(f"{what} is {size} bytes long; at most {max_bytes} are allowed{hint}.")
+    return value
+
+
+def check_environment(env: Mapping[str, Any], max_value_bytes: int) -> dict[str, str]:
+    """``env`` when every name is a portable variable name and every value plain text the
+    engine can pass on (no NUL, encodable as UTF-8, at most ``max_value_bytes``); else
+    ValueRefused naming the variable. Values may contain newlines (certificates do)."""
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise ValueRefused(
+                f"{_shown(name)} cannot be an environment variable name: names are ASCII "
+                "letters, digits and '_', do not start with a digit, and have at most 255 "
+                "characters."
+            )
+        _check_value(
+            f"The value of the environment variable {name}",
+            value,
+            max_value_bytes,
+            " (ContainerPolicy.max_env_value_bytes)",
+        )
+    return dict(env)
+
+
+def check_labels(container_labels: Mapping[str, Any]) -> dict[str, str]:
+    """Container labels carry user-derived text (the notebook's path): printable names, and
+    values under the rules of environment values, bounded by PATH_MAX."""
+    for key, value in container_labels.items():
+        if not isinstance(key, str) or not key or len(key) > NAME_MAX or not key.isprintable():
+            raise ValueRefused(f"{_shown(key)} cannot be a container label name.")
+        _check_value(f"The value of the container label {key}", value, PATH_MAX)
+    return dict(container_labels)
+
+
+def check_kernel_id(kernel_id: Any) -> str:
+    """Kernel ids name the connection file and the private directory on the host, and the
+    container: letters, digits, '.', '_' and '-' only (jupyter_server's UUIDs pass)."""
+    if not isinstance(kernel_id, str) or not _KERNEL_ID.fullmatch(kernel_id):
+        raise ValueRefused(
+            f"{_shown(kernel_id)} cannot be a kernel id: use letters, digits, '.', '_' and '-' "
+            "(at most 128), starting with a letter or digit."
+        )
+    return kernel_id
+
+
+def numeric_user(run_as: str) -> tuple[int, int] | None:
+    """(uid, gid) of an explicit ``run_as`` ("uid" or "uid:gid"; a missing gid is the uid, as
+    Docker would otherwise pick gid 0 for a uid the image does not know); None for "server"
+    and "image"; ValueRefused for anything else."""
+    if run_as in ("server", "image"):
+        return None
+    m = _NUMERIC_USER.fullmatch(run_as)
+    if not m:
+        raise ValueRefused(
+            f'ContainerProvisioner.run_as {_shown(run_as)} must be "server", "image" or a '
+            'numeric "uid:gid".'
+        )
+    uid = int(m.group(1))
+    return uid, int(m.group(2) or uid)
+
+
+def _is_root(name: str) -> bool:
+    return name == "root" or (name.isdigit() and int(name) == 0)
+
+
+def kernel_user(
+    run_as: str, server_uid: int, server_gid: int, image_user: str, allow_root: bool
+) -> str | None:
+    """The user the engine runs the kernel as ("uid:gid"; None: the image's USER), refusing
+    root (uid 0, or gid 0) unless the administrator allows it (ContainerPolicy.allow_root).
+
+    An image USER given by a name other than "root" cannot be resolved without the image's
+    /etc/passwd and is taken as unprivileged."""
+    explicit = numeric_user(run_as)
+    if run_as == "server":
+        user: str | None = f"{server_uid}:{server_gid}"
+        uid, gid = str(server_uid), str(server_gid)
+        why = (
+            "the Jupyter server starting it runs as "
+            f"{'root' if server_uid == 0 else f'uid {server_uid}'}"
+            f"{' in the root group' if server_gid == 0 else ''}, and its kernels run as its user"
+        )
+    elif explicit is None:  # "image"
+        user = None
+        uid, _, gid = (image_user.strip() or "root").partition(":")
+        why = f"the image's USER is {image_user.strip() or 'unset (root)'}"
+    else:
+        user = f"{explicit[0]}:{explicit[1]}"
+        uid, gid = str(explicit[0]), str(explicit[1])
+        why = f"ContainerProvisioner.run_as is {run_as!r}"
+    if (_is_root(uid) or _is_root(gid)) and not allow_root:
+        raise KernelOptionRefused(
+            f"This kernel would run as root in its container: {why}. Root there owns every "
+            "root-owned file of the mounted workspace, so it is refused. Run the server as an "
+            'unprivileged user, or set ContainerProvisioner.run_as to an unprivileged "uid:gid"; '
+            "if root kernels are intended, an administrator can set ContainerPolicy.allow_root."
+        )
+    return user
+
+
+def check_network_mode(policy: ContainerPolicy, network_mode: str) -> str:
+    """``network_mode`` when the administrator's allow-list admits it; else KernelOptionRefused."""
+    if not any(fnmatch.fnmatchcase(network_mode, p) for p in policy.allowed_network_modes):
+        allowed = ", ".join(policy.allowed_network_modes) or "none"
+        raise KernelOptionRefused(
+            f"The network mode {_shown(network_mode)} is not allowed for kernels on this server "
+            f"(ContainerPolicy.allowed_network_modes: {allowed}). Ask an administrator to allow "
+            "it, or use one of those."
+        )
+    return network_mode
 
 
 def container_path_for(host_path: str, host_root: str, container_root: str) -> str:

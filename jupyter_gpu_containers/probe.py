@@ -389,6 +389,7 @@ class KernelReadinessProbe(LoggingConfigurable):
             L.OWNER_PROCESS: L.OwnerProcess.current().token(),
             L.UID: str(os.getuid()),
         }
+        policy = ContainerPolicy(parent=self)
         with self._slots:
             started = time.monotonic()
             try:
@@ -401,6 +402,9 @@ class KernelReadinessProbe(LoggingConfigurable):
                     # As the kernel starts: the image's ENTRYPOINT unless it is the interpreter.
                     entrypoint=[] if entrypoint_is_interpreter(image.entrypoint) else None,
                     user=None,  # the image's USER
+                    # The kernels' hardening: a probe that passes predicts a kernel that starts.
+                    cap_add=list(policy.cap_add),
+                    no_new_privileges=policy.no_new_privileges,
                 )
             except ContainerKernelError as e:  # ImageMissing, EngineRefused, EngineUnavailable
                 # The engine's sentence, naming the image as users know it rather than by id.

@@ -54,21 +54,30 @@ from .errors import (
     ImageIncompatible,
     ImageNotKernelReady,
     LaunchTimeout,
+    ValueRefused,
 )
 from .gpus import GPU, Inventory, shared_inventory
 from .launchplan import (
     CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
+    RESERVED_ENV,
     ContainerPolicy,
+    check_environment,
     check_image_allowed,
+    check_kernel_id,
+    check_labels,
     check_mount_source,
+    check_mount_target,
+    check_network_mode,
     container_path_for,
     diagnose_exit,
     effective_server_id,
     effective_state_dir,
     entrypoint_is_interpreter,
     kernel_command,
+    kernel_user,
     normalize_ulimits,
+    numeric_user,
 )
 from .notebook_requests import NotebookRequests
 from .probe import ProbeResult, readiness_probe
@@ -102,7 +111,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         "bridge",
         config=True,
         help="""The container's network: "bridge" (Docker's default; outbound network for pip
-        and datasets), "host", "none" (no network; needs transport "ipc"), or a named network.""",
+        and datasets), "none" (no network; needs transport "ipc"), or, where the administrator
+        lists it in ContainerPolicy.allowed_network_modes, "host" or a named network.""",
     )
 
     workspace_mount_path = Unicode(
@@ -117,7 +127,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         config=True,
         help="""Which user the kernel runs as. "server" (default): the Jupyter server's own
         uid:gid, so files written to the workspace belong to the user. "image": the image's
-        USER. Or an explicit "uid:gid".""",
+        USER. Or an explicit numeric "uid:gid" ("uid" alone means "uid:uid"). A kernel that would
+        run as root (uid 0 or gid 0) is refused unless ContainerPolicy.allow_root is set.""",
     )
 
     home_path = Unicode(
@@ -146,7 +157,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     environment = Dict(
         config=True,
         help="""Extra environment variables for the kernel. The server's own environment is
-        never passed into containers, only these, the kernel spec's env, and JPY_SESSION_NAME.""",
+        never passed into containers, only these, the kernel spec's env, and JPY_SESSION_NAME.
+        Names must be portable ([A-Za-z_][A-Za-z0-9_]*), values text without NUL of at most
+        ContainerPolicy.max_env_value_bytes; NVIDIA_VISIBLE_DEVICES is the GPU allocator's.""",
     )
 
     runtime = Unicode(
@@ -162,7 +175,12 @@ class ContainerProvisioner(KernelProvisionerBase):
     )
 
     pids_limit = Int(
-        None, allow_none=True, config=True, help="Maximum processes in the container. None: none."
+        4096,
+        allow_none=True,
+        config=True,
+        help="""Maximum processes and threads in the container, so that a fork bomb in a notebook
+        stops there instead of exhausting the host. Threads count: raise it for many DataLoader
+        workers on hosts with many cores. None: no limit.""",
     )
 
     extra_labels = Dict(
@@ -176,8 +194,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         config=True,
         help="""Extra bind mounts: [{"source": "/raid/public/my_datasets", "target":
         "/root/dataset", "read_only": true}]. Read-only unless "read_only" is false. Each source
-        is resolved with realpath and must lie inside ContainerPolicy.allowed_mount_roots (or the
-        workspace).""",
+        is resolved with realpath and must exist and lie inside
+        ContainerPolicy.allowed_mount_roots (or the workspace); each target must be a normalised
+        absolute path that hides neither the workspace nor the kernel's private directory.""",
     )
 
     launch_timeout = Float(
@@ -221,6 +240,8 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Whether that request is only the kernel spec's default (nobody asked for GPUs).
     _request_is_default = False
     _dead_callback_registered = False
+    # The container whose unexpected end was reported (see _report_death).
+    _death_reported: str | None = None
 
     _engine: Engine | None = None
 
@@ -240,12 +261,37 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
-        if self.transport == "tcp" and self.network_mode == "none":
-            raise ContainerKernelError(
-                "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
-                "transport (the default) for kernels without a network."
-            )
         policy = ContainerPolicy(parent=km)
+        try:
+            # Before anything is written: the kernel id names the connection file and the
+            # private directory, and a client may choose it (POST /api/kernels "kernel_id").
+            check_kernel_id(self.kernel_id)
+            numeric_user(self.run_as)
+            check_network_mode(policy, self.network_mode)
+            if self.transport == "tcp" and self.network_mode == "none":
+                raise ContainerKernelError(
+                    "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
+                    "transport (the default) for kernels without a network."
+                )
+        except ContainerKernelError:
+            self._forget_pending()
+            raise
+        env = kwargs.get("env") or {}
+        # Off the event loop: on a host busy creating containers, a file system operation can
+        # wait tens of ms for the disk (tests/test_faults.py samples the loop's stalls).
+        await asyncio.to_thread(self._prepare_files, policy, env.get("JPY_SESSION_NAME", ""))
+
+        container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
+        kwargs = await super().pre_launch(
+            cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
+        )
+        kwargs["policy"] = policy
+        return kwargs
+
+    def _prepare_files(self, policy: ContainerPolicy, session: str) -> None:
+        """The private directory and both views of the connection (blocking: a worker thread)."""
+        km = self.parent
+        assert km is not None  # pre_launch checked
         if self.connection_dir is None:
             self.connection_dir = self._make_connection_dir(policy)
         else:
@@ -258,17 +304,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         else:
             km.transport = "tcp"
             km.ip = "127.0.0.1"
-        env = kwargs.get("env") or {}
-        km.write_connection_file(jupyter_session=env.get("JPY_SESSION_NAME", ""))
+        km.write_connection_file(jupyter_session=session)
         self.connection_info = km.get_connection_info()
         self._write_container_connection_file()
-
-        container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
-        kwargs = await super().pre_launch(
-            cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
-        )
-        kwargs["policy"] = policy
-        return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
         policy: ContainerPolicy = kwargs.pop("policy", None) or ContainerPolicy(parent=self.parent)
@@ -307,6 +345,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                 )
                 state_dir = effective_state_dir(policy)
                 async with allocator.host_lock(state_dir):
+                    # Containers an outage kept this server from removing book GPUs: go first.
+                    await self.engine.remove_deferred()
                     ledger = await current_ledger(self.engine, state_dir)
                     chosen = allocator.choose(
                         inventory, ledger, request, kernel_id=self.kernel_id, uid=str(os.getuid())
@@ -417,6 +457,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.kernel_spec is not None:
             environment.update({k: str(v) for k, v in (self.kernel_spec.env or {}).items()})
         environment.update({k: str(v) for k, v in self.environment.items()})
+        reserved = sorted(RESERVED_ENV & set(environment))
+        if reserved:
+            raise ValueRefused(
+                f"The kernel's environment may not set {', '.join(reserved)}: the GPU allocator "
+                "sets it to the GPUs the kernel booked. Remove it from the kernel spec's env or "
+                "ContainerProvisioner.environment."
+            )
         attached = attachment(attach_mode, gpus)
         environment.update(attached.environment)
         notebook = session_env.get("JPY_SESSION_NAME", "")
@@ -430,15 +477,16 @@ class ContainerProvisioner(KernelProvisionerBase):
         uid, gid = os.getuid(), os.getgid()
         username = _username(uid)
         tmpfs: dict[str, str] = {}
-        user: str | None
-        if self.run_as == "image":
-            user = None
-        else:
-            user = f"{uid}:{gid}" if self.run_as == "server" else self.run_as
+        user = kernel_user(self.run_as, uid, gid, image.user, policy.allow_root)
+        if self.run_as != "image":
             tmpfs[self.home_path] = "rw,mode=1777"
             environment.setdefault("HOME", self.home_path)
             environment.setdefault("USER", username)
             environment.setdefault("LOGNAME", username)
+        if policy.read_only_root_fs:
+            for scratch in ("/tmp", "/var/tmp"):
+                tmpfs.setdefault(scratch, "rw,mode=1777")
+        environment = check_environment(environment, policy.max_env_value_bytes)
 
         mounts = [
             Mount(self.connection_dir, KERNEL_DIR_IN_CONTAINER, read_only=False),
@@ -446,11 +494,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         ]
         allowed_roots = [root, *policy.allowed_mount_roots]
         for extra in self.extra_mounts:
-            source = check_mount_source(str(extra.get("source", "")), allowed_roots)
-            target = str(extra.get("target", ""))
-            if not target.startswith("/"):
-                raise ContainerKernelError(f"The mount target {target!r} must be an absolute path.")
-            mounts.append(Mount(source, target, read_only=bool(extra.get("read_only", True))))
+            source = check_mount_source(extra.get("source", ""), allowed_roots)
+            target = check_mount_target(extra.get("target", ""), self.workspace_mount_path)
+            # Read-write only when the admin says so in so many words ("false" stays read-only).
+            writable = extra.get("read_only", True) is False
+            mounts.append(Mount(source, target, read_only=not writable))
 
         port_bindings: dict[int, tuple[str, int]] = {}
         if self.transport == "tcp" and self.network_mode not in ("host",):
@@ -461,22 +509,24 @@ class ContainerProvisioner(KernelProvisionerBase):
         notebook_label = (
             os.path.relpath(notebook, root) if notebook and os.path.isabs(notebook) else notebook
         )
-        container_labels = {
-            **{str(k): str(v) for k, v in self.extra_labels.items()},
-            L.MANAGED: "true",
-            L.KERNEL_ID: self.kernel_id,
-            L.KERNEL_NAME: getattr(km, "kernel_name", "") or "",
-            L.SERVER_ID: effective_server_id(policy, root),
-            L.OWNER_PROCESS: L.OwnerProcess.current().token(),
-            L.USER: username,
-            L.UID: str(uid),
-            L.NOTEBOOK: notebook_label,
-            L.CWD: host_cwd,
-            L.IMAGE: self.image,
-            L.CONNECTION_DIR: self.connection_dir,
-            L.TRANSPORT: self.transport,
-            L.GPUS: ",".join(g.uuid for g in gpus),
-        }
+        container_labels = check_labels(
+            {
+                **{str(k): str(v) for k, v in self.extra_labels.items()},
+                L.MANAGED: "true",
+                L.KERNEL_ID: self.kernel_id,
+                L.KERNEL_NAME: getattr(km, "kernel_name", "") or "",
+                L.SERVER_ID: effective_server_id(policy, root),
+                L.OWNER_PROCESS: L.OwnerProcess.current().token(),
+                L.USER: username,
+                L.UID: str(uid),
+                L.NOTEBOOK: notebook_label,
+                L.CWD: host_cwd,
+                L.IMAGE: self.image,
+                L.CONNECTION_DIR: self.connection_dir,
+                L.TRANSPORT: self.transport,
+                L.GPUS: ",".join(g.uuid for g in gpus),
+            }
+        )
         return ContainerSpec(
             image=self.image,
             command=cmd,
@@ -497,6 +547,9 @@ class ContainerProvisioner(KernelProvisionerBase):
             init=True,
             entrypoint=[] if entrypoint_is_interpreter(image.entrypoint) else None,
             port_bindings=port_bindings,
+            cap_add=list(policy.cap_add),
+            no_new_privileges=policy.no_new_privileges,
+            read_only=policy.read_only_root_fs,
         )
 
     async def _wait_until_ready(self, started: float) -> None:
@@ -553,19 +606,29 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _discard_after_failed_launch(self) -> None:
         self.gpu_uuids = ()
-        await self._remove_previous_container()
-        if self.container_id:
-            try:
-                await self.engine.remove(self.container_id)
-            except ContainerKernelError as e:
-                self.log.warning("Could not remove the failed kernel container: %s", e)
-            self.container_id = None
+        # An engine that went away mid-launch cannot remove the containers now: they are removed
+        # once it answers again (their labels book GPUs until then), and the rest of the clean-up
+        # (private directory, connection file) still happens here.
+        for container_id in (self.previous_container_id, self.container_id):
+            if container_id:
+                try:
+                    await self.engine.remove_or_defer(container_id)
+                except ContainerKernelError as e:
+                    self.log.warning("Could not remove the failed kernel container: %s", e)
+        self.previous_container_id = self.container_id = None
+        await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
+        self._forget_pending()
+
+    def _remove_files(self) -> None:
         self._remove_connection_dir()
         if self.parent is not None:
             self.parent.cleanup_connection_file()
-            # jupyter_client keeps a failed start in its multi-kernel manager's pending map, and
-            # shutdown_all then fails on that id (404) before shutting the other kernels down:
-            # a server with one failed launch would leave its other containers behind at exit.
+
+    def _forget_pending(self) -> None:
+        """jupyter_client keeps a failed start in its multi-kernel manager's pending map, and
+        shutdown_all then fails on that id (404) before shutting the other kernels down: a
+        server with one failed launch would leave its other containers behind at exit."""
+        if self.parent is not None:
             pending = getattr(getattr(self.parent, "parent", None), "_pending_kernels", None)
             if isinstance(pending, dict):
                 pending.pop(self.kernel_id, None)
@@ -583,7 +646,40 @@ class ContainerProvisioner(KernelProvisionerBase):
             return None
         if state is None:
             return -1  # removed behind our back (docker rm -f): the kernel is gone
-        return state.exit_code if state.ended else None
+        if not state.ended:
+            return None
+        if not getattr(self.parent, "shutting_down", False):
+            await self._report_death(self.container_id, state)
+        return state.exit_code
+
+    async def _report_death(self, container_id: str, state: AnyType) -> None:
+        """Say once, in the server log and as the kernel's ``reason`` (GET /api/kernels/<id>),
+        why a running kernel's container ended: the restarter only sees an exit code, and a
+        kernel killed for memory would otherwise just "restart" with its state lost and no
+        word why."""
+        if self._death_reported == container_id:
+            return
+        self._death_reported = container_id
+        if state.oom_killed:
+            limit = f" of {self.mem_limit}" if self.mem_limit else ""
+            sentence = (
+                f"The kernel ran out of memory: its container ({self.image}) was OOM-killed at "
+                f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
+                "kernel's memory is lost. Use less memory, or ask an administrator for a larger "
+                "ContainerProvisioner.mem_limit."
+            )
+        else:
+            try:
+                tail = await self.engine.logs_tail(container_id, self.log_tail_lines)
+            except ContainerKernelError:
+                tail = ""  # the engine went away meanwhile: the exit code is known all the same
+            sentence = (
+                f"The kernel's container ({self.image}) exited with code {state.exit_code}."
+                + (f"\nLast lines of its log:\n{tail}" if tail else "")
+            )
+        self.log.warning("Kernel %s died: %s", self.kernel_id, sentence)
+        if self.parent is not None and hasattr(self.parent, "reason"):
+            self.parent.reason = sentence
 
     async def wait(self) -> int | None:
         while True:
@@ -593,8 +689,17 @@ class ContainerProvisioner(KernelProvisionerBase):
             await asyncio.sleep(0.1)
 
     async def send_signal(self, signum: int) -> None:
-        if self.container_id:
+        if not self.container_id:
+            return
+        try:
             await self.engine.kill(self.container_id, signum)
+        except EngineUnavailable as e:
+            if not getattr(self.parent, "shutting_down", False):
+                raise
+            # A shutdown during an engine outage: the kernel was asked to stop over its own
+            # channel, and cleanup() removes its container once the engine is back. Failing
+            # here would leave the kernel half shut down, its notebook unable to close.
+            self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
@@ -625,10 +730,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             return
         for container_id in (self.container_id, self.previous_container_id):
             if container_id:
-                await self.engine.remove(container_id)
+                # During an outage: removed when the engine is back, so a shutdown still ends.
+                await self.engine.remove_or_defer(container_id)
         self.container_id = self.previous_container_id = None
         self.gpu_uuids = ()
-        self._remove_connection_dir()
+        await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
 
     async def get_provisioner_info(self) -> dict[str, AnyType]:
         info = await super().get_provisioner_info()
@@ -656,10 +762,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             base = os.path.join(tempfile.gettempdir(), f"jupyter-gpu-containers-{os.getuid()}")
         os.makedirs(base, mode=0o700, exist_ok=True)
         path = tempfile.mkdtemp(prefix=f"{self.kernel_id[:8]}-", dir=base)  # mode 0700
-        if self.run_as not in ("server", "image") and os.getuid() == 0:
+        explicit = numeric_user(self.run_as)
+        if explicit is not None and os.getuid() == 0:
             # An explicit uid must be able to read its connection file and create its sockets.
-            uid, _, gid = self.run_as.partition(":")
-            os.chown(path, int(uid), int(gid or uid))
+            os.chown(path, *explicit)
         return path
 
     def _write_container_connection_file(self) -> None:
@@ -675,6 +781,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(info, f)
+        explicit = numeric_user(self.run_as)
+        if explicit is not None and os.getuid() == 0:
+            # Like the directory: the explicit uid reads (and ipykernel rewrites) this file, and
+            # its capabilities are dropped, so owning the file is its only way in.
+            os.chown(path, *explicit)
 
     def _remove_stale_sockets(self) -> None:
         if self.connection_dir and os.path.isdir(self.connection_dir):

@@ -14,8 +14,10 @@ A container started from another host (an engine reached over TCP) cannot be jud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -95,6 +97,11 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
         if action in ("remove", "reattach"):
             await engine.remove(record.id)
             await asyncio.to_thread(_remove_private_dir, record.labels.get(L.CONNECTION_DIR, ""))
+            # A dead server that shared our runtime directory (this very server, before a crash)
+            # left the kernel's connection file there too.
+            await asyncio.to_thread(
+                _remove_connection_file, mkm.connection_dir, record.labels.get(L.KERNEL_ID, "")
+            )
             report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
@@ -120,6 +127,14 @@ def _remove_private_dir(path: str) -> None:
         and os.path.isfile(os.path.join(path, CONNECTION_FILE_NAME))
     ):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
+    """Remove ``kernel-<id>.json`` from this server's connection directory. The id comes from a
+    label: only a plain kernel id (a uuid) may name a file, never a path."""
+    if connection_dir and re.fullmatch(r"[0-9A-Za-z-]{1,64}", kernel_id):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
 
 
 def _read_json(path: str) -> dict[str, Any]:

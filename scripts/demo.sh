@@ -55,7 +55,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 args=(lab --ip=127.0.0.1 --port="${JGC_DEMO_PORT:-8888}" "--ServerApp.root_dir=$workspace"
       --LabApp.default_url=/lab/tree/welcome.ipynb)
-[ "$(id -u)" -eq 0 ] && args+=(--allow-root)
+# As root, the demo's kernels run as root too, which the extension refuses unless allowed.
+[ "$(id -u)" -eq 0 ] && args+=(--allow-root --ContainerPolicy.allow_root=True)
 log "starting JupyterLab; open the URL it prints (Ctrl-C twice to stop)"
 if [ ${#run_as[@]} -gt 0 ]; then
   exec "${run_as[@]}" "$(printf '%q ' "$venv/bin/jupyter" "${args[@]}" "$@")"

@@ -142,6 +142,9 @@ def jp_server_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str,
         "ContainerPolicy": {
             "connection_dir_root": str(tmp_path / "conn"),
             "state_dir": str(tmp_path / "state"),
+            # Sessions and CI run the suite as root, and this server's kernels run as its user:
+            # allowed here, refused by default (test_hardening.py checks the refusal).
+            "allow_root": os.getuid() == 0,
         },
         # No GPUs here: a static inventory of four, attached through the runc-backed "nvidia"
         # runtime that the test command gives dockerd.

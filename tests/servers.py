@@ -33,7 +33,8 @@ def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None
 
     config: dict[str, Any] = {
         "ContainerProvisioner": {"extra_labels": {TEST_LABEL: TEST_RUN}},
-        "ContainerPolicy": {"state_dir": str(home / "state")},
+        # Servers started without a user run as the suite's user, root in CI: allow their kernels.
+        "ContainerPolicy": {"state_dir": str(home / "state"), "allow_root": os.getuid() == 0},
         "GPUInventory": {"static_gpus": STATIC_GPUS},
         "GPUAllocator": {"attach_mode": "runtime"},
         **(extra or {}),

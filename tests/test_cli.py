@@ -4,6 +4,7 @@ jupyter_client (as VS Code or nbclient would) against the real engine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from conftest import (
 )
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from traitlets.config import Config
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 JUPYTER = [sys.executable, "-m", "jupyter_gpu_containers.cli"]
@@ -82,7 +84,9 @@ async def test_static_kernelspec_runs_in_plain_jupyter_client(
     spec_file.write_text(json.dumps(spec))
 
     ksm = KernelSpecManager(kernel_dirs=[str(prefix / "share" / "jupyter" / "kernels")])
-    km = AsyncKernelManager(kernel_name="debian-box", kernel_spec_manager=ksm)
+    # As root (sessions, CI) the kernel runs as root too, which must be allowed explicitly.
+    allow_root = Config({"ContainerPolicy": {"allow_root": os.getuid() == 0}})
+    km = AsyncKernelManager(kernel_name="debian-box", kernel_spec_manager=ksm, config=allow_root)
     await km.start_kernel(cwd=str(tmp_path))
     client = km.client()
     client.start_channels()

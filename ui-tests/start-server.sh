@@ -216,7 +216,7 @@ start_server() {
     --ServerApp.password= \
     --ServerApp.disable_check_xsrf=True \
     --LabApp.expose_app_in_browser=True \
-    $([ "$(id -u)" -eq 0 ] && echo --allow-root) \
+    $([ "$(id -u)" -eq 0 ] && echo --allow-root --ContainerPolicy.allow_root=True) \
     >>"$home/logs/server.log" 2>&1 &
   server_pid=$!
   echo "$server_pid" >"$home/server.pid"
