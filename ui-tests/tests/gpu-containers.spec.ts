@@ -73,9 +73,11 @@ async function switchTo(
     });
   }
   await page.locator('.jp-Dialog-button.jp-mod-accept').click();
-  // Discarding a running kernel's state is confirmed first.
-  await expect(page.locator('.jp-Dialog-header')).toContainText(/Switch the image|Restart/);
-  await page.locator('.jp-Dialog-button.jp-mod-warn').click();
+  if (await page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button').getAttribute('data-image')) {
+    // Discarding a running kernel's state is confirmed first.
+    await expect(page.locator('.jp-Dialog-header')).toContainText(/Switch the image|Restart/);
+    await page.locator('.jp-Dialog-button.jp-mod-warn').click();
+  }
   await expect(page.locator('.jp-Dialog')).toHaveCount(0);
 }
 
@@ -189,6 +191,20 @@ test('notebooks launch on an image with a GPU, switch, and come back after a res
   });
   await expect(panelAfter.locator('.jgc-gpu[data-state="free"]')).toHaveCount(2);
   await expect(toolbar(page)).toHaveText('No kernel');
+
+  // With no kernel, the picker starts one (nothing to confirm): the page's own session, with
+  // the request the server kept for the notebook.
+  await switchTo(page, NGC_IMAGE, 'count:1');
+  await expect(toolbar(page)).toHaveText(/^ngc-like:24\.05-py3 · GPU [01]$/);
+  const [, restartedDevices] = await runProbe(page);
+  expect(restartedDevices).toMatch(/^GPU-ui-[01]$/);
+  const sessions = await page.evaluate(async (p: string) => {
+    const app = (window as any).jupyterapp;
+    await app.serviceManager.sessions.refreshRunning();
+    return Array.from(app.serviceManager.sessions.running()).filter((s: any) => s.path === p)
+      .length;
+  }, resized);
+  expect(sessions).toBe(1);
   await page.evaluate(async () => {
     await (window as any).jupyterapp.serviceManager.sessions.shutdownAll();
   });
