@@ -70,7 +70,9 @@ stop_registry() {
 }
 if [ -z "${UI_TEST_NO_ENGINE:-}" ]; then
   trap 'stop_registry; exit 1' TERM INT HUP
-  "$venv/bin/python" "$here/private_registry.py" "$home" >>"$home/logs/registry.log" 2>&1 &
+  # setsid, as for the server: only this script stops it, after the containers that may use the
+  # pulled image are gone (a signal to our whole group would have it untag in-use images first).
+  setsid "$venv/bin/python" "$here/private_registry.py" "$home" >>"$home/logs/registry.log" 2>&1 &
   registry_pid=$!
   for _ in $(seq 1200); do
     [ -s "$home/registry.json" ] && break
