@@ -502,11 +502,17 @@ class Engine(LoggingConfigurable):
         """Remove at once what remove_or_defer left for later. The GPU launch path calls this
         before it reads the ledger, so that a booking left by an outage that just ended never
         refuses a launch. Raises EngineUnavailable while the engine is still away."""
+        if self._deferred:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._drain_deferred)
+
+    def _drain_deferred(self) -> None:
+        """Remove the deferred containers (blocking); EngineUnavailable stops at the first one
+        the engine could not be asked about, leaving it and the rest for later."""
         with self._deferred_lock:
             pending = list(self._deferred)
         for container_id in pending:
             try:
-                await self.remove(container_id)
+                self.call(functools.partial(_remove, container_id=container_id))
             except EngineUnavailable:
                 raise
             except Exception as e:  # the engine answered but refused: retrying won't help
@@ -518,19 +524,11 @@ class Engine(LoggingConfigurable):
         while True:
             time.sleep(self.removal_retry_interval)
             with self._deferred_lock:
-                pending = list(self._deferred)
-                if not pending:
+                if not self._deferred:
                     self._retrier = None
                     return
-            for container_id in pending:
-                try:
-                    self.call(functools.partial(_remove, container_id=container_id))
-                except EngineUnavailable:
-                    break  # still away: try again later
-                except Exception as e:  # the engine answered but refused: retrying won't help
-                    self.log.warning("Could not remove container %s: %s", container_id[:12], e)
-                with self._deferred_lock:
-                    self._deferred.discard(container_id)
+            with contextlib.suppress(EngineUnavailable):  # still away: try again later
+                self._drain_deferred()
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         def logs(c: docker.APIClient) -> str:
