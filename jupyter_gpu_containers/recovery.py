@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -28,10 +27,12 @@ from jupyter_server._tz import utcnow
 
 from . import labels as L
 from .engine import ContainerRecord, engine_for
+from .errors import ValueRefused
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from .launchplan import (
     CONNECTION_FILE_NAME,
     ContainerPolicy,
+    check_kernel_id,
     effective_server_id,
     effective_state_dir,
 )
@@ -131,8 +132,12 @@ def _remove_private_dir(path: str) -> None:
 
 def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
     """Remove ``kernel-<id>.json`` from this server's connection directory. The id comes from a
-    label: only a plain kernel id (a uuid) may name a file, never a path."""
-    if connection_dir and re.fullmatch(r"[0-9A-Za-z-]{1,64}", kernel_id):
+    label: only what may be a kernel id (check_kernel_id, as at launch) names a file."""
+    try:
+        check_kernel_id(kernel_id)
+    except ValueRefused:
+        return
+    if connection_dir:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
 
