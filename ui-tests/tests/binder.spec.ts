@@ -57,6 +57,16 @@ test('without an engine the panel and the Launcher say so, and native kernels wo
 
   // Nothing is broken: a native notebook runs.
   await notebookCards.first().click();
+  // Run only once the kernel has answered: a cell run before that is silently not executed.
+  await page.waitForFunction(() => {
+    const widget = (window as any).jupyterapp.shell.currentWidget;
+    return widget?.sessionContext?.session?.kernel !== undefined;
+  });
+  await page.evaluate(async () => {
+    const context = (window as any).jupyterapp.shell.currentWidget.sessionContext;
+    await context.ready;
+    await context.session.kernel.info;
+  });
   const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content').first();
   await cell.click();
   await page.keyboard.type('print(6 * 7)');
