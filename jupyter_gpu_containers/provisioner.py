@@ -240,6 +240,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Whether that request is only the kernel spec's default (nobody asked for GPUs).
     _request_is_default = False
     _dead_callback_registered = False
+    # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
+    # its start): the server log reports the durations, benchmarks/ reads the stamps.
+    launch_stamps: dict[str, float]
     # The container whose unexpected end was reported (see _report_death).
     _death_reported: str | None = None
 
@@ -261,6 +264,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
+        self.launch_stamps = {"pre_launch": time.monotonic()}
         policy = ContainerPolicy(parent=km)
         try:
             # Before anything is written: the kernel id names the connection file and the
@@ -286,7 +290,22 @@ class ContainerProvisioner(KernelProvisionerBase):
             cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
         )
         kwargs["policy"] = policy
+        self._stamp("prepare")
         return kwargs
+
+    def _stamp(self, phase: str) -> None:
+        stamps = getattr(self, "launch_stamps", None)
+        if stamps is None:  # a launch without pre_launch (only tests do that)
+            stamps = self.launch_stamps = {"pre_launch": time.monotonic()}
+        stamps[phase] = time.monotonic()
+
+    def launch_phases(self) -> dict[str, float]:
+        """The last launch's phases and how long each took, in seconds, in launch order:
+        prepare (checks, private directory, connection files), image (inspect, policy, probe
+        cache), gpus (request, inventory, allocation under the host lock), create, start,
+        ready (until the kernel answered kernel_info)."""
+        stamps = list(getattr(self, "launch_stamps", {}).items())
+        return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
 
     def _prepare_files(self, policy: ContainerPolicy, session: str) -> None:
         """The private directory and both views of the connection (blocking: a worker thread)."""
@@ -319,6 +338,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             # The probe's cache may be read from disk: off the event loop.
             known = await asyncio.to_thread(readiness_probe(self.parent).cached, image.id)
             self._refuse_if_known_not_ready(known)
+            self._stamp("image")
             request = await self._gpu_request(kwargs)
             if request.wants_gpus:
                 inventory = await shared_inventory(self.parent).read()
@@ -355,26 +375,32 @@ class ContainerProvisioner(KernelProvisionerBase):
                         for garbage in ledger.garbage.get(gpu.uuid, []):
                             await self.engine.remove(garbage)
                     spec = self._container_spec(image, cmd, kwargs, policy, chosen, mode)
+                    self._stamp("gpus")
                     self.container_id = await self.engine.create(spec)
             else:
                 chosen = []
                 spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
+                self._stamp("gpus")
                 self.container_id = await self.engine.create(spec)
+            self._stamp("create")
             self.gpu_uuids = tuple(g.uuid for g in chosen)
             await self.engine.start(self.container_id, self.image)
+            self._stamp("start")
             await self._remove_previous_container()
             await self._wait_until_ready(started)
+            self._stamp("ready")
         except BaseException:
             await self._discard_after_failed_launch()
             raise
         self.log.info(
-            "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s",
+            "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s (%s)",
             self.kernel_id,
             (self.container_id or "")[:12],
             self.image,
             self.transport,
             ",".join(g.uuid for g in chosen) or "none",
-            time.monotonic() - started,
+            time.monotonic() - self.launch_stamps["pre_launch"],
+            ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items()),
         )
         return self.connection_info
 

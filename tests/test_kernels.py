@@ -105,10 +105,19 @@ def transport(name: str) -> pytest.MarkDecorator:
     ],
 )
 async def test_kernel_runs_in_a_container(
-    image: str, transport: str, jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
+    image: str,
+    transport: str,
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    docker_client: Any,
+    jp_serverapp: Any,
 ) -> None:
     kernel_id = await start_kernel(jp_fetch, image)
     container = kernel_container(docker_client, kernel_id)
+    # Where the launch's time went, phase by phase, in order (the log line and benchmarks/).
+    phases = jp_serverapp.kernel_manager.get_kernel(kernel_id).provisioner.launch_phases()
+    assert list(phases) == ["prepare", "image", "gpus", "create", "start", "ready"]
+    assert all(seconds >= 0 for seconds in phases.values())
     facts = await probe(jp_ws_fetch, kernel_id)
 
     # The code ran in that container, under init, as this server's user, in the workspace.
