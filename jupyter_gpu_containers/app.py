@@ -10,6 +10,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum
 
+from . import websocket
 from .errors import ContainerKernelError
 from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
@@ -56,10 +57,21 @@ class GPUContainersApp(ExtensionApp):
         class is configured.""",
     )
 
+    kernel_websocket_nodelay = Bool(
+        True,
+        config=True,
+        help="""Send kernel messages to the browser without Nagle's delay (TCP_NODELAY on the
+        kernel websocket). jupyter_server leaves it off, and a kernel's burst of small replies
+        then waits up to 40 ms for the browser's delayed acknowledgement: at every kernel start
+        and after it. Applies to every kernel of the server, containers or not; ignored when
+        ServerApp.kernel_websocket_connection_class is configured or a kernel gateway is used.""",
+    )
+
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
         super()._link_jupyter_server_extension(serverapp)
-        # Linking happens before the server creates its kernel spec manager, so this is the one
-        # moment the class can still be chosen.
+        # Linking happens before the server creates its kernel spec manager and its web
+        # application, so this is the one moment their classes can still be chosen.
+        websocket.install(serverapp, self.kernel_websocket_nodelay)
         if not self.install_kernelspec_manager:
             return
         configured = serverapp.config.get("ServerApp", {}).get("kernel_spec_manager_class")
