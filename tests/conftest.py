@@ -78,7 +78,16 @@ def test_containers(client: docker.DockerClient) -> list[Any]:
     return client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
 
 
+def wait_for_background_probes() -> None:
+    """Readiness probes a server started in the background remove their own containers when
+    they end: let them end before counting containers (a test that runs first in a session finds
+    the probes of every local image still running)."""
+    for probe in list(probe_module._probes.values()):
+        probe.wait_idle(timeout=60)
+
+
 def assert_no_test_containers(client: docker.DockerClient) -> None:
+    wait_for_background_probes()
     left = [f"{c.name} ({c.status})" for c in test_containers(client)]
     assert not left, f"containers left behind: {left}"
 
@@ -100,10 +109,7 @@ def jp_server_cleanup(jp_asyncio_loop: Any, request: pytest.FixtureRequest) -> I
     if "docker_client" not in request.fixturenames:
         return
     client: docker.DockerClient = request.getfixturevalue("docker_client")
-    # Readiness probes the server started in the background remove their own containers when
-    # they end: let them end first.
-    for probe in list(probe_module._probes.values()):
-        probe.wait_idle(timeout=60)
+    wait_for_background_probes()
     leftovers = test_containers(client)
     for container in leftovers:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
