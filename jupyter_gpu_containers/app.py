@@ -1,4 +1,5 @@
-"""The Jupyter Server extension: live kernel specs, recovery on start, and REST handlers."""
+"""The Jupyter Server extension: live kernel specs, recovery on start, the warm pool, and REST
+handlers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
 from .launchplan import ContainerPolicy, effective_server_id
 from .recovery import recover
+from .warmpool import WarmPool
 
 
 class _SentenceOnly(logging.Filter):
@@ -38,6 +40,7 @@ class GPUContainersApp(ExtensionApp):
     name = "jupyter_gpu_containers"
     # Not a standalone app: it rides on whatever server (jupyter lab, jupyter server) loads it.
     load_other_extensions = True
+    warm_pool: WarmPool | None = None
 
     on_start = Enum(
         ["reattach", "sweep"],
@@ -125,12 +128,20 @@ class GPUContainersApp(ExtensionApp):
             report = await recover(serverapp, self.on_start)
         except ContainerKernelError as e:
             self.log.warning("Kernel containers were not checked at start: %s", e)
-            return
-        self.log.info(
-            "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
-            len(report.reattached),
-            len(report.removed),
+        else:
+            self.log.info(
+                "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
+                len(report.reattached),
+                len(report.removed),
+            )
+        # After recovery, which removes the warm containers a previous process left: the pool
+        # fills in the background (and keeps trying while the engine is away).
+        self.warm_pool = WarmPool(
+            parent=serverapp,
+            kernel_manager=serverapp.kernel_manager,
+            kernel_spec_manager=ksm,
         )
+        self.warm_pool.start()
 
     async def stop_extension(self) -> None:
         gc.unfreeze()  # a server started again in this process (tests) freezes afresh
@@ -139,3 +150,7 @@ class GPUContainersApp(ExtensionApp):
         ksm = self.serverapp.kernel_spec_manager if self.serverapp else None
         if isinstance(ksm, ContainerKernelSpecManager):
             ksm.stop_watching()
+        # Before the kernels shut down: their handed-over containers are theirs to remove.
+        if self.warm_pool is not None:
+            await self.warm_pool.stop()
+            self.warm_pool = None

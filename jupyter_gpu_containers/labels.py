@@ -39,6 +39,10 @@ CONNECTION_DIR = PREFIX + "connection-dir"
 TRANSPORT = PREFIX + "transport"
 GPUS = PREFIX + "gpus"  # comma-separated UUIDs the kernel holds ("" for none)
 PROBE = PREFIX + "probe"  # "true" on readiness-probe containers, which never carry MANAGED
+# On warm-pool containers (warmpool.py): the id of the pool that started them. Their KERNEL_ID is
+# the pool's own; once handed over, the kernel they serve is named by the claim record in their
+# private directory (labels cannot change after creation).
+POOL = PREFIX + "pool"
 
 
 def default_server_id(uid: int, root_dir: str) -> str:

@@ -13,12 +13,17 @@ Lifecycle (jupyter_client's KernelProvisionerBase contract):
 - ``cleanup``: remove the container; keep the private directory across a restart (same connection
   file, same ports), remove it on shutdown.
 
+A first launch that gets no GPUs may instead be handed a warm container from the server's pool
+(warmpool.py) that was made exactly as this launch would make its own; anything amiss with it
+and the launch starts its own container as above.
+
 All Docker calls go through :class:`~.engine.Engine`, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -27,6 +32,7 @@ import shutil
 import signal
 import tempfile
 import time
+from datetime import datetime, timezone
 from typing import Any as AnyType
 
 import zmq
@@ -81,6 +87,13 @@ from .launchplan import (
 )
 from .notebook_requests import NotebookRequests
 from .probe import ProbeResult, readiness_probe
+from .warmpool import (
+    PoolEntry,
+    handover_code,
+    spec_fingerprint,
+    warm_pool_for,
+    write_claim,
+)
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -245,6 +258,16 @@ class ContainerProvisioner(KernelProvisionerBase):
     launch_stamps: dict[str, float]
     # The container whose unexpected end was reported (see _report_death).
     _death_reported: str | None = None
+    # Set on the provisioners that fill the warm pool (warmpool.py): the pool's id, written as
+    # the container's POOL label. None for kernels.
+    pool_id: str | None = None
+    # What the last cold launch created: the container's spec and its image's id (the warm pool
+    # compares a launch's own spec with those of its containers).
+    container_spec: ContainerSpec | None = None
+    container_image_id: str = ""
+    # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
+    # connection (key, sockets), and a warm container has its own.
+    _launched = False
 
     _engine: Engine | None = None
 
@@ -303,7 +326,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         """The last launch's phases and how long each took, in seconds, in launch order:
         prepare (checks, private directory, connection files), image (inspect, policy, probe
         cache), gpus (request, inventory, allocation under the host lock), create, start,
-        ready (until the kernel answered kernel_info)."""
+        ready (until the kernel answered kernel_info).
+
+        A launch served by the warm pool: prepare, image, handover (GPU request, this launch's
+        container spec, a matching warm container taken), ready (its kernel answered the
+        handover request; claim record written). One whose warm container failed the handover
+        has a "pool" phase (the failed attempt) before the cold path's gpus, create, start and
+        ready."""
         stamps = list(getattr(self, "launch_stamps", {}).items())
         return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
 
@@ -357,6 +386,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                         inventory.reason or "this host has none.",
                     )
                     request = GPURequest.parse(0)
+            if not request.wants_gpus and await self._start_from_pool(image, cmd, kwargs, policy):
+                return self.connection_info
             if request.wants_gpus:
                 allocator = GPUAllocator(parent=self.parent)
                 self._refuse_if_incompatible(image, inventory, policy)
@@ -376,11 +407,13 @@ class ContainerProvisioner(KernelProvisionerBase):
                             await self.engine.remove(garbage)
                     spec = self._container_spec(image, cmd, kwargs, policy, chosen, mode)
                     self._stamp("gpus")
+                    self.container_spec, self.container_image_id = spec, image.id
                     self.container_id = await self.engine.create(spec)
             else:
                 chosen = []
                 spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
                 self._stamp("gpus")
+                self.container_spec, self.container_image_id = spec, image.id
                 self.container_id = await self.engine.create(spec)
             self._stamp("create")
             self.gpu_uuids = tuple(g.uuid for g in chosen)
@@ -392,6 +425,17 @@ class ContainerProvisioner(KernelProvisionerBase):
         except BaseException:
             await self._discard_after_failed_launch()
             raise
+        self._launched = True
+        if self.pool_id is not None:
+            self.log.info(
+                "Warm pool: container %s (image %s, %s) is ready after %.2f s (%s)",
+                (self.container_id or "")[:12],
+                self.image,
+                self.transport,
+                time.monotonic() - self.launch_stamps["pre_launch"],
+                self._phases_text(),
+            )
+            return self.connection_info
         self.log.info(
             "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s (%s)",
             self.kernel_id,
@@ -400,9 +444,154 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.transport,
             ",".join(g.uuid for g in chosen) or "none",
             time.monotonic() - self.launch_stamps["pre_launch"],
-            ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items()),
+            self._phases_text(),
         )
         return self.connection_info
+
+    def _phases_text(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
+
+    # ------------------------------------------------------------------ warm pool
+
+    async def _start_from_pool(
+        self,
+        image: ImageRecord,
+        cmd: list[str],
+        kwargs: dict[str, AnyType],
+        policy: ContainerPolicy,
+    ) -> bool:
+        """Give this launch a warm container of the server's pool, if one was made exactly as
+        this launch would make its own (same image id, same container spec but for what names
+        the kernel). False when the launch must start its own container: no such container, or
+        the one taken failed the handover (it is discarded; the user's launch never fails
+        because of the pool)."""
+        if self.pool_id is not None or self._launched or self.previous_container_id:
+            return False
+        if self.connection_info.get("curve_publickey"):
+            return False  # an encrypted connection (CurveZMQ): warm kernels have none
+        pool = warm_pool_for(self.parent)
+        if pool is None or not pool.has_ready(self.image):
+            return False
+        try:
+            # What this launch would create: a warm container must have been made the same way.
+            spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
+        except ContainerKernelError:
+            return False  # the cold path refuses the launch with the same sentence
+        entry = pool.take(self.image, image.id, spec_fingerprint(spec))
+        if entry is None:
+            return False
+        self._stamp("handover")
+        try:
+            await self._hand_over(entry, spec, pool.handover_timeout)
+        except Exception as e:
+            self.log.warning(
+                "Kernel %s starts in a new container: the warm container %s (%s) failed the "
+                "handover, and is removed: %s",
+                self.kernel_id,
+                entry.container_id[:12],
+                self.image,
+                e,
+            )
+            pool.discard(entry)
+            # The failed attempt is a phase of its own; the cold path's phases follow it.
+            self.launch_stamps.pop("handover", None)
+            self._stamp("pool")
+            return False
+        except BaseException:  # cancelled: the container was never this kernel's
+            pool.discard(entry)
+            raise
+        self.connection_dir = entry.connection_dir
+        self.connection_info = entry.connection_info.copy()
+        self.container_id = entry.container_id
+        self.container_spec, self.container_image_id = None, entry.image_id
+        self.gpu_uuids = ()
+        self._launched = True
+        pool.handed_over(entry)
+        self._stamp("ready")
+        self.log.info(
+            "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
+            "after %.3f s (%s)",
+            self.kernel_id,
+            entry.container_id[:12],
+            self.image,
+            self.transport,
+            time.monotonic() - self.launch_stamps["pre_launch"],
+            self._phases_text(),
+        )
+        return True
+
+    async def _hand_over(self, entry: PoolEntry, spec: ContainerSpec, timeout: float) -> None:
+        """Make the warm kernel this launch's: move it to the notebook's directory and session
+        (what the container would have had from its start), and write the claim record that
+        names the kernel it now serves (its labels name the pool's kernel for good)."""
+        code = handover_code(
+            cwd=spec.working_dir or self.workspace_mount_path,
+            start=entry.working_dir,
+            session=spec.environment.get("JPY_SESSION_NAME", ""),
+        )
+        reply = await self._execute_silently(entry, code, timeout)
+        if reply.get("status") != "ok":
+            raise ContainerKernelError(
+                f"its kernel answered {reply.get('ename', 'an error')}: {reply.get('evalue', '')}"
+            )
+        record = {
+            "kernel_id": self.kernel_id,
+            "kernel_name": spec.labels.get(L.KERNEL_NAME, ""),
+            "notebook": spec.labels.get(L.NOTEBOOK, ""),
+            "cwd": spec.labels.get(L.CWD, ""),
+            "claimed_at": datetime.now(timezone.utc).isoformat(),
+        }
+        # Off the event loop, like every file operation of a launch.
+        await asyncio.to_thread(self._claim, entry, record)
+
+    def _claim(self, entry: PoolEntry, record: dict[str, str]) -> None:
+        write_claim(entry.connection_dir, record)
+        # What pre_launch prepared for a container of this kernel's own is not needed now.
+        if self.connection_dir and self.connection_dir != entry.connection_dir:
+            shutil.rmtree(self.connection_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.connection_file)
+
+    async def _execute_silently(
+        self, entry: PoolEntry, code: str, timeout: float
+    ) -> dict[str, AnyType]:
+        """Run ``code`` in the warm kernel as a silent execute_request (no history, no
+        execution count, no output to anyone) and return its execute_reply's content. The reply
+        is also the liveness check: a container that ended, or a kernel that does not answer
+        within ``timeout`` seconds, fails the handover."""
+        info = entry.connection_info
+        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+        socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        socket.linger = 0
+        try:
+            socket.connect(_shell_url(info))
+            request = session.msg(
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": True,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": False,
+                },
+            )
+            await socket.send_multipart(session.serialize(request))
+            deadline = time.monotonic() + timeout
+            while True:
+                if await socket.poll(100):
+                    _, parts = session.feed_identities(await socket.recv_multipart())
+                    reply = session.deserialize(parts)
+                    if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+                        return dict(reply["content"])
+                    continue
+                state = await self.engine.state(entry.container_id)
+                if state is None or state.ended:
+                    raise ContainerExited("its container is no longer running")
+                if time.monotonic() > deadline:
+                    raise LaunchTimeout(f"its kernel did not answer within {timeout:.1f} s")
+        finally:
+            socket.close(linger=0)
 
     def _refuse_if_known_not_ready(self, found: ProbeResult | None) -> None:
         """An image the readiness probe already found without Python or ipykernel fails at
@@ -537,7 +726,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         container_labels = check_labels(
             {
-                **{str(k): str(v) for k, v in self.extra_labels.items()},
+                # A POOL label marks warm containers, which recovery treats apart: only the
+                # pool sets it.
+                **{str(k): str(v) for k, v in self.extra_labels.items() if str(k) != L.POOL},
+                **({L.POOL: self.pool_id} if self.pool_id is not None else {}),
                 L.MANAGED: "true",
                 L.KERNEL_ID: self.kernel_id,
                 L.KERNEL_NAME: getattr(km, "kernel_name", "") or "",
@@ -560,7 +752,13 @@ class ContainerProvisioner(KernelProvisionerBase):
             labels=container_labels,
             environment=environment,
             user=user,
-            working_dir=container_path_for(host_cwd, root, self.workspace_mount_path),
+            # A warm container starts in its private directory, not the workspace: Python puts
+            # the start directory first on sys.path while ipykernel loads, and a user's module in
+            # the workspace (a queue.py, say) must not shadow one it imports. The handover moves
+            # the kernel to the notebook's directory.
+            working_dir=KERNEL_DIR_IN_CONTAINER
+            if self.pool_id is not None
+            else container_path_for(host_cwd, root, self.workspace_mount_path),
             mounts=mounts,
             tmpfs=tmpfs,
             shm_size=self.shm_size,
@@ -582,14 +780,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
         info = self.connection_info
         session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
-        if info["transport"] == "ipc":
-            url = f"ipc://{info['ip']}-{info['shell_port']}"
-        else:
-            url = f"tcp://{info['ip']}:{info['shell_port']}"
         socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         socket.linger = 0
         try:
-            socket.connect(url)
+            socket.connect(_shell_url(info))
             request = session.msg("kernel_info_request", {})
             await socket.send_multipart(session.serialize(request))
             deadline = started + self.launch_timeout
@@ -776,6 +970,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         await super().load_provisioner_info(provisioner_info)
         self.container_id = provisioner_info.get("container_id")
         self.connection_dir = provisioner_info.get("connection_dir")
+        # A running kernel's (reattached after a server restart): its next launch is a restart.
+        self._launched = self._launched or self.container_id is not None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
 
@@ -823,6 +1019,12 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.connection_dir:
             shutil.rmtree(self.connection_dir, ignore_errors=True)
             self.connection_dir = None
+
+
+def _shell_url(info: KernelConnectionInfo) -> str:
+    if info["transport"] == "ipc":
+        return f"ipc://{info['ip']}-{info['shell_port']}"
+    return f"tcp://{info['ip']}:{info['shell_port']}"
 
 
 def _username(uid: int) -> str:

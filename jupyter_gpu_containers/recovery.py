@@ -9,12 +9,18 @@ Rebuilt from container labels alone (DESIGN decision 1). For each container carr
 - another server id that no live server holds: remove the container and its private directory.
 
 A container started from another host (an engine reached over TCP) cannot be judged: left alone.
+
+Warm-pool containers (label POOL, see warmpool.py) keep the pool's kernel id in their labels for
+good; one handed over to a kernel has a claim record in its private directory, and is judged as
+that kernel's container (its id, kernel spec, notebook and directory). One nobody claimed serves
+no kernel: it is removed where a kernel's would be reattached, and like any orphan otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -33,10 +39,13 @@ from .launchplan import (
     CONNECTION_FILE_NAME,
     ContainerPolicy,
     check_kernel_id,
+    check_labels,
     effective_server_id,
     effective_state_dir,
+    inside,
 )
 from .provisioner import ContainerProvisioner
+from .warmpool import read_claim
 
 
 @dataclass
@@ -79,9 +88,15 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
     for record in await engine.list_containers({L.MANAGED: "true"}):
+        claimed = None
+        if L.POOL in record.labels:
+            claimed = await asyncio.to_thread(as_claimed, record, mkm.root_dir)
+            record = claimed or record
         if record.labels.get(L.KERNEL_ID) in mkm:
             continue  # already ours in this process
         action = decide(record, server_id, state_dir, me)
+        if action == "reattach" and L.POOL in record.labels and claimed is None:
+            action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
                 await _reattach(serverapp, record)
@@ -113,6 +128,35 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
             await engine.remove(record.id)
             report.removed.append(record.id)
     return report
+
+
+def as_claimed(record: ContainerRecord, root_dir: str) -> ContainerRecord | None:
+    """A handed-over warm container as the record of the kernel that claimed it: its labels with
+    the claim record's kernel id, kernel spec, notebook and directory. None when it has no claim
+    record, or one that could not have been written by a handover (an id that is not a kernel
+    id, a notebook or directory outside the workspace). Blocking: a worker thread."""
+    claim = read_claim(record.labels.get(L.CONNECTION_DIR, ""))
+    if claim is None:
+        return None
+    root = os.path.realpath(root_dir)
+    notebook, cwd = claim.get("notebook", ""), claim.get("cwd", "")
+    try:
+        check_kernel_id(claim.get("kernel_id"))
+        overlay = check_labels(
+            {
+                L.KERNEL_ID: claim["kernel_id"],
+                L.KERNEL_NAME: claim.get("kernel_name", ""),
+                L.NOTEBOOK: notebook,
+                L.CWD: cwd,
+            }
+        )
+    except ValueRefused:
+        return None
+    if notebook and (notebook.startswith("/") or not inside(os.path.join(root, notebook), root)):
+        return None
+    if cwd and not inside(cwd, root):
+        return None
+    return dataclasses.replace(record, labels={**record.labels, **overlay})
 
 
 def _remove_private_dir(path: str) -> None:

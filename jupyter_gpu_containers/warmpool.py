@@ -1,0 +1,519 @@
+"""A warm pool: kernel containers started ahead of demand, handed to kernels that get no GPUs.
+
+A cold kernel start is container create + start + ipykernel boot. The pool keeps ``size``
+containers per image running, each made by the very code that makes a kernel's container
+(ContainerProvisioner, through the image's kernel spec), and a launch that ends up with zero GPUs
+takes one instead of starting its own: the handover is one silent execute request that moves the
+kernel to the notebook's directory and session.
+
+Why only CPU kernels, and only this server's: GPU visibility, bind mounts and the user are fixed
+when a container is created. A pool container is made exactly as a zero-GPU kernel of this server
+would be (same user, workspace, hardening, limits, options); a launch takes it only when its own
+container spec would be the same but for what names the kernel (see :func:`spec_fingerprint`) and
+the image's tag still names the image the container runs.
+
+Labels cannot change after creation, so a handed-over container keeps the pool's kernel id in its
+labels; the kernel it serves is named by a claim record in its private directory, which recovery
+reads after a server restart (recovery.py). Pool containers nobody claimed are removed at server
+stop, and by recovery when their server died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import KernelProvisionerFactory
+from traitlets import Float, Int, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import labels as L
+from .allocator import GPURequest
+from .engine import ContainerSpec, Engine, engine_for
+from .errors import ContainerKernelError, ImageNotKernelReady
+from .gpus import shared_inventory
+from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
+from .launchplan import KERNEL_DIR_IN_CONTAINER
+
+if TYPE_CHECKING:
+    from .provisioner import ContainerProvisioner
+
+# The claim record of a handed-over container, in its private directory.
+CLAIM_FILE_NAME = "claim.json"
+
+# Labels that name one kernel (or one pool container), not how its container is made.
+_NAMING_LABELS = frozenset(
+    {L.KERNEL_ID, L.KERNEL_NAME, L.NOTEBOOK, L.CWD, L.CONNECTION_DIR, L.POOL}
+)
+
+# Where the server's pool hangs, on its multi-kernel manager (as its GPU inventory does).
+_POOL_ATTRIBUTE = "_gpu_containers_warm_pool"
+
+# After a failed start, an image is tried again this much later (doubling, up to the maximum).
+_RETRY_AFTER = 60.0
+_RETRY_AFTER_MAX = 900.0
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """One warm container, running its kernel, ready to be handed over."""
+
+    pool_kernel_id: str
+    ref: str
+    kernel_name: str
+    image_id: str
+    fingerprint: str
+    container_id: str
+    connection_dir: str
+    # The server's view of the kernel's connection (key, transport, address, ports).
+    connection_info: KernelConnectionInfo
+    # The pool kernel manager's connection file in the server's runtime directory.
+    connection_file: str
+    # The kernel's working directory in the container, where it started.
+    working_dir: str
+
+
+@dataclass(frozen=True)
+class _Target:
+    ref: str
+    kernel_name: str
+    image_id: str
+
+
+def spec_fingerprint(spec: ContainerSpec) -> str:
+    """What makes two kernel containers interchangeable: their whole ContainerSpec (image,
+    command, user, environment, mounts, limits, hardening, network, runtime, labels…) except
+    what names one kernel: container name, kernel id and name, notebook, working directory,
+    JPY_SESSION_NAME, the private directory's host path, and the published port numbers."""
+    fields = dataclasses.asdict(spec)
+    fields["name"] = fields["working_dir"] = None
+    fields["labels"] = {k: v for k, v in spec.labels.items() if k not in _NAMING_LABELS}
+    fields["environment"] = {k: v for k, v in spec.environment.items() if k != "JPY_SESSION_NAME"}
+    fields["mounts"] = [
+        ["" if m.target == KERNEL_DIR_IN_CONTAINER else m.source, m.target, m.read_only]
+        for m in spec.mounts
+    ]
+    fields["port_bindings"] = sorted(address for address, _ in spec.port_bindings.values())
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Runs in the warm kernel at handover. What a container started for this notebook has from its
+# start, and a warm one must be given: the working directory (and PWD, which the kernel
+# command's shell exported), the start directory on sys.path (python -m puts it first), IPython's
+# directory history (_dh), JPY_SESSION_NAME, and __session__ where this ipykernel sets it from
+# JPY_SESSION_NAME at start (recent ones do, older ones such as 6.17 do not). Nothing is left in
+# the user's namespace, and a silent request leaves no history and no execution count.
+_HANDOVER = """\
+def __jgc_hand_over(cwd, start, session):
+    import os, sys
+    shell = get_ipython()
+    os.chdir(cwd)
+    if os.environ.get("PWD") == start:
+        os.environ["PWD"] = cwd
+    if start in sys.path:
+        sys.path[sys.path.index(start)] = cwd
+    history = getattr(getattr(shell, "history_manager", None), "dir_hist", None)
+    if history:
+        history[:] = [type(history[0])(cwd)]
+    if not session:
+        return
+    os.environ["JPY_SESSION_NAME"] = session
+    kernel = getattr(shell, "kernel", None)
+    for cls in (*type(kernel).__mro__, *type(getattr(kernel, "parent", None)).__mro__):
+        if cls.__module__.split(".")[0] != "ipykernel":
+            continue
+        path = getattr(sys.modules.get(cls.__module__), "__file__", None) or ""
+        try:
+            with open(path, encoding="utf-8") as f:
+                if "JPY_SESSION_NAME" in f.read():
+                    shell.user_ns["__session__"] = session
+                    return
+        except OSError:
+            pass
+__jgc_hand_over({cwd!r}, {start!r}, {session!r})
+del __jgc_hand_over
+"""
+
+
+def handover_code(cwd: str, start: str, session: str) -> str:
+    """The code that makes a warm kernel (started in ``start``) look started for a notebook:
+    working directory ``cwd``, session ``session`` ("" for none); paths as the container sees
+    them."""
+    return _HANDOVER.format(cwd=cwd, start=start, session=session)
+
+
+def write_claim(connection_dir: str, record: dict[str, str]) -> None:
+    """Write the claim record into a handed-over container's private directory (atomically:
+    recovery never reads half a record). Blocking: a worker thread."""
+    fd, tmp = tempfile.mkstemp(prefix=".claim-", dir=connection_dir)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, os.path.join(connection_dir, CLAIM_FILE_NAME))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_claim(connection_dir: str) -> dict[str, str] | None:
+    """The claim record in ``connection_dir`` (a directory a label names), or None when there is
+    none or it is not a plain JSON object of strings. Blocking: a worker thread."""
+    path = os.path.join(connection_dir, CLAIM_FILE_NAME)
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in record.items()
+    ):
+        return None
+    return record
+
+
+def warm_pool_for(owner: Any) -> WarmPool | None:
+    """The running warm pool of the server that ``owner`` (a kernel manager, or the server's
+    multi-kernel manager) belongs to; None when it has none."""
+    for candidate in (owner, getattr(owner, "parent", None)):
+        pool = getattr(candidate, _POOL_ATTRIBUTE, None)
+        if isinstance(pool, WarmPool):
+            return pool
+    return None
+
+
+def _remove_entry_files(entry: PoolEntry) -> None:
+    shutil.rmtree(entry.connection_dir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(entry.connection_file)
+
+
+class WarmPool(LoggingConfigurable):
+    """Kernel containers kept running ahead of demand, for kernels that get no GPUs."""
+
+    size = Int(
+        0,
+        config=True,
+        help="""Warm kernel containers kept ready per image (0, the default: no warm pool). A
+        kernel start of that image that gets no GPUs takes one and answers within milliseconds
+        instead of starting a container (create, start, ipykernel boot); the pool then starts
+        another in the background. Each warm container is a running, idle kernel (its memory, a
+        few tens of MB for a plain ipykernel, more for images whose entrypoint starts services)
+        of this server: its user, workspace and container options. CPU only: a kernel that gets
+        GPUs, or whose kernel spec sets other container options, starts its own container.""",
+    )
+
+    images = List(
+        Unicode(),
+        ["*"],
+        config=True,
+        help="""Glob patterns of the image references to keep warm, matched against the images
+        offered as kernels, e.g. ["jupyter/scipy-notebook:*", "jgc/*"]. Earlier patterns get
+        their containers first when max_total is reached (then by reference). Images whose
+        kernels get a GPU by default on this host (GPU builds, where there are GPUs) are
+        skipped: their kernels never take a warm container. Default: every image offered as a
+        kernel (up to max_total containers).""",
+    )
+
+    max_total = Int(
+        4,
+        config=True,
+        help="""At most this many warm containers in all, over every image.""",
+    )
+
+    handover_timeout = Float(
+        5.0,
+        config=True,
+        help="""Seconds a warm kernel has to answer its handover. One that does not (or whose
+        container has ended) is removed, and the kernel starts in a new container.""",
+    )
+
+    check_interval = Float(
+        30.0,
+        config=True,
+        help="""Seconds between checks that the warm containers still run and still hold the
+        image their tag names (a pull or tag since replaces them). Each handover checks its own
+        container anyway; this bounds how long a broken one holds its place.""",
+    )
+
+    def __init__(self, kernel_manager: Any, kernel_spec_manager: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._mkm = kernel_manager
+        self._ksm = kernel_spec_manager
+        # Written as the POOL label of this pool's containers: tells them from other servers'.
+        self.pool_id = uuid.uuid4().hex
+        self._ready: dict[str, list[PoolEntry]] = {}
+        self._handed_over: set[str] = set()
+        # ref -> (image id, not before, next delay) after a failed start of that image.
+        self._retry: dict[str, tuple[str, float, float]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Future[None] | None = None
+        self._removals: set[asyncio.Future[None]] = set()
+        self._running = False
+        self._last_problem = ""
+
+    @property
+    def engine(self) -> Engine:
+        return engine_for(self._mkm)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start filling (in the background; call on the server's event loop)."""
+        if self._running or self.size <= 0:
+            return
+        if not isinstance(self._ksm, ContainerKernelSpecManager):
+            self.log.warning(
+                "Warm pool: WarmPool.size is %d, but the server's kernel specs are not "
+                "ContainerKernelSpecManager's, so no image is kept warm.",
+                self.size,
+            )
+            return
+        self._running = True
+        setattr(self._mkm, _POOL_ATTRIBUTE, self)
+        self._task = asyncio.ensure_future(self._fill_loop())
+        self.log.info(
+            "Warm pool: keeping %d container(s) per image ready for kernels without GPUs "
+            "(images %s, at most %d in all).",
+            self.size,
+            ", ".join(self.images) or "none",
+            self.max_total,
+        )
+
+    async def stop(self) -> None:
+        """Stop filling and remove every warm container nobody claimed."""
+        self._running = False
+        if getattr(self._mkm, _POOL_ATTRIBUTE, None) is self:
+            delattr(self._mkm, _POOL_ATTRIBUTE)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()  # a start in progress removes its own container
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for entries in self._ready.values():
+            for entry in entries:
+                self.discard(entry)
+        self._ready.clear()
+        if self._removals:
+            await asyncio.gather(*list(self._removals), return_exceptions=True)
+        # Anything of this pool still there that no kernel holds (a start cut short).
+        with contextlib.suppress(ContainerKernelError):
+            for record in await self.engine.list_containers({L.POOL: self.pool_id}):
+                if record.id not in self._handed_over:
+                    await self.engine.remove_or_defer(record.id)
+
+    # ------------------------------------------------------------------ handover
+
+    def has_ready(self, ref: str) -> bool:
+        return self._running and bool(self._ready.get(ref))
+
+    def take(self, ref: str, image_id: str, fingerprint: str) -> PoolEntry | None:
+        """A warm container of ``ref`` whose image is ``image_id`` (the tag's image now) and whose
+        spec has ``fingerprint``; it is the caller's from now on (hand it over, or discard it).
+        Containers of an image the tag no longer names are removed on the way."""
+        entries = self._ready.get(ref) or []
+        for entry in list(entries):
+            if entry.image_id != image_id:
+                entries.remove(entry)
+                self.log.info(
+                    "Warm pool: removing container %s: it runs image %s, but %s is now %s.",
+                    entry.container_id[:12],
+                    entry.image_id[:19],
+                    ref,
+                    image_id[:19],
+                )
+                self.discard(entry)
+        for entry in entries:
+            if entry.fingerprint == fingerprint:
+                entries.remove(entry)
+                return entry
+        return None
+
+    def handed_over(self, entry: PoolEntry) -> None:
+        """``entry`` is a kernel's now: start its replacement."""
+        self._handed_over.add(entry.container_id)
+        self._wake.set()
+
+    def discard(self, entry: PoolEntry) -> None:
+        """Remove ``entry``'s container and files in the background, and start a replacement."""
+        task = asyncio.ensure_future(self._remove(entry))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+        self._wake.set()
+
+    async def _remove(self, entry: PoolEntry) -> None:
+        try:
+            await self.engine.remove_or_defer(entry.container_id)
+        except ContainerKernelError as e:
+            self.log.warning(
+                "Warm pool: could not remove container %s: %s", entry.container_id[:12], e
+            )
+        await asyncio.to_thread(_remove_entry_files, entry)
+
+    # ------------------------------------------------------------------ filling
+
+    async def _fill_loop(self) -> None:
+        while self._running:
+            self._wake.clear()
+            try:
+                await self._fill()
+                self._last_problem = ""
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the engine away, say: try again at the next check
+                if str(e) != self._last_problem:
+                    self.log.warning("Warm pool: %s", e)
+                self._last_problem = str(e)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.check_interval)
+
+    async def _fill(self) -> None:
+        targets = await self._targets()
+        await self._prune(targets)
+        total = sum(len(entries) for entries in self._ready.values())
+        for target in targets:
+            entries = self._ready.setdefault(target.ref, [])
+            while self._running and len(entries) < self.size and total < self.max_total:
+                image_id, not_before, delay = self._retry.get(
+                    target.ref, (target.image_id, 0.0, _RETRY_AFTER)
+                )
+                if image_id == target.image_id and time.monotonic() < not_before:
+                    break
+                try:
+                    entry = await self._start_one(target)
+                except ContainerKernelError as e:
+                    # An image that cannot run a kernel is tried again only once its tag names
+                    # another image; other failures (the engine away, say) after a while.
+                    wait = float("inf") if isinstance(e, ImageNotKernelReady) else delay
+                    self._retry[target.ref] = (
+                        target.image_id,
+                        time.monotonic() + wait,
+                        min(delay * 2, _RETRY_AFTER_MAX),
+                    )
+                    self.log.warning("Warm pool: no warm container for %s: %s", target.ref, e)
+                    break
+                self._retry.pop(target.ref, None)
+                entries.append(entry)
+                total += 1
+
+    async def _targets(self) -> list[_Target]:
+        """The images to keep warm, in order of preference."""
+        if self.size <= 0 or self.max_total <= 0 or not self.images:
+            return []
+        inventory = await shared_inventory(self._mkm).read()
+        gpus_by_default = bool(inventory.allocatable()) or inventory.failed
+        # Kernel spec lookups read kernel spec directories: off the event loop.
+        return await asyncio.to_thread(self._ranked_targets, gpus_by_default)
+
+    def _ranked_targets(self, gpus_by_default: bool) -> list[_Target]:
+        ksm = self._ksm
+        if not isinstance(ksm, ContainerKernelSpecManager):
+            return []
+        ranked = []
+        for name, (ref, image) in ksm.image_entries().items():
+            rank = next(
+                (i for i, pattern in enumerate(self.images) if fnmatch.fnmatchcase(ref, pattern)),
+                None,
+            )
+            if rank is None:
+                continue
+            try:
+                provisioner = ksm.get_kernel_spec(name).metadata.get("kernel_provisioner", {})
+                if provisioner.get("provisioner_name") != PROVISIONER_NAME:
+                    continue
+                default = GPURequest.parse(provisioner.get("config", {}).get("gpus"))
+            except Exception:  # a spec gone since the listing, or one with a bad default
+                continue
+            if default.wants_gpus and gpus_by_default:
+                continue  # its kernels get GPUs, so they never take a warm container
+            ranked.append((rank, ref, name, image.id))
+        return [_Target(ref, name, image_id) for _, ref, name, image_id in sorted(ranked)]
+
+    async def _prune(self, targets: list[_Target]) -> None:
+        """Remove warm containers that ended, run an image their tag no longer names, or belong
+        to an image no longer kept warm."""
+        wanted = {t.ref: t.image_id for t in targets}
+        for ref in list(self._retry):
+            if ref not in wanted:
+                del self._retry[ref]
+        if not any(self._ready.values()):
+            return
+        running = {
+            record.id
+            for record in await self.engine.list_containers({L.POOL: self.pool_id})
+            if record.status == "running"
+        }
+        for ref, entries in self._ready.items():
+            for entry in list(entries):
+                if entry.container_id in running and wanted.get(ref) == entry.image_id:
+                    continue
+                entries.remove(entry)
+                self.log.info(
+                    "Warm pool: removing container %s of %s (%s).",
+                    entry.container_id[:12],
+                    ref,
+                    "it no longer runs"
+                    if entry.container_id not in running
+                    else "its image changed"
+                    if ref in wanted
+                    else "the image is no longer kept warm",
+                )
+                self.discard(entry)
+
+    async def _start_one(self, target: _Target) -> PoolEntry:
+        """Start one warm container the way a kernel of ``target`` without GPUs is started: a
+        kernel manager and provisioner made as the server makes them, then the provisioner's
+        own pre_launch and launch_kernel."""
+        from .provisioner import ContainerProvisioner
+
+        pool_kernel_id = str(uuid.uuid4())
+        # Kernel spec lookups read kernel spec directories: off the event loop.
+        spec = await asyncio.to_thread(self._ksm.get_kernel_spec, target.kernel_name)
+        km, _, _ = self._mkm.pre_start_kernel(target.kernel_name, {"kernel_id": pool_kernel_id})
+        km.kernel_id = pool_kernel_id
+        provisioner = KernelProvisionerFactory.instance(
+            parent=self._mkm
+        ).create_provisioner_instance(pool_kernel_id, spec, parent=km)
+        if not isinstance(provisioner, ContainerProvisioner):
+            raise ContainerKernelError(
+                f"the kernel spec {target.kernel_name} does not start container kernels."
+            )
+        provisioner.pool_id = self.pool_id
+        provisioner.change_request(GPURequest())  # never GPUs: see the module docstring
+        kwargs = await provisioner.pre_launch(cwd=self._mkm.root_dir, env={})
+        cmd = kwargs.pop("cmd")
+        await provisioner.launch_kernel(cmd, **kwargs)
+        return self._entry(target, km, provisioner)
+
+    @staticmethod
+    def _entry(target: _Target, km: Any, provisioner: ContainerProvisioner) -> PoolEntry:
+        spec = provisioner.container_spec
+        assert spec is not None and provisioner.container_id and provisioner.connection_dir
+        return PoolEntry(
+            pool_kernel_id=str(km.kernel_id),
+            ref=target.ref,
+            kernel_name=target.kernel_name,
+            image_id=provisioner.container_image_id,
+            fingerprint=spec_fingerprint(spec),
+            container_id=provisioner.container_id,
+            connection_dir=provisioner.connection_dir,
+            connection_info=provisioner.connection_info.copy(),
+            connection_file=str(km.connection_file),
+            working_dir=spec.working_dir or KERNEL_DIR_IN_CONTAINER,
+        )
