@@ -1,182 +1,202 @@
-"""Kernel start latency, side by side in one run: ours (both transports) against the floor.
+"""Sections 1 and 2: how long from ``POST /api/kernels`` to the first ``kernel_info_reply``, side
+by side with the physical floor and the alternatives, and where that time goes.
 
-    python -m benchmarks.kernel_start [--image IMAGE] [--runs N]
+Every variant runs once per round, rounds repeat, and the order rotates from round to round, so
+that machine noise (and any warming of caches) hits every variant alike:
 
-Measures, on the same image and the same engine, interleaved round by round so that machine
-noise hits every variant alike:
+- ``docker run --rm IMAGE true`` (the Docker CLI): a container alone;
+- floor, per transport and network: a bare container running ipykernel, started through the
+  engine's API and timed to its first reply (harness.BareKernels);
+- ours, per transport and network: a real Jupyter server with this project, through its REST API
+  and the kernel's websocket, exactly as JupyterLab starts a kernel; with one GPU from the
+  benchmark's NVML double when the engine can attach one;
+- a local ipykernel (no container) through jupyter_client.
 
-- ``docker run --rm IMAGE true``: the cost of a container alone;
-- floor: a bare container (no Jupyter in between) started with ipykernel, timed to its first
-  kernel_info_reply, over ipc sockets in a bind-mounted directory;
-- ours (ipc) and ours (tcp): jupyter_client's AsyncKernelManager with this project's kernel spec
-  and provisioner, timed from start_kernel to the first kernel_info_reply.
-
-Prints a Markdown table with p50, p95 and min, and each variant's p50 as a ratio over the floor.
+The phases of ours come from the provisioner's own stamps (server_probe.LaunchHandler), on the
+same clock as the client's.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import platform
-import statistics
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from typing import Any
 
-import zmq
-import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.session import Session
-from traitlets.config import Config
 
-from jupyter_gpu_containers.kernelspecs import ContainerKernelSpecManager, kernel_name_for
+from .bench import DEFAULT_VARIANT, VARIANTS, Bench
+from .harness import LABEL, Stats, kernel_info_zmq, shell_url
 
-LABEL = "org.jupyter.gpu-containers.benchmark=kernel-start"
+PHASES = [
+    ("server", "request to provisioner: HTTP, spec lookup, kernel manager"),
+    ("prepare", "prepare: checks, private directory, connection files"),
+    ("image", "image: inspect, policy, probe cache"),
+    ("gpus", "gpus: request, inventory, allocation under the host lock"),
+    ("create", "create: the engine creates the container"),
+    ("start", "start: the engine starts it"),
+    ("ready", "ready: ipykernel boots and answers the provisioner"),
+    ("reply", "server after launch: post-launch, session, REST answer"),
+    ("first_reply", "first reply: websocket connect, kernel_info round trip"),
+]
 
-
-async def kernel_info(url: str, key: bytes, timeout: float = 60.0) -> None:
-    session = Session(key=key)
-    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(url)
-    try:
-        await sock.send_multipart(session.serialize(session.msg("kernel_info_request", {})))
-        if not await sock.poll(int(timeout * 1000)):
-            raise TimeoutError("no kernel_info_reply")
-        await sock.recv_multipart()
-    finally:
-        sock.close(linger=0)
+# The phases inside the provisioner, from pre_launch to the kernel's first answer.
+PROVISIONER = ("prepare", "image", "gpus", "create", "start", "ready")
 
 
-async def docker_true(image: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "docker", "run", "--rm", "--label", LABEL, image, "true"
-    )
-    assert await proc.wait() == 0
+def label(kind: str, transport: str, network: str) -> str:
+    return f"{kind}: {transport}, network {network}"
 
 
-async def floor(image: str) -> float:
-    """A bare `docker run` of ipykernel, to its first reply (the physical floor)."""
-    with tempfile.TemporaryDirectory(prefix="jgc-bench-") as tmp:
-        key = uuid.uuid4().hex
-        info = {
-            "transport": "ipc",
-            "ip": "/k/kernel-ipc",
-            "key": key,
-            "signature_scheme": "hmac-sha256",
-            "shell_port": 1,
-            "iopub_port": 2,
-            "stdin_port": 3,
-            "control_port": 4,
-            "hb_port": 5,
-            "kernel_name": "",
-        }
-        with open(os.path.join(tmp, "kernel.json"), "w") as f:
-            json.dump(info, f)
-        started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            "docker",
-            "run",
-            "-d",
-            "--init",
-            "--label",
-            LABEL,
-            "-v",
-            f"{tmp}:/k",
-            image,
-            "python3",
-            "-m",
-            "ipykernel_launcher",
-            "-f",
-            "/k/kernel.json",
-            stdout=subprocess.PIPE,
-        )
-        out, _ = await proc.communicate()
-        await kernel_info(f"ipc://{tmp}/kernel-ipc-1", key.encode())
-        elapsed = time.perf_counter() - started
-        subprocess.run(
-            ["docker", "rm", "-f", out.decode().strip()], capture_output=True, check=True
-        )
-        return elapsed
-
-
-def ours(image: str, transport: str) -> Callable[[], Awaitable[float]]:
-    ksm = ContainerKernelSpecManager()
-    config = Config()
-    config.ContainerProvisioner.transport = transport
-    config.ContainerProvisioner.extra_labels = dict([LABEL.split("=")])
-    # Benchmark hosts often run this as root; kernels as root are refused unless allowed.
-    config.ContainerPolicy.allow_root = os.getuid() == 0
-
-    async def run() -> float:
-        km = AsyncKernelManager(
-            kernel_name=kernel_name_for(image), kernel_spec_manager=ksm, config=config
-        )
-        started = time.perf_counter()
-        await km.start_kernel(cwd=os.getcwd())
-        info = km.get_connection_info()
-        if info["transport"] == "ipc":
-            url = f"ipc://{info['ip']}-{info['shell_port']}"
-        else:
-            url = f"tcp://{info['ip']}:{info['shell_port']}"
-        await kernel_info(url, info["key"])
-        elapsed = time.perf_counter() - started
-        await km.shutdown_kernel(now=True)
-        return elapsed
-
-    return run
-
-
-async def timed(fn: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    value = await fn()
-    return value if isinstance(value, float) else time.perf_counter() - started
-
-
-def summary(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return statistics.median(ordered), p95, ordered[0]
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default="jgc/debian-ipykernel:bookworm")
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    variants: dict[str, Callable[[], Awaitable[object]]] = {
-        "docker run --rm IMAGE true": lambda: docker_true(args.image),
-        "floor: bare docker run + ipykernel (ipc)": lambda: floor(args.image),
-        "ours, ipc transport": ours(args.image, "ipc"),
-        "ours, tcp transport (127.0.0.1)": ours(args.image, "tcp"),
+async def run(bench: Bench, runs: int) -> dict[str, Any]:
+    server = bench.server
+    assert server is not None
+    variants: dict[str, Callable[[], Awaitable[float]]] = {
+        "docker run --rm IMAGE true": lambda: docker_true(bench),
     }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for fn in variants.values():  # one warm-up each, not counted
-        await timed(fn)
-    for _ in range(args.runs):
-        for name, fn in variants.items():
-            samples[name].append(await timed(fn))
-    floor_p50 = summary(samples["floor: bare docker run + ipykernel (ipc)"])[0]
-    server = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True
-    ).stdout.strip()
-    print(f"Kernel start, image {args.image}, {args.runs} runs each, interleaved.")
-    print(
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, Docker engine {server}.\n"
+    for transport, network in VARIANTS:
+        variants[label("floor", transport, network)] = _floor(bench, transport, network)
+    phases: list[dict[str, float]] = []
+    for transport, network in VARIANTS:
+        record = phases if (transport, network) == DEFAULT_VARIANT else None
+        variants[label("ours", transport, network)] = _ours(bench, transport, network, record)
+    variants["local ipykernel (no container), jupyter_client"] = local_ipykernel
+    # The same REST path to a kernel without a container: what the Jupyter server itself costs.
+    variants[LOCAL_REST] = _ours_local(bench)
+    stats = {name: Stats() for name in variants}
+    names = list(variants)
+    for name in names:  # one warm-up each, not counted
+        await variants[name]()
+    phases.clear()
+    for round_ in range(runs):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            try:
+                stats[name].add(await variants[name]())
+            except Exception as e:  # counted and said, the run goes on
+                stats[name].failures += 1
+                print(f"[benchmarks] {name} failed: {e}")
+    rows = []
+    for name, stat in stats.items():
+        row: dict[str, Any] = {"variant": name, **stat.to_dict()}
+        for transport, network in VARIANTS:
+            if name == label("ours", transport, network):
+                floor = stats[label("floor", transport, network)]
+                row["ratio_p50"] = stat.p50 / floor.p50
+                row["ratio_min"] = stat.min / floor.min
+        rows.append(row)
+    return {
+        "runs": runs,
+        "gpus_per_kernel": 1 if bench.gpus else 0,
+        "rows": rows,
+        "phases": _phase_rows(phases),
+        "spec_lookup_median": (
+            await server.call(
+                "GET",
+                f"bench/spec-lookup?name={bench.kernel(bench.variant_ref(*DEFAULT_VARIANT))}",
+            )
+        )["median"],
+    }
+
+
+def _phase_rows(samples: list[dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
+    for key, description in PHASES:
+        stat = Stats([s[key] for s in samples if key in s])
+        rows.append({"phase": key, "description": description, **stat.to_dict()})
+    provisioner = Stats([sum(s[k] for k in PROVISIONER if k in s) for s in samples])
+    rows.append(
+        {
+            "phase": "provisioner",
+            "description": "the provisioner alone: prepare to ready",
+            **provisioner.to_dict(),
+        }
     )
-    print("| variant | p50 (s) | p95 (s) | min (s) | p50 / floor |")
-    print("|---|---|---|---|---|")
-    for name, values in samples.items():
-        p50, p95, low = summary(values)
-        print(f"| {name} | {p50:.3f} | {p95:.3f} | {low:.3f} | {p50 / floor_p50:.2f} |")
+    total = Stats([sum(s.values()) for s in samples])
+    rows.append({"phase": "total", "description": "total", **total.to_dict()})
+    return rows
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+async def docker_true(bench: Bench) -> float:
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        "docker", "run", "--rm", "--label", f"{LABEL}={bench.run_id}", bench.image, "true"
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("docker run --rm IMAGE true failed")
+    return time.monotonic() - started
+
+
+def _floor(bench: Bench, transport: str, network: str) -> Callable[[], Awaitable[float]]:
+    async def measure() -> float:
+        started = time.monotonic()
+        container_id = await bench.bare.start(transport, network)
+        elapsed = time.monotonic() - started
+        await asyncio.to_thread(bench.bare.remove, container_id)
+        return elapsed
+
+    return measure
+
+
+def _ours(
+    bench: Bench, transport: str, network: str, phases: list[dict[str, float]] | None
+) -> Callable[[], Awaitable[float]]:
+    name = bench.kernel(bench.variant_ref(transport, network))
+
+    async def measure() -> float:
+        server = bench.server
+        assert server is not None
+        started = time.monotonic()
+        kernel_id, answered, replied = await server.start_kernel(name)
+        try:
+            if phases is not None:
+                stamps = (await server.call("GET", f"bench/launch/{kernel_id}"))["stamps"]
+                phases.append(split(started, stamps, answered, replied))
+        finally:
+            await server.delete_kernel(kernel_id)
+        return replied - started
+
+    return measure
+
+
+LOCAL_REST = "local ipykernel (no container), same server's REST API"
+
+
+def _ours_local(bench: Bench) -> Callable[[], Awaitable[float]]:
+    async def measure() -> float:
+        server = bench.server
+        assert server is not None
+        started = time.monotonic()
+        kernel_id, _, replied = await server.start_kernel("python3")
+        await server.delete_kernel(kernel_id)
+        return replied - started
+
+    return measure
+
+
+def split(
+    started: float, stamps: dict[str, float], answered: float, replied: float
+) -> dict[str, float]:
+    """Durations of each phase, from the client's and the provisioner's stamps (one clock)."""
+    out = {"server": stamps["pre_launch"] - started}
+    names = list(stamps)
+    for previous, phase in zip(names, names[1:], strict=False):
+        out[phase] = stamps[phase] - stamps[previous]
+    out["reply"] = answered - stamps[names[-1]]
+    out["first_reply"] = replied - answered
+    return out
+
+
+async def local_ipykernel() -> float:
+    km = AsyncKernelManager(kernel_name="python3")
+    started = time.monotonic()
+    await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=os.getcwd())
+    try:
+        info: dict[str, Any] = dict(km.get_connection_info())
+        key = info["key"]
+        await kernel_info_zmq(shell_url(info), key.decode() if isinstance(key, bytes) else key)
+        return time.monotonic() - started
+    finally:
+        await km.shutdown_kernel(now=True)

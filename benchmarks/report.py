@@ -1,0 +1,231 @@
+"""RESULTS.md and results.json from one run's numbers: tables, and a reading computed from them
+(so that a regenerated file never says what its numbers no longer show)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def ms(seconds: float) -> str:
+    return "–" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.0f}"
+
+
+def ms1(seconds: float) -> str:
+    return "–" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f}"
+
+
+def ratio(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.2f}×"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    rule = "| " + " | ".join("-" * w for w in widths) + " |"
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    return "\n".join([line, rule, *body])
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"Regenerate with `{results['command']}` (see benchmarks/README.md).",
+        "",
+        f"**Run:** {m['date']}, {results['duration_s']:.0f} s in all. **Machine:** {m['cpu']}, "
+        f"{m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Linux {m['kernel']}; Docker "
+        f"engine {m['docker_engine']} ({m['storage_driver']}, cgroup {m['cgroup']}); Python "
+        f"{m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+        + f". **Image:** `{results['image']}`.",
+        "",
+        "Absolute times vary from machine to machine; the ratios, measured side by side in this "
+        "one run, are what to compare. Times in milliseconds.",
+        "",
+    ]
+    sections = results["sections"]
+    for key, title, render in (
+        ("kernel_start", "1. Kernel start", _kernel_start),
+        ("kernel_start", "2. Where the time goes", _phases),
+        ("concurrency", "3. Concurrency", _concurrency),
+        ("rest", "4. REST latency, NVML, event loop", _rest),
+        ("lifecycle", "5. Shutdown and restart", _lifecycle),
+        ("warm_pool", "6. Warm pool", _warm_pool),
+    ):
+        if key not in sections:
+            continue
+        out += [f"## {title}", ""]
+        section = sections[key]
+        if "error" in section:
+            out += [f"Failed: {section['error']}", ""]
+            continue
+        out += [*render(section, results), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _kernel_start(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            r["variant"],
+            ms(r["p50"]),
+            ms(r["p95"]),
+            ms(r["min"]),
+            ratio(r.get("ratio_p50")),
+            ratio(r.get("ratio_min")),
+            str(r["failures"]),
+        ]
+        for r in s["rows"]
+    ]
+    headline = next(r for r in s["rows"] if r["variant"] == "ours: ipc, network bridge")
+    ours = [r for r in s["rows"] if "ratio_p50" in r]
+    worst = max(ours, key=lambda r: r["ratio_p50"])
+    best = min(ours, key=lambda r: r["ratio_p50"])
+    local = next(r for r in s["rows"] if r["variant"].endswith("jupyter_client"))
+    local_rest = next(r for r in s["rows"] if r["variant"].endswith("REST API"))
+    gpus = "with one GPU each from the NVML double" if s["gpus_per_kernel"] else "without GPUs"
+    return [
+        f"From `POST /api/kernels` to the first `kernel_info_reply` on the kernel's websocket, "
+        f"through a real Jupyter server and engine ({gpus}), against a bare container running "
+        f"ipykernel (the floor), {s['runs']} runs each, interleaved. Ratios are over the floor "
+        "of the same transport and network.",
+        "",
+        table(
+            ["variant", "p50", "p95", "min", "p50 / floor", "min / floor", "failed"],
+            rows,
+        ),
+        "",
+        f"**Reading.** With the defaults (ipc, bridge) a kernel answers "
+        f"{ratio(headline['ratio_p50'])} the floor at the median "
+        f"({ms(headline['p50'])} ms against {_floor_p50(s, 'ipc', 'bridge')} ms). Across "
+        f"transports and networks the ratio runs from {ratio(best['ratio_p50'])} "
+        f"({best['variant'][6:]}) to {ratio(worst['ratio_p50'])} ({worst['variant'][6:]}). "
+        f"A local ipykernel, with no container at all, takes {ms(local['p50'])} ms through "
+        f"jupyter_client and {ms(local_rest['p50'])} ms through the same server's REST API.",
+    ]
+
+
+def _floor_p50(s: dict[str, Any], transport: str, network: str) -> str:
+    name = f"floor: {transport}, network {network}"
+    return ms(next(r["p50"] for r in s["rows"] if r["variant"] == name))
+
+
+def _phases(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [[r["description"], ms1(r["p50"]), ms1(r["p95"])] for r in s["phases"]]
+    phases = {r["phase"]: r for r in s["phases"] if r["phase"] not in ("total", "provisioner")}
+    provisioner = next(r for r in s["phases"] if r["phase"] == "provisioner")["p50"]
+    floor = next(r for r in s["rows"] if r["variant"] == "floor: ipc, network bridge")["p50"]
+    ranked = sorted(phases.values(), key=lambda r: r["p50"], reverse=True)
+    total = next(r for r in s["phases"] if r["phase"] == "total")["p50"]
+    engine_and_kernel = sum(phases[k]["p50"] for k in ("create", "start", "ready"))
+    return [
+        "Ours with the defaults (ipc, bridge), split at the provisioner's stamps and the "
+        "client's, which share one clock. p50 and p95 of each phase (they need not add up).",
+        "",
+        table(["phase", "p50", "p95"], rows),
+        "",
+        f"Looking the spec up alone takes {s['spec_lookup_median'] * 1e6:.0f} µs (median, in "
+        "the server).",
+        "",
+        f"**Reading.** The engine and ipykernel (create, start, ready) take "
+        f"{engine_and_kernel / total:.0%} of the median launch; the largest phases are "
+        + ", ".join(f"{r['description'].split(':')[0]} ({ms1(r['p50'])} ms)" for r in ranked[:3])
+        + ". The provisioner's own steps before the engine (prepare, image, gpus) take "
+        + f"{ms1(sum(phases[k]['p50'] for k in ('prepare', 'image', 'gpus')))} ms. The provisioner "
+        f"alone, from pre_launch to the kernel's first answer, takes {ms(provisioner)} ms: "
+        f"{ratio(provisioner / floor)} the floor; the rest is the Jupyter server's request, "
+        "session and websocket handling, which every kernel pays (see the local ipykernel "
+        "through the same server above).",
+    ]
+
+
+def _concurrency(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            str(r["kernels"]),
+            r["what"],
+            ms(r["total_p50"]),
+            ms(r["per_kernel_p50"]),
+            ms(r["per_kernel_p95"]),
+            str(r["failures"]),
+        ]
+        for r in s["rows"]
+    ]
+    by = {(r["kernels"], r["what"]): r for r in s["rows"]}
+    sizes = sorted({r["kernels"] for r in s["rows"]})
+    ratios = ", ".join(
+        f"{n}: {ratio(by[(n, 'ours')]['total_p50'] / by[(n, 'bare')]['total_p50'])}" for n in sizes
+    )
+    failures = sum(r["failures"] for r in s["rows"] if r["what"] == "ours")
+    lag = s["loop_lag"]
+    gpus = (
+        "one GPU each, so launches also queue on the allocator's host lock"
+        if s["gpus_per_kernel"]
+        else "no GPUs"
+    )
+    return [
+        f"n kernels started at once through the REST API ({gpus}), "
+        "against n bare containers started at once; total is until the last one answered. "
+        f"{s['rows'][0]['rounds']} rounds each.",
+        "",
+        table(["n", "what", "total p50", "per-kernel p50", "per-kernel p95", "failed"], rows),
+        "",
+        f"**Reading.** Total time, ours over bare: {ratios}. Failed launches of ours: "
+        f"{failures}. During the 10-kernel launches the server's event loop lagged "
+        f"{ms1(lag['p50'])} ms at the median, {ms1(lag['p95'])} ms at p95, {ms1(lag['max'])} ms "
+        f"at worst ({lag['over_100ms']} of {lag['samples']} samples over 100 ms).",
+    ]
+
+
+def _rest(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            str(r["cheap_images"]),
+            str(r["catalog_rows"]),
+            r["endpoint"],
+            ms1(r["p50"]),
+            ms1(r["p95"]),
+        ]
+        for r in s["rows"]
+    ]
+    top = max(r["cheap_images"] for r in s["rows"])
+    at_top = {r["endpoint"]: r for r in s["rows"] if r["cheap_images"] == top}
+    nvml = s["nvml_poll"]
+    return [
+        f"{s['requests']} sequential requests per endpoint, after cheap images (tags) were added "
+        "on top of the host's own images; the catalog lists every tag, and every one added is "
+        "a kernel spec.",
+        "",
+        table(["cheap images", "catalog rows", "endpoint", "p50", "p95"], rows),
+        "",
+        f"One GPU inventory read through the NVML double ({nvml['gpus']} GPUs, cache off): "
+        f"{nvml['p50'] * 1e6:.0f} µs p50, {nvml['p95'] * 1e6:.0f} µs p95.",
+        "",
+        f"**Reading.** With {top} cheap images the catalog answers in "
+        f"{ms1(at_top['/gpu-containers/images']['p95'])} ms at p95 and the GPU endpoint in "
+        f"{ms1(at_top['/gpu-containers/gpus']['p95'])} ms; the panel polls these every few "
+        "seconds.",
+    ]
+
+
+def _lifecycle(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [[r["what"], ms(r["p50"]), ms(r["p95"]), ms(r["min"])] for r in s["rows"]]
+    return [
+        f"{s['runs']} runs each.",
+        "",
+        table(["what", "p50", "p95", "min"], rows),
+    ]
+
+
+def _warm_pool(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = [[r["variant"], ms(r["p50"]), ms(r["p95"]), ms(r["min"])] for r in s["rows"]]
+    return [
+        s.get("description", ""),
+        "",
+        table(["variant", "p50", "p95", "min"], rows),
+        "",
+        f"**Reading.** {s.get('reading', '')}",
+    ]

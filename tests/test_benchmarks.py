@@ -1,0 +1,72 @@
+"""The benchmark command works end to end (python -m benchmarks --quick): every section runs
+against the real engine, writes its numbers, and leaves nothing behind. Its numbers are not
+checked: a quick run's two samples mean nothing, and benchmarks are not timed tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = list(section.get("rows", []))
+    return rows + list(section.get("phases", []))
+
+
+@pytest.mark.timeout(900)
+def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    before = {tag for image in docker_client.images.list() for tag in image.tags}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["sections"]) == {
+        "kernel_start",
+        "concurrency",
+        "rest",
+        "lifecycle",
+        "warm_pool",
+    }
+    for name, section in results["sections"].items():
+        assert "error" not in section, (name, section)
+        rows = rows_of(section)
+        assert rows, name
+        for row in rows:
+            assert row.get("failures", 0) == 0, (name, row)
+            for key in ("p50", "p95", "min", "total_p50", "per_kernel_p95"):
+                if key in row:
+                    assert math.isfinite(row[key]) and row[key] >= 0, (name, row)
+    start = {r["variant"]: r for r in results["sections"]["kernel_start"]["rows"]}
+    assert all(
+        math.isfinite(start[f"ours: {t}, network {n}"]["ratio_p50"])
+        for t, n in [("ipc", "none"), ("ipc", "bridge"), ("ipc", "host"), ("tcp", "bridge")]
+    )
+    assert results["machine"]["docker_engine"]
+
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    for title in ("1. Kernel start", "2. Where the time goes", "3. Concurrency", "6. Warm pool"):
+        assert f"## {title}" in markdown
+    assert "Failed:" not in markdown
+
+    # Nothing of the run is left: containers (by the benchmark's label) and its image tags.
+    run = results["run_id"]
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"org.jupyter.gpu-containers.benchmark={run}"}
+    )
+    after = {tag for image in docker_client.images.list() for tag in image.tags}
+    assert not {t for t in after - before if t.startswith(f"jgc-bench-{run}/")}
