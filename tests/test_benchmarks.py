@@ -28,8 +28,10 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     done = subprocess.run(
         # The image the test suite builds (the command's default, the demo image, is what the
         # set-up command builds).
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)]
-        + ["--image", "jgc/debian-ipykernel:bookworm"],
+        [
+            *(sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)),
+            *("--image", "jgc/debian-ipykernel:bookworm"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
