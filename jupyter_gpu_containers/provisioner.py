@@ -32,6 +32,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any as AnyType
 
@@ -559,39 +560,30 @@ class ContainerProvisioner(KernelProvisionerBase):
         execution count, no output to anyone) and return its execute_reply's content. The reply
         is also the liveness check: a container that ended, or a kernel that does not answer
         within ``timeout`` seconds, fails the handover."""
-        info = entry.connection_info
-        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
-        socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-        socket.linger = 0
-        try:
-            socket.connect(_shell_url(info))
-            request = session.msg(
-                "execute_request",
-                {
-                    "code": code,
-                    "silent": True,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": False,
-                },
-            )
-            await socket.send_multipart(session.serialize(request))
-            deadline = time.monotonic() + timeout
-            while True:
-                if await socket.poll(100):
-                    _, parts = session.feed_identities(await socket.recv_multipart())
-                    reply = session.deserialize(parts)
-                    if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
-                        return dict(reply["content"])
-                    continue
-                state = await self.engine.state(entry.container_id)
-                if state is None or state.ended:
-                    raise ContainerExited("its container is no longer running")
-                if time.monotonic() > deadline:
-                    raise LaunchTimeout(f"its kernel did not answer within {timeout:.1f} s")
-        finally:
-            socket.close(linger=0)
+        content = {
+            "code": code,
+            "silent": True,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+
+        async def ended(_state: AnyType) -> None:
+            raise ContainerExited("its container is no longer running")
+
+        async def late() -> None:
+            raise LaunchTimeout(f"its kernel did not answer within {timeout:.1f} s")
+
+        return await self._ask_kernel(
+            entry.connection_info,
+            entry.container_id,
+            "execute_request",
+            content,
+            time.monotonic() + timeout,
+            ended,
+            late,
+        )
 
     def _refuse_if_known_not_ready(self, found: ProbeResult | None) -> None:
         """An image the readiness probe already found without Python or ipykernel fails at
@@ -778,37 +770,63 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
-        info = self.connection_info
+
+        async def late() -> None:
+            tail = await self.engine.logs_tail(self.container_id or "", self.log_tail_lines)
+            raise LaunchTimeout(
+                f"The kernel in the container for {self.image} did not answer within "
+                f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
+                "removed. If this image is slow to start, raise "
+                "ContainerProvisioner.launch_timeout."
+                + (f"\nLast lines of its log:\n{tail}" if tail else "")
+            )
+
+        await self._ask_kernel(
+            self.connection_info,
+            self.container_id or "",
+            "kernel_info_request",
+            {},
+            started + self.launch_timeout,
+            self._raise_for_exit,
+            late,
+        )
+
+    async def _ask_kernel(
+        self,
+        info: KernelConnectionInfo,
+        container_id: str,
+        msg_type: str,
+        content: dict[str, AnyType],
+        deadline: float,
+        on_end: Callable[[AnyType], Awaitable[None]],
+        on_timeout: Callable[[], Awaitable[None]],
+    ) -> dict[str, AnyType]:
+        """One request on the kernel's shell channel, and its reply's content. While it waits,
+        a container that ended (or was removed) calls ``on_end`` with its state, and a passed
+        ``deadline`` (time.monotonic()) calls ``on_timeout``: both raise."""
         session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
         socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         socket.linger = 0
-        # The kernel binds its sockets a few hundred ms after its container starts, and ZMQ
+        # A kernel binds its sockets a few hundred ms after its container starts, and ZMQ
         # retries a connection to a socket not bound yet every reconnect_ivl: 100 ms by default,
         # ~50 ms lost per launch on average (benchmarks/). Retry every 5 ms instead.
         socket.reconnect_ivl = 5
         try:
             socket.connect(_shell_url(info))
-            request = session.msg("kernel_info_request", {})
+            request = session.msg(msg_type, content)
             await socket.send_multipart(session.serialize(request))
-            deadline = started + self.launch_timeout
             while True:
                 if await socket.poll(100):
                     _, parts = session.feed_identities(await socket.recv_multipart())
                     reply = session.deserialize(parts)
                     if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
-                        return
-                state = await self.engine.state(self.container_id or "")
+                        return dict(reply["content"])
+                    continue
+                state = await self.engine.state(container_id)
                 if state is None or state.ended:
-                    await self._raise_for_exit(state)
+                    await on_end(state)
                 if time.monotonic() > deadline:
-                    tail = await self.engine.logs_tail(self.container_id or "", self.log_tail_lines)
-                    raise LaunchTimeout(
-                        f"The kernel in the container for {self.image} did not answer within "
-                        f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
-                        "removed. If this image is slow to start, raise "
-                        "ContainerProvisioner.launch_timeout."
-                        + (f"\nLast lines of its log:\n{tail}" if tail else "")
-                    )
+                    await on_timeout()
         finally:
             socket.close(linger=0)
 
