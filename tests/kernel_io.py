@@ -85,3 +85,21 @@ async def collect(ws: Any, msg_id: str, timeout: float = 30) -> ExecResult:
 
 async def execute(ws: Any, code: str, timeout: float = 30) -> ExecResult:
     return await collect(ws, await send_execute(ws, code), timeout)
+
+
+async def execute_in(
+    jp_ws_fetch: Any, kernel_id: str, code: str, timeout: float = 30
+) -> ExecResult:
+    """Run ``code`` in a kernel of the in-process test server, over a websocket of its own."""
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    try:
+        return await execute(ws, code, timeout)
+    finally:
+        ws.close()
+
+
+async def json_output(jp_ws_fetch: Any, kernel_id: str, code: str) -> dict[str, Any]:
+    """What ``code``, which prints one JSON object, printed; the run must succeed."""
+    result = await execute_in(jp_ws_fetch, kernel_id, code)
+    assert result.status == "ok", result
+    return dict(json.loads(result.stdout))

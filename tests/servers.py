@@ -123,6 +123,17 @@ class Server:
         )
         return await AsyncHTTPClient().fetch(request, raise_error=raise_error)
 
+    async def open_notebook(self, path: str, kernel_name: str) -> Any:
+        """A session for the notebook at ``path`` (relative to root_dir), as JupyterLab makes
+        one when it opens a notebook; returns the session model."""
+        body = {
+            "path": path,
+            "type": "notebook",
+            "name": path.rsplit("/", 1)[-1],
+            "kernel": {"name": kernel_name},
+        }
+        return await self.call("POST", "api", "sessions", body=body)
+
     async def execute(self, kernel_id: str, code: str) -> Any:
         ws = await websocket_connect(
             HTTPRequest(
@@ -141,8 +152,9 @@ class Server:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.send_signal(signal.SIGINT)  # twice: skip the confirmation prompt
+            # SIGTERM: the server shuts its kernels down, then exits. (SIGINT without a terminal
+            # makes it exit without shutting them down: the leak check then found them.)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

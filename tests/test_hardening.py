@@ -34,7 +34,7 @@ from conftest import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_io import ExecResult, execute
+from kernel_io import json_output
 from servers import Server, write_server_config
 from tornado.httpclient import HTTPClientError
 from traitlets import TraitError
@@ -122,18 +122,8 @@ async def start_error(jp_fetch: Any, image: str = DEBIAN_IMAGE, **body: Any) -> 
     return info.value.code, json.loads(info.value.response.body)["message"]
 
 
-async def run(jp_ws_fetch: Any, kernel_id: str, code: str) -> ExecResult:
-    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
-    try:
-        return await execute(ws, code)
-    finally:
-        ws.close()
-
-
 async def facts(jp_ws_fetch: Any, kernel_id: str) -> dict[str, Any]:
-    result = await run(jp_ws_fetch, kernel_id, FACTS)
-    assert result.status == "ok", result
-    return dict(json.loads(result.stdout))
+    return await json_output(jp_ws_fetch, kernel_id, FACTS)
 
 
 def no_new_privileges(security_opt: list[str] | None) -> bool:
@@ -350,7 +340,7 @@ def user_server() -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-        if server.process.returncode not in (0, -signal.SIGINT):
+        if server.process.returncode not in (0, -signal.SIGTERM):
             print(server.output())
         shutil.rmtree(home, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from conftest import (
     kernel_container,
     kernel_name,
 )
-from kernel_io import collect, execute, send_execute
+from kernel_io import collect, execute, json_output, send_execute
 from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers import labels as L
@@ -52,13 +52,7 @@ async def start_kernel(jp_fetch: Any, image: str) -> str:
 
 
 async def probe(jp_ws_fetch: Any, kernel_id: str) -> dict[str, Any]:
-    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
-    try:
-        result = await execute(ws, PROBE)
-    finally:
-        ws.close()
-    assert result.status == "ok", result
-    return dict(json.loads(result.stdout))
+    return await json_output(jp_ws_fetch, kernel_id, PROBE)
 
 
 async def kernelspecs(jp_fetch: Any) -> dict[str, Any]:

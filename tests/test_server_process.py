@@ -61,7 +61,7 @@ def servers(user_home: Path) -> Iterator[list[Server]]:
     yield started
     for server in started:
         server.stop()
-        if server.process.returncode not in (0, -signal.SIGKILL, -signal.SIGINT):
+        if server.process.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
             print(server.output())
 
 
@@ -78,17 +78,7 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     first = start(workspace)
     (workspace / "work").mkdir()
     os.chown(workspace / "work", entry.pw_uid, entry.pw_gid)
-    session = await first.call(
-        "POST",
-        "api",
-        "sessions",
-        body={
-            "path": "work/nb.ipynb",
-            "type": "notebook",
-            "name": "nb.ipynb",
-            "kernel": {"name": kernel_name(NGC_IMAGE)},
-        },
-    )
+    session = await first.open_notebook("work/nb.ipynb", kernel_name(NGC_IMAGE))
     kernel_id = session["kernel"]["id"]
     result = await first.execute(
         kernel_id,

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import pwd
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from conftest import (
 )
 from conftest import test_containers as containers_of_this_run
 from jupyter_client.manager import start_new_async_kernel
-from kernel_io import collect, execute, send_execute
+from kernel_io import collect, execute, execute_in, json_output, send_execute
 from servers import Server, write_server_config
 from test_server_process import USER, servers, user_home  # noqa: F401 (fixtures)
 
@@ -148,18 +147,8 @@ print(json.dumps({
 """
 
 
-async def run(jp_ws_fetch: Any, kernel_id: str, code: str) -> Any:
-    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
-    try:
-        return await execute(ws, code)
-    finally:
-        ws.close()
-
-
 async def facts(jp_ws_fetch: Any, kernel_id: str) -> dict[str, Any]:
-    result = await run(jp_ws_fetch, kernel_id, FACTS)
-    assert result.status == "ok", result
-    return dict(json.loads(result.stdout))
+    return await json_output(jp_ws_fetch, kernel_id, FACTS)
 
 
 @warm_pool_config()
@@ -206,7 +195,7 @@ async def test_a_session_takes_the_warm_container_and_cannot_tell(
     # handover (test_the_handover_sets_session_where_ipykernel_does covers one that does).
     assert warm_facts["session"] is None
     assert warm_facts["env"]["NVIDIA_VISIBLE_DEVICES"] == "void"  # no GPU, as a cold CPU kernel
-    result = await run(jp_ws_fetch, kernel_id, "open('result.txt', 'w').write('warm')")
+    result = await execute_in(jp_ws_fetch, kernel_id, "open('result.txt', 'w').write('warm')")
     assert result.status == "ok"
     written = jp_root_dir / "course" / "week1" / "result.txt"
     assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
@@ -297,7 +286,7 @@ async def test_a_warm_kernel_over_tcp(
         for binding in bindings
     }
     assert {km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port} == published
-    assert (await run(jp_ws_fetch, kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+    assert (await execute_in(jp_ws_fetch, kernel_id, "print(6 * 7)")).stdout.strip() == "42"
 
 
 @pytest.fixture
@@ -339,7 +328,7 @@ async def test_a_broken_warm_container_is_replaced_by_a_cold_start(
     assert provisioner.container_id not in (None, warm.id)
     phases = list(provisioner.launch_phases())
     assert phases == ["prepare", "image", "pool", "gpus", "create", "start", "ready"]
-    assert (await run(jp_ws_fetch, kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+    assert (await execute_in(jp_ws_fetch, kernel_id, "print(6 * 7)")).stdout.strip() == "42"
     await eventually(lambda: gone(docker_client, warm.id), "the broken warm container's removal")
 
 
@@ -373,7 +362,9 @@ async def test_a_warm_kernel_interrupts_restarts_and_shuts_down_like_any(
     assert restarted.id != warm.id
     assert L.POOL not in restarted.labels
     assert gone(docker_client, warm.id)
-    assert (await run(jp_ws_fetch, kernel_id, "print('x' in globals())")).stdout.strip() == "False"
+    assert (
+        await execute_in(jp_ws_fetch, kernel_id, "print('x' in globals())")
+    ).stdout.strip() == "False"
 
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert gone(docker_client, restarted.id)
@@ -445,17 +436,7 @@ async def test_a_restarted_server_reattaches_a_warm_kernel_by_its_claim(
 
     first = start_server()
     warm = await eventually(lambda: warm_and_ready(first), "a warm container")
-    session = await first.call(
-        "POST",
-        "api",
-        "sessions",
-        body={
-            "path": "work/nb.ipynb",
-            "type": "notebook",
-            "name": "nb.ipynb",
-            "kernel": {"name": kernel_name(DEBIAN_IMAGE)},
-        },
-    )
+    session = await first.open_notebook("work/nb.ipynb", kernel_name(DEBIAN_IMAGE))
     kernel_id = session["kernel"]["id"]
     where = "import os, socket\nprint(socket.gethostname(), os.getcwd(), os.getuid())"
     result = await first.execute(kernel_id, f"marker = 'state survives'\n{where}")
@@ -485,8 +466,6 @@ async def test_a_restarted_server_reattaches_a_warm_kernel_by_its_claim(
     )
     assert result.stdout.split() == ["/workspace/work", "/workspace/work/nb.ipynb"]
 
-    # A server stopped for good (SIGTERM: Server.stop's SIGINT ends a server without a terminal
-    # before its clean-up) removes its warm containers, and shuts its kernels down.
-    second.process.send_signal(signal.SIGTERM)
-    second.process.wait(60)
+    # A server stopped for good removes its warm containers, and shuts its kernels down.
+    second.stop()
     assert_no_test_containers(docker_client)
