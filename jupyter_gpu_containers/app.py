@@ -11,13 +11,31 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum
 
-from . import websocket
 from .errors import ContainerKernelError
 from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
 from .launchplan import ContainerPolicy, effective_server_id
 from .recovery import recover
 from .warmpool import WarmPool
+from .websocket import NoDelayWebsocketConnection
+
+
+def uses_gateway(serverapp: Any) -> bool:
+    """Whether the server's kernels live behind a kernel gateway (jupyter_server then picks its
+    own kernel spec manager and websocket connection classes). Known at link time already."""
+    return bool(
+        serverapp.config.get("GatewayClient", {}).get("url")
+        or os.environ.get("JUPYTER_GATEWAY_URL")
+    )
+
+
+def install_websocket_connection(serverapp: Any, enabled: bool) -> None:
+    """Use NoDelayWebsocketConnection (websocket.py) unless an administrator chose another
+    connection class or a kernel gateway is used. At link time: the web application reads the
+    class when it is created, after linking."""
+    configured = serverapp.config.get("ServerApp", {}).get("kernel_websocket_connection_class")
+    if enabled and configured is None and not uses_gateway(serverapp):
+        serverapp.kernel_websocket_connection_class = NoDelayWebsocketConnection
 
 
 class _SentenceOnly(logging.Filter):
@@ -74,15 +92,13 @@ class GPUContainersApp(ExtensionApp):
         super()._link_jupyter_server_extension(serverapp)
         # Linking happens before the server creates its kernel spec manager and its web
         # application, so this is the one moment their classes can still be chosen.
-        websocket.install(serverapp, self.kernel_websocket_nodelay)
+        install_websocket_connection(serverapp, self.kernel_websocket_nodelay)
         if not self.install_kernelspec_manager:
             return
         configured = serverapp.config.get("ServerApp", {}).get("kernel_spec_manager_class")
         if serverapp.trait_has_value("kernel_spec_manager_class") and configured is None:
             configured = serverapp.kernel_spec_manager_class
-        gateway = serverapp.config.get("GatewayClient", {}).get("url") or os.environ.get(
-            "JUPYTER_GATEWAY_URL"
-        )
+        gateway = uses_gateway(serverapp)
         if configured is None and not gateway:
             serverapp.kernel_spec_manager_class = ContainerKernelSpecManager
             return

@@ -10,7 +10,6 @@ below the first reply takes ~5 ms.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
@@ -24,17 +23,3 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if getattr(handler, "ws_connection", None) is not None:
             handler.set_nodelay(True)
         return super().connect()
-
-
-def install(serverapp: Any, enabled: bool) -> None:
-    """Use NoDelayWebsocketConnection unless an administrator chose another connection class or
-    the server talks to a kernel gateway (whose connection class jupyter_server picks itself).
-    At link time: the web application reads the class when it is created, after linking."""
-    if not enabled:
-        return
-    configured = serverapp.config.get("ServerApp", {}).get("kernel_websocket_connection_class")
-    gateway = serverapp.config.get("GatewayClient", {}).get("url") or os.environ.get(
-        "JUPYTER_GATEWAY_URL"
-    )
-    if configured is None and not gateway:
-        serverapp.kernel_websocket_connection_class = NoDelayWebsocketConnection

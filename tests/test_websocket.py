@@ -14,7 +14,7 @@ from kernel_io import execute
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
-from jupyter_gpu_containers import websocket
+from jupyter_gpu_containers.app import install_websocket_connection
 from jupyter_gpu_containers.websocket import NoDelayWebsocketConnection
 
 
@@ -58,7 +58,7 @@ DEFAULT = "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsoc
 )
 def test_install_respects_the_admin(config: dict[str, Any], enabled: bool, expected: Any) -> None:
     app = ServerApp(config=Config(config))
-    websocket.install(app, enabled)
+    install_websocket_connection(app, enabled)
     if expected is None:  # left to jupyter_server's default
         assert not app.trait_has_value("kernel_websocket_connection_class")
     elif isinstance(expected, str):
