@@ -11,14 +11,14 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,12 +76,6 @@ def percentile(samples: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
-    started = time.monotonic()
-    await fn()
-    return time.monotonic() - started
 
 
 def free_port() -> int:
@@ -212,7 +206,7 @@ class BareKernels:
         for bind in binds:
             tmp = bind.split(":", 1)[0]
             if os.path.basename(tmp).startswith("jgc-bench-"):
-                subprocess.run(["rm", "-rf", tmp], check=False)
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the machine
