@@ -9,7 +9,9 @@ to the JSON file named by the environment variable JGC_LOOP_LAG_FILE, rewritten 
 To find the code that blocked, as py-spy would (it is not available here), a sampling thread
 records the loop thread's stack every 5 ms while the loop has not ticked for 50 ms; the most
 frequent stacks go to the JSON file under "stalls" (a stack ending in ``select`` is a loop that
-was idle but not scheduled: the machine's CPUs were busy, nothing blocked it).
+was idle but not scheduled: the machine's CPUs were busy, nothing blocked it). "max_blocked_lag"
+counts only the stalls during which the loop thread was seen running code, or a collection over
+100 ms ran: those the server caused.
 JGC_LOOP_LAG_DEBUG=<seconds> (e.g. 0.03; "1" means 0.1) also turns on asyncio's debug mode, which
 logs every callback slower than that, and samples from that threshold on.
 
@@ -73,7 +75,7 @@ class _Sampler:
 
     def _run(self) -> None:
         me = threading.get_ident()
-        while True:
+        while not self.stopped:
             time.sleep(0.005)
             if time.monotonic() - self.tick < self.threshold + INTERVAL:
                 continue
@@ -82,6 +84,8 @@ class _Sampler:
             if frame is None:
                 continue
             summary = traceback.extract_stack(frame)[-14:]
+            if summary and not (summary[-1].filename.endswith("selectors.py")):
+                self.busy = True  # the loop thread was running code: something blocked it
             lines = [f"{f.filename}:{f.lineno} {f.name}" for f in summary]
             # A loop thread shown in select() is idle, or waiting for the GIL: then another
             # thread of the server holds it. Name what the others were doing.
@@ -91,12 +95,24 @@ class _Sampler:
                     lines.append("  [thread] " + " < ".join(f"{f.name}:{f.lineno}" for f in top))
             self.stacks["\n".join(lines)] += 1
 
+    # Whether the loop thread was seen running code (not waiting in select) since the last tick,
+    # or a collection long enough to stall it ran: then a stall is the server's own doing. A loop
+    # thread seen only in select was idle or waiting for a CPU the machine did not have.
+    busy = False
+    stopped = False  # set to end the sampling thread (the server's runs until its process ends)
+
+    def take_busy(self) -> bool:
+        busy, self.busy = self.busy, False
+        return busy
+
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         """Times each garbage collection: a full one holds the GIL, stalling every thread."""
         if phase == "start":
             self._gc_started = time.monotonic()
         else:
             pause = time.monotonic() - self._gc_started
+            if pause > STALL:
+                self.busy = True  # the sampler cannot run during it: say so here
             if pause > self.gc_max[0]:
                 self.gc_max = (pause, int(info.get("generation", -1)))
 
@@ -109,7 +125,7 @@ class _Sampler:
 
 async def _measure(path: str, sampler: _Sampler) -> None:
     worst: list[tuple[float, float]] = []  # (lag, wall time)
-    stats = {"samples": 0, "max_lag": 0.0, "over_100ms": 0}
+    stats = {"samples": 0, "max_lag": 0.0, "over_100ms": 0, "max_blocked_lag": 0.0}
     written = counted = time.monotonic()
     objects: list[tuple[float, int]] = []  # (time, objects the collector tracks): debug only
     debug = os.environ.get("JGC_LOOP_LAG_DEBUG", "") not in ("", "0")
@@ -119,9 +135,12 @@ async def _measure(path: str, sampler: _Sampler) -> None:
         await asyncio.sleep(INTERVAL)
         lag = loop.time() - before - INTERVAL
         sampler.tick = time.monotonic()
+        blocked = sampler.take_busy()
         stats["samples"] += 1
         if lag > stats["max_lag"]:
             stats["max_lag"] = lag
+        if blocked and lag > stats["max_blocked_lag"]:
+            stats["max_blocked_lag"] = lag
         if lag > STALL:
             stats["over_100ms"] += 1
         worst = sorted([*worst, (lag, time.time())], reverse=True)[:10]
