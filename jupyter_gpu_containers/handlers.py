@@ -51,6 +51,7 @@ from .probe import readiness_probe
 from .provisioner import ContainerProvisioner
 from .pulls import ACTIVE, shared_credentials, shared_pulls
 from .references import BadReference, parse_reference
+from .websocket import close_kernel_websockets
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.
 AUTH_RESOURCE = "gpu_containers"
@@ -211,6 +212,8 @@ class NotebookKernelHandler(GPUContainersHandler):
             if isinstance(provisioner, ContainerProvisioner):
                 provisioner.change_request(effective)
             await ensure_async(km.restart_kernel(running_id))
+            closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
+            self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
             model = await sm.get_session(session_id=session["id"])
         else:  # switch this notebook to another kernel spec (another image)
             model = await switch_kernel(sm, km, session, KernelName(target))

@@ -1,4 +1,5 @@
-"""The kernel websocket, with Nagle's algorithm off.
+"""The kernel websocket: Nagle's algorithm off, and a way to have pages reconnect after a restart
+the server makes on its own (``close_kernel_websockets``).
 
 jupyter_server's kernel websocket leaves TCP_NODELAY unset. A kernel answers a request with a
 burst of small frames (status busy, the reply, status idle); with Nagle on, the server holds every
@@ -23,3 +24,34 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if getattr(handler, "ws_connection", None) is not None:
             handler.set_nodelay(True)
         return super().connect()
+
+
+# RFC 6455 "Service Restart": the client should reconnect (JupyterLab does so at once for any code
+# but 1000 and 1001).
+SERVICE_RESTART = 1012
+
+
+def close_kernel_websockets(kernel_id: str, reason: str) -> int:
+    """Close every open websocket of kernel ``kernel_id`` with code 1012 (Service Restart), so that
+    each page reconnects; returns how many were closed.
+
+    A restart that the server makes on its own (a notebook's GPUs changed in place) keeps the
+    kernel's ports, so the pages' websockets stay attached through it and receive the new kernel's
+    first ``status: starting``. JupyterLab ignores the status messages of the kernel_info requests
+    that follow, so a page that saw it shows "Starting" until the next cell runs. A page restarts
+    its connection itself only around the restarts it asks for; a reconnect resets its status.
+    """
+    # jupyter_server keeps no public registry of open kernel websockets; this class attribute is
+    # the one its own shutdown uses (close_all). Without it nothing is closed: pages then show a
+    # stale status, and nothing else is at stake.
+    open_sockets = getattr(ZMQChannelsWebsocketConnection, "_open_sockets", ())
+    closed = 0
+    for connection in list(open_sockets):
+        if getattr(connection, "kernel_id", None) != kernel_id:
+            continue
+        handler = getattr(connection, "websocket_handler", None)
+        if handler is None or getattr(handler, "ws_connection", None) is None:
+            continue  # already closing
+        handler.close(SERVICE_RESTART, reason[:120])
+        closed += 1
+    return closed

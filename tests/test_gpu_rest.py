@@ -185,6 +185,32 @@ async def test_notebook_request_survives_restart_and_reopening(
     assert kernel_container(docker_client, switched["session"]["kernel"]["id"]).labels[L.GPUS] == ""
 
 
+async def test_gpu_change_in_place_reconnects_the_pages(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path
+) -> None:
+    """A restart the server makes for new GPUs keeps the kernel's ports, so an open websocket would
+    stay attached and show the new kernel's "starting" for good: it is closed with 1012 (Service
+    Restart) instead, and JupyterLab reconnects."""
+    (jp_root_dir / "page.ipynb").write_text("{}")
+    body = {"path": "page.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
+    kernel_id = (await post_request(jp_fetch, body))["session"]["kernel"]["id"]
+    page = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    bystander = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    try:
+        assert (await execute(page, "print('before')")).stdout == "before\n"
+
+        await post_request(jp_fetch, {"path": "page.ipynb", "gpus": 2})
+        for ws in (page, bystander):
+            while await asyncio.wait_for(ws.read_message(), 10) is not None:
+                pass  # what the old kernel said last, then the close
+            assert ws.close_code == 1012
+            assert "restarted" in (ws.close_reason or "")
+    finally:
+        page.close()
+        bystander.close()
+    assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0,GPU-test-1"
+
+
 # A second GPU image (another kernel spec): the NGC-like one with a label of its own.
 OTHER_GPU_IMAGE = f"jgc-test/ngc-like-other:{TEST_RUN}"
 
