@@ -71,6 +71,10 @@ def docker_client() -> Iterator[docker.DockerClient]:
             pytrace=False,
         )
     yield client
+    # An image a test built and removed while a container still used it is only untagged: the
+    # layers stay, dangling, once the container goes. Drop this run's.
+    with contextlib.suppress(docker.errors.APIError):
+        client.images.prune(filters={"dangling": True, "label": f"{TEST_LABEL}={TEST_RUN}"})
     client.close()
 
 

@@ -215,9 +215,11 @@ async def test_gpu_change_in_place_reconnects_the_pages(
 OTHER_GPU_IMAGE = f"jgc-test/ngc-like-other:{TEST_RUN}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def other_gpu_image(docker_client: Any) -> Iterator[str]:
-    """Built before the server starts (list it before jp_fetch), so its first listing has it."""
+    """Built before the server starts (list it before jp_fetch), so its first listing has it.
+    Module-scoped so that it is removed after the servers' clean-up has removed the kernels that
+    ran on it (before that, `docker rmi -f` would only untag it)."""
     dockerfile = f"FROM {NGC_IMAGE}\nLABEL {TEST_LABEL}={TEST_RUN}\n"
     docker_client.images.build(
         fileobj=io.BytesIO(dockerfile.encode()), tag=OTHER_GPU_IMAGE, rm=True, forcerm=True
