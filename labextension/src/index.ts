@@ -8,6 +8,7 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import type { IDisposable } from '@lumino/disposable';
 
 import { getStatus } from './api';
 import { askRegistryLogin } from './credentials';
@@ -165,18 +166,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     for (const command of Object.values(CommandIDs)) {
       palette?.addItem({ command, category: 'GPU Containers' });
     }
-    launcher?.add({
-      command: CommandIDs.openPanel,
-      category: 'Other',
-      rank: 0
-    });
-    // The card's label says when there is no engine: relabel it when that changes.
+    const addCard = (): IDisposable | null =>
+      launcher?.add({
+        command: CommandIDs.openPanel,
+        category: 'Other',
+        rank: 0
+      }) ?? null;
+    let card = addCard();
+    // The card's label says when there is no engine: relabel it when that changes. A Launcher
+    // draws a card's label once and does not follow commandChanged, and the first status often
+    // arrives after a Launcher opened: the card is added again, which redraws every Launcher.
     let engineDown: boolean | null = null;
     model.changed.connect(() => {
       const down = engineProblem(model.status) !== '';
       if (down !== engineDown) {
         engineDown = down;
         commands.notifyCommandChanged(CommandIDs.openPanel);
+        card?.dispose();
+        card = addCard();
       }
     });
 

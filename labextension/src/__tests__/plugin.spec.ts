@@ -323,6 +323,42 @@ describe('jupyter-gpu-containers:plugin', () => {
       );
     });
 
+    it('adds the card again when the engine comes or goes, so open Launchers redraw it', async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const cards: { dispose: jest.Mock }[] = [];
+      const launcher = {
+        add: jest.fn(() => {
+          const card = { dispose: jest.fn() };
+          cards.push(card);
+          return card;
+        })
+      };
+      const app = makeApp();
+      start(app, { launcher });
+      const model = mockPanels[0].model;
+      await model.refreshGpus();
+      // The first status is news: the card drawn before it is replaced.
+      expect(cards).toHaveLength(2);
+      expect(cards[0].dispose).toHaveBeenCalledTimes(1);
+      // The same engine state again: nothing to redraw.
+      await model.refreshGpus();
+      expect(cards).toHaveLength(2);
+      serve(
+        JSON.stringify({
+          engine: { ...engine, ok: false, message: 'Docker is down.' },
+          kernelspecs: 0
+        })
+      );
+      await model.refreshGpus();
+      expect(cards).toHaveLength(3);
+      expect(cards[1].dispose).toHaveBeenCalledTimes(1);
+      expect(cards[2].dispose).not.toHaveBeenCalled();
+      expect(launcher.add).toHaveBeenLastCalledWith(
+        expect.objectContaining({ command: CommandIDs.openPanel })
+      );
+    });
+
     it('refreshes the model from the refresh command', async () => {
       const app = await activate(reachable);
       const refresh = jest
