@@ -12,7 +12,8 @@ test.use({ viewport: { width: 1400, height: 1000 } });
 test('without an engine the panel and the Launcher say so, and native kernels work', async ({
   page
 }) => {
-  await page.goto(`${URL}/lab`);
+  // A fresh workspace: a notebook an earlier run left open would ask for a kernel first.
+  await page.goto(`${URL}/lab?reset`);
   await page.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
   await page.evaluate(async () => {
     const app = (window as any).jupyterapp;
