@@ -399,6 +399,16 @@ export function engineProblem(status: IStatus | null): string {
 }
 
 /**
+ * Whether restarting or switching a kernel in this display status discards state, and so is
+ * confirmed first. Only a dead kernel has none left: 'unknown' is what a page shows after any
+ * reconnect (a restart, a network blip, a laptop waking up) until a cell runs, and the kernel
+ * may hold hours of work by then.
+ */
+export function switchDiscardsState(kernelDisplayStatus: string): boolean {
+  return kernelDisplayStatus !== 'dead';
+}
+
+/**
  * A pull's progress in a few words: `Downloading 120 MB of 300 MB (40%)`.
  */
 export function pullProgressText(pull: IPull): string {

@@ -16,7 +16,12 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { startNotebookKernel } from './api';
-import { gpuListLabel, gpusOfKernel, shortImageName } from './format';
+import {
+  gpuListLabel,
+  gpusOfKernel,
+  shortImageName,
+  switchDiscardsState
+} from './format';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
 import { ImagePicker } from './picker';
@@ -165,7 +170,7 @@ export async function switchNotebook(
     await showErrorMessage('Cannot switch', problem);
     return;
   }
-  if (kernel && !['dead', 'unknown'].includes(context.kernelDisplayStatus)) {
+  if (kernel && switchDiscardsState(context.kernelDisplayStatus)) {
     const sameImage = kernel.name === kernelName;
     const confirm = await showDialog({
       title: sameImage ? 'Restart the kernel?' : 'Switch the image?',

@@ -20,6 +20,7 @@ import {
   memoryFraction,
   pullProgressText,
   shortImageName,
+  switchDiscardsState,
   verdictBadge
 } from '../format';
 import { IPull, VerdictOutcome } from '../types';
@@ -686,6 +687,21 @@ describe('engineProblem', () => {
     ]
   ])('%s', (_, status, text) => {
     expect(engineProblem(status)).toBe(text);
+  });
+});
+
+describe('switchDiscardsState', () => {
+  it('asks before discarding any kernel but a dead one', () => {
+    for (const status of [
+      'idle',
+      'busy',
+      'starting',
+      'restarting',
+      'unknown'
+    ]) {
+      expect(switchDiscardsState(status)).toBe(true);
+    }
+    expect(switchDiscardsState('dead')).toBe(false);
   });
 });
 
