@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -126,6 +127,32 @@ def jp_server_cleanup(jp_asyncio_loop: Any, request: pytest.FixtureRequest) -> I
             f"{[c.name for c in leftovers]}",
             pytrace=False,
         )
+
+
+@contextlib.contextmanager
+def all_log_text() -> Iterator[list[str]]:
+    """Every log line any logger writes meanwhile, at DEBUG, formatted with its traceback."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
 
 
 def kernel_name(ref: str) -> str:

@@ -1,12 +1,17 @@
-"""Talk to a kernel the way JupyterLab does: over the server's kernel websocket."""
+"""Talk to a kernel the way JupyterLab does: start it through the REST API, then talk to it over
+the server's kernel websocket."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
 
 
 @dataclass
@@ -103,3 +108,25 @@ async def json_output(jp_ws_fetch: Any, kernel_id: str, code: str) -> dict[str, 
     result = await execute_in(jp_ws_fetch, kernel_id, code)
     assert result.status == "ok", result
     return dict(json.loads(result.stdout))
+
+
+async def start_kernel(jp_fetch: Any, name: str, **body: Any) -> str:
+    """Start a kernel of spec ``name`` through the stock REST API (more body fields as given);
+    its id."""
+    response = await jp_fetch(
+        "api", "kernels", method="POST", body=json.dumps({"name": name, **body})
+    )
+    return str(json.loads(response.body)["id"])
+
+
+async def refusal(request: Awaitable[Any]) -> tuple[int, str]:
+    """The HTTP error a request to the test server must end in: its code and its message."""
+    with pytest.raises(HTTPClientError) as info:
+        await request
+    assert info.value.response is not None
+    return info.value.code, json.loads(info.value.response.body)["message"]
+
+
+async def start_refusal(jp_fetch: Any, name: str, **body: Any) -> tuple[int, str]:
+    """Why a kernel of spec ``name`` does not start: the error's code and message."""
+    return await refusal(start_kernel(jp_fetch, name, **body))

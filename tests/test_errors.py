@@ -18,21 +18,15 @@ from conftest import (
     install_spec,
     kernel_name,
 )
+from kernel_io import start_refusal
 from tornado.httpclient import HTTPClientError
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
 
-async def start_error(jp_fetch: Any, name: str) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
-
-
 async def test_image_missing(jp_fetch: Any, jp_data_dir: Path, docker_client: Any) -> None:
     name = install_spec(jp_data_dir, "absent", "jgc-test/absent:never-built")
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 404
     assert "jgc-test/absent:never-built is not on this host" in message
     assert_no_test_containers(docker_client)
@@ -54,7 +48,7 @@ async def test_image_without_ipykernel(
     jp_fetch: Any, jp_data_dir: Path, docker_client: Any, tmp_path: Path
 ) -> None:
     name = unprobed_no_ipykernel_spec(jp_data_dir)
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     # Found by the container's exit, not by sitting out the 30 s launch timeout.
     assert code == 422
     assert "has Python but not ipykernel" in message
@@ -76,7 +70,7 @@ async def test_container_exits_at_start_with_its_log_tail(
             "import sys; print('ImportError: libcuda.so.1', file=sys.stderr); sys.exit(3)",
         ],
     )
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 500
     assert "exited at start with code 3" in message
     assert "ImportError: libcuda.so.1" in message
@@ -87,7 +81,7 @@ async def test_engine_refuses_an_unknown_runtime(
     jp_fetch: Any, jp_data_dir: Path, docker_client: Any
 ) -> None:
     name = install_spec(jp_data_dir, "bad-runtime", DEBIAN_IMAGE, runtime="no-such-runtime")
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 500
     assert "refused" in message and "no-such-runtime" in message
     assert_no_test_containers(docker_client)
@@ -114,7 +108,7 @@ async def test_engine_reason_for_memlock_ulimit(
         response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
         await jp_fetch("api", "kernels", json.loads(response.body)["id"], method="DELETE")
     else:
-        code, message = await start_error(jp_fetch, name)
+        code, message = await start_refusal(jp_fetch, name)
         assert code == 500
         assert "refused to start" in message and "rlimit" in message
     assert_no_test_containers(docker_client)
@@ -130,7 +124,7 @@ async def test_launch_timeout(jp_fetch: Any, jp_data_dir: Path, docker_client: A
     name = install_spec(
         jp_data_dir, "silent", DEBIAN_IMAGE, kernel_cmd=["sleep", "300"], launch_timeout=2.0
     )
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 504
     assert "did not answer within 2 s" in message
     assert_no_test_containers(docker_client)
@@ -141,7 +135,7 @@ async def test_launch_timeout(jp_fetch: Any, jp_data_dir: Path, docker_client: A
 )
 async def test_engine_not_reachable(jp_fetch: Any, jp_data_dir: Path, tmp_path: Path) -> None:
     name = install_spec(jp_data_dir, "static", DEBIAN_IMAGE)
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 503
     assert f"not reachable at unix://{tmp_path}/no-engine-here.sock" in message
 

@@ -50,9 +50,9 @@ from faults import (
     leaks,
     read_json,
 )
-from kernel_io import execute, send_execute
+from kernel_io import execute, execute_in, refusal, send_execute, start_kernel, start_refusal
 from servers import Server, write_server_config
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers import probe as probe_module
@@ -86,28 +86,6 @@ def jp_server_config(jp_server_config: dict[str, Any], proxy: EngineProxy) -> di
     if inventory.get("static_gpus") == STATIC_GPUS:
         inventory["static_gpus"] = FAULT_GPUS
     return jp_server_config
-
-
-async def start(jp_fetch: Any, name: str, **body: Any) -> str:
-    response = await jp_fetch(
-        "api", "kernels", method="POST", body=json.dumps({"name": name, **body})
-    )
-    return str(json.loads(response.body)["id"])
-
-
-async def start_error(jp_fetch: Any, name: str) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await start(jp_fetch, name)
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
-
-
-async def run_code(jp_ws_fetch: Any, kernel_id: str, code: str) -> Any:
-    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
-    try:
-        return await execute(ws, code)
-    finally:
-        ws.close()
 
 
 async def fresh_container(docker_client: Any, kernel_id: str, old_id: str) -> Any:
@@ -181,7 +159,7 @@ async def test_engine_stopped_before_a_launch(
     # The image watcher finds the engine gone (a re-listing that fails): image specs go with it.
     await asyncio.to_thread(jp_serverapp.kernel_spec_manager.refresh, False)
     for name in (kernel_name(NGC_IMAGE), static):  # an image's spec, and a spec on disk
-        code, message = await start_error(jp_fetch, name)
+        code, message = await start_refusal(jp_fetch, name)
         assert code == 503, message
         assert f"The Docker engine is not reachable at {proxy.url}." in message
     status = json.loads((await jp_fetch("gpu-containers", "status")).body)
@@ -191,7 +169,7 @@ async def test_engine_stopped_before_a_launch(
     await assert_no_leaks(docker_client, tmp_path, jp_fetch)
 
     # The engine is back: so are launches, without restarting the server.
-    kernel_id = await start(jp_fetch, static)
+    kernel_id = await start_kernel(jp_fetch, static)
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     await assert_no_leaks(docker_client, tmp_path, jp_fetch)
 
@@ -206,7 +184,7 @@ async def test_engine_stopped_between_create_and_start(
     free for the very next launch."""
     await probes_done(jp_fetch)
     proxy.cut_on(START_REQUEST, after=CREATE_KERNEL)
-    code, message = await start_error(jp_fetch, kernel_name(NGC_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 503, message
     assert f"The Docker engine is not reachable at {proxy.url}." in message
     assert len(proxy.cuts) == 1 and not proxy.up
@@ -216,7 +194,7 @@ async def test_engine_stopped_between_create_and_start(
     assert list((tmp_path / "conn").iterdir()) == []  # the private directory went at once
 
     proxy.start()
-    kernel_id = await start(jp_fetch, kernel_name(NGC_IMAGE))  # the only GPU: free again
+    kernel_id = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))  # the only GPU: free again
     assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == "GPU-fault-0"
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     await assert_no_leaks(docker_client, tmp_path, jp_fetch)
@@ -234,18 +212,18 @@ async def test_engine_away_while_kernels_run(
     ``reason``, and restarts in a fresh container. A shutdown during an outage still ends; its
     container goes once the engine is back."""
     await probes_done(jp_fetch)
-    kernel_id = await start(jp_fetch, kernel_name(NGC_IMAGE))
-    stopped_id = await start(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    kernel_id = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
+    stopped_id = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))
     container = kernel_container(docker_client, kernel_id)
     stopped = kernel_container(docker_client, stopped_id)
     for k in (kernel_id, stopped_id):
-        assert (await run_code(jp_ws_fetch, k, "x = 41")).status == "ok"
+        assert (await execute_in(jp_ws_fetch, k, "x = 41")).status == "ok"
 
     proxy.stop()
     stopped.stop(timeout=2)  # through the real socket: SIGTERM, then SIGKILL, as dockerd would
     # Longer than two of the kernel restarter's polls (every 3 s), which now fail.
     await asyncio.sleep(7)
-    during = await run_code(jp_ws_fetch, kernel_id, "x += 1; print(x)")
+    during = await execute_in(jp_ws_fetch, kernel_id, "x += 1; print(x)")
     assert during.stdout.strip() == "42"
     for k in (kernel_id, stopped_id):  # unknown is not dead
         model = json.loads((await jp_fetch("api", "kernels", k)).body)
@@ -254,20 +232,20 @@ async def test_engine_away_while_kernels_run(
     assert f"not reachable at {proxy.url}" in report["engine_error"]
 
     proxy.start()
-    assert (await run_code(jp_ws_fetch, kernel_id, "print(x)")).stdout.strip() == "42"
+    assert (await execute_in(jp_ws_fetch, kernel_id, "print(x)")).stdout.strip() == "42"
     assert kernel_container(docker_client, kernel_id).id == container.id  # never restarted
     assert (await holders(jp_fetch))["GPU-fault-0"] == [kernel_id]
     # The stopped one: found dead at the next poll, said why, restarted afresh.
     await fresh_container(docker_client, stopped_id, stopped.id)
     reason = json.loads((await jp_fetch("api", "kernels", stopped_id)).body).get("reason", "")
     assert reason.startswith(f"The kernel's container ({DEBIAN_IMAGE}) exited with code "), reason
-    result = await run_code(jp_ws_fetch, stopped_id, "print('x' in dir())")
+    result = await execute_in(jp_ws_fetch, stopped_id, "print('x' in dir())")
     assert result.stdout.strip() == "False"
     await jp_fetch("api", "kernels", stopped_id, method="DELETE")
 
     await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
     assert kernel_container(docker_client, kernel_id).id != container.id
-    result = await run_code(jp_ws_fetch, kernel_id, "print('x' in dir())")
+    result = await execute_in(jp_ws_fetch, kernel_id, "print('x' in dir())")
     assert result.stdout.strip() == "False"
 
     # Away again, and the notebook is closed meanwhile: the shutdown ends all the same.
@@ -310,25 +288,21 @@ async def test_image_removed_while_its_kernel_runs(
         (await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))).body
     )
     kernel_id = session["kernel"]["id"]
-    assert (await run_code(jp_ws_fetch, kernel_id, "x = 42")).status == "ok"
+    assert (await execute_in(jp_ws_fetch, kernel_id, "x = 42")).status == "ok"
 
     docker_client.images.remove(throwaway_image, force=True)  # docker rmi -f
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(throwaway_image)
     # The running kernel does not need its image's tag.
-    assert (await run_code(jp_ws_fetch, kernel_id, "print(x)")).stdout.strip() == "42"
+    assert (await execute_in(jp_ws_fetch, kernel_id, "print(x)")).stdout.strip() == "42"
 
     # A restart needs the image: refused with the sentence, not a stack trace.
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch(
-            "gpu-containers",
-            "notebooks",
-            "kernel",
-            method="POST",
-            body=json.dumps({"path": "nb.ipynb"}),
+    code, message = await refusal(
+        jp_fetch(
+            "gpu-containers", "notebooks", "kernel", method="POST", body='{"path": "nb.ipynb"}'
         )
-    assert info.value.code == 404 and info.value.response is not None
-    message = json.loads(info.value.response.body)["message"]
+    )
+    assert code == 404
     assert f"The image {throwaway_image} is not on this host." in message
     gone = {"label": f"{L.KERNEL_ID}={kernel_id}"}
     assert not docker_client.containers.list(all=True, filters=gone)
@@ -360,7 +334,7 @@ async def test_kernel_that_dies_at_import_shows_its_log_tail(
     spec_file.write_text(json.dumps(spec))
 
     started = time.monotonic()
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert time.monotonic() - started < 20, "found by the container's exit, not the timeout"
     assert code == 500
     assert f"The kernel container for {DEBIAN_IMAGE} exited at start with code 1." in message
@@ -383,7 +357,7 @@ async def test_out_of_memory(
     of memory; at start, the launch error says so."""
     # Python with ipykernel needs about 70 MB: 200m starts it, 1 GiB more does not fit.
     roomy = install_spec(jp_data_dir, "roomy", DEBIAN_IMAGE, mem_limit="200m")
-    kernel_id = await start(jp_fetch, roomy)
+    kernel_id = await start_kernel(jp_fetch, roomy)
     first = kernel_container(docker_client, kernel_id)
     assert first.attrs["HostConfig"]["Memory"] == 200 * 2**20
     ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
@@ -404,13 +378,13 @@ async def test_out_of_memory(
     assert logged == [f"Kernel {kernel_id} died: {reason}"]
     # Restarted in a fresh container, which works (and has forgotten x).
     await fresh_container(docker_client, kernel_id, first.id)
-    result = await run_code(jp_ws_fetch, kernel_id, "print('x' in dir())")
+    result = await execute_in(jp_ws_fetch, kernel_id, "print('x' in dir())")
     assert result.stdout.strip() == "False"
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
     # Too small for the kernel itself: the launch fails, saying why.
     tiny = install_spec(jp_data_dir, "tiny", DEBIAN_IMAGE, mem_limit="24m")
-    code, message = await start_error(jp_fetch, tiny)
+    code, message = await start_refusal(jp_fetch, tiny)
     assert code == 500
     assert "ended at start: it ran out of memory (OOM-killed)" in message
     await assert_no_leaks(docker_client, tmp_path, jp_fetch)
@@ -424,7 +398,7 @@ async def test_kernel_that_never_answers(
     name = install_spec(
         jp_data_dir, "silent", DEBIAN_IMAGE, kernel_cmd=["sleep", "300"], launch_timeout=2.0, gpus=1
     )
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 504
     assert "did not answer within 2 s, so the launch was stopped and the container removed" in (
         message
@@ -553,8 +527,8 @@ async def test_idle_kernel_is_culled(
 ) -> None:
     """jupyter_server's idle culler shuts an idle kernel down: its container goes, and the GPUs
     it held are free at once."""
-    kernel_id = await start(jp_fetch, kernel_name(NGC_IMAGE))
-    assert (await run_code(jp_ws_fetch, kernel_id, "1 + 1")).status == "ok"
+    kernel_id = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
+    assert (await execute_in(jp_ws_fetch, kernel_id, "1 + 1")).status == "ok"
     assert (await holders(jp_fetch))["GPU-fault-0"] == [kernel_id]
     for _ in range(150):
         if json.loads((await jp_fetch("api", "kernels")).body) == []:
@@ -616,7 +590,7 @@ async def test_twenty_concurrent_launches_then_churn(
             bad.append(f"{what} {response.code}: {response.body[:300]!r}")
         return response
 
-    async def start_kernel(gpu: bool) -> str | None:
+    async def launch(gpu: bool) -> str | None:
         image = NGC_IMAGE if gpu else DEBIAN_IMAGE
         response = await call("POST", "api", "kernels", gpu=gpu, body={"name": kernel_name(image)})
         if response.code == 409:
@@ -624,7 +598,7 @@ async def test_twenty_concurrent_launches_then_churn(
         return json.loads(response.body)["id"] if response.code == 201 else None
 
     # 20 at once: 8 ask for one GPU each (of 4), 12 for none.
-    first = await asyncio.gather(*(start_kernel(gpu=i < 8) for i in range(20)))
+    first = await asyncio.gather(*(launch(gpu=i < 8) for i in range(20)))
     assert sum(1 for k in first[:8] if k) == 4 and all(first[8:]), (first, bad)
 
     deadline = time.monotonic() + CHURN_SECONDS
@@ -634,7 +608,7 @@ async def test_twenty_concurrent_launches_then_churn(
         rng = random.Random(n)
         while time.monotonic() < deadline:
             if kernel_id is None:
-                kernel_id = await start_kernel(gpu=rng.random() < 0.4)
+                kernel_id = await launch(gpu=rng.random() < 0.4)
                 if kernel_id is None:
                     await asyncio.sleep(0.5)  # no free GPU now: as a user would, try later
                 continue

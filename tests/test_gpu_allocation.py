@@ -4,7 +4,6 @@ static inventory of four GPUs (conftest) and the runc-backed "nvidia" runtime.""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from conftest import (
     kernel_container,
     kernel_name,
 )
-from kernel_io import execute
-from tornado.httpclient import HTTPClientError
+from kernel_io import execute, start_kernel, start_refusal
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.allocator import attachment
@@ -35,18 +33,6 @@ GPU_ENV = (
 )
 
 
-async def start(jp_fetch: Any, name: str) -> str:
-    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
-    return str(json.loads(response.body)["id"])
-
-
-async def refused(jp_fetch: Any, name: str) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await start(jp_fetch, name)
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
-
-
 async def visible_devices(jp_ws_fetch: Any, kernel_id: str) -> str:
     ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
     try:
@@ -57,8 +43,10 @@ async def visible_devices(jp_ws_fetch: Any, kernel_id: str) -> str:
 
 
 async def test_runtime_mode_end_to_end(jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any) -> None:
-    gpu_kernel = await start(jp_fetch, kernel_name(NGC_IMAGE))  # a GPU image: 1 GPU by default
-    cpu_kernel = await start(jp_fetch, kernel_name(DEBIAN_IMAGE))  # a CPU image: none
+    gpu_kernel = await start_kernel(
+        jp_fetch, kernel_name(NGC_IMAGE)
+    )  # a GPU image: 1 GPU by default
+    cpu_kernel = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))  # a CPU image: none
     # The kernel sees exactly its GPU; CUDA_VISIBLE_DEVICES is left alone (devices are
     # renumbered inside the container).
     assert await visible_devices(jp_ws_fetch, gpu_kernel) == "GPU-test-0 None"
@@ -79,21 +67,21 @@ async def test_runtime_mode_end_to_end(jp_fetch: Any, jp_ws_fetch: Any, docker_c
 async def test_exclusive_exhaustion_and_release(
     jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
 ) -> None:
-    kernels = [await start(jp_fetch, kernel_name(NGC_IMAGE)) for _ in range(4)]
+    kernels = [await start_kernel(jp_fetch, kernel_name(NGC_IMAGE)) for _ in range(4)]
     held = {kernel_container(docker_client, k).labels[L.GPUS] for k in kernels}
     assert held == {f"GPU-test-{i}" for i in range(4)}
-    code, message = await refused(jp_fetch, kernel_name(NGC_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
     assert message.startswith("No free GPU: 1 requested, 0 free (GPU 0 is held by a kernel of ")
     # Shutting one down frees its GPU at once.
     freed = kernel_container(docker_client, kernels[2]).labels[L.GPUS]
     await jp_fetch("api", "kernels", kernels[2], method="DELETE")
-    kernels[2] = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    kernels[2] = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
     assert kernel_container(docker_client, kernels[2]).labels[L.GPUS] == freed
     # Removed behind the server's back (docker rm -f): released too.
     kernel_container(docker_client, kernels[0]).remove(force=True)
     await jp_fetch("api", "kernels", kernels[0], method="DELETE")
-    extra = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    extra = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
     for kernel_id in [*kernels[1:], extra]:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert_no_test_containers(docker_client)
@@ -103,34 +91,34 @@ async def test_exclusive_exhaustion_and_release(
     lambda _: {"GPUAllocator": {"policy": "shared", "max_kernels_per_gpu": 2}}
 )
 async def test_shared_policy(jp_fetch: Any, docker_client: Any) -> None:
-    kernels = [await start(jp_fetch, kernel_name(NGC_IMAGE)) for _ in range(8)]
+    kernels = [await start_kernel(jp_fetch, kernel_name(NGC_IMAGE)) for _ in range(8)]
     per_gpu: dict[str, int] = {}
     for kernel_id in kernels:
         uuid = kernel_container(docker_client, kernel_id).labels[L.GPUS]
         per_gpu[uuid] = per_gpu.get(uuid, 0) + 1
     assert per_gpu == {f"GPU-test-{i}": 2 for i in range(4)}  # least loaded first
-    code, message = await refused(jp_fetch, kernel_name(NGC_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
     assert "and a kernel of" in message  # both holders of a shared GPU are named
 
 
 @pytest.mark.server_config(lambda _: {"GPUAllocator": {"max_gpus_per_user": 1}})
 async def test_per_user_cap(jp_fetch: Any, docker_client: Any) -> None:
-    await start(jp_fetch, kernel_name(NGC_IMAGE))
-    code, message = await refused(jp_fetch, kernel_name(NGC_IMAGE))
+    await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
     assert "over the limit of 1 per user (1 held by your other kernels)" in message
-    await start(jp_fetch, kernel_name(DEBIAN_IMAGE))  # CPU kernels are not capped
+    await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))  # CPU kernels are not capped
 
 
 async def test_specific_gpus_and_bad_requests(
     jp_fetch: Any, jp_ws_fetch: Any, jp_data_dir: Path, docker_client: Any
 ) -> None:
     two = install_spec(jp_data_dir, "by-id", NGC_IMAGE, gpus=["2", "GPU-test-3"])
-    kernel_id = await start(jp_fetch, two)
+    kernel_id = await start_kernel(jp_fetch, two)
     assert await visible_devices(jp_ws_fetch, kernel_id) == "GPU-test-2,GPU-test-3 None"
     taken = install_spec(jp_data_dir, "taken", NGC_IMAGE, gpus=["GPU-test-3"])
-    code, message = await refused(jp_fetch, taken)
+    code, message = await start_refusal(jp_fetch, taken)
     assert code == 409 and message.startswith("GPU 3 (GPU-test-3) is not free: a kernel of ")
     for name, gpus, status, says in [
         ("unknown", ["7"], 400, "There is no GPU '7' on this host"),
@@ -138,7 +126,7 @@ async def test_specific_gpus_and_bad_requests(
         ("fraction", 1.5, 400, "must be a whole number"),
         ("too-many", 5, 409, "5 requested, but this host has only 4"),
     ]:
-        code, message = await refused(
+        code, message = await start_refusal(
             jp_fetch, install_spec(jp_data_dir, name, NGC_IMAGE, gpus=gpus)
         )
         assert (code, says in message) == (status, True), message
@@ -183,7 +171,7 @@ async def test_device_request_modes_by_create_and_inspect(
 async def test_device_requests_without_toolkit_fail_with_the_engine_reason(
     jp_fetch: Any, docker_client: Any
 ) -> None:
-    code, message = await refused(jp_fetch, kernel_name(NGC_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 500
     assert "refused to start" in message and "device driver" in message
     assert_no_test_containers(docker_client)
@@ -197,7 +185,7 @@ async def test_a_kernel_whose_restarts_fail_releases_its_gpu(
 ) -> None:
     ref = f"jgc-test/fragile:{TEST_RUN}"
     docker_client.images.get(NGC_IMAGE).tag(ref)
-    kernel_id = await start(jp_fetch, install_spec(jp_data_dir, "fragile", ref, gpus=1))
+    kernel_id = await start_kernel(jp_fetch, install_spec(jp_data_dir, "fragile", ref, gpus=1))
     assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == "GPU-test-0"
     # The image goes, then the kernel's container dies: every restart fails.
     docker_client.images.remove(ref)
@@ -213,5 +201,5 @@ async def test_a_kernel_whose_restarts_fail_releases_its_gpu(
     else:
         raise AssertionError("the dead kernel's containers were not removed")
     # Its GPU is free again at once: a new kernel gets GPU 0.
-    again = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    again = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
     assert kernel_container(docker_client, again).labels[L.GPUS] == "GPU-test-0"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import pwd
 import shutil
@@ -28,13 +27,14 @@ from conftest import (
     NGC_IMAGE,
     TEST_LABEL,
     TEST_RUN,
+    all_log_text,
     install_spec,
     kernel_container,
     kernel_name,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_io import json_output
+from kernel_io import json_output, start_kernel, start_refusal
 from servers import Server, write_server_config
 from tornado.httpclient import HTTPClientError
 from traitlets import TraitError
@@ -108,18 +108,12 @@ print(json.dumps({
 """
 
 
-async def start_kernel(jp_fetch: Any, image: str = DEBIAN_IMAGE, **body: Any) -> str:
-    response = await jp_fetch(
-        "api", "kernels", method="POST", body=json.dumps({"name": kernel_name(image), **body})
-    )
-    return str(json.loads(response.body)["id"])
+async def start_on(jp_fetch: Any, image: str = DEBIAN_IMAGE, **body: Any) -> str:
+    return await start_kernel(jp_fetch, kernel_name(image), **body)
 
 
-async def start_error(jp_fetch: Any, image: str = DEBIAN_IMAGE, **body: Any) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await start_kernel(jp_fetch, image, **body)
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
+async def refusal_on(jp_fetch: Any, image: str = DEBIAN_IMAGE, **body: Any) -> tuple[int, str]:
+    return await start_refusal(jp_fetch, kernel_name(image), **body)
 
 
 async def facts(jp_ws_fetch: Any, kernel_id: str) -> dict[str, Any]:
@@ -157,7 +151,7 @@ def config(**sections: Any) -> pytest.MarkDecorator:
 async def test_kernels_are_hardened_by_default(
     image: str, jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
 ) -> None:
-    kernel_id = await start_kernel(jp_fetch, image)
+    kernel_id = await start_on(jp_fetch, image)
     attrs = kernel_container(docker_client, kernel_id).attrs
     host = attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
@@ -184,7 +178,7 @@ async def test_kernels_are_hardened_by_default(
 async def test_root_when_allowed_still_has_no_capabilities(
     jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
 ) -> None:
-    kernel_id = await start_kernel(jp_fetch)
+    kernel_id = await start_on(jp_fetch)
     assert kernel_container(docker_client, kernel_id).attrs["Config"]["User"] == "0:0"
     inside = await facts(jp_ws_fetch, kernel_id)
     assert inside["uid"] == 0
@@ -221,7 +215,7 @@ def refuse_root(run_as: str) -> Any:
 async def test_root_kernels_are_refused_unless_allowed(
     why: str, image: str, jp_fetch: Any, docker_client: Any, tmp_path: Path
 ) -> None:
-    code, message = await start_error(jp_fetch, image)
+    code, message = await refusal_on(jp_fetch, image)
     assert code == 403
     assert "would run as root" in message and why in message, message
     assert "ContainerPolicy.allow_root" in message
@@ -234,7 +228,7 @@ async def test_root_kernels_are_refused_unless_allowed(
     ContainerProvisioner={"run_as": UNPRIVILEGED, "pids_limit": 321},
 )
 async def test_admin_opt_outs(jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any) -> None:
-    kernel_id = await start_kernel(jp_fetch)
+    kernel_id = await start_on(jp_fetch)
     host = kernel_container(docker_client, kernel_id).attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
     assert {c.removeprefix("CAP_") for c in host["CapAdd"]} == {"SYS_PTRACE", "NET_RAW"}
@@ -262,7 +256,7 @@ def test_capability_names_are_checked() -> None:
 async def test_read_only_root_file_system_opt_in(
     jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
 ) -> None:
-    kernel_id = await start_kernel(jp_fetch, NGC_IMAGE)  # its ENTRYPOINT still runs
+    kernel_id = await start_on(jp_fetch, NGC_IMAGE)  # its ENTRYPOINT still runs
     host = kernel_container(docker_client, kernel_id).attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     assert {"/tmp", "/var/tmp", "/home/jupyter"} <= set(host["Tmpfs"])
@@ -466,7 +460,7 @@ def test_random_kernel_ids_are_file_and_container_names_or_refused(kernel_id: st
 async def test_client_chosen_kernel_ids_are_checked(
     kernel_id: str, jp_fetch: Any, jp_runtime_dir: Path, docker_client: Any, tmp_path: Path
 ) -> None:
-    code, message = await start_error(jp_fetch, kernel_id=kernel_id)
+    code, message = await refusal_on(jp_fetch, kernel_id=kernel_id)
     assert code == 400 and "cannot be a kernel id" in message, message
     assert_no_kernel_containers(docker_client)
     assert not (tmp_path / "conn").exists() or not list((tmp_path / "conn").iterdir())
@@ -476,7 +470,7 @@ async def test_client_chosen_kernel_ids_are_checked(
 async def test_a_client_chosen_kernel_id_that_is_a_name_works(
     jp_fetch: Any, docker_client: Any
 ) -> None:
-    kernel_id = await start_kernel(jp_fetch, kernel_id="my-kernel.1")
+    kernel_id = await start_on(jp_fetch, kernel_id="my-kernel.1")
     assert kernel_id == "my-kernel.1"
     assert kernel_container(docker_client, kernel_id).labels[L.KERNEL_ID] == "my-kernel.1"
 
@@ -493,7 +487,7 @@ async def test_a_client_chosen_kernel_id_that_is_a_name_works(
 async def test_network_modes_outside_the_allow_list_are_refused(
     mode: str, jp_fetch: Any, docker_client: Any
 ) -> None:
-    code, message = await start_error(jp_fetch)
+    code, message = await refusal_on(jp_fetch)
     assert code == 403
     assert f"The network mode '{mode}' is not allowed" in message
     assert "ContainerPolicy.allowed_network_modes" in message
@@ -509,32 +503,6 @@ def test_network_mode_allow_list_patterns() -> None:
 
 
 # ---------------------------------------------------------------------- the kernel's channels
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.text: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.text.append(logging.Formatter().format(record))
-
-
-@contextlib.contextmanager
-def captured_logs(app: Any) -> Iterator[Capture]:
-    """Every record the server and the libraries under it log, at DEBUG."""
-    capture = Capture()
-    loggers = [app.log, logging.getLogger()]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(capture)
-        logger.setLevel(logging.DEBUG)
-    try:
-        yield capture
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.removeHandler(capture)
-            logger.setLevel(level)
 
 
 def listeners(ports: set[int]) -> list[str]:
@@ -574,7 +542,7 @@ async def test_the_connection_key_stays_in_the_private_directory(
     docker_client: Any,
 ) -> None:
     body = {"path": "nb.ipynb", "type": "notebook", "name": "nb.ipynb"}
-    with captured_logs(jp_serverapp) as logs:
+    with all_log_text() as logs:
         response = await jp_fetch(
             "api",
             "sessions",
@@ -598,8 +566,8 @@ async def test_the_connection_key_stays_in_the_private_directory(
     assert not any(key in v for v in inside["env"].values())
     assert key not in container_log
     assert key not in rest
-    assert any("Kernel started" in line for line in logs.text), "the capture saw the start"
-    assert not [line for line in logs.text if key in line]
+    assert any("Kernel started" in line for line in logs), "the capture saw the start"
+    assert not [line for line in logs if key in line]
 
     # Only this user may read it: the private directory, its connection file, the server's copy.
     conn_dir = Path(container.labels[L.CONNECTION_DIR])

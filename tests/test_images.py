@@ -19,7 +19,7 @@ from conftest import (
     kernel_container,
     kernel_name,
 )
-from tornado.httpclient import HTTPClientError
+from kernel_io import refusal, start_kernel, start_refusal
 
 from jupyter_gpu_containers import labels as L
 
@@ -33,18 +33,6 @@ async def catalog(jp_fetch: Any) -> dict[str, Any]:
 
 async def specs(jp_fetch: Any) -> dict[str, Any]:
     return json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
-
-
-async def start(jp_fetch: Any, name: str) -> dict[str, Any]:
-    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
-    return json.loads(response.body)
-
-
-async def start_error(jp_fetch: Any, name: str) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await start(jp_fetch, name)
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
 
 
 async def test_catalog_describes_local_and_listed_images(jp_fetch: Any) -> None:
@@ -108,7 +96,7 @@ async def test_a_launch_of_an_image_known_not_ready_fails_at_once(
 ) -> None:
     await catalog(jp_fetch)
     name = install_spec(jp_data_dir, "broken", NO_IPYKERNEL_IMAGE)
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 422
     assert f"The image {NO_IPYKERNEL_IMAGE} cannot run a kernel" in message
     assert "ipykernel" in message
@@ -124,7 +112,7 @@ async def test_allow_list_refuses_a_launch(
     assert rows[DEBIAN_IMAGE]["allowed"] is False
     assert rows["nvcr.io/nvidia/pytorch:24.05-py3"]["allowed"] is True
     name = install_spec(jp_data_dir, "not-allowed", DEBIAN_IMAGE)  # a spec on disk: still refused
-    code, message = await start_error(jp_fetch, name)
+    code, message = await start_refusal(jp_fetch, name)
     assert code == 403
     assert f"The image {DEBIAN_IMAGE} is not in this server's allow-list" in message
     assert_no_test_containers(docker_client)
@@ -136,7 +124,7 @@ async def test_allow_list_refuses_a_launch(
     }
 )
 async def test_a_pinned_digest_refuses_another_image(jp_fetch: Any, docker_client: Any) -> None:
-    code, message = await start_error(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    code, message = await start_refusal(jp_fetch, kernel_name(DEBIAN_IMAGE))
     assert code == 403
     assert "ContainerPolicy.pinned_digests" in message
     assert docker_client.images.get(DEBIAN_IMAGE).id in message
@@ -164,7 +152,7 @@ async def test_gpu_launch_of_an_image_this_driver_cannot_run_is_refused(
     rows = {r["reference"]: r for r in (await catalog(jp_fetch))["images"]}
     verdict = rows[NGC_IMAGE]["verdict"]
     assert verdict["outcome"] == "cannot-run" and verdict["needed_driver"] == "535.104.05"
-    code, message = await start_error(jp_fetch, kernel_name(NGC_IMAGE))  # GPU image: 1 GPU
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))  # GPU image: 1 GPU
     assert code == 409
     assert "needs driver ≥ 535.104.05" in message and "470.82.01" in message
     assert "allow_incompatible_images" in message
@@ -172,18 +160,18 @@ async def test_gpu_launch_of_an_image_this_driver_cannot_run_is_refused(
 
     # Its CPU code still runs: the same image without GPUs starts.
     cpu = install_spec(jp_data_dir, "ngc-cpu", NGC_IMAGE, gpus=0)
-    kernel = await start(jp_fetch, cpu)
-    assert kernel_container(docker_client, kernel["id"]).labels[L.GPUS] == ""
-    await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+    kernel_id = await start_kernel(jp_fetch, cpu)
+    assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == ""
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
 
 @pytest.mark.server_config(
     lambda tmp_path: {**OLD_DRIVER, "ContainerPolicy": {"allow_incompatible_images": True}}
 )
 async def test_admin_may_allow_incompatible_images(jp_fetch: Any, docker_client: Any) -> None:
-    kernel = await start(jp_fetch, kernel_name(NGC_IMAGE))
-    assert kernel_container(docker_client, kernel["id"]).labels[L.GPUS].startswith("GPU-test-")
-    await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+    kernel_id = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
+    assert kernel_container(docker_client, kernel_id).labels[L.GPUS].startswith("GPU-test-")
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
 
 NO_GPUS = {"GPUInventory": {"source": "static", "static_gpus": []}}
@@ -199,19 +187,15 @@ async def test_without_gpus_gpu_images_say_so_and_still_run_cpu_kernels(
     assert rows[DEBIAN_IMAGE]["verdict"]["outcome"] == "cpu-only"
 
     # The spec's default (one GPU for a GPU image) gives way: the kernel starts on the CPU.
-    kernel = await start(jp_fetch, kernel_name(NGC_IMAGE))
-    assert kernel_container(docker_client, kernel["id"]).labels[L.GPUS] == ""
-    await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+    kernel_id = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
+    assert kernel_container(docker_client, kernel_id).labels[L.GPUS] == ""
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
     # Asking for a GPU explicitly still fails, saying why.
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch(
-            "gpu-containers",
-            "notebooks",
-            "kernel",
-            method="POST",
-            body=json.dumps({"path": "nb.ipynb", "gpus": 1, "kernel_name": kernel_name(NGC_IMAGE)}),
-        )
-    assert info.value.code == 409
-    assert "static GPU inventory" in json.loads(info.value.response.body)["message"]
+    body = {"path": "nb.ipynb", "gpus": 1, "kernel_name": kernel_name(NGC_IMAGE)}
+    code, message = await refusal(
+        jp_fetch("gpu-containers", "notebooks", "kernel", method="POST", body=json.dumps(body))
+    )
+    assert code == 409
+    assert "static GPU inventory" in message
     assert_no_test_containers(docker_client)

@@ -20,7 +20,7 @@ from conftest import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_io import execute
+from kernel_io import execute, start_refusal
 from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers import labels as L
@@ -316,15 +316,6 @@ def assert_no_kernel_containers(client: Any) -> None:
     assert not left, [c.name for c in left]
 
 
-async def start_error(jp_fetch: Any) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch(
-            "api", "kernels", method="POST", body=json.dumps({"name": kernel_name(DEBIAN_IMAGE)})
-        )
-    assert info.value.response is not None
-    return info.value.code, json.loads(info.value.response.body)["message"]
-
-
 def mounts(*entries: tuple[str, str]) -> Any:
     """A server_config marker: tmp/raid is the allowed root, each entry (source under tmp,
     target) an extra mount."""
@@ -382,7 +373,7 @@ async def test_mount_escapes_are_refused_before_any_container(
     (tmp_path / "raid" / "sets").mkdir(parents=True)
     (tmp_path / "raid2").mkdir()
     (tmp_path / "raid" / "escape").symlink_to(tmp_path / "raid2")
-    status, message = await start_error(jp_fetch)
+    status, message = await start_refusal(jp_fetch, kernel_name(DEBIAN_IMAGE))
     assert (status, refusal) == (code, refusal) and refusal in message, message
     assert_no_kernel_containers(docker_client)
     assert list((tmp_path / "conn").iterdir()) == [], "the private directory is gone too"

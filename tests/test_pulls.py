@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import kernel_name
+from conftest import all_log_text, kernel_name
 from registry import PrivateRegistry
 from tornado.httpclient import HTTPClientError
 
@@ -74,32 +72,6 @@ def watch(jp_fetch: Any, pull_id: str) -> tuple[EventStream, asyncio.Future[Any]
 
 def ended(events: list[tuple[str, dict[str, Any]]]) -> bool:
     return any(name in ("done", "error", "cancelled") for name, _ in events)
-
-
-@contextmanager
-def all_log_text() -> Iterator[list[str]]:
-    """Every log line any logger writes meanwhile, at DEBUG, formatted with its traceback."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Keep(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    loggers = [logging.getLogger()] + [
-        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-    ]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.DEBUG)
-    try:
-        yield lines
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from conftest import (
 )
 from conftest import test_containers as containers_of_this_run
 from jupyter_client.manager import start_new_async_kernel
-from kernel_io import collect, execute, execute_in, json_output, send_execute
+from kernel_io import collect, execute, execute_in, json_output, send_execute, start_kernel
 from servers import Server, write_server_config
 from test_server_process import USER, servers, user_home  # noqa: F401 (fixtures)
 
@@ -105,11 +105,6 @@ def gone(client: docker.DockerClient, container_id: str) -> bool:
     except docker.errors.NotFound:
         return True
     return False
-
-
-async def start(jp_fetch: Any, name: str) -> str:
-    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
-    return str(json.loads(response.body)["id"])
 
 
 async def start_session(jp_fetch: Any, path: str, image: str = DEBIAN_IMAGE) -> str:
@@ -237,7 +232,7 @@ async def test_kernels_that_get_gpus_never_take_a_warm_container(
     assert L.POOL not in container.labels
 
     # The spec's default of a GPU image: one GPU, a container of its own.
-    gpu_default = await start(jp_fetch, kernel_name(NGC_IMAGE))
+    gpu_default = await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
     assert kernel_container(docker_client, gpu_default).labels[L.GPUS] == "GPU-test-1"
     assert warm_pool.has_ready(DEBIAN_IMAGE)
     assert [c.id for c in pool_containers(docker_client)] == [warm.id]
@@ -253,7 +248,7 @@ async def test_other_container_options_need_a_container_of_their_own(
 ) -> None:
     warm = await warm_container(warm_pool, docker_client)
     big_shm = install_spec(jp_data_dir, "debian-big-shm", DEBIAN_IMAGE, shm_size="2g")
-    kernel_id = await start(jp_fetch, big_shm)
+    kernel_id = await start_kernel(jp_fetch, big_shm)
     container = kernel_container(docker_client, kernel_id)
     assert container.id != warm.id
     assert container.attrs["HostConfig"]["ShmSize"] == 2 * 2**30
@@ -262,7 +257,7 @@ async def test_other_container_options_need_a_container_of_their_own(
     # Another kernel spec whose containers are made alike (only its name differs) is served,
     # and its kernel keeps its own spec's name.
     alike = install_spec(jp_data_dir, "debian-alike", DEBIAN_IMAGE)
-    alike_id = await start(jp_fetch, alike)
+    alike_id = await start_kernel(jp_fetch, alike)
     assert provisioner_of(jp_serverapp, alike_id).container_id == warm.id
     claim = Path(warm.labels[L.CONNECTION_DIR]) / CLAIM_FILE_NAME
     assert json.loads(claim.read_text())["kernel_name"] == alike
@@ -276,7 +271,7 @@ async def test_a_warm_kernel_over_tcp(
     warm_pool: WarmPool, jp_fetch: Any, jp_ws_fetch: Any, jp_serverapp: Any, docker_client: Any
 ) -> None:
     warm = await warm_container(warm_pool, docker_client)
-    kernel_id = await start(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    kernel_id = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))
     assert provisioner_of(jp_serverapp, kernel_id).container_id == warm.id
     # The kernel manager now talks to the warm kernel's published ports (loopback only).
     km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
@@ -306,7 +301,7 @@ async def test_a_warm_container_of_a_retagged_image_is_never_handed_over(
     conda = docker_client.images.get(CONDA_IMAGE)
     conda.tag(retagged_ref)  # a pull of a new version, say
 
-    kernel_id = await start(jp_fetch, kernel_name(retagged_ref))
+    kernel_id = await start_kernel(jp_fetch, kernel_name(retagged_ref))
     container = kernel_container(docker_client, kernel_id)
     assert container.id != warm.id
     assert container.image.id == conda.id
@@ -323,7 +318,7 @@ async def test_a_broken_warm_container_is_replaced_by_a_cold_start(
 ) -> None:
     warm = await warm_container(warm_pool, docker_client)
     warm.kill()
-    kernel_id = await start(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    kernel_id = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))
     provisioner = provisioner_of(jp_serverapp, kernel_id)
     assert provisioner.container_id not in (None, warm.id)
     phases = list(provisioner.launch_phases())
@@ -341,7 +336,7 @@ async def test_a_warm_kernel_interrupts_restarts_and_shuts_down_like_any(
     docker_client: Any,
 ) -> None:
     warm = await warm_container(warm_pool, docker_client)
-    kernel_id = await start(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    kernel_id = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))
     assert provisioner_of(jp_serverapp, kernel_id).container_id == warm.id
     found = await facts(jp_ws_fetch, kernel_id)
     assert found["cwd"] == "/workspace"  # no session: the workspace, as a cold kernel
