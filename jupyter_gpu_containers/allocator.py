@@ -2,36 +2,36 @@
 
 The ledger is the engine's container labels (``org.jupyter.gpu-containers.gpus``), not memory in
 one process: every Jupyter server on the host (one per student under JupyterHub) reads the same
-ledger, and an flock on ``<state dir>/gpu-allocation.lock`` makes "read the ledger, choose GPUs,
-create the container" atomic across all of them. The lock is released as soon as the container
-exists (its labels are then the booking), before the slow container start.
+ledger, and the host-wide allocation lock (an flock on the host state directory, hoststate.py)
+makes "read the ledger, choose GPUs, create the container" atomic across all of them. The lock
+is released as soon as the container exists (its labels are then the booking), before the slow
+container start.
 
 A booking is released when its container is removed (shutdown, cull, a dead kernel, ``docker rm``)
-or when no live server holds its server id (a crashed server): such containers are garbage, and
-are removed when their GPUs are chosen again. A restart keeps the kernel's GPUs: the old container
-keeps booking them until the new one exists.
+or when its server is dead: no live process holds its server id, and the process that created
+the container is gone too. Such containers are garbage, and are removed when their GPUs are
+chosen again. A restart keeps the kernel's GPUs: the old container keeps booking them until the
+new one exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import os
-import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from traitlets import Enum, Float, Int
+from traitlets import Bool, Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import labels as L
 from .engine import ContainerRecord, Engine
 from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
+from .hoststate import StateDir
 
 
 class InvalidGPURequest(ContainerKernelError):
@@ -59,9 +59,14 @@ class GPUGone(ContainerKernelError):
     reason_phrase = "GPU no longer present"
 
 
-class AllocationBusy(ContainerKernelError):
-    status = 503
-    reason_phrase = "GPU allocation busy"
+class GPUVisibility(LoggingConfigurable):
+    show_other_users = Bool(
+        False,
+        config=True,
+        help="""Show other users' names, notebook paths and images on the GPUs they hold, in the
+        panel and in refusals ("GPU 0 is held by a kernel of alice"). By default users see only
+        that such a GPU is taken by another user (their own kernels in full).""",
+    )
 
 
 @dataclass(frozen=True)
@@ -145,20 +150,22 @@ class Ledger:
         return [h for h in self.holdings.get(uuid, []) if h.kernel_id != kernel_id]
 
 
-def read_ledger(containers: Iterable[ContainerRecord], state_dir: str, host: str) -> Ledger:
-    """Bookings from container labels. A container whose server is gone books nothing."""
+def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: str) -> Ledger:
+    """Bookings from container labels. A container books nothing once its server is dead: no
+    live process holds its server id here, and the process that created it is gone too (a server
+    of another state directory, or of another host, keeps its bookings while it runs)."""
     ledger = Ledger()
-    alive: dict[str, bool] = {}
+    alive: dict[tuple[str, str], bool] = {}
     for c in containers:
         uuids = [u for u in c.labels.get(L.GPUS, "").split(",") if u]
         if not uuids:
             continue
         owner = L.OwnerProcess.parse(c.labels.get(L.OWNER_PROCESS, ""))
-        server_id = c.labels.get(L.SERVER_ID, "")
+        server_id, uid = c.labels.get(L.SERVER_ID, ""), c.labels.get(L.UID, "")
         if owner is not None and owner.host == host:
-            if server_id not in alive:
-                alive[server_id] = L.ServerRegistry.is_alive(state_dir, server_id)
-            live = alive[server_id]
+            if (server_id, uid) not in alive:
+                alive[(server_id, uid)] = state.is_alive(server_id, uid)
+            live = alive[(server_id, uid)] or owner.is_alive()
         else:
             live = True  # another host's server: cannot be judged, so it keeps its booking
         for uuid in uuids:
@@ -168,7 +175,7 @@ def read_ledger(containers: Iterable[ContainerRecord], state_dir: str, host: str
                         kernel_id=c.labels.get(L.KERNEL_ID, ""),
                         container_id=c.id,
                         user=c.labels.get(L.USER, ""),
-                        uid=c.labels.get(L.UID, ""),
+                        uid=uid,
                         notebook=c.labels.get(L.NOTEBOOK, ""),
                         image=c.labels.get(L.IMAGE, ""),
                         server_id=server_id,
@@ -180,10 +187,12 @@ def read_ledger(containers: Iterable[ContainerRecord], state_dir: str, host: str
     return ledger
 
 
-async def current_ledger(engine: Engine, state_dir: str) -> Ledger:
-    """The ledger as the engine has it now (call under host_lock when about to book)."""
+async def current_ledger(engine: Engine, state: StateDir) -> Ledger:
+    """The ledger as the engine has it now (call under the allocation lock when about to book).
+    Liveness is read off the event loop (it reads /proc/locks)."""
     containers = await engine.list_containers({L.MANAGED: "true"})
-    return read_ledger(containers, state_dir, L.OwnerProcess.current().host)
+    host = L.OwnerProcess.current().host
+    return await asyncio.to_thread(read_ledger, containers, state, host)
 
 
 class GPUAllocator(LoggingConfigurable):
@@ -232,8 +241,15 @@ class GPUAllocator(LoggingConfigurable):
         *,
         kernel_id: str,
         uid: str,
+        show_others: bool = False,
     ) -> list[GPU]:
-        """The GPUs to give, or an error that says exactly why none can be given."""
+        """The GPUs to give, or an error that says exactly why none can be given. ``uid``: whose
+        kernel it is; other users' kernels are named in the sentence only with ``show_others``
+        (GPUVisibility.show_other_users)."""
+
+        def holders_text(holders: list[Holding]) -> str:
+            return self._holders_text(holders, uid, show_others)
+
         if not request.wants_gpus:
             return []
         devices = inventory.allocatable()
@@ -264,7 +280,7 @@ class GPUAllocator(LoggingConfigurable):
                 if not free(gpu):
                     raise NoFreeGPU(
                         f"GPU {gpu.index} ({gpu.uuid}) is not free: "
-                        f"{self._holders_text(ledger.held_by_others(gpu.uuid, kernel_id))}."
+                        f"{holders_text(ledger.held_by_others(gpu.uuid, kernel_id))}."
                     )
                 chosen.append(gpu)
             return chosen
@@ -277,8 +293,7 @@ class GPUAllocator(LoggingConfigurable):
         if len(available) < wanted:
             busy = [g for g in devices if not free(g)]
             detail = "; ".join(
-                f"GPU {g.index} is held by "
-                f"{self._holders_text(ledger.held_by_others(g.uuid, kernel_id))}"
+                f"GPU {g.index} is held by {holders_text(ledger.held_by_others(g.uuid, kernel_id))}"
                 for g in busy[:4]
             )
             raise NoFreeGPU(f"No free GPU: {wanted} requested, {len(available)} free ({detail}).")
@@ -310,43 +325,18 @@ class GPUAllocator(LoggingConfigurable):
             )
 
     @staticmethod
-    def _holders_text(holders: list[Holding]) -> str:
+    def _holders_text(holders: list[Holding], viewer_uid: str, show_others: bool) -> str:
         if not holders:
             return "nobody"
-        parts = [f"a kernel of {h.user or 'another user'} since {h.since()}" for h in holders]
-        return " and ".join(parts)
 
-    @contextlib.asynccontextmanager
-    async def host_lock(self, state_dir: str) -> AsyncIterator[None]:
-        """Hold the host-wide allocation lock (an flock, so a dead holder never blocks)."""
-        path = os.path.join(state_dir, "gpu-allocation.lock")
-        fd = await asyncio.to_thread(_acquire, path, self.lock_timeout)
-        try:
-            yield
-        finally:
-            os.close(fd)
+        def whose(h: Holding) -> str:
+            if h.uid == viewer_uid:
+                return "one of your kernels"
+            if show_others and h.user:
+                return f"a kernel of {h.user}"
+            return "a kernel of another user"
 
-
-def _acquire(path: str, timeout: float) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    with contextlib.suppress(PermissionError):
-        os.fchmod(fd, 0o666)  # every user's server takes this lock
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
-                raise
-        if time.monotonic() > deadline:
-            os.close(fd)
-            raise AllocationBusy(
-                f"Could not take the host-wide GPU allocation lock ({path}) within "
-                f"{timeout:.0f} s: another server is holding it. Try again."
-            )
-        time.sleep(0.005)
+        return " and ".join(f"{whose(h)} since {h.since()}" for h in holders)
 
 
 @dataclass(frozen=True)

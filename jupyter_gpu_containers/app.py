@@ -11,10 +11,11 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum
 
+from . import labels as L
 from .errors import ContainerKernelError
 from .handlers import default_handlers
 from .kernelspecs import ContainerKernelSpecManager
-from .launchplan import ContainerPolicy, effective_server_id
+from .launchplan import ContainerPolicy, effective_server_id, state_dir_for
 from .recovery import recover
 from .warmpool import WarmPool
 from .websocket import NoDelayWebsocketConnection
@@ -117,7 +118,21 @@ class GPUContainersApp(ExtensionApp):
         # Claim this server's id on the host at once, so that other servers starting now see
         # that its kernels have a live owner.
         policy = ContainerPolicy(parent=self.serverapp.kernel_manager)
+        state = state_dir_for(policy)
+        if not state.shared:
+            self.log.warning("jupyter_gpu_containers: %s", state.problem)
+        wanted = policy.server_id or L.default_server_id(
+            os.getuid(), self.serverapp.kernel_manager.root_dir
+        )
         self.server_id = effective_server_id(policy, self.serverapp.kernel_manager.root_dir)
+        if self.server_id != wanted:
+            self.log.warning(
+                "jupyter_gpu_containers: this server serves under the id %s: %s is held by "
+                "another live server of this user, or its name in %s was taken by someone else.",
+                self.server_id,
+                wanted,
+                state.path,
+            )
         log_filter = _SentenceOnly()
         for logger in {self.serverapp.log, logging.getLogger("tornado.application")}:
             logger.addFilter(log_filter)
@@ -170,3 +185,6 @@ class GPUContainersApp(ExtensionApp):
         if self.warm_pool is not None:
             await self.warm_pool.stop()
             self.warm_pool = None
+        # The kernels are shut down after extensions stop, and while they are, this server's id
+        # must still look alive: its liveness file goes when the process does (the OS drops the
+        # lock), and stays behind as a name this user reuses at the next start.

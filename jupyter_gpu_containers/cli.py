@@ -1,4 +1,5 @@
-"""``jupyter gpu-containers``: list container kernels, install a static kernel spec."""
+"""``jupyter gpu-containers``: list container kernels, install a static kernel spec, set up a
+host."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from traitlets import Bool, Unicode
 from . import __version__
 from .engine import engine_for
 from .errors import ContainerKernelError
+from .hoststate import DEFAULT_GROUP, DEFAULT_STATE_DIR, TMPFILES_PATH, provision, tmpfiles_entry
 from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
 from .probe import readiness_probe
 
@@ -110,6 +112,54 @@ class InstallKernelSpecApp(JupyterApp):
         print(f"Installed kernel spec {name} ({spec['display_name']}) in {dest}")
 
 
+class SetupHostApp(JupyterApp):
+    name = "jupyter-gpu-containers-setup-host"
+    description = """As root, once per host: create the host state directory that every Jupyter
+    server on the host shares (the GPU allocation lock, which servers are alive), owned by root
+    with the group of the users who run kernels and mode 1770, and a systemd-tmpfiles entry that
+    makes it again at every boot (/run is emptied). Without it, GPU kernels are refused."""
+    version = __version__
+
+    state_dir = Unicode(DEFAULT_STATE_DIR, config=True, help="The directory to create.")
+    group = Unicode(
+        DEFAULT_GROUP,
+        config=True,
+        help="""The group whose members run kernels (direct mode: those who may use the Docker
+        engine; a kernel service: its service account's group).""",
+    )
+    tmpfiles = Unicode(
+        TMPFILES_PATH, config=True, help="Where to write the tmpfiles.d entry ('' for nowhere)."
+    )
+
+    aliases = {
+        "state-dir": "SetupHostApp.state_dir",
+        "group": "SetupHostApp.group",
+        "tmpfiles": "SetupHostApp.tmpfiles",
+    }
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            print(
+                "setup-host makes a directory only root may own: run it as root "
+                "(sudo jupyter gpu-containers setup-host).",
+                file=sys.stderr,
+            )
+            self.exit(1)
+        try:
+            print(provision(self.state_dir, self.group))
+        except ContainerKernelError as e:
+            print(e.sentence, file=sys.stderr)
+            self.exit(1)
+        if self.tmpfiles:
+            os.makedirs(os.path.dirname(self.tmpfiles), exist_ok=True)
+            with open(self.tmpfiles, "w") as f:
+                f.write(
+                    "# jupyter_gpu_containers: the host state directory, made at every boot.\n"
+                    + tmpfiles_entry(self.state_dir, self.group)
+                )
+            print(f"wrote {self.tmpfiles}")
+
+
 class GPUContainersApp(JupyterApp):
     name = "jupyter-gpu-containers"
     description = "Jupyter kernels inside GPU framework containers."
@@ -117,6 +167,7 @@ class GPUContainersApp(JupyterApp):
     subcommands = {
         "list": (ListApp, ListApp.description.splitlines()[0]),
         "install-kernelspec": (InstallKernelSpecApp, "Install a static kernel spec for an image."),
+        "setup-host": (SetupHostApp, "As root: create the host state directory."),
     }
 
     def start(self) -> None:

@@ -80,6 +80,11 @@ class RegistryCredentials(LoggingConfigurable):
         with self._lock:
             return self._user.pop(registry, None) is not None
 
+    def user_credential(self, registry: str) -> Credential | None:
+        """The user's own credential for ``registry``, if they gave one (memory only)."""
+        with self._lock:
+            return self._user.get(registry)
+
     def for_registry(self, registry: str) -> Credential | None:
         """A user's own credential wins over the admin's for that user's pulls. Blocking when
         the admin's comes from a password_file: call from a worker thread."""

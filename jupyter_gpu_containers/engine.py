@@ -156,6 +156,9 @@ class ContainerSpec:
     cap_add: list[str] = field(default_factory=list)
     no_new_privileges: bool = True
     read_only: bool = False
+    # The json-file log driver's rotation: a notebook printing in a loop cannot fill the disk.
+    log_max_size: str = "10m"
+    log_max_files: int = 3
 
 
 class Engine(LoggingConfigurable):
@@ -793,6 +796,12 @@ def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
         init=spec.init,
         port_bindings={port: [addr] for port, addr in spec.port_bindings.items()} or None,
         device_requests=[docker.types.DeviceRequest(**d) for d in spec.device_requests] or None,
+        # json-file whatever the daemon's default: rotated, and readable for the log tails that
+        # error sentences quote.
+        log_config=docker.types.LogConfig(
+            type="json-file",
+            config={"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)},
+        ),
     )
     try:
         created = c.create_container(

@@ -111,7 +111,15 @@ def preflight(
     ledger: Ledger,
     request: GPURequest,
     kernel_id: str,
+    show_others: bool = False,
 ) -> list[GPU]:
     """Would this request be granted now? Raises the same sentence a launch would, so a running
     kernel is not restarted into a request that cannot be met."""
-    return allocator.choose(inventory, ledger, request, kernel_id=kernel_id, uid=str(os.getuid()))
+    return allocator.choose(
+        inventory,
+        ledger,
+        request,
+        kernel_id=kernel_id,
+        uid=str(os.getuid()),
+        show_others=show_others,
+    )

@@ -35,17 +35,16 @@ from jupyter_server.services.sessions.sessionmanager import KernelName, ModelNam
 from jupyter_server.utils import ensure_async
 from tornado import web
 from tornado.iostream import StreamClosedError
-from traitlets import Bool
-from traitlets.config import LoggingConfigurable
 
-from .allocator import GPUAllocator, GPURequest, Ledger, current_ledger
+from . import privateimages
+from .allocator import GPUAllocator, GPURequest, GPUVisibility, Ledger, current_ledger
 from .catalog import CatalogInputs, ImageCatalog, catalog_rows
 from .credentials import Credential
 from .engine import engine_for
 from .errors import ContainerKernelError, EngineUnavailable
 from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
 from .gpus import Inventory, shared_inventory
-from .launchplan import ContainerPolicy, effective_state_dir, inside
+from .launchplan import ContainerPolicy, inside, state_dir_for
 from .notebook_requests import NotebookRequests
 from .probe import readiness_probe
 from .provisioner import ContainerProvisioner
@@ -57,17 +56,37 @@ from .websocket import close_kernel_websockets
 AUTH_RESOURCE = "gpu_containers"
 
 
-class GPUVisibility(LoggingConfigurable):
-    show_other_users = Bool(
-        False,
-        config=True,
-        help="""Show other users' names, notebook paths and images on the GPUs they hold. By
-        default users see only that such a GPU is taken (their own kernels in full).""",
-    )
-
-
 class GPUContainersHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Every error under /gpu-containers/ is JSON (APIHandler's), and a 405 says which
+        # methods the route has (RFC 9110: a 405 carries Allow).
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        super().write_error(status_code, **kwargs)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        return [
+            method
+            for method in ("GET", "POST", "PUT", "DELETE")
+            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())
+        ]
+
+    async def require_permission(self, action: str, *resources: str) -> None:
+        """403 unless the server's authorizer lets this user ``action`` each of ``resources``
+        (jupyter_server's: "kernels", "sessions", …), as its own handlers would ask."""
+        for resource in resources:
+            allowed = await ensure_async(
+                self.authorizer.is_authorized(self, self.current_user, action, resource)
+            )
+            if not allowed:
+                raise web.HTTPError(
+                    403,
+                    f"This server's authorizer does not let you {action} {resource}, which this "
+                    "request needs.",
+                )
 
     @property
     def uid(self) -> str:
@@ -77,8 +96,8 @@ class GPUContainersHandler(APIHandler):
         """The GPUs now, and who holds them (read off the event loop)."""
         mkm = self.kernel_manager
         inventory = await shared_inventory(mkm).read()
-        state_dir = effective_state_dir(ContainerPolicy(parent=mkm))
-        return inventory, await current_ledger(engine_for(mkm), state_dir)
+        state = state_dir_for(ContainerPolicy(parent=mkm))
+        return inventory, await current_ledger(engine_for(mkm), state)
 
     async def gpu_state_or_reason(self) -> tuple[Inventory, Ledger, str]:
         """gpu_state, for reads that must answer without an engine too: then the ledger is
@@ -175,6 +194,10 @@ class NotebookKernelHandler(GPUContainersHandler):
         start = body.get("start", True)
         if not isinstance(start, bool):
             raise web.HTTPError(400, "start must be true or false.")
+        if start:
+            # It starts, restarts or switches a kernel, and makes a session: what the stock
+            # kernels and sessions APIs would need the authorizer's leave for.
+            await self.require_permission("write", "kernels", "sessions")
 
         sm, km = self.session_manager, self.kernel_manager
         session = await self._session_of(path)
@@ -191,7 +214,12 @@ class NotebookKernelHandler(GPUContainersHandler):
         if effective.wants_gpus:
             inventory, ledger = await self.gpu_state()
             preflight(
-                GPUAllocator(parent=self.kernel_manager), inventory, ledger, effective, running_id
+                GPUAllocator(parent=self.kernel_manager),
+                inventory,
+                ledger,
+                effective,
+                running_id,
+                show_others=GPUVisibility(parent=self.serverapp).show_other_users,
             )
         await asyncio.to_thread(NotebookRequests(parent=self.serverapp).set, os_path, gpus)
 
@@ -327,10 +355,19 @@ class ImagesHandler(GPUContainersHandler):
         app = self.serverapp
         engine = engine_for(app)
         engine_error = ""
+        policy = ContainerPolicy(parent=self.kernel_manager)
+        listed = ImageCatalog(parent=app).listed()
         try:
             images = await engine.list_images()
         except EngineUnavailable as e:  # the listed images and the host can still be shown
             images, engine_error = [], e.sentence
+        # Another user's private pulls are not this user's to see (privateimages.py).
+        images = await asyncio.to_thread(
+            privateimages.visible,
+            images,
+            state_dir_for(policy),
+            [entry["image"] for entry in listed],
+        )
         inventory = await shared_inventory(self.kernel_manager).read()
         probe = readiness_probe(app)
         # cached() may read the probe's disk cache: off the event loop.
@@ -350,10 +387,10 @@ class ImagesHandler(GPUContainersHandler):
         rows = catalog_rows(
             CatalogInputs(
                 images=images,
-                listed=ImageCatalog(parent=app).listed(),
+                listed=listed,
                 inventory=inventory,
                 probes=results,
-                policy=ContainerPolicy(parent=self.kernel_manager),
+                policy=policy,
                 kernel_names={ref: name for name, (ref, _image) in entries.items()},
                 pulling={p["image"]: p["id"] for p in pulls.listing() if p["state"] in ACTIVE},
             )
@@ -387,7 +424,7 @@ class PullsHandler(GPUContainersHandler):
         auth = body.get("auth")
         if auth is not None:
             credential = _credential_from(auth, registry=_registry(image))
-        pull = shared_pulls(self.serverapp).start(
+        pull = await shared_pulls(self.serverapp).start(
             image,
             shared_credentials(self.serverapp),
             ContainerPolicy(parent=self.kernel_manager),
@@ -537,6 +574,22 @@ def _credential_from(body: Any, *, registry: str) -> Credential:
     return Credential(registry, username, password, "user")
 
 
+class NotFoundHandler(GPUContainersHandler):
+    """Any other path under /gpu-containers/: a JSON 404 for every method, as the OpenAPI
+    description says of every error there (not the server's HTML page)."""
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        return []
+
+    @web.authenticated
+    @authorized
+    async def get(self, *_args: str) -> None:
+        raise web.HTTPError(404, "There is no such GPU Containers endpoint.")
+
+    post = put = delete = patch = head = get
+
+
 def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
     return [
         (f"{base}/status", StatusHandler),
@@ -549,4 +602,5 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})/events", PullEventsHandler),
         (f"{base}/registries", RegistriesHandler),
         (f"{base}/registries/(?P<registry>[^/]+)/credentials", RegistryCredentialsHandler),
+        (f"{base}(/.*)?", NotFoundHandler),
     ]

@@ -23,12 +23,21 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Dict, Float, List, Unicode
 
-from .catalog import framework_with_probe, is_gpu_build
+from . import privateimages
+from .catalog import ImageCatalog, framework_with_probe, is_gpu_build
 from .engine import Engine, ImageRecord, engine_for
 from .errors import ContainerKernelError, EngineUnavailable
-from .launchplan import ContainerPolicy, image_allowed
+from .launchplan import ContainerPolicy, image_allowed, state_dir_for
 from .probe import ProbeResult, readiness_probe
 from .references import normalize_reference
+
+
+class NoImageKernel(ContainerKernelError, NoSuchKernel):
+    """No offered image has this kernel name: still a NoSuchKernel to jupyter_client."""
+
+    status = 404
+    reason_phrase = "No such kernel"
+
 
 PROVISIONER_NAME = "gpu-containers-provisioner"
 NAME_PREFIX = "gpuc-"
@@ -191,6 +200,9 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 self._refreshed_at = time.monotonic()
                 return
             candidates = [i for i in images if any(self._offered(ref) for ref in i.tags)]
+            # Not another user's private pull (privateimages.py).
+            listed = [entry["image"] for entry in ImageCatalog(parent=self).listed()]
+            candidates = privateimages.visible(candidates, state_dir_for(self._policy), listed)
             probes = self._probe_all(candidates, wait_for_probes)
             entries: dict[str, _Entry] = {}
             not_ready: dict[str, str] = {}
@@ -304,6 +316,13 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 # listing): say that, with a 503, not "no such kernel", which jupyter_server
                 # answers with an unhandled 500.
                 raise EngineUnavailable(self.engine_error) from None
+            if entry is None and kernel_name.lower().startswith(NAME_PREFIX):
+                # A 404 with a sentence: jupyter_server answers a bare NoSuchKernel with an
+                # unhandled 500.
+                raise NoImageKernel(
+                    f"There is no kernel spec {kernel_name}: its image is not on this host, "
+                    "cannot run a kernel, or is not offered to you."
+                ) from None
             if entry is None or (
                 self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
             ):

@@ -5,23 +5,22 @@ carries these labels; reattach, orphan sweeps and the GPU ledger are rebuilt fro
 Jupyter servers on one host share one truth. The connection key is never a label (labels are
 world-readable through ``docker inspect``).
 
-Whether a container's server is alive is asked of the server *id*, not of the process that created
-the container: a restarted server that reattached a kernel is its owner now, although the
-container's (immutable) labels still name the process that died. Each live server holds an
-exclusive flock on ``<state dir>/servers/<server id>.lock``; the kernel drops it when the process
-dies, however it dies, and any process on the host can test it without signalling anyone.
+Whether a container's server is alive is asked of the server *id* (hoststate.py: a lock only that
+server's user can hold), and of the process that created the container: a restarted server that
+reattached a kernel is its owner now, although the container's (immutable) labels still name the
+process that died; and a server that uses another state directory is still alive while its
+process runs. A container is garbage only when both say so.
+
+Labels are evidence, not authority: anyone in the docker group can create a container with any
+labels. No label is ever taken as a path to read or delete (privatedirs.py), and none is trusted
+to hold the connection key.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import socket
-import tempfile
-import threading
 from dataclasses import dataclass
 
 PREFIX = "org.jupyter.gpu-containers."
@@ -53,78 +52,6 @@ def default_server_id(uid: int, root_dir: str) -> str:
     """
     digest = hashlib.sha256(f"{uid}\0{os.path.realpath(root_dir)}".encode()).hexdigest()[:12]
     return f"{uid}-{digest}"
-
-
-def default_state_dir() -> str:
-    """Host-wide directory shared by every server on the host (all users): server liveness locks
-    and the allocation lock. Sticky and world-writable, like /tmp itself."""
-    return os.path.join(tempfile.gettempdir(), "jupyter-gpu-containers")
-
-
-def ensure_shared_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    with contextlib.suppress(PermissionError):  # another user's: made shared by its creator
-        os.chmod(path, 0o1777)
-    return path
-
-
-class ServerRegistry:
-    """Which server ids have a live server on this host (see the module docstring)."""
-
-    _held: dict[tuple[str, str], int] = {}
-    _guard = threading.Lock()
-
-    @staticmethod
-    def _path(state_dir: str, server_id: str) -> str:
-        return os.path.join(
-            ensure_shared_dir(os.path.join(state_dir, "servers")), f"{server_id}.lock"
-        )
-
-    @classmethod
-    def claim(cls, state_dir: str, server_id: str) -> bool:
-        """Hold ``server_id`` for this process's lifetime. False when another live process holds
-        it (two servers of one user on one workspace): that one owns the id's kernels."""
-        with cls._guard:
-            if (state_dir, server_id) in cls._held:
-                return True
-            fd = os.open(cls._path(state_dir, server_id), os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return False
-                raise
-            cls._held[(state_dir, server_id)] = fd  # kept open: the lock lives as long as we do
-            return True
-
-    @classmethod
-    def claim_or_fallback(cls, state_dir: str, server_id: str) -> str:
-        """The id this process serves under: ``server_id`` when free, else (another live server
-        already serves it) a per-process id whose kernels are never adopted by anyone."""
-        if cls.claim(state_dir, server_id):
-            return server_id
-        fallback = f"{server_id}.{os.getpid()}"
-        cls.claim(state_dir, fallback)
-        return fallback
-
-    @classmethod
-    def is_alive(cls, state_dir: str, server_id: str) -> bool:
-        if (state_dir, server_id) in cls._held:
-            return True
-        try:
-            fd = os.open(cls._path(state_dir, server_id), os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return True
-            raise
-        finally:
-            os.close(fd)  # also drops the shared lock we may have taken
-        return False
 
 
 def _boot_id() -> str:

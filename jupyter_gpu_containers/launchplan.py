@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from traitlets import Bool, Dict, Int, List, TraitError, Unicode, validate
@@ -27,11 +28,11 @@ from .errors import (
     PathRefused,
     ValueRefused,
 )
+from .hoststate import StateDir, open_state_dir
 from .references import BadReference, parse_reference
 
 # Mount point of the private per-kernel directory inside the container.
 KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
-CONNECTION_FILE_NAME = "kernel.json"
 
 # Runs inside the container, after the image's ENTRYPOINT: find an interpreter (images put it in
 # different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec ipykernel with the
@@ -63,8 +64,11 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # Set by the GPU allocator alone: a kernel spec that set it could see GPUs it never booked.
 RESERVED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES"})
 # Kernel ids name files (the connection file, the private directory) and containers:
-# jupyter_server makes UUIDs, but POST /api/kernels lets a client choose one.
-_KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# jupyter_server makes UUIDs, but POST /api/kernels lets a client choose one. Only ids its kernel
+# routes can reach (five groups of word characters joined by '-', as in a UUID): a kernel whose
+# id no route matches could never be shut down through the API, and would hold its GPUs.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+){4}")
+_KERNEL_ID_MAX = 128
 _NUMERIC_USER = re.compile(r"([0-9]{1,10})(?::([0-9]{1,10}))?")
 # Linux's capabilities (linux/capability.h, up to CAP_CHECKPOINT_RESTORE), as Docker names them.
 CAPABILITIES = frozenset(
@@ -139,8 +143,18 @@ class ContainerPolicy(LoggingConfigurable):
         "",
         config=True,
         help="""Host-wide directory shared by all Jupyter servers on this host (every user):
-        server liveness locks and the GPU allocation lock. Must be the same for every server
-        that shares the GPUs. Empty means <tmp>/jupyter-gpu-containers.""",
+        the GPU allocation lock and which servers are alive. Must be the same for every server
+        that shares the GPUs, owned by root (or state_dir_owner), mode 1770 with the group of
+        the users who run kernels: `sudo jupyter gpu-containers setup-host` makes it. Empty
+        means /run/jupyter-gpu-containers. A directory that is not so is refused, and GPU
+        kernels with it.""",
+    )
+
+    state_dir_owner = Unicode(
+        "",
+        config=True,
+        help="""A service account (name or uid) that may own state_dir instead of root, for a
+        kernel service that runs as a dedicated user. Empty: root only.""",
     )
 
     connection_dir_root = Unicode(
@@ -149,8 +163,10 @@ class ContainerPolicy(LoggingConfigurable):
         help="""Host directory under which each kernel gets a private (0700) directory holding
         its connection file and, with the ipc transport, its sockets. It must be on a file system
         the Docker engine can bind-mount, and short: Unix socket paths are limited to 107 bytes.
-        Empty means <jupyter runtime dir>/gpu-containers, or /tmp/jupyter-gpu-containers-<uid>
-        when that path is too long.""",
+        Empty means <jupyter runtime dir>/gpu-containers, else (when that path is too long)
+        $XDG_RUNTIME_DIR/jupyter-gpu-containers, else /tmp/jupyter-gpu-containers-<uid>. Whichever
+        it is must be this user's own directory, mode 0700: one another user created first is
+        refused, never used.""",
     )
 
     allowed_images = List(
@@ -244,6 +260,97 @@ class ContainerPolicy(LoggingConfigurable):
         container's namespace) and named networks must be listed here to be used.""",
     )
 
+    allow_user_pulls = Bool(
+        True,
+        config=True,
+        help="""Let users pull images (POST /gpu-containers/pulls), within allowed_images. Off:
+        only images already on the host (an administrator's pulls) are offered. A pull made with
+        a user's own registry login is offered to that user only, unless the image is listed
+        in ImageCatalog.listed_images.""",
+    )
+
+    allowed_run_as = List(
+        Unicode(),
+        config=True,
+        help="""Values of ContainerProvisioner.run_as that kernels may use besides "server"
+        (the server's own uid:gid, always allowed): "image" (the image's USER, which image
+        metadata decides: it may be any uid, another user's included), or numeric "uid:gid"
+        values. Kernel specs can set run_as, and kernel specs can live in users' own
+        directories: a uid not listed here is refused. Default: none.""",
+    )
+
+    writable_mount_roots = List(
+        Unicode(),
+        config=True,
+        help="""Host directories under which ContainerProvisioner.extra_mounts may be writable
+        ("read_only": false). Extra mounts elsewhere are read-only or refused: kernel specs set
+        them. The workspace is always writable. Default: none.""",
+    )
+
+    # Ceilings. ContainerProvisioner's options are defaults that kernel specs may change; these
+    # bound what any kernel spec may ask for.
+
+    max_mem_limit = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The largest memory limit a kernel may have ("64g"): a kernel asking for none
+        (ContainerProvisioner.mem_limit None) gets this one, and one asking for more is
+        refused. None: no ceiling.""",
+    )
+
+    max_pids_limit = Int(
+        32768,
+        allow_none=True,
+        config=True,
+        help="""The largest process/thread limit a kernel may have: a kernel asking for none
+        (ContainerProvisioner.pids_limit None) gets this one, and one asking for more is
+        refused. None: no ceiling.""",
+    )
+
+    max_shm_size = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The largest /dev/shm a kernel may have ("8g"); a kernel asking for Docker's
+        default (None) gets that default. None: no ceiling.""",
+    )
+
+    allowed_runtimes = List(
+        Unicode(),
+        ["nvidia"],
+        config=True,
+        help="""Container runtimes ContainerProvisioner.runtime may name, besides the engine's
+        default. The runtime the GPU allocator chooses (attach mode "runtime") is always
+        allowed.""",
+    )
+
+    allowed_ulimits = Dict(
+        {"memlock": -1, "stack": 67108864},
+        config=True,
+        help="""Resource limits ContainerProvisioner.ulimits may set, name -> highest value (-1:
+        unlimited). Others are refused: some, such as rtprio, let an unprivileged process take
+        the host's CPUs. Default: what NVIDIA recommends for its images.""",
+    )
+
+    log_max_size = Unicode(
+        "10m",
+        config=True,
+        help="""Largest size of one kernel container log file (Docker's json-file max-size): a
+        notebook printing in a loop cannot fill the engine's disk.""",
+    )
+
+    log_max_files = Int(
+        3, config=True, help="""Log files kept per kernel container (json-file max-file)."""
+    )
+
+    tmpfs_size = Unicode(
+        "2g",
+        config=True,
+        help="""Size of each tmpfs a kernel container gets (its HOME, and /tmp and /var/tmp with
+        read_only_root_fs). Without one a tmpfs may take half the host's memory.""",
+    )
+
     max_env_value_bytes = Int(
         4096,
         config=True,
@@ -253,14 +360,15 @@ class ContainerPolicy(LoggingConfigurable):
     )
 
 
-def effective_state_dir(policy: ContainerPolicy) -> str:
-    return labels.ensure_shared_dir(policy.state_dir or labels.default_state_dir())
+def state_dir_for(policy: ContainerPolicy) -> StateDir:
+    """The host state directory (hoststate.py), opened and verified once per process."""
+    return open_state_dir(policy.state_dir, policy.state_dir_owner)
 
 
 def effective_server_id(policy: ContainerPolicy, root_dir: str) -> str:
-    """This process's server id, claimed in the host registry (see labels.ServerRegistry)."""
+    """This process's server id, claimed in the host state directory (hoststate.py)."""
     wanted = policy.server_id or labels.default_server_id(os.getuid(), root_dir)
-    return labels.ServerRegistry.claim_or_fallback(effective_state_dir(policy), wanted)
+    return state_dir_for(policy).claim_or_fallback(wanted)
 
 
 def _reference_forms(ref: str) -> list[str]:
@@ -496,13 +604,152 @@ def check_labels(container_labels: Mapping[str, Any]) -> dict[str, str]:
 
 def check_kernel_id(kernel_id: Any) -> str:
     """Kernel ids name the connection file and the private directory on the host, and the
-    container: letters, digits, '.', '_' and '-' only (jupyter_server's UUIDs pass)."""
-    if not isinstance(kernel_id, str) or not _KERNEL_ID.fullmatch(kernel_id):
+    container; and the kernel must be reachable through jupyter_server's routes afterwards: five
+    groups of ASCII letters, digits and '_', joined by '-' (a UUID), at most 128 characters."""
+    if (
+        not isinstance(kernel_id, str)
+        or len(kernel_id) > _KERNEL_ID_MAX
+        or not _KERNEL_ID.fullmatch(kernel_id)
+    ):
         raise ValueRefused(
-            f"{_shown(kernel_id)} cannot be a kernel id: use letters, digits, '.', '_' and '-' "
-            "(at most 128), starting with a letter or digit."
+            f"{_shown(kernel_id)} cannot be a kernel id: use a UUID, or five groups of letters, "
+            "digits and '_' joined by '-' (at most 128 characters), which the kernel API's "
+            "routes can reach."
         )
     return kernel_id
+
+
+def check_run_as(policy: ContainerPolicy, run_as: str, server_uid: int, server_gid: int) -> None:
+    """Refuse a ``run_as`` the administrator did not list (ContainerPolicy.allowed_run_as).
+
+    Kernel specs set run_as, and a user's own spec would otherwise run its kernel as another
+    user's uid, with that user's access to every mount. "server", and an explicit "uid:gid" that
+    is the server's own, are always allowed."""
+    explicit = numeric_user(run_as)
+    if run_as == "server" or explicit == (server_uid, server_gid):
+        return
+    listed: set[Any] = set()
+    for item in policy.allowed_run_as:
+        with contextlib.suppress(ValueRefused):
+            listed.add(item if item in ("server", "image") else numeric_user(item))
+    if (run_as == "image" and "image" in listed) or (explicit is not None and explicit in listed):
+        return
+    what = "the image's USER" if explicit is None else f"uid:gid {explicit[0]}:{explicit[1]}"
+    raise KernelOptionRefused(
+        f"This kernel would run as {what} (ContainerProvisioner.run_as {run_as!r}), which the "
+        "administrator has not allowed: kernels run as the server's own user unless "
+        "ContainerPolicy.allowed_run_as lists another."
+    )
+
+
+def check_extra_mount(
+    policy: ContainerPolicy, extra: Mapping[str, Any], allowed_roots: list[str], workspace: str
+) -> tuple[str, str, bool]:
+    """One of ContainerProvisioner.extra_mounts as (source, target, read_only). Read-only unless
+    it says ``"read_only": false`` (the JSON value), and then only inside
+    ContainerPolicy.writable_mount_roots: kernel specs set extra mounts."""
+    source = check_mount_source(extra.get("source", ""), allowed_roots)
+    target = check_mount_target(extra.get("target", ""), workspace)
+    writable = extra.get("read_only", True) is False
+    if writable and not any(inside(source, root) for root in policy.writable_mount_roots if root):
+        raise MountRefused(
+            f"The mount of {_shown(source)} at {target} asks to be writable, but only mounts "
+            "inside ContainerPolicy.writable_mount_roots "
+            f"({', '.join(policy.writable_mount_roots) or 'none configured'}) may be. Mount it "
+            "read-only, or ask an administrator."
+        )
+    return source, target, not writable
+
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([bkmgt]?)b?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Any, what: str) -> int:
+    """Bytes in a Docker-style size: 536870912, "512m", "1g", "1.5G"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = _SIZE.fullmatch(str(value)) if isinstance(value, str) else None
+    if not m:
+        raise ValueRefused(f'{what} {_shown(value)} is not a size such as "512m" or "8g".')
+    return int(float(m[1]) * _UNITS[m[2].lower()])
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A kernel container's resource limits, once the administrator's ceilings are applied."""
+
+    mem_limit: str | None
+    pids_limit: int | None
+    shm_size: str | None
+    runtime: str | None
+    ulimits: dict[str, tuple[int, int]]
+
+
+def _ceiling(asked: Any, ceiling: Any, what: str, option: str, bigger: Any) -> Any:
+    if ceiling is None:
+        return asked
+    if asked is None:
+        return ceiling  # "no limit of my own" is the ceiling, never no limit at all
+    if bigger(asked, ceiling):
+        raise KernelOptionRefused(
+            f"This kernel asks for {what} {asked} (ContainerProvisioner.{option}), more than the "
+            f"{ceiling} the administrator allows (ContainerPolicy.max_{option}). Ask for less."
+        )
+    return asked
+
+
+def kernel_limits(
+    policy: ContainerPolicy,
+    *,
+    mem_limit: str | None,
+    pids_limit: int | None,
+    shm_size: str | None,
+    runtime: str | None,
+    ulimits: Mapping[str, Any],
+) -> Limits:
+    """The limits a kernel gets: what its options ask for, within ContainerPolicy's ceilings.
+    Kernel specs may lower a limit, never lift it: asking for none gets the ceiling, asking for
+    more is refused with a sentence."""
+
+    def larger_size(a: Any, b: Any) -> bool:
+        return parse_size(a, "A size") > parse_size(b, "A size")
+
+    mem = _ceiling(mem_limit, policy.max_mem_limit, "a memory limit of", "mem_limit", larger_size)
+    pids = _ceiling(
+        pids_limit, policy.max_pids_limit, "a process limit of", "pids_limit", lambda a, b: a > b
+    )
+    # No shm_size is Docker's default (64m), itself a limit: it stays.
+    shm = (
+        shm_size
+        and _ceiling(shm_size, policy.max_shm_size, "a /dev/shm of", "shm_size", larger_size)
+    ) or None
+    for value, what in ((mem, "ContainerProvisioner.mem_limit"), (shm, "shm_size")):
+        if value is not None:
+            parse_size(value, what)
+    if pids is not None and pids <= 0:
+        raise ValueRefused(f"ContainerProvisioner.pids_limit must be positive, not {pids}.")
+    if runtime is not None and runtime not in policy.allowed_runtimes:
+        raise KernelOptionRefused(
+            f"The container runtime {_shown(runtime)} (ContainerProvisioner.runtime) is not "
+            "allowed for kernels on this server (ContainerPolicy.allowed_runtimes: "
+            f"{', '.join(policy.allowed_runtimes) or 'none'})."
+        )
+    limits = normalize_ulimits(ulimits)
+    for name, (soft, hard) in limits.items():
+        if name not in policy.allowed_ulimits:
+            raise KernelOptionRefused(
+                f"The resource limit {_shown(name)} (ContainerProvisioner.ulimits) may not be set "
+                "for kernels on this server (ContainerPolicy.allowed_ulimits: "
+                f"{', '.join(sorted(policy.allowed_ulimits)) or 'none'})."
+            )
+        top = int(policy.allowed_ulimits[name])
+        if top != -1 and any(v == -1 or v > top for v in (soft, hard)):
+            raise KernelOptionRefused(
+                f"The resource limit {name} of {soft}:{hard} (ContainerProvisioner.ulimits) is "
+                f"above the {top} the administrator allows (ContainerPolicy.allowed_ulimits)."
+            )
+    return Limits(mem, pids, shm, runtime, limits)
 
 
 def numeric_user(run_as: str) -> tuple[int, int] | None:
@@ -586,10 +833,16 @@ def normalize_ulimits(raw: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """{"memlock": -1, "stack": [67108864, 67108864]} -> {"memlock": (-1, -1), ...}"""
     out: dict[str, tuple[int, int]] = {}
     for name, value in raw.items():
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            soft, hard = int(value[0]), int(value[1])
-        else:
-            soft = hard = int(value)
+        try:
+            if isinstance(value, (list, tuple)) and len(value) == 2:
+                soft, hard = int(value[0]), int(value[1])
+            else:
+                soft = hard = int(value)
+        except (TypeError, ValueError):
+            raise ValueRefused(
+                f"The resource limit {_shown(name)} must be a number or [soft, hard], not "
+                f"{_shown(value)}."
+            ) from None
         out[str(name)] = (soft, hard)
     return out
 

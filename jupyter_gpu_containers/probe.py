@@ -23,20 +23,18 @@ concurrent requests for one image share one container.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
-import stat
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_core.paths import jupyter_data_dir
 from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Configurable, LoggingConfigurable
 
@@ -47,9 +45,9 @@ from .launchplan import (
     FIND_PYTHON_AND_EXEC,
     NO_PYTHON_MARKER,
     ContainerPolicy,
-    effective_state_dir,
     entrypoint_is_interpreter,
 )
+from .safefiles import private_dir, read_json_nofollow, write_json_atomic
 
 MARKER = "JUPYTER_GPU_CONTAINERS_PROBE:"
 
@@ -228,15 +226,14 @@ class KernelReadinessProbe(LoggingConfigurable):
 
     cache_dir = Unicode(
         config=True,
-        help="""Directory (created with mode 0700) for probe answers, one JSON file per image
-        id, kept across server restarts. Empty means probes-<uid> in the host state directory
-        (ContainerPolicy.state_dir).""",
+        help="""Directory for probe answers, one JSON file per image id, kept across server
+        restarts: this user's own, mode 0700 (created so; one that is not is not used). Empty
+        means <jupyter data dir>/gpu_containers/probes.""",
     )
 
     @default("cache_dir")
     def _default_cache_dir(self) -> str:
-        state_dir = effective_state_dir(ContainerPolicy(parent=self))
-        return os.path.join(state_dir, f"probes-{os.getuid()}")
+        return os.path.join(jupyter_data_dir(), "gpu_containers", "probes")
 
     @validate("timeout")
     def _validate_timeout(self, proposal: Any) -> float:
@@ -430,19 +427,10 @@ class KernelReadinessProbe(LoggingConfigurable):
         """The cache directory, if it is a directory of this user's that no one else can write."""
         path = self.cache_dir or self._default_cache_dir()
         try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            info = os.lstat(path)
-        except OSError as e:
-            self.log.warning("Readiness probe cache %s is unusable: %s", path, e)
+            return private_dir(path, what="readiness probe cache (KernelReadinessProbe.cache_dir)")
+        except (OSError, ContainerKernelError) as e:
+            self.log.warning("Readiness probe answers are not kept on disk: %s", e)
             return None
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            # In a shared state dir another user could have put it there first: not trusted.
-            self.log.warning("Readiness probe cache %s is not this user's directory.", path)
-            return None
-        if info.st_mode & 0o077:
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o700)
-        return path
 
     def _cache_path(self, image_id: str, directory: str) -> str | None:
         m = _IMAGE_ID.fullmatch(image_id)
@@ -454,8 +442,7 @@ class KernelReadinessProbe(LoggingConfigurable):
         if path is None:
             return None
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_json_nofollow(path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -477,18 +464,13 @@ class KernelReadinessProbe(LoggingConfigurable):
         path = self._cache_path(result.image_id, directory) if directory else None
         if directory is None or path is None:
             return
-        payload = json.dumps({"format": PROBE_FORMAT, "result": result.to_dict()}, indent=1)
         try:
             # Atomic: a reader (another server of this user) sees the old file or the new one.
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".probe-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(payload)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_json_atomic(
+                directory,
+                os.path.basename(path),
+                {"format": PROBE_FORMAT, "result": result.to_dict()},
+            )
         except OSError as e:
             self.log.warning("Could not write readiness probe cache file %s: %s", path, e)
 

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pwd
 import secrets
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -41,52 +39,60 @@ import zmq.asyncio
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from jupyter_client.session import Session
-from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
-from . import compat
+from . import compat, privateimages
 from . import labels as L
 from .allocator import (
     GPUAllocator,
     GPURequest,
+    GPUVisibility,
     attachment,
     current_ledger,
     resolve_attach_mode,
 )
+from .catalog import ImageCatalog
 from .engine import ContainerSpec, Engine, ImageRecord, Mount, engine_for
 from .errors import (
     ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
     ImageIncompatible,
+    ImageNotAllowed,
     ImageNotKernelReady,
     LaunchTimeout,
     ValueRefused,
 )
 from .gpus import GPU, Inventory, shared_inventory
 from .launchplan import (
-    CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
     RESERVED_ENV,
     ContainerPolicy,
     check_environment,
+    check_extra_mount,
     check_image_allowed,
     check_kernel_id,
     check_labels,
-    check_mount_source,
-    check_mount_target,
     check_network_mode,
+    check_run_as,
     container_path_for,
     diagnose_exit,
     effective_server_id,
-    effective_state_dir,
     entrypoint_is_interpreter,
     kernel_command,
+    kernel_limits,
     kernel_user,
-    normalize_ulimits,
     numeric_user,
+    state_dir_for,
 )
 from .notebook_requests import NotebookRequests
+from .privatedirs import (
+    CONNECTION_FILE_NAME,
+    connection_root,
+    make_private_dir,
+    remove_stale_sockets,
+    write_connection_file,
+)
 from .probe import ProbeResult, readiness_probe
 from .warmpool import (
     PoolEntry,
@@ -98,9 +104,6 @@ from .warmpool import (
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
-
-# Unix socket paths are limited to 108 bytes including the NUL; ipykernel appends "-<port>".
-_MAX_IPC_PATH = 100
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -141,8 +144,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         config=True,
         help="""Which user the kernel runs as. "server" (default): the Jupyter server's own
         uid:gid, so files written to the workspace belong to the user. "image": the image's
-        USER. Or an explicit numeric "uid:gid" ("uid" alone means "uid:uid"). A kernel that would
-        run as root (uid 0 or gid 0) is refused unless ContainerPolicy.allow_root is set.""",
+        USER. Or an explicit numeric "uid:gid" ("uid" alone means "uid:uid"). Anything but
+        "server" must be listed in ContainerPolicy.allowed_run_as. A kernel that would run as
+        root (uid 0 or gid 0) is refused unless ContainerPolicy.allow_root is set.""",
     )
 
     home_path = Unicode(
@@ -158,13 +162,15 @@ class ContainerProvisioner(KernelProvisionerBase):
         allow_none=True,
         config=True,
         help="""Size of /dev/shm. Docker's default (64m) breaks PyTorch DataLoader workers and
-        NCCL; NVIDIA recommends at least 1g for its framework images. None: Docker's default.""",
+        NCCL; NVIDIA recommends at least 1g for its framework images. None: Docker's default.
+        At most ContainerPolicy.max_shm_size.""",
     )
 
     ulimits = Dict(
         config=True,
         help="""Resource limits, name -> value or [soft, hard], e.g. {"memlock": -1,
-        "stack": 67108864} as NVIDIA recommends for NGC images. An engine that refuses one
+        "stack": 67108864} as NVIDIA recommends for NGC images; only those
+        ContainerPolicy.allowed_ulimits names, up to its values. An engine that refuses one
         (memlock=-1 in unprivileged environments) fails the launch with the engine's reason.""",
     )
 
@@ -180,12 +186,16 @@ class ContainerProvisioner(KernelProvisionerBase):
         None,
         allow_none=True,
         config=True,
-        help="""The container runtime, e.g. "nvidia" for the NVIDIA runtime. None: the engine's
-        default.""",
+        help="""The container runtime, e.g. "nvidia" for the NVIDIA runtime: one of
+        ContainerPolicy.allowed_runtimes. None: the engine's default.""",
     )
 
     mem_limit = Unicode(
-        None, allow_none=True, config=True, help="""Memory limit, e.g. "16g". None: unlimited."""
+        None,
+        allow_none=True,
+        config=True,
+        help="""Memory limit, e.g. "16g". None: ContainerPolicy.max_mem_limit (unlimited when that
+        is None too). More than max_mem_limit is refused.""",
     )
 
     pids_limit = Int(
@@ -194,7 +204,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         config=True,
         help="""Maximum processes and threads in the container, so that a fork bomb in a notebook
         stops there instead of exhausting the host. Threads count: raise it for many DataLoader
-        workers on hosts with many cores. None: no limit.""",
+        workers on hosts with many cores. None, or more than ContainerPolicy.max_pids_limit:
+        that ceiling.""",
     )
 
     extra_labels = Dict(
@@ -207,10 +218,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         Dict(),
         config=True,
         help="""Extra bind mounts: [{"source": "/raid/public/my_datasets", "target":
-        "/root/dataset", "read_only": true}]. Read-only unless "read_only" is false. Each source
-        is resolved with realpath and must exist and lie inside
-        ContainerPolicy.allowed_mount_roots (or the workspace); each target must be a normalised
-        absolute path that hides neither the workspace nor the kernel's private directory.""",
+        "/root/dataset", "read_only": true}]. Read-only unless "read_only" is false, which only
+        sources inside ContainerPolicy.writable_mount_roots may be. Each source is resolved with
+        realpath and must exist and lie inside ContainerPolicy.allowed_mount_roots (or the
+        workspace); each target must be a normalised absolute path that hides neither the
+        workspace nor the kernel's private directory.""",
     )
 
     launch_timeout = Float(
@@ -294,7 +306,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             # Before anything is written: the kernel id names the connection file and the
             # private directory, and a client may choose it (POST /api/kernels "kernel_id").
             check_kernel_id(self.kernel_id)
-            numeric_user(self.run_as)
+            check_run_as(policy, self.run_as, os.getuid(), os.getgid())
             check_network_mode(policy, self.network_mode)
             if self.transport == "tcp" and self.network_mode == "none":
                 raise ContainerKernelError(
@@ -342,9 +354,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         assert km is not None  # pre_launch checked
         if self.connection_dir is None:
-            self.connection_dir = self._make_connection_dir(policy)
+            root = connection_root(policy.connection_dir_root)
+            self.connection_dir = make_private_dir(root, self.kernel_id, numeric_user(self.run_as))
         else:
-            self._remove_stale_sockets()
+            remove_stale_sockets(self.connection_dir)
 
         # The host's view of the connection, held by the kernel manager.
         if self.transport == "ipc":
@@ -365,6 +378,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             # launch timeout (they happen, if at all, before this point).
             image = await self.engine.inspect_image(self.image)
             check_image_allowed(policy, self.image, (*image.repo_digests, image.id))
+            await self._refuse_if_private_to_another(image, policy)
             # The probe's cache may be read from disk: off the event loop.
             known = await asyncio.to_thread(readiness_probe(self.parent).cached, image.id)
             self._refuse_if_known_not_ready(known)
@@ -395,13 +409,18 @@ class ContainerProvisioner(KernelProvisionerBase):
                 mode = resolve_attach_mode(
                     allocator.attach_mode, await self.engine.runtimes(), CDI_SPEC_DIRS
                 )
-                state_dir = effective_state_dir(policy)
-                async with allocator.host_lock(state_dir):
+                state = state_dir_for(policy)
+                async with state.allocation_lock(allocator.lock_timeout, self._say_waiting):
                     # Containers an outage kept this server from removing book GPUs: go first.
                     await self.engine.remove_deferred()
-                    ledger = await current_ledger(self.engine, state_dir)
+                    ledger = await current_ledger(self.engine, state)
                     chosen = allocator.choose(
-                        inventory, ledger, request, kernel_id=self.kernel_id, uid=str(os.getuid())
+                        inventory,
+                        ledger,
+                        request,
+                        kernel_id=self.kernel_id,
+                        uid=str(os.getuid()),
+                        show_others=GPUVisibility(parent=self.parent).show_other_users,
                     )
                     for gpu in chosen:  # containers of dead servers still sitting on them
                         for garbage in ledger.garbage.get(gpu.uuid, []):
@@ -448,6 +467,12 @@ class ContainerProvisioner(KernelProvisionerBase):
             self._phases_text(),
         )
         return self.connection_info
+
+    def _say_waiting(self) -> None:
+        self.log.info(
+            "Kernel %s waits for the host-wide GPU allocation lock: another launch holds it.",
+            self.kernel_id,
+        )
 
     def _phases_text(self) -> str:
         return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
@@ -585,6 +610,20 @@ class ContainerProvisioner(KernelProvisionerBase):
             late,
         )
 
+    async def _refuse_if_private_to_another(
+        self, image: ImageRecord, policy: ContainerPolicy
+    ) -> None:
+        """Another user pulled this image with their own registry login: not this user's to run
+        (privateimages.py), unless an administrator lists it."""
+        listed = [entry["image"] for entry in ImageCatalog(parent=self.parent).listed()]
+        state = state_dir_for(policy)
+        if not await asyncio.to_thread(privateimages.visible, [image], state, listed):
+            raise ImageNotAllowed(
+                f"The image {self.image} was pulled by another user with their own registry "
+                "login, so it is theirs. Pull it with yours (the GPU Containers panel asks for "
+                "it), or ask an administrator to list it for everyone."
+            )
+
     def _refuse_if_known_not_ready(self, found: ProbeResult | None) -> None:
         """An image the readiness probe already found without Python or ipykernel fails at
         once, with the probe's reason, instead of after a container start."""
@@ -685,15 +724,26 @@ class ContainerProvisioner(KernelProvisionerBase):
         username = _username(uid)
         tmpfs: dict[str, str] = {}
         user = kernel_user(self.run_as, uid, gid, image.user, policy.allow_root)
+        # Sized: a tmpfs without one may take half the host's memory.
+        scratch_options = f"rw,mode=1777,size={policy.tmpfs_size}"
         if self.run_as != "image":
-            tmpfs[self.home_path] = "rw,mode=1777"
+            tmpfs[self.home_path] = scratch_options
             environment.setdefault("HOME", self.home_path)
             environment.setdefault("USER", username)
             environment.setdefault("LOGNAME", username)
         if policy.read_only_root_fs:
             for scratch in ("/tmp", "/var/tmp"):
-                tmpfs.setdefault(scratch, "rw,mode=1777")
+                tmpfs.setdefault(scratch, scratch_options)
         environment = check_environment(environment, policy.max_env_value_bytes)
+        # Kernel specs may lower the admin's ceilings, never lift them.
+        limits = kernel_limits(
+            policy,
+            mem_limit=self.mem_limit,
+            pids_limit=self.pids_limit,
+            shm_size=self.shm_size,
+            runtime=self.runtime,
+            ulimits=self.ulimits,
+        )
 
         mounts = [
             Mount(self.connection_dir, KERNEL_DIR_IN_CONTAINER, read_only=False),
@@ -701,11 +751,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         ]
         allowed_roots = [root, *policy.allowed_mount_roots]
         for extra in self.extra_mounts:
-            source = check_mount_source(extra.get("source", ""), allowed_roots)
-            target = check_mount_target(extra.get("target", ""), self.workspace_mount_path)
-            # Read-write only when the admin says so in so many words ("false" stays read-only).
-            writable = extra.get("read_only", True) is False
-            mounts.append(Mount(source, target, read_only=not writable))
+            source, target, read_only = check_extra_mount(
+                policy, extra, allowed_roots, self.workspace_mount_path
+            )
+            mounts.append(Mount(source, target, read_only=read_only))
 
         port_bindings: dict[int, tuple[str, int]] = {}
         if self.transport == "tcp" and self.network_mode not in ("host",):
@@ -753,13 +802,15 @@ class ContainerProvisioner(KernelProvisionerBase):
             else container_path_for(host_cwd, root, self.workspace_mount_path),
             mounts=mounts,
             tmpfs=tmpfs,
-            shm_size=self.shm_size,
-            ulimits=normalize_ulimits(self.ulimits),
-            runtime=attached.runtime or self.runtime,
+            shm_size=limits.shm_size,
+            ulimits=limits.ulimits,
+            runtime=attached.runtime or limits.runtime,
             device_requests=attached.device_requests,
             network_mode=self.network_mode,
-            mem_limit=self.mem_limit,
-            pids_limit=self.pids_limit,
+            mem_limit=limits.mem_limit,
+            pids_limit=limits.pids_limit,
+            log_max_size=policy.log_max_size,
+            log_max_files=policy.log_max_files,
             init=True,
             entrypoint=[] if entrypoint_is_interpreter(image.entrypoint) else None,
             port_bindings=port_bindings,
@@ -903,7 +954,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             return
         self._death_reported = container_id
         if state.oom_killed:
-            limit = f" of {self.mem_limit}" if self.mem_limit else ""
+            mem_limit = self.container_spec.mem_limit if self.container_spec else self.mem_limit
+            limit = f" of {mem_limit}" if mem_limit else ""
             sentence = (
                 f"The kernel ran out of memory: its container ({self.image}) was OOM-killed at "
                 f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
@@ -999,19 +1051,6 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ private directory
 
-    def _make_connection_dir(self, policy: ContainerPolicy) -> str:
-        base = policy.connection_dir_root or os.path.join(jupyter_runtime_dir(), "gpu-containers")
-        # "<base>/<8 chars>-<random 8>/kernel-ipc-<port>" must fit a Unix socket path.
-        if len(base) + 40 > _MAX_IPC_PATH and not policy.connection_dir_root:
-            base = os.path.join(tempfile.gettempdir(), f"jupyter-gpu-containers-{os.getuid()}")
-        os.makedirs(base, mode=0o700, exist_ok=True)
-        path = tempfile.mkdtemp(prefix=f"{self.kernel_id[:8]}-", dir=base)  # mode 0700
-        explicit = numeric_user(self.run_as)
-        if explicit is not None and os.getuid() == 0:
-            # An explicit uid must be able to read its connection file and create its sockets.
-            os.chown(path, *explicit)
-        return path
-
     def _write_container_connection_file(self) -> None:
         assert self.connection_dir is not None
         info = dict(self.connection_info)
@@ -1021,21 +1060,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
         key = info.get("key", b"")
         info["key"] = key.decode() if isinstance(key, bytes) else key
-        path = os.path.join(self.connection_dir, CONNECTION_FILE_NAME)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        explicit = numeric_user(self.run_as)
-        if explicit is not None and os.getuid() == 0:
-            # Like the directory: the explicit uid reads (and ipykernel rewrites) this file, and
-            # its capabilities are dropped, so owning the file is its only way in.
-            os.chown(path, *explicit)
-
-    def _remove_stale_sockets(self) -> None:
-        if self.connection_dir and os.path.isdir(self.connection_dir):
-            for name in os.listdir(self.connection_dir):
-                if name.startswith("kernel-ipc-"):
-                    os.unlink(os.path.join(self.connection_dir, name))
+        # The kernel's container can write this directory (a symlink in place of kernel.json,
+        # say): replaced, never followed. An explicit run_as uid reads (and ipykernel rewrites)
+        # the file with no capabilities, so owning it is its only way in.
+        write_connection_file(self.connection_dir, info, numeric_user(self.run_as))
 
     def _remove_connection_dir(self) -> None:
         if self.connection_dir:

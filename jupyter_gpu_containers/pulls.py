@@ -6,6 +6,13 @@ message updates one :class:`Pull`; watchers get whole snapshots (phase, per-laye
 so a browser that joins late, or reconnects, needs no history. A second request for an image that
 is already being pulled joins that pull instead of starting another.
 
+Everything is bounded: at most ``max_concurrent`` pulls run (each on one thread), at most
+``max_queued`` wait for a slot (as entries in a queue, with no thread; one more is refused with
+429), and at most ``max_watchers`` progress streams are open. A queued pull is cancelled at once.
+
+A pull never replaces a locally built image (a tag with no registry digest), and a pull made with
+the user's own registry login is recorded as theirs (privateimages.py).
+
 Launches never pull (an image that is not local fails at once), so pull time can never count
 against a kernel's launch timeout.
 """
@@ -13,6 +20,7 @@ against a kernel's launch timeout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 import uuid
@@ -22,10 +30,11 @@ from typing import Any, TypeVar
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
+from . import privateimages
 from .credentials import Credential, RegistryCredentials, scrub
 from .engine import Engine, PullStream, engine_for
-from .errors import ContainerKernelError, ImageNotAllowed
-from .launchplan import ContainerPolicy, check_image_allowed
+from .errors import ContainerKernelError, ImageMissing, ImageNotAllowed
+from .launchplan import ContainerPolicy, check_image_allowed, state_dir_for
 from .references import ImageReference, parse_reference
 
 ACTIVE = ("queued", "pulling")
@@ -141,6 +150,29 @@ class Pull:
             self.phase = "complete"
 
 
+class TooManyRequests(ContainerKernelError):
+    status = 429
+    reason_phrase = "Too many requests"
+
+
+class ReplacesLocalImage(ContainerKernelError):
+    status = 409
+    reason_phrase = "Pull would replace a local image"
+
+
+@dataclass
+class _Job:
+    """What a pull's thread needs, kept while the pull waits for a slot."""
+
+    pull: Pull
+    ref: ImageReference
+    credentials: RegistryCredentials
+    given: Credential | None
+    policy: ContainerPolicy
+    private: bool
+    loop: asyncio.AbstractEventLoop
+
+
 class PullManager(LoggingConfigurable):
     """The server's pulls: start or join, watch, cancel."""
 
@@ -149,6 +181,20 @@ class PullManager(LoggingConfigurable):
         config=True,
         help="""Pulls that run at once; more wait in a queue (state "queued"). The engine
         downloads several layers of each pull in parallel already.""",
+    )
+
+    max_queued = Int(
+        8,
+        config=True,
+        help="""Pulls that may wait for a slot (state "queued", no thread each). One more is
+        refused with 429 and a sentence.""",
+    )
+
+    max_watchers = Int(
+        16,
+        config=True,
+        help="""Progress streams (GET /gpu-containers/pulls/<id>/events) open at once on this
+        server, all pulls together. One more is refused with 429.""",
     )
 
     keep_finished = Float(
@@ -167,7 +213,10 @@ class PullManager(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pulls: dict[str, Pull] = {}
-        self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        # On the event loop only: the waiting pulls, how many run, how many streams are open.
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._running = 0
+        self._watching = 0
 
     @property
     def engine(self) -> Engine:
@@ -182,7 +231,7 @@ class PullManager(LoggingConfigurable):
         self._forget_old()
         return [p.snapshot() for p in self._pulls.values()]
 
-    def start(
+    async def start(
         self,
         image: str,
         credentials: RegistryCredentials,
@@ -197,23 +246,74 @@ class PullManager(LoggingConfigurable):
             ref = parse_reference(image)
         except ValueError as e:
             raise ContainerKernelError(str(e), status=400) from e
+        if not policy.allow_user_pulls:
+            raise ImageNotAllowed(
+                "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
+                "Ask an administrator for the image."
+            )
         check_image_allowed(policy, ref.written)
         for pull in self._pulls.values():
             if pull.image == ref.written and pull.state in ACTIVE:
                 return pull
+        if self._running >= self.max_concurrent and len(self._queue) >= self.max_queued:
+            raise TooManyRequests(
+                f"{self._running} pulls are running and {len(self._queue)} waiting on this "
+                "server, as many as it takes (PullManager.max_queued). Try again when one has "
+                "finished."
+            )
+        await self._refuse_replacing_local(ref)
+        own = credential or credentials.user_credential(ref.registry)
+        private = own is not None and own.source == "user"
+        if private:
+            state = await asyncio.to_thread(state_dir_for, policy)
+            if not state.shared:
+                raise ImageNotAllowed(
+                    "Pulls with your own registry login are kept private to you, which needs "
+                    f"the host state directory: {state.problem}"
+                )
         pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry)
         self._pulls[pull.id] = pull
-        loop = asyncio.get_running_loop()
+        job = _Job(pull, ref, credentials, credential, policy, private, asyncio.get_running_loop())
+        if self._running < self.max_concurrent:
+            self._launch(job)
+        else:
+            self._queue.append(job)
+        return pull
+
+    async def _refuse_replacing_local(self, ref: ImageReference) -> None:
+        """A tag whose image came from no registry (built here: no repository digest) is never
+        replaced by a pull: whoever controls the registry a reference resolves to would
+        otherwise decide what a local kernel spec runs."""
+        try:
+            local = await self.engine.inspect_image(ref.written)
+        except ImageMissing:
+            return
+        if not local.repo_digests:
+            raise ReplacesLocalImage(
+                f"{ref.written} is an image built on this host, not pulled from a registry, and "
+                "a pull would replace it. Give the image you want another name, or ask an "
+                "administrator to remove the local one."
+            )
+
+    def _launch(self, job: _Job) -> None:
+        self._running += 1
         threading.Thread(
             target=self._run,
-            args=(pull, ref, credentials, credential, policy, loop),
-            name=f"gpu-containers-pull-{pull.id[:8]}",
+            args=(job,),
+            name=f"gpu-containers-pull-{job.pull.id[:8]}",
             daemon=True,
         ).start()
-        return pull
 
     def cancel(self, pull: Pull) -> None:
         pull.cancel_requested = True
+        for job in self._queue:
+            if job.pull is pull:  # waiting: cancelled at once, it never started
+                self._queue.remove(job)
+                pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
+                pull.finished = time.time()
+                self._publish(pull, pull.snapshot())
+                pull.done_event.set()
+                return
         stream = pull.stream
         if stream is not None:
             stream.close()  # wakes the pull's thread, which then reports "cancelled"
@@ -221,6 +321,13 @@ class PullManager(LoggingConfigurable):
     def subscribe(self, pull: Pull) -> asyncio.Queue[dict[str, Any]]:
         """A queue of ``pull``'s snapshots: the current one at once, then each change; the last
         one has an ended state. Call :meth:`unsubscribe` when done with it."""
+        if self._watching >= self.max_watchers:
+            raise TooManyRequests(
+                f"{self._watching} progress streams are open on this server, as many as it "
+                "serves (PullManager.max_watchers). Close one, or read the pull's state with "
+                "GET instead."
+            )
+        self._watching += 1
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         queue.put_nowait(pull.snapshot())
         if pull.state not in ENDED:
@@ -228,6 +335,7 @@ class PullManager(LoggingConfigurable):
         return queue
 
     def unsubscribe(self, pull: Pull, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._watching -= 1
         pull.watchers.discard(queue)
 
     async def wait(self, pull: Pull) -> None:
@@ -235,68 +343,88 @@ class PullManager(LoggingConfigurable):
 
     # ------------------------------------------------------------------ the pull's thread
 
-    def _run(
-        self,
-        pull: Pull,
-        ref: ImageReference,
-        credentials: RegistryCredentials,
-        given: Credential | None,
-        policy: ContainerPolicy,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def _run(self, job: _Job) -> None:
+        pull, ref, credentials, given, policy, loop = (
+            job.pull,
+            job.ref,
+            job.credentials,
+            job.given,
+            job.policy,
+            job.loop,
+        )
         secrets: list[str] = [given.password] if given else []
 
         def publish() -> None:
             loop.call_soon_threadsafe(self._publish, pull, pull.snapshot())
 
-        with self._slots:
-            try:
-                if pull.cancel_requested:
-                    raise _Cancelled
-                pull.state = "pulling"
-                publish()
-                credential = given or credentials.for_registry(ref.registry)
-                secrets += credentials.secrets()
-                who = credential.username if credential else ""
-                stream = self.engine.open_pull(
-                    ref.name,
-                    ref.pull_tag,
-                    credential.auth_config() if credential else None,
-                    registry=ref.registry,
-                    who=who,
-                )
-                pull.stream = stream
-                if pull.cancel_requested:  # cancelled while the request was being made
-                    stream.close()
-                last_sent, last_phase = 0.0, pull.phase
-                for event in stream:
-                    pull.apply(event)
-                    now = time.monotonic()
-                    if pull.phase != last_phase or now - last_sent >= self.progress_interval:
-                        last_sent, last_phase = now, pull.phase
-                        publish()
-                if pull.cancel_requested:
-                    raise _Cancelled
-                self._check_pins(pull, ref, policy)
-                pull.state, pull.phase = "done", "complete"
-                pull.message = pull.message or f"Pulled {pull.image}"
-                self.log.info("Pulled %s (%s)", pull.image, pull.digest or "no digest reported")
-            except _Cancelled:
-                pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
-                self.log.info("Pull of %s cancelled", pull.image)
-            except ContainerKernelError as e:
-                pull.state, pull.error_status = "error", e.status_code
-                pull.message = scrub(e.sentence, secrets)
-                self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
-            except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
-                pull.state, pull.error_status = "error", 500
-                pull.message = scrub(f"The pull of {pull.image} failed: {e}", secrets)
-                self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
-            finally:
-                pull.stream = None
-                pull.finished = time.time()
-                snapshot = pull.snapshot()
-                loop.call_soon_threadsafe(self._finish, pull, snapshot)
+        state = state_dir_for(policy) if job.private else None
+        before = ""
+        try:
+            if pull.cancel_requested:
+                raise _Cancelled
+            pull.state = "pulling"
+            publish()
+            if state is not None:
+                before = self._image_id_or_empty(ref.written)
+                # Recorded before the pull starts: others never see it, not even for a moment.
+                privateimages.record(state, ref.written)
+            credential = given or credentials.for_registry(ref.registry)
+            secrets += credentials.secrets()
+            who = credential.username if credential else ""
+            stream = self.engine.open_pull(
+                ref.name,
+                ref.pull_tag,
+                credential.auth_config() if credential else None,
+                registry=ref.registry,
+                who=who,
+            )
+            pull.stream = stream
+            if pull.cancel_requested:  # cancelled while the request was being made
+                stream.close()
+            last_sent, last_phase = 0.0, pull.phase
+            for event in stream:
+                pull.apply(event)
+                now = time.monotonic()
+                if pull.phase != last_phase or now - last_sent >= self.progress_interval:
+                    last_sent, last_phase = now, pull.phase
+                    publish()
+            if pull.cancel_requested:
+                raise _Cancelled
+            self._check_pins(pull, ref, policy)
+            if state is not None:
+                after = self._image_id_or_empty(ref.written)
+                if after and after != before:
+                    privateimages.record(state, ref.written, after)
+                else:  # it was here already, pulled by someone else: not this user's alone
+                    privateimages.forget(state, ref.written)
+                state = None
+            pull.state, pull.phase = "done", "complete"
+            pull.message = pull.message or f"Pulled {pull.image}"
+            self.log.info("Pulled %s (%s)", pull.image, pull.digest or "no digest reported")
+        except _Cancelled:
+            pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
+            self.log.info("Pull of %s cancelled", pull.image)
+        except ContainerKernelError as e:
+            pull.state, pull.error_status = "error", e.status_code
+            pull.message = scrub(e.sentence, secrets)
+            self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
+        except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
+            pull.state, pull.error_status = "error", 500
+            pull.message = scrub(f"The pull of {pull.image} failed: {e}", secrets)
+            self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
+        finally:
+            if state is not None and self._image_id_or_empty(ref.written) == before:
+                privateimages.forget(state, ref.written)  # nothing new arrived
+            pull.stream = None
+            pull.finished = time.time()
+            snapshot = pull.snapshot()
+            loop.call_soon_threadsafe(self._finish, pull, snapshot)
+
+    def _image_id_or_empty(self, ref: str) -> str:
+        try:
+            return self.engine.inspect_image_sync(ref).id
+        except ImageMissing:
+            return ""
 
     def _check_pins(self, pull: Pull, ref: ImageReference, policy: ContainerPolicy) -> None:
         local = ref.written if not ref.digest else f"{ref.name}@{ref.digest}"
@@ -315,6 +443,9 @@ class PullManager(LoggingConfigurable):
     def _finish(self, pull: Pull, snapshot: dict[str, Any]) -> None:
         self._publish(pull, snapshot)
         pull.done_event.set()
+        self._running -= 1
+        if self._queue:  # the slot goes to the pull that waited longest
+            self._launch(self._queue.popleft())
 
     def _forget_old(self) -> None:
         cutoff = time.time() - self.keep_finished

@@ -5,8 +5,14 @@ Rebuilt from container labels alone (DESIGN decision 1). For each container carr
 - same server id as this server (which has just started, so the previous holder of the id is
   dead), container running, private directory intact: reattach it as a running kernel (its id,
   notebook and GPUs unchanged); not running or directory gone: remove it;
-- another server id that a live server holds (labels.ServerRegistry): not ours to touch;
-- another server id that no live server holds: remove the container and its private directory.
+- another server id that a live server holds (hoststate.py), or whose creating process still
+  runs: not ours to touch;
+- another server id, dead by both counts: remove the container. With a host state directory that
+  cannot be used (hoststate.py), only this user's own containers are judged so: another user's
+  server could be alive in a directory this one cannot see.
+
+A label never names what to read or delete: the private directory a label names is used only if
+it is one of this server's own (privatedirs.py).
 
 A container started from another host (an engine reached over TCP) cannot be judged: left alone.
 
@@ -21,10 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
-import shutil
-import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +37,22 @@ from jupyter_server._tz import utcnow
 from . import labels as L
 from .engine import ContainerRecord, engine_for
 from .errors import ValueRefused
+from .hoststate import StateDir
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from .launchplan import (
-    CONNECTION_FILE_NAME,
     ContainerPolicy,
     check_kernel_id,
     check_labels,
     effective_server_id,
-    effective_state_dir,
     inside,
+    state_dir_for,
+)
+from .privatedirs import (
+    CONNECTION_FILE_NAME,
+    connection_root,
+    own_private_dir,
+    read_connection_file,
+    remove_private_dir,
 )
 from .provisioner import ContainerProvisioner
 from .warmpool import read_claim
@@ -55,21 +65,27 @@ class RecoveryReport:
     left_alone: list[str]
 
 
-def decide(record: ContainerRecord, server_id: str, state_dir: str, me: L.OwnerProcess) -> str:
-    """'reattach', 'remove' or 'leave' for one labelled container, at this server's start."""
+def decide(
+    record: ContainerRecord, server_id: str, state: StateDir, me: L.OwnerProcess, root: str
+) -> str:
+    """'reattach', 'remove' or 'leave' for one labelled container, at this server's start.
+    ``root``: this server's private-directory root. Blocking (it stats files): a worker thread."""
     owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
     if owner is None or owner.host != me.host:
         return "leave"  # an engine shared with another host: not ours to judge
     if owner == me:
         return "leave"  # started by this very process (a kernel launched while we recover)
     owner_id = record.labels.get(L.SERVER_ID, "")
+    uid = record.labels.get(L.UID, "")
     if owner_id == server_id:
-        conn_dir = record.labels.get(L.CONNECTION_DIR, "")
+        private = own_private_dir(root, record.labels.get(L.CONNECTION_DIR, ""))
         running = record.status == "running"
-        if running and os.path.isfile(os.path.join(conn_dir, CONNECTION_FILE_NAME)):
+        if running and private and os.path.isfile(os.path.join(private, CONNECTION_FILE_NAME)):
             return "reattach"
         return "remove"
-    if L.ServerRegistry.is_alive(state_dir, owner_id):
+    if not state.shared and uid != str(os.geteuid()):
+        return "leave"  # its server may be alive in the host state directory we cannot use
+    if state.is_alive(owner_id, uid):
         return "leave"
     if owner.is_alive():
         # Its creator still runs, though not registered in our state dir (a server configured
@@ -84,22 +100,23 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     mkm = serverapp.kernel_manager
     policy = ContainerPolicy(parent=mkm)
     server_id = effective_server_id(policy, mkm.root_dir)
-    state_dir = effective_state_dir(policy)
+    state = state_dir_for(policy)
+    root = await asyncio.to_thread(connection_root, policy.connection_dir_root)
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
     for record in await engine.list_containers({L.MANAGED: "true"}):
         claimed = None
         if L.POOL in record.labels:
-            claimed = await asyncio.to_thread(as_claimed, record, mkm.root_dir)
+            claimed = await asyncio.to_thread(as_claimed, record, mkm.root_dir, root)
             record = claimed or record
         if record.labels.get(L.KERNEL_ID) in mkm:
             continue  # already ours in this process
-        action = decide(record, server_id, state_dir, me)
+        action = await asyncio.to_thread(decide, record, server_id, state, me, root)
         if action == "reattach" and L.POOL in record.labels and claimed is None:
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
-                await _reattach(serverapp, record)
+                await _reattach(serverapp, record, root)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
@@ -112,7 +129,9 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
             action = "remove"
         if action in ("remove", "reattach"):
             await engine.remove(record.id)
-            await asyncio.to_thread(_remove_private_dir, record.labels.get(L.CONNECTION_DIR, ""))
+            await asyncio.to_thread(
+                remove_private_dir, root, record.labels.get(L.CONNECTION_DIR, "")
+            )
             # A dead server that shared our runtime directory (this very server, before a crash)
             # left the kernel's connection file there too.
             await asyncio.to_thread(
@@ -130,12 +149,14 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
     return report
 
 
-def as_claimed(record: ContainerRecord, root_dir: str) -> ContainerRecord | None:
+def as_claimed(record: ContainerRecord, root_dir: str, private_root: str) -> ContainerRecord | None:
     """A handed-over warm container as the record of the kernel that claimed it: its labels with
-    the claim record's kernel id, kernel spec, notebook and directory. None when it has no claim
-    record, or one that could not have been written by a handover (an id that is not a kernel
-    id, a notebook or directory outside the workspace). Blocking: a worker thread."""
-    claim = read_claim(record.labels.get(L.CONNECTION_DIR, ""))
+    the claim record's kernel id, kernel spec, notebook and directory. None when its private
+    directory is not one of this server's, when it has no claim record, or one that could not
+    have been written by a handover (an id that is not a kernel id, a notebook or directory
+    outside the workspace). Blocking: a worker thread."""
+    private = own_private_dir(private_root, record.labels.get(L.CONNECTION_DIR, ""))
+    claim = read_claim(private) if private else None
     if claim is None:
         return None
     root = os.path.realpath(root_dir)
@@ -159,21 +180,6 @@ def as_claimed(record: ContainerRecord, root_dir: str) -> ContainerRecord | None
     return dataclasses.replace(record, labels={**record.labels, **overlay})
 
 
-def _remove_private_dir(path: str) -> None:
-    """Remove a kernel's private directory, if it is one of ours: a real directory, owned by this
-    server's user, holding a connection file. A label is not trusted to name what to delete."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return
-    if (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.getuid()
-        and os.path.isfile(os.path.join(path, CONNECTION_FILE_NAME))
-    ):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
     """Remove ``kernel-<id>.json`` from this server's connection directory. The id comes from a
     label: only what may be a kernel id (check_kernel_id, as at launch) names a file."""
@@ -186,18 +192,19 @@ def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
             os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return dict(json.load(f))
-
-
-async def _reattach(serverapp: Any, record: ContainerRecord) -> None:
+async def _reattach(serverapp: Any, record: ContainerRecord, root: str) -> None:
     mkm = serverapp.kernel_manager
     labels = record.labels
-    kernel_id = labels[L.KERNEL_ID]
+    kernel_id = check_kernel_id(labels[L.KERNEL_ID])
     kernel_name = labels.get(L.KERNEL_NAME, "")
-    conn_dir = labels[L.CONNECTION_DIR]
-    info = await asyncio.to_thread(_read_json, os.path.join(conn_dir, CONNECTION_FILE_NAME))
+    conn_dir = await asyncio.to_thread(own_private_dir, root, labels[L.CONNECTION_DIR])
+    if conn_dir is None:
+        raise ValueRefused("its private directory is not one of this server's")
+    # Written by the kernel's own container as much as by us: read without following a link,
+    # and only as far as it agrees with what this server wrote on the container.
+    info = await asyncio.to_thread(read_connection_file, conn_dir)
+    if info.get("transport") != labels.get(L.TRANSPORT, "ipc"):
+        raise ValueRefused("its connection file does not match its container")
     # The file holds the container's view; the host's differs only in where it connects.
     if info["transport"] == "ipc":
         info["ip"] = os.path.join(conn_dir, "kernel-ipc")

@@ -28,8 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from .errors import ContainerKernelError, ImageNotKernelReady
 from .gpus import shared_inventory
 from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
 from .launchplan import KERNEL_DIR_IN_CONTAINER
+from .safefiles import read_json_nofollow, write_json_atomic
 
 if TYPE_CHECKING:
     from .provisioner import ContainerProvisioner
@@ -158,27 +157,17 @@ def handover_code(cwd: str, start: str, session: str) -> str:
 
 def write_claim(connection_dir: str, record: dict[str, str]) -> None:
     """Write the claim record into a handed-over container's private directory (atomically:
-    recovery never reads half a record). Blocking: a worker thread."""
-    fd, tmp = tempfile.mkstemp(prefix=".claim-", dir=connection_dir)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, os.path.join(connection_dir, CLAIM_FILE_NAME))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    recovery never reads half a record; and never through a link the kernel planted there).
+    Blocking: a worker thread."""
+    write_json_atomic(connection_dir, CLAIM_FILE_NAME, record)
 
 
 def read_claim(connection_dir: str) -> dict[str, str] | None:
-    """The claim record in ``connection_dir`` (a directory a label names), or None when there is
-    none or it is not a plain JSON object of strings. Blocking: a worker thread."""
-    path = os.path.join(connection_dir, CLAIM_FILE_NAME)
+    """The claim record in ``connection_dir`` (one of this server's private directories), or
+    None when there is none or it is not a plain JSON object of strings. Blocking: a worker
+    thread."""
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return None
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record = read_json_nofollow(os.path.join(connection_dir, CLAIM_FILE_NAME))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not all(

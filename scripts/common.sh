@@ -53,9 +53,16 @@ install_project() {
     || { log "the package did not install"; return 1; }
 }
 
+# The host state directory every Jupyter server on the host shares (GPU allocation, which servers
+# are alive): root's, group docker, mode 1770, and a tmpfiles.d entry that makes it again at boot.
+setup_host() {
+  log "jupyter gpu-containers setup-host"
+  as_root "$venv/bin/jupyter" gpu-containers setup-host >/dev/null
+}
+
 # Everything both commands need, in order: packages (any arguments after the first two are extra
-# Debian packages), a running engine, the local images (demo or test), and the project itself
-# (with extras, e.g. "[test]").
+# Debian packages), a running engine, the local images (demo or test), the project itself (with
+# extras, e.g. "[test]"), and the host state directory.
 prepare_machine() {
   local images=$1 extras=${2:-}
   shift "$(($# < 2 ? $# : 2))"
@@ -64,4 +71,5 @@ prepare_machine() {
   bash "$repo/scripts/ensure-docker.sh"
   bash "$repo/scripts/build-images.sh" "$images"
   install_project "$extras"
+  setup_host
 }

@@ -10,16 +10,29 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Chromium for the UI tests (playwright drives it; it never downloads a browser).
 prepare_machine test "[test]" chromium
 
-# A non-root user in the docker group: the tests that prove files come out owned by the user run
-# a Jupyter server as this user (sessions and CI run as root).
-test_user=${JGC_TEST_USER:-jgc-tester}
-if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
-  if ! id "$test_user" >/dev/null 2>&1; then
-    log "creating the test user $test_user"
-    as_root useradd --create-home --shell /bin/bash "$test_user"
+# Real local accounts (sessions and CI run as root). Two non-root users in the docker group run
+# Jupyter servers of their own: the tests prove that files come out owned by the user, and replay
+# attacks of one user on another's server (tests/test_shared_host.py). A third account is outside
+# the docker group: a local user with only a shell. (Being in the docker group is root on the host
+# by another road; the tests prove the extension itself hands nothing over.)
+ensure_account() { # name, "docker" or ""
+  if ! id "$1" >/dev/null 2>&1; then
+    log "creating the test account $1"
+    as_root useradd --create-home --shell /bin/bash "$1"
   fi
-  as_root usermod -aG docker "$test_user"
-  export JGC_TEST_USER=$test_user
+  if [ "$2" = docker ]; then
+    as_root usermod -aG docker "$1"
+  else
+    as_root gpasswd -d "$1" docker >/dev/null 2>&1 || true
+  fi
+}
+if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
+  export JGC_TEST_USER=${JGC_TEST_USER:-jgc-tester}
+  export JGC_TEST_PEER=${JGC_TEST_PEER:-jgc-peer}
+  export JGC_TEST_OUTSIDER=${JGC_TEST_OUTSIDER:-jgc-outsider}
+  ensure_account "$JGC_TEST_USER" docker
+  ensure_account "$JGC_TEST_PEER" docker
+  ensure_account "$JGC_TEST_OUTSIDER" ""
 fi
 
 export PATH="$venv/bin:$PATH"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -48,7 +49,12 @@ class Server:
     the server's, so `kill -9` hits the server itself)."""
 
     def __init__(
-        self, home: Path, root_dir: Path, extra_args: list[str], user: str | None = None
+        self,
+        home: Path,
+        root_dir: Path,
+        extra_args: list[str],
+        user: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.token = os.urandom(16).hex()
@@ -60,6 +66,7 @@ class Server:
             "JUPYTER_DATA_DIR": str(home / "data"),
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
             "LANG": "C.UTF-8",
+            **(env or {}),
         }
         self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -120,8 +127,31 @@ class Server:
             headers={"Authorization": f"token {self.token}"},
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True,
+            request_timeout=180,
         )
         return await AsyncHTTPClient().fetch(request, raise_error=raise_error)
+
+    async def answer(self, method: str, *path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and JSON body of a request, whatever the status."""
+        response = await self.fetch(method, *path, body=body, raise_error=False)
+        try:
+            data = json.loads(response.body) if response.body else None
+        except ValueError:
+            data = response.body.decode("utf-8", "replace")
+        return response.code, data
+
+    async def open_stream(self, path: str) -> asyncio.StreamWriter:
+        """A GET of an event stream, left open once its headers said 200 (close the writer to
+        end it)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(
+            f"GET /{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: token {self.token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = await reader.readline()
+        assert status.split()[1] == b"200", status
+        return writer
 
     async def open_notebook(self, path: str, kernel_name: str) -> Any:
         """A session for the notebook at ``path`` (relative to root_dir), as JupyterLab makes

@@ -77,6 +77,10 @@ async def test_container_exits_at_start_with_its_log_tail(
     assert_no_test_containers(docker_client)
 
 
+@pytest.mark.server_config(
+    # Allowed by the administrator, so that the engine's own refusal is what the user reads.
+    lambda _: {"ContainerPolicy": {"allowed_runtimes": ["nvidia", "no-such-runtime"]}}
+)
 async def test_engine_refuses_an_unknown_runtime(
     jp_fetch: Any, jp_data_dir: Path, docker_client: Any
 ) -> None:

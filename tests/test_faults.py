@@ -414,7 +414,7 @@ def home() -> Iterator[Path]:
     """A server home (config, data, runtime with the kernels' private directories, host state)
     under a short /tmp path: the default private-directory root must fit a unix socket path."""
     path = Path(tempfile.mkdtemp(prefix="jgcf-", dir="/tmp"))
-    for sub in ("config", "data", "runtime", "state", "work"):
+    for sub in ("config", "data", "runtime", "work"):
         (path / sub).mkdir()
     write_server_config(path, {"GPUInventory": {"static_gpus": FAULT_GPUS}})
     try:

@@ -72,7 +72,7 @@ async def test_exclusive_exhaustion_and_release(
     assert held == {f"GPU-test-{i}" for i in range(4)}
     code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
-    assert message.startswith("No free GPU: 1 requested, 0 free (GPU 0 is held by a kernel of ")
+    assert message.startswith("No free GPU: 1 requested, 0 free (GPU 0 is held by one of your ")
     # Shutting one down frees its GPU at once.
     freed = kernel_container(docker_client, kernels[2]).labels[L.GPUS]
     await jp_fetch("api", "kernels", kernels[2], method="DELETE")
@@ -99,7 +99,7 @@ async def test_shared_policy(jp_fetch: Any, docker_client: Any) -> None:
     assert per_gpu == {f"GPU-test-{i}": 2 for i in range(4)}  # least loaded first
     code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
-    assert "and a kernel of" in message  # both holders of a shared GPU are named
+    assert "and one of your kernels" in message  # both holders of a shared GPU are named
 
 
 @pytest.mark.server_config(lambda _: {"GPUAllocator": {"max_gpus_per_user": 1}})
@@ -119,7 +119,7 @@ async def test_specific_gpus_and_bad_requests(
     assert await visible_devices(jp_ws_fetch, kernel_id) == "GPU-test-2,GPU-test-3 None"
     taken = install_spec(jp_data_dir, "taken", NGC_IMAGE, gpus=["GPU-test-3"])
     code, message = await start_refusal(jp_fetch, taken)
-    assert code == 409 and message.startswith("GPU 3 (GPU-test-3) is not free: a kernel of ")
+    assert code == 409 and message.startswith("GPU 3 (GPU-test-3) is not free: one of your ")
     for name, gpus, status, says in [
         ("unknown", ["7"], 400, "There is no GPU '7' on this host"),
         ("negative", -1, 400, "cannot be negative"),

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("docker_client")
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
     """Config shared by every server of a test: the same four GPUs and host state directory."""
-    for sub in ("config", "data", "runtime", "state", "a", "b"):
+    for sub in ("config", "data", "runtime", "a", "b"):
         (tmp_path / sub).mkdir()
     write_server_config(tmp_path)
     servers: list[Server] = []

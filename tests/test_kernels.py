@@ -319,4 +319,6 @@ async def test_status_endpoint(jp_fetch: Any) -> None:
     status = json.loads(response.body)
     assert status["engine"]["ok"] is True
     assert status["engine"]["version"]
-    assert status["kernelspecs"] >= 4
+    # The three kernel-ready test images are offered whatever the probes have found so far (the
+    # fourth, without ipykernel, only until its probe answers: not counted on).
+    assert status["kernelspecs"] >= 3

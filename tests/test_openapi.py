@@ -45,7 +45,7 @@ from tornado import web
 
 import jupyter_gpu_containers
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.handlers import default_handlers
+from jupyter_gpu_containers.handlers import NotFoundHandler, default_handlers
 
 SPEC_PATH = Path(jupyter_gpu_containers.__file__).parent / "openapi.yaml"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -142,6 +142,8 @@ def served_routes() -> set[tuple[str, str]]:
     jupyter_server's APIHandler (and so below tornado's RequestHandler)."""
     routes = set()
     for pattern, handler in default_handlers(BASE):
+        if handler is NotFoundHandler:
+            continue  # any other path: the 404 the description's introduction speaks of
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
         assert re.fullmatch(r"[\w/{}.-]+", path), f"{pattern!r} is not a plain path template"
         own = [

@@ -381,7 +381,12 @@ async def test_mount_escapes_are_refused_before_any_container(
 
 @pytest.mark.server_config(
     lambda tmp: {
-        "ContainerPolicy": {"allowed_mount_roots": [str(tmp / "raid")]},
+        "ContainerPolicy": {
+            "allowed_mount_roots": [str(tmp / "raid")],
+            # The writable mount below is the administrator's word (test_shared_host.py checks
+            # that a mount elsewhere cannot be writable).
+            "writable_mount_roots": [str(tmp / "raid" / "rw")],
+        },
         "ContainerProvisioner": {
             "extra_mounts": [
                 # Only a literal false makes a mount writable; the string "false" does not.

@@ -31,6 +31,7 @@ from conftest import (
     TEST_RUN,
     assert_no_test_containers,
 )
+from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Config, LoggingConfigurable
 
 from jupyter_gpu_containers import labels as L
@@ -426,7 +427,7 @@ def test_one_shared_probe_per_engine_configured_from_its_parent(
     assert readiness_probe(LoggingConfigurable(config=config)) is probe
     assert probe.timeout == 7.5
     assert probe.max_concurrent == 3
-    assert probe.cache_dir == str(tmp_path / "state" / f"probes-{os.getuid()}")
+    assert probe.cache_dir == os.path.join(jupyter_data_dir(), "gpu_containers", "probes")
 
 
 async def test_recovery_removes_probe_containers_of_dead_servers(

@@ -2,8 +2,9 @@
 `kill -9` of the server its kernels are reattached (same server) or swept (sweep mode, or another
 server), never orphaned.
 
-Sessions and CI run as root; the test command creates an unprivileged user in the docker group
-(JGC_TEST_USER) for these tests.
+Sessions and CI run as root; the test command creates a non-root user in the docker group
+(JGC_TEST_USER) for these tests (the docker group is root-equivalent on the host: README,
+Security).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from conftest import (
     assert_no_test_containers,
     kernel_name,
 )
+from hostusers import host_state_dir
 from servers import Server, write_server_config
 
 from jupyter_gpu_containers import labels as L
@@ -41,16 +43,18 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def user_home() -> Iterator[Path]:
-    """A home for USER outside pytest's root-only tmp_path, with the project's test labels."""
+    """A home for USER outside pytest's root-only tmp_path, with the project's test labels, and
+    a host state directory as `setup-host` makes one (root's: never under a user's home)."""
     entry = pwd.getpwnam(USER)
     home = Path(tempfile.mkdtemp(prefix="jgc-user-", dir="/tmp"))
-    for sub in ("config", "data", "runtime", "workspace", "other-workspace", "state"):
+    for sub in ("config", "data", "runtime", "workspace", "other-workspace"):
         (home / sub).mkdir()
-    write_server_config(home)
     for path in [home, *home.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
     try:
-        yield home
+        with host_state_dir() as state:
+            write_server_config(home, {"ContainerPolicy": {"state_dir": str(state)}})
+            yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -4,6 +4,7 @@ diagnosis, owner liveness. No engine needed."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.catalog import framework_from_reference, framework_of, is_gpu_build
 from jupyter_gpu_containers.errors import MountRefused
+from jupyter_gpu_containers.hoststate import flock_held, open_state_dir
 from jupyter_gpu_containers.kernelspecs import kernel_name_for, normalize_reference
 from jupyter_gpu_containers.launchplan import (
     check_mount_source,
@@ -136,28 +138,36 @@ def test_owner_process_token_round_trips() -> None:
     assert L.OwnerProcess.parse("garbage") is None
 
 
-def test_server_registry_tells_live_servers_from_dead_ones(tmp_path: Path) -> None:
-    state = str(tmp_path)
-    assert not L.ServerRegistry.is_alive(state, "never-started")
-    assert L.ServerRegistry.claim(state, "me")
-    assert L.ServerRegistry.is_alive(state, "me")
-    # Another process holding an id: alive while it lives, dead after kill -9.
+def test_liveness_tells_live_servers_from_dead_ones(tmp_path: Path) -> None:
+    state = open_state_dir(str(tmp_path / "state"))
+    assert not state.is_alive("never-started")
+    assert state.claim("me")
+    assert state.is_alive("me") and state.is_alive("me", os.geteuid())
+    # Another process holding an id: alive while it lives (read from /proc/locks, as another
+    # user would have to), dead after kill -9.
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_CLAIM, state], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_CLAIM, str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "claimed"
-    assert L.ServerRegistry.is_alive(state, "other")
-    assert L.ServerRegistry.claim_or_fallback(state, "other") == f"other.{os.getpid()}"
+    held = os.stat(tmp_path / "state" / "server-other.lock")
+    assert flock_held(held) is True
+    assert stat.S_IMODE(held.st_mode) == 0o600
+    assert state.is_alive("other") and state.is_alive("other", os.geteuid())
+    assert not state.is_alive("other", os.geteuid() + 1)  # a file of another owner proves nothing
+    assert state.claim_or_fallback("other") == f"other.{os.getpid()}"
     holder.kill()
     holder.wait()
     holder.stdout.close()
-    assert not L.ServerRegistry.is_alive(state, "other")
+    assert flock_held(held) is False
+    assert not state.is_alive("other")
 
 
 HOLD_CLAIM = """
 import sys, time
-from jupyter_gpu_containers.labels import ServerRegistry
-assert ServerRegistry.claim(sys.argv[1], "other")
+from jupyter_gpu_containers.hoststate import open_state_dir
+assert open_state_dir(sys.argv[1]).claim("other")
 print("claimed", flush=True)
 time.sleep(60)
 """
@@ -183,8 +193,13 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     dead = L.OwnerProcess(me.host, me.boot, parent, "another-start")
 
     def record(owner: L.OwnerProcess) -> ContainerRecord:
-        labels = {L.OWNER_PROCESS: owner.token(), L.SERVER_ID: "elsewhere-registered"}
+        labels = {
+            L.OWNER_PROCESS: owner.token(),
+            L.SERVER_ID: "elsewhere-registered",
+            L.UID: str(os.geteuid()),
+        }
         return ContainerRecord("c", "n", "img", labels, "running")
 
-    assert decide(record(live), "mine", str(tmp_path), me) == "leave"
-    assert decide(record(dead), "mine", str(tmp_path), me) == "remove"
+    state = open_state_dir(str(tmp_path / "state"))
+    assert decide(record(live), "mine", state, me, str(tmp_path)) == "leave"
+    assert decide(record(dead), "mine", state, me, str(tmp_path)) == "remove"
