@@ -46,7 +46,9 @@ if [ -s "$home/supervisor.pid" ] && kill -0 "$(cat "$home/supervisor.pid")" 2>/d
   exit 1
 fi
 rm -rf "$home"
-mkdir -p "$home"/{config,data/labextensions,runtime,state,conn,work,workspaces,tmp,logs}
+# Not state/ nor conn/: the server makes those itself, as only it may (root's host state
+# directory, and a 0700 directory of its user's for the kernels' connection files).
+mkdir -p "$home"/{config,data/labextensions,runtime,work,workspaces,tmp,logs}
 touch "$home/$marker"
 echo $$ >"$home/supervisor.pid"
 
