@@ -100,8 +100,9 @@ class SpecLookupHandler(APIHandler):
 class PoolHandler(APIHandler):
     @web.authenticated
     def get(self) -> None:
-        from jupyter_gpu_containers.warmpool import warm_pool_for
+        from jupyter_gpu_containers.services import services_for
 
-        pool = warm_pool_for(self.kernel_manager)
+        services = services_for(self.serverapp)
+        pool = services.warm_pool if services else None
         ref = self.get_query_argument("ref")
         self.finish(json.dumps({"ready": bool(pool and pool.has_ready(ref))}))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,10 +28,11 @@ from traitlets import Bool, Enum, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import labels as L
-from .engine import ContainerRecord, Engine
+from .backend import ContainerBackend
 from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
 from .hoststate import StateDir
+from .records import ContainerRecord
 
 
 class InvalidGPURequest(ContainerKernelError):
@@ -187,7 +188,7 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
     return ledger
 
 
-async def current_ledger(engine: Engine, state: StateDir) -> Ledger:
+async def current_ledger(engine: ContainerBackend, state: StateDir) -> Ledger:
     """The ledger as the engine has it now (call under the allocation lock when about to book).
     Liveness is read off the event loop (it reads /proc/locks)."""
     containers = await engine.list_containers({L.MANAGED: "true"})
@@ -307,6 +308,42 @@ class GPUAllocator(LoggingConfigurable):
             )
         )
         return available[:wanted]
+
+    async def book(
+        self,
+        *,
+        state: StateDir,
+        backend: ContainerBackend,
+        inventory: Inventory,
+        request: GPURequest,
+        kernel_id: str,
+        uid: str,
+        show_others: bool,
+        create: Callable[[list[GPU]], Awaitable[str]],
+        on_wait: Callable[[], None] | None = None,
+    ) -> tuple[list[GPU], str]:
+        """Book GPUs for a kernel and create its container, atomically across every server on the
+        host: under the host-wide lock, read the ledger, choose, and ``create`` the container
+        (whose labels are then the booking). Returns the GPUs and the container's id; the lock
+        is released before the container starts. ``create`` gets the chosen GPUs and must do no
+        blocking work (it runs under the lock)."""
+        async with state.allocation_lock(self.lock_timeout, on_wait):
+            # Containers an outage kept this server from removing book GPUs: they go first.
+            await backend.remove_deferred()
+            ledger = await current_ledger(backend, state)
+            chosen = self.choose(
+                inventory,
+                ledger,
+                request,
+                kernel_id=kernel_id,
+                uid=uid,
+                show_others=show_others,
+            )
+            for gpu in chosen:  # containers of dead servers still sitting on them
+                for garbage in ledger.garbage.get(gpu.uuid, []):
+                    await backend.remove(garbage)
+            container_id = await create(chosen)
+        return chosen, container_id
 
     def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
         if self.max_gpus_per_user <= 0:

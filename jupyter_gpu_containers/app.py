@@ -3,6 +3,7 @@ handlers."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -14,9 +15,11 @@ from traitlets import Bool, Enum
 from . import labels as L
 from .errors import ContainerKernelError
 from .handlers import default_handlers
+from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import ContainerKernelSpecManager
-from .launchplan import ContainerPolicy, effective_server_id, state_dir_for
+from .provisioner import warm_container_starter
 from .recovery import recover
+from .services import SETTINGS_KEY, Services
 from .warmpool import WarmPool
 from .websocket import NoDelayWebsocketConnection
 
@@ -59,7 +62,7 @@ class GPUContainersApp(ExtensionApp):
     name = "jupyter_gpu_containers"
     # Not a standalone app: it rides on whatever server (jupyter lab, jupyter server) loads it.
     load_other_extensions = True
-    warm_pool: WarmPool | None = None
+    services: Services
 
     on_start = Enum(
         ["reattach", "sweep"],
@@ -89,42 +92,58 @@ class GPUContainersApp(ExtensionApp):
         ServerApp.kernel_websocket_connection_class is configured or a kernel gateway is used.""",
     )
 
+    install_kernel_manager = Bool(
+        True,
+        config=True,
+        help="""Make GPUContainersKernelManager (jupyter_server's kernel manager, able to adopt
+        running kernels and answering refusals with their status) the server's kernel manager.
+        Skipped, with a warning, when another kernel manager class is configured: then kernels
+        are not reattached after a restart (they are removed), and refusals answer 500.""",
+    )
+
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
         super()._link_jupyter_server_extension(serverapp)
-        # Linking happens before the server creates its kernel spec manager and its web
-        # application, so this is the one moment their classes can still be chosen.
+        # Linking happens before the server creates its kernel spec manager, kernel manager and
+        # web application, so this is the one moment their classes can still be chosen.
         install_websocket_connection(serverapp, self.kernel_websocket_nodelay)
-        if not self.install_kernelspec_manager:
+        if uses_gateway(serverapp):
+            if self.install_kernelspec_manager:
+                serverapp.log.warning(
+                    "jupyter_gpu_containers: the server uses a kernel gateway, so local images "
+                    "will not appear as kernels here."
+                )
             return
-        configured = serverapp.config.get("ServerApp", {}).get("kernel_spec_manager_class")
-        if serverapp.trait_has_value("kernel_spec_manager_class") and configured is None:
-            configured = serverapp.kernel_spec_manager_class
-        gateway = uses_gateway(serverapp)
-        if configured is None and not gateway:
-            serverapp.kernel_spec_manager_class = ContainerKernelSpecManager
-            return
-        name = configured if isinstance(configured, str) else getattr(configured, "__name__", "?")
-        if isinstance(configured, type) and issubclass(configured, ContainerKernelSpecManager):
-            return
-        serverapp.log.warning(
-            "jupyter_gpu_containers: the server uses %s, so local images will not appear as "
-            "kernels. Configure ServerApp.kernel_spec_manager_class = "
-            "'jupyter_gpu_containers.kernelspecs.ContainerKernelSpecManager' (or a subclass).",
-            name if configured else "a kernel gateway",
-        )
+        if self.install_kernelspec_manager:
+            _install_class(
+                serverapp,
+                "kernel_spec_manager_class",
+                ContainerKernelSpecManager,
+                "local images will not appear as kernels",
+            )
+        if self.install_kernel_manager:
+            _install_class(
+                serverapp,
+                "kernel_manager_class",
+                GPUContainersKernelManager,
+                "kernels are not reattached after a restart",
+            )
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
+        serverapp = self.serverapp
+        # The one owner of what the server shares: handlers find it in the settings, everything
+        # else through services.services_for. Closed once the kernels are down (stop_extension).
+        self.services = services = Services(parent=serverapp)
+        serverapp.web_app.settings[SETTINGS_KEY] = services
+        self.settings[SETTINGS_KEY] = services
         # Claim this server's id on the host at once, so that other servers starting now see
         # that its kernels have a live owner.
-        policy = ContainerPolicy(parent=self.serverapp.kernel_manager)
-        state = state_dir_for(policy)
+        state = services.state
         if not state.shared:
             self.log.warning("jupyter_gpu_containers: %s", state.problem)
-        wanted = policy.server_id or L.default_server_id(
-            os.getuid(), self.serverapp.kernel_manager.root_dir
-        )
-        self.server_id = effective_server_id(policy, self.serverapp.kernel_manager.root_dir)
+        root_dir = serverapp.kernel_manager.root_dir
+        wanted = services.policy.server_id or L.default_server_id(os.getuid(), root_dir)
+        self.server_id = services.server_id(root_dir)
         if self.server_id != wanted:
             self.log.warning(
                 "jupyter_gpu_containers: this server serves under the id %s: %s is held by "
@@ -134,9 +153,9 @@ class GPUContainersApp(ExtensionApp):
                 state.path,
             )
         log_filter = _SentenceOnly()
-        for logger in {self.serverapp.log, logging.getLogger("tornado.application")}:
+        for logger in {serverapp.log, logging.getLogger("tornado.application")}:
             logger.addFilter(log_filter)
-        ksm = self.serverapp.kernel_spec_manager
+        ksm = serverapp.kernel_spec_manager
         if isinstance(ksm, ContainerKernelSpecManager):
             # At start-up, before the loop serves requests: list images, but do not wait on probe
             # containers (the image watcher's first refresh, moments later, probes).
@@ -150,13 +169,15 @@ class GPUContainersApp(ExtensionApp):
         # What exists once the server has started (modules, classes, configuration: most of its
         # heap) lives as long as the server. Out of the collector's full passes with it: each
         # walked all of it, stalling the event loop (and every kernel's traffic) for 60-140 ms
-        # on a loaded two-core host (tests/test_faults.py measures the loop). Undone at stop.
+        # on a loaded two-core host (benchmarks/ measure the loop). Undone at stop.
         gc.freeze()
+        services = self.services
+        mkm = serverapp.kernel_manager
         ksm = serverapp.kernel_spec_manager
         if isinstance(ksm, ContainerKernelSpecManager):
             ksm.start_watching()
         try:
-            report = await recover(serverapp, self.on_start)
+            report = await recover(services, mkm, self.on_start, self.log)
         except ContainerKernelError as e:
             self.log.warning("Kernel containers were not checked at start: %s", e)
         else:
@@ -167,24 +188,59 @@ class GPUContainersApp(ExtensionApp):
             )
         # After recovery, which removes the warm containers a previous process left: the pool
         # fills in the background (and keeps trying while the engine is away).
-        self.warm_pool = WarmPool(
+        pool = WarmPool(
             parent=serverapp,
-            kernel_manager=serverapp.kernel_manager,
+            backend=services.backend,
+            inventory=services.inventory,
             kernel_spec_manager=ksm,
+            start_container=warm_container_starter(mkm, ksm),
         )
-        self.warm_pool.start()
+        if pool.start():
+            services.warm_pool = pool
 
     async def stop_extension(self) -> None:
         gc.unfreeze()  # a server started again in this process (tests) freezes afresh
-        # The engine stays open: the server shuts its kernels down (removing their containers)
-        # after extensions stop.
+        services = getattr(self, "services", None)
+        if services is None:
+            return
         ksm = self.serverapp.kernel_spec_manager if self.serverapp else None
         if isinstance(ksm, ContainerKernelSpecManager):
-            ksm.stop_watching()
+            await asyncio.to_thread(ksm.stop_watching)  # joins the watcher's thread
         # Before the kernels shut down: their handed-over containers are theirs to remove.
-        if self.warm_pool is not None:
-            await self.warm_pool.stop()
-            self.warm_pool = None
-        # The kernels are shut down after extensions stop, and while they are, this server's id
-        # must still look alive: its liveness file goes when the process does (the OS drops the
-        # lock), and stays behind as a name this user reuses at the next start.
+        pool, services.warm_pool = services.warm_pool, None
+        if pool is not None:
+            await pool.stop()
+        # Readiness probes still running remove their containers when they end: let them.
+        await asyncio.to_thread(services.probe.wait_idle, services.probe.timeout)
+        # The server shuts its kernels down after extensions stop, through these services:
+        # they are closed once it has (kernelmanager.py), or at once if that cannot be known.
+        mkm = self.serverapp.kernel_manager if self.serverapp else None
+        if isinstance(mkm, GPUContainersKernelManager):
+            mkm.after_shutdown_all(services.close)
+        else:
+            services.close()
+
+
+def _install_class(serverapp: Any, trait: str, cls: type, without: str) -> None:
+    """Make ``cls`` the server's ``trait`` (a class trait of ServerApp) unless the administrator
+    configured another class, which is then kept, with a warning saying what is lost."""
+    configured = serverapp.config.get("ServerApp", {}).get(trait)
+    if serverapp.trait_has_value(trait) and configured is None:
+        configured = getattr(serverapp, trait)
+    if configured is None:
+        setattr(serverapp, trait, cls)
+        return
+    if isinstance(configured, type) and issubclass(configured, cls):
+        return
+    name = configured if isinstance(configured, str) else getattr(configured, "__name__", "?")
+    if isinstance(name, str) and name.endswith("." + cls.__name__):
+        return  # configured by its dotted name
+    serverapp.log.warning(
+        "jupyter_gpu_containers: the server uses %s, so %s. Configure ServerApp.%s = '%s.%s' "
+        "(or a subclass).",
+        name,
+        without,
+        trait,
+        cls.__module__,
+        cls.__name__,
+    )

@@ -23,11 +23,11 @@ from traitlets import Dict, List, Unicode, Union
 from traitlets.config import LoggingConfigurable
 
 from . import compat
-from .engine import ImageRecord
 from .errors import ImageNotAllowed
 from .gpus import Inventory
 from .launchplan import ContainerPolicy, check_image_allowed
 from .probe import ProbeResult
+from .records import ImageRecord
 from .references import normalize_reference, registry_of
 
 _FRAMEWORKS = {

@@ -13,11 +13,10 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from . import __version__
-from .engine import engine_for
 from .errors import ContainerKernelError
 from .hoststate import DEFAULT_GROUP, DEFAULT_STATE_DIR, TMPFILES_PATH, provision, tmpfiles_entry
 from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
-from .probe import readiness_probe
+from .services import Services
 
 
 class ListApp(JupyterApp):
@@ -32,6 +31,12 @@ class ListApp(JupyterApp):
 
     def start(self) -> None:
         ksm = ContainerKernelSpecManager(parent=self)
+        try:
+            self._list(ksm)
+        finally:
+            ksm.close()
+
+    def _list(self, ksm: ContainerKernelSpecManager) -> None:
         ksm.refresh()
         if ksm.engine_error:
             print(ksm.engine_error, file=sys.stderr)
@@ -93,12 +98,19 @@ class InstallKernelSpecApp(JupyterApp):
             )
             self.exit(2)
         record = None
+        services = Services(parent=self)
         try:
-            record = engine_for(self).inspect_image_sync(self.image)
-        except ContainerKernelError as e:
-            print(f"warning: {e} The spec is written without the image's details.", file=sys.stderr)
-        # A readiness probe's answer already cached names the Python or framework version.
-        known = readiness_probe(self).cached(record.id) if record else None
+            try:
+                record = services.backend.inspect_image_sync(self.image)
+            except ContainerKernelError as e:
+                print(
+                    f"warning: {e} The spec is written without the image's details.",
+                    file=sys.stderr,
+                )
+            # A readiness probe's answer already cached names the Python or framework version.
+            known = services.probe.cached(record.id) if record else None
+        finally:
+            services.close()
         spec = kernel_spec_dict(self.image, record, probe=known)
         if self.display_name:
             spec["display_name"] = self.display_name

@@ -1,4 +1,4 @@
-"""The one module that talks to the Docker engine.
+"""The Docker backend (backend.py's interface): the one module that talks to the Docker engine.
 
 Everything here is a thin, typed wrapper around docker-py's low-level ``APIClient``. Every public
 coroutine runs its docker-py call on a small thread pool, so a slow or wedged daemon never blocks
@@ -19,18 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import docker
 import docker.auth
 import docker.constants
 import docker.errors
-import docker.transport.unixconn
+import docker.transport.unixconn as unixconn
 import docker.types
 import requests.exceptions
 from traitlets import Float, Int, Unicode, default
-from traitlets.config import Configurable, LoggingConfigurable
+from traitlets.config import LoggingConfigurable
 
 from .errors import (
     ContainerKernelError,
@@ -40,130 +39,22 @@ from .errors import (
     PullFailed,
     RegistryAuthFailed,
 )
+from .records import (
+    ContainerRecord,
+    ContainerSpec,
+    ContainerState,
+    ImageRecord,
+    OneshotResult,
+)
 
 T = TypeVar("T")
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 
-def _unix_connect_closing_on_failure(self: Any) -> None:
-    """docker-py's UnixHTTPConnection.connect, but closing its socket when the connect fails.
-
-    docker-py leaves that socket open: once the engine goes away (stopped, restarted), every
-    call made until it is back (restarter polls, the image watcher) would leak a descriptor.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_socket)
-    except BaseException:
-        sock.close()
-        raise
-    self.sock = sock
-
-
-docker.transport.unixconn.UnixHTTPConnection.connect = _unix_connect_closing_on_failure
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """What the engine knows about one local image (from ``docker image inspect``)."""
-
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-    env: dict[str, str]
-    entrypoint: tuple[str, ...]
-    user: str
-    created: str
-    size: int
-    # "repo@sha256:…" as the registries it came from name it; empty for locally built images.
-    repo_digests: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ContainerRecord:
-    """A container as listed by the engine, with the labels that make it our record."""
-
-    id: str
-    name: str
-    image: str
-    labels: dict[str, str]
-    status: str  # created, running, exited, dead, ...
-    created: float = 0.0  # unix time
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """The parts of ``State`` from ``docker inspect`` that the provisioner acts on."""
-
-    status: str
-    running: bool
-    exit_code: int
-    oom_killed: bool
-    error: str
-
-    @property
-    def ended(self) -> bool:
-        return self.status in ("exited", "dead")
-
-
-@dataclass(frozen=True)
-class OneshotResult:
-    """What a one-shot container printed, and how it ended (see Engine.run_oneshot_sync)."""
-
-    exit_code: int  # -1 when it never ended by itself (timed out)
-    stdout: str
-    stderr: str
-    timed_out: bool
-
-
-@dataclass
-class Mount:
-    source: str
-    target: str
-    read_only: bool = True
-
-
-@dataclass
-class ContainerSpec:
-    """Everything one container-create call needs; built by the launch plan, never by a user."""
-
-    image: str
-    command: list[str]
-    name: str
-    labels: dict[str, str]
-    environment: dict[str, str]
-    user: str | None = None
-    working_dir: str | None = None
-    mounts: list[Mount] = field(default_factory=list)
-    tmpfs: dict[str, str] = field(default_factory=dict)
-    shm_size: str | None = None
-    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)
-    runtime: str | None = None
-    network_mode: str = "bridge"
-    mem_limit: str | None = None
-    pids_limit: int | None = None
-    init: bool = True
-    # None keeps the image's ENTRYPOINT; [] clears it.
-    entrypoint: list[str] | None = None
-    # docker.types.DeviceRequest keyword arguments (GPUs through --gpus or CDI).
-    device_requests: list[dict[str, Any]] = field(default_factory=list)
-    # container port -> (host address, host port); addresses are always loopback.
-    port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
-    # Hardened unless the launch plan says otherwise: no capabilities but those given back, and
-    # no privileges gained through setuid binaries.
-    cap_add: list[str] = field(default_factory=list)
-    no_new_privileges: bool = True
-    read_only: bool = False
-    # The json-file log driver's rotation: a notebook printing in a loop cannot fill the disk.
-    log_max_size: str = "10m"
-    log_max_files: int = 3
-
-
 class Engine(LoggingConfigurable):
-    """Handle on one Docker engine, shared (through :func:`engine_for`) by provisioners, kernel
-    specs and handlers that are configured for the same engine address."""
+    """Handle on one Docker engine: the server's (services.py), shared by its provisioners,
+    kernel specs, probe, pulls and handlers; one connection pool and one thread pool."""
 
     docker_url = Unicode(
         "",
@@ -208,6 +99,11 @@ class Engine(LoggingConfigurable):
         # Image id -> inspected record. An id names immutable content, so one inspect per image
         # is enough however often the list is refreshed; only its tags are re-read.
         self._inspected: dict[str, ImageRecord] = {}
+        # The image watcher's thread and the engine's pool list images at the same time.
+        self._inspected_lock = threading.Lock()
+        # The event streams image watchers wait on (wake_watchers closes them).
+        self._watch_streams: set[Any] = set()
+        self._watch_lock = threading.Lock()
         # Containers to remove once the engine answers again (remove_or_defer), and the thread
         # that keeps trying meanwhile.
         self._deferred: set[str] = set()
@@ -236,6 +132,7 @@ class Engine(LoggingConfigurable):
                     version=docker.constants.MINIMUM_DOCKER_API_VERSION,
                     timeout=min(self.api_timeout, 10.0),
                 )
+                close_sockets_of_failed_connects(probe, self.resolved_url)
                 try:
                     api_version = str(probe.version(api_version=False)["ApiVersion"])
                 except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
@@ -245,6 +142,9 @@ class Engine(LoggingConfigurable):
                 client = docker.APIClient(
                     base_url=self.resolved_url, version=api_version, timeout=self.api_timeout
                 )
+                # docker-py leaks the socket of a failed unix connect: once the engine goes away,
+                # every call until it is back (restarter polls, the image watcher) would leak one.
+                close_sockets_of_failed_connects(client, self.resolved_url)
                 self._client = client
             return self._client
 
@@ -293,6 +193,7 @@ class Engine(LoggingConfigurable):
         return await loop.run_in_executor(self._executor, functools.partial(self.call, fn))
 
     def close(self) -> None:
+        self.wake_watchers()
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
@@ -322,16 +223,19 @@ class Engine(LoggingConfigurable):
             tags = tuple(t for t in (summary.get("RepoTags") or []) if t and t != "<none>:<none>")
             if not tags:
                 continue
-            cached = self._inspected.get(summary["Id"])
+            with self._inspected_lock:
+                cached = self._inspected.get(summary["Id"])
             try:
                 record = cached or self.inspect_image_sync(summary["Id"])
             except ImageMissing:
                 continue  # removed between list and inspect
-            self._inspected[record.id] = record
+            with self._inspected_lock:
+                self._inspected[record.id] = record
             records.append(dataclasses.replace(record, tags=tags))
         live = {summary["Id"] for summary in summaries}
-        for gone in set(self._inspected) - live:
-            del self._inspected[gone]
+        with self._inspected_lock:
+            for gone in set(self._inspected) - live:
+                del self._inspected[gone]
         return records
 
     async def list_images(self) -> list[ImageRecord]:
@@ -366,13 +270,18 @@ class Engine(LoggingConfigurable):
     def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None:
         """Call ``on_change`` whenever an image is pulled, built, tagged or removed.
 
-        Blocks on the engine's event stream until ``stop`` is set; meant for a daemon thread.
+        Blocks on the engine's event stream until ``stop`` is set and :meth:`wake_watchers` is
+        called (which closes the stream the thread waits on); meant for a thread of its own.
         Reconnects after engine restarts, with a short back-off.
         """
         while not stop.is_set():
             stream = None
             try:
                 stream = self.call(lambda c: c.events(decode=True, filters={"type": "image"}))
+                with self._watch_lock:
+                    self._watch_streams.add(stream)
+                if stop.is_set():
+                    break
                 on_change()  # we may have missed changes while (re)connecting
                 for _event in stream:
                     if stop.is_set():
@@ -384,8 +293,19 @@ class Engine(LoggingConfigurable):
                 stop.wait(2.0)
             finally:
                 if stream is not None:
+                    with self._watch_lock:
+                        self._watch_streams.discard(stream)
                     with contextlib.suppress(Exception):
                         stream.close()
+
+    def wake_watchers(self) -> None:
+        """Close the event streams watch_images threads wait on (from any thread): those whose
+        ``stop`` is set end at once; the others reconnect."""
+        with self._watch_lock:
+            streams = list(self._watch_streams)
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.close()
 
     # ------------------------------------------------------------------ pulls
 
@@ -406,14 +326,7 @@ class Engine(LoggingConfigurable):
         try:
             # docker-py's pull() hides the HTTP response inside its generator; the response is
             # what a cancel must close, so the same request is made here one level down.
-            response = client._post(
-                client._url("/images/create"),
-                params={"fromImage": ref, "tag": tag},
-                headers=headers,
-                stream=True,
-                timeout=None,
-            )
-            client._raise_for_status(response)
+            response = start_pull(client, ref, tag, headers)
         except docker.errors.APIError as e:
             raise pull_error(ref, registry, who, e.explanation or str(e)) from e
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
@@ -578,6 +491,7 @@ class Engine(LoggingConfigurable):
         user: str | None = None,
         cap_add: list[str] | None = None,
         no_new_privileges: bool = True,
+        environment: dict[str, str] | None = None,
     ) -> OneshotResult:
         """Run ``command`` in a throw-away container of ``image`` and return what it printed.
 
@@ -588,6 +502,7 @@ class Engine(LoggingConfigurable):
         says ``timed_out``. ``entrypoint``: None keeps the image's ENTRYPOINT, [] clears it;
         ``user``: None runs as the image's USER. Hardened like kernels: no capabilities but
         ``cap_add``, and no-new-privileges unless ``no_new_privileges`` is False.
+        ``environment``: added to the image's.
         """
 
         def run(c: docker.APIClient) -> OneshotResult:
@@ -608,6 +523,7 @@ class Engine(LoggingConfigurable):
                     labels=labels,
                     user=user,
                     entrypoint=[""] if entrypoint == [] else entrypoint,
+                    environment=environment or None,
                     host_config=host_config,
                 )
             except docker.errors.ImageNotFound as e:
@@ -679,7 +595,7 @@ class PullStream:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
-            for item in self._client._stream_helper(self._response, decode=True):
+            for item in stream_items(self._client, self._response):
                 if "error" in item:
                     detail = item.get("errorDetail") or {}
                     raise pull_error(
@@ -703,9 +619,7 @@ class PullStream:
         engine then logs "Not continuing with pull after error: context canceled" and keeps no
         partial layers). ``response.close()`` is not used: it blocks while a read is pending."""
         self.closed = True
-        raw = getattr(self._response, "raw", None)
-        with contextlib.suppress(AttributeError, OSError):
-            raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+        shutdown_response_socket(self._response)
 
 
 _AUTH_MARKERS = (
@@ -746,18 +660,6 @@ def pull_error(ref: str, registry: str, who: str, message: str) -> PullFailed | 
             f"be pulled. (engine said: {said})"
         )
     return PullFailed(f"The pull of {ref} from {registry} failed: {said}")
-
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def engine_for(parent: Configurable | None) -> Engine:
-    """The shared Engine for the address ``parent``'s configuration names (one connection pool
-    and one thread pool per engine address, however many kernels use it)."""
-    candidate = Engine(parent=parent)
-    with _engines_lock:
-        return _engines.setdefault(candidate.resolved_url, candidate)
 
 
 def hardening_options(cap_add: list[str], no_new_privileges: bool) -> dict[str, Any]:
@@ -858,3 +760,74 @@ def _image_missing(image: str, then_start: bool = False) -> ImageMissing:
 def _short(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------ docker-py's private parts
+# Listed, with why, in _private.py (the one list of this project's private uses).
+
+
+def start_pull(client: docker.APIClient, ref: str, tag: str, headers: dict[str, str]) -> Any:
+    """``POST /images/create`` as docker-py's pull() makes it, returning the streamed response
+    (which pull() hides, and which a cancel must reach)."""
+    response = client._post(
+        client._url("/images/create"),
+        params={"fromImage": ref, "tag": tag},
+        headers=headers,
+        stream=True,
+        timeout=None,
+    )
+    client._raise_for_status(response)
+    return response
+
+
+def stream_items(client: docker.APIClient, response: Any) -> Iterator[dict[str, Any]]:
+    """The decoded JSON messages of a streamed engine response (a pull's progress)."""
+    yield from client._stream_helper(response, decode=True)
+
+
+def shutdown_response_socket(response: Any) -> None:
+    """Shut the socket under a streamed response down (from any thread)."""
+    raw: Any = getattr(response, "raw", None)
+    with contextlib.suppress(AttributeError, OSError):
+        raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+
+
+class _ClosingUnixConnection(unixconn.UnixHTTPConnection):
+    """docker-py's unix connection, closing its socket when the connect fails."""
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.unix_socket)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _ClosingUnixPool(unixconn.UnixHTTPConnectionPool):
+    def _new_conn(self) -> _ClosingUnixConnection:
+        return _ClosingUnixConnection(self.base_url, self.socket_path, self.timeout)
+
+
+class _ClosingUnixAdapter(unixconn.UnixHTTPAdapter):
+    def get_connection(self, url: Any, proxies: Any = None) -> _ClosingUnixPool:
+        with self.pools.lock:
+            pool = self.pools.get(url)
+            if pool:
+                return pool
+            pool = _ClosingUnixPool(url, self.socket_path, self.timeout, maxsize=self.max_pool_size)
+            self.pools[url] = pool
+        return pool
+
+
+def close_sockets_of_failed_connects(client: docker.APIClient, base_url: str) -> None:
+    """Give ``client`` (a unix-socket client of this project's, no one else's) connections that
+    close their socket when the connect fails."""
+    if not base_url.startswith(("unix://", "http+unix://")):
+        return
+    socket_url = "http+unix://" + base_url.split("://", 1)[1]
+    adapter = _ClosingUnixAdapter(socket_url, timeout=client.timeout)
+    client._custom_adapter = adapter
+    client.mount("http+docker://", adapter)

@@ -1,28 +1,29 @@
 """Errors a user reads.
 
 Every failure on the way from "open a notebook on this image" to a running kernel gets its own
-class and its own sentence, saying what happened and what to do next. They are tornado
-``HTTPError`` subclasses on purpose: jupyter_server turns an ``HTTPError`` raised anywhere under a
-REST handler (including inside a kernel provisioner) into a JSON reply whose ``message`` is our
-sentence, where any other exception becomes "Unhandled error". ``str()`` is the bare sentence, so
-the sessions API (which wraps ``str(e)``) and the server log show the same words.
+class and its own sentence, saying what happened and what to do next, and the HTTP status it
+answers with when it reaches a REST client. They are plain exceptions: the provisioner also runs
+outside a server (nbclient, VS Code through ``install-kernelspec``), where HTTP means nothing.
+The server layer turns them into HTTP errors, once: the extension's handlers (handlers.py) and
+the kernel manager (kernelmanager.py) for the stock kernels and sessions APIs. ``str()`` is the
+bare sentence, so every path (the sessions API wraps ``str(e)``, the server log) shows the same
+words.
 """
 
 from __future__ import annotations
 
-from tornado.web import HTTPError
 
-
-class ContainerKernelError(HTTPError):
+class ContainerKernelError(Exception):
     """Base class: a failure with a sentence for the user and an HTTP status for the REST API."""
 
     status = 500
     reason_phrase = "Container kernel error"
 
     def __init__(self, sentence: str, *, status: int | None = None) -> None:
-        # No format args: tornado then treats log_message as literal text.
-        super().__init__(status or self.status, sentence, reason=self.reason_phrase)
+        super().__init__(sentence)
         self.sentence = sentence
+        if status is not None:
+            self.status = status
 
     def __str__(self) -> str:
         return self.sentence

@@ -311,14 +311,3 @@ def container_of_pid(pid: int, proc: str = "/proc") -> str | None:
         return None
     match = _CONTAINER_IN_CGROUP.search(text)
     return match.group(1) if match else None
-
-
-def shared_inventory(owner: Any) -> GPUInventory:
-    """One inventory (and so one NVML cache) per kernel manager tree: the server's multi-kernel
-    manager when there is one, else the owner itself."""
-    root = getattr(owner, "parent", None) or owner
-    inventory = getattr(root, "_gpu_containers_inventory", None)
-    if inventory is None:
-        inventory = GPUInventory(parent=root)
-        root._gpu_containers_inventory = inventory
-    return inventory

@@ -37,19 +37,17 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import privateimages
-from .allocator import GPUAllocator, GPURequest, GPUVisibility, Ledger, current_ledger
-from .catalog import CatalogInputs, ImageCatalog, catalog_rows
+from .allocator import GPURequest, Ledger, current_ledger
+from .catalog import CatalogInputs, catalog_rows
 from .credentials import Credential
-from .engine import engine_for
 from .errors import ContainerKernelError, EngineUnavailable
 from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
-from .gpus import Inventory, shared_inventory
-from .launchplan import ContainerPolicy, inside, state_dir_for
-from .notebook_requests import NotebookRequests
-from .probe import readiness_probe
+from .gpus import Inventory
+from .launchplan import inside
 from .provisioner import ContainerProvisioner
-from .pulls import ACTIVE, shared_credentials, shared_pulls
+from .pulls import ACTIVE
 from .references import BadReference, parse_reference
+from .services import SETTINGS_KEY, Services
 from .websocket import close_kernel_websockets
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.
@@ -59,12 +57,35 @@ AUTH_RESOURCE = "gpu_containers"
 class GPUContainersHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
+    @property
+    def services(self) -> Services:
+        """The server's shared objects (services.py), which the app put in the settings."""
+        found: Services = self.settings[SETTINGS_KEY]
+        return found
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Every error under /gpu-containers/ is JSON (APIHandler's), and a 405 says which
-        # methods the route has (RFC 9110: a 405 carries Allow).
+        # methods the route has (RFC 9110: a 405 carries Allow). The core's errors are plain
+        # exceptions (errors.py): here, once, they become their status and their sentence.
+        error = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(error, ContainerKernelError):
+            self.clear_header("Content-Type")
+            self.set_status(error.status, reason=error.reason_phrase)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": error.sentence, "reason": error.reason_phrase}))
+            return
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         super().write_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # A refusal in a sentence is not a server fault: one warning line, no traceback.
+        if isinstance(value, ContainerKernelError):
+            self.log.warning(
+                "%d %s %s: %s", value.status, self.request.method, self.request.path, value
+            )
+            return
+        super().log_exception(typ, value, tb)
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -94,10 +115,9 @@ class GPUContainersHandler(APIHandler):
 
     async def gpu_state(self) -> tuple[Inventory, Ledger]:
         """The GPUs now, and who holds them (read off the event loop)."""
-        mkm = self.kernel_manager
-        inventory = await shared_inventory(mkm).read()
-        state = state_dir_for(ContainerPolicy(parent=mkm))
-        return inventory, await current_ledger(engine_for(mkm), state)
+        services = self.services
+        inventory = await services.inventory.read()
+        return inventory, await current_ledger(services.backend, services.state)
 
     async def gpu_state_or_reason(self) -> tuple[Inventory, Ledger, str]:
         """gpu_state, for reads that must answer without an engine too: then the ledger is
@@ -105,7 +125,7 @@ class GPUContainersHandler(APIHandler):
         try:
             inventory, ledger = await self.gpu_state()
         except EngineUnavailable as e:
-            return await shared_inventory(self.kernel_manager).read(), Ledger(), e.sentence
+            return await self.services.inventory.read(), Ledger(), e.sentence
         return inventory, ledger, ""
 
 
@@ -115,7 +135,7 @@ class StatusHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        engine = engine_for(self.serverapp)
+        engine = self.services.backend
         ksm = self.kernel_spec_manager
         image_entries = getattr(ksm, "image_entries", None)
         count = len(image_entries()) if image_entries else 0
@@ -137,14 +157,13 @@ class GPUsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        mkm = self.kernel_manager
         inventory, ledger, engine_error = await self.gpu_state_or_reason()
         report = await gpu_report(
             inventory,
             ledger,
             uid=self.uid,
-            show_others=GPUVisibility(parent=self.serverapp).show_other_users,
-            allocator=GPUAllocator(parent=mkm),
+            show_others=self.services.visibility.show_other_users,
+            allocator=self.services.allocator,
             engine_error=engine_error,
         )
         self.finish(json.dumps(report))
@@ -174,7 +193,7 @@ class NotebookKernelHandler(GPUContainersHandler):
     async def get(self) -> None:
         """?path=dir/nb.ipynb: the stored request, and the notebook's kernel (null without one)."""
         path, os_path = self._notebook(self.get_query_argument("path", ""))
-        stored = await asyncio.to_thread(NotebookRequests(parent=self.serverapp).get, os_path)
+        stored = await asyncio.to_thread(self.services.requests.get, os_path)
         session = await self._session_of(path)
         kernel, default = await self._kernel_view(session) if session else (None, None)
         self.finish(
@@ -214,14 +233,14 @@ class NotebookKernelHandler(GPUContainersHandler):
         if effective.wants_gpus:
             inventory, ledger = await self.gpu_state()
             preflight(
-                GPUAllocator(parent=self.kernel_manager),
+                self.services.allocator,
                 inventory,
                 ledger,
                 effective,
                 running_id,
-                show_others=GPUVisibility(parent=self.serverapp).show_other_users,
+                show_others=self.services.visibility.show_other_users,
             )
-        await asyncio.to_thread(NotebookRequests(parent=self.serverapp).set, os_path, gpus)
+        await asyncio.to_thread(self.services.requests.set, os_path, gpus)
 
         if not start:
             # The request is kept for the next start: JupyterLab starting the notebook's kernel
@@ -340,10 +359,6 @@ async def switch_kernel(
     return model
 
 
-# Probes started by catalog reads that did not wait for them (kept so they are not collected).
-_background: set[asyncio.Future[Any]] = set()
-
-
 class ImagesHandler(GPUContainersHandler):
     """The catalog. ``?wait=1`` waits for the readiness probes of images not probed yet (else
     they run in the background and the rows say so). Without an engine: the listed images only,
@@ -352,24 +367,23 @@ class ImagesHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        app = self.serverapp
-        engine = engine_for(app)
+        services = self.services
+        engine = services.backend
         engine_error = ""
-        policy = ContainerPolicy(parent=self.kernel_manager)
-        listed = ImageCatalog(parent=app).listed()
+        policy = services.policy
+        listed = services.catalog.listed()
         try:
             images = await engine.list_images()
         except EngineUnavailable as e:  # the listed images and the host can still be shown
             images, engine_error = [], e.sentence
         # Another user's private pulls are not this user's to see (privateimages.py).
         images = await asyncio.to_thread(
-            privateimages.visible,
-            images,
-            state_dir_for(policy),
-            [entry["image"] for entry in listed],
+            lambda: privateimages.visible(
+                images, services.state, [entry["image"] for entry in listed]
+            )
         )
-        inventory = await shared_inventory(self.kernel_manager).read()
-        probe = readiness_probe(app)
+        inventory = await services.inventory.read()
+        probe = services.probe
         # cached() may read the probe's disk cache: off the event loop.
         results = await asyncio.to_thread(lambda: {i.id: probe.cached(i.id) for i in images})
         unprobed = [image for image in images if results[image.id] is None]
@@ -378,12 +392,10 @@ class ImagesHandler(GPUContainersHandler):
             results.update({r.image_id: r for r in found})
         else:
             for image in unprobed:
-                task = asyncio.ensure_future(probe.probe(image))
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+                probe.in_background(image)  # the probe's own threads; its answer is cached
         image_entries = getattr(self.kernel_spec_manager, "image_entries", None)
         entries = await asyncio.to_thread(image_entries) if image_entries else {}
-        pulls = shared_pulls(app)
+        pulls = services.pulls
         rows = catalog_rows(
             CatalogInputs(
                 images=images,
@@ -409,7 +421,7 @@ class PullsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(json.dumps({"pulls": shared_pulls(self.serverapp).listing()}))
+        self.finish(json.dumps({"pulls": self.services.pulls.listing()}))
 
     @web.authenticated
     @authorized
@@ -424,12 +436,7 @@ class PullsHandler(GPUContainersHandler):
         auth = body.get("auth")
         if auth is not None:
             credential = _credential_from(auth, registry=_registry(image))
-        pull = await shared_pulls(self.serverapp).start(
-            image,
-            shared_credentials(self.serverapp),
-            ContainerPolicy(parent=self.kernel_manager),
-            credential,
-        )
+        pull = await self.services.pulls.start(image, credential)
         self.set_status(202)
         self.set_header("Location", self.base_url.rstrip("/") + f"/gpu-containers/pulls/{pull.id}")
         self.finish(json.dumps(pull.snapshot()))
@@ -437,7 +444,7 @@ class PullsHandler(GPUContainersHandler):
 
 class _OnePull(GPUContainersHandler):
     def _pull(self, pull_id: str) -> Any:
-        pull = shared_pulls(self.serverapp).get(pull_id)
+        pull = self.services.pulls.get(pull_id)
         if pull is None:
             raise web.HTTPError(
                 404,
@@ -457,7 +464,7 @@ class PullHandler(_OnePull):
     @authorized
     async def delete(self, pull_id: str) -> None:
         pull = self._pull(pull_id)
-        manager = shared_pulls(self.serverapp)
+        manager = self.services.pulls
         manager.cancel(pull)
         await manager.wait(pull)
         self.finish(json.dumps(pull.snapshot()))
@@ -477,7 +484,7 @@ class PullEventsHandler(_OnePull):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        manager = shared_pulls(self.serverapp)
+        manager = self.services.pulls
         queue = manager.subscribe(pull)
         try:
             while True:
@@ -504,7 +511,7 @@ class RegistriesHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        store = shared_credentials(self.serverapp)
+        store = self.services.credentials
         self.finish(json.dumps({"registries": store.listing()}))
 
 
@@ -515,7 +522,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     @authorized
     async def put(self, registry: str) -> None:
         credential = _credential_from(json_body(self), registry=registry)
-        shared_credentials(self.serverapp).set_user(
+        self.services.credentials.set_user(
             credential.registry, credential.username, credential.password
         )
         self.set_status(204)
@@ -524,7 +531,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def delete(self, registry: str) -> None:
-        if not shared_credentials(self.serverapp).forget_user(registry):
+        if not self.services.credentials.forget_user(registry):
             raise web.HTTPError(404, f"You have no credentials for {registry} on this server.")
         self.set_status(204)
         self.finish()

@@ -107,6 +107,11 @@ class StateDir:
     _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
+    # Server id -> the descriptor holding its lock, for as long as this object is open.
+    _held: dict[str, int] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Serialises this process's writes of its own files here (privateimages.py).
+    write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def shared(self) -> bool:
@@ -162,9 +167,8 @@ class StateDir:
     def claim(self, server_id: str) -> bool:
         """Hold ``server_id`` for this process's lifetime. False when another live process of
         this user holds it, or another user took its name first."""
-        key = (self.path, server_id)
-        with _held_guard:
-            if key in _held:
+        with self._guard:
+            if server_id in self._held:
                 return True
             name = server_lock_name(server_id)
             fd = _open_own_lock(self.fd, name)
@@ -175,8 +179,18 @@ class StateDir:
             except BlockingIOError:
                 os.close(fd)
                 return False
-            _held[key] = fd  # kept open: the lock lives as long as this process
+            self._held[server_id] = fd  # kept open: the lock lives until close() or exit
             return True
+
+    def close(self) -> None:
+        """Release every server id this object holds (its files stay, for the next start of
+        this user's server to reuse) and the directory."""
+        with self._guard:
+            for fd in self._held.values():
+                os.close(fd)
+            self._held.clear()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
     def claim_or_fallback(self, server_id: str) -> str:
         """The id this process serves under: ``server_id`` when free, else a per-process id
@@ -193,7 +207,7 @@ class StateDir:
     def is_alive(self, server_id: str, uid: str | int | None = None) -> bool:
         """Whether a live process holds ``server_id`` here. ``uid``: the user the id belongs to
         (from the container's labels); a file of another owner is no proof of life."""
-        if (self.path, server_id) in _held:
+        if server_id in self._held:
             return True
         try:
             name = server_lock_name(server_id)
@@ -220,11 +234,6 @@ class StateDir:
         finally:
             os.close(fd)  # also drops the lock we may have taken
         return False
-
-
-# (state dir path, server id) -> the descriptor holding its lock, for this process's lifetime.
-_held: dict[tuple[str, str], int] = {}
-_held_guard = threading.Lock()
 
 
 def _open_own_lock(dir_fd: int, name: str, create: bool = True) -> int | None:
@@ -273,26 +282,15 @@ def flock_held(info: os.stat_result) -> bool | None:
 # ---------------------------------------------------------------------- opening it
 
 
-_opened: dict[tuple[str, str, int], StateDir] = {}
-_opened_guard = threading.Lock()
-
-
 def open_state_dir(configured: str, owner: str = "") -> StateDir:
-    """The state directory this server uses (cached per process). ``configured``:
-    ContainerPolicy.state_dir ("" for the default); ``owner``: ContainerPolicy.state_dir_owner.
-    Blocking (a few system calls, once): start-up or a worker thread."""
+    """Open and verify the state directory a server uses. ``configured``: ContainerPolicy.state_dir
+    ("" for the default); ``owner``: ContainerPolicy.state_dir_owner. Blocking (a few system
+    calls): start-up or a worker thread. The owner of the result closes it (services.py)."""
     path = os.path.normpath(configured) if configured else DEFAULT_STATE_DIR
-    key = (path, owner, os.geteuid())
-    with _opened_guard:
-        found = _opened.get(key)
-        if found is not None:
-            return found
-        try:
-            state = StateDir(path, _open_shared(path, service_uid(owner)))
-        except PathRefused as e:
-            state = _private_state_dir(e.sentence)
-        _opened[key] = state
-        return state
+    try:
+        return StateDir(path, _open_shared(path, service_uid(owner)))
+    except PathRefused as e:
+        return _private_state_dir(e.sentence)
 
 
 def _open_shared(path: str, service: int | None) -> int:

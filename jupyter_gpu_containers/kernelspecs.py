@@ -24,12 +24,13 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Dict, Float, List, Unicode
 
 from . import privateimages
-from .catalog import ImageCatalog, framework_with_probe, is_gpu_build
-from .engine import Engine, ImageRecord, engine_for
+from .catalog import framework_with_probe, is_gpu_build
 from .errors import ContainerKernelError, EngineUnavailable
-from .launchplan import ContainerPolicy, image_allowed, state_dir_for
-from .probe import ProbeResult, readiness_probe
+from .launchplan import image_allowed
+from .probe import ProbeResult
+from .records import ImageRecord
 from .references import normalize_reference
+from .services import Services, services_for
 
 
 class NoImageKernel(ContainerKernelError, NoSuchKernel):
@@ -168,17 +169,28 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._stop = threading.Event()
         self._relist_queued = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._policy = ContainerPolicy(parent=self)
         # Reference -> why its image cannot run a kernel (the readiness probe's reason).
         self.not_ready: dict[str, str] = {}
 
-    _engine: Engine | None = None
+    _own_services: Services | None = None
 
     @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = engine_for(self)
-        return self._engine
+    def services(self) -> Services:
+        """The server's shared objects (services.py); outside a server (the command line), a
+        set of this manager's own, closed by :meth:`close`."""
+        found = services_for(self)
+        if found is not None:
+            return found
+        if self._own_services is None:
+            self._own_services = Services(parent=self)
+        return self._own_services
+
+    def close(self) -> None:
+        """Stop watching, and close what this manager made for itself outside a server."""
+        self.stop_watching()
+        own, self._own_services = self._own_services, None
+        if own is not None:
+            own.close()
 
     # ---------------------------------------------------------------- engine sync
 
@@ -193,7 +205,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
         """
         with self._refresh_lock:
             try:
-                images = self.engine.list_images_sync()
+                images = self.services.backend.list_images_sync()
             except ContainerKernelError as e:
                 self.engine_error = e.sentence
                 self._entries = {}
@@ -201,8 +213,8 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 return
             candidates = [i for i in images if any(self._offered(ref) for ref in i.tags)]
             # Not another user's private pull (privateimages.py).
-            listed = [entry["image"] for entry in ImageCatalog(parent=self).listed()]
-            candidates = privateimages.visible(candidates, state_dir_for(self._policy), listed)
+            services = self.services
+            candidates = privateimages.visible(candidates, services.state, services.listed_images())
             probes = self._probe_all(candidates, wait_for_probes)
             entries: dict[str, _Entry] = {}
             not_ready: dict[str, str] = {}
@@ -223,7 +235,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
             self._refreshed_at = time.monotonic()
 
     def _probe_all(self, images: list[ImageRecord], wait: bool) -> dict[str, ProbeResult | None]:
-        probe = readiness_probe(self)
+        probe = self.services.probe
         results: dict[str, ProbeResult | None] = {i.id: probe.cached(i.id) for i in images}
         unprobed = [i for i in images if results[i.id] is None]
         if not unprobed:
@@ -247,14 +259,16 @@ class ContainerKernelSpecManager(KernelSpecManager):
         if self._watcher is None or self._relist_queued.is_set():
             return
         self._relist_queued.set()
-        threading.Thread(target=self._queued_refresh, daemon=True).start()
+        threading.Thread(
+            target=self._queued_refresh, name="gpu-containers-relist", daemon=True
+        ).start()
 
     def _queued_refresh(self) -> None:
         self._relist_queued.clear()  # answers arriving from now on queue the next one
         self.refresh(wait_for_probes=False)
 
     def _offered(self, ref: str) -> bool:
-        if image_allowed(self._policy, ref):
+        if image_allowed(self.services.policy, ref):
             return False  # the admin's allow-list refuses it: not a kernel anyone may start
         if any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_exclude):
             return False
@@ -272,7 +286,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
             return
         self._stop.clear()
         self._watcher = threading.Thread(
-            target=self.engine.watch_images,
+            target=self.services.backend.watch_images,
             args=(self.refresh, self._stop),
             name="gpu-containers-image-watcher",
             daemon=True,
@@ -280,8 +294,12 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._watcher.start()
 
     def stop_watching(self) -> None:
+        """Stop following image events; the watcher's thread ends at once."""
         self._stop.set()
-        self._watcher = None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self.services.backend.wake_watchers()
+            watcher.join(10)
 
     def _maybe_refresh(self) -> None:
         if self._watcher is None and time.monotonic() - self._refreshed_at > self.refresh_after:

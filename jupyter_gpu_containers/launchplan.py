@@ -1,18 +1,29 @@
-"""From "this kernel, this image, this notebook" to one container-create call.
+"""From "this kernel, this image, this notebook" to the description of its container.
 
-Pure functions and admin policy, no Docker: the provisioner gathers the facts (kernel id, image,
-notebook directory, user), this module turns them into an :class:`~.engine.ContainerSpec`. Keeping
-it pure makes the security-relevant parts (which host paths get mounted, which environment reaches
-the container) testable without an engine.
+Two steps, and admin policy, no engine:
+
+1. :func:`gather_facts` reads what a launch needs to know of the host, once per launch and on a
+   worker thread (it blocks: realpath, the user database, the host state directory): the
+   workspace's real path, the user, the server id, the notebook's and the kernel's directories as
+   the container sees them, the extra mounts' real sources.
+2. :func:`plan_container` turns the request (image, command, the kernel's options, the kernel
+   spec's environment, the GPUs and how they attach) and those facts, under the administrator's
+   :class:`ContainerPolicy`, into a backend-neutral :class:`~.records.ContainerSpec`, or a
+   refusal in a sentence. It is pure: the security-relevant parts (which host paths get mounted,
+   which environment and user reach the container, which limits hold) are table-tested without
+   an engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import os
 import posixpath
+import pwd
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +32,7 @@ from traitlets import Bool, Dict, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from . import labels
+from .allocator import Attachment
 from .errors import (
     ImageNotAllowed,
     KernelOptionRefused,
@@ -28,7 +40,7 @@ from .errors import (
     PathRefused,
     ValueRefused,
 )
-from .hoststate import StateDir, open_state_dir
+from .records import ContainerSpec, ImageRecord, Mount
 from .references import BadReference, parse_reference
 
 # Mount point of the private per-kernel directory inside the container.
@@ -358,17 +370,6 @@ class ContainerPolicy(LoggingConfigurable):
         container; longer ones refuse the launch with a sentence. Raise it for kernel specs
         that carry long values on purpose (a certificate, say).""",
     )
-
-
-def state_dir_for(policy: ContainerPolicy) -> StateDir:
-    """The host state directory (hoststate.py), opened and verified once per process."""
-    return open_state_dir(policy.state_dir, policy.state_dir_owner)
-
-
-def effective_server_id(policy: ContainerPolicy, root_dir: str) -> str:
-    """This process's server id, claimed in the host state directory (hoststate.py)."""
-    wanted = policy.server_id or labels.default_server_id(os.getuid(), root_dir)
-    return state_dir_for(policy).claim_or_fallback(wanted)
 
 
 def _reference_forms(ref: str) -> list[str]:
@@ -886,3 +887,216 @@ def diagnose_exit(image: str, exit_code: int, oom_killed: bool, log_tail: str) -
         reason = "it ran out of memory (OOM-killed)" if oom_killed else "it was killed (exit 137)"
         return (f"The kernel container for {image} ended at start: {reason}.{tail}", False)
     return (f"The kernel container for {image} exited at start with code {exit_code}.{tail}", False)
+
+
+# ----------------------------------------------------------------------------- the launch plan
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """What a kernel's options (ContainerProvisioner's traits: the administrator's configuration,
+    then the kernel spec's) say of its container."""
+
+    image: str
+    transport: str = "ipc"
+    network_mode: str = "bridge"
+    workspace_mount_path: str = "/workspace"
+    run_as: str = "server"
+    home_path: str = "/home/jupyter"
+    shm_size: str | None = "1g"
+    ulimits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    environment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runtime: str | None = None
+    mem_limit: str | None = None
+    pids_limit: int | None = 4096
+    extra_labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    extra_mounts: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchFacts:
+    """What a launch knows of the host, gathered once (:func:`gather_facts`)."""
+
+    root: str  # the workspace (the server's root_dir), resolved
+    uid: int
+    gid: int
+    username: str
+    server_id: str
+    owner: str  # the creating process (labels.OwnerProcess token)
+    host_cwd: str  # the kernel's directory on the host
+    cwd: str  # ... and in the container
+    session: str  # JPY_SESSION_NAME as the container sees it ("" for none)
+    notebook: str  # the notebook's path relative to the workspace ("" for none)
+    extra_mounts: tuple[tuple[str, str, bool], ...]  # (real source, target, read-only)
+    connection_dir: str  # the kernel's private directory on the host
+    name: str  # the container's name
+
+
+def gather_facts(
+    options: KernelOptions,
+    policy: ContainerPolicy,
+    *,
+    kernel_id: str,
+    root_dir: str,
+    cwd: str,
+    session: str,
+    connection_dir: str,
+    server_id: str,
+) -> LaunchFacts:
+    """Everything :func:`plan_container` needs to know of the host. Blocking (realpath, the user
+    database): a worker thread, before the host-wide allocation lock is taken. Refuses extra
+    mounts that policy does not allow, with their sentence."""
+    root = os.path.realpath(root_dir)
+    host_cwd = cwd or root
+    uid, gid = os.getuid(), os.getgid()
+    allowed_roots = [root, *policy.allowed_mount_roots]
+    mounts = tuple(
+        check_extra_mount(policy, extra, allowed_roots, options.workspace_mount_path)
+        for extra in options.extra_mounts
+    )
+    in_container = session
+    notebook = session
+    if session and os.path.isabs(session):
+        in_container = container_path_for(session, root, options.workspace_mount_path)
+        notebook = os.path.relpath(session, root)
+    return LaunchFacts(
+        root=root,
+        uid=uid,
+        gid=gid,
+        username=_username(uid),
+        server_id=server_id,
+        owner=labels.OwnerProcess.current().token(),
+        host_cwd=host_cwd,
+        cwd=container_path_for(host_cwd, root, options.workspace_mount_path),
+        session=in_container,
+        notebook=notebook,
+        extra_mounts=mounts,
+        connection_dir=connection_dir,
+        name=f"jupyter-kernel-{kernel_id[:8]}-{secrets.token_hex(3)}",
+    )
+
+
+def _username(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def plan_container(
+    *,
+    kernel_id: str,
+    kernel_name: str,
+    image: ImageRecord,
+    command: list[str],
+    options: KernelOptions,
+    spec_env: Mapping[str, Any],
+    facts: LaunchFacts,
+    policy: ContainerPolicy,
+    attached: Attachment,
+    gpus: tuple[str, ...] = (),
+    ports: Mapping[str, int] | None = None,
+    pool_id: str | None = None,
+) -> ContainerSpec:
+    """The kernel's container, or the refusal (a sentence) of what policy does not allow.
+
+    ``spec_env``: the kernel spec's environment, as jupyter_client substituted it; ``attached``:
+    how ``gpus`` (UUIDs) reach the container; ``ports``: the kernel's ports (tcp transport);
+    ``pool_id``: set for the warm pool's containers, which start in their private directory."""
+    environment: dict[str, str] = {k: str(v) for k, v in spec_env.items()}
+    environment.update({k: str(v) for k, v in options.environment.items()})
+    reserved = sorted(RESERVED_ENV & set(environment))
+    if reserved:
+        raise ValueRefused(
+            f"The kernel's environment may not set {', '.join(reserved)}: the GPU allocator "
+            "sets it to the GPUs the kernel booked. Remove it from the kernel spec's env or "
+            "ContainerProvisioner.environment."
+        )
+    environment.update(attached.environment)
+    if facts.session:
+        environment["JPY_SESSION_NAME"] = facts.session
+
+    tmpfs: dict[str, str] = {}
+    user = kernel_user(options.run_as, facts.uid, facts.gid, image.user, policy.allow_root)
+    # Sized: a tmpfs without one may take half the host's memory.
+    scratch = f"rw,mode=1777,size={policy.tmpfs_size}"
+    if options.run_as != "image":
+        tmpfs[options.home_path] = scratch
+        environment.setdefault("HOME", options.home_path)
+        environment.setdefault("USER", facts.username)
+        environment.setdefault("LOGNAME", facts.username)
+    if policy.read_only_root_fs:
+        for directory in ("/tmp", "/var/tmp"):
+            tmpfs.setdefault(directory, scratch)
+    environment = check_environment(environment, policy.max_env_value_bytes)
+    # Kernel specs may lower the administrator's ceilings, never lift them.
+    limits = kernel_limits(
+        policy,
+        mem_limit=options.mem_limit,
+        pids_limit=options.pids_limit,
+        shm_size=options.shm_size,
+        runtime=options.runtime,
+        ulimits=options.ulimits,
+    )
+    mounts = [
+        Mount(facts.connection_dir, KERNEL_DIR_IN_CONTAINER, read_only=False),
+        Mount(facts.root, options.workspace_mount_path, read_only=False),
+        *(Mount(source, target, read_only) for source, target, read_only in facts.extra_mounts),
+    ]
+    port_bindings: dict[int, tuple[str, int]] = {}
+    if options.transport == "tcp" and options.network_mode != "host":
+        for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            port = int((ports or {})[name])
+            port_bindings[port] = ("127.0.0.1", port)
+    container_labels = check_labels(
+        {
+            # A POOL label marks warm containers, which recovery treats apart: only the pool
+            # sets it.
+            **{str(k): str(v) for k, v in options.extra_labels.items() if str(k) != labels.POOL},
+            **({labels.POOL: pool_id} if pool_id is not None else {}),
+            labels.MANAGED: "true",
+            labels.KERNEL_ID: kernel_id,
+            labels.KERNEL_NAME: kernel_name,
+            labels.SERVER_ID: facts.server_id,
+            labels.OWNER_PROCESS: facts.owner,
+            labels.USER: facts.username,
+            labels.UID: str(facts.uid),
+            labels.NOTEBOOK: facts.notebook,
+            labels.CWD: facts.host_cwd,
+            labels.IMAGE: options.image,
+            labels.CONNECTION_DIR: facts.connection_dir,
+            labels.TRANSPORT: options.transport,
+            labels.GPUS: ",".join(gpus),
+        }
+    )
+    return ContainerSpec(
+        image=options.image,
+        command=command,
+        name=facts.name,
+        labels=container_labels,
+        environment=environment,
+        user=user,
+        # A warm container starts in its private directory, not the workspace: Python puts the
+        # start directory first on sys.path while ipykernel loads, and a user's module in the
+        # workspace (a queue.py, say) must not shadow one it imports. The handover moves the
+        # kernel to the notebook's directory.
+        working_dir=KERNEL_DIR_IN_CONTAINER if pool_id is not None else facts.cwd,
+        mounts=mounts,
+        tmpfs=tmpfs,
+        shm_size=limits.shm_size,
+        ulimits=limits.ulimits,
+        runtime=attached.runtime or limits.runtime,
+        device_requests=list(attached.device_requests),
+        network_mode=options.network_mode,
+        mem_limit=limits.mem_limit,
+        pids_limit=limits.pids_limit,
+        init=True,
+        entrypoint=[] if entrypoint_is_interpreter(image.entrypoint) else None,
+        port_bindings=port_bindings,
+        cap_add=list(policy.cap_add),
+        no_new_privileges=policy.no_new_privileges,
+        read_only=policy.read_only_root_fs,
+        log_max_size=policy.log_max_size,
+        log_max_files=policy.log_max_files,
+        gpus=gpus,
+    )

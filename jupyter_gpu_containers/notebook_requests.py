@@ -11,10 +11,8 @@ One small JSON file per user, in that user's Jupyter data directory (mode 0600).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import threading
 from typing import Any
 
@@ -23,8 +21,8 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .allocator import GPURequest
-
-_lock = threading.Lock()
+from .gpus import Inventory
+from .safefiles import write_json_atomic
 
 
 class NotebookRequests(LoggingConfigurable):
@@ -33,6 +31,10 @@ class NotebookRequests(LoggingConfigurable):
         help="""Where notebooks' GPU requests are kept (a JSON file). Default:
         <jupyter data dir>/gpu_containers/notebook-requests.json.""",
     )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
 
     @default("store_path")
     def _default_store_path(self) -> str:
@@ -54,7 +56,7 @@ class NotebookRequests(LoggingConfigurable):
     def set(self, notebook: str, gpus: Any) -> GPURequest:
         """Validate and remember a notebook's request; None forgets it (back to the default)."""
         request = GPURequest.parse(gpus) if gpus is not None else None
-        with _lock:
+        with self._lock:
             data = self._read()
             key = os.path.realpath(notebook)
             if request is None:
@@ -63,13 +65,22 @@ class NotebookRequests(LoggingConfigurable):
                 data[key] = {"gpus": request.to_json()}
             directory = os.path.dirname(self.store_path)
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".notebook-requests-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, indent=1)
-                os.replace(tmp, self.store_path)  # atomic: readers never see half a file
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            # Atomic: readers never see half a file.
+            write_json_atomic(directory, os.path.basename(self.store_path), data)
         return request or GPURequest()
+
+    def for_launch(self, notebook: str, default: Any) -> tuple[GPURequest, bool]:
+        """What a kernel starting for ``notebook`` ("" for none) asks for: the notebook's stored
+        request, else ``default`` (its kernel spec's); and whether it is only that default.
+        Blocking (a file): a worker thread."""
+        stored = self.get(notebook) if notebook else None
+        return GPURequest.parse(stored if stored is not None else default), stored is None
+
+
+def fitted_to_host(request: GPURequest, is_default: bool, inventory: Inventory) -> GPURequest:
+    """A request as a host without GPUs can meet it: GPU images' kernels ask for one GPU by
+    default, and on such a host their CPU code still runs. An explicit request, or a GPU host
+    whose NVML fails, keeps the request (and fails with the reason)."""
+    if request.wants_gpus and is_default and not inventory.allocatable() and not inventory.failed:
+        return GPURequest()
+    return request

@@ -27,18 +27,16 @@ import json
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .engine import ImageRecord
 from .errors import ContainerKernelError
 from .hoststate import StateDir
+from .records import ImageRecord
 from .references import normalize_reference
 from .safefiles import read_nofollow, write_atomic
 
 _FILE = re.compile(r"private-images-([0-9]{1,10})\.json")
-_own_lock = threading.Lock()
 
 
 class PrivateRecordFailed(ContainerKernelError):
@@ -121,7 +119,7 @@ def visible(
 def _update(state: StateDir, change: dict[str, str], remove: bool) -> None:
     uid = os.geteuid()
     name = _file_name(uid)
-    with _own_lock:
+    with state.write_lock:
         records = [r for r in _read(state, name, uid) if r["ref"] != change["ref"]]
         if not remove:
             records.append(change)

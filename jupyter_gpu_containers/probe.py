@@ -36,10 +36,11 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
-from traitlets.config import Configurable, LoggingConfigurable
+from traitlets.config import LoggingConfigurable
 
 from . import labels as L
-from .engine import Engine, ImageRecord, OneshotResult, engine_for
+from .backend import ContainerBackend
+from .engine import Engine
 from .errors import ContainerKernelError
 from .launchplan import (
     FIND_PYTHON_AND_EXEC,
@@ -47,6 +48,7 @@ from .launchplan import (
     ContainerPolicy,
     entrypoint_is_interpreter,
 )
+from .records import ImageRecord, OneshotResult
 from .safefiles import private_dir, read_json_nofollow, write_json_atomic
 
 MARKER = "JUPYTER_GPU_CONTAINERS_PROBE:"
@@ -199,8 +201,8 @@ class ProbeResult:
 class KernelReadinessProbe(LoggingConfigurable):
     """Answers "can a kernel start on this image?" with a short-lived container per image id.
 
-    Share one per engine address (:func:`readiness_probe`): the concurrency bound and the
-    in-memory cache are per instance.
+    One per server (services.py): the concurrency bound and the in-memory cache are per
+    instance.
     """
 
     timeout = Float(
@@ -247,21 +249,23 @@ class KernelReadinessProbe(LoggingConfigurable):
             raise TraitError("KernelReadinessProbe.max_concurrent must be at least 1")
         return int(proposal["value"])
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backend: ContainerBackend | None = None,
+        policy: ContainerPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        # The backend and policy of the server (services.py); else of its own (tests, the CLI).
+        self.backend: ContainerBackend = backend or Engine(parent=self)
+        self.policy = policy or ContainerPolicy(parent=self)
         self._lock = threading.Lock()
         self._memory: dict[str, ProbeResult] = {}
         # Image id -> the answer being worked out, shared by everyone asking meanwhile.
         self._inflight: dict[str, Future[ProbeResult]] = {}
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self._executor_instance: ThreadPoolExecutor | None = None
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = engine_for(self)
-        return self._engine
 
     @property
     def _executor(self) -> ThreadPoolExecutor:
@@ -386,12 +390,12 @@ class KernelReadinessProbe(LoggingConfigurable):
             L.OWNER_PROCESS: L.OwnerProcess.current().token(),
             L.UID: str(os.getuid()),
         }
-        policy = ContainerPolicy(parent=self)
+        policy = self.policy
         with self._slots:
             started = time.monotonic()
             try:
                 # By id, not tag: the answer is cached under the id, and a tag may move meanwhile.
-                output = self.engine.run_oneshot_sync(
+                output = self.backend.run_oneshot_sync(
                     image.id,
                     PROBE_COMMAND,
                     labels=container_labels,
@@ -402,6 +406,9 @@ class KernelReadinessProbe(LoggingConfigurable):
                     # The kernels' hardening: a probe that passes predicts a kernel that starts.
                     cap_add=list(policy.cap_add),
                     no_new_privileges=policy.no_new_privileges,
+                    # A probe sees no GPU: CUDA images default to "all", and on a host whose
+                    # default runtime is NVIDIA's the probe would briefly see every GPU.
+                    environment={"NVIDIA_VISIBLE_DEVICES": "void"},
                 )
             except ContainerKernelError as e:  # ImageMissing, EngineRefused, EngineUnavailable
                 # The engine's sentence, naming the image as users know it rather than by id.
@@ -555,19 +562,3 @@ def _no_answer(image_id: str, reason: str, definitive: bool = False) -> ProbeRes
         probed_at=time.time(),
         definitive=definitive,
     )
-
-
-_probes: dict[str, KernelReadinessProbe] = {}
-_probes_lock = threading.Lock()
-
-
-def readiness_probe(parent: Configurable | None) -> KernelReadinessProbe:
-    """The shared probe for the engine address ``parent``'s configuration names (like
-    engine.engine_for: one cache and one concurrency bound per engine), configured from
-    ``parent``."""
-    url = engine_for(parent).resolved_url
-    with _probes_lock:
-        probe = _probes.get(url)
-        if probe is None:
-            probe = _probes[url] = KernelReadinessProbe(parent=parent)
-        return probe

@@ -1,91 +1,65 @@
-"""A jupyter_client kernel provisioner that runs each kernel in a Docker container.
+"""A jupyter_client kernel provisioner that runs each kernel in a container: the jupyter_client
+contract (KernelProvisionerBase), and little else.
 
-Lifecycle (jupyter_client's KernelProvisionerBase contract):
-
-- ``pre_launch``: a private 0700 directory for the kernel, its connection info (host view for the
-  server, container view written into the directory), and the container command.
-- ``launch_kernel``: one create-and-start call, then wait until the kernel answers a
-  ``kernel_info_request``, the container ends (reported with its log tail), or the launch timeout
-  passes. Launch returns only with a kernel that answers, so a broken image fails in seconds with
-  its reason instead of sitting in "starting" while the restarter retries it.
-- ``poll``/``wait``/``send_signal``/``terminate``/``kill``: through the engine (signals reach the
+- ``pre_launch``: the checks that need nothing but the request, the kernel's private directory
+  and both views of its connection (privatedirs.py), and the launch's facts (launchplan.py), all
+  on a worker thread.
+- ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
+  (notebook_requests.py), then a warm container (warmpool.py) for a kernel without GPUs, or the
+  plan of its own container (launchplan.py), created under the host-wide GPU booking
+  (allocator.py) and started by the backend; it returns once the kernel answers a
+  ``kernel_info_request`` (handshake.py), the container ended (reported with its log tail), or
+  the launch timeout passed.
+- ``poll``/``wait``/``send_signal``/``terminate``/``kill``: through the backend (signals reach the
   kernel through the container's init).
 - ``cleanup``: remove the container; keep the private directory across a restart (same connection
   file, same ports), remove it on shutdown.
 
-A first launch that gets no GPUs may instead be handed a warm container from the server's pool
-(warmpool.py) that was made exactly as this launch would make its own; anything amiss with it
-and the launch starts its own container as above.
-
-All Docker calls go through :class:`~.engine.Engine`, off the event loop.
+The shared objects (backend, inventory, probe, policy, …) are the server's (services.py); outside a
+server the provisioner makes its own, and closes them at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import pwd
-import secrets
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+import uuid
 from typing import Any as AnyType
 
-import zmq
-import zmq.asyncio
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.provisioning import KernelProvisionerBase
-from jupyter_client.session import Session
+from jupyter_client.provisioning import KernelProvisionerBase, KernelProvisionerFactory
 from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
-from . import compat, privateimages
-from . import labels as L
-from .allocator import (
-    GPUAllocator,
-    GPURequest,
-    GPUVisibility,
-    attachment,
-    current_ledger,
-    resolve_attach_mode,
-)
-from .catalog import ImageCatalog
-from .engine import ContainerSpec, Engine, ImageRecord, Mount, engine_for
+from .admission import admit_image, check_gpu_compatibility
+from .allocator import GPURequest, attachment, resolve_attach_mode
+from .backend import ContainerBackend
 from .errors import (
     ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
-    ImageIncompatible,
-    ImageNotAllowed,
     ImageNotKernelReady,
     LaunchTimeout,
-    ValueRefused,
 )
-from .gpus import GPU, Inventory, shared_inventory
+from .gpus import GPU
+from .handshake import ask_kernel
 from .launchplan import (
     KERNEL_DIR_IN_CONTAINER,
-    RESERVED_ENV,
     ContainerPolicy,
-    check_environment,
-    check_extra_mount,
-    check_image_allowed,
+    KernelOptions,
+    LaunchFacts,
     check_kernel_id,
-    check_labels,
     check_network_mode,
     check_run_as,
-    container_path_for,
     diagnose_exit,
-    effective_server_id,
-    entrypoint_is_interpreter,
+    gather_facts,
     kernel_command,
-    kernel_limits,
-    kernel_user,
     numeric_user,
-    state_dir_for,
+    plan_container,
 )
-from .notebook_requests import NotebookRequests
+from .notebook_requests import fitted_to_host
 from .privatedirs import (
     CONNECTION_FILE_NAME,
     connection_root,
@@ -93,14 +67,9 @@ from .privatedirs import (
     remove_stale_sockets,
     write_connection_file,
 )
-from .probe import ProbeResult, readiness_probe
-from .warmpool import (
-    PoolEntry,
-    handover_code,
-    spec_fingerprint,
-    warm_pool_for,
-    write_claim,
-)
+from .records import ContainerSpec, ImageRecord
+from .services import Services, services_for
+from .warmpool import PoolEntry, StartContainer, Target, spec_fingerprint
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -271,8 +240,8 @@ class ContainerProvisioner(KernelProvisionerBase):
     launch_stamps: dict[str, float]
     # The container whose unexpected end was reported (see _report_death).
     _death_reported: str | None = None
-    # Set on the provisioners that fill the warm pool (warmpool.py): the pool's id, written as
-    # the container's POOL label. None for kernels.
+    # Set on the provisioners that fill the warm pool (app.py): the pool's id, written as the
+    # container's POOL label. None for kernels.
     pool_id: str | None = None
     # What the last cold launch created: the container's spec and its image's id (the warm pool
     # compares a launch's own spec with those of its containers).
@@ -281,18 +250,50 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
     # connection (key, sockets), and a warm container has its own.
     _launched = False
-
-    _engine: Engine | None = None
+    # What pre_launch found for the launch under way: the host's facts, the notebook's session
+    # name, and the kernel spec's environment as jupyter_client substituted it.
+    _facts: LaunchFacts | None = None
+    _session = ""
+    _spec_env: dict[str, str]
+    # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
+    _own_services: Services | None = None
 
     @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = engine_for(self.parent)
-        return self._engine
+    def services(self) -> Services:
+        """The server's shared objects (services.py), or this provisioner's own outside one."""
+        found = services_for(self.parent)
+        if found is not None:
+            return found
+        if self._own_services is None:
+            self._own_services = Services(parent=self.parent)
+        return self._own_services
+
+    @property
+    def backend(self) -> ContainerBackend:
+        return self.services.backend
 
     @property
     def has_process(self) -> bool:
         return self.container_id is not None
+
+    def options(self) -> KernelOptions:
+        """What this kernel's options say of its container."""
+        return KernelOptions(
+            image=self.image,
+            transport=self.transport,
+            network_mode=self.network_mode,
+            workspace_mount_path=self.workspace_mount_path,
+            run_as=self.run_as,
+            home_path=self.home_path,
+            shm_size=self.shm_size,
+            ulimits=dict(self.ulimits),
+            environment=dict(self.environment),
+            runtime=self.runtime,
+            mem_limit=self.mem_limit,
+            pids_limit=self.pids_limit,
+            extra_labels=dict(self.extra_labels),
+            extra_mounts=tuple(dict(m) for m in self.extra_mounts),
+        )
 
     # ------------------------------------------------------------------ launch
 
@@ -301,33 +302,69 @@ class ContainerProvisioner(KernelProvisionerBase):
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
         self.launch_stamps = {"pre_launch": time.monotonic()}
-        policy = ContainerPolicy(parent=km)
+        policy = self.services.policy
+        # Before anything is written: the kernel id names the connection file and the private
+        # directory, and a client may choose it (POST /api/kernels "kernel_id").
+        check_kernel_id(self.kernel_id)
+        check_run_as(policy, self.run_as, os.getuid(), os.getgid())
+        check_network_mode(policy, self.network_mode)
+        if self.transport == "tcp" and self.network_mode == "none":
+            raise ContainerKernelError(
+                "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
+                "transport (the default) for kernels without a network."
+            )
+        self._session = (kwargs.get("env") or {}).get("JPY_SESSION_NAME", "")
+        root_dir = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
+        # Off the event loop: file system work, the user database, the host state directory.
         try:
-            # Before anything is written: the kernel id names the connection file and the
-            # private directory, and a client may choose it (POST /api/kernels "kernel_id").
-            check_kernel_id(self.kernel_id)
-            check_run_as(policy, self.run_as, os.getuid(), os.getgid())
-            check_network_mode(policy, self.network_mode)
-            if self.transport == "tcp" and self.network_mode == "none":
-                raise ContainerKernelError(
-                    "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
-                    "transport (the default) for kernels without a network."
-                )
-        except ContainerKernelError:
-            self._forget_pending()
+            self._facts = await asyncio.to_thread(
+                self._prepare, policy, str(root_dir), kwargs.get("cwd") or ""
+            )
+        except BaseException:  # a refused mount, say: nothing of this launch stays behind
+            await asyncio.to_thread(self._remove_files)
             raise
-        env = kwargs.get("env") or {}
-        # Off the event loop: on a host busy creating containers, a file system operation can
-        # wait tens of ms for the disk (tests/test_faults.py samples the loop's stalls).
-        await asyncio.to_thread(self._prepare_files, policy, env.get("JPY_SESSION_NAME", ""))
-
         container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
         kwargs = await super().pre_launch(
             cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
         )
-        kwargs["policy"] = policy
+        # The kernel spec's env as jupyter_client substituted it (${VAR} templates), and nothing
+        # else of this process's environment: the server's own never reaches a container.
+        env = kwargs.get("env") or {}
+        spec_env = self.kernel_spec.env if self.kernel_spec is not None else {}
+        self._spec_env = {k: str(env.get(k, v)) for k, v in (spec_env or {}).items()}
         self._stamp("prepare")
         return kwargs
+
+    def _prepare(self, policy: ContainerPolicy, root_dir: str, cwd: str) -> LaunchFacts:
+        """The private directory, both views of the connection, and the launch's facts (blocking:
+        a worker thread)."""
+        km = self.parent
+        assert km is not None  # pre_launch checked
+        if self.connection_dir is None:
+            root = connection_root(policy.connection_dir_root)
+            self.connection_dir = make_private_dir(root, self.kernel_id, numeric_user(self.run_as))
+        else:
+            remove_stale_sockets(self.connection_dir)
+        # The host's view of the connection, held by the kernel manager.
+        if self.transport == "ipc":
+            km.transport = "ipc"
+            km.ip = os.path.join(self.connection_dir, "kernel-ipc")
+        else:
+            km.transport = "tcp"
+            km.ip = "127.0.0.1"
+        km.write_connection_file(jupyter_session=self._session)
+        self.connection_info = km.get_connection_info()
+        self._write_container_connection_file()
+        return gather_facts(
+            self.options(),
+            policy,
+            kernel_id=self.kernel_id,
+            root_dir=root_dir,
+            cwd=cwd,
+            session=self._session,
+            connection_dir=self.connection_dir,
+            server_id=self.services.server_id(root_dir),
+        )
 
     def _stamp(self, phase: str) -> None:
         stamps = getattr(self, "launch_stamps", None)
@@ -337,107 +374,72 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     def launch_phases(self) -> dict[str, float]:
         """The last launch's phases and how long each took, in seconds, in launch order:
-        prepare (checks, private directory, connection files), image (inspect, policy, probe
-        cache), gpus (request, inventory, allocation under the host lock), create, start,
-        ready (until the kernel answered kernel_info).
+        prepare (checks, private directory, connection files, facts), image (inspect, policy,
+        probe cache), gpus (request, inventory, plan, allocation under the host lock), create,
+        start, ready (until the kernel answered kernel_info).
 
         A launch served by the warm pool: prepare, image, handover (GPU request, this launch's
-        container spec, a matching warm container taken), ready (its kernel answered the
-        handover request; claim record written). One whose warm container failed the handover
-        has a "pool" phase (the failed attempt) before the cold path's gpus, create, start and
-        ready."""
+        plan, a matching warm container taken), ready (its kernel answered the handover request;
+        claim record written). One whose warm container failed the handover has a "pool" phase
+        (the failed attempt) before the cold path's gpus, create, start and ready."""
         stamps = list(getattr(self, "launch_stamps", {}).items())
         return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
 
-    def _prepare_files(self, policy: ContainerPolicy, session: str) -> None:
-        """The private directory and both views of the connection (blocking: a worker thread)."""
-        km = self.parent
-        assert km is not None  # pre_launch checked
-        if self.connection_dir is None:
-            root = connection_root(policy.connection_dir_root)
-            self.connection_dir = make_private_dir(root, self.kernel_id, numeric_user(self.run_as))
-        else:
-            remove_stale_sockets(self.connection_dir)
-
-        # The host's view of the connection, held by the kernel manager.
-        if self.transport == "ipc":
-            km.transport = "ipc"
-            km.ip = os.path.join(self.connection_dir, "kernel-ipc")
-        else:
-            km.transport = "tcp"
-            km.ip = "127.0.0.1"
-        km.write_connection_file(jupyter_session=session)
-        self.connection_info = km.get_connection_info()
-        self._write_container_connection_file()
-
     async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
-        policy: ContainerPolicy = kwargs.pop("policy", None) or ContainerPolicy(parent=self.parent)
+        services = self.services
         started = time.monotonic()
         try:
             # Inspect first: a missing image fails at once, and pulls never count against the
             # launch timeout (they happen, if at all, before this point).
-            image = await self.engine.inspect_image(self.image)
-            check_image_allowed(policy, self.image, (*image.repo_digests, image.id))
-            await self._refuse_if_private_to_another(image, policy)
-            # The probe's cache may be read from disk: off the event loop.
-            known = await asyncio.to_thread(readiness_probe(self.parent).cached, image.id)
-            self._refuse_if_known_not_ready(known)
+            image = await admit_image(services, self.image, own_command=bool(self.kernel_cmd))
             self._stamp("image")
-            request = await self._gpu_request(kwargs)
+            request = await self._gpu_request()
             if request.wants_gpus:
-                inventory = await shared_inventory(self.parent).read()
-                if (
-                    not inventory.allocatable()
-                    and not inventory.failed
-                    and self._request_is_default
-                ):
-                    # Only the spec's default asked (GPU images default to one GPU): on a host
-                    # without GPUs the image's CPU code still runs. An explicit request, or a
-                    # GPU host whose NVML fails, still fails with the reason.
+                inventory = await services.inventory.read()
+                fitted = fitted_to_host(request, self._request_is_default, inventory)
+                if not fitted.wants_gpus:
                     self.log.warning(
                         "Kernel %s (%s) starts without GPUs: %s",
                         self.kernel_id,
                         self.image,
                         inventory.reason or "this host has none.",
                     )
-                    request = GPURequest.parse(0)
-            if not request.wants_gpus and await self._start_from_pool(image, cmd, kwargs, policy):
-                return self.connection_info
+                request = fitted
             if request.wants_gpus:
-                allocator = GPUAllocator(parent=self.parent)
-                self._refuse_if_incompatible(image, inventory, policy)
-                mode = resolve_attach_mode(
-                    allocator.attach_mode, await self.engine.runtimes(), CDI_SPEC_DIRS
+                check_gpu_compatibility(
+                    self.image, image, inventory, services.policy, self.log, self.kernel_id
                 )
-                state = state_dir_for(policy)
-                async with state.allocation_lock(allocator.lock_timeout, self._say_waiting):
-                    # Containers an outage kept this server from removing book GPUs: go first.
-                    await self.engine.remove_deferred()
-                    ledger = await current_ledger(self.engine, state)
-                    chosen = allocator.choose(
-                        inventory,
-                        ledger,
-                        request,
-                        kernel_id=self.kernel_id,
-                        uid=str(os.getuid()),
-                        show_others=GPUVisibility(parent=self.parent).show_other_users,
-                    )
-                    for gpu in chosen:  # containers of dead servers still sitting on them
-                        for garbage in ledger.garbage.get(gpu.uuid, []):
-                            await self.engine.remove(garbage)
-                    spec = self._container_spec(image, cmd, kwargs, policy, chosen, mode)
+                mode = resolve_attach_mode(
+                    services.allocator.attach_mode, await self.backend.runtimes(), CDI_SPEC_DIRS
+                )
+
+                async def create(chosen: list[GPU]) -> str:
+                    # Under the host-wide lock: the plan is pure, the create one engine call.
+                    spec = self._plan(image, cmd, chosen, mode)
                     self._stamp("gpus")
-                    self.container_spec, self.container_image_id = spec, image.id
-                    self.container_id = await self.engine.create(spec)
+                    return await self.backend.create(spec)
+
+                chosen, self.container_id = await services.allocator.book(
+                    state=services.state,
+                    backend=self.backend,
+                    inventory=inventory,
+                    request=request,
+                    kernel_id=self.kernel_id,
+                    uid=str(os.getuid()),
+                    show_others=services.visibility.show_other_users,
+                    create=create,
+                    on_wait=self._say_waiting,
+                )
             else:
                 chosen = []
-                spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
+                spec = self._plan(image, cmd, [], "runtime")  # one plan, for the pool and below
+                if await self._start_from_pool(image, spec):
+                    return self.connection_info
                 self._stamp("gpus")
-                self.container_spec, self.container_image_id = spec, image.id
-                self.container_id = await self.engine.create(spec)
+                self.container_id = await self.backend.create(spec)
             self._stamp("create")
             self.gpu_uuids = tuple(g.uuid for g in chosen)
-            await self.engine.start(self.container_id, self.image)
+            await self.backend.start(self.container_id, self.image)
             self._stamp("start")
             await self._remove_previous_container()
             await self._wait_until_ready(started)
@@ -446,27 +448,50 @@ class ContainerProvisioner(KernelProvisionerBase):
             await self._discard_after_failed_launch()
             raise
         self._launched = True
+        elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
         if self.pool_id is not None:
             self.log.info(
                 "Warm pool: container %s (image %s, %s) is ready after %.2f s (%s)",
                 (self.container_id or "")[:12],
                 self.image,
                 self.transport,
-                time.monotonic() - self.launch_stamps["pre_launch"],
+                elapsed,
                 self._phases_text(),
             )
-            return self.connection_info
-        self.log.info(
-            "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s (%s)",
-            self.kernel_id,
-            (self.container_id or "")[:12],
-            self.image,
-            self.transport,
-            ",".join(g.uuid for g in chosen) or "none",
-            time.monotonic() - self.launch_stamps["pre_launch"],
-            self._phases_text(),
-        )
+        else:
+            self.log.info(
+                "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s (%s)",
+                self.kernel_id,
+                (self.container_id or "")[:12],
+                self.image,
+                self.transport,
+                ",".join(g.uuid for g in chosen) or "none",
+                elapsed,
+                self._phases_text(),
+            )
         return self.connection_info
+
+    def _plan(
+        self, image: ImageRecord, cmd: list[str], gpus: list[GPU], mode: str
+    ) -> ContainerSpec:
+        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
+        assert self._facts is not None  # pre_launch gathered them
+        spec = plan_container(
+            kernel_id=self.kernel_id,
+            kernel_name=getattr(self.parent, "kernel_name", "") or "",
+            image=image,
+            command=cmd,
+            options=self.options(),
+            spec_env=getattr(self, "_spec_env", {}),
+            facts=self._facts,
+            policy=self.services.policy,
+            attached=attachment(mode, gpus),
+            gpus=tuple(g.uuid for g in gpus),
+            ports={k: int(str(v)) for k, v in self.connection_info.items() if k.endswith("_port")},
+            pool_id=self.pool_id,
+        )
+        self.container_spec, self.container_image_id = spec, image.id
+        return spec
 
     def _say_waiting(self) -> None:
         self.log.info(
@@ -477,62 +502,37 @@ class ContainerProvisioner(KernelProvisionerBase):
     def _phases_text(self) -> str:
         return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
 
-    # ------------------------------------------------------------------ warm pool
-
-    async def _start_from_pool(
-        self,
-        image: ImageRecord,
-        cmd: list[str],
-        kwargs: dict[str, AnyType],
-        policy: ContainerPolicy,
-    ) -> bool:
+    async def _start_from_pool(self, image: ImageRecord, spec: ContainerSpec) -> bool:
         """Give this launch a warm container of the server's pool, if one was made exactly as
-        this launch would make its own (same image id, same container spec but for what names
-        the kernel). False when the launch must start its own container: no such container, or
-        the one taken failed the handover (it is discarded; the user's launch never fails
-        because of the pool)."""
+        this launch would make its own (same image id, same plan but for what names the kernel).
+        False when the launch must start its own container: no such container, or the one taken
+        failed the handover (the pool discards it; a launch never fails because of the pool)."""
         if self.pool_id is not None or self._launched or self.previous_container_id:
             return False
         if self.connection_info.get("curve_publickey"):
             return False  # an encrypted connection (CurveZMQ): warm kernels have none
-        pool = warm_pool_for(self.parent)
+        pool = self.services.warm_pool
         if pool is None or not pool.has_ready(self.image):
             return False
-        try:
-            # What this launch would create: a warm container must have been made the same way.
-            spec = self._container_spec(image, cmd, kwargs, policy, [], "runtime")
-        except ContainerKernelError:
-            return False  # the cold path refuses the launch with the same sentence
         entry = pool.take(self.image, image.id, spec_fingerprint(spec))
         if entry is None:
             return False
         self._stamp("handover")
-        try:
-            await self._hand_over(entry, spec, pool.handover_timeout)
-        except Exception as e:
-            self.log.warning(
-                "Kernel %s starts in a new container: the warm container %s (%s) failed the "
-                "handover, and is removed: %s",
-                self.kernel_id,
-                entry.container_id[:12],
-                self.image,
-                e,
-            )
-            pool.discard(entry)
+        if not await pool.hand_over(entry, spec, self.kernel_id):
             # The failed attempt is a phase of its own; the cold path's phases follow it.
             self.launch_stamps.pop("handover", None)
             self._stamp("pool")
             return False
-        except BaseException:  # cancelled: the container was never this kernel's
-            pool.discard(entry)
-            raise
+        own = self.connection_dir
+        if own and own != entry.connection_dir:
+            # What pre_launch prepared for a container of this kernel's own is not needed now.
+            await asyncio.to_thread(shutil.rmtree, own, True)
         self.connection_dir = entry.connection_dir
         self.connection_info = entry.connection_info.copy()
         self.container_id = entry.container_id
         self.container_spec, self.container_image_id = None, entry.image_id
         self.gpu_uuids = ()
         self._launched = True
-        pool.handed_over(entry)
         self._stamp("ready")
         self.log.info(
             "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
@@ -546,284 +546,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return True
 
-    async def _hand_over(self, entry: PoolEntry, spec: ContainerSpec, timeout: float) -> None:
-        """Make the warm kernel this launch's: move it to the notebook's directory and session
-        (what the container would have had from its start), and write the claim record that
-        names the kernel it now serves (its labels name the pool's kernel for good)."""
-        code = handover_code(
-            cwd=spec.working_dir or self.workspace_mount_path,
-            start=entry.working_dir,
-            session=spec.environment.get("JPY_SESSION_NAME", ""),
-        )
-        reply = await self._execute_silently(entry, code, timeout)
-        if reply.get("status") != "ok":
-            raise ContainerKernelError(
-                f"its kernel answered {reply.get('ename', 'an error')}: {reply.get('evalue', '')}"
-            )
-        record = {
-            "kernel_id": self.kernel_id,
-            "kernel_name": spec.labels.get(L.KERNEL_NAME, ""),
-            "notebook": spec.labels.get(L.NOTEBOOK, ""),
-            "cwd": spec.labels.get(L.CWD, ""),
-            "claimed_at": datetime.now(timezone.utc).isoformat(),
-        }
-        # Off the event loop, like every file operation of a launch.
-        await asyncio.to_thread(self._claim, entry, record)
-
-    def _claim(self, entry: PoolEntry, record: dict[str, str]) -> None:
-        write_claim(entry.connection_dir, record)
-        # What pre_launch prepared for a container of this kernel's own is not needed now.
-        if self.connection_dir and self.connection_dir != entry.connection_dir:
-            shutil.rmtree(self.connection_dir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.connection_file)
-
-    async def _execute_silently(
-        self, entry: PoolEntry, code: str, timeout: float
-    ) -> dict[str, AnyType]:
-        """Run ``code`` in the warm kernel as a silent execute_request (no history, no
-        execution count, no output to anyone) and return its execute_reply's content. The reply
-        is also the liveness check: a container that ended, or a kernel that does not answer
-        within ``timeout`` seconds, fails the handover."""
-        content = {
-            "code": code,
-            "silent": True,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": False,
-        }
-
-        async def ended(_state: AnyType) -> None:
-            raise ContainerExited("its container is no longer running")
-
-        async def late() -> None:
-            raise LaunchTimeout(f"its kernel did not answer within {timeout:.1f} s")
-
-        return await self._ask_kernel(
-            entry.connection_info,
-            entry.container_id,
-            "execute_request",
-            content,
-            time.monotonic() + timeout,
-            ended,
-            late,
-        )
-
-    async def _refuse_if_private_to_another(
-        self, image: ImageRecord, policy: ContainerPolicy
-    ) -> None:
-        """Another user pulled this image with their own registry login: not this user's to run
-        (privateimages.py), unless an administrator lists it."""
-        listed = [entry["image"] for entry in ImageCatalog(parent=self.parent).listed()]
-        state = state_dir_for(policy)
-        if not await asyncio.to_thread(privateimages.visible, [image], state, listed):
-            raise ImageNotAllowed(
-                f"The image {self.image} was pulled by another user with their own registry "
-                "login, so it is theirs. Pull it with yours (the GPU Containers panel asks for "
-                "it), or ask an administrator to list it for everyone."
-            )
-
-    def _refuse_if_known_not_ready(self, found: ProbeResult | None) -> None:
-        """An image the readiness probe already found without Python or ipykernel fails at
-        once, with the probe's reason, instead of after a container start."""
-        if self.kernel_cmd:
-            return  # an admin's own command may not need ipykernel at all
-        if found is not None and found.definitive and not found.ready:
-            raise ImageNotKernelReady(f"The image {self.image} cannot run a kernel: {found.reason}")
-
-    def _refuse_if_incompatible(
-        self, image: ImageRecord, inventory: Inventory, policy: ContainerPolicy
-    ) -> None:
-        """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this
-        driver cannot run: refuse with the driver it needs (CPU kernels of GPU images still run).
-        """
-        verdict = compat.verdict(image.env, inventory)
-        if verdict.outcome != compat.CANNOT_RUN:
-            if verdict.outcome == compat.COMPAT:
-                self.log.warning(
-                    "Kernel %s, image %s: %s", self.kernel_id, self.image, verdict.reason
-                )
-            return
-        if policy.allow_incompatible_images:
-            self.log.warning(
-                "Kernel %s starts %s although %s (ContainerPolicy.allow_incompatible_images)",
-                self.kernel_id,
-                self.image,
-                verdict.reason,
-            )
-            return
-        raise ImageIncompatible(
-            f"The image {self.image} cannot use this host's GPUs: {verdict.reason}. Choose an "
-            "image built for an older CUDA, start the kernel without GPUs, or ask an "
-            "administrator (ContainerPolicy.allow_incompatible_images)."
-        )
-
-    def change_request(self, request: GPURequest) -> None:
-        """A new request for the next (re)start: the kernel's current GPUs are not kept."""
-        self._requested = request
-        self._request_is_default = False
-        self.gpu_uuids = ()
-
-    async def _gpu_request(self, kwargs: dict[str, AnyType]) -> GPURequest:
-        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
-        notebook's request, else the kernel spec's default."""
-        if self.gpu_uuids:
-            return GPURequest(ids=self.gpu_uuids)
-        requested = self._requested
-        if requested is None:
-            notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME", "")
-            store = NotebookRequests(parent=self.parent)
-            stored = await asyncio.to_thread(store.get, notebook) if notebook else None
-            requested = GPURequest.parse(stored if stored is not None else self.gpus)
-            self._requested = requested
-            self._request_is_default = stored is None
-        return requested
-
-    def _container_spec(
-        self,
-        image: ImageRecord,
-        cmd: list[str],
-        kwargs: dict[str, AnyType],
-        policy: ContainerPolicy,
-        gpus: list[GPU],
-        attach_mode: str,
-    ) -> ContainerSpec:
-        assert self.connection_dir is not None
-        km = self.parent
-        root = os.path.realpath(
-            getattr(getattr(km, "parent", None), "root_dir", None)
-            or kwargs.get("cwd")
-            or os.getcwd()
-        )
-        host_cwd = kwargs.get("cwd") or root
-        session_env = kwargs.get("env") or {}
-
-        environment: dict[str, str] = {}
-        if self.kernel_spec is not None:
-            environment.update({k: str(v) for k, v in (self.kernel_spec.env or {}).items()})
-        environment.update({k: str(v) for k, v in self.environment.items()})
-        reserved = sorted(RESERVED_ENV & set(environment))
-        if reserved:
-            raise ValueRefused(
-                f"The kernel's environment may not set {', '.join(reserved)}: the GPU allocator "
-                "sets it to the GPUs the kernel booked. Remove it from the kernel spec's env or "
-                "ContainerProvisioner.environment."
-            )
-        attached = attachment(attach_mode, gpus)
-        environment.update(attached.environment)
-        notebook = session_env.get("JPY_SESSION_NAME", "")
-        if notebook:
-            environment["JPY_SESSION_NAME"] = (
-                container_path_for(notebook, root, self.workspace_mount_path)
-                if os.path.isabs(notebook)
-                else notebook
-            )
-
-        uid, gid = os.getuid(), os.getgid()
-        username = _username(uid)
-        tmpfs: dict[str, str] = {}
-        user = kernel_user(self.run_as, uid, gid, image.user, policy.allow_root)
-        # Sized: a tmpfs without one may take half the host's memory.
-        scratch_options = f"rw,mode=1777,size={policy.tmpfs_size}"
-        if self.run_as != "image":
-            tmpfs[self.home_path] = scratch_options
-            environment.setdefault("HOME", self.home_path)
-            environment.setdefault("USER", username)
-            environment.setdefault("LOGNAME", username)
-        if policy.read_only_root_fs:
-            for scratch in ("/tmp", "/var/tmp"):
-                tmpfs.setdefault(scratch, scratch_options)
-        environment = check_environment(environment, policy.max_env_value_bytes)
-        # Kernel specs may lower the admin's ceilings, never lift them.
-        limits = kernel_limits(
-            policy,
-            mem_limit=self.mem_limit,
-            pids_limit=self.pids_limit,
-            shm_size=self.shm_size,
-            runtime=self.runtime,
-            ulimits=self.ulimits,
-        )
-
-        mounts = [
-            Mount(self.connection_dir, KERNEL_DIR_IN_CONTAINER, read_only=False),
-            Mount(root, self.workspace_mount_path, read_only=False),
-        ]
-        allowed_roots = [root, *policy.allowed_mount_roots]
-        for extra in self.extra_mounts:
-            source, target, read_only = check_extra_mount(
-                policy, extra, allowed_roots, self.workspace_mount_path
-            )
-            mounts.append(Mount(source, target, read_only=read_only))
-
-        port_bindings: dict[int, tuple[str, int]] = {}
-        if self.transport == "tcp" and self.network_mode not in ("host",):
-            for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
-                port = int(self.connection_info[name])
-                port_bindings[port] = ("127.0.0.1", port)
-
-        notebook_label = (
-            os.path.relpath(notebook, root) if notebook and os.path.isabs(notebook) else notebook
-        )
-        container_labels = check_labels(
-            {
-                # A POOL label marks warm containers, which recovery treats apart: only the
-                # pool sets it.
-                **{str(k): str(v) for k, v in self.extra_labels.items() if str(k) != L.POOL},
-                **({L.POOL: self.pool_id} if self.pool_id is not None else {}),
-                L.MANAGED: "true",
-                L.KERNEL_ID: self.kernel_id,
-                L.KERNEL_NAME: getattr(km, "kernel_name", "") or "",
-                L.SERVER_ID: effective_server_id(policy, root),
-                L.OWNER_PROCESS: L.OwnerProcess.current().token(),
-                L.USER: username,
-                L.UID: str(uid),
-                L.NOTEBOOK: notebook_label,
-                L.CWD: host_cwd,
-                L.IMAGE: self.image,
-                L.CONNECTION_DIR: self.connection_dir,
-                L.TRANSPORT: self.transport,
-                L.GPUS: ",".join(g.uuid for g in gpus),
-            }
-        )
-        return ContainerSpec(
-            image=self.image,
-            command=cmd,
-            name=f"jupyter-kernel-{self.kernel_id[:8]}-{secrets.token_hex(3)}",
-            labels=container_labels,
-            environment=environment,
-            user=user,
-            # A warm container starts in its private directory, not the workspace: Python puts
-            # the start directory first on sys.path while ipykernel loads, and a user's module in
-            # the workspace (a queue.py, say) must not shadow one it imports. The handover moves
-            # the kernel to the notebook's directory.
-            working_dir=KERNEL_DIR_IN_CONTAINER
-            if self.pool_id is not None
-            else container_path_for(host_cwd, root, self.workspace_mount_path),
-            mounts=mounts,
-            tmpfs=tmpfs,
-            shm_size=limits.shm_size,
-            ulimits=limits.ulimits,
-            runtime=attached.runtime or limits.runtime,
-            device_requests=attached.device_requests,
-            network_mode=self.network_mode,
-            mem_limit=limits.mem_limit,
-            pids_limit=limits.pids_limit,
-            log_max_size=policy.log_max_size,
-            log_max_files=policy.log_max_files,
-            init=True,
-            entrypoint=[] if entrypoint_is_interpreter(image.entrypoint) else None,
-            port_bindings=port_bindings,
-            cap_add=list(policy.cap_add),
-            no_new_privileges=policy.no_new_privileges,
-            read_only=policy.read_only_root_fs,
-        )
-
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
 
         async def late() -> None:
-            tail = await self.engine.logs_tail(self.container_id or "", self.log_tail_lines)
+            tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
             raise LaunchTimeout(
                 f"The kernel in the container for {self.image} did not answer within "
                 f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
@@ -832,7 +559,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                 + (f"\nLast lines of its log:\n{tail}" if tail else "")
             )
 
-        await self._ask_kernel(
+        await ask_kernel(
+            self.backend,
             self.connection_info,
             self.container_id or "",
             "kernel_info_request",
@@ -842,47 +570,26 @@ class ContainerProvisioner(KernelProvisionerBase):
             late,
         )
 
-    async def _ask_kernel(
-        self,
-        info: KernelConnectionInfo,
-        container_id: str,
-        msg_type: str,
-        content: dict[str, AnyType],
-        deadline: float,
-        on_end: Callable[[AnyType], Awaitable[None]],
-        on_timeout: Callable[[], Awaitable[None]],
-    ) -> dict[str, AnyType]:
-        """One request on the kernel's shell channel, and its reply's content. While it waits,
-        a container that ended (or was removed) calls ``on_end`` with its state, and a passed
-        ``deadline`` (time.monotonic()) calls ``on_timeout``: both raise."""
-        session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
-        socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-        socket.linger = 0
-        # A kernel binds its sockets a few hundred ms after its container starts, and ZMQ
-        # retries a connection to a socket not bound yet every reconnect_ivl: 100 ms by default,
-        # ~50 ms lost per launch on average (benchmarks/). Retry every 5 ms instead.
-        socket.reconnect_ivl = 5
-        try:
-            socket.connect(_shell_url(info))
-            request = session.msg(msg_type, content)
-            await socket.send_multipart(session.serialize(request))
-            while True:
-                if await socket.poll(100):
-                    _, parts = session.feed_identities(await socket.recv_multipart())
-                    reply = session.deserialize(parts)
-                    if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
-                        return dict(reply["content"])
-                    continue
-                state = await self.engine.state(container_id)
-                if state is None or state.ended:
-                    await on_end(state)
-                if time.monotonic() > deadline:
-                    await on_timeout()
-        finally:
-            socket.close(linger=0)
+    def change_request(self, request: GPURequest) -> None:
+        """A new request for the next (re)start: the kernel's current GPUs are not kept."""
+        self._requested = request
+        self._request_is_default = False
+        self.gpu_uuids = ()
+
+    async def _gpu_request(self) -> GPURequest:
+        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
+        notebook's request, else the kernel spec's default."""
+        if self.gpu_uuids:
+            return GPURequest(ids=self.gpu_uuids)
+        if self._requested is None:
+            found = await asyncio.to_thread(
+                self.services.requests.for_launch, self._session, self.gpus
+            )
+            self._requested, self._request_is_default = found
+        return self._requested
 
     async def _raise_for_exit(self, state: AnyType) -> None:
-        tail = await self.engine.logs_tail(self.container_id or "", self.log_tail_lines)
+        tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
         if state is None:
             raise ContainerExited(
                 f"The kernel container for {self.image} was removed while the kernel was starting."
@@ -894,7 +601,7 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _remove_previous_container(self) -> None:
         if self.previous_container_id:
-            await self.engine.remove(self.previous_container_id)
+            await self.backend.remove(self.previous_container_id)
             self.previous_container_id = None
 
     async def _discard_after_failed_launch(self) -> None:
@@ -905,26 +612,16 @@ class ContainerProvisioner(KernelProvisionerBase):
         for container_id in (self.previous_container_id, self.container_id):
             if container_id:
                 try:
-                    await self.engine.remove_or_defer(container_id)
+                    await self.backend.remove_or_defer(container_id)
                 except ContainerKernelError as e:
                     self.log.warning("Could not remove the failed kernel container: %s", e)
         self.previous_container_id = self.container_id = None
         await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
-        self._forget_pending()
 
     def _remove_files(self) -> None:
         self._remove_connection_dir()
         if self.parent is not None:
             self.parent.cleanup_connection_file()
-
-    def _forget_pending(self) -> None:
-        """jupyter_client keeps a failed start in its multi-kernel manager's pending map, and
-        shutdown_all then fails on that id (404) before shutting the other kernels down: a
-        server with one failed launch would leave its other containers behind at exit."""
-        if self.parent is not None:
-            pending = getattr(getattr(self.parent, "parent", None), "_pending_kernels", None)
-            if isinstance(pending, dict):
-                pending.pop(self.kernel_id, None)
 
     # ------------------------------------------------------------------ running kernel
 
@@ -932,7 +629,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if not self.container_id:
             return 0
         try:
-            state = await self.engine.state(self.container_id)
+            state = await self.backend.state(self.container_id)
         except EngineUnavailable as e:
             # Unknown is not dead: say nothing to the restarter until the engine answers again.
             self.log.warning("Cannot poll kernel %s: %s", self.kernel_id, e)
@@ -964,7 +661,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             )
         else:
             try:
-                tail = await self.engine.logs_tail(container_id, self.log_tail_lines)
+                tail = await self.backend.logs_tail(container_id, self.log_tail_lines)
             except ContainerKernelError:
                 tail = ""  # the engine went away meanwhile: the exit code is known all the same
             sentence = (
@@ -986,7 +683,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if not self.container_id:
             return
         try:
-            await self.engine.kill(self.container_id, signum)
+            await self.backend.kill(self.container_id, signum)
         except EngineUnavailable as e:
             if not getattr(self.parent, "shutting_down", False):
                 raise
@@ -1025,10 +722,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         for container_id in (self.container_id, self.previous_container_id):
             if container_id:
                 # During an outage: removed when the engine is back, so a shutdown still ends.
-                await self.engine.remove_or_defer(container_id)
+                await self.backend.remove_or_defer(container_id)
         self.container_id = self.previous_container_id = None
         self.gpu_uuids = ()
         await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
+        own, self._own_services = self._own_services, None
+        if own is not None:
+            own.close()
 
     async def get_provisioner_info(self) -> dict[str, AnyType]:
         info = await super().get_provisioner_info()
@@ -1071,14 +771,42 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.connection_dir = None
 
 
-def _shell_url(info: KernelConnectionInfo) -> str:
-    if info["transport"] == "ipc":
-        return f"ipc://{info['ip']}-{info['shell_port']}"
-    return f"tcp://{info['ip']}:{info['shell_port']}"
+def warm_container_starter(mkm: AnyType, ksm: AnyType) -> StartContainer:
+    """How the server's warm pool (warmpool.py) starts a container: the way a kernel of that
+    image without GPUs is started (a kernel manager and provisioner made as the server makes
+    them, then the provisioner's own pre_launch and launch_kernel), as the pool's."""
 
+    async def start(target: Target, pool_id: str) -> PoolEntry:
+        pool_kernel_id = str(uuid.uuid4())
+        # Kernel spec lookups read kernel spec directories: off the event loop.
+        spec = await asyncio.to_thread(ksm.get_kernel_spec, target.kernel_name)
+        km, _, _ = mkm.pre_start_kernel(target.kernel_name, {"kernel_id": pool_kernel_id})
+        km.kernel_id = pool_kernel_id
+        provisioner = KernelProvisionerFactory.instance(parent=mkm).create_provisioner_instance(
+            pool_kernel_id, spec, parent=km
+        )
+        if not isinstance(provisioner, ContainerProvisioner):
+            raise ContainerKernelError(
+                f"the kernel spec {target.kernel_name} does not start container kernels."
+            )
+        provisioner.pool_id = pool_id
+        provisioner.change_request(GPURequest())  # never GPUs: see warmpool.py
+        kwargs = await provisioner.pre_launch(cwd=mkm.root_dir, env={})
+        cmd = kwargs.pop("cmd")
+        await provisioner.launch_kernel(cmd, **kwargs)
+        made = provisioner.container_spec
+        assert made is not None and provisioner.container_id and provisioner.connection_dir
+        return PoolEntry(
+            pool_kernel_id=pool_kernel_id,
+            ref=target.ref,
+            kernel_name=target.kernel_name,
+            image_id=provisioner.container_image_id,
+            fingerprint=spec_fingerprint(made),
+            container_id=provisioner.container_id,
+            connection_dir=provisioner.connection_dir,
+            connection_info=provisioner.connection_info.copy(),
+            connection_file=str(km.connection_file),
+            working_dir=made.working_dir or KERNEL_DIR_IN_CONTAINER,
+        )
 
-def _username(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    return start

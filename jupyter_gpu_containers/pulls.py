@@ -24,17 +24,19 @@ import collections
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from . import privateimages
+from .backend import ContainerBackend, PullProgress
 from .credentials import Credential, RegistryCredentials, scrub
-from .engine import Engine, PullStream, engine_for
 from .errors import ContainerKernelError, ImageMissing, ImageNotAllowed
-from .launchplan import ContainerPolicy, check_image_allowed, state_dir_for
+from .hoststate import StateDir
+from .launchplan import ContainerPolicy, check_image_allowed
 from .references import ImageReference, parse_reference
 
 ACTIVE = ("queued", "pulling")
@@ -86,11 +88,17 @@ class Pull:
     finished: float = 0.0
     digest: str = ""
     watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
-    stream: PullStream | None = None
+    stream: PullProgress | None = None
     cancel_requested: bool = False
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def snapshot(self) -> dict[str, Any]:
+        # The pull's thread changes the layers while the loop reads them: one at a time.
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         sized = [layer for layer in self.layers.values() if layer.phase != "exists"]
         total = sum(layer.size for layer in sized)
         downloaded = sum(
@@ -122,7 +130,11 @@ class Pull:
         }
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Fold one engine progress message into the pull's state."""
+        """Fold one engine progress message into the pull's state (the pull's thread)."""
+        with self.lock:
+            self._apply(event)
+
+    def _apply(self, event: dict[str, Any]) -> None:
         status = str(event.get("status", ""))
         layer_id = event.get("id")
         detail = event.get("progressDetail") or {}
@@ -166,9 +178,7 @@ class _Job:
 
     pull: Pull
     ref: ImageReference
-    credentials: RegistryCredentials
     given: Credential | None
-    policy: ContainerPolicy
     private: bool
     loop: asyncio.AbstractEventLoop
 
@@ -210,17 +220,27 @@ class PullManager(LoggingConfigurable):
         the end are always sent at once). The engine sends many messages per second per layer.""",
     )
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backend: ContainerBackend,
+        credentials: RegistryCredentials,
+        policy: ContainerPolicy,
+        state: Callable[[], StateDir],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        # The server's (services.py): the engine, its users' logins, the admin's policy, and
+        # the host state directory (opened when first needed).
+        self.backend = backend
+        self.credentials = credentials
+        self.policy = policy
+        self._state = state
         self._pulls: dict[str, Pull] = {}
         # On the event loop only: the waiting pulls, how many run, how many streams are open.
         self._queue: collections.deque[_Job] = collections.deque()
         self._running = 0
         self._watching = 0
-
-    @property
-    def engine(self) -> Engine:
-        return engine_for(self.parent)
 
     # ------------------------------------------------------------------ API for handlers
 
@@ -231,13 +251,7 @@ class PullManager(LoggingConfigurable):
         self._forget_old()
         return [p.snapshot() for p in self._pulls.values()]
 
-    async def start(
-        self,
-        image: str,
-        credentials: RegistryCredentials,
-        policy: ContainerPolicy,
-        credential: Credential | None = None,
-    ) -> Pull:
+    async def start(self, image: str, credential: Credential | None = None) -> Pull:
         """Start pulling ``image``, or join the pull of it that is already running.
 
         ``credential``, when given, is used for this pull only (and kept nowhere); else the
@@ -246,6 +260,7 @@ class PullManager(LoggingConfigurable):
             ref = parse_reference(image)
         except ValueError as e:
             raise ContainerKernelError(str(e), status=400) from e
+        policy = self.policy
         if not policy.allow_user_pulls:
             raise ImageNotAllowed(
                 "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
@@ -262,10 +277,10 @@ class PullManager(LoggingConfigurable):
                 "finished."
             )
         await self._refuse_replacing_local(ref)
-        own = credential or credentials.user_credential(ref.registry)
+        own = credential or self.credentials.user_credential(ref.registry)
         private = own is not None and own.source == "user"
         if private:
-            state = await asyncio.to_thread(state_dir_for, policy)
+            state = await asyncio.to_thread(self._state)
             if not state.shared:
                 raise ImageNotAllowed(
                     "Pulls with your own registry login are kept private to you, which needs "
@@ -273,7 +288,7 @@ class PullManager(LoggingConfigurable):
                 )
         pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry)
         self._pulls[pull.id] = pull
-        job = _Job(pull, ref, credentials, credential, policy, private, asyncio.get_running_loop())
+        job = _Job(pull, ref, credential, private, asyncio.get_running_loop())
         if self._running < self.max_concurrent:
             self._launch(job)
         else:
@@ -285,7 +300,7 @@ class PullManager(LoggingConfigurable):
         replaced by a pull: whoever controls the registry a reference resolves to would
         otherwise decide what a local kernel spec runs."""
         try:
-            local = await self.engine.inspect_image(ref.written)
+            local = await self.backend.inspect_image(ref.written)
         except ImageMissing:
             return
         if not local.repo_digests:
@@ -344,20 +359,14 @@ class PullManager(LoggingConfigurable):
     # ------------------------------------------------------------------ the pull's thread
 
     def _run(self, job: _Job) -> None:
-        pull, ref, credentials, given, policy, loop = (
-            job.pull,
-            job.ref,
-            job.credentials,
-            job.given,
-            job.policy,
-            job.loop,
-        )
+        pull, ref, given, loop = job.pull, job.ref, job.given, job.loop
+        credentials, policy = self.credentials, self.policy
         secrets: list[str] = [given.password] if given else []
 
         def publish() -> None:
             loop.call_soon_threadsafe(self._publish, pull, pull.snapshot())
 
-        state = state_dir_for(policy) if job.private else None
+        state = self._state() if job.private else None
         before = ""
         try:
             if pull.cancel_requested:
@@ -371,7 +380,7 @@ class PullManager(LoggingConfigurable):
             credential = given or credentials.for_registry(ref.registry)
             secrets += credentials.secrets()
             who = credential.username if credential else ""
-            stream = self.engine.open_pull(
+            stream = self.backend.open_pull(
                 ref.name,
                 ref.pull_tag,
                 credential.auth_config() if credential else None,
@@ -405,7 +414,7 @@ class PullManager(LoggingConfigurable):
             pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
             self.log.info("Pull of %s cancelled", pull.image)
         except ContainerKernelError as e:
-            pull.state, pull.error_status = "error", e.status_code
+            pull.state, pull.error_status = "error", e.status
             pull.message = scrub(e.sentence, secrets)
             self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
         except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
@@ -422,18 +431,18 @@ class PullManager(LoggingConfigurable):
 
     def _image_id_or_empty(self, ref: str) -> str:
         try:
-            return self.engine.inspect_image_sync(ref).id
+            return self.backend.inspect_image_sync(ref).id
         except ImageMissing:
             return ""
 
     def _check_pins(self, pull: Pull, ref: ImageReference, policy: ContainerPolicy) -> None:
         local = ref.written if not ref.digest else f"{ref.name}@{ref.digest}"
-        image = self.engine.inspect_image_sync(local)
+        image = self.backend.inspect_image_sync(local)
         try:
             check_image_allowed(policy, ref.written, (*image.repo_digests, image.id))
         except ImageNotAllowed:
             if not ref.digest:
-                self.engine.untag_sync(ref.written)
+                self.backend.untag_sync(ref.written)
             raise
 
     def _publish(self, pull: Pull, snapshot: dict[str, Any]) -> None:
@@ -456,25 +465,3 @@ class PullManager(LoggingConfigurable):
 
 class _Cancelled(Exception):
     pass
-
-
-_T = TypeVar("_T", PullManager, RegistryCredentials)
-
-
-def _one_per_server(serverapp: Any, cls: type[_T]) -> _T:
-    attr = f"_gpu_containers_{cls.__name__}"
-    found = getattr(serverapp, attr, None)
-    if found is None:
-        found = cls(parent=serverapp)
-        setattr(serverapp, attr, found)
-    return found
-
-
-def shared_pulls(serverapp: Any) -> PullManager:
-    """The server's one PullManager (pulls are joined across requests and clients)."""
-    return _one_per_server(serverapp, PullManager)
-
-
-def shared_credentials(serverapp: Any) -> RegistryCredentials:
-    """The server's one credential store (a user's own credentials live here until it stops)."""
-    return _one_per_server(serverapp, RegistryCredentials)

@@ -32,20 +32,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
-from jupyter_server._tz import utcnow
 
 from . import labels as L
-from .engine import ContainerRecord, engine_for
 from .errors import ValueRefused
 from .hoststate import StateDir
+from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from .launchplan import (
-    ContainerPolicy,
     check_kernel_id,
     check_labels,
-    effective_server_id,
     inside,
-    state_dir_for,
 )
 from .privatedirs import (
     CONNECTION_FILE_NAME,
@@ -55,6 +51,8 @@ from .privatedirs import (
     remove_private_dir,
 )
 from .provisioner import ContainerProvisioner
+from .records import ContainerRecord
+from .services import Services
 from .warmpool import read_claim
 
 
@@ -94,14 +92,22 @@ def decide(
     return "remove"
 
 
-async def recover(serverapp: Any, mode: str) -> RecoveryReport:
-    """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind."""
-    engine = engine_for(serverapp)
-    mkm = serverapp.kernel_manager
-    policy = ContainerPolicy(parent=mkm)
-    server_id = effective_server_id(policy, mkm.root_dir)
-    state = state_dir_for(policy)
+async def recover(services: Services, mkm: Any, mode: str, log: Any) -> RecoveryReport:
+    """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind.
+    ``mkm``: the server's kernel manager; kernels are reattached only when it can adopt them
+    (kernelmanager.py), else removed like any other."""
+    engine = services.backend
+    policy = services.policy
+    server_id = await asyncio.to_thread(services.server_id, mkm.root_dir)
+    state = services.state
     root = await asyncio.to_thread(connection_root, policy.connection_dir_root)
+    if mode == "reattach" and not isinstance(mkm, GPUContainersKernelManager):
+        log.warning(
+            "Kernel containers of this server are not reattached: the server's kernel manager "
+            "(%s) cannot adopt running kernels. They are removed instead.",
+            type(mkm).__name__,
+        )
+        mode = "sweep"
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
     for record in await engine.list_containers({L.MANAGED: "true"}):
@@ -116,11 +122,11 @@ async def recover(serverapp: Any, mode: str) -> RecoveryReport:
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
-                await _reattach(serverapp, record, root)
+                await _reattach(mkm, record, root, log)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
-                serverapp.log.warning(
+                log.warning(
                     "Could not reattach kernel %s (container %s): %s; removing it.",
                     record.labels.get(L.KERNEL_ID),
                     record.id[:12],
@@ -192,8 +198,9 @@ def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
             os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
 
 
-async def _reattach(serverapp: Any, record: ContainerRecord, root: str) -> None:
-    mkm = serverapp.kernel_manager
+async def _reattach(
+    mkm: GPUContainersKernelManager, record: ContainerRecord, root: str, log: Any
+) -> None:
     labels = record.labels
     kernel_id = check_kernel_id(labels[L.KERNEL_ID])
     kernel_name = labels.get(L.KERNEL_NAME, "")
@@ -219,14 +226,14 @@ async def _reattach(serverapp: Any, record: ContainerRecord, root: str) -> None:
     )
     km.kernel_id = kernel_id
     km.load_connection_info(info)
-    km.write_connection_file()
+    await asyncio.to_thread(km.write_connection_file)
+    rebuilt = None
     try:
         spec = km.kernel_spec
     except NoSuchKernel:
         # The image's spec is gone (image untagged): rebuild it from the labels, so the kernel
         # still runs to its end and restarts on the same image.
-        spec = KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
-        km._kernel_spec = spec
+        spec = rebuilt = KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
     config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
     if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
         config = {"image": labels[L.IMAGE]}
@@ -248,18 +255,8 @@ async def _reattach(serverapp: Any, record: ContainerRecord, root: str) -> None:
         if labels.get(L.NOTEBOOK)
         else {}
     )
-    km._launch_args = {"cwd": labels.get(L.CWD) or mkm.root_dir, "env": env}
-    km._attempted_start = True
-    km.ready.set_result(None)
-
-    mkm._kernels[kernel_id] = km
-    mkm._kernel_connections[kernel_id] = 0
-    km.execution_state = "idle"
-    km.reason = ""
-    km.last_activity = utcnow()
-    await km._async_post_start_kernel()
-    # The same bookkeeping jupyter_server does when one of its own kernels finishes starting.
-    await mkm._finish_kernel_start(kernel_id)
-    serverapp.log.info(
+    launch_args = {"cwd": labels.get(L.CWD) or mkm.root_dir, "env": env}
+    await mkm.adopt(km, kernel_id, launch_args, rebuilt)
+    log.info(
         "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]
     )

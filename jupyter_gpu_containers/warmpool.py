@@ -30,25 +30,25 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.provisioning import KernelProvisionerFactory
 from traitlets import Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import labels as L
 from .allocator import GPURequest
-from .engine import ContainerSpec, Engine, engine_for
-from .errors import ContainerKernelError, ImageNotKernelReady
-from .gpus import shared_inventory
+from .backend import ContainerBackend
+from .errors import ContainerExited, ContainerKernelError, ImageNotKernelReady, LaunchTimeout
+from .gpus import GPUInventory
+from .handshake import ask_kernel
 from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
 from .launchplan import KERNEL_DIR_IN_CONTAINER
+from .records import ContainerSpec
 from .safefiles import read_json_nofollow, write_json_atomic
-
-if TYPE_CHECKING:
-    from .provisioner import ContainerProvisioner
 
 # The claim record of a handed-over container, in its private directory.
 CLAIM_FILE_NAME = "claim.json"
@@ -57,9 +57,6 @@ CLAIM_FILE_NAME = "claim.json"
 _NAMING_LABELS = frozenset(
     {L.KERNEL_ID, L.KERNEL_NAME, L.NOTEBOOK, L.CWD, L.CONNECTION_DIR, L.POOL}
 )
-
-# Where the server's pool hangs, on its multi-kernel manager (as its GPU inventory does).
-_POOL_ATTRIBUTE = "_gpu_containers_warm_pool"
 
 # After a failed start, an image is tried again this much later (doubling, up to the maximum).
 _RETRY_AFTER = 60.0
@@ -86,10 +83,14 @@ class PoolEntry:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     ref: str
     kernel_name: str
     image_id: str
+
+
+# Starts one warm container for a target, as the pool with this id, and describes it.
+StartContainer = Callable[[Target, str], Awaitable[PoolEntry]]
 
 
 def spec_fingerprint(spec: ContainerSpec) -> str:
@@ -177,14 +178,12 @@ def read_claim(connection_dir: str) -> dict[str, str] | None:
     return record
 
 
-def warm_pool_for(owner: Any) -> WarmPool | None:
-    """The running warm pool of the server that ``owner`` (a kernel manager, or the server's
-    multi-kernel manager) belongs to; None when it has none."""
-    for candidate in (owner, getattr(owner, "parent", None)):
-        pool = getattr(candidate, _POOL_ATTRIBUTE, None)
-        if isinstance(pool, WarmPool):
-            return pool
-    return None
+def _claim(entry: PoolEntry, record: dict[str, str]) -> None:
+    """Write the claim record; the pool's own kernel manager's connection file is not needed
+    any more (the kernel's is). Blocking: a worker thread."""
+    write_claim(entry.connection_dir, record)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(entry.connection_file)
 
 
 def _remove_entry_files(entry: PoolEntry) -> None:
@@ -241,10 +240,22 @@ class WarmPool(LoggingConfigurable):
         container anyway; this bounds how long a broken one holds its place.""",
     )
 
-    def __init__(self, kernel_manager: Any, kernel_spec_manager: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backend: ContainerBackend,
+        inventory: GPUInventory,
+        kernel_spec_manager: Any,
+        start_container: StartContainer,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self._mkm = kernel_manager
+        # The server's (services.py), and how a warm container is started: the app's factory,
+        # which starts it as a kernel of that image without GPUs would be (app.py).
+        self.backend = backend
+        self._inventory = inventory
         self._ksm = kernel_spec_manager
+        self._start_container = start_container
         # Written as the POOL label of this pool's containers: tells them from other servers'.
         self.pool_id = uuid.uuid4().hex
         self._ready: dict[str, list[PoolEntry]] = {}
@@ -257,25 +268,21 @@ class WarmPool(LoggingConfigurable):
         self._running = False
         self._last_problem = ""
 
-    @property
-    def engine(self) -> Engine:
-        return engine_for(self._mkm)
-
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Start filling (in the background; call on the server's event loop)."""
+    def start(self) -> bool:
+        """Start filling (in the background; call on the server's event loop). False when there
+        is no pool to run (size 0, or kernel specs that are not images')."""
         if self._running or self.size <= 0:
-            return
+            return False
         if not isinstance(self._ksm, ContainerKernelSpecManager):
             self.log.warning(
                 "Warm pool: WarmPool.size is %d, but the server's kernel specs are not "
                 "ContainerKernelSpecManager's, so no image is kept warm.",
                 self.size,
             )
-            return
+            return False
         self._running = True
-        setattr(self._mkm, _POOL_ATTRIBUTE, self)
         self._task = asyncio.ensure_future(self._fill_loop())
         self.log.info(
             "Warm pool: keeping %d container(s) per image ready for kernels without GPUs "
@@ -284,12 +291,11 @@ class WarmPool(LoggingConfigurable):
             ", ".join(self.images) or "none",
             self.max_total,
         )
+        return True
 
     async def stop(self) -> None:
         """Stop filling and remove every warm container nobody claimed."""
         self._running = False
-        if getattr(self._mkm, _POOL_ATTRIBUTE, None) is self:
-            delattr(self._mkm, _POOL_ATTRIBUTE)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()  # a start in progress removes its own container
@@ -303,9 +309,9 @@ class WarmPool(LoggingConfigurable):
             await asyncio.gather(*list(self._removals), return_exceptions=True)
         # Anything of this pool still there that no kernel holds (a start cut short).
         with contextlib.suppress(ContainerKernelError):
-            for record in await self.engine.list_containers({L.POOL: self.pool_id}):
+            for record in await self.backend.list_containers({L.POOL: self.pool_id}):
                 if record.id not in self._handed_over:
-                    await self.engine.remove_or_defer(record.id)
+                    await self.backend.remove_or_defer(record.id)
 
     # ------------------------------------------------------------------ handover
 
@@ -334,10 +340,81 @@ class WarmPool(LoggingConfigurable):
                 return entry
         return None
 
-    def handed_over(self, entry: PoolEntry) -> None:
-        """``entry`` is a kernel's now: start its replacement."""
+    async def hand_over(self, entry: PoolEntry, spec: ContainerSpec, kernel_id: str) -> bool:
+        """Make the warm kernel of ``entry`` the kernel ``kernel_id``, whose own container would
+        be ``spec``: move it to the notebook's directory and session (what that container would
+        have had from its start), and write the claim record that names the kernel it now serves
+        (its labels name the pool's kernel for good). False when it fails: the container is
+        then discarded, and the launch starts its own (the pool never fails a launch)."""
+        code = handover_code(
+            cwd=spec.working_dir or KERNEL_DIR_IN_CONTAINER,
+            start=entry.working_dir,
+            session=spec.environment.get("JPY_SESSION_NAME", ""),
+        )
+        record = {
+            "kernel_id": kernel_id,
+            "kernel_name": spec.labels.get(L.KERNEL_NAME, ""),
+            "notebook": spec.labels.get(L.NOTEBOOK, ""),
+            "cwd": spec.labels.get(L.CWD, ""),
+            "claimed_at": datetime.now(timezone.utc).isoformat(),
+        }
+        try:
+            reply = await self._execute_silently(entry, code)
+            if reply.get("status") != "ok":
+                raise ContainerKernelError(
+                    f"its kernel answered {reply.get('ename', 'an error')}: "
+                    f"{reply.get('evalue', '')}"
+                )
+            # Off the event loop, like every file operation of a launch.
+            await asyncio.to_thread(_claim, entry, record)
+        except Exception as e:
+            self.log.warning(
+                "Kernel %s starts in a new container: the warm container %s (%s) failed the "
+                "handover, and is removed: %s",
+                kernel_id,
+                entry.container_id[:12],
+                entry.ref,
+                e,
+            )
+            self.discard(entry)
+            return False
+        except BaseException:  # cancelled: the container was never this kernel's
+            self.discard(entry)
+            raise
         self._handed_over.add(entry.container_id)
-        self._wake.set()
+        self._wake.set()  # start its replacement
+        return True
+
+    async def _execute_silently(self, entry: PoolEntry, code: str) -> dict[str, Any]:
+        """Run ``code`` in the warm kernel as a silent execute_request (no history, no execution
+        count, no output to anyone) and return its execute_reply's content. The reply is also the
+        liveness check: a container that ended, or a kernel that does not answer within
+        handover_timeout, fails the handover."""
+        content = {
+            "code": code,
+            "silent": True,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+
+        async def ended(_state: Any) -> None:
+            raise ContainerExited("its container is no longer running")
+
+        async def late() -> None:
+            raise LaunchTimeout(f"its kernel did not answer within {self.handover_timeout:.1f} s")
+
+        return await ask_kernel(
+            self.backend,
+            entry.connection_info,
+            entry.container_id,
+            "execute_request",
+            content,
+            time.monotonic() + self.handover_timeout,
+            ended,
+            late,
+        )
 
     def discard(self, entry: PoolEntry) -> None:
         """Remove ``entry``'s container and files in the background, and start a replacement."""
@@ -348,7 +425,7 @@ class WarmPool(LoggingConfigurable):
 
     async def _remove(self, entry: PoolEntry) -> None:
         try:
-            await self.engine.remove_or_defer(entry.container_id)
+            await self.backend.remove_or_defer(entry.container_id)
         except ContainerKernelError as e:
             self.log.warning(
                 "Warm pool: could not remove container %s: %s", entry.container_id[:12], e
@@ -385,7 +462,7 @@ class WarmPool(LoggingConfigurable):
                 if image_id == target.image_id and time.monotonic() < not_before:
                     break
                 try:
-                    entry = await self._start_one(target)
+                    entry = await self._start_container(target, self.pool_id)
                 except ContainerKernelError as e:
                     # An image that cannot run a kernel is tried again only once its tag names
                     # another image; other failures (the engine away, say) after a while.
@@ -401,16 +478,16 @@ class WarmPool(LoggingConfigurable):
                 entries.append(entry)
                 total += 1
 
-    async def _targets(self) -> list[_Target]:
+    async def _targets(self) -> list[Target]:
         """The images to keep warm, in order of preference."""
         if self.size <= 0 or self.max_total <= 0 or not self.images:
             return []
-        inventory = await shared_inventory(self._mkm).read()
+        inventory = await self._inventory.read()
         gpus_by_default = bool(inventory.allocatable()) or inventory.failed
         # Kernel spec lookups read kernel spec directories: off the event loop.
         return await asyncio.to_thread(self._ranked_targets, gpus_by_default)
 
-    def _ranked_targets(self, gpus_by_default: bool) -> list[_Target]:
+    def _ranked_targets(self, gpus_by_default: bool) -> list[Target]:
         ksm = self._ksm
         if not isinstance(ksm, ContainerKernelSpecManager):
             return []
@@ -432,9 +509,9 @@ class WarmPool(LoggingConfigurable):
             if default.wants_gpus and gpus_by_default:
                 continue  # its kernels get GPUs, so they never take a warm container
             ranked.append((rank, ref, name, image.id))
-        return [_Target(ref, name, image_id) for _, ref, name, image_id in sorted(ranked)]
+        return [Target(ref, name, image_id) for _, ref, name, image_id in sorted(ranked)]
 
-    async def _prune(self, targets: list[_Target]) -> None:
+    async def _prune(self, targets: list[Target]) -> None:
         """Remove warm containers that ended, run an image their tag no longer names, or belong
         to an image no longer kept warm."""
         wanted = {t.ref: t.image_id for t in targets}
@@ -445,7 +522,7 @@ class WarmPool(LoggingConfigurable):
             return
         running = {
             record.id
-            for record in await self.engine.list_containers({L.POOL: self.pool_id})
+            for record in await self.backend.list_containers({L.POOL: self.pool_id})
             if record.status == "running"
         }
         for ref, entries in self._ready.items():
@@ -464,45 +541,3 @@ class WarmPool(LoggingConfigurable):
                     else "the image is no longer kept warm",
                 )
                 self.discard(entry)
-
-    async def _start_one(self, target: _Target) -> PoolEntry:
-        """Start one warm container the way a kernel of ``target`` without GPUs is started: a
-        kernel manager and provisioner made as the server makes them, then the provisioner's
-        own pre_launch and launch_kernel."""
-        from .provisioner import ContainerProvisioner
-
-        pool_kernel_id = str(uuid.uuid4())
-        # Kernel spec lookups read kernel spec directories: off the event loop.
-        spec = await asyncio.to_thread(self._ksm.get_kernel_spec, target.kernel_name)
-        km, _, _ = self._mkm.pre_start_kernel(target.kernel_name, {"kernel_id": pool_kernel_id})
-        km.kernel_id = pool_kernel_id
-        provisioner = KernelProvisionerFactory.instance(
-            parent=self._mkm
-        ).create_provisioner_instance(pool_kernel_id, spec, parent=km)
-        if not isinstance(provisioner, ContainerProvisioner):
-            raise ContainerKernelError(
-                f"the kernel spec {target.kernel_name} does not start container kernels."
-            )
-        provisioner.pool_id = self.pool_id
-        provisioner.change_request(GPURequest())  # never GPUs: see the module docstring
-        kwargs = await provisioner.pre_launch(cwd=self._mkm.root_dir, env={})
-        cmd = kwargs.pop("cmd")
-        await provisioner.launch_kernel(cmd, **kwargs)
-        return self._entry(target, km, provisioner)
-
-    @staticmethod
-    def _entry(target: _Target, km: Any, provisioner: ContainerProvisioner) -> PoolEntry:
-        spec = provisioner.container_spec
-        assert spec is not None and provisioner.container_id and provisioner.connection_dir
-        return PoolEntry(
-            pool_kernel_id=str(km.kernel_id),
-            ref=target.ref,
-            kernel_name=target.kernel_name,
-            image_id=provisioner.container_image_id,
-            fingerprint=spec_fingerprint(spec),
-            container_id=provisioner.container_id,
-            connection_dir=provisioner.connection_dir,
-            connection_info=provisioner.connection_info.copy(),
-            connection_file=str(km.connection_file),
-            working_dir=spec.working_dir or KERNEL_DIR_IN_CONTAINER,
-        )

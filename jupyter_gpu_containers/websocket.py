@@ -15,6 +15,8 @@ from typing import Any
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
+from ._private import open_kernel_websockets
+
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     """jupyter_server's own ZMQ websocket connection, which sets TCP_NODELAY when it opens."""
@@ -41,12 +43,10 @@ def close_kernel_websockets(kernel_id: str, reason: str) -> int:
     that follow, so a page that saw it shows "Starting" until the next cell runs. A page restarts
     its connection itself only around the restarts it asks for; a reconnect resets its status.
     """
-    # jupyter_server keeps no public registry of open kernel websockets; this class attribute is
-    # the one its own shutdown uses (close_all). Without it nothing is closed: pages then show a
-    # stale status, and nothing else is at stake.
-    open_sockets = getattr(ZMQChannelsWebsocketConnection, "_open_sockets", ())
+    # jupyter_server keeps no public registry of open kernel websockets (_private.py). Without
+    # one nothing is closed: pages then show a stale status, and nothing else is at stake.
     closed = 0
-    for connection in list(open_sockets):
+    for connection in open_kernel_websockets():
         if getattr(connection, "kernel_id", None) != kernel_id:
             continue
         handler = getattr(connection, "websocket_handler", None)

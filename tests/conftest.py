@@ -7,10 +7,13 @@ said. Tests that need a clean engine assert it themselves (``assert_no_test_cont
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +24,12 @@ import pytest
 from jupyter_server.serverapp import ServerApp
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers import probe as probe_module
 from jupyter_gpu_containers.kernelspecs import kernel_name_for, kernel_spec_dict
+from jupyter_gpu_containers.services import services_for
+
+# Readiness probe answers, shared by the session's in-process servers (see jp_server_config).
+PROBE_CACHE = Path(tempfile.mkdtemp(prefix="jgc-probe-cache-"))
+atexit.register(shutil.rmtree, PROBE_CACHE, True)
 
 # One value per pytest run, so parallel runs on one engine never remove each other's containers.
 TEST_RUN = os.environ.get("JGC_TEST_RUN") or uuid.uuid4().hex[:10]
@@ -84,11 +91,15 @@ def test_containers(client: docker.DockerClient) -> list[Any]:
 
 
 def wait_for_background_probes() -> None:
-    """Readiness probes a server started in the background remove their own containers when
-    they end: let them end before counting containers (a test that runs first in a session finds
-    the probes of every local image still running)."""
-    for probe in list(probe_module._probes.values()):
-        probe.wait_idle(timeout=60)
+    """Readiness probes the in-process server started in the background remove their own
+    containers when they end: let them end before counting containers (a test that runs first in
+    a session finds the probes of every local image still running). A server that stopped waited
+    for its own already."""
+    if not ServerApp.initialized():
+        return
+    services = services_for(ServerApp.instance())
+    if services is not None:
+        services.probe.wait_idle(timeout=180)
 
 
 def assert_no_test_containers(client: docker.DockerClient) -> None:
@@ -104,6 +115,8 @@ def jp_server_cleanup(jp_asyncio_loop: Any, request: pytest.FixtureRequest) -> I
     removed, their logs printed, and the test errors. (Overrides pytest-jupyter's fixture of the
     same name, so that the check runs after the server's own shutdown, not before it.)"""
     yield
+    # Probes the server started in the background end (and remove their containers) first.
+    wait_for_background_probes()
     app = ServerApp.instance()
     try:
         jp_asyncio_loop.run_until_complete(app._cleanup())
@@ -191,7 +204,13 @@ def jp_server_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str,
             "static_cuda_version": "12.2",
         },
         # Probe containers are test containers too (the leak check counts them).
-        "KernelReadinessProbe": {"extra_labels": {TEST_LABEL: TEST_RUN}},
+        # One disk cache of probe answers for the session's servers: an answer is a fact of an
+        # image id, and every server of the suite probing every image again would only load the
+        # two cores (test_probe.py tests cold caches with caches of its own).
+        "KernelReadinessProbe": {
+            "extra_labels": {TEST_LABEL: TEST_RUN},
+            "cache_dir": str(PROBE_CACHE),
+        },
         "GPUAllocator": {"attach_mode": "runtime"},
     }
     for marker in reversed(list(request.node.iter_markers("server_config"))):

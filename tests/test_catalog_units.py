@@ -19,13 +19,13 @@ from jupyter_gpu_containers.catalog import (
     listed_environment,
 )
 from jupyter_gpu_containers.credentials import Credential, RegistryCredentials, scrub
-from jupyter_gpu_containers.engine import ImageRecord
 from jupyter_gpu_containers.errors import ImageNotAllowed
 from jupyter_gpu_containers.gpus import GPU, Inventory
 from jupyter_gpu_containers.kernelspecs import display_name_for, kernel_spec_dict
 from jupyter_gpu_containers.launchplan import ContainerPolicy, check_image_allowed
 from jupyter_gpu_containers.probe import ProbeResult
 from jupyter_gpu_containers.pulls import Pull
+from jupyter_gpu_containers.records import ImageRecord
 from jupyter_gpu_containers.references import BadReference, parse_reference
 
 DIGEST = "sha256:" + "ab" * 32
@@ -80,7 +80,7 @@ def test_allow_list_patterns_match_written_and_qualified_forms() -> None:
     check_image_allowed(policy, "ubuntu:22.04")  # docker.io/library/ubuntu:22.04
     with pytest.raises(ImageNotAllowed, match=r"not in this server's allow-list") as e:
         check_image_allowed(policy, "evil/miner:latest")
-    assert e.value.status_code == 403
+    assert e.value.status == 403
 
 
 def test_pinned_digests_admit_only_the_pinned_image() -> None:

@@ -40,6 +40,7 @@ from conftest import (
     install_spec,
     kernel_container,
     kernel_name,
+    wait_for_background_probes,
 )
 from faults import (
     FAULT_GPU_IDS,
@@ -55,7 +56,6 @@ from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers import probe as probe_module
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -124,8 +124,7 @@ async def assert_no_leaks(
         )
 
     # Readiness probes (of images a test built) remove their own containers when they end.
-    for probe in list(probe_module._probes.values()):
-        await asyncio.to_thread(probe.wait_idle, 60)
+    await asyncio.to_thread(wait_for_background_probes)
     deadline = time.monotonic() + within
     while found() and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -138,8 +137,7 @@ async def probes_done(jp_fetch: Any) -> None:
     """Wait until the readiness probes the server started have answered: a probe container
     starting later would go through the proxy when a test does not expect it."""
     await jp_fetch("gpu-containers", "images", params={"wait": "1"}, request_timeout=180)
-    for probe in list(probe_module._probes.values()):
-        await asyncio.to_thread(probe.wait_idle, 60)
+    await asyncio.to_thread(wait_for_background_probes)
 
 
 # ------------------------------------------------------------------------- the engine goes away
@@ -333,9 +331,8 @@ async def test_kernel_that_dies_at_import_shows_its_log_tail(
     spec["env"] = {"PYTHONPATH": "/workspace/shadow"}
     spec_file.write_text(json.dumps(spec))
 
-    started = time.monotonic()
     code, message = await start_refusal(jp_fetch, name)
-    assert time.monotonic() - started < 20, "found by the container's exit, not the timeout"
+    # Found by the container's exit (its code and log), not by the launch timeout.
     assert code == 500
     assert f"The kernel container for {DEBIAN_IMAGE} exited at start with code 1." in message
     assert "Last lines of its log:" in message

@@ -22,8 +22,9 @@ from kernel_io import execute, start_kernel, start_refusal
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.allocator import attachment
-from jupyter_gpu_containers.engine import ContainerSpec, engine_for
+from jupyter_gpu_containers.engine import Engine
 from jupyter_gpu_containers.gpus import GPU
+from jupyter_gpu_containers.records import ContainerSpec
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -147,7 +148,7 @@ async def test_device_request_modes_by_create_and_inspect(
     """Without the NVIDIA toolkit these cannot start, so the create call is checked instead."""
     gpu = GPU(index="1", uuid="GPU-test-1", name="Tesla T4")
     attached = attachment(mode, [gpu])
-    engine = engine_for(None)
+    engine = Engine()
     container_id = await engine.create(
         ContainerSpec(
             image=DEBIAN_IMAGE,

@@ -44,7 +44,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.engine import OneshotResult, engine_for
+from jupyter_gpu_containers.engine import Engine
 from jupyter_gpu_containers.errors import KernelOptionRefused, ValueRefused
 from jupyter_gpu_containers.launchplan import (
     ContainerPolicy,
@@ -55,6 +55,7 @@ from jupyter_gpu_containers.launchplan import (
     numeric_user,
 )
 from jupyter_gpu_containers.probe import KernelReadinessProbe
+from jupyter_gpu_containers.records import OneshotResult
 
 # GPUs of this module's own (NGC-like images book one by default): parallel runs of other test
 # files on the same engine share GPU-test-*.
@@ -301,12 +302,17 @@ def test_probe_containers_are_hardened_like_kernels(
     """The probe's own container, as the probe configures it, reports its capabilities and
     no_new_privs flag instead of probing. It runs as the image's USER, root here: its effective
     capabilities are all it has."""
-    engine = engine_for(None)
+    engine = Engine()
     real = engine.run_oneshot_sync
     seen: dict[str, str] = {}
 
     def report_instead(image: str, command: list[str], **kwargs: Any) -> OneshotResult:
-        status = ["sh", "-c", "grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status"]
+        status = [
+            "sh",
+            "-c",
+            "grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status; "
+            'echo "NVIDIA:$NVIDIA_VISIBLE_DEVICES"',
+        ]
         result = real(image, status, **kwargs)
         seen["status"] = result.stdout
         return result
@@ -314,18 +320,20 @@ def test_probe_containers_are_hardened_like_kernels(
     monkeypatch.setattr(engine, "run_oneshot_sync", report_instead)
     probe = KernelReadinessProbe(
         config=Config({"ContainerPolicy": settings_}),
+        backend=engine,
         extra_labels={TEST_LABEL: TEST_RUN},
         cache_dir=str(tmp_path / "cache"),
     )
-    assert probe.engine is engine
     try:
         probe.probe_sync(engine.inspect_image_sync(DEBIAN_IMAGE))
     finally:
         probe.close()
-    status = dict(line.split(":") for line in seen["status"].split("\n") if line)
+        engine.close()
+    status = dict(line.split(":", 1) for line in seen["status"].split("\n") if line)
     assert int(status["CapBnd"], 16) == expected["caps"]
     assert int(status["CapEff"], 16) == expected["caps"]
     assert int(status["NoNewPrivs"]) == expected["no_new_privs"]
+    assert status["NVIDIA"] == "void"  # a probe sees no GPU, whatever the image defaults to
 
 
 # ---------------------------------------------------------------------- the default user

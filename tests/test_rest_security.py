@@ -46,9 +46,8 @@ from tornado.routing import PathMatches
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.handlers import AUTH_RESOURCE, NotFoundHandler, default_handlers
-from jupyter_gpu_containers.launchplan import ContainerPolicy
 from jupyter_gpu_containers.notebook_requests import NotebookRequests
-from jupyter_gpu_containers.pulls import shared_credentials, shared_pulls
+from jupyter_gpu_containers.services import services_for
 
 pytestmark = [
     pytest.mark.usefixtures("docker_client"),
@@ -230,11 +229,11 @@ class World:
     async def assert_nothing_happened(self) -> None:
         """No kernel, session, container, new pull, changed login or stored GPU request."""
         app = self.app
-        assert [p["id"] for p in shared_pulls(app).listing()] == [self.pull_id]
-        assert shared_credentials(app).listing() == [
+        assert [p["id"] for p in services_for(app).pulls.listing()] == [self.pull_id]
+        assert services_for(app).credentials.listing() == [
             {"registry": REGISTRY, "username": "alice", "source": "user"}
         ]
-        assert shared_credentials(app).for_registry(REGISTRY).password == "pw-alice"
+        assert services_for(app).credentials.for_registry(REGISTRY).password == "pw-alice"
         assert await app.session_manager.list_sessions() == []
         assert app.kernel_manager.list_kernel_ids() == []
         os_path = os.path.join(app.kernel_manager.root_dir, *NOTEBOOK.split("/"))
@@ -280,14 +279,13 @@ def world(
     app = jp_serverapp
 
     async def ended_pull() -> str:
-        pulls = shared_pulls(app)
-        policy = ContainerPolicy(parent=app.kernel_manager)
-        pull = await pulls.start(UNREACHABLE, shared_credentials(app), policy)
+        pulls = services_for(app).pulls
+        pull = await pulls.start(UNREACHABLE)
         await asyncio.wait_for(pulls.wait(pull), 60)
         return pull.id
 
     pull_id = jp_asyncio_loop.run_until_complete(ended_pull())
-    shared_credentials(app).set_user(REGISTRY, "alice", "pw-alice")
+    services_for(app).credentials.set_user(REGISTRY, "alice", "pw-alice")
     w = World(
         app=app,
         client=http_server_client,
@@ -501,7 +499,7 @@ async def test_cookie_logins_need_the_xsrf_token_and_the_same_origin(world: Worl
         "PUT", credentials, ok, json.dumps({"username": "bob", "password": "x"}).encode()
     )
     assert put.code == 204, put.body
-    assert shared_credentials(w.app).listing()[0]["username"] == "bob"
+    assert services_for(w.app).credentials.listing()[0]["username"] == "bob"
     assert (await w.fetch("DELETE", credentials, ok)).code == 204
     stored = await w.fetch(
         "POST",

@@ -33,7 +33,8 @@ from servers import Server, write_server_config
 from test_server_process import USER, servers, user_home  # noqa: F401 (fixtures)
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.warmpool import CLAIM_FILE_NAME, WarmPool, handover_code, warm_pool_for
+from jupyter_gpu_containers.services import services_for
+from jupyter_gpu_containers.warmpool import CLAIM_FILE_NAME, WarmPool, handover_code
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -59,7 +60,8 @@ def warm_pool(jp_serverapp: Any, jp_asyncio_loop: Any) -> WarmPool:
     """The server's extensions started as a running server starts them (recovery, then the warm
     pool); pytest-jupyter's server does not run that step by itself."""
     jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
-    pool = warm_pool_for(jp_serverapp.kernel_manager)
+    services = services_for(jp_serverapp)
+    pool = services.warm_pool if services else None
     assert pool is not None, "the warm pool did not start"
     return pool
 

@@ -1,0 +1,74 @@
+"""Whether a kernel may start on an image, and on this host's GPUs, before any container exists.
+
+A launch asks once: the image must be on the host (launches never pull, so pull time never counts
+against a launch), allowed by the administrator (allow-list, pinned digests), not another user's
+private pull, and not already found unable to run a kernel by the readiness probe. A kernel that
+asks for GPUs also needs an image whose CUDA stack this driver can run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import compat, privateimages
+from .errors import ImageIncompatible, ImageNotAllowed, ImageNotKernelReady
+from .gpus import Inventory
+from .launchplan import ContainerPolicy, check_image_allowed
+from .probe import ProbeResult
+from .records import ImageRecord
+from .services import Services
+
+
+async def admit_image(services: Services, ref: str, *, own_command: bool) -> ImageRecord:
+    """The image ``ref`` names, if a kernel may start on it; else the refusal's sentence.
+    ``own_command``: the administrator's kernel command, which may not need ipykernel."""
+    image = await services.backend.inspect_image(ref)
+    check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
+    listed = services.listed_images()
+
+    def blocking_checks() -> tuple[bool, ProbeResult | None]:
+        # The host state directory and the probe's disk cache are files: off the event loop.
+        visible = bool(privateimages.visible([image], services.state, listed))
+        return visible, services.probe.cached(image.id)
+
+    visible, known = await asyncio.to_thread(blocking_checks)
+    if not visible:
+        raise ImageNotAllowed(
+            f"The image {ref} was pulled by another user with their own registry login, so it "
+            "is theirs. Pull it with yours (the GPU Containers panel asks for it), or ask an "
+            "administrator to list it for everyone."
+        )
+    if not own_command and known is not None and known.definitive and not known.ready:
+        raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
+    return image
+
+
+def check_gpu_compatibility(
+    ref: str,
+    image: ImageRecord,
+    inventory: Inventory,
+    policy: ContainerPolicy,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    kernel_id: str,
+) -> None:
+    """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this driver
+    cannot run: refused with the driver it needs (CPU kernels of GPU images still run)."""
+    verdict = compat.verdict(image.env, inventory)
+    if verdict.outcome != compat.CANNOT_RUN:
+        if verdict.outcome == compat.COMPAT:
+            log.warning("Kernel %s, image %s: %s", kernel_id, ref, verdict.reason)
+        return
+    if policy.allow_incompatible_images:
+        log.warning(
+            "Kernel %s starts %s although %s (ContainerPolicy.allow_incompatible_images)",
+            kernel_id,
+            ref,
+            verdict.reason,
+        )
+        return
+    raise ImageIncompatible(
+        f"The image {ref} cannot use this host's GPUs: {verdict.reason}. Choose an image built "
+        "for an older CUDA, start the kernel without GPUs, or ask an administrator "
+        "(ContainerPolicy.allow_incompatible_images)."
+    )

@@ -1,0 +1,97 @@
+"""What the kernel lifecycle, the GPU ledger, recovery, the readiness probe, pulls and the warm pool
+need from a container engine: the backend interface.
+
+The Docker engine (engine.py) is its first implementation and the only module that imports
+docker. A second backend (Kubernetes: a kernel is a pod) implements the same methods; nothing
+above this interface changes (docs/architecture.md says how it plugs in).
+
+Coroutines run on the event loop and must never block it (the Docker backend runs every call on
+a thread pool); the ``*_sync`` methods are for worker threads (probes, pulls, the image
+watcher), which may block.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from .records import ContainerRecord, ContainerSpec, ContainerState, ImageRecord, OneshotResult
+
+
+class PullProgress(Protocol):
+    """A pull under way: the engine's progress messages; ``close`` (any thread) cancels."""
+
+    closed: bool
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ContainerBackend(Protocol):
+    """A container engine, as this project uses one. Errors are errors.py's sentences."""
+
+    resolved_url: str  # where the engine is, for sentences ("not reachable at …")
+
+    # -- the engine
+    async def version(self) -> str: ...
+
+    async def runtimes(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+    # -- a kernel's container: create, start, inspect, signal, wait (poll), remove, logs
+    async def create(self, spec: ContainerSpec) -> str: ...
+
+    async def start(self, container_id: str, image: str) -> None: ...
+
+    async def state(self, container_id: str) -> ContainerState | None: ...
+
+    async def kill(self, container_id: str, signum: int) -> None: ...
+
+    async def remove(self, container_id: str) -> None: ...
+
+    async def remove_or_defer(self, container_id: str) -> bool: ...
+
+    async def remove_deferred(self) -> None: ...
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+
+    # -- the ledger and recovery: containers by label
+    async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...
+
+    def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...
+
+    # -- images: list, inspect, events, pulls, one-shot containers (the readiness probe)
+    async def list_images(self) -> list[ImageRecord]: ...
+
+    def list_images_sync(self) -> list[ImageRecord]: ...
+
+    async def inspect_image(self, ref: str) -> ImageRecord: ...
+
+    def inspect_image_sync(self, ref: str) -> ImageRecord: ...
+
+    def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None: ...
+
+    def wake_watchers(self) -> None: ...
+
+    def open_pull(
+        self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
+    ) -> PullProgress: ...
+
+    def untag_sync(self, ref: str) -> None: ...
+
+    def run_oneshot_sync(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        labels: dict[str, str],
+        timeout: float,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        cap_add: list[str] | None = None,
+        no_new_privileges: bool = True,
+        environment: dict[str, str] | None = None,
+    ) -> OneshotResult: ...

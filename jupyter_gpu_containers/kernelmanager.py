@@ -1,0 +1,108 @@
+"""The server's kernel manager: jupyter_server's, plus what this extension needs of it.
+
+- **The core's errors become HTTP errors here**, for the stock kernels and sessions APIs: a
+  provisioner raises plain exceptions with a sentence and a status (errors.py), and a start,
+  restart, interrupt or shutdown that fails with one answers that status with that sentence,
+  never "Unhandled error".
+- **Adopting a running kernel** (recovery after a server restart) goes through :meth:`adopt`,
+  the one place that touches jupyter_server's bookkeeping (_private.py lists how).
+- A start that failed is forgotten at once: jupyter_client would keep it pending, and
+  ``shutdown_all`` then fails on it before shutting the other kernels down.
+
+The app makes it the server's kernel manager class (app.py) unless the administrator configured
+another one, or kernels live behind a gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado import web
+
+from . import _private
+from .errors import ContainerKernelError
+
+
+class SentenceHTTPError(web.HTTPError):
+    """An HTTP error whose ``str()`` is the bare sentence: the sessions API answers failed starts
+    with ``str(e)``, and the log shows it."""
+
+    def __init__(self, error: ContainerKernelError) -> None:
+        # No format arguments: tornado then takes the sentence as literal text.
+        super().__init__(error.status, error.sentence, reason=error.reason_phrase)
+        self.sentence = error.sentence
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def as_http(error: ContainerKernelError) -> web.HTTPError:
+    return SentenceHTTPError(error)
+
+
+class GPUContainersKernelManager(AsyncMappingKernelManager):
+    """jupyter_server's AsyncMappingKernelManager, translating this project's errors and able to
+    adopt kernels that already run."""
+
+    async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
+        try:
+            return str(await super().start_kernel(**kwargs))
+        except ContainerKernelError as e:
+            raise as_http(e) from e
+        finally:
+            _private.forget_failed_starts(self)
+
+    async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
+        try:
+            return await super().restart_kernel(kernel_id, now=now)
+        except ContainerKernelError as e:
+            raise as_http(e) from e
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:  # type: ignore[override]
+        try:
+            await ensure_async(super().interrupt_kernel(kernel_id))
+        except ContainerKernelError as e:
+            raise as_http(e) from e
+
+    async def shutdown_kernel(  # type: ignore[override]
+        self, kernel_id: str, now: bool = False, restart: bool = False
+    ) -> None:
+        try:
+            await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+        except ContainerKernelError as e:
+            raise as_http(e) from e
+
+    _after_shutdown_all: list[Callable[[], None]] | None = None
+
+    def after_shutdown_all(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every kernel is shut down (the server's own clean-up): what the
+        kernels' provisioners use (the backend, say) must outlive them."""
+        if self._after_shutdown_all is None:
+            self._after_shutdown_all = []
+        self._after_shutdown_all.append(callback)
+
+    async def shutdown_all(self, now: bool = False) -> None:  # type: ignore[override]
+        try:
+            await ensure_async(super().shutdown_all(now=now))
+        finally:
+            callbacks, self._after_shutdown_all = self._after_shutdown_all or [], None
+            for callback in callbacks:
+                callback()
+
+    async def adopt(
+        self, km: Any, kernel_id: str, launch_args: dict[str, Any], spec: Any = None
+    ) -> None:
+        """Register ``km``, whose kernel already runs (its provisioner loaded), as the kernel
+        ``kernel_id``: listed, culled, restartable (with ``launch_args``: its directory and
+        environment), as if this server had started it. ``spec``: its kernel spec, when the one
+        its name gives is gone."""
+        _private.prepare_adopted(km, launch_args, spec)
+        km.ready.set_result(None)
+        km.execution_state = "idle"
+        km.reason = ""
+        km.last_activity = datetime.now(timezone.utc)
+        await _private.register_adopted(self, km, kernel_id)

@@ -1,0 +1,111 @@
+"""What a container backend deals in: the description of a kernel's container, and the records of
+containers and images as a backend reports them.
+
+Backend-neutral: the launch plan builds a :class:`ContainerSpec`, a backend (engine.py, the Docker
+one) runs it, and the allocator, recovery, catalog and probe read :class:`ContainerRecord` and
+:class:`ImageRecord`. No module here imports a backend's client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the engine knows about one local image (from ``docker image inspect``)."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    env: dict[str, str]
+    entrypoint: tuple[str, ...]
+    user: str
+    created: str
+    size: int
+    # "repo@sha256:…" as the registries it came from name it; empty for locally built images.
+    repo_digests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """A container as listed by the engine, with the labels that make it our record."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str]
+    status: str  # created, running, exited, dead, ...
+    created: float = 0.0  # unix time
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The parts of ``State`` from ``docker inspect`` that the provisioner acts on."""
+
+    status: str
+    running: bool
+    exit_code: int
+    oom_killed: bool
+    error: str
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("exited", "dead")
+
+
+@dataclass(frozen=True)
+class OneshotResult:
+    """What a one-shot container printed, and how it ended (see Engine.run_oneshot_sync)."""
+
+    exit_code: int  # -1 when it never ended by itself (timed out)
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+@dataclass
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass
+class ContainerSpec:
+    """Everything one container-create call needs; built by the launch plan, never by a user."""
+
+    image: str
+    command: list[str]
+    name: str
+    labels: dict[str, str]
+    environment: dict[str, str]
+    user: str | None = None
+    working_dir: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    shm_size: str | None = None
+    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    runtime: str | None = None
+    network_mode: str = "bridge"
+    mem_limit: str | None = None
+    pids_limit: int | None = None
+    init: bool = True
+    # None keeps the image's ENTRYPOINT; [] clears it.
+    entrypoint: list[str] | None = None
+    # docker.types.DeviceRequest keyword arguments (GPUs through --gpus or CDI).
+    device_requests: list[dict[str, Any]] = field(default_factory=list)
+    # container port -> (host address, host port); addresses are always loopback.
+    port_bindings: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # Hardened unless the launch plan says otherwise: no capabilities but those given back, and
+    # no privileges gained through setuid binaries.
+    cap_add: list[str] = field(default_factory=list)
+    no_new_privileges: bool = True
+    read_only: bool = False
+    # Log rotation: a notebook printing in a loop cannot fill the disk.
+    log_max_size: str = "10m"
+    log_max_files: int = 3
+    # The GPUs (UUIDs) booked for the container: how they reach it is runtime/environment/
+    # device_requests above (Docker); a backend that schedules GPUs itself reads this.
+    gpus: tuple[str, ...] = ()

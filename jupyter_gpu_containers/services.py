@@ -1,0 +1,119 @@
+"""One owner for the objects a server shares: the backend, the GPU inventory, the readiness probe,
+pulls, registry credentials, notebooks' GPU requests, the image catalog, the admin's policy, the
+host state directory and the warm pool.
+
+The extension app (app.py) builds one :class:`Services` when the server starts, and closes it
+when the server stops: every thread pool shut down, the host-state locks released. It reaches
+
+- handlers through the web application's settings (``self.settings["gpu_containers"]``);
+- everything else (provisioners, the kernel spec manager, recovery) through :func:`services_for`,
+  the one lookup: the server's web application settings, found from the object's ``parent``
+  chain (a provisioner's parents are its kernel manager, the multi-kernel manager, the server).
+
+Outside a server (nbclient, VS Code through ``install-kernelspec``, the command line) there is no
+server to own them: :func:`services_for` then answers None, and the caller builds a Services of its
+own and closes it when done.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from traitlets.config import Configurable
+
+from . import labels as L
+from .allocator import GPUAllocator, GPUVisibility
+from .catalog import ImageCatalog
+from .credentials import RegistryCredentials
+from .engine import Engine
+from .gpus import GPUInventory
+from .hoststate import StateDir, open_state_dir
+from .launchplan import ContainerPolicy
+from .notebook_requests import NotebookRequests
+from .probe import KernelReadinessProbe
+from .pulls import PullManager
+
+SETTINGS_KEY = "gpu_containers"
+
+
+class Services:
+    """The shared objects of one server (or of one kernel, outside a server), configured from
+    ``parent``'s configuration."""
+
+    def __init__(self, parent: Configurable | None) -> None:
+        self.parent = parent
+        self.policy = ContainerPolicy(parent=parent)
+        self.backend = Engine(parent=parent)
+        self.inventory = GPUInventory(parent=parent)
+        self.allocator = GPUAllocator(parent=parent)
+        self.visibility = GPUVisibility(parent=parent)
+        self.catalog = ImageCatalog(parent=parent)
+        self.probe = KernelReadinessProbe(parent=parent, backend=self.backend, policy=self.policy)
+        self.credentials = RegistryCredentials(parent=parent)
+        self.requests = NotebookRequests(parent=parent)
+        self.pulls = PullManager(
+            parent=parent,
+            backend=self.backend,
+            credentials=self.credentials,
+            policy=self.policy,
+            state=lambda: self.state,
+        )
+        # Set by the app once recovery is done (None: no warm pool).
+        self.warm_pool: Any = None
+        self._state: StateDir | None = None
+        self._state_lock = threading.Lock()
+        self._server_ids: dict[str, str] = {}
+
+    @property
+    def state(self) -> StateDir:
+        """The host state directory, opened and verified on first use (a few system calls:
+        start-up, or a worker thread)."""
+        with self._state_lock:
+            if self._state is None:
+                self._state = open_state_dir(self.policy.state_dir, self.policy.state_dir_owner)
+            return self._state
+
+    def server_id(self, root_dir: str) -> str:
+        """This process's server id for a workspace, claimed in the host state directory (the
+        configured ContainerPolicy.server_id, else the user's uid and the workspace). Blocking the
+        first time: start-up or a worker thread."""
+        wanted = self.policy.server_id or L.default_server_id(os.getuid(), root_dir)
+        with self._state_lock:
+            found = self._server_ids.get(wanted)
+        if found is None:
+            found = self.state.claim_or_fallback(wanted)
+            with self._state_lock:
+                self._server_ids[wanted] = found
+        return found
+
+    def listed_images(self) -> list[str]:
+        """The references the administrator lists for everyone (ImageCatalog)."""
+        return [entry["image"] for entry in self.catalog.listed()]
+
+    def close(self) -> None:
+        """Shut every thread pool down and release the host-state locks. Containers are the
+        kernels' own: they are not touched here."""
+        self.probe.close()
+        self.backend.close()
+        with self._state_lock:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
+
+
+def services_for(owner: Any) -> Services | None:
+    """The server's Services, found from ``owner`` (a provisioner, a kernel manager, a kernel spec
+    manager, the server app) and its parents; None outside a server."""
+    seen = 0
+    while owner is not None and seen < 8:
+        web_app = getattr(owner, "web_app", None)
+        settings = getattr(web_app, "settings", None)
+        if isinstance(settings, dict):
+            found = settings.get(SETTINGS_KEY)
+            if isinstance(found, Services):
+                return found
+        owner = getattr(owner, "parent", None)
+        seen += 1
+    return None

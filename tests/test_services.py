@@ -1,0 +1,60 @@
+"""The one owner of the server's shared objects (services.py): found from anything of the server,
+and closed with it, leaving no thread of this project's behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+from conftest import DEBIAN_IMAGE, kernel_name
+from kernel_io import execute_in, start_kernel
+
+from jupyter_gpu_containers.services import Services, services_for
+
+
+def our_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gpu-containers-")]
+
+
+async def test_one_services_for_the_whole_server_and_no_thread_left_after_it(
+    jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, docker_client: Any
+) -> None:
+    # Threads of other tests' objects (probes a test made and left to the collector) are theirs.
+    before = set(our_threads())
+    await jp_serverapp.extension_manager.start_all_extensions()
+    services = services_for(jp_serverapp)
+    assert isinstance(services, Services)
+    mkm, ksm = jp_serverapp.kernel_manager, jp_serverapp.kernel_spec_manager
+    assert services_for(mkm) is services and services_for(ksm) is services
+    assert ksm.services is services
+
+    # Use what has threads: the engine's pool, the probe's, the image watcher, a pull's.
+    kernel_id = await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))
+    provisioner = mkm.get_kernel(kernel_id).provisioner
+    assert provisioner.services is services
+    assert (await execute_in(jp_ws_fetch, kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+    await jp_fetch("gpu-containers", "images", params={"wait": "1"}, request_timeout=180)
+    pull = json.loads(
+        (
+            await jp_fetch(
+                "gpu-containers",
+                "pulls",
+                method="POST",
+                body=json.dumps({"image": "127.0.0.1:1/x:1"}),
+            )
+        ).body
+    )
+    await services.pulls.wait(services.pulls.get(pull["id"]))
+    def new_threads() -> list[str]:
+        return [t.name for t in our_threads() if t not in before]
+
+    assert new_threads(), "the server's threads were expected to be running"
+
+    await jp_serverapp._cleanup()  # what the server does when it stops (conftest's clean-up too)
+    deadline = time.monotonic() + 60
+    while new_threads() and time.monotonic() < deadline:  # idle pool threads exit as they wake
+        await asyncio.sleep(0.05)
+    assert new_threads() == []
