@@ -26,10 +26,12 @@ async def run(bench: Bench, rounds: int, sizes: tuple[int, ...] = SIZES) -> dict
     rows: list[dict[str, Any]] = []
     lag: list[float] = []
     for n in sizes:
-        for what in ("ours", "bare"):
-            totals = Stats()
-            each = Stats()
-            for _ in range(rounds):
+        totals = {"ours": Stats(), "bare": Stats()}
+        each = {"ours": Stats(), "bare": Stats()}
+        # Interleaved, round by round: a machine that slows down or speeds up meanwhile (a
+        # shared host's neighbours) weighs on both sides alike.
+        for _ in range(rounds):
+            for what in ("ours", "bare"):
                 if what == "ours":
                     await server.call("GET", "bench/lag")  # resets the loop-lag samples
                     total, times, failures = await _ours(bench, name, n)
@@ -37,18 +39,19 @@ async def run(bench: Bench, rounds: int, sizes: tuple[int, ...] = SIZES) -> dict
                         lag.extend((await server.call("GET", "bench/lag"))["lags"])
                 else:
                     total, times, failures = await _bare(bench, n)
-                totals.add(total)
+                totals[what].add(total)
                 for seconds in times:
-                    each.add(seconds)
-                each.failures += failures
+                    each[what].add(seconds)
+                each[what].failures += failures
+        for what in ("ours", "bare"):
             rows.append(
                 {
                     "kernels": n,
                     "what": what,
-                    "total_p50": totals.p50,
-                    "per_kernel_p50": each.p50,
-                    "per_kernel_p95": each.p95,
-                    "failures": each.failures,
+                    "total_p50": totals[what].p50,
+                    "per_kernel_p50": each[what].p50,
+                    "per_kernel_p95": each[what].p95,
+                    "failures": each[what].failures,
                     "rounds": rounds,
                 }
             )

@@ -16,7 +16,6 @@ new one exists.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,7 +30,7 @@ from . import labels as L
 from .backend import ContainerBackend
 from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
-from .hoststate import StateDir
+from .hoststate import StateDir, flocked_files
 from .records import ContainerRecord
 
 
@@ -157,6 +156,8 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
     of another state directory, or of another host, keeps its bookings while it runs)."""
     ledger = Ledger()
     alive: dict[tuple[str, str], bool] = {}
+    locks: frozenset[str] | None = None
+    locks_read = False
     for c in containers:
         uuids = [u for u in c.labels.get(L.GPUS, "").split(",") if u]
         if not uuids:
@@ -165,7 +166,9 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
         server_id, uid = c.labels.get(L.SERVER_ID, ""), c.labels.get(L.UID, "")
         if owner is not None and owner.host == host:
             if (server_id, uid) not in alive:
-                alive[(server_id, uid)] = state.is_alive(server_id, uid)
+                if not locks_read:  # one read of /proc/locks for the whole ledger
+                    locks, locks_read = flocked_files(), True
+                alive[(server_id, uid)] = state.is_alive(server_id, uid, locks)
             live = alive[(server_id, uid)] or owner.is_alive()
         else:
             live = True  # another host's server: cannot be judged, so it keeps its booking
@@ -190,10 +193,13 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
 
 async def current_ledger(engine: ContainerBackend, state: StateDir) -> Ledger:
     """The ledger as the engine has it now (call under the allocation lock when about to book).
-    Liveness is read off the event loop (it reads /proc/locks)."""
+
+    Liveness is read here, on the loop: one read of /proc/locks and a stat per server in the
+    host state directory, none of which waits on a disk (/proc and /run are in memory). Under
+    the allocation lock a worker thread would cost more: it would wait behind every other
+    launch's file work in the default executor, while all GPU launches wait on the lock."""
     containers = await engine.list_containers({L.MANAGED: "true"})
-    host = L.OwnerProcess.current().host
-    return await asyncio.to_thread(read_ledger, containers, state, host)
+    return read_ledger(containers, state, L.OwnerProcess.current().host)
 
 
 class GPUAllocator(LoggingConfigurable):

@@ -204,9 +204,12 @@ class StateDir:
             f"No server id could be claimed in {self.path}: its names are taken by another user."
         )
 
-    def is_alive(self, server_id: str, uid: str | int | None = None) -> bool:
+    def is_alive(
+        self, server_id: str, uid: str | int | None = None, locks: frozenset[str] | None = None
+    ) -> bool:
         """Whether a live process holds ``server_id`` here. ``uid``: the user the id belongs to
-        (from the container's labels); a file of another owner is no proof of life."""
+        (from the container's labels); a file of another owner is no proof of life. ``locks``:
+        :func:`flocked_files`, when the caller asks about many ids (read once)."""
         if server_id in self._held:
             return True
         try:
@@ -218,7 +221,7 @@ class StateDir:
             return False
         if uid not in (None, "") and str(info.st_uid) != str(uid):
             return False
-        held = flock_held(info)
+        held = flock_held(info, locks if locks is not None else flocked_files())
         if held is not None:
             return held
         # No /proc/locks (unusual): only a file of our own can be tested by taking its lock.
@@ -262,21 +265,30 @@ def _open_own_lock(dir_fd: int, name: str, create: bool = True) -> int | None:
     return fd
 
 
-def flock_held(info: os.stat_result) -> bool | None:
-    """Whether some process holds an flock on the file ``info`` describes, read from /proc/locks
-    (None when that cannot be read)."""
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+def flocked_files() -> frozenset[str] | None:
+    """Every file some process holds an flock on, as /proc/locks names them ("fe:00:5678":
+    device major and minor in hex, inode); None when /proc/locks cannot be read."""
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    held = set()
     for line in lines:
         fields = line.split()
         # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; "1: -> FLOCK …" lines are waiters.
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
-            return True
-    return False
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            held.add(fields[5])
+    return frozenset(held)
+
+
+def flock_held(info: os.stat_result, locks: frozenset[str] | None = None) -> bool | None:
+    """Whether some process holds an flock on the file ``info`` describes (None when that cannot
+    be known). ``locks``: :func:`flocked_files`, read now when not given."""
+    locks = locks if locks is not None else flocked_files()
+    if locks is None:
+        return None
+    return f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}" in locks
 
 
 # ---------------------------------------------------------------------- opening it
