@@ -6,7 +6,10 @@ import {
   ICatalog,
   IGpuReport,
   INotebookKernelReply,
+  INotebookKernelRequest,
   IPull,
+  IPullRequest,
+  IRegistryCredentials,
   IStatus
 } from './types';
 
@@ -139,15 +142,13 @@ export function getImages(
  */
 export function startPull(
   image: string,
-  auth?: { username: string; password: string },
+  auth?: IRegistryCredentials,
   settings?: ServerConnection.ISettings
 ): Promise<IPull> {
+  const request: IPullRequest = auth ? { image, auth } : { image };
   return requestAPI<IPull>(
     'pulls',
-    {
-      method: 'POST',
-      body: JSON.stringify(auth ? { image, auth } : { image })
-    },
+    { method: 'POST', body: JSON.stringify(request) },
     settings
   );
 }
@@ -175,9 +176,10 @@ export function putRegistryCredentials(
   password: string,
   settings?: ServerConnection.ISettings
 ): Promise<void> {
+  const login: IRegistryCredentials = { username, password };
   return requestAPI<void>(
     `registries/${encodeURIComponent(registry)}/credentials`,
-    { method: 'PUT', body: JSON.stringify({ username, password }) },
+    { method: 'PUT', body: JSON.stringify(login) },
     settings
   );
 }
@@ -196,12 +198,15 @@ export function startNotebookKernel(
   settings?: ServerConnection.ISettings,
   start = true
 ): Promise<INotebookKernelReply> {
+  const request: INotebookKernelRequest = {
+    path,
+    kernel_name: kernelName,
+    gpus,
+    start
+  };
   return requestAPI<INotebookKernelReply>(
     'notebooks/kernel',
-    {
-      method: 'POST',
-      body: JSON.stringify({ path, kernel_name: kernelName, gpus, start })
-    },
+    { method: 'POST', body: JSON.stringify(request) },
     settings
   );
 }

@@ -17,7 +17,13 @@ import {
   pullEventsUrl,
   startPull
 } from './api';
-import { ICatalog, IGpuReport, IPull, IStatus } from './types';
+import {
+  ICatalog,
+  IGpuReport,
+  IPull,
+  IRegistryCredentials,
+  IStatus
+} from './types';
 
 /**
  * The part of `EventSource` the model uses (a browser's, or a test's).
@@ -242,10 +248,7 @@ export class GpuContainersModel implements IDisposable {
    * with the pull's final snapshot; rejects only when the server refuses to
    * start it (with the server's sentence).
    */
-  async pull(
-    reference: string,
-    auth?: { username: string; password: string }
-  ): Promise<IPull> {
+  async pull(reference: string, auth?: IRegistryCredentials): Promise<IPull> {
     const pull = await startPull(reference, auth, this.serverSettings);
     return this._follow(reference, pull);
   }
@@ -464,6 +467,7 @@ function placeholderPull(id: string, image: string, registry: string): IPull {
     phase: 'resolving',
     message: '',
     error_status: 0,
+    layers: [],
     total_bytes: 0,
     downloaded_bytes: 0,
     extracted_layers: 0,

@@ -353,6 +353,8 @@ describe('startNotebookKernel', () => {
     session: {
       id: 's-1',
       path: 'work/train.ipynb',
+      name: 'train.ipynb',
+      type: 'notebook',
       kernel: { id: 'k-1', name: 'gpu-pytorch-24.05' }
     },
     gpus: 1
