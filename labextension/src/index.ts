@@ -15,9 +15,10 @@ import { askRegistryLogin } from './credentials';
 import { engineProblem } from './format';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
-import { KernelImageItem, launchNotebook, switchNotebook } from './notebook';
 import { GpuContainersPanel, IPanelActions } from './panel';
 import { describeStatus } from './status';
+import { launchNotebook, switchNotebook } from './switching';
+import { KernelImageItem } from './toolbar';
 import { IImageRow } from './types';
 
 /**

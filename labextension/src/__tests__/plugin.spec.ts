@@ -9,8 +9,8 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { askRegistryLogin } from '../credentials';
 import plugin, { CommandIDs, PLUGIN_ID } from '../index';
 import { GpuContainersModel } from '../model';
-import { KernelImageItem } from '../notebook';
 import { IPanelActions } from '../panel';
+import { KernelImageItem } from '../toolbar';
 import { IPull, IStatus } from '../types';
 import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
 
@@ -59,11 +59,11 @@ jest.mock('../panel', () => ({
     }
   }
 }));
-jest.mock('../notebook', () => ({
-  KernelImageItem: jest.fn(),
+jest.mock('../switching', () => ({
   launchNotebook: jest.fn(),
   switchNotebook: jest.fn()
 }));
+jest.mock('../toolbar', () => ({ KernelImageItem: jest.fn() }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
 

@@ -1,7 +1,8 @@
 /**
- * Notebooks on images: a new notebook on an image, the toolbar item that shows
- * a notebook's image and GPUs, and switching a notebook to another image or
- * GPU count (remembered by the server and in the notebook's metadata).
+ * The switch workflow: a new notebook on an image, and switching a notebook
+ * to another image or GPU count (remembered by the server and in the
+ * notebook's metadata): the picker, the confirmation, the REST calls and
+ * the error dialogs.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import {
@@ -12,17 +13,9 @@ import {
 } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
-import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
-import * as React from 'react';
 
 import { startNotebookKernel } from './api';
-import {
-  gpuListLabel,
-  gpusOfKernel,
-  shortImageName,
-  switchDiscardsState
-} from './format';
-import { gpuContainersIcon } from './icon';
+import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
 import { GpuContainersModel, messageOf } from './model';
 import { ImagePicker } from './picker';
 import { GpuRequest, IImageRow } from './types';
@@ -45,7 +38,7 @@ export function imageOfSpec(spec: KernelSpec.ISpecModel | undefined): string {
 /**
  * The kernel spec's model by name, from the page's kernel spec manager.
  */
-function specOf(
+export function specOf(
   app: JupyterFrontEnd,
   name: string
 ): KernelSpec.ISpecModel | undefined {
@@ -292,98 +285,4 @@ function gpuCountLabel(gpus: GpuRequest): string {
     return 'its default GPUs';
   }
   return gpus === 0 ? 'no GPU' : gpus === 1 ? '1 GPU' : `${gpus} GPUs`;
-}
-
-/**
- * The toolbar item: the kernel's image (short name) and its GPUs; a click
- * opens the picker.
- */
-export class KernelImageItem extends ReactWidget {
-  constructor(
-    private readonly _app: JupyterFrontEnd,
-    private readonly _model: GpuContainersModel,
-    private readonly _panel: NotebookPanel
-  ) {
-    super();
-    this.addClass('jgc-toolbar-item');
-    const context = _panel.sessionContext;
-    // A new kernel (start, restart, switch): its GPUs are worth reading now.
-    context.kernelChanged.connect(this._refreshGpus, this);
-    context.statusChanged.connect(this._onStatus, this);
-    // The label follows the session as it comes, changes and goes.
-    context.sessionChanged.connect(this._rerender, this);
-    context.kernelChanged.connect(this._rerender, this);
-  }
-
-  render(): JSX.Element {
-    return (
-      <UseSignal signal={this._model.changed}>
-        {() => this._renderButton()}
-      </UseSignal>
-    );
-  }
-
-  private _renderButton(): JSX.Element {
-    const context = this._panel.sessionContext;
-    const kernel = context.session?.kernel ?? null;
-    const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
-    const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
-    const label = !kernel
-      ? 'No kernel'
-      : image
-        ? `${shortImageName(image)} · ${gpuListLabel(gpus)}`
-        : 'Not in a container';
-    return (
-      <button
-        className="jp-ToolbarButtonComponent jgc-toolbar-button"
-        data-image={image}
-        data-gpus={gpus.join(',')}
-        title={
-          image
-            ? `Kernel image ${image}, ${gpuListLabel(gpus)}. Click to switch the image or the GPUs.`
-            : 'Click to run this notebook in a container image.'
-        }
-        onClick={() => void switchNotebook(this._app, this._model, this._panel)}
-      >
-        <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
-        <span className="jgc-toolbar-label">{label}</span>
-      </button>
-    );
-  }
-
-  override dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    const context = this._panel.sessionContext;
-    context.kernelChanged.disconnect(this._refreshGpus, this);
-    context.statusChanged.disconnect(this._onStatus, this);
-    context.sessionChanged.disconnect(this._rerender, this);
-    context.kernelChanged.disconnect(this._rerender, this);
-    super.dispose();
-  }
-
-  private _rerender(): void {
-    this.update();
-  }
-
-  private _refreshGpus(): void {
-    void this._model.refreshGpus();
-  }
-
-  private _onStatus(): void {
-    this.update();
-    // The GPUs change when a kernel comes up (after a start or restart).
-    const status = this._panel.sessionContext.kernelDisplayStatus;
-    if (
-      this._lastStatus !== 'idle' &&
-      this._lastStatus !== 'busy' &&
-      status === 'idle'
-    ) {
-      this._refreshGpus();
-    }
-    this._lastStatus = status;
-  }
-
-  private _lastStatus = '';
 }
