@@ -3,7 +3,11 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  IToolbarWidgetRegistry,
+  Notification
+} from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -25,6 +29,14 @@ import { IImageRow } from './types';
  * The plugin's id, also the key of its settings.
  */
 export const PLUGIN_ID = 'jupyter-gpu-containers:plugin';
+
+/**
+ * The name of the notebook toolbar item, in the toolbar registry and in the
+ * `jupyter.lab.toolbars` definition of the plugin's settings schema (where
+ * its rank puts it after the kernel name). Users hide or move it in the
+ * Notebook Panel settings, as any toolbar item.
+ */
+export const TOOLBAR_ITEM = 'gpuContainers';
 
 /**
  * Command ids.
@@ -99,7 +111,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     ILauncher,
     ILayoutRestorer,
     INotebookTracker,
-    ISettingRegistry
+    ISettingRegistry,
+    IToolbarWidgetRegistry
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -108,7 +121,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     launcher: ILauncher | null,
     restorer: ILayoutRestorer | null,
     notebooks: INotebookTracker | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    toolbarRegistry: IToolbarWidgetRegistry | null
   ): void => {
     void reportStatus(app);
     const model = new GpuContainersModel({
@@ -188,17 +202,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    app.docRegistry.addWidgetExtension('Notebook', {
-      createNew: (notebook: NotebookPanel) => {
-        const item = new KernelImageItem(app, model, notebook);
-        if (
-          !notebook.toolbar.insertAfter('kernelName', 'gpuContainers', item)
-        ) {
-          notebook.toolbar.addItem('gpuContainers', item);
-        }
-        return item;
-      }
-    });
+    // The notebook toolbar builds its items from the settings: the schema's
+    // `jupyter.lab.toolbars` places this one, the registry makes it.
+    toolbarRegistry?.addFactory<NotebookPanel>(
+      'Notebook',
+      TOOLBAR_ITEM,
+      notebook => new KernelImageItem(app, model, notebook)
+    );
 
     if (settingRegistry) {
       void settingRegistry

@@ -1,5 +1,13 @@
+/// <reference types="node" />
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { ILayoutRestorer, JupyterFrontEnd } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  IToolbarWidgetRegistry,
+  Notification
+} from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
@@ -7,7 +15,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { askRegistryLogin } from '../credentials';
-import plugin, { CommandIDs, PLUGIN_ID } from '../index';
+import plugin, { CommandIDs, PLUGIN_ID, TOOLBAR_ITEM } from '../index';
 import { GpuContainersModel } from '../model';
 import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
@@ -25,6 +33,7 @@ jest.mock('@jupyterlab/application', () => ({
 }));
 jest.mock('@jupyterlab/apputils', () => ({
   ICommandPalette: mockToken('ICommandPalette'),
+  IToolbarWidgetRegistry: mockToken('IToolbarWidgetRegistry'),
   Notification: { warning: jest.fn(), error: jest.fn(), success: jest.fn() }
 }));
 jest.mock('@jupyterlab/filebrowser', () => ({
@@ -89,8 +98,7 @@ function makeApp() {
       addCommand: jest.fn(),
       execute: jest.fn(),
       notifyCommandChanged: jest.fn()
-    },
-    docRegistry: { addWidgetExtension: jest.fn() }
+    }
   };
 }
 
@@ -128,6 +136,7 @@ function start(
     restorer?: unknown;
     notebooks?: unknown;
     settingRegistry?: unknown;
+    toolbarRegistry?: unknown;
   } = {}
 ): void {
   void plugin.activate(
@@ -137,7 +146,8 @@ function start(
     optional.launcher ?? null,
     optional.restorer ?? null,
     optional.notebooks ?? null,
-    optional.settingRegistry ?? null
+    optional.settingRegistry ?? null,
+    optional.toolbarRegistry ?? null
   );
 }
 
@@ -209,7 +219,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       ILauncher,
       ILayoutRestorer,
       INotebookTracker,
-      ISettingRegistry
+      ISettingRegistry,
+      IToolbarWidgetRegistry
     ]);
     // The app, then one argument per optional service.
     expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
@@ -277,10 +288,6 @@ describe('jupyter-gpu-containers:plugin', () => {
           CommandIDs.switchImage,
           CommandIDs.refreshImages
         ])
-      );
-      expect(app.docRegistry.addWidgetExtension).toHaveBeenCalledWith(
-        'Notebook',
-        expect.anything()
       );
     });
 
@@ -381,33 +388,39 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(switchImage.isEnabled()).toBe(true);
     });
 
-    it('puts the image item in the toolbar of every notebook', async () => {
-      const app = await activate(reachable);
-      const [, extension] = app.docRegistry.addWidgetExtension.mock.calls[0];
-      const after = {
-        toolbar: { insertAfter: jest.fn(() => true), addItem: jest.fn() }
-      };
-      const item = extension.createNew(after);
+    it('gives the notebook toolbar registry a factory of the image item', () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const app = makeApp();
+      const toolbarRegistry = { addFactory: jest.fn() };
+      start(app, { toolbarRegistry });
+      expect(toolbarRegistry.addFactory).toHaveBeenCalledTimes(1);
+      const [widgetFactory, name, factory] =
+        toolbarRegistry.addFactory.mock.calls[0];
+      expect(widgetFactory).toBe('Notebook');
+      expect(name).toBe(TOOLBAR_ITEM);
+      const notebook = { id: 'nb' };
+      const item = factory(notebook);
       expect(KernelImageItem).toHaveBeenCalledWith(
         app,
         mockPanels[0].model,
-        after
+        notebook
       );
-      expect(after.toolbar.insertAfter).toHaveBeenCalledWith(
-        'kernelName',
-        expect.any(String),
-        item
+      expect(item).toBe(jest.mocked(KernelImageItem).mock.instances[0]);
+    });
+
+    it('places the image item after the kernel name in the settings schema', () => {
+      const schema = JSON.parse(
+        fs.readFileSync(
+          path.resolve(__dirname, '..', '..', '..', 'schema', 'plugin.json'),
+          'utf8'
+        )
       );
-      expect(after.toolbar.addItem).not.toHaveBeenCalled();
-      // A toolbar without a kernel name item gets it at the end.
-      const plain = {
-        toolbar: { insertAfter: jest.fn(() => false), addItem: jest.fn() }
-      };
-      const other = extension.createNew(plain);
-      expect(plain.toolbar.addItem).toHaveBeenCalledWith(
-        expect.any(String),
-        other
-      );
+      // JupyterLab's own Notebook toolbar has the kernel name at rank 1000
+      // and the execution progress at 1002.
+      expect(schema['jupyter.lab.toolbars']).toEqual({
+        Notebook: [{ name: TOOLBAR_ITEM, rank: 1001 }]
+      });
     });
 
     it('applies the refresh intervals from the settings, and their changes', async () => {
