@@ -2,9 +2,9 @@
  * The body of the "image and GPUs" dialog, shared by the notebook toolbar
  * (switch this notebook) and the palette command.
  */
-import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { FormDialogBody } from './dialogs';
 import {
   frameworkLabel,
   gpuChoices,
@@ -27,7 +27,16 @@ export interface IPickerValue {
   problem: string;
 }
 
-export class ImagePicker extends ReactWidget {
+/**
+ * The picker's state: the chosen kernel spec and GPU choice (a select's
+ * value, `count:N` or `id:<uuid>`).
+ */
+export interface IPickerState {
+  kernelName: string;
+  choice: string;
+}
+
+export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
   /**
    * @param rows The catalog's rows.
    * @param report The GPU report, for the GPU choices.
@@ -36,61 +45,63 @@ export class ImagePicker extends ReactWidget {
    * @param currentGpus The GPUs the kernel holds now (a count).
    */
   constructor(
-    private readonly _rows: IImageRow[],
-    private readonly _report: IGpuReport | null,
+    rows: IImageRow[],
+    report: IGpuReport | null,
     current: string,
-    private readonly _kernelId: string,
+    kernelId: string,
     currentGpus: number
   ) {
-    super();
-    this.addClass('jgc-picker');
     const start =
-      _rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
-      _rows.find(isLaunchable);
-    this._kernelName = start?.kernel_name ?? '';
-    this._choice = `count:${currentGpus}`;
+      rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
+      rows.find(isLaunchable);
+    super({
+      className: 'jgc-picker',
+      initial: {
+        kernelName: start?.kernel_name ?? '',
+        choice: `count:${currentGpus}`
+      },
+      render: ({ state, change }) => (
+        <PickerForm
+          rows={rows}
+          report={report}
+          kernelId={kernelId}
+          kernelName={state.kernelName}
+          choice={state.choice}
+          onChange={(kernelName, choice) => change({ kernelName, choice })}
+        />
+      ),
+      value: state => pickerValue(rows, report, kernelId, state)
+    });
   }
-
-  getValue(): IPickerValue {
-    const row = this._rows.find(r => r.kernel_name === this._kernelName);
-    if (!row) {
-      return {
-        kernelName: '',
-        gpus: null,
-        problem: 'Choose an image that can run a kernel.'
-      };
-    }
-    const choices = gpuChoices(this._report, row, this._kernelId);
-    const choice = choices.find(c => c.value === this._choice) ?? choices[0];
-    return {
-      kernelName: row.kernel_name,
-      gpus: choice.request,
-      problem: launchBlocker(row) || (choice.disabled ? choice.reason : '')
-    };
-  }
-
-  render(): JSX.Element {
-    return (
-      <PickerForm
-        rows={this._rows}
-        report={this._report}
-        kernelId={this._kernelId}
-        kernelName={this._kernelName}
-        choice={this._choice}
-        onChange={(kernelName, choice) => {
-          this._kernelName = kernelName;
-          this._choice = choice;
-          this.update();
-        }}
-      />
-    );
-  }
-
-  private _kernelName: string;
-  private _choice: string;
 }
 
-function PickerForm(props: {
+/**
+ * What the picker gives back for a state.
+ */
+export function pickerValue(
+  rows: IImageRow[],
+  report: IGpuReport | null,
+  kernelId: string,
+  state: IPickerState
+): IPickerValue {
+  const row = rows.find(r => r.kernel_name === state.kernelName);
+  if (!row) {
+    return {
+      kernelName: '',
+      gpus: null,
+      problem: 'Choose an image that can run a kernel.'
+    };
+  }
+  const choices = gpuChoices(report, row, kernelId);
+  const choice = choices.find(c => c.value === state.choice) ?? choices[0];
+  return {
+    kernelName: row.kernel_name,
+    gpus: choice.request,
+    problem: launchBlocker(row) || (choice.disabled ? choice.reason : '')
+  };
+}
+
+export function PickerForm(props: {
   rows: IImageRow[];
   report: IGpuReport | null;
   kernelId: string;

@@ -5,16 +5,12 @@
  * the error dialogs.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
-import {
-  Dialog,
-  Notification,
-  showDialog,
-  showErrorMessage
-} from '@jupyterlab/apputils';
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
 
 import { startNotebookKernel } from './api';
+import { confirmDialog, showFormDialog } from './dialogs';
 import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
 import { GpuContainersModel, messageOf } from './model';
 import { ImagePicker } from './picker';
@@ -149,34 +145,31 @@ export async function switchNotebook(
     kernel?.id ?? '',
     held
   );
-  const result = await showDialog({
+  const choice = await showFormDialog({
     title: `Image and GPUs for ${panel.context.localPath.split('/').pop()}`,
     body: picker,
-    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Switch' })],
+    accept: 'Switch',
     focusNodeSelector: 'select'
   });
-  if (!result.button.accept || !result.value) {
+  if (!choice) {
     return;
   }
-  const { kernelName, gpus, problem } = result.value;
+  const { kernelName, gpus, problem } = choice;
   if (problem) {
     await showErrorMessage('Cannot switch', problem);
     return;
   }
   if (kernel && switchDiscardsState(context.kernelDisplayStatus)) {
     const sameImage = kernel.name === kernelName;
-    const confirm = await showDialog({
+    const confirmed = await confirmDialog({
       title: sameImage ? 'Restart the kernel?' : 'Switch the image?',
       body:
         `The kernel will restart in a new container${sameImage ? '' : ' of the chosen image'}: ` +
         'its variables and everything else in its memory are lost. ' +
         'The notebook stays open and keeps its cells and outputs.',
-      buttons: [
-        Dialog.cancelButton(),
-        Dialog.warnButton({ label: sameImage ? 'Restart' : 'Switch' })
-      ]
+      action: sameImage ? 'Restart' : 'Switch'
     });
-    if (!confirm.button.accept) {
+    if (!confirmed) {
       return;
     }
   }
