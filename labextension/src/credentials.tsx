@@ -1,6 +1,7 @@
 /**
  * The dialog that asks for a registry login when a pull was refused.
  */
+import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { putRegistryCredentials } from './api';
@@ -20,11 +21,16 @@ export interface IRegistryLogin extends IRegistryCredentials {
  * the password and whether to remember them.
  */
 export class LoginForm extends FormDialogBody<IRegistryLogin, IRegistryLogin> {
-  constructor(registry: string, reason: string) {
+  constructor(registry: string, reason: string, trans: TranslationBundle) {
     super({
       initial: { username: '', password: '', remember: true },
       render: props => (
-        <LoginFields registry={registry} reason={reason} {...props} />
+        <LoginFields
+          registry={registry}
+          reason={reason}
+          trans={trans}
+          {...props}
+        />
       ),
       value: state => ({ ...state, username: state.username.trim() })
     });
@@ -32,19 +38,25 @@ export class LoginForm extends FormDialogBody<IRegistryLogin, IRegistryLogin> {
 }
 
 export function LoginFields(
-  props: IFormProps<IRegistryLogin> & { registry: string; reason: string }
+  props: IFormProps<IRegistryLogin> & {
+    registry: string;
+    reason: string;
+    trans: TranslationBundle;
+  }
 ): JSX.Element {
-  const { registry, reason, state, change } = props;
+  const { registry, reason, trans, state, change } = props;
   return (
     <form className="jgc-login" onSubmit={event => event.preventDefault()}>
       <p className="jgc-note">{reason}</p>
       <p className="jgc-subtle">
         {registry === 'nvcr.io'
-          ? 'For NGC the username is $oauthtoken and the password is your API key.'
-          : `Your login for ${registry}.`}
+          ? trans.__(
+              'For NGC the username is $oauthtoken and the password is your API key.'
+            )
+          : trans.__('Your login for %1.', registry)}
       </p>
       <label className="jgc-field">
-        Username
+        {trans.__('Username')}
         <input
           type="text"
           autoComplete="username"
@@ -55,7 +67,7 @@ export function LoginFields(
         />
       </label>
       <label className="jgc-field">
-        Password or token
+        {trans.__('Password or token')}
         <input
           type="password"
           autoComplete="current-password"
@@ -72,7 +84,7 @@ export function LoginFields(
           checked={state.remember}
           onChange={event => change({ remember: event.target.checked })}
         />{' '}
-        Remember for this server session (kept in memory only)
+        {trans.__('Remember for this server session (kept in memory only)')}
       </label>
     </form>
   );
@@ -86,19 +98,26 @@ export function LoginFields(
  */
 export async function askRegistryLogin(
   registry: string,
-  reason: string
+  reason: string,
+  trans: TranslationBundle
 ): Promise<IRegistryCredentials | null> {
   const login = await showFormDialog({
-    title: `Log in to ${registry}`,
-    body: new LoginForm(registry, reason),
-    accept: 'Pull',
+    title: trans.__('Log in to %1', registry),
+    body: new LoginForm(registry, reason, trans),
+    accept: trans.__('Pull'),
     focusNodeSelector: 'input'
   });
   if (!login || !login.username) {
     return null;
   }
   if (login.remember) {
-    await putRegistryCredentials(registry, login.username, login.password);
+    await putRegistryCredentials(
+      registry,
+      login.username,
+      login.password,
+      undefined,
+      trans
+    );
   }
   return { username: login.username, password: login.password };
 }

@@ -2,6 +2,7 @@
  * The body of the "image and GPUs" dialog, shared by the notebook toolbar
  * (switch this notebook) and the palette command.
  */
+import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { FormDialogBody } from './dialogs';
@@ -43,13 +44,15 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
    * @param current The notebook's kernel spec name now ('' for none).
    * @param kernelId The notebook's kernel id: its GPUs count as free.
    * @param currentGpus The GPUs the kernel holds now (a count).
+   * @param trans The extension's translation bundle.
    */
   constructor(
     rows: IImageRow[],
     report: IGpuReport | null,
     current: string,
     kernelId: string,
-    currentGpus: number
+    currentGpus: number,
+    trans: TranslationBundle
   ) {
     const start =
       rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
@@ -68,9 +71,10 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
           kernelName={state.kernelName}
           choice={state.choice}
           onChange={(kernelName, choice) => change({ kernelName, choice })}
+          trans={trans}
         />
       ),
-      value: state => pickerValue(rows, report, kernelId, state)
+      value: state => pickerValue(trans, rows, report, kernelId, state)
     });
   }
 }
@@ -79,6 +83,7 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
  * What the picker gives back for a state.
  */
 export function pickerValue(
+  trans: TranslationBundle,
   rows: IImageRow[],
   report: IGpuReport | null,
   kernelId: string,
@@ -89,15 +94,15 @@ export function pickerValue(
     return {
       kernelName: '',
       gpus: null,
-      problem: 'Choose an image that can run a kernel.'
+      problem: trans.__('Choose an image that can run a kernel.')
     };
   }
-  const choices = gpuChoices(report, row, kernelId);
+  const choices = gpuChoices(trans, report, row, kernelId);
   const choice = choices.find(c => c.value === state.choice) ?? choices[0];
   return {
     kernelName: row.kernel_name,
     gpus: choice.request,
-    problem: launchBlocker(row) || (choice.disabled ? choice.reason : '')
+    problem: launchBlocker(trans, row) || (choice.disabled ? choice.reason : '')
   };
 }
 
@@ -108,23 +113,24 @@ export function PickerForm(props: {
   kernelName: string;
   choice: string;
   onChange: (kernelName: string, choice: string) => void;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { rows, report, kernelId, kernelName, choice, onChange } = props;
+  const { rows, report, kernelId, kernelName, choice, onChange, trans } = props;
   const row = rows.find(r => r.kernel_name === kernelName) ?? null;
-  const choices = gpuChoices(report, row, kernelId);
+  const choices = gpuChoices(trans, report, row, kernelId);
   const selected = choices.find(c => c.value === choice);
   const offered = rows.filter(r => r.pulled && r.kernel_name);
   return (
     <div className="jgc-picker-form">
       <label>
-        Image
+        {trans.__('Image')}
         <select
           className="jgc-picker-image"
           value={kernelName}
           onChange={event => onChange(event.target.value, choice)}
         >
           {offered.map(r => {
-            const blocker = launchBlocker(r);
+            const blocker = launchBlocker(trans, r);
             return (
               <option
                 key={r.kernel_name}
@@ -142,7 +148,7 @@ export function PickerForm(props: {
         <p className="jgc-subtle jgc-picker-verdict">{row.verdict.reason}</p>
       )}
       <label>
-        GPUs
+        {trans.__('GPUs')}
         <select
           className="jgc-picker-gpus"
           value={choice}

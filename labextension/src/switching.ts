@@ -8,6 +8,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
+import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { startNotebookKernel } from './api';
 import { confirmDialog, showFormDialog } from './dialogs';
@@ -73,7 +74,8 @@ export async function launchNotebook(
   model: GpuContainersModel,
   row: IImageRow,
   gpus: GpuRequest,
-  directory: string
+  directory: string,
+  trans: TranslationBundle
 ): Promise<void> {
   const contents = app.serviceManager.contents;
   const spec = specOf(app, row.kernel_name);
@@ -93,14 +95,16 @@ export async function launchNotebook(
       path,
       row.kernel_name,
       gpus,
-      model.serverSettings
+      model.serverSettings,
+      true,
+      trans
     );
   } catch (error) {
     if (path) {
       await contents.delete(path).catch(() => undefined);
     }
     await showErrorMessage(
-      `Could not start a kernel on ${shortImageName(row.reference)}`,
+      trans.__('Could not start a kernel on %1', shortImageName(row.reference)),
       messageOf(error)
     );
     return;
@@ -123,7 +127,8 @@ export async function launchNotebook(
 export async function switchNotebook(
   app: JupyterFrontEnd,
   model: GpuContainersModel,
-  panel: NotebookPanel
+  panel: NotebookPanel,
+  trans: TranslationBundle
 ): Promise<void> {
   const context = panel.sessionContext;
   if (!model.catalog) {
@@ -131,8 +136,8 @@ export async function switchNotebook(
   }
   if (!model.catalog) {
     await showErrorMessage(
-      'Images unavailable',
-      model.catalogError || 'The image list could not be read.'
+      trans.__('Images unavailable'),
+      model.catalogError || trans.__('The image list could not be read.')
     );
     return;
   }
@@ -143,12 +148,16 @@ export async function switchNotebook(
     model.gpus,
     kernel?.name ?? '',
     kernel?.id ?? '',
-    held
+    held,
+    trans
   );
   const choice = await showFormDialog({
-    title: `Image and GPUs for ${panel.context.localPath.split('/').pop()}`,
+    title: trans.__(
+      'Image and GPUs for %1',
+      panel.context.localPath.split('/').pop() ?? ''
+    ),
     body: picker,
-    accept: 'Switch',
+    accept: trans.__('Switch'),
     focusNodeSelector: 'select'
   });
   if (!choice) {
@@ -156,24 +165,29 @@ export async function switchNotebook(
   }
   const { kernelName, gpus, problem } = choice;
   if (problem) {
-    await showErrorMessage('Cannot switch', problem);
+    await showErrorMessage(trans.__('Cannot switch'), problem);
     return;
   }
   if (kernel && switchDiscardsState(context.kernelDisplayStatus)) {
     const sameImage = kernel.name === kernelName;
     const confirmed = await confirmDialog({
-      title: sameImage ? 'Restart the kernel?' : 'Switch the image?',
-      body:
-        `The kernel will restart in a new container${sameImage ? '' : ' of the chosen image'}: ` +
-        'its variables and everything else in its memory are lost. ' +
-        'The notebook stays open and keeps its cells and outputs.',
-      action: sameImage ? 'Restart' : 'Switch'
+      title: sameImage
+        ? trans.__('Restart the kernel?')
+        : trans.__('Switch the image?'),
+      body: sameImage
+        ? trans.__(
+            'The kernel will restart in a new container: its variables and everything else in its memory are lost. The notebook stays open and keeps its cells and outputs.'
+          )
+        : trans.__(
+            'The kernel will restart in a new container of the chosen image: its variables and everything else in its memory are lost. The notebook stays open and keeps its cells and outputs.'
+          ),
+      action: sameImage ? trans.__('Restart') : trans.__('Switch')
     });
     if (!confirmed) {
       return;
     }
   }
-  await applyKernelChoice(app, model, panel, kernelName, gpus);
+  await applyKernelChoice(app, model, panel, kernelName, gpus, trans);
 }
 
 /**
@@ -186,12 +200,17 @@ export async function applyKernelChoice(
   model: GpuContainersModel,
   panel: NotebookPanel,
   kernelName: string,
-  gpus: GpuRequest
+  gpus: GpuRequest,
+  trans: TranslationBundle
 ): Promise<void> {
   const context = panel.sessionContext;
   const image = imageOfSpec(specOf(app, kernelName)) || kernelName;
-  const what = `${shortImageName(image)} with ${gpuCountLabel(gpus)}`;
-  const id = Notification.emit(`Starting ${what}…`, 'in-progress', {
+  const what = trans.__(
+    '%1 with %2',
+    shortImageName(image),
+    gpuCountLabel(trans, gpus)
+  );
+  const id = Notification.emit(trans.__('Starting %1…', what), 'in-progress', {
     autoClose: false
   });
   try {
@@ -200,12 +219,14 @@ export async function applyKernelChoice(
         panel.context.path,
         kernelName,
         gpus,
-        model.serverSettings
+        model.serverSettings,
+        true,
+        trans
       );
       // The server changed the session's kernel: have the page see it now
       // rather than at the next poll of the sessions.
       await app.serviceManager.sessions.refreshRunning();
-      await waitForKernel(panel, reply.session?.kernel.id ?? '');
+      await waitForKernel(panel, reply.session?.kernel.id ?? '', trans);
     } else {
       // No session: the server keeps the request, and the page starts the
       // kernel its own way (a session made by the server would be a second).
@@ -214,7 +235,8 @@ export async function applyKernelChoice(
         kernelName,
         gpus,
         model.serverSettings,
-        false
+        false,
+        trans
       );
       await context.changeKernel({ name: kernelName });
     }
@@ -227,13 +249,16 @@ export async function applyKernelChoice(
     await panel.context.save();
     Notification.update({
       id,
-      message: `Running on ${what}.`,
+      message: trans.__('Running on %1.', what),
       type: 'success',
       autoClose: 3000
     });
   } catch (error) {
     Notification.dismiss(id);
-    await showErrorMessage(`Could not start ${what}`, messageOf(error));
+    await showErrorMessage(
+      trans.__('Could not start %1', what),
+      messageOf(error)
+    );
   } finally {
     void model.refreshGpus();
   }
@@ -242,7 +267,11 @@ export async function applyKernelChoice(
 /**
  * Resolve once the notebook's session runs kernel `kernelId`.
  */
-function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
+function waitForKernel(
+  panel: NotebookPanel,
+  kernelId: string,
+  trans: TranslationBundle
+): Promise<void> {
   const context = panel.sessionContext;
   if (context.session?.kernel?.id === kernelId) {
     return Promise.resolve();
@@ -258,7 +287,9 @@ function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
       done();
       reject(
         new Error(
-          'The kernel started, but this page did not attach to it: reload the page.'
+          trans.__(
+            'The kernel started, but this page did not attach to it: reload the page.'
+          )
         )
       );
     }, ATTACH_TIMEOUT_MS);
@@ -270,12 +301,15 @@ function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
   });
 }
 
-function gpuCountLabel(gpus: GpuRequest): string {
+/**
+ * A GPU request in a few words: `2 GPUs`, `1 chosen GPU`, `its default GPUs`.
+ */
+function gpuCountLabel(trans: TranslationBundle, gpus: GpuRequest): string {
   if (Array.isArray(gpus)) {
-    return gpus.length === 1 ? '1 chosen GPU' : `${gpus.length} chosen GPUs`;
+    return trans._n('%1 chosen GPU', '%1 chosen GPUs', gpus.length);
   }
   if (gpus === null) {
-    return 'its default GPUs';
+    return trans.__('its default GPUs');
   }
-  return gpus === 0 ? 'no GPU' : gpus === 1 ? '1 GPU' : `${gpus} GPUs`;
+  return gpus === 0 ? trans.__('no GPU') : trans._n('%1 GPU', '%1 GPUs', gpus);
 }

@@ -4,6 +4,7 @@
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { NotebookPanel } from '@jupyterlab/notebook';
+import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -20,7 +21,8 @@ export class KernelImageItem extends ReactWidget {
   constructor(
     private readonly _app: JupyterFrontEnd,
     private readonly _model: GpuContainersModel,
-    private readonly _panel: NotebookPanel
+    private readonly _panel: NotebookPanel,
+    private readonly _trans: TranslationBundle
   ) {
     super();
     this.addClass('jgc-toolbar-item');
@@ -46,11 +48,12 @@ export class KernelImageItem extends ReactWidget {
     const kernel = context.session?.kernel ?? null;
     const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
     const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
+    const trans = this._trans;
     const label = !kernel
-      ? 'No kernel'
+      ? trans.__('No kernel')
       : image
-        ? `${shortImageName(image)} · ${gpuListLabel(gpus)}`
-        : 'Not in a container';
+        ? `${shortImageName(image)} · ${gpuListLabel(trans, gpus)}`
+        : trans.__('Not in a container');
     return (
       <button
         className="jp-ToolbarButtonComponent jgc-toolbar-button"
@@ -58,10 +61,16 @@ export class KernelImageItem extends ReactWidget {
         data-gpus={gpus.join(',')}
         title={
           image
-            ? `Kernel image ${image}, ${gpuListLabel(gpus)}. Click to switch the image or the GPUs.`
-            : 'Click to run this notebook in a container image.'
+            ? trans.__(
+                'Kernel image %1, %2. Click to switch the image or the GPUs.',
+                image,
+                gpuListLabel(trans, gpus)
+              )
+            : trans.__('Click to run this notebook in a container image.')
         }
-        onClick={() => void switchNotebook(this._app, this._model, this._panel)}
+        onClick={() =>
+          void switchNotebook(this._app, this._model, this._panel, trans)
+        }
       >
         <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
         <span className="jgc-toolbar-label">{label}</span>

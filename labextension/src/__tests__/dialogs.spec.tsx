@@ -9,7 +9,9 @@ import {
   confirmDialog,
   showFormDialog
 } from '../dialogs';
+import { translationBundle } from '../i18n';
 import { by, findAll, findOne, textOf } from './elements';
+import { pseudoBundle } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: a ReactWidget that only keeps its classes, and buttons as data.
@@ -44,6 +46,8 @@ jest.mock('@jupyterlab/apputils', () => ({
   showDialog: jest.fn()
 }));
 jest.mock('../api', () => ({ putRegistryCredentials: jest.fn() }));
+
+const trans = translationBundle();
 
 /**
  * Have the next dialog closed with its accept button (or not), and `value`.
@@ -177,7 +181,7 @@ describe('FormDialogBody', () => {
 describe('the registry login', () => {
   it('explains why, with a hint for the registry, and asks for a login to remember', () => {
     const { tree } = draw(
-      new LoginForm('registry.example', 'Authorization failed.')
+      new LoginForm('registry.example', 'Authorization failed.', trans)
     );
     const form = findOne(tree, by('form', 'jgc-login'));
     expect(textOf(findOne(tree, by('p', 'jgc-note')))).toBe(
@@ -214,15 +218,34 @@ describe('the registry login', () => {
     expect(event.preventDefault).toHaveBeenCalled();
   });
 
+  it("says it through the extension's bundle", async () => {
+    const pseudo = pseudoBundle();
+    const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+    const { tree } = draw(new LoginForm('registry.example', 'No.', pseudo));
+    expect(textOf(findOne(tree, by('p', 'jgc-note')))).toBe('No.');
+    expect(textOf(findOne(tree, by('p', 'jgc-subtle')))).toBe(
+      t('Your login for registry.example.')
+    );
+    expect(findAll(tree, by('label')).map(label => textOf(label))).toEqual([
+      t('Username'),
+      t('Password or token'),
+      ` ${t('Remember for this server session (kept in memory only)')}`
+    ]);
+    answer(false);
+    await askRegistryLogin('registry.example', 'No.', pseudo);
+    expect(shown().title).toBe(t('Log in to registry.example'));
+    expect(shown().buttons[1].label).toBe(t('Pull'));
+  });
+
   it('tells how to log in to NGC', () => {
-    const { tree } = draw(new LoginForm('nvcr.io', 'Refused.'));
+    const { tree } = draw(new LoginForm('nvcr.io', 'Refused.', trans));
     expect(textOf(findOne(tree, by('p', 'jgc-subtle')))).toBe(
       'For NGC the username is $oauthtoken and the password is your API key.'
     );
   });
 
   it('gives what was typed, the username trimmed', () => {
-    const body = new LoginForm('nvcr.io', 'Refused.');
+    const body = new LoginForm('nvcr.io', 'Refused.', trans);
     const { tree } = draw(body);
     const [user, password, remember] = findAll(tree, by('input'));
     user.props.onChange({ target: { value: ' $oauthtoken ' } });
@@ -237,7 +260,9 @@ describe('the registry login', () => {
 
   it('asks, stores a login to remember, and gives it back', async () => {
     answer(true, { username: 'me', password: 'pw', remember: true });
-    await expect(askRegistryLogin('nvcr.io', 'Refused.')).resolves.toEqual({
+    await expect(
+      askRegistryLogin('nvcr.io', 'Refused.', trans)
+    ).resolves.toEqual({
       username: 'me',
       password: 'pw'
     });
@@ -248,12 +273,20 @@ describe('the registry login', () => {
       expect.objectContaining({ label: 'Pull', accept: true })
     );
     expect(options.focusNodeSelector).toBe('input');
-    expect(putRegistryCredentials).toHaveBeenCalledWith('nvcr.io', 'me', 'pw');
+    expect(putRegistryCredentials).toHaveBeenCalledWith(
+      'nvcr.io',
+      'me',
+      'pw',
+      undefined,
+      trans
+    );
   });
 
   it('does not store a login not to remember', async () => {
     answer(true, { username: 'me', password: 'pw', remember: false });
-    await expect(askRegistryLogin('nvcr.io', 'Refused.')).resolves.toEqual({
+    await expect(
+      askRegistryLogin('nvcr.io', 'Refused.', trans)
+    ).resolves.toEqual({
       username: 'me',
       password: 'pw'
     });
@@ -262,9 +295,13 @@ describe('the registry login', () => {
 
   it('gives null when cancelled, or without a username', async () => {
     answer(false, { username: 'me', password: 'pw', remember: true });
-    await expect(askRegistryLogin('nvcr.io', 'Refused.')).resolves.toBeNull();
+    await expect(
+      askRegistryLogin('nvcr.io', 'Refused.', trans)
+    ).resolves.toBeNull();
     answer(true, { username: '', password: 'pw', remember: true });
-    await expect(askRegistryLogin('nvcr.io', 'Refused.')).resolves.toBeNull();
+    await expect(
+      askRegistryLogin('nvcr.io', 'Refused.', trans)
+    ).resolves.toBeNull();
     expect(putRegistryCredentials).not.toHaveBeenCalled();
   });
 });

@@ -1,5 +1,6 @@
 import * as React from 'react';
 
+import { translationBundle } from '../i18n';
 import { ImagePicker, PickerForm, pickerValue } from '../picker';
 import { by, findAll, findOne, textOf } from './elements';
 import { makeGpu, makeHolder, makeReport, makeRow } from './fixtures';
@@ -14,6 +15,8 @@ jest.mock('@jupyterlab/ui-components', () => ({
   }
 }));
 jest.mock('@jupyterlab/apputils', () => ({}));
+
+const trans = translationBundle();
 
 const torch = makeRow();
 const debian = makeRow({
@@ -43,7 +46,14 @@ const report = makeReport([makeGpu('0', [mine]), makeGpu('1')]);
 
 describe('ImagePicker', () => {
   it("starts on the notebook's image and its GPU count", () => {
-    const picker = new ImagePicker(rows, report, 'gpuc-debian', 'k-1', 1);
+    const picker = new ImagePicker(
+      rows,
+      report,
+      'gpuc-debian',
+      'k-1',
+      1,
+      trans
+    );
     expect(picker.state).toEqual({
       kernelName: 'gpuc-debian',
       choice: 'count:1'
@@ -57,28 +67,28 @@ describe('ImagePicker', () => {
 
   it('starts on the first image that can run a kernel otherwise', () => {
     for (const current of ['', 'gpuc-broken', 'gone']) {
-      const picker = new ImagePicker(rows, report, current, '', 0);
+      const picker = new ImagePicker(rows, report, current, '', 0, trans);
       expect(picker.state).toEqual({
         kernelName: torch.kernel_name,
         choice: 'count:0'
       });
     }
-    expect(new ImagePicker([broken], null, '', '', 0).state.kernelName).toBe(
-      ''
-    );
+    expect(
+      new ImagePicker([broken], null, '', '', 0, trans).state.kernelName
+    ).toBe('');
   });
 });
 
 describe('pickerValue', () => {
   it('gives the kernel and the GPU request', () => {
     expect(
-      pickerValue(rows, report, 'k-1', {
+      pickerValue(trans, rows, report, 'k-1', {
         kernelName: torch.kernel_name,
         choice: 'count:2'
       })
     ).toEqual({ kernelName: torch.kernel_name, gpus: 2, problem: '' });
     expect(
-      pickerValue(rows, report, 'k-1', {
+      pickerValue(trans, rows, report, 'k-1', {
         kernelName: torch.kernel_name,
         choice: 'id:GPU-1'
       })
@@ -87,7 +97,10 @@ describe('pickerValue', () => {
 
   it('says why a choice cannot be made', () => {
     expect(
-      pickerValue(rows, report, '', { kernelName: 'gone', choice: 'count:0' })
+      pickerValue(trans, rows, report, '', {
+        kernelName: 'gone',
+        choice: 'count:0'
+      })
     ).toEqual({
       kernelName: '',
       gpus: null,
@@ -95,13 +108,13 @@ describe('pickerValue', () => {
     });
     // Without the notebook's kernel, its GPU is not free.
     expect(
-      pickerValue(rows, report, '', {
+      pickerValue(trans, rows, report, '', {
         kernelName: torch.kernel_name,
         choice: 'count:2'
       }).problem
     ).toBe('Only 1 GPU is free.');
     expect(
-      pickerValue(rows, report, '', {
+      pickerValue(trans, rows, report, '', {
         kernelName: 'gpuc-broken',
         choice: 'count:0'
       }).problem
@@ -110,7 +123,7 @@ describe('pickerValue', () => {
 
   it('falls back to no GPU for a choice that is not offered', () => {
     expect(
-      pickerValue(rows, report, 'k-1', {
+      pickerValue(trans, rows, report, 'k-1', {
         kernelName: torch.kernel_name,
         choice: 'id:GPU-9'
       })
@@ -128,6 +141,7 @@ describe('PickerForm', () => {
         kernelName={kernelName}
         choice={choice}
         onChange={onChange}
+        trans={trans}
       />
     );
   }

@@ -13,6 +13,7 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ITranslator } from '@jupyterlab/translation';
 
 import { askRegistryLogin } from '../credentials';
 import plugin, { CommandIDs, PLUGIN_ID, TOOLBAR_ITEM } from '../index';
@@ -21,6 +22,7 @@ import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
 import { IPull, IStatus } from '../types';
 import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
+import { pseudoTranslator } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: the plugin only needs their tokens (and Notification) here.
@@ -137,6 +139,7 @@ function start(
     notebooks?: unknown;
     settingRegistry?: unknown;
     toolbarRegistry?: unknown;
+    translator?: unknown;
   } = {}
 ): void {
   void plugin.activate(
@@ -147,7 +150,8 @@ function start(
     optional.restorer ?? null,
     optional.notebooks ?? null,
     optional.settingRegistry ?? null,
-    optional.toolbarRegistry ?? null
+    optional.toolbarRegistry ?? null,
+    optional.translator ?? null
   );
 }
 
@@ -220,7 +224,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       ILayoutRestorer,
       INotebookTracker,
       ISettingRegistry,
-      IToolbarWidgetRegistry
+      IToolbarWidgetRegistry,
+      ITranslator
     ]);
     // The app, then one argument per optional service.
     expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
@@ -366,6 +371,50 @@ describe('jupyter-gpu-containers:plugin', () => {
       );
     });
 
+    it('names its commands, palette category and card through the translator', async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const translator = pseudoTranslator();
+      const palette = { addItem: jest.fn() };
+      const launcher = { add: jest.fn() };
+      const app = makeApp();
+      start(app, { palette, launcher, translator });
+      const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+      const open = command(app, CommandIDs.openPanel);
+      expect(open.label()).toBe(t('GPU Containers'));
+      expect(open.caption).toBe(
+        t('Show the GPUs, who holds them, and the container images')
+      );
+      expect(command(app, CommandIDs.switchImage).label).toBe(
+        t('Switch Notebook Image and GPUs…')
+      );
+      expect(command(app, CommandIDs.refreshImages).label).toBe(
+        t('Refresh GPU Container Images')
+      );
+      expect(palette.addItem).toHaveBeenCalledWith(
+        expect.objectContaining({ category: t('GPU Containers') })
+      );
+      // JupyterLab names the Launcher's "Other" section in its own domain.
+      expect(launcher.add).toHaveBeenCalledWith(
+        expect.objectContaining({ category: '⟦jupyterlab:Other⟧' })
+      );
+      expect(translator.load).toHaveBeenCalledWith('jupyter_gpu_containers');
+      await settle();
+    });
+
+    it('names its commands in English without a translator', async () => {
+      const app = await activate(reachable);
+      expect(command(app, CommandIDs.switchImage).label).toBe(
+        'Switch Notebook Image and GPUs…'
+      );
+      expect(command(app, CommandIDs.switchImage).caption).toBe(
+        "Restart this notebook's kernel on another image or GPU count"
+      );
+      expect(command(app, CommandIDs.refreshImages).caption).toBe(
+        'Read the image catalog and the GPUs again'
+      );
+    });
+
     it('refreshes the model from the refresh command', async () => {
       const app = await activate(reachable);
       const refresh = jest
@@ -404,7 +453,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(KernelImageItem).toHaveBeenCalledWith(
         app,
         mockPanels[0].model,
-        notebook
+        notebook,
+        expect.objectContaining({ __: expect.any(Function) })
       );
       expect(item).toBe(jest.mocked(KernelImageItem).mock.instances[0]);
     });
@@ -517,7 +567,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       await (await actions()).pull(row);
       expect(askRegistryLogin).toHaveBeenCalledWith(
         'nvcr.io',
-        'unauthorized: authentication required'
+        'unauthorized: authentication required',
+        expect.objectContaining({ __: expect.any(Function) })
       );
       expect(pull).toHaveBeenLastCalledWith(row.reference, login);
       expect(Notification.success).toHaveBeenCalledTimes(1);

@@ -4,6 +4,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 
 import { startNotebookKernel } from '../api';
+import { translationBundle } from '../i18n';
 import { confirmDialog, showFormDialog } from '../dialogs';
 import { GpuContainersModel } from '../model';
 import { ImagePicker, IPickerValue } from '../picker';
@@ -20,6 +21,7 @@ import {
   makeReport,
   makeRow
 } from './fixtures';
+import { pseudoBundle } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: the workflow only needs their dialogs and notifications.
@@ -40,6 +42,8 @@ jest.mock('../api', () => ({
   ...jest.requireActual('../api'),
   startNotebookKernel: jest.fn()
 }));
+
+const trans = translationBundle();
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/'
@@ -179,7 +183,7 @@ describe('launchNotebook', () => {
     const app = makeApp();
     const model = makeModel();
     jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
-    await launchNotebook(asApp(app), asModel(model), torch, 1, 'work');
+    await launchNotebook(asApp(app), asModel(model), torch, 1, 'work', trans);
     const { contents } = app.serviceManager;
     expect(contents.newUntitled).toHaveBeenCalledWith({
       path: 'work',
@@ -205,7 +209,9 @@ describe('launchNotebook', () => {
       'work/Untitled.ipynb',
       torch.kernel_name,
       1,
-      settings
+      settings,
+      true,
+      trans
     );
     expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
     expect(app.commands.execute).toHaveBeenCalledWith('docmanager:open', {
@@ -222,7 +228,14 @@ describe('launchNotebook', () => {
     jest
       .mocked(startNotebookKernel)
       .mockRejectedValue(new Error('No free GPU: every GPU is taken.'));
-    await launchNotebook(asApp(app), asModel(makeModel()), torch, 2, 'work');
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      2,
+      'work',
+      trans
+    );
     expect(app.serviceManager.contents.delete).toHaveBeenCalledWith(
       'work/Untitled.ipynb'
     );
@@ -240,7 +253,8 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(model),
-      asPanel(makePanel(null))
+      asPanel(makePanel(null)),
+      trans
     );
     expect(model.refreshImages).toHaveBeenCalled();
     expect(showErrorMessage).toHaveBeenCalledWith(
@@ -251,7 +265,8 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel({ catalog: null, catalogError: 'Docker is down.' })),
-      asPanel(makePanel(null))
+      asPanel(makePanel(null)),
+      trans
     );
     expect(showErrorMessage).toHaveBeenLastCalledWith(
       'Images unavailable',
@@ -265,14 +280,16 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(model),
-      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }))
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name })),
+      trans
     );
     expect(ImagePicker).toHaveBeenCalledWith(
       model.catalog.images,
       model.gpus,
       torch.kernel_name,
       'k-1',
-      1
+      1,
+      trans
     );
     expect(showFormDialog).toHaveBeenCalledWith({
       title: 'Image and GPUs for train.ipynb',
@@ -290,7 +307,8 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel()),
-      asPanel(makePanel(null))
+      asPanel(makePanel(null)),
+      trans
     );
     expect(showErrorMessage).toHaveBeenCalledWith(
       'Cannot switch',
@@ -305,7 +323,8 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel()),
-      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'unknown'))
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'unknown')),
+      trans
     );
     expect(confirmDialog).toHaveBeenCalledWith({
       title: 'Restart the kernel?',
@@ -325,7 +344,8 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel()),
-      asPanel(panel)
+      asPanel(panel),
+      trans
     );
     expect(confirmDialog).toHaveBeenCalledWith({
       title: 'Switch the image?',
@@ -339,7 +359,9 @@ describe('switchNotebook', () => {
       panel.context.path,
       'gpuc-debian',
       0,
-      settings
+      settings,
+      true,
+      trans
     );
   });
 
@@ -349,13 +371,15 @@ describe('switchNotebook', () => {
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel()),
-      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'dead'))
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'dead')),
+      trans
     );
     pick({ kernelName: torch.kernel_name, gpus: 1, problem: '' });
     await switchNotebook(
       asApp(makeApp()),
       asModel(makeModel()),
-      asPanel(makePanel(null))
+      asPanel(makePanel(null)),
+      trans
     );
     expect(confirmDialog).not.toHaveBeenCalled();
     expect(startNotebookKernel).toHaveBeenCalledTimes(2);
@@ -374,7 +398,8 @@ describe('applyKernelChoice', () => {
       asModel(model),
       asPanel(panel),
       torch.kernel_name,
-      1
+      1,
+      trans
     );
     expect(Notification.emit).toHaveBeenCalledWith(
       'Starting pytorch:24.05-py3 with 1 GPU…',
@@ -386,7 +411,9 @@ describe('applyKernelChoice', () => {
       panel.context.path,
       torch.kernel_name,
       1,
-      settings
+      settings,
+      true,
+      trans
     );
     expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
     // The page attaches to the new kernel.
@@ -422,7 +449,8 @@ describe('applyKernelChoice', () => {
       asModel(makeModel()),
       asPanel(panel),
       torch.kernel_name,
-      ['GPU-0', 'GPU-1']
+      ['GPU-0', 'GPU-1'],
+      trans
     );
     await jest.advanceTimersByTimeAsync(15000);
     await done;
@@ -444,7 +472,8 @@ describe('applyKernelChoice', () => {
       asModel(makeModel()),
       asPanel(panel),
       'gpuc-debian',
-      null
+      null,
+      trans
     );
     expect(Notification.emit).toHaveBeenCalledWith(
       'Starting debian-ipykernel:bookworm with its default GPUs…',
@@ -456,7 +485,8 @@ describe('applyKernelChoice', () => {
       'gpuc-debian',
       null,
       settings,
-      false
+      false,
+      trans
     );
     expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
       name: 'gpuc-debian'
@@ -476,11 +506,62 @@ describe('applyKernelChoice', () => {
       asModel(makeModel()),
       asPanel(makePanel(null)),
       'python3',
-      gpus
+      gpus,
+      trans
     );
     // A kernel spec without an image is named by itself.
     expect(showErrorMessage).toHaveBeenCalledWith(
       `Could not start python3 with ${label}`,
+      'No.'
+    );
+  });
+});
+
+describe('translation', () => {
+  it("says it through the extension's bundle", async () => {
+    const pseudo = pseudoBundle();
+    const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+    pick({ kernelName: 'gpuc-debian', gpus: 0, problem: '' });
+    jest.mocked(confirmDialog).mockResolvedValueOnce(false);
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name })),
+      pseudo
+    );
+    expect(jest.mocked(ImagePicker).mock.calls[0][5]).toBe(pseudo);
+    expect(showFormDialog).toHaveBeenCalledWith(
+      expect.objectContaining({
+        title: t('Image and GPUs for train.ipynb'),
+        accept: t('Switch')
+      })
+    );
+    expect(confirmDialog).toHaveBeenCalledWith({
+      title: t('Switch the image?'),
+      body: t(
+        'The kernel will restart in a new container of the chosen image: its variables and ' +
+          'everything else in its memory are lost. The notebook stays open and keeps its ' +
+          'cells and outputs.'
+      ),
+      action: t('Switch')
+    });
+    jest.mocked(startNotebookKernel).mockRejectedValue(new Error('No.'));
+    await applyKernelChoice(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel(null)),
+      'python3',
+      2,
+      pseudo
+    );
+    expect(Notification.emit).toHaveBeenCalledWith(
+      t(`Starting ${t(`python3 with ${t('2 GPUs')}`)}…`),
+      'in-progress',
+      { autoClose: false }
+    );
+    expect(jest.mocked(startNotebookKernel).mock.calls[0][5]).toBe(pseudo);
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      t(`Could not start ${t(`python3 with ${t('2 GPUs')}`)}`),
       'No.'
     );
   });

@@ -1,11 +1,13 @@
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
+import { translationBundle } from '../i18n';
 import { GpuContainersModel } from '../model';
 import { switchNotebook } from '../switching';
 import { KernelImageItem } from '../toolbar';
 import { by, findOne, textOf } from './elements';
 import { makeGpu, makeHolder, makeReport } from './fixtures';
+import { pseudoBundle } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: a ReactWidget that counts its updates, a UseSignal that draws its
@@ -33,6 +35,8 @@ jest.mock('../switching', () => ({
   ...jest.requireActual('../switching'),
   switchNotebook: jest.fn()
 }));
+
+const trans = translationBundle();
 
 const IMAGE = 'nvcr.io/nvidia/pytorch:24.05-py3';
 
@@ -91,11 +95,16 @@ function makeModel() {
   };
 }
 
-function build(panel: ReturnType<typeof makePanel>, model = makeModel()) {
+function build(
+  panel: ReturnType<typeof makePanel>,
+  model = makeModel(),
+  bundle = trans
+) {
   item = new KernelImageItem(
     app as unknown as JupyterFrontEnd,
     model as unknown as GpuContainersModel,
-    panel as unknown as NotebookPanel
+    panel as unknown as NotebookPanel,
+    bundle
   );
   return { item, model };
 }
@@ -141,7 +150,7 @@ describe('KernelImageItem', () => {
     const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' });
     const { model } = build(panel);
     button().props.onClick();
-    expect(switchNotebook).toHaveBeenCalledWith(app, model, panel);
+    expect(switchNotebook).toHaveBeenCalledWith(app, model, panel, trans);
   });
 
   it('redraws as the session changes, and reads the GPUs of a new kernel', () => {
@@ -177,5 +186,20 @@ describe('KernelImageItem', () => {
       0
     );
     item.dispose();
+  });
+
+  it("says it through the extension's bundle", () => {
+    const pseudo = pseudoBundle();
+    build(makePanel(null), makeModel(), pseudo);
+    expect(textOf(button())).toBe('⟦jupyter_gpu_containers:No kernel⟧');
+    build(makePanel({ id: 'k-2', name: 'gpuc-torch' }), makeModel(), pseudo);
+    expect(textOf(button())).toBe(
+      'pytorch:24.05-py3 · ⟦jupyter_gpu_containers:GPUs 1,2⟧'
+    );
+    expect(button().props.title).toBe(
+      `⟦jupyter_gpu_containers:Kernel image ${IMAGE}, ⟦jupyter_gpu_containers:GPUs 1,2⟧. Click to switch the image or the GPUs.⟧`
+    );
+    button().props.onClick();
+    expect(jest.mocked(switchNotebook).mock.calls[0][3]).toBe(pseudo);
   });
 });
