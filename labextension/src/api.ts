@@ -1,12 +1,18 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import type { TranslationBundle } from '@jupyterlab/translation';
+
+import { translationBundle } from './i18n';
 
 import {
   GpuRequest,
   ICatalog,
   IGpuReport,
   INotebookKernelReply,
+  INotebookKernelRequest,
   IPull,
+  IPullRequest,
+  IRegistryCredentials,
   IStatus
 } from './types';
 
@@ -42,11 +48,13 @@ export class ApiError extends Error {
  * @param body The response body, as text.
  * @param status The HTTP status code.
  * @param statusText The HTTP status text (empty over HTTP/2).
+ * @param trans The extension's translation bundle; English by default.
  */
 export function errorMessage(
   body: string,
   status: number,
-  statusText: string
+  statusText: string,
+  trans: TranslationBundle = translationBundle()
 ): string {
   const fields = parseObject(body);
   for (const key of ['message', 'reason']) {
@@ -56,7 +64,9 @@ export function errorMessage(
     }
   }
   const text = statusText.trim();
-  return text !== '' ? `${text} (HTTP ${status})` : `HTTP error ${status}`;
+  return text !== ''
+    ? trans.__('%1 (HTTP %2)', text, status)
+    : trans.__('HTTP error %1', status);
 }
 
 /**
@@ -65,6 +75,7 @@ export function errorMessage(
  * @param endPoint The path below `/gpu-containers/`, e.g. `status`.
  * @param init Options of the request (method, body, ...).
  * @param settings The server connection; the page's own by default.
+ * @param trans The extension's translation bundle; English by default.
  * @returns The response body, parsed as JSON (`undefined` when empty).
  * @throws {ApiError} When the server cannot be reached, answers an error
  *   status, or answers something that is not JSON.
@@ -72,7 +83,8 @@ export function errorMessage(
 export async function requestAPI<T>(
   endPoint: string,
   init: RequestInit = {},
-  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  trans: TranslationBundle = translationBundle()
 ): Promise<T> {
   const url = URLExt.join(settings.baseUrl, API_NAMESPACE, endPoint);
 
@@ -81,13 +93,15 @@ export async function requestAPI<T>(
     response = await ServerConnection.makeRequest(url, init, settings);
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
-    throw new ApiError(`Could not reach the Jupyter server: ${detail}`);
+    throw new ApiError(
+      trans.__('Could not reach the Jupyter server: %1', detail)
+    );
   }
 
   const body = await response.text();
   if (!response.ok) {
     throw new ApiError(
-      errorMessage(body, response.status, response.statusText),
+      errorMessage(body, response.status, response.statusText, trans),
       response.status
     );
   }
@@ -98,7 +112,10 @@ export async function requestAPI<T>(
     return JSON.parse(body) as T;
   } catch {
     throw new ApiError(
-      `The server's answer to ${API_NAMESPACE}/${endPoint} is not JSON.`,
+      trans.__(
+        "The server's answer to %1 is not JSON.",
+        `${API_NAMESPACE}/${endPoint}`
+      ),
       response.status
     );
   }
@@ -108,18 +125,20 @@ export async function requestAPI<T>(
  * Fetch the container engine's status and the number of container kernel specs.
  */
 export function getStatus(
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<IStatus> {
-  return requestAPI<IStatus>('status', { method: 'GET' }, settings);
+  return requestAPI<IStatus>('status', { method: 'GET' }, settings, trans);
 }
 
 /**
  * Fetch the host's GPUs and who holds them.
  */
 export function getGpus(
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<IGpuReport> {
-  return requestAPI<IGpuReport>('gpus', { method: 'GET' }, settings);
+  return requestAPI<IGpuReport>('gpus', { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -127,9 +146,10 @@ export function getGpus(
  * background: their rows say `kernel_ready: null` until a later fetch.
  */
 export function getImages(
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<ICatalog> {
-  return requestAPI<ICatalog>('images', { method: 'GET' }, settings);
+  return requestAPI<ICatalog>('images', { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -139,16 +159,16 @@ export function getImages(
  */
 export function startPull(
   image: string,
-  auth?: { username: string; password: string },
-  settings?: ServerConnection.ISettings
+  auth?: IRegistryCredentials,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<IPull> {
+  const request: IPullRequest = auth ? { image, auth } : { image };
   return requestAPI<IPull>(
     'pulls',
-    {
-      method: 'POST',
-      body: JSON.stringify(auth ? { image, auth } : { image })
-    },
-    settings
+    { method: 'POST', body: JSON.stringify(request) },
+    settings,
+    trans
   );
 }
 
@@ -157,12 +177,14 @@ export function startPull(
  */
 export function cancelPull(
   pullId: string,
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<IPull> {
   return requestAPI<IPull>(
     `pulls/${encodeURIComponent(pullId)}`,
     { method: 'DELETE' },
-    settings
+    settings,
+    trans
   );
 }
 
@@ -173,12 +195,15 @@ export function putRegistryCredentials(
   registry: string,
   username: string,
   password: string,
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
 ): Promise<void> {
+  const login: IRegistryCredentials = { username, password };
   return requestAPI<void>(
     `registries/${encodeURIComponent(registry)}/credentials`,
-    { method: 'PUT', body: JSON.stringify({ username, password }) },
-    settings
+    { method: 'PUT', body: JSON.stringify(login) },
+    settings,
+    trans
   );
 }
 
@@ -194,15 +219,20 @@ export function startNotebookKernel(
   kernelName: string | null,
   gpus: GpuRequest,
   settings?: ServerConnection.ISettings,
-  start = true
+  start = true,
+  trans?: TranslationBundle
 ): Promise<INotebookKernelReply> {
+  const request: INotebookKernelRequest = {
+    path,
+    kernel_name: kernelName,
+    gpus,
+    start
+  };
   return requestAPI<INotebookKernelReply>(
     'notebooks/kernel',
-    {
-      method: 'POST',
-      body: JSON.stringify({ path, kernel_name: kernelName, gpus, start })
-    },
-    settings
+    { method: 'POST', body: JSON.stringify(request) },
+    settings,
+    trans
   );
 }
 

@@ -1,7 +1,13 @@
 /**
  * Pure helpers that turn the server's documents into what the panel and the
  * toolbar show. No DOM, no requests: everything here is unit-tested.
+ *
+ * Helpers that write words for people take the extension's translation
+ * bundle (`trans`) first. Not translated: byte units (SI symbols), framework
+ * names and versions, and image references.
  */
+import type { TranslationBundle } from '@jupyterlab/translation';
+
 import {
   GpuRequest,
   IGpu,
@@ -46,20 +52,34 @@ export interface IVerdictBadge {
   tone: 'good' | 'warn' | 'bad' | 'neutral';
 }
 
-const BADGES: Record<VerdictOutcome, IVerdictBadge> = {
-  native: { label: 'Compatible', tone: 'good' },
-  compat: { label: 'Compat mode', tone: 'warn' },
-  'cannot-run': { label: 'Cannot run here', tone: 'bad' },
-  'cpu-only': { label: 'CPU build', tone: 'neutral' },
-  'no-gpus': { label: 'No GPUs here', tone: 'neutral' },
-  unknown: { label: 'Unknown', tone: 'neutral' }
-};
+/**
+ * The badges of the verdict outcomes.
+ */
+function badges(
+  trans: TranslationBundle
+): Record<VerdictOutcome, IVerdictBadge> {
+  return {
+    native: { label: trans._p('verdict', 'Compatible'), tone: 'good' },
+    compat: { label: trans._p('verdict', 'Compat mode'), tone: 'warn' },
+    'cannot-run': {
+      label: trans._p('verdict', 'Cannot run here'),
+      tone: 'bad'
+    },
+    'cpu-only': { label: trans._p('verdict', 'CPU build'), tone: 'neutral' },
+    'no-gpus': { label: trans._p('verdict', 'No GPUs here'), tone: 'neutral' },
+    unknown: { label: trans._p('verdict', 'Unknown'), tone: 'neutral' }
+  };
+}
 
 /**
  * The badge for a verdict outcome (an unexpected outcome reads "Unknown").
  */
-export function verdictBadge(outcome: string): IVerdictBadge {
-  return BADGES[outcome as VerdictOutcome] ?? BADGES.unknown;
+export function verdictBadge(
+  trans: TranslationBundle,
+  outcome: string
+): IVerdictBadge {
+  const known = badges(trans);
+  return known[outcome as VerdictOutcome] ?? known.unknown;
 }
 
 /**
@@ -83,23 +103,32 @@ export function isLaunchable(row: IImageRow): boolean {
 /**
  * Why an image cannot be launched, or `''` when it can.
  */
-export function launchBlocker(row: IImageRow): string {
+export function launchBlocker(
+  trans: TranslationBundle,
+  row: IImageRow
+): string {
   if (!row.allowed) {
-    return row.allowed_reason || 'The administrator does not allow this image.';
+    return (
+      row.allowed_reason ||
+      trans.__('The administrator does not allow this image.')
+    );
   }
   if (!row.pulled) {
-    return 'Not on this host yet: pull it first.';
+    return trans.__('Not on this host yet: pull it first.');
   }
   if (row.kernel_ready === null) {
     return (
-      row.kernel_ready_reason || 'Still checking whether it can run a kernel.'
+      row.kernel_ready_reason ||
+      trans.__('Still checking whether it can run a kernel.')
     );
   }
   if (!row.kernel_ready) {
-    return row.kernel_ready_reason || 'This image cannot run a kernel.';
+    return (
+      row.kernel_ready_reason || trans.__('This image cannot run a kernel.')
+    );
   }
   if (!row.kernel_name) {
-    return 'This image is not offered as a kernel on this server.';
+    return trans.__('This image is not offered as a kernel on this server.');
   }
   return '';
 }
@@ -211,14 +240,14 @@ export function groupByFramework(
 /**
  * Who holds a GPU, in a few words, from this user's point of view.
  */
-export function holderLabel(holder: IHolder): string {
+export function holderLabel(trans: TranslationBundle, holder: IHolder): string {
   if (holder.mine) {
     // A kernel started without a notebook (a console, the REST API).
     return holder.notebook
-      ? `Your notebook ${holder.notebook.split('/').pop()}`
-      : 'Your kernel';
+      ? trans.__('Your notebook %1', holder.notebook.split('/').pop() ?? '')
+      : trans.__('Your kernel');
   }
-  return holder.user ? `${holder.user}` : 'Another user';
+  return holder.user ? `${holder.user}` : trans.__('Another user');
 }
 
 /**
@@ -265,11 +294,14 @@ export function gpusOfKernel(
 /**
  * The GPUs part of a label: `no GPU`, `GPU 0`, `GPUs 0,1`.
  */
-export function gpuListLabel(indexes: string[]): string {
+export function gpuListLabel(
+  trans: TranslationBundle,
+  indexes: string[]
+): string {
   if (indexes.length === 0) {
-    return 'no GPU';
+    return trans.__('no GPU');
   }
-  return `${indexes.length === 1 ? 'GPU' : 'GPUs'} ${indexes.join(',')}`;
+  return trans._n('GPU %2', 'GPUs %2', indexes.length, indexes.join(','));
 }
 
 /**
@@ -293,6 +325,7 @@ export interface IGpuChoice {
  * reason.
  */
 export function gpuChoices(
+  trans: TranslationBundle,
   report: IGpuReport | null,
   row: IImageRow | null,
   kernelId = ''
@@ -301,15 +334,17 @@ export function gpuChoices(
   const free = availableGpus(report, kernelId);
   const noGpuReason = (): string => {
     if (!report || total === 0) {
-      return describeNoGpus(report);
+      return describeNoGpus(trans, report);
     }
     if (row && !row.gpu) {
-      return 'This image is a CPU build: it cannot use GPUs.';
+      return trans.__('This image is a CPU build: it cannot use GPUs.');
     }
     if (row && row.verdict.outcome === 'cannot-run') {
       return (
         row.verdict.reason.trim() ||
-        "This image's CUDA needs a newer NVIDIA driver than this host's."
+        trans.__(
+          "This image's CUDA needs a newer NVIDIA driver than this host's."
+        )
       );
     }
     return '';
@@ -318,7 +353,7 @@ export function gpuChoices(
   const choices: IGpuChoice[] = [
     {
       value: 'count:0',
-      label: 'No GPU',
+      label: trans.__('No GPU'),
       request: 0,
       disabled: false,
       reason: ''
@@ -329,12 +364,16 @@ export function gpuChoices(
       blocked ||
       (n > free.length
         ? free.length === 0
-          ? 'No free GPU: every GPU is taken.'
-          : `Only ${free.length} GPU${free.length === 1 ? ' is' : 's are'} free.`
+          ? trans.__('No free GPU: every GPU is taken.')
+          : trans._n(
+              'Only %1 GPU is free.',
+              'Only %1 GPUs are free.',
+              free.length
+            )
         : '');
     choices.push({
       value: `count:${n}`,
-      label: `${n} GPU${n === 1 ? '' : 's'}`,
+      label: trans._n('%1 GPU', '%1 GPUs', n),
       request: n,
       disabled: reason !== '',
       reason
@@ -345,10 +384,10 @@ export function gpuChoices(
       const taken = !free.includes(gpu);
       choices.push({
         value: `id:${gpu.uuid}`,
-        label: `GPU ${gpu.index} only (${gpu.name})`,
+        label: trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
         request: [gpu.uuid],
         disabled: taken,
-        reason: taken ? `GPU ${gpu.index} is taken.` : ''
+        reason: taken ? trans.__('GPU %1 is taken.', gpu.index) : ''
       });
     }
   }
@@ -371,30 +410,39 @@ export function defaultGpuChoice(
  * Why the host has no GPUs to offer, ending with the reassurance that CPU
  * kernels still work.
  */
-export function describeNoGpus(report: IGpuReport | null): string {
-  const tail = 'CPU kernels still work.';
+export function describeNoGpus(
+  trans: TranslationBundle,
+  report: IGpuReport | null
+): string {
+  const tail = trans.__('CPU kernels still work.');
   if (!report) {
-    return `GPUs are unknown: the server has not answered. ${tail}`;
+    return `${trans.__('GPUs are unknown: the server has not answered.')} ${tail}`;
   }
   if (report.source === 'static') {
-    return `The administrator's static GPU inventory is empty. ${tail}`;
+    return `${trans.__("The administrator's static GPU inventory is empty.")} ${tail}`;
   }
   const reason = report.reason.trim();
   return reason
     ? `${reason.replace(/\.?$/, '.')} ${tail}`
-    : `This host has no GPUs. ${tail}`;
+    : `${trans.__('This host has no GPUs.')} ${tail}`;
 }
 
 /**
  * The sentence to show when the engine cannot be used, or `''` when it can.
  */
-export function engineProblem(status: IStatus | null): string {
+export function engineProblem(
+  trans: TranslationBundle,
+  status: IStatus | null
+): string {
   if (!status || status.engine.ok) {
     return '';
   }
   return (
     status.engine.message.trim() ||
-    `The container engine at ${status.engine.endpoint} is unreachable.`
+    trans.__(
+      'The container engine at %1 is unreachable.',
+      status.engine.endpoint
+    )
   );
 }
 
@@ -411,30 +459,42 @@ export function switchDiscardsState(kernelDisplayStatus: string): boolean {
 /**
  * A pull's progress in a few words: `Downloading 120 MB of 300 MB (40%)`.
  */
-export function pullProgressText(pull: IPull): string {
+export function pullProgressText(
+  trans: TranslationBundle,
+  pull: IPull
+): string {
   switch (pull.state) {
     case 'queued':
-      return 'Waiting for another pull to finish…';
+      return trans.__('Waiting for another pull to finish…');
     case 'done':
-      return 'Pulled.';
+      return trans.__('Pulled.');
     case 'cancelled':
-      return 'Cancelled.';
+      return trans.__('Cancelled.');
     case 'error':
-      return pull.message || 'The pull failed.';
+      return pull.message || trans.__('The pull failed.');
     default:
       break;
   }
   if (pull.phase === 'resolving') {
-    return 'Asking the registry…';
+    return trans.__('Asking the registry…');
   }
   if (
     pull.phase === 'extracting' &&
     pull.downloaded_bytes >= pull.total_bytes
   ) {
-    return `Extracting (${pull.extracted_layers} layer${pull.extracted_layers === 1 ? '' : 's'} done)…`;
+    return trans._n(
+      'Extracting (%1 layer done)…',
+      'Extracting (%1 layers done)…',
+      pull.extracted_layers
+    );
   }
   const percent = Math.round(Math.min(1, Math.max(0, pull.progress)) * 100);
-  return `Downloading ${formatBytes(pull.downloaded_bytes)} of ${formatBytes(pull.total_bytes)} (${percent}%)`;
+  return trans.__(
+    'Downloading %1 of %2 (%3%)',
+    formatBytes(pull.downloaded_bytes),
+    formatBytes(pull.total_bytes),
+    percent
+  );
 }
 
 /**

@@ -3,27 +3,46 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  IToolbarWidgetRegistry,
+  Notification
+} from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import {
+  ITranslator,
+  TranslationBundle,
+  nullTranslator
+} from '@jupyterlab/translation';
 import type { IDisposable } from '@lumino/disposable';
 
 import { getStatus } from './api';
 import { askRegistryLogin } from './credentials';
 import { engineProblem } from './format';
+import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
-import { KernelImageItem, launchNotebook, switchNotebook } from './notebook';
 import { GpuContainersPanel, IPanelActions } from './panel';
 import { describeStatus } from './status';
+import { launchNotebook, switchNotebook } from './switching';
+import { KernelImageItem } from './toolbar';
 import { IImageRow } from './types';
 
 /**
  * The plugin's id, also the key of its settings.
  */
 export const PLUGIN_ID = 'jupyter-gpu-containers:plugin';
+
+/**
+ * The name of the notebook toolbar item, in the toolbar registry and in the
+ * `jupyter.lab.toolbars` definition of the plugin's settings schema (where
+ * its rank puts it after the kernel name). Users hide or move it in the
+ * Notebook Panel settings, as any toolbar item.
+ */
+export const TOOLBAR_ITEM = 'gpuContainers';
 
 /**
  * Command ids.
@@ -38,10 +57,13 @@ export namespace CommandIDs {
  * Ask the server for the container engine's status and tell people when the
  * engine cannot be used. Never rejects.
  */
-async function reportStatus(app: JupyterFrontEnd): Promise<void> {
+async function reportStatus(
+  app: JupyterFrontEnd,
+  trans: TranslationBundle
+): Promise<void> {
   try {
-    const status = await getStatus(app.serviceManager.serverSettings);
-    const { level, text } = describeStatus(status);
+    const status = await getStatus(app.serviceManager.serverSettings, trans);
+    const { level, text } = describeStatus(trans, status);
     if (level === 'warning') {
       Notification.warning(text, { autoClose: false });
     } else {
@@ -49,7 +71,9 @@ async function reportStatus(app: JupyterFrontEnd): Promise<void> {
     }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    Notification.error(`GPU containers: ${message}`, { autoClose: false });
+    Notification.error(trans.__('GPU containers: %1', message), {
+      autoClose: false
+    });
   }
 }
 
@@ -59,24 +83,28 @@ async function reportStatus(app: JupyterFrontEnd): Promise<void> {
  */
 async function pullImage(
   model: GpuContainersModel,
-  row: IImageRow
+  row: IImageRow,
+  trans: TranslationBundle
 ): Promise<void> {
   try {
     let final = await model.pull(row.reference);
     // 403: the registry refused the login (or none was given).
     while (final.state === 'error' && final.error_status === 403) {
-      const login = await askRegistryLogin(row.registry, final.message);
+      const login = await askRegistryLogin(row.registry, final.message, trans);
       if (!login) {
         return;
       }
       final = await model.pull(row.reference, login);
     }
     if (final.state === 'error') {
-      Notification.error(`Pull of ${row.reference} failed: ${final.message}`, {
-        autoClose: false
-      });
+      Notification.error(
+        trans.__('Pull of %1 failed: %2', row.reference, final.message),
+        { autoClose: false }
+      );
     } else if (final.state === 'done') {
-      Notification.success(`${row.reference} is pulled.`, { autoClose: 5000 });
+      Notification.success(trans.__('%1 is pulled.', row.reference), {
+        autoClose: 5000
+      });
     }
   } catch (error) {
     Notification.error(messageOf(error), { autoClose: false });
@@ -98,7 +126,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     ILauncher,
     ILayoutRestorer,
     INotebookTracker,
-    ISettingRegistry
+    ISettingRegistry,
+    IToolbarWidgetRegistry,
+    ITranslator
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -107,17 +137,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     launcher: ILauncher | null,
     restorer: ILayoutRestorer | null,
     notebooks: INotebookTracker | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    toolbarRegistry: IToolbarWidgetRegistry | null,
+    translator: ITranslator | null
   ): void => {
-    void reportStatus(app);
+    const trans = translationBundle(translator);
+    void reportStatus(app, trans);
     const model = new GpuContainersModel({
-      serverSettings: app.serviceManager.serverSettings
+      serverSettings: app.serviceManager.serverSettings,
+      translator
     });
 
     const actions: IPanelActions = {
       launch: (row, gpus) =>
-        launchNotebook(app, model, row, gpus, browser?.model.path ?? ''),
-      pull: row => pullImage(model, row),
+        launchNotebook(app, model, row, gpus, browser?.model.path ?? '', trans),
+      pull: row => pullImage(model, row, trans),
       cancel: async row => {
         try {
           await model.cancel(row.reference);
@@ -129,17 +163,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void app.commands.execute('docmanager:open', { path });
       }
     };
-    const panel = new GpuContainersPanel(model, actions);
+    const panel = new GpuContainersPanel(model, actions, trans);
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, 'gpu-containers');
 
     const { commands } = app;
     commands.addCommand(CommandIDs.openPanel, {
       label: () =>
-        engineProblem(model.status)
-          ? 'GPU Containers (no Docker engine)'
-          : 'GPU Containers',
-      caption: 'Show the GPUs, who holds them, and the container images',
+        engineProblem(trans, model.status)
+          ? trans.__('GPU Containers (no Docker engine)')
+          : trans.__('GPU Containers'),
+      caption: trans.__(
+        'Show the GPUs, who holds them, and the container images'
+      ),
       icon: args => (args['isPalette'] ? undefined : gpuContainersIcon),
       execute: () => app.shell.activateById(panel.id)
     });
@@ -148,28 +184,32 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return widget && widget === app.shell.currentWidget ? widget : null;
     };
     commands.addCommand(CommandIDs.switchImage, {
-      label: 'Switch Notebook Image and GPUs…',
-      caption: "Restart this notebook's kernel on another image or GPU count",
+      label: trans.__('Switch Notebook Image and GPUs…'),
+      caption: trans.__(
+        "Restart this notebook's kernel on another image or GPU count"
+      ),
       isEnabled: () => currentNotebook() !== null,
       execute: async () => {
         const current = currentNotebook();
         if (current) {
-          await switchNotebook(app, model, current);
+          await switchNotebook(app, model, current, trans);
         }
       }
     });
     commands.addCommand(CommandIDs.refreshImages, {
-      label: 'Refresh GPU Container Images',
-      caption: 'Read the image catalog and the GPUs again',
+      label: trans.__('Refresh GPU Container Images'),
+      caption: trans.__('Read the image catalog and the GPUs again'),
       execute: () => model.refresh()
     });
     for (const command of Object.values(CommandIDs)) {
-      palette?.addItem({ command, category: 'GPU Containers' });
+      palette?.addItem({ command, category: trans.__('GPU Containers') });
     }
+    // JupyterLab's own cards name this Launcher section in its own domain.
+    const other = (translator ?? nullTranslator).load('jupyterlab').__('Other');
     const addCard = (): IDisposable | null =>
       launcher?.add({
         command: CommandIDs.openPanel,
-        category: 'Other',
+        category: other,
         rank: 0
       }) ?? null;
     let card = addCard();
@@ -178,7 +218,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // arrives after a Launcher opened: the card is added again, which redraws every Launcher.
     let engineDown: boolean | null = null;
     model.changed.connect(() => {
-      const down = engineProblem(model.status) !== '';
+      const down = engineProblem(trans, model.status) !== '';
       if (down !== engineDown) {
         engineDown = down;
         commands.notifyCommandChanged(CommandIDs.openPanel);
@@ -187,17 +227,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    app.docRegistry.addWidgetExtension('Notebook', {
-      createNew: (notebook: NotebookPanel) => {
-        const item = new KernelImageItem(app, model, notebook);
-        if (
-          !notebook.toolbar.insertAfter('kernelName', 'gpuContainers', item)
-        ) {
-          notebook.toolbar.addItem('gpuContainers', item);
-        }
-        return item;
-      }
-    });
+    // The notebook toolbar builds its items from the settings: the schema's
+    // `jupyter.lab.toolbars` places this one, the registry makes it.
+    toolbarRegistry?.addFactory<NotebookPanel>(
+      'Notebook',
+      TOOLBAR_ITEM,
+      notebook => new KernelImageItem(app, model, notebook, trans)
+    );
 
     if (settingRegistry) {
       void settingRegistry

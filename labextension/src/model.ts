@@ -4,6 +4,7 @@
  * by every view, so the server is polled once however many notebooks are open.
  */
 import { ServerConnection } from '@jupyterlab/services';
+import type { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { IDisposable } from '@lumino/disposable';
 import { IPoll, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -17,7 +18,14 @@ import {
   pullEventsUrl,
   startPull
 } from './api';
-import { ICatalog, IGpuReport, IPull, IStatus } from './types';
+import { translationBundle } from './i18n';
+import {
+  ICatalog,
+  IGpuReport,
+  IPull,
+  IRegistryCredentials,
+  IStatus
+} from './types';
 
 /**
  * The part of `EventSource` the model uses (a browser's, or a test's).
@@ -52,6 +60,11 @@ export interface IModelOptions {
    * Opens an event stream; the browser's `EventSource` by default.
    */
   openEvents?: (url: string) => IEventSourceLike;
+  /**
+   * The application's translator, for the sentences of errors; English
+   * without.
+   */
+  translator?: ITranslator | null;
 }
 
 const FINAL_EVENTS = ['done', 'error', 'cancelled'];
@@ -83,6 +96,7 @@ export class GpuContainersModel implements IDisposable {
   constructor(options: IModelOptions = {}) {
     this.serverSettings =
       options.serverSettings ?? ServerConnection.makeSettings();
+    this._trans = translationBundle(options.translator);
     this._openEvents =
       options.openEvents ??
       ((url: string) =>
@@ -192,8 +206,8 @@ export class GpuContainersModel implements IDisposable {
    */
   async refreshGpus(): Promise<void> {
     const [status, gpus] = await Promise.allSettled([
-      getStatus(this.serverSettings),
-      getGpus(this.serverSettings)
+      getStatus(this.serverSettings, this._trans),
+      getGpus(this.serverSettings, this._trans)
     ]);
     if (this._isDisposed) {
       return;
@@ -214,7 +228,7 @@ export class GpuContainersModel implements IDisposable {
     this._loadingImages = true;
     this._changed.emit();
     try {
-      this._catalog = await getImages(this.serverSettings);
+      this._catalog = await getImages(this.serverSettings, this._trans);
       this._catalogError = '';
     } catch (error) {
       this._catalogError = messageOf(error);
@@ -242,11 +256,13 @@ export class GpuContainersModel implements IDisposable {
    * with the pull's final snapshot; rejects only when the server refuses to
    * start it (with the server's sentence).
    */
-  async pull(
-    reference: string,
-    auth?: { username: string; password: string }
-  ): Promise<IPull> {
-    const pull = await startPull(reference, auth, this.serverSettings);
+  async pull(reference: string, auth?: IRegistryCredentials): Promise<IPull> {
+    const pull = await startPull(
+      reference,
+      auth,
+      this.serverSettings,
+      this._trans
+    );
     return this._follow(reference, pull);
   }
 
@@ -258,7 +274,7 @@ export class GpuContainersModel implements IDisposable {
     if (!pull) {
       return;
     }
-    const final = await cancelPull(pull.id, this.serverSettings);
+    const final = await cancelPull(pull.id, this.serverSettings, this._trans);
     this._update(reference, final);
   }
 
@@ -310,8 +326,9 @@ export class GpuContainersModel implements IDisposable {
             const lost: IPull = {
               ...last,
               state: 'error',
-              message:
+              message: this._trans.__(
                 'Lost track of the pull: its progress can no longer be read from the server.'
+              )
             };
             this._update(reference, lost);
             end(lost);
@@ -376,6 +393,7 @@ export class GpuContainersModel implements IDisposable {
     }, PROBE_RECHECK_SECONDS * 1000);
   }
 
+  private _trans: TranslationBundle;
   private _changed = new Signal<this, void>(this);
   private _pullEnded = new Signal<this, IPull>(this);
   private _status: IStatus | null = null;
@@ -464,6 +482,7 @@ function placeholderPull(id: string, image: string, registry: string): IPull {
     phase: 'resolving',
     message: '',
     error_status: 0,
+    layers: [],
     total_bytes: 0,
     downloaded_bytes: 0,
     extracted_layers: 0,

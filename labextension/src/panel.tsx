@@ -8,6 +8,7 @@ import {
   refreshIcon,
   searchIcon
 } from '@jupyterlab/ui-components';
+import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import {
@@ -58,19 +59,26 @@ export interface IPanelActions {
 export class GpuContainersPanel extends ReactWidget {
   constructor(
     readonly model: GpuContainersModel,
-    private readonly _actions: IPanelActions
+    private readonly _actions: IPanelActions,
+    private readonly _trans: TranslationBundle
   ) {
     super();
     this.id = 'jp-gpu-containers-panel';
     this.addClass('jgc-panel');
     this.title.icon = gpuContainersIcon;
-    this.title.caption = 'GPU Containers';
+    this.title.caption = _trans.__('GPU Containers');
   }
 
   render(): JSX.Element {
     return (
       <UseSignal signal={this.model.changed}>
-        {() => <PanelBody model={this.model} actions={this._actions} />}
+        {() => (
+          <PanelBody
+            model={this.model}
+            actions={this._actions}
+            trans={this._trans}
+          />
+        )}
       </UseSignal>
     );
   }
@@ -79,16 +87,17 @@ export class GpuContainersPanel extends ReactWidget {
 function PanelBody(props: {
   model: GpuContainersModel;
   actions: IPanelActions;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { model, actions } = props;
-  const problem = engineProblem(model.status) || model.statusError;
+  const { model, actions, trans } = props;
+  const problem = engineProblem(trans, model.status) || model.statusError;
   return (
     <div className="jgc-panel-body">
       <header className="jgc-header">
-        <h2>GPU Containers</h2>
+        <h2>{trans.__('GPU Containers')}</h2>
         <button
           className="jgc-icon-button jgc-refresh"
-          title="Refresh GPUs and images"
+          title={trans.__('Refresh GPUs and images')}
           onClick={() => void model.refresh()}
         >
           <refreshIcon.react tag="span" />
@@ -96,12 +105,19 @@ function PanelBody(props: {
       </header>
       {problem && (
         <div className="jgc-banner jgc-banner-error" role="alert">
-          <strong>No Docker engine.</strong> {sentence(problem)} Container
-          kernels cannot start until it is back; other kernels still work.
+          <strong>{trans.__('No Docker engine.')}</strong> {sentence(problem)}{' '}
+          {trans.__(
+            'Container kernels cannot start until it is back; other kernels still work.'
+          )}
         </div>
       )}
-      <GpuSection model={model} actions={actions} />
-      <ImageSection model={model} actions={actions} engineProblem={problem} />
+      <GpuSection model={model} actions={actions} trans={trans} />
+      <ImageSection
+        model={model}
+        actions={actions}
+        engineProblem={problem}
+        trans={trans}
+      />
     </div>
   );
 }
@@ -109,22 +125,25 @@ function PanelBody(props: {
 function GpuSection(props: {
   model: GpuContainersModel;
   actions: IPanelActions;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { model, actions } = props;
+  const { model, actions, trans } = props;
   const report = model.gpus;
   let body: JSX.Element;
   if (model.gpuError && !report) {
     body = <p className="jgc-note">{model.gpuError}</p>;
   } else if (!report) {
-    body = <p className="jgc-note">Reading the GPUs…</p>;
+    body = <p className="jgc-note">{trans.__('Reading the GPUs…')}</p>;
   } else if (report.gpus.length === 0) {
-    body = <p className="jgc-note jgc-no-gpus">{describeNoGpus(report)}</p>;
+    body = (
+      <p className="jgc-note jgc-no-gpus">{describeNoGpus(trans, report)}</p>
+    );
   } else {
     body = (
       <>
         {report.engine_error && (
           <p className="jgc-note">
-            Who holds the GPUs is unknown without the engine.
+            {trans.__('Who holds the GPUs is unknown without the engine.')}
           </p>
         )}
         <ul className="jgc-gpus">
@@ -135,6 +154,7 @@ function GpuSection(props: {
               report={report}
               holdersUnknown={report.engine_error !== ''}
               openNotebook={actions.openNotebook}
+              trans={trans}
             />
           ))}
         </ul>
@@ -142,12 +162,15 @@ function GpuSection(props: {
     );
   }
   const driver = report?.driver_version
-    ? `driver ${report.driver_version}${report.cuda_driver_version ? ` · CUDA ${report.cuda_driver_version}` : ''}`
+    ? trans.__('driver %1', report.driver_version) +
+      (report.cuda_driver_version
+        ? ` · ${trans.__('CUDA %1', report.cuda_driver_version)}`
+        : '')
     : '';
   return (
     <section className="jgc-section jgc-gpu-section">
       <h3>
-        GPUs <span className="jgc-subtle">{driver}</span>
+        {trans.__('GPUs')} <span className="jgc-subtle">{driver}</span>
       </h3>
       {body}
     </section>
@@ -159,15 +182,18 @@ function GpuRow(props: {
   report: IGpuReport;
   holdersUnknown: boolean;
   openNotebook: (path: string) => void;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { gpu, holdersUnknown, openNotebook } = props;
+  const { gpu, holdersUnknown, openNotebook, trans } = props;
   const fraction = memoryFraction(gpu);
   const memory =
     gpu.memory_total > 0
       ? `${formatBytes(gpu.memory_used)} / ${formatBytes(gpu.memory_total)}`
-      : 'memory unknown';
+      : trans.__('memory unknown');
   const utilization =
-    gpu.utilization === null ? '' : ` · ${gpu.utilization}% busy`;
+    gpu.utilization === null
+      ? ''
+      : ` · ${trans.__('%1% busy', gpu.utilization)}`;
   return (
     <li
       className="jgc-gpu"
@@ -177,13 +203,13 @@ function GpuRow(props: {
       }
     >
       <div className="jgc-gpu-title">
-        <span className="jgc-gpu-index">GPU {gpu.index}</span>{' '}
+        <span className="jgc-gpu-index">{trans.__('GPU %1', gpu.index)}</span>{' '}
         <span className="jgc-gpu-name">{gpu.name}</span>
       </div>
       <div
         className="jgc-bar"
         role="meter"
-        aria-label={`GPU ${gpu.index} memory`}
+        aria-label={trans.__('GPU %1 memory', gpu.index)}
         aria-valuemin={0}
         aria-valuemax={100}
         aria-valuenow={Math.round(fraction * 100)}
@@ -199,9 +225,11 @@ function GpuRow(props: {
       </div>
       <div className="jgc-gpu-holders">
         {holdersUnknown ? (
-          <span className="jgc-gpu-holder">Holders unknown</span>
+          <span className="jgc-gpu-holder">{trans.__('Holders unknown')}</span>
         ) : gpu.holders.length === 0 ? (
-          <span className="jgc-gpu-holder jgc-free">Free</span>
+          <span className="jgc-gpu-holder jgc-free">
+            {trans._p('GPU', 'Free')}
+          </span>
         ) : (
           gpu.holders.map((holder, i) =>
             holder.mine && holder.notebook ? (
@@ -209,20 +237,24 @@ function GpuRow(props: {
                 key={i}
                 href="#"
                 className="jgc-gpu-holder jgc-mine"
-                title={`Open ${holder.notebook} (image ${holder.image})`}
+                title={trans.__(
+                  'Open %1 (image %2)',
+                  holder.notebook,
+                  holder.image
+                )}
                 onClick={event => {
                   event.preventDefault();
                   openNotebook(holder.notebook);
                 }}
               >
-                {holderLabel(holder)}
+                {holderLabel(trans, holder)}
               </a>
             ) : (
               <span
                 key={i}
                 className={`jgc-gpu-holder ${holder.mine ? 'jgc-mine' : 'jgc-other'}`}
               >
-                {holderLabel(holder)}
+                {holderLabel(trans, holder)}
               </span>
             )
           )
@@ -236,8 +268,9 @@ function ImageSection(props: {
   model: GpuContainersModel;
   actions: IPanelActions;
   engineProblem: string;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { model, actions, engineProblem } = props;
+  const { model, actions, engineProblem, trans } = props;
   const [filter, setFilter] = React.useState<IImageFilter>({
     query: '',
     kernelReady: false,
@@ -267,15 +300,17 @@ function ImageSection(props: {
     body = (
       <p className="jgc-note">
         {model.catalogError ||
-          (model.loadingImages ? 'Reading the images…' : 'No images yet.')}
+          (model.loadingImages
+            ? trans.__('Reading the images…')
+            : trans.__('No images yet.'))}
       </p>
     );
   } else if (rows.length === 0) {
     body = (
       <p className="jgc-note">
         {catalog.images.length === 0
-          ? 'No images on this host, and none listed for pulling.'
-          : 'No image matches.'}
+          ? trans.__('No images on this host, and none listed for pulling.')
+          : trans.__('No image matches.')}
       </p>
     );
   } else {
@@ -293,6 +328,7 @@ function ImageSection(props: {
                   report={model.gpus}
                   actions={actions}
                   engineProblem={engineProblem}
+                  trans={trans}
                 />
               ))}
             </ul>
@@ -303,7 +339,7 @@ function ImageSection(props: {
   }
   return (
     <section className="jgc-section jgc-image-section">
-      <h3>Images</h3>
+      <h3>{trans.__('Images')}</h3>
       {catalog && model.catalogError && (
         <p className="jgc-note jgc-error">{model.catalogError}</p>
       )}
@@ -312,8 +348,8 @@ function ImageSection(props: {
         <input
           type="search"
           className="jgc-search-input"
-          placeholder="Search images"
-          aria-label="Search images"
+          placeholder={trans.__('Search images')}
+          aria-label={trans.__('Search images')}
           value={filter.query}
           onChange={event =>
             setFilter({ ...filter, query: event.target.value })
@@ -321,9 +357,9 @@ function ImageSection(props: {
         />
       </div>
       <div className="jgc-filters">
-        {toggle('kernelReady', 'Kernel-ready')}
-        {toggle('compatible', 'Compatible')}
-        {toggle('pulled', 'Pulled')}
+        {toggle('kernelReady', trans.__('Kernel-ready'))}
+        {toggle('compatible', trans.__('Compatible'))}
+        {toggle('pulled', trans.__('Pulled'))}
       </div>
       {body}
     </section>
@@ -336,12 +372,13 @@ function ImageRow(props: {
   report: IGpuReport | null;
   actions: IPanelActions;
   engineProblem: string;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { row, pull, report, actions, engineProblem } = props;
-  const badge = verdictBadge(row.verdict.outcome);
+  const { row, pull, report, actions, engineProblem, trans } = props;
+  const badge = verdictBadge(trans, row.verdict.outcome);
   const pulling = pull && (pull.state === 'queued' || pull.state === 'pulling');
-  const blocker = engineProblem || launchBlocker(row);
-  const choices = gpuChoices(report, row);
+  const blocker = engineProblem || launchBlocker(trans, row);
+  const choices = gpuChoices(trans, report, row);
   // null: the default, which follows the GPUs as they free up or get taken.
   const [picked, setChoice] = React.useState<string | null>(null);
   const choice = picked ?? defaultGpuChoice(choices, row);
@@ -351,11 +388,11 @@ function ImageRow(props: {
   );
   const ready =
     row.kernel_ready === true
-      ? 'Kernel-ready'
+      ? trans.__('Kernel-ready')
       : row.kernel_ready === false
-        ? 'Not kernel-ready'
+        ? trans.__('Not kernel-ready')
         : row.pulled
-          ? 'Checking…'
+          ? trans.__('Checking…')
           : '';
   return (
     <li
@@ -375,15 +412,18 @@ function ImageRow(props: {
       </div>
       <div className="jgc-subtle jgc-image-facts">
         {frameworkLabel(row)}
-        {row.cuda_version ? ` · CUDA ${row.cuda_version}` : ''}
+        {row.cuda_version ? ` · ${trans.__('CUDA %1', row.cuda_version)}` : ''}
         {' · '}
-        {row.pulled ? formatBytes(row.size) : 'not pulled'}
+        {row.pulled ? formatBytes(row.size) : trans.__('not pulled')}
         {ready && (
           <>
             {' · '}
             <span
               className="jgc-ready"
-              title={row.kernel_ready_reason || 'Python and ipykernel found'}
+              title={
+                row.kernel_ready_reason ||
+                trans.__('Python and ipykernel found')
+              }
             >
               {ready}
             </span>
@@ -400,7 +440,7 @@ function ImageRow(props: {
             <div
               className="jgc-bar"
               role="progressbar"
-              aria-label={`Pull of ${row.reference}`}
+              aria-label={trans.__('Pull of %1', row.reference)}
               aria-valuemin={0}
               aria-valuemax={100}
               aria-valuenow={Math.round(pull.progress * 100)}
@@ -414,7 +454,7 @@ function ImageRow(props: {
           <div
             className={`jgc-subtle ${pull.state === 'error' ? 'jgc-error' : ''}`}
           >
-            {pullProgressText(pull)}
+            {pullProgressText(trans, pull)}
           </div>
         </div>
       )}
@@ -423,10 +463,12 @@ function ImageRow(props: {
           <button
             className="jp-mod-styled jp-mod-accept jgc-pull-button"
             disabled={engineProblem !== ''}
-            title={engineProblem || `Pull ${row.reference} onto this host`}
+            title={
+              engineProblem || trans.__('Pull %1 onto this host', row.reference)
+            }
             onClick={() => void actions.pull(row)}
           >
-            Pull
+            {trans.__('Pull')}
           </button>
         )}
         {pulling && (
@@ -434,17 +476,17 @@ function ImageRow(props: {
             className="jp-mod-styled jp-mod-warn jgc-cancel-button"
             onClick={() => void actions.cancel(row)}
           >
-            Cancel
+            {trans.__('Cancel')}
           </button>
         )}
         {row.pulled && (
           <>
             <select
               className="jgc-gpu-count"
-              aria-label={`GPUs for ${row.reference}`}
+              aria-label={trans.__('GPUs for %1', row.reference)}
               value={choice}
               disabled={blocker !== ''}
-              title={selected?.reason || 'GPUs for the new notebook'}
+              title={selected?.reason || trans.__('GPUs for the new notebook')}
               onChange={event => setChoice(event.target.value)}
             >
               <GpuOptions choices={choices} />
@@ -454,7 +496,9 @@ function ImageRow(props: {
               disabled={
                 blocker !== '' || busy || !selected || selected.disabled
               }
-              title={blocker || selected?.reason || 'Open a new notebook'}
+              title={
+                blocker || selected?.reason || trans.__('Open a new notebook')
+              }
               onClick={() => {
                 if (!selected) {
                   return;
@@ -465,7 +509,7 @@ function ImageRow(props: {
                   .finally(() => setBusy(false));
               }}
             >
-              {busy ? 'Starting…' : 'New notebook'}
+              {busy ? trans.__('Starting…') : trans.__('New notebook')}
             </button>
           </>
         )}

@@ -2,9 +2,10 @@
  * The body of the "image and GPUs" dialog, shared by the notebook toolbar
  * (switch this notebook) and the palette command.
  */
-import { ReactWidget } from '@jupyterlab/ui-components';
+import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
+import { FormDialogBody } from './dialogs';
 import {
   frameworkLabel,
   gpuChoices,
@@ -27,93 +28,109 @@ export interface IPickerValue {
   problem: string;
 }
 
-export class ImagePicker extends ReactWidget {
+/**
+ * The picker's state: the chosen kernel spec and GPU choice (a select's
+ * value, `count:N` or `id:<uuid>`).
+ */
+export interface IPickerState {
+  kernelName: string;
+  choice: string;
+}
+
+export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
   /**
    * @param rows The catalog's rows.
    * @param report The GPU report, for the GPU choices.
    * @param current The notebook's kernel spec name now ('' for none).
    * @param kernelId The notebook's kernel id: its GPUs count as free.
    * @param currentGpus The GPUs the kernel holds now (a count).
+   * @param trans The extension's translation bundle.
    */
   constructor(
-    private readonly _rows: IImageRow[],
-    private readonly _report: IGpuReport | null,
+    rows: IImageRow[],
+    report: IGpuReport | null,
     current: string,
-    private readonly _kernelId: string,
-    currentGpus: number
+    kernelId: string,
+    currentGpus: number,
+    trans: TranslationBundle
   ) {
-    super();
-    this.addClass('jgc-picker');
     const start =
-      _rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
-      _rows.find(isLaunchable);
-    this._kernelName = start?.kernel_name ?? '';
-    this._choice = `count:${currentGpus}`;
+      rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
+      rows.find(isLaunchable);
+    super({
+      className: 'jgc-picker',
+      initial: {
+        kernelName: start?.kernel_name ?? '',
+        choice: `count:${currentGpus}`
+      },
+      render: ({ state, change }) => (
+        <PickerForm
+          rows={rows}
+          report={report}
+          kernelId={kernelId}
+          kernelName={state.kernelName}
+          choice={state.choice}
+          onChange={(kernelName, choice) => change({ kernelName, choice })}
+          trans={trans}
+        />
+      ),
+      value: state => pickerValue(trans, rows, report, kernelId, state)
+    });
   }
-
-  getValue(): IPickerValue {
-    const row = this._rows.find(r => r.kernel_name === this._kernelName);
-    if (!row) {
-      return {
-        kernelName: '',
-        gpus: null,
-        problem: 'Choose an image that can run a kernel.'
-      };
-    }
-    const choices = gpuChoices(this._report, row, this._kernelId);
-    const choice = choices.find(c => c.value === this._choice) ?? choices[0];
-    return {
-      kernelName: row.kernel_name,
-      gpus: choice.request,
-      problem: launchBlocker(row) || (choice.disabled ? choice.reason : '')
-    };
-  }
-
-  render(): JSX.Element {
-    return (
-      <PickerForm
-        rows={this._rows}
-        report={this._report}
-        kernelId={this._kernelId}
-        kernelName={this._kernelName}
-        choice={this._choice}
-        onChange={(kernelName, choice) => {
-          this._kernelName = kernelName;
-          this._choice = choice;
-          this.update();
-        }}
-      />
-    );
-  }
-
-  private _kernelName: string;
-  private _choice: string;
 }
 
-function PickerForm(props: {
+/**
+ * What the picker gives back for a state.
+ */
+export function pickerValue(
+  trans: TranslationBundle,
+  rows: IImageRow[],
+  report: IGpuReport | null,
+  kernelId: string,
+  state: IPickerState
+): IPickerValue {
+  const row = rows.find(r => r.kernel_name === state.kernelName);
+  if (!row) {
+    return {
+      kernelName: '',
+      gpus: null,
+      problem: trans.__('Choose an image that can run a kernel.')
+    };
+  }
+  const choices = gpuChoices(trans, report, row, kernelId);
+  const choice = choices.find(c => c.value === state.choice) ?? choices[0];
+  return {
+    kernelName: row.kernel_name,
+    gpus: choice.request,
+    problem: launchBlocker(trans, row) || (choice.disabled ? choice.reason : '')
+  };
+}
+
+export function PickerForm(props: {
   rows: IImageRow[];
   report: IGpuReport | null;
   kernelId: string;
   kernelName: string;
   choice: string;
   onChange: (kernelName: string, choice: string) => void;
+  trans: TranslationBundle;
 }): JSX.Element {
-  const { rows, report, kernelId, kernelName, choice, onChange } = props;
+  const { rows, report, kernelId, kernelName, choice, onChange, trans } = props;
   const row = rows.find(r => r.kernel_name === kernelName) ?? null;
-  const choices = gpuChoices(report, row, kernelId);
+  const choices = gpuChoices(trans, report, row, kernelId);
   const selected = choices.find(c => c.value === choice);
   const offered = rows.filter(r => r.pulled && r.kernel_name);
   return (
     <div className="jgc-picker-form">
       <label>
-        Image
+        {trans.__('Image')}
         <select
           className="jgc-picker-image"
           value={kernelName}
           onChange={event => onChange(event.target.value, choice)}
         >
           {offered.map(r => {
-            const blocker = launchBlocker(r);
+            const blocker = launchBlocker(trans, r);
             return (
               <option
                 key={r.kernel_name}
@@ -131,7 +148,7 @@ function PickerForm(props: {
         <p className="jgc-subtle jgc-picker-verdict">{row.verdict.reason}</p>
       )}
       <label>
-        GPUs
+        {trans.__('GPUs')}
         <select
           className="jgc-picker-gpus"
           value={choice}

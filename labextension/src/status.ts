@@ -1,3 +1,5 @@
+import type { TranslationBundle } from '@jupyterlab/translation';
+
 import { IStatus } from './types';
 
 /**
@@ -18,18 +20,25 @@ export interface IStatusDescription {
 /**
  * Describe a `GET /gpu-containers/status` reply in one sentence.
  */
-export function describeStatus(status: IStatus): IStatusDescription {
+export function describeStatus(
+  trans: TranslationBundle,
+  status: IStatus
+): IStatusDescription {
   const { engine, kernelspecs } = status;
   if (!engine.ok) {
     const text =
       engine.message.trim() ||
-      `The container engine at ${engine.endpoint} is unreachable.`;
+      trans.__('The container engine at %1 is unreachable.', engine.endpoint);
     return { level: 'warning', text };
   }
-  const version = engine.version || 'of unknown version';
-  const specs = kernelspecs === 1 ? 'spec' : 'specs';
+  const version = engine.version || trans.__('of unknown version');
   return {
     level: 'info',
-    text: `jupyter-gpu-containers: engine ${version}, ${kernelspecs} container kernel ${specs}`
+    text: trans._n(
+      'jupyter-gpu-containers: engine %2, %1 container kernel spec',
+      'jupyter-gpu-containers: engine %2, %1 container kernel specs',
+      kernelspecs,
+      version
+    )
   };
 }

@@ -61,9 +61,9 @@ export interface IHolder {
 }
 
 /**
- * An allocatable GPU (or MIG instance) and the kernels that hold it.
+ * A GPU (or MIG instance) of the host's inventory.
  */
-export interface IGpu {
+export interface IGpuDevice {
   index: string;
   uuid: string;
   name: string;
@@ -73,7 +73,17 @@ export interface IGpu {
   memory_used: number;
   utilization: number | null;
   mig_enabled: boolean;
+  /**
+   * The MIG instances of a GPU with MIG enabled (the report lists them instead of the GPU).
+   */
+  mig_instances: IGpuDevice[];
   parent_uuid: string;
+}
+
+/**
+ * An allocatable GPU (or MIG instance) and the kernels that hold it.
+ */
+export interface IGpu extends IGpuDevice {
   holders: IHolder[];
 }
 
@@ -180,6 +190,7 @@ export interface IPull {
   phase: 'resolving' | 'downloading' | 'extracting' | 'complete';
   message: string;
   error_status: number;
+  layers: IPullLayer[];
   total_bytes: number;
   downloaded_bytes: number;
   extracted_layers: number;
@@ -190,9 +201,81 @@ export interface IPull {
 }
 
 /**
+ * One layer of a pull; `exists` is a layer already on this host.
+ */
+export interface IPullLayer {
+  id: string;
+  phase:
+    | 'waiting'
+    | 'downloading'
+    | 'downloaded'
+    | 'extracting'
+    | 'complete'
+    | 'exists';
+  downloaded: number;
+  extracted: number;
+  size: number;
+}
+
+/**
+ * The body of `POST /gpu-containers/pulls`.
+ */
+export interface IPullRequest {
+  image: string;
+  /**
+   * Credentials for this pull only (kept nowhere); the stored ones when absent or null.
+   */
+  auth?: IRegistryCredentials | null;
+}
+
+/**
+ * A registry login: the body of `PUT /gpu-containers/registries/{registry}/credentials`,
+ * and the `auth` of a pull.
+ */
+export interface IRegistryCredentials {
+  username: string;
+  password: string;
+}
+
+/**
  * A GPU request: a count, specific GPU ids, or `null` for the image's default.
  */
 export type GpuRequest = number | string[] | null;
+
+/**
+ * The body of `POST /gpu-containers/notebooks/kernel`.
+ */
+export interface INotebookKernelRequest {
+  path: string;
+  gpus?: GpuRequest;
+  kernel_name?: string | null;
+  /**
+   * `false`: check and store the request, start nothing.
+   */
+  start?: boolean;
+}
+
+/**
+ * A notebook's session, as Jupyter Server's sessions API gives it.
+ */
+export interface ISession {
+  id: string;
+  path: string;
+  name: string;
+  type: string;
+  kernel: ISessionKernel;
+}
+
+/**
+ * The kernel of a session.
+ */
+export interface ISessionKernel {
+  id: string;
+  name: string;
+  last_activity?: string;
+  execution_state?: string;
+  connections?: number;
+}
 
 /**
  * The reply of `POST /gpu-containers/notebooks/kernel`.
@@ -201,10 +284,6 @@ export interface INotebookKernelReply {
   /**
    * The notebook's session; `null` only when nothing was started.
    */
-  session: {
-    id: string;
-    path: string;
-    kernel: { id: string; name: string };
-  } | null;
+  session: ISession | null;
   gpus: GpuRequest;
 }

@@ -21,6 +21,7 @@ import {
   makeReport,
   makeRow
 } from './fixtures';
+import { pseudoBundle } from './pseudo';
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/lab-base/'
@@ -154,6 +155,19 @@ describe('errorMessage', () => {
       'Bad Request (HTTP 400)'
     );
     expect(errorMessage('', 500, '')).toBe('HTTP error 500');
+  });
+
+  it("writes its own sentences through the extension's bundle", async () => {
+    const pseudo = pseudoBundle();
+    expect(errorMessage('', 500, '', pseudo)).toBe(
+      '⟦jupyter_gpu_containers:HTTP error 500⟧'
+    );
+    expect(errorMessage('{"message": "No."}', 500, '', pseudo)).toBe('No.');
+    answer('<html>', 200);
+    const error = await failure(requestAPI('status', {}, settings, pseudo));
+    expect(error.message).toBe(
+      "⟦jupyter_gpu_containers:The server's answer to gpu-containers/status is not JSON.⟧"
+    );
   });
 });
 
@@ -353,6 +367,8 @@ describe('startNotebookKernel', () => {
     session: {
       id: 's-1',
       path: 'work/train.ipynb',
+      name: 'train.ipynb',
+      type: 'notebook',
       kernel: { id: 'k-1', name: 'gpu-pytorch-24.05' }
     },
     gpus: 1

@@ -76,6 +76,7 @@ export function makeGpu(
     memory_used: 1_000_000_000,
     utilization: 0,
     mig_enabled: false,
+    mig_instances: [],
     parent_uuid: '',
     holders,
     ...overrides
@@ -109,6 +110,7 @@ export function makePull(overrides: Partial<IPull> = {}): IPull {
     phase: 'downloading',
     message: '',
     error_status: 0,
+    layers: [],
     total_bytes: 300_000_000,
     downloaded_bytes: 120_000_000,
     extracted_layers: 0,

@@ -23,6 +23,7 @@ import {
   switchDiscardsState,
   verdictBadge
 } from '../format';
+import { translationBundle } from '../i18n';
 import { IPull, VerdictOutcome } from '../types';
 import {
   makeGpu,
@@ -32,6 +33,12 @@ import {
   makeRow,
   makeStatus
 } from './fixtures';
+import { pseudoBundle } from './pseudo';
+
+/**
+ * The English bundle, as the extension gets it without a translator.
+ */
+const trans = translationBundle();
 
 describe('formatBytes', () => {
   it.each<[number | null | undefined, string]>([
@@ -73,7 +80,7 @@ describe('verdictBadge', () => {
     ['from-a-newer-server', 'Unknown', 'neutral'],
     ['', 'Unknown', 'neutral']
   ])('shows %p as %p (%p)', (outcome, label, tone) => {
-    expect(verdictBadge(outcome)).toEqual({ label, tone });
+    expect(verdictBadge(trans, outcome)).toEqual({ label, tone });
   });
 
   it('gives every outcome its own label', () => {
@@ -85,7 +92,7 @@ describe('verdictBadge', () => {
       'no-gpus',
       'unknown'
     ];
-    const labels = outcomes.map(outcome => verdictBadge(outcome).label);
+    const labels = outcomes.map(outcome => verdictBadge(trans, outcome).label);
     expect(new Set(labels).size).toBe(outcomes.length);
   });
 });
@@ -151,7 +158,7 @@ describe('launchBlocker and isLaunchable', () => {
     ]
   ])('%s', (_, overrides, blocker) => {
     const row = makeRow(overrides);
-    expect(launchBlocker(row)).toBe(blocker);
+    expect(launchBlocker(trans, row)).toBe(blocker);
     expect(isLaunchable(row)).toBe(blocker === '');
   });
 });
@@ -344,7 +351,7 @@ describe('holderLabel', () => {
     [{ mine: false, user: 'alice' }, 'alice'],
     [{ mine: false, user: '' }, 'Another user']
   ])('labels %p as %p', (overrides, label) => {
-    expect(holderLabel(makeHolder(overrides))).toBe(label);
+    expect(holderLabel(trans, makeHolder(overrides))).toBe(label);
   });
 });
 
@@ -404,8 +411,8 @@ describe('GPU availability', () => {
     [['0'], 'GPU 0'],
     [['0', '1'], 'GPUs 0,1'],
     [['0/1', '0/2'], 'GPUs 0/1,0/2']
-  ])('gpuListLabel(%p) is %p', (indexes, label) => {
-    expect(gpuListLabel(indexes)).toBe(label);
+  ])('gpuListLabel(trans, %p) is %p', (indexes, label) => {
+    expect(gpuListLabel(trans, indexes)).toBe(label);
   });
 
   it.each<[number, number, number]>([
@@ -426,7 +433,7 @@ describe('gpuChoices', () => {
     choices.map(c => [c.value, c.disabled, c.reason]);
 
   it('offers no GPU alone without a report', () => {
-    const choices = gpuChoices(null, makeRow());
+    const choices = gpuChoices(trans, null, makeRow());
     expect(choices).toEqual([
       {
         value: 'count:0',
@@ -443,14 +450,14 @@ describe('gpuChoices', () => {
       source: 'none',
       reason: 'No NVIDIA driver on this host'
     });
-    expect(summary(gpuChoices(report, makeRow()))).toEqual([
+    expect(summary(gpuChoices(trans, report, makeRow()))).toEqual([
       ['count:0', false, '']
     ]);
   });
 
   it('offers counts, then each GPU, when all are free', () => {
     const report = makeReport([makeGpu('0'), makeGpu('1')]);
-    const choices = gpuChoices(report, makeRow());
+    const choices = gpuChoices(trans, report, makeRow());
     expect(choices.map(c => [c.value, c.label, c.request])).toEqual([
       ['count:0', 'No GPU', 0],
       ['count:1', '1 GPU', 1],
@@ -463,7 +470,7 @@ describe('gpuChoices', () => {
 
   it('offers GPUs without an image (the counts of a host)', () => {
     const report = makeReport([makeGpu('0')]);
-    expect(summary(gpuChoices(report, null))).toEqual([
+    expect(summary(gpuChoices(trans, report, null))).toEqual([
       ['count:0', false, ''],
       ['count:1', false, ''],
       ['id:GPU-0', false, '']
@@ -473,11 +480,13 @@ describe('gpuChoices', () => {
   it('disables every GPU for a CPU build', () => {
     const report = makeReport([makeGpu('0'), makeGpu('1')]);
     const reason = 'This image is a CPU build: it cannot use GPUs.';
-    expect(summary(gpuChoices(report, makeRow({ gpu: false })))).toEqual([
-      ['count:0', false, ''],
-      ['count:1', true, reason],
-      ['count:2', true, reason]
-    ]);
+    expect(summary(gpuChoices(trans, report, makeRow({ gpu: false })))).toEqual(
+      [
+        ['count:0', false, ''],
+        ['count:1', true, reason],
+        ['count:2', true, reason]
+      ]
+    );
   });
 
   it("disables every GPU for an image the driver cannot run, with the verdict's reason", () => {
@@ -489,7 +498,7 @@ describe('gpuChoices', () => {
         needed_driver: '570'
       }
     });
-    expect(summary(gpuChoices(report, row))).toEqual([
+    expect(summary(gpuChoices(trans, report, row))).toEqual([
       ['count:0', false, ''],
       [
         'count:1',
@@ -504,7 +513,7 @@ describe('gpuChoices', () => {
     const row = makeRow({
       verdict: { outcome: 'cannot-run', reason: '', needed_driver: '570' }
     });
-    const choices = gpuChoices(report, row);
+    const choices = gpuChoices(trans, report, row);
     expect(choices.map(c => [c.value, c.disabled])).toEqual([
       ['count:0', false],
       ['count:1', true]
@@ -518,7 +527,7 @@ describe('gpuChoices', () => {
       makeGpu('1'),
       makeGpu('2', [other])
     ]);
-    expect(summary(gpuChoices(report, makeRow()))).toEqual([
+    expect(summary(gpuChoices(trans, report, makeRow()))).toEqual([
       ['count:0', false, ''],
       ['count:1', false, ''],
       ['count:2', true, 'Only 1 GPU is free.'],
@@ -535,7 +544,7 @@ describe('gpuChoices', () => {
       makeGpu('1'),
       makeGpu('2', [other])
     ]);
-    const choices = gpuChoices(report, makeRow());
+    const choices = gpuChoices(trans, report, makeRow());
     expect(choices.find(c => c.value === 'count:3')?.reason).toBe(
       'Only 2 GPUs are free.'
     );
@@ -543,7 +552,7 @@ describe('gpuChoices', () => {
 
   it('says when every GPU is taken', () => {
     const report = makeReport([makeGpu('0', [other]), makeGpu('1', [other])]);
-    expect(summary(gpuChoices(report, makeRow()))).toEqual([
+    expect(summary(gpuChoices(trans, report, makeRow()))).toEqual([
       ['count:0', false, ''],
       ['count:1', true, 'No free GPU: every GPU is taken.'],
       ['count:2', true, 'No free GPU: every GPU is taken.'],
@@ -558,7 +567,7 @@ describe('gpuChoices', () => {
       policy: 'shared',
       max_kernels_per_gpu: 2
     });
-    expect(summary(gpuChoices(shared, makeRow()))).toEqual([
+    expect(summary(gpuChoices(trans, shared, makeRow()))).toEqual([
       ['count:0', false, ''],
       ['count:1', false, ''],
       ['count:2', true, 'Only 1 GPU is free.'],
@@ -571,7 +580,7 @@ describe('gpuChoices', () => {
       max_kernels_per_gpu: 2
     });
     expect(
-      gpuChoices(exclusive, makeRow())
+      gpuChoices(trans, exclusive, makeRow())
         .filter(c => c.value !== 'count:0')
         .every(c => c.disabled)
     ).toBe(true);
@@ -583,7 +592,7 @@ describe('gpuChoices', () => {
       makeGpu('1', [other]),
       makeGpu('2')
     ]);
-    expect(summary(gpuChoices(report, makeRow(), 'k-mine'))).toEqual([
+    expect(summary(gpuChoices(trans, report, makeRow(), 'k-mine'))).toEqual([
       ['count:0', false, ''],
       ['count:1', false, ''],
       ['count:2', false, ''],
@@ -593,7 +602,7 @@ describe('gpuChoices', () => {
       ['id:GPU-2', false, '']
     ]);
     // Without the kernel id, the kernel's GPU is as taken as any other.
-    expect(summary(gpuChoices(report, makeRow()))[4]).toEqual([
+    expect(summary(gpuChoices(trans, report, makeRow()))[4]).toEqual([
       'id:GPU-0',
       true,
       'GPU 0 is taken.'
@@ -622,7 +631,7 @@ describe('defaultGpuChoice', () => {
     ['no GPU without a report', null, true, 'count:0']
   ])('%s', (_, report, gpu, value) => {
     const row = makeRow({ gpu });
-    expect(defaultGpuChoice(gpuChoices(report, row), row)).toBe(value);
+    expect(defaultGpuChoice(gpuChoices(trans, report, row), row)).toBe(value);
   });
 });
 
@@ -667,7 +676,7 @@ describe('describeNoGpus', () => {
       "The administrator's static GPU inventory is empty. CPU kernels still work."
     ]
   ])('%s', (_, report, text) => {
-    expect(describeNoGpus(report)).toBe(text);
+    expect(describeNoGpus(trans, report)).toBe(text);
   });
 });
 
@@ -686,7 +695,7 @@ describe('engineProblem', () => {
       'The container engine at tcp://gpu-box:2375 is unreachable.'
     ]
   ])('%s', (_, status, text) => {
-    expect(engineProblem(status)).toBe(text);
+    expect(engineProblem(trans, status)).toBe(text);
   });
 });
 
@@ -779,6 +788,53 @@ describe('pullProgressText', () => {
       'Extracting (0 layers done)…'
     ]
   ])('%s', (_, overrides, text) => {
-    expect(pullProgressText(makePull(overrides))).toBe(text);
+    expect(pullProgressText(trans, makePull(overrides))).toBe(text);
+  });
+});
+
+describe('translation', () => {
+  const pseudo = pseudoBundle();
+  const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+
+  it("writes people's words through the extension's bundle", () => {
+    expect(verdictBadge(pseudo, 'native').label).toBe(t('verdict|Compatible'));
+    expect(launchBlocker(pseudo, makeRow({ pulled: false }))).toBe(
+      t('Not on this host yet: pull it first.')
+    );
+    expect(holderLabel(pseudo, makeHolder({ mine: true }))).toBe(
+      t('Your kernel')
+    );
+    expect(gpuListLabel(pseudo, ['0', '1'])).toBe(t('GPUs 0,1'));
+    expect(describeNoGpus(pseudo, null)).toBe(
+      `${t('GPUs are unknown: the server has not answered.')} ${t('CPU kernels still work.')}`
+    );
+    expect(engineProblem(pseudo, makeStatus({ ok: false, message: '' }))).toBe(
+      t('The container engine at unix:///var/run/docker.sock is unreachable.')
+    );
+    expect(pullProgressText(pseudo, makePull())).toBe(
+      t('Downloading 120 MB of 300 MB (40%)')
+    );
+    const report = makeReport([makeGpu('0'), makeGpu('1', [makeHolder()])]);
+    expect(
+      gpuChoices(pseudo, report, makeRow()).map(c => [c.label, c.reason])
+    ).toEqual([
+      [t('No GPU'), ''],
+      [t('1 GPU'), ''],
+      [t('2 GPUs'), t('Only 1 GPU is free.')],
+      [t('GPU 0 only (NVIDIA A100-SXM4-80GB)'), ''],
+      [t('GPU 1 only (NVIDIA A100-SXM4-80GB)'), t('GPU 1 is taken.')]
+    ]);
+  });
+
+  it("keeps the server's sentences, names and numbers as they are", () => {
+    expect(
+      launchBlocker(pseudo, makeRow({ allowed: false, allowed_reason: 'No.' }))
+    ).toBe('No.');
+    expect(holderLabel(pseudo, makeHolder({ user: 'bob' }))).toBe('bob');
+    expect(
+      pullProgressText(pseudo, makePull({ state: 'error', message: 'Gone.' }))
+    ).toBe('Gone.');
+    expect(formatBytes(1.5e9)).toBe('1.5 GB');
+    expect(frameworkLabel(makeRow())).toBe('PyTorch 24.05 (2.4.0a0)');
   });
 });

@@ -1,18 +1,28 @@
+/// <reference types="node" />
+import * as fs from 'fs';
+import * as path from 'path';
+
 import { ILayoutRestorer, JupyterFrontEnd } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  IToolbarWidgetRegistry,
+  Notification
+} from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ITranslator } from '@jupyterlab/translation';
 
 import { askRegistryLogin } from '../credentials';
-import plugin, { CommandIDs, PLUGIN_ID } from '../index';
+import plugin, { CommandIDs, PLUGIN_ID, TOOLBAR_ITEM } from '../index';
 import { GpuContainersModel } from '../model';
-import { KernelImageItem } from '../notebook';
 import { IPanelActions } from '../panel';
+import { KernelImageItem } from '../toolbar';
 import { IPull, IStatus } from '../types';
 import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
+import { pseudoTranslator } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: the plugin only needs their tokens (and Notification) here.
@@ -25,6 +35,7 @@ jest.mock('@jupyterlab/application', () => ({
 }));
 jest.mock('@jupyterlab/apputils', () => ({
   ICommandPalette: mockToken('ICommandPalette'),
+  IToolbarWidgetRegistry: mockToken('IToolbarWidgetRegistry'),
   Notification: { warning: jest.fn(), error: jest.fn(), success: jest.fn() }
 }));
 jest.mock('@jupyterlab/filebrowser', () => ({
@@ -59,11 +70,11 @@ jest.mock('../panel', () => ({
     }
   }
 }));
-jest.mock('../notebook', () => ({
-  KernelImageItem: jest.fn(),
+jest.mock('../switching', () => ({
   launchNotebook: jest.fn(),
   switchNotebook: jest.fn()
 }));
+jest.mock('../toolbar', () => ({ KernelImageItem: jest.fn() }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
 
@@ -89,8 +100,7 @@ function makeApp() {
       addCommand: jest.fn(),
       execute: jest.fn(),
       notifyCommandChanged: jest.fn()
-    },
-    docRegistry: { addWidgetExtension: jest.fn() }
+    }
   };
 }
 
@@ -128,6 +138,8 @@ function start(
     restorer?: unknown;
     notebooks?: unknown;
     settingRegistry?: unknown;
+    toolbarRegistry?: unknown;
+    translator?: unknown;
   } = {}
 ): void {
   void plugin.activate(
@@ -137,7 +149,9 @@ function start(
     optional.launcher ?? null,
     optional.restorer ?? null,
     optional.notebooks ?? null,
-    optional.settingRegistry ?? null
+    optional.settingRegistry ?? null,
+    optional.toolbarRegistry ?? null,
+    optional.translator ?? null
   );
 }
 
@@ -209,7 +223,9 @@ describe('jupyter-gpu-containers:plugin', () => {
       ILauncher,
       ILayoutRestorer,
       INotebookTracker,
-      ISettingRegistry
+      ISettingRegistry,
+      IToolbarWidgetRegistry,
+      ITranslator
     ]);
     // The app, then one argument per optional service.
     expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
@@ -277,10 +293,6 @@ describe('jupyter-gpu-containers:plugin', () => {
           CommandIDs.switchImage,
           CommandIDs.refreshImages
         ])
-      );
-      expect(app.docRegistry.addWidgetExtension).toHaveBeenCalledWith(
-        'Notebook',
-        expect.anything()
       );
     });
 
@@ -359,6 +371,50 @@ describe('jupyter-gpu-containers:plugin', () => {
       );
     });
 
+    it('names its commands, palette category and card through the translator', async () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const translator = pseudoTranslator();
+      const palette = { addItem: jest.fn() };
+      const launcher = { add: jest.fn() };
+      const app = makeApp();
+      start(app, { palette, launcher, translator });
+      const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+      const open = command(app, CommandIDs.openPanel);
+      expect(open.label()).toBe(t('GPU Containers'));
+      expect(open.caption).toBe(
+        t('Show the GPUs, who holds them, and the container images')
+      );
+      expect(command(app, CommandIDs.switchImage).label).toBe(
+        t('Switch Notebook Image and GPUs…')
+      );
+      expect(command(app, CommandIDs.refreshImages).label).toBe(
+        t('Refresh GPU Container Images')
+      );
+      expect(palette.addItem).toHaveBeenCalledWith(
+        expect.objectContaining({ category: t('GPU Containers') })
+      );
+      // JupyterLab names the Launcher's "Other" section in its own domain.
+      expect(launcher.add).toHaveBeenCalledWith(
+        expect.objectContaining({ category: '⟦jupyterlab:Other⟧' })
+      );
+      expect(translator.load).toHaveBeenCalledWith('jupyter_gpu_containers');
+      await settle();
+    });
+
+    it('names its commands in English without a translator', async () => {
+      const app = await activate(reachable);
+      expect(command(app, CommandIDs.switchImage).label).toBe(
+        'Switch Notebook Image and GPUs…'
+      );
+      expect(command(app, CommandIDs.switchImage).caption).toBe(
+        "Restart this notebook's kernel on another image or GPU count"
+      );
+      expect(command(app, CommandIDs.refreshImages).caption).toBe(
+        'Read the image catalog and the GPUs again'
+      );
+    });
+
     it('refreshes the model from the refresh command', async () => {
       const app = await activate(reachable);
       const refresh = jest
@@ -381,33 +437,40 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(switchImage.isEnabled()).toBe(true);
     });
 
-    it('puts the image item in the toolbar of every notebook', async () => {
-      const app = await activate(reachable);
-      const [, extension] = app.docRegistry.addWidgetExtension.mock.calls[0];
-      const after = {
-        toolbar: { insertAfter: jest.fn(() => true), addItem: jest.fn() }
-      };
-      const item = extension.createNew(after);
+    it('gives the notebook toolbar registry a factory of the image item', () => {
+      serve(reachable);
+      jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      const app = makeApp();
+      const toolbarRegistry = { addFactory: jest.fn() };
+      start(app, { toolbarRegistry });
+      expect(toolbarRegistry.addFactory).toHaveBeenCalledTimes(1);
+      const [widgetFactory, name, factory] =
+        toolbarRegistry.addFactory.mock.calls[0];
+      expect(widgetFactory).toBe('Notebook');
+      expect(name).toBe(TOOLBAR_ITEM);
+      const notebook = { id: 'nb' };
+      const item = factory(notebook);
       expect(KernelImageItem).toHaveBeenCalledWith(
         app,
         mockPanels[0].model,
-        after
+        notebook,
+        expect.objectContaining({ __: expect.any(Function) })
       );
-      expect(after.toolbar.insertAfter).toHaveBeenCalledWith(
-        'kernelName',
-        expect.any(String),
-        item
+      expect(item).toBe(jest.mocked(KernelImageItem).mock.instances[0]);
+    });
+
+    it('places the image item after the kernel name in the settings schema', () => {
+      const schema = JSON.parse(
+        fs.readFileSync(
+          path.resolve(__dirname, '..', '..', '..', 'schema', 'plugin.json'),
+          'utf8'
+        )
       );
-      expect(after.toolbar.addItem).not.toHaveBeenCalled();
-      // A toolbar without a kernel name item gets it at the end.
-      const plain = {
-        toolbar: { insertAfter: jest.fn(() => false), addItem: jest.fn() }
-      };
-      const other = extension.createNew(plain);
-      expect(plain.toolbar.addItem).toHaveBeenCalledWith(
-        expect.any(String),
-        other
-      );
+      // JupyterLab's own Notebook toolbar has the kernel name at rank 1000
+      // and the execution progress at 1002.
+      expect(schema['jupyter.lab.toolbars']).toEqual({
+        Notebook: [{ name: TOOLBAR_ITEM, rank: 1001 }]
+      });
     });
 
     it('applies the refresh intervals from the settings, and their changes', async () => {
@@ -504,7 +567,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       await (await actions()).pull(row);
       expect(askRegistryLogin).toHaveBeenCalledWith(
         'nvcr.io',
-        'unauthorized: authentication required'
+        'unauthorized: authentication required',
+        expect.objectContaining({ __: expect.any(Function) })
       );
       expect(pull).toHaveBeenLastCalledWith(row.reference, login);
       expect(Notification.success).toHaveBeenCalledTimes(1);

@@ -1,5 +1,9 @@
 import { describeStatus } from '../status';
+import { translationBundle } from '../i18n';
 import { IEngineStatus } from '../types';
+import { pseudoBundle } from './pseudo';
+
+const trans = translationBundle();
 
 const engine: IEngineStatus = {
   ok: true,
@@ -10,17 +14,17 @@ const engine: IEngineStatus = {
 
 describe('describeStatus', () => {
   it('describes a reachable engine as info', () => {
-    expect(describeStatus({ engine, kernelspecs: 4 })).toEqual({
+    expect(describeStatus(trans, { engine, kernelspecs: 4 })).toEqual({
       level: 'info',
       text: 'jupyter-gpu-containers: engine 27.3.1, 4 container kernel specs'
     });
   });
 
   it('counts one kernel spec in the singular and none in the plural', () => {
-    expect(describeStatus({ engine, kernelspecs: 1 }).text).toBe(
+    expect(describeStatus(trans, { engine, kernelspecs: 1 }).text).toBe(
       'jupyter-gpu-containers: engine 27.3.1, 1 container kernel spec'
     );
-    expect(describeStatus({ engine, kernelspecs: 0 }).text).toBe(
+    expect(describeStatus(trans, { engine, kernelspecs: 0 }).text).toBe(
       'jupyter-gpu-containers: engine 27.3.1, 0 container kernel specs'
     );
   });
@@ -28,7 +32,7 @@ describe('describeStatus', () => {
   it('copes with an engine that gave no version', () => {
     const { version, ...rest } = engine;
     expect(version).toBeDefined();
-    expect(describeStatus({ engine: rest, kernelspecs: 2 }).text).toBe(
+    expect(describeStatus(trans, { engine: rest, kernelspecs: 2 }).text).toBe(
       'jupyter-gpu-containers: engine of unknown version, 2 container kernel specs'
     );
   });
@@ -40,7 +44,7 @@ describe('describeStatus', () => {
         'Cannot connect to the Docker engine at unix:///var/run/docker.sock: is the daemon running?',
       endpoint: 'unix:///var/run/docker.sock'
     };
-    expect(describeStatus({ engine: down, kernelspecs: 0 })).toEqual({
+    expect(describeStatus(trans, { engine: down, kernelspecs: 0 })).toEqual({
       level: 'warning',
       text: down.message
     });
@@ -52,9 +56,17 @@ describe('describeStatus', () => {
       message: '',
       endpoint: 'tcp://gpu-box:2375'
     };
-    expect(describeStatus({ engine: down, kernelspecs: 0 })).toEqual({
+    expect(describeStatus(trans, { engine: down, kernelspecs: 0 })).toEqual({
       level: 'warning',
       text: 'The container engine at tcp://gpu-box:2375 is unreachable.'
     });
+  });
+
+  it("says it through the extension's bundle", () => {
+    expect(
+      describeStatus(pseudoBundle(), { engine, kernelspecs: 1 }).text
+    ).toBe(
+      '⟦jupyter_gpu_containers:jupyter-gpu-containers: engine 27.3.1, 1 container kernel spec⟧'
+    );
   });
 });

@@ -1,28 +1,18 @@
 /**
- * Notebooks on images: a new notebook on an image, the toolbar item that shows
- * a notebook's image and GPUs, and switching a notebook to another image or
- * GPU count (remembered by the server and in the notebook's metadata).
+ * The switch workflow: a new notebook on an image, and switching a notebook
+ * to another image or GPU count (remembered by the server and in the
+ * notebook's metadata): the picker, the confirmation, the REST calls and
+ * the error dialogs.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
-import {
-  Dialog,
-  Notification,
-  showDialog,
-  showErrorMessage
-} from '@jupyterlab/apputils';
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
-import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
-import * as React from 'react';
+import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { startNotebookKernel } from './api';
-import {
-  gpuListLabel,
-  gpusOfKernel,
-  shortImageName,
-  switchDiscardsState
-} from './format';
-import { gpuContainersIcon } from './icon';
+import { confirmDialog, showFormDialog } from './dialogs';
+import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
 import { GpuContainersModel, messageOf } from './model';
 import { ImagePicker } from './picker';
 import { GpuRequest, IImageRow } from './types';
@@ -45,7 +35,7 @@ export function imageOfSpec(spec: KernelSpec.ISpecModel | undefined): string {
 /**
  * The kernel spec's model by name, from the page's kernel spec manager.
  */
-function specOf(
+export function specOf(
   app: JupyterFrontEnd,
   name: string
 ): KernelSpec.ISpecModel | undefined {
@@ -84,7 +74,8 @@ export async function launchNotebook(
   model: GpuContainersModel,
   row: IImageRow,
   gpus: GpuRequest,
-  directory: string
+  directory: string,
+  trans: TranslationBundle
 ): Promise<void> {
   const contents = app.serviceManager.contents;
   const spec = specOf(app, row.kernel_name);
@@ -104,14 +95,16 @@ export async function launchNotebook(
       path,
       row.kernel_name,
       gpus,
-      model.serverSettings
+      model.serverSettings,
+      true,
+      trans
     );
   } catch (error) {
     if (path) {
       await contents.delete(path).catch(() => undefined);
     }
     await showErrorMessage(
-      `Could not start a kernel on ${shortImageName(row.reference)}`,
+      trans.__('Could not start a kernel on %1', shortImageName(row.reference)),
       messageOf(error)
     );
     return;
@@ -134,7 +127,8 @@ export async function launchNotebook(
 export async function switchNotebook(
   app: JupyterFrontEnd,
   model: GpuContainersModel,
-  panel: NotebookPanel
+  panel: NotebookPanel,
+  trans: TranslationBundle
 ): Promise<void> {
   const context = panel.sessionContext;
   if (!model.catalog) {
@@ -142,8 +136,8 @@ export async function switchNotebook(
   }
   if (!model.catalog) {
     await showErrorMessage(
-      'Images unavailable',
-      model.catalogError || 'The image list could not be read.'
+      trans.__('Images unavailable'),
+      model.catalogError || trans.__('The image list could not be read.')
     );
     return;
   }
@@ -154,40 +148,46 @@ export async function switchNotebook(
     model.gpus,
     kernel?.name ?? '',
     kernel?.id ?? '',
-    held
+    held,
+    trans
   );
-  const result = await showDialog({
-    title: `Image and GPUs for ${panel.context.localPath.split('/').pop()}`,
+  const choice = await showFormDialog({
+    title: trans.__(
+      'Image and GPUs for %1',
+      panel.context.localPath.split('/').pop() ?? ''
+    ),
     body: picker,
-    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Switch' })],
+    accept: trans.__('Switch'),
     focusNodeSelector: 'select'
   });
-  if (!result.button.accept || !result.value) {
+  if (!choice) {
     return;
   }
-  const { kernelName, gpus, problem } = result.value;
+  const { kernelName, gpus, problem } = choice;
   if (problem) {
-    await showErrorMessage('Cannot switch', problem);
+    await showErrorMessage(trans.__('Cannot switch'), problem);
     return;
   }
   if (kernel && switchDiscardsState(context.kernelDisplayStatus)) {
     const sameImage = kernel.name === kernelName;
-    const confirm = await showDialog({
-      title: sameImage ? 'Restart the kernel?' : 'Switch the image?',
-      body:
-        `The kernel will restart in a new container${sameImage ? '' : ' of the chosen image'}: ` +
-        'its variables and everything else in its memory are lost. ' +
-        'The notebook stays open and keeps its cells and outputs.',
-      buttons: [
-        Dialog.cancelButton(),
-        Dialog.warnButton({ label: sameImage ? 'Restart' : 'Switch' })
-      ]
+    const confirmed = await confirmDialog({
+      title: sameImage
+        ? trans.__('Restart the kernel?')
+        : trans.__('Switch the image?'),
+      body: sameImage
+        ? trans.__(
+            'The kernel will restart in a new container: its variables and everything else in its memory are lost. The notebook stays open and keeps its cells and outputs.'
+          )
+        : trans.__(
+            'The kernel will restart in a new container of the chosen image: its variables and everything else in its memory are lost. The notebook stays open and keeps its cells and outputs.'
+          ),
+      action: sameImage ? trans.__('Restart') : trans.__('Switch')
     });
-    if (!confirm.button.accept) {
+    if (!confirmed) {
       return;
     }
   }
-  await applyKernelChoice(app, model, panel, kernelName, gpus);
+  await applyKernelChoice(app, model, panel, kernelName, gpus, trans);
 }
 
 /**
@@ -200,12 +200,17 @@ export async function applyKernelChoice(
   model: GpuContainersModel,
   panel: NotebookPanel,
   kernelName: string,
-  gpus: GpuRequest
+  gpus: GpuRequest,
+  trans: TranslationBundle
 ): Promise<void> {
   const context = panel.sessionContext;
   const image = imageOfSpec(specOf(app, kernelName)) || kernelName;
-  const what = `${shortImageName(image)} with ${gpuCountLabel(gpus)}`;
-  const id = Notification.emit(`Starting ${what}…`, 'in-progress', {
+  const what = trans.__(
+    '%1 with %2',
+    shortImageName(image),
+    gpuCountLabel(trans, gpus)
+  );
+  const id = Notification.emit(trans.__('Starting %1…', what), 'in-progress', {
     autoClose: false
   });
   try {
@@ -214,12 +219,14 @@ export async function applyKernelChoice(
         panel.context.path,
         kernelName,
         gpus,
-        model.serverSettings
+        model.serverSettings,
+        true,
+        trans
       );
       // The server changed the session's kernel: have the page see it now
       // rather than at the next poll of the sessions.
       await app.serviceManager.sessions.refreshRunning();
-      await waitForKernel(panel, reply.session?.kernel.id ?? '');
+      await waitForKernel(panel, reply.session?.kernel.id ?? '', trans);
     } else {
       // No session: the server keeps the request, and the page starts the
       // kernel its own way (a session made by the server would be a second).
@@ -228,7 +235,8 @@ export async function applyKernelChoice(
         kernelName,
         gpus,
         model.serverSettings,
-        false
+        false,
+        trans
       );
       await context.changeKernel({ name: kernelName });
     }
@@ -241,13 +249,16 @@ export async function applyKernelChoice(
     await panel.context.save();
     Notification.update({
       id,
-      message: `Running on ${what}.`,
+      message: trans.__('Running on %1.', what),
       type: 'success',
       autoClose: 3000
     });
   } catch (error) {
     Notification.dismiss(id);
-    await showErrorMessage(`Could not start ${what}`, messageOf(error));
+    await showErrorMessage(
+      trans.__('Could not start %1', what),
+      messageOf(error)
+    );
   } finally {
     void model.refreshGpus();
   }
@@ -256,7 +267,11 @@ export async function applyKernelChoice(
 /**
  * Resolve once the notebook's session runs kernel `kernelId`.
  */
-function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
+function waitForKernel(
+  panel: NotebookPanel,
+  kernelId: string,
+  trans: TranslationBundle
+): Promise<void> {
   const context = panel.sessionContext;
   if (context.session?.kernel?.id === kernelId) {
     return Promise.resolve();
@@ -272,7 +287,9 @@ function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
       done();
       reject(
         new Error(
-          'The kernel started, but this page did not attach to it: reload the page.'
+          trans.__(
+            'The kernel started, but this page did not attach to it: reload the page.'
+          )
         )
       );
     }, ATTACH_TIMEOUT_MS);
@@ -284,106 +301,15 @@ function waitForKernel(panel: NotebookPanel, kernelId: string): Promise<void> {
   });
 }
 
-function gpuCountLabel(gpus: GpuRequest): string {
+/**
+ * A GPU request in a few words: `2 GPUs`, `1 chosen GPU`, `its default GPUs`.
+ */
+function gpuCountLabel(trans: TranslationBundle, gpus: GpuRequest): string {
   if (Array.isArray(gpus)) {
-    return gpus.length === 1 ? '1 chosen GPU' : `${gpus.length} chosen GPUs`;
+    return trans._n('%1 chosen GPU', '%1 chosen GPUs', gpus.length);
   }
   if (gpus === null) {
-    return 'its default GPUs';
+    return trans.__('its default GPUs');
   }
-  return gpus === 0 ? 'no GPU' : gpus === 1 ? '1 GPU' : `${gpus} GPUs`;
-}
-
-/**
- * The toolbar item: the kernel's image (short name) and its GPUs; a click
- * opens the picker.
- */
-export class KernelImageItem extends ReactWidget {
-  constructor(
-    private readonly _app: JupyterFrontEnd,
-    private readonly _model: GpuContainersModel,
-    private readonly _panel: NotebookPanel
-  ) {
-    super();
-    this.addClass('jgc-toolbar-item');
-    const context = _panel.sessionContext;
-    // A new kernel (start, restart, switch): its GPUs are worth reading now.
-    context.kernelChanged.connect(this._refreshGpus, this);
-    context.statusChanged.connect(this._onStatus, this);
-    // The label follows the session as it comes, changes and goes.
-    context.sessionChanged.connect(this._rerender, this);
-    context.kernelChanged.connect(this._rerender, this);
-  }
-
-  render(): JSX.Element {
-    return (
-      <UseSignal signal={this._model.changed}>
-        {() => this._renderButton()}
-      </UseSignal>
-    );
-  }
-
-  private _renderButton(): JSX.Element {
-    const context = this._panel.sessionContext;
-    const kernel = context.session?.kernel ?? null;
-    const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
-    const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
-    const label = !kernel
-      ? 'No kernel'
-      : image
-        ? `${shortImageName(image)} · ${gpuListLabel(gpus)}`
-        : 'Not in a container';
-    return (
-      <button
-        className="jp-ToolbarButtonComponent jgc-toolbar-button"
-        data-image={image}
-        data-gpus={gpus.join(',')}
-        title={
-          image
-            ? `Kernel image ${image}, ${gpuListLabel(gpus)}. Click to switch the image or the GPUs.`
-            : 'Click to run this notebook in a container image.'
-        }
-        onClick={() => void switchNotebook(this._app, this._model, this._panel)}
-      >
-        <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
-        <span className="jgc-toolbar-label">{label}</span>
-      </button>
-    );
-  }
-
-  override dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    const context = this._panel.sessionContext;
-    context.kernelChanged.disconnect(this._refreshGpus, this);
-    context.statusChanged.disconnect(this._onStatus, this);
-    context.sessionChanged.disconnect(this._rerender, this);
-    context.kernelChanged.disconnect(this._rerender, this);
-    super.dispose();
-  }
-
-  private _rerender(): void {
-    this.update();
-  }
-
-  private _refreshGpus(): void {
-    void this._model.refreshGpus();
-  }
-
-  private _onStatus(): void {
-    this.update();
-    // The GPUs change when a kernel comes up (after a start or restart).
-    const status = this._panel.sessionContext.kernelDisplayStatus;
-    if (
-      this._lastStatus !== 'idle' &&
-      this._lastStatus !== 'busy' &&
-      status === 'idle'
-    ) {
-      this._refreshGpus();
-    }
-    this._lastStatus = status;
-  }
-
-  private _lastStatus = '';
+  return gpus === 0 ? trans.__('no GPU') : trans._n('%1 GPU', '%1 GPUs', gpus);
 }

@@ -1,0 +1,497 @@
+/// <reference types="node" />
+/**
+ * types.ts against the REST API's contract, jupyter_gpu_containers/openapi.yaml.
+ *
+ * Every interface of types.ts mirrors a schema of `components.schemas` (the table below says
+ * which): it must have the same properties, optional exactly where the schema does not require
+ * them, of the same types where those are simple (primitives, nullability, enums, arrays, maps
+ * and references to other mirrored schemas). types.ts is read with the TypeScript compiler API,
+ * openapi.yaml with js-yaml. When the two disagree, openapi.yaml is the contract: fix types.ts.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { load } from 'js-yaml';
+import * as ts from 'typescript';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const OPENAPI = path.join(ROOT, 'jupyter_gpu_containers', 'openapi.yaml');
+const TYPES = path.join(ROOT, 'labextension', 'src', 'types.ts');
+
+/**
+ * Each interface of types.ts and the schemas it mirrors: names in `components.schemas`, or
+ * `Schema.property` for an object that a schema describes inline.
+ */
+const INTERFACES: Record<string, string[]> = {
+  IStatus: ['Status'],
+  IEngineStatus: ['EngineStatus'],
+  IGpuReport: ['GPUReport'],
+  IGpuDevice: ['GPU'],
+  IGpu: ['GPUWithHolders'],
+  IHolder: ['Holder'],
+  IVerdict: ['Verdict'],
+  IImageRow: ['CatalogRow'],
+  ICatalogHost: ['CatalogHost'],
+  ICatalog: ['Catalog'],
+  IPull: ['Pull'],
+  IPullLayer: ['PullLayer'],
+  IPullRequest: ['PullRequest'],
+  IRegistryCredentials: ['RegistryLogin', 'PullRequest.auth'],
+  INotebookKernelRequest: ['NotebookKernelRequest'],
+  INotebookKernelReply: ['NotebookKernelReply'],
+  ISession: ['Session'],
+  ISessionKernel: ['Session.kernel']
+};
+
+/**
+ * Each type alias of types.ts and the schema it mirrors. An alias of an enum is compared value
+ * by value; one of an opaque schema only by name.
+ */
+const ALIASES: Record<string, string> = {
+  InventorySource: 'InventorySource',
+  VerdictOutcome: 'Verdict.outcome',
+  PullState: 'Pull.state',
+  GpuRequest: 'GPURequest'
+};
+
+/**
+ * Schemas compared by name only: `GPURequest` is a oneOf of a count, a string and a list that
+ * the server accepts; the front end sends and reads a narrower `GpuRequest`.
+ */
+const OPAQUE = new Set(['GPURequest']);
+
+/**
+ * The part of an OpenAPI 3.0 schema object the comparison reads.
+ */
+interface ISchema {
+  $ref?: string;
+  type?: string;
+  enum?: unknown[];
+  nullable?: boolean;
+  required?: string[];
+  properties?: Record<string, ISchema>;
+  additionalProperties?: boolean | ISchema;
+  items?: ISchema;
+  allOf?: ISchema[];
+  oneOf?: ISchema[];
+}
+
+/**
+ * A type as a sorted list of atoms, one per member of a union: `string`, `number`, `boolean`,
+ * `null`, a string literal (`"native"`), `ref:<name>` (a mirrored schema, by the interface
+ * that mirrors it; an opaque one by its own name), `array<...>`, `map<...>`, `object` (an
+ * inline object), or `unknown:<text>` for what the comparison does not understand.
+ */
+type Atoms = string[];
+
+function union(parts: Atoms[]): Atoms {
+  return [...new Set(parts.flat())].sort();
+}
+
+function text(atoms: Atoms): string {
+  return atoms.join(' | ');
+}
+
+/**
+ * The schemas of an OpenAPI document, and the shapes of their types.
+ */
+class Contract {
+  constructor(source: string) {
+    const document = load(source) as {
+      components?: { schemas?: Record<string, ISchema> };
+    };
+    this.schemas = document.components?.schemas ?? {};
+  }
+
+  readonly schemas: Record<string, ISchema>;
+
+  /**
+   * The schema at `at` (`Name` or `Name.property`), or `undefined`.
+   */
+  find(at: string): ISchema | undefined {
+    const [name, property] = at.split('.');
+    const schema = this.schemas[name];
+    return property === undefined ? schema : schema?.properties?.[property];
+  }
+
+  /**
+   * The atoms of `schema`, found at `at` (`''` when it has no name of its own).
+   * A schema that an interface mirrors is `ref:<at>`.
+   */
+  shape(schema: ISchema, at = ''): Atoms {
+    let atoms: Atoms;
+    if (at !== '' && MIRRORED.has(at)) {
+      atoms = [`ref:${MIRRORED.get(at)}`];
+    } else if (schema.$ref !== undefined) {
+      const name = schema.$ref.replace('#/components/schemas/', '');
+      const target = this.schemas[name];
+      atoms =
+        MIRRORED.has(name) || OPAQUE.has(name) || !target
+          ? [`ref:${MIRRORED.get(name) ?? name}`]
+          : this.shape(target, name);
+    } else if (schema.allOf?.length === 1) {
+      atoms = this.shape(schema.allOf[0]);
+    } else if (schema.oneOf) {
+      atoms = union(schema.oneOf.map(member => this.shape(member)));
+    } else {
+      atoms = this._typeShape(schema);
+    }
+    return schema.nullable ? union([atoms, ['null']]) : atoms;
+  }
+
+  private _typeShape(schema: ISchema): Atoms {
+    switch (schema.type) {
+      case 'string':
+        return schema.enum
+          ? union([schema.enum.map(value => JSON.stringify(value))])
+          : ['string'];
+      case 'integer':
+      case 'number':
+        return ['number'];
+      case 'boolean':
+        return ['boolean'];
+      case 'array':
+        return [`array<${text(this.shape(schema.items ?? {}))}>`];
+      case 'object':
+        if (
+          !schema.properties &&
+          typeof schema.additionalProperties === 'object'
+        ) {
+          return [`map<${text(this.shape(schema.additionalProperties))}>`];
+        }
+        return ['object'];
+      default:
+        return [`unknown:${JSON.stringify(schema)}`];
+    }
+  }
+}
+
+/**
+ * A property of an interface: whether it is optional, and its type.
+ */
+interface IProperty {
+  optional: boolean;
+  type: ts.TypeNode | undefined;
+}
+
+/**
+ * The interfaces and type aliases of a TypeScript source file (types.ts).
+ */
+class TypesFile {
+  constructor(source: string) {
+    this._source = ts.createSourceFile(
+      'types.ts',
+      source,
+      ts.ScriptTarget.Latest,
+      true
+    );
+    for (const statement of this._source.statements) {
+      if (ts.isInterfaceDeclaration(statement)) {
+        this.interfaces.set(statement.name.text, statement);
+      } else if (ts.isTypeAliasDeclaration(statement)) {
+        this.aliases.set(statement.name.text, statement);
+      }
+    }
+  }
+
+  readonly interfaces = new Map<string, ts.InterfaceDeclaration>();
+  readonly aliases = new Map<string, ts.TypeAliasDeclaration>();
+
+  /**
+   * The properties of interface `name`, its bases' included; `problems` gets what is not a
+   * plain property.
+   */
+  properties(name: string, problems: string[]): Map<string, IProperty> {
+    const found = new Map<string, IProperty>();
+    const declaration = this.interfaces.get(name);
+    if (!declaration) {
+      problems.push(`${name}: no such interface in types.ts`);
+      return found;
+    }
+    for (const clause of declaration.heritageClauses ?? []) {
+      for (const base of clause.types) {
+        const baseName = base.expression.getText(this._source);
+        for (const [key, value] of this.properties(baseName, problems)) {
+          found.set(key, value);
+        }
+      }
+    }
+    for (const member of declaration.members) {
+      if (!ts.isPropertySignature(member)) {
+        problems.push(
+          `${name}: a member that is not a property: ${member.getText(this._source)}`
+        );
+        continue;
+      }
+      const key = ts.isIdentifier(member.name)
+        ? member.name.text
+        : member.name.getText(this._source).replace(/^['"]|['"]$/g, '');
+      found.set(key, { optional: !!member.questionToken, type: member.type });
+    }
+    return found;
+  }
+
+  /**
+   * The atoms of a type written in types.ts.
+   */
+  shape(node: ts.TypeNode | undefined): Atoms {
+    if (!node) {
+      return ['unknown:untyped'];
+    }
+    if (ts.isParenthesizedTypeNode(node)) {
+      return this.shape(node.type);
+    }
+    if (ts.isUnionTypeNode(node)) {
+      return union(node.types.map(member => this.shape(member)));
+    }
+    if (ts.isLiteralTypeNode(node)) {
+      const literal = node.literal;
+      if (literal.kind === ts.SyntaxKind.NullKeyword) {
+        return ['null'];
+      }
+      if (ts.isStringLiteral(literal)) {
+        return [JSON.stringify(literal.text)];
+      }
+      return [`unknown:${node.getText(this._source)}`];
+    }
+    if (ts.isArrayTypeNode(node)) {
+      return [`array<${text(this.shape(node.elementType))}>`];
+    }
+    if (ts.isTypeLiteralNode(node)) {
+      return ['object'];
+    }
+    switch (node.kind) {
+      case ts.SyntaxKind.StringKeyword:
+        return ['string'];
+      case ts.SyntaxKind.NumberKeyword:
+        return ['number'];
+      case ts.SyntaxKind.BooleanKeyword:
+        return ['boolean'];
+      default:
+        break;
+    }
+    if (ts.isTypeReferenceNode(node)) {
+      const name = node.typeName.getText(this._source);
+      const args = node.typeArguments ?? [];
+      if (name === 'Array' && args.length === 1) {
+        return [`array<${text(this.shape(args[0]))}>`];
+      }
+      if (name === 'Record' && args.length === 2) {
+        return [`map<${text(this.shape(args[1]))}>`];
+      }
+      if (INTERFACES[name] !== undefined) {
+        return [`ref:${name}`];
+      }
+      if (ALIASES[name] !== undefined && OPAQUE.has(ALIASES[name])) {
+        return [`ref:${ALIASES[name]}`];
+      }
+      const alias = this.aliases.get(name);
+      if (alias) {
+        return this.shape(alias.type);
+      }
+    }
+    return [`unknown:${node.getText(this._source)}`];
+  }
+
+  private _source: ts.SourceFile;
+}
+
+/**
+ * The interface that mirrors each schema of INTERFACES.
+ */
+const MIRRORED = new Map(
+  Object.entries(INTERFACES).flatMap(([name, schemas]) =>
+    schemas.map(at => [at, name] as const)
+  )
+);
+
+/**
+ * What disagrees between interface `name` of `types` and the schema at `at` of `contract`,
+ * one sentence each (none when they agree).
+ */
+function compareInterface(
+  types: TypesFile,
+  contract: Contract,
+  name: string,
+  at: string
+): string[] {
+  const problems: string[] = [];
+  const schema = contract.find(at);
+  if (!schema) {
+    return [`${name}: its schema ${at} is not in openapi.yaml`];
+  }
+  const properties = types.properties(name, problems);
+  const expected = schema.properties ?? {};
+  const required = new Set(schema.required ?? []);
+  for (const key of Object.keys(expected)) {
+    const property = properties.get(key);
+    if (!property) {
+      problems.push(
+        `${name}.${key}: in ${at}${required.has(key) ? ' (required)' : ''}, missing from types.ts`
+      );
+      continue;
+    }
+    if (required.has(key) && property.optional) {
+      problems.push(
+        `${name}.${key}: required by ${at}, optional (?) in types.ts`
+      );
+    } else if (!required.has(key) && !property.optional) {
+      problems.push(
+        `${name}.${key}: not required by ${at}, so optional (?) in types.ts`
+      );
+    }
+    const want = contract.shape(expected[key], `${at}.${key}`);
+    const have = types.shape(property.type);
+    if (have.includes('object')) {
+      problems.push(
+        `${name}.${key}: an inline object type: name it, and map it to its schema in this test`
+      );
+    } else if (text(want) !== text(have)) {
+      problems.push(
+        `${name}.${key}: ${text(have)} in types.ts, ${text(want)} in ${at}`
+      );
+    }
+  }
+  for (const key of properties.keys()) {
+    if (!(key in expected)) {
+      problems.push(`${name}.${key}: in types.ts, not in ${at}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * What disagrees between type alias `name` of `types` and the schema at `at`.
+ */
+function compareAlias(
+  types: TypesFile,
+  contract: Contract,
+  name: string,
+  at: string
+): string[] {
+  const schema = contract.find(at);
+  if (!schema) {
+    return [`${name}: its schema ${at} is not in openapi.yaml`];
+  }
+  const alias = types.aliases.get(name);
+  if (!alias) {
+    return [`${name}: no such type alias in types.ts`];
+  }
+  if (OPAQUE.has(at)) {
+    return [];
+  }
+  const want = contract.shape(schema);
+  const have = types.shape(alias.type);
+  return text(want) === text(have)
+    ? []
+    : [`${name}: ${text(have)} in types.ts, ${text(want)} in ${at}`];
+}
+
+const contract = new Contract(fs.readFileSync(OPENAPI, 'utf8'));
+const types = new TypesFile(fs.readFileSync(TYPES, 'utf8'));
+
+describe('types.ts against openapi.yaml', () => {
+  it('maps every interface and type alias of types.ts to a schema', () => {
+    const unmapped = [
+      ...[...types.interfaces.keys()].filter(name => !(name in INTERFACES)),
+      ...[...types.aliases.keys()].filter(name => !(name in ALIASES))
+    ];
+    // A new declaration: add it to INTERFACES or ALIASES above.
+    expect(unmapped).toEqual([]);
+  });
+
+  it.each(
+    Object.entries(INTERFACES).flatMap(([name, schemas]) =>
+      schemas.map(at => [name, at])
+    )
+  )('%s has the properties of %s', (name, at) => {
+    expect(compareInterface(types, contract, name, at)).toEqual([]);
+  });
+
+  it.each(Object.entries(ALIASES))('%s mirrors %s', (name, at) => {
+    expect(compareAlias(types, contract, name, at)).toEqual([]);
+  });
+});
+
+describe('the comparison', () => {
+  const doc = `
+components:
+  schemas:
+    Thing:
+      type: object
+      required: [id, size, kind, tags, owner]
+      properties:
+        id: {type: string}
+        size: {type: integer, nullable: true}
+        kind: {type: string, enum: [a, b]}
+        tags: {type: array, items: {type: string}}
+        owner: {$ref: "#/components/schemas/Holder"}
+        note: {type: string}
+    Holder:
+      type: object
+      required: [mine]
+      properties:
+        mine: {type: boolean}
+`;
+
+  it('finds nothing when the interface agrees', () => {
+    const agreeing = new TypesFile(`
+      export interface IHolder { mine: boolean }
+      export type Kind = 'b' | 'a';
+      export interface IBase { id: string }
+      export interface IThing extends IBase {
+        size: number | null;
+        kind: Kind;
+        tags: Array<string>;
+        owner: IHolder;
+        note?: string;
+      }
+    `);
+    expect(
+      compareInterface(agreeing, new Contract(doc), 'IThing', 'Thing')
+    ).toEqual([]);
+  });
+
+  it('names each property that disagrees, and how', () => {
+    const wrong = new TypesFile(`
+      export interface IHolder { mine: boolean }
+      export interface IThing {
+        id?: string;
+        size: number;
+        kind: 'a' | 'c';
+        tags: string[];
+        owner: IHolder;
+        note: string;
+        extra: boolean;
+      }
+    `);
+    expect(
+      compareInterface(wrong, new Contract(doc), 'IThing', 'Thing')
+    ).toEqual([
+      'IThing.id: required by Thing, optional (?) in types.ts',
+      'IThing.size: number in types.ts, null | number in Thing',
+      'IThing.kind: "a" | "c" in types.ts, "a" | "b" in Thing',
+      'IThing.note: not required by Thing, so optional (?) in types.ts',
+      'IThing.extra: in types.ts, not in Thing'
+    ]);
+  });
+
+  it('names a property that types.ts lacks, and a schema that is gone', () => {
+    const lacking = new TypesFile(`
+      export interface IThing { id: string }
+    `);
+    const problems = compareInterface(
+      lacking,
+      new Contract(doc),
+      'IThing',
+      'Thing'
+    );
+    expect(problems).toContain(
+      'IThing.size: in Thing (required), missing from types.ts'
+    );
+    expect(problems).toContain('IThing.note: in Thing, missing from types.ts');
+    expect(
+      compareInterface(lacking, new Contract(doc), 'IThing', 'Gone')
+    ).toEqual(['IThing: its schema Gone is not in openapi.yaml']);
+  });
+});

@@ -1,0 +1,568 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { startNotebookKernel } from '../api';
+import { translationBundle } from '../i18n';
+import { confirmDialog, showFormDialog } from '../dialogs';
+import { GpuContainersModel } from '../model';
+import { ImagePicker, IPickerValue } from '../picker';
+import {
+  applyKernelChoice,
+  imageOfSpec,
+  launchNotebook,
+  switchNotebook
+} from '../switching';
+import {
+  makeCatalog,
+  makeGpu,
+  makeHolder,
+  makeReport,
+  makeRow
+} from './fixtures';
+import { pseudoBundle } from './pseudo';
+
+// The JupyterLab UI packages need a DOM, which the node test environment does
+// not have: the workflow only needs their dialogs and notifications.
+jest.mock('@jupyterlab/apputils', () => ({
+  Notification: {
+    emit: jest.fn(() => 'note-1'),
+    update: jest.fn(),
+    dismiss: jest.fn()
+  },
+  showErrorMessage: jest.fn()
+}));
+jest.mock('../dialogs', () => ({
+  confirmDialog: jest.fn(),
+  showFormDialog: jest.fn()
+}));
+jest.mock('../picker', () => ({ ImagePicker: jest.fn() }));
+jest.mock('../api', () => ({
+  ...jest.requireActual('../api'),
+  startNotebookKernel: jest.fn()
+}));
+
+const trans = translationBundle();
+
+const settings = ServerConnection.makeSettings({
+  baseUrl: 'http://localhost:8888/'
+});
+
+const torch = makeRow();
+const debian = makeRow({
+  reference: 'jgc/debian-ipykernel:bookworm',
+  kernel_name: 'gpuc-debian'
+});
+
+const specs: Record<string, unknown> = {
+  [torch.kernel_name]: {
+    name: torch.kernel_name,
+    display_name: 'PyTorch 24.05',
+    language: 'python',
+    metadata: { gpu_containers: { image: torch.reference } }
+  },
+  'gpuc-debian': {
+    name: 'gpuc-debian',
+    display_name: 'Debian',
+    language: 'python',
+    metadata: { gpu_containers: { image: debian.reference } }
+  },
+  python3: { name: 'python3', display_name: 'Python 3', language: 'python' }
+};
+
+function makeApp() {
+  return {
+    serviceManager: {
+      kernelspecs: { specs: { kernelspecs: specs } },
+      sessions: { refreshRunning: jest.fn().mockResolvedValue(undefined) },
+      contents: {
+        newUntitled: jest
+          .fn()
+          .mockResolvedValue({ path: 'work/Untitled.ipynb' }),
+        save: jest.fn().mockResolvedValue(undefined),
+        delete: jest.fn().mockResolvedValue(undefined)
+      }
+    },
+    commands: { execute: jest.fn().mockResolvedValue(undefined) }
+  };
+}
+
+const mine = makeHolder({ mine: true, kernel_id: 'k-1' });
+
+function makeModel(overrides: Record<string, unknown> = {}) {
+  return {
+    serverSettings: settings,
+    catalog: makeCatalog([torch, debian]),
+    catalogError: '',
+    gpus: makeReport([makeGpu('0', [mine]), makeGpu('1')]),
+    refreshImages: jest.fn().mockResolvedValue(undefined),
+    refreshGpus: jest.fn().mockResolvedValue(undefined),
+    ...overrides
+  };
+}
+
+/**
+ * A signal as the workflow uses it: connect, disconnect, and emit (for tests).
+ */
+function makeSignal() {
+  const slots = new Set<() => void>();
+  return {
+    connect: (slot: () => void) => slots.add(slot),
+    disconnect: (slot: () => void) => slots.delete(slot),
+    emit: () => [...slots].forEach(slot => slot()),
+    get size() {
+      return slots.size;
+    }
+  };
+}
+
+function makePanel(
+  kernel: { id: string; name: string } | null,
+  status = 'idle'
+) {
+  return {
+    sessionContext: {
+      session: kernel ? { kernel } : null,
+      kernelDisplayStatus: status,
+      kernelChanged: makeSignal(),
+      changeKernel: jest.fn().mockResolvedValue(undefined)
+    },
+    context: {
+      path: 'RTC:work/train.ipynb',
+      localPath: 'work/train.ipynb',
+      save: jest.fn().mockResolvedValue(undefined)
+    },
+    model: { setMetadata: jest.fn() }
+  };
+}
+
+type App = ReturnType<typeof makeApp>;
+type Model = ReturnType<typeof makeModel>;
+type Panel = ReturnType<typeof makePanel>;
+
+const asApp = (app: App) => app as unknown as JupyterFrontEnd;
+const asModel = (model: Model) => model as unknown as GpuContainersModel;
+const asPanel = (panel: Panel) => panel as unknown as NotebookPanel;
+
+/**
+ * Have the picker give `value` (or be cancelled with `null`).
+ */
+function pick(value: IPickerValue | null): void {
+  jest.mocked(showFormDialog).mockResolvedValueOnce(value);
+}
+
+function reply(kernelId: string) {
+  return {
+    session: {
+      id: 's-1',
+      path: 'work/train.ipynb',
+      name: 'train.ipynb',
+      type: 'notebook',
+      kernel: { id: kernelId, name: torch.kernel_name }
+    },
+    gpus: 1
+  };
+}
+
+afterEach(() => {
+  jest.clearAllMocks();
+  jest.useRealTimers();
+});
+
+describe('imageOfSpec', () => {
+  it('reads the image of a container kernel spec, or nothing', () => {
+    expect(imageOfSpec(specs[torch.kernel_name] as any)).toBe(torch.reference);
+    expect(imageOfSpec(specs.python3 as any)).toBe('');
+    expect(imageOfSpec(undefined)).toBe('');
+  });
+});
+
+describe('launchNotebook', () => {
+  it('creates the notebook on the kernel spec, starts its kernel, then opens it', async () => {
+    const app = makeApp();
+    const model = makeModel();
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    await launchNotebook(asApp(app), asModel(model), torch, 1, 'work', trans);
+    const { contents } = app.serviceManager;
+    expect(contents.newUntitled).toHaveBeenCalledWith({
+      path: 'work',
+      type: 'notebook'
+    });
+    expect(contents.save).toHaveBeenCalledWith('work/Untitled.ipynb', {
+      type: 'notebook',
+      format: 'json',
+      content: {
+        cells: [],
+        metadata: {
+          kernelspec: {
+            name: torch.kernel_name,
+            display_name: 'PyTorch 24.05',
+            language: 'python'
+          }
+        },
+        nbformat: 4,
+        nbformat_minor: 5
+      }
+    });
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      'work/Untitled.ipynb',
+      torch.kernel_name,
+      1,
+      settings,
+      true,
+      trans
+    );
+    expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
+    expect(app.commands.execute).toHaveBeenCalledWith('docmanager:open', {
+      path: 'work/Untitled.ipynb',
+      factory: 'Notebook',
+      kernel: { name: torch.kernel_name }
+    });
+    expect(model.refreshGpus).toHaveBeenCalled();
+    expect(showErrorMessage).not.toHaveBeenCalled();
+  });
+
+  it("removes the notebook and shows the server's sentence when the kernel is refused", async () => {
+    const app = makeApp();
+    jest
+      .mocked(startNotebookKernel)
+      .mockRejectedValue(new Error('No free GPU: every GPU is taken.'));
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      2,
+      'work',
+      trans
+    );
+    expect(app.serviceManager.contents.delete).toHaveBeenCalledWith(
+      'work/Untitled.ipynb'
+    );
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      'Could not start a kernel on pytorch:24.05-py3',
+      'No free GPU: every GPU is taken.'
+    );
+    expect(app.commands.execute).not.toHaveBeenCalled();
+  });
+});
+
+describe('switchNotebook', () => {
+  it('reads the images first, and says when they cannot be read', async () => {
+    const model = makeModel({ catalog: null, catalogError: '' });
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(model),
+      asPanel(makePanel(null)),
+      trans
+    );
+    expect(model.refreshImages).toHaveBeenCalled();
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      'Images unavailable',
+      'The image list could not be read.'
+    );
+    expect(showFormDialog).not.toHaveBeenCalled();
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel({ catalog: null, catalogError: 'Docker is down.' })),
+      asPanel(makePanel(null)),
+      trans
+    );
+    expect(showErrorMessage).toHaveBeenLastCalledWith(
+      'Images unavailable',
+      'Docker is down.'
+    );
+  });
+
+  it("offers the images with the notebook's kernel and its GPUs", async () => {
+    const model = makeModel();
+    pick(null);
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(model),
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name })),
+      trans
+    );
+    expect(ImagePicker).toHaveBeenCalledWith(
+      model.catalog.images,
+      model.gpus,
+      torch.kernel_name,
+      'k-1',
+      1,
+      trans
+    );
+    expect(showFormDialog).toHaveBeenCalledWith({
+      title: 'Image and GPUs for train.ipynb',
+      body: jest.mocked(ImagePicker).mock.instances[0],
+      accept: 'Switch',
+      focusNodeSelector: 'select'
+    });
+    // Cancelled: nothing else.
+    expect(confirmDialog).not.toHaveBeenCalled();
+    expect(startNotebookKernel).not.toHaveBeenCalled();
+  });
+
+  it('says why a choice cannot be made', async () => {
+    pick({ kernelName: '', gpus: null, problem: 'No free GPU.' });
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel(null)),
+      trans
+    );
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      'Cannot switch',
+      'No free GPU.'
+    );
+    expect(startNotebookKernel).not.toHaveBeenCalled();
+  });
+
+  it('asks before restarting a running kernel, and stops when refused', async () => {
+    pick({ kernelName: torch.kernel_name, gpus: 2, problem: '' });
+    jest.mocked(confirmDialog).mockResolvedValueOnce(false);
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'unknown')),
+      trans
+    );
+    expect(confirmDialog).toHaveBeenCalledWith({
+      title: 'Restart the kernel?',
+      body:
+        'The kernel will restart in a new container: its variables and everything else ' +
+        'in its memory are lost. The notebook stays open and keeps its cells and outputs.',
+      action: 'Restart'
+    });
+    expect(startNotebookKernel).not.toHaveBeenCalled();
+  });
+
+  it('asks before switching a running kernel to another image, then switches', async () => {
+    pick({ kernelName: 'gpuc-debian', gpus: 0, problem: '' });
+    jest.mocked(confirmDialog).mockResolvedValueOnce(true);
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-1'));
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name }, 'busy');
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(panel),
+      trans
+    );
+    expect(confirmDialog).toHaveBeenCalledWith({
+      title: 'Switch the image?',
+      body:
+        'The kernel will restart in a new container of the chosen image: its variables and ' +
+        'everything else in its memory are lost. The notebook stays open and keeps its ' +
+        'cells and outputs.',
+      action: 'Switch'
+    });
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      panel.context.path,
+      'gpuc-debian',
+      0,
+      settings,
+      true,
+      trans
+    );
+  });
+
+  it('does not ask for a dead kernel, or without one', async () => {
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-1'));
+    pick({ kernelName: torch.kernel_name, gpus: 1, problem: '' });
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name }, 'dead')),
+      trans
+    );
+    pick({ kernelName: torch.kernel_name, gpus: 1, problem: '' });
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel(null)),
+      trans
+    );
+    expect(confirmDialog).not.toHaveBeenCalled();
+    expect(startNotebookKernel).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('applyKernelChoice', () => {
+  it('restarts the kernel through the server, waits for the page to attach, and saves the kernel spec', async () => {
+    jest.useFakeTimers();
+    const app = makeApp();
+    const model = makeModel();
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const done = applyKernelChoice(
+      asApp(app),
+      asModel(model),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans
+    );
+    expect(Notification.emit).toHaveBeenCalledWith(
+      'Starting pytorch:24.05-py3 with 1 GPU…',
+      'in-progress',
+      { autoClose: false }
+    );
+    await jest.advanceTimersByTimeAsync(0);
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      panel.context.path,
+      torch.kernel_name,
+      1,
+      settings,
+      true,
+      trans
+    );
+    expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
+    // The page attaches to the new kernel.
+    expect(panel.sessionContext.kernelChanged.size).toBe(1);
+    panel.sessionContext.session!.kernel = {
+      id: 'k-2',
+      name: torch.kernel_name
+    };
+    panel.sessionContext.kernelChanged.emit();
+    await done;
+    expect(panel.sessionContext.kernelChanged.size).toBe(0);
+    expect(panel.model.setMetadata).toHaveBeenCalledWith('kernelspec', {
+      name: torch.kernel_name,
+      display_name: 'PyTorch 24.05',
+      language: 'python'
+    });
+    expect(panel.context.save).toHaveBeenCalled();
+    expect(Notification.update).toHaveBeenCalledWith({
+      id: 'note-1',
+      message: 'Running on pytorch:24.05-py3 with 1 GPU.',
+      type: 'success',
+      autoClose: 3000
+    });
+    expect(model.refreshGpus).toHaveBeenCalled();
+  });
+
+  it('says when the page does not attach to the new kernel', async () => {
+    jest.useFakeTimers();
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const done = applyKernelChoice(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(panel),
+      torch.kernel_name,
+      ['GPU-0', 'GPU-1'],
+      trans
+    );
+    await jest.advanceTimersByTimeAsync(15000);
+    await done;
+    expect(Notification.dismiss).toHaveBeenCalledWith('note-1');
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      'Could not start pytorch:24.05-py3 with 2 chosen GPUs',
+      'The kernel started, but this page did not attach to it: reload the page.'
+    );
+    expect(panel.context.save).not.toHaveBeenCalled();
+  });
+
+  it('without a session, stores the request and has the page start the kernel', async () => {
+    const panel = makePanel(null);
+    jest
+      .mocked(startNotebookKernel)
+      .mockResolvedValue({ session: null, gpus: null });
+    await applyKernelChoice(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(panel),
+      'gpuc-debian',
+      null,
+      trans
+    );
+    expect(Notification.emit).toHaveBeenCalledWith(
+      'Starting debian-ipykernel:bookworm with its default GPUs…',
+      'in-progress',
+      { autoClose: false }
+    );
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      panel.context.path,
+      'gpuc-debian',
+      null,
+      settings,
+      false,
+      trans
+    );
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-debian'
+    });
+    expect(panel.context.save).toHaveBeenCalled();
+  });
+
+  it.each<[number | string[], string]>([
+    [0, 'no GPU'],
+    [1, '1 GPU'],
+    [3, '3 GPUs'],
+    [['GPU-1'], '1 chosen GPU']
+  ])('counts %p GPUs as %p', async (gpus, label) => {
+    jest.mocked(startNotebookKernel).mockRejectedValue(new Error('No.'));
+    await applyKernelChoice(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel(null)),
+      'python3',
+      gpus,
+      trans
+    );
+    // A kernel spec without an image is named by itself.
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      `Could not start python3 with ${label}`,
+      'No.'
+    );
+  });
+});
+
+describe('translation', () => {
+  it("says it through the extension's bundle", async () => {
+    const pseudo = pseudoBundle();
+    const t = (text: string) => `⟦jupyter_gpu_containers:${text}⟧`;
+    pick({ kernelName: 'gpuc-debian', gpus: 0, problem: '' });
+    jest.mocked(confirmDialog).mockResolvedValueOnce(false);
+    await switchNotebook(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel({ id: 'k-1', name: torch.kernel_name })),
+      pseudo
+    );
+    expect(jest.mocked(ImagePicker).mock.calls[0][5]).toBe(pseudo);
+    expect(showFormDialog).toHaveBeenCalledWith(
+      expect.objectContaining({
+        title: t('Image and GPUs for train.ipynb'),
+        accept: t('Switch')
+      })
+    );
+    expect(confirmDialog).toHaveBeenCalledWith({
+      title: t('Switch the image?'),
+      body: t(
+        'The kernel will restart in a new container of the chosen image: its variables and ' +
+          'everything else in its memory are lost. The notebook stays open and keeps its ' +
+          'cells and outputs.'
+      ),
+      action: t('Switch')
+    });
+    jest.mocked(startNotebookKernel).mockRejectedValue(new Error('No.'));
+    await applyKernelChoice(
+      asApp(makeApp()),
+      asModel(makeModel()),
+      asPanel(makePanel(null)),
+      'python3',
+      2,
+      pseudo
+    );
+    expect(Notification.emit).toHaveBeenCalledWith(
+      t(`Starting ${t(`python3 with ${t('2 GPUs')}`)}…`),
+      'in-progress',
+      { autoClose: false }
+    );
+    expect(jest.mocked(startNotebookKernel).mock.calls[0][5]).toBe(pseudo);
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      t(`Could not start ${t(`python3 with ${t('2 GPUs')}`)}`),
+      'No.'
+    );
+  });
+});

@@ -1,0 +1,205 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { NotebookPanel } from '@jupyterlab/notebook';
+
+import { translationBundle } from '../i18n';
+import { GpuContainersModel } from '../model';
+import { switchNotebook } from '../switching';
+import { KernelImageItem } from '../toolbar';
+import { by, findOne, textOf } from './elements';
+import { makeGpu, makeHolder, makeReport } from './fixtures';
+import { pseudoBundle } from './pseudo';
+
+// The JupyterLab UI packages need a DOM, which the node test environment does
+// not have: a ReactWidget that counts its updates, a UseSignal that draws its
+// children once.
+jest.mock('@jupyterlab/ui-components', () => ({
+  ReactWidget: class {
+    readonly classes: string[] = [];
+    updates = 0;
+    isDisposed = false;
+    addClass(name: string): void {
+      this.classes.push(name);
+    }
+    update(): void {
+      this.updates += 1;
+    }
+    dispose(): void {
+      this.isDisposed = true;
+    }
+  },
+  UseSignal: (props: { children: () => unknown }) => props.children()
+}));
+jest.mock('@jupyterlab/apputils', () => ({}));
+jest.mock('../icon', () => ({ gpuContainersIcon: { react: () => null } }));
+jest.mock('../switching', () => ({
+  ...jest.requireActual('../switching'),
+  switchNotebook: jest.fn()
+}));
+
+const trans = translationBundle();
+
+const IMAGE = 'nvcr.io/nvidia/pytorch:24.05-py3';
+
+function makeSignal() {
+  const slots = new Set<unknown>();
+  return {
+    connect: jest.fn((slot: unknown) => slots.add(slot)),
+    disconnect: jest.fn((slot: unknown) => slots.delete(slot)),
+    emit: () => [...slots].forEach(slot => (slot as () => void).call(item)),
+    get size() {
+      return slots.size;
+    }
+  };
+}
+
+let item: KernelImageItem;
+
+const app = {
+  serviceManager: {
+    kernelspecs: {
+      specs: {
+        kernelspecs: {
+          'gpuc-torch': {
+            name: 'gpuc-torch',
+            metadata: { gpu_containers: { image: IMAGE } }
+          },
+          python3: { name: 'python3' }
+        }
+      }
+    }
+  }
+};
+
+function makePanel(kernel: { id: string; name: string } | null) {
+  return {
+    sessionContext: {
+      session: kernel ? { kernel } : null,
+      kernelDisplayStatus: 'starting',
+      kernelChanged: makeSignal(),
+      statusChanged: makeSignal(),
+      sessionChanged: makeSignal()
+    }
+  };
+}
+
+function makeModel() {
+  const mine = (kernel_id: string) => makeHolder({ mine: true, kernel_id });
+  return {
+    changed: makeSignal(),
+    gpus: makeReport([
+      makeGpu('0', [mine('k-1')]),
+      makeGpu('1', [mine('k-2')]),
+      makeGpu('2', [mine('k-2')])
+    ]),
+    refreshGpus: jest.fn().mockResolvedValue(undefined)
+  };
+}
+
+function build(
+  panel: ReturnType<typeof makePanel>,
+  model = makeModel(),
+  bundle = trans
+) {
+  item = new KernelImageItem(
+    app as unknown as JupyterFrontEnd,
+    model as unknown as GpuContainersModel,
+    panel as unknown as NotebookPanel,
+    bundle
+  );
+  return { item, model };
+}
+
+function button() {
+  return findOne(item.render(), by('button', 'jgc-toolbar-button'));
+}
+
+afterEach(() => {
+  jest.clearAllMocks();
+});
+
+describe('KernelImageItem', () => {
+  it("shows the kernel's image and GPUs, and what a click does", () => {
+    build(makePanel({ id: 'k-2', name: 'gpuc-torch' }));
+    expect((item as unknown as { classes: string[] }).classes).toEqual([
+      'jgc-toolbar-item'
+    ]);
+    const node = button();
+    expect(node.props['data-image']).toBe(IMAGE);
+    expect(node.props['data-gpus']).toBe('1,2');
+    expect(node.props.title).toBe(
+      `Kernel image ${IMAGE}, GPUs 1,2. Click to switch the image or the GPUs.`
+    );
+    expect(textOf(findOne(node, by('span', 'jgc-toolbar-label')))).toBe(
+      'pytorch:24.05-py3 · GPUs 1,2'
+    );
+  });
+
+  it('says when there is no kernel, or one not in a container', () => {
+    build(makePanel(null));
+    expect(textOf(button())).toBe('No kernel');
+    expect(button().props['data-image']).toBe('');
+    expect(button().props.title).toBe(
+      'Click to run this notebook in a container image.'
+    );
+    build(makePanel({ id: 'k-3', name: 'python3' }));
+    expect(textOf(button())).toBe('Not in a container');
+    expect(button().props['data-gpus']).toBe('');
+  });
+
+  it('opens the switch workflow on a click', () => {
+    const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' });
+    const { model } = build(panel);
+    button().props.onClick();
+    expect(switchNotebook).toHaveBeenCalledWith(app, model, panel, trans);
+  });
+
+  it('redraws as the session changes, and reads the GPUs of a new kernel', () => {
+    const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' });
+    const { model } = build(panel);
+    const updates = () => (item as unknown as { updates: number }).updates;
+    panel.sessionContext.sessionChanged.emit();
+    expect(updates()).toBe(1);
+    panel.sessionContext.kernelChanged.emit();
+    expect(updates()).toBe(2);
+    expect(model.refreshGpus).toHaveBeenCalledTimes(1);
+    // Once the kernel is up (idle after starting), its GPUs are read again;
+    // not at each idle after busy.
+    panel.sessionContext.kernelDisplayStatus = 'idle';
+    panel.sessionContext.statusChanged.emit();
+    expect(model.refreshGpus).toHaveBeenCalledTimes(2);
+    panel.sessionContext.kernelDisplayStatus = 'busy';
+    panel.sessionContext.statusChanged.emit();
+    panel.sessionContext.kernelDisplayStatus = 'idle';
+    panel.sessionContext.statusChanged.emit();
+    expect(model.refreshGpus).toHaveBeenCalledTimes(2);
+    expect(updates()).toBe(5);
+  });
+
+  it('lets go of the session when disposed', () => {
+    const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' });
+    build(panel);
+    item.dispose();
+    expect(item.isDisposed).toBe(true);
+    const { kernelChanged, statusChanged, sessionChanged } =
+      panel.sessionContext;
+    expect(kernelChanged.size + statusChanged.size + sessionChanged.size).toBe(
+      0
+    );
+    item.dispose();
+  });
+
+  it("says it through the extension's bundle", () => {
+    const pseudo = pseudoBundle();
+    build(makePanel(null), makeModel(), pseudo);
+    expect(textOf(button())).toBe('⟦jupyter_gpu_containers:No kernel⟧');
+    build(makePanel({ id: 'k-2', name: 'gpuc-torch' }), makeModel(), pseudo);
+    expect(textOf(button())).toBe(
+      'pytorch:24.05-py3 · ⟦jupyter_gpu_containers:GPUs 1,2⟧'
+    );
+    expect(button().props.title).toBe(
+      `⟦jupyter_gpu_containers:Kernel image ${IMAGE}, ⟦jupyter_gpu_containers:GPUs 1,2⟧. Click to switch the image or the GPUs.⟧`
+    );
+    button().props.onClick();
+    expect(jest.mocked(switchNotebook).mock.calls[0][3]).toBe(pseudo);
+  });
+});

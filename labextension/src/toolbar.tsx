@@ -1,0 +1,116 @@
+/**
+ * The notebook toolbar item: the kernel's image and GPUs; a click opens the
+ * switch workflow.
+ */
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import type { TranslationBundle } from '@jupyterlab/translation';
+import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { gpuListLabel, gpusOfKernel, shortImageName } from './format';
+import { gpuContainersIcon } from './icon';
+import { GpuContainersModel } from './model';
+import { imageOfSpec, specOf, switchNotebook } from './switching';
+
+/**
+ * The toolbar item: the kernel's image (short name) and its GPUs; a click
+ * opens the picker.
+ */
+export class KernelImageItem extends ReactWidget {
+  constructor(
+    private readonly _app: JupyterFrontEnd,
+    private readonly _model: GpuContainersModel,
+    private readonly _panel: NotebookPanel,
+    private readonly _trans: TranslationBundle
+  ) {
+    super();
+    this.addClass('jgc-toolbar-item');
+    const context = _panel.sessionContext;
+    // A new kernel (start, restart, switch): its GPUs are worth reading now.
+    context.kernelChanged.connect(this._refreshGpus, this);
+    context.statusChanged.connect(this._onStatus, this);
+    // The label follows the session as it comes, changes and goes.
+    context.sessionChanged.connect(this._rerender, this);
+    context.kernelChanged.connect(this._rerender, this);
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this._model.changed}>
+        {() => this._renderButton()}
+      </UseSignal>
+    );
+  }
+
+  private _renderButton(): JSX.Element {
+    const context = this._panel.sessionContext;
+    const kernel = context.session?.kernel ?? null;
+    const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
+    const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
+    const trans = this._trans;
+    const label = !kernel
+      ? trans.__('No kernel')
+      : image
+        ? `${shortImageName(image)} · ${gpuListLabel(trans, gpus)}`
+        : trans.__('Not in a container');
+    return (
+      <button
+        className="jp-ToolbarButtonComponent jgc-toolbar-button"
+        data-image={image}
+        data-gpus={gpus.join(',')}
+        title={
+          image
+            ? trans.__(
+                'Kernel image %1, %2. Click to switch the image or the GPUs.',
+                image,
+                gpuListLabel(trans, gpus)
+              )
+            : trans.__('Click to run this notebook in a container image.')
+        }
+        onClick={() =>
+          void switchNotebook(this._app, this._model, this._panel, trans)
+        }
+      >
+        <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
+        <span className="jgc-toolbar-label">{label}</span>
+      </button>
+    );
+  }
+
+  override dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    const context = this._panel.sessionContext;
+    context.kernelChanged.disconnect(this._refreshGpus, this);
+    context.statusChanged.disconnect(this._onStatus, this);
+    context.sessionChanged.disconnect(this._rerender, this);
+    context.kernelChanged.disconnect(this._rerender, this);
+    super.dispose();
+  }
+
+  private _rerender(): void {
+    this.update();
+  }
+
+  private _refreshGpus(): void {
+    void this._model.refreshGpus();
+  }
+
+  private _onStatus(): void {
+    this.update();
+    // The GPUs change when a kernel comes up (after a start or restart).
+    const status = this._panel.sessionContext.kernelDisplayStatus;
+    if (
+      this._lastStatus !== 'idle' &&
+      this._lastStatus !== 'busy' &&
+      status === 'idle'
+    ) {
+      this._refreshGpus();
+    }
+    this._lastStatus = status;
+  }
+
+  private _lastStatus = '';
+}
