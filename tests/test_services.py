@@ -48,6 +48,7 @@ async def test_one_services_for_the_whole_server_and_no_thread_left_after_it(
         ).body
     )
     await services.pulls.wait(services.pulls.get(pull["id"]))
+
     def new_threads() -> list[str]:
         return [t.name for t in our_threads() if t not in before]
 

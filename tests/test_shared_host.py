@@ -75,6 +75,15 @@ def state() -> Iterator[Path]:
 
 
 @pytest.fixture
+def sticky_tmp() -> Iterator[Path]:
+    """A directory like /tmp (mode 1777), where any user may make things first."""
+    path = Path(tempfile.mkdtemp(prefix="jgc-tmp-", dir="/tmp"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def default_state() -> Iterator[Path]:
     """The default host state directory, as `setup-host` makes it; the test accounts' liveness
     files are removed afterwards."""
@@ -148,74 +157,59 @@ def untouched(private: Path) -> bool:
 
 
 async def test_a_state_directory_another_user_made_is_refused_and_follows_no_link(
-    homes: list[UserHome],
+    homes: list[UserHome], sticky_tmp: Path
 ) -> None:
-    top = Path(tempfile.mkdtemp(prefix="jgc-tmp-", dir="/tmp"))
-    top.chmod(0o1777)
-    try:
-        planted = top / "jupyter-gpu-containers"
-        alice = home_for(homes, ALICE, planted)
-        private = victim_dir(alice)
-        plant(BOB, planted, private)
-        server = alice.start()
-        code, refusal = await start(server, GPU_SPEC)
-        assert code == 503, refusal
-        assert f"cannot be used: {planted} belongs to {BOB}" in refusal["message"]
-        assert "setup-host" in refusal["message"]
-        code, _ = await start(server, CPU_SPEC)  # CPU kernels need no host state
-        assert code == 201
-        assert untouched(private)
-        await stop_kernels(server)
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    planted = sticky_tmp / "jupyter-gpu-containers"
+    alice = home_for(homes, ALICE, planted)
+    private = victim_dir(alice)
+    plant(BOB, planted, private)
+    server = alice.start()
+    code, refusal = await start(server, GPU_SPEC)
+    assert code == 503, refusal
+    assert f"cannot be used: {planted} belongs to {BOB}" in refusal["message"]
+    assert "setup-host" in refusal["message"]
+    code, _ = await start(server, CPU_SPEC)  # CPU kernels need no host state
+    assert code == 201
+    assert untouched(private)
+    await stop_kernels(server)
 
 
 async def test_the_default_state_directory_ignores_tmpdir(
-    homes: list[UserHome], default_state: Path
+    homes: list[UserHome], default_state: Path, sticky_tmp: Path
 ) -> None:
     """What a user finds in TMPDIR (theirs, or one another user prepared) is never the host
     state: the default is root's /run/jupyter-gpu-containers."""
-    top = Path(tempfile.mkdtemp(prefix="jgc-tmp-", dir="/tmp"))
-    top.chmod(0o1777)
-    try:
-        alice = home_for(homes, ALICE, None)
-        private = victim_dir(alice)
-        plant(BOB, top / "jupyter-gpu-containers", private)
-        server = alice.start(env={"TMPDIR": str(top)})
-        code, kernel = await start(server, GPU_SPEC)
-        assert code == 201, kernel
-        assert untouched(private)
-        assert (default_state / server_lock_name(server_id_of(alice))).is_file()
-        await stop_kernels(server)
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    alice = home_for(homes, ALICE, None)
+    private = victim_dir(alice)
+    plant(BOB, sticky_tmp / "jupyter-gpu-containers", private)
+    server = alice.start(env={"TMPDIR": str(sticky_tmp)})
+    code, kernel = await start(server, GPU_SPEC)
+    assert code == 201, kernel
+    assert untouched(private)
+    assert (default_state / server_lock_name(server_id_of(alice))).is_file()
+    await stop_kernels(server)
 
 
 # ------------------------------------------------------------------- 2. locks nobody can hold
 
 
 async def test_an_outsider_cannot_hold_the_allocation_lock(
-    homes: list[UserHome], default_state: Path
+    homes: list[UserHome], default_state: Path, sticky_tmp: Path
 ) -> None:
     """Mallory, outside the docker group, tries to hold the allocation lock: the host state
     directory's (and the lock file a server used to make in TMPDIR, mode 0666)."""
-    tmp = Path(tempfile.mkdtemp(prefix="jgc-tmp-", dir="/tmp"))
-    tmp.chmod(0o1777)
+    alice = home_for(homes, ALICE, None, GPUAllocator={"lock_timeout": 5})
+    server = alice.start(env={"TMPDIR": str(sticky_tmp)})
+    assert (await start(server, GPU_SPEC))[0] == 201
+    old_lock = sticky_tmp / "jupyter-gpu-containers" / "gpu-allocation.lock"
+    mallory = Held(MALLORY, TRY_LOCK, str(default_state), "dir", str(old_lock), "ex")
     try:
-        alice = home_for(homes, ALICE, None, GPUAllocator={"lock_timeout": 5})
-        server = alice.start(env={"TMPDIR": str(tmp)})
-        assert (await start(server, GPU_SPEC))[0] == 201
-        old_lock = tmp / "jupyter-gpu-containers" / "gpu-allocation.lock"
-        mallory = Held(MALLORY, TRY_LOCK, str(default_state), "dir", str(old_lock), "ex")
-        try:
-            assert mallory.said.split()[0] == "PermissionError", mallory.said
-            code, kernel = await start(server, GPU_SPEC)
-            assert code == 201, kernel
-        finally:
-            mallory.stop()
-            await stop_kernels(server)
+        assert mallory.said.split()[0] == "PermissionError", mallory.said
+        code, kernel = await start(server, GPU_SPEC)
+        assert code == 201, kernel
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        mallory.stop()
+        await stop_kernels(server)
 
 
 async def test_waiting_for_a_held_allocation_lock_occupies_no_thread(
