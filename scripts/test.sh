@@ -6,6 +6,10 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh -k expr    extra arguments go to pytest
 set -euo pipefail
+# Nothing here reads standard input, and CI may start this with none at all. A closed fd 0 is
+# taken by the next file a process opens, and pytest's capture (IPython's import under it, for
+# one) assumes a real one: give every process below /dev/null.
+exec </dev/null
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Chromium for the UI tests (playwright drives it; it never downloads a browser).
 prepare_machine test "[test]" chromium
