@@ -38,21 +38,40 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     printf '{"runtimes": {"nvidia": {"path": "%s"}}}\n' "$runc_path" | as_root tee /etc/docker/daemon.json >/dev/null
   fi
   as_root systemctl start docker || true
-else
+  for _ in $(seq 1 60); do
+    if engine_answers; then
+      log "engine answers: $(docker version --format '{{.Server.Version}}')"
+      exit 0
+    fi
+    sleep 1
+  done
+  log "the docker service did not answer within 60 s"
+  exit 1
+fi
+
+# After an engine that was killed (a machine's processes ended at once), the first dockerd may
+# give up waiting for its containerd, which is still cleaning up: start it again, up to 3 times.
+for attempt in 1 2 3; do
   log "starting dockerd (log: $state_dir/dockerd.log)"
   # setsid: dockerd must outlive this script and the shell that ran it.
   as_root setsid dockerd --add-runtime "nvidia=$runc_path" --group docker \
     >"$state_dir/dockerd.log" 2>&1 </dev/null &
-  echo $! | as_root tee "$state_dir/dockerd.pid" >/dev/null
-fi
-
-for _ in $(seq 1 60); do
-  if engine_answers; then
-    log "engine answers: $(docker version --format '{{.Server.Version}}')"
-    exit 0
+  pid=$!
+  echo "$pid" | as_root tee "$state_dir/dockerd.pid" >/dev/null
+  for _ in $(seq 1 60); do
+    if engine_answers; then
+      log "engine answers: $(docker version --format '{{.Server.Version}}')"
+      exit 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  log "dockerd did not answer (try $attempt of 3); its log:"
+  as_root tail -n 5 "$state_dir/dockerd.log" >&2 || true
+  if kill -0 "$pid" 2>/dev/null; then
+    as_root kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   fi
-  sleep 1
+  sleep 2
 done
-log "dockerd did not answer within 60 s; its log:"
-as_root tail -n 30 "$state_dir/dockerd.log" >&2 || true
 exit 1

@@ -14,13 +14,13 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+import stale_runs
 from jupyter_server.serverapp import ServerApp
 
 from jupyter_gpu_containers import labels as L
@@ -31,9 +31,10 @@ from jupyter_gpu_containers.services import services_for
 PROBE_CACHE = Path(tempfile.mkdtemp(prefix="jgc-probe-cache-"))
 atexit.register(shutil.rmtree, PROBE_CACHE, True)
 
-# One value per pytest run, so parallel runs on one engine never remove each other's containers.
-TEST_RUN = os.environ.get("JGC_TEST_RUN") or uuid.uuid4().hex[:10]
-TEST_LABEL = "org.jupyter.gpu-containers.test-run"
+# One value per pytest run, so parallel runs on one engine never remove each other's containers;
+# of a form that later runs can judge over once its process is gone (stale_runs.py).
+TEST_RUN = os.environ.get("JGC_TEST_RUN") or stale_runs.new_run_id()
+TEST_LABEL = stale_runs.TEST_LABEL
 
 DEBIAN_IMAGE = "jgc/debian-ipykernel:bookworm"
 NGC_IMAGE = "jgc-test/ngc-like:24.05-py3"
@@ -78,6 +79,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
             f"Test images missing: {', '.join(missing)}. Build them: scripts/build-images.sh test",
             pytrace=False,
         )
+    # A run that was killed left its containers (booking test GPUs) and images (some made slow
+    # on purpose) behind: remove those of runs that are over before this one counts anything.
+    stale_runs.sweep(client, TEST_RUN, print)
     yield client
     # An image a test built and removed while a container still used it is only untagged: the
     # layers stay, dangling, once the container goes. Drop this run's.

@@ -85,7 +85,12 @@ def derived_images(docker_client: docker.DockerClient) -> Iterator[None]:
     try:
         for tag, dockerfile in DERIVED.items():
             docker_client.images.build(
-                fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True
+                fileobj=io.BytesIO(dockerfile.encode()),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                # So that a later run removes it if this one is killed (stale_runs.py).
+                labels={TEST_LABEL: TEST_RUN},
             )
         yield
     finally:
