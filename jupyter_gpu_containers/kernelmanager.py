@@ -8,6 +8,9 @@
   the one place that touches jupyter_server's bookkeeping (_private.py lists how).
 - A start that failed is forgotten at once: jupyter_client would keep it pending, and
   ``shutdown_all`` then fails on it before shutting the other kernels down.
+- **A shutdown waits for a restart under way** (the restarter's, after the container died, or
+  another request's): jupyter_client reads the kernel's ``ready`` future, which a restart has
+  replaced with a pending one, and raised InvalidStateError: a 500 for the user's "Shut Down".
 
 The app makes it the server's kernel manager class (app.py) unless the administrator configured
 another one, or kernels live behind a gateway.
@@ -15,6 +18,7 @@ another one, or kernels live behind a gateway.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -71,10 +75,24 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     async def shutdown_kernel(  # type: ignore[override]
         self, kernel_id: str, now: bool = False, restart: bool = False
     ) -> None:
+        if not restart:
+            await self._restart_settled(kernel_id)
         try:
             await super().shutdown_kernel(kernel_id, now=now, restart=restart)
         except ContainerKernelError as e:
             raise as_http(e) from e
+
+    async def _restart_settled(self, kernel_id: str) -> None:
+        """Return once no start or restart of ``kernel_id`` is under way (however it ended).
+        Every kernel in the map has started once (or was adopted, its future set), so a pending
+        ``ready`` is always one a start or restart will settle."""
+        while kernel_id in self:
+            ready = self.get_kernel(kernel_id).ready
+            if ready.done():
+                return
+            # A restart sets a new pending future; it may be a concurrent.futures one.
+            waiter = ready if isinstance(ready, asyncio.Future) else asyncio.wrap_future(ready)
+            await asyncio.wait([waiter])
 
     _after_shutdown_all: list[Callable[[], None]] | None = None
 
@@ -87,6 +105,8 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
 
     async def shutdown_all(self, now: bool = False) -> None:  # type: ignore[override]
         try:
+            # jupyter_client's shutdown_all calls its own shutdown method, not ours.
+            await asyncio.gather(*(self._restart_settled(k) for k in self.list_kernel_ids()))
             await ensure_async(super().shutdown_all(now=now))
         finally:
             callbacks, self._after_shutdown_all = self._after_shutdown_all or [], None

@@ -242,6 +242,34 @@ async def test_interrupt_restart_shutdown(
     assert not os.path.exists(conn_dir)
 
 
+@pytest.mark.parametrize("who", ["a restart request", "the server at stop"])
+async def test_a_shutdown_during_a_restart_waits_for_it(
+    who: str, jp_fetch: Any, jp_serverapp: Any, docker_client: Any
+) -> None:
+    """Shut Down while the kernel restarts (the restarter's, after its container died, or a
+    user's) ends the kernel: jupyter_client used to answer it with a 500 (InvalidStateError)."""
+    kernel_id = await start_kernel(jp_fetch, DEBIAN_IMAGE)
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    restart = asyncio.ensure_future(
+        jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+    )
+    # The restart is under way once the kernel's ready future is pending again (it takes a
+    # container stop and start, far longer than these polls).
+    for _ in range(6000):
+        if not km.ready.done() or restart.done():
+            break
+        await asyncio.sleep(0.005)
+    assert not restart.done() and not km.ready.done(), "the restart was never seen under way"
+    if who == "a restart request":
+        response = await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        assert response.code == 204
+    else:
+        await jp_serverapp.kernel_manager.shutdown_all()
+    assert (await restart).code == 200  # the restart finished before the shutdown began
+    assert kernel_id not in jp_serverapp.kernel_manager
+    assert_no_test_containers(docker_client)
+
+
 async def test_kernelspecs_follow_the_engine(jp_fetch: Any, docker_client: Any) -> None:
     ref = f"jgc-test/live:{TEST_RUN}"
     name = kernel_name(ref)
