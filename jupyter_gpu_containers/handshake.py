@@ -21,6 +21,11 @@ from jupyter_client.session import Session
 from .backend import ContainerBackend
 from .records import ContainerState
 
+# Seconds between looks at the container's state while waiting for its reply: the first,
+# and the most the interval grows to.
+STATE_CHECK_FIRST = 0.1
+STATE_CHECK_MAX = 1.0
+
 
 def shell_url(info: KernelConnectionInfo) -> str:
     if info["transport"] == "ipc":
@@ -48,6 +53,11 @@ async def ask_kernel(
     # connection to a socket not bound yet every reconnect_ivl: 100 ms by default, ~50 ms lost
     # per launch on average (benchmarks/). Retry every 5 ms instead.
     socket.reconnect_ivl = 5
+    # The container is asked after its state (an engine request) at growing intervals: a
+    # kernel that dies at import is seen within a few hundred ms, and twenty kernels that take
+    # seconds to come up on a busy host do not add hundreds of inspections to its load.
+    check_every = STATE_CHECK_FIRST
+    next_check = time.monotonic() + check_every
     try:
         socket.connect(shell_url(info))
         request = session.msg(msg_type, content)
@@ -59,10 +69,14 @@ async def ask_kernel(
                 if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
                     return dict(reply["content"])
                 continue
-            state = await backend.state(container_id)
-            if state is None or state.ended:
-                await on_end(state)
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= next_check:
+                state = await backend.state(container_id)
+                if state is None or state.ended:
+                    await on_end(state)
+                check_every = min(check_every * 1.5, STATE_CHECK_MAX)
+                next_check = time.monotonic() + check_every
+            if now > deadline:
                 await on_timeout()
     finally:
         socket.close(linger=0)

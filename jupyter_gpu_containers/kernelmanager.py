@@ -11,6 +11,10 @@
 - **A shutdown waits for a restart under way** (the restarter's, after the container died, or
   another request's): jupyter_client reads the kernel's ``ready`` future, which a restart has
   replaced with a pending one, and raised InvalidStateError: a 500 for the user's "Shut Down".
+- **A kernel that was shut down is never restarted.** jupyter_client's asyncio restarter asks
+  whether the kernel lives (here an engine request, which takes a while), and restarts it if
+  not, without looking again whether a shutdown began meanwhile: a kernel whose container died
+  just as its user shut it down came back, in a new container holding its GPUs, for nobody.
 
 The app makes it the server's kernel manager class (app.py) unless the administrator configured
 another one, or kernels live behind a gateway.
@@ -24,8 +28,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_core.utils import ensure_async
-from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.services.kernels.kernelmanager import (
+    AsyncMappingKernelManager,
+    ServerKernelManager,
+)
 from tornado import web
+from traitlets import default
 
 from . import _private
 from .errors import ContainerKernelError
@@ -48,9 +56,28 @@ def as_http(error: ContainerKernelError) -> web.HTTPError:
     return SentenceHTTPError(error)
 
 
+class ContainerKernelManager(ServerKernelManager):
+    """One kernel's manager: jupyter_server's, except that once its kernel was shut down for
+    good (not for a restart) nothing restarts it."""
+
+    ended = False  # set by GPUContainersKernelManager when it shuts the kernel down
+
+    async def restart_kernel(  # type: ignore[override]
+        self, now: bool = False, newports: bool = False, **kw: Any
+    ) -> None:
+        if self.ended:
+            self.log.info("Kernel %s was shut down: it is not restarted.", self.kernel_id)
+            return
+        await super().restart_kernel(now=now, newports=newports, **kw)
+
+
 class GPUContainersKernelManager(AsyncMappingKernelManager):
     """jupyter_server's AsyncMappingKernelManager, translating this project's errors and able to
     adopt kernels that already run."""
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self) -> str:
+        return f"{ContainerKernelManager.__module__}.{ContainerKernelManager.__qualname__}"
 
     async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
         try:
@@ -77,10 +104,20 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     ) -> None:
         if not restart:
             await self._restart_settled(kernel_id)
+            self._mark_ended(kernel_id)
         try:
             await super().shutdown_kernel(kernel_id, now=now, restart=restart)
         except ContainerKernelError as e:
             raise as_http(e) from e
+
+    def _mark_ended(self, kernel_id: str) -> None:
+        """From now on, a restart of ``kernel_id`` (the restarter's) does nothing. Set before
+        the shutdown's first await, so a restart either began before (and was waited for) or
+        finds the mark."""
+        if kernel_id in self:
+            km = self.get_kernel(kernel_id)
+            if isinstance(km, ContainerKernelManager):  # an admin's own class: as it is
+                km.ended = True
 
     async def _restart_settled(self, kernel_id: str) -> None:
         """Return once no start or restart of ``kernel_id`` is under way (however it ended).
@@ -107,6 +144,8 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         try:
             # jupyter_client's shutdown_all calls its own shutdown method, not ours.
             await asyncio.gather(*(self._restart_settled(k) for k in self.list_kernel_ids()))
+            for kernel_id in self.list_kernel_ids():
+                self._mark_ended(kernel_id)
             await ensure_async(super().shutdown_all(now=now))
         finally:
             callbacks, self._after_shutdown_all = self._after_shutdown_all or [], None

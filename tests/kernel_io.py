@@ -24,7 +24,7 @@ class ExecResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def execute_request(code: str, session: str) -> dict[str, Any]:
+def execute_request(code: str, session: str, stop_on_error: bool = True) -> dict[str, Any]:
     return {
         "header": {
             "msg_id": uuid.uuid4().hex,
@@ -42,15 +42,18 @@ def execute_request(code: str, session: str) -> dict[str, Any]:
             "store_history": False,
             "user_expressions": {},
             "allow_stdin": False,
-            "stop_on_error": True,
+            "stop_on_error": stop_on_error,
         },
         "channel": "shell",
         "buffers": [],
     }
 
 
-async def send_execute(ws: Any, code: str) -> str:
-    msg = execute_request(code, session=uuid.uuid4().hex)
+async def send_execute(ws: Any, code: str, stop_on_error: bool = True) -> str:
+    """Send ``code`` to run; its request's id. ``stop_on_error=False`` for code that will be
+    interrupted: with True, ipykernel aborts the requests that arrive until it has finished
+    handling the error, and whether the next one does is a race."""
+    msg = execute_request(code, session=uuid.uuid4().hex, stop_on_error=stop_on_error)
     await ws.write_message(json.dumps(msg))
     return str(msg["header"]["msg_id"])
 

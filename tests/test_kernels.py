@@ -220,7 +220,7 @@ async def test_interrupt_restart_shutdown(
     ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
     assert (await execute(ws, "x = 41")).status == "ok"
 
-    busy = await send_execute(ws, "while True:\n    pass")
+    busy = await send_execute(ws, "while True:\n    pass", stop_on_error=False)
     await asyncio.sleep(0.5)
     await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
     interrupted = await collect(ws, busy, timeout=20)
@@ -267,6 +267,24 @@ async def test_a_shutdown_during_a_restart_waits_for_it(
         await jp_serverapp.kernel_manager.shutdown_all()
     assert (await restart).code == 200  # the restart finished before the shutdown began
     assert kernel_id not in jp_serverapp.kernel_manager
+    assert_no_test_containers(docker_client)
+
+
+async def test_a_kernel_being_shut_down_is_not_restarted(
+    jp_fetch: Any, jp_serverapp: Any, docker_client: Any
+) -> None:
+    """The restarter decides to restart a kernel whose container died; its user shuts it down
+    meanwhile (Shut Down, a docker rm -f and then DELETE). The restart that follows must not
+    bring it back in a new container that nobody owns."""
+    mkm = jp_serverapp.kernel_manager
+    kernel_id = await start_kernel(jp_fetch, DEBIAN_IMAGE)
+    km = mkm.get_kernel(kernel_id)
+    shutdown = asyncio.ensure_future(mkm.shutdown_kernel(kernel_id))
+    await asyncio.sleep(0)  # the shutdown has begun
+    # What jupyter_client's asyncio restarter calls once it found the kernel dead.
+    await km.restart_kernel(now=True, newports=True)
+    await shutdown
+    assert kernel_id not in mkm
     assert_no_test_containers(docker_client)
 
 
