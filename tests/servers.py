@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -59,6 +60,20 @@ class Server:
         self.port = free_port()
         self.token = os.urandom(16).hex()
         self.url = f"http://127.0.0.1:{self.port}"
+        # IPython (which the server imports) wants a directory of its own, and makes one in /tmp
+        # when it cannot write under HOME, as another user's server cannot here: give it a
+        # place the test removes with the home. jupyter_core would then look there for IPython
+        # 3 configuration to migrate into the config directory, which is the administrator's
+        # (root's): its marker says that was done.
+        extra_env: dict[str, str] = {}
+        if user:
+            entry = pwd.getpwnam(user)
+            users_own = home / f"ipython-{user}"
+            users_own.mkdir(exist_ok=True)
+            os.chown(users_own, entry.pw_uid, entry.pw_gid)
+            extra_env["IPYTHONDIR"] = str(users_own / "ipython")
+            (home / "config").mkdir(exist_ok=True)
+            (home / "config" / "migrated").touch()
         env = {
             "PATH": f"{VENV_BIN}:/usr/bin:/bin",
             "HOME": str(home),
@@ -66,6 +81,7 @@ class Server:
             "JUPYTER_DATA_DIR": str(home / "data"),
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
             "LANG": "C.UTF-8",
+            **extra_env,
             **(env or {}),
         }
         self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
