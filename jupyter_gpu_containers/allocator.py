@@ -5,7 +5,7 @@ one process: every Jupyter server on the host (one per student under JupyterHub)
 ledger, and the host-wide allocation lock (an flock on the host state directory, hoststate.py)
 makes "read the ledger, choose GPUs, create the container" atomic across all of them. The lock
 is released as soon as the container exists (its labels are then the booking), before the slow
-container start. A server's launches that queue for the lock are booked together in one hold.
+container start.
 
 A booking is released when its container is removed (shutdown, cull, a dead kernel, ``docker rm``)
 or when its server is dead: no live process holds its server id, and the process that created
@@ -16,10 +16,8 @@ new one exists.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -204,50 +202,6 @@ async def current_ledger(engine: ContainerBackend, state: StateDir) -> Ledger:
     return read_ledger(containers, state, L.OwnerProcess.current().host)
 
 
-@dataclass(eq=False)
-class _Booking:
-    """One launch waiting to be booked (GPUAllocator.book)."""
-
-    request: GPURequest
-    kernel_id: str
-    uid: str
-    show_others: bool
-    create: Callable[[list[GPU]], Awaitable[str]]
-    on_wait: Callable[[], None] | None
-    inventory: Inventory
-    future: asyncio.Future[tuple[list[GPU], str]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    abandoned: bool = False
-    _said_waiting: bool = False
-
-    def waiting(self) -> None:
-        if self.on_wait is not None and not self._said_waiting:
-            self._said_waiting = True
-            self.on_wait()
-
-    def fail(self, error: BaseException) -> None:
-        if isinstance(error, asyncio.CancelledError):
-            self.future.cancel()
-        elif not self.future.done():
-            self.future.set_exception(error)
-            # Read it here: a caller that went away will never ask for it.
-            self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    def succeed(self, gpus: list[GPU], container_id: str) -> None:
-        if not self.future.done():
-            self.future.set_result((gpus, container_id))
-
-
-@dataclass(eq=False)
-class _Batch:
-    """The launches of one server (one event loop) waiting for the host lock, and the task
-    that books them."""
-
-    pending: list[_Booking] = field(default_factory=list)
-    worker: asyncio.Future[None] | None = None
-
-
 class GPUAllocator(LoggingConfigurable):
     """Admin policy for handing GPUs to kernels."""
 
@@ -361,11 +315,6 @@ class GPUAllocator(LoggingConfigurable):
         )
         return available[:wanted]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # (state directory, event loop) -> the launches waiting for the host lock there.
-        self._batches: dict[tuple[int, int], _Batch] = {}
-
     async def book(
         self,
         *,
@@ -383,111 +332,24 @@ class GPUAllocator(LoggingConfigurable):
         host: under the host-wide lock, read the ledger, choose, and ``create`` the container
         (whose labels are then the booking). Returns the GPUs and the container's id; the lock
         is released before the container starts. ``create`` gets the chosen GPUs and must do no
-        blocking work (it runs under the lock).
-
-        Launches of this server that arrive while the lock is taken are booked together at its
-        next hold: one ledger read, each chosen in turn against the ledger the earlier ones
-        updated, and their containers created at once. The host lock is then held for about one
-        create, not one per launch: twenty launches at once would otherwise queue twenty
-        creates end to end. A launch whose choice fails gets its own error; the others go on."""
-        booking = _Booking(request, kernel_id, uid, show_others, create, on_wait, inventory)
-        key = (id(state), id(asyncio.get_running_loop()))
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = _Batch()
-            # The work belongs to no caller: a caller that gives up (its launch timed out, its
-            # request went) must not cancel the bookings of the others.
-            batch.worker = asyncio.ensure_future(self._book_batches(key, batch, state, backend))
-        else:
-            booking.waiting()  # another batch holds (or waits for) the lock
-        batch.pending.append(booking)
-        try:
-            # shield: a cancelled caller leaves its booking to the worker, which removes the
-            # container it may still create (below), so that nothing books a GPU for nobody.
-            return await asyncio.shield(booking.future)
-        except asyncio.CancelledError:
-            booking.abandoned = True
-            raise
-
-    async def _book_batches(
-        self, key: tuple[int, int], batch: _Batch, state: StateDir, backend: ContainerBackend
-    ) -> None:
-        try:
-            while batch.pending:
-                group, batch.pending = batch.pending, []
-
-                def on_wait(group: list[_Booking] = group) -> None:
-                    for booking in group:
-                        booking.waiting()
-
-                try:
-                    async with state.allocation_lock(self.lock_timeout, on_wait):
-                        await self._book_group(group, state, backend)
-                except BaseException as e:  # the lock, the engine: the group's launches fail
-                    for booking in group:
-                        booking.fail(e)
-                    if not isinstance(e, Exception):
-                        raise  # this task was cancelled (the loop stops): the rest go below
-        finally:
-            del self._batches[key]
-            for booking in batch.pending:  # only when this task itself was cancelled
-                booking.future.cancel()
-
-    async def _book_group(
-        self, group: list[_Booking], state: StateDir, backend: ContainerBackend
-    ) -> None:
-        # Containers an outage kept this server from removing book GPUs: they go first.
-        await backend.remove_deferred()
-        ledger = await current_ledger(backend, state)
-        chosen: list[tuple[_Booking, list[GPU]]] = []
-        for booking in group:
-            if booking.abandoned:  # its caller went before its turn: book nothing for it
-                booking.future.cancel()
-                continue
-            try:
-                gpus = self.choose(
-                    booking.inventory,
-                    ledger,
-                    booking.request,
-                    kernel_id=booking.kernel_id,
-                    uid=booking.uid,
-                    show_others=booking.show_others,
-                )
-            except Exception as e:
-                booking.fail(e)
-                continue
-            for gpu in gpus:
-                # Containers of dead servers still sitting on it go; the next choice in this
-                # group sees this kernel holding it.
-                for garbage in ledger.garbage.pop(gpu.uuid, []):
+        blocking work (it runs under the lock)."""
+        async with state.allocation_lock(self.lock_timeout, on_wait):
+            # Containers an outage kept this server from removing book GPUs: they go first.
+            await backend.remove_deferred()
+            ledger = await current_ledger(backend, state)
+            chosen = self.choose(
+                inventory,
+                ledger,
+                request,
+                kernel_id=kernel_id,
+                uid=uid,
+                show_others=show_others,
+            )
+            for gpu in chosen:  # containers of dead servers still sitting on them
+                for garbage in ledger.garbage.get(gpu.uuid, []):
                     await backend.remove(garbage)
-                ledger.holdings.setdefault(gpu.uuid, []).append(
-                    Holding(
-                        kernel_id=booking.kernel_id,
-                        container_id="",
-                        user="",
-                        uid=booking.uid,
-                        notebook="",
-                        image="",
-                        server_id="",
-                        created=time.time(),  # booked now; what a refusal's "since" shows
-                    )
-                )
-            chosen.append((booking, gpus))
-
-        async def create(booking: _Booking, gpus: list[GPU]) -> None:
-            try:
-                container_id = await booking.create(gpus)
-            except Exception as e:
-                booking.fail(e)
-                return
-            if booking.abandoned:  # nobody waits for it any more: it must book nothing
-                await backend.remove(container_id)
-                booking.future.cancel()
-                return
-            booking.succeed(gpus, container_id)
-
-        await asyncio.gather(*(create(booking, gpus) for booking, gpus in chosen))
+            container_id = await create(chosen)
+        return chosen, container_id
 
     def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
         if self.max_gpus_per_user <= 0:

@@ -4,9 +4,6 @@ static inventory of four GPUs (conftest) and the runc-backed "nvidia" runtime.""
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,6 @@ from conftest import (
     kernel_name,
 )
 from kernel_io import execute, start_kernel, start_refusal
-from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.allocator import attachment
@@ -136,65 +132,6 @@ async def test_specific_gpus_and_bad_requests(
         )
         assert (code, says in message) == (status, True), message
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
-    assert_no_test_containers(docker_client)
-
-
-async def test_launches_waiting_for_the_host_lock_are_booked_together(
-    jp_fetch: Any, jp_data_dir: Path, tmp_path: Path, docker_client: Any
-) -> None:
-    """Five GPU launches arrive while another process holds the host lock. Once it is free they
-    are booked in at most two holds (the first arrival's, and one for those that queued behind
-    it), each against the ledger the earlier ones updated: four distinct GPUs, and the second
-    launch that wants GPU 3 by name is refused, alone, with the sentence."""
-    from conftest import all_log_text
-    from jupyter_server.serverapp import ServerApp
-
-    from jupyter_gpu_containers.services import services_for
-
-    await jp_fetch("gpu-containers", "images", params={"wait": "1"})  # probes done
-    services = services_for(ServerApp.instance())
-    assert services is not None
-    reads = 0
-    real_list = services.backend.list_containers
-
-    async def counted(labels: dict[str, str]) -> Any:
-        nonlocal reads
-        if labels == {L.MANAGED: "true"}:
-            reads += 1
-        return await real_list(labels)
-
-    services.backend.list_containers = counted  # type: ignore[method-assign]
-    by_id = install_spec(jp_data_dir, "gpu-3", NGC_IMAGE, gpus=["3"])
-    held = os.open(tmp_path / "state", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another server's launch holds the host lock
-        with all_log_text() as logs:
-            names = [kernel_name(NGC_IMAGE)] * 3 + [by_id, by_id]
-            launches = [asyncio.ensure_future(start_kernel(jp_fetch, n)) for n in names]
-            for _ in range(300):  # every launch says it waits for the lock
-                # (a line is seen once per handler it reaches: count the lines, not the calls)
-                if len({x for x in logs if "waits for the host-wide GPU allocation" in x}) == 5:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the five launches did not all wait for the lock")
-            fcntl.flock(held, fcntl.LOCK_UN)
-            outcomes = await asyncio.gather(*launches, return_exceptions=True)
-    finally:
-        os.close(held)
-        services.backend.list_containers = real_list  # type: ignore[method-assign]
-    started = [k for k in outcomes if isinstance(k, str)]
-    refused = [e for e in outcomes if not isinstance(e, str)]
-    assert len(started) == 4 and len(refused) == 1, outcomes
-    assert isinstance(refused[0], HTTPClientError) and refused[0].code == 409
-    assert refused[0].response is not None
-    message = json.loads(refused[0].response.body)["message"]
-    assert message.startswith("GPU 3 (GPU-test-3) is not free: one of your "), message
-    gpus = sorted(kernel_container(docker_client, k).labels[L.GPUS] for k in started)
-    assert gpus == [f"GPU-test-{i}" for i in range(4)]
-    assert 1 <= reads <= 2  # one ledger read per hold of the lock, not one per launch
-    for kernel_id in started:
-        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert_no_test_containers(docker_client)
 
 
