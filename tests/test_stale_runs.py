@@ -27,8 +27,9 @@ def pid_max() -> int:
 
 # A pid no process can have: the run it names is over.
 DEAD_RUN = f"{started(os.getpid())}-{pid_max() + 1}"
-# init has run since boot and will for as long as this test does.
-LIVE_RUN = f"ui-{started(1)}-1"
+# Another run started by this very process: going on while this test runs, and over for the
+# next run's sweep should this one be killed before its clean-up (nothing is left for good).
+LIVE_RUN = f"ui-{started(os.getpid())}-{os.getpid()}"
 
 
 def test_run_ids_say_whether_their_run_is_over() -> None:
