@@ -20,6 +20,7 @@ from .kernelspecs import ContainerKernelSpecManager
 from .provisioner import warm_container_starter
 from .recovery import recover
 from .services import SETTINGS_KEY, Services
+from .stock_routes import stock_handlers
 from .warmpool import WarmPool
 from .websocket import NoDelayWebsocketConnection
 
@@ -164,6 +165,10 @@ class GPUContainersApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         # ExtensionApp prefixes every pattern with the server's base_url itself.
         self.handlers.extend(default_handlers("/gpu-containers"))
+        assert self.serverapp is not None
+        if isinstance(self.serverapp.kernel_manager, GPUContainersKernelManager):
+            # Refused launches through the stock sessions and restart routes: their own 4xx.
+            self.handlers.extend(stock_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # What exists once the server has started (modules, classes, configuration: most of its

@@ -44,6 +44,7 @@ from .errors import ContainerKernelError, EngineUnavailable
 from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
 from .gpus import Inventory
 from .launchplan import inside
+from .notebook_requests import NotebookRequestError, launching_with, read_notebook_request
 from .provisioner import ContainerProvisioner
 from .pulls import ACTIVE
 from .references import BadReference, parse_reference
@@ -180,31 +181,45 @@ class AllocationsHandler(GPUContainersHandler):
 
 class NotebookKernelHandler(GPUContainersHandler):
     """A notebook's kernel and GPU request: read them (GET), or start, restart or switch the
-    kernel under a request that the notebook keeps (POST).
+    kernel under a request (POST).
+
+    The request itself lives in the notebook's metadata (notebook_requests.py): JupyterLab's
+    panel writes it into the notebook and saves it, as it saves the kernel spec. This endpoint
+    applies a request to the notebook's kernel now; it writes no file, and keeps nothing.
 
     POST body: {"path": "dir/nb.ipynb", "gpus": 2 | ["0", "GPU-…"] | null, "kernel_name": "…"?,
-    "start": true?}. ``start: false`` checks and stores the request without starting anything.
-    The request is stored for the notebook (null: back to the kernel spec's default), so any later
-    start of a kernel for it (a restart, reopening it next week) gets the same GPUs request.
+    "start": true?}. ``gpus`` null: the kernel spec's default. ``start: false`` only checks that
+    the request can be met now (the caller saves it in the notebook, and the kernel's next start
+    reads it there).
     """
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """?path=dir/nb.ipynb: the stored request, and the notebook's kernel (null without one)."""
-        path, os_path = self._notebook(self.get_query_argument("path", ""))
-        stored = await asyncio.to_thread(self.services.requests.get, os_path)
+        """?path=dir/nb.ipynb: the request in the saved notebook (null: it says nothing), the
+        default of its kernel's spec, and the notebook's kernel (null without one)."""
+        path, _ = self._notebook(self.get_query_argument("path", ""))
+        problem = ""
+        try:
+            saved = await read_notebook_request(self.contents_manager, path)
+        except NotebookRequestError as e:
+            saved, problem = None, e.sentence
         session = await self._session_of(path)
         kernel, default = await self._kernel_view(session) if session else (None, None)
-        self.finish(
-            json.dumps({"path": path, "request": stored, "default": default, "kernel": kernel})
-        )
+        reply = {
+            "path": path,
+            "request": saved.to_json() if saved is not None else None,
+            "request_problem": problem,
+            "default": default,
+            "kernel": kernel,
+        }
+        self.finish(json.dumps(reply))
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         body = json_object(self)
-        path, os_path = self._notebook(body.get("path"))
+        path, _ = self._notebook(body.get("path"))
         kernel_name = body.get("kernel_name")
         if kernel_name is not None and not isinstance(kernel_name, str):
             raise web.HTTPError(400, "kernel_name must be a kernel spec name.")
@@ -240,30 +255,30 @@ class NotebookKernelHandler(GPUContainersHandler):
                 running_id,
                 show_others=self.services.visibility.show_other_users,
             )
-        await asyncio.to_thread(self.services.requests.set, os_path, gpus)
 
         if not start:
-            # The request is kept for the next start: JupyterLab starting the notebook's kernel
-            # itself (its own session) finds it, and no second session is made for the path.
             self.finish(json.dumps({"session": session, "gpus": gpus}, default=str))
             return
-        if session is None:
-            model = await sm.create_session(
-                path=path,
-                name=ModelName(os.path.basename(path)),
-                type="notebook",
-                kernel_name=KernelName(target),
-            )
-        elif running is not None and running.kernel_name == target:
-            provisioner = getattr(running, "provisioner", None)
-            if isinstance(provisioner, ContainerProvisioner):
-                provisioner.change_request(effective)
-            await ensure_async(km.restart_kernel(running_id))
-            closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
-            self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
-            model = await sm.get_session(session_id=session["id"])
-        else:  # switch this notebook to another kernel spec (another image)
-            model = await switch_kernel(sm, km, session, KernelName(target))
+        # The launches below ask for this request, whatever the saved notebook says: the
+        # caller saves it there (the panel does, once the kernel runs).
+        with launching_with(effective):
+            if session is None:
+                model = await sm.create_session(
+                    path=path,
+                    name=ModelName(os.path.basename(path)),
+                    type="notebook",
+                    kernel_name=KernelName(target),
+                )
+            elif running is not None and running.kernel_name == target:
+                provisioner = getattr(running, "provisioner", None)
+                if isinstance(provisioner, ContainerProvisioner):
+                    provisioner.change_request(effective)
+                await ensure_async(km.restart_kernel(running_id))
+                closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
+                self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
+                model = await sm.get_session(session_id=session["id"])
+            else:  # switch this notebook to another kernel spec (another image)
+                model = await switch_kernel(sm, km, session, KernelName(target))
         self.finish(json.dumps({"session": model, "gpus": gpus}, default=str))
 
     def _notebook(self, path: Any) -> tuple[str, str]:

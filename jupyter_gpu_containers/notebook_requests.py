@@ -1,80 +1,134 @@
-"""Per-notebook GPU requests, remembered across kernel restarts and reopening the notebook.
+"""A notebook's GPU request travels with the notebook, in its metadata.
 
-The stock ``POST /api/kernels`` and ``/api/sessions`` bodies carry no GPU request, but sessions
-put the notebook's path in the kernel's environment (``JPY_SESSION_NAME``). So a notebook's
-request is stored here, keyed by the notebook's real path, and the provisioner looks it up when
-any kernel starts for that notebook: from the Launcher, from a reopened notebook, from a restart.
-The extension's endpoint writes it (and then restarts the kernel); nothing else needs to know.
+``metadata.gpu_containers.gpus``, next to ``metadata.kernelspec``: a count (``2``), specific
+GPUs (``["0", "GPU-…"]``) or ``0`` for none. The panel writes it when the user picks GPUs and
+saves it with the notebook, as JupyterLab saves the kernel spec. So a rename, a copy, a move, an
+upload or a notebook sent to a colleague keeps it, and a new notebook that happens to reuse an
+old name starts with nothing from its namesake.
 
-One small JSON file per user, in that user's Jupyter data directory (mode 0600).
+It is read when a kernel starts for the notebook: the stock sessions API puts the notebook's path
+in the kernel's environment (``JPY_SESSION_NAME``), and the file is read through the server's
+contents manager (whatever stores the notebooks: a local disk, or S3). When the notebook says
+nothing, the kernel spec's default applies.
+
+The file and the server: the server keeps no copy. What it holds is the running kernel's GPUs,
+which a restart keeps; an edit of the file's request takes effect at the kernel's next start.
+The administrator's limits are ceilings: a request above them is refused with a sentence, never
+lowered in silence, and so is a request for GPUs this host does not have (specific GPUs of the
+machine the notebook was written on, say).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import inspect
 import os
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from jupyter_core.paths import jupyter_data_dir
-from traitlets import Unicode, default
-from traitlets.config import LoggingConfigurable
-
-from .allocator import GPURequest
+from .allocator import GPURequest, InvalidGPURequest
+from .errors import ValueRefused
 from .gpus import Inventory
-from .safefiles import write_json_atomic
+
+# The metadata key, next to ``kernelspec`` (the kernel spec's own metadata uses the same name).
+METADATA_KEY = "gpu_containers"
+# A request the extension's own endpoint gives the launch it makes through the stock session
+# and kernel managers (a switch to another image, which the notebook's saved file does not know
+# yet). A context variable: it follows the launch down the awaits of the one request that set it,
+# no client can set it, and nothing of it reaches a container.
+GIVEN_REQUEST: ContextVar[GPURequest | None] = ContextVar("jgc_given_request", default=None)
 
 
-class NotebookRequests(LoggingConfigurable):
-    store_path = Unicode(
-        config=True,
-        help="""Where notebooks' GPU requests are kept (a JSON file). Default:
-        <jupyter data dir>/gpu_containers/notebook-requests.json.""",
-    )
+@contextmanager
+def launching_with(request: GPURequest) -> Iterator[None]:
+    """Launches made inside this block (in this task) ask for ``request``."""
+    token = GIVEN_REQUEST.set(request)
+    try:
+        yield
+    finally:
+        GIVEN_REQUEST.reset(token)
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lock = threading.Lock()
 
-    @default("store_path")
-    def _default_store_path(self) -> str:
-        return os.path.join(jupyter_data_dir(), "gpu_containers", "notebook-requests.json")
+class NotebookRequestError(ValueRefused):
+    """The notebook's metadata holds something that is not a GPU request."""
 
-    def _read(self) -> dict[str, Any]:
-        try:
-            with open(self.store_path) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
 
-    def get(self, notebook: str) -> Any:
-        """The stored request (a count or a list of ids) for a notebook, or None."""
-        entry = self._read().get(os.path.realpath(notebook))
-        return entry.get("gpus") if isinstance(entry, dict) else None
+def request_in_metadata(metadata: Any, notebook: str = "") -> GPURequest | None:
+    """The GPU request a notebook's metadata holds, or None when it says nothing.
 
-    def set(self, notebook: str, gpus: Any) -> GPURequest:
-        """Validate and remember a notebook's request; None forgets it (back to the default)."""
-        request = GPURequest.parse(gpus) if gpus is not None else None
-        with self._lock:
-            data = self._read()
-            key = os.path.realpath(notebook)
-            if request is None:
-                data.pop(key, None)
-            else:
-                data[key] = {"gpus": request.to_json()}
-            directory = os.path.dirname(self.store_path)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            # Atomic: readers never see half a file.
-            write_json_atomic(directory, os.path.basename(self.store_path), data)
-        return request or GPURequest()
+    Raises NotebookRequestError, with a sentence naming the notebook, for a value that is not a
+    request: a kernel never starts with fewer GPUs than its notebook asks for without being told.
+    """
+    if not isinstance(metadata, dict):
+        return None
+    section = metadata.get(METADATA_KEY)
+    if section is None:
+        return None
+    where = f"The notebook {notebook}" if notebook else "The notebook"
+    if not isinstance(section, dict):
+        raise NotebookRequestError(
+            f"{where} has a '{METADATA_KEY}' entry in its metadata that is not an object. "
+            "Choose its GPUs again in the GPU Containers panel."
+        )
+    if "gpus" not in section or section["gpus"] is None:
+        return None
+    try:
+        return GPURequest.parse(section["gpus"])
+    except InvalidGPURequest as e:
+        raise NotebookRequestError(
+            f"{where} asks for GPUs in its metadata in a form that is not a GPU request: {e} "
+            "Choose its GPUs again in the GPU Containers panel."
+        ) from e
 
-    def for_launch(self, notebook: str, default: Any) -> tuple[GPURequest, bool]:
-        """What a kernel starting for ``notebook`` ("" for none) asks for: the notebook's stored
-        request, else ``default`` (its kernel spec's); and whether it is only that default.
-        Blocking (a file): a worker thread."""
-        stored = self.get(notebook) if notebook else None
-        return GPURequest.parse(stored if stored is not None else default), stored is None
+
+def metadata_with_request(metadata: dict[str, Any], request: GPURequest | None) -> dict[str, Any]:
+    """``metadata`` with ``request`` written in (None: the entry removed, back to the default)."""
+    updated = dict(metadata)
+    section = dict(updated.get(METADATA_KEY) or {})
+    if request is None:
+        section.pop("gpus", None)
+    else:
+        section["gpus"] = request.to_json()
+    if section:
+        updated[METADATA_KEY] = section
+    else:
+        updated.pop(METADATA_KEY, None)
+    return updated
+
+
+def api_path_of_session(session_name: str, root_dir: str) -> str:
+    """The contents API path of the notebook a kernel starts for (``JPY_SESSION_NAME`` is the
+    notebook's path on disk under the server's root), or "" when it is none: a console's
+    session, a kernel started without a session, a path outside the root."""
+    if not session_name.endswith(".ipynb") or not root_dir:
+        return ""
+    relative = os.path.relpath(os.path.normpath(session_name), os.path.normpath(root_dir))
+    if relative.startswith("..") or os.path.isabs(relative):
+        return ""
+    return relative.replace(os.sep, "/")
+
+
+async def read_notebook_request(contents_manager: Any, api_path: str) -> GPURequest | None:
+    """The request in the saved notebook at ``api_path``, read through ``contents_manager``;
+    None when the notebook says nothing, does not exist (yet) or cannot be read as a notebook.
+    Raises NotebookRequestError for a request that is malformed."""
+    if contents_manager is None or not api_path:
+        return None
+    try:
+        get = contents_manager.get
+        if inspect.iscoroutinefunction(get):
+            model = await get(api_path, content=True, type="notebook")
+        else:  # a synchronous contents manager reads the file: not on the event loop
+            model = await asyncio.to_thread(get, api_path, content=True, type="notebook")
+    except Exception:
+        # Not there (a session named after a notebook not yet saved), not a notebook, not
+        # readable: the notebook says nothing the server can read, so the default applies.
+        return None
+    content = model.get("content") if isinstance(model, dict) else None
+    metadata = content.get("metadata") if isinstance(content, dict) else None
+    return request_in_metadata(metadata, api_path)
 
 
 def fitted_to_host(request: GPURequest, is_default: bool, inventory: Inventory) -> GPURequest:

@@ -59,7 +59,12 @@ from .launchplan import (
     numeric_user,
     plan_container,
 )
-from .notebook_requests import fitted_to_host
+from .notebook_requests import (
+    GIVEN_REQUEST,
+    api_path_of_session,
+    fitted_to_host,
+    read_notebook_request,
+)
 from .privatedirs import (
     CONNECTION_FILE_NAME,
     connection_root,
@@ -254,6 +259,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     # name, and the kernel spec's environment as jupyter_client substituted it.
     _facts: LaunchFacts | None = None
     _session = ""
+    _notebook = ""  # its contents API path, "" when the kernel is not a notebook's
     _spec_env: dict[str, str]
     # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
     _own_services: Services | None = None
@@ -313,8 +319,14 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
                 "transport (the default) for kernels without a network."
             )
-        self._session = (kwargs.get("env") or {}).get("JPY_SESSION_NAME", "")
+        launch_env = kwargs.get("env") or {}
+        self._session = launch_env.get("JPY_SESSION_NAME", "")
         root_dir = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
+        self._notebook = api_path_of_session(self._session, str(root_dir))
+        if self._requested is None:  # a first launch; a restart keeps what the kernel has
+            given = GIVEN_REQUEST.get()
+            if given is not None:
+                self._requested, self._request_is_default = given, False
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
@@ -578,14 +590,17 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _gpu_request(self) -> GPURequest:
         """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
-        notebook's request, else the kernel spec's default."""
+        request the launch was given (a switch), else the notebook's own (its metadata, read
+        through the server's contents manager), else the kernel spec's default."""
         if self.gpu_uuids:
             return GPURequest(ids=self.gpu_uuids)
         if self._requested is None:
-            found = await asyncio.to_thread(
-                self.services.requests.for_launch, self._session, self.gpus
-            )
-            self._requested, self._request_is_default = found
+            contents = getattr(self.services.parent, "contents_manager", None)
+            found = await read_notebook_request(contents, self._notebook)
+            if found is not None:
+                self._requested, self._request_is_default = found, False
+            else:
+                self._requested, self._request_is_default = GPURequest.parse(self.gpus), True
         return self._requested
 
     async def _raise_for_exit(self, state: AnyType) -> None:

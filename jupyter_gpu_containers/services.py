@@ -1,5 +1,5 @@
 """One owner for the objects a server shares: the backend, the GPU inventory, the readiness probe,
-pulls, registry credentials, notebooks' GPU requests, the image catalog, the admin's policy, the
+pulls, registry credentials, the image catalog, the admin's policy, the
 host state directory and the warm pool.
 
 The extension app (app.py) builds one :class:`Services` when the server starts, and closes it
@@ -31,7 +31,6 @@ from .engine import Engine
 from .gpus import GPUInventory
 from .hoststate import StateDir, open_state_dir
 from .launchplan import ContainerPolicy
-from .notebook_requests import NotebookRequests
 from .probe import KernelReadinessProbe
 from .pulls import PullManager
 
@@ -52,7 +51,6 @@ class Services:
         self.catalog = ImageCatalog(parent=parent)
         self.probe = KernelReadinessProbe(parent=parent, backend=self.backend, policy=self.policy)
         self.credentials = RegistryCredentials(parent=parent)
-        self.requests = NotebookRequests(parent=parent)
         self.pulls = PullManager(
             parent=parent,
             backend=self.backend,

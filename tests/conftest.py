@@ -233,6 +233,18 @@ def kernel_container(client: docker.DockerClient, kernel_id: str) -> Any:
     return found[0]
 
 
+def write_notebook(root: Path, path: str, gpus: Any = None, **metadata: Any) -> Path:
+    """A valid notebook at ``root/path`` whose metadata holds the GPU request ``gpus`` (None:
+    it says nothing), as the panel saves it; ``metadata`` adds other entries."""
+    if gpus is not None:
+        metadata["gpu_containers"] = {"gpus": gpus}
+    notebook = {"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    target = root.joinpath(*path.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(notebook))
+    return target
+
+
 def install_spec(data_dir: Path, name: str, image: str, **provisioner: Any) -> str:
     """A kernel spec on disk, as an admin (or `install-kernelspec`) would write it."""
     spec = kernel_spec_dict(image, None, {"provisioner": provisioner})

@@ -1,5 +1,6 @@
-"""The GPU REST API: holders (with privacy between users), allocations, and a notebook's GPU
-request that survives restarts and reopening the notebook. Real engine, static GPUs (conftest)."""
+"""The GPU REST API: holders (with privacy between users), allocations, and applying a
+notebook's GPU request to its kernel (the request itself lives in the notebook: see
+test_notebook_requests.py). Real engine, static GPUs (conftest)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from conftest import (
     install_spec,
     kernel_container,
     kernel_name,
+    write_notebook,
 )
 from kernel_io import execute
 from tornado.httpclient import HTTPClientError
@@ -52,6 +54,18 @@ def containers_of(docker_client: Any, kernel_id: str) -> list[Any]:
     return list(
         docker_client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
     )
+
+
+async def open_session(jp_fetch: Any, path: str, kernel: str) -> Any:
+    """Open a notebook's kernel as JupyterLab does, through the stock sessions API."""
+    body = {
+        "path": path,
+        "type": "notebook",
+        "name": path.split("/")[-1],
+        "kernel": {"name": kernel},
+    }
+    response = await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))
+    return json.loads(response.body)
 
 
 async def post_request(jp_fetch: Any, body: dict[str, Any]) -> Any:
@@ -134,9 +148,10 @@ async def test_admin_may_show_other_users(alice_holds_gpu_3: None, jp_fetch: Any
 async def test_notebook_request_survives_restart_and_reopening(
     jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, docker_client: Any
 ) -> None:
-    (jp_root_dir / "lab.ipynb").write_text("{}")
-    body = {"path": "lab.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 2}
-    kernel_id = (await post_request(jp_fetch, body))["session"]["kernel"]["id"]
+    # The notebook asks for 2 GPUs in its metadata: the stock sessions API gives it 2.
+    write_notebook(jp_root_dir, "lab.ipynb", gpus=2)
+    opened = await open_session(jp_fetch, "lab.ipynb", kernel_name(NGC_IMAGE))
+    kernel_id = opened["kernel"]["id"]
     assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0,GPU-test-1"
 
     await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
@@ -148,31 +163,17 @@ async def test_notebook_request_survives_restart_and_reopening(
     assert info.value.code == 409
     assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0,GPU-test-1"
 
-    # Change the count: the same kernel restarts with one GPU.
+    # Change the count: the same kernel restarts with one GPU, and the page saves the request
+    # in the notebook, as the panel does.
     model = await post_request(jp_fetch, {"path": "lab.ipynb", "gpus": 1})
     assert model["session"]["kernel"]["id"] == kernel_id
     assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0"
+    write_notebook(jp_root_dir, "lab.ipynb", gpus=1)
 
     # Close the notebook, and reopen it next week through the stock sessions API.
     session_id = model["session"]["id"]
     await jp_fetch("api", "sessions", session_id, method="DELETE")
-    reopened = json.loads(
-        (
-            await jp_fetch(
-                "api",
-                "sessions",
-                method="POST",
-                body=json.dumps(
-                    {
-                        "path": "lab.ipynb",
-                        "type": "notebook",
-                        "name": "lab.ipynb",
-                        "kernel": {"name": kernel_name(NGC_IMAGE)},
-                    }
-                ),
-            )
-        ).body
-    )
+    reopened = await open_session(jp_fetch, "lab.ipynb", kernel_name(NGC_IMAGE))
     assert await devices_seen(jp_ws_fetch, reopened["kernel"]["id"]) == "GPU-test-0"
 
     # Switch the notebook to a CPU image: its default is no GPU, and the GPU is freed.
@@ -236,15 +237,23 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
     assert await notebook_state(jp_fetch, "work/nb.ipynb") == {
         "path": "work/nb.ipynb",
         "request": None,
+        "request_problem": "",
         "default": None,
         "kernel": None,
     }
     started = await post_request(
         jp_fetch, {"path": "work/nb.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": [1, 3]}
     )
+    # The page saves the request in the notebook; the state reads it from there.
+    write_notebook(jp_root_dir, "work/nb.ipynb", gpus=[1, 3])
     state = await notebook_state(jp_fetch, "work/nb.ipynb")
     kernel = state.pop("kernel")
-    assert state == {"path": "work/nb.ipynb", "request": ["1", "3"], "default": 1}
+    assert state == {
+        "path": "work/nb.ipynb",
+        "request": ["1", "3"],
+        "request_problem": "",
+        "default": 1,
+    }
     assert kernel.pop("execution_state") in ("starting", "idle", "busy")
     assert kernel == {
         "id": started["session"]["kernel"]["id"],
@@ -253,8 +262,9 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
         "display_name": f"PyTorch 24.05 · {NGC_IMAGE}",
         "gpus": [{"uuid": "GPU-test-1", "index": "1"}, {"uuid": "GPU-test-3", "index": "3"}],
     }
-    # Back to the spec's default: nothing stored, one GPU.
+    # Back to the spec's default: the notebook says nothing, one GPU.
     await post_request(jp_fetch, {"path": "work/nb.ipynb", "gpus": None})
+    write_notebook(jp_root_dir, "work/nb.ipynb")
     state = await notebook_state(jp_fetch, "work/nb.ipynb")
     assert (state["request"], state["default"]) == (None, 1)
     assert [g["uuid"] for g in state["kernel"]["gpus"]] == ["GPU-test-0"]
@@ -312,23 +322,23 @@ async def test_switch_frees_the_notebooks_gpus_first(
     assert session["id"] == first["session"]["id"] and new_id != old_id
     assert session["kernel"]["name"] == kernel_name(other_gpu_image)
     assert containers_of(docker_client, old_id) == []
-    # The notebook's stored request reached the new kernel: both GPUs, not the spec's one.
+    # The request given reached the new kernel: both GPUs, not the spec's one.
     assert await devices_seen(jp_ws_fetch, new_id) == "GPU-test-0,GPU-test-1"
     assert kernel_container(docker_client, new_id).labels[L.GPUS] == "GPU-test-0,GPU-test-1"
     assert [s["kernel"]["id"] for s in await sessions_of(jp_fetch, "switch.ipynb")] == [new_id]
     state = await notebook_state(jp_fetch, "switch.ipynb")
-    assert (state["request"], state["default"]) == (2, 1)
+    assert state["default"] == 1
     assert (state["kernel"]["id"], state["kernel"]["image"]) == (new_id, other_gpu_image)
     assert [g["index"] for g in state["kernel"]["gpus"]] == ["0", "1"]
 
 
-async def test_store_only_starts_nothing(
+async def test_check_only_starts_nothing(
     jp_fetch: Any, jp_root_dir: Path, docker_client: Any
 ) -> None:
-    """start: false checks and keeps the request; the next start of a kernel for the notebook
-    through the stock sessions API (what JupyterLab does) gets it."""
-    (jp_root_dir / "sub").mkdir()
-    (jp_root_dir / "sub" / "later.ipynb").write_text("{}")
+    """start: false only checks that the request can be met now. The page then saves it in the
+    notebook, and the next start of a kernel for the notebook through the stock sessions API
+    (what JupyterLab does) reads it there."""
+    write_notebook(jp_root_dir, "sub/later.ipynb")
     reply = await post_request(
         jp_fetch,
         {
@@ -340,7 +350,20 @@ async def test_store_only_starts_nothing(
     )
     assert reply == {"session": None, "gpus": 2}
     assert await sessions_of(jp_fetch, "sub/later.ipynb") == []
-    assert (await notebook_state(jp_fetch, "sub/later.ipynb"))["request"] == 2
+    # Nothing kept on the server: the notebook says nothing yet.
+    assert (await notebook_state(jp_fetch, "sub/later.ipynb"))["request"] is None
+    with pytest.raises(HTTPClientError) as info:
+        await post_request(
+            jp_fetch,
+            {
+                "path": "sub/later.ipynb",
+                "kernel_name": kernel_name(NGC_IMAGE),
+                "gpus": 5,
+                "start": False,
+            },
+        )
+    assert info.value.code == 409
+    write_notebook(jp_root_dir, "sub/later.ipynb", gpus=2)
     # As JupyterLab starts a notebook's kernel: a placeholder path beside the notebook, then a
     # rename to the notebook's path.
     placeholder = f"sub/{uuid.uuid4()}"
@@ -389,9 +412,9 @@ async def test_failed_switch_leaves_the_notebook_without_a_session(
     assert containers_of(docker_client, old_id) == []
     assert await sessions_of(jp_fetch, "gone.ipynb") == []
     state = await notebook_state(jp_fetch, "gone.ipynb")
-    assert (state["request"], state["kernel"]) == (1, None)
+    assert state["kernel"] is None
     assert (await get(jp_fetch, "allocations"))["allocations"] == []
-    # The notebook can start again, with the request it keeps.
+    # The notebook can start again.
     again = await post_request(
         jp_fetch, {"path": "gone.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
     )

@@ -835,6 +835,9 @@ async def test_real_responses_match_the_spec(
     kernel_id = started["session"]["kernel"]["id"]
     code, report, _ = await call(jp_fetch, conformance, "/gpu-containers/gpus")
     assert [h["kernel_id"] for h in report["gpus"][0]["holders"]] == [kernel_id]
+    # The page saves the request in the notebook (its metadata); the state reads it there.
+    saved = {"cells": [], "metadata": {"gpu_containers": {"gpus": 1}}, "nbformat": 4}
+    (jp_root_dir / "openapi.ipynb").write_text(json.dumps({**saved, "nbformat_minor": 5}))
     code, state, _ = await call(jp_fetch, conformance, state_path, params={"path": "openapi.ipynb"})
     assert code == 200 and (state["request"], state["default"]) == (1, 0), state
     assert state["kernel"]["id"] == kernel_id and state["kernel"]["image"] == DEBIAN_IMAGE

@@ -46,7 +46,6 @@ from tornado.routing import PathMatches
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.handlers import AUTH_RESOURCE, NotFoundHandler, default_handlers
-from jupyter_gpu_containers.notebook_requests import NotebookRequests
 from jupyter_gpu_containers.services import services_for
 
 pytestmark = [
@@ -227,7 +226,8 @@ class World:
         )
 
     async def assert_nothing_happened(self) -> None:
-        """No kernel, session, container, new pull, changed login or stored GPU request."""
+        """No kernel, session, container, new pull or changed login, and the notebook (which
+        keeps its GPU request) not written."""
         app = self.app
         assert [p["id"] for p in services_for(app).pulls.listing()] == [self.pull_id]
         assert services_for(app).credentials.listing() == [
@@ -237,7 +237,7 @@ class World:
         assert await app.session_manager.list_sessions() == []
         assert app.kernel_manager.list_kernel_ids() == []
         os_path = os.path.join(app.kernel_manager.root_dir, *NOTEBOOK.split("/"))
-        assert NotebookRequests(parent=app).get(os_path) is None
+        assert not os.path.exists(os_path)
         assert self.kernel_containers() == []
 
 
@@ -885,6 +885,7 @@ async def test_users_see_only_that_another_users_gpu_is_taken(
         assert state == {
             "path": "secret/alice.ipynb",
             "request": None,
+            "request_problem": "",
             "default": None,
             "kernel": None,
         }

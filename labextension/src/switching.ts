@@ -1,7 +1,6 @@
 /**
  * The switch workflow: a new notebook on an image, and switching a notebook
- * to another image or GPU count (remembered by the server and in the
- * notebook's metadata): the picker, the confirmation, the REST calls and
+ * to another image or GPU count (kept in the notebook's metadata): the picker, the confirmation, the REST calls and
  * the error dialogs.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
@@ -43,13 +42,71 @@ export function specOf(
 }
 
 /**
+ * The notebook metadata key of the GPU request, next to `kernelspec`: the
+ * request travels with the notebook (renamed, copied, uploaded, shared), and
+ * the server reads it whenever a kernel starts for it.
+ */
+export const GPU_METADATA_KEY = 'gpu_containers';
+
+/**
+ * The GPU request a notebook's metadata holds, or `null` when it says
+ * nothing (the kernel spec's default applies).
+ */
+export function notebookGpuRequest(
+  metadata: Record<string, unknown> | undefined
+): GpuRequest {
+  const section = metadata?.[GPU_METADATA_KEY] as
+    { gpus?: unknown } | undefined;
+  const gpus = section?.gpus;
+  if (typeof gpus === 'number' && Number.isInteger(gpus) && gpus >= 0) {
+    return gpus;
+  }
+  if (Array.isArray(gpus) && gpus.every(g => typeof g === 'string')) {
+    return gpus as string[];
+  }
+  return null;
+}
+
+/**
+ * The metadata entry for `gpus`, or `undefined` for `null` (the default:
+ * the notebook says nothing).
+ */
+function gpuMetadata(
+  gpus: GpuRequest
+): { gpus: number | string[] } | undefined {
+  return gpus === null ? undefined : { gpus };
+}
+
+/**
+ * Keep `gpus` in the notebook's metadata (`null`: remove it).
+ */
+export function setNotebookGpuRequest(
+  panel: NotebookPanel,
+  gpus: GpuRequest
+): void {
+  const model = panel.model;
+  if (!model) {
+    return;
+  }
+  const entry = gpuMetadata(gpus);
+  if (entry) {
+    model.setMetadata(GPU_METADATA_KEY, entry);
+  } else {
+    model.deleteMetadata(GPU_METADATA_KEY);
+  }
+}
+
+/**
  * The notebook content a new notebook on `kernelName` starts with: the
- * kernel spec in its metadata, so it reopens on the same image.
+ * kernel spec and the GPU request in its metadata, so it reopens on the same
+ * image with the same GPUs.
  */
 function emptyNotebook(
   kernelName: string,
-  spec: KernelSpec.ISpecModel | undefined
+  spec: KernelSpec.ISpecModel | undefined,
+  gpus: GpuRequest
 ): Record<string, unknown> {
+  const entry = gpuMetadata(gpus);
   return {
     cells: [],
     metadata: {
@@ -57,7 +114,8 @@ function emptyNotebook(
         name: kernelName,
         display_name: spec?.display_name ?? kernelName,
         language: spec?.language ?? 'python'
-      }
+      },
+      ...(entry ? { [GPU_METADATA_KEY]: entry } : {})
     },
     nbformat: 4,
     nbformat_minor: 5
@@ -89,7 +147,7 @@ export async function launchNotebook(
     await contents.save(path, {
       type: 'notebook',
       format: 'json',
-      content: emptyNotebook(row.kernel_name, spec)
+      content: emptyNotebook(row.kernel_name, spec, gpus)
     });
     await startNotebookKernel(
       path,
@@ -191,9 +249,9 @@ export async function switchNotebook(
 }
 
 /**
- * Start, restart or switch the notebook's kernel through the server (which
- * remembers the GPU request for the notebook), attach the page to the new
- * kernel, and save the kernel spec in the notebook so it reopens on it.
+ * Start, restart or switch the notebook's kernel through the server, attach
+ * the page to the new kernel, and save the kernel spec and the GPU request in
+ * the notebook, so that it reopens on them wherever it goes.
  */
 export async function applyKernelChoice(
   app: JupyterFrontEnd,
@@ -214,6 +272,15 @@ export async function applyKernelChoice(
     autoClose: false
   });
   try {
+    const spec = specOf(app, kernelName);
+    const remember = (): void => {
+      panel.model?.setMetadata('kernelspec', {
+        name: kernelName,
+        display_name: spec?.display_name ?? kernelName,
+        language: spec?.language ?? 'python'
+      });
+      setNotebookGpuRequest(panel, gpus);
+    };
     if (context.session) {
       const reply = await startNotebookKernel(
         panel.context.path,
@@ -227,9 +294,12 @@ export async function applyKernelChoice(
       // rather than at the next poll of the sessions.
       await app.serviceManager.sessions.refreshRunning();
       await waitForKernel(panel, reply.session?.kernel.id ?? '', trans);
+      remember();
+      await panel.context.save();
     } else {
-      // No session: the server keeps the request, and the page starts the
-      // kernel its own way (a session made by the server would be a second).
+      // No session: the server checks that the GPUs can be had, and the page
+      // starts the kernel its own way (a session made by the server would be
+      // a second), which reads the request from the saved notebook.
       await startNotebookKernel(
         panel.context.path,
         kernelName,
@@ -238,15 +308,13 @@ export async function applyKernelChoice(
         false,
         trans
       );
+      remember();
+      await panel.context.save();
       await context.changeKernel({ name: kernelName });
+      if (panel.model?.dirty) {
+        await panel.context.save(); // the kernel spec, as JupyterLab wrote it
+      }
     }
-    const spec = specOf(app, kernelName);
-    panel.model?.setMetadata('kernelspec', {
-      name: kernelName,
-      display_name: spec?.display_name ?? kernelName,
-      language: spec?.language ?? 'python'
-    });
-    await panel.context.save();
     Notification.update({
       id,
       message: trans.__('Running on %1.', what),

@@ -12,8 +12,10 @@ import {
   applyKernelChoice,
   imageOfSpec,
   launchNotebook,
+  notebookGpuRequest,
   switchNotebook
 } from '../switching';
+import { GpuRequest } from '../types';
 import {
   makeCatalog,
   makeGpu,
@@ -133,7 +135,7 @@ function makePanel(
       localPath: 'work/train.ipynb',
       save: jest.fn().mockResolvedValue(undefined)
     },
-    model: { setMetadata: jest.fn() }
+    model: { setMetadata: jest.fn(), deleteMetadata: jest.fn(), dirty: false }
   };
 }
 
@@ -199,7 +201,9 @@ describe('launchNotebook', () => {
             name: torch.kernel_name,
             display_name: 'PyTorch 24.05',
             language: 'python'
-          }
+          },
+          // The request travels with the notebook.
+          gpu_containers: { gpus: 1 }
         },
         nbformat: 4,
         nbformat_minor: 5
@@ -430,6 +434,9 @@ describe('applyKernelChoice', () => {
       display_name: 'PyTorch 24.05',
       language: 'python'
     });
+    expect(panel.model.setMetadata).toHaveBeenCalledWith('gpu_containers', {
+      gpus: 1
+    });
     expect(panel.context.save).toHaveBeenCalled();
     expect(Notification.update).toHaveBeenCalledWith({
       id: 'note-1',
@@ -462,8 +469,15 @@ describe('applyKernelChoice', () => {
     expect(panel.context.save).not.toHaveBeenCalled();
   });
 
-  it('without a session, stores the request and has the page start the kernel', async () => {
+  it('without a session, saves the request in the notebook, then has the page start the kernel', async () => {
     const panel = makePanel(null);
+    const order: string[] = [];
+    panel.context.save.mockImplementation(async () => {
+      order.push('save');
+    });
+    panel.sessionContext.changeKernel.mockImplementation(async () => {
+      order.push('changeKernel');
+    });
     jest
       .mocked(startNotebookKernel)
       .mockResolvedValue({ session: null, gpus: null });
@@ -491,7 +505,10 @@ describe('applyKernelChoice', () => {
     expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
       name: 'gpuc-debian'
     });
-    expect(panel.context.save).toHaveBeenCalled();
+    // null: the spec's default, so the notebook says nothing; saved before the kernel starts,
+    // which reads the request from the saved file.
+    expect(panel.model.deleteMetadata).toHaveBeenCalledWith('gpu_containers');
+    expect(order).toEqual(['save', 'changeKernel']);
   });
 
   it.each<[number | string[], string]>([
@@ -564,5 +581,21 @@ describe('translation', () => {
       t(`Could not start ${t(`python3 with ${t('2 GPUs')}`)}`),
       'No.'
     );
+  });
+});
+
+describe('notebookGpuRequest', () => {
+  it.each<[Record<string, unknown> | undefined, GpuRequest]>([
+    [undefined, null],
+    [{}, null],
+    [{ gpu_containers: {} }, null],
+    [{ gpu_containers: { gpus: 2 } }, 2],
+    [{ gpu_containers: { gpus: 0 } }, 0],
+    [{ gpu_containers: { gpus: ['0', 'GPU-a'] } }, ['0', 'GPU-a']],
+    [{ gpu_containers: { gpus: -1 } }, null],
+    [{ gpu_containers: { gpus: 1.5 } }, null],
+    [{ gpu_containers: { gpus: [1] } }, null]
+  ])('reads %p as %p', (metadata, expected) => {
+    expect(notebookGpuRequest(metadata)).toEqual(expected);
   });
 });
