@@ -21,6 +21,10 @@ kernel.
 - jupyter_server: ``ZMQChannelsWebsocketConnection._open_sockets``: pages attached to a kernel
   restarted in place must reconnect; it is the registry jupyter_server's own shutdown uses, and
   there is no public one.
+- jupyter_server: ``ZMQChannelsWebsocketConnection._send_status_message``: a page that
+  reconnects after a restart the server made learns the kernel's state from it (JupyterLab
+  ignores the status of its own kernel_info requests); it is how jupyter_server itself tells
+  pages "restarting" and "dead", framed for either websocket protocol.
 - docker-py: ``APIClient._post``, ``._url``, ``._raise_for_status`` and ``._stream_helper``, to
   make a pull's request one level below ``pull()`` (which hides the response a cancel must
   close) and read its progress.
@@ -72,3 +76,8 @@ async def register_adopted(mkm: Any, km: Any, kernel_id: str) -> None:
 def open_kernel_websockets() -> list[Any]:
     """The kernel websocket connections jupyter_server has open now."""
     return list(getattr(ZMQChannelsWebsocketConnection, "_open_sockets", ()))
+
+
+def send_kernel_status(connection: Any, state: str) -> None:
+    """Tell the page on ``connection`` (a kernel websocket) that its kernel is ``state``."""
+    connection._send_status_message(state)

@@ -44,6 +44,12 @@ def test_jupyter_client_and_server_private_names() -> None:
     assert "_attempted_start" in inspect.getsource(KernelManager)
     assert "_kernel_spec" in vars(KernelManager) and "_launch_args" in KernelManager.class_traits()
     assert list(ZMQChannelsWebsocketConnection._open_sockets) == []  # a (weak) set, empty here
+    assert list(
+        inspect.signature(ZMQChannelsWebsocketConnection._send_status_message).parameters
+    ) == [
+        "self",
+        "status",
+    ]
 
 
 def test_the_kernel_manager_overrides_what_it_means_to() -> None:

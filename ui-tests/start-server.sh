@@ -202,7 +202,11 @@ start_server() {
   # setsid: a process group of its own, so that only this script signals it. A signal to our
   # group (playwright stops its web server that way) followed by ours would stop the server
   # twice, and a second stop cuts its shutdown of the kernels short.
+  # JUPYTER_PREFER_ENV_PATH=0: jupyter_core otherwise puts a virtual environment's directories
+  # before the user's, and the copy of the labextension that `pip install -e .` made would win
+  # over the working tree's build linked above.
   setsid env HOME="$home" \
+    JUPYTER_PREFER_ENV_PATH=0 \
     JUPYTER_CONFIG_DIR="$home/config" \
     JUPYTER_DATA_DIR="$home/data" \
     JUPYTER_RUNTIME_DIR="$home/runtime" \

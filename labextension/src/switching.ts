@@ -49,6 +49,40 @@ export function specOf(
 export const GPU_METADATA_KEY = 'gpu_containers';
 
 /**
+ * A kernel spec's default GPU request (its provisioner's `gpus`), or `null`
+ * when it has none (a native kernel).
+ */
+export function specGpuRequest(
+  spec: KernelSpec.ISpecModel | undefined
+): GpuRequest {
+  const provisioner = spec?.metadata?.['kernel_provisioner'] as
+    { config?: { gpus?: unknown } } | undefined;
+  return notebookGpuRequest({ [GPU_METADATA_KEY]: provisioner?.config });
+}
+
+/**
+ * How many GPUs a request asks for (ids count one each).
+ */
+export function requestedCount(gpus: GpuRequest): number {
+  if (Array.isArray(gpus)) {
+    return gpus.length;
+  }
+  return gpus ?? 0;
+}
+
+/**
+ * How many GPUs a notebook's kernel asked for: the notebook's own request,
+ * else its kernel spec's default.
+ */
+export function askedGpus(
+  metadata: Record<string, unknown> | undefined,
+  spec: KernelSpec.ISpecModel | undefined
+): number {
+  const own = notebookGpuRequest(metadata);
+  return requestedCount(own !== null ? own : specGpuRequest(spec));
+}
+
+/**
  * The GPU request a notebook's metadata holds, or `null` when it says
  * nothing (the kernel spec's default applies).
  */

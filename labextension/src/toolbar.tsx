@@ -8,10 +8,15 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { gpuListLabel, gpusOfKernel, shortImageName } from './format';
+import {
+  describeNoGpus,
+  gpuListLabel,
+  gpusOfKernel,
+  shortImageName
+} from './format';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel } from './model';
-import { imageOfSpec, specOf, switchNotebook } from './switching';
+import { askedGpus, imageOfSpec, specOf, switchNotebook } from './switching';
 
 /**
  * The toolbar item: the kernel's image (short name) and its GPUs; a click
@@ -54,26 +59,48 @@ export class KernelImageItem extends ReactWidget {
       : image
         ? `${shortImageName(image)} · ${gpuListLabel(trans, gpus)}`
         : trans.__('Not in a container');
+    // Fewer GPUs than the notebook (or its spec) asks for: never in silence. A
+    // start that cannot get them is refused; this is a host without GPUs, where
+    // a GPU image's default runs on the CPU.
+    const asked =
+      kernel && image && this._model.gpus
+        ? askedGpus(this._panel.model?.metadata, specOf(this._app, kernel.name))
+        : 0;
+    const short = asked > gpus.length;
+    const shortNote = short
+      ? trans._n(
+          'This notebook asks for %1 GPU, but its kernel has %2. %3',
+          'This notebook asks for %1 GPUs, but its kernel has %2. %3',
+          asked,
+          gpus.length,
+          describeNoGpus(trans, this._model.gpus)
+        )
+      : '';
+    const title = image
+      ? trans.__(
+          'Kernel image %1, %2. Click to switch the image or the GPUs.',
+          image,
+          gpuListLabel(trans, gpus)
+        )
+      : trans.__('Click to run this notebook in a container image.');
     return (
       <button
         className="jp-ToolbarButtonComponent jgc-toolbar-button"
         data-image={image}
         data-gpus={gpus.join(',')}
-        title={
-          image
-            ? trans.__(
-                'Kernel image %1, %2. Click to switch the image or the GPUs.',
-                image,
-                gpuListLabel(trans, gpus)
-              )
-            : trans.__('Click to run this notebook in a container image.')
-        }
+        data-short={short ? 'true' : undefined}
+        title={short ? `${shortNote} ${title}` : title}
         onClick={() =>
           void switchNotebook(this._app, this._model, this._panel, trans)
         }
       >
         <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
         <span className="jgc-toolbar-label">{label}</span>
+        {short && (
+          <span className="jgc-toolbar-short" aria-label={shortNote}>
+            {trans.__('(fewer GPUs than asked)')}
+          </span>
+        )}
       </button>
     );
   }

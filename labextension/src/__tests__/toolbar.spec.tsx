@@ -61,7 +61,10 @@ const app = {
         kernelspecs: {
           'gpuc-torch': {
             name: 'gpuc-torch',
-            metadata: { gpu_containers: { image: IMAGE } }
+            metadata: {
+              gpu_containers: { image: IMAGE },
+              kernel_provisioner: { config: { gpus: 1 } }
+            }
           },
           python3: { name: 'python3' }
         }
@@ -70,8 +73,12 @@ const app = {
   }
 };
 
-function makePanel(kernel: { id: string; name: string } | null) {
+function makePanel(
+  kernel: { id: string; name: string } | null,
+  metadata: Record<string, unknown> = {}
+) {
   return {
+    model: { metadata },
     sessionContext: {
       session: kernel ? { kernel } : null,
       kernelDisplayStatus: 'starting',
@@ -201,5 +208,40 @@ describe('KernelImageItem', () => {
     );
     button().props.onClick();
     expect(jest.mocked(switchNotebook).mock.calls[0][3]).toBe(pseudo);
+  });
+
+  it('never shows fewer GPUs than asked for in silence', () => {
+    const model = makeModel();
+    // A host without GPUs: the GPU image's default (1) ran on the CPU.
+    model.gpus = makeReport([]);
+    build(makePanel({ id: 'k-4', name: 'gpuc-torch' }), model);
+    let node = button();
+    expect(node.props['data-short']).toBe('true');
+    expect(textOf(node)).toBe(
+      'pytorch:24.05-py3 · no GPU(fewer GPUs than asked)'
+    );
+    expect(node.props.title).toMatch(
+      /^This notebook asks for 1 GPU, but its kernel has 0\. .*Kernel image/
+    );
+    // The notebook's own request counts over the spec's default.
+    build(
+      makePanel(
+        { id: 'k-1', name: 'gpuc-torch' },
+        { gpu_containers: { gpus: 2 } }
+      )
+    );
+    node = button();
+    expect(node.props['data-short']).toBe('true');
+    expect(node.props.title).toMatch(/asks for 2 GPUs, but its kernel has 1/);
+    // As many as asked: nothing to say.
+    build(makePanel({ id: 'k-1', name: 'gpuc-torch' }));
+    expect(button().props['data-short']).toBeUndefined();
+    build(
+      makePanel(
+        { id: 'k-4', name: 'gpuc-torch' },
+        { gpu_containers: { gpus: 0 } }
+      )
+    );
+    expect(button().props['data-short']).toBeUndefined();
   });
 });

@@ -1,0 +1,136 @@
+/**
+ * A researcher's day, as the walk-through found it: a GPU request that travels with the notebook
+ * through a rename, a kernel whose status comes back to Idle after a GPU change, and a refusal
+ * from the Launcher that can be read in full. A real browser, server, engine and images; the
+ * server has two static GPUs.
+ */
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Locator } from '@playwright/test';
+
+import { imageRow, NGC_IMAGE, openPanel } from './helpers';
+
+test.use({
+  autoGoto: true,
+  // This extension's server starts kernels itself, which the page must see.
+  kernels: null,
+  sessions: null,
+  viewport: { width: 1600, height: 1000 }
+});
+test.describe.configure({ mode: 'serial' });
+
+function toolbar(page: IJupyterLabPageFixture): Locator {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label');
+}
+
+/** The current notebook's kernel status, as its toolbar and the status bar show it. */
+async function kernelStatus(page: IJupyterLabPageFixture): Promise<string> {
+  return page.evaluate(
+    () => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.kernelDisplayStatus ?? ''
+  );
+}
+
+async function currentPath(page: IJupyterLabPageFixture): Promise<string> {
+  return page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.context.path);
+}
+
+/** Change the current notebook's GPU choice in the toolbar's picker (same image), and confirm. */
+async function changeGpus(page: IJupyterLabPageFixture, gpus: string): Promise<void> {
+  await page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button').click();
+  const picker = page.locator('.jgc-picker');
+  await expect(picker).toBeVisible();
+  await picker.locator('.jgc-picker-gpus').selectOption(gpus);
+  await page.locator('.jp-Dialog-button.jp-mod-accept').click();
+  await expect(page.locator('.jp-Dialog-header')).toContainText(/Restart/);
+  await page.locator('.jp-Dialog-button.jp-mod-warn').click();
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+}
+
+/** A new notebook on the NGC-like image with `gpus`, from the panel. */
+async function launchFromPanel(page: IJupyterLabPageFixture, gpus: string): Promise<string> {
+  const panel = await openPanel(page);
+  const ngc = imageRow(panel, NGC_IMAGE);
+  await ngc.locator('.jgc-gpu-count').selectOption(gpus);
+  await ngc.locator('.jgc-launch-button').click();
+  await expect(toolbar(page)).toHaveText(/^ngc-like:24\.05-py3 · GPUs? [01]/);
+  return currentPath(page);
+}
+
+async function shutdownAll(page: IJupyterLabPageFixture): Promise<void> {
+  await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.serviceManager.sessions.shutdownAll();
+    app.shell.closeAll();
+  });
+}
+
+test.afterEach(async ({ page }) => {
+  await shutdownAll(page);
+});
+
+test('the kernel is Idle after a GPU change on the same image, without running a cell', async ({
+  page
+}) => {
+  await launchFromPanel(page, 'count:1');
+  await expect.poll(() => kernelStatus(page), { timeout: 30_000 }).toBe('idle');
+  await changeGpus(page, 'count:2');
+  await expect(toolbar(page)).toHaveText('ngc-like:24.05-py3 · GPUs 0,1');
+  await expect.poll(() => kernelStatus(page), { timeout: 30_000 }).toBe('idle');
+});
+
+test('a renamed notebook reopens with its GPU request', async ({ page }) => {
+  const path = await launchFromPanel(page, 'count:2');
+  await expect(toolbar(page)).toHaveText('ngc-like:24.05-py3 · GPUs 0,1');
+  // The request is in the saved notebook, next to its kernel spec.
+  const saved = await page.evaluate(
+    async p => (await (window as any).jupyterapp.serviceManager.contents.get(p)).content.metadata,
+    path
+  );
+  expect(saved.gpu_containers).toEqual({ gpus: 2 });
+
+  // Close it (saved, its kernel shut down), rename it as the file browser does, open it again.
+  await page.notebook.save();
+  await shutdownAll(page);
+  await expect(page.locator('.jp-NotebookPanel')).toHaveCount(0);
+  const renamed = path.replace(/[^/]+\.ipynb$/, 'train.ipynb');
+  await page.evaluate(
+    async ([from, to]) => {
+      await (window as any).jupyterapp.serviceManager.contents.rename(from, to);
+    },
+    [path, renamed]
+  );
+  await page.evaluate(async p => {
+    await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
+  }, renamed);
+  await expect(toolbar(page)).toHaveText('ngc-like:24.05-py3 · GPUs 0,1');
+});
+
+test('a refusal from the Launcher is readable in full, with its status', async ({ page }) => {
+  // Both GPUs held by one notebook; the Launcher's card for the GPU image asks for one more.
+  await launchFromPanel(page, 'count:2');
+  await expect(toolbar(page)).toHaveText('ngc-like:24.05-py3 · GPUs 0,1');
+  const refused = page.waitForResponse(
+    r => r.url().endsWith('/api/sessions') && r.request().method() === 'POST'
+  );
+  await page.evaluate(async () => {
+    await (window as any).jupyterapp.commands.execute('launcher:create');
+  });
+  await page.locator('.jp-LauncherCard[title*="ngc-like:24.05-py3"]').first().click();
+  expect((await refused).status()).toBe(409);
+
+  const dialog = page.locator('.jp-Dialog-content');
+  await expect(dialog).toContainText('Error Starting Kernel');
+  const sentence = dialog.locator('pre').first();
+  await expect(sentence).toContainText('No free GPU');
+  // Readable in full: nothing cut off at the right edge.
+  const clipped = await sentence.evaluate(e => e.scrollWidth > e.clientWidth + 1);
+  expect(clipped).toBe(false);
+  await dialog.screenshot({ path: test.info().outputPath('refusal.png') });
+  await test.info().attach('refusal.png', {
+    path: test.info().outputPath('refusal.png'),
+    contentType: 'image/png'
+  });
+  // JupyterLab then offers to select another kernel: decline.
+  while ((await page.locator('.jp-Dialog').count()) > 0) {
+    await page.keyboard.press('Escape');
+  }
+});
