@@ -53,7 +53,8 @@ def check_gpu_compatibility(
     kernel_id: str,
 ) -> None:
     """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this driver
-    cannot run: refused with the driver it needs (CPU kernels of GPU images still run)."""
+    cannot run, or that has no code for these GPUs' architecture: refused with the verdict's
+    sentence (CPU kernels of GPU images still run)."""
     verdict = compat.verdict(image.env, inventory)
     if verdict.outcome != compat.CANNOT_RUN:
         if verdict.outcome == compat.COMPAT:

@@ -1,14 +1,18 @@
-"""Will an image's CUDA stack run on this host's driver? A verdict with one line a user reads.
+"""Will an image's CUDA stack run on this host's driver and GPUs? A verdict with one line a user
+reads.
 
 Starting a GPU kernel from an image that cannot run here costs a pull, a container and a confusing
 failure deep inside the framework ("CUDA driver version is insufficient", error 804, a PTX JIT
 error). The facts that decide it are all known before the container starts: the image's
 environment (``NVIDIA_REQUIRE_*``, ``CUDA_VERSION``, ``CUDA_DRIVER_VERSION``) and the host's
-driver (:class:`~jupyter_gpu_containers.gpus.Inventory`). This module turns them into a
+driver and GPUs (:class:`~jupyter_gpu_containers.gpus.Inventory`). This module turns them into a
 :class:`Verdict` the catalog shows next to each image and the provisioner checks before a launch.
 
-Two checks are combined, because either alone misleads:
+Three checks are combined, because none alone tells:
 
+* the GPU's architecture: a CUDA release builds code only for some compute capabilities (CUDA 13
+  none below 7.5), so an image whose CUDA dropped the GPU cannot use it whatever the driver, and
+  one whose CUDA predates the GPU runs there only through PTX JIT.
 * the NVIDIA runtime's own gate: every ``NVIDIA_REQUIRE_*`` variable (the libnvidia-container
   constraint grammar) must hold, or the runtime refuses the container. Evaluated here exactly as
   the runtime does, per GPU, so the verdict can quote its words ("unsatisfied condition: ...").
@@ -162,6 +166,111 @@ def min_driver_for_cuda(cuda: str) -> str | None:
         if update <= (patch or 0):
             found = driver
     return found
+
+
+# --------------------------------------------------------------------------- architectures
+
+# A CUDA toolkit builds GPU code (and its libraries ship it) only for some compute capabilities;
+# a framework built with it has nothing to run on the others, whatever the driver. Two tables,
+# by the first CUDA release (major, minor) they hold for; a release takes the newest entry at or
+# below it.
+#
+# The oldest compute capability each release supports. CUDA 9.0 dropped Fermi (2.x), leaving
+# Kepler 3.0 the oldest. The later steps are those of NVIDIA's cuFFT "Deprecated Functionality"
+# page (docs.nvidia.com/cuda/cufft/deprecated-functionality.html), which the toolkit's release
+# notes state for the whole toolkit: CUDA 11.0 no longer supports SM30 (and 3.2; minimum SM35),
+# 12.0 no longer supports SM35/SM37 (minimum SM50), 13.0 no longer supports Maxwell, Pascal and
+# Volta (minimum Turing, 7.5; the CUDA 13.0 release notes, "Deprecated Architectures", and the
+# features archive's "CUDA 13.0 supports all NVIDIA architectures from Turing through Grace
+# Blackwell").
+_ARCH_MIN: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
+    ((9, 0), (3, 0)),
+    ((11, 0), (3, 5)),
+    ((12, 0), (5, 0)),
+    ((13, 0), (7, 5)),
+)
+
+# The first release that builds code for each architecture. Kepler (3.x), Maxwell (5.x) and
+# Pascal (6.x) predate CUDA 9.0, the oldest release in these tables. From NVIDIA's release notes
+# and features archive: 9.0 added Volta 7.0; 10.0 Turing 7.5 (and Xavier 7.2); 11.0 Ampere 8.0;
+# 11.1 8.6; 11.4 Orin 8.7; 11.8 Ada 8.9 and Hopper 9.0; 12.8 Blackwell 10.0, 10.1 and 12.0;
+# 12.9 10.3 and 12.1 ("adds compiler target support for SM architecture 10.3 ... and 12.1");
+# 13.0 11.0 ("SM101 has been renumbered as SM110"). Only the first minor of each major decides
+# a verdict (below), the others say what each release knows.
+_ARCH_ADDED: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
+    ((9, 0), (3, 0)),
+    ((9, 0), (3, 2)),
+    ((9, 0), (3, 5)),
+    ((9, 0), (3, 7)),
+    ((9, 0), (5, 0)),
+    ((9, 0), (5, 2)),
+    ((9, 0), (5, 3)),
+    ((9, 0), (6, 0)),
+    ((9, 0), (6, 1)),
+    ((9, 0), (6, 2)),
+    ((9, 0), (7, 0)),
+    ((10, 0), (7, 2)),
+    ((10, 0), (7, 5)),
+    ((11, 0), (8, 0)),
+    ((11, 1), (8, 6)),
+    ((11, 4), (8, 7)),
+    ((11, 8), (8, 9)),
+    ((11, 8), (9, 0)),
+    ((12, 8), (10, 0)),
+    ((12, 8), (10, 1)),
+    ((12, 8), (12, 0)),
+    ((12, 9), (10, 3)),
+    ((12, 9), (12, 1)),
+    ((13, 0), (11, 0)),
+)
+# The newest release _ARCH_ADDED is complete for. A newer one may know architectures the table
+# does not, so it is never said to predate one (its minimum is still the newest known: support
+# is dropped, never restored).
+_ARCH_TABLE_THROUGH = (13, 0)
+
+
+def _cc(text: str) -> tuple[int, int]:
+    """ "8.6" -> (8, 6); "9" -> (9, 0). ``text`` is a version (see _arch)."""
+    parts = [int(p) for p in text.strip().split(".")]
+    return parts[0], parts[1] if len(parts) > 1 else 0
+
+
+def _cc_text(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def arch_minimum(cuda: tuple[int, int]) -> tuple[int, int] | None:
+    """The oldest compute capability CUDA ``(major, minor)`` supports; None before CUDA 9.0,
+    which these tables do not cover."""
+    found = None
+    for release, cc in _ARCH_MIN:
+        if release <= cuda:
+            found = cc
+    return found
+
+
+def _last_cuda_major_for(cc: tuple[int, int]) -> int | None:
+    """The newest CUDA major release that still supports ``cc`` (12 for a V100's 7.0); None when
+    no release in the table does. Architectures are dropped only by major releases (x.0)."""
+    if cc < _ARCH_MIN[0][1]:
+        return None
+    for release, minimum in _ARCH_MIN:
+        if minimum > cc:
+            return release[0] - 1
+    return None
+
+
+def _predates(cuda: tuple[int, int], cc: tuple[int, int]) -> bool:
+    """Whether CUDA ``cuda`` is older than the architecture ``cc``: it has no code of that major
+    at or below its minor. A cubin built for X.y runs on any X.z with z >= y (NVIDIA's Blackwell
+    compatibility guide, "Application Compatibility"), so CUDA 11.0 runs on an 8.6 with its 8.0
+    code, but nothing of CUDA 11.7 runs natively on a 9.0."""
+    if cuda > _ARCH_TABLE_THROUGH or arch_minimum(cuda) is None:
+        return False
+    return not any(
+        release <= cuda and known[0] == cc[0] and known[1] <= cc[1]
+        for release, known in _ARCH_ADDED
+    )
 
 
 def _cuda_for_driver(driver: str) -> str:
@@ -326,6 +435,7 @@ class _Fit:
 class _Host:
     driver: str
     cuda: str  # the CUDA version the driver supports
+    static: bool = False  # a declared inventory (GPUInventory.static_gpus), not NVML
 
 
 @dataclass(frozen=True)
@@ -386,7 +496,7 @@ def verdict(
             f"the CUDA version that driver {driver} supports is unknown: set "
             "GPUInventory.static_cuda_version",
         )
-    host = _Host(driver, host_cuda)
+    host = _Host(driver, host_cuda, static=inventory.source == "static")
 
     enforced = not _truthy(env.get("NVIDIA_DISABLE_REQUIRE") or "")
     requirements: list[tuple[str, list[list[Condition]]]] = []
@@ -437,6 +547,67 @@ def _arch(gpu: GPU) -> str | None:
 
 
 def _fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
+    """One GPU's verdict: its architecture first (no driver brings back one the image's CUDA
+    dropped), then the runtime's gate and the driver."""
+    arch = _arch(gpu)
+    if image.major_minor is None:
+        return _driver_fit(gpu, image, host)
+    minimum = arch_minimum(image.major_minor)
+    if minimum is None:  # older than CUDA 9.0: not in the tables
+        return _driver_fit(gpu, image, host)
+    if arch is None:
+        return _arch_unknown(_driver_fit(gpu, image, host), image, minimum, host)
+    cc = _cc(arch)
+    name = f" ({gpu.name})" if gpu.name else ""
+    if cc < minimum:
+        last = _last_cuda_major_for(cc)
+        alternative = f"; images with CUDA {last}.x support this GPU" if last else ""
+        return _Fit(
+            CANNOT_RUN,
+            f"CUDA {image.mm} does not support compute capability {arch}{name}: it needs "
+            f"{_cc_text(minimum)} or newer{alternative}",
+            f"CUDA {image.mm} does not support compute capability {arch}",
+        )
+    fit = _driver_fit(gpu, image, host)
+    if not _predates(image.major_minor, cc) or fit.outcome not in (NATIVE, COMPAT):
+        return fit
+    # A GPU newer than the image's CUDA: its code runs only as PTX, which the driver compiles for
+    # this GPU at first use. Framework images ship PTX for their newest architecture for exactly
+    # this (NGC's TORCH_CUDA_ARCH_LIST ends in "+PTX"; NVIDIA's compatibility guides ask for it),
+    # so refusing would turn away images that run; but builds without PTX fail ("no kernel image
+    # is available for execution on the device", as PyTorch 1.13's CUDA 11.7 wheels do on an
+    # H100).
+    # Hence compat, not native: it ranks below GPUs that run the image natively, and the launch
+    # logs why.
+    jit = (
+        f"runs only through PTX JIT: CUDA {image.mm} predates compute capability {arch}{name}, "
+        "so only GPU code the image ships as PTX runs, compiled by the driver at first use "
+        '(without PTX: "no kernel image is available for execution on the device")'
+    )
+    short = f"PTX JIT only (CUDA {image.mm} predates compute capability {arch})"
+    if fit.outcome == NATIVE:
+        return _Fit(COMPAT, jit, short)
+    # Compat already: only where a static inventory declares a driver older than the GPU (a
+    # driver that runs a GPU supports the CUDA release that added it, newer than this image's).
+    return _Fit(COMPAT, f"{fit.reason}; {jit}", f"{fit.short}; {short}")
+
+
+def _arch_unknown(fit: _Fit, image: _Image, minimum: tuple[int, int], host: _Host) -> _Fit:
+    """A GPU of unknown compute capability is not refused (as the runtime does without one), but
+    a verdict that lets it through says what was not checked."""
+    if fit.outcome not in (NATIVE, COMPAT):
+        return fit
+    hint = ': set "compute_capability" in GPUInventory.static_gpus' if host.static else ""
+    return _Fit(
+        fit.outcome,
+        f"{fit.reason}; compute capability not checked (unknown; CUDA {image.mm} needs "
+        f"{_cc_text(minimum)} or newer){hint}",
+        fit.short,
+        fit.needed,
+    )
+
+
+def _driver_fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
     brand = _brand(gpu)
     arch = _arch(gpu)
 

@@ -274,7 +274,8 @@ def test_catalog_rows_for_local_and_listed_images() -> None:
     pai = rows["openpai/standard:python_3.6-pytorch_1.4.0-gpu"]
     assert not pai["pulled"] and pai["kernel_ready"] is None and pai["size"] is None
     assert pai["gpu"] and pai["cuda_version"] == "10.1" and pai["framework"] == "PyTorch"
-    assert pai["verdict"]["outcome"] == "native"  # 535 runs CUDA 10.1
+    # 535 runs CUDA 10.1, which predates this GPU's Ampere (8.0): only PTX runs there.
+    assert pai["verdict"]["outcome"] == "compat" and "PTX JIT" in pai["verdict"]["reason"]
     assert pai["description"] == "OpenPAI PyTorch"
     cpu = rows["openpai/standard:python_3.6-pytorch_1.4.0-cpu"]
     assert cpu["gpu"] is False and cpu["verdict"]["outcome"] == "cpu-only"

@@ -119,6 +119,13 @@ IMAGES: dict[str, dict[str, str]] = {
         "CUDA_VERSION": "10.1.243",
         "CUDA_PKG_VERSION": "10-1=10.1.243-1",
     },
+    "nvidia/cuda:10.2": {
+        "NVIDIA_REQUIRE_CUDA": "cuda>=10.2 brand=tesla,driver>=396,driver<397 "
+        "brand=tesla,driver>=410,driver<411 brand=tesla,driver>=418,driver<419 "
+        "brand=tesla,driver>=440,driver<441",
+        "CUDA_VERSION": "10.2.89",
+        "CUDA_PKG_VERSION": "10-2=10.2.89-1",
+    },
     # A legacy image: CUDA_VERSION without NVIDIA_REQUIRE_CUDA gets an implicit cuda>=12.1.
     "legacy CUDA_VERSION=12.1.1": {"CUDA_VERSION": "12.1.1", "NVIDIA_VISIBLE_DEVICES": "all"},
     # lambda-stack's Dockerfile: a bare floor, no CUDA_VERSION.
@@ -191,7 +198,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "nvidia/cuda:12.9.1": {"tesla": "XXCCCN", "geforce": "XXXXXN"},
     "nvidia/cuda:13.0.2": {"tesla": "XXCCCN", "geforce": "XXXXXN"},
     "nvidia/cuda:11.4.1": {"tesla": "NNNNNN", "geforce": "NNNNNN"},
-    "nvidia/cuda:10.1": {"tesla": "NNNNNN", "geforce": "NNNNNN"},
+    # CUDA 10.x predates Ampere: on the RTX 3090 (8.6) only PTX runs, through the driver's JIT.
+    "nvidia/cuda:10.1": {"tesla": "NNNNNN", "geforce": "CCCCCC"},
+    "nvidia/cuda:10.2": {"tesla": "NNNNNN", "geforce": "CCCCCC"},
     "legacy CUDA_VERSION=12.1.1": {"tesla": "XXNNNN", "geforce": "XXNNNN"},
     "lambda-stack (cuda>=12.8)": {"tesla": "XXXXNN", "geforce": "XXXXNN"},
     "nvidia/cuda:12.8.1 + NVIDIA_DISABLE_REQUIRE=1": {"tesla": "CCCCNN", "geforce": "XCCCNN"},
@@ -220,6 +229,13 @@ REASONS: dict[tuple[str, str, str], tuple[str, ...]] = {
         "runs through CUDA minor-version compatibility: driver 525.85.12 (CUDA 12.0) is older "
         "than the image's CUDA 12.2; PTX built for newer CUDA will not JIT "
         "(cudaErrorUnsupportedPtxVersion)",
+    ),
+    ("nvidia/cuda:10.1", "geforce", "580.95.05"): (
+        "runs only through PTX JIT: CUDA 10.1 predates compute capability 8.6 "
+        "(NVIDIA GeForce RTX 3090)",
+    ),
+    ("nvidia/cuda:10.2", "tesla", "470.82.01"): (
+        "runs natively: driver 470.82.01 supports CUDA 11.4; the image needs 10.2",
     ),
     ("nvidia/cuda:12.2.2", "tesla", "535.104.05"): (
         "runs natively: driver 535.104.05 supports CUDA 12.2; the image needs 12.2",
@@ -664,3 +680,229 @@ def test_mig_instances_are_evaluated() -> None:
     result = verdict(IMAGES["nvidia/cuda:12.9.1"], host("535.104.05", "12.2", a100))
     assert result.outcome == COMPAT
     assert "brand=nvidia,driver>=535,driver<536" in result.reason
+
+
+# --------------------------------------------------------------------------- the architecture
+
+# Real boards and the compute capability NVML reports for each.
+V100 = GPU("0", "GPU-v100-0", "Tesla V100-SXM2-32GB", brand="tesla", compute_capability="7.0")
+P100 = GPU("0", "GPU-p100-0", "Tesla P100-PCIE-16GB", brand="tesla", compute_capability="6.0")
+K80 = GPU("0", "GPU-k80-0", "Tesla K80", brand="tesla", compute_capability="3.7")
+H100 = GPU("0", "GPU-h100-0", "NVIDIA H100 80GB HBM3", brand="nvidia", compute_capability="9.0")
+B200 = GPU("0", "GPU-b200-0", "NVIDIA B200", brand="nvidia", compute_capability="10.0")
+RTX5090 = GPU(
+    "0", "GPU-5090-0", "NVIDIA GeForce RTX 5090", brand="geforce", compute_capability="12.0"
+)
+GPU_BOARDS = {
+    "V100": V100,
+    "P100": P100,
+    "K80": K80,
+    "T4": T4,
+    "A100": A100,
+    "RTX3090": RTX3090,
+    "H100": H100,
+    "B200": B200,
+    "RTX5090": RTX5090,
+}
+# A legacy image of CUDA 11.0, the first with Ampere (8.0) code and none for 8.6.
+CUDA_11_0 = {"CUDA_VERSION": "11.0.3", "NVIDIA_VISIBLE_DEVICES": "all"}
+
+V100_CUDA_13 = (
+    "CUDA 13.0 does not support compute capability 7.0 (Tesla V100-SXM2-32GB): it needs 7.5 or "
+    "newer; images with CUDA 12.x support this GPU"
+)
+
+# (image, board, driver, the CUDA it reports, outcome, fragments of the reason). N, C, X as above.
+ARCH_CELLS = [
+    # CUDA 13 dropped everything below Turing: refused on a V100 whatever the driver (on 535 it
+    # was "Compat mode" through forward compatibility before the architecture counted).
+    ("nvcr.io/nvidia/pytorch:25.10-py3", "V100", "580.95.05", "13.0", "X", (V100_CUDA_13,)),
+    ("nvcr.io/nvidia/pytorch:25.10-py3", "V100", "535.104.05", "12.2", "X", (V100_CUDA_13,)),
+    ("nvidia/cuda:13.0.2", "V100", "580.95.05", "13.0", "X", (V100_CUDA_13,)),
+    (
+        "vllm/vllm-openai:v0.23.0",
+        "P100",
+        "580.95.05",
+        "13.0",
+        "X",
+        ("CUDA 13.0 does not support compute capability 6.0 (Tesla P100-PCIE-16GB)",),
+    ),
+    # ... and runs on Turing (the minimum itself), Ampere and Hopper.
+    ("nvcr.io/nvidia/pytorch:25.10-py3", "T4", "580.95.05", "13.0", "N", ("runs natively",)),
+    ("nvcr.io/nvidia/pytorch:25.10-py3", "A100", "580.95.05", "13.0", "N", ("runs natively",)),
+    ("nvcr.io/nvidia/pytorch:25.10-py3", "H100", "580.95.05", "13.0", "N", ("runs natively",)),
+    # CUDA 12 still supports Volta and Pascal.
+    ("nvcr.io/nvidia/pytorch:23.10-py3", "V100", "535.104.05", "12.2", "N", ("runs natively",)),
+    ("nvidia/cuda:12.9.1", "V100", "580.95.05", "13.0", "N", ("runs natively",)),
+    ("nvidia/cuda:12.9.1", "P100", "580.95.05", "13.0", "N", ("runs natively",)),
+    # CUDA 12 dropped Kepler 3.5/3.7 (the K80's 470 would otherwise run 12.2 through forward
+    # compatibility); CUDA 11 still supports it.
+    (
+        "nvcr.io/nvidia/pytorch:23.10-py3",
+        "K80",
+        "470.82.01",
+        "11.4",
+        "X",
+        (
+            "CUDA 12.2 does not support compute capability 3.7 (Tesla K80): it needs 5.0 or "
+            "newer; images with CUDA 11.x support this GPU",
+        ),
+    ),
+    ("nvidia/cuda:11.8.0", "K80", "470.82.01", "11.4", "C", ("forward compatibility",)),
+    ("nvidia/cuda:11.4.1", "K80", "470.82.01", "11.4", "N", ("runs natively",)),
+    # A GPU newer than the image's CUDA runs only what the image ships as PTX.
+    (
+        "nvidia/cuda:10.2",
+        "H100",
+        "535.104.05",
+        "12.2",
+        "C",
+        (
+            "runs only through PTX JIT: CUDA 10.2 predates compute capability 9.0 "
+            "(NVIDIA H100 80GB HBM3), so only GPU code the image ships as PTX runs, compiled by "
+            'the driver at first use (without PTX: "no kernel image is available for execution '
+            'on the device")',
+        ),
+    ),
+    ("nvidia/cuda:11.4.1", "H100", "535.104.05", "12.2", "C", ("CUDA 11.4 predates",)),
+    ("nvidia/cuda:11.8.0", "H100", "535.104.05", "12.2", "N", ("runs natively",)),
+    ("nvidia/cuda:12.6.3", "B200", "570.133.20", "12.8", "C", ("CUDA 12.6 predates",)),
+    ("nvidia/cuda:12.8.1", "B200", "570.133.20", "12.8", "N", ("runs natively",)),
+    ("nvidia/cuda:12.6.3", "RTX5090", "570.133.20", "12.8", "C", ("compute capability 12.0",)),
+    ("nvidia/cuda:12.8.1", "RTX5090", "570.133.20", "12.8", "N", ("runs natively",)),
+    # Code for X.y runs on any X.z with z >= y: CUDA 11.0's Ampere 8.0 code runs on an 8.6.
+    ("legacy CUDA_VERSION=11.0.3", "RTX3090", "470.82.01", "11.4", "N", ("runs natively",)),
+    # Switching the runtime's check off brings no architecture back.
+    (
+        "nvidia/cuda:12.8.1 + NVIDIA_DISABLE_REQUIRE=1",
+        "K80",
+        "470.82.01",
+        "11.4",
+        "X",
+        ("CUDA 12.8 does not support compute capability 3.7",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("image", "board", "driver", "cuda", "code", "fragments"),
+    [pytest.param(*cell, id=f"{cell[0]}|{cell[1]}|{cell[2]}") for cell in ARCH_CELLS],
+)
+def test_architecture_table(
+    image: str, board: str, driver: str, cuda: str, code: str, fragments: tuple[str, ...]
+) -> None:
+    env = CUDA_11_0 if image == "legacy CUDA_VERSION=11.0.3" else IMAGES[image]
+    result = verdict(env, host(driver, cuda, GPU_BOARDS[board]))
+    assert result.outcome == CODES[code], result.reason
+    assert "\n" not in result.reason and result.reason == result.reason.strip()
+    for fragment in fragments:
+        assert fragment in result.reason
+    # No driver brings an architecture back: a refusal names none.
+    assert result.needed_driver == ""
+    if code != "X":
+        assert "does not support compute capability" not in result.reason
+
+
+def test_cuda_13_on_a_v100_is_refused_with_the_sentence() -> None:
+    result = verdict(IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], host("580.95.05", "13.0", V100))
+    assert result == Verdict(CANNOT_RUN, V100_CUDA_13, "")
+
+
+def test_a_mixed_host_runs_on_the_gpu_that_fits_and_names_the_other() -> None:
+    result = verdict(
+        IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], host("580.95.05", "13.0", V100, A100)
+    )
+    assert result.outcome == NATIVE
+    assert result.reason.endswith(
+        "; not on GPU 0 (Tesla V100-SXM2-32GB): CUDA 13.0 does not support compute capability 7.0"
+    )
+    # A GPU newer than the image's CUDA fares worse than one it knows, and is named.
+    h100 = GPU("1", "GPU-h100-1", "NVIDIA H100 80GB HBM3", "nvidia", "9.0")
+    a100 = GPU("0", "GPU-a100-0", "NVIDIA A100-SXM4-80GB", "nvidia", "8.0")
+    mixed = verdict(IMAGES["nvidia/cuda:11.4.1"], host("535.104.05", "12.2", a100, h100))
+    assert mixed.outcome == NATIVE
+    assert mixed.reason.endswith(
+        "; unsure on GPU 1 (NVIDIA H100 80GB HBM3): PTX JIT only (CUDA 11.4 predates compute "
+        "capability 9.0)"
+    )
+
+
+def test_an_unknown_compute_capability_is_not_refused_and_says_so() -> None:
+    # A static inventory without compute_capability: the V100 is let through (as the runtime
+    # lets an arch condition through without a GPU), and the verdict says what it did not check.
+    declared = static_inventory(
+        [{"name": "Tesla V100-SXM2-32GB", "brand": "tesla"}], "580.95.05", "13.0"
+    )
+    result = verdict(IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], declared)
+    assert result.outcome == NATIVE
+    assert result.reason.startswith("runs natively: driver 580.95.05 supports CUDA 13.0")
+    assert result.reason.endswith(
+        "; compute capability not checked (unknown; CUDA 13.0 needs 7.5 or newer): "
+        'set "compute_capability" in GPUInventory.static_gpus'
+    )
+    assert "does not support" not in result.reason
+    # Declared, it counts.
+    declared = static_inventory(
+        [{"name": "Tesla V100-SXM2-32GB", "brand": "tesla", "compute_capability": "7.0"}],
+        "580.95.05",
+        "13.0",
+    )
+    assert verdict(IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], declared).reason == V100_CUDA_13
+    # NVML that could not read it: no configuration to point at.
+    nvml = Inventory("nvml", (GPU("0", "GPU-x", "Tesla V100-SXM2-32GB", "tesla"),), "580.95.05")
+    result = verdict(IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], nvml)
+    assert result.outcome == NATIVE
+    assert result.reason.endswith("(unknown; CUDA 13.0 needs 7.5 or newer)")
+    # Refusals for other reasons stay as they were.
+    old = static_inventory([{"name": "GeForce", "brand": "geforce"}], "470.82.01", "11.4")
+    refused = verdict(IMAGES["nvidia/cuda:12.2.2"], old)
+    assert refused.outcome == CANNOT_RUN and "compute capability" not in refused.reason
+
+
+@pytest.mark.parametrize("text", ["", "sm_70", "7.0a", "N/A", "٧.٠", "1" * 12])
+def test_a_compute_capability_that_is_no_version_counts_as_unknown(text: str) -> None:
+    gpu = GPU("0", "GPU-odd", "Tesla V100-SXM2-32GB", "tesla", text)
+    result = verdict(IMAGES["nvcr.io/nvidia/pytorch:25.10-py3"], host("580.95.05", "13.0", gpu))
+    assert result.outcome == NATIVE
+    assert "compute capability not checked" in result.reason
+
+
+def test_releases_outside_the_table() -> None:
+    # Older than CUDA 9.0: not judged by architecture at all.
+    cuda_8 = {"CUDA_VERSION": "8.0.61"}
+    result = verdict(cuda_8, host("535.104.05", "12.2", H100))
+    assert "compute capability" not in result.reason and "PTX JIT" not in result.reason
+    # Newer than the table: the newest minimum still holds (support is dropped, never restored),
+    # but no architecture is said to be unknown to it.
+    cuda_14 = {"CUDA_VERSION": "14.0"}
+    refused = verdict(cuda_14, host("600.10", "14.0", V100))
+    assert refused.outcome == CANNOT_RUN
+    assert "CUDA 14.0 does not support compute capability 7.0" in refused.reason
+    assert "it needs 7.5 or newer; images with CUDA 12.x support this GPU" in refused.reason
+    future_gpu = GPU("0", "GPU-next", "NVIDIA Next", "nvidia", "13.0")
+    assert verdict(cuda_14, host("600.10", "14.0", future_gpu)).outcome == NATIVE
+    # A GPU older than any release in the table supports: no release to suggest.
+    fermi = GPU("0", "GPU-m2090", "Tesla M2090", "tesla", "2.0")
+    old = verdict(IMAGES["nvidia/cuda:10.2"], host("390.157", "9.1", fermi))
+    assert old.outcome == CANNOT_RUN
+    assert old.reason == (
+        "CUDA 10.2 does not support compute capability 2.0 (Tesla M2090): it needs 3.0 or newer"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cuda", "minimum"),
+    [
+        ((9, 0), (3, 0)),
+        ((10, 2), (3, 0)),
+        ((11, 0), (3, 5)),
+        ((11, 8), (3, 5)),
+        ((12, 0), (5, 0)),
+        ((12, 9), (5, 0)),
+        ((13, 0), (7, 5)),
+        ((13, 1), (7, 5)),
+        ((8, 0), None),
+    ],
+)
+def test_arch_minimum(cuda: tuple[int, int], minimum: tuple[int, int] | None) -> None:
+    assert compat.arch_minimum(cuda) == minimum

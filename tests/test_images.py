@@ -174,6 +174,66 @@ async def test_admin_may_allow_incompatible_images(jp_fetch: Any, docker_client:
     await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
 
+def static_host(name: str, compute_capability: str, driver: str, cuda: str) -> dict[str, Any]:
+    gpus = [
+        {
+            "index": i,
+            "uuid": f"GPU-test-{i}",
+            "name": name,
+            "brand": "tesla",
+            "compute_capability": compute_capability,
+        }
+        for i in range(2)
+    ]
+    return {
+        "GPUInventory": {
+            "static_gpus": gpus,
+            "static_driver_version": driver,
+            "static_cuda_version": cuda,
+        }
+    }
+
+
+# Kepler boards on their last driver branch. The driver would run the NGC image's CUDA 12.2 through
+# forward compatibility, but CUDA 12 has no code for compute capability 3.x.
+KEPLER_REFUSAL = (
+    "CUDA 12.2 does not support compute capability 3.7 (Tesla K80): it needs 5.0 or newer; "
+    "images with CUDA 11.x support this GPU"
+)
+
+
+@pytest.mark.server_config(lambda tmp_path: static_host("Tesla K80", "3.7", "470.82.01", "11.4"))
+async def test_gpu_launch_on_a_gpu_the_image_has_no_code_for_is_refused(
+    jp_fetch: Any, docker_client: Any
+) -> None:
+    rows = {r["reference"]: r for r in (await catalog(jp_fetch))["images"]}
+    assert rows[NGC_IMAGE]["verdict"] == {
+        "outcome": "cannot-run",
+        "reason": KEPLER_REFUSAL,
+        "needed_driver": "",
+    }
+    code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))  # GPU image: 1 GPU
+    assert code == 409
+    assert f"The image {NGC_IMAGE} cannot use this host's GPUs: {KEPLER_REFUSAL}." in message
+    assert "allow_incompatible_images" in message
+    assert_no_test_containers(docker_client)
+
+
+@pytest.mark.server_config(
+    lambda tmp_path: static_host("Tesla V100-SXM2-32GB", "7.0", "535.104.05", "12.2")
+)
+async def test_the_catalog_says_cuda_13_cannot_use_a_v100(jp_fetch: Any) -> None:
+    rows = {r["reference"]: r for r in (await catalog(jp_fetch))["images"]}
+    # Listed, not pulled: CUDA 13.0 from the list entry (forward compatibility before).
+    assert rows["nvcr.io/nvidia/pytorch:25.10-py3"]["verdict"] == {
+        "outcome": "cannot-run",
+        "reason": "CUDA 13.0 does not support compute capability 7.0 (Tesla V100-SXM2-32GB): it "
+        "needs 7.5 or newer; images with CUDA 12.x support this GPU",
+        "needed_driver": "",
+    }
+    assert rows[NGC_IMAGE]["verdict"]["outcome"] == "native"  # CUDA 12.2
+
+
 NO_GPUS = {"GPUInventory": {"source": "static", "static_gpus": []}}
 
 
