@@ -308,7 +308,7 @@ class GPUAllocator(LoggingConfigurable):
         available.sort(
             key=lambda g: (
                 len(ledger.held_by_others(g.uuid, kernel_id)),
-                g.memory_used,
+                g.memory_used or 0,
                 g.utilization or 0,
                 g.index,
             )

@@ -15,6 +15,7 @@ from traitlets import Bool, Enum
 from . import labels as L
 from .errors import ContainerKernelError
 from .handlers import default_handlers
+from .kernel_view import watched_kernels
 from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import ContainerKernelSpecManager
 from .provisioner import warm_container_starter
@@ -179,6 +180,7 @@ class GPUContainersApp(ExtensionApp):
         services = self.services
         mkm = serverapp.kernel_manager
         ksm = serverapp.kernel_spec_manager
+        services.usage.start(lambda: watched_kernels(mkm))  # GPU use per kernel (gpu_usage.py)
         if isinstance(ksm, ContainerKernelSpecManager):
             ksm.start_watching()
         try:

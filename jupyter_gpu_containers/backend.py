@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .records import ContainerRecord, ContainerSpec, ContainerState, ImageRecord, OneshotResult
@@ -27,6 +28,54 @@ class PullProgress(Protocol):
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a container's log: when the engine received it (RFC 3339, "" when it did not
+    say) and its text, without the line break."""
+
+    time: str
+    text: str
+
+
+class LogStream(Protocol):
+    """A container's log, read (and, when followed, waited on) line by line; ``close`` (any
+    thread) ends the iteration at once. Iteration blocks: a worker thread of its own."""
+
+    def __iter__(self) -> Iterator[LogLine]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    """A mount of a running container, as the engine reports it."""
+
+    type: str  # "bind", "volume", "tmpfs", …
+    source: str  # on the host ("" for a tmpfs)
+    target: str  # in the container
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """What a kernel's own view shows of its container (``docker inspect``)."""
+
+    id: str
+    name: str
+    image_id: str  # the image's content id (sha256:…)
+    image_ref: str  # the reference it was created from
+    labels: dict[str, str]
+    status: str
+    created: str  # RFC 3339
+    started_at: str  # RFC 3339, "" before it started
+    finished_at: str  # RFC 3339, "" while it never ended
+    exit_code: int
+    oom_killed: bool
+    error: str
+    mounts: tuple[MountInfo, ...]
+    tmpfs: tuple[str, ...]  # targets of its tmpfs mounts
 
 
 class ContainerBackend(Protocol):
@@ -57,6 +106,10 @@ class ContainerBackend(Protocol):
     async def remove_deferred(self) -> None: ...
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+
+    async def details(self, container_id: str) -> ContainerDetails | None: ...
+
+    def open_logs_sync(self, container_id: str, tail: int, follow: bool) -> LogStream | None: ...
 
     # -- the ledger and recovery: containers by label
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...

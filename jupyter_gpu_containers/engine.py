@@ -31,6 +31,7 @@ import requests.exceptions
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .backend import ContainerDetails, LogLine, MountInfo
 from .errors import (
     ContainerKernelError,
     EngineRefused,
@@ -456,6 +457,43 @@ class Engine(LoggingConfigurable):
 
         return await self.run(logs)
 
+    async def details(self, container_id: str) -> ContainerDetails | None:
+        """What ``docker inspect`` says of a container, or None when the engine no longer knows
+        it."""
+
+        def inspect(c: docker.APIClient) -> ContainerDetails | None:
+            try:
+                return container_details(c.inspect_container(container_id))
+            except docker.errors.NotFound:
+                return None
+
+        return await self.run(inspect)
+
+    def open_logs_sync(self, container_id: str, tail: int, follow: bool) -> FollowedLog | None:
+        """The container's last ``tail`` lines, then (``follow``) each new line until the
+        container stops or the stream is closed; None when the engine does not know the
+        container. Blocking, and for as long as the container runs when following: a thread of
+        the caller's own, not the engine's pool (a few open views would fill it)."""
+
+        def open_stream(c: docker.APIClient) -> Any:
+            try:
+                # A streamed response has no read timeout (docker-py disables it on the
+                # socket): a quiet kernel keeps its stream open, and close() ends it.
+                return c.logs(
+                    container_id,
+                    stdout=True,
+                    stderr=True,
+                    stream=True,
+                    follow=follow,
+                    tail=max(0, int(tail)),
+                    timestamps=True,
+                )
+            except docker.errors.NotFound:
+                return None
+
+        stream = self.call(open_stream)
+        return None if stream is None else FollowedLog(stream)
+
     def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         """Containers (running or not) carrying all of ``labels`` (value None: any value)."""
         filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
@@ -620,6 +658,86 @@ class PullStream:
         partial layers). ``response.close()`` is not used: it blocks while a read is pending."""
         self.closed = True
         shutdown_response_socket(self._response)
+
+
+class FollowedLog:
+    """A container's log as lines (backend.LogStream); :meth:`close` from any thread ends the
+    iteration at once (the socket under the stream is shut down)."""
+
+    # A line longer than this (a notebook printing without a line break) is cut into pieces of
+    # this size, so that the reader's memory stays bounded.
+    max_line = 64 * 1024
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.closed = False
+
+    def __iter__(self) -> Iterator[LogLine]:
+        pending = b""
+        try:
+            for chunk in self._stream:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    yield log_line(raw)
+                while len(pending) > self.max_line:
+                    yield log_line(pending[: self.max_line])
+                    pending = pending[self.max_line :]
+        except Exception:
+            # After close() the reader fails in one of several ways (urllib3's ProtocolError,
+            # OSError, AttributeError): all mean "closed". Otherwise the engine went away
+            # mid-stream, which ends the log the same way: the caller asks the container's
+            # state next, and says what it finds.
+            pass
+        if pending and not self.closed:
+            yield log_line(pending)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
+def log_line(raw: bytes) -> LogLine:
+    """One line of ``docker logs --timestamps``: "<RFC 3339 time> <text>"."""
+    text = raw.decode("utf-8", "replace").rstrip("\r")
+    stamp, _, rest = text.partition(" ")
+    if len(stamp) >= 20 and stamp[:4].isdigit() and "T" in stamp:
+        return LogLine(stamp, rest)
+    return LogLine("", text)
+
+
+def container_details(data: dict[str, Any]) -> ContainerDetails:
+    """The parts of ``docker inspect``'s answer that a kernel's view shows."""
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    host = data.get("HostConfig") or {}
+    mounts = tuple(
+        MountInfo(
+            type=str(m.get("Type") or ""),
+            source=str(m.get("Source") or ""),
+            target=str(m.get("Destination") or ""),
+            read_only=not m.get("RW", True),
+        )
+        for m in data.get("Mounts") or []
+    )
+    never = "0001-01-01T00:00:00Z"
+    return ContainerDetails(
+        id=str(data.get("Id") or ""),
+        name=str(data.get("Name") or "").lstrip("/"),
+        image_id=str(data.get("Image") or ""),
+        image_ref=str(config.get("Image") or ""),
+        labels=dict(config.get("Labels") or {}),
+        status=str(state.get("Status") or ""),
+        created=str(data.get("Created") or ""),
+        started_at="" if state.get("StartedAt") in (None, never) else str(state["StartedAt"]),
+        finished_at="" if state.get("FinishedAt") in (None, never) else str(state["FinishedAt"]),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=str(state.get("Error") or ""),
+        mounts=mounts,
+        tmpfs=tuple(sorted((host.get("Tmpfs") or {}).keys())),
+    )
 
 
 _AUTH_MARKERS = (

@@ -48,6 +48,14 @@ _BRANDS = {
 class GPUProcess:
     pid: int
     memory_used: int  # bytes; 0 when the driver does not say
+    # Percent of the GPU's streaming multiprocessors the process used, averaged over NVML's
+    # recent samples (the last PROCESS_UTIL_WINDOW seconds); None when the GPU does not say.
+    sm_util: int | None = None
+
+
+# How far back a reading looks for per-process utilisation samples (NVML keeps a short buffer
+# of them, one every few hundred milliseconds while a process runs kernels).
+PROCESS_UTIL_WINDOW = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,10 @@ class GPU:
     name: str
     brand: str = ""
     compute_capability: str = ""
-    memory_total: int = 0
-    memory_used: int = 0
+    memory_total: int = 0  # bytes; 0 when unknown
+    # Bytes; None when unknown (a static inventory, a board that does not say): not 0, which
+    # would read as an empty GPU.
+    memory_used: int | None = None
     utilization: int | None = None  # percent, None when unknown
     mig_enabled: bool = False
     mig_instances: tuple[GPU, ...] = ()
@@ -148,9 +158,13 @@ def _read_device(
     memory = _optional(nvml.nvmlDeviceGetMemoryInfo, handle)
     util = _optional(nvml.nvmlDeviceGetUtilizationRates, handle)
     cc = _optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
+    running = _optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+    sm: dict[int, int] | None = _process_utilization(nvml, handle) if running else {}
     processes = tuple(
-        GPUProcess(int(p.pid), int(p.usedGpuMemory or 0))
-        for p in (_optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or [])
+        GPUProcess(
+            int(p.pid), int(p.usedGpuMemory or 0), None if sm is None else sm.get(int(p.pid), 0)
+        )
+        for p in running
     )
     gpu = GPU(
         index=index,
@@ -161,7 +175,7 @@ def _read_device(
         else brands.get(_optional(nvml.nvmlDeviceGetBrand, handle), ""),
         compute_capability=f"{cc[0]}.{cc[1]}" if cc else inherited_cc,
         memory_total=int(memory.total) if memory else 0,
-        memory_used=int(memory.used) if memory else 0,
+        memory_used=int(memory.used) if memory else None,
         utilization=int(util.gpu) if util else None,
         parent_uuid=parent.uuid if parent else "",
         processes=processes,
@@ -177,6 +191,22 @@ def _read_device(
         if mig_handle is not None:
             instances.append(_read_device(nvml, mig_handle, f"{index}/{j}", brands, parent=gpu))
     return GPU(**{**gpu.__dict__, "mig_enabled": True, "mig_instances": tuple(instances)})
+
+
+def _process_utilization(nvml: Any, handle: Any) -> dict[int, int] | None:
+    """pid -> mean SM utilisation (percent) over NVML's samples of the last few seconds.
+
+    NVML answers NOT_FOUND when no process ran a kernel in that window: every process on the
+    GPU was idle, 0. None when the query is not supported (MIG instances, older boards)."""
+    since = int((time.time() - PROCESS_UTIL_WINDOW) * 1_000_000)  # NVML: microseconds
+    try:
+        samples = nvml.nvmlDeviceGetProcessUtilization(handle, since)
+    except Exception as e:
+        return {} if "Not Found" in str(e) else None
+    totals: dict[int, list[int]] = {}
+    for sample in samples or []:
+        totals.setdefault(int(sample.pid), []).append(int(sample.smUtil))
+    return {pid: round(sum(v) / len(v)) for pid, v in totals.items()}
 
 
 def static_inventory(gpus: list[dict[str, Any]], driver: str, cuda: str) -> Inventory:
@@ -239,7 +269,9 @@ class GPUInventory(LoggingConfigurable):
         help="""A declared inventory for hosts where NVML cannot be read by the server, e.g.
         [{"index": 0, "uuid": "GPU-0b5…", "name": "Tesla V100-SXM2-32GB", "brand": "tesla",
         "compute_capability": "7.0", "memory_total": 34359738368}]. Memory and utilisation are
-        then unknown.""",
+        then unknown. Give "compute_capability" (nvidia-smi --query-gpu=compute_cap): without it
+        the compatibility verdicts cannot tell whether an image's CUDA supports the GPU (CUDA 13
+        dropped compute capability below 7.5).""",
     )
 
     static_driver_version = Unicode(

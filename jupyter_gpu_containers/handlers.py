@@ -14,6 +14,10 @@
 - ``GET /gpu-containers/registries``; ``PUT``/``DELETE
   /gpu-containers/registries/<registry>/credentials``: a user's own registry login, kept in this
   server's memory only and never returned.
+- ``GET /gpu-containers/kernels``: this server's container kernels with their GPU use over the
+  last minutes; ``GET /gpu-containers/kernels/<id>``: one kernel's own view (container, image
+  digest, mounts, GPUs, start phases, last end); ``GET /gpu-containers/kernels/<id>/log``: its
+  container's log as server-sent events (kernel_view.py). Only the kernel's owner is answered.
 
 Without a Docker engine (a Binder-style host) every GET still answers: ``/status`` says why in
 ``engine.message``; ``/gpus``, ``/allocations`` and ``/images`` answer 200 with what is known
@@ -43,6 +47,16 @@ from .credentials import Credential
 from .errors import ContainerKernelError, EngineUnavailable
 from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
 from .gpus import Inventory
+from .kernel_view import (
+    KERNEL_ID,
+    LogFeed,
+    current_container,
+    find_kernel,
+    kernel_details,
+    kernels_listing,
+    look_at_usage,
+    parse_tail,
+)
 from .launchplan import inside
 from .notebook_requests import NotebookRequestError, launching_with, read_notebook_request
 from .provisioner import ContainerProvisioner
@@ -596,6 +610,79 @@ def _credential_from(body: Any, *, registry: str) -> Credential:
     return Credential(registry, username, password, "user")
 
 
+class KernelsHandler(GPUContainersHandler):
+    """This server's container kernels, with their GPU use over the last minutes."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.require_permission("read", "kernels")
+        look_at_usage(self.services, self.kernel_manager)
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        kernels = kernels_listing(
+            self.services, self.kernel_manager, inventory, ledger, await self._notebooks()
+        )
+        self.finish(json.dumps({"kernels": kernels, "engine_error": engine_error}))
+
+    async def _notebooks(self) -> dict[str, str]:
+        """kernel id -> its notebook's path, for the kernels that have a session."""
+        sessions = await self.session_manager.list_sessions()
+        return {
+            str(s["kernel"]["id"]): str(s.get("path") or "") for s in sessions if s.get("kernel")
+        }
+
+
+class KernelHandler(KernelsHandler):
+    """One of this server's container kernels, as its own view shows it (404 for any other)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        await self.require_permission("read", "kernels")
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id)
+        look_at_usage(self.services, self.kernel_manager)
+        notebook = (await self._notebooks()).get(kernel_id, "")
+        reply = await kernel_details(self.services, kernel_id, km, provisioner, notebook)
+        self.finish(json.dumps(reply))
+
+
+class KernelLogHandler(GPUContainersHandler):
+    """A kernel's container log as server-sent events: ``?tail=N`` lines first (200 by
+    default), then new ones as they come (``?follow=0``: the tail alone)."""
+
+    _feed: LogFeed | None = None
+
+    def on_connection_close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()  # ends the log's reading thread at once
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        await self.require_permission("read", "kernels")
+        _km, provisioner = find_kernel(self.kernel_manager, kernel_id)
+        tail = parse_tail(self.get_query_argument("tail", "200"))
+        follow = self.get_query_argument("follow", "1") not in ("0", "false")
+        backend = self.services.backend
+        first = await current_container(backend, provisioner)  # a 404 before any event
+
+        async def send(text: str) -> None:
+            self.write(text)
+            await self.flush()
+
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        self._feed = LogFeed(backend, self.kernel_manager, kernel_id, provisioner, send)
+        try:
+            await self._feed.run(first, tail, follow)
+        except StreamClosedError:
+            return  # the viewer went away
+        finally:
+            self._feed.close()
+        self.finish()
+
+
 class NotFoundHandler(GPUContainersHandler):
     """Any other path under /gpu-containers/: a JSON 404 for every method, as the OpenAPI
     description says of every error there (not the server's HTML page)."""
@@ -624,5 +711,8 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})/events", PullEventsHandler),
         (f"{base}/registries", RegistriesHandler),
         (f"{base}/registries/(?P<registry>[^/]+)/credentials", RegistryCredentialsHandler),
+        (f"{base}/kernels", KernelsHandler),
+        (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})", KernelHandler),
+        (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
         (f"{base}(/.*)?", NotFoundHandler),
     ]

@@ -245,6 +245,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     launch_stamps: dict[str, float]
     # The container whose unexpected end was reported (see _report_death).
     _death_reported: str | None = None
+    # How the kernel's last container ended, for the kernel's own view (kernel_view.py):
+    # container id, exit code, OOM-killed, the sentence, when (unix time). None: none ended yet.
+    last_end: dict[str, AnyType] | None = None
     # Set on the provisioners that fill the warm pool (app.py): the pool's id, written as the
     # container's POOL label. None for kernels.
     pool_id: str | None = None
@@ -616,6 +619,8 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _remove_previous_container(self) -> None:
         if self.previous_container_id:
+            if self._death_reported != self.previous_container_id:
+                await self._record_restart(self.previous_container_id)
             await self.backend.remove(self.previous_container_id)
             self.previous_container_id = None
 
@@ -683,9 +688,33 @@ class ContainerProvisioner(KernelProvisionerBase):
                 f"The kernel's container ({self.image}) exited with code {state.exit_code}."
                 + (f"\nLast lines of its log:\n{tail}" if tail else "")
             )
+        self._record_end(container_id, state, sentence)
         self.log.warning("Kernel %s died: %s", self.kernel_id, sentence)
         if self.parent is not None and hasattr(self.parent, "reason"):
             self.parent.reason = sentence
+
+    def _record_end(self, container_id: str, state: AnyType, sentence: str) -> None:
+        self.last_end = {
+            "container_id": container_id,
+            "exit_code": state.exit_code if state is not None else None,
+            "oom_killed": bool(state.oom_killed) if state is not None else False,
+            "reason": sentence,
+            "at": time.time(),
+        }
+
+    async def _record_restart(self, container_id: str) -> None:
+        """The end of a container stopped for a restart (one engine call: its exit code)."""
+        try:
+            state = await self.backend.state(container_id)
+        except ContainerKernelError:
+            state = None
+        code = f" with code {state.exit_code}" if state is not None else ""
+        oom = " after it was OOM-killed" if state is not None and state.oom_killed else ""
+        self._record_end(
+            container_id,
+            state,
+            f"The kernel was restarted: its previous container ended{code}{oom}.",
+        )
 
     async def wait(self) -> int | None:
         while True:

@@ -1,6 +1,6 @@
-"""One owner for the objects a server shares: the backend, the GPU inventory, the readiness probe,
-pulls, registry credentials, the image catalog, the admin's policy, the
-host state directory and the warm pool.
+"""One owner for the objects a server shares: the backend, the GPU inventory and the sampler of
+its use per kernel, the readiness probe, pulls, registry credentials, the image catalog, the
+admin's policy, the host state directory and the warm pool.
 
 The extension app (app.py) builds one :class:`Services` when the server starts, and closes it
 when the server stops: every thread pool shut down, the host-state locks released. It reaches
@@ -28,6 +28,7 @@ from .allocator import GPUAllocator, GPUVisibility
 from .catalog import ImageCatalog
 from .credentials import RegistryCredentials
 from .engine import Engine
+from .gpu_usage import GPUUsage
 from .gpus import GPUInventory
 from .hoststate import StateDir, open_state_dir
 from .launchplan import ContainerPolicy
@@ -46,6 +47,8 @@ class Services:
         self.policy = ContainerPolicy(parent=parent)
         self.backend = Engine(parent=parent)
         self.inventory = GPUInventory(parent=parent)
+        # GPU use per kernel over the last minutes (started by the app with the server's kernels).
+        self.usage = GPUUsage(self.inventory, parent=parent)
         self.allocator = GPUAllocator(parent=parent)
         self.visibility = GPUVisibility(parent=parent)
         self.catalog = ImageCatalog(parent=parent)
@@ -93,6 +96,7 @@ class Services:
     def close(self) -> None:
         """Shut every thread pool down and release the host-state locks. Containers are the
         kernels' own: they are not touched here."""
+        self.usage.close()
         self.probe.close()
         self.backend.close()
         with self._state_lock:

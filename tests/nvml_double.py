@@ -6,6 +6,7 @@ module in place of pynvml (GPUInventory.nvml_module = "nvml_double").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +31,9 @@ class Device:
     used: int = 1 * GiB
     util: int = 0
     processes: list[tuple[int, int]] = field(default_factory=list)
+    # pid -> SM utilisation (percent) in NVML's recent per-process samples; a pid on the GPU but
+    # not here ran no kernel lately (NVML then has no sample of it).
+    process_util: dict[int, int] = field(default_factory=dict)
     mig: list[Device] | None = None
 
 
@@ -114,6 +118,22 @@ def nvmlDeviceGetUtilizationRates(d: Device) -> Any:
 
 def nvmlDeviceGetComputeRunningProcesses(d: Device) -> list[Any]:
     return [SimpleNamespace(pid=pid, usedGpuMemory=mem) for pid, mem in d.processes]
+
+
+def nvmlDeviceGetProcessUtilization(d: Device, last_seen_us: int) -> list[Any]:
+    """As NVML: the samples newer than ``last_seen_us`` (µs since the epoch), NOT_FOUND when
+    there are none, NOT_SUPPORTED on MIG."""
+    if d.mig is not None or d.uuid.startswith("MIG-"):
+        raise NVMLError("Not Supported")
+    now = int(time.time() * 1_000_000)
+    samples = [
+        SimpleNamespace(pid=pid, timeStamp=now, smUtil=util, memUtil=0, encUtil=0, decUtil=0)
+        for pid, util in d.process_util.items()
+        if now > last_seen_us
+    ]
+    if not samples:
+        raise NVMLError("Not Found")
+    return samples
 
 
 def nvmlDeviceGetMigMode(d: Device) -> tuple[int, int]:

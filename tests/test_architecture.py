@@ -9,7 +9,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "jupyter_gpu_containers"
 
-SERVER = {"app", "handlers", "kernelmanager", "recovery", "websocket", "stock_routes", "cli", "_private"}
+SERVER = {
+    "app",
+    "handlers",
+    "kernel_view",
+    "kernelmanager",
+    "recovery",
+    "websocket",
+    "stock_routes",
+    "cli",
+    "_private",
+}
 KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
 BACKENDS = {"backend", "engine"}
 # What every layer may use: the records backends deal in, the sentences, file primitives.

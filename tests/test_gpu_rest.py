@@ -114,6 +114,8 @@ async def test_gpus_and_their_holders(
     report = await get(jp_fetch, "gpus")
     assert report["source"] == "static" and report["policy"] == "exclusive"
     assert [g["uuid"] for g in report["gpus"]] == [f"GPU-test-{i}" for i in range(4)]
+    # A static inventory does not know the memory in use: null, not 0 (which read "0 B used").
+    assert {g["memory_used"] for g in report["gpus"]} == {None}
     alice = report["gpus"][3]["holders"]
     # Another user's holding: taken, but nothing about it (not even the kernel id).
     assert [(h["mine"], h["kernel_id"], h["user"], h["notebook"]) for h in alice] == [

@@ -107,6 +107,26 @@ def test_static_inventory_wins_in_auto_mode(box: nvml_double.Box) -> None:
     assert "empty" in GPUInventory(source="static").read_sync().reason
 
 
+def test_memory_in_use_is_unknown_not_zero(box: nvml_double.Box) -> None:
+    """A static inventory, and a board that does not answer the memory query, report the memory
+    in use as unknown (None, null in the API), never as 0: 0 reads as an empty GPU."""
+    static = GPUInventory(
+        static_gpus=[{"name": "Tesla V100-SXM2-32GB", "memory_total": 32 * 2**30}]
+    ).read_sync()
+    assert static.gpus[0].to_dict()["memory_used"] is None
+    assert static.gpus[0].to_dict()["memory_total"] == 32 * 2**30
+
+    def no_memory_info(device: nvml_double.Device) -> None:
+        raise nvml_double.NVMLError("Not Supported")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nvml_double, "nvmlDeviceGetMemoryInfo", no_memory_info)
+        gpu = read_nvml(nvml_double).gpus[0]
+    assert (gpu.memory_used, gpu.memory_total) == (None, 0)
+    # A board that answers: its numbers.
+    assert read_nvml(nvml_double).gpus[0].memory_used == 1 * nvml_double.GiB
+
+
 def test_readings_are_cached(box: nvml_double.Box) -> None:
     inventory = GPUInventory(nvml_module="nvml_double", cache_seconds=60)
     first = inventory.read_sync()

@@ -15,8 +15,11 @@ import yaml
 from servers import Server
 from test_openapi import NO_PULL, SPEC_PATH, Conformance, _StrictLoader, served_routes
 
+from jupyter_gpu_containers.kernel_view import NOT_YOURS
+
 BINDER_CONFIG = Path(__file__).resolve().parent.parent / "binder" / "jupyter_server_config.json"
 NOTEBOOK = "nb.ipynb"
+NO_KERNEL = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture(params=["binder", "no-gpus"])
@@ -51,7 +54,7 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     for path, method in sorted(served_routes()):
         if method != "get":
             continue
-        url = path.format(pull_id=NO_PULL).lstrip("/")
+        url = path.format(pull_id=NO_PULL, kernel_id=NO_KERNEL).lstrip("/")
         if path.endswith("/notebooks/kernel"):
             url += f"?path={NOTEBOOK}"
         response = await no_engine.fetch("GET", url, raise_error=False)
@@ -81,6 +84,11 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     for path in ("/gpu-containers/pulls/{pull_id}", "/gpu-containers/pulls/{pull_id}/events"):
         code, error = answers.pop(path)
         assert code == 404 and "There is no pull" in error["message"]
+    code, kernels = answers.pop("/gpu-containers/kernels")
+    assert code == 200 and kernels["kernels"] == [] and no_engine_here in kernels["engine_error"]
+    for path in ("/gpu-containers/kernels/{kernel_id}", "/gpu-containers/kernels/{kernel_id}/log"):
+        code, error = answers.pop(path)
+        assert code == 404 and error["message"] == NOT_YOURS
     assert not answers, f"GET routes this test does not know yet: {sorted(answers)}"
     assert "Traceback" not in no_engine.output()
 

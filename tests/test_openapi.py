@@ -843,6 +843,23 @@ async def test_real_responses_match_the_spec(
     assert state["kernel"]["id"] == kernel_id and state["kernel"]["image"] == DEBIAN_IMAGE
     assert [g["uuid"] for g in state["kernel"]["gpus"]] == ["GPU-test-0"]
 
+    # The kernel's own view: the list, the details, its log (the tail alone, which ends).
+    code, kernels, _ = await call(jp_fetch, conformance, "/gpu-containers/kernels")
+    assert code == 200 and [k["kernel_id"] for k in kernels["kernels"]] == [kernel_id]
+    one = {"kernel_id": kernel_id}
+    code, view, _ = await call(
+        jp_fetch, conformance, "/gpu-containers/kernels/{kernel_id}", values=one
+    )
+    assert code == 200 and view["kernel_id"] == kernel_id
+    code, log, _ = await call(
+        jp_fetch,
+        conformance,
+        "/gpu-containers/kernels/{kernel_id}/log",
+        values=one,
+        params={"follow": "0"},
+    )
+    assert code == 200 and log.startswith("event: container\n"), log
+
     # Every operation the spec describes was answered with a success at least once.
     succeeded = {(path, method) for path, method, code in conformance.checked if code[0] == "2"}
     assert succeeded == {(path, method) for path, method, _ in operations(conformance.spec)}

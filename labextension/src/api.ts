@@ -8,6 +8,8 @@ import {
   GpuRequest,
   ICatalog,
   IGpuReport,
+  IKernelList,
+  IKernelView,
   INotebookKernelReply,
   INotebookKernelRequest,
   IPull,
@@ -254,6 +256,57 @@ export function pullEventsUrl(
   return settings.token
     ? `${url}?token=${encodeURIComponent(settings.token)}`
     : url;
+}
+
+/**
+ * Fetch the user's container kernels, with their GPU use over the last
+ * minutes.
+ */
+export function getKernels(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IKernelList> {
+  return requestAPI<IKernelList>('kernels', { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Fetch one kernel's own view: container, image digest, mounts, GPUs, start
+ * phases, last end and GPU use.
+ */
+export function getKernelView(
+  kernelId: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IKernelView> {
+  return requestAPI<IKernelView>(
+    `kernels/${encodeURIComponent(kernelId)}`,
+    { method: 'GET' },
+    settings,
+    trans
+  );
+}
+
+/**
+ * The URL of a kernel's container log as server-sent events: the last `tail`
+ * lines, then new ones. As for pulls, the token goes in the query.
+ */
+export function kernelLogUrl(
+  kernelId: string,
+  tail: number,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): string {
+  const url = URLExt.join(
+    settings.baseUrl,
+    API_NAMESPACE,
+    'kernels',
+    encodeURIComponent(kernelId),
+    'log'
+  );
+  const query = [`tail=${tail}`];
+  if (settings.token) {
+    query.push(`token=${encodeURIComponent(settings.token)}`);
+  }
+  return `${url}?${query.join('&')}`;
 }
 
 /**

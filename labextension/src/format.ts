@@ -3,11 +3,12 @@
  * toolbar show. No DOM, no requests: everything here is unit-tested.
  *
  * Helpers that write words for people take the extension's translation
- * bundle (`trans`) first. Not translated: byte units (SI symbols), framework
- * names and versions, and image references.
+ * bundle (`trans`) first. Not translated: byte units (IEC symbols: KiB, MiB,
+ * GiB), framework names and versions, and image references.
  */
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { searchImages } from './imagequery';
 import {
   GpuRequest,
   IGpu,
@@ -19,11 +20,12 @@ import {
   VerdictOutcome
 } from './types';
 
-const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
 /**
- * A byte count for people: `1.5 GB`, `300 MB`, `0 B` (powers of 1000, as the
- * Docker CLI shows image sizes). `null` (unknown) is an em dash.
+ * A byte count for people, in binary units (powers of 1024, as GPU memory is
+ * sold and as NVML and `nvidia-smi` count it): `1.5 GiB`, `300 MiB`, `0 B`; a
+ * 32 GiB card reads `32 GiB`. `null` (unknown) is an em dash.
  */
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) {
@@ -35,9 +37,9 @@ export function formatBytes(bytes: number | null | undefined): string {
   };
   let value = Math.max(0, bytes);
   let unit = 0;
-  // Compare the rounded value: 999,999 B is `1 MB`, not `1000 KB`.
-  while (rounded(value, unit) >= 1000 && unit < UNITS.length - 1) {
-    value /= 1000;
+  // Compare the rounded value: 1,048,575 B is `1 MiB`, not `1024 KiB`.
+  while (rounded(value, unit) >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
     unit += 1;
   }
   return `${rounded(value, unit)} ${UNITS[unit]}`;
@@ -150,6 +152,57 @@ export function shortImageName(reference: string): string {
 }
 
 /**
+ * The names that tell images apart: each reference's last path part with its
+ * tag (`pytorch:24.05-py3`), with as many of the repository's parts before it
+ * as it takes to differ from every other reference's name
+ * (`nvidia/pytorch:24.05-py3` next to `pytorch:24.05-py3`). The tag is never
+ * cut.
+ */
+export function imageNames(references: Iterable<string>): Map<string, string> {
+  const parts = new Map<string, { path: string[]; digest: string }>();
+  for (const reference of references) {
+    const [name, digest] = reference.split('@');
+    parts.set(reference, {
+      path: name.split('/'),
+      digest: digest ? `@${digest.replace(/^sha256:/, '').slice(0, 12)}` : ''
+    });
+  }
+  const at = (reference: string, depth: number): string => {
+    const { path, digest } = parts.get(reference)!;
+    return path.slice(-depth).join('/') + digest;
+  };
+  const names = new Map<string, string>();
+  for (const [reference, { path }] of parts) {
+    let depth = 1;
+    while (
+      depth < path.length &&
+      [...parts.keys()].some(
+        other =>
+          other !== reference && at(other, depth) === at(reference, depth)
+      )
+    ) {
+      depth += 1;
+    }
+    // Two references that differ only in their digests' later digits.
+    const name = at(reference, depth);
+    const clash = [...parts.keys()].some(
+      other => other !== reference && at(other, depth) === name
+    );
+    names.set(reference, clash ? reference : name);
+  }
+  return names;
+}
+
+/**
+ * An image reference cut where a line may break: after `/`, `:` and `@`,
+ * before `-` and `_` (`tensorflow:`, `2.15.0`, `-gpu`, `-jupyter`), never
+ * inside a word or a version.
+ */
+export function referenceBreaks(reference: string): string[] {
+  return reference.split(/(?<=[/:@])|(?=[-_])/).filter(Boolean);
+}
+
+/**
  * The label of an image's framework group: `PyTorch`, or `Python` for images
  * with no known framework.
  */
@@ -178,7 +231,8 @@ export function frameworkLabel(row: IImageRow): string {
  */
 export interface IImageFilter {
   /**
-   * Words that must all appear in the reference, framework or description.
+   * A search (see imagequery.ts): facts such as `cuda 12`, `pytorch 2.3`,
+   * `tensorflow`, and words of the reference, framework or description.
    */
   query: string;
   kernelReady: boolean;
@@ -193,26 +247,14 @@ export function filterImages(
   rows: IImageRow[],
   filter: IImageFilter
 ): IImageRow[] {
-  const words = filter.query.toLowerCase().split(/\s+/).filter(Boolean);
-  return rows.filter(row => {
+  return searchImages(rows, filter.query).filter(row => {
     if (filter.kernelReady && row.kernel_ready !== true) {
       return false;
     }
     if (filter.compatible && !isCompatible(row)) {
       return false;
     }
-    if (filter.pulled && !row.pulled) {
-      return false;
-    }
-    const haystack = [
-      row.reference,
-      frameworkLabel(row),
-      row.description,
-      row.cuda_version ? `cuda ${row.cuda_version}` : ''
-    ]
-      .join(' ')
-      .toLowerCase();
-    return words.every(word => haystack.includes(word));
+    return !filter.pulled || row.pulled;
   });
 }
 
@@ -313,6 +355,11 @@ export interface IGpuChoice {
    */
   value: string;
   label: string;
+  /**
+   * The option's text: the label, and the reason when it is disabled
+   * (select menus do not show tooltips everywhere).
+   */
+  option: string;
   request: GpuRequest;
   disabled: boolean;
   reason: string;
@@ -350,15 +397,22 @@ export function gpuChoices(
     return '';
   };
   const blocked = noGpuReason();
-  const choices: IGpuChoice[] = [
-    {
-      value: 'count:0',
-      label: trans.__('No GPU'),
-      request: 0,
-      disabled: false,
-      reason: ''
-    }
-  ];
+  const choice = (
+    value: string,
+    label: string,
+    request: GpuRequest,
+    reason: string
+  ): IGpuChoice => ({
+    value,
+    label,
+    option: reason
+      ? trans._p('a choice — why it cannot be had', '%1 — %2', label, reason)
+      : label,
+    request,
+    disabled: reason !== '',
+    reason
+  });
+  const choices: IGpuChoice[] = [choice('count:0', trans.__('No GPU'), 0, '')];
   for (let n = 1; n <= total; n++) {
     const reason =
       blocked ||
@@ -371,24 +425,21 @@ export function gpuChoices(
               free.length
             )
         : '');
-    choices.push({
-      value: `count:${n}`,
-      label: trans._n('%1 GPU', '%1 GPUs', n),
-      request: n,
-      disabled: reason !== '',
-      reason
-    });
+    choices.push(
+      choice(`count:${n}`, trans._n('%1 GPU', '%1 GPUs', n), n, reason)
+    );
   }
   if (!blocked) {
     for (const gpu of report?.gpus ?? []) {
       const taken = !free.includes(gpu);
-      choices.push({
-        value: `id:${gpu.uuid}`,
-        label: trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
-        request: [gpu.uuid],
-        disabled: taken,
-        reason: taken ? trans.__('GPU %1 is taken.', gpu.index) : ''
-      });
+      choices.push(
+        choice(
+          `id:${gpu.uuid}`,
+          trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
+          [gpu.uuid],
+          taken ? trans.__('GPU %1 is taken.', gpu.index) : ''
+        )
+      );
     }
   }
   return choices;
@@ -407,24 +458,59 @@ export function defaultGpuChoice(
 }
 
 /**
+ * What to say before a launch of a GPU image that would get no GPU because
+ * none can be had now (every GPU taken, the user's limit, no GPU on this
+ * host), or `''`: the panel never falls back to "No GPU" in silence.
+ */
+export function noGpuWarning(
+  trans: TranslationBundle,
+  choices: IGpuChoice[],
+  row: IImageRow,
+  selected: IGpuChoice | undefined
+): string {
+  const one = choices.find(c => c.value === 'count:1');
+  const none = selected === undefined || selected.request === 0;
+  if (!row.gpu || !none || (one !== undefined && !one.disabled)) {
+    return '';
+  }
+  const reason = one?.reason || trans.__('This host has no GPUs.');
+  return trans.__(
+    '%1 A notebook started now runs without a GPU.',
+    reason.replace(/\.?\s*$/, '.')
+  );
+}
+
+/**
+ * The reassurance the server's reasons end with (gpus.py's
+ * `nvml_failure_reason`), in English as the server writes it.
+ */
+const SERVER_REASSURANCE = /\s*CPU kernels still work\.?\s*$/i;
+
+/**
  * Why the host has no GPUs to offer, ending with the reassurance that CPU
- * kernels still work.
+ * kernels still work, said once: the server's reason may already carry it.
  */
 export function describeNoGpus(
   trans: TranslationBundle,
   report: IGpuReport | null
 ): string {
-  const tail = trans.__('CPU kernels still work.');
   if (!report) {
-    return `${trans.__('GPUs are unknown: the server has not answered.')} ${tail}`;
+    return trans.__(
+      'GPUs are unknown: the server has not answered. CPU kernels still work.'
+    );
   }
   if (report.source === 'static') {
-    return `${trans.__("The administrator's static GPU inventory is empty.")} ${tail}`;
+    return trans.__(
+      "The administrator's static GPU inventory is empty. CPU kernels still work."
+    );
   }
-  const reason = report.reason.trim();
+  const reason = report.reason.replace(SERVER_REASSURANCE, '').trim();
   return reason
-    ? `${reason.replace(/\.?$/, '.')} ${tail}`
-    : `${trans.__('This host has no GPUs.')} ${tail}`;
+    ? trans.__(
+        '%1 CPU kernels still work.',
+        /[.!?]$/.test(reason) ? reason : `${reason}.`
+      )
+    : trans.__('This host has no GPUs. CPU kernels still work.');
 }
 
 /**
@@ -498,10 +584,55 @@ export function pullProgressText(
 }
 
 /**
- * A GPU's memory use as a fraction (0 when unknown).
+ * A GPU's memory use as a fraction, or `null` when either number is unknown.
  */
-export function memoryFraction(gpu: IGpu): number {
-  return gpu.memory_total > 0
-    ? Math.min(1, Math.max(0, gpu.memory_used / gpu.memory_total))
-    : 0;
+export function memoryFraction(gpu: IGpu): number | null {
+  if (gpu.memory_used === null || !(gpu.memory_total > 0)) {
+    return null;
+  }
+  return Math.min(1, Math.max(0, gpu.memory_used / gpu.memory_total));
+}
+
+/**
+ * A GPU's memory for people: the text (`4 GiB / 80 GiB`, `— / 32 GiB`) and,
+ * when a number is unknown, a title that says why.
+ */
+export interface IGpuMemoryText {
+  text: string;
+  title: string;
+}
+
+/**
+ * How a GPU's memory is shown: used of total, with the unknown shown as
+ * unknown (never as `0 B`), and why it is unknown.
+ */
+export function gpuMemoryText(
+  trans: TranslationBundle,
+  gpu: IGpu,
+  source: IGpuReport['source']
+): IGpuMemoryText {
+  const known = gpu.memory_total > 0;
+  const text = trans._p(
+    'GPU memory used / total',
+    '%1 / %2',
+    formatBytes(gpu.memory_used),
+    known ? formatBytes(gpu.memory_total) : '—'
+  );
+  if (gpu.memory_used !== null && known) {
+    return {
+      text,
+      title: trans.__(
+        '%1 of %2 GPU memory used',
+        formatBytes(gpu.memory_used),
+        formatBytes(gpu.memory_total)
+      )
+    };
+  }
+  const title =
+    source === 'static'
+      ? trans.__(
+          "Memory use is unknown for GPUs listed in the server's configuration."
+        )
+      : trans.__("The NVIDIA driver does not report this GPU's memory.");
+  return { text, title };
 }

@@ -16,7 +16,7 @@ export function GpuOptions(props: { choices: IGpuChoice[] }): JSX.Element {
           disabled={c.disabled}
           title={c.reason}
         >
-          {c.disabled ? `${c.label} — ${c.reason}` : c.label}
+          {c.option}
         </option>
       ))}
     </>

@@ -6,6 +6,7 @@ import {
 import {
   ICommandPalette,
   IToolbarWidgetRegistry,
+  MainAreaWidget,
   Notification
 } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
@@ -18,6 +19,7 @@ import {
   nullTranslator
 } from '@jupyterlab/translation';
 import type { IDisposable } from '@lumino/disposable';
+import { PathExt } from '@jupyterlab/coreutils';
 
 import { getStatus } from './api';
 import { askRegistryLogin } from './credentials';
@@ -29,6 +31,7 @@ import { GpuContainersPanel, IPanelActions } from './panel';
 import { describeStatus } from './status';
 import { launchNotebook, switchNotebook } from './switching';
 import { KernelImageItem } from './toolbar';
+import { KernelViewModel, KernelViewWidget } from './kernelview';
 import { IImageRow } from './types';
 
 /**
@@ -51,6 +54,7 @@ export namespace CommandIDs {
   export const openPanel = 'gpu-containers:open-panel';
   export const switchImage = 'gpu-containers:switch-image';
   export const refreshImages = 'gpu-containers:refresh-images';
+  export const openKernelView = 'gpu-containers:open-kernel-view';
 }
 
 /**
@@ -161,6 +165,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       openNotebook: path => {
         void app.commands.execute('docmanager:open', { path });
+      },
+      openKernelView: kernelId => {
+        void app.commands.execute(CommandIDs.openKernelView, { kernelId });
       }
     };
     const panel = new GpuContainersPanel(model, actions, trans);
@@ -200,6 +207,58 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: trans.__('Refresh GPU Container Images'),
       caption: trans.__('Read the image catalog and the GPUs again'),
       execute: () => model.refresh()
+    });
+    // The kernel's own view: one main-area tab per kernel, following its log
+    // until closed. Without a kernel id: the current notebook's kernel.
+    const kernelViews = new Map<string, MainAreaWidget<KernelViewWidget>>();
+    const kernelOf = (args: Record<string, unknown>): string => {
+      const given = args['kernelId'];
+      if (typeof given === 'string' && given !== '') {
+        return given;
+      }
+      return notebooks?.currentWidget?.sessionContext.session?.kernel?.id ?? '';
+    };
+    commands.addCommand(CommandIDs.openKernelView, {
+      label: trans.__('Kernel Log and GPU Use'),
+      caption: trans.__(
+        "Show the kernel's container log, start, image, mounts and GPU use"
+      ),
+      isEnabled: args => kernelOf(args) !== '',
+      execute: args => {
+        const kernelId = kernelOf(args);
+        if (!kernelId) {
+          return;
+        }
+        let widget = kernelViews.get(kernelId);
+        if (!widget || widget.isDisposed) {
+          const content = new KernelViewWidget(
+            new KernelViewModel({
+              kernelId,
+              serverSettings: app.serviceManager.serverSettings,
+              trans
+            }),
+            trans
+          );
+          widget = new MainAreaWidget({ content });
+          widget.id = `jgc-kernel-view-${kernelId}`;
+          widget.title.label = trans.__('Kernel %1', kernelId.slice(0, 8));
+          widget.title.icon = gpuContainersIcon;
+          widget.title.closable = true;
+          const path = notebooks?.find(
+            panel => panel.sessionContext.session?.kernel?.id === kernelId
+          )?.context.path;
+          if (path) {
+            widget.title.label = trans.__(
+              'Kernel of %1',
+              PathExt.basename(path)
+            );
+          }
+          kernelViews.set(kernelId, widget);
+          widget.disposed.connect(() => kernelViews.delete(kernelId));
+          app.shell.add(widget, 'main', { mode: 'split-right' });
+        }
+        app.shell.activateById(widget.id);
+      }
     });
     for (const command of Object.values(CommandIDs)) {
       palette?.addItem({ command, category: trans.__('GPU Containers') });

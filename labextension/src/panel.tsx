@@ -21,15 +21,19 @@ import {
   formatBytes,
   frameworkLabel,
   gpuChoices,
+  gpuMemoryText,
   groupByFramework,
   holderLabel,
+  imageNames,
   launchBlocker,
+  noGpuWarning,
   memoryFraction,
   pullProgressText,
-  shortImageName,
   verdictBadge
 } from './format';
+import { Breakable } from './breakable';
 import { GpuOptions } from './gpuoptions';
+import { YourKernels } from './kernelview';
 import { GpuContainersModel } from './model';
 import { gpuContainersIcon } from './icon';
 import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
@@ -54,6 +58,10 @@ export interface IPanelActions {
    * Open one of the user's notebooks.
    */
   openNotebook(path: string): void;
+  /**
+   * Open a kernel's own view (its log and GPU use).
+   */
+  openKernelView?(kernelId: string): void;
 }
 
 export class GpuContainersPanel extends ReactWidget {
@@ -105,13 +113,21 @@ function PanelBody(props: {
       </header>
       {problem && (
         <div className="jgc-banner jgc-banner-error" role="alert">
-          <strong>{trans.__('No Docker engine.')}</strong> {sentence(problem)}{' '}
-          {trans.__(
-            'Container kernels cannot start until it is back; other kernels still work.'
-          )}
+          <strong>{trans.__('No Docker engine.')}</strong>{' '}
+          <span>{sentence(problem)}</span>{' '}
+          <span>
+            {trans.__(
+              'Container kernels cannot start until it is back; other kernels still work.'
+            )}
+          </span>
         </div>
       )}
       <GpuSection model={model} actions={actions} trans={trans} />
+      <YourKernels
+        settings={model.serverSettings}
+        trans={trans}
+        open={actions.openKernelView}
+      />
       <ImageSection
         model={model}
         actions={actions}
@@ -161,12 +177,15 @@ function GpuSection(props: {
       </>
     );
   }
-  const driver = report?.driver_version
-    ? trans.__('driver %1', report.driver_version) +
-      (report.cuda_driver_version
-        ? ` · ${trans.__('CUDA %1', report.cuda_driver_version)}`
-        : '')
-    : '';
+  const driver = !report?.driver_version
+    ? ''
+    : report.cuda_driver_version
+      ? trans.__(
+          'driver %1 · CUDA %2',
+          report.driver_version,
+          report.cuda_driver_version
+        )
+      : trans.__('driver %1', report.driver_version);
   return (
     <section className="jgc-section jgc-gpu-section">
       <h3>
@@ -184,16 +203,9 @@ function GpuRow(props: {
   openNotebook: (path: string) => void;
   trans: TranslationBundle;
 }): JSX.Element {
-  const { gpu, holdersUnknown, openNotebook, trans } = props;
+  const { gpu, report, holdersUnknown, openNotebook, trans } = props;
   const fraction = memoryFraction(gpu);
-  const memory =
-    gpu.memory_total > 0
-      ? `${formatBytes(gpu.memory_used)} / ${formatBytes(gpu.memory_total)}`
-      : trans.__('memory unknown');
-  const utilization =
-    gpu.utilization === null
-      ? ''
-      : ` · ${trans.__('%1% busy', gpu.utilization)}`;
+  const memory = gpuMemoryText(trans, gpu, report.source);
   return (
     <li
       className="jgc-gpu"
@@ -206,22 +218,42 @@ function GpuRow(props: {
         <span className="jgc-gpu-index">{trans.__('GPU %1', gpu.index)}</span>{' '}
         <span className="jgc-gpu-name">{gpu.name}</span>
       </div>
-      <div
-        className="jgc-bar"
-        role="meter"
-        aria-label={trans.__('GPU %1 memory', gpu.index)}
-        aria-valuemin={0}
-        aria-valuemax={100}
-        aria-valuenow={Math.round(fraction * 100)}
-      >
+      {fraction === null ? (
+        // Unknown is not empty: no meter that would read 0%.
         <div
-          className="jgc-bar-fill"
-          style={{ width: `${Math.round(fraction * 100)}%` }}
+          className="jgc-bar jgc-bar-unknown"
+          aria-hidden="true"
+          title={memory.title}
         />
-      </div>
-      <div className="jgc-subtle">
-        {memory}
-        {utilization}
+      ) : (
+        <div
+          className="jgc-bar"
+          role="meter"
+          aria-label={trans.__('GPU %1 memory', gpu.index)}
+          aria-valuemin={0}
+          aria-valuemax={100}
+          aria-valuenow={Math.round(fraction * 100)}
+          title={memory.title}
+        >
+          <div
+            className="jgc-bar-fill"
+            style={{ width: `${Math.round(fraction * 100)}%` }}
+          />
+        </div>
+      )}
+      <div className="jgc-subtle jgc-gpu-facts">
+        <span
+          className="jgc-gpu-memory"
+          data-known={fraction === null ? 'false' : 'true'}
+          title={memory.title}
+        >
+          {memory.text}
+        </span>
+        {gpu.utilization !== null && (
+          <span className="jgc-gpu-busy">
+            {trans.__('%1% busy', gpu.utilization)}
+          </span>
+        )}
       </div>
       <div className="jgc-gpu-holders">
         {holdersUnknown ? (
@@ -279,6 +311,9 @@ function ImageSection(props: {
   });
   const catalog = model.catalog;
   const rows = catalog ? filterImages(catalog.images, filter) : [];
+  // Named against every image, so that a name does not change as the search
+  // narrows the list.
+  const names = imageNames(catalog?.images.map(row => row.reference) ?? []);
   const toggle = (
     key: 'kernelReady' | 'compatible' | 'pulled',
     label: string
@@ -324,6 +359,7 @@ function ImageSection(props: {
                 <ImageRow
                   key={row.reference}
                   row={row}
+                  name={names.get(row.reference) ?? row.reference}
                   pull={model.pulls.get(row.reference)}
                   report={model.gpus}
                   actions={actions}
@@ -348,8 +384,11 @@ function ImageSection(props: {
         <input
           type="search"
           className="jgc-search-input"
-          placeholder={trans.__('Search images')}
+          placeholder={trans.__('Search: pytorch 2.3, cuda 12, a name')}
           aria-label={trans.__('Search images')}
+          title={trans.__(
+            'Search images by framework and version (pytorch 2.3, tensorflow), CUDA (cuda 12), Python (python 3.11) or any word of the name.'
+          )}
           value={filter.query}
           onChange={event =>
             setFilter({ ...filter, query: event.target.value })
@@ -368,13 +407,14 @@ function ImageSection(props: {
 
 function ImageRow(props: {
   row: IImageRow;
+  name: string;
   pull: IPull | undefined;
   report: IGpuReport | null;
   actions: IPanelActions;
   engineProblem: string;
   trans: TranslationBundle;
 }): JSX.Element {
-  const { row, pull, report, actions, engineProblem, trans } = props;
+  const { row, name, pull, report, actions, engineProblem, trans } = props;
   const badge = verdictBadge(trans, row.verdict.outcome);
   const pulling = pull && (pull.state === 'queued' || pull.state === 'pulling');
   const blocker = engineProblem || launchBlocker(trans, row);
@@ -386,6 +426,7 @@ function ImageRow(props: {
   const selected: IGpuChoice | undefined = choices.find(
     c => c.value === choice
   );
+  const withoutGpu = noGpuWarning(trans, choices, row, selected);
   const ready =
     row.kernel_ready === true
       ? trans.__('Kernel-ready')
@@ -400,8 +441,10 @@ function ImageRow(props: {
       data-reference={row.reference}
       data-kernel-name={row.kernel_name}
     >
-      <div className="jgc-image-title" title={row.reference}>
-        <span className="jgc-image-name">{shortImageName(row.reference)}</span>
+      <div className="jgc-image-title">
+        <span className="jgc-image-name" title={row.reference}>
+          <Breakable text={name} />
+        </span>
         <span
           className={`jgc-verdict jgc-verdict-${badge.tone}`}
           data-outcome={row.verdict.outcome}
@@ -410,27 +453,29 @@ function ImageRow(props: {
           {badge.label}
         </span>
       </div>
+      {/* One fact a span; the stylesheet puts the separators between. */}
       <div className="jgc-subtle jgc-image-facts">
-        {frameworkLabel(row)}
-        {row.cuda_version ? ` · ${trans.__('CUDA %1', row.cuda_version)}` : ''}
-        {' · '}
-        {row.pulled ? formatBytes(row.size) : trans.__('not pulled')}
+        <span>{frameworkLabel(row)}</span>
+        {row.cuda_version && (
+          <span>{trans.__('CUDA %1', row.cuda_version)}</span>
+        )}
+        <span>
+          {row.pulled ? formatBytes(row.size) : trans.__('not pulled')}
+        </span>
         {ready && (
-          <>
-            {' · '}
-            <span
-              className="jgc-ready"
-              title={
-                row.kernel_ready_reason ||
-                trans.__('Python and ipykernel found')
-              }
-            >
-              {ready}
-            </span>
-          </>
+          <span
+            className="jgc-ready"
+            title={
+              row.kernel_ready_reason || trans.__('Python and ipykernel found')
+            }
+          >
+            {ready}
+          </span>
         )}
       </div>
-      <div className="jgc-subtle jgc-image-ref">{row.reference}</div>
+      <div className="jgc-subtle jgc-image-ref">
+        <Breakable text={row.reference} />
+      </div>
       {!row.allowed && (
         <div className="jgc-note jgc-error">{row.allowed_reason}</div>
       )}
@@ -509,11 +554,18 @@ function ImageRow(props: {
                   .finally(() => setBusy(false));
               }}
             >
-              {busy ? trans.__('Starting…') : trans.__('New notebook')}
+              {busy
+                ? trans.__('Starting…')
+                : withoutGpu
+                  ? trans.__('New notebook without GPU')
+                  : trans.__('New notebook')}
             </button>
           </>
         )}
       </div>
+      {row.pulled && !blocker && withoutGpu && (
+        <div className="jgc-note jgc-without-gpu">{withoutGpu}</div>
+      )}
       {row.pulled && blocker && (
         <div className="jgc-subtle jgc-blocker">{blocker}</div>
       )}
@@ -522,9 +574,12 @@ function ImageRow(props: {
 }
 
 /**
- * `text` ending with a full stop (a sentence followed by another).
+ * `text` ending with a full stop (a sentence followed by another): the
+ * server's English sentences may lack one. A translated sentence keeps its
+ * own ending (`。`, or none): a stop is added only after a Latin letter, a
+ * digit or a closing bracket or quote.
  */
 function sentence(text: string): string {
   const trimmed = text.trim();
-  return /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+  return /[A-Za-z0-9)\]"']$/.test(trimmed) ? `${trimmed}.` : trimmed;
 }

@@ -5,15 +5,17 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
+import { Breakable } from './breakable';
 import { FormDialogBody } from './dialogs';
 import {
   frameworkLabel,
   gpuChoices,
+  imageNames,
   isLaunchable,
-  launchBlocker,
-  shortImageName
+  launchBlocker
 } from './format';
 import { GpuOptions } from './gpuoptions';
+import { searchImages } from './imagequery';
 import { GpuRequest, IGpuReport, IImageRow } from './types';
 
 /**
@@ -30,11 +32,12 @@ export interface IPickerValue {
 
 /**
  * The picker's state: the chosen kernel spec and GPU choice (a select's
- * value, `count:N` or `id:<uuid>`).
+ * value, `count:N` or `id:<uuid>`), and the search over the images.
  */
 export interface IPickerState {
   kernelName: string;
   choice: string;
+  query: string;
 }
 
 export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
@@ -61,7 +64,8 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
       className: 'jgc-picker',
       initial: {
         kernelName: start?.kernel_name ?? '',
-        choice: `count:${currentGpus}`
+        choice: `count:${currentGpus}`,
+        query: ''
       },
       render: ({ state, change }) => (
         <PickerForm
@@ -70,7 +74,9 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
           kernelId={kernelId}
           kernelName={state.kernelName}
           choice={state.choice}
+          query={state.query}
           onChange={(kernelName, choice) => change({ kernelName, choice })}
+          onSearch={(query, kernelName) => change({ query, kernelName })}
           trans={trans}
         />
       ),
@@ -87,7 +93,7 @@ export function pickerValue(
   rows: IImageRow[],
   report: IGpuReport | null,
   kernelId: string,
-  state: IPickerState
+  state: Pick<IPickerState, 'kernelName' | 'choice'>
 ): IPickerValue {
   const row = rows.find(r => r.kernel_name === state.kernelName);
   if (!row) {
@@ -106,22 +112,69 @@ export function pickerValue(
   };
 }
 
+/**
+ * The images the picker offers for a search: the pulled images with a kernel
+ * that match it, and the chosen one always (a select shows its value).
+ */
+export function offeredImages(
+  rows: IImageRow[],
+  query: string,
+  kernelName: string
+): IImageRow[] {
+  const offered = rows.filter(r => r.pulled && r.kernel_name);
+  const found = searchImages(offered, query);
+  const chosen = offered.find(r => r.kernel_name === kernelName);
+  return chosen && !found.includes(chosen) ? [chosen, ...found] : found;
+}
+
 export function PickerForm(props: {
   rows: IImageRow[];
   report: IGpuReport | null;
   kernelId: string;
   kernelName: string;
   choice: string;
+  query?: string;
   onChange: (kernelName: string, choice: string) => void;
+  /**
+   * A new search, and the image to choose with it: the first one it finds
+   * that can run a kernel when the chosen one is not among them.
+   */
+  onSearch?: (query: string, kernelName: string) => void;
   trans: TranslationBundle;
 }): JSX.Element {
   const { rows, report, kernelId, kernelName, choice, onChange, trans } = props;
+  const query = props.query ?? '';
   const row = rows.find(r => r.kernel_name === kernelName) ?? null;
   const choices = gpuChoices(trans, report, row, kernelId);
   const selected = choices.find(c => c.value === choice);
-  const offered = rows.filter(r => r.pulled && r.kernel_name);
+  const offered = offeredImages(rows, query, kernelName);
+  const pulled = rows.filter(r => r.pulled && r.kernel_name);
+  const found = searchImages(pulled, query);
+  // Named against every image offered, so that names do not change as the
+  // search narrows the list.
+  const names = imageNames(pulled.map(r => r.reference));
+  const search = (text: string): void => {
+    const matches = searchImages(pulled, text);
+    const next = matches.some(r => r.kernel_name === kernelName)
+      ? kernelName
+      : (matches.find(isLaunchable)?.kernel_name ?? kernelName);
+    props.onSearch?.(text, next);
+  };
   return (
     <div className="jgc-picker-form">
+      <label>
+        {trans.__('Search')}
+        <input
+          type="search"
+          className="jp-mod-styled jgc-picker-search"
+          placeholder={trans.__('pytorch 2.3, cuda 12, a name')}
+          title={trans.__(
+            'Search images by framework and version (pytorch 2.3, tensorflow), CUDA (cuda 12), Python (python 3.11) or any word of the name.'
+          )}
+          value={query}
+          onChange={event => search(event.target.value)}
+        />
+      </label>
       <label>
         {trans.__('Image')}
         <select
@@ -131,19 +184,52 @@ export function PickerForm(props: {
         >
           {offered.map(r => {
             const blocker = launchBlocker(trans, r);
+            const name = names.get(r.reference) ?? r.reference;
             return (
               <option
                 key={r.kernel_name}
                 value={r.kernel_name}
                 disabled={blocker !== ''}
-                title={blocker || r.verdict.reason}
+                title={
+                  blocker || r.verdict.reason
+                    ? trans._p(
+                        'an image, and why it cannot run or its verdict',
+                        '%1\n%2',
+                        r.reference,
+                        blocker || r.verdict.reason
+                      )
+                    : r.reference
+                }
               >
-                {`${shortImageName(r.reference)} — ${frameworkLabel(r)}${blocker ? ` (${blocker})` : ''}`}
+                {blocker
+                  ? trans._p(
+                      'image — framework (why it cannot run)',
+                      '%1 — %2 (%3)',
+                      name,
+                      frameworkLabel(r),
+                      blocker
+                    )
+                  : trans._p(
+                      'image — framework',
+                      '%1 — %2',
+                      name,
+                      frameworkLabel(r)
+                    )}
               </option>
             );
           })}
         </select>
       </label>
+      {query.trim() !== '' && found.length === 0 && (
+        <p className="jgc-note jgc-picker-none">
+          {trans.__('No image matches.')}
+        </p>
+      )}
+      {row && (
+        <p className="jgc-subtle jgc-picker-ref">
+          <Breakable text={row.reference} />
+        </p>
+      )}
       {row && (
         <p className="jgc-subtle jgc-picker-verdict">{row.verdict.reason}</p>
       )}

@@ -16,7 +16,19 @@ import {
 } from './format';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel } from './model';
-import { askedGpus, imageOfSpec, specOf, switchNotebook } from './switching';
+import {
+  askedGpus,
+  imageOfSpec,
+  requestedCount,
+  specGpuRequest,
+  specOf,
+  switchNotebook
+} from './switching';
+
+/**
+ * The command that opens a kernel's own view (registered by the plugin).
+ */
+const KERNEL_VIEW_COMMAND = 'gpu-containers:open-kernel-view';
 
 /**
  * The toolbar item: the kernel's image (short name) and its GPUs; a click
@@ -57,7 +69,12 @@ export class KernelImageItem extends ReactWidget {
     const label = !kernel
       ? trans.__('No kernel')
       : image
-        ? `${shortImageName(image)} · ${gpuListLabel(trans, gpus)}`
+        ? trans._p(
+            'toolbar: kernel image · its GPUs',
+            '%1 · %2',
+            shortImageName(image),
+            gpuListLabel(trans, gpus)
+          )
         : trans.__('Not in a container');
     // Fewer GPUs than the notebook (or its spec) asks for: never in silence. A
     // start that cannot get them is refused; this is a host without GPUs, where
@@ -76,6 +93,16 @@ export class KernelImageItem extends ReactWidget {
           describeNoGpus(trans, this._model.gpus)
         )
       : '';
+    // A GPU image's kernel running without a GPU because its notebook asks for
+    // none (chosen when every GPU was taken, say): said, not only implied.
+    const spec = kernel ? specOf(this._app, kernel.name) : undefined;
+    const cpuOnly =
+      !short &&
+      kernel !== null &&
+      image !== '' &&
+      this._model.gpus !== null &&
+      gpus.length === 0 &&
+      requestedCount(specGpuRequest(spec)) > 0;
     const title = image
       ? trans.__(
           'Kernel image %1, %2. Click to switch the image or the GPUs.',
@@ -84,24 +111,56 @@ export class KernelImageItem extends ReactWidget {
         )
       : trans.__('Click to run this notebook in a container image.');
     return (
-      <button
-        className="jp-ToolbarButtonComponent jgc-toolbar-button"
-        data-image={image}
-        data-gpus={gpus.join(',')}
-        data-short={short ? 'true' : undefined}
-        title={short ? `${shortNote} ${title}` : title}
-        onClick={() =>
-          void switchNotebook(this._app, this._model, this._panel, trans)
-        }
-      >
-        <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
-        <span className="jgc-toolbar-label">{label}</span>
-        {short && (
-          <span className="jgc-toolbar-short" aria-label={shortNote}>
-            {trans.__('(fewer GPUs than asked)')}
-          </span>
+      <>
+        <button
+          className="jp-ToolbarButtonComponent jgc-toolbar-button"
+          data-image={image}
+          data-gpus={gpus.join(',')}
+          data-short={short ? 'true' : undefined}
+          data-without-gpu={cpuOnly ? 'true' : undefined}
+          title={
+            short
+              ? trans._p('two sentences in a row', '%1 %2', shortNote, title)
+              : title
+          }
+          onClick={() =>
+            void switchNotebook(this._app, this._model, this._panel, trans)
+          }
+        >
+          <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
+          <span className="jgc-toolbar-label">{label}</span>
+          {short && (
+            <span className="jgc-toolbar-short" aria-label={shortNote}>
+              {trans.__('(fewer GPUs than asked)')}
+            </span>
+          )}
+          {cpuOnly && (
+            <span
+              className="jgc-toolbar-short"
+              title={trans.__(
+                'This GPU image runs without a GPU: its notebook asks for none. Click to choose GPUs.'
+              )}
+            >
+              {trans.__('(CPU only)')}
+            </span>
+          )}
+        </button>
+        {kernel && image && (
+          <button
+            className="jp-ToolbarButtonComponent jgc-toolbar-kernel-view"
+            title={trans.__(
+              "Kernel log and GPU use: the kernel's container log, start, image, mounts and GPU use"
+            )}
+            onClick={() =>
+              void this._app.commands.execute(KERNEL_VIEW_COMMAND, {
+                kernelId: kernel.id
+              })
+            }
+          >
+            {trans.__('Log and GPU use')}
+          </button>
         )}
-      </button>
+      </>
     );
   }
 

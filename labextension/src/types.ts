@@ -69,8 +69,14 @@ export interface IGpuDevice {
   name: string;
   brand: string;
   compute_capability: string;
+  /**
+   * Bytes; 0 when unknown.
+   */
   memory_total: number;
-  memory_used: number;
+  /**
+   * Bytes; `null` when unknown (a static inventory, or a driver that does not say).
+   */
+  memory_used: number | null;
   utilization: number | null;
   mig_enabled: boolean;
   /**
@@ -286,4 +292,222 @@ export interface INotebookKernelReply {
    */
   session: ISession | null;
   gpus: GpuRequest;
+}
+
+/**
+ * A GPU one of the user's kernels holds (`GET /gpu-containers/kernels`).
+ */
+export interface IKernelGpu {
+  uuid: string;
+  /**
+   * `null` when the GPU is no longer in the inventory.
+   */
+  index: string | null;
+  name?: string;
+  /**
+   * Bytes; `null` when unknown.
+   */
+  memory_total?: number | null;
+}
+
+/**
+ * One sample of a kernel's GPU use.
+ */
+export interface IKernelGpuSample {
+  /**
+   * Unix time (seconds).
+   */
+  at: number;
+  /**
+   * Bytes its processes use, over all its GPUs.
+   */
+  memory_used: number;
+  /**
+   * Percent of its GPUs' SMs, averaged over them; `null` when unknown.
+   */
+  utilization: number | null;
+}
+
+/**
+ * A kernel's GPU use over the last minutes.
+ */
+export interface IKernelGpuUsage {
+  source: InventorySource;
+  /**
+   * Why the numbers are unknown; empty when they are known.
+   */
+  reason: string;
+  /**
+   * Seconds between two samples.
+   */
+  interval: number;
+  /**
+   * Unix time since which it holds its GPUs; `null` when it holds none.
+   */
+  since: number | null;
+  memory_total: number | null;
+  /**
+   * Oldest first.
+   */
+  samples: IKernelGpuSample[];
+}
+
+/**
+ * One of the user's container kernels, with its GPU use.
+ */
+export interface IKernelSummary {
+  kernel_id: string;
+  kernel_name: string;
+  image: string;
+  notebook: string;
+  execution_state: string;
+  container_id: string | null;
+  gpus: IKernelGpu[];
+  usage: IKernelGpuUsage;
+}
+
+/**
+ * The reply of `GET /gpu-containers/kernels`.
+ */
+export interface IKernelList {
+  kernels: IKernelSummary[];
+  engine_error: string;
+}
+
+/**
+ * How a kernel's last container ended.
+ */
+export interface IKernelEnd {
+  container_id: string;
+  exit_code: number | null;
+  oom_killed: boolean;
+  /**
+   * The provisioner's sentence (with the last lines of the log).
+   */
+  reason: string;
+  at: number;
+}
+
+/**
+ * The image a kernel runs.
+ */
+export interface IKernelImage {
+  reference: string;
+  /**
+   * Its content id (sha256:…); empty without a container.
+   */
+  id: string;
+  /**
+   * Its registry digest (repo@sha256:…), else its content id.
+   */
+  digest: string;
+  repo_digests: string[];
+}
+
+/**
+ * A kernel's container now.
+ */
+export interface IKernelContainer {
+  id: string;
+  name: string;
+  status: string;
+  created: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  exit_code: number;
+  oom_killed: boolean;
+}
+
+/**
+ * A mount of a kernel's container.
+ */
+export interface IKernelMount {
+  type: string;
+  source: string;
+  target: string;
+  read_only: boolean;
+}
+
+/**
+ * A phase of a kernel's last start.
+ */
+export interface IKernelPhase {
+  name: string;
+  /**
+   * Unix time it ended.
+   */
+  at: number;
+  seconds: number;
+}
+
+/**
+ * The reply of `GET /gpu-containers/kernels/<id>`: the kernel's own view.
+ */
+export interface IKernelView {
+  kernel_id: string;
+  kernel_name: string;
+  notebook: string;
+  execution_state: string;
+  image: IKernelImage;
+  /**
+   * `null` between the two containers of a restart.
+   */
+  container: IKernelContainer | null;
+  mounts: IKernelMount[];
+  tmpfs: string[];
+  gpus: IKernelGpu[];
+  launched_at: number | null;
+  phases: IKernelPhase[];
+  last_end: IKernelEnd | null;
+  usage: IKernelGpuUsage;
+}
+
+/**
+ * The `container` event of a kernel's log: the container whose log follows.
+ */
+export interface IKernelLogContainer {
+  container_id: string;
+  started_at: number | null;
+  last_end: IKernelEnd | null;
+}
+
+/**
+ * A line of a kernel's container log.
+ */
+export interface IKernelLogLine {
+  /**
+   * RFC 3339; empty when unknown.
+   */
+  time: string;
+  text: string;
+}
+
+/**
+ * The `lines` event of a kernel's log.
+ */
+export interface IKernelLogLines {
+  container_id: string;
+  lines: IKernelLogLine[];
+  /**
+   * Lines dropped before these (the reader was slower than the kernel).
+   */
+  skipped: number;
+}
+
+/**
+ * The `ended` event of a kernel's log: its container ended, and why.
+ */
+export interface IKernelLogEnded {
+  container_id: string;
+  exit_code: number | null;
+  oom_killed: boolean;
+  finished_at: number | null;
+  reason: string;
+}
+
+/**
+ * The `shutdown` event of a kernel's log: the kernel is gone.
+ */
+export interface IKernelLogShutdown {
+  reason: string;
 }

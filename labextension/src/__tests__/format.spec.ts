@@ -10,15 +10,19 @@ import {
   frameworkLabel,
   gpuChoices,
   gpuListLabel,
+  gpuMemoryText,
   gpusOfKernel,
   groupByFramework,
   hasRoom,
   holderLabel,
+  imageNames,
   isCompatible,
   isLaunchable,
   launchBlocker,
   memoryFraction,
+  noGpuWarning,
   pullProgressText,
+  referenceBreaks,
   shortImageName,
   switchDiscardsState,
   verdictBadge
@@ -50,20 +54,26 @@ describe('formatBytes', () => {
     [-5, '0 B'],
     [0, '0 B'],
     [1, '1 B'],
-    [999, '999 B'],
-    [1000, '1 KB'],
-    [1500, '1.5 KB'],
-    [1234, '1.23 KB'],
-    [99_990, '100 KB'],
-    [999_999, '1 MB'],
-    [12_345_678, '12.3 MB'],
-    [300_000_000, '300 MB'],
-    [999_999_999, '1 GB'],
-    [1.5e9, '1.5 GB'],
-    [9.8e9, '9.8 GB'],
-    [1e12, '1 TB'],
-    [1e15, '1000 TB'],
-    [2.5e18, '2500000 TB']
+    [1023, '1023 B'],
+    [1024, '1 KiB'],
+    [1536, '1.5 KiB'],
+    [1264, '1.23 KiB'],
+    [102_395, '100 KiB'],
+    // Rounds to 1024 KiB: the next unit.
+    [1_048_570, '1 MiB'],
+    [1_048_576, '1 MiB'],
+    [12_897_485, '12.3 MiB'],
+    [300 * 2 ** 20, '300 MiB'],
+    [300_000_000, '286 MiB'],
+    [2 ** 30 - 1, '1 GiB'],
+    [1.5 * 2 ** 30, '1.5 GiB'],
+    // A 32 GiB card (a V100-SXM2-32GB): not "34.4 GB".
+    [34_359_738_368, '32 GiB'],
+    [80 * 2 ** 30, '80 GiB'],
+    [80_000_000_000, '74.5 GiB'],
+    [2 ** 40, '1 TiB'],
+    [2 ** 50, '1024 TiB'],
+    [1e15, '909 TiB']
   ])('formats %p as %p', (bytes, text) => {
     expect(formatBytes(bytes)).toBe(text);
   });
@@ -232,6 +242,7 @@ describe('filterImages', () => {
     framework: 'TensorFlow',
     framework_release: '',
     framework_version: '2.16.1',
+    frameworks: { tensorflow: '2.16.1' },
     cuda_version: '12.3',
     pulled: false,
     kernel_ready: null,
@@ -243,6 +254,7 @@ describe('filterImages', () => {
     framework: '',
     framework_release: '',
     framework_version: '',
+    frameworks: {},
     python_version: '3.11',
     cuda_version: '',
     gpu: false,
@@ -277,12 +289,16 @@ describe('filterImages', () => {
       { kernelReady: true, compatible: true, pulled: true },
       [torch]
     ],
-    ['a word of the reference', { query: 'pytorch' }, [torch, old]],
+    ['a framework', { query: 'pytorch' }, [torch, old]],
     ['a word in capitals', { query: 'TENSORFLOW' }, [tf]],
     ['a word of the description', { query: 'google' }, [tf]],
     ['the framework release', { query: '24.05' }, [torch]],
     ['the Python version', { query: 'python 3.11' }, [plain]],
     ['the CUDA version', { query: 'cuda 12.8' }, [old]],
+    ['a CUDA major version', { query: 'cuda 12' }, [torch, tf, old]],
+    // Not a substring of the tag: pytorch:25.01 has CUDA 12.8.
+    ['a CUDA version no image has', { query: 'cuda 25' }, []],
+    ['a word of the reference', { query: 'nvcr.io' }, [torch, old]],
     ['words that must all match', { query: '  pytorch   25.01 ' }, [old]],
     ['words that match no row together', { query: 'pytorch google' }, []],
     ['a query and a flag', { query: 'pytorch', compatible: true }, [torch]],
@@ -418,11 +434,19 @@ describe('GPU availability', () => {
   it.each<[number, number, number]>([
     [80, 20, 0.25],
     [80, 0, 0],
-    [80, 100, 1],
-    [0, 10, 0]
+    [80, 100, 1]
   ])('memoryFraction of %p used %p is %p', (total, used, fraction) => {
     const gpu = makeGpu('0', [], { memory_total: total, memory_used: used });
     expect(memoryFraction(gpu)).toBeCloseTo(fraction);
+  });
+
+  it.each<[number, number | null]>([
+    [0, 10],
+    [80, null],
+    [0, null]
+  ])('memoryFraction of %p used %p is unknown, not 0', (total, used) => {
+    const gpu = makeGpu('0', [], { memory_total: total, memory_used: used });
+    expect(memoryFraction(gpu)).toBeNull();
   });
 });
 
@@ -438,6 +462,7 @@ describe('gpuChoices', () => {
       {
         value: 'count:0',
         label: 'No GPU',
+        option: 'No GPU',
         request: 0,
         disabled: false,
         reason: ''
@@ -635,6 +660,43 @@ describe('defaultGpuChoice', () => {
   });
 });
 
+describe('noGpuWarning', () => {
+  const other = makeHolder({ user: 'bob' });
+  const warn = (
+    report: ReturnType<typeof makeReport> | null,
+    gpu: boolean,
+    value?: string
+  ): string => {
+    const row = makeRow({ gpu });
+    const choices = gpuChoices(trans, report, row);
+    const chosen = value ?? defaultGpuChoice(choices, row);
+    return noGpuWarning(
+      trans,
+      choices,
+      row,
+      choices.find(c => c.value === chosen)
+    );
+  };
+
+  it('says before a launch that a GPU image would get no GPU', () => {
+    // The fallback to "No GPU" when every GPU is taken is never silent.
+    expect(warn(makeReport([makeGpu('0', [other])]), true)).toBe(
+      'No free GPU: every GPU is taken. A notebook started now runs without a GPU.'
+    );
+    expect(warn(makeReport([]), true)).toMatch(
+      /A notebook started now runs without a GPU\.$/
+    );
+  });
+
+  it('says nothing when a GPU can be had, or the image is a CPU build', () => {
+    const free = makeReport([makeGpu('0')]);
+    expect(warn(free, true)).toBe('');
+    // "No GPU" chosen while one is free: the user's choice, not a fallback.
+    expect(warn(free, true, 'count:0')).toBe('');
+    expect(warn(makeReport([makeGpu('0', [other])]), false)).toBe('');
+  });
+});
+
 describe('describeNoGpus', () => {
   it.each<[string, ReturnType<typeof makeReport> | null, string]>([
     [
@@ -677,6 +739,153 @@ describe('describeNoGpus', () => {
     ]
   ])('%s', (_, report, text) => {
     expect(describeNoGpus(trans, report)).toBe(text);
+  });
+});
+
+describe('describeNoGpus says "CPU kernels still work." once', () => {
+  // The reasons gpus.py's nvml_failure_reason gives, which end with the
+  // reassurance themselves.
+  it.each([
+    'No NVIDIA driver library (libnvidia-ml.so) on this host, so no GPUs are listed. CPU kernels still work.',
+    'The NVIDIA kernel driver is not loaded, so no GPUs are listed. CPU kernels still work.',
+    'NVML could not be read (Unknown Error); no GPUs are listed. CPU kernels still work.',
+    'NVML could not be read (Unknown Error); no GPUs are listed. CPU kernels still work',
+    'The NVIDIA kernel driver is not loaded.  cpu kernels still work.  ',
+    'The NVIDIA driver is loaded but reports no GPUs.'
+  ])('for %p', reason => {
+    for (const source of ['none', 'nvml'] as const) {
+      const text = describeNoGpus(trans, makeReport([], { source, reason }));
+      expect(text.match(/CPU kernels still work/gi)).toHaveLength(1);
+      expect(text).toMatch(/[.)] CPU kernels still work\.$/);
+    }
+  });
+
+  it('keeps the reason before the reassurance', () => {
+    expect(
+      describeNoGpus(
+        trans,
+        makeReport([], {
+          source: 'none',
+          reason:
+            'The NVIDIA kernel driver is not loaded, so no GPUs are listed. CPU kernels still work.'
+        })
+      )
+    ).toBe(
+      'The NVIDIA kernel driver is not loaded, so no GPUs are listed. CPU kernels still work.'
+    );
+  });
+
+  it('says it alone when the reason was nothing else', () => {
+    expect(
+      describeNoGpus(
+        trans,
+        makeReport([], { source: 'none', reason: 'CPU kernels still work.' })
+      )
+    ).toBe('This host has no GPUs. CPU kernels still work.');
+  });
+});
+
+describe('gpuMemoryText', () => {
+  it('shows used of total in binary units', () => {
+    const gpu = makeGpu('0', [], {
+      memory_total: 80 * 2 ** 30,
+      memory_used: 4 * 2 ** 30
+    });
+    expect(gpuMemoryText(trans, gpu, 'nvml')).toEqual({
+      text: '4 GiB / 80 GiB',
+      title: '4 GiB of 80 GiB GPU memory used'
+    });
+  });
+
+  it("shows a static inventory's unknown use as unknown, and says why", () => {
+    // The issue's V100-SXM2-32GB read "0 B / 34.4 GB".
+    const gpu = makeGpu('0', [], {
+      memory_total: 34_359_738_368,
+      memory_used: null
+    });
+    expect(gpuMemoryText(trans, gpu, 'static')).toEqual({
+      text: '— / 32 GiB',
+      title:
+        "Memory use is unknown for GPUs listed in the server's configuration."
+    });
+  });
+
+  it('shows what NVML did not say as unknown', () => {
+    const gpu = makeGpu('0', [], { memory_total: 0, memory_used: null });
+    expect(gpuMemoryText(trans, gpu, 'nvml')).toEqual({
+      text: '— / —',
+      title: "The NVIDIA driver does not report this GPU's memory."
+    });
+  });
+});
+
+describe('imageNames', () => {
+  it('names each image by its last part and tag when that is enough', () => {
+    const names = imageNames([
+      'tensorflow/tensorflow:2.15.0-gpu',
+      'tensorflow/tensorflow:2.15.0-gpu-jupyter',
+      'nvcr.io/nvidia/pytorch:25.10-py3',
+      'python:3.11-slim'
+    ]);
+    expect([...names.values()]).toEqual([
+      'tensorflow:2.15.0-gpu',
+      'tensorflow:2.15.0-gpu-jupyter',
+      'pytorch:25.10-py3',
+      'python:3.11-slim'
+    ]);
+  });
+
+  it('adds the parts of the repository it takes to tell them apart', () => {
+    const names = imageNames([
+      'nvcr.io/nvidia/pytorch:24.05-py3',
+      'pytorch:24.05-py3',
+      'registry.example:5000/team/pytorch:24.05-py3',
+      'ghcr.io/team/pytorch:24.05-py3',
+      'ghcr.io/team/jax:0.4'
+    ]);
+    expect(Object.fromEntries(names)).toEqual({
+      'nvcr.io/nvidia/pytorch:24.05-py3': 'nvidia/pytorch:24.05-py3',
+      'pytorch:24.05-py3': 'pytorch:24.05-py3',
+      'registry.example:5000/team/pytorch:24.05-py3':
+        'registry.example:5000/team/pytorch:24.05-py3',
+      'ghcr.io/team/pytorch:24.05-py3': 'ghcr.io/team/pytorch:24.05-py3',
+      'ghcr.io/team/jax:0.4': 'jax:0.4'
+    });
+  });
+
+  it('keeps digests apart, cut to 12 hex digits when that is enough', () => {
+    const a = `ghcr.io/org/jax@sha256:${'a'.repeat(64)}`;
+    const b = `ghcr.io/org/jax@sha256:${'b'.repeat(64)}`;
+    const c = `ghcr.io/org/jax@sha256:${'b'.repeat(63)}c`;
+    const names = imageNames([a, b, c]);
+    expect(names.get(a)).toBe(`jax@${'a'.repeat(12)}`);
+    // Same 12 first digits: the whole reference.
+    expect(names.get(b)).toBe(b);
+    expect(names.get(c)).toBe(c);
+  });
+
+  it('never drops the tag, and names one image by its last part', () => {
+    expect(imageNames(['a/b/c:tag']).get('a/b/c:tag')).toBe('c:tag');
+    expect(imageNames([]).size).toBe(0);
+  });
+});
+
+describe('referenceBreaks', () => {
+  it.each<[string, string[]]>([
+    [
+      'tensorflow/tensorflow:2.15.0-gpu-jupyter',
+      ['tensorflow/', 'tensorflow:', '2.15.0', '-gpu', '-jupyter']
+    ],
+    [
+      'nvcr.io/nvidia/pytorch:25.10-py3',
+      ['nvcr.io/', 'nvidia/', 'pytorch:', '25.10', '-py3']
+    ],
+    ['python', ['python']],
+    ['my_image:v1', ['my', '_image:', 'v1']],
+    ['', []]
+  ])('cuts %p only at / : @ - _', (reference, parts) => {
+    expect(referenceBreaks(reference)).toEqual(parts);
+    expect(referenceBreaks(reference).join('')).toBe(reference);
   });
 });
 
@@ -733,7 +942,7 @@ describe('pullProgressText', () => {
     [
       'downloading',
       { phase: 'downloading' },
-      'Downloading 120 MB of 300 MB (40%)'
+      'Downloading 114 MiB of 286 MiB (40%)'
     ],
     [
       'downloading, nothing known yet',
@@ -748,17 +957,17 @@ describe('pullProgressText', () => {
     [
       'downloading, progress above 1',
       { phase: 'downloading', progress: 1.7 },
-      'Downloading 120 MB of 300 MB (100%)'
+      'Downloading 114 MiB of 286 MiB (100%)'
     ],
     [
       'downloading, progress below 0',
       { phase: 'downloading', progress: -0.5 },
-      'Downloading 120 MB of 300 MB (0%)'
+      'Downloading 114 MiB of 286 MiB (0%)'
     ],
     [
       'extracting while layers still download',
       { phase: 'extracting', downloaded_bytes: 200_000_000, progress: 0.675 },
-      'Downloading 200 MB of 300 MB (68%)'
+      'Downloading 191 MiB of 286 MiB (68%)'
     ],
     [
       'extracting after the download, one layer',
@@ -806,13 +1015,22 @@ describe('translation', () => {
     );
     expect(gpuListLabel(pseudo, ['0', '1'])).toBe(t('GPUs 0,1'));
     expect(describeNoGpus(pseudo, null)).toBe(
-      `${t('GPUs are unknown: the server has not answered.')} ${t('CPU kernels still work.')}`
+      t(
+        'GPUs are unknown: the server has not answered. CPU kernels still work.'
+      )
     );
+    // The server's reason is its own sentence, inside the translated one.
+    expect(
+      describeNoGpus(
+        pseudo,
+        makeReport([], { source: 'none', reason: 'No NVML.' })
+      )
+    ).toBe(t('No NVML. CPU kernels still work.'));
     expect(engineProblem(pseudo, makeStatus({ ok: false, message: '' }))).toBe(
       t('The container engine at unix:///var/run/docker.sock is unreachable.')
     );
     expect(pullProgressText(pseudo, makePull())).toBe(
-      t('Downloading 120 MB of 300 MB (40%)')
+      t('Downloading 114 MiB of 286 MiB (40%)')
     );
     const report = makeReport([makeGpu('0'), makeGpu('1', [makeHolder()])]);
     expect(
@@ -834,7 +1052,7 @@ describe('translation', () => {
     expect(
       pullProgressText(pseudo, makePull({ state: 'error', message: 'Gone.' }))
     ).toBe('Gone.');
-    expect(formatBytes(1.5e9)).toBe('1.5 GB');
+    expect(formatBytes(1.5 * 2 ** 30)).toBe('1.5 GiB');
     expect(frameworkLabel(makeRow())).toBe('PyTorch 24.05 (2.4.0a0)');
   });
 });

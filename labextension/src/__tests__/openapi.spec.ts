@@ -40,7 +40,23 @@ const INTERFACES: Record<string, string[]> = {
   INotebookKernelRequest: ['NotebookKernelRequest'],
   INotebookKernelReply: ['NotebookKernelReply'],
   ISession: ['Session'],
-  ISessionKernel: ['Session.kernel']
+  ISessionKernel: ['Session.kernel'],
+  IKernelGpu: ['KernelGPU'],
+  IKernelGpuSample: ['KernelGPUSample'],
+  IKernelGpuUsage: ['KernelGPUUsage'],
+  IKernelSummary: ['KernelSummary'],
+  IKernelList: ['KernelList'],
+  IKernelEnd: ['KernelEnd'],
+  IKernelImage: ['KernelImage'],
+  IKernelContainer: ['KernelContainer'],
+  IKernelMount: ['KernelMount'],
+  IKernelPhase: ['KernelPhase'],
+  IKernelView: ['KernelView'],
+  IKernelLogContainer: ['KernelLogContainer'],
+  IKernelLogLine: ['KernelLogLine'],
+  IKernelLogLines: ['KernelLogLines'],
+  IKernelLogEnded: ['KernelLogEnded'],
+  IKernelLogShutdown: ['KernelLogShutdown']
 };
 
 /**
@@ -125,9 +141,13 @@ class Contract {
     } else if (schema.$ref !== undefined) {
       const name = schema.$ref.replace('#/components/schemas/', '');
       const target = this.schemas[name];
+      // A mirrored schema that is nullable itself (OpenAPI 3.0's way to allow
+      // null where it is referenced) is its interface or null.
       atoms =
         MIRRORED.has(name) || OPAQUE.has(name) || !target
-          ? [`ref:${MIRRORED.get(name) ?? name}`]
+          ? target?.nullable
+            ? union([[`ref:${MIRRORED.get(name) ?? name}`], ['null']])
+            : [`ref:${MIRRORED.get(name) ?? name}`]
           : this.shape(target, name);
     } else if (schema.allOf?.length === 1) {
       atoms = this.shape(schema.allOf[0]);

@@ -56,7 +56,8 @@ describe('ImagePicker', () => {
     );
     expect(picker.state).toEqual({
       kernelName: 'gpuc-debian',
-      choice: 'count:1'
+      choice: 'count:1',
+      query: ''
     });
     expect(picker.getValue()).toEqual({
       kernelName: 'gpuc-debian',
@@ -70,7 +71,8 @@ describe('ImagePicker', () => {
       const picker = new ImagePicker(rows, report, current, '', 0, trans);
       expect(picker.state).toEqual({
         kernelName: torch.kernel_name,
-        choice: 'count:0'
+        choice: 'count:0',
+        query: ''
       });
     }
     expect(
@@ -165,12 +167,23 @@ describe('PickerForm', () => {
         'no-ipykernel:latest — PyTorch 24.05 (2.4.0a0) (No ipykernel in the image.)'
       ]
     ]);
+    // Each option's tooltip is the full reference, and why it cannot run.
+    expect(findAll(images, by('option')).map(o => o.props.title)).toEqual([
+      `${torch.reference}\n${torch.verdict.reason}`,
+      `${debian.reference}\n${debian.verdict.reason}`,
+      `${broken.reference}\nNo ipykernel in the image.`
+    ]);
     expect(textOf(findOne(tree, by('p', 'jgc-picker-verdict')))).toBe(
       torch.verdict.reason
+    );
+    // The chosen image's whole reference, under the list.
+    expect(textOf(findOne(tree, by('p', 'jgc-picker-ref')))).toBe(
+      torch.reference
     );
     expect(
       findAll(tree, by('label')).map(label => textOf(label).split('\n')[0])
     ).toEqual([
+      expect.stringMatching(/^Search/),
       expect.stringMatching(/^Image/),
       expect.stringMatching(/^GPUs/)
     ]);
@@ -210,5 +223,146 @@ describe('PickerForm', () => {
       ['gpuc-debian', 'count:1'],
       [torch.kernel_name, 'count:0']
     ]);
+  });
+});
+
+describe('PickerForm: finding an image', () => {
+  const tf = makeRow({
+    reference: 'tensorflow/tensorflow:2.15.0-gpu',
+    framework: 'TensorFlow',
+    framework_release: '',
+    framework_version: '2.15.0',
+    cuda_version: '12.2',
+    frameworks: { tensorflow: '2.15.0' },
+    kernel_name: 'gpuc-tf'
+  });
+  const tfJupyter = makeRow({
+    ...tf,
+    reference: 'tensorflow/tensorflow:2.15.0-gpu-jupyter',
+    kernel_name: 'gpuc-tf-jupyter'
+  });
+  const ngc = makeRow({
+    reference: 'nvcr.io/nvidia/pytorch:25.10-py3',
+    framework_release: '25.10',
+    framework_version: '2.9.0a0',
+    cuda_version: '13.0',
+    kernel_name: 'gpuc-ngc'
+  });
+  const mirror = makeRow({
+    reference: 'registry.example/mirror/pytorch:25.10-py3',
+    framework_release: '25.10',
+    framework_version: '2.9.0a0',
+    cuda_version: '13.0',
+    kernel_name: 'gpuc-mirror'
+  });
+  const cpu = makeRow({ ...debian, cuda_version: '', frameworks: {} });
+  const old = makeRow({ ...broken, cuda_version: '11.8' });
+  const all = [tf, tfJupyter, ngc, mirror, cpu, old];
+
+  function form(
+    kernelName: string,
+    query: string,
+    onSearch = jest.fn(),
+    catalog = all
+  ) {
+    return (
+      <PickerForm
+        rows={catalog}
+        report={report}
+        kernelId=""
+        kernelName={kernelName}
+        choice="count:0"
+        query={query}
+        onChange={jest.fn()}
+        onSearch={onSearch}
+        trans={trans}
+      />
+    );
+  }
+
+  const options = (tree: JSX.Element) =>
+    findAll(findOne(tree, by('select', 'jgc-picker-image')), by('option'));
+
+  it('tells images apart by their tags and repositories', () => {
+    const texts = options(form('gpuc-tf', '')).map(
+      option => textOf(option).split(' — ')[0]
+    );
+    expect(texts).toEqual([
+      'tensorflow:2.15.0-gpu',
+      'tensorflow:2.15.0-gpu-jupyter',
+      'nvidia/pytorch:25.10-py3',
+      'mirror/pytorch:25.10-py3',
+      'debian-ipykernel:bookworm',
+      'no-ipykernel:latest'
+    ]);
+    expect(new Set(texts).size).toBe(texts.length);
+  });
+
+  it('offers the images the search finds, by facts', () => {
+    const values = (query: string, chosen = '') =>
+      options(form(chosen, query)).map(option => option.props.value);
+    expect(values('cuda 12')).toEqual(['gpuc-tf', 'gpuc-tf-jupyter']);
+    // "cuda 10" is not a substring search: 25.10 has CUDA 13.
+    expect(values('cuda 10')).toEqual([]);
+    expect(values('pytorch 2.9')).toEqual(['gpuc-ngc', 'gpuc-mirror']);
+    expect(values('tensorflow jupyter')).toEqual(['gpuc-tf-jupyter']);
+    expect(values('mirror')).toEqual(['gpuc-mirror']);
+    expect(values('')).toEqual(all.map(r => r.kernel_name));
+    // The chosen image stays listed (a select shows its value), first.
+    expect(values('cuda 12', 'gpuc-ngc')).toEqual([
+      'gpuc-ngc',
+      'gpuc-tf',
+      'gpuc-tf-jupyter'
+    ]);
+  });
+
+  it('says when the search finds nothing', () => {
+    expect(
+      textOf(findOne(form('gpuc-tf', 'cuda 10'), by('p', 'jgc-picker-none')))
+    ).toBe('No image matches.');
+    expect(
+      findAll(form('gpuc-tf', 'cuda 12'), by('p', 'jgc-picker-none'))
+    ).toEqual([]);
+    expect(findAll(form('gpuc-tf', ''), by('p', 'jgc-picker-none'))).toEqual(
+      []
+    );
+  });
+
+  it('chooses the first image the search finds that can run a kernel', () => {
+    const onSearch = jest.fn();
+    const input = (tree: JSX.Element) =>
+      findOne(tree, by('input', 'jgc-picker-search'));
+    // The chosen one matches: it stays chosen.
+    input(form('gpuc-tf-jupyter', '', onSearch)).props.onChange({
+      target: { value: 'tensorflow' }
+    });
+    // It does not: the first match.
+    input(form('gpuc-ngc', '', onSearch)).props.onChange({
+      target: { value: 'tensorflow' }
+    });
+    // Only an image that cannot run a kernel matches: the choice stays.
+    input(form('gpuc-ngc', '', onSearch)).props.onChange({
+      target: { value: 'pytorch 24.05' }
+    });
+    // Nothing matches: the choice stays.
+    input(form('gpuc-ngc', '', onSearch)).props.onChange({
+      target: { value: 'cuda 10' }
+    });
+    expect(onSearch.mock.calls).toEqual([
+      ['tensorflow', 'gpuc-tf-jupyter'],
+      ['tensorflow', 'gpuc-tf'],
+      ['pytorch 24.05', 'gpuc-ngc'],
+      ['cuda 10', 'gpuc-ngc']
+    ]);
+    // The first match that can run a kernel, past one that cannot.
+    const launchable = makeRow({
+      ...old,
+      kernel_name: 'gpuc-fine',
+      kernel_ready: true
+    });
+    input(form('gpuc-tf', '', onSearch, [tf, old, launchable])).props.onChange({
+      target: { value: 'pytorch' }
+    });
+    expect(onSearch.mock.calls[4]).toEqual(['pytorch', 'gpuc-fine']);
   });
 });

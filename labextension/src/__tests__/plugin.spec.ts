@@ -75,6 +75,10 @@ jest.mock('../switching', () => ({
   switchNotebook: jest.fn()
 }));
 jest.mock('../toolbar', () => ({ KernelImageItem: jest.fn() }));
+jest.mock('../kernelview', () => ({
+  KernelViewModel: jest.fn(),
+  KernelViewWidget: jest.fn()
+}));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
 

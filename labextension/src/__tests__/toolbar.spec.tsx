@@ -200,8 +200,9 @@ describe('KernelImageItem', () => {
     build(makePanel(null), makeModel(), pseudo);
     expect(textOf(button())).toBe('⟦jupyter_gpu_containers:No kernel⟧');
     build(makePanel({ id: 'k-2', name: 'gpuc-torch' }), makeModel(), pseudo);
+    // One translated string with placeholders, not pieces glued together.
     expect(textOf(button())).toBe(
-      'pytorch:24.05-py3 · ⟦jupyter_gpu_containers:GPUs 1,2⟧'
+      '⟦jupyter_gpu_containers:toolbar: kernel image · its GPUs|pytorch:24.05-py3 · ⟦jupyter_gpu_containers:GPUs 1,2⟧⟧'
     );
     expect(button().props.title).toBe(
       `⟦jupyter_gpu_containers:Kernel image ${IMAGE}, ⟦jupyter_gpu_containers:GPUs 1,2⟧. Click to switch the image or the GPUs.⟧`
@@ -243,5 +244,18 @@ describe('KernelImageItem', () => {
       )
     );
     expect(button().props['data-short']).toBeUndefined();
+  });
+
+  it('says when a GPU image runs without a GPU because its notebook asks for none', () => {
+    build(
+      makePanel(
+        { id: 'k-4', name: 'gpuc-torch' },
+        { gpu_containers: { gpus: 0 } }
+      )
+    );
+    const node = button();
+    expect(node.props['data-without-gpu']).toBe('true');
+    expect(node.props['data-short']).toBeUndefined();
+    expect(textOf(node)).toMatch(/\(CPU only\)$/);
   });
 });

@@ -1,0 +1,477 @@
+import * as React from 'react';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { formatBytes } from '../format';
+import { translationBundle } from '../i18n';
+import {
+  GpuUse,
+  KernelList,
+  KernelViewBody,
+  KernelViewModel,
+  Sparkline,
+  clockTime,
+  sparklineSegments
+} from '../kernelview';
+import type { IEventSourceLike } from '../model';
+import {
+  IKernelGpuUsage,
+  IKernelList,
+  IKernelSummary,
+  IKernelView
+} from '../types';
+import { by, findAll, findOne, textOf } from './elements';
+import { pseudoBundle } from './pseudo';
+
+// No DOM in the node test environment: a ReactWidget that only counts, a
+// UseSignal that draws its children once.
+jest.mock('@jupyterlab/ui-components', () => ({
+  ReactWidget: class {
+    isDisposed = false;
+    addClass(): void {
+      // nothing to style without a DOM
+    }
+    update(): void {
+      // drawn by the tests themselves
+    }
+    dispose(): void {
+      this.isDisposed = true;
+    }
+  },
+  UseSignal: (props: { children: () => unknown }) => props.children()
+}));
+
+const trans = translationBundle();
+const GiB = 1024 ** 3;
+const KERNEL = '5f0c3b1e-2d4a-4f7e-9c1b-8a6e2d3f4b5c';
+const CONTAINER = 'a'.repeat(64);
+const settings = ServerConnection.makeSettings({
+  baseUrl: 'http://localhost:8888/base/',
+  token: 'secret'
+});
+
+function makeUsage(overrides: Partial<IKernelGpuUsage> = {}): IKernelGpuUsage {
+  return {
+    source: 'nvml',
+    reason: '',
+    interval: 5,
+    since: 1_700_000_000,
+    memory_total: 80 * GiB,
+    samples: [
+      { at: 1_700_000_100, memory_used: 2 * GiB, utilization: 10 },
+      { at: 1_700_000_105, memory_used: 3 * GiB, utilization: 40 }
+    ],
+    ...overrides
+  };
+}
+
+function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
+  return {
+    kernel_id: KERNEL,
+    kernel_name: 'gpuc-torch',
+    notebook: 'train.ipynb',
+    execution_state: 'idle',
+    image: {
+      reference: 'nvcr.io/nvidia/pytorch:24.05-py3',
+      id: 'sha256:' + '1'.repeat(64),
+      digest: 'nvcr.io/nvidia/pytorch@sha256:' + '2'.repeat(64),
+      repo_digests: ['nvcr.io/nvidia/pytorch@sha256:' + '2'.repeat(64)]
+    },
+    container: {
+      id: CONTAINER,
+      name: 'jupyter-kernel-5f0c',
+      status: 'running',
+      created: 1_700_000_000,
+      started_at: 1_700_000_000.5,
+      finished_at: null,
+      exit_code: 0,
+      oom_killed: false
+    },
+    mounts: [
+      {
+        type: 'bind',
+        source: '/home/alice/work',
+        target: '/workspace',
+        read_only: false
+      },
+      {
+        type: 'bind',
+        source: '/raid/datasets',
+        target: '/data',
+        read_only: true
+      }
+    ],
+    tmpfs: ['/home/jupyter'],
+    gpus: [{ uuid: 'GPU-0', index: '0', name: 'A100', memory_total: 80 * GiB }],
+    launched_at: 1_699_999_999,
+    phases: [
+      { name: 'create', at: 1_700_000_000, seconds: 0.012 },
+      { name: 'ready', at: 1_700_000_001, seconds: 0.646 }
+    ],
+    last_end: null,
+    usage: makeUsage(),
+    ...overrides
+  };
+}
+
+/**
+ * An event stream that the test drives.
+ */
+class FakeEventSource implements IEventSourceLike {
+  constructor(readonly url: string) {}
+
+  readyState = 1;
+  closed = false;
+  readonly listeners = new Map<string, Array<(e: { data?: string }) => void>>();
+
+  addEventListener(
+    type: string,
+    listener: (event: { data?: string }) => void
+  ): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.readyState = 2;
+  }
+
+  emit(type: string, data?: unknown): void {
+    for (const listener of this.listeners.get(type) ?? []) {
+      listener(data === undefined ? {} : { data: JSON.stringify(data) });
+    }
+  }
+}
+
+describe('sparklines', () => {
+  it('scales values to the box and breaks the line at unknown values', () => {
+    // step 10, y = 11 - value / 100 * 10
+    expect(sparklineSegments([0, 50, null, 100], 100, 30, 12)).toEqual([
+      '0,11 10,6',
+      '30,1 30,1'
+    ]);
+  });
+
+  it('draws a lone value as a flat dash, and clamps to the maximum', () => {
+    expect(sparklineSegments([5], 10, 40, 12)).toEqual(['0,6 40,6']);
+    expect(sparklineSegments([200, -3], 100, 10, 12)).toEqual(['0,1 10,11']);
+    expect(sparklineSegments([], 100, 10, 12)).toEqual([]);
+  });
+
+  it('is an SVG image with its label', () => {
+    const svg = findOne(
+      <Sparkline
+        kind="memory"
+        values={[1, 2, 3]}
+        max={3}
+        label="GPU memory over the last minute"
+      />,
+      by('svg', 'jgc-sparkline-memory')
+    );
+    expect(svg.props.role).toBe('img');
+    expect(svg.props['aria-label']).toBe('GPU memory over the last minute');
+    expect(findAll(svg, by('polyline'))).toHaveLength(1);
+  });
+});
+
+describe('GPU use', () => {
+  it('shows memory and utilisation now, their sparklines, and since when', () => {
+    const node = <GpuUse usage={makeUsage()} holdsGpus trans={trans} />;
+    const text = textOf(node);
+    expect(text).toContain(
+      `GPU memory ${formatBytes(3 * GiB)} of ${formatBytes(80 * GiB)}`
+    );
+    expect(text).toContain('utilisation 40%');
+    expect(text).toContain(`since ${clockTime(1_700_000_000)}`);
+    const lines = findAll(node, by('svg', 'jgc-sparkline'));
+    expect(lines.map(svg => svg.props.className)).toEqual([
+      'jgc-sparkline jgc-sparkline-memory',
+      'jgc-sparkline jgc-sparkline-utilization'
+    ]);
+  });
+
+  it('says unknown, and why, instead of showing zeros', () => {
+    const reason =
+      "This server's GPUs are declared (GPUInventory.static_gpus), not read from the NVIDIA driver, so their use per kernel is unknown.";
+    const node = (
+      <GpuUse
+        usage={makeUsage({ source: 'static', reason, samples: [] })}
+        holdsGpus
+        trans={trans}
+      />
+    );
+    expect(textOf(node)).toContain('GPU memory and utilisation: unknown');
+    expect(textOf(node)).toContain(reason);
+    expect(findAll(node, by('svg'))).toEqual([]);
+  });
+
+  it('says when a utilisation is not reported', () => {
+    const usage = makeUsage({
+      samples: [{ at: 1, memory_used: GiB, utilization: null }]
+    });
+    expect(textOf(<GpuUse usage={usage} holdsGpus trans={trans} />)).toContain(
+      'utilisation unknown'
+    );
+  });
+});
+
+describe('the kernel view', () => {
+  let streams: FakeEventSource[];
+  let request: jest.SpyInstance;
+
+  beforeEach(() => {
+    jest.useFakeTimers();
+    streams = [];
+    request = jest
+      .spyOn(ServerConnection, 'makeRequest')
+      .mockImplementation(
+        async () => new Response(JSON.stringify(makeView()), { status: 200 })
+      );
+  });
+
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  function createModel(): KernelViewModel {
+    return new KernelViewModel({
+      kernelId: KERNEL,
+      serverSettings: settings,
+      trans,
+      tail: 50,
+      refreshSeconds: 5,
+      openEvents: url => {
+        const source = new FakeEventSource(url);
+        streams.push(source);
+        return source;
+      }
+    });
+  }
+
+  it('reads the details and follows the log', async () => {
+    const model = createModel();
+    model.start();
+    await jest.runOnlyPendingTimersAsync();
+    expect(String(request.mock.calls[0][0])).toBe(
+      `http://localhost:8888/base/gpu-containers/kernels/${KERNEL}`
+    );
+    expect(model.view?.container?.id).toBe(CONTAINER);
+    const [stream] = streams;
+    expect(stream.url).toBe(
+      `http://localhost:8888/base/gpu-containers/kernels/${KERNEL}/log?tail=50&token=secret`
+    );
+    expect(model.following).toBe(true);
+
+    stream.emit('container', {
+      container_id: CONTAINER,
+      started_at: 1,
+      last_end: {
+        container_id: 'b'.repeat(64),
+        exit_code: 137,
+        oom_killed: true,
+        reason: 'The kernel ran out of memory.',
+        at: 1_700_000_000
+      }
+    });
+    stream.emit('lines', {
+      container_id: CONTAINER,
+      lines: [
+        { time: '2026-11-23T01:00:00.1Z', text: 'NCCL INFO ready' },
+        { time: '2026-11-23T01:00:00.2Z', text: 'kv-out' }
+      ],
+      skipped: 0
+    });
+    expect(model.entries.map(e => [e.kind, e.text])).toEqual([
+      [
+        'end',
+        `The previous container ended at ${clockTime(1_700_000_000)}: The kernel ran out of memory.`
+      ],
+      ['line', 'NCCL INFO ready'],
+      ['line', 'kv-out']
+    ]);
+
+    // A reconnect sends the same container's tail again: in place, not twice.
+    stream.emit('container', {
+      container_id: CONTAINER,
+      started_at: 1,
+      last_end: null
+    });
+    stream.emit('lines', {
+      container_id: CONTAINER,
+      lines: [{ time: '', text: 'kv-out' }],
+      skipped: 2
+    });
+    expect(model.entries.map(e => e.text)).toEqual([
+      `The previous container ended at ${clockTime(1_700_000_000)}: The kernel ran out of memory.`,
+      '… 2 lines skipped (the log came faster than it could be shown) …',
+      'kv-out'
+    ]);
+
+    stream.emit('ended', {
+      container_id: CONTAINER,
+      exit_code: 3,
+      oom_killed: false,
+      finished_at: 2,
+      reason: 'The container ended with code 3.'
+    });
+    stream.emit('container', {
+      container_id: 'c'.repeat(64),
+      started_at: 3,
+      last_end: null
+    });
+    const texts = model.entries.map(e => e.text);
+    expect(texts.slice(-2)).toEqual([
+      'The container ended: The container ended with code 3.',
+      'The kernel restarted in a new container (cccccccccccc).'
+    ]);
+
+    stream.emit('shutdown', { reason: 'The kernel was shut down.' });
+    expect(model.following).toBe(false);
+    expect(stream.closed).toBe(true);
+    model.dispose();
+  });
+
+  it('stops following and reading when closed', async () => {
+    const model = createModel();
+    model.start();
+    await jest.runOnlyPendingTimersAsync();
+    const reads = request.mock.calls.length;
+    model.dispose();
+    expect(streams[0].closed).toBe(true);
+    await jest.advanceTimersByTimeAsync(60_000);
+    expect(request.mock.calls.length).toBe(reads);
+    expect(model.following).toBe(false);
+  });
+
+  it('says when the stream is gone for good', async () => {
+    const model = createModel();
+    model.start();
+    streams[0].readyState = 2;
+    streams[0].emit('error');
+    expect(model.following).toBe(false);
+    expect(model.entries.map(e => e.text)).toEqual([
+      'The log is no longer followed.'
+    ]);
+    model.dispose();
+  });
+
+  it('shows the digest, container, mounts, phases and last end', async () => {
+    request.mockImplementation(
+      async () =>
+        new Response(
+          JSON.stringify(
+            makeView({
+              last_end: {
+                container_id: 'b'.repeat(64),
+                exit_code: 3,
+                oom_killed: false,
+                reason: "The kernel's container exited with code 3.",
+                at: 1_700_000_000
+              }
+            })
+          ),
+          { status: 200 }
+        )
+    );
+    const model = createModel();
+    await model.refresh();
+    const text = textOf(<KernelViewBody model={model} trans={trans} />);
+    expect(text).toContain('Kernel of train.ipynb');
+    expect(text).toContain('nvcr.io/nvidia/pytorch@sha256:' + '2'.repeat(64));
+    expect(text).toContain(`${CONTAINER} (running)`);
+    expect(text).toContain('/home/alice/work → /workspace writable');
+    expect(text).toContain('/raid/datasets → /data read-only');
+    expect(text).toContain('/home/jupyter temporary (tmpfs)');
+    expect(text).toContain('GPU 0');
+    expect(text).toContain(
+      `Container created at ${clockTime(1_700_000_000)} (0.012 s)`
+    );
+    expect(text).toContain(
+      `Kernel answered at ${clockTime(1_700_000_001)} (0.646 s)`
+    );
+    expect(text).toContain("The kernel's container exited with code 3.");
+    model.dispose();
+  });
+
+  it('says why the details cannot be read', async () => {
+    request.mockImplementation(
+      async () =>
+        new Response(
+          JSON.stringify({
+            message:
+              'There is no such container kernel of yours on this server.'
+          }),
+          { status: 404 }
+        )
+    );
+    const model = createModel();
+    await model.refresh();
+    const alert = findOne(
+      <KernelViewBody model={model} trans={trans} />,
+      by('p', 'jgc-banner-error')
+    );
+    expect(textOf(alert)).toBe(
+      'There is no such container kernel of yours on this server.'
+    );
+  });
+
+  it('translates what it shows', async () => {
+    const model = createModel();
+    await model.refresh();
+    const pseudo = pseudoBundle();
+    const text = textOf(<KernelViewBody model={model} trans={pseudo} />);
+    for (const phrase of [
+      'Container log',
+      'Mounts',
+      'Start phases',
+      'GPU use'
+    ]) {
+      expect(text).toContain(`⟦jupyter_gpu_containers:${phrase}⟧`);
+    }
+    model.dispose();
+  });
+});
+
+describe("the panel's kernels", () => {
+  function summary(overrides: Partial<IKernelSummary> = {}): IKernelSummary {
+    return {
+      kernel_id: KERNEL,
+      kernel_name: 'gpuc-torch',
+      image: 'nvcr.io/nvidia/pytorch:24.05-py3',
+      notebook: 'train.ipynb',
+      execution_state: 'busy',
+      container_id: CONTAINER,
+      gpus: [{ uuid: 'GPU-0', index: '0', name: 'A100' }],
+      usage: makeUsage(),
+      ...overrides
+    };
+  }
+
+  it('lists each kernel with its GPU use and opens its view', () => {
+    const open = jest.fn();
+    const list: IKernelList = { kernels: [summary()], engine_error: '' };
+    const node = <KernelList list={list} error="" trans={trans} open={open} />;
+    const text = textOf(node);
+    expect(text).toContain('Your kernels');
+    expect(text).toContain('train.ipynb');
+    expect(text).toContain('pytorch:24.05-py3 · GPU 0');
+    expect(findAll(node, by('svg'))).toHaveLength(2);
+    findOne(node, by('button', 'jgc-link-button')).props.onClick();
+    expect(open).toHaveBeenCalledWith(KERNEL);
+  });
+
+  it('says when there is none, or why they are unknown', () => {
+    expect(
+      textOf(
+        <KernelList
+          list={{ kernels: [], engine_error: '' }}
+          error=""
+          trans={trans}
+        />
+      )
+    ).toContain('You have no container kernel running.');
+    expect(
+      textOf(<KernelList list={null} error="No server." trans={trans} />)
+    ).toContain('No server.');
+  });
+});
