@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from traitlets import Dict, Float, List, Unicode
+from traitlets import Bool, Dict, Float, List, Unicode
 
 from . import privateimages
-from .catalog import framework_with_probe, is_gpu_build
+from .catalog import Framework, framework_with_probe, is_gpu_build
 from .errors import ContainerKernelError, EngineUnavailable
 from .launchplan import image_allowed
 from .probe import ProbeResult
@@ -40,9 +40,25 @@ class NoImageKernel(ContainerKernelError, NoSuchKernel):
     reason_phrase = "No such kernel"
 
 
+class HostKernelHidden(ContainerKernelError, NoSuchKernel):
+    """A spec that does not run in a container, on a server that offers only container kernels
+    (ContainerKernelSpecManager.show_host_kernels is False)."""
+
+    status = 404
+    reason_phrase = "No such kernel"
+
+
 PROVISIONER_NAME = "gpu-containers-provisioner"
 NAME_PREFIX = "gpuc-"
 RESOURCES_DIR = str(Path(__file__).parent / "kernel_resources")
+# A framework's own resource directory (its logo-svg.svg) under RESOURCES_DIR; RESOURCES_DIR
+# itself holds the generic logo for every other image.
+FRAMEWORK_RESOURCES = {
+    "PyTorch": "pytorch",
+    "TensorFlow": "tensorflow",
+    "JAX": "jax",
+    "RAPIDS": "rapids",
+}
 IPYKERNEL_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
@@ -56,6 +72,18 @@ def kernel_name_for(ref: str) -> str:
     slug = re.sub(r"[^a-z0-9._-]+", "-", ref.lower()).strip("-.")[:80]
     digest = hashlib.sha256(ref.encode()).hexdigest()[:6]
     return f"{NAME_PREFIX}{slug}-{digest}"
+
+
+def resource_dir_for(ref: str, framework: Framework | None) -> str:
+    """The kernel spec's resource directory: its framework's logo where one is known (PyTorch,
+    TensorFlow, JAX, RAPIDS), else the generic one. RAPIDS is no framework to the catalog (no
+    single package says it): its images are known by their repository (``rapidsai/...``)."""
+    key = FRAMEWORK_RESOURCES.get(framework.name) if framework else None
+    if key is None:
+        repository = normalize_reference(ref).split("@", 1)[0].rsplit(":", 1)[0].lower()
+        if re.search(r"(?<![a-z0-9])rapids(?:ai)?(?![a-z0-9])", repository):
+            key = "rapids"
+    return str(Path(RESOURCES_DIR) / key) if key else RESOURCES_DIR
 
 
 def display_name_for(ref: str, image: ImageRecord | None, probe: ProbeResult | None = None) -> str:
@@ -150,6 +178,20 @@ class ContainerKernelSpecManager(KernelSpecManager):
         ContainerProvisioner for kernels of that image, e.g.
         {"nvcr.io/nvidia/*": {"provisioner": {"shm_size": "8g",
          "ulimits": {"memlock": -1, "stack": 67108864}}}}.""",
+    )
+
+    show_host_kernels = Bool(
+        True,
+        config=True,
+        help="""Offer the kernel specs that run on the host, not in a container: the server's
+        own "Python 3 (ipykernel)" (python3, which jupyter_client adds even where no spec is
+        installed) and every spec installed on disk without this project's provisioner. False
+        offers only container kernels (the specs of local images, and specs installed with
+        `jupyter gpu-containers install-kernelspec`) and refuses to start a host kernel, with a
+        404 as for a spec that does not exist: for hosts where notebook code must not run
+        outside a container. (KernelSpecManager.ensure_native_kernel=False alone does not do
+        it: it keeps python3 when ipykernel installed its spec on disk, and still starts it when
+        asked by name.)""",
     )
 
     refresh_after = Float(
@@ -316,36 +358,75 @@ class ContainerKernelSpecManager(KernelSpecManager):
 
     def find_kernel_specs(self) -> dict[str, str]:
         specs = super().find_kernel_specs()
-        for name in self.image_entries():
+        if not self.show_host_kernels:
+            specs = {name: path for name, path in specs.items() if self._on_disk_in_container(name)}
+        self._maybe_refresh()
+        for name, entry in self._entries.items():
             if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
                 continue
-            specs.setdefault(name, RESOURCES_DIR)  # a spec installed on disk wins
+            # A spec installed on disk wins.
+            specs.setdefault(name, resource_dir_for(entry.ref, self._framework(entry)))
         return specs
+
+    def _on_disk_in_container(self, kernel_name: str) -> bool:
+        """Whether the spec jupyter_client finds under this name (on disk, or the native
+        python3) runs in a container; an unreadable one does not count as one."""
+        try:
+            spec = super().get_kernel_spec(kernel_name)
+        except Exception:
+            return False
+        return runs_in_container(spec)
+
+    @staticmethod
+    def _framework(entry: _Entry) -> Framework | None:
+        return framework_with_probe(entry.ref, entry.image.env, entry.image.labels, entry.probe)
 
     def get_kernel_spec(self, kernel_name: str) -> Any:
         try:
-            return super().get_kernel_spec(kernel_name)
+            spec = super().get_kernel_spec(kernel_name)
         except NoSuchKernel:
-            if kernel_name.lower().startswith(NAME_PREFIX):
-                self._maybe_refresh()
-            entry = self._entries.get(kernel_name.lower())
-            if entry is None and self.engine_error and kernel_name.lower().startswith(NAME_PREFIX):
-                # An image's kernel asked for while the engine is away (its spec went with the
-                # listing): say that, with a 503, not "no such kernel", which jupyter_server
-                # answers with an unhandled 500.
-                raise EngineUnavailable(self.engine_error) from None
-            if entry is None and kernel_name.lower().startswith(NAME_PREFIX):
-                # A 404 with a sentence: jupyter_server answers a bare NoSuchKernel with an
-                # unhandled 500.
-                raise NoImageKernel(
-                    f"There is no kernel spec {kernel_name}: its image is not on this host, "
-                    "cannot run a kernel, or is not offered to you."
-                ) from None
-            if entry is None or (
-                self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
-            ):
-                raise
-            spec = kernel_spec_dict(
-                entry.ref, entry.image, self._overrides_for(entry.ref), entry.probe
+            return self._image_kernel_spec(kernel_name)
+        if not self.show_host_kernels and not runs_in_container(spec):
+            # Hidden from the listing, and not started when asked for by name either (a
+            # notebook whose metadata names python3, a client that asks for it).
+            raise HostKernelHidden(
+                f"The kernel spec {kernel_name} runs on the host, and this server offers only "
+                "kernels that run in containers: choose one of them."
             )
-            return self.kernel_spec_class(resource_dir=RESOURCES_DIR, **spec)
+        return spec
+
+    def _image_kernel_spec(self, kernel_name: str) -> Any:
+        """The spec of a local image's kernel, for a name no spec on disk has."""
+        image_name = kernel_name.lower().startswith(NAME_PREFIX)
+        if image_name:
+            self._maybe_refresh()
+        entry = self._entries.get(kernel_name.lower())
+        if entry is None and self.engine_error and image_name:
+            # An image's kernel asked for while the engine is away (its spec went with the
+            # listing): say that, with a 503, not "no such kernel", which jupyter_server
+            # answers with an unhandled 500.
+            raise EngineUnavailable(self.engine_error)
+        if entry is None and image_name:
+            # A 404 with a sentence: jupyter_server answers a bare NoSuchKernel with an
+            # unhandled 500.
+            raise NoImageKernel(
+                f"There is no kernel spec {kernel_name}: its image is not on this host, "
+                "cannot run a kernel, or is not offered to you."
+            )
+        if entry is None or (
+            self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
+        ):
+            raise NoSuchKernel(kernel_name)
+        spec = kernel_spec_dict(entry.ref, entry.image, self._overrides_for(entry.ref), entry.probe)
+        return self.kernel_spec_class(
+            resource_dir=resource_dir_for(entry.ref, self._framework(entry)), **spec
+        )
+
+
+def runs_in_container(spec: Any) -> bool:
+    """Whether a kernel spec starts its kernel through this project's provisioner."""
+    metadata = getattr(spec, "metadata", None)
+    provisioner = metadata.get("kernel_provisioner") if isinstance(metadata, dict) else None
+    return isinstance(provisioner, dict) and provisioner.get("provisioner_name") == (
+        PROVISIONER_NAME
+    )

@@ -26,15 +26,36 @@ install_system_packages() {
   fi
   local -a todo=()
   for pkg in "${missing[@]}"; do [ -n "$pkg" ] && todo+=("$pkg"); done
-  log "apt-get update"
+  # Nothing missing: no `apt-get update` either (it costs seconds and needs the network).
+  [ "${#todo[@]}" -gt 0 ] || return 0
+  log "apt-get update; installing: ${todo[*]}"
   as_root apt-get update -qq
-  if [ "${#todo[@]}" -gt 0 ]; then
-    log "installing: ${todo[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
-  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
 }
 
-# The project in a virtual environment, with its labextension built by `pip install`.
+# pip says nothing it need not: no "a new release of pip is available", no "WARNING: The script
+# ... is not on PATH" (the scripts are run from the environment by their full path).
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 PIP_NO_INPUT=1
+
+# What an editable install depends on besides the Python sources, which it reads from the
+# working tree: the dependencies, entry points and shared data (pyproject.toml and the files it
+# copies into the environment), and the labextension, which `pip install -e` builds with npm and
+# *copies* into the environment (share/jupyter/labextensions), so that a change of its sources,
+# styles, schemas or node packages needs a new install. A hash of them all, with the extras.
+install_inputs_hash() {
+  local extras=$1
+  { printf 'extras=%s\n' "$extras"
+    "$venv/bin/python" -c 'import sys; print(sys.version)'
+    cd "$repo" && {
+      ls -d pyproject.toml package.json package-lock.json install.json tsconfig.json 2>/dev/null
+      find labextension schema jupyter-config -type f -not -path '*/__tests__/*' 2>/dev/null
+    } | LC_ALL=C sort | while IFS= read -r f; do sha256sum -- "$f"; done
+  } | sha256sum | cut -c1-32
+}
+
+# The project in a virtual environment, with its labextension built by `pip install`. Skipped when
+# the environment already holds an install of the same inputs (the stamp file records their hash
+# once an install succeeded); a fresh clone (CI) has no environment and no stamp, and installs.
 install_project() {
   local extras=${1:-}
   if [ ! -x "$venv/bin/python" ]; then
@@ -45,12 +66,33 @@ install_project() {
     log "creating $venv with $python"
     "$python" -m venv "$venv"
   fi
+  local stamp=$venv/.jupyter-gpu-containers-install wanted installed h
+  wanted=$(install_inputs_hash "$extras")
+  local -a enough=("$wanted")
+  # An install with the test extras serves a command that needs none (the demo after the tests).
+  [ -n "$extras" ] || enough+=("$(install_inputs_hash "[test]")")
+  installed=$(cat "$stamp" 2>/dev/null || true)
+  for h in "${enough[@]}"; do
+    if [ "$installed" = "$h" ] \
+       && [ -f "$venv/share/jupyter/labextensions/jupyter-gpu-containers/package.json" ] \
+       && "$venv/bin/python" -c "import jupyter_gpu_containers" 2>/dev/null; then
+      log "the project in $venv is up to date: no pip install"
+      return 0
+    fi
+  done
+  rm -f "$stamp"  # an install that stops half-way is not a finished one
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   log "pip install -e .${extras} (builds the labextension with npm)"
-  PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install -q -e ".${extras}" 2>&1 \
-    | grep -v -e "^WARNING: Location" -e "is neither a file nor a directory" >&2 || true
+  local out status=0
+  out=$(PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install -q -e ".${extras}" 2>&1) \
+    || status=$?
+  # hatchling's notes on shared-data paths of an editable install are no news to anyone.
+  printf '%s\n' "$out" \
+    | grep -v -e '^$' -e "^WARNING: Location" -e "is neither a file nor a directory" >&2 || true
+  [ "$status" -eq 0 ] || { log "pip install -e .${extras} failed"; return 1; }
   "$venv/bin/python" -c "import jupyter_gpu_containers" \
     || { log "the package did not install"; return 1; }
+  echo "$wanted" >"$stamp"
 }
 
 # The host state directory every Jupyter server on the host shares (GPU allocation, which servers

@@ -7,44 +7,17 @@
 #   scripts/demo.sh                 JupyterLab on http://127.0.0.1:8888
 #   scripts/demo.sh --port 9999     extra arguments go to `jupyter lab`
 #
-# JGC_DEMO_WORKSPACE (default ~/gpu-containers-demo) is the workspace mounted into kernels.
+# Environment (README.md, "The two commands", lists them all): JGC_DEMO_PORT (8888),
+# JGC_DEMO_WORKSPACE (~/gpu-containers-demo, the workspace mounted into kernels), JGC_VENV
+# (.venv), JGC_DOCKERD_STATE (/var/run/jgc-dockerd). A second run on a prepared machine installs
+# nothing: no apt-get update, no pip install unless the project's dependencies or its
+# labextension changed (scripts/common.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prepare_machine demo ""
 
 workspace=${JGC_DEMO_WORKSPACE:-$HOME/gpu-containers-demo}
 mkdir -p "$workspace"
-"$venv/bin/python" - "$workspace" <<'PY'
-import json, sys
-from pathlib import Path
-from jupyter_gpu_containers.kernelspecs import kernel_name_for
-
-image = "jgc/demo:bookworm"
-notebook = Path(sys.argv[1]) / "welcome.ipynb"
-if not notebook.exists():
-    cells = [
-        ("markdown", "# Kernels in containers\n\nThis notebook's kernel runs inside a container "
-         f"of `{image}`. Its kernel spec name is stored in the notebook's metadata, so it "
-         "reopens on the same image. The workspace is mounted at `/workspace`, and files you "
-         "write there belong to you."),
-        ("code", "import os, socket, getpass\n"
-         "print('container:', socket.gethostname())\n"
-         "print('user:', os.getuid(), getpass.getuser(), '| cwd:', os.getcwd())\n"
-         "open('written-in-a-container.txt', 'w').write('hello from the container\\n')"),
-    ]
-    nb = {
-        "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": kernel_name_for(image),
-                                    "display_name": f"Python 3 · {image}", "language": "python"}},
-        "cells": [
-            {"cell_type": kind, "metadata": {}, "source": text, "id": f"cell-{i}",
-             **({"outputs": [], "execution_count": None} if kind == "code" else {})}
-            for i, (kind, text) in enumerate(cells)
-        ],
-    }
-    notebook.write_text(json.dumps(nb, indent=1))
-print(f"Demo workspace: {notebook.parent}")
-PY
 
 # The server's user must reach the engine's socket.
 run_as=()
@@ -53,10 +26,21 @@ if ! docker info >/dev/null 2>&1; then
   as_root usermod -aG docker "$(id -un)"
   run_as=(sg docker -c)
 fi
-args=(lab --ip=127.0.0.1 --port="${JGC_DEMO_PORT:-8888}" "--ServerApp.root_dir=$workspace"
-      --LabApp.default_url=/lab/tree/welcome.ipynb)
+as_server_user() {
+  if [ ${#run_as[@]} -gt 0 ]; then "${run_as[@]}" "$(printf '%q ' "$@")"; else "$@"; fi
+}
+
 # As root, the demo's kernels run as root too, which the extension refuses unless allowed.
-[ "$(id -u)" -eq 0 ] && args+=(--allow-root --ContainerPolicy.allow_root=True)
+policy=()
+[ "$(id -u)" -eq 0 ] && policy+=(--ContainerPolicy.allow_root=True)
+# welcome.ipynb, with the kernel spec and language_info the server and its kernel will report
+# (else JupyterLab marks it modified as it opens); one changed by its user is left alone.
+as_server_user "$venv/bin/python" "$repo/scripts/welcome_notebook.py" "$workspace" \
+  --image=jgc/demo:bookworm "${policy[@]}"
+
+args=(lab --ip=127.0.0.1 --port="${JGC_DEMO_PORT:-8888}" "--ServerApp.root_dir=$workspace"
+      --LabApp.default_url=/lab/tree/welcome.ipynb "${policy[@]}")
+[ "$(id -u)" -eq 0 ] && args+=(--allow-root)
 log "starting JupyterLab; open the URL it prints (Ctrl-C twice to stop)"
 if [ ${#run_as[@]} -gt 0 ]; then
   exec "${run_as[@]}" "$(printf '%q ' "$venv/bin/jupyter" "${args[@]}" "$@")"
