@@ -29,6 +29,7 @@ import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
 import { GpuContainersPanel, IPanelActions } from './panel';
 import { describeStatus } from './status';
+import { keepLauncherLabelsBreakable } from './launcherlabels';
 import { launchNotebook, switchNotebook } from './switching';
 import { KernelImageItem } from './toolbar';
 import { KernelViewModel, KernelViewWidget } from './kernelview';
@@ -147,6 +148,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = translationBundle(translator);
     void reportStatus(app, trans);
+    keepLauncherLabelsBreakable(app);
     const model = new GpuContainersModel({
       serverSettings: app.serviceManager.serverSettings,
       translator

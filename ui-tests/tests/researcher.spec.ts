@@ -149,3 +149,55 @@ test('with every GPU taken, the panel says so before, and the Launcher refuses i
     await page.keyboard.press('Escape');
   }
 });
+
+test("the Launcher's cards carry framework icons, and their labels break only between parts", async ({
+  page
+}) => {
+  await page.evaluate(async () => {
+    await (window as any).jupyterapp.commands.execute('launcher:create');
+  });
+  const card = page
+    .locator('.jp-LauncherCard[data-category="Notebook"]:visible')
+    .filter({ hasText: 'ngc-like' });
+  await expect(card).toHaveCount(1);
+  // The PyTorch image's card: PyTorch's icon (the spec's logo-svg), not the generic one.
+  const icon = await card.locator('img').getAttribute('src');
+  expect(icon).toMatch(/\/kernelspecs\/gpuc-[^/]+\/logo-svg\.svg/);
+  const svg = await (await page.request.get(icon!)).text();
+  expect(svg).toContain('PyTorch');
+
+  // Where each line of every visible card label starts: only after a space, a break point or a
+  // hyphen (where browsers break too), never inside a word.
+  const labels = await page
+    .locator('.jp-LauncherCard:visible .jp-LauncherCard-label p')
+    .evaluateAll(paragraphs =>
+      paragraphs.map(p => {
+        const text = p.firstChild as Text;
+        const starts: number[] = [];
+        let top: number | null = null;
+        for (let i = 0; i < text.data.length; i++) {
+          const range = document.createRange();
+          range.setStart(text, i);
+          range.setEnd(text, i + 1);
+          const rect = range.getBoundingClientRect();
+          if (rect.width === 0) {
+            continue; // a break point
+          }
+          if (top !== null && rect.top > top + 1) {
+            starts.push(i);
+          }
+          top = rect.top;
+        }
+        return { text: text.data, starts };
+      })
+    );
+  expect(labels.length).toBeGreaterThan(3);
+  for (const { text, starts } of labels) {
+    for (const i of starts) {
+      expect([' ', '\u200b', '-'], `${JSON.stringify(text)} breaks at ${i}`).toContain(
+        text[i - 1]
+      );
+    }
+  }
+  await card.screenshot({ path: test.info().outputPath('launcher-card.png') });
+});

@@ -17,6 +17,7 @@ import { ITranslator } from '@jupyterlab/translation';
 
 import { askRegistryLogin } from '../credentials';
 import plugin, { CommandIDs, PLUGIN_ID, TOOLBAR_ITEM } from '../index';
+import { keepLauncherLabelsBreakable } from '../launcherlabels';
 import { GpuContainersModel } from '../model';
 import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
@@ -78,6 +79,9 @@ jest.mock('../toolbar', () => ({ KernelImageItem: jest.fn() }));
 jest.mock('../kernelview', () => ({
   KernelViewModel: jest.fn(),
   KernelViewWidget: jest.fn()
+}));
+jest.mock('../launcherlabels', () => ({
+  keepLauncherLabelsBreakable: jest.fn()
 }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
@@ -286,6 +290,8 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(app.shell.add).toHaveBeenCalledTimes(1);
       expect(app.shell.add.mock.calls[0][0]).toBe(panel);
       expect(app.shell.add.mock.calls[0][1]).toBe('left');
+      // The Launcher's card labels wrap at the image reference's break points.
+      expect(keepLauncherLabelsBreakable).toHaveBeenCalledWith(app);
     });
 
     it('works without any optional service', async () => {
