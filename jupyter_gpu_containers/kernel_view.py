@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from tornado import web
@@ -79,7 +80,7 @@ def wall_time(monotonic: float) -> float:
 
 def watched_kernels(mkm: Any) -> list[WatchedKernel]:
     """What the GPU-use sampler watches: the server's container kernels that have a container
-    (no I/O: called on the event loop every few seconds)."""
+    (memory only: the sampler calls it on its own thread every few seconds)."""
     return [
         WatchedKernel(kernel_id, p.container_id, tuple(p.gpu_uuids), launched_at(p))
         for kernel_id, _km, p in container_kernels(mkm)
@@ -112,19 +113,19 @@ def owned(details: ContainerDetails) -> bool:
 
 
 def unix_time(rfc3339: str) -> float | None:
-    """The engine's RFC 3339 times (nanoseconds, "Z") as unix time; None when empty."""
+    """The engine's RFC 3339 times (nanoseconds, "Z" or an offset) as unix time; None when
+    empty or not a time."""
     if not rfc3339:
         return None
-    text = rfc3339.replace("Z", "+00:00")
-    if "." in text:  # at most microseconds for datetime
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
+    # datetime takes at most microseconds: cut the fraction, keep the zone after it.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339.replace("Z", "+00:00"))
     try:
-        return datetime.fromisoformat(text).timestamp()
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    if moment.tzinfo is None:  # the engine always gives a zone; never read one as local time
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def image_digest(reference: str, image_id: str, repo_digests: tuple[str, ...]) -> str:

@@ -194,6 +194,21 @@ async def test_details_of_a_running_kernel_match_docker_inspect(
     assert [g["uuid"] for g in entry["gpus"]] == held
 
 
+def test_engine_times_are_read_in_their_own_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nanosecond fractions and a "Z" or an offset; the server's local zone never counts."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        midnight = 1704067200.0  # 2024-01-01T00:00:00Z
+        assert unix_time("2024-01-01T00:00:00.123456789Z") == pytest.approx(midnight + 0.123456)
+        assert unix_time("2024-01-01T01:00:00.5+01:00") == pytest.approx(midnight + 0.5)
+        assert unix_time("2024-01-01T00:00:00Z") == midnight
+        assert unix_time("") is None and unix_time("not a time") is None
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_the_image_digest_is_the_registry_digest_of_its_repository() -> None:
     digests = ("other/repo@sha256:" + "1" * 64, "nvcr.io/nvidia/pytorch@sha256:" + "2" * 64)
     assert image_digest("nvcr.io/nvidia/pytorch:24.05-py3", "sha256:ab", digests) == digests[1]
