@@ -27,15 +27,13 @@ from .kernelmanager import SentenceHTTPError
 
 
 def _refusal(error: BaseException) -> SentenceHTTPError | None:
-    """The launch's own error, when ``error`` is or wraps one."""
-    seen = 0
-    current: BaseException | None = error
-    while current is not None and seen < 4:
-        if isinstance(current, SentenceHTTPError):
-            return current
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return None
+    """The launch's own error, when ``error`` is one or was raised from one (the stock handlers
+    raise their 500 ``from`` it). Only the explicit cause counts: an error merely raised while
+    another was being handled is not that error's answer."""
+    if isinstance(error, SentenceHTTPError):
+        return error
+    cause = error.__cause__
+    return cause if isinstance(cause, SentenceHTTPError) else None
 
 
 class _Refused(BaseException):
