@@ -155,7 +155,7 @@ def _read_device(
     nvml: Any, handle: Any, index: str, brands: dict[Any, str], parent: GPU | None
 ) -> GPU:
     inherited_cc = parent.compute_capability if parent else ""
-    memory = _optional(nvml.nvmlDeviceGetMemoryInfo, handle)
+    memory = _memory_info(nvml, handle)
     util = _optional(nvml.nvmlDeviceGetUtilizationRates, handle)
     cc = _optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
     running = _optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
@@ -191,6 +191,22 @@ def _read_device(
         if mig_handle is not None:
             instances.append(_read_device(nvml, mig_handle, f"{index}/{j}", brands, parent=gpu))
     return GPU(**{**gpu.__dict__, "mig_enabled": True, "mig_instances": tuple(instances)})
+
+
+def _memory_info(nvml: Any, handle: Any) -> Any:
+    """Total and used memory as nvidia-smi counts them, None when the board does not say.
+
+    NVML's first memory query counts what the driver reserves for itself as used (480 MiB on an
+    H100 with driver 580), so an idle GPU would read as partly used; its v2 query (drivers from
+    510, nvidia-ml-py from 11.515) reports that reservation apart, as nvidia-smi does. Older
+    drivers and bindings only have the first one."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version)
+        except Exception:
+            pass  # FUNCTION_NOT_FOUND (driver before 510), NOT_SUPPORTED: the first query
+    return _optional(nvml.nvmlDeviceGetMemoryInfo, handle)
 
 
 def _process_utilization(nvml: Any, handle: Any) -> dict[int, int] | None:

@@ -13,7 +13,9 @@ from typing import Any
 
 NVML_BRAND_TESLA = 2
 NVML_BRAND_GEFORCE = 5
+NVML_BRAND_NVIDIA = 14  # data-center boards from Hopper on (an H100 answers this, not TESLA)
 NVML_DEVICE_MIG_ENABLE = 1
+nvmlMemory_v2 = 0x02000028  # sizeof(nvmlMemory_v2_t) | 2 << 24, as nvidia-ml-py defines it
 GiB = 1024**3
 
 
@@ -28,7 +30,10 @@ class Device:
     brand: int = NVML_BRAND_TESLA
     cc: tuple[int, int] = (8, 0)
     total: int = 80 * GiB
-    used: int = 1 * GiB
+    used: int = 1 * GiB  # as nvidia-smi counts it: what processes allocated
+    # What the driver keeps for itself (480 MiB on an H100 with driver 580): NVML's first memory
+    # query counts it as used, its v2 query reports it apart.
+    reserved: int = 0
     util: int = 0
     processes: list[tuple[int, int]] = field(default_factory=list)
     # pid -> SM utilisation (percent) in NVML's recent per-process samples; a pid on the GPU but
@@ -44,6 +49,7 @@ class Box:
     cuda: int = 12020
     init_error: str = ""
     lost: bool = False  # NVML fails mid-run (a GPU fell off the bus, the driver was reset)
+    memory_v2: bool = True  # False: a driver before 510, without nvmlDeviceGetMemoryInfo_v2
 
 
 def eight_a100(mig_on: int | None = None) -> Box:
@@ -60,6 +66,20 @@ def eight_a100(mig_on: int | None = None) -> Box:
             for j in range(2)
         ]
     return Box(devices)
+
+
+def h100() -> Box:
+    """The H100 of docs/real-gpu-check.md, idle, as NVML answered there (driver 580.159.04)."""
+    device = Device(
+        uuid="GPU-b30a8d26-120d-6709-edab-20f3e60abfd5",
+        name="NVIDIA H100 80GB HBM3",
+        brand=NVML_BRAND_NVIDIA,
+        cc=(9, 0),
+        total=85520809984,
+        used=0,
+        reserved=503316480,
+    )
+    return Box([device], driver="580.159.04", cuda=13000)
 
 
 BOX = eight_a100()
@@ -106,8 +126,18 @@ def nvmlDeviceGetCudaComputeCapability(d: Device) -> tuple[int, int]:
     return d.cc
 
 
-def nvmlDeviceGetMemoryInfo(d: Device) -> Any:
-    return SimpleNamespace(total=d.total, used=d.used, free=d.total - d.used)
+def nvmlDeviceGetMemoryInfo(d: Device, version: int | None = None) -> Any:
+    """As nvidia-ml-py: the first query without ``version``, v2 with ``nvmlMemory_v2``."""
+    free = d.total - d.used - d.reserved
+    if not version:
+        return SimpleNamespace(total=d.total, used=d.used + d.reserved, free=free)
+    if not BOX.memory_v2:
+        raise NVMLError("Function Not Found")
+    if version != nvmlMemory_v2:
+        raise NVMLError("Argument Version Mismatch")
+    return SimpleNamespace(
+        version=version, total=d.total, reserved=d.reserved, free=free, used=d.used
+    )
 
 
 def nvmlDeviceGetUtilizationRates(d: Device) -> Any:

@@ -116,7 +116,7 @@ def test_memory_in_use_is_unknown_not_zero(box: nvml_double.Box) -> None:
     assert static.gpus[0].to_dict()["memory_used"] is None
     assert static.gpus[0].to_dict()["memory_total"] == 32 * 2**30
 
-    def no_memory_info(device: nvml_double.Device) -> None:
+    def no_memory_info(device: nvml_double.Device, version: int | None = None) -> None:
         raise nvml_double.NVMLError("Not Supported")
 
     with pytest.MonkeyPatch.context() as patch:
@@ -125,6 +125,36 @@ def test_memory_in_use_is_unknown_not_zero(box: nvml_double.Box) -> None:
     assert (gpu.memory_used, gpu.memory_total) == (None, 0)
     # A board that answers: its numbers.
     assert read_nvml(nvml_double).gpus[0].memory_used == 1 * nvml_double.GiB
+
+
+def test_memory_used_leaves_out_what_the_driver_reserves() -> None:
+    """Seen on an H100 (driver 580, docs/real-gpu-check.md): NVML's first memory query counts the
+    480 MiB the driver reserves as used, so an idle GPU read as 480 MiB used where nvidia-smi
+    says 0 MiB. The v2 query reports the reservation apart, as nvidia-smi does."""
+    nvml_double.BOX = box = nvml_double.h100()
+    gpu = read_nvml(nvml_double).gpus[0]
+    assert (gpu.memory_used, gpu.memory_total) == (0, 85520809984)
+    assert (gpu.name, gpu.brand, gpu.compute_capability) == (
+        "NVIDIA H100 80GB HBM3",
+        "nvidia",
+        "9.0",
+    )
+    box.devices[0].used = 9774825472  # a PyTorch process holding 9322 MiB
+    box.devices[0].processes = [(491, 9774825472)]
+    gpu = read_nvml(nvml_double).gpus[0]
+    assert gpu.memory_used == sum(p.memory_used for p in gpu.processes) == 9774825472
+
+
+def test_memory_from_drivers_and_bindings_without_the_v2_query() -> None:
+    """A driver before 510 (no nvmlDeviceGetMemoryInfo_v2) or an nvidia-ml-py before 11.515
+    (no nvmlMemory_v2): the first query's answer, reservation included, rather than none."""
+    nvml_double.BOX = box = nvml_double.h100()
+    box.memory_v2 = False
+    assert read_nvml(nvml_double).gpus[0].memory_used == 503316480
+    box.memory_v2 = True
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(nvml_double, "nvmlMemory_v2")
+        assert read_nvml(nvml_double).gpus[0].memory_used == 503316480
 
 
 def test_readings_are_cached(box: nvml_double.Box) -> None:
