@@ -20,16 +20,19 @@ from .records import ImageRecord
 from .services import Services
 
 
-async def admit_image(services: Services, ref: str, *, own_command: bool) -> ImageRecord:
+async def admit_image(
+    services: Services, ref: str, *, own_command: bool, uid: int | None = None
+) -> ImageRecord:
     """The image ``ref`` names, if a kernel may start on it; else the refusal's sentence.
-    ``own_command``: the administrator's kernel command, which may not need ipykernel."""
+    ``own_command``: the administrator's kernel command, which may not need ipykernel.
+    ``uid``: whose kernel (a kernel service's user; None: this server's user)."""
     image = await services.backend.inspect_image(ref)
     check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
     listed = services.listed_images()
 
     def blocking_checks() -> tuple[bool, ProbeResult | None]:
         # The host state directory and the probe's disk cache are files: off the event loop.
-        visible = bool(privateimages.visible([image], services.state, listed))
+        visible = bool(privateimages.visible([image], services.state, listed, uid))
         return visible, services.probe.cached(image.id)
 
     visible, known = await asyncio.to_thread(blocking_checks)

@@ -14,12 +14,20 @@ from traitlets import Bool, Enum
 
 from . import labels as L
 from .errors import ContainerKernelError
-from .handlers import default_handlers
+from .gateway_user import (
+    GatewayGPUKernelManager,
+    ServiceForwarder,
+    allow_session_name,
+    service_url,
+)
+from .handlers import NotebookKernelHandler, default_handlers
+from .identity import UserDirectory
 from .kernel_view import watched_kernels
 from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import ContainerKernelSpecManager
 from .provisioner import warm_container_starter
 from .recovery import recover
+from .service_routes import service_kernel_handlers
 from .services import SETTINGS_KEY, Services
 from .stock_routes import stock_handlers
 from .warmpool import WarmPool
@@ -65,6 +73,7 @@ class GPUContainersApp(ExtensionApp):
     # Not a standalone app: it rides on whatever server (jupyter lab, jupyter server) loads it.
     load_other_extensions = True
     services: Services
+    gateway_mode = False  # set at link time: kernels live behind a kernel service
 
     on_start = Enum(
         ["reattach", "sweep"],
@@ -109,10 +118,15 @@ class GPUContainersApp(ExtensionApp):
         # web application, so this is the one moment their classes can still be chosen.
         install_websocket_connection(serverapp, self.kernel_websocket_nodelay)
         if uses_gateway(serverapp):
-            if self.install_kernelspec_manager:
-                serverapp.log.warning(
-                    "jupyter_gpu_containers: the server uses a kernel gateway, so local images "
-                    "will not appear as kernels here."
+            # The kernels, their specs and the GPUs are the kernel service's (gateway_user.py):
+            # nothing here imports docker, or touches the engine or the host state.
+            self.gateway_mode = True
+            if self.install_kernel_manager:
+                _install_class(
+                    serverapp,
+                    "kernel_manager_class",
+                    GatewayGPUKernelManager,
+                    "starts do not carry notebooks' GPU requests, and refusals answer 500",
                 )
             return
         if self.install_kernelspec_manager:
@@ -133,6 +147,13 @@ class GPUContainersApp(ExtensionApp):
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
         serverapp = self.serverapp
+        log_filter = _SentenceOnly()
+        for logger in {serverapp.log, logging.getLogger("tornado.application")}:
+            logger.addFilter(log_filter)
+        if self.gateway_mode:
+            # The service starts the kernel in the notebook's directory, which it reads there.
+            allow_session_name(serverapp.gateway_config)
+            return
         # The one owner of what the server shares: handlers find it in the settings, everything
         # else through services.services_for. Closed once the kernels are down (stop_extension).
         self.services = services = Services(parent=serverapp)
@@ -154,9 +175,6 @@ class GPUContainersApp(ExtensionApp):
                 wanted,
                 state.path,
             )
-        log_filter = _SentenceOnly()
-        for logger in {serverapp.log, logging.getLogger("tornado.application")}:
-            logger.addFilter(log_filter)
         ksm = serverapp.kernel_spec_manager
         if isinstance(ksm, ContainerKernelSpecManager):
             # At start-up, before the loop serves requests: list images, but do not wait on probe
@@ -164,14 +182,39 @@ class GPUContainersApp(ExtensionApp):
             ksm.refresh(wait_for_probes=False)
 
     def initialize_handlers(self) -> None:
-        # ExtensionApp prefixes every pattern with the server's base_url itself.
-        self.handlers.extend(default_handlers("/gpu-containers"))
         assert self.serverapp is not None
+        # ExtensionApp prefixes every pattern with the server's base_url itself.
+        routes = default_handlers("/gpu-containers")
+        if self.gateway_mode:
+            # The service answers /gpu-containers/ (gateway_user.py); a notebook's kernel is
+            # this server's business (its sessions, its files).
+            self.handlers.extend(
+                (pattern, cls if cls is NotebookKernelHandler else ServiceForwarder)
+                for pattern, cls in routes
+            )
+            if isinstance(self.serverapp.kernel_manager, GatewayGPUKernelManager):
+                self.handlers.extend(stock_handlers())  # refusals: the service's own status
+            return
+        if getattr(self.serverapp, "is_kernel_service", False):
+            # A kernel service (service.py): each user's kernels only, on the stock kernels
+            # routes; notebooks (their sessions, their files) are the users' servers' business.
+            routes = [r for r in routes if not r[0].endswith("/notebooks/kernel")]
+            self.handlers.extend(routes)
+            self.handlers.extend(service_kernel_handlers())
+            return
+        self.handlers.extend(routes)
         if isinstance(self.serverapp.kernel_manager, GPUContainersKernelManager):
             # Refused launches through the stock sessions and restart routes: their own 4xx.
             self.handlers.extend(stock_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.gateway_mode:
+            self.log.info(
+                "jupyter_gpu_containers: kernels live behind the kernel service at %s; "
+                "/gpu-containers/ is answered there.",
+                service_url(),
+            )
+            return
         # What exists once the server has started (modules, classes, configuration: most of its
         # heap) lives as long as the server. Out of the collector's full passes with it: each
         # walked all of it, stalling the event loop (and every kernel's traffic) for 60-140 ms
@@ -184,7 +227,11 @@ class GPUContainersApp(ExtensionApp):
         if isinstance(ksm, ContainerKernelSpecManager):
             ksm.start_watching()
         try:
-            report = await recover(services, mkm, self.on_start, self.log)
+            # A kernel service's kernels come back as their users' (identity.py).
+            directory = getattr(serverapp.identity_provider, "directory", None)
+            if not isinstance(directory, UserDirectory):
+                directory = None
+            report = await recover(services, mkm, self.on_start, self.log, directory)
         except ContainerKernelError as e:
             self.log.warning("Kernel containers were not checked at start: %s", e)
         else:
@@ -193,6 +240,8 @@ class GPUContainersApp(ExtensionApp):
                 len(report.reattached),
                 len(report.removed),
             )
+        if getattr(serverapp, "is_kernel_service", False):
+            return  # warm containers run as the server's account; a service's kernels do not
         # After recovery, which removes the warm containers a previous process left: the pool
         # fills in the background (and keeps trying while the engine is away).
         pool = WarmPool(

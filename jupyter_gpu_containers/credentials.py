@@ -67,29 +67,32 @@ class RegistryCredentials(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._user: dict[str, Credential] = {}
+        # (whose, registry) -> the credential: whose is a kernel service's user name, "" for
+        # the one user of a user's own server.
+        self._user: dict[tuple[str, str], Credential] = {}
         self._lock = threading.Lock()
 
-    def set_user(self, registry: str, username: str, password: str) -> Credential:
+    def set_user(self, registry: str, username: str, password: str, whose: str = "") -> Credential:
         credential = Credential(registry, username, password, "user")
         with self._lock:
-            self._user[registry] = credential
+            self._user[(whose, registry)] = credential
         return credential
 
-    def forget_user(self, registry: str) -> bool:
+    def forget_user(self, registry: str, whose: str = "") -> bool:
         with self._lock:
-            return self._user.pop(registry, None) is not None
+            return self._user.pop((whose, registry), None) is not None
 
-    def user_credential(self, registry: str) -> Credential | None:
-        """The user's own credential for ``registry``, if they gave one (memory only)."""
+    def user_credential(self, registry: str, whose: str = "") -> Credential | None:
+        """A user's own credential for ``registry``, if they gave one (memory only). ``whose``:
+        a kernel service's user ("": the server's own user)."""
         with self._lock:
-            return self._user.get(registry)
+            return self._user.get((whose, registry))
 
-    def for_registry(self, registry: str) -> Credential | None:
+    def for_registry(self, registry: str, whose: str = "") -> Credential | None:
         """A user's own credential wins over the admin's for that user's pulls. Blocking when
         the admin's comes from a password_file: call from a worker thread."""
         with self._lock:
-            own = self._user.get(registry)
+            own = self._user.get((whose, registry))
         if own is not None:
             return own
         entry = self.registry_auth.get(registry)
@@ -107,11 +110,11 @@ class RegistryCredentials(LoggingConfigurable):
                 ) from e
         return Credential(registry, str(entry["username"]), str(password), "admin")
 
-    def listing(self) -> list[dict[str, str]]:
-        """Which registries have credentials, and whose; no secrets (and not the admin's
-        usernames either: an account name is half a login)."""
+    def listing(self, whose: str = "") -> list[dict[str, str]]:
+        """Which registries have credentials for ``whose``, and whose; no secrets (and not the
+        admin's usernames either: an account name is half a login)."""
         with self._lock:
-            own = dict(self._user)
+            own = {r: c for (w, r), c in self._user.items() if w == whose}
         rows = [c.describe() for c in own.values()]
         rows += [
             {"registry": r, "username": "", "source": "admin"}

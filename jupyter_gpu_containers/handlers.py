@@ -45,8 +45,16 @@ from .allocator import GPURequest, Ledger, current_ledger
 from .catalog import CatalogInputs, catalog_rows
 from .credentials import Credential
 from .errors import ContainerKernelError, EngineUnavailable
+from .gateway_user import (
+    ServiceRefused,
+    ServiceUnreachable,
+    from_gateway_error,
+    is_gateway_kernel_manager,
+    service_json,
+)
 from .gpu_report import gpu_report, kernel_gpus, my_allocations, preflight
 from .gpus import Inventory
+from .identity import KernelUser
 from .kernel_view import (
     KERNEL_ID,
     LogFeed,
@@ -55,6 +63,7 @@ from .kernel_view import (
     kernel_details,
     kernels_listing,
     look_at_usage,
+    notebook_of,
     parse_tail,
 )
 from .launchplan import inside
@@ -125,8 +134,31 @@ class GPUContainersHandler(APIHandler):
                 )
 
     @property
+    def kernel_user(self) -> KernelUser | None:
+        """The account a kernel service runs this request's kernels as (identity.py); None on a
+        user's own server, whose kernels are the server user's."""
+        found = getattr(self.current_user, "kernel_user", None)
+        return found if isinstance(found, KernelUser) else None
+
+    @property
     def uid(self) -> str:
-        return str(os.getuid())
+        """Whose GPUs and kernels "mine" means in this request."""
+        user = self.kernel_user
+        return str(user.uid if user is not None else os.getuid())
+
+    @property
+    def whose(self) -> str:
+        """Whose pulls and registry logins this request's are: a kernel service's user name,
+        "" on a user's own server (there is one user)."""
+        user = self.kernel_user
+        return user.username if user is not None else ""
+
+    @property
+    def private_owner(self) -> tuple[int, int] | None:
+        """Who owns the record of a private pull this request makes (None: this server's
+        user, who writes it)."""
+        user = self.kernel_user
+        return (user.uid, user.gid) if user is not None else None
 
     async def gpu_state(self) -> tuple[Inventory, Ledger]:
         """The GPUs now, and who holds them (read off the event loop)."""
@@ -205,7 +237,18 @@ class NotebookKernelHandler(GPUContainersHandler):
     "start": true?}. ``gpus`` null: the kernel spec's default. ``start: false`` only checks that
     the request can be met now (the caller saves it in the notebook, and the kernel's next start
     reads it there).
+
+    Behind a kernel service (gateway_user.py) the sessions and the notebook are still this
+    server's; the kernel, its spec and its GPUs are the service's: a restart under new GPUs is
+    the service's ``POST /gpu-containers/kernels/{id}/restart``, the GPUs a kernel holds come from
+    its view there, and the service alone decides whether a request can be met (it answers the
+    start with its 409).
     """
+
+    @property
+    def behind_service(self) -> bool:
+        """Whether the kernels live behind a kernel service (no engine, no Services here)."""
+        return is_gateway_kernel_manager(self.kernel_manager)
 
     @web.authenticated
     @authorized
@@ -250,16 +293,19 @@ class NotebookKernelHandler(GPUContainersHandler):
         sm, km = self.session_manager, self.kernel_manager
         session = await self._session_of(path)
         running_id = str(session["kernel"]["id"]) if session else ""
+        running_name = str(session["kernel"].get("name") or "") if session else ""
         running = km.get_kernel(running_id) if running_id else None
-        target = kernel_name or (running.kernel_name if running else None)
+        if running is None:
+            running_name = ""
+        target = kernel_name or running_name or None
         if not target:
             raise web.HTTPError(400, "This notebook has no kernel yet: give kernel_name.")
 
         # Refuse before touching a running kernel when the GPUs cannot be had now. The running
         # kernel's own GPUs count as free: a restart keeps them, and a switch frees them first.
-        spec_default = self._spec_default(target)  # also: 404 for an unknown kernel spec
+        spec_default = await self._spec_default(target)  # also: 404 for an unknown kernel spec
         effective = request if request is not None else spec_default
-        if effective.wants_gpus:
+        if effective.wants_gpus and not self.behind_service:
             inventory, ledger = await self.gpu_state()
             preflight(
                 self.services.allocator,
@@ -283,7 +329,13 @@ class NotebookKernelHandler(GPUContainersHandler):
                     type="notebook",
                     kernel_name=KernelName(target),
                 )
-            elif running is not None and running.kernel_name == target:
+            elif running is not None and running_name == target and self.behind_service:
+                # The service restarts its kernel under the new request (409 if it cannot).
+                await service_json(
+                    "POST", f"kernels/{running_id}/restart", {"gpus": effective.to_json()}
+                )
+                model = await sm.get_session(session_id=session["id"])
+            elif running is not None and running_name == target:
                 provisioner = getattr(running, "provisioner", None)
                 if isinstance(provisioner, ContainerProvisioner):
                     provisioner.change_request(effective)
@@ -314,42 +366,70 @@ class NotebookKernelHandler(GPUContainersHandler):
         """The session's kernel as the toolbar shows it, and its spec's default request."""
         model = session["kernel"]
         kernel_id, name = str(model["id"]), str(model["name"])
-        spec = self._spec_or_none(name)
-        provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
-        container = provisioner if isinstance(provisioner, ContainerProvisioner) else None
-        image = spec.metadata.get("gpu_containers", {}).get("image", "") if spec else ""
-        if not image and container:
-            image = container.image  # a hand-written spec, or one whose image is gone since
-        gpus = []
-        if container:  # only container kernels hold GPUs: a native one needs no engine here
-            inventory, ledger = await self.gpu_state()
-            gpus = kernel_gpus(inventory, ledger, self.uid, kernel_id)
+        spec = await self._spec_or_none(name)
+        metadata = spec_metadata(spec)
+        image = metadata.get("gpu_containers", {}).get("image", "")
+        gpus: list[Any] = []
+        if self.behind_service:  # the kernel's own view on the service: the GPUs it holds
+            if metadata.get("kernel_provisioner"):  # a native kernel holds none
+                try:
+                    view = await service_json("GET", f"kernels/{kernel_id}")
+                except ServiceRefused:  # gone there since (the session is polled, not told)
+                    view = {"gpus": []}
+                gpus = [{"uuid": g.get("uuid"), "index": g.get("index")} for g in view["gpus"]]
+                image = image or str((view.get("image") or {}).get("reference", ""))
+        else:
+            provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
+            container = provisioner if isinstance(provisioner, ContainerProvisioner) else None
+            if not image and container:
+                image = container.image  # a hand-written spec, or one whose image is gone since
+            if container:  # only container kernels hold GPUs: a native one needs no engine here
+                inventory, ledger = await self.gpu_state()
+                gpus = kernel_gpus(inventory, ledger, self.uid, kernel_id)
         kernel = {
             "id": kernel_id,
             "name": name,
             "image": image,
-            "display_name": spec.display_name if spec else name,
+            "display_name": spec_display_name(spec) or name,
             "gpus": gpus,
             "execution_state": model.get("execution_state", "unknown"),
         }
         return kernel, (spec_request(spec).to_json() if spec else None)
 
-    def _spec_or_none(self, kernel_name: str) -> Any:
-        try:
-            return self.kernel_spec_manager.get_kernel_spec(kernel_name)
-        except Exception:
+    async def _spec_or_none(self, kernel_name: str) -> Any:
+        try:  # (a gateway's kernel spec manager answers a coroutine, and its spec as a dict)
+            return await ensure_async(self.kernel_spec_manager.get_kernel_spec(kernel_name))
+        except Exception as e:
+            found = from_gateway_error(e) if self.behind_service else None
+            if isinstance(found, ServiceUnreachable):
+                raise found from None  # say so, not "there is no such kernel spec"
             return None  # removed since the kernel started (its image was deleted, say)
 
-    def _spec_default(self, kernel_name: str) -> GPURequest:
-        spec = self._spec_or_none(kernel_name)
+    async def _spec_default(self, kernel_name: str) -> GPURequest:
+        spec = await self._spec_or_none(kernel_name)
         if spec is None:
             raise web.HTTPError(404, f"There is no kernel spec {kernel_name!r}.")
         return spec_request(spec)
 
 
+def spec_metadata(spec: Any) -> dict[str, Any]:
+    """A kernel spec's metadata: a KernelSpec's, or a gateway's spec model's (a dict)."""
+    if isinstance(spec, dict):
+        metadata = (spec.get("spec") or {}).get("metadata")
+    else:
+        metadata = getattr(spec, "metadata", None)
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def spec_display_name(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return str((spec.get("spec") or {}).get("display_name") or "")
+    return str(getattr(spec, "display_name", "") or "")
+
+
 def spec_request(spec: Any) -> GPURequest:
     """A kernel spec's default GPU request (its provisioner config's ``gpus``)."""
-    config = spec.metadata.get("kernel_provisioner", {}).get("config", {})
+    config = spec_metadata(spec).get("kernel_provisioner", {}).get("config", {})
     return GPURequest.parse(config.get("gpus"))
 
 
@@ -408,7 +488,10 @@ class ImagesHandler(GPUContainersHandler):
         # Another user's private pulls are not this user's to see (privateimages.py).
         images = await asyncio.to_thread(
             lambda: privateimages.visible(
-                images, services.state, [entry["image"] for entry in listed]
+                images,
+                services.state,
+                [entry["image"] for entry in listed],
+                int(self.uid),
             )
         )
         inventory = await services.inventory.read()
@@ -433,7 +516,9 @@ class ImagesHandler(GPUContainersHandler):
                 probes=results,
                 policy=policy,
                 kernel_names={ref: name for name, (ref, _image) in entries.items()},
-                pulling={p["image"]: p["id"] for p in pulls.listing() if p["state"] in ACTIVE},
+                pulling={
+                    p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE
+                },
             )
         )
         host = {
@@ -450,7 +535,7 @@ class PullsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(json.dumps({"pulls": self.services.pulls.listing()}))
+        self.finish(json.dumps({"pulls": self.services.pulls.listing(self.whose)}))
 
     @web.authenticated
     @authorized
@@ -461,19 +546,54 @@ class PullsHandler(GPUContainersHandler):
         image = body.get("image")
         if not isinstance(image, str) or not image.strip():
             raise web.HTTPError(400, 'Give the image to pull, e.g. {"image": "ubuntu:24.04"}.')
+        self._check_pull_policy(image)
         credential = None
         auth = body.get("auth")
         if auth is not None:
             credential = _credential_from(auth, registry=_registry(image))
-        pull = await self.services.pulls.start(image, credential)
+        pull = await self.services.pulls.start(image, credential, self.whose, self.private_owner)
         self.set_status(202)
         self.set_header("Location", self.base_url.rstrip("/") + f"/gpu-containers/pulls/{pull.id}")
         self.finish(json.dumps(pull.snapshot()))
 
+    def _check_pull_policy(self, image: str) -> None:
+        """On a kernel service, who may pull is the administrator's choice
+        (ServiceApp.pull_policy); on a user's own server, ContainerPolicy alone decides."""
+        user = self.kernel_user
+        if user is None:
+            return
+        serverapp = self.serverapp
+        policy = getattr(serverapp, "pull_policy", "nobody")
+        admins = set(getattr(serverapp, "admin_users", ()))
+        if user.username in admins:
+            return
+        if policy == "nobody":
+            raise web.HTTPError(
+                403,
+                "Images are pulled by the administrator on this host (ServiceApp.pull_policy "
+                "is 'nobody'). Ask them for the image.",
+            )
+        if policy == "admins":
+            raise web.HTTPError(
+                403,
+                "Only the administrators of this kernel service may pull images "
+                "(ServiceApp.pull_policy is 'admins'). Ask one of them for the image.",
+            )
+        # The default allow-list, "*", admits any image: on a shared host users may pull only
+        # what the administrator named.
+        if not [p for p in self.services.policy.allowed_images if p != "*"]:
+            raise web.HTTPError(
+                403,
+                "This kernel service lets users pull only the images its administrator named "
+                "in ContainerPolicy.allowed_images, and it allows none yet. Ask the "
+                "administrator for the image.",
+            )
+        # Allowed images only: ContainerPolicy's allow-list, checked by the pull itself.
+
 
 class _OnePull(GPUContainersHandler):
     def _pull(self, pull_id: str) -> Any:
-        pull = self.services.pulls.get(pull_id)
+        pull = self.services.pulls.get(pull_id, self.whose)
         if pull is None:
             raise web.HTTPError(
                 404,
@@ -541,7 +661,7 @@ class RegistriesHandler(GPUContainersHandler):
     @authorized
     async def get(self) -> None:
         store = self.services.credentials
-        self.finish(json.dumps({"registries": store.listing()}))
+        self.finish(json.dumps({"registries": store.listing(self.whose)}))
 
 
 class RegistryCredentialsHandler(GPUContainersHandler):
@@ -552,7 +672,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     async def put(self, registry: str) -> None:
         credential = _credential_from(json_body(self), registry=registry)
         self.services.credentials.set_user(
-            credential.registry, credential.username, credential.password
+            credential.registry, credential.username, credential.password, self.whose
         )
         self.set_status(204)
         self.finish()
@@ -560,7 +680,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def delete(self, registry: str) -> None:
-        if not self.services.credentials.forget_user(registry):
+        if not self.services.credentials.forget_user(registry, self.whose):
             raise web.HTTPError(404, f"You have no credentials for {registry} on this server.")
         self.set_status(204)
         self.finish()
@@ -620,7 +740,12 @@ class KernelsHandler(GPUContainersHandler):
         look_at_usage(self.services, self.kernel_manager)
         inventory, ledger, engine_error = await self.gpu_state_or_reason()
         kernels = kernels_listing(
-            self.services, self.kernel_manager, inventory, ledger, await self._notebooks()
+            self.services,
+            self.kernel_manager,
+            inventory,
+            ledger,
+            await self._notebooks(),
+            self.kernel_user,
         )
         self.finish(json.dumps({"kernels": kernels, "engine_error": engine_error}))
 
@@ -639,11 +764,47 @@ class KernelHandler(KernelsHandler):
     @authorized
     async def get(self, kernel_id: str) -> None:
         await self.require_permission("read", "kernels")
-        km, provisioner = find_kernel(self.kernel_manager, kernel_id)
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         look_at_usage(self.services, self.kernel_manager)
-        notebook = (await self._notebooks()).get(kernel_id, "")
+        notebook = (await self._notebooks()).get(kernel_id, "") or notebook_of(provisioner)
         reply = await kernel_details(self.services, kernel_id, km, provisioner, notebook)
         self.finish(json.dumps(reply))
+
+
+class KernelRestartHandler(GPUContainersHandler):
+    """``POST {"gpus": 2 | ["0", "GPU-…"] | null}``: restart one of the caller's container
+    kernels under a new GPU request (null: its kernel spec's default). Refused with 409 and a
+    sentence, before the kernel is touched, when the GPUs cannot be had now; the kernel's own
+    GPUs count as free. A user's server behind a kernel service changes a notebook's GPUs this
+    way (the stock restart keeps them)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        await self.require_permission("write", "kernels")
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        body = json_object(self)
+        gpus = body.get("gpus")
+        request = GPURequest.parse(gpus) if gpus is not None else None
+        spec = km.kernel_spec
+        if request is not None:
+            effective = request
+        else:
+            effective = spec_request(spec) if spec is not None else GPURequest()
+        if effective.wants_gpus:
+            inventory, ledger = await self.gpu_state()
+            preflight(
+                self.services.allocator,
+                inventory,
+                ledger,
+                effective,
+                kernel_id,
+                show_others=self.services.visibility.show_other_users,
+            )
+        provisioner.change_request(effective)
+        await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
+        close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
+        self.finish(json.dumps({"kernel_id": kernel_id, "gpus": gpus}))
 
 
 class KernelLogHandler(GPUContainersHandler):
@@ -660,7 +821,7 @@ class KernelLogHandler(GPUContainersHandler):
     @authorized
     async def get(self, kernel_id: str) -> None:
         await self.require_permission("read", "kernels")
-        _km, provisioner = find_kernel(self.kernel_manager, kernel_id)
+        _km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         tail = parse_tail(self.get_query_argument("tail", "200"))
         follow = self.get_query_argument("follow", "1") not in ("0", "false")
         backend = self.services.backend
@@ -714,5 +875,6 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels", KernelsHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})", KernelHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
+        (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/restart", KernelRestartHandler),
         (f"{base}(/.*)?", NotFoundHandler),
     ]

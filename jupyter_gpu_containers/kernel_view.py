@@ -38,6 +38,7 @@ from .errors import ContainerKernelError, ImageMissing
 from .gpu_report import my_allocations
 from .gpu_usage import WatchedKernel
 from .gpus import Inventory
+from .identity import KernelUser
 from .provisioner import ContainerProvisioner
 from .references import BadReference, parse_reference
 from .services import Services
@@ -52,9 +53,12 @@ MAX_TAIL = 10_000
 # ---------------------------------------------------------------------------- the server's kernels
 
 
-def container_kernels(mkm: Any) -> list[tuple[str, Any, ContainerProvisioner]]:
+def container_kernels(
+    mkm: Any, user: KernelUser | None = None
+) -> list[tuple[str, Any, ContainerProvisioner]]:
     """(kernel id, kernel manager, provisioner) of each container kernel ``mkm`` manages (warm
-    pool containers are not kernels)."""
+    pool containers are not kernels) that is ``user``'s: a kernel service's user, or None for
+    the server's own user (direct mode)."""
     found = []
     for kernel_id in list(mkm.list_kernel_ids()):
         try:
@@ -62,9 +66,20 @@ def container_kernels(mkm: Any) -> list[tuple[str, Any, ContainerProvisioner]]:
         except (KeyError, web.HTTPError):
             continue  # shut down meanwhile
         provisioner = getattr(km, "provisioner", None)
-        if isinstance(provisioner, ContainerProvisioner) and provisioner.pool_id is None:
+        if (
+            isinstance(provisioner, ContainerProvisioner)
+            and provisioner.pool_id is None
+            and same_user(provisioner.owner, user)
+        ):
             found.append((str(kernel_id), km, provisioner))
     return found
+
+
+def notebook_of(provisioner: ContainerProvisioner) -> str:
+    """The notebook a kernel was started for, relative to its workspace, as its launch found it
+    (a kernel service has no sessions of its own)."""
+    facts = provisioner.launch_facts
+    return facts.notebook if facts is not None else ""
 
 
 def launched_at(provisioner: ContainerProvisioner) -> float:
@@ -106,10 +121,18 @@ def start_phases(provisioner: ContainerProvisioner) -> list[dict[str, Any]]:
     ]
 
 
-def owned(details: ContainerDetails) -> bool:
-    """Whether a container's labels make it one of this server user's kernels."""
+def same_user(owner: KernelUser | None, user: KernelUser | None) -> bool:
+    """Whether a kernel of ``owner`` (its provisioner's) is ``user``'s (None: the server's own
+    user, in direct mode)."""
+    if owner is None or user is None:
+        return owner is None and user is None
+    return owner.username == user.username and owner.uid == user.uid
+
+
+def owned(details: ContainerDetails, uid: int) -> bool:
+    """Whether a container's labels make it a kernel of ``uid``."""
     labels = details.labels
-    return labels.get(L.MANAGED) == "true" and labels.get(L.UID) == str(os.getuid())
+    return labels.get(L.MANAGED) == "true" and labels.get(L.UID) == str(uid)
 
 
 def unix_time(rfc3339: str) -> float | None:
@@ -236,13 +259,18 @@ class LogPump:
 # ---------------------------------------------------------------------------- the views
 
 
-def find_kernel(mkm: Any, kernel_id: str) -> tuple[Any, ContainerProvisioner]:
-    """This server's container kernel ``kernel_id``, or the 404 that names nobody."""
+def find_kernel(
+    mkm: Any, kernel_id: str, user: KernelUser | None = None
+) -> tuple[Any, ContainerProvisioner]:
+    """``user``'s container kernel ``kernel_id`` (None: the server's own user), or the 404 that
+    names nobody."""
     if kernel_id not in mkm.list_kernel_ids():  # not get_kernel's own 404, which names it
         raise web.HTTPError(404, NOT_YOURS)
     km = mkm.get_kernel(kernel_id)
     provisioner = getattr(km, "provisioner", None)
     if not isinstance(provisioner, ContainerProvisioner) or provisioner.pool_id is not None:
+        raise web.HTTPError(404, NOT_YOURS)
+    if not same_user(provisioner.owner, user):
         raise web.HTTPError(404, NOT_YOURS)
     return km, provisioner
 
@@ -260,7 +288,7 @@ async def current_container(
     if not container_id:
         return None
     details = await backend.details(container_id)
-    if details is not None and not owned(details):
+    if details is not None and not owned(details, provisioner.kernel_ids()[0]):
         raise web.HTTPError(404, NOT_YOURS)
     return details
 
@@ -271,13 +299,15 @@ def kernels_listing(
     inventory: Inventory,
     ledger: Ledger,
     notebooks: dict[str, str],
+    user: KernelUser | None = None,
 ) -> list[dict[str, Any]]:
-    """This server's container kernels: GPUs, since when, GPU use over the last minutes."""
+    """``user``'s container kernels (None: the server's own user): GPUs, since when, GPU use
+    over the last minutes."""
     names = {g.uuid: g.name for g in inventory.allocatable()}
-    uid = str(os.getuid())
+    uid = str(user.uid if user is not None else os.getuid())
     allocations = {a["kernel_id"]: a for a in my_allocations(inventory, ledger, uid)}
     kernels = []
-    for kernel_id, km, provisioner in container_kernels(mkm):
+    for kernel_id, km, provisioner in container_kernels(mkm, user):
         held = allocations.get(kernel_id)
         gpus = [{**g, "name": names.get(g["uuid"], "")} for g in held["gpus"]] if held else []
         usage = services.usage.report(kernel_id, tuple(g["uuid"] for g in gpus), inventory)
@@ -288,7 +318,7 @@ def kernels_listing(
                 "kernel_id": kernel_id,
                 "kernel_name": str(km.kernel_name),
                 "image": provisioner.image,
-                "notebook": notebooks.get(kernel_id, ""),
+                "notebook": notebooks.get(kernel_id, "") or notebook_of(provisioner),
                 "execution_state": str(getattr(km, "execution_state", "unknown")),
                 "container_id": provisioner.container_id,
                 "gpus": gpus,

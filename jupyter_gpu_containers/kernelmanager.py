@@ -23,6 +23,7 @@ another one, or kernels live behind a gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +38,7 @@ from traitlets import default
 
 from . import _private
 from .errors import ContainerKernelError
+from .identity import KernelUser
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -110,6 +112,14 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         except ContainerKernelError as e:
             raise as_http(e) from e
 
+    def owner_of(self, kernel_id: str) -> KernelUser | None:
+        """The kernel service user ``kernel_id`` belongs to (identity.py); None for an unknown
+        kernel and for a direct-mode server's kernels (the server's own user's)."""
+        if kernel_id not in self:
+            return None
+        owner = getattr(getattr(self.get_kernel(kernel_id), "provisioner", None), "owner", None)
+        return owner if isinstance(owner, KernelUser) else None
+
     def _mark_ended(self, kernel_id: str) -> None:
         """From now on, a restart of ``kernel_id`` (the restarter's) does nothing. Set before
         the shutdown's first await, so a restart either began before (and was waited for) or
@@ -139,6 +149,18 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         if self._after_shutdown_all is None:
             self._after_shutdown_all = []
         self._after_shutdown_all.append(callback)
+
+    def leave_all(self) -> None:
+        """The server stops and leaves its kernels running, for its next start to reattach (a
+        kernel service restarted): no kernel is shut down, and what waited for their shutdown
+        is done now. Their restarters stop, so nothing restarts a kernel meanwhile."""
+        for kernel_id in self.list_kernel_ids():
+            self._mark_ended(kernel_id)
+            with contextlib.suppress(Exception):
+                self.get_kernel(kernel_id).stop_restarter()
+        callbacks, self._after_shutdown_all = self._after_shutdown_all or [], None
+        for callback in callbacks:
+            callback()
 
     async def shutdown_all(self, now: bool = False) -> None:  # type: ignore[override]
         try:

@@ -254,9 +254,13 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 self._refreshed_at = time.monotonic()
                 return
             candidates = [i for i in images if any(self._offered(ref) for ref in i.tags)]
-            # Not another user's private pull (privateimages.py).
+            # Not another user's private pull (privateimages.py). A kernel service lists them
+            # all and hides them per request, from each user but their owner (service_routes.py).
             services = self.services
-            candidates = privateimages.visible(candidates, services.state, services.listed_images())
+            if not getattr(self.parent, "is_kernel_service", False):
+                candidates = privateimages.visible(
+                    candidates, services.state, services.listed_images()
+                )
             probes = self._probe_all(candidates, wait_for_probes)
             entries: dict[str, _Entry] = {}
             not_ready: dict[str, str] = {}

@@ -942,13 +942,16 @@ def gather_facts(
     session: str,
     connection_dir: str,
     server_id: str,
+    user: tuple[int, int, str] | None = None,
 ) -> LaunchFacts:
     """Everything :func:`plan_container` needs to know of the host. Blocking (realpath, the user
     database): a worker thread, before the host-wide allocation lock is taken. Refuses extra
-    mounts that policy does not allow, with their sentence."""
+    mounts that policy does not allow, with their sentence. ``user``: (uid, gid, name) of a
+    kernel service's user (identity.py), whose workspace ``root_dir`` is; None: the server's."""
     root = os.path.realpath(root_dir)
-    host_cwd = cwd or root
-    uid, gid = os.getuid(), os.getgid()
+    # A directory outside the workspace is not in the container: the kernel starts at its root.
+    host_cwd = cwd if cwd and inside(cwd, root) else root
+    uid, gid, username = user if user is not None else (os.getuid(), os.getgid(), "")
     allowed_roots = [root, *policy.allowed_mount_roots]
     mounts = tuple(
         check_extra_mount(policy, extra, allowed_roots, options.workspace_mount_path)
@@ -963,7 +966,7 @@ def gather_facts(
         root=root,
         uid=uid,
         gid=gid,
-        username=_username(uid),
+        username=username or _username(uid),
         server_id=server_id,
         owner=labels.OwnerProcess.current().token(),
         host_cwd=host_cwd,

@@ -108,16 +108,22 @@ def hidden_from(state: StateDir, uid: int) -> Hidden:
 
 
 def visible(
-    images: Iterable[ImageRecord], state: StateDir, listed: Iterable[str]
+    images: Iterable[ImageRecord],
+    state: StateDir,
+    listed: Iterable[str],
+    uid: int | None = None,
 ) -> list[ImageRecord]:
-    """``images`` without those other users' private pulls hide from this server's user."""
-    hidden = hidden_from(state, os.geteuid())
+    """``images`` without those other users' private pulls hide from ``uid`` (a kernel
+    service's user; None: this server's user)."""
+    hidden = hidden_from(state, os.geteuid() if uid is None else uid)
     listed = list(listed)
     return [image for image in images if not hidden.hides(image, listed)]
 
 
-def _update(state: StateDir, change: dict[str, str], remove: bool) -> None:
-    uid = os.geteuid()
+def _update(
+    state: StateDir, change: dict[str, str], remove: bool, owner: tuple[int, int] | None
+) -> None:
+    uid = os.geteuid() if owner is None else owner[0]
     name = _file_name(uid)
     with state.write_lock:
         records = [r for r in _read(state, name, uid) if r["ref"] != change["ref"]]
@@ -126,7 +132,10 @@ def _update(state: StateDir, change: dict[str, str], remove: bool) -> None:
         try:
             # Renamed over the old file: allowed in the sticky directory only when the old file
             # is ours (or absent). One another user planted there first refuses the write.
-            write_atomic(state.fd, name, json.dumps({"images": records}, indent=1).encode(), 0o644)
+            # A kernel service writes its users' files, owned by them (as the reader requires):
+            # its state directory is its own, so they cannot reach them.
+            data = json.dumps({"images": records}, indent=1).encode()
+            write_atomic(state.fd, name, data, 0o644, owner)
         except OSError as e:
             raise PrivateRecordFailed(
                 f"Your private pulls cannot be recorded in {state.path} ({e.strerror}): the "
@@ -135,13 +144,16 @@ def _update(state: StateDir, change: dict[str, str], remove: bool) -> None:
             ) from None
 
 
-def record(state: StateDir, ref: str, image_id: str = "") -> None:
-    """Record ``ref`` (and, once pulled, its image id) as pulled with this user's own login."""
+def record(
+    state: StateDir, ref: str, image_id: str = "", owner: tuple[int, int] | None = None
+) -> None:
+    """Record ``ref`` (and, once pulled, its image id) as pulled with a user's own login:
+    ``owner``'s (uid, gid), a kernel service's user; None: this server's user."""
     state.require_shared()
-    _update(state, {"ref": normalize_reference(ref), "image_id": image_id}, remove=False)
+    _update(state, {"ref": normalize_reference(ref), "image_id": image_id}, False, owner)
 
 
-def forget(state: StateDir, ref: str) -> None:
+def forget(state: StateDir, ref: str, owner: tuple[int, int] | None = None) -> None:
     """Drop the record of ``ref`` (a pull that failed, or changed nothing)."""
     with contextlib.suppress(ContainerKernelError):
-        _update(state, {"ref": normalize_reference(ref), "image_id": ""}, remove=True)
+        _update(state, {"ref": normalize_reference(ref), "image_id": ""}, True, owner)

@@ -40,7 +40,6 @@ from traitlets.config import LoggingConfigurable
 
 from . import labels as L
 from .backend import ContainerBackend
-from .engine import Engine
 from .errors import ContainerKernelError
 from .launchplan import (
     FIND_PYTHON_AND_EXEC,
@@ -258,7 +257,11 @@ class KernelReadinessProbe(LoggingConfigurable):
     ) -> None:
         super().__init__(**kwargs)
         # The backend and policy of the server (services.py); else of its own (tests, the CLI).
-        self.backend: ContainerBackend = backend or Engine(parent=self)
+        if backend is None:
+            from .engine import Engine  # here: importing this module must not import docker
+
+            backend = Engine(parent=self)
+        self.backend: ContainerBackend = backend
         self.policy = policy or ContainerPolicy(parent=self)
         self._lock = threading.Lock()
         self._memory: dict[str, ProbeResult] = {}

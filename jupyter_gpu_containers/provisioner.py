@@ -45,6 +45,7 @@ from .errors import (
 )
 from .gpus import GPU
 from .handshake import ask_kernel
+from .identity import LAUNCH_USER, KernelUser
 from .launchplan import (
     KERNEL_DIR_IN_CONTAINER,
     ContainerPolicy,
@@ -258,6 +259,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
     # connection (key, sockets), and a warm container has its own.
     _launched = False
+    # Whose kernel this is in a kernel service (identity.py): set at the first launch from
+    # LAUNCH_USER, never changed after. None in direct mode: the server's own user.
+    owner: KernelUser | None = None
     # What pre_launch found for the launch under way: the host's facts, the notebook's session
     # name, and the kernel spec's environment as jupyter_client substituted it.
     _facts: LaunchFacts | None = None
@@ -315,7 +319,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         # Before anything is written: the kernel id names the connection file and the private
         # directory, and a client may choose it (POST /api/kernels "kernel_id").
         check_kernel_id(self.kernel_id)
-        check_run_as(policy, self.run_as, os.getuid(), os.getgid())
+        if self.owner is None and not self._launched:
+            self.owner = LAUNCH_USER.get()
+        uid, gid = self.kernel_ids()
+        check_run_as(policy, self.run_as, uid, gid)
         check_network_mode(policy, self.network_mode)
         if self.transport == "tcp" and self.network_mode == "none":
             raise ContainerKernelError(
@@ -324,8 +331,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             )
         launch_env = kwargs.get("env") or {}
         self._session = launch_env.get("JPY_SESSION_NAME", "")
-        root_dir = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
-        self._notebook = api_path_of_session(self._session, str(root_dir))
+        server_root = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
+        # A service's kernel mounts its user's workspace; the user's own server read the
+        # notebook's request and sent it with the start (service.py), so no file is read here.
+        root_dir = self.owner.workspace if self.owner else server_root
+        self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
         if self._requested is None:  # a first launch; a restart keeps what the kernel has
             given = GIVEN_REQUEST.get()
             if given is not None:
@@ -333,7 +343,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
-                self._prepare, policy, str(root_dir), kwargs.get("cwd") or ""
+                self._prepare, policy, str(root_dir), kwargs.get("cwd") or "", str(server_root)
             )
         except BaseException:  # a refused mount, say: nothing of this launch stays behind
             await asyncio.to_thread(self._remove_files)
@@ -350,14 +360,36 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._stamp("prepare")
         return kwargs
 
-    def _prepare(self, policy: ContainerPolicy, root_dir: str, cwd: str) -> LaunchFacts:
+    @property
+    def launch_facts(self) -> LaunchFacts | None:
+        """What the last launch found of the host (None before one)."""
+        return self._facts
+
+    def kernel_ids(self) -> tuple[int, int]:
+        """The uid and gid this kernel's files and ledger entries belong to: its service user's,
+        or the server's."""
+        if self.owner is not None:
+            return self.owner.uid, self.owner.gid
+        return os.getuid(), os.getgid()
+
+    def _file_owner(self) -> tuple[int, int] | None:
+        """Who must own the kernel's private directory and connection file: the service user,
+        or an explicit run_as uid (no capabilities in the container: owning them is its only way
+        in). None: the server's user, who creates them."""
+        if self.owner is not None:
+            return self.owner.uid, self.owner.gid
+        return numeric_user(self.run_as)
+
+    def _prepare(
+        self, policy: ContainerPolicy, root_dir: str, cwd: str, server_root: str
+    ) -> LaunchFacts:
         """The private directory, both views of the connection, and the launch's facts (blocking:
         a worker thread)."""
         km = self.parent
         assert km is not None  # pre_launch checked
         if self.connection_dir is None:
             root = connection_root(policy.connection_dir_root)
-            self.connection_dir = make_private_dir(root, self.kernel_id, numeric_user(self.run_as))
+            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner())
         else:
             remove_stale_sockets(self.connection_dir)
         # The host's view of the connection, held by the kernel manager.
@@ -378,7 +410,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             cwd=cwd,
             session=self._session,
             connection_dir=self.connection_dir,
-            server_id=self.services.server_id(root_dir),
+            server_id=self.services.server_id(server_root),
+            user=(self.owner.uid, self.owner.gid, self.owner.username) if self.owner else None,
         )
 
     def _stamp(self, phase: str) -> None:
@@ -406,7 +439,12 @@ class ContainerProvisioner(KernelProvisionerBase):
         try:
             # Inspect first: a missing image fails at once, and pulls never count against the
             # launch timeout (they happen, if at all, before this point).
-            image = await admit_image(services, self.image, own_command=bool(self.kernel_cmd))
+            image = await admit_image(
+                services,
+                self.image,
+                own_command=bool(self.kernel_cmd),
+                uid=self.owner.uid if self.owner else None,
+            )
             self._stamp("image")
             request = await self._gpu_request()
             if request.wants_gpus:
@@ -440,7 +478,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                     inventory=inventory,
                     request=request,
                     kernel_id=self.kernel_id,
-                    uid=str(os.getuid()),
+                    uid=str(self.kernel_ids()[0]),
                     show_others=services.visibility.show_other_users,
                     create=create,
                     on_wait=self._say_waiting,
@@ -524,6 +562,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         failed the handover (the pool discards it; a launch never fails because of the pool)."""
         if self.pool_id is not None or self._launched or self.previous_container_id:
             return False
+        if self.owner is not None:
+            return False  # warm containers run as the server's user, not a service's users
         if self.connection_info.get("curve_publickey"):
             return False  # an encrypted connection (CurveZMQ): warm kernels have none
         pool = self.services.warm_pool
@@ -807,7 +847,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         # The kernel's container can write this directory (a symlink in place of kernel.json,
         # say): replaced, never followed. An explicit run_as uid reads (and ipykernel rewrites)
         # the file with no capabilities, so owning it is its only way in.
-        write_connection_file(self.connection_dir, info, numeric_user(self.run_as))
+        write_connection_file(self.connection_dir, info, self._file_owner())
 
     def _remove_connection_dir(self) -> None:
         if self.connection_dir:

@@ -90,6 +90,8 @@ class Pull:
     watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
     stream: PullProgress | None = None
     cancel_requested: bool = False
+    # Whose pull: a kernel service's user name ("" on a user's own server). Others see none of it.
+    whose: str = ""
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -181,6 +183,9 @@ class _Job:
     given: Credential | None
     private: bool
     loop: asyncio.AbstractEventLoop
+    # A kernel service's user: their name and (uid, gid), whose private record it writes.
+    whose: str = ""
+    owner: tuple[int, int] | None = None
 
 
 class PullManager(LoggingConfigurable):
@@ -244,18 +249,26 @@ class PullManager(LoggingConfigurable):
 
     # ------------------------------------------------------------------ API for handlers
 
-    def get(self, pull_id: str) -> Pull | None:
-        return self._pulls.get(pull_id)
+    def get(self, pull_id: str, whose: str = "") -> Pull | None:
+        pull = self._pulls.get(pull_id)
+        return pull if pull is not None and pull.whose == whose else None
 
-    def listing(self) -> list[dict[str, Any]]:
+    def listing(self, whose: str = "") -> list[dict[str, Any]]:
         self._forget_old()
-        return [p.snapshot() for p in self._pulls.values()]
+        return [p.snapshot() for p in self._pulls.values() if p.whose == whose]
 
-    async def start(self, image: str, credential: Credential | None = None) -> Pull:
-        """Start pulling ``image``, or join the pull of it that is already running.
+    async def start(
+        self,
+        image: str,
+        credential: Credential | None = None,
+        whose: str = "",
+        owner: tuple[int, int] | None = None,
+    ) -> Pull:
+        """Start pulling ``image``, or join this user's pull of it that is already running.
 
         ``credential``, when given, is used for this pull only (and kept nowhere); else the
-        store's credential for the image's registry, if any."""
+        store's credential for the image's registry, if any. ``whose`` and ``owner``: a kernel
+        service's user (name; uid and gid); "" and None on a user's own server."""
         try:
             ref = parse_reference(image)
         except ValueError as e:
@@ -268,7 +281,7 @@ class PullManager(LoggingConfigurable):
             )
         check_image_allowed(policy, ref.written)
         for pull in self._pulls.values():
-            if pull.image == ref.written and pull.state in ACTIVE:
+            if pull.image == ref.written and pull.state in ACTIVE and pull.whose == whose:
                 return pull
         if self._running >= self.max_concurrent and len(self._queue) >= self.max_queued:
             raise TooManyRequests(
@@ -277,7 +290,7 @@ class PullManager(LoggingConfigurable):
                 "finished."
             )
         await self._refuse_replacing_local(ref)
-        own = credential or self.credentials.user_credential(ref.registry)
+        own = credential or self.credentials.user_credential(ref.registry, whose)
         private = own is not None and own.source == "user"
         if private:
             state = await asyncio.to_thread(self._state)
@@ -286,9 +299,9 @@ class PullManager(LoggingConfigurable):
                     "Pulls with your own registry login are kept private to you, which needs "
                     f"the host state directory: {state.problem}"
                 )
-        pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry)
+        pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry, whose=whose)
         self._pulls[pull.id] = pull
-        job = _Job(pull, ref, credential, private, asyncio.get_running_loop())
+        job = _Job(pull, ref, credential, private, asyncio.get_running_loop(), whose, owner)
         if self._running < self.max_concurrent:
             self._launch(job)
         else:
@@ -376,8 +389,8 @@ class PullManager(LoggingConfigurable):
             if state is not None:
                 before = self._image_id_or_empty(ref.written)
                 # Recorded before the pull starts: others never see it, not even for a moment.
-                privateimages.record(state, ref.written)
-            credential = given or credentials.for_registry(ref.registry)
+                privateimages.record(state, ref.written, owner=job.owner)
+            credential = given or credentials.for_registry(ref.registry, job.whose)
             secrets += credentials.secrets()
             who = credential.username if credential else ""
             stream = self.backend.open_pull(
@@ -403,9 +416,9 @@ class PullManager(LoggingConfigurable):
             if state is not None:
                 after = self._image_id_or_empty(ref.written)
                 if after and after != before:
-                    privateimages.record(state, ref.written, after)
+                    privateimages.record(state, ref.written, after, job.owner)
                 else:  # it was here already, pulled by someone else: not this user's alone
-                    privateimages.forget(state, ref.written)
+                    privateimages.forget(state, ref.written, job.owner)
                 state = None
             pull.state, pull.phase = "done", "complete"
             pull.message = pull.message or f"Pulled {pull.image}"
@@ -423,7 +436,7 @@ class PullManager(LoggingConfigurable):
             self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
         finally:
             if state is not None and self._image_id_or_empty(ref.written) == before:
-                privateimages.forget(state, ref.written)  # nothing new arrived
+                privateimages.forget(state, ref.written, job.owner)  # nothing new arrived
             pull.stream = None
             pull.finished = time.time()
             snapshot = pull.snapshot()

@@ -36,6 +36,7 @@ from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from . import labels as L
 from .errors import ValueRefused
 from .hoststate import StateDir
+from .identity import UserDirectory
 from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from .launchplan import (
@@ -92,10 +93,13 @@ def decide(
     return "remove"
 
 
-async def recover(services: Services, mkm: Any, mode: str, log: Any) -> RecoveryReport:
+async def recover(
+    services: Services, mkm: Any, mode: str, log: Any, directory: UserDirectory | None = None
+) -> RecoveryReport:
     """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind.
     ``mkm``: the server's kernel manager; kernels are reattached only when it can adopt them
-    (kernelmanager.py), else removed like any other."""
+    (kernelmanager.py), else removed like any other. ``directory``: a kernel service's users
+    (identity.py): each kernel comes back as its user's, or not at all."""
     engine = services.backend
     policy = services.policy
     server_id = await asyncio.to_thread(services.server_id, mkm.root_dir)
@@ -122,7 +126,7 @@ async def recover(services: Services, mkm: Any, mode: str, log: Any) -> Recovery
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
-                await _reattach(mkm, record, root, log)
+                await _reattach(mkm, record, root, log, directory)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
@@ -199,9 +203,24 @@ def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
 
 
 async def _reattach(
-    mkm: GPUContainersKernelManager, record: ContainerRecord, root: str, log: Any
+    mkm: GPUContainersKernelManager,
+    record: ContainerRecord,
+    root: str,
+    log: Any,
+    directory: UserDirectory | None = None,
 ) -> None:
     labels = record.labels
+    owner = None
+    workspace = mkm.root_dir
+    if directory is not None:
+        # A service's kernel: its user as the account database says now, and only if that is
+        # the uid the kernel ran as (the label was written by this service, at the launch).
+        owner = await asyncio.to_thread(directory.resolve, labels.get(L.USER, ""))
+        if str(owner.uid) != labels.get(L.UID, ""):
+            raise ValueRefused(
+                f"its user {owner.username!r} is uid {owner.uid} now, not the kernel's"
+            )
+        workspace = owner.workspace
     kernel_id = check_kernel_id(labels[L.KERNEL_ID])
     kernel_name = labels.get(L.KERNEL_NAME, "")
     conn_dir = await asyncio.to_thread(own_private_dir, root, labels[L.CONNECTION_DIR])
@@ -248,14 +267,14 @@ async def _reattach(
             "transport": labels.get(L.TRANSPORT, "ipc"),
         }
     )
+    provisioner.owner = owner
     km.provisioner = provisioner
-    # What a restart re-uses: the notebook's directory and session name.
-    env = (
-        {"JPY_SESSION_NAME": os.path.join(mkm.root_dir, labels[L.NOTEBOOK])}
-        if labels.get(L.NOTEBOOK)
-        else {}
-    )
-    launch_args = {"cwd": labels.get(L.CWD) or mkm.root_dir, "env": env}
+    # What a restart re-uses: the notebook's directory and session name (inside the workspace).
+    notebook = labels.get(L.NOTEBOOK, "")
+    session = os.path.join(workspace, notebook) if notebook else ""
+    env = {"JPY_SESSION_NAME": session} if session and inside(session, workspace) else {}
+    cwd = labels.get(L.CWD, "")
+    launch_args = {"cwd": cwd if cwd and inside(cwd, workspace) else workspace, "env": env}
     await mkm.adopt(km, kernel_id, launch_args, rebuilt)
     log.info(
         "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]

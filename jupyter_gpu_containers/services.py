@@ -27,7 +27,6 @@ from . import labels as L
 from .allocator import GPUAllocator, GPUVisibility
 from .catalog import ImageCatalog
 from .credentials import RegistryCredentials
-from .engine import Engine
 from .gpu_usage import GPUUsage
 from .gpus import GPUInventory
 from .hoststate import StateDir, open_state_dir
@@ -45,6 +44,10 @@ class Services:
     def __init__(self, parent: Configurable | None) -> None:
         self.parent = parent
         self.policy = ContainerPolicy(parent=parent)
+        # Imported here, not at the top: a user's server whose kernels live behind a kernel
+        # service builds no Services, and must not need the docker package (gateway_user.py).
+        from .engine import Engine
+
         self.backend = Engine(parent=parent)
         self.inventory = GPUInventory(parent=parent)
         # GPU use per kernel over the last minutes (started by the app with the server's kernels).

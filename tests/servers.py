@@ -116,7 +116,12 @@ class Server:
                 time.sleep(0.1)
         # Ready once the extension has reattached or swept what earlier servers left (it does
         # so just after the server starts listening), or found that no engine answers.
-        ready = ("Kernel containers at start", "Kernel containers were not checked at start")
+        # (Or, for a server whose kernels live behind a kernel service, once it says so.)
+        ready = (
+            "Kernel containers at start",
+            "Kernel containers were not checked at start",
+            "kernels live behind the kernel service at",
+        )
         for _ in range(150):
             if self.process.poll() is not None or any(m in self.output() for m in ready):
                 break

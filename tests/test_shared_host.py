@@ -571,7 +571,7 @@ async def test_a_private_pull_is_offered_only_to_the_user_who_pulled_it(
             await asyncio.sleep(0.1)
         assert pull["state"] == "done", pull
         name = kernel_name(ref)
-        for _ in range(100):  # her server lists the new image once the engine says it came
+        for _ in range(600):  # her server lists the new image once the engine says it came
             if name in (await hers.answer("GET", "api", "kernelspecs"))[1]["kernelspecs"]:
                 break
             await asyncio.sleep(0.1)

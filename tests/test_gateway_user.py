@@ -1,0 +1,391 @@
+"""A user's server in gateway mode (``--gateway-url``): /gpu-containers/ forwarded to the kernel
+service, starts carrying the notebook's GPU request, a service that cannot be reached said in a
+sentence, and no docker anywhere in the user's server process.
+
+The kernel service here is a direct-mode server with the extension (root, the engine, four
+static GPUs); the user's server runs as an account outside the docker group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DEBIAN_IMAGE, NGC_IMAGE, assert_no_test_containers, kernel_name, write_notebook
+from hostusers import MALLORY, UserHome
+from servers import Server, write_server_config
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+pytestmark = [
+    pytest.mark.usefixtures("docker_client"),
+    pytest.mark.skipif(not MALLORY, reason="needs JGC_TEST_OUTSIDER, an account outside docker"),
+]
+
+# -X importtime's report of the module docker itself (not docker_something).
+DOCKER_IMPORTED = re.compile(r"^import time:.*\|\s*docker$", re.MULTILINE)
+
+
+class Pair:
+    """The kernel service (a direct-mode server as root) and a user's server in front of it."""
+
+    def __init__(self, home: Path, user_home: UserHome) -> None:
+        self.home = home
+        self.user_home = user_home
+        # Both report their imports (-X importtime), the service as a control for the check.
+        self.service = Server(home, home / "ws", [], env={"PYTHONPROFILEIMPORTTIME": "1"})
+        self.user = self.start_user()
+
+    def start_user(self) -> Server:
+        return self.user_home.start(
+            f"--gateway-url={self.service.url}",
+            f"--GatewayClient.auth_token={self.service.token}",
+            "--GatewayClient.request_timeout=60",
+            env={"PYTHONPROFILEIMPORTTIME": "1"},
+        )
+
+    @property
+    def workspace(self) -> Path:
+        return self.user_home.workspace
+
+    async def delete_all_kernels(self) -> None:
+        for kernel in await self.service.call("GET", "api", "kernels"):
+            await self.service.call("DELETE", "api", "kernels", kernel["id"])
+
+
+@pytest.fixture
+def pair(tmp_path: Path, docker_client: Any) -> Iterator[Pair]:
+    (tmp_path / "ws").mkdir()
+    write_server_config(tmp_path)
+    # The user's server reads no extension config of ours: it has no engine, no state.
+    user_home = UserHome(MALLORY, {})
+    made = None
+    try:
+        made = Pair(tmp_path, user_home)
+        yield made
+    finally:
+        user_home.close()
+        if made is not None:
+            made.service.stop()
+        assert_no_test_containers(docker_client)
+
+
+async def _open_stream(server: Server, path: str) -> tuple[asyncio.StreamReader, Any, bytes]:
+    """A raw GET of an event stream (a browser's EventSource): reader, writer, response head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"GET /{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: token {server.token}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    return reader, writer, head
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections whose far end is ``port`` on this host (ss, as root)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"dport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+async def _eventually(check: Any, timeout: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(check())
+
+
+# ------------------------------------------------------------------------------ forwarding
+
+
+async def test_routes_are_answered_by_the_service(pair: Pair) -> None:
+    user, service = pair.user, pair.service
+    # Reads: the service's own answers, through the user's server.
+    code, gpus = await user.answer("GET", "gpu-containers", "gpus")
+    assert code == 200
+    assert [g["uuid"] for g in gpus["gpus"]] == [f"GPU-test-{i}" for i in range(4)]
+    code, status = await user.answer("GET", "gpu-containers", "status")
+    assert (code, status["engine"]["ok"]) == (200, True)
+    response = await user.fetch("GET", "gpu-containers", "images")
+    assert response.headers["Content-Type"].startswith("application/json")
+    refs = {row["reference"] for row in json.loads(response.body)["images"]}
+    assert DEBIAN_IMAGE in refs
+
+    # Refusals keep the service's status and sentence.
+    code, body = await user.answer("POST", "gpu-containers", "pulls", body={"image": ""})
+    assert code == 400
+    assert (
+        body["message"]
+        == (await service.answer("POST", "gpu-containers", "pulls", body={"image": ""}))[1][
+            "message"
+        ]
+    )
+    missing = "0" * 32
+    code, body = await user.answer("GET", "gpu-containers", "pulls", missing)
+    assert code == 404 and body["message"].startswith(f"There is no pull '{missing}'")
+    code, body = await user.answer("GET", "gpu-containers", "no-such-route")
+    assert (code, body["message"]) == (404, "There is no such GPU Containers endpoint.")
+
+    # A body and methods other than GET: a registry login is kept by the service.
+    login = {"username": "alice", "password": "s3cret"}
+    response = await user.fetch(
+        "PUT", "gpu-containers", "registries", "registry.example", "credentials", body=login
+    )
+    assert response.code == 204
+    registries = (await service.call("GET", "gpu-containers", "registries"))["registries"]
+    assert any(r.get("registry") == "registry.example" for r in registries), registries
+    code, _ = await user.answer(
+        "DELETE", "gpu-containers", "registries", "registry.example", "credentials"
+    )
+    assert code == 204
+    code, body = await user.answer(
+        "DELETE", "gpu-containers", "registries", "registry.example", "credentials"
+    )
+    assert code == 404 and "no credentials for registry.example" in body["message"]
+
+    # The user's server authenticates its user first: no token, no forwarding.
+    anonymous = await AsyncHTTPClient().fetch(
+        HTTPRequest(f"{user.url}/gpu-containers/gpus"), raise_error=False
+    )
+    assert anonymous.code == 403
+
+
+async def test_event_streams_pass_through_and_close_with_the_browser(pair: Pair) -> None:
+    user, service = pair.user, pair.service
+    model = await user.call("POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)})
+    kernel_id = model["id"]
+    try:
+        assert [k["id"] for k in await service.call("GET", "api", "kernels")] == [kernel_id]
+        before = _connections_to(service.port)
+        reader, writer, head = await _open_stream(
+            user, f"gpu-containers/kernels/{kernel_id}/log?tail=50"
+        )
+        assert b" 200 " in head.split(b"\r\n")[0]
+        assert b"content-type: text/event-stream" in head.lower()
+        # Events as they come: the kernel's start is in its log already.
+        first = await asyncio.wait_for(reader.readuntil(b"\n\n"), 30)
+        assert first.startswith((b"event:", b"data:", b":")) or b"data:" in first, first
+        assert _connections_to(service.port) == before + 1
+        # The browser leaves: the service's stream ends now, not at its next keepalive.
+        writer.close()
+        assert await _eventually(lambda: _connections_to(service.port) == before, 5)
+    finally:
+        await pair.delete_all_kernels()
+
+
+# ---------------------------------------------------------------------------- kernel starts
+
+
+async def test_refused_start_keeps_the_services_status_and_sentence(pair: Pair) -> None:
+    user, service = pair.user, pair.service
+    name = kernel_name(NGC_IMAGE)  # asks for one GPU; four static ones here
+    try:
+        for _ in range(4):
+            await service.call("POST", "api", "kernels", body={"name": name})
+        write_notebook(pair.workspace, "nb.ipynb")
+        code, body = await user.answer("POST", "api", "kernels", body={"name": name})
+        assert code == 409, body
+        assert body["message"].startswith("No free GPU: 1 requested, 0 free"), body
+        code, body = await user.answer(
+            "POST",
+            "api",
+            "sessions",
+            body={
+                "path": "nb.ipynb",
+                "type": "notebook",
+                "name": "nb.ipynb",
+                "kernel": {"name": name},
+            },
+        )
+        assert code == 409, body
+        assert body["message"].startswith("No free GPU: 1 requested, 0 free"), body
+    finally:
+        await pair.delete_all_kernels()
+
+
+# ------------------------------------------------------------------------ service unreachable
+
+
+async def test_a_service_that_cannot_be_reached_is_a_sentence(pair: Pair) -> None:
+    user, service = pair.user, pair.service
+    service.stop()
+    sentence = f"The kernel service at {service.url} cannot be reached (connection refused)."
+    for method, path, body in (
+        ("GET", "gpu-containers/gpus", None),
+        ("GET", "gpu-containers/images", None),
+        ("POST", "gpu-containers/pulls", {"image": "ubuntu:24.04"}),
+        ("POST", "api/kernels", {"name": kernel_name(DEBIAN_IMAGE)}),
+        (
+            "POST",
+            "api/sessions",
+            {"path": "a.ipynb", "type": "notebook", "name": "a.ipynb", "kernel": {"name": "x"}},
+        ),
+    ):
+        code, answer = await user.answer(method, *path.split("/"), body=body)
+        assert code == 503, (path, answer)
+        assert answer["message"].startswith(sentence), (path, answer)
+        assert "Ask your administrator" in answer["message"]
+        assert "Traceback" not in json.dumps(answer)
+    code, answer = await user.answer("GET", "gpu-containers", "notebooks", "kernel?path=a.ipynb")
+    assert code == 200  # the notebook's own facts need no service: it has no kernel now
+    assert "Traceback" not in user.output()
+
+
+# --------------------------------------------------------------------------- no docker here
+
+
+async def test_the_users_server_never_imports_docker(pair: Pair) -> None:
+    user = pair.user
+    await user.call("GET", "gpu-containers", "gpus")
+    await user.call("GET", "api", "kernelspecs")
+    kernel = await user.call("POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)})
+    await user.call("DELETE", "api", "kernels", kernel["id"])
+    output = user.output()
+    assert re.search(r"\|\s+jupyter_gpu_containers\.gateway_user$", output, re.M)  # reported
+    assert not DOCKER_IMPORTED.search(output)
+    # The same report of the direct-mode server (the service) names docker: the check sees it.
+    assert DOCKER_IMPORTED.search(pair.service.output())
+
+
+# ------------------------------------------------------------------ a notebook's kernel
+
+
+async def test_notebook_kernel_start_view_and_switch(pair: Pair) -> None:
+    user, service = pair.user, pair.service
+    write_notebook(pair.workspace, "nb.ipynb")
+    debian, ngc = kernel_name(DEBIAN_IMAGE), kernel_name(NGC_IMAGE)
+    try:
+        started = await user.call(
+            "POST",
+            "gpu-containers",
+            "notebooks",
+            "kernel",
+            body={"path": "nb.ipynb", "kernel_name": debian},
+        )
+        session = started["session"]
+        first_id = session["kernel"]["id"]
+        assert [k["id"] for k in await service.call("GET", "api", "kernels")] == [first_id]
+        view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=nb.ipynb")
+        assert view["kernel"]["id"] == first_id
+        assert (view["kernel"]["image"], view["kernel"]["gpus"]) == (DEBIAN_IMAGE, [])
+        assert view["default"] == 0 and view["request"] is None
+
+        # Another kernel spec: the old kernel goes, the session (same id) gets the new one,
+        # whose GPU the service's view of it names.
+        switched = await user.call(
+            "POST",
+            "gpu-containers",
+            "notebooks",
+            "kernel",
+            body={"path": "nb.ipynb", "kernel_name": ngc},
+        )
+        assert switched["session"]["id"] == session["id"]
+        second_id = switched["session"]["kernel"]["id"]
+        assert second_id != first_id
+        assert [k["id"] for k in await service.call("GET", "api", "kernels")] == [second_id]
+        view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=nb.ipynb")
+        assert view["kernel"]["name"] == ngc and view["default"] == 1
+        [gpu] = view["kernel"]["gpus"]
+        assert gpu["uuid"] == f"GPU-test-{gpu['index']}"
+    finally:
+        await pair.delete_all_kernels()
+
+
+# ------------------------------------------------------- through the kernel service itself
+
+
+@pytest.fixture
+def service_and_user(docker_client: Any) -> Iterator[tuple[Any, Any, Server]]:
+    """`jupyter gpu-containers serve` (service_process.py) and MALLORY's server in front of it,
+    whose workspace is the one the service gives MALLORY."""
+    from service_process import KernelService
+
+    service = KernelService()
+    user_home = UserHome(MALLORY, {})
+    try:
+        account = service.add_user(MALLORY)
+        service.start()
+        server = Server(
+            user_home.path,
+            account.workspace,
+            [
+                f"--gateway-url={service.url}",
+                f"--GatewayClient.auth_token={account.token}",
+                "--GatewayClient.request_timeout=60",
+            ],
+            user=MALLORY,
+        )
+        user_home.servers.append(server)
+        yield service, account, server
+    finally:
+        user_home.close()
+        service.close()
+        assert_no_test_containers(docker_client)
+
+
+async def test_a_start_carries_the_notebooks_gpu_request(
+    service_and_user: tuple[Any, Any, Server],
+) -> None:
+    service, account, user = service_and_user
+    ngc = kernel_name(NGC_IMAGE)  # one GPU by default
+    write_notebook(account.workspace, "two.ipynb", gpus=2)
+    session = await user.open_notebook("two.ipynb", ngc)
+    kernel_id = session["kernel"]["id"]
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{kernel_id}")
+    assert code == 200, view
+    assert len(view["gpus"]) == 2
+    # The endpoint's own request wins over the saved one (a notebook that says nothing here).
+    write_notebook(account.workspace, "given.ipynb")
+    started = await user.call(
+        "POST",
+        "gpu-containers",
+        "notebooks",
+        "kernel",
+        body={"path": "given.ipynb", "kernel_name": ngc, "gpus": ["GPU-test-3"]},
+    )
+    given_id = started["session"]["kernel"]["id"]
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{given_id}")
+    assert [g["uuid"] for g in view["gpus"]] == ["GPU-test-3"]
+    # A request that cannot be met: the service's 409 and sentence, through the sessions API.
+    write_notebook(account.workspace, "more.ipynb", gpus=2)
+    code, body = await user.answer(
+        "POST",
+        "api",
+        "sessions",
+        body={
+            "path": "more.ipynb",
+            "type": "notebook",
+            "name": "more.ipynb",
+            "kernel": {"name": ngc},
+        },
+    )
+    assert code == 409, body
+    assert body["message"].startswith("No free GPU: 2 requested, 1 free"), body
+    # The same kernel spec under another request: the service restarts that kernel in place.
+    restarted = await user.call(
+        "POST",
+        "gpu-containers",
+        "notebooks",
+        "kernel",
+        body={"path": "two.ipynb", "kernel_name": ngc, "gpus": 1},
+    )
+    assert restarted["session"]["kernel"]["id"] == kernel_id
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{kernel_id}")
+    assert len(view["gpus"]) == 1
+    view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=two.ipynb")
+    assert len(view["kernel"]["gpus"]) == 1
+    for kernel in await user.call("GET", "api", "kernels"):
+        await user.call("DELETE", "api", "kernels", kernel["id"])
