@@ -18,7 +18,9 @@ prepare_machine test "[test]" chromium
 # Jupyter servers of their own: the tests prove that files come out owned by the user, and replay
 # attacks of one user on another's server (tests/test_shared_host.py). A third account is outside
 # the docker group: a local user with only a shell. (Being in the docker group is root on the host
-# by another road; the tests prove the extension itself hands nothing over.)
+# by another road; the tests prove the extension itself hands nothing over.) Two students, outside
+# the docker group, get kernels only through the kernel service, their servers spawned by a real
+# JupyterHub (tests/hub.py, tests/test_hub_auth.py).
 ensure_account() { # name, "docker" or ""
   if ! id "$1" >/dev/null 2>&1; then
     log "creating the test account $1"
@@ -34,9 +36,13 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
   export JGC_TEST_USER=${JGC_TEST_USER:-jgc-tester}
   export JGC_TEST_PEER=${JGC_TEST_PEER:-jgc-peer}
   export JGC_TEST_OUTSIDER=${JGC_TEST_OUTSIDER:-jgc-outsider}
+  export JGC_TEST_STUDENT_A=${JGC_TEST_STUDENT_A:-jgc-student-a}
+  export JGC_TEST_STUDENT_B=${JGC_TEST_STUDENT_B:-jgc-student-b}
   ensure_account "$JGC_TEST_USER" docker
   ensure_account "$JGC_TEST_PEER" docker
   ensure_account "$JGC_TEST_OUTSIDER" ""
+  ensure_account "$JGC_TEST_STUDENT_A" ""
+  ensure_account "$JGC_TEST_STUDENT_B" ""
 fi
 
 export PATH="$venv/bin:$PATH"
@@ -69,7 +75,8 @@ free_port() {
 }
 UI_TEST_PORT=${UI_TEST_PORT:-$(free_port)}
 UI_TEST_NO_ENGINE_PORT=${UI_TEST_NO_ENGINE_PORT:-$(free_port)}
-export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT
+UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
+export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT
 run npm run --silent ui-test
 
 run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN

@@ -276,3 +276,26 @@ NVML_DOUBLE_CONFIG = {
     }
 }
 from registry import private_registry  # noqa: F401,E402
+
+# --- A real JupyterHub (tests/hub.py; issue #16's kernel service under JupyterHub) -------------
+
+
+@pytest.fixture
+def jupyterhub_factory() -> Iterator[Any]:
+    """Starts real JupyterHubs: ``jupyterhub_factory(users, service_url=..., spawner_env=...)``
+    gives a started ``hub.Hub`` (see it for the options); every Hub started, with its proxy and
+    users' servers, is stopped and removed after the test, failed or not. Tests using it need
+    ``hub.needs_students`` (root, and the student accounts)."""
+    from hub import Hub
+
+    started: list[Hub] = []
+
+    def start(users: list[str], **options: Any) -> Hub:
+        hub = Hub(users, **options)
+        started.append(hub)
+        hub.start()
+        return hub
+
+    yield start
+    for hub in reversed(started):
+        hub.close()

@@ -19,6 +19,10 @@ SERVER = {
     "stock_routes",
     "cli",
     "_private",
+    "gateway_user",
+    "service",
+    "service_routes",
+    "hubauth",
 }
 KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
 BACKENDS = {"backend", "engine"}

@@ -860,6 +860,25 @@ async def test_real_responses_match_the_spec(
     )
     assert code == 200 and log.startswith("event: container\n"), log
 
+    # The same kernel, restarted in place without GPUs, then again with one.
+    for gpus, held in ((0, []), (1, ["GPU-test-0"])):
+        code, restarted, _ = await call(
+            jp_fetch,
+            conformance,
+            "/gpu-containers/kernels/{kernel_id}/restart",
+            "post",
+            values=one,
+            body={"gpus": gpus},
+        )
+        assert code == 200 and restarted == {"kernel_id": kernel_id, "gpus": gpus}, restarted
+        code, report, _ = await call(jp_fetch, conformance, "/gpu-containers/gpus")
+        holding = [
+            g["uuid"]
+            for g in report["gpus"]
+            if any(h["kernel_id"] == kernel_id for h in g["holders"])
+        ]
+        assert holding == held, report
+
     # Every operation the spec describes was answered with a success at least once.
     succeeded = {(path, method) for path, method, code in conformance.checked if code[0] == "2"}
     assert succeeded == {(path, method) for path, method, _ in operations(conformance.spec)}
