@@ -48,7 +48,7 @@ install_inputs_hash() {
     "$venv/bin/python" -c 'import sys; print(sys.version)'
     cd "$repo" && {
       ls -d pyproject.toml package.json package-lock.json install.json tsconfig.json 2>/dev/null
-      find labextension schema jupyter-config -type f -not -path '*/__tests__/*' 2>/dev/null
+      find labextension schema jupyter-config share -type f -not -path '*/__tests__/*' 2>/dev/null
     } | LC_ALL=C sort | while IFS= read -r f; do sha256sum -- "$f"; done
   } | sha256sum | cut -c1-32
 }
@@ -69,8 +69,9 @@ install_project() {
   local stamp=$venv/.jupyter-gpu-containers-install wanted installed h
   wanted=$(install_inputs_hash "$extras")
   local -a enough=("$wanted")
-  # An install with the test extras serves a command that needs none (the demo after the tests).
-  [ -n "$extras" ] || enough+=("$(install_inputs_hash "[test]")")
+  # An install with the test extras serves every other command: [test] holds what [lab] and
+  # [hub] hold (the demos after the tests, and the multi-user demo's smoke test within them).
+  [ "$extras" = "[test]" ] || enough+=("$(install_inputs_hash "[test]")")
   installed=$(cat "$stamp" 2>/dev/null || true)
   for h in "${enough[@]}"; do
     if [ "$installed" = "$h" ] \

@@ -14,7 +14,7 @@
 # labextension changed (scripts/common.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-prepare_machine demo ""
+prepare_machine demo "[lab]"
 
 workspace=${JGC_DEMO_WORKSPACE:-$HOME/gpu-containers-demo}
 mkdir -p "$workspace"

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The multi-user demo: on one machine, what docs/admin-guide.md sets up on a shared GPU host.
+# JupyterHub (PyPI) with its proxy (npm's configurable-http-proxy), two real accounts that are
+# NOT in the docker group (jgc-demo-alice, jgc-demo-bob, created when missing), and the kernel
+# service (`jupyter gpu-containers serve`, as root) that alone reaches the Docker engine. Each
+# user's JupyterLab gets its container kernels through the service, with its own Hub token.
+# Everything listens on 127.0.0.1 only. Ctrl-C stops what it started.
+#
+#   scripts/demo-multiuser.sh       JupyterHub on http://127.0.0.1:8000
+#
+# Environment: JGC_MULTIUSER_PORT (8000, the Hub's public port), JGC_SERVICE_PORT (8890, the
+# kernel service), JGC_DEMO_PASSWORD (random: the shared password of the demo's
+# DummyAuthenticator), and scripts/demo.sh's JGC_VENV, JGC_DOCKERD_STATE.
+# DEMO_SMOKE=1: start everything, check that the Hub answers, that a user's server lists the
+# service's container kernels with its own token, then stop (tests/test_demo_multiuser.py).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  # The Hub starts each user's server as that user, and the service reaches the engine: root.
+  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE "$0" "$@"
+fi
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+prepare_machine demo "[lab,hub]"
+
+users=(jgc-demo-alice jgc-demo-bob)
+hub_port=${JGC_MULTIUSER_PORT:-8000}
+service_port=${JGC_SERVICE_PORT:-8890}
+password=${JGC_DEMO_PASSWORD:-$(head -c 12 /dev/urandom | base64 | tr -d '/+=')}
+proxy=$repo/node_modules/.bin/configurable-http-proxy
+
+# What the demo adds to the single-user set-up: JupyterHub and JupyterLab in the venv (the
+# project's [lab,hub] extras, installed above), the proxy from npm.
+if [ ! -x "$proxy" ]; then
+  log "npm install (configurable-http-proxy)"
+  (cd "$repo" && npm install --no-audit --no-fund >/dev/null)
+fi
+
+# The demo users: real accounts with a home (their workspace), outside the docker group.
+for user in "${users[@]}"; do
+  if ! id "$user" >/dev/null 2>&1; then
+    log "creating the demo account $user (not in the docker group)"
+    useradd --create-home --shell /bin/bash "$user"
+  fi
+  if id -nG "$user" | tr ' ' '\n' | grep -qx docker; then
+    log "taking $user out of the docker group: the demo's users reach Docker only through the service"
+    gpasswd -d "$user" docker >/dev/null
+  fi
+  if ! runuser -u "$user" -- test -x "$venv/bin/jupyterhub-singleuser"; then
+    log "$user cannot run $venv/bin/jupyterhub-singleuser: every directory above the venv must be"
+    log "readable and searchable by other users (chmod o+rx), or set JGC_VENV to a venv elsewhere."
+    exit 1
+  fi
+done
+
+# Secrets and state of this run, root's alone; removed at the end.
+run_dir=$(mktemp -d /tmp/jgc-demo-multiuser.XXXXXX)
+chmod 700 "$run_dir"
+service_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+admin_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+hub_api_port=$(free_port)
+proxy_api_port=$(free_port)
+
+cat >"$run_dir/jupyterhub_config.py" <<EOF
+# The multi-user demo's Hub: the admin guide's configuration (section 6), on loopback.
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = $hub_port
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = $hub_api_port
+c.JupyterHub.db_url = "sqlite:///$run_dir/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "$run_dir/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "$run_dir/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_proxy = True
+c.ConfigurableHTTPProxy.command = ["$proxy"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$proxy_api_port"
+c.ConfigurableHTTPProxy.pid_file = "$run_dir/proxy.pid"
+
+# Demo logins: any of the two users, one shared password. Never on a real host.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = "$password"
+c.Authenticator.allowed_users = {"${users[0]}", "${users[1]}"}
+
+c.JupyterHub.spawner_class = "localprocess"
+c.Spawner.cmd = ["$venv/bin/jupyterhub-singleuser"]
+c.Spawner.default_url = "/lab"
+c.JupyterHub.services = [
+    {"name": "gpu-containers", "api_token": "$service_token", "display": False},
+    # The smoke test's admin (DEMO_SMOKE=1): starts a server, makes a token.
+    {"name": "jgc-demo-admin", "api_token": "$admin_token"},
+]
+c.JupyterHub.load_roles = [
+    {
+        "name": "gpu-containers-users",
+        "scopes": ["access:services!service=gpu-containers"],
+        "users": ["${users[0]}", "${users[1]}"],
+    },
+    {
+        "name": "jgc-demo-admin",
+        "scopes": ["admin:users", "admin:servers", "tokens", "read:hub"],
+        "services": ["jgc-demo-admin"],
+    },
+]
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    "access:services!service=gpu-containers",
+]
+c.Spawner.environment = {
+    "JUPYTER_GATEWAY_URL": "http://127.0.0.1:$service_port",
+    "JUPYTER_GATEWAY_AUTH_TOKEN": lambda spawner: spawner.api_token,
+    "JUPYTER_GATEWAY_REQUEST_TIMEOUT": "120",
+}
+EOF
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  log "stopping the demo"
+  # The Hub first: it stops the users' servers and its proxy (cleanup_servers, cleanup_proxy).
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -f "$run_dir/proxy.pid" ]; then
+    pid=$(cat "$run_dir/proxy.pid")
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "node" ] && kill -TERM "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$run_dir"
+}
+trap stop_all INT TERM EXIT
+
+answers() { "$venv/bin/python" - "$@" <<'PY'
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": f"token {sys.argv[2]}"} if len(sys.argv) > 2 else {})
+try:
+    with urllib.request.urlopen(request, timeout=5) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+wait_for() { # what, url, [token]
+  local what=$1; shift
+  for _ in $(seq 1 600); do
+    answers "$@" && return 0
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null || { log "$what: a process of the demo exited; see $run_dir/*.log"; tail -n 30 "$run_dir"/*.log >&2; return 1; }
+    done
+    sleep 0.5
+  done
+  log "$what did not answer in 5 minutes"; tail -n 30 "$run_dir"/*.log >&2; return 1
+}
+
+log "starting the kernel service on 127.0.0.1:$service_port (log: $run_dir/service.log)"
+# The service as the Hub's externally managed service: its token and the Hub's API from the
+# environment (under systemd: /etc/jupyter-gpu-containers/hub.env). The host state directory
+# is the one prepare_machine made; the demo's users are outside its group.
+JUPYTERHUB_API_TOKEN=$service_token JUPYTERHUB_API_URL=http://127.0.0.1:$hub_api_port/hub/api \
+  JUPYTERHUB_SERVICE_NAME=gpu-containers \
+  "$venv/bin/jupyter" gpu-containers serve --ip=127.0.0.1 --port="$service_port" \
+  '--ContainerKernelSpecManager.image_include=jgc/demo:*' \
+  >"$run_dir/service.log" 2>&1 </dev/null &
+pids+=($!)
+
+log "starting JupyterHub on http://127.0.0.1:$hub_port (log: $run_dir/hub.log)"
+(cd "$run_dir" && exec "$venv/bin/jupyterhub" -f "$run_dir/jupyterhub_config.py") \
+  >"$run_dir/hub.log" 2>&1 </dev/null &
+# The Hub stops first: it is the first to signal, since it must stop users' servers while the
+# service still answers.
+pids=("$!" "${pids[@]}")
+
+wait_for "JupyterHub" "http://127.0.0.1:$hub_port/hub/api/"
+# The service answers only authenticated requests: a 403 without a token proves it is up.
+code=""
+for _ in $(seq 1 600); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$service_port/api/kernelspecs" || true)
+  [ "$code" = 403 ] && break
+  kill -0 "${pids[1]}" 2>/dev/null || break
+  sleep 0.5
+done
+[ "$code" = 403 ] || { log "the kernel service did not start"; tail -n 30 "$run_dir/service.log" >&2; exit 1; }
+
+if [ "${DEMO_SMOKE:-}" = 1 ]; then
+  # One user's server through the whole chain: the Hub spawns it as the user, it asks the
+  # service for kernel specs with its own Hub token, the service checks that token with the Hub.
+  user=${users[0]}
+  api=http://127.0.0.1:$hub_api_port/hub/api
+  curl -fsS -X POST -H "Authorization: token $admin_token" "$api/users/$user/server" >/dev/null
+  ready=""
+  for _ in $(seq 1 600); do
+    ready=$(curl -fsS -H "Authorization: token $admin_token" "$api/users/$user" \
+      | "$venv/bin/python" -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(""); print(1 if s and s["ready"] else "")')
+    [ -n "$ready" ] && break
+    sleep 0.5
+  done
+  [ -n "$ready" ] || { log "$user's server did not start"; tail -n 40 "$run_dir/hub.log" >&2; exit 1; }
+  token=$(curl -fsS -X POST -H "Authorization: token $admin_token" -d '{"expires_in": 600}' \
+    "$api/users/$user/tokens" | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  # The service lists an image once its readiness probe answered (cached after the first run).
+  for _ in $(seq 1 120); do
+    specs=$(curl -fsS -H "Authorization: token $token" "http://127.0.0.1:$hub_port/user/$user/api/kernelspecs")
+    [[ $specs == *jgc/demo* ]] && break
+    sleep 1
+  done
+  echo "$specs" | "$venv/bin/python" -c '
+import json, sys
+specs = json.load(sys.stdin)["kernelspecs"]
+names = [n for n, s in specs.items() if "jgc/demo" in s["spec"]["display_name"]]
+print("DEMO_SMOKE: kernel specs through the service:", ", ".join(sorted(names)) or "none")
+if not names:
+    print("DEMO_SMOKE: the server lists:", json.dumps(specs)[:2000])
+sys.exit(0 if names else 1)' || { tail -n 40 "$run_dir/service.log" "$run_dir/hub.log" >&2; exit 1; }
+  log "DEMO_SMOKE: the Hub, $user's server and the kernel service answer"
+  exit 0
+fi
+
+cat >&2 <<EOF
+
+  The multi-user demo is up (loopback only):
+
+    JupyterHub:      http://127.0.0.1:$hub_port
+    log in as:       ${users[0]}  or  ${users[1]}
+    password:        $password
+    kernel service:  http://127.0.0.1:$service_port (root; the users are not in the docker group)
+
+  In JupyterLab, start a "jgc/demo:bookworm" kernel from the Launcher: it runs in a container as
+  the user who logged in, with their home mounted. Logs: $run_dir/{hub,service}.log
+
+  Ctrl-C stops everything this script started.
+
+EOF
+wait "${pids[0]}"
