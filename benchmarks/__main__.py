@@ -16,20 +16,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, kernel_start, lifecycle, report, rest, warm_pool
+from . import concurrency, kernel_start, lifecycle, report, rest, service, warm_pool
 from .bench import Bench, ensure_image
 from .harness import REPO, machine, step
 
-SECTIONS = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
+SECTIONS = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool", "service")
+# The sections that measure the shared server (Bench.start_server); "service" starts its own.
+SHARED_SERVER = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--image", default="jgc/demo:bookworm", help="a kernel-ready image")
     parser.add_argument("--runs", type=int, default=15, help="runs per variant (default 15)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each concurrency size")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of each concurrency size, and of the kernel service's race",
+    )
     parser.add_argument("--requests", type=int, default=30, help="requests per REST endpoint")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="comma-separated; the other sections of an earlier results.json in --out (same "
+        "machine, image and kind of run) are kept in RESULTS.md, marked with their own date",
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks"), help="where results go")
     parser.add_argument(
         "--quick",
@@ -43,7 +55,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     quick = args.quick
     runs = 2 if quick else args.runs
-    wanted = args.sections.split(",")
+    wanted = wanted_sections(args)
     sections: dict[str, Any] = {}
     jobs = {
         "kernel_start": lambda: kernel_start.run(bench, runs),
@@ -55,6 +67,13 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         ),
         "lifecycle": lambda: lifecycle.run(bench, runs),
         "warm_pool": lambda: warm_pool.run(bench, runs),
+        "service": lambda: service.run(
+            bench,
+            runs,
+            5 if quick else service.ROUND_TRIPS,
+            service.RACE_QUICK if quick else service.RACE,
+            1 if quick else args.rounds,
+        ),
     }
     for name in SECTIONS:
         if name not in wanted:
@@ -68,14 +87,58 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return sections
 
 
+def wanted_sections(args: argparse.Namespace) -> list[str]:
+    wanted = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in SECTIONS]
+    if unknown:
+        raise SystemExit(
+            f"python -m benchmarks: no section {', '.join(unknown)}; the sections are "
+            f"{', '.join(SECTIONS)}."
+        )
+    return wanted
+
+
+def merge_earlier(results: dict[str, Any], out: Path) -> None:
+    """Keep the sections this run did not measure from the earlier results.json in ``out``,
+    when that run was of the same kind (full or quick) and image on the same machine; each
+    kept section says in ``earlier`` when and by which command it was measured."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    same = ("cpu", "cores", "memory_gib", "kernel", "docker_engine", "storage_driver")
+    if (
+        old.get("quick") != results["quick"]
+        or old.get("image") != results["image"]
+        or any(old.get("machine", {}).get(k) != results["machine"][k] for k in same)
+    ):
+        print(
+            f"[benchmarks] {out / 'results.json'} is of another machine, image or kind of run: "
+            "its sections are not kept.",
+            file=sys.stderr,
+        )
+        return
+    earlier = old.get("earlier", {})
+    for name in SECTIONS:
+        if name in results["sections"] or name not in old.get("sections", {}):
+            continue
+        results["sections"][name] = old["sections"][name]
+        results["earlier"][name] = earlier.get(name) or {
+            "date": old["machine"]["date"],
+            "command": old["command"],
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    wanted = wanted_sections(args)
     started = time.monotonic()
     ensure_image(args.image)
     bench = Bench(args.image)
     try:
-        with step("server"):
-            bench.start_server(warm_pool.server_config(bench))
+        if any(name in SHARED_SERVER for name in wanted):
+            with step("server"):
+                bench.start_server(warm_pool.server_config(bench))
         sections = asyncio.run(run_all(args, bench))
     finally:
         bench.close()
@@ -88,13 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "duration_s": time.monotonic() - started,
         "sections": sections,
+        "earlier": {},
     }
+    failed = any("error" in s for s in sections.values())  # of this run, before any merge
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if len(wanted) < len(SECTIONS):
+        merge_earlier(results, out)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "RESULTS.md").write_text(report.markdown(results))
     print(f"[benchmarks] wrote {out / 'RESULTS.md'} and results.json", file=sys.stderr)
-    return 1 if any("error" in s for s in sections.values()) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,17 @@ def markdown(results: dict[str, Any]) -> str:
         "one run, are what to compare. Times in milliseconds.",
         "",
     ]
+    earlier = results.get("earlier") or {}
+    if earlier:
+        kept = [name for name in results["sections"] if name in earlier]
+        fresh = [name for name in results["sections"] if name not in earlier]
+        out += [
+            f"This run measured {', '.join(fresh) or 'nothing'}; {', '.join(kept)} "
+            f"{'was' if len(kept) == 1 else 'were'} kept from earlier runs on the same machine "
+            "and image, each marked below with its own date and command (ratios compare only "
+            "within a section).",
+            "",
+        ]
     sections = results["sections"]
     for key, title, render in (
         ("kernel_start", "1. Kernel start", _kernel_start),
@@ -55,10 +66,17 @@ def markdown(results: dict[str, Any]) -> str:
         ("rest", "4. REST latency, NVML, event loop", _rest),
         ("lifecycle", "5. Shutdown and restart", _lifecycle),
         ("warm_pool", "6. Warm pool", _warm_pool),
+        ("service", "7. Kernel service (multi-user) against direct mode", _service),
     ):
         if key not in sections:
             continue
         out += [f"## {title}", ""]
+        if key in earlier:
+            out += [
+                f"*Measured in an earlier run: {earlier[key]['date']}, "
+                f"`{earlier[key]['command']}`.*",
+                "",
+            ]
         section = sections[key]
         if "error" in section:
             out += [f"Failed: {section['error']}", ""]
@@ -229,3 +247,115 @@ def _warm_pool(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "",
         f"**Reading.** {s.get('reading', '')}",
     ]
+
+
+def _service(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    goals = s["goals"]
+    starts = s["starts"]["rows"]
+    trips = s["round_trips"]["rows"]
+    by = {r["key"]: r for r in starts}
+    direct, alone, gateway = by["direct"], by["service"], by["gateway"]
+    by = {r["key"]: r for r in trips}
+    t_alone, t_gateway = by["service"], by["gateway"]
+    race = s["race"]
+    gpus = (
+        "one GPU each, of four static ones"
+        if s["gpus_per_kernel"]
+        else "no GPUs (the engine cannot attach them)"
+    )
+    start_rows = [
+        [
+            r["variant"],
+            ms(r["p50"]),
+            ms(r["p95"]),
+            ms(r["min"]),
+            ms(r["post_p50"]),
+            ms1(r["first_reply_p50"]),
+            ratio(r["ratio_p50"]),
+            ratio(r["paired_ratio_p50"]),
+            ms(r["paired_added_post_p50"]),
+            ms1(r["paired_added_first_reply_p50"]),
+            str(r["failures"]),
+        ]
+        for r in starts
+    ]
+    trip_rows = [
+        [r["variant"], ms1(r["p50"]), ms1(r["p95"]), ms1(r["added_p50"]), ms1(r["added_p95"])]
+        for r in trips
+    ]
+    if "not_measured" in race:
+        crowd = f"**Many users at once**: not measured. {race['not_measured']}"
+    else:
+        crowd = _race(race)
+    start_met = gateway["ratio_p50"] <= goals["start_ratio"]
+    hop_met = t_gateway["added_p50"] < goals["hop_added_s"]
+    return [
+        "A direct-mode Jupyter server with the extension, the kernel service (`jupyter "
+        "gpu-containers serve`, as root, users from its administrator's map with tokens from its "
+        "token file) and one user's `jupyter server --gateway-url` (Jupyter Server's stock "
+        "gateway client, with the extension in gateway mode), side by side in this one run: the "
+        f"same image and kernel spec (ipc, network bridge, {gpus}), no warm pool on either side, "
+        f"so every start is cold. {s['runs']} starts per variant, interleaved with the order "
+        "rotating. *The service alone* is the service called with the user's token and no "
+        "user's server: the difference between it and direct mode is the service's own cost, "
+        "the rest is the user's server's hop.",
+        "",
+        "**Kernel start**: `POST /api/kernels` until the kernel answers `kernel_info` on its "
+        "websocket, as JupyterLab starts one; *POST* is until the POST answered, *first reply* "
+        "from then to the `kernel_info_reply` (medians). *p50 / direct* is the ratio of the "
+        "medians; the *paired* columns are taken round by round against the direct start of "
+        "the same round (the median of the ratios, and of what the POST and the first reply "
+        "added), which a host's passing load disturbs less.",
+        "",
+        table(
+            [
+                *("variant", "p50", "p95", "min", "POST", "first reply", "p50 / direct"),
+                *("paired ratio", "paired + POST", "paired + first reply", "failed"),
+            ],
+            start_rows,
+        ),
+        "",
+        f"**Execute round trip**: a tiny `execute_request` (`{s['round_trips']['code']}`) to its "
+        f"`execute_reply` on an open kernel websocket, {s['round_trips']['n']} per path, "
+        "interleaved one by one; *added* is over direct mode.",
+        "",
+        table(["variant", "p50", "p95", "added p50", "added p95"], trip_rows),
+        "",
+        crowd,
+        "",
+        f"**Reading.** Through the service a kernel answers in {ms(gateway['p50'])} ms at the "
+        f"median against {ms(direct['p50'])} ms in direct mode: "
+        f"{ratio(gateway['ratio_p50'])}, the goal is at most {ratio(goals['start_ratio'])} "
+        f"({'met' if start_met else 'missed'}); round by round the ratio's median is "
+        f"{ratio(gateway['paired_ratio_p50'])}: over direct mode, the POST through the user's "
+        f"server and the service adds {ms(gateway['paired_added_post_p50'])} ms and the first "
+        f"reply over the user's server's websocket "
+        f"{ms1(gateway['paired_added_first_reply_p50'])} ms. The service alone takes "
+        f"{ratio(alone['ratio_p50'])} direct mode ({ratio(alone['paired_ratio_p50'])} round "
+        "by round). An execute round trip through the user's "
+        f"server and the service adds {ms1(t_gateway['added_p50'])} ms at the median and "
+        f"{ms1(t_gateway['added_p95'])} ms at p95 (the goal: under "
+        f"{goals['hop_added_s'] * 1000:.0f} ms at the median, "
+        f"{'met' if hop_met else 'missed'}); the service alone adds "
+        f"{ms1(t_alone['added_p50'])} ms.",
+    ]
+
+
+def _race(race: dict[str, Any]) -> str:
+    outcomes = race["outcomes"]
+    won = ", ".join(str(o["won"]) for o in outcomes)
+    refused = sum(o["refused"].get("409", 0) for o in outcomes)
+    other = sum(n for o in outcomes for code, n in o["refused"].items() if code != "409")
+    return (
+        f"**Many users at once**: {race['users'] * race['starts_each']} starts from "
+        f"{race['users']} users ({race['starts_each']} each) at once, straight to the service, "
+        f"for {race['gpus']} GPUs with `GPUAllocator.max_gpus_per_user = "
+        f"{race['max_gpus_per_user']}`; rounds: {race['rounds']}. Until every request had its "
+        f"answer: {ms(race['wall']['p50'])} ms at the median (worst "
+        f"{ms(race['wall']['p95'])} ms); each answer came after {ms(race['answer']['p50'])} ms "
+        f"at the median, {ms(race['answer']['p95'])} ms at p95. Won per round: {won} (expected "
+        f"{race['expected_winners']}, on distinct GPUs, one per user); refused with 409 No free "
+        f"GPU: {refused}; other answers: {other}; requests with no answer (timeouts): "
+        f"{race['timeouts']}. "
+        + ("As expected." if race["as_expected"] else "**Not as expected**: see results.json.")
+    )

@@ -16,11 +16,13 @@ from . import labels as L
 from .errors import ContainerKernelError
 from .gateway_user import (
     GatewayGPUKernelManager,
+    NoDelayGatewayConnection,
     ServiceForwarder,
+    ServiceStatusForwarder,
     allow_session_name,
     service_url,
 )
-from .handlers import NotebookKernelHandler, default_handlers
+from .handlers import NotebookKernelHandler, StatusHandler, default_handlers
 from .identity import UserDirectory
 from .kernel_view import watched_kernels
 from .kernelmanager import GPUContainersKernelManager
@@ -44,12 +46,14 @@ def uses_gateway(serverapp: Any) -> bool:
 
 
 def install_websocket_connection(serverapp: Any, enabled: bool) -> None:
-    """Use NoDelayWebsocketConnection (websocket.py) unless an administrator chose another
-    connection class or a kernel gateway is used. At link time: the web application reads the
-    class when it is created, after linking."""
+    """Use NoDelayWebsocketConnection (websocket.py), or behind a kernel service its gateway
+    counterpart (gateway_user.py), unless an administrator chose another connection class. At
+    link time: the web application reads the class when it is created, after linking."""
     configured = serverapp.config.get("ServerApp", {}).get("kernel_websocket_connection_class")
-    if enabled and configured is None and not uses_gateway(serverapp):
-        serverapp.kernel_websocket_connection_class = NoDelayWebsocketConnection
+    if enabled and configured is None:
+        serverapp.kernel_websocket_connection_class = (
+            NoDelayGatewayConnection if uses_gateway(serverapp) else NoDelayWebsocketConnection
+        )
 
 
 class _SentenceOnly(logging.Filter):
@@ -99,8 +103,9 @@ class GPUContainersApp(ExtensionApp):
         help="""Send kernel messages to the browser without Nagle's delay (TCP_NODELAY on the
         kernel websocket). jupyter_server leaves it off, and a kernel's burst of small replies
         then waits up to 40 ms for the browser's delayed acknowledgement: at every kernel start
-        and after it. Applies to every kernel of the server, containers or not; ignored when
-        ServerApp.kernel_websocket_connection_class is configured or a kernel gateway is used.""",
+        and after it. Applies to every kernel of the server, containers or not, and to a server
+        whose kernels live behind a kernel service (--gateway-url); ignored when
+        ServerApp.kernel_websocket_connection_class is configured.""",
     )
 
     install_kernel_manager = Bool(
@@ -188,9 +193,12 @@ class GPUContainersApp(ExtensionApp):
         if self.gateway_mode:
             # The service answers /gpu-containers/ (gateway_user.py); a notebook's kernel is
             # this server's business (its sessions, its files).
+            forwarders: dict[type, type] = {
+                NotebookKernelHandler: NotebookKernelHandler,
+                StatusHandler: ServiceStatusForwarder,
+            }
             self.handlers.extend(
-                (pattern, cls if cls is NotebookKernelHandler else ServiceForwarder)
-                for pattern, cls in routes
+                (pattern, forwarders.get(cls, ServiceForwarder)) for pattern, cls in routes
             )
             if isinstance(self.serverapp.kernel_manager, GatewayGPUKernelManager):
                 self.handlers.extend(stock_handlers())  # refusals: the service's own status
@@ -240,6 +248,11 @@ class GPUContainersApp(ExtensionApp):
                 len(report.reattached),
                 len(report.removed),
             )
+        finally:
+            # A kernel service holds its kernels routes until now (service_routes.py).
+            recovered = getattr(serverapp, "kernels_recovered", None)
+            if recovered is not None:
+                recovered.set()
         if getattr(serverapp, "is_kernel_service", False):
             return  # warm containers run as the server's account; a service's kernels do not
         # After recovery, which removes the warm containers a previous process left: the pool

@@ -30,6 +30,7 @@ from typing import Any
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.gateway.connections import GatewayWebSocketConnection
 from jupyter_server.gateway.gateway_client import GatewayClient, gateway_request
 from jupyter_server.gateway.managers import GatewayMappingKernelManager
 from jupyter_server.utils import url_path_join
@@ -362,6 +363,34 @@ class ServiceForwarder(APIHandler):
     @authorized
     async def delete(self, *_args: Any, **_kwargs: Any) -> None:
         await self.forward()
+
+
+class NoDelayGatewayConnection(GatewayWebSocketConnection):
+    """jupyter_server's gateway websocket connection, sending to the browser without Nagle's
+    delay (TCP_NODELAY), as NoDelayWebsocketConnection does in direct mode: with Nagle, each
+    burst of a kernel's replies waited for the browser's delayed acknowledgement, about 40 ms
+    added to every execute round trip through the service (benchmarks/, section 7)."""
+
+    async def connect(self) -> None:
+        handler = self.websocket_handler
+        if getattr(handler, "ws_connection", None) is not None:
+            handler.set_nodelay(True)
+        await super().connect()
+
+
+class ServiceStatusForwarder(ServiceForwarder):
+    """``GET /gpu-containers/status``, forwarded; when the service cannot be reached, the
+    status of an engine that cannot be reached, with the sentence: the page then says it where
+    it says an engine is down (the Launcher card's label, the panel), not only in an error."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, *_args: Any, **_kwargs: Any) -> None:
+        try:
+            await self.forward()
+        except ServiceUnreachable as e:
+            engine = {"ok": False, "message": e.sentence, "endpoint": service_url()}
+            self.finish(json.dumps({"engine": engine, "kernelspecs": 0}))
 
 
 async def service_json(method: str, path: str, body: Any = None) -> Any:

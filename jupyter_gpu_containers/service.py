@@ -229,6 +229,13 @@ class ServiceApp(ServerApp):
     )
 
     start_queue: StartQueue | None = None
+    # Set once the extension has reattached the kernels a previous process left (app.py): the
+    # kernels routes wait for it, so that nobody is told a kernel about to come back is gone.
+    kernels_recovered: asyncio.Event
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernels_recovered = asyncio.Event()
 
     @default("ip")
     def _default_ip(self) -> str:

@@ -45,6 +45,20 @@ WORKING_DIR_ENV = "KERNEL_WORKING_DIR"
 SESSION_ENV = "JPY_SESSION_NAME"
 
 
+# How long a request waits for the service's start-up recovery before it is answered anyway.
+RECOVERY_WAIT = 120.0
+
+
+async def after_recovery(handler: Any) -> None:
+    """Wait until the service has reattached the kernels a previous process left. A user's
+    server asking about its kernel in that moment would be told it is gone (404), and would
+    restart it, losing its state, just before it came back."""
+    recovered = getattr(handler.serverapp, "kernels_recovered", None)
+    if recovered is not None and not recovered.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(recovered.wait(), RECOVERY_WAIT)
+
+
 def kernel_user_of(handler: web.RequestHandler) -> KernelUser:
     """The kernel user the service's identity provider found for this request."""
     user = getattr(handler.current_user, "kernel_user", None)
@@ -97,6 +111,7 @@ class ServiceKernelsHandler(MainKernelHandler):
     @web.authenticated
     async def get(self) -> None:
         user = kernel_user_of(self)
+        await after_recovery(self)
         km = self.kernel_manager
         models = await ensure_async(km.list_kernels())
         own = [m for m in models if _owned_by(km, m["id"], user)]
@@ -179,11 +194,13 @@ class ServiceKernelHandler(KernelHandler):
 
     @web.authenticated
     async def get(self, kernel_id: str) -> None:
+        await after_recovery(self)
         check_owner(self, kernel_id)
         await ensure_async(super().get(kernel_id))
 
     @web.authenticated
     async def delete(self, kernel_id: str) -> None:
+        await after_recovery(self)
         check_owner(self, kernel_id)
         await ensure_async(super().delete(kernel_id))
 
@@ -193,6 +210,7 @@ class ServiceKernelActionsHandler(KernelActionsHandler):
 
     @web.authenticated
     async def post(self, kernel_id: str, action: str) -> None:  # type: ignore[override]
+        await after_recovery(self)
         check_owner(self, kernel_id)
         await super().post(kernel_id, action)
 
@@ -204,6 +222,7 @@ class ServiceKernelWebsocketHandler(KernelWebsocketHandler):
     async def pre_get(self) -> None:
         if self.current_user is None:
             raise web.HTTPError(403)
+        await after_recovery(self)
         check_owner(self, self.kernel_id)
         await super().pre_get()
 

@@ -15,10 +15,16 @@ import docker
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not installed
+
+from benchmarks import report  # noqa: E402
+from benchmarks.__main__ import merge_earlier  # noqa: E402
 
 
 def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
     rows = list(section.get("rows", []))
+    for part in ("starts", "round_trips"):  # the kernel service's section
+        rows += section.get(part, {}).get("rows", [])
     return rows + list(section.get("phases", []))
 
 
@@ -46,6 +52,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "rest",
         "lifecycle",
         "warm_pool",
+        "service",
     }
     for name, section in results["sections"].items():
         assert "error" not in section, (name, section)
@@ -63,10 +70,42 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     )
     assert results["machine"]["docker_engine"]
 
+    # The kernel service against direct mode: every path measured, the race as the issue says
+    # (as many winners as GPUs, distinct GPUs, one per user, the rest refused, no timeouts).
+    service = results["sections"]["service"]
+    for part in ("starts", "round_trips"):
+        assert {r["key"] for r in service[part]["rows"]} == {"direct", "service", "gateway"}
+        assert all(r["n"] > 0 for r in service[part]["rows"]), service[part]
+    assert all(math.isfinite(r["ratio_p50"]) for r in service["starts"]["rows"])
+    race = service["race"]
+    assert race["timeouts"] == 0 and race["as_expected"], race
+    assert [o["won"] for o in race["outcomes"]] == [4] * race["rounds"], race
+
     markdown = (tmp_path / "RESULTS.md").read_text()
-    for title in ("1. Kernel start", "2. Where the time goes", "3. Concurrency", "6. Warm pool"):
+    for title in (
+        "1. Kernel start",
+        "2. Where the time goes",
+        "3. Concurrency",
+        "6. Warm pool",
+        "7. Kernel service (multi-user) against direct mode",
+    ):
         assert f"## {title}" in markdown
     assert "Failed:" not in markdown
+
+    # A run of some sections keeps the others of the earlier run in the same --out, each marked
+    # with its own date and command; one of another kind (full, not quick) keeps none.
+    partial = {**results, "command": "python -m benchmarks --sections service", "earlier": {}}
+    partial["sections"] = {"service": service}
+    merge_earlier(partial, tmp_path)
+    assert set(partial["sections"]) == set(results["sections"])
+    assert set(partial["earlier"]) == set(results["sections"]) - {"service"}
+    assert partial["sections"]["rest"] == results["sections"]["rest"]
+    merged = report.markdown(partial)
+    assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
+    assert merged.count("*Measured in an earlier run") == 6  # sections 1 to 6
+    other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
+    merge_earlier(other, tmp_path)
+    assert set(other["sections"]) == {"service"}
 
     # Nothing of the run is left: containers (by the benchmark's label) and its image tags.
     run = results["run_id"]

@@ -241,6 +241,10 @@ async def test_a_service_that_cannot_be_reached_is_a_sentence(pair: Pair) -> Non
         assert "Traceback" not in json.dumps(answer)
     code, answer = await user.answer("GET", "gpu-containers", "notebooks", "kernel?path=a.ipynb")
     assert code == 200  # the notebook's own facts need no service: it has no kernel now
+    # The status says it as the page shows an engine that is down (the Launcher card, the panel).
+    code, status = await user.answer("GET", "gpu-containers", "status")
+    assert code == 200 and status["engine"]["ok"] is False, status
+    assert status["engine"]["message"].startswith(sentence), status
     assert "Traceback" not in user.output()
 
 

@@ -21,11 +21,12 @@ from typing import Any
 import docker
 import pytest
 from conftest import DEBIAN_IMAGE, NGC_IMAGE, kernel_container, kernel_name
-from hostusers import BOB, MALLORY, ids_of, needs_accounts, run_as
+from hostusers import BOB, MALLORY, UserHome, ids_of, needs_accounts, run_as
 from kernel_io import execute
 from registry import PrivateRegistry
 from service_process import KernelService, ServiceUser
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from jupyter_gpu_containers import labels as L
 
@@ -362,3 +363,65 @@ async def test_a_full_start_queue_answers_busy_at_once(services: list[KernelServ
     busy = [body for code, body in answers if code == 503]
     assert busy, answers
     assert all("ServiceApp.max_queued_starts" in body["message"] for body in busy)
+
+
+async def test_a_users_page_runs_code_again_after_the_service_was_killed(
+    services: list[KernelService],
+) -> None:
+    """The whole chain: a user's own server (outside the docker group) in gateway mode, a page's
+    websocket on it, the service killed with -9 and started again."""
+    service, a, _b = start_service(services)
+    home = UserHome(a.name, {})
+    try:
+        user = home.start(
+            f"--gateway-url={service.url}",
+            f"--GatewayClient.auth_token={a.token}",
+            "--GatewayClient.request_timeout=60",
+        )
+        session = await user.open_notebook("week1.ipynb", CPU_SPEC)
+        kernel_id = session["kernel"]["id"]
+        assert (await user.execute(kernel_id, "x = 20")).status == "ok"
+
+        async def connect() -> Any:
+            return await websocket_connect(
+                HTTPRequest(
+                    f"ws://127.0.0.1:{user.port}/api/kernels/{kernel_id}/channels",
+                    headers={"Authorization": f"token {user.token}"},
+                )
+            )
+
+        page = await connect()
+        try:
+            service.kill9()
+            reconnects = user.output().count("Connecting to ws://")
+            service.start()
+            assert "reattached 1" in service.output()
+            # The user's server reconnects by itself (jupyter_server's gateway websocket retries).
+            for _ in range(300):
+                if user.output().count("Connecting to ws://") > reconnects:
+                    break
+                await asyncio.sleep(0.1)
+            # The page runs code again: over its websocket once the user's server reconnected
+            # to the service, or over a new one if its server closed it (JupyterLab opens one
+            # again by itself, as this does).
+            result = None
+            for _ in range(60):
+                try:
+                    result = await execute(page, "print(x + 22)", timeout=5)
+                    break
+                except (TimeoutError, asyncio.TimeoutError):
+                    continue
+                except (ConnectionError, WebSocketClosedError):
+                    page.close()
+                    page = await connect()
+            assert result is not None and result.stdout.strip() == "42", (
+                result,
+                service.output()[-4000:],
+                user.output()[-4000:],
+            )
+        finally:
+            page.close()
+        # And a page opened afresh.
+        assert (await user.execute(kernel_id, "print(x)")).stdout.strip() == "20"
+    finally:
+        home.close()

@@ -15,6 +15,7 @@ from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
 from jupyter_gpu_containers.app import install_websocket_connection
+from jupyter_gpu_containers.gateway_user import NoDelayGatewayConnection
 from jupyter_gpu_containers.websocket import NoDelayWebsocketConnection
 
 
@@ -53,7 +54,8 @@ DEFAULT = "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsoc
         ({}, False, None),  # the admin turned it off: jupyter_server's choice stands
         # The admin's own class is kept, even when it is jupyter_server's default.
         ({"ServerApp": {"kernel_websocket_connection_class": DEFAULT}}, True, DEFAULT),
-        ({"GatewayClient": {"url": "http://127.0.0.1:1"}}, True, None),  # the gateway's own
+        # Behind a kernel service: jupyter_server's gateway connection, without Nagle's delay.
+        ({"GatewayClient": {"url": "http://127.0.0.1:1"}}, True, NoDelayGatewayConnection),
     ],
 )
 def test_install_respects_the_admin(config: dict[str, Any], enabled: bool, expected: Any) -> None:
