@@ -343,6 +343,8 @@ class NotebookKernelHandler(GPUContainersHandler):
                 closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
                 self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
                 model = await sm.get_session(session_id=session["id"])
+            elif self.behind_service:  # another image, the new kernel first (see below)
+                model = await switch_behind_service(sm, km, session, KernelName(target))
             else:  # switch this notebook to another kernel spec (another image)
                 model = await switch_kernel(sm, km, session, KernelName(target))
         self.finish(json.dumps({"session": model, "gpus": gpus}, default=str))
@@ -463,6 +465,30 @@ async def switch_kernel(
         )
         await sm.update_session(session["id"], kernel_id=new_id)
     finally:
+        await ensure_async(km.shutdown_kernel(old_id, now=True))
+    model: dict[str, Any] = await sm.get_session(session_id=session["id"])
+    return model
+
+
+async def switch_behind_service(
+    sm: Any, km: Any, session: dict[str, Any], kernel_name: KernelName
+) -> dict[str, Any]:
+    """switch_kernel for a user's server behind a kernel service: the new kernel starts first,
+    then the old one is shut down. A gateway kernel cannot be stopped and kept registered (its
+    shutdown deletes it on the service), and the user's server forgets a kernel the service no
+    longer lists, then drops the session row that names it: stopping the old kernel first lost
+    the notebook's session to any page polling meanwhile. So a switch that needs the very GPUs
+    the old kernel holds is refused (409), and the old kernel keeps running."""
+    old_id = str(session["kernel"]["id"])
+    new_id = await sm.start_kernel_for_session(
+        session["id"],
+        path=session["path"],
+        name=session["name"],
+        type=session["type"],
+        kernel_name=kernel_name,
+    )
+    await sm.update_session(session["id"], kernel_id=new_id)
+    if old_id in km:
         await ensure_async(km.shutdown_kernel(old_id, now=True))
     model: dict[str, Any] = await sm.get_session(session_id=session["id"])
     return model

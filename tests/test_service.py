@@ -425,3 +425,63 @@ async def test_a_users_page_runs_code_again_after_the_service_was_killed(
         assert (await user.execute(kernel_id, "print(x)")).stdout.strip() == "20"
     finally:
         home.close()
+
+
+async def test_the_shared_host_attacks_fail_against_the_service(
+    services: list[KernelService], docker_client: docker.DockerClient
+) -> None:
+    """The direct mode's security review, replayed by a user outside the docker group against the
+    service: nothing a user can write decides a booking, a reattach or a deletion."""
+    service, a, b = start_service(services)
+    probe = (
+        "import os, socket, sys\n"
+        "def tries(what, f):\n"
+        "    try:\n"
+        "        f()\n"
+        "        print(what, 'allowed')\n"
+        "    except PermissionError:\n"
+        "        print(what, 'refused')\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "tries('engine', lambda: s.connect('/var/run/docker.sock'))\n"
+        "tries('state', lambda: os.listdir(sys.argv[1]))\n"
+        "tries('kernels', lambda: os.listdir(sys.argv[2]))\n"
+        "tries('tokens', lambda: open(sys.argv[3]).read())\n"
+    )
+    said = run_as(
+        a.name,
+        probe,
+        service.config["ContainerPolicy"]["state_dir"],
+        service.config["ContainerPolicy"]["connection_dir_root"],
+        str(service.tokens_file),
+    )
+    # No engine: no planted container, no label naming a directory, no spoofed booking. No
+    # state directory: no lock to hold or plant. No kernel files, no token file.
+    assert said.split("\n")[:4] == [
+        "engine refused",
+        "state refused",
+        "kernels refused",
+        "tokens refused",
+    ], said
+    # What a start may say: nothing that chooses whose kernel it is, its labels or its mounts.
+    kernel_id = await service.start_kernel(
+        a,
+        CPU_SPEC,
+        {
+            "KERNEL_USERNAME": b.name,
+            "KERNEL_UID": "0",
+            "KERNEL_GID": "0",
+            "KERNEL_WORKING_DIR": str(b.workspace),
+            "JPY_SESSION_NAME": str(b.workspace / "theirs.ipynb"),
+            "KERNEL_EXTRA_LABELS": json.dumps({L.USER: b.name}),
+        },
+    )
+    container = kernel_container(docker_client, kernel_id)
+    assert container.labels[L.USER] == a.name
+    assert container.labels[L.UID] == str(ids_of(a.name)[0])
+    assert container.labels[L.NOTEBOOK] == ""
+    assert container.attrs["Config"]["User"] == "{}:{}".format(*ids_of(a.name))
+    sources = {m["Source"] for m in container.attrs["Mounts"]}
+    assert str(b.workspace) not in sources and str(a.workspace) in sources
+    # The service offers no kernel that would run on the host as its own account.
+    code, specs = await service.answer(a, "GET", "api/kernelspecs")
+    assert code == 200 and all(n.startswith("gpuc-") for n in specs["kernelspecs"]), specs

@@ -1,6 +1,8 @@
 /**
  * Playwright configuration of the UI tests: galata's base configuration, this machine's Chromium
- * (no browser is ever downloaded) and one JupyterLab server that start-server.sh runs.
+ * (no browser is ever downloaded), and three servers: the JupyterLab that start-server.sh runs,
+ * a second one as on Binder (no engine), and a user's JupyterLab behind the kernel service
+ * (start-service.sh).
  *
  * The values the tests share with the server travel in the environment: workers inherit it from
  * the runner, which evaluates this file first.
@@ -26,20 +28,30 @@ const noEnginePort = (process.env.UI_TEST_NO_ENGINE_PORT ??= String(
 ));
 const noEngineURL =
   (process.env.UI_TEST_NO_ENGINE_URL ??= `http://127.0.0.1:${noEnginePort}`);
+// A third as on a shared host: a user's JupyterLab (an account outside the docker group) whose
+// kernels live behind the kernel service (start-service.sh; tests/service.spec.ts).
+const servicePort = (process.env.UI_TEST_SERVICE_PORT ??= String(
+  Number(port) + 2
+));
+const serviceURL =
+  (process.env.UI_TEST_SERVICE_URL ??= `http://127.0.0.1:${servicePort}`);
+const serviceHome =
+  (process.env.UI_TEST_SERVICE_HOME ??= `/tmp/jgc-ui-tests-${servicePort}`);
 
 /**
- * A server that start-server.sh runs on `url` (its settings in `env`), its log kept under
- * test-results/server-logs (one folder per port).
+ * A server that `script` (start-server.sh unless said) runs on `url` (its settings in `env`), its
+ * logs kept under test-results/server-logs (one folder per port).
  */
 function server(
   url: string,
-  env: Record<string, string>
+  env: Record<string, string>,
+  script = 'start-server.sh'
 ): Extract<
   NonNullable<PlaywrightTestConfig['webServer']>,
   { command: string }
 > {
   return {
-    command: 'bash start-server.sh',
+    command: `bash ${script}`,
     url: `${url}/api`,
     timeout: 120_000,
     reuseExistingServer: false,
@@ -96,6 +108,14 @@ export default defineConfig({
       UI_TEST_PORT: noEnginePort,
       UI_TEST_HOME: `/tmp/jgc-ui-tests-${noEnginePort}`,
       UI_TEST_NO_ENGINE: '1'
-    })
+    }),
+    server(
+      serviceURL,
+      {
+        UI_TEST_PORT: servicePort,
+        UI_TEST_HOME: serviceHome
+      },
+      'start-service.sh'
+    )
   ]
 });
