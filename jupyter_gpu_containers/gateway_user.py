@@ -41,7 +41,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from .errors import ContainerKernelError
-from .kernelmanager import as_http
+from .kernelmanager import as_http, finish_with_sentence
 from .notebook_requests import (
     GIVEN_REQUEST,
     NotebookRequestError,
@@ -269,10 +269,7 @@ class ServiceForwarder(APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = (kwargs.get("exc_info") or (None, None, None))[1]
         if isinstance(error, ContainerKernelError):
-            self.clear_header("Content-Type")
-            self.set_status(error.status, reason=error.reason_phrase)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": error.sentence, "reason": error.reason_phrase}))
+            finish_with_sentence(self, error)
             return
         super().write_error(status_code, **kwargs)
 

@@ -66,6 +66,7 @@ from .kernel_view import (
     notebook_of,
     parse_tail,
 )
+from .kernelmanager import finish_with_sentence
 from .launchplan import inside
 from .notebook_requests import NotebookRequestError, launching_with, read_notebook_request
 from .provisioner import ContainerProvisioner
@@ -93,10 +94,7 @@ class GPUContainersHandler(APIHandler):
         # exceptions (errors.py): here, once, they become their status and their sentence.
         error = (kwargs.get("exc_info") or (None, None, None))[1]
         if isinstance(error, ContainerKernelError):
-            self.clear_header("Content-Type")
-            self.set_status(error.status, reason=error.reason_phrase)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": error.sentence, "reason": error.reason_phrase}))
+            finish_with_sentence(self, error)
             return
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
@@ -435,6 +433,18 @@ def spec_request(spec: Any) -> GPURequest:
     return GPURequest.parse(config.get("gpus"))
 
 
+async def start_in_session(sm: Any, session: dict[str, Any], kernel_name: KernelName) -> None:
+    """Start a kernel of ``kernel_name`` for ``session`` and make it the session's kernel."""
+    new_id = await sm.start_kernel_for_session(
+        session["id"],
+        path=session["path"],
+        name=session["name"],
+        type=session["type"],
+        kernel_name=kernel_name,
+    )
+    await sm.update_session(session["id"], kernel_id=new_id)
+
+
 async def switch_kernel(
     sm: Any, km: Any, session: dict[str, Any], kernel_name: KernelName
 ) -> dict[str, Any]:
@@ -456,14 +466,7 @@ async def switch_kernel(
         # A restart keeps the stopped container to book its GPUs for the next one: not here.
         await provisioner.cleanup(restart=False)
     try:
-        new_id = await sm.start_kernel_for_session(
-            session["id"],
-            path=session["path"],
-            name=session["name"],
-            type=session["type"],
-            kernel_name=kernel_name,
-        )
-        await sm.update_session(session["id"], kernel_id=new_id)
+        await start_in_session(sm, session, kernel_name)
     finally:
         await ensure_async(km.shutdown_kernel(old_id, now=True))
     model: dict[str, Any] = await sm.get_session(session_id=session["id"])
@@ -480,14 +483,7 @@ async def switch_behind_service(
     the notebook's session to any page polling meanwhile. So a switch that needs the very GPUs
     the old kernel holds is refused (409), and the old kernel keeps running."""
     old_id = str(session["kernel"]["id"])
-    new_id = await sm.start_kernel_for_session(
-        session["id"],
-        path=session["path"],
-        name=session["name"],
-        type=session["type"],
-        kernel_name=kernel_name,
-    )
-    await sm.update_session(session["id"], kernel_id=new_id)
+    await start_in_session(sm, session, kernel_name)
     if old_id in km:
         await ensure_async(km.shutdown_kernel(old_id, now=True))
     model: dict[str, Any] = await sm.get_session(session_id=session["id"])

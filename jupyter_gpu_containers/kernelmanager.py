@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -56,6 +57,15 @@ class SentenceHTTPError(web.HTTPError):
 
 def as_http(error: ContainerKernelError) -> web.HTTPError:
     return SentenceHTTPError(error)
+
+
+def finish_with_sentence(handler: web.RequestHandler, error: ContainerKernelError) -> None:
+    """Answer a request with a core error: its status and reason, and JSON of its sentence
+    (what every /gpu-containers/ error looks like, here or forwarded from a kernel service)."""
+    handler.clear_header("Content-Type")
+    handler.set_status(error.status, reason=error.reason_phrase)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps({"message": error.sentence, "reason": error.reason_phrase}))
 
 
 class ContainerKernelManager(ServerKernelManager):

@@ -421,7 +421,7 @@ def process_credentials(pid: int) -> tuple[int, int, list[int]]:
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 # Connects to the Unix socket argv[1]: prints "connected", or "denied <errno>".
-_CONNECT = (
+CONNECT = (
     "import socket, sys\n"
     "s = socket.socket(socket.AF_UNIX)\n"
     "try:\n"
@@ -439,7 +439,7 @@ def connect_to_docker_socket(pid: int | None = None) -> str:
     "connected", or "denied 13" (EACCES)."""
     import sys
 
-    command = [sys.executable, "-c", _CONNECT, DOCKER_SOCKET]
+    command = [sys.executable, "-c", CONNECT, DOCKER_SOCKET]
     if pid is not None:
         uid, gid, groups = process_credentials(pid)
         groups_option = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]

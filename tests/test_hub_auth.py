@@ -24,10 +24,13 @@ from typing import Any
 
 import pytest
 from hub import (
+    CONNECT,
+    DOCKER_SOCKET,
     SERVICE_NAME,
     STUDENT_A,
     STUDENT_B,
     Hub,
+    connect_to_docker_socket,
     needs_students,
     process_credentials,
     process_environment,
@@ -39,8 +42,6 @@ from traitlets import TraitError
 
 from jupyter_gpu_containers.errors import ContainerKernelError
 from jupyter_gpu_containers.hubauth import HubIdentity, HubNotConfigured, HubUnavailable
-
-DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 @pytest.fixture(scope="module")
@@ -199,49 +200,17 @@ def test_bad_traits_are_refused_with_sentences() -> None:
 @needs_students
 def test_students_servers_cannot_open_the_docker_socket(servers: dict[str, int]) -> None:
     docker_gid = grp.getgrnam("docker").gr_gid
-    connect = (
-        "import socket, sys\n"
-        "s = socket.socket(socket.AF_UNIX)\n"
-        "try:\n"
-        "    s.connect(sys.argv[1])\n"
-        "except PermissionError as e:\n"
-        "    print('denied', e.errno)\n"
-        "else:\n"
-        "    print('connected')\n"
-    )
     # The control: the socket is there, and root's process can connect to it.
-    root = subprocess.run(
-        [sys.executable, "-c", connect, DOCKER_SOCKET], capture_output=True, text=True, check=True
-    )
-    assert root.stdout.strip() == "connected"
+    assert connect_to_docker_socket() == "connected"
     for user, pid in servers.items():
         uid, gid, groups = process_credentials(pid)
         assert uid == pwd.getpwnam(user).pw_uid
         assert docker_gid not in groups and gid != docker_gid, (user, groups)
         # Exactly the server process's credentials: its uid, gid and supplementary groups.
-        group_option = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-        tried = subprocess.run(
-            [
-                "setpriv",
-                f"--reuid={uid}",
-                f"--regid={gid}",
-                *group_option,
-                sys.executable,
-                "-c",
-                connect,
-                DOCKER_SOCKET,
-            ],
-            capture_output=True,
-            text=True,
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            timeout=60,
-        )
-        assert tried.returncode == 0, tried.stderr
-        assert tried.stdout.strip() == "denied 13", (user, tried.stdout, tried.stderr)
+        assert connect_to_docker_socket(pid) == "denied 13", user
         # And as the account, the way an administrator would try it.
         as_account = subprocess.run(
-            ["runuser", "-u", user, "--", sys.executable, "-c", connect, DOCKER_SOCKET],
+            ["runuser", "-u", user, "--", sys.executable, "-c", CONNECT, DOCKER_SOCKET],
             capture_output=True,
             text=True,
             cwd="/",

@@ -89,42 +89,17 @@ if [ -z "${UI_TEST_NO_ENGINE:-}" ]; then
   fi
 fi
 
-UI_TEST_REPO=$repo "$venv/bin/python" - "$home" <<'PY' || exit 1
+UI_TESTS_DIR=$here UI_TEST_REPO=$repo "$venv/bin/python" - "$home" <<'PY' || exit 1
 import json
 import os
 import sys
 from pathlib import Path
 
 home = Path(sys.argv[1])
-labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
-config = {
-    "ContainerProvisioner": {"extra_labels": labels},
-    # Probe containers are test containers too (the leak checks count them).
-    "KernelReadinessProbe": {"extra_labels": labels},
-    "ContainerPolicy": {
-        "state_dir": str(home / "state"),
-        # Short: kernels' ipc sockets live under it (107 bytes at most).
-        "connection_dir_root": str(home / "conn"),
-    },
-    # No GPUs here: two static ones, attached through the runc-backed "nvidia" runtime that the
-    # test command gives dockerd (as in tests/conftest.py).
-    "GPUInventory": {
-        "static_gpus": [
-            {
-                "index": i,
-                "uuid": f"GPU-ui-{i}",
-                "name": "Tesla T4 (static)",
-                "brand": "tesla",
-                "compute_capability": "7.5",
-                "memory_total": 16 * 2**30,
-            }
-            for i in range(2)
-        ],
-        "static_driver_version": "535.104.05",
-        "static_cuda_version": "12.2",
-    },
-    "GPUAllocator": {"attach_mode": "runtime"},
-}
+sys.path.insert(0, os.environ["UI_TESTS_DIR"])
+from server_config import base_config  # noqa: E402
+
+config = base_config(home)
 (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
 # galata's own server settings (its helper labextension above all). The command line below
 # overrides what must differ: address, directories, and no authentication.

@@ -85,7 +85,7 @@ fi
 service_port=$("$venv/bin/python" -c \
   'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-"$venv/bin/python" - "$home" "$user" <<'PY' || exit 1
+UI_TESTS_DIR=$here "$venv/bin/python" - "$home" "$user" <<'PY' || exit 1
 import json
 import os
 import sys
@@ -95,34 +95,11 @@ from jupyter_gpu_containers.hoststate import provision
 
 home, user = Path(sys.argv[1]), sys.argv[2]
 service = home / "service"
-labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
+sys.path.insert(0, os.environ["UI_TESTS_DIR"])
+from server_config import base_config  # noqa: E402
+
 config = {
-    "ContainerProvisioner": {"extra_labels": labels},
-    # Probe containers are test containers too (the leak checks count them).
-    "KernelReadinessProbe": {"extra_labels": labels},
-    "ContainerPolicy": {
-        "state_dir": str(service / "state"),
-        # Short: kernels' ipc sockets live under it (107 bytes at most).
-        "connection_dir_root": str(service / "conn"),
-    },
-    # No GPUs here: two static ones, attached through the runc-backed "nvidia" runtime that the
-    # test command gives dockerd (as start-server.sh does).
-    "GPUInventory": {
-        "static_gpus": [
-            {
-                "index": i,
-                "uuid": f"GPU-ui-{i}",
-                "name": "Tesla T4 (static)",
-                "brand": "tesla",
-                "compute_capability": "7.5",
-                "memory_total": 16 * 2**30,
-            }
-            for i in range(2)
-        ],
-        "static_driver_version": "535.104.05",
-        "static_cuda_version": "12.2",
-    },
-    "GPUAllocator": {"attach_mode": "runtime"},
+    **base_config(service),
     "ServiceTokens": {"tokens_file": str(service / "etc" / "tokens")},
     "UserDirectory": {"workspace_template": str(home / "ws" / "{username}")},
 }

@@ -1,0 +1,40 @@
+"""What every UI-test server's configuration shares (start-server.sh, start-service.sh): this
+run's container label, the host state and connection directories under the server's home, and
+two static GPUs attached through the runc-backed "nvidia" runtime the test command gives dockerd
+(there are no GPUs here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def base_config(home: Path) -> dict[str, Any]:
+    labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
+    return {
+        "ContainerProvisioner": {"extra_labels": labels},
+        # Probe containers are test containers too (the leak checks count them).
+        "KernelReadinessProbe": {"extra_labels": labels},
+        "ContainerPolicy": {
+            "state_dir": str(home / "state"),
+            # Short: kernels' ipc sockets live under it (107 bytes at most).
+            "connection_dir_root": str(home / "conn"),
+        },
+        "GPUInventory": {
+            "static_gpus": [
+                {
+                    "index": i,
+                    "uuid": f"GPU-ui-{i}",
+                    "name": "Tesla T4 (static)",
+                    "brand": "tesla",
+                    "compute_capability": "7.5",
+                    "memory_total": 16 * 2**30,
+                }
+                for i in range(2)
+            ],
+            "static_driver_version": "535.104.05",
+            "static_cuda_version": "12.2",
+        },
+        "GPUAllocator": {"attach_mode": "runtime"},
+    }
