@@ -804,10 +804,11 @@ class KernelRestartHandler(GPUContainersHandler):
     @authorized
     async def post(self, kernel_id: str) -> None:
         await self.require_permission("write", "kernels")
-        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        # The body first: a malformed one is a 400 whatever the kernel id (as on every route).
         body = json_object(self)
         gpus = body.get("gpus")
         request = GPURequest.parse(gpus) if gpus is not None else None
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         spec = km.kernel_spec
         if request is not None:
             effective = request

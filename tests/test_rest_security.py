@@ -365,7 +365,7 @@ async def test_bodies_that_are_not_json_are_refused_with_a_400(world: World) -> 
                     json.loads(response.body)["message"] == "The request body must be JSON (UTF-8)."
                 )
                 tried += 1
-    assert tried == 3 * len(bodies), tried
+    assert tried == 4 * len(bodies), tried  # notebooks/kernel, pulls, credentials, restart
     await w.assert_nothing_happened()
 
 
