@@ -21,6 +21,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -482,7 +483,11 @@ async def test_kill_9_with_five_kernels_running(
 
     again = Server(home, home / "work", [])
     servers.append(again)
-    assert "Kernel containers at start: reattached 3, removed 2" in again.output()
+    # Removed: the two kernels, and any readiness probe the killed server had running (its
+    # probes of the images run in the background: how many were under way is chance).
+    at_start = r"Kernel containers at start: reattached (\d+), removed (\d+)"
+    found = re.search(at_start, again.output())
+    assert found is not None and int(found[1]) == 3 and int(found[2]) >= 2, again.output()
     survivors = sorted([*gpu_kernels[1:], *cpu_kernels[1:]])
     assert sorted(k["id"] for k in await again.call("GET", "api", "kernels")) == survivors
     for kernel_id in survivors:  # the very same kernels, state and all
