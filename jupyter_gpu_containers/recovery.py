@@ -202,6 +202,17 @@ def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
             os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
 
 
+def _restart_args(labels: dict[str, str], workspace: str) -> dict[str, Any]:
+    """What a reattached kernel's restart re-uses: its notebook's directory and session name,
+    as its labels say, when they lie inside the workspace. Blocking (realpath): a worker
+    thread."""
+    notebook = labels.get(L.NOTEBOOK, "")
+    session = os.path.join(workspace, notebook) if notebook else ""
+    env = {"JPY_SESSION_NAME": session} if session and inside(session, workspace) else {}
+    cwd = labels.get(L.CWD, "")
+    return {"cwd": cwd if cwd and inside(cwd, workspace) else workspace, "env": env}
+
+
 async def _reattach(
     mkm: GPUContainersKernelManager,
     record: ContainerRecord,
@@ -269,12 +280,7 @@ async def _reattach(
     )
     provisioner.owner = owner
     km.provisioner = provisioner
-    # What a restart re-uses: the notebook's directory and session name (inside the workspace).
-    notebook = labels.get(L.NOTEBOOK, "")
-    session = os.path.join(workspace, notebook) if notebook else ""
-    env = {"JPY_SESSION_NAME": session} if session and inside(session, workspace) else {}
-    cwd = labels.get(L.CWD, "")
-    launch_args = {"cwd": cwd if cwd and inside(cwd, workspace) else workspace, "env": env}
+    launch_args = await asyncio.to_thread(_restart_args, labels, workspace)
     await mkm.adopt(km, kernel_id, launch_args, rebuilt)
     log.info(
         "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]
