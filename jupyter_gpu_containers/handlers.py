@@ -158,6 +158,19 @@ class GPUContainersHandler(APIHandler):
         user = self.kernel_user
         return (user.uid, user.gid) if user is not None else None
 
+    async def refuse_unless_free(self, request: GPURequest, kernel_id: str) -> None:
+        """409 with the sentence when ``request`` cannot be had now; the GPUs ``kernel_id``
+        holds count as free (a restart keeps them, a switch frees them first)."""
+        inventory, ledger = await self.gpu_state()
+        preflight(
+            self.services.allocator,
+            inventory,
+            ledger,
+            request,
+            kernel_id,
+            show_others=self.services.visibility.show_other_users,
+        )
+
     async def gpu_state(self) -> tuple[Inventory, Ledger]:
         """The GPUs now, and who holds them (read off the event loop)."""
         services = self.services
@@ -304,15 +317,7 @@ class NotebookKernelHandler(GPUContainersHandler):
         spec_default = await self._spec_default(target)  # also: 404 for an unknown kernel spec
         effective = request if request is not None else spec_default
         if effective.wants_gpus and not self.behind_service:
-            inventory, ledger = await self.gpu_state()
-            preflight(
-                self.services.allocator,
-                inventory,
-                ledger,
-                effective,
-                running_id,
-                show_others=self.services.visibility.show_other_users,
-            )
+            await self.refuse_unless_free(effective, running_id)
 
         if not start:
             self.finish(json.dumps({"session": session, "gpus": gpus}, default=str))
@@ -815,15 +820,7 @@ class KernelRestartHandler(GPUContainersHandler):
         else:
             effective = spec_request(spec) if spec is not None else GPURequest()
         if effective.wants_gpus:
-            inventory, ledger = await self.gpu_state()
-            preflight(
-                self.services.allocator,
-                inventory,
-                ledger,
-                effective,
-                kernel_id,
-                show_others=self.services.visibility.show_other_users,
-            )
+            await self.refuse_unless_free(effective, kernel_id)
         provisioner.change_request(effective)
         await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
         close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
