@@ -33,6 +33,9 @@ async def admit_image(
     def blocking_checks() -> tuple[bool, ProbeResult | None]:
         # The host state directory and the probe's disk cache are files: off the event loop.
         visible = bool(privateimages.visible([image], services.state, listed, uid))
+        if visible:
+            # The engine keeps no "last used": pruning (prepull.py) reads this record.
+            services.prepull.record_use(ref, image.id)
         return visible, services.probe.cached(image.id)
 
     visible, known = await asyncio.to_thread(blocking_checks)

@@ -327,16 +327,22 @@ class GPUAllocator(LoggingConfigurable):
         show_others: bool,
         create: Callable[[list[GPU]], Awaitable[str]],
         on_wait: Callable[[], None] | None = None,
+        turn: Callable[[Ledger], Awaitable[Ledger]] | None = None,
     ) -> tuple[list[GPU], str]:
         """Book GPUs for a kernel and create its container, atomically across every server on the
         host: under the host-wide lock, read the ledger, choose, and ``create`` the container
         (whose labels are then the booking). Returns the GPUs and the container's id; the lock
         is released before the container starts. ``create`` gets the chosen GPUs and must do no
-        blocking work (it runs under the lock)."""
+        blocking work (it runs under the lock). ``turn``: the wait queue's check that no start
+        ahead of this one comes first (gpuqueue.py), run on the ledger just read: it answers the
+        ledger to choose from (those ahead served first), or raises to give the lock back
+        without booking."""
         async with state.allocation_lock(self.lock_timeout, on_wait):
             # Containers an outage kept this server from removing book GPUs: they go first.
             await backend.remove_deferred()
             ledger = await current_ledger(backend, state)
+            if turn is not None:
+                ledger = await turn(ledger)
             chosen = self.choose(
                 inventory,
                 ledger,

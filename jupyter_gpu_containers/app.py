@@ -13,6 +13,9 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum
 
 from . import labels as L
+from .admin import SETTINGS_KEY as ADMIN_SETTINGS_KEY
+from .admin import AdminDesk
+from .admin import desk_for as admin_desk_for
 from .errors import ContainerKernelError
 from .gateway_user import (
     GatewayGPUKernelManager,
@@ -28,10 +31,12 @@ from .kernel_view import watched_kernels
 from .kernelmanager import GPUContainersKernelManager
 from .kernelspecs import ContainerKernelSpecManager
 from .provisioner import warm_container_starter
+from .reclaimer import Reclaimer
 from .recovery import recover
 from .service_routes import service_kernel_handlers
 from .services import SETTINGS_KEY, Services
 from .stock_routes import stock_handlers
+from .waiting_sessions import WaitingSessionManager
 from .warmpool import WarmPool
 from .websocket import NoDelayWebsocketConnection
 
@@ -148,6 +153,12 @@ class GPUContainersApp(ExtensionApp):
                 GPUContainersKernelManager,
                 "kernels are not reattached after a restart",
             )
+            _install_class(
+                serverapp,
+                "session_manager_class",
+                WaitingSessionManager,
+                "a session whose kernel waits for a GPU is not listed until the kernel runs",
+            )
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
@@ -253,8 +264,18 @@ class GPUContainersApp(ExtensionApp):
             recovered = getattr(serverapp, "kernels_recovered", None)
             if recovered is not None:
                 recovered.set()
+        # Idle GPUs given back (GPUReclaim, off by default), the reattached kernels' too.
+        self.reclaimer = Reclaimer(services, mkm, self.log)
+        self.reclaimer.start()
+        # The administrator's scheduled pre-pulls and pruning (PrePuller; none by default).
+        if services.prepull.start():
+            self.log.info("jupyter_gpu_containers: scheduled pre-pulls and pruning are on.")
         if getattr(serverapp, "is_kernel_service", False):
             return  # warm containers run as the server's account; a service's kernels do not
+        # Direct mode: admin actions other servers recorded on this server's kernels (admin.py).
+        admin_desk_for(serverapp.web_app.settings, services, serverapp).start_watching(
+            services, mkm, self.log
+        )
         # After recovery, which removes the warm containers a previous process left: the pool
         # fills in the background (and keeps trying while the engine is away).
         pool = WarmPool(
@@ -272,6 +293,13 @@ class GPUContainersApp(ExtensionApp):
         services = getattr(self, "services", None)
         if services is None:
             return
+        reclaimer: Reclaimer | None = getattr(self, "reclaimer", None)
+        if reclaimer is not None:
+            await reclaimer.stop()  # no kernel is shut down or restarted for it from now on
+        await services.prepull.stop()  # pulls under way end in the pull manager
+        desk = self.serverapp.web_app.settings.get(ADMIN_SETTINGS_KEY) if self.serverapp else None
+        if isinstance(desk, AdminDesk):
+            await desk.stop()  # no admin action is carried out from now on
         ksm = self.serverapp.kernel_spec_manager if self.serverapp else None
         if isinstance(ksm, ContainerKernelSpecManager):
             await asyncio.to_thread(ksm.stop_watching)  # joins the watcher's thread

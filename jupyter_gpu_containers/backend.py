@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .records import ContainerRecord, ContainerSpec, ContainerState, ImageRecord, OneshotResult
+from .records import (
+    ContainerRecord,
+    ContainerSpec,
+    ContainerState,
+    ImageRecord,
+    ImagesDiskUse,
+    OneshotResult,
+)
 
 
 class PullProgress(Protocol):
@@ -82,6 +89,9 @@ class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
     resolved_url: str  # where the engine is, for sentences ("not reachable at …")
+    # Told of each container the backend removed (its record, and when), on the removing thread
+    # (blocking allowed): quota.py's accounting of GPU-hours. None: nobody is told.
+    on_removed: Callable[[ContainerRecord, float], None] | None
 
     # -- the engine
     async def version(self) -> str: ...
@@ -134,6 +144,8 @@ class ContainerBackend(Protocol):
     ) -> PullProgress: ...
 
     def untag_sync(self, ref: str) -> None: ...
+
+    def image_disk_use_sync(self) -> ImagesDiskUse: ...
 
     def run_oneshot_sync(
         self,

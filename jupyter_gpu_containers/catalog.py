@@ -27,7 +27,7 @@ from .errors import ImageNotAllowed
 from .gpus import Inventory
 from .launchplan import ContainerPolicy, check_image_allowed
 from .probe import ProbeResult
-from .records import ImageRecord
+from .records import ImageDiskUse, ImageRecord
 from .references import normalize_reference, registry_of
 
 _FRAMEWORKS = {
@@ -293,6 +293,8 @@ class CatalogInputs:
     policy: ContainerPolicy
     kernel_names: Mapping[str, str]  # reference -> kernel spec name, for offered images
     pulling: Mapping[str, str] = field(default_factory=dict)  # reference -> pull id
+    # image id -> its disk use (the engine's ``system df``; empty when it did not answer)
+    disk: Mapping[str, ImageDiskUse] = field(default_factory=dict)
 
 
 def catalog_rows(inputs: CatalogInputs) -> list[dict[str, Any]]:
@@ -325,6 +327,7 @@ def _local_row(
             "id": image.id,
             "digest": digests[0] if digests else "",
             "size": image.size,
+            **_disk_columns(inputs.disk.get(image.id)),
             "created": image.created,
             "framework": framework.name if framework else "",
             "framework_version": framework.version if framework else "",
@@ -352,6 +355,7 @@ def _listed_row(ref: str, entry: Mapping[str, Any], inputs: CatalogInputs) -> di
             "id": "",
             "digest": ref.rsplit("@", 1)[1] if "@" in ref else "",
             "size": None,
+            **_disk_columns(None),
             "created": "",
             "framework": framework.name if framework else "",
             "framework_version": framework.version if framework else "",
@@ -391,6 +395,20 @@ def _common(
         "allowed": allowed,
         "allowed_reason": allowed_reason,
         "pull_id": inputs.pulling.get(ref, ""),
+    }
+
+
+def _disk_columns(use: ImageDiskUse | None) -> dict[str, Any]:
+    """Bytes shared with other local images, bytes its removal alone would free, and how many
+    containers use it: None where the engine did not say (or the image is not local)."""
+    if use is None or use.shared_size < 0:
+        shared, unique = None, None
+    else:
+        shared, unique = use.shared_size, use.unique_size
+    return {
+        "shared_size": shared,
+        "unique_size": unique,
+        "containers": use.containers if use is not None and use.containers >= 0 else None,
     }
 
 

@@ -95,6 +95,11 @@ class RegistryCredentials(LoggingConfigurable):
             own = self._user.get((whose, registry))
         if own is not None:
             return own
+        return self.admin_credential(registry)
+
+    def admin_credential(self, registry: str) -> Credential | None:
+        """The administrator's credential for ``registry`` alone (a scheduled pre-pull's:
+        prepull.py), never a user's. Blocking with a password_file: a worker thread."""
         entry = self.registry_auth.get(registry)
         if entry is None:
             return None

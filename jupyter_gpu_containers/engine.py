@@ -44,7 +44,9 @@ from .records import (
     ContainerRecord,
     ContainerSpec,
     ContainerState,
+    ImageDiskUse,
     ImageRecord,
+    ImagesDiskUse,
     OneshotResult,
 )
 
@@ -346,6 +348,43 @@ class Engine(LoggingConfigurable):
 
         self.call(untag)
 
+    def image_disk_use_sync(self) -> ImagesDiskUse:
+        """Every local image's size, shared size and container count (``docker system df``),
+        the images only where the engine can leave the rest out (API 1.42). Blocking: a worker
+        thread. docker-py's df() has no such parameter; its client is a requests session, so
+        the same request is made through its public ``get``."""
+
+        def df(c: docker.APIClient) -> dict[str, Any]:
+            response = c.get(
+                f"{c.base_url}/v{c.api_version}/system/df",
+                params={"type": "image"},
+                timeout=self.api_timeout,
+            )
+            if response.status_code != 200:
+                raise ContainerKernelError(
+                    f"The Docker engine did not report its disk use "
+                    f"({response.status_code}: {_short(response.text)}).",
+                    status=502,
+                )
+            found: dict[str, Any] = response.json()
+            return found
+
+        data = self.call(df)
+        images = tuple(
+            ImageDiskUse(
+                id=str(item.get("Id", "")),
+                tags=tuple(t for t in (item.get("RepoTags") or []) if t and t != "<none>:<none>"),
+                repo_digests=tuple(
+                    d for d in (item.get("RepoDigests") or []) if d and d != "<none>@<none>"
+                ),
+                size=int(item.get("Size") or 0),
+                shared_size=int(item.get("SharedSize", -1)),
+                containers=int(item.get("Containers", -1)),
+            )
+            for item in data.get("Images") or []
+        )
+        return ImagesDiskUse(images, int(data.get("LayersSize") or 0))
+
     # ------------------------------------------------------------------ containers
 
     async def create(self, spec: ContainerSpec) -> str:
@@ -385,9 +424,28 @@ class Engine(LoggingConfigurable):
 
         await self.run(kill)
 
+    # Told of each container this engine removes (its record as listed just before, and when),
+    # on the removing thread: quota.py remembers a GPU container's end from it, whichever path
+    # removed it. None: nobody is told.
+    on_removed: Callable[[ContainerRecord, float], None] | None = None
+
     async def remove(self, container_id: str) -> None:
         """Force-remove; tolerant of a container that is gone or already being removed."""
-        await self.run(functools.partial(_remove, container_id=container_id))
+        await self.run(functools.partial(self._remove_and_tell, container_id=container_id))
+
+    def _remove_and_tell(self, c: docker.APIClient, *, container_id: str) -> None:
+        """Remove a container, then tell on_removed, when it was this call that removed it (a
+        container gone already, or being removed by another call, is told of by that one)."""
+        listener = self.on_removed
+        listed = []
+        if listener is not None:
+            rows = c.containers(all=True, filters={"id": container_id})
+            listed = [_container_record(r) for r in rows if r.get("Id", "") == container_id]
+        if _remove(c, container_id=container_id) and listed and listener is not None:
+            try:
+                listener(listed[0], time.time())
+            except Exception as e:  # the removal stands whatever its bookkeeping does
+                self.log.warning("After removing container %s: %s", container_id[:12], e)
 
     async def remove_or_defer(self, container_id: str) -> bool:
         """Remove now; or, when the engine cannot be reached, as soon as it can (a thread retries
@@ -429,7 +487,7 @@ class Engine(LoggingConfigurable):
             pending = list(self._deferred)
         for container_id in pending:
             try:
-                self.call(functools.partial(_remove, container_id=container_id))
+                self.call(functools.partial(self._remove_and_tell, container_id=container_id))
             except EngineUnavailable:
                 raise
             except Exception as e:  # the engine answered but refused: retrying won't help
@@ -498,17 +556,7 @@ class Engine(LoggingConfigurable):
         """Containers (running or not) carrying all of ``labels`` (value None: any value)."""
         filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
         rows = self.call(lambda c: c.containers(all=True, filters={"label": filters}))
-        return [
-            ContainerRecord(
-                id=row["Id"],
-                name=(row.get("Names") or ["?"])[0].lstrip("/"),
-                image=row.get("Image", ""),
-                labels=dict(row.get("Labels") or {}),
-                status=row.get("State", ""),
-                created=float(row.get("Created") or 0),
-            )
-            for row in rows
-        ]
+        return [_container_record(row) for row in rows]
 
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         loop = asyncio.get_running_loop()
@@ -846,12 +894,27 @@ def _create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
     return str(created["Id"])
 
 
-def _remove(c: docker.APIClient, *, container_id: str) -> None:
+def _container_record(row: dict[str, Any]) -> ContainerRecord:
+    """A row of the engine's container list as a record."""
+    return ContainerRecord(
+        id=row["Id"],
+        name=(row.get("Names") or ["?"])[0].lstrip("/"),
+        image=row.get("Image", ""),
+        labels=dict(row.get("Labels") or {}),
+        status=row.get("State", ""),
+        created=float(row.get("Created") or 0),
+    )
+
+
+def _remove(c: docker.APIClient, *, container_id: str) -> bool:
+    """Force-remove; False when the container was gone, or is being removed by another call."""
     try:
         c.remove_container(container_id, force=True, v=True)
     except docker.errors.APIError as e:
         if e.status_code not in (404, 409):  # gone, or already being removed
             raise
+        return False
+    return True
 
 
 def _start(c: docker.APIClient, *, container_id: str, image: str) -> None:

@@ -44,11 +44,12 @@ from .errors import ContainerKernelError
 from .kernelmanager import as_http, finish_with_sentence
 from .notebook_requests import (
     GIVEN_REQUEST,
+    GIVEN_WAIT,
     NotebookRequestError,
     api_path_of_session,
     read_notebook_request,
 )
-from .service_routes import REQUEST_ENV, SESSION_ENV
+from .service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
 
 # handlers.AUTH_RESOURCE: the authorizer's one namespace for every /gpu-containers/ route.
 AUTH_RESOURCE = "gpu_containers"
@@ -427,6 +428,11 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
                 env[REQUEST_ENV] = json.dumps(request)
             else:
                 env.pop(REQUEST_ENV, None)  # only this server's word on it reaches the service
+            wait = GIVEN_WAIT.get()
+            if wait is not None:  # the panel's word; else the service's default applies
+                env[WAIT_ENV] = "true" if wait else "false"
+            else:
+                env.pop(WAIT_ENV, None)
             kwargs["env"] = env
         try:
             return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))

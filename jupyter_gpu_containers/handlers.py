@@ -7,7 +7,10 @@
   its stored GPU request, and its running kernel (spec, image, the GPUs it holds, its state).
 - ``POST /gpu-containers/notebooks/kernel``: remember a notebook's GPU request, then start its
   kernel (or restart it, or switch it to another kernel spec) under that request.
-- ``GET  /gpu-containers/images``: the catalog (local and listed images, readiness, verdicts).
+- ``GET  /gpu-containers/images``: the catalog (local and listed images, readiness, verdicts,
+  disk use per image and in total).
+- ``GET  /gpu-containers/prepull``: the administrator's pre-pull schedule and pruning
+  (prepull.py): last and next runs, pulls under way, what pruning removed.
 - ``POST /gpu-containers/pulls``: start (or join) a pull; ``GET /gpu-containers/pulls[/<id>]``
   reads them, ``DELETE /gpu-containers/pulls/<id>`` cancels, and
   ``GET /gpu-containers/pulls/<id>/events`` streams progress as server-sent events.
@@ -18,6 +21,14 @@
   last minutes; ``GET /gpu-containers/kernels/<id>``: one kernel's own view (container, image
   digest, mounts, GPUs, start phases, last end); ``GET /gpu-containers/kernels/<id>/log``: its
   container's log as server-sent events (kernel_view.py). Only the kernel's owner is answered.
+
+- ``GET /gpu-containers/admin``: every GPU holder on the host, the queue, reclaim states and
+  GPU-hour use; ``POST /gpu-containers/admin/kernels/<id>`` releases or shuts down any user's
+  kernel with a reason; administrators only (admin.py). ``GET /gpu-containers/admin/notices``:
+  why an administrator released or shut down the caller's kernels.
+- ``GET /gpu-containers/metrics``: Prometheus metrics of GPU sharing (no user names).
+- ``GET /gpu-containers/quota``: the caller's GPU-hours this day or week: used, the limit, what
+  is left, when it resets, and the group's (quota.py).
 
 Without a Docker engine (a Binder-style host) every GET still answers: ``/status`` says why in
 ``engine.message``; ``/gpus``, ``/allocations`` and ``/images`` answer 200 with what is known
@@ -33,14 +44,21 @@ import json
 import os
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName
 from jupyter_server.utils import ensure_async
+from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import privateimages
+from . import admin, privateimages
+from .admin import AdminDesk, NotAdmin, admin_view
+from .admin import act as admin_act
+from .admin import desk_for as admin_desk_for
+from .admin import notices_for as admin_notices
+from .admin import parse_action as parse_admin_action
+from .admin import refusal as admin_refusal
 from .allocator import GPURequest, Ledger, current_ledger
 from .catalog import CatalogInputs, catalog_rows
 from .credentials import Credential
@@ -69,14 +87,20 @@ from .kernel_view import (
 from .kernelmanager import finish_with_sentence
 from .launchplan import inside
 from .notebook_requests import NotebookRequestError, launching_with, read_notebook_request
+from .prepull import disk_totals
 from .provisioner import ContainerProvisioner
 from .pulls import ACTIVE
+from .records import ImagesDiskUse
 from .references import BadReference, parse_reference
+from .safefiles import owner_name
 from .services import SETTINGS_KEY, Services
+from .waiting_sessions import WAITING_STATE
 from .websocket import close_kernel_websockets
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.
 AUTH_RESOURCE = "gpu_containers"
+# The admin view's routes (admin.py): an authorizer may keep them from anyone, admins included.
+ADMIN_AUTH_RESOURCE = "gpu_containers_admin"
 
 
 class GPUContainersHandler(APIHandler):
@@ -245,9 +269,10 @@ class NotebookKernelHandler(GPUContainersHandler):
     applies a request to the notebook's kernel now; it writes no file, and keeps nothing.
 
     POST body: {"path": "dir/nb.ipynb", "gpus": 2 | ["0", "GPU-…"] | null, "kernel_name": "…"?,
-    "start": true?}. ``gpus`` null: the kernel spec's default. ``start: false`` only checks that
-    the request can be met now (the caller saves it in the notebook, and the kernel's next start
-    reads it there).
+    "start": true?, "wait": true?}. ``gpus`` null: the kernel spec's default. ``start: false``
+    only checks that the request can be met now (the caller saves it in the notebook, and the
+    kernel's next start reads it there). ``wait``: a start whose GPUs are taken waits for them
+    in the host-wide queue (gpuqueue.py) instead of being refused; absent, GPUQueue's default.
 
     Behind a kernel service (gateway_user.py) the sessions and the notebook are still this
     server's; the kernel, its spec and its GPUs are the service's: a restart under new GPUs is
@@ -296,6 +321,9 @@ class NotebookKernelHandler(GPUContainersHandler):
         start = body.get("start", True)
         if not isinstance(start, bool):
             raise web.HTTPError(400, "start must be true or false.")
+        wait = body.get("wait")
+        if wait is not None and not isinstance(wait, bool):
+            raise web.HTTPError(400, "wait must be true or false.")
         if start:
             # It starts, restarts or switches a kernel, and makes a session: what the stock
             # kernels and sessions APIs would need the authorizer's leave for.
@@ -303,6 +331,13 @@ class NotebookKernelHandler(GPUContainersHandler):
 
         sm, km = self.session_manager, self.kernel_manager
         session = await self._session_of(path)
+        if session is not None and session["kernel"].get("execution_state") == WAITING_STATE:
+            raise web.HTTPError(
+                409,
+                "This notebook's kernel is already waiting for a GPU. Cancel that start in the "
+                "GPU Containers panel (its queue) first, or wait for it.",
+                reason="GPU wait under way",
+            )
         running_id = str(session["kernel"]["id"]) if session else ""
         running_name = str(session["kernel"].get("name") or "") if session else ""
         running = km.get_kernel(running_id) if running_id else None
@@ -316,15 +351,18 @@ class NotebookKernelHandler(GPUContainersHandler):
         # kernel's own GPUs count as free: a restart keeps them, and a switch frees them first.
         spec_default = await self._spec_default(target)  # also: 404 for an unknown kernel spec
         effective = request if request is not None else spec_default
+        # A start that may wait for its GPUs is not refused here: it joins the queue.
         if effective.wants_gpus and not self.behind_service:
-            await self.refuse_unless_free(effective, running_id)
+            may_wait = wait if wait is not None else self.services.queue.wait_by_default
+            if not may_wait:
+                await self.refuse_unless_free(effective, running_id)
 
         if not start:
             self.finish(json.dumps({"session": session, "gpus": gpus}, default=str))
             return
         # The launches below ask for this request, whatever the saved notebook says: the
         # caller saves it there (the panel does, once the kernel runs).
-        with launching_with(effective):
+        with launching_with(effective, wait):
             if session is None:
                 model = await sm.create_session(
                     path=path,
@@ -375,7 +413,9 @@ class NotebookKernelHandler(GPUContainersHandler):
         metadata = spec_metadata(spec)
         image = metadata.get("gpu_containers", {}).get("image", "")
         gpus: list[Any] = []
-        if self.behind_service:  # the kernel's own view on the service: the GPUs it holds
+        if model.get("execution_state") == WAITING_STATE:
+            pass  # its start waits in the GPU queue: no kernel, no GPUs yet
+        elif self.behind_service:  # the kernel's own view on the service: the GPUs it holds
             if metadata.get("kernel_provisioner"):  # a native kernel holds none
                 try:
                     view = await service_json("GET", f"kernels/{kernel_id}")
@@ -495,6 +535,63 @@ async def switch_behind_service(
     return model
 
 
+class QueueHandler(GPUContainersHandler):
+    """The host-wide GPU wait queue (gpuqueue.py) in fair order: the caller's waiting starts in
+    full, others' as GPUVisibility allows (never their kernel ids)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        services = self.services
+        state = await asyncio.to_thread(lambda: services.state)
+        tickets = await services.queue.snapshot(state)
+        viewer, show = int(self.uid), services.visibility.show_other_users
+        self.finish(
+            json.dumps(
+                {
+                    "queue": [t.to_json(viewer, show) for t in tickets],
+                    "length": len(tickets),
+                    "wait_by_default": services.queue.wait_by_default,
+                    "max_wait": services.queue.max_wait,
+                }
+            )
+        )
+
+
+class QuotaHandler(GPUContainersHandler):
+    """The caller's GPU-hours this period (quota.py): used, the limit, what is left, when it
+    resets, and the group's."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        user = self.kernel_user
+        if user is not None:
+            uid, name = user.uid, user.username
+        else:
+            uid = os.getuid()
+            name = await asyncio.to_thread(owner_name, uid)
+        usage = await self.services.quota.usage(uid, name)
+        self.finish(json.dumps(usage.to_json()))
+
+
+class QueuedStartHandler(GPUContainersHandler):
+    """``DELETE``: cancel one of the caller's starts waiting for a GPU (its launch fails with 409
+    "GPU wait cancelled"). 404 for anyone else's, and for a start that no longer waits."""
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        await self.require_permission("write", "kernels")
+        queue = self.services.queue
+        ticket = queue.waiting_ticket(kernel_id)
+        if ticket is None or str(ticket.uid) != self.uid:
+            raise web.HTTPError(404, f"No start of yours waits for a GPU as kernel {kernel_id}.")
+        queue.cancel(kernel_id, "cancelled by its user")
+        self.set_status(204)
+        self.finish()
+
+
 class ImagesHandler(GPUContainersHandler):
     """The catalog. ``?wait=1`` waits for the readiness probes of images not probed yet (else
     they run in the background and the rows say so). Without an engine: the listed images only,
@@ -535,6 +632,10 @@ class ImagesHandler(GPUContainersHandler):
         image_entries = getattr(self.kernel_spec_manager, "image_entries", None)
         entries = await asyncio.to_thread(image_entries) if image_entries else {}
         pulls = services.pulls
+        try:  # sizes shared between images, and containers using each: the engine's df
+            disk: ImagesDiskUse | None = await asyncio.to_thread(engine.image_disk_use_sync)
+        except ContainerKernelError:  # the engine's first error is engine_error already
+            disk = None
         rows = catalog_rows(
             CatalogInputs(
                 images=images,
@@ -546,6 +647,7 @@ class ImagesHandler(GPUContainersHandler):
                 pulling={
                     p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE
                 },
+                disk={use.id: use for use in disk.images} if disk is not None else {},
             )
         )
         host = {
@@ -555,7 +657,35 @@ class ImagesHandler(GPUContainersHandler):
             "reason": inventory.reason,
             "source": inventory.source,
         }
-        self.finish(json.dumps({"images": rows, "host": host, "engine_error": engine_error}))
+        reply = {
+            "images": rows,
+            "host": host,
+            "disk": disk_totals(disk) if disk is not None else None,
+            "engine_error": engine_error,
+        }
+        self.finish(json.dumps(reply))
+
+
+class PrePullHandler(GPUContainersHandler):
+    """The administrator's pre-pull schedule: each image's last and next run and its pull under
+    way, and pruning's settings and last pass (prepull.py). Readable by every user (the panel
+    shows when the course image is pulled): it names the images the administrator
+    pre-pulls, and no one's kernels. Which images pruning removed and kept (names a pattern of
+    PrePuller.prune_images may match, a user's private pull's among them) only administrators
+    see (admin.py); others get the counts."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        desk = admin.desk_for(self.settings, self.services, self.serverapp)
+        details = not admin.refusal(
+            desk.config,
+            self.kernel_user,
+            self.current_user,
+            self.serverapp,
+            await desk.server_account(),
+        )
+        self.finish(json.dumps(await self.services.prepull.report(details)))
 
 
 class PullsHandler(GPUContainersHandler):
@@ -774,7 +904,11 @@ class KernelsHandler(GPUContainersHandler):
             await self._notebooks(),
             self.kernel_user,
         )
-        self.finish(json.dumps({"kernels": kernels, "engine_error": engine_error}))
+        # The user's kernels shut down because their GPUs were reclaimed (reclaim.py), and why.
+        reclaimed = self.services.reclaim.shut_down_for(self.kernel_user)
+        self.finish(
+            json.dumps({"kernels": kernels, "reclaimed": reclaimed, "engine_error": engine_error})
+        )
 
     async def _notebooks(self) -> dict[str, str]:
         """kernel id -> its notebook's path, for the kernels that have a session."""
@@ -864,6 +998,98 @@ class KernelLogHandler(GPUContainersHandler):
         self.finish()
 
 
+class _AdminHandler(GPUContainersHandler):
+    """The admin view's routes: the authorizer is asked about their own resource, and only an
+    administrator (admin.py) is answered."""
+
+    auth_resource = ADMIN_AUTH_RESOURCE
+
+    @property
+    def desk(self) -> AdminDesk:
+        return admin_desk_for(self.settings, self.services, self.serverapp)
+
+    async def require_admin(self) -> str:
+        """The administrator's name, or 403 with the sentence."""
+        account = await self.desk.server_account()
+        why = admin_refusal(
+            self.desk.config, self.kernel_user, self.current_user, self.serverapp, account
+        )
+        if why:
+            raise NotAdmin(why)
+        user = self.kernel_user
+        return user.username if user is not None else account
+
+
+class AdminHandler(_AdminHandler):
+    """Every GPU holder on the host, the queue, reclaim states and GPU-hour use (admin.py)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.require_admin()
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        view = await admin_view(
+            self.services, inventory, ledger, engine_error, self.kernel_manager, int(self.uid)
+        )
+        self.finish(json.dumps(view))
+
+
+class AdminKernelHandler(_AdminHandler):
+    """``POST {"action": "release" | "shutdown", "reason": "…"}`` on any user's kernel."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        name = await self.require_admin()
+        action, reason = parse_admin_action(json_object(self))
+        _inventory, ledger = await self.gpu_state()
+        reply = await admin_act(
+            self.services,
+            self.desk.config,
+            self.kernel_manager,
+            ledger,
+            kernel_id,
+            action,
+            reason,
+            name,
+            await self.desk.server_account(),
+        )
+        self.desk.metrics.collector.admin_actions[action] += 1
+        self.set_status(200 if reply["state"] == "done" else 202)
+        self.finish(json.dumps(reply))
+
+
+class AdminNoticesHandler(_AdminHandler):
+    """The caller's own notices: why an administrator released or shut down their kernels.
+    Anyone's (their own only): no admin needed."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notices = await admin_notices(self.services, self.desk.config, self.uid)
+        self.finish(json.dumps({"notices": notices}))
+
+
+class MetricsHandler(_AdminHandler):
+    """Prometheus metrics of GPU sharing. Authenticated as jupyter_server's own /metrics: a
+    logged-in user unless ServerApp.authenticate_prometheus is False. They name no user."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @allow_unauthenticated
+    async def get(self) -> None:
+        if self.settings.get("authenticate_prometheus", True) and not self.logged_in:
+            raise web.HTTPError(
+                403,
+                "The metrics need a logged-in user or a token (ServerApp.authenticate_prometheus "
+                "is True).",
+            )
+        body = await self.desk.metrics.render(self.services)
+        self.finish(body, set_content_type=PROMETHEUS_CONTENT_TYPE)
+
+
 class NotFoundHandler(GPUContainersHandler):
     """Any other path under /gpu-containers/: a JSON 404 for every method, as the OpenAPI
     description says of every error there (not the server's HTML page)."""
@@ -888,6 +1114,7 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/notebooks/kernel", NotebookKernelHandler),
         (f"{base}/images", ImagesHandler),
         (f"{base}/pulls", PullsHandler),
+        (f"{base}/prepull", PrePullHandler),
         (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})", PullHandler),
         (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})/events", PullEventsHandler),
         (f"{base}/registries", RegistriesHandler),
@@ -896,5 +1123,12 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})", KernelHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/restart", KernelRestartHandler),
+        (f"{base}/queue", QueueHandler),
+        (f"{base}/quota", QuotaHandler),
+        (f"{base}/queue/(?P<kernel_id>{KERNEL_ID})", QueuedStartHandler),
+        (f"{base}/admin", AdminHandler),
+        (f"{base}/admin/kernels/(?P<kernel_id>{KERNEL_ID})", AdminKernelHandler),
+        (f"{base}/admin/notices", AdminNoticesHandler),
+        (f"{base}/metrics", MetricsHandler),
         (f"{base}(/.*)?", NotFoundHandler),
     ]

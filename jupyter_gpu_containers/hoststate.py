@@ -38,19 +38,18 @@ import contextlib
 import fcntl
 import grp
 import os
-import pwd
 import re
 import secrets
 import stat
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from jupyter_core.paths import jupyter_runtime_dir
 
 from .errors import ContainerKernelError, PathRefused
-from .safefiles import describe_mode, open_dir, owner_name, private_dir
+from .safefiles import account_uid, describe_mode, open_dir, owner_name, private_dir
 
 DEFAULT_STATE_DIR = "/run/jupyter-gpu-containers"
 DEFAULT_GROUP = "docker"
@@ -87,12 +86,12 @@ def service_uid(owner: str) -> int | None:
         return None
     if owner.isdigit():
         return int(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
+    found = account_uid(owner)
+    if found is None:
         raise PathRefused(
             f"ContainerPolicy.state_dir_owner names {owner!r}, which is no user on this host."
-        ) from None
+        )
+    return found
 
 
 @dataclass
@@ -116,6 +115,15 @@ class StateDir:
     @property
     def shared(self) -> bool:
         return not self.problem
+
+    def service_uids(self) -> frozenset[int]:
+        """Who may write records here for any user: root, and the directory's owner (root, or
+        the kernel service's account, ContainerPolicy.state_dir_owner). Their files are
+        believed whatever user they concern; anyone else's only for that user themselves."""
+        try:
+            return frozenset({0, os.fstat(self.fd).st_uid})
+        except OSError:
+            return frozenset({0})
 
     def require_shared(self) -> None:
         """Refuse GPU allocation unless this is the host-wide directory."""
@@ -203,6 +211,14 @@ class StateDir:
         raise PathRefused(
             f"No server id could be claimed in {self.path}: its names are taken by another user."
         )
+
+    def alive_servers(
+        self, servers: Iterable[tuple[str, str | int | None]]
+    ) -> dict[tuple[str, str | int | None], bool]:
+        """:meth:`is_alive` of each (server id, uid), with /proc/locks read once (the admin
+        view and quotas ask about every holder's server). Blocking: a worker thread."""
+        locks = flocked_files()
+        return {(sid, uid): self.is_alive(sid, uid, locks) for sid, uid in set(servers)}
 
     def is_alive(
         self, server_id: str, uid: str | int | None = None, locks: frozenset[str] | None = None

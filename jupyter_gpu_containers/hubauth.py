@@ -154,6 +154,8 @@ class HubIdentity(LoggingConfigurable):
         self._hub_auth: Any = None
         # Users whose refusal for want of the scope was logged: once each, not per request.
         self._warned: set[str] = set()
+        # Whether the Hub's last answer about each user said they are its admin (admin.py).
+        self._admins: dict[str, bool] = {}
 
     @property
     def required_scopes(self) -> set[str]:
@@ -219,7 +221,13 @@ class HubIdentity(LoggingConfigurable):
                     access_scope(self.service_name),
                 )
             return None
+        self._admins[name] = model.get("admin") is True
         return name
+
+    def is_admin(self, name: str) -> bool:
+        """Whether JupyterHub said ``name`` is one of its admins when it last checked their
+        token (their user model's "admin")."""
+        return self._admins.get(name, False)
 
     async def _ask_hub(self, hub_auth: Any, token: str) -> Any:
         try:

@@ -54,11 +54,11 @@ MAX_TAIL = 10_000
 
 
 def container_kernels(
-    mkm: Any, user: KernelUser | None = None
+    mkm: Any, user: KernelUser | None = None, *, everyone: bool = False
 ) -> list[tuple[str, Any, ContainerProvisioner]]:
     """(kernel id, kernel manager, provisioner) of each container kernel ``mkm`` manages (warm
     pool containers are not kernels) that is ``user``'s: a kernel service's user, or None for
-    the server's own user (direct mode)."""
+    the server's own user (direct mode); every user's with ``everyone`` (reclaimer.py)."""
     found = []
     for kernel_id in list(mkm.list_kernel_ids()):
         try:
@@ -69,7 +69,7 @@ def container_kernels(
         if (
             isinstance(provisioner, ContainerProvisioner)
             and provisioner.pool_id is None
-            and same_user(provisioner.owner, user)
+            and (everyone or same_user(provisioner.owner, user))
         ):
             found.append((str(kernel_id), km, provisioner))
     return found
@@ -94,11 +94,12 @@ def wall_time(monotonic: float) -> float:
 
 
 def watched_kernels(mkm: Any) -> list[WatchedKernel]:
-    """What the GPU-use sampler watches: the server's container kernels that have a container
-    (memory only: the sampler calls it on its own thread every few seconds)."""
+    """What the GPU-use sampler watches: the server's container kernels that have a container,
+    every user's in a kernel service (GPUReclaim judges them all; each user reads only their
+    own). Memory only: the sampler calls it on its own thread every few seconds."""
     return [
         WatchedKernel(kernel_id, p.container_id, tuple(p.gpu_uuids), launched_at(p))
-        for kernel_id, _km, p in container_kernels(mkm)
+        for kernel_id, _km, p in container_kernels(mkm, everyone=True)
         if p.container_id
     ]
 
@@ -323,6 +324,8 @@ def kernels_listing(
                 "container_id": provisioner.container_id,
                 "gpus": gpus,
                 "usage": usage,
+                # Idle GPUs given back (reclaim.py): warned, when they go, or that they went.
+                "reclaim": services.reclaim.state_of(kernel_id),
             }
         )
     kernels.sort(key=lambda k: (k["notebook"] or "~", k["kernel_id"]))
@@ -383,6 +386,7 @@ async def kernel_details(
         "phases": start_phases(provisioner),
         "last_end": provisioner.last_end,
         "usage": usage,
+        "reclaim": services.reclaim.state_of(kernel_id),
     }
 
 

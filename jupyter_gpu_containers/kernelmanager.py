@@ -40,6 +40,7 @@ from traitlets import default
 from . import _private
 from .errors import ContainerKernelError
 from .identity import KernelUser
+from .services import services_for
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -114,6 +115,12 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     async def shutdown_kernel(  # type: ignore[override]
         self, kernel_id: str, now: bool = False, restart: bool = False
     ) -> None:
+        if kernel_id not in self:
+            # A start that waits for a GPU is not a kernel yet: shutting it down cancels the wait
+            # (its start then ends with 409 "GPU wait cancelled").
+            services = services_for(self)
+            if services is not None and services.queue.cancel(kernel_id, "it was shut down"):
+                return
         if not restart:
             await self._restart_settled(kernel_id)
             self._mark_ended(kernel_id)

@@ -39,15 +39,20 @@ METADATA_KEY = "gpu_containers"
 # yet). A context variable: it follows the launch down the awaits of the one request that set it,
 # no client can set it, and nothing of it reaches a container.
 GIVEN_REQUEST: ContextVar[GPURequest | None] = ContextVar("jgc_given_request", default=None)
+# Whether such a launch may wait in the GPU queue (gpuqueue.py); None: GPUQueue.wait_by_default.
+GIVEN_WAIT: ContextVar[bool | None] = ContextVar("jgc_given_wait", default=None)
 
 
 @contextmanager
-def launching_with(request: GPURequest) -> Iterator[None]:
-    """Launches made inside this block (in this task) ask for ``request``."""
+def launching_with(request: GPURequest | None, wait: bool | None = None) -> Iterator[None]:
+    """Launches made inside this block (in this task) ask for ``request`` (None: their own) and,
+    when ``wait`` is not None, wait for their GPUs or not."""
     token = GIVEN_REQUEST.set(request)
+    wait_token = GIVEN_WAIT.set(wait)
     try:
         yield
     finally:
+        GIVEN_WAIT.reset(wait_token)
         GIVEN_REQUEST.reset(token)
 
 

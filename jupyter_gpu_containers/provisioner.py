@@ -62,6 +62,7 @@ from .launchplan import (
 )
 from .notebook_requests import (
     GIVEN_REQUEST,
+    GIVEN_WAIT,
     api_path_of_session,
     fitted_to_host,
     read_notebook_request,
@@ -259,6 +260,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
     # connection (key, sockets), and a warm container has its own.
     _launched = False
+    _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
+    _queued = False  # whether the launch under way waited in it
+    gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
     # LAUNCH_USER, never changed after. None in direct mode: the server's own user.
     owner: KernelUser | None = None
@@ -340,6 +344,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             given = GIVEN_REQUEST.get()
             if given is not None:
                 self._requested, self._request_is_default = given, False
+        given_wait = GIVEN_WAIT.get()
+        self._wait_for_gpus = (
+            given_wait if given_wait is not None else self.services.queue.wait_by_default
+        )
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
@@ -470,19 +478,55 @@ class ContainerProvisioner(KernelProvisionerBase):
                     # Under the host-wide lock: the plan is pure, the create one engine call.
                     spec = self._plan(image, cmd, chosen, mode)
                     self._stamp("gpus")
-                    return await self.backend.create(spec)
+                    # Known at once: whatever happens after the booking (a cancelled start, a
+                    # failure), the failed launch's clean-up removes this container.
+                    self.container_id = await self.backend.create(spec)
+                    return self.container_id
 
-                chosen, self.container_id = await services.allocator.book(
-                    state=services.state,
-                    backend=self.backend,
-                    inventory=inventory,
-                    request=request,
-                    kernel_id=self.kernel_id,
-                    uid=str(self.kernel_ids()[0]),
-                    show_others=services.visibility.show_other_users,
-                    create=create,
-                    on_wait=self._say_waiting,
-                )
+                uid = self.kernel_ids()[0]
+
+                def book(turn: AnyType) -> AnyType:
+                    return services.allocator.book(
+                        state=services.state,
+                        backend=self.backend,
+                        inventory=inventory,
+                        request=request,
+                        kernel_id=self.kernel_id,
+                        uid=str(uid),
+                        show_others=services.visibility.show_other_users,
+                        create=create,
+                        on_wait=self._say_waiting,
+                        turn=turn,
+                    )
+
+                if self.gpu_uuids:  # a restart keeps its GPUs: the queue has no say in it
+                    chosen, self.container_id = await book(None)
+                else:
+                    # Before it queues or books: a start over its GPU-hour quota is refused.
+                    await services.quota.check(uid, self._facts.username if self._facts else "")
+                    if self.previous_container_id and self._wait_for_gpus:
+                        # A restart under a new request that may wait: its stopped container
+                        # would book the old GPUs all the while (and two such restarts could
+                        # wait for each other's). Its state is gone anyway: it goes first.
+                        await self._remove_previous_container()
+                    booking_began, self._queued = time.monotonic(), False
+                    chosen, self.container_id = await services.queue.book(
+                        wait=self._wait_for_gpus,
+                        allocator=services.allocator,
+                        state=services.state,
+                        book=book,
+                        inventory=inventory,
+                        request=request,
+                        kernel_id=self.kernel_id,
+                        uid=uid,
+                        user=self._facts.username if self._facts else "",
+                        notebook=self._facts.notebook if self._facts else "",
+                        server_id=self._facts.server_id if self._facts else "",
+                        on_queued=self._say_queued,
+                    )
+                    if self._queued:  # the wait is not part of the launch (launch_timeout)
+                        self.gpu_wait = time.monotonic() - booking_began
+                        started += self.gpu_wait
             else:
                 chosen = []
                 spec = self._plan(image, cmd, [], "runtime")  # one plan, for the pool and below
@@ -545,6 +589,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         self.container_spec, self.container_image_id = spec, image.id
         return spec
+
+    def _say_queued(self, ticket: AnyType) -> None:
+        self._queued = True
 
     def _say_waiting(self) -> None:
         self.log.info(
@@ -663,6 +710,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 await self._record_restart(self.previous_container_id)
             await self.backend.remove(self.previous_container_id)
             self.previous_container_id = None
+            self.services.queue.poke()  # it may have booked GPUs: starts waiting here look
 
     async def _discard_after_failed_launch(self) -> None:
         self.gpu_uuids = ()
@@ -808,6 +856,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                 # During an outage: removed when the engine is back, so a shutdown still ends.
                 await self.backend.remove_or_defer(container_id)
         self.container_id = self.previous_container_id = None
+        if self.gpu_uuids:
+            self.services.queue.poke()  # GPUs were freed: starts waiting here look at once
         self.gpu_uuids = ()
         await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
         own, self._own_services = self._own_services, None

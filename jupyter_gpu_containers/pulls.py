@@ -92,6 +92,8 @@ class Pull:
     cancel_requested: bool = False
     # Whose pull: a kernel service's user name ("" on a user's own server). Others see none of it.
     whose: str = ""
+    # A pre-pull the administrator scheduled (prepull.py): the admin's registry login only.
+    scheduled: bool = False
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -186,6 +188,7 @@ class _Job:
     # A kernel service's user: their name and (uid, gid), whose private record it writes.
     whose: str = ""
     owner: tuple[int, int] | None = None
+    scheduled: bool = False
 
 
 class PullManager(LoggingConfigurable):
@@ -263,25 +266,33 @@ class PullManager(LoggingConfigurable):
         credential: Credential | None = None,
         whose: str = "",
         owner: tuple[int, int] | None = None,
+        scheduled: bool = False,
     ) -> Pull:
         """Start pulling ``image``, or join this user's pull of it that is already running.
 
         ``credential``, when given, is used for this pull only (and kept nowhere); else the
         store's credential for the image's registry, if any. ``whose`` and ``owner``: a kernel
-        service's user (name; uid and gid); "" and None on a user's own server."""
+        service's user (name; uid and gid); "" and None on a user's own server. ``scheduled``:
+        the administrator's pre-pull (prepull.py), which ContainerPolicy.allow_user_pulls does
+        not stop, and which uses the administrator's registry login only, never a user's."""
         try:
             ref = parse_reference(image)
         except ValueError as e:
             raise ContainerKernelError(str(e), status=400) from e
         policy = self.policy
-        if not policy.allow_user_pulls:
+        if not policy.allow_user_pulls and not scheduled:
             raise ImageNotAllowed(
                 "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
                 "Ask an administrator for the image."
             )
         check_image_allowed(policy, ref.written)
         for pull in self._pulls.values():
-            if pull.image == ref.written and pull.state in ACTIVE and pull.whose == whose:
+            if (
+                pull.image == ref.written
+                and pull.state in ACTIVE
+                and pull.whose == whose
+                and pull.scheduled == scheduled
+            ):
                 return pull
         if self._running >= self.max_concurrent and len(self._queue) >= self.max_queued:
             raise TooManyRequests(
@@ -290,7 +301,9 @@ class PullManager(LoggingConfigurable):
                 "finished."
             )
         await self._refuse_replacing_local(ref)
-        own = credential or self.credentials.user_credential(ref.registry, whose)
+        own = credential or (
+            None if scheduled else self.credentials.user_credential(ref.registry, whose)
+        )
         private = own is not None and own.source == "user"
         if private:
             state = await asyncio.to_thread(self._state)
@@ -299,9 +312,16 @@ class PullManager(LoggingConfigurable):
                     "Pulls with your own registry login are kept private to you, which needs "
                     f"the host state directory: {state.problem}"
                 )
-        pull = Pull(id=uuid.uuid4().hex, image=ref.written, registry=ref.registry, whose=whose)
+        pull = Pull(
+            id=uuid.uuid4().hex,
+            image=ref.written,
+            registry=ref.registry,
+            whose=whose,
+            scheduled=scheduled,
+        )
         self._pulls[pull.id] = pull
-        job = _Job(pull, ref, credential, private, asyncio.get_running_loop(), whose, owner)
+        loop = asyncio.get_running_loop()
+        job = _Job(pull, ref, credential, private, loop, whose, owner, scheduled)
         if self._running < self.max_concurrent:
             self._launch(job)
         else:
@@ -390,7 +410,12 @@ class PullManager(LoggingConfigurable):
                 before = self._image_id_or_empty(ref.written)
                 # Recorded before the pull starts: others never see it, not even for a moment.
                 privateimages.record(state, ref.written, owner=job.owner)
-            credential = given or credentials.for_registry(ref.registry, job.whose)
+            if given is not None:
+                credential: Credential | None = given
+            elif job.scheduled:
+                credential = credentials.admin_credential(ref.registry)
+            else:
+                credential = credentials.for_registry(ref.registry, job.whose)
             secrets += credentials.secrets()
             who = credential.username if credential else ""
             stream = self.backend.open_pull(

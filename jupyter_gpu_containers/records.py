@@ -9,7 +9,22 @@ one) runs it, and the allocator, recovery, catalog and probe read :class:`Contai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, overload
+
+
+@overload
+def iso_time(unix: float) -> str: ...
+@overload
+def iso_time(unix: None) -> None: ...
+@overload
+def iso_time(unix: float | None) -> str | None: ...
+def iso_time(unix: float | None) -> str | None:
+    """A unix time as ISO 8601 in UTC, to the second: how the REST API gives times (None stays
+    None)."""
+    if unix is None:
+        return None
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,33 @@ class ImageRecord:
     size: int
     # "repo@sha256:…" as the registries it came from name it; empty for locally built images.
     repo_digests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageDiskUse:
+    """One local image's disk use, as the engine's ``system df`` reports it. ``shared_size``:
+    bytes of layers other local images use too; ``containers``: how many containers (any state)
+    use it. Either is -1 where the engine did not compute it."""
+
+    id: str
+    tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    shared_size: int
+    containers: int
+
+    @property
+    def unique_size(self) -> int:
+        """Bytes removing this image alone would free (its size when sharing is unknown)."""
+        return self.size - max(self.shared_size, 0)
+
+
+@dataclass(frozen=True)
+class ImagesDiskUse:
+    """Every local image's disk use, and the bytes all image layers take (shared ones once)."""
+
+    images: tuple[ImageDiskUse, ...]
+    layers_size: int
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,9 @@ async def _reattach(
         }
     )
     provisioner.owner = owner
+    # The GPUs it holds (its labels book them): a restart keeps them, and the GPU-use sampler
+    # and GPUReclaim watch them, as for a kernel this process launched.
+    provisioner.gpu_uuids = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
     km.provisioner = provisioner
     launch_args = await asyncio.to_thread(_restart_args, labels, workspace)
     await mkm.adopt(km, kernel_id, launch_args, rebuilt)

@@ -17,11 +17,13 @@ Blocking, all of it: call from worker threads (or at start-up).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .errors import PathRefused
@@ -36,12 +38,24 @@ def describe_mode(mode: int) -> str:
 
 
 def owner_name(uid: int) -> str:
+    """The account name of ``uid`` ("uid N" for one the account database does not know).
+    Blocking (NSS may ask a directory service): a worker thread, or start-up."""
     import pwd
 
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def account_uid(name: str) -> int | None:
+    """The uid of the account ``name`` (None for no such account). Blocking, as owner_name."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
 
 
 def open_dir(path: str, *, trusted: Iterable[int], what: str) -> int:
@@ -183,3 +197,52 @@ def read_nofollow(path: str, *, dir_fd: int | None = None, limit: int = 1 << 20)
 def read_json_nofollow(path: str, *, dir_fd: int | None = None) -> Any:
     """read_nofollow, parsed as JSON (ValueError when it is not JSON)."""
     return json.loads(read_nofollow(path, dir_fd=dir_fd).decode("utf-8"))
+
+
+def read_trusted(
+    dir_fd: int, name: str, owners: Collection[int], limit: int
+) -> tuple[bytes, os.stat_result]:
+    """The first ``limit`` bytes of the file ``name`` in the directory ``dir_fd``, and its
+    ``fstat``, when it is a regular file with one link, owned by one of ``owners``. OSError
+    otherwise (missing, a symlink, a FIFO, a hard link to someone else's file, another owner).
+
+    For small records in a shared directory (the host state directory) that anyone there may
+    have planted: the checks are made on the file opened, so a name swapped between a check and
+    the open cannot pass. Opened with O_NONBLOCK: a FIFO planted at the name cannot hang the
+    reader."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in owners:
+            raise OSError(errno.EPERM, "not a trusted file", name)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit), info
+    finally:
+        os.close(fd)
+
+
+def remove_own_files(
+    dir_fd: int, pattern: re.Pattern[str], stale: Callable[[re.Match[str], os.stat_result], bool]
+) -> int:
+    """Remove this process's own regular files in the directory ``dir_fd`` whose names
+    ``pattern`` matches in full and which ``stale(match, lstat)`` judges old; how many were
+    removed. Others' files are never touched (in a sticky directory they could not be removed
+    anyway). Errors skip the file."""
+    me = os.geteuid()
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None:
+            continue
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == me and stale(m, info):
+                os.unlink(name, dir_fd=dir_fd)
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -50,6 +50,8 @@ class ServiceUser(User):
     """jupyter_server's user, with the account the service runs its kernels as."""
 
     kernel_user: KernelUser | None = None
+    # JupyterHub says this user is one of its admins (the admin view, admin.py).
+    hub_admin: bool = False
 
 
 class ServiceIdentityProvider(IdentityProvider):
@@ -140,7 +142,11 @@ class ServiceIdentityProvider(IdentityProvider):
             raise web.HTTPError(403, e.sentence, reason=e.reason_phrase) from None
         except ContainerKernelError as e:  # the Hub away, say: a sentence, not a 500
             raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
-        return ServiceUser(username=username, name=username, kernel_user=kernel_user)
+        is_admin = getattr(self._checker, "is_admin", None) if self.mode == "jupyterhub" else None
+        hub_admin = bool(is_admin(username)) if is_admin is not None else False
+        return ServiceUser(
+            username=username, name=username, kernel_user=kernel_user, hub_admin=hub_admin
+        )
 
     def is_token_authenticated(self, handler: web.RequestHandler) -> bool:
         # Every authenticated request here is, and nothing else is ever accepted: no cookies,

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import os
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyter_client.kernelspec import NoSuchKernel
@@ -31,6 +33,7 @@ from tornado import web
 
 from .allocator import GPURequest
 from .errors import ValueRefused
+from .gpuqueue import WHILE_WAITING
 from .identity import KernelUser, launching_for
 from .kernelspecs import ContainerKernelSpecManager
 from .launchplan import inside
@@ -41,6 +44,7 @@ from .stock_routes import KernelActionsHandler
 
 # What a start's env may carry that the service reads (contract with users' servers).
 REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
+WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
 WORKING_DIR_ENV = "KERNEL_WORKING_DIR"
 SESSION_ENV = "JPY_SESSION_NAME"
 
@@ -81,6 +85,17 @@ def _inside_workspace(path: Any, workspace: str) -> str:
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
         return ""
     return path if inside(path, workspace) else ""
+
+
+def wait_argument(env: Any) -> bool | None:
+    """Whether a start's ``env`` asks to wait for its GPUs in the queue ("true"/"false"); None
+    when it does not say (GPUQueue.wait_by_default). ValueRefused for anything else."""
+    raw = env.get(WAIT_ENV) if isinstance(env, dict) else None
+    if raw is None or raw == "":
+        return None
+    if raw in ("true", "false"):
+        return raw == "true"
+    raise ValueRefused(f'{WAIT_ENV} must be "true" or "false".')
 
 
 def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], GPURequest | None]:
@@ -135,18 +150,36 @@ class ServiceKernelsHandler(MainKernelHandler):
             raise web.HTTPError(404, f"There is no kernel spec {name!r} here.") from None
         try:
             kwargs, request = await asyncio.to_thread(start_arguments, user, model.get("env"))
+            wait = wait_argument(model.get("env"))
         except ValueRefused as e:
             raise web.HTTPError(400, e.sentence) from None
-        given = launching_with(request) if request is not None else contextlib.nullcontext()
+        given = (
+            launching_with(request, wait)
+            if request is not None or wait is not None
+            else contextlib.nullcontext()
+        )
         queue = getattr(self.serverapp, "start_queue", None)
+        # Chosen here, so that a client that goes away while the start waits for a GPU cancels
+        # that wait (on_connection_close) instead of leaving a kernel nobody asked for any more.
+        self._starting = str(uuid.uuid4())
         async with queue.slot() if isinstance(queue, StartQueue) else _no_queue():
             with launching_for(user), given:
-                kernel_id: str = await km.start_kernel(kernel_name=name, **kwargs)
+                kernel_id: str = await km.start_kernel(
+                    kernel_name=name, kernel_id=self._starting, **kwargs
+                )
         reply = await ensure_async(km.kernel_model(kernel_id))
         location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
         self.set_header("Location", location)
         self.set_status(201)
         self.finish(json.dumps(reply, default=str))
+
+    _starting = ""
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        services = self.settings.get(SETTINGS_KEY)
+        if self._starting and services is not None:
+            services.queue.cancel(self._starting, "the client went away")
 
 
 class StartQueue:
@@ -155,7 +188,7 @@ class StartQueue:
 
     def __init__(self, running: int, waiting: int) -> None:
         self.running, self.waiting = running, waiting
-        self._slots = asyncio.Semaphore(running)
+        self._slots = asyncio.BoundedSemaphore(running)
         self._waiting = 0
 
     @contextlib.asynccontextmanager
@@ -173,10 +206,28 @@ class StartQueue:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+        # A start that waits for a GPU gives its slot back meanwhile (gpuqueue.WHILE_WAITING):
+        # starts that can go ahead are not held up by those that cannot.
+        held = True
+
+        @contextlib.asynccontextmanager
+        async def given_back() -> AsyncIterator[None]:
+            nonlocal held
+            self._slots.release()
+            held = False
+            try:
+                yield
+            finally:
+                await self._slots.acquire()  # (cancelled here: the slot is not held)
+                held = True
+
+        token = WHILE_WAITING.set(given_back)
         try:
             yield
         finally:
-            self._slots.release()
+            WHILE_WAITING.reset(token)
+            if held:
+                self._slots.release()
 
 
 def _owned_by(km: Any, kernel_id: str, user: KernelUser) -> bool:

@@ -1,6 +1,6 @@
 """One owner for the objects a server shares: the backend, the GPU inventory and the sampler of
-its use per kernel, the readiness probe, pulls, registry credentials, the image catalog, the
-admin's policy, the host state directory and the warm pool.
+its use per kernel, the readiness probe, pulls and scheduled pre-pulls, registry credentials, the
+image catalog, the admin's policy, the host state directory and the warm pool.
 
 The extension app (app.py) builds one :class:`Services` when the server starts, and closes it
 when the server stops: every thread pool shut down, the host-state locks released. It reaches
@@ -28,11 +28,15 @@ from .allocator import GPUAllocator, GPUVisibility
 from .catalog import ImageCatalog
 from .credentials import RegistryCredentials
 from .gpu_usage import GPUUsage
+from .gpuqueue import GPUQueue
 from .gpus import GPUInventory
 from .hoststate import StateDir, open_state_dir
 from .launchplan import ContainerPolicy
+from .prepull import PrePuller
 from .probe import KernelReadinessProbe
 from .pulls import PullManager
+from .quota import GPUQuota
+from .reclaim import GPUReclaim
 
 SETTINGS_KEY = "gpu_containers"
 
@@ -52,7 +56,11 @@ class Services:
         self.inventory = GPUInventory(parent=parent)
         # GPU use per kernel over the last minutes (started by the app with the server's kernels).
         self.usage = GPUUsage(self.inventory, parent=parent)
+        # Idle GPUs given back: the policy and each kernel's state (driven by reclaimer.py).
+        self.reclaim = GPUReclaim(parent=parent)
         self.allocator = GPUAllocator(parent=parent)
+        # The host-wide GPU wait queue; this process's waiting starts.
+        self.queue = GPUQueue(parent=parent)
         self.visibility = GPUVisibility(parent=parent)
         self.catalog = ImageCatalog(parent=parent)
         self.probe = KernelReadinessProbe(parent=parent, backend=self.backend, policy=self.policy)
@@ -64,6 +72,19 @@ class Services:
             policy=self.policy,
             state=lambda: self.state,
         )
+        # The administrator's scheduled pulls and pruning (started and stopped by the app), and
+        # the record of each image's last launch.
+        self.prepull = PrePuller(
+            parent=parent,
+            backend=self.backend,
+            pulls=self.pulls,
+            policy=self.policy,
+            listed=self.listed_images,
+            state=lambda: self.state,
+        )
+        # GPU-hours per user and group: the engine tells it of every container it removes.
+        self.quota = GPUQuota(parent=parent, backend=self.backend, state=lambda: self.state)
+        self.backend.on_removed = self.quota.record_removal
         # Set by the app once recovery is done (None: no warm pool).
         self.warm_pool: Any = None
         self._state: StateDir | None = None

@@ -23,6 +23,9 @@ SERVER = {
     "service",
     "service_routes",
     "hubauth",
+    "reclaimer",
+    "waiting_sessions",
+    "admin",
 }
 KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
 BACKENDS = {"backend", "engine"}

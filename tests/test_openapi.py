@@ -18,9 +18,12 @@ exact, check 2 requires ``nullable`` to stand beside a ``type``, as OpenAPI 3.0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -46,6 +49,7 @@ from tornado import web
 import jupyter_gpu_containers
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.handlers import NotFoundHandler, default_handlers
+from jupyter_gpu_containers.safefiles import owner_name
 
 SPEC_PATH = Path(jupyter_gpu_containers.__file__).parent / "openapi.yaml"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -702,6 +706,8 @@ UNREACHABLE = "127.0.0.1:1/jgc-openapi/absent:1"
     lambda _: {
         "ContainerPolicy": {"allowed_images": ["jgc/*", "jgc-test/*", "127.0.0.1:1/*"]},
         "PullManager": {"progress_interval": 0.0},
+        # This server's account administers GPU sharing: the admin view answers it.
+        "GPUAdmin": {"admin_users": [owner_name(os.getuid())]},
     }
 )
 async def test_real_responses_match_the_spec(
@@ -878,6 +884,107 @@ async def test_real_responses_match_the_spec(
             if any(h["kernel_id"] == kernel_id for h in g["holders"])
         ]
         assert holding == held, report
+
+    # The queue: a start that needs two GPUs while one is free waits; its owner cancels it.
+    (jp_root_dir / "queued.ipynb").write_text("{}")
+    queued = asyncio.ensure_future(
+        call(
+            jp_fetch,
+            conformance,
+            "/gpu-containers/notebooks/kernel",
+            "post",
+            body={
+                "path": "queued.ipynb",
+                "kernel_name": kernel_name(DEBIAN_IMAGE),
+                "gpus": 2,
+                "wait": True,
+            },
+            request_timeout=120,
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            code, waiting, _ = await call(jp_fetch, conformance, "/gpu-containers/queue")
+            assert code == 200, waiting
+            mine = [t for t in waiting["queue"] if t["yours"]]
+            if mine:
+                break
+            assert not queued.done(), queued.result()
+            assert time.monotonic() < deadline, waiting
+            await asyncio.sleep(0.2)
+        [ticket] = mine
+        assert ticket["gpus"] and ticket["position"] >= 1, ticket
+        where = {"kernel_id": ticket["kernel_id"]}
+        # An administrator's release of it: it holds no GPUs yet (a shutdown would cancel it).
+        code, refused, _ = await call(
+            jp_fetch,
+            conformance,
+            "/gpu-containers/admin/kernels/{kernel_id}",
+            "post",
+            values=where,
+            body={"action": "release"},
+        )
+        assert code == 409 and "holds none yet" in refused["message"], refused
+        code, _, _ = await call(
+            jp_fetch, conformance, "/gpu-containers/queue/{kernel_id}", "delete", values=where
+        )
+        assert code == 204
+        code, ended, _ = await queued
+        assert code == 409 and "cancelled" in ended["message"], ended
+    finally:
+        if not queued.done():
+            queued.cancel()
+    for gone_id in (ticket["kernel_id"], str(uuid.uuid4())):
+        code, error, _ = await call(
+            jp_fetch,
+            conformance,
+            "/gpu-containers/queue/{kernel_id}",
+            "delete",
+            values={"kernel_id": gone_id},
+        )
+        assert code == 404 and error["message"], error
+
+    # GPU-hours (no quota configured here), the pre-pull schedule (none).
+    code, quota, _ = await call(jp_fetch, conformance, "/gpu-containers/quota")
+    assert code == 200 and quota["enabled"] is False and quota["used_hours"] >= 0, quota
+    code, prepull, _ = await call(jp_fetch, conformance, "/gpu-containers/prepull")
+    assert code == 200 and prepull["schedule"] == [], prepull
+
+    # The admin view (this server's account is an administrator here), the metrics.
+    code, view, _ = await call(jp_fetch, conformance, "/gpu-containers/admin")
+    assert code == 200, view
+    assert kernel_id in {h["kernel_id"] for h in view["holders"]}, view
+    code, metrics, _ = await call(jp_fetch, conformance, "/gpu-containers/metrics")
+    assert code == 200 and "jupyter_gpu_containers_gpus_held" in metrics, metrics
+    assert "jupyter_gpu_containers_gpu_hours_used" in metrics
+
+    # An admin action: releasing the kernel's GPUs restarts it without them, and says why.
+    action = "/gpu-containers/admin/kernels/{kernel_id}"
+    code, done, _ = await call(
+        jp_fetch,
+        conformance,
+        action,
+        "post",
+        values=one,
+        body={"action": "release", "reason": "The spec test."},
+    )
+    assert code == 200 and done["state"] == "done" and done["action"] == "release", done
+    code, again, _ = await call(
+        jp_fetch, conformance, action, "post", values=one, body={"action": "release"}
+    )
+    assert code == 409 and "holds no GPUs" in again["message"], again
+    code, error, _ = await call(
+        jp_fetch,
+        conformance,
+        action,
+        "post",
+        values={"kernel_id": str(uuid.uuid4())},
+        body={"action": "shutdown"},
+    )
+    assert code == 404, error
+    code, notices, _ = await call(jp_fetch, conformance, "/gpu-containers/admin/notices")
+    assert code == 200 and [n["action"] for n in notices["notices"]] == ["release"], notices
 
     # Every operation the spec describes was answered with a success at least once.
     succeeded = {(path, method) for path, method, code in conformance.checked if code[0] == "2"}

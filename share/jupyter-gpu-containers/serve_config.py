@@ -52,6 +52,12 @@ c.GPUAllocator.max_gpus_per_user = 1  # default 0 (no cap); counts all of a user
 # c.GPUInventory.static_gpus = [
 #     {"index": 0, "uuid": "GPU-…", "name": "NVIDIA A100-SXM4-40GB", "memory_total": 42949672960},
 # ]
+# Idle GPUs given back (off by default; needs NVML): a kernel holding GPUs without using them
+# for idle_minutes is warned, then after grace_minutes more restarted without its GPUs.
+# c.GPUReclaim.enabled = True
+# c.GPUReclaim.idle_minutes = 30
+# c.GPUReclaim.grace_minutes = 10
+# c.GPUReclaim.action = "restart-without-gpus"  # or "shutdown"
 c.ContainerProvisioner.mem_limit = "32g"  # default: no limit
 c.ContainerPolicy.max_mem_limit = "32g"  # kernel specs may ask for less, never more
 c.ContainerPolicy.max_shm_size = "8g"

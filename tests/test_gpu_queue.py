@@ -1,0 +1,378 @@
+"""The GPU wait queue between real servers of two users sharing one GPU: fair order, the stock
+sessions API, cancel, timeout, and a server killed while its starts wait."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from conftest import DEBIAN_IMAGE, NGC_IMAGE, TEST_LABEL, TEST_RUN, kernel_name, write_notebook
+from hostusers import ALICE, BOB, MALLORY, UserHome, host_state_dir, needs_accounts
+from servers import Server
+from service_process import KernelService
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.service_routes import WAIT_ENV
+
+pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
+
+GPU_SPEC = kernel_name(NGC_IMAGE)  # its kernels get one GPU by default
+CPU_SPEC = kernel_name(DEBIAN_IMAGE)
+# The kernel service's users (as tests/test_service.py picks them).
+USER_A = os.environ.get("JGC_TEST_STUDENT_A") or MALLORY
+USER_B = os.environ.get("JGC_TEST_STUDENT_B") or BOB
+ONE_GPU = [{"index": 0, "uuid": "GPU-queue-0", "name": "Tesla T4", "brand": "tesla"}]
+
+
+@pytest.fixture
+def homes() -> Iterator[list[UserHome]]:
+    made: list[UserHome] = []
+    yield made
+    for home in made:
+        home.close()
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with host_state_dir() as path:
+        yield path
+
+
+def lab_home(
+    homes: list[UserHome], user: str, state: Path, launch_timeout: float = 120, **queue: Any
+) -> UserHome:
+    """A user's server config on a host with one GPU, whose starts wait for it."""
+    home = UserHome(
+        user,
+        {
+            "ContainerPolicy": {"state_dir": str(state)},
+            "GPUInventory": {"static_gpus": ONE_GPU},
+            "GPUQueue": {"wait_by_default": True, "poll_interval": 0.2, **queue},
+            "ContainerProvisioner": {"launch_timeout": launch_timeout},
+        },
+    )
+    homes.append(home)
+    return home
+
+
+def open_notebook(home: UserHome, server: Server, name: str) -> asyncio.Future[Any]:
+    """Open a notebook the way JupyterLab does (POST /api/sessions), in the background."""
+    write_notebook(home.workspace, name, gpus=1)
+    body = {"path": name, "name": name, "type": "notebook", "kernel": {"name": GPU_SPEC}}
+    return asyncio.ensure_future(server.answer("POST", "api", "sessions", body=body))
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.1)
+
+
+async def queue_of(server: Server) -> list[dict[str, Any]]:
+    code, body = await server.answer("GET", "gpu-containers", "queue")
+    assert code == 200, body
+    queue: list[dict[str, Any]] = body["queue"]
+    return queue
+
+
+def gpu_containers(client: docker.DockerClient) -> list[Any]:
+    containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
+    return [c for c in containers if c.labels.get(L.GPUS)]
+
+
+def tickets_in(state: Path) -> list[str]:
+    """The waiting starts' files (not the users' "last served" marks)."""
+    return sorted(p.name for p in state.iterdir() if re.fullmatch(r"gpuq-\d+-.*", p.name))
+
+
+async def next_done(pending: dict[str, asyncio.Future[Any]], timeout: float = 90) -> str:
+    done, _ = await asyncio.wait(
+        pending.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
+    assert len(done) == 1, f"{len(done)} starts ended at once"
+    (name,) = [n for n, f in pending.items() if f in done]
+    code, body = pending.pop(name).result()
+    assert code == 201, (name, code, body)
+    return name
+
+
+async def test_fifo_within_a_user_and_round_robin_across_users_over_two_servers(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    # Alice's launches time out after 15 s; her first start waits longer than that.
+    alice_home = lab_home(homes, ALICE, state, launch_timeout=15)
+    bob_home = lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+
+    # Alice opens two notebooks before Bob opens two: the order is a1, b1, a2, b2.
+    pending: dict[str, asyncio.Future[Any]] = {}
+    for name, home, server in (
+        ("a1", alice_home, alice),
+        ("a2", alice_home, alice),
+        ("b1", bob_home, bob),
+        ("b2", bob_home, bob),
+    ):
+        pending[name] = open_notebook(home, server, f"{name}.ipynb")
+        count = len(pending)
+
+        async def queued(n: int = count) -> bool:
+            return len(await queue_of(alice)) == n
+
+        await until(queued, f"{count} starts wait")
+    first_queued = time.monotonic()
+
+    seen_by_alice = await queue_of(alice)
+    assert [(t["position"], t["yours"], t["notebook"]) for t in seen_by_alice] == [
+        (1, True, "a1.ipynb"),
+        (2, False, None),  # Bob's notebook is not shown to Alice (GPUVisibility)
+        (3, True, "a2.ipynb"),
+        (4, False, None),
+    ]
+    assert all(t["kernel_id"] is None for t in seen_by_alice if not t["yours"])
+    assert [t["yours"] for t in await queue_of(bob)] == [False, True, False, True]
+    # The stock sessions API lists the waiting notebooks, their kernels "waiting for a GPU".
+    code, sessions = await alice.answer("GET", "api", "sessions")
+    assert sorted((s["path"], s["kernel"]["execution_state"]) for s in sessions) == [
+        ("a1.ipynb", "waiting for a GPU"),
+        ("a2.ipynb", "waiting for a GPU"),
+    ]
+    # Longer than Alice's launch timeout: the wait is not part of the launch.
+    await asyncio.sleep(max(0.0, 16 - (time.monotonic() - first_queued)))
+    assert not any(f.done() for f in pending.values())
+
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    order = []
+    while pending:
+        name = await next_done(pending)
+        order.append(name)
+        assert len(gpu_containers(docker_client)) == 1  # never two on the one GPU
+        server = alice if name.startswith("a") else bob
+        code, sessions = await server.answer("GET", "api", "sessions")
+        (session,) = [s for s in sessions if s["path"] == f"{name}.ipynb"]
+        assert session["kernel"]["execution_state"] != "waiting for a GPU"
+        await server.answer("DELETE", "api", "sessions", session["id"])
+    assert order == ["a1", "b1", "a2", "b2"]
+    assert tickets_in(state) == []
+    assert gpu_containers(docker_client) == []
+
+
+async def test_cancel_and_timeout(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    alice_home = lab_home(homes, ALICE, state, max_wait=4)
+    bob_home = lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+
+    waiting = open_notebook(alice_home, alice, "cancelled.ipynb")
+
+    async def queued() -> bool:
+        return len(await queue_of(alice)) == 1
+
+    await until(queued, "Alice's start waits")
+    (mine,) = await queue_of(alice)
+    kernel_id = mine["kernel_id"]
+    # Nobody but Alice can cancel it: Bob's server does not know it, and says so.
+    code, _ = await bob.answer("DELETE", "gpu-containers", "queue", kernel_id)
+    assert code == 404
+    code, _ = await alice.answer("DELETE", "gpu-containers", "queue", kernel_id)
+    assert code == 204
+    code, body = await asyncio.wait_for(waiting, 30)
+    assert code == 409 and "cancelled" in body["message"], body
+    assert await queue_of(alice) == []
+
+    began = time.monotonic()
+    code, body = await asyncio.wait_for(open_notebook(alice_home, alice, "late.ipynb"), 60)
+    assert code == 409, body
+    assert "No GPU became free for this start within" in body["message"]
+    assert time.monotonic() - began >= 4
+    code, sessions = await alice.answer("GET", "api", "sessions")
+    assert sessions == []
+    assert tickets_in(state) == []
+    assert len(gpu_containers(docker_client)) == 1  # Bob's, untouched
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+
+
+async def test_a_killed_server_loses_its_places_and_nobody_elses(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+    lost = open_notebook(alice_home, alice, "lost.ipynb")
+
+    async def alice_queued() -> bool:
+        return len(await queue_of(bob)) == 1
+
+    await until(alice_queued, "Alice's start waits")
+    kept = open_notebook(bob_home, bob, "kept.ipynb")
+
+    async def both_queued() -> bool:
+        return len(await queue_of(bob)) == 2
+
+    await until(both_queued, "both starts wait")
+    assert [t["yours"] for t in await queue_of(bob)] == [False, True]
+
+    alice.kill9()
+    await asyncio.wait([lost], timeout=30)
+    assert lost.done()  # the connection died with the server
+    assert lost.exception() is not None or lost.result()[0] == 599
+    # Alice's ticket is still on disk, but nobody holds it: Bob's start is first now.
+    assert len(tickets_in(state)) == 2
+    assert [(t["position"], t["yours"]) for t in await queue_of(bob)] == [(1, True)]
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    code, session = await asyncio.wait_for(kept, 60)
+    assert code == 201, session
+    assert len(gpu_containers(docker_client)) == 1
+    await bob.answer("DELETE", "api", "sessions", session["id"])
+
+
+async def test_in_the_kernel_service_a_waiting_start_holds_no_start_slot() -> None:
+    """Behind the service: a start that waits (KERNEL_GPU_CONTAINERS_WAIT) gives its start slot
+    back, so another user's CPU kernel starts meanwhile; it starts when the GPU frees."""
+    service = KernelService(
+        {
+            "GPUInventory": {"static_gpus": ONE_GPU},
+            "GPUQueue": {"poll_interval": 0.2},
+            "ServiceApp": {"max_concurrent_starts": 1, "max_queued_starts": 1},
+        }
+    )
+    try:
+        a = service.add_user(USER_A)
+        b = service.add_user(USER_B)
+        service.start()
+        holder = await service.start_kernel(a, CPU_SPEC, {"KERNEL_GPU_CONTAINERS_REQUEST": "1"})
+        # Without asking to wait (the service's default here), a start is refused at once.
+        code, refused = await service.answer(
+            b, "POST", "api/kernels", {"name": GPU_SPEC, "env": {WAIT_ENV: "false"}}
+        )
+        assert code == 409 and refused["message"].startswith("No free GPU"), refused
+        waiting = asyncio.ensure_future(
+            service.answer(b, "POST", "api/kernels", {"name": GPU_SPEC, "env": {WAIT_ENV: "true"}})
+        )
+
+        async def queued() -> bool:
+            code, body = await service.answer(b, "GET", "gpu-containers/queue")
+            return code == 200 and body["length"] == 1
+
+        await until(queued, "B's start waits")
+        code, seen = await service.answer(a, "GET", "gpu-containers/queue")
+        assert [(t["yours"], t["kernel_id"], t["user"]) for t in seen["queue"]] == [
+            (False, None, None)
+        ]
+        # One start slot: the waiting start gave it back.
+        other = await asyncio.wait_for(service.start_kernel(a, CPU_SPEC), 60)
+        assert not waiting.done()
+        await service.answer(a, "DELETE", f"api/kernels/{holder}")
+        code, started = await asyncio.wait_for(waiting, 60)
+        assert code == 201, started
+        # A client that gives up while its start waits (a user's server whose request timed
+        # out) cancels the wait: no kernel starts later for nobody.
+        impatient = HTTPRequest(
+            f"{service.url}/api/kernels",
+            method="POST",
+            headers={"Authorization": f"token {a.token}"},
+            body=json.dumps({"name": GPU_SPEC, "env": {WAIT_ENV: "true"}}),
+            request_timeout=3,
+        )
+        with pytest.raises(HTTPClientError):
+            await AsyncHTTPClient(force_instance=True).fetch(impatient)
+
+        async def gone() -> bool:
+            code, body = await service.answer(b, "GET", "gpu-containers/queue")
+            return code == 200 and body["length"] == 0
+
+        await until(gone, "the abandoned start left the queue", timeout=20)
+        code, kernels = await service.answer(a, "GET", "api/kernels")
+        assert sorted(k["id"] for k in kernels) == sorted([other])
+        for user, kernel_id in ((a, other), (b, started["id"])):
+            await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
+    finally:
+        service.close()
+
+
+async def test_a_waiting_notebook_is_seen_and_stopped_the_stock_ways(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+
+    for how in ("DELETE /api/sessions", "DELETE /api/kernels"):
+        waiting = open_notebook(alice_home, alice, "w.ipynb")
+
+        async def queued() -> bool:
+            return len(await queue_of(alice)) == 1
+
+        await until(queued, "the notebook's start waits")
+        # The extension's own view of the notebook says so, and will not start it twice.
+        code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=w.ipynb")
+        assert code == 200, view
+        assert view["kernel"]["execution_state"] == "waiting for a GPU"
+        assert view["kernel"]["gpus"] == []
+        code, again = await alice.answer(
+            "POST", "gpu-containers", "notebooks", "kernel", body={"path": "w.ipynb"}
+        )
+        assert code == 409 and "already waiting" in again["message"], again
+        # JupyterLab's Shut Down (either API) cancels the wait.
+        code, (session,) = await alice.answer("GET", "api", "sessions")
+        if how == "DELETE /api/sessions":
+            code, _ = await alice.answer("DELETE", "api", "sessions", session["id"])
+        else:
+            code, _ = await alice.answer("DELETE", "api", "kernels", session["kernel"]["id"])
+        assert code == 204, how
+        code, body = await asyncio.wait_for(waiting, 30)
+        assert code == 409 and "cancelled" in body["message"], (how, body)
+        assert await queue_of(alice) == []
+        code, sessions = await alice.answer("GET", "api", "sessions")
+        assert sessions == []
+    assert tickets_in(state) == []
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+
+
+async def test_a_restart_that_waits_gives_its_old_gpus_up_first(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """Alice's kernel holds the GPU and restarts under a new request that may wait, while Bob
+    waits: her stopped container must not keep booking the GPU (else each waits for the other
+    until max_wait). Bob, ahead in the queue, gets it; her kernel then waits its turn."""
+    alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    write_notebook(alice_home.workspace, "mine.ipynb", gpus=1)
+    body = {"path": "mine.ipynb", "kernel_name": GPU_SPEC, "gpus": 1, "wait": True}
+    code, started = await alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
+    assert code == 200, started
+    bobs = asyncio.ensure_future(bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC}))
+
+    async def bob_queued() -> bool:
+        return len(await queue_of(alice)) == 1
+
+    await until(bob_queued, "Bob's start waits")
+    restart = asyncio.ensure_future(
+        alice.answer("POST", "gpu-containers", "notebooks", "kernel", body={**body, "gpus": "1"})
+    )
+    code, bob_kernel = await asyncio.wait_for(bobs, 60)
+    assert code == 201, bob_kernel
+    assert not restart.done()
+    await bob.answer("DELETE", "api", "kernels", bob_kernel["id"])
+    code, restarted = await asyncio.wait_for(restart, 60)
+    assert code == 200, restarted
+    assert restarted["session"]["kernel"]["id"] == started["session"]["kernel"]["id"]
+    assert len(gpu_containers(docker_client)) == 1
+    await alice.answer("DELETE", "api", "sessions", restarted["session"]["id"])

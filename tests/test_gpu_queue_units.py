@@ -1,0 +1,244 @@
+"""The GPU wait queue's parts without a server: fair order, turns, and the ticket files."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hostusers import ALICE, needs_accounts, uid_of
+
+from jupyter_gpu_containers.allocator import GPUAllocator, GPURequest, Holding, Ledger, NoFreeGPU
+from jupyter_gpu_containers.gpuqueue import (
+    NotYourTurn,
+    Ticket,
+    fair_order,
+    my_turn,
+    read_tickets,
+    remove_stale_tickets,
+)
+from jupyter_gpu_containers.gpus import GPU, Inventory
+from jupyter_gpu_containers.hoststate import StateDir
+
+
+def ticket(kernel_id: str, uid: int, arrived: float, gpus: object = 1) -> Ticket:
+    return Ticket(
+        name=f"gpuq-{int(arrived * 1e9):020d}-{uid}-{kernel_id}",
+        kernel_id=kernel_id,
+        uid=uid,
+        user=f"user{uid}",
+        request=GPURequest.parse(gpus),
+        arrived=arrived,
+    )
+
+
+def inventory(n: int) -> Inventory:
+    return Inventory(
+        source="static", gpus=tuple(GPU(index=str(i), uuid=f"GPU-{i}", name="T4") for i in range(n))
+    )
+
+
+def held(*pairs: tuple[str, str]) -> Ledger:
+    ledger = Ledger()
+    for uuid, kernel_id in pairs:
+        ledger.holdings.setdefault(uuid, []).append(
+            Holding(kernel_id, "c", "someone", "999", "", "", "", 0.0)
+        )
+    return ledger
+
+
+def test_fair_order_is_fifo_within_a_user_and_round_robin_across_users() -> None:
+    # Alice asks three times before Bob asks twice, and Carol once, last.
+    queue = [
+        ticket("a1", 1, 1.0),
+        ticket("a2", 1, 2.0),
+        ticket("a3", 1, 3.0),
+        ticket("b1", 2, 4.0),
+        ticket("b2", 2, 5.0),
+        ticket("c1", 3, 6.0),
+    ]
+    ordered = fair_order(list(reversed(queue)))
+    assert [t.kernel_id for t in ordered] == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    assert [t.position for t in ordered] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_user_served_least_recently_goes_first_among_equal_ranks() -> None:
+    # Alice's first start was served a moment ago; her second came before Bob's first.
+    queue = [ticket("a2", 1, 2.0), ticket("b1", 2, 3.0), ticket("a3", 1, 4.0)]
+    assert [t.kernel_id for t in fair_order(queue, {1: 10.0})] == ["b1", "a2", "a3"]
+    assert [t.kernel_id for t in fair_order(queue, {1: 10.0, 2: 11.0})] == ["a2", "b1", "a3"]
+
+
+def test_a_turn_comes_only_after_those_ahead_are_served() -> None:
+    allocator = GPUAllocator()
+    two = inventory(2)
+    queue = fair_order([ticket("a1", 1, 1.0), ticket("b1", 2, 2.0), ticket("c1", 3, 3.0)])
+    # One GPU free: the head may book, the second may not (the head gets that GPU first).
+    one_free = held(("GPU-0", "other"))
+    assert my_turn(allocator, two, one_free, queue, "a1") is not one_free
+    imagined = my_turn(allocator, two, one_free, queue, "b1")
+    with pytest.raises(NoFreeGPU):
+        allocator.choose(two, imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    # Both free: the second books, with the GPU the head does not get.
+    imagined = my_turn(allocator, two, Ledger(), queue, "b1")
+    chosen = allocator.choose(two, imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-1"]
+
+
+def test_a_big_request_at_the_head_holds_up_those_behind_it() -> None:
+    allocator = GPUAllocator()
+    queue = fair_order([ticket("big", 1, 1.0, gpus=2), ticket("small", 2, 2.0)])
+    with pytest.raises(NotYourTurn):
+        my_turn(allocator, inventory(2), held(("GPU-0", "other")), queue, "small")
+    # A start that does not wait comes after the whole queue.
+    with pytest.raises(NotYourTurn):
+        my_turn(allocator, inventory(2), held(("GPU-0", "other")), queue, "not-queued")
+
+
+def test_a_ticket_its_users_cap_holds_back_is_stepped_over() -> None:
+    allocator = GPUAllocator(max_gpus_per_user=1)
+    ledger = Ledger()
+    ledger.holdings["GPU-0"] = [Holding("mine", "c", "user1", "1", "", "", "", 0.0)]
+    queue = fair_order([ticket("capped", 1, 1.0), ticket("b1", 2, 2.0)])
+    imagined = my_turn(allocator, inventory(2), ledger, queue, "b1")
+    chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-1"]
+
+
+# ------------------------------------------------------------------------- the files
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDir]:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o1770)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    opened = StateDir(str(directory), fd)
+    yield opened
+    opened.close()
+
+
+def write(state: StateDir, name: str, body: object, lock: bool = True) -> int:
+    path = Path(state.path) / name
+    path.write_text(json.dumps(body))
+    fd = os.open(path, os.O_RDONLY)
+    if lock:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_only_held_well_formed_tickets_count(state: StateDir) -> None:
+    me = os.getuid()
+    deadline = time.time() + 600
+    body = {"user": "me", "notebook": "a.ipynb", "gpus": 1, "server_id": "s", "deadline": deadline}
+    fds = [
+        write(state, f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-live", body),
+        write(state, f"gpuq-{1_000_000_000_000_000_001:020d}-{me}-dead", body, lock=False),
+        write(state, f"gpuq-{1_000_000_000_000_000_002:020d}-{me}-junk", {"gpus": "x y"}),
+        write(state, f"gpuq-{1_000_000_000_000_000_003:020d}-{me}-nogpu", {**body, "gpus": 0}),
+        write(state, "gpuq-not-a-ticket", body),
+    ]
+    os.symlink(
+        Path(state.path) / f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-live",
+        Path(state.path) / f"gpuq-{1_000_000_000_000_000_004:020d}-{me}-link",
+    )
+    try:
+        found = read_tickets(state)
+        assert [(t.kernel_id, t.notebook, t.position) for t in found] == [("live", "a.ipynb", 1)]
+        # The dead one is removed by its own user's next waiter, once old enough.
+        dead = Path(state.path) / f"gpuq-{1_000_000_000_000_000_001:020d}-{me}-dead"
+        os.utime(dead, (1.0, 1.0))
+        assert remove_stale_tickets(state, me) == 1
+        assert not dead.exists()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@needs_accounts
+def test_a_ticket_in_another_users_name_does_not_count(state: StateDir) -> None:
+    """Root's directory owner may write for anyone (the kernel service); a file of one user
+    claiming another user's uid is ignored."""
+    alice = uid_of(ALICE)
+    body = {"user": "alice", "gpus": 1}
+    name = f"gpuq-{1_000_000_000_000_000_000:020d}-{alice + 1}-forged"
+    fd = write(state, name, body)
+    os.chown(Path(state.path) / name, alice, -1)
+    own = f"gpuq-{1_000_000_000_000_000_001:020d}-{alice}-hers"
+    fd2 = write(state, own, body)
+    os.chown(Path(state.path) / own, alice, -1)
+    try:
+        assert [t.kernel_id for t in read_tickets(state)] == ["hers"]
+    finally:
+        os.close(fd)
+        os.close(fd2)
+
+
+def test_a_start_for_a_busy_specific_gpu_does_not_hold_up_the_others() -> None:
+    allocator = GPUAllocator()
+    queue = fair_order([ticket("gpu0", 1, 1.0, gpus=["0"]), ticket("any", 2, 2.0)])
+    busy0 = held(("GPU-0", "other"))
+    imagined = my_turn(allocator, inventory(2), busy0, queue, "any")
+    chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="any", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-1"]
+    # Once GPU 0 frees, it is kept for the start that waits for it.
+    imagined = my_turn(allocator, inventory(2), held(("GPU-1", "other")), queue, "any")
+    with pytest.raises(NoFreeGPU):
+        allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="any", uid="2")
+
+
+async def test_a_ticket_is_readable_to_the_other_servers_whatever_the_umask(
+    state: StateDir,
+) -> None:
+    from jupyter_gpu_containers.gpuqueue import GPUQueue
+
+    queue = GPUQueue(max_wait=5, poll_interval=0.05)
+    seen: list[int] = []
+
+    async def never(turn: object) -> tuple[list[GPU], str]:
+        tickets = [p for p in Path(state.path).iterdir() if p.name.startswith("gpuq-0")]
+        seen.extend(stat.S_IMODE(p.stat().st_mode) for p in tickets)
+        raise NoFreeGPU("taken")
+
+    old = os.umask(0o077)
+    try:
+        waiting = asyncio.ensure_future(
+            queue.book(
+                wait=True,
+                allocator=GPUAllocator(),
+                state=state,
+                book=never,
+                inventory=inventory(1),
+                request=GPURequest(count=1),
+                kernel_id="k1",
+                uid=os.getuid(),
+                user="me",
+                notebook="",
+                server_id="s",
+            )
+        )
+        while not seen:
+            await asyncio.sleep(0.02)
+        assert queue.cancel("k1", "done")
+        with pytest.raises(Exception, match="cancelled"):
+            await waiting
+    finally:
+        os.umask(old)
+    assert seen[0] == 0o644
+    assert read_tickets(state) == []  # gone with its start
+
+
+def test_a_ticket_past_its_deadline_counts_no_more(state: StateDir) -> None:
+    me = os.getuid()
+    body = {"user": "me", "gpus": 1, "deadline": time.time() - 60}
+    fd = write(state, f"gpuq-{time.time_ns():020d}-{me}-late", body)
+    try:
+        assert read_tickets(state) == []
+    finally:
+        os.close(fd)
