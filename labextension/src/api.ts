@@ -5,6 +5,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { translationBundle } from './i18n';
 
 import {
+  AdminAction,
+  IAdminActionReply,
   GpuRequest,
   ICatalog,
   IGpuReport,
@@ -222,13 +224,17 @@ export function startNotebookKernel(
   gpus: GpuRequest,
   settings?: ServerConnection.ISettings,
   start = true,
-  trans?: TranslationBundle
+  trans?: TranslationBundle,
+  wait?: boolean
 ): Promise<INotebookKernelReply> {
+  // `wait`: queue for busy GPUs rather than be refused (left out: the
+  // server's default, GPUQueue.wait_by_default).
   const request: INotebookKernelRequest = {
     path,
     kernel_name: kernelName,
     gpus,
-    start
+    start,
+    ...(wait === undefined ? {} : { wait })
   };
   return requestAPI<INotebookKernelReply>(
     'notebooks/kernel',
@@ -307,6 +313,99 @@ export function kernelLogUrl(
     query.push(`token=${encodeURIComponent(settings.token)}`);
   }
   return `${url}?${query.join('&')}`;
+}
+
+/**
+ * Fetch the host-wide GPU wait queue (parsed by sharing.queueOf).
+ */
+export function getQueue(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<unknown> {
+  return requestAPI<unknown>('queue', { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Cancel one of the user's waiting starts: the start fails with "GPU wait
+ * cancelled".
+ */
+export function cancelQueued(
+  kernelId: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<void> {
+  return requestAPI<void>(
+    `queue/${encodeURIComponent(kernelId)}`,
+    { method: 'DELETE' },
+    settings,
+    trans
+  );
+}
+
+/**
+ * Fetch the user's GPU-hour quota (parsed by sharing.quotaOf).
+ */
+export function getQuota(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<unknown> {
+  return requestAPI<unknown>('quota', { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Fetch the admin view (parsed by sharing.adminViewOf); 403 for others.
+ */
+export function getAdminView(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<unknown> {
+  return requestAPI<unknown>('admin', { method: 'GET' }, settings, trans);
+}
+
+/**
+ * As an admin, release a kernel's GPUs or shut it down; `reason` is what its
+ * user is told.
+ */
+export function adminKernelAction(
+  kernelId: string,
+  action: AdminAction,
+  reason: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IAdminActionReply> {
+  return requestAPI<IAdminActionReply>(
+    `admin/kernels/${encodeURIComponent(kernelId)}`,
+    { method: 'POST', body: JSON.stringify({ action, reason }) },
+    settings,
+    trans
+  );
+}
+
+/**
+ * Fetch why administrators released or shut down the user's kernels (parsed
+ * by sharing.noticesOf).
+ */
+export function getAdminNotices(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<unknown> {
+  return requestAPI<unknown>(
+    'admin/notices',
+    { method: 'GET' },
+    settings,
+    trans
+  );
+}
+
+/**
+ * Fetch the administrator's pre-pull schedule and pruning (parsed by
+ * sharing.prePullsOf); readable by every user.
+ */
+export function getPrePulls(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<unknown> {
+  return requestAPI<unknown>('prepull', { method: 'GET' }, settings, trans);
 }
 
 /**

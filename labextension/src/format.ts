@@ -369,13 +369,15 @@ export interface IGpuChoice {
  * The GPU choices for a launch of `row` (or a switch of a kernel that holds
  * GPUs, `kernelId`): counts from 0 to the host's GPUs, then each GPU that is
  * free on its own. Choices that cannot be met now are disabled with the
- * reason.
+ * reason; with `wait` (the start waits in the GPU queue), only those that can
+ * never be met are: the others say that they wait.
  */
 export function gpuChoices(
   trans: TranslationBundle,
   report: IGpuReport | null,
   row: IImageRow | null,
-  kernelId = ''
+  kernelId = '',
+  wait = false
 ): IGpuChoice[] {
   const total = report ? report.gpus.length : 0;
   const free = availableGpus(report, kernelId);
@@ -401,17 +403,29 @@ export function gpuChoices(
     value: string,
     label: string,
     request: GpuRequest,
-    reason: string
-  ): IGpuChoice => ({
-    value,
-    label,
-    option: reason
-      ? trans._p('a choice — why it cannot be had', '%1 — %2', label, reason)
-      : label,
-    request,
-    disabled: reason !== '',
-    reason
-  });
+    reason: string,
+    busy = false
+  ): IGpuChoice => {
+    // Busy GPUs can be waited for: the choice stays, and says it waits.
+    const waits = wait && busy && reason !== '';
+    const why = waits
+      ? trans._p(
+          'a busy choice — it waits',
+          '%1 Waits for it in the queue.',
+          reason
+        )
+      : reason;
+    return {
+      value,
+      label,
+      option: why
+        ? trans._p('a choice — why it cannot be had', '%1 — %2', label, why)
+        : label,
+      request,
+      disabled: reason !== '' && !waits,
+      reason: why
+    };
+  };
   const choices: IGpuChoice[] = [choice('count:0', trans.__('No GPU'), 0, '')];
   for (let n = 1; n <= total; n++) {
     const reason =
@@ -426,7 +440,13 @@ export function gpuChoices(
             )
         : '');
     choices.push(
-      choice(`count:${n}`, trans._n('%1 GPU', '%1 GPUs', n), n, reason)
+      choice(
+        `count:${n}`,
+        trans._n('%1 GPU', '%1 GPUs', n),
+        n,
+        reason,
+        !blocked
+      )
     );
   }
   if (!blocked) {
@@ -437,7 +457,8 @@ export function gpuChoices(
           `id:${gpu.uuid}`,
           trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
           [gpu.uuid],
-          taken ? trans.__('GPU %1 is taken.', gpu.index) : ''
+          taken ? trans.__('GPU %1 is taken.', gpu.index) : '',
+          true
         )
       );
     }

@@ -28,6 +28,7 @@ import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
 import { GpuContainersPanel, IPanelActions } from './panel';
+import { noticeText, outcomeMessage, reclaimText } from './sharing';
 import { describeStatus } from './status';
 import { keepLauncherLabelsBreakable } from './launcherlabels';
 import { launchNotebook, switchNotebook } from './switching';
@@ -172,6 +173,35 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void app.commands.execute(CommandIDs.openKernelView, { kernelId });
       }
     };
+    // Fair sharing: how a waiting start ended, and idle-GPU warnings, told
+    // once each whether or not the panel is open.
+    model.queueEnded.connect((_, end) => {
+      const message = outcomeMessage(trans, end.ticket, end.outcome);
+      if (end.outcome === 'started') {
+        Notification.success(message, { autoClose: 8000 });
+      } else {
+        Notification.warning(message, { autoClose: false });
+      }
+    });
+    // An administrator released or shut down one of the user's kernels: said
+    // once (the server keeps the notice a day; the panel's row keeps it too).
+    model.noticeArrived.connect((_, notice) => {
+      Notification.warning(noticeText(trans, notice), { autoClose: false });
+    });
+    model.reclaimChanged.connect((_, notice) => {
+      const what =
+        notice.notebook.split('/').pop() ||
+        trans.__('kernel %1', notice.kernelId.slice(0, 8));
+      Notification.warning(
+        trans._p(
+          'a notebook: what happens to its GPUs',
+          '%1: %2',
+          what,
+          reclaimText(trans, notice.reclaim)
+        ),
+        { autoClose: false }
+      );
+    });
     const panel = new GpuContainersPanel(model, actions, trans);
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, 'gpu-containers');

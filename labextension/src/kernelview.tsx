@@ -13,7 +13,9 @@ import * as React from 'react';
 import { getKernelView, getKernels, kernelLogUrl } from './api';
 import { formatBytes, shortImageName } from './format';
 import type { IEventSourceLike } from './model';
+import { noticeText, reclaimOf, reclaimText } from './sharing';
 import {
+  IAdminNotice,
   IKernelEnd,
   IKernelGpu,
   IKernelGpuUsage,
@@ -774,8 +776,36 @@ export function KernelList(props: {
   error: string;
   trans: TranslationBundle;
   open?: (kernelId: string) => void;
+  /**
+   * Why an administrator released or shut down the user's kernels: each is
+   * said in its kernel's row, or in a row of its own once the kernel is gone.
+   */
+  notices?: readonly IAdminNotice[];
 }): JSX.Element {
   const { list, trans } = props;
+  // The latest notice of each kernel.
+  const noticeOf = new Map<string, IAdminNotice>();
+  for (const notice of props.notices ?? []) {
+    noticeOf.set(notice.kernel_id, notice);
+  }
+  const listed = new Set(list?.kernels.map(k => k.kernel_id) ?? []);
+  const ended = [...noticeOf.values()].filter(n => !listed.has(n.kernel_id));
+  const endedRows =
+    list && ended.length > 0 ? (
+      <ul className="jgc-your-kernels jgc-ended-kernels">
+        {ended.map(notice => (
+          <li
+            key={notice.kernel_id}
+            className="jgc-your-kernel jgc-ended-kernel"
+            data-kernel-id={notice.kernel_id}
+          >
+            <div className="jgc-note jgc-admin-notice" role="status">
+              {noticeText(trans, notice)}
+            </div>
+          </li>
+        ))}
+      </ul>
+    ) : null;
   let body: React.ReactNode;
   if (props.error && !list) {
     body = <p className="jgc-note">{props.error}</p>;
@@ -790,33 +820,54 @@ export function KernelList(props: {
   } else {
     body = (
       <ul className="jgc-your-kernels">
-        {list.kernels.map(kernel => (
-          <li key={kernel.kernel_id} className="jgc-your-kernel">
-            <div className="jgc-your-kernel-head">
-              <span className="jgc-your-kernel-name" title={kernel.kernel_id}>
-                {kernel.notebook || kernel.kernel_id.slice(0, 8)}
-              </span>{' '}
-              <span className="jgc-note" title={kernel.image}>
-                {shortImageName(kernel.image)} · {gpusLabel(trans, kernel.gpus)}
-              </span>
-              {props.open && (
-                <button
-                  className="jgc-link-button"
-                  title={trans.__("Open this kernel's log and GPU use")}
-                  onClick={() => props.open?.(kernel.kernel_id)}
-                >
-                  {trans.__('Log and GPU use')}
-                </button>
+        {list.kernels.map(kernel => {
+          // The idle-GPU policy's word on it (an older server sends none).
+          const reclaim = reclaimOf(kernel.reclaim);
+          const warning = reclaimText(trans, reclaim);
+          const notice = noticeOf.get(kernel.kernel_id);
+          return (
+            <li
+              key={kernel.kernel_id}
+              className="jgc-your-kernel"
+              data-reclaim={reclaim?.state}
+            >
+              <div className="jgc-your-kernel-head">
+                <span className="jgc-your-kernel-name" title={kernel.kernel_id}>
+                  {kernel.notebook || kernel.kernel_id.slice(0, 8)}
+                </span>{' '}
+                <span className="jgc-note" title={kernel.image}>
+                  {shortImageName(kernel.image)} ·{' '}
+                  {gpusLabel(trans, kernel.gpus)}
+                </span>
+                {props.open && (
+                  <button
+                    className="jgc-link-button"
+                    title={trans.__("Open this kernel's log and GPU use")}
+                    onClick={() => props.open?.(kernel.kernel_id)}
+                  >
+                    {trans.__('Log and GPU use')}
+                  </button>
+                )}
+              </div>
+              {warning && (
+                <div className="jgc-note jgc-reclaim" role="status">
+                  {warning}
+                </div>
               )}
-            </div>
-            <GpuUse
-              usage={kernel.usage}
-              holdsGpus={kernel.gpus.length > 0}
-              trans={trans}
-              compact
-            />
-          </li>
-        ))}
+              {notice && (
+                <div className="jgc-note jgc-admin-notice" role="status">
+                  {noticeText(trans, notice)}
+                </div>
+              )}
+              <GpuUse
+                usage={kernel.usage}
+                holdsGpus={kernel.gpus.length > 0}
+                trans={trans}
+                compact
+              />
+            </li>
+          );
+        })}
       </ul>
     );
   }
@@ -824,6 +875,7 @@ export function KernelList(props: {
     <section className="jgc-section jgc-kernels-section">
       <h3>{trans.__('Your kernels')}</h3>
       {body}
+      {endedRows}
     </section>
   );
 }
@@ -838,6 +890,10 @@ export class YourKernels extends React.Component<
     trans: TranslationBundle;
     open?: (kernelId: string) => void;
     intervalSeconds?: number;
+    /**
+     * Why an administrator released or shut down the user's kernels.
+     */
+    notices?: readonly IAdminNotice[];
   },
   { list: IKernelList | null; error: string }
 > {
@@ -890,6 +946,7 @@ export class YourKernels extends React.Component<
           error={this.state.error}
           trans={this.props.trans}
           open={this.props.open}
+          notices={this.props.notices}
         />
       </div>
     );

@@ -3,7 +3,7 @@
  * status, GPUs, the image catalog and pulls under way. One instance is shared
  * by every view, so the server is polled once however many notebooks are open.
  */
-import { ServerConnection } from '@jupyterlab/services';
+import { KernelAPI, ServerConnection } from '@jupyterlab/services';
 import type { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { IDisposable } from '@lumino/disposable';
 import { IPoll, Poll } from '@lumino/polling';
@@ -11,18 +11,49 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   ApiError,
+  adminKernelAction,
   cancelPull,
+  cancelQueued,
+  getAdminView,
   getGpus,
   getImages,
+  getAdminNotices,
+  getKernels,
+  getPrePulls,
+  getQueue,
+  getQuota,
   getStatus,
   pullEventsUrl,
   startPull
 } from './api';
 import { translationBundle } from './i18n';
 import {
+  adminViewOf,
+  departedTickets,
+  departureOutcome,
+  noticeKey,
+  noticesOf,
+  prePullsOf,
+  queueOf,
+  quotaOf,
+  QueueOutcome,
+  reclaimOf,
+  warningKey
+} from './sharing';
+import {
+  AdminAction,
+  IAdminActionReply,
+  IAdminNotice,
+  IAdminView,
   ICatalog,
+  IGpuQueue,
+  IGpuQuota,
   IGpuReport,
+  IKernelList,
+  IKernelReclaim,
+  IPrePulls,
   IPull,
+  IQueuedStart,
   IRegistryCredentials,
   IStatus
 } from './types';
@@ -65,7 +96,66 @@ export interface IModelOptions {
    * without.
    */
   translator?: ITranslator | null;
+  /**
+   * A kernel's execution state, or `null` when the server does not know it
+   * (how a start that left the GPU queue ended); the kernels API by default.
+   */
+  kernelState?: (kernelId: string) => Promise<string | null>;
+  /**
+   * Milliseconds between two looks at a start that left the queue.
+   */
+  departurePollMs?: number;
+  /**
+   * Where the keys of the administrator's notices already told are kept, so
+   * that each is told once, not again on each page load; `null`: this page's
+   * memory only. The browser's local storage by default.
+   */
+  noticeStore?: Pick<Storage, 'getItem' | 'setItem'> | null;
 }
+
+/**
+ * How a waiting start of the user's ended (the `queueEnded` signal).
+ */
+export interface IQueueEnd {
+  ticket: IQueuedStart;
+  outcome: QueueOutcome;
+}
+
+/**
+ * A kernel of the user's that the idle-GPU policy warned or reclaimed (the
+ * `reclaimChanged` signal): once per warning.
+ */
+export interface IReclaimNotice {
+  kernelId: string;
+  /**
+   * Its notebook's path; '' without one.
+   */
+  notebook: string;
+  reclaim: IKernelReclaim;
+}
+
+/**
+ * How long a route the server does not have (404) is left alone (ms): a
+ * server upgraded meanwhile is noticed without a reload.
+ */
+const MISSING_ROUTE_RETRY_MS = 60 * 1000;
+
+/**
+ * How many times a start that left the queue is looked at before it counts
+ * as gone.
+ */
+const DEPARTURE_LOOKS = 60;
+
+/**
+ * How many looks a start that left the queue, and that the server does not
+ * know, may still be launching before it counts as gone.
+ */
+const GONE_AFTER_LOOKS = 20;
+
+/**
+ * The local storage key of the administrator's notices already told.
+ */
+const TOLD_NOTICES_KEY = 'jupyter-gpu-containers:told-admin-notices';
 
 const FINAL_EVENTS = ['done', 'error', 'cancelled'];
 
@@ -97,6 +187,23 @@ export class GpuContainersModel implements IDisposable {
     this.serverSettings =
       options.serverSettings ?? ServerConnection.makeSettings();
     this._trans = translationBundle(options.translator);
+    this._kernelState =
+      options.kernelState ??
+      (async (kernelId: string) => {
+        const model = await KernelAPI.getKernelModel(
+          kernelId,
+          this.serverSettings
+        );
+        return model ? (model.execution_state ?? 'unknown') : null;
+      });
+    this._departurePollMs = options.departurePollMs ?? 1000;
+    this._noticeStore =
+      options.noticeStore === undefined
+        ? typeof window !== 'undefined' && window.localStorage
+          ? window.localStorage
+          : null
+        : options.noticeStore;
+    this._told = new Set(this._readTold());
     this._openEvents =
       options.openEvents ??
       ((url: string) =>
@@ -193,6 +300,110 @@ export class GpuContainersModel implements IDisposable {
   }
 
   /**
+   * The host-wide GPU wait queue; `null` when the server has none (an older
+   * server) or it could not be read.
+   */
+  get queue(): IGpuQueue | null {
+    return this._queue;
+  }
+
+  /**
+   * The user's GPU-hour quota; `null` when the server does not say.
+   */
+  get quota(): IGpuQuota | null {
+    return this._quota;
+  }
+
+  /**
+   * The admin view; `null` unless the server grants this user the admin
+   * scope.
+   */
+  get admin(): IAdminView | null {
+    return this._admin;
+  }
+
+  /**
+   * The reclaim state of the user's kernels that hold GPUs, by kernel id.
+   */
+  get reclaims(): ReadonlyMap<string, IKernelReclaim> {
+    return this._reclaims;
+  }
+
+  /**
+   * Why an administrator released or shut down the user's kernels (the
+   * server keeps them a day), oldest first; empty on an older server.
+   */
+  get notices(): readonly IAdminNotice[] {
+    return this._notices;
+  }
+
+  /**
+   * Emitted once per administrator's notice, the first time this browser
+   * sees it.
+   */
+  get noticeArrived(): ISignal<this, IAdminNotice> {
+    return this._noticeArrived;
+  }
+
+  /**
+   * The administrator's pre-pull schedule and pruning; `null` on a server
+   * without them. Read with the images.
+   */
+  get prePulls(): IPrePulls | null {
+    return this._prePulls;
+  }
+
+  /**
+   * Emitted when one of the user's waiting starts leaves the queue, with how
+   * it ended.
+   */
+  get queueEnded(): ISignal<this, IQueueEnd> {
+    return this._queueEnded;
+  }
+
+  /**
+   * Emitted once per warning (or reclaim) of one of the user's kernels.
+   */
+  get reclaimChanged(): ISignal<this, IReclaimNotice> {
+    return this._reclaimChanged;
+  }
+
+  /**
+   * Cancel one of the user's waiting starts (its start fails). Rejects with
+   * the server's sentence.
+   */
+  async cancelWaiting(kernelId: string): Promise<void> {
+    this._cancelledHere.add(kernelId);
+    try {
+      await cancelQueued(kernelId, this.serverSettings, this._trans);
+    } catch (error) {
+      this._cancelledHere.delete(kernelId);
+      throw error;
+    }
+    await this.refreshGpus();
+  }
+
+  /**
+   * As an admin, release a kernel's GPUs or shut it down, telling its user
+   * `reason`. Rejects with the server's sentence.
+   */
+  async adminAction(
+    kernelId: string,
+    action: AdminAction,
+    reason: string
+  ): Promise<IAdminActionReply> {
+    const reply = await adminKernelAction(
+      kernelId,
+      action,
+      reason,
+      this.serverSettings,
+      this._trans
+    );
+    await this.refreshGpus();
+    return reply;
+  }
+
+  /**
    * Change how often the GPUs and the catalog are refreshed (seconds).
    */
   setIntervals(gpuInterval: number, imageInterval: number): void {
@@ -217,7 +428,243 @@ export class GpuContainersModel implements IDisposable {
       status.status === 'rejected' ? messageOf(status.reason) : '';
     this._gpus = gpus.status === 'fulfilled' ? gpus.value : null;
     this._gpuError = gpus.status === 'rejected' ? messageOf(gpus.reason) : '';
+    await Promise.all([
+      this._refreshQueue(),
+      this._refreshAdmin(),
+      this._refreshReclaims(),
+      this._refreshNotices()
+    ]);
+    if (this._isDisposed) {
+      return;
+    }
     this._changed.emit();
+  }
+
+  /**
+   * Read the user's GPU-hour quota now. Never rejects.
+   */
+  async refreshQuota(): Promise<void> {
+    if (Date.now() < this._missing.quota) {
+      return;
+    }
+    try {
+      this._quota = quotaOf(await getQuota(this.serverSettings, this._trans));
+    } catch (error) {
+      this._quota = null;
+      this._noteMissing('quota', error);
+    }
+  }
+
+  /**
+   * Whether the server answered 404 or 403: the route is not there (an older
+   * server), or not this user's. Quietly left alone for a while.
+   */
+  private _noteMissing(
+    route: 'queue' | 'quota' | 'admin' | 'notices' | 'prepull',
+    error: unknown
+  ): void {
+    const status = error instanceof ApiError ? error.status : undefined;
+    if (status === 404 || status === 403 || status === 405) {
+      this._missing[route] = Date.now() + MISSING_ROUTE_RETRY_MS;
+    }
+  }
+
+  private async _refreshQueue(): Promise<void> {
+    if (Date.now() < this._missing.queue) {
+      return;
+    }
+    const before = this._queue;
+    try {
+      this._queue = queueOf(await getQueue(this.serverSettings, this._trans));
+    } catch (error) {
+      // Quietly: the panel shows no queue rather than an error.
+      this._noteMissing('queue', error);
+      return;
+    }
+    for (const ticket of departedTickets(before, this._queue)) {
+      // Told once per kernel: two reads under way at once (the poll, a
+      // refresh) both see the start leave, and a read that answers late can
+      // bring back a queue from before it left.
+      const kernelId = ticket.kernel_id ?? '';
+      if (!this._departed.has(kernelId)) {
+        this._departed.add(kernelId);
+        void this._followDeparture(ticket);
+      }
+    }
+  }
+
+  /**
+   * Read the user's notices from administrators, and tell the new ones.
+   */
+  private async _refreshNotices(): Promise<void> {
+    if (Date.now() < this._missing.notices) {
+      return;
+    }
+    try {
+      this._notices = noticesOf(
+        await getAdminNotices(this.serverSettings, this._trans)
+      );
+    } catch (error) {
+      this._noteMissing('notices', error);
+      return;
+    }
+    const fresh = this._notices.filter(n => !this._told.has(noticeKey(n)));
+    if (fresh.length === 0) {
+      return;
+    }
+    for (const notice of fresh) {
+      this._told.add(noticeKey(notice));
+    }
+    // Only the notices the server still keeps are remembered.
+    const kept = new Set(this._notices.map(noticeKey));
+    this._told = new Set([...this._told].filter(key => kept.has(key)));
+    this._writeTold();
+    for (const notice of fresh) {
+      this._noticeArrived.emit(notice);
+    }
+  }
+
+  private _readTold(): string[] {
+    try {
+      const stored = JSON.parse(
+        this._noticeStore?.getItem(TOLD_NOTICES_KEY) ?? '[]'
+      );
+      return Array.isArray(stored)
+        ? stored.filter((k): k is string => typeof k === 'string')
+        : [];
+    } catch {
+      return [];
+    }
+  }
+
+  private _writeTold(): void {
+    try {
+      this._noticeStore?.setItem(
+        TOLD_NOTICES_KEY,
+        JSON.stringify([...this._told])
+      );
+    } catch {
+      // Storage full or refused: told once per page load instead.
+    }
+  }
+
+  private async _refreshPrePulls(): Promise<void> {
+    if (Date.now() < this._missing.prepull) {
+      return;
+    }
+    try {
+      this._prePulls = prePullsOf(
+        await getPrePulls(this.serverSettings, this._trans)
+      );
+    } catch (error) {
+      this._prePulls = null;
+      this._noteMissing('prepull', error);
+    }
+  }
+
+  private async _refreshAdmin(): Promise<void> {
+    if (Date.now() < this._missing.admin) {
+      this._admin = null;
+      return;
+    }
+    try {
+      this._admin = adminViewOf(
+        await getAdminView(this.serverSettings, this._trans)
+      );
+    } catch (error) {
+      this._admin = null;
+      this._noteMissing('admin', error);
+    }
+  }
+
+  /**
+   * Read the reclaim state of the user's kernels, while they hold GPUs (only
+   * those can be reclaimed; reading the kernels keeps the server sampling).
+   */
+  private async _refreshReclaims(): Promise<void> {
+    const holding = (this._gpus?.gpus ?? []).some(gpu =>
+      gpu.holders.some(h => h.mine)
+    );
+    if (!holding && this._reclaims.size === 0) {
+      return;
+    }
+    let list: IKernelList;
+    try {
+      list = await getKernels(this.serverSettings, this._trans);
+    } catch {
+      return;
+    }
+    const notice = (kernelId: string, notebook: string, value: unknown) => {
+      const reclaim = reclaimOf(value);
+      if (
+        reclaim &&
+        (reclaim.state === 'warned' || reclaim.state === 'reclaimed')
+      ) {
+        const key = warningKey(kernelId, reclaim);
+        if (!this._noticed.has(key)) {
+          this._noticed.add(key);
+          this._reclaimChanged.emit({ kernelId, notebook, reclaim });
+        }
+      }
+      return reclaim;
+    };
+    // Only kernels that hold GPUs, or were warned, are read again.
+    const now = new Map<string, IKernelReclaim>();
+    for (const kernel of list.kernels) {
+      const reclaim = notice(kernel.kernel_id, kernel.notebook, kernel.reclaim);
+      if (reclaim && reclaim.state === 'warned') {
+        now.set(kernel.kernel_id, reclaim);
+      }
+    }
+    // Kernels shut down because their GPUs were reclaimed (the last hour).
+    for (const gone of list.reclaimed ?? []) {
+      if (gone) {
+        notice(gone.kernel_id, gone.notebook, gone);
+      }
+    }
+    this._reclaims = now;
+  }
+
+  /**
+   * Find out how a start that left the queue ended: it holds its GPUs or
+   * runs (started), or its kernel is gone (timed out, cancelled).
+   */
+  private async _followDeparture(ticket: IQueuedStart): Promise<void> {
+    const kernelId = ticket.kernel_id ?? '';
+    for (let look = 0; look < DEPARTURE_LOOKS; look++) {
+      if (this._isDisposed) {
+        return;
+      }
+      const holds = (this._gpus?.gpus ?? []).some(gpu =>
+        gpu.holders.some(h => h.mine && h.kernel_id === kernelId)
+      );
+      let state: string | null;
+      try {
+        state = holds ? 'idle' : await this._kernelState(kernelId);
+      } catch {
+        state = 'starting'; // not known yet: look again
+      }
+      const outcome = departureOutcome(
+        ticket,
+        state,
+        this._cancelledHere.has(kernelId),
+        Date.now()
+      );
+      // Unknown to the server: gone, or granted and still launching (the
+      // kernels API lists a kernel only once it runs). Give it a while.
+      const launching = outcome === 'gone' && look < GONE_AFTER_LOOKS;
+      if (outcome !== undefined && !launching) {
+        this._cancelledHere.delete(kernelId);
+        this._queueEnded.emit({ ticket, outcome });
+        if (outcome === 'started') {
+          void this.refreshQuota();
+        }
+        return;
+      }
+      await new Promise(resolve => setTimeout(resolve, this._departurePollMs));
+    }
+    this._cancelledHere.delete(kernelId);
+    this._queueEnded.emit({ ticket, outcome: 'gone' });
   }
 
   /**
@@ -227,6 +674,7 @@ export class GpuContainersModel implements IDisposable {
   async refreshImages(): Promise<void> {
     this._loadingImages = true;
     this._changed.emit();
+    const quota = Promise.all([this.refreshQuota(), this._refreshPrePulls()]);
     try {
       this._catalog = await getImages(this.serverSettings, this._trans);
       this._catalogError = '';
@@ -235,6 +683,7 @@ export class GpuContainersModel implements IDisposable {
     } finally {
       this._loadingImages = false;
     }
+    await quota;
     if (this._isDisposed) {
       return;
     }
@@ -247,6 +696,8 @@ export class GpuContainersModel implements IDisposable {
    * Refresh everything now (the panel's refresh button, the palette command).
    */
   async refresh(): Promise<void> {
+    // Asked for: routes that were missing are asked again.
+    this._missing = { queue: 0, quota: 0, admin: 0, notices: 0, prepull: 0 };
     await Promise.all([this._gpuPoll.refresh(), this._imagePoll.refresh()]);
     await Promise.all([this._gpuPoll.tick, this._imagePoll.tick]);
   }
@@ -394,6 +845,23 @@ export class GpuContainersModel implements IDisposable {
   }
 
   private _trans: TranslationBundle;
+  private _kernelState: (kernelId: string) => Promise<string | null>;
+  private _departurePollMs: number;
+  private _queue: IGpuQueue | null = null;
+  private _quota: IGpuQuota | null = null;
+  private _admin: IAdminView | null = null;
+  private _prePulls: IPrePulls | null = null;
+  private _notices: IAdminNotice[] = [];
+  private _noticeStore: Pick<Storage, 'getItem' | 'setItem'> | null;
+  private _told: Set<string>;
+  private _noticeArrived = new Signal<this, IAdminNotice>(this);
+  private _reclaims = new Map<string, IKernelReclaim>();
+  private _noticed = new Set<string>();
+  private _cancelledHere = new Set<string>();
+  private _departed = new Set<string>();
+  private _missing = { queue: 0, quota: 0, admin: 0, notices: 0, prepull: 0 };
+  private _queueEnded = new Signal<this, IQueueEnd>(this);
+  private _reclaimChanged = new Signal<this, IReclaimNotice>(this);
   private _changed = new Signal<this, void>(this);
   private _pullEnded = new Signal<this, IPull>(this);
   private _status: IStatus | null = null;

@@ -36,6 +36,13 @@ import { GpuOptions } from './gpuoptions';
 import { YourKernels } from './kernelview';
 import { GpuContainersModel } from './model';
 import { gpuContainersIcon } from './icon';
+import { imagesDiskUse } from './sharing';
+import {
+  AdminSection,
+  PrePullSchedule,
+  QueueSection,
+  QuotaLine
+} from './sharingpanel';
 import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
 
 /**
@@ -123,10 +130,12 @@ function PanelBody(props: {
         </div>
       )}
       <GpuSection model={model} actions={actions} trans={trans} />
+      <QueueSection model={model} trans={trans} />
       <YourKernels
         settings={model.serverSettings}
         trans={trans}
         open={actions.openKernelView}
+        notices={model.notices}
       />
       <ImageSection
         model={model}
@@ -134,6 +143,7 @@ function PanelBody(props: {
         engineProblem={problem}
         trans={trans}
       />
+      <AdminSection model={model} trans={trans} />
     </div>
   );
 }
@@ -191,6 +201,7 @@ function GpuSection(props: {
       <h3>
         {trans.__('GPUs')} <span className="jgc-subtle">{driver}</span>
       </h3>
+      <QuotaLine model={model} trans={trans} />
       {body}
     </section>
   );
@@ -311,6 +322,11 @@ function ImageSection(props: {
   });
   const catalog = model.catalog;
   const rows = catalog ? filterImages(catalog.images, filter) : [];
+  // The engine's own totals (each shared layer once); an older server's rows
+  // summed otherwise.
+  const diskUse = catalog
+    ? (catalog.disk?.layers_bytes ?? imagesDiskUse(catalog.images))
+    : null;
   // Named against every image, so that a name does not change as the search
   // narrows the list.
   const names = imageNames(catalog?.images.map(row => row.reference) ?? []);
@@ -375,7 +391,19 @@ function ImageSection(props: {
   }
   return (
     <section className="jgc-section jgc-image-section">
-      <h3>{trans.__('Images')}</h3>
+      <h3>
+        {trans.__('Images')}{' '}
+        {diskUse !== null && (
+          <span
+            className="jgc-subtle jgc-images-disk"
+            title={trans.__(
+              'Disk used by the images on this host, each shared layer once'
+            )}
+          >
+            {trans.__('%1 on disk', formatBytes(diskUse))}
+          </span>
+        )}
+      </h3>
       {catalog && model.catalogError && (
         <p className="jgc-note jgc-error">{model.catalogError}</p>
       )}
@@ -401,6 +429,7 @@ function ImageSection(props: {
         {toggle('pulled', trans.__('Pulled'))}
       </div>
       {body}
+      <PrePullSchedule model={model} trans={trans} />
     </section>
   );
 }

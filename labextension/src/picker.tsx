@@ -28,6 +28,11 @@ export interface IPickerValue {
    * Why the choice cannot be made, or `''`.
    */
   problem: string;
+  /**
+   * Whether the start waits for busy GPUs; absent where the server has no
+   * GPU queue.
+   */
+  wait?: boolean;
 }
 
 /**
@@ -38,6 +43,19 @@ export interface IPickerState {
   kernelName: string;
   choice: string;
   query: string;
+  /**
+   * "Wait for a free GPU", where the server has a GPU queue.
+   */
+  wait?: boolean;
+}
+
+/**
+ * The picker's "wait for a free GPU" box: whether to offer it, and whether
+ * it starts ticked (the server's default).
+ */
+export interface IWaitOption {
+  offered: boolean;
+  byDefault: boolean;
 }
 
 export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
@@ -48,6 +66,7 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
    * @param kernelId The notebook's kernel id: its GPUs count as free.
    * @param currentGpus The GPUs the kernel holds now (a count).
    * @param trans The extension's translation bundle.
+   * @param waitOption Whether to offer waiting for busy GPUs.
    */
   constructor(
     rows: IImageRow[],
@@ -55,7 +74,8 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
     current: string,
     kernelId: string,
     currentGpus: number,
-    trans: TranslationBundle
+    trans: TranslationBundle,
+    waitOption: IWaitOption = { offered: false, byDefault: false }
   ) {
     const start =
       rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
@@ -65,7 +85,8 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
       initial: {
         kernelName: start?.kernel_name ?? '',
         choice: `count:${currentGpus}`,
-        query: ''
+        query: '',
+        wait: waitOption.offered ? waitOption.byDefault : undefined
       },
       render: ({ state, change }) => (
         <PickerForm
@@ -75,6 +96,8 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
           kernelName={state.kernelName}
           choice={state.choice}
           query={state.query}
+          wait={state.wait}
+          onWait={wait => change({ wait })}
           onChange={(kernelName, choice) => change({ kernelName, choice })}
           onSearch={(query, kernelName) => change({ query, kernelName })}
           trans={trans}
@@ -93,7 +116,7 @@ export function pickerValue(
   rows: IImageRow[],
   report: IGpuReport | null,
   kernelId: string,
-  state: Pick<IPickerState, 'kernelName' | 'choice'>
+  state: Pick<IPickerState, 'kernelName' | 'choice' | 'wait'>
 ): IPickerValue {
   const row = rows.find(r => r.kernel_name === state.kernelName);
   if (!row) {
@@ -103,12 +126,14 @@ export function pickerValue(
       problem: trans.__('Choose an image that can run a kernel.')
     };
   }
-  const choices = gpuChoices(trans, report, row, kernelId);
+  const choices = gpuChoices(trans, report, row, kernelId, state.wait === true);
   const choice = choices.find(c => c.value === state.choice) ?? choices[0];
   return {
     kernelName: row.kernel_name,
     gpus: choice.request,
-    problem: launchBlocker(trans, row) || (choice.disabled ? choice.reason : '')
+    problem:
+      launchBlocker(trans, row) || (choice.disabled ? choice.reason : ''),
+    ...(state.wait === undefined ? {} : { wait: state.wait })
   };
 }
 
@@ -140,12 +165,17 @@ export function PickerForm(props: {
    * that can run a kernel when the chosen one is not among them.
    */
   onSearch?: (query: string, kernelName: string) => void;
+  /**
+   * "Wait for a free GPU": shown when defined.
+   */
+  wait?: boolean;
+  onWait?: (wait: boolean) => void;
   trans: TranslationBundle;
 }): JSX.Element {
   const { rows, report, kernelId, kernelName, choice, onChange, trans } = props;
   const query = props.query ?? '';
   const row = rows.find(r => r.kernel_name === kernelName) ?? null;
-  const choices = gpuChoices(trans, report, row, kernelId);
+  const choices = gpuChoices(trans, report, row, kernelId, props.wait === true);
   const selected = choices.find(c => c.value === choice);
   const offered = offeredImages(rows, query, kernelName);
   const pulled = rows.filter(r => r.pulled && r.kernel_name);
@@ -243,8 +273,25 @@ export function PickerForm(props: {
           <GpuOptions choices={choices} />
         </select>
       </label>
+      {props.wait !== undefined && (
+        <label className="jgc-picker-wait">
+          <input
+            type="checkbox"
+            checked={props.wait}
+            onChange={event => props.onWait?.(event.target.checked)}
+          />{' '}
+          {trans.__('Wait for a free GPU')}
+        </label>
+      )}
       {selected?.disabled && (
         <p className="jgc-note jgc-error">{selected.reason}</p>
+      )}
+      {!selected?.disabled && props.wait && selected?.reason && (
+        <p className="jgc-note jgc-picker-waits">
+          {trans.__(
+            'The kernel waits in the GPU queue: the panel shows its place, and you are told when it starts.'
+          )}
+        </p>
       )}
     </div>
   );

@@ -235,13 +235,18 @@ export async function switchNotebook(
   }
   const kernel = context.session?.kernel ?? null;
   const held = kernel ? gpusOfKernel(model.gpus, kernel.id).length : 0;
+  // Waiting for busy GPUs is offered where the server has a GPU queue.
   const picker = new ImagePicker(
     model.catalog.images,
     model.gpus,
     kernel?.name ?? '',
     kernel?.id ?? '',
     held,
-    trans
+    trans,
+    {
+      offered: !!model.queue,
+      byDefault: model.queue?.wait_by_default ?? false
+    }
   );
   const choice = await showFormDialog({
     title: trans.__(
@@ -255,7 +260,7 @@ export async function switchNotebook(
   if (!choice) {
     return;
   }
-  const { kernelName, gpus, problem } = choice;
+  const { kernelName, gpus, problem, wait } = choice;
   if (problem) {
     await showErrorMessage(trans.__('Cannot switch'), problem);
     return;
@@ -279,7 +284,7 @@ export async function switchNotebook(
       return;
     }
   }
-  await applyKernelChoice(app, model, panel, kernelName, gpus, trans);
+  await applyKernelChoice(app, model, panel, kernelName, gpus, trans, wait);
 }
 
 /**
@@ -293,7 +298,8 @@ export async function applyKernelChoice(
   panel: NotebookPanel,
   kernelName: string,
   gpus: GpuRequest,
-  trans: TranslationBundle
+  trans: TranslationBundle,
+  wait?: boolean
 ): Promise<void> {
   const context = panel.sessionContext;
   const image = imageOfSpec(specOf(app, kernelName)) || kernelName;
@@ -316,13 +322,19 @@ export async function applyKernelChoice(
       setNotebookGpuRequest(panel, gpus);
     };
     if (context.session) {
+      // While it waits for busy GPUs the answer comes when the kernel runs;
+      // the panel and the toolbar show its place meanwhile.
+      if (wait) {
+        setTimeout(() => void model.refreshGpus(), 1000);
+      }
       const reply = await startNotebookKernel(
         panel.context.path,
         kernelName,
         gpus,
         model.serverSettings,
         true,
-        trans
+        trans,
+        wait
       );
       // The server changed the session's kernel: have the page see it now
       // rather than at the next poll of the sessions.
@@ -340,7 +352,8 @@ export async function applyKernelChoice(
         gpus,
         model.serverSettings,
         false,
-        trans
+        trans,
+        wait
       );
       remember();
       await panel.context.save();

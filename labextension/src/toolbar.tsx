@@ -16,6 +16,7 @@ import {
 } from './format';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel } from './model';
+import { ticketFor, waitingLabel } from './sharing';
 import {
   askedGpus,
   imageOfSpec,
@@ -66,16 +67,25 @@ export class KernelImageItem extends ReactWidget {
     const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
     const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
     const trans = this._trans;
-    const label = !kernel
-      ? trans.__('No kernel')
-      : image
-        ? trans._p(
-            'toolbar: kernel image · its GPUs',
-            '%1 · %2',
-            shortImageName(image),
-            gpuListLabel(trans, gpus)
-          )
-        : trans.__('Not in a container');
+    // A start of this notebook's kernel that waits in the GPU queue (its
+    // session may not exist yet: the stock start returns once it runs).
+    const waiting = ticketFor(
+      this._model.queue,
+      this._panel.context.path,
+      kernel?.id ?? ''
+    );
+    const label = waiting
+      ? waitingLabel(trans, waiting)
+      : !kernel
+        ? trans.__('No kernel')
+        : image
+          ? trans._p(
+              'toolbar: kernel image · its GPUs',
+              '%1 · %2',
+              shortImageName(image),
+              gpuListLabel(trans, gpus)
+            )
+          : trans.__('Not in a container');
     // Fewer GPUs than the notebook (or its spec) asks for: never in silence. A
     // start that cannot get them is refused; this is a host without GPUs, where
     // a GPU image's default runs on the CPU.
@@ -83,7 +93,8 @@ export class KernelImageItem extends ReactWidget {
       kernel && image && this._model.gpus
         ? askedGpus(this._panel.model?.metadata, specOf(this._app, kernel.name))
         : 0;
-    const short = asked > gpus.length;
+    // (A start that waits for its GPUs is not short of them: it says so.)
+    const short = !waiting && asked > gpus.length;
     const shortNote = short
       ? trans._n(
           'This notebook asks for %1 GPU, but its kernel has %2. %3',
@@ -118,6 +129,7 @@ export class KernelImageItem extends ReactWidget {
           data-gpus={gpus.join(',')}
           data-short={short ? 'true' : undefined}
           data-without-gpu={cpuOnly ? 'true' : undefined}
+          data-waiting={waiting ? 'true' : undefined}
           title={
             short
               ? trans._p('two sentences in a row', '%1 %2', shortNote, title)

@@ -87,6 +87,36 @@ export interface IGpuDevice {
 }
 
 /**
+ * The caller's GPU-hours this day or week (`GET /gpu-containers/quota`).
+ */
+export interface IGpuQuota {
+  /**
+   * Whether a quota applies (the user's, or the group's).
+   */
+  enabled: boolean;
+  period: 'day' | 'week';
+  /**
+   * GPU-hours per period; 0 when there is no quota per user.
+   */
+  limit_hours: number;
+  /**
+   * GPU-hours used this period, kernels still running included.
+   */
+  used_hours: number;
+  /**
+   * The smaller of what the user's and the group's quota leave.
+   */
+  left_hours: number;
+  /**
+   * ISO time the next period starts, and the use with it from zero.
+   */
+  resets_at: string;
+  group: string | null;
+  group_limit_hours: number | null;
+  group_used_hours: number | null;
+}
+
+/**
  * An allocatable GPU (or MIG instance) and the kernels that hold it.
  */
 export interface IGpu extends IGpuDevice {
@@ -141,6 +171,18 @@ export interface IImageRow {
   id: string;
   digest: string;
   size: number | null;
+  /**
+   * Bytes of its layers other local images use too (null: not pulled, or not reported).
+   */
+  shared_size: number | null;
+  /**
+   * Bytes removing this image alone would free (null as shared_size).
+   */
+  unique_size: number | null;
+  /**
+   * Containers that use it, in any state (null: not pulled, or not reported).
+   */
+  containers: number | null;
   created: string;
   framework: string;
   framework_version: string;
@@ -169,11 +211,32 @@ export interface ICatalogHost {
 }
 
 /**
+ * Host-wide totals of local images' disk use (GET /gpu-containers/images, `disk`).
+ */
+export interface IImagesDiskUse {
+  images: number;
+  /**
+   * Bytes all image layers take, each shared layer once.
+   */
+  layers_bytes: number;
+  images_bytes: number;
+  unused_images: number;
+  /**
+   * Bytes removing every image no container uses would free at least.
+   */
+  reclaimable_bytes: number;
+}
+
+/**
  * The reply of `GET /gpu-containers/images`.
  */
 export interface ICatalog {
   images: IImageRow[];
   host: ICatalogHost;
+  /**
+   * null when the engine did not report its disk use.
+   */
+  disk: IImagesDiskUse | null;
   /**
    * Why only listed images are shown (no Docker engine), or `''`.
    */
@@ -259,6 +322,11 @@ export interface INotebookKernelRequest {
    * `false`: check and store the request, start nothing.
    */
   start?: boolean;
+  /**
+   * `true`: busy GPUs are waited for in the host-wide GPU queue rather than
+   * refused; absent or `null`: the server's default (GPUQueue.wait_by_default).
+   */
+  wait?: boolean | null;
 }
 
 /**
@@ -364,6 +432,43 @@ export interface IKernelSummary {
   container_id: string | null;
   gpus: IKernelGpu[];
   usage: IKernelGpuUsage;
+  /**
+   * Where it stands with the idle-GPU policy; `null` when that is off or it
+   * holds no GPUs.
+   */
+  reclaim: IKernelReclaim | null;
+}
+
+/**
+ * Where a kernel stands with the administrator's idle-GPU policy.
+ */
+export type ReclaimState = 'active' | 'idle' | 'warned' | 'reclaimed';
+
+/**
+ * A kernel and the administrator's idle-GPU policy (GPUReclaim): `active`,
+ * `idle`, `warned` (its GPUs go at `release_at` unless it uses them) or
+ * `reclaimed`.
+ */
+export interface IKernelReclaim {
+  kernel_id: string;
+  state: ReclaimState;
+  /**
+   * ISO time of its last GPU activity.
+   */
+  idle_since: string;
+  release_at: string | null;
+  reclaimed_at: string | null;
+  action: 'shutdown' | 'restart-without-gpus';
+  /**
+   * The warning or the reclaim in a sentence (the server's, in English).
+   */
+  message: string;
+  /**
+   * UUIDs of the GPUs it holds (held, once reclaimed).
+   */
+  gpus: string[];
+  user: string;
+  notebook: string;
 }
 
 /**
@@ -371,6 +476,12 @@ export interface IKernelSummary {
  */
 export interface IKernelList {
   kernels: IKernelSummary[];
+  /**
+   * The user's kernels shut down in the last hour because their GPUs were
+   * reclaimed. (Items are nullable only because the schema they share with
+   * `reclaim` is: the server never sends a null one.)
+   */
+  reclaimed: Array<IKernelReclaim | null>;
   engine_error: string;
 }
 
@@ -460,6 +571,7 @@ export interface IKernelView {
   phases: IKernelPhase[];
   last_end: IKernelEnd | null;
   usage: IKernelGpuUsage;
+  reclaim: IKernelReclaim | null;
 }
 
 /**
@@ -510,4 +622,338 @@ export interface IKernelLogEnded {
  */
 export interface IKernelLogShutdown {
   reason: string;
+}
+
+/**
+ * A start that waits for GPUs in the host-wide queue (`GET /gpu-containers/queue`).
+ * Another user's start carries no kernel id, and its user and notebook only where the
+ * administrator shows other users (GPUVisibility.show_other_users).
+ */
+export interface IQueuedStart {
+  /**
+   * The kernel the start will be; null for another user's.
+   */
+  kernel_id: string | null;
+  yours: boolean;
+  user: string | null;
+  notebook: string | null;
+  /**
+   * What it waits for.
+   */
+  gpus: GpuRequest;
+  /**
+   * 1-based, in the order GPUs will be given (first come, first served within a user,
+   * round-robin across users).
+   */
+  position: number;
+  /**
+   * Seconds since it joined the queue.
+   */
+  waited: number;
+  /**
+   * ISO time it stops waiting (409 "GPU wait timed out"); null when none is known.
+   */
+  deadline: string | null;
+}
+
+/**
+ * The reply of `GET /gpu-containers/queue`.
+ */
+export interface IGpuQueue {
+  queue: IQueuedStart[];
+  length: number;
+  /**
+   * Whether starts that do not say wait for GPUs.
+   */
+  wait_by_default: boolean;
+  /**
+   * The longest a start waits, in seconds.
+   */
+  max_wait: number;
+}
+
+/**
+ * What an administrator does to a kernel (`POST /gpu-containers/admin/kernels/{id}`).
+ */
+export type AdminAction = 'release' | 'shutdown';
+
+/**
+ * Why an administrator released or shut down one of the user's kernels.
+ */
+export interface IAdminNotice {
+  kernel_id: string;
+  user: string;
+  action: AdminAction;
+  reason: string;
+  /**
+   * The administrator's account.
+   */
+  by: string;
+  /**
+   * ISO time it was done; null when unknown.
+   */
+  at: string | null;
+  /**
+   * The sentence the user is shown (the server's, in English).
+   */
+  message: string;
+}
+
+/**
+ * The reply of `GET /gpu-containers/admin/notices`: the user's own, oldest first.
+ */
+export interface IAdminNotices {
+  notices: IAdminNotice[];
+}
+
+/**
+ * The reply of `POST /gpu-containers/admin/kernels/{id}`: the notice its user gets, and
+ * whether the action is `done` (200) or `requested` of the kernel's own server (202).
+ */
+export interface IAdminActionReply extends IAdminNotice {
+  state: 'done' | 'requested';
+  /**
+   * The server that carries the action out (202 only).
+   */
+  server_id?: string;
+}
+
+/**
+ * A GPU of the host in the admin view.
+ */
+export interface IAdminGpu {
+  uuid: string;
+  index: string | null;
+  name: string;
+  /**
+   * Kernels holding it.
+   */
+  holders: number;
+}
+
+/**
+ * A GPU that a holder of the admin view holds.
+ */
+export interface IAdminHolderGpu {
+  uuid: string;
+  /**
+   * `"0"`, or `"0/1"` for a MIG instance; null for a GPU no longer present.
+   */
+  index: string | null;
+  name: string;
+}
+
+/**
+ * A holder's GPU activity now (NVML's processes).
+ */
+export interface IAdminHolderActivity {
+  /**
+   * GPU memory of its processes, in bytes.
+   */
+  memory_used?: number;
+  /**
+   * SM utilisation in percent; null when NVML does not say.
+   */
+  utilization?: number | null;
+}
+
+/**
+ * A kernel on the host that holds GPUs, from the host-wide ledger (the admin view).
+ */
+export interface IAdminHolder {
+  kernel_id: string;
+  container_id: string;
+  user: string;
+  uid: string;
+  notebook: string;
+  image: string;
+  server_id: string;
+  /**
+   * ISO time its container was created; null when unknown.
+   */
+  since: string | null;
+  held_seconds: number | null;
+  gpus: IAdminHolderGpu[];
+  /**
+   * Null when unknown (declared GPUs, or no process on them).
+   */
+  activity: IAdminHolderActivity | null;
+  /**
+   * Its reclaim state, when this server watches it.
+   */
+  reclaim: IKernelReclaim | null;
+  /**
+   * The kernel is this server's.
+   */
+  here: boolean;
+  /**
+   * The server the kernel belongs to runs.
+   */
+  server_alive: boolean;
+}
+
+/**
+ * A waiting start in the admin view: every ticket in full, with its owner and server.
+ */
+export interface IAdminQueuedStart extends IQueuedStart {
+  uid: number;
+  server_id: string;
+}
+
+/**
+ * The admin view's queue.
+ */
+export interface IAdminQueue {
+  queue: IAdminQueuedStart[];
+  length: number;
+  wait_by_default?: boolean;
+  max_wait?: number;
+  /**
+   * How this process's waits ended (granted, timed_out, ...).
+   */
+  counts?: Record<string, number>;
+}
+
+/**
+ * One user's GPU-hours in the admin view.
+ */
+export interface IAdminQuotaUser {
+  uid: number;
+  user: string;
+  enabled: boolean;
+  period: 'day' | 'week';
+  limit_hours: number;
+  used_hours: number;
+  left_hours: number;
+  resets_at: string;
+  group: string | null;
+  group_limit_hours: number | null;
+  group_used_hours: number | null;
+}
+
+/**
+ * Every user's GPU-hour use in the admin view, and the quotas set.
+ */
+export interface IAdminQuotas {
+  enabled: boolean;
+  period: 'day' | 'week';
+  hours_per_user: number;
+  hours_per_group: Record<string, number>;
+  users: IAdminQuotaUser[];
+}
+
+/**
+ * The reply of `GET /gpu-containers/admin` (administrators only).
+ */
+export interface IAdminView {
+  holders: IAdminHolder[];
+  gpus: IAdminGpu[];
+  queue: IAdminQueue;
+  reclaim: Array<IKernelReclaim | null>;
+  /**
+   * Null while the server has no quotas built in.
+   */
+  quotas: IAdminQuotas | null;
+  engine_error: string;
+  source: InventorySource;
+}
+
+/**
+ * A scheduled pre-pull's latest run, by any server of the host.
+ */
+export interface IPrePullRun {
+  state: 'pulling' | 'done' | 'error' | 'cancelled' | 'interrupted';
+  started: string;
+  finished: string | null;
+  /**
+   * The engine's last status line, or the error's sentence.
+   */
+  message: string;
+  digest: string;
+  image_id: string;
+}
+
+/**
+ * One image of the administrator's pre-pull schedule.
+ */
+export interface IPrePullEntry {
+  image: string;
+  /**
+   * A daily time, `"HH:MM"` in the host's time zone; null for an interval.
+   */
+  at: string | null;
+  every_hours: number | null;
+  /**
+   * Null before its first run.
+   */
+  last_run: IPrePullRun | null;
+  /**
+   * ISO time it is due next; null while this server pulls it, or when unknown.
+   */
+  next_run: string | null;
+  /**
+   * This server's pull of it under way (or just finished), else null.
+   */
+  pull: IPull | null;
+}
+
+/**
+ * An image pruning removed or kept (an administrator's view only).
+ */
+export interface IPrunedImage {
+  image: string[];
+  id: string;
+  size: number;
+  last_used: string | null;
+  /**
+   * Why it was kept (kept images only).
+   */
+  reason?: string;
+}
+
+/**
+ * Pruning's last pass.
+ */
+export interface IPruningRun {
+  ran: string;
+  removed_count: number;
+  kept_count: number;
+  /**
+   * An administrator's view only (else null).
+   */
+  removed: IPrunedImage[] | null;
+  kept: IPrunedImage[] | null;
+  freed_bytes: number;
+  /**
+   * Why the pass could not look at the images, or `''`.
+   */
+  error: string;
+}
+
+/**
+ * Pruning of images unused for a while (PrePuller.prune_after_days).
+ */
+export interface IPruning {
+  enabled: boolean;
+  after_days: number;
+  interval_hours: number;
+  last_run: IPruningRun | null;
+  next_run: string | null;
+}
+
+/**
+ * The reply of `GET /gpu-containers/prepull`: the pre-pull schedule, and pruning.
+ */
+export interface IPrePulls {
+  schedule: IPrePullEntry[];
+  /**
+   * Whether this server runs the schedule.
+   */
+  running: boolean;
+  check_interval: number;
+  /**
+   * The host's time zone, in which `at` times are meant.
+   */
+  time_zone: string;
+  pruning: IPruning;
 }

@@ -26,6 +26,9 @@ export function makeRow(overrides: Partial<IImageRow> = {}): IImageRow {
     digest:
       'nvcr.io/nvidia/pytorch@sha256:2222222222222222222222222222222222222222222222222222222222222222',
     size: 9_800_000_000,
+    shared_size: 300_000_000,
+    unique_size: 9_500_000_000,
+    containers: 0,
     created: '2024-05-20T10:00:00Z',
     framework: 'PyTorch',
     framework_version: '2.4.0a0',
@@ -140,6 +143,13 @@ export function makeStatus(
 export function makeCatalog(images: IImageRow[]): ICatalog {
   return {
     images,
+    disk: {
+      images: images.length,
+      layers_bytes: 9_800_000_000,
+      images_bytes: 9_800_000_000,
+      unused_images: images.length,
+      reclaimable_bytes: 9_500_000_000
+    },
     engine_error: '',
     host: {
       gpus: 2,

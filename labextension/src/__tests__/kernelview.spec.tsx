@@ -109,6 +109,7 @@ function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
     ],
     last_end: null,
     usage: makeUsage(),
+    reclaim: null,
     ...overrides
   };
 }
@@ -443,13 +444,18 @@ describe("the panel's kernels", () => {
       container_id: CONTAINER,
       gpus: [{ uuid: 'GPU-0', index: '0', name: 'A100' }],
       usage: makeUsage(),
+      reclaim: null,
       ...overrides
     };
   }
 
   it('lists each kernel with its GPU use and opens its view', () => {
     const open = jest.fn();
-    const list: IKernelList = { kernels: [summary()], engine_error: '' };
+    const list: IKernelList = {
+      kernels: [summary()],
+      reclaimed: [],
+      engine_error: ''
+    };
     const node = <KernelList list={list} error="" trans={trans} open={open} />;
     const text = textOf(node);
     expect(text).toContain('Your kernels');
@@ -460,11 +466,43 @@ describe("the panel's kernels", () => {
     expect(open).toHaveBeenCalledWith(KERNEL);
   });
 
+  it("says an administrator's notice in its kernel's row, or in a row of its own", () => {
+    const notice = (kernel_id: string, action: 'release' | 'shutdown') => ({
+      kernel_id,
+      user: 'alice',
+      action,
+      reason: 'The lab needs the GPU.',
+      by: 'teacher',
+      at: '2030-01-01T10:00:00+00:00',
+      message: 'In English.'
+    });
+    const node = (
+      <KernelList
+        list={{ kernels: [summary()], reclaimed: [], engine_error: '' }}
+        error=""
+        trans={trans}
+        notices={[
+          notice(KERNEL, 'release'),
+          notice('gone-kernel-0000', 'shutdown')
+        ]}
+      />
+    );
+    const rows = findAll(node, by('li', 'jgc-your-kernel'));
+    expect(rows).toHaveLength(2);
+    expect(textOf(rows[0])).toContain(
+      `teacher gave back the GPUs of your kernel ${KERNEL.slice(0, 8)}, which restarted without GPUs (its variables are lost): The lab needs the GPU.`
+    );
+    expect(rows[1].props['data-kernel-id']).toBe('gone-kernel-0000');
+    expect(textOf(rows[1])).toBe(
+      'teacher shut down your kernel gone-ker: The lab needs the GPU.'
+    );
+  });
+
   it('says when there is none, or why they are unknown', () => {
     expect(
       textOf(
         <KernelList
-          list={{ kernels: [], engine_error: '' }}
+          list={{ kernels: [], reclaimed: [], engine_error: '' }}
           error=""
           trans={trans}
         />

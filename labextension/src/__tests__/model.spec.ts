@@ -12,6 +12,7 @@ import { IPull } from '../types';
 import {
   makeCatalog,
   makeGpu,
+  makeHolder,
   makePull,
   makeReport,
   makeRow,
@@ -262,7 +263,15 @@ describe('GpuContainersModel', () => {
       const changed = jest.fn();
       model.changed.connect(changed);
       await model.refreshGpus();
-      expect(requests().sort()).toEqual(['GET gpus', 'GET status']);
+      // The queue, the admin view and the user's notices too (404 here: an
+      // older server).
+      expect(requests().sort()).toEqual([
+        'GET admin',
+        'GET admin/notices',
+        'GET gpus',
+        'GET queue',
+        'GET status'
+      ]);
       expect(makeRequest.mock.calls[0][2]).toBe(settings);
       expect(model.status).toEqual(status);
       expect(model.gpus).toEqual(report);
@@ -338,7 +347,13 @@ describe('GpuContainersModel', () => {
       expect(seen).toEqual([true, false]);
       expect(model.catalog).toEqual(catalog);
       expect(model.catalogError).toBe('');
-      expect(requests()).toEqual(['GET images']);
+      // The quota and the pre-pull schedule with the catalog (404 here: an
+      // older server).
+      expect(requests().sort()).toEqual([
+        'GET images',
+        'GET prepull',
+        'GET quota'
+      ]);
     });
 
     it("puts the server's sentence in catalogError and keeps the last catalog", async () => {
@@ -851,5 +866,307 @@ describe('GpuContainersModel', () => {
       expect(model.gpus).toBeNull();
       expect(model.status).toBeNull();
     });
+  });
+});
+
+describe('fair sharing', () => {
+  const waiting = {
+    kernel_id: 'k-1',
+    yours: true,
+    user: 'alice',
+    notebook: 'work/train.ipynb',
+    gpus: 1,
+    position: 1,
+    waited: 4,
+    deadline: '2999-01-01T00:00:00Z'
+  };
+  const queueOf = (...tickets: unknown[]) =>
+    ok({
+      queue: tickets,
+      length: tickets.length,
+      wait_by_default: true,
+      max_wait: 3600
+    });
+
+  it('tells how a waiting start that left the queue ended: it runs', async () => {
+    routes['GET queue'] = queueOf(waiting);
+    const kernelState = jest.fn().mockResolvedValue('idle');
+    const model = createModel({ kernelState });
+    const ended = jest.fn();
+    model.queueEnded.connect((_, end) => ended(end));
+    await model.refreshGpus();
+    expect(model.queue?.queue.map(t => t.kernel_id)).toEqual(['k-1']);
+    expect(model.queue?.wait_by_default).toBe(true);
+
+    routes['GET queue'] = queueOf();
+    await model.refreshGpus();
+    await flush();
+    expect(kernelState).toHaveBeenCalledWith('k-1');
+    expect(ended).toHaveBeenCalledTimes(1);
+    expect(ended.mock.calls[0][0].outcome).toBe('started');
+    expect(ended.mock.calls[0][0].ticket.notebook).toBe('work/train.ipynb');
+  });
+
+  it('tells a start that left the queue once, however many reads saw it leave', async () => {
+    routes['GET queue'] = queueOf(waiting);
+    const model = createModel({
+      kernelState: jest.fn().mockResolvedValue('idle')
+    });
+    const ended = jest.fn();
+    model.queueEnded.connect((_, end) => ended(end.outcome));
+    await model.refreshGpus();
+    routes['GET queue'] = queueOf();
+    // The poll and a refresh read the queue at the same time.
+    await Promise.all([model.refreshGpus(), model.refreshGpus()]);
+    await flush();
+    expect(ended.mock.calls).toEqual([['started']]);
+  });
+
+  it('looks again while the kernel still comes up', async () => {
+    routes['GET queue'] = queueOf(waiting);
+    const kernelState = jest
+      .fn()
+      .mockResolvedValueOnce('starting')
+      .mockResolvedValue('idle');
+    const model = createModel({ kernelState, departurePollMs: 1000 });
+    const ended = jest.fn();
+    model.queueEnded.connect((_, end) => ended(end.outcome));
+    await model.refreshGpus();
+    routes['GET queue'] = queueOf();
+    await model.refreshGpus();
+    await flush();
+    expect(ended).not.toHaveBeenCalled();
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(ended).toHaveBeenCalledWith('started');
+  });
+
+  it('cancels a waiting start, and says it was cancelled', async () => {
+    routes['GET queue'] = queueOf(waiting);
+    routes['DELETE queue/k-1'] = () => response(204, '');
+    const model = createModel({
+      kernelState: jest.fn().mockResolvedValue(null)
+    });
+    const ended = jest.fn();
+    model.queueEnded.connect((_, end) => ended(end.outcome));
+    await model.refreshGpus();
+    routes['GET queue'] = queueOf();
+    await model.cancelWaiting('k-1');
+    await flush();
+    expect(requests('DELETE queue/k-1')).toHaveLength(1);
+    expect(ended).toHaveBeenCalledWith('cancelled');
+  });
+
+  it("rejects a cancel with the server's sentence", async () => {
+    routes['DELETE queue/k-1'] = fail(404, 'No start of yours waits as k-1.');
+    const model = createModel();
+    await expect(model.cancelWaiting('k-1')).rejects.toThrow(
+      'No start of yours waits as k-1.'
+    );
+  });
+
+  it('leaves a server without a queue, quota or admin view alone quietly', async () => {
+    const model = createModel();
+    await model.refreshGpus();
+    await model.refreshQuota();
+    expect(model.queue).toBeNull();
+    expect(model.quota).toBeNull();
+    expect(model.admin).toBeNull();
+    expect(model.gpuError).toBe('');
+    // Not asked again for a while...
+    await model.refreshGpus();
+    await model.refreshQuota();
+    expect(requests('GET queue')).toHaveLength(1);
+    expect(requests('GET quota')).toHaveLength(1);
+    expect(requests('GET admin')).toHaveLength(1);
+    // ...but at once when the user asks for a refresh.
+    const done = model.refresh();
+    await jest.advanceTimersByTimeAsync(0);
+    await done;
+    expect(requests('GET queue')).toHaveLength(2);
+  });
+
+  it('reads the quota and, for an admin, the admin view', async () => {
+    routes['GET quota'] = ok({
+      enabled: true,
+      period: 'week',
+      limit_hours: 10,
+      used_hours: 6.5,
+      left_hours: 3.5,
+      resets_at: '2999-01-01T00:00:00Z',
+      group: null
+    });
+    routes['GET admin'] = ok({
+      holders: [
+        {
+          kernel_id: 'k-7',
+          container_id: 'c-7',
+          user: 'bob',
+          uid: '1002',
+          notebook: 'b.ipynb',
+          image: 'img',
+          server_id: '0-abc',
+          since: '2030-01-01T10:00:00+00:00',
+          held_seconds: 60,
+          gpus: [{ uuid: 'GPU-0', index: '0', name: 'T4' }],
+          activity: null,
+          reclaim: null,
+          here: false,
+          server_alive: true
+        }
+      ],
+      gpus: [],
+      queue: { queue: [], length: 0 },
+      reclaim: [],
+      quotas: null,
+      engine_error: '',
+      source: 'static'
+    });
+    const model = createModel();
+    await model.refreshGpus();
+    await model.refreshQuota();
+    expect(model.quota?.left_hours).toBe(3.5);
+    expect(
+      model.admin?.holders.map(h => [h.user, h.gpus.map(g => g.index)])
+    ).toEqual([['bob', ['0']]]);
+    const notice = {
+      kernel_id: 'k-7',
+      user: 'bob',
+      action: 'release',
+      reason: 'Lab starts.',
+      by: 'teacher',
+      at: '2030-01-01T10:01:00+00:00',
+      message: 'teacher released its GPUs: Lab starts.'
+    };
+    routes['POST admin/kernels/k-7'] = ok(
+      { ...notice, state: 'requested', server_id: '0-abc' },
+      202
+    );
+    const reply = await model.adminAction('k-7', 'release', 'Lab starts.');
+    expect(reply.state).toBe('requested');
+    expect(reply.server_id).toBe('0-abc');
+    expect(lastBody('POST admin/kernels/k-7')).toEqual({
+      action: 'release',
+      reason: 'Lab starts.'
+    });
+  });
+
+  it('tells each administrator’s notice once, across page loads', async () => {
+    const notice = {
+      kernel_id: 'k-7',
+      user: 'alice',
+      action: 'shutdown',
+      reason: 'Lab is over.',
+      by: 'teacher',
+      at: '2030-01-01T10:01:00+00:00',
+      message: 'teacher shut it down: Lab is over.'
+    };
+    routes['GET admin/notices'] = ok({ notices: [notice] });
+    const stored = new Map<string, string>();
+    const noticeStore = {
+      getItem: (key: string) => stored.get(key) ?? null,
+      setItem: (key: string, value: string) => void stored.set(key, value)
+    };
+    const told: string[] = [];
+    const first = createModel({ noticeStore });
+    first.noticeArrived.connect((_, n) => told.push(n.reason));
+    await first.refreshGpus();
+    await first.refreshGpus();
+    expect(told).toEqual(['Lab is over.']);
+    expect(first.notices.map(n => n.kernel_id)).toEqual(['k-7']);
+    // A new page (the same browser): not told again, but still listed.
+    const second = createModel({ noticeStore });
+    second.noticeArrived.connect((_, n) => told.push(n.reason));
+    await second.refreshGpus();
+    expect(told).toEqual(['Lab is over.']);
+    expect(second.notices).toHaveLength(1);
+    // A new notice is told.
+    routes['GET admin/notices'] = ok({
+      notices: [notice, { ...notice, at: '2030-01-01T11:00:00+00:00' }]
+    });
+    await second.refreshGpus();
+    expect(told).toEqual(['Lab is over.', 'Lab is over.']);
+  });
+
+  it('reads the pre-pull schedule with the images', async () => {
+    routes['GET prepull'] = ok({
+      schedule: [
+        {
+          image: 'jgc/course:1',
+          at: '02:00',
+          every_hours: null,
+          last_run: null,
+          next_run: '2030-01-02T02:00:00+00:00',
+          pull: null
+        }
+      ],
+      running: true,
+      check_interval: 60,
+      time_zone: 'UTC',
+      pruning: {
+        enabled: false,
+        after_days: 0,
+        interval_hours: 6,
+        last_run: null,
+        next_run: null
+      }
+    });
+    const model = createModel();
+    expect(model.prePulls).toBeNull();
+    await model.refreshImages();
+    expect(model.prePulls?.schedule.map(e => e.image)).toEqual([
+      'jgc/course:1'
+    ]);
+  });
+
+  it('warns once per warning of a kernel that holds GPUs, and of one reclaimed', async () => {
+    routes['GET gpus'] = ok(
+      makeReport([makeGpu('0', [makeHolder({ mine: true, kernel_id: 'k-1' })])])
+    );
+    const warned = {
+      kernel_id: 'k-1',
+      state: 'warned',
+      idle_since: '2999-01-01T00:00:00Z',
+      release_at: '2999-01-01T00:30:00Z',
+      reclaimed_at: null,
+      action: 'shutdown',
+      message: '',
+      gpus: ['GPU-0'],
+      user: 'alice',
+      notebook: 'work/train.ipynb'
+    };
+    const kernels = (reclaim: unknown, reclaimed: unknown[] = []) =>
+      ok({
+        kernels: [{ kernel_id: 'k-1', notebook: 'work/train.ipynb', reclaim }],
+        reclaimed,
+        engine_error: ''
+      });
+    routes['GET kernels'] = kernels(warned);
+    const model = createModel();
+    const notices = jest.fn();
+    model.reclaimChanged.connect((_, n) =>
+      notices(n.kernelId, n.notebook, n.reclaim.state)
+    );
+    await model.refreshGpus();
+    await model.refreshGpus();
+    expect(notices.mock.calls).toEqual([['k-1', 'work/train.ipynb', 'warned']]);
+    expect(model.reclaims.get('k-1')?.state).toBe('warned');
+
+    // It was shut down: it holds no GPU, and the list says why once.
+    routes['GET gpus'] = ok(makeReport([makeGpu('0')]));
+    routes['GET kernels'] = kernels(null, [
+      { ...warned, state: 'reclaimed', reclaimed_at: '2999-01-01T00:30:00Z' }
+    ]);
+    await model.refreshGpus();
+    await model.refreshGpus();
+    expect(notices.mock.calls[1]).toEqual([
+      'k-1',
+      'work/train.ipynb',
+      'reclaimed'
+    ]);
+    expect(notices).toHaveBeenCalledTimes(2);
+    // Nothing is read of kernels that hold no GPU and were not warned.
+    const reads = requests('GET kernels').length;
+    await model.refreshGpus();
+    expect(requests('GET kernels')).toHaveLength(reads);
   });
 });

@@ -19,8 +19,9 @@ const OPENAPI = path.join(ROOT, 'jupyter_gpu_containers', 'openapi.yaml');
 const TYPES = path.join(ROOT, 'labextension', 'src', 'types.ts');
 
 /**
- * Each interface of types.ts and the schemas it mirrors: names in `components.schemas`, or
- * `Schema.property` for an object that a schema describes inline.
+ * Each interface of types.ts and the schemas it mirrors: names in `components.schemas`, or a
+ * path to an object that a schema describes inline: `Schema.property` (deeper as
+ * `Schema.property.property`), `[]` after a name for the items of an array.
  */
 const INTERFACES: Record<string, string[]> = {
   IStatus: ['Status'],
@@ -28,11 +29,13 @@ const INTERFACES: Record<string, string[]> = {
   IGpuReport: ['GPUReport'],
   IGpuDevice: ['GPU'],
   IGpu: ['GPUWithHolders'],
+  IGpuQuota: ['GPUQuota'],
   IHolder: ['Holder'],
   IVerdict: ['Verdict'],
   IImageRow: ['CatalogRow'],
   ICatalogHost: ['CatalogHost'],
   ICatalog: ['Catalog'],
+  IImagesDiskUse: ['ImagesDiskUse'],
   IPull: ['Pull'],
   IPullLayer: ['PullLayer'],
   IPullRequest: ['PullRequest'],
@@ -46,6 +49,7 @@ const INTERFACES: Record<string, string[]> = {
   IKernelGpuUsage: ['KernelGPUUsage'],
   IKernelSummary: ['KernelSummary'],
   IKernelList: ['KernelList'],
+  IKernelReclaim: ['KernelReclaim'],
   IKernelEnd: ['KernelEnd'],
   IKernelImage: ['KernelImage'],
   IKernelContainer: ['KernelContainer'],
@@ -56,7 +60,27 @@ const INTERFACES: Record<string, string[]> = {
   IKernelLogLine: ['KernelLogLine'],
   IKernelLogLines: ['KernelLogLines'],
   IKernelLogEnded: ['KernelLogEnded'],
-  IKernelLogShutdown: ['KernelLogShutdown']
+  IKernelLogShutdown: ['KernelLogShutdown'],
+  IQueuedStart: ['QueuedStart'],
+  IGpuQueue: ['GPUQueue'],
+  IAdminNotice: ['AdminNotice'],
+  IAdminNotices: ['AdminNotices'],
+  IAdminActionReply: ['AdminActionReply'],
+  IAdminView: ['AdminView'],
+  IAdminGpu: ['AdminView.gpus[]'],
+  IAdminQueue: ['AdminView.queue'],
+  IAdminQueuedStart: ['AdminView.queue.queue[]'],
+  IAdminQuotas: ['AdminView.quotas'],
+  IAdminQuotaUser: ['AdminView.quotas.users[]'],
+  IAdminHolder: ['AdminHolder'],
+  IAdminHolderGpu: ['AdminHolder.gpus[]'],
+  IAdminHolderActivity: ['AdminHolder.activity'],
+  IPrePulls: ['PrePulls'],
+  IPrePullEntry: ['PrePullEntry'],
+  IPrePullRun: ['PrePullRun'],
+  IPruning: ['Pruning'],
+  IPruningRun: ['Pruning.last_run'],
+  IPrunedImage: ['PrunedImage']
 };
 
 /**
@@ -67,7 +91,9 @@ const ALIASES: Record<string, string> = {
   InventorySource: 'InventorySource',
   VerdictOutcome: 'Verdict.outcome',
   PullState: 'Pull.state',
-  GpuRequest: 'GPURequest'
+  GpuRequest: 'GPURequest',
+  ReclaimState: 'KernelReclaim.state',
+  AdminAction: 'AdminNotice.action'
 };
 
 /**
@@ -90,6 +116,7 @@ interface ISchema {
   items?: ISchema;
   allOf?: ISchema[];
   oneOf?: ISchema[];
+  anyOf?: ISchema[];
 }
 
 /**
@@ -122,12 +149,47 @@ class Contract {
   readonly schemas: Record<string, ISchema>;
 
   /**
-   * The schema at `at` (`Name` or `Name.property`), or `undefined`.
+   * The schema at `at` (`Name`, `Name.property`, ..., `[]` for an array's items), or
+   * `undefined`.
    */
   find(at: string): ISchema | undefined {
-    const [name, property] = at.split('.');
-    const schema = this.schemas[name];
-    return property === undefined ? schema : schema?.properties?.[property];
+    const [name, ...path] = at.split('.');
+    let schema: ISchema | undefined = this.schemas[name];
+    for (const step of path) {
+      const property = step.replace(/(\[\])+$/, '');
+      schema = this.members(schema ?? {}).properties[property];
+      for (
+        let depth = (step.length - property.length) / 2;
+        depth > 0;
+        depth--
+      ) {
+        schema = schema?.items;
+      }
+    }
+    return schema;
+  }
+
+  /**
+   * The properties of `schema` and the names it requires, those of its `$ref` and of each
+   * `allOf` member included.
+   */
+  members(schema: ISchema): {
+    properties: Record<string, ISchema>;
+    required: string[];
+  } {
+    if (schema.$ref !== undefined) {
+      return this.members(
+        this.schemas[schema.$ref.replace('#/components/schemas/', '')] ?? {}
+      );
+    }
+    const properties = { ...(schema.properties ?? {}) };
+    const required = [...(schema.required ?? [])];
+    for (const member of schema.allOf ?? []) {
+      const found = this.members(member);
+      Object.assign(properties, found.properties);
+      required.push(...found.required);
+    }
+    return { properties, required };
   }
 
   /**
@@ -151,15 +213,21 @@ class Contract {
           : this.shape(target, name);
     } else if (schema.allOf?.length === 1) {
       atoms = this.shape(schema.allOf[0]);
-    } else if (schema.oneOf) {
-      atoms = union(schema.oneOf.map(member => this.shape(member)));
+    } else if (schema.oneOf || schema.anyOf) {
+      atoms = union(
+        (schema.oneOf ?? schema.anyOf ?? []).map(member => this.shape(member))
+      );
     } else {
-      atoms = this._typeShape(schema);
+      atoms = this._typeShape(schema, at);
     }
     return schema.nullable ? union([atoms, ['null']]) : atoms;
   }
 
-  private _typeShape(schema: ISchema): Atoms {
+  private _typeShape(schema: ISchema, at: string): Atoms {
+    if (schema.enum?.length && schema.enum.every(value => value === null)) {
+      // OpenAPI 3.0's way to write null alone (beside a type it needs).
+      return ['null'];
+    }
     switch (schema.type) {
       case 'string':
         return schema.enum
@@ -171,7 +239,9 @@ class Contract {
       case 'boolean':
         return ['boolean'];
       case 'array':
-        return [`array<${text(this.shape(schema.items ?? {}))}>`];
+        return [
+          `array<${text(this.shape(schema.items ?? {}, at === '' ? '' : `${at}[]`))}>`
+        ];
       case 'object':
         if (
           !schema.properties &&
@@ -341,8 +411,9 @@ function compareInterface(
     return [`${name}: its schema ${at} is not in openapi.yaml`];
   }
   const properties = types.properties(name, problems);
-  const expected = schema.properties ?? {};
-  const required = new Set(schema.required ?? []);
+  const members = contract.members(schema);
+  const expected = members.properties;
+  const required = new Set(members.required);
   for (const key of Object.keys(expected)) {
     const property = properties.get(key);
     if (!property) {
@@ -494,6 +565,62 @@ components:
       'IThing.note: not required by Thing, so optional (?) in types.ts',
       'IThing.extra: in types.ts, not in Thing'
     ]);
+  });
+
+  it('follows paths into inline objects and array items, allOf and anyOf', () => {
+    const nested = `
+components:
+  schemas:
+    Holder:
+      type: object
+      required: [mine]
+      properties:
+        mine: {type: boolean}
+    View:
+      type: object
+      required: [rows, extra]
+      properties:
+        rows:
+          type: array
+          items:
+            allOf:
+              - $ref: "#/components/schemas/Holder"
+              - type: object
+                required: [uid]
+                properties:
+                  uid: {type: integer}
+        extra:
+          anyOf:
+            - {type: string}
+            - {type: object, nullable: true, enum: [null]}
+`;
+    const contract = new Contract(nested);
+    const saved = new Map(MIRRORED);
+    MIRRORED.set('View.rows[]', 'IRow');
+    try {
+      const types = new TypesFile(`
+        export interface IHolder { mine: boolean }
+        export interface IRow extends IHolder { uid: number }
+      `);
+      expect(contract.find('View.rows[]')?.allOf).toHaveLength(2);
+      expect(compareInterface(types, contract, 'IRow', 'View.rows[]')).toEqual(
+        []
+      );
+      // anyOf's members, OpenAPI 3.0's null alone among them.
+      expect(contract.shape(contract.find('View.extra')!)).toEqual([
+        'null',
+        'string'
+      ]);
+      const lacking = new TypesFile(`
+        export interface IRow { mine: boolean }
+      `);
+      expect(
+        compareInterface(lacking, contract, 'IRow', 'View.rows[]')
+      ).toEqual(['IRow.uid: in View.rows[] (required), missing from types.ts']);
+    } finally {
+      MIRRORED.clear();
+      saved.forEach((value, key) => MIRRORED.set(key, value));
+    }
   });
 
   it('names a property that types.ts lacks, and a schema that is gone', () => {

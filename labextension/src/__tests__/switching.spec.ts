@@ -293,7 +293,9 @@ describe('switchNotebook', () => {
       torch.kernel_name,
       'k-1',
       1,
-      trans
+      trans,
+      // No GPU queue on this server: waiting is not offered.
+      { offered: false, byDefault: false }
     );
     expect(showFormDialog).toHaveBeenCalledWith({
       title: 'Image and GPUs for train.ipynb',
@@ -365,7 +367,8 @@ describe('switchNotebook', () => {
       0,
       settings,
       true,
-      trans
+      trans,
+      undefined // no wait asked: the server's default
     );
   });
 
@@ -417,7 +420,8 @@ describe('applyKernelChoice', () => {
       1,
       settings,
       true,
-      trans
+      trans,
+      undefined // no wait asked: the server's default
     );
     expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
     // The page attaches to the new kernel.
@@ -500,7 +504,8 @@ describe('applyKernelChoice', () => {
       null,
       settings,
       false,
-      trans
+      trans,
+      undefined // no wait asked: the server's default
     );
     expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
       name: 'gpuc-debian'

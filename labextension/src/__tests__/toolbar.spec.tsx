@@ -79,6 +79,7 @@ function makePanel(
 ) {
   return {
     model: { metadata },
+    context: { path: 'work/train.ipynb' },
     sessionContext: {
       session: kernel ? { kernel } : null,
       kernelDisplayStatus: 'starting',
@@ -151,6 +152,38 @@ describe('KernelImageItem', () => {
     build(makePanel({ id: 'k-3', name: 'python3' }));
     expect(textOf(button())).toBe('Not in a container');
     expect(button().props['data-gpus']).toBe('');
+  });
+
+  it("says when the notebook's start waits for a GPU, and where it stands", () => {
+    const model = {
+      ...makeModel(),
+      queue: {
+        queue: [
+          { yours: false, gpus: 1, position: 1, waited: 30, deadline: '' },
+          {
+            kernel_id: 'k-9',
+            yours: true,
+            notebook: 'work/train.ipynb',
+            gpus: 1,
+            position: 2,
+            waited: 5,
+            deadline: ''
+          }
+        ],
+        length: 2,
+        wait_by_default: true,
+        max_wait: 3600
+      }
+    };
+    // The stock start has no session yet while it waits: found by its path.
+    build(makePanel(null, { gpu_containers: { gpus: 1 } }), model);
+    expect(textOf(button())).toBe('Waiting for a GPU (position 2)');
+    expect(button().props['data-waiting']).toBe('true');
+    expect(button().props['data-short']).toBeUndefined();
+    // Another notebook's start is not this one's.
+    model.queue.queue[1].notebook = 'work/other.ipynb';
+    build(makePanel(null), model);
+    expect(textOf(button())).toBe('No kernel');
   });
 
   it('opens the switch workflow on a click', () => {

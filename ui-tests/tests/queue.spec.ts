@@ -1,0 +1,141 @@
+/**
+ * Fair GPU sharing in a real browser, server and engine: on a host with one GPU, where starts
+ * wait for a GPU by default (GPUQueue.wait_by_default), a notebook opened while another
+ * student's kernel holds the GPU waits in the queue, the page says so (the toolbar, the panel's
+ * queue section), and its kernel starts when the other kernel ends, with a notification.
+ *
+ * The configuration is this test's own: it rewrites the server's JSON config (one static GPU,
+ * waiting on) and restarts the server, and puts the config back and restarts it again after,
+ * whether the test passed or not.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+
+import { kernelNameFor, NGC_IMAGE, openPanel, restartServer, SERVER_HOME } from './helpers';
+
+test.use({
+  autoGoto: true,
+  // This extension's server starts kernels itself, which the page must see.
+  kernels: null,
+  sessions: null,
+  viewport: { width: 1600, height: 1000 }
+});
+test.describe.configure({ mode: 'serial' });
+
+const CONFIG = path.join(SERVER_HOME, 'config', 'jupyter_server_config.json');
+
+/** The config start-server.sh wrote, while this test runs on its own. */
+let original: string | null = null;
+
+async function useQueueConfig(page: IJupyterLabPageFixture): Promise<void> {
+  original = fs.readFileSync(CONFIG, 'utf8');
+  const config = JSON.parse(original);
+  // One GPU: the other student's kernel takes it.
+  config.GPUInventory.static_gpus = config.GPUInventory.static_gpus.slice(0, 1);
+  config.GPUQueue = { ...(config.GPUQueue ?? {}), wait_by_default: true, max_wait: 600 };
+  fs.writeFileSync(CONFIG, JSON.stringify(config, null, 2));
+  await restartServer(page);
+}
+
+test.afterEach(async ({ page }) => {
+  await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.serviceManager.sessions.shutdownAll();
+    await app.serviceManager.kernels.shutdownAll();
+    app.shell.closeAll();
+  });
+  if (original !== null) {
+    fs.writeFileSync(CONFIG, original);
+    original = null;
+    await restartServer(page);
+  }
+});
+
+function toolbarButton(page: IJupyterLabPageFixture) {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button');
+}
+
+test("a queued notebook starts when another student's kernel ends", async ({ page }) => {
+  await useQueueConfig(page);
+  const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
+
+  // Another notebook holds the only GPU, started through the REST API, not this page: it stands
+  // in for another student's kernel (their server shares the host-wide queue and ledger, as
+  // tests/test_gpu_queue.py checks across two users' servers).
+  const other = await page.request.post('/api/contents', { data: { type: 'notebook' } });
+  expect(other.status()).toBe(201);
+  const held = await page.request.post('/gpu-containers/notebooks/kernel', {
+    data: { path: (await other.json()).path, kernel_name: kernelName, gpus: 1, wait: false }
+  });
+  expect(held.status()).toBe(200);
+  const otherKernel: string = (await held.json()).session.kernel.id;
+
+  // This student's notebook asks for one GPU in its metadata; opening it starts its kernel the
+  // stock way (POST /api/sessions), which waits for the GPU.
+  const queued = 'queued.ipynb';
+  const saved = await page.request.put(`/api/contents/${queued}`, {
+    data: {
+      type: 'notebook',
+      format: 'json',
+      content: {
+        cells: [],
+        metadata: {
+          kernelspec: { name: kernelName, display_name: 'NGC-like', language: 'python' },
+          gpu_containers: { gpus: 1 }
+        },
+        nbformat: 4,
+        nbformat_minor: 5
+      }
+    }
+  });
+  expect(saved.ok()).toBe(true);
+  await page.evaluate(async p => {
+    await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
+  }, queued);
+
+  // The toolbar and the panel's queue section say it waits, and where it stands.
+  await expect(toolbarButton(page)).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  await expect(toolbarButton(page)).toContainText('Waiting for a GPU (position 1)');
+  const panel = await openPanel(page);
+  const ticket = panel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
+  await expect(ticket).toHaveCount(1);
+  await expect(ticket).toContainText('Your notebook queued.ipynb');
+  await expect(ticket).toContainText('position 1 of 1');
+  await expect(ticket).toContainText('waits for 1 GPU');
+  await expect(ticket).toContainText(/gives up at/);
+  await expect(ticket.locator('.jgc-ticket-cancel')).toBeVisible();
+  await panel.screenshot({ path: test.info().outputPath('queued.png') });
+  await test.info().attach('queued.png', {
+    path: test.info().outputPath('queued.png'),
+    contentType: 'image/png'
+  });
+
+  // The other student's kernel ends: the GPU goes to the waiting notebook.
+  const ended = await page.request.delete(`/api/kernels/${otherKernel}`);
+  expect(ended.status()).toBe(204);
+
+  await expect(
+    page.locator('.Toastify__toast', {
+      hasText: 'A GPU is free: the kernel of queued.ipynb started with 1 GPU.'
+    })
+  ).toHaveCount(1, { timeout: 60_000 });
+  await expect(toolbarButton(page)).not.toHaveAttribute('data-waiting', 'true');
+  await expect(page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')).toHaveText(
+    'ngc-like:24.05-py3 · GPU 0',
+    { timeout: 30_000 }
+  );
+  await expect(panel.locator('.jgc-queue-section')).toHaveCount(0);
+  await expect
+    .poll(
+      () =>
+        page.evaluate(
+          () =>
+            (window as any).jupyterapp.shell.currentWidget?.sessionContext?.kernelDisplayStatus ??
+            ''
+        ),
+      { timeout: 30_000 }
+    )
+    .toBe('idle');
+});
