@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, kernel_start, lifecycle, report, rest, service, warm_pool
+from . import concurrency, kernel_start, lab, lifecycle, report, rest, service, warm_pool
 from .bench import Bench, ensure_image
 from .harness import REPO, machine, step
 
-SECTIONS = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool", "service")
-# The sections that measure the shared server (Bench.start_server); "service" starts its own.
+SECTIONS = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool", "service", "lab")
+# The sections that measure the shared server (Bench.start_server); "service" and "lab" start
+# their own.
 SHARED_SERVER = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
 
 
@@ -43,6 +44,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "machine, image and kind of run) are kept in RESULTS.md, marked with their own date",
     )
     parser.add_argument("--out", default=str(REPO / "benchmarks"), help="where results go")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the lab's random seed, to repeat a round (default: a new one each run, which "
+        "RESULTS.md gives)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -74,6 +82,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             service.RACE_QUICK if quick else service.RACE,
             1 if quick else args.rounds,
         ),
+        "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
     }
     for name in SECTIONS:
         if name not in wanted:

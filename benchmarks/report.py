@@ -67,6 +67,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("lifecycle", "5. Shutdown and restart", _lifecycle),
         ("warm_pool", "6. Warm pool", _warm_pool),
         ("service", "7. Kernel service (multi-user) against direct mode", _service),
+        ("lab", "8. A teaching lab: students sharing 8 GPUs through the kernel service", _lab),
     ):
         if key not in sections:
             continue
@@ -359,3 +360,123 @@ def _race(race: dict[str, Any]) -> str:
         f"{race['timeouts']}. "
         + ("As expected." if race["as_expected"] else "**Not as expected**: see results.json.")
     )
+
+
+def s1(seconds: float | None) -> str:
+    """Seconds with one decimal."""
+    return "–" if seconds is None or math.isnan(seconds) else f"{seconds:.1f}"
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+def share(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def _lab(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    if "not_measured" in s:
+        return [f"Not measured: {s['not_measured']}"]
+    plan = s["plan"]
+    w = s["waits"]
+    u = s["utilisation"]
+    r = s["reclaims"]
+    m = s["memory"]
+    h = s["handoff"]
+    d = s["double_bookings"]
+    starts = s["gpu_starts"]
+    refused = ", ".join(f"{n} × {code}" for code, n in starts["refused"].items()) or "none"
+    wait_rows = [
+        [what, str(st["n"]), s1(st["p50"]), s1(st["p95"]), s1(st["max"])]
+        for what, st in (
+            ("every GPU start", w["overall"]),
+            ("per student: their mean wait", w["per_student_mean"]),
+            ("per student: their longest wait", w["per_student_max"]),
+            ("a CPU kernel's start (no queue), for scale", w["cpu_start"]),
+        )
+    ]
+    handoff_rows = [
+        [what, str(st["n"]), ms(st["p50"]), ms(st["p95"]), ms(st["max"])]
+        for what, st in (
+            ("DELETE answered → the next waiting start's container seen", h["after_delete_booked"]),
+            ("DELETE answered → the next waiting start's 201", h["after_delete"]),
+            ("DELETE answered → its first kernel_info_reply", h["after_delete_to_reply"]),
+            ("reclaim → the next waiting start's container seen", h["after_reclaim_booked"]),
+            ("reclaim (container gone) → the next waiting start's 201", h["after_reclaim"]),
+            ("reclaim (container gone) → its first kernel_info_reply", h["after_reclaim_to_reply"]),
+        )
+    ]
+    student_rows = [
+        [row["student"], str(row["n"]), str(row["failures"]), s1(row["p50"]), s1(row["max"])]
+        for row in s["students_rows"]
+    ]
+    released = r["released_after_warning"]
+    done = r["done_after_warning"]
+    reclaim_text = (
+        f"{r['reclaimed']} of {r['idle']} idle notebooks were reclaimed. Warned within idle "
+        f"time + one check interval (≤ {r['warn_bound_s']:.1f} s after going idle, by the "
+        f"service's whole-second `idle_since`): {r['warned_within']} of {r['reclaimed']}. "
+        f"GPU given back (the container stopped, seen by the monitor) within grace + one check "
+        f"interval (≤ {r['release_bound_s']:.1f} s after the warning, the monitor's look "
+        f"included): **{r['released_within']} of {r['reclaimed']}**; after the warning: "
+        f"{s1(released['p50'])} s at the median, {s1(released['max'])} s at most (the release "
+        "is decided at a check, then the kernel's shutdown takes its time). The service's "
+        f'"reclaimed" line, once the shutdown is done: {s1(done["p50"])} s after the warning '
+        f"at the median, {s1(done['max'])} s at most. Working notebooks reclaimed by mistake: "
+        f"{r['working_notebooks_reclaimed']}."
+        if r["idle"]
+        else "No notebook of this round was left idle: no reclaim to measure."
+    )
+    verdict = "none" if d["count"] == 0 else f"**{d['count']}** (see results.json)"
+    return [
+        f"{s['students']} students ({s['accounts']}), each with a token of the service's "
+        f"token file and a workspace of their own, against {s['gpus']} GPUs (the NVML double, "
+        "per-process use driven by the benchmark: a working kernel shows "
+        "SM utilisation, an idle one only memory), through the kernel service on loopback. "
+        f"Seed **{s['seed']}** (`--seed {s['seed']}` repeats the draw). Each student arrives "
+        f"within {plan['arrival_window']:.0f} s, opens a CPU kernel held until the end, then "
+        f"1 to 3 notebooks {plan['notebook_gap'][0]:.0f} to {plan['notebook_gap'][1]:.0f} s "
+        "apart, each asking for one GPU and to wait for it (`KERNEL_GPU_CONTAINERS_REQUEST=1`, "
+        "`KERNEL_GPU_CONTAINERS_WAIT=true`); a notebook works for "
+        f"{plan['run_seconds'][0]:.0f} to {plan['run_seconds'][1]:.0f} s and is shut down, or "
+        f"(a chance of {plan['idle_share']:.0%}) is left idle until `GPUReclaim` (idle "
+        f"{plan['idle_minutes'] * 60:.0f} s, grace {plan['grace_minutes'] * 60:.0f} s, checks "
+        f"every {plan['check_interval']:.0f} s, action shutdown) takes its GPU. "
+        f"{s['notebooks']} GPU notebooks ({s['idle_notebooks']} left idle); the round took "
+        f"{s['round_s']:.0f} s.",
+        "",
+        f"- **Double bookings**: {verdict}, in {d['looks']} looks at the engine's kernel "
+        f"containers, one every {d['every_s']} s (a GPU UUID in the labels of two live "
+        "kernel containers).",
+        f"- **GPU utilisation**: {share(u['booked'])} of the {s['gpus']} GPUs' seconds were "
+        f"booked over the round ({u['window_s']:.0f} s); {share(u['while_waiting'])} while some "
+        f"start waited ({u['waiting_s']:.0f} s of the round).",
+        f"- **GPU starts**: {starts['answered_201']} answered 201; refused: {refused}.",
+        f"- **Reclaims**: {reclaim_text}",
+        f"- **The service's memory** (resident, its process; its children's apart): "
+        f"{mib(m['before_rss'])} before any kernel; {mib(m['at_most_kernels_rss'])} with "
+        f"{m['most_kernels']} kernels running ({m['most_gpu_kernels']} with a GPU), children "
+        f"{mib(m['at_most_kernels_children_rss'])}; at most {mib(m['peak_rss'])}.",
+        "",
+        "**Waits** (seconds): a GPU start's POST until its answer, queue and launch together. "
+        "The spread between students: Jain's fairness index of the per-student mean waits "
+        f"(1: all alike, 1/n: one student did all the waiting) is **{w['jain_index']:.2f}**; "
+        "the largest per-student mean over the smallest is "
+        f"{ratio(w['max_over_min_mean']) or '–'}.",
+        "",
+        table(["what", "n", "p50", "p95", "max"], wait_rows),
+        "",
+        "**A GPU freed to the next waiting start** (ms): from a student's DELETE answered, or "
+        "a reclaim's container gone (the monitor's look, up to "
+        f"{d['every_s']} s late: those read short), to the first start that had waited and got "
+        "that GPU.",
+        "",
+        table(["what", "n", "p50", "p95", "max"], handoff_rows),
+        "",
+        "<details><summary>Per student: GPU starts, refused, median and longest wait (s)</summary>",
+        "",
+        table(["student", "starts", "refused", "p50", "max"], student_rows),
+        "",
+        "</details>",
+    ]

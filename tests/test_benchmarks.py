@@ -25,6 +25,7 @@ def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
     rows = list(section.get("rows", []))
     for part in ("starts", "round_trips"):  # the kernel service's section
         rows += section.get(part, {}).get("rows", [])
+    rows += section.get("students_rows", [])  # the lab's
     return rows + list(section.get("phases", []))
 
 
@@ -53,6 +54,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "lifecycle",
         "warm_pool",
         "service",
+        "lab",
     }
     for name, section in results["sections"].items():
         assert "error" not in section, (name, section)
@@ -81,6 +83,25 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert race["timeouts"] == 0 and race["as_expected"], race
     assert [o["won"] for o in race["outcomes"]] == [4] * race["rounds"], race
 
+    # The lab: every student's GPU starts answered (they waited in the queue, none refused), no
+    # GPU ever on two kernels, every idle notebook's GPU reclaimed and no working one's, and
+    # every number the report gives measured (its values are not checked: timings).
+    lab = results["sections"]["lab"]
+    assert lab["double_bookings"]["count"] == 0, lab["double_bookings"]
+    assert lab["double_bookings"]["looks"] > 0 and lab["double_bookings"]["monitor_errors"] == 0
+    assert lab["gpu_starts"] == {"answered_201": lab["notebooks"], "refused": {}}, lab["refusals"]
+    assert len(lab["students_rows"]) == lab["students"] and not lab["cpu_kernels_refused"]
+    assert lab["problems"] == [], lab["problems"]
+    reclaims = lab["reclaims"]
+    assert reclaims["reclaimed"] == reclaims["idle"] == lab["idle_notebooks"], reclaims
+    assert reclaims["working_notebooks_reclaimed"] == 0, reclaims
+    assert reclaims["warned_from_log"] == reclaims["idle"], lab["service_log"]
+    assert 0 < lab["utilisation"]["booked"] <= 1
+    assert lab["memory"]["most_kernels"] >= lab["students"], lab["memory"]
+    assert lab["memory"]["at_most_kernels_rss"] > 0
+    assert lab["handoff"]["frees"] > 0, lab["handoff"]
+    assert isinstance(lab["seed"], int)
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "1. Kernel start",
@@ -88,9 +109,11 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "3. Concurrency",
         "6. Warm pool",
         "7. Kernel service (multi-user) against direct mode",
+        "8. A teaching lab: students sharing 8 GPUs through the kernel service",
     ):
         assert f"## {title}" in markdown
     assert "Failed:" not in markdown
+    assert f"Seed **{lab['seed']}**" in markdown
 
     # A run of some sections keeps the others of the earlier run in the same --out, each marked
     # with its own date and command; one of another kind (full, not quick) keeps none.
@@ -102,7 +125,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert partial["sections"]["rest"] == results["sections"]["rest"]
     merged = report.markdown(partial)
     assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
-    assert merged.count("*Measured in an earlier run") == 6  # sections 1 to 6
+    assert merged.count("*Measured in an earlier run") == 7  # sections 1 to 6, and 8
     other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
     merge_earlier(other, tmp_path)
     assert set(other["sections"]) == {"service"}
