@@ -102,6 +102,18 @@ class NotYourTurn(Exception):
 
 
 @dataclass(frozen=True)
+class Start:
+    """A kernel start that asks for GPUs: whose, for which notebook, on which server."""
+
+    kernel_id: str
+    uid: int
+    user: str
+    request: GPURequest
+    notebook: str = ""
+    server_id: str = ""
+
+
+@dataclass(frozen=True)
 class Ticket:
     """One waiting start, as any server on the host reads it."""
 
@@ -491,71 +503,41 @@ class GPUQueue(LoggingConfigurable):
 
     async def book(
         self,
+        start: Start,
         *,
         wait: bool,
         allocator: GPUAllocator,
         state: StateDir,
-        book: Callable[[Turn | None], Awaitable[tuple[list[GPU], str]]],
         inventory: Inventory,
-        request: GPURequest,
-        kernel_id: str,
-        uid: int,
-        user: str,
-        notebook: str,
-        server_id: str,
+        book: Callable[[Turn | None], Awaitable[tuple[list[GPU], str]]],
         on_queued: Callable[[Ticket], None] | None = None,
     ) -> tuple[list[GPU], str]:
-        """Book GPUs for a start, in its turn. ``wait``: it may wait in the queue
-        (:meth:`book_in_turn`); else it books now or is refused, and never before the starts
-        that wait (a free GPU goes to the head of the queue, not to whoever asks next)."""
-        if wait:
-            return await self.book_in_turn(
-                allocator=allocator,
-                state=state,
-                book=book,
-                inventory=inventory,
-                request=request,
-                kernel_id=kernel_id,
-                uid=uid,
-                user=user,
-                notebook=notebook,
-                server_id=server_id,
-                on_queued=on_queued,
-            )
+        """Book GPUs for ``start`` in its turn: ``book(turn)`` is the allocator's booking, with
+        the queue's check run under the lock. ``wait``: the start may wait in the queue; else it
+        books now or is refused, and never before the starts that wait (a free GPU goes to the
+        head of the queue, not to whoever asks next).
 
-        async def turn(ledger: Ledger) -> Ledger:
-            if not state.shared:
-                return ledger  # (booking refuses it with its own sentence)
-            queue = await asyncio.to_thread(read_tickets, state)
-            try:
-                return my_turn(allocator, inventory, ledger, queue, kernel_id)
-            except NotYourTurn:
-                raise NoFreeGPU(
-                    f"No free GPU for this start: {len(queue)} start(s) wait for GPUs, and a GPU "
-                    "that frees goes to them first. Ask to wait for a GPU to join the queue."
-                ) from None
+        A start that may wait tries at once (its turn: nobody waits, or nobody ahead can be
+        served); after that a ticket holds its place until the GPUs are booked, the wait times
+        out, or it is cancelled."""
+        kernel_id, uid, request = start.kernel_id, start.uid, start.request
+        if not wait:
 
-        return await book(turn)
+            async def turn(ledger: Ledger) -> Ledger:
+                if not state.shared:
+                    return ledger  # (booking refuses it with its own sentence)
+                queue = await asyncio.to_thread(read_tickets, state)
+                try:
+                    return my_turn(allocator, inventory, ledger, queue, kernel_id)
+                except NotYourTurn:
+                    raise NoFreeGPU(
+                        f"No free GPU for this start: {len(queue)} start(s) wait for GPUs, and a "
+                        "GPU that frees goes to them first. Ask to wait for a GPU to join the "
+                        "queue."
+                    ) from None
 
-    async def book_in_turn(
-        self,
-        *,
-        allocator: GPUAllocator,
-        state: StateDir,
-        book: Callable[[Turn | None], Awaitable[tuple[list[GPU], str]]],
-        inventory: Inventory,
-        request: GPURequest,
-        kernel_id: str,
-        uid: int,
-        user: str,
-        notebook: str,
-        server_id: str,
-        on_queued: Callable[[Ticket], None] | None = None,
-    ) -> tuple[list[GPU], str]:
-        """Book GPUs for a start that may wait: ``book(turn)`` is the allocator's booking with a
-        check run under the lock. The first try happens at once (its turn: nobody waits, or
-        nobody ahead can be served); after that, a ticket holds the place until the GPUs are
-        booked, the wait times out, or it is cancelled."""
+            return await book(turn)
+
         state.require_shared()
         self._refuse_impossible(allocator, inventory, request, kernel_id, uid)
         # What a server of this user left when it died while a start waited.
@@ -572,11 +554,11 @@ class GPUQueue(LoggingConfigurable):
             name=f"{TICKET_PREFIX}{time.time_ns():020d}-{uid}-{kernel_id}",
             kernel_id=kernel_id,
             uid=uid,
-            user=user,
+            user=start.user,
             request=request,
             arrived=now,
-            notebook=notebook,
-            server_id=server_id,
+            notebook=start.notebook,
+            server_id=start.server_id,
             deadline=now + self.max_wait,
         )
         if not _TICKET.fullmatch(ticket.name):

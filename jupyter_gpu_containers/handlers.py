@@ -44,7 +44,7 @@ import json
 import os
 from typing import Any
 
-from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName
 from jupyter_server.utils import ensure_async
@@ -999,10 +999,9 @@ class KernelLogHandler(GPUContainersHandler):
 
 
 class _AdminHandler(GPUContainersHandler):
-    """The admin view's routes: the authorizer is asked about their own resource, and only an
-    administrator (admin.py) is answered."""
-
-    auth_resource = ADMIN_AUTH_RESOURCE
+    """The admin view's routes: authorized on this extension's resource as every route is, then
+    the authorizer is asked about the admin resource too, and only an administrator (admin.py)
+    is answered."""
 
     @property
     def desk(self) -> AdminDesk:
@@ -1010,6 +1009,8 @@ class _AdminHandler(GPUContainersHandler):
 
     async def require_admin(self) -> str:
         """The administrator's name, or 403 with the sentence."""
+        action = "read" if self.request.method == "GET" else "write"
+        await self.require_permission(action, ADMIN_AUTH_RESOURCE)
         account = await self.desk.server_account()
         why = admin_refusal(
             self.desk.config, self.kernel_user, self.current_user, self.serverapp, account
@@ -1040,8 +1041,9 @@ class AdminKernelHandler(_AdminHandler):
     @web.authenticated
     @authorized
     async def post(self, kernel_id: str) -> None:
-        name = await self.require_admin()
+        # The body first: a malformed one is a 400 for anyone, as on every route.
         action, reason = parse_admin_action(json_object(self))
+        name = await self.require_admin()
         _inventory, ledger = await self.gpu_state()
         reply = await admin_act(
             self.services,
@@ -1063,8 +1065,6 @@ class AdminNoticesHandler(_AdminHandler):
     """The caller's own notices: why an administrator released or shut down their kernels.
     Anyone's (their own only): no admin needed."""
 
-    auth_resource = AUTH_RESOURCE
-
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -1073,19 +1073,14 @@ class AdminNoticesHandler(_AdminHandler):
 
 
 class MetricsHandler(_AdminHandler):
-    """Prometheus metrics of GPU sharing. Authenticated as jupyter_server's own /metrics: a
-    logged-in user unless ServerApp.authenticate_prometheus is False. They name no user."""
+    """Prometheus metrics of GPU sharing, for any authenticated, authorized caller (a scrape
+    sends a token: Prometheus' ``authorization`` or ``bearer_token``). Like every route here,
+    never anonymous, whatever ServerApp.authenticate_prometheus says of the server's own
+    /metrics. They name no user."""
 
-    auth_resource = AUTH_RESOURCE
-
-    @allow_unauthenticated
+    @web.authenticated
+    @authorized
     async def get(self) -> None:
-        if self.settings.get("authenticate_prometheus", True) and not self.logged_in:
-            raise web.HTTPError(
-                403,
-                "The metrics need a logged-in user or a token (ServerApp.authenticate_prometheus "
-                "is True).",
-            )
         body = await self.desk.metrics.render(self.services)
         self.finish(body, set_content_type=PROMETHEUS_CONTENT_TYPE)
 

@@ -43,6 +43,7 @@ from .errors import (
     ImageNotKernelReady,
     LaunchTimeout,
 )
+from .gpuqueue import Start
 from .gpus import GPU
 from .handshake import ask_kernel
 from .identity import LAUNCH_USER, KernelUser
@@ -510,18 +511,21 @@ class ContainerProvisioner(KernelProvisionerBase):
                         # wait for each other's). Its state is gone anyway: it goes first.
                         await self._remove_previous_container()
                     booking_began, self._queued = time.monotonic(), False
+                    facts = self._facts
                     chosen, self.container_id = await services.queue.book(
+                        Start(
+                            kernel_id=self.kernel_id,
+                            uid=uid,
+                            user=facts.username if facts else "",
+                            request=request,
+                            notebook=facts.notebook if facts else "",
+                            server_id=facts.server_id if facts else "",
+                        ),
                         wait=self._wait_for_gpus,
                         allocator=services.allocator,
                         state=services.state,
-                        book=book,
                         inventory=inventory,
-                        request=request,
-                        kernel_id=self.kernel_id,
-                        uid=uid,
-                        user=self._facts.username if self._facts else "",
-                        notebook=self._facts.notebook if self._facts else "",
-                        server_id=self._facts.server_id if self._facts else "",
+                        book=book,
                         on_queued=self._say_queued,
                     )
                     if self._queued:  # the wait is not part of the launch (launch_timeout)

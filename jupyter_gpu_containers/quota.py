@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -56,7 +57,7 @@ from traitlets.config import LoggingConfigurable
 from . import labels as L
 from .allocator import current_ledger
 from .backend import ContainerBackend
-from .errors import ContainerKernelError
+from .errors import ContainerKernelError, EngineUnavailable
 from .hoststate import StateDir
 from .records import ContainerRecord
 from .safefiles import account_uid, owner_name, read_trusted, remove_own_files
@@ -128,6 +129,7 @@ class Usage:
     group: str | None = None
     group_limit_hours: float = 0.0
     group_used_hours: float = 0.0
+    engine_error: str = ""  # why running kernels' use is missing, when it is
 
     @property
     def enabled(self) -> bool:
@@ -158,6 +160,7 @@ class Usage:
             "group": self.group,
             "group_limit_hours": _rounded(self.group_limit_hours) if self.group else None,
             "group_used_hours": _rounded(self.group_used_hours) if self.group else None,
+            **({"engine_error": self.engine_error} if self.engine_error else {}),
         }
 
     def admin_json(self) -> dict[str, Any]:
@@ -427,7 +430,12 @@ class GPUQuota(LoggingConfigurable):
         """``uid``'s use in the current period, and the group's where ``user`` has one."""
         now = time.time()
         state = await asyncio.to_thread(self._state)
-        live = await self._live(state, now) if state.shared else {}
+        try:
+            live = await self._live(state, now) if state.shared else {}
+        except EngineUnavailable as e:
+            # What ended is on disk; what runs cannot be asked: say so, answer the rest.
+            found = await self._standing(state, uid, user, {}, now)
+            return dataclasses.replace(found, engine_error=e.sentence)
         return await self._standing(state, uid, user, live, now)
 
     async def _standing(

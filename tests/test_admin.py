@@ -87,7 +87,7 @@ async def test_service_admin_view_actions_and_metrics(
     assert holder["held_seconds"] >= 0
     assert view["queue"]["length"] == 0
 
-    # Metrics: authenticated as jupyter_server's own /metrics; they count the GPU held.
+    # Metrics: for authenticated callers only; they count the GPU held.
     response = await service.fetch(None, "GET", "gpu-containers/metrics")
     assert response.code == 403
     response = await service.fetch(student, "GET", "gpu-containers/metrics")

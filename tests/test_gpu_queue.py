@@ -86,6 +86,15 @@ async def queue_of(server: Server) -> list[dict[str, Any]]:
     return queue
 
 
+async def until_queued(server: Server, length: int, what: str) -> None:
+    """Until ``server``'s view of the host-wide queue holds ``length`` starts."""
+
+    async def queued() -> bool:
+        return len(await queue_of(server)) == length
+
+    await until(queued, what)
+
+
 def gpu_containers(client: docker.DockerClient) -> list[Any]:
     containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
     return [c for c in containers if c.labels.get(L.GPUS)]
@@ -126,12 +135,7 @@ async def test_fifo_within_a_user_and_round_robin_across_users_over_two_servers(
         ("b2", bob_home, bob),
     ):
         pending[name] = open_notebook(home, server, f"{name}.ipynb")
-        count = len(pending)
-
-        async def queued(n: int = count) -> bool:
-            return len(await queue_of(alice)) == n
-
-        await until(queued, f"{count} starts wait")
+        await until_queued(alice, len(pending), f"{len(pending)} starts wait")
     first_queued = time.monotonic()
 
     seen_by_alice = await queue_of(alice)
@@ -180,10 +184,7 @@ async def test_cancel_and_timeout(
 
     waiting = open_notebook(alice_home, alice, "cancelled.ipynb")
 
-    async def queued() -> bool:
-        return len(await queue_of(alice)) == 1
-
-    await until(queued, "Alice's start waits")
+    await until_queued(alice, 1, "Alice's start waits")
     (mine,) = await queue_of(alice)
     kernel_id = mine["kernel_id"]
     # Nobody but Alice can cancel it: Bob's server does not know it, and says so.
@@ -216,16 +217,10 @@ async def test_a_killed_server_loses_its_places_and_nobody_elses(
     assert code == 201, holder
     lost = open_notebook(alice_home, alice, "lost.ipynb")
 
-    async def alice_queued() -> bool:
-        return len(await queue_of(bob)) == 1
-
-    await until(alice_queued, "Alice's start waits")
+    await until_queued(bob, 1, "Alice's start waits")
     kept = open_notebook(bob_home, bob, "kept.ipynb")
 
-    async def both_queued() -> bool:
-        return len(await queue_of(bob)) == 2
-
-    await until(both_queued, "both starts wait")
+    await until_queued(bob, 2, "both starts wait")
     assert [t["yours"] for t in await queue_of(bob)] == [False, True]
 
     alice.kill9()
@@ -317,10 +312,7 @@ async def test_a_waiting_notebook_is_seen_and_stopped_the_stock_ways(
     for how in ("DELETE /api/sessions", "DELETE /api/kernels"):
         waiting = open_notebook(alice_home, alice, "w.ipynb")
 
-        async def queued() -> bool:
-            return len(await queue_of(alice)) == 1
-
-        await until(queued, "the notebook's start waits")
+        await until_queued(alice, 1, "the notebook's start waits")
         # The extension's own view of the notebook says so, and will not start it twice.
         code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=w.ipynb")
         assert code == 200, view
@@ -360,10 +352,7 @@ async def test_a_restart_that_waits_gives_its_old_gpus_up_first(
     assert code == 200, started
     bobs = asyncio.ensure_future(bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC}))
 
-    async def bob_queued() -> bool:
-        return len(await queue_of(alice)) == 1
-
-    await until(bob_queued, "Bob's start waits")
+    await until_queued(alice, 1, "Bob's start waits")
     restart = asyncio.ensure_future(
         alice.answer("POST", "gpu-containers", "notebooks", "kernel", body={**body, "gpus": "1"})
     )

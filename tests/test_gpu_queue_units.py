@@ -196,7 +196,7 @@ def test_a_start_for_a_busy_specific_gpu_does_not_hold_up_the_others() -> None:
 async def test_a_ticket_is_readable_to_the_other_servers_whatever_the_umask(
     state: StateDir,
 ) -> None:
-    from jupyter_gpu_containers.gpuqueue import GPUQueue
+    from jupyter_gpu_containers.gpuqueue import GPUQueue, Start
 
     queue = GPUQueue(max_wait=5, poll_interval=0.05)
     seen: list[int] = []
@@ -210,17 +210,12 @@ async def test_a_ticket_is_readable_to_the_other_servers_whatever_the_umask(
     try:
         waiting = asyncio.ensure_future(
             queue.book(
+                Start(kernel_id="k1", uid=os.getuid(), user="me", request=GPURequest(count=1)),
                 wait=True,
                 allocator=GPUAllocator(),
                 state=state,
-                book=never,
                 inventory=inventory(1),
-                request=GPURequest(count=1),
-                kernel_id="k1",
-                uid=os.getuid(),
-                user="me",
-                notebook="",
-                server_id="s",
+                book=never,
             )
         )
         while not seen:

@@ -89,6 +89,17 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     for path in ("/gpu-containers/kernels/{kernel_id}", "/gpu-containers/kernels/{kernel_id}/log"):
         code, error = answers.pop(path)
         assert code == 404 and error["message"] == NOT_YOURS
+    # Fair sharing (issue 17): what is known without an engine, or the admin check's sentence.
+    code, queue = answers.pop("/gpu-containers/queue")
+    assert (code, queue["queue"], queue["length"]) == (200, [], 0)
+    code, quota = answers.pop("/gpu-containers/quota")
+    assert code == 200 and quota["enabled"] is False
+    code, admin = answers.pop("/gpu-containers/admin")
+    assert code == 403 and "not an administrator" in admin["message"]
+    assert answers.pop("/gpu-containers/admin/notices") == (200, {"notices": []})
+    assert answers.pop("/gpu-containers/metrics")[0] == 200
+    code, prepull = answers.pop("/gpu-containers/prepull")
+    assert code == 200 and prepull["schedule"] == []
     assert not answers, f"GET routes this test does not know yet: {sorted(answers)}"
     assert "Traceback" not in no_engine.output()
 

@@ -56,6 +56,9 @@ pytestmark = [
     pytest.mark.server_config(
         lambda _: {
             "ServerApp": {"allow_unauthenticated_access": True},
+            # This server's account is an administrator: the admin routes then answer what a
+            # read-only authorizer lets through, like every other route.
+            "GPUAdmin": {"admin_users": [pwd.getpwuid(os.getuid()).pw_name]},
             "GPUInventory": {
                 "static_gpus": [
                     {"index": i, "uuid": f"GPU-rest-{i}", "name": "Tesla T4", "brand": "tesla"}
@@ -365,7 +368,8 @@ async def test_bodies_that_are_not_json_are_refused_with_a_400(world: World) -> 
                     json.loads(response.body)["message"] == "The request body must be JSON (UTF-8)."
                 )
                 tried += 1
-    assert tried == 4 * len(bodies), tried  # notebooks/kernel, pulls, credentials, restart
+    # notebooks/kernel, pulls, credentials, restart, admin action
+    assert tried == 5 * len(bodies), tried
     await w.assert_nothing_happened()
 
 

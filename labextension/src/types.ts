@@ -114,6 +114,10 @@ export interface IGpuQuota {
   group: string | null;
   group_limit_hours: number | null;
   group_used_hours: number | null;
+  /**
+   * Why running kernels' use is missing (no Docker engine); absent when it is counted.
+   */
+  engine_error?: string;
 }
 
 /**

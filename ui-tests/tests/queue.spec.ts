@@ -39,17 +39,35 @@ async function useQueueConfig(page: IJupyterLabPageFixture): Promise<void> {
   await restartServer(page);
 }
 
-test.afterEach(async ({ page }) => {
+/** The notebooks this test made: removed after it, so that no restored layout reopens them. */
+const made: string[] = [];
+
+/** Every session and kernel the server has, whether this page knew of it or not. */
+async function stopEverything(page: IJupyterLabPageFixture): Promise<void> {
   await page.evaluate(async () => {
     const app = (window as any).jupyterapp;
+    app.shell.closeAll();
     await app.serviceManager.sessions.shutdownAll();
     await app.serviceManager.kernels.shutdownAll();
-    app.shell.closeAll();
   });
+  const kernels = await page.request.get('/api/kernels');
+  for (const kernel of (await kernels.json()) as { id: string }[]) {
+    await page.request.delete(`/api/kernels/${kernel.id}`);
+  }
+  for (const path of made) {
+    await page.request.delete(`/api/contents/${path}`);
+  }
+}
+
+test.afterEach(async ({ page }) => {
+  await stopEverything(page);
   if (original !== null) {
     fs.writeFileSync(CONFIG, original);
     original = null;
     await restartServer(page);
+    // The page comes back with its saved layout, which may reopen this test's notebook (and
+    // start its kernel, on a GPU the next test file needs): stop that too.
+    await stopEverything(page);
   }
 });
 
@@ -66,8 +84,10 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
   // tests/test_gpu_queue.py checks across two users' servers).
   const other = await page.request.post('/api/contents', { data: { type: 'notebook' } });
   expect(other.status()).toBe(201);
+  const otherPath: string = (await other.json()).path;
+  made.push(otherPath);
   const held = await page.request.post('/gpu-containers/notebooks/kernel', {
-    data: { path: (await other.json()).path, kernel_name: kernelName, gpus: 1, wait: false }
+    data: { path: otherPath, kernel_name: kernelName, gpus: 1, wait: false }
   });
   expect(held.status()).toBe(200);
   const otherKernel: string = (await held.json()).session.kernel.id;
@@ -75,6 +95,7 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
   // This student's notebook asks for one GPU in its metadata; opening it starts its kernel the
   // stock way (POST /api/sessions), which waits for the GPU.
   const queued = 'queued.ipynb';
+  made.push(queued);
   const saved = await page.request.put(`/api/contents/${queued}`, {
     data: {
       type: 'notebook',
