@@ -11,8 +11,23 @@ set -euo pipefail
 # one) assumes a real one: give every process below /dev/null.
 exec </dev/null
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-# Chromium for the UI tests (playwright drives it; it never downloads a browser).
-prepare_machine test "[test]" chromium
+# Chromium for the UI tests (playwright drives it; it never downloads a browser). For the
+# Kubernetes tests: etcd, containerd, runc and the CNI plugins from Debian (the control plane and
+# the kubelet are built from the Kubernetes sources below).
+prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
+
+# The Kubernetes binaries, built from the Kubernetes sources as Go modules, once per machine
+# (cached by version outside the clone; a cold build takes minutes: README). Go itself must be on
+# the machine; Debian's golang-go is installed when it is not (a Go older than the sources want
+# fetches the newer toolchain through the module proxy).
+if ! command -v go >/dev/null 2>&1; then
+  log "installing Debian's golang-go"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+fi
+log "Kubernetes binaries (built once per machine)"
+JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh)
+export JGC_K8S_BIN
 
 # Real local accounts (sessions and CI run as root). Two non-root users in the docker group run
 # Jupyter servers of their own: the tests prove that files come out owned by the user, and replay

@@ -54,7 +54,8 @@ STATIC_GPUS = [
     for i in range(4)
 ]
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+# k8s_cluster: the real Kubernetes control plane (the session fixture `control_plane`).
+pytest_plugins = ["pytest_jupyter.jupyter_server", "k8s_cluster", "k8s_node"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Build the Kubernetes binaries the tests run (kube-apiserver, kube-scheduler,
+# kube-controller-manager, kubelet) from the Kubernetes sources, as Go modules, and the pause image
+# the kubelet's sandboxes run. No registry these machines reach ships the binaries; the Go module
+# proxy ships the sources.
+#
+#   scripts/build-kubernetes.sh          build once per machine and print the bin directory
+#
+# A small wrapper module requires k8s.io/kubernetes at a fixed release with `replace` lines for its
+# staging modules (k8s.io/api, k8s.io/client-go, ...: k8s.io/kubernetes's own go.mod points them at
+# ./staging, and a dependency's replace lines do not apply to the module that requires it).
+#
+# The release: 1.33, whose kubelet still runs on cgroup v1 (1.35 refuses it by default) and speaks
+# CRI v1 to Debian 12's containerd 1.6. (Of the releases before 1.35, it is the newest whose
+# staging modules the module proxy serves at the same version.)
+#
+# The result is cached by version outside the clone (JGC_K8S_CACHE, by default
+# /var/cache/jupyter-gpu-containers/kubernetes/<version>), so a machine builds it once. A stamp
+# written last marks a complete build: an interrupted one is built again.
+set -euo pipefail
+
+K8S_VERSION=${JGC_K8S_VERSION:-v1.33.13}
+cache=${JGC_K8S_CACHE:-/var/cache/jupyter-gpu-containers/kubernetes}/$K8S_VERSION
+bin=$cache/bin
+stamp=$cache/.complete
+binaries=(kube-apiserver kube-scheduler kube-controller-manager kubelet)
+
+log() { printf '[build-kubernetes] %s\n' "$*" >&2; }
+
+if [ -f "$stamp" ]; then
+  printf '%s\n' "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { log "Go is needed to build Kubernetes from its sources; install it first"; exit 1; }
+command -v gcc >/dev/null || { log "gcc is needed to build the pause image's program; install it first"; exit 1; }
+
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/.build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+staging_version=v0.${K8S_VERSION#v1.}
+# Which staging modules this release has: its go.mod's replace block names them.
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+modfile=$(mktemp "$work/k8s-go.mod.XXXXXX")
+go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' | xargs cat >"$modfile"
+
+{
+  printf 'module jupyter-gpu-containers/kubernetes-build\n\ngo 1.23\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
+  for m in $(sed -n 's|^[[:space:]]*k8s.io/\([a-z-]*\) => ./staging/.*|\1|p' "$modfile"); do
+    if go mod download "k8s.io/$m@$staging_version" >/dev/null 2>&1; then
+      printf 'replace k8s.io/%s => k8s.io/%s %s\n' "$m" "$m" "$staging_version"
+    else
+      # A staging module the proxy does not serve at this version (code generators, samples) is
+      # in k8s.io/kubernetes's requirements but in none of the four binaries: an empty module of
+      # that path completes the module graph.
+      mkdir -p "$work/absent/$m"
+      printf 'module k8s.io/%s\n' "$m" >"$work/absent/$m/go.mod"
+      printf 'replace k8s.io/%s => ./absent/%s\n' "$m" "$m"
+    fi
+  done
+} >"$work/go.mod"
+printf 'package main\n\nfunc main() {}\n' >"$work/main.go"
+
+cd "$work"
+start=$(date +%s)
+log "resolving k8s.io/kubernetes $K8S_VERSION and its modules"
+for b in "${binaries[@]}"; do go get "k8s.io/kubernetes/cmd/$b@$K8S_VERSION" >/dev/null 2>&1 || go get "k8s.io/kubernetes/cmd/$b@$K8S_VERSION"; done
+
+# The version the binaries report, as Kubernetes's own build stamps it (hack/lib/version.sh):
+# nodes, the API's /version and the apiserver's compatibility checks read it.
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+mkdir -p "$work/bin"
+for b in "${binaries[@]}"; do
+  log "building $b (the first build on a machine takes many minutes)"
+  go build -trimpath -ldflags "$ldflags" -o "$work/bin/$b" "k8s.io/kubernetes/cmd/$b"
+done
+
+# The pause program, from the same release's sources, as a static binary in a one-file image
+# (an OCI archive containerd imports: no registry, no Docker).
+log "building the pause image"
+src=$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+gcc -Os -static -Wall -Werror -DVERSION="$K8S_VERSION" -o "$work/bin/pause" "$src/build/pause/linux/pause.c"
+strip "$work/bin/pause" 2>/dev/null || true
+
+rm -rf "$bin"
+mv "$work/bin" "$bin"
+printf '%s seconds on %s cores, %s\n' "$(( $(date +%s) - start ))" "$(nproc)" "$(date -u +%FT%TZ)" >"$cache/build-time"
+touch "$stamp"
+log "built in $(( $(date +%s) - start )) s: $bin"
+printf '%s\n' "$bin"
