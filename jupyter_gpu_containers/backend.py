@@ -93,6 +93,14 @@ class ContainerBackend(Protocol):
     # (blocking allowed): quota.py's accounting of GPU-hours. None: nobody is told.
     on_removed: Callable[[ContainerRecord, float], None] | None
 
+    # Docker: kernels' ports are published on loopback and the host ledger books GPUs (both
+    # False). Kubernetes: a pod has an address of its own (``address``), and the scheduler
+    # places its GPUs (both True).
+    connection_on_pod_ip: bool
+    schedules_gpus: bool
+
+    async def address(self, container_id: str) -> str: ...
+
     # -- the engine
     async def version(self) -> str: ...
 

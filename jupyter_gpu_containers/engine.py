@@ -424,6 +424,14 @@ class Engine(LoggingConfigurable):
 
         await self.run(kill)
 
+    # Kernels' ports are published on the host's loopback; the host ledger books GPUs.
+    connection_on_pod_ip = False
+    schedules_gpus = False
+
+    async def address(self, container_id: str) -> str:
+        """Where a kernel's published ports are: this host's loopback."""
+        return "127.0.0.1"
+
     # Told of each container this engine removes (its record as listed just before, and when),
     # on the removing thread: quota.py remembers a GPU container's end from it, whichever path
     # removed it. None: nobody is told.

@@ -27,10 +27,12 @@ STATE_CHECK_FIRST = 0.1
 STATE_CHECK_MAX = 1.0
 
 
-def shell_url(info: KernelConnectionInfo) -> str:
+def shell_url(info: KernelConnectionInfo, channel: str = "shell") -> str:
+    """The address of one of the kernel's request channels ("shell" or "control")."""
+    port = info["control_port"] if channel == "control" else info["shell_port"]
     if info["transport"] == "ipc":
-        return f"ipc://{info['ip']}-{info['shell_port']}"
-    return f"tcp://{info['ip']}:{info['shell_port']}"
+        return f"ipc://{info['ip']}-{port}"
+    return f"tcp://{info['ip']}:{port}"
 
 
 async def ask_kernel(
@@ -42,8 +44,10 @@ async def ask_kernel(
     deadline: float,
     on_end: Callable[[ContainerState | None], Awaitable[None]],
     on_timeout: Callable[[], Awaitable[None]],
+    channel: str = "shell",
 ) -> dict[str, Any]:
-    """One request on the kernel's shell channel, and its reply's content. While it waits, a
+    """One request on the kernel's shell (or control) channel, and its reply's content. While it
+    waits, a
     container that ended (or was removed) calls ``on_end`` with its state, and a passed
     ``deadline`` (time.monotonic()) calls ``on_timeout``: both raise."""
     session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
@@ -59,7 +63,7 @@ async def ask_kernel(
     check_every = STATE_CHECK_FIRST
     next_check = time.monotonic() + check_every
     try:
-        socket.connect(shell_url(info))
+        socket.connect(shell_url(info, channel))
         request = session.msg(msg_type, content)
         await socket.send_multipart(session.serialize(request))
         while True:

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from traitlets import Dict, Int, Unicode, validate
+from traitlets import Bool, Dict, Int, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .errors import ContainerKernelError
@@ -86,6 +86,16 @@ class UserDirectory(LoggingConfigurable):
         owns; anything else refuses the user's kernels with a sentence.""",
     )
 
+    workspace_on_host = Bool(
+        True,
+        config=True,
+        help="""Whether workspaces are directories of this host, which must exist and belong to
+        their user. False where kernels' workspaces are volumes of a cluster
+        (KubernetesBackend.workspace_volume): workspace_template then only names the path
+        notebooks' directories are given under. The kernel service sets it False with
+        ServiceApp.backend "kubernetes" unless it is configured.""",
+    )
+
     accounts = Dict(
         value_trait=Unicode(),
         key_trait=Unicode(),
@@ -145,6 +155,8 @@ class UserDirectory(LoggingConfigurable):
                 f"it gives {template!r}."
             )
         real = os.path.realpath(template)
+        if not self.workspace_on_host:
+            return real
         try:
             info = os.stat(real)
         except OSError:

@@ -22,6 +22,7 @@ server the provisioner makes its own, and closes them at shutdown.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -41,6 +42,7 @@ from .errors import (
     ContainerKernelError,
     EngineUnavailable,
     ImageNotKernelReady,
+    KernelOptionRefused,
     LaunchTimeout,
 )
 from .gpuqueue import Start
@@ -384,7 +386,10 @@ class ContainerProvisioner(KernelProvisionerBase):
     def _file_owner(self) -> tuple[int, int] | None:
         """Who must own the kernel's private directory and connection file: the service user,
         or an explicit run_as uid (no capabilities in the container: owning them is its only way
-        in). None: the server's user, who creates them."""
+        in). None: the server's user, who creates them. A pod reads its connection file from
+        a Secret, not from this directory: the server's user keeps it."""
+        if self.backend.connection_on_pod_ip:
+            return None
         if self.owner is not None:
             return self.owner.uid, self.owner.gid
         return numeric_user(self.run_as)
@@ -402,7 +407,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         else:
             remove_stale_sockets(self.connection_dir)
         # The host's view of the connection, held by the kernel manager.
-        if self.transport == "ipc":
+        if self.backend.connection_on_pod_ip:
+            # A pod has an address of its own (known once it runs) and shares no directory
+            # with this process: tcp, on the pod's IP (launch_kernel sets it).
+            self.transport = "tcp"
+            km.transport = "tcp"
+            km.ip = "127.0.0.1"
+        elif self.transport == "ipc":
             km.transport = "ipc"
             km.ip = os.path.join(self.connection_dir, "kernel-ipc")
         else:
@@ -456,7 +467,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             )
             self._stamp("image")
             request = await self._gpu_request()
-            if request.wants_gpus:
+            if request.wants_gpus and not self.backend.schedules_gpus:
                 inventory = await services.inventory.read()
                 fitted = fitted_to_host(request, self._request_is_default, inventory)
                 if not fitted.wants_gpus:
@@ -467,7 +478,13 @@ class ContainerProvisioner(KernelProvisionerBase):
                         inventory.reason or "this host has none.",
                     )
                 request = fitted
-            if request.wants_gpus:
+            if self.backend.schedules_gpus:
+                # Kubernetes: the scheduler places the pod and its GPUs; no host ledger books
+                # them, no host queue orders them (the backend's unschedulable policy does).
+                await self._launch_scheduled(image, cmd, request)
+                started = time.monotonic()
+                chosen: list[GPU] = []
+            elif request.wants_gpus:
                 check_gpu_compatibility(
                     self.image, image, inventory, services.policy, self.log, self.kernel_id
                 )
@@ -538,10 +555,12 @@ class ContainerProvisioner(KernelProvisionerBase):
                     return self.connection_info
                 self._stamp("gpus")
                 self.container_id = await self.backend.create(spec)
-            self._stamp("create")
-            self.gpu_uuids = tuple(g.uuid for g in chosen)
-            await self.backend.start(self.container_id, self.image)
-            self._stamp("start")
+            if not self.backend.schedules_gpus:
+                assert self.container_id is not None
+                self._stamp("create")
+                self.gpu_uuids = tuple(g.uuid for g in chosen)
+                await self.backend.start(self.container_id, self.image)
+                self._stamp("start")
             await self._remove_previous_container()
             await self._wait_until_ready(started)
             self._stamp("ready")
@@ -593,6 +612,27 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         self.container_spec, self.container_image_id = spec, image.id
         return spec
+
+    async def _launch_scheduled(self, image: ImageRecord, cmd: list[str], request: AnyType) -> None:
+        """Create and start the kernel's pod on a backend whose scheduler places it (and its
+        GPUs), then point the connection at the pod's address."""
+        if request.ids:
+            raise KernelOptionRefused(
+                "On Kubernetes the scheduler chooses a kernel's GPUs: ask for a number of GPUs, "
+                f"not for GPUs by id ({', '.join(request.ids)})."
+            )
+        spec = self._plan(image, cmd, [], "runtime")
+        spec = dataclasses.replace(spec, gpu_count=request.count)
+        self.container_spec = spec
+        self._stamp("gpus")
+        self.container_id = await self.backend.create(spec)
+        self._stamp("create")
+        await self.backend.start(self.container_id, self.image)
+        address = await self.backend.address(self.container_id)
+        self.connection_info["ip"] = address
+        if self.parent is not None:
+            self.parent.ip = address
+        self._stamp("start")
 
     def _say_queued(self, ticket: AnyType) -> None:
         self._queued = True
@@ -818,6 +858,12 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def send_signal(self, signum: int) -> None:
         if not self.container_id:
             return
+        if signum == signal.SIGINT and self.backend.connection_on_pod_ip:
+            # A pod gets no signals from here (that would take pods/exec, which the service's
+            # account is not granted): the kernel is interrupted by message, on its control
+            # channel, as jupyter_client does for interrupt_mode "message".
+            await self._interrupt_by_message()
+            return
         try:
             await self.backend.kill(self.container_id, signum)
         except EngineUnavailable as e:
@@ -827,6 +873,25 @@ class ContainerProvisioner(KernelProvisionerBase):
             # channel, and cleanup() removes its container once the engine is back. Failing
             # here would leave the kernel half shut down, its notebook unable to close.
             self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
+
+    async def _interrupt_by_message(self) -> None:
+        async def ended(state: AnyType) -> None:
+            raise ContainerExited("The kernel ended before it was interrupted.")
+
+        async def late() -> None:
+            raise LaunchTimeout("The kernel did not answer the interrupt within 10 s.")
+
+        await ask_kernel(
+            self.backend,
+            self.connection_info,
+            self.container_id or "",
+            "interrupt_request",
+            {},
+            time.monotonic() + 10.0,
+            ended,
+            late,
+            channel="control",
+        )
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)

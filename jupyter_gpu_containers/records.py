@@ -149,5 +149,7 @@ class ContainerSpec:
     log_max_size: str = "10m"
     log_max_files: int = 3
     # The GPUs (UUIDs) booked for the container: how they reach it is runtime/environment/
-    # device_requests above (Docker); a backend that schedules GPUs itself reads this.
+    # device_requests above (Docker).
     gpus: tuple[str, ...] = ()
+    # How many GPUs a backend that schedules GPUs itself (Kubernetes) must find for it.
+    gpu_count: int = 0

@@ -199,6 +199,15 @@ class ServiceApp(ServerApp):
         ServiceApp.pull_policy is "admins".""",
     )
 
+    backend = Enum(
+        ["docker", "kubernetes"],
+        "docker",
+        config=True,
+        help="""Where kernels run: "docker", containers on this host's Docker engine; or
+        "kubernetes", pods in a cluster (KubernetesBackend configures the namespace, GPU
+        resources and volumes; docs/kubernetes.md).""",
+    )
+
     pull_policy = Enum(
         ["allowed-images", "admins", "nobody"],
         "allowed-images",
@@ -294,6 +303,9 @@ class ServiceApp(ServerApp):
             mkm.cull_idle_timeout = 3600
         if "cull_interval" not in mkm:
             mkm.cull_interval = 60
+        if self.backend == "kubernetes" and "workspace_on_host" not in self.config.UserDirectory:
+            # Workspaces are the cluster's volumes (KubernetesBackend.workspace_volume).
+            self.config.UserDirectory.workspace_on_host = False
         super().init_configurables()
         provider = self.identity_provider
         if not isinstance(provider, ServiceIdentityProvider):

@@ -25,6 +25,7 @@ from traitlets.config import Configurable
 
 from . import labels as L
 from .allocator import GPUAllocator, GPUVisibility
+from .backend import ContainerBackend
 from .catalog import ImageCatalog
 from .credentials import RegistryCredentials
 from .gpu_usage import GPUUsage
@@ -49,10 +50,22 @@ class Services:
         self.parent = parent
         self.policy = ContainerPolicy(parent=parent)
         # Imported here, not at the top: a user's server whose kernels live behind a kernel
-        # service builds no Services, and must not need the docker package (gateway_user.py).
-        from .engine import Engine
+        # service builds no Services, and must not need the docker package (gateway_user.py);
+        # a Docker host needs no Kubernetes client.
+        self.backend: ContainerBackend
+        if getattr(parent, "backend", "docker") == "kubernetes":
+            from .k8s import KubernetesBackend
 
-        self.backend = Engine(parent=parent)
+            cluster = KubernetesBackend(parent=parent)
+            # No local engine lists images: the kernel specs are the listed ones; the nodes
+            # pull them with the administrator's registry logins.
+            cluster.listed = self.listed_images
+            cluster.pull_auth = self._admin_auth
+            self.backend = cluster
+        else:
+            from .engine import Engine
+
+            self.backend = Engine(parent=parent)
         self.inventory = GPUInventory(parent=parent)
         # GPU use per kernel over the last minutes (started by the app with the server's kernels).
         self.usage = GPUUsage(self.inventory, parent=parent)
@@ -112,6 +125,10 @@ class Services:
             with self._state_lock:
                 self._server_ids[wanted] = found
         return found
+
+    def _admin_auth(self, registry: str) -> dict[str, str] | None:
+        credential = self.credentials.admin_credential(registry)
+        return credential.auth_config() if credential is not None else None
 
     def listed_images(self) -> list[str]:
         """The references the administrator lists for everyone (ImageCatalog)."""

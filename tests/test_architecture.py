@@ -26,11 +26,13 @@ SERVER = {
     "reclaimer",
     "waiting_sessions",
     "admin",
+    "cluster_view",
 }
 KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
-BACKENDS = {"backend", "engine"}
-# What every layer may use: the records backends deal in, the sentences, file primitives.
-BASE = {"records", "errors", "safefiles"}
+BACKENDS = {"backend", "engine", "k8s"}
+# What every layer may use: the records backends deal in (and the label keys that make a
+# container or pod one), the sentences, file primitives.
+BASE = {"records", "errors", "safefiles", "labels"}
 MODULES = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
 CORE = MODULES - SERVER - KERNEL - BACKENDS - BASE
 LAYER = {
@@ -63,10 +65,12 @@ def test_imports_go_down_the_layers() -> None:
     upward = []
     for module in sorted(MODULES):
         for dependency in imports(module)[0]:
-            # services.py builds the Docker backend: the one core module that names it.
-            if module == "services" and dependency == "engine":
+            # services.py builds the backend: the one core module that names one.
+            if module == "services" and dependency in ("engine", "k8s"):
                 continue
-            if LAYER[dependency] > LAYER[module] or (LAYER[module] == 1 and dependency == "engine"):
+            if LAYER[dependency] > LAYER[module] or (
+                LAYER[module] == 1 and dependency in ("engine", "k8s")
+            ):
                 upward.append(f"{module} -> {dependency}")
     assert upward == []
 
@@ -91,6 +95,11 @@ def test_the_package_has_no_import_circle() -> None:
 
 def test_only_the_docker_backend_imports_docker() -> None:
     assert sorted(m for m in MODULES if "docker" in imports(m)[1]) == ["engine"]
+
+
+def test_only_the_kubernetes_backend_imports_kubernetes() -> None:
+    clients = {"kubernetes", "kubernetes_asyncio"}
+    assert sorted(m for m in MODULES if clients & imports(m)[1]) == ["k8s"]
 
 
 def test_the_core_knows_no_server_and_no_http() -> None:

@@ -1,0 +1,226 @@
+"""Kernels as real pods: the kernel service with ``ServiceApp.backend = "kubernetes"``, as the
+service account of deploy/kubernetes/rbac.yaml, starts a kernel pod on a real node (a kubelet
+with containerd, tests/k8s_node.py) from an image imported from the local Docker engine. The
+kernel answers on the pod's IP, runs code as its user, writes into the user's workspace (a
+persistent volume), is interrupted by message, restarted and deleted, and leaves no pod, Secret
+or volume behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostusers import ids_of
+from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
+from k8s_node import RealNode
+from kernel_io import collect, execute, send_execute
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from service_process import KernelService
+
+from jupyter_gpu_containers.kernelspecs import kernel_name_for
+
+REPO = Path(__file__).resolve().parent.parent
+RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def cluster_service(
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    real_node_image: str,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> Iterator[tuple[KernelService, str, str]]:
+    """A kernel service whose backend is the cluster, with one user whose workspace is a
+    persistent volume (a hostPath volume on the real node: this host's directory)."""
+    user = os.environ.get("JGC_TEST_USER", "")
+    if not user:
+        pytest.fail("JGC_TEST_USER names no account (scripts/test.sh creates one)")
+    applied = control_plane.apply(RBAC, k8s_namespace)
+    token = control_plane.service_account_token(k8s_namespace, "jupyter-gpu-containers")
+    kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "service.kubeconfig")
+    core = client.CoreV1Api(control_plane.admin_client)
+    volume = f"ws-{user}-{uuid.uuid4().hex[:8]}"
+    service = KernelService(
+        {
+            "ServiceApp": {"backend": "kubernetes"},
+            "KubernetesBackend": {
+                "kubeconfig": kubeconfig,
+                "namespace": k8s_namespace,
+                "node_selector": real_node.node_selector,
+                "tolerations": [real_node.toleration],
+                "workspace_volume": {"persistentVolumeClaim": {"claimName": "ws-{username}"}},
+                "startup_timeout": 180,
+            },
+            "ImageCatalog": {"listed_images": [{"image": real_node_image}]},
+        }
+    )
+    try:
+        service.add_user(user)
+        workspace = service.home / "ws" / user
+        (workspace / "notes").mkdir()
+        os.chown(workspace / "notes", *ids_of(user))
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": volume, "labels": {TEST_LABEL: TEST_RUN}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "hostPath": {"path": str(workspace), "type": "Directory"},
+                    "claimRef": {"namespace": k8s_namespace, "name": f"ws-{user}"},
+                },
+            }
+        )
+        core.create_namespaced_persistent_volume_claim(
+            k8s_namespace,
+            {
+                "metadata": {"name": f"ws-{user}"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_for(
+            lambda: (
+                core.read_namespaced_persistent_volume_claim(
+                    f"ws-{user}", k8s_namespace
+                ).status.phase
+                == "Bound"
+            ),
+            60,
+            "the workspace's claim was not bound",
+        )
+        service.start()
+        yield service, user, real_node_image
+    finally:
+        # Shown when the test failed (pytest prints a failed test's captured output).
+        print("\n".join(service.output().splitlines()[-80:]))
+        service.close()
+        with _absent():
+            core.delete_persistent_volume(volume)
+        rbac = client.RbacAuthorizationV1Api(control_plane.admin_client)
+        for obj in applied:
+            with _absent():
+                if obj["kind"] == "ClusterRole":
+                    rbac.delete_cluster_role(obj["metadata"]["name"])
+                elif obj["kind"] == "ClusterRoleBinding":
+                    rbac.delete_cluster_role_binding(obj["metadata"]["name"])
+
+
+class _absent:
+    """Tolerates a 404: what is to be deleted is gone already."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> bool:
+        return isinstance(error, ApiException) and error.status == 404
+
+
+def kernel_pods(control_plane: ControlPlane, namespace: str) -> list[Any]:
+    core = client.CoreV1Api(control_plane.admin_client)
+    return list(
+        core.list_namespaced_pod(
+            namespace, label_selector="org.jupyter.gpu-containers.managed=true"
+        ).items
+    )
+
+
+def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    k8s_namespace: str,
+    cluster_service: tuple[KernelService, str, str],
+) -> None:
+    service, username, image = cluster_service
+    user = service.users[username]
+    uid, gid = ids_of(username)
+    core = client.CoreV1Api(control_plane.admin_client)
+
+    async def scenario() -> None:
+        code, specs = await service.answer(user, "GET", "api/kernelspecs")
+        assert code == 200, specs
+        name = kernel_name_for(image)
+        assert name in specs["kernelspecs"], sorted(specs["kernelspecs"])
+        kernel_id = await service.start_kernel(
+            user, name, env={"JPY_SESSION_NAME": "notes/k8s.ipynb"}
+        )
+        (pod,) = kernel_pods(control_plane, k8s_namespace)
+        assert pod.spec.node_name == real_node.name
+        assert pod.status.pod_ip
+        first_uid = pod.metadata.uid
+        ws = await service.websocket(user, kernel_id)
+        try:
+            result = await execute(
+                ws,
+                "import os\n"
+                "open('from-pod.txt', 'w').write('written in a pod')\n"
+                "print(os.getuid(), os.getgid(), os.getcwd())",
+                timeout=60,
+            )
+            assert result.stdout.split() == [str(uid), str(gid), "/home/jovyan/work/notes"] or (
+                result.stdout.split()[:2] == [str(uid), str(gid)]
+            ), result
+            written = service.home / "ws" / username / "notes" / "from-pod.txt"
+            if not written.exists():  # started in the workspace's root, not the notebook's
+                written = service.home / "ws" / username / "from-pod.txt"
+            assert written.read_text() == "written in a pod"
+            assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
+            # Interrupted (by message: the service's account may not exec into pods).
+            msg_id = await send_execute(ws, "import time\ntime.sleep(120)")
+            await asyncio.sleep(2)
+            code, _ = await service.answer(user, "POST", f"api/kernels/{kernel_id}/interrupt")
+            assert code == 204
+            interrupted = await collect(ws, msg_id, timeout=30)
+            assert interrupted.ename == "KeyboardInterrupt", interrupted
+        finally:
+            ws.close()
+        # Restarted: a new pod, the same kernel id, code runs again.
+        code, _ = await service.answer(user, "POST", f"api/kernels/{kernel_id}/restart")
+        assert code == 200
+        (after,) = kernel_pods(control_plane, k8s_namespace)
+        assert after.metadata.uid != first_uid
+        ws = await service.websocket(user, kernel_id)
+        try:
+            result = await execute(ws, "print(6 * 7)", timeout=60)
+            assert result.stdout.strip() == "42", result
+        finally:
+            ws.close()
+        code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
+        assert code == 204
+        pod_uids = {first_uid, after.metadata.uid}
+        # Nothing left: no pod, no Secret, no container on the node, no volume of its pods.
+        wait_for(
+            lambda: not kernel_pods(control_plane, k8s_namespace),
+            60,
+            "the kernel's pod was not deleted",
+        )
+        assert [
+            s.metadata.name
+            for s in core.list_namespaced_secret(k8s_namespace).items
+            if s.metadata.name.startswith("jupyter-kernel-")
+        ] == []
+        wait_for(
+            lambda: all(not real_node.pod_containers(u) for u in pod_uids),
+            60,
+            "the node kept containers of the kernel's pods",
+        )
+        wait_for(
+            lambda: all(not (real_node.kubelet_root / "pods" / u).exists() for u in pod_uids),
+            60,
+            "the kubelet kept the volumes of the kernel's pods",
+        )
+
+    asyncio.run(scenario())
