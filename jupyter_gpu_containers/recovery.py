@@ -126,7 +126,9 @@ async def recover(
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
-                await _reattach(mkm, record, root, log, directory)
+                # A pod's kernel listens on the pod's own address, not on this host's.
+                address = await engine.address(record.id) if engine.connection_on_pod_ip else ""
+                await _reattach(mkm, record, root, log, directory, address)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
@@ -219,6 +221,7 @@ async def _reattach(
     root: str,
     log: Any,
     directory: UserDirectory | None = None,
+    address: str = "",
 ) -> None:
     labels = record.labels
     owner = None
@@ -246,7 +249,7 @@ async def _reattach(
     if info["transport"] == "ipc":
         info["ip"] = os.path.join(conn_dir, "kernel-ipc")
     else:
-        info["ip"] = "127.0.0.1"
+        info["ip"] = address or "127.0.0.1"
 
     km = mkm.kernel_manager_factory(
         connection_file=os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json"),

@@ -8,6 +8,7 @@ or volume behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -223,4 +224,45 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
             "the kubelet kept the volumes of the kernel's pods",
         )
 
+    asyncio.run(scenario())
+
+
+def test_a_restarted_service_reattaches_its_kernel_pods(
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    cluster_service: tuple[KernelService, str, str],
+) -> None:
+    """The service stops (keeping its kernels) and starts again: it finds the kernel's pod by
+    its labels, connects on the pod's IP, and the kernel's state is still there."""
+    service, username, image = cluster_service
+    user = service.users[username]
+
+    async def scenario() -> None:
+        kernel_id = await service.start_kernel(user, kernel_name_for(image))
+        ws = await service.websocket(user, kernel_id)
+        try:
+            assert (await execute(ws, "kept = 'still here'", timeout=60)).status == "ok"
+        finally:
+            ws.close()
+        service.stop()
+        (pod,) = kernel_pods(control_plane, k8s_namespace)
+        service.start("--ServiceApp.keep_kernels_on_stop=False")
+        assert "reattached 1" in service.output()
+        code, model = await service.answer(user, "GET", f"api/kernels/{kernel_id}")
+        assert code == 200, model
+        ws = await service.websocket(user, kernel_id)
+        try:
+            result = await execute(ws, "print(kept)", timeout=60)
+            assert result.stdout.strip() == "still here", result
+        finally:
+            ws.close()
+        (same,) = kernel_pods(control_plane, k8s_namespace)
+        assert same.metadata.uid == pod.metadata.uid
+        code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
+        assert code == 204
+
+    service.stop()
+    service.config["ServiceApp"]["keep_kernels_on_stop"] = True
+    service.config_file.write_text(json.dumps(service.config))
+    service.start()
     asyncio.run(scenario())
