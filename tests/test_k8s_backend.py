@@ -438,3 +438,39 @@ def test_a_kernel_never_runs_as_root(tmp_path: Path) -> None:
     backend = KubernetesBackend(kubeconfig=os.devnull, namespace="unused")
     with pytest.raises(Exception, match="never runs as root"):
         backend.pod_manifest(kernel_spec(tmp_path, name="root", user="0:0"), "root")
+
+
+def test_an_image_pull_secret_comes_from_the_registry_login(
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    service_kubeconfig: str,
+    pool: str,
+    tmp_path: Path,
+) -> None:
+    """The administrator's login for the image's registry becomes the pod's image pull secret,
+    owned by the pod; an image of a registry without a login gets none."""
+    backend = make_backend(service_kubeconfig, k8s_namespace, pool)
+    logins = {"registry.example:5000": {"username": "lab", "password": "pull-" + KEY}}
+    backend.pull_auth = logins.get
+    core = client.CoreV1Api(control_plane.admin_client)
+    try:
+        private = kernel_spec(tmp_path, name="private")
+        private.image = "registry.example:5000/lab/pytorch:24.05"
+        name = run(backend.create(private))
+        pod = core.read_namespaced_pod(name, k8s_namespace)
+        assert [s.name for s in pod.spec.image_pull_secrets] == [f"{name}-pull"]
+        secret = core.read_namespaced_secret(f"{name}-pull", k8s_namespace)
+        assert secret.type == "kubernetes.io/dockerconfigjson"
+        config = json.loads(base64.b64decode(secret.data[".dockerconfigjson"]))
+        auth = config["auths"]["registry.example:5000"]["auth"]
+        assert base64.b64decode(auth).decode() == f"lab:pull-{KEY}"
+        assert [o.uid for o in secret.metadata.owner_references] == [pod.metadata.uid]
+        assert KEY not in json.dumps(control_plane.admin_client.sanitize_for_serialization(pod))
+        public = run(backend.create(kernel_spec(tmp_path, name="public")))
+        assert core.read_namespaced_pod(public, k8s_namespace).spec.image_pull_secrets is None
+        for made in (name, public):
+            run(backend.remove(made))
+        left = [s.metadata.name for s in core.list_namespaced_secret(k8s_namespace).items]
+        assert not [s for s in left if s.startswith(("jgc-private", "jgc-public"))]
+    finally:
+        backend.close()
