@@ -184,9 +184,9 @@ class KubernetesBackend(LoggingConfigurable):
     allowed_gpu_resources = List(
         Unicode(),
         config=True,
-        help="""Other GPU resources a kernel spec may ask for (its metadata's
-        gpu_containers.gpu_resource), such as MIG profiles. The default resource is always
-        allowed.""",
+        help="""Other GPU resources a kernel spec may ask for (its provisioner config's
+        gpu_resource, ContainerProvisioner.gpu_resource), such as MIG profiles. The default
+        resource is always allowed.""",
     )
     node_selector = Dict(
         config=True,
@@ -557,8 +557,14 @@ class KubernetesBackend(LoggingConfigurable):
         and its image pull secret's .dockerconfigjson (None: no login for that registry)."""
         uid, gid = parse_user(spec.user)
         labels, annotations = split_labels(spec.labels)
-        resource = spec.labels.get(GPU_RESOURCE_ANNOTATION) or self.gpu_resource
+        resource = spec.gpu_resource or self.gpu_resource
         count = spec.gpu_count or len(spec.gpus)
+        if count and resource not in (self.gpu_resource, *self.allowed_gpu_resources):
+            raise EngineRefused(
+                f"This kernel asks for its GPUs as {resource}, which the administrator does not "
+                f"allow here (KubernetesBackend.gpu_resource is {self.gpu_resource}; "
+                "allowed_gpu_resources lists the others)."
+            )
         annotations[GPU_COUNT_ANNOTATION] = str(count)
         annotations[GPU_RESOURCE_ANNOTATION] = resource if count else ""
         limits: dict[str, str] = {}

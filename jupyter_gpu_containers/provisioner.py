@@ -228,6 +228,15 @@ class ContainerProvisioner(KernelProvisionerBase):
         notebook's own request (the /gpu-containers/notebooks endpoint) takes precedence.""",
     )
 
+    gpu_resource = Unicode(
+        "",
+        config=True,
+        help="""On Kubernetes: the resource this kernel's GPUs are requested as, such as a MIG
+        profile "nvidia.com/mig-1g.10gb" (a kernel spec sets it in its provisioner config).
+        Empty: KubernetesBackend.gpu_resource. Anything else must be in
+        KubernetesBackend.allowed_gpu_resources. Docker ignores it.""",
+    )
+
     log_tail_lines = Int(
         20, config=True, help="How many lines of the container's log a launch error quotes."
     )
@@ -622,7 +631,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 f"not for GPUs by id ({', '.join(request.ids)})."
             )
         spec = self._plan(image, cmd, [], "runtime")
-        spec = dataclasses.replace(spec, gpu_count=request.count)
+        spec = dataclasses.replace(spec, gpu_count=request.count, gpu_resource=self.gpu_resource)
         self.container_spec = spec
         self._stamp("gpus")
         self.container_id = await self.backend.create(spec)

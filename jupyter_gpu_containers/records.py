@@ -151,5 +151,7 @@ class ContainerSpec:
     # The GPUs (UUIDs) booked for the container: how they reach it is runtime/environment/
     # device_requests above (Docker).
     gpus: tuple[str, ...] = ()
-    # How many GPUs a backend that schedules GPUs itself (Kubernetes) must find for it.
+    # How many GPUs a backend that schedules GPUs itself (Kubernetes) must find for it, and as
+    # which resource ("": the backend's default).
     gpu_count: int = 0
+    gpu_resource: str = ""

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.errors import MountRefused
+from jupyter_gpu_containers.errors import EngineRefused, MountRefused
 from jupyter_gpu_containers.k8s import KubernetesBackend, SchedulingRefused
 from jupyter_gpu_containers.records import ContainerSpec, Mount
 
@@ -472,5 +472,46 @@ def test_an_image_pull_secret_comes_from_the_registry_login(
             run(backend.remove(made))
         left = [s.metadata.name for s in core.list_namespaced_secret(k8s_namespace).items]
         assert not [s for s in left if s.startswith(("jgc-private", "jgc-public"))]
+    finally:
+        backend.close()
+
+
+def test_a_kernel_spec_may_ask_for_an_allowed_mig_profile(
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    service_kubeconfig: str,
+    pool: str,
+    tmp_path: Path,
+) -> None:
+    """A MIG profile's resource (a kernel spec's gpu_resource) is requested as such and placed
+    on a node that has it; one the administrator does not allow is refused in a sentence."""
+    mig = "nvidia.com/mig-1g.10gb"
+    control_plane.add_fake_node(
+        f"{pool}-mig",
+        gpus=0,
+        labels={"jgc-test-pool": pool},
+        extra={mig: 7},
+    )
+    backend = make_backend(service_kubeconfig, k8s_namespace, pool, allowed_gpu_resources=[mig])
+    core = client.CoreV1Api(control_plane.admin_client)
+    try:
+        spec = kernel_spec(tmp_path, name="mig", gpus=2)
+        spec.gpu_resource = mig
+        name = run(backend.create(spec))
+        pod = core.read_namespaced_pod(name, k8s_namespace)
+        assert pod.spec.containers[0].resources.limits == {mig: "2", "memory": "2Gi"}
+        wait_for(
+            lambda: core.read_namespaced_pod(name, k8s_namespace).spec.node_name == f"{pool}-mig",
+            60,
+            "the MIG kernel was not placed on the node with that profile",
+        )
+        assert [(h.node, h.count, h.resource) for h in backend.gpu_holders_sync()] == [
+            (f"{pool}-mig", 2, mig)
+        ]
+        refused = kernel_spec(tmp_path, name="big", gpus=1)
+        refused.gpu_resource = "nvidia.com/mig-7g.80gb"
+        with pytest.raises(EngineRefused, match="does not allow here"):
+            run(backend.create(refused))
+        run(backend.remove(name))
     finally:
         backend.close()
