@@ -101,6 +101,10 @@ class ContainerBackend(Protocol):
 
     async def address(self, container_id: str) -> str: ...
 
+    # A kernel's connection as the backend delivered it (Kubernetes: its Secret), for recovery
+    # where the private directory is gone. Docker refuses: its kernels' is the directory's.
+    async def connection_info(self, container_id: str) -> dict[str, Any]: ...
+
     # -- the engine
     async def version(self) -> str: ...
 

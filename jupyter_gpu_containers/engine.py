@@ -432,6 +432,11 @@ class Engine(LoggingConfigurable):
         """Where a kernel's published ports are: this host's loopback."""
         return "127.0.0.1"
 
+    async def connection_info(self, container_id: str) -> dict[str, Any]:
+        raise EngineRefused(
+            "A Docker kernel's connection file is in its private directory, not the engine's."
+        )
+
     # Told of each container this engine removes (its record as listed just before, and when),
     # on the removing thread: quota.py remembers a GPU container's end from it, whichever path
     # removed it. None: nobody is told.

@@ -823,6 +823,36 @@ class KubernetesBackend(LoggingConfigurable):
             raise EngineRefused(f"The kernel's pod {container_id} has no IP address.")
         return str(ip)
 
+    async def connection_info(self, container_id: str) -> dict[str, Any]:
+        """The kernel's connection file from its Secret, trusted only when the pod owns it (an
+        owner reference with the pod's uid, written by this service when it made both)."""
+
+        def read(core: Any) -> dict[str, Any]:
+            try:
+                pod = core.read_namespaced_pod(container_id, self.namespace)
+                secret = core.read_namespaced_secret(f"{container_id}-connection", self.namespace)
+            except ApiException as e:
+                raise EngineRefused(
+                    f"The kernel pod {container_id}'s connection Secret cannot be read: "
+                    f"{_api_reason(e)}"
+                ) from e
+            owners = secret.metadata.owner_references or []
+            if not any(o.kind == "Pod" and o.uid == pod.metadata.uid for o in owners):
+                raise EngineRefused(
+                    f"The Secret {container_id}-connection is not the kernel pod's own."
+                )
+            try:
+                content = json.loads(base64.b64decode((secret.data or {})[CONNECTION_FILE_NAME]))
+            except (KeyError, ValueError) as e:
+                raise EngineRefused(
+                    f"The Secret {container_id}-connection holds no connection file."
+                ) from e
+            if not isinstance(content, dict):
+                raise EngineRefused(f"The Secret {container_id}-connection is not a connection.")
+            return content
+
+        return await self.run(read)
+
     async def state(self, container_id: str) -> ContainerState | None:
         return pod_state(await self._pod(container_id))
 

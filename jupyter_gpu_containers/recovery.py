@@ -65,11 +65,24 @@ class RecoveryReport:
 
 
 def decide(
-    record: ContainerRecord, server_id: str, state: StateDir, me: L.OwnerProcess, root: str
+    record: ContainerRecord,
+    server_id: str,
+    state: StateDir,
+    me: L.OwnerProcess,
+    root: str,
+    pods: bool = False,
 ) -> str:
     """'reattach', 'remove' or 'leave' for one labelled container, at this server's start.
-    ``root``: this server's private-directory root. Blocking (it stats files): a worker thread."""
+    ``root``: this server's private-directory root; ``pods``: a backend whose kernels are pods
+    (their server is the service of the namespace, whatever pod or host it ran in, and their
+    connection is their Secret). Blocking (it stats files): a worker thread."""
     owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+    if pods:
+        if owner == me:
+            return "leave"
+        if record.labels.get(L.SERVER_ID, "") != server_id:
+            return "leave"  # another service's namespace share: not ours to judge
+        return "reattach" if record.status == "running" else "remove"
     if owner is None or owner.host != me.host:
         return "leave"  # an engine shared with another host: not ours to judge
     if owner == me:
@@ -121,14 +134,17 @@ async def recover(
             record = claimed or record
         if record.labels.get(L.KERNEL_ID) in mkm:
             continue  # already ours in this process
-        action = await asyncio.to_thread(decide, record, server_id, state, me, root)
+        action = await asyncio.to_thread(
+            decide, record, server_id, state, me, root, engine.connection_on_pod_ip
+        )
         if action == "reattach" and L.POOL in record.labels and claimed is None:
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
                 # A pod's kernel listens on the pod's own address, not on this host's.
                 address = await engine.address(record.id) if engine.connection_on_pod_ip else ""
-                await _reattach(mkm, record, root, log, directory, address)
+                info = await engine.connection_info(record.id) if address else None
+                await _reattach(mkm, record, root, log, directory, address, info)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
@@ -222,6 +238,7 @@ async def _reattach(
     log: Any,
     directory: UserDirectory | None = None,
     address: str = "",
+    pod_info: dict[str, Any] | None = None,
 ) -> None:
     labels = record.labels
     owner = None
@@ -238,15 +255,22 @@ async def _reattach(
     kernel_id = check_kernel_id(labels[L.KERNEL_ID])
     kernel_name = labels.get(L.KERNEL_NAME, "")
     conn_dir = await asyncio.to_thread(own_private_dir, root, labels[L.CONNECTION_DIR])
-    if conn_dir is None:
+    if pod_info is not None:
+        # A pod's connection is its Secret's (the backend checked that the pod owns it): a
+        # service in a new pod of its own has none of its predecessor's private directories.
+        info = dict(pod_info)
+    elif conn_dir is None:
         raise ValueRefused("its private directory is not one of this server's")
-    # Written by the kernel's own container as much as by us: read without following a link,
-    # and only as far as it agrees with what this server wrote on the container.
-    info = await asyncio.to_thread(read_connection_file, conn_dir)
+    else:
+        # Written by the kernel's own container as much as by us: read without following a
+        # link, and only as far as it agrees with what this server wrote on the container.
+        info = await asyncio.to_thread(read_connection_file, conn_dir)
     if info.get("transport") != labels.get(L.TRANSPORT, "ipc"):
         raise ValueRefused("its connection file does not match its container")
     # The file holds the container's view; the host's differs only in where it connects.
     if info["transport"] == "ipc":
+        if conn_dir is None:
+            raise ValueRefused("its ipc sockets are in no private directory of this server's")
         info["ip"] = os.path.join(conn_dir, "kernel-ipc")
     else:
         info["ip"] = address or "127.0.0.1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,8 +233,10 @@ def test_a_restarted_service_reattaches_its_kernel_pods(
     k8s_namespace: str,
     cluster_service: tuple[KernelService, str, str],
 ) -> None:
-    """The service stops (keeping its kernels) and starts again: it finds the kernel's pod by
-    its labels, connects on the pod's IP, and the kernel's state is still there."""
+    """The service stops (keeping its kernels) and starts again without its private
+    directories, as a new pod of a Deployment would: it finds the kernel's pod by its labels,
+    its connection in the pod's Secret, connects on the pod's IP, and the kernel's state is
+    still there."""
     service, username, image = cluster_service
     user = service.users[username]
 
@@ -246,6 +249,9 @@ def test_a_restarted_service_reattaches_its_kernel_pods(
             ws.close()
         service.stop()
         (pod,) = kernel_pods(control_plane, k8s_namespace)
+        # A new service pod has none of its predecessor's private directories: the connection
+        # comes back from the kernel's Secret.
+        shutil.rmtree(service.home / "kernels")
         service.start("--ServiceApp.keep_kernels_on_stop=False")
         assert "reattached 1" in service.output()
         code, model = await service.answer(user, "GET", f"api/kernels/{kernel_id}")
