@@ -3,6 +3,9 @@
 - ``GET  /gpu-containers/status``: is the Docker engine usable, how many container kernel specs.
 - ``GET  /gpu-containers/gpus``: the host's GPUs, each with its holders.
 - ``GET  /gpu-containers/allocations``: this user's kernels that hold GPUs.
+- ``GET  /gpu-containers/cluster``: on Kubernetes, the GPU node pools (nodes grouped by GPU
+  feature discovery's labels), which node and pod holds what, and each listed image's verdict
+  per pool (cluster_view.py); on Docker, backend "docker" and no pools.
 - ``GET  /gpu-containers/notebooks/kernel?path=dir/nb.ipynb``: what a notebook's toolbar shows:
   its stored GPU request, and its running kernel (spec, image, the GPUs it holds, its state).
 - ``POST /gpu-containers/notebooks/kernel``: remember a notebook's GPU request, then start its
@@ -61,6 +64,7 @@ from .admin import parse_action as parse_admin_action
 from .admin import refusal as admin_refusal
 from .allocator import GPURequest, Ledger, current_ledger
 from .catalog import CatalogInputs, catalog_rows
+from .cluster_view import cluster_view
 from .credentials import Credential
 from .errors import ContainerKernelError, EngineUnavailable
 from .gateway_user import (
@@ -249,6 +253,23 @@ class GPUsHandler(GPUContainersHandler):
             engine_error=engine_error,
         )
         self.finish(json.dumps(report))
+
+
+class ClusterHandler(GPUContainersHandler):
+    """On Kubernetes: the GPU node pools, which node and pod holds what, and each listed
+    image's verdict per pool (cluster_view.py). On Docker: backend "docker", no pools."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        services = self.services
+        view = await cluster_view(
+            services.backend,
+            services.catalog.listed(),
+            uid=self.uid,
+            show_others=services.visibility.show_other_users,
+        )
+        self.finish(json.dumps(view))
 
 
 class AllocationsHandler(GPUContainersHandler):
@@ -1106,6 +1127,7 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/status", StatusHandler),
         (f"{base}/gpus", GPUsHandler),
         (f"{base}/allocations", AllocationsHandler),
+        (f"{base}/cluster", ClusterHandler),
         (f"{base}/notebooks/kernel", NotebookKernelHandler),
         (f"{base}/images", ImagesHandler),
         (f"{base}/pulls", PullsHandler),

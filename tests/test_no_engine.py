@@ -71,6 +71,11 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     assert report["gpus"] or report["reason"]
     if report["source"] == "static":  # binder/jupyter_server_config.json's demo GPUs
         assert [g["uuid"] for g in report["gpus"]] == ["GPU-binder-demo-0", "GPU-binder-demo-1"]
+    # The Docker backend: no cluster, no node pools (and no engine is needed to say so).
+    assert answers.pop("/gpu-containers/cluster") == (
+        200,
+        {"backend": "docker", "pools": [], "engine_error": ""},
+    )
     code, mine = answers.pop("/gpu-containers/allocations")
     assert (code, mine["allocations"]) == (200, []) and no_engine_here in mine["engine_error"]
     code, catalog = answers.pop("/gpu-containers/images")

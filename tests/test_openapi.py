@@ -736,6 +736,10 @@ async def test_real_responses_match_the_spec(
     assert code == 200, mine
     assert [a["kernel_id"] for a in mine["allocations"]] == ["openapi-kernel-id"]
 
+    # Docker: no cluster view (tests/test_k8s_cluster_view.py checks Kubernetes' answers).
+    code, cluster, _ = await call(jp_fetch, conformance, "/gpu-containers/cluster")
+    assert (code, cluster) == (200, {"backend": "docker", "pools": [], "engine_error": ""})
+
     # Pulls: a refused one, a malformed one, and one that fails at the registry.
     assert (await call(jp_fetch, conformance, "/gpu-containers/pulls"))[0] == 200
     for body, expected in [

@@ -9,6 +9,7 @@ import {
   IAdminActionReply,
   GpuRequest,
   ICatalog,
+  IClusterView,
   IGpuReport,
   IKernelList,
   IKernelView,
@@ -143,6 +144,21 @@ export function getGpus(
   trans?: TranslationBundle
 ): Promise<IGpuReport> {
   return requestAPI<IGpuReport>('gpus', { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Fetch the cluster's GPU node pools (Kubernetes; on Docker no pools).
+ */
+export function getCluster(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IClusterView> {
+  return requestAPI<IClusterView>(
+    'cluster',
+    { method: 'GET' },
+    settings,
+    trans
+  );
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   cancelPull,
   cancelQueued,
   getAdminView,
+  getCluster,
   getGpus,
   getImages,
   getAdminNotices,
@@ -48,6 +49,7 @@ import {
   ICatalog,
   IGpuQueue,
   IGpuQuota,
+  IClusterView,
   IGpuReport,
   IKernelList,
   IKernelReclaim,
@@ -259,6 +261,14 @@ export class GpuContainersModel implements IDisposable {
     return this._statusError;
   }
 
+  /**
+   * The cluster's GPU node pools (Kubernetes); `null` until read, or when the
+   * server does not say.
+   */
+  get cluster(): IClusterView | null {
+    return this._cluster;
+  }
+
   get gpus(): IGpuReport | null {
     return this._gpus;
   }
@@ -429,6 +439,7 @@ export class GpuContainersModel implements IDisposable {
     this._gpus = gpus.status === 'fulfilled' ? gpus.value : null;
     this._gpuError = gpus.status === 'rejected' ? messageOf(gpus.reason) : '';
     await Promise.all([
+      this._refreshCluster(),
       this._refreshQueue(),
       this._refreshAdmin(),
       this._refreshReclaims(),
@@ -460,7 +471,7 @@ export class GpuContainersModel implements IDisposable {
    * server), or not this user's. Quietly left alone for a while.
    */
   private _noteMissing(
-    route: 'queue' | 'quota' | 'admin' | 'notices' | 'prepull',
+    route: 'queue' | 'quota' | 'admin' | 'notices' | 'prepull' | 'cluster',
     error: unknown
   ): void {
     const status = error instanceof ApiError ? error.status : undefined;
@@ -559,6 +570,25 @@ export class GpuContainersModel implements IDisposable {
     } catch (error) {
       this._prePulls = null;
       this._noteMissing('prepull', error);
+    }
+  }
+
+  /**
+   * Read the cluster's node pools. A Docker server says so once: its backend
+   * does not change while it runs, so it is not asked again until a refresh.
+   */
+  private async _refreshCluster(): Promise<void> {
+    if (
+      Date.now() < this._missing.cluster ||
+      this._cluster?.backend === 'docker'
+    ) {
+      return;
+    }
+    try {
+      this._cluster = await getCluster(this.serverSettings, this._trans);
+    } catch (error) {
+      this._cluster = null;
+      this._noteMissing('cluster', error);
     }
   }
 
@@ -697,7 +727,17 @@ export class GpuContainersModel implements IDisposable {
    */
   async refresh(): Promise<void> {
     // Asked for: routes that were missing are asked again.
-    this._missing = { queue: 0, quota: 0, admin: 0, notices: 0, prepull: 0 };
+    this._missing = {
+      queue: 0,
+      quota: 0,
+      admin: 0,
+      notices: 0,
+      prepull: 0,
+      cluster: 0
+    };
+    if (this._cluster?.backend === 'docker') {
+      this._cluster = null; // asked again (a Kubernetes one is just re-read)
+    }
     await Promise.all([this._gpuPoll.refresh(), this._imagePoll.refresh()]);
     await Promise.all([this._gpuPoll.tick, this._imagePoll.tick]);
   }
@@ -859,7 +899,15 @@ export class GpuContainersModel implements IDisposable {
   private _noticed = new Set<string>();
   private _cancelledHere = new Set<string>();
   private _departed = new Set<string>();
-  private _missing = { queue: 0, quota: 0, admin: 0, notices: 0, prepull: 0 };
+  private _missing = {
+    queue: 0,
+    quota: 0,
+    admin: 0,
+    notices: 0,
+    prepull: 0,
+    cluster: 0
+  };
+  private _cluster: IClusterView | null = null;
   private _queueEnded = new Signal<this, IQueueEnd>(this);
   private _reclaimChanged = new Signal<this, IReclaimNotice>(this);
   private _changed = new Signal<this, void>(this);

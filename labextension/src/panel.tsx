@@ -32,6 +32,7 @@ import {
   verdictBadge
 } from './format';
 import { Breakable } from './breakable';
+import { ClusterSection } from './cluster';
 import { GpuOptions } from './gpuoptions';
 import { YourKernels } from './kernelview';
 import { GpuContainersModel } from './model';
@@ -130,6 +131,7 @@ function PanelBody(props: {
         </div>
       )}
       <GpuSection model={model} actions={actions} trans={trans} />
+      <ClusterSection model={model} trans={trans} />
       <QueueSection model={model} trans={trans} />
       <YourKernels
         settings={model.serverSettings}

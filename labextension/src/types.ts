@@ -161,6 +161,77 @@ export interface IVerdict {
 }
 
 /**
+ * The reply of `GET /gpu-containers/cluster`: on Kubernetes, the GPU node
+ * pools; on Docker, backend "docker" and no pools.
+ */
+export interface IClusterView {
+  backend: 'docker' | 'kubernetes';
+  pools: INodePool[];
+  /**
+   * Why the Kubernetes API did not answer, or `''`.
+   */
+  engine_error: string;
+}
+
+/**
+ * GPU nodes whose GPU feature discovery labels agree (product, driver,
+ * compute capability, memory).
+ */
+export interface INodePool {
+  id: string;
+  product: string;
+  driver_version: string;
+  cuda_driver_version: string;
+  compute_capability: string;
+  memory_total: number | null;
+  nodes: IClusterNode[];
+  holders: IClusterHolder[];
+  verdicts: IPoolVerdict[];
+}
+
+/**
+ * One GPU node of a pool.
+ */
+export interface IClusterNode {
+  name: string;
+  ready: boolean;
+  resources: IClusterNodeResource[];
+}
+
+/**
+ * A node's GPUs of one resource (`nvidia.com/gpu`, a MIG resource).
+ */
+export interface IClusterNodeResource {
+  resource: string;
+  allocatable: number;
+  held: number;
+  free: number;
+}
+
+/**
+ * A kernel pod holding GPUs on a node; another user's without its user,
+ * notebook and kernel id (unless the server shows other users).
+ */
+export interface IClusterHolder {
+  node: string;
+  pod: string;
+  count: number;
+  resource: string;
+  mine: boolean;
+  kernel_id: string;
+  user: string;
+  notebook: string;
+}
+
+/**
+ * A listed image's verdict on a pool's driver and GPUs.
+ */
+export interface IPoolVerdict {
+  image: string;
+  verdict: IVerdict;
+}
+
+/**
  * One row of the image catalog (`GET /gpu-containers/images`).
  */
 export interface IImageRow {

@@ -4,6 +4,7 @@
  */
 import {
   ICatalog,
+  IClusterView,
   IGpu,
   IGpuReport,
   IHolder,
@@ -158,5 +159,114 @@ export function makeCatalog(images: IImageRow[]): ICatalog {
       reason: '',
       source: 'nvml'
     }
+  };
+}
+
+/**
+ * `GET /gpu-containers/cluster` on Kubernetes: an A100 pool of two nodes
+ * (one not ready) with the user's kernel and another user's, and an H100 pool
+ * whose driver is too old for the CUDA 12.4 image.
+ */
+export function clusterView(): IClusterView {
+  const gpu = (allocatable: number, held: number) => ({
+    resource: 'nvidia.com/gpu',
+    allocatable,
+    held,
+    free: allocatable - held
+  });
+  return {
+    backend: 'kubernetes',
+    engine_error: '',
+    pools: [
+      {
+        id: 'NVIDIA-A100-SXM4-80GB, driver 550.54.15, compute 8.0, 81920 MiB',
+        product: 'NVIDIA-A100-SXM4-80GB',
+        driver_version: '550.54.15',
+        cuda_driver_version: '12.4',
+        compute_capability: '8.0',
+        memory_total: 81920 * 1024 * 1024,
+        nodes: [
+          { name: 'gpu-a-0', ready: true, resources: [gpu(4, 3)] },
+          { name: 'gpu-a-1', ready: false, resources: [gpu(4, 0)] }
+        ],
+        holders: [
+          {
+            node: 'gpu-a-0',
+            pod: 'jupyter-kernel-1a2b3c4d-0f0f0f',
+            count: 2,
+            resource: 'nvidia.com/gpu',
+            mine: true,
+            kernel_id: 'k-1',
+            user: 'alice',
+            notebook: 'work/train.ipynb'
+          },
+          {
+            node: 'gpu-a-0',
+            pod: 'jupyter-kernel-5e6f7a8b-1e1e1e',
+            count: 1,
+            resource: 'nvidia.com/gpu',
+            mine: false,
+            kernel_id: '',
+            user: '',
+            notebook: ''
+          }
+        ],
+        verdicts: [
+          {
+            image: 'nvidia/cuda:12.4.1-base-ubuntu22.04',
+            verdict: {
+              outcome: 'native',
+              reason: 'runs natively: driver 550.54.15 supports CUDA 12.4',
+              needed_driver: ''
+            }
+          }
+        ]
+      },
+      {
+        id: 'NVIDIA-H100-80GB-HBM3, driver 535.104.05, compute 9.0',
+        product: 'NVIDIA-H100-80GB-HBM3',
+        driver_version: '535.104.05',
+        cuda_driver_version: '',
+        compute_capability: '9.0',
+        memory_total: null,
+        nodes: [
+          {
+            name: 'gpu-h-0',
+            ready: true,
+            resources: [
+              gpu(2, 0),
+              {
+                resource: 'nvidia.com/mig-1g.10gb',
+                allocatable: 7,
+                held: 1,
+                free: 6
+              }
+            ]
+          }
+        ],
+        holders: [
+          {
+            node: 'gpu-h-0',
+            pod: 'jupyter-kernel-99aa88bb-2d2d2d',
+            count: 1,
+            resource: 'nvidia.com/mig-1g.10gb',
+            mine: false,
+            kernel_id: '',
+            user: 'bob',
+            notebook: 'bob/x.ipynb'
+          }
+        ],
+        verdicts: [
+          {
+            image: 'nvidia/cuda:12.4.1-base-ubuntu22.04',
+            verdict: {
+              outcome: 'cannot-run',
+              reason: 'the NVIDIA runtime refuses the container',
+              needed_driver: '550.54.15'
+            }
+          }
+        ]
+      }
+    ]
   };
 }

@@ -15,8 +15,9 @@ import { LoginFields } from '../credentials';
 import { PickerForm } from '../picker';
 import { formatBytes, imageNames, shortImageName } from '../format';
 import type { GpuContainersModel } from '../model';
-import { ICatalog, IGpuReport, IPull, IStatus } from '../types';
+import { ICatalog, IClusterView, IGpuReport, IPull, IStatus } from '../types';
 import {
+  clusterView,
   makeCatalog,
   makeGpu,
   makeHolder,
@@ -285,6 +286,7 @@ function model(state: {
   catalog?: ICatalog | null;
   catalogError?: string;
   loadingImages?: boolean;
+  cluster?: IClusterView | null;
 }): GpuContainersModel {
   return {
     status: makeStatus(),
@@ -294,6 +296,7 @@ function model(state: {
     catalog: null,
     catalogError: '',
     loadingImages: false,
+    cluster: null,
     pulls,
     serverSettings: {},
     changed: {},
@@ -403,6 +406,28 @@ describe('every string of the panel goes through the translator', () => {
         )
       )
     ).toEqual([]);
+  });
+});
+
+describe('every string of the Cluster section goes through the translator', () => {
+  it.each<[string, IClusterView]>([
+    ['pools, holders and verdicts', clusterView()],
+    ['no GPU nodes', { ...clusterView(), pools: [] }],
+    [
+      'the API unreachable',
+      { ...clusterView(), pools: [], engine_error: 'The API is down.' }
+    ]
+  ])('%s', (_, cluster) => {
+    const html = drawPanel({ cluster });
+    expect(html).toContain('jgc-cluster-section');
+    expect(untranslated(html, dataOf(cluster, images))).toEqual([]);
+  });
+
+  it('is not drawn on Docker', () => {
+    const html = drawPanel({
+      cluster: { backend: 'docker', pools: [], engine_error: '' }
+    });
+    expect(html).not.toContain('jgc-cluster-section');
   });
 });
 

@@ -263,11 +263,12 @@ describe('GpuContainersModel', () => {
       const changed = jest.fn();
       model.changed.connect(changed);
       await model.refreshGpus();
-      // The queue, the admin view and the user's notices too (404 here: an
-      // older server).
+      // The queue, the admin view, the user's notices and the cluster too
+      // (404 here: an older server).
       expect(requests().sort()).toEqual([
         'GET admin',
         'GET admin/notices',
+        'GET cluster',
         'GET gpus',
         'GET queue',
         'GET status'
@@ -983,6 +984,32 @@ describe('fair sharing', () => {
     await jest.advanceTimersByTimeAsync(0);
     await done;
     expect(requests('GET queue')).toHaveLength(2);
+  });
+
+  it('asks a Docker server for its cluster once, a Kubernetes one each time', async () => {
+    routes['GET cluster'] = ok({
+      backend: 'docker',
+      pools: [],
+      engine_error: ''
+    });
+    const model = createModel();
+    await model.refreshGpus();
+    await model.refreshGpus();
+    expect(model.cluster?.backend).toBe('docker');
+    expect(requests('GET cluster')).toHaveLength(1);
+    // A refresh asks again; a Kubernetes backend is then read with the GPUs.
+    const pools = {
+      backend: 'kubernetes',
+      pools: [],
+      engine_error: 'The Kubernetes API did not answer.'
+    };
+    routes['GET cluster'] = ok(pools);
+    const done = model.refresh();
+    await jest.advanceTimersByTimeAsync(0);
+    await done;
+    await model.refreshGpus();
+    expect(model.cluster).toEqual(pools);
+    expect(requests('GET cluster').length).toBeGreaterThanOrEqual(3);
   });
 
   it('reads the quota and, for an admin, the admin view', async () => {
