@@ -357,6 +357,28 @@ class GPUAllocator(LoggingConfigurable):
             container_id = await create(chosen)
         return chosen, container_id
 
+    async def check_scheduled_cap(
+        self, backend: ContainerBackend, wanted: int, kernel_id: str, uid: str
+    ) -> None:
+        """max_gpus_per_user where the backend's scheduler places GPUs (Kubernetes): the GPU
+        counts of the user's other live kernels, from their records, plus ``wanted``."""
+        if self.max_gpus_per_user <= 0 or wanted <= 0:
+            return
+        records = await backend.list_containers({L.MANAGED: "true", L.UID: uid})
+        held = sum(
+            int(r.labels.get(L.GPU_COUNT, "0") or 0)
+            for r in records
+            if r.status != "exited"
+            and r.labels.get(L.KERNEL_ID) != kernel_id
+            and r.labels.get(L.GPU_COUNT, "0").isdigit()
+        )
+        if held + wanted > self.max_gpus_per_user:
+            raise OverUserCap(
+                f"This would give you {held + wanted} GPUs, over the limit of "
+                f"{self.max_gpus_per_user} per user ({held} held by your other kernels). "
+                "Shut one of them down, or ask for fewer GPUs."
+            )
+
     def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
         if self.max_gpus_per_user <= 0:
             return

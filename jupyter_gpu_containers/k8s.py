@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import re
+import secrets
 import signal
 import threading
 import time
@@ -79,8 +80,8 @@ _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
-GPU_COUNT_ANNOTATION = L.PREFIX + "gpu-count"
-GPU_RESOURCE_ANNOTATION = L.PREFIX + "gpu-resource"
+GPU_COUNT_ANNOTATION = L.GPU_COUNT
+GPU_RESOURCE_ANNOTATION = L.GPU_RESOURCE
 # In a pod's record (never on the pod): the node the scheduler bound it to.
 NODE_KEY = L.PREFIX + "node"
 
@@ -142,6 +143,8 @@ class NodeGPUs:
     allocatable: int
     labels: dict[str, str]
     ready: bool
+    # (key, value, effect) of each taint that keeps pods off unless they tolerate it
+    taints: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,13 @@ class KubernetesBackend(LoggingConfigurable):
     termination_grace_period = Int(
         5, config=True, help="Seconds a kernel pod has to exit after a polite shutdown."
     )
+    removal_grace_period = Int(
+        1,
+        config=True,
+        help="""Seconds a removed kernel pod's container has to end (its kernel was shut down
+        already). 0 deletes the pod's API object at once, while its container may still run on
+        the node and hold its GPUs: only for nodes without a kubelet (tests).""",
+    )
     api_timeout = Float(30.0, config=True, help="Seconds to wait for one API call.")
     max_workers = Int(
         8, config=True, help="Threads that run Kubernetes API calls off the event loop."
@@ -286,6 +296,7 @@ class KubernetesBackend(LoggingConfigurable):
         self._stop = threading.Event()
         self._current_watch: Any = None
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._closed = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -346,7 +357,9 @@ class KubernetesBackend(LoggingConfigurable):
         return await loop.run_in_executor(self._executor, functools.partial(self.call, fn))
 
     def close(self) -> None:
+        self._closed = True
         self._stop.set()
+        self._synced.clear()
         self.wake_watchers()
         with self._lock:
             if self._executor_instance is not None:
@@ -362,6 +375,8 @@ class KubernetesBackend(LoggingConfigurable):
     # ------------------------------------------------------------------ the pod watch
 
     def _ensure_watch(self) -> None:
+        if self._closed:
+            raise EngineUnavailable("The Kubernetes backend was closed: the service is stopping.")
         with self._lock:
             if self._watch_thread is None or not self._watch_thread.is_alive():
                 self._stop.clear()
@@ -401,15 +416,17 @@ class KubernetesBackend(LoggingConfigurable):
                     if self._stop.is_set():
                         break
                     kind, pod = event["type"], event["object"]
+                    raw = event.get("raw_object") or {}
+                    if kind == "BOOKMARK":
+                        # A bookmark's object is left a dict: only its version counts.
+                        version = raw.get("metadata", {}).get("resourceVersion") or version
+                        continue
                     if kind == "ERROR":
-                        raw = event.get("raw_object") or {}
                         if raw.get("code") == 410:
                             version = ""  # too old: list again
                             break
                         continue
                     version = pod.metadata.resource_version or version
-                    if kind == "BOOKMARK":
-                        continue
                     with self._lock:
                         if kind == "DELETED":
                             self._pods.pop(pod.metadata.name, None)
@@ -435,13 +452,16 @@ class KubernetesBackend(LoggingConfigurable):
             with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(event.set)
 
-    async def _pod(self, name: str) -> Any:
+    async def _pod(self, name: str, fresh: bool = False) -> Any:
         """The pod as the watch last saw it (None: gone); straight from the API until the watch
-        has listed."""
+        has listed, and, with ``fresh``, when the watch has not shown it yet (a pod just created
+        may reach the API before the watch brings it)."""
         self._ensure_watch()
         if self._synced.is_set():
             with self._lock:
-                return self._pods.get(name)
+                found = self._pods.get(name)
+            if found is not None or not fresh:
+                return found
 
         def read(core: Any) -> Any:
             try:
@@ -453,7 +473,9 @@ class KubernetesBackend(LoggingConfigurable):
 
         return await self.run(read)
 
-    async def _wait_for(self, name: str, check: Callable[[Any], T | None], timeout: float) -> T:
+    async def _wait_for(
+        self, name: str, check: Callable[[Any], T | None], timeout: float, fresh: bool = False
+    ) -> T:
         """Wait, on the watch's news, until ``check(pod)`` answers something other than None."""
         self._ensure_watch()
         loop = asyncio.get_running_loop()
@@ -465,7 +487,7 @@ class KubernetesBackend(LoggingConfigurable):
         try:
             while True:
                 event.clear()
-                answer = check(await self._pod(name))
+                answer = check(await self._pod(name, fresh))
                 if answer is not None:
                     return answer
                 left = deadline - loop.time()
@@ -500,7 +522,7 @@ class KubernetesBackend(LoggingConfigurable):
         pod, secret_data, pull = self.pod_manifest(spec, name)
         secret_name = f"{name}-connection"
         owned_labels = {L.MANAGED: "true", **_safe_labels(spec.labels, (L.KERNEL_ID,))}
-        secrets: list[dict[str, Any]] = [
+        owned: list[dict[str, Any]] = [
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -510,7 +532,7 @@ class KubernetesBackend(LoggingConfigurable):
             }
         ]
         if pull is not None:
-            secrets.append(
+            owned.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Secret",
@@ -519,35 +541,38 @@ class KubernetesBackend(LoggingConfigurable):
                     "data": {".dockerconfigjson": pull},
                 }
             )
-        made: list[str] = []
+        # The pod first, then its Secrets, created owned by it: they go with it whoever deletes
+        # it (and however), and no Secret ever exists without its owner. The kubelet retries the
+        # Secret volume's mount until the Secret is there: the container waits for it.
         try:
-            for secret in secrets:
-                core.create_namespaced_secret(self.namespace, secret)
-                made.append(secret["metadata"]["name"])
-            created = core.create_namespaced_pod(self.namespace, pod)
+            created = core.create_namespaced_pod(
+                self.namespace, pod, _request_timeout=self.api_timeout
+            )
         except ApiException as e:
-            for secret_name_made in made:
-                with contextlib.suppress(ApiException):
-                    core.delete_namespaced_secret(secret_name_made, self.namespace)
             if e.status == 409:
                 raise EngineRefused(
                     f"A pod named {name} already exists in namespace {self.namespace}."
                 ) from e
             raise self._refused(f"create the kernel's pod {name}", e) from e
-        # Owned by the pod: the Secrets go with it, whoever deletes it (and however).
         owner = {
             "apiVersion": "v1",
             "kind": "Pod",
             "name": name,
             "uid": created.metadata.uid,
         }
-        for secret_name_made in made:
-            try:
-                core.patch_namespaced_secret(
-                    secret_name_made, self.namespace, {"metadata": {"ownerReferences": [owner]}}
+        try:
+            for secret in owned:
+                secret["metadata"]["ownerReferences"] = [owner]
+                core.create_namespaced_secret(
+                    self.namespace, secret, _request_timeout=self.api_timeout
                 )
-            except ApiException as e:
-                self.log.warning("Secret %s not owned by pod %s: %s", secret_name_made, name, e)
+        except BaseException as e:
+            # Without its Secret the pod would wait forever: it goes (and its Secrets with it).
+            with contextlib.suppress(Exception):
+                self._delete_pod(core, name=name, grace=0)
+            if isinstance(e, ApiException):
+                raise self._refused(f"create the kernel's Secret for pod {name}", e) from e
+            raise
         return name
 
     def pod_manifest(
@@ -678,8 +703,14 @@ class KubernetesBackend(LoggingConfigurable):
                 "runAsUser": uid,
                 "runAsGroup": gid,
                 "fsGroup": gid,
+                # The group is set on a volume's files only when its root differs: not a walk
+                # through (and a change of) a user's whole workspace at every start.
+                "fsGroupChangePolicy": "OnRootMismatch",
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
+            # The pod's pause process is PID 1 and reaps what the kernel's children leave; the
+            # kernel gets the kubelet's SIGTERM like any process (Docker's --init).
+            "shareProcessNamespace": True,
             "containers": [container],
             "volumes": volumes,
         }
@@ -740,9 +771,20 @@ class KubernetesBackend(LoggingConfigurable):
             if pod is None:
                 raise EngineRefused(f"The kernel's pod {container_id} was deleted as it started.")
             status = pod.status
-            if _container_started(pod) or (status and status.phase in ("Succeeded", "Failed")):
+            if _container_started(pod) or (status and status.phase == "Succeeded"):
                 return "started"
+            if status and status.phase == "Failed":
+                # Refused by its node before its container ran (admission, eviction).
+                raise EngineRefused(
+                    f"The node {pod.spec.node_name or ''} refused the kernel's pod "
+                    f"({status.reason or 'Failed'}): {_short(status.message or '')}"
+                )
             reason = unschedulable_reason(pod)
+            if reason is not None and status and status.nominated_node_name:
+                reason = None  # it preempts lower-priority pods: room is being made for it
+            if reason is not None and " not found" in reason:
+                # A claim or other object that does not exist will not appear by waiting.
+                raise SchedulingRefused(reason)
             if reason is not None:
                 # A shortage (not enough free GPUs, memory) is refused at once unless the
                 # policy is to wait; anything else (a volume still binding, say) usually passes,
@@ -760,7 +802,9 @@ class KubernetesBackend(LoggingConfigurable):
             return None
 
         try:
-            await self._wait_for(container_id, check, self.startup_timeout + self.schedule_timeout)
+            await self._wait_for(
+                container_id, check, self.startup_timeout + self.schedule_timeout, fresh=True
+            )
         except SchedulingRefused as e:
             detail = await self.run(functools.partial(self._capacity_sentence, pod=container_id))
             await self.remove_or_defer(container_id)
@@ -798,7 +842,7 @@ class KubernetesBackend(LoggingConfigurable):
         free = {
             n.name: n.allocatable - used.get(n.name, 0)
             for n in nodes
-            if n.resource == resource and n.allocatable
+            if n.resource == resource and n.allocatable and self.may_run_on(n)
         }
         if not free:
             return f" No node offers {resource}."
@@ -810,6 +854,13 @@ class KubernetesBackend(LoggingConfigurable):
             for n, k in sorted(counts.items(), reverse=True)
         ]
         return f" No node has {wanted} free {resource}; " + ", ".join(parts) + "."
+
+    def may_run_on(self, node: NodeGPUs) -> bool:
+        """Whether a kernel pod could be placed on ``node`` at all: its labels match
+        node_selector, and every NoSchedule/NoExecute taint is tolerated."""
+        if any(node.labels.get(k) != v for k, v in self.node_selector.items()):
+            return False
+        return all(_tolerated(t, self.tolerations) for t in node.taints)
 
     def _pods_snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -858,7 +909,11 @@ class KubernetesBackend(LoggingConfigurable):
 
     async def kill(self, container_id: str, signum: int) -> None:
         if signum in (signal.SIGKILL, signal.SIGTERM):
-            grace = 0 if signum == signal.SIGKILL else self.termination_grace_period
+            grace = (
+                self.removal_grace_period
+                if signum == signal.SIGKILL
+                else self.termination_grace_period
+            )
             await self.run(functools.partial(self._delete_pod, name=container_id, grace=grace))
             return
         raise EngineRefused(
@@ -890,7 +945,7 @@ class KubernetesBackend(LoggingConfigurable):
             if e.status != 404:
                 raise self._refused(f"read pod {name}", e) from e
             pod = None
-        removed = self._delete_pod(core, name=name, grace=0)
+        removed = self._delete_pod(core, name=name, grace=self.removal_grace_period)
         # Owned by the pod, the Secrets go with it; deleted here too, so that nothing waits on
         # the garbage collector.
         for suffix in ("connection", "pull"):
@@ -1003,6 +1058,11 @@ class KubernetesBackend(LoggingConfigurable):
                 c.type == "Ready" and c.status == "True"
                 for c in ((node.status.conditions if node.status else None) or [])
             )
+            taints = tuple(
+                (t.key or "", t.value or "", t.effect or "")
+                for t in ((node.spec.taints if node.spec else None) or [])
+                if t.effect in ("NoSchedule", "NoExecute")
+            )
             for resource in resources:
                 answer.append(
                     NodeGPUs(
@@ -1011,6 +1071,7 @@ class KubernetesBackend(LoggingConfigurable):
                         allocatable=_int_quantity(allocatable.get(resource, "0")),
                         labels=dict(node.metadata.labels or {}),
                         ready=ready,
+                        taints=taints,
                     )
                 )
         return answer
@@ -1098,7 +1159,7 @@ class KubernetesBackend(LoggingConfigurable):
         """Run ``command`` in a short-lived pod of ``image`` (the readiness probe), as an
         unprivileged user, and return its log. The pod is deleted whatever happens."""
         safe, notes = split_labels(labels)
-        name = pod_name(f"jgc-probe-{int(time.time() * 1000) % 10**10}-{os.getpid()}")
+        name = pod_name(f"jgc-probe-{os.getpid()}-{secrets.token_hex(5)}")
         uid, gid = parse_user(user) if user and user.split(":")[0] != "0" else (65534, 65534)
         container: dict[str, Any] = {
             "name": CONTAINER_NAME,
@@ -1380,6 +1441,18 @@ def _waiting_failure(pod: Any, image: str) -> ContainerKernelError | None:
             f"The node {node} could not create the kernel's container ({waiting.reason}): {message}"
         )
     return None
+
+
+def _tolerated(taint: tuple[str, str, str], tolerations: list[dict[str, Any]]) -> bool:
+    key, value, effect = taint
+    for t in tolerations:
+        if t.get("effect") and t.get("effect") != effect:
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t.get("key") == key):
+            return True
+        if t.get("key") == key and t.get("value", "") == value:
+            return True
+    return False
 
 
 def _annotation(pod: Any, key: str) -> str:

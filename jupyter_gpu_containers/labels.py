@@ -37,6 +37,10 @@ IMAGE = PREFIX + "image"
 CONNECTION_DIR = PREFIX + "connection-dir"
 TRANSPORT = PREFIX + "transport"
 GPUS = PREFIX + "gpus"  # comma-separated UUIDs the kernel holds ("" for none)
+# On a backend whose scheduler places GPUs (Kubernetes): how many the kernel asked for, and as
+# which resource; the node the scheduler chose is in its record (k8s.py), never a label.
+GPU_COUNT = PREFIX + "gpu-count"
+GPU_RESOURCE = PREFIX + "gpu-resource"
 PROBE = PREFIX + "probe"  # "true" on readiness-probe containers, which never carry MANAGED
 # On warm-pool containers (warmpool.py): the id of the pool that started them. Their KERNEL_ID is
 # the pool's own; once handed over, the kernel they serve is named by the claim record in their

@@ -631,7 +631,20 @@ class ContainerProvisioner(KernelProvisionerBase):
                 f"not for GPUs by id ({', '.join(request.ids)})."
             )
         spec = self._plan(image, cmd, [], "runtime")
-        spec = dataclasses.replace(spec, gpu_count=request.count, gpu_resource=self.gpu_resource)
+        environment = dict(spec.environment)
+        if request.count:
+            # The device plugin tells the container which GPUs it has; a value of the spec's
+            # own (a CPU kernel's "void") would win over it and hide them.
+            environment.pop("NVIDIA_VISIBLE_DEVICES", None)
+            await self.services.allocator.check_scheduled_cap(
+                self.backend, request.count, self.kernel_id, str(self.kernel_ids()[0])
+            )
+        spec = dataclasses.replace(
+            spec,
+            environment=environment,
+            gpu_count=request.count,
+            gpu_resource=self.gpu_resource,
+        )
         self.container_spec = spec
         self._stamp("gpus")
         self.container_id = await self.backend.create(spec)

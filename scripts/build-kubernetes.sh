@@ -34,8 +34,28 @@ fi
 
 command -v go >/dev/null || { log "Go is needed to build Kubernetes from its sources; install it first"; exit 1; }
 command -v gcc >/dev/null || { log "gcc is needed to build the pause image's program; install it first"; exit 1; }
+# Go 1.21 and later fetch the toolchain the sources ask for through the module proxy when they
+# are older (GOTOOLCHAIN=auto; some distributions set "local" in go.env); earlier ones cannot.
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ -z "$go_minor" ] || [ "$go_minor" -lt 21 ]; then
+  log "Go $(go env GOVERSION) cannot build Kubernetes $K8S_VERSION (it needs Go 1.24, which Go 1.21 and later fetch by themselves): install a newer Go"
+  exit 1
+fi
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 
-mkdir -p "$cache"
+if ! mkdir -p "$cache" 2>/dev/null || [ ! -w "$cache" ]; then
+  log "cannot write $cache: run as root, or set JGC_K8S_CACHE to a directory of yours"
+  exit 1
+fi
+# One build at a time per version (two test runs starting together on a fresh machine): the
+# second waits, then finds the stamp. Builds a killed run left behind are removed under the lock.
+exec 9>"$cache/.lock"
+flock 9
+if [ -f "$stamp" ]; then
+  printf '%s\n' "$bin"
+  exit 0
+fi
+rm -rf "$cache"/.build.*
 work=$(mktemp -d "$cache/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 

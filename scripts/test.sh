@@ -17,14 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
 
 # The Kubernetes binaries, built from the Kubernetes sources as Go modules, once per machine
-# (cached by version outside the clone; a cold build takes minutes: README). Go itself must be on
-# the machine; Debian's golang-go is installed when it is not (a Go older than the sources want
-# fetches the newer toolchain through the module proxy).
-if ! command -v go >/dev/null 2>&1; then
-  log "installing Debian's golang-go"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
-fi
+# (cached by version outside the clone; a cold build takes minutes: README). Go must be on the
+# machine, 1.21 or later (which fetches the toolchain the sources want through the module proxy):
+# the build script says so when it is not.
 log "Kubernetes binaries (built once per machine)"
 JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh)
 export JGC_K8S_BIN

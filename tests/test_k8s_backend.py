@@ -84,6 +84,8 @@ def make_backend(kubeconfig: str, namespace: str, pool: str, **traits: Any) -> K
         kubeconfig=kubeconfig,
         namespace=namespace,
         node_selector={"jgc-test-pool": pool},
+        # Fake nodes have no kubelet to confirm a graceful deletion.
+        removal_grace_period=0,
         **traits,
     )
 
@@ -206,6 +208,8 @@ def test_a_kernel_pod_has_the_spec_security_context_volumes_and_secret(
         assert (psc.run_as_user, psc.run_as_group, psc.fs_group) == (1000, 1000, 1000)
         assert psc.run_as_non_root is True
         assert psc.seccomp_profile.type == "RuntimeDefault"
+        assert psc.fs_group_change_policy == "OnRootMismatch"
+        assert pod.spec.share_process_namespace is True
         container = pod.spec.containers[0]
         csc = container.security_context
         assert csc.allow_privilege_escalation is False

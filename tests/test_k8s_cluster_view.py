@@ -144,6 +144,7 @@ def cluster(
             kubeconfig=service_kubeconfig,
             namespace=k8s_namespace,
             node_selector={"jgc-test-pool": pool, "nvidia.com/gpu.product": product},
+            removal_grace_period=0,  # fake nodes: no kubelet confirms a graceful deletion
         )
         for product in (A100, H100)
     }

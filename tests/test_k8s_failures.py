@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from k8s_cluster import ControlPlane
+from k8s_cluster import ControlPlane, wait_for
 from k8s_node import RealNode
 from kubernetes import client
 from test_k8s_backend import kernel_spec, service_kubeconfig  # noqa: F401 - a fixture
@@ -52,7 +52,14 @@ def test_an_image_the_node_cannot_pull_is_said_so_and_the_pod_removed(
         assert sentence.startswith(f"The node {real_node.name} could not pull the image")
         assert "127.0.0.1:9/jgc/absent:1" in sentence
         core = client.CoreV1Api(control_plane.admin_client)
-        assert name not in {p.metadata.name for p in core.list_namespaced_pod(k8s_namespace).items}
+        await asyncio.to_thread(
+            wait_for,
+            lambda: (
+                name not in {p.metadata.name for p in core.list_namespaced_pod(k8s_namespace).items}
+            ),
+            60,
+            f"the pod {name} was not removed",
+        )
 
     try:
         asyncio.run(scenario())

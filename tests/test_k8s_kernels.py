@@ -63,6 +63,7 @@ def cluster_service(
                 "startup_timeout": 180,
             },
             "ImageCatalog": {"listed_images": [{"image": real_node_image}]},
+            "GPUAllocator": {"max_gpus_per_user": 1},
         }
     )
     try:
@@ -131,13 +132,16 @@ class _absent:
         return isinstance(error, ApiException) and error.status == 404
 
 
-def kernel_pods(control_plane: ControlPlane, namespace: str) -> list[Any]:
+def kernel_pods(
+    control_plane: ControlPlane, namespace: str, *, terminating: bool = False
+) -> list[Any]:
+    """The namespace's kernel pods; those being deleted (a restart's old pod for a second)
+    only with ``terminating``."""
     core = client.CoreV1Api(control_plane.admin_client)
-    return list(
-        core.list_namespaced_pod(
-            namespace, label_selector="org.jupyter.gpu-containers.managed=true"
-        ).items
-    )
+    pods = core.list_namespaced_pod(
+        namespace, label_selector="org.jupyter.gpu-containers.managed=true"
+    ).items
+    return [p for p in pods if terminating or p.metadata.deletion_timestamp is None]
 
 
 def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
@@ -156,11 +160,30 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
         assert code == 200, specs
         name = kernel_name_for(image)
         assert name in specs["kernelspecs"], sorted(specs["kernelspecs"])
+        notes = service.home / "ws" / username / "notes"
         kernel_id = await service.start_kernel(
-            user, name, env={"JPY_SESSION_NAME": "notes/k8s.ipynb"}
+            user,
+            name,
+            env={
+                "JPY_SESSION_NAME": str(notes / "k8s.ipynb"),
+                "KERNEL_WORKING_DIR": str(notes),
+                # One GPU (the real node advertises four; there is no device plugin, so the
+                # container gets none: what is checked is the request and what it is told).
+                "KERNEL_GPU_CONTAINERS_REQUEST": "1",
+            },
         )
         (pod,) = kernel_pods(control_plane, k8s_namespace)
         assert pod.spec.node_name == real_node.name
+        assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+        # A second GPU kernel of the same user is over GPUAllocator.max_gpus_per_user.
+        code, refused = await service.answer(
+            user,
+            "POST",
+            "api/kernels",
+            {"name": name, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "1"}},
+        )
+        assert code == 409, refused
+        assert "over the limit of 1 per user" in refused["message"]
         assert pod.status.pod_ip
         first_uid = pod.metadata.uid
         ws = await service.websocket(user, kernel_id)
@@ -169,15 +192,17 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
                 ws,
                 "import os\n"
                 "open('from-pod.txt', 'w').write('written in a pod')\n"
-                "print(os.getuid(), os.getgid(), os.getcwd())",
+                "print(os.getuid(), os.getgid(), os.getcwd(),"
+                " os.environ.get('NVIDIA_VISIBLE_DEVICES', 'unset'))",
                 timeout=60,
             )
-            assert result.stdout.split() == [str(uid), str(gid), "/home/jovyan/work/notes"] or (
-                result.stdout.split()[:2] == [str(uid), str(gid)]
-            ), result
-            written = service.home / "ws" / username / "notes" / "from-pod.txt"
-            if not written.exists():  # started in the workspace's root, not the notebook's
-                written = service.home / "ws" / username / "from-pod.txt"
+            ids, cwd, visible = result.stdout.split()[:2], *result.stdout.split()[2:]
+            assert ids == [str(uid), str(gid)], result
+            # In the notebook's directory, in the workspace mounted where Docker mounts it.
+            assert cwd.endswith("/notes"), result
+            # The device plugin says which GPUs it has: nothing of the spec's hides them.
+            assert visible == "unset", result
+            written = notes / "from-pod.txt"
             assert written.read_text() == "written in a pod"
             assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
             # Interrupted (by message: the service's account may not exec into pods).
@@ -205,7 +230,7 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
         pod_uids = {first_uid, after.metadata.uid}
         # Nothing left: no pod, no Secret, no container on the node, no volume of its pods.
         wait_for(
-            lambda: not kernel_pods(control_plane, k8s_namespace),
+            lambda: not kernel_pods(control_plane, k8s_namespace, terminating=True),
             60,
             "the kernel's pod was not deleted",
         )
