@@ -16,13 +16,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, kernel_start, lab, lifecycle, report, rest, service, warm_pool
+from . import concurrency, k8s, kernel_start, lab, lifecycle, report, rest, service, warm_pool
 from .bench import Bench, ensure_image
 from .harness import REPO, machine, step
 
-SECTIONS = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool", "service", "lab")
+SECTIONS = (
+    "kernel_start",
+    "concurrency",
+    "rest",
+    "lifecycle",
+    "warm_pool",
+    "service",
+    "lab",
+    "k8s",
+)
 # The sections that measure the shared server (Bench.start_server); "service" and "lab" start
-# their own.
+# their own, and "k8s" a Kubernetes cluster of its own.
 SHARED_SERVER = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
 
 
@@ -83,6 +92,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             1 if quick else args.rounds,
         ),
         "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
+        "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
     }
     for name in SECTIONS:
         if name not in wanted:

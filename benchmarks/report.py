@@ -68,6 +68,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("warm_pool", "6. Warm pool", _warm_pool),
         ("service", "7. Kernel service (multi-user) against direct mode", _service),
         ("lab", "8. A teaching lab: students sharing 8 GPUs through the kernel service", _lab),
+        ("k8s", "9. Kernels as pods on Kubernetes", _k8s),
     ):
         if key not in sections:
             continue
@@ -479,4 +480,114 @@ def _lab(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         table(["student", "starts", "refused", "p50", "max"], student_rows),
         "",
         "</details>",
+    ]
+
+
+def _k8s(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    by = {r["key"]: r for r in s["rows"]}
+    pod, floor, shm = by["pod"], by["floor"], by["floor_shm"]
+    floor_text = f"{ms(floor['p50'])} ms for the bare pod and {ms(shm['p50'])} ms with /dev/shm"
+    node = {r["step"]: r for r in s["node_timeline"]}
+    volume_wait = node["to_sandbox"]["floor_shm_p50"] - node["to_sandbox"]["floor_p50"]
+    rows = [
+        [
+            r["variant"],
+            ms(r["p50"]),
+            ms(r["p95"]),
+            ms(r["mean"]),
+            ms(r["min"]),
+            ratio(r.get("ratio_p50")),
+            ratio(r.get("paired_ratio_p50")),
+            str(r["failures"]),
+        ]
+        for r in s["rows"]
+    ]
+    phases = {r["phase"]: r for r in s["phases"]}
+    phase_rows = [
+        [
+            r["description"],
+            ms1(r["p50"]),
+            ms1(r["p95"]),
+            r["floor_description"] or "",
+            ms1(r["floor_p50"]) if r["floor_p50"] is not None else "",
+        ]
+        for r in s["phases"]
+    ]
+    # What the kernel pays over the floor, phase by phase (the floor has no prepare, image,
+    # gpus or service phases: all of theirs is added).
+    added = {
+        key: phases[key]["p50"] - (phases[key]["floor_p50"] or 0.0)
+        for key in ("prepare", "image", "gpus", "create", "start", "ready", "service")
+        if key in phases and not math.isnan(phases[key]["p50"])
+    }
+    ranked = sorted(added.items(), key=lambda kv: kv[1], reverse=True)
+    met = pod["ratio_p50"] <= s["goal"]
+    v = s["versions"]
+    return [
+        f"A real control plane and one real node (Kubernetes {v['kubernetes']} built from "
+        f"source, containerd {v['containerd']}, runc, cgroupfs; the node advertises "
+        f"{s['node_gpus']} `nvidia.com/gpu` without a device plugin), the image imported from "
+        "the local Docker engine. *Pod kernel*: `POST /api/kernels` to the kernel service "
+        '(`ServiceApp.backend = "kubernetes"`, as the service account of '
+        "deploy/kubernetes/rbac.yaml) until its 201, which the service answers once the kernel "
+        "answered `kernel_info` on the pod's IP; the pod has its connection Secret, the user's "
+        "workspace claim, /dev/shm and the restricted security context. *Floor*: a bare pod of "
+        "the same image on the same node, same namespace, same security context, running "
+        "ipykernel, from its creation through a watch to the first `kernel_info_reply` from this "
+        "host on its IP; no Secret, no service, no workspace. *Floor with /dev/shm*: the same "
+        "bare pod with one memory-backed emptyDir, the one volume every kernel pod (and most GPU "
+        f"framework pods) has. All ask for {s['gpus_per_kernel']} GPU. {s['runs']} rounds "
+        f"after {s['warmups']} uncounted, the order rotating; after each start the run waits, "
+        "untimed, until no container of that pod runs on the node. Ratios are over the bare "
+        "pod; *paired* is the median of the rounds' ratios.",
+        "",
+        table(["variant", "p50", "p95", "mean", "min", "p50 / floor", "paired", "failed"], rows),
+        "",
+        f"After the 201, the first `kernel_info_reply` over the kernel's websocket (through the "
+        f"service) takes {ms1(pod['first_reply_p50'])} ms more at the median (not in the "
+        "ratio).",
+        "",
+        '**Where the time goes**: the phases the service logs for each kernel ("Kernel … '
+        'answers from container … (prepare, image, gpus, create, start, ready)"), beside the '
+        "floor's own; medians and p95 (they need not add up).",
+        "",
+        table(["kernel phase", "p50", "p95", "floor phase", "floor p50"], phase_rows),
+        "",
+        "**Seen from the node**: containerd's own times of each pod's sandbox and container "
+        "(the API's times have a resolution of a second), against the request's start and its "
+        "answer on this host's wall clock; medians.",
+        "",
+        table(
+            ["step", "pod kernel", "floor", "floor + /dev/shm", "kernel − floor", "kernel − shm"],
+            [
+                [
+                    r["description"],
+                    ms1(r["pod_p50"]),
+                    ms1(r["floor_p50"]),
+                    ms1(r["floor_shm_p50"]),
+                    ms1(r["pod_p50"] - r["floor_p50"]),
+                    ms1(r["pod_p50"] - r["floor_shm_p50"]),
+                ]
+                for r in s["node_timeline"]
+            ],
+        ),
+        "",
+        f"**Reading.** A kernel pod answers in {ms(pod['p50'])} ms at the median against "
+        f"{floor_text}: {ratio(pod['ratio_p50'])} the bare pod (round by round "
+        f"{ratio(pod['paired_ratio_p50'])}); the goal is at most {ratio(s['goal'])} "
+        f"({'met' if met else 'missed'}). Against the floor with /dev/shm, the kernel takes "
+        f"{ratio(pod['ratio_over_shm_p50'])}: one memory-backed volume alone makes the floor's "
+        f"sandbox {ms(volume_wait)} ms later (the kubelet mounts a pod's volumes before it makes "
+        "its sandbox, and checks whether they are mounted every 300 ms), and a kernel pod "
+        "needs volumes (its connection Secret, /dev/shm, its workspace). "
+        "Over the floor, the largest additions of the kernel's own phases are "
+        + ", ".join(f"{key} ({ms1(value)} ms)" for key, value in ranked[:3])
+        + ". On both sides the start phase is most of the time "
+        f"({share(phases['start']['p50'] / pod['p50'])} of the kernel's median): the scheduler "
+        "binds the pod, the kubelet makes the sandbox (pause container, CNI bridge) and the "
+        "container, and reports it running only at its next relist of the runtime (the "
+        "kubelet's generic PLEG, once a second), by which time ipykernel has mostly booted: "
+        "hence the short ready phase of both. Where the relist's tick falls in a start is "
+        "chance, so each start of either variant moves by up to a second with it: read the "
+        "ratio with the min and p95 beside it, over many rounds.",
     ]

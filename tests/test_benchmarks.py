@@ -55,6 +55,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "warm_pool",
         "service",
         "lab",
+        "k8s",
     }
     for name, section in results["sections"].items():
         assert "error" not in section, (name, section)
@@ -102,6 +103,22 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert lab["handoff"]["frees"] > 0, lab["handoff"]
     assert isinstance(lab["seed"], int)
 
+    # Kubernetes: kernel pods through the service and bare pods, both measured on a real node,
+    # each kernel's phases read from the service's log; the cluster and the node are gone.
+    k8s = results["sections"]["k8s"]
+    by = {r["key"]: r for r in k8s["rows"]}
+    assert set(by) == {"pod", "floor", "floor_shm"}, k8s["rows"]
+    assert all(r["n"] == 2 for r in by.values()), k8s["rows"]
+    assert math.isfinite(by["pod"]["ratio_p50"]) and math.isfinite(by["pod"]["first_reply_p50"])
+    phases = {r["phase"]: r for r in k8s["phases"]}
+    assert {"create", "start", "ready", "provisioner", "service"} <= set(phases)
+    assert all(phases[p]["n"] == 2 for p in ("create", "start", "ready")), k8s["phases"]
+    assert k8s["versions"]["kubernetes"].startswith("v1.")
+    node = k8s["node_id"]
+    assert node and not Path(f"/var/lib/jgc-k8s-{node}").exists()
+    assert not Path(f"/run/jgc-k8s-{node}").exists()
+    assert not Path(f"/sys/class/net/jgc{node}").exists()
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "1. Kernel start",
@@ -110,6 +127,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "6. Warm pool",
         "7. Kernel service (multi-user) against direct mode",
         "8. A teaching lab: students sharing 8 GPUs through the kernel service",
+        "9. Kernels as pods on Kubernetes",
     ):
         assert f"## {title}" in markdown
     assert "Failed:" not in markdown
@@ -125,7 +143,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert partial["sections"]["rest"] == results["sections"]["rest"]
     merged = report.markdown(partial)
     assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
-    assert merged.count("*Measured in an earlier run") == 7  # sections 1 to 6, and 8
+    assert merged.count("*Measured in an earlier run") == 8  # sections 1 to 6, 8 and 9
     other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
     merge_earlier(other, tmp_path)
     assert set(other["sections"]) == {"service"}
