@@ -93,6 +93,20 @@ class SchedulingRefused(ContainerKernelError):
     reason_phrase = "No node can take the kernel"
 
 
+def hardened(uid: int, gid: int, read_only: bool = False) -> dict[str, Any]:
+    """A container's security context: ``uid``:``gid``, never root, no capability, no privilege
+    gained, the runtime's default seccomp profile (what PodSecurity "restricted" asks)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "readOnlyRootFilesystem": read_only,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def label_safe(value: str) -> bool:
     return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
 
@@ -287,6 +301,9 @@ class KubernetesBackend(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._lock = threading.Lock()
+        # Making the client reads the kubeconfig (and may run its credential plugin): under a
+        # lock of its own, never the one the event loop takes (the watch's cache, the waiters).
+        self._client_lock = threading.Lock()
         self._api_client: Any = None
         self._executor_instance: ThreadPoolExecutor | None = None
         # The pod watch: pods by name, the resourceVersion it resumes from, and who waits.
@@ -310,7 +327,7 @@ class KubernetesBackend(LoggingConfigurable):
             return self._executor_instance
 
     def _client(self) -> Any:
-        with self._lock:
+        with self._client_lock:
             if self._api_client is None:
                 configuration = kclient.Configuration()
                 try:
@@ -365,6 +382,7 @@ class KubernetesBackend(LoggingConfigurable):
             if self._executor_instance is not None:
                 self._executor_instance.shutdown(wait=False, cancel_futures=True)
                 self._executor_instance = None
+        with self._client_lock:
             if self._api_client is not None:
                 self._api_client.close()
                 self._api_client = None
@@ -666,15 +684,7 @@ class KubernetesBackend(LoggingConfigurable):
             "ports": [{"containerPort": p, "protocol": "TCP"} for p in sorted(spec.port_bindings)],
             "resources": {"limits": limits, "requests": requests},
             "volumeMounts": mounts,
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "runAsNonRoot": True,
-                "runAsUser": uid,
-                "runAsGroup": gid,
-                "readOnlyRootFilesystem": bool(spec.read_only),
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": hardened(uid, gid, read_only=bool(spec.read_only)),
         }
         command = list(spec.command)
         if copy_connection:
@@ -1167,14 +1177,7 @@ class KubernetesBackend(LoggingConfigurable):
             "imagePullPolicy": "IfNotPresent",
             "env": [{"name": k, "value": v} for k, v in sorted((environment or {}).items())],
             "resources": {"limits": {"memory": self.probe_memory}},
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "runAsNonRoot": True,
-                "runAsUser": uid,
-                "runAsGroup": gid,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": hardened(uid, gid),
         }
         if entrypoint == []:
             container["command"] = list(command)
