@@ -155,6 +155,19 @@ class PrivateRegistry:
             if e.status_code not in (404, 409):
                 raise
 
+    def remove_local_tags(self) -> None:
+        """Remove every local tag of this registry's images: a test's own ``remove_local`` is
+        refused while a kernel container still uses the image, and the registry's port is never
+        used again, so nothing else would ever remove them."""
+        api = self._api()
+        try:
+            for image in api.images():
+                for tag in image.get("RepoTags") or []:
+                    if tag.startswith(f"{self.host}/"):
+                        self._remove(api, tag)
+        finally:
+            api.close()
+
     def __enter__(self) -> PrivateRegistry:
         return self
 
@@ -299,3 +312,4 @@ def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
         yield reg
     finally:
         reg.stop()
+        reg.remove_local_tags()
