@@ -662,6 +662,7 @@ class Engine(LoggingConfigurable):
                     stdout=stdout.decode("utf-8", "replace"),
                     stderr=stderr.decode("utf-8", "replace"),
                     timed_out=timed_out,
+                    image_id=self._oneshot_image_id(c, container_id, image),
                 )
             finally:
                 try:
@@ -678,6 +679,16 @@ class Engine(LoggingConfigurable):
                     )
 
         return self.call(run)
+
+    def _oneshot_image_id(self, c: docker.APIClient, container_id: str, image: str) -> str:
+        """The id of the image a one-shot container ran: ``image`` itself when it is an id
+        (the probe runs by id), else the container's Image field ("" if it cannot be read)."""
+        if image.startswith("sha256:") and len(image) == 71:
+            return image
+        try:
+            return str(c.inspect_container(container_id).get("Image") or "")
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return ""
 
 
 class PullStream:

@@ -646,7 +646,8 @@ class ImagesHandler(GPUContainersHandler):
         unprobed = [image for image in images if results[image.id] is None]
         if unprobed and self.get_query_argument("wait", "0") in ("1", "true"):
             found = await asyncio.gather(*(probe.probe(image) for image in unprobed))
-            results.update({r.image_id: r for r in found})
+            # Under the listed ids (on Kubernetes an answer's id is the digest the node ran).
+            results.update({image.id: r for image, r in zip(unprobed, found)})
         else:
             for image in unprobed:
                 probe.in_background(image)  # the probe's own threads; its answer is cached

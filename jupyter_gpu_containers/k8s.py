@@ -84,6 +84,8 @@ GPU_COUNT_ANNOTATION = L.GPU_COUNT
 GPU_RESOURCE_ANNOTATION = L.GPU_RESOURCE
 # In a pod's record (never on the pod): the node the scheduler bound it to.
 NODE_KEY = L.PREFIX + "node"
+# An image's content id as the node reports it (containerStatus.imageID's digest).
+_CONTENT_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class SchedulingRefused(ContainerKernelError):
@@ -173,6 +175,17 @@ class GPUHolder:
     uid: str
     kernel_id: str
     notebook: str
+
+
+@dataclass(frozen=True)
+class ImageDigest:
+    """What a node ran for an image reference: its content id ("sha256:<hex>"), the pinned
+    "repo@sha256:<hex>" when the node gave that form (a pulled image; "" for one imported
+    into the node's runtime), and when that container started (unix time, the node's clock)."""
+
+    id: str
+    pinned: str
+    started: float
 
 
 class KubernetesBackend(LoggingConfigurable):
@@ -314,6 +327,12 @@ class KubernetesBackend(LoggingConfigurable):
         self._current_watch: Any = None
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._closed = False
+        # Image reference (canonical) -> what the nodes last ran for it, learned from the pods
+        # (the readiness probe's, the kernels' on the watch): under _lock. Each change bumps the
+        # generation, which wakes the image watchers (watch_images) on their own threads.
+        self._digests: dict[str, ImageDigest] = {}
+        self._images_changed = threading.Condition()
+        self._images_generation = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -420,6 +439,8 @@ class KubernetesBackend(LoggingConfigurable):
                     version = listed.metadata.resource_version
                     self._synced.set()
                     self._notify()
+                    for p in listed.items:
+                        self._learn_from_pod(p)
                 w = kwatch.Watch()
                 self._current_watch = w
                 for event in w.stream(
@@ -451,6 +472,8 @@ class KubernetesBackend(LoggingConfigurable):
                         else:
                             self._pods[pod.metadata.name] = pod
                     self._notify()
+                    if kind != "DELETED":
+                        self._learn_from_pod(pod)
             except ApiException as e:
                 if e.status == 410:
                     version = ""
@@ -483,7 +506,9 @@ class KubernetesBackend(LoggingConfigurable):
 
         def read(core: Any) -> Any:
             try:
-                return core.read_namespaced_pod(name, self.namespace)
+                return core.read_namespaced_pod(
+                    name, self.namespace, _request_timeout=self.api_timeout
+                )
             except ApiException as e:
                 if e.status == 404:
                     return None
@@ -890,8 +915,12 @@ class KubernetesBackend(LoggingConfigurable):
 
         def read(core: Any) -> dict[str, Any]:
             try:
-                pod = core.read_namespaced_pod(container_id, self.namespace)
-                secret = core.read_namespaced_secret(f"{container_id}-connection", self.namespace)
+                pod = core.read_namespaced_pod(
+                    container_id, self.namespace, _request_timeout=self.api_timeout
+                )
+                secret = core.read_namespaced_secret(
+                    f"{container_id}-connection", self.namespace, _request_timeout=self.api_timeout
+                )
             except ApiException as e:
                 raise EngineRefused(
                     f"The kernel pod {container_id}'s connection Secret cannot be read: "
@@ -938,6 +967,7 @@ class KubernetesBackend(LoggingConfigurable):
                 self.namespace,
                 grace_period_seconds=grace,
                 propagation_policy="Background",
+                _request_timeout=self.api_timeout,
             )
         except ApiException as e:
             if e.status == 404:
@@ -950,7 +980,7 @@ class KubernetesBackend(LoggingConfigurable):
 
     def _remove_and_tell(self, core: Any, *, name: str) -> None:
         try:
-            pod = core.read_namespaced_pod(name, self.namespace)
+            pod = core.read_namespaced_pod(name, self.namespace, _request_timeout=self.api_timeout)
         except ApiException as e:
             if e.status != 404:
                 raise self._refused(f"read pod {name}", e) from e
@@ -960,7 +990,9 @@ class KubernetesBackend(LoggingConfigurable):
         # the garbage collector.
         for suffix in ("connection", "pull"):
             with contextlib.suppress(ApiException):
-                core.delete_namespaced_secret(f"{name}-{suffix}", self.namespace)
+                core.delete_namespaced_secret(
+                    f"{name}-{suffix}", self.namespace, _request_timeout=self.api_timeout
+                )
         listener = self.on_removed
         if removed and pod is not None and listener is not None:
             try:
@@ -986,7 +1018,11 @@ class KubernetesBackend(LoggingConfigurable):
             try:
                 return str(
                     core.read_namespaced_pod_log(
-                        container_id, self.namespace, container=CONTAINER_NAME, tail_lines=lines
+                        container_id,
+                        self.namespace,
+                        container=CONTAINER_NAME,
+                        tail_lines=lines,
+                        _request_timeout=self.api_timeout,
                     )
                 )
             except ApiException:
@@ -1009,6 +1045,7 @@ class KubernetesBackend(LoggingConfigurable):
                     follow=follow,
                     timestamps=True,
                     _preload_content=False,
+                    _request_timeout=(self.api_timeout, None),
                 )
             except ApiException as e:
                 if e.status in (400, 404):
@@ -1110,9 +1147,88 @@ class KubernetesBackend(LoggingConfigurable):
     # ------------------------------------------------------------------ images
 
     def _listed_record(self, ref: str) -> ImageRecord:
+        """A listed image as the nodes last ran it: its id is the content id a node reported
+        for the reference (so the readiness probe's answer is per digest, and a tag that moved
+        is a new image), else, before any pod of it ran, the reference itself."""
+        known = self.image_digest(ref)
         return ImageRecord(
-            id=ref, tags=(ref,), labels={}, env={}, entrypoint=(), user="", created="", size=0
+            id=known.id if known else ref,
+            tags=(ref,),
+            labels={},
+            env={},
+            entrypoint=(),
+            user="",
+            created="",
+            size=0,
+            repo_digests=(known.pinned,) if known and known.pinned else (),
         )
+
+    def image_digest(self, ref: str) -> ImageDigest | None:
+        """What a node last ran for ``ref`` (None: no pod of it has run since this backend
+        started)."""
+        with self._lock:
+            return self._digests.get(canonical_reference(ref))
+
+    def learn_image(
+        self, ref: str, image_id: str, started: float, *, tell_watchers: bool = True
+    ) -> None:
+        """A container of ``ref`` that started at ``started`` ran ``image_id`` (a container
+        status's imageID). Ignored when a container that started later said otherwise (a kernel
+        pod still running the tag's previous image says nothing new). When the reference's
+        content id is new or changed, the image watchers hear of it (``tell_watchers``)."""
+        digest, pinned = content_digest(image_id)
+        if not digest or not ref:
+            return
+        key = canonical_reference(ref)
+        with self._lock:
+            known = self._digests.get(key)
+            if known is not None and started < known.started:
+                return
+            if known is not None and known.id == digest:
+                pinned = pinned or known.pinned
+            self._digests[key] = ImageDigest(digest, pinned, max(started, 0.0))
+        if known is not None and known.id == digest:
+            return
+        if known is not None:
+            self.log.info(
+                "The image %s is now %s on the nodes (it was %s): its kernel specs and readiness "
+                "are looked at anew.",
+                ref,
+                digest,
+                known.id,
+            )
+        if not tell_watchers:
+            return
+        with self._images_changed:
+            self._images_generation += 1
+            self._images_changed.notify_all()
+
+    def _learn_from_pod(self, pod: Any) -> None:
+        """The kernel container's image and the content id its node resolved it to."""
+        container = _kernel_status(pod)
+        spec = next(
+            (
+                c
+                for c in (pod.spec.containers if pod.spec else None) or []
+                if c.name == CONTAINER_NAME
+            ),
+            None,
+        )
+        if container is None or spec is None or not container.image_id:
+            return
+        self.learn_image(str(spec.image or ""), str(container.image_id), _started_at(container))
+
+    def _oneshot_target(self, image: str) -> tuple[str, str]:
+        """(the reference a one-shot run of ``image`` tells about, what its pod runs): a content
+        id learned for a listed reference runs as its pinned "repo@sha256:…" (exactly that
+        content) when the node gave one, else as the reference, whose content the pod's status
+        then tells (it may have moved on meanwhile)."""
+        if _CONTENT_ID.fullmatch(image):
+            with self._lock:
+                for ref, known in self._digests.items():
+                    if known.id == image:
+                        return ref, known.pinned or ref
+        return image, image
 
     def list_images_sync(self) -> list[ImageRecord]:
         return [self._listed_record(ref) for ref in (self.listed() if self.listed else [])]
@@ -1132,12 +1248,33 @@ class KubernetesBackend(LoggingConfigurable):
         return self.inspect_image_sync(ref)
 
     def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None:
-        stop.wait()  # the listed images change only with the configuration
+        """Call ``on_change`` (on this thread) whenever a listed reference's content id is
+        learned from a kernel pod (the pod watch, which the kernels start) or changes: a kernel
+        pod ran a newer image of the same tag. The listed references themselves change only
+        with the configuration. Returns once ``stop`` is set (and wake_watchers called) or the
+        backend closes."""
+        with self._images_changed:
+            seen = self._images_generation
+        while not stop.is_set() and not self._closed:
+            with self._images_changed:
+                if self._images_generation == seen:
+                    # Woken by a change or wake_watchers; the timeout only bounds a missed stop.
+                    self._images_changed.wait(timeout=5.0)
+                current = self._images_generation
+            if stop.is_set() or self._closed or current == seen:
+                continue
+            seen = current
+            try:
+                on_change()
+            except Exception as e:  # the next change calls again: the watcher stays
+                self.log.warning("After a listed image's digest changed: %s", e)
 
     def wake_watchers(self) -> None:
         watch = self._current_watch
         if watch is not None:
             watch.stop()
+        with self._images_changed:
+            self._images_changed.notify_all()
 
     def open_pull(
         self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
@@ -1167,7 +1304,10 @@ class KubernetesBackend(LoggingConfigurable):
         environment: dict[str, str] | None = None,
     ) -> OneshotResult:
         """Run ``command`` in a short-lived pod of ``image`` (the readiness probe), as an
-        unprivileged user, and return its log. The pod is deleted whatever happens."""
+        unprivileged user, and return its log and the content id its node ran (what the
+        reference resolved to, learned for it too). ``image`` may be a content id this backend
+        learned (a listed image's ImageRecord.id). The pod is deleted whatever happens."""
+        ref, image = self._oneshot_target(image)
         safe, notes = split_labels(labels)
         name = pod_name(f"jgc-probe-{os.getpid()}-{secrets.token_hex(5)}")
         uid, gid = parse_user(user) if user and user.split(":")[0] != "0" else (65534, 65534)
@@ -1209,14 +1349,17 @@ class KubernetesBackend(LoggingConfigurable):
 
         def run(core: Any) -> OneshotResult:
             try:
-                core.create_namespaced_pod(self.namespace, pod)
+                core.create_namespaced_pod(self.namespace, pod, _request_timeout=self.api_timeout)
             except ApiException as e:
                 raise self._refused(f"create a readiness-probe pod for {image}", e) from e
             try:
                 deadline = time.monotonic() + timeout
                 timed_out, exit_code = True, -1
+                found = None
                 while time.monotonic() < deadline:
-                    found = core.read_namespaced_pod(name, self.namespace)
+                    found = core.read_namespaced_pod(
+                        name, self.namespace, _request_timeout=self.api_timeout
+                    )
                     failure = _waiting_failure(found, image)
                     if failure is not None:
                         raise failure
@@ -1225,20 +1368,40 @@ class KubernetesBackend(LoggingConfigurable):
                         timed_out, exit_code = False, state.exit_code
                         break
                     time.sleep(0.25)
+                ran = _kernel_status(found) if found is not None else None
+                ran_id = str(ran.image_id or "") if ran is not None else ""
+                if ran_id:
+                    # The watchers are not told: they would list the new id before the probe
+                    # has kept its answer under it, and probe it a second time. The probe's
+                    # caller has the answer (and the kernel specs list again when it comes).
+                    self.learn_image(ref, ran_id, _started_at(ran), tell_watchers=False)
                 try:
                     log = str(
                         core.read_namespaced_pod_log(
-                            name, self.namespace, container=CONTAINER_NAME, tail_lines=500
+                            name,
+                            self.namespace,
+                            container=CONTAINER_NAME,
+                            tail_lines=500,
+                            _request_timeout=self.api_timeout,
                         )
                     )
                 except ApiException:
                     log = ""
                 return OneshotResult(
-                    exit_code=exit_code, stdout=log, stderr="", timed_out=timed_out
+                    exit_code=exit_code,
+                    stdout=log,
+                    stderr="",
+                    timed_out=timed_out,
+                    image_id=content_digest(ran_id)[0],
                 )
             finally:
                 with contextlib.suppress(ApiException):
-                    core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+                    core.delete_namespaced_pod(
+                        name,
+                        self.namespace,
+                        grace_period_seconds=0,
+                        _request_timeout=self.api_timeout,
+                    )
 
         return self.call(run)
 
@@ -1406,6 +1569,43 @@ def _container_started(pod: Any) -> bool:
         and container.state
         and (container.state.running is not None or container.state.terminated is not None)
     )
+
+
+def _started_at(container: Any) -> float:
+    """When a container status's container started (unix time; 0 when it does not say)."""
+    state = container.state
+    for moment in (state.running, state.terminated) if state else ():
+        if moment is not None and moment.started_at is not None:
+            return float(moment.started_at.timestamp())
+    return 0.0
+
+
+def content_digest(image_id: str) -> tuple[str, str]:
+    """("sha256:<hex>", "repo@sha256:<hex>" or "") from a container status's imageID: a pulled
+    image's "docker.io/library/x@sha256:…" (its manifest digest, pinned), an imported image's
+    "sha256:…" (its config digest); a runtime's "docker-pullable://" prefix dropped. ("", "")
+    when it names no digest."""
+    text = image_id.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    repo, at, digest = text.rpartition("@")
+    if not at:
+        repo, digest = "", text
+    if not _CONTENT_ID.fullmatch(digest):
+        return "", ""
+    return digest, f"{repo}@{digest}" if repo else ""
+
+
+def canonical_reference(ref: str) -> str:
+    """The name a node gives an image reference: "jgc/x:1" is "docker.io/jgc/x:1", "python" is
+    "docker.io/library/python:latest" (so that a kernel spec's and a listing's spellings of one
+    image meet)."""
+    first, _, rest = ref.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        ref = f"docker.io/{ref if rest else 'library/' + ref}"
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    return ref
 
 
 def unschedulable_reason(pod: Any) -> str | None:

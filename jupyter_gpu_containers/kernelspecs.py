@@ -292,10 +292,11 @@ class ContainerKernelSpecManager(KernelSpecManager):
             for future in futures:
                 future.add_done_callback(self._probed)
             return results
-        for future in futures:  # the probe bounds how many containers run at once
+        for image, future in zip(unprobed, futures):  # the probe bounds containers at once
             with contextlib.suppress(Exception):
-                found = future.result()
-                results[found.image_id] = found
+                # Under the listed id: on Kubernetes the answer's id is the digest the node ran,
+                # which the next listing carries.
+                results[image.id] = future.result()
         return results
 
     def _probed(self, _future: Future[ProbeResult]) -> None:

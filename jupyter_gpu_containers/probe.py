@@ -16,6 +16,12 @@ memory and in a per-user cache directory (one JSON file per image id) that outli
 so a restarted server does not probe again. Timeouts and engine failures say nothing about the
 image; such answers are returned but never cached.
 
+An answer is kept under the id of the image the probe container actually ran, as the backend
+reports it (OneshotResult.image_id), else the id it was asked about. On Kubernetes there is no
+local engine: a listed image's id is its reference until a pod of it has run, and the node's
+content id ("sha256:…") from then on (k8s.py), so there too the answer is per digest, and a tag
+that moves to a new image is probed anew.
+
 Probes are containers: at most ``max_concurrent`` of them run at once for this server, and
 concurrent requests for one image share one container.
 """
@@ -397,7 +403,8 @@ class KernelReadinessProbe(LoggingConfigurable):
         with self._slots:
             started = time.monotonic()
             try:
-                # By id, not tag: the answer is cached under the id, and a tag may move meanwhile.
+                # By id, not tag: the answer is cached under the id, and a tag may move meanwhile
+                # (a backend that can only run the tag says which content ran: output.image_id).
                 output = self.backend.run_oneshot_sync(
                     image.id,
                     PROBE_COMMAND,
@@ -417,7 +424,10 @@ class KernelReadinessProbe(LoggingConfigurable):
                 # The engine's sentence, naming the image as users know it rather than by id.
                 result = _no_answer(image.id, e.sentence.replace(image.id, ref))
             else:
-                result = interpret(image.id, output, self.timeout)
+                # The answer is the content's that ran: on Kubernetes the node resolves a
+                # reference (or a tag moved since the listing), and only its pod tells which
+                # image that was.
+                result = interpret(output.image_id or image.id, output, self.timeout)
             elapsed = time.monotonic() - started
         self.log.info(
             "Readiness probe of %s took %.2f s: %s",
@@ -427,7 +437,7 @@ class KernelReadinessProbe(LoggingConfigurable):
         )
         if result.definitive:
             with self._lock:
-                self._memory[image.id] = result
+                self._memory[result.image_id] = result
             self._write_cache_file(result)
         return result
 

@@ -105,6 +105,10 @@ class OneshotResult:
     stdout: str
     stderr: str
     timed_out: bool
+    # The content id ("sha256:…") of the image the container actually ran, where the backend
+    # knows it ("" otherwise): on Kubernetes a reference is resolved by the node, and what it
+    # ran is known only once the pod's container exists.
+    image_id: str = ""
 
 
 @dataclass

@@ -12,7 +12,9 @@ What it is made of, all of it this node's own and removed by ``stop()``:
   first address, which is also the node's InternalIP: the kubelet listens there, reachable from
   this host (the apiserver reaches it for logs) and not from the network. Pods' IPs are reachable
   from the host through the bridge. No masquerading: pods need no way out (no registry is
-  reachable from these machines anyway), and so no NAT rules are left on the host.
+  reachable from these machines anyway), and so no NAT rules are left on the host. One FORWARD
+  rule, commented ``jgc-k8s-<id>``, lets pods on the bridge reach each other (the kernel service's
+  pod its kernel pods) past the DROP policy Docker sets; ``stop()`` removes it.
 - The pause image, made from the ``pause`` program that scripts/build-kubernetes.sh builds: a
   one-file OCI archive written here and imported into containerd's ``k8s.io`` namespace.
 - The kubelet: a client certificate signed by the control plane's CA (``system:node:<name>``
@@ -381,11 +383,12 @@ class RealNode:
             "containers", "list", "--quiet", f'labels."io.kubernetes.pod.uid"=={pod_uid}'
         ).split()
 
-    def import_image(self, docker_ref: str) -> str:
+    def import_image(self, docker_ref: str, *, again: bool = False) -> str:
         """Copy ``docker_ref`` from the local Docker engine into this node's containerd (unpacked,
         so a pod with ``imagePullPolicy: Never`` runs it). Returns containerd's name for it.
-        Each reference is imported once per node."""
-        if docker_ref in self._imported:
+        Each reference is imported once per node, unless ``again`` (the tag moved in Docker:
+        the node's tag moves with it)."""
+        if docker_ref in self._imported and not again:
             return self._imported[docker_ref]
         save = subprocess.Popen(
             ["docker", "save", docker_ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -496,6 +499,10 @@ class RealNode:
             _run("ip", "link", "add", self.bridge, "type", "bridge")
             _run("ip", "addr", "add", f"{self.node_ip}/{subnet.prefixlen}", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
+            # Pod to pod on the bridge passes the host's FORWARD chain (Docker turns on
+            # bridge netfilter), whose policy Docker sets to DROP: let this bridge's own traffic
+            # through, as Docker does for docker0 and a cluster's network plugin for its pods.
+            _run("iptables", "-w", "-I", "FORWARD", "1", *_forward_rule(self.id))
         conf_dir = self.lib_dir / "cni-conf"
         conf_dir.mkdir()
         (conf_dir / "10-jgc.conflist").write_text(
@@ -907,6 +914,13 @@ def _node_pids(node_id: str) -> set[int]:
     return pids
 
 
+def _forward_rule(node_id: str) -> list[str]:
+    """The iptables rule (after the chain) that lets node ``node_id``'s pods reach each other."""
+    bridge = f"jgc{node_id}"
+    comment = ["-m", "comment", "--comment", f"jgc-k8s-{node_id}"]
+    return ["-i", bridge, "-o", bridge, *comment, "-j", "ACCEPT"]
+
+
 def clean_up_node(node_id: str) -> list[str]:
     """Remove what node ``node_id`` left on this machine, by force: its processes (by pid), pod
     network namespaces, mounts, cgroups, bridge and directories; put back the kernel settings its
@@ -946,6 +960,19 @@ def clean_up_node(node_id: str) -> list[str]:
             except OSError as e:
                 errors.append(f"rmdir {dirpath}: {e}")
     bridge = f"jgc{node_id}"
+    # The bridge's FORWARD rule (every copy: a rule is added once per start).
+    for _ in range(10):
+        check = ["iptables", "-w", "-C", "FORWARD", *_forward_rule(node_id)]
+        if subprocess.run(check, capture_output=True).returncode != 0:
+            break
+        out = subprocess.run(
+            ["iptables", "-w", "-D", "FORWARD", *_forward_rule(node_id)],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            errors.append(f"iptables -D FORWARD: {out.stderr.strip()}")
+            break
     if Path(f"/sys/class/net/{bridge}").exists():
         out = subprocess.run(["ip", "link", "delete", bridge], capture_output=True, text=True)
         if out.returncode != 0:
