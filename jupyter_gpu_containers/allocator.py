@@ -16,6 +16,7 @@ new one exists.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -240,6 +241,10 @@ class GPUAllocator(LoggingConfigurable):
         help="""Seconds to wait for the host-wide allocation lock before failing the launch.""",
     )
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._scheduled_locks: dict[str, asyncio.Lock] = {}
+
     def choose(
         self,
         inventory: Inventory,
@@ -357,6 +362,15 @@ class GPUAllocator(LoggingConfigurable):
             container_id = await create(chosen)
         return chosen, container_id
 
+    def scheduled_start_lock(self, uid: str) -> asyncio.Lock:
+        """Held by a start on a scheduling backend from its cap check until its pod exists, so
+        that the next start of the same user counts it (one lock per user, this process's
+        event loop)."""
+        lock = self._scheduled_locks.get(uid)
+        if lock is None:
+            lock = self._scheduled_locks[uid] = asyncio.Lock()
+        return lock
+
     async def check_scheduled_cap(
         self, backend: ContainerBackend, wanted: int, kernel_id: str, uid: str
     ) -> None:
@@ -366,7 +380,7 @@ class GPUAllocator(LoggingConfigurable):
             return
         records = await backend.list_containers({L.MANAGED: "true", L.UID: uid})
         held = sum(
-            int(r.labels.get(L.GPU_COUNT, "0") or 0)
+            int(r.labels.get(L.GPU_COUNT, "0"))
             for r in records
             if r.status != "exited"
             and r.labels.get(L.KERNEL_ID) != kernel_id

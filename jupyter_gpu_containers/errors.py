@@ -61,7 +61,8 @@ class EngineRefused(ContainerKernelError):
     """The engine refused to create or start the container (an option it cannot honour)."""
 
     status = 500
-    reason_phrase = "Docker engine refused the container"
+    # Neutral: the Kubernetes API refuses with it too (the sentence names which refused).
+    reason_phrase = "Container engine refused the container"
 
 
 class LaunchTimeout(ContainerKernelError):

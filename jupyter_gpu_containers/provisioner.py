@@ -636,9 +636,6 @@ class ContainerProvisioner(KernelProvisionerBase):
             # The device plugin tells the container which GPUs it has; a value of the spec's
             # own (a CPU kernel's "void") would win over it and hide them.
             environment.pop("NVIDIA_VISIBLE_DEVICES", None)
-            await self.services.allocator.check_scheduled_cap(
-                self.backend, request.count, self.kernel_id, str(self.kernel_ids()[0])
-            )
         spec = dataclasses.replace(
             spec,
             environment=environment,
@@ -646,8 +643,20 @@ class ContainerProvisioner(KernelProvisionerBase):
             gpu_resource=self.gpu_resource,
         )
         self.container_spec = spec
-        self._stamp("gpus")
-        self.container_id = await self.backend.create(spec)
+        if request.count:
+            uid = str(self.kernel_ids()[0])
+            allocator = self.services.allocator
+            # The cap's count and the create as one step per user: two starts at once would
+            # otherwise both count the same GPUs as free.
+            async with allocator.scheduled_start_lock(uid):
+                await allocator.check_scheduled_cap(
+                    self.backend, request.count, self.kernel_id, uid
+                )
+                self._stamp("gpus")
+                self.container_id = await self.backend.create(spec)
+        else:
+            self._stamp("gpus")
+            self.container_id = await self.backend.create(spec)
         self._stamp("create")
         await self.backend.start(self.container_id, self.image)
         address = await self.backend.address(self.container_id)
