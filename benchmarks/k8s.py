@@ -148,7 +148,7 @@ class Cluster:
         self.image = ""
         self.spec = ""
         self.token = ""
-        self.volume = f"ws-{USER}-{self.run_id}"
+        self.volume = ""  # the workspace's persistent volume, once made
         self.namespace_made = False
 
     # ------------------------------------------------------------------ start
@@ -186,43 +186,13 @@ class Cluster:
         """The user's workspace: a directory here they own, as a persistent volume bound to
         their claim ``ws-<user>`` in the namespace (a ``restricted`` pod may mount a claim, not a
         host path)."""
-        from k8s_cluster import wait_for
-        from kubernetes import client
 
         workspace = self.home / "ws" / USER
         workspace.mkdir(parents=True)
         os.chown(workspace, UID, UID)
-        core: Any = client.CoreV1Api(self.plane.admin_client)
-        core.create_persistent_volume(
-            {
-                "metadata": {"name": self.volume, "labels": {LABEL: self.run_id}},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "hostPath": {"path": str(workspace), "type": "Directory"},
-                    "claimRef": {"namespace": self.namespace, "name": f"ws-{USER}"},
-                },
-            }
+        self.volume = self.plane.bind_claim(
+            self.namespace, f"ws-{USER}", workspace, labels={LABEL: self.run_id}
         )
-        core.create_namespaced_persistent_volume_claim(
-            self.namespace,
-            {
-                "metadata": {"name": f"ws-{USER}"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": self.volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-
-        def bound() -> bool:
-            claim = core.read_namespaced_persistent_volume_claim(f"ws-{USER}", self.namespace)
-            return bool(claim.status and claim.status.phase == "Bound")
-
-        wait_for(bound, 60, "the workspace's claim was not bound within 60 s")
 
     def _start_service(self) -> None:
         token = self.plane.service_account_token(self.namespace, SERVICE_ACCOUNT)
@@ -285,14 +255,8 @@ class Cluster:
             print("[benchmarks] k8s: " + "; ".join(problems), file=sys.stderr)
 
     def _delete_volume(self) -> None:
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            client.CoreV1Api(self.plane.admin_client).delete_persistent_volume(self.volume)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        if self.volume:
+            self.plane.delete_volume(self.volume)
 
     # ------------------------------------------------------------------ what both variants use
 

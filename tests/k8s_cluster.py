@@ -707,6 +707,71 @@ class ControlPlane:
                 f"namespace {name} was not deleted within {timeout:.0f} s",
             )
 
+    def bind_claim(
+        self,
+        namespace: str,
+        claim: str,
+        host_path: str | os.PathLike[str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        path_type: str = "Directory",
+        wait: bool = True,
+    ) -> str:
+        """A PersistentVolumeClaim ``claim`` in ``namespace`` bound to a volume of its own that is
+        ``host_path`` on the node (a ``restricted`` pod may mount a claim, not a host path): a
+        user's workspace. Returns the volume's name, for :meth:`delete_volume` (the claim goes
+        with its namespace). ``wait``: until the claim is Bound."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.admin_client)
+        volume = f"{claim}-{os.urandom(4).hex()}"
+        host: dict[str, str] = {"path": str(host_path)}
+        if path_type:
+            host["type"] = path_type
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": volume, "labels": dict(labels or {TEST_LABEL: TEST_RUN})},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "hostPath": host,
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        if wait:
+
+            def bound() -> bool:
+                found = core.read_namespaced_persistent_volume_claim(claim, namespace)
+                return bool(found.status and found.status.phase == "Bound")
+
+            wait_for(bound, 60, f"the claim {claim} was not bound within 60 s")
+        return volume
+
+    def delete_volume(self, name: str) -> None:
+        """Delete a persistent volume (absent is fine)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            client.CoreV1Api(self.admin_client).delete_persistent_volume(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     def add_fake_node(
         self,
         name: str,

@@ -11,14 +11,13 @@ import asyncio
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hostusers import ids_of
-from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
+from k8s_cluster import ControlPlane, wait_for
 from k8s_node import RealNode
 from kernel_io import collect, execute, send_execute
 from kubernetes import client
@@ -50,7 +49,7 @@ def cluster_service(
     token = control_plane.service_account_token(k8s_namespace, "jupyter-gpu-containers")
     kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "service.kubeconfig")
     core = client.CoreV1Api(control_plane.admin_client)
-    volume = f"ws-{user}-{uuid.uuid4().hex[:8]}"
+    volume = ""
     service = KernelService(
         {
             "ServiceApp": {"backend": "kubernetes"},
@@ -71,40 +70,7 @@ def cluster_service(
         workspace = service.home / "ws" / user
         (workspace / "notes").mkdir()
         os.chown(workspace / "notes", *ids_of(user))
-        core.create_persistent_volume(
-            {
-                "metadata": {"name": volume, "labels": {TEST_LABEL: TEST_RUN}},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "hostPath": {"path": str(workspace), "type": "Directory"},
-                    "claimRef": {"namespace": k8s_namespace, "name": f"ws-{user}"},
-                },
-            }
-        )
-        core.create_namespaced_persistent_volume_claim(
-            k8s_namespace,
-            {
-                "metadata": {"name": f"ws-{user}"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-        wait_for(
-            lambda: (
-                core.read_namespaced_persistent_volume_claim(
-                    f"ws-{user}", k8s_namespace
-                ).status.phase
-                == "Bound"
-            ),
-            60,
-            "the workspace's claim was not bound",
-        )
+        volume = control_plane.bind_claim(k8s_namespace, f"ws-{user}", workspace)
         service.start()
         yield service, user, real_node_image
     finally:
@@ -161,17 +127,23 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
         name = kernel_name_for(image)
         assert name in specs["kernelspecs"], sorted(specs["kernelspecs"])
         notes = service.home / "ws" / username / "notes"
-        kernel_id = await service.start_kernel(
-            user,
-            name,
-            env={
-                "JPY_SESSION_NAME": str(notes / "k8s.ipynb"),
-                "KERNEL_WORKING_DIR": str(notes),
-                # One GPU (the real node advertises four; there is no device plugin, so the
-                # container gets none: what is checked is the request and what it is told).
-                "KERNEL_GPU_CONTAINERS_REQUEST": "1",
-            },
+        env = {
+            "JPY_SESSION_NAME": str(notes / "k8s.ipynb"),
+            "KERNEL_WORKING_DIR": str(notes),
+            # One GPU (the real node advertises four; there is no device plugin, so the
+            # container gets none: what is checked is the request and what it is told).
+            "KERNEL_GPU_CONTAINERS_REQUEST": "1",
+        }
+        # Two one-GPU starts at once against GPUAllocator.max_gpus_per_user = 1: the cap's
+        # count and the pod's creation are one step per user, so exactly one starts.
+        answers = await asyncio.gather(
+            *(
+                service.answer(user, "POST", "api/kernels", {"name": name, "env": env})
+                for _ in range(2)
+            )
         )
+        assert sorted(code for code, _ in answers) == [201, 409], answers
+        kernel_id = next(str(model["id"]) for code, model in answers if code == 201)
         (pod,) = kernel_pods(control_plane, k8s_namespace)
         assert pod.spec.node_name == real_node.name
         assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"

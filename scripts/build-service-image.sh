@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build the kernel service's image for Kubernetes (docs/kubernetes.md, "The service's image").
+#
+#   scripts/build-service-image.sh [TAG]          default TAG: jupyter-gpu-containers-service:<version>
+#
+# Environment:
+#   PYTHON  the Python whose installed versions the image gets (default: the repo's .venv, else
+#           python3); it also builds the project's wheel, so its labextension must be built
+#           (the set-up command does that).
+#   BASE    the base image (default python:<that Python's X.Y>-slim-bookworm). Its python3 must
+#           have the same minor version: the wheelhouse holds that Python's compiled wheels.
+#
+# The wheelhouse is made here, with this machine's package index; the image build itself needs no
+# network. Prints the tag on stdout.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+log() { printf '[build-service-image] %s\n' "$*" >&2; }
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+fi
+py_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+project_version=$("$python" -c 'import importlib.metadata as m; print(m.version("jupyter_gpu_containers"))' 2>/dev/null || echo dev)
+tag=${1:-jupyter-gpu-containers-service:$project_version}
+base=${BASE:-python:$py_version-slim-bookworm}
+
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  log "pulling the base image $base"
+  docker pull -q "$base" >/dev/null
+fi
+base_version=$(docker run --rm --network=none --entrypoint python3 "$base" \
+  -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || {
+  log "The base image $base has no python3 that runs; choose another BASE."; exit 1; }
+if [ "$base_version" != "$py_version" ]; then
+  log "The base image $base has Python $base_version, but $python is $py_version: the wheels would not fit. Set BASE to an image with Python $py_version, or PYTHON to a $base_version interpreter."
+  exit 1
+fi
+
+context=$(mktemp -d /tmp/jgc-service-image.XXXXXX)
+trap 'rm -rf "$context"' EXIT
+cp "$repo/deploy/kubernetes/service.Dockerfile" "$context/Dockerfile"
+# The versions this environment has (and so was tested with) pin the image's; the project itself
+# is built from the checkout.
+"$python" -m pip freeze --exclude-editable 2>/dev/null \
+  | grep -viE '^(jupyter[-_]gpu[-_]containers|pip)([ =@]|$)' >"$context/constraints.txt" || true
+log "making the wheelhouse with $python (Python $py_version)"
+out=$("$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" \
+  --constraint "$context/constraints.txt" pip "$repo[hub,kubernetes]" 2>&1) \
+  || { printf '%s\n' "$out" >&2; log "pip wheel failed"; exit 1; }
+log "building $tag on $base"
+out=$(docker build --quiet --build-arg "BASE=$base" \
+  --label org.jupyter-gpu-containers.component=kernel-service -t "$tag" "$context" 2>&1) \
+  || { printf '%s\n' "$out" >&2; log "docker build failed"; exit 1; }
+printf '%s\n' "$tag"

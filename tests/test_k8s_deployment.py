@@ -1,0 +1,382 @@
+"""The kernel service deployed in the cluster as docs/kubernetes.md tells an administrator, with a
+real JupyterHub whose users' servers use it as their gateway (``--gateway-url``).
+
+- The service's image is built by scripts/build-service-image.sh (deploy/kubernetes/
+  service.Dockerfile) and imported into a real node (tests/k8s_node.py).
+- deploy/kubernetes/rbac.yaml and service.yaml are applied as shipped: the test only appends its
+  values to the ConfigMap's configuration file (this cluster's node, image, Hub and accounts) and
+  tells the pod where the API server is (see ``_in_this_cluster``).
+- A real Hub (tests/hub.py) spawns the two students' servers as their own accounts, with the
+  service's pod as their gateway and their own Hub token as the gateway token; the service checks
+  those tokens with the Hub.
+
+A student opens a notebook in their own server: the kernel is a pod the scheduler placed on the
+GPU node with the notebook's GPU, code runs as the student in the notebook's directory of their
+workspace, the other student cannot reach it, and closing the notebook removes the pod."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN, kernel_name, write_notebook
+from hostusers import ids_of
+from hub import STUDENT_A, STUDENT_B, Hub, needs_students, server_api_token
+from k8s_cluster import ControlPlane, wait_for
+from k8s_node import RealNode
+from kernel_io import execute
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from relay import TcpRelay
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from jupyter_gpu_containers import labels as L
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy" / "kubernetes"
+BUILD_SCRIPT = REPO / "scripts" / "build-service-image.sh"
+CONFIG_FILE = "jupyter_gpu_containers_serve_config.py"
+SERVICE_PORT = 8890
+# A 2-core machine runs the control plane, a kubelet, the Hub, two servers and the pods.
+REQUEST_TIMEOUT = 180.0
+
+pytestmark = [needs_students, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def service_image(real_node: RealNode, docker_client: Any) -> Iterator[str]:
+    """The service's image, built as docs/kubernetes.md says (on the suite's Debian base, which
+    has the same Python as this environment: no registry is reachable here), in the node."""
+    tag = f"jgc-test/kernel-service:{TEST_RUN}"
+    built = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), tag],
+        env={**os.environ, "BASE": DEBIAN_IMAGE, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    try:
+        assert built.returncode == 0, built.stderr
+        assert built.stdout.strip() == tag, built.stdout
+        yield real_node.import_image(tag)
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, timeout=120)
+
+
+@dataclass
+class Student:
+    name: str
+    hub: Hub
+    api_token: str
+    workspace: Path
+
+    def _request(self, method: str, path: str, body: Any = None) -> HTTPRequest:
+        return HTTPRequest(
+            f"{self.hub.url}/user/{self.name}/{path.lstrip('/')}",
+            method=method,
+            headers={"Authorization": f"token {self.api_token}"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+            request_timeout=REQUEST_TIMEOUT,
+        )
+
+    async def answer(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """What the student's own server answers (through the Hub's proxy)."""
+        response = await AsyncHTTPClient().fetch(
+            self._request(method, path, body), raise_error=False
+        )
+        try:
+            return response.code, json.loads(response.body) if response.body else None
+        except ValueError:
+            return response.code, response.body.decode("utf-8", "replace")
+
+    async def run(self, kernel_id: str, code: str) -> Any:
+        ws = await websocket_connect(
+            HTTPRequest(
+                f"ws://127.0.0.1:{self.hub.port}/user/{self.name}/api/kernels/{kernel_id}/channels",
+                headers={"Authorization": f"token {self.api_token}"},
+                request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+        try:
+            return await execute(ws, code, REQUEST_TIMEOUT)
+        finally:
+            ws.close()
+
+
+@dataclass
+class Deployment:
+    namespace: str
+    pod: Any  # the service's pod, as the API last gave it
+    hub: Hub
+    students: dict[str, Student]
+    core: Any  # the admin's CoreV1Api
+
+    def service_log(self) -> str:
+        return str(
+            self.core.read_namespaced_pod_log(
+                self.pod.metadata.name, self.namespace, tail_lines=400
+            )
+        )
+
+    def kernel_pods(self) -> list[Any]:
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{L.MANAGED}=true"
+        ).items
+        return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def _in_this_cluster(
+    documents: list[dict[str, Any]], overrides: str, node: RealNode, api: TcpRelay
+) -> None:
+    """Append ``overrides`` to the ConfigMap's configuration, and put the Deployment's pod on the
+    real node. This cluster has no kube-proxy and no DNS: the pod's in-cluster configuration
+    finds the API server through KUBERNETES_SERVICE_HOST/PORT, here the relay on the node's
+    bridge, under the name the API server's certificate carries."""
+    for doc in documents:
+        if doc["kind"] == "ConfigMap":
+            doc["data"][CONFIG_FILE] += overrides
+        elif doc["kind"] == "Deployment":
+            spec = doc["spec"]["template"]["spec"]
+            spec["nodeSelector"] = node.node_selector
+            spec["tolerations"] = [node.toleration]
+            spec["hostAliases"] = [{"ip": api.host, "hostnames": ["kubernetes.default.svc"]}]
+            spec["containers"][0]["env"] += [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
+            ]
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    real_node_image: str,
+    service_image: str,
+) -> Iterator[Deployment]:
+    namespace = f"jgc-deploy-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(control_plane.admin_client)
+    rbac = client.RbacAuthorizationV1Api(control_plane.admin_client)
+    # Not under pytest's own directory, which is root's alone: the students' servers serve
+    # their workspaces below it.
+    root = Path(tempfile.mkdtemp(prefix="jgc-deploy-", dir="/tmp"))
+    root.chmod(0o755)
+    workspaces = {}
+    for user in (STUDENT_A, STUDENT_B):
+        workspaces[user] = root / "ws" / user
+        workspaces[user].mkdir(parents=True)
+        os.chown(workspaces[user], *ids_of(user))
+    (root / "ws").chmod(0o755)
+    template = str(root / "ws" / "{username}")
+    hub = Hub(
+        [STUDENT_A, STUDENT_B],
+        spawner_env={
+            "JUPYTER_GATEWAY_REQUEST_TIMEOUT": str(int(REQUEST_TIMEOUT)),
+            "JUPYTER_GATEWAY_CONNECT_TIMEOUT": "60",
+        },
+        extra_config=f"c.Spawner.notebook_dir = {template!r}",
+    )
+    api_relay = TcpRelay(real_node.node_ip, "127.0.0.1", control_plane.port)
+    hub_relay = TcpRelay(real_node.node_ip, "127.0.0.1", hub.hub_port)
+    volumes: list[str] = []
+    applied: list[dict[str, Any]] = []
+    made: Deployment | None = None
+    try:
+        control_plane.create_namespace(
+            namespace,
+            {"pod-security.kubernetes.io/enforce": "restricted", TEST_LABEL: TEST_RUN},
+        )
+        applied = control_plane.apply(DEPLOY / "rbac.yaml", namespace)
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "jupyter-gpu-containers-hub"},
+                "stringData": {"api-token": hub.service_token},
+            },
+        )
+        # The students' workspaces: the claims service.yaml names (home-<user>), each bound to
+        # a volume that is the student's directory here, which their own server serves too.
+        for user, workspace in workspaces.items():
+            volumes.append(control_plane.bind_claim(namespace, f"home-{user}", workspace))
+        accounts = {user: "{}:{}".format(*ids_of(user)) for user in workspaces}
+        overrides = f"""
+# --- tests/test_k8s_deployment.py: this cluster's node, image, Hub and accounts -------------
+c.KubernetesBackend.node_selector = {real_node.node_selector!r}
+c.KubernetesBackend.tolerations = [{real_node.toleration!r}]
+c.KubernetesBackend.cpu_request = "50m"
+c.KubernetesBackend.memory_request = "64Mi"
+c.KubernetesBackend.memory_limit = "1Gi"
+c.KubernetesBackend.startup_timeout = 180
+c.ContainerPolicy.max_shm_size = "1g"
+c.ContainerProvisioner.extra_labels = {{{TEST_LABEL!r}: {TEST_RUN!r}}}
+c.ImageCatalog.listed_images = [{real_node_image!r}]
+c.ContainerPolicy.allowed_images = [{real_node_image!r}]
+c.HubIdentity.api_url = "http://{hub_relay.host}:{hub_relay.port}/hub/api"
+c.UserDirectory.accounts = {accounts!r}
+c.UserDirectory.workspace_template = {template!r}
+"""
+        text = (DEPLOY / "service.yaml").read_text().replace("{{image}}", service_image)
+        text = text.replace("{{namespace}}", namespace)
+        documents = [d for d in yaml.safe_load_all(text) if d]
+        _in_this_cluster(documents, overrides, real_node, api_relay)
+        control_plane.apply(yaml.safe_dump_all(documents), namespace)
+
+        def service_pod() -> Any:
+            pods = core.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/component=kernel-service"
+            ).items
+            return pods[0] if len(pods) == 1 else None
+
+        def ready() -> bool:
+            pod = service_pod()
+            conditions = (pod.status.conditions or []) if pod and pod.status else []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        try:
+            wait_for(ready, 240, "the service's pod did not become ready")
+        except AssertionError:
+            pod = service_pod()
+            if pod is not None:
+                print(pod.status)
+                try:
+                    print(core.read_namespaced_pod_log(pod.metadata.name, namespace))
+                except ApiException as e:
+                    print(f"(no log: {e.reason})")
+            raise
+        pod = service_pod()
+        hub.gateway_url = f"http://{pod.status.pod_ip}:{SERVICE_PORT}"
+        hub.start()
+        students = {}
+        for user, workspace in workspaces.items():
+            pid = hub.start_server(user)
+            assert server_api_token(pid)  # the server runs, with a token of its own
+            students[user] = Student(user, hub, hub.new_token(user), workspace)
+        made = Deployment(namespace, pod, hub, students, core)
+        yield made
+    finally:
+        # Shown when a test failed (pytest prints a failed test's captured output).
+        if made is not None:
+            with contextlib.suppress(ApiException):
+                print("\n".join(made.service_log().splitlines()[-80:]))
+        print("\n".join(hub.output().splitlines()[-60:]))
+        hub.close()
+        # The namespace goes with the service, its kernel pods and their Secrets.
+        control_plane.delete_namespace(namespace)
+        for volume in volumes:
+            control_plane.delete_volume(volume)
+        for obj in applied:
+            try:
+                if obj["kind"] == "ClusterRole":
+                    rbac.delete_cluster_role(obj["metadata"]["name"])
+                elif obj["kind"] == "ClusterRoleBinding":
+                    rbac.delete_cluster_role_binding(obj["metadata"]["name"])
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        api_relay.close()
+        hub_relay.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _eventually(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster(
+    deployment: Deployment, real_node: RealNode, real_node_image: str
+) -> None:
+    pod = deployment.pod
+    # The Deployment as shipped: PodSecurity "restricted" admitted it, as its own uid.
+    assert pod.spec.security_context.run_as_user == 10001
+    assert pod.spec.containers[0].security_context.read_only_root_filesystem is True
+    assert "users authenticate with their JupyterHub API tokens" in deployment.service_log()
+
+    alice = deployment.students[STUDENT_A]
+    bob = deployment.students[STUDENT_B]
+    spec = kernel_name(real_node_image)
+
+    # The listed image is a kernel spec once its readiness pod passed, in the student's server.
+    async def listed() -> bool:
+        code, specs = await alice.answer("GET", "api/kernelspecs")
+        return code == 200 and spec in specs["kernelspecs"]
+
+    await _eventually(listed, 180, f"the kernel spec {spec} in the student's server")
+
+    uid, gid = ids_of(alice.name)
+    course = alice.workspace / "course"
+    course.mkdir()
+    os.chown(course, uid, gid)
+    os.chown(write_notebook(alice.workspace, "course/week1.ipynb", gpus=1), uid, gid)
+    code, session = await alice.answer(
+        "POST",
+        "api/sessions",
+        {
+            "path": "course/week1.ipynb",
+            "type": "notebook",
+            "name": "week1.ipynb",
+            "kernel": {"name": spec},
+        },
+    )
+    assert code == 201, (code, session)
+    kernel_id = session["kernel"]["id"]
+
+    # The kernel is a pod of the service's namespace, on the GPU node the scheduler chose, with
+    # the notebook's GPU, booked to the student.
+    pods = [p for p in deployment.kernel_pods() if p.metadata.labels.get(L.KERNEL_ID) == kernel_id]
+    assert len(pods) == 1, [p.metadata.name for p in deployment.kernel_pods()]
+    kernel_pod = pods[0]
+    assert kernel_pod.spec.node_name == real_node.name
+    assert kernel_pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert kernel_pod.metadata.labels[L.USER] == alice.name
+    assert kernel_pod.spec.security_context.run_as_user == uid
+
+    # Code runs as the student, in the notebook's directory of their workspace, through their
+    # server, the service's pod and the kernel pod.
+    result = await alice.run(
+        kernel_id,
+        "import os; open('out.txt', 'w').write('hi'); print(os.getuid(), os.getgid(), os.getcwd())",
+    )
+    assert result.status == "ok", result
+    assert result.stdout.split() == [str(uid), str(gid), "/workspace/course"], result
+    written = (course / "out.txt").stat()
+    assert (written.st_uid, written.st_gid) == (uid, gid)
+
+    # The other student's server neither lists nor reaches it.
+    code, kernels = await bob.answer("GET", "api/kernels")
+    assert code == 200 and kernel_id not in [k["id"] for k in kernels], kernels
+    code, _ = await bob.answer("GET", f"api/kernels/{kernel_id}")
+    assert code == 404
+
+    # Closing the notebook removes the pod and its Secret.
+    code, _ = await alice.answer("DELETE", f"api/sessions/{session['id']}")
+    assert code == 204
+    name = kernel_pod.metadata.name
+    wait_for(
+        lambda: not [p for p in deployment.kernel_pods() if p.metadata.name == name],
+        120,
+        f"the kernel pod {name} was not removed",
+    )
+    secrets = deployment.core.list_namespaced_secret(deployment.namespace).items
+    assert not [s for s in secrets if s.metadata.name.startswith(name)], secrets
