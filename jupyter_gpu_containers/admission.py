@@ -14,7 +14,7 @@ import logging
 from . import compat, privateimages
 from .errors import ImageIncompatible, ImageNotAllowed, ImageNotKernelReady
 from .gpus import Inventory
-from .launchplan import ContainerPolicy, check_image_allowed
+from .launchplan import ContainerPolicy, check_image_allowed, pinned_for
 from .probe import ProbeResult
 from .records import ImageRecord
 from .services import Services
@@ -27,7 +27,23 @@ async def admit_image(
     ``own_command``: the administrator's kernel command, which may not need ipykernel.
     ``uid``: whose kernel (a kernel service's user; None: this server's user)."""
     image = await services.backend.inspect_image(ref)
-    check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
+    if services.backend.schedules_gpus:
+        # A cluster: each node resolves a tag by itself (and keeps what it pulled before), so
+        # what one node last ran says nothing about what the next will run. Only a digest in
+        # the reference itself, which the node then enforces, can meet a pin.
+        check_image_allowed(services.policy, ref, (ref,) if "@" in ref else None)
+        pins = pinned_for(services.policy, ref)
+        if pins is not None and "@" not in ref:
+            last = ref.rsplit("/", 1)[-1]
+            repository = ref[: len(ref) - len(last)] + last.split(":", 1)[0]
+            raise ImageNotAllowed(
+                f"The image {ref} is pinned to {', '.join(pins)} "
+                "(ContainerPolicy.pinned_digests), and on a cluster each node resolves a tag "
+                f"by itself: list it as {repository}@{pins[0]}, so that every node runs exactly "
+                "the pinned image."
+            )
+    else:
+        check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
     listed = services.listed_images()
 
     def blocking_checks() -> tuple[bool, ProbeResult | None]:

@@ -181,7 +181,7 @@ class GPUHolder:
 class ImageDigest:
     """What a node ran for an image reference: its content id ("sha256:<hex>"), the pinned
     "repo@sha256:<hex>" when the node gave that form (a pulled image; "" for one imported
-    into the node's runtime), and when that container started (unix time, the node's clock)."""
+    into the node's runtime), and when the API server created the pod that ran it (unix time)."""
 
     id: str
     pinned: str
@@ -597,6 +597,13 @@ class KubernetesBackend(LoggingConfigurable):
                     f"A pod named {name} already exists in namespace {self.namespace}."
                 ) from e
             raise self._refused(f"create the kernel's pod {name}", e) from e
+        except BaseException:
+            # No answer (a timeout, a dropped connection): the API may have made the pod all
+            # the same, and without its Secret it would wait forever, holding its GPU request
+            # and counting against its user's cap. Its name is ours alone: delete it, if there.
+            with contextlib.suppress(Exception):
+                self._delete_pod(core, name=name, grace=0)
+            raise
         owner = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -1172,14 +1179,19 @@ class KubernetesBackend(LoggingConfigurable):
     def learn_image(
         self, ref: str, image_id: str, started: float, *, tell_watchers: bool = True
     ) -> None:
-        """A container of ``ref`` that started at ``started`` ran ``image_id`` (a container
-        status's imageID). Ignored when a container that started later said otherwise (a kernel
-        pod still running the tag's previous image says nothing new). When the reference's
-        content id is new or changed, the image watchers hear of it (``tell_watchers``)."""
+        """A pod of ``ref`` that the API server created at ``started`` ran ``image_id`` (its
+        container status's imageID). Ignored when a pod created later said otherwise (a kernel
+        pod still running the tag's previous image says nothing new); the API server's clock
+        orders them, not the nodes'. When the reference's content id is new or changed, the image
+        watchers hear of it (``tell_watchers``)."""
         digest, pinned = content_digest(image_id)
         if not digest or not ref:
             return
         key = canonical_reference(ref)
+        if pinned and canonical_reference(pinned).rsplit("@", 1)[0] != _repository(key):
+            # A node's word only: a pinned form from another repository would send the next
+            # probe to a registry nobody listed.
+            pinned = ""
         with self._lock:
             known = self._digests.get(key)
             if known is not None and started < known.started:
@@ -1216,7 +1228,7 @@ class KubernetesBackend(LoggingConfigurable):
         )
         if container is None or spec is None or not container.image_id:
             return
-        self.learn_image(str(spec.image or ""), str(container.image_id), _started_at(container))
+        self.learn_image(str(spec.image or ""), str(container.image_id), _created_at(pod))
 
     def _oneshot_target(self, image: str) -> tuple[str, str]:
         """(the reference a one-shot run of ``image`` tells about, what its pod runs): a content
@@ -1348,11 +1360,15 @@ class KubernetesBackend(LoggingConfigurable):
         }
 
         def run(core: Any) -> OneshotResult:
+            # The create inside the try whose finally deletes: a create that timed out may have
+            # made the pod all the same.
             try:
-                core.create_namespaced_pod(self.namespace, pod, _request_timeout=self.api_timeout)
-            except ApiException as e:
-                raise self._refused(f"create a readiness-probe pod for {image}", e) from e
-            try:
+                try:
+                    core.create_namespaced_pod(
+                        self.namespace, pod, _request_timeout=self.api_timeout
+                    )
+                except ApiException as e:
+                    raise self._refused(f"create a readiness-probe pod for {image}", e) from e
                 deadline = time.monotonic() + timeout
                 timed_out, exit_code = True, -1
                 found = None
@@ -1374,7 +1390,7 @@ class KubernetesBackend(LoggingConfigurable):
                     # The watchers are not told: they would list the new id before the probe
                     # has kept its answer under it, and probe it a second time. The probe's
                     # caller has the answer (and the kernel specs list again when it comes).
-                    self.learn_image(ref, ran_id, _started_at(ran), tell_watchers=False)
+                    self.learn_image(ref, ran_id, _created_at(found), tell_watchers=False)
                 try:
                     log = str(
                         core.read_namespaced_pod_log(
@@ -1395,7 +1411,9 @@ class KubernetesBackend(LoggingConfigurable):
                     image_id=content_digest(ran_id)[0],
                 )
             finally:
-                with contextlib.suppress(ApiException):
+                # Whatever went wrong: gone already (404), or a deletion that did not answer,
+                # must not hide why the probe ended.
+                with contextlib.suppress(Exception):
                     core.delete_namespaced_pod(
                         name,
                         self.namespace,
@@ -1571,13 +1589,11 @@ def _container_started(pod: Any) -> bool:
     )
 
 
-def _started_at(container: Any) -> float:
-    """When a container status's container started (unix time; 0 when it does not say)."""
-    state = container.state
-    for moment in (state.running, state.terminated) if state else ():
-        if moment is not None and moment.started_at is not None:
-            return float(moment.started_at.timestamp())
-    return 0.0
+def _created_at(pod: Any) -> float:
+    """When the API server created ``pod`` (unix time; 0 when it does not say): one clock for
+    every node's reports, where containers' startedAt would be each node's own."""
+    created = pod.metadata.creation_timestamp if pod.metadata else None
+    return float(created.timestamp()) if created is not None else 0.0
 
 
 def content_digest(image_id: str) -> tuple[str, str]:
@@ -1594,6 +1610,14 @@ def content_digest(image_id: str) -> tuple[str, str]:
     if not _CONTENT_ID.fullmatch(digest):
         return "", ""
     return digest, f"{repo}@{digest}" if repo else ""
+
+
+def _repository(canonical: str) -> str:
+    """A canonical reference without its tag or digest: "docker.io/jgc/x:1" is
+    "docker.io/jgc/x"."""
+    name = canonical.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: len(name) - len(last)] + last.split(":", 1)[0]
 
 
 def canonical_reference(ref: str) -> str:

@@ -54,21 +54,39 @@ class ProbePods:
 
     def _follow(self) -> None:
         while not self._stop.is_set():
-            stream = watch.Watch().stream(
-                self.core.list_namespaced_pod,
-                self.namespace,
-                label_selector=self.selector,
-                resource_version=self._version,
-                timeout_seconds=2,
-            )
-            for event in stream:
-                pod = event["object"]
-                self._version = pod.metadata.resource_version or self._version
-                statuses = (pod.status.container_statuses if pod.status else None) or []
-                reported = next((s.image_id for s in statuses if s.image_id), "")
-                with self._lock:
-                    known = self._image_ids.get(pod.metadata.name, "")
-                    self._image_ids[pod.metadata.name] = reported or known
+            try:
+                if not self._version:  # the last version was too old (410): list again
+                    listed = self.core.list_namespaced_pod(
+                        self.namespace, label_selector=self.selector
+                    )
+                    for pod in listed.items:
+                        self._record(pod)
+                    self._version = listed.metadata.resource_version
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=self.selector,
+                    resource_version=self._version,
+                    timeout_seconds=2,
+                )
+                for event in stream:
+                    if event["type"] == "ERROR":
+                        self._version = ""
+                        break
+                    self._version = event["object"].metadata.resource_version or self._version
+                    self._record(event["object"])
+            except ApiException as e:
+                if e.status == 410:
+                    self._version = ""
+                else:
+                    self._stop.wait(0.5)  # the API went away for a moment: watch again
+
+    def _record(self, pod: Any) -> None:
+        statuses = (pod.status.container_statuses if pod.status else None) or []
+        reported = next((s.image_id for s in statuses if s.image_id), "")
+        with self._lock:
+            known = self._image_ids.get(pod.metadata.name, "")
+            self._image_ids[pod.metadata.name] = reported or known
 
     def image_ids(self) -> list[str]:
         """Each probe pod's imageID, in the order they were made."""
@@ -299,3 +317,40 @@ def test_a_tag_that_moves_is_probed_again_under_its_new_digest(
                 60,
                 "the kernel's pod was not deleted",
             )
+
+
+def test_a_pinned_tag_is_refused_on_a_cluster_even_once_a_node_ran_the_pinned_image(
+    real_node_image: str,
+    docker_client: docker.DockerClient,
+    probe_service: tuple[KernelService, ServiceUser],
+) -> None:
+    """ContainerPolicy.pinned_digests on a cluster: what one node last ran says nothing about
+    what the next pulls for the tag, so only a digest in the reference meets a pin, and the
+    refusal says how to list it."""
+    service, user = probe_service
+    digest = docker_client.images.get(DEBIAN_IMAGE).id
+    service.config["ImageCatalog"] = {"listed_images": [{"image": real_node_image}]}
+    service.config["ContainerPolicy"]["pinned_digests"] = {real_node_image: digest}
+    service.config_file.write_text(json.dumps(service.config))
+    name = kernel_name_for(real_node_image)
+
+    async def scenario() -> None:
+        # The probe's pod ran exactly the pinned content: the backend lists the tag under it.
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            code, specs = await service.answer(user, "GET", "api/kernelspecs")
+            assert code == 200, specs
+            found = specs["kernelspecs"].get(name) or {}
+            meta = found.get("spec", {}).get("metadata", {}).get("gpu_containers", {})
+            if meta.get("image_id") == digest:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"no probe of {name}: {found}"
+            await asyncio.sleep(0.5)
+        code, refusal = await service.answer(user, "POST", "api/kernels", {"name": name})
+        assert code == 403, refusal
+        message = refusal["message"]
+        assert "on a cluster each node resolves a tag by itself" in message, message
+        assert f"@{digest}" in message, message
+
+    service.start()
+    asyncio.run(scenario())
