@@ -740,25 +740,32 @@ class ControlPlane:
                 },
             }
         )
-        core.create_namespaced_persistent_volume_claim(
-            namespace,
-            {
-                "metadata": {"name": claim},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
+        try:
+            core.create_namespaced_persistent_volume_claim(
+                namespace,
+                {
+                    "metadata": {"name": claim},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "",
+                        "volumeName": volume,
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
                 },
-            },
-        )
-        if wait:
+            )
+            if wait:
 
-            def bound() -> bool:
-                found = core.read_namespaced_persistent_volume_claim(claim, namespace)
-                return bool(found.status and found.status.phase == "Bound")
+                def bound() -> bool:
+                    found = core.read_namespaced_persistent_volume_claim(claim, namespace)
+                    return bool(found.status and found.status.phase == "Bound")
 
-            wait_for(bound, 60, f"the claim {claim} was not bound within 60 s")
+                wait_for(bound, 60, f"the claim {claim} was not bound within 60 s")
+        except BaseException:
+            # The caller never learns the volume's name: it goes here (the claim goes with
+            # its namespace).
+            with contextlib.suppress(Exception):
+                self.delete_volume(volume)
+            raise
         return volume
 
     def delete_volume(self, name: str) -> None:
@@ -766,6 +773,8 @@ class ControlPlane:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        if not name:  # the client would delete the whole collection
+            raise ValueError("delete_volume needs a volume's name")
         try:
             client.CoreV1Api(self.admin_client).delete_persistent_volume(name)
         except ApiException as e:

@@ -70,6 +70,9 @@ class TcpRelay:
             self._closed = True
             sockets = list(self._open)
             self._open.clear()
+        # shutdown() wakes the accept() blocked in the thread; close() alone would not.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._server.close()
         for s in sockets:

@@ -257,7 +257,7 @@ def test_a_kernel_pod_has_the_spec_security_context_volumes_and_secret(
     finally:
         backend.close()
         scheduling.delete_priority_class(priority)
-        core.delete_persistent_volume(volume)
+        control_plane.delete_volume(volume)
 
 
 def test_host_paths_other_than_the_workspace_are_refused(

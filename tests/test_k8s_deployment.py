@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,8 @@ CONFIG_FILE = "jupyter_gpu_containers_serve_config.py"
 SERVICE_PORT = 8890
 # A 2-core machine runs the control plane, a kubelet, the Hub, two servers and the pods.
 REQUEST_TIMEOUT = 180.0
+# Building the image: a wheelhouse from a cold pip cache, then docker build.
+BUILD_TIMEOUT = 600
 
 pytestmark = [needs_students, pytest.mark.timeout(900)]
 
@@ -63,18 +66,30 @@ def service_image(real_node: RealNode, docker_client: Any) -> Iterator[str]:
     """The service's image, built as docs/kubernetes.md says (on the suite's Debian base, which
     has the same Python as this environment: no registry is reachable here), in the node."""
     tag = f"jgc-test/kernel-service:{TEST_RUN}"
-    built = subprocess.run(
+    # A session of its own, so that a build past its time is ended whole (pip, docker build):
+    # the script's own clean-up then runs, and nothing tags the image after the test gave up.
+    build = subprocess.Popen(
         ["bash", str(BUILD_SCRIPT), tag],
         env={**os.environ, "BASE": DEBIAN_IMAGE, "PYTHON": sys.executable},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+        start_new_session=True,
     )
     try:
-        assert built.returncode == 0, built.stderr
-        assert built.stdout.strip() == tag, built.stdout
+        try:
+            out, err = build.communicate(timeout=BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(build.pid, signal.SIGTERM)
+            out, err = build.communicate(timeout=60)
+            pytest.fail(f"building the service's image took over {BUILD_TIMEOUT} s:\n{err}")
+        assert build.returncode == 0, err
+        assert out.strip() == tag, out
         yield real_node.import_image(tag)
     finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
         subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, timeout=120)
 
 
@@ -172,36 +187,44 @@ def deployment(
     namespace = f"jgc-deploy-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(control_plane.admin_client)
     rbac = client.RbacAuthorizationV1Api(control_plane.admin_client)
-    # Not under pytest's own directory, which is root's alone: the students' servers serve
-    # their workspaces below it.
-    root = Path(tempfile.mkdtemp(prefix="jgc-deploy-", dir="/tmp"))
-    root.chmod(0o755)
-    workspaces = {}
-    for user in (STUDENT_A, STUDENT_B):
-        workspaces[user] = root / "ws" / user
-        workspaces[user].mkdir(parents=True)
-        os.chown(workspaces[user], *ids_of(user))
-    (root / "ws").chmod(0o755)
-    template = str(root / "ws" / "{username}")
-    hub = Hub(
-        [STUDENT_A, STUDENT_B],
-        spawner_env={
-            "JUPYTER_GATEWAY_REQUEST_TIMEOUT": str(int(REQUEST_TIMEOUT)),
-            "JUPYTER_GATEWAY_CONNECT_TIMEOUT": "60",
-        },
-        extra_config=f"c.Spawner.notebook_dir = {template!r}",
-    )
-    api_relay = TcpRelay(real_node.node_ip, "127.0.0.1", control_plane.port)
-    hub_relay = TcpRelay(real_node.node_ip, "127.0.0.1", hub.hub_port)
-    volumes: list[str] = []
-    applied: list[dict[str, Any]] = []
-    made: Deployment | None = None
-    try:
+    # Each clean-up is registered as soon as what it removes exists, and each runs (last made,
+    # first removed) even when another fails or the set-up stopped half-way.
+    with contextlib.ExitStack() as cleanup:
+        # Not under pytest's own directory, which is root's alone: the students' servers serve
+        # their workspaces below it.
+        root = Path(tempfile.mkdtemp(prefix="jgc-deploy-", dir="/tmp"))
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        root.chmod(0o755)
+        workspaces = {}
+        for user in (STUDENT_A, STUDENT_B):
+            workspaces[user] = root / "ws" / user
+            workspaces[user].mkdir(parents=True)
+            os.chown(workspaces[user], *ids_of(user))
+        (root / "ws").chmod(0o755)
+        template = str(root / "ws" / "{username}")
+        hub = Hub(
+            [STUDENT_A, STUDENT_B],
+            spawner_env={
+                "JUPYTER_GATEWAY_REQUEST_TIMEOUT": str(int(REQUEST_TIMEOUT)),
+                "JUPYTER_GATEWAY_CONNECT_TIMEOUT": "60",
+            },
+            extra_config=f"c.Spawner.notebook_dir = {template!r}",
+        )
+        cleanup.callback(hub.close)
+        # Shown when a test failed (pytest prints a failed test's captured output).
+        cleanup.callback(lambda: print("\n".join(hub.output().splitlines()[-60:])))
+        api_relay = cleanup.enter_context(
+            TcpRelay(real_node.node_ip, "127.0.0.1", control_plane.port)
+        )
+        hub_relay = cleanup.enter_context(TcpRelay(real_node.node_ip, "127.0.0.1", hub.hub_port))
         control_plane.create_namespace(
             namespace,
             {"pod-security.kubernetes.io/enforce": "restricted", TEST_LABEL: TEST_RUN},
         )
-        applied = control_plane.apply(DEPLOY / "rbac.yaml", namespace)
+        # The namespace goes with the service, its kernel pods and their Secrets.
+        cleanup.callback(control_plane.delete_namespace, namespace)
+        cleanup.callback(_delete_cluster_wide, rbac, DEPLOY / "rbac.yaml", namespace)
+        control_plane.apply(DEPLOY / "rbac.yaml", namespace)
         core.create_namespaced_secret(
             namespace,
             {
@@ -212,7 +235,8 @@ def deployment(
         # The students' workspaces: the claims service.yaml names (home-<user>), each bound to
         # a volume that is the student's directory here, which their own server serves too.
         for user, workspace in workspaces.items():
-            volumes.append(control_plane.bind_claim(namespace, f"home-{user}", workspace))
+            volume = control_plane.bind_claim(namespace, f"home-{user}", workspace)
+            cleanup.callback(control_plane.delete_volume, volume)
         accounts = {user: "{}:{}".format(*ids_of(user)) for user in workspaces}
         overrides = f"""
 # --- tests/test_k8s_deployment.py: this cluster's node, image, Hub and accounts -------------
@@ -267,30 +291,32 @@ c.UserDirectory.workspace_template = {template!r}
             assert server_api_token(pid)  # the server runs, with a token of its own
             students[user] = Student(user, hub, hub.new_token(user), workspace)
         made = Deployment(namespace, pod, hub, students, core)
-        yield made
-    finally:
-        # Shown when a test failed (pytest prints a failed test's captured output).
-        if made is not None:
+
+        def service_log() -> None:
             with contextlib.suppress(ApiException):
                 print("\n".join(made.service_log().splitlines()[-80:]))
-        print("\n".join(hub.output().splitlines()[-60:]))
-        hub.close()
-        # The namespace goes with the service, its kernel pods and their Secrets.
-        control_plane.delete_namespace(namespace)
-        for volume in volumes:
-            control_plane.delete_volume(volume)
-        for obj in applied:
-            try:
-                if obj["kind"] == "ClusterRole":
-                    rbac.delete_cluster_role(obj["metadata"]["name"])
-                elif obj["kind"] == "ClusterRoleBinding":
-                    rbac.delete_cluster_role_binding(obj["metadata"]["name"])
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-        api_relay.close()
-        hub_relay.close()
-        shutil.rmtree(root, ignore_errors=True)
+
+        cleanup.callback(service_log)
+        yield made
+
+
+def _delete_cluster_wide(rbac: Any, manifest: Path, namespace: str) -> None:
+    """The cluster-wide objects of ``manifest`` (rbac.yaml's ClusterRole and its binding, named
+    per namespace), which the namespace's deletion leaves."""
+    text = manifest.read_text().replace("{{namespace}}", namespace)
+    for doc in yaml.safe_load_all(text):
+        if not doc or doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            continue
+        delete = (
+            rbac.delete_cluster_role
+            if doc["kind"] == "ClusterRole"
+            else rbac.delete_cluster_role_binding
+        )
+        try:
+            delete(doc["metadata"]["name"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
 
 async def _eventually(check: Any, timeout: float, what: str) -> Any:
@@ -317,7 +343,7 @@ async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster
     bob = deployment.students[STUDENT_B]
     spec = kernel_name(real_node_image)
 
-    # The listed image is a kernel spec once its readiness pod passed, in the student's server.
+    # The listed image is a kernel spec in the student's server, through the service's pod.
     async def listed() -> bool:
         code, specs = await alice.answer("GET", "api/kernelspecs")
         return code == 200 and spec in specs["kernelspecs"]

@@ -48,7 +48,6 @@ def cluster_service(
     applied = control_plane.apply(RBAC, k8s_namespace)
     token = control_plane.service_account_token(k8s_namespace, "jupyter-gpu-containers")
     kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "service.kubeconfig")
-    core = client.CoreV1Api(control_plane.admin_client)
     volume = ""
     service = KernelService(
         {
@@ -77,8 +76,8 @@ def cluster_service(
         # Shown when the test failed (pytest prints a failed test's captured output).
         print("\n".join(service.output().splitlines()[-80:]))
         service.close()
-        with _absent():
-            core.delete_persistent_volume(volume)
+        if volume:  # never "": the client would delete every volume (a collection delete)
+            control_plane.delete_volume(volume)
         rbac = client.RbacAuthorizationV1Api(control_plane.admin_client)
         for obj in applied:
             with _absent():
