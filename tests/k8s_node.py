@@ -1049,3 +1049,17 @@ def real_node_image(real_node: RealNode, docker_client: Any) -> str:
     from conftest import DEBIAN_IMAGE
 
     return real_node.import_image(DEBIAN_IMAGE)
+
+
+def node_backend(kubeconfig: str, namespace: str, node: RealNode, **traits: Any) -> Any:
+    """A KubernetesBackend whose pods (kernels, readiness probes) go to ``node``; ``traits`` add
+    to its configuration."""
+    from jupyter_gpu_containers.k8s import KubernetesBackend
+
+    return KubernetesBackend(
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        node_selector=node.node_selector,
+        tolerations=[node.toleration],
+        **traits,
+    )

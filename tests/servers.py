@@ -21,6 +21,19 @@ from tornado.websocket import websocket_connect
 VENV_BIN = Path(sys.executable).parent
 
 
+async def wait_until(check: Any, timeout: float, what: str) -> Any:
+    """Poll the coroutine function ``check`` until it returns something true; that value.
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

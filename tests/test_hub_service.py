@@ -15,7 +15,6 @@ the service itself, they check with the token the student's server sends it.
 
 from __future__ import annotations
 
-import asyncio
 import grp
 import json
 import os
@@ -52,6 +51,7 @@ from hub import (
     server_api_token,
 )
 from kernel_io import execute
+from servers import wait_until
 from service_process import KernelService, ServiceUser
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -238,18 +238,6 @@ def notebook_in_course(student: Student, name: str) -> str:
     return f"course/{name}"
 
 
-async def _wait_for(check: Any, timeout: float, what: str) -> Any:
-    """Poll the coroutine function ``check`` until it returns something true; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 # ------------------------------------------------------------------------------------ tests
 
 
@@ -379,7 +367,7 @@ async def test_a_killed_servers_kernel_stays_until_the_idle_culler_ends_it(
             async def ended() -> bool:
                 return not alive(a.pid)
 
-            await _wait_for(ended, 30, f"{a.name}'s server to end")
+            await wait_until(ended, 30, f"{a.name}'s server to end")
         finally:
             ws.close()
 
@@ -392,14 +380,14 @@ async def test_a_killed_servers_kernel_stays_until_the_idle_culler_ends_it(
         async def culled() -> bool:
             return (await service.answer(a_on_service, "GET", f"api/kernels/{kernel_id}"))[0] == 404
 
-        await _wait_for(culled, CULL_IDLE_TIMEOUT + 120, "the idle kernel to be culled")
+        await wait_until(culled, CULL_IDLE_TIMEOUT + 120, "the idle kernel to be culled")
         assert f"kernel '{CPU_SPEC}' ({kernel_id}) with 0 connections due to" in service.output()
 
         async def removed() -> bool:
             label = f"{L.KERNEL_ID}={kernel_id}"
             return not docker_client.containers.list(all=True, filters={"label": label})
 
-        await _wait_for(removed, 120, "the culled kernel's container to be removed")
+        await wait_until(removed, 120, "the culled kernel's container to be removed")
     finally:
         hub.stop_server(a.name)  # the Hub forgets the killed server (the next test starts one)
         service.stop()

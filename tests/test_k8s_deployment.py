@@ -16,7 +16,6 @@ workspace, the other student cannot reach it, and closing the notebook removes t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -25,7 +24,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from kernel_io import execute
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from relay import TcpRelay
+from servers import wait_until
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -319,17 +318,6 @@ def _delete_cluster_wide(rbac: Any, manifest: Path, namespace: str) -> None:
                 raise
 
 
-async def _eventually(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster(
     deployment: Deployment, real_node: RealNode, real_node_image: str
 ) -> None:
@@ -348,7 +336,7 @@ async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster
         code, specs = await alice.answer("GET", "api/kernelspecs")
         return code == 200 and spec in specs["kernelspecs"]
 
-    await _eventually(listed, 180, f"the kernel spec {spec} in the student's server")
+    await wait_until(listed, 180, f"the kernel spec {spec} in the student's server")
 
     uid, gid = ids_of(alice.name)
     course = alice.workspace / "course"

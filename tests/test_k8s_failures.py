@@ -11,26 +11,14 @@ from pathlib import Path
 
 import pytest
 from k8s_cluster import ControlPlane, wait_for
-from k8s_node import RealNode
+from k8s_node import RealNode, node_backend
 from kubernetes import client
 from test_k8s_backend import kernel_spec, service_kubeconfig  # noqa: F401 - a fixture
 
 from jupyter_gpu_containers.errors import ImageMissing
-from jupyter_gpu_containers.k8s import KubernetesBackend, SchedulingRefused
+from jupyter_gpu_containers.k8s import SchedulingRefused
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def node_backend(
-    kubeconfig: str, namespace: str, node: RealNode, **traits: object
-) -> KubernetesBackend:
-    return KubernetesBackend(
-        kubeconfig=kubeconfig,
-        namespace=namespace,
-        node_selector=node.node_selector,
-        tolerations=[node.toleration],
-        **traits,
-    )
 
 
 def test_an_image_the_node_cannot_pull_is_said_so_and_the_pod_removed(

@@ -22,14 +22,14 @@ import docker
 import pytest
 from conftest import DEBIAN_IMAGE
 from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
-from k8s_node import RealNode, containerd_image_name
+from k8s_node import RealNode, containerd_image_name, node_backend
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from service_process import KernelService, ServiceUser
 from test_k8s_backend import service_kubeconfig  # noqa: F401 - a fixture
 
 from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.k8s import KubernetesBackend, content_digest
+from jupyter_gpu_containers.k8s import content_digest
 from jupyter_gpu_containers.kernelspecs import kernel_name_for, kernel_spec_dict
 from jupyter_gpu_containers.probe import KernelReadinessProbe
 
@@ -104,15 +104,6 @@ class ProbePods:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
-
-
-def node_backend(kubeconfig: str, namespace: str, node: RealNode) -> KubernetesBackend:
-    return KubernetesBackend(
-        kubeconfig=kubeconfig,
-        namespace=namespace,
-        node_selector=node.node_selector,
-        tolerations=[node.toleration],
-    )
 
 
 def test_a_listed_image_is_probed_by_one_pod_and_its_answer_kept_under_its_digest(
