@@ -17,6 +17,7 @@ from .gpus import Inventory
 from .launchplan import ContainerPolicy, check_image_allowed, pinned_for
 from .probe import ProbeResult
 from .records import ImageRecord
+from .references import BadReference, parse_reference
 from .services import Services
 
 
@@ -34,13 +35,15 @@ async def admit_image(
         check_image_allowed(services.policy, ref, (ref,) if "@" in ref else None)
         pins = pinned_for(services.policy, ref)
         if pins is not None and "@" not in ref:
-            last = ref.rsplit("/", 1)[-1]
-            repository = ref[: len(ref) - len(last)] + last.split(":", 1)[0]
+            try:
+                repository = parse_reference(ref).name
+            except BadReference:
+                repository = ref
             raise ImageNotAllowed(
                 f"The image {ref} is pinned to {', '.join(pins)} "
                 "(ContainerPolicy.pinned_digests), and on a cluster each node resolves a tag "
-                f"by itself: list it as {repository}@{pins[0]}, so that every node runs exactly "
-                "the pinned image."
+                f"by itself: list it as {repository}@{pins[0]}, so that every "
+                "node runs exactly the pinned image."
             )
     else:
         check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))

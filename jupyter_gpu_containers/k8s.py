@@ -66,6 +66,7 @@ from .records import (
     ImagesDiskUse,
     OneshotResult,
 )
+from .references import BadReference, parse_reference, registry_of
 
 T = TypeVar("T")
 
@@ -185,7 +186,7 @@ class ImageDigest:
 
     id: str
     pinned: str
-    started: float
+    created: float
 
 
 class KubernetesBackend(LoggingConfigurable):
@@ -792,9 +793,7 @@ class KubernetesBackend(LoggingConfigurable):
     def _pull_secret(self, image: str) -> str | None:
         if self.pull_auth is None:
             return None
-        registry = image.split("/", 1)[0] if "/" in image else ""
-        if not registry or not ("." in registry or ":" in registry or registry == "localhost"):
-            registry = "docker.io"
+        registry = registry_of(image)
         auth = self.pull_auth(registry)
         if not auth:
             return None
@@ -1177,9 +1176,9 @@ class KubernetesBackend(LoggingConfigurable):
             return self._digests.get(canonical_reference(ref))
 
     def learn_image(
-        self, ref: str, image_id: str, started: float, *, tell_watchers: bool = True
+        self, ref: str, image_id: str, created: float, *, tell_watchers: bool = True
     ) -> None:
-        """A pod of ``ref`` that the API server created at ``started`` ran ``image_id`` (its
+        """A pod of ``ref`` that the API server created at ``created`` ran ``image_id`` (its
         container status's imageID). Ignored when a pod created later said otherwise (a kernel
         pod still running the tag's previous image says nothing new); the API server's clock
         orders them, not the nodes'. When the reference's content id is new or changed, the image
@@ -1188,17 +1187,17 @@ class KubernetesBackend(LoggingConfigurable):
         if not digest or not ref:
             return
         key = canonical_reference(ref)
-        if pinned and canonical_reference(pinned).rsplit("@", 1)[0] != _repository(key):
+        if pinned and _repository_of(pinned) != _repository_of(ref):
             # A node's word only: a pinned form from another repository would send the next
             # probe to a registry nobody listed.
             pinned = ""
         with self._lock:
             known = self._digests.get(key)
-            if known is not None and started < known.started:
+            if known is not None and created < known.created:
                 return
             if known is not None and known.id == digest:
                 pinned = pinned or known.pinned
-            self._digests[key] = ImageDigest(digest, pinned, max(started, 0.0))
+            self._digests[key] = ImageDigest(digest, pinned, max(created, 0.0))
         if known is not None and known.id == digest:
             return
         if known is not None:
@@ -1612,24 +1611,23 @@ def content_digest(image_id: str) -> tuple[str, str]:
     return digest, f"{repo}@{digest}" if repo else ""
 
 
-def _repository(canonical: str) -> str:
-    """A canonical reference without its tag or digest: "docker.io/jgc/x:1" is
-    "docker.io/jgc/x"."""
-    name = canonical.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return name[: len(name) - len(last)] + last.split(":", 1)[0]
-
-
 def canonical_reference(ref: str) -> str:
-    """The name a node gives an image reference: "jgc/x:1" is "docker.io/jgc/x:1", "python" is
-    "docker.io/library/python:latest" (so that a kernel spec's and a listing's spellings of one
-    image meet)."""
-    first, _, rest = ref.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        ref = f"docker.io/{ref if rest else 'library/' + ref}"
-    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
-        ref += ":latest"
-    return ref
+    """The name a node gives an image reference: "jgc/x:1" is "docker.io/jgc/x:1" (so that a
+    kernel spec's and a listing's spellings of one image meet); ``ref`` itself when it is no
+    reference."""
+    try:
+        return parse_reference(ref).qualified
+    except BadReference:
+        return ref
+
+
+def _repository_of(ref: str) -> str:
+    """ "registry/repository" of ``ref`` ("" when it is no reference)."""
+    try:
+        parsed = parse_reference(ref)
+    except BadReference:
+        return ""
+    return f"{parsed.registry}/{parsed.repository}"
 
 
 def unschedulable_reason(pod: Any) -> str | None:

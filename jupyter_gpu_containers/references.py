@@ -44,6 +44,15 @@ class ImageReference:
         return f"{self.registry}/{self.repository}"
 
     @property
+    def qualified(self) -> str:
+        """The fully qualified name a node's runtime (containerd, the CRI) gives the image:
+        "python" is "docker.io/library/python:latest"."""
+        text = f"{self.registry}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        return f"{text}@{self.digest}" if self.digest else text
+
+    @property
     def pull_tag(self) -> str:
         """What the engine's pull API takes as ``tag``: the digest when pinned, else the tag."""
         return self.digest or self.tag or "latest"

@@ -261,13 +261,9 @@ def containerd_image_name(docker_ref: str) -> str:
     """The fully qualified name containerd (and the CRI) gives an image Docker calls
     ``docker_ref``: ``jgc/x:1`` is ``docker.io/jgc/x:1``, ``python`` is
     ``docker.io/library/python:latest``."""
-    first, _, rest = docker_ref.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        path = docker_ref if rest else f"library/{docker_ref}"
-        docker_ref = f"docker.io/{path}"
-    if "@" not in docker_ref and ":" not in docker_ref.rsplit("/", 1)[-1]:
-        docker_ref += ":latest"
-    return docker_ref
+    from jupyter_gpu_containers.references import parse_reference
+
+    return parse_reference(docker_ref).qualified
 
 
 def _run(*argv: str) -> None:

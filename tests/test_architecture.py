@@ -31,8 +31,8 @@ SERVER = {
 KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
 BACKENDS = {"backend", "engine", "k8s"}
 # What every layer may use: the records backends deal in (and the label keys that make a
-# container or pod one), the sentences, file primitives.
-BASE = {"records", "errors", "safefiles", "labels"}
+# container or pod one, and the image references they name), the sentences, file primitives.
+BASE = {"records", "errors", "safefiles", "labels", "references"}
 MODULES = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
 CORE = MODULES - SERVER - KERNEL - BACKENDS - BASE
 LAYER = {
