@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -362,36 +362,34 @@ class GPUAllocator(LoggingConfigurable):
             container_id = await create(chosen)
         return chosen, container_id
 
-    def scheduled_start_lock(self, uid: str) -> asyncio.Lock:
-        """Held by a start on a scheduling backend from its cap check until its pod exists, so
-        that the next start of the same user counts it (one lock per user, this process's
-        event loop)."""
-        lock = self._scheduled_locks.get(uid)
-        if lock is None:
-            lock = self._scheduled_locks[uid] = asyncio.Lock()
-        return lock
-
-    async def check_scheduled_cap(
+    @contextlib.asynccontextmanager
+    async def scheduled_start(
         self, backend: ContainerBackend, wanted: int, kernel_id: str, uid: str
-    ) -> None:
+    ) -> AsyncIterator[None]:
         """max_gpus_per_user where the backend's scheduler places GPUs (Kubernetes): the GPU
-        counts of the user's other live kernels, from their records, plus ``wanted``."""
+        counts of the user's other live kernels, from their records, plus ``wanted``, or
+        OverUserCap. The body (the pod's creation) runs under a lock per user, so that the next
+        start of the same user counts this one's pod."""
         if self.max_gpus_per_user <= 0 or wanted <= 0:
+            yield
             return
-        records = await backend.list_containers({L.MANAGED: "true", L.UID: uid})
-        held = sum(
-            int(r.labels.get(L.GPU_COUNT, "0"))
-            for r in records
-            if r.status != "exited"
-            and r.labels.get(L.KERNEL_ID) != kernel_id
-            and r.labels.get(L.GPU_COUNT, "0").isdigit()
-        )
-        if held + wanted > self.max_gpus_per_user:
-            raise OverUserCap(
-                f"This would give you {held + wanted} GPUs, over the limit of "
-                f"{self.max_gpus_per_user} per user ({held} held by your other kernels). "
-                "Shut one of them down, or ask for fewer GPUs."
+        lock = self._scheduled_locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            records = await backend.list_containers({L.MANAGED: "true", L.UID: uid})
+            held = sum(
+                int(r.labels.get(L.GPU_COUNT, "0"))
+                for r in records
+                if r.status != "exited"
+                and r.labels.get(L.KERNEL_ID) != kernel_id
+                and r.labels.get(L.GPU_COUNT, "0").isdigit()
             )
+            if held + wanted > self.max_gpus_per_user:
+                raise OverUserCap(
+                    f"This would give you {held + wanted} GPUs, over the limit of "
+                    f"{self.max_gpus_per_user} per user ({held} held by your other kernels). "
+                    "Shut one of them down, or ask for fewer GPUs."
+                )
+            yield
 
     def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
         if self.max_gpus_per_user <= 0:

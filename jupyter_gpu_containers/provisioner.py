@@ -643,18 +643,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             gpu_resource=self.gpu_resource,
         )
         self.container_spec = spec
-        if request.count:
-            uid = str(self.kernel_ids()[0])
-            allocator = self.services.allocator
-            # The cap's count and the create as one step per user: two starts at once would
-            # otherwise both count the same GPUs as free.
-            async with allocator.scheduled_start_lock(uid):
-                await allocator.check_scheduled_cap(
-                    self.backend, request.count, self.kernel_id, uid
-                )
-                self._stamp("gpus")
-                self.container_id = await self.backend.create(spec)
-        else:
+        # The cap's count and the create as one step per user: two starts at once would
+        # otherwise both count the same GPUs as free.
+        async with self.services.allocator.scheduled_start(
+            self.backend, request.count, self.kernel_id, str(self.kernel_ids()[0])
+        ):
             self._stamp("gpus")
             self.container_id = await self.backend.create(spec)
         self._stamp("create")
