@@ -271,8 +271,10 @@ class KernelReadinessProbe(LoggingConfigurable):
         self.policy = policy or ContainerPolicy(parent=self)
         self._lock = threading.Lock()
         self._memory: dict[str, ProbeResult] = {}
-        # Image id -> the answer being worked out, shared by everyone asking meanwhile.
+        # Image id -> the answer being worked out, shared by everyone asking meanwhile, and the
+        # reference it was asked under (see _earlier_for_the_reference).
         self._inflight: dict[str, Future[ProbeResult]] = {}
+        self._inflight_refs: dict[str, str] = {}
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self._executor_instance: ThreadPoolExecutor | None = None
 
@@ -305,7 +307,7 @@ class KernelReadinessProbe(LoggingConfigurable):
         hit = self._memory.get(image.id)
         if hit is not None:
             return hit
-        future, owner = self._claim(image.id)
+        future, owner = self._claim(image)
         if owner:
             self._resolve(image, future)
         return future.result()
@@ -318,7 +320,7 @@ class KernelReadinessProbe(LoggingConfigurable):
             done: Future[ProbeResult] = Future()
             done.set_result(hit)
             return done
-        future, owner = self._claim(image.id)
+        future, owner = self._claim(image)
         if owner:
             try:
                 self._executor.submit(self._resolve, image, future)
@@ -355,17 +357,34 @@ class KernelReadinessProbe(LoggingConfigurable):
 
     # ---------------------------------------------------------------- one answer per image id
 
-    def _claim(self, image_id: str) -> tuple[Future[ProbeResult], bool]:
-        """The in-flight answer for ``image_id``, and whether the caller must work it out."""
+    def _claim(self, image: ImageRecord) -> tuple[Future[ProbeResult], bool]:
+        """The in-flight answer for ``image``, and whether the caller must work it out."""
         with self._lock:
-            future = self._inflight.get(image_id)
+            future = self._inflight.get(image.id)
             if future is not None:
                 return future, False
             future = Future()
             # Running from the start, so that no waiter's cancellation can cancel it for all.
             future.set_running_or_notify_cancel()
-            self._inflight[image_id] = future
+            # Dicts keep insertion order: the claims made before this one come first.
+            self._inflight[image.id] = future
+            self._inflight_refs[image.id] = image.tags[0] if image.tags else ""
             return future, True
+
+    def _earlier_for_the_reference(self, image: ImageRecord) -> list[Future[ProbeResult]]:
+        """The answers in flight for other ids of ``image``'s reference, claimed before it. On
+        Kubernetes a probe asked under the reference tells the backend the digest its node ran
+        before the answer is kept under that digest: a listing meanwhile asks for the digest,
+        whose answer is the one on its way. Only earlier claims: two never wait on each other."""
+        ref = image.tags[0] if image.tags else ""
+        with self._lock:
+            earlier = []
+            for image_id, future in self._inflight.items():
+                if image_id == image.id:
+                    break
+                if ref and self._inflight_refs.get(image_id) == ref:
+                    earlier.append(future)
+            return earlier
 
     def _settle(
         self, image_id: str, future: Future[ProbeResult], outcome: ProbeResult | BaseException
@@ -375,6 +394,7 @@ class KernelReadinessProbe(LoggingConfigurable):
         with self._lock:
             if self._inflight.get(image_id) is future:
                 del self._inflight[image_id]
+                self._inflight_refs.pop(image_id, None)
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
@@ -382,6 +402,9 @@ class KernelReadinessProbe(LoggingConfigurable):
 
     def _resolve(self, image: ImageRecord, future: Future[ProbeResult]) -> None:
         try:
+            earlier = self._earlier_for_the_reference(image)
+            if earlier:
+                wait(earlier, timeout=self.timeout + 60)  # each ends by its own timeout
             result = self.cached(image.id) or self._run_probe(image)
         except BaseException as e:  # a bug, not an answer: every waiter sees it
             self._settle(image.id, future, e)

@@ -25,6 +25,7 @@ from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
 from k8s_node import RealNode, containerd_image_name, node_backend
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+from servers import wait_until
 from service_process import KernelService, ServiceUser
 from test_k8s_backend import service_kubeconfig  # noqa: F401 - a fixture
 
@@ -266,13 +267,23 @@ def test_a_tag_that_moves_is_probed_again_under_its_new_digest(
             await asyncio.sleep(0.5)
             seen = await spec_image_id()
 
+    async def cache_files(*digests: str) -> None:
+        wanted = sorted(f"sha256-{d[7:]}.json" for d in digests)
+
+        async def kept() -> bool:
+            return sorted(p.name for p in probes.iterdir()) == wanted if probes.is_dir() else False
+
+        await wait_until(kept, 60, f"the probe's cache files {wanted}")
+
     async def scenario() -> None:
         # The service's first listing probes the image (one pod); its answer comes back under
         # the digest the node ran, and the kernel spec lists it.
         await spec_says(first)
         (reported,) = pods.wait_for_count(1)
         assert content_digest(reported)[0] == first
-        assert sorted(p.name for p in probes.iterdir()) == [f"sha256-{first[7:]}.json"]
+        # Kept on disk once the probe's answer is in (the spec shows the digest from the moment
+        # the node reported it).
+        await cache_files(first)
         # The tag moves, on the node too: a kernel started from the spec runs the new image.
         _, second = build_and_import(docker_client, real_node, tag, ids, "second")
         assert second != first
@@ -284,9 +295,7 @@ def test_a_tag_that_moves_is_probed_again_under_its_new_digest(
             await spec_says(second)
             _, again = pods.wait_for_count(2)
             assert content_digest(again)[0] == second
-            assert sorted(p.name for p in probes.iterdir()) == sorted(
-                f"sha256-{d[7:]}.json" for d in (first, second)
-            )
+            await cache_files(first, second)
             assert "is now " + second in service.output()
         finally:
             code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
