@@ -8,7 +8,8 @@
 #           python3); it also builds the project's wheel, so its labextension must be built
 #           (the set-up command does that).
 #   BASE    the base image (default python:<that Python's X.Y>-slim-bookworm). Its python3 must
-#           have the same minor version: the wheelhouse holds that Python's compiled wheels.
+#           have the same minor version and machine type: the wheelhouse holds that Python's
+#           compiled wheels.
 #
 # The wheelhouse is made here, with this machine's package index; the image build itself needs no
 # network. Prints the tag on stdout.
