@@ -35,7 +35,9 @@ from jupyter_gpu_containers.tokens import (
     revoke_tokens,
 )
 
-TOKEN = re.compile(r"jgc_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
+# A token as tokens.py documents it: the prefix, the 8-hex-digit id, then 43 URL-safe characters
+# of secret, which may themselves hold '_' (read a token with this, never by splitting it).
+TOKEN = re.compile(r"jgc_(?P<id>[0-9a-f]{8})_(?P<secret>[A-Za-z0-9_-]{43})")
 CLI = [sys.executable, "-m", "jupyter_gpu_containers.cli", "token"]
 
 
@@ -89,7 +91,9 @@ def test_a_token_is_shown_once_and_stored_hashed(tokens_file: Path) -> None:
     assert m.group(1) == entry.token_id
     text = tokens_file.read_text()
     assert token not in text
-    assert token.split("_")[2] not in text
+    # The whole secret: a piece of it (a split on '_', which the secret may hold) can be as short
+    # as one character, which the file's hash or id may hold by chance.
+    assert m.group("secret") not in text
     assert f"alice {entry.token_id} sha256:{hashlib.sha256(token.encode()).hexdigest()} " in text
     assert text.rstrip().endswith(" laptop")
     # Created with the modes the checks ask for: the directory (made by root) 0755, the file 0600.
@@ -108,7 +112,9 @@ def test_user_for_maps_each_token_to_its_user(tokens_file: Path) -> None:
     # The right id with another secret, another id, no token at all.
     forged = alice[: -len("x")] + ("A" if alice[-1] != "A" else "B")
     assert tokens.user_for(forged) is None
-    assert tokens.user_for("jgc_00000000_" + alice.split("_", 2)[2]) is None
+    alice_m = TOKEN.fullmatch(alice)
+    assert alice_m is not None, alice
+    assert tokens.user_for("jgc_00000000_" + alice_m.group("secret")) is None
     for junk in ("", "token", alice + "x", alice.upper(), " " + alice, None, 42):
         assert tokens.user_for(junk) is None  # type: ignore[arg-type]
 
@@ -517,6 +523,8 @@ def test_the_commands_add_list_and_revoke(tokens_file: Path) -> None:
     assert f"Added token {token_id} for alice to {tokens_file}." in added.stderr
     assert "shown only this once" in added.stderr
     other = cli("add", "alice", "--tokens-file", str(tokens_file)).stdout.strip()
+    other_m = TOKEN.fullmatch(other)
+    assert other_m is not None, other
 
     listed = cli("list", "--tokens-file", str(tokens_file))
     assert listed.returncode == 0
@@ -526,7 +534,7 @@ def test_the_commands_add_list_and_revoke(tokens_file: Path) -> None:
         rf"alice  {token_id}  \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ  lab pc 3", lines[0]
     )
     rows = json.loads(cli("list", "--json", "--tokens-file", str(tokens_file)).stdout)
-    assert [row["id"] for row in rows] == [token_id, other.split("_")[1]]
+    assert [row["id"] for row in rows] == [token_id, other_m.group("id")]
     digest = hashlib.sha256(token.encode()).hexdigest()
     assert digest not in listed.stdout
     assert all(set(row) == {"username", "id", "created", "note"} for row in rows)
