@@ -12,19 +12,28 @@ server on the host (one per student under JupyterHub) and the kernel service sha
   what is left on disk. Nobody can fake another user's ticket: the file must belong to the uid
   its name gives, or to root or the directory's owner (the kernel service, writing its users'
   tickets).
-- **Fair order**: first come, first served within a user, round-robin across users: a user's
-  n-th waiting start ranks with every other user's n-th, so one student's ten notebooks do not
-  starve the others. Among equal ranks, the user served least recently goes first (each user's
-  last grant is the change time of ``gpuq-served-<uid>``), then the earlier arrival: after Alice's
-  first start is served, Bob's first comes before Alice's second, even though hers came first.
+- **Fair order**: first come, first served within a user, round-robin across users, counted in
+  GPUs: a start ranks by the GPUs its user would hold before it, those the ledger gives them now
+  (however they were taken: a start that waited or not, another server of theirs) plus those
+  their earlier waiting starts ask for. So one student's ten notebooks do not starve the others,
+  and a student who holds a GPU comes after one who holds none. Among equal ranks, the user
+  served least recently goes first (their last grant: the change time of ``gpuq-served-<uid>``,
+  or the creation of the newest container that holds GPUs for them), then the earlier arrival.
 - **A turn**: under the host-wide allocation lock, with the ledger just read, the queue is walked
   in fair order and each ticket ahead is given, in imagination, the GPUs it would get. A start
   books only if its own request still fits after those ahead of it: nobody overtakes a start
   that could be served, and a start that cannot be served now (it wants 2 GPUs, 1 is free) holds
-  up those behind it, so big requests are not starved either. A ticket ahead that its own user's
-  GPU cap blocks is stepped over. Booking itself is allocator.book: a GPU is never given twice.
-- **Waking up**: a waiter checks its turn every ``poll_interval`` seconds (only those near the
-  head ask the engine), and at once when a kernel of this process ends or a ticket leaves.
+  up those behind it, so big requests are not starved either, for at most ``max_hold_up``
+  seconds from its arrival. A ticket ahead that could not be served even if every other user's
+  GPUs were free (its own user's GPUs, or their GPU cap, stand in its way) holds up nobody: it
+  is stepped over. Booking itself is allocator.book: a GPU is never given twice.
+- **Refused at once**: a start that may wait is refused before it queues when no wait could
+  serve it: more GPUs than the host has, an unknown GPU, or what its own user's other kernels
+  hold already (the GPU it names, or all but fewer GPUs than it asks for).
+- **Waking up**: a waiter checks its turn every ``poll_interval`` seconds (one reading of the
+  queue and of the ledger serves all of this process's waiters; only those the reading says
+  would be served take the lock), and at once when a kernel of this process ends or a ticket
+  leaves.
 
 The wait is not part of the launch: the launch timeout starts when the GPUs are booked.
 """
@@ -35,6 +44,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -50,15 +60,15 @@ from traitlets.config import LoggingConfigurable
 
 from .allocator import (
     GPUAllocator,
-    GPUGone,
     GPURequest,
     Holding,
     InvalidGPURequest,
     Ledger,
     NoFreeGPU,
     OverUserCap,
-    UnknownGPU,
+    current_ledger,
 )
+from .backend import ContainerBackend
 from .errors import ContainerKernelError, EngineUnavailable
 from .gpus import GPU, Inventory
 from .hoststate import AllocationBusy, StateDir, flock_held, flocked_files
@@ -95,6 +105,11 @@ class GPUWaitTimedOut(ContainerKernelError):
 class GPUWaitCancelled(ContainerKernelError):
     status = 409
     reason_phrase = "GPU wait cancelled"
+
+
+class NeverServed(ContainerKernelError):
+    status = 409
+    reason_phrase = "GPU wait refused"
 
 
 class NotYourTurn(Exception):
@@ -148,24 +163,73 @@ class Ticket:
         }
 
 
-def fair_order(tickets: list[Ticket], served: dict[int, float] | None = None) -> list[Ticket]:
-    """FIFO within a user, round-robin across users: a user's n-th ticket (by arrival) ranks with
-    every other user's n-th; among equal ranks, the user served least recently first (``served``:
-    uid -> the time of their last grant), then the earlier arrival. Positions are set."""
-    served = served or {}
+def held_by_user(ledger: Ledger | None) -> dict[int, tuple[int, float]]:
+    """uid -> (the GPUs they hold, the creation time of their newest container that holds GPUs),
+    from the ledger: every GPU counts, however it was taken."""
+    gpus: dict[int, set[str]] = {}
+    newest: dict[int, float] = {}
+    for uuid, holders in (ledger.holdings if ledger is not None else {}).items():
+        for h in holders:
+            if not h.uid.isdigit():
+                continue  # not a kernel of a local user (no uid label): nobody's turn
+            uid = int(h.uid)
+            gpus.setdefault(uid, set()).add(uuid)
+            newest[uid] = max(newest.get(uid, 0.0), h.created)
+    return {uid: (len(held), newest[uid]) for uid, held in gpus.items()}
+
+
+def fair_order(
+    tickets: list[Ticket],
+    served: dict[int, float] | None = None,
+    held: dict[int, tuple[int, float]] | None = None,
+) -> list[Ticket]:
+    """FIFO within a user, round-robin across users, in GPUs: a ticket ranks by the GPUs its user
+    would hold before it, those they hold (``held``: uid -> (GPUs held, when they last took one),
+    see held_by_user) plus those their earlier tickets ask for, so a user's n-th one-GPU ticket
+    ranks with every other user's n-th when nobody holds any. Among equal ranks, the user served
+    least recently first (``served``: uid -> the time of their last grant; a GPU taken later
+    counts too), then the earlier arrival. Positions are set."""
+    held = held or {}
+    served = dict(served or {})
+    for uid, (_, taken) in held.items():
+        served[uid] = max(served.get(uid, 0.0), taken)
     by_user: dict[int, list[Ticket]] = {}
     for t in sorted(tickets, key=lambda t: (t.arrived, t.name)):
         by_user.setdefault(t.uid, []).append(t)
-    ranked = [
-        (rank, served.get(t.uid, 0.0), t.arrived, t.name, t)
-        for mine in by_user.values()
-        for rank, t in enumerate(mine)
-    ]
+    ranked = []
+    for uid, mine in by_user.items():
+        before = held.get(uid, (0, 0.0))[0]
+        for t in mine:
+            ranked.append((before, served.get(uid, 0.0), t.arrived, t.name, t))
+            before += len(t.request.ids) or t.request.count
     ranked.sort(key=lambda r: r[:4])
     return [
         Ticket(**{**t.__dict__, "position": i + 1})  # frozen: a copy with its position
         for i, (*_, t) in enumerate(ranked)
     ]
+
+
+def own_share(ledger: Ledger, uid: str) -> Ledger:
+    """The ledger with only ``uid``'s holdings: the host as it would be if every other user's
+    GPUs were free."""
+    mine = {uuid: [h for h in holders if h.uid == uid] for uuid, holders in ledger.holdings.items()}
+    return Ledger(holdings={uuid: hs for uuid, hs in mine.items() if hs})
+
+
+def could_ever_fit(
+    allocator: GPUAllocator, inventory: Inventory, ledger: Ledger, ticket: Ticket
+) -> bool:
+    """Whether the ticket could be served if every other user's GPUs were free: False when its
+    own user's kernels (or their GPU cap) stand in its way, or it asks for what the host lacks.
+    Only others' releases end a wait, so such a ticket must not hold up anyone."""
+    uid = str(ticket.uid)
+    try:
+        allocator.choose(
+            inventory, own_share(ledger, uid), ticket.request, kernel_id=ticket.kernel_id, uid=uid
+        )
+    except ContainerKernelError:
+        return False
+    return True
 
 
 def my_turn(
@@ -174,30 +238,40 @@ def my_turn(
     ledger: Ledger,
     ordered: list[Ticket],
     kernel_id: str,
+    *,
+    hold_up: float = math.inf,
+    now: float | None = None,
 ) -> Ledger:
     """Under the allocation lock: the ledger ``kernel_id`` must choose its GPUs from, with every
     ticket ahead of it given, in imagination, the GPUs it would get; NotYourTurn when a ticket
-    ahead cannot be served now (it holds up those behind it). A start without a ticket (one that
-    does not wait) comes after the whole queue. Pure: ``ledger`` is not changed."""
+    ahead cannot be served now (it holds up those behind it), unless it arrived ``hold_up``
+    seconds or more before ``now``. A ticket that could not be served even with every other
+    user's GPUs free holds up nobody. A start without a ticket (one that does not wait) comes
+    after the whole queue. Pure: ``ledger`` is not changed."""
+    now = time.time() if now is None else now
     holdings = {uuid: list(holders) for uuid, holders in ledger.holdings.items()}
     imagined = Ledger(holdings=holdings, garbage=ledger.garbage)
     for ticket in ordered:
         if ticket.kernel_id == kernel_id:
             break
+        if not could_ever_fit(allocator, inventory, imagined, ticket):
+            # Its own user's kernels (those ahead of it included) or their cap hold it back, or
+            # it will be refused itself at its next turn: only its own user can change that.
+            continue
         try:
             gpus = allocator.choose(
                 inventory, imagined, ticket.request, kernel_id=ticket.kernel_id, uid=str(ticket.uid)
             )
-        except OverUserCap:
-            continue  # its own user's other kernels hold it back: it does not hold up others
-        except (UnknownGPU, GPUGone, InvalidGPURequest):
-            continue  # it will be refused itself at its next turn
         except NoFreeGPU:
+            if now - ticket.arrived >= hold_up:
+                continue  # it has held up the others long enough: served if its GPUs are free
             if not ticket.request.ids:
                 raise NotYourTurn(ticket.position) from None
             # It waits for those very GPUs: they are kept for it once they free, and the others
             # are given on (a start for GPU 0 does not hold up starts that any GPU serves).
             gpus = [g for g in (inventory.find(i) for i in ticket.request.ids) if g is not None]
+        except ContainerKernelError:
+            continue  # it will be refused itself at its next turn
         for gpu in gpus:
             imagined.holdings.setdefault(gpu.uuid, []).append(
                 Holding(ticket.kernel_id, "", ticket.user, str(ticket.uid), "", "", "", 0.0)
@@ -208,15 +282,26 @@ def my_turn(
 # ---------------------------------------------------------------------- the files
 
 
-def read_tickets(state: StateDir, locks: frozenset[str] | None = None) -> list[Ticket]:
-    """Every live ticket in the state directory, in fair order. Blocking (a directory listing and
-    small reads in /run, which is in memory): a worker thread, or under the allocation lock."""
+def read_tickets(
+    state: StateDir, locks: frozenset[str] | None = None, ledger: Ledger | None = None
+) -> list[Ticket]:
+    """Every live ticket in the state directory, in fair order (each user's GPUs in ``ledger``
+    counted). Blocking (a directory listing and small reads in /run, which is in memory): a
+    worker thread, or under the allocation lock."""
+    found, served = read_queue_files(state, locks)
+    return fair_order(found, served, held_by_user(ledger))
+
+
+def read_queue_files(
+    state: StateDir, locks: frozenset[str] | None = None
+) -> tuple[list[Ticket], dict[int, float]]:
+    """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking."""
     locks = locks if locks is not None else flocked_files()
     try:
         names = os.listdir(state.fd)
         directory_owner = os.fstat(state.fd).st_uid
     except OSError:
-        return []
+        return [], {}
     found = []
     served: dict[int, float] = {}
     for name in names:
@@ -234,7 +319,7 @@ def read_tickets(state: StateDir, locks: frozenset[str] | None = None) -> list[T
                 if stat.S_ISREG(info.st_mode) and info.st_uid in (uid, 0, directory_owner):
                     # The change time, which nobody can set back (an mtime can be).
                     served[uid] = info.st_ctime
-    return fair_order(found, served)
+    return found, served
 
 
 def _read_ticket(
@@ -437,6 +522,22 @@ class GPUQueue(LoggingConfigurable):
         409. 0: no limit.""",
     )
 
+    max_hold_up = Float(
+        600.0,
+        config=True,
+        help="""The longest one waiting start holds up the starts behind it, in seconds from its
+        arrival. A start that cannot be served yet (it wants two GPUs, one is free) keeps the
+        GPUs that free for itself, so that big requests are not starved; after this long, starts
+        behind it that can be served are, and it is served when its GPUs are free at its turn
+        (it keeps waiting until max_wait). 0: a start that cannot be served never holds up
+        another. A start that could not be served even if every other user's GPUs were free
+        (its own user's kernels hold them) never holds up anyone.""",
+    )
+
+    @validate("max_hold_up")
+    def _valid_max_hold_up(self, proposal: Any) -> float:
+        return max(0.0, float(proposal["value"]))
+
     @validate("max_wait")
     def _valid_max_wait(self, proposal: Any) -> float:
         return max(1.0, float(proposal["value"]))
@@ -445,12 +546,16 @@ class GPUQueue(LoggingConfigurable):
     def _valid_poll_interval(self, proposal: Any) -> float:
         return min(30.0, max(0.05, float(proposal["value"])))
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, backend: ContainerBackend | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Where the ledger is read from (the GPUs each user holds count toward their turn);
+        # None: nobody is known to hold any (a queue outside a server, in unit tests).
+        self.backend = backend
         self._waiters: dict[str, _Waiter] = {}
         self._changed: asyncio.Event | None = None
-        # One reading of the queue shared by this process's waiters (a service has many).
-        self._reading: asyncio.Future[list[Ticket]] | None = None
+        # One reading of the queue and the ledger shared by this process's waiters (a service
+        # has many).
+        self._reading: asyncio.Future[tuple[list[Ticket], Ledger]] | None = None
         self._read_at = 0.0
         # For monitoring (admin view, metrics): how waits ended, and recent wait times.
         self.counts = {"granted": 0, "timed_out": 0, "cancelled": 0, "failed": 0}
@@ -485,19 +590,41 @@ class GPUQueue(LoggingConfigurable):
         """The host-wide queue in fair order (every server's waiting starts)."""
         if not state.shared:
             return []
-        return await asyncio.to_thread(read_tickets, state)
+        tickets, _ = await self._read(state)
+        return tickets
 
-    async def _shared_snapshot(self, state: StateDir) -> list[Ticket]:
-        """The queue for this process's waiters: one reading serves every waiter that asks
-        within a tenth of a poll interval of it (a kernel service may have a hundred waiting)."""
+    async def _read(self, state: StateDir) -> tuple[list[Ticket], Ledger]:
+        """The queue in fair order, and the ledger it was ordered with (read only while someone
+        waits: an empty queue needs no engine)."""
+        found, served = await asyncio.to_thread(read_queue_files, state)
+        ledger = await self._ledger(state) if found else Ledger()
+        return fair_order(found, served, held_by_user(ledger)), ledger
+
+    async def _ledger(self, state: StateDir) -> Ledger:
+        """The ledger as the engine has it now; empty when it cannot be read (the engine
+        restarting): an order for a moment without holdings, never a failed start, since every
+        booking checks its turn again under the lock with the ledger read there."""
+        if self.backend is None:
+            return Ledger()
+        try:
+            return await current_ledger(self.backend, state)
+        except (EngineUnavailable, OSError) as e:
+            self.log.debug("The GPU queue reads no ledger for now: %s", e)
+            return Ledger()
+
+    async def _shared_snapshot(self, state: StateDir) -> tuple[list[Ticket], Ledger]:
+        """The queue and the ledger for this process's waiters: one reading serves every waiter
+        that asks within a tenth of a poll interval of it (a kernel service may have a hundred
+        waiting)."""
         loop = asyncio.get_running_loop()
         reading = self._reading
         if reading is None or (
             reading.done() and loop.time() - self._read_at > self.poll_interval / 10
         ):
             self._read_at = loop.time()
-            reading = self._reading = asyncio.ensure_future(self.snapshot(state))
-        return list(await asyncio.shield(reading))
+            reading = self._reading = asyncio.ensure_future(self._read(state))
+        tickets, ledger = await asyncio.shield(reading)
+        return list(tickets), ledger
 
     # ------------------------------------------------------------------ waiting
 
@@ -526,9 +653,20 @@ class GPUQueue(LoggingConfigurable):
             async def turn(ledger: Ledger) -> Ledger:
                 if not state.shared:
                     return ledger  # (booking refuses it with its own sentence)
-                queue = await asyncio.to_thread(read_tickets, state)
+                # What its user's own kernels hold stands in its way: said as it is (joining
+                # the queue would not help).
+                allocator.choose(
+                    inventory,
+                    own_share(ledger, str(uid)),
+                    request,
+                    kernel_id=kernel_id,
+                    uid=str(uid),
+                )
+                queue = await asyncio.to_thread(read_tickets, state, None, ledger)
                 try:
-                    return my_turn(allocator, inventory, ledger, queue, kernel_id)
+                    return my_turn(
+                        allocator, inventory, ledger, queue, kernel_id, hold_up=self.max_hold_up
+                    )
                 except NotYourTurn:
                     raise NoFreeGPU(
                         f"No free GPU for this start: {len(queue)} start(s) wait for GPUs, and a "
@@ -539,7 +677,8 @@ class GPUQueue(LoggingConfigurable):
             return await book(turn)
 
         state.require_shared()
-        self._refuse_impossible(allocator, inventory, request, kernel_id, uid)
+        # Outside the lock: a ticket whose user takes more GPUs meanwhile is stepped over.
+        self._refuse_impossible(allocator, inventory, await self._ledger(state), start)
         # What a server of this user left when it died while a start waited.
         await asyncio.to_thread(remove_stale_tickets, state, uid)
         if self.max_waiting_per_user > 0:
@@ -613,14 +752,13 @@ class GPUQueue(LoggingConfigurable):
         on_queued: Callable[[Ticket], None] | None,
     ) -> tuple[list[GPU], str]:
         ticket = waiter.ticket
-        capacity = len(inventory.allocatable()) * (
-            1 if allocator.policy == "exclusive" else max(1, allocator.max_kernels_per_gpu)
-        )
 
         async def turn(ledger: Ledger) -> Ledger:
             # Under the allocation lock: the queue as it is now.
-            queue = await asyncio.to_thread(read_tickets, state)
-            return my_turn(allocator, inventory, ledger, queue, ticket.kernel_id)
+            queue = await asyncio.to_thread(read_tickets, state, None, ledger)
+            return my_turn(
+                allocator, inventory, ledger, queue, ticket.kernel_id, hold_up=self.max_hold_up
+            )
 
         told = False
         given_back: contextlib.AbstractAsyncContextManager[None] | None = None
@@ -635,10 +773,11 @@ class GPUQueue(LoggingConfigurable):
                         "The start was cancelled while it waited for a GPU"
                         + (f": {reason}" if reason else ".")
                     )
-                queue = await self._shared_snapshot(state)
+                queue, ledger = await self._shared_snapshot(state)
                 position = next((t.position for t in queue if t.kernel_id == ticket.kernel_id), 0)
-                # Only starts near the head can be served: the others need not ask the engine.
-                if position <= max(capacity, 1):
+                # Only a start the reading says would be served takes the lock and asks the
+                # engine (one not in the reading yet tries: it was just queued).
+                if not position or self._may_be_served(allocator, inventory, ledger, queue, ticket):
                     try:
                         return await book(turn)
                     except (NotYourTurn, NoFreeGPU, OverUserCap):
@@ -684,14 +823,43 @@ class GPUQueue(LoggingConfigurable):
         finally:
             poked.cancel()
 
-    def _refuse_impossible(
+    def _may_be_served(
         self,
         allocator: GPUAllocator,
         inventory: Inventory,
-        request: GPURequest,
-        kernel_id: str,
-        uid: int,
+        ledger: Ledger,
+        queue: list[Ticket],
+        ticket: Ticket,
+    ) -> bool:
+        """Whether the ticket's turn has come by a recent reading (the booking checks again under
+        the lock, with the ledger read there)."""
+        try:
+            imagined = my_turn(
+                allocator, inventory, ledger, queue, ticket.kernel_id, hold_up=self.max_hold_up
+            )
+            allocator.choose(
+                inventory, imagined, ticket.request, kernel_id=ticket.kernel_id, uid=str(ticket.uid)
+            )
+        except (NotYourTurn, ContainerKernelError):
+            return False
+        return True
+
+    def _refuse_impossible(
+        self, allocator: GPUAllocator, inventory: Inventory, ledger: Ledger, start: Start
     ) -> None:
         """A request no wait can meet is refused at once: more GPUs than the host has, an unknown
-        GPU, more than one user may hold."""
-        allocator.choose(inventory, Ledger(), request, kernel_id=kernel_id, uid=str(uid))
+        GPU, more than one user may hold, or what the user's own kernels hold already (only other
+        users' releases end a wait)."""
+        uid = str(start.uid)
+        mine = own_share(ledger, uid)
+        try:
+            allocator.choose(inventory, mine, start.request, kernel_id=start.kernel_id, uid=uid)
+        except NoFreeGPU as e:
+            if not any(h.kernel_id != start.kernel_id for hs in mine.holdings.values() for h in hs):
+                raise  # the host itself is too small: said as it is
+            raise NeverServed(
+                f"This start cannot wait for {start.request.describe()}: your own kernels hold "
+                f"GPUs it needs, and only other users' GPUs free while it waits ({e.sentence}) "
+                "Shut down one of your kernels that holds a GPU, then start again, or ask for "
+                "fewer GPUs."
+            ) from None

@@ -73,7 +73,7 @@ class Services:
         self.reclaim = GPUReclaim(parent=parent)
         self.allocator = GPUAllocator(parent=parent)
         # The host-wide GPU wait queue; this process's waiting starts.
-        self.queue = GPUQueue(parent=parent)
+        self.queue = GPUQueue(parent=parent, backend=self.backend)
         self.visibility = GPUVisibility(parent=parent)
         self.catalog = ImageCatalog(parent=parent)
         self.probe = KernelReadinessProbe(parent=parent, backend=self.backend, policy=self.policy)

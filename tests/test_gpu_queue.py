@@ -31,6 +31,10 @@ CPU_SPEC = kernel_name(DEBIAN_IMAGE)
 USER_A = os.environ.get("JGC_TEST_STUDENT_A") or MALLORY
 USER_B = os.environ.get("JGC_TEST_STUDENT_B") or BOB
 ONE_GPU = [{"index": 0, "uuid": "GPU-queue-0", "name": "Tesla T4", "brand": "tesla"}]
+TWO_GPUS = [
+    *ONE_GPU,
+    {"index": 1, "uuid": "GPU-queue-1", "name": "Tesla T4", "brand": "tesla"},
+]
 
 
 @pytest.fixture
@@ -48,14 +52,20 @@ def state() -> Iterator[Path]:
 
 
 def lab_home(
-    homes: list[UserHome], user: str, state: Path, launch_timeout: float = 120, **queue: Any
+    homes: list[UserHome],
+    user: str,
+    state: Path,
+    launch_timeout: float = 120,
+    gpus: list[dict[str, Any]] = ONE_GPU,
+    allow_root: bool = False,
+    **queue: Any,
 ) -> UserHome:
-    """A user's server config on a host with one GPU, whose starts wait for it."""
+    """A user's server config on a host with one GPU (or ``gpus``), whose starts wait for it."""
     home = UserHome(
         user,
         {
-            "ContainerPolicy": {"state_dir": str(state)},
-            "GPUInventory": {"static_gpus": ONE_GPU},
+            "ContainerPolicy": {"state_dir": str(state), "allow_root": allow_root},
+            "GPUInventory": {"static_gpus": gpus},
             "GPUQueue": {"wait_by_default": True, "poll_interval": 0.2, **queue},
             "ContainerProvisioner": {"launch_timeout": launch_timeout},
         },
@@ -64,9 +74,19 @@ def lab_home(
     return home
 
 
-def open_notebook(home: UserHome, server: Server, name: str) -> asyncio.Future[Any]:
+async def held_by_a_third_user(homes: list[UserHome], state: Path) -> tuple[Server, str]:
+    """The one GPU held by a kernel of neither Alice nor Bob (root's server): a wait of theirs
+    could then be served by its release (a user who holds the host's only GPU can never be
+    served a second, and may not wait for one)."""
+    server = lab_home(homes, "root", state, allow_root=True).start("--allow-root")
+    code, holder = await server.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+    return server, str(holder["id"])
+
+
+def open_notebook(home: UserHome, server: Server, name: str, gpus: int = 1) -> asyncio.Future[Any]:
     """Open a notebook the way JupyterLab does (POST /api/sessions), in the background."""
-    write_notebook(home.workspace, name, gpus=1)
+    write_notebook(home.workspace, name, gpus=gpus)
     body = {"path": name, "name": name, "type": "notebook", "kernel": {"name": GPU_SPEC}}
     return asyncio.ensure_future(server.answer("POST", "api", "sessions", body=body))
 
@@ -123,8 +143,7 @@ async def test_fifo_within_a_user_and_round_robin_across_users_over_two_servers(
     alice_home = lab_home(homes, ALICE, state, launch_timeout=15)
     bob_home = lab_home(homes, BOB, state)
     alice, bob = alice_home.start(), bob_home.start()
-    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
-    assert code == 201, holder
+    third, holder = await held_by_a_third_user(homes, state)
 
     # Alice opens two notebooks before Bob opens two: the order is a1, b1, a2, b2.
     pending: dict[str, asyncio.Future[Any]] = {}
@@ -148,7 +167,7 @@ async def test_fifo_within_a_user_and_round_robin_across_users_over_two_servers(
     assert all(t["kernel_id"] is None for t in seen_by_alice if not t["yours"])
     assert [t["yours"] for t in await queue_of(bob)] == [False, True, False, True]
     # The stock sessions API lists the waiting notebooks, their kernels "waiting for a GPU".
-    code, sessions = await alice.answer("GET", "api", "sessions")
+    _, sessions = await alice.answer("GET", "api", "sessions")
     assert sorted((s["path"], s["kernel"]["execution_state"]) for s in sessions) == [
         ("a1.ipynb", "waiting for a GPU"),
         ("a2.ipynb", "waiting for a GPU"),
@@ -157,20 +176,144 @@ async def test_fifo_within_a_user_and_round_robin_across_users_over_two_servers(
     await asyncio.sleep(max(0.0, 16 - (time.monotonic() - first_queued)))
     assert not any(f.done() for f in pending.values())
 
-    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    await third.answer("DELETE", "api", "kernels", holder)
     order = []
     while pending:
         name = await next_done(pending)
         order.append(name)
         assert len(gpu_containers(docker_client)) == 1  # never two on the one GPU
         server = alice if name.startswith("a") else bob
-        code, sessions = await server.answer("GET", "api", "sessions")
+        _, sessions = await server.answer("GET", "api", "sessions")
         (session,) = [s for s in sessions if s["path"] == f"{name}.ipynb"]
         assert session["kernel"]["execution_state"] != "waiting for a GPU"
         await server.answer("DELETE", "api", "sessions", session["id"])
     assert order == ["a1", "b1", "a2", "b2"]
     assert tickets_in(state) == []
     assert gpu_containers(docker_client) == []
+
+
+async def session_of(server: Server, name: str) -> dict[str, Any]:
+    code, sessions = await server.answer("GET", "api", "sessions")
+    assert code == 200, sessions
+    (session,) = [s for s in sessions if s["path"] == name]
+    return dict(session)
+
+
+async def test_a_wait_only_its_users_own_gpus_could_end_holds_up_nobody(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """Issue 26, finding 2, on a two-GPU host with no per-user cap: Alice waits for one GPU and
+    then for two while Bob holds both. Once she holds one, her wait for two could end only by her
+    own kernel's end: it no longer holds up Bob's start (which does not wait) on the other GPU,
+    and a new wait for two GPUs is refused at once, saying why."""
+    alice_home = lab_home(homes, ALICE, state, gpus=TWO_GPUS)
+    bob_home = lab_home(homes, BOB, state, gpus=TWO_GPUS, wait_by_default=False)
+    alice, bob = alice_home.start(), bob_home.start()
+    holders = []
+    for _ in range(2):
+        code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+        assert code == 201, holder
+        holders.append(holder["id"])
+    one = open_notebook(alice_home, alice, "one.ipynb")
+    await until_queued(alice, 1, "Alice's one-GPU start waits")
+    two = open_notebook(alice_home, alice, "two.ipynb", gpus=2)
+    await until_queued(alice, 2, "both of Alice's starts wait")
+
+    await bob.answer("DELETE", "api", "kernels", holders.pop())
+    code, first = await asyncio.wait_for(one, 60)
+    assert code == 201, first
+    await bob.answer("DELETE", "api", "kernels", holders.pop())
+    # GPU 0 or 1 is free; Alice's two-GPU start still waits, and Bob's start gets the free GPU.
+    code, bobs = await asyncio.wait_for(
+        bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC}), 60
+    )
+    assert code == 201, bobs
+    assert not two.done()
+    assert len(gpu_containers(docker_client)) == 2
+    # A new wait for both GPUs while she holds one is refused before it queues.
+    code, refused = await asyncio.wait_for(
+        open_notebook(alice_home, alice, "three.ipynb", gpus=2), 60
+    )
+    assert code == 409, refused
+    assert "your own kernels hold GPUs it needs" in refused["message"], refused
+    assert [t["notebook"] for t in await queue_of(alice)] == ["two.ipynb"]
+
+    waiting = await session_of(alice, "two.ipynb")
+    code, _ = await alice.answer("DELETE", "api", "sessions", waiting["id"])
+    assert code == 204
+    code, body = await asyncio.wait_for(two, 30)
+    assert code == 409 and "cancelled" in body["message"], body
+    await alice.answer("DELETE", "api", "sessions", first["id"])
+    await bob.answer("DELETE", "api", "kernels", bobs["id"])
+    assert tickets_in(state) == []
+
+
+async def test_a_start_that_cannot_be_served_holds_up_others_for_at_most_max_hold_up(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """Alice waits for both GPUs while Bob holds one: her start holds up Bob's wait for the
+    other for GPUQueue.max_hold_up seconds only; then Bob gets it, and Alice, still waiting,
+    gets both GPUs once they free."""
+    alice_home = lab_home(homes, ALICE, state, gpus=TWO_GPUS, max_hold_up=3)
+    bob_home = lab_home(homes, BOB, state, gpus=TWO_GPUS, max_hold_up=3)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+    both = open_notebook(alice_home, alice, "both.ipynb", gpus=2)
+    await until_queued(bob, 1, "Alice's start waits")
+    second = asyncio.ensure_future(bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC}))
+    code, bobs = await asyncio.wait_for(second, 60)
+    assert code == 201, bobs
+    assert not both.done()
+    for kernel in (holder, bobs):
+        await bob.answer("DELETE", "api", "kernels", kernel["id"])
+    code, session = await asyncio.wait_for(both, 60)
+    assert code == 201, session
+    (container,) = gpu_containers(docker_client)
+    assert sorted(container.labels[L.GPUS].split(",")) == ["GPU-queue-0", "GPU-queue-1"]
+    await alice.answer("DELETE", "api", "sessions", session["id"])
+
+
+async def test_a_gpu_taken_without_waiting_counts_toward_its_users_turn(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """Issue 26, finding 3: Alice holds a GPU taken by a start that did not wait, then waits for
+    a second; Bob waits for his first after her. When a GPU frees, Bob is served first."""
+    alice_home = lab_home(homes, ALICE, state, gpus=TWO_GPUS, wait_by_default=False)
+    bob_home = lab_home(homes, BOB, state, gpus=TWO_GPUS)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, bobs_holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, bobs_holder
+    code, alices = await alice.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, alices
+
+    pending: dict[str, asyncio.Future[Any]] = {}
+    write_notebook(alice_home.workspace, "a.ipynb", gpus=1)
+    pending["a"] = asyncio.ensure_future(
+        alice.answer(
+            "POST",
+            "gpu-containers",
+            "notebooks",
+            "kernel",
+            body={"path": "a.ipynb", "kernel_name": GPU_SPEC, "gpus": 1, "wait": True},
+        )
+    )
+    await until_queued(bob, 1, "Alice's second start waits")
+    pending["b"] = open_notebook(bob_home, bob, "b.ipynb")
+    await until_queued(bob, 2, "Bob's start waits too")
+
+    await bob.answer("DELETE", "api", "kernels", bobs_holder["id"])
+    done, _ = await asyncio.wait(pending.values(), timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    assert [name for name, f in pending.items() if f in done] == ["b"]
+    code, session = pending.pop("b").result()
+    assert code == 201, session
+    assert not pending["a"].done()
+    await bob.answer("DELETE", "api", "sessions", session["id"])
+    code, hers = await asyncio.wait_for(pending.pop("a"), 60)
+    assert code == 200, hers
+    await alice.answer("DELETE", "api", "sessions", hers["session"]["id"])
+    await alice.answer("DELETE", "api", "kernels", alices["id"])
+    assert tickets_in(state) == []
 
 
 async def test_cancel_and_timeout(
@@ -213,8 +356,7 @@ async def test_a_killed_server_loses_its_places_and_nobody_elses(
 ) -> None:
     alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
     alice, bob = alice_home.start(), bob_home.start()
-    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
-    assert code == 201, holder
+    third, holder = await held_by_a_third_user(homes, state)
     lost = open_notebook(alice_home, alice, "lost.ipynb")
 
     await until_queued(bob, 1, "Alice's start waits")
@@ -230,7 +372,7 @@ async def test_a_killed_server_loses_its_places_and_nobody_elses(
     # Alice's ticket is still on disk, but nobody holds it: Bob's start is first now.
     assert len(tickets_in(state)) == 2
     assert [(t["position"], t["yours"]) for t in await queue_of(bob)] == [(1, True)]
-    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    await third.answer("DELETE", "api", "kernels", holder)
     code, session = await asyncio.wait_for(kept, 60)
     assert code == 201, session
     assert len(gpu_containers(docker_client)) == 1

@@ -19,6 +19,7 @@ from jupyter_gpu_containers.gpuqueue import (
     NotYourTurn,
     Ticket,
     fair_order,
+    held_by_user,
     my_turn,
     read_tickets,
     remove_stale_tickets,
@@ -109,6 +110,70 @@ def test_a_ticket_its_users_cap_holds_back_is_stepped_over() -> None:
     imagined = my_turn(allocator, inventory(2), ledger, queue, "b1")
     chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
     assert [g.uuid for g in chosen] == ["GPU-1"]
+
+
+def holding(kernel_id: str, uid: int, created: float = 0.0) -> Holding:
+    return Holding(kernel_id, "c", f"user{uid}", str(uid), "", "", "", created)
+
+
+def test_every_gpu_a_user_holds_counts_toward_their_turn() -> None:
+    # Issue 26, finding 3: Alice holds a GPU taken without waiting (no "served" mark), then waits
+    # for a second, before Bob waits for his first: Bob's comes first.
+    ledger = Ledger(holdings={"GPU-0": [holding("ordinary", 1, created=5.0)]})
+    queue = [ticket("a2", 1, 10.0), ticket("b1", 2, 11.0)]
+    assert [t.kernel_id for t in fair_order(queue, {}, held_by_user(ledger))] == ["b1", "a2"]
+    # Ranks count GPUs: Alice's first start asks for two, so her next ranks with Bob's third.
+    queue = [
+        ticket("a1", 1, 1.0, gpus=2),
+        ticket("a2", 1, 2.0),
+        ticket("b1", 2, 3.0),
+        ticket("b2", 2, 4.0),
+        ticket("b3", 2, 5.0),
+    ]
+    assert [t.kernel_id for t in fair_order(queue)] == ["a1", "b1", "b2", "a2", "b3"]
+    # Equal GPUs held: the one who took theirs last (a container's creation) comes last.
+    ledger = Ledger(
+        holdings={"GPU-0": [holding("x", 1, created=20.0)], "GPU-1": [holding("y", 2, 9.0)]}
+    )
+    queue = [ticket("a", 1, 1.0), ticket("b", 2, 2.0)]
+    assert [t.kernel_id for t in fair_order(queue, {2: 8.0}, held_by_user(ledger))] == ["b", "a"]
+
+
+def test_a_ticket_its_users_own_gpus_block_holds_up_nobody() -> None:
+    # Issue 26, finding 2: Alice holds GPU 1 and waits for two GPUs on a two-GPU host; only her
+    # own kernel's end could serve her, so Bob's start, behind her, gets GPU 0.
+    allocator = GPUAllocator()
+    ledger = Ledger(holdings={"GPU-1": [holding("hers", 1)]})
+    queue = fair_order([ticket("both", 1, 1.0, gpus=2), ticket("b1", 2, 2.0)])
+    imagined = my_turn(allocator, inventory(2), ledger, queue, "b1")
+    chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-0"]
+    # Nor does one that names a GPU its own user holds.
+    queue = fair_order([ticket("gpu1", 1, 1.0, gpus=["1"]), ticket("b1", 2, 2.0)])
+    imagined = my_turn(allocator, inventory(2), ledger, queue, "b1")
+    chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-0"]
+    # Another user's GPU in the way is worth waiting for: the same ticket holds Bob up when
+    # Carol holds GPU 1.
+    carols = Ledger(holdings={"GPU-1": [holding("carols", 3)]})
+    queue = fair_order([ticket("both", 1, 1.0, gpus=2), ticket("b1", 2, 2.0)])
+    with pytest.raises(NotYourTurn):
+        my_turn(allocator, inventory(2), carols, queue, "b1")
+
+
+def test_a_ticket_holds_up_the_others_for_at_most_max_hold_up() -> None:
+    allocator = GPUAllocator()
+    carols = Ledger(holdings={"GPU-1": [holding("carols", 3)]})
+    queue = fair_order([ticket("both", 1, 100.0, gpus=2), ticket("b1", 2, 101.0)])
+    with pytest.raises(NotYourTurn):
+        my_turn(allocator, inventory(2), carols, queue, "b1", hold_up=60, now=159.0)
+    imagined = my_turn(allocator, inventory(2), carols, queue, "b1", hold_up=60, now=160.0)
+    chosen = allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
+    assert [g.uuid for g in chosen] == ["GPU-0"]
+    # Past its hold-up, a ticket whose GPUs are free is still served before those behind it.
+    imagined = my_turn(allocator, inventory(2), Ledger(), queue, "b1", hold_up=60, now=160.0)
+    with pytest.raises(NoFreeGPU):
+        allocator.choose(inventory(2), imagined, GPURequest(count=1), kernel_id="b1", uid="2")
 
 
 # ------------------------------------------------------------------------- the files
