@@ -15,6 +15,9 @@ kernel.
   one this process started (same directory and environment).
 - jupyter_client: ``MultiKernelManager._pending_kernels``: a failed start stays there, and
   ``shutdown_all`` then fails on it (404) before shutting the other kernels down.
+- jupyter_server: ``MappingKernelManager._kernel_buffers``: the messages it keeps for a page
+  that reconnects are an unbounded list; ``start_buffering`` makes the entry and there is no
+  other way to put a bounded buffer in its place (kernelmanager.OfflineBuffer).
 - jupyter_server: ``ExtensionApp._link_jupyter_server_extension``, the link hook its extension
   guide documents: the one moment before the server creates its kernel spec manager, kernel
   manager and web application, so the only one at which their classes can be chosen (app.py).
@@ -71,6 +74,16 @@ async def register_adopted(mkm: Any, km: Any, kernel_id: str) -> None:
     mkm._kernels[kernel_id] = km
     mkm._kernel_connections[kernel_id] = 0
     await mkm._finish_kernel_start(kernel_id)
+
+
+def offline_buffer(mkm: Any, kernel_id: str) -> dict[str, Any] | None:
+    """The entry jupyter_server's ``start_buffering`` made for ``kernel_id`` (its "buffer",
+    "session_key" and "channels"), or None when it buffers nothing for it."""
+    buffers = getattr(mkm, "_kernel_buffers", None)
+    if not isinstance(buffers, dict) or kernel_id not in buffers:
+        return None
+    entry = buffers[kernel_id]
+    return entry if isinstance(entry, dict) else None
 
 
 def open_kernel_websockets() -> list[Any]:

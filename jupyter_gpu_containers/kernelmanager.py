@@ -11,6 +11,9 @@
 - **A shutdown waits for a restart under way** (the restarter's, after the container died, or
   another request's): jupyter_client reads the kernel's ``ready`` future, which a restart has
   replaced with a pending one, and raised InvalidStateError: a 500 for the user's "Shut Down".
+- **Output buffered while no page is connected is bounded**, per kernel and per user: the oldest
+  messages go first, and the page that reconnects is told how much was dropped (OfflineBuffer).
+- **A restart answers once the kernel's websockets receive its output** (websocket.py).
 - **A kernel that was shut down is never restarted.** jupyter_client's asyncio restarter asks
   whether the kernel lives (here an engine request, which takes a while), and restarts it if
   not, without looking again whether a shutdown began meanwhile: a kernel whose container died
@@ -24,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import heapq
 import json
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,12 +41,13 @@ from jupyter_server.services.kernels.kernelmanager import (
     ServerKernelManager,
 )
 from tornado import web
-from traitlets import default
+from traitlets import Integer, default
 
 from . import _private
 from .errors import ContainerKernelError
 from .identity import KernelUser
 from .services import services_for
+from .websocket import end_kernel_websockets, iopub_reattached
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -81,12 +88,165 @@ class ContainerKernelManager(ServerKernelManager):
         if self.ended:
             self.log.info("Kernel %s was shut down: it is not restarted.", self.kernel_id)
             return
+        # What would refuse the new launch (the image untagged, no longer allowed, another
+        # user's private pull) refuses the restart while the kernel still runs: it keeps its
+        # container and its state. A kernel that died (the restarter's restart) has no state to
+        # keep: its restart goes on, and a refused launch removes what is left of it, GPUs too.
+        check = getattr(self.provisioner, "check_restart", None)
+        if check is not None and await self.is_alive():
+            await check()
         await super().restart_kernel(now=now, newports=newports, **kw)
+
+    @property
+    def lost_in_restart(self) -> bool:
+        """Whether a restart stopped the kernel and its new launch failed: no container is left
+        (the launch's clean-up removed the previous one and the private directory)."""
+        ready = self.ready
+        failed = ready.done() and not ready.cancelled() and ready.exception() is not None
+        return failed and not getattr(self.provisioner, "has_process", True)
+
+
+# What a buffered message costs beyond its bytes: the Python objects holding it (a tuple, a
+# list, a bytes object per part), counted so that many small messages are bounded too.
+MESSAGE_OVERHEAD = 512
+
+
+def _size(msg_list: list[Any]) -> int:
+    return MESSAGE_OVERHEAD + sum(len(part) for part in msg_list)
+
+
+class OfflineBuffer:
+    """One kernel's messages while no page is connected, in jupyter_server's form (a sequence
+    of ``(channel, msg_list)`` that the reconnecting page's connection replays), at most
+    ``limit`` bytes. Output (IOPub) goes first, the oldest first: the replies on the other
+    channels are small, and a page waits for them (the kernel's IOPub backlog often arrives after
+    the reply of the request that made it). Replayed, it begins with a notice of what was
+    dropped, on IOPub (stderr, under the last dropped message's request), as the page's own
+    output."""
+
+    def __init__(self, owner: BufferLedger, kernel: Any, limit: int) -> None:
+        self.owner, self.kernel, self.limit = owner, kernel, limit
+        self.bytes = self.dropped = self.dropped_bytes = 0
+        # (arrival number, channel, msg_list): output, and everything else.
+        self._output: deque[tuple[int, str, list[Any]]] = deque()
+        self._replies: deque[tuple[int, str, list[Any]]] = deque()
+        self._arrivals = 0
+        self._last_dropped: list[Any] | None = None
+        self.attached = True  # counted in the owner's ledger until the page takes it
+
+    def __len__(self) -> int:
+        return len(self._output) + len(self._replies)
+
+    def __bool__(self) -> bool:
+        return bool(self.dropped) or len(self) > 0
+
+    def add(self, channel: str, msg_list: list[Any]) -> None:
+        size = _size(msg_list)
+        if size > self.limit:
+            self._count_dropped(msg_list, size)
+            return
+        while len(self) and self.bytes + size > self.limit:
+            self.drop_oldest()
+        if self.attached:
+            self.owner.make_room(self, size)
+        self._arrivals += 1
+        queue = self._output if channel == "iopub" else self._replies
+        queue.append((self._arrivals, channel, msg_list))
+        self.bytes += size
+        if self.attached:
+            self.owner.total += size
+
+    def drop_oldest(self) -> None:
+        _arrival, _channel, msg_list = (self._output or self._replies).popleft()
+        size = _size(msg_list)
+        self.bytes -= size
+        if self.attached:
+            self.owner.total -= size
+        self._count_dropped(msg_list, size)
+
+    def _count_dropped(self, msg_list: list[Any], size: int) -> None:
+        self.dropped += 1
+        self.dropped_bytes += size
+        self._last_dropped = msg_list
+
+    def detach(self) -> None:
+        """The buffer is replayed or discarded: its bytes leave the owner's ledger."""
+        if self.attached:
+            self.attached = False
+            self.owner.total -= self.bytes
+            self.owner.buffers.pop(id(self), None)
+
+    def notice(self) -> list[Any] | None:
+        """The message that tells the page what was dropped, signed as the kernel's."""
+        if not self.dropped:
+            return None
+        session = self.kernel.session
+        parent: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            _, parts = session.feed_identities(self._last_dropped or [])
+            parent = session.unpack(parts[2])
+        text = (
+            f"[{self.dropped} message(s), {self.dropped_bytes / 2**20:.1f} MiB of this kernel's "
+            "output were dropped while no page was connected: the server keeps at most "
+            f"{self.limit / 2**20:.1f} MiB of it per kernel ({self.owner.limit / 2**20:.1f} MiB "
+            "per user), the newest. Write long output to a file to keep all of it.]\n"
+        )
+        msg = session.msg("stream", {"name": "stderr", "text": text}, parent=parent)
+        return [b"kernel.iopub.stream", *session.serialize(msg)]
+
+    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
+        notice = self.notice()
+        if notice is not None:
+            yield ("iopub", notice)
+        for _arrival, channel, msg_list in heapq.merge(
+            self._output, self._replies, key=lambda entry: entry[0]
+        ):
+            yield (channel, msg_list)
+
+
+class BufferLedger:
+    """The offline buffers of one user's kernels: at most ``limit`` bytes in all. Room for a
+    message is made in that user's fullest buffer."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self.buffers: dict[int, OfflineBuffer] = {}  # by id(): a deque is not hashable
+
+    def make_room(self, buffer: OfflineBuffer, size: int) -> None:
+        self.buffers[id(buffer)] = buffer
+        while self.total + size > self.limit:
+            fullest = max(
+                (b for b in self.buffers.values() if len(b)), key=lambda b: b.bytes, default=None
+            )
+            if fullest is None:
+                break
+            fullest.drop_oldest()
 
 
 class GPUContainersKernelManager(AsyncMappingKernelManager):
     """jupyter_server's AsyncMappingKernelManager, translating this project's errors and able to
     adopt kernels that already run."""
+
+    offline_buffer_limit = Integer(
+        8 * 2**20,
+        min=0,
+        config=True,
+        help="""Bytes of one kernel's messages kept while no page is connected to it (jupyter_server
+        buffers them for the page that reconnects, with buffer_offline_messages): beyond it the
+        oldest are dropped, and the page that reconnects is told how much. 0 keeps none.""",
+    )
+
+    offline_buffer_limit_per_user = Integer(
+        32 * 2**20,
+        min=0,
+        config=True,
+        help="""Bytes of messages kept for all of one user's kernels while no page is connected to
+        them (each kernel's within offline_buffer_limit): beyond it the oldest of that user's
+        fullest buffer are dropped. In direct mode all kernels are the server's user's.""",
+    )
+
+    _buffer_ledgers: dict[Any, BufferLedger] | None = None
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> str:
@@ -102,9 +262,21 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
 
     async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
         try:
-            return await super().restart_kernel(kernel_id, now=now)
+            restarted = await super().restart_kernel(kernel_id, now=now)
         except ContainerKernelError as e:
+            if self._lost_in_restart(kernel_id):
+                ended = ContainerKernelError(
+                    f"{e.sentence} The kernel had been stopped for the restart, so it was shut "
+                    "down: start a new kernel once this is fixed.",
+                    status=e.status,
+                )
+                ended.reason_phrase = e.reason_phrase
+                await self._end_lost_kernel(kernel_id, ended.sentence)
+                raise as_http(ended) from e
             raise as_http(e) from e
+        # What a page sends once the restart answered must have its output delivered.
+        await iopub_reattached(self.get_kernel(kernel_id), kernel_id, lambda: kernel_id in self)
+        return restarted
 
     async def interrupt_kernel(self, kernel_id: str) -> None:  # type: ignore[override]
         try:
@@ -128,6 +300,68 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             await super().shutdown_kernel(kernel_id, now=now, restart=restart)
         except ContainerKernelError as e:
             raise as_http(e) from e
+
+    def start_buffering(self, kernel_id: str, session_key: str, channels: dict[str, Any]) -> None:
+        super().start_buffering(kernel_id, session_key, channels)
+        info = _private.offline_buffer(self, kernel_id)
+        if info is None:  # buffering is off (buffer_offline_messages)
+            return
+        # jupyter_server's own buffer is a list without a bound: a kernel printing all night
+        # with its page closed would grow the server (the service of every user) until it is
+        # killed. The same channels, a bounded buffer in its place.
+        owner = self.owner_of(kernel_id)
+        uid = owner.uid if owner is not None else None
+        if self._buffer_ledgers is None:
+            self._buffer_ledgers = {}
+        ledger = self._buffer_ledgers.setdefault(
+            uid, BufferLedger(self.offline_buffer_limit_per_user)
+        )
+        buffer = OfflineBuffer(
+            ledger,
+            self.get_kernel(kernel_id),
+            min(self.offline_buffer_limit, self.offline_buffer_limit_per_user),
+        )
+        info["buffer"] = buffer
+        for channel, stream in channels.items():
+            stream.on_recv(functools.partial(buffer.add, channel))
+
+    def get_buffer(self, kernel_id: str, session_key: str) -> Any:
+        found = _private.offline_buffer(self, kernel_id)
+        taken = super().get_buffer(kernel_id, session_key)
+        if found is not None and isinstance(found.get("buffer"), OfflineBuffer):
+            found["buffer"].detach()
+        return taken
+
+    def stop_buffering(self, kernel_id: str) -> None:
+        found = _private.offline_buffer(self, kernel_id)
+        super().stop_buffering(kernel_id)
+        if found is not None and isinstance(found.get("buffer"), OfflineBuffer):
+            found["buffer"].detach()
+
+    def _lost_in_restart(self, kernel_id: str) -> bool:
+        if kernel_id not in self:
+            return False
+        km = self.get_kernel(kernel_id)
+        return isinstance(km, ContainerKernelManager) and km.lost_in_restart
+
+    async def _end_lost_kernel(self, kernel_id: str, sentence: str) -> None:
+        """A kernel whose restart failed after it was stopped has no container left: it leaves
+        the list (its sessions with it) instead of staying "idle" with a websocket that answers
+        500, and its pages are told it is dead, and why."""
+        self.log.warning("Kernel %s ended: %s", kernel_id, sentence)
+        self._mark_ended(kernel_id)
+        km = self.get_kernel(kernel_id)
+        with contextlib.suppress(Exception):
+            km.stop_restarter()
+        end_kernel_websockets(kernel_id, sentence)
+        self.stop_watching_activity(kernel_id)
+        self.stop_buffering(kernel_id)
+        self.remove_kernel(kernel_id)
+        # What the failed launch left (its files are removed already; a provisioner made
+        # outside a server closes its own services).
+        with contextlib.suppress(Exception):
+            if km.provisioner is not None:
+                await km.provisioner.cleanup(restart=False)
 
     def owner_of(self, kernel_id: str) -> KernelUser | None:
         """The kernel service user ``kernel_id`` belongs to (identity.py); None for an unknown

@@ -1,6 +1,7 @@
 """The kernel websocket: Nagle's algorithm off, the kernel's state told to every page that
-connects, and a way to have pages reconnect after a restart the server makes on its own
-(``close_kernel_websockets``).
+connects, its channels known to be attached to a restarted kernel before the restart answers
+(``iopub_reattached``), and a way to have pages reconnect after a restart the server makes on its
+own (``close_kernel_websockets``).
 
 jupyter_server's kernel websocket leaves TCP_NODELAY unset. A kernel answers a request with a
 burst of small frames (status busy, the reply, status idle); with Nagle on, the server holds every
@@ -13,11 +14,25 @@ below the first reply takes ~5 ms.
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
+from jupyter_client.session import DELIM
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
 from ._private import open_kernel_websockets, send_kernel_status
+
+# The msg_id prefix of the kernel_info requests that check a websocket's IOPub after a restart:
+# the status messages they cause are not the page's, and are not sent to it.
+PROBE_PREFIX = "jgc-iopub-probe-"
+_PROBE_BYTES = PROBE_PREFIX.encode()
+# How long a restart's answer waits for its websockets' IOPub (ZMQ reconnects every 100 ms: it
+# takes a fraction of a second). Past it, something else is wrong, and the restart answers.
+REATTACH_TIMEOUT = 10.0
+# How often the probe is sent again while a websocket's IOPub has not seen it.
+_PROBE_INTERVAL = 0.2
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
@@ -31,6 +46,13 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     own status messages is the truth, and saying it again to a page that knew it is harmless.
     """
 
+    # Set once the connection forwards its kernel's messages (its connect's nudge is done).
+    _forwarding = False
+    # A restart's probe of this connection's IOPub: the probes' msg_ids and the future that
+    # their first status message on this connection's IOPub resolves (iopub_reattached).
+    _probe_ids: set[str] | None = None
+    _probe_seen: asyncio.Future[None] | None = None
+
     def connect(self) -> Any:
         handler = self.websocket_handler
         if getattr(handler, "ws_connection", None) is not None:
@@ -40,13 +62,110 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             connected.add_done_callback(self._tell_state)
         return connected
 
+    def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
+        channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
+        # A bytes search first: only a probe's status messages carry the prefix in their parent
+        # header, and every other message goes on without being parsed once more.
+        if channel == "iopub" and _PROBE_BYTES in _parent_header(outgoing_msg):
+            self._probe_answered(outgoing_msg)
+            return
+        super().handle_outgoing_message(stream, outgoing_msg)
+
+    def _probe_answered(self, outgoing_msg: list[Any]) -> None:
+        """A probe's status message reached this connection's IOPub: it is subscribed to the
+        restarted kernel. The message itself is not the page's."""
+        try:
+            _, parts = self.session.feed_identities(outgoing_msg)
+            parent = self.session.unpack(parts[2])
+        except Exception:
+            return
+        waiting, ids = self._probe_seen, self._probe_ids
+        if waiting is not None and ids and parent.get("msg_id") in ids and not waiting.done():
+            waiting.set_result(None)
+
+    def expect_probes(self, ids: set[str]) -> asyncio.Future[None] | None:
+        """A future resolved once a status message of one of the probes ``ids`` (the set grows
+        as probes are sent) reaches this connection's IOPub; None when the connection does not
+        forward messages (yet, or any more)."""
+        iopub = self.channels.get("iopub")
+        if not self._forwarding or iopub is None or iopub.closed():
+            return None
+        self._probe_ids = ids
+        self._probe_seen = asyncio.get_running_loop().create_future()
+        return self._probe_seen
+
+    def disconnect(self) -> None:  # type: ignore[override]  # the ABC says async; it is not
+        waiting = self._probe_seen
+        if waiting is not None and not waiting.done():
+            waiting.cancel()  # a restart waits for this connection no more
+        super().disconnect()
+
     def _tell_state(self, connected: asyncio.Future[Any]) -> None:
         if connected.cancelled() or connected.exception() is not None:
             return
+        self._forwarding = True
         state = getattr(self.kernel_manager, "execution_state", None)
         handler = self.websocket_handler
         if state in ("idle", "busy") and getattr(handler, "ws_connection", None) is not None:
             send_kernel_status(self, state)
+
+
+def _parent_header(msg_list: list[Any]) -> bytes:
+    """The raw parent header of a message in ZMQ's framing (identities, delimiter, signature,
+    header, parent header, …); b"" if it has none."""
+    for i, part in enumerate(msg_list):
+        if bytes(part) == DELIM:
+            return bytes(msg_list[i + 3]) if len(msg_list) > i + 3 else b""
+    return b""
+
+
+async def iopub_reattached(km: Any, kernel_id: str, running: Callable[[], bool]) -> None:
+    """Return once every websocket attached to kernel ``kernel_id`` receives the restarted
+    kernel's IOPub messages (or after REATTACH_TIMEOUT).
+
+    A websocket's ZMQ sockets stay connected to the kernel's endpoints across a restart, and
+    reconnect to the new kernel on ZMQ's own timer (every 100 ms), unaware of the restart. The
+    restart answers once the new kernel answered the provisioner's own sockets; a request the page
+    sends then waits in the shell socket's queue and is delivered when it reconnects, but IOPub is
+    a PUB socket: whatever the kernel publishes before the websocket's SUB socket has reconnected
+    and subscribed is dropped. The kernel ran the request and its reply came back, but its
+    output and status did not (7 of 10 such requests, measured). So the restart answers only once
+    each websocket's IOPub has received a status message of a probe (a kernel_info request on a
+    shell socket of its own, sent again until seen; those messages are not sent to the pages).
+    ``running``: whether the kernel is still there (a shutdown may come meanwhile).
+    """
+    ids: set[str] = set()
+    waiting = [
+        future
+        for connection in open_kernel_websockets()
+        if isinstance(connection, NoDelayWebsocketConnection)
+        and getattr(connection, "kernel_id", None) == kernel_id
+        and (future := connection.expect_probes(ids)) is not None
+    ]
+    if not waiting:
+        return
+    shell = km.connect_shell()
+    deadline = time.monotonic() + REATTACH_TIMEOUT
+    try:
+        pending = set(waiting)
+        while pending and running() and time.monotonic() < deadline:
+            msg = km.session.msg("kernel_info_request")
+            msg["header"]["msg_id"] = msg["msg_id"] = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+            ids.add(msg["msg_id"])
+            km.session.send(shell, msg)
+            _done, pending = await asyncio.wait(pending, timeout=_PROBE_INTERVAL)
+        if pending and running():
+            km.log.warning(
+                "Kernel %s: %d websocket(s) did not receive the restarted kernel's messages "
+                "within %.0f s.",
+                kernel_id,
+                len(pending),
+                REATTACH_TIMEOUT,
+            )
+    finally:
+        shell.close()
+        for future in waiting:
+            future.cancel()
 
 
 # RFC 6455 "Service Restart": the client should reconnect (JupyterLab does so at once for any code
@@ -75,5 +194,29 @@ def close_kernel_websockets(kernel_id: str, reason: str) -> int:
         if handler is None or getattr(handler, "ws_connection", None) is None:
             continue  # already closing
         handler.close(SERVICE_RESTART, reason[:120])
+        closed += 1
+    return closed
+
+
+# RFC 6455 "Internal Error": the kernel behind the websocket is gone.
+KERNEL_GONE = 1011
+
+
+def end_kernel_websockets(kernel_id: str, sentence: str) -> int:
+    """Tell every page on kernel ``kernel_id`` that it is dead and why (its status "dead" and the
+    sentence on stderr), then close their websockets; returns how many."""
+    closed = 0
+    for connection in open_kernel_websockets():
+        if getattr(connection, "kernel_id", None) != kernel_id:
+            continue
+        handler = getattr(connection, "websocket_handler", None)
+        if handler is None or getattr(handler, "ws_connection", None) is None:
+            continue
+        try:
+            connection.write_stderr(sentence, {})
+            send_kernel_status(connection, "dead")
+        except Exception:  # closing already: the close below still ends it
+            pass
+        handler.close(KERNEL_GONE, sentence[:120])
         closed += 1
     return closed

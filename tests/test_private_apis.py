@@ -38,6 +38,10 @@ def test_jupyter_client_and_server_private_names() -> None:
     assert "_pending_kernels" in MultiKernelManager.class_traits()
     assert "_kernels" in MultiKernelManager.class_traits()
     assert "_kernel_connections" in MappingKernelManager.class_traits()
+    # The offline buffer's entry: made by start_buffering, replayed by the websocket's connect.
+    assert "_kernel_buffers" in MappingKernelManager.class_traits()
+    assert "_kernel_buffers[kernel_id]" in inspect.getsource(MappingKernelManager.start_buffering)
+    assert 'buffer_info["buffer"]' in inspect.getsource(ZMQChannelsWebsocketConnection.connect)
     assert inspect.iscoroutinefunction(MappingKernelManager._finish_kernel_start)
     assert inspect.iscoroutinefunction(AsyncKernelManager._async_post_start_kernel)
     assert "_launch_args" in inspect.getsource(AsyncKernelManager._async_pre_start_kernel)
