@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,18 @@ async def wait_until(check: Any, timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.5)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a test's directory, first detaching the tmpfs a root server mounted on each of its
+    kernels' private directories (privatedirs.py) that no shutdown removed: a server killed, or a
+    test that failed before its kernels were shut down."""
+    with open("/proc/self/mounts") as mounts:
+        targets = [line.split()[1] for line in mounts if line.startswith("jgc-kernel ")]
+    for target in targets:
+        if target.startswith(f"{path}/"):
+            subprocess.run(["umount", "--lazy", target], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

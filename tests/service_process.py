@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hostusers import ids_of, merged
-from servers import VENV_BIN, free_port
+from servers import VENV_BIN, free_port, remove_tree
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -190,7 +189,7 @@ class KernelService:
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
+        remove_tree(self.home)
 
     # ------------------------------------------------------------------ requests
 

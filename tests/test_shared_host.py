@@ -456,26 +456,44 @@ async def test_a_users_kernel_spec_cannot_lift_the_admins_limits(
 # ------------------------------------------------- 6, 7, 8. files the server writes and deletes
 
 
-async def test_the_connection_directory_another_user_made_first_is_refused(
-    homes: list[UserHome], state: Path
+async def test_a_connection_directory_another_user_made_first_denies_no_start(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
 ) -> None:
     """A user name long enough pushes <runtime dir>/gpu-containers past what an ipc socket path
-    may hold; the fallback in /tmp, made first by another user, is never used."""
+    may hold, so the private directories' root falls back to the temporary directory, which
+    every account writes. Its name is mkdtemp's (unpredictable): another account cannot make it
+    first, and what it made under the names a fallback had or has is passed over, neither used
+    nor a reason to refuse the start."""
     alice = home_for(homes, ALICE, state)
     deep = alice.path / "runtime" / ("r" * 70)
-    deep.mkdir()
+    deep.mkdir(parents=True)
     os.chown(deep, *ids_of(ALICE))
-    fallback = Path(tempfile.gettempdir()) / f"jupyter-gpu-containers-{uid_of(ALICE)}"
-    shutil.rmtree(fallback, ignore_errors=True)
+    tmp = Path(tempfile.gettempdir())
+    prefix = f"jupyter-gpu-containers-{uid_of(ALICE)}"
+    before = set(tmp.glob(f"{prefix}-*"))
+    # The name the fallback had, and one shaped like those it makes now.
+    planted = [tmp / prefix, tmp / f"{prefix}-{uuid.uuid4().hex[:8]}"]
+    for path in planted:
+        shutil.rmtree(path, ignore_errors=True)
     run_as(
-        BOB, "import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)", str(fallback)
+        BOB,
+        "import os, sys\nfor d in sys.argv[1:]:\n    os.mkdir(d); os.chmod(d, 0o777)",
+        *map(str, planted),
     )
+    root: Path | None = None
     try:
         server = alice.start(env={"JUPYTER_RUNTIME_DIR": str(deep)})
-        code, refusal = await start(server, CPU_SPEC)
-        assert code == 400, refusal
-        assert f"{fallback} cannot be used: it belongs to {BOB}" in refusal["message"]
-        assert os.listdir(fallback) == []
+        code, kernel = await start(server, CPU_SPEC)
+        assert code == 201, kernel
+        private = Path(kernel_container(docker_client, kernel["id"]).labels[L.CONNECTION_DIR])
+        root = private.parent
+        assert root.parent == tmp and root.name.startswith(f"{prefix}-"), root
+        assert root not in planted
+        info = root.lstat()
+        assert stat.S_ISDIR(info.st_mode) and info.st_uid == uid_of(ALICE), root
+        assert stat.S_IMODE(info.st_mode) == 0o700
+        assert all(os.listdir(path) == [] for path in planted)
+        await stop_kernels(server)
         # With a runtime directory of the user's own ($XDG_RUNTIME_DIR), that one is used.
         xdg = alice.path / "xdg"
         xdg.mkdir(mode=0o700)
@@ -487,7 +505,10 @@ async def test_the_connection_directory_another_user_made_first_is_refused(
         assert len(os.listdir(xdg / "jupyter-gpu-containers")) == 1
         await stop_kernels(server)
     finally:
-        shutil.rmtree(fallback, ignore_errors=True)
+        for path in planted:
+            shutil.rmtree(path, ignore_errors=True)
+        if root is not None and root not in before:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_notebook_code_cannot_make_the_server_write_outside_the_mounts(
