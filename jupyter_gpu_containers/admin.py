@@ -26,7 +26,9 @@ Prometheus metrics of GPU sharing (server layer; the REST handlers in handlers.p
   and never again after a restart). When the owner's server is gone, nobody would carry it out:
   the administrator's server removes the container itself, which frees its GPUs.
 - **Metrics** (``GET /gpu-containers/metrics``): Prometheus text, read at each scrape from the
-  ledger, the queue, the reclaimer and the quotas. They name GPUs, never users.
+  ledger, the queue, the reclaimer and the quotas. They name GPUs, never users. On a kernel
+  service they count every user together, so only its administrators read them (and Jupyter
+  Server's own ``/metrics``, service_routes.py).
 
 Blocking work (the state directory, /proc) runs on worker threads.
 """
@@ -136,19 +138,26 @@ def refusal(
     the kernel service's user (None: a user's own server, whose account is
     ``server_account``, AdminDesk.server_account)."""
     if kernel_user is not None:
-        admins = set(getattr(serverapp, "admin_users", ()) or ())
-        if kernel_user.username in admins or getattr(current_user, "hub_admin", False) is True:
-            return ""
-        return (
-            f"{kernel_user.username} is not an administrator of this kernel service: the admin "
-            "view and admin actions are for ServiceApp.admin_users and JupyterHub's admins."
-        )
+        return service_admin_refusal(kernel_user, current_user, serverapp)
     me = server_account
     if me in config.admin_users:
         return ""
     return (
         f"This server's account, {me}, is not an administrator of GPU sharing on this host: the "
         "admin view and admin actions are for the accounts GPUAdmin.admin_users names."
+    )
+
+
+def service_admin_refusal(kernel_user: KernelUser, current_user: Any, serverapp: Any) -> str:
+    """Why a kernel service's user is none of its administrators (ServiceApp.admin_users, or
+    JupyterHub's admins), "" when they are one."""
+    admins = set(getattr(serverapp, "admin_users", ()) or ())
+    if kernel_user.username in admins or getattr(current_user, "hub_admin", False) is True:
+        return ""
+    return (
+        f"{kernel_user.username} is not an administrator of this kernel service: the admin "
+        "view, admin actions and the service's metrics are for ServiceApp.admin_users and "
+        "JupyterHub's admins."
     )
 
 

@@ -51,7 +51,9 @@ async def admit_image(
 
     def blocking_checks() -> tuple[bool, ProbeResult | None]:
         # The host state directory and the probe's disk cache are files: off the event loop.
-        visible = bool(privateimages.visible([image], services.state, listed, uid))
+        # By the reference this kernel names: the same image reached through a reference
+        # the user may see is theirs to run, whoever pulled it privately under another name.
+        visible = privateimages.may_use(image, ref, services.state, listed, uid)
         if visible:
             # The engine keeps no "last used": pruning (prepull.py) reads this record.
             services.prepull.record_use(ref, image.id)

@@ -4,7 +4,6 @@ kernel's GPU memory from the processes NVML reports (process -> cgroup -> contai
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,15 +110,17 @@ def preflight(
     ledger: Ledger,
     request: GPURequest,
     kernel_id: str,
+    *,
+    uid: str,
     show_others: bool = False,
 ) -> list[GPU]:
-    """Would this request be granted now? Raises the same sentence a launch would, so a running
-    kernel is not restarted into a request that cannot be met."""
+    """Would this request be granted now to ``uid``'s kernel? Raises the same sentence a launch
+    would, so a running kernel is not restarted into a request that cannot be met."""
     return allocator.choose(
         inventory,
         ledger,
         request,
         kernel_id=kernel_id,
-        uid=str(os.getuid()),
+        uid=uid,
         show_others=show_others,
     )

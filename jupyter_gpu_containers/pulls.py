@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 import uuid
@@ -409,7 +410,7 @@ class PullManager(LoggingConfigurable):
             if state is not None:
                 before = self._image_id_or_empty(ref.written)
                 # Recorded before the pull starts: others never see it, not even for a moment.
-                privateimages.record(state, ref.written, owner=job.owner)
+                privateimages.record(state, ref.written, owner=job.owner, before=before)
             if given is not None:
                 credential: Credential | None = given
             elif job.scheduled:
@@ -445,6 +446,8 @@ class PullManager(LoggingConfigurable):
                 else:  # it was here already, pulled by someone else: not this user's alone
                     privateimages.forget(state, ref.written, job.owner)
                 state = None
+            else:  # without a user's own login: nobody's private pull any more
+                self._made_public(ref.written)
             pull.state, pull.phase = "done", "complete"
             pull.message = pull.message or f"Pulled {pull.image}"
             self.log.info("Pulled %s (%s)", pull.image, pull.digest or "no digest reported")
@@ -466,6 +469,14 @@ class PullManager(LoggingConfigurable):
             pull.finished = time.time()
             snapshot = pull.snapshot()
             loop.call_soon_threadsafe(self._finish, pull, snapshot)
+
+    def _made_public(self, ref: str) -> None:
+        # The pull itself succeeded: a record that cannot be updated does not undo it.
+        with contextlib.suppress(ContainerKernelError, OSError):
+            state = self._state()
+            image_id = self._image_id_or_empty(ref)
+            if state.shared and image_id:
+                privateimages.made_public(state, ref, image_id)
 
     def _image_id_or_empty(self, ref: str) -> str:
         try:

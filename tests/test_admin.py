@@ -87,10 +87,13 @@ async def test_service_admin_view_actions_and_metrics(
     assert holder["held_seconds"] >= 0
     assert view["queue"]["length"] == 0
 
-    # Metrics: for authenticated callers only; they count the GPU held.
+    # Metrics: every user's together, so the service's administrators' only (issue 26,
+    # finding 10); they count the GPU held.
     response = await service.fetch(None, "GET", "gpu-containers/metrics")
     assert response.code == 403
     response = await service.fetch(student, "GET", "gpu-containers/metrics")
+    assert response.code == 403 and b"not an administrator" in response.body
+    response = await service.fetch(admin, "GET", "gpu-containers/metrics")
     assert response.code == 200 and response.headers["Content-Type"].startswith("text/plain")
     metrics = response.body.decode()
     # Other tests' kernels on this engine hold GPUs too: the student's GPU is counted.
@@ -159,7 +162,7 @@ async def test_service_admin_view_actions_and_metrics(
     assert [n["action"] for n in notices["notices"]] == ["release", "shutdown"], notices
     assert "Exam mode." in notices["notices"][-1]["message"]
 
-    response = await service.fetch(student, "GET", "gpu-containers/metrics")
+    response = await service.fetch(admin, "GET", "gpu-containers/metrics")
     metrics = response.body.decode()
     assert 'jupyter_gpu_containers_admin_actions_total{action="release"} 1.0' in metrics
     assert 'jupyter_gpu_containers_admin_actions_total{action="shutdown"} 1.0' in metrics
