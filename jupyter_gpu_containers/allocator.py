@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,23 @@ from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
 from .hoststate import StateDir, flocked_files
 from .records import ContainerRecord
+
+# More GPUs than any host has: a bound on what a request may say (and on what its sentence
+# repeats), not a policy (GPUAllocator.max_gpus_per_user is).
+MAX_GPU_COUNT = 1024
+_COUNT = re.compile(r"-?[0-9]+")
+# A GPU index, UUID or MIG id as NVML and the device plugins write them (MIG-GPU-…/1/0 too).
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_/-]{0,127}")
+
+
+def _shown(value: Any) -> str:
+    """A client's value, short, for a sentence (an int too long to print is not printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**12:
+        return "a number that large"
+    if isinstance(value, (str, int, float)):
+        text = repr(value)
+        return text if len(text) <= 42 else text[:40] + "…"
+    return f"a {type(value).__name__}"
 
 
 class InvalidGPURequest(ContainerKernelError):
@@ -83,37 +101,57 @@ class GPURequest:
 
     @classmethod
     def parse(cls, value: Any) -> GPURequest:
-        """Accepts 2, "2", "none", "0,1", "GPU-…", ["0", "GPU-…"]. Anything else is refused."""
+        """Accepts 2, "2", "none", "0,1", "GPU-…", ["0", "GPU-…"]. Anything else is refused with
+        InvalidGPURequest, whatever it is: the value comes from a client (a notebook's metadata,
+        a start's env, a request's body), and any other error would be the server's 500."""
         if value is None:
             return cls()
         if isinstance(value, (bool, float)):
             raise InvalidGPURequest(
-                f"A GPU request must be a whole number of GPUs or a list of GPU ids, not {value!r}."
+                "A GPU request must be a whole number of GPUs or a list of GPU ids, not "
+                f"{_shown(value)}."
             )
         if isinstance(value, int):
-            if value < 0:
-                raise InvalidGPURequest(f"A GPU count cannot be negative ({value}).")
+            if not 0 <= value <= MAX_GPU_COUNT:
+                raise InvalidGPURequest(
+                    f"A GPU count is a whole number from 0 to {MAX_GPU_COUNT}, not {_shown(value)}."
+                )
             return cls(count=value)
         if isinstance(value, str):
             text = value.strip()
             if text.lower() in ("", "none"):
                 return cls()
-            if text.lstrip("-").isdigit():
-                return cls.parse(int(text))
+            if _COUNT.fullmatch(text):  # (ASCII digits only: str.isdigit takes "²" too)
+                return cls.parse(int(text) if len(text) <= 12 else 10**12)
             return cls.parse([part.strip() for part in text.split(",")])
         if isinstance(value, (list, tuple)):
+            if len(value) > MAX_GPU_COUNT:
+                raise InvalidGPURequest(
+                    f"A GPU request names at most {MAX_GPU_COUNT} GPUs, not {len(value)}."
+                )
             ids = []
             for item in value:
-                if isinstance(item, bool) or not isinstance(item, (int, str)) or item == "":
-                    raise InvalidGPURequest(f"{item!r} is not a GPU index or UUID.")
-                ident = str(item)
-                if len(ident) > 128 or not all(c.isalnum() or c in "-_/" for c in ident):
-                    raise InvalidGPURequest(f"{ident[:40]!r} is not a GPU index or UUID.")
-                ids.append(ident)
+                if isinstance(item, int) and not isinstance(item, bool):
+                    if not 0 <= item < MAX_GPU_COUNT:
+                        raise InvalidGPURequest(
+                            f"A GPU index is from 0 to {MAX_GPU_COUNT - 1}, not {_shown(item)}."
+                        )
+                    item = str(item)
+                if not isinstance(item, str) or not _GPU_ID.fullmatch(item):
+                    raise InvalidGPURequest(
+                        "A GPU is named by its index or UUID (such as 0 or GPU-…), not "
+                        f"{_shown(item)}."
+                    )
+                ids.append(item)
             if len(set(ids)) != len(ids):
-                raise InvalidGPURequest("The same GPU is named twice in the request.")
+                raise InvalidGPURequest(
+                    "The same GPU is named twice in the request: name each GPU once."
+                )
             return cls(ids=tuple(ids))
-        raise InvalidGPURequest(f"A GPU request cannot be a {type(value).__name__}.")
+        raise InvalidGPURequest(
+            f"A GPU request cannot be a {type(value).__name__}: give a number of GPUs or a list "
+            "of GPU ids."
+        )
 
     def to_json(self) -> int | list[str]:
         """The request as stored and reported: a count, or the GPU ids."""

@@ -2,7 +2,7 @@
 
 A kernel started on an image without Python or ipykernel fails only after its container ran, and
 the Launcher would rather say so up front. So a probe container runs the kernel's own search for
-an interpreter (launchplan.FIND_PYTHON_AND_EXEC, after the image's ENTRYPOINT, as the image's
+an interpreter (launchplan.find_python_and, after the image's ENTRYPOINT, as the image's
 USER), but instead of starting ipykernel it imports it (which proves it works) and reports the
 Python and ipykernel versions and the installed framework versions. Framework versions are read
 from package metadata, never by importing the frameworks: importing torch or tensorflow takes
@@ -48,10 +48,10 @@ from . import labels as L
 from .backend import ContainerBackend
 from .errors import ContainerKernelError
 from .launchplan import (
-    FIND_PYTHON_AND_EXEC,
     NO_PYTHON_MARKER,
     ContainerPolicy,
     entrypoint_is_interpreter,
+    find_python_and,
 )
 from .records import ImageRecord, OneshotResult
 from .safefiles import private_dir, read_json_nofollow, write_json_atomic
@@ -82,8 +82,14 @@ FRAMEWORK_DISTRIBUTIONS: list[tuple[str, list[str]]] = [
 # older OpenPAI images and even 2.7: no f-strings, no annotations, importlib.metadata (3.8+) or its
 # backport, else pkg_resources.
 PROBE_CODE = r"""
-import json
 import sys
+
+# As the kernel's start does (launchplan.KERNEL_BOOT): nothing is imported from the working
+# directory, so the probe's answer is the kernel's.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+
+import json
 
 
 def ipykernel_answer(out):
@@ -149,10 +155,7 @@ sys.stdout.flush()
 # The kernel's own interpreter search, so the probe finds exactly the Python a kernel would use;
 # only the final exec differs. The code comes as $1 and the name the interpreter was found by as
 # its argument (for a Python that cannot tell its own sys.executable).
-_KERNEL_EXEC = 'exec "$py" -m ipykernel_launcher -f "$1"'
-PROBE_SCRIPT = FIND_PYTHON_AND_EXEC.replace(_KERNEL_EXEC, 'exec "$py" -c "$1" "$py"')
-if PROBE_SCRIPT == FIND_PYTHON_AND_EXEC:  # launchplan changed how the kernel starts: follow it
-    raise ImportError(f"probe.py cannot find {_KERNEL_EXEC!r} in launchplan.FIND_PYTHON_AND_EXEC")
+PROBE_SCRIPT = find_python_and('exec "$py" -c "$1" "$py"')
 PROBE_COMMAND = ["sh", "-c", PROBE_SCRIPT, "jupyter-gpu-containers-probe", PROBE_CODE]
 
 # Cache files carry the probe they came from: a changed probe (more frameworks, say) asks again.

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import nvml_double
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jupyter_gpu_containers.allocator import (
     GPUAllocator,
@@ -107,10 +109,63 @@ def test_requests_parse(value: object, expected: GPURequest) -> None:
     assert GPURequest.parse(value) == expected
 
 
-@pytest.mark.parametrize("value", [-1, "-2", 1.5, True, ["0", "0"], ["a b"], [""], {"n": 1}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        -1,
+        "-2",
+        1.5,
+        True,
+        ["0", "0"],
+        ["a b"],
+        [""],
+        {"n": 1},
+        # Issue 26, finding 11: each of these escaped as another error (a 500) or passed.
+        "--1",
+        "\u00b2",
+        "9" * 5000,
+        pytest.param(10**5000, id="a-5001-digit-count"),
+        pytest.param([10**5000], id="a-5001-digit-index"),
+        [-1],
+        ["\u00e9"],
+        [[]],
+        float("inf"),
+    ],
+)
 def test_bad_requests_are_refused(value: object) -> None:
-    with pytest.raises(InvalidGPURequest):
+    with pytest.raises(InvalidGPURequest) as refused:
         GPURequest.parse(value)
+    sentence = refused.value.sentence
+    assert sentence.endswith(".") and len(sentence) < 200, sentence
+
+
+# What a notebook's metadata or a start's env may carry: JSON, any shape, any size.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**6000), max_value=10**6000)
+    | st.floats()
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(value=JSON_VALUES | st.text(alphabet="0123456789-, GPUMIabcdef\u00b2\u0663", max_size=40))
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+def test_any_value_parses_or_is_refused_with_a_sentence(value: object) -> None:
+    """Whatever a client sends, a request or InvalidGPURequest (which the routes answer 400),
+    never another error; a request read back from what it reports is the same request."""
+    try:
+        request = GPURequest.parse(value)
+    except InvalidGPURequest as e:
+        assert e.status == 400 and e.sentence.endswith("."), e.sentence
+        assert len(e.sentence) < 200, e.sentence
+        return
+    assert 0 <= request.count <= 1024 and len(request.ids) <= 1024
+    assert all(i.isascii() and 0 < len(i) <= 128 for i in request.ids), request
+    assert GPURequest.parse(request.to_json()) == request
 
 
 def test_attachments() -> None:

@@ -123,7 +123,7 @@ async def test_specific_gpus_and_bad_requests(
     assert code == 409 and message.startswith("GPU 3 (GPU-test-3) is not free: one of your ")
     for name, gpus, status, says in [
         ("unknown", ["7"], 400, "There is no GPU '7' on this host"),
-        ("negative", -1, 400, "cannot be negative"),
+        ("negative", -1, 400, "a whole number from 0 to 1024"),
         ("fraction", 1.5, 400, "must be a whole number"),
         ("too-many", 5, 409, "5 requested, but this host has only 4"),
     ]:

@@ -392,3 +392,32 @@ async def test_a_killed_servers_kernel_stays_until_the_idle_culler_ends_it(
         hub.stop_server(a.name)  # the Hub forgets the killed server (the next test starts one)
         service.stop()
         service.start()
+
+
+async def test_a_wrong_or_revoked_hub_token_is_told_so(deployment: Deployment) -> None:
+    """Issue 26, finding 16: a token JupyterHub does not accept for the service (a wrong one, a
+    revoked one, one without the service's scope) is refused 403 with a sentence about the
+    token, a POST too (not the stock "'_xsrf' argument missing")."""
+    hub, service = deployment.hub, deployment.service
+    made = hub.api(
+        "POST",
+        f"users/{STUDENT_A}/tokens",
+        {"note": "revoked before use", "expires_in": 3600, "scopes": [ACCESS_SCOPE]},
+    )
+    hub.api("DELETE", f"users/{STUDENT_A}/tokens/{made['id']}")
+    tokens = {
+        "wrong": "0" * 32,
+        "revoked": made["token"],
+        "narrow": hub.new_token(STUDENT_A, [f"read:users:name!user={STUDENT_A}"]),
+    }
+    for what, token in tokens.items():
+        user = ServiceUser(STUDENT_A, token, Path())
+        for method, path, body in (
+            ("POST", "api/kernels", {"name": CPU_SPEC}),
+            ("GET", "api/kernels", None),
+        ):
+            code, answer = await service.answer(user, method, path, body)
+            assert code == 403, (what, method, code, answer)
+            message = answer["message"]
+            assert "JupyterHub does not accept the token" in message, (what, answer)
+            assert ACCESS_SCOPE in message and "_xsrf" not in message, (what, answer)

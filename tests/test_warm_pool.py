@@ -184,7 +184,10 @@ async def test_a_session_takes_the_warm_container_and_cannot_tell(
     warm_facts = await facts(jp_ws_fetch, kernel_id)
     assert (warm_facts["uid"], warm_facts["gid"]) == (os.getuid(), os.getgid())
     assert warm_facts["cwd"] == "/workspace/course/week1"
-    assert warm_facts["sys_path"][0] == "/workspace/course/week1"
+    # Neither the start directory nor the notebook's is on sys.path as itself: the "" IPython
+    # adds, after the standard library, is the working directory (launchplan.KERNEL_BOOT).
+    assert "" in warm_facts["sys_path"]
+    assert not {"/workspace/course/week1", "/run/jupyter-kernel"} & set(warm_facts["sys_path"])
     assert warm_facts["dh"] == ["/workspace/course/week1"]
     assert warm_facts["env"]["PWD"] == "/workspace/course/week1"
     assert warm_facts["env"]["JPY_SESSION_NAME"] == "/workspace/course/week1/lab.ipynb"
