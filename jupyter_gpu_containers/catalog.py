@@ -15,7 +15,7 @@ speak. Rows are computed by pure functions over facts the handler gathers off th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +241,53 @@ def listed_environment(entry: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+# ---------------------------------------------------------------------- what an image is
+
+
+@dataclass(frozen=True)
+class ImageDescription:
+    """Whether an image is a GPU build, and the environment its compatibility verdict reads: the
+    one answer the images list, the image's kernel spec (its default GPU count) and the cluster
+    view's verdicts all take (describe_image)."""
+
+    gpu: bool
+    env: dict[str, str]
+
+    @property
+    def cuda(self) -> str:
+        """The CUDA version the verdict checks ("" for a CPU build or when unknown)."""
+        return compat.image_cuda(self.env) if self.gpu else ""
+
+    def verdict(self, inventory: Inventory) -> compat.Verdict:
+        return compat.verdict(self.env, inventory, gpu_build=self.gpu)
+
+
+def _declares_cuda(env: Mapping[str, str]) -> bool:
+    return bool(env.get("CUDA_VERSION") or env.get("NVIDIA_REQUIRE_CUDA"))
+
+
+def describe_image(
+    ref: str, image_env: Mapping[str, str] | None, entry: Mapping[str, Any] | None
+) -> ImageDescription:
+    """What the image ``ref`` is, most specific first: the CUDA stack its own environment
+    declares (``image_env``: a pulled image's, on Docker), else what the administrator's list
+    entry says (``"cuda"``, ``"driver"``, ``"env"``; ``entry`` None for an image nobody lists),
+    else its reference. On Kubernetes no engine reads an image's environment, so the entry is
+    all there is: it must decide there exactly as on Docker. The entry's ``"gpu"``, when given,
+    decides whether it is a GPU build either way: the administrator's word, which an image's own
+    metadata cannot overrule."""
+    own = {str(k): str(v) for k, v in (image_env or {}).items()}
+    if entry is None:
+        return ImageDescription(is_gpu_build(ref, own), own)
+    said = entry.get("gpu")
+    env = own if _declares_cuda(own) else {**listed_environment(entry), **own}
+    if said is not None:
+        gpu = bool(said)
+    else:
+        gpu = _declares_cuda(env) or bool(gpu_from_reference(ref)) or is_gpu_build(ref, own)
+    return ImageDescription(gpu, env)
+
+
 # ---------------------------------------------------------------------- the catalog
 
 
@@ -256,10 +303,12 @@ class ImageCatalog(LoggingConfigurable):
         help="""Images offered for pulling, shown in the catalog even before they are local.
         Each is a reference, or {"image": ref, "description": "…", "cuda": "12.4.1",
         "driver": "550.54.15", "gpu": true, "env": {…}}: "cuda"/"driver" (the CUDA version and
-        the driver it was built against) give a compatibility verdict before the pull; "gpu":
-        false marks a CPU build. Replacing this list drops the defaults (NGC PyTorch and
-        TensorFlow, tensorflow/tensorflow, Jupyter Docker Stacks, openpai/standard); to keep
-        them, add to extra_listed_images instead.""",
+        the driver it was built against) give a compatibility verdict before the pull; "gpu"
+        says whether it is a GPU build (whose kernels ask for one GPU by default) whatever its
+        reference or its own metadata say. On Kubernetes, where no engine reads an image, the
+        entry and the reference are all that describe it. Replacing this list drops the
+        defaults (NGC PyTorch and TensorFlow, tensorflow/tensorflow, Jupyter Docker Stacks,
+        openpai/standard); to keep them, add to extra_listed_images instead.""",
     )
 
     extra_listed_images = List(
@@ -295,6 +344,13 @@ class CatalogInputs:
     pulling: Mapping[str, str] = field(default_factory=dict)  # reference -> pull id
     # image id -> its disk use (the engine's ``system df``; empty when it did not answer)
     disk: Mapping[str, ImageDiskUse] = field(default_factory=dict)
+    # How an image is judged where the host's own GPUs are not where kernels run (a cluster:
+    # cluster_view.catalog_verdicts); None: against ``inventory``.
+    verdict_of: Callable[[ImageDescription], compat.Verdict] | None = None
+
+    def verdict(self, described: ImageDescription) -> dict[str, str]:
+        found = self.verdict_of(described) if self.verdict_of else described.verdict(self.inventory)
+        return found.to_dict()
 
 
 def catalog_rows(inputs: CatalogInputs) -> list[dict[str, Any]]:
@@ -318,7 +374,7 @@ def _local_row(
 ) -> dict[str, Any]:
     probe = inputs.probes.get(image.id)
     framework = framework_with_probe(ref, image.env, image.labels, probe)
-    gpu_build = is_gpu_build(ref, image.env)
+    described = describe_image(ref, image.env, entry)
     digests = [d.rsplit("@", 1)[-1] for d in image.repo_digests]
     row = _common(ref, entry, inputs, digests=(*image.repo_digests, image.id))
     row.update(
@@ -332,9 +388,9 @@ def _local_row(
             "framework": framework.name if framework else "",
             "framework_version": framework.version if framework else "",
             "framework_release": framework.release if framework else "",
-            "cuda_version": compat.image_cuda(image.env),
-            "gpu": gpu_build,
-            "verdict": compat.verdict(image.env, inputs.inventory, gpu_build=gpu_build).to_dict(),
+            "cuda_version": described.cuda,
+            "gpu": described.gpu,
+            "verdict": inputs.verdict(described),
             "kernel_name": inputs.kernel_names.get(ref, ""),
         }
     )
@@ -343,11 +399,8 @@ def _local_row(
 
 
 def _listed_row(ref: str, entry: Mapping[str, Any], inputs: CatalogInputs) -> dict[str, Any]:
-    env = listed_environment(entry)
+    described = describe_image(ref, None, entry)
     framework = framework_from_reference(ref)
-    said_gpu = entry.get("gpu")
-    gpu_build = bool(said_gpu) if said_gpu is not None else bool(gpu_from_reference(ref))
-    gpu_build = gpu_build or bool(env.get("CUDA_VERSION"))
     row = _common(ref, entry, inputs, digests=None)
     row.update(
         {
@@ -360,9 +413,9 @@ def _listed_row(ref: str, entry: Mapping[str, Any], inputs: CatalogInputs) -> di
             "framework": framework.name if framework else "",
             "framework_version": framework.version if framework else "",
             "framework_release": "",
-            "cuda_version": compat.image_cuda(env) if gpu_build else "",
-            "gpu": gpu_build,
-            "verdict": compat.verdict(env, inputs.inventory, gpu_build=gpu_build).to_dict(),
+            "cuda_version": described.cuda,
+            "gpu": described.gpu,
+            "verdict": inputs.verdict(described),
             "kernel_name": "",
             "kernel_ready": None,
             "kernel_ready_reason": "Not pulled yet: whether it can run a kernel is known after "

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import compat
-from .catalog import gpu_from_reference, listed_environment
+from .catalog import ImageDescription, describe_image
 from .errors import ContainerKernelError
 from .gpus import GPU, Inventory
 
@@ -179,14 +179,66 @@ class _Pool:
 
 def pool_verdict(pool: _Pool, entry: Mapping[str, Any]) -> compat.Verdict:
     """Whether a listed image runs on the pool's driver and GPUs, from what its list entry and
-    its reference say (no engine here to read the image's own environment)."""
-    ref = str(entry["image"])
-    env = listed_environment(entry)
-    said_gpu = entry.get("gpu")
-    gpu_build = bool(said_gpu) if said_gpu is not None else bool(gpu_from_reference(ref))
-    gpu_build = gpu_build or bool(env.get("CUDA_VERSION"))
+    its reference say (no engine here to read the image's own environment): the description the
+    images list and the image's kernel spec take too (catalog.describe_image)."""
+    return _verdict_on(pool, describe_image(str(entry["image"]), None, entry))
+
+
+# Best first, as compat.verdict ranks a host's GPUs: the scheduler may put a kernel on any pool.
+_BEST_FIRST = (compat.NATIVE, compat.COMPAT, compat.UNKNOWN, compat.NO_GPUS, compat.CANNOT_RUN)
+
+
+def _rank(verdict: compat.Verdict) -> int:
+    outcome = verdict.outcome
+    return _BEST_FIRST.index(outcome) if outcome in _BEST_FIRST else len(_BEST_FIRST)
+
+
+def cluster_verdict(pools: Sequence[_Pool], described: ImageDescription) -> compat.Verdict:
+    """The images list's verdict on a cluster, where the service's own host has no GPUs that
+    matter: the best the image gets on any GPU node pool, with the pools that fare worse named,
+    as compat.verdict names a host's GPUs that fare worse. Each pool's verdict is the cluster
+    view's, so the two never disagree."""
+    if not described.gpu:
+        return described.verdict(Inventory("node-labels"))
+    if not pools:
+        return compat.Verdict(
+            compat.NO_GPUS,
+            "GPU build, but no node of the cluster offers GPUs (or carries GPU feature "
+            "discovery's labels); CPU code in the image still runs",
+        )
+    verdicts = [(pool, _verdict_on(pool, described)) for pool in pools]
+    best_pool, best = min(verdicts, key=lambda pair: _rank(pair[1]))
+    reason = best.reason if len(pools) == 1 else f"{best.reason} (node pool {best_pool.key})"
+    for pool, verdict in verdicts:
+        if _rank(verdict) > _rank(best):
+            reason += f"; {verdict.outcome} on node pool {pool.key}: {verdict.reason}"
+    return compat.Verdict(best.outcome, reason, best.needed_driver)
+
+
+async def catalog_verdicts(backend: Any) -> Callable[[ImageDescription], compat.Verdict] | None:
+    """How the images list judges an image on this backend: on a cluster against its GPU node
+    pools (cluster_verdict, the nodes read on a worker thread), None on Docker (the host's own
+    GPUs, GPUInventory)."""
+    if not getattr(backend, "schedules_gpus", False):
+        return None
+    cluster: _Backend = backend
+    try:
+        nodes = await asyncio.to_thread(cluster.nodes_sync)
+    except ContainerKernelError as e:
+        failed = compat.Verdict(
+            compat.UNKNOWN, f"the cluster's GPU nodes could not be read: {e.sentence}"
+        )
+        return lambda described: (
+            failed if described.gpu else described.verdict(Inventory("node-labels"))
+        )
+    grouped = _group(nodes)
+    pools = [grouped[key] for key in sorted(grouped)]
+    return lambda described: cluster_verdict(pools, described)
+
+
+def _verdict_on(pool: _Pool, described: ImageDescription) -> compat.Verdict:
     inventory = pool.inventory()
-    if gpu_build and inventory.gpus and not inventory.driver_version:
+    if described.gpu and inventory.gpus and not inventory.driver_version:
         # compat.verdict would point at GPUInventory's static settings: on a cluster the
         # driver comes from the nodes' labels.
         return compat.Verdict(
@@ -194,7 +246,7 @@ def pool_verdict(pool: _Pool, entry: Mapping[str, Any]) -> compat.Verdict:
             "the nodes of this pool publish no NVIDIA driver version (GPU feature discovery's "
             "nvidia.com/cuda.driver.* labels), so this image's CUDA cannot be checked against it",
         )
-    return compat.verdict(env, inventory, gpu_build=gpu_build)
+    return described.verdict(inventory)
 
 
 def _holder(holder: Any, uid: str, show_others: bool) -> dict[str, Any]:
@@ -213,17 +265,9 @@ def _holder(holder: Any, uid: str, show_others: bool) -> dict[str, Any]:
     }
 
 
-def pools_of(
-    nodes: Iterable[Any],
-    holders: Iterable[Any],
-    listed: Iterable[Mapping[str, Any]],
-    *,
-    uid: str,
-    show_others: bool,
-) -> list[dict[str, Any]]:
-    """Nodes (backend rows: one per node and GPU resource) grouped into pools, with their
-    holders and a verdict per listed image. Nodes without GPUs and without a GPU product label
-    (the cluster's CPU nodes) are left out."""
+def _group(nodes: Iterable[Any]) -> dict[str, _Pool]:
+    """Nodes (backend rows: one per node and GPU resource) grouped into pools, by key. Nodes
+    without GPUs and without a GPU product label (the cluster's CPU nodes) are left out."""
     by_name: dict[str, _Node] = {}
     for row in nodes:
         node = by_name.setdefault(row.name, _Node(row.name, bool(row.ready), dict(row.labels)))
@@ -242,6 +286,21 @@ def pools_of(
             memory=memory_of(node.labels),
         )
         pools.setdefault(pool.key, pool).nodes.append(node)
+    return pools
+
+
+def pools_of(
+    nodes: Iterable[Any],
+    holders: Iterable[Any],
+    listed: Iterable[Mapping[str, Any]],
+    *,
+    uid: str,
+    show_others: bool,
+) -> list[dict[str, Any]]:
+    """Nodes (backend rows: one per node and GPU resource) grouped into pools, with their
+    holders and a verdict per listed image. Nodes without GPUs and without a GPU product label
+    (the cluster's CPU nodes) are left out."""
+    pools = _group(nodes)
 
     held: dict[tuple[str, str], int] = {}
     holders_by_node: dict[str, list[dict[str, Any]]] = {}

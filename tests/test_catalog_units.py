@@ -5,6 +5,8 @@ test_images.py and test_pulls.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from typing import Any
 
 import pytest
 
@@ -14,10 +16,12 @@ from jupyter_gpu_containers.catalog import (
     ImageCatalog,
     catalog_rows,
     cuda_from_reference,
+    describe_image,
     framework_from_reference,
     gpu_from_reference,
     listed_environment,
 )
+from jupyter_gpu_containers.cluster_view import _Node, _Pool, cluster_verdict, pool_verdict
 from jupyter_gpu_containers.credentials import Credential, RegistryCredentials, scrub
 from jupyter_gpu_containers.errors import ImageNotAllowed
 from jupyter_gpu_containers.gpus import GPU, Inventory
@@ -352,3 +356,100 @@ def test_a_probe_answer_changes_the_display_name_only() -> None:
     )
     assert after["metadata"]["gpu_containers"]["framework"] == "PyTorch"
     assert before["metadata"]["kernel_provisioner"] == after["metadata"]["kernel_provisioner"]
+
+
+# One description of an image for the images list, its kernel spec and the cluster view: on
+# Kubernetes (no engine reads the image's environment) the administrator's list entry decides
+# exactly as the image's own environment does on Docker.
+
+# An NGC-like image whose reference says nothing of CUDA or GPUs, listed as a CUDA 12.4 build.
+HIDDEN_NGC = {"image": "registry.example.org/course/dl:24.05-py3", "gpu": True, "cuda": "12.4.1"}
+
+
+def _listed_hidden() -> dict[str, Any]:
+    (entry,) = ImageCatalog(listed_images=[HIDDEN_NGC]).listed()
+    return entry
+
+
+def test_a_listed_gpu_image_is_a_gpu_build_without_its_environment() -> None:
+    entry = _listed_hidden()
+    ref = entry["image"]
+    described = describe_image(ref, {}, entry)
+    assert (described.gpu, described.cuda) == (True, "12.4.1")
+    # The same with no record at all (not pulled): the images list's two kinds of row agree.
+    assert describe_image(ref, None, entry) == described
+    # Its kernel spec asks for one GPU, as a pulled CUDA image's does on Docker.
+    spec = kernel_spec_dict(ref, _image(ref, {}), listed=entry)
+    assert spec["metadata"]["kernel_provisioner"]["config"]["gpus"] == 1
+    assert spec["metadata"]["gpu_containers"]["gpu"] is True
+    # Unlisted, the reference alone says nothing: a CPU build (what Kubernetes got before).
+    assert describe_image(ref, {}, None).gpu is False
+    assert (
+        kernel_spec_dict(ref, _image(ref, {}))["metadata"]["kernel_provisioner"]["config"]["gpus"]
+        == 0
+    )
+
+
+def test_the_images_list_and_the_cluster_view_agree_on_a_listed_image() -> None:
+    entry = _listed_hidden()
+    ref = entry["image"]
+    host = _host("550.54.15", "12.4")
+    # As the backend on Kubernetes lists it: the reference as its id, no environment.
+    record = ImageRecord(
+        id=ref, tags=(ref,), labels={}, env={}, entrypoint=(), user="", created="", size=0
+    )
+    inputs = CatalogInputs(
+        images=[record],
+        listed=[entry],
+        inventory=host,
+        probes={},
+        policy=ContainerPolicy(),
+        kernel_names={},
+    )
+    (row,) = catalog_rows(inputs)
+    assert (row["gpu"], row["cuda_version"]) == (True, "12.4.1")
+    assert row["verdict"]["outcome"] == "native", row["verdict"]
+    pool = _Pool("NVIDIA-A100-SXM4-80GB", "550.54.15", "12.4", "8.0", None)
+    pool.nodes.append(_Node("n0", True, {}, {"nvidia.com/gpu": 4}))
+    assert pool_verdict(pool, entry).to_dict() == row["verdict"]
+    # On a cluster the images list judges it against the node pools, as the cluster view does:
+    # the best pool's verdict, the pools that fare worse named.
+    old = _Pool("NVIDIA-H100-80GB-HBM3", "535.104.05", "12.2", "9.0", None)
+    old.nodes.append(_Node("n1", True, {}, {"nvidia.com/gpu": 4}))
+    on_cluster = dataclasses.replace(
+        inputs, verdict_of=lambda described: cluster_verdict([pool, old], described)
+    )
+    (row,) = catalog_rows(on_cluster)
+    assert row["verdict"]["outcome"] == "native", row["verdict"]
+    assert "node pool NVIDIA-A100-SXM4-80GB, driver 550.54.15" in row["verdict"]["reason"]
+    worse = pool_verdict(old, entry)
+    assert worse.outcome != "native", worse
+    assert f"; {worse.outcome} on node pool NVIDIA-H100-80GB-HBM3" in row["verdict"]["reason"]
+    # No GPU pool at all: no GPUs, said of the cluster; a CPU build is one anywhere.
+    assert cluster_verdict([], describe_image(ref, None, entry)).outcome == "no-gpus"
+    cpu = describe_image("a/b:1", None, {"image": "a/b:1", "gpu": False})
+    assert cluster_verdict([pool], cpu).outcome == "cpu-only"
+
+
+@pytest.mark.parametrize(
+    ("entry", "env", "gpu", "cuda"),
+    [
+        # The image's own CUDA stack wins over the list's (a pulled image, on Docker).
+        ({"image": "a/b:1", "cuda": "11.8"}, {"CUDA_VERSION": "12.2.2"}, True, "12.2.2"),
+        # The administrator's "gpu": false is a CPU build, whatever the image declares.
+        ({"image": "a/b:1", "gpu": False}, {"CUDA_VERSION": "12.2.2"}, False, ""),
+        # Listed without a word on CUDA: the reference speaks (its tag, NGC's registry).
+        ({"image": "a/b:2.15-gpu"}, {}, True, ""),
+        ({"image": "nvcr.io/nvidia/pytorch:24.05-py3"}, {}, True, ""),
+        ({"image": "x/y:torch-cu118"}, {}, True, "11.8"),
+        ({"image": "a/b:1-cpu"}, {}, False, ""),
+        ({"image": "a/b:1"}, {}, False, ""),
+        # "gpu": true without a CUDA version: a GPU build whose CUDA is unknown.
+        ({"image": "a/b:1", "gpu": True}, {}, True, ""),
+    ],
+)
+def test_what_describes_an_image(
+    entry: dict[str, Any], env: dict[str, str], gpu: bool, cuda: str
+) -> None:
+    described = describe_image(entry["image"], env, entry)
+    assert (described.gpu, described.cuda) == (gpu, cuda)

@@ -268,3 +268,81 @@ def test_a_restarted_service_reattaches_its_kernel_pods(
     service.config_file.write_text(json.dumps(service.config))
     service.start()
     asyncio.run(scenario())
+
+
+# An image like NGC's whose reference says nothing of CUDA or GPUs: on a cluster no engine reads
+# its environment, so the administrator's list entry is all that says it is a CUDA 12.4 build.
+HIDDEN_NGC_REF = "docker.io/jgc-test/course-dl:24.05-py3"
+HIDDEN_NGC = {"image": HIDDEN_NGC_REF, "gpu": True, "cuda": "12.4.1"}
+# What GPU feature discovery labels an A100 node with driver 550 (CUDA 12.4) as.
+A100_DRIVER_550 = {
+    "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+    "nvidia.com/gpu.compute.major": "8",
+    "nvidia.com/gpu.compute.minor": "0",
+    "nvidia.com/cuda.driver.major": "550",
+    "nvidia.com/cuda.driver.minor": "54",
+    "nvidia.com/cuda.driver.rev": "15",
+    "nvidia.com/cuda.runtime.major": "12",
+    "nvidia.com/cuda.runtime.minor": "4",
+}
+
+
+def test_a_listed_cuda_image_asks_for_a_gpu_and_is_described_alike_everywhere(
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    k8s_namespace: str,
+    cluster_service: tuple[KernelService, str, str],
+) -> None:
+    """docs/kubernetes.md: a kernel asks for its kernel spec's default GPUs "as on Docker", where
+    a CUDA image's spec asks for one. The images list, the kernel spec and the cluster view take
+    the list entry's word alike."""
+    service, username, image = cluster_service
+    user = service.users[username]
+    core = client.CoreV1Api(control_plane.admin_client)
+    # The test image under the hidden name on the node (containerd's tag, no second import), and
+    # the real node labelled as GPU feature discovery would label an A100 node: both undone.
+    real_node.ctr("images", "tag", "--force", image, HIDDEN_NGC_REF)
+    core.patch_node(real_node.name, {"metadata": {"labels": A100_DRIVER_550}})
+    service.stop()
+    service.config["ImageCatalog"]["listed_images"] = [{"image": image}, HIDDEN_NGC]
+    service.config_file.write_text(json.dumps(service.config))
+    name = kernel_name_for(HIDDEN_NGC_REF)
+
+    async def scenario() -> None:
+        code, specs = await service.answer(user, "GET", "api/kernelspecs")
+        assert code == 200, specs
+        assert name in specs["kernelspecs"], sorted(specs["kernelspecs"])
+        spec = specs["kernelspecs"][name]["spec"]
+        assert spec["metadata"]["kernel_provisioner"]["config"]["gpus"] == 1, spec
+        assert spec["metadata"]["gpu_containers"]["gpu"] is True, spec
+        # The images list: a GPU build with the listed CUDA.
+        code, images = await service.answer(user, "GET", "gpu-containers/images")
+        assert code == 200, images
+        (row,) = [r for r in images["images"] if r["reference"] == HIDDEN_NGC_REF]
+        assert (row["gpu"], row["cuda_version"]) == (True, "12.4.1"), row
+        # The cluster view: CUDA 12.4 on the node's driver 550 runs natively.
+        code, view = await service.answer(user, "GET", "gpu-containers/cluster")
+        assert code == 200, view
+        (pool,) = [p for p in view["pools"] if any(n["name"] == real_node.name for n in p["nodes"])]
+        verdicts = {v["image"]: v["verdict"] for v in pool["verdicts"]}
+        assert verdicts[HIDDEN_NGC_REF]["outcome"] == "native", verdicts
+        # ... which the images list says too: it judges against the cluster's node pools, not
+        # the service's own host.
+        assert row["verdict"]["outcome"] == "native", row["verdict"]
+        # A start with no GPU request gets the spec's default: one GPU, as on Docker.
+        kernel_id = await service.start_kernel(user, name)
+        try:
+            (pod,) = kernel_pods(control_plane, k8s_namespace)
+            assert pod.spec.containers[0].image == HIDDEN_NGC_REF
+            assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+        finally:
+            code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
+            assert code == 204
+
+    try:
+        service.start()
+        asyncio.run(scenario())
+    finally:
+        unlabel = {"metadata": {"labels": dict.fromkeys(A100_DRIVER_550)}}
+        core.patch_node(real_node.name, unlabel)
+        real_node.ctr("images", "rm", HIDDEN_NGC_REF)
