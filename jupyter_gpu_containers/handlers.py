@@ -29,7 +29,8 @@
   GPU-hour use; ``POST /gpu-containers/admin/kernels/<id>`` releases or shuts down any user's
   kernel with a reason; administrators only (admin.py). ``GET /gpu-containers/admin/notices``:
   why an administrator released or shut down the caller's kernels.
-- ``GET /gpu-containers/metrics``: Prometheus metrics of GPU sharing (no user names).
+- ``GET /gpu-containers/metrics``: Prometheus metrics of GPU sharing (no user names); on a
+  kernel service, its administrators only.
 - ``GET /gpu-containers/quota``: the caller's GPU-hours this day or week: used, the limit, what
   is left, when it resets, and the group's (quota.py).
 
@@ -64,7 +65,7 @@ from .admin import parse_action as parse_admin_action
 from .admin import refusal as admin_refusal
 from .allocator import GPURequest, Ledger, current_ledger
 from .catalog import CatalogInputs, catalog_rows
-from .cluster_view import cluster_view
+from .cluster_view import catalog_verdicts, cluster_view
 from .credentials import Credential
 from .errors import ContainerKernelError, EngineUnavailable
 from .gateway_user import (
@@ -196,6 +197,7 @@ class GPUContainersHandler(APIHandler):
             ledger,
             request,
             kernel_id,
+            uid=self.uid,  # the caller's: a kernel service runs as root, its users do not
             show_others=self.services.visibility.show_other_users,
         )
 
@@ -224,7 +226,7 @@ class StatusHandler(GPUContainersHandler):
         engine = self.services.backend
         ksm = self.kernel_spec_manager
         image_entries = getattr(ksm, "image_entries", None)
-        count = len(image_entries()) if image_entries else 0
+        count = await asyncio.to_thread(self._offered_count, image_entries) if image_entries else 0
         try:
             version = await engine.version()
             status = {"ok": True, "message": "", "version": version}
@@ -237,6 +239,19 @@ class StatusHandler(GPUContainersHandler):
                 or "Container kernel specs are off: another kernel spec manager is configured."
             )
         self.finish(json.dumps({"engine": status, "kernelspecs": count}))
+
+    def _offered_count(self, image_entries: Any) -> int:
+        """The container kernel specs offered to the caller (``image_entries``: the kernel spec
+        manager's): a kernel service's user is not told of other users' private pulls, not even
+        by their number. Blocking."""
+        services = self.services
+        entries: dict[str, tuple[str, Any]] = image_entries()
+        user = self.kernel_user
+        if user is None:
+            return len(entries)
+        hidden = privateimages.hidden_from(services.state, user.uid)
+        listed = services.listed_images()
+        return sum(1 for ref, image in entries.values() if hidden.may_use(image, ref, listed))
 
 
 class GPUsHandler(GPUContainersHandler):
@@ -670,6 +685,8 @@ class ImagesHandler(GPUContainersHandler):
                     p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE
                 },
                 disk={use.id: use for use in disk.images} if disk is not None else {},
+                # On a cluster, against its GPU node pools: the cluster view's verdicts.
+                verdict_of=await catalog_verdicts(engine),
             )
         )
         host = {
@@ -1095,14 +1112,17 @@ class AdminNoticesHandler(_AdminHandler):
 
 
 class MetricsHandler(_AdminHandler):
-    """Prometheus metrics of GPU sharing, for any authenticated, authorized caller (a scrape
-    sends a token: Prometheus' ``authorization`` or ``bearer_token``). Like every route here,
-    never anonymous, whatever ServerApp.authenticate_prometheus says of the server's own
-    /metrics. They name no user."""
+    """Prometheus metrics of GPU sharing, for any authenticated, authorized caller of a user's
+    own server, and for a kernel service's administrators only (its metrics are every user's
+    together). A scrape sends a token: Prometheus' ``authorization`` or ``bearer_token``. Like
+    every route here, never anonymous, whatever ServerApp.authenticate_prometheus says of the
+    server's own /metrics. They name no user."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        if self.kernel_user is not None:
+            await self.require_admin()
         body = await self.desk.metrics.render(self.services)
         self.finish(body, set_content_type=PROMETHEUS_CONTENT_TYPE)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,8 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Bool, Dict, Float, List, Unicode
 
 from . import privateimages
-from .catalog import Framework, framework_with_probe, is_gpu_build
-from .errors import ContainerKernelError, EngineUnavailable
+from .catalog import Framework, describe_image, framework_with_probe
+from .errors import ContainerKernelError, EngineUnavailable, ImageMissing
 from .launchplan import image_allowed
 from .probe import ProbeResult
 from .records import ImageRecord
@@ -106,13 +108,17 @@ def kernel_spec_dict(
     image: ImageRecord | None,
     overrides: dict[str, Any] | None = None,
     probe: ProbeResult | None = None,
+    listed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The kernel.json content for an image: the provisioner with the image in its config.
-    ``probe``: the readiness probe's answer for the image, when one is known already."""
+    ``probe``: the readiness probe's answer for the image, when one is known already;
+    ``listed``: the administrator's list entry for it (ImageCatalog), if any."""
     overrides = dict(overrides or {})
     env = image.env if image else {}
     framework = framework_with_probe(ref, env, image.labels if image else {}, probe)
-    gpu_build = is_gpu_build(ref, env)
+    # The images list and the cluster view describe the image the same way (on Kubernetes, where
+    # no engine reads the image's environment, its list entry is what says it is a GPU build).
+    gpu_build = describe_image(ref, env, listed).gpu
     # The admin default GPU count: 1 for GPU builds, 0 for CPU ones (image_overrides may change it).
     provisioner_config = {"image": ref, "gpus": 1 if gpu_build else 0}
     provisioner_config.update(overrides.pop("provisioner", {}))
@@ -253,11 +259,12 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 self._entries = {}
                 self._refreshed_at = time.monotonic()
                 return
+            services = self.services
+            self._prune_private_records()
             candidates = [i for i in images if any(self._offered(ref) for ref in i.tags)]
             # Not another user's private pull (privateimages.py). A kernel service lists them
             # all and hides them per request, from each user but their owner (service_routes.py).
-            services = self.services
-            if not getattr(self.parent, "is_kernel_service", False):
+            if not self._in_service:
                 candidates = privateimages.visible(
                     candidates, services.state, services.listed_images()
                 )
@@ -279,6 +286,35 @@ class ContainerKernelSpecManager(KernelSpecManager):
             self.not_ready = not_ready
             self.engine_error = ""
             self._refreshed_at = time.monotonic()
+
+    @property
+    def _in_service(self) -> bool:
+        return bool(getattr(self.parent, "is_kernel_service", False))
+
+    def _prune_private_records(self) -> None:
+        """Private pulls' records end once no longer true (privateimages.prune): a kernel
+        service settles every user's (its first listing: the pulls of a previous process are
+        over), a user's own server its user's."""
+        services = self.services
+        backend = services.backend
+
+        def current_id(ref: str) -> str | None:
+            try:  # the engine's word now: the listing may be older than the record
+                return backend.inspect_image_sync(ref).id
+            except ImageMissing:
+                return ""
+            except ContainerKernelError:
+                return None
+
+        first = not self._private_records_settled
+        self._private_records_settled = True
+        owners = None if self._in_service else [os.geteuid()]
+        with contextlib.suppress(ContainerKernelError, OSError):
+            privateimages.prune(
+                services.state, current_id, owners, settle=first and self._in_service
+            )
+
+    _private_records_settled = False
 
     def _probe_all(self, images: list[ImageRecord], wait: bool) -> dict[str, ProbeResult | None]:
         probe = self.services.probe
@@ -320,6 +356,14 @@ class ContainerKernelSpecManager(KernelSpecManager):
         if any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_exclude):
             return False
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.image_include)
+
+    def _listed_entry(self, ref: str) -> dict[str, Any] | None:
+        """The administrator's list entry for ``ref`` (ImageCatalog), None if it is not listed."""
+        wanted = normalize_reference(ref)
+        for listed in self.services.catalog.listed():
+            if listed["image"] == wanted:
+                return listed
+        return None
 
     def _overrides_for(self, ref: str) -> dict[str, Any]:
         for pattern, value in self.image_overrides.items():
@@ -422,7 +466,13 @@ class ContainerKernelSpecManager(KernelSpecManager):
             self.allowed_kernelspecs and kernel_name not in self.allowed_kernelspecs
         ):
             raise NoSuchKernel(kernel_name)
-        spec = kernel_spec_dict(entry.ref, entry.image, self._overrides_for(entry.ref), entry.probe)
+        spec = kernel_spec_dict(
+            entry.ref,
+            entry.image,
+            self._overrides_for(entry.ref),
+            entry.probe,
+            listed=self._listed_entry(entry.ref),
+        )
         return self.kernel_spec_class(
             resource_dir=resource_dir_for(entry.ref, self._framework(entry)), **spec
         )

@@ -46,15 +46,41 @@ from .references import BadReference, parse_reference
 # Mount point of the private per-kernel directory inside the container.
 KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 
+# How the kernel starts, once an interpreter is found: `python -c KERNEL_BOOT -f FILE`, which runs
+# ipykernel_launcher as `python -m ipykernel_launcher -f FILE` would, but for sys.path. Both put
+# the working directory (the notebook's, which its user writes) first on sys.path: -m as its
+# path, -c as "". While ipykernel loads, a notebook's own ipykernel_launcher.py, or a queue.py or
+# any module ipykernel imports, would be imported instead, and could keep the kernel from ever
+# answering (a start that holds a slot of the kernel service until launch_timeout). The bootstrap
+# takes "" off before it imports anything; IPython puts it back once the kernel has loaded, after
+# the standard library (InteractiveShellApp.init_path), so code in the notebook still imports the
+# notebook's own modules, and the kernel still runs in the notebook's directory. Python's own
+# switch for this (-P, PYTHONSAFEPATH) is 3.11's, and IPython leaves the directory off sys.path
+# for good under it. Written for every Python 3 (and 2.7). No single quote: it is one sh word.
+KERNEL_BOOT = (
+    "import sys\n"
+    'if sys.path and sys.path[0] == "":\n'
+    "    del sys.path[0]\n"
+    "import runpy\n"
+    'runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)\n'
+)
+KERNEL_EXEC = 'exec "$py" -c \'' + KERNEL_BOOT + '\' -f "$1"'
+
+
+def find_python_and(exec_line: str) -> str:
+    """The container's script that finds an interpreter and runs ``exec_line`` with it (``$py``)."""
+    return _FIND_PYTHON.replace("@EXEC@", exec_line)
+
+
 # Runs inside the container, after the image's ENTRYPOINT: find an interpreter (images put it in
-# different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec ipykernel with the
-# connection file given as $1. exec keeps python the direct child of init, so signals reach it.
-FIND_PYTHON_AND_EXEC = r"""
+# different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec it (KERNEL_EXEC, the
+# connection file given as $1). exec keeps python the direct child of init, so signals reach it.
+_FIND_PYTHON = r"""
 for py in "${JUPYTER_GPU_CONTAINERS_PYTHON:-}" python3 python \
           /opt/conda/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do
   [ -n "$py" ] || continue
   if command -v "$py" >/dev/null 2>&1; then
-    exec "$py" -m ipykernel_launcher -f "$1"
+    @EXEC@
   fi
 done
 echo "jupyter-gpu-containers: no Python interpreter in this image" \
@@ -62,6 +88,7 @@ echo "jupyter-gpu-containers: no Python interpreter in this image" \
      "and in /opt/conda/bin, /usr/local/bin, /usr/bin)" >&2
 exit 127
 """
+FIND_PYTHON_AND_EXEC = find_python_and(KERNEL_EXEC)
 
 NO_PYTHON_MARKER = "jupyter-gpu-containers: no Python interpreter"
 NO_IPYKERNEL_MARKERS = ("No module named ipykernel", "No module named 'ipykernel")
@@ -176,10 +203,32 @@ class ContainerPolicy(LoggingConfigurable):
         its connection file and, with the ipc transport, its sockets. It must be on a file system
         the Docker engine can bind-mount, and short: Unix socket paths are limited to 107 bytes.
         Empty means <jupyter runtime dir>/gpu-containers, else (when that path is too long)
-        $XDG_RUNTIME_DIR/jupyter-gpu-containers, else /tmp/jupyter-gpu-containers-<uid>. Whichever
-        it is must be this user's own directory, mode 0700: one another user created first is
-        refused, never used.""",
+        $XDG_RUNTIME_DIR/jupyter-gpu-containers, else a directory of this user's made by mkdtemp
+        in the temporary directory (/tmp/jupyter-gpu-containers-<uid>-<random>: a name no other
+        account can create first). A configured or default directory must be this user's own,
+        mode 0700: one another user created first is refused, never used.""",
     )
+
+    private_dir_size = Unicode(
+        "16m",
+        config=True,
+        help="""Size of the tmpfs mounted on each kernel's private directory when the server runs
+        as root (the kernel service): the kernel can write that directory, and this bounds what
+        it can put there instead of the file system connection_dir_root is on (the host's /run,
+        say). A number of bytes with an optional k, m or g. Empty: a plain directory, bounded only
+        by its file system. A server that does not run as root cannot mount: its kernels'
+        directories are in its user's own runtime directory.""",
+    )
+
+    @validate("private_dir_size")
+    def _validate_private_dir_size(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value and not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", value):
+            raise TraitError(
+                f"ContainerPolicy.private_dir_size {value!r} is not a size: give a number of "
+                'bytes with an optional k, m or g ("16m"), or "" for none.'
+            )
+        return value
 
     allowed_images = List(
         Unicode(),
@@ -1079,10 +1128,8 @@ def plan_container(
         labels=container_labels,
         environment=environment,
         user=user,
-        # A warm container starts in its private directory, not the workspace: Python puts the
-        # start directory first on sys.path while ipykernel loads, and a user's module in the
-        # workspace (a queue.py, say) must not shadow one it imports. The handover moves the
-        # kernel to the notebook's directory.
+        # A warm container starts in its private directory, not the workspace: it serves no
+        # notebook yet. The handover moves the kernel to the notebook's directory.
         working_dir=KERNEL_DIR_IN_CONTAINER if pool_id is not None else facts.cwd,
         mounts=mounts,
         tmpfs=tmpfs,

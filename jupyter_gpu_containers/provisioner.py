@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -73,6 +72,7 @@ from .notebook_requests import (
 from .privatedirs import (
     CONNECTION_FILE_NAME,
     connection_root,
+    discard_private_dir,
     make_private_dir,
     remove_stale_sockets,
     write_connection_file,
@@ -99,8 +99,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         help="""How the server reaches the kernel. "ipc": ZMQ Unix sockets in the kernel's private
         directory, mounted into the container: no ports at all, and works with
         network_mode "none". "tcp": ZMQ over TCP, published on 127.0.0.1 only (never on
-        0.0.0.0). ipc is the default: it was measured at least as fast as tcp on these hosts (see
-        the README) and exposes nothing.""",
+        0.0.0.0), where every local account can connect: IOPub (all of the kernel's output)
+        needs no key to subscribe to, so tcp is for single-user hosts, and the kernel service
+        refuses it. ipc is the default: it was measured at least as fast as tcp on these hosts
+        (see the README) and exposes nothing.""",
     )
 
     network_mode = Unicode(
@@ -340,10 +342,29 @@ class ContainerProvisioner(KernelProvisionerBase):
         uid, gid = self.kernel_ids()
         check_run_as(policy, self.run_as, uid, gid)
         check_network_mode(policy, self.network_mode)
+        pods = self.backend.connection_on_pod_ip
         if self.transport == "tcp" and self.network_mode == "none":
             raise ContainerKernelError(
                 "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
                 "transport (the default) for kernels without a network."
+            )
+        if self.transport == "tcp" and self.owner is not None and not pods:
+            # Published ports are on the host's loopback, where any local account connects, and
+            # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
+            # no better (every local account reaches it too). A pod's tcp is not this: its
+            # address is the pod network's, which the NetworkPolicy closes (docs/kubernetes.md).
+            raise KernelOptionRefused(
+                "The kernel service does not start kernels with the tcp transport: their ports "
+                "would be open to every account on the host, and anyone could read the kernel's "
+                "output (the key signs messages, it does not hide them). Use the ipc transport "
+                '(ContainerProvisioner.transport = "ipc", the default).'
+            )
+        if self.transport == "tcp" and not pods:
+            self.log.warning(
+                "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
+                "account on this host, and anyone can read its output there. Use ipc on a "
+                "shared host.",
+                self.kernel_id,
             )
         launch_env = kwargs.get("env") or {}
         self._session = launch_env.get("JPY_SESSION_NAME", "")
@@ -412,7 +433,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         assert km is not None  # pre_launch checked
         if self.connection_dir is None:
             root = connection_root(policy.connection_dir_root)
-            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner())
+            # A pod gets its connection file from a Secret: this directory is never mounted.
+            size = None if self.backend.connection_on_pod_ip else policy.private_dir_size
+            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner(), size)
         else:
             remove_stale_sockets(self.connection_dir)
         # The host's view of the connection, held by the kernel manager.
@@ -696,7 +719,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         own = self.connection_dir
         if own and own != entry.connection_dir:
             # What pre_launch prepared for a container of this kernel's own is not needed now.
-            await asyncio.to_thread(shutil.rmtree, own, True)
+            await asyncio.to_thread(discard_private_dir, own)
         self.connection_dir = entry.connection_dir
         self.connection_info = entry.connection_info.copy()
         self.container_id = entry.container_id
@@ -738,6 +761,17 @@ class ContainerProvisioner(KernelProvisionerBase):
             started + self.launch_timeout,
             self._raise_for_exit,
             late,
+        )
+
+    async def check_restart(self) -> None:
+        """Refuse a restart that the image's admission would refuse, before the running kernel
+        is stopped for it (kernelmanager.py): the kernel then keeps running, its state intact,
+        instead of losing its container to a launch that cannot happen."""
+        await admit_image(
+            self.services,
+            self.image,
+            own_command=bool(self.kernel_cmd),
+            uid=self.owner.uid if self.owner else None,
         )
 
     def change_request(self, request: GPURequest) -> None:
@@ -994,7 +1028,7 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     def _remove_connection_dir(self) -> None:
         if self.connection_dir:
-            shutil.rmtree(self.connection_dir, ignore_errors=True)
+            discard_private_dir(self.connection_dir)
             self.connection_dir = None
 
 

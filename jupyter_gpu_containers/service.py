@@ -31,18 +31,26 @@ from typing import Any
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.serverapp import ServerApp
 from tornado import web
-from traitlets import Bool, Enum, Instance, Integer, List, Unicode, default
+from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from . import __version__
-from .errors import ContainerKernelError
+from .errors import ContainerKernelError, ValueRefused
 from .identity import KernelUser, UnknownUser, UserDirectory
 from .kernelmanager import GPUContainersKernelManager
-from .service_routes import StartQueue
+from .launchplan import parse_size
+from .service_routes import StartQueue, UserKernels
 
 EXTENSION = "jupyter_gpu_containers"
 DEFAULT_PORT = 8890
 # How long a name's resolution (account database, workspace) is reused.
 USER_CACHE_SECONDS = 30.0
+
+
+class TokenRefused(ContainerKernelError):
+    """A request whose token the service does not accept."""
+
+    status = 403
+    reason_phrase = "Token refused"
 
 
 @dataclass
@@ -128,14 +136,47 @@ class ServiceIdentityProvider(IdentityProvider):
         self._users[username] = (now, user)
         return user
 
+    def token_refusal(self, token: str) -> str:
+        """What a request is told whose ``token`` ("" for none) is not accepted."""
+        if not token:
+            return (
+                "This request carries no token, and the kernel service answers only requests "
+                "that carry their user's token (an Authorization header: token <TOKEN>). A "
+                "Jupyter server sends it when started with --GatewayClient.auth_token (or "
+                "JUPYTER_GATEWAY_AUTH_TOKEN)."
+            )
+        if self.mode == "jupyterhub":
+            scope = "access:services!service=" + str(
+                getattr(self._checker, "service_name", "") or "<the service's name>"
+            )
+            return (
+                "JupyterHub does not accept the token this request carries for the kernel "
+                f"service: it is wrong, revoked or expired, or lacks the scope {scope}. Restart "
+                "your server from the Hub's home page (File > Hub Control Panel), which gives it "
+                "a new token; if that does not help, ask the Hub's administrator."
+            )
+        return (
+            "The kernel service does not know the token this request carries: it is wrong, or "
+            "its administrator revoked it. Check the token your Jupyter server sends "
+            "(--GatewayClient.auth_token, or JUPYTER_GATEWAY_AUTH_TOKEN), or ask the "
+            "administrator for a new one (jupyter gpu-containers token add <your user name>)."
+        )
+
     async def get_user(self, handler: web.RequestHandler) -> User | None:
         token = self.get_token(handler)
         if not token:
-            return None
+            if handler.request.method in ("GET", "HEAD", "OPTIONS"):
+                return None  # a route that needs no user may answer (the stock 403 else)
+            # A change without a token would meet the stock XSRF check, whose "'_xsrf'
+            # argument missing" says nothing of what is wrong.
+            raise web.HTTPError(403, self.token_refusal(""), reason=TokenRefused.reason_phrase)
+        username = None
         try:
             username = await self.username_for(token)
             if username is None:
-                return None
+                # Any request, GET included: the stock server would take it for one without a
+                # token (a 403 "Forbidden", or "'_xsrf' argument missing" for a POST).
+                raise TokenRefused(self.token_refusal(token))
             kernel_user = await self.kernel_user(username)
         except UnknownUser as e:
             self.log.warning("Refused a request for %r: %s", username, e.sentence)
@@ -196,7 +237,9 @@ class ServiceApp(ServerApp):
         Unicode(),
         config=True,
         help="""Users who may do what the service keeps from others: pull any image when
-        ServiceApp.pull_policy is "admins".""",
+        ServiceApp.pull_policy is "admins", see the admin view and act on any user's kernel,
+        and read the service's metrics (/metrics, /gpu-containers/metrics), which count every
+        user's kernels. JupyterHub's admins may too.""",
     )
 
     backend = Enum(
@@ -234,6 +277,67 @@ class ServiceApp(ServerApp):
         start that times out.""",
     )
 
+    max_concurrent_starts_per_user = Integer(
+        2,
+        config=True,
+        help="""Of the max_concurrent_starts slots, how many one user's starts may hold at once.
+        A start holds its slot until its kernel answers or its launch times out, and a user can
+        make that long (an image whose kernel never answers): this keeps the other slots for
+        other users.""",
+    )
+
+    max_queued_starts_per_user = Integer(
+        8,
+        config=True,
+        help="""Of the max_queued_starts places, how many one user's starts may take. One more
+        start of theirs is answered at once with 429 and a sentence; other users' starts still
+        queue.""",
+    )
+
+    max_kernels_per_user = Integer(
+        10,
+        config=True,
+        help="""Kernels one user may have on the service, running or starting (a restart counts
+        once). One more start is refused with 409 and a sentence. JupyterHub's spawner limits
+        (mem_limit, cpu_limit) bound a user's own server, not the kernels this service starts
+        for them: this and max_memory_per_user do.""",
+    )
+
+    max_memory_per_user = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The memory one user's kernels may have on the service, all together ("64g"): the
+        sum of their memory limits (ContainerProvisioner.mem_limit under
+        ContainerPolicy.max_mem_limit), running or starting. A start that would go beyond it is
+        refused with 409 and a sentence, and so is one of a kernel with no memory limit (set
+        ContainerPolicy.max_mem_limit so that every kernel has one). None (default): no such
+        budget; max_kernels_per_user times the largest limit bounds a user's memory.""",
+    )
+
+    @validate(
+        "max_concurrent_starts",
+        "max_queued_starts",
+        "max_concurrent_starts_per_user",
+        "max_queued_starts_per_user",
+        "max_kernels_per_user",
+    )
+    def _at_least_one(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 1:
+            raise TraitError(f"ServiceApp.{proposal['trait'].name} must be 1 or more, not {value}.")
+        return value
+
+    @validate("max_memory_per_user")
+    def _a_size(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is not None:
+            try:
+                parse_size(value, "ServiceApp.max_memory_per_user")
+            except ValueRefused as e:
+                raise TraitError(e.sentence) from None
+        return value
+
     keep_kernels_on_stop = Bool(
         True,
         config=True,
@@ -244,6 +348,7 @@ class ServiceApp(ServerApp):
     )
 
     start_queue: StartQueue | None = None
+    user_kernels: UserKernels | None = None
     # Set once the extension has reattached the kernels a previous process left (app.py): the
     # kernels routes wait for it, so that nobody is told a kernel about to come back is gone.
     kernels_recovered: asyncio.Event
@@ -314,7 +419,13 @@ class ServiceApp(ServerApp):
                 "(ServiceIdentityProvider); ServerApp.identity_provider_class must not be set."
             )
         provider.prepare()
-        self.start_queue = StartQueue(self.max_concurrent_starts, self.max_queued_starts)
+        self.start_queue = StartQueue(
+            self.max_concurrent_starts,
+            self.max_queued_starts,
+            self.max_concurrent_starts_per_user,
+            self.max_queued_starts_per_user,
+        )
+        self.user_kernels = UserKernels(self.max_kernels_per_user, self.max_memory_per_user)
         self.log.info(
             "Kernel service: users authenticate with %s; workspaces are %s.",
             "their JupyterHub API tokens"

@@ -20,25 +20,31 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
+import prometheus_client
 from jupyter_client.kernelspec import NoSuchKernel
 from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.kernelspecs.handlers import KernelSpecResourceHandler
+from jupyter_server.services.api.handlers import APIStatusHandler
 from jupyter_server.services.kernels.handlers import KernelHandler, MainKernelHandler
 from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
 from jupyter_server.services.kernelspecs.handlers import KernelSpecHandler, MainKernelSpecHandler
 from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
+from . import privateimages
+from .admin import service_admin_refusal
 from .allocator import GPURequest
-from .errors import ValueRefused
+from .errors import ContainerKernelError, ValueRefused
 from .gpuqueue import WHILE_WAITING
 from .identity import KernelUser, launching_for
 from .kernelspecs import ContainerKernelSpecManager
-from .launchplan import inside
+from .launchplan import ContainerPolicy, inside, kernel_limits, parse_size
 from .notebook_requests import launching_with
-from .privateimages import visible
 from .services import SETTINGS_KEY
 from .stock_routes import KernelActionsHandler
 
@@ -139,34 +145,48 @@ class ServiceKernelsHandler(MainKernelHandler):
         model = self.get_json_body() or {}
         if not isinstance(model, dict):
             raise web.HTTPError(400, "The body must be a JSON object.")
-        name = model.get("name") or km.default_kernel_name
+        name = await name_to_start(self, user, model.get("name"))  # the caller's default
         if not isinstance(name, str):
             raise web.HTTPError(400, "name must be a kernel spec name.")
         try:  # (a stock start of an unknown spec is a 500 with a traceback)
             if name in await hidden_specs(self, user):  # another user's private image
                 raise NoSuchKernel(name)
-            await asyncio.to_thread(self.kernel_spec_manager.get_kernel_spec, name)
+            spec = await asyncio.to_thread(self.kernel_spec_manager.get_kernel_spec, name)
         except NoSuchKernel:
             raise web.HTTPError(404, f"There is no kernel spec {name!r} here.") from None
         try:
             kwargs, request = await asyncio.to_thread(start_arguments, user, model.get("env"))
             wait = wait_argument(model.get("env"))
-        except ValueRefused as e:
-            raise web.HTTPError(400, e.sentence) from None
+        except ContainerKernelError as e:  # a malformed GPU request too (InvalidGPURequest)
+            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
         given = (
             launching_with(request, wait)
             if request is not None or wait is not None
             else contextlib.nullcontext()
         )
         queue = getattr(self.serverapp, "start_queue", None)
+        bounds = getattr(self.serverapp, "user_kernels", None)
+        services = self.settings.get(SETTINGS_KEY)
         # Chosen here, so that a client that goes away while the start waits for a GPU cancels
         # that wait (on_connection_close) instead of leaving a kernel nobody asked for any more.
         self._starting = str(uuid.uuid4())
-        async with queue.slot() if isinstance(queue, StartQueue) else _no_queue():
-            with launching_for(user), given:
-                kernel_id: str = await km.start_kernel(
-                    kernel_name=name, kernel_id=self._starting, **kwargs
-                )
+        try:
+            # Counted among the user's kernels from now until it runs or fails (UserKernels),
+            # then in a start slot of the user's share (StartQueue).
+            with (
+                bounds.starting(km, user, self._starting, spec, self.config, services.policy)
+                if isinstance(bounds, UserKernels) and services is not None
+                else contextlib.nullcontext()
+            ):
+                async with (
+                    queue.slot(user.username) if isinstance(queue, StartQueue) else _no_queue()
+                ):
+                    with launching_for(user), given:
+                        kernel_id: str = await km.start_kernel(
+                            kernel_name=name, kernel_id=self._starting, **kwargs
+                        )
+        except ContainerKernelError as e:  # refused before it began (StartRefused), say
+            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
         reply = await ensure_async(km.kernel_model(kernel_id))
         location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
         self.set_header("Location", location)
@@ -182,30 +202,129 @@ class ServiceKernelsHandler(MainKernelHandler):
             services.queue.cancel(self._starting, "the client went away")
 
 
+class StartRefused(ContainerKernelError):
+    """A start the service refuses before it begins: too many at once, or too many kernels."""
+
+
+class ServiceBusy(StartRefused):
+    status = 503
+    reason_phrase = "Kernel service busy"
+
+
+class StartShareUsed(StartRefused):
+    status = 429
+    reason_phrase = "Too many starts of yours at once"
+
+
+class KernelsPerUserReached(StartRefused):
+    status = 409
+    reason_phrase = "Kernel limit per user reached"
+
+
+class MemoryPerUserReached(StartRefused):
+    status = 409
+    reason_phrase = "Memory limit per user reached"
+
+
 class StartQueue:
     """Kernel starts in flight on the service, and those waiting for a slot: bounded, so that
-    many users starting at once get answers (a start, or a quick "busy"), never timeouts."""
+    many users starting at once get answers (a start, or a quick "busy"), never timeouts; and
+    shared, so that one user's starts cannot hold them all. A start holds its slot until its
+    kernel answers or its launch times out, and a user decides how long that is (an image of
+    hers whose kernel never answers, say): she may hold ``running_per_user`` slots and
+    ``waiting_per_user`` places in the waiting room, and a start beyond that is answered at
+    once with 429. A slot that comes free goes to the first start waiting whose user is under
+    her share."""
 
-    def __init__(self, running: int, waiting: int) -> None:
+    def __init__(
+        self, running: int, waiting: int, running_per_user: int, waiting_per_user: int
+    ) -> None:
         self.running, self.waiting = running, waiting
-        self._slots = asyncio.BoundedSemaphore(running)
-        self._waiting = 0
+        self.running_per_user, self.waiting_per_user = running_per_user, waiting_per_user
+        self._held: dict[str, int] = {}  # user -> slots held
+        self._waiting: dict[str, int] = {}  # user -> starts in the waiting room
+        # Starts waiting for a slot, in order; a start that gave its slot back while it waited
+        # for a GPU (gpuqueue.WHILE_WAITING) comes back at the front.
+        self._queue: list[tuple[str, asyncio.Future[None]]] = []
+
+    def _may_take(self, user: str) -> bool:
+        return (
+            sum(self._held.values()) < self.running
+            and self._held.get(user, 0) < self.running_per_user
+        )
+
+    def _take(self, user: str) -> None:
+        self._held[user] = self._held.get(user, 0) + 1
+
+    def _release(self, user: str) -> None:
+        left = self._held.get(user, 0) - 1
+        if left > 0:
+            self._held[user] = left
+        else:
+            self._held.pop(user, None)
+        for waiter in list(self._queue):  # the slot (and any other) to the first who may take it
+            waiting_user, granted = waiter
+            if granted.done():  # (cancelled: its start went away)
+                self._queue.remove(waiter)
+            elif self._may_take(waiting_user):
+                self._queue.remove(waiter)
+                self._take(waiting_user)
+                granted.set_result(None)
+
+    async def _acquire(self, user: str, *, first: bool) -> None:
+        if self._may_take(user):
+            # Whoever waits now is over their share (a freed slot would have gone to them), so
+            # this start passes nobody.
+            self._take(user)
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (user, granted)
+        self._queue.insert(0, waiter) if first else self._queue.append(waiter)
+        try:
+            await granted
+        except BaseException:
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            if granted.done() and not granted.cancelled():
+                self._release(user)  # given the slot, but gone before it could use it
+            raise
+
+    def _refusal(self, user: str) -> StartRefused | None:
+        """Why a start of ``user`` that finds no slot may not wait for one; None if it may."""
+        waiting = self._waiting.get(user, 0)
+        if waiting >= self.waiting_per_user:
+            return StartShareUsed(
+                f"You have {self._held.get(user, 0)} kernel starts under way on the kernel "
+                f"service and {waiting} more waiting, as many as one user may "
+                f"(ServiceApp.max_concurrent_starts_per_user = {self.running_per_user}, "
+                f"ServiceApp.max_queued_starts_per_user = {self.waiting_per_user}). Try again "
+                "once one of them has started or failed."
+            )
+        if sum(self._waiting.values()) >= self.waiting:
+            return ServiceBusy(
+                f"The kernel service is starting {sum(self._held.values())} kernels and "
+                f"{sum(self._waiting.values())} more wait, as many as it takes "
+                "(ServiceApp.max_queued_starts). Try again in a few seconds."
+            )
+        return None
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> Any:
-        if self._slots.locked() and self._waiting >= self.waiting:
-            raise web.HTTPError(
-                503,
-                f"The kernel service is starting {self.running} kernels and {self._waiting} more "
-                "wait, as many as it takes (ServiceApp.max_queued_starts). Try again in a few "
-                "seconds.",
-                reason="Kernel service busy",
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
+    async def slot(self, user: str) -> Any:
+        if not self._may_take(user):
+            refusal = self._refusal(user)
+            if refusal is not None:
+                raise refusal
+            self._waiting[user] = self._waiting.get(user, 0) + 1
+            try:
+                await self._acquire(user, first=False)
+            finally:
+                left = self._waiting[user] - 1
+                if left > 0:
+                    self._waiting[user] = left
+                else:
+                    del self._waiting[user]
+        else:
+            self._take(user)
         # A start that waits for a GPU gives its slot back meanwhile (gpuqueue.WHILE_WAITING):
         # starts that can go ahead are not held up by those that cannot.
         held = True
@@ -213,12 +332,12 @@ class StartQueue:
         @contextlib.asynccontextmanager
         async def given_back() -> AsyncIterator[None]:
             nonlocal held
-            self._slots.release()
+            self._release(user)
             held = False
             try:
                 yield
             finally:
-                await self._slots.acquire()  # (cancelled here: the slot is not held)
+                await self._acquire(user, first=True)  # (cancelled here: the slot is not held)
                 held = True
 
         token = WHILE_WAITING.set(given_back)
@@ -227,7 +346,109 @@ class StartQueue:
         finally:
             WHILE_WAITING.reset(token)
             if held:
-                self._slots.release()
+                self._release(user)
+
+
+def _gib(size: int) -> str:
+    return f"{round(size / 2**30, 2):g} GiB"
+
+
+class UserKernels:
+    """Each user's kernels on the service, those running and those starting: at most
+    ``max_kernels``, and, when ``max_memory`` is set, memory limits that add up to no more than
+    it. A start counts from before it waits for a slot until its kernel runs (then the kernel
+    counts) or it fails; a restart replaces its kernel's container and counts nothing more. On
+    the event loop only: the check and the count of a start happen with no await between, so
+    starts at once each see the others."""
+
+    def __init__(self, max_kernels: int, max_memory: str | None) -> None:
+        self.max_kernels = max_kernels
+        self.max_memory = (
+            parse_size(max_memory, "ServiceApp.max_memory_per_user") if max_memory else None
+        )
+        # start id -> (user name, uid, its memory limit in bytes; None: none)
+        self._starting: dict[str, tuple[str, int, int | None]] = {}
+
+    @contextlib.contextmanager
+    def starting(
+        self, km: Any, user: KernelUser, start_id: str, spec: Any, config: Any, policy: Any
+    ) -> Iterator[None]:
+        memory = None
+        if self.max_memory is not None:
+            memory = memory_limit(policy, asked_memory_limit(spec, config))
+        running = [kid for kid in km.list_kernel_ids() if _owned_by(km, kid, user)]
+        starting = [
+            size
+            for sid, (name, uid, size) in self._starting.items()
+            if (name, uid) == (user.username, user.uid) and sid not in running
+        ]
+        if len(running) + len(starting) >= self.max_kernels:
+            raise KernelsPerUserReached(
+                f"You have {len(running) + len(starting)} kernels on the kernel service "
+                f"(running or starting), as many as one user may have "
+                f"(ServiceApp.max_kernels_per_user = {self.max_kernels}). Shut down a kernel you "
+                "no longer need (JupyterLab's Running Terminals and Kernels panel), then try again."
+            )
+        if self.max_memory is not None:
+            if memory is None:
+                raise MemoryPerUserReached(
+                    "This kernel would have no memory limit, so it cannot count against the "
+                    f"{_gib(self.max_memory)} of memory one user's kernels may have on the "
+                    "kernel service (ServiceApp.max_memory_per_user). Its administrator gives "
+                    "every kernel one (ContainerPolicy.max_mem_limit)."
+                )
+            used = sum(self._memory_of(km, kid, policy) for kid in running)
+            used += sum(self.max_memory if size is None else size for size in starting)
+            if used + memory > self.max_memory:
+                raise MemoryPerUserReached(
+                    f"This kernel may use up to {_gib(memory)} of memory, and your kernels on "
+                    f"the kernel service (running or starting) may use {_gib(used)} of the "
+                    f"{_gib(self.max_memory)} one user's kernels may have "
+                    "(ServiceApp.max_memory_per_user). Shut down a kernel you no longer need, or "
+                    "choose a kernel with a smaller memory limit, then try again."
+                )
+        self._starting[start_id] = (user.username, user.uid, memory)
+        try:
+            yield
+        finally:
+            del self._starting[start_id]
+
+    def _memory_of(self, km: Any, kernel_id: str, policy: Any) -> int:
+        """A running kernel's memory limit in bytes; all of max_memory when it has none (one
+        started before the administrator set a budget or a ceiling)."""
+        assert self.max_memory is not None
+        provisioner = getattr(km.get_kernel(kernel_id), "provisioner", None)
+        made = getattr(provisioner, "container_spec", None)  # (None: a reattached kernel)
+        asked = made.mem_limit if made is not None else getattr(provisioner, "mem_limit", None)
+        try:
+            size = memory_limit(policy, asked)
+        except ContainerKernelError:  # more than today's ceiling: what it has
+            size = parse_size(asked, "mem_limit")
+        return self.max_memory if size is None else size
+
+
+def asked_memory_limit(spec: Any, config: Any) -> Any:
+    """The memory limit a start of kernel spec ``spec`` asks for, as its provisioner sees it:
+    the spec's provisioner config's mem_limit where it names one (a spec's config overrides
+    the administrator's), else ContainerProvisioner.mem_limit of the service's configuration."""
+    metadata = getattr(spec, "metadata", None)
+    provisioner = metadata.get("kernel_provisioner") if isinstance(metadata, dict) else None
+    own = provisioner.get("config") if isinstance(provisioner, dict) else None
+    if isinstance(own, dict) and "mem_limit" in own:
+        return own["mem_limit"]
+    if config is not None and "ContainerProvisioner" in config:
+        return config.ContainerProvisioner.get("mem_limit")
+    return None
+
+
+def memory_limit(policy: ContainerPolicy, asked: Any) -> int | None:
+    """The memory limit in bytes a kernel asking for ``asked`` gets (ContainerPolicy's ceiling
+    applied, as launchplan.kernel_limits does at its launch); None: none. A refusal in a
+    sentence for a limit above the ceiling or not a size."""
+    limit = kernel_limits(
+        policy, mem_limit=asked, pids_limit=None, shm_size=None, runtime=None, ulimits={}
+    ).mem_limit
+    return None if limit is None else parse_size(limit, "mem_limit")
 
 
 def _owned_by(km: Any, kernel_id: str, user: KernelUser) -> bool:
@@ -279,8 +500,9 @@ class ServiceKernelWebsocketHandler(KernelWebsocketHandler):
 
 
 async def hidden_specs(handler: Any, user: KernelUser) -> frozenset[str]:
-    """The kernel specs of images other users pulled with their own logins, which ``user``
-    may neither see nor start (privateimages.py)."""
+    """The kernel specs of references other users pulled with their own logins, which ``user``
+    may neither see nor start (privateimages.py). By reference: the same image under a
+    reference the user may see (the course image) stays theirs."""
     ksm = handler.settings.get("kernel_spec_manager")  # the server's own, not the view
     services = handler.settings.get(SETTINGS_KEY)
     if not isinstance(ksm, ContainerKernelSpecManager) or services is None:
@@ -288,14 +510,48 @@ async def hidden_specs(handler: Any, user: KernelUser) -> frozenset[str]:
 
     def blocking() -> frozenset[str]:
         entries = ksm.image_entries()
-        images = [image for _ref, image in entries.values()]
-        seen = {
-            image.id
-            for image in visible(images, services.state, services.listed_images(), user.uid)
-        }
-        return frozenset(name for name, (_ref, image) in entries.items() if image.id not in seen)
+        hidden = privateimages.hidden_from(services.state, user.uid)
+        if not hidden.others:
+            return frozenset()
+        listed = services.listed_images()
+        return frozenset(
+            name for name, (ref, image) in entries.items() if not hidden.may_use(image, ref, listed)
+        )
 
     return await asyncio.to_thread(blocking)
+
+
+async def default_kernel_name(
+    handler: Any, user: KernelUser, hidden: frozenset[str] | None = None
+) -> str:
+    """The kernel ``user`` gets when a start names none, and the listing's ``default``: the
+    administrator's MappingKernelManager.default_kernel_name when it is offered to them, else
+    the first they are offered (in name order); "" when they are offered none. Never another
+    user's private image, never a host kernel the service does not run."""
+    if hidden is None:
+        hidden = await hidden_specs(handler, user)
+    ksm = _VisibleSpecs(handler.settings["kernel_spec_manager"], hidden)
+    # (disk reads, and the image listing when it is stale)
+    offered = sorted(await asyncio.to_thread(ksm.find_kernel_specs))
+    chosen = getattr(handler.settings["kernel_manager"], "default_kernel_name", "")
+    if chosen in offered:
+        return str(chosen)
+    return offered[0] if offered else ""
+
+
+async def name_to_start(handler: Any, user: KernelUser, requested: Any) -> Any:
+    """The kernel spec a start asks for: ``requested``, else the caller's default kernel
+    (default_kernel_name); 404 with a sentence when they are offered none."""
+    if requested:
+        return requested
+    name = await default_kernel_name(handler, user)
+    if not name:
+        raise web.HTTPError(
+            404,
+            "This kernel service offers you no kernel spec, so there is no default kernel to "
+            "start. Ask its administrator which images it offers.",
+        )
+    return name
 
 
 class _VisibleSpecs:
@@ -307,6 +563,10 @@ class _VisibleSpecs:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ksm, name)
 
+    def find_kernel_specs(self) -> dict[str, str]:
+        specs: dict[str, str] = self._ksm.find_kernel_specs()
+        return {name: path for name, path in specs.items() if name not in self._hidden}
+
     def get_all_specs(self) -> dict[str, Any]:
         specs: dict[str, Any] = self._ksm.get_all_specs()
         return {name: spec for name, spec in specs.items() if name not in self._hidden}
@@ -317,18 +577,36 @@ class _VisibleSpecs:
         return self._ksm.get_kernel_spec(kernel_name)
 
 
+class _CallersDefault:
+    """The server's kernel manager, whose default kernel is the caller's (default_kernel_name)."""
+
+    def __init__(self, km: Any, default: str) -> None:
+        self._km, self.default_kernel_name = km, default
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._km, name)
+
+
 class ServiceKernelSpecsHandler(MainKernelSpecHandler):
-    """``GET /api/kernelspecs``: the images this user may start kernels on."""
+    """``GET /api/kernelspecs``: the images this user may start kernels on, and the default
+    kernel a start without a name gets."""
 
     _hidden: frozenset[str] = frozenset()
+    _default = ""
 
     @property
     def kernel_spec_manager(self) -> Any:
         return _VisibleSpecs(super().kernel_spec_manager, self._hidden)
 
+    @property
+    def kernel_manager(self) -> Any:
+        return _CallersDefault(super().kernel_manager, self._default)
+
     @web.authenticated
     async def get(self) -> None:
-        self._hidden = await hidden_specs(self, kernel_user_of(self))
+        user = kernel_user_of(self)
+        self._hidden = await hidden_specs(self, user)
+        self._default = await default_kernel_name(self, user, self._hidden)
         await ensure_async(super().get())
 
 
@@ -347,16 +625,85 @@ class ServiceKernelSpecHandler(KernelSpecHandler):
         await ensure_async(super().get(kernel_name))
 
 
+class ServiceKernelSpecResourceHandler(KernelSpecResourceHandler):
+    """``GET /kernelspecs/{name}/{file}`` (a spec's logo): for another user's private image,
+    the 404 of a kernel spec that does not exist."""
+
+    _hidden: frozenset[str] = frozenset()
+
+    @property
+    def kernel_spec_manager(self) -> Any:
+        return _VisibleSpecs(super().kernel_spec_manager, self._hidden)
+
+    @web.authenticated
+    async def get(  # type: ignore[override]
+        self, kernel_name: str, path: str, include_body: bool = True
+    ) -> None:
+        self._hidden = await hidden_specs(self, kernel_user_of(self))
+        await ensure_async(super().get(kernel_name, path, include_body=include_body))
+
+
+def _iso(when: datetime) -> str:
+    """As jupyter_server writes its times (ISO 8601, UTC as "Z")."""
+    return when.isoformat().replace("+00:00", "Z")
+
+
+class ServiceAPIStatusHandler(APIStatusHandler):
+    """``GET /api/status``: the caller's kernels and their connections, not everyone's."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        user = kernel_user_of(self)
+        km = self.kernel_manager
+        models = await ensure_async(km.list_kernels())
+        own = [m for m in models if _owned_by(km, m["id"], user)]
+        started = self.settings.get("started") or datetime.fromtimestamp(0, timezone.utc)
+        activity = [
+            datetime.fromisoformat(m["last_activity"])
+            for m in own
+            if isinstance(m.get("last_activity"), str)
+        ]
+        model = {
+            "started": _iso(started),
+            "last_activity": _iso(max(activity, default=started)),
+            "kernels": len(own),
+            "connections": sum(int(m.get("connections") or 0) for m in own),
+        }
+        self.finish(json.dumps(model, sort_keys=True))
+
+
+class ServiceMetricsHandler(APIHandler):
+    """``GET /metrics``: jupyter_server's metrics (every user's kernels by spec, requests), for
+    the service's administrators only, whatever ServerApp.authenticate_prometheus says: they
+    name other users' kernel specs, private images included."""
+
+    _track_activity = False
+
+    @web.authenticated
+    async def get(self) -> None:
+        why = service_admin_refusal(kernel_user_of(self), self.current_user, self.serverapp)
+        if why:
+            raise web.HTTPError(403, why, reason="Administrators only")
+        body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+        self.finish(body, set_content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
 _UUID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
+_SPEC_NAME = r"(?P<kernel_name>[\w\.\-%]+)"
 
 
 def service_kernel_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
-    """The stock kernels patterns (jupyter_server's services/kernels/handlers.py), taken over."""
+    """The stock kernels patterns (jupyter_server's services/kernels/handlers.py), taken over,
+    and the stock routes that would tell one user of another's kernels (status, metrics, a
+    spec's files)."""
     return [
         (r"/api/kernelspecs", ServiceKernelSpecsHandler),
-        (r"/api/kernelspecs/(?P<kernel_name>[\w\.\-%]+)", ServiceKernelSpecHandler),
+        (rf"/api/kernelspecs/{_SPEC_NAME}", ServiceKernelSpecHandler),
+        (rf"/kernelspecs/{_SPEC_NAME}/(?P<path>.*)", ServiceKernelSpecResourceHandler),
         (r"/api/kernels", ServiceKernelsHandler),
         (rf"/api/kernels/{_UUID}", ServiceKernelHandler),
         (rf"/api/kernels/{_UUID}/(?P<action>restart|interrupt)", ServiceKernelActionsHandler),
         (rf"/api/kernels/{_UUID}/channels", ServiceKernelWebsocketHandler),
+        (r"/api/status", ServiceAPIStatusHandler),
+        (r"/metrics", ServiceMetricsHandler),
     ]

@@ -27,7 +27,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,7 @@ from .gpus import GPUInventory
 from .handshake import ask_kernel
 from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
 from .launchplan import KERNEL_DIR_IN_CONTAINER
+from .privatedirs import discard_private_dir
 from .records import ContainerSpec
 from .safefiles import read_json_nofollow, write_json_atomic
 
@@ -113,10 +113,11 @@ def spec_fingerprint(spec: ContainerSpec) -> str:
 
 # Runs in the warm kernel at handover. What a container started for this notebook has from its
 # start, and a warm one must be given: the working directory (and PWD, which the kernel
-# command's shell exported), the start directory on sys.path (python -m puts it first), IPython's
-# directory history (_dh), JPY_SESSION_NAME, and __session__ where this ipykernel sets it from
-# JPY_SESSION_NAME at start (recent ones do, older ones such as 6.17 do not). Nothing is left in
-# the user's namespace, and a silent request leaves no history and no execution count.
+# command's shell exported), IPython's directory history (_dh), JPY_SESSION_NAME, and
+# __session__ where this ipykernel sets it from JPY_SESSION_NAME at start (recent ones do, older
+# ones such as 6.17 do not). sys.path needs nothing: the kernel's start (launchplan.KERNEL_BOOT)
+# puts no directory there, and the "" IPython adds is the working directory wherever it is. Nothing
+# is left in the user's namespace, and a silent request leaves no history and no execution count.
 _HANDOVER = """\
 def __jgc_hand_over(cwd, start, session):
     import os, sys
@@ -124,8 +125,6 @@ def __jgc_hand_over(cwd, start, session):
     os.chdir(cwd)
     if os.environ.get("PWD") == start:
         os.environ["PWD"] = cwd
-    if start in sys.path:
-        sys.path[sys.path.index(start)] = cwd
     history = getattr(getattr(shell, "history_manager", None), "dir_hist", None)
     if history:
         history[:] = [type(history[0])(cwd)]
@@ -187,7 +186,7 @@ def _claim(entry: PoolEntry, record: dict[str, str]) -> None:
 
 
 def _remove_entry_files(entry: PoolEntry) -> None:
-    shutil.rmtree(entry.connection_dir, ignore_errors=True)
+    discard_private_dir(entry.connection_dir)  # its tmpfs too, when it has one
     with contextlib.suppress(FileNotFoundError):
         os.unlink(entry.connection_file)
 

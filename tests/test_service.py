@@ -10,8 +10,11 @@ a service killed with -9 comes back with its kernels, still each user's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from conftest import DEBIAN_IMAGE, NGC_IMAGE, kernel_container, kernel_name
 from hostusers import BOB, MALLORY, UserHome, ids_of, needs_accounts, run_as
 from kernel_io import execute
 from registry import PrivateRegistry
+from servers import VENV_BIN, wait_until
 from service_process import KernelService, ServiceUser
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
@@ -149,7 +153,7 @@ async def test_requests_without_a_valid_token_are_refused(services: list[KernelS
     stranger = service.add_user_token_only("jgc-no-such-account")
     for _ in range(100):  # the service reads a changed token file within a second or so
         code, body = await service.answer(stranger, "GET", "api/kernels")
-        if body["message"] != "Forbidden":
+        if body.get("reason") != "Token refused":  # (a token it does not know yet)
             break
         await asyncio.sleep(0.1)
     assert code == 403
@@ -160,8 +164,10 @@ async def test_requests_without_a_valid_token_are_refused(services: list[KernelS
         assert code == 404, path
 
 
-async def test_gpu_bookings_are_the_users_own_and_private(services: list[KernelService]) -> None:
-    service, a, b = start_service(services, {"GPUAllocator": {"max_gpus_per_user": 1}})
+async def test_gpu_bookings_are_the_users_own_and_private(
+    services: list[KernelService], docker_client: docker.DockerClient
+) -> None:
+    service, a, b = start_service(services, {"GPUAllocator": {"max_gpus_per_user": 2}})
     kernel_id = await service.start_kernel(
         a, CPU_SPEC, {"KERNEL_GPU_CONTAINERS_REQUEST": json.dumps(1)}
     )
@@ -177,10 +183,26 @@ async def test_gpu_bookings_are_the_users_own_and_private(services: list[KernelS
         a,
         "POST",
         "api/kernels",
-        {"name": CPU_SPEC, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "1"}},
+        {"name": CPU_SPEC, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "2"}},
     )
     assert code == 409, refused
-    assert "1" in refused["message"]
+    assert "limit of 2 per user (1 held by your other kernels)" in refused["message"], refused
+    # So does a restart under new GPUs (issue 26, finding 12): the caller's kernels, not the
+    # service's account's, and called theirs. Refused before the kernel is touched.
+    cpu_kernel = await service.start_kernel(a, CPU_SPEC)
+    container = kernel_container(docker_client, cpu_kernel).id
+    [held_gpu] = [g for g in gpus_a["gpus"] if any(h["mine"] for h in g["holders"])]
+    for gpus, said in (
+        (2, "limit of 2 per user (1 held by your other kernels)"),
+        ([held_gpu["uuid"]], "is not free: one of your kernels since"),
+    ):
+        code, refused = await service.answer(
+            a, "POST", f"gpu-containers/kernels/{cpu_kernel}/restart", {"gpus": gpus}
+        )
+        assert code == 409 and said in refused["message"], (gpus, refused)
+        assert "another user" not in refused["message"]
+        assert kernel_container(docker_client, cpu_kernel).id == container
+    assert (await run(service, a, cpu_kernel, "print(6 * 7)")).stdout.strip() == "42"
     # A malformed request is the client's error, in a sentence.
     code, bad = await service.answer(
         a, "POST", "api/kernels", {"name": CPU_SPEC, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "{"}}
@@ -340,6 +362,125 @@ async def test_a_pull_with_a_users_own_login_is_theirs_alone(
         private_registry.remove_local(ref)
 
 
+async def test_a_private_pull_of_the_course_image_hides_its_own_reference_only(
+    services: list[KernelService],
+    private_registry: PrivateRegistry,
+    docker_client: docker.DockerClient,
+) -> None:
+    """Issue 26, findings 8, 10 and 15: a student's private pull of a retag of the course image
+    hides that reference from others, never the course image (its id); the hiding ends with the
+    tag. What one student can learn of another's kernels (status, metrics, a private spec's
+    files) is nothing, and each one's default kernel is one they may start."""
+    ref = private_registry.push(DEBIAN_IMAGE, f"course-retag-{uuid.uuid4().hex[:8]}:1")
+    retag_spec = kernel_name(ref)
+    service, a, b = start_service(
+        services,
+        {
+            "ContainerPolicy": {"allowed_images": [ref, DEBIAN_IMAGE]},
+            "ServiceApp": {"admin_users": [USER_A]},
+        },
+    )
+
+    async def specs_of(user: ServiceUser) -> Any:
+        code, specs = await service.answer(user, "GET", "api/kernelspecs")
+        assert code == 200, specs
+        return specs
+
+    async def a_lists_hers() -> bool:
+        return retag_spec in (await specs_of(a))["kernelspecs"]
+
+    try:
+        b_kernel = await service.start_kernel(b, CPU_SPEC)
+        assert (await run(service, b, b_kernel, "x = 1")).status == "ok"
+        login = {"username": private_registry.username, "password": private_registry.password}
+        code, pull = await service.answer(
+            a, "POST", "gpu-containers/pulls", {"image": ref, "auth": login}
+        )
+        assert code == 202, pull
+        assert (await wait_for_pull(service, a, pull["id"]))["state"] == "done"
+        await wait_until(a_lists_hers, 60, "the private pull's kernel spec")
+
+        # The course image (the same image id) is still everyone's: listed, read, restarted.
+        specs_b = await specs_of(b)
+        assert CPU_SPEC in specs_b["kernelspecs"], specs_b
+        assert retag_spec not in specs_b["kernelspecs"]
+        assert (await service.answer(b, "GET", f"api/kernelspecs/{CPU_SPEC}"))[0] == 200
+        rows = (await service.answer(b, "GET", "gpu-containers/images"))[1]["images"]
+        assert any(r["reference"] == DEBIAN_IMAGE and r["pulled"] for r in rows), rows
+        assert not any(r["reference"] == ref for r in rows)
+        code, restarted = await service.answer(b, "POST", f"api/kernels/{b_kernel}/restart")
+        assert code == 200, restarted
+        assert (await run(service, b, b_kernel, "print('again')")).stdout.strip() == "again"
+
+        # Her reference, its spec and the spec's files: the 404 of a spec that does not exist.
+        nothing = kernel_name(f"jgc-test/none-{uuid.uuid4().hex[:8]}:1")
+        for path in ("api/kernelspecs/{}", "kernelspecs/{}/logo-svg.svg"):
+            theirs = await service.fetch(b, "GET", path.format(retag_spec))
+            none = await service.fetch(b, "GET", path.format(nothing))
+            assert theirs.code == none.code == 404, (path, theirs.code, none.code)
+            assert theirs.body.replace(retag_spec.encode(), b"NAME") == none.body.replace(
+                nothing.encode(), b"NAME"
+            ), path
+        assert (await service.fetch(a, "GET", f"kernelspecs/{retag_spec}/logo-svg.svg")).code == 200
+
+        # Each one's default kernel is one they are offered, and a start without a name gets it.
+        specs_a = await specs_of(a)
+        assert specs_a["default"] == min(specs_a["kernelspecs"]) == retag_spec, specs_a
+        assert specs_b["default"] == CPU_SPEC, specs_b
+        code, started = await service.answer(b, "POST", "api/kernels", {})
+        assert code == 201 and started["name"] == CPU_SPEC, started
+        a_kernel = await service.start_kernel(a, retag_spec)
+
+        # Status counts the caller's kernels; metrics (which name every kernel's spec) are the
+        # administrators' (A here).
+        for user, mine in ((a, [a_kernel]), (b, [b_kernel, started["id"]])):
+            code, status = await service.answer(user, "GET", "api/status")
+            assert code == 200 and status["kernels"] == len(mine), (user.name, status)
+        for path in ("metrics", "gpu-containers/metrics"):
+            assert (await service.fetch(None, "GET", path)).code == 403, path
+            refused = await service.fetch(b, "GET", path)
+            assert refused.code == 403, (path, refused.code)
+            assert retag_spec.encode() not in refused.body
+            assert (await service.fetch(a, "GET", path)).code == 200, path
+        assert retag_spec in (await service.fetch(a, "GET", "metrics")).body.decode()
+        # Her kernel gone, container and all: the engine keeps a tag a container was made from.
+        assert (await service.answer(a, "DELETE", f"api/kernels/{a_kernel}"))[0] == 204
+
+        async def no_container_of_hers() -> bool:
+            label = f"{L.KERNEL_ID}={a_kernel}"
+            return not docker_client.containers.list(all=True, filters={"label": label})
+
+        await wait_until(no_container_of_hers, 60, "her kernel's container to go")
+
+        # A restart of the service keeps what is still true: her reference hers, the course
+        # image everyone's.
+        service.stop()
+        service.start()
+        assert retag_spec in (await specs_of(a))["kernelspecs"]
+        specs_b = await specs_of(b)
+        assert CPU_SPEC in specs_b["kernelspecs"] and retag_spec not in specs_b["kernelspecs"]
+
+        # The tag removed, the hiding ends: the same name tagged again by an administrator is
+        # everyone's.
+        private_registry.remove_local(ref)
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(ref)
+
+        async def a_lost_it() -> bool:
+            return not await a_lists_hers()
+
+        await wait_until(a_lost_it, 60, "the removed tag's kernel spec to go")
+        repository, tag = ref.rsplit(":", 1)
+        assert docker_client.images.get(DEBIAN_IMAGE).tag(repository, tag)
+
+        async def b_lists_it() -> bool:
+            return retag_spec in (await specs_of(b))["kernelspecs"]
+
+        await wait_until(b_lists_it, 60, "the administrator's tag to be offered to B")
+    finally:
+        private_registry.remove_local(ref)
+
+
 async def test_who_may_pull_is_the_administrators_choice(services: list[KernelService]) -> None:
     service, a, _b = start_service(
         services, {"ServiceApp": {"pull_policy": "admins", "admin_users": []}}
@@ -378,6 +519,13 @@ async def test_a_users_page_runs_code_again_after_the_service_was_killed(
             f"--GatewayClient.auth_token={a.token}",
             "--GatewayClient.request_timeout=60",
         )
+        # A stock client's default kernel, through the user's server: one it may start (issue
+        # 26, finding 15), the service's default for this user. (The stock gateway client
+        # answers its first listing with its own default, and takes the service's from it.)
+        assert (await user.answer("GET", "api", "kernelspecs"))[0] == 200
+        code, specs = await user.answer("GET", "api", "kernelspecs")
+        assert code == 200 and specs["default"] in specs["kernelspecs"], specs
+        assert specs["default"] == (await service.answer(a, "GET", "api/kernelspecs"))[1]["default"]
         session = await user.open_notebook("week1.ipynb", CPU_SPEC)
         kernel_id = session["kernel"]["id"]
         assert (await user.execute(kernel_id, "x = 20")).status == "ok"
@@ -485,3 +633,285 @@ async def test_the_shared_host_attacks_fail_against_the_service(
     # The service offers no kernel that would run on the host as its own account.
     code, specs = await service.answer(a, "GET", "api/kernelspecs")
     assert code == 200 and all(n.startswith("gpuc-") for n in specs["kernelspecs"]), specs
+
+
+# ------------------------------------------- issue 26: per-user bounds and clean refusals
+
+# Tags of the CPU image, for the bounds' service: a kernel that never answers until the test
+# lets it end (its command waits for a file in its user's workspace), and one with a larger
+# memory limit. Removed with the service.
+SILENT_REF = f"jgc-test/silent-{uuid.uuid4().hex[:8]}:1"
+BIG_REF = f"jgc-test/big-{uuid.uuid4().hex[:8]}:1"
+RELEASE = ".jgc-release"  # in the workspace: the silent kernels' command ends when it is there
+
+
+@pytest.fixture(scope="module")
+def bounded() -> Iterator[tuple[KernelService, ServiceUser, ServiceUser]]:
+    """One service for issue 26's per-user bounds (findings 4, 6, 11 and 16), shared by the tests
+    below (each ends its own kernels): room for 2 starts at once and 1 waiting, of which one
+    user may hold 1 and 1; 3 kernels per user; each user's kernels' memory limits up to 1.5 GiB
+    (the CPU image's kernels 256 MiB, BIG_REF's 1 GiB, the administrator's ceiling)."""
+    client = docker.from_env()
+    for ref in (SILENT_REF, BIG_REF):
+        client.images.get(DEBIAN_IMAGE).tag(*ref.rsplit(":", 1))
+    service = KernelService(
+        {
+            "ServiceApp": {
+                "max_concurrent_starts": 2,
+                "max_queued_starts": 1,
+                "max_concurrent_starts_per_user": 1,
+                "max_queued_starts_per_user": 1,
+                "max_kernels_per_user": 3,
+                "max_memory_per_user": "1536m",
+            },
+            "ContainerPolicy": {"max_mem_limit": "1g"},
+            "ContainerKernelSpecManager": {
+                "image_overrides": {
+                    SILENT_REF: {
+                        "provisioner": {
+                            "kernel_cmd": [
+                                "sh",
+                                "-c",
+                                f"until [ -e /workspace/{RELEASE} ]; do sleep 0.2; done",
+                            ],
+                            "launch_timeout": 600,
+                            "mem_limit": "128m",
+                        }
+                    },
+                    BIG_REF: {"provisioner": {"mem_limit": "1g"}},
+                    DEBIAN_IMAGE: {"provisioner": {"mem_limit": "256m"}},
+                }
+            },
+        }
+    )
+    try:
+        a = service.add_user(USER_A)
+        b = service.add_user(USER_B)
+        service.start()
+        yield service, a, b
+    finally:
+        service.close()
+        for ref in (SILENT_REF, BIG_REF):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(ref, noprune=True)
+        client.close()
+
+
+async def delete_kernels(service: KernelService, *users: ServiceUser) -> None:
+    """Every kernel of ``users`` on ``service``, shut down (a test's own, at its end)."""
+    for user in users:
+        code, kernels = await service.answer(user, "GET", "api/kernels")
+        for kernel in kernels if code == 200 else []:
+            await service.answer(user, "DELETE", f"api/kernels/{kernel['id']}")
+
+
+async def test_a_notebooks_own_modules_do_not_change_what_starts(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Issue 26, finding 4: a student's ipykernel_launcher.py (one that never answers) and
+    queue.py (a module ipykernel imports) in her notebook's directory are not what the kernel
+    runs at its start; her code still runs there, and imports her own modules."""
+    service, a, _b = bounded
+    run_as(
+        a.name,
+        "import os, sys\n"
+        "d = os.path.join(sys.argv[1], 'shadowed')\n"
+        "os.mkdir(d)\n"
+        "files = {\n"
+        "    'ipykernel_launcher.py': 'import time\\ntime.sleep(3600)\\n',\n"
+        "    'queue.py': 'raise SystemExit(\"the notebook directory queue.py ran\")\\n',\n"
+        "    'course_helpers.py': 'WHO = \"hers\"\\n',\n"
+        "}\n"
+        "for name, text in files.items():\n"
+        "    with open(os.path.join(d, name), 'w') as f:\n"
+        "        f.write(text)\n",
+        str(a.workspace),
+    )
+    try:
+        kernel_id = await service.start_kernel(
+            a, CPU_SPEC, {"KERNEL_WORKING_DIR": str(a.workspace / "shadowed")}
+        )
+        result = await run(
+            service,
+            a,
+            kernel_id,
+            "import os, queue, course_helpers\n"
+            "print(os.getcwd(), course_helpers.WHO, hasattr(queue, 'Queue'))",
+        )
+        assert result.status == "ok", result
+        # Where her code runs, what it imports of hers; the standard library's queue stays the
+        # standard library's, as IPython orders sys.path (the notebook's directory after it).
+        assert result.stdout.split() == ["/workspace/shadowed", "hers", "True"], result
+    finally:
+        await delete_kernels(service, a)
+
+
+async def test_one_students_flood_of_starts_leaves_the_others_room(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Issue 26, finding 4: starts that hold their slots (kernels that do not answer) fill only
+    their user's share of the start queue; hers beyond it are answered 429 at once, and another
+    student's start goes ahead meanwhile."""
+    service, a, b = bounded
+    release = a.workspace / RELEASE
+    release.unlink(missing_ok=True)
+    silent = kernel_name(SILENT_REF)
+    flood = [
+        asyncio.ensure_future(service.answer(a, "POST", "api/kernels", {"name": silent}))
+        for _ in range(5)
+    ]
+    try:
+
+        async def three_answered() -> bool:
+            return sum(f.done() for f in flood) >= 3
+
+        await wait_until(three_answered, 120, "the starts beyond her share to be answered")
+        # Her share is one start under way and one waiting: the other three are refused, and
+        # the two in her share cannot end before the test lets them.
+        answered = [f.result() for f in flood if f.done()]
+        assert [code for code, _ in answered] == [429, 429, 429], answered
+        for _, body in answered:
+            assert "ServiceApp.max_queued_starts_per_user = 1" in body["message"], body
+        # Another student's start goes ahead while hers hold their slots.
+        b_kernel = await service.start_kernel(b, CPU_SPEC)
+        assert (await run(service, b, b_kernel, "print(6 * 7)")).stdout.strip() == "42"
+        assert sum(f.done() for f in flood) == 3
+    finally:
+        release.touch()  # her kernels' command ends: their starts fail, their containers go
+        await asyncio.gather(*flood, return_exceptions=True)
+        release.unlink(missing_ok=True)
+        await delete_kernels(service, a, b)
+
+
+async def test_a_students_kernels_and_their_memory_are_bounded(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Issue 26, finding 6: max_kernels_per_user and max_memory_per_user hold for starts at once
+    (each counts from its request), a restart counts once, and an ended kernel makes room."""
+    service, a, b = bounded
+
+    async def starts_at_once(user: ServiceUser, spec: str, n: int) -> list[tuple[int, Any]]:
+        return list(
+            await asyncio.gather(
+                *(service.answer(user, "POST", "api/kernels", {"name": spec}) for _ in range(n))
+            )
+        )
+
+    try:
+        kernels = [await service.start_kernel(b, CPU_SPEC) for _ in range(2)]
+        racing = await starts_at_once(b, CPU_SPEC, 3)
+        assert sorted(code for code, _ in racing) == [201, 409, 409], racing
+        kernels += [body["id"] for code, body in racing if code == 201]
+        for code, body in racing:
+            if code == 409:
+                assert "ServiceApp.max_kernels_per_user = 3" in body["message"], body
+        # A restart replaces its kernel's container: still three kernels, no more.
+        code, restarted = await service.answer(b, "POST", f"api/kernels/{kernels[0]}/restart")
+        assert code == 200, restarted
+        code, refused = await service.answer(b, "POST", "api/kernels", {"name": CPU_SPEC})
+        assert code == 409 and "max_kernels_per_user" in refused["message"], refused
+        # One ended: room for one more.
+        assert (await service.answer(b, "DELETE", f"api/kernels/{kernels.pop(0)}"))[0] == 204
+        kernels.append(await service.start_kernel(b, CPU_SPEC))
+
+        # Memory: A's 256 MiB kernel and a 1 GiB one fit her 1.5 GiB; of two more 1 GiB ones
+        # asked at once, one gets in.
+        await service.start_kernel(a, CPU_SPEC)
+        racing = await starts_at_once(a, kernel_name(BIG_REF), 2)
+        assert sorted(code for code, _ in racing) == [201, 409], racing
+        [(_, refused)] = [(code, body) for code, body in racing if code == 409]
+        assert "ServiceApp.max_memory_per_user" in refused["message"], refused
+        assert "may use up to 1 GiB" in refused["message"], refused
+        # Hers do not count against B's: B's three kernels (768 MiB) are B's alone.
+        code, listing = await service.answer(b, "GET", "api/kernels")
+        assert code == 200 and sorted(k["id"] for k in listing) == sorted(kernels), listing
+    finally:
+        await delete_kernels(service, a, b)
+
+
+async def test_malformed_gpu_requests_are_refused_with_a_sentence(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser], docker_client: docker.DockerClient
+) -> None:
+    """Issue 26, finding 11: whatever a start's GPU request says, a 400 with a sentence, never
+    the service's "Unhandled error"; no container is made."""
+    service, a, _b = bounded
+    for raw in (
+        '["0","0"]',
+        "-1",
+        '"-1"',
+        "[-1]",
+        '"\u00b2"',
+        "1e400",
+        "[[]]",
+        '{"n": 1}',
+        "9" * 40,
+    ):
+        code, body = await service.answer(
+            a,
+            "POST",
+            "api/kernels",
+            {"name": CPU_SPEC, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": raw}},
+        )
+        assert code == 400, (raw, code, body)
+        assert body["reason"] == "Invalid GPU request", (raw, body)
+        assert "GPU" in body["message"] and body["message"].endswith("."), (raw, body)
+    label = f"{L.USER}={a.name}"
+    assert not docker_client.containers.list(all=True, filters={"label": label})
+
+
+async def test_a_wrong_or_revoked_token_is_told_so(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Issue 26, finding 16: a request whose token the service's token file does not have (a
+    wrong one, one revoked) is refused 403 with a sentence about the token, a POST too (not the
+    stock "'_xsrf' argument missing")."""
+    service, a, b = bounded
+    last = "B" if a.token.endswith("A") else "A"
+    wrong = ServiceUser(a.name, a.token[:-1] + last, a.workspace)
+    cases = [
+        ("POST", "api/kernels", {"name": CPU_SPEC}),
+        ("GET", "api/kernels", None),
+        ("DELETE", f"api/kernels/{uuid.uuid4()}", None),
+        ("POST", "gpu-containers/pulls", {"image": DEBIAN_IMAGE}),
+    ]
+    for method, path, body in cases:
+        code, answer = await service.answer(wrong, method, path, body)
+        assert code == 403, (method, path, code, answer)
+        assert "does not know the token this request carries" in answer["message"], answer
+        assert "revoked" in answer["message"] and "_xsrf" not in answer["message"], answer
+
+    # A token of B's that worked, revoked by the administrator's command.
+    spare = service.add_user_token_only(b.name)
+
+    async def accepted() -> bool:  # (the service reads a changed token file within a second)
+        return (await service.answer(spare, "GET", "api/kernels"))[0] == 200
+
+    await wait_until(accepted, 30, "the new token to be accepted")
+    found = re.fullmatch(r"jgc_([0-9a-f]{8})_.+", spare.token)
+    assert found is not None, spare.token
+    subprocess.run(
+        [
+            str(VENV_BIN / "jupyter"),
+            "gpu-containers",
+            "token",
+            "revoke",
+            b.name,
+            f"--id={found.group(1)}",
+            f"--tokens-file={service.tokens_file}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    async def refused() -> bool:
+        return (await service.answer(spare, "GET", "api/kernels"))[0] == 403
+
+    await wait_until(refused, 30, "the revoked token to be refused")
+    code, answer = await service.answer(spare, "POST", "api/kernels", {"name": CPU_SPEC})
+    assert code == 403 and "revoked" in answer["message"], answer
+    assert (await service.answer(b, "GET", "api/kernels"))[0] == 200  # B's other token works
+
+    # No token at all: a sentence too, for a POST as for a GET.
+    code, answer = await service.answer(None, "POST", "api/kernels", {"name": CPU_SPEC})
+    assert code == 403 and "carries no token" in answer["message"], answer
