@@ -428,7 +428,11 @@ async def test_failed_switch_leaves_the_notebook_without_a_session(
 @pytest.mark.parametrize(
     ("body", "code", "says"),
     [
-        ({"path": "x.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": -1}, 400, "negative"),
+        (
+            {"path": "x.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": -1},
+            400,
+            "a whole number from 0 to 1024",
+        ),
         ({"path": "x.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": "1.5"}, 400, "GPU"),
         ({"path": "../outside.ipynb", "gpus": 1, "kernel_name": "x"}, 400, "outside the workspace"),
         ({"path": "x.ipynb", "gpus": 1}, 400, "give kernel_name"),
