@@ -8,6 +8,7 @@
  * waiting on) and restarts the server, and puts the config back and restarts it again after,
  * whether the test passed or not.
  */
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -29,9 +30,11 @@ const CONFIG = path.join(SERVER_HOME, 'config', 'jupyter_server_config.json');
 /** The config start-server.sh wrote, while this test runs on its own. */
 let original: string | null = null;
 
-async function useQueueConfig(page: IJupyterLabPageFixture): Promise<void> {
+async function useQueueConfig(page: IJupyterLabPageFixture, stateDir: string): Promise<void> {
   original = fs.readFileSync(CONFIG, 'utf8');
   const config = JSON.parse(original);
+  // The host state directory the other student's server shares (queue, allocation lock).
+  config.ContainerPolicy = { ...(config.ContainerPolicy ?? {}), state_dir: stateDir };
   // One GPU: the other student's kernel takes it.
   config.GPUInventory.static_gpus = config.GPUInventory.static_gpus.slice(0, 1);
   config.GPUQueue = { ...(config.GPUQueue ?? {}), wait_by_default: true, max_wait: 600 };
@@ -41,6 +44,64 @@ async function useQueueConfig(page: IJupyterLabPageFixture): Promise<void> {
 
 /** The notebooks this test made: removed after it, so that no restored layout reopens them. */
 const made: string[] = [];
+
+/** Another student (ui-tests/other_student.py): a server of another local account, sharing this
+ * server's host state directory, whose kernel holds the host's one GPU. The queue counts GPUs
+ * per user, and a user who holds the only GPU may not wait for it: the holder must be someone
+ * else. */
+class OtherStudent {
+  private lines: string[] = [];
+  private waiting: ((line: string) => void) | null = null;
+  readonly process: ChildProcessWithoutNullStreams;
+
+  constructor(gpuUuid: string, kernelName: string) {
+    this.process = spawn('python', [path.join(__dirname, '..', 'other_student.py'), gpuUuid, kernelName]);
+    let partial = '';
+    this.process.stdout.on('data', (chunk: Buffer) => {
+      partial += chunk.toString();
+      let end: number;
+      while ((end = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, end);
+        partial = partial.slice(end + 1);
+        if (this.waiting) {
+          const resolve = this.waiting;
+          this.waiting = null;
+          resolve(line);
+        } else {
+          this.lines.push(line);
+        }
+      }
+    });
+    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  }
+
+  /** Its next JSON line (it prints one per step). */
+  async next(): Promise<any> {
+    const line =
+      this.lines.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        this.waiting = resolve;
+        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
+      }));
+    return JSON.parse(line);
+  }
+
+  async endKernel(): Promise<void> {
+    this.process.stdin.write('end\n');
+    expect(await this.next()).toEqual({ ended: true });
+  }
+
+  /** Stops its server and removes its home and the state directory. */
+  async close(): Promise<void> {
+    if (this.process.exitCode !== null) {
+      return;
+    }
+    const exited = new Promise(resolve => this.process.once('exit', resolve));
+    this.process.stdin.end();
+    await exited;
+  }
+}
+let otherStudent: OtherStudent | null = null;
 
 /** Every session and kernel the server has, whether this page knew of it or not. */
 async function stopEverything(page: IJupyterLabPageFixture): Promise<void> {
@@ -69,6 +130,9 @@ test.afterEach(async ({ page }) => {
     // start its kernel, on a GPU the next test file needs): stop that too.
     await stopEverything(page);
   }
+  // Last: its state directory was this server's until the restart above.
+  await otherStudent?.close();
+  otherStudent = null;
 });
 
 function toolbarButton(page: IJupyterLabPageFixture) {
@@ -76,21 +140,17 @@ function toolbarButton(page: IJupyterLabPageFixture) {
 }
 
 test("a queued notebook starts when another student's kernel ends", async ({ page }) => {
-  await useQueueConfig(page);
+  const config = JSON.parse(fs.readFileSync(CONFIG, 'utf8'));
+  const gpu: string = config.GPUInventory.static_gpus[0].uuid;
   const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
 
-  // Another notebook holds the only GPU, started through the REST API, not this page: it stands
-  // in for another student's kernel (their server shares the host-wide queue and ledger, as
-  // tests/test_gpu_queue.py checks across two users' servers).
-  const other = await page.request.post('/api/contents', { data: { type: 'notebook' } });
-  expect(other.status()).toBe(201);
-  const otherPath: string = (await other.json()).path;
-  made.push(otherPath);
-  const held = await page.request.post('/gpu-containers/notebooks/kernel', {
-    data: { path: otherPath, kernel_name: kernelName, gpus: 1, wait: false }
-  });
-  expect(held.status()).toBe(200);
-  const otherKernel: string = (await held.json()).session.kernel.id;
+  // Another student's kernel holds the only GPU: their own server, as their own account, on
+  // the same host state directory and engine (tests/test_gpu_queue.py checks the same across
+  // users' servers without a browser).
+  otherStudent = new OtherStudent(gpu, kernelName);
+  const stateDir: string = (await otherStudent.next()).state_dir;
+  await useQueueConfig(page, stateDir);
+  expect((await otherStudent.next()).kernel).toBeTruthy();
 
   // This student's notebook asks for one GPU in its metadata; opening it starts its kernel the
   // stock way (POST /api/sessions), which waits for the GPU.
@@ -134,8 +194,7 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
   });
 
   // The other student's kernel ends: the GPU goes to the waiting notebook.
-  const ended = await page.request.delete(`/api/kernels/${otherKernel}`);
-  expect(ended.status()).toBe(204);
+  await otherStudent.endKernel();
 
   await expect(
     page.locator('.Toastify__toast', {
