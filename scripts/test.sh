@@ -16,6 +16,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # the kubelet are built from the Kubernetes sources below).
 prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
 
+# Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
+# Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client
+# older than this project's, and the tests need only the client (requests, websocket-client,
+# tornado, all in the environment already).
+export JGC_EG_ITESTS=${JGC_EG_ITESTS:-$venv/enterprise-gateway-3.3.0}
+if [ ! -f "$JGC_EG_ITESTS/enterprise_gateway/itests/test_python_kernel.py" ]; then
+  log "Enterprise Gateway 3.3.0's integration tests (no dependencies) into $JGC_EG_ITESTS"
+  rm -rf "$JGC_EG_ITESTS.partial"
+  "$venv/bin/python" -m pip install -q --no-deps --target "$JGC_EG_ITESTS.partial" \
+    jupyter_enterprise_gateway==3.3.0
+  rm -rf "$JGC_EG_ITESTS" && mv "$JGC_EG_ITESTS.partial" "$JGC_EG_ITESTS"
+fi
+
 # The Kubernetes binaries, built from the Kubernetes sources as Go modules, once per machine
 # (cached by version outside the clone; a cold build takes minutes: README). Go must be on the
 # machine, 1.21 or later (which fetches the toolchain the sources want through the module proxy):
