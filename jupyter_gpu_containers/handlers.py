@@ -238,7 +238,23 @@ class StatusHandler(GPUContainersHandler):
                 status["message"]
                 or "Container kernel specs are off: another kernel spec manager is configured."
             )
-        self.finish(json.dumps({"engine": status, "kernelspecs": count}))
+        # What the panel offers this user: no admin section to poll (403 each time) and no Pull
+        # button that can only fail, where these are the administrator's.
+        desk = admin_desk_for(self.settings, self.services, self.serverapp)
+        admin = not admin_refusal(
+            desk.config,
+            self.kernel_user,
+            self.current_user,
+            self.serverapp,
+            await desk.server_account(),
+        )
+        reply = {
+            "engine": status,
+            "kernelspecs": count,
+            "admin": admin,
+            "pull_refusal": pull_refusal(self),
+        }
+        self.finish(json.dumps(reply))
 
     def _offered_count(self, image_entries: Any) -> int:
         """The container kernel specs offered to the caller (``image_entries``: the kernel spec
@@ -727,6 +743,49 @@ class PrePullHandler(GPUContainersHandler):
         self.finish(json.dumps(await self.services.prepull.report(details)))
 
 
+def service_pull_refusal(handler: GPUContainersHandler) -> str:
+    """Why a kernel service's user may not pull images (ServiceApp.pull_policy), "" when they
+    may, or on a user's own server (where ContainerPolicy alone decides)."""
+    user = handler.kernel_user
+    if user is None:
+        return ""
+    serverapp = handler.serverapp
+    policy = getattr(serverapp, "pull_policy", "nobody")
+    admins = set(getattr(serverapp, "admin_users", ()))
+    if user.username in admins:
+        return ""
+    if policy == "nobody":
+        return (
+            "Images are pulled by the administrator on this host (ServiceApp.pull_policy "
+            "is 'nobody'). Ask them for the image."
+        )
+    if policy == "admins":
+        return (
+            "Only the administrators of this kernel service may pull images "
+            "(ServiceApp.pull_policy is 'admins'). Ask one of them for the image."
+        )
+    # The default allow-list, "*", admits any image: on a shared host users may pull only
+    # what the administrator named.
+    if not [p for p in handler.services.policy.allowed_images if p != "*"]:
+        return (
+            "This kernel service lets users pull only the images its administrator named "
+            "in ContainerPolicy.allowed_images, and it allows none yet. Ask the "
+            "administrator for the image."
+        )
+    return ""
+
+
+def pull_refusal(handler: GPUContainersHandler) -> str:
+    """Why no pull this user asks for can succeed here, "" when some may (each image is still
+    checked against ContainerPolicy's allow-list when pulled)."""
+    if not handler.services.policy.allow_user_pulls:
+        return (
+            "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
+            "Ask an administrator for the image."
+        )
+    return service_pull_refusal(handler)
+
+
 class PullsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
@@ -755,35 +814,9 @@ class PullsHandler(GPUContainersHandler):
     def _check_pull_policy(self, image: str) -> None:
         """On a kernel service, who may pull is the administrator's choice
         (ServiceApp.pull_policy); on a user's own server, ContainerPolicy alone decides."""
-        user = self.kernel_user
-        if user is None:
-            return
-        serverapp = self.serverapp
-        policy = getattr(serverapp, "pull_policy", "nobody")
-        admins = set(getattr(serverapp, "admin_users", ()))
-        if user.username in admins:
-            return
-        if policy == "nobody":
-            raise web.HTTPError(
-                403,
-                "Images are pulled by the administrator on this host (ServiceApp.pull_policy "
-                "is 'nobody'). Ask them for the image.",
-            )
-        if policy == "admins":
-            raise web.HTTPError(
-                403,
-                "Only the administrators of this kernel service may pull images "
-                "(ServiceApp.pull_policy is 'admins'). Ask one of them for the image.",
-            )
-        # The default allow-list, "*", admits any image: on a shared host users may pull only
-        # what the administrator named.
-        if not [p for p in self.services.policy.allowed_images if p != "*"]:
-            raise web.HTTPError(
-                403,
-                "This kernel service lets users pull only the images its administrator named "
-                "in ContainerPolicy.allowed_images, and it allows none yet. Ask the "
-                "administrator for the image.",
-            )
+        why = service_pull_refusal(self)
+        if why:
+            raise web.HTTPError(403, why)
         # Allowed images only: ContainerPolicy's allow-list, checked by the pull itself.
 
 

@@ -178,6 +178,9 @@ async def test_direct_mode_non_admin_gets_403(jp_fetch: Any) -> None:
         assert e.value.code == 403
         message = json.loads(e.value.response.body)["message"]
         assert f"{ME}, is not an administrator" in message and "GPUAdmin.admin_users" in message
+    # The status says so, so that the panel never asks for the admin view (a 403 each time).
+    status = json.loads((await jp_fetch("gpu-containers", "status")).body)
+    assert status["admin"] is False
     # The notices and the metrics are not the admin's alone.
     response = await jp_fetch("gpu-containers", "admin", "notices")
     assert json.loads(response.body) == {"notices": []}
@@ -196,6 +199,8 @@ async def wait_for(check: Any, timeout: float = 60.0) -> None:
 async def test_direct_mode_actions_reach_the_kernels_own_server(
     jp_fetch: Any, jp_serverapp: Any, docker_client: docker.DockerClient
 ) -> None:
+    status = json.loads((await jp_fetch("gpu-containers", "status")).body)
+    assert status["admin"] is True  # the panel reads the admin view
     services = jp_serverapp.web_app.settings[SETTINGS_KEY]
     # The test server never runs the extension's start, where the watcher starts: start it.
     desk = desk_for(jp_serverapp.web_app.settings, services, jp_serverapp)

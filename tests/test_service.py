@@ -487,9 +487,17 @@ async def test_who_may_pull_is_the_administrators_choice(services: list[KernelSe
     )
     code, refusal = await service.answer(a, "POST", "gpu-containers/pulls", {"image": "x:1"})
     assert code == 403 and "ServiceApp.pull_policy is 'admins'" in refusal["message"]
+    # The status says so first, and that the user is no admin: the panel then shows no Pull
+    # button that can only fail, and never asks for the admin view (a 403 each time).
+    code, status = await service.answer(a, "GET", "gpu-containers/status")
+    assert code == 200, status
+    assert status["pull_refusal"] == refusal["message"]
+    assert status["admin"] is False
     service2, a2, _ = start_service(services)  # allowed images only, and none are allowed
     code, refusal = await service2.answer(a2, "POST", "gpu-containers/pulls", {"image": "x:1"})
     assert code == 403 and "allows none" in refusal["message"]
+    code, status = await service2.answer(a2, "GET", "gpu-containers/status")
+    assert code == 200 and status["pull_refusal"] == refusal["message"]
 
 
 async def test_a_full_start_queue_answers_busy_at_once(services: list[KernelService]) -> None:
