@@ -399,12 +399,18 @@ export function gpuChoices(
     return '';
   };
   const blocked = noGpuReason();
+  // Only other users' GPUs free while a start waits (the server refuses a
+  // wait for GPUs the user's own kernels hold): those cannot be waited for.
+  const heldByMe = (gpu: IGpu): boolean =>
+    gpu.holders.some(h => h.mine && h.kernel_id !== kernelId);
+  const mineHeld = (report?.gpus ?? []).filter(heldByMe).length;
   const choice = (
     value: string,
     label: string,
     request: GpuRequest,
     reason: string,
-    busy = false
+    busy = false,
+    ownHeld = false
   ): IGpuChoice => {
     // Busy GPUs can be waited for: the choice stays, and says it waits.
     const waits = wait && busy && reason !== '';
@@ -414,7 +420,13 @@ export function gpuChoices(
           '%1 Waits for it in the queue.',
           reason
         )
-      : reason;
+      : wait && ownHeld && reason !== ''
+        ? trans._p(
+            'a choice that waiting cannot meet',
+            '%1 Your own kernels hold the GPUs it needs: shut one down first.',
+            reason
+          )
+        : reason;
     return {
       value,
       label,
@@ -439,13 +451,15 @@ export function gpuChoices(
               free.length
             )
         : '');
+    const waitable = n <= total - mineHeld;
     choices.push(
       choice(
         `count:${n}`,
         trans._n('%1 GPU', '%1 GPUs', n),
         n,
         reason,
-        !blocked
+        !blocked && waitable,
+        !blocked && !waitable
       )
     );
   }
@@ -458,7 +472,8 @@ export function gpuChoices(
           trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
           [gpu.uuid],
           taken ? trans.__('GPU %1 is taken.', gpu.index) : '',
-          true
+          !heldByMe(gpu),
+          heldByMe(gpu)
         )
       );
     }
@@ -657,3 +672,181 @@ export function gpuMemoryText(
       : trans.__("The NVIDIA driver does not report this GPU's memory.");
   return { text, title };
 }
+
+/**
+ * The new-notebook button of an image's row in the panel: its words, and why
+ * it is greyed when it is (a greyed control always says why, in a sentence
+ * shown under it, never only in a tooltip).
+ */
+export interface ILaunchButton {
+  label: string;
+  disabled: boolean;
+  /**
+   * The sentence shown under a greyed button; `''` when it is not greyed.
+   */
+  reason: string;
+  /**
+   * Whether the notebook's kernel waits in the GPU queue for the chosen GPUs.
+   */
+  waits: boolean;
+}
+
+/**
+ * What the panel's new-notebook button says and does for the chosen GPUs.
+ *
+ * @param blocker Why the image cannot be launched at all (`launchBlocker`,
+ *   or the engine's problem), or `''`.
+ * @param selected The chosen GPU choice (from `gpuChoices`, with `wait` when
+ *   the user chose to wait for a free GPU).
+ * @param withoutGpu `noGpuWarning`'s sentence: the notebook runs without a GPU.
+ * @param wait Whether the user chose to wait for a free GPU.
+ * @param busy Whether a launch of this row is under way.
+ */
+export function launchButton(
+  trans: TranslationBundle,
+  blocker: string,
+  selected: IGpuChoice | undefined,
+  withoutGpu: string,
+  wait: boolean,
+  busy: boolean
+): ILaunchButton {
+  if (blocker) {
+    return {
+      label: trans.__('New notebook'),
+      disabled: true,
+      reason: blocker,
+      waits: false
+    };
+  }
+  if (busy) {
+    return {
+      label: trans.__('Starting…'),
+      disabled: true,
+      reason: trans.__('A notebook on this image is being opened.'),
+      waits: false
+    };
+  }
+  if (!selected) {
+    return {
+      label: trans.__('New notebook'),
+      disabled: true,
+      reason: trans.__('Choose how many GPUs the notebook gets.'),
+      waits: false
+    };
+  }
+  if (selected.disabled) {
+    // A choice that was free when chosen and has been taken since, or one
+    // that can never be had.
+    return {
+      label: trans.__('New notebook'),
+      disabled: true,
+      reason: selected.reason,
+      waits: false
+    };
+  }
+  // An enabled choice with a reason is a busy one the start waits for.
+  const waits = wait && selected.reason !== '' && selected.request !== 0;
+  return {
+    label: waits
+      ? trans.__('New notebook that waits')
+      : withoutGpu
+        ? trans.__('New notebook without GPU')
+        : trans.__('New notebook'),
+    disabled: false,
+    reason: '',
+    waits
+  };
+}
+
+/**
+ * Whether the panel offers "Wait for a free GPU" for an image: the server has
+ * a GPU queue, and a GPU choice cannot be had now but could be waited for
+ * (its GPUs are taken, not missing, and the image can use them).
+ */
+export function offersWait(
+  trans: TranslationBundle,
+  queueOffered: boolean,
+  report: IGpuReport | null,
+  row: IImageRow
+): boolean {
+  if (!queueOffered || !row.gpu) {
+    return false;
+  }
+  const now = gpuChoices(trans, report, row, '', false);
+  const waiting = gpuChoices(trans, report, row, '', true);
+  return now.some(
+    (c, i) => c.disabled && waiting[i] !== undefined && !waiting[i].disabled
+  );
+}
+
+/**
+ * A GPU choice that still makes sense for `row`: the same value when it is
+ * offered and can be had; else no GPU. The picker keeps no "1 GPU" for a CPU
+ * image, which could only fail.
+ */
+export function keptChoice(choices: IGpuChoice[], value: string): string {
+  const same = choices.find(c => c.value === value);
+  return same && !same.disabled ? value : 'count:0';
+}
+
+/**
+ * The one way the panel, the toolbar and the kernel's view write a time:
+ * the time of day (`14:05`) when it is today, the day and time
+ * (`Tue 14:05`) otherwise; `''` for a time that cannot be read.
+ *
+ * @param at A time: an ISO string, or milliseconds since the epoch.
+ * @param now The current time (for tests).
+ */
+export function formatClock(
+  at: string | number | null | undefined,
+  now: number = Date.now()
+): string {
+  const ms = typeof at === 'number' ? at : Date.parse(at ?? '');
+  if (!Number.isFinite(ms)) {
+    return '';
+  }
+  const date = new Date(ms);
+  const today = new Date(now);
+  const sameDay =
+    date.getFullYear() === today.getFullYear() &&
+    date.getMonth() === today.getMonth() &&
+    date.getDate() === today.getDate();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : date.toLocaleString([], {
+        weekday: 'short',
+        hour: '2-digit',
+        minute: '2-digit'
+      });
+}
+
+/**
+ * A notification's text as JupyterLab can show it uncut: the text itself
+ * when it fits (`details` null), else its first words, cut between words,
+ * and the whole text as `details` (behind the notification's button).
+ */
+export function toastParts(
+  trans: TranslationBundle,
+  text: string
+): { message: string; details: string | null } {
+  if (text.length <= NOTIFICATION_MAX_LENGTH) {
+    return { message: text, details: null };
+  }
+  const more = trans.__('(more under Details)');
+  const room = NOTIFICATION_MAX_LENGTH - more.length - 2;
+  const cut = text.slice(0, room);
+  const space = cut.lastIndexOf(' ');
+  const head = (space > room / 2 ? cut.slice(0, space) : cut).replace(
+    /[\s,;:]+$/,
+    ''
+  );
+  return {
+    message: trans._p('the start of a long text', '%1… %2', head, more),
+    details: text
+  };
+}
+
+/**
+ * The longest notification text JupyterLab shows uncut.
+ */
+const NOTIFICATION_MAX_LENGTH = 140;

@@ -31,6 +31,7 @@ import { GpuContainersPanel, IPanelActions } from './panel';
 import { noticeText, outcomeMessage, reclaimText } from './sharing';
 import { describeStatus } from './status';
 import { keepLauncherLabelsBreakable } from './launcherlabels';
+import { notify } from './notify';
 import { launchNotebook, switchNotebook } from './switching';
 import { KernelImageItem } from './toolbar';
 import { KernelViewModel, KernelViewWidget } from './kernelview';
@@ -44,8 +45,10 @@ export const PLUGIN_ID = 'jupyter-gpu-containers:plugin';
 /**
  * The name of the notebook toolbar item, in the toolbar registry and in the
  * `jupyter.lab.toolbars` definition of the plugin's settings schema (where
- * its rank puts it after the kernel name). Users hide or move it in the
- * Notebook Panel settings, as any toolbar item.
+ * its rank puts it right of the spacer, before the kernel name: JupyterLab's
+ * overflow menu takes the last items first, and in a split pane this one,
+ * in its compact form, stays). Users hide or move it in the Notebook Panel
+ * settings, as any toolbar item.
  */
 export const TOOLBAR_ITEM = 'gpuContainers';
 
@@ -103,18 +106,28 @@ async function pullImage(
       final = await model.pull(row.reference, login);
     }
     if (final.state === 'error') {
-      Notification.error(
-        trans.__('Pull of %1 failed: %2', row.reference, final.message),
-        { autoClose: false }
-      );
+      pullFailed(trans, row.reference, final.message);
     } else if (final.state === 'done') {
       Notification.success(trans.__('%1 is pulled.', row.reference), {
         autoClose: 5000
       });
     }
   } catch (error) {
-    Notification.error(messageOf(error), { autoClose: false });
+    pullFailed(trans, row.reference, messageOf(error));
   }
+}
+
+/**
+ * A failed pull, said in full: the server's sentence behind "Details" when
+ * JupyterLab would cut it.
+ */
+function pullFailed(
+  trans: TranslationBundle,
+  reference: string,
+  sentence: string
+): void {
+  const what = trans.__('Pull of %1 failed', reference);
+  notify(trans, 'error', trans.__('%1: %2', what, sentence), what);
 }
 
 /**
@@ -156,14 +169,27 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     const actions: IPanelActions = {
-      launch: (row, gpus) =>
-        launchNotebook(app, model, row, gpus, browser?.model.path ?? '', trans),
+      launch: (row, gpus, wait) =>
+        launchNotebook(
+          app,
+          model,
+          row,
+          gpus,
+          browser?.model.path ?? '',
+          trans,
+          wait
+        ),
       pull: row => pullImage(model, row, trans),
       cancel: async row => {
         try {
           await model.cancel(row.reference);
         } catch (error) {
-          Notification.error(messageOf(error), { autoClose: false });
+          notify(
+            trans,
+            'error',
+            messageOf(error),
+            trans.__('Pull of %1', row.reference)
+          );
         }
       },
       openNotebook: path => {
@@ -186,23 +212,38 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // An administrator released or shut down one of the user's kernels: said
     // once (the server keeps the notice a day; the panel's row keeps it too).
     model.noticeArrived.connect((_, notice) => {
-      Notification.warning(noticeText(trans, notice), { autoClose: false });
+      notify(
+        trans,
+        'warning',
+        noticeText(trans, notice),
+        trans.__('An administrator acted on your kernel')
+      );
     });
     model.reclaimChanged.connect((_, notice) => {
       const what =
         notice.notebook.split('/').pop() ||
         trans.__('kernel %1', notice.kernelId.slice(0, 8));
-      Notification.warning(
+      notify(
+        trans,
+        'warning',
         trans._p(
           'a notebook: what happens to its GPUs',
           '%1: %2',
           what,
           reclaimText(trans, notice.reclaim)
         ),
-        { autoClose: false }
+        trans.__('The GPUs of %1', what)
       );
     });
     const panel = new GpuContainersPanel(model, actions, trans);
+    // A kernel this page started or ended: "Your kernels" reads again now
+    // rather than at its next poll (it said "none" meanwhile).
+    app.serviceManager.sessions.runningChanged.connect(() =>
+      panel.readKernelsAgain()
+    );
+    app.serviceManager.kernels.runningChanged.connect(() =>
+      panel.readKernelsAgain()
+    );
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, 'gpu-containers');
 

@@ -11,7 +11,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
 import { getKernelView, getKernels, kernelLogUrl } from './api';
-import { formatBytes, shortImageName } from './format';
+import { formatBytes, formatClock, shortImageName } from './format';
 import type { IEventSourceLike } from './model';
 import { noticeText, reclaimOf, reclaimText } from './sharing';
 import {
@@ -319,7 +319,7 @@ export function clockTime(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) {
     return '—';
   }
-  return new Date(seconds * 1000).toLocaleTimeString();
+  return formatClock(seconds * 1000);
 }
 
 /**
@@ -894,10 +894,28 @@ export class YourKernels extends React.Component<
      * Why an administrator released or shut down the user's kernels.
      */
     notices?: readonly IAdminNotice[];
+    /**
+     * A count the panel raises when the list may be stale (the panel was
+     * shown again: the list is read only while shown; the page started or
+     * ended a kernel): each time, the list is read again, and an empty one
+     * is not believed until then.
+     */
+    readAgain?: number;
   },
-  { list: IKernelList | null; error: string }
+  { list: IKernelList | null; error: string; stale: boolean }
 > {
-  override state = { list: null as IKernelList | null, error: '' };
+  override state = {
+    list: null as IKernelList | null,
+    error: '',
+    stale: false
+  };
+
+  override componentDidUpdate(previous: { readAgain?: number }): void {
+    if (previous.readAgain !== this.props.readAgain) {
+      this.setState({ stale: true });
+      void this.refresh();
+    }
+  }
 
   override componentDidMount(): void {
     void this.refresh();
@@ -927,7 +945,7 @@ export class YourKernels extends React.Component<
     try {
       const list = await getKernels(this.props.settings, this.props.trans);
       if (!this._unmounted) {
-        this.setState({ list, error: '' });
+        this.setState({ list, error: '', stale: false });
       }
     } catch (error) {
       if (!this._unmounted) {
@@ -942,7 +960,11 @@ export class YourKernels extends React.Component<
     return (
       <div ref={this._node}>
         <KernelList
-          list={this.state.list}
+          list={
+            this.state.stale && this.state.list?.kernels.length === 0
+              ? null
+              : this.state.list
+          }
           error={this.state.error}
           trans={this.props.trans}
           open={this.props.open}

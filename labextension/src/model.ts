@@ -593,7 +593,9 @@ export class GpuContainersModel implements IDisposable {
   }
 
   private async _refreshAdmin(): Promise<void> {
-    if (Date.now() < this._missing.admin) {
+    // The server's status says whether this user is an administrator: a
+    // route that can only answer 403 is not asked (read first, each poll).
+    if (Date.now() < this._missing.admin || this._status?.admin === false) {
       this._admin = null;
       return;
     }

@@ -9,6 +9,7 @@ import {
   searchIcon
 } from '@jupyterlab/ui-components';
 import type { TranslationBundle } from '@jupyterlab/translation';
+import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import {
@@ -26,7 +27,9 @@ import {
   holderLabel,
   imageNames,
   launchBlocker,
+  launchButton,
   noGpuWarning,
+  offersWait,
   memoryFraction,
   pullProgressText,
   verdictBadge
@@ -51,9 +54,10 @@ import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
  */
 export interface IPanelActions {
   /**
-   * Open a new notebook on the image's kernel with `gpus`.
+   * Open a new notebook on the image's kernel with `gpus`; with `wait`, its
+   * kernel waits in the GPU queue for GPUs that are taken now.
    */
-  launch(row: IImageRow, gpus: GpuRequest): Promise<void>;
+  launch(row: IImageRow, gpus: GpuRequest, wait?: boolean): Promise<void>;
   /**
    * Pull the image (asking for credentials when the registry wants them).
    */
@@ -93,17 +97,36 @@ export class GpuContainersPanel extends ReactWidget {
             model={this.model}
             actions={this._actions}
             trans={this._trans}
+            readKernels={this._readKernels}
           />
         )}
       </UseSignal>
     );
   }
+
+  /**
+   * Read the user's kernels again now, and show none as "none" until then:
+   * the page started or ended a kernel, or the panel was hidden (the list is
+   * read only while it is shown).
+   */
+  readKernelsAgain(): void {
+    this._readKernels += 1;
+    this.update();
+  }
+
+  protected override onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.readKernelsAgain();
+  }
+
+  private _readKernels = 0;
 }
 
 function PanelBody(props: {
   model: GpuContainersModel;
   actions: IPanelActions;
   trans: TranslationBundle;
+  readKernels: number;
 }): JSX.Element {
   const { model, actions, trans } = props;
   const problem = engineProblem(trans, model.status) || model.statusError;
@@ -138,6 +161,7 @@ function PanelBody(props: {
         trans={trans}
         open={actions.openKernelView}
         notices={model.notices}
+        readAgain={props.readKernels}
       />
       <ImageSection
         model={model}
@@ -324,6 +348,8 @@ function ImageSection(props: {
   });
   const catalog = model.catalog;
   const rows = catalog ? filterImages(catalog.images, filter) : [];
+  // Pulls that are the administrator's: said once, and no Pull button.
+  const pullRefusal = model.status?.pull_refusal ?? '';
   // The engine's own totals (each shared layer once); an older server's rows
   // summed otherwise.
   const diskUse = catalog
@@ -382,6 +408,9 @@ function ImageSection(props: {
                   report={model.gpus}
                   actions={actions}
                   engineProblem={engineProblem}
+                  queueOffered={model.queue !== null}
+                  waitByDefault={model.queue?.wait_by_default ?? false}
+                  pullRefusal={pullRefusal}
                   trans={trans}
                 />
               ))}
@@ -409,12 +438,15 @@ function ImageSection(props: {
       {catalog && model.catalogError && (
         <p className="jgc-note jgc-error">{model.catalogError}</p>
       )}
+      {pullRefusal && (
+        <p className="jgc-note jgc-pull-refusal">{pullRefusal}</p>
+      )}
       <div className="jgc-search">
         <searchIcon.react tag="span" className="jgc-search-icon" />
         <input
           type="search"
           className="jgc-search-input"
-          placeholder={trans.__('Search: pytorch 2.3, cuda 12, a name')}
+          placeholder={trans.__('Search: pytorch, cuda 12')}
           aria-label={trans.__('Search images')}
           title={trans.__(
             'Search images by framework and version (pytorch 2.3, tensorflow), CUDA (cuda 12), Python (python 3.11) or any word of the name.'
@@ -443,13 +475,27 @@ function ImageRow(props: {
   report: IGpuReport | null;
   actions: IPanelActions;
   engineProblem: string;
+  /**
+   * Whether the server has a GPU queue (a start may wait for taken GPUs).
+   */
+  queueOffered: boolean;
+  waitByDefault: boolean;
+  /**
+   * Why the user's pulls cannot succeed here, or `''`.
+   */
+  pullRefusal: string;
   trans: TranslationBundle;
 }): JSX.Element {
   const { row, name, pull, report, actions, engineProblem, trans } = props;
   const badge = verdictBadge(trans, row.verdict.outcome);
   const pulling = pull && (pull.state === 'queued' || pull.state === 'pulling');
   const blocker = engineProblem || launchBlocker(trans, row);
-  const choices = gpuChoices(trans, report, row);
+  // "Wait for a free GPU": offered while a GPU choice is taken but could be
+  // waited for; null follows the server's default.
+  const canWait = offersWait(trans, props.queueOffered, report, row);
+  const [waitChoice, setWait] = React.useState<boolean | null>(null);
+  const wait = canWait && (waitChoice ?? props.waitByDefault);
+  const choices = gpuChoices(trans, report, row, '', wait);
   // null: the default, which follows the GPUs as they free up or get taken.
   const [picked, setChoice] = React.useState<string | null>(null);
   const choice = picked ?? defaultGpuChoice(choices, row);
@@ -458,6 +504,7 @@ function ImageRow(props: {
     c => c.value === choice
   );
   const withoutGpu = noGpuWarning(trans, choices, row, selected);
+  const button = launchButton(trans, blocker, selected, withoutGpu, wait, busy);
   const ready =
     row.kernel_ready === true
       ? trans.__('Kernel-ready')
@@ -535,7 +582,7 @@ function ImageRow(props: {
         </div>
       )}
       <div className="jgc-actions">
-        {!row.pulled && row.allowed && !pulling && (
+        {!row.pulled && row.allowed && !pulling && !props.pullRefusal && (
           <button
             className="jp-mod-styled jp-mod-accept jgc-pull-button"
             disabled={engineProblem !== ''}
@@ -569,11 +616,15 @@ function ImageRow(props: {
             </select>
             <button
               className="jp-mod-styled jp-mod-accept jgc-launch-button"
-              disabled={
-                blocker !== '' || busy || !selected || selected.disabled
-              }
+              disabled={button.disabled}
+              data-waits={button.waits ? 'true' : undefined}
               title={
-                blocker || selected?.reason || trans.__('Open a new notebook')
+                button.reason ||
+                (button.waits
+                  ? trans.__(
+                      'Open a new notebook whose kernel waits in the GPU queue'
+                    )
+                  : trans.__('Open a new notebook'))
               }
               onClick={() => {
                 if (!selected) {
@@ -581,20 +632,40 @@ function ImageRow(props: {
                 }
                 setBusy(true);
                 void actions
-                  .launch(row, selected.request)
+                  .launch(row, selected.request, button.waits || undefined)
                   .finally(() => setBusy(false));
               }}
             >
-              {busy
-                ? trans.__('Starting…')
-                : withoutGpu
-                  ? trans.__('New notebook without GPU')
-                  : trans.__('New notebook')}
+              {button.label}
             </button>
           </>
         )}
       </div>
-      {row.pulled && !blocker && withoutGpu && (
+      {row.pulled && canWait && !blocker && (
+        <label className="jgc-wait-option">
+          <input
+            type="checkbox"
+            className="jgc-wait-checkbox"
+            checked={wait}
+            onChange={event => {
+              setWait(event.target.checked);
+              setChoice(null); // the default for the new choices
+            }}
+          />
+          <span>{trans.__('Wait for a free GPU')}</span>
+        </label>
+      )}
+      {row.pulled && button.waits && (
+        <div className="jgc-note jgc-launch-waits">
+          {trans.__(
+            'Every GPU it asks for is taken: the notebook opens now, and its kernel waits in the GPU queue until one frees (the panel shows its place).'
+          )}
+        </div>
+      )}
+      {row.pulled && button.disabled && !blocker && button.reason && (
+        <div className="jgc-note jgc-launch-reason">{button.reason}</div>
+      )}
+      {row.pulled && !blocker && withoutGpu && !button.disabled && (
         <div className="jgc-note jgc-without-gpu">{withoutGpu}</div>
       )}
       {row.pulled && blocker && (

@@ -12,6 +12,7 @@ import {
   gpuChoices,
   imageNames,
   isLaunchable,
+  keptChoice,
   launchBlocker
 } from './format';
 import { GpuOptions } from './gpuoptions';
@@ -183,11 +184,23 @@ export function PickerForm(props: {
   // Named against every image offered, so that names do not change as the
   // search narrows the list.
   const names = imageNames(pulled.map(r => r.reference));
+  // Another image: the GPU choice stays only where that image can have it
+  // (a CPU build gets no GPU, rather than a switch that can only fail).
+  const choiceFor = (name: string): string => {
+    const next = rows.find(r => r.kernel_name === name) ?? null;
+    return keptChoice(
+      gpuChoices(trans, report, next, kernelId, props.wait === true),
+      choice
+    );
+  };
   const search = (text: string): void => {
     const matches = searchImages(pulled, text);
     const next = matches.some(r => r.kernel_name === kernelName)
       ? kernelName
       : (matches.find(isLaunchable)?.kernel_name ?? kernelName);
+    if (next !== kernelName) {
+      onChange(next, choiceFor(next));
+    }
     props.onSearch?.(text, next);
   };
   return (
@@ -210,7 +223,9 @@ export function PickerForm(props: {
         <select
           className="jgc-picker-image"
           value={kernelName}
-          onChange={event => onChange(event.target.value, choice)}
+          onChange={event =>
+            onChange(event.target.value, choiceFor(event.target.value))
+          }
         >
           {offered.map(r => {
             const blocker = launchBlocker(trans, r);
@@ -282,6 +297,11 @@ export function PickerForm(props: {
           />{' '}
           {trans.__('Wait for a free GPU')}
         </label>
+      )}
+      {row && !row.gpu && (
+        <p className="jgc-note jgc-picker-cpu">
+          {trans.__('This image is a CPU build: it runs without GPUs.')}
+        </p>
       )}
       {selected?.disabled && (
         <p className="jgc-note jgc-error">{selected.reason}</p>

@@ -10,7 +10,7 @@
  */
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { formatBytes } from './format';
+import { formatBytes, formatClock } from './format';
 import {
   GpuRequest,
   IAdminHolder,
@@ -494,17 +494,10 @@ export function prePullsOf(value: unknown): IPrePulls | null {
 }
 
 /**
- * A date and time for people, from an ISO time, or `''`.
+ * A time for people, from an ISO time, or `''` (formatClock: the panel's one format).
  */
 function when(iso: string | null | undefined): string {
-  const at = Date.parse(iso ?? '');
-  return Number.isNaN(at)
-    ? ''
-    : new Date(at).toLocaleString([], {
-        weekday: 'short',
-        hour: '2-digit',
-        minute: '2-digit'
-      });
+  return formatClock(iso);
 }
 
 /**
@@ -653,7 +646,7 @@ export function quotaTitle(
   ];
   const resets = Date.parse(quota.resets_at);
   if (!Number.isNaN(resets)) {
-    parts.push(trans.__('Resets %1.', new Date(resets).toLocaleString()));
+    parts.push(trans.__('Resets %1.', formatClock(resets)));
   }
   if (
     quota.group &&
@@ -728,11 +721,7 @@ export function deadlineText(
   if (Number.isNaN(at)) {
     return '';
   }
-  const time = new Date(at).toLocaleTimeString([], {
-    hour: '2-digit',
-    minute: '2-digit'
-  });
-  return trans.__('gives up at %1', time);
+  return trans.__('gives up at %1', formatClock(at));
 }
 
 /**
@@ -854,16 +843,10 @@ export function outcomeMessage(
 }
 
 /**
- * A time of day for people, from an ISO time, or `''`.
+ * A time for people, from an ISO time, or `''` (formatClock: the panel's one format).
  */
 function clock(iso: string | null | undefined): string {
-  const at = Date.parse(iso ?? '');
-  return Number.isNaN(at)
-    ? ''
-    : new Date(at).toLocaleTimeString([], {
-        hour: '2-digit',
-        minute: '2-digit'
-      });
+  return formatClock(iso);
 }
 
 /**

@@ -10,6 +10,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { FormDialogBody, showFormDialog } from './dialogs';
+import { notify } from './notify';
 import { shortImageName } from './format';
 import { GpuContainersModel, messageOf } from './model';
 import {
@@ -132,7 +133,12 @@ export function QueueSection(props: {
     void model
       .cancelWaiting(ticket.kernel_id ?? '')
       .catch(error =>
-        Notification.error(messageOf(error), { autoClose: false })
+        notify(
+          trans,
+          'error',
+          messageOf(error),
+          trans.__('Could not cancel the wait')
+        )
       );
   };
   return (

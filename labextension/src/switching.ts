@@ -142,7 +142,18 @@ function emptyNotebook(
 ): Record<string, unknown> {
   const entry = gpuMetadata(gpus);
   return {
-    cells: [],
+    // The empty cell JupyterLab would add on opening (which marked the new
+    // notebook modified before anything of the user's changed).
+    cells: [
+      {
+        cell_type: 'code',
+        id: cellId(),
+        metadata: {},
+        source: '',
+        outputs: [],
+        execution_count: null
+      }
+    ],
     metadata: {
       kernelspec: {
         name: kernelName,
@@ -157,9 +168,26 @@ function emptyNotebook(
 }
 
 /**
+ * A new cell's id (nbformat 4.5): random, as JupyterLab makes them.
+ */
+function cellId(): string {
+  const bytes = new Uint8Array(16);
+  if (globalThis.crypto?.getRandomValues) {
+    globalThis.crypto.getRandomValues(bytes);
+  } else {
+    bytes.forEach((_, i) => (bytes[i] = Math.floor(Math.random() * 256)));
+  }
+  return Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
  * Create a notebook in `directory` and start its kernel on the image with
  * `gpus`, then open it. A refused start (no free GPU, image cannot run here)
  * is shown with the server's sentence and leaves no notebook behind.
+ *
+ * With `wait`, a start whose GPUs are taken waits for them in the GPU queue:
+ * the notebook opens as soon as the server lists its session (waiting for a
+ * GPU), and the page attaches to the kernel once it runs.
  */
 export async function launchNotebook(
   app: JupyterFrontEnd,
@@ -167,11 +195,14 @@ export async function launchNotebook(
   row: IImageRow,
   gpus: GpuRequest,
   directory: string,
-  trans: TranslationBundle
+  trans: TranslationBundle,
+  wait?: boolean
 ): Promise<void> {
   const contents = app.serviceManager.contents;
+  const sessions = app.serviceManager.sessions;
   const spec = specOf(app, row.kernel_name);
   let path = '';
+  let started: Promise<unknown> = Promise.resolve();
   try {
     const created = await contents.newUntitled({
       path: directory,
@@ -183,14 +214,21 @@ export async function launchNotebook(
       format: 'json',
       content: emptyNotebook(row.kernel_name, spec, gpus)
     });
-    await startNotebookKernel(
+    started = startNotebookKernel(
       path,
       row.kernel_name,
       gpus,
       model.serverSettings,
       true,
-      trans
+      trans,
+      wait
     );
+    if (wait) {
+      setTimeout(() => void model.refreshGpus(), 500);
+      await untilListed(sessions, path, started);
+    } else {
+      await started;
+    }
   } catch (error) {
     if (path) {
       await contents.delete(path).catch(() => undefined);
@@ -203,13 +241,126 @@ export async function launchNotebook(
   }
   // The page must know the session before the notebook opens: a notebook that
   // finds none for its path starts one of its own (a second kernel).
-  await app.serviceManager.sessions.refreshRunning();
-  await app.commands.execute('docmanager:open', {
+  await retried(() => sessions.refreshRunning());
+  const widget = (await app.commands.execute('docmanager:open', {
     path,
     factory: 'Notebook',
     kernel: { name: row.kernel_name }
-  });
+  })) as NotebookPanel | undefined;
   void model.refreshGpus();
+  if (!widget?.sessionContext || !widget.context) {
+    return;
+  }
+  if (wait) {
+    void keepClean(widget, false).catch(() => undefined);
+  }
+  // A waiting start ends later: how is told by the queue's notification.
+  void started
+    .then(
+      async () => {
+        await retried(() => sessions.refreshRunning()).catch(() => undefined);
+        // The page tried the kernel while it waited, and may have given up.
+        const kernel = widget.sessionContext.session?.kernel;
+        if (wait && kernel && kernel.connectionStatus !== 'connected') {
+          await kernel.reconnect().catch(() => undefined);
+        }
+        void model.refreshGpus();
+        await keepClean(widget);
+      },
+      () => undefined
+    )
+    .catch(error => {
+      console.warn(`GPU Containers: ${messageOf(error)}`);
+    });
+}
+
+/**
+ * Resolve once the server lists a session for `path` (its kernel waits for
+ * a GPU, or runs already); reject when the start fails first.
+ */
+async function untilListed(
+  sessions: JupyterFrontEnd['serviceManager']['sessions'],
+  path: string,
+  started: Promise<unknown>
+): Promise<void> {
+  let settled = false;
+  let failure: { error: unknown } | null = null;
+  started.then(
+    () => (settled = true),
+    error => {
+      settled = true;
+      failure = { error };
+    }
+  );
+  for (;;) {
+    // A read that fails (the network blinked) is read again at the next turn.
+    await sessions.refreshRunning().catch(() => undefined);
+    if (failure !== null) {
+      throw (failure as { error: unknown }).error;
+    }
+    if (settled) {
+      return;
+    }
+    for (const session of sessions.running()) {
+      if (session.path === path) {
+        return;
+      }
+    }
+    await new Promise(resolve => setTimeout(resolve, 300));
+  }
+}
+
+/**
+ * A new notebook opens unmodified: JupyterLab writes its kernel's language
+ * and spec into its metadata once the kernel answers, which marks it
+ * modified though nothing of the user's changed (the file holds the same
+ * notebook, and JupyterLab writes the same again at its next save). While it
+ * is untouched, that is not a change to keep: it is marked unmodified, with
+ * no request (a save the network drops would put up JupyterLab's error).
+ */
+async function keepClean(
+  widget: NotebookPanel,
+  withInfo = true
+): Promise<void> {
+  await widget.context.ready;
+  await widget.sessionContext.ready;
+  const kernel = widget.sessionContext.session?.kernel;
+  if (kernel) {
+    // A kernel that waits for a GPU answers no info yet; its spec, JupyterLab
+    // writes at once.
+    if (withInfo) {
+      await kernel.info.catch(() => undefined);
+    }
+    await kernel.spec.catch(() => undefined);
+  }
+  // JupyterLab's own handlers of the same answers run first.
+  await new Promise(resolve => setTimeout(resolve, 0));
+  const model = widget.model;
+  if (!model || widget.isDisposed || !model.dirty) {
+    return;
+  }
+  const cells = model.sharedModel.cells;
+  if (cells.length <= 1 && cells.every(cell => cell.getSource() === '')) {
+    model.dirty = false;
+  }
+}
+
+/**
+ * `step` again, up to three times in all, when it fails: a request the
+ * browser dropped as the host's network changed (a container's start adds
+ * an interface) would otherwise leave the page behind the server.
+ */
+async function retried<T>(step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= 3) {
+        throw error;
+      }
+      await new Promise(resolve => setTimeout(resolve, 500 * attempt));
+    }
+  }
 }
 
 /**

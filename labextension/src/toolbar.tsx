@@ -86,6 +86,11 @@ export class KernelImageItem extends ReactWidget {
               gpuListLabel(trans, gpus)
             )
           : trans.__('Not in a container');
+    // Its compact form, in a narrow toolbar (a split pane): the GPUs alone
+    // (the title names the image), so that the item keeps its place rather
+    // than go into JupyterLab's overflow menu ("⋯").
+    const compact =
+      !waiting && kernel && image ? gpuListLabel(trans, gpus) : label;
     // Fewer GPUs than the notebook (or its spec) asks for: never in silence. A
     // start that cannot get them is refused; this is a host without GPUs, where
     // a GPU image's default runs on the CPU.
@@ -109,6 +114,7 @@ export class KernelImageItem extends ReactWidget {
     const spec = kernel ? specOf(this._app, kernel.name) : undefined;
     const cpuOnly =
       !short &&
+      !waiting &&
       kernel !== null &&
       image !== '' &&
       this._model.gpus !== null &&
@@ -140,7 +146,18 @@ export class KernelImageItem extends ReactWidget {
           }
         >
           <gpuContainersIcon.react tag="span" className="jgc-toolbar-icon" />
-          <span className="jgc-toolbar-label">{label}</span>
+          <span
+            className={
+              compact !== label
+                ? 'jgc-toolbar-label jgc-toolbar-has-compact'
+                : 'jgc-toolbar-label'
+            }
+          >
+            {label}
+          </span>
+          {compact !== label && (
+            <span className="jgc-toolbar-compact-label">{compact}</span>
+          )}
           {short && (
             <span className="jgc-toolbar-short" aria-label={shortNote}>
               {trans.__('(fewer GPUs than asked)')}
@@ -169,7 +186,12 @@ export class KernelImageItem extends ReactWidget {
               })
             }
           >
-            {trans.__('Log and GPU use')}
+            <span className="jgc-toolbar-long">
+              {trans.__('Log and GPU use')}
+            </span>
+            <span className="jgc-toolbar-compact">
+              {trans._p('toolbar', 'Log')}
+            </span>
           </button>
         )}
       </>

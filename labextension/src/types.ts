@@ -40,6 +40,18 @@ export interface IStatus {
    * How many container kernel specs the server currently offers.
    */
   kernelspecs: number;
+
+  /**
+   * Whether the user is an administrator of GPU sharing here (an older
+   * server does not say: read as unknown).
+   */
+  admin?: boolean;
+
+  /**
+   * Why no pull of the user's can succeed here (pulls are the
+   * administrator's), or `''` (an older server does not say).
+   */
+  pull_refusal?: string;
 }
 
 /**

@@ -986,6 +986,19 @@ describe('fair sharing', () => {
     expect(requests('GET queue')).toHaveLength(2);
   });
 
+  it('never asks for the admin view when the status says the user is no admin', async () => {
+    // Each ask would be a 403 in the server's log and the page's console.
+    routes['GET status'] = ok({ ...makeStatus(), admin: false });
+    const model = createModel();
+    await model.refreshGpus();
+    const done = model.refresh();
+    await jest.advanceTimersByTimeAsync(0);
+    await done;
+    expect(requests('GET status').length).toBeGreaterThanOrEqual(2);
+    expect(requests('GET admin')).toEqual([]);
+    expect(model.admin).toBeNull();
+  });
+
   it('asks a Docker server for its cluster once, a Kubernetes one each time', async () => {
     routes['GET cluster'] = ok({
       backend: 'docker',

@@ -213,16 +213,53 @@ describe('PickerForm', () => {
   it('reports each change with the other choice', () => {
     const onChange = jest.fn();
     const tree = form(torch.kernel_name, 'count:1', onChange);
-    findOne(tree, by('select', 'jgc-picker-image')).props.onChange({
-      target: { value: 'gpuc-debian' }
-    });
     findOne(tree, by('select', 'jgc-picker-gpus')).props.onChange({
       target: { value: 'count:0' }
     });
-    expect(onChange.mock.calls).toEqual([
-      ['gpuc-debian', 'count:1'],
-      [torch.kernel_name, 'count:0']
-    ]);
+    expect(onChange.mock.calls).toEqual([[torch.kernel_name, 'count:0']]);
+  });
+
+  it('drops to no GPU when a CPU image is chosen, and says why', () => {
+    // "1 GPU" kept for a CPU build could only fail when the switch is made.
+    const onChange = jest.fn();
+    const tree = form(torch.kernel_name, 'count:1', onChange);
+    findOne(tree, by('select', 'jgc-picker-image')).props.onChange({
+      target: { value: 'gpuc-debian' }
+    });
+    expect(onChange.mock.calls).toEqual([['gpuc-debian', 'count:0']]);
+    const cpu = form('gpuc-debian', 'count:0');
+    expect(textOf(findOne(cpu, by('p', 'jgc-picker-cpu')))).toBe(
+      'This image is a CPU build: it runs without GPUs.'
+    );
+    expect(
+      pickerValue(trans, rows, report, '', {
+        kernelName: 'gpuc-debian',
+        choice: 'count:0'
+      }).problem
+    ).toBe('');
+  });
+
+  it('keeps the GPU choice when another GPU image can have it', () => {
+    const other = makeRow({
+      reference: 'nvcr.io/nvidia/pytorch:25.10-py3',
+      kernel_name: 'gpuc-ngc'
+    });
+    const onChange = jest.fn();
+    const tree = (
+      <PickerForm
+        rows={[torch, other]}
+        report={report}
+        kernelId=""
+        kernelName={torch.kernel_name}
+        choice="count:1"
+        onChange={onChange}
+        trans={trans}
+      />
+    );
+    findOne(tree, by('select', 'jgc-picker-image')).props.onChange({
+      target: { value: 'gpuc-ngc' }
+    });
+    expect(onChange.mock.calls).toEqual([['gpuc-ngc', 'count:1']]);
   });
 });
 

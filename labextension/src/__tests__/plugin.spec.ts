@@ -59,10 +59,23 @@ const mockPanels: Array<{
   id: string;
   model: GpuContainersModel;
   actions: IPanelActions;
+  readKernelsAgain: jest.Mock;
 }> = [];
+
+/**
+ * A signal as the plugin uses it: connect, and emit (for tests).
+ */
+function mockSignal() {
+  const slots: Array<() => void> = [];
+  return {
+    connect: (slot: () => void) => slots.push(slot),
+    emit: () => slots.forEach(slot => slot())
+  };
+}
 jest.mock('../panel', () => ({
   GpuContainersPanel: class {
     readonly id = 'jgc-panel';
+    readonly readKernelsAgain = jest.fn();
     constructor(
       readonly model: GpuContainersModel,
       readonly actions: IPanelActions
@@ -102,7 +115,11 @@ const engine = {
  */
 function makeApp() {
   return {
-    serviceManager: { serverSettings: settings },
+    serviceManager: {
+      serverSettings: settings,
+      sessions: { runningChanged: mockSignal() },
+      kernels: { runningChanged: mockSignal() }
+    },
     shell: { add: jest.fn(), activateById: jest.fn(), currentWidget: null },
     commands: {
       addCommand: jest.fn(),
@@ -280,6 +297,16 @@ describe('jupyter-gpu-containers:plugin', () => {
 
   describe('activation', () => {
     const reachable = JSON.stringify({ engine, kernelspecs: 1 });
+
+    it("has the panel read the user's kernels again when the page's change", async () => {
+      // Else "Your kernels" said none for seconds after a notebook started.
+      const app = await activate(reachable);
+      const [panel] = mockPanels;
+      expect(panel.readKernelsAgain).not.toHaveBeenCalled();
+      app.serviceManager.sessions.runningChanged.emit();
+      app.serviceManager.kernels.runningChanged.emit();
+      expect(panel.readKernelsAgain).toHaveBeenCalledTimes(2);
+    });
 
     it('builds one panel on a model of the server, in the left area', async () => {
       const app = await activate(reachable);
@@ -469,17 +496,18 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(item).toBe(jest.mocked(KernelImageItem).mock.instances[0]);
     });
 
-    it('places the image item after the kernel name in the settings schema', () => {
+    it('places the image item right of the spacer, before the kernel name, in the settings schema', () => {
       const schema = JSON.parse(
         fs.readFileSync(
           path.resolve(__dirname, '..', '..', '..', 'schema', 'plugin.json'),
           'utf8'
         )
       );
-      // JupyterLab's own Notebook toolbar has the kernel name at rank 1000
-      // and the execution progress at 1002.
+      // JupyterLab's own Notebook toolbar has its spacer at rank 100 and the
+      // kernel name at 1000. Its overflow menu ("⋯") takes the last items
+      // first: before the kernel name, the item stays in a split pane.
       expect(schema['jupyter.lab.toolbars']).toEqual({
-        Notebook: [{ name: TOOLBAR_ITEM, rank: 1001 }]
+        Notebook: [{ name: TOOLBAR_ITEM, rank: 101 }]
       });
     });
 
@@ -607,7 +635,10 @@ describe('jupyter-gpu-containers:plugin', () => {
       await panel.cancel(row);
       expect(
         jest.mocked(Notification.error).mock.calls.map(([text]) => text)
-      ).toEqual(['Pulls are disabled.', 'No pull pull-1.']);
+      ).toEqual([
+        `Pull of ${row.reference} failed: Pulls are disabled.`,
+        'No pull pull-1.'
+      ]);
     });
   });
 });

@@ -195,7 +195,17 @@ describe('launchNotebook', () => {
       type: 'notebook',
       format: 'json',
       content: {
-        cells: [],
+        // One empty cell, as JupyterLab would add (it then opens unmodified).
+        cells: [
+          {
+            cell_type: 'code',
+            id: expect.stringMatching(/^[0-9a-f]{32}$/),
+            metadata: {},
+            source: '',
+            outputs: [],
+            execution_count: null
+          }
+        ],
         metadata: {
           kernelspec: {
             name: torch.kernel_name,
@@ -215,7 +225,8 @@ describe('launchNotebook', () => {
       1,
       settings,
       true,
-      trans
+      trans,
+      undefined
     );
     expect(app.serviceManager.sessions.refreshRunning).toHaveBeenCalled();
     expect(app.commands.execute).toHaveBeenCalledWith('docmanager:open', {
@@ -246,6 +257,101 @@ describe('launchNotebook', () => {
     expect(showErrorMessage).toHaveBeenCalledWith(
       'Could not start a kernel on pytorch:24.05-py3',
       'No free GPU: every GPU is taken.'
+    );
+    expect(app.commands.execute).not.toHaveBeenCalled();
+  });
+});
+
+describe('launchNotebook, waiting for a GPU', () => {
+  it('opens the notebook once its waiting session is listed, and attaches when it starts', async () => {
+    const app = makeApp();
+    let listed = false;
+    const running = jest.fn(() =>
+      listed
+        ? [{ path: 'work/Untitled.ipynb' }][Symbol.iterator]()
+        : [][Symbol.iterator]()
+    );
+    app.serviceManager.sessions.refreshRunning.mockImplementation(async () => {
+      // The server lists the session once the start waits in the queue.
+      listed = running.mock.calls.length >= 1;
+    });
+    (app.serviceManager.sessions as any).running = running;
+    const reconnect = jest.fn().mockResolvedValue(undefined);
+    const kernel = {
+      connectionStatus: 'connecting',
+      reconnect,
+      info: Promise.resolve({}),
+      spec: Promise.resolve({})
+    };
+    const widget = {
+      sessionContext: { session: { kernel }, ready: Promise.resolve() },
+      context: { ready: Promise.resolve(), save: jest.fn() },
+      model: null,
+      isDisposed: false
+    };
+    app.commands.execute.mockResolvedValue(widget);
+    let started: (value: unknown) => void = () => undefined;
+    jest
+      .mocked(startNotebookKernel)
+      .mockReturnValue(new Promise(resolve => (started = resolve)) as any);
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      1,
+      'work',
+      trans,
+      true
+    );
+    // Opened while the start still waits (its request has not answered).
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      'work/Untitled.ipynb',
+      torch.kernel_name,
+      1,
+      settings,
+      true,
+      trans,
+      true
+    );
+    expect(app.commands.execute).toHaveBeenCalledWith('docmanager:open', {
+      path: 'work/Untitled.ipynb',
+      factory: 'Notebook',
+      kernel: { name: torch.kernel_name }
+    });
+    expect(reconnect).not.toHaveBeenCalled();
+    // The GPU frees: the kernel starts, and the page attaches to it.
+    started(reply('k-9'));
+    await new Promise(resolve => setTimeout(resolve, 0));
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(reconnect).toHaveBeenCalledTimes(1);
+    expect(showErrorMessage).not.toHaveBeenCalled();
+  });
+
+  it('says why and removes the notebook when the wait is refused before it begins', async () => {
+    const app = makeApp();
+    (app.serviceManager.sessions as any).running = () => [][Symbol.iterator]();
+    jest
+      .mocked(startNotebookKernel)
+      .mockRejectedValue(
+        new Error(
+          'You already have 1 starts waiting for a GPU, as many as one user may.'
+        )
+      );
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      1,
+      'work',
+      trans,
+      true
+    );
+    expect(app.serviceManager.contents.delete).toHaveBeenCalledWith(
+      'work/Untitled.ipynb'
+    );
+    expect(showErrorMessage).toHaveBeenCalledWith(
+      'Could not start a kernel on pytorch:24.05-py3',
+      'You already have 1 starts waiting for a GPU, as many as one user may.'
     );
     expect(app.commands.execute).not.toHaveBeenCalled();
   });

@@ -180,6 +180,12 @@ describe('KernelImageItem', () => {
     expect(textOf(button())).toBe('Waiting for a GPU (position 2)');
     expect(button().props['data-waiting']).toBe('true');
     expect(button().props['data-short']).toBeUndefined();
+    // Its session listed while it waits (the panel's start): waiting, never
+    // "(CPU only)", though it holds no GPU yet.
+    build(makePanel({ id: 'k-9', name: 'gpuc-torch' }), model);
+    expect(button().props['data-waiting']).toBe('true');
+    expect(button().props['data-without-gpu']).toBeUndefined();
+    expect(textOf(button())).toBe('Waiting for a GPU (position 2)');
     // Another notebook's start is not this one's.
     model.queue.queue[1].notebook = 'work/other.ipynb';
     build(makePanel(null), model);
@@ -234,7 +240,7 @@ describe('KernelImageItem', () => {
     expect(textOf(button())).toBe('⟦jupyter_gpu_containers:No kernel⟧');
     build(makePanel({ id: 'k-2', name: 'gpuc-torch' }), makeModel(), pseudo);
     // One translated string with placeholders, not pieces glued together.
-    expect(textOf(button())).toBe(
+    expect(textOf(findOne(button(), by('span', 'jgc-toolbar-label')))).toBe(
       '⟦jupyter_gpu_containers:toolbar: kernel image · its GPUs|pytorch:24.05-py3 · ⟦jupyter_gpu_containers:GPUs 1,2⟧⟧'
     );
     expect(button().props.title).toBe(
@@ -252,7 +258,11 @@ describe('KernelImageItem', () => {
     let node = button();
     expect(node.props['data-short']).toBe('true');
     expect(textOf(node)).toBe(
-      'pytorch:24.05-py3 · no GPU(fewer GPUs than asked)'
+      'pytorch:24.05-py3 · no GPUno GPU(fewer GPUs than asked)'
+    );
+    // The compact form (a narrow toolbar) keeps the GPUs alone.
+    expect(textOf(findOne(node, by('span', 'jgc-toolbar-compact-label')))).toBe(
+      'no GPU'
     );
     expect(node.props.title).toMatch(
       /^This notebook asks for 1 GPU, but its kernel has 0\. .*Kernel image/

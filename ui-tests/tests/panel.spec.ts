@@ -1,0 +1,409 @@
+/**
+ * The panel and the toolbar as a class uses them (issue 27): "Wait for a free GPU" among the
+ * panel's new-notebook choices, the toolbar item in a split pane and after an image switch, the
+ * picker after a CPU image is chosen, "Your kernels" when the panel opens, new notebooks that
+ * open unmodified, and no request for the admin view from a user who is no administrator.
+ *
+ * A real browser, server, engine and images; the server has two static GPUs. The waiting test
+ * rewrites the server's config (one GPU, held by another student's server) and restarts it, and
+ * puts the config back after, whether it passed or not (as queue.spec.ts does).
+ */
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Locator } from '@playwright/test';
+
+import {
+  DEBIAN_IMAGE,
+  imageRow,
+  kernelNameFor,
+  NGC_IMAGE,
+  openPanel,
+  restartServer,
+  SERVER_HOME
+} from './helpers';
+
+test.use({
+  autoGoto: true,
+  // This extension's server starts kernels itself, which the page must see.
+  kernels: null,
+  sessions: null,
+  viewport: { width: 1600, height: 1000 }
+});
+test.describe.configure({ mode: 'serial' });
+
+const SCREENSHOTS = path.resolve(__dirname, '..', '..', 'docs', 'screenshots');
+const CONFIG = path.join(SERVER_HOME, 'config', 'jupyter_server_config.json');
+
+/** The config start-server.sh wrote, while the waiting test runs on its own. */
+let original: string | null = null;
+
+/** Another student (ui-tests/other_student.py) whose kernel holds the host's one GPU. */
+class OtherStudent {
+  private lines: string[] = [];
+  private waiting: ((line: string) => void) | null = null;
+  readonly process: ChildProcessWithoutNullStreams;
+
+  constructor(gpuUuid: string, kernelName: string) {
+    this.process = spawn('python', [
+      path.join(__dirname, '..', 'other_student.py'),
+      gpuUuid,
+      kernelName
+    ]);
+    let partial = '';
+    this.process.stdout.on('data', (chunk: Buffer) => {
+      partial += chunk.toString();
+      let end: number;
+      while ((end = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, end);
+        partial = partial.slice(end + 1);
+        if (this.waiting) {
+          const resolve = this.waiting;
+          this.waiting = null;
+          resolve(line);
+        } else {
+          this.lines.push(line);
+        }
+      }
+    });
+    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  }
+
+  async next(): Promise<any> {
+    const line =
+      this.lines.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        this.waiting = resolve;
+        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
+      }));
+    return JSON.parse(line);
+  }
+
+  async endKernel(): Promise<void> {
+    this.process.stdin.write('end\n');
+    expect(await this.next()).toEqual({ ended: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.process.exitCode !== null) {
+      return;
+    }
+    const exited = new Promise(resolve => this.process.once('exit', resolve));
+    this.process.stdin.end();
+    await exited;
+  }
+}
+let otherStudent: OtherStudent | null = null;
+
+/** Every session and kernel the server has, and the notebooks the panel made. */
+async function stopEverything(page: IJupyterLabPageFixture): Promise<void> {
+  const paths: string[] = await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    const open = Array.from(app.shell.widgets('main'))
+      .map((w: any) => w.context?.path)
+      .filter(Boolean);
+    app.shell.closeAll();
+    await app.serviceManager.sessions.shutdownAll();
+    await app.serviceManager.kernels.shutdownAll();
+    return open;
+  });
+  const kernels = await page.request.get('/api/kernels');
+  for (const kernel of (await kernels.json()) as { id: string }[]) {
+    await page.request.delete(`/api/kernels/${kernel.id}`);
+  }
+  for (const p of paths) {
+    await page.request.delete(`/api/contents/${p}`);
+  }
+}
+
+test.afterEach(async ({ page }) => {
+  await stopEverything(page);
+  if (original !== null) {
+    fs.writeFileSync(CONFIG, original);
+    original = null;
+    await restartServer(page);
+    await stopEverything(page);
+  }
+  await otherStudent?.close();
+  otherStudent = null;
+});
+
+/** A notebook panel in the main area, by its notebook's name (markPanels). */
+function notebookPanel(page: IJupyterLabPageFixture, name: string): Locator {
+  return page.locator(`.jp-NotebookPanel[data-jgc-path="${name}"]`);
+}
+
+/** Mark each notebook panel with its path, so that a test can find it (its id is random). */
+async function markPanels(page: IJupyterLabPageFixture): Promise<void> {
+  await page.evaluate(() => {
+    const app = (window as any).jupyterapp;
+    for (const widget of app.shell.widgets('main')) {
+      const p = (widget as any).context?.path;
+      if (p) {
+        (widget as any).node.dataset.jgcPath = p.split('/').pop();
+      }
+    }
+  });
+}
+
+/** The path of the current notebook, its model's `dirty`, and its kernel's language. */
+async function currentState(
+  page: IJupyterLabPageFixture
+): Promise<{ path: string; dirty: boolean; language: string; status: string }> {
+  return page.evaluate(() => {
+    const widget = (window as any).jupyterapp.shell.currentWidget;
+    return {
+      path: widget?.context?.path ?? '',
+      dirty: widget?.context?.model?.dirty ?? true,
+      language: widget?.context?.model?.getMetadata('language_info')?.name ?? '',
+      status: widget?.sessionContext?.kernelDisplayStatus ?? ''
+    };
+  });
+}
+
+/** A toolbar item is in the toolbar itself, not in JupyterLab's overflow menu ("⋯"). */
+async function inToolbar(item: Locator): Promise<boolean> {
+  return item.evaluate(
+    node =>
+      node.closest('.jp-Toolbar-responsive-popup') === null &&
+      node.closest('.jp-NotebookPanel-toolbar') !== null
+  );
+}
+
+test.beforeEach(async ({ page }) => {
+  // A kernel container's start adds a network interface on this host (docker's veth), and
+  // Chromium then fails the requests in flight (net::ERR_NETWORK_CHANGED): JupyterLab takes that
+  // for a lost server and puts up its dialog over the page. Not the product's doing: dismissed.
+  await page.addLocatorHandler(
+    page.locator('.jp-Dialog').filter({ hasText: 'Server Connection Error' }),
+    async dialog => {
+      await dialog.locator('.jp-Dialog-footer button').last().click();
+    }
+  );
+});
+
+test('the panel as a student first sees it: kernels, clean notebooks, a split pane, the picker', async ({
+  page
+}) => {
+  // Requests for the admin view, from the page as it loads again: this user is no admin.
+  const admin: string[] = [];
+  let statuses = 0;
+  page.on('request', request => {
+    const url = new URL(request.url());
+    if (url.pathname.endsWith('/gpu-containers/admin')) {
+      admin.push(url.pathname);
+    }
+    if (url.pathname.endsWith('/gpu-containers/status')) {
+      statuses += 1;
+    }
+  });
+  // The panel closed, as on a first visit; a kernel starts meanwhile (another tab, a console).
+  await page.evaluate(() => (window as any).jupyterapp.shell.collapseLeft());
+  await page.reload();
+  await page.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
+  await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.restored;
+    app.shell.collapseLeft();
+  });
+  const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
+  const holder = await page.request.post('/api/contents', { data: { type: 'notebook' } });
+  const holderPath: string = (await holder.json()).path;
+  const started = await page.request.post('/gpu-containers/notebooks/kernel', {
+    data: { path: holderPath, kernel_name: kernelName, gpus: 0 }
+  });
+  expect(started.status()).toBe(200);
+  const kernelId: string = (await started.json()).session.kernel.id;
+
+  // "Your kernels" never says none while it has not read them since the panel opened.
+  await page.evaluate(() => {
+    (window as any).jgcSawNone = false;
+    new MutationObserver(() => {
+      const section = document.querySelector('.jgc-kernels-section');
+      if (section?.textContent?.includes('You have no container kernel running.')) {
+        (window as any).jgcSawNone = true;
+      }
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  const panel = await openPanel(page);
+  await expect(
+    panel.locator(`.jgc-kernels-section .jgc-your-kernel-name[title="${kernelId}"]`)
+  ).toHaveCount(1, { timeout: 30_000 });
+  expect(await page.evaluate(() => (window as any).jgcSawNone)).toBe(false);
+  await page.request.delete(`/api/contents/${holderPath}`);
+
+  // A GPU notebook from the panel opens unmodified once its kernel runs.
+  const ngc = imageRow(panel, NGC_IMAGE);
+  await ngc.locator('.jgc-gpu-count').selectOption('count:1');
+  await ngc.locator('.jgc-launch-button').click();
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python', dirty: false });
+  const gpuNotebook = (await currentState(page)).path.split('/').pop()!;
+  // And a CPU one beside it: the two side by side (a split pane).
+  const debian = imageRow(panel, DEBIAN_IMAGE);
+  await debian.locator('.jgc-launch-button').click();
+  const another = async () => {
+    const state = await currentState(page);
+    return state.path.endsWith(gpuNotebook) ? null : state;
+  };
+  await expect
+    .poll(another, { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python', dirty: false });
+  const cpuNotebook = (await currentState(page)).path.split('/').pop()!;
+  await page.evaluate(name => {
+    const app = (window as any).jupyterapp;
+    const widgets: any[] = Array.from(app.shell.widgets('main'));
+    const cpu = widgets.find(w => w.context?.path?.endsWith(name));
+    const other = widgets.find(w => w !== cpu && w.context);
+    app.shell.add(cpu, 'main', { mode: 'split-right', ref: other.id });
+  }, cpuNotebook);
+  await markPanels(page);
+  const gpuPanel = notebookPanel(page, gpuNotebook);
+  const cpuPanel = notebookPanel(page, cpuNotebook);
+  for (const [notebook, gpus] of [
+    [gpuPanel, 'GPU 0'],
+    [cpuPanel, 'no GPU']
+  ] as const) {
+    const item = notebook.locator('.jgc-toolbar-button');
+    await expect(item).toBeVisible();
+    // The compact form: the GPUs, the image in its title.
+    await expect(item.locator('.jgc-toolbar-compact-label')).toBeVisible();
+    await expect(item.locator('.jgc-toolbar-compact-label')).toHaveText(gpus);
+    await expect.poll(() => inToolbar(item)).toBe(true);
+  }
+  // The admin view was never asked for: the status (read twice by now) says this user is none.
+  await expect.poll(() => statuses, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+  expect(admin).toEqual([]);
+  await panel.evaluate(node => node.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'split-pane.png') });
+
+  // The picker, on the GPU notebook: a CPU image chosen drops its GPU choice to none, and says
+  // why, so the switch goes through.
+  await gpuPanel.locator('.jgc-toolbar-button').click();
+  const picker = page.locator('.jgc-picker');
+  await expect(picker).toBeVisible();
+  await expect(picker.locator('.jgc-picker-gpus')).toHaveValue('count:1');
+  const debianOption = picker
+    .locator('.jgc-picker-image option')
+    .filter({ hasText: 'debian-ipykernel:bookworm' });
+  await picker
+    .locator('.jgc-picker-image')
+    .selectOption((await debianOption.getAttribute('value'))!);
+  await expect(picker.locator('.jgc-picker-gpus')).toHaveValue('count:0');
+  await expect(picker.locator('.jgc-picker-cpu')).toHaveText(
+    'This image is a CPU build: it runs without GPUs.'
+  );
+  // Its checkbox on the line of its words.
+  const wait = picker.locator('.jgc-picker-wait');
+  if ((await wait.count()) > 0) {
+    const [box, words] = await Promise.all([
+      wait.locator('input').boundingBox(),
+      wait.boundingBox()
+    ]);
+    expect(box!.height).toBeGreaterThan(words!.height / 2);
+  }
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'picker-cpu-image.png') });
+  await page.locator('.jp-Dialog-button.jp-mod-accept').click();
+  await expect(page.locator('.jp-Dialog-header')).toContainText(/Switch/);
+  await page.locator('.jp-Dialog-button.jp-mod-warn').click();
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  // Switched, and the item is still in the toolbar (not in "⋯"), in its compact form.
+  const item = gpuPanel.locator('.jgc-toolbar-button');
+  await expect(item).toHaveAttribute('data-image', DEBIAN_IMAGE, { timeout: 60_000 });
+  await expect(item.locator('.jgc-toolbar-compact-label')).toHaveText('no GPU');
+  await expect(item).toBeVisible();
+  await expect.poll(() => inToolbar(item)).toBe(true);
+  // Full width again (the other notebook closed): the full form, in the toolbar.
+  await page.evaluate(name => {
+    const app = (window as any).jupyterapp;
+    const widgets: any[] = Array.from(app.shell.widgets('main'));
+    widgets.find(w => w.context?.path?.endsWith(name))?.close();
+  }, cpuNotebook);
+  await expect(item.locator('.jgc-toolbar-label')).toBeVisible();
+  await expect(item.locator('.jgc-toolbar-label')).toHaveText('debian-ipykernel:bookworm · no GPU');
+  await expect.poll(() => inToolbar(item)).toBe(true);
+});
+
+test('with every GPU taken, the panel opens a GPU notebook that waits, and it starts by itself', async ({
+  page
+}) => {
+  const config = JSON.parse(fs.readFileSync(CONFIG, 'utf8'));
+  const gpu: string = config.GPUInventory.static_gpus[0].uuid;
+  const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
+  otherStudent = new OtherStudent(gpu, kernelName);
+  const stateDir: string = (await otherStudent.next()).state_dir;
+  original = fs.readFileSync(CONFIG, 'utf8');
+  // One GPU, the other student's; starts do not wait unless asked (the panel asks).
+  config.ContainerPolicy = { ...(config.ContainerPolicy ?? {}), state_dir: stateDir };
+  config.GPUInventory.static_gpus = config.GPUInventory.static_gpus.slice(0, 1);
+  config.GPUQueue = { ...(config.GPUQueue ?? {}), wait_by_default: false, max_wait: 600 };
+  fs.writeFileSync(CONFIG, JSON.stringify(config, null, 2));
+  await restartServer(page);
+  expect((await otherStudent.next()).kernel).toBeTruthy();
+
+  const panel = await openPanel(page);
+  const ngc = imageRow(panel, NGC_IMAGE);
+  await expect(panel.locator('.jgc-gpu[data-state="held"]')).toHaveCount(1);
+  // Every GPU taken: the panel offers to wait, besides a notebook without GPU.
+  const waitBox = ngc.locator('.jgc-wait-checkbox');
+  await expect(waitBox).toBeVisible();
+  await expect(waitBox).not.toBeChecked();
+  await expect(ngc.locator('.jgc-launch-button')).toHaveText('New notebook without GPU');
+  await waitBox.check();
+  await expect(ngc.locator('.jgc-gpu-count')).toHaveValue('count:1');
+  const launch = ngc.locator('.jgc-launch-button');
+  await expect(launch).toHaveText('New notebook that waits');
+  await expect(launch).toBeEnabled();
+  await expect(ngc.locator('.jgc-launch-waits')).toBeVisible();
+  await panel.screenshot({ path: path.join(SCREENSHOTS, 'panel-wait-offer.png') });
+  await launch.click();
+
+  // The notebook is open while its kernel waits; the toolbar and the queue say where it stands.
+  const toolbarButton = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button');
+  await expect(toolbarButton).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  await expect(toolbarButton).toContainText('Waiting for a GPU (position 1)');
+  await expect(toolbarButton).not.toHaveAttribute('data-without-gpu', 'true');
+  // Open unmodified while it waits: nothing of the user's has changed.
+  await expect.poll(async () => (await currentState(page)).dirty).toBe(false);
+  const ticket = panel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
+  await expect(ticket).toHaveCount(1);
+  await expect(ticket).toContainText('position 1 of 1');
+  // Its facts apart, not run together ("waits for 1 GPUwaited 9 s").
+  const facts = ticket.locator('.jgc-ticket-facts > span');
+  await expect(facts.nth(0)).toHaveText('waits for 1 GPU');
+  await expect(facts.nth(1)).toHaveText(/^waited \d+ s$/);
+  await expect(facts.nth(2)).toHaveText(/^gives up at /);
+  const separators = await facts.evaluateAll(spans =>
+    spans.map(span => getComputedStyle(span, '::before').content)
+  );
+  expect(separators.slice(1)).toEqual(['" · "', '" · "']);
+  await page.screenshot({ path: test.info().outputPath('panel-wait.png') });
+
+  // The GPU frees: the kernel starts, and the open page attaches to it by itself.
+  await otherStudent.endKernel();
+  await expect(toolbarButton).not.toHaveAttribute('data-waiting', 'true', { timeout: 60_000 });
+  await expect(
+    page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')
+  ).toHaveText('ngc-like:24.05-py3 · GPU 0', { timeout: 30_000 });
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python', dirty: false });
+  // The page's own connection runs code in it (galata's notebook helpers do not survive the
+  // server restart's navigation).
+  const printed = await page.evaluate(async () => {
+    const widget = (window as any).jupyterapp.shell.currentWidget;
+    const future = widget.sessionContext.session.kernel.requestExecute({ code: 'print(6 * 7)' });
+    let out = '';
+    future.onIOPub = (msg: any) => {
+      if (msg.header.msg_type === 'stream') {
+        out += msg.content.text;
+      }
+    };
+    await future.done;
+    return out.trim();
+  });
+  expect(printed).toBe('42');
+});
