@@ -382,7 +382,10 @@ export class GpuContainersModel implements IDisposable {
    * Cancel one of the user's waiting starts (its start fails). Rejects with
    * the server's sentence.
    */
-  async cancelWaiting(kernelId: string): Promise<void> {
+  async cancelWaiting(
+    kernelId: string,
+    notebook?: string | null
+  ): Promise<void> {
     this._cancelledHere.add(kernelId);
     try {
       await cancelQueued(kernelId, this.serverSettings, this._trans);
@@ -390,7 +393,21 @@ export class GpuContainersModel implements IDisposable {
       this._cancelledHere.delete(kernelId);
       throw error;
     }
+    if (notebook) {
+      this._cancelledNotebooks.set(notebook, Date.now());
+    }
     await this.refreshGpus();
+  }
+
+  /**
+   * Whether the user cancelled, from this page, a wait for a GPU of the
+   * notebook at `path` at `since` (ms since the epoch) or later: the start
+   * that waited then failed because the user chose so, which is no error to
+   * put up (the queue's notification says it was cancelled).
+   */
+  cancelledSince(path: string, since: number): boolean {
+    const at = this._cancelledNotebooks.get(path);
+    return at !== undefined && at >= since;
   }
 
   /**
@@ -672,7 +689,13 @@ export class GpuContainersModel implements IDisposable {
       );
       let state: string | null;
       try {
-        state = holds ? 'idle' : await this._kernelState(kernelId);
+        // Cancelled here and holding no GPU: whatever runs now (a restart's
+        // kernel stays listed) did not start on the GPUs it waited for.
+        state = holds
+          ? 'idle'
+          : this._cancelledHere.has(kernelId)
+            ? null
+            : await this._kernelState(kernelId);
       } catch {
         state = 'starting'; // not known yet: look again
       }
@@ -900,6 +923,7 @@ export class GpuContainersModel implements IDisposable {
   private _reclaims = new Map<string, IKernelReclaim>();
   private _noticed = new Set<string>();
   private _cancelledHere = new Set<string>();
+  private _cancelledNotebooks = new Map<string, number>();
   private _departed = new Set<string>();
   private _missing = {
     queue: 0,

@@ -131,7 +131,7 @@ export function QueueSection(props: {
   const yours = queue.queue.filter(t => t.yours);
   const cancel = (ticket: IQueuedStart): void => {
     void model
-      .cancelWaiting(ticket.kernel_id ?? '')
+      .cancelWaiting(ticket.kernel_id ?? '', ticket.notebook)
       .catch(error =>
         notify(
           trans,

@@ -462,6 +462,7 @@ export async function applyKernelChoice(
   const id = Notification.emit(trans.__('Starting %1…', what), 'in-progress', {
     autoClose: false
   });
+  const since = Date.now();
   try {
     const spec = specOf(app, kernelName);
     const remember = (): void => {
@@ -521,10 +522,13 @@ export async function applyKernelChoice(
     });
   } catch (error) {
     Notification.dismiss(id);
-    await showErrorMessage(
-      trans.__('Could not start %1', what),
-      messageOf(error)
-    );
+    // The user cancelled its wait: the queue's notification says so, once.
+    if (!model.cancelledSince(panel.context.localPath, since)) {
+      await showErrorMessage(
+        trans.__('Could not start %1', what),
+        messageOf(error)
+      );
+    }
   } finally {
     void model.refreshGpus();
   }

@@ -957,6 +957,30 @@ describe('fair sharing', () => {
     expect(ended).toHaveBeenCalledWith('cancelled');
   });
 
+  it('says a cancelled restart was cancelled, though its kernel stays listed', async () => {
+    // A restart waits under the kernel's own id: cancelled, the kernel is still there (idle),
+    // which is no GPU that "is free" and no start.
+    routes['GET queue'] = queueOf(waiting);
+    routes['DELETE queue/k-1'] = () => response(204, '');
+    const kernelState = jest.fn().mockResolvedValue('idle');
+    const model = createModel({ kernelState });
+    const ended = jest.fn();
+    model.queueEnded.connect((_, end) => ended(end.outcome));
+    await model.refreshGpus();
+    routes['GET queue'] = queueOf();
+    const before = Date.now();
+    await model.cancelWaiting('k-1', 'work/train.ipynb');
+    await flush();
+    expect(ended.mock.calls).toEqual([['cancelled']]);
+    expect(kernelState).not.toHaveBeenCalled();
+    // The notebook's start, failing now, is known as the user's own cancel.
+    expect(model.cancelledSince('work/train.ipynb', before)).toBe(true);
+    expect(model.cancelledSince('work/train.ipynb', Date.now() + 1)).toBe(
+      false
+    );
+    expect(model.cancelledSince('work/other.ipynb', before)).toBe(false);
+  });
+
   it("rejects a cancel with the server's sentence", async () => {
     routes['DELETE queue/k-1'] = fail(404, 'No start of yours waits as k-1.');
     const model = createModel();

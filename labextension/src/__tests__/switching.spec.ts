@@ -100,6 +100,7 @@ function makeModel(overrides: Record<string, unknown> = {}) {
     gpus: makeReport([makeGpu('0', [mine]), makeGpu('1')]),
     refreshImages: jest.fn().mockResolvedValue(undefined),
     refreshGpus: jest.fn().mockResolvedValue(undefined),
+    cancelledSince: jest.fn().mockReturnValue(false),
     ...overrides
   };
 }
@@ -577,6 +578,33 @@ describe('applyKernelChoice', () => {
       'The kernel started, but this page did not attach to it: reload the page.'
     );
     expect(panel.context.save).not.toHaveBeenCalled();
+  });
+
+  it('puts up no error when the user cancelled the wait (the queue says so once)', async () => {
+    const model = makeModel({
+      cancelledSince: jest.fn().mockReturnValue(true)
+    });
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    jest
+      .mocked(startNotebookKernel)
+      .mockRejectedValue(new Error('GPU wait cancelled'));
+    await applyKernelChoice(
+      asApp(makeApp()),
+      asModel(model),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans,
+      true
+    );
+    // Asked by the notebook's own path, for a cancel made since this start began.
+    expect(model.cancelledSince).toHaveBeenCalledWith(
+      'work/train.ipynb',
+      expect.any(Number)
+    );
+    expect(Notification.dismiss).toHaveBeenCalledWith('note-1');
+    expect(showErrorMessage).not.toHaveBeenCalled();
+    expect(Notification.update).not.toHaveBeenCalled();
   });
 
   it('without a session, saves the request in the notebook, then has the page start the kernel', async () => {
