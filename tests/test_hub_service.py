@@ -15,9 +15,11 @@ the service itself, they check with the token the student's server sends it.
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -28,6 +30,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 from conftest import (
     DEBIAN_IMAGE,
     TEST_LABEL,
@@ -421,3 +424,73 @@ async def test_a_wrong_or_revoked_hub_token_is_told_so(deployment: Deployment) -
             message = answer["message"]
             assert "JupyterHub does not accept the token" in message, (what, answer)
             assert ACCESS_SCOPE in message and "_xsrf" not in message, (what, answer)
+
+
+def _browser_login(hub: Hub, user: str) -> requests.Session:
+    """A browser's cookies for ``user``'s JupyterLab: logged in at the Hub's form (the test Hub's
+    dummy authenticator takes any password), through the Hub's OAuth to the user's server, and
+    the page loaded (where the server sets its ``_xsrf`` cookie, as for any JupyterLab page)."""
+    browser = requests.Session()
+    form = browser.get(f"{hub.url}/hub/login", timeout=REQUEST_TIMEOUT)
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text)
+    assert form.status_code == 200 and xsrf, (form.status_code, form.text[:500])
+    landed = browser.post(
+        f"{hub.url}/hub/login",
+        data={"username": user, "password": "any", "_xsrf": xsrf.group(1)},
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert landed.status_code == 200 and landed.url.startswith(f"{hub.url}/user/{user}/"), (
+        landed.status_code,
+        landed.url,
+    )
+    page = browser.get(f"{hub.url}/user/{user}/lab", timeout=REQUEST_TIMEOUT)
+    assert page.status_code == 200, page.status_code
+    return browser
+
+
+def _page_xsrf_cookie(browser: requests.Session, user: str) -> str:
+    """The ``_xsrf`` cookie the user's JupyterLab page reads (``document.cookie`` there holds
+    the cookies of the server's path, not the Hub's own)."""
+    for cookie in browser.cookies:
+        if cookie.name == "_xsrf" and (cookie.path or "").startswith(f"/user/{user}"):
+            return str(cookie.value)
+    raise AssertionError(f"no _xsrf cookie for /user/{user}/: {list(browser.cookies)}")
+
+
+async def test_the_kernel_log_streams_to_a_browser_logged_in_at_the_hub(
+    deployment: Deployment, students: dict[str, Student]
+) -> None:
+    """Issue 27, item 3: behind JupyterHub the kernel view's log stream (an EventSource: a GET
+    that cookies authenticate, with no header of the page's) is refused without the page's XSRF
+    value (JupyterHub 4.1 and later), and streams with it in the query, as the panel sends it
+    (api.ts streamCredentials)."""
+    student = students[STUDENT_A]
+    kernel_id = (await student.open_notebook(notebook_in_course(student, "log.ipynb")))["kernel"][
+        "id"
+    ]
+    browser = await asyncio.to_thread(_browser_login, deployment.hub, student.name)
+    xsrf = _page_xsrf_cookie(browser, student.name)
+    log_url = f"{deployment.hub.url}/user/{student.name}/gpu-containers/kernels/{kernel_id}/log"
+    # What Chromium sends with a same-origin EventSource.
+    headers = {
+        "Accept": "text/event-stream",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Site": "same-origin",
+        "Sec-Fetch-Dest": "empty",
+    }
+
+    def first_event(query: dict[str, str]) -> tuple[int, str]:
+        with browser.get(
+            log_url, params=query, headers=headers, stream=True, timeout=REQUEST_TIMEOUT
+        ) as response:
+            if response.status_code != 200:
+                return response.status_code, response.text
+            for line in response.iter_lines(decode_unicode=True):
+                if line.startswith("event:"):
+                    return 200, line.split(":", 1)[1].strip()
+            return 200, ""
+
+    code, body = await asyncio.to_thread(first_event, {"tail": "5"})
+    assert code == 403, (code, body)
+    code, event = await asyncio.to_thread(first_event, {"tail": "5", "_xsrf": xsrf})
+    assert (code, event) == (200, "container"), (code, event)

@@ -261,12 +261,42 @@ export function startNotebookKernel(
 }
 
 /**
- * The URL of a pull's server-sent event stream. `EventSource` cannot send
- * headers: the token, when the page has one, goes in the query.
+ * What an event stream's URL carries for the server to let it through:
+ * `EventSource` cannot send headers, so the token, when the page has one,
+ * goes in the query; else the page's XSRF cookie does, as JupyterLab's own
+ * download URLs carry it (behind JupyterHub 4.1 and later a GET that a
+ * cookie authenticates must name it, or is refused with 403).
+ */
+export function streamCredentials(
+  settings: ServerConnection.ISettings,
+  cookie: string = documentCookie()
+): string[] {
+  if (settings.token) {
+    return [`token=${encodeURIComponent(settings.token)}`];
+  }
+  const xsrf = cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+  // The cookie's value as the server reads it back (the query is decoded once).
+  return xsrf ? [`_xsrf=${encodeURIComponent(xsrf[1])}`] : [];
+}
+
+/**
+ * The page's cookies, or `''` where none can be read (a sandbox, a test).
+ */
+function documentCookie(): string {
+  try {
+    return typeof document === 'undefined' ? '' : document.cookie;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The URL of a pull's server-sent event stream (streamCredentials).
  */
 export function pullEventsUrl(
   pullId: string,
-  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  cookie?: string
 ): string {
   const url = URLExt.join(
     settings.baseUrl,
@@ -275,9 +305,8 @@ export function pullEventsUrl(
     encodeURIComponent(pullId),
     'events'
   );
-  return settings.token
-    ? `${url}?token=${encodeURIComponent(settings.token)}`
-    : url;
+  const query = streamCredentials(settings, cookie);
+  return query.length ? `${url}?${query.join('&')}` : url;
 }
 
 /**
@@ -315,7 +344,8 @@ export function getKernelView(
 export function kernelLogUrl(
   kernelId: string,
   tail: number,
-  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  cookie?: string
 ): string {
   const url = URLExt.join(
     settings.baseUrl,
@@ -324,11 +354,39 @@ export function kernelLogUrl(
     encodeURIComponent(kernelId),
     'log'
   );
-  const query = [`tail=${tail}`];
-  if (settings.token) {
-    query.push(`token=${encodeURIComponent(settings.token)}`);
-  }
+  const query = [`tail=${tail}`, ...streamCredentials(settings, cookie)];
   return `${url}?${query.join('&')}`;
+}
+
+/**
+ * Why a kernel's log stream was refused, asked after an `EventSource` closed
+ * for good before it said anything (a browser's event stream tells no
+ * status): the server's sentence, or `''` when the stream opens now.
+ */
+export async function logStreamRefusal(
+  kernelId: string,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  trans: TranslationBundle = translationBundle()
+): Promise<string> {
+  const url = kernelLogUrl(kernelId, 0, settings);
+  const controller = new AbortController();
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(
+      url,
+      { method: 'GET', signal: controller.signal },
+      settings
+    );
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    return trans.__('Could not reach the Jupyter server: %1', detail);
+  }
+  if (response.ok) {
+    controller.abort(); // an open stream: nothing to read from it here
+    return '';
+  }
+  const body = await response.text().catch(() => '');
+  return errorMessage(body, response.status, response.statusText, trans);
 }
 
 /**

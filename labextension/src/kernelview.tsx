@@ -10,7 +10,12 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
-import { getKernelView, getKernels, kernelLogUrl } from './api';
+import {
+  getKernelView,
+  getKernels,
+  kernelLogUrl,
+  logStreamRefusal
+} from './api';
 import { formatBytes, formatClock, shortImageName } from './format';
 import type { IEventSourceLike } from './model';
 import { noticeText, reclaimOf, reclaimText } from './sharing';
@@ -192,11 +197,16 @@ export class KernelViewModel {
     );
     this._source = source;
     this.following = true;
+    // Whether the stream ever answered: one that closes before it says
+    // anything was refused (or never reached), which is not "no longer".
+    let answered = false;
+    source.addEventListener('open', () => (answered = true));
     const on = <K extends keyof ILogEvents>(
       name: K,
       handle: (data: ILogEvents[K]) => void
     ): void => {
       source.addEventListener(name, event => {
+        answered = true;
         const data = parse<ILogEvents[K]>(event.data);
         if (data && !this._isDisposed) {
           handle(data);
@@ -234,11 +244,38 @@ export class KernelViewModel {
     source.addEventListener('error', () => {
       // The browser reconnects by itself, unless the stream failed for good.
       if (source.readyState === STREAM_CLOSED && !this._isDisposed) {
-        this._note(this._trans.__('The log is no longer followed.'));
         this._stopFollowing();
-        this._changed.emit();
+        if (answered) {
+          this._note(this._trans.__('The log is no longer followed.'));
+          this._changed.emit();
+        } else {
+          void this._sayWhyNotRead();
+        }
       }
     });
+  }
+
+  /**
+   * The stream was refused before it began: say so, with the server's
+   * sentence, rather than that it is "no longer" followed.
+   */
+  private async _sayWhyNotRead(): Promise<void> {
+    const why = await logStreamRefusal(
+      this.kernelId,
+      this._settings,
+      this._trans
+    );
+    if (this._isDisposed) {
+      return;
+    }
+    this._note(
+      why
+        ? this._trans.__('The log could not be read: %1', why)
+        : this._trans.__(
+            'The log could not be read: its stream closed before it began. Close this view and open it again to retry.'
+          )
+    );
+    this._changed.emit();
   }
 
   private _onContainer(data: ILogEvents['container']): void {

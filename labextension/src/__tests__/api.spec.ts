@@ -7,7 +7,9 @@ import {
   getGpus,
   getImages,
   getStatus,
+  kernelLogUrl,
   pullEventsUrl,
+  streamCredentials,
   putRegistryCredentials,
   requestAPI,
   startNotebookKernel,
@@ -436,6 +438,24 @@ describe('pullEventsUrl', () => {
     });
     expect(pullEventsUrl('p-1', withToken)).toBe(
       `${base}/pulls/p-1/events?token=a%20b%26c%3Dd%2F%2B`
+    );
+  });
+
+  it("carries the page's XSRF cookie where there is no token (JupyterHub's GET check)", () => {
+    const cookie = 'theme=dark; _xsrf=2|8a1f|c0ffee=|1700000000; other=1';
+    expect(pullEventsUrl('p-1', settings, cookie)).toBe(
+      `${base}/pulls/p-1/events?_xsrf=2%7C8a1f%7Cc0ffee%3D%7C1700000000`
+    );
+    expect(streamCredentials(settings, '_xsrf=abc')).toEqual(['_xsrf=abc']);
+    // Not a cookie whose name merely ends in _xsrf.
+    expect(streamCredentials(settings, 'not_xsrf=abc')).toEqual([]);
+    const withToken = ServerConnection.makeSettings({
+      baseUrl: 'http://localhost:8888/lab-base/',
+      token: 't'
+    });
+    expect(streamCredentials(withToken, '_xsrf=abc')).toEqual(['token=t']);
+    expect(kernelLogUrl('k-1', 50, settings, '_xsrf=abc')).toBe(
+      `${base}/kernels/k-1/log?tail=50&_xsrf=abc`
     );
   });
 

@@ -347,11 +347,37 @@ describe('the kernel view', () => {
   it('says when the stream is gone for good', async () => {
     const model = createModel();
     model.start();
+    streams[0].emit('open');
     streams[0].readyState = 2;
     streams[0].emit('error');
     expect(model.following).toBe(false);
     expect(model.entries.map(e => e.text)).toEqual([
       'The log is no longer followed.'
+    ]);
+    model.dispose();
+  });
+
+  it("says why when the stream is refused before it begins, in the server's words", async () => {
+    const sentence = 'You may read the log of your own kernels only.';
+    const model = createModel();
+    model.start();
+    request.mockImplementation(async (url: RequestInfo | URL) =>
+      String(url).includes('/log?')
+        ? new Response(JSON.stringify({ message: sentence }), { status: 403 })
+        : new Response(JSON.stringify(makeView()), { status: 200 })
+    );
+    streams[0].readyState = 2;
+    streams[0].emit('error');
+    expect(model.following).toBe(false);
+    await jest.advanceTimersByTimeAsync(0);
+    const asked = request.mock.calls
+      .map(call => String(call[0]))
+      .filter(url => url.includes('/log?'));
+    expect(asked).toEqual([
+      `${settings.baseUrl}gpu-containers/kernels/${KERNEL}/log?tail=0&token=secret`
+    ]);
+    expect(model.entries.map(e => e.text)).toEqual([
+      `The log could not be read: ${sentence}`
     ]);
     model.dispose();
   });
