@@ -53,6 +53,27 @@ install_inputs_hash() {
   } | sha256sum | cut -c1-32
 }
 
+# Whether the environment holds a finished install that serves `extras` (its stamp names the
+# same inputs, with those extras or more).
+install_is_current() {
+  local extras=$1 installed h
+  local -a enough=("$(install_inputs_hash "$extras")")
+  # An install with the test extras serves every other command: [test] holds what [lab] and
+  # [hub] hold (the demos after the tests, and the multi-user demo's smoke test within them).
+  # The multi-user demo's [lab,hub] serves the single-user demo's [lab] (one demo after the other).
+  [ "$extras" = "[test]" ] || enough+=("$(install_inputs_hash "[test]")")
+  [ "$extras" != "[lab]" ] || enough+=("$(install_inputs_hash "[lab,hub]")")
+  installed=$(cat "$venv/.jupyter-gpu-containers-install" 2>/dev/null || true)
+  for h in "${enough[@]}"; do
+    if [ "$installed" = "$h" ] \
+       && [ -f "$venv/share/jupyter/labextensions/jupyter-gpu-containers/package.json" ] \
+       && "$venv/bin/python" -c "import jupyter_gpu_containers" 2>/dev/null; then
+      return 0
+    fi
+  done
+  return 1
+}
+
 # The project in a virtual environment, with its labextension built by `pip install`. Skipped when
 # the environment already holds an install of the same inputs (the stamp file records their hash
 # once an install succeeded); a fresh clone (CI) has no environment and no stamp, and installs.
@@ -66,21 +87,12 @@ install_project() {
     log "creating $venv with $python"
     "$python" -m venv "$venv"
   fi
-  local stamp=$venv/.jupyter-gpu-containers-install wanted installed h
+  local stamp=$venv/.jupyter-gpu-containers-install wanted
   wanted=$(install_inputs_hash "$extras")
-  local -a enough=("$wanted")
-  # An install with the test extras serves every other command: [test] holds what [lab] and
-  # [hub] hold (the demos after the tests, and the multi-user demo's smoke test within them).
-  [ "$extras" = "[test]" ] || enough+=("$(install_inputs_hash "[test]")")
-  installed=$(cat "$stamp" 2>/dev/null || true)
-  for h in "${enough[@]}"; do
-    if [ "$installed" = "$h" ] \
-       && [ -f "$venv/share/jupyter/labextensions/jupyter-gpu-containers/package.json" ] \
-       && "$venv/bin/python" -c "import jupyter_gpu_containers" 2>/dev/null; then
-      log "the project in $venv is up to date: no pip install"
-      return 0
-    fi
-  done
+  if install_is_current "$extras"; then
+    log "the project in $venv is up to date: no pip install"
+    return 0
+  fi
   rm -f "$stamp"  # an install that stops half-way is not a finished one
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   log "pip install -e .${extras} (builds the labextension with npm)"

@@ -349,3 +349,37 @@ def test_a_welcome_notebook_its_user_changed_is_left_alone(home: Path, change: s
     assert "left as it is" in said and "remove it" in said
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".welcome-")]
+
+
+def test_one_demo_after_the_other_installs_nothing_again(tmp_path: Path) -> None:
+    """An environment the multi-user demo installed ([lab,hub]) serves the single-user demo's
+    [lab] as it stands; one with fewer extras than asked for does not (scripts/common.sh)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    # The suite's own interpreter, which imports the package, as the environment's.
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    labextension = venv / "share" / "jupyter" / "labextensions" / "jupyter-gpu-containers"
+    labextension.mkdir(parents=True)
+    (labextension / "package.json").write_text("{}")
+
+    def serves(installed: str, extras: str) -> bool:
+        script = (
+            'source scripts/common.sh && install_inputs_hash "$1" >'
+            ' "$venv/.jupyter-gpu-containers-install" && install_is_current "$2"'
+        )
+        run = subprocess.run(
+            ["bash", "-c", script, "bash", installed, extras],
+            cwd=REPO,
+            env={"PATH": "/usr/bin:/bin", "JGC_VENV": str(venv)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode in (0, 1), run.stderr
+        return run.returncode == 0
+
+    assert serves("[lab,hub]", "[lab]")
+    assert serves("[lab,hub]", "[lab,hub]")
+    assert serves("[test]", "[lab]") and serves("[test]", "[lab,hub]")
+    assert not serves("[lab]", "[lab,hub]")
+    assert not serves("[lab,hub]", "[test]")
