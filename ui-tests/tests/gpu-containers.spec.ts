@@ -8,13 +8,7 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import {
-  DEBIAN_IMAGE,
-  imageRow,
-  NGC_IMAGE,
-  openPanel,
-  restartServer
-} from './helpers';
+import { DEBIAN_IMAGE, imageRow, NGC_IMAGE, openPanel, restartServer, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({
   autoGoto: true,
@@ -25,6 +19,8 @@ test.use({
   // Wide enough for the notebook toolbar to show every item, ours included, without overflow.
   viewport: { width: 1600, height: 1000 }
 });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 test.describe.configure({ mode: 'serial' });
 
 const PROBE =

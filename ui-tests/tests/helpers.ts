@@ -158,6 +158,22 @@ export async function kernelNameFor(request: APIRequestContext, image: string): 
   return found[0];
 }
 
+/**
+ * A kernel container's start adds a network interface on this host (docker's veth), and Chromium
+ * then fails the requests in flight (net::ERR_NETWORK_CHANGED): JupyterLab takes that for a lost
+ * server and puts up its dialog over the page, whose clicks it then intercepts. Not the
+ * product's doing, and only where the browser runs on the engine's host: dismissed whenever it
+ * shows. Each spec calls it in a beforeEach.
+ */
+export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
+  await page.addLocatorHandler(
+    page.locator('.jp-Dialog').filter({ hasText: 'Server Connection Error' }),
+    async dialog => {
+      await dialog.locator('.jp-Dialog-footer button').last().click();
+    }
+  );
+}
+
 /** Open the GPU Containers panel (through its command: a click on its tab would toggle it). */
 export async function openPanel(page: Page): Promise<Locator> {
   await page.evaluate(async () => {

@@ -9,7 +9,7 @@ import * as path from 'path';
 
 import { expect, test } from '@jupyterlab/galata';
 
-import { NGC_IMAGE, imageRow, openPanel } from './helpers';
+import { NGC_IMAGE, imageRow, openPanel, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({
   autoGoto: true,
@@ -18,6 +18,8 @@ test.use({
   sessions: null,
   viewport: { width: 1600, height: 1000 }
 });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 
 const SCREENSHOTS = path.resolve(__dirname, '..', '..', 'docs', 'screenshots');
 

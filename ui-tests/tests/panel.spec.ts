@@ -17,6 +17,7 @@ import type { Locator } from '@playwright/test';
 
 import {
   DEBIAN_IMAGE,
+  dismissNetworkChangeDialogs,
   imageRow,
   kernelNameFor,
   NGC_IMAGE,
@@ -172,17 +173,7 @@ async function inToolbar(item: Locator): Promise<boolean> {
   );
 }
 
-test.beforeEach(async ({ page }) => {
-  // A kernel container's start adds a network interface on this host (docker's veth), and
-  // Chromium then fails the requests in flight (net::ERR_NETWORK_CHANGED): JupyterLab takes that
-  // for a lost server and puts up its dialog over the page. Not the product's doing: dismissed.
-  await page.addLocatorHandler(
-    page.locator('.jp-Dialog').filter({ hasText: 'Server Connection Error' }),
-    async dialog => {
-      await dialog.locator('.jp-Dialog-footer button').last().click();
-    }
-  );
-});
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 
 test('the panel as a student first sees it: kernels, clean notebooks, a split pane, the picker', async ({
   page

@@ -5,9 +5,11 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 
-import { imageRow, openPanel, privateRegistry } from './helpers';
+import { imageRow, openPanel, privateRegistry, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({ autoGoto: true, viewport: { width: 1400, height: 1000 } });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 
 test('a private image is pulled after a login, with progress', async ({ page }) => {
   const { ref, host, username, password } = privateRegistry();

@@ -14,7 +14,7 @@ import * as path from 'path';
 
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 
-import { kernelNameFor, NGC_IMAGE, openPanel, restartServer, SERVER_HOME } from './helpers';
+import { kernelNameFor, NGC_IMAGE, openPanel, restartServer, SERVER_HOME, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({
   autoGoto: true,
@@ -23,6 +23,8 @@ test.use({
   sessions: null,
   viewport: { width: 1600, height: 1000 }
 });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 test.describe.configure({ mode: 'serial' });
 
 const CONFIG = path.join(SERVER_HOME, 'config', 'jupyter_server_config.json');

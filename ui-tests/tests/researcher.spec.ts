@@ -7,7 +7,7 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import { imageRow, kernelNameFor, NGC_IMAGE, openPanel } from './helpers';
+import { imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({
   autoGoto: true,
@@ -16,6 +16,8 @@ test.use({
   sessions: null,
   viewport: { width: 1600, height: 1000 }
 });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 test.describe.configure({ mode: 'serial' });
 
 function toolbar(page: IJupyterLabPageFixture): Locator {

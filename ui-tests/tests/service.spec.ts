@@ -13,7 +13,7 @@ import * as path from 'path';
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import { DEBIAN_IMAGE, imageRow, kernelNameFor, NGC_IMAGE, openPanel } from './helpers';
+import { DEBIAN_IMAGE, imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs } from './helpers';
 
 /** playwright.config.ts sets them (start-service.sh's port and home). */
 const SERVICE_URL =
@@ -40,6 +40,8 @@ test.use({
   // Wide enough for the notebook toolbar to show every item, ours included, without overflow.
   viewport: { width: 1600, height: 1000 }
 });
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 test.describe.configure({ mode: 'serial' });
 
 /** What the probe cell prints, and the file it writes in its working directory. */

@@ -7,7 +7,9 @@ import * as os from 'os';
 import { expect, test } from '@jupyterlab/galata';
 import type { APIRequestContext } from '@playwright/test';
 
-import { DEBIAN_IMAGE, kernelNameFor, restartServer } from './helpers';
+import { DEBIAN_IMAGE, kernelNameFor, restartServer, dismissNetworkChangeDialogs } from './helpers';
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
 
 const EXTENSION = 'jupyter-gpu-containers';
 
