@@ -242,10 +242,15 @@ export interface IImageFilter {
 
 /**
  * The rows that pass a filter.
+ *
+ * @param pullsRefused Whether the user's pulls cannot succeed here (the
+ *   status's `pull_refusal`): only pulled images are offered then, as an
+ *   image not pulled could only be asked of the administrator.
  */
 export function filterImages(
   rows: IImageRow[],
-  filter: IImageFilter
+  filter: IImageFilter,
+  pullsRefused = false
 ): IImageRow[] {
   return searchImages(rows, filter.query).filter(row => {
     if (filter.kernelReady && row.kernel_ready !== true) {
@@ -254,7 +259,7 @@ export function filterImages(
     if (filter.compatible && !isCompatible(row)) {
       return false;
     }
-    return !filter.pulled || row.pulled;
+    return !(filter.pulled || pullsRefused) || row.pulled;
   });
 }
 

@@ -347,9 +347,12 @@ function ImageSection(props: {
     pulled: false
   });
   const catalog = model.catalog;
-  const rows = catalog ? filterImages(catalog.images, filter) : [];
-  // Pulls that are the administrator's: said once, and no Pull button.
+  // Pulls that are the administrator's: said once, no Pull button, and only
+  // the images here listed (one not pulled could only be asked for).
   const pullRefusal = model.status?.pull_refusal ?? '';
+  const rows = catalog
+    ? filterImages(catalog.images, filter, pullRefusal !== '')
+    : [];
   // The engine's own totals (each shared layer once); an older server's rows
   // summed otherwise.
   const diskUse = catalog

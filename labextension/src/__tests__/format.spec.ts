@@ -306,6 +306,13 @@ describe('filterImages', () => {
   ])('keeps the rows for %s', (_, filter, expected) => {
     expect(filterImages(rows, { ...none, ...filter })).toEqual(expected);
   });
+
+  it("offers only pulled images where the user's pulls cannot succeed", () => {
+    expect(filterImages(rows, none, true)).toEqual([torch, plain, old]);
+    expect(filterImages(rows, { ...none, query: 'tensorflow' }, true)).toEqual(
+      []
+    );
+  });
 });
 
 describe('groupByFramework', () => {
