@@ -733,8 +733,10 @@ export class GpuContainersModel implements IDisposable {
     try {
       this._catalog = await getImages(this.serverSettings, this._trans);
       this._catalogError = '';
+      this._catalogRetries = 0;
     } catch (error) {
       this._catalogError = messageOf(error);
+      this._retryCatalogSoon();
     } finally {
       this._loadingImages = false;
     }
@@ -806,6 +808,7 @@ export class GpuContainersModel implements IDisposable {
     }
     this._streams.clear();
     clearTimeout(this._recheck);
+    clearTimeout(this._catalogRetry);
     Signal.clearData(this);
   }
 
@@ -891,6 +894,26 @@ export class GpuContainersModel implements IDisposable {
     }
   }
 
+  /**
+   * A failed read of the images is read again soon, a few times, before the
+   * poll's own (minutes-long, backing off) schedule takes over: a request
+   * lost as the server restarted or the host's network changed would
+   * otherwise leave the panel saying the server cannot be reached.
+   */
+  private _retryCatalogSoon(): void {
+    const delay = CATALOG_RETRY_MS[this._catalogRetries];
+    if (delay === undefined || this._isDisposed) {
+      return;
+    }
+    this._catalogRetries += 1;
+    clearTimeout(this._catalogRetry);
+    this._catalogRetry = setTimeout(() => {
+      if (!this._isDisposed) {
+        void this.refreshImages();
+      }
+    }, delay);
+  }
+
   private _scheduleProbeRecheck(): void {
     clearTimeout(this._recheck);
     const probing = (this._catalog?.images ?? []).some(
@@ -922,6 +945,8 @@ export class GpuContainersModel implements IDisposable {
   private _noticeArrived = new Signal<this, IAdminNotice>(this);
   private _reclaims = new Map<string, IKernelReclaim>();
   private _noticed = new Set<string>();
+  private _catalogRetries = 0;
+  private _catalogRetry: ReturnType<typeof setTimeout> | undefined;
   private _cancelledHere = new Set<string>();
   private _cancelledNotebooks = new Map<string, number>();
   private _departed = new Set<string>();
@@ -969,6 +994,12 @@ function frequency(
   const interval = Math.min(Math.max(least, seconds) * 1000, Poll.MAX_INTERVAL);
   return { interval, backoff: true, max: Math.max(max, interval) };
 }
+
+/**
+ * When a failed read of the images is read again (ms after each failure in
+ * a row), before the poll's schedule takes over.
+ */
+const CATALOG_RETRY_MS = [2000, 5000, 10000];
 
 /**
  * Reject a poll's tick when a read failed (`message` is not empty).

@@ -387,6 +387,34 @@ describe('GpuContainersModel', () => {
       expect(requests('GET images')).toHaveLength(11);
     });
 
+    it('reads a failed catalog again soon, a few times, then leaves it to the poll', async () => {
+      // The first read after a server restart failed (the request was lost).
+      routes['GET images'] = fail(503, 'The Docker engine is not running.');
+      const model = createModel({ imageInterval: 600 });
+      await jest.advanceTimersByTimeAsync(1);
+      expect(requests('GET images')).toHaveLength(1);
+      expect(model.catalogError).toBe('The Docker engine is not running.');
+      await jest.advanceTimersByTimeAsync(2000);
+      expect(requests('GET images')).toHaveLength(2);
+      await jest.advanceTimersByTimeAsync(5000);
+      expect(requests('GET images')).toHaveLength(3);
+      await jest.advanceTimersByTimeAsync(10_000);
+      expect(requests('GET images')).toHaveLength(4);
+      // Three in a row: the poll's own schedule from here.
+      await jest.advanceTimersByTimeAsync(60_000);
+      expect(requests('GET images')).toHaveLength(4);
+      // A read that succeeds ends the errors, and a later failure is retried soon again.
+      routes['GET images'] = ok(catalog);
+      await model.refreshImages();
+      expect(model.catalog).toEqual(catalog);
+      routes['GET images'] = fail(503, 'The Docker engine is not running.');
+      await model.refreshImages();
+      routes['GET images'] = ok(catalog);
+      await jest.advanceTimersByTimeAsync(2000);
+      expect(model.catalogError).toBe('');
+      model.dispose();
+    });
+
     it('stops re-reading once the probes are over', async () => {
       routes['GET images'] = ok(makeCatalog([makeRow({ kernel_ready: null })]));
       const model = createModel({ imageInterval: 600 });
