@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the project's local images without any registry, cached by recipe hash.
 #
-#   scripts/build-images.sh demo    the kernel-ready demo image (what the set-up command needs)
-#   scripts/build-images.sh test    the images the test suite runs kernels in
+#   scripts/build-images.sh demo            the kernel-ready demo image (what the set-up command needs)
+#   scripts/build-images.sh demo-multiuser  that and its GPU build (scripts/demo-multiuser.sh)
+#   scripts/build-images.sh test            the images the test suite runs kernels in
 #
 # The base is Debian minbase from debootstrap plus python3-ipykernel, turned into an image with
 # `docker import`; every other image is `docker build` FROM it. Each image carries the hash of its
@@ -70,6 +71,11 @@ what=${1:-demo}
 build_base
 case "$what" in
   demo) build_derived demo jgc/demo:bookworm ;;
+  # The multi-user demo's: the demo image and its GPU build (GPU sharing needs a GPU image).
+  demo-multiuser)
+    build_derived demo jgc/demo:bookworm
+    build_derived demo-cuda jgc/demo-cuda:12.2
+    ;;
   test)
     build_derived ngc-like jgc-test/ngc-like:24.05-py3
     build_derived conda-nonroot jgc-test/conda-nonroot:latest
@@ -77,7 +83,8 @@ case "$what" in
     ;;
   all)
     build_derived demo jgc/demo:bookworm
+    build_derived demo-cuda jgc/demo-cuda:12.2
     "$0" test
     ;;
-  *) log "usage: $0 demo|test|all"; exit 2 ;;
+  *) log "usage: $0 demo|demo-multiuser|test|all"; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE "$0" "$@"
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-prepare_machine demo "[lab,hub]"
+prepare_machine demo-multiuser "[lab,hub]"
 
 users=(jgc-demo-alice jgc-demo-bob)
 hub_port=${JGC_MULTIUSER_PORT:-8000}
@@ -129,6 +129,15 @@ stop_all() {
     pid=$(cat "$run_dir/proxy.pid")
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "node" ] && kill -TERM "$pid" 2>/dev/null || true
   fi
+  # The service shut its kernels down as it stopped (keep_kernels_on_stop false); a container
+  # of this run that outlived a service killed before it could is removed here.
+  local left
+  left=$(docker ps -aq --filter "label=org.jupyter.gpu-containers.demo-run=$(basename "$run_dir")" 2>/dev/null || true)
+  if [ -n "$left" ]; then
+    log "removing $(echo "$left" | wc -w) kernel container(s) of the demo"
+    # shellcheck disable=SC2086  # one id a word
+    docker rm -f $left >/dev/null 2>&1 || true
+  fi
   rm -rf "$run_dir"
 }
 trap stop_all INT TERM EXIT
@@ -155,6 +164,36 @@ wait_for() { # what, url, [token]
   log "$what did not answer in 5 minutes"; tail -n 30 "$run_dir"/*.log >&2; return 1
 }
 
+# What a class shares: GPUs, one at a time per student (GPUAllocator.max_gpus_per_user), a queue
+# to wait in, and kernels that go when the demo stops. A host without an NVIDIA GPU gets two
+# declared ones (GPUInventory.static_gpus), so that sharing, waiting and "another user" show.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  gpus_note="this host's NVIDIA GPUs"
+  inventory='{}'
+else
+  gpus_note="two declared demo GPUs (this host has no NVIDIA GPU: kernels get none for real)"
+  inventory='{
+    "static_gpus": [
+      {"index": 0, "uuid": "GPU-demo-0", "name": "Demo GPU 0 (declared)", "brand": "tesla",
+       "compute_capability": "8.0", "memory_total": 42949672960},
+      {"index": 1, "uuid": "GPU-demo-1", "name": "Demo GPU 1 (declared)", "brand": "tesla",
+       "compute_capability": "8.0", "memory_total": 42949672960}
+    ],
+    "static_driver_version": "535.104.05",
+    "static_cuda_version": "12.2"
+  }'
+fi
+cat >"$run_dir/service_config.json" <<JSON
+{
+  "ContainerKernelSpecManager": {"image_include": ["jgc/demo:*", "jgc/demo-cuda:*"]},
+  "GPUInventory": $inventory,
+  "GPUAllocator": {"max_gpus_per_user": 1},
+  "GPUQueue": {"max_wait": 1800},
+  "ContainerProvisioner": {"extra_labels": {"org.jupyter.gpu-containers.demo-run": "$(basename "$run_dir")"}},
+  "ServiceApp": {"keep_kernels_on_stop": false}
+}
+JSON
+
 log "starting the kernel service on 127.0.0.1:$service_port (log: $run_dir/service.log)"
 # The service as the Hub's externally managed service: its token and the Hub's API from the
 # environment (under systemd: /etc/jupyter-gpu-containers/hub.env). The host state directory
@@ -162,7 +201,7 @@ log "starting the kernel service on 127.0.0.1:$service_port (log: $run_dir/servi
 JUPYTERHUB_API_TOKEN=$service_token JUPYTERHUB_API_URL=http://127.0.0.1:$hub_api_port/hub/api \
   JUPYTERHUB_SERVICE_NAME=gpu-containers \
   "$venv/bin/jupyter" gpu-containers serve --ip=127.0.0.1 --port="$service_port" \
-  '--ContainerKernelSpecManager.image_include=jgc/demo:*' \
+  --config="$run_dir/service_config.json" \
   >"$run_dir/service.log" 2>&1 </dev/null &
 pids+=($!)
 
@@ -214,6 +253,30 @@ print("DEMO_SMOKE: kernel specs through the service:", ", ".join(sorted(names)) 
 if not names:
     print("DEMO_SMOKE: the server lists:", json.dumps(specs)[:2000])
 sys.exit(0 if names else 1)' || { tail -n 40 "$run_dir/service.log" "$run_dir/hub.log" >&2; exit 1; }
+  # What a class shares: the GPUs the user's panel reads, a GPU kernel on one of them, and the
+  # per-user cap refusing a second (its container is removed as the demo stops, below).
+  user_api=http://127.0.0.1:$hub_port/user/$user
+  curl -fsS -H "Authorization: token $token" "$user_api/gpu-containers/gpus" | "$venv/bin/python" -c '
+import json, sys
+gpus = json.load(sys.stdin)["gpus"]
+print("DEMO_SMOKE: GPUs:", ", ".join(g["name"] for g in gpus))' \
+    || { tail -n 40 "$run_dir/service.log" >&2; exit 1; }
+  gpu_spec=$(echo "$specs" | "$venv/bin/python" -c '
+import json, sys
+specs = json.load(sys.stdin)["kernelspecs"]
+print(next(n for n, s in specs.items() if "jgc/demo-cuda" in s["spec"]["display_name"]))') \
+    || { log "no kernel spec of jgc/demo-cuda"; exit 1; }
+  start_gpu_kernel() {
+    curl -sS -o "$run_dir/start.json" -w '%{http_code}' -X POST \
+      -H "Authorization: token $token" -H 'Content-Type: application/json' \
+      -d "{\"name\": \"$gpu_spec\"}" "$user_api/api/kernels"
+  }
+  code=$(start_gpu_kernel)
+  [ "$code" = 201 ] || { log "a GPU kernel did not start ($code): $(cat "$run_dir/start.json")"; tail -n 40 "$run_dir/service.log" >&2; exit 1; }
+  echo "DEMO_SMOKE: a GPU kernel started: $("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$run_dir/start.json")"
+  code=$(start_gpu_kernel)
+  echo "DEMO_SMOKE: a second GPU kernel: $code $(cat "$run_dir/start.json")"
+  echo "DEMO_SMOKE: kernels carry org.jupyter.gpu-containers.demo-run=$(basename "$run_dir")"
   log "DEMO_SMOKE: the Hub, $user's server and the kernel service answer"
   exit 0
 fi
@@ -227,8 +290,15 @@ cat >&2 <<EOF
     password:        $password
     kernel service:  http://127.0.0.1:$service_port (root; the users are not in the docker group)
 
+  GPUs:            $gpus_note; at most one per user at a time
+  images:          jgc/demo:bookworm (CPU) and jgc/demo-cuda:12.2 (a GPU build)
+
   In JupyterLab, start a "jgc/demo:bookworm" kernel from the Launcher: it runs in a container as
-  the user who logged in, with their home mounted. Logs: $run_dir/{hub,service}.log
+  the user who logged in, with their home mounted. To see sharing, log in as both users (one
+  in a private window) and open GPU notebooks on jgc/demo-cuda:12.2 from the GPU Containers
+  panel: each user holds one GPU, a second GPU notebook of the same user is refused (the cap),
+  and with both GPUs taken "Wait for a free GPU" queues a notebook until one frees.
+  Logs: $run_dir/{hub,service}.log
 
   Ctrl-C stops everything this script started.
 

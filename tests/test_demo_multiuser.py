@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import subprocess
 from pathlib import Path
 
@@ -57,7 +58,27 @@ def test_multiuser_demo_smoke(tmp_path: Path) -> None:
     )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-8000:]
-    assert "DEMO_SMOKE: kernel specs through the service: gpuc-jgc-demo-bookworm-" in text, text
+    specs = re.search(r"DEMO_SMOKE: kernel specs through the service: (.*)", text)
+    assert specs, text
+    listed = specs.group(1)
+    assert "gpuc-jgc-demo-bookworm-" in listed and "gpuc-jgc-demo-cuda-12.2-" in listed, listed
+    # A class's GPUs: two declared ones on a host without NVIDIA's (as here), one per user.
+    assert "DEMO_SMOKE: GPUs: Demo GPU 0 (declared), Demo GPU 1 (declared)" in text, text
+    assert "DEMO_SMOKE: a GPU kernel started: " in text, text
+    second = re.search(r"DEMO_SMOKE: a second GPU kernel: (\d+) (.*)", text)
+    assert second and second.group(1) == "409", text
+    assert "over the limit of 1 per user" in second.group(2), second.group(2)
+    # The demo's stop removed the kernels it caused, the GPU kernel's container with them.
+    run = re.search(r"kernels carry (org\.jupyter\.gpu-containers\.demo-run=\S+)", text)
+    assert run, text
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={run.group(1)}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert left.stdout.split() == [], f"the demo left kernel containers: {left.stdout}"
     # The demo's users exist, with their workspaces, and are not in the docker group: their
     # kernels came from the service alone.
     docker_members = set(grp.getgrnam("docker").gr_mem)
