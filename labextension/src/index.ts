@@ -11,8 +11,13 @@ import {
 } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import {
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import {
   ITranslator,
   TranslationBundle,
@@ -28,13 +33,20 @@ import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { GpuContainersModel, messageOf } from './model';
 import { GpuContainersPanel, IPanelActions } from './panel';
-import { noticeText, outcomeMessage, reclaimText } from './sharing';
+import {
+  cellWhileWaitingText,
+  noticeText,
+  outcomeMessage,
+  reclaimText,
+  waitingTicketOf
+} from './sharing';
 import { describeStatus } from './status';
 import { keepLauncherLabelsBreakable } from './launcherlabels';
 import { notify } from './notify';
 import { launchNotebook, switchNotebook } from './switching';
 import { KernelImageItem } from './toolbar';
 import { KernelViewModel, KernelViewWidget } from './kernelview';
+import { WaitingStatus } from './waitstatus';
 import { IImageRow } from './types';
 
 /**
@@ -147,7 +159,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     INotebookTracker,
     ISettingRegistry,
     IToolbarWidgetRegistry,
-    ITranslator
+    ITranslator,
+    IStatusBar
   ],
   activate: (
     app: JupyterFrontEnd,
@@ -158,7 +171,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks: INotebookTracker | null,
     settingRegistry: ISettingRegistry | null,
     toolbarRegistry: IToolbarWidgetRegistry | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    statusBar: IStatusBar | null
   ): void => {
     const trans = translationBundle(translator);
     void reportStatus(app, trans);
@@ -358,6 +372,39 @@ const plugin: JupyterFrontEndPlugin<void> = {
         card = addCard();
       }
     });
+
+    // A notebook whose kernel waits for a GPU is no Idle one: the status bar
+    // says so, and a cell run meanwhile is said to wait for the kernel.
+    if (notebooks) {
+      const waiting = new WaitingStatus(model, notebooks, trans);
+      statusBar?.registerStatusItem(`${PLUGIN_ID}:waiting`, {
+        item: waiting,
+        align: 'left',
+        rank: 3,
+        isActive: () => waiting.waiting,
+        activeStateChanged: model.changed
+      });
+      // One wait: its kernel and its deadline.
+      const told = new Set<string>();
+      NotebookActions.executionScheduled.connect((_, { notebook }) => {
+        const panel = notebooks.find(p => p.content === notebook) ?? null;
+        const ticket = waitingTicketOf(model.queue, panel);
+        // Once per wait: a notebook run cell by cell says it once.
+        const wait = `${ticket?.kernel_id}|${ticket?.deadline}`;
+        if (!panel || !ticket || told.has(wait)) {
+          return;
+        }
+        told.add(wait);
+        Notification.info(
+          cellWhileWaitingText(
+            trans,
+            panel.context.localPath.split('/').pop() ?? '',
+            ticket
+          ),
+          { autoClose: 8000 }
+        );
+      });
+    }
 
     // The notebook toolbar builds its items from the settings: the schema's
     // `jupyter.lab.toolbars` places this one, the registry makes it.

@@ -918,3 +918,63 @@ export function imagesDiskUse(rows: IImageRow[]): number | null {
   }
   return total;
 }
+
+/**
+ * What of a notebook panel tells whose start a ticket is (a NotebookPanel).
+ */
+export interface INotebookLike {
+  readonly isDisposed: boolean;
+  readonly context: { readonly localPath: string };
+  readonly sessionContext: {
+    readonly session: {
+      readonly kernel: { readonly id: string } | null;
+    } | null;
+  };
+}
+
+/**
+ * The ticket of the notebook's kernel start, if it waits in the GPU queue.
+ */
+export function waitingTicketOf(
+  queue: IGpuQueue | null,
+  panel: INotebookLike | null
+): IQueuedStart | null {
+  if (!panel || panel.isDisposed) {
+    return null;
+  }
+  return ticketFor(
+    queue,
+    panel.context.localPath,
+    panel.sessionContext.session?.kernel?.id ?? ''
+  );
+}
+
+/**
+ * What the status bar says of a waiting start.
+ */
+export function waitingStatusText(
+  trans: TranslationBundle,
+  ticket: IQueuedStart
+): string {
+  return trans.__(
+    '%1 · waits for %2',
+    waitingLabel(trans, ticket),
+    waitsFor(trans, ticket.gpus)
+  );
+}
+
+/**
+ * What is said when a cell runs while its notebook's kernel waits: the
+ * cell is queued for the kernel, which has not started.
+ */
+export function cellWhileWaitingText(
+  trans: TranslationBundle,
+  notebook: string,
+  ticket: IQueuedStart
+): string {
+  return trans.__(
+    'The kernel of %1 is waiting for a GPU (position %2): the cell runs once it starts, in a new kernel.',
+    notebook,
+    ticket.position
+  );
+}

@@ -14,6 +14,7 @@ import { confirmDialog, showFormDialog } from './dialogs';
 import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
 import { GpuContainersModel, messageOf } from './model';
 import { ImagePicker } from './picker';
+import { ticketFor, waitingLabel } from './sharing';
 import { GpuRequest, IImageRow } from './types';
 
 /**
@@ -463,6 +464,29 @@ export async function applyKernelChoice(
     autoClose: false
   });
   const since = Date.now();
+  // While the start waits in the GPU queue, the notification says so (and
+  // where it stands) rather than spin "Starting…" for the whole wait.
+  let told = '';
+  const onQueue = (): void => {
+    const ticket = ticketFor(
+      model.queue,
+      panel.context.localPath,
+      context.session?.kernel?.id ?? ''
+    );
+    const message = ticket
+      ? trans.__('%1: %2…', what, waitingLabel(trans, ticket))
+      : '';
+    if (message && message !== told) {
+      told = message;
+      Notification.update({
+        id,
+        message,
+        type: 'in-progress',
+        autoClose: false
+      });
+    }
+  };
+  model.changed.connect(onQueue);
   try {
     const spec = specOf(app, kernelName);
     const remember = (): void => {
@@ -530,6 +554,7 @@ export async function applyKernelChoice(
       );
     }
   } finally {
+    model.changed.disconnect(onQueue);
     void model.refreshGpus();
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Helpers shared by the UI tests.
  */
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -174,6 +175,28 @@ export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
   );
 }
 
+/**
+ * Close every main-area widget and end every session and kernel the server has, whether the page
+ * knew of it or not. Returns the paths of the documents that were open.
+ */
+export async function stopAllKernels(page: IJupyterLabPageFixture): Promise<string[]> {
+  const open: string[] = await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    const paths = Array.from(app.shell.widgets('main'))
+      .map((w: any) => w.context?.path)
+      .filter(Boolean);
+    app.shell.closeAll();
+    await app.serviceManager.sessions.shutdownAll();
+    await app.serviceManager.kernels.shutdownAll();
+    return paths;
+  });
+  const kernels = await page.request.get('/api/kernels');
+  for (const kernel of (await kernels.json()) as { id: string }[]) {
+    await page.request.delete(`/api/kernels/${kernel.id}`);
+  }
+  return open;
+}
+
 /** Open the GPU Containers panel (through its command: a click on its tab would toggle it). */
 export async function openPanel(page: Page): Promise<Locator> {
   await page.evaluate(async () => {
@@ -197,4 +220,61 @@ export function privateRegistry(): {
   password: string;
 } {
   return JSON.parse(fs.readFileSync(path.join(SERVER_HOME, 'registry.json'), 'utf8'));
+}
+
+/** Another student (ui-tests/other_student.py): a server of another local account, sharing this
+ * server's host state directory, whose kernel holds the host's one GPU. The queue counts GPUs
+ * per user, and a user who holds the only GPU may not wait for it: the holder must be someone
+ * else. */
+export class OtherStudent {
+  private lines: string[] = [];
+  private waiting: ((line: string) => void) | null = null;
+  readonly process: ChildProcessWithoutNullStreams;
+
+  constructor(gpuUuid: string, kernelName: string) {
+    this.process = spawn('python', [path.join(__dirname, '..', 'other_student.py'), gpuUuid, kernelName]);
+    let partial = '';
+    this.process.stdout.on('data', (chunk: Buffer) => {
+      partial += chunk.toString();
+      let end: number;
+      while ((end = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, end);
+        partial = partial.slice(end + 1);
+        if (this.waiting) {
+          const resolve = this.waiting;
+          this.waiting = null;
+          resolve(line);
+        } else {
+          this.lines.push(line);
+        }
+      }
+    });
+    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  }
+
+  /** Its next JSON line (it prints one per step). */
+  async next(): Promise<any> {
+    const line =
+      this.lines.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        this.waiting = resolve;
+        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
+      }));
+    return JSON.parse(line);
+  }
+
+  async endKernel(): Promise<void> {
+    this.process.stdin.write('end\n');
+    expect(await this.next()).toEqual({ ended: true });
+  }
+
+  /** Stops its server and removes its home and the state directory. */
+  async close(): Promise<void> {
+    if (this.process.exitCode !== null) {
+      return;
+    }
+    const exited = new Promise(resolve => this.process.once('exit', resolve));
+    this.process.stdin.end();
+    await exited;
+  }
 }

@@ -8,7 +8,6 @@
  * rewrites the server's config (one GPU, held by another student's server) and restarts it, and
  * puts the config back after, whether it passed or not (as queue.spec.ts does).
  */
-import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -22,8 +21,10 @@ import {
   kernelNameFor,
   NGC_IMAGE,
   openPanel,
+  OtherStudent,
   restartServer,
-  SERVER_HOME
+  SERVER_HOME,
+  stopAllKernels
 } from './helpers';
 
 test.use({
@@ -41,80 +42,11 @@ const CONFIG = path.join(SERVER_HOME, 'config', 'jupyter_server_config.json');
 /** The config start-server.sh wrote, while the waiting test runs on its own. */
 let original: string | null = null;
 
-/** Another student (ui-tests/other_student.py) whose kernel holds the host's one GPU. */
-class OtherStudent {
-  private lines: string[] = [];
-  private waiting: ((line: string) => void) | null = null;
-  readonly process: ChildProcessWithoutNullStreams;
-
-  constructor(gpuUuid: string, kernelName: string) {
-    this.process = spawn('python', [
-      path.join(__dirname, '..', 'other_student.py'),
-      gpuUuid,
-      kernelName
-    ]);
-    let partial = '';
-    this.process.stdout.on('data', (chunk: Buffer) => {
-      partial += chunk.toString();
-      let end: number;
-      while ((end = partial.indexOf('\n')) >= 0) {
-        const line = partial.slice(0, end);
-        partial = partial.slice(end + 1);
-        if (this.waiting) {
-          const resolve = this.waiting;
-          this.waiting = null;
-          resolve(line);
-        } else {
-          this.lines.push(line);
-        }
-      }
-    });
-    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-  }
-
-  async next(): Promise<any> {
-    const line =
-      this.lines.shift() ??
-      (await new Promise<string>((resolve, reject) => {
-        this.waiting = resolve;
-        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
-      }));
-    return JSON.parse(line);
-  }
-
-  async endKernel(): Promise<void> {
-    this.process.stdin.write('end\n');
-    expect(await this.next()).toEqual({ ended: true });
-  }
-
-  async close(): Promise<void> {
-    if (this.process.exitCode !== null) {
-      return;
-    }
-    const exited = new Promise(resolve => this.process.once('exit', resolve));
-    this.process.stdin.end();
-    await exited;
-  }
-}
 let otherStudent: OtherStudent | null = null;
 
-/** Every session and kernel the server has, and the notebooks the panel made. */
+/** Every session and kernel the server has, and the notebooks the panel made (those open). */
 async function stopEverything(page: IJupyterLabPageFixture): Promise<void> {
-  const paths: string[] = await page.evaluate(async () => {
-    const app = (window as any).jupyterapp;
-    const open = Array.from(app.shell.widgets('main'))
-      .map((w: any) => w.context?.path)
-      .filter(Boolean);
-    app.shell.closeAll();
-    await app.serviceManager.sessions.shutdownAll();
-    await app.serviceManager.kernels.shutdownAll();
-    return open;
-  });
-  const kernels = await page.request.get('/api/kernels');
-  for (const kernel of (await kernels.json()) as { id: string }[]) {
-    await page.request.delete(`/api/kernels/${kernel.id}`);
-  }
-  for (const p of paths) {
+  for (const p of await stopAllKernels(page)) {
     await page.request.delete(`/api/contents/${p}`);
   }
 }
@@ -371,11 +303,24 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
     spans.map(span => getComputedStyle(span, '::before').content)
   );
   expect(separators.slice(1)).toEqual(['" · "', '" · "']);
-  await page.screenshot({ path: test.info().outputPath('panel-wait.png') });
+  // The status bar says so too, beside JupyterLab's own kernel status (which cannot).
+  const waitingStatus = page.locator('.jgc-waiting-status-text');
+  await expect(waitingStatus).toHaveText('Waiting for a GPU (position 1) · waits for 1 GPU');
+  // A cell run meanwhile is said to wait for the kernel, once.
+  await page.evaluate(async () => {
+    await (window as any).jupyterapp.commands.execute('notebook:run-cell');
+  });
+  const told = page
+    .locator('.Toastify__toast')
+    .filter({ hasText: 'is waiting for a GPU (position 1): the cell runs once it starts' });
+  await expect(told).toHaveCount(1);
+  await expect(told).toBeVisible();
+  await page.screenshot({ path: path.join(SCREENSHOTS, 'waiting-notebook.png') });
 
   // The GPU frees: the kernel starts, and the open page attaches to it by itself.
   await otherStudent.endKernel();
   await expect(toolbarButton).not.toHaveAttribute('data-waiting', 'true', { timeout: 60_000 });
+  await expect(waitingStatus).toHaveCount(0);
   await expect(
     page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')
   ).toHaveText('ngc-like:24.05-py3 · GPU 0', { timeout: 30_000 });

@@ -8,13 +8,21 @@
  * waiting on) and restarts the server, and puts the config back and restarts it again after,
  * whether the test passed or not.
  */
-import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 
-import { kernelNameFor, NGC_IMAGE, openPanel, restartServer, SERVER_HOME, dismissNetworkChangeDialogs } from './helpers';
+import {
+  dismissNetworkChangeDialogs,
+  kernelNameFor,
+  NGC_IMAGE,
+  openPanel,
+  OtherStudent,
+  restartServer,
+  SERVER_HOME,
+  stopAllKernels
+} from './helpers';
 
 test.use({
   autoGoto: true,
@@ -47,76 +55,11 @@ async function useQueueConfig(page: IJupyterLabPageFixture, stateDir: string): P
 /** The notebooks this test made: removed after it, so that no restored layout reopens them. */
 const made: string[] = [];
 
-/** Another student (ui-tests/other_student.py): a server of another local account, sharing this
- * server's host state directory, whose kernel holds the host's one GPU. The queue counts GPUs
- * per user, and a user who holds the only GPU may not wait for it: the holder must be someone
- * else. */
-class OtherStudent {
-  private lines: string[] = [];
-  private waiting: ((line: string) => void) | null = null;
-  readonly process: ChildProcessWithoutNullStreams;
-
-  constructor(gpuUuid: string, kernelName: string) {
-    this.process = spawn('python', [path.join(__dirname, '..', 'other_student.py'), gpuUuid, kernelName]);
-    let partial = '';
-    this.process.stdout.on('data', (chunk: Buffer) => {
-      partial += chunk.toString();
-      let end: number;
-      while ((end = partial.indexOf('\n')) >= 0) {
-        const line = partial.slice(0, end);
-        partial = partial.slice(end + 1);
-        if (this.waiting) {
-          const resolve = this.waiting;
-          this.waiting = null;
-          resolve(line);
-        } else {
-          this.lines.push(line);
-        }
-      }
-    });
-    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-  }
-
-  /** Its next JSON line (it prints one per step). */
-  async next(): Promise<any> {
-    const line =
-      this.lines.shift() ??
-      (await new Promise<string>((resolve, reject) => {
-        this.waiting = resolve;
-        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
-      }));
-    return JSON.parse(line);
-  }
-
-  async endKernel(): Promise<void> {
-    this.process.stdin.write('end\n');
-    expect(await this.next()).toEqual({ ended: true });
-  }
-
-  /** Stops its server and removes its home and the state directory. */
-  async close(): Promise<void> {
-    if (this.process.exitCode !== null) {
-      return;
-    }
-    const exited = new Promise(resolve => this.process.once('exit', resolve));
-    this.process.stdin.end();
-    await exited;
-  }
-}
 let otherStudent: OtherStudent | null = null;
 
-/** Every session and kernel the server has, whether this page knew of it or not. */
+/** Every session and kernel the server has, and the notebooks this test made. */
 async function stopEverything(page: IJupyterLabPageFixture): Promise<void> {
-  await page.evaluate(async () => {
-    const app = (window as any).jupyterapp;
-    app.shell.closeAll();
-    await app.serviceManager.sessions.shutdownAll();
-    await app.serviceManager.kernels.shutdownAll();
-  });
-  const kernels = await page.request.get('/api/kernels');
-  for (const kernel of (await kernels.json()) as { id: string }[]) {
-    await page.request.delete(`/api/kernels/${kernel.id}`);
-  }
+  await stopAllKernels(page);
   for (const path of made) {
     await page.request.delete(`/api/contents/${path}`);
   }

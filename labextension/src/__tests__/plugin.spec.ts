@@ -10,7 +10,8 @@ import {
 } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator } from '@jupyterlab/translation';
@@ -37,7 +38,12 @@ jest.mock('@jupyterlab/application', () => ({
 jest.mock('@jupyterlab/apputils', () => ({
   ICommandPalette: mockToken('ICommandPalette'),
   IToolbarWidgetRegistry: mockToken('IToolbarWidgetRegistry'),
-  Notification: { warning: jest.fn(), error: jest.fn(), success: jest.fn() }
+  Notification: {
+    warning: jest.fn(),
+    error: jest.fn(),
+    success: jest.fn(),
+    info: jest.fn()
+  }
 }));
 jest.mock('@jupyterlab/filebrowser', () => ({
   IDefaultFileBrowser: mockToken('IDefaultFileBrowser')
@@ -46,7 +52,11 @@ jest.mock('@jupyterlab/launcher', () => ({
   ILauncher: mockToken('ILauncher')
 }));
 jest.mock('@jupyterlab/notebook', () => ({
-  INotebookTracker: mockToken('INotebookTracker')
+  INotebookTracker: mockToken('INotebookTracker'),
+  NotebookActions: { executionScheduled: mockSignal() }
+}));
+jest.mock('@jupyterlab/statusbar', () => ({
+  IStatusBar: mockToken('IStatusBar')
 }));
 jest.mock('@jupyterlab/settingregistry', () => ({
   ISettingRegistry: mockToken('ISettingRegistry')
@@ -66,10 +76,10 @@ const mockPanels: Array<{
  * A signal as the plugin uses it: connect, and emit (for tests).
  */
 function mockSignal() {
-  const slots: Array<() => void> = [];
+  const slots: Array<(sender: unknown, args: any) => void> = [];
   return {
-    connect: (slot: () => void) => slots.push(slot),
-    emit: () => slots.forEach(slot => slot())
+    connect: (slot: (sender: unknown, args: any) => void) => slots.push(slot),
+    emit: (args?: unknown) => slots.forEach(slot => slot(null, args))
   };
 }
 jest.mock('../panel', () => ({
@@ -89,6 +99,11 @@ jest.mock('../switching', () => ({
   switchNotebook: jest.fn()
 }));
 jest.mock('../toolbar', () => ({ KernelImageItem: jest.fn() }));
+jest.mock('../waitstatus', () => ({
+  WaitingStatus: class {
+    readonly waiting = false;
+  }
+}));
 jest.mock('../kernelview', () => ({
   KernelViewModel: jest.fn(),
   KernelViewWidget: jest.fn()
@@ -165,6 +180,7 @@ function start(
     settingRegistry?: unknown;
     toolbarRegistry?: unknown;
     translator?: unknown;
+    statusBar?: unknown;
   } = {}
 ): void {
   void plugin.activate(
@@ -176,7 +192,8 @@ function start(
     optional.notebooks ?? null,
     optional.settingRegistry ?? null,
     optional.toolbarRegistry ?? null,
-    optional.translator ?? null
+    optional.translator ?? null,
+    optional.statusBar ?? null
   );
 }
 
@@ -250,10 +267,65 @@ describe('jupyter-gpu-containers:plugin', () => {
       INotebookTracker,
       ISettingRegistry,
       IToolbarWidgetRegistry,
-      ITranslator
+      ITranslator,
+      IStatusBar
     ]);
     // The app, then one argument per optional service.
     expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
+  });
+
+  describe('a notebook whose kernel waits for a GPU', () => {
+    it('has a status bar item, and a cell run meanwhile is said to wait, once per wait', async () => {
+      serve(JSON.stringify({ engine, kernelspecs: 1 }));
+      const app = makeApp();
+      const registerStatusItem = jest.fn();
+      const content = { id: 'notebook-content' };
+      const panel = {
+        content,
+        isDisposed: false,
+        context: { localPath: 'course/train.ipynb' },
+        sessionContext: { session: { kernel: { id: 'k-1' } } }
+      };
+      const notebooks = {
+        currentChanged: mockSignal(),
+        widgetAdded: mockSignal(),
+        currentWidget: panel,
+        find: (test: (p: unknown) => boolean) =>
+          test(panel) ? panel : undefined
+      };
+      start(app, { notebooks, statusBar: { registerStatusItem } });
+      await settle();
+      expect(registerStatusItem).toHaveBeenCalledWith(
+        'jupyter-gpu-containers:plugin:waiting',
+        expect.objectContaining({ align: 'left' })
+      );
+      const model = mockPanels[0].model as any;
+      const ticket = {
+        kernel_id: 'k-1',
+        yours: true,
+        user: null,
+        notebook: 'course/train.ipynb',
+        gpus: 1,
+        position: 2,
+        waited: 3,
+        deadline: '2026-11-24T14:00:00Z'
+      };
+      const scheduled = NotebookActions.executionScheduled as unknown as {
+        emit: (args: unknown) => void;
+      };
+      // Not waiting: nothing said.
+      scheduled.emit({ notebook: content, cell: {} });
+      expect(Notification.info).not.toHaveBeenCalled();
+      jest
+        .spyOn(model, 'queue', 'get')
+        .mockReturnValue({ queue: [ticket], length: 2 });
+      scheduled.emit({ notebook: content, cell: {} });
+      scheduled.emit({ notebook: content, cell: {} });
+      expect(Notification.info).toHaveBeenCalledTimes(1);
+      expect(jest.mocked(Notification.info).mock.calls[0][0]).toBe(
+        'The kernel of train.ipynb is waiting for a GPU (position 2): the cell runs once it starts, in a new kernel.'
+      );
+    });
   });
 
   describe('status report', () => {

@@ -26,6 +26,8 @@ import {
   reclaimText,
   ticketFor,
   waitingLabel,
+  waitingStatusText,
+  waitingTicketOf,
   waitsFor,
   warningKey
 } from '../sharing';
@@ -183,6 +185,41 @@ describe('ticketFor', () => {
     expect(ticketFor(queue, 'elsewhere.ipynb', 'k-1')?.position).toBe(2);
     expect(ticketFor(queue, 'nothing.ipynb', 'k-0')).toBeNull();
     expect(ticketFor(null, 'work/train.ipynb', 'k-1')).toBeNull();
+  });
+});
+
+describe('a waiting notebook', () => {
+  const queue = queueOf({ queue: [ticket({ position: 2 })], length: 2 });
+  const panel = (
+    path: string,
+    kernelId: string | null,
+    isDisposed = false
+  ) => ({
+    isDisposed,
+    context: { localPath: path },
+    sessionContext: {
+      session: kernelId === null ? null : { kernel: { id: kernelId } }
+    }
+  });
+
+  it('is found by its panel, with or without a session yet', () => {
+    expect(
+      waitingTicketOf(queue, panel('work/train.ipynb', null))?.position
+    ).toBe(2);
+    expect(waitingTicketOf(queue, panel('moved.ipynb', 'k-1'))?.position).toBe(
+      2
+    );
+    expect(waitingTicketOf(queue, panel('other.ipynb', 'k-0'))).toBeNull();
+    expect(
+      waitingTicketOf(queue, panel('work/train.ipynb', 'k-1', true))
+    ).toBeNull();
+    expect(waitingTicketOf(queue, null)).toBeNull();
+  });
+
+  it('says where it stands and what it waits for, in the status bar', () => {
+    expect(waitingStatusText(trans, ticket({ position: 2, gpus: 1 }))).toBe(
+      'Waiting for a GPU (position 2) · waits for 1 GPU'
+    );
   });
 });
 

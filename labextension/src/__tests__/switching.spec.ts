@@ -101,6 +101,8 @@ function makeModel(overrides: Record<string, unknown> = {}) {
     refreshImages: jest.fn().mockResolvedValue(undefined),
     refreshGpus: jest.fn().mockResolvedValue(undefined),
     cancelledSince: jest.fn().mockReturnValue(false),
+    queue: null as unknown,
+    changed: makeSignal(),
     ...overrides
   };
 }
@@ -578,6 +580,56 @@ describe('applyKernelChoice', () => {
       'The kernel started, but this page did not attach to it: reload the page.'
     );
     expect(panel.context.save).not.toHaveBeenCalled();
+  });
+
+  it('says in its notification that the start waits, and where it stands', async () => {
+    jest.useFakeTimers();
+    const model = makeModel();
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    let finish: (value: unknown) => void = () => undefined;
+    jest
+      .mocked(startNotebookKernel)
+      .mockReturnValue(new Promise(resolve => (finish = resolve)) as never);
+    const done = applyKernelChoice(
+      asApp(makeApp()),
+      asModel(model),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans,
+      true
+    );
+    await jest.advanceTimersByTimeAsync(0);
+    model.queue = {
+      queue: [
+        {
+          kernel_id: 'k-1',
+          yours: true,
+          user: null,
+          notebook: 'work/train.ipynb',
+          gpus: 1,
+          position: 1,
+          waited: 2,
+          deadline: null
+        }
+      ],
+      length: 1,
+      wait_by_default: false,
+      max_wait: 3600
+    };
+    model.changed.emit();
+    model.changed.emit(); // the same place: said once
+    expect(Notification.update).toHaveBeenCalledTimes(1);
+    expect(Notification.update).toHaveBeenCalledWith({
+      id: 'note-1',
+      message: 'pytorch:24.05-py3 with 1 GPU: Waiting for a GPU (position 1)…',
+      type: 'in-progress',
+      autoClose: false
+    });
+    finish(reply('k-1'));
+    await done;
+    // Ended: it listens no more.
+    expect(model.changed.size).toBe(0);
   });
 
   it('puts up no error when the user cancelled the wait (the queue says so once)', async () => {
