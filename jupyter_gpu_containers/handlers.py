@@ -94,7 +94,7 @@ from .launchplan import inside
 from .notebook_requests import NotebookRequestError, launching_with, read_notebook_request
 from .prepull import disk_totals
 from .provisioner import ContainerProvisioner
-from .pulls import ACTIVE
+from .pulls import ACTIVE, PULLS_TURNED_OFF
 from .records import ImagesDiskUse
 from .references import BadReference, parse_reference
 from .safefiles import owner_name
@@ -779,10 +779,7 @@ def pull_refusal(handler: GPUContainersHandler) -> str:
     """Why no pull this user asks for can succeed here, "" when some may (each image is still
     checked against ContainerPolicy's allow-list when pulled)."""
     if not handler.services.policy.allow_user_pulls:
-        return (
-            "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
-            "Ask an administrator for the image."
-        )
+        return PULLS_TURNED_OFF
     return service_pull_refusal(handler)
 
 

@@ -57,6 +57,14 @@ _LAYER_PHASES = {
 }
 
 
+# Why a user's pull is refused where ContainerPolicy.allow_user_pulls is off (the pull itself and
+# GET /gpu-containers/status's pull_refusal say the same).
+PULLS_TURNED_OFF = (
+    "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
+    "Ask an administrator for the image."
+)
+
+
 @dataclass
 class Layer:
     id: str
@@ -282,10 +290,7 @@ class PullManager(LoggingConfigurable):
             raise ContainerKernelError(str(e), status=400) from e
         policy = self.policy
         if not policy.allow_user_pulls and not scheduled:
-            raise ImageNotAllowed(
-                "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
-                "Ask an administrator for the image."
-            )
+            raise ImageNotAllowed(PULLS_TURNED_OFF)
         check_image_allowed(policy, ref.written)
         for pull in self._pulls.values():
             if (

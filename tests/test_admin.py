@@ -181,6 +181,7 @@ async def test_direct_mode_non_admin_gets_403(jp_fetch: Any) -> None:
     # The status says so, so that the panel never asks for the admin view (a 403 each time).
     status = json.loads((await jp_fetch("gpu-containers", "status")).body)
     assert status["admin"] is False
+    assert status["pull_refusal"] == ""  # a user's own server that allows pulls
     # The notices and the metrics are not the admin's alone.
     response = await jp_fetch("gpu-containers", "admin", "notices")
     assert json.loads(response.body) == {"notices": []}

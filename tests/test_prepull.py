@@ -27,6 +27,7 @@ from test_pulls import ended, watch
 from traitlets import TraitError
 
 from jupyter_gpu_containers.prepull import PrePuller, next_daily, parse_entry
+from jupyter_gpu_containers.pulls import PULLS_TURNED_OFF
 from jupyter_gpu_containers.references import normalize_reference
 from jupyter_gpu_containers.services import Services, services_for
 
@@ -226,6 +227,9 @@ async def test_a_scheduled_pull_runs_at_its_time_with_progress_and_a_restart_doe
     prepull.clock = lambda: now[0]
     # In-process test servers start no extension by themselves: the app starts the schedule.
     await jp_serverapp.extension_manager.start_all_extensions()
+
+    # Users' own pulls are off: the status tells the panel so (no Pull button that can only fail).
+    assert (await get(jp_fetch, "status"))["pull_refusal"] == PULLS_TURNED_OFF
 
     # A second before its time: nothing pulls, and the schedule says when it will.
     await asyncio.sleep(0.3)  # several checks of the periodic task
