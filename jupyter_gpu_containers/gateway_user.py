@@ -61,6 +61,23 @@ PASSED_HEADERS = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Allow",
 FORWARDED_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
 
 
+# Query parameters that are this server's own credentials (a page's token, or its XSRF value in an
+# event stream's URL): never passed on to the service, which has its own (GatewayClient's).
+OWN_CREDENTIAL_PARAMS = frozenset({"token", "_xsrf"})
+
+
+def forwarded_query(query: str) -> str:
+    """``query`` as the service gets it: without this server's credentials."""
+    if not query:
+        return ""
+    kept = [
+        (name, value)
+        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if name not in OWN_CREDENTIAL_PARAMS
+    ]
+    return urllib.parse.urlencode(kept)
+
+
 def service_url() -> str:
     """The kernel service's address, as GatewayClient has it."""
     return str(GatewayClient.instance().url or "")
@@ -295,7 +312,8 @@ class ServiceForwarder(APIHandler):
         base = self.base_url.rstrip("/") + "/" + PREFIX
         rest = self.request.path[len(base) :]
         url = url_path_join(service_url(), PREFIX) + rest
-        return url + (f"?{self.request.query}" if self.request.query else "")
+        query = forwarded_query(self.request.query)
+        return url + (f"?{query}" if query else "")
 
     async def forward(self) -> None:
         headers = {

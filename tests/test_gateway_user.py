@@ -21,6 +21,8 @@ from hostusers import MALLORY, UserHome
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from jupyter_gpu_containers.gateway_user import forwarded_query
+
 pytestmark = [
     pytest.mark.usefixtures("docker_client"),
     pytest.mark.skipif(not MALLORY, reason="needs JGC_TEST_OUTSIDER, an account outside docker"),
@@ -184,6 +186,15 @@ async def test_event_streams_pass_through_and_close_with_the_browser(pair: Pair)
         assert await _eventually(lambda: _connections_to(service.port) == before, 5)
     finally:
         await pair.delete_all_kernels()
+
+
+def test_the_services_query_carries_none_of_this_servers_credentials() -> None:
+    """A page's token or XSRF value (an event stream's URL carries one) is the user's server's
+    credential: the service gets the rest of the query, with its own credentials elsewhere."""
+    assert forwarded_query("tail=50&_xsrf=2%7Cab%7Ccd&token=secret") == "tail=50"
+    assert forwarded_query("image=a%2Fb%3A1&empty=") == "image=a%2Fb%3A1&empty="
+    assert forwarded_query("token=only") == ""
+    assert forwarded_query("") == ""
 
 
 # ---------------------------------------------------------------------------- kernel starts
