@@ -6,9 +6,10 @@ the docker package, the engine or the host state, none of which a user's server 
 
 - :class:`ServiceForwarder` answers ``/gpu-containers/*`` (all but ``notebooks/kernel``, which
   needs this server's sessions and files) by passing the request on to the service: same method,
-  query and body, the service's status, reason and content type back, server-sent events as
-  they come (nothing buffered). It sends GatewayClient's own credentials (its auth token, headers,
-  TLS settings), after this server authenticated and authorized its user as for any of its routes.
+  query (less this server's own credentials: token, _xsrf) and body, the service's status, reason
+  and content type back, server-sent events as they come (nothing buffered). It sends
+  GatewayClient's own credentials (its auth token, headers, TLS settings), after this server
+  authenticated and authorized its user as for any of its routes.
   A browser that closes a stream closes the service's stream with it.
 - :class:`GatewayGPUKernelManager` is jupyter_server's GatewayMappingKernelManager, whose starts
   carry the notebook's GPU request to the service (``KERNEL_GPU_CONTAINERS_REQUEST``), and whose
