@@ -494,6 +494,7 @@ def _tell(km: Any, provisioner: ContainerProvisioner, sentence: str) -> None:
         "oom_killed": False,
         "reason": sentence,
         "at": time.time(),
+        "routine": False,  # an administrator's act: the user must see it
     }
     if hasattr(km, "reason"):
         km.reason = sentence

@@ -70,10 +70,14 @@ class _SentenceOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], ContainerKernelError):
+            error = record.exc_info[1]
             if not isinstance(record.msg, str) or record.msg.strip() in ("", "%s"):
-                record.msg, record.args = "%s", (str(record.exc_info[1]),)
+                record.msg, record.args = "%s", (str(error),)
             record.exc_info = None
             record.exc_text = None
+            if error.routine and record.levelno > logging.INFO:
+                # A wait its user cancelled is no error of the server's.
+                record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
         return True
 
 

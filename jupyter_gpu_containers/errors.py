@@ -18,6 +18,8 @@ class ContainerKernelError(Exception):
 
     status = 500
     reason_phrase = "Container kernel error"
+    # An outcome someone chose (a wait cancelled), logged as news rather than as an error.
+    routine = False
 
     def __init__(self, sentence: str, *, status: int | None = None) -> None:
         super().__init__(sentence)

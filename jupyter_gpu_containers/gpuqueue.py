@@ -105,6 +105,7 @@ class GPUWaitTimedOut(ContainerKernelError):
 class GPUWaitCancelled(ContainerKernelError):
     status = 409
     reason_phrase = "GPU wait cancelled"
+    routine = True  # its user, an admin or a shutdown chose it
 
 
 class NeverServed(ContainerKernelError):

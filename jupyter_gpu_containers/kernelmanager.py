@@ -30,6 +30,7 @@ import contextlib
 import functools
 import heapq
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -46,8 +47,9 @@ from traitlets import Integer, default
 from . import _private
 from .errors import ContainerKernelError
 from .identity import KernelUser
+from .notebook_requests import launching_with
 from .services import services_for
-from .websocket import end_kernel_websockets, iopub_reattached
+from .websocket import close_kernel_websockets, end_kernel_websockets, iopub_reattached
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -252,9 +254,41 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     def _default_kernel_manager_class(self) -> str:
         return f"{ContainerKernelManager.__module__}.{ContainerKernelManager.__qualname__}"
 
+    # Each kernel's endpoint address (transport, ip) as its pages' kept channels know it.
+    _endpoint_addresses: dict[str, tuple[str, str]] | None = None
+
+    def _endpoint_address(self, kernel_id: str) -> tuple[str, str]:
+        km = self.get_kernel(kernel_id)
+        return (str(getattr(km, "transport", "")), str(getattr(km, "ip", "")))
+
+    def ports_changed(self, kernel_id: str) -> bool:
+        """Whether a page reconnecting to ``kernel_id`` needs new channels rather than those kept
+        for it while it was away. jupyter_server compares port numbers only, but an IPC kernel's
+        endpoints are files in its private directory, which a launch after a failed one makes
+        anew (a restart whose wait for a GPU was cancelled): same numbers, another path. The
+        kept channels would then wait for a kernel that is not there (jupyter_server's nudge
+        gives up after 120 tries), so a changed address counts as changed ports."""
+        changed = bool(super().ports_changed(kernel_id))
+        if self._endpoint_addresses is None:
+            self._endpoint_addresses = {}
+        now = self._endpoint_address(kernel_id)
+        if self._endpoint_addresses.get(kernel_id, now) != now:
+            changed = True
+        self._endpoint_addresses[kernel_id] = now
+        return changed
+
+    def remove_kernel(self, kernel_id: str) -> Any:
+        if self._endpoint_addresses is not None:
+            self._endpoint_addresses.pop(kernel_id, None)
+        return super().remove_kernel(kernel_id)
+
     async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
         try:
-            return str(await super().start_kernel(**kwargs))
+            kernel_id = str(await super().start_kernel(**kwargs))
+            if self._endpoint_addresses is None:
+                self._endpoint_addresses = {}
+            self._endpoint_addresses[kernel_id] = self._endpoint_address(kernel_id)
+            return kernel_id
         except ContainerKernelError as e:
             raise as_http(e) from e
         finally:
@@ -264,14 +298,29 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         try:
             restarted = await super().restart_kernel(kernel_id, now=now)
         except ContainerKernelError as e:
-            if self._lost_in_restart(kernel_id):
+            lost = self._lost_in_restart(kernel_id)
+            if lost and e.routine and await self._restore_after_cancel(kernel_id, e):
+                back = ContainerKernelError(
+                    f"{e.sentence} The kernel restarted as it was before (what it held in "
+                    "memory was lost with the restart).",
+                    status=e.status,
+                )
+                back.reason_phrase, back.routine = e.reason_phrase, True
+                raise as_http(back) from e
+            if lost:
+                then = (
+                    "choose the notebook's kernel again to start a new one."
+                    if e.routine
+                    else "start a new kernel once this is fixed."
+                )
                 ended = ContainerKernelError(
                     f"{e.sentence} The kernel had been stopped for the restart, so it was shut "
-                    "down: start a new kernel once this is fixed.",
+                    f"down: {then}",
                     status=e.status,
                 )
                 ended.reason_phrase = e.reason_phrase
-                await self._end_lost_kernel(kernel_id, ended.sentence)
+                ended.routine = e.routine
+                await self._end_lost_kernel(kernel_id, ended.sentence, routine=e.routine)
                 raise as_http(ended) from e
             raise as_http(e) from e
         # What a page sends once the restart answered must have its output delivered.
@@ -338,17 +387,43 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         if found is not None and isinstance(found.get("buffer"), OfflineBuffer):
             found["buffer"].detach()
 
+    async def _restore_after_cancel(self, kernel_id: str, cancelled: ContainerKernelError) -> bool:
+        """A restart under new GPUs whose wait was cancelled: start the kernel again as it was
+        before (same id, same session, so its pages stay attached), without waiting. False, and
+        the kernel is left to end, when it had nothing to go back to or cannot start so now (its
+        old GPUs taken meanwhile, say)."""
+        restore = getattr(self.get_kernel(kernel_id).provisioner, "restore_previous_request", None)
+        if restore is None or not restore():
+            return False
+        self.log.info("Kernel %s: %s It restarts as it was before.", kernel_id, cancelled.sentence)
+        try:
+            with launching_with(None, wait=False):
+                await super().restart_kernel(kernel_id, now=True)
+        except Exception as e:
+            self.log.warning("Kernel %s could not restart as it was before: %s", kernel_id, e)
+            return False
+        # On the same endpoints (the failed launch kept them): the pages' connections reach it
+        # again, and what they sent meanwhile is answered. As after any restart here, its
+        # output reaches them before the answer, and they reconnect to learn its state.
+        km = self.get_kernel(kernel_id)
+        await iopub_reattached(km, kernel_id, lambda: kernel_id in self)
+        close_kernel_websockets(kernel_id, "kernel restarted as it was before")
+        return True
+
     def _lost_in_restart(self, kernel_id: str) -> bool:
         if kernel_id not in self:
             return False
         km = self.get_kernel(kernel_id)
         return isinstance(km, ContainerKernelManager) and km.lost_in_restart
 
-    async def _end_lost_kernel(self, kernel_id: str, sentence: str) -> None:
+    async def _end_lost_kernel(self, kernel_id: str, sentence: str, routine: bool = False) -> None:
         """A kernel whose restart failed after it was stopped has no container left: it leaves
         the list (its sessions with it) instead of staying "idle" with a websocket that answers
-        500, and its pages are told it is dead, and why."""
-        self.log.warning("Kernel %s ended: %s", kernel_id, sentence)
+        500, and its pages are told it is dead, and why. ``routine``: someone chose it (a wait
+        cancelled), news rather than a warning."""
+        self.log.log(
+            logging.INFO if routine else logging.WARNING, "Kernel %s ended: %s", kernel_id, sentence
+        )
         self._mark_ended(kernel_id)
         km = self.get_kernel(kernel_id)
         with contextlib.suppress(Exception):

@@ -255,6 +255,8 @@ class ContainerProvisioner(KernelProvisionerBase):
     _requested: GPURequest | None = None
     # Whether that request is only the kernel spec's default (nobody asked for GPUs).
     _request_is_default = False
+    # What the kernel asked for before its last change_request, until a launch succeeds.
+    _before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
     _dead_callback_registered = False
     # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
     # its start): the server log reports the durations, benchmarks/ reads the stamps.
@@ -596,10 +598,19 @@ class ContainerProvisioner(KernelProvisionerBase):
             await self._remove_previous_container()
             await self._wait_until_ready(started)
             self._stamp("ready")
-        except BaseException:
-            await self._discard_after_failed_launch()
+        except BaseException as e:
+            # A restart under a changed request that ended the way someone chose (its wait
+            # cancelled) is brought back as it was (kernelmanager.py): its endpoints stay, so
+            # the pages' connections reach the kernel again, with what they sent meanwhile.
+            may_come_back = (
+                isinstance(e, ContainerKernelError)
+                and e.routine
+                and self._before_change is not None
+            )
+            await self._discard_after_failed_launch(keep_endpoints=may_come_back)
             raise
         self._launched = True
+        self._before_change = None
         elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
         if self.pool_id is not None:
             self.log.info(
@@ -726,6 +737,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.container_spec, self.container_image_id = None, entry.image_id
         self.gpu_uuids = ()
         self._launched = True
+        self._before_change = None
         self._stamp("ready")
         self.log.info(
             "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
@@ -776,9 +788,20 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     def change_request(self, request: GPURequest) -> None:
         """A new request for the next (re)start: the kernel's current GPUs are not kept."""
+        self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
         self._requested = request
         self._request_is_default = False
         self.gpu_uuids = ()
+
+    def restore_previous_request(self) -> bool:
+        """Go back to what the kernel asked for before change_request, once a restart under the
+        new request ended the way someone chose (its wait for a GPU cancelled): the next restart
+        brings the kernel back as it was. False when there is nothing to go back to."""
+        if self._before_change is None:
+            return False
+        self._requested, self._request_is_default, self.gpu_uuids = self._before_change
+        self._before_change = None
+        return True
 
     async def _gpu_request(self) -> GPURequest:
         """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
@@ -814,7 +837,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.previous_container_id = None
             self.services.queue.poke()  # it may have booked GPUs: starts waiting here look
 
-    async def _discard_after_failed_launch(self) -> None:
+    async def _discard_after_failed_launch(self, keep_endpoints: bool = False) -> None:
+        """Remove what the failed launch left. ``keep_endpoints``: not the private directory
+        and connection file (the kernel may come back on them; if it does not, its shutdown
+        removes them)."""
         self.gpu_uuids = ()
         # An engine that went away mid-launch cannot remove the containers now: they are removed
         # once it answers again (their labels book GPUs until then), and the rest of the clean-up
@@ -826,7 +852,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                 except ContainerKernelError as e:
                     self.log.warning("Could not remove the failed kernel container: %s", e)
         self.previous_container_id = self.container_id = None
-        await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
+        if not keep_endpoints:
+            await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
 
     def _remove_files(self) -> None:
         self._remove_connection_dir()
@@ -883,13 +910,18 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.parent is not None and hasattr(self.parent, "reason"):
             self.parent.reason = sentence
 
-    def _record_end(self, container_id: str, state: AnyType, sentence: str) -> None:
+    def _record_end(
+        self, container_id: str, state: AnyType, sentence: str, routine: bool = False
+    ) -> None:
+        """``routine``: the container ended because someone asked (a restart), not on its own."""
+        oom = bool(state.oom_killed) if state is not None else False
         self.last_end = {
             "container_id": container_id,
             "exit_code": state.exit_code if state is not None else None,
-            "oom_killed": bool(state.oom_killed) if state is not None else False,
+            "oom_killed": oom,
             "reason": sentence,
             "at": time.time(),
+            "routine": routine and not oom,
         }
 
     async def _record_restart(self, container_id: str) -> None:
@@ -904,6 +936,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             container_id,
             state,
             f"The kernel was restarted: its previous container ended{code}{oom}.",
+            routine=True,
         )
 
     async def wait(self) -> int | None:

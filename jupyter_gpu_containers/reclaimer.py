@@ -201,6 +201,7 @@ async def restart_without_gpus(
     end = dict(provisioner.last_end or {})
     if end.get("container_id") != old_container:
         end = {"container_id": old_container, "exit_code": None, "oom_killed": False}
-    provisioner.last_end = {**end, "reason": sentence, "at": time.time()}
+    # Not routine: the user lost the GPUs they were using, and must see it.
+    provisioner.last_end = {**end, "reason": sentence, "at": time.time(), "routine": False}
     if hasattr(km, "reason"):
         km.reason = sentence  # jupyter_server's GET /api/kernels/<id> "reason"

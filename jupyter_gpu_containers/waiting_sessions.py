@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_client.multikernelmanager import DuplicateKernelError
 from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName, SessionManager
 from jupyter_server.utils import ensure_async
 
@@ -38,6 +39,41 @@ class WaitingSessionManager(SessionManager):
         super().__init__(*args, **kwargs)
         self._starting: dict[str, _Starting] = {}
 
+    async def session_exists(self, path: str) -> bool:
+        """A notebook whose kernel start waits for a GPU has its session: asking the sessions
+        API for one (a page that lost its own, a second tab) answers that one rather than
+        starting a second kernel."""
+        if self._waiting_start(path=path) is not None:
+            return True
+        return bool(await super().session_exists(path))
+
+    async def get_session(self, **kwargs: Any) -> dict[str, Any]:
+        start = self._waiting_start(**kwargs)
+        if start is not None:
+            return self._model(start)
+        model: dict[str, Any] = await super().get_session(**kwargs)
+        return model
+
+    def _waiting_start(self, **kwargs: Any) -> _Starting | None:
+        """The start waiting for a GPU whose session matches every column in ``kwargs``."""
+        if not kwargs:
+            return None
+        services = services_for(self.kernel_manager)
+        waiting = services.queue.waiting_ids() if services is not None else set()
+        for start in list(self._starting.values()):
+            columns = {
+                "session_id": start.session_id,
+                "path": start.path,
+                "name": start.name,
+                "type": start.type,
+                "kernel_id": start.kernel_id,
+            }
+            if start.kernel_id in waiting and all(
+                column in columns and columns[column] == value for column, value in kwargs.items()
+            ):
+                return start
+        return None
+
     async def start_kernel_for_session(
         self,
         session_id: str,
@@ -47,6 +83,13 @@ class WaitingSessionManager(SessionManager):
         kernel_name: KernelName | None,
         kernel_id: str | None = None,
     ) -> str:
+        if kernel_id and any(s.kernel_id == kernel_id for s in self._starting.values()):
+            # A page asking for a session on a kernel that is still starting: never a second
+            # kernel under the same id.
+            raise DuplicateKernelError(
+                f"Kernel {kernel_id} is still starting (it may wait for a GPU): ask for its "
+                "notebook's session again once it runs."
+            )
         kernel_id = kernel_id or str(uuid.uuid4())
         self._starting[session_id] = _Starting(
             session_id, path or "", name or "", type or "", kernel_id, kernel_name or ""

@@ -16,9 +16,11 @@ import docker
 import pytest
 from conftest import DEBIAN_IMAGE, NGC_IMAGE, TEST_LABEL, TEST_RUN, kernel_name, write_notebook
 from hostusers import ALICE, BOB, MALLORY, UserHome, host_state_dir, needs_accounts
+from kernel_io import execute, send_execute
 from servers import Server
 from service_process import KernelService
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
 
 from jupyter_gpu_containers import labels as L
 from jupyter_gpu_containers.service_routes import WAIT_ENV
@@ -464,8 +466,26 @@ async def test_a_waiting_notebook_is_seen_and_stopped_the_stock_ways(
             "POST", "gpu-containers", "notebooks", "kernel", body={"path": "w.ipynb"}
         )
         assert code == 409 and "already waiting" in again["message"], again
-        # JupyterLab's Shut Down (either API) cancels the wait.
         code, (session,) = await alice.answer("GET", "api", "sessions")
+        # A page that asks for the notebook's session again (its own was lost, a second tab)
+        # gets the waiting one, as the sessions API answers for any notebook that has one; no
+        # second kernel starts, under that kernel's id or another.
+        body = {"path": "w.ipynb", "name": "w.ipynb", "type": "notebook"}
+        for kernel in ({"name": GPU_SPEC}, {"id": session["kernel"]["id"]}):
+            code, same = await alice.answer(
+                "POST", "api", "sessions", body={**body, "kernel": kernel}
+            )
+            assert code == 201 and same == session, (kernel, same)
+        code, same = await alice.answer("GET", "api", "sessions", session["id"])
+        assert code == 200 and same == session, same
+        body = {"path": "x.ipynb", "name": "x.ipynb", "type": "notebook"}
+        code, refused = await alice.answer(
+            "POST", "api", "sessions", body={**body, "kernel": {"id": session["kernel"]["id"]}}
+        )
+        assert code == 409 and "still starting" in refused["message"], refused
+        assert len(await queue_of(alice)) == 1
+        assert len(gpu_containers(docker_client)) == 1  # Bob's
+        # JupyterLab's Shut Down (either API) cancels the wait.
         if how == "DELETE /api/sessions":
             code, _ = await alice.answer("DELETE", "api", "sessions", session["id"])
         else:
@@ -507,3 +527,104 @@ async def test_a_restart_that_waits_gives_its_old_gpus_up_first(
     assert restarted["session"]["kernel"]["id"] == started["session"]["kernel"]["id"]
     assert len(gpu_containers(docker_client)) == 1
     await alice.answer("DELETE", "api", "sessions", restarted["session"]["id"])
+
+
+async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_was(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """Alice's kernel runs without a GPU; she restarts it on one GPU, which Bob holds, and her
+    restart waits; she cancels the wait. Her kernel comes back as it was (no GPU), under the same
+    kernel id and session, so her page stays attached; then she waits again and gets the GPU
+    when Bob's kernel ends, still the same kernel and session. Her cancel is news in the log,
+    not an error."""
+    alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+    write_notebook(alice_home.workspace, "mine.ipynb", gpus=0)
+    body = {"path": "mine.ipynb", "kernel_name": GPU_SPEC, "gpus": 0}
+    code, started = await alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
+    assert code == 200, started
+    session = started["session"]
+    kernel_id = session["kernel"]["id"]
+    # A page's connection, as JupyterLab makes it: its session id lets it take up again what
+    # the server kept for it while it was away.
+    page = await page_connection(alice, kernel_id, "page-1")
+    assert (await execute(page, "x = 6 * 7\nprint(x)")).stdout.strip() == "42"
+
+    on_gpu = {**body, "gpus": 1, "wait": True}
+    restart = asyncio.ensure_future(
+        alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=on_gpu)
+    )
+    await until_queued(alice, 1, "Alice's restart waits")
+    # A cell run while it waits: it runs once the kernel is back. (Its output can be published
+    # before the page's connection listens again, as for any cell run while a kernel waits.)
+    meanwhile = await send_execute(page, "print('ran once back')")
+    code, _ = await alice.answer("DELETE", "gpu-containers", "queue", kernel_id)
+    assert code == 204
+    code, body_ = await asyncio.wait_for(restart, 60)
+    assert code == 409, body_
+    assert "cancelled" in body_["message"] and "restarted as it was before" in body_["message"]
+    # The server closed the page's connection (to tell it the kernel's state); the page
+    # reconnects with its session id and gets what it missed; its code runs.
+    seen: list[dict[str, Any]] = []
+    while (raw := await asyncio.wait_for(page.read_message(), 30)) is not None:
+        seen.append(json.loads(raw))
+    page.close()
+    page = await page_connection(alice, kernel_id, "page-1")
+
+    async def replied() -> bool:
+        if not any(
+            m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == meanwhile
+            for m in seen
+        ):
+            raw = await asyncio.wait_for(page.read_message(), 30)
+            assert raw is not None, "the page's connection closed"
+            seen.append(json.loads(raw))
+            return False
+        return True
+
+    await until(replied, "the cell run while it waited is answered")
+    (reply,) = [
+        m
+        for m in seen
+        if m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == meanwhile
+    ]
+    assert reply["content"]["status"] == "ok", reply
+    result = await execute(page, "print(globals().get('x', 'gone'))")
+    assert result.stdout.strip() == "gone"
+    page.close()
+    code, (same,) = await alice.answer("GET", "api", "sessions")
+    assert same["id"] == session["id"] and same["kernel"]["id"] == kernel_id, same
+    code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=mine.ipynb")
+    assert code == 200 and view["kernel"]["gpus"] == [], view
+    assert len(gpu_containers(docker_client)) == 1  # Bob's
+
+    # Wait again; Bob's kernel ends; the same kernel and session get the GPU.
+    restart = asyncio.ensure_future(
+        alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=on_gpu)
+    )
+    await until_queued(alice, 1, "Alice's restart waits again")
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    code, restarted = await asyncio.wait_for(restart, 60)
+    assert code == 200, restarted
+    assert restarted["session"]["id"] == session["id"]
+    assert restarted["session"]["kernel"]["id"] == kernel_id
+    code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=mine.ipynb")
+    assert len(view["kernel"]["gpus"]) == 1, view
+    assert (await alice.execute(kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+    cancel_lines = [line for line in alice.output().splitlines() if "was cancelled" in line]
+    assert cancel_lines and not [line for line in cancel_lines if line.startswith("[E")]
+    await alice.answer("DELETE", "api", "sessions", session["id"])
+    assert tickets_in(state) == []
+
+
+async def page_connection(server: Server, kernel_id: str, session_id: str) -> Any:
+    """A kernel websocket as JupyterLab opens it, with the page's session id."""
+    return await websocket_connect(
+        HTTPRequest(
+            f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
+            f"?session_id={session_id}",
+            headers={"Authorization": f"token {server.token}"},
+        )
+    )

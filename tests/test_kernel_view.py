@@ -312,6 +312,7 @@ async def test_the_log_says_why_the_container_ended_and_follows_the_restart(
     assert second["container_id"] != first_container
     end = second["last_end"]
     assert (end["container_id"], end["exit_code"], end["oom_killed"]) == (first_container, 3, False)
+    assert end["routine"] is False  # it ended on its own: trouble, shown as such
     assert end["reason"].startswith(f"The kernel's container ({DEBIAN_IMAGE}) exited with code 3")
     assert "kv-bye" in end["reason"]  # the last lines of its log
 
@@ -334,6 +335,7 @@ async def test_a_restart_records_how_the_previous_container_ended(
     got = await view(jp_fetch, conformance, kernel_id)
     assert got["last_end"]["container_id"] == before
     assert got["last_end"]["reason"].startswith("The kernel was restarted: its previous container")
+    assert got["last_end"]["routine"] is True  # asked for: news, not trouble
     assert got["container"]["id"] != before
 
 

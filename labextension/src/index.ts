@@ -219,6 +219,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const message = outcomeMessage(trans, end.ticket, end.outcome);
       if (end.outcome === 'started') {
         Notification.success(message, { autoClose: 8000 });
+      } else if (end.outcome === 'cancelled') {
+        // The user's own choice, from this page: news, not a problem to keep.
+        Notification.info(message, { autoClose: 5000 });
       } else {
         Notification.warning(message, { autoClose: false });
       }

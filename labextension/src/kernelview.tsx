@@ -285,7 +285,9 @@ export class KernelViewModel {
     } else {
       if (this._container === '' && data.last_end) {
         this._push({
-          kind: 'end',
+          // A restart someone asked for is news; a container that ended on
+          // its own (an exit, a crash, out of memory) is trouble.
+          kind: data.last_end.routine ? 'note' : 'end',
           text: describeEnd(this._trans, data.last_end),
           time: ''
         });

@@ -503,7 +503,8 @@ export async function applyKernelChoice(
       if (wait) {
         setTimeout(() => void model.refreshGpus(), 1000);
       }
-      const reply = await startNotebookKernel(
+      const sessions = app.serviceManager.sessions;
+      const started = startNotebookKernel(
         panel.context.path,
         kernelName,
         gpus,
@@ -512,10 +513,26 @@ export async function applyKernelChoice(
         trans,
         wait
       );
+      // The page may have no session by now (a restart whose wait was
+      // cancelled shut its kernel down): it takes the one the server lists
+      // for the waiting kernel, so that it shows the wait.
+      const adopted = wait
+        ? untilListed(sessions, panel.context.localPath, started)
+            .then(() => adoptListedSession(panel, sessions))
+            .catch(() => undefined)
+        : Promise.resolve();
+      const reply = await started;
+      await adopted;
       // The server changed the session's kernel: have the page see it now
       // rather than at the next poll of the sessions.
-      await app.serviceManager.sessions.refreshRunning();
+      await retried(() => sessions.refreshRunning());
+      await adoptListedSession(panel, sessions);
       await waitForKernel(panel, reply.session?.kernel.id ?? '', trans);
+      // The page tried the kernel while it waited, and may have given up.
+      const kernel = context.session?.kernel;
+      if (wait && kernel && kernel.connectionStatus !== 'connected') {
+        await kernel.reconnect().catch(() => undefined);
+      }
       remember();
       await panel.context.save();
     } else {
@@ -557,6 +574,35 @@ export async function applyKernelChoice(
     model.changed.disconnect(onQueue);
     void model.refreshGpus();
   }
+}
+
+/**
+ * Attach the notebook's page to the session the server lists for its path,
+ * when the page has none or an older one: a session the server made while
+ * the page's was gone (the kernel it named was shut down) is never adopted
+ * by JupyterLab by itself, and the page would say "No kernel" beside a
+ * running one. Asking the sessions API for a session of a path that has one
+ * answers that session (no second kernel starts).
+ */
+async function adoptListedSession(
+  panel: NotebookPanel,
+  sessions: JupyterFrontEnd['serviceManager']['sessions']
+): Promise<void> {
+  const context = panel.sessionContext;
+  let listed: { id: string; kernel: { id: string } | null } | undefined;
+  for (const session of sessions.running()) {
+    if (session.path === panel.context.localPath) {
+      listed = session;
+    }
+  }
+  if (!listed?.kernel || context.isDisposed) {
+    return;
+  }
+  const mine = context.session;
+  if (mine && !mine.isDisposed && mine.id === listed.id) {
+    return;
+  }
+  await context.changeKernel({ id: listed.kernel.id });
 }
 
 /**

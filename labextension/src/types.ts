@@ -584,6 +584,11 @@ export interface IKernelEnd {
    */
   reason: string;
   at: number;
+  /**
+   * It ended because someone asked (a restart), not on its own: news, not
+   * trouble.
+   */
+  routine: boolean;
 }
 
 /**

@@ -343,3 +343,111 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
   });
   expect(printed).toBe('42');
 });
+
+/** One GPU, held by another student's server on the same host state directory; starts do not
+ * wait unless asked. Returns the other student (the afterEach closes it and the config). */
+async function oneGpuHeldByAnother(page: IJupyterLabPageFixture): Promise<OtherStudent> {
+  const config = JSON.parse(fs.readFileSync(CONFIG, 'utf8'));
+  const gpu: string = config.GPUInventory.static_gpus[0].uuid;
+  const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
+  otherStudent = new OtherStudent(gpu, kernelName);
+  const stateDir: string = (await otherStudent.next()).state_dir;
+  original = fs.readFileSync(CONFIG, 'utf8');
+  config.ContainerPolicy = { ...(config.ContainerPolicy ?? {}), state_dir: stateDir };
+  config.GPUInventory.static_gpus = config.GPUInventory.static_gpus.slice(0, 1);
+  config.GPUQueue = { ...(config.GPUQueue ?? {}), wait_by_default: false, max_wait: 600 };
+  fs.writeFileSync(CONFIG, JSON.stringify(config, null, 2));
+  await restartServer(page);
+  expect((await otherStudent.next()).kernel).toBeTruthy();
+  return otherStudent;
+}
+
+/** Ask for 1 GPU in the current notebook's picker, waiting for it, and confirm the restart. */
+async function restartWaitingForOneGpu(page: IJupyterLabPageFixture): Promise<void> {
+  await page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button').click();
+  const picker = page.locator('.jgc-picker');
+  await expect(picker).toBeVisible();
+  await picker.locator('.jgc-picker-wait input').check();
+  await picker.locator('.jgc-picker-gpus').selectOption('count:1');
+  await expect(picker.locator('.jgc-picker-waits')).toBeVisible();
+  await page.locator('.jp-Dialog-button.jp-mod-accept').click();
+  const confirm = page.locator('.jp-Dialog-header', { hasText: 'Restart the kernel?' });
+  if (await confirm.isVisible({ timeout: 5_000 }).catch(() => false)) {
+    await page.locator('.jp-Dialog-button.jp-mod-warn').click();
+  }
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+}
+
+/** What the current notebook's page itself prints for `6 * 7`, through its own connection. */
+async function sixTimesSeven(page: IJupyterLabPageFixture): Promise<string> {
+  return page.evaluate(async () => {
+    const widget = (window as any).jupyterapp.shell.currentWidget;
+    const future = widget.sessionContext.session.kernel.requestExecute({ code: 'print(6 * 7)' });
+    let out = '';
+    future.onIOPub = (msg: any) => {
+      if (msg.header.msg_type === 'stream') {
+        out += msg.content.text;
+      }
+    };
+    await future.done;
+    return out.trim();
+  });
+}
+
+test('a restart that waits, cancelled, then waiting again: the hand-over reconnects the page', async ({
+  page
+}) => {
+  const other = await oneGpuHeldByAnother(page);
+  // A notebook without GPU, from the panel, running.
+  const panel = await openPanel(page);
+  const ngc = imageRow(panel, NGC_IMAGE);
+  await expect(ngc.locator('.jgc-launch-button')).toHaveText('New notebook without GPU');
+  await ngc.locator('.jgc-launch-button').click();
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python' });
+  expect(await sixTimesSeven(page)).toBe('42');
+
+  const toolbarButton = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button');
+  const ticket = panel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
+  // Its restart on 1 GPU waits; the user cancels that wait in the panel.
+  await restartWaitingForOneGpu(page);
+  await expect(toolbarButton).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  await expect(ticket).toHaveCount(1);
+  await ticket.locator('.jgc-ticket-cancel').click();
+  await expect(ticket).toHaveCount(0, { timeout: 30_000 });
+  await expect(toolbarButton).not.toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  // Cancelled, said once; no error dialog for a cancel the user chose, no "started".
+  await expect(page.locator('.Toastify__toast', { hasText: /cancelled/i })).toHaveCount(1, {
+    timeout: 30_000
+  });
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  await expect(page.locator('.Toastify__toast', { hasText: 'A GPU is free' })).toHaveCount(0);
+  // The kernel is back as it was, without GPU (the start's notification ends when it is), and
+  // this page still runs code in it.
+  await expect(page.locator('.Toastify__toast', { hasText: 'Starting ' })).toHaveCount(0, {
+    timeout: 30_000
+  });
+  await expect(
+    page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')
+  ).toHaveText('ngc-like:24.05-py3 · no GPU', { timeout: 30_000 });
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python' });
+  expect(await sixTimesSeven(page)).toBe('42');
+
+  // Wait again; the other student's kernel ends; the page attaches to the new kernel by itself.
+  await restartWaitingForOneGpu(page);
+  await expect(toolbarButton).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  await expect(ticket).toHaveCount(1);
+  await other.endKernel();
+  await expect(toolbarButton).not.toHaveAttribute('data-waiting', 'true', { timeout: 60_000 });
+  await expect(
+    page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')
+  ).toHaveText('ngc-like:24.05-py3 · GPU 0', { timeout: 30_000 });
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python' });
+  expect(await sixTimesSeven(page)).toBe('42');
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+});

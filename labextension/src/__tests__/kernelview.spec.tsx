@@ -271,7 +271,8 @@ describe('the kernel view', () => {
         exit_code: 137,
         oom_killed: true,
         reason: 'The kernel ran out of memory.',
-        at: 1_700_000_000
+        at: 1_700_000_000,
+        routine: false
       }
     });
     stream.emit('lines', {
@@ -329,6 +330,27 @@ describe('the kernel view', () => {
     stream.emit('shutdown', { reason: 'The kernel was shut down.' });
     expect(model.following).toBe(false);
     expect(stream.closed).toBe(true);
+    model.dispose();
+  });
+
+  it('shows a restart someone asked for as news, not as trouble', async () => {
+    const model = createModel();
+    model.start();
+    await jest.runOnlyPendingTimersAsync();
+    streams[0].emit('container', {
+      container_id: CONTAINER,
+      started_at: 1,
+      last_end: {
+        container_id: 'b'.repeat(64),
+        exit_code: 143,
+        oom_killed: false,
+        reason:
+          'The kernel was restarted: its previous container ended with code 143.',
+        at: 1_700_000_000,
+        routine: true
+      }
+    });
+    expect(model.entries.map(e => e.kind)).toEqual(['note']);
     model.dispose();
   });
 
@@ -393,7 +415,8 @@ describe('the kernel view', () => {
                 exit_code: 3,
                 oom_killed: false,
                 reason: "The kernel's container exited with code 3.",
-                at: 1_700_000_000
+                at: 1_700_000_000,
+                routine: false
               }
             })
           ),

@@ -390,6 +390,11 @@ describe('GpuContainersModel', () => {
     it('reads a failed catalog again soon, a few times, then leaves it to the poll', async () => {
       // The first read after a server restart failed (the request was lost).
       routes['GET images'] = fail(503, 'The Docker engine is not running.');
+      // The poll's own next tick after a failed first one is drawn at random
+      // anywhere up to its interval (Lumino's backoff from an immediate tick):
+      // pinned at half of it, so that only this model's retries come within
+      // the minute and a half looked at here.
+      jest.spyOn(Math, 'random').mockReturnValue(0.5);
       const model = createModel({ imageInterval: 600 });
       await jest.advanceTimersByTimeAsync(1);
       expect(requests('GET images')).toHaveLength(1);

@@ -77,7 +77,10 @@ function makeApp() {
   return {
     serviceManager: {
       kernelspecs: { specs: { kernelspecs: specs } },
-      sessions: { refreshRunning: jest.fn().mockResolvedValue(undefined) },
+      sessions: {
+        refreshRunning: jest.fn().mockResolvedValue(undefined),
+        running: jest.fn((): unknown[] => [])
+      },
       contents: {
         newUntitled: jest
           .fn()
@@ -560,6 +563,77 @@ describe('applyKernelChoice', () => {
     expect(model.refreshGpus).toHaveBeenCalled();
   });
 
+  it('attaches the page to the session the server lists when its own is gone', async () => {
+    // A restart whose wait was cancelled and could not bring the kernel back
+    // ended it: the page's session went with it, and the start that waits
+    // again makes a new one, which JupyterLab never takes up by itself.
+    jest.useFakeTimers();
+    const app = makeApp();
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    const session = panel.sessionContext.session as Record<string, unknown>;
+    Object.assign(session, { id: 's-0', isDisposed: true });
+    app.serviceManager.sessions.running.mockReturnValue([
+      { id: 's-1', path: 'work/train.ipynb', kernel: { id: 'k-2' } }
+    ]);
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const done = applyKernelChoice(
+      asApp(app),
+      asModel(makeModel()),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans,
+      true
+    );
+    await jest.advanceTimersByTimeAsync(0);
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      id: 'k-2'
+    });
+    panel.sessionContext.session = {
+      kernel: { id: 'k-2', name: torch.kernel_name }
+    };
+    Object.assign(panel.sessionContext.session, { id: 's-1' });
+    Object.assign(panel.sessionContext.session.kernel, {
+      connectionStatus: 'connected'
+    });
+    panel.sessionContext.kernelChanged.emit();
+    await done;
+    expect(showErrorMessage).not.toHaveBeenCalled();
+    expect(panel.context.save).toHaveBeenCalled();
+  });
+
+  it('leaves a page on the listed session as it is', async () => {
+    jest.useFakeTimers();
+    const app = makeApp();
+    const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
+    Object.assign(panel.sessionContext.session as object, {
+      id: 's-1',
+      isDisposed: false
+    });
+    // Closed by the server's restart and not back yet: the page reconnects.
+    const reconnect = jest.fn().mockResolvedValue(undefined);
+    Object.assign(panel.sessionContext.session!.kernel, {
+      connectionStatus: 'connecting',
+      reconnect
+    });
+    app.serviceManager.sessions.running.mockReturnValue([
+      { id: 's-1', path: 'work/train.ipynb', kernel: { id: 'k-1' } }
+    ]);
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-1'));
+    await applyKernelChoice(
+      asApp(app),
+      asModel(makeModel()),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans,
+      true
+    );
+    expect(panel.sessionContext.changeKernel).not.toHaveBeenCalled();
+    expect(reconnect).toHaveBeenCalled();
+    expect(showErrorMessage).not.toHaveBeenCalled();
+  });
+
   it('says when the page does not attach to the new kernel', async () => {
     jest.useFakeTimers();
     const panel = makePanel({ id: 'k-1', name: torch.kernel_name });
@@ -627,6 +701,7 @@ describe('applyKernelChoice', () => {
       autoClose: false
     });
     finish(reply('k-1'));
+    await jest.advanceTimersByTimeAsync(1000);
     await done;
     // Ended: it listens no more.
     expect(model.changed.size).toBe(0);
