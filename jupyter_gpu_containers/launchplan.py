@@ -979,6 +979,9 @@ class LaunchFacts:
     extra_mounts: tuple[tuple[str, str, bool], ...]  # (real source, target, read-only)
     connection_dir: str  # the kernel's private directory on the host
     name: str  # the container's name
+    # The kernel's /etc/passwd and /etc/group on the host (accounts.py), once written; None:
+    # the image's own (a kernel that runs as the image's USER, or no engine-side files).
+    account_files: tuple[str, str] | None = None
 
 
 def gather_facts(
@@ -1095,6 +1098,10 @@ def plan_container(
         Mount(facts.root, options.workspace_mount_path, read_only=False),
         *(Mount(source, target, read_only) for source, target, read_only in facts.extra_mounts),
     ]
+    if facts.account_files is not None and options.run_as != "image":
+        # Its own name inside the container, the image untouched (accounts.py).
+        passwd, group = facts.account_files
+        mounts += [Mount(passwd, "/etc/passwd", True), Mount(group, "/etc/group", True)]
     port_bindings: dict[int, tuple[str, int]] = {}
     if options.transport == "tcp" and options.network_mode != "host":
         for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):

@@ -36,6 +36,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
+from .accounts import GROUP_FILE, PASSWD_FILE
 from .errors import ContainerKernelError
 from .safefiles import private_dir, read_json_nofollow, write_atomic
 
@@ -220,6 +221,19 @@ def write_connection_file(
         write_atomic(dir_fd, CONNECTION_FILE_NAME, json.dumps(info).encode(), 0o600, owner)
     finally:
         os.close(dir_fd)
+
+
+def write_account_files(private: str, passwd: str, group: str) -> tuple[str, str]:
+    """Write the kernel's /etc/passwd and /etc/group (accounts.py) into its private directory,
+    readable by all (as those files are), replacing (never following) whatever the kernel left
+    at those names; their paths on the host."""
+    dir_fd = os.open(private, _DIR_FLAGS)
+    try:
+        write_atomic(dir_fd, PASSWD_FILE, passwd.encode(), 0o644)
+        write_atomic(dir_fd, GROUP_FILE, group.encode(), 0o644)
+    finally:
+        os.close(dir_fd)
+    return os.path.join(private, PASSWD_FILE), os.path.join(private, GROUP_FILE)
 
 
 def read_connection_file(private: str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import labels as L
+from .accounts import MAX_FILE_BYTES
 from .backend import ContainerBackend
 from .errors import ContainerKernelError
 from .launchplan import (
@@ -81,7 +82,8 @@ FRAMEWORK_DISTRIBUTIONS: list[tuple[str, list[str]]] = [
 # Runs as `python -c` in the image. Written for every Python an image may have, down to the 3.6 of
 # older OpenPAI images and even 2.7: no f-strings, no annotations, importlib.metadata (3.8+) or its
 # backport, else pkg_resources.
-PROBE_CODE = r"""
+PROBE_CODE = (
+    r"""
 import sys
 
 # As the kernel's start does (launchplan.KERNEL_BOOT): nothing is imported from the working
@@ -142,15 +144,31 @@ def frameworks():
     return found
 
 
+def accounts():
+    # The image's own account files, for the kernel's copies of them (accounts.py).
+    found = {}
+    for name in ("passwd", "group"):
+        try:
+            with open("/etc/" + name, "rb") as f:
+                found[name] = f.read(@MAX_BYTES@).decode("utf-8", "replace")
+        except BaseException:
+            pass
+    return found
+
+
 out = {
     "python": sys.executable or sys.argv[-1],
     "python_version": "%d.%d.%d" % tuple(sys.version_info[:3]),
 }
 ipykernel_answer(out)
 out["frameworks"] = frameworks()
+out["accounts"] = accounts()
 sys.stdout.write("\n" + "@MARKER@" + json.dumps(out, sort_keys=True) + "\n")
 sys.stdout.flush()
-""".replace("@FRAMEWORKS@", repr(FRAMEWORK_DISTRIBUTIONS)).replace("@MARKER@", MARKER)
+""".replace("@FRAMEWORKS@", repr(FRAMEWORK_DISTRIBUTIONS))
+    .replace("@MARKER@", MARKER)
+    .replace("@MAX_BYTES@", str(MAX_FILE_BYTES))
+)
 
 # The kernel's own interpreter search, so the probe finds exactly the Python a kernel would use;
 # only the final exec differs. The code comes as $1 and the name the interpreter was found by as
@@ -177,6 +195,9 @@ class ProbeResult:
     frameworks: dict[str, str]  # e.g. {"torch": "2.4.0"}, from package metadata
     probed_at: float  # unix time of the probe (for a cached answer: of the original probe)
     definitive: bool  # False for timeouts and engine errors: never cached, asked again next time
+    # The image's /etc/passwd and /etc/group as read by the probe ({} when unknown), for the
+    # kernel's own copies (accounts.py). Image metadata: hostile until accounts.py parses it.
+    accounts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,6 +215,7 @@ class ProbeResult:
             "frameworks": dict,
             "probed_at": (int, float),
             "definitive": bool,
+            "accounts": dict,
         }
         if not isinstance(data, dict) or set(data) != set(kinds):
             raise ValueError(f"expected an object with the fields {sorted(kinds)}")
@@ -203,6 +225,9 @@ class ProbeResult:
         frameworks = data["frameworks"]
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in frameworks.items()):
             raise ValueError("frameworks must map names to versions")
+        accounts = data["accounts"]
+        if not all(k in ("passwd", "group") and isinstance(v, str) for k, v in accounts.items()):
+            raise ValueError("accounts must map passwd and group to their text")
         return cls(**{**data, "probed_at": float(data["probed_at"])})
 
 
@@ -568,6 +593,12 @@ def interpret(image_id: str, output: OneshotResult, timeout: float) -> ProbeResu
     ipykernel_version = str(answer.get("ipykernel_version") or "")
     found = answer.get("frameworks")
     frameworks = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    read = answer.get("accounts")
+    accounts = {
+        k: v[:MAX_FILE_BYTES]
+        for k, v in (read.items() if isinstance(read, dict) else ())
+        if k in ("passwd", "group") and isinstance(v, str)
+    }
     reason = ""
     if not ipykernel_version:
         error = str(answer.get("ipykernel_error") or "unknown error")
@@ -585,6 +616,7 @@ def interpret(image_id: str, output: OneshotResult, timeout: float) -> ProbeResu
         frameworks=frameworks,
         probed_at=time.time(),
         definitive=True,
+        accounts=accounts,
     )
 
 

@@ -33,6 +33,7 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase, KernelProvisionerFactory
 from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
+from .accounts import group_text, host_account_name, host_group_name, passwd_text
 from .admission import admit_image, check_gpu_compatibility
 from .allocator import GPURequest, attachment, resolve_attach_mode
 from .backend import ContainerBackend
@@ -75,6 +76,7 @@ from .privatedirs import (
     discard_private_dir,
     make_private_dir,
     remove_stale_sockets,
+    write_account_files,
     write_connection_file,
 )
 from .records import ContainerSpec, ImageRecord
@@ -135,7 +137,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         config=True,
         help="""A writable HOME for kernels that run as the server's user (whose uid the image
         usually does not know): a tmpfs mounted here, and HOME, USER and LOGNAME set to match.
-        Ignored when run_as is "image".""",
+        It is also the home of the user's entry in the kernel's own /etc/passwd (its user
+        first, then the image's accounts; mounted read-only, the image untouched). Ignored when
+        run_as is "image".""",
     )
 
     shm_size = Unicode(
@@ -415,6 +419,30 @@ class ContainerProvisioner(KernelProvisionerBase):
             return self.owner.uid, self.owner.gid
         return os.getuid(), os.getgid()
 
+    def _write_account_files(self, image: ImageRecord) -> None:
+        """The kernel's /etc/passwd and /etc/group, its user's entry first, then the image's
+        own (as its probe read them), into its private directory for the plan to mount
+        (accounts.py). An image is probed before its kernel spec is listed, so the probe's
+        answer is at hand; a kernel started on an image not probed yet (a hand-written spec)
+        waits for the probe here. Without an answer (a probe that timed out), root's entry
+        and the user's. Blocking: a worker thread."""
+        facts = self._facts
+        if facts is None or not self.connection_dir:
+            return
+        uid, gid, name = facts.uid, facts.gid, facts.username
+        explicit = numeric_user(self.run_as)
+        if explicit is not None:
+            (uid, gid), name = explicit, host_account_name(explicit[0])
+        probe = self.services.probe
+        found = (probe.cached(image.id) or probe.probe_sync(image)).accounts
+        home = self.options().home_path
+        files = write_account_files(
+            self.connection_dir,
+            passwd_text(found.get("passwd", ""), uid, gid, name, home),
+            group_text(found.get("group", ""), gid, host_group_name(gid), name, uid),
+        )
+        self._facts = dataclasses.replace(facts, account_files=files)
+
     def _file_owner(self) -> tuple[int, int] | None:
         """Who must own the kernel's private directory and connection file: the service user,
         or an explicit run_as uid (no capabilities in the container: owning them is its only way
@@ -499,6 +527,8 @@ class ContainerProvisioner(KernelProvisionerBase):
                 own_command=bool(self.kernel_cmd),
                 uid=self.owner.uid if self.owner else None,
             )
+            if not self.backend.connection_on_pod_ip and self.run_as != "image":
+                await asyncio.to_thread(self._write_account_files, image)
             self._stamp("image")
             request = await self._gpu_request()
             if request.wants_gpus and not self.backend.schedules_gpus:

@@ -97,15 +97,21 @@ def spec_fingerprint(spec: ContainerSpec) -> str:
     """What makes two kernel containers interchangeable: their whole ContainerSpec (image,
     command, user, environment, mounts, limits, hardening, network, runtime, labels…) except
     what names one kernel: container name, kernel id and name, notebook, working directory,
-    JPY_SESSION_NAME, the private directory's host path, and the published port numbers."""
+    JPY_SESSION_NAME, the private directory's host path (also in the paths of the files mounted
+    from it: the kernel's account files, the same for the same user and image), and the published
+    port numbers."""
     fields = dataclasses.asdict(spec)
     fields["name"] = fields["working_dir"] = None
     fields["labels"] = {k: v for k, v in spec.labels.items() if k not in _NAMING_LABELS}
     fields["environment"] = {k: v for k, v in spec.environment.items() if k != "JPY_SESSION_NAME"}
-    fields["mounts"] = [
-        ["" if m.target == KERNEL_DIR_IN_CONTAINER else m.source, m.target, m.read_only]
-        for m in spec.mounts
-    ]
+    private = next((m.source for m in spec.mounts if m.target == KERNEL_DIR_IN_CONTAINER), None)
+
+    def source(path: str) -> str:
+        if private is not None and (path == private or path.startswith(private + os.sep)):
+            return path[len(private) :]
+        return path
+
+    fields["mounts"] = [[source(m.source), m.target, m.read_only] for m in spec.mounts]
     fields["port_bindings"] = sorted(address for address, _ in spec.port_bindings.values())
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

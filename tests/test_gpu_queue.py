@@ -551,6 +551,9 @@ async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_wa
     # the server kept for it while it was away.
     page = await page_connection(alice, kernel_id, "page-1")
     assert (await execute(page, "x = 6 * 7\nprint(x)")).stdout.strip() == "42"
+    # Her kernel knows her name (its own /etc/passwd, accounts.py).
+    who = await execute(page, "import os, pwd\nprint(pwd.getpwuid(os.getuid()).pw_name)")
+    assert who.stdout.strip() == ALICE
 
     on_gpu = {**body, "gpus": 1, "wait": True}
     restart = asyncio.ensure_future(

@@ -174,6 +174,9 @@ def test_ready_images(ref: str, python: str, engine: Engine, runs: ProbeRuns, tm
     # Frameworks come from package metadata: the NGC-like image claims PyTorch in its
     # environment and labels, but has no torch installed, and the probe says what is installed.
     assert result.frameworks == {}
+    # The image's own account files, as read inside it (for the kernel's copies).
+    assert result.accounts["passwd"].startswith("root:x:0:0:")
+    assert "\nnogroup:x:65534:" in result.accounts["group"]
     json.dumps(result.to_dict())  # what the REST API will send
 
     # One container: by image id, as the image's USER, with its ENTRYPOINT, and our labels.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
 import re
@@ -100,6 +101,27 @@ async def test_a_kernel_runs_as_its_user_in_their_workspace(
     labels = kernel_container(docker_client, kernel_id).labels
     assert labels[L.USER] == a.name and labels[L.UID] == str(uid)
     assert labels[L.NOTEBOOK] == "course/week1.ipynb"
+    # It has a name in its container (an entry of its own, the image untouched), and the
+    # image's own accounts keep theirs; the account files are not the kernel's to change.
+    result = await run(
+        service,
+        a,
+        kernel_id,
+        "import grp, os, pwd, subprocess\n"
+        "me = pwd.getpwuid(os.getuid())\n"
+        "who = subprocess.run(['whoami'], capture_output=True, text=True).stdout.strip()\n"
+        "print(me.pw_name, me.pw_dir, grp.getgrgid(os.getgid()).gr_name, who,"
+        " pwd.getpwnam('root').pw_uid, pwd.getpwnam('nobody').pw_uid > 0)\n"
+        "try:\n"
+        "    open('/etc/passwd', 'a').write('x::0:0::/:/bin/sh\\n')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n",
+    )
+    assert result.status == "ok", result
+    named, home, group, who, root_uid, nobody, refused = result.stdout.split()
+    assert (named, home, group, who) == (a.name, "/home/jupyter", grp.getgrgid(gid).gr_name, a.name)
+    assert (root_uid, nobody) == ("0", "True")  # the image's own entries, as they were
+    assert refused in ("PermissionError", "OSError"), refused
 
     # A directory outside the workspace is not the kernel's: it starts at the workspace root.
     outside = await service.start_kernel(a, CPU_SPEC, {"KERNEL_WORKING_DIR": "/etc"})
