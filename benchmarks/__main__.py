@@ -63,7 +63,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run (2 runs, small sizes): checks that every section works; its numbers "
+        help="a smoke run (1 run, small sizes): checks that every section works; its numbers "
         "mean nothing",
     )
     return parser.parse_args(argv)
@@ -71,7 +71,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     quick = args.quick
-    runs = 2 if quick else args.runs
+    runs = 1 if quick else args.runs
     wanted = wanted_sections(args)
     sections: dict[str, Any] = {}
     jobs = {
