@@ -68,7 +68,10 @@ def run_is_over(run_id: str) -> bool | None:
 def sweep(client: docker.DockerClient, current: str, say: Callable[[str], None]) -> None:
     """Remove the containers, images and image tags of test runs that are over (never
     ``current``'s), saying what was removed."""
-    containers = client.containers.list(all=True, filters={"label": TEST_LABEL})
+    # ignore_removed: a container another run removes while this lists them is no error.
+    containers = client.containers.list(
+        all=True, filters={"label": TEST_LABEL}, ignore_removed=True
+    )
     runs: dict[str, list[object]] = {}
     for c in containers:
         runs.setdefault(c.labels.get(TEST_LABEL, ""), []).append(c)

@@ -431,6 +431,9 @@ print(attempt("/data/ro/new"), attempt("/data/rw/new"), open("/data/c:d/inside.t
         "/data/ro": True,
         "/data/rw": False,
         "/data/c:d": True,
+        # The kernel's own account files (accounts.py), read-only.
+        "/etc/passwd": True,
+        "/etc/group": True,
     }
     assert not container.attrs["HostConfig"]["Binds"]
 
