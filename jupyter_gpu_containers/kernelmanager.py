@@ -49,7 +49,12 @@ from .errors import ContainerKernelError
 from .identity import KernelUser
 from .notebook_requests import launching_with
 from .services import services_for
-from .websocket import close_kernel_websockets, end_kernel_websockets, iopub_reattached
+from .websocket import (
+    close_kernel_websockets,
+    end_kernel_websockets,
+    iopub_reattached,
+    server_restart,
+)
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -295,6 +300,10 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             _private.forget_failed_starts(self)
 
     async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
+        with server_restart(kernel_id):
+            return await self._restart_kernel(kernel_id, now)
+
+    async def _restart_kernel(self, kernel_id: str, now: bool) -> Any:
         try:
             restarted = await super().restart_kernel(kernel_id, now=now)
         except ContainerKernelError as e:

@@ -14,9 +14,11 @@ below the first reply takes ~5 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jupyter_client.session import DELIM
@@ -33,6 +35,10 @@ _PROBE_BYTES = PROBE_PREFIX.encode()
 REATTACH_TIMEOUT = 10.0
 # How often the probe is sent again while a websocket's IOPub has not seen it.
 _PROBE_INTERVAL = 0.2
+# What one page may send while its kernel (re)starts, which is held until the kernel can answer
+# it (a restart that waits for a GPU may take an hour): beyond either bound a message is refused.
+MAX_HELD_MESSAGES = 200
+MAX_HELD_BYTES = 4 * 2**20
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
@@ -52,6 +58,97 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     # their first status message on this connection's IOPub resolves (iopub_reattached).
     _probe_ids: set[str] | None = None
     _probe_seen: asyncio.Future[None] | None = None
+    # What the page sent while its kernel was (re)starting, held until the kernel can answer it
+    # with its output reaching this page (release_held); None while nothing is held.
+    _held: list[Any] | None = None
+    _held_bytes = 0
+    _releaser: asyncio.Future[None] | None = None
+
+    def handle_incoming_message(self, incoming_msg: Any) -> None:
+        """Pass the page's message on, unless its kernel is (re)starting: then it is held.
+
+        A message sent while a restart waits (for a GPU, up to GPUQueue.max_wait) would wait in
+        the shell socket's queue and run the moment the new kernel starts, before this page's
+        IOPub listens to it again: the cell would get its reply but none of its output. Held here,
+        it goes on once the restarted kernel's output reaches this page (iopub_reattached), in
+        the order sent; the page shows the cell queued meanwhile. Bounded per page."""
+        if self._held is None and not self._kernel_starting():
+            super().handle_incoming_message(incoming_msg)
+            return
+        size = len(incoming_msg)
+        if len(self._held or ()) >= MAX_HELD_MESSAGES or self._held_bytes + size > MAX_HELD_BYTES:
+            self.write_stderr(
+                "This message was not sent: the kernel is starting, and this page has sent "
+                f"more than it may while it waits ({MAX_HELD_MESSAGES} messages, "
+                f"{MAX_HELD_BYTES // 2**20} MiB). Run the cell again once the kernel has started.",
+                self._header_of(incoming_msg),
+            )
+            return
+        if self._held is None:
+            self._held = []
+            self._releaser = asyncio.ensure_future(self._release_eventually())
+        self._held.append(incoming_msg)
+        self._held_bytes += size
+
+    def release_held(self) -> None:
+        """Send on what was held while the kernel started, in the order it came."""
+        held, self._held, self._held_bytes = self._held, None, 0
+        for message in held or ():
+            if not self.channels:
+                return  # closed meanwhile: what is left goes nowhere
+            super().handle_incoming_message(message)
+
+    def _kernel_starting(self) -> bool:
+        ready = getattr(self.kernel_manager, "ready", None)
+        return isinstance(ready, asyncio.Future) and not ready.done()
+
+    async def _release_eventually(self) -> None:
+        """Send on what is held once the kernel runs and this page's IOPub hears it. A restart
+        the server made closes its pages' connections once their IOPub heard the kernel
+        (close_kernel_websockets): what is held then goes with the page's reconnection, which
+        sends it once connected (a reply sent between the close and jupyter_server's buffering
+        would be lost). Else (a restart jupyter_client's restarter made) this page's IOPub is
+        checked here, and it is sent on this connection."""
+        while self._held is not None and self.channels:
+            ready = getattr(self.kernel_manager, "ready", None)
+            if isinstance(ready, asyncio.Future) and ready.done() and ready.exception() is None:
+                break
+            await asyncio.sleep(0.1)
+        # The restart's own check of its pages' IOPub, and the close after it, take a moment.
+        deadline = time.monotonic() + REATTACH_TIMEOUT + 2
+        while self._held is not None and self.channels and time.monotonic() < deadline:
+            if _restart_under_way(self.kernel_id):
+                await asyncio.sleep(0.1)
+                continue
+            await iopub_reattached(
+                self.kernel_manager, self.kernel_id, lambda: bool(self.channels), [self]
+            )
+            self.release_held()
+            return
+        self.release_held()
+
+    def keep_held_for_reconnection(self) -> None:
+        """The server closes this connection (close_kernel_websockets): what it holds goes to
+        the page's next connection with the same session, which sends it once connected."""
+        if self._held:
+            _forget_stale_held()
+            _HELD_FOR_RECONNECTION[self.session_key] = (time.monotonic(), self._held)
+        self._held, self._held_bytes = None, 0
+
+    def _send_kept(self) -> None:
+        kept = _HELD_FOR_RECONNECTION.pop(self.session_key, None)
+        for message in kept[1] if kept else ():
+            if not self.channels:
+                return
+            super().handle_incoming_message(message)
+
+    def _header_of(self, incoming_msg: Any) -> dict[str, Any]:
+        try:
+            if isinstance(incoming_msg, str):
+                return dict(json.loads(incoming_msg).get("header") or {})
+        except ValueError:
+            pass
+        return {}
 
     def connect(self) -> Any:
         handler = self.websocket_handler
@@ -95,6 +192,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         return self._probe_seen
 
     def disconnect(self) -> None:  # type: ignore[override]  # the ABC says async; it is not
+        self._held, self._held_bytes = None, 0  # for a kernel no page listens to any more
         waiting = self._probe_seen
         if waiting is not None and not waiting.done():
             waiting.cancel()  # a restart waits for this connection no more
@@ -104,10 +202,45 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if connected.cancelled() or connected.exception() is not None:
             return
         self._forwarding = True
+        # Connected, its IOPub heard the kernel (jupyter_server's nudge): what the page sent
+        # before the server closed its last connection goes on now.
+        self._send_kept()
         state = getattr(self.kernel_manager, "execution_state", None)
         handler = self.websocket_handler
         if state in ("idle", "busy") and getattr(handler, "ws_connection", None) is not None:
             send_kernel_status(self, state)
+
+
+# What pages sent while their kernel restarted, kept for their reconnection after the server
+# closed their connections (keep_held_for_reconnection): session key -> (when, messages). Each
+# entry is bounded as a connection's held messages are; kept a minute at most.
+_HELD_FOR_RECONNECTION: dict[str, tuple[float, list[Any]]] = {}
+_KEPT_SECONDS = 60.0
+# Kernels whose restart the server is making (restart_kernel until its pages are closed).
+_RESTARTING: set[str] = set()
+
+
+def _forget_stale_held() -> None:
+    now = time.monotonic()
+    for key, (since, _) in list(_HELD_FOR_RECONNECTION.items()):
+        if now - since > _KEPT_SECONDS:
+            del _HELD_FOR_RECONNECTION[key]
+
+
+def _restart_under_way(kernel_id: str) -> bool:
+    return kernel_id in _RESTARTING
+
+
+@contextlib.contextmanager
+def server_restart(kernel_id: str) -> Iterator[None]:
+    """A restart the server makes (GPUContainersKernelManager.restart_kernel, and what its
+    caller does at once after it: closing the pages' connections): what pages send meanwhile
+    is theirs to send once it is over (NoDelayWebsocketConnection._release_eventually)."""
+    _RESTARTING.add(kernel_id)
+    try:
+        yield
+    finally:
+        _RESTARTING.discard(kernel_id)
 
 
 def _parent_header(msg_list: list[Any]) -> bytes:
@@ -119,7 +252,12 @@ def _parent_header(msg_list: list[Any]) -> bytes:
     return b""
 
 
-async def iopub_reattached(km: Any, kernel_id: str, running: Callable[[], bool]) -> None:
+async def iopub_reattached(
+    km: Any,
+    kernel_id: str,
+    running: Callable[[], bool],
+    connections: list[NoDelayWebsocketConnection] | None = None,
+) -> None:
     """Return once every websocket attached to kernel ``kernel_id`` receives the restarted
     kernel's IOPub messages (or after REATTACH_TIMEOUT).
 
@@ -133,11 +271,12 @@ async def iopub_reattached(km: Any, kernel_id: str, running: Callable[[], bool])
     each websocket's IOPub has received a status message of a probe (a kernel_info request on a
     shell socket of its own, sent again until seen; those messages are not sent to the pages).
     ``running``: whether the kernel is still there (a shutdown may come meanwhile).
+    ``connections``: those to check (all of the kernel's by default).
     """
     ids: set[str] = set()
     waiting = [
         future
-        for connection in open_kernel_websockets()
+        for connection in (connections if connections is not None else open_kernel_websockets())
         if isinstance(connection, NoDelayWebsocketConnection)
         and getattr(connection, "kernel_id", None) == kernel_id
         and (future := connection.expect_probes(ids)) is not None
@@ -193,6 +332,8 @@ def close_kernel_websockets(kernel_id: str, reason: str) -> int:
         handler = getattr(connection, "websocket_handler", None)
         if handler is None or getattr(handler, "ws_connection", None) is None:
             continue  # already closing
+        if isinstance(connection, NoDelayWebsocketConnection):
+            connection.keep_held_for_reconnection()
         handler.close(SERVICE_RESTART, reason[:120])
         closed += 1
     return closed

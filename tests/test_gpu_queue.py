@@ -560,8 +560,8 @@ async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_wa
         alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=on_gpu)
     )
     await until_queued(alice, 1, "Alice's restart waits")
-    # A cell run while it waits: it runs once the kernel is back. (Its output can be published
-    # before the page's connection listens again, as for any cell run while a kernel waits.)
+    # A cell run while it waits: it runs once the kernel is back, and its output reaches the
+    # page (held until the page's connection hears the new kernel).
     meanwhile = await send_execute(page, "print('ran once back')")
     code, _ = await alice.answer("DELETE", "gpu-containers", "queue", kernel_id)
     assert code == 204
@@ -588,15 +588,9 @@ async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_wa
         return True
 
     await until(replied, "the cell run while it waited is answered")
-    (reply,) = [
-        m
-        for m in seen
-        if m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == meanwhile
-    ]
-    assert reply["content"]["status"] == "ok", reply
+    assert output_of(seen, meanwhile) == "ran once back", seen
     result = await execute(page, "print(globals().get('x', 'gone'))")
     assert result.stdout.strip() == "gone"
-    page.close()
     code, (same,) = await alice.answer("GET", "api", "sessions")
     assert same["id"] == session["id"] and same["kernel"]["id"] == kernel_id, same
     code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=mine.ipynb")
@@ -608,9 +602,21 @@ async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_wa
         alice.answer("POST", "gpu-containers", "notebooks", "kernel", body=on_gpu)
     )
     await until_queued(alice, 1, "Alice's restart waits again")
+    # (A page connecting while the kernel restarts waits for it to run: the page is connected.)
+    meanwhile = await send_execute(page, "print('ran on the GPU kernel')")
     await bob.answer("DELETE", "api", "kernels", holder["id"])
     code, restarted = await asyncio.wait_for(restart, 60)
     assert code == 200, restarted
+    # The server closes the page's connection after the restart; reconnected, the page has the
+    # output of the cell it ran while waiting.
+    seen = []
+    while (raw := await asyncio.wait_for(page.read_message(), 30)) is not None:
+        seen.append(json.loads(raw))
+    page.close()
+    page = await page_connection(alice, kernel_id, "page-1")
+    await until(replied, "the cell run while it waited again is answered")
+    assert output_of(seen, meanwhile) == "ran on the GPU kernel", seen
+    page.close()
     assert restarted["session"]["id"] == session["id"]
     assert restarted["session"]["kernel"]["id"] == kernel_id
     code, view = await alice.answer("GET", "gpu-containers", "notebooks", "kernel?path=mine.ipynb")
@@ -631,3 +637,12 @@ async def page_connection(server: Server, kernel_id: str, session_id: str) -> An
             headers={"Authorization": f"token {server.token}"},
         )
     )
+
+
+def output_of(messages: list[dict[str, Any]], msg_id: str) -> str:
+    """What the request ``msg_id`` printed, as the page received it."""
+    return "".join(
+        m["content"]["text"]
+        for m in messages
+        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
+    ).strip()

@@ -306,9 +306,14 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
   // The status bar says so too, beside JupyterLab's own kernel status (which cannot).
   const waitingStatus = page.locator('.jgc-waiting-status-text');
   await expect(waitingStatus).toHaveText('Waiting for a GPU (position 1) · waits for 1 GPU');
-  // A cell run meanwhile is said to wait for the kernel, once.
+  // A cell run meanwhile is said to wait for the kernel, once (and runs once it starts).
   await page.evaluate(async () => {
-    await (window as any).jupyterapp.commands.execute('notebook:run-cell');
+    const app = (window as any).jupyterapp;
+    app.shell.currentWidget.content.activeCell.model.sharedModel.setSource(
+      "print('ran after the wait')"
+    );
+    // Not awaited: the cell runs once the kernel has started.
+    void app.commands.execute('notebook:run-cell');
   });
   const told = page
     .locator('.Toastify__toast')
@@ -326,7 +331,11 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
   ).toHaveText('ngc-like:24.05-py3 · GPU 0', { timeout: 30_000 });
   await expect
     .poll(() => currentState(page), { timeout: 60_000 })
-    .toMatchObject({ status: 'idle', language: 'python', dirty: false });
+    .toMatchObject({ status: 'idle', language: 'python' });
+  // The cell run while it waited ran in the new kernel, and its output is in the notebook.
+  await expect(
+    page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output').first()
+  ).toHaveText('ran after the wait', { timeout: 30_000 });
   // The page's own connection runs code in it (galata's notebook helpers do not survive the
   // server restart's navigation).
   const printed = await page.evaluate(async () => {
