@@ -50,10 +50,10 @@ from .identity import KernelUser
 from .notebook_requests import launching_with
 from .services import services_for
 from .websocket import (
+    HeldMessages,
     close_kernel_websockets,
     end_kernel_websockets,
     iopub_reattached,
-    server_restart,
 )
 
 
@@ -254,6 +254,14 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     )
 
     _buffer_ledgers: dict[Any, BufferLedger] | None = None
+    _held_messages: HeldMessages | None = None
+
+    @property
+    def held_messages(self) -> HeldMessages:
+        """What its pages' connections hold while a kernel restarts (websocket.py)."""
+        if self._held_messages is None:
+            self._held_messages = HeldMessages()
+        return self._held_messages
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> str:
@@ -300,7 +308,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             _private.forget_failed_starts(self)
 
     async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
-        with server_restart(kernel_id):
+        with self.held_messages.server_restart(kernel_id):
             return await self._restart_kernel(kernel_id, now)
 
     async def _restart_kernel(self, kernel_id: str, now: bool) -> Any:

@@ -117,7 +117,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         # The restart's own check of its pages' IOPub, and the close after it, take a moment.
         deadline = time.monotonic() + REATTACH_TIMEOUT + 2
         while self._held is not None and self.channels and time.monotonic() < deadline:
-            if _restart_under_way(self.kernel_id):
+            if self.kernel_id in getattr(self._store(), "restarting", ()):
                 await asyncio.sleep(0.1)
                 continue
             await iopub_reattached(
@@ -130,14 +130,20 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     def keep_held_for_reconnection(self) -> None:
         """The server closes this connection (close_kernel_websockets): what it holds goes to
         the page's next connection with the same session, which sends it once connected."""
-        if self._held:
-            _forget_stale_held()
-            _HELD_FOR_RECONNECTION[self.session_key] = (time.monotonic(), self._held)
+        store = self._store()
+        if self._held and store is None:
+            self.release_held()  # no one to keep them: sent now, as before the close
+        elif self._held and store is not None:
+            store.keep(self.session_key, self._held)
         self._held, self._held_bytes = None, 0
 
+    def _store(self) -> HeldMessages | None:
+        store = getattr(self.multi_kernel_manager, "held_messages", None)
+        return store if isinstance(store, HeldMessages) else None
+
     def _send_kept(self) -> None:
-        kept = _HELD_FOR_RECONNECTION.pop(self.session_key, None)
-        for message in kept[1] if kept else ():
+        store = self._store()
+        for message in store.take(self.session_key) if store is not None else ():
             if not self.channels:
                 return
             super().handle_incoming_message(message)
@@ -211,36 +217,39 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             send_kernel_status(self, state)
 
 
-# What pages sent while their kernel restarted, kept for their reconnection after the server
-# closed their connections (keep_held_for_reconnection): session key -> (when, messages). Each
-# entry is bounded as a connection's held messages are; kept a minute at most.
-_HELD_FOR_RECONNECTION: dict[str, tuple[float, list[Any]]] = {}
-_KEPT_SECONDS = 60.0
-# Kernels whose restart the server is making (restart_kernel until its pages are closed).
-_RESTARTING: set[str] = set()
+class HeldMessages:
+    """What a kernel manager keeps for its pages' connections (one per server, owned by
+    GPUContainersKernelManager): the kernels whose restart it is making (a page's held
+    messages wait for its end), and what pages sent while their kernel restarted, kept for
+    their reconnection after the server closed their connections (session key -> (when,
+    messages)), each bounded as a connection's held messages are, a minute at most."""
 
+    KEPT_SECONDS = 60.0
 
-def _forget_stale_held() -> None:
-    now = time.monotonic()
-    for key, (since, _) in list(_HELD_FOR_RECONNECTION.items()):
-        if now - since > _KEPT_SECONDS:
-            del _HELD_FOR_RECONNECTION[key]
+    def __init__(self) -> None:
+        self.restarting: set[str] = set()
+        self._kept: dict[str, tuple[float, list[Any]]] = {}
 
+    @contextlib.contextmanager
+    def server_restart(self, kernel_id: str) -> Iterator[None]:
+        """A restart the server makes (GPUContainersKernelManager.restart_kernel, and what its
+        caller does at once after it: closing the pages' connections)."""
+        self.restarting.add(kernel_id)
+        try:
+            yield
+        finally:
+            self.restarting.discard(kernel_id)
 
-def _restart_under_way(kernel_id: str) -> bool:
-    return kernel_id in _RESTARTING
+    def keep(self, session_key: str, messages: list[Any]) -> None:
+        now = time.monotonic()
+        for key, (since, _) in list(self._kept.items()):
+            if now - since > self.KEPT_SECONDS:
+                del self._kept[key]
+        self._kept[session_key] = (now, messages)
 
-
-@contextlib.contextmanager
-def server_restart(kernel_id: str) -> Iterator[None]:
-    """A restart the server makes (GPUContainersKernelManager.restart_kernel, and what its
-    caller does at once after it: closing the pages' connections): what pages send meanwhile
-    is theirs to send once it is over (NoDelayWebsocketConnection._release_eventually)."""
-    _RESTARTING.add(kernel_id)
-    try:
-        yield
-    finally:
-        _RESTARTING.discard(kernel_id)
+    def take(self, session_key: str) -> list[Any]:
+        kept = self._kept.pop(session_key, None)
+        return kept[1] if kept else []
 
 
 def _parent_header(msg_list: list[Any]) -> bytes:

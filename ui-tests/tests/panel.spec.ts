@@ -253,19 +253,7 @@ test('the panel as a student first sees it: kernels, clean notebooks, a split pa
 test('with every GPU taken, the panel opens a GPU notebook that waits, and it starts by itself', async ({
   page
 }) => {
-  const config = JSON.parse(fs.readFileSync(CONFIG, 'utf8'));
-  const gpu: string = config.GPUInventory.static_gpus[0].uuid;
-  const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
-  otherStudent = new OtherStudent(gpu, kernelName);
-  const stateDir: string = (await otherStudent.next()).state_dir;
-  original = fs.readFileSync(CONFIG, 'utf8');
-  // One GPU, the other student's; starts do not wait unless asked (the panel asks).
-  config.ContainerPolicy = { ...(config.ContainerPolicy ?? {}), state_dir: stateDir };
-  config.GPUInventory.static_gpus = config.GPUInventory.static_gpus.slice(0, 1);
-  config.GPUQueue = { ...(config.GPUQueue ?? {}), wait_by_default: false, max_wait: 600 };
-  fs.writeFileSync(CONFIG, JSON.stringify(config, null, 2));
-  await restartServer(page);
-  expect((await otherStudent.next()).kernel).toBeTruthy();
+  const other = await oneGpuHeldByAnother(page);
 
   const panel = await openPanel(page);
   const ngc = imageRow(panel, NGC_IMAGE);
@@ -323,7 +311,7 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
   await page.screenshot({ path: path.join(SCREENSHOTS, 'waiting-notebook.png') });
 
   // The GPU frees: the kernel starts, and the open page attaches to it by itself.
-  await otherStudent.endKernel();
+  await other.endKernel();
   await expect(toolbarButton).not.toHaveAttribute('data-waiting', 'true', { timeout: 60_000 });
   await expect(waitingStatus).toHaveCount(0);
   await expect(
@@ -338,19 +326,7 @@ test('with every GPU taken, the panel opens a GPU notebook that waits, and it st
   ).toHaveText('ran after the wait', { timeout: 30_000 });
   // The page's own connection runs code in it (galata's notebook helpers do not survive the
   // server restart's navigation).
-  const printed = await page.evaluate(async () => {
-    const widget = (window as any).jupyterapp.shell.currentWidget;
-    const future = widget.sessionContext.session.kernel.requestExecute({ code: 'print(6 * 7)' });
-    let out = '';
-    future.onIOPub = (msg: any) => {
-      if (msg.header.msg_type === 'stream') {
-        out += msg.content.text;
-      }
-    };
-    await future.done;
-    return out.trim();
-  });
-  expect(printed).toBe('42');
+  expect(await sixTimesSeven(page)).toBe('42');
 });
 
 /** One GPU, held by another student's server on the same host state directory; starts do not
