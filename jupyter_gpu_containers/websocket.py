@@ -99,8 +99,15 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             super().handle_incoming_message(message)
 
     def _kernel_starting(self) -> bool:
+        """Whether the kernel is not ready for this page: it is starting, or the server's own
+        restart of it has not finished. The new kernel is ready before that restart checked
+        this page's IOPub and closed its connection; a cell sent in between ran with its output
+        lost (its reply and final status came, its printout did not: seen in a CI run)."""
         ready = getattr(self.kernel_manager, "ready", None)
-        return isinstance(ready, asyncio.Future) and not ready.done()
+        if isinstance(ready, asyncio.Future) and not ready.done():
+            return True
+        store = self._store()
+        return store is not None and self.kernel_id in store.restarting
 
     async def _release_eventually(self) -> None:
         """Send on what is held once the kernel runs and this page's IOPub hears it. A restart
