@@ -253,6 +253,25 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         fullest buffer are dropped. In direct mode all kernels are the server's user's.""",
     )
 
+    held_messages_limit_per_user = Integer(
+        16 * 2**20,
+        min=0,
+        config=True,
+        help="""On a shared server (the kernel service): bytes of messages all of one user's pages
+        may have held while their kernels (re)start (each page holds what it sends then until
+        its kernel can answer it, at most 200 messages and 4 MiB a page). Beyond it a message
+        is refused, and the page told so. 0: only each page's bound.""",
+    )
+
+    max_websockets_per_user = Integer(
+        64,
+        min=0,
+        config=True,
+        help="""On a shared server (the kernel service): kernel websockets one user's pages may
+        have open at once, over all their kernels (each holds sockets to its kernel). Beyond
+        it a connection is refused (HTTP 429) with a sentence. 0: no bound.""",
+    )
+
     _buffer_ledgers: dict[Any, BufferLedger] | None = None
     _held_messages: HeldMessages | None = None
 

@@ -18,11 +18,13 @@ import contextlib
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from jupyter_client.session import DELIM
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado import web
 
 from ._private import open_kernel_websockets, send_kernel_status
 
@@ -63,6 +65,45 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     _held: list[Any] | None = None
     _held_bytes = 0
     _releaser: asyncio.Future[None] | None = None
+    # The uid of the kernel's owner on a shared server (the kernel service), whose bounds this
+    # connection counts toward; None on a user's own server.
+    _owner_uid: int | None = None
+
+    async def prepare(self) -> None:
+        """Admit the connection within its user's bound (a shared server), then as
+        jupyter_server does."""
+        self._admit()
+        try:
+            await super().prepare()
+        except BaseException:
+            self._leave()
+            raise
+
+    def _admit(self) -> None:
+        """On a shared server each connection holds sockets to its kernel, and one user's pages
+        may have at most GPUContainersKernelManager.max_websockets_per_user open (HTTP 429
+        beyond it, with a sentence)."""
+        manager = self.multi_kernel_manager
+        owner_of = getattr(manager, "owner_of", None)
+        owner = owner_of(self.kernel_id) if callable(owner_of) else None
+        uid = getattr(owner, "uid", None)
+        store = self._store()
+        if not isinstance(uid, int) or store is None:
+            return
+        limit = int(getattr(manager, "max_websockets_per_user", 0) or 0)
+        if not store.admit(uid, self, limit):
+            raise web.HTTPError(
+                429,
+                f"This kernel connection was refused: your pages have {limit} open already, "
+                "the most one user may (GPUContainersKernelManager.max_websockets_per_user). "
+                "Close the notebooks and tabs you no longer use.",
+            )
+        self._owner_uid = uid
+
+    def _leave(self) -> None:
+        store = self._store()
+        if store is not None and self._owner_uid is not None:
+            store.leave(self._owner_uid, self)
 
     def handle_incoming_message(self, incoming_msg: Any) -> None:
         """Pass the page's message on, unless its kernel is (re)starting: then it is held.
@@ -76,11 +117,22 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             super().handle_incoming_message(incoming_msg)
             return
         size = len(incoming_msg)
+        store = self._store()
         if len(self._held or ()) >= MAX_HELD_MESSAGES or self._held_bytes + size > MAX_HELD_BYTES:
             self.write_stderr(
                 "This message was not sent: the kernel is starting, and this page has sent "
                 f"more than it may while it waits ({MAX_HELD_MESSAGES} messages, "
                 f"{MAX_HELD_BYTES // 2**20} MiB). Run the cell again once the kernel has started.",
+                self._header_of(incoming_msg),
+            )
+            return
+        if store is not None and not store.charge(self._owner_uid, size, self._user_limit()):
+            self.write_stderr(
+                "This message was not sent: your kernels are starting, and your pages have "
+                "sent more than one user may while they wait "
+                f"({self._user_limit() // 2**20} MiB in all, "
+                "GPUContainersKernelManager.held_messages_limit_per_user). Run the cell again "
+                "once the kernel has started.",
                 self._header_of(incoming_msg),
             )
             return
@@ -92,6 +144,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def release_held(self) -> None:
         """Send on what was held while the kernel started, in the order it came."""
+        self._refund()
         held, self._held, self._held_bytes = self._held, None, 0
         for message in held or ():
             if not self.channels:
@@ -141,8 +194,17 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if self._held and store is None:
             self.release_held()  # no one to keep them: sent now, as before the close
         elif self._held and store is not None:
-            store.keep(self.session_key, self._held)
+            # Still the user's: they count toward the user's bound until taken or expired.
+            store.keep(self.session_key, self._held, self._owner_uid, self._held_bytes)
         self._held, self._held_bytes = None, 0
+
+    def _user_limit(self) -> int:
+        return int(getattr(self.multi_kernel_manager, "held_messages_limit_per_user", 0) or 0)
+
+    def _refund(self) -> None:
+        store = self._store()
+        if store is not None and self._held_bytes:
+            store.refund(self._owner_uid, self._held_bytes)
 
     def _store(self) -> HeldMessages | None:
         store = getattr(self.multi_kernel_manager, "held_messages", None)
@@ -205,7 +267,9 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         return self._probe_seen
 
     def disconnect(self) -> None:  # type: ignore[override]  # the ABC says async; it is not
+        self._refund()
         self._held, self._held_bytes = None, 0  # for a kernel no page listens to any more
+        self._leave()
         waiting = self._probe_seen
         if waiting is not None and not waiting.done():
             waiting.cancel()  # a restart waits for this connection no more
@@ -229,13 +293,62 @@ class HeldMessages:
     GPUContainersKernelManager): the kernels whose restart it is making (a page's held
     messages wait for its end), and what pages sent while their kernel restarted, kept for
     their reconnection after the server closed their connections (session key -> (when,
-    messages)), each bounded as a connection's held messages are, a minute at most."""
+    messages)), each bounded as a connection's held messages are, a minute at most.
+
+    On a shared server (the kernel service) it also counts, per user (uid), the bytes their
+    pages' messages held or kept take, and their open connections, for the per-user bounds;
+    a user's own server (uid None) counts neither."""
 
     KEPT_SECONDS = 60.0
 
     def __init__(self) -> None:
         self.restarting: set[str] = set()
-        self._kept: dict[str, tuple[float, list[Any]]] = {}
+        self._kept: dict[str, tuple[float, list[Any], int | None, int]] = {}
+        self._held_bytes: dict[int, int] = {}
+        self._connections: dict[int, weakref.WeakSet[Any]] = {}
+
+    def charge(self, uid: int | None, size: int, limit: int) -> bool:
+        """Count ``size`` more bytes held for user ``uid``; False (nothing counted) when that
+        would pass ``limit`` (0: no bound)."""
+        if uid is None:
+            return True
+        used = self._held_bytes.get(uid, 0)
+        if limit > 0 and used + size > limit:
+            return False
+        self._held_bytes[uid] = used + size
+        return True
+
+    def refund(self, uid: int | None, size: int) -> None:
+        if uid is None:
+            return
+        left = self._held_bytes.get(uid, 0) - size
+        if left > 0:
+            self._held_bytes[uid] = left
+        else:
+            self._held_bytes.pop(uid, None)
+
+    def held_bytes(self, uid: int) -> int:
+        return self._held_bytes.get(uid, 0)
+
+    def admit(self, uid: int, connection: Any, limit: int) -> bool:
+        """Count ``connection`` as one of user ``uid``'s; False (not counted) when they have
+        ``limit`` open already (0: no bound). Weak: a connection that never opened goes when
+        it is collected."""
+        open_now = self._connections.setdefault(uid, weakref.WeakSet())
+        if limit > 0 and len(open_now) >= limit:
+            return False
+        open_now.add(connection)
+        return True
+
+    def leave(self, uid: int, connection: Any) -> None:
+        open_now = self._connections.get(uid)
+        if open_now is not None:
+            open_now.discard(connection)
+            if not open_now:
+                del self._connections[uid]
+
+    def connections(self, uid: int) -> int:
+        return len(self._connections.get(uid, ()))
 
     @contextlib.contextmanager
     def server_restart(self, kernel_id: str) -> Iterator[None]:
@@ -247,16 +360,27 @@ class HeldMessages:
         finally:
             self.restarting.discard(kernel_id)
 
-    def keep(self, session_key: str, messages: list[Any]) -> None:
+    def keep(self, session_key: str, messages: list[Any], uid: int | None, size: int) -> None:
+        """Keep ``messages`` (``size`` bytes, counted for ``uid`` already) for the page's
+        reconnection."""
         now = time.monotonic()
-        for key, (since, _) in list(self._kept.items()):
+        for key, (since, _, owner, kept_size) in list(self._kept.items()):
             if now - since > self.KEPT_SECONDS:
                 del self._kept[key]
-        self._kept[session_key] = (now, messages)
+                self.refund(owner, kept_size)
+        earlier = self._kept.pop(session_key, None)
+        if earlier is not None and earlier[2] == uid:  # kept twice before a reconnection
+            messages, size = earlier[1] + messages, earlier[3] + size
+        elif earlier is not None:
+            self.refund(earlier[2], earlier[3])
+        self._kept[session_key] = (now, messages, uid, size)
 
     def take(self, session_key: str) -> list[Any]:
         kept = self._kept.pop(session_key, None)
-        return kept[1] if kept else []
+        if kept is None:
+            return []
+        self.refund(kept[2], kept[3])
+        return kept[1]
 
 
 def _parent_header(msg_list: list[Any]) -> bytes:

@@ -680,7 +680,8 @@ def bounded() -> Iterator[tuple[KernelService, ServiceUser, ServiceUser]]:
     """One service for issue 26's per-user bounds (findings 4, 6, 11 and 16), shared by the tests
     below (each ends its own kernels): room for 2 starts at once and 1 waiting, of which one
     user may hold 1 and 1; 3 kernels per user; each user's kernels' memory limits up to 1.5 GiB
-    (the CPU image's kernels 256 MiB, BIG_REF's 1 GiB, the administrator's ceiling)."""
+    (the CPU image's kernels 256 MiB, BIG_REF's 1 GiB, the administrator's ceiling); 3 open
+    kernel websockets per user."""
     client = docker.from_env()
     for ref in (SILENT_REF, BIG_REF):
         client.images.get(DEBIAN_IMAGE).tag(*ref.rsplit(":", 1))
@@ -695,6 +696,7 @@ def bounded() -> Iterator[tuple[KernelService, ServiceUser, ServiceUser]]:
                 "max_memory_per_user": "1536m",
             },
             "ContainerPolicy": {"max_mem_limit": "1g"},
+            "GPUContainersKernelManager": {"max_websockets_per_user": 3},
             "ContainerKernelSpecManager": {
                 "image_overrides": {
                     SILENT_REF: {
@@ -856,6 +858,48 @@ async def test_a_students_kernels_and_their_memory_are_bounded(
         code, listing = await service.answer(b, "GET", "api/kernels")
         assert code == 200 and sorted(k["id"] for k in listing) == sorted(kernels), listing
     finally:
+        await delete_kernels(service, a, b)
+
+
+async def test_a_students_open_kernel_connections_are_bounded(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Each kernel websocket holds sockets to its kernel in the one service process: a student
+    who opens them by the thousand (a loop in a notebook, tabs) would take the service's file
+    descriptors from everyone. GPUContainersKernelManager.max_websockets_per_user (3 here)
+    bounds them per user, over all their kernels: the next is refused (429) with a sentence;
+    another student is not affected; one closed makes room."""
+    service, a, b = bounded
+    opened: list[Any] = []
+    try:
+        kernels = [await service.start_kernel(b, CPU_SPEC) for _ in range(2)]
+        for kernel in (kernels[0], kernels[1], kernels[1]):
+            opened.append(await service.websocket(b, kernel))
+        with pytest.raises(HTTPClientError) as refused:
+            await service.websocket(b, kernels[0])
+        assert refused.value.code == 429, refused.value
+        assert "max_websockets_per_user" in service.output()
+        # A's page is hers to open: B's connections are not counted against her.
+        theirs = await service.start_kernel(a, CPU_SPEC)
+        ws = await service.websocket(a, theirs)
+        opened.append(ws)
+        assert (await execute(ws, "print(6 * 7)")).stdout.strip() == "42"
+        # B closes a page: a new one is admitted once the service saw the close, and runs code.
+        opened.pop(0).close()
+
+        async def admitted() -> Any:
+            try:
+                return await service.websocket(b, kernels[0])
+            except HTTPClientError as e:
+                assert e.code == 429, e
+                return None
+
+        ws = await wait_until(admitted, 30, "a connection once another closed")
+        opened.append(ws)
+        assert (await execute(ws, "print(7 * 6)")).stdout.strip() == "42"
+    finally:
+        for ws in opened:
+            ws.close()
         await delete_kernels(service, a, b)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -81,9 +82,17 @@ class _Kernel(Configurable):
 
 
 class _Kernels(Configurable):
-    def __init__(self) -> None:
+    """What a connection asks of the server's kernel manager; ``owner_uid``: the user each
+    kernel belongs to, as on the kernel service (None: a user's own server)."""
+
+    def __init__(self, owner_uid: int | None = None, held_limit: int = 0) -> None:
         super().__init__()
         self.held_messages = HeldMessages()
+        self.held_messages_limit_per_user = held_limit
+        self.owner_uid = owner_uid
+
+    def owner_of(self, kernel_id: str) -> Any:
+        return None if self.owner_uid is None else SimpleNamespace(uid=self.owner_uid)
 
 
 async def test_a_cell_sent_before_the_servers_restart_is_over_is_held_until_it_is(
@@ -118,3 +127,55 @@ async def test_a_cell_sent_before_the_servers_restart_is_over_is_held_until_it_i
     assert forwarded == ["once it answers", "and then"]
     connection.handle_incoming_message("after")
     assert forwarded[-1] == "after"
+
+
+async def test_what_one_users_pages_hold_while_kernels_start_is_bounded_per_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the kernel service each page holds what it sends while its kernel starts, and one
+    user's pages together hold at most held_messages_limit_per_user bytes: past it a message
+    is refused with a sentence on the page; what was held counts until it is sent on."""
+    forwarded: list[Any] = []
+    told: list[str] = []
+    monkeypatch.setattr(
+        ZMQChannelsWebsocketConnection,
+        "handle_incoming_message",
+        lambda self, message: forwarded.append(message),
+    )
+    monkeypatch.setattr(
+        NoDelayWebsocketConnection,
+        "write_stderr",
+        lambda self, text, parent: told.append(text),
+    )
+    kernels = _Kernels(owner_uid=4242, held_limit=10)
+    pages = []
+    for _ in range(2):
+        kernel = _Kernel(kernels)
+        page = NoDelayWebsocketConnection(parent=kernel)
+        page.channels = {"shell": object()}
+        page._admit()  # as prepare() does
+        pages.append(page)
+    first, second = pages
+
+    first.handle_incoming_message("aaaaaa")  # 6 bytes, held: the kernel starts
+    second.handle_incoming_message("bbbbbb")  # 12 in all: past the user's 10
+    assert told and "GPUContainersKernelManager.held_messages_limit_per_user" in told[0]
+    assert kernels.held_messages.held_bytes(4242) == 6
+    # The first kernel is ready: what its page held goes on, and no longer counts.
+    first.kernel_manager.ready.set_result(None)
+    for _ in range(300):  # sent within a few tenths of a second
+        if forwarded:
+            break
+        await asyncio.sleep(0.1)
+    assert forwarded == ["aaaaaa"]
+    assert kernels.held_messages.held_bytes(4242) == 0
+    second.handle_incoming_message("bbbbbb")
+    assert kernels.held_messages.held_bytes(4242) == 6
+    # A closed page's held messages go with it, and so do their count and the page.
+    monkeypatch.setattr(ZMQChannelsWebsocketConnection, "disconnect", lambda self: None)
+    second.disconnect()
+    assert kernels.held_messages.held_bytes(4242) == 0
+    assert kernels.held_messages.connections(4242) == 1
+    assert second._releaser is not None
+    await second._releaser  # it ends, having nothing to send
+    assert forwarded == ["aaaaaa"]
