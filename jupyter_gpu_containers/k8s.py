@@ -67,6 +67,7 @@ from .records import (
     OneshotResult,
 )
 from .references import BadReference, parse_reference, registry_of
+from .safefiles import read_nofollow
 
 T = TypeVar("T")
 
@@ -74,6 +75,9 @@ KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 # Where a kernel pod's Secret (its connection file) is mounted, read-only.
 SECRET_DIR_IN_CONTAINER = "/run/jupyter-kernel-secret"
 CONNECTION_FILE_NAME = "kernel.json"
+# The kernel's own account files (accounts.py), which the provisioner writes beside its
+# connection file: in a pod they come from its Secret too, each file mounted on its own.
+ACCOUNT_FILES_IN_CONTAINER = {"/etc/passwd": "passwd", "/etc/group": "group"}
 CONTAINER_NAME = "kernel"
 # Labels (selectable) carry what is label-safe; annotations carry every value exactly.
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -661,8 +665,29 @@ class KubernetesBackend(LoggingConfigurable):
         volumes: list[dict[str, Any]] = []
         mounts: list[dict[str, Any]] = []
         workspace_done = False
+        private = next((m.source for m in spec.mounts if m.target == KERNEL_DIR_IN_CONTAINER), None)
+        account_items: list[dict[str, Any]] = []
         for mount in spec.mounts:
-            if mount.target == KERNEL_DIR_IN_CONTAINER:
+            account = ACCOUNT_FILES_IN_CONTAINER.get(mount.target)
+            if (
+                account is not None
+                and mount.read_only
+                and private is not None
+                and mount.source == os.path.join(private, account)
+            ):
+                # The kernel's name inside the container, the image untouched: the file the
+                # provisioner wrote (its own directory; never a link) goes into the Secret.
+                secret_data[account] = base64.b64encode(read_nofollow(mount.source)).decode()
+                account_items.append({"key": account, "path": account, "mode": 0o444})
+                mounts.append(
+                    {
+                        "name": "accounts",
+                        "mountPath": mount.target,
+                        "subPath": account,
+                        "readOnly": True,
+                    }
+                )
+            elif mount.target == KERNEL_DIR_IN_CONTAINER:
                 # The host's private directory holds the kernel's connection file, written by
                 # the provisioner: its content (the key) goes into the Secret, never the spec.
                 with open(os.path.join(mount.source, CONNECTION_FILE_NAME), "rb") as f:
@@ -697,6 +722,13 @@ class KubernetesBackend(LoggingConfigurable):
                     f"Kernel pods mount only their workspace ({self.namespace}'s "
                     f"KubernetesBackend.workspace_volume), not host paths such as {mount.source}."
                 )
+        if account_items:
+            volumes.append(
+                {
+                    "name": "accounts",
+                    "secret": {"secretName": f"{name}-connection", "items": account_items},
+                }
+            )
         for i, (target, options) in enumerate(sorted(spec.tmpfs.items())):
             size = re.search(r"size=([^,]+)", options)
             empty: dict[str, Any] = {"medium": "Memory"}

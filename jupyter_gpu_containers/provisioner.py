@@ -527,7 +527,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 own_command=bool(self.kernel_cmd),
                 uid=self.owner.uid if self.owner else None,
             )
-            if not self.backend.connection_on_pod_ip and self.run_as != "image":
+            if self.run_as != "image":
                 await asyncio.to_thread(self._write_account_files, image)
             self._stamp("image")
             request = await self._gpu_request()

@@ -176,6 +176,16 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
             written = notes / "from-pod.txt"
             assert written.read_text() == "written in a pod"
             assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
+            # Its user has a name in the pod (its own /etc/passwd and /etc/group, from its
+            # Secret), the image untouched.
+            who = await execute(
+                ws,
+                "import getpass, grp, os, subprocess\n"
+                "print(getpass.getuser(), grp.getgrgid(os.getgid()).gr_name,"
+                " subprocess.run(['whoami'], capture_output=True, text=True).stdout.strip())",
+                timeout=60,
+            )
+            assert who.stdout.split() == [username, username, username], who
             # Interrupted (by message: the service's account may not exec into pods).
             msg_id = await send_execute(ws, "import time\ntime.sleep(120)")
             await asyncio.sleep(2)
