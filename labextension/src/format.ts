@@ -409,6 +409,18 @@ export function gpuChoices(
   const heldByMe = (gpu: IGpu): boolean =>
     gpu.holders.some(h => h.mine && h.kernel_id !== kernelId);
   const mineHeld = (report?.gpus ?? []).filter(heldByMe).length;
+  // The administrator's cap per user (GPUAllocator.max_gpus_per_user): a
+  // start past it is refused, waiting or not; only ending a kernel helps.
+  const cap = report?.max_gpus_per_user ?? 0;
+  const overCap = (n: number): string =>
+    cap > 0 && mineHeld + n > cap
+      ? trans._n(
+          'Over your limit of %1 GPU per user (your other kernels hold %2): shut one down first.',
+          'Over your limit of %1 GPUs per user (your other kernels hold %2): shut one down first.',
+          cap,
+          mineHeld
+        )
+      : '';
   const choice = (
     value: string,
     label: string,
@@ -445,8 +457,10 @@ export function gpuChoices(
   };
   const choices: IGpuChoice[] = [choice('count:0', trans.__('No GPU'), 0, '')];
   for (let n = 1; n <= total; n++) {
+    const capped = blocked ? '' : overCap(n);
     const reason =
       blocked ||
+      capped ||
       (n > free.length
         ? free.length === 0
           ? trans.__('No free GPU: every GPU is taken.')
@@ -463,12 +477,13 @@ export function gpuChoices(
         trans._n('%1 GPU', '%1 GPUs', n),
         n,
         reason,
-        !blocked && waitable,
-        !blocked && !waitable
+        !blocked && !capped && waitable,
+        !blocked && !capped && !waitable
       )
     );
   }
   if (!blocked) {
+    const capped = overCap(1);
     for (const gpu of report?.gpus ?? []) {
       const taken = !free.includes(gpu);
       choices.push(
@@ -476,9 +491,9 @@ export function gpuChoices(
           `id:${gpu.uuid}`,
           trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
           [gpu.uuid],
-          taken ? trans.__('GPU %1 is taken.', gpu.index) : '',
-          !heldByMe(gpu),
-          heldByMe(gpu)
+          capped || (taken ? trans.__('GPU %1 is taken.', gpu.index) : ''),
+          !capped && !heldByMe(gpu),
+          !capped && heldByMe(gpu)
         )
       );
     }

@@ -9,6 +9,7 @@ import {
   frameworkGroup,
   frameworkLabel,
   gpuChoices,
+  offersWait,
   gpuListLabel,
   gpuMemoryText,
   gpusOfKernel,
@@ -616,6 +617,32 @@ describe('gpuChoices', () => {
         .filter(c => c.value !== 'count:0')
         .every(c => c.disabled)
     ).toBe(true);
+  });
+
+  it("refuses, waiting or not, what would pass the user's cap, and says why", () => {
+    // Two GPUs, one held by this user's other kernel, one by another user; one GPU per user.
+    const report = makeReport([makeGpu('0', [mine]), makeGpu('1', [other])], {
+      max_gpus_per_user: 1
+    });
+    const why =
+      'Over your limit of 1 GPU per user (your other kernels hold 1): shut one down first.';
+    for (const wait of [false, true]) {
+      expect(summary(gpuChoices(trans, report, makeRow(), '', wait))).toEqual([
+        ['count:0', false, ''],
+        ['count:1', true, why],
+        ['count:2', true, why],
+        ['id:GPU-0', true, why],
+        ['id:GPU-1', true, why]
+      ]);
+    }
+    // Nothing to wait for: the panel offers no wait.
+    expect(offersWait(trans, true, report, makeRow())).toBe(false);
+    // The kernel that holds it may restart on it (a restart gives its GPU back first).
+    const restart = gpuChoices(trans, report, makeRow(), 'k-mine');
+    expect(restart.find(c => c.value === 'count:1')?.disabled).toBe(false);
+    // Under the cap, a busy GPU can still be waited for.
+    const roomy = makeReport(report.gpus, { max_gpus_per_user: 2 });
+    expect(offersWait(trans, true, roomy, makeRow())).toBe(true);
   });
 
   it("counts the kernel's own GPUs as free (a restart gives them back)", () => {
