@@ -263,20 +263,26 @@ export function startNotebookKernel(
 /**
  * What an event stream's URL carries for the server to let it through:
  * `EventSource` cannot send headers, so the token, when the page has one,
- * goes in the query; else the page's XSRF cookie does, as JupyterLab's own
- * download URLs carry it (behind JupyterHub 4.1 and later a GET that a
- * cookie authenticates must name it, or is refused with 403).
+ * goes in the query, and so does the page's XSRF cookie, as JupyterLab's own
+ * download URLs carry it. Both: JupyterHub 5 ignores a token in a URL
+ * (`allow_token_in_url`), and a GET that its cookie authenticates must name
+ * the XSRF cookie, or is refused with 403; a plain Jupyter server takes the
+ * token.
  */
 export function streamCredentials(
   settings: ServerConnection.ISettings,
   cookie: string = documentCookie()
 ): string[] {
+  const found: string[] = [];
   if (settings.token) {
-    return [`token=${encodeURIComponent(settings.token)}`];
+    found.push(`token=${encodeURIComponent(settings.token)}`);
   }
   const xsrf = cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
   // The cookie's value as the server reads it back (the query is decoded once).
-  return xsrf ? [`_xsrf=${encodeURIComponent(xsrf[1])}`] : [];
+  if (xsrf) {
+    found.push(`_xsrf=${encodeURIComponent(xsrf[1])}`);
+  }
+  return found;
 }
 
 /**
