@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The multi-user demo: on one machine, what docs/admin-guide.md sets up on a shared GPU host.
-# JupyterHub (PyPI) with its proxy (npm's configurable-http-proxy), two real accounts that are
-# NOT in the docker group (jgc-demo-alice, jgc-demo-bob, created when missing), and the kernel
+# JupyterHub (PyPI) with its proxy (npm's configurable-http-proxy), three real accounts that are
+# NOT in the docker group (jgc-demo-alice, -bob and -carol, created when missing), and the kernel
 # service (`jupyter gpu-containers serve`, as root) that alone reaches the Docker engine. Each
 # user's JupyterLab gets its container kernels through the service, with its own Hub token.
 # Everything listens on 127.0.0.1 only. Ctrl-C stops what it started.
@@ -13,15 +13,19 @@
 # DummyAuthenticator), and scripts/demo.sh's JGC_VENV, JGC_DOCKERD_STATE.
 # DEMO_SMOKE=1: start everything, check that the Hub answers, that a user's server lists the
 # service's container kernels with its own token, then stop (tests/test_demo_multiuser.py).
+# For the UI tests (ui-tests/start-hub.sh): JGC_TEST_RUN also labels the kernels with the test
+# run, and JGC_DEMO_LOG_DIR receives the Hub's and the service's logs as the demo stops.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   # The Hub starts each user's server as that user, and the service reaches the engine: root.
-  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE "$0" "$@"
+  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE,JGC_TEST_RUN,JGC_DEMO_LOG_DIR "$0" "$@"
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prepare_machine demo-multiuser "[lab,hub]"
 
-users=(jgc-demo-alice jgc-demo-bob)
+# Three students for two GPUs: the third to ask waits.
+users=(jgc-demo-alice jgc-demo-bob jgc-demo-carol)
+user_list=$(printf '"%s", ' "${users[@]}")
 hub_port=${JGC_MULTIUSER_PORT:-8000}
 service_port=${JGC_SERVICE_PORT:-8890}
 password=${JGC_DEMO_PASSWORD:-$(head -c 12 /dev/urandom | base64 | tr -d '/+=')}
@@ -76,10 +80,10 @@ c.ConfigurableHTTPProxy.command = ["$proxy"]
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:$proxy_api_port"
 c.ConfigurableHTTPProxy.pid_file = "$run_dir/proxy.pid"
 
-# Demo logins: any of the two users, one shared password. Never on a real host.
+# Demo logins: any of the demo users, one shared password. Never on a real host.
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = "$password"
-c.Authenticator.allowed_users = {"${users[0]}", "${users[1]}"}
+c.Authenticator.allowed_users = {${user_list%, }}
 
 c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = ["$venv/bin/jupyterhub-singleuser"]
@@ -93,7 +97,7 @@ c.JupyterHub.load_roles = [
     {
         "name": "gpu-containers-users",
         "scopes": ["access:services!service=gpu-containers"],
-        "users": ["${users[0]}", "${users[1]}"],
+        "users": [${user_list%, }],
     },
     {
         "name": "jgc-demo-admin",
@@ -137,6 +141,9 @@ stop_all() {
     log "removing $(echo "$left" | wc -w) kernel container(s) of the demo"
     # shellcheck disable=SC2086  # one id a word
     docker rm -f $left >/dev/null 2>&1 || true
+  fi
+  if [ -n "${JGC_DEMO_LOG_DIR:-}" ]; then
+    mkdir -p "$JGC_DEMO_LOG_DIR" && cp "$run_dir"/*.log "$JGC_DEMO_LOG_DIR"/ 2>/dev/null || true
   fi
   rm -rf "$run_dir"
 }
@@ -183,13 +190,18 @@ else
     "static_cuda_version": "12.2"
   }'
 fi
+test_label=""
+if [ -n "${JGC_TEST_RUN:-}" ]; then
+  [[ $JGC_TEST_RUN =~ ^[A-Za-z0-9._-]+$ ]] || { log "JGC_TEST_RUN must be letters, digits, . _ -"; exit 1; }
+  test_label="\"org.jupyter.gpu-containers.test-run\": \"$JGC_TEST_RUN\", "
+fi
 cat >"$run_dir/service_config.json" <<JSON
 {
   "ContainerKernelSpecManager": {"image_include": ["jgc/demo:*", "jgc/demo-cuda:*"]},
   "GPUInventory": $inventory,
   "GPUAllocator": {"max_gpus_per_user": 1},
   "GPUQueue": {"max_wait": 1800},
-  "ContainerProvisioner": {"extra_labels": {"org.jupyter.gpu-containers.demo-run": "$(basename "$run_dir")"}},
+  "ContainerProvisioner": {"extra_labels": {$test_label"org.jupyter.gpu-containers.demo-run": "$(basename "$run_dir")"}},
   "ServiceApp": {"keep_kernels_on_stop": false}
 }
 JSON
@@ -286,7 +298,7 @@ cat >&2 <<EOF
   The multi-user demo is up (loopback only):
 
     JupyterHub:      http://127.0.0.1:$hub_port
-    log in as:       ${users[0]}  or  ${users[1]}
+    log in as:       ${users[0]}, ${users[1]} or ${users[2]}
     password:        $password
     kernel service:  http://127.0.0.1:$service_port (root; the users are not in the docker group)
 
@@ -294,10 +306,11 @@ cat >&2 <<EOF
   images:          jgc/demo:bookworm (CPU) and jgc/demo-cuda:12.2 (a GPU build)
 
   In JupyterLab, start a "jgc/demo:bookworm" kernel from the Launcher: it runs in a container as
-  the user who logged in, with their home mounted. To see sharing, log in as both users (one
-  in a private window) and open GPU notebooks on jgc/demo-cuda:12.2 from the GPU Containers
-  panel: each user holds one GPU, a second GPU notebook of the same user is refused (the cap),
-  and with both GPUs taken "Wait for a free GPU" queues a notebook until one frees.
+  the user who logged in, with their home mounted. To see sharing, log in as each user (in
+  private windows) and open GPU notebooks on jgc/demo-cuda:12.2 from the GPU Containers panel:
+  two users hold one GPU each, a second GPU notebook of the same user is refused (the cap), and
+  the third user's "Wait for a free GPU" queues a start that gets a GPU by itself once one
+  frees (behind the service its notebook opens then, if within the 2-minute gateway timeout).
   Logs: $run_dir/{hub,service}.log
 
   Ctrl-C stops everything this script started.

@@ -19,7 +19,7 @@ from servers import VENV_BIN, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "demo-multiuser.sh"
-DEMO_USERS = ("jgc-demo-alice", "jgc-demo-bob")
+DEMO_USERS = ("jgc-demo-alice", "jgc-demo-bob", "jgc-demo-carol")
 
 
 def _processes_of(user: str) -> list[int]:

@@ -1,12 +1,13 @@
 /**
  * Playwright configuration of the UI tests: galata's base configuration, this machine's Chromium
- * (no browser is ever downloaded), and three servers: the JupyterLab that start-server.sh runs,
- * a second one as on Binder (no engine), and a user's JupyterLab behind the kernel service
- * (start-service.sh).
+ * (no browser is ever downloaded), and four servers: the JupyterLab that start-server.sh runs,
+ * a second one as on Binder (no engine), a user's JupyterLab behind the kernel service
+ * (start-service.sh), and the multi-user demo (start-hub.sh).
  *
  * The values the tests share with the server travel in the environment: workers inherit it from
  * the runner, which evaluates this file first.
  */
+import { randomBytes } from 'crypto';
 import * as path from 'path';
 
 import { defineConfig, type PlaywrightTestConfig } from '@playwright/test';
@@ -37,6 +38,13 @@ const serviceURL =
   (process.env.UI_TEST_SERVICE_URL ??= `http://127.0.0.1:${servicePort}`);
 const serviceHome =
   (process.env.UI_TEST_SERVICE_HOME ??= `/tmp/jgc-ui-tests-${servicePort}`);
+// A fourth: the multi-user demo itself (scripts/demo-multiuser.sh through start-hub.sh):
+// JupyterHub, its two students and the kernel service with two declared GPUs
+// (tests/hub.spec.ts).
+const hubPort = (process.env.UI_TEST_HUB_PORT ??= String(Number(port) + 3));
+process.env.UI_TEST_HUB_SERVICE_PORT ??= String(Number(port) + 4);
+const hubURL = (process.env.UI_TEST_HUB_URL ??= `http://127.0.0.1:${hubPort}`);
+process.env.UI_TEST_HUB_PASSWORD ??= randomBytes(12).toString('hex');
 
 /**
  * A server that `script` (start-server.sh unless said) runs on `url` (its settings in `env`), its
@@ -116,6 +124,12 @@ export default defineConfig({
         UI_TEST_HOME: serviceHome
       },
       'start-service.sh'
-    )
+    ),
+    {
+      // The Hub answers on /hub/api. The demo prepares the machine first (quick once the
+      // test command has run it).
+      ...server(`${hubURL}/hub`, { UI_TEST_PORT: hubPort }, 'start-hub.sh'),
+      timeout: 300_000
+    }
   ]
 });

@@ -1,0 +1,253 @@
+/**
+ * The multi-user demo (scripts/demo-multiuser.sh, started by start-hub.sh) in a real browser,
+ * the way a class uses it: three students log in to JupyterHub with the demo's password (real
+ * accounts, outside the docker group); their kernels run through the kernel service on the
+ * demo's two declared GPUs, one per student at a time, with a queue to wait in.
+ *
+ * Nothing here uses galata's page fixture or the application object: the students' servers are
+ * the demo's, configured as a person gets them, so the walk goes through what a person sees
+ * and clicks.
+ */
+import * as path from 'path';
+
+import {
+  expect,
+  test,
+  type Browser,
+  type BrowserContext,
+  type Locator,
+  type Page
+} from '@playwright/test';
+
+import { dismissNetworkChangeDialogs } from './helpers';
+
+const HUB_URL = process.env.UI_TEST_HUB_URL ?? 'http://127.0.0.1:8891';
+const PASSWORD = process.env.UI_TEST_HUB_PASSWORD ?? '';
+const ALICE = 'jgc-demo-alice';
+const BOB = 'jgc-demo-bob';
+const CAROL = 'jgc-demo-carol';
+const GPU_IMAGE = 'jgc/demo-cuda:12.2';
+const SCREENSHOTS = path.resolve(__dirname, '..', '..', 'docs', 'screenshots');
+
+test.describe.configure({ mode: 'serial' });
+test.use({ viewport: { width: 1600, height: 1000 } });
+
+/** A student's browser: logged in to the Hub, on their own JupyterLab. */
+interface IStudent {
+  name: string;
+  context: BrowserContext;
+  page: Page;
+  /** The notebooks in the student's home before the test, left as they were. */
+  before: Set<string>;
+}
+
+const students: IStudent[] = [];
+
+async function logIn(browser: Browser, name: string): Promise<IStudent> {
+  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  const page = await context.newPage();
+  await dismissNetworkChangeDialogs(page);
+  // ?reset: the layout of an earlier run is not restored (it would reopen its notebooks).
+  const lab = `/user/${name}/lab?reset`;
+  await page.goto(`${HUB_URL}/hub/login?next=${encodeURIComponent(lab)}`);
+  await page.locator('#username_input').fill(name);
+  await page.locator('#password_input').fill(PASSWORD);
+  await page.locator('#login_submit').click();
+  // The Hub's "Server not running" page (JupyterHub starts no server unasked): the student
+  // launches it; the Hub spawns it (as the student), then sends the browser there.
+  const launch = page.getByRole('button', { name: 'Launch Server' });
+  const arrived = page.waitForURL(url => url.pathname.startsWith(`/user/${name}/lab`), {
+    timeout: 90_000
+  });
+  await Promise.race([arrived, launch.waitFor({ timeout: 90_000 })]);
+  if (await launch.isVisible()) {
+    await launch.click();
+  }
+  await arrived;
+  await expect(page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  // JupyterLab's question about its news, once per new account: answered as most do.
+  const news = page.locator('.Toastify__toast', { hasText: 'official Jupyter news' });
+  await news
+    .getByRole('button', { name: 'No' })
+    .click({ timeout: 10_000 })
+    .catch(() => undefined);
+  const student: IStudent = { name, context, page, before: new Set() };
+  student.before = new Set(await notebooks(student));
+  students.push(student);
+  return student;
+}
+
+/** A request to the student's own server, as their page makes it (cookie and XSRF token). */
+async function api(student: IStudent, method: string, route: string): Promise<any> {
+  return student.page.evaluate(
+    async ({ method, url }) => {
+      const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/)?.[1] ?? '';
+      const response = await fetch(url, {
+        method,
+        headers: { 'X-XSRFToken': decodeURIComponent(xsrf) }
+      });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+    { method, url: `/user/${student.name}/${route}` }
+  );
+}
+
+async function notebooks(student: IStudent): Promise<string[]> {
+  const { body } = await api(student, 'GET', 'api/contents');
+  return (body?.content ?? [])
+    .filter((item: { type: string }) => item.type === 'notebook')
+    .map((item: { path: string }) => item.path);
+}
+
+test.afterEach(async () => {
+  // Each student's sessions end (their kernels with them) and the notebooks this test made go.
+  for (const student of students.splice(0)) {
+    try {
+      const { body: sessions } = await api(student, 'GET', 'api/sessions');
+      for (const session of sessions ?? []) {
+        await api(student, 'DELETE', `api/sessions/${session.id}`);
+      }
+      for (const made of await notebooks(student)) {
+        if (!student.before.has(made)) {
+          await api(student, 'DELETE', `api/contents/${encodeURIComponent(made)}`);
+        }
+      }
+    } finally {
+      await student.context.close();
+    }
+  }
+});
+
+async function openPanel(page: Page): Promise<Locator> {
+  const panel = page.locator('#jp-gpu-containers-panel');
+  if (!(await panel.isVisible())) {
+    await page.locator('.jp-SideBar [data-id="jp-gpu-containers-panel"]').click();
+  }
+  await expect(panel).toBeVisible();
+  return panel;
+}
+
+function gpuImage(panel: Locator): Locator {
+  return panel.locator(`.jgc-image[data-reference="${GPU_IMAGE}"]`);
+}
+
+function current(page: Page): Locator {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)');
+}
+
+/** A new notebook on the GPU image with one GPU, from the panel, waiting if `wait`. */
+async function newGpuNotebook(page: Page, wait = false): Promise<void> {
+  const row = gpuImage(await openPanel(page));
+  // The service probes its images first (a short container each, the first time).
+  await expect(row.locator('.jgc-gpu-count')).toBeEnabled({ timeout: 90_000 });
+  if (wait) {
+    await row.locator('.jgc-wait-checkbox').check();
+  }
+  await row.locator('.jgc-gpu-count').selectOption('count:1');
+  const launch = row.locator('.jgc-launch-button');
+  await expect(launch).toHaveText(wait ? 'New notebook that waits' : 'New notebook');
+  await launch.click();
+}
+
+/** Run `code` in the current notebook's first cell, as a person types it. */
+async function runFirstCell(page: Page, code: string): Promise<void> {
+  const editor = current(page).locator('.jp-Cell .cm-content').first();
+  await editor.click();
+  await page.keyboard.type(code);
+  await page.keyboard.press('Shift+Enter');
+}
+
+test('three students, two GPUs: one each for two, the third waits and starts by itself once one frees', async ({
+  browser
+}) => {
+  const alice = await logIn(browser, ALICE);
+  const bob = await logIn(browser, BOB);
+  const carol = await logIn(browser, CAROL);
+
+  // Alice's GPU notebook gets a GPU.
+  await newGpuNotebook(alice.page);
+  const aliceLabel = current(alice.page).locator('.jgc-toolbar-label');
+  await expect(aliceLabel).toHaveText(/^demo-cuda:12\.2 · GPU [01]$/, { timeout: 60_000 });
+  const aliceGpu = (await aliceLabel.textContent())!.slice(-1);
+  const otherGpu = aliceGpu === '0' ? '1' : '0';
+
+  // Bob's panel shows her GPU held by another user, not by whom; his notebook gets the other.
+  const bobPanel = await openPanel(bob.page);
+  const held = bobPanel.locator(`.jgc-gpu[data-gpu-index="${aliceGpu}"]`);
+  await expect(held).toHaveAttribute('data-state', 'held', { timeout: 30_000 });
+  await expect(held.locator('.jgc-gpu-holder.jgc-other')).toHaveCount(1);
+  await expect(held).not.toContainText(ALICE);
+  await newGpuNotebook(bob.page);
+  await expect(current(bob.page).locator('.jgc-toolbar-label')).toHaveText(
+    `demo-cuda:12.2 · GPU ${otherGpu}`,
+    { timeout: 60_000 }
+  );
+
+  // Alice may not take the second GPU (one per student): her panel says why, and offers no
+  // wait, since only ending her own kernel could help.
+  const alicePanel = await openPanel(alice.page);
+  await expect(alicePanel.locator('.jgc-gpu[data-state="held"]')).toHaveCount(2, {
+    timeout: 30_000
+  });
+  const aliceRow = gpuImage(alicePanel);
+  await expect(aliceRow.locator('.jgc-wait-checkbox')).toHaveCount(0);
+  await expect(aliceRow.locator('option[value="count:1"]')).toContainText(
+    'Over your limit of 1 GPU per user'
+  );
+
+  // Both GPUs are held by others: Carol's start waits in the queue, and her panel says so.
+  // (Behind the kernel service the notebook opens once its kernel starts: the wait must end
+  // within the gateway's request timeout, two minutes in the demo.)
+  const carolPanel = await openPanel(carol.page);
+  await expect(carolPanel.locator('.jgc-gpu[data-state="held"]')).toHaveCount(2, {
+    timeout: 30_000
+  });
+  await newGpuNotebook(carol.page, true);
+  const ticket = carolPanel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
+  await expect(ticket).toHaveCount(1, { timeout: 30_000 });
+  await expect(ticket).toContainText('position 1 of 1');
+  // The others see someone waiting, not who.
+  await expect(bobPanel.locator('.jgc-queue-section .jgc-ticket')).toHaveCount(1, {
+    timeout: 30_000
+  });
+  await expect(bobPanel.locator('.jgc-queue-section')).not.toContainText(CAROL);
+  await carolPanel.locator('.jgc-queue-section').scrollIntoViewIfNeeded();
+  await carol.page.screenshot({ path: path.join(SCREENSHOTS, 'multiuser-waiting.png') });
+
+  // Alice shuts her kernel down (Kernel › Shut Down Kernel): Carol's wait gets that GPU, and
+  // her notebook opens on it; her cell runs as her.
+  await alice.page.locator('.lm-MenuBar-item', { hasText: 'Kernel' }).click();
+  await alice.page.locator('.lm-Menu-item', { hasText: 'Shut Down Kernel' }).click();
+  await expect(ticket).toHaveCount(0, { timeout: 60_000 });
+  await expect(current(carol.page).locator('.jgc-toolbar-label')).toHaveText(
+    `demo-cuda:12.2 · GPU ${aliceGpu}`,
+    { timeout: 60_000 }
+  );
+  await runFirstCell(carol.page, 'import getpass; print("ran as", getpass.getuser())');
+  await expect(current(carol.page).locator('.jp-OutputArea-output').first()).toHaveText(
+    `ran as ${CAROL}`,
+    { timeout: 30_000 }
+  );
+  await expect(carol.page.locator('.jp-Dialog')).toHaveCount(0);
+});
+
+test("behind the Hub, the kernel's own view follows the kernel's log", async ({ browser }) => {
+  const alice = await logIn(browser, ALICE);
+  await newGpuNotebook(alice.page);
+  await expect(current(alice.page).locator('.jgc-toolbar-label')).toHaveText(
+    /^demo-cuda:12\.2 · GPU [01]$/,
+    { timeout: 60_000 }
+  );
+  // What reaches the process's own standard output is the container's log.
+  const marker = `hub-log-${Date.now()}`;
+  await runFirstCell(alice.page, `import os; os.write(1, b"${marker} from the kernel\\n")`);
+  await current(alice.page).locator('.jgc-toolbar-kernel-view').click();
+  const view = alice.page.locator('.jgc-kernel-view-widget:not(.lm-mod-hidden)');
+  await expect(view.locator('.jgc-kernel-log')).toContainText(`${marker} from the kernel`, {
+    timeout: 30_000
+  });
+  await expect(view.locator('.jgc-log-state')).toHaveText('(following)');
+  await expect(view.locator('.jgc-kernel-facts')).toContainText(GPU_IMAGE);
+  await alice.page.screenshot({ path: path.join(SCREENSHOTS, 'multiuser-kernel-log.png') });
+});
