@@ -68,6 +68,8 @@ GPUS_ENV = "JGC_LAB_GPUS"
 # not section 7's, 23101…).
 FIRST_UID = 23201
 SAMPLE_EVERY = 0.5  # seconds between two looks at the engine's containers
+# How long a reclaim's record may take to appear once its container went (seconds).
+RECORD_WAIT = 30.0
 GPU_MEMORY = 2 * 2**30  # what each student's kernel holds on its GPU, at work or idle
 BUSY = 60  # SM utilisation (percent) of a kernel at work
 
@@ -533,9 +535,16 @@ class Lab:
             nb.message = "not reclaimed in time: shut down by its student"
             await self.call(s, "DELETE", f"api/kernels/{nb.kernel_id}")
             return
-        code, body = await self.call(s, "GET", "gpu-containers/kernels")
-        records = (body or {}).get("reclaimed") or [] if code == 200 else []
-        record = next((r for r in records if r.get("kernel_id") == nb.kernel_id), None)
+        # The service records the reclaim as its shutdown ends, which may be a moment after the
+        # container went: read until it is there (a fresh-clone run read it too early once).
+        record_deadline = time.monotonic() + RECORD_WAIT
+        while True:
+            code, body = await self.call(s, "GET", "gpu-containers/kernels")
+            records = (body or {}).get("reclaimed") or [] if code == 200 else []
+            record = next((r for r in records if r.get("kernel_id") == nb.kernel_id), None)
+            if (record and record.get("release_at")) or time.monotonic() > record_deadline:
+                break
+            await asyncio.sleep(SAMPLE_EVERY)
         if record is None or not record.get("release_at"):
             nb.message = f"its kernel went, but the service has no reclaim of it ({code})"
             return
