@@ -195,7 +195,9 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.release_held()  # no one to keep them: sent now, as before the close
         elif self._held and store is not None:
             # Still the user's: they count toward the user's bound until taken or expired.
-            store.keep(self.session_key, self._held, self._owner_uid, self._held_bytes)
+            store.keep(
+                self.kernel_id, self.session_key, self._held, self._owner_uid, self._held_bytes
+            )
         self._held, self._held_bytes = None, 0
 
     def _user_limit(self) -> int:
@@ -212,7 +214,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def _send_kept(self) -> None:
         store = self._store()
-        for message in store.take(self.session_key) if store is not None else ():
+        for message in store.take(self.kernel_id, self.session_key) if store is not None else ():
             if not self.channels:
                 return
             super().handle_incoming_message(message)
@@ -292,8 +294,10 @@ class HeldMessages:
     """What a kernel manager keeps for its pages' connections (one per server, owned by
     GPUContainersKernelManager): the kernels whose restart it is making (a page's held
     messages wait for its end), and what pages sent while their kernel restarted, kept for
-    their reconnection after the server closed their connections (session key -> (when,
-    messages)), each bounded as a connection's held messages are, a minute at most.
+    their reconnection after the server closed their connections ((kernel id, session key) ->
+    (when, messages)), each bounded as a connection's held messages are, a minute at most. The
+    kernel id is part of the key: a session key is the page's to choose, and another user's
+    page naming it must not receive what was kept for this one.
 
     On a shared server (the kernel service) it also counts, per user (uid), the bytes their
     pages' messages held or kept take, and their open connections, for the per-user bounds;
@@ -303,7 +307,7 @@ class HeldMessages:
 
     def __init__(self) -> None:
         self.restarting: set[str] = set()
-        self._kept: dict[str, tuple[float, list[Any], int | None, int]] = {}
+        self._kept: dict[tuple[str, str], tuple[float, list[Any], int | None, int]] = {}
         self._held_bytes: dict[int, int] = {}
         self._connections: dict[int, weakref.WeakSet[Any]] = {}
 
@@ -312,6 +316,7 @@ class HeldMessages:
         would pass ``limit`` (0: no bound)."""
         if uid is None:
             return True
+        self._expire()  # what nobody came back for counts no more
         used = self._held_bytes.get(uid, 0)
         if limit > 0 and used + size > limit:
             return False
@@ -360,27 +365,33 @@ class HeldMessages:
         finally:
             self.restarting.discard(kernel_id)
 
-    def keep(self, session_key: str, messages: list[Any], uid: int | None, size: int) -> None:
-        """Keep ``messages`` (``size`` bytes, counted for ``uid`` already) for the page's
-        reconnection."""
+    def keep(
+        self, kernel_id: str, session_key: str, messages: list[Any], uid: int | None, size: int
+    ) -> None:
+        """Keep ``messages`` (``size`` bytes, counted for ``uid`` already) for the reconnection
+        of the page ``session_key`` of kernel ``kernel_id``."""
+        self._expire()
+        earlier = self._kept.pop((kernel_id, session_key), None)
+        if earlier is not None:  # kept twice before a reconnection: in the order sent
+            messages, size = earlier[1] + messages, earlier[3] + size
+        self._kept[(kernel_id, session_key)] = (time.monotonic(), messages, uid, size)
+
+    def take(self, kernel_id: str, session_key: str) -> list[Any]:
+        self._expire()
+        kept = self._kept.pop((kernel_id, session_key), None)
+        if kept is None:
+            return []
+        self.refund(kept[2], kept[3])
+        return kept[1]
+
+    def _expire(self) -> None:
+        """Drop what was kept for pages that did not come back within KEPT_SECONDS, and its
+        count toward its user's bound."""
         now = time.monotonic()
         for key, (since, _, owner, kept_size) in list(self._kept.items()):
             if now - since > self.KEPT_SECONDS:
                 del self._kept[key]
                 self.refund(owner, kept_size)
-        earlier = self._kept.pop(session_key, None)
-        if earlier is not None and earlier[2] == uid:  # kept twice before a reconnection
-            messages, size = earlier[1] + messages, earlier[3] + size
-        elif earlier is not None:
-            self.refund(earlier[2], earlier[3])
-        self._kept[session_key] = (now, messages, uid, size)
-
-    def take(self, session_key: str) -> list[Any]:
-        kept = self._kept.pop(session_key, None)
-        if kept is None:
-            return []
-        self.refund(kept[2], kept[3])
-        return kept[1]
 
 
 def _parent_header(msg_list: list[Any]) -> bytes:

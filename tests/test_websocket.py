@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import socket
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -179,3 +180,26 @@ async def test_what_one_users_pages_hold_while_kernels_start_is_bounded_per_user
     assert second._releaser is not None
     await second._releaser  # it ends, having nothing to send
     assert forwarded == ["aaaaaa"]
+
+
+def test_what_is_kept_for_a_page_goes_to_that_kernels_page_only_and_not_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page's held messages, kept across the close the server made, go to the page that
+    reconnects with the same session key to the same kernel: a session key is the page's to
+    choose, and a page of another kernel (another user's) naming it gets nothing. What no page
+    came back for within KEPT_SECONDS goes, and stops counting toward its user's bound."""
+    store = HeldMessages()
+    assert store.charge(1001, 6, 10)
+    store.keep("alices-kernel", "page-1", ["print(1)"], 1001, 6)
+    assert store.take("bobs-kernel", "page-1") == []
+    assert store.take("alices-kernel", "page-1") == ["print(1)"]
+    assert store.held_bytes(1001) == 0
+
+    assert store.charge(1001, 6, 10)
+    store.keep("alices-kernel", "page-1", ["print(2)"], 1001, 6)
+    assert not store.charge(1001, 6, 10)  # 12 bytes: past her 10
+    later = time.monotonic() + HeldMessages.KEPT_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert store.charge(1001, 6, 10)  # the kept 6 expired
+    assert store.take("alices-kernel", "page-1") == []
