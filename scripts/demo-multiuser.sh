@@ -63,6 +63,11 @@ admin_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 hub_api_port=$(free_port)
 proxy_api_port=$(free_port)
+# A start that waits for a GPU keeps the user's server's request to the service open for the
+# whole wait: the server must wait longer than the queue lets a start wait, plus its launch
+# (ContainerProvisioner.launch_timeout, 60 s), or a long wait ends in a timeout.
+max_wait=1800
+gateway_timeout=$((max_wait + 120))
 
 cat >"$run_dir/jupyterhub_config.py" <<EOF
 # The multi-user demo's Hub: the admin guide's configuration (section 6), on loopback.
@@ -113,7 +118,7 @@ c.Spawner.server_token_scopes = [
 c.Spawner.environment = {
     "JUPYTER_GATEWAY_URL": "http://127.0.0.1:$service_port",
     "JUPYTER_GATEWAY_AUTH_TOKEN": lambda spawner: spawner.api_token,
-    "JUPYTER_GATEWAY_REQUEST_TIMEOUT": "120",
+    "JUPYTER_GATEWAY_REQUEST_TIMEOUT": "$gateway_timeout",
 }
 EOF
 
@@ -200,7 +205,7 @@ cat >"$run_dir/service_config.json" <<JSON
   "ContainerKernelSpecManager": {"image_include": ["jgc/demo:*", "jgc/demo-cuda:*"]},
   "GPUInventory": $inventory,
   "GPUAllocator": {"max_gpus_per_user": 1},
-  "GPUQueue": {"max_wait": 1800},
+  "GPUQueue": {"max_wait": $max_wait},
   "ContainerProvisioner": {"extra_labels": {$test_label"org.jupyter.gpu-containers.demo-run": "$(basename "$run_dir")"}},
   "ServiceApp": {"keep_kernels_on_stop": false}
 }
@@ -273,6 +278,13 @@ import json, sys
 gpus = json.load(sys.stdin)["gpus"]
 print("DEMO_SMOKE: GPUs:", ", ".join(g["name"] for g in gpus))' \
     || { tail -n 40 "$run_dir/service.log" >&2; exit 1; }
+  # A start that waits for a GPU must not outlast the user's server's wait for the service.
+  server_pid=$(pgrep -u "$user" -f jupyterhub-singleuser | head -n 1)
+  server_timeout=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^JUPYTER_GATEWAY_REQUEST_TIMEOUT=//p')
+  curl -fsS -H "Authorization: token $token" "$user_api/gpu-containers/queue" | "$venv/bin/python" -c '
+import json, sys
+print("DEMO_SMOKE: a start waits at most", json.load(sys.stdin)["max_wait"], "s; the server waits", sys.argv[1], "s")' \
+    "$server_timeout" || { tail -n 40 "$run_dir/service.log" >&2; exit 1; }
   gpu_spec=$(echo "$specs" | "$venv/bin/python" -c '
 import json, sys
 specs = json.load(sys.stdin)["kernelspecs"]
@@ -310,7 +322,7 @@ cat >&2 <<EOF
   private windows) and open GPU notebooks on jgc/demo-cuda:12.2 from the GPU Containers panel:
   two users hold one GPU each, a second GPU notebook of the same user is refused (the cap), and
   the third user's "Wait for a free GPU" queues a start that gets a GPU by itself once one
-  frees (behind the service its notebook opens then, if within the 2-minute gateway timeout).
+  frees (behind the service its notebook opens then; a start waits at most $((max_wait / 60)) minutes).
   Logs: $run_dir/{hub,service}.log
 
   Ctrl-C stops everything this script started.
