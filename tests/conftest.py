@@ -300,3 +300,30 @@ def jupyterhub_factory() -> Iterator[Any]:
     yield start
     for hub in reversed(started):
         hub.close()
+
+
+# --- The kernel service's image, built while other tests run (tests/service_image.py) ----------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the service's image now when this session will run a test that deploys
+    it (selected, and not skipped by its markers), and not when it only collects."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        if item.path.name != "test_k8s_deployment.py":
+            continue
+        skips = [m for m in item.iter_markers("skipif") if m.args and m.args[0]]
+        if not skips and not list(item.iter_markers("skip")):
+            import service_image
+
+            service_image.start()
+        return
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A build nobody took over (the session stopped before its tests: -x, an interrupt) ends
+    with the session, and its image goes."""
+    import service_image
+
+    service_image.remove()

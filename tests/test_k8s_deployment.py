@@ -20,9 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN, kernel_name, write_notebook
+from conftest import TEST_LABEL, TEST_RUN, kernel_name, write_notebook
 from hostusers import ids_of
 from hub import STUDENT_A, STUDENT_B, Hub, needs_students, server_api_token
 from k8s_cluster import ControlPlane, wait_for
@@ -42,6 +39,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from relay import TcpRelay
 from servers import wait_until
+from service_image import built as built_service_image
+from service_image import remove as remove_service_image
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -49,47 +48,22 @@ from jupyter_gpu_containers import labels as L
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "kubernetes"
-BUILD_SCRIPT = REPO / "scripts" / "build-service-image.sh"
 CONFIG_FILE = "jupyter_gpu_containers_serve_config.py"
 SERVICE_PORT = 8890
 # A 2-core machine runs the control plane, a kubelet, the Hub, two servers and the pods.
 REQUEST_TIMEOUT = 180.0
-# Building the image: a wheelhouse from a cold pip cache, then docker build.
-BUILD_TIMEOUT = 600
 
 pytestmark = [needs_students, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def service_image(real_node: RealNode, docker_client: Any) -> Iterator[str]:
-    """The service's image, built as docs/kubernetes.md says (on the suite's Debian base, which
-    has the same Python as this environment: no registry is reachable here), in the node."""
-    tag = f"jgc-test/kernel-service:{TEST_RUN}"
-    # A session of its own, so that a build past its time is ended whole (pip, docker build):
-    # the script's own clean-up then runs, and nothing tags the image after the test gave up.
-    build = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT), tag],
-        env={**os.environ, "BASE": DEBIAN_IMAGE, "PYTHON": sys.executable},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+def service_image(real_node: RealNode) -> Iterator[str]:
+    """The service's image (tests/service_image.py: its build began when this module's tests
+    were collected), in the node."""
     try:
-        try:
-            out, err = build.communicate(timeout=BUILD_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(build.pid, signal.SIGTERM)
-            out, err = build.communicate(timeout=60)
-            pytest.fail(f"building the service's image took over {BUILD_TIMEOUT} s:\n{err}")
-        assert build.returncode == 0, err
-        assert out.strip() == tag, out
-        yield real_node.import_image(tag)
+        yield real_node.import_image(built_service_image())
     finally:
-        if build.poll() is None:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
-        subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, timeout=120)
+        remove_service_image()
 
 
 @dataclass
