@@ -431,6 +431,11 @@ def test_the_probe_is_configured_from_its_parent(tmp_path: Path) -> None:
         probe.backend.close()
 
 
+# Only the image it uses: this module's sleepy image would hold the server's stop for a whole
+# probe timeout (a stopping server lets its background probes end).
+@pytest.mark.server_config(
+    lambda tmp_path: {"ContainerKernelSpecManager": {"image_include": [DEBIAN_IMAGE]}}
+)
 async def test_recovery_removes_probe_containers_of_dead_servers(
     jp_serverapp: Any, docker_client: docker.DockerClient
 ) -> None:
