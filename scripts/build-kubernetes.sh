@@ -5,6 +5,8 @@
 # proxy ships the sources.
 #
 #   scripts/build-kubernetes.sh          build once per machine and print the bin directory
+#   scripts/build-kubernetes.sh --if-built
+#                                        print it if this machine has built them; else exit 3
 #
 # A small wrapper module requires k8s.io/kubernetes at a fixed release with `replace` lines for its
 # staging modules (k8s.io/api, k8s.io/client-go, ...: k8s.io/kubernetes's own go.mod points them at
@@ -31,6 +33,7 @@ if [ -f "$stamp" ]; then
   printf '%s\n' "$bin"
   exit 0
 fi
+[ "${1:-}" = --if-built ] && exit 3
 
 command -v go >/dev/null || { log "Go is needed to build Kubernetes from its sources; install it first"; exit 1; }
 command -v gcc >/dev/null || { log "gcc is needed to build the pause image's program; install it first"; exit 1; }
