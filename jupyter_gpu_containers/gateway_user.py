@@ -452,7 +452,7 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
                 env[WAIT_ENV] = "true" if wait else "false"
             else:
                 env.pop(WAIT_ENV, None)
-            kwargs["env"] = env
+            kwargs["env"] = gateway_env(env, GatewayClient.instance().allowed_envs)
         try:
             return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))
         except Exception as e:
@@ -498,6 +498,16 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
             return await super().list_kernels(**kwargs)
         except Exception as e:
             raise _translated(e) from e
+
+
+def gateway_env(env: dict[str, Any], allowed_envs: str) -> dict[str, Any]:
+    """Of a start's environment, what the gateway sends anyway (GatewayKernelManager: names
+    starting with ``KERNEL_``, and ``GatewayClient.allowed_envs``). The rest is this server's own
+    environment, its Hub token and the gateway's among it, which jupyter_server writes whole into
+    its log line "GatewayKernelManager started kernel: …, args: …" (behind JupyterHub, the Hub's
+    log)."""
+    allowed = {name.strip() for name in str(allowed_envs or "").split(",") if name.strip()}
+    return {k: v for k, v in env.items() if k.startswith("KERNEL_") or k in allowed}
 
 
 def allow_session_name(client: Any) -> None:

@@ -21,7 +21,7 @@ from hostusers import MALLORY, UserHome
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_gpu_containers.gateway_user import forwarded_query
+from jupyter_gpu_containers.gateway_user import forwarded_query, gateway_env
 
 pytestmark = [
     pytest.mark.usefixtures("docker_client"),
@@ -198,6 +198,30 @@ def test_the_services_query_carries_none_of_this_servers_credentials() -> None:
 
 
 # ---------------------------------------------------------------------------- kernel starts
+
+
+def test_a_start_passes_on_only_what_the_gateway_sends() -> None:
+    """The server's own environment (its Hub token, the gateway's) stays out of the start's
+    arguments, which jupyter_server logs whole; what the gateway sends is unchanged."""
+    env = {
+        "JUPYTERHUB_API_TOKEN": "hub-secret",
+        "JUPYTER_GATEWAY_AUTH_TOKEN": "gateway-secret",
+        "PATH": "/usr/bin",
+        "KERNEL_GPU_CONTAINERS_REQUEST": '{"count": 1}',
+        "KERNEL_USERNAME": "mallory",
+        "JPY_SESSION_NAME": "course/week1.ipynb",
+        "LANG": "C.UTF-8",
+    }
+    assert gateway_env(env, " JPY_SESSION_NAME, LANG") == {
+        "KERNEL_GPU_CONTAINERS_REQUEST": '{"count": 1}',
+        "KERNEL_USERNAME": "mallory",
+        "JPY_SESSION_NAME": "course/week1.ipynb",
+        "LANG": "C.UTF-8",
+    }
+    assert gateway_env(env, "") == {
+        "KERNEL_GPU_CONTAINERS_REQUEST": '{"count": 1}',
+        "KERNEL_USERNAME": "mallory",
+    }
 
 
 async def test_refused_start_keeps_the_services_status_and_sentence(pair: Pair) -> None:

@@ -286,6 +286,12 @@ async def test_each_students_kernel_runs_as_them_in_their_workspace(
         assert (labels[L.USER], labels[L.UID]) == (student.name, str(uid))
         assert labels[L.NOTEBOOK] == "course/week1.ipynb"
 
+    # The servers logged their starts (the Hub's log is theirs too), and no token with them.
+    hub_log = deployment.hub.output()
+    assert "GatewayKernelManager started kernel" in hub_log
+    for student in students.values():
+        assert student.server_token not in hub_log
+
 
 async def test_one_students_token_cannot_reach_the_others_kernels(
     deployment: Deployment, students: dict[str, Student]
