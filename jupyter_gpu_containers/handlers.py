@@ -56,7 +56,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import admin, privateimages
+from . import privateimages
 from .admin import AdminDesk, NotAdmin, admin_view
 from .admin import act as admin_act
 from .admin import desk_for as admin_desk_for
@@ -167,6 +167,18 @@ class GPUContainersHandler(APIHandler):
         found = getattr(self.current_user, "kernel_user", None)
         return found if isinstance(found, KernelUser) else None
 
+    async def is_admin(self) -> bool:
+        """Whether this request's user is one of this server's administrators (admin.py)."""
+        desk = admin_desk_for(self.settings, self.services, self.serverapp)
+        why = admin_refusal(
+            desk.config,
+            self.kernel_user,
+            self.current_user,
+            self.serverapp,
+            await desk.server_account(),
+        )
+        return not why
+
     @property
     def uid(self) -> str:
         """Whose GPUs and kernels "mine" means in this request."""
@@ -240,18 +252,10 @@ class StatusHandler(GPUContainersHandler):
             )
         # What the panel offers this user: no admin section to poll (403 each time) and no Pull
         # button that can only fail, where these are the administrator's.
-        desk = admin_desk_for(self.settings, self.services, self.serverapp)
-        admin = not admin_refusal(
-            desk.config,
-            self.kernel_user,
-            self.current_user,
-            self.serverapp,
-            await desk.server_account(),
-        )
         reply = {
             "engine": status,
             "kernelspecs": count,
-            "admin": admin,
+            "admin": await self.is_admin(),
             "pull_refusal": pull_refusal(self),
         }
         self.finish(json.dumps(reply))
@@ -705,6 +709,12 @@ class ImagesHandler(GPUContainersHandler):
                 verdict_of=await catalog_verdicts(engine),
             )
         )
+        offers = getattr(self.kernel_spec_manager, "offers", None)
+        if self.kernel_user is not None and offers is not None and not await self.is_admin():
+            # A kernel service's user is shown what they may start or ask for: the images it
+            # offers as kernels, the administrator's list, and their own pulls under way; not
+            # every image on the host (its administrators see those, with the reason for each).
+            rows = [r for r in rows if r["listed"] or r["pull_id"] or offers(r["reference"])]
         host = {
             "gpus": len(inventory.allocatable()),
             "driver_version": inventory.driver_version,
@@ -732,15 +742,7 @@ class PrePullHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        desk = admin.desk_for(self.settings, self.services, self.serverapp)
-        details = not admin.refusal(
-            desk.config,
-            self.kernel_user,
-            self.current_user,
-            self.serverapp,
-            await desk.server_account(),
-        )
-        self.finish(json.dumps(await self.services.prepull.report(details)))
+        self.finish(json.dumps(await self.services.prepull.report(await self.is_admin())))
 
 
 def service_pull_refusal(handler: GPUContainersHandler) -> str:

@@ -350,6 +350,11 @@ class ContainerKernelSpecManager(KernelSpecManager):
         self._relist_queued.clear()  # answers arriving from now on queue the next one
         self.refresh(wait_for_probes=False)
 
+    def offers(self, ref: str) -> bool:
+        """Whether ``ref`` is an image this server offers as a kernel (once it is found ready):
+        the admin's allow-list, ``image_exclude`` and ``image_include`` all let it through."""
+        return self._offered(ref)
+
     def _offered(self, ref: str) -> bool:
         if image_allowed(self.services.policy, ref):
             return False  # the admin's allow-list refuses it: not a kernel anyone may start

@@ -430,6 +430,11 @@ async def test_a_private_pull_of_the_course_image_hides_its_own_reference_only(
         rows = (await service.answer(b, "GET", "gpu-containers/images"))[1]["images"]
         assert any(r["reference"] == DEBIAN_IMAGE and r["pulled"] for r in rows), rows
         assert not any(r["reference"] == ref for r in rows)
+        # A student's panel lists what they may start (here the course image), not every image
+        # of the host; the administrator's lists the others too, each with why it is not offered.
+        assert {r["reference"] for r in rows if not r["listed"]} == {DEBIAN_IMAGE}, rows
+        rows_a = (await service.answer(a, "GET", "gpu-containers/images"))[1]["images"]
+        assert any(r["reference"] == NGC_IMAGE and not r["allowed"] for r in rows_a), rows_a
         code, restarted = await service.answer(b, "POST", f"api/kernels/{b_kernel}/restart")
         assert code == 200, restarted
         assert (await run(service, b, b_kernel, "print('again')")).stdout.strip() == "again"
