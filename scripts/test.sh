@@ -34,9 +34,9 @@ fi
 # machine, 1.21 or later (which fetches the toolchain the sources want through the module proxy):
 # the build script says so when it is not.
 # A cold build is minutes of CPU: it runs in the background, at a lower priority, while the
-# checks and the tests that need no cluster run. Until it is done JGC_K8S_BIN stays unset, and the
-# Kubernetes tests and benchmark call the same script, which waits for this build under its lock
-# and then prints the directory.
+# checks and the tests that need no cluster run (pytest runs the Kubernetes tests and the
+# benchmark's run last: tests/conftest.py). JGC_K8S_BIN stays unset, and those call the same
+# script, which waits for this build under its lock and then prints the directory.
 k8s_build=""
 if JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh --if-built); then
   log "Kubernetes binaries: $JGC_K8S_BIN"

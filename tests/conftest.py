@@ -302,6 +302,27 @@ def jupyterhub_factory() -> Iterator[Any]:
         hub.close()
 
 
+# --- Order: the tests that need the Kubernetes binaries run last --------------------------------
+
+
+def _needs_kubernetes(item: pytest.Item) -> bool:
+    """The Kubernetes tests, and the benchmark command's run (its last section is a cluster)."""
+    name = item.path.name
+    return name.startswith("test_k8s_") or name == "test_benchmarks.py"
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """On a machine that has never built the Kubernetes binaries, the test command builds them in
+    the background (scripts/test.sh): the tests that need them go last, in their own order, so
+    that the others run meanwhile rather than one of them waiting. Their cluster, up from their
+    first test to the session's end, then no longer runs beside the others either."""
+    needing = [item for item in items if _needs_kubernetes(item)]
+    if needing:
+        items[:] = [item for item in items if not _needs_kubernetes(item)] + needing
+
+
 # --- The kernel service's image, built while other tests run (tests/service_image.py) ----------
 
 
