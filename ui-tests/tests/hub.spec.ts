@@ -87,8 +87,11 @@ async function api(student: IStudent, method: string, route: string): Promise<an
   return student.page.evaluate(
     async ({ method, url }) => {
       const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/)?.[1] ?? '';
+      // Never from the browser's cache: a listing read at login (whose directory had not
+      // changed for a while) was served again at the end, so new notebooks were not seen.
       const response = await fetch(url, {
         method,
+        cache: 'no-store',
         headers: { 'X-XSRFToken': decodeURIComponent(xsrf) }
       });
       const text = await response.text();
