@@ -44,8 +44,10 @@ The whole API is described in ``openapi.yaml`` next to this module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -95,7 +97,7 @@ from .notebook_requests import NotebookRequestError, launching_with, read_notebo
 from .prepull import disk_totals
 from .provisioner import ContainerProvisioner
 from .pulls import ACTIVE, PULLS_TURNED_OFF
-from .records import ImagesDiskUse
+from .records import ImageRecord, ImagesDiskUse
 from .references import BadReference, parse_reference
 from .safefiles import owner_name
 from .services import SETTINGS_KEY, Services
@@ -674,6 +676,18 @@ class ImagesHandler(GPUContainersHandler):
                 int(self.uid),
             )
         )
+        pulls = services.pulls
+        pulling = {p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE}
+        offers = getattr(self.kernel_spec_manager, "offers", None)
+        if self.kernel_user is not None and offers is not None and not await self.is_admin():
+            # A kernel service's user is shown what they may start or ask for: the images it
+            # offers as kernels, the administrator's list, and their own pulls under way; not
+            # every image on the host (its administrators see those, with the reason for each),
+            # and nothing else is probed for them.
+            listed_refs = {entry["image"] for entry in listed}
+            images = _narrowed(
+                images, lambda ref: ref in listed_refs or ref in pulling or offers(ref)
+            )
         inventory = await services.inventory.read()
         probe = services.probe
         # cached() may read the probe's disk cache: off the event loop.
@@ -688,7 +702,6 @@ class ImagesHandler(GPUContainersHandler):
                 probe.in_background(image)  # the probe's own threads; its answer is cached
         image_entries = getattr(self.kernel_spec_manager, "image_entries", None)
         entries = await asyncio.to_thread(image_entries) if image_entries else {}
-        pulls = services.pulls
         try:  # sizes shared between images, and containers using each: the engine's df
             disk: ImagesDiskUse | None = await asyncio.to_thread(engine.image_disk_use_sync)
         except ContainerKernelError:  # the engine's first error is engine_error already
@@ -701,20 +714,12 @@ class ImagesHandler(GPUContainersHandler):
                 probes=results,
                 policy=policy,
                 kernel_names={ref: name for name, (ref, _image) in entries.items()},
-                pulling={
-                    p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE
-                },
+                pulling=pulling,
                 disk={use.id: use for use in disk.images} if disk is not None else {},
                 # On a cluster, against its GPU node pools: the cluster view's verdicts.
                 verdict_of=await catalog_verdicts(engine),
             )
         )
-        offers = getattr(self.kernel_spec_manager, "offers", None)
-        if self.kernel_user is not None and offers is not None and not await self.is_admin():
-            # A kernel service's user is shown what they may start or ask for: the images it
-            # offers as kernels, the administrator's list, and their own pulls under way; not
-            # every image on the host (its administrators see those, with the reason for each).
-            rows = [r for r in rows if r["listed"] or r["pull_id"] or offers(r["reference"])]
         host = {
             "gpus": len(inventory.allocatable()),
             "driver_version": inventory.driver_version,
@@ -729,6 +734,16 @@ class ImagesHandler(GPUContainersHandler):
             "engine_error": engine_error,
         }
         self.finish(json.dumps(reply))
+
+
+def _narrowed(images: list[ImageRecord], shown: Callable[[str], bool]) -> list[ImageRecord]:
+    """``images`` with only the tags ``shown`` accepts; those left with none are left out."""
+    narrowed = []
+    for image in images:
+        tags = tuple(tag for tag in image.tags if shown(tag))
+        if tags:
+            narrowed.append(image if tags == image.tags else dataclasses.replace(image, tags=tags))
+    return narrowed
 
 
 class PrePullHandler(GPUContainersHandler):
