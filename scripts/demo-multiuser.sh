@@ -279,7 +279,8 @@ gpus = json.load(sys.stdin)["gpus"]
 print("DEMO_SMOKE: GPUs:", ", ".join(g["name"] for g in gpus))' \
     || { tail -n 40 "$run_dir/service.log" >&2; exit 1; }
   # A start that waits for a GPU must not outlast the user's server's wait for the service.
-  server_pid=$(pgrep -u "$user" -f jupyterhub-singleuser | head -n 1)
+  server_pid=$(pgrep -u "$user" -f jupyterhub-singleuser | head -n 1) || true
+  [ -n "$server_pid" ] || { log "$user's server process was not found"; exit 1; }
   server_timeout=$(tr '\0' '\n' <"/proc/$server_pid/environ" | sed -n 's/^JUPYTER_GATEWAY_REQUEST_TIMEOUT=//p')
   curl -fsS -H "Authorization: token $token" "$user_api/gpu-containers/queue" | "$venv/bin/python" -c '
 import json, sys
