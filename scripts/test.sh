@@ -34,9 +34,10 @@ fi
 # machine, 1.21 or later (which fetches the toolchain the sources want through the module proxy):
 # the build script says so when it is not.
 # A cold build is minutes of CPU: it runs in the background, at a lower priority, while the
-# checks and the tests that need no cluster run (pytest runs the Kubernetes tests and the
-# benchmark's run last: tests/conftest.py). JGC_K8S_BIN stays unset, and those call the same
-# script, which waits for this build under its lock and then prints the directory.
+# checks and the tests that need no cluster run. The Kubernetes tests' session (below) waits for it
+# first, through the same script, which waits for this build under its lock and then prints the
+# directory; the benchmark's run, last in the other session, finds the binaries built by then or
+# waits the same way.
 k8s_build=""
 if JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh --if-built); then
   log "Kubernetes binaries: $JGC_K8S_BIN"
@@ -96,14 +97,48 @@ run mypy
 run npm run --silent lint:check
 run npm test --silent -- --ci
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
-log "pytest"
+# pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the Kubernetes tests in
+# one, the rest in the other. The Kubernetes part's cluster and kubelet run pods in a containerd of
+# their own and share nothing with the Docker tests but the machine; most of their time is spent
+# waiting on the cluster, which the other session's tests fill. That part first waits for the
+# Kubernetes binaries (the background build above, if any: the build script waits for it under its
+# lock, then prints the directory), so that no test's time limit counts the build. Its containers
+# carry a test-run label of their own, its output is kept in a file and shown when both are done.
+# pytest exits 5 when it collected no test: a part may (extra arguments can select one part's
+# tests only), both may not.
+log "pytest: the Kubernetes tests in a session beside the others' (its output follows theirs)"
+k8s_pytest_log=$(mktemp /tmp/jgc-pytest-kubernetes.XXXXXX)
+(
+  export JGC_TEST_RUN="k8s-$JGC_TEST_RUN"
+  if [ -z "${JGC_K8S_BIN:-}" ]; then
+    if ! JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh | tail -n 1); then
+      echo "[test.sh] no Kubernetes binaries (scripts/build-kubernetes.sh failed): the Kubernetes tests cannot run"
+      exit 1
+    fi
+    export JGC_K8S_BIN
+  fi
+  # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
+  exec python -m pytest --jgc-part kubernetes -o cache_dir=.pytest_cache/kubernetes-part "$@"
+) >"$k8s_pytest_log" 2>&1 &
+k8s_pytest=$!
+trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$k8s_pytest" ] || kill "$k8s_pytest" 2>/dev/null || true' EXIT
 set +e
-python -m pytest "$@"
+python -m pytest --jgc-part rest "$@"
 rc=$?
+wait "$k8s_pytest"
+k8s_rc=$?
 set -e
-if [ "$rc" -eq 5 ]; then log "pytest collected no tests"; rc=1; fi
-[ "$rc" -eq 0 ] || status=1
+k8s_pytest=""
+log "pytest, the Kubernetes part (it ran beside the tests above):"
+cat "$k8s_pytest_log"
+rm -f "$k8s_pytest_log"
+if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
+  log "pytest collected no tests"
+  status=1
+elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s_rc" -ne 5 ]; }; then
+  log "FAILED: pytest (the rest: status $rc; the Kubernetes part: status $k8s_rc)"
+  status=1
+fi
 
 # The UI tests, after a fresh labextension build: JupyterLab in Chromium against a server of their
 # own (ui-tests/start-server.sh), whose containers carry this run's label like the others. On a
@@ -131,10 +166,12 @@ if [ -n "$k8s_build" ]; then
 fi
 
 run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN
-leftover=$(docker ps -aq --filter "label=$run_label" | wc -l)
-if [ "$leftover" -gt 0 ]; then
-  log "FAILED: $leftover container(s) of this test run left on the engine"
-  docker ps -a --filter "label=$run_label" >&2
-  status=1
-fi
+for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN"; do
+  leftover=$(docker ps -aq --filter "label=$label" | wc -l)
+  if [ "$leftover" -gt 0 ]; then
+    log "FAILED: $leftover container(s) of this test run left on the engine"
+    docker ps -a --filter "label=$label" >&2
+    status=1
+  fi
+done
 exit "$status"

@@ -302,22 +302,51 @@ def jupyterhub_factory() -> Iterator[Any]:
         hub.close()
 
 
-# --- Order: the tests that need the Kubernetes binaries run last --------------------------------
+# --- Parts and order: the Kubernetes tests, beside the others or last -------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--jgc-part",
+        choices=("all", "kubernetes", "rest"),
+        default="all",
+        help="which tests this session runs: all of them (the default), only the Kubernetes "
+        "tests (tests/test_k8s_*.py), or the rest. scripts/test.sh runs the two parts as two "
+        "sessions side by side.",
+    )
+
+
+def _kubernetes_part(item: pytest.Item) -> bool:
+    return item.path.name.startswith("test_k8s_")
 
 
 def _needs_kubernetes(item: pytest.Item) -> bool:
     """The Kubernetes tests, and the benchmark command's run (its last section is a cluster)."""
-    name = item.path.name
-    return name.startswith("test_k8s_") or name == "test_benchmarks.py"
+    return _kubernetes_part(item) or item.path.name == "test_benchmarks.py"
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """On a machine that has never built the Kubernetes binaries, the test command builds them in
-    the background (scripts/test.sh): the tests that need them go last, in their own order, so
-    that the others run meanwhile rather than one of them waiting. Their cluster, up from their
-    first test to the session's end, then no longer runs beside the others either."""
+    """The session's part (``--jgc-part``), and its order.
+
+    The test command runs the Kubernetes tests in a session of their own beside the others: their
+    cluster and kubelet (containerd, never dockerd; pods, never Docker containers; a test-run
+    label of their own) share nothing with the Docker tests but the machine, and most of their
+    time is waiting on the cluster, which the other session's tests fill.
+
+    In a session that runs the tests needing the Kubernetes binaries with others, those go last,
+    in their own order: on a machine that has never built the binaries, the test command builds
+    them in the background (scripts/test.sh), so the others run meanwhile rather than one of them
+    waiting. Their cluster, up from their first test to the session's end, then no longer runs
+    beside the others either."""
+    part = config.getoption("jgc_part")
+    if part != "all":
+        kept = [item for item in items if _kubernetes_part(item) == (part == "kubernetes")]
+        dropped = [item for item in items if _kubernetes_part(item) != (part == "kubernetes")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
     needing = [item for item in items if _needs_kubernetes(item)]
     if needing:
         items[:] = [item for item in items if not _needs_kubernetes(item)] + needing
