@@ -17,7 +17,9 @@ kernel.
   ``shutdown_all`` then fails on it (404) before shutting the other kernels down.
 - jupyter_server: ``MappingKernelManager._kernel_buffers``: the messages it keeps for a page
   that reconnects are an unbounded list; ``start_buffering`` makes the entry and there is no
-  other way to put a bounded buffer in its place (kernelmanager.OfflineBuffer).
+  other way to put a bounded buffer in its place (kernelmanager.OfflineBuffer). A page's
+  reconnection also reads the entry before jupyter_server takes it, to know that it takes over
+  the buffered streams, which its nudge must leave alone (websocket.py).
 - jupyter_server: ``ExtensionApp._link_jupyter_server_extension``, the link hook its extension
   guide documents: the one moment before the server creates its kernel spec manager, kernel
   manager and web application, so the only one at which their classes can be chosen (app.py).

@@ -26,7 +26,7 @@ from jupyter_client.session import DELIM
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado import web
 
-from ._private import open_kernel_websockets, send_kernel_status
+from ._private import offline_buffer, open_kernel_websockets, send_kernel_status
 
 # The msg_id prefix of the kernel_info requests that check a websocket's IOPub after a restart:
 # the status messages they cause are not the page's, and are not sent to it.
@@ -68,6 +68,9 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     # The uid of the kernel's owner on a shared server (the kernel service), whose bounds this
     # connection counts toward; None on a user's own server.
     _owner_uid: int | None = None
+    # The buffered IOPub stream this connection takes over from jupyter_server's buffer on a
+    # page's reconnection (connect), until its nudge; None otherwise.
+    _restored_iopub: Any = None
 
     async def prepare(self) -> None:
         """Admit the connection within its user's bound (a shared server), then as
@@ -231,10 +234,30 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         handler = self.websocket_handler
         if getattr(handler, "ws_connection", None) is not None:
             handler.set_nodelay(True)
+        # The IOPub stream a page's reconnection takes over (see nudge), when the server buffers
+        # this session's messages: jupyter_server's connect hands it to this connection.
+        buffered = offline_buffer(self.multi_kernel_manager, self.kernel_id)
+        if buffered is not None and buffered.get("session_key") == self.session_key:
+            self._restored_iopub = (buffered.get("channels") or {}).get("iopub")
         connected = super().connect()
         if isinstance(connected, asyncio.Future):
             connected.add_done_callback(self._tell_state)
         return connected
+
+    def nudge(self) -> asyncio.Future[None]:
+        """jupyter_server's nudge, except for a page's reconnection that takes over the streams
+        its buffered messages came on (the kernel's ports unchanged): those are subscribed and
+        receiving already, and the nudge's IOPub handler would take the first message that
+        arrives on them, not forward it, and not buffer it. That message is the kernel's, often
+        output: the last line a cell printed, or the "idle" that ends it (the page then shows
+        the cell running for ever). Seen when a page came back just as a long cell ended."""
+        restored, self._restored_iopub = self._restored_iopub, None
+        iopub = self.channels.get("iopub")
+        if restored is None or iopub is not restored or iopub.closed():
+            return super().nudge()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)

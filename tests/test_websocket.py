@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import re
 import socket
 import time
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +20,7 @@ from kernel_io import execute
 from traitlets.config import Config, Configurable
 from traitlets.utils.importstring import import_item
 
+from jupyter_gpu_containers._private import offline_buffer
 from jupyter_gpu_containers.app import install_websocket_connection
 from jupyter_gpu_containers.gateway_user import NoDelayGatewayConnection
 from jupyter_gpu_containers.websocket import HeldMessages, NoDelayWebsocketConnection
@@ -203,3 +206,63 @@ def test_what_is_kept_for_a_page_goes_to_that_kernels_page_only_and_not_for_ever
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert store.charge(1001, 6, 10)  # the kept 6 expired
     assert store.take("alices-kernel", "page-1") == []
+
+
+# A second after the cell, a thread of the kernel prints numbered lines for about two seconds:
+# the page that closed and comes back meanwhile must get each one (replayed, then live).
+TICKS = """
+import threading, time
+def _ticks():
+    time.sleep(1)
+    for i in range(900):  # fewer than ZMQ's high-water mark: none is dropped on the way
+        print(f"tick {i}", flush=True)
+        time.sleep(0.002)
+    print("ticks done", flush=True)
+threading.Thread(target=_ticks, daemon=True).start()
+"""
+
+
+async def test_a_page_that_reconnects_gets_every_message_sent_while_it_was_away(
+    jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any
+) -> None:
+    """A page's reconnection takes over the streams its messages were buffered on; the nudge
+    jupyter_server makes on a connection must not take one of them (it took the first message
+    to arrive: a line of output, or the "idle" that ends a cell)."""
+    response = await jp_fetch(
+        "api", "kernels", method="POST", body=json.dumps({"name": kernel_name(DEBIAN_IMAGE)})
+    )
+    kernel_id = json.loads(response.body)["id"]
+    page = uuid.uuid4().hex
+    manager = jp_serverapp.kernel_manager
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
+    try:
+        assert (await execute(ws, TICKS)).status == "ok"
+        started = time.monotonic()
+        ws.close()
+        for _ in range(600):  # the server buffers for the page once it saw the close
+            buffered = offline_buffer(manager, kernel_id)
+            if buffered is not None and buffered.get("session_key") == f"{kernel_id}:{page}":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the server never buffered the closed page's messages")
+        # Back while the lines flow (sooner or later only makes the check weaker).
+        await asyncio.sleep(max(0.0, started + 1.3 - time.monotonic()))
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
+        text = ""
+        deadline = time.monotonic() + 60
+        while "ticks done" not in text and time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+            assert raw is not None, "the page's websocket closed"
+            msg = json.loads(raw)
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                text += msg["content"]["text"]
+        assert "ticks done" in text, text[-500:]
+        ticks = [int(n) for n in re.findall(r"^tick (\d+)$", text, re.MULTILINE)]
+        assert ticks == list(range(900)), [n for n in range(900) if n not in ticks]
+    finally:
+        ws.close()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
