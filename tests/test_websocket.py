@@ -12,8 +12,9 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import docker
 import pytest
-from conftest import DEBIAN_IMAGE, kernel_name
+from conftest import DEBIAN_IMAGE, kernel_container, kernel_name
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from kernel_io import execute
@@ -208,12 +209,14 @@ def test_what_is_kept_for_a_page_goes_to_that_kernels_page_only_and_not_for_ever
     assert store.take("alices-kernel", "page-1") == []
 
 
-# A second after the cell, a thread of the kernel prints numbered lines for about two seconds:
-# the page that closed and comes back meanwhile must get each one (replayed, then live).
+# Once told to (a file the test makes in the container), a thread of the kernel prints numbered
+# lines for about two seconds: the page that closed, and comes back meanwhile, must get each one
+# (replayed, then live).
 TICKS = """
-import threading, time
+import os, threading, time
 def _ticks():
-    time.sleep(1)
+    while not os.path.exists("/tmp/jgc-ticks-go"):
+        time.sleep(0.02)
     for i in range(900):  # fewer than ZMQ's high-water mark: none is dropped on the way
         print(f"tick {i}", flush=True)
         time.sleep(0.002)
@@ -223,7 +226,7 @@ threading.Thread(target=_ticks, daemon=True).start()
 
 
 async def test_a_page_that_reconnects_gets_every_message_sent_while_it_was_away(
-    jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any
+    jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, docker_client: docker.DockerClient
 ) -> None:
     """A page's reconnection takes over the streams its messages were buffered on; the nudge
     jupyter_server makes on a connection must not take one of them (it took the first message
@@ -237,7 +240,6 @@ async def test_a_page_that_reconnects_gets_every_message_sent_while_it_was_away(
     ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
     try:
         assert (await execute(ws, TICKS)).status == "ok"
-        started = time.monotonic()
         ws.close()
         for _ in range(600):  # the server buffers for the page once it saw the close
             buffered = offline_buffer(manager, kernel_id)
@@ -246,8 +248,13 @@ async def test_a_page_that_reconnects_gets_every_message_sent_while_it_was_away(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the server never buffered the closed page's messages")
-        # Back while the lines flow (sooner or later only makes the check weaker).
-        await asyncio.sleep(max(0.0, started + 1.3 - time.monotonic()))
+        # The lines flow only once the server buffers them (a line sent to the closing
+        # websocket would be lost by the test's own close), and the page comes back while they
+        # do (sooner or later only makes the check weaker).
+        container = kernel_container(docker_client, kernel_id)
+        made = await asyncio.to_thread(container.exec_run, ["touch", "/tmp/jgc-ticks-go"])
+        assert made.exit_code == 0, made.output
+        await asyncio.sleep(0.3)
         ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
         text = ""
         deadline = time.monotonic() + 60
