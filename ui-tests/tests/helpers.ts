@@ -162,17 +162,30 @@ export async function kernelNameFor(request: APIRequestContext, image: string): 
 /**
  * A kernel container's start adds a network interface on this host (docker's veth), and Chromium
  * then fails the requests in flight (net::ERR_NETWORK_CHANGED): JupyterLab takes that for a lost
- * server and puts up its dialog over the page, whose clicks it then intercepts. Not the
- * product's doing, and only where the browser runs on the engine's host: dismissed whenever it
- * shows. Each spec calls it in a beforeEach.
+ * server and puts up its dialog over the page ("Server Connection Error"; behind JupyterHub,
+ * "Server unavailable or unreachable"), whose clicks it then intercepts. Not the product's
+ * doing, and only where the browser runs on the engine's host: dismissed when it shows, but only
+ * after the browser reported such a change. Without one the dialog means what it says, and the
+ * test fails on it. Each spec calls it in a beforeEach (hub.spec.ts: for each student's page).
  */
 export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
-  await page.addLocatorHandler(
-    page.locator('.jp-Dialog').filter({ hasText: 'Server Connection Error' }),
-    async dialog => {
-      await dialog.locator('.jp-Dialog-footer button').last().click();
+  const changes: string[] = [];
+  page.on('requestfailed', request => {
+    if (request.failure()?.errorText === 'net::ERR_NETWORK_CHANGED') {
+      changes.push(request.url());
     }
-  );
+  });
+  const lost = page
+    .locator('.jp-Dialog')
+    .filter({ hasText: /Server Connection Error|Server unavailable or unreachable/ });
+  await page.addLocatorHandler(lost, async dialog => {
+    if (changes.length === 0) {
+      const said = (await dialog.textContent()) ?? '';
+      throw new Error(`JupyterLab lost its server, with no network change in the browser: ${said}`);
+    }
+    changes.length = 0;
+    await dialog.locator('.jp-Dialog-footer button').last().click();
+  });
 }
 
 /**
