@@ -177,16 +177,24 @@ async def test_a_message_sent_right_after_a_restart_gets_its_output_through_a_us
 # ---------------------------------------------------------------- finding 5: nobody connected
 
 # In lines of 4 KiB, each its own message: what waits in ZMQ's queue on its way to the
-# service (up to its high-water mark, 1000 messages) stays small beside the flood.
+# service (up to its high-water mark, 1000 messages) stays small beside the flood. Paced (at most
+# about 1,600 lines a second), then a second's pause: IOPub is a PUB socket, which drops what
+# does not fit in that queue, so a service slowed by a loaded machine would lose the flood's last
+# line or the cell's final "idle" (seen in CI runs); and with the service caught up when the page
+# comes back, nothing but the kept 2 MiB reaches it at once (jupyter_server's IOPub rate limit
+# would drop live output arriving on top of the replay).
 LINE = 4096
 FLOOD = f"""
 import os, sys, time
 while not os.path.exists('go'):
     time.sleep(0.05)
 line = 'x' * {LINE - 1} + '\\n'
-for _ in range({PRINTED // LINE}):
+for i in range({PRINTED // LINE}):
     sys.stdout.write(line)
     sys.stdout.flush()
+    if i % 32 == 31:
+        time.sleep(0.02)
+time.sleep(1)
 print('END-OF-FLOOD', flush=True)
 open('done', 'w').close()
 """
@@ -229,6 +237,13 @@ async def test_output_with_no_page_connected_is_bounded_and_the_page_told(
             180,
             "the kernel to print its output",
         )
+
+        async def idle() -> bool:
+            code, model = await svc.answer(user, "GET", f"api/kernels/{kernel_id}")
+            return code == 200 and model.get("execution_state") == "idle"
+
+        # The cell has ended as the service saw it: its final "idle" is in the buffer too.
+        await wait_until(idle, 60, "the service to see the kernel idle")
         # The page comes back (the same session): the newest output, and a word on the rest.
         ws = await service_websocket(svc, user, kernel_id, session)
         try:
