@@ -15,7 +15,7 @@ from typing import Any
 
 import docker
 
-from jupyter_gpu_containers.kernelspecs import kernel_name_for
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 from .harness import LABEL, REPO, BareKernels, docker_client, remove_labelled
 from .server import BenchServer

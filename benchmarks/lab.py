@@ -50,9 +50,9 @@ from typing import Any
 import docker
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
-from jupyter_gpu_containers.tokens import add_token
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.host.tokens import add_token
+from jupyter_gpu_containers.service.service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
 
 from .bench import Bench
 from .harness import LABEL, percentile, step

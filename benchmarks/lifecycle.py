@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 from .bench import DEFAULT_VARIANT, Bench
 from .harness import Stats

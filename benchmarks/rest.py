@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from jupyter_gpu_containers.gpus import GPUInventory
+from jupyter_gpu_containers.gpus.inventory import GPUInventory
 
 from .bench import Bench
 from .harness import REPO, Stats

@@ -14,13 +14,19 @@ from jupyter_core.application import JupyterApp
 from traitlets import Bool, Unicode
 
 from . import __version__
-from .errors import ContainerKernelError
-from .gpus import GPU, GPUInventory, Inventory
-from .hoststate import DEFAULT_GROUP, DEFAULT_STATE_DIR, TMPFILES_PATH, provision, tmpfiles_entry
-from .kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
-from .safefiles import owner_name
+from .base.errors import ContainerKernelError
+from .base.safefiles import owner_name
+from .gpus.inventory import GPU, GPUInventory, Inventory
+from .host.hoststate import (
+    DEFAULT_GROUP,
+    DEFAULT_STATE_DIR,
+    TMPFILES_PATH,
+    provision,
+    tmpfiles_entry,
+)
+from .host.tokens import ServiceTokens, add_token, list_tokens, revoke_tokens
+from .kernel.kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
 from .services import Services
-from .tokens import ServiceTokens, add_token, list_tokens, revoke_tokens
 
 
 class ListApp(JupyterApp):
@@ -430,7 +436,7 @@ class GPUContainersApp(JupyterApp):
         "token": (TokenApp, "The kernel service's per-user tokens: add, revoke, list."),
         "gpus": (GPUsApp, "Print the GPUs the server sees (NVML or the static inventory)."),
         "serve": (
-            "jupyter_gpu_containers.service.ServiceApp",
+            "jupyter_gpu_containers.service.service.ServiceApp",
             "The kernel service of a shared host: kernels for many users' Jupyter servers.",
         ),
     }

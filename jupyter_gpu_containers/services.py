@@ -23,21 +23,21 @@ from typing import Any
 
 from traitlets.config import Configurable
 
-from . import labels as L
-from .allocator import GPUAllocator, GPUVisibility
-from .backend import ContainerBackend
-from .catalog import ImageCatalog
-from .credentials import RegistryCredentials
-from .gpu_usage import GPUUsage
-from .gpuqueue import GPUQueue
-from .gpus import GPUInventory
-from .hoststate import StateDir, open_state_dir
-from .launchplan import ContainerPolicy
-from .prepull import PrePuller
-from .probe import KernelReadinessProbe
-from .pulls import PullManager
-from .quota import GPUQuota
-from .reclaim import GPUReclaim
+from .backends.backend import ContainerBackend
+from .base import labels as L
+from .gpus.allocator import GPUAllocator, GPUVisibility
+from .gpus.gpu_usage import GPUUsage
+from .gpus.gpuqueue import GPUQueue
+from .gpus.inventory import GPUInventory
+from .gpus.quota import GPUQuota
+from .gpus.reclaim import GPUReclaim
+from .host.hoststate import StateDir, open_state_dir
+from .images.catalog import ImageCatalog
+from .images.credentials import RegistryCredentials
+from .images.prepull import PrePuller
+from .images.probe import KernelReadinessProbe
+from .images.pulls import PullManager
+from .policy.launchplan import ContainerPolicy
 
 SETTINGS_KEY = "gpu_containers"
 
@@ -54,7 +54,7 @@ class Services:
         # a Docker host needs no Kubernetes client.
         self.backend: ContainerBackend
         if getattr(parent, "backend", "docker") == "kubernetes":
-            from .k8s import KubernetesBackend
+            from .backends.kubernetes.k8s import KubernetesBackend
 
             cluster = KubernetesBackend(parent=parent)
             # No local engine lists images: the kernel specs are the listed ones; the nodes
@@ -63,7 +63,7 @@ class Services:
             cluster.pull_auth = self._admin_auth
             self.backend = cluster
         else:
-            from .engine import Engine
+            from .backends.docker.engine import Engine
 
             self.backend = Engine(parent=parent)
         self.inventory = GPUInventory(parent=parent)

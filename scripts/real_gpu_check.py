@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jupyter_gpu_containers import compat
-from jupyter_gpu_containers.gpu_usage import GPUUsage, WatchedKernel
-from jupyter_gpu_containers.gpus import GPUInventory, read_nvml
+from jupyter_gpu_containers.gpus.gpu_usage import GPUUsage, WatchedKernel
+from jupyter_gpu_containers.gpus.inventory import GPUInventory, read_nvml
+from jupyter_gpu_containers.images import compat
 
 MiB = 1024**2
 HOLD_GIB = 8

@@ -31,7 +31,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.application import JupyterApp
 from traitlets import Unicode, default
 
-from jupyter_gpu_containers.kernelspecs import ContainerKernelSpecManager, kernel_name_for
+from jupyter_gpu_containers.kernel.kernelspecs import ContainerKernelSpecManager, kernel_name_for
 
 NOTEBOOK = "welcome.ipynb"
 

@@ -23,8 +23,8 @@ import pytest
 import stale_runs
 from jupyter_server.serverapp import ServerApp
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.kernelspecs import kernel_name_for, kernel_spec_dict
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for, kernel_spec_dict
 from jupyter_gpu_containers.services import services_for
 
 # Readiness probe answers, shared by the session's in-process servers (see jp_server_config).

@@ -32,7 +32,7 @@ from typing import Any
 
 import docker
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 REAL_SOCKET = "/var/run/docker.sock"
 

@@ -30,7 +30,7 @@ import pytest
 from conftest import TEST_LABEL, TEST_RUN
 from servers import Server, write_server_config
 
-from jupyter_gpu_containers.hoststate import provision
+from jupyter_gpu_containers.host.hoststate import provision
 
 ALICE = os.environ.get("JGC_TEST_USER", "")
 BOB = os.environ.get("JGC_TEST_PEER", "")

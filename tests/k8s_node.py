@@ -261,7 +261,7 @@ def containerd_image_name(docker_ref: str) -> str:
     """The fully qualified name containerd (and the CRI) gives an image Docker calls
     ``docker_ref``: ``jgc/x:1`` is ``docker.io/jgc/x:1``, ``python`` is
     ``docker.io/library/python:latest``."""
-    from jupyter_gpu_containers.references import parse_reference
+    from jupyter_gpu_containers.base.references import parse_reference
 
     return parse_reference(docker_ref).qualified
 
@@ -1050,7 +1050,7 @@ def real_node_image(real_node: RealNode, docker_client: Any) -> str:
 def node_backend(kubeconfig: str, namespace: str, node: RealNode, **traits: Any) -> Any:
     """A KubernetesBackend whose pods (kernels, readiness probes) go to ``node``; ``traits`` add
     to its configuration."""
-    from jupyter_gpu_containers.k8s import KubernetesBackend
+    from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
 
     return KubernetesBackend(
         kubeconfig=kubeconfig,

@@ -23,7 +23,7 @@ from servers import VENV_BIN, free_port, remove_tree
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from jupyter_gpu_containers.hoststate import provision
+from jupyter_gpu_containers.host.hoststate import provision
 
 TOKEN = re.compile(r"\bjgc_[A-Za-z0-9_-]+")
 

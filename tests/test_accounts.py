@@ -4,7 +4,7 @@ line, or grow without bound."""
 
 from __future__ import annotations
 
-from jupyter_gpu_containers.accounts import (
+from jupyter_gpu_containers.host.accounts import (
     MAX_FILE_BYTES,
     MAX_LINES,
     account_name,

@@ -25,9 +25,9 @@ from hostusers import BOB, MALLORY, needs_accounts
 from service_process import KernelService
 from tornado.httpclient import HTTPClientError
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.admin import ActionRecord, desk_for, write_record
-from jupyter_gpu_containers.safefiles import owner_name
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.safefiles import owner_name
+from jupyter_gpu_containers.routes.admin import ActionRecord, desk_for, write_record
 from jupyter_gpu_containers.services import SETTINGS_KEY
 
 GPU_SPEC = kernel_name(NGC_IMAGE)  # one GPU by default

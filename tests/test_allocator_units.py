@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_gpu_containers.allocator import (
+from jupyter_gpu_containers.gpus.allocator import (
     GPUAllocator,
     GPUGone,
     GPURequest,
@@ -21,7 +21,7 @@ from jupyter_gpu_containers.allocator import (
     attachment,
     resolve_attach_mode,
 )
-from jupyter_gpu_containers.gpus import read_nvml
+from jupyter_gpu_containers.gpus.inventory import read_nvml
 
 
 def holding(kernel: str, uid: str = "1000", user: str = "alice") -> Holding:

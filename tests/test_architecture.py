@@ -1,77 +1,125 @@
-"""docs/architecture.md's rules, checked on the code: imports go down the layers, the package has
-no import circle, only the Docker backend imports docker, no core module knows jupyter_server or
-HTTP, and no module keeps a registry of its own."""
+"""docs/architecture.md's rules, checked on the code: the package's folders are its layers and
+imports go down them, the package has no import circle, only the Docker backend imports docker and
+only the Kubernetes backend kubernetes, only services.py builds a backend, no core module knows
+jupyter_server or HTTP, no module keeps a registry of its own, and the map names every module."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).parent.parent / "jupyter_gpu_containers"
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "jupyter_gpu_containers"
 
-SERVER = {
-    "app",
-    "handlers",
-    "kernel_view",
-    "kernelmanager",
-    "recovery",
-    "websocket",
-    "stock_routes",
-    "cli",
-    "_private",
-    "gateway_user",
-    "service",
-    "service_routes",
-    "hubauth",
-    "reclaimer",
-    "waiting_sessions",
-    "admin",
-    "cluster_view",
+# The layers, bottom up: each names the folders (or top-level modules) in it. A module may import
+# modules of its own layer and of the layers below, never of one above.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("base",),  # records, sentences, labels, references, safe files
+    ("backends",),  # the backend interface and the engines behind it
+    ("host",),  # the host state directory, private directories, users, tokens
+    ("gpus",),  # inventory, ledger, queue, quota, reclaim policy, use
+    ("policy",),  # the administrator's policy, the checks, the plan of a container
+    ("images",),  # catalog, compatibility, probe, pulls, pre-pulls
+    ("services",),  # services.py: the one owner of the shared objects
+    ("kernel",),  # jupyter_client's contract: provisioner, admission, warm pool, kernel specs
+    ("server", "routes", "service", "cli", "_private", "__init__"),  # inside jupyter_server
+)
+LAYER = {folder: index for index, names in enumerate(LAYERS) for folder in names}
+CORE = {"base", "backends", "host", "gpus", "policy", "images", "services"}
+ENGINES = {
+    "backends.docker": {"docker"},
+    "backends.kubernetes": {"kubernetes", "kubernetes_asyncio"},
 }
-KERNEL = {"provisioner", "admission", "handshake", "warmpool", "kernelspecs"}
-BACKENDS = {"backend", "engine", "k8s"}
-# What every layer may use: the records backends deal in (and the label keys that make a
-# container or pod one, and the image references they name), the sentences, file primitives.
-BASE = {"records", "errors", "safefiles", "labels", "references"}
-MODULES = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-CORE = MODULES - SERVER - KERNEL - BACKENDS - BASE
-LAYER = {
-    **{m: 4 for m in SERVER},
-    **{m: 3 for m in KERNEL},
-    **{m: 2 for m in CORE},
-    **{m: 1 for m in BACKENDS},
-    **{m: 0 for m in BASE},
+
+
+def module_name(path: Path) -> str:
+    """'gpus.allocator' for gpus/allocator.py, 'gpus' for gpus/__init__.py, '__init__' for the
+    package's own."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+FILES = {
+    module_name(p): p
+    for p in sorted(PACKAGE.rglob("*.py"))
+    if "labextension" not in p.relative_to(PACKAGE).parts
 }
+MODULES = set(FILES)
+
+
+def folder(module: str) -> str:
+    return module.split(".")[0]
+
+
+def is_package(module: str) -> bool:
+    return FILES[module].name == "__init__.py"
+
+
+def resolve(module: str, node: ast.ImportFrom) -> set[str]:
+    """The package's modules that ``from ... import ...`` in ``module`` names."""
+    if node.level == 0:
+        if not (node.module or "").startswith("jupyter_gpu_containers"):
+            return set()
+        base = (node.module or "").split(".")[1:]
+    else:
+        own = [] if module == "__init__" else module.split(".")
+        package = own if is_package(module) or module == "__init__" else own[:-1]
+        keep = len(package) - (node.level - 1)
+        assert keep >= 0, f"{module}: an import above the package"
+        base = package[:keep] + (node.module.split(".") if node.module else [])
+    found = set()
+    for alias in node.names:
+        candidate = ".".join([*base, alias.name])
+        if candidate in MODULES:
+            found.add(candidate)
+        elif ".".join(base) in MODULES:
+            found.add(".".join(base))
+    return found
 
 
 def imports(module: str) -> tuple[set[str], set[str]]:
-    """(modules of the package, top-level outside packages) that ``module`` imports."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """(modules of the package, top-level names outside it) that ``module`` imports."""
+    tree = ast.parse(FILES[module].read_text())
     inside, outside = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                inside.add(node.module.split(".")[0])
-            else:
-                inside |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            outside.add(node.module.split(".")[0])
+        if isinstance(node, ast.ImportFrom):
+            if node.level or (node.module or "").startswith("jupyter_gpu_containers"):
+                inside |= resolve(module, node)
+            elif node.module:
+                outside.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
-            outside |= {alias.name.split(".")[0] for alias in node.names}
-    return inside & MODULES, outside
+            for alias in node.names:
+                if alias.name.startswith("jupyter_gpu_containers."):
+                    inside.add(alias.name.split(".", 1)[1])
+                else:
+                    outside.add(alias.name.split(".")[0])
+    return inside - {module}, outside
+
+
+def test_every_module_is_in_a_layer() -> None:
+    assert sorted({folder(m) for m in MODULES} - set(LAYER)) == []
+
+
+def test_every_folder_says_what_it_holds() -> None:
+    """The tree is the map: each folder's __init__.py says what belongs in it."""
+    silent = []
+    for module in sorted(MODULES):
+        if module != "__init__" and is_package(module):
+            tree = ast.parse(FILES[module].read_text())
+            if not ast.get_docstring(tree):
+                silent.append(module)
+    assert silent == []
 
 
 def test_imports_go_down_the_layers() -> None:
-    upward = []
-    for module in sorted(MODULES):
-        for dependency in imports(module)[0]:
-            # services.py builds the backend: the one core module that names one.
-            if module == "services" and dependency in ("engine", "k8s"):
-                continue
-            if LAYER[dependency] > LAYER[module] or (
-                LAYER[module] == 1 and dependency in ("engine", "k8s")
-            ):
-                upward.append(f"{module} -> {dependency}")
+    upward = sorted(
+        f"{module} -> {dependency}"
+        for module in MODULES
+        for dependency in imports(module)[0]
+        if LAYER[folder(dependency)] > LAYER[folder(module)]
+    )
     assert upward == []
 
 
@@ -93,22 +141,59 @@ def test_the_package_has_no_import_circle() -> None:
     assert circles == []
 
 
-def test_only_the_docker_backend_imports_docker() -> None:
-    assert sorted(m for m in MODULES if "docker" in imports(m)[1]) == ["engine"]
+def engine_of(module: str) -> str | None:
+    return next((e for e in ENGINES if module == e or module.startswith(e + ".")), None)
 
 
-def test_only_the_kubernetes_backend_imports_kubernetes() -> None:
-    clients = {"kubernetes", "kubernetes_asyncio"}
-    assert sorted(m for m in MODULES if clients & imports(m)[1]) == ["k8s"]
+def test_only_each_backend_imports_its_engine_client() -> None:
+    found = sorted(
+        f"{module}: {client}"
+        for module in MODULES
+        for client in imports(module)[1]
+        for engine, clients in ENGINES.items()
+        if client in clients and engine_of(module) != engine
+    )
+    assert found == []
+
+
+def test_only_services_builds_a_backend() -> None:
+    """The kernel layer and the core reach an engine through the backend interface: a concrete
+    backend is imported by services.py alone (which builds the configured one), and by
+    nothing of another engine."""
+    found = sorted(
+        f"{module} -> {dependency}"
+        for module in MODULES
+        for dependency in imports(module)[0]
+        if engine_of(dependency) is not None
+        and module != "services"
+        and engine_of(module) != engine_of(dependency)
+    )
+    assert found == []
 
 
 def test_the_core_knows_no_server_and_no_http() -> None:
     leaks = sorted(
         f"{m}: {name}"
-        for m in CORE | BACKENDS | BASE
+        for m in MODULES
+        if folder(m) in CORE
         for name in imports(m)[1] & {"jupyter_server", "tornado"}
     )
     assert leaks == []
+
+
+def test_the_map_names_every_module() -> None:
+    """docs/architecture.md lists each module by its file name, under its folder's heading."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = sorted(
+        m
+        for m in MODULES
+        if not is_package(m) and m != "__init__" and f"{FILES[m].name}" not in text
+    )
+    assert missing == []
+    folders = sorted(
+        f"{m.replace('.', '/')}/" for m in MODULES if is_package(m) and m != "__init__"
+    )
+    assert [f for f in folders if f not in text] == []
 
 
 def test_no_module_keeps_a_registry_of_its_own() -> None:
@@ -116,7 +201,7 @@ def test_no_module_keeps_a_registry_of_its_own() -> None:
     services.Services (constants are tuples, frozensets, or filled where they are written)."""
     found = []
     for module in sorted(MODULES):
-        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+        tree = ast.parse(FILES[module].read_text())
         for node in tree.body:
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 value = node.value
@@ -131,3 +216,13 @@ def test_no_module_keeps_a_registry_of_its_own() -> None:
                 if empty or called:
                     found.append(f"{module}: {ast.unparse(node)[:60]}")
     assert found == []
+
+
+def test_the_checks_see_the_whole_package() -> None:
+    """A resolver that lost imports would pass every rule above: the graph must hold the edges
+    everyone knows of."""
+    assert "base.errors" in imports("kernel.provisioner")[0]
+    assert "base.labels" in imports("services")[0]
+    assert {"backends.docker.engine", "backends.kubernetes.k8s"} <= imports("services")[0]
+    assert "docker" in imports("backends.docker.engine")[1]
+    assert "server.app" in imports("__init__")[0]

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
-from jupyter_gpu_containers.catalog import (
+from jupyter_gpu_containers.base.errors import ImageNotAllowed
+from jupyter_gpu_containers.base.records import ImageRecord
+from jupyter_gpu_containers.base.references import BadReference, parse_reference
+from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
+from jupyter_gpu_containers.images.catalog import (
     DEFAULT_LISTED_IMAGES,
     CatalogInputs,
     ImageCatalog,
@@ -21,16 +25,12 @@ from jupyter_gpu_containers.catalog import (
     gpu_from_reference,
     listed_environment,
 )
-from jupyter_gpu_containers.cluster_view import _Node, _Pool, cluster_verdict, pool_verdict
-from jupyter_gpu_containers.credentials import Credential, RegistryCredentials, scrub
-from jupyter_gpu_containers.errors import ImageNotAllowed
-from jupyter_gpu_containers.gpus import GPU, Inventory
-from jupyter_gpu_containers.kernelspecs import display_name_for, kernel_spec_dict
-from jupyter_gpu_containers.launchplan import ContainerPolicy, check_image_allowed
-from jupyter_gpu_containers.probe import ProbeResult
-from jupyter_gpu_containers.pulls import Pull
-from jupyter_gpu_containers.records import ImageRecord
-from jupyter_gpu_containers.references import BadReference, parse_reference
+from jupyter_gpu_containers.images.credentials import Credential, RegistryCredentials, scrub
+from jupyter_gpu_containers.images.probe import ProbeResult
+from jupyter_gpu_containers.images.pulls import Pull
+from jupyter_gpu_containers.kernel.kernelspecs import display_name_for, kernel_spec_dict
+from jupyter_gpu_containers.policy.launchplan import ContainerPolicy, check_image_allowed
+from jupyter_gpu_containers.routes.cluster_view import _Node, _Pool, cluster_verdict, pool_verdict
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32

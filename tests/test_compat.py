@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu_containers import compat
-from jupyter_gpu_containers.compat import (
+from jupyter_gpu_containers.gpus.inventory import (
+    GPU,
+    Inventory,
+    nvml_failure_reason,
+    static_inventory,
+)
+from jupyter_gpu_containers.images import compat
+from jupyter_gpu_containers.images.compat import (
     CANNOT_RUN,
     COMPAT,
     CPU_ONLY,
@@ -26,7 +32,6 @@ from jupyter_gpu_containers.compat import (
     parse_requirement,
     verdict,
 )
-from jupyter_gpu_containers.gpus import GPU, Inventory, nvml_failure_reason, static_inventory
 
 # --------------------------------------------------------------------------- real images
 

@@ -57,7 +57,7 @@ from kernel_io import execute, execute_in, refusal, send_execute, start_kernel, 
 from servers import Server, remove_tree, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

@@ -27,8 +27,8 @@ from servers import Server, write_server_config
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_gpu_containers.catalog import framework_from_reference
-from jupyter_gpu_containers.kernelspecs import RESOURCES_DIR, resource_dir_for
+from jupyter_gpu_containers.images.catalog import framework_from_reference
+from jupyter_gpu_containers.kernel.kernelspecs import RESOURCES_DIR, resource_dir_for
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

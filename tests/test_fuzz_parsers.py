@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jupyter_gpu_containers import compat
-from jupyter_gpu_containers.compat import Condition, parse_requirement
-from jupyter_gpu_containers.gpus import GPU, Inventory
+from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
+from jupyter_gpu_containers.images import compat
+from jupyter_gpu_containers.images.compat import Condition, parse_requirement
 
 # Bounded and fast: each example must parse within the deadline, on a slow CI machine too.
 FUZZ = settings(

@@ -21,7 +21,7 @@ from hostusers import MALLORY, UserHome
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_gpu_containers.gateway_user import forwarded_query, gateway_env
+from jupyter_gpu_containers.server.gateway_user import forwarded_query, gateway_env
 
 pytestmark = [
     pytest.mark.usefixtures("docker_client"),

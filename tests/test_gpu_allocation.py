@@ -20,11 +20,11 @@ from conftest import (
 )
 from kernel_io import execute, start_kernel, start_refusal
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.allocator import attachment
-from jupyter_gpu_containers.engine import Engine
-from jupyter_gpu_containers.gpus import GPU
-from jupyter_gpu_containers.records import ContainerSpec
+from jupyter_gpu_containers.backends.docker.engine import Engine
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.records import ContainerSpec
+from jupyter_gpu_containers.gpus.allocator import attachment
+from jupyter_gpu_containers.gpus.inventory import GPU
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

@@ -22,8 +22,8 @@ from service_process import KernelService
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.service_routes import WAIT_ENV
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.service.service_routes import WAIT_ENV
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 

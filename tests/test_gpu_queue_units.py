@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 from hostusers import ALICE, needs_accounts, uid_of
 
-from jupyter_gpu_containers.allocator import GPUAllocator, GPURequest, Holding, Ledger, NoFreeGPU
-from jupyter_gpu_containers.gpuqueue import (
+from jupyter_gpu_containers.gpus.allocator import (
+    GPUAllocator,
+    GPURequest,
+    Holding,
+    Ledger,
+    NoFreeGPU,
+)
+from jupyter_gpu_containers.gpus.gpuqueue import (
     NotYourTurn,
     Ticket,
     fair_order,
@@ -24,8 +30,8 @@ from jupyter_gpu_containers.gpuqueue import (
     read_tickets,
     remove_stale_tickets,
 )
-from jupyter_gpu_containers.gpus import GPU, Inventory
-from jupyter_gpu_containers.hoststate import StateDir
+from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
+from jupyter_gpu_containers.host.hoststate import StateDir
 
 
 def ticket(kernel_id: str, uid: int, arrived: float, gpus: object = 1) -> Ticket:
@@ -261,7 +267,7 @@ def test_a_start_for_a_busy_specific_gpu_does_not_hold_up_the_others() -> None:
 async def test_a_ticket_is_readable_to_the_other_servers_whatever_the_umask(
     state: StateDir,
 ) -> None:
-    from jupyter_gpu_containers.gpuqueue import GPUQueue, Start
+    from jupyter_gpu_containers.gpus.gpuqueue import GPUQueue, Start
 
     queue = GPUQueue(max_wait=5, poll_interval=0.05)
     seen: list[int] = []

@@ -31,7 +31,7 @@ from conftest import (
 from kernel_io import execute
 from tornado.httpclient import HTTPClientError
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

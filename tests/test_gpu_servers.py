@@ -21,7 +21,7 @@ from conftest import (
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nvml_double
 import pytest
 
-from jupyter_gpu_containers.gpus import GPUInventory, container_of_pid, read_nvml
+from jupyter_gpu_containers.gpus.inventory import GPUInventory, container_of_pid, read_nvml
 
 
 @pytest.fixture

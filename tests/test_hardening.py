@@ -43,10 +43,12 @@ from tornado.httpclient import HTTPClientError
 from traitlets import TraitError
 from traitlets.config import Config
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.engine import Engine
-from jupyter_gpu_containers.errors import KernelOptionRefused, ValueRefused
-from jupyter_gpu_containers.launchplan import (
+from jupyter_gpu_containers.backends.docker.engine import Engine
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import KernelOptionRefused, ValueRefused
+from jupyter_gpu_containers.base.records import OneshotResult
+from jupyter_gpu_containers.images.probe import KernelReadinessProbe
+from jupyter_gpu_containers.policy.launchplan import (
     ContainerPolicy,
     check_environment,
     check_kernel_id,
@@ -54,8 +56,6 @@ from jupyter_gpu_containers.launchplan import (
     kernel_user,
     numeric_user,
 )
-from jupyter_gpu_containers.probe import KernelReadinessProbe
-from jupyter_gpu_containers.records import OneshotResult
 
 # GPUs of this module's own (NGC-like images book one by default): parallel runs of other test
 # files on the same engine share GPU-test-*.

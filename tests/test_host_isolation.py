@@ -30,7 +30,7 @@ from kernel_io import execute
 from servers import wait_until
 from service_process import KernelService, ServiceUser
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 

@@ -40,8 +40,8 @@ from hub import (
 from servers import free_port
 from traitlets import TraitError
 
-from jupyter_gpu_containers.errors import ContainerKernelError
-from jupyter_gpu_containers.hubauth import HubIdentity, HubNotConfigured, HubUnavailable
+from jupyter_gpu_containers.base.errors import ContainerKernelError
+from jupyter_gpu_containers.service.hubauth import HubIdentity, HubNotConfigured, HubUnavailable
 
 
 @pytest.fixture(scope="module")

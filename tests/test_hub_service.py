@@ -59,7 +59,7 @@ from service_process import KernelService, ServiceUser
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = [needs_students, pytest.mark.usefixtures("docker_client")]
 

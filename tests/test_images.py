@@ -21,7 +21,7 @@ from conftest import (
 )
 from kernel_io import refusal, start_kernel, start_refusal
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

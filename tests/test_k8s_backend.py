@@ -20,10 +20,10 @@ from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.errors import EngineRefused, MountRefused
-from jupyter_gpu_containers.k8s import KubernetesBackend, SchedulingRefused
-from jupyter_gpu_containers.records import ContainerSpec, Mount
+from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend, SchedulingRefused
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import EngineRefused, MountRefused
+from jupyter_gpu_containers.base.records import ContainerSpec, Mount
 
 REPO = Path(__file__).resolve().parent.parent
 RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"

@@ -29,10 +29,10 @@ from test_k8s_backend import (  # noqa: F401 - pool and service_kubeconfig are f
 )
 from test_openapi import SPEC_PATH, Conformance, _StrictLoader
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.catalog import ImageCatalog
-from jupyter_gpu_containers.cluster_view import brand_of, cluster_view, driver_of
-from jupyter_gpu_containers.k8s import KubernetesBackend
+from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.images.catalog import ImageCatalog
+from jupyter_gpu_containers.routes.cluster_view import brand_of, cluster_view, driver_of
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 H100 = "NVIDIA-H100-80GB-HBM3"

@@ -44,7 +44,7 @@ from service_image import remove as remove_service_image
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "kubernetes"

@@ -24,7 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from service_process import KernelService
 
-from jupyter_gpu_containers.kernelspecs import kernel_name_for
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 REPO = Path(__file__).resolve().parent.parent
 RBAC = REPO / "deploy" / "kubernetes" / "rbac.yaml"

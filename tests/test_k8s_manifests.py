@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import importlib
 import inspect
 import os
 import pkgutil
@@ -35,7 +36,7 @@ from traitlets import HasTraits
 from traitlets.config import Configurable, PyFileConfigLoader
 
 import jupyter_gpu_containers
-from jupyter_gpu_containers.hubauth import access_scope
+from jupyter_gpu_containers.service.hubauth import access_scope
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -105,8 +106,8 @@ def configurable_classes() -> dict[str, type[Configurable]]:
     classes: dict[str, type[Configurable]] = {}
     for cls in serverapp.ServerApp().classes:  # type: ignore[no-untyped-call]
         classes[cls.__name__] = cls
-    for info in pkgutil.iter_modules(jupyter_gpu_containers.__path__):
-        module = __import__(f"jupyter_gpu_containers.{info.name}", fromlist=["_"])
+    for info in pkgutil.walk_packages(jupyter_gpu_containers.__path__, "jupyter_gpu_containers."):
+        module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, Configurable) and cls.__module__ == module.__name__:
                 classes[cls.__name__] = cls
@@ -264,7 +265,7 @@ def test_z2jh_values_point_users_servers_at_the_service() -> None:
 def test_docs_name_real_options_and_files() -> None:
     """docs/kubernetes.md's KubernetesBackend options are the backend's, and every file of
     deploy/kubernetes it names exists."""
-    from jupyter_gpu_containers.k8s import KubernetesBackend
+    from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
 
     text = DOC.read_text()
     traits = KubernetesBackend.class_traits(config=True)

@@ -25,8 +25,8 @@ from service_process import KernelService, ServiceUser
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from jupyter_gpu_containers.kernelmanager import BufferLedger, OfflineBuffer
-from jupyter_gpu_containers.websocket import PROBE_PREFIX
+from jupyter_gpu_containers.server.kernelmanager import BufferLedger, OfflineBuffer
+from jupyter_gpu_containers.server.websocket import PROBE_PREFIX
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

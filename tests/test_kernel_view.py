@@ -32,11 +32,11 @@ from kernel_io import execute_in, refusal, send_execute, start_kernel
 from test_openapi import SPEC_PATH, Conformance, _StrictLoader
 from test_shared_host import CPU_SPEC, home_for, start, stop_kernels
 
-from jupyter_gpu_containers import gpus as gpus_module
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.gpu_usage import WatchedKernel, usage_by_kernel
-from jupyter_gpu_containers.gpus import read_nvml
-from jupyter_gpu_containers.kernel_view import NOT_YOURS, image_digest, unix_time
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.gpus import inventory as gpus_module
+from jupyter_gpu_containers.gpus.gpu_usage import WatchedKernel, usage_by_kernel
+from jupyter_gpu_containers.gpus.inventory import read_nvml
+from jupyter_gpu_containers.routes.kernel_view import NOT_YOURS, image_digest, unix_time
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -433,7 +433,8 @@ def test_usage_adds_a_kernels_processes_over_its_gpus(monkeypatch: pytest.Monkey
         boxes[1].processes, boxes[1].process_util = [(11, nvml_double.GiB), (12, 5)], {11: 30}
         containers = {10: "c" * 64, 11: "c" * 64, 12: "d" * 64}
         monkeypatch.setattr(
-            "jupyter_gpu_containers.gpu_usage.container_of_pid", lambda pid: containers.get(pid)
+            "jupyter_gpu_containers.gpus.gpu_usage.container_of_pid",
+            lambda pid: containers.get(pid),
         )
         kernels = [
             WatchedKernel("k1", "c" * 64, (boxes[0].uuid, boxes[1].uuid)),

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.allocator import Attachment, attachment
-from jupyter_gpu_containers.errors import KernelOptionRefused, MountRefused, ValueRefused
-from jupyter_gpu_containers.gpus import GPU
-from jupyter_gpu_containers.launchplan import (
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import KernelOptionRefused, MountRefused, ValueRefused
+from jupyter_gpu_containers.base.records import ContainerSpec, ImageRecord, Mount
+from jupyter_gpu_containers.gpus.allocator import Attachment, attachment
+from jupyter_gpu_containers.gpus.inventory import GPU
+from jupyter_gpu_containers.policy.launchplan import (
     KERNEL_DIR_IN_CONTAINER,
     ContainerPolicy,
     KernelOptions,
@@ -22,7 +23,6 @@ from jupyter_gpu_containers.launchplan import (
     gather_facts,
     plan_container,
 )
-from jupyter_gpu_containers.records import ContainerSpec, ImageRecord, Mount
 
 IMAGE = ImageRecord(
     id="sha256:" + "a" * 64,

@@ -15,7 +15,7 @@ import yaml
 from servers import Server
 from test_openapi import NO_PULL, SPEC_PATH, Conformance, _StrictLoader, served_routes
 
-from jupyter_gpu_containers.kernel_view import NOT_YOURS
+from jupyter_gpu_containers.routes.kernel_view import NOT_YOURS
 
 BINDER_CONFIG = Path(__file__).resolve().parent.parent / "binder" / "jupyter_server_config.json"
 NOTEBOOK = "nb.ipynb"

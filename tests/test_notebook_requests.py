@@ -23,9 +23,9 @@ from conftest import (
 )
 from tornado.httpclient import HTTPClientError
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.allocator import GPURequest
-from jupyter_gpu_containers.notebook_requests import (
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.gpus.allocator import GPURequest
+from jupyter_gpu_containers.gpus.notebook_requests import (
     NotebookRequestError,
     api_path_of_session,
     metadata_with_request,

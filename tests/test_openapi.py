@@ -47,9 +47,9 @@ from referencing.jsonschema import DRAFT4
 from tornado import web
 
 import jupyter_gpu_containers
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.handlers import NotFoundHandler, default_handlers
-from jupyter_gpu_containers.safefiles import owner_name
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.safefiles import owner_name
+from jupyter_gpu_containers.routes.handlers import NotFoundHandler, default_handlers
 
 SPEC_PATH = Path(jupyter_gpu_containers.__file__).parent / "openapi.yaml"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -194,7 +194,7 @@ def test_every_route_and_method_is_described(spec: dict[str, Any]) -> None:
 
 
 def test_module_docstring_points_at_the_spec() -> None:
-    from jupyter_gpu_containers import handlers
+    from jupyter_gpu_containers.routes import handlers
 
     assert "openapi.yaml" in (handlers.__doc__ or "")
     assert SPEC_PATH.is_file()

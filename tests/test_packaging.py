@@ -128,14 +128,14 @@ def test_example_serve_config_loads() -> None:
     from traitlets import HasTraits
     from traitlets.config.loader import PyFileConfigLoader
 
-    from jupyter_gpu_containers.allocator import GPUAllocator
-    from jupyter_gpu_containers.gpus import GPUInventory
-    from jupyter_gpu_containers.hubauth import HubIdentity
-    from jupyter_gpu_containers.identity import UserDirectory
-    from jupyter_gpu_containers.launchplan import ContainerPolicy
-    from jupyter_gpu_containers.provisioner import ContainerProvisioner
-    from jupyter_gpu_containers.service import ServiceApp, ServiceIdentityProvider
-    from jupyter_gpu_containers.tokens import ServiceTokens
+    from jupyter_gpu_containers.gpus.allocator import GPUAllocator
+    from jupyter_gpu_containers.gpus.inventory import GPUInventory
+    from jupyter_gpu_containers.host.identity import UserDirectory
+    from jupyter_gpu_containers.host.tokens import ServiceTokens
+    from jupyter_gpu_containers.kernel.provisioner import ContainerProvisioner
+    from jupyter_gpu_containers.policy.launchplan import ContainerPolicy
+    from jupyter_gpu_containers.service.hubauth import HubIdentity
+    from jupyter_gpu_containers.service.service import ServiceApp, ServiceIdentityProvider
 
     config = PyFileConfigLoader(SERVE_CONFIG.name, path=str(SERVICE_FILES)).load_config()
     classes = {

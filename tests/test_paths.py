@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from kernel_io import execute, start_refusal
 from tornado.httpclient import HTTPClientError
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.errors import MountRefused, PathRefused
-from jupyter_gpu_containers.launchplan import (
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import MountRefused, PathRefused
+from jupyter_gpu_containers.policy.launchplan import (
     KERNEL_DIR_IN_CONTAINER,
     NAME_MAX,
     PATH_MAX,

@@ -26,9 +26,9 @@ from test_openapi import SPEC_PATH, Conformance, _StrictLoader
 from test_pulls import ended, watch
 from traitlets import TraitError
 
-from jupyter_gpu_containers.prepull import PrePuller, next_daily, parse_entry
-from jupyter_gpu_containers.pulls import PULLS_TURNED_OFF
-from jupyter_gpu_containers.references import normalize_reference
+from jupyter_gpu_containers.base.references import normalize_reference
+from jupyter_gpu_containers.images.prepull import PrePuller, next_daily, parse_entry
+from jupyter_gpu_containers.images.pulls import PULLS_TURNED_OFF
 from jupyter_gpu_containers.services import Services, services_for
 
 pytestmark = pytest.mark.usefixtures("docker_client")
@@ -292,7 +292,7 @@ async def test_a_scheduled_pull_runs_at_its_time_with_progress_and_a_restart_doe
 
 
 def prepull_iso(when: float) -> str:
-    from jupyter_gpu_containers.records import iso_time
+    from jupyter_gpu_containers.base.records import iso_time
 
     return iso_time(when)
 

@@ -18,7 +18,7 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from packaging.version import Version
 
-from jupyter_gpu_containers.kernelmanager import GPUContainersKernelManager
+from jupyter_gpu_containers.server.kernelmanager import GPUContainersKernelManager
 
 # What pyproject.toml allows, and so what this file vouches for.
 ALLOWED = {

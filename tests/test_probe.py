@@ -34,10 +34,11 @@ from conftest import (
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Config, LoggingConfigurable
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.engine import Engine
-from jupyter_gpu_containers.errors import ImageMissing
-from jupyter_gpu_containers.probe import (
+from jupyter_gpu_containers.backends.docker.engine import Engine
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import ImageMissing
+from jupyter_gpu_containers.base.records import ImageRecord, OneshotResult
+from jupyter_gpu_containers.images.probe import (
     MARKER,
     PROBE_COMMAND,
     KernelReadinessProbe,
@@ -45,7 +46,6 @@ from jupyter_gpu_containers.probe import (
     interpret,
     parse_answer,
 )
-from jupyter_gpu_containers.records import ImageRecord, OneshotResult
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -384,10 +384,8 @@ def test_missing_image(engine: Engine, runs: ProbeRuns, tmp_path: Path) -> None:
 
 def test_engine_not_reachable(tmp_path: Path) -> None:
     socket_path = tmp_path / "no-engine.sock"
-    probe = KernelReadinessProbe(
-        config=Config({"Engine": {"docker_url": f"unix://{socket_path}"}}),
-        cache_dir=str(tmp_path / "cache"),
-    )
+    unreachable = Engine(config=Config({"Engine": {"docker_url": f"unix://{socket_path}"}}))
+    probe = KernelReadinessProbe(backend=unreachable, cache_dir=str(tmp_path / "cache"))
     image = ENGINE.inspect_image_sync(DEBIAN_IMAGE)
     result = probe.probe_sync(image)
     assert not result.ready
@@ -395,6 +393,7 @@ def test_engine_not_reachable(tmp_path: Path) -> None:
     assert result.reason.startswith(f"The Docker engine is not reachable at unix://{socket_path}")
     assert probe.cached(image.id) is None
     probe.close()
+    unreachable.close()
 
 
 def test_answer_parsing() -> None:
@@ -421,7 +420,8 @@ def test_answer_parsing() -> None:
 
 def test_the_probe_is_configured_from_its_parent(tmp_path: Path) -> None:
     config = Config({"KernelReadinessProbe": {"timeout": 7.5, "max_concurrent": 3}})
-    probe = KernelReadinessProbe(parent=LoggingConfigurable(config=config))
+    parent = LoggingConfigurable(config=config)
+    probe = KernelReadinessProbe(parent=parent, backend=Engine(parent=parent))
     try:
         assert probe.timeout == 7.5
         assert probe.max_concurrent == 3
@@ -441,7 +441,7 @@ async def test_recovery_removes_probe_containers_of_dead_servers(
 ) -> None:
     """A server killed mid-probe leaves its probe container; the next server's start removes it,
     and leaves a live server's probe alone."""
-    from jupyter_gpu_containers.recovery import recover
+    from jupyter_gpu_containers.server.recovery import recover
     from jupyter_gpu_containers.services import services_for
 
     me = L.OwnerProcess.current()

@@ -16,7 +16,7 @@ from conftest import DEBIAN_IMAGE, NGC_IMAGE, assert_no_test_containers, kernel_
 from kernel_io import start_kernel, start_refusal
 from servers import Server, write_server_config
 
-from jupyter_gpu_containers.safefiles import owner_name
+from jupyter_gpu_containers.base.safefiles import owner_name
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

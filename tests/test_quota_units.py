@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from hostusers import ALICE, BOB, needs_accounts, uid_of
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.hoststate import StateDir
-from jupyter_gpu_containers.quota import (
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.records import ContainerRecord
+from jupyter_gpu_containers.gpus.quota import (
     GPUQuota,
     Span,
     Usage,
@@ -25,7 +25,7 @@ from jupyter_gpu_containers.quota import (
     prune,
     read_spans,
 )
-from jupyter_gpu_containers.records import ContainerRecord
+from jupyter_gpu_containers.host.hoststate import StateDir
 
 HOUR = 3600.0
 CONTAINER = "ab" * 32

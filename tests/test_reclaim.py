@@ -34,9 +34,9 @@ from kernel_io import execute_in, start_kernel
 from servers import Server, write_server_config
 from test_openapi import SPEC_PATH, Conformance, _StrictLoader
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.kernel_view import watched_kernels
-from jupyter_gpu_containers.reclaimer import Reclaimer
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.routes.kernel_view import watched_kernels
+from jupyter_gpu_containers.server.reclaimer import Reclaimer
 from jupyter_gpu_containers.services import SETTINGS_KEY
 
 pytestmark = pytest.mark.usefixtures("docker_client")

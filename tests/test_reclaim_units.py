@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 from traitlets import TraitError
 
-from jupyter_gpu_containers.gpu_usage import UsageSample
-from jupyter_gpu_containers.identity import KernelUser
-from jupyter_gpu_containers.reclaim import (
+from jupyter_gpu_containers.gpus.gpu_usage import UsageSample
+from jupyter_gpu_containers.gpus.reclaim import (
     KEEP_RECLAIMED_SECONDS,
     SHUTDOWN,
     GPUReclaim,
@@ -19,6 +18,7 @@ from jupyter_gpu_containers.reclaim import (
     Observation,
     duration_text,
 )
+from jupyter_gpu_containers.host.identity import KernelUser
 
 T0 = 1_800_000_000.0  # a fixed unix time: the fake clock's start
 GPU = ("GPU-nvml-0",)

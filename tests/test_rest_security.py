@@ -44,8 +44,8 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.routing import PathMatches
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.handlers import AUTH_RESOURCE, NotFoundHandler, default_handlers
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.routes.handlers import AUTH_RESOURCE, NotFoundHandler, default_handlers
 from jupyter_gpu_containers.services import services_for
 
 pytestmark = [

@@ -28,7 +28,7 @@ from conftest import (
 from hostusers import host_state_dir
 from servers import Server, write_server_config
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 USER = os.environ.get("JGC_TEST_USER", "")
 pytestmark = [

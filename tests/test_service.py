@@ -33,7 +33,7 @@ from service_process import KernelService, ServiceUser
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 

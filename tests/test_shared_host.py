@@ -46,9 +46,9 @@ from registry import PrivateRegistry
 from servers import Server
 from tornado.httpclient import AsyncHTTPClient
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.hoststate import DEFAULT_STATE_DIR, provision, server_lock_name
-from jupyter_gpu_containers.kernelspecs import kernel_spec_dict
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.host.hoststate import DEFAULT_STATE_DIR, provision, server_lock_name
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_spec_dict
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 

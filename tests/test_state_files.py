@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from jupyter_gpu_containers.hoststate import StateDir
-from jupyter_gpu_containers.prepull import PrePuller, Run, parse_entry
-from jupyter_gpu_containers.records import iso_time
-from jupyter_gpu_containers.safefiles import (
+from jupyter_gpu_containers.base.records import iso_time
+from jupyter_gpu_containers.base.safefiles import (
     account_uid,
     owner_name,
     read_trusted,
     remove_own_files,
 )
+from jupyter_gpu_containers.host.hoststate import StateDir
+from jupyter_gpu_containers.images.prepull import PrePuller, Run, parse_entry
 from jupyter_gpu_containers.services import services_for
 
 ME = os.geteuid()

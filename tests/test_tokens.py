@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from hostusers import MALLORY, as_user, ids_of, needs_accounts
 
-from jupyter_gpu_containers import tokens as T
-from jupyter_gpu_containers.tokens import (
+from jupyter_gpu_containers.host import tokens as T
+from jupyter_gpu_containers.host.tokens import (
     ServiceTokens,
     TokenFileMissing,
     TokenFileRefused,
@@ -476,7 +476,7 @@ def test_a_file_only_its_owner_may_change(top: Path) -> None:
             *as_user(MALLORY),
             sys.executable,
             "-c",
-            "import sys; from jupyter_gpu_containers.tokens import ServiceTokens as S; "
+            "import sys; from jupyter_gpu_containers.host.tokens import ServiceTokens as S; "
             "s = S(tokens_file=sys.argv[1]); s.check(); print(s.user_for(sys.argv[2]))",
             str(path),
             done.stdout.strip(),

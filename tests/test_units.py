@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_gpu_containers import labels as L
-from jupyter_gpu_containers.catalog import framework_from_reference, framework_of, is_gpu_build
-from jupyter_gpu_containers.errors import MountRefused
-from jupyter_gpu_containers.hoststate import flock_held, open_state_dir
-from jupyter_gpu_containers.kernelspecs import kernel_name_for, normalize_reference
-from jupyter_gpu_containers.launchplan import (
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import MountRefused
+from jupyter_gpu_containers.host.hoststate import flock_held, open_state_dir
+from jupyter_gpu_containers.images.catalog import (
+    framework_from_reference,
+    framework_of,
+    is_gpu_build,
+)
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for, normalize_reference
+from jupyter_gpu_containers.policy.launchplan import (
     check_mount_source,
     container_path_for,
     diagnose_exit,
@@ -166,7 +170,7 @@ def test_liveness_tells_live_servers_from_dead_ones(tmp_path: Path) -> None:
 
 HOLD_CLAIM = """
 import sys, time
-from jupyter_gpu_containers.hoststate import open_state_dir
+from jupyter_gpu_containers.host.hoststate import open_state_dir
 assert open_state_dir(sys.argv[1]).claim("other")
 print("claimed", flush=True)
 time.sleep(60)
@@ -183,9 +187,9 @@ def test_server_id_is_stable_per_user_and_workspace(tmp_path: Path) -> None:
 def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: Path) -> None:
     """A live server registered in another state dir is still alive: its kernels stay. One whose
     creator is gone (same pid, another start time) is removed."""
-    from jupyter_gpu_containers import labels as L
-    from jupyter_gpu_containers.engine import ContainerRecord
-    from jupyter_gpu_containers.recovery import decide
+    from jupyter_gpu_containers.backends.docker.engine import ContainerRecord
+    from jupyter_gpu_containers.base import labels as L
+    from jupyter_gpu_containers.server.recovery import decide
 
     me = L.OwnerProcess.current()
     parent = os.getppid()

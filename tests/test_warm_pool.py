@@ -32,9 +32,9 @@ from kernel_io import collect, execute, execute_in, json_output, send_execute, s
 from servers import Server, write_server_config
 from test_server_process import USER, servers, user_home  # noqa: F401 (fixtures)
 
-from jupyter_gpu_containers import labels as L
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.kernel.warmpool import CLAIM_FILE_NAME, WarmPool, handover_code
 from jupyter_gpu_containers.services import services_for
-from jupyter_gpu_containers.warmpool import CLAIM_FILE_NAME, WarmPool, handover_code
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 

@@ -1,4 +1,4 @@
-"""The kernel websocket sends without Nagle's delay (jupyter_gpu_containers.websocket)."""
+"""The kernel websocket sends without Nagle's delay (jupyter_gpu_containers.server.websocket)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from traitlets.config import Config, Configurable
 from traitlets.utils.importstring import import_item
 
 from jupyter_gpu_containers._private import offline_buffer
-from jupyter_gpu_containers.app import install_websocket_connection
-from jupyter_gpu_containers.gateway_user import NoDelayGatewayConnection
-from jupyter_gpu_containers.websocket import HeldMessages, NoDelayWebsocketConnection
+from jupyter_gpu_containers.server.app import install_websocket_connection
+from jupyter_gpu_containers.server.gateway_user import NoDelayGatewayConnection
+from jupyter_gpu_containers.server.websocket import HeldMessages, NoDelayWebsocketConnection
 
 
 async def test_kernel_websocket_sets_tcp_nodelay(

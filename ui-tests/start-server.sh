@@ -31,7 +31,7 @@ say() { printf '[start-server] %s\n' "$*" >&2; }
 [ -x "$venv/bin/jupyter" ] || { say "no Jupyter in $venv (run scripts/test.sh once)"; exit 1; }
 # A server whose extension fails to import still starts, and every test would then fail for a
 # reason buried in its log.
-"$venv/bin/python" -c "import jupyter_gpu_containers.app" || {
+"$venv/bin/python" -c "import jupyter_gpu_containers.server.app" || {
   say "the jupyter_gpu_containers server extension does not import"
   exit 1
 }

@@ -44,8 +44,8 @@ if id -nG "$user" | tr ' ' '\n' | grep -qx docker; then
   say "$user is in the docker group: the service test needs a user outside it"
   exit 1
 fi
-"$venv/bin/python" -c "import jupyter_gpu_containers.service" || {
-  say "the kernel service (jupyter_gpu_containers.service) does not import"
+"$venv/bin/python" -c "import jupyter_gpu_containers.service.service" || {
+  say "the kernel service (jupyter_gpu_containers.service.service) does not import"
   exit 1
 }
 
@@ -91,7 +91,7 @@ import os
 import sys
 from pathlib import Path
 
-from jupyter_gpu_containers.hoststate import provision
+from jupyter_gpu_containers.host.hoststate import provision
 
 home, user = Path(sys.argv[1]), sys.argv[2]
 service = home / "service"

@@ -1,0 +1,174 @@
+"""What the kernel lifecycle, the GPU ledger, recovery, the readiness probe, pulls and the warm pool
+need from a container engine: the backend interface.
+
+The Docker engine (engine.py) is its first implementation and the only module that imports
+docker. A second backend (Kubernetes: a kernel is a pod) implements the same methods; nothing
+above this interface changes (docs/architecture.md says how it plugs in).
+
+Coroutines run on the event loop and must never block it (the Docker backend runs every call on
+a thread pool); the ``*_sync`` methods are for worker threads (probes, pulls, the image
+watcher), which may block.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..base.records import (
+    ContainerRecord,
+    ContainerSpec,
+    ContainerState,
+    ImageRecord,
+    ImagesDiskUse,
+    OneshotResult,
+)
+
+
+class PullProgress(Protocol):
+    """A pull under way: the engine's progress messages; ``close`` (any thread) cancels."""
+
+    closed: bool
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a container's log: when the engine received it (RFC 3339, "" when it did not
+    say) and its text, without the line break."""
+
+    time: str
+    text: str
+
+
+class LogStream(Protocol):
+    """A container's log, read (and, when followed, waited on) line by line; ``close`` (any
+    thread) ends the iteration at once. Iteration blocks: a worker thread of its own."""
+
+    def __iter__(self) -> Iterator[LogLine]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    """A mount of a running container, as the engine reports it."""
+
+    type: str  # "bind", "volume", "tmpfs", …
+    source: str  # on the host ("" for a tmpfs)
+    target: str  # in the container
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """What a kernel's own view shows of its container (``docker inspect``)."""
+
+    id: str
+    name: str
+    image_id: str  # the image's content id (sha256:…)
+    image_ref: str  # the reference it was created from
+    labels: dict[str, str]
+    status: str
+    created: str  # RFC 3339
+    started_at: str  # RFC 3339, "" before it started
+    finished_at: str  # RFC 3339, "" while it never ended
+    exit_code: int
+    oom_killed: bool
+    error: str
+    mounts: tuple[MountInfo, ...]
+    tmpfs: tuple[str, ...]  # targets of its tmpfs mounts
+
+
+class ContainerBackend(Protocol):
+    """A container engine, as this project uses one. Errors are errors.py's sentences."""
+
+    resolved_url: str  # where the engine is, for sentences ("not reachable at …")
+    # Told of each container the backend removed (its record, and when), on the removing thread
+    # (blocking allowed): quota.py's accounting of GPU-hours. None: nobody is told.
+    on_removed: Callable[[ContainerRecord, float], None] | None
+
+    # Docker: kernels' ports are published on loopback and the host ledger books GPUs (both
+    # False). Kubernetes: a pod has an address of its own (``address``), and the scheduler
+    # places its GPUs (both True).
+    connection_on_pod_ip: bool
+    schedules_gpus: bool
+
+    async def address(self, container_id: str) -> str: ...
+
+    # A kernel's connection as the backend delivered it (Kubernetes: its Secret), for recovery
+    # where the private directory is gone. Docker refuses: its kernels' is the directory's.
+    async def connection_info(self, container_id: str) -> dict[str, Any]: ...
+
+    # -- the engine
+    async def version(self) -> str: ...
+
+    async def runtimes(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+    # -- a kernel's container: create, start, inspect, signal, wait (poll), remove, logs
+    async def create(self, spec: ContainerSpec) -> str: ...
+
+    async def start(self, container_id: str, image: str) -> None: ...
+
+    async def state(self, container_id: str) -> ContainerState | None: ...
+
+    async def kill(self, container_id: str, signum: int) -> None: ...
+
+    async def remove(self, container_id: str) -> None: ...
+
+    async def remove_or_defer(self, container_id: str) -> bool: ...
+
+    async def remove_deferred(self) -> None: ...
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+
+    async def details(self, container_id: str) -> ContainerDetails | None: ...
+
+    def open_logs_sync(self, container_id: str, tail: int, follow: bool) -> LogStream | None: ...
+
+    # -- the ledger and recovery: containers by label
+    async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...
+
+    def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...
+
+    # -- images: list, inspect, events, pulls, one-shot containers (the readiness probe)
+    async def list_images(self) -> list[ImageRecord]: ...
+
+    def list_images_sync(self) -> list[ImageRecord]: ...
+
+    async def inspect_image(self, ref: str) -> ImageRecord: ...
+
+    def inspect_image_sync(self, ref: str) -> ImageRecord: ...
+
+    def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None: ...
+
+    def wake_watchers(self) -> None: ...
+
+    def open_pull(
+        self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
+    ) -> PullProgress: ...
+
+    def untag_sync(self, ref: str) -> None: ...
+
+    def image_disk_use_sync(self) -> ImagesDiskUse: ...
+
+    def run_oneshot_sync(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        labels: dict[str, str],
+        timeout: float,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        cap_add: list[str] | None = None,
+        no_new_privileges: bool = True,
+        environment: dict[str, str] | None = None,
+    ) -> OneshotResult: ...

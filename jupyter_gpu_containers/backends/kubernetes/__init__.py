@@ -1,0 +1,1 @@
+"""The Kubernetes backend: the only package that imports kubernetes."""

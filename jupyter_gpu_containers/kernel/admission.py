@@ -1,0 +1,102 @@
+"""Whether a kernel may start on an image, and on this host's GPUs, before any container exists.
+
+A launch asks once: the image must be on the host (launches never pull, so pull time never counts
+against a launch), allowed by the administrator (allow-list, pinned digests), not another user's
+private pull, and not already found unable to run a kernel by the readiness probe. A kernel that
+asks for GPUs also needs an image whose CUDA stack this driver can run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..base.errors import ImageIncompatible, ImageNotAllowed, ImageNotKernelReady
+from ..base.records import ImageRecord
+from ..base.references import BadReference, parse_reference
+from ..gpus.inventory import Inventory
+from ..images import compat, privateimages
+from ..images.probe import ProbeResult
+from ..policy.launchplan import ContainerPolicy, check_image_allowed, pinned_for
+from ..services import Services
+
+
+async def admit_image(
+    services: Services, ref: str, *, own_command: bool, uid: int | None = None
+) -> ImageRecord:
+    """The image ``ref`` names, if a kernel may start on it; else the refusal's sentence.
+    ``own_command``: the administrator's kernel command, which may not need ipykernel.
+    ``uid``: whose kernel (a kernel service's user; None: this server's user)."""
+    image = await services.backend.inspect_image(ref)
+    if services.backend.schedules_gpus:
+        # A cluster: each node resolves a tag by itself (and keeps what it pulled before), so
+        # what one node last ran says nothing about what the next will run. Only a digest in
+        # the reference itself, which the node then enforces, can meet a pin.
+        check_image_allowed(services.policy, ref, (ref,) if "@" in ref else None)
+        pins = pinned_for(services.policy, ref)
+        if pins is not None and "@" not in ref:
+            try:
+                repository = parse_reference(ref).name
+            except BadReference:
+                repository = ref
+            raise ImageNotAllowed(
+                f"The image {ref} is pinned to {', '.join(pins)} "
+                "(ContainerPolicy.pinned_digests), and on a cluster each node resolves a tag "
+                f"by itself: list it as {repository}@{pins[0]}, so that every "
+                "node runs exactly the pinned image."
+            )
+    else:
+        check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
+    listed = services.listed_images()
+
+    def blocking_checks() -> tuple[bool, ProbeResult | None]:
+        # The host state directory and the probe's disk cache are files: off the event loop.
+        # By the reference this kernel names: the same image reached through a reference
+        # the user may see is theirs to run, whoever pulled it privately under another name.
+        visible = privateimages.may_use(image, ref, services.state, listed, uid)
+        if visible:
+            # The engine keeps no "last used": pruning (prepull.py) reads this record.
+            services.prepull.record_use(ref, image.id)
+        return visible, services.probe.cached(image.id)
+
+    visible, known = await asyncio.to_thread(blocking_checks)
+    if not visible:
+        raise ImageNotAllowed(
+            f"The image {ref} was pulled by another user with their own registry login, so it "
+            "is theirs. Pull it with yours (the GPU Containers panel asks for it), or ask an "
+            "administrator to list it for everyone."
+        )
+    if not own_command and known is not None and known.definitive and not known.ready:
+        raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
+    return image
+
+
+def check_gpu_compatibility(
+    ref: str,
+    image: ImageRecord,
+    inventory: Inventory,
+    policy: ContainerPolicy,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    kernel_id: str,
+) -> None:
+    """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this driver
+    cannot run, or that has no code for these GPUs' architecture: refused with the verdict's
+    sentence (CPU kernels of GPU images still run)."""
+    verdict = compat.verdict(image.env, inventory)
+    if verdict.outcome != compat.CANNOT_RUN:
+        if verdict.outcome == compat.COMPAT:
+            log.warning("Kernel %s, image %s: %s", kernel_id, ref, verdict.reason)
+        return
+    if policy.allow_incompatible_images:
+        log.warning(
+            "Kernel %s starts %s although %s (ContainerPolicy.allow_incompatible_images)",
+            kernel_id,
+            ref,
+            verdict.reason,
+        )
+        return
+    raise ImageIncompatible(
+        f"The image {ref} cannot use this host's GPUs: {verdict.reason}. Choose an image built "
+        "for an older CUDA, start the kernel without GPUs, or ask an administrator "
+        "(ContainerPolicy.allow_incompatible_images)."
+    )

@@ -1,0 +1,1136 @@
+"""A jupyter_client kernel provisioner that runs each kernel in a container: the jupyter_client
+contract (KernelProvisionerBase), and little else.
+
+- ``pre_launch``: the checks that need nothing but the request, the kernel's private directory
+  and both views of its connection (privatedirs.py), and the launch's facts (launchplan.py), all
+  on a worker thread.
+- ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
+  (notebook_requests.py), then a warm container (warmpool.py) for a kernel without GPUs, or the
+  plan of its own container (launchplan.py), created under the host-wide GPU booking
+  (allocator.py) and started by the backend; it returns once the kernel answers a
+  ``kernel_info_request`` (handshake.py), the container ended (reported with its log tail), or
+  the launch timeout passed.
+- ``poll``/``wait``/``send_signal``/``terminate``/``kill``: through the backend (signals reach the
+  kernel through the container's init).
+- ``cleanup``: remove the container; keep the private directory across a restart (same connection
+  file, same ports), remove it on shutdown.
+
+The shared objects (backend, inventory, probe, policy, …) are the server's (services.py); outside a
+server the provisioner makes its own, and closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import time
+import uuid
+from typing import Any as AnyType
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import KernelProvisionerBase, KernelProvisionerFactory
+from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
+
+from ..backends.backend import ContainerBackend
+from ..base.errors import (
+    ContainerExited,
+    ContainerKernelError,
+    EngineUnavailable,
+    ImageNotKernelReady,
+    KernelOptionRefused,
+    LaunchTimeout,
+)
+from ..base.records import ContainerSpec, ImageRecord
+from ..gpus.allocator import GPURequest, attachment, resolve_attach_mode
+from ..gpus.gpuqueue import Start
+from ..gpus.inventory import GPU
+from ..gpus.notebook_requests import (
+    GIVEN_REQUEST,
+    GIVEN_WAIT,
+    api_path_of_session,
+    fitted_to_host,
+    read_notebook_request,
+)
+from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
+from ..host.identity import LAUNCH_USER, KernelUser
+from ..host.privatedirs import (
+    CONNECTION_FILE_NAME,
+    connection_root,
+    discard_private_dir,
+    make_private_dir,
+    remove_stale_sockets,
+    write_account_files,
+    write_connection_file,
+)
+from ..policy.launchplan import (
+    KERNEL_DIR_IN_CONTAINER,
+    ContainerPolicy,
+    KernelOptions,
+    LaunchFacts,
+    check_kernel_id,
+    check_network_mode,
+    check_run_as,
+    diagnose_exit,
+    gather_facts,
+    kernel_command,
+    numeric_user,
+    plan_container,
+)
+from ..services import Services, services_for
+from .admission import admit_image, check_gpu_compatibility
+from .handshake import ask_kernel
+from .warmpool import PoolEntry, StartContainer, Target, spec_fingerprint
+
+# Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+
+
+class ContainerProvisioner(KernelProvisionerBase):
+    """Runs the kernel in a container of ``image``. Options below can be set for all kernels in
+    jupyter_server_config.py (``c.ContainerProvisioner.shm_size = "8g"``) and per kernel spec
+    (``metadata.kernel_provisioner.config``, or ContainerKernelSpecManager.image_overrides)."""
+
+    image = Unicode(config=True, help="The image reference the kernel runs in.")
+
+    transport = Enum(
+        ["ipc", "tcp"],
+        "ipc",
+        config=True,
+        help="""How the server reaches the kernel. "ipc": ZMQ Unix sockets in the kernel's private
+        directory, mounted into the container: no ports at all, and works with
+        network_mode "none". "tcp": ZMQ over TCP, published on 127.0.0.1 only (never on
+        0.0.0.0), where every local account can connect: IOPub (all of the kernel's output)
+        needs no key to subscribe to, so tcp is for single-user hosts, and the kernel service
+        refuses it. ipc is the default: it was measured at least as fast as tcp on these hosts
+        (see the README) and exposes nothing.""",
+    )
+
+    network_mode = Unicode(
+        "bridge",
+        config=True,
+        help="""The container's network: "bridge" (Docker's default; outbound network for pip
+        and datasets), "none" (no network; needs transport "ipc"), or, where the administrator
+        lists it in ContainerPolicy.allowed_network_modes, "host" or a named network.""",
+    )
+
+    workspace_mount_path = Unicode(
+        "/workspace",
+        config=True,
+        help="""Where the server's root_dir is mounted (read-write) inside the container. The
+        kernel's working directory is the notebook's directory under it.""",
+    )
+
+    run_as = Unicode(
+        "server",
+        config=True,
+        help="""Which user the kernel runs as. "server" (default): the Jupyter server's own
+        uid:gid, so files written to the workspace belong to the user. "image": the image's
+        USER. Or an explicit numeric "uid:gid" ("uid" alone means "uid:uid"). Anything but
+        "server" must be listed in ContainerPolicy.allowed_run_as. A kernel that would run as
+        root (uid 0 or gid 0) is refused unless ContainerPolicy.allow_root is set.""",
+    )
+
+    home_path = Unicode(
+        "/home/jupyter",
+        config=True,
+        help="""A writable HOME for kernels that run as the server's user (whose uid the image
+        usually does not know): a tmpfs mounted here, and HOME, USER and LOGNAME set to match.
+        It is also the home of the user's entry in the kernel's own /etc/passwd (its user
+        first, then the image's accounts; mounted read-only, the image untouched). Ignored when
+        run_as is "image".""",
+    )
+
+    shm_size = Unicode(
+        "1g",
+        allow_none=True,
+        config=True,
+        help="""Size of /dev/shm. Docker's default (64m) breaks PyTorch DataLoader workers and
+        NCCL; NVIDIA recommends at least 1g for its framework images. None: Docker's default.
+        At most ContainerPolicy.max_shm_size.""",
+    )
+
+    ulimits = Dict(
+        config=True,
+        help="""Resource limits, name -> value or [soft, hard], e.g. {"memlock": -1,
+        "stack": 67108864} as NVIDIA recommends for NGC images; only those
+        ContainerPolicy.allowed_ulimits names, up to its values. An engine that refuses one
+        (memlock=-1 in unprivileged environments) fails the launch with the engine's reason.""",
+    )
+
+    environment = Dict(
+        config=True,
+        help="""Extra environment variables for the kernel. The server's own environment is
+        never passed into containers, only these, the kernel spec's env, and JPY_SESSION_NAME.
+        Names must be portable ([A-Za-z_][A-Za-z0-9_]*), values text without NUL of at most
+        ContainerPolicy.max_env_value_bytes; NVIDIA_VISIBLE_DEVICES is the GPU allocator's.""",
+    )
+
+    runtime = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The container runtime, e.g. "nvidia" for the NVIDIA runtime: one of
+        ContainerPolicy.allowed_runtimes. None: the engine's default.""",
+    )
+
+    mem_limit = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Memory limit, e.g. "16g". None: ContainerPolicy.max_mem_limit (unlimited when that
+        is None too). More than max_mem_limit is refused.""",
+    )
+
+    pids_limit = Int(
+        4096,
+        allow_none=True,
+        config=True,
+        help="""Maximum processes and threads in the container, so that a fork bomb in a notebook
+        stops there instead of exhausting the host. Threads count: raise it for many DataLoader
+        workers on hosts with many cores. None, or more than ContainerPolicy.max_pids_limit:
+        that ceiling.""",
+    )
+
+    extra_labels = Dict(
+        config=True,
+        help="""Extra container labels. The project's own labels (org.jupyter.gpu-containers.*)
+        cannot be overridden.""",
+    )
+
+    extra_mounts = List(
+        Dict(),
+        config=True,
+        help="""Extra bind mounts: [{"source": "/raid/public/my_datasets", "target":
+        "/root/dataset", "read_only": true}]. Read-only unless "read_only" is false, which only
+        sources inside ContainerPolicy.writable_mount_roots may be. Each source is resolved with
+        realpath and must exist and lie inside ContainerPolicy.allowed_mount_roots (or the
+        workspace); each target must be a normalised absolute path that hides neither the
+        workspace nor the kernel's private directory.""",
+    )
+
+    launch_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds from container creation until the kernel must answer. Image pulls are
+        never counted: an image that is not on the host fails at once.""",
+    )
+
+    kernel_cmd = List(
+        Unicode(),
+        config=True,
+        help="""The command run in the container (after the image's ENTRYPOINT), with
+        {connection_file} replaced by the connection file's path in the container. Empty
+        (default): find python3/python in the image and run ipykernel.""",
+    )
+
+    gpus = Any(
+        None,
+        allow_none=True,
+        config=True,
+        help="""The GPUs a kernel gets when its notebook asks for nothing else: a count (kernel
+        specs of GPU images default to 1, CPU images to 0) or a list of GPU indexes/UUIDs. A
+        notebook's own request (the /gpu-containers/notebooks endpoint) takes precedence.""",
+    )
+
+    gpu_resource = Unicode(
+        "",
+        config=True,
+        help="""On Kubernetes: the resource this kernel's GPUs are requested as, such as a MIG
+        profile "nvidia.com/mig-1g.10gb" (a kernel spec sets it in its provisioner config).
+        Empty: KubernetesBackend.gpu_resource. Anything else must be in
+        KubernetesBackend.allowed_gpu_resources. Docker ignores it.""",
+    )
+
+    log_tail_lines = Int(
+        20, config=True, help="How many lines of the container's log a launch error quotes."
+    )
+
+    # ------------------------------------------------------------------ state
+
+    container_id: str | None = None
+    connection_dir: str | None = None
+    # The GPUs (UUIDs) this kernel holds; a restart asks for exactly these again.
+    gpu_uuids: tuple[str, ...] = ()
+    # On restart the old container stays until the new one exists, so its GPUs stay booked.
+    previous_container_id: str | None = None
+    # The GPU request of this kernel's starts, resolved once (see _gpu_request).
+    _requested: GPURequest | None = None
+    # Whether that request is only the kernel spec's default (nobody asked for GPUs).
+    _request_is_default = False
+    # What the kernel asked for before its last change_request, until a launch succeeds.
+    _before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
+    _dead_callback_registered = False
+    # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
+    # its start): the server log reports the durations, benchmarks/ reads the stamps.
+    launch_stamps: dict[str, float]
+    # The container whose unexpected end was reported (see _report_death).
+    _death_reported: str | None = None
+    # How the kernel's last container ended, for the kernel's own view (kernel_view.py):
+    # container id, exit code, OOM-killed, the sentence, when (unix time). None: none ended yet.
+    last_end: dict[str, AnyType] | None = None
+    # Set on the provisioners that fill the warm pool (app.py): the pool's id, written as the
+    # container's POOL label. None for kernels.
+    pool_id: str | None = None
+    # What the last cold launch created: the container's spec and its image's id (the warm pool
+    # compares a launch's own spec with those of its containers).
+    container_spec: ContainerSpec | None = None
+    container_image_id: str = ""
+    # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
+    # connection (key, sockets), and a warm container has its own.
+    _launched = False
+    _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
+    _queued = False  # whether the launch under way waited in it
+    gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
+    # Whose kernel this is in a kernel service (identity.py): set at the first launch from
+    # LAUNCH_USER, never changed after. None in direct mode: the server's own user.
+    owner: KernelUser | None = None
+    # What pre_launch found for the launch under way: the host's facts, the notebook's session
+    # name, and the kernel spec's environment as jupyter_client substituted it.
+    _facts: LaunchFacts | None = None
+    _session = ""
+    _notebook = ""  # its contents API path, "" when the kernel is not a notebook's
+    _spec_env: dict[str, str]
+    # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
+    _own_services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        """The server's shared objects (services.py), or this provisioner's own outside one."""
+        found = services_for(self.parent)
+        if found is not None:
+            return found
+        if self._own_services is None:
+            self._own_services = Services(parent=self.parent)
+        return self._own_services
+
+    @property
+    def backend(self) -> ContainerBackend:
+        return self.services.backend
+
+    @property
+    def has_process(self) -> bool:
+        return self.container_id is not None
+
+    def options(self) -> KernelOptions:
+        """What this kernel's options say of its container."""
+        return KernelOptions(
+            image=self.image,
+            transport=self.transport,
+            network_mode=self.network_mode,
+            workspace_mount_path=self.workspace_mount_path,
+            run_as=self.run_as,
+            home_path=self.home_path,
+            shm_size=self.shm_size,
+            ulimits=dict(self.ulimits),
+            environment=dict(self.environment),
+            runtime=self.runtime,
+            mem_limit=self.mem_limit,
+            pids_limit=self.pids_limit,
+            extra_labels=dict(self.extra_labels),
+            extra_mounts=tuple(dict(m) for m in self.extra_mounts),
+        )
+
+    # ------------------------------------------------------------------ launch
+
+    async def pre_launch(self, **kwargs: AnyType) -> dict[str, AnyType]:
+        km = self.parent
+        if km is None:
+            raise ContainerKernelError("The container provisioner needs a kernel manager.")
+        self.launch_stamps = {"pre_launch": time.monotonic()}
+        policy = self.services.policy
+        # Before anything is written: the kernel id names the connection file and the private
+        # directory, and a client may choose it (POST /api/kernels "kernel_id").
+        check_kernel_id(self.kernel_id)
+        if self.owner is None and not self._launched:
+            self.owner = LAUNCH_USER.get()
+        uid, gid = self.kernel_ids()
+        check_run_as(policy, self.run_as, uid, gid)
+        check_network_mode(policy, self.network_mode)
+        pods = self.backend.connection_on_pod_ip
+        if self.transport == "tcp" and self.network_mode == "none":
+            raise ContainerKernelError(
+                "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
+                "transport (the default) for kernels without a network."
+            )
+        if self.transport == "tcp" and self.owner is not None and not pods:
+            # Published ports are on the host's loopback, where any local account connects, and
+            # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
+            # no better (every local account reaches it too). A pod's tcp is not this: its
+            # address is the pod network's, which the NetworkPolicy closes (docs/kubernetes.md).
+            raise KernelOptionRefused(
+                "The kernel service does not start kernels with the tcp transport: their ports "
+                "would be open to every account on the host, and anyone could read the kernel's "
+                "output (the key signs messages, it does not hide them). Use the ipc transport "
+                '(ContainerProvisioner.transport = "ipc", the default).'
+            )
+        if self.transport == "tcp" and not pods:
+            self.log.warning(
+                "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
+                "account on this host, and anyone can read its output there. Use ipc on a "
+                "shared host.",
+                self.kernel_id,
+            )
+        launch_env = kwargs.get("env") or {}
+        self._session = launch_env.get("JPY_SESSION_NAME", "")
+        server_root = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
+        # A service's kernel mounts its user's workspace; the user's own server read the
+        # notebook's request and sent it with the start (service.py), so no file is read here.
+        root_dir = self.owner.workspace if self.owner else server_root
+        self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
+        if self._requested is None:  # a first launch; a restart keeps what the kernel has
+            given = GIVEN_REQUEST.get()
+            if given is not None:
+                self._requested, self._request_is_default = given, False
+        given_wait = GIVEN_WAIT.get()
+        self._wait_for_gpus = (
+            given_wait if given_wait is not None else self.services.queue.wait_by_default
+        )
+        # Off the event loop: file system work, the user database, the host state directory.
+        try:
+            self._facts = await asyncio.to_thread(
+                self._prepare, policy, str(root_dir), kwargs.get("cwd") or "", str(server_root)
+            )
+        except BaseException:  # a refused mount, say: nothing of this launch stays behind
+            await asyncio.to_thread(self._remove_files)
+            raise
+        container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
+        kwargs = await super().pre_launch(
+            cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
+        )
+        # The kernel spec's env as jupyter_client substituted it (${VAR} templates), and nothing
+        # else of this process's environment: the server's own never reaches a container.
+        env = kwargs.get("env") or {}
+        spec_env = self.kernel_spec.env if self.kernel_spec is not None else {}
+        self._spec_env = {k: str(env.get(k, v)) for k, v in (spec_env or {}).items()}
+        self._stamp("prepare")
+        return kwargs
+
+    @property
+    def launch_facts(self) -> LaunchFacts | None:
+        """What the last launch found of the host (None before one)."""
+        return self._facts
+
+    def kernel_ids(self) -> tuple[int, int]:
+        """The uid and gid this kernel's files and ledger entries belong to: its service user's,
+        or the server's."""
+        if self.owner is not None:
+            return self.owner.uid, self.owner.gid
+        return os.getuid(), os.getgid()
+
+    def _write_account_files(self, image: ImageRecord) -> None:
+        """The kernel's /etc/passwd and /etc/group, its user's entry first, then the image's
+        own (as its probe read them), into its private directory for the plan to mount
+        (accounts.py). An image is probed before its kernel spec is listed, so the probe's
+        answer is at hand; a kernel started on an image not probed yet (a hand-written spec)
+        waits for the probe here. Without an answer (a probe that timed out), root's entry
+        and the user's. Blocking: a worker thread."""
+        facts = self._facts
+        if facts is None or not self.connection_dir:
+            return
+        uid, gid, name = facts.uid, facts.gid, facts.username
+        explicit = numeric_user(self.run_as)
+        if explicit is not None:
+            (uid, gid), name = explicit, host_account_name(explicit[0])
+        probe = self.services.probe
+        found = (probe.cached(image.id) or probe.probe_sync(image)).accounts
+        home = self.options().home_path
+        files = write_account_files(
+            self.connection_dir,
+            passwd_text(found.get("passwd", ""), uid, gid, name, home),
+            group_text(found.get("group", ""), gid, host_group_name(gid), name, uid),
+        )
+        self._facts = dataclasses.replace(facts, account_files=files)
+
+    def _file_owner(self) -> tuple[int, int] | None:
+        """Who must own the kernel's private directory and connection file: the service user,
+        or an explicit run_as uid (no capabilities in the container: owning them is its only way
+        in). None: the server's user, who creates them. A pod reads its connection file from
+        a Secret, not from this directory: the server's user keeps it."""
+        if self.backend.connection_on_pod_ip:
+            return None
+        if self.owner is not None:
+            return self.owner.uid, self.owner.gid
+        return numeric_user(self.run_as)
+
+    def _prepare(
+        self, policy: ContainerPolicy, root_dir: str, cwd: str, server_root: str
+    ) -> LaunchFacts:
+        """The private directory, both views of the connection, and the launch's facts (blocking:
+        a worker thread)."""
+        km = self.parent
+        assert km is not None  # pre_launch checked
+        if self.connection_dir is None:
+            root = connection_root(policy.connection_dir_root)
+            # A pod gets its connection file from a Secret: this directory is never mounted.
+            size = None if self.backend.connection_on_pod_ip else policy.private_dir_size
+            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner(), size)
+        else:
+            remove_stale_sockets(self.connection_dir)
+        # The host's view of the connection, held by the kernel manager.
+        if self.backend.connection_on_pod_ip:
+            # A pod has an address of its own (known once it runs) and shares no directory
+            # with this process: tcp, on the pod's IP (launch_kernel sets it).
+            self.transport = "tcp"
+            km.transport = "tcp"
+            km.ip = "127.0.0.1"
+        elif self.transport == "ipc":
+            km.transport = "ipc"
+            km.ip = os.path.join(self.connection_dir, "kernel-ipc")
+        else:
+            km.transport = "tcp"
+            km.ip = "127.0.0.1"
+        km.write_connection_file(jupyter_session=self._session)
+        self.connection_info = km.get_connection_info()
+        self._write_container_connection_file()
+        return gather_facts(
+            self.options(),
+            policy,
+            kernel_id=self.kernel_id,
+            root_dir=root_dir,
+            cwd=cwd,
+            session=self._session,
+            connection_dir=self.connection_dir,
+            server_id=self.services.server_id(server_root),
+            user=(self.owner.uid, self.owner.gid, self.owner.username) if self.owner else None,
+        )
+
+    def _stamp(self, phase: str) -> None:
+        stamps = getattr(self, "launch_stamps", None)
+        if stamps is None:  # a launch without pre_launch (only tests do that)
+            stamps = self.launch_stamps = {"pre_launch": time.monotonic()}
+        stamps[phase] = time.monotonic()
+
+    def launch_phases(self) -> dict[str, float]:
+        """The last launch's phases and how long each took, in seconds, in launch order:
+        prepare (checks, private directory, connection files, facts), image (inspect, policy,
+        probe cache), gpus (request, inventory, plan, allocation under the host lock), create,
+        start, ready (until the kernel answered kernel_info).
+
+        A launch served by the warm pool: prepare, image, handover (GPU request, this launch's
+        plan, a matching warm container taken), ready (its kernel answered the handover request;
+        claim record written). One whose warm container failed the handover has a "pool" phase
+        (the failed attempt) before the cold path's gpus, create, start and ready."""
+        stamps = list(getattr(self, "launch_stamps", {}).items())
+        return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
+        services = self.services
+        started = time.monotonic()
+        try:
+            # Inspect first: a missing image fails at once, and pulls never count against the
+            # launch timeout (they happen, if at all, before this point).
+            image = await admit_image(
+                services,
+                self.image,
+                own_command=bool(self.kernel_cmd),
+                uid=self.owner.uid if self.owner else None,
+            )
+            if self.run_as != "image":
+                await asyncio.to_thread(self._write_account_files, image)
+            self._stamp("image")
+            request = await self._gpu_request()
+            if request.wants_gpus and not self.backend.schedules_gpus:
+                inventory = await services.inventory.read()
+                fitted = fitted_to_host(request, self._request_is_default, inventory)
+                if not fitted.wants_gpus:
+                    self.log.warning(
+                        "Kernel %s (%s) starts without GPUs: %s",
+                        self.kernel_id,
+                        self.image,
+                        inventory.reason or "this host has none.",
+                    )
+                request = fitted
+            if self.backend.schedules_gpus:
+                # Kubernetes: the scheduler places the pod and its GPUs; no host ledger books
+                # them, no host queue orders them (the backend's unschedulable policy does).
+                await self._launch_scheduled(image, cmd, request)
+                started = time.monotonic()
+                chosen: list[GPU] = []
+            elif request.wants_gpus:
+                check_gpu_compatibility(
+                    self.image, image, inventory, services.policy, self.log, self.kernel_id
+                )
+                mode = resolve_attach_mode(
+                    services.allocator.attach_mode, await self.backend.runtimes(), CDI_SPEC_DIRS
+                )
+
+                async def create(chosen: list[GPU]) -> str:
+                    # Under the host-wide lock: the plan is pure, the create one engine call.
+                    spec = self._plan(image, cmd, chosen, mode)
+                    self._stamp("gpus")
+                    # Known at once: whatever happens after the booking (a cancelled start, a
+                    # failure), the failed launch's clean-up removes this container.
+                    self.container_id = await self.backend.create(spec)
+                    return self.container_id
+
+                uid = self.kernel_ids()[0]
+
+                def book(turn: AnyType) -> AnyType:
+                    return services.allocator.book(
+                        state=services.state,
+                        backend=self.backend,
+                        inventory=inventory,
+                        request=request,
+                        kernel_id=self.kernel_id,
+                        uid=str(uid),
+                        show_others=services.visibility.show_other_users,
+                        create=create,
+                        on_wait=self._say_waiting,
+                        turn=turn,
+                    )
+
+                if self.gpu_uuids:  # a restart keeps its GPUs: the queue has no say in it
+                    chosen, self.container_id = await book(None)
+                else:
+                    # Before it queues or books: a start over its GPU-hour quota is refused.
+                    await services.quota.check(uid, self._facts.username if self._facts else "")
+                    if self.previous_container_id and self._wait_for_gpus:
+                        # A restart under a new request that may wait: its stopped container
+                        # would book the old GPUs all the while (and two such restarts could
+                        # wait for each other's). Its state is gone anyway: it goes first.
+                        await self._remove_previous_container()
+                    booking_began, self._queued = time.monotonic(), False
+                    facts = self._facts
+                    chosen, self.container_id = await services.queue.book(
+                        Start(
+                            kernel_id=self.kernel_id,
+                            uid=uid,
+                            user=facts.username if facts else "",
+                            request=request,
+                            notebook=facts.notebook if facts else "",
+                            server_id=facts.server_id if facts else "",
+                        ),
+                        wait=self._wait_for_gpus,
+                        allocator=services.allocator,
+                        state=services.state,
+                        inventory=inventory,
+                        book=book,
+                        on_queued=self._say_queued,
+                    )
+                    if self._queued:  # the wait is not part of the launch (launch_timeout)
+                        self.gpu_wait = time.monotonic() - booking_began
+                        started += self.gpu_wait
+            else:
+                chosen = []
+                spec = self._plan(image, cmd, [], "runtime")  # one plan, for the pool and below
+                if await self._start_from_pool(image, spec):
+                    return self.connection_info
+                self._stamp("gpus")
+                self.container_id = await self.backend.create(spec)
+            if not self.backend.schedules_gpus:
+                assert self.container_id is not None
+                self._stamp("create")
+                self.gpu_uuids = tuple(g.uuid for g in chosen)
+                await self.backend.start(self.container_id, self.image)
+                self._stamp("start")
+            await self._remove_previous_container()
+            await self._wait_until_ready(started)
+            self._stamp("ready")
+        except BaseException as e:
+            # A restart under a changed request that ended the way someone chose (its wait
+            # cancelled) is brought back as it was (kernelmanager.py): its endpoints stay, so
+            # the pages' connections reach the kernel again, with what they sent meanwhile.
+            may_come_back = (
+                isinstance(e, ContainerKernelError)
+                and e.routine
+                and self._before_change is not None
+            )
+            await self._discard_after_failed_launch(keep_endpoints=may_come_back)
+            raise
+        self._launched = True
+        self._before_change = None
+        elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
+        if self.pool_id is not None:
+            self.log.info(
+                "Warm pool: container %s (image %s, %s) is ready after %.2f s (%s)",
+                (self.container_id or "")[:12],
+                self.image,
+                self.transport,
+                elapsed,
+                self._phases_text(),
+            )
+        else:
+            self.log.info(
+                "Kernel %s answers from container %s (image %s, %s, GPUs: %s) after %.2f s (%s)",
+                self.kernel_id,
+                (self.container_id or "")[:12],
+                self.image,
+                self.transport,
+                ",".join(g.uuid for g in chosen) or "none",
+                elapsed,
+                self._phases_text(),
+            )
+        return self.connection_info
+
+    def _plan(
+        self, image: ImageRecord, cmd: list[str], gpus: list[GPU], mode: str
+    ) -> ContainerSpec:
+        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
+        assert self._facts is not None  # pre_launch gathered them
+        spec = plan_container(
+            kernel_id=self.kernel_id,
+            kernel_name=getattr(self.parent, "kernel_name", "") or "",
+            image=image,
+            command=cmd,
+            options=self.options(),
+            spec_env=getattr(self, "_spec_env", {}),
+            facts=self._facts,
+            policy=self.services.policy,
+            attached=attachment(mode, gpus),
+            gpus=tuple(g.uuid for g in gpus),
+            ports={k: int(str(v)) for k, v in self.connection_info.items() if k.endswith("_port")},
+            pool_id=self.pool_id,
+        )
+        self.container_spec, self.container_image_id = spec, image.id
+        return spec
+
+    async def _launch_scheduled(self, image: ImageRecord, cmd: list[str], request: AnyType) -> None:
+        """Create and start the kernel's pod on a backend whose scheduler places it (and its
+        GPUs), then point the connection at the pod's address."""
+        if request.ids:
+            raise KernelOptionRefused(
+                "On Kubernetes the scheduler chooses a kernel's GPUs: ask for a number of GPUs, "
+                f"not for GPUs by id ({', '.join(request.ids)})."
+            )
+        spec = self._plan(image, cmd, [], "runtime")
+        environment = dict(spec.environment)
+        if request.count:
+            # The device plugin tells the container which GPUs it has; a value of the spec's
+            # own (a CPU kernel's "void") would win over it and hide them.
+            environment.pop("NVIDIA_VISIBLE_DEVICES", None)
+        spec = dataclasses.replace(
+            spec,
+            environment=environment,
+            gpu_count=request.count,
+            gpu_resource=self.gpu_resource,
+        )
+        self.container_spec = spec
+        # The cap's count and the create as one step per user: two starts at once would
+        # otherwise both count the same GPUs as free.
+        async with self.services.allocator.scheduled_start(
+            self.backend, request.count, self.kernel_id, str(self.kernel_ids()[0])
+        ):
+            self._stamp("gpus")
+            self.container_id = await self.backend.create(spec)
+        self._stamp("create")
+        await self.backend.start(self.container_id, self.image)
+        address = await self.backend.address(self.container_id)
+        self.connection_info["ip"] = address
+        if self.parent is not None:
+            self.parent.ip = address
+        self._stamp("start")
+
+    def _say_queued(self, ticket: AnyType) -> None:
+        self._queued = True
+
+    def _say_waiting(self) -> None:
+        self.log.info(
+            "Kernel %s waits for the host-wide GPU allocation lock: another launch holds it.",
+            self.kernel_id,
+        )
+
+    def _phases_text(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
+
+    async def _start_from_pool(self, image: ImageRecord, spec: ContainerSpec) -> bool:
+        """Give this launch a warm container of the server's pool, if one was made exactly as
+        this launch would make its own (same image id, same plan but for what names the kernel).
+        False when the launch must start its own container: no such container, or the one taken
+        failed the handover (the pool discards it; a launch never fails because of the pool)."""
+        if self.pool_id is not None or self._launched or self.previous_container_id:
+            return False
+        if self.owner is not None:
+            return False  # warm containers run as the server's user, not a service's users
+        if self.connection_info.get("curve_publickey"):
+            return False  # an encrypted connection (CurveZMQ): warm kernels have none
+        pool = self.services.warm_pool
+        if pool is None or not pool.has_ready(self.image):
+            return False
+        entry = pool.take(self.image, image.id, spec_fingerprint(spec))
+        if entry is None:
+            return False
+        self._stamp("handover")
+        if not await pool.hand_over(entry, spec, self.kernel_id):
+            # The failed attempt is a phase of its own; the cold path's phases follow it.
+            self.launch_stamps.pop("handover", None)
+            self._stamp("pool")
+            return False
+        own = self.connection_dir
+        if own and own != entry.connection_dir:
+            # What pre_launch prepared for a container of this kernel's own is not needed now.
+            await asyncio.to_thread(discard_private_dir, own)
+        self.connection_dir = entry.connection_dir
+        self.connection_info = entry.connection_info.copy()
+        self.container_id = entry.container_id
+        self.container_spec, self.container_image_id = None, entry.image_id
+        self.gpu_uuids = ()
+        self._launched = True
+        self._before_change = None
+        self._stamp("ready")
+        self.log.info(
+            "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
+            "after %.3f s (%s)",
+            self.kernel_id,
+            entry.container_id[:12],
+            self.image,
+            self.transport,
+            time.monotonic() - self.launch_stamps["pre_launch"],
+            self._phases_text(),
+        )
+        return True
+
+    async def _wait_until_ready(self, started: float) -> None:
+        """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
+
+        async def late() -> None:
+            tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
+            raise LaunchTimeout(
+                f"The kernel in the container for {self.image} did not answer within "
+                f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
+                "removed. If this image is slow to start, raise "
+                "ContainerProvisioner.launch_timeout."
+                + (f"\nLast lines of its log:\n{tail}" if tail else "")
+            )
+
+        await ask_kernel(
+            self.backend,
+            self.connection_info,
+            self.container_id or "",
+            "kernel_info_request",
+            {},
+            started + self.launch_timeout,
+            self._raise_for_exit,
+            late,
+        )
+
+    async def check_restart(self) -> None:
+        """Refuse a restart that the image's admission would refuse, before the running kernel
+        is stopped for it (kernelmanager.py): the kernel then keeps running, its state intact,
+        instead of losing its container to a launch that cannot happen."""
+        await admit_image(
+            self.services,
+            self.image,
+            own_command=bool(self.kernel_cmd),
+            uid=self.owner.uid if self.owner else None,
+        )
+
+    def change_request(self, request: GPURequest) -> None:
+        """A new request for the next (re)start: the kernel's current GPUs are not kept."""
+        self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
+        self._requested = request
+        self._request_is_default = False
+        self.gpu_uuids = ()
+
+    def restore_previous_request(self) -> bool:
+        """Go back to what the kernel asked for before change_request, once a restart under the
+        new request ended the way someone chose (its wait for a GPU cancelled): the next restart
+        brings the kernel back as it was. False when there is nothing to go back to."""
+        if self._before_change is None:
+            return False
+        self._requested, self._request_is_default, self.gpu_uuids = self._before_change
+        self._before_change = None
+        return True
+
+    async def _gpu_request(self) -> GPURequest:
+        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
+        request the launch was given (a switch), else the notebook's own (its metadata, read
+        through the server's contents manager), else the kernel spec's default."""
+        if self.gpu_uuids:
+            return GPURequest(ids=self.gpu_uuids)
+        if self._requested is None:
+            contents = getattr(self.services.parent, "contents_manager", None)
+            found = await read_notebook_request(contents, self._notebook)
+            if found is not None:
+                self._requested, self._request_is_default = found, False
+            else:
+                self._requested, self._request_is_default = GPURequest.parse(self.gpus), True
+        return self._requested
+
+    async def _raise_for_exit(self, state: AnyType) -> None:
+        tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
+        if state is None:
+            raise ContainerExited(
+                f"The kernel container for {self.image} was removed while the kernel was starting."
+            )
+        sentence, image_at_fault = diagnose_exit(
+            self.image, state.exit_code, state.oom_killed, tail
+        )
+        raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
+
+    async def _remove_previous_container(self) -> None:
+        if self.previous_container_id:
+            if self._death_reported != self.previous_container_id:
+                await self._record_restart(self.previous_container_id)
+            await self.backend.remove(self.previous_container_id)
+            self.previous_container_id = None
+            self.services.queue.poke()  # it may have booked GPUs: starts waiting here look
+
+    async def _discard_after_failed_launch(self, keep_endpoints: bool = False) -> None:
+        """Remove what the failed launch left. ``keep_endpoints``: not the private directory
+        and connection file (the kernel may come back on them; if it does not, its shutdown
+        removes them)."""
+        self.gpu_uuids = ()
+        # An engine that went away mid-launch cannot remove the containers now: they are removed
+        # once it answers again (their labels book GPUs until then), and the rest of the clean-up
+        # (private directory, connection file) still happens here.
+        for container_id in (self.previous_container_id, self.container_id):
+            if container_id:
+                try:
+                    await self.backend.remove_or_defer(container_id)
+                except ContainerKernelError as e:
+                    self.log.warning("Could not remove the failed kernel container: %s", e)
+        self.previous_container_id = self.container_id = None
+        if not keep_endpoints:
+            await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
+
+    def _remove_files(self) -> None:
+        self._remove_connection_dir()
+        if self.parent is not None:
+            self.parent.cleanup_connection_file()
+
+    # ------------------------------------------------------------------ running kernel
+
+    async def poll(self) -> int | None:
+        if not self.container_id:
+            return 0
+        try:
+            state = await self.backend.state(self.container_id)
+        except EngineUnavailable as e:
+            # Unknown is not dead: say nothing to the restarter until the engine answers again.
+            self.log.warning("Cannot poll kernel %s: %s", self.kernel_id, e)
+            return None
+        if state is None:
+            return -1  # removed behind our back (docker rm -f): the kernel is gone
+        if not state.ended:
+            return None
+        if not getattr(self.parent, "shutting_down", False):
+            await self._report_death(self.container_id, state)
+        return state.exit_code
+
+    async def _report_death(self, container_id: str, state: AnyType) -> None:
+        """Say once, in the server log and as the kernel's ``reason`` (GET /api/kernels/<id>),
+        why a running kernel's container ended: the restarter only sees an exit code, and a
+        kernel killed for memory would otherwise just "restart" with its state lost and no
+        word why."""
+        if self._death_reported == container_id:
+            return
+        self._death_reported = container_id
+        if state.oom_killed:
+            mem_limit = self.container_spec.mem_limit if self.container_spec else self.mem_limit
+            limit = f" of {mem_limit}" if mem_limit else ""
+            sentence = (
+                f"The kernel ran out of memory: its container ({self.image}) was OOM-killed at "
+                f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
+                "kernel's memory is lost. Use less memory, or ask an administrator for a larger "
+                "ContainerProvisioner.mem_limit."
+            )
+        else:
+            try:
+                tail = await self.backend.logs_tail(container_id, self.log_tail_lines)
+            except ContainerKernelError:
+                tail = ""  # the engine went away meanwhile: the exit code is known all the same
+            sentence = (
+                f"The kernel's container ({self.image}) exited with code {state.exit_code}."
+                + (f"\nLast lines of its log:\n{tail}" if tail else "")
+            )
+        self._record_end(container_id, state, sentence)
+        self.log.warning("Kernel %s died: %s", self.kernel_id, sentence)
+        if self.parent is not None and hasattr(self.parent, "reason"):
+            self.parent.reason = sentence
+
+    def _record_end(
+        self, container_id: str, state: AnyType, sentence: str, routine: bool = False
+    ) -> None:
+        """``routine``: the container ended because someone asked (a restart), not on its own."""
+        oom = bool(state.oom_killed) if state is not None else False
+        self.last_end = {
+            "container_id": container_id,
+            "exit_code": state.exit_code if state is not None else None,
+            "oom_killed": oom,
+            "reason": sentence,
+            "at": time.time(),
+            "routine": routine and not oom,
+        }
+
+    async def _record_restart(self, container_id: str) -> None:
+        """The end of a container stopped for a restart (one engine call: its exit code)."""
+        try:
+            state = await self.backend.state(container_id)
+        except ContainerKernelError:
+            state = None
+        code = f" with code {state.exit_code}" if state is not None else ""
+        oom = " after it was OOM-killed" if state is not None and state.oom_killed else ""
+        self._record_end(
+            container_id,
+            state,
+            f"The kernel was restarted: its previous container ended{code}{oom}.",
+            routine=True,
+        )
+
+    async def wait(self) -> int | None:
+        while True:
+            status = await self.poll()
+            if status is not None:
+                return status
+            await asyncio.sleep(0.1)
+
+    async def send_signal(self, signum: int) -> None:
+        if not self.container_id:
+            return
+        if signum == signal.SIGINT and self.backend.connection_on_pod_ip:
+            # A pod gets no signals from here (that would take pods/exec, which the service's
+            # account is not granted): the kernel is interrupted by message, on its control
+            # channel, as jupyter_client does for interrupt_mode "message".
+            await self._interrupt_by_message()
+            return
+        try:
+            await self.backend.kill(self.container_id, signum)
+        except EngineUnavailable as e:
+            if not getattr(self.parent, "shutting_down", False):
+                raise
+            # A shutdown during an engine outage: the kernel was asked to stop over its own
+            # channel, and cleanup() removes its container once the engine is back. Failing
+            # here would leave the kernel half shut down, its notebook unable to close.
+            self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
+
+    async def _interrupt_by_message(self) -> None:
+        async def ended(state: AnyType) -> None:
+            raise ContainerExited("The kernel ended before it was interrupted.")
+
+        async def late() -> None:
+            raise LaunchTimeout("The kernel did not answer the interrupt within 10 s.")
+
+        await ask_kernel(
+            self.backend,
+            self.connection_info,
+            self.container_id or "",
+            "interrupt_request",
+            {},
+            time.monotonic() + 10.0,
+            ended,
+            late,
+            channel="control",
+        )
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    async def post_launch(self, **kwargs: AnyType) -> None:
+        await super().post_launch(**kwargs)
+        km = self.parent
+        if km is not None and not self._dead_callback_registered:
+            # jupyter_server drops a kernel whose restarts all failed without cleaning it up;
+            # remove its container then, so its GPUs are released at once.
+            km.add_restart_callback(self._on_kernel_dead, "dead")
+            self._dead_callback_registered = True
+
+    def _on_kernel_dead(self) -> None:
+        # Keep a reference: the event loop holds tasks only weakly.
+        self._dead_cleanup = asyncio.ensure_future(self.cleanup(restart=False))
+
+    async def cleanup(self, restart: bool = False) -> None:
+        if restart:
+            # Keep the stopped container until the new one exists: it books the GPUs meanwhile.
+            if self.container_id:
+                await self._remove_previous_container()
+                self.previous_container_id = self.container_id
+                self.container_id = None
+            return
+        for container_id in (self.container_id, self.previous_container_id):
+            if container_id:
+                # During an outage: removed when the engine is back, so a shutdown still ends.
+                await self.backend.remove_or_defer(container_id)
+        self.container_id = self.previous_container_id = None
+        if self.gpu_uuids:
+            self.services.queue.poke()  # GPUs were freed: starts waiting here look at once
+        self.gpu_uuids = ()
+        await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
+        own, self._own_services = self._own_services, None
+        if own is not None:
+            own.close()
+
+    async def get_provisioner_info(self) -> dict[str, AnyType]:
+        info = await super().get_provisioner_info()
+        info.update(
+            container_id=self.container_id,
+            connection_dir=self.connection_dir,
+            image=self.image,
+            transport=self.transport,
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, AnyType]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.container_id = provisioner_info.get("container_id")
+        self.connection_dir = provisioner_info.get("connection_dir")
+        # A running kernel's (reattached after a server restart): its next launch is a restart.
+        self._launched = self._launched or self.container_id is not None
+        self.image = provisioner_info.get("image") or self.image
+        self.transport = provisioner_info.get("transport") or self.transport
+
+    # ------------------------------------------------------------------ private directory
+
+    def _write_container_connection_file(self) -> None:
+        assert self.connection_dir is not None
+        info = dict(self.connection_info)
+        if info["transport"] == "ipc":
+            info["ip"] = f"{KERNEL_DIR_IN_CONTAINER}/kernel-ipc"
+        elif self.network_mode != "host":
+            info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
+        key = info.get("key", b"")
+        info["key"] = key.decode() if isinstance(key, bytes) else key
+        # The kernel's container can write this directory (a symlink in place of kernel.json,
+        # say): replaced, never followed. An explicit run_as uid reads (and ipykernel rewrites)
+        # the file with no capabilities, so owning it is its only way in.
+        write_connection_file(self.connection_dir, info, self._file_owner())
+
+    def _remove_connection_dir(self) -> None:
+        if self.connection_dir:
+            discard_private_dir(self.connection_dir)
+            self.connection_dir = None
+
+
+def warm_container_starter(mkm: AnyType, ksm: AnyType) -> StartContainer:
+    """How the server's warm pool (warmpool.py) starts a container: the way a kernel of that
+    image without GPUs is started (a kernel manager and provisioner made as the server makes
+    them, then the provisioner's own pre_launch and launch_kernel), as the pool's."""
+
+    async def start(target: Target, pool_id: str) -> PoolEntry:
+        pool_kernel_id = str(uuid.uuid4())
+        # Kernel spec lookups read kernel spec directories: off the event loop.
+        spec = await asyncio.to_thread(ksm.get_kernel_spec, target.kernel_name)
+        km, _, _ = mkm.pre_start_kernel(target.kernel_name, {"kernel_id": pool_kernel_id})
+        km.kernel_id = pool_kernel_id
+        provisioner = KernelProvisionerFactory.instance(parent=mkm).create_provisioner_instance(
+            pool_kernel_id, spec, parent=km
+        )
+        if not isinstance(provisioner, ContainerProvisioner):
+            raise ContainerKernelError(
+                f"the kernel spec {target.kernel_name} does not start container kernels."
+            )
+        provisioner.pool_id = pool_id
+        provisioner.change_request(GPURequest())  # never GPUs: see warmpool.py
+        kwargs = await provisioner.pre_launch(cwd=mkm.root_dir, env={})
+        cmd = kwargs.pop("cmd")
+        await provisioner.launch_kernel(cmd, **kwargs)
+        made = provisioner.container_spec
+        assert made is not None and provisioner.container_id and provisioner.connection_dir
+        return PoolEntry(
+            pool_kernel_id=pool_kernel_id,
+            ref=target.ref,
+            kernel_name=target.kernel_name,
+            image_id=provisioner.container_image_id,
+            fingerprint=spec_fingerprint(made),
+            container_id=provisioner.container_id,
+            connection_dir=provisioner.connection_dir,
+            connection_info=provisioner.connection_info.copy(),
+            connection_file=str(km.connection_file),
+            working_dir=made.working_dir or KERNEL_DIR_IN_CONTAINER,
+        )
+
+    return start

@@ -1,0 +1,522 @@
+"""A user's server whose kernels live behind a kernel service (``--gateway-url``).
+
+jupyter_server's own gateway client (``GatewayClient``) already carries the kernels API there:
+kernel specs, starts, the websockets. This module adds what the extension needs on top, without
+the docker package, the engine or the host state, none of which a user's server may touch:
+
+- :class:`ServiceForwarder` answers ``/gpu-containers/*`` (all but ``notebooks/kernel``, which
+  needs this server's sessions and files) by passing the request on to the service: same method,
+  query (less this server's own credentials: token, _xsrf) and body, the service's status, reason
+  and content type back, server-sent events as they come (nothing buffered). It sends
+  GatewayClient's own credentials (its auth token, headers, TLS settings), after this server
+  authenticated and authorized its user as for any of its routes.
+  A browser that closes a stream closes the service's stream with it.
+- :class:`GatewayGPUKernelManager` is jupyter_server's GatewayMappingKernelManager, whose starts
+  carry the notebook's GPU request to the service (``KERNEL_GPU_CONTAINERS_REQUEST``), and whose
+  failures keep the service's status and sentence ("No free GPU" is a 409 from the Launcher, as
+  in direct mode), or say in a sentence that the service cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Awaitable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.gateway.connections import GatewayWebSocketConnection
+from jupyter_server.gateway.gateway_client import GatewayClient, gateway_request
+from jupyter_server.gateway.managers import GatewayMappingKernelManager
+from jupyter_server.utils import url_path_join
+from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httpclient import HTTPClientError
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.tcpclient import TCPClient
+
+from ..base.errors import ContainerKernelError
+from ..gpus.notebook_requests import (
+    GIVEN_REQUEST,
+    GIVEN_WAIT,
+    NotebookRequestError,
+    api_path_of_session,
+    read_notebook_request,
+)
+from ..service.service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
+from .kernelmanager import as_http, finish_with_sentence
+
+# handlers.AUTH_RESOURCE: the authorizer's one namespace for every /gpu-containers/ route.
+AUTH_RESOURCE = "gpu_containers"
+PREFIX = "gpu-containers"
+# What of the service's answer reaches the browser (the rest is the service's own business:
+# its cookies, its server header, its framing).
+PASSED_HEADERS = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Allow", "Retry-After")
+# The request headers the service needs from the browser's request.
+FORWARDED_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
+
+
+# Query parameters that are this server's own credentials (a page's token, or its XSRF value in an
+# event stream's URL): never passed on to the service, which has its own (GatewayClient's).
+OWN_CREDENTIAL_PARAMS = frozenset({"token", "_xsrf"})
+
+
+def forwarded_query(query: str) -> str:
+    """``query`` as the service gets it: without this server's credentials."""
+    if not query:
+        return ""
+    kept = [
+        (name, value)
+        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if name not in OWN_CREDENTIAL_PARAMS
+    ]
+    return urllib.parse.urlencode(kept)
+
+
+def service_url() -> str:
+    """The kernel service's address, as GatewayClient has it."""
+    return str(GatewayClient.instance().url or "")
+
+
+class ServiceUnreachable(ContainerKernelError):
+    """No answer from the kernel service: nothing of the user's kernels can be done here."""
+
+    status = 503
+    reason_phrase = "Service Unavailable"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"The kernel service at {service_url()} cannot be reached ({why}). Ask your "
+            "administrator whether it is running; kernels there keep running, and this page "
+            "reconnects to them once it answers."
+        )
+
+
+class ServiceRefused(ContainerKernelError):
+    """The service's own answer to a request it refused, passed on as it is."""
+
+    def __init__(self, status: int, sentence: str, reason: str) -> None:
+        super().__init__(sentence, status=status)
+        self.reason_phrase = reason or httputil.responses.get(status, "Error")
+
+
+def _why(error: BaseException) -> str:
+    """A few words on a connection failure, for ServiceUnreachable's sentence."""
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return "it did not answer in time"
+    if isinstance(error, socket.gaierror):
+        return "its host name is unknown"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, StreamClosedError):
+        if error.real_error is not None:  # tornado's wrapper of a failed connect
+            return _why(error.real_error)
+        return "it closed the connection"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
+def _answer_of(body: bytes, status: int) -> ServiceRefused:
+    """The service's error body ({"message", "reason"}) as an error to pass on."""
+    try:
+        data = json.loads(body.decode("utf-8")) if body else {}
+    except (ValueError, UnicodeDecodeError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    message = data.get("message")
+    reason = data.get("reason")
+    sentence = (
+        message
+        if isinstance(message, str) and message
+        else f"The kernel service answered {status}."
+    )
+    return ServiceRefused(status, sentence, reason if isinstance(reason, str) else "")
+
+
+def from_gateway_error(error: BaseException) -> ContainerKernelError | None:
+    """What an error of jupyter_server's gateway client means, in this project's terms: the
+    service's own refusal (its status and sentence), or a service that cannot be reached. None
+    for anything else (left as it is)."""
+    if isinstance(error, ContainerKernelError):
+        return error
+    cause = error.__cause__ if isinstance(error, web.HTTPError) else error
+    if isinstance(cause, HTTPClientError):
+        response = cause.response
+        if cause.code == 599 or response is None:  # tornado's code for "no HTTP answer"
+            inner = getattr(response, "error", None) or cause
+            return ServiceUnreachable(
+                "it did not answer in time" if "Timeout" in str(inner) else _why(inner)
+            )
+        return _answer_of(response.body, cause.code)
+    if isinstance(cause, (OSError, asyncio.TimeoutError, StreamClosedError)):
+        return ServiceUnreachable(_why(cause))
+    return None
+
+
+def _translated(error: BaseException) -> BaseException:
+    found = from_gateway_error(error)
+    return as_http(found) if found is not None else error
+
+
+# ------------------------------------------------------------------------------ the forwarder
+
+
+class _Exchange:
+    """One request to the service over a connection of its own (closed at the end, or at once
+    when the browser goes away), and its answer relayed to ``handler`` as it comes."""
+
+    def __init__(self, handler: ServiceForwarder) -> None:
+        self.handler = handler
+        self.stream: IOStream | None = None
+        self.headers_in = asyncio.Event()
+        self.streaming = False
+        self.status = 0
+        self.content_type = ""
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+    async def run(self, url: str, method: str, headers: dict[str, str], body: bytes) -> None:
+        args = GatewayClient.instance().load_connection_args(headers=dict(headers))
+        parts = urllib.parse.urlsplit(url)
+        https = parts.scheme == "https"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if https else 80)
+        ssl_context = _ssl_context(args) if https else None
+        connect = TCPClient().connect(host, port, ssl_options=ssl_context)
+        self.stream = await asyncio.wait_for(connect, float(args.get("connect_timeout") or 20))
+        if self.handler.gone:  # the browser left while we connected
+            self.close()
+            return
+        sent = httputil.HTTPHeaders(args.get("headers") or {})
+        sent["Host"] = parts.netloc
+        sent["Connection"] = "close"
+        if args.get("auth_username"):
+            sent["Authorization"] = httputil.encode_username_password(
+                args["auth_username"], args.get("auth_password") or ""
+            ).decode()
+        if body or method in ("POST", "PUT", "PATCH"):
+            sent["Content-Length"] = str(len(body))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection = HTTP1Connection(
+            self.stream, True, HTTP1ConnectionParameters(no_keep_alive=True)
+        )
+        await connection.write_headers(httputil.RequestStartLine(method, target, "HTTP/1.1"), sent)
+        if body:
+            await connection.write(body)
+        connection.finish()
+        await connection.read_response(_Relay(self))
+
+
+class _Relay(httputil.HTTPMessageDelegate):
+    """The service's answer, written to the browser as it comes: a flush per chunk, which the
+    connection awaits before it reads more (a slow browser slows the service's stream, nothing
+    piles up here)."""
+
+    def __init__(self, exchange: _Exchange) -> None:
+        self.exchange = exchange
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        handler, exchange = self.exchange.handler, self.exchange
+        exchange.status = start_line.code
+        handler.set_status(start_line.code, start_line.reason or None)
+        handler.clear_header("Content-Type")
+        for name in PASSED_HEADERS:
+            if name in headers:
+                handler.set_header(name, headers[name])
+        location = headers.get("Location")
+        if location:
+            handler.set_header("Location", handler.local_location(location))
+        exchange.content_type = headers.get("Content-Type", "")
+        exchange.streaming = exchange.content_type.startswith("text/event-stream")
+        exchange.headers_in.set()
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        handler = self.exchange.handler
+        if handler.gone:
+            raise StreamClosedError()  # ends the read: the service's stream is closed below
+        handler.write(chunk)
+        return handler.flush()
+
+    def finish(self) -> None:
+        pass
+
+    def on_connection_close(self) -> None:
+        pass
+
+
+def _ssl_context(args: dict[str, Any]) -> ssl.SSLContext:
+    """GatewayClient's TLS settings (validate_cert, ca_certs, client_cert and key)."""
+    context = ssl.create_default_context(cafile=args.get("ca_certs") or None)
+    if not args.get("validate_cert", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if args.get("client_cert"):
+        context.load_cert_chain(args["client_cert"], args.get("client_key") or None)
+    return context
+
+
+class ServiceForwarder(APIHandler):
+    """``/gpu-containers/*`` answered by the kernel service, for this server's user."""
+
+    auth_resource = AUTH_RESOURCE
+    _exchange: _Exchange | None = None
+    gone = False
+
+    def on_connection_close(self) -> None:
+        # The browser went away: so does the service's stream (its pull watcher, its log
+        # reader), now, not at the stream's next event.
+        self.gone = True
+        if self._exchange is not None:
+            self._exchange.close()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(error, ContainerKernelError):
+            finish_with_sentence(self, error)
+            return
+        super().write_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ContainerKernelError):  # a sentence, not a server fault
+            self.log.warning(
+                "%d %s %s: %s", value.status, self.request.method, self.request.path, value
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+    def local_location(self, location: str) -> str:
+        """The service's Location for one of its /gpu-containers/ resources, as this server's."""
+        service_path = urllib.parse.urlsplit(service_url()).path or "/"
+        path = urllib.parse.urlsplit(location).path
+        prefix = url_path_join(service_path, PREFIX) + "/"
+        if path.startswith(prefix):
+            return url_path_join(self.base_url, PREFIX, path[len(prefix) :])
+        return location
+
+    def upstream_url(self) -> str:
+        base = self.base_url.rstrip("/") + "/" + PREFIX
+        rest = self.request.path[len(base) :]
+        url = url_path_join(service_url(), PREFIX) + rest
+        query = forwarded_query(self.request.query)
+        return url + (f"?{query}" if query else "")
+
+    async def forward(self) -> None:
+        headers = {
+            name: self.request.headers[name]
+            for name in FORWARDED_HEADERS
+            if name in self.request.headers
+        }
+        exchange = self._exchange = _Exchange(self)
+        request_timeout = float(GatewayClient.instance().request_timeout or 60)
+        body = self.request.body or b""
+        task = asyncio.ensure_future(
+            exchange.run(self.upstream_url(), self.request.method or "GET", headers, body)
+        )
+        started = time.monotonic()
+        try:
+            # The service's headers within the request timeout; then a plain answer's body
+            # within what is left of it, and an event stream for as long as both ends stay.
+            waiting = asyncio.ensure_future(exchange.headers_in.wait())
+            done, _ = await asyncio.wait(
+                {task, waiting}, timeout=request_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiting.cancel()
+            if not done:
+                raise asyncio.TimeoutError()
+            if exchange.streaming:
+                await task
+            else:
+                left = max(0.1, request_timeout - (time.monotonic() - started))
+                await asyncio.wait_for(asyncio.shield(task), left)
+        except (OSError, asyncio.TimeoutError, StreamClosedError, httputil.HTTPInputError) as e:
+            exchange.close()
+            task.cancel()
+            if self.gone:
+                return
+            if not exchange.headers_in.is_set():
+                raise ServiceUnreachable(_why(e)) from None
+            # Cut off mid-answer (the service stopped): end what the browser has.
+            self.log.warning(
+                "The kernel service's answer to %s ended early: %s", self.request.path, _why(e)
+            )
+        finally:
+            exchange.close()
+        if not self.gone:
+            # APIHandler.finish would call every answer JSON: keep the service's type.
+            self.finish(set_content_type=exchange.content_type or "application/json")
+
+    @web.authenticated
+    @authorized
+    async def get(self, *_args: Any, **_kwargs: Any) -> None:
+        await self.forward()
+
+    @web.authenticated
+    @authorized
+    async def post(self, *_args: Any, **_kwargs: Any) -> None:
+        await self.forward()
+
+    @web.authenticated
+    @authorized
+    async def put(self, *_args: Any, **_kwargs: Any) -> None:
+        await self.forward()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, *_args: Any, **_kwargs: Any) -> None:
+        await self.forward()
+
+
+class NoDelayGatewayConnection(GatewayWebSocketConnection):
+    """jupyter_server's gateway websocket connection, sending to the browser without Nagle's
+    delay (TCP_NODELAY), as NoDelayWebsocketConnection does in direct mode: with Nagle, each
+    burst of a kernel's replies waited for the browser's delayed acknowledgement, about 40 ms
+    added to every execute round trip through the service (benchmarks/, section 7)."""
+
+    async def connect(self) -> None:
+        handler = self.websocket_handler
+        if getattr(handler, "ws_connection", None) is not None:
+            handler.set_nodelay(True)
+        await super().connect()
+
+
+class ServiceStatusForwarder(ServiceForwarder):
+    """``GET /gpu-containers/status``, forwarded; when the service cannot be reached, the
+    status of an engine that cannot be reached, with the sentence: the page then says it where
+    it says an engine is down (the Launcher card's label, the panel), not only in an error."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, *_args: Any, **_kwargs: Any) -> None:
+        try:
+            await self.forward()
+        except ServiceUnreachable as e:
+            engine = {"ok": False, "message": e.sentence, "endpoint": service_url()}
+            self.finish(json.dumps({"engine": engine, "kernelspecs": 0}))
+
+
+async def service_json(method: str, path: str, body: Any = None) -> Any:
+    """One JSON request to the service's ``/gpu-containers/<path>`` with GatewayClient's
+    credentials, from a handler of this server; its JSON answer. Raises ServiceUnreachable, or
+    ServiceRefused with the service's status and sentence."""
+    url = url_path_join(service_url(), PREFIX, path)
+    kwargs: dict[str, Any] = {"method": method}
+    if body is not None or method in ("POST", "PUT"):
+        kwargs["body"] = json.dumps(body)
+        kwargs["headers"] = {"Content-Type": "application/json"}
+    try:
+        response = await gateway_request(url, **kwargs)
+    except Exception as e:
+        found = from_gateway_error(e)
+        if found is None:
+            raise
+        raise found from None
+    return json.loads(response.body) if response.body else None
+
+
+# ------------------------------------------------------------------------- the kernel manager
+
+
+class GatewayGPUKernelManager(GatewayMappingKernelManager):
+    """jupyter_server's kernel manager for a gateway, whose starts carry the notebook's GPU
+    request, and whose failures answer the service's status and sentence (or say that the service
+    cannot be reached) instead of "Error from Gateway: […]"."""
+
+    async def start_kernel(  # type: ignore[override]
+        self, *, kernel_id: str | None = None, path: str | None = None, **kwargs: Any
+    ) -> str:
+        if kernel_id is None:  # a new kernel (else: connecting to one the service runs)
+            env = dict(kwargs.get("env") or {})
+            request = await self.gpu_request(str(env.get(SESSION_ENV) or ""))
+            if request is not None:
+                env[REQUEST_ENV] = json.dumps(request)
+            else:
+                env.pop(REQUEST_ENV, None)  # only this server's word on it reaches the service
+            wait = GIVEN_WAIT.get()
+            if wait is not None:  # the panel's word; else the service's default applies
+                env[WAIT_ENV] = "true" if wait else "false"
+            else:
+                env.pop(WAIT_ENV, None)
+            kwargs["env"] = gateway_env(env, GatewayClient.instance().allowed_envs)
+        try:
+            return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))
+        except Exception as e:
+            raise _translated(e) from e
+
+    async def gpu_request(self, session_name: str) -> Any:
+        """What the start asks for, as JSON: the request the extension's endpoint gave the launch,
+        else the notebook's own (its metadata, read through this server's contents manager),
+        else None (the kernel spec's default, the service's to apply)."""
+        given = GIVEN_REQUEST.get()
+        if given is not None:
+            return given.to_json()
+        contents = getattr(self.parent, "contents_manager", None)
+        notebook = api_path_of_session(session_name, str(self.root_dir))
+        try:
+            found = await read_notebook_request(contents, notebook)
+        except NotebookRequestError as e:
+            raise as_http(e) from e
+        return found.to_json() if found is not None else None
+
+    async def restart_kernel(self, kernel_id: str, now: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return await super().restart_kernel(kernel_id, now=now, **kwargs)
+        except Exception as e:
+            raise _translated(e) from e
+
+    async def interrupt_kernel(self, kernel_id: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return await ensure_async(super().interrupt_kernel(kernel_id, **kwargs))
+        except Exception as e:
+            raise _translated(e) from e
+
+    async def shutdown_kernel(  # type: ignore[override]
+        self, kernel_id: str, now: bool = False, restart: bool = False
+    ) -> None:
+        try:
+            await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+        except Exception as e:
+            raise _translated(e) from e
+
+    async def list_kernels(self, **kwargs: Any) -> Any:
+        try:
+            return await super().list_kernels(**kwargs)
+        except Exception as e:
+            raise _translated(e) from e
+
+
+def gateway_env(env: dict[str, Any], allowed_envs: str) -> dict[str, Any]:
+    """Of a start's environment, what the gateway sends anyway (GatewayKernelManager: names
+    starting with ``KERNEL_``, and ``GatewayClient.allowed_envs``). The rest is this server's own
+    environment, its Hub token and the gateway's among it, which jupyter_server writes whole into
+    its log line "GatewayKernelManager started kernel: …, args: …" (behind JupyterHub, the Hub's
+    log)."""
+    allowed = {name.strip() for name in str(allowed_envs or "").split(",") if name.strip()}
+    return {k: v for k, v in env.items() if k.startswith("KERNEL_") or k in allowed}
+
+
+def allow_session_name(client: Any) -> None:
+    """Let GatewayClient send ``JPY_SESSION_NAME`` (the notebook's path) with a start, which the
+    service reads to start the kernel in the notebook's directory (service_routes.py)."""
+    allowed = [name.strip() for name in str(client.allowed_envs or "").split(",") if name.strip()]
+    if SESSION_ENV not in allowed:
+        client.allowed_envs = ",".join([*allowed, SESSION_ENV])
+
+
+def is_gateway_kernel_manager(km: Any) -> bool:
+    return isinstance(km, GatewayMappingKernelManager)

@@ -1,0 +1,317 @@
+"""After a server restart (or a ``kill -9``): reattach to our live kernels, sweep the orphans.
+
+Rebuilt from container labels alone (DESIGN decision 1). For each container carrying our label:
+
+- same server id as this server (which has just started, so the previous holder of the id is
+  dead), container running, private directory intact: reattach it as a running kernel (its id,
+  notebook and GPUs unchanged); not running or directory gone: remove it;
+- another server id that a live server holds (hoststate.py), or whose creating process still
+  runs: not ours to touch;
+- another server id, dead by both counts: remove the container. With a host state directory that
+  cannot be used (hoststate.py), only this user's own containers are judged so: another user's
+  server could be alive in a directory this one cannot see.
+
+A label never names what to read or delete: the private directory a label names is used only if
+it is one of this server's own (privatedirs.py).
+
+A container started from another host (an engine reached over TCP) cannot be judged: left alone.
+
+Warm-pool containers (label POOL, see warmpool.py) keep the pool's kernel id in their labels for
+good; one handed over to a kernel has a claim record in its private directory, and is judged as
+that kernel's container (its id, kernel spec, notebook and directory). One nobody claimed serves
+no kernel: it is removed where a kernel's would be reattached, and like any orphan otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
+
+from ..base import labels as L
+from ..base.errors import ValueRefused
+from ..base.records import ContainerRecord
+from ..host.hoststate import StateDir
+from ..host.identity import UserDirectory
+from ..host.privatedirs import (
+    CONNECTION_FILE_NAME,
+    connection_root,
+    own_private_dir,
+    read_connection_file,
+    remove_private_dir,
+)
+from ..kernel.kernelspecs import PROVISIONER_NAME, kernel_spec_dict
+from ..kernel.provisioner import ContainerProvisioner
+from ..kernel.warmpool import read_claim
+from ..policy.launchplan import (
+    check_kernel_id,
+    check_labels,
+    inside,
+)
+from ..services import Services
+from .kernelmanager import GPUContainersKernelManager
+
+
+@dataclass
+class RecoveryReport:
+    reattached: list[str]
+    removed: list[str]
+    left_alone: list[str]
+
+
+def decide(
+    record: ContainerRecord,
+    server_id: str,
+    state: StateDir,
+    me: L.OwnerProcess,
+    root: str,
+    pods: bool = False,
+) -> str:
+    """'reattach', 'remove' or 'leave' for one labelled container, at this server's start.
+    ``root``: this server's private-directory root; ``pods``: a backend whose kernels are pods
+    (their server is the service of the namespace, whatever pod or host it ran in, and their
+    connection is their Secret). Blocking (it stats files): a worker thread."""
+    owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+    if pods:
+        if owner == me:
+            return "leave"
+        if record.labels.get(L.SERVER_ID, "") != server_id:
+            return "leave"  # another service's namespace share: not ours to judge
+        return "reattach" if record.status == "running" else "remove"
+    if owner is None or owner.host != me.host:
+        return "leave"  # an engine shared with another host: not ours to judge
+    if owner == me:
+        return "leave"  # started by this very process (a kernel launched while we recover)
+    owner_id = record.labels.get(L.SERVER_ID, "")
+    uid = record.labels.get(L.UID, "")
+    if owner_id == server_id:
+        private = own_private_dir(root, record.labels.get(L.CONNECTION_DIR, ""))
+        running = record.status == "running"
+        if running and private and os.path.isfile(os.path.join(private, CONNECTION_FILE_NAME)):
+            return "reattach"
+        return "remove"
+    if not state.shared and uid != str(os.geteuid()):
+        return "leave"  # its server may be alive in the host state directory we cannot use
+    if state.is_alive(owner_id, uid):
+        return "leave"
+    if owner.is_alive():
+        # Its creator still runs, though not registered in our state dir (a server configured
+        # with another ContainerPolicy.state_dir): never remove a live server's kernel.
+        return "leave"
+    return "remove"
+
+
+async def recover(
+    services: Services, mkm: Any, mode: str, log: Any, directory: UserDirectory | None = None
+) -> RecoveryReport:
+    """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind.
+    ``mkm``: the server's kernel manager; kernels are reattached only when it can adopt them
+    (kernelmanager.py), else removed like any other. ``directory``: a kernel service's users
+    (identity.py): each kernel comes back as its user's, or not at all."""
+    engine = services.backend
+    policy = services.policy
+    server_id = await asyncio.to_thread(services.server_id, mkm.root_dir)
+    state = services.state
+    root = await asyncio.to_thread(connection_root, policy.connection_dir_root)
+    if mode == "reattach" and not isinstance(mkm, GPUContainersKernelManager):
+        log.warning(
+            "Kernel containers of this server are not reattached: the server's kernel manager "
+            "(%s) cannot adopt running kernels. They are removed instead.",
+            type(mkm).__name__,
+        )
+        mode = "sweep"
+    me = L.OwnerProcess.current()
+    report = RecoveryReport([], [], [])
+    for record in await engine.list_containers({L.MANAGED: "true"}):
+        claimed = None
+        if L.POOL in record.labels:
+            claimed = await asyncio.to_thread(as_claimed, record, mkm.root_dir, root)
+            record = claimed or record
+        if record.labels.get(L.KERNEL_ID) in mkm:
+            continue  # already ours in this process
+        action = await asyncio.to_thread(
+            decide, record, server_id, state, me, root, engine.connection_on_pod_ip
+        )
+        if action == "reattach" and L.POOL in record.labels and claimed is None:
+            action = "remove"  # a warm container of our previous process that no kernel took
+        if action == "reattach" and mode == "reattach":
+            try:
+                # A pod's kernel listens on the pod's own address, not on this host's.
+                address = await engine.address(record.id) if engine.connection_on_pod_ip else ""
+                info = await engine.connection_info(record.id) if address else None
+                await _reattach(mkm, record, root, log, directory, address, info)
+                report.reattached.append(record.labels[L.KERNEL_ID])
+                continue
+            except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
+                log.warning(
+                    "Could not reattach kernel %s (container %s): %s; removing it.",
+                    record.labels.get(L.KERNEL_ID),
+                    record.id[:12],
+                    e,
+                )
+            action = "remove"
+        if action in ("remove", "reattach"):
+            await engine.remove(record.id)
+            await asyncio.to_thread(
+                remove_private_dir, root, record.labels.get(L.CONNECTION_DIR, "")
+            )
+            # A dead server that shared our runtime directory (this very server, before a crash)
+            # left the kernel's connection file there too.
+            await asyncio.to_thread(
+                _remove_connection_file, mkm.connection_dir, record.labels.get(L.KERNEL_ID, "")
+            )
+            report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
+        else:
+            report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
+    # Readiness probes remove their container when they end; a server killed mid-probe cannot.
+    for record in await engine.list_containers({L.PROBE: "true"}):
+        owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+        if owner is not None and not owner.is_alive():
+            await engine.remove(record.id)
+            report.removed.append(record.id)
+    return report
+
+
+def as_claimed(record: ContainerRecord, root_dir: str, private_root: str) -> ContainerRecord | None:
+    """A handed-over warm container as the record of the kernel that claimed it: its labels with
+    the claim record's kernel id, kernel spec, notebook and directory. None when its private
+    directory is not one of this server's, when it has no claim record, or one that could not
+    have been written by a handover (an id that is not a kernel id, a notebook or directory
+    outside the workspace). Blocking: a worker thread."""
+    private = own_private_dir(private_root, record.labels.get(L.CONNECTION_DIR, ""))
+    claim = read_claim(private) if private else None
+    if claim is None:
+        return None
+    root = os.path.realpath(root_dir)
+    notebook, cwd = claim.get("notebook", ""), claim.get("cwd", "")
+    try:
+        check_kernel_id(claim.get("kernel_id"))
+        overlay = check_labels(
+            {
+                L.KERNEL_ID: claim["kernel_id"],
+                L.KERNEL_NAME: claim.get("kernel_name", ""),
+                L.NOTEBOOK: notebook,
+                L.CWD: cwd,
+            }
+        )
+    except ValueRefused:
+        return None
+    if notebook and (notebook.startswith("/") or not inside(os.path.join(root, notebook), root)):
+        return None
+    if cwd and not inside(cwd, root):
+        return None
+    return dataclasses.replace(record, labels={**record.labels, **overlay})
+
+
+def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
+    """Remove ``kernel-<id>.json`` from this server's connection directory. The id comes from a
+    label: only what may be a kernel id (check_kernel_id, as at launch) names a file."""
+    try:
+        check_kernel_id(kernel_id)
+    except ValueRefused:
+        return
+    if connection_dir:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(connection_dir, f"kernel-{kernel_id}.json"))
+
+
+def _restart_args(labels: dict[str, str], workspace: str) -> dict[str, Any]:
+    """What a reattached kernel's restart re-uses: its notebook's directory and session name,
+    as its labels say, when they lie inside the workspace. Blocking (realpath): a worker
+    thread."""
+    notebook = labels.get(L.NOTEBOOK, "")
+    session = os.path.join(workspace, notebook) if notebook else ""
+    env = {"JPY_SESSION_NAME": session} if session and inside(session, workspace) else {}
+    cwd = labels.get(L.CWD, "")
+    return {"cwd": cwd if cwd and inside(cwd, workspace) else workspace, "env": env}
+
+
+async def _reattach(
+    mkm: GPUContainersKernelManager,
+    record: ContainerRecord,
+    root: str,
+    log: Any,
+    directory: UserDirectory | None = None,
+    address: str = "",
+    pod_info: dict[str, Any] | None = None,
+) -> None:
+    labels = record.labels
+    owner = None
+    workspace = mkm.root_dir
+    if directory is not None:
+        # A service's kernel: its user as the account database says now, and only if that is
+        # the uid the kernel ran as (the label was written by this service, at the launch).
+        owner = await asyncio.to_thread(directory.resolve, labels.get(L.USER, ""))
+        if str(owner.uid) != labels.get(L.UID, ""):
+            raise ValueRefused(
+                f"its user {owner.username!r} is uid {owner.uid} now, not the kernel's"
+            )
+        workspace = owner.workspace
+    kernel_id = check_kernel_id(labels[L.KERNEL_ID])
+    kernel_name = labels.get(L.KERNEL_NAME, "")
+    conn_dir = await asyncio.to_thread(own_private_dir, root, labels[L.CONNECTION_DIR])
+    if pod_info is not None:
+        # A pod's connection is its Secret's (the backend checked that the pod owns it): a
+        # service in a new pod of its own has none of its predecessor's private directories.
+        info = dict(pod_info)
+    elif conn_dir is None:
+        raise ValueRefused("its private directory is not one of this server's")
+    else:
+        # Written by the kernel's own container as much as by us: read without following a
+        # link, and only as far as it agrees with what this server wrote on the container.
+        info = await asyncio.to_thread(read_connection_file, conn_dir)
+    if info.get("transport") != labels.get(L.TRANSPORT, "ipc"):
+        raise ValueRefused("its connection file does not match its container")
+    # The file holds the container's view; the host's differs only in where it connects.
+    if info["transport"] == "ipc":
+        if conn_dir is None:
+            raise ValueRefused("its ipc sockets are in no private directory of this server's")
+        info["ip"] = os.path.join(conn_dir, "kernel-ipc")
+    else:
+        info["ip"] = address or "127.0.0.1"
+
+    km = mkm.kernel_manager_factory(
+        connection_file=os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json"),
+        parent=mkm,
+        log=mkm.log,
+        kernel_name=kernel_name,
+    )
+    km.kernel_id = kernel_id
+    km.load_connection_info(info)
+    await asyncio.to_thread(km.write_connection_file)
+    rebuilt = None
+    try:
+        spec = km.kernel_spec
+    except NoSuchKernel:
+        # The image's spec is gone (image untagged): rebuild it from the labels, so the kernel
+        # still runs to its end and restarts on the same image.
+        spec = rebuilt = KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
+    config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
+    if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
+        config = {"image": labels[L.IMAGE]}
+    provisioner = ContainerProvisioner(kernel_id=kernel_id, kernel_spec=spec, parent=km, **config)
+    await provisioner.load_provisioner_info(
+        {
+            "kernel_id": kernel_id,
+            "connection_info": km.get_connection_info(),
+            "container_id": record.id,
+            "connection_dir": conn_dir,
+            "image": labels[L.IMAGE],
+            "transport": labels.get(L.TRANSPORT, "ipc"),
+        }
+    )
+    provisioner.owner = owner
+    # The GPUs it holds (its labels book them): a restart keeps them, and the GPU-use sampler
+    # and GPUReclaim watch them, as for a kernel this process launched.
+    provisioner.gpu_uuids = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
+    km.provisioner = provisioner
+    launch_args = await asyncio.to_thread(_restart_args, labels, workspace)
+    await mkm.adopt(km, kernel_id, launch_args, rebuilt)
+    log.info(
+        "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]
+    )

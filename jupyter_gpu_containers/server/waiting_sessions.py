@@ -1,0 +1,154 @@
+"""jupyter_server's session manager, listing a session whose kernel waits for a GPU.
+
+A start through the stock sessions API (the Launcher, opening a notebook) that waits in the GPU
+queue (gpuqueue.py) has no session row yet: jupyter_server saves the row once the kernel runs.
+A page polling ``GET /api/sessions`` meanwhile would not know the notebook is starting at all,
+so its session is listed with its kernel's ``execution_state`` "waiting for a GPU", under the
+kernel id the start will have (chosen here, before the start, so that the two agree).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.multikernelmanager import DuplicateKernelError
+from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName, SessionManager
+from jupyter_server.utils import ensure_async
+
+from ..services import services_for
+
+WAITING_STATE = "waiting for a GPU"
+
+
+@dataclass(frozen=True)
+class _Starting:
+    session_id: str
+    path: str
+    name: str
+    type: str
+    kernel_id: str
+    kernel_name: str
+
+
+class WaitingSessionManager(SessionManager):
+    """SessionManager whose list includes sessions whose kernel start waits for a GPU."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._starting: dict[str, _Starting] = {}
+
+    async def session_exists(self, path: str) -> bool:
+        """A notebook whose kernel start waits for a GPU has its session: asking the sessions
+        API for one (a page that lost its own, a second tab) answers that one rather than
+        starting a second kernel."""
+        if self._waiting_start(path=path) is not None:
+            return True
+        return bool(await super().session_exists(path))
+
+    async def get_session(self, **kwargs: Any) -> dict[str, Any]:
+        start = self._waiting_start(**kwargs)
+        if start is not None:
+            return self._model(start)
+        model: dict[str, Any] = await super().get_session(**kwargs)
+        return model
+
+    def _waiting_start(self, **kwargs: Any) -> _Starting | None:
+        """The start waiting for a GPU whose session matches every column in ``kwargs``."""
+        if not kwargs:
+            return None
+        services = services_for(self.kernel_manager)
+        waiting = services.queue.waiting_ids() if services is not None else set()
+        for start in list(self._starting.values()):
+            columns = {
+                "session_id": start.session_id,
+                "path": start.path,
+                "name": start.name,
+                "type": start.type,
+                "kernel_id": start.kernel_id,
+            }
+            if start.kernel_id in waiting and all(
+                column in columns and columns[column] == value for column, value in kwargs.items()
+            ):
+                return start
+        return None
+
+    async def start_kernel_for_session(
+        self,
+        session_id: str,
+        path: str | None,
+        name: ModelName | None,
+        type: str | None,
+        kernel_name: KernelName | None,
+        kernel_id: str | None = None,
+    ) -> str:
+        if kernel_id and any(s.kernel_id == kernel_id for s in self._starting.values()):
+            # A page asking for a session on a kernel that is still starting: never a second
+            # kernel under the same id.
+            raise DuplicateKernelError(
+                f"Kernel {kernel_id} is still starting (it may wait for a GPU): ask for its "
+                "notebook's session again once it runs."
+            )
+        kernel_id = kernel_id or str(uuid.uuid4())
+        self._starting[session_id] = _Starting(
+            session_id, path or "", name or "", type or "", kernel_id, kernel_name or ""
+        )
+        try:
+            # SessionManager.start_kernel_for_session's own steps, with the kernel id chosen
+            # here: its kernel_id argument is newer than the jupyter_server versions allowed.
+            kernel_path = await ensure_async(self.contents_manager.get_kernel_path(path=path))
+            kernel_env = self.get_kernel_env(path, name)
+            started: str = await self.kernel_manager.start_kernel(
+                path=kernel_path, kernel_name=kernel_name, env=kernel_env, kernel_id=kernel_id
+            )
+            return started
+        finally:
+            self._starting.pop(session_id, None)
+
+    def waiting_kernel(self, session_id: str) -> str | None:
+        """The kernel id of ``session_id``'s start, while it waits for a GPU; else None."""
+        start = self._starting.get(session_id)
+        services = services_for(self.kernel_manager)
+        if start is None or services is None:
+            return None
+        return start.kernel_id if start.kernel_id in services.queue.waiting_ids() else None
+
+    async def delete_session(self, session_id: str) -> None:
+        """Deleting a session whose kernel waits for a GPU cancels the wait (JupyterLab's Shut
+        Down, closing the notebook); the start then ends with 409 "GPU wait cancelled"."""
+        kernel_id = self.waiting_kernel(session_id)
+        services = services_for(self.kernel_manager)
+        if kernel_id is not None and services is not None:
+            services.queue.cancel(kernel_id, "its session was deleted")
+            return
+        await super().delete_session(session_id)
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        sessions: list[dict[str, Any]] = await ensure_async(super().list_sessions())
+        services = services_for(self.kernel_manager)
+        waiting = services.queue.waiting_ids() if services is not None else set()
+        listed = {s["id"] for s in sessions}
+        for start in list(self._starting.values()):
+            if start.kernel_id in waiting and start.session_id not in listed:
+                sessions.append(self._model(start))
+        return sessions
+
+    @staticmethod
+    def _model(start: _Starting) -> dict[str, Any]:
+        model: dict[str, Any] = {
+            "id": start.session_id,
+            "path": start.path,
+            "name": start.name,
+            "type": start.type,
+            "kernel": {
+                "id": start.kernel_id,
+                "name": start.kernel_name,
+                "last_activity": None,
+                "execution_state": WAITING_STATE,
+                "connections": 0,
+            },
+        }
+        if start.type == "notebook":
+            model["notebook"] = {"path": start.path, "name": start.name}
+        return model

@@ -1,0 +1,709 @@
+"""A kernel service's kernels API: the stock routes, each user's kernels (and images) only.
+
+``jupyter gpu-containers serve`` (service.py) answers Jupyter Server's own kernels API, which
+users' servers reach through the stock gateway client. These subclasses of jupyter_server's
+handlers, registered on the same patterns (an extension's routes come first), add what one
+server for many users needs:
+
+- **Whose kernel**: a kernel belongs to the user whose request started it (the provisioner keeps
+  that :class:`~.identity.KernelUser`). Any other user gets exactly the 404 an unknown kernel id
+  gets, over REST and before a websocket is accepted: no way to tell "not yours" from "none".
+- **What a start may say**: the body's ``env`` is a client's word. Only the notebook's directory
+  and session name (resolved, and inside the user's workspace) and the notebook's GPU request
+  are read from it; ``KERNEL_USERNAME`` and everything else are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import prometheus_client
+from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.kernelspecs.handlers import KernelSpecResourceHandler
+from jupyter_server.services.api.handlers import APIStatusHandler
+from jupyter_server.services.kernels.handlers import KernelHandler, MainKernelHandler
+from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+from jupyter_server.services.kernelspecs.handlers import KernelSpecHandler, MainKernelSpecHandler
+from jupyter_server.utils import url_escape, url_path_join
+from tornado import web
+
+from ..base.errors import ContainerKernelError, ValueRefused
+from ..gpus.allocator import GPURequest
+from ..gpus.gpuqueue import WHILE_WAITING
+from ..gpus.notebook_requests import launching_with
+from ..host.identity import KernelUser, launching_for
+from ..images import privateimages
+from ..kernel.kernelspecs import ContainerKernelSpecManager
+from ..policy.launchplan import ContainerPolicy, inside, kernel_limits, parse_size
+from ..routes.admin import service_admin_refusal
+from ..server.stock_routes import KernelActionsHandler
+from ..services import SETTINGS_KEY
+
+# What a start's env may carry that the service reads (contract with users' servers).
+REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
+WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
+WORKING_DIR_ENV = "KERNEL_WORKING_DIR"
+SESSION_ENV = "JPY_SESSION_NAME"
+
+
+# How long a request waits for the service's start-up recovery before it is answered anyway.
+RECOVERY_WAIT = 120.0
+
+
+async def after_recovery(handler: Any) -> None:
+    """Wait until the service has reattached the kernels a previous process left. A user's
+    server asking about its kernel in that moment would be told it is gone (404), and would
+    restart it, losing its state, just before it came back."""
+    recovered = getattr(handler.serverapp, "kernels_recovered", None)
+    if recovered is not None and not recovered.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(recovered.wait(), RECOVERY_WAIT)
+
+
+def kernel_user_of(handler: web.RequestHandler) -> KernelUser:
+    """The kernel user the service's identity provider found for this request."""
+    user = getattr(handler.current_user, "kernel_user", None)
+    if not isinstance(user, KernelUser):
+        raise web.HTTPError(403, "This request carries no kernel user of this service.")
+    return user
+
+
+def check_owner(handler: Any, kernel_id: str) -> KernelUser:
+    """The caller, when ``kernel_id`` is one of their kernels; else the stock 404."""
+    user = kernel_user_of(handler)
+    owner = handler.kernel_manager.owner_of(kernel_id)
+    if owner is None or owner.username != user.username or owner.uid != user.uid:
+        raise web.HTTPError(404, f"Kernel does not exist: {kernel_id}")
+    return user
+
+
+def _inside_workspace(path: Any, workspace: str) -> str:
+    """``path`` when it is an absolute path that resolves inside ``workspace``; else ""."""
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        return ""
+    return path if inside(path, workspace) else ""
+
+
+def wait_argument(env: Any) -> bool | None:
+    """Whether a start's ``env`` asks to wait for its GPUs in the queue ("true"/"false"); None
+    when it does not say (GPUQueue.wait_by_default). ValueRefused for anything else."""
+    raw = env.get(WAIT_ENV) if isinstance(env, dict) else None
+    if raw is None or raw == "":
+        return None
+    if raw in ("true", "false"):
+        return raw == "true"
+    raise ValueRefused(f'{WAIT_ENV} must be "true" or "false".')
+
+
+def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], GPURequest | None]:
+    """What a start's ``env`` may decide: the kernel's directory and session name (dropped
+    unless inside the user's workspace), and the notebook's GPU request (ValueRefused when
+    malformed). Blocking (realpath): a worker thread."""
+    env = env if isinstance(env, dict) else {}
+    cwd = _inside_workspace(env.get(WORKING_DIR_ENV), user.workspace) or user.workspace
+    session = _inside_workspace(env.get(SESSION_ENV), user.workspace)
+    raw = env.get(REQUEST_ENV)
+    request = None
+    if isinstance(raw, str) and raw.strip() not in ("", "null"):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise ValueRefused(
+                f"{REQUEST_ENV} must be the notebook's GPU request as JSON (a count, a list "
+                "of GPU ids, or null)."
+            ) from None
+        request = GPURequest.parse(value) if value is not None else None
+    launch_env = {SESSION_ENV: session} if session else {}
+    return {"cwd": cwd, "env": launch_env}, request
+
+
+class ServiceKernelsHandler(MainKernelHandler):
+    """``GET /api/kernels``: the caller's kernels. ``POST``: start one for the caller."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        user = kernel_user_of(self)
+        await after_recovery(self)
+        km = self.kernel_manager
+        models = await ensure_async(km.list_kernels())
+        own = [m for m in models if _owned_by(km, m["id"], user)]
+        self.finish(json.dumps(own, default=str))
+
+    @web.authenticated
+    async def post(self) -> None:
+        user = kernel_user_of(self)
+        km = self.kernel_manager
+        model = self.get_json_body() or {}
+        if not isinstance(model, dict):
+            raise web.HTTPError(400, "The body must be a JSON object.")
+        name = await name_to_start(self, user, model.get("name"))  # the caller's default
+        if not isinstance(name, str):
+            raise web.HTTPError(400, "name must be a kernel spec name.")
+        try:  # (a stock start of an unknown spec is a 500 with a traceback)
+            if name in await hidden_specs(self, user):  # another user's private image
+                raise NoSuchKernel(name)
+            spec = await asyncio.to_thread(self.kernel_spec_manager.get_kernel_spec, name)
+        except NoSuchKernel:
+            raise web.HTTPError(404, f"There is no kernel spec {name!r} here.") from None
+        try:
+            kwargs, request = await asyncio.to_thread(start_arguments, user, model.get("env"))
+            wait = wait_argument(model.get("env"))
+        except ContainerKernelError as e:  # a malformed GPU request too (InvalidGPURequest)
+            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
+        given = (
+            launching_with(request, wait)
+            if request is not None or wait is not None
+            else contextlib.nullcontext()
+        )
+        queue = getattr(self.serverapp, "start_queue", None)
+        bounds = getattr(self.serverapp, "user_kernels", None)
+        services = self.settings.get(SETTINGS_KEY)
+        # Chosen here, so that a client that goes away while the start waits for a GPU cancels
+        # that wait (on_connection_close) instead of leaving a kernel nobody asked for any more.
+        self._starting = str(uuid.uuid4())
+        try:
+            # Counted among the user's kernels from now until it runs or fails (UserKernels),
+            # then in a start slot of the user's share (StartQueue).
+            with (
+                bounds.starting(km, user, self._starting, spec, self.config, services.policy)
+                if isinstance(bounds, UserKernels) and services is not None
+                else contextlib.nullcontext()
+            ):
+                async with (
+                    queue.slot(user.username) if isinstance(queue, StartQueue) else _no_queue()
+                ):
+                    with launching_for(user), given:
+                        kernel_id: str = await km.start_kernel(
+                            kernel_name=name, kernel_id=self._starting, **kwargs
+                        )
+        except ContainerKernelError as e:  # refused before it began (StartRefused), say
+            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
+        reply = await ensure_async(km.kernel_model(kernel_id))
+        location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
+        self.set_header("Location", location)
+        self.set_status(201)
+        self.finish(json.dumps(reply, default=str))
+
+    _starting = ""
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        services = self.settings.get(SETTINGS_KEY)
+        if self._starting and services is not None:
+            services.queue.cancel(self._starting, "the client went away")
+
+
+class StartRefused(ContainerKernelError):
+    """A start the service refuses before it begins: too many at once, or too many kernels."""
+
+
+class ServiceBusy(StartRefused):
+    status = 503
+    reason_phrase = "Kernel service busy"
+
+
+class StartShareUsed(StartRefused):
+    status = 429
+    reason_phrase = "Too many starts of yours at once"
+
+
+class KernelsPerUserReached(StartRefused):
+    status = 409
+    reason_phrase = "Kernel limit per user reached"
+
+
+class MemoryPerUserReached(StartRefused):
+    status = 409
+    reason_phrase = "Memory limit per user reached"
+
+
+class StartQueue:
+    """Kernel starts in flight on the service, and those waiting for a slot: bounded, so that
+    many users starting at once get answers (a start, or a quick "busy"), never timeouts; and
+    shared, so that one user's starts cannot hold them all. A start holds its slot until its
+    kernel answers or its launch times out, and a user decides how long that is (an image of
+    hers whose kernel never answers, say): she may hold ``running_per_user`` slots and
+    ``waiting_per_user`` places in the waiting room, and a start beyond that is answered at
+    once with 429. A slot that comes free goes to the first start waiting whose user is under
+    her share."""
+
+    def __init__(
+        self, running: int, waiting: int, running_per_user: int, waiting_per_user: int
+    ) -> None:
+        self.running, self.waiting = running, waiting
+        self.running_per_user, self.waiting_per_user = running_per_user, waiting_per_user
+        self._held: dict[str, int] = {}  # user -> slots held
+        self._waiting: dict[str, int] = {}  # user -> starts in the waiting room
+        # Starts waiting for a slot, in order; a start that gave its slot back while it waited
+        # for a GPU (gpuqueue.WHILE_WAITING) comes back at the front.
+        self._queue: list[tuple[str, asyncio.Future[None]]] = []
+
+    def _may_take(self, user: str) -> bool:
+        return (
+            sum(self._held.values()) < self.running
+            and self._held.get(user, 0) < self.running_per_user
+        )
+
+    def _take(self, user: str) -> None:
+        self._held[user] = self._held.get(user, 0) + 1
+
+    def _release(self, user: str) -> None:
+        left = self._held.get(user, 0) - 1
+        if left > 0:
+            self._held[user] = left
+        else:
+            self._held.pop(user, None)
+        for waiter in list(self._queue):  # the slot (and any other) to the first who may take it
+            waiting_user, granted = waiter
+            if granted.done():  # (cancelled: its start went away)
+                self._queue.remove(waiter)
+            elif self._may_take(waiting_user):
+                self._queue.remove(waiter)
+                self._take(waiting_user)
+                granted.set_result(None)
+
+    async def _acquire(self, user: str, *, first: bool) -> None:
+        if self._may_take(user):
+            # Whoever waits now is over their share (a freed slot would have gone to them), so
+            # this start passes nobody.
+            self._take(user)
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (user, granted)
+        self._queue.insert(0, waiter) if first else self._queue.append(waiter)
+        try:
+            await granted
+        except BaseException:
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            if granted.done() and not granted.cancelled():
+                self._release(user)  # given the slot, but gone before it could use it
+            raise
+
+    def _refusal(self, user: str) -> StartRefused | None:
+        """Why a start of ``user`` that finds no slot may not wait for one; None if it may."""
+        waiting = self._waiting.get(user, 0)
+        if waiting >= self.waiting_per_user:
+            return StartShareUsed(
+                f"You have {self._held.get(user, 0)} kernel starts under way on the kernel "
+                f"service and {waiting} more waiting, as many as one user may "
+                f"(ServiceApp.max_concurrent_starts_per_user = {self.running_per_user}, "
+                f"ServiceApp.max_queued_starts_per_user = {self.waiting_per_user}). Try again "
+                "once one of them has started or failed."
+            )
+        if sum(self._waiting.values()) >= self.waiting:
+            return ServiceBusy(
+                f"The kernel service is starting {sum(self._held.values())} kernels and "
+                f"{sum(self._waiting.values())} more wait, as many as it takes "
+                "(ServiceApp.max_queued_starts). Try again in a few seconds."
+            )
+        return None
+
+    @contextlib.asynccontextmanager
+    async def slot(self, user: str) -> Any:
+        if not self._may_take(user):
+            refusal = self._refusal(user)
+            if refusal is not None:
+                raise refusal
+            self._waiting[user] = self._waiting.get(user, 0) + 1
+            try:
+                await self._acquire(user, first=False)
+            finally:
+                left = self._waiting[user] - 1
+                if left > 0:
+                    self._waiting[user] = left
+                else:
+                    del self._waiting[user]
+        else:
+            self._take(user)
+        # A start that waits for a GPU gives its slot back meanwhile (gpuqueue.WHILE_WAITING):
+        # starts that can go ahead are not held up by those that cannot.
+        held = True
+
+        @contextlib.asynccontextmanager
+        async def given_back() -> AsyncIterator[None]:
+            nonlocal held
+            self._release(user)
+            held = False
+            try:
+                yield
+            finally:
+                await self._acquire(user, first=True)  # (cancelled here: the slot is not held)
+                held = True
+
+        token = WHILE_WAITING.set(given_back)
+        try:
+            yield
+        finally:
+            WHILE_WAITING.reset(token)
+            if held:
+                self._release(user)
+
+
+def _gib(size: int) -> str:
+    return f"{round(size / 2**30, 2):g} GiB"
+
+
+class UserKernels:
+    """Each user's kernels on the service, those running and those starting: at most
+    ``max_kernels``, and, when ``max_memory`` is set, memory limits that add up to no more than
+    it. A start counts from before it waits for a slot until its kernel runs (then the kernel
+    counts) or it fails; a restart replaces its kernel's container and counts nothing more. On
+    the event loop only: the check and the count of a start happen with no await between, so
+    starts at once each see the others."""
+
+    def __init__(self, max_kernels: int, max_memory: str | None) -> None:
+        self.max_kernels = max_kernels
+        self.max_memory = (
+            parse_size(max_memory, "ServiceApp.max_memory_per_user") if max_memory else None
+        )
+        # start id -> (user name, uid, its memory limit in bytes; None: none)
+        self._starting: dict[str, tuple[str, int, int | None]] = {}
+
+    @contextlib.contextmanager
+    def starting(
+        self, km: Any, user: KernelUser, start_id: str, spec: Any, config: Any, policy: Any
+    ) -> Iterator[None]:
+        memory = None
+        if self.max_memory is not None:
+            memory = memory_limit(policy, asked_memory_limit(spec, config))
+        running = [kid for kid in km.list_kernel_ids() if _owned_by(km, kid, user)]
+        starting = [
+            size
+            for sid, (name, uid, size) in self._starting.items()
+            if (name, uid) == (user.username, user.uid) and sid not in running
+        ]
+        if len(running) + len(starting) >= self.max_kernels:
+            raise KernelsPerUserReached(
+                f"You have {len(running) + len(starting)} kernels on the kernel service "
+                f"(running or starting), as many as one user may have "
+                f"(ServiceApp.max_kernels_per_user = {self.max_kernels}). Shut down a kernel you "
+                "no longer need (JupyterLab's Running Terminals and Kernels panel), then try again."
+            )
+        if self.max_memory is not None:
+            if memory is None:
+                raise MemoryPerUserReached(
+                    "This kernel would have no memory limit, so it cannot count against the "
+                    f"{_gib(self.max_memory)} of memory one user's kernels may have on the "
+                    "kernel service (ServiceApp.max_memory_per_user). Its administrator gives "
+                    "every kernel one (ContainerPolicy.max_mem_limit)."
+                )
+            used = sum(self._memory_of(km, kid, policy) for kid in running)
+            used += sum(self.max_memory if size is None else size for size in starting)
+            if used + memory > self.max_memory:
+                raise MemoryPerUserReached(
+                    f"This kernel may use up to {_gib(memory)} of memory, and your kernels on "
+                    f"the kernel service (running or starting) may use {_gib(used)} of the "
+                    f"{_gib(self.max_memory)} one user's kernels may have "
+                    "(ServiceApp.max_memory_per_user). Shut down a kernel you no longer need, or "
+                    "choose a kernel with a smaller memory limit, then try again."
+                )
+        self._starting[start_id] = (user.username, user.uid, memory)
+        try:
+            yield
+        finally:
+            del self._starting[start_id]
+
+    def _memory_of(self, km: Any, kernel_id: str, policy: Any) -> int:
+        """A running kernel's memory limit in bytes; all of max_memory when it has none (one
+        started before the administrator set a budget or a ceiling)."""
+        assert self.max_memory is not None
+        provisioner = getattr(km.get_kernel(kernel_id), "provisioner", None)
+        made = getattr(provisioner, "container_spec", None)  # (None: a reattached kernel)
+        asked = made.mem_limit if made is not None else getattr(provisioner, "mem_limit", None)
+        try:
+            size = memory_limit(policy, asked)
+        except ContainerKernelError:  # more than today's ceiling: what it has
+            size = parse_size(asked, "mem_limit")
+        return self.max_memory if size is None else size
+
+
+def asked_memory_limit(spec: Any, config: Any) -> Any:
+    """The memory limit a start of kernel spec ``spec`` asks for, as its provisioner sees it:
+    the spec's provisioner config's mem_limit where it names one (a spec's config overrides
+    the administrator's), else ContainerProvisioner.mem_limit of the service's configuration."""
+    metadata = getattr(spec, "metadata", None)
+    provisioner = metadata.get("kernel_provisioner") if isinstance(metadata, dict) else None
+    own = provisioner.get("config") if isinstance(provisioner, dict) else None
+    if isinstance(own, dict) and "mem_limit" in own:
+        return own["mem_limit"]
+    if config is not None and "ContainerProvisioner" in config:
+        return config.ContainerProvisioner.get("mem_limit")
+    return None
+
+
+def memory_limit(policy: ContainerPolicy, asked: Any) -> int | None:
+    """The memory limit in bytes a kernel asking for ``asked`` gets (ContainerPolicy's ceiling
+    applied, as launchplan.kernel_limits does at its launch); None: none. A refusal in a
+    sentence for a limit above the ceiling or not a size."""
+    limit = kernel_limits(
+        policy, mem_limit=asked, pids_limit=None, shm_size=None, runtime=None, ulimits={}
+    ).mem_limit
+    return None if limit is None else parse_size(limit, "mem_limit")
+
+
+def _owned_by(km: Any, kernel_id: str, user: KernelUser) -> bool:
+    owner = km.owner_of(kernel_id)
+    return owner is not None and owner.username == user.username and owner.uid == user.uid
+
+
+@contextlib.asynccontextmanager
+async def _no_queue() -> Any:
+    yield
+
+
+class ServiceKernelHandler(KernelHandler):
+    """``GET`` and ``DELETE /api/kernels/{id}``: the caller's own kernel only."""
+
+    @web.authenticated
+    async def get(self, kernel_id: str) -> None:
+        await after_recovery(self)
+        check_owner(self, kernel_id)
+        await ensure_async(super().get(kernel_id))
+
+    @web.authenticated
+    async def delete(self, kernel_id: str) -> None:
+        await after_recovery(self)
+        check_owner(self, kernel_id)
+        await ensure_async(super().delete(kernel_id))
+
+
+class ServiceKernelActionsHandler(KernelActionsHandler):
+    """``POST /api/kernels/{id}/interrupt|restart``: the caller's own kernel only."""
+
+    @web.authenticated
+    async def post(self, kernel_id: str, action: str) -> None:  # type: ignore[override]
+        await after_recovery(self)
+        check_owner(self, kernel_id)
+        await super().post(kernel_id, action)
+
+
+class ServiceKernelWebsocketHandler(KernelWebsocketHandler):
+    """``/api/kernels/{id}/channels``: refused with the stock 404, before the upgrade, unless the
+    kernel is the caller's."""
+
+    async def pre_get(self) -> None:
+        if self.current_user is None:
+            raise web.HTTPError(403)
+        await after_recovery(self)
+        check_owner(self, self.kernel_id)
+        await super().pre_get()
+
+
+async def hidden_specs(handler: Any, user: KernelUser) -> frozenset[str]:
+    """The kernel specs of references other users pulled with their own logins, which ``user``
+    may neither see nor start (privateimages.py). By reference: the same image under a
+    reference the user may see (the course image) stays theirs."""
+    ksm = handler.settings.get("kernel_spec_manager")  # the server's own, not the view
+    services = handler.settings.get(SETTINGS_KEY)
+    if not isinstance(ksm, ContainerKernelSpecManager) or services is None:
+        return frozenset()
+
+    def blocking() -> frozenset[str]:
+        entries = ksm.image_entries()
+        hidden = privateimages.hidden_from(services.state, user.uid)
+        if not hidden.others:
+            return frozenset()
+        listed = services.listed_images()
+        return frozenset(
+            name for name, (ref, image) in entries.items() if not hidden.may_use(image, ref, listed)
+        )
+
+    return await asyncio.to_thread(blocking)
+
+
+async def default_kernel_name(
+    handler: Any, user: KernelUser, hidden: frozenset[str] | None = None
+) -> str:
+    """The kernel ``user`` gets when a start names none, and the listing's ``default``: the
+    administrator's MappingKernelManager.default_kernel_name when it is offered to them, else
+    the first they are offered (in name order); "" when they are offered none. Never another
+    user's private image, never a host kernel the service does not run."""
+    if hidden is None:
+        hidden = await hidden_specs(handler, user)
+    ksm = _VisibleSpecs(handler.settings["kernel_spec_manager"], hidden)
+    # (disk reads, and the image listing when it is stale)
+    offered = sorted(await asyncio.to_thread(ksm.find_kernel_specs))
+    chosen = getattr(handler.settings["kernel_manager"], "default_kernel_name", "")
+    if chosen in offered:
+        return str(chosen)
+    return offered[0] if offered else ""
+
+
+async def name_to_start(handler: Any, user: KernelUser, requested: Any) -> Any:
+    """The kernel spec a start asks for: ``requested``, else the caller's default kernel
+    (default_kernel_name); 404 with a sentence when they are offered none."""
+    if requested:
+        return requested
+    name = await default_kernel_name(handler, user)
+    if not name:
+        raise web.HTTPError(
+            404,
+            "This kernel service offers you no kernel spec, so there is no default kernel to "
+            "start. Ask its administrator which images it offers.",
+        )
+    return name
+
+
+class _VisibleSpecs:
+    """The server's kernel spec manager, without the specs one user may not see."""
+
+    def __init__(self, ksm: Any, hidden: frozenset[str]) -> None:
+        self._ksm, self._hidden = ksm, hidden
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ksm, name)
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        specs: dict[str, str] = self._ksm.find_kernel_specs()
+        return {name: path for name, path in specs.items() if name not in self._hidden}
+
+    def get_all_specs(self) -> dict[str, Any]:
+        specs: dict[str, Any] = self._ksm.get_all_specs()
+        return {name: spec for name, spec in specs.items() if name not in self._hidden}
+
+    def get_kernel_spec(self, kernel_name: str) -> Any:
+        if kernel_name in self._hidden:
+            raise NoSuchKernel(kernel_name)
+        return self._ksm.get_kernel_spec(kernel_name)
+
+
+class _CallersDefault:
+    """The server's kernel manager, whose default kernel is the caller's (default_kernel_name)."""
+
+    def __init__(self, km: Any, default: str) -> None:
+        self._km, self.default_kernel_name = km, default
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._km, name)
+
+
+class ServiceKernelSpecsHandler(MainKernelSpecHandler):
+    """``GET /api/kernelspecs``: the images this user may start kernels on, and the default
+    kernel a start without a name gets."""
+
+    _hidden: frozenset[str] = frozenset()
+    _default = ""
+
+    @property
+    def kernel_spec_manager(self) -> Any:
+        return _VisibleSpecs(super().kernel_spec_manager, self._hidden)
+
+    @property
+    def kernel_manager(self) -> Any:
+        return _CallersDefault(super().kernel_manager, self._default)
+
+    @web.authenticated
+    async def get(self) -> None:
+        user = kernel_user_of(self)
+        self._hidden = await hidden_specs(self, user)
+        self._default = await default_kernel_name(self, user, self._hidden)
+        await ensure_async(super().get())
+
+
+class ServiceKernelSpecHandler(KernelSpecHandler):
+    """``GET /api/kernelspecs/{name}``: 404 for another user's private image."""
+
+    _hidden: frozenset[str] = frozenset()
+
+    @property
+    def kernel_spec_manager(self) -> Any:
+        return _VisibleSpecs(super().kernel_spec_manager, self._hidden)
+
+    @web.authenticated
+    async def get(self, kernel_name: str) -> None:
+        self._hidden = await hidden_specs(self, kernel_user_of(self))
+        await ensure_async(super().get(kernel_name))
+
+
+class ServiceKernelSpecResourceHandler(KernelSpecResourceHandler):
+    """``GET /kernelspecs/{name}/{file}`` (a spec's logo): for another user's private image,
+    the 404 of a kernel spec that does not exist."""
+
+    _hidden: frozenset[str] = frozenset()
+
+    @property
+    def kernel_spec_manager(self) -> Any:
+        return _VisibleSpecs(super().kernel_spec_manager, self._hidden)
+
+    @web.authenticated
+    async def get(  # type: ignore[override]
+        self, kernel_name: str, path: str, include_body: bool = True
+    ) -> None:
+        self._hidden = await hidden_specs(self, kernel_user_of(self))
+        await ensure_async(super().get(kernel_name, path, include_body=include_body))
+
+
+def _iso(when: datetime) -> str:
+    """As jupyter_server writes its times (ISO 8601, UTC as "Z")."""
+    return when.isoformat().replace("+00:00", "Z")
+
+
+class ServiceAPIStatusHandler(APIStatusHandler):
+    """``GET /api/status``: the caller's kernels and their connections, not everyone's."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        user = kernel_user_of(self)
+        km = self.kernel_manager
+        models = await ensure_async(km.list_kernels())
+        own = [m for m in models if _owned_by(km, m["id"], user)]
+        started = self.settings.get("started") or datetime.fromtimestamp(0, timezone.utc)
+        activity = [
+            datetime.fromisoformat(m["last_activity"])
+            for m in own
+            if isinstance(m.get("last_activity"), str)
+        ]
+        model = {
+            "started": _iso(started),
+            "last_activity": _iso(max(activity, default=started)),
+            "kernels": len(own),
+            "connections": sum(int(m.get("connections") or 0) for m in own),
+        }
+        self.finish(json.dumps(model, sort_keys=True))
+
+
+class ServiceMetricsHandler(APIHandler):
+    """``GET /metrics``: jupyter_server's metrics (every user's kernels by spec, requests), for
+    the service's administrators only, whatever ServerApp.authenticate_prometheus says: they
+    name other users' kernel specs, private images included."""
+
+    _track_activity = False
+
+    @web.authenticated
+    async def get(self) -> None:
+        why = service_admin_refusal(kernel_user_of(self), self.current_user, self.serverapp)
+        if why:
+            raise web.HTTPError(403, why, reason="Administrators only")
+        body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+        self.finish(body, set_content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+_UUID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
+_SPEC_NAME = r"(?P<kernel_name>[\w\.\-%]+)"
+
+
+def service_kernel_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
+    """The stock kernels patterns (jupyter_server's services/kernels/handlers.py), taken over,
+    and the stock routes that would tell one user of another's kernels (status, metrics, a
+    spec's files)."""
+    return [
+        (r"/api/kernelspecs", ServiceKernelSpecsHandler),
+        (rf"/api/kernelspecs/{_SPEC_NAME}", ServiceKernelSpecHandler),
+        (rf"/kernelspecs/{_SPEC_NAME}/(?P<path>.*)", ServiceKernelSpecResourceHandler),
+        (r"/api/kernels", ServiceKernelsHandler),
+        (rf"/api/kernels/{_UUID}", ServiceKernelHandler),
+        (rf"/api/kernels/{_UUID}/(?P<action>restart|interrupt)", ServiceKernelActionsHandler),
+        (rf"/api/kernels/{_UUID}/channels", ServiceKernelWebsocketHandler),
+        (r"/api/status", ServiceAPIStatusHandler),
+        (r"/metrics", ServiceMetricsHandler),
+    ]
