@@ -1,5 +1,6 @@
-"""The admin view, admin actions and metrics (admin.py), real: a kernel service with real users'
-containers, and a user's own server (direct mode) whose kernels an administrator's record acts on.
+"""The admin view, admin actions and metrics (routes/admin_view.py), real: a kernel service with
+real users' containers, and a user's own server (direct mode) whose kernels an administrator's
+record acts on.
 
 - Only administrators see the view or act: a non-admin gets 403 with a sentence, in the service
   (ServiceApp.admin_users) and in direct mode (GPUAdmin.admin_users).
@@ -27,7 +28,7 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.safefiles import owner_name
-from jupyter_gpu_containers.routes.admin import ActionRecord, desk_for, write_record
+from jupyter_gpu_containers.routes.admin_view import ActionRecord, desk_for, write_record
 from jupyter_gpu_containers.services import SETTINGS_KEY
 
 GPU_SPEC = kernel_name(NGC_IMAGE)  # one GPU by default

@@ -171,6 +171,18 @@ def test_only_services_builds_a_backend() -> None:
     assert found == []
 
 
+def test_a_view_imports_no_handlers() -> None:
+    """routes/*_view.py hold a resource's logic; handlers import them, never the other way."""
+    found = sorted(
+        f"{module} -> {dependency}"
+        for module in MODULES
+        if module.startswith("routes.") and module.endswith("_view")
+        for dependency in imports(module)[0]
+        if dependency.startswith("routes.") and not dependency.endswith("_view")
+    )
+    assert found == []
+
+
 def test_the_core_knows_no_server_and_no_http() -> None:
     leaks = sorted(
         f"{m}: {name}"

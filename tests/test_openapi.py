@@ -49,7 +49,8 @@ from tornado import web
 import jupyter_gpu_containers
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.safefiles import owner_name
-from jupyter_gpu_containers.routes.handlers import NotFoundHandler, default_handlers
+from jupyter_gpu_containers.routes.base import NotFoundHandler
+from jupyter_gpu_containers.routes.handlers import default_handlers
 
 SPEC_PATH = Path(jupyter_gpu_containers.__file__).parent / "openapi.yaml"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"

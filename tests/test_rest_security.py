@@ -45,7 +45,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.routing import PathMatches
 
 from jupyter_gpu_containers.base import labels as L
-from jupyter_gpu_containers.routes.handlers import AUTH_RESOURCE, NotFoundHandler, default_handlers
+from jupyter_gpu_containers.routes.base import AUTH_RESOURCE, NotFoundHandler
+from jupyter_gpu_containers.routes.handlers import default_handlers
 from jupyter_gpu_containers.services import services_for
 
 pytestmark = [

@@ -4,7 +4,7 @@ Every failure on the way from "open a notebook on this image" to a running kerne
 class and its own sentence, saying what happened and what to do next, and the HTTP status it
 answers with when it reaches a REST client. They are plain exceptions: the provisioner also runs
 outside a server (nbclient, VS Code through ``install-kernelspec``), where HTTP means nothing.
-The server layer turns them into HTTP errors, once: the extension's handlers (handlers.py) and
+The server layer turns them into HTTP errors, once: the extension's handlers (routes/base.py) and
 the kernel manager (kernelmanager.py) for the stock kernels and sessions APIs. ``str()`` is the
 bare sentence, so every path (the sessions API wraps ``str(e)``, the server log) shows the same
 words.

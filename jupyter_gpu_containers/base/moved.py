@@ -66,7 +66,7 @@ MOVED: Mapping[str, str] = types.MappingProxyType(
         "reclaimer": "server.reclaimer",
         "gateway_user": "server.gateway_user",
         "handlers": "routes.handlers",
-        "admin": "routes.admin",
+        "admin": "routes.admin_view",
         "cluster_view": "routes.cluster_view",
         "kernel_view": "routes.kernel_view",
         "service_routes": "service.service_routes",

@@ -1,6 +1,6 @@
 """The kernel's own view: its container, image digest, mounts, GPUs, start phases and last end;
 its container's log as a live tail; and its GPU use over the last minutes. The REST handlers
-(handlers.py, thin) answer with what this module builds:
+(kernels.py, thin) answer with what this module builds:
 
 - ``GET /gpu-containers/kernels``: this server's container kernels, each with its GPUs, "since"
   and GPU-use history (gpu_usage.py).

@@ -18,11 +18,13 @@ from ..host.identity import UserDirectory
 from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..kernel.provisioner import warm_container_starter
 from ..kernel.warmpool import WarmPool
-from ..routes.admin import SETTINGS_KEY as ADMIN_SETTINGS_KEY
-from ..routes.admin import AdminDesk
-from ..routes.admin import desk_for as admin_desk_for
-from ..routes.handlers import NotebookKernelHandler, StatusHandler, default_handlers
+from ..routes.admin_view import SETTINGS_KEY as ADMIN_SETTINGS_KEY
+from ..routes.admin_view import AdminDesk
+from ..routes.admin_view import desk_for as admin_desk_for
+from ..routes.handlers import default_handlers
 from ..routes.kernel_view import watched_kernels
+from ..routes.notebooks import NotebookKernelHandler
+from ..routes.status import StatusHandler
 from ..service.service_routes import service_kernel_handlers
 from ..services import SETTINGS_KEY, Services
 from .gateway_user import (
@@ -276,7 +278,8 @@ class GPUContainersApp(ExtensionApp):
             self.log.info("jupyter_gpu_containers: scheduled pre-pulls and pruning are on.")
         if getattr(serverapp, "is_kernel_service", False):
             return  # warm containers run as the server's account; a service's kernels do not
-        # Direct mode: admin actions other servers recorded on this server's kernels (admin.py).
+        # Direct mode: admin actions other servers recorded on this server's kernels
+        # (admin_view.py).
         admin_desk_for(serverapp.web_app.settings, services, serverapp).start_watching(
             services, mkm, self.log
         )

@@ -154,7 +154,7 @@ class HubIdentity(LoggingConfigurable):
         self._hub_auth: Any = None
         # Users whose refusal for want of the scope was logged: once each, not per request.
         self._warned: set[str] = set()
-        # Whether the Hub's last answer about each user said they are its admin (admin.py).
+        # Whether the Hub's last answer about each user said they are its admin (admin_view.py).
         self._admins: dict[str, bool] = {}
 
     @property

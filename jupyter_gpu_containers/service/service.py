@@ -58,7 +58,7 @@ class ServiceUser(User):
     """jupyter_server's user, with the account the service runs its kernels as."""
 
     kernel_user: KernelUser | None = None
-    # JupyterHub says this user is one of its admins (the admin view, admin.py).
+    # JupyterHub says this user is one of its admins (the admin view, admin_view.py).
     hub_admin: bool = False
 
 

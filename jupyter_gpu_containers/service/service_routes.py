@@ -44,7 +44,7 @@ from ..host.identity import KernelUser, launching_for
 from ..images import privateimages
 from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..policy.launchplan import ContainerPolicy, inside, kernel_limits, parse_size
-from ..routes.admin import service_admin_refusal
+from ..routes.admin_view import service_admin_refusal
 from ..server.stock_routes import KernelActionsHandler
 from ..services import SETTINGS_KEY
 

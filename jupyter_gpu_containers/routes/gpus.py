@@ -1,0 +1,57 @@
+"""``GET /gpu-containers/gpus``, ``/allocations`` and ``/cluster``: the host's GPUs with their
+holders, the caller's kernels that hold GPUs, and on Kubernetes the GPU node pools
+(cluster_view.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..gpus.gpu_report import gpu_report, my_allocations
+from .base import GPUContainersHandler
+from .cluster_view import cluster_view
+
+
+class GPUsHandler(GPUContainersHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        report = await gpu_report(
+            inventory,
+            ledger,
+            uid=self.uid,
+            show_others=self.services.visibility.show_other_users,
+            allocator=self.services.allocator,
+            engine_error=engine_error,
+        )
+        self.finish(json.dumps(report))
+
+
+class ClusterHandler(GPUContainersHandler):
+    """On Kubernetes: the GPU node pools, which node and pod holds what, and each listed
+    image's verdict per pool (cluster_view.py). On Docker: backend "docker", no pools."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        services = self.services
+        view = await cluster_view(
+            services.backend,
+            services.catalog.listed(),
+            uid=self.uid,
+            show_others=services.visibility.show_other_users,
+        )
+        self.finish(json.dumps(view))
+
+
+class AllocationsHandler(GPUContainersHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        allocations = my_allocations(inventory, ledger, self.uid)
+        self.finish(json.dumps({"allocations": allocations, "engine_error": engine_error}))

@@ -1,0 +1,132 @@
+"""``GET /gpu-containers/images`` and ``/prepull``: the catalog (local and listed images,
+readiness, verdicts, disk use) and the administrator's pre-pull schedule and pruning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Callable
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..base.errors import ContainerKernelError, EngineUnavailable
+from ..base.records import ImageRecord, ImagesDiskUse
+from ..images import privateimages
+from ..images.catalog import CatalogInputs, catalog_rows
+from ..images.prepull import disk_totals
+from ..images.pulls import ACTIVE
+from .base import GPUContainersHandler
+from .cluster_view import catalog_verdicts
+
+
+class ImagesHandler(GPUContainersHandler):
+    """The catalog. ``?wait=1`` waits for the readiness probes of images not probed yet (else
+    they run in the background and the rows say so). Without an engine: the listed images only,
+    and ``engine_error`` says why."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        services = self.services
+        engine = services.backend
+        engine_error = ""
+        policy = services.policy
+        listed = services.catalog.listed()
+        try:
+            images = await engine.list_images()
+        except EngineUnavailable as e:  # the listed images and the host can still be shown
+            images, engine_error = [], e.sentence
+        # Another user's private pulls are not this user's to see (privateimages.py).
+        images = await asyncio.to_thread(
+            lambda: privateimages.visible(
+                images,
+                services.state,
+                [entry["image"] for entry in listed],
+                int(self.uid),
+            )
+        )
+        pulls = services.pulls
+        pulling = {p["image"]: p["id"] for p in pulls.listing(self.whose) if p["state"] in ACTIVE}
+        offers = getattr(self.kernel_spec_manager, "offers", None)
+        if self.kernel_user is not None and offers is not None and not await self.is_admin():
+            # A kernel service's user is shown what they may start or ask for: the images it
+            # offers as kernels, the administrator's list, and their own pulls under way; not
+            # every image on the host (its administrators see those, with the reason for each),
+            # and nothing else is probed for them.
+            listed_refs = {entry["image"] for entry in listed}
+            images = _narrowed(
+                images, lambda ref: ref in listed_refs or ref in pulling or offers(ref)
+            )
+        inventory = await services.inventory.read()
+        probe = services.probe
+        # cached() may read the probe's disk cache: off the event loop.
+        results = await asyncio.to_thread(lambda: {i.id: probe.cached(i.id) for i in images})
+        unprobed = [image for image in images if results[image.id] is None]
+        if unprobed and self.get_query_argument("wait", "0") in ("1", "true"):
+            found = await asyncio.gather(*(probe.probe(image) for image in unprobed))
+            # Under the listed ids (on Kubernetes an answer's id is the digest the node ran).
+            results.update({image.id: r for image, r in zip(unprobed, found)})
+        else:
+            for image in unprobed:
+                probe.in_background(image)  # the probe's own threads; its answer is cached
+        image_entries = getattr(self.kernel_spec_manager, "image_entries", None)
+        entries = await asyncio.to_thread(image_entries) if image_entries else {}
+        try:  # sizes shared between images, and containers using each: the engine's df
+            disk: ImagesDiskUse | None = await asyncio.to_thread(engine.image_disk_use_sync)
+        except ContainerKernelError:  # the engine's first error is engine_error already
+            disk = None
+        rows = catalog_rows(
+            CatalogInputs(
+                images=images,
+                listed=listed,
+                inventory=inventory,
+                probes=results,
+                policy=policy,
+                kernel_names={ref: name for name, (ref, _image) in entries.items()},
+                pulling=pulling,
+                disk={use.id: use for use in disk.images} if disk is not None else {},
+                # On a cluster, against its GPU node pools: the cluster view's verdicts.
+                verdict_of=await catalog_verdicts(engine),
+            )
+        )
+        host = {
+            "gpus": len(inventory.allocatable()),
+            "driver_version": inventory.driver_version,
+            "cuda_driver_version": inventory.cuda_driver_version,
+            "reason": inventory.reason,
+            "source": inventory.source,
+        }
+        reply = {
+            "images": rows,
+            "host": host,
+            "disk": disk_totals(disk) if disk is not None else None,
+            "engine_error": engine_error,
+        }
+        self.finish(json.dumps(reply))
+
+
+def _narrowed(images: list[ImageRecord], shown: Callable[[str], bool]) -> list[ImageRecord]:
+    """``images`` with only the tags ``shown`` accepts; those left with none are left out."""
+    narrowed = []
+    for image in images:
+        tags = tuple(tag for tag in image.tags if shown(tag))
+        if tags:
+            narrowed.append(image if tags == image.tags else dataclasses.replace(image, tags=tags))
+    return narrowed
+
+
+class PrePullHandler(GPUContainersHandler):
+    """The administrator's pre-pull schedule: each image's last and next run and its pull under
+    way, and pruning's settings and last pass (prepull.py). Readable by every user (the panel
+    shows when the course image is pulled): it names the images the administrator
+    pre-pulls, and no one's kernels. Which images pruning removed and kept (names a pattern of
+    PrePuller.prune_images may match, a user's private pull's among them) only administrators
+    see (admin_view.py); others get the counts."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(json.dumps(await self.services.prepull.report(await self.is_admin())))

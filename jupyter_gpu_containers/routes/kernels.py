@@ -1,0 +1,138 @@
+"""``/gpu-containers/kernels``: the caller's container kernels with their GPU use, one kernel's
+own view, its restart, and its log as server-sent events (kernel_view.py); the owner only.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.utils import ensure_async
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..gpus.allocator import GPURequest
+from ..server.websocket import close_kernel_websockets
+from .base import GPUContainersHandler, json_object
+from .kernel_view import (
+    LogFeed,
+    current_container,
+    find_kernel,
+    kernel_details,
+    kernels_listing,
+    look_at_usage,
+    notebook_of,
+    parse_tail,
+)
+from .notebooks import spec_request
+
+
+class KernelsHandler(GPUContainersHandler):
+    """This server's container kernels, with their GPU use over the last minutes."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.require_permission("read", "kernels")
+        look_at_usage(self.services, self.kernel_manager)
+        inventory, ledger, engine_error = await self.gpu_state_or_reason()
+        kernels = kernels_listing(
+            self.services,
+            self.kernel_manager,
+            inventory,
+            ledger,
+            await self._notebooks(),
+            self.kernel_user,
+        )
+        # The user's kernels shut down because their GPUs were reclaimed (reclaim.py), and why.
+        reclaimed = self.services.reclaim.shut_down_for(self.kernel_user)
+        self.finish(
+            json.dumps({"kernels": kernels, "reclaimed": reclaimed, "engine_error": engine_error})
+        )
+
+    async def _notebooks(self) -> dict[str, str]:
+        """kernel id -> its notebook's path, for the kernels that have a session."""
+        sessions = await self.session_manager.list_sessions()
+        return {
+            str(s["kernel"]["id"]): str(s.get("path") or "") for s in sessions if s.get("kernel")
+        }
+
+
+class KernelHandler(KernelsHandler):
+    """One of this server's container kernels, as its own view shows it (404 for any other)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        await self.require_permission("read", "kernels")
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        look_at_usage(self.services, self.kernel_manager)
+        notebook = (await self._notebooks()).get(kernel_id, "") or notebook_of(provisioner)
+        reply = await kernel_details(self.services, kernel_id, km, provisioner, notebook)
+        self.finish(json.dumps(reply))
+
+
+class KernelRestartHandler(GPUContainersHandler):
+    """``POST {"gpus": 2 | ["0", "GPU-…"] | null}``: restart one of the caller's container
+    kernels under a new GPU request (null: its kernel spec's default). Refused with 409 and a
+    sentence, before the kernel is touched, when the GPUs cannot be had now; the kernel's own
+    GPUs count as free. A user's server behind a kernel service changes a notebook's GPUs this
+    way (the stock restart keeps them)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        await self.require_permission("write", "kernels")
+        # The body first: a malformed one is a 400 whatever the kernel id (as on every route).
+        body = json_object(self)
+        gpus = body.get("gpus")
+        request = GPURequest.parse(gpus) if gpus is not None else None
+        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        spec = km.kernel_spec
+        if request is not None:
+            effective = request
+        else:
+            effective = spec_request(spec) if spec is not None else GPURequest()
+        if effective.wants_gpus:
+            await self.refuse_unless_free(effective, kernel_id)
+        provisioner.change_request(effective)
+        await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
+        close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
+        self.finish(json.dumps({"kernel_id": kernel_id, "gpus": gpus}))
+
+
+class KernelLogHandler(GPUContainersHandler):
+    """A kernel's container log as server-sent events: ``?tail=N`` lines first (200 by
+    default), then new ones as they come (``?follow=0``: the tail alone)."""
+
+    _feed: LogFeed | None = None
+
+    def on_connection_close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()  # ends the log's reading thread at once
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        await self.require_permission("read", "kernels")
+        _km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        tail = parse_tail(self.get_query_argument("tail", "200"))
+        follow = self.get_query_argument("follow", "1") not in ("0", "false")
+        backend = self.services.backend
+        first = await current_container(backend, provisioner)  # a 404 before any event
+
+        async def send(text: str) -> None:
+            self.write(text)
+            await self.flush()
+
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        self._feed = LogFeed(backend, self.kernel_manager, kernel_id, provisioner, send)
+        try:
+            await self._feed.run(first, tail, follow)
+        except StreamClosedError:
+            return  # the viewer went away
+        finally:
+            self._feed.close()
+        self.finish()

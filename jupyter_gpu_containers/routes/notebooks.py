@@ -1,0 +1,306 @@
+"""``GET``/``POST /gpu-containers/notebooks/kernel``: what a notebook's toolbar shows, and a
+notebook's GPU request remembered and its kernel started, restarted or switched under it
+(also behind a kernel service).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName
+from jupyter_server.utils import ensure_async
+from tornado import web
+
+from ..gpus.allocator import GPURequest
+from ..gpus.gpu_report import kernel_gpus
+from ..gpus.notebook_requests import NotebookRequestError, launching_with, read_notebook_request
+from ..kernel.provisioner import ContainerProvisioner
+from ..policy.launchplan import inside
+from ..server.gateway_user import (
+    ServiceRefused,
+    ServiceUnreachable,
+    from_gateway_error,
+    is_gateway_kernel_manager,
+    service_json,
+)
+from ..server.waiting_sessions import WAITING_STATE
+from ..server.websocket import close_kernel_websockets
+from .base import GPUContainersHandler, json_object
+
+
+class NotebookKernelHandler(GPUContainersHandler):
+    """A notebook's kernel and GPU request: read them (GET), or start, restart or switch the
+    kernel under a request (POST).
+
+    The request itself lives in the notebook's metadata (notebook_requests.py): JupyterLab's
+    panel writes it into the notebook and saves it, as it saves the kernel spec. This endpoint
+    applies a request to the notebook's kernel now; it writes no file, and keeps nothing.
+
+    POST body: {"path": "dir/nb.ipynb", "gpus": 2 | ["0", "GPU-…"] | null, "kernel_name": "…"?,
+    "start": true?, "wait": true?}. ``gpus`` null: the kernel spec's default. ``start: false``
+    only checks that the request can be met now (the caller saves it in the notebook, and the
+    kernel's next start reads it there). ``wait``: a start whose GPUs are taken waits for them
+    in the host-wide queue (gpuqueue.py) instead of being refused; absent, GPUQueue's default.
+
+    Behind a kernel service (gateway_user.py) the sessions and the notebook are still this
+    server's; the kernel, its spec and its GPUs are the service's: a restart under new GPUs is
+    the service's ``POST /gpu-containers/kernels/{id}/restart``, the GPUs a kernel holds come from
+    its view there, and the service alone decides whether a request can be met (it answers the
+    start with its 409).
+    """
+
+    @property
+    def behind_service(self) -> bool:
+        """Whether the kernels live behind a kernel service (no engine, no Services here)."""
+        return is_gateway_kernel_manager(self.kernel_manager)
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """?path=dir/nb.ipynb: the request in the saved notebook (null: it says nothing), the
+        default of its kernel's spec, and the notebook's kernel (null without one)."""
+        path, _ = self._notebook(self.get_query_argument("path", ""))
+        problem = ""
+        try:
+            saved = await read_notebook_request(self.contents_manager, path)
+        except NotebookRequestError as e:
+            saved, problem = None, e.sentence
+        session = await self._session_of(path)
+        kernel, default = await self._kernel_view(session) if session else (None, None)
+        reply = {
+            "path": path,
+            "request": saved.to_json() if saved is not None else None,
+            "request_problem": problem,
+            "default": default,
+            "kernel": kernel,
+        }
+        self.finish(json.dumps(reply))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = json_object(self)
+        path, _ = self._notebook(body.get("path"))
+        kernel_name = body.get("kernel_name")
+        if kernel_name is not None and not isinstance(kernel_name, str):
+            raise web.HTTPError(400, "kernel_name must be a kernel spec name.")
+        gpus = body.get("gpus")
+        request = GPURequest.parse(gpus) if gpus is not None else None
+        start = body.get("start", True)
+        if not isinstance(start, bool):
+            raise web.HTTPError(400, "start must be true or false.")
+        wait = body.get("wait")
+        if wait is not None and not isinstance(wait, bool):
+            raise web.HTTPError(400, "wait must be true or false.")
+        if start:
+            # It starts, restarts or switches a kernel, and makes a session: what the stock
+            # kernels and sessions APIs would need the authorizer's leave for.
+            await self.require_permission("write", "kernels", "sessions")
+
+        sm, km = self.session_manager, self.kernel_manager
+        session = await self._session_of(path)
+        if session is not None and session["kernel"].get("execution_state") == WAITING_STATE:
+            raise web.HTTPError(
+                409,
+                "This notebook's kernel is already waiting for a GPU. Cancel that start in the "
+                "GPU Containers panel (its queue) first, or wait for it.",
+                reason="GPU wait under way",
+            )
+        running_id = str(session["kernel"]["id"]) if session else ""
+        running_name = str(session["kernel"].get("name") or "") if session else ""
+        running = km.get_kernel(running_id) if running_id else None
+        if running is None:
+            running_name = ""
+        target = kernel_name or running_name or None
+        if not target:
+            raise web.HTTPError(400, "This notebook has no kernel yet: give kernel_name.")
+
+        # Refuse before touching a running kernel when the GPUs cannot be had now. The running
+        # kernel's own GPUs count as free: a restart keeps them, and a switch frees them first.
+        spec_default = await self._spec_default(target)  # also: 404 for an unknown kernel spec
+        effective = request if request is not None else spec_default
+        # A start that may wait for its GPUs is not refused here: it joins the queue.
+        if effective.wants_gpus and not self.behind_service:
+            may_wait = wait if wait is not None else self.services.queue.wait_by_default
+            if not may_wait:
+                await self.refuse_unless_free(effective, running_id)
+
+        if not start:
+            self.finish(json.dumps({"session": session, "gpus": gpus}, default=str))
+            return
+        # The launches below ask for this request, whatever the saved notebook says: the
+        # caller saves it there (the panel does, once the kernel runs).
+        with launching_with(effective, wait):
+            if session is None:
+                model = await sm.create_session(
+                    path=path,
+                    name=ModelName(os.path.basename(path)),
+                    type="notebook",
+                    kernel_name=KernelName(target),
+                )
+            elif running is not None and running_name == target and self.behind_service:
+                # The service restarts its kernel under the new request (409 if it cannot).
+                await service_json(
+                    "POST", f"kernels/{running_id}/restart", {"gpus": effective.to_json()}
+                )
+                model = await sm.get_session(session_id=session["id"])
+            elif running is not None and running_name == target:
+                provisioner = getattr(running, "provisioner", None)
+                if isinstance(provisioner, ContainerProvisioner):
+                    provisioner.change_request(effective)
+                await ensure_async(km.restart_kernel(running_id))
+                closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
+                self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
+                model = await sm.get_session(session_id=session["id"])
+            elif self.behind_service:  # another image, the new kernel first (see below)
+                model = await switch_behind_service(sm, km, session, KernelName(target))
+            else:  # switch this notebook to another kernel spec (another image)
+                model = await switch_kernel(sm, km, session, KernelName(target))
+        self.finish(json.dumps({"session": model, "gpus": gpus}, default=str))
+
+    def _notebook(self, path: Any) -> tuple[str, str]:
+        """The notebook's path, and its path on disk; 400 for anything but a .ipynb inside the
+        workspace."""
+        if not isinstance(path, str) or not path.endswith(".ipynb"):
+            raise web.HTTPError(400, 'Give the notebook\'s path, e.g. {"path": "dir/nb.ipynb"}.')
+        root = self.kernel_manager.root_dir
+        os_path = os.path.join(root, *path.strip("/").split("/"))
+        if "\0" in path or not inside(os_path, root):
+            raise web.HTTPError(400, f"The notebook path {path!r} is outside the workspace.")
+        return path, os_path
+
+    async def _session_of(self, path: str) -> dict[str, Any] | None:
+        sessions = [s for s in await self.session_manager.list_sessions() if s.get("path") == path]
+        return sessions[0] if sessions else None
+
+    async def _kernel_view(self, session: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The session's kernel as the toolbar shows it, and its spec's default request."""
+        model = session["kernel"]
+        kernel_id, name = str(model["id"]), str(model["name"])
+        spec = await self._spec_or_none(name)
+        metadata = spec_metadata(spec)
+        image = metadata.get("gpu_containers", {}).get("image", "")
+        gpus: list[Any] = []
+        if model.get("execution_state") == WAITING_STATE:
+            pass  # its start waits in the GPU queue: no kernel, no GPUs yet
+        elif self.behind_service:  # the kernel's own view on the service: the GPUs it holds
+            if metadata.get("kernel_provisioner"):  # a native kernel holds none
+                try:
+                    view = await service_json("GET", f"kernels/{kernel_id}")
+                except ServiceRefused:  # gone there since (the session is polled, not told)
+                    view = {"gpus": []}
+                gpus = [{"uuid": g.get("uuid"), "index": g.get("index")} for g in view["gpus"]]
+                image = image or str((view.get("image") or {}).get("reference", ""))
+        else:
+            provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
+            container = provisioner if isinstance(provisioner, ContainerProvisioner) else None
+            if not image and container:
+                image = container.image  # a hand-written spec, or one whose image is gone since
+            if container:  # only container kernels hold GPUs: a native one needs no engine here
+                inventory, ledger = await self.gpu_state()
+                gpus = kernel_gpus(inventory, ledger, self.uid, kernel_id)
+        kernel = {
+            "id": kernel_id,
+            "name": name,
+            "image": image,
+            "display_name": spec_display_name(spec) or name,
+            "gpus": gpus,
+            "execution_state": model.get("execution_state", "unknown"),
+        }
+        return kernel, (spec_request(spec).to_json() if spec else None)
+
+    async def _spec_or_none(self, kernel_name: str) -> Any:
+        try:  # (a gateway's kernel spec manager answers a coroutine, and its spec as a dict)
+            return await ensure_async(self.kernel_spec_manager.get_kernel_spec(kernel_name))
+        except Exception as e:
+            found = from_gateway_error(e) if self.behind_service else None
+            if isinstance(found, ServiceUnreachable):
+                raise found from None  # say so, not "there is no such kernel spec"
+            return None  # removed since the kernel started (its image was deleted, say)
+
+    async def _spec_default(self, kernel_name: str) -> GPURequest:
+        spec = await self._spec_or_none(kernel_name)
+        if spec is None:
+            raise web.HTTPError(404, f"There is no kernel spec {kernel_name!r}.")
+        return spec_request(spec)
+
+
+def spec_metadata(spec: Any) -> dict[str, Any]:
+    """A kernel spec's metadata: a KernelSpec's, or a gateway's spec model's (a dict)."""
+    if isinstance(spec, dict):
+        metadata = (spec.get("spec") or {}).get("metadata")
+    else:
+        metadata = getattr(spec, "metadata", None)
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def spec_display_name(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return str((spec.get("spec") or {}).get("display_name") or "")
+    return str(getattr(spec, "display_name", "") or "")
+
+
+def spec_request(spec: Any) -> GPURequest:
+    """A kernel spec's default GPU request (its provisioner config's ``gpus``)."""
+    config = spec_metadata(spec).get("kernel_provisioner", {}).get("config", {})
+    return GPURequest.parse(config.get("gpus"))
+
+
+async def start_in_session(sm: Any, session: dict[str, Any], kernel_name: KernelName) -> None:
+    """Start a kernel of ``kernel_name`` for ``session`` and make it the session's kernel."""
+    new_id = await sm.start_kernel_for_session(
+        session["id"],
+        path=session["path"],
+        name=session["name"],
+        type=session["type"],
+        kernel_name=kernel_name,
+    )
+    await sm.update_session(session["id"], kernel_id=new_id)
+
+
+async def switch_kernel(
+    sm: Any, km: Any, session: dict[str, Any], kernel_name: KernelName
+) -> dict[str, Any]:
+    """Replace a session's kernel by one of another kernel spec, under the same session id.
+
+    The old kernel's container stops first: the GPUs it holds may be the only free ones, and its
+    state is being discarded anyway. It stays registered until the new kernel runs, because
+    jupyter_server drops a session row whose kernel it does not know, and a browser polling the
+    sessions meanwhile would lose the notebook's session. If the new kernel does not start, the
+    old one is shut down for good (the notebook is left without a session, not with one naming
+    a dead kernel) and the launch's error goes to the caller as it is.
+    """
+    old_id = str(session["kernel"]["id"])
+    old = km.get_kernel(old_id)
+    # restart=True: stop the kernel and its container, but keep its entry (and the session row).
+    await ensure_async(old.shutdown_kernel(now=False, restart=True))
+    provisioner = getattr(old, "provisioner", None)
+    if isinstance(provisioner, ContainerProvisioner):
+        # A restart keeps the stopped container to book its GPUs for the next one: not here.
+        await provisioner.cleanup(restart=False)
+    try:
+        await start_in_session(sm, session, kernel_name)
+    finally:
+        await ensure_async(km.shutdown_kernel(old_id, now=True))
+    model: dict[str, Any] = await sm.get_session(session_id=session["id"])
+    return model
+
+
+async def switch_behind_service(
+    sm: Any, km: Any, session: dict[str, Any], kernel_name: KernelName
+) -> dict[str, Any]:
+    """switch_kernel for a user's server behind a kernel service: the new kernel starts first,
+    then the old one is shut down. A gateway kernel cannot be stopped and kept registered (its
+    shutdown deletes it on the service), and the user's server forgets a kernel the service no
+    longer lists, then drops the session row that names it: stopping the old kernel first lost
+    the notebook's session to any page polling meanwhile. So a switch that needs the very GPUs
+    the old kernel holds is refused (409), and the old kernel keeps running."""
+    old_id = str(session["kernel"]["id"])
+    await start_in_session(sm, session, kernel_name)
+    if old_id in km:
+        await ensure_async(km.shutdown_kernel(old_id, now=True))
+    model: dict[str, Any] = await sm.get_session(session_id=session["id"])
+    return model

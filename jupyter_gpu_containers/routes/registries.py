@@ -1,0 +1,63 @@
+"""``/gpu-containers/registries``: a user's own registry logins, kept in this server's memory
+only and never returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..base.references import BadReference, parse_reference
+from ..images.credentials import Credential
+from .base import GPUContainersHandler, json_body
+
+
+class RegistriesHandler(GPUContainersHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        store = self.services.credentials
+        self.finish(json.dumps({"registries": store.listing(self.whose)}))
+
+
+class RegistryCredentialsHandler(GPUContainersHandler):
+    """A user's own login for one registry, in this server's memory only."""
+
+    @web.authenticated
+    @authorized
+    async def put(self, registry: str) -> None:
+        credential = _credential_from(json_body(self), registry=registry)
+        self.services.credentials.set_user(
+            credential.registry, credential.username, credential.password, self.whose
+        )
+        self.set_status(204)
+        self.finish()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, registry: str) -> None:
+        if not self.services.credentials.forget_user(registry, self.whose):
+            raise web.HTTPError(404, f"You have no credentials for {registry} on this server.")
+        self.set_status(204)
+        self.finish()
+
+
+def _registry(image: str) -> str:
+    try:
+        return parse_reference(image).registry
+    except BadReference as e:
+        raise web.HTTPError(400, str(e)) from e
+
+
+def _credential_from(body: Any, *, registry: str) -> Credential:
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, 'Give {"username": "…", "password": "…"}.')
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not username or not isinstance(password, str):
+        raise web.HTTPError(400, 'Give {"username": "…", "password": "…"} (both strings).')
+    if not registry or "/" in registry or any(ch.isspace() for ch in registry):
+        raise web.HTTPError(400, f"{registry!r} is not a registry host (e.g. nvcr.io).")
+    return Credential(registry, username, password, "user")
