@@ -37,7 +37,7 @@ from .images.credentials import RegistryCredentials
 from .images.prepull import PrePuller
 from .images.probe import KernelReadinessProbe
 from .images.pulls import PullManager
-from .policy.launchplan import ContainerPolicy
+from .policy.admin_policy import ContainerPolicy
 
 SETTINGS_KEY = "gpu_containers"
 

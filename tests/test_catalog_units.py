@@ -29,7 +29,7 @@ from jupyter_gpu_containers.images.credentials import Credential, RegistryCreden
 from jupyter_gpu_containers.images.probe import ProbeResult
 from jupyter_gpu_containers.images.pulls import Pull
 from jupyter_gpu_containers.kernel.kernelspecs import display_name_for, kernel_spec_dict
-from jupyter_gpu_containers.policy.launchplan import ContainerPolicy, check_image_allowed
+from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy, check_image_allowed
 from jupyter_gpu_containers.routes.cluster_view import _Node, _Pool, cluster_verdict, pool_verdict
 
 DIGEST = "sha256:" + "ab" * 32

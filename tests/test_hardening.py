@@ -48,8 +48,8 @@ from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import KernelOptionRefused, ValueRefused
 from jupyter_gpu_containers.base.records import OneshotResult
 from jupyter_gpu_containers.images.probe import KernelReadinessProbe
-from jupyter_gpu_containers.policy.launchplan import (
-    ContainerPolicy,
+from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy
+from jupyter_gpu_containers.policy.checks import (
     check_environment,
     check_kernel_id,
     check_network_mode,

@@ -15,9 +15,9 @@ from jupyter_gpu_containers.base.errors import KernelOptionRefused, MountRefused
 from jupyter_gpu_containers.base.records import ContainerSpec, ImageRecord, Mount
 from jupyter_gpu_containers.gpus.allocator import Attachment, attachment
 from jupyter_gpu_containers.gpus.inventory import GPU
+from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy
+from jupyter_gpu_containers.policy.command import KERNEL_DIR_IN_CONTAINER
 from jupyter_gpu_containers.policy.launchplan import (
-    KERNEL_DIR_IN_CONTAINER,
-    ContainerPolicy,
     KernelOptions,
     LaunchFacts,
     gather_facts,

@@ -133,7 +133,7 @@ def test_example_serve_config_loads() -> None:
     from jupyter_gpu_containers.host.identity import UserDirectory
     from jupyter_gpu_containers.host.tokens import ServiceTokens
     from jupyter_gpu_containers.kernel.provisioner import ContainerProvisioner
-    from jupyter_gpu_containers.policy.launchplan import ContainerPolicy
+    from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy
     from jupyter_gpu_containers.service.hubauth import HubIdentity
     from jupyter_gpu_containers.service.service import ServiceApp, ServiceIdentityProvider
 

@@ -20,14 +20,16 @@ from jupyter_gpu_containers.images.catalog import (
     is_gpu_build,
 )
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for, normalize_reference
-from jupyter_gpu_containers.policy.launchplan import (
+from jupyter_gpu_containers.policy.checks import (
     check_mount_source,
     container_path_for,
+    inside,
+    normalize_ulimits,
+)
+from jupyter_gpu_containers.policy.command import (
     diagnose_exit,
     entrypoint_is_interpreter,
-    inside,
     kernel_command,
-    normalize_ulimits,
 )
 
 

@@ -185,7 +185,7 @@ async def test_a_session_takes_the_warm_container_and_cannot_tell(
     assert (warm_facts["uid"], warm_facts["gid"]) == (os.getuid(), os.getgid())
     assert warm_facts["cwd"] == "/workspace/course/week1"
     # Neither the start directory nor the notebook's is on sys.path as itself: the "" IPython
-    # adds, after the standard library, is the working directory (launchplan.KERNEL_BOOT).
+    # adds, after the standard library, is the working directory (policy/command.py's KERNEL_BOOT).
     assert "" in warm_facts["sys_path"]
     assert not {"/workspace/course/week1", "/run/jupyter-kernel"} & set(warm_facts["sys_path"])
     assert warm_facts["dh"] == ["/workspace/course/week1"]

@@ -1,6 +1,6 @@
 """The kernel's own name inside its container: the /etc/passwd and /etc/group it sees.
 
-A kernel runs as its user's uid and gid (launchplan.kernel_user), which an image's own account
+A kernel runs as its user's uid and gid (checks.kernel_user), which an image's own account
 files rarely list: `whoami`, `id -un`, ssh, git's default identity and anything else that asks
 the C library who it is then fail ("cannot find name for user ID 1004"). The image is never
 written to. Instead the kernel's container gets account files of its own, bind-mounted read-only

@@ -26,7 +26,7 @@ from ..base.errors import ImageNotAllowed
 from ..base.records import ImageDiskUse, ImageRecord
 from ..base.references import normalize_reference, registry_of
 from ..gpus.inventory import Inventory
-from ..policy.launchplan import ContainerPolicy, check_image_allowed
+from ..policy.admin_policy import ContainerPolicy, check_image_allowed
 from . import compat
 from .probe import ProbeResult
 

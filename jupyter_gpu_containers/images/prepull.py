@@ -71,7 +71,7 @@ from ..base.records import ImageDiskUse, ImagesDiskUse, iso_time
 from ..base.references import BadReference, normalize_reference, parse_reference
 from ..base.safefiles import read_trusted, remove_own_files, write_atomic
 from ..host.hoststate import StateDir
-from ..policy.launchplan import ContainerPolicy, image_allowed
+from ..policy.admin_policy import ContainerPolicy, image_allowed
 from .pulls import Pull, PullManager
 
 _RUNS_FILE = re.compile(r"prepull-([0-9]{1,10})\.json")

@@ -2,7 +2,7 @@
 
 A kernel started on an image without Python or ipykernel fails only after its container ran, and
 the Launcher would rather say so up front. So a probe container runs the kernel's own search for
-an interpreter (launchplan.find_python_and, after the image's ENTRYPOINT, as the image's
+an interpreter (command.find_python_and, after the image's ENTRYPOINT, as the image's
 USER), but instead of starting ipykernel it imports it (which proves it works) and reports the
 Python and ipykernel versions and the installed framework versions. Framework versions are read
 from package metadata, never by importing the frameworks: importing torch or tensorflow takes
@@ -50,12 +50,8 @@ from ..base.errors import ContainerKernelError
 from ..base.records import ImageRecord, OneshotResult
 from ..base.safefiles import private_dir, read_json_nofollow, write_json_atomic
 from ..host.accounts import MAX_FILE_BYTES
-from ..policy.launchplan import (
-    NO_PYTHON_MARKER,
-    ContainerPolicy,
-    entrypoint_is_interpreter,
-    find_python_and,
-)
+from ..policy.admin_policy import ContainerPolicy
+from ..policy.command import NO_PYTHON_MARKER, entrypoint_is_interpreter, find_python_and
 
 MARKER = "JUPYTER_GPU_CONTAINERS_PROBE:"
 

@@ -36,7 +36,7 @@ from ..backends.backend import ContainerBackend, PullProgress
 from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed
 from ..base.references import ImageReference, parse_reference
 from ..host.hoststate import StateDir
-from ..policy.launchplan import ContainerPolicy, check_image_allowed
+from ..policy.admin_policy import ContainerPolicy, check_image_allowed
 from . import privateimages
 from .credentials import Credential, RegistryCredentials, scrub
 

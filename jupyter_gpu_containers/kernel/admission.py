@@ -17,7 +17,7 @@ from ..base.references import BadReference, parse_reference
 from ..gpus.inventory import Inventory
 from ..images import compat, privateimages
 from ..images.probe import ProbeResult
-from ..policy.launchplan import ContainerPolicy, check_image_allowed, pinned_for
+from ..policy.admin_policy import ContainerPolicy, check_image_allowed, pinned_for
 from ..services import Services
 
 

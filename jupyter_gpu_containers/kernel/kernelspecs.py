@@ -31,7 +31,7 @@ from ..base.references import normalize_reference
 from ..images import privateimages
 from ..images.catalog import Framework, describe_image, framework_with_probe
 from ..images.probe import ProbeResult
-from ..policy.launchplan import image_allowed
+from ..policy.admin_policy import image_allowed
 from ..services import Services, services_for
 
 

@@ -64,20 +64,10 @@ from ..host.privatedirs import (
     write_account_files,
     write_connection_file,
 )
-from ..policy.launchplan import (
-    KERNEL_DIR_IN_CONTAINER,
-    ContainerPolicy,
-    KernelOptions,
-    LaunchFacts,
-    check_kernel_id,
-    check_network_mode,
-    check_run_as,
-    diagnose_exit,
-    gather_facts,
-    kernel_command,
-    numeric_user,
-    plan_container,
-)
+from ..policy.admin_policy import ContainerPolicy
+from ..policy.checks import check_kernel_id, check_network_mode, check_run_as, numeric_user
+from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
+from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_container
 from ..services import Services, services_for
 from .admission import admit_image, check_gpu_compatibility
 from .handshake import ask_kernel

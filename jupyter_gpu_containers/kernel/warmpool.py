@@ -46,7 +46,7 @@ from ..base.safefiles import read_json_nofollow, write_json_atomic
 from ..gpus.allocator import GPURequest
 from ..gpus.inventory import GPUInventory
 from ..host.privatedirs import discard_private_dir
-from ..policy.launchplan import KERNEL_DIR_IN_CONTAINER
+from ..policy.command import KERNEL_DIR_IN_CONTAINER
 from .handshake import ask_kernel
 from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
 
@@ -121,7 +121,7 @@ def spec_fingerprint(spec: ContainerSpec) -> str:
 # start, and a warm one must be given: the working directory (and PWD, which the kernel
 # command's shell exported), IPython's directory history (_dh), JPY_SESSION_NAME, and
 # __session__ where this ipykernel sets it from JPY_SESSION_NAME at start (recent ones do, older
-# ones such as 6.17 do not). sys.path needs nothing: the kernel's start (launchplan.KERNEL_BOOT)
+# ones such as 6.17 do not). sys.path needs nothing: the kernel's start (command.KERNEL_BOOT)
 # puts no directory there, and the "" IPython adds is the working directory wherever it is. Nothing
 # is left in the user's namespace, and a silent request leaves no history and no execution count.
 _HANDOVER = """\

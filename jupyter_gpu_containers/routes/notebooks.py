@@ -18,7 +18,7 @@ from ..gpus.allocator import GPURequest
 from ..gpus.gpu_report import kernel_gpus
 from ..gpus.notebook_requests import NotebookRequestError, launching_with, read_notebook_request
 from ..kernel.provisioner import ContainerProvisioner
-from ..policy.launchplan import inside
+from ..policy.checks import inside
 from ..server.gateway_user import (
     ServiceRefused,
     ServiceUnreachable,

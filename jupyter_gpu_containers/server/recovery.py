@@ -48,11 +48,7 @@ from ..host.privatedirs import (
 from ..kernel.kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from ..kernel.provisioner import ContainerProvisioner
 from ..kernel.warmpool import read_claim
-from ..policy.launchplan import (
-    check_kernel_id,
-    check_labels,
-    inside,
-)
+from ..policy.checks import check_kernel_id, check_labels, inside
 from ..services import Services
 from .kernelmanager import GPUContainersKernelManager
 

@@ -36,7 +36,7 @@ from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, 
 from .. import __version__
 from ..base.errors import ContainerKernelError, ValueRefused
 from ..host.identity import KernelUser, UnknownUser, UserDirectory
-from ..policy.launchplan import parse_size
+from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
 from .service_routes import StartQueue, UserKernels
 

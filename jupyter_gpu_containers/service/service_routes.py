@@ -43,7 +43,8 @@ from ..gpus.notebook_requests import launching_with
 from ..host.identity import KernelUser, launching_for
 from ..images import privateimages
 from ..kernel.kernelspecs import ContainerKernelSpecManager
-from ..policy.launchplan import ContainerPolicy, inside, kernel_limits, parse_size
+from ..policy.admin_policy import ContainerPolicy
+from ..policy.checks import inside, kernel_limits, parse_size
 from ..routes.admin_view import service_admin_refusal
 from ..server.stock_routes import KernelActionsHandler
 from ..services import SETTINGS_KEY
@@ -443,7 +444,7 @@ def asked_memory_limit(spec: Any, config: Any) -> Any:
 
 def memory_limit(policy: ContainerPolicy, asked: Any) -> int | None:
     """The memory limit in bytes a kernel asking for ``asked`` gets (ContainerPolicy's ceiling
-    applied, as launchplan.kernel_limits does at its launch); None: none. A refusal in a
+    applied, as checks.kernel_limits does at its launch); None: none. A refusal in a
     sentence for a limit above the ceiling or not a size."""
     limit = kernel_limits(
         policy, mem_limit=asked, pids_limit=None, shm_size=None, runtime=None, ulimits={}

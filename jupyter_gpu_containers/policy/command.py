@@ -1,0 +1,100 @@
+"""How a kernel's container starts its kernel: find an interpreter after the image's ENTRYPOINT,
+run ipykernel with the working directory off sys.path, and read an early exit as a sentence
+(no Python, no ipykernel, killed for memory).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+
+# Mount point of the private per-kernel directory inside the container.
+KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
+
+# How the kernel starts, once an interpreter is found: `python -c KERNEL_BOOT -f FILE`, which runs
+# ipykernel_launcher as `python -m ipykernel_launcher -f FILE` would, but for sys.path. Both put
+# the working directory (the notebook's, which its user writes) first on sys.path: -m as its
+# path, -c as "". While ipykernel loads, a notebook's own ipykernel_launcher.py, or a queue.py or
+# any module ipykernel imports, would be imported instead, and could keep the kernel from ever
+# answering (a start that holds a slot of the kernel service until launch_timeout). The bootstrap
+# takes "" off before it imports anything; IPython puts it back once the kernel has loaded, after
+# the standard library (InteractiveShellApp.init_path), so code in the notebook still imports the
+# notebook's own modules, and the kernel still runs in the notebook's directory. Python's own
+# switch for this (-P, PYTHONSAFEPATH) is 3.11's, and IPython leaves the directory off sys.path
+# for good under it. Written for every Python 3 (and 2.7). No single quote: it is one sh word.
+KERNEL_BOOT = (
+    "import sys\n"
+    'if sys.path and sys.path[0] == "":\n'
+    "    del sys.path[0]\n"
+    "import runpy\n"
+    'runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)\n'
+)
+KERNEL_EXEC = 'exec "$py" -c \'' + KERNEL_BOOT + '\' -f "$1"'
+
+
+def find_python_and(exec_line: str) -> str:
+    """The container's script that finds an interpreter and runs ``exec_line`` with it (``$py``)."""
+    return _FIND_PYTHON.replace("@EXEC@", exec_line)
+
+
+# Runs inside the container, after the image's ENTRYPOINT: find an interpreter (images put it in
+# different places: /usr/bin, /usr/local/bin, /opt/conda/bin) and exec it (KERNEL_EXEC, the
+# connection file given as $1). exec keeps python the direct child of init, so signals reach it.
+_FIND_PYTHON = r"""
+for py in "${JUPYTER_GPU_CONTAINERS_PYTHON:-}" python3 python \
+          /opt/conda/bin/python3 /usr/local/bin/python3 /usr/bin/python3; do
+  [ -n "$py" ] || continue
+  if command -v "$py" >/dev/null 2>&1; then
+    @EXEC@
+  fi
+done
+echo "jupyter-gpu-containers: no Python interpreter in this image" \
+     "(looked for python3 and python on PATH=$PATH," \
+     "and in /opt/conda/bin, /usr/local/bin, /usr/bin)" >&2
+exit 127
+"""
+FIND_PYTHON_AND_EXEC = find_python_and(KERNEL_EXEC)
+
+NO_PYTHON_MARKER = "jupyter-gpu-containers: no Python interpreter"
+NO_IPYKERNEL_MARKERS = ("No module named ipykernel", "No module named 'ipykernel")
+
+
+def kernel_command(kernel_cmd: list[str], connection_file: str) -> list[str]:
+    """The container command: the admin's explicit one, or find-python-and-exec-ipykernel."""
+    if kernel_cmd:
+        return [arg.replace("{connection_file}", connection_file) for arg in kernel_cmd]
+    return ["sh", "-c", FIND_PYTHON_AND_EXEC, "jupyter-kernel", connection_file]
+
+
+def entrypoint_is_interpreter(entrypoint: Iterable[str]) -> bool:
+    """Images whose ENTRYPOINT is the interpreter itself (``["python3"]``) would run our command as
+    a script; those entrypoints are cleared. Wrapper scripts (NGC's, tini + start.sh) are kept."""
+    parts = list(entrypoint)
+    if not parts:
+        return False
+    base = posixpath.basename(parts[0])
+    return base.startswith("python") or base in ("ipython", "jupyter")
+
+
+def diagnose_exit(image: str, exit_code: int, oom_killed: bool, log_tail: str) -> tuple[str, bool]:
+    """A sentence for a container that ended before its kernel answered, and whether the image
+    itself is at fault (cannot run a kernel) rather than this one start."""
+    tail = f"\nLast lines of its log:\n{log_tail}" if log_tail else " It printed nothing."
+    if any(marker in log_tail for marker in NO_IPYKERNEL_MARKERS):
+        return (
+            f"The image {image} has Python but not ipykernel, so it cannot run a Jupyter kernel. "
+            "Install ipykernel in the image (pip install ipykernel) or choose another image."
+            f"{tail}",
+            True,
+        )
+    if NO_PYTHON_MARKER in log_tail:
+        return (
+            f"The image {image} has no Python interpreter, so it cannot run a Jupyter kernel. "
+            "Choose an image with Python and ipykernel, or set the interpreter with the "
+            f"JUPYTER_GPU_CONTAINERS_PYTHON environment variable of its kernel spec.{tail}",
+            True,
+        )
+    if oom_killed or exit_code == 137:
+        reason = "it ran out of memory (OOM-killed)" if oom_killed else "it was killed (exit 137)"
+        return (f"The kernel container for {image} ended at start: {reason}.{tail}", False)
+    return (f"The kernel container for {image} exited at start with code {exit_code}.{tail}", False)
