@@ -26,11 +26,10 @@ import dataclasses
 import os
 import signal
 import time
-import uuid
 from typing import Any as AnyType
 
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.provisioning import KernelProvisionerBase, KernelProvisionerFactory
+from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
 from ..backends.backend import ContainerBackend
@@ -71,7 +70,7 @@ from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_c
 from ..services import Services, services_for
 from .admission import admit_image, check_gpu_compatibility
 from .handshake import ask_kernel
-from .warmpool import PoolEntry, StartContainer, Target, spec_fingerprint
+from .warmpool import spec_fingerprint
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -1083,44 +1082,3 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.connection_dir:
             discard_private_dir(self.connection_dir)
             self.connection_dir = None
-
-
-def warm_container_starter(mkm: AnyType, ksm: AnyType) -> StartContainer:
-    """How the server's warm pool (warmpool.py) starts a container: the way a kernel of that
-    image without GPUs is started (a kernel manager and provisioner made as the server makes
-    them, then the provisioner's own pre_launch and launch_kernel), as the pool's."""
-
-    async def start(target: Target, pool_id: str) -> PoolEntry:
-        pool_kernel_id = str(uuid.uuid4())
-        # Kernel spec lookups read kernel spec directories: off the event loop.
-        spec = await asyncio.to_thread(ksm.get_kernel_spec, target.kernel_name)
-        km, _, _ = mkm.pre_start_kernel(target.kernel_name, {"kernel_id": pool_kernel_id})
-        km.kernel_id = pool_kernel_id
-        provisioner = KernelProvisionerFactory.instance(parent=mkm).create_provisioner_instance(
-            pool_kernel_id, spec, parent=km
-        )
-        if not isinstance(provisioner, ContainerProvisioner):
-            raise ContainerKernelError(
-                f"the kernel spec {target.kernel_name} does not start container kernels."
-            )
-        provisioner.pool_id = pool_id
-        provisioner.change_request(GPURequest())  # never GPUs: see warmpool.py
-        kwargs = await provisioner.pre_launch(cwd=mkm.root_dir, env={})
-        cmd = kwargs.pop("cmd")
-        await provisioner.launch_kernel(cmd, **kwargs)
-        made = provisioner.container_spec
-        assert made is not None and provisioner.container_id and provisioner.connection_dir
-        return PoolEntry(
-            pool_kernel_id=pool_kernel_id,
-            ref=target.ref,
-            kernel_name=target.kernel_name,
-            image_id=provisioner.container_image_id,
-            fingerprint=spec_fingerprint(made),
-            container_id=provisioner.container_id,
-            connection_dir=provisioner.connection_dir,
-            connection_info=provisioner.connection_info.copy(),
-            connection_file=str(km.connection_file),
-            working_dir=made.working_dir or KERNEL_DIR_IN_CONTAINER,
-        )
-
-    return start

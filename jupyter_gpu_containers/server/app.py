@@ -16,7 +16,7 @@ from ..base import labels as L
 from ..base.errors import ContainerKernelError
 from ..host.identity import UserDirectory
 from ..kernel.kernelspecs import ContainerKernelSpecManager
-from ..kernel.provisioner import warm_container_starter
+from ..kernel.warm_starter import warm_container_starter
 from ..kernel.warmpool import WarmPool
 from ..routes.admin_view import SETTINGS_KEY as ADMIN_SETTINGS_KEY
 from ..routes.admin_view import AdminDesk
