@@ -20,7 +20,8 @@ from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend, SchedulingRefused
+from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
+from jupyter_gpu_containers.backends.kubernetes.pods import SchedulingRefused
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import EngineRefused, MountRefused
 from jupyter_gpu_containers.base.records import ContainerSpec, Mount

@@ -15,7 +15,7 @@ from k8s_node import RealNode, node_backend
 from kubernetes import client
 from test_k8s_backend import kernel_spec, service_kubeconfig  # noqa: F401 - a fixture
 
-from jupyter_gpu_containers.backends.kubernetes.k8s import SchedulingRefused
+from jupyter_gpu_containers.backends.kubernetes.pods import SchedulingRefused
 from jupyter_gpu_containers.base.errors import ImageMissing
 
 pytestmark = pytest.mark.timeout(300)

@@ -29,7 +29,7 @@ from servers import wait_until
 from service_process import KernelService, ServiceUser
 from test_k8s_backend import service_kubeconfig  # noqa: F401 - a fixture
 
-from jupyter_gpu_containers.backends.kubernetes.k8s import content_digest
+from jupyter_gpu_containers.backends.kubernetes.images import content_digest
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.images.probe import KernelReadinessProbe
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for, kernel_spec_dict

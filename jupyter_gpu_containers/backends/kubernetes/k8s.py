@@ -36,9 +36,8 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
@@ -65,132 +64,49 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ...base.references import BadReference, parse_reference, registry_of
+from ...base.references import registry_of
 from ...base.safefiles import read_nofollow
-from ..backend import ContainerDetails, LogLine, MountInfo, PullProgress
+from ..backend import ContainerDetails, PullProgress
+from .images import CONTENT_ID, ImageDigest, canonical_reference, content_digest, repository_of
+from .logs import PodLog
+from .objects import (
+    ACCOUNT_FILES_IN_CONTAINER,
+    CONNECTION_FILE_NAME,
+    CONTAINER_NAME,
+    GPU_COUNT_ANNOTATION,
+    GPU_RESOURCE_ANNOTATION,
+    KERNEL_DIR_IN_CONTAINER,
+    LABEL_KEY,
+    SECRET_DIR_IN_CONTAINER,
+    hardened,
+    label_safe,
+    parse_user,
+    pod_name,
+    quantity,
+    safe_labels,
+    split_labels,
+)
+from .pods import (
+    NODE_KEY,
+    GPUHolder,
+    NodeGPUs,
+    SchedulingRefused,
+    annotation,
+    container_started,
+    created_at,
+    gpu_limit,
+    int_quantity,
+    kernel_status,
+    pod_details,
+    pod_record,
+    pod_state,
+    shortened,
+    tolerated,
+    unschedulable_reason,
+    waiting_failure,
+)
 
 T = TypeVar("T")
-
-KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
-# Where a kernel pod's Secret (its connection file) is mounted, read-only.
-SECRET_DIR_IN_CONTAINER = "/run/jupyter-kernel-secret"
-CONNECTION_FILE_NAME = "kernel.json"
-# The kernel's own account files (accounts.py), which the provisioner writes beside its
-# connection file: in a pod they come from its Secret too, each file mounted on its own.
-ACCOUNT_FILES_IN_CONTAINER = {"/etc/passwd": "passwd", "/etc/group": "group"}
-CONTAINER_NAME = "kernel"
-# Labels (selectable) carry what is label-safe; annotations carry every value exactly.
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
-GPU_COUNT_ANNOTATION = L.GPU_COUNT
-GPU_RESOURCE_ANNOTATION = L.GPU_RESOURCE
-# In a pod's record (never on the pod): the node the scheduler bound it to.
-NODE_KEY = L.PREFIX + "node"
-# An image's content id as the node reports it (containerStatus.imageID's digest).
-_CONTENT_ID = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-class SchedulingRefused(ContainerKernelError):
-    """No node can take the kernel's pod now, and the administrator's policy is to refuse."""
-
-    status = 409
-    reason_phrase = "No node can take the kernel"
-
-
-def hardened(uid: int, gid: int, read_only: bool = False) -> dict[str, Any]:
-    """A container's security context: ``uid``:``gid``, never root, no capability, no privilege
-    gained, the runtime's default seccomp profile (what PodSecurity "restricted" asks)."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "readOnlyRootFilesystem": read_only,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def label_safe(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
-
-
-def pod_name(name: str) -> str:
-    """A DNS-1123 label from a container name (lower case, digits, dashes; 63 at most)."""
-    text = _DNS_LABEL.sub("-", name.lower()).strip("-")[:63].strip("-")
-    return text or "kernel"
-
-
-def parse_user(user: str | None) -> tuple[int, int]:
-    """The numeric uid and gid a pod runs as. Kubernetes needs numbers for runAsNonRoot."""
-    if not user:
-        raise EngineRefused(
-            "Kernels on Kubernetes run as the authenticated user's numeric uid and gid, and this "
-            'kernel has none (ContainerProvisioner.run_as is "image"). Set run_as to '
-            '"server" or to an unprivileged "uid:gid".'
-        )
-    uid_text, _, gid_text = user.partition(":")
-    try:
-        uid = int(uid_text)
-        gid = int(gid_text or uid_text)
-    except ValueError:
-        raise EngineRefused(
-            f"Kernels on Kubernetes run as numeric ids, and {user!r} is not one."
-        ) from None
-    if uid == 0 or gid == 0:
-        raise EngineRefused("A kernel pod never runs as root (runAsNonRoot); this one would.")
-    return uid, gid
-
-
-def quantity(size: str) -> str:
-    """A Docker-style size ("1g", "512m", "64k") as a Kubernetes quantity ("1Gi", ...)."""
-    text = size.strip()
-    match = re.fullmatch(r"(\d+)([bkmgt]?)b?", text.lower())
-    if not match:
-        return text  # already a Kubernetes quantity ("1Gi"), or the API says why not
-    number, unit = match.groups()
-    return number + {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[unit]
-
-
-@dataclass(frozen=True)
-class NodeGPUs:
-    """One node as the GPU panel shows it: its GPUs, its pool and driver labels."""
-
-    name: str
-    resource: str
-    allocatable: int
-    labels: dict[str, str]
-    ready: bool
-    # (key, value, effect) of each taint that keeps pods off unless they tolerate it
-    taints: tuple[tuple[str, str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class GPUHolder:
-    """A kernel pod the scheduler placed with GPUs: on which node, how many of which resource."""
-
-    node: str
-    pod: str
-    count: int
-    resource: str
-    user: str
-    uid: str
-    kernel_id: str
-    notebook: str
-
-
-@dataclass(frozen=True)
-class ImageDigest:
-    """What a node ran for an image reference: its content id ("sha256:<hex>"), the pinned
-    "repo@sha256:<hex>" when the node gave that form (a pulled image; "" for one imported
-    into the node's runtime), and when the API server created the pod that ran it (unix time)."""
-
-    id: str
-    pinned: str
-    created: float
 
 
 class KubernetesBackend(LoggingConfigurable):
@@ -382,7 +298,7 @@ class KubernetesBackend(LoggingConfigurable):
 
     def _unavailable(self, e: BaseException) -> EngineUnavailable:
         return EngineUnavailable(
-            f"The Kubernetes API at {self.resolved_url} did not answer: {_short(str(e))}"
+            f"The Kubernetes API at {self.resolved_url} did not answer: {shortened(str(e))}"
         )
 
     def call(self, fn: Callable[[Any], T]) -> T:
@@ -488,7 +404,7 @@ class KubernetesBackend(LoggingConfigurable):
             except Exception as e:  # the API went away: try again, from the same version
                 if self._stop.is_set():
                     break
-                self.log.warning("The kernel pods' watch failed, retrying: %s", _short(str(e)))
+                self.log.warning("The kernel pods' watch failed, retrying: %s", shortened(str(e)))
                 self._stop.wait(1.0)
 
     def _notify(self) -> None:
@@ -569,7 +485,7 @@ class KubernetesBackend(LoggingConfigurable):
         name = pod_name(spec.name)
         pod, secret_data, pull = self.pod_manifest(spec, name)
         secret_name = f"{name}-connection"
-        owned_labels = {L.MANAGED: "true", **_safe_labels(spec.labels, (L.KERNEL_ID,))}
+        owned_labels = {L.MANAGED: "true", **safe_labels(spec.labels, (L.KERNEL_ID,))}
         owned: list[dict[str, Any]] = [
             {
                 "apiVersion": "v1",
@@ -844,13 +760,13 @@ class KubernetesBackend(LoggingConfigurable):
             if pod is None:
                 raise EngineRefused(f"The kernel's pod {container_id} was deleted as it started.")
             status = pod.status
-            if _container_started(pod) or (status and status.phase == "Succeeded"):
+            if container_started(pod) or (status and status.phase == "Succeeded"):
                 return "started"
             if status and status.phase == "Failed":
                 # Refused by its node before its container ran (admission, eviction).
                 raise EngineRefused(
                     f"The node {pod.spec.node_name or ''} refused the kernel's pod "
-                    f"({status.reason or 'Failed'}): {_short(status.message or '')}"
+                    f"({status.reason or 'Failed'}): {shortened(status.message or '')}"
                 )
             reason = unschedulable_reason(pod)
             if reason is not None and status and status.nominated_node_name:
@@ -869,7 +785,7 @@ class KubernetesBackend(LoggingConfigurable):
                 if not waiting_said:
                     waiting_said = True
                     self.log.info("Kernel pod %s waits to be scheduled: %s", container_id, reason)
-            failed = _waiting_failure(pod, image)
+            failed = waiting_failure(pod, image)
             if failed is not None:
                 raise failed
             return None
@@ -902,16 +818,16 @@ class KubernetesBackend(LoggingConfigurable):
             return ""
         target = found.get(pod)
         resource = (
-            _annotation(target, GPU_RESOURCE_ANNOTATION) if target is not None else ""
+            annotation(target, GPU_RESOURCE_ANNOTATION) if target is not None else ""
         ) or self.gpu_resource
-        wanted = int(_annotation(target, GPU_COUNT_ANNOTATION) or 0) if target is not None else 0
+        wanted = int(annotation(target, GPU_COUNT_ANNOTATION) or 0) if target is not None else 0
         if not wanted:
             return ""
         used: dict[str, int] = {}
         for other in found.values():
             node = other.spec.node_name if other.spec else None
             if node and (other.status is None or other.status.phase not in ("Succeeded", "Failed")):
-                used[node] = used.get(node, 0) + _gpu_limit(other, resource)
+                used[node] = used.get(node, 0) + gpu_limit(other, resource)
         free = {
             n.name: n.allocatable - used.get(n.name, 0)
             for n in nodes
@@ -933,7 +849,7 @@ class KubernetesBackend(LoggingConfigurable):
         node_selector, and every NoSchedule/NoExecute taint is tolerated."""
         if any(node.labels.get(k) != v for k, v in self.node_selector.items()):
             return False
-        return all(_tolerated(t, self.tolerations) for t in node.taints)
+        return all(tolerated(t, self.tolerations) for t in node.taints)
 
     def _pods_snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -1099,7 +1015,7 @@ class KubernetesBackend(LoggingConfigurable):
         selector = ",".join(
             k if v is None else f"{k}={v}"
             for k, v in sorted(labels.items())
-            if _LABEL_KEY.match(k) and (v is None or label_safe(v))
+            if LABEL_KEY.match(k) and (v is None or label_safe(v))
         )
 
         def listing(core: Any) -> list[Any]:
@@ -1153,7 +1069,7 @@ class KubernetesBackend(LoggingConfigurable):
                     NodeGPUs(
                         name=node.metadata.name,
                         resource=resource,
-                        allocatable=_int_quantity(allocatable.get(resource, "0")),
+                        allocatable=int_quantity(allocatable.get(resource, "0")),
                         labels=dict(node.metadata.labels or {}),
                         ready=ready,
                         taints=taints,
@@ -1165,7 +1081,7 @@ class KubernetesBackend(LoggingConfigurable):
         """The kernel pods bound to a node with GPUs: the GPU panel's holders, by node."""
         holders = []
         for record in self.list_containers_sync({L.MANAGED: "true"}):
-            count = _int_quantity(record.labels.get(GPU_COUNT_ANNOTATION, "0"))
+            count = int_quantity(record.labels.get(GPU_COUNT_ANNOTATION, "0"))
             node = record.labels.get(NODE_KEY, "")
             if count and node and record.status != "exited":
                 holders.append(
@@ -1219,7 +1135,7 @@ class KubernetesBackend(LoggingConfigurable):
         if not digest or not ref:
             return
         key = canonical_reference(ref)
-        if pinned and _repository_of(pinned) != _repository_of(ref):
+        if pinned and repository_of(pinned) != repository_of(ref):
             # A node's word only: a pinned form from another repository would send the next
             # probe to a registry nobody listed.
             pinned = ""
@@ -1248,7 +1164,7 @@ class KubernetesBackend(LoggingConfigurable):
 
     def _learn_from_pod(self, pod: Any) -> None:
         """The kernel container's image and the content id its node resolved it to."""
-        container = _kernel_status(pod)
+        container = kernel_status(pod)
         spec = next(
             (
                 c
@@ -1259,14 +1175,14 @@ class KubernetesBackend(LoggingConfigurable):
         )
         if container is None or spec is None or not container.image_id:
             return
-        self.learn_image(str(spec.image or ""), str(container.image_id), _created_at(pod))
+        self.learn_image(str(spec.image or ""), str(container.image_id), created_at(pod))
 
     def _oneshot_target(self, image: str) -> tuple[str, str]:
         """(the reference a one-shot run of ``image`` tells about, what its pod runs): a content
         id learned for a listed reference runs as its pinned "repo@sha256:…" (exactly that
         content) when the node gave one, else as the reference, whose content the pod's status
         then tells (it may have moved on meanwhile)."""
-        if _CONTENT_ID.fullmatch(image):
+        if CONTENT_ID.fullmatch(image):
             with self._lock:
                 for ref, known in self._digests.items():
                     if known.id == image:
@@ -1407,7 +1323,7 @@ class KubernetesBackend(LoggingConfigurable):
                     found = core.read_namespaced_pod(
                         name, self.namespace, _request_timeout=self.api_timeout
                     )
-                    failure = _waiting_failure(found, image)
+                    failure = waiting_failure(found, image)
                     if failure is not None:
                         raise failure
                     state = pod_state(found)
@@ -1415,13 +1331,13 @@ class KubernetesBackend(LoggingConfigurable):
                         timed_out, exit_code = False, state.exit_code
                         break
                     time.sleep(0.25)
-                ran = _kernel_status(found) if found is not None else None
+                ran = kernel_status(found) if found is not None else None
                 ran_id = str(ran.image_id or "") if ran is not None else ""
                 if ran_id:
                     # The watchers are not told: they would list the new id before the probe
                     # has kept its answer under it, and probe it a second time. The probe's
                     # caller has the answer (and the kernel specs list again when it comes).
-                    self.learn_image(ref, ran_id, _created_at(found), tell_watchers=False)
+                    self.learn_image(ref, ran_id, created_at(found), tell_watchers=False)
                 try:
                     log = str(
                         core.read_namespaced_pod_log(
@@ -1455,291 +1371,10 @@ class KubernetesBackend(LoggingConfigurable):
         return self.call(run)
 
 
-class PodLog:
-    """A pod's log, line by line (``timestamps=True``: each line starts with its time)."""
-
-    def __init__(self, response: Any) -> None:
-        self._response = response
-        self._closed = False
-
-    def __iter__(self) -> Iterator[LogLine]:
-        pending = b""
-        try:
-            for chunk in self._response.stream(4096, decode_content=True):
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    yield _log_line(line)
-            if pending:
-                yield _log_line(pending)
-        except (urllib3.exceptions.HTTPError, OSError, AttributeError):
-            if not self._closed:
-                raise
-
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(Exception):
-            self._response.close()
-        with contextlib.suppress(Exception):
-            self._response.release_conn()
-
-
-def _log_line(raw: bytes) -> LogLine:
-    text = raw.decode("utf-8", "replace").rstrip("\r")
-    stamp, sep, rest = text.partition(" ")
-    if sep and re.match(r"^\d{4}-\d\d-\d\dT", stamp):
-        return LogLine(time=stamp, text=rest)
-    return LogLine(time="", text=text)
-
-
-# ---------------------------------------------------------------------- pods as records
-
-
-def split_labels(labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(pod labels, pod annotations): every value exactly in the annotations; the label-safe
-    ones also as labels, which label selectors can find."""
-    safe = {k: v for k, v in labels.items() if _LABEL_KEY.match(k) and label_safe(v)}
-    return safe, {k: v for k, v in labels.items() if k.startswith(L.PREFIX)}
-
-
-def _safe_labels(labels: dict[str, str], keys: tuple[str, ...]) -> dict[str, str]:
-    return {k: labels[k] for k in keys if k in labels and label_safe(labels[k])}
-
-
-def pod_record(pod: Any) -> ContainerRecord:
-    """The pod as a ContainerRecord: its labels, with our annotations over them (exact values),
-    and GPUS as the pod's node and count ("node:resource:n") since the scheduler chose them."""
-    meta = pod.metadata
-    labels = dict(meta.labels or {})
-    labels.update({k: v for k, v in (meta.annotations or {}).items() if k.startswith(L.PREFIX)})
-    labels.pop(NODE_KEY, None)
-    if pod.spec is not None and pod.spec.node_name:
-        labels[NODE_KEY] = pod.spec.node_name
-    state = pod_state(pod)
-    created = meta.creation_timestamp.timestamp() if meta.creation_timestamp else 0.0
-    return ContainerRecord(
-        id=meta.name,
-        name=meta.name,
-        image=pod.spec.containers[0].image if pod.spec and pod.spec.containers else "",
-        labels=labels,
-        status=state.status if state else "removing",
-        created=created,
-    )
-
-
-def pod_state(pod: Any) -> ContainerState | None:
-    """The kernel container's state in Docker's words: created, running, exited."""
-    if pod is None:
-        return None
-    status = pod.status
-    container = _kernel_status(pod)
-    terminated = container.state.terminated if container and container.state else None
-    if terminated is not None:
-        return ContainerState(
-            status="exited",
-            running=False,
-            exit_code=int(terminated.exit_code or 0),
-            oom_killed=terminated.reason == "OOMKilled",
-            error=terminated.message or "",
-        )
-    phase = status.phase if status else ""
-    if phase in ("Succeeded", "Failed"):
-        return ContainerState(
-            status="exited",
-            running=False,
-            exit_code=0 if phase == "Succeeded" else 1,
-            oom_killed=False,
-            error=(status.message or status.reason or "") if status else "",
-        )
-    if container and container.state and container.state.running is not None:
-        return ContainerState(
-            status="running", running=True, exit_code=0, oom_killed=False, error=""
-        )
-    return ContainerState(status="created", running=False, exit_code=0, oom_killed=False, error="")
-
-
-def pod_details(pod: Any) -> ContainerDetails:
-    meta = pod.metadata
-    container = _kernel_status(pod)
-    state = pod_state(pod)
-    running = container.state.running if container and container.state else None
-    terminated = container.state.terminated if container and container.state else None
-    record = pod_record(pod)
-    spec_container = pod.spec.containers[0] if pod.spec and pod.spec.containers else None
-    volumes = {v.name: v for v in (pod.spec.volumes or [])} if pod.spec else {}
-    mounts = []
-    tmpfs = []
-    for m in (spec_container.volume_mounts or []) if spec_container else []:
-        volume = volumes.get(m.name)
-        if (
-            volume is not None
-            and volume.empty_dir is not None
-            and volume.empty_dir.medium == "Memory"
-        ):
-            tmpfs.append(m.mount_path)
-            continue
-        kind = "volume"
-        if volume is not None and volume.secret is not None:
-            kind = "secret"
-        mounts.append(MountInfo(kind, m.name, m.mount_path, bool(m.read_only)))
-    return ContainerDetails(
-        id=meta.name,
-        name=meta.name,
-        image_id=(container.image_id if container else "") or "",
-        image_ref=record.image,
-        labels=record.labels,
-        status=record.status,
-        created=meta.creation_timestamp.isoformat() if meta.creation_timestamp else "",
-        started_at=(running.started_at.isoformat() if running and running.started_at else "")
-        or (terminated.started_at.isoformat() if terminated and terminated.started_at else ""),
-        finished_at=terminated.finished_at.isoformat()
-        if terminated and terminated.finished_at
-        else "",
-        exit_code=state.exit_code if state else 0,
-        oom_killed=bool(state and state.oom_killed),
-        error=state.error if state else "",
-        mounts=tuple(mounts),
-        tmpfs=tuple(tmpfs),
-    )
-
-
-def _kernel_status(pod: Any) -> Any:
-    statuses = (pod.status.container_statuses if pod.status else None) or []
-    for s in statuses:
-        if s.name == CONTAINER_NAME:
-            return s
-    return statuses[0] if statuses else None
-
-
-def _container_started(pod: Any) -> bool:
-    container = _kernel_status(pod)
-    return bool(
-        container
-        and container.state
-        and (container.state.running is not None or container.state.terminated is not None)
-    )
-
-
-def _created_at(pod: Any) -> float:
-    """When the API server created ``pod`` (unix time; 0 when it does not say): one clock for
-    every node's reports, where containers' startedAt would be each node's own."""
-    created = pod.metadata.creation_timestamp if pod.metadata else None
-    return float(created.timestamp()) if created is not None else 0.0
-
-
-def content_digest(image_id: str) -> tuple[str, str]:
-    """("sha256:<hex>", "repo@sha256:<hex>" or "") from a container status's imageID: a pulled
-    image's "docker.io/library/x@sha256:…" (its manifest digest, pinned), an imported image's
-    "sha256:…" (its config digest); a runtime's "docker-pullable://" prefix dropped. ("", "")
-    when it names no digest."""
-    text = image_id.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    repo, at, digest = text.rpartition("@")
-    if not at:
-        repo, digest = "", text
-    if not _CONTENT_ID.fullmatch(digest):
-        return "", ""
-    return digest, f"{repo}@{digest}" if repo else ""
-
-
-def canonical_reference(ref: str) -> str:
-    """The name a node gives an image reference: "jgc/x:1" is "docker.io/jgc/x:1" (so that a
-    kernel spec's and a listing's spellings of one image meet); ``ref`` itself when it is no
-    reference."""
-    try:
-        return parse_reference(ref).qualified
-    except BadReference:
-        return ref
-
-
-def _repository_of(ref: str) -> str:
-    """ "registry/repository" of ``ref`` ("" when it is no reference)."""
-    try:
-        parsed = parse_reference(ref)
-    except BadReference:
-        return ""
-    return f"{parsed.registry}/{parsed.repository}"
-
-
-def unschedulable_reason(pod: Any) -> str | None:
-    """The scheduler's reason, in a sentence, for a pod it could not place; None otherwise."""
-    for condition in (pod.status.conditions if pod.status else None) or []:
-        if (
-            condition.type == "PodScheduled"
-            and condition.status == "False"
-            and condition.reason == "Unschedulable"
-        ):
-            message = (condition.message or "").strip()
-            return f"No node can take this kernel now (the scheduler says: {message})."
-    return None
-
-
-_PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
-_CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
-
-
-def _waiting_failure(pod: Any, image: str) -> ContainerKernelError | None:
-    """A start that will not happen by itself: the image cannot be pulled, or the container
-    cannot be created, with the node's words."""
-    container = _kernel_status(pod)
-    waiting = container.state.waiting if container and container.state else None
-    if waiting is None:
-        return None
-    node = pod.spec.node_name if pod.spec else ""
-    message = _short(waiting.message or "")
-    if waiting.reason in _PULL_FAILURES:
-        return ImageMissing(
-            f"The node {node} could not pull the image {image} ({waiting.reason}): {message} "
-            "Check the image's name and that the registry's login is set."
-        )
-    if waiting.reason in _CONFIG_FAILURES:
-        return EngineRefused(
-            f"The node {node} could not create the kernel's container ({waiting.reason}): {message}"
-        )
-    return None
-
-
-def _tolerated(taint: tuple[str, str, str], tolerations: list[dict[str, Any]]) -> bool:
-    key, value, effect = taint
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != effect:
-            continue
-        if t.get("operator") == "Exists" and (not t.get("key") or t.get("key") == key):
-            return True
-        if t.get("key") == key and t.get("value", "") == value:
-            return True
-    return False
-
-
-def _annotation(pod: Any, key: str) -> str:
-    return str(((pod.metadata.annotations if pod.metadata else None) or {}).get(key, ""))
-
-
-def _gpu_limit(pod: Any, resource: str) -> int:
-    total = 0
-    for c in (pod.spec.containers if pod.spec else None) or []:
-        limits = (c.resources.limits if c.resources else None) or {}
-        total += _int_quantity(limits.get(resource, "0"))
-    return total
-
-
-def _int_quantity(value: Any) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
 def _api_reason(e: ApiException) -> str:
     try:
         body = json.loads(e.body or "{}")
         message = body.get("message") or e.reason
     except (ValueError, TypeError):
         message = e.reason
-    return _short(f"{message} (HTTP {e.status})")
-
-
-def _short(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shortened(f"{message} (HTTP {e.status})")
