@@ -1,6 +1,7 @@
-"""One owner for the objects a server shares: the backend, the GPU inventory and the sampler of
-its use per kernel, the readiness probe, pulls and scheduled pre-pulls, registry credentials, the
-image catalog, the admin's policy, the host state directory and the warm pool.
+"""One owner for the objects a server shares: the backend and the placement of kernels on it, the
+GPU inventory and the sampler of its use per kernel, the readiness probe, pulls and scheduled
+pre-pulls, registry credentials, the image catalog, the admin's policy, the host state directory
+and the warm pool.
 
 The extension app (app.py) builds one :class:`Services` when the server starts, and closes it
 when the server stops: every thread pool shut down, the host-state locks released. It reaches
@@ -37,6 +38,9 @@ from .images.credentials import RegistryCredentials
 from .images.prepull import PrePuller
 from .images.probe import KernelReadinessProbe
 from .images.pulls import PullManager
+from .placement.cluster import ClusterPlacement
+from .placement.host import HostPlacement
+from .placement.placement import Placement
 from .policy.admin_policy import ContainerPolicy
 
 SETTINGS_KEY = "gpu_containers"
@@ -98,6 +102,25 @@ class Services:
         # GPU-hours per user and group: the engine tells it of every container it removes.
         self.quota = GPUQuota(parent=parent, backend=self.backend, state=lambda: self.state)
         self.backend.on_removed = self.quota.record_removal
+        # Where kernels go and which GPUs they get, chosen here once for the engine: the
+        # one place that asks whether its scheduler places GPUs.
+        self.placement: Placement
+        if self.backend.schedules_gpus:
+            self.placement = ClusterPlacement(
+                parent=parent, backend=self.backend, allocator=self.allocator
+            )
+        else:
+            self.placement = HostPlacement(
+                parent=parent,
+                backend=self.backend,
+                inventory=self.inventory,
+                allocator=self.allocator,
+                visibility=self.visibility,
+                queue=self.queue,
+                quota=self.quota,
+                policy=self.policy,
+                state=lambda: self.state,
+            )
         # Set by the app once recovery is done (None: no warm pool).
         self.warm_pool: Any = None
         self._state: StateDir | None = None

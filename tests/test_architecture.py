@@ -20,12 +20,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gpus",),  # inventory, ledger, queue, quota, reclaim policy, use
     ("policy",),  # the administrator's policy, the checks, the plan of a container
     ("images",),  # catalog, compatibility, probe, pulls, pre-pulls
+    ("placement",),  # where a kernel goes and which GPUs it gets: one placement per engine
     ("services",),  # services.py: the one owner of the shared objects
     ("kernel",),  # jupyter_client's contract: provisioner, admission, warm pool, kernel specs
     ("server", "routes", "service", "cli", "_private", "__init__"),  # inside jupyter_server
 )
 LAYER = {folder: index for index, names in enumerate(LAYERS) for folder in names}
-CORE = {"base", "backends", "host", "gpus", "policy", "images", "services"}
+CORE = {"base", "backends", "host", "gpus", "policy", "images", "placement", "services"}
 ENGINES = {
     "backends.docker": {"docker"},
     "backends.kubernetes": {"kubernetes", "kubernetes_asyncio"},

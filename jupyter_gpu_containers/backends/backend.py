@@ -85,6 +85,15 @@ class ContainerDetails:
     tmpfs: tuple[str, ...]  # targets of its tmpfs mounts
 
 
+class ClusterNodes(Protocol):
+    """A cluster's GPU nodes, as the GPU panel shows them (routes/cluster_view.py). Blocking
+    (API calls): worker threads."""
+
+    def nodes_sync(self) -> list[Any]: ...
+
+    def gpu_holders_sync(self) -> list[Any]: ...
+
+
 class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
@@ -93,11 +102,26 @@ class ContainerBackend(Protocol):
     # (blocking allowed): quota.py's accounting of GPU-hours. None: nobody is told.
     on_removed: Callable[[ContainerRecord, float], None] | None
 
-    # Docker: kernels' ports are published on loopback and the host ledger books GPUs (both
-    # False). Kubernetes: a pod has an address of its own (``address``), and the scheduler
-    # places its GPUs (both True).
+    # What differs between engines, declared (Docker / Kubernetes):
+    # - connection_on_pod_ip: a kernel has an address of its own (``address``, once it runs),
+    #   and its connection file reaches it some other way than its private directory (False /
+    #   True);
+    # - schedules_gpus: the engine's scheduler places kernels and their GPUs, not the host's
+    #   ledger; services.py chooses the placement by it, and nothing else reads it (False /
+    #   True);
+    # - signals_reach_kernels: ``kill`` can signal a kernel (an interrupt is SIGINT); else an
+    #   interrupt is a message on the kernel's control channel (True / False);
+    # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
+    #   before), so only a digest in the reference itself can meet a pinned digest (False /
+    #   True);
+    # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
     connection_on_pod_ip: bool
     schedules_gpus: bool
+    signals_reach_kernels: bool
+    tags_resolve_per_node: bool
+
+    @property
+    def cluster(self) -> ClusterNodes | None: ...
 
     async def address(self, container_id: str) -> str: ...
 

@@ -462,11 +462,23 @@ class GPUAllocator(LoggingConfigurable):
 
 @dataclass(frozen=True)
 class Attachment:
-    """How the chosen GPUs reach the container."""
+    """How the chosen GPUs reach the container: on a host, a runtime, environment or device
+    requests naming them; on a cluster, a number of them of a resource, which the scheduler
+    places (``scheduled``)."""
 
     runtime: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     device_requests: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+    resource: str = ""
+
+    @classmethod
+    def scheduled(cls, count: int, resource: str) -> Attachment:
+        """``count`` GPUs of ``resource`` (""): the backend's default) that a scheduler places.
+        The device plugin tells the container which GPUs it has; only a kernel without GPUs
+        says it has none (NVIDIA_VISIBLE_DEVICES=void: legacy CUDA images default to "all")."""
+        environment = {} if count else {"NVIDIA_VISIBLE_DEVICES": "void"}
+        return cls(environment=environment, count=count, resource=resource)
 
 
 def attachment(mode: str, gpus: list[GPU]) -> Attachment:

@@ -3,21 +3,20 @@
 A launch asks once: the image must be on the host (launches never pull, so pull time never counts
 against a launch), allowed by the administrator (allow-list, pinned digests), not another user's
 private pull, and not already found unable to run a kernel by the readiness probe. A kernel that
-asks for GPUs also needs an image whose CUDA stack this driver can run.
+asks for GPUs on a host also needs an image whose CUDA stack this driver can run: its placement
+checks that (placement/host.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
-from ..base.errors import ImageIncompatible, ImageNotAllowed, ImageNotKernelReady
+from ..base.errors import ImageNotAllowed, ImageNotKernelReady
 from ..base.records import ImageRecord
 from ..base.references import BadReference, parse_reference
-from ..gpus.inventory import Inventory
-from ..images import compat, privateimages
+from ..images import privateimages
 from ..images.probe import ProbeResult
-from ..policy.admin_policy import ContainerPolicy, check_image_allowed, pinned_for
+from ..policy.admin_policy import check_image_allowed, pinned_for
 from ..services import Services
 
 
@@ -28,10 +27,9 @@ async def admit_image(
     ``own_command``: the administrator's kernel command, which may not need ipykernel.
     ``uid``: whose kernel (a kernel service's user; None: this server's user)."""
     image = await services.backend.inspect_image(ref)
-    if services.backend.schedules_gpus:
-        # A cluster: each node resolves a tag by itself (and keeps what it pulled before), so
-        # what one node last ran says nothing about what the next will run. Only a digest in
-        # the reference itself, which the node then enforces, can meet a pin.
+    if services.backend.tags_resolve_per_node:
+        # A cluster: what one node last ran says nothing about what the next will run. Only a
+        # digest in the reference itself, which the node then enforces, can meet a pin.
         check_image_allowed(services.policy, ref, (ref,) if "@" in ref else None)
         pins = pinned_for(services.policy, ref)
         if pins is not None and "@" not in ref:
@@ -69,34 +67,3 @@ async def admit_image(
     if not own_command and known is not None and known.definitive and not known.ready:
         raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
     return image
-
-
-def check_gpu_compatibility(
-    ref: str,
-    image: ImageRecord,
-    inventory: Inventory,
-    policy: ContainerPolicy,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    kernel_id: str,
-) -> None:
-    """A kernel that asks for GPUs gets none of use from an image whose CUDA stack this driver
-    cannot run, or that has no code for these GPUs' architecture: refused with the verdict's
-    sentence (CPU kernels of GPU images still run)."""
-    verdict = compat.verdict(image.env, inventory)
-    if verdict.outcome != compat.CANNOT_RUN:
-        if verdict.outcome == compat.COMPAT:
-            log.warning("Kernel %s, image %s: %s", kernel_id, ref, verdict.reason)
-        return
-    if policy.allow_incompatible_images:
-        log.warning(
-            "Kernel %s starts %s although %s (ContainerPolicy.allow_incompatible_images)",
-            kernel_id,
-            ref,
-            verdict.reason,
-        )
-        return
-    raise ImageIncompatible(
-        f"The image {ref} cannot use this host's GPUs: {verdict.reason}. Choose an image built "
-        "for an older CUDA, start the kernel without GPUs, or ask an administrator "
-        "(ContainerPolicy.allow_incompatible_images)."
-    )

@@ -42,14 +42,11 @@ from ..base.errors import (
     LaunchTimeout,
 )
 from ..base.records import ContainerSpec, ImageRecord
-from ..gpus.allocator import GPURequest, attachment, resolve_attach_mode
-from ..gpus.gpuqueue import Start
-from ..gpus.inventory import GPU
+from ..gpus.allocator import Attachment, GPURequest
 from ..gpus.notebook_requests import (
     GIVEN_REQUEST,
     GIVEN_WAIT,
     api_path_of_session,
-    fitted_to_host,
     read_notebook_request,
 )
 from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
@@ -63,17 +60,15 @@ from ..host.privatedirs import (
     write_account_files,
     write_connection_file,
 )
+from ..placement.placement import PlacementStart
 from ..policy.admin_policy import ContainerPolicy
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as, numeric_user
 from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
 from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_container
 from ..services import Services, services_for
-from .admission import admit_image, check_gpu_compatibility
+from .admission import admit_image
 from .handshake import ask_kernel
 from .warmpool import spec_fingerprint
-
-# Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
-CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -270,7 +265,6 @@ class ContainerProvisioner(KernelProvisionerBase):
     # connection (key, sockets), and a warm container has its own.
     _launched = False
     _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
-    _queued = False  # whether the launch under way waited in it
     gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
     # LAUNCH_USER, never changed after. None in direct mode: the server's own user.
@@ -505,13 +499,12 @@ class ContainerProvisioner(KernelProvisionerBase):
         return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
 
     async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
-        services = self.services
-        started = time.monotonic()
+        began = time.monotonic()
         try:
             # Inspect first: a missing image fails at once, and pulls never count against the
             # launch timeout (they happen, if at all, before this point).
             image = await admit_image(
-                services,
+                self.services,
                 self.image,
                 own_command=bool(self.kernel_cmd),
                 uid=self.owner.uid if self.owner else None,
@@ -519,103 +512,17 @@ class ContainerProvisioner(KernelProvisionerBase):
             if self.run_as != "image":
                 await asyncio.to_thread(self._write_account_files, image)
             self._stamp("image")
-            request = await self._gpu_request()
-            if request.wants_gpus and not self.backend.schedules_gpus:
-                inventory = await services.inventory.read()
-                fitted = fitted_to_host(request, self._request_is_default, inventory)
-                if not fitted.wants_gpus:
-                    self.log.warning(
-                        "Kernel %s (%s) starts without GPUs: %s",
-                        self.kernel_id,
-                        self.image,
-                        inventory.reason or "this host has none.",
-                    )
-                request = fitted
-            if self.backend.schedules_gpus:
-                # Kubernetes: the scheduler places the pod and its GPUs; no host ledger books
-                # them, no host queue orders them (the backend's unschedulable policy does).
-                await self._launch_scheduled(image, cmd, request)
-                started = time.monotonic()
-                chosen: list[GPU] = []
-            elif request.wants_gpus:
-                check_gpu_compatibility(
-                    self.image, image, inventory, services.policy, self.log, self.kernel_id
-                )
-                mode = resolve_attach_mode(
-                    services.allocator.attach_mode, await self.backend.runtimes(), CDI_SPEC_DIRS
-                )
-
-                async def create(chosen: list[GPU]) -> str:
-                    # Under the host-wide lock: the plan is pure, the create one engine call.
-                    spec = self._plan(image, cmd, chosen, mode)
-                    self._stamp("gpus")
-                    # Known at once: whatever happens after the booking (a cancelled start, a
-                    # failure), the failed launch's clean-up removes this container.
-                    self.container_id = await self.backend.create(spec)
-                    return self.container_id
-
-                uid = self.kernel_ids()[0]
-
-                def book(turn: AnyType) -> AnyType:
-                    return services.allocator.book(
-                        state=services.state,
-                        backend=self.backend,
-                        inventory=inventory,
-                        request=request,
-                        kernel_id=self.kernel_id,
-                        uid=str(uid),
-                        show_others=services.visibility.show_other_users,
-                        create=create,
-                        on_wait=self._say_waiting,
-                        turn=turn,
-                    )
-
-                if self.gpu_uuids:  # a restart keeps its GPUs: the queue has no say in it
-                    chosen, self.container_id = await book(None)
-                else:
-                    # Before it queues or books: a start over its GPU-hour quota is refused.
-                    await services.quota.check(uid, self._facts.username if self._facts else "")
-                    if self.previous_container_id and self._wait_for_gpus:
-                        # A restart under a new request that may wait: its stopped container
-                        # would book the old GPUs all the while (and two such restarts could
-                        # wait for each other's). Its state is gone anyway: it goes first.
-                        await self._remove_previous_container()
-                    booking_began, self._queued = time.monotonic(), False
-                    facts = self._facts
-                    chosen, self.container_id = await services.queue.book(
-                        Start(
-                            kernel_id=self.kernel_id,
-                            uid=uid,
-                            user=facts.username if facts else "",
-                            request=request,
-                            notebook=facts.notebook if facts else "",
-                            server_id=facts.server_id if facts else "",
-                        ),
-                        wait=self._wait_for_gpus,
-                        allocator=services.allocator,
-                        state=services.state,
-                        inventory=inventory,
-                        book=book,
-                        on_queued=self._say_queued,
-                    )
-                    if self._queued:  # the wait is not part of the launch (launch_timeout)
-                        self.gpu_wait = time.monotonic() - booking_began
-                        started += self.gpu_wait
-            else:
-                chosen = []
-                spec = self._plan(image, cmd, [], "runtime")  # one plan, for the pool and below
-                if await self._start_from_pool(image, spec):
-                    return self.connection_info
-                self._stamp("gpus")
-                self.container_id = await self.backend.create(spec)
-            if not self.backend.schedules_gpus:
-                assert self.container_id is not None
-                self._stamp("create")
-                self.gpu_uuids = tuple(g.uuid for g in chosen)
-                await self.backend.start(self.container_id, self.image)
-                self._stamp("start")
+            start = await self._placement_start(image, began)
+            placed = await self.services.placement.place(start, _LaunchSteps(self, image, cmd))
+            if placed.from_warm_pool:
+                return self.connection_info
+            self.gpu_uuids, self.gpu_wait = placed.gpus, placed.waited
+            if placed.address:  # the kernel's ports are on an address of its own (a pod's)
+                self.connection_info["ip"] = placed.address
+                if self.parent is not None:
+                    self.parent.ip = placed.address
             await self._remove_previous_container()
-            await self._wait_until_ready(started)
+            await self._wait_until_ready(placed.counts_from)
             self._stamp("ready")
         except BaseException as e:
             # A restart under a changed request that ended the way someone chose (its wait
@@ -630,6 +537,30 @@ class ContainerProvisioner(KernelProvisionerBase):
             raise
         self._launched = True
         self._before_change = None
+        self._log_ready(placed.gpus)
+        return self.connection_info
+
+    async def _placement_start(self, image: ImageRecord, began: float) -> PlacementStart:
+        """This launch, as its placement needs to know it."""
+        request = await self._gpu_request()
+        facts = self._facts
+        return PlacementStart(
+            kernel_id=self.kernel_id,
+            image_ref=self.image,
+            image=image,
+            request=request,
+            request_is_default=self._request_is_default,
+            keeps_gpus=bool(self.gpu_uuids),
+            wait=self._wait_for_gpus,
+            uid=self.kernel_ids()[0],
+            user=facts.username if facts else "",
+            notebook=facts.notebook if facts else "",
+            server_id=facts.server_id if facts else "",
+            gpu_resource=self.gpu_resource,
+            began=began,
+        )
+
+    def _log_ready(self, gpus: tuple[str, ...]) -> None:
         elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
         if self.pool_id is not None:
             self.log.info(
@@ -647,14 +578,13 @@ class ContainerProvisioner(KernelProvisionerBase):
                 (self.container_id or "")[:12],
                 self.image,
                 self.transport,
-                ",".join(g.uuid for g in chosen) or "none",
+                ",".join(gpus) or "none",
                 elapsed,
                 self._phases_text(),
             )
-        return self.connection_info
 
     def _plan(
-        self, image: ImageRecord, cmd: list[str], gpus: list[GPU], mode: str
+        self, image: ImageRecord, cmd: list[str], attached: Attachment, gpus: tuple[str, ...]
     ) -> ContainerSpec:
         """This launch's container (launchplan.plan_container), remembered for the warm pool."""
         assert self._facts is not None  # pre_launch gathered them
@@ -667,58 +597,13 @@ class ContainerProvisioner(KernelProvisionerBase):
             spec_env=getattr(self, "_spec_env", {}),
             facts=self._facts,
             policy=self.services.policy,
-            attached=attachment(mode, gpus),
-            gpus=tuple(g.uuid for g in gpus),
+            attached=attached,
+            gpus=gpus,
             ports={k: int(str(v)) for k, v in self.connection_info.items() if k.endswith("_port")},
             pool_id=self.pool_id,
         )
         self.container_spec, self.container_image_id = spec, image.id
         return spec
-
-    async def _launch_scheduled(self, image: ImageRecord, cmd: list[str], request: AnyType) -> None:
-        """Create and start the kernel's pod on a backend whose scheduler places it (and its
-        GPUs), then point the connection at the pod's address."""
-        if request.ids:
-            raise KernelOptionRefused(
-                "On Kubernetes the scheduler chooses a kernel's GPUs: ask for a number of GPUs, "
-                f"not for GPUs by id ({', '.join(request.ids)})."
-            )
-        spec = self._plan(image, cmd, [], "runtime")
-        environment = dict(spec.environment)
-        if request.count:
-            # The device plugin tells the container which GPUs it has; a value of the spec's
-            # own (a CPU kernel's "void") would win over it and hide them.
-            environment.pop("NVIDIA_VISIBLE_DEVICES", None)
-        spec = dataclasses.replace(
-            spec,
-            environment=environment,
-            gpu_count=request.count,
-            gpu_resource=self.gpu_resource,
-        )
-        self.container_spec = spec
-        # The cap's count and the create as one step per user: two starts at once would
-        # otherwise both count the same GPUs as free.
-        async with self.services.allocator.scheduled_start(
-            self.backend, request.count, self.kernel_id, str(self.kernel_ids()[0])
-        ):
-            self._stamp("gpus")
-            self.container_id = await self.backend.create(spec)
-        self._stamp("create")
-        await self.backend.start(self.container_id, self.image)
-        address = await self.backend.address(self.container_id)
-        self.connection_info["ip"] = address
-        if self.parent is not None:
-            self.parent.ip = address
-        self._stamp("start")
-
-    def _say_queued(self, ticket: AnyType) -> None:
-        self._queued = True
-
-    def _say_waiting(self) -> None:
-        self.log.info(
-            "Kernel %s waits for the host-wide GPU allocation lock: another launch holds it.",
-            self.kernel_id,
-        )
 
     def _phases_text(self) -> str:
         return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
@@ -968,10 +853,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def send_signal(self, signum: int) -> None:
         if not self.container_id:
             return
-        if signum == signal.SIGINT and self.backend.connection_on_pod_ip:
-            # A pod gets no signals from here (that would take pods/exec, which the service's
-            # account is not granted): the kernel is interrupted by message, on its control
-            # channel, as jupyter_client does for interrupt_mode "message".
+        if signum == signal.SIGINT and not self.backend.signals_reach_kernels:
+            # The kernel is interrupted by message, on its control channel, as jupyter_client
+            # does for interrupt_mode "message".
             await self._interrupt_by_message()
             return
         try:
@@ -1082,3 +966,28 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.connection_dir:
             discard_private_dir(self.connection_dir)
             self.connection_dir = None
+
+
+class _LaunchSteps:
+    """What a launch does for its placement (placement.LaunchSteps), on its provisioner."""
+
+    def __init__(self, provisioner: ContainerProvisioner, image: ImageRecord, cmd: list[str]):
+        self.provisioner, self.image, self.cmd = provisioner, image, cmd
+
+    def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
+        return self.provisioner._plan(self.image, self.cmd, attached, gpus)
+
+    def stamp(self, phase: str) -> None:
+        self.provisioner._stamp(phase)
+
+    def created(self, container_id: str) -> None:
+        self.provisioner.container_id = container_id
+
+    async def before_waiting(self) -> None:
+        # A restart under a new request that may wait: its stopped container would book the
+        # old GPUs all the while (and two such restarts could wait for each other's). Its state
+        # is gone anyway: it goes first.
+        await self.provisioner._remove_previous_container()
+
+    async def from_warm_pool(self, spec: ContainerSpec) -> bool:
+        return await self.provisioner._start_from_pool(self.image, spec)

@@ -158,8 +158,9 @@ def plan_container(
     """The kernel's container, or the refusal (a sentence) of what policy does not allow.
 
     ``spec_env``: the kernel spec's environment, as jupyter_client substituted it; ``attached``:
-    how ``gpus`` (UUIDs) reach the container; ``ports``: the kernel's ports (tcp transport);
-    ``pool_id``: set for the warm pool's containers, which start in their private directory."""
+    how ``gpus`` (UUIDs) reach the container, or how many a scheduler places; ``ports``: the
+    kernel's ports (tcp transport); ``pool_id``: set for the warm pool's containers, which start
+    in their private directory."""
     environment: dict[str, str] = {k: str(v) for k, v in spec_env.items()}
     environment.update({k: str(v) for k, v in options.environment.items()})
     reserved = sorted(RESERVED_ENV & set(environment))
@@ -258,4 +259,6 @@ def plan_container(
         log_max_size=policy.log_max_size,
         log_max_files=policy.log_max_files,
         gpus=gpus,
+        gpu_count=attached.count,
+        gpu_resource=attached.resource,
     )

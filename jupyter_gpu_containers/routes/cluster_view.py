@@ -24,8 +24,9 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from ..backends.backend import ContainerBackend
 from ..base.errors import ContainerKernelError
 from ..gpus.inventory import GPU, Inventory
 from ..images import compat
@@ -53,14 +54,6 @@ _NUMBER = re.compile(r"[0-9]{1,9}")
 # can work (data-center GPUs only). The product name says it for the boards a cluster has.
 _CONSUMER_BRANDS = (("geforce", "geforce"), ("titan", "titan"), ("quadro", "quadro"))
 _DATA_CENTER = re.compile(r"(?:^|-)(?:tesla|g?[abhl][0-9]{1,3}|[tvpk][0-9]{1,3})(?:-|$)")
-
-
-class _Backend(Protocol):
-    schedules_gpus: bool
-
-    def nodes_sync(self) -> list[Any]: ...
-
-    def gpu_holders_sync(self) -> list[Any]: ...
 
 
 def _version(text: str) -> str:
@@ -215,13 +208,15 @@ def cluster_verdict(pools: Sequence[_Pool], described: ImageDescription) -> comp
     return compat.Verdict(best.outcome, reason, best.needed_driver)
 
 
-async def catalog_verdicts(backend: Any) -> Callable[[ImageDescription], compat.Verdict] | None:
+async def catalog_verdicts(
+    backend: ContainerBackend,
+) -> Callable[[ImageDescription], compat.Verdict] | None:
     """How the images list judges an image on this backend: on a cluster against its GPU node
     pools (cluster_verdict, the nodes read on a worker thread), None on Docker (the host's own
     GPUs, GPUInventory)."""
-    if not getattr(backend, "schedules_gpus", False):
+    cluster = backend.cluster
+    if cluster is None:
         return None
-    cluster: _Backend = backend
     try:
         nodes = await asyncio.to_thread(cluster.nodes_sync)
     except ContainerKernelError as e:
@@ -348,13 +343,13 @@ def pools_of(
 
 
 async def cluster_view(
-    backend: Any, listed: list[dict[str, Any]], *, uid: str, show_others: bool
+    backend: ContainerBackend, listed: list[dict[str, Any]], *, uid: str, show_others: bool
 ) -> dict[str, Any]:
     """The answer of ``GET /gpu-containers/cluster`` for the user with ``uid``. ``listed``: the
     administrator's images (ImageCatalog.listed()). The API is read on worker threads."""
-    if not getattr(backend, "schedules_gpus", False):
+    cluster = backend.cluster
+    if cluster is None:
         return {"backend": "docker", "pools": [], "engine_error": ""}
-    cluster: _Backend = backend
     try:
         nodes, holders = await asyncio.gather(
             asyncio.to_thread(cluster.nodes_sync), asyncio.to_thread(cluster.gpu_holders_sync)

@@ -36,6 +36,7 @@ from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, 
 from .. import __version__
 from ..base.errors import ContainerKernelError, ValueRefused
 from ..host.identity import KernelUser, UnknownUser, UserDirectory
+from ..placement.cluster import refuse_host_sharing
 from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
 from .service_routes import StartQueue, UserKernels
@@ -408,9 +409,12 @@ class ServiceApp(ServerApp):
             mkm.cull_idle_timeout = 3600
         if "cull_interval" not in mkm:
             mkm.cull_interval = 60
-        if self.backend == "kubernetes" and "workspace_on_host" not in self.config.UserDirectory:
-            # Workspaces are the cluster's volumes (KubernetesBackend.workspace_volume).
-            self.config.UserDirectory.workspace_on_host = False
+        if self.backend == "kubernetes":
+            # Before anything starts: a setting that would do nothing there is a sentence.
+            refuse_host_sharing(self.config)
+            if "workspace_on_host" not in self.config.UserDirectory:
+                # Workspaces are the cluster's volumes (KubernetesBackend.workspace_volume).
+                self.config.UserDirectory.workspace_on_host = False
         super().init_configurables()
         provider = self.identity_provider
         if not isinstance(provider, ServiceIdentityProvider):

@@ -427,6 +427,9 @@ class Engine(LoggingConfigurable):
     # Kernels' ports are published on the host's loopback; the host ledger books GPUs.
     connection_on_pod_ip = False
     schedules_gpus = False
+    signals_reach_kernels = True
+    tags_resolve_per_node = False
+    cluster = None
 
     async def address(self, container_id: str) -> str:
         """Where a kernel's published ports are: this host's loopback."""

@@ -227,6 +227,15 @@ class KubernetesBackend(LoggingConfigurable):
     # What the provisioner reads: pods have their own address; signals are not delivered.
     connection_on_pod_ip = True
     schedules_gpus = True
+    # A pod gets no signals from here: that would take pods/exec, which the service's account
+    # is not granted.
+    signals_reach_kernels = False
+    tags_resolve_per_node = True
+
+    @property
+    def cluster(self) -> KubernetesBackend:
+        """The GPU panel reads the nodes through this backend (nodes_sync, gpu_holders_sync)."""
+        return self
 
     @default("resolved_url")
     def _default_resolved_url(self) -> str:

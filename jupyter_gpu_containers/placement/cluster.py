@@ -1,0 +1,88 @@
+"""The cluster placement: the backend's scheduler places each kernel and its GPUs (Kubernetes).
+
+No host ledger books the GPUs and no host queue orders the starts (the backend's unschedulable
+policy does); the administrator's per-user cap is counted from the user's other kernels under a
+lock per user, so that two starts at once cannot both count the same GPUs as free. A start asks
+for a number of GPUs, never for GPUs by id; the plan carries that number and the resource, and
+the pod's address is where the kernel's ports are. The host's queue, quotas and idle-GPU
+reclaim do not apply here: services.py refuses their configuration on a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from traitlets.config import Config, LoggingConfigurable
+
+from ..backends.backend import ContainerBackend
+from ..base.errors import ContainerKernelError, KernelOptionRefused
+from ..gpus.allocator import Attachment, GPUAllocator
+from .placement import LaunchSteps, Placed, PlacementStart
+
+
+class ClusterPlacement(LoggingConfigurable):
+    """Pods, placed with their GPUs by the backend's scheduler."""
+
+    def __init__(
+        self, *, backend: ContainerBackend, allocator: GPUAllocator, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.allocator = allocator
+
+    async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
+        request = start.request
+        if request.ids:
+            raise KernelOptionRefused(
+                "On Kubernetes the scheduler chooses a kernel's GPUs: ask for a number of GPUs, "
+                f"not for GPUs by id ({', '.join(request.ids)})."
+            )
+        spec = steps.plan(Attachment.scheduled(request.count, start.gpu_resource), ())
+        # The cap's count and the create as one step per user.
+        async with self.allocator.scheduled_start(
+            self.backend, request.count, start.kernel_id, str(start.uid)
+        ):
+            steps.stamp("gpus")
+            container_id = await self.backend.create(spec)
+            steps.created(container_id)
+        steps.stamp("create")
+        # The backend waits, on its watch, until the pod runs (or refuses with the scheduler's
+        # reason): the launch timeout counts from then, for the kernel's own start only.
+        await self.backend.start(container_id, start.image_ref)
+        address = await self.backend.address(container_id)
+        steps.stamp("start")
+        return Placed(container_id, counts_from=time.monotonic(), address=address)
+
+
+# What only a host placement does, by the setting that turns it on: on a cluster it would do
+# nothing, silently.
+HOST_ONLY = (
+    ("GPUQueue", "wait_by_default", "the host-wide GPU queue"),
+    ("GPUQuota", "hours_per_user", "GPU-hour quotas"),
+    ("GPUQuota", "hours_per_group", "GPU-hour quotas"),
+    ("GPUReclaim", "enabled", "reclaiming idle GPUs"),
+)
+
+
+def refuse_host_sharing(config: Config) -> None:
+    """Refuse, in a sentence, a configuration that turns on what the host placement does and a
+    cluster's scheduler does not: a kernel service on Kubernetes must not look as if it queued,
+    counted or reclaimed GPUs."""
+    found = [
+        (f"{section}.{name}", what)
+        for section, name, what in HOST_ONLY
+        if section in config and name in config[section] and config[section][name]
+    ]
+    if found:
+        settings = _listed([setting for setting, _ in found])
+        features = _listed(list(dict.fromkeys(what for _, what in found)))
+        raise ContainerKernelError(
+            f"On Kubernetes the cluster's scheduler places kernels and their GPUs, so {features} "
+            f"cannot apply there: remove {settings} from the kernel service's configuration "
+            "(per-user GPU caps apply: GPUAllocator.max_gpus_per_user)."
+        )
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

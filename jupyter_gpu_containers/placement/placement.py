@@ -1,0 +1,94 @@
+"""What a placement is (:class:`Placement`), what it is given (:class:`PlacementStart`, and the
+launch's :class:`LaunchSteps`), and what it answers (:class:`Placed`).
+
+A placement reserves what a start needs (GPUs, a slot), has the launch plan the container with
+what it decided (:class:`~..gpus.allocator.Attachment`: the GPUs and how they reach the
+container), creates and starts it. The plan is made once, from the decision: nothing patches it
+afterwards. The launch then waits for the kernel's answer, the same way on every engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..base.records import ContainerSpec, ImageRecord
+from ..gpus.allocator import Attachment, GPURequest
+
+
+@dataclass(frozen=True)
+class PlacementStart:
+    """One start, as its placement needs to know it."""
+
+    kernel_id: str
+    image_ref: str
+    image: ImageRecord
+    request: GPURequest
+    # Only the kernel spec's default (nobody asked): fitted to a host without GPUs, not refused.
+    request_is_default: bool
+    # A restart keeps exactly the GPUs the kernel held: no queue, no quota.
+    keeps_gpus: bool
+    # Whether this start may wait in the GPU queue when its GPUs are taken.
+    wait: bool
+    uid: int
+    user: str
+    notebook: str
+    server_id: str
+    # The kernel's GPU resource on a cluster (ContainerProvisioner.gpu_resource; "": the
+    # backend's default). Nothing on a host.
+    gpu_resource: str
+    # When the launch began (time.monotonic()): its timeout counts from here, less any wait.
+    began: float
+
+
+class LaunchSteps(Protocol):
+    """What the launch under way does for its placement, at the moments the placement chooses."""
+
+    def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
+        """The container's plan (pure), with the GPUs decided and how they attach."""
+        ...
+
+    def stamp(self, phase: str) -> None:
+        """A phase of the launch ended (its timings)."""
+        ...
+
+    def created(self, container_id: str) -> None:
+        """A container exists: whatever happens next, the launch's clean-up removes it."""
+        ...
+
+    async def before_waiting(self) -> None:
+        """The start may now wait for GPUs: a restart's stopped container goes first (it would
+        keep its GPUs booked all the while)."""
+        ...
+
+    async def from_warm_pool(self, spec: ContainerSpec) -> bool:
+        """Whether a warm container made as ``spec`` took the launch (then the kernel already
+        answers, and the launch is done)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the start went."""
+
+    container_id: str
+    # The GPUs (UUIDs) the kernel holds in the host's ledger; () on a cluster (the scheduler's).
+    gpus: tuple[str, ...] = ()
+    # When the launch timeout starts counting (time.monotonic()): after a wait in the queue,
+    # or once a pod runs.
+    counts_from: float = 0.0
+    # Seconds the start waited in the GPU queue.
+    waited: float = 0.0
+    # Where the kernel's ports are, when it has an address of its own (a pod); "" else.
+    address: str = ""
+    # A warm container took the launch: its kernel answers already.
+    from_warm_pool: bool = False
+
+
+class Placement(Protocol):
+    """One per server, chosen by its engine (services.py)."""
+
+    async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
+        """Reserve, plan, create and start the kernel's container, or refuse in a sentence
+        (a ContainerKernelError)."""
+        ...

@@ -1,0 +1,120 @@
+"""The placements (placement/): one per kind of engine, chosen once by Services, and what each
+hands the plan. The launches themselves are tested end to end against real engines (the GPU
+allocation, queue, quota and warm pool tests on Docker; the Kubernetes tests on a cluster)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config, LoggingConfigurable
+
+from jupyter_gpu_containers.base.errors import ContainerKernelError
+from jupyter_gpu_containers.gpus.allocator import Attachment
+from jupyter_gpu_containers.placement.cluster import ClusterPlacement, refuse_host_sharing
+from jupyter_gpu_containers.placement.host import HostPlacement
+from jupyter_gpu_containers.services import Services
+
+
+def test_a_docker_server_places_kernels_on_its_host() -> None:
+    services = Services(LoggingConfigurable(config=Config()))
+    try:
+        assert isinstance(services.placement, HostPlacement)
+        assert services.placement.backend is services.backend
+        assert services.placement.queue is services.queue
+    finally:
+        services.close()
+
+
+def test_a_scheduled_attachment_names_a_count_and_hides_no_gpus() -> None:
+    with_gpus = Attachment.scheduled(2, "nvidia.com/mig-1g.10gb")
+    assert (with_gpus.count, with_gpus.resource) == (2, "nvidia.com/mig-1g.10gb")
+    # The device plugin says which GPUs the container has: nothing may hide them.
+    assert "NVIDIA_VISIBLE_DEVICES" not in with_gpus.environment
+    assert with_gpus.runtime is None and with_gpus.device_requests == []
+    # A kernel without GPUs says so to legacy CUDA images (which default to "all").
+    assert Attachment.scheduled(0, "").environment == {"NVIDIA_VISIBLE_DEVICES": "void"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"GPUQueue": {"wait_by_default": True}}, "GPUQueue.wait_by_default"),
+        ({"GPUQuota": {"hours_per_user": 5.0}}, "GPUQuota.hours_per_user"),
+        ({"GPUQuota": {"hours_per_group": {"ml-course": 200.0}}}, "GPUQuota.hours_per_group"),
+        ({"GPUReclaim": {"enabled": True}}, "GPUReclaim.enabled"),
+    ],
+)
+def test_a_cluster_refuses_what_only_a_host_does(settings: dict, named: str) -> None:
+    with pytest.raises(ContainerKernelError, match=rf"remove {named} from the kernel service"):
+        refuse_host_sharing(Config(settings))
+
+
+def test_a_cluster_takes_what_does_apply_there() -> None:
+    # Turned off, or the per-user cap (which the cluster placement counts): nothing to refuse.
+    refuse_host_sharing(
+        Config(
+            {
+                "GPUQueue": {"wait_by_default": False},
+                "GPUQuota": {"hours_per_user": 0.0},
+                "GPUReclaim": {"enabled": False},
+                "GPUAllocator": {"max_gpus_per_user": 1},
+            }
+        )
+    )
+
+
+def test_the_kernel_service_on_kubernetes_will_not_start_with_a_quota(tmp_path: Path) -> None:
+    """Before it reaches any cluster: the sentence, exit status 1."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_gpu_containers.cli",
+            "serve",
+            "--ServiceApp.backend=kubernetes",
+            "--GPUQuota.hours_per_user=5",
+            "--GPUReclaim.enabled=True",
+            "--port=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert (
+        "The kernel service cannot start: On Kubernetes the cluster's scheduler places kernels "
+        "and their GPUs, so GPU-hour quotas and reclaiming idle GPUs cannot apply there: remove "
+        "GPUQuota.hours_per_user and GPUReclaim.enabled from the kernel service's configuration"
+    ) in done.stderr
+
+
+def test_only_services_chooses_a_placement() -> None:
+    """The placements are built in one place (services.py), by the engine's declaration."""
+    package = Path(__file__).parent.parent / "jupyter_gpu_containers"
+    readers = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if "schedules_gpus" in p.read_text() and "labextension" not in p.parts
+    )
+    # The interface declares it, the backends set it, services.py reads it.
+    assert readers == [
+        "backends/backend.py",
+        "backends/docker/engine.py",
+        "backends/kubernetes/k8s.py",
+        "services.py",
+    ]
+    for built in ("ClusterPlacement", "HostPlacement"):
+        called = re.compile(rf"(?<!class ){built}\(")
+        builders = [
+            str(p.relative_to(package))
+            for p in package.rglob("*.py")
+            if called.search(p.read_text()) and "labextension" not in p.parts
+        ]
+        assert builders == ["services.py"], built
+    assert ClusterPlacement.place is not HostPlacement.place
