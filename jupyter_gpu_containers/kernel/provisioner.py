@@ -5,18 +5,17 @@ contract (KernelProvisionerBase), and little else.
   and both views of its connection (privatedirs.py), and the launch's facts (launchplan.py), all
   on a worker thread.
 - ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
-  (notebook_requests.py), then a warm container (warmpool.py) for a kernel without GPUs, or the
-  plan of its own container (launchplan.py), created under the host-wide GPU booking
-  (allocator.py) and started by the backend; it returns once the kernel answers a
-  ``kernel_info_request`` (handshake.py), the container ended (reported with its log tail), or
-  the launch timeout passed.
+  (notebook_requests.py), then the server's placement (placement/: the host's ledger, queue and
+  warm pool, or a cluster's scheduler), called once, which plans, creates and starts the
+  container; it returns once the kernel answers a ``kernel_info_request`` (handshake.py), the
+  container ended (reported with its log tail), or the launch timeout passed.
 - ``poll``/``wait``/``send_signal``/``terminate``/``kill``: through the backend (signals reach the
-  kernel through the container's init).
+  kernel through the container's init; where they cannot, an interrupt is a message).
 - ``cleanup``: remove the container; keep the private directory across a restart (same connection
   file, same ports), remove it on shutdown.
 
-The shared objects (backend, inventory, probe, policy, …) are the server's (services.py); outside a
-server the provisioner makes its own, and closes them at shutdown.
+The shared objects (backend, placement, inventory, probe, policy, …) are the server's
+(services.py); outside a server the provisioner makes its own, and closes them at shutdown.
 """
 
 from __future__ import annotations
