@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 
 from ..images.pulls import ACTIVE, PULLS_TURNED_OFF
 from .base import GPUContainersHandler, json_object
-from .registries import _credential_from, _registry
+from .registries import credential_from, registry_of_image
 
 
 def service_pull_refusal(handler: GPUContainersHandler) -> str:
@@ -76,7 +76,7 @@ class PullsHandler(GPUContainersHandler):
         credential = None
         auth = body.get("auth")
         if auth is not None:
-            credential = _credential_from(auth, registry=_registry(image))
+            credential = credential_from(auth, registry=registry_of_image(image))
         pull = await self.services.pulls.start(image, credential, self.whose, self.private_owner)
         self.set_status(202)
         self.set_header("Location", self.base_url.rstrip("/") + f"/gpu-containers/pulls/{pull.id}")

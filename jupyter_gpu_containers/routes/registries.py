@@ -29,7 +29,7 @@ class RegistryCredentialsHandler(GPUContainersHandler):
     @web.authenticated
     @authorized
     async def put(self, registry: str) -> None:
-        credential = _credential_from(json_body(self), registry=registry)
+        credential = credential_from(json_body(self), registry=registry)
         self.services.credentials.set_user(
             credential.registry, credential.username, credential.password, self.whose
         )
@@ -45,14 +45,17 @@ class RegistryCredentialsHandler(GPUContainersHandler):
         self.finish()
 
 
-def _registry(image: str) -> str:
+def registry_of_image(image: str) -> str:
+    """The registry an image reference names; 400 with the parser's sentence for a bad one."""
     try:
         return parse_reference(image).registry
     except BadReference as e:
         raise web.HTTPError(400, str(e)) from e
 
 
-def _credential_from(body: Any, *, registry: str) -> Credential:
+def credential_from(body: Any, *, registry: str) -> Credential:
+    """A registry login for ``registry`` from a request's JSON body; 400 with a sentence for a
+    malformed one."""
     if not isinstance(body, dict):
         raise web.HTTPError(400, 'Give {"username": "…", "password": "…"}.')
     username, password = body.get("username"), body.get("password")

@@ -83,9 +83,6 @@ def quantity(size: str) -> str:
     return number + {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[unit]
 
 
-# ---------------------------------------------------------------------- pods as records
-
-
 def split_labels(labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(pod labels, pod annotations): every value exactly in the annotations; the label-safe
     ones also as labels, which label selectors can find."""
