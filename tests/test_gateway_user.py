@@ -293,7 +293,8 @@ async def test_the_users_server_never_imports_docker(pair: Pair) -> None:
     kernel = await user.call("POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)})
     await user.call("DELETE", "api", "kernels", kernel["id"])
     output = user.output()
-    assert re.search(r"\|\s+jupyter_gpu_containers\.gateway_user$", output, re.M)  # reported
+    reported = re.search(r"\|\s+jupyter_gpu_containers\.server\.gateway_user$", output, re.M)
+    assert reported
     assert not DOCKER_IMPORTED.search(output)
     # The same report of the direct-mode server (the service) names docker: the check sees it.
     assert DOCKER_IMPORTED.search(pair.service.output())

@@ -220,10 +220,10 @@ def test_students_servers_cannot_open_the_docker_socket(servers: dict[str, int])
 
 
 def test_nothing_but_hubauth_imports_jupyterhub() -> None:
-    """Users' servers do not need the jupyterhub package: only hubauth.py may import it."""
+    """Users' servers do not need the jupyterhub package: only service/hubauth.py may import it."""
     from test_architecture import MODULES, imports
 
-    assert sorted(m for m in MODULES if "jupyterhub" in imports(m)[1]) == ["hubauth"]
+    assert sorted(m for m in MODULES if "jupyterhub" in imports(m)[1]) == ["service.hubauth"]
 
 
 @needs_students
