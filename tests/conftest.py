@@ -35,6 +35,7 @@ atexit.register(shutil.rmtree, PROBE_CACHE, True)
 # of a form that later runs can judge over once its process is gone (stale_runs.py).
 TEST_RUN = os.environ.get("JGC_TEST_RUN") or stale_runs.new_run_id()
 TEST_LABEL = stale_runs.TEST_LABEL
+TEST_IMAGE_LABEL = stale_runs.TEST_IMAGE_LABEL
 
 DEBIAN_IMAGE = "jgc/debian-ipykernel:bookworm"
 NGC_IMAGE = "jgc-test/ngc-like:24.05-py3"
@@ -86,8 +87,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
     yield client
     # An image a test built and removed while a container still used it is only untagged: the
     # layers stay, dangling, once the container goes. Drop this run's.
-    with contextlib.suppress(docker.errors.APIError):
-        client.images.prune(filters={"dangling": True, "label": f"{TEST_LABEL}={TEST_RUN}"})
+    for label in (TEST_IMAGE_LABEL, TEST_LABEL):
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.prune(filters={"dangling": True, "label": f"{label}={TEST_RUN}"})
     client.close()
 
 

@@ -56,6 +56,7 @@ BUILD_SCRIPT = REPO / "scripts" / "build-kubernetes.sh"
 BINARIES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
 
 TEST_LABEL = stale_runs.TEST_LABEL
+TEST_IMAGE_LABEL = stale_runs.TEST_IMAGE_LABEL
 # The same value conftest.py computes for this process (a run id is a fact of the process).
 TEST_RUN = os.environ.get("JGC_TEST_RUN") or stale_runs.new_run_id()
 

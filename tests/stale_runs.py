@@ -23,6 +23,10 @@ from collections.abc import Callable
 import docker
 
 TEST_LABEL = "org.jupyter.gpu-containers.test-run"
+# The run label of the images a run builds. Not TEST_LABEL: a container made from an image
+# inherits the image's labels, and one that a server of the other pytest session makes from it
+# (a probe of every local image) would count as this run's leftover.
+TEST_IMAGE_LABEL = "org.jupyter.gpu-containers.test-image-run"
 _RUN_ID = re.compile(r"(?:^|-)(\d{9,11})-(\d{1,10})$")
 
 
@@ -91,8 +95,11 @@ def sweep(client: docker.DockerClient, current: str, say: Callable[[str], None])
                     c.remove(force=True)  # type: ignore[attr-defined]
             say(f"removed {len(of_run)} container(s) of the ended test run {run}")
 
-    for image in client.images.list(filters={"label": TEST_LABEL}):
-        run = (image.labels or {}).get(TEST_LABEL, "")
+    for image in client.images.list(filters={"label": TEST_IMAGE_LABEL}) + client.images.list(
+        filters={"label": TEST_LABEL}  # images of runs from before TEST_IMAGE_LABEL
+    ):
+        labels = image.labels or {}
+        run = labels.get(TEST_IMAGE_LABEL) or labels.get(TEST_LABEL, "")
         if over(run):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 client.images.remove(image.id, force=True)

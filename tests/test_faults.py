@@ -37,6 +37,7 @@ from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     STATIC_GPUS,
+    TEST_IMAGE_LABEL,
     TEST_LABEL,
     TEST_RUN,
     install_spec,
@@ -262,9 +263,12 @@ def throwaway_image(docker_client: Any) -> Iterator[str]:
     """A test image of our own (its own id, labelled with the test run), removed afterwards
     whatever state the test left it in."""
     ref = f"jgc-test/fault-throwaway:{TEST_RUN}"
-    dockerfile = f"FROM {DEBIAN_IMAGE}\nLABEL {TEST_LABEL}={TEST_RUN} fault=throwaway\n"
+    dockerfile = f"FROM {DEBIAN_IMAGE}\nLABEL {TEST_IMAGE_LABEL}={TEST_RUN} fault=throwaway\n"
     image, _ = docker_client.images.build(
-        fileobj=io.BytesIO(dockerfile.encode()), tag=ref, labels={TEST_LABEL: TEST_RUN}, rm=True
+        fileobj=io.BytesIO(dockerfile.encode()),
+        tag=ref,
+        labels={TEST_IMAGE_LABEL: TEST_RUN},
+        rm=True,
     )
     try:
         yield ref

@@ -21,6 +21,7 @@ from conftest import (
     NGC_IMAGE,
     NVML_DOUBLE_CONFIG,
     STATIC_GPUS,
+    TEST_IMAGE_LABEL,
     TEST_LABEL,
     TEST_RUN,
     install_spec,
@@ -223,7 +224,7 @@ def other_gpu_image(docker_client: Any) -> Iterator[str]:
     """Built before the server starts (list it before jp_fetch), so its first listing has it.
     Module-scoped so that it is removed after the servers' clean-up has removed the kernels that
     ran on it (before that, `docker rmi -f` would only untag it)."""
-    dockerfile = f"FROM {NGC_IMAGE}\nLABEL {TEST_LABEL}={TEST_RUN}\n"
+    dockerfile = f"FROM {NGC_IMAGE}\nLABEL {TEST_IMAGE_LABEL}={TEST_RUN}\n"
     docker_client.images.build(
         fileobj=io.BytesIO(dockerfile.encode()), tag=OTHER_GPU_IMAGE, rm=True, forcerm=True
     )

@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import pytest
 from conftest import DEBIAN_IMAGE
-from k8s_cluster import TEST_LABEL, TEST_RUN, ControlPlane, wait_for
+from k8s_cluster import TEST_IMAGE_LABEL, TEST_LABEL, TEST_RUN, ControlPlane, wait_for
 from k8s_node import RealNode, containerd_image_name, node_backend
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -194,7 +194,7 @@ def build_and_import(
         tag=tag,
         rm=True,
         forcerm=True,
-        labels={TEST_LABEL: TEST_RUN},  # a later run removes it if this one is killed
+        labels={TEST_IMAGE_LABEL: TEST_RUN},  # a later run removes it if this one is killed
     )
     ids.append(str(image.id))
     return node.import_image(tag, again=True), str(image.id)

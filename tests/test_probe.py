@@ -27,6 +27,7 @@ from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     NO_IPYKERNEL_IMAGE,
+    TEST_IMAGE_LABEL,
     TEST_LABEL,
     TEST_RUN,
     assert_no_test_containers,
@@ -90,7 +91,7 @@ def derived_images(docker_client: docker.DockerClient) -> Iterator[None]:
                 rm=True,
                 forcerm=True,
                 # So that a later run removes it if this one is killed (stale_runs.py).
-                labels={TEST_LABEL: TEST_RUN},
+                labels={TEST_IMAGE_LABEL: TEST_RUN},
             )
         yield
     finally:
