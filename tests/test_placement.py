@@ -14,7 +14,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from jupyter_gpu_containers.base.errors import ContainerKernelError
 from jupyter_gpu_containers.gpus.allocator import Attachment
-from jupyter_gpu_containers.placement.cluster import ClusterPlacement, refuse_host_sharing
+from jupyter_gpu_containers.placement.cluster import refuse_host_sharing
 from jupyter_gpu_containers.placement.host import HostPlacement
 from jupyter_gpu_containers.services import Services
 
@@ -59,7 +59,7 @@ def test_a_cluster_takes_what_does_apply_there() -> None:
         Config(
             {
                 "GPUQueue": {"wait_by_default": False},
-                "GPUQuota": {"hours_per_user": 0.0},
+                "GPUQuota": {"hours_per_user": 0.0, "hours_per_group": {"ml-course": 0.0}},
                 "GPUReclaim": {"enabled": False},
                 "GPUAllocator": {"max_gpus_per_user": 1},
             }
@@ -117,4 +117,3 @@ def test_only_services_chooses_a_placement() -> None:
             if called.search(p.read_text()) and "labextension" not in p.parts
         ]
         assert builders == ["services.py"], built
-    assert ClusterPlacement.place is not HostPlacement.place

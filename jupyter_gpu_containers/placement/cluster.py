@@ -5,7 +5,8 @@ policy does); the administrator's per-user cap is counted from the user's other 
 lock per user, so that two starts at once cannot both count the same GPUs as free. A start asks
 for a number of GPUs, never for GPUs by id; the plan carries that number and the resource, and
 the pod's address is where the kernel's ports are. The host's queue, quotas and idle-GPU
-reclaim do not apply here: services.py refuses their configuration on a cluster.
+reclaim do not apply here: the kernel service refuses their settings at its start
+(refuse_host_sharing).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def refuse_host_sharing(config: Config) -> None:
     found = [
         (f"{section}.{name}", what)
         for section, name, what in HOST_ONLY
-        if section in config and name in config[section] and config[section][name]
+        if section in config and name in config[section] and _turned_on(config[section][name])
     ]
     if found:
         settings = _listed([setting for setting, _ in found])
@@ -82,6 +83,14 @@ def refuse_host_sharing(config: Config) -> None:
             f"cannot apply there: remove {settings} from the kernel service's configuration "
             "(per-user GPU caps apply: GPUAllocator.max_gpus_per_user)."
         )
+
+
+def _turned_on(value: Any) -> bool:
+    # hours_per_group: a group given 0 has no quota (GPUQuota's help), so only a positive value
+    # turns one on.
+    if isinstance(value, dict):
+        return any(value.values())
+    return bool(value)
 
 
 def _listed(items: list[str]) -> str:
