@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from traitlets.config import Configurable
 
@@ -44,6 +44,16 @@ from .placement.placement import Placement
 from .policy.admin_policy import ContainerPolicy
 
 SETTINGS_KEY = "gpu_containers"
+
+
+class Worker(Protocol):
+    """Something that works on these services in the background until stopped (the reclaimer,
+    the admin desk's watch, the warm pool: built above this layer, by the app)."""
+
+    async def stop(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
 
 
 class Services:
@@ -123,6 +133,9 @@ class Services:
             )
         # Set by the app once recovery is done (None: no warm pool).
         self.warm_pool: Any = None
+        # What the app started on these services, in the order it did (keep): stopped in that
+        # order by stop, before close.
+        self._workers: list[Worker] = []
         self._state: StateDir | None = None
         self._state_lock = threading.Lock()
         self._server_ids: dict[str, str] = {}
@@ -157,11 +170,28 @@ class Services:
         """The references the administrator lists for everyone (ImageCatalog)."""
         return [entry["image"] for entry in self.catalog.listed()]
 
+    def keep(self, worker: W) -> W:
+        """Own ``worker`` from now on: :meth:`stop` stops it."""
+        self._workers.append(worker)
+        return worker
+
+    async def stop(self) -> None:
+        """Stop every worker kept, in the order kept (the reclaimer first: no kernel is restarted
+        for it from now on), the warm pool no longer offered to launches, then the scheduled
+        pre-pulls (pulls under way end in the pull manager). The server then shuts its kernels
+        down through these services, and :meth:`close` ends the rest."""
+        self.warm_pool = None
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            await worker.stop()
+        await self.prepull.stop()
+
     def close(self) -> None:
         """Shut every thread pool down and release the host-state locks. Containers are the
         kernels' own: they are not touched here."""
         self.usage.close()
         self.probe.close()
+        self.pulls.close()  # before the backend: a pull's thread ends on its closed stream
         self.backend.close()
         with self._state_lock:
             if self._state is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from conftest import DEBIAN_IMAGE, kernel_name
 from kernel_io import execute_in, start_kernel
+from traitlets.config import Config, LoggingConfigurable
 
 from jupyter_gpu_containers.services import Services, services_for
 
@@ -59,3 +60,41 @@ async def test_one_services_for_the_whole_server_and_no_thread_left_after_it(
     while new_threads() and time.monotonic() < deadline:  # idle pool threads exit as they wake
         await asyncio.sleep(0.05)
     assert new_threads() == []
+
+
+async def test_close_stops_the_removal_retrier(tmp_path: Any) -> None:
+    """A removal the engine could not take is retried by a thread of the engine's; closing the
+    services ends it (what it had left stays labelled, for the next server's recovery)."""
+    config = Config({"Engine": {"docker_url": f"unix://{tmp_path}/no-engine.sock"}})
+    services = Services(LoggingConfigurable(config=config))
+    try:
+        assert await services.backend.remove_or_defer("jgc-test-never-made") is False
+        retrier = next(t for t in our_threads() if t.name == "gpu-containers-removals")
+    finally:
+        services.close()
+    # It wakes at once, whatever removal_retry_interval says.
+    await asyncio.to_thread(retrier.join, 30)
+    assert not retrier.is_alive()
+
+
+class Kept:
+    def __init__(self, name: str, stopped: list[str]) -> None:
+        self.name, self.stopped = name, stopped
+
+    async def stop(self) -> None:
+        self.stopped.append(self.name)
+
+
+async def test_services_stop_what_was_kept_in_the_order_it_was_kept() -> None:
+    services = Services(LoggingConfigurable(config=Config()))
+    stopped: list[str] = []
+    try:
+        services.keep(Kept("reclaimer", stopped))
+        services.warm_pool = services.keep(Kept("warm pool", stopped))
+        await services.stop()
+        assert stopped == ["reclaimer", "warm pool"]
+        assert services.warm_pool is None  # offered to no launch from the start of the stop
+        await services.stop()  # once only
+        assert stopped == ["reclaimer", "warm pool"]
+    finally:
+        services.close()

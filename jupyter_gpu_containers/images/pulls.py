@@ -349,6 +349,15 @@ class PullManager(LoggingConfigurable):
                 "administrator to remove the local one."
             )
 
+    def close(self) -> None:
+        """Stop every pull: those waiting for a slot end at once, those under way end as
+        cancelled, their threads as soon as the engine's stream is closed (services.py)."""
+        for job in list(self._queue):
+            self.cancel(job.pull)
+        for pull in self._pulls.values():
+            if pull.state not in ENDED:
+                self.cancel(pull)
+
     def _launch(self, job: _Job) -> None:
         self._running += 1
         threading.Thread(
@@ -473,7 +482,8 @@ class PullManager(LoggingConfigurable):
             pull.stream = None
             pull.finished = time.time()
             snapshot = pull.snapshot()
-            loop.call_soon_threadsafe(self._finish, pull, snapshot)
+            with contextlib.suppress(RuntimeError):  # a server stopping: its loop closed first
+                loop.call_soon_threadsafe(self._finish, pull, snapshot)
 
     def _made_public(self, ref: str) -> None:
         # The pull itself succeeded: a record that cannot be updated does not undo it.

@@ -18,8 +18,6 @@ from ..host.identity import UserDirectory
 from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..kernel.warm_starter import warm_container_starter
 from ..kernel.warmpool import WarmPool
-from ..routes.admin_view import SETTINGS_KEY as ADMIN_SETTINGS_KEY
-from ..routes.admin_view import AdminDesk
 from ..routes.admin_view import desk_for as admin_desk_for
 from ..routes.handlers import default_handlers
 from ..routes.kernel_view import watched_kernels
@@ -271,8 +269,7 @@ class GPUContainersApp(ExtensionApp):
             if recovered is not None:
                 recovered.set()
         # Idle GPUs given back (GPUReclaim, off by default), the reattached kernels' too.
-        self.reclaimer = Reclaimer(services, mkm, self.log)
-        self.reclaimer.start()
+        services.keep(Reclaimer(services, mkm, self.log)).start()
         # The administrator's scheduled pre-pulls and pruning (PrePuller; none by default).
         if services.prepull.start():
             self.log.info("jupyter_gpu_containers: scheduled pre-pulls and pruning are on.")
@@ -280,9 +277,8 @@ class GPUContainersApp(ExtensionApp):
             return  # warm containers run as the server's account; a service's kernels do not
         # Direct mode: admin actions other servers recorded on this server's kernels
         # (admin_view.py).
-        admin_desk_for(serverapp.web_app.settings, services, serverapp).start_watching(
-            services, mkm, self.log
-        )
+        desk = services.keep(admin_desk_for(serverapp.web_app.settings, services, serverapp))
+        desk.start_watching(services, mkm, self.log)
         # After recovery, which removes the warm containers a previous process left: the pool
         # fills in the background (and keeps trying while the engine is away).
         pool = WarmPool(
@@ -293,27 +289,19 @@ class GPUContainersApp(ExtensionApp):
             start_container=warm_container_starter(mkm, ksm),
         )
         if pool.start():
-            services.warm_pool = pool
+            services.warm_pool = services.keep(pool)
 
     async def stop_extension(self) -> None:
         gc.unfreeze()  # a server started again in this process (tests) freezes afresh
         services = getattr(self, "services", None)
         if services is None:
             return
-        reclaimer: Reclaimer | None = getattr(self, "reclaimer", None)
-        if reclaimer is not None:
-            await reclaimer.stop()  # no kernel is shut down or restarted for it from now on
-        await services.prepull.stop()  # pulls under way end in the pull manager
-        desk = self.serverapp.web_app.settings.get(ADMIN_SETTINGS_KEY) if self.serverapp else None
-        if isinstance(desk, AdminDesk):
-            await desk.stop()  # no admin action is carried out from now on
+        # The reclaimer, the admin desk's watch, the warm pool (before the kernels shut down:
+        # its handed-over containers are theirs to remove), the scheduled pre-pulls.
+        await services.stop()
         ksm = self.serverapp.kernel_spec_manager if self.serverapp else None
         if isinstance(ksm, ContainerKernelSpecManager):
             await asyncio.to_thread(ksm.stop_watching)  # joins the watcher's thread
-        # Before the kernels shut down: their handed-over containers are theirs to remove.
-        pool, services.warm_pool = services.warm_pool, None
-        if pool is not None:
-            await pool.stop()
         # Readiness probes still running remove their containers when they end: let them.
         await asyncio.to_thread(services.probe.wait_idle, services.probe.timeout)
         # The server shuts its kernels down after extensions stop, through these services:

@@ -112,6 +112,8 @@ class Engine(LoggingConfigurable):
         self._deferred: set[str] = set()
         self._deferred_lock = threading.Lock()
         self._retrier: threading.Thread | None = None
+        # Set by close: the retrier's wait ends, and it stops.
+        self._closing = threading.Event()
 
     @property
     def _executor(self) -> ThreadPoolExecutor:
@@ -197,6 +199,7 @@ class Engine(LoggingConfigurable):
 
     def close(self) -> None:
         self.wake_watchers()
+        self._closing.set()  # the removal retrier stops (what it had left stays labelled)
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
@@ -513,9 +516,11 @@ class Engine(LoggingConfigurable):
 
     def _retry_removals(self) -> None:
         while True:
-            time.sleep(self.removal_retry_interval)
+            closing = self._closing.wait(self.removal_retry_interval)
             with self._deferred_lock:
-                if not self._deferred:
+                if closing or not self._deferred:
+                    # Closed: the next server's recovery removes what is left (their labels
+                    # name no live owner).
                     self._retrier = None
                     return
             with contextlib.suppress(EngineUnavailable):  # still away: try again later
