@@ -61,7 +61,7 @@ from typing import Any
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
-from jupyter_gpu_containers.service.service_routes import REQUEST_ENV
+from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV
 
 from .bench import Bench
 from .harness import LABEL, REPO, Stats, kernel_info_zmq, step

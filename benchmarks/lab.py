@@ -52,7 +52,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.host.tokens import add_token
-from jupyter_gpu_containers.service.service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
+from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV, WAIT_ENV
+from jupyter_gpu_containers.service.service_routes import SESSION_ENV
 
 from .bench import Bench
 from .harness import LABEL, percentile, step

@@ -23,7 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_gpu_containers.base import labels as L
-from jupyter_gpu_containers.service.service_routes import WAIT_ENV
+from jupyter_gpu_containers.kernel.launch_request import WAIT_ENV
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 

@@ -29,7 +29,7 @@ from conftest import (
     kernel_name,
     write_notebook,
 )
-from kernel_io import execute
+from kernel_io import execute, send_execute
 from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
@@ -213,6 +213,38 @@ async def test_gpu_change_in_place_reconnects_the_pages(
         page.close()
         bystander.close()
     assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0,GPU-test-1"
+
+
+async def test_a_kernel_its_restarter_brings_back_keeps_its_gpus(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, docker_client: Any
+) -> None:
+    """A kernel started with a request the extension's endpoint gave, whose container then ends:
+    jupyter_client's restarter starts it again, and the restart keeps exactly its GPUs (a restart
+    that took a request again would book another GPU, the old container still holding this
+    one)."""
+    (jp_root_dir / "crashes.ipynb").write_text("{}")
+    body = {"path": "crashes.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 1}
+    kernel_id = (await post_request(jp_fetch, body))["session"]["kernel"]["id"]
+    assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0"
+    first = kernel_container(docker_client, kernel_id).id
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    try:
+        await send_execute(ws, "import os; os._exit(3)")
+    finally:
+        ws.close()
+    # Until the restarter's new container runs (a wait with a generous limit, not a timing).
+    for _ in range(600):
+        running = [
+            c.id
+            for c in containers_of(docker_client, kernel_id)
+            if c.status == "running" and c.id != first
+        ]
+        if running:
+            break
+        await asyncio.sleep(0.1)
+    assert running, "the restarter did not start the kernel again within a minute"
+    assert docker_client.containers.get(running[0]).labels[L.GPUS] == "GPU-test-0"
+    assert await devices_seen(jp_ws_fetch, kernel_id) == "GPU-test-0"
 
 
 # A second GPU image (another kernel spec): the NGC-like one with a label of its own.

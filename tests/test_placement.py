@@ -8,13 +8,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from traitlets.config import Config, LoggingConfigurable
 
+from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import ContainerKernelError
+from jupyter_gpu_containers.base.records import ContainerRecord
 from jupyter_gpu_containers.gpus.allocator import Attachment
-from jupyter_gpu_containers.placement.cluster import refuse_host_sharing
+from jupyter_gpu_containers.placement.cluster import ClusterPlacement, refuse_host_sharing
 from jupyter_gpu_containers.placement.host import HostPlacement
 from jupyter_gpu_containers.services import Services
 
@@ -117,3 +120,44 @@ def test_only_services_chooses_a_placement() -> None:
             if called.search(p.read_text()) and "labextension" not in p.parts
         ]
         assert builders == ["services.py"], built
+
+
+def test_how_a_kernel_is_reached_is_the_placements_word() -> None:
+    """Whether a kernel shares its private directory with this host (or has an address of its
+    own) is declared by the placement; nothing outside the backends asks the engine."""
+    package = Path(__file__).parent.parent / "jupyter_gpu_containers"
+    readers = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if "connection_on_pod_ip" in p.read_text()
+        and "labextension" not in p.parts
+        and p.relative_to(package).parts[0] != "backends"
+    )
+    assert readers == []
+    assert (HostPlacement.shares_directory, ClusterPlacement.shares_directory) == (True, False)
+
+
+ME = L.OwnerProcess("host-a", "boot-1", 4242, "started-1")
+
+
+@pytest.mark.parametrize(
+    ("owner", "server_id", "status", "verdict"),
+    [
+        # A pod's server is its namespace's service, whatever pod or host it ran in.
+        (L.OwnerProcess("pod-b", "boot-9", 7, "s"), "svc", "running", "reattach"),
+        (L.OwnerProcess("pod-b", "boot-9", 7, "s"), "svc", "exited", "remove"),
+        (None, "svc", "running", "reattach"),  # no owner label: still the namespace's
+        (L.OwnerProcess("pod-b", "boot-9", 7, "s"), "other-svc", "running", "leave"),
+        (ME, "svc", "running", "leave"),  # launched by this very process while it recovers
+    ],
+)
+def test_what_a_cluster_service_does_with_pods_left_behind(
+    owner: L.OwnerProcess | None, server_id: str, status: str, verdict: str, tmp_path: Path
+) -> None:
+    labels = {L.SERVER_ID: server_id}
+    if owner is not None:
+        labels[L.OWNER_PROCESS] = owner.token()
+    record = ContainerRecord("pod", "pod", "img", labels, status)
+    placement = ClusterPlacement.__new__(ClusterPlacement)  # the verdict reads no state
+    no_state: Any = None  # a cluster's kernels are never in the host state directory
+    assert placement.left_behind(record, "svc", no_state, ME, str(tmp_path)) == verdict

@@ -191,7 +191,7 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     creator is gone (same pid, another start time) is removed."""
     from jupyter_gpu_containers.backends.docker.engine import ContainerRecord
     from jupyter_gpu_containers.base import labels as L
-    from jupyter_gpu_containers.server.recovery import decide
+    from jupyter_gpu_containers.placement.host import left_behind_on_host as decide
 
     me = L.OwnerProcess.current()
     parent = os.getppid()

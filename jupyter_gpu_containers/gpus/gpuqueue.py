@@ -51,7 +51,6 @@ import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,11 +85,9 @@ _STALE_AFTER = 60.0
 _LONGEST_WAIT = 24 * 3600.0
 
 # What a launch gives back while it waits for a GPU, and takes again after (the kernel service's
-# start slot: a start waiting for a GPU must not hold up starts that need none). Set by whoever
-# holds such a thing around the launch; never by a client.
-WHILE_WAITING: ContextVar[Callable[[], contextlib.AbstractAsyncContextManager[None]] | None] = (
-    ContextVar("jgc_while_waiting", default=None)
-)
+# start slot: a start waiting for a GPU must not hold up starts that need none): entered when the
+# start joins the queue, left when its wait ends.
+WhileWaiting = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 # The queue's check under the allocation lock: the ledger to choose from, or NotYourTurn.
@@ -639,11 +636,13 @@ class GPUQueue(LoggingConfigurable):
         inventory: Inventory,
         book: Callable[[Turn | None], Awaitable[tuple[list[GPU], str]]],
         on_queued: Callable[[Ticket], None] | None = None,
+        while_waiting: WhileWaiting | None = None,
     ) -> tuple[list[GPU], str]:
         """Book GPUs for ``start`` in its turn: ``book(turn)`` is the allocator's booking, with
         the queue's check run under the lock. ``wait``: the start may wait in the queue; else it
         books now or is refused, and never before the starts that wait (a free GPU goes to the
-        head of the queue, not to whoever asks next).
+        head of the queue, not to whoever asks next). ``while_waiting``: what the start gives
+        back while it waits.
 
         A start that may wait tries at once (its turn: nobody waits, or nobody ahead can be
         served); after that a ticket holds its place until the GPUs are booked, the wait times
@@ -721,7 +720,9 @@ class GPUQueue(LoggingConfigurable):
         started = time.monotonic()
         outcome = "failed"
         try:
-            result = await self._wait(waiter, allocator, state, book, inventory, on_queued)
+            result = await self._wait(
+                waiter, allocator, state, book, inventory, on_queued, while_waiting
+            )
             outcome = "granted"
             mark_served(state, uid)  # (a file in /run, in memory: no thread, nothing to cancel)
             return result
@@ -751,6 +752,7 @@ class GPUQueue(LoggingConfigurable):
         book: Callable[[Turn | None], Awaitable[tuple[list[GPU], str]]],
         inventory: Inventory,
         on_queued: Callable[[Ticket], None] | None,
+        while_waiting: WhileWaiting | None,
     ) -> tuple[list[GPU], str]:
         ticket = waiter.ticket
 
@@ -798,9 +800,8 @@ class GPUQueue(LoggingConfigurable):
                     )
                     if on_queued is not None:
                         on_queued(ticket)
-                    hook = WHILE_WAITING.get()
-                    if hook is not None:
-                        given_back = hook()
+                    if while_waiting is not None:
+                        given_back = while_waiting()
                         await given_back.__aenter__()
                 left = ticket.deadline - time.time()
                 if left <= 0:

@@ -23,9 +23,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from ..base.errors import ValueRefused
@@ -34,26 +31,6 @@ from .inventory import Inventory
 
 # The metadata key, next to ``kernelspec`` (the kernel spec's own metadata uses the same name).
 METADATA_KEY = "gpu_containers"
-# A request the extension's own endpoint gives the launch it makes through the stock session
-# and kernel managers (a switch to another image, which the notebook's saved file does not know
-# yet). A context variable: it follows the launch down the awaits of the one request that set it,
-# no client can set it, and nothing of it reaches a container.
-GIVEN_REQUEST: ContextVar[GPURequest | None] = ContextVar("jgc_given_request", default=None)
-# Whether such a launch may wait in the GPU queue (gpuqueue.py); None: GPUQueue.wait_by_default.
-GIVEN_WAIT: ContextVar[bool | None] = ContextVar("jgc_given_wait", default=None)
-
-
-@contextmanager
-def launching_with(request: GPURequest | None, wait: bool | None = None) -> Iterator[None]:
-    """Launches made inside this block (in this task) ask for ``request`` (None: their own) and,
-    when ``wait`` is not None, wait for their GPUs or not."""
-    token = GIVEN_REQUEST.set(request)
-    wait_token = GIVEN_WAIT.set(wait)
-    try:
-        yield
-    finally:
-        GIVEN_WAIT.reset(wait_token)
-        GIVEN_REQUEST.reset(token)
 
 
 class NotebookRequestError(ValueRefused):

@@ -2,9 +2,10 @@
 
 In direct mode a kernel belongs to the server's own user (its uid, its root_dir). A kernel service
 (``jupyter gpu-containers serve``, service.py) launches for many users: it authenticates each
-request, and the launch runs under :func:`launching_for` with the :class:`KernelUser` the
-authenticated name resolves to here. The provisioner keeps that user for the kernel's whole life
-(restarts included), so nothing a client sends later decides whose kernel it is.
+request, and the launch runs with the :class:`KernelUser` the authenticated name resolves to
+here as its launch request's user (kernel/launch_request.py). The provisioner keeps that user
+for the kernel's whole life (restarts included), so nothing a client sends later decides whose
+kernel it is.
 
 A name resolves through the administrator's map first (``UserDirectory.accounts``), else the
 system account database. Root and system accounts are never kernel users, and the workspace is
@@ -15,13 +16,10 @@ Blocking (the account database, the file system): worker threads only.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 import pwd
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from traitlets import Bool, Dict, Int, Unicode, validate
@@ -49,23 +47,6 @@ class KernelUser:
     uid: int
     gid: int
     workspace: str  # resolved: a directory owned by uid
-
-
-# The user the launch under way is for (set by the kernel service around a start; never by a
-# client). The provisioner reads it once, at a kernel's first launch.
-LAUNCH_USER: contextvars.ContextVar[KernelUser | None] = contextvars.ContextVar(
-    "gpu_containers_launch_user", default=None
-)
-
-
-@contextlib.contextmanager
-def launching_for(user: KernelUser) -> Iterator[None]:
-    """Launches started inside this block are ``user``'s kernels."""
-    token = LAUNCH_USER.set(user)
-    try:
-        yield
-    finally:
-        LAUNCH_USER.reset(token)
 
 
 def check_username(name: object) -> str:

@@ -42,14 +42,10 @@ from ..base.errors import (
 )
 from ..base.records import ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment, GPURequest
-from ..gpus.notebook_requests import (
-    GIVEN_REQUEST,
-    GIVEN_WAIT,
-    api_path_of_session,
-    read_notebook_request,
-)
+from ..gpus.gpuqueue import WhileWaiting
+from ..gpus.notebook_requests import api_path_of_session, read_notebook_request
 from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
-from ..host.identity import LAUNCH_USER, KernelUser
+from ..host.identity import KernelUser
 from ..host.privatedirs import (
     CONNECTION_FILE_NAME,
     connection_root,
@@ -65,6 +61,7 @@ from ..policy.checks import check_kernel_id, check_network_mode, check_run_as, n
 from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
 from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_container
 from ..services import Services, services_for
+from . import launch_request
 from .admission import admit_image
 from .handshake import ask_kernel
 from .warmpool import spec_fingerprint
@@ -242,7 +239,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     _requested: GPURequest | None = None
     # Whether that request is only the kernel spec's default (nobody asked for GPUs).
     _request_is_default = False
-    # What the kernel asked for before its last change_request, until a launch succeeds.
+    # What the kernel asked for before a restart under another request, until a launch succeeds.
     _before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
     _dead_callback_registered = False
     # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
@@ -264,9 +261,13 @@ class ContainerProvisioner(KernelProvisionerBase):
     # connection (key, sockets), and a warm container has its own.
     _launched = False
     _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
+    # What the launch under way gives back while it waits for GPUs (launch_request.py).
+    _while_waiting: WhileWaiting | None = None
+    # The launch request whose GPUs this kernel took last (each is taken once).
+    _given_applied: launch_request.LaunchRequest | None = None
     gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
-    # LAUNCH_USER, never changed after. None in direct mode: the server's own user.
+    # its launch request, never changed after. None in direct mode: the server's own user.
     owner: KernelUser | None = None
     # What pre_launch found for the launch under way: the host's facts, the notebook's session
     # name, and the kernel spec's environment as jupyter_client substituted it.
@@ -325,18 +326,21 @@ class ContainerProvisioner(KernelProvisionerBase):
         # Before anything is written: the kernel id names the connection file and the private
         # directory, and a client may choose it (POST /api/kernels "kernel_id").
         check_kernel_id(self.kernel_id)
+        # What the start was given beside the call, read once, here (launch_request.py).
+        given = launch_request.given()
         if self.owner is None and not self._launched:
-            self.owner = LAUNCH_USER.get()
+            self.owner = given.user
         uid, gid = self.kernel_ids()
         check_run_as(policy, self.run_as, uid, gid)
         check_network_mode(policy, self.network_mode)
-        pods = self.backend.connection_on_pod_ip
+        # Whether its tcp ports would be on this host's loopback (its placement decides).
+        on_loopback = self.services.placement.shares_directory
         if self.transport == "tcp" and self.network_mode == "none":
             raise ContainerKernelError(
                 "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
                 "transport (the default) for kernels without a network."
             )
-        if self.transport == "tcp" and self.owner is not None and not pods:
+        if self.transport == "tcp" and self.owner is not None and on_loopback:
             # Published ports are on the host's loopback, where any local account connects, and
             # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
             # no better (every local account reaches it too). A pod's tcp is not this: its
@@ -347,7 +351,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 "output (the key signs messages, it does not hide them). Use the ipc transport "
                 '(ContainerProvisioner.transport = "ipc", the default).'
             )
-        if self.transport == "tcp" and not pods:
+        if self.transport == "tcp" and on_loopback:
             self.log.warning(
                 "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
                 "account on this host, and anyone can read its output there. Use ipc on a "
@@ -361,14 +365,23 @@ class ContainerProvisioner(KernelProvisionerBase):
         # notebook's request and sent it with the start (service.py), so no file is read here.
         root_dir = self.owner.workspace if self.owner else server_root
         self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
-        if self._requested is None:  # a first launch; a restart keeps what the kernel has
-            given = GIVEN_REQUEST.get()
-            if given is not None:
-                self._requested, self._request_is_default = given, False
-        given_wait = GIVEN_WAIT.get()
+        if given.gpus is not None and given is not self._given_applied:
+            if self._requested is None:  # a first launch (else it reads its notebook)
+                self._requested, self._request_is_default = given.gpus, False
+            elif given.restart_of == self.kernel_id:
+                # A restart under another request: the kernel's current GPUs are not kept;
+                # what it had comes back if the restart's wait is cancelled
+                # (restore_previous_request).
+                self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
+                self._requested, self._request_is_default = given.gpus, False
+                self.gpu_uuids = ()
+            # Once: a callback scheduled during this launch runs in a copy of its context, so a
+            # later restart may see the same record; it keeps the kernel's GPUs.
+            self._given_applied = given
         self._wait_for_gpus = (
-            given_wait if given_wait is not None else self.services.queue.wait_by_default
+            given.wait if given.wait is not None else self.services.queue.wait_by_default
         )
+        self._while_waiting = given.while_waiting
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
@@ -430,7 +443,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         or an explicit run_as uid (no capabilities in the container: owning them is its only way
         in). None: the server's user, who creates them. A pod reads its connection file from
         a Secret, not from this directory: the server's user keeps it."""
-        if self.backend.connection_on_pod_ip:
+        if not self.services.placement.shares_directory:
             return None
         if self.owner is not None:
             return self.owner.uid, self.owner.gid
@@ -443,15 +456,16 @@ class ContainerProvisioner(KernelProvisionerBase):
         a worker thread)."""
         km = self.parent
         assert km is not None  # pre_launch checked
+        shared = self.services.placement.shares_directory
         if self.connection_dir is None:
             root = connection_root(policy.connection_dir_root)
             # A pod gets its connection file from a Secret: this directory is never mounted.
-            size = None if self.backend.connection_on_pod_ip else policy.private_dir_size
+            size = policy.private_dir_size if shared else None
             self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner(), size)
         else:
             remove_stale_sockets(self.connection_dir)
         # The host's view of the connection, held by the kernel manager.
-        if self.backend.connection_on_pod_ip:
+        if not shared:
             # A pod has an address of its own (known once it runs) and shares no directory
             # with this process: tcp, on the pod's IP (launch_kernel sets it).
             self.transport = "tcp"
@@ -551,6 +565,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             request_is_default=self._request_is_default,
             keeps_gpus=bool(self.gpu_uuids),
             wait=self._wait_for_gpus,
+            while_waiting=self._while_waiting,
             uid=self.kernel_ids()[0],
             user=facts.username if facts else "",
             notebook=facts.notebook if facts else "",
@@ -689,17 +704,10 @@ class ContainerProvisioner(KernelProvisionerBase):
             uid=self.owner.uid if self.owner else None,
         )
 
-    def change_request(self, request: GPURequest) -> None:
-        """A new request for the next (re)start: the kernel's current GPUs are not kept."""
-        self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
-        self._requested = request
-        self._request_is_default = False
-        self.gpu_uuids = ()
-
     def restore_previous_request(self) -> bool:
-        """Go back to what the kernel asked for before change_request, once a restart under the
-        new request ended the way someone chose (its wait for a GPU cancelled): the next restart
-        brings the kernel back as it was. False when there is nothing to go back to."""
+        """Go back to what the kernel asked for before a restart under another request, once
+        that restart ended the way someone chose (its wait for a GPU cancelled): the next
+        restart brings the kernel back as it was. False when there is nothing to go back to."""
         if self._before_change is None:
             return False
         self._requested, self._request_is_default, self.gpu_uuids = self._before_change

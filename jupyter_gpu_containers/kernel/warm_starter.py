@@ -14,6 +14,7 @@ from jupyter_client.provisioning import KernelProvisionerFactory
 from ..base.errors import ContainerKernelError
 from ..gpus.allocator import GPURequest
 from ..policy.command import KERNEL_DIR_IN_CONTAINER
+from .launch_request import launching
 from .provisioner import ContainerProvisioner
 from .warmpool import PoolEntry, StartContainer, Target, spec_fingerprint
 
@@ -37,10 +38,10 @@ def warm_container_starter(mkm: AnyType, ksm: AnyType) -> StartContainer:
                 f"the kernel spec {target.kernel_name} does not start container kernels."
             )
         provisioner.pool_id = pool_id
-        provisioner.change_request(GPURequest())  # never GPUs: see warmpool.py
-        kwargs = await provisioner.pre_launch(cwd=mkm.root_dir, env={})
-        cmd = kwargs.pop("cmd")
-        await provisioner.launch_kernel(cmd, **kwargs)
+        with launching(gpus=GPURequest()):  # never GPUs: see warmpool.py
+            kwargs = await provisioner.pre_launch(cwd=mkm.root_dir, env={})
+            cmd = kwargs.pop("cmd")
+            await provisioner.launch_kernel(cmd, **kwargs)
         made = provisioner.container_spec
         assert made is not None and provisioner.container_id and provisioner.connection_dir
         return PoolEntry(

@@ -17,13 +17,18 @@ from typing import Any
 from traitlets.config import Config, LoggingConfigurable
 
 from ..backends.backend import ContainerBackend
+from ..base import labels as L
 from ..base.errors import ContainerKernelError, KernelOptionRefused
+from ..base.records import ContainerRecord
 from ..gpus.allocator import Attachment, GPUAllocator
+from ..host.hoststate import StateDir
 from .placement import LaunchSteps, Placed, PlacementStart
 
 
 class ClusterPlacement(LoggingConfigurable):
     """Pods, placed with their GPUs by the backend's scheduler."""
+
+    shares_directory = False
 
     def __init__(
         self, *, backend: ContainerBackend, allocator: GPUAllocator, **kwargs: Any
@@ -54,6 +59,27 @@ class ClusterPlacement(LoggingConfigurable):
         address = await self.backend.address(container_id)
         steps.stamp("start")
         return Placed(container_id, counts_from=time.monotonic(), address=address)
+
+    async def address(self, container_id: str) -> str:
+        return await self.backend.address(container_id)
+
+    def left_behind(
+        self,
+        record: ContainerRecord,
+        server_id: str,
+        state: StateDir,
+        me: L.OwnerProcess,
+        root: str,
+    ) -> str:
+        """A pod's server is the service of its namespace, whatever pod or host it ran in, and
+        its connection is its Secret: a running kernel pod of this service is reattached, one
+        that no longer runs removed; another service's share of the namespace is left alone."""
+        owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+        if owner == me:
+            return "leave"  # started by this very process (a kernel launched while we recover)
+        if record.labels.get(L.SERVER_ID, "") != server_id:
+            return "leave"  # another service's namespace share: not ours to judge
+        return "reattach" if record.status == "running" else "remove"
 
 
 # What only a host placement does, by the setting that turns it on: on a cluster it would do

@@ -13,6 +13,7 @@ starts.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 from traitlets.config import LoggingConfigurable
 
 from ..backends.backend import ContainerBackend
+from ..base import labels as L
 from ..base.errors import ImageIncompatible
-from ..base.records import ImageRecord
+from ..base.records import ContainerRecord, ImageRecord
 from ..gpus.allocator import (
     GPUAllocator,
     GPURequest,
@@ -35,6 +37,7 @@ from ..gpus.inventory import GPU, GPUInventory, Inventory
 from ..gpus.notebook_requests import fitted_to_host
 from ..gpus.quota import GPUQuota
 from ..host.hoststate import StateDir
+from ..host.privatedirs import CONNECTION_FILE_NAME, own_private_dir
 from ..images import compat
 from ..policy.admin_policy import ContainerPolicy
 from .placement import LaunchSteps, Placed, PlacementStart
@@ -45,6 +48,8 @@ CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 class HostPlacement(LoggingConfigurable):
     """Containers on this host's engine; GPUs from the host-wide ledger."""
+
+    shares_directory = True
 
     def __init__(
         self,
@@ -157,6 +162,7 @@ class HostPlacement(LoggingConfigurable):
             inventory=inventory,
             book=book,
             on_queued=queued.append,
+            while_waiting=start.while_waiting,
         )
         # The wait is not part of the launch (launch_timeout).
         return chosen, container_id, (time.monotonic() - began) if queued else 0.0
@@ -175,11 +181,57 @@ class HostPlacement(LoggingConfigurable):
         steps.stamp("start")
         return Placed(container_id, gpus=gpus, counts_from=counts_from, waited=waited)
 
+    async def address(self, container_id: str) -> str:
+        return ""  # its ports are this host's (published, or ipc in its private directory)
+
+    def left_behind(
+        self,
+        record: ContainerRecord,
+        server_id: str,
+        state: StateDir,
+        me: L.OwnerProcess,
+        root: str,
+    ) -> str:
+        return left_behind_on_host(record, server_id, state, me, root)
+
     def _say_waiting(self, kernel_id: str) -> None:
         self.log.info(
             "Kernel %s waits for the host-wide GPU allocation lock: another launch holds it.",
             kernel_id,
         )
+
+
+def left_behind_on_host(
+    record: ContainerRecord, server_id: str, state: StateDir, me: L.OwnerProcess, root: str
+) -> str:
+    """What a server starting now does with a kernel container a host's server left
+    (Placement.left_behind): reattached by the server it belongs to (its connection file still
+    in this server's private directory), removed once its server is dead, left alone while
+    that server (or the process that made it) lives, and left alone when another host made it
+    (an engine shared between hosts)."""
+    owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
+    if owner is None or owner.host != me.host:
+        return "leave"  # an engine shared with another host: not ours to judge
+    if owner == me:
+        return "leave"  # started by this very process (a kernel launched while we recover)
+    owner_id = record.labels.get(L.SERVER_ID, "")
+    uid = record.labels.get(L.UID, "")
+    if owner_id == server_id:
+        private = own_private_dir(root, record.labels.get(L.CONNECTION_DIR, ""))
+        running = record.status == "running"
+        if running and private and os.path.isfile(os.path.join(private, CONNECTION_FILE_NAME)):
+            return "reattach"
+        return "remove"
+    if not state.shared and uid != str(os.geteuid()):
+        return "leave"  # its server may be alive in the host state directory we cannot use
+    if state.is_alive(owner_id, uid):
+        return "leave"
+    if owner.is_alive():
+        # Its creator still runs, though not registered in our state dir (a server
+        # configured with another ContainerPolicy.state_dir): never remove a live server's
+        # kernel.
+        return "leave"
+    return "remove"
 
 
 def check_gpu_compatibility(

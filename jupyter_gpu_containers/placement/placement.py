@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..base.records import ContainerSpec, ImageRecord
+from ..base import labels as L
+from ..base.records import ContainerRecord, ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment, GPURequest
+from ..gpus.gpuqueue import WhileWaiting
+from ..host.hoststate import StateDir
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class PlacementStart:
     gpu_resource: str
     # When the launch began (time.monotonic()): its timeout counts from here, less any wait.
     began: float
+    # What the start gives back while it waits in the GPU queue (the kernel service's start
+    # slot), if anything.
+    while_waiting: WhileWaiting | None = None
 
 
 class LaunchSteps(Protocol):
@@ -88,7 +94,33 @@ class Placed:
 class Placement(Protocol):
     """One per server, chosen by its engine (services.py)."""
 
+    # Whether a kernel's private directory is this host's and its container's both: its
+    # connection file and ipc sockets there, its tcp ports published on this host's loopback
+    # (where every local account reaches them). False: the kernel has an address of its own (a
+    # pod's: tcp there, behind the cluster's network policy), its connection file comes from a
+    # Secret, and the directory stays this server's alone.
+    shares_directory: bool
+
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         """Reserve, plan, create and start the kernel's container, or refuse in a sentence
         (a ContainerKernelError)."""
+        ...
+
+    async def address(self, container_id: str) -> str:
+        """Where a running kernel's ports are when it has an address of its own; "" when they
+        are this host's (a server that adopts the kernel after a restart asks)."""
+        ...
+
+    def left_behind(
+        self,
+        record: ContainerRecord,
+        server_id: str,
+        state: StateDir,
+        me: L.OwnerProcess,
+        root: str,
+    ) -> str:
+        """What a server starting now does with a kernel container a server of this placement
+        left: "reattach", "remove" or "leave" (another live server's, or not this one's to
+        judge). ``root``: this server's private-directory root. Blocking (it may stat files): a
+        worker thread."""
         ...

@@ -12,6 +12,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..gpus.allocator import GPURequest
+from ..kernel.launch_request import launching
 from ..server.websocket import close_kernel_websockets
 from .base import GPUContainersHandler, json_object
 from .kernel_view import (
@@ -87,7 +88,7 @@ class KernelRestartHandler(GPUContainersHandler):
         body = json_object(self)
         gpus = body.get("gpus")
         request = GPURequest.parse(gpus) if gpus is not None else None
-        km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
+        km, _provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         spec = km.kernel_spec
         if request is not None:
             effective = request
@@ -95,8 +96,8 @@ class KernelRestartHandler(GPUContainersHandler):
             effective = spec_request(spec) if spec is not None else GPURequest()
         if effective.wants_gpus:
             await self.refuse_unless_free(effective, kernel_id)
-        provisioner.change_request(effective)
-        await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
+        with launching(gpus=effective, restart_of=kernel_id):
+            await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
         close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
         self.finish(json.dumps({"kernel_id": kernel_id, "gpus": gpus}))
 

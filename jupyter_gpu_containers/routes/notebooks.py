@@ -16,7 +16,8 @@ from tornado import web
 
 from ..gpus.allocator import GPURequest
 from ..gpus.gpu_report import kernel_gpus
-from ..gpus.notebook_requests import NotebookRequestError, launching_with, read_notebook_request
+from ..gpus.notebook_requests import NotebookRequestError, read_notebook_request
+from ..kernel.launch_request import launching
 from ..kernel.provisioner import ContainerProvisioner
 from ..policy.checks import inside
 from ..server.gateway_user import (
@@ -133,7 +134,7 @@ class NotebookKernelHandler(GPUContainersHandler):
             return
         # The launches below ask for this request, whatever the saved notebook says: the
         # caller saves it there (the panel does, once the kernel runs).
-        with launching_with(effective, wait):
+        with launching(gpus=effective, wait=wait):
             if session is None:
                 model = await sm.create_session(
                     path=path,
@@ -148,10 +149,8 @@ class NotebookKernelHandler(GPUContainersHandler):
                 )
                 model = await sm.get_session(session_id=session["id"])
             elif running is not None and running_name == target:
-                provisioner = getattr(running, "provisioner", None)
-                if isinstance(provisioner, ContainerProvisioner):
-                    provisioner.change_request(effective)
-                await ensure_async(km.restart_kernel(running_id))
+                with launching(restart_of=running_id):  # under the new request
+                    await ensure_async(km.restart_kernel(running_id))
                 closed = close_kernel_websockets(running_id, "kernel restarted with other GPUs")
                 self.log.debug("Closed %d websocket(s) of restarted kernel %s", closed, running_id)
                 model = await sm.get_session(session_id=session["id"])

@@ -42,14 +42,15 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from ..base.errors import ContainerKernelError
+from ..gpus.allocator import GPURequest
 from ..gpus.notebook_requests import (
-    GIVEN_REQUEST,
-    GIVEN_WAIT,
     NotebookRequestError,
     api_path_of_session,
     read_notebook_request,
 )
-from ..service.service_routes import REQUEST_ENV, SESSION_ENV, WAIT_ENV
+from ..kernel import launch_request
+from ..kernel.launch_request import REQUEST_ENV, WAIT_ENV, LaunchRequest
+from ..service.service_routes import SESSION_ENV
 from .kernelmanager import as_http, finish_with_sentence
 
 # handlers.AUTH_RESOURCE: the authorizer's one namespace for every /gpu-containers/ route.
@@ -442,36 +443,32 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
     ) -> str:
         if kernel_id is None:  # a new kernel (else: connecting to one the service runs)
             env = dict(kwargs.get("env") or {})
-            request = await self.gpu_request(str(env.get(SESSION_ENV) or ""))
-            if request is not None:
-                env[REQUEST_ENV] = json.dumps(request)
-            else:
-                env.pop(REQUEST_ENV, None)  # only this server's word on it reaches the service
-            wait = GIVEN_WAIT.get()
-            if wait is not None:  # the panel's word; else the service's default applies
-                env[WAIT_ENV] = "true" if wait else "false"
-            else:
-                env.pop(WAIT_ENV, None)
+            given = launch_request.given()
+            sent = LaunchRequest(
+                gpus=await self.gpu_request(given, str(env.get(SESSION_ENV) or "")),
+                wait=given.wait,  # the panel's word; None: the service's default applies
+            )
+            # Only this server's word on them reaches the service.
+            env = {k: v for k, v in env.items() if k not in (REQUEST_ENV, WAIT_ENV)}
+            env.update(sent.environment())
             kwargs["env"] = gateway_env(env, GatewayClient.instance().allowed_envs)
         try:
             return str(await super().start_kernel(kernel_id=kernel_id, path=path, **kwargs))
         except Exception as e:
             raise _translated(e) from e
 
-    async def gpu_request(self, session_name: str) -> Any:
-        """What the start asks for, as JSON: the request the extension's endpoint gave the launch,
-        else the notebook's own (its metadata, read through this server's contents manager),
-        else None (the kernel spec's default, the service's to apply)."""
-        given = GIVEN_REQUEST.get()
-        if given is not None:
-            return given.to_json()
+    async def gpu_request(self, given: LaunchRequest, session_name: str) -> GPURequest | None:
+        """What the start asks for: the request the extension's endpoint gave the launch, else
+        the notebook's own (its metadata, read through this server's contents manager), else
+        None (the kernel spec's default, the service's to apply)."""
+        if given.gpus is not None:
+            return given.gpus
         contents = getattr(self.parent, "contents_manager", None)
         notebook = api_path_of_session(session_name, str(self.root_dir))
         try:
-            found = await read_notebook_request(contents, notebook)
+            return await read_notebook_request(contents, notebook)
         except NotebookRequestError as e:
             raise as_http(e) from e
-        return found.to_json() if found is not None else None
 
     async def restart_kernel(self, kernel_id: str, now: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
         try:

@@ -46,8 +46,8 @@ from traitlets import Integer, default
 
 from .. import _private
 from ..base.errors import ContainerKernelError
-from ..gpus.notebook_requests import launching_with
 from ..host.identity import KernelUser
+from ..kernel.launch_request import launching
 from ..services import services_for
 from .websocket import (
     HeldMessages,
@@ -433,7 +433,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             return False
         self.log.info("Kernel %s: %s It restarts as it was before.", kernel_id, cancelled.sentence)
         try:
-            with launching_with(None, wait=False):
+            with launching(gpus=None, wait=False):
                 await super().restart_kernel(kernel_id, now=True)
         except Exception as e:
             self.log.warning("Kernel %s could not restart as it was before: %s", kernel_id, e)

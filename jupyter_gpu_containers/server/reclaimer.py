@@ -31,6 +31,7 @@ from jupyter_server.utils import ensure_async
 from ..gpus.allocator import GPURequest
 from ..gpus.gpu_usage import UsageSample, unknown_reason
 from ..gpus.reclaim import SHUTDOWN, Decision, GPUReclaim, Observation, duration_text, gpus_text
+from ..kernel.launch_request import launching
 from ..kernel.provisioner import ContainerProvisioner
 from ..routes.kernel_view import container_kernels, launched_at, notebook_of
 from ..services import Services
@@ -193,8 +194,8 @@ async def restart_without_gpus(
     jupyter_server's ``reason`` of the kernel. Used by the reclaimer and by an administrator's
     release (admin_view.py)."""
     old_container = provisioner.container_id
-    provisioner.change_request(GPURequest())  # nothing: the kernel's GPUs go
-    await ensure_async(mkm.restart_kernel(kernel_id, now=True))
+    with launching(gpus=GPURequest(), restart_of=kernel_id):  # nothing: the kernel's GPUs go
+        await ensure_async(mkm.restart_kernel(kernel_id, now=True))
     close_kernel_websockets(kernel_id, sentence)
     # The restart recorded how the previous container ended: say why it did. A restart that
     # recorded none (or the new container's) still gets the old container's end.

@@ -36,10 +36,8 @@ from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from ..base import labels as L
 from ..base.errors import ValueRefused
 from ..base.records import ContainerRecord
-from ..host.hoststate import StateDir
 from ..host.identity import UserDirectory
 from ..host.privatedirs import (
-    CONNECTION_FILE_NAME,
     connection_root,
     own_private_dir,
     read_connection_file,
@@ -58,48 +56,6 @@ class RecoveryReport:
     reattached: list[str]
     removed: list[str]
     left_alone: list[str]
-
-
-def decide(
-    record: ContainerRecord,
-    server_id: str,
-    state: StateDir,
-    me: L.OwnerProcess,
-    root: str,
-    pods: bool = False,
-) -> str:
-    """'reattach', 'remove' or 'leave' for one labelled container, at this server's start.
-    ``root``: this server's private-directory root; ``pods``: a backend whose kernels are pods
-    (their server is the service of the namespace, whatever pod or host it ran in, and their
-    connection is their Secret). Blocking (it stats files): a worker thread."""
-    owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
-    if pods:
-        if owner == me:
-            return "leave"
-        if record.labels.get(L.SERVER_ID, "") != server_id:
-            return "leave"  # another service's namespace share: not ours to judge
-        return "reattach" if record.status == "running" else "remove"
-    if owner is None or owner.host != me.host:
-        return "leave"  # an engine shared with another host: not ours to judge
-    if owner == me:
-        return "leave"  # started by this very process (a kernel launched while we recover)
-    owner_id = record.labels.get(L.SERVER_ID, "")
-    uid = record.labels.get(L.UID, "")
-    if owner_id == server_id:
-        private = own_private_dir(root, record.labels.get(L.CONNECTION_DIR, ""))
-        running = record.status == "running"
-        if running and private and os.path.isfile(os.path.join(private, CONNECTION_FILE_NAME)):
-            return "reattach"
-        return "remove"
-    if not state.shared and uid != str(os.geteuid()):
-        return "leave"  # its server may be alive in the host state directory we cannot use
-    if state.is_alive(owner_id, uid):
-        return "leave"
-    if owner.is_alive():
-        # Its creator still runs, though not registered in our state dir (a server configured
-        # with another ContainerPolicy.state_dir): never remove a live server's kernel.
-        return "leave"
-    return "remove"
 
 
 async def recover(
@@ -131,14 +87,14 @@ async def recover(
         if record.labels.get(L.KERNEL_ID) in mkm:
             continue  # already ours in this process
         action = await asyncio.to_thread(
-            decide, record, server_id, state, me, root, engine.connection_on_pod_ip
+            services.placement.left_behind, record, server_id, state, me, root
         )
         if action == "reattach" and L.POOL in record.labels and claimed is None:
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
             try:
                 # A pod's kernel listens on the pod's own address, not on this host's.
-                address = await engine.address(record.id) if engine.connection_on_pod_ip else ""
+                address = await services.placement.address(record.id)
                 info = await engine.connection_info(record.id) if address else None
                 await _reattach(mkm, record, root, log, directory, address, info)
                 report.reattached.append(record.labels[L.KERNEL_ID])

@@ -36,22 +36,20 @@ from jupyter_server.services.kernelspecs.handlers import KernelSpecHandler, Main
 from jupyter_server.utils import url_escape, url_path_join
 from tornado import web
 
-from ..base.errors import ContainerKernelError, ValueRefused
-from ..gpus.allocator import GPURequest
-from ..gpus.gpuqueue import WHILE_WAITING
-from ..gpus.notebook_requests import launching_with
-from ..host.identity import KernelUser, launching_for
+from ..base.errors import ContainerKernelError
+from ..gpus.gpuqueue import WhileWaiting
+from ..host.identity import KernelUser
 from ..images import privateimages
 from ..kernel.kernelspecs import ContainerKernelSpecManager
+from ..kernel.launch_request import LaunchRequest, launching
 from ..policy.admin_policy import ContainerPolicy
 from ..policy.checks import inside, kernel_limits, parse_size
 from ..routes.admin_view import service_admin_refusal
 from ..server.stock_routes import KernelActionsHandler
 from ..services import SETTINGS_KEY
 
-# What a start's env may carry that the service reads (contract with users' servers).
-REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
-WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
+# What a start's env may carry that the service reads (contract with users' servers), beside
+# the launch request's own (launch_request.py: REQUEST_ENV, WAIT_ENV).
 WORKING_DIR_ENV = "KERNEL_WORKING_DIR"
 SESSION_ENV = "JPY_SESSION_NAME"
 
@@ -94,37 +92,17 @@ def _inside_workspace(path: Any, workspace: str) -> str:
     return path if inside(path, workspace) else ""
 
 
-def wait_argument(env: Any) -> bool | None:
-    """Whether a start's ``env`` asks to wait for its GPUs in the queue ("true"/"false"); None
-    when it does not say (GPUQueue.wait_by_default). ValueRefused for anything else."""
-    raw = env.get(WAIT_ENV) if isinstance(env, dict) else None
-    if raw is None or raw == "":
-        return None
-    if raw in ("true", "false"):
-        return raw == "true"
-    raise ValueRefused(f'{WAIT_ENV} must be "true" or "false".')
-
-
-def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], GPURequest | None]:
+def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], LaunchRequest]:
     """What a start's ``env`` may decide: the kernel's directory and session name (dropped
-    unless inside the user's workspace), and the notebook's GPU request (ValueRefused when
-    malformed). Blocking (realpath): a worker thread."""
+    unless inside the user's workspace), and the launch request's GPUs and wait
+    (LaunchRequest.from_environment: ValueRefused when malformed). Blocking (realpath): a worker
+    thread."""
     env = env if isinstance(env, dict) else {}
     cwd = _inside_workspace(env.get(WORKING_DIR_ENV), user.workspace) or user.workspace
     session = _inside_workspace(env.get(SESSION_ENV), user.workspace)
-    raw = env.get(REQUEST_ENV)
-    request = None
-    if isinstance(raw, str) and raw.strip() not in ("", "null"):
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise ValueRefused(
-                f"{REQUEST_ENV} must be the notebook's GPU request as JSON (a count, a list "
-                "of GPU ids, or null)."
-            ) from None
-        request = GPURequest.parse(value) if value is not None else None
+    given = LaunchRequest.from_environment(env)
     launch_env = {SESSION_ENV: session} if session else {}
-    return {"cwd": cwd, "env": launch_env}, request
+    return {"cwd": cwd, "env": launch_env}, given
 
 
 class ServiceKernelsHandler(MainKernelHandler):
@@ -156,15 +134,9 @@ class ServiceKernelsHandler(MainKernelHandler):
         except NoSuchKernel:
             raise web.HTTPError(404, f"There is no kernel spec {name!r} here.") from None
         try:
-            kwargs, request = await asyncio.to_thread(start_arguments, user, model.get("env"))
-            wait = wait_argument(model.get("env"))
+            kwargs, given = await asyncio.to_thread(start_arguments, user, model.get("env"))
         except ContainerKernelError as e:  # a malformed GPU request too (InvalidGPURequest)
             raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
-        given = (
-            launching_with(request, wait)
-            if request is not None or wait is not None
-            else contextlib.nullcontext()
-        )
         queue = getattr(self.serverapp, "start_queue", None)
         bounds = getattr(self.serverapp, "user_kernels", None)
         services = self.settings.get(SETTINGS_KEY)
@@ -181,8 +153,10 @@ class ServiceKernelsHandler(MainKernelHandler):
             ):
                 async with (
                     queue.slot(user.username) if isinstance(queue, StartQueue) else _no_queue()
-                ):
-                    with launching_for(user), given:
+                ) as given_back:
+                    with launching(
+                        user=user, gpus=given.gpus, wait=given.wait, while_waiting=given_back
+                    ):
                         kernel_id: str = await km.start_kernel(
                             kernel_name=name, kernel_id=self._starting, **kwargs
                         )
@@ -245,7 +219,7 @@ class StartQueue:
         self._held: dict[str, int] = {}  # user -> slots held
         self._waiting: dict[str, int] = {}  # user -> starts in the waiting room
         # Starts waiting for a slot, in order; a start that gave its slot back while it waited
-        # for a GPU (gpuqueue.WHILE_WAITING) comes back at the front.
+        # for a GPU (its launch request's while_waiting) comes back at the front.
         self._queue: list[tuple[str, asyncio.Future[None]]] = []
 
     def _may_take(self, user: str) -> bool:
@@ -310,7 +284,7 @@ class StartQueue:
         return None
 
     @contextlib.asynccontextmanager
-    async def slot(self, user: str) -> Any:
+    async def slot(self, user: str) -> AsyncIterator[WhileWaiting]:
         if not self._may_take(user):
             refusal = self._refusal(user)
             if refusal is not None:
@@ -326,8 +300,9 @@ class StartQueue:
                     del self._waiting[user]
         else:
             self._take(user)
-        # A start that waits for a GPU gives its slot back meanwhile (gpuqueue.WHILE_WAITING):
-        # starts that can go ahead are not held up by those that cannot.
+        # A start that waits for a GPU gives its slot back meanwhile (what this yields goes to
+        # the queue as the launch request's while_waiting): starts that can go ahead are not
+        # held up by those that cannot.
         held = True
 
         @contextlib.asynccontextmanager
@@ -341,11 +316,9 @@ class StartQueue:
                 await self._acquire(user, first=True)  # (cancelled here: the slot is not held)
                 held = True
 
-        token = WHILE_WAITING.set(given_back)
         try:
-            yield
+            yield given_back
         finally:
-            WHILE_WAITING.reset(token)
             if held:
                 self._release(user)
 
@@ -458,8 +431,8 @@ def _owned_by(km: Any, kernel_id: str, user: KernelUser) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _no_queue() -> Any:
-    yield
+async def _no_queue() -> AsyncIterator[WhileWaiting | None]:
+    yield None
 
 
 class ServiceKernelHandler(KernelHandler):
