@@ -23,14 +23,13 @@ from jupyter_gpu_containers.gpus.allocator import (
 )
 from jupyter_gpu_containers.gpus.gpuqueue import (
     NotYourTurn,
-    Ticket,
     fair_order,
     held_by_user,
     my_turn,
     read_tickets,
-    remove_stale_tickets,
 )
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
+from jupyter_gpu_containers.gpus.tickets import Ticket, remove_stale_tickets
 from jupyter_gpu_containers.host.hoststate import StateDir
 
 

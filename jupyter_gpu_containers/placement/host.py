@@ -32,10 +32,11 @@ from ..gpus.allocator import (
     attachment,
     resolve_attach_mode,
 )
-from ..gpus.gpuqueue import GPUQueue, Start, Ticket
+from ..gpus.gpuqueue import GPUQueue, Start
 from ..gpus.inventory import GPU, GPUInventory, Inventory
 from ..gpus.notebook_requests import fitted_to_host
 from ..gpus.quota import GPUQuota
+from ..gpus.tickets import Ticket
 from ..host.hoststate import StateDir
 from ..host.privatedirs import CONNECTION_FILE_NAME, own_private_dir
 from ..images import compat

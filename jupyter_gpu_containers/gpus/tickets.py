@@ -1,0 +1,255 @@
+"""The GPU wait queue's tickets on disk (gpuqueue.py has the queue): one file per waiting start in
+the host state directory, created O_EXCL|O_NOFOLLOW and held by an flock for as long as the
+start waits; read back only when its file belongs to the uid its name gives (or to root or the
+directory's owner: the kernel service, writing its users' tickets) and its flock is held. The
+served marks (``gpuq-served-<uid>``: a user's last grant) and the removal of a user's stale
+tickets live here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..base.errors import ContainerKernelError
+from ..base.records import iso_time
+from ..base.safefiles import read_trusted, remove_own_files
+from ..host.hoststate import StateDir, flock_held, flocked_files
+from .allocator import (
+    GPURequest,
+)
+
+TICKET_PREFIX = "gpuq-"
+TICKET_NAME = re.compile(r"gpuq-(\d{19,20})-(\d{1,10})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+_SERVED = re.compile(r"gpuq-served-(\d{1,10})")
+_MAX_TICKET_BYTES = 4096
+# A ticket file nobody holds any more is removed by its own user's next waiter after this long
+# (a waiter creates its file, then locks it: a younger unlocked file may be one being made).
+_STALE_AFTER = 60.0
+# A ticket that names no deadline counts for at most this long.
+_LONGEST_WAIT = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One waiting start, as any server on the host reads it."""
+
+    name: str  # its file's name in the state directory
+    kernel_id: str
+    uid: int
+    user: str
+    request: GPURequest
+    arrived: float  # unix time
+    notebook: str = ""
+    server_id: str = ""
+    deadline: float = 0.0  # unix time; 0: none known
+    position: int = 0  # 1-based, in fair order (0: not ordered yet)
+
+    def to_json(
+        self, viewer_uid: int, show_others: bool, now: float | None = None
+    ) -> dict[str, Any]:
+        """The ticket as the API shows it to ``viewer_uid``: another user's kernel id never, their
+        name and notebook only with GPUVisibility.show_other_users."""
+        now = time.time() if now is None else now
+        yours = self.uid == viewer_uid
+        reveal = yours or show_others
+        return {
+            "kernel_id": self.kernel_id if yours else None,
+            "yours": yours,
+            "user": self.user if reveal else None,
+            "notebook": self.notebook if reveal else None,
+            "gpus": self.request.to_json(),
+            "position": self.position,
+            "waited": round(max(0.0, now - self.arrived), 1),
+            "deadline": iso_time(self.deadline) if self.deadline else None,
+        }
+
+
+def read_queue_files(
+    state: StateDir, locks: frozenset[str] | None = None
+) -> tuple[list[Ticket], dict[int, float]]:
+    """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking."""
+    locks = locks if locks is not None else flocked_files()
+    try:
+        names = os.listdir(state.fd)
+        directory_owner = os.fstat(state.fd).st_uid
+    except OSError:
+        return [], {}
+    found = []
+    served: dict[int, float] = {}
+    for name in names:
+        m = TICKET_NAME.fullmatch(name)
+        if m is not None:
+            ticket = _read_ticket(state, name, m, locks, directory_owner)
+            if ticket is not None:
+                found.append(ticket)
+            continue
+        m = _SERVED.fullmatch(name)
+        if m is not None:
+            with contextlib.suppress(OSError):
+                info = os.stat(name, dir_fd=state.fd, follow_symlinks=False)
+                uid = int(m.group(1))
+                if stat.S_ISREG(info.st_mode) and info.st_uid in (uid, 0, directory_owner):
+                    # The change time, which nobody can set back (an mtime can be).
+                    served[uid] = info.st_ctime
+    return found, served
+
+
+def _read_ticket(
+    state: StateDir,
+    name: str,
+    m: re.Match[str],
+    locks: frozenset[str] | None,
+    directory_owner: int,
+) -> Ticket | None:
+    arrived_ns, uid, kernel_id = int(m.group(1)), int(m.group(2)), m.group(3)
+    try:
+        # The uid its name claims must be its owner's, unless root or the directory's owner (the
+        # kernel service) wrote it: nobody else queues in another user's name.
+        data, info = read_trusted(state.fd, name, (uid, 0, directory_owner), _MAX_TICKET_BYTES + 1)
+    except OSError:
+        return None  # gone meanwhile, a symlink, another's, or not readable to us
+    if not _held(state, name, info, locks):
+        return None  # its waiter is gone (the server died): it holds nobody's place
+    if len(data) > _MAX_TICKET_BYTES:
+        return None
+    try:
+        body = json.loads(data)
+        request = GPURequest.parse(body.get("gpus"))
+        user, notebook = body.get("user", ""), body.get("notebook", "")
+        server_id, deadline = body.get("server_id", ""), body.get("deadline", 0)
+        if not all(isinstance(v, str) for v in (user, notebook, server_id)):
+            return None
+        if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
+            return None
+    except (ValueError, AttributeError, ContainerKernelError):
+        return None
+    if not request.wants_gpus:
+        return None
+    # Its arrival is the name's, but never much before the file was made: the change time
+    # cannot be set back, so nobody jumps the queue by naming an earlier time.
+    arrived = max(arrived_ns / 1e9, info.st_ctime - 2.0)
+    # A ticket past its own deadline counts no more, even if a process still holds it.
+    if time.time() > (float(deadline) or arrived + _LONGEST_WAIT) + 30:
+        return None
+    return Ticket(
+        name=name,
+        kernel_id=kernel_id,
+        uid=uid,
+        user=user[:64],
+        request=request,
+        arrived=arrived,
+        notebook=notebook[:1024],
+        server_id=server_id[:160],
+        deadline=float(deadline),
+    )
+
+
+def _held(state: StateDir, name: str, info: os.stat_result, locks: frozenset[str] | None) -> bool:
+    """Whether a process holds the ticket's flock: from /proc/locks, or where that cannot be
+    read, by trying a shared lock on a descriptor of our own (it fails while a waiter holds its
+    exclusive one; closing the descriptor drops ours)."""
+    held = flock_held(info, locks)
+    if held is not None:
+        return held
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=state.fd
+        )
+    except OSError:
+        return False  # gone meanwhile
+    try:
+        if os.fstat(fd).st_ino != info.st_ino:
+            return False  # another file by now: this ticket is gone
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held (BlockingIOError), or cannot tell: it keeps its place
+    finally:
+        os.close(fd)
+    return False
+
+
+def write_ticket(state: StateDir, ticket: Ticket) -> int:
+    """Create the ticket's file and hold its flock; the descriptor keeps the place."""
+    fd = os.open(
+        ticket.name,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        # Readable by the directory's group (the other servers that share the queue): it says
+        # who waits for what, which the panel shows only as GPUVisibility allows.
+        0o644,
+        dir_fd=state.fd,
+    )
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask: every server sharing the queue reads it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        body = {
+            "user": ticket.user,
+            "notebook": ticket.notebook,
+            "gpus": ticket.request.to_json(),
+            "server_id": ticket.server_id,
+            "deadline": ticket.deadline,
+        }
+        os.write(fd, json.dumps(body).encode()[:_MAX_TICKET_BYTES])
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(ticket.name, dir_fd=state.fd)
+        raise
+    return fd
+
+
+def mark_served(state: StateDir, uid: int) -> None:
+    """Record that ``uid`` was just given GPUs (the mtime of ``gpuq-served-<uid>``), for the
+    round-robin's "least recently served first". Blocking: a worker thread."""
+    name = f"gpuq-served-{uid}"
+    try:
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            0o644,
+            dir_fd=state.fd,
+        )
+    except OSError:
+        return  # another user's, or a symlink: never touched
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1:
+            os.fchmod(fd, 0o644)  # readable to the other servers, whatever the umask
+            os.utime(fd)  # (sets the change time too, which is what readers use)
+    except OSError:
+        pass  # the round-robin's tie-break only: never a reason to fail a start
+    finally:
+        os.close(fd)
+
+
+def remove_ticket(state: StateDir, name: str, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=state.fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def remove_stale_tickets(state: StateDir, uid: int) -> int:
+    """Remove this user's tickets that no process holds any more (a server that died while a
+    start waited). Only one's own files can be removed in the sticky directory; others' are
+    ignored by every reader anyway. Blocking: a worker thread."""
+    locks = flocked_files()
+    if locks is None:
+        return 0
+    now = time.time()
+    return remove_own_files(
+        state.fd,
+        TICKET_NAME,
+        lambda m, info: (
+            int(m.group(2)) == uid
+            and now - info.st_mtime >= _STALE_AFTER
+            and flock_held(info, locks) is False
+        ),
+    )
