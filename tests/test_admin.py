@@ -28,7 +28,8 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.safefiles import owner_name
-from jupyter_gpu_containers.routes.admin_view import ActionRecord, desk_for, write_record
+from jupyter_gpu_containers.routes.admin_actions_view import ActionRecord, write_record
+from jupyter_gpu_containers.routes.admin_desk_view import desk_for
 from jupyter_gpu_containers.services import SETTINGS_KEY
 
 GPU_SPEC = kernel_name(NGC_IMAGE)  # one GPU by default

@@ -11,11 +11,12 @@ from jupyter_server.auth.decorator import authorized
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from tornado import web
 
-from .admin_view import AdminDesk, NotAdmin, admin_view
-from .admin_view import act as admin_act
-from .admin_view import desk_for as admin_desk_for
-from .admin_view import notices_for as admin_notices
-from .admin_view import parse_action as parse_admin_action
+from .admin_actions_view import act as admin_act
+from .admin_actions_view import notices_for as admin_notices
+from .admin_actions_view import parse_action as parse_admin_action
+from .admin_desk_view import AdminDesk
+from .admin_desk_view import desk_for as admin_desk_for
+from .admin_view import NotAdmin, admin_view
 from .admin_view import refusal as admin_refusal
 from .base import ADMIN_AUTH_RESOURCE, GPUContainersHandler, json_object
 

@@ -21,7 +21,7 @@ from ..gpus.inventory import Inventory
 from ..host.identity import KernelUser
 from ..server.kernelmanager import finish_with_sentence
 from ..services import SETTINGS_KEY, Services
-from .admin_view import desk_for as admin_desk_for
+from .admin_desk_view import desk_for as admin_desk_for
 from .admin_view import refusal as admin_refusal
 
 # Resource name for jupyter_server's authorizer: one namespace for all of this extension's routes.

@@ -18,7 +18,7 @@ from ..host.identity import UserDirectory
 from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..kernel.warm_starter import warm_container_starter
 from ..kernel.warmpool import WarmPool
-from ..routes.admin_view import desk_for as admin_desk_for
+from ..routes.admin_desk_view import desk_for as admin_desk_for
 from ..routes.handlers import default_handlers
 from ..routes.kernel_view import watched_kernels
 from ..routes.notebooks import NotebookKernelHandler
@@ -276,7 +276,7 @@ class GPUContainersApp(ExtensionApp):
         if getattr(serverapp, "is_kernel_service", False):
             return  # warm containers run as the server's account; a service's kernels do not
         # Direct mode: admin actions other servers recorded on this server's kernels
-        # (admin_view.py).
+        # (admin_actions_view.py).
         desk = services.keep(admin_desk_for(serverapp.web_app.settings, services, serverapp))
         desk.start_watching(services, mkm, self.log)
         # After recovery, which removes the warm containers a previous process left: the pool

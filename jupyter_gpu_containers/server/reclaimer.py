@@ -192,7 +192,7 @@ async def restart_without_gpus(
     pages' websockets are closed (they reconnect to the new kernel), and ``sentence`` becomes
     the reason of the previous container's end (the kernel's own view, its log feed) and
     jupyter_server's ``reason`` of the kernel. Used by the reclaimer and by an administrator's
-    release (admin_view.py)."""
+    release (admin_actions_view.py)."""
     old_container = provisioner.container_id
     with launching(gpus=GPURequest(), restart_of=kernel_id):  # nothing: the kernel's GPUs go
         await ensure_async(mkm.restart_kernel(kernel_id, now=True))
