@@ -39,7 +39,7 @@ from ..host.identity import KernelUser, UnknownUser, UserDirectory
 from ..placement.cluster import refuse_host_sharing
 from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
-from .service_routes import StartQueue, UserKernels
+from .start_bounds import StartQueue, UserKernels
 
 EXTENSION = "jupyter_gpu_containers"
 DEFAULT_PORT = 8890
