@@ -24,13 +24,15 @@ from jupyter_gpu_containers.images.compat import (
     NATIVE,
     NO_GPUS,
     UNKNOWN,
-    Condition,
     Verdict,
+    min_driver_for_cuda,
+    verdict,
+)
+from jupyter_gpu_containers.images.cuda_requirements import (
+    Condition,
     compare_versions,
     image_cuda,
-    min_driver_for_cuda,
     parse_requirement,
-    verdict,
 )
 
 # --------------------------------------------------------------------------- real images

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
 from jupyter_gpu_containers.images import compat
-from jupyter_gpu_containers.images.compat import Condition, parse_requirement
+from jupyter_gpu_containers.images.cuda_requirements import Condition, parse_requirement
 
 # Bounded and fast: each example must parse within the deadline, on a slow CI machine too.
 FUZZ = settings(
@@ -62,7 +62,7 @@ def parse_or_value_error(text: str) -> list[list[Condition]] | None:
             if c.prop == "brand":
                 assert c.op in ("=", "!=") and c.value == c.value.lower() and c.value
             else:
-                assert compat._is_version(c.value), c
+                assert compat.is_version(c.value), c
     return terms
 
 

@@ -28,6 +28,7 @@ from ..base.references import normalize_reference, registry_of
 from ..gpus.inventory import Inventory
 from ..policy.admin_policy import ContainerPolicy, check_image_allowed
 from . import compat
+from .cuda_requirements import image_cuda
 from .probe import ProbeResult
 
 _FRAMEWORKS = {
@@ -256,7 +257,7 @@ class ImageDescription:
     @property
     def cuda(self) -> str:
         """The CUDA version the verdict checks ("" for a CPU build or when unknown)."""
-        return compat.image_cuda(self.env) if self.gpu else ""
+        return image_cuda(self.env) if self.gpu else ""
 
     def verdict(self, inventory: Inventory) -> compat.Verdict:
         return compat.verdict(self.env, inventory, gpu_build=self.gpu)

@@ -28,11 +28,22 @@ environment values in a table.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..gpus.inventory import GPU, Inventory
+from .cuda_requirements import (
+    Condition,
+    brand_specific,
+    compare_versions,
+    env_flag,
+    image_cuda,
+    is_version,
+    parse_cuda,
+    parse_requirement,
+    requirement_texts,
+    term_text,
+)
 
 NATIVE = "native"
 COMPAT = "compat"
@@ -61,45 +72,6 @@ class Verdict:
 
 
 # --------------------------------------------------------------------------- versions
-
-# ASCII digits only (as the runtime's own parser takes them), at most 9 per part: an image's
-# environment is anyone's text, and a longer run is no version; int() even refuses 4300 digits
-# or more with a ValueError that would fail the whole catalog.
-_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
-
-
-def _parts(version: str) -> list[int]:
-    text = version.strip()
-    if not _VERSION.fullmatch(text):
-        raise ValueError(f"not a version: {version!r}")
-    parts = [int(p) for p in text.split(".")]
-    # libnvidia-container ignores trailing zero parts: 12.2 == 12.2.0.
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return parts
-
-
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b``: numeric part by part
-    ("535.104.05" > "535.54.03"), trailing ``.0`` parts ignored ("12.2" == "12.2.0")."""
-    pa, pb = _parts(a), _parts(b)
-    return (pa > pb) - (pa < pb)
-
-
-def _is_version(text: str) -> bool:
-    return bool(_VERSION.fullmatch(text.strip()))
-
-
-_CUDA = re.compile(r"\s*([0-9]{1,9})(?:\.([0-9]{1,9}))?(?:\.([0-9]{1,9}))?(?![0-9])")
-
-
-def _parse_cuda(text: str) -> tuple[int, int, int | None] | None:
-    """ "12.2.2.009" -> (12, 2, 2); "12.4" -> (12, 4, None). NGC's fourth part is a build."""
-    match = _CUDA.match(text or "")
-    if not match:
-        return None
-    patch = match.group(3)
-    return int(match.group(1)), int(match.group(2) or 0), int(patch) if patch else None
 
 
 # The minimum Linux x86_64 driver bundled with each CUDA toolkit, by (major, minor) and then by
@@ -154,7 +126,7 @@ _RTX_BRANDS = frozenset({"nvidiartx", "quadrortx"})
 def min_driver_for_cuda(cuda: str) -> str | None:
     """The minimum driver for a CUDA toolkit version: "12.2.2" -> "535.104.05", "12.2.0" and
     "12.2" -> "535.54.03". ``None`` when the version is not in NVIDIA's table."""
-    parsed = _parse_cuda(cuda)
+    parsed = parse_cuda(cuda)
     if parsed is None:
         return None
     major, minor, patch = parsed
@@ -286,136 +258,8 @@ def _cuda_for_driver(driver: str) -> str:
 
 # --------------------------------------------------------------------------- the constraint DSL
 
-_PROPERTIES = ("cuda", "driver", "arch", "brand")
-_CONDITION = re.compile(r"([A-Za-z]+)(>=|<=|!=|=|<|>)(.*)")
-_BRAND_VALUE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One ``prop op value`` of libnvidia-container's constraint grammar, e.g. ``cuda>=12.2``."""
-
-    prop: str  # cuda | driver | arch | brand
-    op: str  # = != < <= > >=
-    value: str  # a version, or a lower-case brand
-
-    def __str__(self) -> str:
-        return f"{self.prop}{self.op}{self.value}"
-
-    def holds(self, *, cuda: str, driver: str, arch: str | None, brand: str | None) -> bool:
-        """Evaluate against one GPU's facts. ``arch``/``brand`` None (no GPU, or a static
-        inventory that does not say) count as satisfied, as the runtime does without a GPU."""
-        if self.prop == "brand":
-            if brand is None:
-                return True
-            same = brand.lower() == self.value
-            return same if self.op == "=" else not same
-        if self.prop == "arch":
-            if not arch:
-                return True
-            have = arch
-        else:
-            have = cuda if self.prop == "cuda" else driver
-        c = compare_versions(have, self.value)
-        return {
-            "=": c == 0,
-            "!=": c != 0,
-            "<": c < 0,
-            "<=": c <= 0,
-            ">": c > 0,
-            ">=": c >= 0,
-        }[self.op]
-
-
-def _parse_condition(text: str, whole: str) -> Condition:
-    if not text:
-        raise ValueError(f"empty condition in requirement {whole!r} (stray ',' or space?)")
-    match = _CONDITION.fullmatch(text)
-    if not match:
-        raise ValueError(
-            f"{text!r} in requirement {whole!r} is not PROPERTY OP VALUE, e.g. cuda>=12.2"
-        )
-    prop, op, value = match.group(1).lower(), match.group(2), match.group(3)
-    if prop not in _PROPERTIES:
-        raise ValueError(
-            f"unknown property {match.group(1)!r} in {text!r}: expected one of "
-            f"{', '.join(_PROPERTIES)}"
-        )
-    if prop == "brand":
-        if op not in ("=", "!="):
-            raise ValueError(f"{text!r}: brand takes only = and !=")
-        if not _BRAND_VALUE.fullmatch(value):
-            raise ValueError(f"{text!r}: {value!r} is not a brand name")
-        return Condition(prop, op, value.lower())
-    if not _is_version(value):
-        raise ValueError(f"{text!r}: {value!r} is not a version like 12.2 or 535.104.05")
-    return Condition(prop, op, value)
-
-
-def parse_requirement(text: str) -> list[list[Condition]]:
-    """Parse an ``NVIDIA_REQUIRE_*`` value: terms separated by spaces are ORed, conditions
-    separated by commas within a term are ANDed. Raises ValueError on bad grammar."""
-    terms = [[_parse_condition(cond, text) for cond in term.split(",")] for term in text.split()]
-    if not terms:
-        raise ValueError("empty requirement")
-    return terms
-
-
-def _brand_specific(term: Sequence[Condition]) -> bool:
-    return any(c.prop == "brand" for c in term)
-
-
-def _term_text(term: Sequence[Condition]) -> str:
-    return ",".join(str(c) for c in term)
-
 
 # --------------------------------------------------------------------------- the image
-
-
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "y", "t", "on"}
-
-
-def _requirement_texts(env: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The constraints the runtime checks, as (where from, text): NVIDIA_REQUIRE_CUDA first, then
-    the other NVIDIA_REQUIRE_* (JETPACK ones are not constraints), then the implicit cuda>=X.Y
-    the runtime gives a legacy image (CUDA_VERSION without NVIDIA_REQUIRE_CUDA)."""
-    out: list[tuple[str, str]] = []
-    names = sorted(
-        (n for n in env if n.startswith("NVIDIA_REQUIRE_")),
-        key=lambda n: (n != "NVIDIA_REQUIRE_CUDA", n),
-    )
-    for name in names:
-        if name.startswith("NVIDIA_REQUIRE_JETPACK"):
-            continue
-        value = (env[name] or "").strip()
-        if value:
-            out.append((name, value))
-    legacy = _parse_cuda(env.get("CUDA_VERSION", "") or "")
-    if legacy and not (env.get("NVIDIA_REQUIRE_CUDA") or "").strip():
-        out.insert(0, ("CUDA_VERSION", f"cuda>={legacy[0]}.{legacy[1]}"))
-    return out
-
-
-def image_cuda(env: Mapping[str, str]) -> str:
-    """The CUDA toolkit version an image declares: CUDA_VERSION as written ("12.2.2.009"), else
-    the highest ``cuda`` floor in NVIDIA_REQUIRE_CUDA ("cuda>=12.8" -> "12.8"); "" for CPU
-    builds."""
-    declared = (env.get("CUDA_VERSION") or "").strip()
-    if declared:
-        return declared
-    try:
-        terms = parse_requirement(env.get("NVIDIA_REQUIRE_CUDA") or "")
-    except ValueError:
-        return ""
-    floors = [
-        c.value for term in terms for c in term if c.prop == "cuda" and c.op in (">=", "=", ">")
-    ]
-    best = ""
-    for floor in floors:
-        if not best or compare_versions(floor, best) > 0:
-            best = floor
-    return best
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -467,10 +311,10 @@ def verdict(
 
     ``gpu_build`` None decides from ``env`` (CUDA_VERSION or an NVIDIA_REQUIRE_* constraint make
     a GPU build); True marks a GPU build whose CUDA version may be unknown (a -gpu tag)."""
-    requirement_texts = _requirement_texts(env)
+    texts = requirement_texts(env)
     cuda = image_cuda(env)
     if gpu_build is None:
-        gpu_build = bool(cuda or requirement_texts)
+        gpu_build = bool(cuda or texts)
     if not gpu_build:
         return Verdict(CPU_ONLY, "CPU build: runs on any host, without GPUs")
 
@@ -483,7 +327,7 @@ def verdict(
         )
 
     driver = inventory.driver_version.strip()
-    if not driver or not _is_version(driver):
+    if not driver or not is_version(driver):
         return Verdict(
             UNKNOWN,
             "the host's NVIDIA driver version is unknown, so this image's CUDA "
@@ -491,7 +335,7 @@ def verdict(
             "(and GPUInventory.static_cuda_version)",
         )
     host_cuda = inventory.cuda_driver_version.strip() or _cuda_for_driver(driver)
-    if not host_cuda or not _is_version(host_cuda):
+    if not host_cuda or not is_version(host_cuda):
         return Verdict(
             UNKNOWN,
             f"the CUDA version that driver {driver} supports is unknown: set "
@@ -499,9 +343,9 @@ def verdict(
         )
     host = _Host(driver, host_cuda, static=inventory.source == "static")
 
-    enforced = not _truthy(env.get("NVIDIA_DISABLE_REQUIRE") or "")
+    enforced = not env_flag(env.get("NVIDIA_DISABLE_REQUIRE") or "")
     requirements: list[tuple[str, list[list[Condition]]]] = []
-    for name, text in requirement_texts:
+    for name, text in texts:
         try:
             requirements.append((name, parse_requirement(text)))
         except ValueError as e:
@@ -512,12 +356,12 @@ def verdict(
                     f"requirement ({e}); NVIDIA_DISABLE_REQUIRE=true skips the check",
                 )
 
-    parsed = _parse_cuda(cuda)
+    parsed = parse_cuda(cuda)
     built = (env.get("CUDA_DRIVER_VERSION") or "").strip()
     image = _Image(
         cuda=cuda,
         major_minor=parsed[:2] if parsed else None,
-        built_driver=built if _is_version(built) else "",
+        built_driver=built if is_version(built) else "",
         ships_compat=any(
             (env.get(k) or "").strip()
             for k in ("NVIDIA_PRODUCT_NAME", "CUDA_DRIVER_VERSION", "NV_CUDA_COMPAT_PACKAGE")
@@ -544,7 +388,7 @@ def _brand(gpu: GPU) -> str:
 def _arch(gpu: GPU) -> str | None:
     # A compute capability the inventory does not know counts as satisfied, like no GPU.
     cc = gpu.compute_capability.strip()
-    return cc if _is_version(cc) else None
+    return cc if is_version(cc) else None
 
 
 def _fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
@@ -625,7 +469,7 @@ def _driver_fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
             if image.enforced:
                 return _refused(name, terms, gpu, image, host)
             continue
-        if all(_brand_specific(t) for t in satisfied) and declared is None:
+        if all(brand_specific(t) for t in satisfied) and declared is None:
             declared = satisfied[0]
 
     if image.major_minor is None:
@@ -661,7 +505,7 @@ def _driver_fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
         else ""
     )
     if declared is not None and forward_kind in ("data-center", "rtx"):
-        return _forward(_term_text(declared), forward_kind, image, host)
+        return _forward(term_text(declared), forward_kind, image, host)
 
     host_major = int(host.cuda.split(".")[0])
     family = _FAMILY_MIN_DRIVER.get(major)
