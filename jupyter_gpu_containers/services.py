@@ -112,10 +112,10 @@ class Services:
         # GPU-hours per user and group: the engine tells it of every container it removes.
         self.quota = GPUQuota(parent=parent, backend=self.backend, state=lambda: self.state)
         self.backend.on_removed = self.quota.record_removal
-        # Where kernels go and which GPUs they get, chosen here once for the engine: the
-        # one place that asks whether its scheduler places GPUs.
+        # Where kernels go and which GPUs they get, chosen here once for the engine (as
+        # placement_class says).
         self.placement: Placement
-        if self.backend.schedules_gpus:
+        if placement_class(self.backend) is ClusterPlacement:
             self.placement = ClusterPlacement(
                 parent=parent, backend=self.backend, allocator=self.allocator
             )
@@ -197,6 +197,26 @@ class Services:
             if self._state is not None:
                 self._state.close()
                 self._state = None
+
+
+def backend_class(name: str) -> type[ContainerBackend]:
+    """The backend a configuration names (``backend``: "docker" or "kubernetes"), imported only
+    when named (a Docker host needs no Kubernetes client)."""
+    if name == "kubernetes":
+        from .backends.kubernetes.k8s import KubernetesBackend
+
+        return KubernetesBackend
+    from .backends.docker.engine import Engine
+
+    return Engine
+
+
+def placement_class(
+    backend: ContainerBackend | type[ContainerBackend],
+) -> type[HostPlacement] | type[ClusterPlacement]:
+    """How kernels are placed on ``backend`` (a backend, or its class): the one place that asks
+    whether the engine's scheduler places GPUs."""
+    return ClusterPlacement if backend.schedules_gpus else HostPlacement
 
 
 def services_for(owner: Any) -> Services | None:

@@ -30,6 +30,16 @@ class ClusterPlacement(LoggingConfigurable):
 
     shares_directory = False
 
+    @staticmethod
+    def prepare_service_config(config: Config) -> None:
+        """A kernel service's configuration, before anything starts: the host's queue, quotas
+        and reclaim refused in a sentence (refuse_host_sharing); workspaces are the cluster's
+        volumes (KubernetesBackend.workspace_volume), not directories of this host, unless the
+        administrator says otherwise."""
+        refuse_host_sharing(config)
+        if "workspace_on_host" not in config.UserDirectory:
+            config.UserDirectory.workspace_on_host = False
+
     def __init__(
         self, *, backend: ContainerBackend, allocator: GPUAllocator, **kwargs: Any
     ) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Config, LoggingConfigurable
 
 from ..backends.backend import ContainerBackend
 from ..base import labels as L
@@ -51,6 +51,10 @@ class HostPlacement(LoggingConfigurable):
     """Containers on this host's engine; GPUs from the host-wide ledger."""
 
     shares_directory = True
+
+    @staticmethod
+    def prepare_service_config(config: Config) -> None:
+        """Nothing to change: every setting of a kernel service applies on a host."""
 
     def __init__(
         self,

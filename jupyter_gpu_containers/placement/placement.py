@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from traitlets.config import Config
+
 from ..base import labels as L
 from ..base.records import ContainerRecord, ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment, GPURequest
@@ -100,6 +102,12 @@ class Placement(Protocol):
     # pod's: tcp there, behind the cluster's network policy), its connection file comes from a
     # Secret, and the directory stays this server's alone.
     shares_directory: bool
+
+    @staticmethod
+    def prepare_service_config(config: Config) -> None:
+        """Adjust or refuse a kernel service's configuration, before anything starts, for
+        kernels placed this way (ContainerKernelError with a sentence)."""
+        ...
 
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         """Reserve, plan, create and start the kernel's container, or refuse in a sentence

@@ -36,9 +36,9 @@ from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, 
 from .. import __version__
 from ..base.errors import ContainerKernelError, ValueRefused
 from ..host.identity import KernelUser, UnknownUser, UserDirectory
-from ..placement.cluster import refuse_host_sharing
 from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
+from ..services import backend_class, placement_class
 from .start_bounds import StartQueue, UserKernels
 
 EXTENSION = "jupyter_gpu_containers"
@@ -409,12 +409,8 @@ class ServiceApp(ServerApp):
             mkm.cull_idle_timeout = 3600
         if "cull_interval" not in mkm:
             mkm.cull_interval = 60
-        if self.backend == "kubernetes":
-            # Before anything starts: a setting that would do nothing there is a sentence.
-            refuse_host_sharing(self.config)
-            if "workspace_on_host" not in self.config.UserDirectory:
-                # Workspaces are the cluster's volumes (KubernetesBackend.workspace_volume).
-                self.config.UserDirectory.workspace_on_host = False
+        # Before anything starts: a setting that would do nothing where kernels go is a sentence.
+        placement_class(backend_class(self.backend)).prepare_service_config(self.config)
         super().init_configurables()
         provider = self.identity_provider
         if not isinstance(provider, ServiceIdentityProvider):
