@@ -27,7 +27,8 @@ from test_pulls import ended, watch
 from traitlets import TraitError
 
 from jupyter_gpu_containers.base.references import normalize_reference
-from jupyter_gpu_containers.images.prepull import PrePuller, next_daily, parse_entry
+from jupyter_gpu_containers.images.prepull import PrePuller
+from jupyter_gpu_containers.images.prepull_schedule import next_daily, parse_entry
 from jupyter_gpu_containers.images.pulls import PULLS_TURNED_OFF
 from jupyter_gpu_containers.services import Services, services_for
 

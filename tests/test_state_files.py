@@ -21,7 +21,9 @@ from jupyter_gpu_containers.base.safefiles import (
     remove_own_files,
 )
 from jupyter_gpu_containers.host.hoststate import StateDir
-from jupyter_gpu_containers.images.prepull import PrePuller, Run, parse_entry
+from jupyter_gpu_containers.images.prepull import PrePuller
+from jupyter_gpu_containers.images.prepull_records import Run
+from jupyter_gpu_containers.images.prepull_schedule import parse_entry
 from jupyter_gpu_containers.services import services_for
 
 ME = os.geteuid()

@@ -44,21 +44,20 @@ A record file is believed only when its owner is the uid its name gives, root, o
 directory's owner (a kernel service); another user's record can only make an image look used
 more recently (kept longer), never make it removable.
 
-Blocking work (files, the engine's disk report, removals) runs on worker threads.
+Blocking work (files, the engine's disk report, removals) runs on worker threads. The schedule's
+entries are prepull_schedule.py's, the record files prepull_records.py's, pruning pruning.py's;
+this module runs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import hashlib
-import json
 import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from traitlets import Bool, Float, List, Unicode, validate
@@ -67,181 +66,19 @@ from traitlets.traitlets import TraitError
 
 from ..backends.backend import ContainerBackend
 from ..base.errors import ContainerKernelError, ImageMissing
-from ..base.records import ImageDiskUse, ImagesDiskUse, iso_time
-from ..base.references import BadReference, normalize_reference, parse_reference
-from ..base.safefiles import read_trusted, remove_own_files, write_atomic
+from ..base.records import iso_time
+from ..base.safefiles import remove_own_files
 from ..host.hoststate import StateDir
-from ..policy.admin_policy import ContainerPolicy, image_allowed
+from ..policy.admin_policy import ContainerPolicy
+from .prepull_records import HostRecords, Run
+from .prepull_schedule import ScheduleEntry, parse_entry
+from .pruning import Pruner, prune_json
+from .pruning import disk_totals as disk_totals  # routes/images.py reads it here
 from .pulls import Pull, PullManager
 
-_RUNS_FILE = re.compile(r"prepull-([0-9]{1,10})\.json")
-_USE_FILE = re.compile(r"image-use-([0-9]{1,10})\.json")
 _CLAIM_FILE = re.compile(r"prepull-claim-[0-9a-f]{20}-[0-9]{1,12}")
 # Seconds a claim file is kept by its owner: far longer than any claim counts.
 _CLAIM_KEEP = 2 * 86400.0
-_AT = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
-# Launches of one image recorded at most this often by one process (seconds): a lab of 60
-# starting at once writes the file once, not 60 times.
-_USE_THROTTLE = 60.0
-# References kept in one process's use record (the most recent): the file stays small.
-_USE_KEEP = 500
-# Bytes read of one record file: 500 references with their image ids fit many times over.
-_MAX_RECORD = 1 << 20
-
-
-@dataclass(frozen=True)
-class ScheduleEntry:
-    """One line of the schedule: an image, and either a daily time or an interval."""
-
-    image: str  # normalised reference
-    at: tuple[int, int] | None = None  # local hour and minute, daily
-    every: float | None = None  # hours
-
-    @property
-    def key(self) -> str:
-        """What its runs are recorded under: a changed rule starts afresh."""
-        rule = f"at={self.at[0]:02d}:{self.at[1]:02d}" if self.at else f"every={self.every:g}h"
-        return f"{self.image} {rule}"
-
-    def rule_json(self) -> dict[str, Any]:
-        return {
-            "at": f"{self.at[0]:02d}:{self.at[1]:02d}" if self.at else None,
-            "every_hours": self.every,
-        }
-
-    def next_after(self, after: float) -> float:
-        """The first time this entry is due after ``after`` (a run's start)."""
-        if self.every is not None:
-            return after + self.every * 3600.0
-        assert self.at is not None
-        return next_daily(after, *self.at)
-
-
-def next_daily(after: float, hour: int, minute: int) -> float:
-    """The first local ``hour:minute`` strictly after ``after`` (unix times). mktime normalises
-    day 32 and daylight saving time changes."""
-    local = time.localtime(after)
-    for days in (0, 1, 2):
-        when = time.mktime(
-            (local.tm_year, local.tm_mon, local.tm_mday + days, hour, minute, 0, 0, 0, -1)
-        )
-        if when > after:
-            return when
-    raise AssertionError("unreachable: a day always has this time")  # pragma: no cover
-
-
-def parse_entry(raw: Any) -> ScheduleEntry:
-    """A schedule line from configuration; ValueError with a sentence when it is not one."""
-    if not isinstance(raw, dict):
-        raise ValueError(
-            f'{raw!r} is not {{"image": …, "at": "HH:MM"}} or {{"image": …, "every": hours}}.'
-        )
-    unknown = set(raw) - {"image", "at", "every"}
-    if unknown:
-        raise ValueError(
-            f'{sorted(unknown)} are not schedule keys: give image, and at ("HH:MM", daily, the '
-            "host's local time) or every (hours)."
-        )
-    image = raw.get("image")
-    if not isinstance(image, str) or not image.strip():
-        raise ValueError(f"{raw!r} names no image to pull.")
-    try:
-        ref = parse_reference(image.strip()).written
-    except (BadReference, ValueError) as e:
-        raise ValueError(str(e)) from None
-    at, every = raw.get("at"), raw.get("every")
-    if (at is None) == (every is None):
-        raise ValueError(f'{image}: give either at ("HH:MM") or every (hours), not both or none.')
-    if at is not None:
-        m = _AT.fullmatch(at) if isinstance(at, str) else None
-        if m is None:
-            raise ValueError(
-                f'{image}: at must be a time of day as "HH:MM" (e.g. "02:00"), not {at!r}.'
-            )
-        return ScheduleEntry(ref, at=(int(m[1]), int(m[2])))
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
-        raise ValueError(f"{image}: every must be a number of hours above 0, not {every!r}.")
-    return ScheduleEntry(ref, every=float(every))
-
-
-@dataclass
-class Run:
-    """One scheduled pull, as recorded: when it started and ended, and how."""
-
-    started: float
-    state: str = "pulling"  # pulling, done, error, cancelled; "interrupted" when read back
-    finished: float | None = None
-    message: str = ""
-    digest: str = ""
-    image_id: str = ""
-    pull_id: str = ""
-    uid: int = -1  # whose server ran it
-
-    def to_file(self) -> dict[str, Any]:
-        return {
-            "started": self.started,
-            "state": self.state,
-            "finished": self.finished,
-            "message": self.message,
-            "digest": self.digest,
-            "image_id": self.image_id,
-            "pull_id": self.pull_id,
-        }
-
-    @classmethod
-    def from_file(cls, data: Any, uid: int) -> Run | None:
-        if not isinstance(data, dict):
-            return None
-        try:
-            finished = data.get("finished")
-            return cls(
-                started=float(data["started"]),
-                state=str(data.get("state", "")),
-                finished=float(finished) if finished is not None else None,
-                message=str(data.get("message", ""))[:1000],
-                digest=str(data.get("digest", ""))[:200],
-                image_id=str(data.get("image_id", ""))[:200],
-                pull_id=str(data.get("pull_id", ""))[:64],
-                uid=uid,
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "started": iso_time(self.started),
-            "finished": iso_time(self.finished),
-            "message": self.message,
-            "digest": self.digest,
-            "image_id": self.image_id,
-        }
-
-
-def _trusted_files(state: StateDir, pattern: re.Pattern[str]) -> list[tuple[int, Any]]:
-    """(uid, parsed JSON) of every file ``pattern`` names whose owner is the uid its name
-    gives, or root, or the state directory's owner (a kernel service, which writes for its
-    users: quota.py and admin_view.py believe the same); missing, malformed and foreign files are
-    skipped."""
-    try:
-        names = os.listdir(state.fd)
-    except OSError:
-        return []
-    services = state.service_uids()
-    found = []
-    for name in names:
-        m = pattern.fullmatch(name)
-        if not m:
-            continue
-        uid = int(m[1])
-        try:
-            raw, _info = read_trusted(state.fd, name, {uid, *services}, _MAX_RECORD)
-            data = json.loads(raw.decode("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            found.append((uid, data))
-    return found
 
 
 class PrePuller(LoggingConfigurable):
@@ -350,8 +187,10 @@ class PrePuller(LoggingConfigurable):
         self._followers: set[asyncio.Task[None]] = set()
         # Entry key -> this process's pull of it under way (None while it is being started).
         self._active: dict[str, Pull | None] = {}
-        self._recorded: dict[str, float] = {}  # reference -> when this process last wrote its use
-        self._uid = os.geteuid()
+        self._records = HostRecords(state, self.log)
+        self._pruner = Pruner(
+            backend=backend, policy=policy, listed=listed, records=self._records, log=self.log
+        )
 
     @property
     def entries(self) -> list[ScheduleEntry]:
@@ -406,7 +245,7 @@ class PrePuller(LoggingConfigurable):
                 if await asyncio.to_thread(self._claim, entry, previous):
                     await self._start_pull(entry)
         if self.prune_after_days > 0:
-            last = await asyncio.to_thread(self._last_prune)
+            last = await asyncio.to_thread(self._records.last_prune)
             if last is None or last + self.prune_interval * 3600.0 <= self.clock():
                 await self.prune_now()
 
@@ -464,7 +303,7 @@ class PrePuller(LoggingConfigurable):
     async def _start_pull(self, entry: ScheduleEntry) -> None:
         key = entry.key
         self._active[key] = None  # claimed before any await: one pull per entry
-        run = Run(started=self.clock(), uid=self._uid)
+        run = Run(started=self.clock(), uid=self._records.uid)
         try:
             pull = await self.pulls.start(entry.image, scheduled=True)
         except ContainerKernelError as e:
@@ -500,113 +339,17 @@ class PrePuller(LoggingConfigurable):
 
     # ------------------------------------------------------------------ records
 
-    def _own_name(self, kind: str) -> str:
-        return f"{kind}-{self._uid}.json"
-
-    def _read_own(self, state: StateDir, kind: str) -> dict[str, Any]:
-        for uid, data in _trusted_files(state, _RUNS_FILE if kind == "prepull" else _USE_FILE):
-            if uid == self._uid:
-                return dict(data)
-        return {}
-
-    def _write_own(self, state: StateDir, kind: str, data: dict[str, Any]) -> None:
-        write_atomic(state.fd, self._own_name(kind), json.dumps(data).encode(), 0o644)
-
     def _save_run(self, key: str, run: Run) -> None:
-        state = self._state()
-        with state.write_lock:
-            data = self._read_own(state, "prepull")
-            runs = _dict(data.get("runs"))
-            current = {e.key for e in self.entries}
-            # Entries no longer scheduled are forgotten: the file holds the schedule's runs only.
-            runs = {k: v for k, v in runs.items() if k in current}
-            runs[key] = run.to_file()
-            data["runs"] = runs
-            try:
-                self._write_own(state, "prepull", data)
-            except OSError as e:
-                self.log.warning(
-                    "Pre-pulls: the run of %s cannot be recorded in %s (%s); a restart may "
-                    "pull it again.",
-                    key,
-                    state.path,
-                    e.strerror,
-                )
+        self._records.save_run(key, run, {e.key for e in self.entries})
 
     def _host_runs(self) -> dict[str, Run]:
-        """Each entry's latest run by any server of this host. A run of this user's that this
-        process does not follow was cut short by a restart: "interrupted"."""
-        latest: dict[str, Run] = {}
-        for uid, data in _trusted_files(self._state(), _RUNS_FILE):
-            runs = data.get("runs")
-            if not isinstance(runs, dict):
-                continue
-            for key, raw in runs.items():
-                run = Run.from_file(raw, uid)
-                if run is None:
-                    continue
-                if run.state == "pulling" and uid == self._uid and key not in self._active:
-                    run.state = "interrupted"
-                    run.message = run.message or "The server stopped before the pull ended."
-                if key not in latest or run.started > latest[key].started:
-                    latest[key] = run
-        return latest
-
-    def _last_prune(self) -> float | None:
-        times = []
-        for _uid, data in _trusted_files(self._state(), _RUNS_FILE):
-            prune = data.get("prune")
-            if isinstance(prune, dict) and isinstance(prune.get("ran"), (int, float)):
-                times.append(float(prune["ran"]))
-        return max(times) if times else None
+        return self._records.host_runs(self._active)
 
     def record_use(self, ref: str, image_id: str) -> None:
         """Record that a kernel is starting on ``ref`` (image ``image_id``) now. Blocking: a
         worker thread (admission.py's). Never fails a launch: a record that cannot be written
         is a warning."""
-        now = self.clock()
-        try:
-            ref = normalize_reference(ref)
-        except BadReference:
-            return
-        if now - self._recorded.get(ref, float("-inf")) < _USE_THROTTLE:
-            return
-        self._recorded[ref] = now
-        state = self._state()
-        with state.write_lock:
-            data = self._read_own(state, "image-use")
-            images = _dict(data.get("images"))
-            images[ref] = {"image_id": image_id, "used": now}
-            if len(images) > _USE_KEEP:
-                newest = sorted(images.items(), key=lambda kv: _used(kv[1]) or 0.0, reverse=True)
-                images = dict(newest[:_USE_KEEP])
-            try:
-                self._write_own(state, "image-use", {"images": images})
-            except OSError as e:
-                self.log.warning(
-                    "The use of %s cannot be recorded in %s (%s): pruning may think it unused.",
-                    ref,
-                    state.path,
-                    e.strerror,
-                )
-
-    def _host_uses(self) -> tuple[dict[str, float], dict[str, float]]:
-        """The last use of each reference and each image id, by any server of this host."""
-        by_ref: dict[str, float] = {}
-        by_id: dict[str, float] = {}
-        for _uid, data in _trusted_files(self._state(), _USE_FILE):
-            images = data.get("images")
-            if not isinstance(images, dict):
-                continue
-            for ref, raw in images.items():
-                used = _used(raw)
-                if used is None:
-                    continue
-                by_ref[str(ref)] = max(used, by_ref.get(str(ref), used))
-                image_id = raw.get("image_id") if isinstance(raw, dict) else None
-                if isinstance(image_id, str) and image_id:
-                    by_id[image_id] = max(used, by_id.get(image_id, used))
-        return by_ref, by_id
+        self._records.record_use(ref, image_id, self.clock())
 
     # ------------------------------------------------------------------ pruning
 
@@ -615,96 +358,13 @@ class PrePuller(LoggingConfigurable):
         return await asyncio.to_thread(self._prune_sync)
 
     def _prune_sync(self) -> dict[str, Any]:
-        now = self.clock()
-        state = self._state()
-        report: dict[str, Any] = {"ran": now, "removed": [], "kept": [], "freed_bytes": 0}
-        try:
-            disk = self.backend.image_disk_use_sync()
-        except ContainerKernelError as e:
-            report["error"] = e.sentence
-            self._save_prune(state, report, None)
-            return report
-        with state.write_lock:
-            own = self._read_own(state, "prepull")
-        seen = _dict(own.get("first_seen"))
-        first_seen = {
-            i.id: float(seen[i.id]) if isinstance(seen.get(i.id), (int, float)) else now
-            for i in disk.images
-        }
-        by_ref, by_id = self._host_uses()
-        listed = {normalize_reference(r) for r in self._listed()}
-        scheduled = {e.image for e in self.entries}
-        horizon = now - self.prune_after_days * 86400.0
-        for image in disk.images:
-            tags = [_normalized(t) for t in image.tags]
-            if not tags or not all(self._managed(t, listed) for t in tags):
-                continue  # not the extension's to manage: never looked at again
-            last_used = max(
-                [
-                    first_seen[image.id],
-                    by_id.get(image.id, 0.0),
-                    *(by_ref.get(t, 0.0) for t in tags),
-                ]
-            )
-            reason = _keep_reason(image, tags, scheduled, last_used, horizon)
-            row = {
-                "image": tags,
-                "id": image.id,
-                "size": image.size,
-                "last_used": iso_time(last_used),
-            }
-            if reason:
-                report["kept"].append({**row, "reason": reason})
-                continue
-            removed = self._remove(image)
-            if removed:
-                report["removed"].append(row)
-                report["freed_bytes"] += image.unique_size
-                self.log.info(
-                    "Pruned %s (%s), unused since %s",
-                    ", ".join(tags),
-                    image.id,
-                    iso_time(last_used),
-                )
-            else:
-                reason = "The engine kept it: a container started on it meanwhile."
-                report["kept"].append({**row, "reason": reason})
-        self._save_prune(state, report, first_seen)
-        return report
-
-    def _managed(self, ref: str, listed: set[str]) -> bool:
-        if image_allowed(self.policy, ref):
-            return False  # refused by the allow-list: not an image this extension runs
-        if ref in listed:
-            return True
-        forms = {ref, _fully_qualified(ref)}
-        return any(fnmatch.fnmatchcase(f, p) for f in forms for p in self.prune_images)
-
-    def _remove(self, image: ImageDiskUse) -> bool:
-        """Untag each tag (never forced: the engine refuses while a container uses the image);
-        whether the image is gone."""
-        try:
-            for tag in image.tags:
-                self.backend.untag_sync(tag)
-            self.backend.inspect_image_sync(image.id)
-        except ImageMissing:
-            return True
-        except ContainerKernelError as e:
-            self.log.warning("Pruning %s failed: %s", image.id, e.sentence)
-        return False
-
-    def _save_prune(
-        self, state: StateDir, report: dict[str, Any], first_seen: dict[str, float] | None
-    ) -> None:
-        with state.write_lock:
-            data = self._read_own(state, "prepull")
-            data["prune"] = report
-            if first_seen is not None:
-                data["first_seen"] = first_seen
-            try:
-                self._write_own(state, "prepull", data)
-            except OSError as e:
-                self.log.warning("Pruning cannot be recorded in %s (%s).", state.path, e.strerror)
+        return self._pruner.prune_sync(
+            now=self.clock(),
+            state=self._state(),
+            after_days=self.prune_after_days,
+            patterns=list(self.prune_images),
+            scheduled={e.image for e in self.entries},
+        )
 
     # ------------------------------------------------------------------ what the API shows
 
@@ -717,7 +377,7 @@ class PrePuller(LoggingConfigurable):
         for entry in self.entries:
             last = runs.get(entry.key)
             pull = self._active.get(entry.key)
-            if pull is None and last is not None and last.uid == self._uid and last.pull_id:
+            if pull is None and last is not None and last.uid == self._records.uid and last.pull_id:
                 pull = self.pulls.get(last.pull_id)
             if entry.key in self._active:
                 next_run = None  # under way
@@ -735,7 +395,7 @@ class PrePuller(LoggingConfigurable):
                     "pull": pull.snapshot() if pull is not None else None,
                 }
             )
-        prune = await asyncio.to_thread(self._prune_record)
+        prune = await asyncio.to_thread(self._records.prune_record)
         last_prune = prune.get("ran") if isinstance(prune.get("ran"), (int, float)) else None
         pruning_on = self.prune_after_days > 0
         return {
@@ -747,7 +407,7 @@ class PrePuller(LoggingConfigurable):
                 "enabled": pruning_on,
                 "after_days": self.prune_after_days,
                 "interval_hours": self.prune_interval,
-                "last_run": _prune_json(prune, details) if last_prune is not None else None,
+                "last_run": prune_json(prune, details) if last_prune is not None else None,
                 "next_run": iso_time(
                     max(self.clock(), last_prune + self.prune_interval * 3600.0)
                     if last_prune is not None
@@ -757,81 +417,3 @@ class PrePuller(LoggingConfigurable):
                 else None,
             },
         }
-
-    def _prune_record(self) -> dict[str, Any]:
-        latest: dict[str, Any] = {}
-        for _uid, data in _trusted_files(self._state(), _RUNS_FILE):
-            prune = data.get("prune")
-            ran = prune.get("ran") if isinstance(prune, dict) else None
-            if isinstance(ran, (int, float)) and (not latest or ran > latest["ran"]):
-                latest = prune
-        return latest
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    """``value`` when a record's JSON gave an object there, else an empty one."""
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _used(raw: Any) -> float | None:
-    used = raw.get("used") if isinstance(raw, dict) else None
-    return float(used) if isinstance(used, (int, float)) else None
-
-
-def _normalized(tag: str) -> str:
-    try:
-        return normalize_reference(tag)
-    except BadReference:
-        return tag
-
-
-def _fully_qualified(ref: str) -> str:
-    try:
-        parsed = parse_reference(ref)
-    except (BadReference, ValueError):
-        return ref
-    return f"{parsed.registry}/{parsed.repository}:{parsed.pull_tag}"
-
-
-def _keep_reason(
-    image: ImageDiskUse, tags: list[str], scheduled: set[str], last_used: float, horizon: float
-) -> str:
-    """Why a managed image stays ("" when it may go)."""
-    if set(tags) & scheduled:
-        return "It is in the pre-pull schedule (PrePuller.schedule)."
-    if not image.repo_digests:
-        return "It was built on this host: it could not be pulled again."
-    if image.containers != 0:
-        if image.containers < 0:
-            return "The engine did not say whether a container uses it."
-        return f"{image.containers} container(s) use it."
-    if last_used > horizon:
-        return "It was used (or arrived) too recently."
-    return ""
-
-
-def _prune_json(prune: dict[str, Any], details: bool) -> dict[str, Any]:
-    removed, kept = list(prune.get("removed") or []), list(prune.get("kept") or [])
-    return {
-        "ran": iso_time(float(prune["ran"])),
-        "removed_count": len(removed),
-        "kept_count": len(kept),
-        "removed": removed if details else None,
-        "kept": kept if details else None,
-        "freed_bytes": int(prune.get("freed_bytes") or 0),
-        "error": str(prune.get("error") or ""),
-    }
-
-
-def disk_totals(disk: ImagesDiskUse) -> dict[str, Any]:
-    """Host-wide totals of images' disk use: the bytes all layers take (each shared layer
-    once), the sum of images' sizes, and what removing every image no container uses would
-    free at least (their layers no other image shares; ``docker system df`` counts it so)."""
-    unused = [i for i in disk.images if i.containers == 0]
-    return {
-        "images": len(disk.images),
-        "layers_bytes": disk.layers_size,
-        "images_bytes": sum(i.size for i in disk.images),
-        "unused_images": len(unused),
-        "reclaimable_bytes": sum(i.unique_size for i in unused),
-    }
