@@ -1,8 +1,8 @@
 """Every use this project makes of other libraries' private names, in one place, each with why.
 
 Libraries change their private parts without notice, so each use is a small function, here for
-jupyter_client and jupyter_server, in engine.py's "docker-py's private parts" for docker-py and
-urllib3 (only the Docker backend may import docker); ``tests/test_private_apis.py`` pins them to
+jupyter_client and jupyter_server, in backends/docker/private.py for docker-py and urllib3 (only
+the Docker backend may import docker); ``tests/test_private_apis.py`` pins them to
 the versions ``pyproject.toml`` allows: an upgrade that breaks one fails that test, not a user's
 kernel.
 

@@ -1,9 +1,9 @@
 """What the kernel lifecycle, the GPU ledger, recovery, the readiness probe, pulls and the warm pool
 need from a container engine: the backend interface.
 
-The Docker engine (engine.py) is its first implementation and the only module that imports
-docker. A second backend (Kubernetes: a kernel is a pod) implements the same methods; nothing
-above this interface changes (docs/architecture.md says how it plugs in).
+The Docker engine (backends/docker/) is its first implementation and the only package that
+imports docker. A second backend (Kubernetes: a kernel is a pod) implements the same methods;
+nothing above this interface changes (docs/architecture.md says how it plugs in).
 
 Coroutines run on the event loop and must never block it (the Docker backend runs every call on
 a thread pool); the ``*_sync`` methods are for worker threads (probes, pulls, the image

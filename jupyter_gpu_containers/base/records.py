@@ -1,9 +1,9 @@
 """What a container backend deals in: the description of a kernel's container, and the records of
 containers and images as a backend reports them.
 
-Backend-neutral: the launch plan builds a :class:`ContainerSpec`, a backend (engine.py, the Docker
-one) runs it, and the allocator, recovery, catalog and probe read :class:`ContainerRecord` and
-:class:`ImageRecord`. No module here imports a backend's client.
+Backend-neutral: the launch plan builds a :class:`ContainerSpec`, a backend (backends/docker/,
+the Docker one) runs it, and the allocator, recovery, catalog and probe read
+:class:`ContainerRecord` and :class:`ImageRecord`. No module here imports a backend's client.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class Run:
 def _trusted_files(state: StateDir, pattern: re.Pattern[str]) -> list[tuple[int, Any]]:
     """(uid, parsed JSON) of every file ``pattern`` names whose owner is the uid its name
     gives, or root, or the state directory's owner (a kernel service, which writes for its
-    users: quota.py and admin_view.py believe the same); missing, malformed and foreign files are
-    skipped."""
+    users: quota.py and admin_actions_view.py believe the same); missing, malformed and foreign
+    files are skipped."""
     try:
         names = os.listdir(state.fd)
     except OSError:

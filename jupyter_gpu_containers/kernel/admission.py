@@ -53,7 +53,7 @@ async def admit_image(
         # the user may see is theirs to run, whoever pulled it privately under another name.
         visible = privateimages.may_use(image, ref, services.state, listed, uid)
         if visible:
-            # The engine keeps no "last used": pruning (prepull.py) reads this record.
+            # The engine keeps no "last used": pruning (pruning.py) reads this record.
             services.prepull.record_use(ref, image.id)
         return visible, services.probe.cached(image.id)
 
