@@ -2,7 +2,7 @@
 contract (KernelProvisionerBase), and little else.
 
 - ``pre_launch``: the checks that need nothing but the request, the kernel's private directory
-  and both views of its connection (privatedirs.py), and the launch's facts (launchplan.py), all
+  and both views of its connection (kernel_files.py), and the launch's facts (launchplan.py), all
   on a worker thread.
 - ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
   (notebook_requests.py), then the server's placement (placement/: the host's ledger, queue and
@@ -21,7 +21,6 @@ The shared objects (backend, placement, inventory, probe, policy, …) are the s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import time
@@ -44,26 +43,17 @@ from ..base.records import ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment, GPURequest
 from ..gpus.gpuqueue import WhileWaiting
 from ..gpus.notebook_requests import api_path_of_session, read_notebook_request
-from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
 from ..host.identity import KernelUser
-from ..host.privatedirs import (
-    CONNECTION_FILE_NAME,
-    connection_root,
-    discard_private_dir,
-    make_private_dir,
-    remove_stale_sockets,
-    write_account_files,
-    write_connection_file,
-)
+from ..host.privatedirs import CONNECTION_FILE_NAME, discard_private_dir
 from ..placement.placement import PlacementStart
-from ..policy.admin_policy import ContainerPolicy
-from ..policy.checks import check_kernel_id, check_network_mode, check_run_as, numeric_user
+from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
 from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
-from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_container
+from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
 from .admission import admit_image
 from .handshake import ask_kernel
+from .kernel_files import KernelFiles
 from .warmpool import spec_fingerprint
 
 
@@ -278,6 +268,11 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
     _own_services: Services | None = None
 
+    def __init__(self, **kwargs: AnyType) -> None:
+        super().__init__(**kwargs)
+        # The kernel's private directory, connection files and account files (kernel_files.py).
+        self.files = KernelFiles(self)
+
     @property
     def services(self) -> Services:
         """The server's shared objects (services.py), or this provisioner's own outside one."""
@@ -385,10 +380,15 @@ class ContainerProvisioner(KernelProvisionerBase):
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
-                self._prepare, policy, str(root_dir), kwargs.get("cwd") or "", str(server_root)
+                self.files.prepare,
+                policy,
+                str(root_dir),
+                kwargs.get("cwd") or "",
+                str(server_root),
+                self._session,
             )
         except BaseException:  # a refused mount, say: nothing of this launch stays behind
-            await asyncio.to_thread(self._remove_files)
+            await asyncio.to_thread(self.files.remove)
             raise
         container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
         kwargs = await super().pre_launch(
@@ -413,84 +413,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.owner is not None:
             return self.owner.uid, self.owner.gid
         return os.getuid(), os.getgid()
-
-    def _write_account_files(self, image: ImageRecord) -> None:
-        """The kernel's /etc/passwd and /etc/group, its user's entry first, then the image's
-        own (as its probe read them), into its private directory for the plan to mount
-        (accounts.py). An image is probed before its kernel spec is listed, so the probe's
-        answer is at hand; a kernel started on an image not probed yet (a hand-written spec)
-        waits for the probe here. Without an answer (a probe that timed out), root's entry
-        and the user's. Blocking: a worker thread."""
-        facts = self._facts
-        if facts is None or not self.connection_dir:
-            return
-        uid, gid, name = facts.uid, facts.gid, facts.username
-        explicit = numeric_user(self.run_as)
-        if explicit is not None:
-            (uid, gid), name = explicit, host_account_name(explicit[0])
-        probe = self.services.probe
-        found = (probe.cached(image.id) or probe.probe_sync(image)).accounts
-        home = self.options().home_path
-        files = write_account_files(
-            self.connection_dir,
-            passwd_text(found.get("passwd", ""), uid, gid, name, home),
-            group_text(found.get("group", ""), gid, host_group_name(gid), name, uid),
-        )
-        self._facts = dataclasses.replace(facts, account_files=files)
-
-    def _file_owner(self) -> tuple[int, int] | None:
-        """Who must own the kernel's private directory and connection file: the service user,
-        or an explicit run_as uid (no capabilities in the container: owning them is its only way
-        in). None: the server's user, who creates them. A pod reads its connection file from
-        a Secret, not from this directory: the server's user keeps it."""
-        if not self.services.placement.shares_directory:
-            return None
-        if self.owner is not None:
-            return self.owner.uid, self.owner.gid
-        return numeric_user(self.run_as)
-
-    def _prepare(
-        self, policy: ContainerPolicy, root_dir: str, cwd: str, server_root: str
-    ) -> LaunchFacts:
-        """The private directory, both views of the connection, and the launch's facts (blocking:
-        a worker thread)."""
-        km = self.parent
-        assert km is not None  # pre_launch checked
-        shared = self.services.placement.shares_directory
-        if self.connection_dir is None:
-            root = connection_root(policy.connection_dir_root)
-            # A pod gets its connection file from a Secret: this directory is never mounted.
-            size = policy.private_dir_size if shared else None
-            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner(), size)
-        else:
-            remove_stale_sockets(self.connection_dir)
-        # The host's view of the connection, held by the kernel manager.
-        if not shared:
-            # A pod has an address of its own (known once it runs) and shares no directory
-            # with this process: tcp, on the pod's IP (launch_kernel sets it).
-            self.transport = "tcp"
-            km.transport = "tcp"
-            km.ip = "127.0.0.1"
-        elif self.transport == "ipc":
-            km.transport = "ipc"
-            km.ip = os.path.join(self.connection_dir, "kernel-ipc")
-        else:
-            km.transport = "tcp"
-            km.ip = "127.0.0.1"
-        km.write_connection_file(jupyter_session=self._session)
-        self.connection_info = km.get_connection_info()
-        self._write_container_connection_file()
-        return gather_facts(
-            self.options(),
-            policy,
-            kernel_id=self.kernel_id,
-            root_dir=root_dir,
-            cwd=cwd,
-            session=self._session,
-            connection_dir=self.connection_dir,
-            server_id=self.services.server_id(server_root),
-            user=(self.owner.uid, self.owner.gid, self.owner.username) if self.owner else None,
-        )
 
     def _stamp(self, phase: str) -> None:
         stamps = getattr(self, "launch_stamps", None)
@@ -523,7 +445,9 @@ class ContainerProvisioner(KernelProvisionerBase):
                 uid=self.owner.uid if self.owner else None,
             )
             if self.run_as != "image":
-                await asyncio.to_thread(self._write_account_files, image)
+                self._facts = await asyncio.to_thread(
+                    self.files.with_account_files, image, self._facts
+                )
             self._stamp("image")
             start = await self._placement_start(image, began)
             placed = await self.services.placement.place(start, _LaunchSteps(self, image, cmd))
@@ -764,12 +688,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                     self.log.warning("Could not remove the failed kernel container: %s", e)
         self.previous_container_id = self.container_id = None
         if not keep_endpoints:
-            await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
-
-    def _remove_files(self) -> None:
-        self._remove_connection_dir()
-        if self.parent is not None:
-            self.parent.cleanup_connection_file()
+            await asyncio.to_thread(self.files.remove)  # off the loop, as in pre_launch
 
     # ------------------------------------------------------------------ running kernel
 
@@ -929,7 +848,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.gpu_uuids:
             self.services.queue.poke()  # GPUs were freed: starts waiting here look at once
         self.gpu_uuids = ()
-        await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
+        await asyncio.to_thread(self.files.remove_private_dir)  # off the loop, as in pre_launch
         own, self._own_services = self._own_services, None
         if own is not None:
             own.close()
@@ -952,27 +871,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._launched = self._launched or self.container_id is not None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
-
-    # ------------------------------------------------------------------ private directory
-
-    def _write_container_connection_file(self) -> None:
-        assert self.connection_dir is not None
-        info = dict(self.connection_info)
-        if info["transport"] == "ipc":
-            info["ip"] = f"{KERNEL_DIR_IN_CONTAINER}/kernel-ipc"
-        elif self.network_mode != "host":
-            info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
-        key = info.get("key", b"")
-        info["key"] = key.decode() if isinstance(key, bytes) else key
-        # The kernel's container can write this directory (a symlink in place of kernel.json,
-        # say): replaced, never followed. An explicit run_as uid reads (and ipykernel rewrites)
-        # the file with no capabilities, so owning it is its only way in.
-        write_connection_file(self.connection_dir, info, self._file_owner())
-
-    def _remove_connection_dir(self) -> None:
-        if self.connection_dir:
-            discard_private_dir(self.connection_dir)
-            self.connection_dir = None
 
 
 class _LaunchSteps:
