@@ -35,7 +35,6 @@ from ..base.errors import (
     ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
-    ImageNotKernelReady,
     KernelOptionRefused,
     LaunchTimeout,
 )
@@ -47,11 +46,12 @@ from ..host.identity import KernelUser
 from ..host.privatedirs import CONNECTION_FILE_NAME, discard_private_dir
 from ..placement.placement import PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
-from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
+from ..policy.command import KERNEL_DIR_IN_CONTAINER, kernel_command
 from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
 from .admission import admit_image
+from .container_ends import ContainerEnds
 from .handshake import ask_kernel
 from .kernel_files import KernelFiles
 from .warmpool import spec_fingerprint
@@ -235,10 +235,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
     # its start): the server log reports the durations, benchmarks/ reads the stamps.
     launch_stamps: dict[str, float]
-    # The container whose unexpected end was reported (see _report_death).
-    _death_reported: str | None = None
     # How the kernel's last container ended, for the kernel's own view (kernel_view.py):
     # container id, exit code, OOM-killed, the sentence, when (unix time). None: none ended yet.
+    # Recorded by container_ends.py; the reclaimer and the admin desk record their own ends.
     last_end: dict[str, AnyType] | None = None
     # Set on the provisioners that fill the warm pool (app.py): the pool's id, written as the
     # container's POOL label. None for kernels.
@@ -272,6 +271,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         super().__init__(**kwargs)
         # The kernel's private directory, connection files and account files (kernel_files.py).
         self.files = KernelFiles(self)
+        # How its containers ended, and the reports of it (container_ends.py).
+        self.ends = ContainerEnds(self)
 
     @property
     def services(self) -> Services:
@@ -613,7 +614,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             "kernel_info_request",
             {},
             started + self.launch_timeout,
-            self._raise_for_exit,
+            self.ends.raise_for_exit,
             late,
         )
 
@@ -653,21 +654,9 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self._requested, self._request_is_default = GPURequest.parse(self.gpus), True
         return self._requested
 
-    async def _raise_for_exit(self, state: AnyType) -> None:
-        tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
-        if state is None:
-            raise ContainerExited(
-                f"The kernel container for {self.image} was removed while the kernel was starting."
-            )
-        sentence, image_at_fault = diagnose_exit(
-            self.image, state.exit_code, state.oom_killed, tail
-        )
-        raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
-
     async def _remove_previous_container(self) -> None:
         if self.previous_container_id:
-            if self._death_reported != self.previous_container_id:
-                await self._record_restart(self.previous_container_id)
+            await self.ends.record_restart(self.previous_container_id)
             await self.backend.remove(self.previous_container_id)
             self.previous_container_id = None
             self.services.queue.poke()  # it may have booked GPUs: starts waiting here look
@@ -706,68 +695,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if not state.ended:
             return None
         if not getattr(self.parent, "shutting_down", False):
-            await self._report_death(self.container_id, state)
+            await self.ends.report_death(self.container_id, state)
         return state.exit_code
-
-    async def _report_death(self, container_id: str, state: AnyType) -> None:
-        """Say once, in the server log and as the kernel's ``reason`` (GET /api/kernels/<id>),
-        why a running kernel's container ended: the restarter only sees an exit code, and a
-        kernel killed for memory would otherwise just "restart" with its state lost and no
-        word why."""
-        if self._death_reported == container_id:
-            return
-        self._death_reported = container_id
-        if state.oom_killed:
-            mem_limit = self.container_spec.mem_limit if self.container_spec else self.mem_limit
-            limit = f" of {mem_limit}" if mem_limit else ""
-            sentence = (
-                f"The kernel ran out of memory: its container ({self.image}) was OOM-killed at "
-                f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
-                "kernel's memory is lost. Use less memory, or ask an administrator for a larger "
-                "ContainerProvisioner.mem_limit."
-            )
-        else:
-            try:
-                tail = await self.backend.logs_tail(container_id, self.log_tail_lines)
-            except ContainerKernelError:
-                tail = ""  # the engine went away meanwhile: the exit code is known all the same
-            sentence = (
-                f"The kernel's container ({self.image}) exited with code {state.exit_code}."
-                + (f"\nLast lines of its log:\n{tail}" if tail else "")
-            )
-        self._record_end(container_id, state, sentence)
-        self.log.warning("Kernel %s died: %s", self.kernel_id, sentence)
-        if self.parent is not None and hasattr(self.parent, "reason"):
-            self.parent.reason = sentence
-
-    def _record_end(
-        self, container_id: str, state: AnyType, sentence: str, routine: bool = False
-    ) -> None:
-        """``routine``: the container ended because someone asked (a restart), not on its own."""
-        oom = bool(state.oom_killed) if state is not None else False
-        self.last_end = {
-            "container_id": container_id,
-            "exit_code": state.exit_code if state is not None else None,
-            "oom_killed": oom,
-            "reason": sentence,
-            "at": time.time(),
-            "routine": routine and not oom,
-        }
-
-    async def _record_restart(self, container_id: str) -> None:
-        """The end of a container stopped for a restart (one engine call: its exit code)."""
-        try:
-            state = await self.backend.state(container_id)
-        except ContainerKernelError:
-            state = None
-        code = f" with code {state.exit_code}" if state is not None else ""
-        oom = " after it was OOM-killed" if state is not None and state.oom_killed else ""
-        self._record_end(
-            container_id,
-            state,
-            f"The kernel was restarted: its previous container ended{code}{oom}.",
-            routine=True,
-        )
 
     async def wait(self) -> int | None:
         while True:
