@@ -32,7 +32,6 @@ from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
 from ..backends.backend import ContainerBackend
 from ..base.errors import (
-    ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
     KernelOptionRefused,
@@ -52,7 +51,7 @@ from ..services import Services, services_for
 from . import launch_request
 from .admission import admit_image
 from .container_ends import ContainerEnds
-from .handshake import ask_kernel
+from .handshake import ask_kernel, interrupt_kernel
 from .kernel_files import KernelFiles
 from .warmpool import spec_fingerprint
 
@@ -711,7 +710,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if signum == signal.SIGINT and not self.backend.signals_reach_kernels:
             # The kernel is interrupted by message, on its control channel, as jupyter_client
             # does for interrupt_mode "message".
-            await self._interrupt_by_message()
+            await interrupt_kernel(self.backend, self.connection_info, self.container_id)
             return
         try:
             await self.backend.kill(self.container_id, signum)
@@ -722,25 +721,6 @@ class ContainerProvisioner(KernelProvisionerBase):
             # channel, and cleanup() removes its container once the engine is back. Failing
             # here would leave the kernel half shut down, its notebook unable to close.
             self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
-
-    async def _interrupt_by_message(self) -> None:
-        async def ended(state: AnyType) -> None:
-            raise ContainerExited("The kernel ended before it was interrupted.")
-
-        async def late() -> None:
-            raise LaunchTimeout("The kernel did not answer the interrupt within 10 s.")
-
-        await ask_kernel(
-            self.backend,
-            self.connection_info,
-            self.container_id or "",
-            "interrupt_request",
-            {},
-            time.monotonic() + 10.0,
-            ended,
-            late,
-            channel="control",
-        )
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
