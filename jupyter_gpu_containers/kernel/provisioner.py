@@ -5,7 +5,7 @@ contract (KernelProvisionerBase), and little else.
   and both views of its connection (kernel_files.py), and the launch's facts (launchplan.py), all
   on a worker thread.
 - ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
-  (notebook_requests.py), then the server's placement (placement/: the host's ledger, queue and
+  (gpu_request.py), then the server's placement (placement/: the host's ledger, queue and
   warm pool, or a cluster's scheduler), called once, which plans, creates and starts the
   container; it returns once the kernel answers a ``kernel_info_request`` (handshake.py), the
   container ended (reported with its log tail), or the launch timeout passed.
@@ -38,9 +38,8 @@ from ..base.errors import (
     LaunchTimeout,
 )
 from ..base.records import ContainerSpec, ImageRecord
-from ..gpus.allocator import Attachment, GPURequest
-from ..gpus.gpuqueue import WhileWaiting
-from ..gpus.notebook_requests import api_path_of_session, read_notebook_request
+from ..gpus.allocator import Attachment
+from ..gpus.notebook_requests import api_path_of_session
 from ..host.identity import KernelUser
 from ..host.privatedirs import CONNECTION_FILE_NAME, discard_private_dir
 from ..placement.placement import PlacementStart
@@ -51,6 +50,7 @@ from ..services import Services, services_for
 from . import launch_request
 from .admission import admit_image
 from .container_ends import ContainerEnds
+from .gpu_request import KernelGPURequest
 from .handshake import ask_kernel, interrupt_kernel
 from .kernel_files import KernelFiles
 from .warmpool import spec_fingerprint
@@ -224,12 +224,6 @@ class ContainerProvisioner(KernelProvisionerBase):
     gpu_uuids: tuple[str, ...] = ()
     # On restart the old container stays until the new one exists, so its GPUs stay booked.
     previous_container_id: str | None = None
-    # The GPU request of this kernel's starts, resolved once (see _gpu_request).
-    _requested: GPURequest | None = None
-    # Whether that request is only the kernel spec's default (nobody asked for GPUs).
-    _request_is_default = False
-    # What the kernel asked for before a restart under another request, until a launch succeeds.
-    _before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
     _dead_callback_registered = False
     # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
     # its start): the server log reports the durations, benchmarks/ reads the stamps.
@@ -248,11 +242,6 @@ class ContainerProvisioner(KernelProvisionerBase):
     # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
     # connection (key, sockets), and a warm container has its own.
     _launched = False
-    _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
-    # What the launch under way gives back while it waits for GPUs (launch_request.py).
-    _while_waiting: WhileWaiting | None = None
-    # The launch request whose GPUs this kernel took last (each is taken once).
-    _given_applied: launch_request.LaunchRequest | None = None
     gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
     # its launch request, never changed after. None in direct mode: the server's own user.
@@ -272,6 +261,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.files = KernelFiles(self)
         # How its containers ended, and the reports of it (container_ends.py).
         self.ends = ContainerEnds(self)
+        # What GPUs it asks for across its starts and restarts (gpu_request.py).
+        self.gpu_request = KernelGPURequest(self)
 
     @property
     def services(self) -> Services:
@@ -360,23 +351,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         # notebook's request and sent it with the start (service.py), so no file is read here.
         root_dir = self.owner.workspace if self.owner else server_root
         self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
-        if given.gpus is not None and given is not self._given_applied:
-            if self._requested is None:  # a first launch (else it reads its notebook)
-                self._requested, self._request_is_default = given.gpus, False
-            elif given.restart_of == self.kernel_id:
-                # A restart under another request: the kernel's current GPUs are not kept;
-                # what it had comes back if the restart's wait is cancelled
-                # (restore_previous_request).
-                self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
-                self._requested, self._request_is_default = given.gpus, False
-                self.gpu_uuids = ()
-            # Once: a callback scheduled during this launch runs in a copy of its context, so a
-            # later restart may see the same record; it keeps the kernel's GPUs.
-            self._given_applied = given
-        self._wait_for_gpus = (
-            given.wait if given.wait is not None else self.services.queue.wait_by_default
-        )
-        self._while_waiting = given.while_waiting
+        self.gpu_request.take(given)
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
@@ -466,30 +441,28 @@ class ContainerProvisioner(KernelProvisionerBase):
             # cancelled) is brought back as it was (kernelmanager.py): its endpoints stay, so
             # the pages' connections reach the kernel again, with what they sent meanwhile.
             may_come_back = (
-                isinstance(e, ContainerKernelError)
-                and e.routine
-                and self._before_change is not None
+                isinstance(e, ContainerKernelError) and e.routine and self.gpu_request.changed
             )
             await self._discard_after_failed_launch(keep_endpoints=may_come_back)
             raise
         self._launched = True
-        self._before_change = None
+        self.gpu_request.settle()
         self._log_ready(placed.gpus)
         return self.connection_info
 
     async def _placement_start(self, image: ImageRecord, began: float) -> PlacementStart:
         """This launch, as its placement needs to know it."""
-        request = await self._gpu_request()
+        request = await self.gpu_request.resolve(self._notebook)
         facts = self._facts
         return PlacementStart(
             kernel_id=self.kernel_id,
             image_ref=self.image,
             image=image,
             request=request,
-            request_is_default=self._request_is_default,
+            request_is_default=self.gpu_request.is_default,
             keeps_gpus=bool(self.gpu_uuids),
-            wait=self._wait_for_gpus,
-            while_waiting=self._while_waiting,
+            wait=self.gpu_request.wait,
+            while_waiting=self.gpu_request.while_waiting,
             uid=self.kernel_ids()[0],
             user=facts.username if facts else "",
             notebook=facts.notebook if facts else "",
@@ -579,7 +552,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.container_spec, self.container_image_id = None, entry.image_id
         self.gpu_uuids = ()
         self._launched = True
-        self._before_change = None
+        self.gpu_request.settle()
         self._stamp("ready")
         self.log.info(
             "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
@@ -632,26 +605,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         """Go back to what the kernel asked for before a restart under another request, once
         that restart ended the way someone chose (its wait for a GPU cancelled): the next
         restart brings the kernel back as it was. False when there is nothing to go back to."""
-        if self._before_change is None:
-            return False
-        self._requested, self._request_is_default, self.gpu_uuids = self._before_change
-        self._before_change = None
-        return True
-
-    async def _gpu_request(self) -> GPURequest:
-        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
-        request the launch was given (a switch), else the notebook's own (its metadata, read
-        through the server's contents manager), else the kernel spec's default."""
-        if self.gpu_uuids:
-            return GPURequest(ids=self.gpu_uuids)
-        if self._requested is None:
-            contents = getattr(self.services.parent, "contents_manager", None)
-            found = await read_notebook_request(contents, self._notebook)
-            if found is not None:
-                self._requested, self._request_is_default = found, False
-            else:
-                self._requested, self._request_is_default = GPURequest.parse(self.gpus), True
-        return self._requested
+        return self.gpu_request.restore()
 
     async def _remove_previous_container(self) -> None:
         if self.previous_container_id:
