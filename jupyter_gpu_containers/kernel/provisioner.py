@@ -53,6 +53,7 @@ from .container_ends import ContainerEnds
 from .gpu_request import KernelGPURequest
 from .handshake import ask_kernel, interrupt_kernel
 from .kernel_files import KernelFiles
+from .launch_phases import LaunchPhases
 from .warmpool import spec_fingerprint
 
 
@@ -225,9 +226,6 @@ class ContainerProvisioner(KernelProvisionerBase):
     # On restart the old container stays until the new one exists, so its GPUs stay booked.
     previous_container_id: str | None = None
     _dead_callback_registered = False
-    # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
-    # its start): the server log reports the durations, benchmarks/ reads the stamps.
-    launch_stamps: dict[str, float]
     # How the kernel's last container ended, for the kernel's own view (kernel_view.py):
     # container id, exit code, OOM-killed, the sentence, when (unix time). None: none ended yet.
     # Recorded by container_ends.py; the reclaimer and the admin desk record their own ends.
@@ -263,6 +261,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.ends = ContainerEnds(self)
         # What GPUs it asks for across its starts and restarts (gpu_request.py).
         self.gpu_request = KernelGPURequest(self)
+        # When each phase of its last launch ended (launch_phases.py).
+        self.phases = LaunchPhases()
 
     @property
     def services(self) -> Services:
@@ -307,7 +307,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
-        self.launch_stamps = {"pre_launch": time.monotonic()}
+        self.phases.begin()
         policy = self.services.policy
         # Before anything is written: the kernel id names the connection file and the private
         # directory, and a client may choose it (POST /api/kernels "kernel_id").
@@ -374,7 +374,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         env = kwargs.get("env") or {}
         spec_env = self.kernel_spec.env if self.kernel_spec is not None else {}
         self._spec_env = {k: str(env.get(k, v)) for k, v in (spec_env or {}).items()}
-        self._stamp("prepare")
+        self.phases.stamp("prepare")
         return kwargs
 
     @property
@@ -389,24 +389,14 @@ class ContainerProvisioner(KernelProvisionerBase):
             return self.owner.uid, self.owner.gid
         return os.getuid(), os.getgid()
 
-    def _stamp(self, phase: str) -> None:
-        stamps = getattr(self, "launch_stamps", None)
-        if stamps is None:  # a launch without pre_launch (only tests do that)
-            stamps = self.launch_stamps = {"pre_launch": time.monotonic()}
-        stamps[phase] = time.monotonic()
+    @property
+    def launch_stamps(self) -> dict[str, float] | None:
+        """When each phase of the last launch ended (launch_phases.py); None before one."""
+        return self.phases.stamps
 
     def launch_phases(self) -> dict[str, float]:
-        """The last launch's phases and how long each took, in seconds, in launch order:
-        prepare (checks, private directory, connection files, facts), image (inspect, policy,
-        probe cache), gpus (request, inventory, plan, allocation under the host lock), create,
-        start, ready (until the kernel answered kernel_info).
-
-        A launch served by the warm pool: prepare, image, handover (GPU request, this launch's
-        plan, a matching warm container taken), ready (its kernel answered the handover request;
-        claim record written). One whose warm container failed the handover has a "pool" phase
-        (the failed attempt) before the cold path's gpus, create, start and ready."""
-        stamps = list(getattr(self, "launch_stamps", {}).items())
-        return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
+        """The last launch's phases and how long each took (LaunchPhases.durations)."""
+        return self.phases.durations()
 
     async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
         began = time.monotonic()
@@ -423,7 +413,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self._facts = await asyncio.to_thread(
                     self.files.with_account_files, image, self._facts
                 )
-            self._stamp("image")
+            self.phases.stamp("image")
             start = await self._placement_start(image, began)
             placed = await self.services.placement.place(start, _LaunchSteps(self, image, cmd))
             if placed.from_warm_pool:
@@ -435,7 +425,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                     self.parent.ip = placed.address
             await self._remove_previous_container()
             await self._wait_until_ready(placed.counts_from)
-            self._stamp("ready")
+            self.phases.stamp("ready")
         except BaseException as e:
             # A restart under a changed request that ended the way someone chose (its wait
             # cancelled) is brought back as it was (kernelmanager.py): its endpoints stay, so
@@ -472,7 +462,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
 
     def _log_ready(self, gpus: tuple[str, ...]) -> None:
-        elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
+        elapsed = self.phases.elapsed()
         if self.pool_id is not None:
             self.log.info(
                 "Warm pool: container %s (image %s, %s) is ready after %.2f s (%s)",
@@ -480,7 +470,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.image,
                 self.transport,
                 elapsed,
-                self._phases_text(),
+                self.phases.text(),
             )
         else:
             self.log.info(
@@ -491,7 +481,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.transport,
                 ",".join(gpus) or "none",
                 elapsed,
-                self._phases_text(),
+                self.phases.text(),
             )
 
     def _plan(
@@ -516,9 +506,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.container_spec, self.container_image_id = spec, image.id
         return spec
 
-    def _phases_text(self) -> str:
-        return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
-
     async def _start_from_pool(self, image: ImageRecord, spec: ContainerSpec) -> bool:
         """Give this launch a warm container of the server's pool, if one was made exactly as
         this launch would make its own (same image id, same plan but for what names the kernel).
@@ -536,11 +523,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         entry = pool.take(self.image, image.id, spec_fingerprint(spec))
         if entry is None:
             return False
-        self._stamp("handover")
+        self.phases.stamp("handover")
         if not await pool.hand_over(entry, spec, self.kernel_id):
             # The failed attempt is a phase of its own; the cold path's phases follow it.
-            self.launch_stamps.pop("handover", None)
-            self._stamp("pool")
+            self.phases.drop("handover")
+            self.phases.stamp("pool")
             return False
         own = self.connection_dir
         if own and own != entry.connection_dir:
@@ -553,7 +540,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.gpu_uuids = ()
         self._launched = True
         self.gpu_request.settle()
-        self._stamp("ready")
+        self.phases.stamp("ready")
         self.log.info(
             "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
             "after %.3f s (%s)",
@@ -561,8 +548,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             entry.container_id[:12],
             self.image,
             self.transport,
-            time.monotonic() - self.launch_stamps["pre_launch"],
-            self._phases_text(),
+            self.phases.elapsed(),
+            self.phases.text(),
         )
         return True
 
@@ -746,7 +733,7 @@ class _LaunchSteps:
         return self.provisioner._plan(self.image, self.cmd, attached, gpus)
 
     def stamp(self, phase: str) -> None:
-        self.provisioner._stamp(phase)
+        self.provisioner.phases.stamp(phase)
 
     def created(self, container_id: str) -> None:
         self.provisioner.container_id = container_id
