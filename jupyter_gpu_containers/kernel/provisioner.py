@@ -41,7 +41,7 @@ from ..base.records import ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment
 from ..gpus.notebook_requests import api_path_of_session
 from ..host.identity import KernelUser
-from ..host.privatedirs import CONNECTION_FILE_NAME, discard_private_dir
+from ..host.privatedirs import CONNECTION_FILE_NAME
 from ..placement.placement import PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
 from ..policy.command import KERNEL_DIR_IN_CONTAINER, kernel_command
@@ -54,7 +54,7 @@ from .gpu_request import KernelGPURequest
 from .handshake import ask_kernel, interrupt_kernel
 from .kernel_files import KernelFiles
 from .launch_phases import LaunchPhases
-from .warmpool import spec_fingerprint
+from .warm_handover import start_from_pool
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -237,9 +237,10 @@ class ContainerProvisioner(KernelProvisionerBase):
     # compares a launch's own spec with those of its containers).
     container_spec: ContainerSpec | None = None
     container_image_id: str = ""
-    # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
-    # connection (key, sockets), and a warm container has its own.
-    _launched = False
+    # Whether the kernel launched once (or was reattached running). Only a kernel's first launch
+    # may take a warm container (warm_handover.py): a restart keeps the kernel's connection
+    # (key, sockets), and a warm container has its own.
+    launched = False
     gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
     # its launch request, never changed after. None in direct mode: the server's own user.
@@ -314,7 +315,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         check_kernel_id(self.kernel_id)
         # What the start was given beside the call, read once, here (launch_request.py).
         given = launch_request.given()
-        if self.owner is None and not self._launched:
+        if self.owner is None and not self.launched:
             self.owner = given.user
         uid, gid = self.kernel_ids()
         check_run_as(policy, self.run_as, uid, gid)
@@ -435,7 +436,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             )
             await self._discard_after_failed_launch(keep_endpoints=may_come_back)
             raise
-        self._launched = True
+        self.launched = True
         self.gpu_request.settle()
         self._log_ready(placed.gpus)
         return self.connection_info
@@ -505,53 +506,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         self.container_spec, self.container_image_id = spec, image.id
         return spec
-
-    async def _start_from_pool(self, image: ImageRecord, spec: ContainerSpec) -> bool:
-        """Give this launch a warm container of the server's pool, if one was made exactly as
-        this launch would make its own (same image id, same plan but for what names the kernel).
-        False when the launch must start its own container: no such container, or the one taken
-        failed the handover (the pool discards it; a launch never fails because of the pool)."""
-        if self.pool_id is not None or self._launched or self.previous_container_id:
-            return False
-        if self.owner is not None:
-            return False  # warm containers run as the server's user, not a service's users
-        if self.connection_info.get("curve_publickey"):
-            return False  # an encrypted connection (CurveZMQ): warm kernels have none
-        pool = self.services.warm_pool
-        if pool is None or not pool.has_ready(self.image):
-            return False
-        entry = pool.take(self.image, image.id, spec_fingerprint(spec))
-        if entry is None:
-            return False
-        self.phases.stamp("handover")
-        if not await pool.hand_over(entry, spec, self.kernel_id):
-            # The failed attempt is a phase of its own; the cold path's phases follow it.
-            self.phases.drop("handover")
-            self.phases.stamp("pool")
-            return False
-        own = self.connection_dir
-        if own and own != entry.connection_dir:
-            # What pre_launch prepared for a container of this kernel's own is not needed now.
-            await asyncio.to_thread(discard_private_dir, own)
-        self.connection_dir = entry.connection_dir
-        self.connection_info = entry.connection_info.copy()
-        self.container_id = entry.container_id
-        self.container_spec, self.container_image_id = None, entry.image_id
-        self.gpu_uuids = ()
-        self._launched = True
-        self.gpu_request.settle()
-        self.phases.stamp("ready")
-        self.log.info(
-            "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
-            "after %.3f s (%s)",
-            self.kernel_id,
-            entry.container_id[:12],
-            self.image,
-            self.transport,
-            self.phases.elapsed(),
-            self.phases.text(),
-        )
-        return True
 
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
@@ -718,7 +672,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.container_id = provisioner_info.get("container_id")
         self.connection_dir = provisioner_info.get("connection_dir")
         # A running kernel's (reattached after a server restart): its next launch is a restart.
-        self._launched = self._launched or self.container_id is not None
+        self.launched = self.launched or self.container_id is not None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
 
@@ -745,4 +699,4 @@ class _LaunchSteps:
         await self.provisioner._remove_previous_container()
 
     async def from_warm_pool(self, spec: ContainerSpec) -> bool:
-        return await self.provisioner._start_from_pool(self.image, spec)
+        return await start_from_pool(self.provisioner, self.image, spec)
