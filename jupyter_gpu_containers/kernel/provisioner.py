@@ -34,7 +34,6 @@ from ..backends.backend import ContainerBackend
 from ..base.errors import (
     ContainerKernelError,
     EngineUnavailable,
-    KernelOptionRefused,
     LaunchTimeout,
 )
 from ..base.records import ContainerSpec, ImageRecord
@@ -48,7 +47,7 @@ from ..policy.command import KERNEL_DIR_IN_CONTAINER, kernel_command
 from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
-from .admission import admit_image
+from .admission import admit_image, admit_transport
 from .container_ends import ContainerEnds
 from .gpu_request import KernelGPURequest
 from .handshake import ask_kernel, interrupt_kernel
@@ -320,31 +319,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         uid, gid = self.kernel_ids()
         check_run_as(policy, self.run_as, uid, gid)
         check_network_mode(policy, self.network_mode)
-        # Whether its tcp ports would be on this host's loopback (its placement decides).
-        on_loopback = self.services.placement.shares_directory
-        if self.transport == "tcp" and self.network_mode == "none":
-            raise ContainerKernelError(
-                "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
-                "transport (the default) for kernels without a network."
-            )
-        if self.transport == "tcp" and self.owner is not None and on_loopback:
-            # Published ports are on the host's loopback, where any local account connects, and
-            # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
-            # no better (every local account reaches it too). A pod's tcp is not this: its
-            # address is the pod network's, which the NetworkPolicy closes (docs/kubernetes.md).
-            raise KernelOptionRefused(
-                "The kernel service does not start kernels with the tcp transport: their ports "
-                "would be open to every account on the host, and anyone could read the kernel's "
-                "output (the key signs messages, it does not hide them). Use the ipc transport "
-                '(ContainerProvisioner.transport = "ipc", the default).'
-            )
-        if self.transport == "tcp" and on_loopback:
-            self.log.warning(
-                "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
-                "account on this host, and anyone can read its output there. Use ipc on a "
-                "shared host.",
-                self.kernel_id,
-            )
+        admit_transport(
+            self.log,
+            self.kernel_id,
+            self.transport,
+            self.network_mode,
+            service_user=self.owner is not None,
+            on_loopback=self.services.placement.shares_directory,
+        )
         launch_env = kwargs.get("env") or {}
         self._session = launch_env.get("JPY_SESSION_NAME", "")
         server_root = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
