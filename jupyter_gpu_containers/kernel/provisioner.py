@@ -397,8 +397,9 @@ class ContainerProvisioner(KernelProvisionerBase):
                     self.files.with_account_files, image, self._facts
                 )
             self.phases.stamp("image")
-            start = await self._placement_start(image, began)
-            placed = await self.services.placement.place(start, _LaunchSteps(self, image, cmd))
+            steps = _LaunchSteps(self, image, cmd)
+            start = await steps.start(began)
+            placed = await self.services.placement.place(start, steps)
             if placed.from_warm_pool:
                 return self.connection_info
             self.gpu_uuids, self.gpu_wait = placed.gpus, placed.waited
@@ -423,27 +424,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._log_ready(placed.gpus)
         return self.connection_info
 
-    async def _placement_start(self, image: ImageRecord, began: float) -> PlacementStart:
-        """This launch, as its placement needs to know it."""
-        request = await self.gpu_request.resolve(self._notebook)
-        facts = self._facts
-        return PlacementStart(
-            kernel_id=self.kernel_id,
-            image_ref=self.image,
-            image=image,
-            request=request,
-            request_is_default=self.gpu_request.is_default,
-            keeps_gpus=bool(self.gpu_uuids),
-            wait=self.gpu_request.wait,
-            while_waiting=self.gpu_request.while_waiting,
-            uid=self.kernel_ids()[0],
-            user=facts.username if facts else "",
-            notebook=facts.notebook if facts else "",
-            server_id=facts.server_id if facts else "",
-            gpu_resource=self.gpu_resource,
-            began=began,
-        )
-
     def _log_ready(self, gpus: tuple[str, ...]) -> None:
         elapsed = self.phases.elapsed()
         if self.pool_id is not None:
@@ -466,28 +446,6 @@ class ContainerProvisioner(KernelProvisionerBase):
                 elapsed,
                 self.phases.text(),
             )
-
-    def _plan(
-        self, image: ImageRecord, cmd: list[str], attached: Attachment, gpus: tuple[str, ...]
-    ) -> ContainerSpec:
-        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
-        assert self._facts is not None  # pre_launch gathered them
-        spec = plan_container(
-            kernel_id=self.kernel_id,
-            kernel_name=getattr(self.parent, "kernel_name", "") or "",
-            image=image,
-            command=cmd,
-            options=self.options(),
-            spec_env=getattr(self, "_spec_env", {}),
-            facts=self._facts,
-            policy=self.services.policy,
-            attached=attached,
-            gpus=gpus,
-            ports={k: int(str(v)) for k, v in self.connection_info.items() if k.endswith("_port")},
-            pool_id=self.pool_id,
-        )
-        self.container_spec, self.container_image_id = spec, image.id
-        return spec
 
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
@@ -660,13 +618,54 @@ class ContainerProvisioner(KernelProvisionerBase):
 
 
 class _LaunchSteps:
-    """What a launch does for its placement (placement.LaunchSteps), on its provisioner."""
+    """A launch as its placement sees it (placement.PlacementStart), and what it does for its
+    placement (placement.LaunchSteps), on its provisioner."""
 
     def __init__(self, provisioner: ContainerProvisioner, image: ImageRecord, cmd: list[str]):
         self.provisioner, self.image, self.cmd = provisioner, image, cmd
 
+    async def start(self, began: float) -> PlacementStart:
+        """This launch, as its placement needs to know it."""
+        p, image = self.provisioner, self.image
+        request = await p.gpu_request.resolve(p._notebook)
+        facts = p._facts
+        return PlacementStart(
+            kernel_id=p.kernel_id,
+            image_ref=p.image,
+            image=image,
+            request=request,
+            request_is_default=p.gpu_request.is_default,
+            keeps_gpus=bool(p.gpu_uuids),
+            wait=p.gpu_request.wait,
+            while_waiting=p.gpu_request.while_waiting,
+            uid=p.kernel_ids()[0],
+            user=facts.username if facts else "",
+            notebook=facts.notebook if facts else "",
+            server_id=facts.server_id if facts else "",
+            gpu_resource=p.gpu_resource,
+            began=began,
+        )
+
     def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
-        return self.provisioner._plan(self.image, self.cmd, attached, gpus)
+        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
+        p, image = self.provisioner, self.image
+        assert p._facts is not None  # pre_launch gathered them
+        spec = plan_container(
+            kernel_id=p.kernel_id,
+            kernel_name=getattr(p.parent, "kernel_name", "") or "",
+            image=image,
+            command=self.cmd,
+            options=p.options(),
+            spec_env=getattr(p, "_spec_env", {}),
+            facts=p._facts,
+            policy=p.services.policy,
+            attached=attached,
+            gpus=gpus,
+            ports={k: int(str(v)) for k, v in p.connection_info.items() if k.endswith("_port")},
+            pool_id=p.pool_id,
+        )
+        p.container_spec, p.container_image_id = spec, image.id
+        return spec
 
     def stamp(self, phase: str) -> None:
         self.provisioner.phases.stamp(phase)
