@@ -1,5 +1,6 @@
 """How a kernel's containers ended, for its provisioner (provisioner.py): the sentence for a
-container that ended while its kernel was starting (the launch's error), the one report of a
+container that ended while its kernel was starting, or was stopped because its kernel did not
+answer in time (the launch's errors, with the log's last lines), the one report of a
 running kernel's unexpected end (the server log, the kernel's ``reason``), and the record of
 the last end (``last_end``: the kernel's own view, kernel_view.py), a restart's included.
 """
@@ -10,7 +11,12 @@ import time
 from typing import Any, Protocol
 
 from ..backends.backend import ContainerBackend
-from ..base.errors import ContainerExited, ContainerKernelError, ImageNotKernelReady
+from ..base.errors import (
+    ContainerExited,
+    ContainerKernelError,
+    ImageNotKernelReady,
+    LaunchTimeout,
+)
 from ..base.records import ContainerSpec
 from ..policy.command import diagnose_exit
 
@@ -24,6 +30,7 @@ class EndingKernel(Protocol):
     image: str
     mem_limit: str | None
     log_tail_lines: int
+    launch_timeout: float
     container_id: str | None
     container_spec: ContainerSpec | None
     # How the kernel's last container ended (see ContainerEnds.record).
@@ -55,6 +62,19 @@ class ContainerEnds:
             kernel.image, state.exit_code, state.oom_killed, tail
         )
         raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
+
+    async def raise_for_timeout(self) -> None:
+        """A kernel that did not answer within the launch timeout, as the launch's error, with
+        its log's last lines: the launch is stopped and its container removed."""
+        kernel = self.kernel
+        tail = await kernel.backend.logs_tail(kernel.container_id or "", kernel.log_tail_lines)
+        raise LaunchTimeout(
+            f"The kernel in the container for {kernel.image} did not answer within "
+            f"{kernel.launch_timeout:.0f} s, so the launch was stopped and the container "
+            "removed. If this image is slow to start, raise "
+            "ContainerProvisioner.launch_timeout."
+            + (f"\nLast lines of its log:\n{tail}" if tail else "")
+        )
 
     async def report_death(self, container_id: str, state: Any) -> None:
         """Say once, in the server log and as the kernel's ``reason`` (GET /api/kernels/<id>),

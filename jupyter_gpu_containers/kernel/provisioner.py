@@ -34,7 +34,6 @@ from ..backends.backend import ContainerBackend
 from ..base.errors import (
     ContainerKernelError,
     EngineUnavailable,
-    LaunchTimeout,
 )
 from ..base.records import ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment
@@ -449,17 +448,6 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
-
-        async def late() -> None:
-            tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
-            raise LaunchTimeout(
-                f"The kernel in the container for {self.image} did not answer within "
-                f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
-                "removed. If this image is slow to start, raise "
-                "ContainerProvisioner.launch_timeout."
-                + (f"\nLast lines of its log:\n{tail}" if tail else "")
-            )
-
         await ask_kernel(
             self.backend,
             self.connection_info,
@@ -468,7 +456,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             {},
             started + self.launch_timeout,
             self.ends.raise_for_exit,
-            late,
+            self.ends.raise_for_timeout,
         )
 
     async def check_restart(self) -> None:
