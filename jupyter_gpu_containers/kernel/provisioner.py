@@ -14,6 +14,11 @@ contract (KernelProvisionerBase), and little else.
 - ``cleanup``: remove the container; keep the private directory across a restart (same connection
   file, same ports), remove it on shutdown.
 
+What a kernel keeps beside the contract is in helpers each provisioner owns: its files
+(kernel_files.py), its GPU request across starts (gpu_request.py), how its containers ended
+(container_ends.py), its last launch's phases (launch_phases.py); a first launch may take a warm
+container instead of starting its own (warm_handover.py).
+
 The shared objects (backend, placement, inventory, probe, policy, …) are the server's
 (services.py); outside a server the provisioner makes its own, and closes them at shutdown.
 """
