@@ -1,4 +1,5 @@
-"""Whether a kernel may start on an image, and on this host's GPUs, before any container exists.
+"""Whether a kernel may start on an image, and on this host's GPUs, before any container exists;
+and whether it may reach its server over the transport it asks for.
 
 A launch asks once: the image must be on the host (launches never pull, so pull time never counts
 against a launch), allowed by the administrator (allow-list, pinned digests), not another user's
@@ -10,8 +11,15 @@ checks that (placement/host.py).
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
-from ..base.errors import ImageNotAllowed, ImageNotKernelReady
+from ..base.errors import (
+    ContainerKernelError,
+    ImageNotAllowed,
+    ImageNotKernelReady,
+    KernelOptionRefused,
+)
 from ..base.records import ImageRecord
 from ..base.references import BadReference, parse_reference
 from ..images import privateimages
@@ -67,3 +75,41 @@ async def admit_image(
     if not own_command and known is not None and known.definitive and not known.ready:
         raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
     return image
+
+
+def admit_transport(
+    log: logging.Logger | logging.LoggerAdapter[Any],
+    kernel_id: str,
+    transport: str,
+    network_mode: str,
+    *,
+    service_user: bool,
+    on_loopback: bool,
+) -> None:
+    """Whether a kernel may reach its server over ``transport``; else the refusal's sentence.
+    ``service_user``: a kernel service's kernel. ``on_loopback``: whether its tcp ports would be
+    on this host's loopback (its placement decides). A server's own tcp kernel there starts,
+    with a warning in the log."""
+    if transport == "tcp" and network_mode == "none":
+        raise ContainerKernelError(
+            "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
+            "transport (the default) for kernels without a network."
+        )
+    if transport == "tcp" and service_user and on_loopback:
+        # Published ports are on the host's loopback, where any local account connects, and
+        # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
+        # no better (every local account reaches it too). A pod's tcp is not this: its
+        # address is the pod network's, which the NetworkPolicy closes (docs/kubernetes.md).
+        raise KernelOptionRefused(
+            "The kernel service does not start kernels with the tcp transport: their ports "
+            "would be open to every account on the host, and anyone could read the kernel's "
+            "output (the key signs messages, it does not hide them). Use the ipc transport "
+            '(ContainerProvisioner.transport = "ipc", the default).'
+        )
+    if transport == "tcp" and on_loopback:
+        log.warning(
+            "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
+            "account on this host, and anyone can read its output there. Use ipc on a "
+            "shared host.",
+            kernel_id,
+        )

@@ -1,5 +1,6 @@
 """One request to a kernel in a container, and its reply: the readiness handshake of a launch
-(``kernel_info_request``) and the warm pool's handover (a silent ``execute_request``).
+(``kernel_info_request``), the warm pool's handover (a silent ``execute_request``), and an
+interrupt by message (``interrupt_request``) where signals do not reach the kernel.
 
 A launch returns only with a kernel that answers, so a broken image fails in seconds with its
 reason instead of sitting in "starting" while jupyter_client's restarter retries it. While it
@@ -19,6 +20,7 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.session import Session
 
 from ..backends.backend import ContainerBackend
+from ..base.errors import ContainerExited, LaunchTimeout
 from ..base.records import ContainerState
 
 # Seconds between looks at the container's state while waiting for its reply: the first,
@@ -84,3 +86,28 @@ async def ask_kernel(
                 await on_timeout()
     finally:
         socket.close(linger=0)
+
+
+async def interrupt_kernel(
+    backend: ContainerBackend, info: KernelConnectionInfo, container_id: str
+) -> None:
+    """Interrupt the kernel by message, on its control channel, as jupyter_client does for
+    interrupt_mode "message": for a backend whose signals do not reach kernels."""
+
+    async def ended(state: Any) -> None:
+        raise ContainerExited("The kernel ended before it was interrupted.")
+
+    async def late() -> None:
+        raise LaunchTimeout("The kernel did not answer the interrupt within 10 s.")
+
+    await ask_kernel(
+        backend,
+        info,
+        container_id,
+        "interrupt_request",
+        {},
+        time.monotonic() + 10.0,
+        ended,
+        late,
+        channel="control",
+    )

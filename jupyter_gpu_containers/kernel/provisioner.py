@@ -2,10 +2,10 @@
 contract (KernelProvisionerBase), and little else.
 
 - ``pre_launch``: the checks that need nothing but the request, the kernel's private directory
-  and both views of its connection (privatedirs.py), and the launch's facts (launchplan.py), all
+  and both views of its connection (kernel_files.py), and the launch's facts (launchplan.py), all
   on a worker thread.
 - ``launch_kernel``: admission of the image (admission.py), the kernel's GPU request
-  (notebook_requests.py), then the server's placement (placement/: the host's ledger, queue and
+  (gpu_request.py), then the server's placement (placement/: the host's ledger, queue and
   warm pool, or a cluster's scheduler), called once, which plans, creates and starts the
   container; it returns once the kernel answers a ``kernel_info_request`` (handshake.py), the
   container ended (reported with its log tail), or the launch timeout passed.
@@ -14,6 +14,11 @@ contract (KernelProvisionerBase), and little else.
 - ``cleanup``: remove the container; keep the private directory across a restart (same connection
   file, same ports), remove it on shutdown.
 
+What a kernel keeps beside the contract is in helpers each provisioner owns: its files
+(kernel_files.py), its GPU request across starts (gpu_request.py), how its containers ended
+(container_ends.py), its last launch's phases (launch_phases.py); a first launch may take a warm
+container instead of starting its own (warm_handover.py).
+
 The shared objects (backend, placement, inventory, probe, policy, …) are the server's
 (services.py); outside a server the provisioner makes its own, and closes them at shutdown.
 """
@@ -21,7 +26,6 @@ The shared objects (backend, placement, inventory, probe, policy, …) are the s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import time
@@ -33,38 +37,27 @@ from traitlets import Any, Dict, Enum, Float, Int, List, Unicode
 
 from ..backends.backend import ContainerBackend
 from ..base.errors import (
-    ContainerExited,
     ContainerKernelError,
     EngineUnavailable,
-    ImageNotKernelReady,
-    KernelOptionRefused,
-    LaunchTimeout,
 )
 from ..base.records import ContainerSpec, ImageRecord
-from ..gpus.allocator import Attachment, GPURequest
-from ..gpus.gpuqueue import WhileWaiting
-from ..gpus.notebook_requests import api_path_of_session, read_notebook_request
-from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
+from ..gpus.allocator import Attachment
+from ..gpus.notebook_requests import api_path_of_session
 from ..host.identity import KernelUser
-from ..host.privatedirs import (
-    CONNECTION_FILE_NAME,
-    connection_root,
-    discard_private_dir,
-    make_private_dir,
-    remove_stale_sockets,
-    write_account_files,
-    write_connection_file,
-)
+from ..host.privatedirs import CONNECTION_FILE_NAME
 from ..placement.placement import PlacementStart
-from ..policy.admin_policy import ContainerPolicy
-from ..policy.checks import check_kernel_id, check_network_mode, check_run_as, numeric_user
-from ..policy.command import KERNEL_DIR_IN_CONTAINER, diagnose_exit, kernel_command
-from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts, plan_container
+from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
+from ..policy.command import KERNEL_DIR_IN_CONTAINER, kernel_command
+from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
-from .admission import admit_image
-from .handshake import ask_kernel
-from .warmpool import spec_fingerprint
+from .admission import admit_image, admit_transport
+from .container_ends import ContainerEnds
+from .gpu_request import KernelGPURequest
+from .handshake import ask_kernel, interrupt_kernel
+from .kernel_files import KernelFiles
+from .launch_phases import LaunchPhases
+from .warm_handover import start_from_pool
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -235,20 +228,10 @@ class ContainerProvisioner(KernelProvisionerBase):
     gpu_uuids: tuple[str, ...] = ()
     # On restart the old container stays until the new one exists, so its GPUs stay booked.
     previous_container_id: str | None = None
-    # The GPU request of this kernel's starts, resolved once (see _gpu_request).
-    _requested: GPURequest | None = None
-    # Whether that request is only the kernel spec's default (nobody asked for GPUs).
-    _request_is_default = False
-    # What the kernel asked for before a restart under another request, until a launch succeeds.
-    _before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
     _dead_callback_registered = False
-    # When each phase of the last launch ended (time.monotonic(), in order, from "pre_launch",
-    # its start): the server log reports the durations, benchmarks/ reads the stamps.
-    launch_stamps: dict[str, float]
-    # The container whose unexpected end was reported (see _report_death).
-    _death_reported: str | None = None
     # How the kernel's last container ended, for the kernel's own view (kernel_view.py):
     # container id, exit code, OOM-killed, the sentence, when (unix time). None: none ended yet.
+    # Recorded by container_ends.py; the reclaimer and the admin desk record their own ends.
     last_end: dict[str, AnyType] | None = None
     # Set on the provisioners that fill the warm pool (app.py): the pool's id, written as the
     # container's POOL label. None for kernels.
@@ -257,14 +240,10 @@ class ContainerProvisioner(KernelProvisionerBase):
     # compares a launch's own spec with those of its containers).
     container_spec: ContainerSpec | None = None
     container_image_id: str = ""
-    # Only a kernel's first launch may take a warm container: a restart keeps the kernel's
-    # connection (key, sockets), and a warm container has its own.
-    _launched = False
-    _wait_for_gpus = False  # whether this kernel's starts may wait in the GPU queue
-    # What the launch under way gives back while it waits for GPUs (launch_request.py).
-    _while_waiting: WhileWaiting | None = None
-    # The launch request whose GPUs this kernel took last (each is taken once).
-    _given_applied: launch_request.LaunchRequest | None = None
+    # Whether the kernel launched once (or was reattached running). Only a kernel's first launch
+    # may take a warm container (warm_handover.py): a restart keeps the kernel's connection
+    # (key, sockets), and a warm container has its own.
+    launched = False
     gpu_wait = 0.0  # seconds the last launch waited for its GPUs in the queue
     # Whose kernel this is in a kernel service (identity.py): set at the first launch from
     # its launch request, never changed after. None in direct mode: the server's own user.
@@ -277,6 +256,17 @@ class ContainerProvisioner(KernelProvisionerBase):
     _spec_env: dict[str, str]
     # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
     _own_services: Services | None = None
+
+    def __init__(self, **kwargs: AnyType) -> None:
+        super().__init__(**kwargs)
+        # The kernel's private directory, connection files and account files (kernel_files.py).
+        self.files = KernelFiles(self)
+        # How its containers ended, and the reports of it (container_ends.py).
+        self.ends = ContainerEnds(self)
+        # What GPUs it asks for across its starts and restarts (gpu_request.py).
+        self.gpu_request = KernelGPURequest(self)
+        # When each phase of its last launch ended (launch_phases.py).
+        self.phases = LaunchPhases()
 
     @property
     def services(self) -> Services:
@@ -321,43 +311,26 @@ class ContainerProvisioner(KernelProvisionerBase):
         km = self.parent
         if km is None:
             raise ContainerKernelError("The container provisioner needs a kernel manager.")
-        self.launch_stamps = {"pre_launch": time.monotonic()}
+        self.phases.begin()
         policy = self.services.policy
         # Before anything is written: the kernel id names the connection file and the private
         # directory, and a client may choose it (POST /api/kernels "kernel_id").
         check_kernel_id(self.kernel_id)
         # What the start was given beside the call, read once, here (launch_request.py).
         given = launch_request.given()
-        if self.owner is None and not self._launched:
+        if self.owner is None and not self.launched:
             self.owner = given.user
         uid, gid = self.kernel_ids()
         check_run_as(policy, self.run_as, uid, gid)
         check_network_mode(policy, self.network_mode)
-        # Whether its tcp ports would be on this host's loopback (its placement decides).
-        on_loopback = self.services.placement.shares_directory
-        if self.transport == "tcp" and self.network_mode == "none":
-            raise ContainerKernelError(
-                "The tcp transport needs a network, but network_mode is 'none'. Use the ipc "
-                "transport (the default) for kernels without a network."
-            )
-        if self.transport == "tcp" and self.owner is not None and on_loopback:
-            # Published ports are on the host's loopback, where any local account connects, and
-            # IOPub is a PUB socket: subscribing needs no key. A container's bridge address is
-            # no better (every local account reaches it too). A pod's tcp is not this: its
-            # address is the pod network's, which the NetworkPolicy closes (docs/kubernetes.md).
-            raise KernelOptionRefused(
-                "The kernel service does not start kernels with the tcp transport: their ports "
-                "would be open to every account on the host, and anyone could read the kernel's "
-                "output (the key signs messages, it does not hide them). Use the ipc transport "
-                '(ContainerProvisioner.transport = "ipc", the default).'
-            )
-        if self.transport == "tcp" and on_loopback:
-            self.log.warning(
-                "Kernel %s uses the tcp transport: its ports on 127.0.0.1 are open to every "
-                "account on this host, and anyone can read its output there. Use ipc on a "
-                "shared host.",
-                self.kernel_id,
-            )
+        admit_transport(
+            self.log,
+            self.kernel_id,
+            self.transport,
+            self.network_mode,
+            service_user=self.owner is not None,
+            on_loopback=self.services.placement.shares_directory,
+        )
         launch_env = kwargs.get("env") or {}
         self._session = launch_env.get("JPY_SESSION_NAME", "")
         server_root = getattr(getattr(km, "parent", None), "root_dir", None) or os.getcwd()
@@ -365,30 +338,19 @@ class ContainerProvisioner(KernelProvisionerBase):
         # notebook's request and sent it with the start (service.py), so no file is read here.
         root_dir = self.owner.workspace if self.owner else server_root
         self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
-        if given.gpus is not None and given is not self._given_applied:
-            if self._requested is None:  # a first launch (else it reads its notebook)
-                self._requested, self._request_is_default = given.gpus, False
-            elif given.restart_of == self.kernel_id:
-                # A restart under another request: the kernel's current GPUs are not kept;
-                # what it had comes back if the restart's wait is cancelled
-                # (restore_previous_request).
-                self._before_change = (self._requested, self._request_is_default, self.gpu_uuids)
-                self._requested, self._request_is_default = given.gpus, False
-                self.gpu_uuids = ()
-            # Once: a callback scheduled during this launch runs in a copy of its context, so a
-            # later restart may see the same record; it keeps the kernel's GPUs.
-            self._given_applied = given
-        self._wait_for_gpus = (
-            given.wait if given.wait is not None else self.services.queue.wait_by_default
-        )
-        self._while_waiting = given.while_waiting
+        self.gpu_request.take(given)
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
-                self._prepare, policy, str(root_dir), kwargs.get("cwd") or "", str(server_root)
+                self.files.prepare,
+                policy,
+                str(root_dir),
+                kwargs.get("cwd") or "",
+                str(server_root),
+                self._session,
             )
         except BaseException:  # a refused mount, say: nothing of this launch stays behind
-            await asyncio.to_thread(self._remove_files)
+            await asyncio.to_thread(self.files.remove)
             raise
         container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
         kwargs = await super().pre_launch(
@@ -399,7 +361,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         env = kwargs.get("env") or {}
         spec_env = self.kernel_spec.env if self.kernel_spec is not None else {}
         self._spec_env = {k: str(env.get(k, v)) for k, v in (spec_env or {}).items()}
-        self._stamp("prepare")
+        self.phases.stamp("prepare")
         return kwargs
 
     @property
@@ -414,102 +376,14 @@ class ContainerProvisioner(KernelProvisionerBase):
             return self.owner.uid, self.owner.gid
         return os.getuid(), os.getgid()
 
-    def _write_account_files(self, image: ImageRecord) -> None:
-        """The kernel's /etc/passwd and /etc/group, its user's entry first, then the image's
-        own (as its probe read them), into its private directory for the plan to mount
-        (accounts.py). An image is probed before its kernel spec is listed, so the probe's
-        answer is at hand; a kernel started on an image not probed yet (a hand-written spec)
-        waits for the probe here. Without an answer (a probe that timed out), root's entry
-        and the user's. Blocking: a worker thread."""
-        facts = self._facts
-        if facts is None or not self.connection_dir:
-            return
-        uid, gid, name = facts.uid, facts.gid, facts.username
-        explicit = numeric_user(self.run_as)
-        if explicit is not None:
-            (uid, gid), name = explicit, host_account_name(explicit[0])
-        probe = self.services.probe
-        found = (probe.cached(image.id) or probe.probe_sync(image)).accounts
-        home = self.options().home_path
-        files = write_account_files(
-            self.connection_dir,
-            passwd_text(found.get("passwd", ""), uid, gid, name, home),
-            group_text(found.get("group", ""), gid, host_group_name(gid), name, uid),
-        )
-        self._facts = dataclasses.replace(facts, account_files=files)
-
-    def _file_owner(self) -> tuple[int, int] | None:
-        """Who must own the kernel's private directory and connection file: the service user,
-        or an explicit run_as uid (no capabilities in the container: owning them is its only way
-        in). None: the server's user, who creates them. A pod reads its connection file from
-        a Secret, not from this directory: the server's user keeps it."""
-        if not self.services.placement.shares_directory:
-            return None
-        if self.owner is not None:
-            return self.owner.uid, self.owner.gid
-        return numeric_user(self.run_as)
-
-    def _prepare(
-        self, policy: ContainerPolicy, root_dir: str, cwd: str, server_root: str
-    ) -> LaunchFacts:
-        """The private directory, both views of the connection, and the launch's facts (blocking:
-        a worker thread)."""
-        km = self.parent
-        assert km is not None  # pre_launch checked
-        shared = self.services.placement.shares_directory
-        if self.connection_dir is None:
-            root = connection_root(policy.connection_dir_root)
-            # A pod gets its connection file from a Secret: this directory is never mounted.
-            size = policy.private_dir_size if shared else None
-            self.connection_dir = make_private_dir(root, self.kernel_id, self._file_owner(), size)
-        else:
-            remove_stale_sockets(self.connection_dir)
-        # The host's view of the connection, held by the kernel manager.
-        if not shared:
-            # A pod has an address of its own (known once it runs) and shares no directory
-            # with this process: tcp, on the pod's IP (launch_kernel sets it).
-            self.transport = "tcp"
-            km.transport = "tcp"
-            km.ip = "127.0.0.1"
-        elif self.transport == "ipc":
-            km.transport = "ipc"
-            km.ip = os.path.join(self.connection_dir, "kernel-ipc")
-        else:
-            km.transport = "tcp"
-            km.ip = "127.0.0.1"
-        km.write_connection_file(jupyter_session=self._session)
-        self.connection_info = km.get_connection_info()
-        self._write_container_connection_file()
-        return gather_facts(
-            self.options(),
-            policy,
-            kernel_id=self.kernel_id,
-            root_dir=root_dir,
-            cwd=cwd,
-            session=self._session,
-            connection_dir=self.connection_dir,
-            server_id=self.services.server_id(server_root),
-            user=(self.owner.uid, self.owner.gid, self.owner.username) if self.owner else None,
-        )
-
-    def _stamp(self, phase: str) -> None:
-        stamps = getattr(self, "launch_stamps", None)
-        if stamps is None:  # a launch without pre_launch (only tests do that)
-            stamps = self.launch_stamps = {"pre_launch": time.monotonic()}
-        stamps[phase] = time.monotonic()
+    @property
+    def launch_stamps(self) -> dict[str, float] | None:
+        """When each phase of the last launch ended (launch_phases.py); None before one."""
+        return self.phases.stamps
 
     def launch_phases(self) -> dict[str, float]:
-        """The last launch's phases and how long each took, in seconds, in launch order:
-        prepare (checks, private directory, connection files, facts), image (inspect, policy,
-        probe cache), gpus (request, inventory, plan, allocation under the host lock), create,
-        start, ready (until the kernel answered kernel_info).
-
-        A launch served by the warm pool: prepare, image, handover (GPU request, this launch's
-        plan, a matching warm container taken), ready (its kernel answered the handover request;
-        claim record written). One whose warm container failed the handover has a "pool" phase
-        (the failed attempt) before the cold path's gpus, create, start and ready."""
-        stamps = list(getattr(self, "launch_stamps", {}).items())
-        return {name: at - stamps[i][1] for i, (name, at) in enumerate(stamps[1:])}
+        """The last launch's phases and how long each took (LaunchPhases.durations)."""
+        return self.phases.durations()
 
     async def launch_kernel(self, cmd: list[str], **kwargs: AnyType) -> KernelConnectionInfo:
         began = time.monotonic()
@@ -523,10 +397,13 @@ class ContainerProvisioner(KernelProvisionerBase):
                 uid=self.owner.uid if self.owner else None,
             )
             if self.run_as != "image":
-                await asyncio.to_thread(self._write_account_files, image)
-            self._stamp("image")
-            start = await self._placement_start(image, began)
-            placed = await self.services.placement.place(start, _LaunchSteps(self, image, cmd))
+                self._facts = await asyncio.to_thread(
+                    self.files.with_account_files, image, self._facts
+                )
+            self.phases.stamp("image")
+            steps = _LaunchSteps(self, image, cmd)
+            start = await steps.start(began)
+            placed = await self.services.placement.place(start, steps)
             if placed.from_warm_pool:
                 return self.connection_info
             self.gpu_uuids, self.gpu_wait = placed.gpus, placed.waited
@@ -536,46 +413,23 @@ class ContainerProvisioner(KernelProvisionerBase):
                     self.parent.ip = placed.address
             await self._remove_previous_container()
             await self._wait_until_ready(placed.counts_from)
-            self._stamp("ready")
+            self.phases.stamp("ready")
         except BaseException as e:
             # A restart under a changed request that ended the way someone chose (its wait
             # cancelled) is brought back as it was (kernelmanager.py): its endpoints stay, so
             # the pages' connections reach the kernel again, with what they sent meanwhile.
             may_come_back = (
-                isinstance(e, ContainerKernelError)
-                and e.routine
-                and self._before_change is not None
+                isinstance(e, ContainerKernelError) and e.routine and self.gpu_request.changed
             )
             await self._discard_after_failed_launch(keep_endpoints=may_come_back)
             raise
-        self._launched = True
-        self._before_change = None
+        self.launched = True
+        self.gpu_request.settle()
         self._log_ready(placed.gpus)
         return self.connection_info
 
-    async def _placement_start(self, image: ImageRecord, began: float) -> PlacementStart:
-        """This launch, as its placement needs to know it."""
-        request = await self._gpu_request()
-        facts = self._facts
-        return PlacementStart(
-            kernel_id=self.kernel_id,
-            image_ref=self.image,
-            image=image,
-            request=request,
-            request_is_default=self._request_is_default,
-            keeps_gpus=bool(self.gpu_uuids),
-            wait=self._wait_for_gpus,
-            while_waiting=self._while_waiting,
-            uid=self.kernel_ids()[0],
-            user=facts.username if facts else "",
-            notebook=facts.notebook if facts else "",
-            server_id=facts.server_id if facts else "",
-            gpu_resource=self.gpu_resource,
-            began=began,
-        )
-
     def _log_ready(self, gpus: tuple[str, ...]) -> None:
-        elapsed = time.monotonic() - self.launch_stamps["pre_launch"]
+        elapsed = self.phases.elapsed()
         if self.pool_id is not None:
             self.log.info(
                 "Warm pool: container %s (image %s, %s) is ready after %.2f s (%s)",
@@ -583,7 +437,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.image,
                 self.transport,
                 elapsed,
-                self._phases_text(),
+                self.phases.text(),
             )
         else:
             self.log.info(
@@ -594,94 +448,11 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.transport,
                 ",".join(gpus) or "none",
                 elapsed,
-                self._phases_text(),
+                self.phases.text(),
             )
-
-    def _plan(
-        self, image: ImageRecord, cmd: list[str], attached: Attachment, gpus: tuple[str, ...]
-    ) -> ContainerSpec:
-        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
-        assert self._facts is not None  # pre_launch gathered them
-        spec = plan_container(
-            kernel_id=self.kernel_id,
-            kernel_name=getattr(self.parent, "kernel_name", "") or "",
-            image=image,
-            command=cmd,
-            options=self.options(),
-            spec_env=getattr(self, "_spec_env", {}),
-            facts=self._facts,
-            policy=self.services.policy,
-            attached=attached,
-            gpus=gpus,
-            ports={k: int(str(v)) for k, v in self.connection_info.items() if k.endswith("_port")},
-            pool_id=self.pool_id,
-        )
-        self.container_spec, self.container_image_id = spec, image.id
-        return spec
-
-    def _phases_text(self) -> str:
-        return ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.launch_phases().items())
-
-    async def _start_from_pool(self, image: ImageRecord, spec: ContainerSpec) -> bool:
-        """Give this launch a warm container of the server's pool, if one was made exactly as
-        this launch would make its own (same image id, same plan but for what names the kernel).
-        False when the launch must start its own container: no such container, or the one taken
-        failed the handover (the pool discards it; a launch never fails because of the pool)."""
-        if self.pool_id is not None or self._launched or self.previous_container_id:
-            return False
-        if self.owner is not None:
-            return False  # warm containers run as the server's user, not a service's users
-        if self.connection_info.get("curve_publickey"):
-            return False  # an encrypted connection (CurveZMQ): warm kernels have none
-        pool = self.services.warm_pool
-        if pool is None or not pool.has_ready(self.image):
-            return False
-        entry = pool.take(self.image, image.id, spec_fingerprint(spec))
-        if entry is None:
-            return False
-        self._stamp("handover")
-        if not await pool.hand_over(entry, spec, self.kernel_id):
-            # The failed attempt is a phase of its own; the cold path's phases follow it.
-            self.launch_stamps.pop("handover", None)
-            self._stamp("pool")
-            return False
-        own = self.connection_dir
-        if own and own != entry.connection_dir:
-            # What pre_launch prepared for a container of this kernel's own is not needed now.
-            await asyncio.to_thread(discard_private_dir, own)
-        self.connection_dir = entry.connection_dir
-        self.connection_info = entry.connection_info.copy()
-        self.container_id = entry.container_id
-        self.container_spec, self.container_image_id = None, entry.image_id
-        self.gpu_uuids = ()
-        self._launched = True
-        self._before_change = None
-        self._stamp("ready")
-        self.log.info(
-            "Kernel %s answers from container %s (image %s, %s, GPUs: none, from the warm pool) "
-            "after %.3f s (%s)",
-            self.kernel_id,
-            entry.container_id[:12],
-            self.image,
-            self.transport,
-            time.monotonic() - self.launch_stamps["pre_launch"],
-            self._phases_text(),
-        )
-        return True
 
     async def _wait_until_ready(self, started: float) -> None:
         """Until the kernel answers kernel_info, the container ends, or the timeout passes."""
-
-        async def late() -> None:
-            tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
-            raise LaunchTimeout(
-                f"The kernel in the container for {self.image} did not answer within "
-                f"{self.launch_timeout:.0f} s, so the launch was stopped and the container "
-                "removed. If this image is slow to start, raise "
-                "ContainerProvisioner.launch_timeout."
-                + (f"\nLast lines of its log:\n{tail}" if tail else "")
-            )
-
         await ask_kernel(
             self.backend,
             self.connection_info,
@@ -689,8 +460,8 @@ class ContainerProvisioner(KernelProvisionerBase):
             "kernel_info_request",
             {},
             started + self.launch_timeout,
-            self._raise_for_exit,
-            late,
+            self.ends.raise_for_exit,
+            self.ends.raise_for_timeout,
         )
 
     async def check_restart(self) -> None:
@@ -708,42 +479,11 @@ class ContainerProvisioner(KernelProvisionerBase):
         """Go back to what the kernel asked for before a restart under another request, once
         that restart ended the way someone chose (its wait for a GPU cancelled): the next
         restart brings the kernel back as it was. False when there is nothing to go back to."""
-        if self._before_change is None:
-            return False
-        self._requested, self._request_is_default, self.gpu_uuids = self._before_change
-        self._before_change = None
-        return True
-
-    async def _gpu_request(self) -> GPURequest:
-        """What this launch asks for. A restart keeps exactly the GPUs the kernel held; else the
-        request the launch was given (a switch), else the notebook's own (its metadata, read
-        through the server's contents manager), else the kernel spec's default."""
-        if self.gpu_uuids:
-            return GPURequest(ids=self.gpu_uuids)
-        if self._requested is None:
-            contents = getattr(self.services.parent, "contents_manager", None)
-            found = await read_notebook_request(contents, self._notebook)
-            if found is not None:
-                self._requested, self._request_is_default = found, False
-            else:
-                self._requested, self._request_is_default = GPURequest.parse(self.gpus), True
-        return self._requested
-
-    async def _raise_for_exit(self, state: AnyType) -> None:
-        tail = await self.backend.logs_tail(self.container_id or "", self.log_tail_lines)
-        if state is None:
-            raise ContainerExited(
-                f"The kernel container for {self.image} was removed while the kernel was starting."
-            )
-        sentence, image_at_fault = diagnose_exit(
-            self.image, state.exit_code, state.oom_killed, tail
-        )
-        raise (ImageNotKernelReady if image_at_fault else ContainerExited)(sentence)
+        return self.gpu_request.restore()
 
     async def _remove_previous_container(self) -> None:
         if self.previous_container_id:
-            if self._death_reported != self.previous_container_id:
-                await self._record_restart(self.previous_container_id)
+            await self.ends.record_restart(self.previous_container_id)
             await self.backend.remove(self.previous_container_id)
             self.previous_container_id = None
             self.services.queue.poke()  # it may have booked GPUs: starts waiting here look
@@ -764,12 +504,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                     self.log.warning("Could not remove the failed kernel container: %s", e)
         self.previous_container_id = self.container_id = None
         if not keep_endpoints:
-            await asyncio.to_thread(self._remove_files)  # off the loop, as in pre_launch
-
-    def _remove_files(self) -> None:
-        self._remove_connection_dir()
-        if self.parent is not None:
-            self.parent.cleanup_connection_file()
+            await asyncio.to_thread(self.files.remove)  # off the loop, as in pre_launch
 
     # ------------------------------------------------------------------ running kernel
 
@@ -787,68 +522,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if not state.ended:
             return None
         if not getattr(self.parent, "shutting_down", False):
-            await self._report_death(self.container_id, state)
+            await self.ends.report_death(self.container_id, state)
         return state.exit_code
-
-    async def _report_death(self, container_id: str, state: AnyType) -> None:
-        """Say once, in the server log and as the kernel's ``reason`` (GET /api/kernels/<id>),
-        why a running kernel's container ended: the restarter only sees an exit code, and a
-        kernel killed for memory would otherwise just "restart" with its state lost and no
-        word why."""
-        if self._death_reported == container_id:
-            return
-        self._death_reported = container_id
-        if state.oom_killed:
-            mem_limit = self.container_spec.mem_limit if self.container_spec else self.mem_limit
-            limit = f" of {mem_limit}" if mem_limit else ""
-            sentence = (
-                f"The kernel ran out of memory: its container ({self.image}) was OOM-killed at "
-                f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
-                "kernel's memory is lost. Use less memory, or ask an administrator for a larger "
-                "ContainerProvisioner.mem_limit."
-            )
-        else:
-            try:
-                tail = await self.backend.logs_tail(container_id, self.log_tail_lines)
-            except ContainerKernelError:
-                tail = ""  # the engine went away meanwhile: the exit code is known all the same
-            sentence = (
-                f"The kernel's container ({self.image}) exited with code {state.exit_code}."
-                + (f"\nLast lines of its log:\n{tail}" if tail else "")
-            )
-        self._record_end(container_id, state, sentence)
-        self.log.warning("Kernel %s died: %s", self.kernel_id, sentence)
-        if self.parent is not None and hasattr(self.parent, "reason"):
-            self.parent.reason = sentence
-
-    def _record_end(
-        self, container_id: str, state: AnyType, sentence: str, routine: bool = False
-    ) -> None:
-        """``routine``: the container ended because someone asked (a restart), not on its own."""
-        oom = bool(state.oom_killed) if state is not None else False
-        self.last_end = {
-            "container_id": container_id,
-            "exit_code": state.exit_code if state is not None else None,
-            "oom_killed": oom,
-            "reason": sentence,
-            "at": time.time(),
-            "routine": routine and not oom,
-        }
-
-    async def _record_restart(self, container_id: str) -> None:
-        """The end of a container stopped for a restart (one engine call: its exit code)."""
-        try:
-            state = await self.backend.state(container_id)
-        except ContainerKernelError:
-            state = None
-        code = f" with code {state.exit_code}" if state is not None else ""
-        oom = " after it was OOM-killed" if state is not None and state.oom_killed else ""
-        self._record_end(
-            container_id,
-            state,
-            f"The kernel was restarted: its previous container ended{code}{oom}.",
-            routine=True,
-        )
 
     async def wait(self) -> int | None:
         while True:
@@ -863,7 +538,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if signum == signal.SIGINT and not self.backend.signals_reach_kernels:
             # The kernel is interrupted by message, on its control channel, as jupyter_client
             # does for interrupt_mode "message".
-            await self._interrupt_by_message()
+            await interrupt_kernel(self.backend, self.connection_info, self.container_id)
             return
         try:
             await self.backend.kill(self.container_id, signum)
@@ -874,25 +549,6 @@ class ContainerProvisioner(KernelProvisionerBase):
             # channel, and cleanup() removes its container once the engine is back. Failing
             # here would leave the kernel half shut down, its notebook unable to close.
             self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
-
-    async def _interrupt_by_message(self) -> None:
-        async def ended(state: AnyType) -> None:
-            raise ContainerExited("The kernel ended before it was interrupted.")
-
-        async def late() -> None:
-            raise LaunchTimeout("The kernel did not answer the interrupt within 10 s.")
-
-        await ask_kernel(
-            self.backend,
-            self.connection_info,
-            self.container_id or "",
-            "interrupt_request",
-            {},
-            time.monotonic() + 10.0,
-            ended,
-            late,
-            channel="control",
-        )
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
@@ -929,7 +585,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.gpu_uuids:
             self.services.queue.poke()  # GPUs were freed: starts waiting here look at once
         self.gpu_uuids = ()
-        await asyncio.to_thread(self._remove_connection_dir)  # off the loop, as in pre_launch
+        await asyncio.to_thread(self.files.remove_private_dir)  # off the loop, as in pre_launch
         own, self._own_services = self._own_services, None
         if own is not None:
             own.close()
@@ -949,43 +605,63 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.container_id = provisioner_info.get("container_id")
         self.connection_dir = provisioner_info.get("connection_dir")
         # A running kernel's (reattached after a server restart): its next launch is a restart.
-        self._launched = self._launched or self.container_id is not None
+        self.launched = self.launched or self.container_id is not None
         self.image = provisioner_info.get("image") or self.image
         self.transport = provisioner_info.get("transport") or self.transport
 
-    # ------------------------------------------------------------------ private directory
-
-    def _write_container_connection_file(self) -> None:
-        assert self.connection_dir is not None
-        info = dict(self.connection_info)
-        if info["transport"] == "ipc":
-            info["ip"] = f"{KERNEL_DIR_IN_CONTAINER}/kernel-ipc"
-        elif self.network_mode != "host":
-            info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
-        key = info.get("key", b"")
-        info["key"] = key.decode() if isinstance(key, bytes) else key
-        # The kernel's container can write this directory (a symlink in place of kernel.json,
-        # say): replaced, never followed. An explicit run_as uid reads (and ipykernel rewrites)
-        # the file with no capabilities, so owning it is its only way in.
-        write_connection_file(self.connection_dir, info, self._file_owner())
-
-    def _remove_connection_dir(self) -> None:
-        if self.connection_dir:
-            discard_private_dir(self.connection_dir)
-            self.connection_dir = None
-
 
 class _LaunchSteps:
-    """What a launch does for its placement (placement.LaunchSteps), on its provisioner."""
+    """A launch as its placement sees it (placement.PlacementStart), and what it does for its
+    placement (placement.LaunchSteps), on its provisioner."""
 
     def __init__(self, provisioner: ContainerProvisioner, image: ImageRecord, cmd: list[str]):
         self.provisioner, self.image, self.cmd = provisioner, image, cmd
 
+    async def start(self, began: float) -> PlacementStart:
+        """This launch, as its placement needs to know it."""
+        p, image = self.provisioner, self.image
+        request = await p.gpu_request.resolve(p._notebook)
+        facts = p._facts
+        return PlacementStart(
+            kernel_id=p.kernel_id,
+            image_ref=p.image,
+            image=image,
+            request=request,
+            request_is_default=p.gpu_request.is_default,
+            keeps_gpus=bool(p.gpu_uuids),
+            wait=p.gpu_request.wait,
+            while_waiting=p.gpu_request.while_waiting,
+            uid=p.kernel_ids()[0],
+            user=facts.username if facts else "",
+            notebook=facts.notebook if facts else "",
+            server_id=facts.server_id if facts else "",
+            gpu_resource=p.gpu_resource,
+            began=began,
+        )
+
     def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
-        return self.provisioner._plan(self.image, self.cmd, attached, gpus)
+        """This launch's container (launchplan.plan_container), remembered for the warm pool."""
+        p, image = self.provisioner, self.image
+        assert p._facts is not None  # pre_launch gathered them
+        spec = plan_container(
+            kernel_id=p.kernel_id,
+            kernel_name=getattr(p.parent, "kernel_name", "") or "",
+            image=image,
+            command=self.cmd,
+            options=p.options(),
+            spec_env=getattr(p, "_spec_env", {}),
+            facts=p._facts,
+            policy=p.services.policy,
+            attached=attached,
+            gpus=gpus,
+            ports={k: int(str(v)) for k, v in p.connection_info.items() if k.endswith("_port")},
+            pool_id=p.pool_id,
+        )
+        p.container_spec, p.container_image_id = spec, image.id
+        return spec
 
     def stamp(self, phase: str) -> None:
-        self.provisioner._stamp(phase)
+        self.provisioner.phases.stamp(phase)
 
     def created(self, container_id: str) -> None:
         self.provisioner.container_id = container_id
@@ -997,4 +673,4 @@ class _LaunchSteps:
         await self.provisioner._remove_previous_container()
 
     async def from_warm_pool(self, spec: ContainerSpec) -> bool:
-        return await self.provisioner._start_from_pool(self.image, spec)
+        return await start_from_pool(self.provisioner, self.image, spec)
