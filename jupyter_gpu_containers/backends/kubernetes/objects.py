@@ -1,14 +1,23 @@
 """What the Kubernetes backend writes, pure: the names, labels and security contexts of a kernel's
-pod, Docker-style sizes as quantities, the pod's uid and gid, and where its Secret's files go.
+pod, Docker-style sizes as quantities, the pod's uid and gid, where its Secret's files go, and the
+objects themselves (a kernel's pod and Secrets, a readiness probe's pod) as the API takes them,
+from what the traits say (PodSettings), the ContainerSpec and what the backend decided: no API
+client, no trait and no file is read here.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ...base import labels as L
-from ...base.errors import EngineRefused
+from ...base.errors import EngineRefused, MountRefused
+from ...base.records import ContainerSpec
 
 KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 # Where a kernel pod's Secret (its connection file) is mounted, read-only.
@@ -92,3 +101,363 @@ def split_labels(labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str]
 
 def safe_labels(labels: dict[str, str], keys: tuple[str, ...]) -> dict[str, str]:
     return {k: labels[k] for k in keys if k in labels and label_safe(labels[k])}
+
+
+def label_selector(labels: Mapping[str, str | None]) -> str:
+    """The label selector for ``labels`` (None: the key only), of the pairs a label can hold;
+    the others are checked on the records (the annotations carry them)."""
+    return ",".join(
+        k if v is None else f"{k}={v}"
+        for k, v in sorted(labels.items())
+        if LABEL_KEY.match(k) and (v is None or label_safe(v))
+    )
+
+
+# ---------------------------------------------------------------------- the objects themselves
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What KubernetesBackend's traits say about the pods it makes (its help says each)."""
+
+    namespace: str
+    gpu_resource: str
+    allowed_gpu_resources: tuple[str, ...]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    priority_class_name: str
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    workspace_volume: Mapping[str, Any]
+    workspace_sub_path: str
+    termination_grace_period: int
+    probe_memory: str
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A host file the provisioner wrote whose content goes into the kernel's Secret under
+    ``key``: the connection file (in the kernel's private directory), or an account file, which
+    is never read through a link (``follow_links`` False)."""
+
+    key: str
+    path: str
+    follow_links: bool
+
+
+@dataclass(frozen=True)
+class KernelPod:
+    """A kernel's pod as the API takes it, and the files its connection Secret holds (read by
+    the backend, in this order)."""
+
+    pod: dict[str, Any]
+    secret_files: tuple[SecretFile, ...]
+
+
+def connection_secret_name(pod: str) -> str:
+    return f"{pod}-connection"
+
+
+def pull_secret_name(pod: str) -> str:
+    return f"{pod}-pull"
+
+
+def workspace_source(volume: Mapping[str, Any], uid: int, username: str) -> dict[str, Any]:
+    """The workspace's volume source (KubernetesBackend.workspace_volume), with {username} and
+    {uid} replaced; an emptyDir when none is set."""
+    if not volume:
+        return {"emptyDir": {}}
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{username}", username).replace("{uid}", str(uid))
+        if isinstance(value, dict):
+            return {k: expand(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        return value
+
+    return dict(expand(dict(volume)))
+
+
+def kernel_pod(settings: PodSettings, spec: ContainerSpec, name: str) -> KernelPod:
+    """The pod named ``name`` for ``spec``, without its image pull secret (with_pull_secret)."""
+    uid, gid = parse_user(spec.user)
+    labels, annotations = split_labels(spec.labels)
+    resource = spec.gpu_resource or settings.gpu_resource
+    count = spec.gpu_count or len(spec.gpus)
+    if count and resource not in (settings.gpu_resource, *settings.allowed_gpu_resources):
+        raise EngineRefused(
+            f"This kernel asks for its GPUs as {resource}, which the administrator does not "
+            f"allow here (KubernetesBackend.gpu_resource is {settings.gpu_resource}; "
+            "allowed_gpu_resources lists the others)."
+        )
+    annotations[GPU_COUNT_ANNOTATION] = str(count)
+    annotations[GPU_RESOURCE_ANNOTATION] = resource if count else ""
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if count:
+        limits[resource] = str(count)
+    memory = settings.memory_limit or (quantity(spec.mem_limit) if spec.mem_limit else "")
+    for key, value, where in (
+        ("cpu", settings.cpu_limit, limits),
+        ("memory", memory, limits),
+        ("cpu", settings.cpu_request, requests),
+        ("memory", settings.memory_request, requests),
+    ):
+        if value:
+            where[key] = value
+    secret_files: list[SecretFile] = []
+    copy_connection = False
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    workspace_done = False
+    private = next((m.source for m in spec.mounts if m.target == KERNEL_DIR_IN_CONTAINER), None)
+    account_items: list[dict[str, Any]] = []
+    for mount in spec.mounts:
+        account = ACCOUNT_FILES_IN_CONTAINER.get(mount.target)
+        if (
+            account is not None
+            and mount.read_only
+            and private is not None
+            and mount.source == os.path.join(private, account)
+        ):
+            # The kernel's name inside the container, the image untouched: the file the
+            # provisioner wrote (its own directory; never a link) goes into the Secret.
+            secret_files.append(SecretFile(account, mount.source, follow_links=False))
+            account_items.append({"key": account, "path": account, "mode": 0o444})
+            mounts.append(
+                {
+                    "name": "accounts",
+                    "mountPath": mount.target,
+                    "subPath": account,
+                    "readOnly": True,
+                }
+            )
+        elif mount.target == KERNEL_DIR_IN_CONTAINER:
+            # The host's private directory holds the kernel's connection file, written by
+            # the provisioner: its content (the key) goes into the Secret, never the spec.
+            secret_files.append(
+                SecretFile(
+                    CONNECTION_FILE_NAME,
+                    os.path.join(mount.source, CONNECTION_FILE_NAME),
+                    follow_links=True,
+                )
+            )
+            volumes.append(
+                {
+                    "name": "connection",
+                    "secret": {"secretName": connection_secret_name(name), "defaultMode": 0o440},
+                }
+            )
+            mounts.append(
+                {"name": "connection", "mountPath": SECRET_DIR_IN_CONTAINER, "readOnly": True}
+            )
+            # ipykernel (before 6.29) writes its connection file back at start: the kernel
+            # reads a copy in a directory of the pod's memory, which the command makes.
+            volumes.append(
+                {"name": "kernel-dir", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
+            )
+            mounts.append({"name": "kernel-dir", "mountPath": mount.target})
+            copy_connection = True
+        elif not workspace_done:
+            workspace_done = True
+            username = spec.labels.get(L.USER, "")
+            source = workspace_source(settings.workspace_volume, uid, username)
+            volumes.append({"name": "workspace", **source})
+            entry: dict[str, Any] = {"name": "workspace", "mountPath": mount.target}
+            sub = settings.workspace_sub_path.format(username=username, uid=uid)
+            if sub:
+                entry["subPath"] = sub
+            mounts.append(entry)
+        else:
+            raise MountRefused(
+                f"Kernel pods mount only their workspace ({settings.namespace}'s "
+                f"KubernetesBackend.workspace_volume), not host paths such as {mount.source}."
+            )
+    if account_items:
+        volumes.append(
+            {
+                "name": "accounts",
+                "secret": {"secretName": connection_secret_name(name), "items": account_items},
+            }
+        )
+    for i, (target, options) in enumerate(sorted(spec.tmpfs.items())):
+        size = re.search(r"size=([^,]+)", options)
+        empty: dict[str, Any] = {"medium": "Memory"}
+        if size:
+            empty["sizeLimit"] = quantity(size.group(1))
+        volumes.append({"name": f"scratch-{i}", "emptyDir": empty})
+        mounts.append({"name": f"scratch-{i}", "mountPath": target})
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if spec.shm_size:
+        shm["sizeLimit"] = quantity(spec.shm_size)
+    volumes.append({"name": "dshm", "emptyDir": shm})
+    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": k, "value": v} for k, v in sorted(spec.environment.items())],
+        "ports": [{"containerPort": p, "protocol": "TCP"} for p in sorted(spec.port_bindings)],
+        "resources": {"limits": limits, "requests": requests},
+        "volumeMounts": mounts,
+        "securityContext": hardened(uid, gid, read_only=bool(spec.read_only)),
+    }
+    command = list(spec.command)
+    if copy_connection:
+        command = [
+            "sh",
+            "-c",
+            f"umask 077 && cat {SECRET_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME} > "
+            f'{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME} && exec "$@"',
+            "jupyter-kernel",
+            *command,
+        ]
+    if spec.entrypoint == []:
+        container["command"] = command
+    else:
+        container["args"] = command
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # Notebook code gets no credentials to the cluster, and no list of its services.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_period,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "fsGroup": gid,
+            # The group is set on a volume's files only when its root differs: not a walk
+            # through (and a change of) a user's whole workspace at every start.
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # The pod's pause process is PID 1 and reaps what the kernel's children leave; the
+        # kernel gets the kubelet's SIGTERM like any process (Docker's --init).
+        "shareProcessNamespace": True,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    pod_spec.update(_placement(settings))
+    if settings.priority_class_name:
+        pod_spec["priorityClassName"] = settings.priority_class_name
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
+    return KernelPod(pod, tuple(secret_files))
+
+
+def _placement(settings: PodSettings) -> dict[str, Any]:
+    """The nodeSelector and tolerations every pod of the backend carries (when set)."""
+    placement: dict[str, Any] = {}
+    if settings.node_selector:
+        placement["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        placement["tolerations"] = [dict(t) for t in settings.tolerations]
+    return placement
+
+
+def with_pull_secret(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` pulling its image with its own pull Secret (kernel_secrets's)."""
+    name = pod["metadata"]["name"]
+    return {**pod, "spec": {**pod["spec"], "imagePullSecrets": [{"name": pull_secret_name(name)}]}}
+
+
+def docker_config_json(registry: str, auth: Mapping[str, str]) -> str:
+    """An image pull Secret's .dockerconfigjson (base64) for a registry login."""
+    token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+    config = {"auths": {registry: {"auth": token}}}
+    return base64.b64encode(json.dumps(config).encode()).decode()
+
+
+def kernel_secrets(
+    pod: str, labels: Mapping[str, str], data: Mapping[str, str], pull: str | None
+) -> list[dict[str, Any]]:
+    """The kernel pod's Secrets, as the API takes them (owned_by sets their owner): its
+    connection Secret with ``data`` (base64 by key), and its image pull Secret when ``pull``
+    (a .dockerconfigjson) is given. Labelled as managed, with the kernel's id when label-safe."""
+    owned_labels = {L.MANAGED: "true", **safe_labels(dict(labels), (L.KERNEL_ID,))}
+    secrets: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": connection_secret_name(pod), "labels": owned_labels},
+            "type": "Opaque",
+            "data": dict(data),
+        }
+    ]
+    if pull is not None:
+        secrets.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": pull_secret_name(pod), "labels": owned_labels},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": pull},
+            }
+        )
+    return secrets
+
+
+def owned_by(secret: dict[str, Any], pod: str, pod_uid: str) -> dict[str, Any]:
+    """``secret`` owned by the pod ``pod`` (its uid as the API gave it): deleted with it."""
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}
+    return {**secret, "metadata": {**secret["metadata"], "ownerReferences": [owner]}}
+
+
+def probe_pod(
+    settings: PodSettings,
+    name: str,
+    image: str,
+    command: list[str],
+    *,
+    labels: Mapping[str, str],
+    entrypoint: list[str] | None = None,
+    user: str | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A readiness probe's one-shot pod: ``command`` in ``image``, as ``user`` unless that is
+    root or unset (then nobody, 65534), hardened, with the probe memory limit."""
+    safe, notes = split_labels(dict(labels))
+    uid, gid = parse_user(user) if user and user.split(":")[0] != "0" else (65534, 65534)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": k, "value": v} for k, v in sorted((environment or {}).items())],
+        "resources": {"limits": {"memory": settings.probe_memory}},
+        "securityContext": hardened(uid, gid),
+    }
+    if entrypoint == []:
+        container["command"] = list(command)
+    elif entrypoint:
+        container["command"] = list(entrypoint)
+        container["args"] = list(command)
+    else:
+        container["args"] = list(command)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": safe, "annotations": notes},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 0,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            **_placement(settings),
+        },
+    }

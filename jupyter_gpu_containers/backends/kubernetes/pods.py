@@ -1,10 +1,11 @@
 """What the Kubernetes backend reads of a pod, pure: its record, state and details as the backend
-interface gives them, why it cannot be scheduled or started, the GPUs it holds, and the
-nodes' GPUs as the GPU panel shows them.
+interface gives them, how far its start got, why it cannot be scheduled or started, the GPUs it
+holds, and the nodes' GPUs as the GPU panel shows them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,52 @@ def pod_details(pod: Any) -> ContainerDetails:
         mounts=tuple(mounts),
         tmpfs=tuple(tmpfs),
     )
+
+
+def start_progress(
+    pod: Any,
+    name: str,
+    image: str,
+    *,
+    waited: float,
+    refuse_shortage: bool,
+    schedule_timeout: float,
+    unscheduled: Callable[[str], None],
+) -> bool:
+    """Whether the kernel pod ``name``'s container started (or ended) after ``waited`` seconds;
+    False while it is still on its way, telling ``unscheduled`` why it has no node yet. Raises
+    the refusal of a start that will not happen: the pod deleted, refused by its node, no node
+    for it (at once for a shortage when ``refuse_shortage``; for anything else after
+    ``schedule_timeout``), its image or container failing."""
+    if pod is None:
+        raise EngineRefused(f"The kernel's pod {name} was deleted as it started.")
+    status = pod.status
+    if container_started(pod) or (status and status.phase == "Succeeded"):
+        return True
+    if status and status.phase == "Failed":
+        # Refused by its node before its container ran (admission, eviction).
+        raise EngineRefused(
+            f"The node {pod.spec.node_name or ''} refused the kernel's pod "
+            f"({status.reason or 'Failed'}): {shortened(status.message or '')}"
+        )
+    reason = unschedulable_reason(pod)
+    if reason is not None and status and status.nominated_node_name:
+        reason = None  # it preempts lower-priority pods: room is being made for it
+    if reason is not None and " not found" in reason:
+        # A claim or other object that does not exist will not appear by waiting.
+        raise SchedulingRefused(reason)
+    if reason is not None:
+        # A shortage (not enough free GPUs, memory) is refused at once unless the policy is to
+        # wait; anything else (a volume still binding, say) usually passes, and is given
+        # schedule_timeout either way.
+        shortage = "Insufficient" in reason
+        if (shortage and refuse_shortage) or waited >= schedule_timeout:
+            raise SchedulingRefused(reason)
+        unscheduled(reason)
+    failed = waiting_failure(pod, image)
+    if failed is not None:
+        raise failed
+    return False
 
 
 def kernel_status(pod: Any) -> Any:

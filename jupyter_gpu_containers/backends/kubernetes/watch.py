@@ -1,0 +1,282 @@
+"""A reflector of the namespace's pods that carry one label: one list, then one watch from its
+resourceVersion, resumed from the last version seen when a watch ends, and listed again when the
+API answers 410 Gone. It keeps the pods by name, and wakes whoever waits on its news: coroutines
+(a kernel's start, on the event loop) and threads (a readiness probe's pod, on a worker thread)
+alike, so that no one polls the API per pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from kubernetes import watch as kwatch
+from kubernetes.client.rest import ApiException
+
+from .client import KubernetesClient, api_reason
+from .pods import shortened
+
+T = TypeVar("T")
+
+# Without news, a waiter looks again this often: the watch may be down (the API went away) and a
+# pod read straight from the API instead.
+RECHECK_SECONDS = 5.0
+
+
+class WaitTimedOut(TimeoutError):
+    """A wait's time ran out (not a socket's: a read that timed out is the API's failure)."""
+
+
+class ReflectorSettings(Protocol):
+    namespace: str
+    api_timeout: float
+
+
+class PodReflector:
+    """The pods matching ``selector`` as the watch last saw them, and their waiters.
+
+    ``read(core, name)`` reads one pod straight from the API (None: gone), for a caller that
+    needs it before the watch has listed, or before the watch has shown a pod just created;
+    ``on_pod`` is told of every pod listed or changed (not deleted), on the watch's thread;
+    ``check_open`` raises when its owner is closed, before every look at the cache.
+    """
+
+    def __init__(
+        self,
+        client: KubernetesClient,
+        settings: ReflectorSettings,
+        *,
+        selector: str,
+        read: Callable[[Any, str], Any],
+        log: logging.Logger | logging.LoggerAdapter[Any],
+        what: str,
+        thread_name: str,
+        on_pod: Callable[[Any], None] | None = None,
+        check_open: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._selector = selector
+        self._read = read
+        self._log = log
+        self._what = what
+        self._thread_name = thread_name
+        self._on_pod = on_pod
+        self._check_open = check_open
+        self._lock = threading.Lock()
+        self._pods: dict[str, Any] = {}
+        self._synced = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._stopped = False
+        self._current_watch: Any = None
+        # Who waits: coroutines by their loop and event, threads on the condition (each change
+        # bumps its generation).
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._news = threading.Condition()
+        self._generation = 0
+
+    # ------------------------------------------------------------------ the watch
+
+    def ensure_running(self) -> None:
+        """Start the watch's thread unless it runs (or the reflector was stopped for good)."""
+        if self._check_open is not None:
+            self._check_open()
+        with self._lock:
+            if self._stopped:
+                return
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._follow, name=self._thread_name, daemon=True
+                )
+                self._thread.start()
+
+    def poke(self) -> None:
+        """End the current watch: the thread watches again from the last version seen."""
+        watch = self._current_watch
+        if watch is not None:
+            watch.stop()
+
+    def stop(self) -> None:
+        """For good: the thread ends, the cache counts as unlisted, every waiter looks again."""
+        with self._lock:
+            self._stopped = True
+        self._stop.set()
+        self._synced.clear()
+        self.poke()
+        self._notify()
+
+    def _follow(self) -> None:
+        """List the pods, then watch from the list's resourceVersion; resume from the last
+        version seen when a watch ends; list again when that version is too old (410)."""
+        version = ""
+        while not self._stop.is_set():
+            try:
+                core = self._client.core()
+                namespace = self._settings.namespace
+                if not version:
+                    listed = core.list_namespaced_pod(
+                        namespace,
+                        label_selector=self._selector,
+                        _request_timeout=self._settings.api_timeout,
+                    )
+                    with self._lock:
+                        self._pods = {p.metadata.name: p for p in listed.items}
+                    version = listed.metadata.resource_version
+                    self._synced.set()
+                    self._notify()
+                    for p in listed.items:
+                        self._tell(p)
+                w = kwatch.Watch()
+                self._current_watch = w
+                for event in w.stream(
+                    core.list_namespaced_pod,
+                    namespace,
+                    label_selector=self._selector,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=240,
+                    _request_timeout=300,
+                ):
+                    if self._stop.is_set():
+                        break
+                    kind, pod = event["type"], event["object"]
+                    raw = event.get("raw_object") or {}
+                    if kind == "BOOKMARK":
+                        # A bookmark's object is left a dict: only its version counts.
+                        version = raw.get("metadata", {}).get("resourceVersion") or version
+                        continue
+                    if kind == "ERROR":
+                        if raw.get("code") == 410:
+                            version = ""  # too old: list again
+                            break
+                        continue
+                    version = pod.metadata.resource_version or version
+                    with self._lock:
+                        if kind == "DELETED":
+                            self._pods.pop(pod.metadata.name, None)
+                        else:
+                            self._pods[pod.metadata.name] = pod
+                    self._notify()
+                    if kind != "DELETED":
+                        self._tell(pod)
+            except ApiException as e:
+                if e.status == 410:
+                    version = ""
+                    continue
+                self._log.warning("The %s' watch failed, retrying: %s", self._what, api_reason(e))
+                self._stop.wait(1.0)
+            except Exception as e:  # the API went away: try again, from the same version
+                if self._stop.is_set():
+                    break
+                self._log.warning(
+                    "The %s' watch failed, retrying: %s", self._what, shortened(str(e))
+                )
+                self._stop.wait(1.0)
+
+    def _tell(self, pod: Any) -> None:
+        if self._on_pod is not None:
+            self._on_pod(pod)
+
+    def _notify(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(event.set)
+        with self._news:
+            self._generation += 1
+            self._news.notify_all()
+
+    # ------------------------------------------------------------------ the cache
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._pods)
+
+    def _cached(self, name: str, fresh: bool) -> tuple[bool, Any]:
+        """(whether the cache answers, the pod in it): it does once the watch has listed,
+        unless ``fresh`` and the pod is not in it yet."""
+        if self._synced.is_set():
+            with self._lock:
+                found = self._pods.get(name)
+            if found is not None or not fresh:
+                return True, found
+        return False, None
+
+    async def pod(self, name: str, fresh: bool = False) -> Any:
+        """The pod as the watch last saw it (None: gone); straight from the API until the watch
+        has listed, and, with ``fresh``, when the watch has not shown it yet (a pod just created
+        may reach the API before the watch brings it)."""
+        self.ensure_running()
+        answered, found = self._cached(name, fresh)
+        if answered:
+            return found
+        return await self._client.run(lambda core: self._read(core, name))
+
+    def pod_sync(self, core: Any, name: str, fresh: bool = False) -> Any:
+        """:meth:`pod` on this thread, reading with ``core`` when the cache does not answer."""
+        self.ensure_running()
+        answered, found = self._cached(name, fresh)
+        if answered:
+            return found
+        return self._read(core, name)
+
+    # ------------------------------------------------------------------ waiting on the news
+
+    async def wait_for(
+        self, name: str, check: Callable[[Any], T | None], timeout: float, fresh: bool = False
+    ) -> T:
+        """Wait, on the watch's news, until ``check(pod)`` answers something other than None
+        (WaitTimedOut after ``timeout`` seconds)."""
+        self.ensure_running()
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        entry = (loop, event)
+        with self._lock:
+            self._waiters.add(entry)
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                event.clear()
+                answer = check(await self.pod(name, fresh))
+                if answer is not None:
+                    return answer
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise WaitTimedOut
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, RECHECK_SECONDS))
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+
+    def wait_for_sync(
+        self,
+        core: Any,
+        name: str,
+        check: Callable[[Any], T | None],
+        timeout: float,
+        fresh: bool = False,
+    ) -> T:
+        """:meth:`wait_for` on this thread (a worker's), blocking it."""
+        self.ensure_running()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._news:
+                seen = self._generation
+            answer = check(self.pod_sync(core, name, fresh))
+            if answer is not None:
+                return answer
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimedOut
+            with self._news:
+                if self._generation == seen:
+                    self._news.wait(min(left, RECHECK_SECONDS))
