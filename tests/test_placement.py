@@ -124,17 +124,19 @@ def test_only_services_chooses_a_placement() -> None:
 
 def test_how_a_kernel_is_reached_is_the_placements_word() -> None:
     """Whether a kernel shares its private directory with this host (or has an address of its
-    own) is declared by the placement; nothing outside the backends asks the engine."""
+    own) is declared by the placement, not asked of the engine."""
+    assert (HostPlacement.shares_directory, ClusterPlacement.shares_directory) == (True, False)
     package = Path(__file__).parent.parent / "jupyter_gpu_containers"
-    readers = sorted(
+    # The backends declare no such thing any more (connection_on_pod_ip), and only a backend
+    # knows what a pod's IP is.
+    assert [
         str(p.relative_to(package))
         for p in package.rglob("*.py")
-        if "connection_on_pod_ip" in p.read_text()
+        if ("connection_on_pod_ip" in p.read_text() or "pod_ip" in p.read_text())
         and "labextension" not in p.parts
         and p.relative_to(package).parts[0] != "backends"
-    )
-    assert readers == []
-    assert (HostPlacement.shares_directory, ClusterPlacement.shares_directory) == (True, False)
+    ] == []
+    assert "connection_on_pod_ip" not in (package / "backends" / "backend.py").read_text()
 
 
 ME = L.OwnerProcess("host-a", "boot-1", 4242, "started-1")

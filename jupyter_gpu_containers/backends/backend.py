@@ -103,19 +103,16 @@ class ContainerBackend(Protocol):
     on_removed: Callable[[ContainerRecord, float], None] | None
 
     # What differs between engines, declared (Docker / Kubernetes):
-    # - connection_on_pod_ip: a kernel has an address of its own (``address``, once it runs),
-    #   and its connection file reaches it some other way than its private directory (False /
-    #   True);
     # - schedules_gpus: the engine's scheduler places kernels and their GPUs, not the host's
     #   ledger; services.py chooses the placement by it, and nothing else reads it (False /
-    #   True);
+    #   True). The placement then says how a kernel is reached (Placement.shares_directory:
+    #   its private directory and this host's loopback, or an address of its own);
     # - signals_reach_kernels: ``kill`` can signal a kernel (an interrupt is SIGINT); else an
     #   interrupt is a message on the kernel's control channel (True / False);
     # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
     #   before), so only a digest in the reference itself can meet a pinned digest (False /
     #   True);
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
-    connection_on_pod_ip: bool
     schedules_gpus: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool

@@ -185,7 +185,6 @@ class Engine(LoggingConfigurable):
         await self.run(functools.partial(containers.kill, container_id=container_id, signum=signum))
 
     # Kernels' ports are published on the host's loopback; the host ledger books GPUs.
-    connection_on_pod_ip = False
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False

@@ -213,7 +213,6 @@ class KubernetesBackend(LoggingConfigurable):
     # Registry logins (set by services.py): image pull secrets.
     pull_auth: Callable[[str], dict[str, str] | None] | None = None
     # What the provisioner reads: pods have their own address; signals are not delivered.
-    connection_on_pod_ip = True
     schedules_gpus = True
     # A pod gets no signals from here: that would take pods/exec, which the service's account
     # is not granted.
