@@ -8,7 +8,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, verdictBadge } from './format';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { IClusterHolder, IClusterNode, IClusterView, INodePool } from './types';
 
 /**
@@ -124,7 +124,7 @@ export function clusterHolderLabel(
 }
 
 export function ClusterSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;

@@ -7,6 +7,7 @@
 import type { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
 
@@ -17,35 +18,23 @@ import {
   logStreamRefusal
 } from './api';
 import { formatBytes, formatClock, shortImageName } from './format';
-import type { IEventSourceLike } from './model';
-import { noticeText, reclaimOf, reclaimText } from './sharing';
+import {
+  IEventSourceLike,
+  STREAM_CLOSED,
+  openEventSource
+} from './eventsource';
+import { Reader, readEvent } from './json';
+import { ILogEvents, logEventReaders } from './readers';
+import { noticeText, reclaimText } from './sharing';
+import { reclaimOf } from './sharingreaders';
 import {
   IAdminNotice,
   IKernelEnd,
   IKernelGpu,
   IKernelGpuUsage,
   IKernelList,
-  IKernelLogContainer,
-  IKernelLogEnded,
-  IKernelLogLines,
-  IKernelLogShutdown,
   IKernelView
 } from './types';
-
-/**
- * The events of a kernel's log stream, by name.
- */
-interface ILogEvents {
-  container: IKernelLogContainer;
-  lines: IKernelLogLines;
-  ended: IKernelLogEnded;
-  shutdown: IKernelLogShutdown;
-}
-
-/**
- * `EventSource.CLOSED`: the stream will not reconnect.
- */
-const STREAM_CLOSED = 2;
 
 /**
  * One entry of the log as the view shows it: a line of the container's log,
@@ -93,13 +82,19 @@ export class KernelViewModel {
     this._trans = options.trans;
     this._tail = options.tail ?? 500;
     this._maxEntries = options.maxEntries ?? 5000;
-    this._refreshMs = (options.refreshSeconds ?? 5) * 1000;
-    this._openEvents =
-      options.openEvents ??
-      ((url: string) =>
-        new EventSource(url, {
-          withCredentials: true
-        }) as unknown as IEventSourceLike);
+    this._openEvents = options.openEvents ?? openEventSource;
+    // Read while the view is open, hidden or not (as before: a tab in the
+    // background still follows its log); `refresh` never rejects.
+    this._poll = new Poll({
+      auto: false,
+      factory: () => this.refresh(),
+      frequency: {
+        interval: (options.refreshSeconds ?? 5) * 1000,
+        backoff: false
+      },
+      name: 'gpu-containers:kernel-view',
+      standby: 'never'
+    });
   }
 
   readonly kernelId: string;
@@ -147,7 +142,10 @@ export class KernelViewModel {
     }
     this._started = true;
     void this.refresh();
-    this._timer = setInterval(() => void this.refresh(), this._refreshMs);
+    void this._poll.schedule({
+      interval: this._poll.frequency.interval,
+      phase: 'started'
+    });
     this._follow();
   }
 
@@ -184,10 +182,7 @@ export class KernelViewModel {
     }
     this._isDisposed = true;
     this._stopFollowing();
-    if (this._timer !== undefined) {
-      clearInterval(this._timer);
-      this._timer = undefined;
-    }
+    this._poll.dispose();
     Signal.clearData(this);
   }
 
@@ -207,7 +202,8 @@ export class KernelViewModel {
     ): void => {
       source.addEventListener(name, event => {
         answered = true;
-        const data = parse<ILogEvents[K]>(event.data);
+        const read: Reader<ILogEvents[K]> = logEventReaders[name];
+        const data = readEvent(event.data, read);
         if (data && !this._isDisposed) {
           handle(data);
           this._changed.emit();
@@ -329,26 +325,14 @@ export class KernelViewModel {
   private _trans: TranslationBundle;
   private _tail: number;
   private _maxEntries: number;
-  private _refreshMs: number;
+  private _poll: Poll;
   private _openEvents: (url: string) => IEventSourceLike;
   private _source: IEventSourceLike | null = null;
-  private _timer: ReturnType<typeof setInterval> | undefined = undefined;
   private _container = '';
   private _containerStart = 0;
   private _started = false;
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);
-}
-
-function parse<T>(text: string | undefined): T | null {
-  if (!text) {
-    return null;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -958,26 +942,32 @@ export class YourKernels extends React.Component<
 
   override componentDidMount(): void {
     void this.refresh();
-    this._timer = setInterval(
-      () => {
-        // Only while shown: reading the kernels keeps the server sampling.
-        const node = this._node.current;
-        const hidden =
-          (typeof document !== 'undefined' && document.hidden) ||
-          (node !== null && node.offsetParent === null);
-        if (!hidden) {
-          void this.refresh();
-        }
+    this._poll = new Poll({
+      auto: false,
+      factory: () => this.refresh(),
+      frequency: {
+        interval: (this.props.intervalSeconds ?? 5) * 1000,
+        backoff: false
       },
-      (this.props.intervalSeconds ?? 5) * 1000
-    );
+      name: 'gpu-containers:your-kernels',
+      // Only while shown: reading the kernels keeps the server sampling.
+      standby: () => {
+        const node = this._node.current;
+        return (
+          (typeof document !== 'undefined' && document.hidden) ||
+          (node !== null && node.offsetParent === null)
+        );
+      }
+    });
+    void this._poll.schedule({
+      interval: this._poll.frequency.interval,
+      phase: 'started'
+    });
   }
 
   override componentWillUnmount(): void {
     this._unmounted = true;
-    if (this._timer !== undefined) {
-      clearInterval(this._timer);
-    }
+    this._poll?.dispose();
   }
 
   async refresh(): Promise<void> {
@@ -1014,6 +1004,6 @@ export class YourKernels extends React.Component<
   }
 
   private _node = React.createRef<HTMLDivElement>();
-  private _timer: ReturnType<typeof setInterval> | undefined = undefined;
+  private _poll: Poll | null = null;
   private _unmounted = false;
 }

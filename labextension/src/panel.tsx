@@ -38,7 +38,7 @@ import { Breakable } from './breakable';
 import { ClusterSection } from './cluster';
 import { GpuOptions } from './gpuoptions';
 import { YourKernels } from './kernelview';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { gpuContainersIcon } from './icon';
 import { imagesDiskUse } from './sharing';
 import {
@@ -78,7 +78,7 @@ export interface IPanelActions {
 
 export class GpuContainersPanel extends ReactWidget {
   constructor(
-    readonly model: GpuContainersModel,
+    readonly model: IGpuContainersModel,
     private readonly _actions: IPanelActions,
     private readonly _trans: TranslationBundle
   ) {
@@ -123,7 +123,7 @@ export class GpuContainersPanel extends ReactWidget {
 }
 
 function PanelBody(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   trans: TranslationBundle;
   readKernels: number;
@@ -175,7 +175,7 @@ function PanelBody(props: {
 }
 
 function GpuSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   trans: TranslationBundle;
 }): JSX.Element {
@@ -334,7 +334,7 @@ function GpuRow(props: {
 }
 
 function ImageSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   engineProblem: string;
   trans: TranslationBundle;

@@ -9,10 +9,11 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { startNotebookKernel } from './api';
+import { messageOf, startNotebookKernel } from './api';
+import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
 import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
-import { GpuContainersModel, messageOf } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
 import { GpuRequest, IImageRow } from './types';
@@ -192,7 +193,7 @@ function cellId(): string {
  */
 export async function launchNotebook(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   row: IImageRow,
   gpus: GpuRequest,
   directory: string,
@@ -225,7 +226,10 @@ export async function launchNotebook(
       wait
     );
     if (wait) {
-      setTimeout(() => void model.refreshGpus(), 500);
+      // The queue shows the wait once the server has it: read it soon.
+      refreshOnceIn(500, 'gpu-containers:launch-wait', () =>
+        model.refreshGpus()
+      );
       await untilListed(sessions, path, started);
     } else {
       await started;
@@ -307,6 +311,8 @@ async function untilListed(
         return;
       }
     }
+    // A pause between two looks at the page's own session list (which
+    // JupyterLab keeps current): a wait for a condition, not a refresh.
     await new Promise(resolve => setTimeout(resolve, 300));
   }
 }
@@ -334,7 +340,8 @@ async function keepClean(
     }
     await kernel.spec.catch(() => undefined);
   }
-  // JupyterLab's own handlers of the same answers run first.
+  // JupyterLab's own handlers of the same answers run first (a yield to
+  // them, not a refresh).
   await new Promise(resolve => setTimeout(resolve, 0));
   const model = widget.model;
   if (!model || widget.isDisposed || !model.dirty) {
@@ -359,6 +366,7 @@ async function retried<T>(step: () => Promise<T>): Promise<T> {
       if (attempt >= 3) {
         throw error;
       }
+      // A pause before trying a failed step again, not a refresh.
       await new Promise(resolve => setTimeout(resolve, 500 * attempt));
     }
   }
@@ -370,7 +378,7 @@ async function retried<T>(step: () => Promise<T>): Promise<T> {
  */
 export async function switchNotebook(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   panel: NotebookPanel,
   trans: TranslationBundle
 ): Promise<void> {
@@ -446,7 +454,7 @@ export async function switchNotebook(
  */
 export async function applyKernelChoice(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   panel: NotebookPanel,
   kernelName: string,
   gpus: GpuRequest,
@@ -501,7 +509,9 @@ export async function applyKernelChoice(
       // While it waits for busy GPUs the answer comes when the kernel runs;
       // the panel and the toolbar show its place meanwhile.
       if (wait) {
-        setTimeout(() => void model.refreshGpus(), 1000);
+        refreshOnceIn(1000, 'gpu-containers:switch-wait', () =>
+          model.refreshGpus()
+        );
       }
       const sessions = app.serviceManager.sessions;
       const started = startNotebookKernel(
@@ -624,6 +634,7 @@ function waitForKernel(
         resolve();
       }
     };
+    // A deadline, not a refresh.
     const timer = setTimeout(() => {
       done();
       reject(

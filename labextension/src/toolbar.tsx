@@ -15,7 +15,7 @@ import {
   shortImageName
 } from './format';
 import { gpuContainersIcon } from './icon';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { ticketFor, waitingLabel } from './sharing';
 import {
   askedGpus,
@@ -38,7 +38,7 @@ const KERNEL_VIEW_COMMAND = 'gpu-containers:open-kernel-view';
 export class KernelImageItem extends ReactWidget {
   constructor(
     private readonly _app: JupyterFrontEnd,
-    private readonly _model: GpuContainersModel,
+    private readonly _model: IGpuContainersModel,
     private readonly _panel: NotebookPanel,
     private readonly _trans: TranslationBundle
   ) {

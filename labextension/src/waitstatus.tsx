@@ -10,7 +10,7 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { gpuContainersIcon } from './icon';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { waitingStatusText, waitingTicketOf } from './sharing';
 import { IQueuedStart } from './types';
 
@@ -20,7 +20,7 @@ import { IQueuedStart } from './types';
  */
 export class WaitingStatus extends ReactWidget {
   constructor(
-    private readonly _model: GpuContainersModel,
+    private readonly _model: IGpuContainersModel,
     private readonly _tracker: INotebookTracker,
     private readonly _trans: TranslationBundle
   ) {

@@ -3,26 +3,20 @@ import { nullTranslator } from '@jupyterlab/translation';
 import { formatClock, gpuChoices } from '../format';
 import {
   activityText,
-  adminViewOf,
   deadlineText,
   departedTickets,
   departureOutcome,
   holderGpus,
   imagesDiskUse,
   noticeKey,
-  noticesOf,
   noticeText,
   outcomeMessage,
   positionText,
   prePullLast,
   prePullNext,
   prePullRule,
-  prePullsOf,
   pruningText,
-  queueOf,
   quotaLine,
-  quotaOf,
-  reclaimOf,
   reclaimText,
   ticketFor,
   waitingLabel,
@@ -31,6 +25,14 @@ import {
   waitsFor,
   warningKey
 } from '../sharing';
+import {
+  adminViewOf,
+  noticesOf,
+  prePullsOf,
+  queueOf,
+  quotaOf,
+  reclaimOf
+} from '../sharingreaders';
 import { IQueuedStart } from '../types';
 import { makeGpu, makeHolder, makeReport, makeRow } from './fixtures';
 
