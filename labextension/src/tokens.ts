@@ -1,7 +1,8 @@
 /**
- * The model the extension's plugins share, as a JupyterLab service: the
- * model plugin provides it, the panel, the toolbar item, the kernel view and
- * the notifications require it (index.ts), and so can another extension.
+ * What the extension's plugins share: the model, as a JupyterLab service
+ * (the model plugin provides it; the panel, the toolbar item and the
+ * notifications require it, and so can another extension), and the ids of
+ * the plugin that keeps the settings, the toolbar item and the commands.
  */
 import type { ServerConnection } from '@jupyterlab/services';
 import { Token } from '@lumino/coreutils';
@@ -26,6 +27,32 @@ import {
   IRegistryCredentials,
   IStatus
 } from './types';
+
+/**
+ * The id of the model's plugin, also the key of the extension's settings
+ * (schema/plugin.json): it must not change.
+ */
+export const PLUGIN_ID = 'jupyter-gpu-containers:plugin';
+
+/**
+ * The name of the notebook toolbar item, in the toolbar registry and in the
+ * `jupyter.lab.toolbars` definition of the settings schema (where its rank
+ * puts it right of the spacer, before the kernel name: JupyterLab's overflow
+ * menu takes the last items first, and in a split pane this one, in its
+ * compact form, stays). Users hide or move it in the Notebook Panel
+ * settings, as any toolbar item.
+ */
+export const TOOLBAR_ITEM = 'gpuContainers';
+
+/**
+ * Command ids.
+ */
+export namespace CommandIDs {
+  export const openPanel = 'gpu-containers:open-panel';
+  export const switchImage = 'gpu-containers:switch-image';
+  export const refreshImages = 'gpu-containers:refresh-images';
+  export const openKernelView = 'gpu-containers:open-kernel-view';
+}
 
 /**
  * The client-side state of the GPU Containers front end: engine status,
