@@ -14,7 +14,8 @@ import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 
 import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
-import { KernelViewModel, KernelViewWidget } from './kernelview';
+import { KernelViewWidget } from './kernelview';
+import { KernelViewModel } from './kernelviewmodel';
 import { CommandIDs } from './tokens';
 
 /**

@@ -37,7 +37,7 @@ import {
 import { Breakable } from './breakable';
 import { ClusterSection } from './cluster';
 import { GpuOptions } from './gpuoptions';
-import { YourKernels } from './kernelview';
+import { YourKernels } from './yourkernels';
 import type { IGpuContainersModel } from './tokens';
 import { gpuContainersIcon } from './icon';
 import { imagesDiskUse } from './sharing';

@@ -46,7 +46,7 @@ jest.mock('@jupyterlab/apputils', () => ({}));
 jest.mock('../icon', () => ({ gpuContainersIcon: { react: () => null } }));
 // The kernels section reads the server when it is mounted; its own tests
 // cover its words.
-jest.mock('../kernelview', () => ({ YourKernels: () => null }));
+jest.mock('../yourkernels', () => ({ YourKernels: () => null }));
 
 const DOMAIN = 'jupyter_gpu_containers';
 const trans = pseudoBundle(DOMAIN);

@@ -117,10 +117,8 @@ jest.mock('../waitstatus', () => ({
     readonly waiting = false;
   }
 }));
-jest.mock('../kernelview', () => ({
-  KernelViewModel: jest.fn(),
-  KernelViewWidget: jest.fn()
-}));
+jest.mock('../kernelview', () => ({ KernelViewWidget: jest.fn() }));
+jest.mock('../kernelviewmodel', () => ({ KernelViewModel: jest.fn() }));
 jest.mock('../launcherlabels', () => ({
   keepLauncherLabelsBreakable: jest.fn()
 }));
