@@ -6,8 +6,9 @@ import type { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { adminKernelAction, getAdminView } from './api';
+import { IStatus } from './gputypes';
 import { OptionalRoute } from './refresh';
-import { AdminAction, IAdminActionReply, IAdminView, IStatus } from './types';
+import { AdminAction, IAdminActionReply, IAdminView } from './sharingtypes';
 
 export class AdminModel {
   constructor(

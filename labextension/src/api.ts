@@ -2,8 +2,22 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { IClusterView, IGpuReport, IStatus } from './gputypes';
 import { translationBundle } from './i18n';
+import {
+  ICatalog,
+  IPull,
+  IPullRequest,
+  IRegistryCredentials
+} from './imagetypes';
 import { Reader, isObject, parseJson } from './json';
+import {
+  GpuRequest,
+  IKernelList,
+  IKernelView,
+  INotebookKernelReply,
+  INotebookKernelRequest
+} from './kerneltypes';
 import {
   adminActionReplyOf,
   catalogOf,
@@ -22,28 +36,15 @@ import {
   queueOf,
   quotaOf
 } from './sharingreaders';
-
 import {
   AdminAction,
   IAdminActionReply,
   IAdminNotice,
   IAdminView,
-  GpuRequest,
-  ICatalog,
-  IClusterView,
   IGpuQueue,
   IGpuQuota,
-  IGpuReport,
-  IKernelList,
-  IKernelView,
-  INotebookKernelReply,
-  INotebookKernelRequest,
-  IPrePulls,
-  IPull,
-  IPullRequest,
-  IRegistryCredentials,
-  IStatus
-} from './types';
+  IPrePulls
+} from './sharingtypes';
 
 /**
  * The URL namespace of the server extension's REST API.

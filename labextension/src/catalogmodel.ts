@@ -10,8 +10,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { Poll } from '@lumino/polling';
 
 import { getImages, messageOf } from './api';
+import { ICatalog } from './imagetypes';
 import { ScheduledRefresh, failed, frequency } from './refresh';
-import { ICatalog } from './types';
 
 /**
  * The longest catalog refresh interval (ms) when the server does not answer

@@ -8,8 +8,13 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, verdictBadge } from './format';
+import {
+  IClusterHolder,
+  IClusterNode,
+  IClusterView,
+  INodePool
+} from './gputypes';
 import type { IGpuContainersModel } from './tokens';
-import { IClusterHolder, IClusterNode, IClusterView, INodePool } from './types';
 
 /**
  * GPUs of a pool (or a node), over all its GPU resources.

@@ -5,8 +5,8 @@ import type { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { getCluster } from './api';
+import { IClusterView } from './gputypes';
 import { OptionalRoute } from './refresh';
-import { IClusterView } from './types';
 
 export class ClusterModel {
   constructor(

@@ -8,17 +8,10 @@
  */
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { IGpu, IGpuReport, IHolder, IStatus, VerdictOutcome } from './gputypes';
 import { searchImages } from './imagequery';
-import {
-  GpuRequest,
-  IGpu,
-  IGpuReport,
-  IHolder,
-  IImageRow,
-  IPull,
-  IStatus,
-  VerdictOutcome
-} from './types';
+import { IImageRow, IPull } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 

@@ -9,8 +9,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { Poll } from '@lumino/polling';
 
 import { getGpus, getStatus, messageOf } from './api';
+import { IGpuReport, IStatus } from './gputypes';
 import { failed, frequency } from './refresh';
-import { IGpuReport, IStatus } from './types';
 
 /**
  * The longest GPU refresh interval (ms) when the server does not answer (the

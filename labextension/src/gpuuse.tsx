@@ -7,7 +7,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, formatClock } from './format';
-import { IKernelEnd, IKernelGpu, IKernelGpuUsage } from './types';
+import { IKernelEnd, IKernelGpu, IKernelGpuUsage } from './kerneltypes';
 
 /**
  * A clock time for a unix time (seconds), in the browser's locale.

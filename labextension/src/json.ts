@@ -90,7 +90,7 @@ export function readEvent<T>(
 /**
  * A reader that accepts what `accepts` says is a `T`, as it is (the checked
  * shape is what the front end relies on; the rest is the API's contract,
- * openapi.yaml, which the jest suite holds types.ts to).
+ * openapi.yaml, which the jest suite holds the *types.ts modules to).
  */
 export function guarded<T>(accepts: (value: unknown) => value is T): Reader<T> {
   return value => (accepts(value) ? value : null);

@@ -14,8 +14,8 @@ import {
   gpusLabel,
   phaseLabel
 } from './gpuuse';
+import { IKernelView } from './kerneltypes';
 import { KernelViewModel } from './kernelviewmodel';
-import { IKernelView } from './types';
 
 /**
  * The body of a kernel's view (no state of its own: the model has it).

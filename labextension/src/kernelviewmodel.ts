@@ -16,8 +16,8 @@ import {
 } from './eventsource';
 import { describeEnd } from './gpuuse';
 import { Reader, readEvent } from './json';
+import { IKernelView } from './kerneltypes';
 import { ILogEvents, logEventReaders } from './readers';
-import { IKernelView } from './types';
 
 /**
  * One entry of the log as the view shows it: a line of the container's log,

@@ -18,30 +18,26 @@ import { CatalogModel } from './catalogmodel';
 import { ClusterModel } from './clustermodel';
 import { IEventSourceLike, openEventSource } from './eventsource';
 import { GpuModel } from './gpumodel';
+import { IClusterView, IGpuReport, IStatus } from './gputypes';
 import { translationBundle } from './i18n';
+import { ICatalog, IPull, IRegistryCredentials } from './imagetypes';
+import { IKernelReclaim } from './kerneltypes';
 import { NoticeModel, NoticeStore } from './noticemodel';
 import { PrePullModel } from './prepullmodel';
 import { PullModel } from './pullmodel';
 import { IQueueEnd, QueueModel } from './queuemodel';
 import { QuotaModel } from './quotamodel';
 import { IReclaimNotice, ReclaimModel } from './reclaimmodel';
-import type { IGpuContainersModel } from './tokens';
 import {
   AdminAction,
   IAdminActionReply,
   IAdminNotice,
   IAdminView,
-  ICatalog,
-  IClusterView,
   IGpuQueue,
   IGpuQuota,
-  IGpuReport,
-  IKernelReclaim,
-  IPrePulls,
-  IPull,
-  IRegistryCredentials,
-  IStatus
-} from './types';
+  IPrePulls
+} from './sharingtypes';
+import type { IGpuContainersModel } from './tokens';
 
 // Where these lived before the model was split: their users import them
 // from here still.

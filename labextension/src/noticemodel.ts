@@ -9,7 +9,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { getAdminNotices } from './api';
 import { OptionalRoute } from './refresh';
 import { noticeKey } from './sharing';
-import { IAdminNotice } from './types';
+import { IAdminNotice } from './sharingtypes';
 
 /**
  * The local storage key of the administrator's notices already told.

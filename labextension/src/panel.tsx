@@ -47,7 +47,9 @@ import {
   QueueSection,
   QuotaLine
 } from './sharingpanel';
-import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
+import { IGpu, IGpuReport } from './gputypes';
+import { IImageRow, IPull } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * What the panel asks its host (the plugin) to do.

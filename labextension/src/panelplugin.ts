@@ -23,12 +23,12 @@ import { askRegistryLogin } from './credentials';
 import { engineProblem } from './format';
 import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
+import { IImageRow } from './imagetypes';
 import { keepLauncherLabelsBreakable } from './launcherlabels';
 import { notify } from './notify';
 import { GpuContainersPanel, IPanelActions } from './panel';
 import { launchNotebook } from './switching';
 import { CommandIDs, IGpuContainersModel } from './tokens';
-import { IImageRow } from './types';
 
 /**
  * Pull an image and say how it ended; when the registry refuses the login,

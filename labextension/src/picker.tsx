@@ -16,8 +16,10 @@ import {
   launchBlocker
 } from './format';
 import { GpuOptions } from './gpuoptions';
+import { IGpuReport } from './gputypes';
 import { searchImages } from './imagequery';
-import { GpuRequest, IGpuReport, IImageRow } from './types';
+import { IImageRow } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * What the dialog gives back.

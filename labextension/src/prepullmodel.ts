@@ -6,7 +6,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { getPrePulls } from './api';
 import { OptionalRoute } from './refresh';
-import { IPrePulls } from './types';
+import { IPrePulls } from './sharingtypes';
 
 export class PrePullModel {
   constructor(

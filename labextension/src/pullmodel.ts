@@ -10,8 +10,8 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { cancelPull, pullEventsUrl, startPull } from './api';
 import { IEventSourceLike, STREAM_CLOSED } from './eventsource';
+import { ICatalog, IPull, IRegistryCredentials } from './imagetypes';
 import { parseSnapshot } from './readers';
-import { ICatalog, IPull, IRegistryCredentials } from './types';
 
 const FINAL_EVENTS = ['done', 'error', 'cancelled'];
 

@@ -11,7 +11,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { cancelQueued, getQueue } from './api';
 import { OptionalRoute } from './refresh';
 import { QueueOutcome, departedTickets, departureOutcome } from './sharing';
-import { IGpuQueue, IQueuedStart } from './types';
+import { IGpuQueue, IQueuedStart } from './sharingtypes';
 
 /**
  * How a waiting start of the user's ended (the `queueEnded` signal).

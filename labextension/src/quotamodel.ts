@@ -7,7 +7,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { getQuota } from './api';
 import { OptionalRoute } from './refresh';
-import { IGpuQuota } from './types';
+import { IGpuQuota } from './sharingtypes';
 
 export class QuotaModel {
   constructor(

@@ -4,6 +4,8 @@
  * (the objects and arrays they step into) and hands the document on as the
  * server wrote it. A request whose answer fails its reader fails (api.ts).
  */
+import { IClusterView, IGpuReport, IStatus } from './gputypes';
+import { ICatalog, IPull } from './imagetypes';
 import {
   Json,
   Reader,
@@ -13,20 +15,15 @@ import {
   parseJson
 } from './json';
 import {
-  IAdminActionReply,
-  ICatalog,
-  IClusterView,
-  IGpuReport,
   IKernelList,
   IKernelLogContainer,
   IKernelLogEnded,
   IKernelLogLines,
   IKernelLogShutdown,
   IKernelView,
-  INotebookKernelReply,
-  IPull,
-  IStatus
-} from './types';
+  INotebookKernelReply
+} from './kerneltypes';
+import { IAdminActionReply } from './sharingtypes';
 
 function hasString(value: Json, key: string): boolean {
   return typeof value[key] === 'string';

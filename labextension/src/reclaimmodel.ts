@@ -7,9 +7,9 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { getKernels } from './api';
+import { IKernelList, IKernelReclaim } from './kerneltypes';
 import { warningKey } from './sharing';
 import { reclaimOf } from './sharingreaders';
-import { IKernelList, IKernelReclaim } from './types';
 
 /**
  * A kernel of the user's that the idle-GPU policy warned or reclaimed (the

@@ -7,20 +7,19 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatBytes, formatClock } from './format';
+import { IImageRow } from './imagetypes';
+import { GpuRequest, IKernelReclaim } from './kerneltypes';
 import {
-  GpuRequest,
   IAdminHolder,
   IAdminHolderActivity,
   IAdminNotice,
   IGpuQueue,
   IGpuQuota,
-  IImageRow,
-  IKernelReclaim,
   IPrePullEntry,
   IPrePullRun,
   IPruning,
   IQueuedStart
-} from './types';
+} from './sharingtypes';
 
 /**
  * How a waiting start of the user's ended, as the page finds out (the API

@@ -30,7 +30,7 @@ import {
   reclaimText,
   waitsFor
 } from './sharing';
-import { AdminAction, IAdminHolder, IQueuedStart } from './types';
+import { AdminAction, IAdminHolder, IQueuedStart } from './sharingtypes';
 
 /**
  * The quota line under the GPUs' heading, or nothing when quotas are off.

@@ -1,14 +1,16 @@
 /**
  * Readers of the fair-sharing documents: the queue, the quota, reclaim
  * states, the admin view, administrators' notices and the pre-pull schedule
- * (types.ts, as openapi.yaml describes them). These routes are missing on an
- * older server, so a value that is not one reads as `null` or nothing (the
- * lenient half of json.ts's policy), never a broken panel. Fields are read as
- * the API defines them, with nothing guessed.
+ * (sharingtypes.ts, and kerneltypes.ts for reclaim states, as openapi.yaml
+ * describes them). These routes are missing on an older server, so a value
+ * that is not one reads as `null` or nothing (the lenient half of json.ts's
+ * policy), never a broken panel. Fields are read as the API defines them,
+ * with nothing guessed.
  */
+import { InventorySource } from './gputypes';
 import { isObject, num, str, strOrNull } from './json';
+import { GpuRequest, IKernelReclaim } from './kerneltypes';
 import {
-  GpuRequest,
   IAdminHolder,
   IAdminHolderActivity,
   IAdminNotice,
@@ -19,15 +21,13 @@ import {
   IAdminView,
   IGpuQueue,
   IGpuQuota,
-  IKernelReclaim,
   IPrePullEntry,
   IPrePullRun,
   IPrePulls,
   IPruning,
   IPruningRun,
-  IQueuedStart,
-  InventorySource
-} from './types';
+  IQueuedStart
+} from './sharingtypes';
 
 function day(value: unknown): 'day' | 'week' {
   return value === 'day' ? 'day' : 'week';

@@ -1,6 +1,6 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { IStatus } from './types';
+import { IStatus } from './gputypes';
 
 /**
  * What to tell people about a status reply.

@@ -16,7 +16,8 @@ import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
 import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
-import { GpuRequest, IImageRow } from './types';
+import { IImageRow } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * How long to wait for the page to see the kernel the server started.

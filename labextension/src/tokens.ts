@@ -9,6 +9,9 @@ import { Token } from '@lumino/coreutils';
 import type { IDisposable } from '@lumino/disposable';
 import type { ISignal } from '@lumino/signaling';
 
+import { IClusterView, IGpuReport, IStatus } from './gputypes';
+import { ICatalog, IPull, IRegistryCredentials } from './imagetypes';
+import { IKernelReclaim } from './kerneltypes';
 import type { IQueueEnd } from './queuemodel';
 import type { IReclaimNotice } from './reclaimmodel';
 import {
@@ -16,17 +19,10 @@ import {
   IAdminActionReply,
   IAdminNotice,
   IAdminView,
-  ICatalog,
-  IClusterView,
   IGpuQueue,
   IGpuQuota,
-  IGpuReport,
-  IKernelReclaim,
-  IPrePulls,
-  IPull,
-  IRegistryCredentials,
-  IStatus
-} from './types';
+  IPrePulls
+} from './sharingtypes';
 
 /**
  * The id of the model's plugin, also the key of the extension's settings

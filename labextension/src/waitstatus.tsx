@@ -12,7 +12,7 @@ import * as React from 'react';
 import { gpuContainersIcon } from './icon';
 import type { IGpuContainersModel } from './tokens';
 import { waitingStatusText, waitingTicketOf } from './sharing';
-import { IQueuedStart } from './types';
+import { IQueuedStart } from './sharingtypes';
 
 /**
  * The status bar item: shown only while the current notebook's kernel

@@ -10,9 +10,10 @@ import * as React from 'react';
 import { getKernels } from './api';
 import { shortImageName } from './format';
 import { GpuUse, gpusLabel } from './gpuuse';
+import { IKernelList } from './kerneltypes';
 import { noticeText, reclaimText } from './sharing';
 import { reclaimOf } from './sharingreaders';
-import { IAdminNotice, IKernelList } from './types';
+import { IAdminNotice } from './sharingtypes';
 
 /**
  * The list of the user's kernels for the panel (no state of its own).

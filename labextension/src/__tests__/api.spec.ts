@@ -15,7 +15,8 @@ import {
   startNotebookKernel,
   startPull
 } from '../api';
-import { GpuRequest, INotebookKernelReply, IStatus } from '../types';
+import { IStatus } from '../gputypes';
+import { GpuRequest, INotebookKernelReply } from '../kerneltypes';
 import {
   makeCatalog,
   makeGpu,

@@ -28,8 +28,9 @@ import {
   switchDiscardsState,
   verdictBadge
 } from '../format';
+import { VerdictOutcome } from '../gputypes';
 import { translationBundle } from '../i18n';
-import { IPull, VerdictOutcome } from '../types';
+import { IPull } from '../imagetypes';
 import {
   makeGpu,
   makeHolder,

@@ -15,7 +15,8 @@ import { LoginFields } from '../credentials';
 import { PickerForm } from '../picker';
 import { formatBytes, imageNames, shortImageName } from '../format';
 import type { GpuContainersModel } from '../model';
-import { ICatalog, IClusterView, IGpuReport, IPull, IStatus } from '../types';
+import { IClusterView, IGpuReport, IStatus } from '../gputypes';
+import { ICatalog, IPull } from '../imagetypes';
 import {
   clusterView,
   makeCatalog,

@@ -13,7 +13,7 @@ import {
   IKernelList,
   IKernelSummary,
   IKernelView
-} from '../types';
+} from '../kerneltypes';
 import { by, findAll, findOne, textOf } from './elements';
 import { pseudoBundle } from './pseudo';
 

@@ -20,6 +20,8 @@ import { askRegistryLogin } from '../credentials';
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Token } from '@lumino/coreutils';
 
+import { IStatus } from '../gputypes';
+import { IPull } from '../imagetypes';
 import plugins, {
   CommandIDs,
   IGpuContainersModel,
@@ -35,7 +37,6 @@ import { keepLauncherLabelsBreakable } from '../launcherlabels';
 import { GpuContainersModel } from '../model';
 import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
-import { IPull, IStatus } from '../types';
 import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
 import { pseudoTranslator } from './pseudo';
 

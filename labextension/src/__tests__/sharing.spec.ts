@@ -33,7 +33,7 @@ import {
   quotaOf,
   reclaimOf
 } from '../sharingreaders';
-import { IQueuedStart } from '../types';
+import { IQueuedStart } from '../sharingtypes';
 import { makeGpu, makeHolder, makeReport, makeRow } from './fixtures';
 
 const trans = nullTranslator.load('jupyter_gpu_containers');

@@ -1,6 +1,6 @@
 import { describeStatus } from '../status';
 import { translationBundle } from '../i18n';
-import { IEngineStatus } from '../types';
+import { IEngineStatus } from '../gputypes';
 import { pseudoBundle } from './pseudo';
 
 const trans = translationBundle();

@@ -15,7 +15,7 @@ import {
   notebookGpuRequest,
   switchNotebook
 } from '../switching';
-import { GpuRequest } from '../types';
+import { GpuRequest } from '../kerneltypes';
 import {
   makeCatalog,
   makeGpu,
