@@ -7,13 +7,14 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { formatBytes, verdictBadge } from './format';
+import { formatBytes } from './format';
 import {
   IClusterHolder,
   IClusterNode,
   IClusterView,
   INodePool
 } from './gputypes';
+import { verdictBadge } from './imageformat';
 import type { IGpuContainersModel } from './tokens';
 
 /**

@@ -12,28 +12,32 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
+import { formatBytes } from './format';
 import {
-  IImageFilter,
   IGpuChoice,
   defaultGpuChoice,
-  describeNoGpus,
-  engineProblem,
-  filterImages,
-  formatBytes,
-  frameworkLabel,
   gpuChoices,
-  gpuMemoryText,
-  groupByFramework,
-  holderLabel,
-  imageNames,
-  launchBlocker,
   launchButton,
   noGpuWarning,
-  offersWait,
-  memoryFraction,
+  offersWait
+} from './gpuchoices';
+import {
+  describeNoGpus,
+  gpuMemoryText,
+  holderLabel,
+  memoryFraction
+} from './gpuformat';
+import {
+  IImageFilter,
+  filterImages,
+  frameworkLabel,
+  groupByFramework,
+  imageNames,
+  launchBlocker,
   pullProgressText,
   verdictBadge
-} from './format';
+} from './imageformat';
+import { engineProblem } from './status';
 import { Breakable } from './breakable';
 import { ClusterSection } from './cluster';
 import { GpuOptions } from './gpuoptions';

@@ -20,13 +20,13 @@ import type { IDisposable } from '@lumino/disposable';
 
 import { messageOf } from './api';
 import { askRegistryLogin } from './credentials';
-import { engineProblem } from './format';
 import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { IImageRow } from './imagetypes';
 import { keepLauncherLabelsBreakable } from './launcherlabels';
 import { notify } from './notify';
 import { GpuContainersPanel, IPanelActions } from './panel';
+import { engineProblem } from './status';
 import { launchNotebook } from './switching';
 import { CommandIDs, IGpuContainersModel } from './tokens';
 

@@ -7,16 +7,15 @@ import * as React from 'react';
 
 import { Breakable } from './breakable';
 import { FormDialogBody } from './dialogs';
-import {
-  frameworkLabel,
-  gpuChoices,
-  imageNames,
-  isLaunchable,
-  keptChoice,
-  launchBlocker
-} from './format';
+import { gpuChoices, keptChoice } from './gpuchoices';
 import { GpuOptions } from './gpuoptions';
 import { IGpuReport } from './gputypes';
+import {
+  frameworkLabel,
+  imageNames,
+  isLaunchable,
+  launchBlocker
+} from './imageformat';
 import { searchImages } from './imagequery';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';

@@ -11,7 +11,7 @@ import * as React from 'react';
 
 import { FormDialogBody, showFormDialog } from './dialogs';
 import { notify } from './notify';
-import { shortImageName } from './format';
+import { shortImageName } from './imageformat';
 import { messageOf } from './api';
 import type { IGpuContainersModel } from './tokens';
 import {

@@ -42,3 +42,22 @@ export function describeStatus(
     )
   };
 }
+
+/**
+ * The sentence to show when the engine cannot be used, or `''` when it can.
+ */
+export function engineProblem(
+  trans: TranslationBundle,
+  status: IStatus | null
+): string {
+  if (!status || status.engine.ok) {
+    return '';
+  }
+  return (
+    status.engine.message.trim() ||
+    trans.__(
+      'The container engine at %1 is unreachable.',
+      status.engine.endpoint
+    )
+  );
+}

@@ -12,7 +12,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { messageOf, startNotebookKernel } from './api';
 import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
-import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
+import { gpusOfKernel } from './gpuformat';
+import { shortImageName } from './imageformat';
 import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
@@ -371,6 +372,16 @@ async function retried<T>(step: () => Promise<T>): Promise<T> {
       await new Promise(resolve => setTimeout(resolve, 500 * attempt));
     }
   }
+}
+
+/**
+ * Whether restarting or switching a kernel in this display status discards state, and so is
+ * confirmed first. Only a dead kernel has none left: 'unknown' is what a page shows after any
+ * reconnect (a restart, a network blip, a laptop waking up) until a cell runs, and the kernel
+ * may hold hours of work by then.
+ */
+export function switchDiscardsState(kernelDisplayStatus: string): boolean {
+  return kernelDisplayStatus !== 'dead';
 }
 
 /**

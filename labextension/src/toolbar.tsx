@@ -8,12 +8,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import {
-  describeNoGpus,
-  gpuListLabel,
-  gpusOfKernel,
-  shortImageName
-} from './format';
+import { describeNoGpus, gpuListLabel, gpusOfKernel } from './gpuformat';
+import { shortImageName } from './imageformat';
 import { gpuContainersIcon } from './icon';
 import type { IGpuContainersModel } from './tokens';
 import { ticketFor, waitingLabel } from './sharing';

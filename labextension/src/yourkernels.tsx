@@ -8,8 +8,8 @@ import { Poll } from '@lumino/polling';
 import * as React from 'react';
 
 import { getKernels } from './api';
-import { shortImageName } from './format';
 import { GpuUse, gpusLabel } from './gpuuse';
+import { shortImageName } from './imageformat';
 import { IKernelList } from './kerneltypes';
 import { noticeText, reclaimText } from './sharing';
 import { reclaimOf } from './sharingreaders';

@@ -1,36 +1,39 @@
+import { formatBytes } from '../format';
 import {
-  IImageFilter,
-  availableGpus,
   defaultGpuChoice,
-  describeNoGpus,
-  engineProblem,
-  filterImages,
-  formatBytes,
-  frameworkGroup,
-  frameworkLabel,
   gpuChoices,
-  offersWait,
+  noGpuWarning,
+  offersWait
+} from '../gpuchoices';
+import {
+  availableGpus,
+  describeNoGpus,
   gpuListLabel,
   gpuMemoryText,
   gpusOfKernel,
-  groupByFramework,
   hasRoom,
   holderLabel,
+  memoryFraction
+} from '../gpuformat';
+import { VerdictOutcome } from '../gputypes';
+import { translationBundle } from '../i18n';
+import {
+  IImageFilter,
+  filterImages,
+  frameworkGroup,
+  frameworkLabel,
+  groupByFramework,
   imageNames,
   isCompatible,
   isLaunchable,
   launchBlocker,
-  memoryFraction,
-  noGpuWarning,
   pullProgressText,
   referenceBreaks,
   shortImageName,
-  switchDiscardsState,
   verdictBadge
-} from '../format';
-import { VerdictOutcome } from '../gputypes';
-import { translationBundle } from '../i18n';
+} from '../imageformat';
 import { IPull } from '../imagetypes';
+import { engineProblem } from '../status';
 import {
   makeGpu,
   makeHolder,
@@ -940,21 +943,6 @@ describe('engineProblem', () => {
     ]
   ])('%s', (_, status, text) => {
     expect(engineProblem(trans, status)).toBe(text);
-  });
-});
-
-describe('switchDiscardsState', () => {
-  it('asks before discarding any kernel but a dead one', () => {
-    for (const status of [
-      'idle',
-      'busy',
-      'starting',
-      'restarting',
-      'unknown'
-    ]) {
-      expect(switchDiscardsState(status)).toBe(true);
-    }
-    expect(switchDiscardsState('dead')).toBe(false);
   });
 });
 

@@ -1,6 +1,7 @@
 import { nullTranslator } from '@jupyterlab/translation';
 
-import { formatClock, gpuChoices } from '../format';
+import { formatClock } from '../format';
+import { gpuChoices } from '../gpuchoices';
 import {
   activityText,
   deadlineText,
