@@ -2,24 +2,49 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { IClusterView, IGpuReport, IStatus } from './gputypes';
 import { translationBundle } from './i18n';
-
 import {
-  AdminAction,
-  IAdminActionReply,
-  GpuRequest,
   ICatalog,
-  IClusterView,
-  IGpuReport,
+  IPull,
+  IPullRequest,
+  IRegistryCredentials
+} from './imagetypes';
+import { Reader, isObject, parseJson } from './json';
+import {
+  GpuRequest,
   IKernelList,
   IKernelView,
   INotebookKernelReply,
-  INotebookKernelRequest,
-  IPull,
-  IPullRequest,
-  IRegistryCredentials,
-  IStatus
-} from './types';
+  INotebookKernelRequest
+} from './kerneltypes';
+import {
+  adminActionReplyOf,
+  catalogOf,
+  clusterViewOf,
+  gpuReportOf,
+  kernelListOf,
+  kernelViewOf,
+  notebookKernelReplyOf,
+  pullOf,
+  statusOf
+} from './readers';
+import {
+  adminViewOf,
+  noticesOf,
+  prePullsOf,
+  queueOf,
+  quotaOf
+} from './sharingreaders';
+import {
+  AdminAction,
+  IAdminActionReply,
+  IAdminNotice,
+  IAdminView,
+  IGpuQueue,
+  IGpuQuota,
+  IPrePulls
+} from './sharingtypes';
 
 /**
  * The URL namespace of the server extension's REST API.
@@ -44,6 +69,16 @@ export class ApiError extends Error {
 }
 
 /**
+ * The sentence of an error, whatever was thrown.
+ */
+export function messageOf(error: unknown): string {
+  if (error instanceof ApiError || error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}
+
+/**
  * Pick the sentence to show for an error response.
  *
  * The server answers errors as JSON `{"message": ..., "reason": ...}`
@@ -61,7 +96,8 @@ export function errorMessage(
   statusText: string,
   trans: TranslationBundle = translationBundle()
 ): string {
-  const fields = parseObject(body);
+  const parsed = parseJson(body);
+  const fields = isObject(parsed) ? parsed : null;
   for (const key of ['message', 'reason']) {
     const value = fields?.[key];
     if (typeof value === 'string' && value.trim() !== '') {
@@ -81,16 +117,54 @@ export function errorMessage(
  * @param init Options of the request (method, body, ...).
  * @param settings The server connection; the page's own by default.
  * @param trans The extension's translation bundle; English by default.
- * @returns The response body, parsed as JSON (`undefined` when empty).
+ * @returns The response body, parsed as JSON (`undefined` when empty), not
+ *   yet read: `readAPI` reads it (json.ts).
  * @throws {ApiError} When the server cannot be reached, answers an error
  *   status, or answers something that is not JSON.
  */
-export async function requestAPI<T>(
+export async function requestAPI(
   endPoint: string,
   init: RequestInit = {},
   settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
   trans: TranslationBundle = translationBundle()
+): Promise<unknown> {
+  return (await fetchJson(endPoint, init, settings, trans)).value;
+}
+
+/**
+ * Call the REST API and read its answer with `read` (json.ts).
+ *
+ * @throws {ApiError} As `requestAPI`, and when the answer is not the
+ *   document `read` reads (with the response's status, as for an answer
+ *   that is not JSON).
+ */
+export async function readAPI<T>(
+  endPoint: string,
+  read: Reader<T>,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  trans: TranslationBundle = translationBundle()
 ): Promise<T> {
+  const { value, status } = await fetchJson(endPoint, init, settings, trans);
+  const document = read(value);
+  if (document === null) {
+    throw new ApiError(
+      trans.__(
+        "The server's answer to %1 is not what this page expects.",
+        `${API_NAMESPACE}/${endPoint}`
+      ),
+      status
+    );
+  }
+  return document;
+}
+
+async function fetchJson(
+  endPoint: string,
+  init: RequestInit,
+  settings: ServerConnection.ISettings,
+  trans: TranslationBundle
+): Promise<{ value: unknown; status: number }> {
   const url = URLExt.join(settings.baseUrl, API_NAMESPACE, endPoint);
 
   let response: Response;
@@ -111,10 +185,10 @@ export async function requestAPI<T>(
     );
   }
   if (body.trim() === '') {
-    return undefined as T;
+    return { value: undefined, status: response.status };
   }
   try {
-    return JSON.parse(body) as T;
+    return { value: JSON.parse(body), status: response.status };
   } catch {
     throw new ApiError(
       trans.__(
@@ -133,7 +207,7 @@ export function getStatus(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IStatus> {
-  return requestAPI<IStatus>('status', { method: 'GET' }, settings, trans);
+  return readAPI('status', statusOf, { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -143,7 +217,7 @@ export function getGpus(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IGpuReport> {
-  return requestAPI<IGpuReport>('gpus', { method: 'GET' }, settings, trans);
+  return readAPI('gpus', gpuReportOf, { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -153,12 +227,7 @@ export function getCluster(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IClusterView> {
-  return requestAPI<IClusterView>(
-    'cluster',
-    { method: 'GET' },
-    settings,
-    trans
-  );
+  return readAPI('cluster', clusterViewOf, { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -169,7 +238,7 @@ export function getImages(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<ICatalog> {
-  return requestAPI<ICatalog>('images', { method: 'GET' }, settings, trans);
+  return readAPI('images', catalogOf, { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -184,8 +253,9 @@ export function startPull(
   trans?: TranslationBundle
 ): Promise<IPull> {
   const request: IPullRequest = auth ? { image, auth } : { image };
-  return requestAPI<IPull>(
+  return readAPI(
     'pulls',
+    pullOf,
     { method: 'POST', body: JSON.stringify(request) },
     settings,
     trans
@@ -200,8 +270,9 @@ export function cancelPull(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IPull> {
-  return requestAPI<IPull>(
+  return readAPI(
     `pulls/${encodeURIComponent(pullId)}`,
+    pullOf,
     { method: 'DELETE' },
     settings,
     trans
@@ -219,12 +290,12 @@ export function putRegistryCredentials(
   trans?: TranslationBundle
 ): Promise<void> {
   const login: IRegistryCredentials = { username, password };
-  return requestAPI<void>(
+  return requestAPI(
     `registries/${encodeURIComponent(registry)}/credentials`,
     { method: 'PUT', body: JSON.stringify(login) },
     settings,
     trans
-  );
+  ).then(nothing);
 }
 
 /**
@@ -252,8 +323,9 @@ export function startNotebookKernel(
     start,
     ...(wait === undefined ? {} : { wait })
   };
-  return requestAPI<INotebookKernelReply>(
+  return readAPI(
     'notebooks/kernel',
+    notebookKernelReplyOf,
     { method: 'POST', body: JSON.stringify(request) },
     settings,
     trans
@@ -323,7 +395,7 @@ export function getKernels(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IKernelList> {
-  return requestAPI<IKernelList>('kernels', { method: 'GET' }, settings, trans);
+  return readAPI('kernels', kernelListOf, { method: 'GET' }, settings, trans);
 }
 
 /**
@@ -335,8 +407,9 @@ export function getKernelView(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IKernelView> {
-  return requestAPI<IKernelView>(
+  return readAPI(
     `kernels/${encodeURIComponent(kernelId)}`,
+    kernelViewOf,
     { method: 'GET' },
     settings,
     trans
@@ -396,13 +469,13 @@ export async function logStreamRefusal(
 }
 
 /**
- * Fetch the host-wide GPU wait queue (parsed by sharing.queueOf).
+ * Fetch the host-wide GPU wait queue; `null` when the answer is none.
  */
 export function getQueue(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
-): Promise<unknown> {
-  return requestAPI<unknown>('queue', { method: 'GET' }, settings, trans);
+): Promise<IGpuQueue | null> {
+  return requestAPI('queue', { method: 'GET' }, settings, trans).then(queueOf);
 }
 
 /**
@@ -414,32 +487,34 @@ export function cancelQueued(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<void> {
-  return requestAPI<void>(
+  return requestAPI(
     `queue/${encodeURIComponent(kernelId)}`,
     { method: 'DELETE' },
     settings,
     trans
-  );
+  ).then(nothing);
 }
 
 /**
- * Fetch the user's GPU-hour quota (parsed by sharing.quotaOf).
+ * Fetch the user's GPU-hour quota; `null` when the answer is none.
  */
 export function getQuota(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
-): Promise<unknown> {
-  return requestAPI<unknown>('quota', { method: 'GET' }, settings, trans);
+): Promise<IGpuQuota | null> {
+  return requestAPI('quota', { method: 'GET' }, settings, trans).then(quotaOf);
 }
 
 /**
- * Fetch the admin view (parsed by sharing.adminViewOf); 403 for others.
+ * Fetch the admin view; 403 for others, `null` when the answer is none.
  */
 export function getAdminView(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
-): Promise<unknown> {
-  return requestAPI<unknown>('admin', { method: 'GET' }, settings, trans);
+): Promise<IAdminView | null> {
+  return requestAPI('admin', { method: 'GET' }, settings, trans).then(
+    adminViewOf
+  );
 }
 
 /**
@@ -453,8 +528,9 @@ export function adminKernelAction(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
 ): Promise<IAdminActionReply> {
-  return requestAPI<IAdminActionReply>(
+  return readAPI(
     `admin/kernels/${encodeURIComponent(kernelId)}`,
+    adminActionReplyOf,
     { method: 'POST', body: JSON.stringify({ action, reason }) },
     settings,
     trans
@@ -462,42 +538,34 @@ export function adminKernelAction(
 }
 
 /**
- * Fetch why administrators released or shut down the user's kernels (parsed
- * by sharing.noticesOf).
+ * Fetch why administrators released or shut down the user's kernels, oldest
+ * first (none when the answer is not a list of them).
  */
 export function getAdminNotices(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
-): Promise<unknown> {
-  return requestAPI<unknown>(
-    'admin/notices',
-    { method: 'GET' },
-    settings,
-    trans
+): Promise<IAdminNotice[]> {
+  return requestAPI('admin/notices', { method: 'GET' }, settings, trans).then(
+    noticesOf
   );
 }
 
 /**
- * Fetch the administrator's pre-pull schedule and pruning (parsed by
- * sharing.prePullsOf); readable by every user.
+ * Fetch the administrator's pre-pull schedule and pruning; readable by every
+ * user, `null` when the answer is none.
  */
 export function getPrePulls(
   settings?: ServerConnection.ISettings,
   trans?: TranslationBundle
-): Promise<unknown> {
-  return requestAPI<unknown>('prepull', { method: 'GET' }, settings, trans);
+): Promise<IPrePulls | null> {
+  return requestAPI('prepull', { method: 'GET' }, settings, trans).then(
+    prePullsOf
+  );
 }
 
 /**
- * Parse `text` as a JSON object, or return `null`.
+ * A request whose answer is no document (204, or one that is not used).
  */
-function parseObject(text: string): Record<string, unknown> | null {
-  try {
-    const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : null;
-  } catch {
-    return null;
-  }
+function nothing(): void {
+  return undefined;
 }

@@ -3,7 +3,7 @@
  */
 import * as React from 'react';
 
-import { referenceBreaks } from './format';
+import { referenceBreaks } from './imageformat';
 
 /**
  * `text` (an image reference) with a line-break opportunity (`<wbr>`) after

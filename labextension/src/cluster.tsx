@@ -7,9 +7,15 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { formatBytes, verdictBadge } from './format';
-import { GpuContainersModel } from './model';
-import { IClusterHolder, IClusterNode, IClusterView, INodePool } from './types';
+import { formatBytes } from './format';
+import {
+  IClusterHolder,
+  IClusterNode,
+  IClusterView,
+  INodePool
+} from './gputypes';
+import { verdictBadge } from './imageformat';
+import type { IGpuContainersModel } from './tokens';
 
 /**
  * GPUs of a pool (or a node), over all its GPU resources.
@@ -124,7 +130,7 @@ export function clusterHolderLabel(
 }
 
 export function ClusterSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;

@@ -6,7 +6,7 @@ import * as React from 'react';
 
 import { putRegistryCredentials } from './api';
 import { FormDialogBody, IFormProps, showFormDialog } from './dialogs';
-import { IRegistryCredentials } from './types';
+import { IRegistryCredentials } from './imagetypes';
 
 /**
  * A registry login; `remember` keeps it in the server's memory for later

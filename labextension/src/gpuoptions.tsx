@@ -1,6 +1,6 @@
 import * as React from 'react';
 
-import { IGpuChoice } from './format';
+import { IGpuChoice } from './gpuchoices';
 
 /**
  * The options of a GPU selector: a disabled choice carries its reason, in

@@ -6,7 +6,7 @@
  *
  * Pure: no DOM, no translation (a query is matched, never shown).
  */
-import { IImageRow } from './types';
+import { IImageRow } from './imagetypes';
 
 /**
  * One condition of a query.

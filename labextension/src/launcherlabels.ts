@@ -13,7 +13,7 @@
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 
-import { referenceBreaks } from './format';
+import { referenceBreaks } from './imageformat';
 
 /**
  * The break point put into labels (U+200B: no width, a line may break there).

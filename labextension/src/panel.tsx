@@ -12,33 +12,37 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
+import { formatBytes } from './format';
 import {
-  IImageFilter,
   IGpuChoice,
   defaultGpuChoice,
-  describeNoGpus,
-  engineProblem,
-  filterImages,
-  formatBytes,
-  frameworkLabel,
   gpuChoices,
-  gpuMemoryText,
-  groupByFramework,
-  holderLabel,
-  imageNames,
-  launchBlocker,
   launchButton,
   noGpuWarning,
-  offersWait,
-  memoryFraction,
+  offersWait
+} from './gpuchoices';
+import {
+  describeNoGpus,
+  gpuMemoryText,
+  holderLabel,
+  memoryFraction
+} from './gpuformat';
+import {
+  IImageFilter,
+  filterImages,
+  frameworkLabel,
+  groupByFramework,
+  imageNames,
+  launchBlocker,
   pullProgressText,
   verdictBadge
-} from './format';
+} from './imageformat';
+import { engineProblem } from './status';
 import { Breakable } from './breakable';
 import { ClusterSection } from './cluster';
 import { GpuOptions } from './gpuoptions';
-import { YourKernels } from './kernelview';
-import { GpuContainersModel } from './model';
+import { YourKernels } from './yourkernels';
+import type { IGpuContainersModel } from './tokens';
 import { gpuContainersIcon } from './icon';
 import { imagesDiskUse } from './sharing';
 import {
@@ -47,7 +51,9 @@ import {
   QueueSection,
   QuotaLine
 } from './sharingpanel';
-import { GpuRequest, IGpu, IGpuReport, IImageRow, IPull } from './types';
+import { IGpu, IGpuReport } from './gputypes';
+import { IImageRow, IPull } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * What the panel asks its host (the plugin) to do.
@@ -78,7 +84,7 @@ export interface IPanelActions {
 
 export class GpuContainersPanel extends ReactWidget {
   constructor(
-    readonly model: GpuContainersModel,
+    readonly model: IGpuContainersModel,
     private readonly _actions: IPanelActions,
     private readonly _trans: TranslationBundle
   ) {
@@ -123,7 +129,7 @@ export class GpuContainersPanel extends ReactWidget {
 }
 
 function PanelBody(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   trans: TranslationBundle;
   readKernels: number;
@@ -175,7 +181,7 @@ function PanelBody(props: {
 }
 
 function GpuSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   trans: TranslationBundle;
 }): JSX.Element {
@@ -334,7 +340,7 @@ function GpuRow(props: {
 }
 
 function ImageSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   actions: IPanelActions;
   engineProblem: string;
   trans: TranslationBundle;

@@ -7,17 +7,18 @@ import * as React from 'react';
 
 import { Breakable } from './breakable';
 import { FormDialogBody } from './dialogs';
+import { gpuChoices, keptChoice } from './gpuchoices';
+import { GpuOptions } from './gpuoptions';
+import { IGpuReport } from './gputypes';
 import {
   frameworkLabel,
-  gpuChoices,
   imageNames,
   isLaunchable,
-  keptChoice,
   launchBlocker
-} from './format';
-import { GpuOptions } from './gpuoptions';
+} from './imageformat';
 import { searchImages } from './imagequery';
-import { GpuRequest, IGpuReport, IImageRow } from './types';
+import { IImageRow } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * What the dialog gives back.

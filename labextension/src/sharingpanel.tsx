@@ -11,8 +11,9 @@ import * as React from 'react';
 
 import { FormDialogBody, showFormDialog } from './dialogs';
 import { notify } from './notify';
-import { shortImageName } from './format';
-import { GpuContainersModel, messageOf } from './model';
+import { shortImageName } from './imageformat';
+import { messageOf } from './api';
+import type { IGpuContainersModel } from './tokens';
 import {
   activityText,
   deadlineText,
@@ -29,13 +30,13 @@ import {
   reclaimText,
   waitsFor
 } from './sharing';
-import { AdminAction, IAdminHolder, IQueuedStart } from './types';
+import { AdminAction, IAdminHolder, IQueuedStart } from './sharingtypes';
 
 /**
  * The quota line under the GPUs' heading, or nothing when quotas are off.
  */
 export function QuotaLine(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;
@@ -119,7 +120,7 @@ function TicketRow(props: {
  * The queue section: shown while starts wait for GPUs.
  */
 export function QueueSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;
@@ -175,7 +176,7 @@ export function QueueSection(props: {
  * Ask the admin why (the user is told), then release or shut down.
  */
 async function actOnHolder(
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   holder: IAdminHolder,
   action: AdminAction,
   trans: TranslationBundle
@@ -248,7 +249,7 @@ async function actOnHolder(
  * The admin section: shown only to users the server grants the admin view.
  */
 export function AdminSection(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;
@@ -395,7 +396,7 @@ export function AdminSection(props: {
  * no image is scheduled and pruning is off.
  */
 export function PrePullSchedule(props: {
-  model: GpuContainersModel;
+  model: IGpuContainersModel;
   trans: TranslationBundle;
 }): JSX.Element | null {
   const { model, trans } = props;

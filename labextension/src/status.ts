@@ -1,6 +1,6 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { IStatus } from './types';
+import { IStatus } from './gputypes';
 
 /**
  * What to tell people about a status reply.
@@ -41,4 +41,23 @@ export function describeStatus(
       version
     )
   };
+}
+
+/**
+ * The sentence to show when the engine cannot be used, or `''` when it can.
+ */
+export function engineProblem(
+  trans: TranslationBundle,
+  status: IStatus | null
+): string {
+  if (!status || status.engine.ok) {
+    return '';
+  }
+  return (
+    status.engine.message.trim() ||
+    trans.__(
+      'The container engine at %1 is unreachable.',
+      status.engine.endpoint
+    )
+  );
 }

@@ -9,13 +9,16 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { startNotebookKernel } from './api';
+import { messageOf, startNotebookKernel } from './api';
+import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
-import { gpusOfKernel, shortImageName, switchDiscardsState } from './format';
-import { GpuContainersModel, messageOf } from './model';
+import { gpusOfKernel } from './gpuformat';
+import { shortImageName } from './imageformat';
+import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
-import { GpuRequest, IImageRow } from './types';
+import { IImageRow } from './imagetypes';
+import { GpuRequest } from './kerneltypes';
 
 /**
  * How long to wait for the page to see the kernel the server started.
@@ -192,7 +195,7 @@ function cellId(): string {
  */
 export async function launchNotebook(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   row: IImageRow,
   gpus: GpuRequest,
   directory: string,
@@ -225,7 +228,10 @@ export async function launchNotebook(
       wait
     );
     if (wait) {
-      setTimeout(() => void model.refreshGpus(), 500);
+      // The queue shows the wait once the server has it: read it soon.
+      refreshOnceIn(500, 'gpu-containers:launch-wait', () =>
+        model.refreshGpus()
+      );
       await untilListed(sessions, path, started);
     } else {
       await started;
@@ -307,6 +313,8 @@ async function untilListed(
         return;
       }
     }
+    // A pause between two looks at the page's own session list (which
+    // JupyterLab keeps current): a wait for a condition, not a refresh.
     await new Promise(resolve => setTimeout(resolve, 300));
   }
 }
@@ -334,7 +342,8 @@ async function keepClean(
     }
     await kernel.spec.catch(() => undefined);
   }
-  // JupyterLab's own handlers of the same answers run first.
+  // JupyterLab's own handlers of the same answers run first (a yield to
+  // them, not a refresh).
   await new Promise(resolve => setTimeout(resolve, 0));
   const model = widget.model;
   if (!model || widget.isDisposed || !model.dirty) {
@@ -359,9 +368,20 @@ async function retried<T>(step: () => Promise<T>): Promise<T> {
       if (attempt >= 3) {
         throw error;
       }
+      // A pause before trying a failed step again, not a refresh.
       await new Promise(resolve => setTimeout(resolve, 500 * attempt));
     }
   }
+}
+
+/**
+ * Whether restarting or switching a kernel in this display status discards state, and so is
+ * confirmed first. Only a dead kernel has none left: 'unknown' is what a page shows after any
+ * reconnect (a restart, a network blip, a laptop waking up) until a cell runs, and the kernel
+ * may hold hours of work by then.
+ */
+export function switchDiscardsState(kernelDisplayStatus: string): boolean {
+  return kernelDisplayStatus !== 'dead';
 }
 
 /**
@@ -370,7 +390,7 @@ async function retried<T>(step: () => Promise<T>): Promise<T> {
  */
 export async function switchNotebook(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   panel: NotebookPanel,
   trans: TranslationBundle
 ): Promise<void> {
@@ -446,7 +466,7 @@ export async function switchNotebook(
  */
 export async function applyKernelChoice(
   app: JupyterFrontEnd,
-  model: GpuContainersModel,
+  model: IGpuContainersModel,
   panel: NotebookPanel,
   kernelName: string,
   gpus: GpuRequest,
@@ -501,7 +521,9 @@ export async function applyKernelChoice(
       // While it waits for busy GPUs the answer comes when the kernel runs;
       // the panel and the toolbar show its place meanwhile.
       if (wait) {
-        setTimeout(() => void model.refreshGpus(), 1000);
+        refreshOnceIn(1000, 'gpu-containers:switch-wait', () =>
+          model.refreshGpus()
+        );
       }
       const sessions = app.serviceManager.sessions;
       const started = startNotebookKernel(
@@ -624,6 +646,7 @@ function waitForKernel(
         resolve();
       }
     };
+    // A deadline, not a refresh.
     const timer = setTimeout(() => {
       done();
       reject(

@@ -8,14 +8,10 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import {
-  describeNoGpus,
-  gpuListLabel,
-  gpusOfKernel,
-  shortImageName
-} from './format';
+import { describeNoGpus, gpuListLabel, gpusOfKernel } from './gpuformat';
+import { shortImageName } from './imageformat';
 import { gpuContainersIcon } from './icon';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { ticketFor, waitingLabel } from './sharing';
 import {
   askedGpus,
@@ -38,7 +34,7 @@ const KERNEL_VIEW_COMMAND = 'gpu-containers:open-kernel-view';
 export class KernelImageItem extends ReactWidget {
   constructor(
     private readonly _app: JupyterFrontEnd,
-    private readonly _model: GpuContainersModel,
+    private readonly _model: IGpuContainersModel,
     private readonly _panel: NotebookPanel,
     private readonly _trans: TranslationBundle
   ) {

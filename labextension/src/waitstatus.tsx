@@ -10,9 +10,9 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { gpuContainersIcon } from './icon';
-import { GpuContainersModel } from './model';
+import type { IGpuContainersModel } from './tokens';
 import { waitingStatusText, waitingTicketOf } from './sharing';
-import { IQueuedStart } from './types';
+import { IQueuedStart } from './sharingtypes';
 
 /**
  * The status bar item: shown only while the current notebook's kernel
@@ -20,7 +20,7 @@ import { IQueuedStart } from './types';
  */
 export class WaitingStatus extends ReactWidget {
   constructor(
-    private readonly _model: GpuContainersModel,
+    private readonly _model: IGpuContainersModel,
     private readonly _tracker: INotebookTracker,
     private readonly _trans: TranslationBundle
   ) {

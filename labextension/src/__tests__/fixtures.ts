@@ -2,16 +2,8 @@
  * Documents as the server sends them, for the unit tests: each factory gives
  * a complete, valid document that a test overrides field by field.
  */
-import {
-  ICatalog,
-  IClusterView,
-  IGpu,
-  IGpuReport,
-  IHolder,
-  IImageRow,
-  IPull,
-  IStatus
-} from '../types';
+import { IClusterView, IGpu, IGpuReport, IHolder, IStatus } from '../gputypes';
+import { ICatalog, IImageRow, IPull } from '../imagetypes';
 
 export function makeRow(overrides: Partial<IImageRow> = {}): IImageRow {
   return {

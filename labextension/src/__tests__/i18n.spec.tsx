@@ -13,9 +13,11 @@ import { renderToStaticMarkup } from 'react-dom/server';
 import { IPanelActions, GpuContainersPanel } from '../panel';
 import { LoginFields } from '../credentials';
 import { PickerForm } from '../picker';
-import { formatBytes, imageNames, shortImageName } from '../format';
+import { formatBytes } from '../format';
+import { imageNames, shortImageName } from '../imageformat';
 import type { GpuContainersModel } from '../model';
-import { ICatalog, IClusterView, IGpuReport, IPull, IStatus } from '../types';
+import { IClusterView, IGpuReport, IStatus } from '../gputypes';
+import { ICatalog, IPull } from '../imagetypes';
 import {
   clusterView,
   makeCatalog,
@@ -46,7 +48,7 @@ jest.mock('@jupyterlab/apputils', () => ({}));
 jest.mock('../icon', () => ({ gpuContainersIcon: { react: () => null } }));
 // The kernels section reads the server when it is mounted; its own tests
 // cover its words.
-jest.mock('../kernelview', () => ({ YourKernels: () => null }));
+jest.mock('../yourkernels', () => ({ YourKernels: () => null }));
 
 const DOMAIN = 'jupyter_gpu_containers';
 const trans = pseudoBundle(DOMAIN);

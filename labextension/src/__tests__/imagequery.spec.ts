@@ -6,7 +6,7 @@ import {
   searchImages,
   versionMatches
 } from '../imagequery';
-import { IImageRow } from '../types';
+import { IImageRow } from '../imagetypes';
 import { makeRow } from './fixtures';
 
 describe('parseImageQuery', () => {

@@ -3,22 +3,17 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import { formatBytes } from '../format';
 import { translationBundle } from '../i18n';
-import {
-  GpuUse,
-  KernelList,
-  KernelViewBody,
-  KernelViewModel,
-  Sparkline,
-  clockTime,
-  sparklineSegments
-} from '../kernelview';
-import type { IEventSourceLike } from '../model';
+import type { IEventSourceLike } from '../eventsource';
+import { GpuUse, Sparkline, clockTime, sparklineSegments } from '../gpuuse';
+import { KernelViewBody } from '../kernelview';
+import { KernelViewModel } from '../kernelviewmodel';
+import { KernelList } from '../yourkernels';
 import {
   IKernelGpuUsage,
   IKernelList,
   IKernelSummary,
   IKernelView
-} from '../types';
+} from '../kerneltypes';
 import { by, findAll, findOne, textOf } from './elements';
 import { pseudoBundle } from './pseudo';
 

@@ -1,6 +1,7 @@
 import { ServerConnection } from '@jupyterlab/services';
 
 import { ApiError } from '../api';
+import { IPull } from '../imagetypes';
 import {
   GpuContainersModel,
   IEventSourceLike,
@@ -8,7 +9,6 @@ import {
   messageOf,
   parseSnapshot
 } from '../model';
-import { IPull } from '../types';
 import {
   makeCatalog,
   makeGpu,

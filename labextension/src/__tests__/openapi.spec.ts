@@ -1,12 +1,15 @@
 /// <reference types="node" />
 /**
- * types.ts against the REST API's contract, jupyter_gpu_containers/openapi.yaml.
+ * The type modules against the REST API's contract, jupyter_gpu_containers/openapi.yaml. The
+ * type modules are every `*types.ts` module of labextension/src (gputypes.ts, imagetypes.ts,
+ * kerneltypes.ts, sharingtypes.ts: the shapes split by resource), read as one.
  *
- * Every interface of types.ts mirrors a schema of `components.schemas` (the table below says
- * which): it must have the same properties, optional exactly where the schema does not require
- * them, of the same types where those are simple (primitives, nullability, enums, arrays, maps
- * and references to other mirrored schemas). types.ts is read with the TypeScript compiler API,
- * openapi.yaml with js-yaml. When the two disagree, openapi.yaml is the contract: fix types.ts.
+ * Every interface of the type modules mirrors a schema of `components.schemas` (the table below
+ * says which): it must have the same properties, optional exactly where the schema does not
+ * require them, of the same types where those are simple (primitives, nullability, enums, arrays,
+ * maps and references to other mirrored schemas). The type modules are read with the TypeScript
+ * compiler API, openapi.yaml with js-yaml. When the two disagree, openapi.yaml is the contract:
+ * fix the type module.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -16,10 +19,21 @@ import * as ts from 'typescript';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const OPENAPI = path.join(ROOT, 'jupyter_gpu_containers', 'openapi.yaml');
-const TYPES = path.join(ROOT, 'labextension', 'src', 'types.ts');
+const SOURCES = path.join(ROOT, 'labextension', 'src');
 
 /**
- * Each interface of types.ts and the schemas it mirrors: names in `components.schemas`, or a
+ * The type modules, by file name: the TypeScript shapes of the server's documents.
+ */
+const TYPE_MODULES = Object.fromEntries(
+  fs
+    .readdirSync(SOURCES)
+    .filter(name => name.endsWith('types.ts'))
+    .sort()
+    .map(name => [name, fs.readFileSync(path.join(SOURCES, name), 'utf8')])
+);
+
+/**
+ * Each interface of the type modules and the schemas it mirrors: names in `components.schemas`, or a
  * path to an object that a schema describes inline: `Schema.property` (deeper as
  * `Schema.property.property`), `[]` after a name for the items of an array.
  */
@@ -90,7 +104,7 @@ const INTERFACES: Record<string, string[]> = {
 };
 
 /**
- * Each type alias of types.ts and the schema it mirrors. An alias of an enum is compared value
+ * Each type alias of the type modules and the schema it mirrors. An alias of an enum is compared value
  * by value; one of an opaque schema only by name.
  */
 const ALIASES: Record<string, string> = {
@@ -271,27 +285,52 @@ interface IProperty {
 }
 
 /**
- * The interfaces and type aliases of a TypeScript source file (types.ts).
+ * The interfaces and type aliases of TypeScript source files (the type modules), by file name,
+ * read as one: an interface may extend, and a property name, a declaration of another.
  */
-class TypesFile {
-  constructor(source: string) {
-    this._source = ts.createSourceFile(
-      'types.ts',
-      source,
-      ts.ScriptTarget.Latest,
-      true
-    );
-    for (const statement of this._source.statements) {
-      if (ts.isInterfaceDeclaration(statement)) {
-        this.interfaces.set(statement.name.text, statement);
-      } else if (ts.isTypeAliasDeclaration(statement)) {
-        this.aliases.set(statement.name.text, statement);
+class TypeModules {
+  constructor(files: Record<string, string>) {
+    for (const [fileName, source] of Object.entries(files)) {
+      const file = ts.createSourceFile(
+        fileName,
+        source,
+        ts.ScriptTarget.Latest,
+        true
+      );
+      for (const statement of file.statements) {
+        if (
+          ts.isInterfaceDeclaration(statement) ||
+          ts.isTypeAliasDeclaration(statement)
+        ) {
+          const name = statement.name.text;
+          if (this.interfaces.has(name) || this.aliases.has(name)) {
+            this.duplicates.push(`${name} (${fileName})`);
+          }
+          if (ts.isInterfaceDeclaration(statement)) {
+            this.interfaces.set(name, statement);
+          } else {
+            this.aliases.set(name, statement);
+          }
+        }
       }
     }
   }
 
   readonly interfaces = new Map<string, ts.InterfaceDeclaration>();
   readonly aliases = new Map<string, ts.TypeAliasDeclaration>();
+
+  /**
+   * Declarations whose name another file (or the same) declared already.
+   */
+  readonly duplicates: string[] = [];
+
+  /**
+   * The file that declares interface or alias `name` (for sentences).
+   */
+  fileOf(name: string): string {
+    const declaration = this.interfaces.get(name) ?? this.aliases.get(name);
+    return declaration?.getSourceFile().fileName ?? 'the type modules';
+  }
 
   /**
    * The properties of interface `name`, its bases' included; `problems` gets what is not a
@@ -301,12 +340,12 @@ class TypesFile {
     const found = new Map<string, IProperty>();
     const declaration = this.interfaces.get(name);
     if (!declaration) {
-      problems.push(`${name}: no such interface in types.ts`);
+      problems.push(`${name}: no such interface in the type modules`);
       return found;
     }
     for (const clause of declaration.heritageClauses ?? []) {
       for (const base of clause.types) {
-        const baseName = base.expression.getText(this._source);
+        const baseName = base.expression.getText();
         for (const [key, value] of this.properties(baseName, problems)) {
           found.set(key, value);
         }
@@ -315,20 +354,20 @@ class TypesFile {
     for (const member of declaration.members) {
       if (!ts.isPropertySignature(member)) {
         problems.push(
-          `${name}: a member that is not a property: ${member.getText(this._source)}`
+          `${name}: a member that is not a property: ${member.getText()}`
         );
         continue;
       }
       const key = ts.isIdentifier(member.name)
         ? member.name.text
-        : member.name.getText(this._source).replace(/^['"]|['"]$/g, '');
+        : member.name.getText().replace(/^['"]|['"]$/g, '');
       found.set(key, { optional: !!member.questionToken, type: member.type });
     }
     return found;
   }
 
   /**
-   * The atoms of a type written in types.ts.
+   * The atoms of a type written in a type module.
    */
   shape(node: ts.TypeNode | undefined): Atoms {
     if (!node) {
@@ -348,7 +387,7 @@ class TypesFile {
       if (ts.isStringLiteral(literal)) {
         return [JSON.stringify(literal.text)];
       }
-      return [`unknown:${node.getText(this._source)}`];
+      return [`unknown:${node.getText()}`];
     }
     if (ts.isArrayTypeNode(node)) {
       return [`array<${text(this.shape(node.elementType))}>`];
@@ -367,7 +406,7 @@ class TypesFile {
         break;
     }
     if (ts.isTypeReferenceNode(node)) {
-      const name = node.typeName.getText(this._source);
+      const name = node.typeName.getText();
       const args = node.typeArguments ?? [];
       if (name === 'Array' && args.length === 1) {
         return [`array<${text(this.shape(args[0]))}>`];
@@ -386,10 +425,8 @@ class TypesFile {
         return this.shape(alias.type);
       }
     }
-    return [`unknown:${node.getText(this._source)}`];
+    return [`unknown:${node.getText()}`];
   }
-
-  private _source: ts.SourceFile;
 }
 
 /**
@@ -406,7 +443,7 @@ const MIRRORED = new Map(
  * one sentence each (none when they agree).
  */
 function compareInterface(
-  types: TypesFile,
+  types: TypeModules,
   contract: Contract,
   name: string,
   at: string
@@ -417,6 +454,7 @@ function compareInterface(
     return [`${name}: its schema ${at} is not in openapi.yaml`];
   }
   const properties = types.properties(name, problems);
+  const file = types.fileOf(name);
   const members = contract.members(schema);
   const expected = members.properties;
   const required = new Set(members.required);
@@ -424,17 +462,17 @@ function compareInterface(
     const property = properties.get(key);
     if (!property) {
       problems.push(
-        `${name}.${key}: in ${at}${required.has(key) ? ' (required)' : ''}, missing from types.ts`
+        `${name}.${key}: in ${at}${required.has(key) ? ' (required)' : ''}, missing from ${file}`
       );
       continue;
     }
     if (required.has(key) && property.optional) {
       problems.push(
-        `${name}.${key}: required by ${at}, optional (?) in types.ts`
+        `${name}.${key}: required by ${at}, optional (?) in ${file}`
       );
     } else if (!required.has(key) && !property.optional) {
       problems.push(
-        `${name}.${key}: not required by ${at}, so optional (?) in types.ts`
+        `${name}.${key}: not required by ${at}, so optional (?) in ${file}`
       );
     }
     const want = contract.shape(expected[key], `${at}.${key}`);
@@ -445,13 +483,13 @@ function compareInterface(
       );
     } else if (text(want) !== text(have)) {
       problems.push(
-        `${name}.${key}: ${text(have)} in types.ts, ${text(want)} in ${at}`
+        `${name}.${key}: ${text(have)} in ${file}, ${text(want)} in ${at}`
       );
     }
   }
   for (const key of properties.keys()) {
     if (!(key in expected)) {
-      problems.push(`${name}.${key}: in types.ts, not in ${at}`);
+      problems.push(`${name}.${key}: in ${file}, not in ${at}`);
     }
   }
   return problems;
@@ -461,7 +499,7 @@ function compareInterface(
  * What disagrees between type alias `name` of `types` and the schema at `at`.
  */
 function compareAlias(
-  types: TypesFile,
+  types: TypeModules,
   contract: Contract,
   name: string,
   at: string
@@ -472,7 +510,7 @@ function compareAlias(
   }
   const alias = types.aliases.get(name);
   if (!alias) {
-    return [`${name}: no such type alias in types.ts`];
+    return [`${name}: no such type alias in the type modules`];
   }
   if (OPAQUE.has(at)) {
     return [];
@@ -481,14 +519,28 @@ function compareAlias(
   const have = types.shape(alias.type);
   return text(want) === text(have)
     ? []
-    : [`${name}: ${text(have)} in types.ts, ${text(want)} in ${at}`];
+    : [
+        `${name}: ${text(have)} in ${types.fileOf(name)}, ${text(want)} in ${at}`
+      ];
 }
 
 const contract = new Contract(fs.readFileSync(OPENAPI, 'utf8'));
-const types = new TypesFile(fs.readFileSync(TYPES, 'utf8'));
+const types = new TypeModules(TYPE_MODULES);
 
-describe('types.ts against openapi.yaml', () => {
-  it('maps every interface and type alias of types.ts to a schema', () => {
+describe('the type modules against openapi.yaml', () => {
+  it('reads every type module, each declaration once', () => {
+    expect(Object.keys(TYPE_MODULES)).toEqual(
+      expect.arrayContaining([
+        'gputypes.ts',
+        'imagetypes.ts',
+        'kerneltypes.ts',
+        'sharingtypes.ts'
+      ])
+    );
+    expect(types.duplicates).toEqual([]);
+  });
+
+  it('maps every interface and type alias of the type modules to a schema', () => {
     const unmapped = [
       ...[...types.interfaces.keys()].filter(name => !(name in INTERFACES)),
       ...[...types.aliases.keys()].filter(name => !(name in ALIASES))
@@ -532,7 +584,8 @@ components:
 `;
 
   it('finds nothing when the interface agrees', () => {
-    const agreeing = new TypesFile(`
+    const agreeing = new TypeModules({
+      'types.ts': `
       export interface IHolder { mine: boolean }
       export type Kind = 'b' | 'a';
       export interface IBase { id: string }
@@ -543,14 +596,16 @@ components:
         owner: IHolder;
         note?: string;
       }
-    `);
+    `
+    });
     expect(
       compareInterface(agreeing, new Contract(doc), 'IThing', 'Thing')
     ).toEqual([]);
   });
 
   it('names each property that disagrees, and how', () => {
-    const wrong = new TypesFile(`
+    const wrong = new TypeModules({
+      'types.ts': `
       export interface IHolder { mine: boolean }
       export interface IThing {
         id?: string;
@@ -561,7 +616,8 @@ components:
         note: string;
         extra: boolean;
       }
-    `);
+    `
+    });
     expect(
       compareInterface(wrong, new Contract(doc), 'IThing', 'Thing')
     ).toEqual([
@@ -604,10 +660,12 @@ components:
     const saved = new Map(MIRRORED);
     MIRRORED.set('View.rows[]', 'IRow');
     try {
-      const types = new TypesFile(`
+      const types = new TypeModules({
+        'types.ts': `
         export interface IHolder { mine: boolean }
         export interface IRow extends IHolder { uid: number }
-      `);
+      `
+      });
       expect(contract.find('View.rows[]')?.allOf).toHaveLength(2);
       expect(compareInterface(types, contract, 'IRow', 'View.rows[]')).toEqual(
         []
@@ -617,9 +675,11 @@ components:
         'null',
         'string'
       ]);
-      const lacking = new TypesFile(`
+      const lacking = new TypeModules({
+        'types.ts': `
         export interface IRow { mine: boolean }
-      `);
+      `
+      });
       expect(
         compareInterface(lacking, contract, 'IRow', 'View.rows[]')
       ).toEqual(['IRow.uid: in View.rows[] (required), missing from types.ts']);
@@ -630,9 +690,11 @@ components:
   });
 
   it('names a property that types.ts lacks, and a schema that is gone', () => {
-    const lacking = new TypesFile(`
+    const lacking = new TypeModules({
+      'types.ts': `
       export interface IThing { id: string }
-    `);
+    `
+    });
     const problems = compareInterface(
       lacking,
       new Contract(doc),

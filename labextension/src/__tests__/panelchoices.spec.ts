@@ -4,16 +4,15 @@
  * greyed button, the picker's GPU choice kept only where an image can have
  * it, one time format, and error notifications that are never cut off.
  */
+import { formatClock, toastParts } from '../format';
 import {
   defaultGpuChoice,
-  formatClock,
   gpuChoices,
   keptChoice,
   launchButton,
   noGpuWarning,
-  offersWait,
-  toastParts
-} from '../format';
+  offersWait
+} from '../gpuchoices';
 import { translationBundle } from '../i18n';
 import { deadlineText, quotaTitle } from '../sharing';
 import { makeGpu, makeHolder, makeReport, makeRow } from './fixtures';

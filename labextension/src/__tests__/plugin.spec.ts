@@ -17,12 +17,26 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator } from '@jupyterlab/translation';
 
 import { askRegistryLogin } from '../credentials';
-import plugin, { CommandIDs, PLUGIN_ID, TOOLBAR_ITEM } from '../index';
+import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Token } from '@lumino/coreutils';
+
+import { IStatus } from '../gputypes';
+import { IPull } from '../imagetypes';
+import plugins, {
+  CommandIDs,
+  IGpuContainersModel,
+  PLUGIN_ID,
+  TOOLBAR_ITEM,
+  kernelViewPlugin,
+  modelPlugin,
+  notificationsPlugin,
+  panelPlugin,
+  toolbarPlugin
+} from '../index';
 import { keepLauncherLabelsBreakable } from '../launcherlabels';
 import { GpuContainersModel } from '../model';
 import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
-import { IPull, IStatus } from '../types';
 import { makeGpu, makePull, makeReport, makeRow } from './fixtures';
 import { pseudoTranslator } from './pseudo';
 
@@ -104,10 +118,8 @@ jest.mock('../waitstatus', () => ({
     readonly waiting = false;
   }
 }));
-jest.mock('../kernelview', () => ({
-  KernelViewModel: jest.fn(),
-  KernelViewWidget: jest.fn()
-}));
+jest.mock('../kernelview', () => ({ KernelViewWidget: jest.fn() }));
+jest.mock('../kernelviewmodel', () => ({ KernelViewModel: jest.fn() }));
 jest.mock('../launcherlabels', () => ({
   keepLauncherLabelsBreakable: jest.fn()
 }));
@@ -167,7 +179,9 @@ function serve(body: string, status = 200): void {
 }
 
 /**
- * Activate the plugin with `optional` services (all absent by default).
+ * Activate the plugins in order, as JupyterLab does: each gets the services
+ * its `requires` and `optional` name (the optional ones absent by default),
+ * and what a plugin provides is a service for those after it.
  */
 function start(
   app: App,
@@ -183,18 +197,36 @@ function start(
     statusBar?: unknown;
   } = {}
 ): void {
-  void plugin.activate(
-    app as unknown as JupyterFrontEnd,
-    optional.palette ?? null,
-    optional.browser ?? null,
-    optional.launcher ?? null,
-    optional.restorer ?? null,
-    optional.notebooks ?? null,
-    optional.settingRegistry ?? null,
-    optional.toolbarRegistry ?? null,
-    optional.translator ?? null,
-    optional.statusBar ?? null
-  );
+  const services = new Map<Token<unknown>, unknown>([
+    [ICommandPalette, optional.palette],
+    [IDefaultFileBrowser, optional.browser],
+    [ILauncher, optional.launcher],
+    [ILayoutRestorer, optional.restorer],
+    [INotebookTracker, optional.notebooks],
+    [ISettingRegistry, optional.settingRegistry],
+    [IToolbarWidgetRegistry, optional.toolbarRegistry],
+    [ITranslator, optional.translator],
+    [IStatusBar, optional.statusBar]
+  ]);
+  for (const plugin of plugins) {
+    const required = (plugin.requires ?? []).map(token => {
+      if (!services.has(token)) {
+        throw new Error(`${plugin.id} requires ${token.name}, not provided`);
+      }
+      return services.get(token);
+    });
+    const optionals = (plugin.optional ?? []).map(
+      token => services.get(token) ?? null
+    );
+    const provided = plugin.activate(
+      app as unknown as JupyterFrontEnd,
+      ...required,
+      ...optionals
+    );
+    if (plugin.provides) {
+      services.set(plugin.provides, provided);
+    }
+  }
 }
 
 /**
@@ -252,26 +284,86 @@ afterEach(() => {
 
 describe('jupyter-gpu-containers:plugin', () => {
   it('is the auto-started plugin with the expected id', () => {
-    expect(plugin.id).toBe('jupyter-gpu-containers:plugin');
-    expect(PLUGIN_ID).toBe(plugin.id);
-    expect(plugin.autoStart).toBe(true);
-    expect(plugin.requires ?? []).toEqual([]);
+    // The settings' key (schema/plugin.json): the model's plugin keeps it.
+    expect(modelPlugin.id).toBe('jupyter-gpu-containers:plugin');
+    expect(PLUGIN_ID).toBe(modelPlugin.id);
+    expect(modelPlugin.requires ?? []).toEqual([]);
+    for (const plugin of plugins) {
+      expect(plugin.autoStart).toBe(true);
+    }
+  });
+
+  it('is one plugin each for the model, the panel, the toolbar item, the kernel view and the notifications', () => {
+    expect(plugins).toEqual([
+      modelPlugin,
+      panelPlugin,
+      toolbarPlugin,
+      kernelViewPlugin,
+      notificationsPlugin
+    ]);
+    expect(plugins.map(p => p.id)).toEqual([
+      'jupyter-gpu-containers:plugin',
+      'jupyter-gpu-containers:panel',
+      'jupyter-gpu-containers:toolbar',
+      'jupyter-gpu-containers:kernel-view',
+      'jupyter-gpu-containers:notifications'
+    ]);
+  });
+
+  it('shares the model through its token: provided by the model plugin, required by its users', () => {
+    expect(IGpuContainersModel).toBeInstanceOf(Token);
+    expect(IGpuContainersModel.name).toBe(
+      'jupyter-gpu-containers:IGpuContainersModel'
+    );
+    expect(modelPlugin.provides).toBe(IGpuContainersModel);
+    for (const plugin of [panelPlugin, toolbarPlugin, notificationsPlugin]) {
+      expect(plugin.requires).toEqual([IGpuContainersModel]);
+    }
+    // The kernel view reads the server itself.
+    expect(kernelViewPlugin.requires ?? []).toEqual([]);
+    for (const plugin of plugins.filter(p => p !== modelPlugin)) {
+      expect(plugin.provides).toBeUndefined();
+    }
+  });
+
+  it('gives every plugin the one model', async () => {
+    serve(JSON.stringify({ engine, kernelspecs: 1 }));
+    jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    const app = makeApp();
+    const provide = jest.spyOn(modelPlugin, 'activate');
+    const toolbarRegistry = { addFactory: jest.fn() };
+    start(app, { toolbarRegistry });
+    expect(provide).toHaveBeenCalledTimes(1);
+    const model = provide.mock.results[0].value;
+    expect(model).toBeInstanceOf(GpuContainersModel);
+    expect(mockPanels[0].model).toBe(model);
+    toolbarRegistry.addFactory.mock.calls[0][2]({ id: 'nb' });
+    expect(jest.mocked(KernelImageItem).mock.calls[0][1]).toBe(model);
   });
 
   it('takes every JupyterLab service as optional, in the order activate expects', () => {
-    expect(plugin.optional).toEqual([
-      ICommandPalette,
-      IDefaultFileBrowser,
-      ILauncher,
-      ILayoutRestorer,
-      INotebookTracker,
-      ISettingRegistry,
-      IToolbarWidgetRegistry,
-      ITranslator,
-      IStatusBar
-    ]);
-    // The app, then one argument per optional service.
-    expect(plugin.activate.length).toBe(1 + plugin.optional!.length);
+    const optional = new Set(plugins.flatMap(p => p.optional ?? []));
+    expect(optional).toEqual(
+      new Set([
+        ICommandPalette,
+        IDefaultFileBrowser,
+        ILauncher,
+        ILayoutRestorer,
+        INotebookTracker,
+        ISettingRegistry,
+        IToolbarWidgetRegistry,
+        ITranslator,
+        IStatusBar
+      ])
+    );
+    for (const plugin of plugins as JupyterFrontEndPlugin<unknown>[]) {
+      // The app, then one argument per required and optional service.
+      expect(plugin.activate.length).toBe(
+        1 + (plugin.requires ?? []).length + (plugin.optional ?? []).length
+      );
+      // Each names the translator: its words are translated.
+      expect(plugin.optional).toContain(ITranslator);
+    }
   });
 
   describe('a notebook whose kernel waits for a GPU', () => {

@@ -1,28 +1,23 @@
 import { nullTranslator } from '@jupyterlab/translation';
 
-import { formatClock, gpuChoices } from '../format';
+import { formatClock } from '../format';
+import { gpuChoices } from '../gpuchoices';
 import {
   activityText,
-  adminViewOf,
   deadlineText,
   departedTickets,
   departureOutcome,
   holderGpus,
   imagesDiskUse,
   noticeKey,
-  noticesOf,
   noticeText,
   outcomeMessage,
   positionText,
   prePullLast,
   prePullNext,
   prePullRule,
-  prePullsOf,
   pruningText,
-  queueOf,
   quotaLine,
-  quotaOf,
-  reclaimOf,
   reclaimText,
   ticketFor,
   waitingLabel,
@@ -31,7 +26,15 @@ import {
   waitsFor,
   warningKey
 } from '../sharing';
-import { IQueuedStart } from '../types';
+import {
+  adminViewOf,
+  noticesOf,
+  prePullsOf,
+  queueOf,
+  quotaOf,
+  reclaimOf
+} from '../sharingreaders';
+import { IQueuedStart } from '../sharingtypes';
 import { makeGpu, makeHolder, makeReport, makeRow } from './fixtures';
 
 const trans = nullTranslator.load('jupyter_gpu_containers');

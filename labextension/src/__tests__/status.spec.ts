@@ -1,6 +1,7 @@
-import { describeStatus } from '../status';
+import { describeStatus, engineProblem } from '../status';
 import { translationBundle } from '../i18n';
-import { IEngineStatus } from '../types';
+import { IEngineStatus } from '../gputypes';
+import { makeStatus } from './fixtures';
 import { pseudoBundle } from './pseudo';
 
 const trans = translationBundle();
@@ -68,5 +69,24 @@ describe('describeStatus', () => {
     ).toBe(
       '⟦jupyter_gpu_containers:jupyter-gpu-containers: engine 27.3.1, 1 container kernel spec⟧'
     );
+  });
+});
+
+describe('engineProblem', () => {
+  it.each<[string, ReturnType<typeof makeStatus> | null, string]>([
+    ['no status yet', null, ''],
+    ['a reachable engine', makeStatus(), ''],
+    [
+      'an unreachable engine, with its message',
+      makeStatus({ ok: false, message: '  Docker is not running.  ' }),
+      'Docker is not running.'
+    ],
+    [
+      'an unreachable engine, without a message',
+      makeStatus({ ok: false, message: ' ', endpoint: 'tcp://gpu-box:2375' }),
+      'The container engine at tcp://gpu-box:2375 is unreachable.'
+    ]
+  ])('%s', (_, status, text) => {
+    expect(engineProblem(trans, status)).toBe(text);
   });
 });

@@ -13,9 +13,10 @@ import {
   imageOfSpec,
   launchNotebook,
   notebookGpuRequest,
+  switchDiscardsState,
   switchNotebook
 } from '../switching';
-import { GpuRequest } from '../types';
+import { GpuRequest } from '../kerneltypes';
 import {
   makeCatalog,
   makeGpu,
@@ -863,5 +864,20 @@ describe('notebookGpuRequest', () => {
     [{ gpu_containers: { gpus: [1] } }, null]
   ])('reads %p as %p', (metadata, expected) => {
     expect(notebookGpuRequest(metadata)).toEqual(expected);
+  });
+});
+
+describe('switchDiscardsState', () => {
+  it('asks before discarding any kernel but a dead one', () => {
+    for (const status of [
+      'idle',
+      'busy',
+      'starting',
+      'restarting',
+      'unknown'
+    ]) {
+      expect(switchDiscardsState(status)).toBe(true);
+    }
+    expect(switchDiscardsState('dead')).toBe(false);
   });
 });

@@ -1,0 +1,136 @@
+/**
+ * The notifications' plugin: how a waiting start ended, administrators'
+ * notices and idle-GPU warnings, told once each whether or not the panel is
+ * open; and a notebook whose kernel waits for a GPU, in the status bar and
+ * when a cell runs meanwhile.
+ */
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
+
+import { translationBundle } from './i18n';
+import { notify } from './notify';
+import {
+  cellWhileWaitingText,
+  noticeText,
+  outcomeMessage,
+  reclaimText,
+  waitingTicketOf
+} from './sharing';
+import { IGpuContainersModel, PLUGIN_ID } from './tokens';
+import { WaitingStatus } from './waitstatus';
+
+/**
+ * Tell how waiting starts ended, administrators' notices and idle-GPU
+ * warnings.
+ */
+function tellSharingNews(
+  model: IGpuContainersModel,
+  trans: TranslationBundle
+): void {
+  model.queueEnded.connect((_, end) => {
+    const message = outcomeMessage(trans, end.ticket, end.outcome);
+    if (end.outcome === 'started') {
+      Notification.success(message, { autoClose: 8000 });
+    } else if (end.outcome === 'cancelled') {
+      // The user's own choice, from this page: news, not a problem to keep.
+      Notification.info(message, { autoClose: 5000 });
+    } else {
+      Notification.warning(message, { autoClose: false });
+    }
+  });
+  // An administrator released or shut down one of the user's kernels: said
+  // once (the server keeps the notice a day; the panel's row keeps it too).
+  model.noticeArrived.connect((_, notice) => {
+    notify(
+      trans,
+      'warning',
+      noticeText(trans, notice),
+      trans.__('An administrator acted on your kernel')
+    );
+  });
+  model.reclaimChanged.connect((_, notice) => {
+    const what =
+      notice.notebook.split('/').pop() ||
+      trans.__('kernel %1', notice.kernelId.slice(0, 8));
+    notify(
+      trans,
+      'warning',
+      trans._p(
+        'a notebook: what happens to its GPUs',
+        '%1: %2',
+        what,
+        reclaimText(trans, notice.reclaim)
+      ),
+      trans.__('The GPUs of %1', what)
+    );
+  });
+}
+
+/**
+ * A notebook whose kernel waits for a GPU is no Idle one: the status bar
+ * says so, and a cell run meanwhile is said to wait for the kernel.
+ */
+function tellWaits(
+  model: IGpuContainersModel,
+  notebooks: INotebookTracker,
+  statusBar: IStatusBar | null,
+  trans: TranslationBundle
+): void {
+  const waiting = new WaitingStatus(model, notebooks, trans);
+  // The item's id as it was when one plugin did everything.
+  statusBar?.registerStatusItem(`${PLUGIN_ID}:waiting`, {
+    item: waiting,
+    align: 'left',
+    rank: 3,
+    isActive: () => waiting.waiting,
+    activeStateChanged: model.changed
+  });
+  // One wait: its kernel and its deadline.
+  const told = new Set<string>();
+  NotebookActions.executionScheduled.connect((_, { notebook }) => {
+    const panel = notebooks.find(p => p.content === notebook) ?? null;
+    const ticket = waitingTicketOf(model.queue, panel);
+    // Once per wait: a notebook run cell by cell says it once.
+    const wait = `${ticket?.kernel_id}|${ticket?.deadline}`;
+    if (!panel || !ticket || told.has(wait)) {
+      return;
+    }
+    told.add(wait);
+    Notification.info(
+      cellWhileWaitingText(
+        trans,
+        panel.context.localPath.split('/').pop() ?? '',
+        ticket
+      ),
+      { autoClose: 8000 }
+    );
+  });
+}
+
+export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-gpu-containers:notifications',
+  description:
+    'Tells how waiting starts ended, administrators’ notices and idle-GPU warnings, and shows a notebook waiting for a GPU in the status bar.',
+  autoStart: true,
+  requires: [IGpuContainersModel],
+  optional: [INotebookTracker, IStatusBar, ITranslator],
+  activate: (
+    _app: JupyterFrontEnd,
+    model: IGpuContainersModel,
+    notebooks: INotebookTracker | null,
+    statusBar: IStatusBar | null,
+    translator: ITranslator | null
+  ): void => {
+    const trans = translationBundle(translator);
+    tellSharingNews(model, trans);
+    if (notebooks) {
+      tellWaits(model, notebooks, statusBar, trans);
+    }
+  }
+};

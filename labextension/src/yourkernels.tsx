@@ -1,0 +1,233 @@
+/**
+ * The panel's compact "Your kernels" section: the user's kernels with their
+ * GPU use, read on a Poll while the section is shown.
+ */
+import type { ServerConnection } from '@jupyterlab/services';
+import type { TranslationBundle } from '@jupyterlab/translation';
+import { Poll } from '@lumino/polling';
+import * as React from 'react';
+
+import { getKernels } from './api';
+import { GpuUse, gpusLabel } from './gpuuse';
+import { shortImageName } from './imageformat';
+import { IKernelList } from './kerneltypes';
+import { noticeText, reclaimText } from './sharing';
+import { reclaimOf } from './sharingreaders';
+import { IAdminNotice } from './sharingtypes';
+
+/**
+ * The list of the user's kernels for the panel (no state of its own).
+ */
+export function KernelList(props: {
+  list: IKernelList | null;
+  error: string;
+  trans: TranslationBundle;
+  open?: (kernelId: string) => void;
+  /**
+   * Why an administrator released or shut down the user's kernels: each is
+   * said in its kernel's row, or in a row of its own once the kernel is gone.
+   */
+  notices?: readonly IAdminNotice[];
+}): JSX.Element {
+  const { list, trans } = props;
+  // The latest notice of each kernel.
+  const noticeOf = new Map<string, IAdminNotice>();
+  for (const notice of props.notices ?? []) {
+    noticeOf.set(notice.kernel_id, notice);
+  }
+  const listed = new Set(list?.kernels.map(k => k.kernel_id) ?? []);
+  const ended = [...noticeOf.values()].filter(n => !listed.has(n.kernel_id));
+  const endedRows =
+    list && ended.length > 0 ? (
+      <ul className="jgc-your-kernels jgc-ended-kernels">
+        {ended.map(notice => (
+          <li
+            key={notice.kernel_id}
+            className="jgc-your-kernel jgc-ended-kernel"
+            data-kernel-id={notice.kernel_id}
+          >
+            <div className="jgc-note jgc-admin-notice" role="status">
+              {noticeText(trans, notice)}
+            </div>
+          </li>
+        ))}
+      </ul>
+    ) : null;
+  let body: React.ReactNode;
+  if (props.error && !list) {
+    body = <p className="jgc-note">{props.error}</p>;
+  } else if (!list) {
+    body = <p className="jgc-note">{trans.__('Reading your kernels…')}</p>;
+  } else if (list.kernels.length === 0) {
+    body = (
+      <p className="jgc-note">
+        {trans.__('You have no container kernel running.')}
+      </p>
+    );
+  } else {
+    body = (
+      <ul className="jgc-your-kernels">
+        {list.kernels.map(kernel => {
+          // The idle-GPU policy's word on it (an older server sends none).
+          const reclaim = reclaimOf(kernel.reclaim);
+          const warning = reclaimText(trans, reclaim);
+          const notice = noticeOf.get(kernel.kernel_id);
+          return (
+            <li
+              key={kernel.kernel_id}
+              className="jgc-your-kernel"
+              data-reclaim={reclaim?.state}
+            >
+              <div className="jgc-your-kernel-head">
+                <span className="jgc-your-kernel-name" title={kernel.kernel_id}>
+                  {kernel.notebook || kernel.kernel_id.slice(0, 8)}
+                </span>{' '}
+                <span className="jgc-note" title={kernel.image}>
+                  {shortImageName(kernel.image)} ·{' '}
+                  {gpusLabel(trans, kernel.gpus)}
+                </span>
+                {props.open && (
+                  <button
+                    className="jgc-link-button"
+                    title={trans.__("Open this kernel's log and GPU use")}
+                    onClick={() => props.open?.(kernel.kernel_id)}
+                  >
+                    {trans.__('Log and GPU use')}
+                  </button>
+                )}
+              </div>
+              {warning && (
+                <div className="jgc-note jgc-reclaim" role="status">
+                  {warning}
+                </div>
+              )}
+              {notice && (
+                <div className="jgc-note jgc-admin-notice" role="status">
+                  {noticeText(trans, notice)}
+                </div>
+              )}
+              <GpuUse
+                usage={kernel.usage}
+                holdsGpus={kernel.gpus.length > 0}
+                trans={trans}
+                compact
+              />
+            </li>
+          );
+        })}
+      </ul>
+    );
+  }
+  return (
+    <section className="jgc-section jgc-kernels-section">
+      <h3>{trans.__('Your kernels')}</h3>
+      {body}
+      {endedRows}
+    </section>
+  );
+}
+
+/**
+ * The panel's "Your kernels" section: reads the user's kernels and their GPU
+ * use every few seconds while it is shown.
+ */
+export class YourKernels extends React.Component<
+  {
+    settings: ServerConnection.ISettings;
+    trans: TranslationBundle;
+    open?: (kernelId: string) => void;
+    intervalSeconds?: number;
+    /**
+     * Why an administrator released or shut down the user's kernels.
+     */
+    notices?: readonly IAdminNotice[];
+    /**
+     * A count the panel raises when the list may be stale (the panel was
+     * shown again: the list is read only while shown; the page started or
+     * ended a kernel): each time, the list is read again, and an empty one
+     * is not believed until then.
+     */
+    readAgain?: number;
+  },
+  { list: IKernelList | null; error: string; stale: boolean }
+> {
+  override state = {
+    list: null as IKernelList | null,
+    error: '',
+    stale: false
+  };
+
+  override componentDidUpdate(previous: { readAgain?: number }): void {
+    if (previous.readAgain !== this.props.readAgain) {
+      this.setState({ stale: true });
+      void this.refresh();
+    }
+  }
+
+  override componentDidMount(): void {
+    void this.refresh();
+    this._poll = new Poll({
+      auto: false,
+      factory: () => this.refresh(),
+      frequency: {
+        interval: (this.props.intervalSeconds ?? 5) * 1000,
+        backoff: false
+      },
+      name: 'gpu-containers:your-kernels',
+      // Only while shown: reading the kernels keeps the server sampling.
+      standby: () => {
+        const node = this._node.current;
+        return (
+          (typeof document !== 'undefined' && document.hidden) ||
+          (node !== null && node.offsetParent === null)
+        );
+      }
+    });
+    void this._poll.schedule({
+      interval: this._poll.frequency.interval,
+      phase: 'started'
+    });
+  }
+
+  override componentWillUnmount(): void {
+    this._unmounted = true;
+    this._poll?.dispose();
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      const list = await getKernels(this.props.settings, this.props.trans);
+      if (!this._unmounted) {
+        this.setState({ list, error: '', stale: false });
+      }
+    } catch (error) {
+      if (!this._unmounted) {
+        this.setState({
+          error: error instanceof Error ? error.message : String(error)
+        });
+      }
+    }
+  }
+
+  override render(): JSX.Element {
+    return (
+      <div ref={this._node}>
+        <KernelList
+          list={
+            this.state.stale && this.state.list?.kernels.length === 0
+              ? null
+              : this.state.list
+          }
+          error={this.state.error}
+          trans={this.props.trans}
+          open={this.props.open}
+          notices={this.props.notices}
+        />
+      </div>
+    );
+  }
+
+  private _node = React.createRef<HTMLDivElement>();
+  private _poll: Poll | null = null;
+  private _unmounted = false;
+}
