@@ -59,7 +59,8 @@ out=$("$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$c
   --constraint "$context/constraints.txt" pip "$repo[hub,kubernetes]" 2>&1) \
   || { printf '%s\n' "$out" >&2; log "pip wheel failed"; exit 1; }
 log "building $tag on $base"
-out=$(docker build --quiet --build-arg "BASE=$base" \
+# --force-rm: a step that fails leaves no container behind (the legacy builder keeps it).
+out=$(docker build --quiet --force-rm --build-arg "BASE=$base" \
   --label org.jupyter-gpu-containers.component=kernel-service -t "$tag" "$context" 2>&1) \
   || { printf '%s\n' "$out" >&2; log "docker build failed"; exit 1; }
 # The build stage's image, left untagged: only the final image is worth keeping.
