@@ -40,7 +40,12 @@ class Pair:
         self.user_home = user_home
         # Both report their imports (-X importtime), the service as a control for the check.
         self.service = Server(home, home / "ws", [], env={"PYTHONPROFILEIMPORTTIME": "1"})
-        self.user = self.start_user()
+        try:
+            self.user = self.start_user()
+        except BaseException:
+            # The fixture never gets a Pair to stop: the service would outlive the test.
+            self.service.stop()
+            raise
 
     def start_user(self) -> Server:
         return self.user_home.start(
