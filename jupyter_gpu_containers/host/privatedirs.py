@@ -23,6 +23,7 @@ Blocking, all of it: worker threads (or start-up) only.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -173,6 +174,11 @@ def _in_engines_namespace(op: str, path: str, options: str, flags: int) -> None:
             namespace = ""
     except OSError:
         namespace = ""
+    if not namespace:
+        # Already where the engine is: the call itself, with no process to start (starting
+        # one is most of a launch's "prepare" phase).
+        _here(op, path, options, flags)
+        return
     code = subprocess.run(
         [sys.executable, "-I", "-S", "-c", _MOUNT, op, path, options, str(flags), namespace],
         capture_output=True,
@@ -181,6 +187,27 @@ def _in_engines_namespace(op: str, path: str, options: str, flags: int) -> None:
     if code < 0 or code > 255:  # killed, say
         code = errno.EIO
     if code:
+        raise OSError(code, os.strerror(code), path)
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _here(op: str, path: str, options: str, flags: int) -> None:
+    """mount(2) or umount2(2) in this process's own mount namespace (any thread may call them:
+    only setns(2) wants a single-threaded process)."""
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        _libc = libc
+    if op == "mount":
+        done = _libc.mount(b"jgc-kernel", os.fsencode(path), b"tmpfs", flags, options.encode())
+    else:
+        done = _libc.umount2(os.fsencode(path), flags)
+    if done != 0:
+        code = ctypes.get_errno() or errno.EIO
         raise OSError(code, os.strerror(code), path)
 
 
