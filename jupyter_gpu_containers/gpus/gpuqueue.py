@@ -240,12 +240,9 @@ def read_tickets(
 ) -> list[Ticket]:
     """Every live ticket in the state directory, in fair order (each user's GPUs in ``ledger``
     counted). Blocking (a directory listing and small reads in /run, which is in memory): a
-    worker thread, or under the allocation lock."""
+    worker thread, or the loop under the allocation lock."""
     found, served = read_queue_files(state, locks)
     return fair_order(found, served, held_by_user(ledger))
-
-
-# ---------------------------------------------------------------------- the files
 
 
 # ---------------------------------------------------------------------- the queue
@@ -437,7 +434,7 @@ class GPUQueue(LoggingConfigurable):
                     kernel_id=kernel_id,
                     uid=str(uid),
                 )
-                queue = await asyncio.to_thread(read_tickets, state, None, ledger)
+                queue = read_tickets(state, None, ledger)  # on the loop: see current_ledger
                 try:
                     return my_turn(
                         allocator, inventory, ledger, queue, kernel_id, hold_up=self.max_hold_up
@@ -532,8 +529,11 @@ class GPUQueue(LoggingConfigurable):
         ticket = waiter.ticket
 
         async def turn(ledger: Ledger) -> Ledger:
-            # Under the allocation lock: the queue as it is now.
-            queue = await asyncio.to_thread(read_tickets, state, None, ledger)
+            # Under the allocation lock: the queue as it is now, read on the loop as the ledger
+            # is (current_ledger): a listing and a few small reads in /run, which is in memory,
+            # where a worker thread would wait behind other launches' file work while every GPU
+            # launch waits on the lock.
+            queue = read_tickets(state, None, ledger)
             return my_turn(
                 allocator, inventory, ledger, queue, ticket.kernel_id, hold_up=self.max_hold_up
             )

@@ -75,8 +75,9 @@ class Ticket:
 def read_queue_files(
     state: StateDir, locks: frozenset[str] | None = None
 ) -> tuple[list[Ticket], dict[int, float]]:
-    """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking."""
-    locks = locks if locks is not None else flocked_files()
+    """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking.
+    ``locks``: flocked_files(), read here (once, and only if some ticket is there) when not
+    given: an empty queue, the usual one, costs a directory listing."""
     try:
         names = os.listdir(state.fd)
         directory_owner = os.fstat(state.fd).st_uid
@@ -84,9 +85,12 @@ def read_queue_files(
         return [], {}
     found = []
     served: dict[int, float] = {}
+    read_locks = locks is None
     for name in names:
         m = TICKET_NAME.fullmatch(name)
         if m is not None:
+            if read_locks:
+                locks, read_locks = flocked_files(), False
             ticket = _read_ticket(state, name, m, locks, directory_owner)
             if ticket is not None:
                 found.append(ticket)
