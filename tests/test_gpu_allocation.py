@@ -20,6 +20,7 @@ from conftest import (
 )
 from kernel_io import execute, start_kernel, start_refusal
 
+from jupyter_gpu_containers.backends.docker import engine as engine_module
 from jupyter_gpu_containers.backends.docker.engine import Engine
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ContainerSpec
@@ -166,6 +167,32 @@ async def test_device_request_modes_by_create_and_inspect(
             assert requests[0]["Capabilities"] == [["gpu"]]
     finally:
         await engine.remove(container_id)
+
+
+async def test_the_engines_runtimes_are_asked_once_in_a_while(monkeypatch: Any) -> None:
+    """Every GPU start chooses how its GPUs reach the container from the engine's runtimes;
+    `docker info`, which answers them and is one of the engine's slowest calls, is asked again
+    only once RUNTIMES_KNOWN_FOR seconds have passed."""
+    engine = Engine()
+    asked: list[Any] = []
+    real_run = engine.run
+
+    async def counted(fn: Any) -> Any:
+        asked.append(fn)
+        return await real_run(fn)
+
+    monkeypatch.setattr(engine, "run", counted)
+    try:
+        first = await engine.runtimes()
+        # The runc-backed "nvidia" runtime the test set-up gives dockerd, and runc.
+        assert {"nvidia", "runc"} <= set(first)
+        assert await engine.runtimes() == first
+        assert len(asked) == 1
+        monkeypatch.setattr(engine_module, "RUNTIMES_KNOWN_FOR", 0.0)
+        assert await engine.runtimes() == first
+        assert len(asked) == 2
+    finally:
+        engine.close()
 
 
 @pytest.mark.server_config(lambda _: {"GPUAllocator": {"attach_mode": "device-requests"}})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,6 +41,12 @@ from .pulls import PullStream, open_pull
 from .removals import Removals
 
 T = TypeVar("T")
+
+# How long the engine's runtimes are taken as known. Every GPU start asks for them (to choose how
+# GPUs reach its container, allocator.resolve_attach_mode), and the call that answers, `docker
+# info`, is one of the engine's slowest: a runtime an administrator adds (daemon.json, then a
+# reload of the engine) is seen by the starts after this many seconds.
+RUNTIMES_KNOWN_FOR = 30.0
 
 
 class Engine(LoggingConfigurable):
@@ -86,6 +93,7 @@ class Engine(LoggingConfigurable):
         self._client = EngineClient(self)
         self._images = Images(self._client)
         self._removals = Removals(self._client, self)
+        self._runtimes: tuple[float, list[str]] | None = None  # (when asked, the names)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -109,9 +117,16 @@ class Engine(LoggingConfigurable):
         return str(info.get("Version", "unknown"))
 
     async def runtimes(self) -> list[str]:
-        """Names of the container runtimes the engine offers (e.g. runc, nvidia)."""
+        """Names of the container runtimes the engine offers (e.g. runc, nvidia), as the engine
+        said them at most RUNTIMES_KNOWN_FOR seconds ago."""
+        known = self._runtimes
+        if known is not None and time.monotonic() - known[0] < RUNTIMES_KNOWN_FOR:
+            return list(known[1])
+        asked = time.monotonic()
         info = await self.run(lambda c: c.info())
-        return sorted((info.get("Runtimes") or {}).keys())
+        names = sorted((info.get("Runtimes") or {}).keys())
+        self._runtimes = (asked, names)
+        return list(names)
 
     # ------------------------------------------------------------------ images
 
