@@ -383,7 +383,7 @@ class KubernetesBackend(LoggingConfigurable):
                 container_id, check, self.startup_timeout + self.schedule_timeout, fresh=True
             )
         except SchedulingRefused as e:
-            detail = await self.run(lambda core: self._capacity_sentence(container_id))
+            detail = await self._api.in_pool(lambda: self._capacity_sentence(container_id))
             await self.remove_or_defer(container_id)
             raise SchedulingRefused(f"{e.sentence}{detail}") from None
         except ContainerKernelError:
@@ -398,11 +398,11 @@ class KubernetesBackend(LoggingConfigurable):
 
     def _capacity_sentence(self, pod: str) -> str:
         """ " (n nodes have k free ...)" from the nodes' allocatable GPUs and the pods of this
-        namespace bound to them; "" when the nodes cannot be read."""
+        namespace bound to them; "" when the nodes or the pods cannot be read. Blocking."""
         try:
             found_nodes = self.nodes_sync()
-            found = self._kernel_pods.snapshot()
-        except ContainerKernelError:
+            found = self.call(lambda core: self._kernel_pods.pods_sync(core, pod))
+        except (ContainerKernelError, ApiException):
             return ""
         return nodes.capacity_sentence(
             found_nodes,

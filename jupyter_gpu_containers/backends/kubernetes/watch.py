@@ -200,6 +200,22 @@ class PodReflector:
         with self._lock:
             return dict(self._pods)
 
+    def pods_sync(self, core: Any, including: str) -> dict[str, Any]:
+        """Every pod followed, by name, with ``including`` among them if it exists: the cache
+        once the watch has listed and shown that pod, else one list straight from the API
+        (blocking: a worker thread; ApiException when the API refuses). A pod a start read from
+        the API before the watch had listed would otherwise be counted among none of them."""
+        if self._synced.is_set():
+            with self._lock:
+                if including in self._pods:
+                    return dict(self._pods)
+        listed = core.list_namespaced_pod(
+            self._settings.namespace,
+            label_selector=self._selector,
+            _request_timeout=self._settings.api_timeout,
+        )
+        return {p.metadata.name: p for p in listed.items}
+
     def _cached(self, name: str, fresh: bool) -> tuple[bool, Any]:
         """(whether the cache answers, the pod in it): it does once the watch has listed,
         unless ``fresh`` and the pod is not in it yet."""
