@@ -8,7 +8,8 @@ venv=${JGC_VENV:-$repo/.venv}
 # tests use the distribution's Chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+# Each line says how long the script has run (bash's SECONDS): where a long run's time went.
+log() { printf '\033[1m[%s %dm%02ds]\033[0m %s\n' "$(basename "$0")" $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian/Ubuntu packages the project needs, installed only when missing.

@@ -118,12 +118,14 @@ k8s_pytest_log=$(mktemp /tmp/jgc-pytest-kubernetes.XXXXXX)
     export JGC_K8S_BIN
   fi
   # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
-  exec python -m pytest --jgc-part kubernetes -o cache_dir=.pytest_cache/kubernetes-part "$@"
+  exec python -m pytest --jgc-part kubernetes -o cache_dir=.pytest_cache/kubernetes-part \
+    --durations=10 "$@"
 ) >"$k8s_pytest_log" 2>&1 &
 k8s_pytest=$!
 trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$k8s_pytest" ] || kill "$k8s_pytest" 2>/dev/null || true' EXIT
 set +e
-python -m pytest --jgc-part rest "$@"
+# The slowest tests are named at the end of each part: where the time budget goes.
+python -m pytest --jgc-part rest --durations=20 "$@"
 rc=$?
 wait "$k8s_pytest"
 k8s_rc=$?
@@ -174,4 +176,9 @@ for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN
     status=1
   fi
 done
+if [ "$status" -eq 0 ]; then
+  log "done: every check and test passed"
+else
+  log "FAILED: see the lines marked FAILED above"
+fi
 exit "$status"
