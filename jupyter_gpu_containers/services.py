@@ -63,23 +63,12 @@ class Services:
     def __init__(self, parent: Configurable | None) -> None:
         self.parent = parent
         self.policy = ContainerPolicy(parent=parent)
-        # Imported here, not at the top: a user's server whose kernels live behind a kernel
-        # service builds no Services, and must not need the docker package (gateway_user.py);
-        # a Docker host needs no Kubernetes client.
-        self.backend: ContainerBackend
-        if getattr(parent, "backend", "docker") == "kubernetes":
-            from .backends.kubernetes.k8s import KubernetesBackend
-
-            cluster = KubernetesBackend(parent=parent)
-            # No local engine lists images: the kernel specs are the listed ones; the nodes
-            # pull them with the administrator's registry logins.
-            cluster.listed = self.listed_images
-            cluster.pull_auth = self._admin_auth
-            self.backend = cluster
-        else:
-            from .backends.docker.engine import Engine
-
-            self.backend = Engine(parent=parent)
+        self.backend: ContainerBackend = backend_class(getattr(parent, "backend", "docker"))(
+            parent=parent
+        )
+        # An engine with no local image store of its own (a cluster's nodes pull) offers the
+        # administrator's listed images, pulled with the administrator's registry logins.
+        self.backend.use_images(self.listed_images, self._admin_auth)
         self.inventory = GPUInventory(parent=parent)
         # GPU use per kernel over the last minutes (started by the app with the server's kernels).
         self.usage = GPUUsage(self.inventory, parent=parent)
@@ -201,7 +190,8 @@ class Services:
 
 def backend_class(name: str) -> type[ContainerBackend]:
     """The backend a configuration names (``backend``: "docker" or "kubernetes"), imported only
-    when named (a Docker host needs no Kubernetes client)."""
+    when named (a Docker host needs no Kubernetes client; a user's server whose kernels live
+    behind a kernel service builds no Services, and must not need the docker package)."""
     if name == "kubernetes":
         from .backends.kubernetes.k8s import KubernetesBackend
 

@@ -98,3 +98,36 @@ async def test_services_stop_what_was_kept_in_the_order_it_was_kept() -> None:
         assert stopped == ["reclaimer", "warm pool"]
     finally:
         services.close()
+
+
+class ClusterServer(LoggingConfigurable):
+    """A configuration whose kernels are pods (ServiceApp.backend's name for it)."""
+
+    backend = "kubernetes"
+
+
+async def test_an_engine_with_no_image_store_gets_the_listed_images_and_the_admins_logins(
+    tmp_path: Any,
+) -> None:
+    """A cluster's nodes pull: its backend offers the administrator's listed images and pulls
+    them with the administrator's registry logins, both handed over by the services that built
+    it (use_images); a user's own login is never among them. Nothing here reaches an API."""
+    config = Config(
+        {
+            "ImageCatalog": {"listed_images": ["127.0.0.1:1/course:1"]},
+            "RegistryCredentials": {
+                "registry_auth": {"127.0.0.1:1": {"username": "admin", "password": "s3cret"}}
+            },
+            "KubernetesBackend": {"kubeconfig": str(tmp_path / "none.kubeconfig")},
+        }
+    )
+    services = Services(ClusterServer(config=config))
+    try:
+        backend = services.backend
+        assert [image.tags for image in backend.list_images_sync()] == [("127.0.0.1:1/course:1",)]
+        services.credentials.set_user("127.0.0.2:1", "student", "theirs", whose="student")
+        auth = backend.pull_auth  # type: ignore[attr-defined]
+        assert auth("127.0.0.1:1") == {"username": "admin", "password": "s3cret"}
+        assert auth("127.0.0.2:1") is None
+    finally:
+        services.close()

@@ -97,6 +97,9 @@ class ClusterNodes(Protocol):
 class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
+    # Built by services.py from the configuration it is a part of (a LoggingConfigurable's).
+    def __init__(self, *, parent: Any = None, **kwargs: Any) -> None: ...
+
     resolved_url: str  # where the engine is, for sentences ("not reachable at …")
     # Told of each container the backend removed (its record, and when), on the removing thread
     # (blocking allowed): quota.py's accounting of GPU-hours. None: nobody is told.
@@ -125,6 +128,16 @@ class ContainerBackend(Protocol):
     # A kernel's connection as the backend delivered it (Kubernetes: its Secret), for recovery
     # where the private directory is gone. Docker refuses: its kernels' is the directory's.
     async def connection_info(self, container_id: str) -> dict[str, Any]: ...
+
+    # Where kernels' images come from when the engine keeps no local store to list (a
+    # cluster's nodes pull): ``listed`` answers the administrator's listed references (they
+    # are then the images there are), ``pull_auth`` a registry's login, for pulls the engine
+    # makes (None: none). An engine with a local store of its own ignores both.
+    def use_images(
+        self,
+        listed: Callable[[], list[str]],
+        pull_auth: Callable[[str], dict[str, str] | None],
+    ) -> None: ...
 
     # -- the engine
     async def version(self) -> str: ...

@@ -105,6 +105,13 @@ class Engine(LoggingConfigurable):
         """Run ``fn(client)`` on the engine thread pool: the only way async code reaches Docker."""
         return await self._client.run(fn)
 
+    def use_images(
+        self,
+        listed: Callable[[], list[str]],
+        pull_auth: Callable[[str], dict[str, str] | None],
+    ) -> None:
+        """The engine lists its own images, and pulls with the logins each pull is given."""
+
     def close(self) -> None:
         self.wake_watchers()
         self._removals.close()  # the removal retrier stops (what it had left stays labelled)

@@ -207,10 +207,10 @@ class KubernetesBackend(LoggingConfigurable):
 
     # Told of each pod this backend removed (quota.py's GPU-hours).
     on_removed: Callable[[ContainerRecord, float], None] | None = None
-    # The images the administrator lists (set by services.py): the kernel specs' images, since
-    # there is no local engine to list.
+    # The images the administrator lists (use_images): the kernel specs' images, since there
+    # is no local engine to list.
     listed: Callable[[], list[str]] | None = None
-    # Registry logins (set by services.py): image pull secrets.
+    # Registry logins (use_images): image pull secrets.
     pull_auth: Callable[[str], dict[str, str] | None] | None = None
     # What the provisioner reads: pods have their own address; signals are not delivered.
     schedules_gpus = True
@@ -267,6 +267,15 @@ class KubernetesBackend(LoggingConfigurable):
 
     async def run(self, fn: Callable[[Any], T]) -> T:
         return await self._api.run(fn)
+
+    def use_images(
+        self,
+        listed: Callable[[], list[str]],
+        pull_auth: Callable[[str], dict[str, str] | None],
+    ) -> None:
+        """No local engine lists images here: the listed ones are the images, and the nodes
+        pull them with the administrator's logins (image pull secrets)."""
+        self.listed, self.pull_auth = listed, pull_auth
 
     def close(self) -> None:
         self._closed = True
