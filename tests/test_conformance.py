@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -83,7 +84,47 @@ class PythonKernelSamples:
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
 
-class TestContainerKernelDirectly(PythonKernelSamples, jupyter_kernel_test.KernelTests):
+# How long a message of an execution may take to arrive once jupyter_kernel_test waits for it.
+OUTPUT_PATIENCE = 30.0
+
+
+class PatientOutputs:
+    """jupyter_kernel_test's ``execute_helper`` reads an execution's IOPub messages (busy, its
+    outputs, idle) with a 0.1 s (busy: 1 s) timeout each, once the shell reply is in. The
+    protocol promises their order on each channel, not their timing across channels: on a
+    loaded machine, and through the service's websocket above all, idle can come later than
+    that after the reply. Within ``execute_helper`` every read expects a message (it stops at
+    idle), so each may wait OUTPUT_PATIENCE seconds; elsewhere (``flush_channels``, which
+    reads until nothing comes) the suite's own timeouts stand."""
+
+    kc: Any
+
+    def execute_helper(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self.kc.iopub_channel
+        get_msg = channel.get_msg
+
+        def patient(timeout: float | None) -> float | None:
+            return None if timeout is None else max(timeout, OUTPUT_PATIENCE)
+
+        if inspect.iscoroutinefunction(get_msg):  # the gateway client's channels are async
+
+            async def waiting(*a: Any, timeout: float | None = None, **k: Any) -> Any:
+                return await get_msg(*a, timeout=patient(timeout), **k)
+
+            channel.get_msg = waiting
+        else:
+            channel.get_msg = lambda *a, timeout=None, **k: get_msg(
+                *a, timeout=patient(timeout), **k
+            )
+        try:
+            return super().execute_helper(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            channel.get_msg = get_msg
+
+
+class TestContainerKernelDirectly(
+    PatientOutputs, PythonKernelSamples, jupyter_kernel_test.KernelTests
+):
     """A container kernel started by jupyter_client alone, from a kernel spec on disk."""
 
     spec_dir: ClassVar[Path]
@@ -147,7 +188,9 @@ class ServiceKernelClient(GatewayKernelClient):
 
 
 @needs_accounts
-class TestContainerKernelThroughTheService(PythonKernelSamples, jupyter_kernel_test.KernelTests):
+class TestContainerKernelThroughTheService(
+    PatientOutputs, PythonKernelSamples, jupyter_kernel_test.KernelTests
+):
     """A container kernel of a student (outside the docker group), started through a real kernel
     service's kernels API and reached over its websocket only."""
 
