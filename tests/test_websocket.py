@@ -186,6 +186,51 @@ async def test_what_one_users_pages_hold_while_kernels_start_is_bounded_per_user
     assert forwarded == ["aaaaaa"]
 
 
+async def test_a_cell_sent_as_the_server_closes_the_page_goes_to_its_reconnection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart the server made (a cancelled wait's, back as it was) closes the page's
+    connection. A cell the page sent before it heard the close went on that connection, whose
+    reply then reached no page, and the cell ran for ever (seen in a UI run). Kept, it goes with
+    the page's reconnection under the same session, after what was held before the close, and
+    counts toward the user's bound until then."""
+    forwarded: list[tuple[Any, Any]] = []
+    monkeypatch.setattr(
+        ZMQChannelsWebsocketConnection,
+        "handle_incoming_message",
+        lambda self, message: forwarded.append((self, message)),
+    )
+    kernels = _Kernels(owner_uid=4242, held_limit=1000)
+    kernel = _Kernel(kernels)
+    old = NoDelayWebsocketConnection(parent=kernel, session_key="k-1:page")
+    old.channels = {"shell": object()}
+    old._admit()
+    with kernels.held_messages.server_restart(kernel.kernel_id):
+        old.handle_incoming_message("while it restarted")  # held
+        kernel.ready.set_result(None)
+        old.keep_held_for_reconnection()  # close_kernel_websockets
+        old.handle_incoming_message("before the page heard the close")
+    old.handle_incoming_message("after the restart's end, the close not heard yet")
+    assert forwarded == []
+    assert kernels.held_messages.held_bytes(4242) > 0
+    monkeypatch.setattr(ZMQChannelsWebsocketConnection, "disconnect", lambda self: None)
+    old.disconnect()  # the close is done; the page reconnects
+    await asyncio.sleep(0.3)  # the held message's releaser finds nothing to send
+    assert forwarded == []
+
+    new = NoDelayWebsocketConnection(parent=kernel, session_key="k-1:page")
+    new.channels = {"shell": object()}
+    new._send_kept()  # once connected (_tell_state)
+    assert forwarded == [
+        (new, "while it restarted"),
+        (new, "before the page heard the close"),
+        (new, "after the restart's end, the close not heard yet"),
+    ]
+    assert kernels.held_messages.held_bytes(4242) == 0
+    new.handle_incoming_message("next")
+    assert forwarded[-1] == (new, "next")
+
+
 def test_what_is_kept_for_a_page_goes_to_that_kernels_page_only_and_not_for_ever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

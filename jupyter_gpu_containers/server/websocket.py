@@ -65,6 +65,11 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     _held: list[Any] | None = None
     _held_bytes = 0
     _releaser: asyncio.Future[None] | None = None
+    # Set once the server closed this connection (close_kernel_websockets): until the page
+    # hears the close, what it sends is kept for its reconnection.
+    _closed_by_server = False
+    _kept_after_close = 0
+    _kept_bytes_after_close = 0
     # The uid of the kernel's owner on a shared server (the kernel service), whose bounds this
     # connection counts toward; None on a user's own server.
     _owner_uid: int | None = None
@@ -115,13 +120,25 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         the shell socket's queue and run the moment the new kernel starts, before this page's
         IOPub listens to it again: the cell would get its reply but none of its output. Held here,
         it goes on once the restarted kernel's output reaches this page (iopub_reattached), in
-        the order sent; the page shows the cell queued meanwhile. Bounded per page."""
-        if self._held is None and not self._kernel_starting():
+        the order sent; the page shows the cell queued meanwhile. Bounded per page.
+
+        Once the server has closed this connection, a message the page sent before it heard the
+        close is kept for its reconnection, which sends it: held here, it would go with this
+        connection, and passed on, its reply and output would come on a connection that no
+        longer writes to the page (the cell then runs for ever on the page). Seen in a run when
+        a cell was sent just as a cancelled wait's restart closed the page's connection."""
+        store = self._store()
+        closing = self._closed_by_server and store is not None
+        if self._held is None and not closing and not self._kernel_starting():
             super().handle_incoming_message(incoming_msg)
             return
         size = len(incoming_msg)
-        store = self._store()
-        if len(self._held or ()) >= MAX_HELD_MESSAGES or self._held_bytes + size > MAX_HELD_BYTES:
+        count, held_bytes = (
+            (self._kept_after_close, self._kept_bytes_after_close)
+            if closing
+            else (len(self._held or ()), self._held_bytes)
+        )
+        if count >= MAX_HELD_MESSAGES or held_bytes + size > MAX_HELD_BYTES:
             self.write_stderr(
                 "This message was not sent: the kernel is starting, and this page has sent "
                 f"more than it may while it waits ({MAX_HELD_MESSAGES} messages, "
@@ -138,6 +155,11 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
                 "once the kernel has started.",
                 self._header_of(incoming_msg),
             )
+            return
+        if closing and store is not None:
+            store.keep(self.kernel_id, self.session_key, [incoming_msg], self._owner_uid, size)
+            self._kept_after_close += 1
+            self._kept_bytes_after_close += size
             return
         if self._held is None:
             self._held = []
@@ -194,6 +216,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         """The server closes this connection (close_kernel_websockets): what it holds goes to
         the page's next connection with the same session, which sends it once connected."""
         store = self._store()
+        self._closed_by_server = True
         if self._held and store is None:
             self.release_held()  # no one to keep them: sent now, as before the close
         elif self._held and store is not None:
