@@ -13,6 +13,7 @@ import io
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,8 +180,26 @@ def moving_tag(
             with contextlib.suppress(Exception):
                 real_node.ctr("images", "rm", containerd_image_name(tag))
         for image_id in ids:
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                docker_client.images.remove(image_id, force=True)
+            remove_when_unused(docker_client, image_id)
+
+
+def remove_when_unused(docker_client: docker.DockerClient, image_id: str) -> None:
+    """Remove a Docker image this part built, once no container runs it. The other pytest
+    session runs beside this one (scripts/test.sh), and its servers probe every kernel-ready
+    image the engine has, this one included: Docker refuses to remove an image a running
+    container uses (409, even forced), and a probe's container ends within its time limit
+    (KernelReadinessProbe.timeout, 30 s by default)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            docker_client.images.remove(image_id, force=True)
+            return
+        except docker.errors.ImageNotFound:
+            return
+        except docker.errors.APIError as error:
+            if error.status_code != 409 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def build_and_import(
