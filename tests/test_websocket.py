@@ -22,6 +22,7 @@ from traitlets.config import Config, Configurable
 from traitlets.utils.importstring import import_item
 
 from jupyter_gpu_containers._private import offline_buffer
+from jupyter_gpu_containers.server import websocket
 from jupyter_gpu_containers.server.app import install_websocket_connection
 from jupyter_gpu_containers.server.gateway_user import NoDelayGatewayConnection
 from jupyter_gpu_containers.server.websocket import HeldMessages, NoDelayWebsocketConnection
@@ -132,6 +133,38 @@ async def test_a_cell_sent_before_the_servers_restart_is_over_is_held_until_it_i
     assert forwarded == ["once it answers", "and then"]
     connection.handle_incoming_message("after")
     assert forwarded[-1] == "after"
+
+
+async def test_a_cell_held_while_a_long_server_restart_goes_on_is_not_sent_before_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The new kernel is ready, and the server's restart goes on (its check of the pages' IOPub
+    can take up to REATTACH_TIMEOUT on a loaded machine): a held cell waits for the restart's
+    end however long it takes. Sent before, its reply came and its output was lost (seen in a
+    fresh run: a deadline here let it go while the restart still checked the page's IOPub)."""
+    forwarded: list[Any] = []
+    monkeypatch.setattr(
+        ZMQChannelsWebsocketConnection,
+        "handle_incoming_message",
+        lambda self, message: forwarded.append(message),
+    )
+    # A restart whose IOPub check takes longer than what a connection waited for it before.
+    monkeypatch.setattr(websocket, "REATTACH_TIMEOUT", 0.1)
+    kernels = _Kernels()
+    kernel = _Kernel(kernels)
+    connection = NoDelayWebsocketConnection(parent=kernel)
+    connection.channels = {"shell": object()}
+
+    with kernels.held_messages.server_restart(kernel.kernel_id):
+        connection.handle_incoming_message("held")
+        kernel.ready.set_result(None)
+        await asyncio.sleep(2.5)  # past the 2.1 s a held message once waited at most
+        assert forwarded == []
+    for _ in range(300):  # sent within a few tenths of a second of the restart's end
+        if forwarded:
+            break
+        await asyncio.sleep(0.1)
+    assert forwarded == ["held"]
 
 
 async def test_what_one_users_pages_hold_while_kernels_start_is_bounded_per_user(

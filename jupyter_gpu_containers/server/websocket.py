@@ -193,15 +193,20 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         (close_kernel_websockets): what is held then goes with the page's reconnection, which
         sends it once connected (a reply sent between the close and jupyter_server's buffering
         would be lost). Else (a restart jupyter_client's restarter made) this page's IOPub is
-        checked here, and it is sent on this connection."""
+        checked here, and it is sent on this connection.
+
+        While the server's restart goes on (its own check of the pages' IOPub, up to
+        REATTACH_TIMEOUT, then the close), nothing is sent, however long that takes: sent before
+        this page's IOPub hears the new kernel, a cell's reply comes (the shell socket queues it)
+        and its output does not (a PUB socket drops what no one listens to yet). A run on a
+        loaded machine lost a cell's output so, when a deadline here let go first. The restart
+        ends, whatever happens (its context's finally), so nothing is held for ever."""
         while self._held is not None and self.channels:
             ready = getattr(self.kernel_manager, "ready", None)
             if isinstance(ready, asyncio.Future) and ready.done() and ready.exception() is None:
                 break
             await asyncio.sleep(0.1)
-        # The restart's own check of its pages' IOPub, and the close after it, take a moment.
-        deadline = time.monotonic() + REATTACH_TIMEOUT + 2
-        while self._held is not None and self.channels and time.monotonic() < deadline:
+        while self._held is not None and self.channels:
             if self.kernel_id in getattr(self._store(), "restarting", ()):
                 await asyncio.sleep(0.1)
                 continue
