@@ -5,11 +5,8 @@ signalled, force-removed, and listed by label as records."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from ...base.errors import EngineRefused, ImageMissing
@@ -73,10 +70,9 @@ def create_args(
     network: str,
     userns: str,
     ulimits: dict[str, tuple[int, int]],
-    env_file: str,
 ) -> list[str]:
     """``podman create`` arguments for ``spec`` (its network and ulimits as the engine resolved
-    them); its environment is in ``env_file`` (written by :func:`env_file`)."""
+    them); its environment comes on podman's stdin (:func:`env_lines`)."""
     args = ["create", "--pull", "never", "--name", spec.name]
     if userns:
         args += ["--userns", userns]
@@ -115,17 +111,16 @@ def create_args(
     # tails that error sentences quote and the kernel's view follows.
     args += ["--log-driver", "k8s-file", "--log-opt", f"max-size={spec.log_max_size}"]
     if spec.environment:
-        args += ["--env-file", env_file]
+        args += ["--env-file", "/dev/stdin"]
     args += [spec.image, *spec.command]
     return args
 
 
-@contextlib.contextmanager
-def env_file(environment: dict[str, str]) -> Iterator[str]:
-    """A private file (0600, in the user's runtime directory where there is one) holding
-    ``environment`` for ``--env-file``, removed once podman has read it. Not ``--env K=V``:
-    a command line is readable by every account on the host (/proc). Not podman's own
-    environment: HOME or XDG_RUNTIME_DIR there would move podman's own storage."""
+def env_lines(environment: dict[str, str]) -> bytes:
+    """``environment`` as podman's ``--env-file`` reads it, given on podman's stdin: not as
+    ``--env K=V`` (a command line is readable by every account on the host, in /proc), not in
+    podman's own environment (HOME or XDG_RUNTIME_DIR there would move podman's own storage),
+    and in no file on disk."""
     for key, value in environment.items():
         if "\n" in key or "\n" in value or "=" in key or not key:
             raise EngineRefused(
@@ -133,15 +128,7 @@ def env_file(environment: dict[str, str]) -> Iterator[str]:
                 "must be non-empty without '=', and neither name nor value may hold a line "
                 "break (podman's --env-file is read line by line)."
             )
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or None
-    fd, path = tempfile.mkstemp(prefix="jgc-env-", dir=runtime)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{key}={value}\n" for key, value in environment.items())
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    return "".join(f"{key}={value}\n" for key, value in environment.items()).encode()
 
 
 def create(
@@ -152,10 +139,13 @@ def create(
     userns: str,
     ulimits: dict[str, tuple[int, int]],
 ) -> str:
+    args = create_args(spec, network=network, userns=userns, ulimits=ulimits)
     try:
-        with env_file(spec.environment) as path:
-            args = create_args(spec, network=network, userns=userns, ulimits=ulimits, env_file=path)
-            out = cli.run(args, what=f"create the kernel container for {spec.image}")
+        out = cli.run(
+            args,
+            what=f"create the kernel container for {spec.image}",
+            stdin=env_lines(spec.environment),
+        )
     except PodmanFailed as e:
         if e.image_not_known:
             raise image_missing(spec.image, then_start=True) from e

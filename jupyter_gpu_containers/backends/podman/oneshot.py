@@ -12,7 +12,7 @@ import subprocess
 from ...base.errors import EngineRefused, EngineUnavailable
 from ...base.records import OneshotResult
 from .cli import PodmanCLI, PodmanFailed, short
-from .containers import env_file, hardening_args, image_missing, remove
+from .containers import env_lines, hardening_args, image_missing, remove
 from .images import image_id
 
 
@@ -44,13 +44,14 @@ def run_oneshot(
     if entrypoint is not None:
         args += ["--entrypoint", json.dumps(entrypoint) if entrypoint else ""]
     target = image.removeprefix("sha256:") if image.startswith("sha256:") else image
+    if environment:
+        args += ["--env-file", "/dev/stdin"]
     try:
-        with env_file(environment or {}) as path:
-            if environment:
-                args += ["--env-file", path]
-            out = cli.run(
-                [*args, target, *command], what=f"create a one-shot container for {image}"
-            )
+        out = cli.run(
+            [*args, target, *command],
+            what=f"create a one-shot container for {image}",
+            stdin=env_lines(environment or {}),
+        )
     except PodmanFailed as e:
         if e.image_not_known:
             raise image_missing(image) from e
