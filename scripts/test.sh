@@ -14,7 +14,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Chromium for the UI tests (playwright drives it; it never downloads a browser). For the
 # Kubernetes tests: etcd, containerd, runc and the CNI plugins from Debian (the control plane and
 # the kubelet are built from the Kubernetes sources below).
-prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
+# Rootless Podman for the Podman backend's tests: podman, its subordinate-id helpers and its init.
+prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev \
+  podman uidmap catatonit slirp4netns
 
 # Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
 # Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client
@@ -59,7 +61,8 @@ fi
 # the docker group: a local user with only a shell. (Being in the docker group is root on the host
 # by another road; the tests prove the extension itself hands nothing over.) Two students, outside
 # the docker group, get kernels only through the kernel service, their servers spawned by a real
-# JupyterHub (tests/hub.py, tests/test_hub_auth.py).
+# JupyterHub (tests/hub.py, tests/test_hub_auth.py). One more, outside the docker group, runs
+# kernels on its own rootless Podman (tests/podman_user.py).
 ensure_account() { # name, "docker" or ""
   if ! id "$1" >/dev/null 2>&1; then
     log "creating the test account $1"
@@ -82,6 +85,9 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
   ensure_account "$JGC_TEST_OUTSIDER" ""
   ensure_account "$JGC_TEST_STUDENT_A" ""
   ensure_account "$JGC_TEST_STUDENT_B" ""
+  export JGC_TEST_PODMAN_USER=${JGC_TEST_PODMAN_USER:-jgc-podman-user}
+  ensure_account "$JGC_TEST_PODMAN_USER" ""
+  ensure_rootless_podman "$JGC_TEST_PODMAN_USER"
 fi
 
 export PATH="$venv/bin:$PATH"

@@ -115,10 +115,15 @@ class ContainerBackend(Protocol):
     # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
     #   before), so only a digest in the reference itself can meet a pinned digest (False /
     #   True);
+    # - images_shared: the images the engine keeps are seen by every user of the host (or
+    #   cluster), so that a pull made with one user's own registry login must be kept private
+    #   to them by this project (privateimages.py); rootless Podman's storage is its user's own
+    #   (Docker, Kubernetes: True; Podman: False);
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
     schedules_gpus: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
+    images_shared: bool
 
     @property
     def cluster(self) -> ClusterNodes | None: ...

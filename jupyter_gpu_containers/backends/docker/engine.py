@@ -210,6 +210,7 @@ class Engine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    images_shared = True
     cluster = None
 
     async def address(self, container_id: str) -> str:

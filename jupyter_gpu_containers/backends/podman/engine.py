@@ -137,6 +137,8 @@ class PodmanEngine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    # The user's own storage: what a pull with their own login brings is theirs alone already.
+    images_shared = False
     cluster = None
 
     on_removed: Callable[[ContainerRecord, float], None] | None = None

@@ -1,0 +1,372 @@
+"""The rootless Podman backend: what it asks of podman (pure), and kernels on a real account's own
+rootless Podman, outside the docker group (tests/podman_user.py): hidden-style images, the readiness
+probe's verdicts, pulls with their own login, the kernel's view and log, and another account's
+reach.
+
+The lifecycle (files owned by the user, kill -9 and reattach, sweeps) runs on Podman in
+test_server_process.py, parametrized by engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import podman_user
+import pytest
+from conftest import (
+    CONDA_IMAGE,
+    DEBIAN_IMAGE,
+    NGC_IMAGE,
+    NO_IPYKERNEL_IMAGE,
+    kernel_name,
+    write_notebook,
+)
+from registry import PrivateRegistry
+from servers import Server, wait_until, write_server_config
+
+from jupyter_gpu_containers.backends.podman import containers, images
+from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
+from jupyter_gpu_containers.base.errors import EngineRefused
+from jupyter_gpu_containers.base.records import ContainerSpec, Mount
+
+# ------------------------------------------------------------------ what podman is asked (pure)
+
+
+def spec(**changes: Any) -> ContainerSpec:
+    fields: dict[str, Any] = {
+        "image": "jgc/debian-ipykernel:bookworm",
+        "command": ["python3", "-m", "ipykernel_launcher"],
+        "name": "jupyter-kernel-x",
+        "labels": {"org.jupyter.gpu-containers.managed": "true"},
+        "environment": {"HOME": "/home/jupyter", "SECRET_TOKEN": "s3cret value"},
+        "user": "1010:1010",
+        "working_dir": "/workspace",
+        "mounts": [Mount("/tmp/ws", "/workspace", read_only=False)],
+        "tmpfs": {"/home/jupyter": "rw,size=2g"},
+    }
+    fields.update(changes)
+    return ContainerSpec(**fields)
+
+
+def test_a_kernel_container_is_the_users_hardened_and_its_environment_off_the_command_line() -> (
+    None
+):
+    args = containers.create_args(
+        spec(device_requests=[{"driver": "cdi", "device_ids": ["nvidia.com/gpu=GPU-a"]}]),
+        network="slirp4netns",
+        userns="keep-id",
+        ulimits={"memlock": (65536, 65536)},
+    )
+    line = " ".join(args)
+    assert args[:4] == ["create", "--pull", "never", "--name"]
+    assert "--userns keep-id" in line and "--user 1010:1010" in line
+    assert "--cap-drop ALL" in line and "--security-opt no-new-privileges" in line
+    assert "--mount type=bind,source=/tmp/ws,destination=/workspace" in line
+    assert "--device nvidia.com/gpu=GPU-a" in line
+    assert "--ulimit memlock=65536:65536" in line
+    assert "--network slirp4netns" in line
+    # The environment comes on stdin: no value (a token, say) on a command line, which every
+    # account can read in /proc.
+    assert "--env-file /dev/stdin" in line and "s3cret" not in line
+    assert containers.env_lines(spec().environment) == (
+        b"HOME=/home/jupyter\nSECRET_TOKEN=s3cret value\n"
+    )
+    assert args[-4:] == ["jgc/debian-ipykernel:bookworm", "python3", "-m", "ipykernel_launcher"]
+
+
+def test_what_podman_cannot_be_given_is_refused_in_a_sentence() -> None:
+    with pytest.raises(EngineRefused, match="line break"):
+        containers.env_lines({"A": "one\nB=two"})
+    with pytest.raises(EngineRefused, match=r"holds a ',' or '='"):
+        containers.create_args(
+            spec(mounts=[Mount("/tmp/a,b", "/w")]), network="none", userns="", ulimits={}
+        )
+    with pytest.raises(EngineRefused, match="nvidia-ctk cdi generate"):
+        containers.create_args(
+            spec(device_requests=[{"driver": "nvidia", "device_ids": ["GPU-a"]}]),
+            network="none",
+            userns="",
+            ulimits={},
+        )
+
+
+def test_images_keep_dockers_names_and_ids() -> None:
+    assert images.docker_name("localhost/jgc/debian-ipykernel:bookworm") == (
+        "jgc/debian-ipykernel:bookworm"
+    )
+    assert images.docker_name("docker.io/library/python:3.12") == "python:3.12"
+    assert images.docker_name("docker.io/jupyter/scipy-notebook:x") == "jupyter/scipy-notebook:x"
+    assert (
+        images.docker_name("nvcr.io/nvidia/pytorch:24.05-py3") == "nvcr.io/nvidia/pytorch:24.05-py3"
+    )
+    assert images.docker_name("localhost:5000/a/b:1") == "localhost:5000/a/b:1"
+    assert images.image_id("b1bd") == "sha256:b1bd" and images.image_id("sha256:b1") == "sha256:b1"
+
+
+def test_ulimits_above_the_users_own_are_lowered_and_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rootless Podman cannot raise a limit: a kernel spec's memlock=-1 (NGC's advice) would
+    keep the container from starting."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1010)
+    own = {resource.RLIMIT_MEMLOCK: (8192, 8192), resource.RLIMIT_STACK: (8388608, -1)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: own[which])
+    engine = PodmanEngine()
+    asked = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
+    assert engine.allowed_ulimits(asked) == {"memlock": (8192, 8192), "stack": asked["stack"]}
+    engine.allowed_ulimits(asked)
+    said = [r.getMessage() for r in caplog.records if "memlock" in r.getMessage()]
+    assert len(said) == 1 and "limits.conf" in said[0]
+
+
+# ------------------------------------------------------------------ a real account's Podman
+
+needs_podman_user = pytest.mark.skipif(
+    os.getuid() != 0 or not podman_user.PODMAN_USER,
+    reason="needs root and JGC_TEST_PODMAN_USER (scripts/test.sh creates it)",
+)
+
+
+@pytest.fixture
+def podman_home(docker_client: Any) -> Iterator[Path]:
+    """A home for the Podman user's servers (configuration, data, a workspace), the test
+    images in its storage, and its containers of this run removed afterwards."""
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    podman_user.load_images(
+        docker_client, [DEBIAN_IMAGE, CONDA_IMAGE, NGC_IMAGE, NO_IPYKERNEL_IMAGE]
+    )
+    home = Path(tempfile.mkdtemp(prefix="jgc-podman-", dir="/tmp"))
+    for sub in ("config", "data", "runtime", "workspace"):
+        (home / sub).mkdir()
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        yield home
+    finally:
+        podman_user.remove_test_containers()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def podman_server(home: Path, config: dict[str, Any] | None = None) -> Server:
+    write_server_config(home, {"ContainerEngine": {"backend": "podman"}, **(config or {})})
+    return Server(
+        home, home / "workspace", [], user=podman_user.PODMAN_USER, env=podman_user.user_env()
+    )
+
+
+@needs_podman_user
+def test_the_account_is_rootless_on_overlay_and_outside_the_docker_group() -> None:
+    """What the other tests rely on, said plainly when the set-up is wrong."""
+    groups = subprocess.run(
+        ["id", "-nG", podman_user.PODMAN_USER], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "docker" not in groups
+    assert podman_user.storage_driver() == "overlay"
+    rootless = podman_user.podman("info", "--format", "{{.Host.Security.Rootless}}").stdout
+    assert rootless.strip() == "true"
+
+
+@needs_podman_user
+async def test_hidden_style_images_run_kernels_as_the_user_and_the_probe_says_why_not(
+    podman_home: Path,
+) -> None:
+    """Python only in /opt/conda with a non-root USER, an NGC-like entrypoint: kernels start,
+    as the user; an image without ipykernel is not offered, and the catalog says why."""
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    server = podman_server(podman_home)
+    try:
+        names = {kernel_name(CONDA_IMAGE), kernel_name(NGC_IMAGE)}
+
+        async def offered() -> bool:
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            return names <= set(specs)
+
+        await wait_until(offered, 120, f"kernel specs {sorted(names)}")
+        workspace = podman_home / "workspace"
+        write_notebook(workspace, "cpu.ipynb", gpus=0)  # NGC-like images ask for a GPU
+        os.chown(workspace / "cpu.ipynb", entry.pw_uid, entry.pw_gid)
+        for image, path in ((CONDA_IMAGE, "conda.ipynb"), (NGC_IMAGE, "cpu.ipynb")):
+            session = await server.open_notebook(path, kernel_name(image))
+            result = await server.execute(
+                session["kernel"]["id"],
+                "import os, sys\nprint(os.getuid(), sys.executable)\n"
+                f"open({image.split('/')[-1].split(':')[0]!r} + '.txt', 'w').write('x')",
+            )
+            uid, python = result.stdout.split()
+            assert int(uid) == entry.pw_uid, (image, result)
+            if image == CONDA_IMAGE:
+                assert python.startswith("/opt/conda/")
+        owners = {p.name: p.stat().st_uid for p in workspace.iterdir()}
+        assert owners["conda-nonroot.txt"] == entry.pw_uid
+        assert owners["ngc-like.txt"] == entry.pw_uid
+
+        async def refused() -> dict[str, Any] | None:
+            found = await server.call("GET", "gpu-containers", "images")
+            for image in found["images"]:
+                if image["reference"] == NO_IPYKERNEL_IMAGE and image["kernel_ready"] is False:
+                    return dict(image)
+            return None
+
+        verdict = await wait_until(refused, 120, f"the probe's verdict on {NO_IPYKERNEL_IMAGE}")
+        assert "ipykernel" in verdict["kernel_ready_reason"]
+        specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+        assert kernel_name(NO_IPYKERNEL_IMAGE) not in specs
+    finally:
+        server.stop()
+
+
+@needs_podman_user
+async def test_the_kernels_view_follows_its_log_and_another_account_reaches_nothing(
+    podman_home: Path,
+) -> None:
+    """The kernel's own view (container, image id, log) comes from the user's Podman. Another
+    account (outside the docker group too) sees none of it: its own Podman lists none of the
+    user's containers, the kernel's private directory is closed to it, and it cannot signal
+    the kernel's processes."""
+    other = os.environ.get("JGC_TEST_OUTSIDER", "")
+    if not other:
+        pytest.fail("JGC_TEST_OUTSIDER names no account (scripts/test.sh creates one)")
+    server = podman_server(podman_home)
+    try:
+        kernel = await server.call(
+            "POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)}
+        )
+        kernel_id = kernel["id"]
+        result = await server.execute(
+            kernel_id,
+            "import os, sys\nprint('to the log', file=sys.__stderr__, flush=True)\n"
+            "print(os.getpid())",
+        )
+        assert result.status == "ok", result
+        view = await server.call("GET", "gpu-containers", "kernels", kernel_id)
+        assert view["container"]["status"] == "running"
+        assert view["image"]["id"].startswith("sha256:")
+        (container,) = podman_user.kernel_containers(kernel_id)
+        assert view["container"]["id"] == container["Id"]
+
+        async def logged() -> bool:
+            response = await server.fetch(
+                "GET", "gpu-containers", "kernels", kernel_id, "log?follow=0", raise_error=False
+            )
+            return response.code == 200 and b"to the log" in response.body
+
+        await wait_until(logged, 60, "the kernel's line in its log")
+
+        # Another account: its own Podman, which knows nothing of the user's containers.
+        podman_user.runtime_dir(other)
+        listed = podman_user.podman("ps", "--all", "--format", "{{.ID}}", user=other, check=False)
+        assert container["Id"][:12] not in listed.stdout
+        private = [
+            Path(m["Source"])
+            for m in (await podman_inspect(container["Id"]))["Mounts"]
+            if m["Destination"] == "/run/jupyter-kernel"
+        ]
+        assert private, "the kernel's private directory is mounted"
+        probe = subprocess.run(
+            ["setpriv", f"--reuid={other}", f"--regid={other}", "--init-groups", "ls", private[0]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr
+        kernel_pid = int(
+            podman_user.podman("inspect", "--format", "{{.State.Pid}}", container["Id"]).stdout
+        )
+        signal_it = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={other}",
+                f"--regid={other}",
+                "--init-groups",
+                "kill",
+                f"-{int(signal.SIGINT)}",
+                str(kernel_pid),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert signal_it.returncode != 0
+        assert (await server.execute(kernel_id, "print('still here')")).stdout.strip() == (
+            "still here"
+        )
+        await server.fetch("DELETE", "api", "kernels", kernel_id)
+        assert podman_user.kernel_containers(kernel_id) == []
+    finally:
+        server.stop()
+
+
+async def podman_inspect(container_id: str) -> dict[str, Any]:
+    import json
+
+    out = await asyncio.to_thread(podman_user.podman, "container", "inspect", container_id)
+    found: list[dict[str, Any]] = json.loads(out.stdout)
+    return found[0]
+
+
+@needs_podman_user
+async def test_a_pull_into_the_users_storage_uses_the_login_it_is_given_and_no_other(
+    podman_home: Path, private_registry: PrivateRegistry, docker_client: Any
+) -> None:
+    """A private image pulled through the server: without a login the registry's refusal is
+    said with what to do, with the user's login it is pulled, with progress and its digest, into
+    the user's own storage, and offered as a kernel; no password is left on disk."""
+    ref = private_registry.push_test_image("jgc/podman-pullable:1")
+    private_registry.remove_local(ref)
+    server = podman_server(
+        podman_home,
+        {
+            "PodmanEngine": {"insecure_registries": [private_registry.host]},
+            "PullManager": {"progress_interval": 0.0},
+        },
+    )
+    try:
+
+        async def pull_until_ended() -> dict[str, Any]:
+            pull = await server.call("POST", "gpu-containers", "pulls", body={"image": ref})
+
+            async def ended() -> dict[str, Any] | None:
+                found = await server.call("GET", "gpu-containers", "pulls", pull["id"])
+                return dict(found) if found["state"] in ("done", "error", "cancelled") else None
+
+            return await wait_until(ended, 180, f"the pull of {ref}")
+
+        refused = await pull_until_ended()
+        assert refused["state"] == "error", refused
+        assert "Authorization failed" in refused["message"], refused
+        await server.call(
+            "PUT",
+            "gpu-containers",
+            "registries",
+            private_registry.host,
+            "credentials",
+            body={"username": private_registry.username, "password": private_registry.password},
+        )
+        done = await pull_until_ended()
+        assert done["state"] == "done", done
+        assert done["digest"].startswith("sha256:")
+        assert len(done["layers"]) >= 3 and done["phase"] == "complete"
+        found = podman_user.podman("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+        assert found.returncode == 0
+
+        async def offered() -> bool:
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            return kernel_name(ref) in specs
+
+        await wait_until(offered, 120, f"a kernel spec for {ref}")
+        runtime = podman_user.runtime_dir()
+        leftovers = [p.name for p in runtime.iterdir() if p.name.startswith("jgc-pull-auth-")]
+        assert leftovers == []
+    finally:
+        server.stop()
+        podman_user.podman("rmi", "--force", ref, check=False)
