@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,3 +371,66 @@ async def test_a_pull_into_the_users_storage_uses_the_login_it_is_given_and_no_o
     finally:
         server.stop()
         podman_user.podman("rmi", "--force", ref, check=False)
+
+
+@needs_podman_user
+def test_doctor_says_what_rootless_podman_lacks_and_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jupyter gpu-containers doctor`: on the set-up account, nothing blocks; an account whose
+    storage came up on vfs is told the fix; a missing subordinate range blocks, with the
+    administrator's command; a user outside the docker group is pointed to Podman."""
+
+    def doctor(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+            **podman_user.user_env(user),
+        }
+        as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        command = str(Path(sys.executable).parent / "jupyter-gpu-containers")
+        return subprocess.run(
+            [*as_user, command, "doctor", *args],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ready = doctor(podman_user.PODMAN_USER, "--ContainerEngine.backend=podman")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "Podman's storage driver: overlay." in ready.stdout
+    assert "[blocking]" not in ready.stdout
+
+    outsider = os.environ.get("JGC_TEST_OUTSIDER", "")
+    if not outsider:
+        pytest.fail("JGC_TEST_OUTSIDER names no account (scripts/test.sh creates one)")
+    on_docker = doctor(outsider)
+    assert on_docker.returncode == 1
+    assert "docker` group" in on_docker.stdout
+    assert "ContainerEngine.backend = 'podman'" in on_docker.stdout
+
+    # The outsider's own Podman storage, never configured: vfs, and the fix said.
+    on_vfs = doctor(outsider, "--ContainerEngine.backend=podman")
+    if "storage driver: overlay" not in on_vfs.stdout:
+        assert "storage is on vfs" in on_vfs.stdout and "storage.conf" in on_vfs.stdout
+
+    # No subordinate range: it blocks, with the command that fixes it (the checks as the user
+    # would see them; podman itself answers as this test's user).
+    from jupyter_gpu_containers.backends.podman import doctor as checks
+    from jupyter_gpu_containers.backends.podman.cli import PodmanCLI
+
+    empty = tmp_path / "subuid"
+    empty.write_text("someone-else:100000:65536\n")
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    monkeypatch.setattr(os, "geteuid", lambda: entry.pw_uid)
+    monkeypatch.setattr(checks.getpass, "getuser", lambda: entry.pw_name)
+    settings = PodmanEngine(podman_command=["podman"])
+    findings = checks.diagnose(
+        PodmanCLI(settings), network="none", tun_usable=True, id_ranges=(str(empty), str(empty))
+    )
+    blocking = [f.sentence for f in findings if f.blocking]
+    assert blocking and "usermod --add-subuids" in blocking[0]

@@ -85,6 +85,16 @@ class ContainerDetails:
     tmpfs: tuple[str, ...]  # targets of its tmpfs mounts
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``jupyter gpu-containers doctor`` says of the engine: a sentence, whether it
+    is a problem, and whether kernels cannot start until it is fixed (``blocking``)."""
+
+    sentence: str
+    problem: bool = False
+    blocking: bool = False
+
+
 class ClusterNodes(Protocol):
     """A cluster's GPU nodes, as the GPU panel shows them (routes/cluster_view.py). Blocking
     (API calls): worker threads."""
@@ -146,6 +156,10 @@ class ContainerBackend(Protocol):
 
     # -- the engine
     async def version(self) -> str: ...
+
+    # What the engine needs that this host or user lacks, each with what to do (blocking: worker
+    # threads and the command line).
+    def diagnose_sync(self) -> list[Finding]: ...
 
     async def runtimes(self) -> list[str]: ...
 

@@ -32,9 +32,10 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails
+from ..backend import ContainerDetails, Finding
 from . import containers, logs
 from .cli import PodmanCLI
+from .doctor import diagnose
 from .images import Images
 from .logs import FollowedLog
 from .oneshot import run_oneshot
@@ -175,6 +176,10 @@ class PodmanEngine(LoggingConfigurable):
         found = await self._cli.json_async(["version", "--format", "json"], what="say its version")
         client = (found or {}).get("Client") or {}
         return str(client.get("Version") or "unknown")
+
+    def diagnose_sync(self) -> list[Finding]:
+        """What rootless Podman needs that this host or user lacks (doctor.py)."""
+        return diagnose(self._cli, network=self.network, tun_usable=tun_usable())
 
     async def runtimes(self) -> list[str]:
         """The OCI runtime Podman runs containers with (runc, crun; "nvidia" where configured)."""
