@@ -150,7 +150,11 @@ class Services:
         start-up, or a worker thread)."""
         with self._state_lock:
             if self._state is None:
-                self._state = open_state_dir(self.policy.state_dir, self.policy.state_dir_owner)
+                self._state = open_state_dir(
+                    self.policy.state_dir,
+                    self.policy.state_dir_owner,
+                    per_user=not self.backend.containers_shared,
+                )
             return self._state
 
     def server_id(self, root_dir: str) -> str:

@@ -15,6 +15,7 @@ import pwd
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -434,3 +435,69 @@ def test_doctor_says_what_rootless_podman_lacks_and_how_to_fix_it(
     )
     blocking = [f.sentence for f in findings if f.blocking]
     assert blocking and "usermod --add-subuids" in blocking[0]
+
+
+@pytest.fixture
+def fake_cdi_gpus() -> Iterator[dict[str, Path]]:
+    """NVIDIA's CDI kind naming the suite's static GPUs (GPU-test-<i>), each a device node the
+    test makes (a harmless one: the null device's numbers) in a directory of its own; the spec
+    in /etc/cdi (Podman 4.3 reads no other place), named so that the attach mode's "auto" does
+    not take it for NVIDIA's own, and removed afterwards. GPU uuid -> its device node."""
+    from conftest import STATIC_GPUS, TEST_RUN
+
+    directory = Path(tempfile.mkdtemp(prefix="jgc-cdi-devices-", dir="/tmp"))
+    directory.chmod(0o755)
+    nodes: dict[str, Path] = {}
+    for gpu in STATIC_GPUS:
+        node = directory / f"gpu{gpu['index']}"
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        node.chmod(0o666)
+        nodes[str(gpu["uuid"])] = node
+    devices = "".join(
+        f'  - name: "{uuid}"\n    containerEdits:\n      deviceNodes:\n        - path: {node}\n'
+        for uuid, node in nodes.items()
+    )
+    spec = Path("/etc/cdi") / f"jgc-test-{TEST_RUN}.yaml"
+    spec.parent.mkdir(mode=0o755, exist_ok=True)
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield nodes
+    finally:
+        spec.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@needs_podman_user
+async def test_gpus_reach_podman_kernels_as_cdi_devices_booked_among_the_users_kernels(
+    podman_home: Path, fake_cdi_gpus: dict[str, Path]
+) -> None:
+    """Each GPU kernel's container sees exactly the device nodes of the GPUs booked for it,
+    and no other; a second kernel of the user gets another GPU (the ledger of the user's own
+    kernels), and the server says the booking covers the user's kernels only."""
+    from conftest import STATIC_GPUS
+
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    server = podman_server(
+        podman_home,
+        {"GPUInventory": {"static_gpus": STATIC_GPUS}, "GPUAllocator": {"attach_mode": "cdi"}},
+    )
+    try:
+        assert "GPUs are booked among your own kernels only" in server.output()
+        workspace = podman_home / "workspace"
+        seen: dict[str, str] = {}
+        for path in ("one.ipynb", "two.ipynb"):
+            write_notebook(workspace, path, gpus=1)
+            os.chown(workspace / path, entry.pw_uid, entry.pw_gid)
+            session = await server.open_notebook(path, kernel_name(NGC_IMAGE))
+            kernel_id = session["kernel"]["id"]
+            view = await server.call("GET", "gpu-containers", "kernels", kernel_id)
+            (booked,) = [g["uuid"] for g in view["gpus"]]
+            listed = ", ".join(repr(str(n)) for n in fake_cdi_gpus.values())
+            result = await server.execute(
+                kernel_id, f"import os\nprint([p for p in ({listed},) if os.path.exists(p)])"
+            )
+            assert result.stdout.strip() == repr([str(fake_cdi_gpus[booked])]), result
+            seen[path] = booked
+        assert seen["one.ipynb"] != seen["two.ipynb"]
+    finally:
+        server.stop()

@@ -125,6 +125,9 @@ class ContainerBackend(Protocol):
     # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
     #   before), so only a digest in the reference itself can meet a pinned digest (False /
     #   True);
+    # - containers_shared: every user's containers are listed by the engine, so that their
+    #   labels make a host-wide GPU ledger (Docker, Kubernetes: True); rootless Podman lists a
+    #   user's own only, and its GPUs are booked among that user's kernels (False);
     # - images_shared: the images the engine keeps are seen by every user of the host (or
     #   cluster), so that a pull made with one user's own registry login must be kept private
     #   to them by this project (privateimages.py); rootless Podman's storage is its user's own
@@ -133,6 +136,7 @@ class ContainerBackend(Protocol):
     schedules_gpus: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
+    containers_shared: bool
     images_shared: bool
 
     @property

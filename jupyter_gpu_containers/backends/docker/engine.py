@@ -244,6 +244,7 @@ class Engine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    containers_shared = True
     images_shared = True
     cluster = None
 

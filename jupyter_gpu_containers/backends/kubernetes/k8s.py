@@ -218,6 +218,7 @@ class KubernetesBackend(LoggingConfigurable):
     # is not granted.
     signals_reach_kernels = False
     tags_resolve_per_node = True
+    containers_shared = True
     images_shared = True
 
     @property

@@ -138,7 +138,9 @@ class PodmanEngine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
-    # The user's own storage: what a pull with their own login brings is theirs alone already.
+    # The user's own storage and containers: what a pull with their own login brings is theirs
+    # alone already, and the ledger its containers' labels make covers their kernels only.
+    containers_shared = False
     images_shared = False
     cluster = None
 
