@@ -158,8 +158,13 @@ ensure_rootless_podman() { # account
     as_root install -d -o "$uid" -g "$gid" "$home/.config" "$home/.config/containers"
     printf '[storage]\ndriver = "overlay"\n' | as_root tee "$home/.config/containers/storage.conf" >/dev/null
     as_root chown "$uid:$gid" "$home/.config/containers/storage.conf"
-    # Storage made earlier on vfs cannot be switched in place: start it afresh.
-    as_root setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" \
-      sh -c 'cd / && podman system reset --force' >/dev/null 2>&1 || true
+    # Storage made earlier on vfs cannot be switched in place: start it afresh, when it holds
+    # nothing (else say how: a reset removes the user's images and containers).
+    local as_user=(as_root setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid")
+    if [ -z "$("${as_user[@]}" sh -c 'cd / && podman images -aq && podman ps -aq' 2>/dev/null)" ]; then
+      "${as_user[@]}" sh -c 'cd / && podman system reset --force' >/dev/null 2>&1 || true
+    elif [ "$("${as_user[@]}" sh -c 'cd / && podman info --format "{{.Store.GraphDriverName}}"' 2>/dev/null)" = vfs ]; then
+      log "$user's Podman storage is on vfs and holds images: \`podman system reset\` (which removes them) moves it to overlay"
+    fi
   fi
 }
