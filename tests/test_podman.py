@@ -10,6 +10,7 @@ test_server_process.py, parametrized by engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import resource
@@ -21,10 +22,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import jupyter_kernel_test
 import podman_user
 import pytest
+import test_conformance
 from conftest import (
     CONDA_IMAGE,
     DEBIAN_IMAGE,
@@ -33,6 +36,7 @@ from conftest import (
     kernel_name,
     write_notebook,
 )
+from jupyter_client.utils import run_sync  # type: ignore[attr-defined]
 from registry import PrivateRegistry
 from servers import Server, wait_until, write_server_config
 
@@ -501,3 +505,65 @@ async def test_gpus_reach_podman_kernels_as_cdi_devices_booked_among_the_users_k
         assert seen["one.ipynb"] != seen["two.ipynb"]
     finally:
         server.stop()
+
+
+@needs_podman_user
+class TestConformanceOnRootlessPodman(
+    test_conformance.PatientOutputs,
+    test_conformance.PythonKernelSamples,
+    jupyter_kernel_test.KernelTests,
+):
+    """jupyter_kernel_test's conformance suite (test_conformance.py) against a kernel on a
+    user's rootless Podman: started by that user's own Jupyter server (``POST /api/kernels``),
+    reached over its websocket by jupyter_server's stock gateway client, as a JupyterLab page
+    or a server with ``--gateway-url`` would."""
+
+    server: ClassVar[Server]
+    home: ClassVar[Path]
+    kernel_id: ClassVar[str] = ""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        import docker
+
+        entry = pwd.getpwnam(podman_user.PODMAN_USER)
+        client = docker.from_env()
+        try:
+            podman_user.load_images(client, [DEBIAN_IMAGE])
+        finally:
+            client.close()
+        cls.home = Path(tempfile.mkdtemp(prefix="jgc-podman-conformance-", dir="/tmp"))
+        for sub in ("config", "data", "runtime", "workspace"):
+            (cls.home / sub).mkdir()
+        for path in [cls.home, *cls.home.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        try:
+            cls.server = podman_server(cls.home)
+            kernel = asyncio.run(
+                cls.server.call("POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)})
+            )
+            cls.kernel_id = kernel["id"]
+            server = cls.server
+            kc = test_conformance.ServiceKernelClient(cls.kernel_id, server.url, server.token)
+            cls.kc = kc  # type: ignore[assignment]
+            kc.start_channels_blocking()
+            run_sync(kc.wait_for_ready)(timeout=test_conformance.START_TIMEOUT)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            kc = getattr(cls, "kc", None)
+            if kc is not None and kc.response_router is not None:
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
+            if cls.kernel_id:
+                asyncio.run(cls.server.fetch("DELETE", "api", "kernels", cls.kernel_id))
+        finally:
+            server = getattr(cls, "server", None)
+            if server is not None:
+                server.stop()
+            podman_user.remove_test_containers()
+            shutil.rmtree(cls.home, ignore_errors=True)
