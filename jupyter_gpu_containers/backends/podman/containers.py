@@ -276,6 +276,15 @@ def listed(cli: PodmanCLI, *, labels: dict[str, str | None]) -> list[ContainerRe
     return [container_record(row) for row in rows]
 
 
+def by_id(cli: PodmanCLI, container_id: str) -> list[ContainerRecord]:
+    """The container ``container_id`` (its full id or a prefix) as a record, if Podman has it."""
+    rows = cli.json(
+        ["ps", "--all", "--format", "json", "--filter", f"id={container_id}"],
+        what="find a container",
+    )
+    return [container_record(row) for row in rows or []]
+
+
 def container_record(row: dict[str, Any]) -> ContainerRecord:
     """A row of ``podman ps --format json`` as a record."""
     return ContainerRecord(

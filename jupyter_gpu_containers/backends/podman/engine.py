@@ -322,13 +322,7 @@ class PodmanEngine(LoggingConfigurable):
 
     def _remove_and_tell(self, container_id: str) -> None:
         listener = self.on_removed
-        listed = []
-        if listener is not None:
-            listed = [
-                r
-                for r in containers.listed(self._cli, labels={})
-                if r.id == container_id or r.id.startswith(container_id)
-            ]
+        listed = containers.by_id(self._cli, container_id) if listener is not None else []
         if containers.remove(self._cli, container_id=container_id) and listed and listener:
             try:
                 listener(listed[0], time.time())
