@@ -11,10 +11,9 @@ from typing import Any
 
 from ...base.errors import EngineRefused, ImageMissing
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
-from ..backend import ContainerDetails, MountInfo
+from ..backend import ContainerDetails
+from ..docker_formats import container_details
 from .cli import PodmanCLI, PodmanFailed, short
-
-NEVER = "0001-01-01T00:00:00Z"
 
 
 def image_missing(image: str, then_start: bool = False) -> ImageMissing:
@@ -220,51 +219,6 @@ def remove(cli: PodmanCLI, *, container_id: str) -> bool:
 def details(cli: PodmanCLI, *, container_id: str) -> ContainerDetails | None:
     data = inspect(cli, container_id)
     return None if data is None else container_details(data)
-
-
-def as_image_id(raw: str) -> str:
-    """Podman's image id (bare hex) as Docker's (``sha256:…``)."""
-    return raw if not raw or raw.startswith("sha256:") else f"sha256:{raw}"
-
-
-def _time(value: Any) -> str:
-    text = str(value or "")
-    return "" if not text or text.startswith("0001-01-01") else text
-
-
-def container_details(data: dict[str, Any]) -> ContainerDetails:
-    """The parts of ``podman inspect``'s answer (Docker's shape) that a kernel's view shows."""
-    state = data.get("State") or {}
-    config = data.get("Config") or {}
-    host = data.get("HostConfig") or {}
-    mounts = tuple(
-        MountInfo(
-            type=str(m.get("Type") or ""),
-            source=str(m.get("Source") or ""),
-            target=str(m.get("Destination") or ""),
-            read_only=not m.get("RW", True),
-        )
-        for m in data.get("Mounts") or []
-    )
-    image_id = str(data.get("Image") or "")
-    return ContainerDetails(
-        id=str(data.get("Id") or ""),
-        name=str(data.get("Name") or "").lstrip("/"),
-        image_id=image_id
-        if image_id.startswith("sha256:") or not image_id
-        else f"sha256:{image_id}",
-        image_ref=str(data.get("ImageName") or config.get("Image") or ""),
-        labels=dict(config.get("Labels") or {}),
-        status=str(state.get("Status") or ""),
-        created=str(data.get("Created") or ""),
-        started_at=_time(state.get("StartedAt")),
-        finished_at=_time(state.get("FinishedAt")),
-        exit_code=int(state.get("ExitCode") or 0),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=str(state.get("Error") or ""),
-        mounts=mounts,
-        tmpfs=tuple(sorted((host.get("Tmpfs") or {}).keys())),
-    )
 
 
 def listed(cli: PodmanCLI, *, labels: dict[str, str | None]) -> list[ContainerRecord]:

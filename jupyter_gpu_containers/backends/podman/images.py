@@ -14,10 +14,10 @@ import dataclasses
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from ...base.errors import ImageMissing
 from ...base.records import ImageDiskUse, ImageRecord, ImagesDiskUse
+from ..docker_formats import as_image_id as image_id
 from .cli import PodmanCLI, PodmanFailed
 from .containers import image_missing
 
@@ -30,13 +30,6 @@ def docker_name(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
-
-
-def image_id(raw: Any) -> str:
-    """Podman's image id (bare hex) as Docker's (``sha256:…``): the same image's id is the same
-    on both engines (the digest of its config)."""
-    text = str(raw or "")
-    return text if not text or text.startswith("sha256:") else f"sha256:{text}"
 
 
 class Images:

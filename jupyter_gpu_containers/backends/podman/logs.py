@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 from ..backend import LogLine
+from ..docker_formats import log_line
 from .cli import PodmanCLI, PodmanFailed
 from .images import _end
 
@@ -68,12 +69,3 @@ def open_stream(
     if follow:
         args.append("--follow")
     return FollowedLog(cli.popen([*args, container_id], merge_stderr=True))
-
-
-def log_line(raw: bytes) -> LogLine:
-    """One line of ``podman logs --timestamps``: "<RFC 3339 time> <text>"."""
-    text = raw.decode("utf-8", "replace").rstrip("\r")
-    stamp, _, rest = text.partition(" ")
-    if len(stamp) >= 20 and stamp[:4].isdigit() and "T" in stamp:
-        return LogLine(stamp, rest)
-    return LogLine("", text)

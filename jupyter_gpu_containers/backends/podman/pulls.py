@@ -17,17 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...base.errors import PullFailed, RegistryAuthFailed
-from .cli import PodmanCLI, last_words, short
+from .. import docker_formats
+from .cli import PodmanCLI, last_words
 from .images import _end
-
-_AUTH_MARKERS = (
-    "unauthorized",
-    "authentication required",
-    "no basic auth credentials",
-    "denied",
-    "incorrect username or password",
-    "401",
-)
 
 
 def _authfile(registry: str, auth_config: dict[str, str] | None) -> str:
@@ -141,36 +133,4 @@ class PullStream:
 
 
 def pull_error(ref: str, registry: str, who: str, message: str) -> PullFailed | RegistryAuthFailed:
-    """The sentence for a failed pull: an authorization failure names the registry and the user;
-    anything else quotes podman."""
-    low = message.lower()
-    said = short(message, 300)
-    if any(marker in low for marker in _AUTH_MARKERS):
-        login = f"the login of {who!r}" if who else "a pull without credentials"
-        hint = (
-            "Check the username and password (or token) for this registry"
-            if who
-            else "Give credentials for this registry (your own, or ask an administrator to set "
-            "RegistryCredentials.registry_auth)"
-        )
-        return RegistryAuthFailed(
-            f"Authorization failed: the registry {registry} refused {login} for {ref}. "
-            f"{hint}, then pull again. (registry said: {said})"
-        )
-    if "not found" in low or "manifest unknown" in low or "does not exist" in low:
-        return PullFailed(
-            f"The registry {registry} has no image {ref} (or this login may not see it). "
-            f"Check the name and tag. (registry said: {said})"
-        )
-    if "http response to https client" in low:
-        return PullFailed(
-            f"The registry {registry} answers over plain HTTP, which Podman refuses by default: "
-            f"list it in PodmanEngine.insecure_registries to pull {ref} from it. (podman said: "
-            f"{said})"
-        )
-    if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
-        return PullFailed(
-            f"The registry {registry} cannot be reached from this host, so {ref} cannot be "
-            f"pulled. (podman said: {said})"
-        )
-    return PullFailed(f"The pull of {ref} from {registry} failed: {said}")
+    return docker_formats.pull_error(ref, registry, who, message, engine="Podman")
