@@ -36,7 +36,7 @@ from typing import Any
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 from .bench import Bench
-from .harness import LABEL, Stats, free_port, kernel_info_zmq, shell_url
+from .harness import LABEL, free_port, interleaved, kernel_info_zmq, shell_url
 from .server import BenchServer
 
 DEFAULT_USER = "jgc-podman-user"
@@ -117,18 +117,7 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
             FLOOR_DOCKER: lambda: _docker_floor(bench),
             OURS: lambda: _ours(server, name),
         }
-        stats = {label: Stats() for label in variants}
-        names = list(variants)
-        for label in names:  # one warm-up each, not counted
-            await variants[label]()
-        for round_ in range(runs):
-            shift = round_ % len(names)
-            for label in names[shift:] + names[:shift]:
-                try:
-                    stats[label].add(await variants[label]())
-                except Exception as e:  # counted and said, the run goes on
-                    stats[label].failures += 1
-                    print(f"[benchmarks] {label} failed: {e}")
+        stats = await interleaved(variants, runs)
     finally:
         server.stop()
         await _remove_containers(bench, podman)
