@@ -126,12 +126,8 @@ class PodmanEngine(LoggingConfigurable):
 
     @default("resolved_url")
     def _default_resolved_url(self) -> str:
-        who = getpass.getuser()
-        return (
-            f"{' '.join(self.podman_command)} (rootless, as {who})"
-            if os.geteuid()
-            else (f"{' '.join(self.podman_command)} (as root)")
-        )
+        command = " ".join(self.podman_command)
+        return f"{command} (rootless, as {getpass.getuser()})" if os.geteuid() else command
 
     # Kernels are reached through their private directory (ipc) or this host's loopback; the
     # host ledger books GPUs (over the containers this user's Podman shows: its own).
