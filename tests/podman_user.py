@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import stale_runs
 from conftest import TEST_LABEL, TEST_RUN
 
 PODMAN_USER = os.environ.get("JGC_TEST_PODMAN_USER", "")
@@ -63,9 +64,32 @@ def storage_driver(user: str = PODMAN_USER) -> str:
     return podman("info", "--format", "{{.Store.GraphDriverName}}", user=user).stdout.strip()
 
 
+_swept: set[str] = set()
+
+
+def sweep_ended_runs(user: str = PODMAN_USER) -> None:
+    """Remove the user's containers of test runs that are over (a run killed could not clean
+    up; stale_runs.py judges a run by its id), once per process; never this run's."""
+    if user in _swept:
+        return
+    _swept.add(user)
+    out = podman("ps", "--all", "--format", "json", "--filter", f"label={TEST_LABEL}", user=user)
+    ended = [
+        c["Id"]
+        for c in (json.loads(out.stdout) if out.stdout.strip() else [])
+        if (run := c.get("Labels", {}).get(TEST_LABEL, "")) != TEST_RUN
+        and stale_runs.run_is_over(run)
+    ]
+    if ended:
+        podman("rm", "--force", "--time", "0", *ended, user=user, check=False)
+        print(f"removed {len(ended)} container(s) of ended test runs from {user}'s Podman")
+
+
 def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) -> None:
     """Each of ``refs`` (Docker's test images) in the user's storage under the same name and
-    id: loaded from Docker when its storage has another or none."""
+    id: loaded from Docker when its storage has another or none. (First, what ended runs left
+    there goes.)"""
+    sweep_ended_runs(user)
     for ref in refs:
         wanted = str(docker_client.images.get(ref).id).removeprefix("sha256:")
         found = podman("image", "inspect", "--format", "{{.Id}}", ref, user=user, check=False)
