@@ -16,7 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, k8s, kernel_start, lab, lifecycle, report, rest, service, warm_pool
+from . import (
+    concurrency,
+    k8s,
+    kernel_start,
+    lab,
+    lifecycle,
+    podman,
+    report,
+    rest,
+    service,
+    warm_pool,
+)
 from .bench import Bench, ensure_image
 from .harness import REPO, machine, step
 
@@ -29,9 +40,10 @@ SECTIONS = (
     "service",
     "lab",
     "k8s",
+    "podman",
 )
 # The sections that measure the shared server (Bench.start_server); "service" and "lab" start
-# their own, and "k8s" a Kubernetes cluster of its own.
+# their own, "k8s" a Kubernetes cluster of its own, "podman" a server as the Podman user.
 SHARED_SERVER = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
 
 
@@ -53,6 +65,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "machine, image and kind of run) are kept in RESULTS.md, marked with their own date",
     )
     parser.add_argument("--out", default=str(REPO / "benchmarks"), help="where results go")
+    parser.add_argument(
+        "--podman-user",
+        default=podman.DEFAULT_USER,
+        help="the account whose rootless Podman the podman section measures",
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -93,6 +110,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         ),
         "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
         "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
+        "podman": lambda: podman.run(bench, runs, args.podman_user),
     }
     for name in SECTIONS:
         if name not in wanted:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +68,31 @@ class Stats:
             "n": len(self.samples),
             "failures": self.failures,
         }
+
+
+async def interleaved(
+    variants: dict[str, Callable[[], Awaitable[float]]],
+    runs: int,
+    after_warmup: Callable[[], None] | None = None,
+) -> dict[str, Stats]:
+    """Each variant once per round, ``runs`` rounds after one uncounted warm-up each, the order
+    rotating from round to round, so that machine noise (and any warming of caches) hits every
+    variant alike. A failure is counted and said, and the run goes on."""
+    stats = {name: Stats() for name in variants}
+    names = list(variants)
+    for name in names:
+        await variants[name]()
+    if after_warmup is not None:
+        after_warmup()
+    for round_ in range(runs):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            try:
+                stats[name].add(await variants[name]())
+            except Exception as e:
+                stats[name].failures += 1
+                print(f"[benchmarks] {name} failed: {e}")
+    return stats
 
 
 def percentile(samples: list[float], q: float) -> float:

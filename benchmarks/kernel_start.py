@@ -28,7 +28,7 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 
 from .bench import DEFAULT_VARIANT, VARIANTS, Bench
-from .harness import LABEL, Stats, kernel_info_zmq, shell_url
+from .harness import LABEL, Stats, interleaved, kernel_info_zmq, shell_url
 
 PHASES = [
     ("server", "request to provisioner: HTTP, spec lookup, kernel manager"),
@@ -65,19 +65,7 @@ async def run(bench: Bench, runs: int) -> dict[str, Any]:
     variants["local ipykernel (no container), jupyter_client"] = local_ipykernel
     # The same REST path to a kernel without a container: what the Jupyter server itself costs.
     variants[LOCAL_REST] = _ours_local(bench)
-    stats = {name: Stats() for name in variants}
-    names = list(variants)
-    for name in names:  # one warm-up each, not counted
-        await variants[name]()
-    phases.clear()
-    for round_ in range(runs):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            try:
-                stats[name].add(await variants[name]())
-            except Exception as e:  # counted and said, the run goes on
-                stats[name].failures += 1
-                print(f"[benchmarks] {name} failed: {e}")
+    stats = await interleaved(variants, runs, after_warmup=phases.clear)
     rows = []
     for name, stat in stats.items():
         row: dict[str, Any] = {"variant": name, **stat.to_dict()}

@@ -69,6 +69,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("service", "7. Kernel service (multi-user) against direct mode", _service),
         ("lab", "8. A teaching lab: students sharing 8 GPUs through the kernel service", _lab),
         ("k8s", "9. Kernels as pods on Kubernetes", _k8s),
+        ("podman", "10. Kernels on a user's rootless Podman", _podman),
     ):
         if key not in sections:
             continue
@@ -590,4 +591,27 @@ def _k8s(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "hence the short ready phase of both. Where the relist's tick falls in a start is "
         "chance, so each start of either variant moves by up to a second with it: read the "
         "ratio with the min and p95 beside it, over many rounds.",
+    ]
+
+
+def _podman(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    if "skipped" in s:
+        return [f"Not measured: {s['skipped']}."]
+    rows = [
+        [r["variant"], ms(r["p50"]), ms(r["p95"]), ms(r["min"]), str(r["failures"])]
+        for r in s["rows"]
+    ]
+    return [
+        f"A kernel's cold start on the rootless Podman {s['podman']} of a user outside the docker "
+        f"group ({s['user']}, storage on {s['storage_driver']}), from `POST /api/kernels` to "
+        "the first `kernel_info_reply` on its websocket, against a bare container running "
+        "ipykernel started with the `podman` command as the same user (Podman's floor) and "
+        f"Docker's floor for the same image, {s['runs']} runs each, interleaved.",
+        "",
+        table(["variant", "p50", "p95", "min", "failed"], rows),
+        "",
+        f"**Reading.** A kernel on rootless Podman answers "
+        f"{ratio(s['ours_over_podman_floor'])} Podman's own floor at the median "
+        f"({ratio(s['ours_over_podman_floor_min'])} at the minimum); Podman's floor is "
+        f"{ratio(s['podman_floor_over_docker_floor'])} Docker's.",
     ]

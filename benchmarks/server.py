@@ -53,6 +53,8 @@ class BenchServer:
         config: dict[str, Any],
         args: tuple[str, ...] = (),
         workspace: Path | None = None,
+        user: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         # tornado's client queues beyond 10 requests at once: 20 launches at once must be 20.
         AsyncHTTPClient.configure(None, max_clients=64)
@@ -61,6 +63,10 @@ class BenchServer:
         self.token = uuid.uuid4().hex
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
+        # Run as ``user`` (setpriv execs: the pid is the server's), with ``env`` added to its
+        # environment (a rootless Podman's HOME and XDG_RUNTIME_DIR).
+        self.user = user
+        self.extra_env = dict(env or {})
         self.workspace = workspace or home / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         (home / "config").mkdir(parents=True, exist_ok=True)
@@ -77,7 +83,13 @@ class BenchServer:
         (self.home / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
 
     def argv(self) -> list[str]:
+        as_user = (
+            ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"]
+            if self.user
+            else []
+        )
         return [
+            *as_user,
             sys.executable,
             "-m",
             "jupyter_server",
@@ -87,7 +99,7 @@ class BenchServer:
             "--ip=127.0.0.1",
             f"--ServerApp.root_dir={self.workspace}",
             f"--IdentityProvider.token={self.token}",
-            *(["--allow-root"] if os.getuid() == 0 else []),
+            *(["--allow-root"] if os.getuid() == 0 and not self.user else []),
             *self.args,
         ]
 
@@ -115,6 +127,7 @@ class BenchServer:
             # benchmarks.server_probe, and the NVML double (tests/nvml_double.py)
             "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
             "LANG": "C.UTF-8",
+            **self.extra_env,
         }
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(

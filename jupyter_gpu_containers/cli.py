@@ -26,7 +26,7 @@ from .host.hoststate import (
 )
 from .host.tokens import ServiceTokens, add_token, list_tokens, revoke_tokens
 from .kernel.kernelspecs import ContainerKernelSpecManager, kernel_name_for, kernel_spec_dict
-from .services import Services
+from .services import ContainerEngine, Services, backend_class
 
 
 class ListApp(JupyterApp):
@@ -425,6 +425,29 @@ class TokenApp(JupyterApp):
         super().start()
 
 
+class DoctorApp(JupyterApp):
+    name = "jupyter-gpu-containers-doctor"
+    description = """Say what the configured engine (ContainerEngine.backend: Docker, or your own
+    rootless Podman) needs that this host or your account lacks, and how to fix each: exit status
+    1 when kernels cannot start until something is fixed."""
+    version = __version__
+
+    def start(self) -> None:
+        name = ContainerEngine(parent=self).backend
+        backend = backend_class(name)(parent=self)
+        try:
+            findings = backend.diagnose_sync()
+        finally:
+            backend.close()
+        print(f"Engine: {name} (ContainerEngine.backend)")
+        for finding in findings:
+            mark = "problem" if finding.problem else "ok"
+            print(f"  [{'blocking' if finding.blocking else mark}] {finding.sentence}")
+        if any(f.blocking for f in findings):
+            print("Kernels cannot start on this engine until the blocking problems are fixed.")
+            self.exit(1)
+
+
 class GPUContainersApp(JupyterApp):
     name = "jupyter-gpu-containers"
     description = "Jupyter kernels inside GPU framework containers."
@@ -435,6 +458,7 @@ class GPUContainersApp(JupyterApp):
         "setup-host": (SetupHostApp, "As root: create the host state directory."),
         "token": (TokenApp, "The kernel service's per-user tokens: add, revoke, list."),
         "gpus": (GPUsApp, "Print the GPUs the server sees (NVML or the static inventory)."),
+        "doctor": (DoctorApp, "Say what the configured engine lacks here, and how to fix it."),
         "serve": (
             "jupyter_gpu_containers.service.service.ServiceApp",
             "The kernel service of a shared host: kernels for many users' Jupyter servers.",

@@ -22,6 +22,7 @@ import os
 import threading
 from typing import Any, Protocol, TypeVar
 
+from traitlets import Enum
 from traitlets.config import Configurable
 
 from .backends.backend import ContainerBackend
@@ -56,6 +57,21 @@ class Worker(Protocol):
 W = TypeVar("W", bound=Worker)
 
 
+class ContainerEngine(Configurable):
+    """Which engine a user's own Jupyter server runs kernels on (the kernel service names its
+    own with ServiceApp.backend)."""
+
+    backend = Enum(
+        ["docker", "podman"],
+        "docker",
+        config=True,
+        help="""Where this server's kernels run: "docker", containers on the host's Docker
+        engine (its user in the docker group, which is root on the host); or "podman", the
+        user's own rootless Podman: no docker group, no daemon (PodmanEngine configures it;
+        `jupyter gpu-containers doctor` says what it needs).""",
+    )
+
+
 class Services:
     """The shared objects of one server (or of one kernel, outside a server), configured from
     ``parent``'s configuration."""
@@ -63,9 +79,8 @@ class Services:
     def __init__(self, parent: Configurable | None) -> None:
         self.parent = parent
         self.policy = ContainerPolicy(parent=parent)
-        self.backend: ContainerBackend = backend_class(getattr(parent, "backend", "docker"))(
-            parent=parent
-        )
+        name = getattr(parent, "backend", None) or ContainerEngine(parent=parent).backend
+        self.backend: ContainerBackend = backend_class(name)(parent=parent)
         # An engine with no local image store of its own (a cluster's nodes pull) offers the
         # administrator's listed images, pulled with the administrator's registry logins.
         self.backend.use_images(self.listed_images, self._admin_auth)
@@ -135,7 +150,11 @@ class Services:
         start-up, or a worker thread)."""
         with self._state_lock:
             if self._state is None:
-                self._state = open_state_dir(self.policy.state_dir, self.policy.state_dir_owner)
+                self._state = open_state_dir(
+                    self.policy.state_dir,
+                    self.policy.state_dir_owner,
+                    per_user=not self.backend.containers_shared,
+                )
             return self._state
 
     def server_id(self, root_dir: str) -> str:
@@ -189,13 +208,18 @@ class Services:
 
 
 def backend_class(name: str) -> type[ContainerBackend]:
-    """The backend a configuration names (``backend``: "docker" or "kubernetes"), imported only
-    when named (a Docker host needs no Kubernetes client; a user's server whose kernels live
-    behind a kernel service builds no Services, and must not need the docker package)."""
+    """The backend a configuration names (``backend``: "docker", "podman" or "kubernetes"),
+    imported only when named (a Docker host needs no Kubernetes client; a user's server whose
+    kernels live behind a kernel service builds no Services, and must not need the docker
+    package)."""
     if name == "kubernetes":
         from .backends.kubernetes.k8s import KubernetesBackend
 
         return KubernetesBackend
+    if name == "podman":
+        from .backends.podman.engine import PodmanEngine
+
+        return PodmanEngine
     from .backends.docker.engine import Engine
 
     return Engine

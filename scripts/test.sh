@@ -14,7 +14,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Chromium for the UI tests (playwright drives it; it never downloads a browser). For the
 # Kubernetes tests: etcd, containerd, runc and the CNI plugins from Debian (the control plane and
 # the kubelet are built from the Kubernetes sources below).
-prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
+# Rootless Podman for the Podman backend's tests: podman, its subordinate-id helpers and its init.
+prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev \
+  podman uidmap catatonit slirp4netns
 
 # Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
 # Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client
@@ -59,7 +61,8 @@ fi
 # the docker group: a local user with only a shell. (Being in the docker group is root on the host
 # by another road; the tests prove the extension itself hands nothing over.) Two students, outside
 # the docker group, get kernels only through the kernel service, their servers spawned by a real
-# JupyterHub (tests/hub.py, tests/test_hub_auth.py).
+# JupyterHub (tests/hub.py, tests/test_hub_auth.py). One more, outside the docker group, runs
+# kernels on its own rootless Podman (tests/podman_user.py).
 ensure_account() { # name, "docker" or ""
   if ! id "$1" >/dev/null 2>&1; then
     log "creating the test account $1"
@@ -82,6 +85,9 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
   ensure_account "$JGC_TEST_OUTSIDER" ""
   ensure_account "$JGC_TEST_STUDENT_A" ""
   ensure_account "$JGC_TEST_STUDENT_B" ""
+  export JGC_TEST_PODMAN_USER=${JGC_TEST_PODMAN_USER:-jgc-podman-user}
+  ensure_account "$JGC_TEST_PODMAN_USER" ""
+  ensure_rootless_podman "$JGC_TEST_PODMAN_USER"
 fi
 
 export PATH="$venv/bin:$PATH"
@@ -97,16 +103,17 @@ run mypy
 run npm run --silent lint:check
 run npm test --silent -- --ci
 
-# pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the Kubernetes tests in
-# one, the rest in the other. The Kubernetes part's cluster and kubelet run pods in a containerd of
-# their own and share nothing with the Docker tests but the machine; most of their time is spent
-# waiting on the cluster, which the other session's tests fill. That part first waits for the
+# pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
+# (Kubernetes, rootless Podman) in one, the rest in the other. The Kubernetes part's cluster and
+# kubelet run pods in a containerd of their own, Podman's tests an account's own Podman: they
+# share nothing with the Docker tests but the machine; most of their time is spent waiting on the
+# cluster, which the other session's tests fill. That part first waits for the
 # Kubernetes binaries (the background build above, if any: the build script waits for it under its
 # lock, then prints the directory), so that no test's time limit counts the build. Its containers
 # carry a test-run label of their own, its output is kept in a file and shown when both are done.
 # pytest exits 5 when it collected no test: a part may (extra arguments can select one part's
 # tests only), both may not.
-log "pytest: the Kubernetes tests in a session beside the others' (its output follows theirs)"
+log "pytest: the Kubernetes and Podman tests in a session beside the others' (its output follows theirs)"
 k8s_pytest_log=$(mktemp /tmp/jgc-pytest-kubernetes.XXXXXX)
 (
   export JGC_TEST_RUN="k8s-$JGC_TEST_RUN"
@@ -118,7 +125,7 @@ k8s_pytest_log=$(mktemp /tmp/jgc-pytest-kubernetes.XXXXXX)
     export JGC_K8S_BIN
   fi
   # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
-  exec python -m pytest --jgc-part kubernetes -o cache_dir=.pytest_cache/kubernetes-part \
+  exec python -m pytest --jgc-part engines -o cache_dir=.pytest_cache/kubernetes-part \
     --durations=10 "$@"
 ) >"$k8s_pytest_log" 2>&1 &
 k8s_pytest=$!
@@ -131,14 +138,14 @@ wait "$k8s_pytest"
 k8s_rc=$?
 set -e
 k8s_pytest=""
-log "pytest, the Kubernetes part (it ran beside the tests above):"
+log "pytest, the Kubernetes and Podman part (it ran beside the tests above):"
 cat "$k8s_pytest_log"
 rm -f "$k8s_pytest_log"
 if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
   log "pytest collected no tests"
   status=1
 elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s_rc" -ne 5 ]; }; then
-  log "FAILED: pytest (the rest: status $rc; the Kubernetes part: status $k8s_rc)"
+  log "FAILED: pytest (the rest: status $rc; the Kubernetes and Podman part: status $k8s_rc)"
   status=1
 fi
 
@@ -176,6 +183,18 @@ for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN
     status=1
   fi
 done
+# ...and on the Podman account's own engine (its containers are in its storage, not Docker's).
+if [ -n "${JGC_TEST_PODMAN_USER:-}" ]; then
+  for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN"; do
+    leftover=$(as_root setpriv --reuid="$JGC_TEST_PODMAN_USER" --regid="$JGC_TEST_PODMAN_USER" --init-groups \
+      env HOME="$(getent passwd "$JGC_TEST_PODMAN_USER" | cut -d: -f6)" XDG_RUNTIME_DIR="/run/user/$(id -u "$JGC_TEST_PODMAN_USER")" \
+      sh -c 'cd / && podman ps -aq --filter "label=$1"' sh "$label" | wc -l)
+    if [ "$leftover" -gt 0 ]; then
+      log "FAILED: $leftover container(s) of this test run left on $JGC_TEST_PODMAN_USER's Podman"
+      status=1
+    fi
+  done
+fi
 if [ "$status" -eq 0 ]; then
   log "done: every check and test passed"
 else

@@ -310,12 +310,18 @@ def jupyterhub_factory() -> Iterator[Any]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--jgc-part",
-        choices=("all", "kubernetes", "rest"),
+        choices=("all", "engines", "rest"),
         default="all",
-        help="which tests this session runs: all of them (the default), only the Kubernetes "
-        "tests (tests/test_k8s_*.py), or the rest. scripts/test.sh runs the two parts as two "
-        "sessions side by side.",
+        help="which tests this session runs: all of them (the default), only the other engines' "
+        "tests (Kubernetes: tests/test_k8s_*.py; rootless Podman: tests/test_podman.py), or the "
+        "rest. scripts/test.sh runs the two parts as two sessions side by side.",
     )
+
+
+def _engines_part(item: pytest.Item) -> bool:
+    """The Kubernetes tests and rootless Podman's: engines of their own (a cluster's containerd,
+    an account's Podman), which share nothing with the Docker tests but the machine."""
+    return item.path.name.startswith("test_k8s_") or item.path.name == "test_podman.py"
 
 
 def _kubernetes_part(item: pytest.Item) -> bool:
@@ -335,7 +341,8 @@ def pytest_collection_modifyitems(
     The test command runs the Kubernetes tests in a session of their own beside the others: their
     cluster and kubelet (containerd, never dockerd; pods, never Docker containers; a test-run
     label of their own) share nothing with the Docker tests but the machine, and most of their
-    time is waiting on the cluster, which the other session's tests fill.
+    time is waiting on the cluster, which the other session's tests fill. Rootless Podman's tests
+    (an account's own Podman) go with them, first.
 
     In a session that runs the tests needing the Kubernetes binaries with others, those go last,
     in their own order: on a machine that has never built the binaries, the test command builds
@@ -344,8 +351,8 @@ def pytest_collection_modifyitems(
     beside the others either."""
     part = config.getoption("jgc_part")
     if part != "all":
-        kept = [item for item in items if _kubernetes_part(item) == (part == "kubernetes")]
-        dropped = [item for item in items if _kubernetes_part(item) != (part == "kubernetes")]
+        kept = [item for item in items if _engines_part(item) == (part == "engines")]
+        dropped = [item for item in items if _engines_part(item) != (part == "engines")]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -107,6 +107,8 @@ class Server:
             "JUPYTER_DATA_DIR": str(home / "data"),
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
             "LANG": "C.UTF-8",
+            # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
             **extra_env,
             **(env or {}),
         }

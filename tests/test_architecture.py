@@ -30,6 +30,9 @@ CORE = {"base", "backends", "host", "gpus", "policy", "images", "placement", "se
 ENGINES = {
     "backends.docker": {"docker"},
     "backends.kubernetes": {"kubernetes", "kubernetes_asyncio"},
+    # Podman is run as the `podman` command (backends/podman/cli.py says why): nothing else may
+    # import its Python client either.
+    "backends.podman": {"podman"},
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         [
             *(sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)),
             *("--image", "jgc/debian-ipykernel:bookworm"),
+            *("--podman-user", os.environ.get("JGC_TEST_PODMAN_USER") or "jgc-podman-user"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -56,6 +58,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "service",
         "lab",
         "k8s",
+        "podman",
     }
     for name, section in results["sections"].items():
         assert "error" not in section, (name, section)
@@ -119,6 +122,17 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert not Path(f"/run/jgc-k8s-{node}").exists()
     assert not Path(f"/sys/class/net/jgc{node}").exists()
 
+    # Rootless Podman: our kernel, Podman's floor and Docker's, as the test set-up's account.
+    podman = results["sections"]["podman"]
+    assert "skipped" not in podman, podman
+    assert podman["storage_driver"] == "overlay"
+    assert {r["variant"] for r in podman["rows"]} >= {
+        "floor, rootless Podman: ipc, no network",
+        "ours on rootless Podman: ipc, no network",
+    }
+    assert math.isfinite(podman["ours_over_podman_floor"])
+    assert math.isfinite(podman["podman_floor_over_docker_floor"])
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "1. Kernel start",
@@ -128,6 +142,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "7. Kernel service (multi-user) against direct mode",
         "8. A teaching lab: students sharing 8 GPUs through the kernel service",
         "9. Kernels as pods on Kubernetes",
+        "10. Kernels on a user's rootless Podman",
     ):
         assert f"## {title}" in markdown
     assert "Failed:" not in markdown
@@ -143,7 +158,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert partial["sections"]["rest"] == results["sections"]["rest"]
     merged = report.markdown(partial)
     assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
-    assert merged.count("*Measured in an earlier run") == 8  # sections 1 to 6, 8 and 9
+    assert merged.count("*Measured in an earlier run") == 9  # sections 1 to 6 and 8 to 10
     other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
     merge_earlier(other, tmp_path)
     assert set(other["sections"]) == {"service"}

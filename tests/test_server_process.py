@@ -1,10 +1,11 @@
 """A real Jupyter server process, run as an ordinary user: files belong to that user, and after a
 `kill -9` of the server its kernels are reattached (same server) or swept (sweep mode, or another
-server), never orphaned.
+server), never orphaned. On each engine a user's own server runs kernels on: Docker, as a user in
+the docker group; rootless Podman, as a user outside it.
 
-Sessions and CI run as root; the test command creates a non-root user in the docker group
-(JGC_TEST_USER) for these tests (the docker group is root-equivalent on the host: README,
-Security).
+Sessions and CI run as root; the test command creates the non-root users for these tests: one in
+the docker group (JGC_TEST_USER; the docker group is root-equivalent on the host: README,
+Security), one outside it with subordinate uids for Podman (JGC_TEST_PODMAN_USER).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import podman_user
 import pytest
 from conftest import (
+    DEBIAN_IMAGE,
     NGC_IMAGE,
     assert_no_test_containers,
     kernel_name,
@@ -41,11 +45,61 @@ pytestmark = [
 VENV_BIN = Path(sys.executable).parent
 
 
+@dataclass
+class Engine:
+    """The engine a user's server runs kernels on, as the test sees it: the user, what its
+    server is given, and its containers of this test run."""
+
+    name: str
+    user: str
+    # The image its kernels run: on Podman a CPU one, for its user's GPUs are not booked yet
+    # (the host ledger's state directory is the docker group's; NGC_IMAGE asks for a GPU).
+    image: str = NGC_IMAGE
+    env: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    docker_client: Any = None
+
+    def kernel_statuses(self, kernel_id: str) -> list[str]:
+        if self.name == "podman":
+            return [str(c.get("State")) for c in podman_user.kernel_containers(kernel_id)]
+        found = self.docker_client.containers.list(
+            all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"}
+        )
+        return [c.status for c in found]
+
+    def assert_no_test_containers(self) -> None:
+        if self.name == "podman":
+            assert podman_user.run_containers() == []
+        else:
+            assert_no_test_containers(self.docker_client)
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest, docker_client: Any) -> Iterator[Engine]:
+    if request.param == "docker":
+        yield Engine("docker", USER, docker_client=docker_client)
+        return
+    if not podman_user.PODMAN_USER:
+        pytest.fail("JGC_TEST_PODMAN_USER names no account (scripts/test.sh creates one)")
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE])
+    try:
+        yield Engine(
+            "podman",
+            podman_user.PODMAN_USER,
+            image=DEBIAN_IMAGE,
+            env=podman_user.user_env(),
+            config={"ContainerEngine": {"backend": "podman"}},
+        )
+    finally:
+        podman_user.remove_test_containers()
+
+
 @pytest.fixture
-def user_home() -> Iterator[Path]:
-    """A home for USER outside pytest's root-only tmp_path, with the project's test labels, and
-    a host state directory as `setup-host` makes one (root's: never under a user's home)."""
-    entry = pwd.getpwnam(USER)
+def user_home(engine: Engine) -> Iterator[Path]:
+    """A home for the engine's user outside pytest's root-only tmp_path, with the project's
+    test labels, and a host state directory as `setup-host` makes one (root's: never under a
+    user's home)."""
+    entry = pwd.getpwnam(engine.user)
     home = Path(tempfile.mkdtemp(prefix="jgc-user-", dir="/tmp"))
     for sub in ("config", "data", "runtime", "workspace", "other-workspace"):
         (home / sub).mkdir()
@@ -53,7 +107,9 @@ def user_home() -> Iterator[Path]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
     try:
         with host_state_dir() as state:
-            write_server_config(home, {"ContainerPolicy": {"state_dir": str(state)}})
+            write_server_config(
+                home, {"ContainerPolicy": {"state_dir": str(state)}, **engine.config}
+            )
             yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -70,19 +126,19 @@ def servers(user_home: Path) -> Iterator[list[Server]]:
 
 
 async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
-    user_home: Path, servers: list[Server], docker_client: Any
+    engine: Engine, user_home: Path, servers: list[Server]
 ) -> None:
-    entry = pwd.getpwnam(USER)
+    entry = pwd.getpwnam(engine.user)
     workspace = user_home / "workspace"
 
     def start(root: Path, *args: str) -> Server:
-        servers.append(Server(user_home, root, list(args), user=USER))
+        servers.append(Server(user_home, root, list(args), user=engine.user, env=engine.env))
         return servers[-1]
 
     first = start(workspace)
     (workspace / "work").mkdir()
     os.chown(workspace / "work", entry.pw_uid, entry.pw_gid)
-    session = await first.open_notebook("work/nb.ipynb", kernel_name(NGC_IMAGE))
+    session = await first.open_notebook("work/nb.ipynb", kernel_name(engine.image))
     kernel_id = session["kernel"]["id"]
     result = await first.execute(
         kernel_id,
@@ -95,14 +151,13 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
 
     # kill -9: the server dies, its kernel container keeps running.
     first.kill9()
-    (container,) = docker_client.containers.list(filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
-    assert container.status == "running"
+    assert engine.kernel_statuses(kernel_id) == ["running"]
 
     # The same server again reattaches to the very same live kernel.
     second = start(workspace)
     kernels = await second.call("GET", "api", "kernels")
     assert [k["id"] for k in kernels] == [kernel_id], second.output()
-    assert kernels[0]["name"] == kernel_name(NGC_IMAGE)
+    assert kernels[0]["name"] == kernel_name(engine.image)
     result = await second.execute(kernel_id, "print(marker)")
     assert result.stdout.strip() == "state survives"
 
@@ -121,14 +176,14 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     second.kill9()
     third = start(workspace, "--GPUContainersApp.on_start=sweep")
     assert await third.call("GET", "api", "kernels") == []
-    assert_no_test_containers(docker_client)
+    engine.assert_no_test_containers()
 
     # A kernel of a killed server is swept by any other server started on the host.
-    kernel = await third.call("POST", "api", "kernels", body={"name": kernel_name(NGC_IMAGE)})
+    kernel = await third.call("POST", "api", "kernels", body={"name": kernel_name(engine.image)})
     third.kill9()
     other = start(user_home / "other-workspace")
     assert await other.call("GET", "api", "kernels") == []
-    assert_no_test_containers(docker_client)
+    engine.assert_no_test_containers()
     assert "Kernel containers at start: reattached 0, removed 1" in other.output()
     assert kernel["id"]
     # ...with the swept kernels' private directories.

@@ -85,6 +85,16 @@ class ContainerDetails:
     tmpfs: tuple[str, ...]  # targets of its tmpfs mounts
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``jupyter gpu-containers doctor`` says of the engine: a sentence, whether it
+    is a problem, and whether kernels cannot start until it is fixed (``blocking``)."""
+
+    sentence: str
+    problem: bool = False
+    blocking: bool = False
+
+
 class ClusterNodes(Protocol):
     """A cluster's GPU nodes, as the GPU panel shows them (routes/cluster_view.py). Blocking
     (API calls): worker threads."""
@@ -115,10 +125,19 @@ class ContainerBackend(Protocol):
     # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
     #   before), so only a digest in the reference itself can meet a pinned digest (False /
     #   True);
+    # - containers_shared: every user's containers are listed by the engine, so that their
+    #   labels make a host-wide GPU ledger (Docker, Kubernetes: True); rootless Podman lists a
+    #   user's own only, and its GPUs are booked among that user's kernels (False);
+    # - images_shared: the images the engine keeps are seen by every user of the host (or
+    #   cluster), so that a pull made with one user's own registry login must be kept private
+    #   to them by this project (privateimages.py); rootless Podman's storage is its user's own
+    #   (Docker, Kubernetes: True; Podman: False);
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
     schedules_gpus: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
+    containers_shared: bool
+    images_shared: bool
 
     @property
     def cluster(self) -> ClusterNodes | None: ...
@@ -141,6 +160,10 @@ class ContainerBackend(Protocol):
 
     # -- the engine
     async def version(self) -> str: ...
+
+    # What the engine needs that this host or user lacks, each with what to do (blocking: worker
+    # threads and the command line).
+    def diagnose_sync(self) -> list[Finding]: ...
 
     async def runtimes(self) -> list[str]: ...
 

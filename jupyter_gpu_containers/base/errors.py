@@ -32,10 +32,10 @@ class ContainerKernelError(Exception):
 
 
 class EngineUnavailable(ContainerKernelError):
-    """The Docker engine did not answer where we looked for it."""
+    """The container engine (Docker, Podman, the cluster) did not answer where we looked for it."""
 
     status = 503
-    reason_phrase = "Docker engine unavailable"
+    reason_phrase = "Container engine unavailable"
 
 
 class ImageMissing(ContainerKernelError):

@@ -103,6 +103,9 @@ class StateDir:
     path: str
     fd: int
     problem: str = ""
+    # The user's own directory by design, not for want of the host's: the engine shows each user
+    # only their own containers (rootless Podman), so GPUs are booked among this user's kernels.
+    per_user: bool = False
     _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
@@ -310,10 +313,16 @@ def flock_held(info: os.stat_result, locks: frozenset[str] | None = None) -> boo
 # ---------------------------------------------------------------------- opening it
 
 
-def open_state_dir(configured: str, owner: str = "") -> StateDir:
+def open_state_dir(configured: str, owner: str = "", *, per_user: bool = False) -> StateDir:
     """Open and verify the state directory a server uses. ``configured``: ContainerPolicy.state_dir
     ("" for the default); ``owner``: ContainerPolicy.state_dir_owner. Blocking (a few system
-    calls): start-up or a worker thread. The owner of the result closes it (services.py)."""
+    calls): start-up or a worker thread. The owner of the result closes it (services.py).
+
+    ``per_user``: the engine shows each user only their own containers (rootless Podman), whose
+    labels are the ledger, so no directory can make that ledger host-wide: the user's private
+    directory is used, and GPUs are booked among their own kernels (``StateDir.per_user``)."""
+    if per_user:
+        return _private_state_dir("", per_user=True)
     path = os.path.normpath(configured) if configured else DEFAULT_STATE_DIR
     try:
         return StateDir(path, _open_shared(path, service_uid(owner)))
@@ -361,11 +370,13 @@ def _open_shared(path: str, service: int | None) -> int:
     return fd
 
 
-def _private_state_dir(problem: str) -> StateDir:
+def _private_state_dir(problem: str, per_user: bool = False) -> StateDir:
     path = private_dir(
         os.path.join(jupyter_runtime_dir(), "gpu-containers-state"), what="private state directory"
     )
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if per_user:
+        return StateDir(path, fd, per_user=True)
     return StateDir(
         path,
         fd,

@@ -310,7 +310,8 @@ class PullManager(LoggingConfigurable):
         own = credential or (
             None if scheduled else self.credentials.user_credential(ref.registry, whose)
         )
-        private = own is not None and own.source == "user"
+        # Kept private by this project where the engine's images are every user's to see.
+        private = own is not None and own.source == "user" and self.backend.images_shared
         if private:
             state = await asyncio.to_thread(self._state)
             if not state.shared:

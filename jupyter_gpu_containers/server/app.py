@@ -184,6 +184,13 @@ class GPUContainersApp(ExtensionApp):
         state = services.state
         if not state.shared:
             self.log.warning("jupyter_gpu_containers: %s", state.problem)
+        elif state.per_user:
+            self.log.info(
+                "jupyter_gpu_containers: GPUs are booked among your own kernels only (%s): "
+                "your engine shows you only your own containers, so other users' kernels on "
+                "this host are not seen, and may hold the same GPUs.",
+                state.path,
+            )
         root_dir = serverapp.kernel_manager.root_dir
         wanted = services.policy.server_id or L.default_server_id(os.getuid(), root_dir)
         self.server_id = services.server_id(root_dir)

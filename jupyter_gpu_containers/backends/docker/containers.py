@@ -14,7 +14,8 @@ import docker.types
 
 from ...base.errors import EngineRefused
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
-from ..backend import ContainerDetails, MountInfo
+from ..backend import ContainerDetails
+from ..docker_formats import container_details
 from .sentences import image_missing, short
 
 
@@ -136,39 +137,6 @@ def details(c: docker.APIClient, *, container_id: str) -> ContainerDetails | Non
         return container_details(c.inspect_container(container_id))
     except docker.errors.NotFound:
         return None
-
-
-def container_details(data: dict[str, Any]) -> ContainerDetails:
-    """The parts of ``docker inspect``'s answer that a kernel's view shows."""
-    state = data.get("State") or {}
-    config = data.get("Config") or {}
-    host = data.get("HostConfig") or {}
-    mounts = tuple(
-        MountInfo(
-            type=str(m.get("Type") or ""),
-            source=str(m.get("Source") or ""),
-            target=str(m.get("Destination") or ""),
-            read_only=not m.get("RW", True),
-        )
-        for m in data.get("Mounts") or []
-    )
-    never = "0001-01-01T00:00:00Z"
-    return ContainerDetails(
-        id=str(data.get("Id") or ""),
-        name=str(data.get("Name") or "").lstrip("/"),
-        image_id=str(data.get("Image") or ""),
-        image_ref=str(config.get("Image") or ""),
-        labels=dict(config.get("Labels") or {}),
-        status=str(state.get("Status") or ""),
-        created=str(data.get("Created") or ""),
-        started_at="" if state.get("StartedAt") in (None, never) else str(state["StartedAt"]),
-        finished_at="" if state.get("FinishedAt") in (None, never) else str(state["FinishedAt"]),
-        exit_code=int(state.get("ExitCode") or 0),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=str(state.get("Error") or ""),
-        mounts=mounts,
-        tmpfs=tuple(sorted((host.get("Tmpfs") or {}).keys())),
-    )
 
 
 def listed(c: docker.APIClient, *, labels: dict[str, str | None]) -> list[ContainerRecord]:

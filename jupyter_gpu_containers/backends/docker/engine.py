@@ -22,7 +22,7 @@ import docker
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ...base.errors import EngineRefused
+from ...base.errors import ContainerKernelError, EngineRefused
 from ...base.records import (
     ContainerRecord,
     ContainerSpec,
@@ -31,7 +31,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails
+from ..backend import ContainerDetails, Finding
 from . import containers, logs
 from .client import DEFAULT_SOCKET, EngineClient
 from .images import Images
@@ -123,6 +123,40 @@ class Engine(LoggingConfigurable):
         info = await self.run(lambda c: c.version())
         return str(info.get("Version", "unknown"))
 
+    def diagnose_sync(self) -> list[Finding]:
+        """Whether the engine answers, and how GPUs would reach its containers."""
+        try:
+            info = self.call(lambda c: c.info())
+        except ContainerKernelError as e:
+            return [
+                Finding(e.sentence, problem=True, blocking=True),
+                Finding(
+                    "Without the docker group, your own rootless Podman can run your kernels: "
+                    "set ContainerEngine.backend = 'podman' (`jupyter gpu-containers doctor "
+                    "--ContainerEngine.backend=podman` says what it needs here)."
+                ),
+            ]
+        findings = [
+            Finding(
+                f"The Docker engine answers at {self.resolved_url} (Docker "
+                f"{info.get('ServerVersion', 'unknown')}). Its users are root on this host by "
+                "another road: ContainerEngine.backend = 'podman' needs no docker group."
+            )
+        ]
+        runtimes = sorted((info.get("Runtimes") or {}).keys())
+        if "nvidia" in runtimes:
+            findings.append(Finding("GPUs reach containers through the nvidia runtime."))
+        else:
+            findings.append(
+                Finding(
+                    f"The engine has no runtime named nvidia (it has {', '.join(runtimes)}): "
+                    "GPUs reach containers through device requests, which need NVIDIA's "
+                    "Container Toolkit (`sudo nvidia-ctk runtime configure --runtime=docker`).",
+                    problem=True,
+                )
+            )
+        return findings
+
     async def runtimes(self) -> list[str]:
         """Names of the container runtimes the engine offers (e.g. runc, nvidia), as the engine
         said them at most RUNTIMES_KNOWN_FOR seconds ago."""
@@ -210,6 +244,8 @@ class Engine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    containers_shared = True
+    images_shared = True
     cluster = None
 
     async def address(self, container_id: str) -> str:

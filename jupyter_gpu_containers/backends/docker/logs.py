@@ -12,6 +12,7 @@ import docker
 import docker.errors
 
 from ..backend import LogLine
+from ..docker_formats import log_line
 
 
 def tail(c: docker.APIClient, *, container_id: str, lines: int) -> str:
@@ -77,12 +78,3 @@ class FollowedLog:
         self.closed = True
         with contextlib.suppress(Exception):
             self._stream.close()
-
-
-def log_line(raw: bytes) -> LogLine:
-    """One line of ``docker logs --timestamps``: "<RFC 3339 time> <text>"."""
-    text = raw.decode("utf-8", "replace").rstrip("\r")
-    stamp, _, rest = text.partition(" ")
-    if len(stamp) >= 20 and stamp[:4].isdigit() and "T" in stamp:
-        return LogLine(stamp, rest)
-    return LogLine("", text)

@@ -13,6 +13,7 @@ import docker.errors
 import requests.exceptions
 
 from ...base.errors import ContainerKernelError, PullFailed, RegistryAuthFailed
+from .. import docker_formats
 from .client import EngineClient
 from .private import shutdown_response_socket, start_pull, stream_items
 from .sentences import short
@@ -84,41 +85,5 @@ class PullStream:
         shutdown_response_socket(self._response)
 
 
-_AUTH_MARKERS = (
-    "unauthorized",
-    "authentication required",
-    "no basic auth credentials",
-    "denied",
-    "incorrect username or password",
-    "401",
-)
-
-
 def pull_error(ref: str, registry: str, who: str, message: str) -> PullFailed | RegistryAuthFailed:
-    """The sentence for a failed pull: an authorization failure names the registry and the user;
-    anything else quotes the engine."""
-    low = message.lower()
-    said = short(message, 300)
-    if any(marker in low for marker in _AUTH_MARKERS):
-        login = f"the login of {who!r}" if who else "a pull without credentials"
-        hint = (
-            "Check the username and password (or token) for this registry"
-            if who
-            else "Give credentials for this registry (your own, or ask an administrator to set "
-            "RegistryCredentials.registry_auth)"
-        )
-        return RegistryAuthFailed(
-            f"Authorization failed: the registry {registry} refused {login} for {ref}. "
-            f"{hint}, then pull again. (registry said: {said})"
-        )
-    if "not found" in low or "manifest unknown" in low or "does not exist" in low:
-        return PullFailed(
-            f"The registry {registry} has no image {ref} (or this login may not see it). "
-            f"Check the name and tag. (registry said: {said})"
-        )
-    if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
-        return PullFailed(
-            f"The registry {registry} cannot be reached from the Docker engine, so {ref} cannot "
-            f"be pulled. (engine said: {said})"
-        )
-    return PullFailed(f"The pull of {ref} from {registry} failed: {said}")
+    return docker_formats.pull_error(ref, registry, who, message, engine="the Docker engine")

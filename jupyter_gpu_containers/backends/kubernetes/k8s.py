@@ -64,7 +64,7 @@ from ...base.records import (
 )
 from ...base.references import registry_of
 from ...base.safefiles import read_nofollow
-from ..backend import ContainerDetails, PullProgress
+from ..backend import ContainerDetails, Finding, PullProgress
 from . import nodes
 from .client import KubernetesClient, refused
 from .images import ImageDigest
@@ -218,6 +218,8 @@ class KubernetesBackend(LoggingConfigurable):
     # is not granted.
     signals_reach_kernels = False
     tags_resolve_per_node = True
+    containers_shared = True
+    images_shared = True
 
     @property
     def cluster(self) -> KubernetesBackend:
@@ -330,6 +332,14 @@ class KubernetesBackend(LoggingConfigurable):
 
     async def runtimes(self) -> list[str]:
         return []
+
+    def diagnose_sync(self) -> list[Finding]:
+        """Whether the cluster's API answers (the rest is the cluster's: docs/kubernetes.md)."""
+        try:
+            version = self._api.call(lambda core: self._api.git_version())
+        except ContainerKernelError as e:
+            return [Finding(e.sentence, problem=True, blocking=True)]
+        return [Finding(f"The Kubernetes API answers (Kubernetes {version}).")]
 
     # ------------------------------------------------------------------ a kernel's pod
 

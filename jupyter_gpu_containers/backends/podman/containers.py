@@ -1,0 +1,251 @@
+"""A kernel's container on rootless Podman, as ``podman`` commands: created from its ContainerSpec
+(hardened, the user's own uid inside through ``--userns=keep-id``, structured bind mounts, GPUs as
+CDI devices, rotated logs), started (removed when Podman refuses to start it), inspected,
+signalled, force-removed, and listed by label as records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from ...base.errors import EngineRefused, ImageMissing
+from ...base.records import ContainerRecord, ContainerSpec, ContainerState
+from ..backend import ContainerDetails
+from ..docker_formats import container_details
+from .cli import PodmanCLI, PodmanFailed, short
+
+
+def image_missing(image: str, then_start: bool = False) -> ImageMissing:
+    then = ", then start the kernel again" if then_start else ""
+    return ImageMissing(
+        f"The image {image} is not in your Podman storage. Pull or load it first "
+        f"(`podman pull {image}`){then}."
+    )
+
+
+def hardening_args(cap_add: Iterable[str], no_new_privileges: bool) -> list[str]:
+    """Every capability dropped but ``cap_add``, and no-new-privileges (kernel and probe)."""
+    args = ["--cap-drop", "ALL"]
+    for cap in cap_add:
+        args += ["--cap-add", cap]
+    if no_new_privileges:
+        args += ["--security-opt", "no-new-privileges"]
+    return args
+
+
+def _mount_arg(source: str, target: str, read_only: bool) -> str:
+    # podman splits --mount on "," and "=": a path holding one would be read as another option.
+    for path in (source, target):
+        if "," in path or "=" in path:
+            raise EngineRefused(
+                f"The path {path!r} cannot be mounted into a Podman container: it holds a ',' "
+                "or '=', which podman's --mount reads as the start of another option. Rename "
+                "it, or mount a directory above it."
+            )
+    return f"type=bind,source={source},destination={target}" + (",ro" if read_only else "")
+
+
+def device_args(spec: ContainerSpec) -> list[str]:
+    """GPUs as Podman names them: CDI devices (``nvidia.com/gpu=<uuid>``). Podman has no
+    ``--gpus``: a device request for NVIDIA's driver is refused with what to do instead."""
+    args: list[str] = []
+    for request in spec.device_requests:
+        if request.get("driver") != "cdi":
+            raise EngineRefused(
+                "Podman reaches GPUs through CDI, not through device requests: generate "
+                "NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`) "
+                "and set GPUAllocator.attach_mode = 'cdi' (or leave it 'auto', which finds the "
+                "spec)."
+            )
+        for name in request.get("device_ids") or []:
+            args += ["--device", str(name)]
+    return args
+
+
+def create_args(
+    spec: ContainerSpec,
+    *,
+    network: str,
+    userns: str,
+    ulimits: dict[str, tuple[int, int]],
+) -> list[str]:
+    """``podman create`` arguments for ``spec`` (its network and ulimits as the engine resolved
+    them); its environment comes on podman's stdin (:func:`env_lines`)."""
+    args = ["create", "--pull", "never", "--name", spec.name]
+    if userns:
+        args += ["--userns", userns]
+    for key, value in spec.labels.items():
+        args += ["--label", f"{key}={value}"]
+    if spec.user:
+        args += ["--user", spec.user]
+    if spec.working_dir:
+        args += ["--workdir", spec.working_dir]
+    for m in spec.mounts:
+        args += ["--mount", _mount_arg(m.source, m.target, m.read_only)]
+    for target, options in spec.tmpfs.items():
+        args += ["--tmpfs", f"{target}:{options}" if options else target]
+    if spec.read_only:
+        args += ["--read-only"]
+    args += hardening_args(spec.cap_add, spec.no_new_privileges)
+    if spec.shm_size:
+        args += ["--shm-size", spec.shm_size]
+    for name, (soft, hard) in ulimits.items():
+        args += ["--ulimit", f"{name}={soft}:{hard}"]
+    if spec.runtime:
+        args += ["--runtime", spec.runtime]
+    args += ["--network", network]
+    if spec.mem_limit:
+        args += ["--memory", spec.mem_limit]
+    if spec.pids_limit:
+        args += ["--pids-limit", str(spec.pids_limit)]
+    if spec.init:
+        args += ["--init"]
+    if spec.entrypoint is not None:
+        args += ["--entrypoint", json.dumps(spec.entrypoint) if spec.entrypoint else ""]
+    for port, (address, host_port) in spec.port_bindings.items():
+        args += ["--publish", f"{address}:{host_port}:{port}"]
+    args += device_args(spec)
+    # k8s-file whatever containers.conf says (journald, none): rotated, and readable for the log
+    # tails that error sentences quote and the kernel's view follows.
+    args += ["--log-driver", "k8s-file", "--log-opt", f"max-size={spec.log_max_size}"]
+    if spec.environment:
+        args += ["--env-file", "/dev/stdin"]
+    args += [spec.image, *spec.command]
+    return args
+
+
+def env_lines(environment: dict[str, str]) -> bytes:
+    """``environment`` as podman's ``--env-file`` reads it, given on podman's stdin: not as
+    ``--env K=V`` (a command line is readable by every account on the host, in /proc), not in
+    podman's own environment (HOME or XDG_RUNTIME_DIR there would move podman's own storage),
+    and in no file on disk."""
+    for key, value in environment.items():
+        if "\n" in key or "\n" in value or "=" in key or not key:
+            raise EngineRefused(
+                f"The kernel's environment variable {key!r} cannot be given to Podman: a name "
+                "must be non-empty without '=', and neither name nor value may hold a line "
+                "break (podman's --env-file is read line by line)."
+            )
+    return "".join(f"{key}={value}\n" for key, value in environment.items()).encode()
+
+
+def create(
+    cli: PodmanCLI,
+    spec: ContainerSpec,
+    *,
+    network: str,
+    userns: str,
+    ulimits: dict[str, tuple[int, int]],
+) -> str:
+    args = create_args(spec, network=network, userns=userns, ulimits=ulimits)
+    try:
+        out = cli.run(
+            args,
+            what=f"create the kernel container for {spec.image}",
+            stdin=env_lines(spec.environment),
+        )
+    except PodmanFailed as e:
+        if e.image_not_known:
+            raise image_missing(spec.image, then_start=True) from e
+        raise EngineRefused(
+            f"Podman refused to create the kernel container for {spec.image}: {short(e.said)}"
+        ) from e
+    return out.strip().splitlines()[-1]
+
+
+def start(cli: PodmanCLI, *, container_id: str, image: str) -> None:
+    try:
+        cli.run(["start", container_id], what="start the kernel container")
+    except PodmanFailed as e:
+        remove(cli, container_id=container_id)
+        raise EngineRefused(
+            f"Podman refused to start the kernel container for {image}: {short(e.said)}. Check "
+            "the container options configured for this image (ulimits, shm size, memory, GPUs); "
+            "rootless Podman cannot raise a limit above your own (`ulimit -H -a`)."
+        ) from e
+
+
+def inspect(cli: PodmanCLI, container_id: str) -> dict[str, Any] | None:
+    """``podman inspect`` of one container; None when Podman does not know it."""
+    try:
+        found = cli.json(
+            ["container", "inspect", container_id], what="inspect the kernel container"
+        )
+    except PodmanFailed as e:
+        if e.not_found:
+            return None
+        raise
+    return found[0] if found else None
+
+
+def state(cli: PodmanCLI, *, container_id: str) -> ContainerState | None:
+    data = inspect(cli, container_id)
+    if data is None:
+        return None
+    s = data.get("State") or {}
+    return ContainerState(
+        status=str(s.get("Status") or ""),
+        running=bool(s.get("Running")),
+        exit_code=int(s.get("ExitCode") or 0),
+        oom_killed=bool(s.get("OOMKilled")),
+        error=str(s.get("Error") or ""),
+    )
+
+
+def kill(cli: PodmanCLI, *, container_id: str, signum: int) -> None:
+    try:
+        cli.run(["kill", "--signal", str(int(signum)), container_id], what="signal the kernel")
+    except PodmanFailed as e:
+        # Gone, or not running: there is nothing to signal.
+        if not (e.not_found or "not running" in e.said or "can only kill running" in e.said):
+            raise
+
+
+def remove(cli: PodmanCLI, *, container_id: str) -> bool:
+    """Force-remove; False when the container was gone already."""
+    try:
+        out = cli.run(
+            ["rm", "--force", "--volumes", "--time", "2", container_id],
+            what="remove the kernel container",
+        )
+    except PodmanFailed as e:
+        if e.not_found:
+            return False
+        raise
+    return bool(out.strip())
+
+
+def details(cli: PodmanCLI, *, container_id: str) -> ContainerDetails | None:
+    data = inspect(cli, container_id)
+    return None if data is None else container_details(data)
+
+
+def listed(cli: PodmanCLI, *, labels: dict[str, str | None]) -> list[ContainerRecord]:
+    """Containers (running or not) carrying all of ``labels`` (value None: any value)."""
+    args = ["ps", "--all", "--format", "json"]
+    for key, value in labels.items():
+        args += ["--filter", f"label={key}" if value is None else f"label={key}={value}"]
+    rows = cli.json(args, what="list its containers") or []
+    return [container_record(row) for row in rows]
+
+
+def by_id(cli: PodmanCLI, container_id: str) -> list[ContainerRecord]:
+    """The container ``container_id`` (its full id or a prefix) as a record, if Podman has it."""
+    rows = cli.json(
+        ["ps", "--all", "--format", "json", "--filter", f"id={container_id}"],
+        what="find a container",
+    )
+    return [container_record(row) for row in rows or []]
+
+
+def container_record(row: dict[str, Any]) -> ContainerRecord:
+    """A row of ``podman ps --format json`` as a record."""
+    return ContainerRecord(
+        id=str(row.get("Id") or ""),
+        name=(row.get("Names") or ["?"])[0],
+        image=str(row.get("Image") or ""),
+        labels=dict(row.get("Labels") or {}),
+        status=str(row.get("State") or ""),
+        created=float(row.get("Created") or 0),
+    )

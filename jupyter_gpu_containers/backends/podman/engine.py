@@ -1,0 +1,396 @@
+"""The rootless Podman backend (backend.py's interface): ``PodmanEngine``, the one class the rest
+of the package knows Podman by, holding its configuration and delegating to the modules beside it.
+
+Podman runs as the server's own user: no daemon, no docker group. Each call is a ``podman``
+command (cli.py says why) run on a small thread pool, so that the event loop never waits for one.
+The kernel runs as the user's own uid inside the container (``--userns=keep-id``), so what it
+writes in the workspace belongs to the user. What the user's Podman cannot do here (a network of
+the container's own without /dev/net/tun, limits under cgroups v1, ulimits above the user's own)
+is said once in the server's log, and by ``jupyter gpu-containers doctor``.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from traitlets import Float, Int, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ...base.errors import EngineRefused, EngineUnavailable
+from ...base.records import (
+    ContainerRecord,
+    ContainerSpec,
+    ContainerState,
+    ImageRecord,
+    ImagesDiskUse,
+    OneshotResult,
+)
+from ..backend import ContainerDetails, Finding
+from . import containers, logs
+from .cli import PodmanCLI
+from .doctor import diagnose
+from .images import Images
+from .logs import FollowedLog
+from .oneshot import run_oneshot
+from .pulls import PullStream, open_pull
+
+# How long Podman's OCI runtime is taken as known (every GPU start asks: allocator.py).
+RUNTIMES_KNOWN_FOR = 30.0
+
+_RLIMITS = {
+    "core": resource.RLIMIT_CORE,
+    "cpu": resource.RLIMIT_CPU,
+    "data": resource.RLIMIT_DATA,
+    "fsize": resource.RLIMIT_FSIZE,
+    "memlock": resource.RLIMIT_MEMLOCK,
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "stack": resource.RLIMIT_STACK,
+}
+
+
+def tun_usable() -> bool:
+    """Whether this user may open /dev/net/tun, which slirp4netns needs to give a rootless
+    container a network of its own."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+class PodmanEngine(LoggingConfigurable):
+    """Handle on the server user's own rootless Podman: the server's (services.py), shared by its
+    provisioners, kernel specs, probe, pulls and handlers."""
+
+    podman_command = List(
+        Unicode(),
+        ["podman"],
+        config=True,
+        help="""The command that runs Podman, as a list (["podman"], or a full path). It runs as
+        the Jupyter server's user, with the server's environment (XDG_RUNTIME_DIR says where the
+        user's Podman keeps its runtime state).""",
+    )
+
+    api_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds one podman command may take before it is given up (pulls and followed
+        logs are not bound by this).""",
+    )
+
+    max_workers = Int(
+        8,
+        config=True,
+        help="""Threads that run podman commands off the event loop: how many this server has
+        running at once.""",
+    )
+
+    network = Unicode(
+        "auto",
+        config=True,
+        help="""The network a kernel that asks for the default one ("bridge") gets. "auto":
+        Podman's own rootless network (slirp4netns) where this user may open /dev/net/tun, else
+        "host" (the container shares the host's network, as a kernel run without a container
+        would; the server's log says so once). Or a Podman network mode: "slirp4netns", "host",
+        "none", a named network.""",
+    )
+
+    userns = Unicode(
+        help="""The user namespace of kernel containers. Default: "keep-id" when Podman runs
+        rootless (the user's own uid inside, so files in the workspace are the user's), ""
+        (Podman's default) when it runs as root.""",
+    ).tag(config=True)
+
+    @default("userns")
+    def _default_userns(self) -> str:
+        return "keep-id" if os.geteuid() != 0 else ""
+
+    insecure_registries = List(
+        Unicode(),
+        config=True,
+        help="""Registries (host[:port]) that Podman pulls from without TLS verification (plain
+        HTTP, or a certificate it cannot check), e.g. a lab's own registry on 127.0.0.1:5000.
+        Docker trusts 127.0.0.0/8 so by default; Podman trusts none.""",
+    )
+
+    resolved_url = Unicode(help="Which Podman this is, for sentences.")
+
+    @default("resolved_url")
+    def _default_resolved_url(self) -> str:
+        command = " ".join(self.podman_command)
+        return f"{command} (rootless, as {getpass.getuser()})" if os.geteuid() else command
+
+    # Kernels are reached through their private directory (ipc) or this host's loopback; the
+    # host ledger books GPUs (over the containers this user's Podman shows: its own).
+    schedules_gpus = False
+    signals_reach_kernels = True
+    tags_resolve_per_node = False
+    # The user's own storage and containers: what a pull with their own login brings is theirs
+    # alone already, and the ledger its containers' labels make covers their kernels only.
+    containers_shared = False
+    images_shared = False
+    cluster = None
+
+    on_removed: Callable[[ContainerRecord, float], None] | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cli = PodmanCLI(self)
+        self._images = Images(self._cli)
+        self._runtimes: tuple[float, list[str]] | None = None
+        self._said: set[str] = set()  # what the log was told once
+        self._said_lock = threading.Lock()
+
+    def _say_once(self, key: str, sentence: str) -> None:
+        with self._said_lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        self.log.warning("%s", sentence)
+
+    def use_images(
+        self,
+        listed: Callable[[], list[str]],
+        pull_auth: Callable[[str], dict[str, str] | None],
+    ) -> None:
+        """Podman lists its own images, and pulls with the logins each pull is given."""
+
+    def close(self) -> None:
+        self.wake_watchers()
+        self._cli.close()
+
+    # ------------------------------------------------------------------ engine
+
+    async def version(self) -> str:
+        found = await self._cli.json_async(["version", "--format", "json"], what="say its version")
+        client = (found or {}).get("Client") or {}
+        return str(client.get("Version") or "unknown")
+
+    def diagnose_sync(self) -> list[Finding]:
+        """What rootless Podman needs that this host or user lacks (doctor.py)."""
+        return diagnose(self._cli, network=self.network, tun_usable=tun_usable())
+
+    async def runtimes(self) -> list[str]:
+        """The OCI runtime Podman runs containers with (runc, crun; "nvidia" where configured)."""
+        known = self._runtimes
+        if known is not None and time.monotonic() - known[0] < RUNTIMES_KNOWN_FOR:
+            return list(known[1])
+        asked = time.monotonic()
+        info = await self._cli.json_async(["info", "--format", "json"], what="describe itself")
+        runtime = (((info or {}).get("host") or {}).get("ociRuntime") or {}).get("name") or ""
+        names = [str(runtime)] if runtime else []
+        self._runtimes = (asked, names)
+        return list(names)
+
+    # ------------------------------------------------------------------ images
+
+    def list_images_sync(self) -> list[ImageRecord]:
+        return self._images.list_sync()
+
+    async def list_images(self) -> list[ImageRecord]:
+        return await self._cli.in_pool(self.list_images_sync)
+
+    def inspect_image_sync(self, ref: str) -> ImageRecord:
+        return self._images.inspect_sync(ref)
+
+    async def inspect_image(self, ref: str) -> ImageRecord:
+        return await self._cli.in_pool(functools.partial(self.inspect_image_sync, ref))
+
+    def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_change`` whenever an image is pulled, loaded, tagged or removed (``podman
+        events``), until ``stop`` is set and :meth:`wake_watchers` called; a thread's own."""
+        self._images.watch(on_change, stop)
+
+    def wake_watchers(self) -> None:
+        self._images.wake_watchers()
+
+    def open_pull(
+        self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
+    ) -> PullStream:
+        """Start pulling ``ref`` at ``tag`` into the user's storage, with ``auth_config``'s
+        login and no other (not the user's own podman login); the progress stream. Blocking."""
+        return open_pull(
+            self._cli,
+            ref,
+            tag,
+            auth_config,
+            registry=registry,
+            who=who,
+            tls_verify=registry not in self.insecure_registries,
+        )
+
+    def untag_sync(self, ref: str) -> None:
+        self._images.untag_sync(ref)
+
+    def image_disk_use_sync(self) -> ImagesDiskUse:
+        return self._images.disk_use_sync()
+
+    # ------------------------------------------------------------------ containers
+
+    def resolved_network(self, asked: str) -> str:
+        """The Podman network for a spec's network mode ("bridge" is the default one)."""
+        if asked != "bridge":
+            return asked
+        if self.network != "auto":
+            return self.network
+        if tun_usable():
+            return "slirp4netns"
+        self._say_once(
+            "network",
+            "Rootless Podman cannot give kernel containers a network of their own here: this "
+            "user may not open /dev/net/tun (slirp4netns needs it). Kernels share the host's "
+            "network, as a kernel run without a container would. Ask an administrator to make "
+            "/dev/net/tun usable (mode 0666 is the usual), or set PodmanEngine.network.",
+        )
+        return "host"
+
+    def allowed_ulimits(self, asked: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        """``asked`` within this user's own hard limits: rootless Podman cannot raise one (the
+        container would not start). What is lowered is said once in the log."""
+        if os.geteuid() == 0:
+            return dict(asked)
+        allowed = {}
+        for name, (soft, hard) in asked.items():
+            which = _RLIMITS.get(name)
+            if which is None:
+                allowed[name] = (soft, hard)
+                continue
+            own = resource.getrlimit(which)[1]
+            if own == resource.RLIM_INFINITY:
+                allowed[name] = (soft, hard)
+                continue
+            new_hard = own if hard < 0 or hard > own else hard
+            new_soft = new_hard if soft < 0 or soft > new_hard else soft
+            if (new_soft, new_hard) != (soft, hard):
+                self._say_once(
+                    f"ulimit-{name}",
+                    f"The kernel containers' {name} limit is lowered to {new_soft}:{new_hard}, "
+                    f"this user's own hard limit (asked: {soft}:{hard}): rootless Podman cannot "
+                    "raise it. An administrator raises users' limits in "
+                    "/etc/security/limits.conf.",
+                )
+            allowed[name] = (new_soft, new_hard)
+        return allowed
+
+    async def create(self, spec: ContainerSpec) -> str:
+        return await self._cli.in_pool(
+            functools.partial(
+                containers.create,
+                self._cli,
+                spec,
+                network=self.resolved_network(spec.network_mode),
+                userns=self.userns,
+                ulimits=self.allowed_ulimits(spec.ulimits),
+            )
+        )
+
+    async def start(self, container_id: str, image: str) -> None:
+        await self._cli.in_pool(
+            functools.partial(containers.start, self._cli, container_id=container_id, image=image)
+        )
+
+    async def state(self, container_id: str) -> ContainerState | None:
+        return await self._cli.in_pool(
+            functools.partial(containers.state, self._cli, container_id=container_id)
+        )
+
+    async def kill(self, container_id: str, signum: int) -> None:
+        await self._cli.in_pool(
+            functools.partial(containers.kill, self._cli, container_id=container_id, signum=signum)
+        )
+
+    async def address(self, container_id: str) -> str:
+        return "127.0.0.1"
+
+    async def connection_info(self, container_id: str) -> dict[str, Any]:
+        raise EngineRefused(
+            "A Podman kernel's connection file is in its private directory, not Podman's."
+        )
+
+    def _remove_and_tell(self, container_id: str) -> None:
+        listener = self.on_removed
+        listed = containers.by_id(self._cli, container_id) if listener is not None else []
+        if containers.remove(self._cli, container_id=container_id) and listed and listener:
+            try:
+                listener(listed[0], time.time())
+            except Exception as e:  # the removal stands whatever its bookkeeping does
+                self.log.warning("After removing container %s: %s", container_id[:12], e)
+
+    async def remove(self, container_id: str) -> None:
+        await self._cli.in_pool(functools.partial(self._remove_and_tell, container_id))
+
+    async def remove_or_defer(self, container_id: str) -> bool:
+        """Remove now. Podman is a command, not a daemon that may be away: when it cannot be
+        run at all, the removal fails here, and the next server's recovery removes what is
+        left (its labels name no live owner)."""
+        try:
+            await self.remove(container_id)
+        except EngineUnavailable as e:
+            self.log.warning("Container %s could not be removed: %s", container_id[:12], e)
+            return False
+        return True
+
+    async def remove_deferred(self) -> None:
+        """Nothing is deferred on Podman (remove_or_defer)."""
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        return await self._cli.in_pool(
+            functools.partial(logs.tail, self._cli, container_id=container_id, lines=lines)
+        )
+
+    async def details(self, container_id: str) -> ContainerDetails | None:
+        return await self._cli.in_pool(
+            functools.partial(containers.details, self._cli, container_id=container_id)
+        )
+
+    def open_logs_sync(self, container_id: str, tail: int, follow: bool) -> FollowedLog | None:
+        """The container's last ``tail`` lines, then (``follow``) each new line until the
+        container stops or the stream is closed; None when Podman does not know it. Blocking:
+        a thread of the caller's own."""
+        return logs.open_stream(self._cli, container_id=container_id, tail=tail, follow=follow)
+
+    def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        return containers.listed(self._cli, labels=labels)
+
+    async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        return await self._cli.in_pool(functools.partial(self.list_containers_sync, labels))
+
+    def run_oneshot_sync(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        labels: dict[str, str],
+        timeout: float,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        cap_add: list[str] | None = None,
+        no_new_privileges: bool = True,
+        environment: dict[str, str] | None = None,
+    ) -> OneshotResult:
+        """Run ``command`` in a throw-away container of ``image`` and return what it printed
+        (the Docker engine's run_oneshot_sync says what each argument does). Blocking, for up
+        to ``timeout`` seconds: a worker thread of the caller's own."""
+        return run_oneshot(
+            self._cli,
+            log=self.log,
+            userns=self.userns,
+            image=image,
+            command=command,
+            labels=labels,
+            timeout=timeout,
+            entrypoint=entrypoint,
+            user=user,
+            cap_add=cap_add,
+            no_new_privileges=no_new_privileges,
+            environment=environment,
+        )

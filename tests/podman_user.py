@@ -1,0 +1,127 @@
+"""A real account's rootless Podman, for the tests that run kernels on it.
+
+scripts/test.sh creates the account (JGC_TEST_PODMAN_USER, jgc-podman-user): outside the docker
+group, with subordinate uid and gid ranges, its Podman storage on native overlay
+(~/.config/containers/storage.conf). What the tests need of it here: its runtime directory
+(/run/user/<uid>, which a login would make), the suite's test images in its own storage (loaded
+from Docker once, like Docker's own, cached by image id), its podman run as it, the environment
+its Jupyter servers get, and its containers of this test run listed and removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import stale_runs
+from conftest import TEST_LABEL, TEST_RUN
+
+PODMAN_USER = os.environ.get("JGC_TEST_PODMAN_USER", "")
+
+
+def runtime_dir(user: str = PODMAN_USER) -> Path:
+    """The user's runtime directory, made as a login would (0700, the user's)."""
+    entry = pwd.getpwnam(user)
+    path = Path(f"/run/user/{entry.pw_uid}")
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(mode=0o700)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def user_env(user: str = PODMAN_USER) -> dict[str, str]:
+    """What a login of ``user`` would set that Podman reads: HOME (its storage and
+    configuration) and XDG_RUNTIME_DIR (its runtime state)."""
+    return {"HOME": pwd.getpwnam(user).pw_dir, "XDG_RUNTIME_DIR": str(runtime_dir(user))}
+
+
+def podman(
+    *args: str, user: str = PODMAN_USER, stdin: Any = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``podman args`` as ``user`` (rootless), in its environment."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **user_env(user)}
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "podman", *args],
+        env=env,
+        cwd="/",
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} as {user} failed: {done.stderr.strip()}")
+    return done
+
+
+def storage_driver(user: str = PODMAN_USER) -> str:
+    return podman("info", "--format", "{{.Store.GraphDriverName}}", user=user).stdout.strip()
+
+
+_swept: set[str] = set()
+
+
+def sweep_ended_runs(user: str = PODMAN_USER) -> None:
+    """Remove the user's containers of test runs that are over (a run killed could not clean
+    up; stale_runs.py judges a run by its id), once per process; never this run's."""
+    if user in _swept:
+        return
+    _swept.add(user)
+    out = podman("ps", "--all", "--format", "json", "--filter", f"label={TEST_LABEL}", user=user)
+    ended = [
+        c["Id"]
+        for c in (json.loads(out.stdout) if out.stdout.strip() else [])
+        if (run := c.get("Labels", {}).get(TEST_LABEL, "")) != TEST_RUN
+        and stale_runs.run_is_over(run)
+    ]
+    if ended:
+        podman("rm", "--force", "--time", "0", *ended, user=user, check=False)
+        print(f"removed {len(ended)} container(s) of ended test runs from {user}'s Podman")
+
+
+def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) -> None:
+    """Each of ``refs`` (Docker's test images) in the user's storage under the same name and
+    id: loaded from Docker when its storage has another or none. (First, what ended runs left
+    there goes.)"""
+    sweep_ended_runs(user)
+    for ref in refs:
+        wanted = str(docker_client.images.get(ref).id).removeprefix("sha256:")
+        found = podman("image", "inspect", "--format", "{{.Id}}", ref, user=user, check=False)
+        if found.returncode == 0 and found.stdout.strip() == wanted:
+            continue
+        save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+        try:
+            podman("load", "--quiet", user=user, stdin=save.stdout)
+        finally:
+            assert save.stdout is not None
+            save.stdout.close()
+            save.wait(60)
+
+
+def run_containers(user: str = PODMAN_USER) -> list[dict[str, Any]]:
+    """The user's containers (any state) that carry this test run's label."""
+    out = podman(
+        "ps", "--all", "--format", "json", "--filter", f"label={TEST_LABEL}={TEST_RUN}", user=user
+    ).stdout
+    found: list[dict[str, Any]] = json.loads(out) if out.strip() else []
+    return found
+
+
+def kernel_containers(kernel_id: str, user: str = PODMAN_USER) -> list[dict[str, Any]]:
+    from jupyter_gpu_containers.base import labels as L
+
+    return [c for c in run_containers(user) if c.get("Labels", {}).get(L.KERNEL_ID) == kernel_id]
+
+
+def remove_test_containers(user: str = PODMAN_USER) -> int:
+    """Remove this run's containers from the user's Podman; how many there were."""
+    found = run_containers(user)
+    if found:
+        podman("rm", "--force", "--time", "0", *[c["Id"] for c in found], user=user, check=False)
+    return len(found)

@@ -1,0 +1,569 @@
+"""The rootless Podman backend: what it asks of podman (pure), and kernels on a real account's own
+rootless Podman, outside the docker group (tests/podman_user.py): hidden-style images, the readiness
+probe's verdicts, pulls with their own login, the kernel's view and log, and another account's
+reach.
+
+The lifecycle (files owned by the user, kill -9 and reattach, sweeps) runs on Podman in
+test_server_process.py, parametrized by engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jupyter_kernel_test
+import podman_user
+import pytest
+import test_conformance
+from conftest import (
+    CONDA_IMAGE,
+    DEBIAN_IMAGE,
+    NGC_IMAGE,
+    NO_IPYKERNEL_IMAGE,
+    kernel_name,
+    write_notebook,
+)
+from jupyter_client.utils import run_sync  # type: ignore[attr-defined]
+from registry import PrivateRegistry
+from servers import Server, wait_until, write_server_config
+
+from jupyter_gpu_containers.backends.podman import containers, images
+from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
+from jupyter_gpu_containers.base.errors import EngineRefused
+from jupyter_gpu_containers.base.records import ContainerSpec, Mount
+
+# ------------------------------------------------------------------ what podman is asked (pure)
+
+
+def spec(**changes: Any) -> ContainerSpec:
+    fields: dict[str, Any] = {
+        "image": "jgc/debian-ipykernel:bookworm",
+        "command": ["python3", "-m", "ipykernel_launcher"],
+        "name": "jupyter-kernel-x",
+        "labels": {"org.jupyter.gpu-containers.managed": "true"},
+        "environment": {"HOME": "/home/jupyter", "SECRET_TOKEN": "s3cret value"},
+        "user": "1010:1010",
+        "working_dir": "/workspace",
+        "mounts": [Mount("/tmp/ws", "/workspace", read_only=False)],
+        "tmpfs": {"/home/jupyter": "rw,size=2g"},
+    }
+    fields.update(changes)
+    return ContainerSpec(**fields)
+
+
+def test_a_kernel_container_is_the_users_hardened_and_its_environment_off_the_command_line() -> (
+    None
+):
+    args = containers.create_args(
+        spec(device_requests=[{"driver": "cdi", "device_ids": ["nvidia.com/gpu=GPU-a"]}]),
+        network="slirp4netns",
+        userns="keep-id",
+        ulimits={"memlock": (65536, 65536)},
+    )
+    line = " ".join(args)
+    assert args[:4] == ["create", "--pull", "never", "--name"]
+    assert "--userns keep-id" in line and "--user 1010:1010" in line
+    assert "--cap-drop ALL" in line and "--security-opt no-new-privileges" in line
+    assert "--mount type=bind,source=/tmp/ws,destination=/workspace" in line
+    assert "--device nvidia.com/gpu=GPU-a" in line
+    assert "--ulimit memlock=65536:65536" in line
+    assert "--network slirp4netns" in line
+    # The environment comes on stdin: no value (a token, say) on a command line, which every
+    # account can read in /proc.
+    assert "--env-file /dev/stdin" in line and "s3cret" not in line
+    assert containers.env_lines(spec().environment) == (
+        b"HOME=/home/jupyter\nSECRET_TOKEN=s3cret value\n"
+    )
+    assert args[-4:] == ["jgc/debian-ipykernel:bookworm", "python3", "-m", "ipykernel_launcher"]
+
+
+def test_what_podman_cannot_be_given_is_refused_in_a_sentence() -> None:
+    with pytest.raises(EngineRefused, match="line break"):
+        containers.env_lines({"A": "one\nB=two"})
+    with pytest.raises(EngineRefused, match=r"holds a ',' or '='"):
+        containers.create_args(
+            spec(mounts=[Mount("/tmp/a,b", "/w")]), network="none", userns="", ulimits={}
+        )
+    with pytest.raises(EngineRefused, match="nvidia-ctk cdi generate"):
+        containers.create_args(
+            spec(device_requests=[{"driver": "nvidia", "device_ids": ["GPU-a"]}]),
+            network="none",
+            userns="",
+            ulimits={},
+        )
+
+
+def test_images_keep_dockers_names_and_ids() -> None:
+    assert images.docker_name("localhost/jgc/debian-ipykernel:bookworm") == (
+        "jgc/debian-ipykernel:bookworm"
+    )
+    assert images.docker_name("docker.io/library/python:3.12") == "python:3.12"
+    assert images.docker_name("docker.io/jupyter/scipy-notebook:x") == "jupyter/scipy-notebook:x"
+    assert (
+        images.docker_name("nvcr.io/nvidia/pytorch:24.05-py3") == "nvcr.io/nvidia/pytorch:24.05-py3"
+    )
+    assert images.docker_name("localhost:5000/a/b:1") == "localhost:5000/a/b:1"
+    assert images.image_id("b1bd") == "sha256:b1bd" and images.image_id("sha256:b1") == "sha256:b1"
+
+
+def test_ulimits_above_the_users_own_are_lowered_and_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rootless Podman cannot raise a limit: a kernel spec's memlock=-1 (NGC's advice) would
+    keep the container from starting."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1010)
+    own = {resource.RLIMIT_MEMLOCK: (8192, 8192), resource.RLIMIT_STACK: (8388608, -1)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: own[which])
+    engine = PodmanEngine()
+    asked = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
+    assert engine.allowed_ulimits(asked) == {"memlock": (8192, 8192), "stack": asked["stack"]}
+    engine.allowed_ulimits(asked)
+    said = [r.getMessage() for r in caplog.records if "memlock" in r.getMessage()]
+    assert len(said) == 1 and "limits.conf" in said[0]
+
+
+# ------------------------------------------------------------------ a real account's Podman
+
+needs_podman_user = pytest.mark.skipif(
+    os.getuid() != 0 or not podman_user.PODMAN_USER,
+    reason="needs root and JGC_TEST_PODMAN_USER (scripts/test.sh creates it)",
+)
+
+
+@pytest.fixture
+def podman_home(docker_client: Any) -> Iterator[Path]:
+    """A home for the Podman user's servers (configuration, data, a workspace), the test
+    images in its storage, and its containers of this run removed afterwards."""
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    podman_user.load_images(
+        docker_client, [DEBIAN_IMAGE, CONDA_IMAGE, NGC_IMAGE, NO_IPYKERNEL_IMAGE]
+    )
+    home = Path(tempfile.mkdtemp(prefix="jgc-podman-", dir="/tmp"))
+    for sub in ("config", "data", "runtime", "workspace"):
+        (home / sub).mkdir()
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    try:
+        yield home
+    finally:
+        podman_user.remove_test_containers()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def podman_server(home: Path, config: dict[str, Any] | None = None) -> Server:
+    write_server_config(home, {"ContainerEngine": {"backend": "podman"}, **(config or {})})
+    return Server(
+        home, home / "workspace", [], user=podman_user.PODMAN_USER, env=podman_user.user_env()
+    )
+
+
+@needs_podman_user
+def test_the_account_is_rootless_on_overlay_and_outside_the_docker_group() -> None:
+    """What the other tests rely on, said plainly when the set-up is wrong."""
+    groups = subprocess.run(
+        ["id", "-nG", podman_user.PODMAN_USER], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "docker" not in groups
+    assert podman_user.storage_driver() == "overlay"
+    rootless = podman_user.podman("info", "--format", "{{.Host.Security.Rootless}}").stdout
+    assert rootless.strip() == "true"
+
+
+@needs_podman_user
+async def test_hidden_style_images_run_kernels_as_the_user_and_the_probe_says_why_not(
+    podman_home: Path,
+) -> None:
+    """Python only in /opt/conda with a non-root USER, an NGC-like entrypoint: kernels start,
+    as the user; an image without ipykernel is not offered, and the catalog says why."""
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    server = podman_server(podman_home)
+    try:
+        names = {kernel_name(CONDA_IMAGE), kernel_name(NGC_IMAGE)}
+
+        async def offered() -> bool:
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            return names <= set(specs)
+
+        await wait_until(offered, 120, f"kernel specs {sorted(names)}")
+        workspace = podman_home / "workspace"
+        write_notebook(workspace, "cpu.ipynb", gpus=0)  # NGC-like images ask for a GPU
+        os.chown(workspace / "cpu.ipynb", entry.pw_uid, entry.pw_gid)
+        for image, path in ((CONDA_IMAGE, "conda.ipynb"), (NGC_IMAGE, "cpu.ipynb")):
+            session = await server.open_notebook(path, kernel_name(image))
+            result = await server.execute(
+                session["kernel"]["id"],
+                "import os, sys\nprint(os.getuid(), sys.executable)\n"
+                f"open({image.split('/')[-1].split(':')[0]!r} + '.txt', 'w').write('x')",
+            )
+            uid, python = result.stdout.split()
+            assert int(uid) == entry.pw_uid, (image, result)
+            if image == CONDA_IMAGE:
+                assert python.startswith("/opt/conda/")
+        owners = {p.name: p.stat().st_uid for p in workspace.iterdir()}
+        assert owners["conda-nonroot.txt"] == entry.pw_uid
+        assert owners["ngc-like.txt"] == entry.pw_uid
+
+        async def refused() -> dict[str, Any] | None:
+            found = await server.call("GET", "gpu-containers", "images")
+            for image in found["images"]:
+                if image["reference"] == NO_IPYKERNEL_IMAGE and image["kernel_ready"] is False:
+                    return dict(image)
+            return None
+
+        verdict = await wait_until(refused, 120, f"the probe's verdict on {NO_IPYKERNEL_IMAGE}")
+        assert "ipykernel" in verdict["kernel_ready_reason"]
+        specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+        assert kernel_name(NO_IPYKERNEL_IMAGE) not in specs
+    finally:
+        server.stop()
+
+
+@needs_podman_user
+async def test_the_kernels_view_follows_its_log_and_another_account_reaches_nothing(
+    podman_home: Path,
+) -> None:
+    """The kernel's own view (container, image id, log) comes from the user's Podman. Another
+    account (outside the docker group too) sees none of it: its own Podman lists none of the
+    user's containers, the kernel's private directory is closed to it, and it cannot signal
+    the kernel's processes."""
+    other = os.environ.get("JGC_TEST_OUTSIDER", "")
+    if not other:
+        pytest.fail("JGC_TEST_OUTSIDER names no account (scripts/test.sh creates one)")
+    server = podman_server(podman_home)
+    try:
+        kernel = await server.call(
+            "POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)}
+        )
+        kernel_id = kernel["id"]
+        result = await server.execute(
+            kernel_id,
+            "import os, sys\nprint('to the log', file=sys.__stderr__, flush=True)\n"
+            "print(os.getpid())",
+        )
+        assert result.status == "ok", result
+        view = await server.call("GET", "gpu-containers", "kernels", kernel_id)
+        assert view["container"]["status"] == "running"
+        assert view["image"]["id"].startswith("sha256:")
+        (container,) = podman_user.kernel_containers(kernel_id)
+        assert view["container"]["id"] == container["Id"]
+
+        async def logged() -> bool:
+            response = await server.fetch(
+                "GET", "gpu-containers", "kernels", kernel_id, "log?follow=0", raise_error=False
+            )
+            return response.code == 200 and b"to the log" in response.body
+
+        await wait_until(logged, 60, "the kernel's line in its log")
+
+        # Another account: its own Podman, which knows nothing of the user's containers.
+        podman_user.runtime_dir(other)
+        listed = podman_user.podman("ps", "--all", "--format", "{{.ID}}", user=other, check=False)
+        assert container["Id"][:12] not in listed.stdout
+        private = [
+            Path(m["Source"])
+            for m in (await podman_inspect(container["Id"]))["Mounts"]
+            if m["Destination"] == "/run/jupyter-kernel"
+        ]
+        assert private, "the kernel's private directory is mounted"
+        probe = subprocess.run(
+            ["setpriv", f"--reuid={other}", f"--regid={other}", "--init-groups", "ls", private[0]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr
+        kernel_pid = int(
+            podman_user.podman("inspect", "--format", "{{.State.Pid}}", container["Id"]).stdout
+        )
+        signal_it = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={other}",
+                f"--regid={other}",
+                "--init-groups",
+                "kill",
+                f"-{int(signal.SIGINT)}",
+                str(kernel_pid),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert signal_it.returncode != 0
+        assert (await server.execute(kernel_id, "print('still here')")).stdout.strip() == (
+            "still here"
+        )
+        await server.fetch("DELETE", "api", "kernels", kernel_id)
+        assert podman_user.kernel_containers(kernel_id) == []
+    finally:
+        server.stop()
+
+
+async def podman_inspect(container_id: str) -> dict[str, Any]:
+    import json
+
+    out = await asyncio.to_thread(podman_user.podman, "container", "inspect", container_id)
+    found: list[dict[str, Any]] = json.loads(out.stdout)
+    return found[0]
+
+
+@needs_podman_user
+async def test_a_pull_into_the_users_storage_uses_the_login_it_is_given_and_no_other(
+    podman_home: Path, private_registry: PrivateRegistry, docker_client: Any
+) -> None:
+    """A private image pulled through the server: without a login the registry's refusal is
+    said with what to do, with the user's login it is pulled, with progress and its digest, into
+    the user's own storage, and offered as a kernel; no password is left on disk."""
+    ref = private_registry.push_test_image("jgc/podman-pullable:1")
+    private_registry.remove_local(ref)
+    server = podman_server(
+        podman_home,
+        {
+            "PodmanEngine": {"insecure_registries": [private_registry.host]},
+            "PullManager": {"progress_interval": 0.0},
+        },
+    )
+    try:
+
+        async def pull_until_ended() -> dict[str, Any]:
+            pull = await server.call("POST", "gpu-containers", "pulls", body={"image": ref})
+
+            async def ended() -> dict[str, Any] | None:
+                found = await server.call("GET", "gpu-containers", "pulls", pull["id"])
+                return dict(found) if found["state"] in ("done", "error", "cancelled") else None
+
+            return await wait_until(ended, 180, f"the pull of {ref}")
+
+        refused = await pull_until_ended()
+        assert refused["state"] == "error", refused
+        assert "Authorization failed" in refused["message"], refused
+        await server.call(
+            "PUT",
+            "gpu-containers",
+            "registries",
+            private_registry.host,
+            "credentials",
+            body={"username": private_registry.username, "password": private_registry.password},
+        )
+        done = await pull_until_ended()
+        assert done["state"] == "done", done
+        assert done["digest"].startswith("sha256:")
+        assert len(done["layers"]) >= 3 and done["phase"] == "complete"
+        found = podman_user.podman("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+        assert found.returncode == 0
+
+        async def offered() -> bool:
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            return kernel_name(ref) in specs
+
+        await wait_until(offered, 120, f"a kernel spec for {ref}")
+        runtime = podman_user.runtime_dir()
+        leftovers = [p.name for p in runtime.iterdir() if p.name.startswith("jgc-pull-auth-")]
+        assert leftovers == []
+    finally:
+        server.stop()
+        podman_user.podman("rmi", "--force", ref, check=False)
+
+
+@needs_podman_user
+def test_doctor_says_what_rootless_podman_lacks_and_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jupyter gpu-containers doctor`: on the set-up account, nothing blocks; an account whose
+    storage came up on vfs is told the fix; a missing subordinate range blocks, with the
+    administrator's command; a user outside the docker group is pointed to Podman."""
+
+    def doctor(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+            **podman_user.user_env(user),
+        }
+        as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        command = str(Path(sys.executable).parent / "jupyter-gpu-containers")
+        return subprocess.run(
+            [*as_user, command, "doctor", *args],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ready = doctor(podman_user.PODMAN_USER, "--ContainerEngine.backend=podman")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "Podman's storage driver: overlay." in ready.stdout
+    assert "[blocking]" not in ready.stdout
+
+    outsider = os.environ.get("JGC_TEST_OUTSIDER", "")
+    if not outsider:
+        pytest.fail("JGC_TEST_OUTSIDER names no account (scripts/test.sh creates one)")
+    on_docker = doctor(outsider)
+    assert on_docker.returncode == 1
+    assert "docker` group" in on_docker.stdout
+    assert "ContainerEngine.backend = 'podman'" in on_docker.stdout
+
+    # The outsider's own Podman storage, never configured: vfs, and the fix said.
+    on_vfs = doctor(outsider, "--ContainerEngine.backend=podman")
+    if "storage driver: overlay" not in on_vfs.stdout:
+        assert "storage is on vfs" in on_vfs.stdout and "storage.conf" in on_vfs.stdout
+
+    # No subordinate range: it blocks, with the command that fixes it (the checks as the user
+    # would see them; podman itself answers as this test's user).
+    from jupyter_gpu_containers.backends.podman import doctor as checks
+    from jupyter_gpu_containers.backends.podman.cli import PodmanCLI
+
+    empty = tmp_path / "subuid"
+    empty.write_text("someone-else:100000:65536\n")
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    monkeypatch.setattr(os, "geteuid", lambda: entry.pw_uid)
+    monkeypatch.setattr(checks.getpass, "getuser", lambda: entry.pw_name)
+    settings = PodmanEngine(podman_command=["podman"])
+    findings = checks.diagnose(
+        PodmanCLI(settings), network="none", tun_usable=True, id_ranges=(str(empty), str(empty))
+    )
+    blocking = [f.sentence for f in findings if f.blocking]
+    assert blocking and "usermod --add-subuids" in blocking[0]
+
+
+@pytest.fixture
+def fake_cdi_gpus() -> Iterator[dict[str, Path]]:
+    """NVIDIA's CDI kind naming the suite's static GPUs (GPU-test-<i>), each a device node the
+    test makes (a harmless one: the null device's numbers) in a directory of its own; the spec
+    in /etc/cdi (Podman 4.3 reads no other place), named so that the attach mode's "auto" does
+    not take it for NVIDIA's own, and removed afterwards. GPU uuid -> its device node."""
+    from conftest import STATIC_GPUS, TEST_RUN
+
+    directory = Path(tempfile.mkdtemp(prefix="jgc-cdi-devices-", dir="/tmp"))
+    directory.chmod(0o755)
+    nodes: dict[str, Path] = {}
+    for gpu in STATIC_GPUS:
+        node = directory / f"gpu{gpu['index']}"
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        node.chmod(0o666)
+        nodes[str(gpu["uuid"])] = node
+    devices = "".join(
+        f'  - name: "{uuid}"\n    containerEdits:\n      deviceNodes:\n        - path: {node}\n'
+        for uuid, node in nodes.items()
+    )
+    spec = Path("/etc/cdi") / f"jgc-test-{TEST_RUN}.yaml"
+    spec.parent.mkdir(mode=0o755, exist_ok=True)
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield nodes
+    finally:
+        spec.unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@needs_podman_user
+async def test_gpus_reach_podman_kernels_as_cdi_devices_booked_among_the_users_kernels(
+    podman_home: Path, fake_cdi_gpus: dict[str, Path]
+) -> None:
+    """Each GPU kernel's container sees exactly the device nodes of the GPUs booked for it,
+    and no other; a second kernel of the user gets another GPU (the ledger of the user's own
+    kernels), and the server says the booking covers the user's kernels only."""
+    from conftest import STATIC_GPUS
+
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    server = podman_server(
+        podman_home,
+        {"GPUInventory": {"static_gpus": STATIC_GPUS}, "GPUAllocator": {"attach_mode": "cdi"}},
+    )
+    try:
+        assert "GPUs are booked among your own kernels only" in server.output()
+        workspace = podman_home / "workspace"
+        seen: dict[str, str] = {}
+        for path in ("one.ipynb", "two.ipynb"):
+            write_notebook(workspace, path, gpus=1)
+            os.chown(workspace / path, entry.pw_uid, entry.pw_gid)
+            session = await server.open_notebook(path, kernel_name(NGC_IMAGE))
+            kernel_id = session["kernel"]["id"]
+            view = await server.call("GET", "gpu-containers", "kernels", kernel_id)
+            (booked,) = [g["uuid"] for g in view["gpus"]]
+            listed = ", ".join(repr(str(n)) for n in fake_cdi_gpus.values())
+            result = await server.execute(
+                kernel_id, f"import os\nprint([p for p in ({listed},) if os.path.exists(p)])"
+            )
+            assert result.stdout.strip() == repr([str(fake_cdi_gpus[booked])]), result
+            seen[path] = booked
+        assert seen["one.ipynb"] != seen["two.ipynb"]
+    finally:
+        server.stop()
+
+
+@needs_podman_user
+class TestConformanceOnRootlessPodman(
+    test_conformance.PatientOutputs,
+    test_conformance.PythonKernelSamples,
+    jupyter_kernel_test.KernelTests,
+):
+    """jupyter_kernel_test's conformance suite (test_conformance.py) against a kernel on a
+    user's rootless Podman: started by that user's own Jupyter server (``POST /api/kernels``),
+    reached over its websocket by jupyter_server's stock gateway client, as a JupyterLab page
+    or a server with ``--gateway-url`` would."""
+
+    server: ClassVar[Server]
+    home: ClassVar[Path]
+    kernel_id: ClassVar[str] = ""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        import docker
+
+        entry = pwd.getpwnam(podman_user.PODMAN_USER)
+        client = docker.from_env()
+        try:
+            podman_user.load_images(client, [DEBIAN_IMAGE])
+        finally:
+            client.close()
+        cls.home = Path(tempfile.mkdtemp(prefix="jgc-podman-conformance-", dir="/tmp"))
+        for sub in ("config", "data", "runtime", "workspace"):
+            (cls.home / sub).mkdir()
+        for path in [cls.home, *cls.home.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        try:
+            cls.server = podman_server(cls.home)
+            kernel = asyncio.run(
+                cls.server.call("POST", "api", "kernels", body={"name": kernel_name(DEBIAN_IMAGE)})
+            )
+            cls.kernel_id = kernel["id"]
+            server = cls.server
+            kc = test_conformance.ServiceKernelClient(cls.kernel_id, server.url, server.token)
+            cls.kc = kc  # type: ignore[assignment]
+            kc.start_channels_blocking()
+            run_sync(kc.wait_for_ready)(timeout=test_conformance.START_TIMEOUT)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            kc = getattr(cls, "kc", None)
+            if kc is not None and kc.response_router is not None:
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
+            if cls.kernel_id:
+                asyncio.run(cls.server.fetch("DELETE", "api", "kernels", cls.kernel_id))
+        finally:
+            server = getattr(cls, "server", None)
+            if server is not None:
+                server.stop()
+            podman_user.remove_test_containers()
+            shutil.rmtree(cls.home, ignore_errors=True)
