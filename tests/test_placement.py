@@ -110,6 +110,7 @@ def test_only_services_chooses_a_placement() -> None:
         "backends/backend.py",
         "backends/docker/engine.py",
         "backends/kubernetes/k8s.py",
+        "backends/podman/engine.py",
         "services.py",
     ]
     for built in ("ClusterPlacement", "HostPlacement"):

@@ -10,6 +10,7 @@ Security), one outside it with subordinate uids for Podman (JGC_TEST_PODMAN_USER
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -94,12 +95,12 @@ def engine(request: pytest.FixtureRequest, docker_client: Any) -> Iterator[Engin
         podman_user.remove_test_containers()
 
 
-@pytest.fixture
-def user_home(engine: Engine) -> Iterator[Path]:
-    """A home for the engine's user outside pytest's root-only tmp_path, with the project's
-    test labels, and a host state directory as `setup-host` makes one (root's: never under a
-    user's home)."""
-    entry = pwd.getpwnam(engine.user)
+@contextlib.contextmanager
+def home_of(user: str, config: dict[str, Any] | None = None) -> Iterator[Path]:
+    """A home for ``user`` outside pytest's root-only tmp_path, with the project's test labels,
+    a host state directory as `setup-host` makes one (root's: never under a user's home), and
+    ``config``."""
+    entry = pwd.getpwnam(user)
     home = Path(tempfile.mkdtemp(prefix="jgc-user-", dir="/tmp"))
     for sub in ("config", "data", "runtime", "workspace", "other-workspace"):
         (home / sub).mkdir()
@@ -108,7 +109,7 @@ def user_home(engine: Engine) -> Iterator[Path]:
     try:
         with host_state_dir() as state:
             write_server_config(
-                home, {"ContainerPolicy": {"state_dir": str(state)}, **engine.config}
+                home, {"ContainerPolicy": {"state_dir": str(state)}, **(config or {})}
             )
             yield home
     finally:
@@ -116,18 +117,44 @@ def user_home(engine: Engine) -> Iterator[Path]:
 
 
 @pytest.fixture
-def servers(user_home: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
+def user_home() -> Iterator[Path]:
+    """A home for USER (in the docker group), whose servers run kernels on Docker."""
+    with home_of(USER) as home:
+        yield home
+
+
+@pytest.fixture
+def engine_home(engine: Engine) -> Iterator[Path]:
+    """A home for the engine's user, configured for the engine."""
+    with home_of(engine.user, engine.config) as home:
+        yield home
+
+
+def stop_all(started: list[Server]) -> None:
     for server in started:
         server.stop()
         if server.process.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
             print(server.output())
 
 
+@pytest.fixture
+def servers(user_home: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    stop_all(started)
+
+
+@pytest.fixture
+def engine_servers(engine_home: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    stop_all(started)
+
+
 async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
-    engine: Engine, user_home: Path, servers: list[Server]
+    engine: Engine, engine_home: Path, engine_servers: list[Server]
 ) -> None:
+    user_home, servers = engine_home, engine_servers
     entry = pwd.getpwnam(engine.user)
     workspace = user_home / "workspace"
 
