@@ -37,6 +37,7 @@ from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 from .bench import Bench
 from .harness import LABEL, free_port, interleaved, kernel_info_zmq, shell_url
+from .kernel_start import docker_true
 from .server import BenchServer
 
 DEFAULT_USER = "jgc-podman-user"
@@ -112,7 +113,7 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
         name = kernel_name_for(bench.image)
         variants: dict[str, Callable[[], Awaitable[float]]] = {
             "podman run --rm IMAGE true (rootless)": lambda: _podman_true(bench, podman),
-            "docker run --rm IMAGE true": lambda: _docker_true(bench),
+            "docker run --rm IMAGE true": lambda: docker_true(bench),
             FLOOR_PODMAN: lambda: _podman_floor(bench, podman),
             FLOOR_DOCKER: lambda: _docker_floor(bench),
             OURS: lambda: _ours(server, name),
@@ -175,16 +176,6 @@ async def _podman_true(bench: Bench, podman: RootlessPodman) -> float:
     started = time.monotonic()
     label = f"{LABEL}={bench.run_id}"
     await podman.run_async("run", "--rm", "--network=none", f"--label={label}", bench.image, "true")
-    return time.monotonic() - started
-
-
-async def _docker_true(bench: Bench) -> float:
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        "docker", "run", "--rm", "--label", f"{LABEL}={bench.run_id}", bench.image, "true"
-    )
-    if await proc.wait() != 0:
-        raise RuntimeError("docker run --rm IMAGE true failed")
     return time.monotonic() - started
 
 
