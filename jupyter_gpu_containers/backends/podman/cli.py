@@ -13,6 +13,7 @@ server reaches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable
+from ..docker_formats import short
 
 T = TypeVar("T")
 
@@ -61,11 +63,6 @@ class PodmanFailed(ContainerKernelError):
         return "image not known" in low or "no such image" in low
 
 
-def short(text: str, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def last_words(stderr: str) -> str:
     """What podman said last (its error line, "Error: " taken off; warnings about mounts that
     every rootless call prints are not its answer)."""
@@ -73,6 +70,19 @@ def last_words(stderr: str) -> str:
     errors = [line for line in lines if line.startswith("Error:")]
     chosen = errors[-1] if errors else (lines[-1] if lines else "")
     return chosen.removeprefix("Error:").strip()
+
+
+def end_process(process: subprocess.Popen[bytes]) -> None:
+    """End a podman process this backend started (a followed log, events, a pull), and close its
+    pipes; harmless when it has ended already."""
+    with contextlib.suppress(Exception):
+        process.kill()
+    with contextlib.suppress(Exception):
+        process.wait(timeout=5)
+    for stream in (process.stdout, process.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.close()
 
 
 class PodmanCLI:

@@ -12,8 +12,8 @@ from typing import Any
 from ...base.errors import EngineRefused, ImageMissing
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
 from ..backend import ContainerDetails
-from ..docker_formats import container_details
-from .cli import PodmanCLI, PodmanFailed, short
+from ..docker_formats import container_details, short
+from .cli import PodmanCLI, PodmanFailed
 
 
 def image_missing(image: str, then_start: bool = False) -> ImageMissing:

@@ -9,7 +9,6 @@ name against its local storage first."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from ...base.errors import ImageMissing
 from ...base.records import ImageDiskUse, ImageRecord, ImagesDiskUse
 from ..docker_formats import as_image_id as image_id
-from .cli import PodmanCLI, PodmanFailed
+from .cli import PodmanCLI, PodmanFailed, end_process
 from .containers import image_missing
 
 _PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
@@ -121,14 +120,14 @@ class Images:
                 if process is not None:
                     with self._watch_lock:
                         self._watchers.discard(process)
-                    _end(process)
+                    end_process(process)
 
     def wake_watchers(self) -> None:
         """End the event processes watch() threads read (from any thread)."""
         with self._watch_lock:
             processes = list(self._watchers)
         for process in processes:
-            _end(process)
+            end_process(process)
 
     def untag_sync(self, ref: str) -> None:
         """Remove one tag (and the image, when it was its last tag and nothing uses it)."""
@@ -161,14 +160,3 @@ class Images:
         unique = sum(max(0, i.size - max(0, i.shared_size)) for i in images)
         shared = max((max(0, i.shared_size) for i in images), default=0)
         return ImagesDiskUse(images, unique + shared)
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(Exception):
-        process.kill()
-    with contextlib.suppress(Exception):
-        process.wait(timeout=5)
-    for stream in (process.stdout, process.stderr):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.close()

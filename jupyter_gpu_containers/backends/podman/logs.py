@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 from ..backend import LogLine
 from ..docker_formats import log_line
-from .cli import PodmanCLI, PodmanFailed
-from .images import _end
+from .cli import PodmanCLI, PodmanFailed, end_process
 
 
 def tail(cli: PodmanCLI, *, container_id: str, lines: int) -> str:
@@ -48,11 +47,11 @@ class FollowedLog:
         except (OSError, ValueError):
             pass  # closed under us: the log ends
         finally:
-            _end(self._process)
+            end_process(self._process)
 
     def close(self) -> None:
         self.closed = True
-        _end(self._process)
+        end_process(self._process)
 
 
 def open_stream(

@@ -11,7 +11,8 @@ import subprocess
 
 from ...base.errors import EngineRefused, EngineUnavailable
 from ...base.records import OneshotResult
-from .cli import PodmanCLI, PodmanFailed, short
+from ..docker_formats import short
+from .cli import PodmanCLI, PodmanFailed
 from .containers import env_lines, hardening_args, image_missing, remove
 from .images import image_id
 
@@ -43,7 +44,7 @@ def run_oneshot(
         args += ["--user", user]
     if entrypoint is not None:
         args += ["--entrypoint", json.dumps(entrypoint) if entrypoint else ""]
-    target = image.removeprefix("sha256:") if image.startswith("sha256:") else image
+    target = image.removeprefix("sha256:")  # podman names an image by its bare id
     if environment:
         args += ["--env-file", "/dev/stdin"]
     try:

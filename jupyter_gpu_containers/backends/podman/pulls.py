@@ -18,8 +18,7 @@ from typing import Any
 
 from ...base.errors import PullFailed, RegistryAuthFailed
 from .. import docker_formats
-from .cli import PodmanCLI, last_words
-from .images import _end
+from .cli import PodmanCLI, end_process, last_words
 
 
 def _authfile(registry: str, auth_config: dict[str, str] | None) -> str:
@@ -106,7 +105,7 @@ class PullStream:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self._authfile)
-            _end(self._process)
+            end_process(self._process)
         if self.closed:
             return
         if code != 0:
@@ -127,7 +126,7 @@ class PullStream:
 
     def close(self) -> None:
         self.closed = True
-        _end(self._process)
+        end_process(self._process)
         with contextlib.suppress(OSError):
             os.unlink(self._authfile)
 
