@@ -288,6 +288,25 @@ async def test_a_kernel_being_shut_down_is_not_restarted(
     assert_no_test_containers(docker_client)
 
 
+async def test_a_kernel_shut_down_while_its_restart_asks_the_engine_is_not_restarted(
+    jp_fetch: Any, jp_serverapp: Any, docker_client: Any
+) -> None:
+    """The other order: the restarter's restart has begun (it asks the engine whether the
+    kernel still runs) when the user's shutdown comes and ends. The restart must not go on into
+    a new container, holding the kernel's GPUs, for a kernel nobody has (CI, once)."""
+    mkm = jp_serverapp.kernel_manager
+    kernel_id = await start_kernel(jp_fetch, DEBIAN_IMAGE)
+    km = mkm.get_kernel(kernel_id)
+    kernel_container(docker_client, kernel_id).remove(force=True)
+    restart = asyncio.ensure_future(km.restart_kernel(now=True, newports=True))
+    await asyncio.sleep(0)  # the restart waits on the engine's answer
+    assert not restart.done()
+    await mkm.shutdown_kernel(kernel_id)
+    await restart
+    assert kernel_id not in mkm
+    assert_no_test_containers(docker_client)
+
+
 async def test_kernelspecs_follow_the_engine(jp_fetch: Any, docker_client: Any) -> None:
     ref = f"jgc-test/live:{TEST_RUN}"
     name = kernel_name(ref)

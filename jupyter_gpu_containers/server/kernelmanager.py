@@ -18,6 +18,7 @@
   whether the kernel lives (here an engine request, which takes a while), and restarts it if
   not, without looking again whether a shutdown began meanwhile: a kernel whose container died
   just as its user shut it down came back, in a new container holding its GPUs, for nobody.
+  A restart looks again after its own engine requests, for the same reason.
 
 The app makes it the server's kernel manager class (app.py) unless the administrator configured
 another one, or kernels live behind a gateway.
@@ -92,8 +93,7 @@ class ContainerKernelManager(ServerKernelManager):
     async def restart_kernel(  # type: ignore[override]
         self, now: bool = False, newports: bool = False, **kw: Any
     ) -> None:
-        if self.ended:
-            self.log.info("Kernel %s was shut down: it is not restarted.", self.kernel_id)
+        if self._shut_down_for_good():
             return
         # What would refuse the new launch (the image untagged, no longer allowed, another
         # user's private pull) refuses the restart while the kernel still runs: it keeps its
@@ -102,7 +102,17 @@ class ContainerKernelManager(ServerKernelManager):
         check = getattr(self.provisioner, "check_restart", None)
         if check is not None and await self.is_alive():
             await check()
+        # Those awaits were engine requests: a shutdown may have begun and ended meanwhile (the
+        # restarter's restart of a removed container, and its user's Shut Down). From here to
+        # jupyter_client's pending ``ready`` future, which a shutdown waits for, nothing awaits.
+        if self._shut_down_for_good():
+            return
         await super().restart_kernel(now=now, newports=newports, **kw)
+
+    def _shut_down_for_good(self) -> bool:
+        if self.ended:
+            self.log.info("Kernel %s was shut down: it is not restarted.", self.kernel_id)
+        return self.ended
 
     @property
     def lost_in_restart(self) -> bool:
