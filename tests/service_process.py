@@ -133,6 +133,8 @@ class KernelService:
             "JUPYTER_DATA_DIR": str(self.home / "data"),
             "JUPYTER_RUNTIME_DIR": str(self.home / "runtime"),
             "LANG": "C.UTF-8",
+            # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
             **self.extra_env,
         }
         self.process = subprocess.Popen(
@@ -189,6 +191,11 @@ class KernelService:
 
     def close(self) -> None:
         self.stop()
+        # Shown by pytest for a failing test only (captured output of its teardown).
+        for log in sorted(self.home.glob("service-*.log")):
+            lines = log.read_text(errors="replace").splitlines()
+            print(f"--- {log.name} of the kernel service on port {self.port} (last 300 lines) ---")
+            print("\n".join(lines[-300:]))
         remove_tree(self.home)
 
     # ------------------------------------------------------------------ requests

@@ -303,15 +303,24 @@ class ContainerKernelSpecManager(KernelSpecManager):
                 return backend.inspect_image_sync(ref).id
             except ImageMissing:
                 return ""
-            except ContainerKernelError:
+            except Exception as e:  # the engine away, or an answer this cannot read
+                self.log.warning("A private pull's record of %s stays for now: %s", ref, e)
                 return None
 
         first = not self._private_records_settled
         self._private_records_settled = True
         owners = None if self._in_service else [os.geteuid()]
-        with contextlib.suppress(ContainerKernelError, OSError):
-            privateimages.prune(
+        try:
+            ended = privateimages.prune(
                 services.state, current_id, owners, settle=first and self._in_service
+            )
+        except (ContainerKernelError, OSError) as e:
+            self.log.warning("Private pulls' records were not brought up to date: %s", e)
+            return
+        if ended:
+            self.log.info(
+                "%d private pull record(s) ended: their references are gone or name other images.",
+                ended,
             )
 
     _private_records_settled = False
