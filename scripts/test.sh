@@ -195,6 +195,12 @@ if [ -n "${JGC_TEST_PODMAN_USER:-}" ]; then
     fi
   done
 fi
+# ...and on root's Podman (a kernel service's engine in test_podman.py).
+leftover=$(as_root podman ps -aq --filter "label=$run_label" | wc -l)
+if [ "$leftover" -gt 0 ]; then
+  log "FAILED: $leftover container(s) of this test run left on root's Podman"
+  status=1
+fi
 if [ "$status" -eq 0 ]; then
   log "done: every check and test passed"
 else

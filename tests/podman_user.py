@@ -1,4 +1,5 @@
-"""A real account's rootless Podman, for the tests that run kernels on it.
+"""A real account's rootless Podman, for the tests that run kernels on it (and root's Podman, a
+kernel service's engine: ``user=ROOT``).
 
 scripts/test.sh creates the account (JGC_TEST_PODMAN_USER, jgc-podman-user): outside the docker
 group, with subordinate uid and gid ranges, its Podman storage on native overlay
@@ -21,6 +22,8 @@ import stale_runs
 from conftest import TEST_LABEL, TEST_RUN
 
 PODMAN_USER = os.environ.get("JGC_TEST_PODMAN_USER", "")
+# Podman as root (a kernel service's engine): root's own storage and containers, no setpriv.
+ROOT = "root"
 
 
 def runtime_dir(user: str = PODMAN_USER) -> Path:
@@ -43,10 +46,14 @@ def user_env(user: str = PODMAN_USER) -> dict[str, str]:
 def podman(
     *args: str, user: str = PODMAN_USER, stdin: Any = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """``podman args`` as ``user`` (rootless), in its environment."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **user_env(user)}
+    """``podman args`` as ``user`` (rootless, in its environment; ROOT: root's Podman)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    prefix: list[str] = []
+    if user != ROOT:
+        env.update(user_env(user))
+        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
     done = subprocess.run(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "podman", *args],
+        [*prefix, "podman", *args],
         env=env,
         cwd="/",
         stdin=stdin,

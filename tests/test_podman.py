@@ -1,7 +1,8 @@
 """The rootless Podman backend: what it asks of podman (pure), and kernels on a real account's own
 rootless Podman, outside the docker group (tests/podman_user.py): hidden-style images, the readiness
 probe's verdicts, pulls with their own login, the kernel's view and log, and another account's
-reach.
+reach. And a kernel service on root's Podman (users' kernels as them, one GPU ledger), refused on
+rootless Podman.
 
 The lifecycle (files owned by the user, kill -9 and reattach, sweeps) runs on Podman in
 test_server_process.py, parametrized by engine.
@@ -37,6 +38,7 @@ from conftest import (
     write_notebook,
 )
 from jupyter_client.utils import run_sync  # type: ignore[attr-defined]
+from kernel_io import execute
 from registry import PrivateRegistry
 from servers import Server, wait_until, write_server_config
 
@@ -133,6 +135,33 @@ def test_ulimits_above_the_users_own_are_lowered_and_said_once(
     engine.allowed_ulimits(asked)
     said = [r.getMessage() for r in caplog.records if "memlock" in r.getMessage()]
     assert len(said) == 1 and "limits.conf" in said[0]
+
+
+def test_podman_as_root_without_the_right_to_raise_limits_names_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Podman as root asks for 1048576 open files and as many processes by default; root
+    without CAP_SYS_RESOURCE (in some containers and sandboxes, as here) cannot give them, and
+    runc refused every container. Its own limits are named instead, processes bounded by the
+    host's pid_max (what conmon passes on); root that may raise them asks for nothing."""
+    from jupyter_gpu_containers.backends.podman import engine as podman_engine
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    own = {
+        resource.RLIMIT_NOFILE: (1024, 20000),
+        resource.RLIMIT_NPROC: (96365, 96365),
+        resource.RLIMIT_STACK: (8388608, resource.RLIM_INFINITY),
+    }
+    monkeypatch.setattr(resource, "getrlimit", lambda which: own[which])
+    monkeypatch.setattr(podman_engine, "_pid_max", lambda: 32768)
+    monkeypatch.setattr(podman_engine, "_can_raise_limits", lambda: False)
+    engine = PodmanEngine()
+    assert engine.allowed_ulimits({}) == {"nofile": (20000, 20000), "nproc": (32768, 32768)}
+    asked = {"nofile": (4096, 4096), "stack": (67108864, 67108864)}
+    assert engine.allowed_ulimits(asked) == {"nproc": (32768, 32768), **asked}
+    monkeypatch.setattr(podman_engine, "_can_raise_limits", lambda: True)
+    assert engine.allowed_ulimits(asked) == asked
+    assert engine.containers_shared and engine.images_shared  # one store for the host
 
 
 # ------------------------------------------------------------------ a real account's Podman
@@ -487,6 +516,8 @@ async def test_gpus_reach_podman_kernels_as_cdi_devices_booked_among_the_users_k
     )
     try:
         assert "GPUs are booked among your own kernels only" in server.output()
+        # The panel says so too (its GPUs' part reads the report's ledger_scope).
+        assert (await server.call("GET", "gpu-containers", "gpus"))["ledger_scope"] == "user"
         workspace = podman_home / "workspace"
         seen: dict[str, str] = {}
         for path in ("one.ipynb", "two.ipynb"):
@@ -505,6 +536,98 @@ async def test_gpus_reach_podman_kernels_as_cdi_devices_booked_among_the_users_k
         assert seen["one.ipynb"] != seen["two.ipynb"]
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------- a kernel service on Podman as root
+
+SERVICE_USER_A = os.environ.get("JGC_TEST_STUDENT_A", "")
+SERVICE_USER_B = os.environ.get("JGC_TEST_STUDENT_B", "")
+needs_root_podman_and_students = pytest.mark.skipif(
+    os.getuid() != 0 or not shutil.which("podman") or not (SERVICE_USER_A and SERVICE_USER_B),
+    reason="needs root, podman and JGC_TEST_STUDENT_A/B (scripts/test.sh makes them)",
+)
+
+
+@needs_root_podman_and_students
+async def test_a_kernel_service_on_podman_as_root_runs_each_users_kernels_as_them_on_one_ledger(
+    docker_client: Any, fake_cdi_gpus: dict[str, Path]
+) -> None:
+    """ServiceApp.backend "podman": the service as root, kernels in root's Podman. Each user's
+    kernel runs as that user in their workspace (their files are theirs), sees exactly the GPU
+    booked for it, and the two users' kernels get different GPUs: one ledger for the host, as
+    on Docker. Neither user reaches the other's kernel; a shutdown leaves no container."""
+    from service_process import KernelService
+
+    podman_user.load_images(docker_client, [NGC_IMAGE], user=podman_user.ROOT)
+    service = KernelService(
+        {"ServiceApp": {"backend": "podman"}, "GPUAllocator": {"attach_mode": "cdi"}}
+    )
+    try:
+        a, b = service.add_user(SERVICE_USER_A), service.add_user(SERVICE_USER_B)
+        service.start()
+        listed = ", ".join(repr(str(n)) for n in fake_cdi_gpus.values())
+        code = (
+            "import os\n"
+            "open('mine.txt', 'w').write('x')\n"
+            f"print(os.getuid(), [p for p in ({listed},) if os.path.exists(p)])"
+        )
+        seen = {}
+        for user in (a, b):
+            kernel_id = await service.start_kernel(user, kernel_name(NGC_IMAGE))
+            ws = await service.websocket(user, kernel_id)
+            try:
+                result = await execute(ws, code)
+            finally:
+                ws.close()
+            entry = pwd.getpwnam(user.name)
+            uid, devices = result.stdout.strip().split(" ", 1)
+            assert int(uid) == entry.pw_uid, result
+            written = user.workspace / "mine.txt"
+            assert (written.stat().st_uid, written.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+            code_gpus, view = await service.answer(
+                user, "GET", f"gpu-containers/kernels/{kernel_id}"
+            )
+            assert code_gpus == 200, view
+            (booked,) = [g["uuid"] for g in view["gpus"]]
+            assert devices == repr([str(fake_cdi_gpus[booked])]), result
+            seen[user.name] = (kernel_id, booked)
+        assert seen[a.name][1] != seen[b.name][1]
+        answered, report = await service.answer(a, "GET", "gpu-containers/gpus")
+        assert answered == 200 and report["ledger_scope"] == "host", report
+        for user, other in ((a, b), (b, a)):
+            theirs = seen[other.name][0]
+            assert (await service.answer(user, "GET", f"api/kernels/{theirs}"))[0] == 404
+        for user in (a, b):
+            kernel_id = seen[user.name][0]
+            assert (await service.answer(user, "DELETE", f"api/kernels/{kernel_id}"))[0] == 204
+        assert podman_user.run_containers(podman_user.ROOT) == []
+    finally:
+        service.close()
+        podman_user.remove_test_containers(podman_user.ROOT)
+
+
+@needs_podman_user
+def test_a_kernel_service_on_rootless_podman_is_refused_in_a_sentence() -> None:
+    """Rootless Podman runs a container's other uids as subordinate ids of its user: a service
+    there could not run users' kernels as them. It does not start, and says why."""
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **podman_user.user_env()}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    user = podman_user.PODMAN_USER
+    jupyter = str(Path(sys.executable).parent / "jupyter")
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    done = subprocess.run(
+        [*as_user, jupyter, "gpu-containers", "serve", "--ServiceApp.backend=podman"],
+        env={**env, "JUPYTER_CONFIG_DIR": "/nonexistent", "JUPYTER_RUNTIME_DIR": "/tmp"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "rootless Podman (as " in said and "Run the service as root" in said, said
 
 
 @needs_podman_user

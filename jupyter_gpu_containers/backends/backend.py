@@ -127,17 +127,22 @@ class ContainerBackend(Protocol):
     #   True);
     # - containers_shared: every user's containers are listed by the engine, so that their
     #   labels make a host-wide GPU ledger (Docker, Kubernetes: True); rootless Podman lists a
-    #   user's own only, and its GPUs are booked among that user's kernels (False);
+    #   user's own only, and its GPUs are booked among that user's kernels (False; Podman as root,
+    #   a kernel service's: True);
     # - images_shared: the images the engine keeps are seen by every user of the host (or
     #   cluster), so that a pull made with one user's own registry login must be kept private
     #   to them by this project (privateimages.py); rootless Podman's storage is its user's own
-    #   (Docker, Kubernetes: True; Podman: False);
+    #   (Docker, Kubernetes, Podman as root: True; rootless Podman: False);
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
     schedules_gpus: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
-    containers_shared: bool
-    images_shared: bool
+
+    @property
+    def containers_shared(self) -> bool: ...
+
+    @property
+    def images_shared(self) -> bool: ...
 
     @property
     def cluster(self) -> ClusterNodes | None: ...
@@ -164,6 +169,12 @@ class ContainerBackend(Protocol):
     # What the engine needs that this host or user lacks, each with what to do (blocking: worker
     # threads and the command line).
     def diagnose_sync(self) -> list[Finding]: ...
+
+    # Why a kernel service, which runs each user's kernels as that user, cannot run on this
+    # engine as this process's account; "" when it can. Asked of the class, before the service
+    # starts anything (rootless Podman: its other uids are subordinate ids, not the users').
+    @classmethod
+    def kernel_service_problem(cls) -> str: ...
 
     async def runtimes(self) -> list[str]: ...
 

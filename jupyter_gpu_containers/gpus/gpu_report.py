@@ -45,8 +45,10 @@ async def gpu_report(
     show_others: bool,
     allocator: GPUAllocator,
     engine_error: str = "",
+    own_kernels_only: bool = False,
 ) -> dict[str, Any]:
-    """The GPUs and their holders. ``engine_error``: why the holders are unknown (no engine)."""
+    """The GPUs and their holders. ``engine_error``: why the holders are unknown (no engine).
+    ``own_kernels_only``: the ledger is the user's own kernels' (StateDir.per_user)."""
     devices = inventory.allocatable()
     memory = (
         await asyncio.to_thread(_memory_by_container, devices) if inventory.source == "nvml" else {}
@@ -68,6 +70,7 @@ async def gpu_report(
         "max_gpus_per_user": allocator.max_gpus_per_user,
         "gpus": rows,
         "engine_error": engine_error,
+        "ledger_scope": "user" if own_kernels_only else "host",
     }
 
 

@@ -27,6 +27,7 @@ class GPUsHandler(GPUContainersHandler):
             show_others=self.services.visibility.show_other_users,
             allocator=self.services.allocator,
             engine_error=engine_error,
+            own_kernels_only=self.services.state.per_user,
         )
         self.finish(json.dumps(report))
 

@@ -244,10 +244,12 @@ class ServiceApp(ServerApp):
     )
 
     backend = Enum(
-        ["docker", "kubernetes"],
+        ["docker", "podman", "kubernetes"],
         "docker",
         config=True,
-        help="""Where kernels run: "docker", containers on this host's Docker engine; or
+        help="""Where kernels run: "docker", containers on this host's Docker engine;
+        "podman", containers of this host's Podman run as root (the service as root: one store
+        and one set of containers for the host, no daemon; PodmanEngine configures it); or
         "kubernetes", pods in a cluster (KubernetesBackend configures the namespace, GPU
         resources and volumes; docs/kubernetes.md).""",
     )
@@ -409,7 +411,11 @@ class ServiceApp(ServerApp):
             mkm.cull_idle_timeout = 3600
         if "cull_interval" not in mkm:
             mkm.cull_interval = 60
-        # Before anything starts: a setting that would do nothing where kernels go is a sentence.
+        # Before anything starts: an engine that cannot run kernels as their users, and a
+        # setting that would do nothing where kernels go, are sentences.
+        problem = backend_class(self.backend).kernel_service_problem()
+        if problem:
+            raise ContainerKernelError(problem)
         placement_class(backend_class(self.backend)).prepare_service_config(self.config)
         super().init_configurables()
         provider = self.identity_provider

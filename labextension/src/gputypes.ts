@@ -124,6 +124,12 @@ export interface IGpuReport {
    * Why the holders are unknown (no Docker engine), or `''`.
    */
   engine_error: string;
+  /**
+   * Whose kernels the holders are: every user's on the host, or only the
+   * caller's own (an engine that shows each user only their containers, as
+   * rootless Podman does).
+   */
+  ledger_scope: 'host' | 'user';
 }
 
 /**

@@ -204,6 +204,13 @@ function GpuSection(props: {
             {trans.__('Who holds the GPUs is unknown without the engine.')}
           </p>
         )}
+        {report.ledger_scope === 'user' && (
+          <p className="jgc-note jgc-own-ledger">
+            {trans.__(
+              "GPUs are booked among your own kernels only: your container engine shows you only your own containers, so other users' kernels on this host may hold the same GPUs unseen."
+            )}
+          </p>
+        )}
         <ul className="jgc-gpus">
           {report.gpus.map(gpu => (
             <GpuRow

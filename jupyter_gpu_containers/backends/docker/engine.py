@@ -123,6 +123,10 @@ class Engine(LoggingConfigurable):
         info = await self.run(lambda c: c.version())
         return str(info.get("Version", "unknown"))
 
+    @classmethod
+    def kernel_service_problem(cls) -> str:
+        return ""  # the engine runs a container's processes as any uid it is given
+
     def diagnose_sync(self) -> list[Finding]:
         """Whether the engine answers, and how GPUs would reach its containers."""
         try:

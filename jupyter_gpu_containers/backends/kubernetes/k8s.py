@@ -333,6 +333,10 @@ class KubernetesBackend(LoggingConfigurable):
     async def runtimes(self) -> list[str]:
         return []
 
+    @classmethod
+    def kernel_service_problem(cls) -> str:
+        return ""  # the engine runs a container's processes as any uid it is given
+
     def diagnose_sync(self) -> list[Finding]:
         """Whether the cluster's API answers (the rest is the cluster's: docs/kubernetes.md)."""
         try:

@@ -162,7 +162,8 @@ def start(cli: PodmanCLI, *, container_id: str, image: str) -> None:
         raise EngineRefused(
             f"Podman refused to start the kernel container for {image}: {short(e.said)}. Check "
             "the container options configured for this image (ulimits, shm size, memory, GPUs); "
-            "rootless Podman cannot raise a limit above your own (`ulimit -H -a`)."
+            "Podman cannot raise a limit above your own (`ulimit -H -a`) unless it runs as root "
+            "with CAP_SYS_RESOURCE."
         ) from e
 
 

@@ -1,12 +1,14 @@
-"""The rootless Podman backend (backend.py's interface): ``PodmanEngine``, the one class the rest
-of the package knows Podman by, holding its configuration and delegating to the modules beside it.
+"""The Podman backend (backend.py's interface): ``PodmanEngine``, the one class the rest of the
+package knows Podman by, holding its configuration and delegating to the modules beside it.
 
 Podman runs as the server's own user: no daemon, no docker group. Each call is a ``podman``
 command (cli.py says why) run on a small thread pool, so that the event loop never waits for one.
-The kernel runs as the user's own uid inside the container (``--userns=keep-id``), so what it
-writes in the workspace belongs to the user. What the user's Podman cannot do here (a network of
-the container's own without /dev/net/tun, limits under cgroups v1, ulimits above the user's own)
-is said once in the server's log, and by ``jupyter gpu-containers doctor``.
+Rootless, the kernel runs as the user's own uid inside the container (``--userns=keep-id``), so
+what it writes in the workspace belongs to the user. As root (a kernel service's engine), there is
+one store and one set of containers for the host, as Docker's, and each kernel runs as the uid it
+is given. What Podman cannot do here (a network of the container's own without /dev/net/tun,
+limits under cgroups v1, ulimits above the account's own) is said once in the server's log, and
+by ``jupyter gpu-containers doctor``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,43 @@ _RLIMITS = {
 }
 
 
+@functools.cache
+def _can_raise_limits() -> bool:
+    """Whether this process may raise a hard resource limit (CAP_SYS_RESOURCE, bit 24 of its
+    effective capabilities): root on a host, usually; not a rootless user, nor root in a
+    container that dropped it. Read once: a process's capabilities do not grow."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 24 & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _own_hard_limit(name: str) -> int:
+    """This process's hard limit ``name`` as a container it starts can have it. The process
+    limit is also bounded by the host's pid_max: Podman 4.3 as root starts conmon, whose
+    children runc and the container inherit its limits, with pid_max as that limit (measured:
+    32768 with the user's own at 96365)."""
+    hard = resource.getrlimit(_RLIMITS[name])[1]
+    if name == "nproc":
+        pid_max = _pid_max()
+        if pid_max and (hard == resource.RLIM_INFINITY or hard > pid_max):
+            return pid_max
+    return hard
+
+
+@functools.cache
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", encoding="ascii") as found:
+            return int(found.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
 def tun_usable() -> bool:
     """Whether this user may open /dev/net/tun, which slirp4netns needs to give a rootless
     container a network of its own."""
@@ -98,10 +137,11 @@ class PodmanEngine(LoggingConfigurable):
         "auto",
         config=True,
         help="""The network a kernel that asks for the default one ("bridge") gets. "auto":
-        Podman's own rootless network (slirp4netns) where this user may open /dev/net/tun, else
-        "host" (the container shares the host's network, as a kernel run without a container
-        would; the server's log says so once). Or a Podman network mode: "slirp4netns", "host",
-        "none", a named network.""",
+        slirp4netns (a network of the container's own that needs neither root nor the host's
+        firewall tools) where this user may open /dev/net/tun, else "host" (the container
+        shares the host's network, as a kernel run without a container would; the server's log
+        says so once). Or a Podman network mode: "bridge" (Podman's default network, as root:
+        it needs iptables), "slirp4netns", "host", "none", a named network.""",
     )
 
     userns = Unicode(
@@ -134,11 +174,35 @@ class PodmanEngine(LoggingConfigurable):
     schedules_gpus = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
-    # The user's own storage and containers: what a pull with their own login brings is theirs
-    # alone already, and the ledger its containers' labels make covers their kernels only.
-    containers_shared = False
-    images_shared = False
     cluster = None
+
+    @property
+    def rootless(self) -> bool:
+        return os.geteuid() != 0
+
+    # Rootless: the user's own storage and containers. What a pull with their own login brings
+    # is theirs alone already, and the ledger its containers' labels make covers their kernels
+    # only. As root (a kernel service), one store and one set of containers for the host, as
+    # Docker's: its labels make the host-wide ledger, and a user's private pull is recorded.
+    @property
+    def containers_shared(self) -> bool:
+        return not self.rootless
+
+    @property
+    def images_shared(self) -> bool:
+        return not self.rootless
+
+    @classmethod
+    def kernel_service_problem(cls) -> str:
+        if os.geteuid() == 0:
+            return ""
+        return (
+            f"A kernel service runs each user's kernels as that user, which rootless Podman "
+            f"(as {getpass.getuser()}) cannot: its containers' other uids are subordinate ids "
+            "of its own, so the users' files would belong to neither them nor you. Run the "
+            "service as root (Podman as root), or let each user run kernels on their own "
+            "rootless Podman from their own Jupyter server (ContainerEngine.backend)."
+        )
 
     on_removed: Callable[[ContainerRecord, float], None] | None = None
 
@@ -254,17 +318,24 @@ class PodmanEngine(LoggingConfigurable):
         return "host"
 
     def allowed_ulimits(self, asked: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-        """``asked`` within this user's own hard limits: rootless Podman cannot raise one (the
-        container would not start). What is lowered is said once in the log."""
-        if os.geteuid() == 0:
+        """``asked`` within this process's own hard limits where it cannot raise one (rootless,
+        or root without CAP_SYS_RESOURCE, as in some containers and sandboxes): the container
+        would not start. What is lowered is said once in the log. Root without that capability
+        also names its own open-file and process limits: Podman as root asks for far higher
+        ones by default (1048576 open files), and runc then cannot start the container."""
+        if not self.rootless and _can_raise_limits():
             return dict(asked)
         allowed = {}
+        if not self.rootless:
+            for name in ("nofile", "nproc"):
+                hard = _own_hard_limit(name)
+                if hard != resource.RLIM_INFINITY:
+                    allowed[name] = (hard, hard)
         for name, (soft, hard) in asked.items():
-            which = _RLIMITS.get(name)
-            if which is None:
+            if name not in _RLIMITS:
                 allowed[name] = (soft, hard)
                 continue
-            own = resource.getrlimit(which)[1]
+            own = _own_hard_limit(name)
             if own == resource.RLIM_INFINITY:
                 allowed[name] = (soft, hard)
                 continue
@@ -274,8 +345,8 @@ class PodmanEngine(LoggingConfigurable):
                 self._say_once(
                     f"ulimit-{name}",
                     f"The kernel containers' {name} limit is lowered to {new_soft}:{new_hard}, "
-                    f"this user's own hard limit (asked: {soft}:{hard}): rootless Podman cannot "
-                    "raise it. An administrator raises users' limits in "
+                    f"this user's own hard limit (asked: {soft}:{hard}): Podman cannot raise it "
+                    "for this user. An administrator raises users' limits in "
                     "/etc/security/limits.conf.",
                 )
             allowed[name] = (new_soft, new_hard)
@@ -384,6 +455,7 @@ class PodmanEngine(LoggingConfigurable):
             self._cli,
             log=self.log,
             userns=self.userns,
+            ulimits=self.allowed_ulimits({}),
             image=image,
             command=command,
             labels=labels,

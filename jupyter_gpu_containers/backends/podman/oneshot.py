@@ -22,6 +22,7 @@ def run_oneshot(
     *,
     log: logging.Logger,
     userns: str,
+    ulimits: dict[str, tuple[int, int]],
     image: str,
     command: list[str],
     labels: dict[str, str],
@@ -37,6 +38,8 @@ def run_oneshot(
     args += ["--memory", "512m", "--pids-limit", "128", "--log-driver", "k8s-file"]
     if userns:
         args += ["--userns", userns]
+    for name, (soft, hard) in ulimits.items():
+        args += ["--ulimit", f"{name}={soft}:{hard}"]
     args += hardening_args(cap_add or [], no_new_privileges)
     for key, value in labels.items():
         args += ["--label", f"{key}={value}"]

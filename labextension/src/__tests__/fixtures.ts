@@ -93,6 +93,7 @@ export function makeReport(
     max_gpus_per_user: 0,
     gpus,
     engine_error: '',
+    ledger_scope: 'host',
     ...overrides
   };
 }

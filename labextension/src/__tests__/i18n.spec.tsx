@@ -276,6 +276,12 @@ const reports: Array<[string, IGpuReport | null]> = [
       driver_version: ''
     })
   ],
+  [
+    "booked among the user's own kernels (rootless Podman)",
+    makeReport([makeGpu('0', [makeHolder({ mine: true })])], {
+      ledger_scope: 'user'
+    })
+  ],
   ['no GPUs, no reason', makeReport([], { source: 'none', reason: '' })],
   ['an empty static inventory', makeReport([], { source: 'static' })]
 ];
@@ -408,6 +414,15 @@ describe('every string of the panel goes through the translator', () => {
         )
       )
     ).toEqual([]);
+  });
+});
+
+describe("the GPUs' part says whose kernels it counts", () => {
+  it("says so where the ledger is the user's own kernels only, and only there", () => {
+    const own = reports.find(([name]) => name.includes('own kernels'));
+    expect(own).toBeDefined();
+    expect(drawPanel({ gpus: own![1] })).toContain('jgc-own-ledger');
+    expect(drawPanel({ gpus: reports[1][1] })).not.toContain('jgc-own-ledger');
   });
 });
 
