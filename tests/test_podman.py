@@ -614,17 +614,23 @@ def test_a_kernel_service_on_rootless_podman_is_refused_in_a_sentence() -> None:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     user = podman_user.PODMAN_USER
+    entry = pwd.getpwnam(user)
     jupyter = str(Path(sys.executable).parent / "jupyter")
     as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-    done = subprocess.run(
-        [*as_user, jupyter, "gpu-containers", "serve", "--ServiceApp.backend=podman"],
-        env={**env, "JUPYTER_CONFIG_DIR": "/nonexistent", "JUPYTER_RUNTIME_DIR": "/tmp"},
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    serve = [jupyter, "gpu-containers", "serve", "--ServiceApp.backend=podman", "--port=0"]
+    # Its own runtime directory, should it start after all (then on a port of its own, and
+    # ended by the timeout): nothing of it in a shared place.
+    with tempfile.TemporaryDirectory(prefix="jgc-podman-service-") as runtime:
+        os.chown(runtime, entry.pw_uid, entry.pw_gid)
+        done = subprocess.run(
+            [*as_user, *serve],
+            env={**env, "JUPYTER_CONFIG_DIR": runtime, "JUPYTER_RUNTIME_DIR": runtime},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     said = done.stdout + done.stderr
     assert done.returncode == 1, said
     assert "rootless Podman (as " in said and "Run the service as root" in said, said

@@ -353,15 +353,17 @@ class PodmanEngine(LoggingConfigurable):
         return allowed
 
     async def create(self, spec: ContainerSpec) -> str:
-        return await self._cli.in_pool(
-            functools.partial(
-                containers.create,
-                self._cli,
-                spec,
-                network=self.resolved_network(spec.network_mode),
-                userns=self.userns,
-                ulimits=self.allowed_ulimits(spec.ulimits),
-            )
+        return await self._cli.in_pool(functools.partial(self._create_sync, spec))
+
+    def _create_sync(self, spec: ContainerSpec) -> str:
+        # On the pool, arguments and all: the network's check opens /dev/net/tun, and the
+        # limits read /proc, which the event loop should not wait for.
+        return containers.create(
+            self._cli,
+            spec,
+            network=self.resolved_network(spec.network_mode),
+            userns=self.userns,
+            ulimits=self.allowed_ulimits(spec.ulimits),
         )
 
     async def start(self, container_id: str, image: str) -> None:
