@@ -95,7 +95,9 @@ export default defineConfig({
   expect: { timeout: 20_000 },
   reporter: [
     ['list'],
-    ['html', { open: 'never', outputFolder: 'playwright-report' }]
+    ['html', { open: 'never', outputFolder: 'playwright-report' }],
+    // What the servers logged during each failed test, in the output CI keeps.
+    ['./failure-logs-reporter.ts']
   ],
   use: {
     ...baseConfig.use,

@@ -4,7 +4,8 @@
  * the error dialogs.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
-import { Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { Dialog, Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { PathExt } from '@jupyterlab/coreutils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelSpec } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
@@ -249,11 +250,7 @@ export async function launchNotebook(
   // The page must know the session before the notebook opens: a notebook that
   // finds none for its path starts one of its own (a second kernel).
   await retried(() => sessions.refreshRunning());
-  const widget = (await app.commands.execute('docmanager:open', {
-    path,
-    factory: 'Notebook',
-    kernel: { name: row.kernel_name }
-  })) as NotebookPanel | undefined;
+  const widget = await openNotebook(app, path, row.kernel_name);
   void model.refreshGpus();
   if (!widget?.sessionContext || !widget.context) {
     return;
@@ -279,6 +276,117 @@ export async function launchNotebook(
     .catch(error => {
       console.warn(`GPU Containers: ${messageOf(error)}`);
     });
+}
+
+/**
+ * Open the notebook at `path`, and open it again, up to three times in all,
+ * when its first read failed but the file reads now: the kernel's container
+ * that started just before adds a network interface on the engine's host,
+ * and a browser on that host then fails the requests in flight
+ * (net::ERR_NETWORK_CHANGED). JupyterLab would show "File Load Error", close
+ * the tab, and ask whether to save the empty notebook it never read, beside
+ * a running kernel; the user's file is fine, so the error is closed and the
+ * notebook read again. A read that fails again (the file is gone, or
+ * forbidden) is left as JupyterLab shows it.
+ */
+async function openNotebook(
+  app: JupyterFrontEnd,
+  path: string,
+  kernelName: string
+): Promise<NotebookPanel | undefined> {
+  const name = PathExt.basename(path);
+  for (let attempt = 1; ; attempt++) {
+    // The tab this attempt opens, once docmanager:open has answered.
+    const tab: { widget?: NotebookPanel } = {};
+    const failed = loadErrorOf(name, () => {
+      // JupyterLab closes a tab whose read failed: nothing of the user's is
+      // in it, so it closes without asking to save.
+      const model = tab.widget?.context?.model;
+      if (model) {
+        model.dirty = false;
+      }
+    });
+    const opened = (await app.commands.execute('docmanager:open', {
+      path,
+      factory: 'Notebook',
+      kernel: { name: kernelName }
+    })) as NotebookPanel | undefined;
+    tab.widget = opened;
+    if (!opened?.context) {
+      failed.stop();
+      return opened;
+    }
+    // JupyterLab's context says a failed read only by its dialog: its
+    // `ready` stays pending.
+    const dialog = await Promise.race([
+      opened.context.ready.then(() => null),
+      new Promise<null>(resolve =>
+        opened.disposed.connect(() => resolve(null))
+      ),
+      failed.dialog
+    ]).finally(() => failed.stop());
+    if (dialog === null || attempt >= 3) {
+      if (attempt > 1 && dialog === null && !opened.isDisposed) {
+        // The failed tab's closing made another one current.
+        app.shell.activateById(opened.id);
+      }
+      return opened;
+    }
+    // A pause before the next read, as after any failed step: not a refresh.
+    await new Promise(resolve => setTimeout(resolve, 500 * attempt));
+    const readable = await app.serviceManager.contents
+      .get(path, { content: false })
+      .then(
+        () => true,
+        () => false
+      );
+    if (!readable) {
+      return opened;
+    }
+    dialog.reject();
+    // JupyterLab closes the failed tab by itself, once it asked nothing (above);
+    // it must be gone before the next open, which would otherwise find it.
+    opened.dispose();
+  }
+}
+
+/**
+ * The error dialog JupyterLab puts up when its read of the document named
+ * `name` fails, once it shows (`dialog`; `shown` is called as it is made),
+ * until `stop`. Its title is JupyterLab's own sentence, in JupyterLab's own
+ * translation: the dialog's accessible name begins with it as the dialog is
+ * made (its header is drawn later, by React).
+ */
+function loadErrorOf(
+  name: string,
+  shown: () => void
+): {
+  dialog: Promise<Dialog<unknown>>;
+  stop: () => void;
+} {
+  const title = Dialog.translator
+    .load('jupyterlab')
+    .__('File Load Error for %1', name);
+  const isLoadError = (dialog: Dialog<unknown>): boolean => {
+    const label = dialog.node.getAttribute('aria-label') ?? '';
+    return label === title || label.startsWith(`${title} `);
+  };
+  let onAdded: (_: unknown, dialog: Dialog<unknown>) => void = () => undefined;
+  const dialog = new Promise<Dialog<unknown>>(resolve => {
+    onAdded = (_, added) => {
+      if (isLoadError(added)) {
+        shown();
+        resolve(added);
+      }
+    };
+    Dialog.tracker.widgetAdded.connect(onAdded);
+  });
+  return {
+    dialog,
+    stop: () => {
+      Dialog.tracker.widgetAdded.disconnect(onAdded);
+    }
+  };
 }
 
 /**

@@ -363,25 +363,42 @@ async function restartWaitingForOneGpu(page: IJupyterLabPageFixture): Promise<vo
   await expect(page.locator('.jp-Dialog')).toHaveCount(0);
 }
 
-/** What the current notebook's page itself prints for `6 * 7`, through its own connection. */
+/** What the current notebook's page itself prints for `6 * 7`, through its own connection; or,
+ * when no answer comes within 45 s, what the page knows of its kernel then (for the failure). */
 async function sixTimesSeven(page: IJupyterLabPageFixture): Promise<string> {
   return page.evaluate(async () => {
     const widget = (window as any).jupyterapp.shell.currentWidget;
-    const future = widget.sessionContext.session.kernel.requestExecute({ code: 'print(6 * 7)' });
+    const kernel = widget.sessionContext.session.kernel;
+    const future = kernel.requestExecute({ code: 'print(6 * 7)' });
     let out = '';
     future.onIOPub = (msg: any) => {
       if (msg.header.msg_type === 'stream') {
         out += msg.content.text;
       }
     };
-    await future.done;
-    return out.trim();
+    const answered = await Promise.race([
+      future.done.then(() => true),
+      new Promise<boolean>(resolve => setTimeout(() => resolve(false), 45_000))
+    ]);
+    if (answered) {
+      return out.trim();
+    }
+    const now = widget.sessionContext.session?.kernel;
+    return (
+      `no answer in 45 s from kernel ${kernel.id} (${kernel.connectionStatus}, ` +
+      `${kernel.status}, disposed: ${kernel.isDisposed}); the page's kernel now: ` +
+      `${now?.id} (${now?.connectionStatus}, ${now?.status}); output so far: ${JSON.stringify(out)}`
+    );
   });
 }
 
 test('a restart that waits, cancelled, then waiting again: the hand-over reconnects the page', async ({
   page
 }) => {
+  // Two server restarts and four kernel starts, each step with its own bound: the test's own
+  // bound is theirs, so that a step that hangs fails on its own words (sixTimesSeven says what
+  // the page knew), not on the test's time.
+  test.setTimeout(240_000);
   const other = await oneGpuHeldByAnother(page);
   // A notebook without GPU, from the panel, running.
   const panel = await openPanel(page);
@@ -435,4 +452,40 @@ test('a restart that waits, cancelled, then waiting again: the hand-over reconne
     .toMatchObject({ status: 'idle', language: 'python' });
   expect(await sixTimesSeven(page)).toBe('42');
   await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+});
+
+test('a new notebook whose first read fails for the network opens all the same', async ({
+  page
+}) => {
+  // As a browser on the engine's host does when the kernel's container adds its interface
+  // (net::ERR_NETWORK_CHANGED): the page's first read of the new notebook fails.
+  let failed = 0;
+  await page.route(
+    url => /\/api\/contents\/.*Untitled[^/]*\.ipynb$/.test(url.pathname),
+    async route => {
+      const reads = route.request().method() === 'GET' && route.request().url().includes('content=1');
+      if (reads && failed === 0) {
+        failed += 1;
+        await route.abort('internetdisconnected');
+      } else {
+        await route.fallback();
+      }
+    }
+  );
+  const panel = await openPanel(page);
+  const ngc = imageRow(panel, NGC_IMAGE);
+  await ngc.locator('.jgc-launch-button').click();
+  // The notebook opens, attached to the kernel its launch started, with no error left up. The
+  // launch ends (its button is back), and the notebook's tab is the current one.
+  await expect(ngc.locator('.jgc-launch-button')).toBeEnabled({ timeout: 60_000 });
+  await expect(page.locator('.jp-NotebookPanel')).toHaveCount(1);
+  await expect
+    .poll(() => currentState(page), { timeout: 60_000 })
+    .toMatchObject({ status: 'idle', language: 'python', dirty: false });
+  expect(failed).toBe(1);
+  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  await expect(page.locator('.jp-NotebookPanel')).toHaveCount(1);
+  expect(await sixTimesSeven(page)).toBe('42');
+  const sessions = await (await page.request.get('/api/sessions')).json();
+  expect(sessions).toHaveLength(1);
 });

@@ -28,7 +28,25 @@ import { pseudoBundle } from './pseudo';
 
 // The JupyterLab UI packages need a DOM, which the node test environment does
 // not have: the workflow only needs their dialogs and notifications.
+// Dialog: the dialogs JupyterLab puts up (its tracker's signal), and its own translation.
+const dialogAdded = new Set<(sender: unknown, dialog: unknown) => void>();
 jest.mock('@jupyterlab/apputils', () => ({
+  Dialog: {
+    tracker: {
+      widgetAdded: {
+        connect: (slot: (sender: unknown, dialog: unknown) => void) =>
+          dialogAdded.add(slot),
+        disconnect: (slot: (sender: unknown, dialog: unknown) => void) =>
+          dialogAdded.delete(slot)
+      }
+    },
+    translator: {
+      load: () => ({
+        __: (text: string, ...args: string[]) =>
+          args.reduce((t, arg, i) => t.replace(`%${i + 1}`, arg), text)
+      })
+    }
+  },
   Notification: {
     emit: jest.fn(() => 'note-1'),
     update: jest.fn(),
@@ -90,7 +108,8 @@ function makeApp() {
         delete: jest.fn().mockResolvedValue(undefined)
       }
     },
-    commands: { execute: jest.fn().mockResolvedValue(undefined) }
+    commands: { execute: jest.fn().mockResolvedValue(undefined) },
+    shell: { activateById: jest.fn() }
   };
 }
 
@@ -269,6 +288,147 @@ describe('launchNotebook', () => {
   });
 });
 
+describe('launchNotebook, when the network changes as the kernel starts', () => {
+  /** JupyterLab puts up a dialog titled `title`. */
+  function showDialog(title: string) {
+    const dialog = {
+      // As JupyterLab names an error dialog: its title, then the error.
+      node: {
+        getAttribute: (attribute: string) =>
+          attribute === 'aria-label' ? `${title} Failed to fetch` : null
+      },
+      reject: jest.fn()
+    };
+    [...dialogAdded].forEach(slot => slot(null, dialog));
+    return dialog;
+  }
+
+  /** A notebook's widget whose read succeeds, or fails with JupyterLab's dialog. */
+  function notebookWidget(read: 'succeeds' | 'fails') {
+    const widget = {
+      context: {
+        get model() {
+          return widget.model;
+        },
+        // JupyterLab's context never settles `ready` when its read fails.
+        ready:
+          read === 'succeeds' ? Promise.resolve() : new Promise(() => undefined)
+      },
+      id: `notebook-${read}`,
+      isDisposed: false,
+      disposed: { connect: jest.fn() },
+      dispose: jest.fn(),
+      // JupyterLab's notebook model before any read: its first cell marks it modified.
+      model: { dirty: true },
+      dialogs: [] as ReturnType<typeof showDialog>[],
+      /** What docmanager:open does: the widget, and its read (with its dialogs). */
+      open() {
+        if (read === 'fails') {
+          // Another dialog of the user's, then the one about the read.
+          setTimeout(() => {
+            widget.dialogs.push(showDialog('Save your work'));
+            widget.dialogs.push(
+              showDialog('File Load Error for Untitled.ipynb')
+            );
+          }, 0);
+        }
+        return Promise.resolve(widget);
+      }
+    };
+    return widget;
+  }
+
+  afterEach(() => {
+    dialogAdded.clear();
+  });
+
+  it('reads the notebook again when its first read failed and the file reads now, closing the error dialog', async () => {
+    const app = makeApp();
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const contents = app.serviceManager.contents as Record<string, jest.Mock>;
+    contents.get = jest.fn().mockResolvedValue({ path: 'work/Untitled.ipynb' });
+    const failed = notebookWidget('fails');
+    const opened = notebookWidget('succeeds');
+    app.commands.execute
+      .mockImplementationOnce(() => failed.open())
+      .mockImplementationOnce(() => opened.open());
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      1,
+      'work',
+      trans
+    );
+    expect(app.commands.execute).toHaveBeenCalledTimes(2);
+    expect(app.commands.execute).toHaveBeenLastCalledWith('docmanager:open', {
+      path: 'work/Untitled.ipynb',
+      factory: 'Notebook',
+      kernel: { name: torch.kernel_name }
+    });
+    expect(contents.get).toHaveBeenCalledWith('work/Untitled.ipynb', {
+      content: false
+    });
+    // JupyterLab closes the failed tab itself: it asks nothing, as nothing was read into it.
+    expect(failed.model.dirty).toBe(false);
+    expect(failed.dispose).toHaveBeenCalled();
+    expect(opened.model.dirty).toBe(true);
+    expect(opened.dispose).not.toHaveBeenCalled();
+    // The tab read again is the current one, as the first would have been.
+    expect(app.shell.activateById).toHaveBeenCalledWith('notebook-succeeds');
+    const [other, loadError] = failed.dialogs;
+    expect(loadError.reject).toHaveBeenCalled();
+    expect(other.reject).not.toHaveBeenCalled();
+    // The kernel the server started is the notebook's: nothing is removed.
+    expect(contents.delete).not.toHaveBeenCalled();
+    // No dialog is watched for any more.
+    expect(dialogAdded.size).toBe(0);
+  });
+
+  it('leaves a read that fails again as JupyterLab shows it', async () => {
+    const app = makeApp();
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const contents = app.serviceManager.contents as Record<string, jest.Mock>;
+    contents.get = jest.fn().mockRejectedValue(new Error('Forbidden'));
+    const failed = notebookWidget('fails');
+    app.commands.execute.mockImplementationOnce(() => failed.open());
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      1,
+      'work',
+      trans
+    );
+    expect(app.commands.execute).toHaveBeenCalledTimes(1);
+    expect(failed.dialogs[1].reject).not.toHaveBeenCalled();
+    expect(dialogAdded.size).toBe(0);
+  });
+
+  it('opens a notebook three times at most', async () => {
+    const app = makeApp();
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const contents = app.serviceManager.contents as Record<string, jest.Mock>;
+    contents.get = jest.fn().mockResolvedValue({ path: 'work/Untitled.ipynb' });
+    const widgets = [1, 2, 3].map(() => notebookWidget('fails'));
+    widgets.forEach(widget =>
+      app.commands.execute.mockImplementationOnce(() => widget.open())
+    );
+    await launchNotebook(
+      asApp(app),
+      asModel(makeModel()),
+      torch,
+      1,
+      'work',
+      trans
+    );
+    expect(app.commands.execute).toHaveBeenCalledTimes(3);
+    // The last one's error stays up.
+    expect(widgets[2].dialogs[1].reject).not.toHaveBeenCalled();
+    expect(widgets[1].dialogs[1].reject).toHaveBeenCalled();
+  });
+});
+
 describe('launchNotebook, waiting for a GPU', () => {
   it('opens the notebook once its waiting session is listed, and attaches when it starts', async () => {
     const app = makeApp();
@@ -293,6 +453,7 @@ describe('launchNotebook, waiting for a GPU', () => {
     const widget = {
       sessionContext: { session: { kernel }, ready: Promise.resolve() },
       context: { ready: Promise.resolve(), save: jest.fn() },
+      disposed: { connect: jest.fn() },
       model: null,
       isDisposed: false
     };
