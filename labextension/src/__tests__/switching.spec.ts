@@ -338,21 +338,10 @@ describe('launchNotebook, when the network changes as the kernel starts', () => 
     return widget;
   }
 
-  afterEach(() => {
-    dialogAdded.clear();
-  });
-
-  it('reads the notebook again when its first read failed and the file reads now, closing the error dialog', async () => {
-    const app = makeApp();
+  /** A notebook on 1 GPU from the panel, whose kernel the server starts. */
+  function launchOneGpuNotebook(app: App): Promise<void> {
     jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
-    const contents = app.serviceManager.contents as Record<string, jest.Mock>;
-    contents.get = jest.fn().mockResolvedValue({ path: 'work/Untitled.ipynb' });
-    const failed = notebookWidget('fails');
-    const opened = notebookWidget('succeeds');
-    app.commands.execute
-      .mockImplementationOnce(() => failed.open())
-      .mockImplementationOnce(() => opened.open());
-    await launchNotebook(
+    return launchNotebook(
       asApp(app),
       asModel(makeModel()),
       torch,
@@ -360,6 +349,22 @@ describe('launchNotebook, when the network changes as the kernel starts', () => 
       'work',
       trans
     );
+  }
+
+  afterEach(() => {
+    dialogAdded.clear();
+  });
+
+  it('reads the notebook again when its first read failed and the file reads now, closing the error dialog', async () => {
+    const app = makeApp();
+    const contents = app.serviceManager.contents as Record<string, jest.Mock>;
+    contents.get = jest.fn().mockResolvedValue({ path: 'work/Untitled.ipynb' });
+    const failed = notebookWidget('fails');
+    const opened = notebookWidget('succeeds');
+    app.commands.execute
+      .mockImplementationOnce(() => failed.open())
+      .mockImplementationOnce(() => opened.open());
+    await launchOneGpuNotebook(app);
     expect(app.commands.execute).toHaveBeenCalledTimes(2);
     expect(app.commands.execute).toHaveBeenLastCalledWith('docmanager:open', {
       path: 'work/Untitled.ipynb',
@@ -387,19 +392,11 @@ describe('launchNotebook, when the network changes as the kernel starts', () => 
 
   it('leaves a read that fails again as JupyterLab shows it', async () => {
     const app = makeApp();
-    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
     const contents = app.serviceManager.contents as Record<string, jest.Mock>;
     contents.get = jest.fn().mockRejectedValue(new Error('Forbidden'));
     const failed = notebookWidget('fails');
     app.commands.execute.mockImplementationOnce(() => failed.open());
-    await launchNotebook(
-      asApp(app),
-      asModel(makeModel()),
-      torch,
-      1,
-      'work',
-      trans
-    );
+    await launchOneGpuNotebook(app);
     expect(app.commands.execute).toHaveBeenCalledTimes(1);
     expect(failed.dialogs[1].reject).not.toHaveBeenCalled();
     expect(dialogAdded.size).toBe(0);
@@ -407,21 +404,13 @@ describe('launchNotebook, when the network changes as the kernel starts', () => 
 
   it('opens a notebook three times at most', async () => {
     const app = makeApp();
-    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
     const contents = app.serviceManager.contents as Record<string, jest.Mock>;
     contents.get = jest.fn().mockResolvedValue({ path: 'work/Untitled.ipynb' });
     const widgets = [1, 2, 3].map(() => notebookWidget('fails'));
     widgets.forEach(widget =>
       app.commands.execute.mockImplementationOnce(() => widget.open())
     );
-    await launchNotebook(
-      asApp(app),
-      asModel(makeModel()),
-      torch,
-      1,
-      'work',
-      trans
-    );
+    await launchOneGpuNotebook(app);
     expect(app.commands.execute).toHaveBeenCalledTimes(3);
     // The last one's error stays up.
     expect(widgets[2].dialogs[1].reject).not.toHaveBeenCalled();
