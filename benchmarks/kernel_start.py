@@ -79,7 +79,7 @@ async def run(bench: Bench, runs: int) -> dict[str, Any]:
         "runs": runs,
         "gpus_per_kernel": 1 if bench.gpus else 0,
         "rows": rows,
-        "phases": _phase_rows(phases),
+        "phases": phase_rows(phases),
         "spec_lookup_median": (
             await server.call(
                 "GET",
@@ -89,7 +89,7 @@ async def run(bench: Bench, runs: int) -> dict[str, Any]:
     }
 
 
-def _phase_rows(samples: list[dict[str, float]]) -> list[dict[str, Any]]:
+def phase_rows(samples: list[dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
     for key, description in PHASES:
         stat = Stats([s[key] for s in samples if key in s])

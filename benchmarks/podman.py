@@ -36,8 +36,8 @@ from typing import Any
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 from .bench import Bench
-from .harness import LABEL, free_port, interleaved, kernel_info_zmq, shell_url
-from .kernel_start import docker_true
+from .harness import LABEL, Stats, free_port, interleaved, kernel_info_zmq, shell_url
+from .kernel_start import docker_true, phase_rows, split
 from .server import BenchServer
 
 DEFAULT_USER = "jgc-podman-user"
@@ -111,14 +111,21 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
     server = await asyncio.to_thread(_server, bench, podman)
     try:
         name = kernel_name_for(bench.image)
+        phases: list[dict[str, float]] = []
+        floor_runs: list[float] = []
         variants: dict[str, Callable[[], Awaitable[float]]] = {
             "podman run --rm IMAGE true (rootless)": lambda: _podman_true(bench, podman),
             "docker run --rm IMAGE true": lambda: docker_true(bench),
-            FLOOR_PODMAN: lambda: _podman_floor(bench, podman),
+            FLOOR_PODMAN: lambda: _podman_floor(bench, podman, floor_runs),
             FLOOR_DOCKER: lambda: _docker_floor(bench),
-            OURS: lambda: _ours(server, name),
+            OURS: lambda: _ours(server, name, phases),
         }
-        stats = await interleaved(variants, runs)
+
+        def after_warmup() -> None:
+            phases.clear()
+            floor_runs.clear()
+
+        stats = await interleaved(variants, runs, after_warmup=after_warmup)
     finally:
         server.stop()
         await _remove_containers(bench, podman)
@@ -131,6 +138,8 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
         "podman": version,
         "storage_driver": driver,
         "rows": rows,
+        "phases": phase_rows(phases),
+        "floor_run_d": Stats(floor_runs).to_dict(),
         "ours_over_podman_floor": stats[OURS].p50 / stats[FLOOR_PODMAN].p50,
         "ours_over_podman_floor_min": stats[OURS].min / stats[FLOOR_PODMAN].min,
         "podman_floor_over_docker_floor": stats[FLOOR_PODMAN].p50 / stats[FLOOR_DOCKER].p50,
@@ -165,10 +174,14 @@ def _server(bench: Bench, podman: RootlessPodman) -> BenchServer:
     return server
 
 
-async def _ours(server: BenchServer, name: str) -> float:
+async def _ours(server: BenchServer, name: str, phases: list[dict[str, float]]) -> float:
     started = time.monotonic()
-    kernel_id, _, replied = await server.start_kernel(name)
-    await server.delete_kernel(kernel_id)
+    kernel_id, answered, replied = await server.start_kernel(name)
+    try:
+        stamps = (await server.call("GET", f"bench/launch/{kernel_id}"))["stamps"]
+        phases.append(split(started, stamps, answered, replied))
+    finally:
+        await server.delete_kernel(kernel_id)
     return replied - started
 
 
@@ -187,8 +200,9 @@ async def _docker_floor(bench: Bench) -> float:
     return elapsed
 
 
-async def _podman_floor(bench: Bench, podman: RootlessPodman) -> float:
-    """ipykernel in a bare rootless container (``podman run -d``), to its first reply."""
+async def _podman_floor(bench: Bench, podman: RootlessPodman, run_d: list[float]) -> float:
+    """ipykernel in a bare rootless container (``podman run -d``), to its first reply; how long
+    ``podman run -d`` itself took is added to ``run_d``."""
     tmp = Path(tempfile.mkdtemp(prefix="jgc-bench-"))
     os.chown(tmp, podman.uid, podman.gid)
     key = uuid.uuid4().hex
@@ -223,6 +237,7 @@ async def _podman_floor(bench: Bench, podman: RootlessPodman) -> float:
             "/k/kernel.json",
         )
     ).strip()
+    run_d.append(time.monotonic() - started)
     try:
         await kernel_info_zmq(shell_url(dict(inside, ip=f"{tmp}/kernel-ipc")), key)
         return time.monotonic() - started

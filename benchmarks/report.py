@@ -614,4 +614,29 @@ def _podman(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         f"{ratio(s['ours_over_podman_floor'])} Podman's own floor at the median "
         f"({ratio(s['ours_over_podman_floor_min'])} at the minimum); Podman's floor is "
         f"{ratio(s['podman_floor_over_docker_floor'])} Docker's.",
+        *_podman_phases(s),
+    ]
+
+
+def _podman_phases(s: dict[str, Any]) -> list[str]:
+    """Where ours spends its time on Podman, beside the floor's one ``podman run -d``."""
+    if "phases" not in s:  # results of a run before the split was measured
+        return []
+    rows = [[r["description"], ms1(r["p50"]), ms1(r["p95"])] for r in s["phases"]]
+    phases = {r["phase"]: r["p50"] for r in s["phases"]}
+    floor = next(r for r in s["rows"] if r["variant"].startswith("floor, rootless"))["p50"]
+    run_d = s["floor_run_d"]["p50"]
+    return [
+        "",
+        "Ours split at the provisioner's stamps and the client's (one clock), p50 and p95 of "
+        "each phase (they need not add up):",
+        "",
+        table(["phase", "p50", "p95"], rows),
+        "",
+        f"The floor's `podman run -d` returns after {ms1(run_d)} ms (median) and its kernel "
+        f"answers {ms1(floor - run_d)} ms later. Ours creates and starts its container in "
+        f"{ms1(phases['create'] + phases['start'])} ms (one `podman run --detach` as well: its "
+        f"create phase holds the start) and its kernel answers {ms1(phases['ready'])} ms "
+        "after that; its image's inspection is kept while Podman's image events are watched, "
+        f"so the image phase takes {ms1(phases['image'])} ms.",
     ]

@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,32 @@ def podman(
     if user != ROOT:
         env.update(user_env(user))
         prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-    done = subprocess.run(
-        [*prefix, "podman", *args],
+    done = _run([*prefix, "podman", *args], env, timeout, stdin)
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} as {user} failed: {done.stderr.strip()}")
+    return done
+
+
+def run_as(
+    argv: list[str], user: str = PODMAN_USER, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` as ``user``, in its Podman environment, with this test process's Python and
+    package on its paths (the project's commands, or ``python -c``); not checked."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+        **user_env(user),
+    }
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    return _run([*as_user, *argv], env, timeout)
+
+
+def _run(
+    argv: list[str], env: dict[str, str], timeout: float, stdin: Any = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
         env=env,
         cwd="/",
         stdin=stdin,
@@ -62,9 +87,6 @@ def podman(
         timeout=timeout,
         check=False,
     )
-    if check and done.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)} as {user} failed: {done.stderr.strip()}")
-    return done
 
 
 def storage_driver(user: str = PODMAN_USER) -> str:

@@ -132,6 +132,10 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     }
     assert math.isfinite(podman["ours_over_podman_floor"])
     assert math.isfinite(podman["podman_floor_over_docker_floor"])
+    podman_phases = {r["phase"]: r for r in podman["phases"]}
+    assert {"server", "image", "create", "start", "ready", "first_reply"} <= set(podman_phases)
+    assert all(podman_phases[p]["n"] == 1 for p in ("create", "start", "ready"))
+    assert podman["floor_run_d"]["n"] == 1
 
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -21,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,6 +109,31 @@ def test_what_podman_cannot_be_given_is_refused_in_a_sentence() -> None:
             userns="",
             ulimits={},
         )
+
+
+def test_a_conmon_is_known_by_its_account_its_container_and_its_life() -> None:
+    """What tells the engine a container still runs without asking Podman: a live process of
+    this account whose command line names the container after ``-c``; not another container's,
+    not one that ended (a zombie included), not a pid that is gone."""
+    ours = "a" * 64
+    alive = subprocess.Popen(["sh", "-c", "sleep 60", "-c", ours])
+    other = subprocess.Popen(["sh", "-c", "sleep 60", "-c", "b" * 64])
+    ended = subprocess.Popen(["sh", "-c", "exit 0", "-c", ours])
+    try:
+        assert containers.conmon_alive(alive.pid, ours)
+        assert not containers.conmon_alive(other.pid, ours)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{ended.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the shell did not end"
+            time.sleep(0.05)
+        assert not containers.conmon_alive(ended.pid, ours)  # ended, not waited for: a zombie
+        ended.wait(30)
+        assert not containers.conmon_alive(ended.pid, ours)
+    finally:
+        for process in (alive, other):
+            process.kill()
+            process.wait(30)
+    assert not containers.conmon_alive(alive.pid, ours)
 
 
 def test_images_keep_dockers_names_and_ids() -> None:
@@ -197,6 +225,165 @@ def podman_server(home: Path, config: dict[str, Any] | None = None) -> Server:
     return Server(
         home, home / "workspace", [], user=podman_user.PODMAN_USER, env=podman_user.user_env()
     )
+
+
+# Run as the Podman user by test_the_engine_starts_in_one_command_and_answers_without_podman:
+# the engine's own calls, each podman command it runs counted. Prints its findings as JSON.
+ENGINE_CHECKS = """
+import asyncio, json, signal, sys, threading, time
+from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
+from jupyter_gpu_containers.base.errors import EngineRefused
+from jupyter_gpu_containers.base.records import ContainerSpec
+
+label, run, suffix, first, second, tag = sys.argv[1:7]
+engine = PodmanEngine()
+ran = []
+real = engine._cli.run_both
+def counted(args, **kwargs):
+    ran.append(args[0])
+    return real(args, **kwargs)
+engine._cli.run_both = counted
+found = {}
+
+def spec(name, command, **more):
+    return ContainerSpec(image=first, command=command, name=f"jgc-check-{name}-{suffix}",
+        labels={label: run}, environment={}, network_mode="none", **more)
+
+def refusal(s):
+    try:
+        asyncio.run(engine.create(s))
+    except EngineRefused as e:
+        return e.sentence
+    return ""
+
+async def lifecycle():
+    ran.clear()
+    cid = await engine.create(spec("sleeps", ["sleep", "300"]))
+    await engine.start(cid, first)
+    found["start_commands"] = list(ran)
+    found["first_state"] = (await engine.state(cid)).status
+    ran.clear()
+    states = [(await engine.state(cid)).status for _ in range(5)]
+    found["later_states"], found["later_commands"] = states, list(ran)
+    await engine.kill(cid, signal.SIGKILL)
+    for _ in range(600):
+        state = await engine.state(cid)
+        if state is not None and state.ended:
+            break
+        await asyncio.sleep(0.05)
+    found["killed"] = [state.status, state.exit_code] if state else None
+    await engine.remove(cid)
+    found["removed"] = await engine.state(cid)
+
+# Without an init process, the OCI runtime itself finds no such command: a refused start.
+found["start_refused"] = refusal(spec("refused", ["/no/such/command"], init=False))
+found["no_runtime"] = refusal(spec("runtime", ["true"], runtime="nvidia"))
+asyncio.run(lifecycle())
+
+def inspections(ref, times):
+    ran.clear()
+    ids = [engine.inspect_image_sync(ref).id for _ in range(times)]
+    return ids, ran.count("image")
+
+found["unwatched"] = inspections(first, 2)
+stop, watching = threading.Event(), threading.Event()
+watcher = threading.Thread(target=engine.watch_images, args=(watching.set, stop), daemon=True)
+watcher.start()
+watching.wait(60)
+engine._cli.run(["tag", first, tag])
+found["tagged"] = inspections(tag, 1)  # the tag's own event may come after this: read again
+for _ in range(600):
+    ids, count = inspections(tag, 2)
+    if count == 0:
+        break
+    time.sleep(0.05)
+found["kept"] = (ids, count)
+found["tries"] = 0
+# A container made from it (Podman tells a "pull" of the image): the watcher inspects it again
+# by itself and keeps it, unchanged. Other accounts' tests' events may empty what is kept
+# meanwhile (only a pull of a kept reference is looked into): then another try.
+images = engine._images
+def keep(ref):
+    for _ in range(600):
+        if inspections(ref, 2)[1] == 0:
+            return
+        time.sleep(0.05)
+for _ in range(20):
+    keep(tag)
+    generation, made_at = images._generation, time.monotonic()
+    engine._cli.run(["run", "--rm", "--pull", "never", "--network", "none",
+        "--label", f"{label}={run}", tag, "true"])
+    for _ in range(100):
+        kept = images._by_ref.get(tag)
+        if images._generation > generation and kept and kept[0] > made_at:
+            break
+        time.sleep(0.05)
+    found["tries"] += 1
+    if kept and kept[0] > made_at:
+        break
+found["kept_after_pull"] = bool(kept and kept[0] > made_at)
+engine._cli.run(["tag", second, tag])
+for _ in range(600):
+    ids, count = inspections(tag, 1)
+    if ids[0] != found["kept"][0][0]:
+        break
+    time.sleep(0.05)
+found["moved"] = (ids, count)
+engine.untag_sync(tag)
+stop.set()
+engine.wake_watchers()
+watcher.join(30)
+print(json.dumps(found))
+"""
+
+
+@needs_podman_user
+def test_the_engine_starts_in_one_command_and_answers_without_podman(
+    podman_home: Path, docker_client: Any
+) -> None:
+    """A kernel's container is created and started by one podman command (a start Podman
+    refuses leaves nothing, in start's sentence; a runtime Podman lacks is said with the CDI
+    way); a running container's state is known from its conmon without a podman command, and
+    its end is seen; an image's inspection is kept while Podman's image events are watched,
+    kept through the "pull" Podman tells of each container made from it, and a tag moved is
+    seen."""
+    from conftest import TEST_LABEL, TEST_RUN
+
+    # Names of this run's own (a run id's alphabet is not assumed).
+    suffix = re.sub(r"[^a-z0-9]", "", TEST_RUN.lower())[-12:] or "run"
+    tag = f"jgc-check/retag-{suffix}:x"
+    images = (NO_IPYKERNEL_IMAGE, NGC_IMAGE)
+    names = (TEST_LABEL, TEST_RUN, suffix)
+    try:
+        done = podman_user.run_as(
+            [sys.executable, "-c", ENGINE_CHECKS, *names, *images, tag], timeout=300
+        )
+    finally:
+        podman_user.podman("rmi", tag, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["start_commands"] == ["run"]
+    refused = found["start_refused"]
+    assert "Podman refused to start the kernel container" in refused, refused
+    assert "/no/such/command" in refused, refused
+    assert "no OCI runtime named nvidia" in found["no_runtime"], found["no_runtime"]
+    assert "nvidia-ctk cdi generate" in found["no_runtime"]
+    leftover = podman_user.podman(
+        "ps", "--all", "--quiet", "--filter", f"label={TEST_LABEL}={TEST_RUN}"
+    ).stdout.split()
+    assert leftover == []
+    assert found["first_state"] == "running"
+    assert found["later_states"] == ["running"] * 5 and found["later_commands"] == []
+    assert found["killed"] == ["exited", 137]
+    assert found["removed"] is None
+    first_id = docker_client.images.get(NO_IPYKERNEL_IMAGE).id
+    second_id = docker_client.images.get(NGC_IMAGE).id
+    # Unwatched, every inspection asks Podman; watched, a kept answer needs no command.
+    assert found["unwatched"] == [[first_id, first_id], 2]
+    assert found["tagged"][0] == [first_id]
+    assert found["kept"] == [[first_id, first_id], 0]
+    assert found["kept_after_pull"], found
+    assert found["moved"][0] == [second_id]
 
 
 @needs_podman_user
@@ -416,23 +603,8 @@ def test_doctor_says_what_rootless_podman_lacks_and_how_to_fix_it(
     administrator's command; a user outside the docker group is pointed to Podman."""
 
     def doctor(user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8",
-            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
-            **podman_user.user_env(user),
-        }
-        as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         command = str(Path(sys.executable).parent / "jupyter-gpu-containers")
-        return subprocess.run(
-            [*as_user, command, "doctor", *args],
-            env=env,
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return podman_user.run_as([command, "doctor", *args], user=user)
 
     ready = doctor(podman_user.PODMAN_USER, "--ContainerEngine.backend=podman")
     assert ready.returncode == 0, ready.stdout + ready.stderr

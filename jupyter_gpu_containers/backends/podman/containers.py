@@ -1,15 +1,20 @@
-"""A kernel's container on rootless Podman, as ``podman`` commands: created from its ContainerSpec
-(hardened, the user's own uid inside through ``--userns=keep-id``, structured bind mounts, GPUs as
-CDI devices, rotated logs), started (removed when Podman refuses to start it), inspected,
-signalled, force-removed, and listed by label as records."""
+"""A kernel's container on rootless Podman, as ``podman`` commands: created and started from its
+ContainerSpec by one ``podman run --detach`` (hardened, the user's own uid inside through
+``--userns=keep-id``, structured bind mounts, GPUs as CDI devices, rotated logs; removed when
+Podman refuses to start it), inspected (with its conmon's pid, which says cheaply that it still
+runs), signalled, force-removed, and listed by label as records."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from ...base.errors import EngineRefused, ImageMissing
+from ...base.errors import ContainerKernelError, EngineRefused, ImageMissing
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
 from ..backend import ContainerDetails
 from ..docker_formats import container_details, short
@@ -130,7 +135,34 @@ def env_lines(environment: dict[str, str]) -> bytes:
     return "".join(f"{key}={value}\n" for key, value in environment.items()).encode()
 
 
-def create(
+def refused_to_create(spec: ContainerSpec, e: PodmanFailed) -> ContainerKernelError:
+    """Podman's refusal to create ``spec``'s container, as a sentence."""
+    if e.image_not_known:
+        return image_missing(spec.image, then_start=True)
+    if spec.runtime and f'runtime "{spec.runtime}" not found' in e.said:
+        return EngineRefused(
+            f"Podman has no OCI runtime named {spec.runtime}, which GPUs attached through a "
+            "runtime need (GPUAllocator.attach_mode = 'runtime'). Podman reaches GPUs through "
+            "CDI: generate NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate "
+            "--output=/etc/cdi/nvidia.yaml`) and set GPUAllocator.attach_mode = 'cdi' (or "
+            f"'auto', which finds the spec), or name a runtime {spec.runtime} in "
+            "containers.conf ([engine.runtimes])."
+        )
+    return EngineRefused(
+        f"Podman refused to create the kernel container for {spec.image}: {short(e.said)}"
+    )
+
+
+def refused_to_start(image: str, e: PodmanFailed) -> EngineRefused:
+    return EngineRefused(
+        f"Podman refused to start the kernel container for {image}: {short(e.said)}. Check "
+        "the container options configured for this image (ulimits, shm size, memory, GPUs); "
+        "Podman cannot raise a limit above your own (`ulimit -H -a`) unless it runs as root "
+        "with CAP_SYS_RESOURCE."
+    )
+
+
+def run_detached(
     cli: PodmanCLI,
     spec: ContainerSpec,
     *,
@@ -138,20 +170,41 @@ def create(
     userns: str,
     ulimits: dict[str, tuple[int, int]],
 ) -> str:
+    """``spec``'s container created and started by one ``podman run --detach`` (each podman
+    command costs tens of milliseconds of its own: a kernel starts that much sooner than
+    through create, then start); its id. A container created but refused its start is removed,
+    and the refusal is start's sentence. Blocking."""
     args = create_args(spec, network=network, userns=userns, ulimits=ulimits)
+    # Podman writes the id here once the container exists, before it starts it: a start it
+    # refuses then names the container to remove (never one found by name: another may hold
+    # it). A directory of this process's own (0700), which no other account can fill first.
+    directory = tempfile.mkdtemp(prefix="jgc-podman-run-")
+    cidfile = Path(directory) / "cid"
     try:
-        out = cli.run(
-            args,
-            what=f"create the kernel container for {spec.image}",
-            stdin=env_lines(spec.environment),
-        )
-    except PodmanFailed as e:
-        if e.image_not_known:
-            raise image_missing(spec.image, then_start=True) from e
-        raise EngineRefused(
-            f"Podman refused to create the kernel container for {spec.image}: {short(e.said)}"
-        ) from e
-    return out.strip().splitlines()[-1]
+        try:
+            out = cli.run(
+                ["run", "--detach", "--cidfile", str(cidfile), *args[1:]],
+                what=f"create and start the kernel container for {spec.image}",
+                stdin=env_lines(spec.environment),
+            )
+        except PodmanFailed as e:
+            created = _read_cid(cidfile)
+            if not created:
+                raise refused_to_create(spec, e) from e
+            remove(cli, container_id=created)
+            raise refused_to_start(spec.image, e) from e
+        return out.strip().splitlines()[-1]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _read_cid(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return ""
+    with os.fdopen(fd) as f:
+        return f.read(200).strip()
 
 
 def start(cli: PodmanCLI, *, container_id: str, image: str) -> None:
@@ -159,12 +212,7 @@ def start(cli: PodmanCLI, *, container_id: str, image: str) -> None:
         cli.run(["start", container_id], what="start the kernel container")
     except PodmanFailed as e:
         remove(cli, container_id=container_id)
-        raise EngineRefused(
-            f"Podman refused to start the kernel container for {image}: {short(e.said)}. Check "
-            "the container options configured for this image (ulimits, shm size, memory, GPUs); "
-            "Podman cannot raise a limit above your own (`ulimit -H -a`) unless it runs as root "
-            "with CAP_SYS_RESOURCE."
-        ) from e
+        raise refused_to_start(image, e) from e
 
 
 def inspect(cli: PodmanCLI, container_id: str) -> dict[str, Any] | None:
@@ -180,18 +228,44 @@ def inspect(cli: PodmanCLI, container_id: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def state(cli: PodmanCLI, *, container_id: str) -> ContainerState | None:
+# What state() answers while a container's conmon runs.
+RUNNING = ContainerState(status="running", running=True, exit_code=0, oom_killed=False, error="")
+
+
+def state_and_conmon(cli: PodmanCLI, *, container_id: str) -> tuple[ContainerState | None, int]:
+    """The container's state (None when Podman does not know it), and the pid of its conmon
+    while it runs (0 otherwise)."""
     data = inspect(cli, container_id)
     if data is None:
-        return None
+        return None, 0
     s = data.get("State") or {}
-    return ContainerState(
+    found = ContainerState(
         status=str(s.get("Status") or ""),
         running=bool(s.get("Running")),
         exit_code=int(s.get("ExitCode") or 0),
         oom_killed=bool(s.get("OOMKilled")),
         error=str(s.get("Error") or ""),
     )
+    return found, int(s.get("ConmonPid") or 0) if found.running else 0
+
+
+def conmon_alive(pid: int, container_id: str) -> bool:
+    """Whether ``pid`` is still the conmon of ``container_id``: a live process of this account
+    (no other account can make one of ours: a reused pid of theirs is not taken for it) whose
+    command line names the container (``conmon … -c <id>``)."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.geteuid():
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # "pid (comm) S …": the state follows the last ')' (a comm may hold one).
+            if f.read().rsplit(b")", 1)[-1].split()[:1] in ([b"Z"], [b"X"]):
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    wanted = container_id.encode()
+    return any(a == b"-c" and b == wanted for a, b in zip(args, args[1:], strict=False))
 
 
 def kill(cli: PodmanCLI, *, container_id: str, signum: int) -> None:

@@ -211,6 +211,11 @@ class PodmanEngine(LoggingConfigurable):
         self._cli = PodmanCLI(self)
         self._images = Images(self._cli)
         self._runtimes: tuple[float, list[str]] | None = None
+        self._lock = threading.Lock()
+        # Containers create() started (start() has nothing to do for them), and running
+        # containers' conmon pids (state()): both forgotten when the container goes.
+        self._started_on_create: set[str] = set()
+        self._conmons: dict[str, int] = {}
         self._said: set[str] = set()  # what the log was told once
         self._said_lock = threading.Lock()
 
@@ -353,12 +358,17 @@ class PodmanEngine(LoggingConfigurable):
         return allowed
 
     async def create(self, spec: ContainerSpec) -> str:
-        return await self._cli.in_pool(functools.partial(self._create_sync, spec))
+        """The container created and started (containers.run_detached: one podman command
+        where create and start would be two); :meth:`start` then has nothing left to do."""
+        container_id = await self._cli.in_pool(functools.partial(self._create_sync, spec))
+        with self._lock:
+            self._started_on_create.add(container_id)
+        return container_id
 
     def _create_sync(self, spec: ContainerSpec) -> str:
         # On the pool, arguments and all: the network's check opens /dev/net/tun, and the
         # limits read /proc, which the event loop should not wait for.
-        return containers.create(
+        return containers.run_detached(
             self._cli,
             spec,
             network=self.resolved_network(spec.network_mode),
@@ -367,14 +377,32 @@ class PodmanEngine(LoggingConfigurable):
         )
 
     async def start(self, container_id: str, image: str) -> None:
+        with self._lock:
+            if container_id in self._started_on_create:
+                self._started_on_create.discard(container_id)
+                return
         await self._cli.in_pool(
             functools.partial(containers.start, self._cli, container_id=container_id, image=image)
         )
 
     async def state(self, container_id: str) -> ContainerState | None:
-        return await self._cli.in_pool(
-            functools.partial(containers.state, self._cli, container_id=container_id)
-        )
+        return await self._cli.in_pool(functools.partial(self._state_sync, container_id))
+
+    def _state_sync(self, container_id: str) -> ContainerState | None:
+        # A running container's conmon lives as long as it does: while that process is there,
+        # the container runs, and no podman command (tens of ms of CPU, which a kernel booting
+        # beside it would feel; jupyter_server asks at every websocket connection) is needed.
+        with self._lock:
+            conmon = self._conmons.get(container_id)
+        if conmon is not None and containers.conmon_alive(conmon, container_id):
+            return containers.RUNNING
+        found, conmon = containers.state_and_conmon(self._cli, container_id=container_id)
+        with self._lock:
+            if found is not None and found.running and conmon:
+                self._conmons[container_id] = conmon
+            else:
+                self._conmons.pop(container_id, None)
+        return found
 
     async def kill(self, container_id: str, signum: int) -> None:
         await self._cli.in_pool(
@@ -390,6 +418,9 @@ class PodmanEngine(LoggingConfigurable):
         )
 
     def _remove_and_tell(self, container_id: str) -> None:
+        with self._lock:
+            self._started_on_create.discard(container_id)
+            self._conmons.pop(container_id, None)
         listener = self.on_removed
         listed = containers.by_id(self._cli, container_id) if listener is not None else []
         if containers.remove(self._cli, container_id=container_id) and listed and listener:

@@ -1,6 +1,7 @@
 """Images in the user's Podman storage: the tagged images, each inspected once per image id; one
-image inspected; Podman's image events watched; a tag removed; the images' disk use. Blocking:
-worker threads (the engine runs them on its pool for the event loop).
+image inspected (a reference's answer kept while Podman's image events are watched and none
+changed it); Podman's image events watched; a tag removed; the images' disk use. Blocking: worker
+threads (the engine runs them on its pool for the event loop).
 
 Podman names a local image ``localhost/<name>`` and a Docker Hub one ``docker.io/library/<name>``;
 both are shown and kept as Docker names them (``<name>``), so that a kernel spec, a notebook's
@@ -10,8 +11,10 @@ name against its local storage first."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 
 from ...base.errors import ImageMissing
@@ -21,6 +24,13 @@ from .cli import PodmanCLI, PodmanFailed, end_process
 from .containers import image_missing
 
 _PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
+
+# How long a reference's inspected record is kept at most, events or not: a tag moved by a tool
+# that shares Podman's storage but writes no Podman events (buildah, skopeo) is seen that late.
+KEPT_FOR = 60.0
+# How many references' records are kept (the images kernels started from lately): each is
+# inspected again after every "pull" event.
+KEPT_AT_MOST = 8
 
 
 def docker_name(name: str) -> str:
@@ -42,6 +52,12 @@ class Images:
         self._inspected_lock = threading.Lock()
         self._watchers: set[subprocess.Popen[bytes]] = set()
         self._watch_lock = threading.Lock()
+        # Reference -> its inspected record, trusted only while an events process watches and
+        # nothing changed since it was read (every kernel start inspects its image: a podman
+        # command, tens of milliseconds). Every image event, and every start and end of a
+        # watcher, moves the generation on and empties it.
+        self._by_ref: dict[str, tuple[float, ImageRecord]] = {}
+        self._generation = 0
 
     def list_sync(self) -> list[ImageRecord]:
         """Every tagged image in the user's storage, inspected."""
@@ -55,7 +71,7 @@ class Images:
             with self._inspected_lock:
                 cached = self._inspected.get(found)
             try:
-                record = cached or self.inspect_sync(found)
+                record = cached or self._inspect(found)
             except ImageMissing:
                 continue  # removed between list and inspect
             with self._inspected_lock:
@@ -68,6 +84,60 @@ class Images:
         return records
 
     def inspect_sync(self, ref: str) -> ImageRecord:
+        now = time.monotonic()
+        with self._watch_lock:
+            generation = self._generation
+            known = self._by_ref.get(ref) if self._watchers else None
+        if known is not None and now - known[0] < KEPT_FOR:
+            return known[1]
+        record = self._inspect(ref)
+        with self._watch_lock:
+            if self._watchers and self._generation == generation:
+                self._by_ref[ref] = (now, record)
+                while len(self._by_ref) > KEPT_AT_MOST:
+                    oldest = min(self._by_ref, key=lambda r: self._by_ref[r][0])
+                    del self._by_ref[oldest]
+        return record
+
+    def _changed(self) -> None:
+        """An image event, or a watcher that started or ended: no kept answer holds."""
+        with self._watch_lock:
+            self._generation += 1
+            self._by_ref.clear()
+
+    def _unchanged_by(self, line: bytes) -> bool:
+        """Whether the image event ``line`` left every kept reference's image as it was, each
+        inspected again (then the images are as they were listed). Podman 4 tells a "pull" of
+        an image it has whenever it creates a container from it, every kernel start included;
+        a pull may also move a tag. Any other event, or a pull of a reference not kept, changed
+        something: nothing kept holds."""
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        with self._watch_lock:
+            self._generation += 1
+            generation, kept, self._by_ref = self._generation, self._by_ref, {}
+        if not isinstance(event, dict) or event.get("Status") != "pull":
+            return False
+        if event.get("Name") not in kept:
+            return False
+        fresh = {}
+        for ref, (_, record) in kept.items():
+            read_at = time.monotonic()
+            try:
+                again = self._inspect(ref)
+            except Exception:  # gone since (an image missing): that is a change
+                return False
+            if again != record:
+                return False
+            fresh[ref] = (read_at, again)
+        with self._watch_lock:
+            if self._watchers and self._generation == generation:
+                self._by_ref.update(fresh)
+        return True
+
+    def _inspect(self, ref: str) -> ImageRecord:
         target = ref.removeprefix("sha256:") if ref.startswith("sha256:") else ref
         try:
             found = self._cli.json(["image", "inspect", target], what=f"inspect {ref}")
@@ -101,17 +171,24 @@ class Images:
         while not stop.is_set():
             process = None
             try:
-                process = self._cli.popen(["events", "--format", "json", "--filter", "type=image"])
+                # From a second before it starts: an event between this call and the moment
+                # podman listens is told all the same (kept answers rely on it).
+                since = str(int(time.time()) - 1)
+                process = self._cli.popen(
+                    ["events", "--format", "json", "--filter", "type=image", "--since", since]
+                )
                 with self._watch_lock:
                     self._watchers.add(process)
+                self._changed()
                 if stop.is_set():
                     break
                 on_change()  # changes may have been missed while (re)starting
                 assert process.stdout is not None
-                for _line in process.stdout:
+                for line in process.stdout:
                     if stop.is_set():
                         break
-                    on_change()
+                    if not self._unchanged_by(line):
+                        on_change()
                 stop.wait(2.0)  # the events command ended by itself: start it again, later
             except Exception:
                 # Errors reach users through the calls they make, not from this watcher.
@@ -120,6 +197,7 @@ class Images:
                 if process is not None:
                     with self._watch_lock:
                         self._watchers.discard(process)
+                    self._changed()
                     end_process(process)
 
     def wake_watchers(self) -> None:
