@@ -26,7 +26,9 @@ class Images:
     def __init__(self, client: EngineClient) -> None:
         self._client = client
         # Image id -> inspected record. An id names immutable content, so one inspect per image
-        # is enough however often the list is refreshed; only its tags are re-read.
+        # is enough however often the list is refreshed; only its names are re-read: its tags,
+        # and its repository digests (a pull records one after the image and its tag exist: a
+        # record inspected in between would lack it for good).
         self._inspected: dict[str, ImageRecord] = {}
         # The image watcher's thread and the engine's pool list images at the same time.
         self._inspected_lock = threading.Lock()
@@ -50,7 +52,10 @@ class Images:
                 continue  # removed between list and inspect
             with self._inspected_lock:
                 self._inspected[record.id] = record
-            records.append(dataclasses.replace(record, tags=tags))
+            digests = tuple(
+                d for d in (summary.get("RepoDigests") or []) if d and "<none>" not in d
+            )
+            records.append(dataclasses.replace(record, tags=tags, repo_digests=digests))
         live = {summary["Id"] for summary in summaries}
         with self._inspected_lock:
             for gone in set(self._inspected) - live:

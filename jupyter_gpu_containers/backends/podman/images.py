@@ -33,6 +33,12 @@ KEPT_FOR = 60.0
 KEPT_AT_MOST = 8
 
 
+def _repo_digests(listed: list[str] | None) -> tuple[str, ...]:
+    """An image's repository digests as Docker names them (local ones, ``localhost/``, are no
+    registry's)."""
+    return tuple(docker_name(d) for d in listed or () if d and not d.startswith("localhost/"))
+
+
 def docker_name(name: str) -> str:
     """``name`` as Docker shows it: without Podman's ``localhost/`` or Docker Hub's prefix."""
     for prefix in _PREFIXES:
@@ -76,7 +82,9 @@ class Images:
                 continue  # removed between list and inspect
             with self._inspected_lock:
                 self._inspected[record.id] = record
-            records.append(dataclasses.replace(record, tags=tags))
+            # Re-read with the tags, as Docker's listing does (docker/images.py says why).
+            digests = _repo_digests(summary.get("RepoDigests"))
+            records.append(dataclasses.replace(record, tags=tags, repo_digests=digests))
         live = {image_id(summary.get("Id")) for summary in summaries}
         with self._inspected_lock:
             for gone in set(self._inspected) - live:
@@ -159,11 +167,7 @@ class Images:
             user=config.get("User") or "",
             created=str(data.get("Created") or ""),
             size=int(data.get("Size") or 0),
-            repo_digests=tuple(
-                docker_name(d)
-                for d in (data.get("RepoDigests") or ())
-                if not d.startswith("localhost/")
-            ),
+            repo_digests=_repo_digests(data.get("RepoDigests")),
         )
 
     def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
