@@ -125,7 +125,13 @@ prepare_machine() {
   cd "$repo"
   install_system_packages "$@"
   bash "$repo/scripts/ensure-docker.sh"
-  bash "$repo/scripts/build-images.sh" "$images"
+  # A user outside the docker group (the demo's --podman mode) builds the images as root: the
+  # engine is root's.
+  if docker info >/dev/null 2>&1; then
+    bash "$repo/scripts/build-images.sh" "$images"
+  else
+    as_root bash "$repo/scripts/build-images.sh" "$images"
+  fi
   install_project "$extras"
   setup_host
 }

@@ -65,10 +65,16 @@ policy=()
 # welcome.ipynb, with the kernel spec and language_info the server and its kernel will report
 # (else JupyterLab marks it modified as it opens); one changed by its user is left alone.
 as_server_user "$venv/bin/python" "$repo/scripts/welcome_notebook.py" "$workspace" \
-  --image=jgc/demo:bookworm "${policy[@]}"
+  --image=jgc/demo:bookworm "${policy[@]}" "${engine_args[@]}"
 
-args=(lab --ip=127.0.0.1 --port="${JGC_DEMO_PORT:-8888}" "--ServerApp.root_dir=$workspace"
+args=(lab --ip=127.0.0.1 "--ServerApp.root_dir=$workspace"
       --LabApp.default_url=/lab/tree/welcome.ipynb "${policy[@]}" "${engine_args[@]}")
+# A port among the extra arguments is the one: the server refuses two.
+port_given=false
+for arg in "$@"; do
+  case $arg in --port | --port=* | --ServerApp.port | --ServerApp.port=*) port_given=true ;; esac
+done
+$port_given || args+=(--port="${JGC_DEMO_PORT:-8888}")
 [ "$(id -u)" -eq 0 ] && args+=(--allow-root)
 log "starting JupyterLab; open the URL it prints (Ctrl-C twice to stop)"
 if [ ${#run_as[@]} -gt 0 ]; then

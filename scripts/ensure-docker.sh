@@ -13,10 +13,17 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-engine_answers() { docker info >/dev/null 2>&1; }
+# A user outside the docker group cannot reach the engine's socket (the demo's --podman mode runs
+# as such a user): the engine answers when it answers root. dockerd and runc are in sbin, which a
+# user's PATH often lacks.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+engine_answers() {
+  docker info >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && as_root docker info >/dev/null 2>&1; }
+}
+engine_version() { as_root docker version --format '{{.Server.Version}}' 2>/dev/null || true; }
 
 if command -v docker >/dev/null 2>&1 && engine_answers; then
-  log "engine answers: $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+  log "engine answers: $(engine_version)"
   exit 0
 fi
 
@@ -40,7 +47,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   as_root systemctl start docker || true
   for _ in $(seq 1 60); do
     if engine_answers; then
-      log "engine answers: $(docker version --format '{{.Server.Version}}')"
+      log "engine answers: $(engine_version)"
       exit 0
     fi
     sleep 1
@@ -53,24 +60,25 @@ fi
 # give up waiting for its containerd, which is still cleaning up: start it again, up to 3 times.
 for attempt in 1 2 3; do
   log "starting dockerd (log: $state_dir/dockerd.log)"
-  # setsid: dockerd must outlive this script and the shell that ran it.
-  as_root setsid dockerd --add-runtime "nvidia=$runc_path" --group docker \
-    >"$state_dir/dockerd.log" 2>&1 </dev/null &
-  pid=$!
+  # setsid: dockerd must outlive this script and the shell that ran it. Started by a root shell,
+  # so that its log is written as root and its process id is dockerd's own (not sudo's).
+  pid=$(as_root sh -c 'setsid "$@" >"$0" 2>&1 </dev/null & echo $!' "$state_dir/dockerd.log" \
+    dockerd --add-runtime "nvidia=$runc_path" --group docker)
   echo "$pid" | as_root tee "$state_dir/dockerd.pid" >/dev/null
   for _ in $(seq 1 60); do
     if engine_answers; then
-      log "engine answers: $(docker version --format '{{.Server.Version}}')"
+      log "engine answers: $(engine_version)"
       exit 0
     fi
-    kill -0 "$pid" 2>/dev/null || break
+    # /proc, not kill -0: a user may not signal root's dockerd, but may see that it lives.
+    [ -d "/proc/$pid" ] || break
     sleep 1
   done
   log "dockerd did not answer (try $attempt of 3); its log:"
   as_root tail -n 5 "$state_dir/dockerd.log" >&2 || true
-  if kill -0 "$pid" 2>/dev/null; then
+  if [ -d "/proc/$pid" ]; then
     as_root kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
   fi
   sleep 2
 done

@@ -1,6 +1,7 @@
 """The demo's welcome notebook (scripts/demo.sh), written so that JupyterLab opens it unmodified.
 
     python scripts/welcome_notebook.py WORKSPACE [--image IMAGE] [--ContainerPolicy.allow_root=True]
+        [--ContainerEngine.backend=podman]  (the server's engine options, as scripts/demo.sh passes them)
 
 As soon as a notebook's kernel connects, JupyterLab sets ``metadata.kernelspec`` to the kernel
 spec's name, display name and language, and ``metadata.language_info`` to what the kernel's

@@ -11,10 +11,12 @@ Security), one outside it with subordinate uids for Podman (JGC_TEST_PODMAN_USER
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -187,6 +189,15 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert kernels[0]["name"] == kernel_name(engine.image)
     result = await second.execute(kernel_id, "print(marker)")
     assert result.stdout.strip() == "state survives"
+    # Its notebook's session came back with it: the notebook reopened (JupyterLab looks its
+    # session up by path, or asks for one) joins this kernel, not a second one beside it.
+    sessions = await second.call("GET", "api", "sessions")
+    assert [(s["path"], s["type"], s["kernel"]["id"]) for s in sessions] == [
+        ("work/nb.ipynb", "notebook", kernel_id)
+    ], second.output()
+    reopened = await second.open_notebook("work/nb.ipynb", kernel_name(engine.image))
+    assert reopened["kernel"]["id"] == kernel_id
+    assert [k["id"] for k in await second.call("GET", "api", "kernels")] == [kernel_id]
 
     # Its container's labels still name the dead first process; another server starting now must
     # see that a live server (the second) owns the kernel, and leave it alone.
@@ -215,3 +226,55 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert kernel["id"]
     # ...with the swept kernels' private directories.
     assert list((user_home / "runtime" / "gpu-containers").iterdir()) == []
+
+
+def test_the_demo_writes_its_notebook_as_a_user_on_that_users_engine(engine: Engine) -> None:
+    """scripts/demo.sh (``--podman``: as a user outside the docker group) writes welcome.ipynb
+    with the engine's options it gives the server: the kernel spec of the image in that user's
+    engine, and the language_info of a kernel started there, as that user. The engine is
+    chosen by those options alone, as the demo's server is (no configuration file names it)."""
+    with home_of(engine.user) as home:
+        _write_the_demo_notebook(engine, home)
+
+
+def _write_the_demo_notebook(engine: Engine, engine_home: Path) -> None:
+    workspace = engine_home / "workspace"
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "HOME": str(engine_home),
+        "JUPYTER_CONFIG_DIR": str(engine_home / "config"),
+        "JUPYTER_DATA_DIR": str(engine_home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(engine_home / "runtime"),
+        "LANG": "C.UTF-8",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+        **engine.env,
+    }
+    options = ["--ContainerEngine.backend=podman"] if engine.name == "podman" else []
+    done = subprocess.run(
+        [
+            *("setpriv", f"--reuid={engine.user}", f"--regid={engine.user}", "--init-groups"),
+            sys.executable,
+            str(Path(__file__).parents[1] / "scripts" / "welcome_notebook.py"),
+            str(workspace),
+            f"--image={DEBIAN_IMAGE}",
+            *options,
+        ],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Demo notebook (written)" in done.stdout, done.stdout + done.stderr
+    written = workspace / "welcome.ipynb"
+    assert written.stat().st_uid == pwd.getpwnam(engine.user).pw_uid
+    metadata = json.loads(written.read_text())["metadata"]
+    assert metadata["kernelspec"]["name"] == kernel_name(DEBIAN_IMAGE)
+    # A kernel of the image answered: its Python, as the image's probe found it.
+    assert metadata["language_info"]["name"] == "python"
+    assert metadata["kernelspec"]["display_name"].startswith(
+        "Python " + ".".join(metadata["language_info"]["version"].split(".")[:2])
+    )
+    engine.assert_no_test_containers()

@@ -35,7 +35,7 @@ from .gateway_user import (
 )
 from .kernelmanager import GPUContainersKernelManager
 from .reclaimer import Reclaimer
-from .recovery import recover
+from .recovery import recover, restore_sessions
 from .stock_routes import stock_handlers
 from .waiting_sessions import WaitingSessionManager
 from .websocket import NoDelayWebsocketConnection
@@ -270,6 +270,7 @@ class GPUContainersApp(ExtensionApp):
                 len(report.reattached),
                 len(report.removed),
             )
+            await restore_sessions(serverapp.session_manager, report.notebooks, self.log)
         finally:
             # A kernel service holds its kernels routes until now (service_routes.py).
             recovered = getattr(serverapp, "kernels_recovered", None)

@@ -56,6 +56,35 @@ class RecoveryReport:
     reattached: list[str]
     removed: list[str]
     left_alone: list[str]
+    # kernel id -> the notebook (API path) a reattached kernel served, as its labels say
+    notebooks: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+async def restore_sessions(session_manager: Any, notebooks: dict[str, str], log: Any) -> int:
+    """Give each reattached kernel its notebook's session again, as the dead server had it, so
+    that the notebook reopened (JupyterLab looks its session up by path) joins its running
+    kernel, with its state, instead of starting a second one beside it. A notebook that has a
+    session already keeps it. Returns how many were restored."""
+    restored = 0
+    for kernel_id, path in notebooks.items():
+        if await session_manager.session_exists(path=path):
+            continue
+        await session_manager.create_session(
+            path=path, name=os.path.basename(path), type="notebook", kernel_id=kernel_id
+        )
+        log.info("Kernel %s serves %s again (its session is restored).", kernel_id, path)
+        restored += 1
+    return restored
+
+
+def notebook_of(labels: dict[str, str], root_dir: str) -> str:
+    """The notebook a kernel's labels name (an API path under ``root_dir``), or "" when they
+    name none, or one that is not a notebook inside the workspace. Blocking (realpath)."""
+    notebook = labels.get(L.NOTEBOOK, "")
+    if not notebook.endswith(".ipynb") or notebook.startswith("/"):
+        return ""
+    root = os.path.realpath(root_dir)
+    return notebook if inside(os.path.join(root, notebook), root) else ""
 
 
 async def recover(
@@ -79,6 +108,7 @@ async def recover(
         mode = "sweep"
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
+    newest: dict[str, tuple[float, str]] = {}  # notebook -> (created, kernel id)
     for record in await engine.list_containers({L.MANAGED: "true"}):
         claimed = None
         if L.POOL in record.labels:
@@ -98,6 +128,12 @@ async def recover(
                 info = await engine.connection_info(record.id) if address else None
                 await _reattach(mkm, record, root, log, directory, address, info)
                 report.reattached.append(record.labels[L.KERNEL_ID])
+                if directory is None:  # a service's users' sessions are their servers'
+                    notebook = await asyncio.to_thread(notebook_of, record.labels, mkm.root_dir)
+                    # Two kernels of one notebook (the older one left running by a change of
+                    # kernel): the newer one was the notebook's.
+                    if notebook and newest.get(notebook, (-1.0, ""))[0] < record.created:
+                        newest[notebook] = (record.created, record.labels[L.KERNEL_ID])
                 continue
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
                 log.warning(
@@ -120,6 +156,7 @@ async def recover(
             report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
+    report.notebooks = {kernel_id: notebook for notebook, (_, kernel_id) in newest.items()}
     # Readiness probes remove their container when they end; a server killed mid-probe cannot.
     for record in await engine.list_containers({L.PROBE: "true"}):
         owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
