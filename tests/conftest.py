@@ -55,8 +55,9 @@ STATIC_GPUS = [
     for i in range(4)
 ]
 
-# k8s_cluster: the real Kubernetes control plane (the session fixture `control_plane`).
-pytest_plugins = ["pytest_jupyter.jupyter_server", "k8s_cluster", "k8s_node"]
+# k8s_cluster: the real Kubernetes control plane (the session fixture `control_plane`);
+# slurm_cluster: a real single-node Slurm (the session fixture `slurm_cluster`).
+pytest_plugins = ["pytest_jupyter.jupyter_server", "k8s_cluster", "k8s_node", "slurm_cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -319,9 +320,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _engines_part(item: pytest.Item) -> bool:
-    """The Kubernetes tests and rootless Podman's: engines of their own (a cluster's containerd,
-    an account's Podman), which share nothing with the Docker tests but the machine."""
-    return item.path.name.startswith("test_k8s_") or item.path.name == "test_podman.py"
+    """The Kubernetes tests, rootless Podman's and Slurm's: engines of their own (a cluster's
+    containerd, an account's Podman, a Slurm of the tests' own), which share nothing with the
+    Docker tests but the machine."""
+    return (
+        item.path.name.startswith(("test_k8s_", "test_slurm_"))
+        or item.path.name == "test_podman.py"
+    )
 
 
 def _kubernetes_part(item: pytest.Item) -> bool:

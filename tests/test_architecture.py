@@ -33,6 +33,9 @@ ENGINES = {
     # Podman is run as the `podman` command (backends/podman/cli.py says why): nothing else may
     # import its Python client either.
     "backends.podman": {"podman"},
+    # Slurm is reached through its commands (backends/slurm/jobs.py says why), not a Python
+    # binding of its C library.
+    "backends.slurm": {"pyslurm"},
 }
 
 

@@ -1,0 +1,280 @@
+"""A real single-node Slurm for the tests: munged, slurmctld and slurmd from Debian's packages
+(``munge``, ``slurmctld``, ``slurmd``, ``slurm-client``; Slurm 22.05), started here without
+systemd, on 127.0.0.1, as a small university cluster runs them (issue #30).
+
+The node has GPUs as GRES backed by device files made here with ``mknod`` (major 195, NVIDIA's;
+with no NVIDIA driver on the machine, opening one fails, so they are harmless): Slurm 22.05 marks
+a node whose ``Gres=gpu:N`` names no devices invalid, and one whose gres.conf names the files
+(``AutoDetect=off``) idle. A job given GPUs gets their indices in ``SLURM_JOB_GPUS`` and
+``CUDA_VISIBLE_DEVICES``, as on a real cluster; the container it starts is given those files.
+
+``ProctrackType=proctrack/pgid`` and ``TaskPlugin=task/none``: the machine's cgroups are not
+Slurm's to take (v1 here, shared with Docker and Podman), so a job's processes are tracked by
+their process group and its devices are not confined by Slurm (the container is what confines
+them). No accounting database: ``sacct`` has nothing, which the backend must say, not assume.
+
+Everything lives in a directory of its own (``SLURM_CONF`` names its slurm.conf; the machine's
+/etc/slurm is not touched), with ports of its own. Each daemon is started here and ended by its
+pid in ``stop()`` (after every job is cancelled), also after a start that failed half-way, and
+dies with the test process if that is killed. Its logs are under ``workdir/log``; a failure names
+the daemon and ends with its log's tail.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from k8s_cluster import ClusterStartError, _Process, free_port, log_tail, wait_for
+
+GPUS = 4
+# Slurm's own: the major number NVIDIA's driver registers its devices under.
+NVIDIA_MAJOR = 195
+START_TIMEOUT = 60.0
+SBIN = Path("/usr/sbin")
+
+
+class SlurmCluster:
+    """munged, slurmctld and slurmd of one test session, and the Slurm commands pointed at them."""
+
+    def __init__(self, workdir: str | os.PathLike[str], gpus: int = GPUS) -> None:
+        self.workdir = Path(workdir)
+        self.gpus = gpus
+        self.node = "jgc-node"
+        self.partition = "gpu"
+        self.conf = self.workdir / "slurm.conf"
+        self.dev = self.workdir / "dev"
+        self.munge_socket = self.workdir / "munge" / "run" / "munge.socket.2"
+        self._processes: list[_Process] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a Slurm command needs to reach this cluster (any account's)."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    def device(self, index: int) -> Path:
+        return self.dev / f"nvidia{index}"
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        try:
+            self._write_files()
+            munge = self.workdir / "munge"
+            self._spawn(
+                "munged",
+                [
+                    str(SBIN / "munged"),
+                    "--foreground",
+                    f"--key-file={munge / 'etc' / 'munge.key'}",
+                    f"--socket={self.munge_socket}",
+                    f"--pid-file={munge / 'run' / 'munged.pid'}",
+                    f"--seed-file={munge / 'lib' / 'munge.seed'}",
+                ],
+            )
+            wait_for(self.munge_socket.exists, timeout, "munged made no socket")
+            self._spawn("slurmctld", [str(SBIN / "slurmctld"), "-D", "-i", "-f", str(self.conf)])
+            self._spawn(
+                "slurmd", [str(SBIN / "slurmd"), "-D", "-N", self.node, "-f", str(self.conf)]
+            )
+            self._wait_idle(timeout)
+        except (ClusterStartError, TimeoutError, OSError, subprocess.SubprocessError) as e:
+            self.stop()
+            raise ClusterStartError(f"{e}\n{self._logs()}") from e
+
+    def stop(self) -> None:
+        """Every job cancelled (their processes are slurmstepd's, not ours), then the daemons,
+        by pid, in the reverse order of their start."""
+        if any(p.exited() is None for p in self._processes if p.name == "slurmctld"):
+            self.run(["scancel", "--full", "--signal=KILL", f"--partition={self.partition}"])
+            self.run(["scancel", f"--partition={self.partition}"])
+            deadline = time.monotonic() + 20
+            while self.job_ids() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+
+    def __enter__(self) -> SlurmCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def run(
+        self, argv: Sequence[str], user: str | None = None, timeout: float = 30, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
+        """A Slurm command against this cluster, as ``user`` (through setpriv) or as root; not
+        checked."""
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **self.env}
+        prefix: list[str] = []
+        cwd = "/"
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+            env["HOME"] = entry.pw_dir
+        return subprocess.run(
+            [*prefix, *argv],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
+        )
+
+    def job_ids(self) -> list[str]:
+        """The jobs Slurm still lists as pending or running (or ending)."""
+        done = self.run(["squeue", "--noheader", "--format=%i", "--states=PD,R,CG,S,CF"])
+        return done.stdout.split()
+
+    # -- the files -----------------------------------------------------------------------------
+
+    def _write_files(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Every account reads slurm.conf (its commands do) and reaches munged's socket.
+        self.workdir.chmod(0o755)
+        munge = self.workdir / "munge"
+        for sub, mode in (("etc", 0o700), ("lib", 0o700), ("run", 0o755)):
+            (munge / sub).mkdir(parents=True, exist_ok=True)
+            (munge / sub).chmod(mode)
+        munge.chmod(0o755)
+        key = munge / "etc" / "munge.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(1024))
+        for sub in ("state", "spool", "log"):
+            (self.workdir / sub).mkdir(exist_ok=True)
+        self.dev.mkdir(exist_ok=True)
+        self.dev.chmod(0o755)
+        for index in range(self.gpus):
+            os.mknod(self.device(index), 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, index))
+            self.device(index).chmod(0o666)  # the umask took some
+        host = socket.gethostname().split(".")[0]
+        cpus = os.cpu_count() or 1
+        memory_mb = _memory_mb()
+        w = self.workdir
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=jgctest",
+                    # slurmctld checks that it runs on the host this names.
+                    f"SlurmctldHost={host}(127.0.0.1)",
+                    f"SlurmctldPort={free_port()}",
+                    f"SlurmdPort={free_port()}",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={self.munge_socket}",
+                    f"StateSaveLocation={w / 'state'}",
+                    f"SlurmdSpoolDir={w / 'spool'}",
+                    f"SlurmctldPidFile={w / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={w / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={w / 'log' / 'slurmctld.log'}",
+                    f"SlurmdLogFile={w / 'log' / 'slurmd.log'}",
+                    "ProctrackType=proctrack/pgid",
+                    "TaskPlugin=task/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "GresTypes=gpu",
+                    "MpiDefault=none",
+                    "ReturnToService=2",
+                    "SlurmdTimeout=60",
+                    "InactiveLimit=0",
+                    "KillWait=5",
+                    # A job past its time limit ends at the next check of limits, not up to a
+                    # minute later (the default, 30 s, plus the minute's rounding).
+                    "OverTimeLimit=0",
+                    f"NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 "
+                    f"CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{self.gpus} State=UNKNOWN",
+                    f"PartitionName={self.partition} Nodes={self.node} Default=YES "
+                    "MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
+        (self.workdir / "gres.conf").write_text(
+            "AutoDetect=off\n"
+            f"NodeName={self.node} Name=gpu File={self.dev}/nvidia[0-{self.gpus - 1}]\n"
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        process = _Process(name, argv, self.workdir / "log" / f"{name}.out")
+        self._processes.append(process)
+
+    def _wait_idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for process in self._processes:
+                if process.exited() is not None:
+                    raise process.failure("ended during the start")
+            done = self.run(["sinfo", "--noheader", "--format=%T", f"--nodes={self.node}"])
+            if done.returncode == 0 and done.stdout.strip() == "idle":
+                return
+            if time.monotonic() > deadline:
+                raise ClusterStartError(
+                    f"The Slurm node {self.node} is not idle after {timeout:.0f} s "
+                    f"(sinfo: {done.stdout.strip() or done.stderr.strip()})"
+                )
+            time.sleep(0.2)
+
+    def _logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{log_tail(path, 15)}"
+            for path in sorted((self.workdir / "log").glob("*"))
+        )
+
+
+def _memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 1024
+
+
+def slurm_installed() -> bool:
+    return all((SBIN / name).exists() for name in ("munged", "slurmctld", "slurmd")) and bool(
+        shutil.which("sbatch")
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """The session's Slurm cluster (root only: its daemons run as root, its jobs as the test
+    accounts)."""
+    if os.getuid() != 0:
+        pytest.skip("the Slurm cluster's daemons run as root (scripts/test.sh runs as root)")
+    if not slurm_installed():
+        pytest.fail(
+            "Slurm is not installed (scripts/test.sh installs Debian's slurmctld, slurmd, "
+            "slurm-client and munge)",
+            pytrace=False,
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="jgc-slurm-", dir="/tmp"))
+    cluster = SlurmCluster(workdir)
+    try:
+        cluster.start()
+    except ClusterStartError as e:
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.fail(f"The Slurm cluster did not start: {e}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,208 @@
+"""The Slurm backend's jobs (backends/slurm/jobs.py) against a real Slurm (tests/slurm_cluster.py):
+submitted as the user, the GPUs Slurm gave read back from Slurm, a wait with Slurm's reason, a
+signal that reaches the job's script without ending the job, a time limit said as the reason
+the job ended, and one user's job out of another's reach."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from slurm_cluster import SlurmCluster
+
+from jupyter_gpu_containers.backends.slurm.jobs import (
+    Account,
+    Job,
+    JobRequest,
+    SlurmCommands,
+    SlurmRefused,
+    gpu_indices,
+)
+
+STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
+STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
+RUN = os.environ.get("JGC_TEST_RUN", "adhoc")
+
+pytestmark = pytest.mark.skipif(
+    not STUDENT_A or not STUDENT_B or os.getuid() != 0,
+    reason="needs root and two student accounts (scripts/test.sh sets them up)",
+)
+
+
+@dataclass
+class Settings:
+    slurm_conf: str
+    command_timeout: float = 30.0
+
+
+def account(name: str) -> Account:
+    entry = pwd.getpwnam(name)
+    return Account(name, entry.pw_uid, entry.pw_gid)
+
+
+def until(found: Callable[[], Job | None], timeout: float, what: str) -> Job:
+    """The job once ``found()`` returns it; fails after ``timeout`` s, saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = found()
+        if job is not None:
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+class Jobs:
+    """Submits this test's jobs (named for the test run) and cancels them all at its end."""
+
+    def __init__(self, cluster: SlurmCluster, tmp: Path) -> None:
+        self.cluster = cluster
+        self.commands = SlurmCommands(Settings(str(cluster.conf)))
+        self.tmp = tmp
+        self.ids: list[str] = []
+
+    def submit(self, user: str, script: str, **options: object) -> str:
+        who = account(user)
+        out = self.tmp / f"{user}-{len(self.ids)}.out"
+        request = JobRequest(
+            name=f"jgc-test-{RUN}",
+            workdir=str(self.tmp),
+            output=str(out),
+            comment=f"jgc-test-run={RUN}",
+            **options,  # type: ignore[arg-type]
+        )
+        job_id = self.commands.submit(who, request, "#!/bin/sh\n" + script)
+        self.ids.append(job_id)
+        return job_id
+
+    def output(self, user: str, index: int) -> str:
+        path = self.tmp / f"{user}-{index}.out"
+        return path.read_text() if path.exists() else ""
+
+    def state(self, job_id: str, *states: str) -> Callable[[], Job | None]:
+        def found() -> Job | None:
+            job = self.commands.job(job_id)
+            return job if job is not None and job.state in states else None
+
+        return found
+
+    def cancel_all(self) -> None:
+        for job_id in self.ids:
+            self.commands.cancel(job_id)
+
+
+@pytest.fixture
+def jobs(slurm_cluster: SlurmCluster) -> Iterator[Jobs]:
+    # Outside pytest's root-only tmp_path: the jobs run as the students and write here.
+    tmp = Path(slurm_cluster.workdir / "jobs" / os.urandom(4).hex())
+    tmp.mkdir(parents=True)
+    tmp.chmod(0o1777)
+    made = Jobs(slurm_cluster, tmp)
+    try:
+        yield made
+    finally:
+        made.cancel_all()
+
+
+def test_gpu_indices_are_read_from_slurms_own_words() -> None:
+    assert gpu_indices(["gpu:2(IDX:0-1)"]) == (0, 1)
+    assert gpu_indices(["gpu:a100:3(IDX:0,2-3)"]) == (0, 2, 3)
+    assert gpu_indices(["gpu:1(IDX:N/A)", "nic:1(IDX:0)"]) == ()
+    assert gpu_indices([]) == ()
+
+
+def test_a_job_runs_as_its_user_on_the_gpus_slurm_gave_it(jobs: Jobs) -> None:
+    job_id = jobs.submit(
+        STUDENT_A,
+        'echo "$(id -u) $(id -un) $SLURM_JOB_GPUS $CUDA_VISIBLE_DEVICES"\n'
+        # --export=NONE: nothing of the submitting process's environment reaches the job.
+        'echo "secret=${JGC_TEST_RUN:-none}"\n',
+        gpus=2,
+    )
+    job = until(jobs.state(job_id, "COMPLETED"), 60, f"job {job_id} did not complete")
+    entry = pwd.getpwnam(STUDENT_A)
+    assert (job.uid, job.user) == (entry.pw_uid, STUDENT_A)
+    assert job.node == jobs.cluster.node
+    lines = jobs.output(STUDENT_A, 0).splitlines()
+    uid, name, slurm_gpus, cuda = lines[0].split()
+    assert (int(uid), name) == (entry.pw_uid, STUDENT_A)
+    assert slurm_gpus == cuda
+    assert len(slurm_gpus.split(",")) == 2
+    assert lines[1] == "secret=none"
+
+
+def test_a_job_waits_with_slurms_reason_and_starts_when_gpus_free(jobs: Jobs) -> None:
+    holder = jobs.submit(STUDENT_A, "sleep 300\n", gpus=jobs.cluster.gpus)
+    held = until(jobs.state(holder, "RUNNING"), 60, "the job holding every GPU did not run")
+    assert sorted(held.gpus) == list(range(jobs.cluster.gpus))
+
+    waiting = jobs.submit(STUDENT_B, "sleep 300\n", gpus=1)
+    pending = until(jobs.state(waiting, "PENDING"), 30, "the second job did not pend")
+    pending = until(
+        lambda: (j := jobs.commands.job(waiting)) and (j if j.reason != "None" else None),
+        30,
+        "Slurm gave no reason for the wait",
+    )
+    assert pending.reason == "Resources"
+    assert pending.waiting and pending.wait_can_end and pending.gpus == ()
+
+    jobs.commands.cancel(holder)
+    started = until(jobs.state(waiting, "RUNNING"), 60, "the waiting job did not start")
+    assert len(started.gpus) == 1
+    ended = until(jobs.state(holder, "CANCELLED"), 30, "the first job is not listed cancelled")
+    assert ended.why_ended() == f"its Slurm job {holder} ended: it was cancelled"
+
+
+def test_a_signal_reaches_the_jobs_script_and_the_job_goes_on(jobs: Jobs) -> None:
+    job_id = jobs.submit(
+        STUDENT_A,
+        "trap 'echo interrupted' INT\n"
+        "echo ready\n"
+        # sleep in the background and wait: a trap runs as soon as the signal comes.
+        "while true; do sleep 1 & wait $!; done\n",
+        gpus=1,
+    )
+    until(jobs.state(job_id, "RUNNING"), 60, "the job did not run")
+    deadline = time.monotonic() + 30
+    while "ready" not in jobs.output(STUDENT_A, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    jobs.commands.signal(job_id, signal.SIGINT)
+    while "interrupted" not in jobs.output(STUDENT_A, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "interrupted" in jobs.output(STUDENT_A, 0)
+    job = jobs.commands.job(job_id)
+    assert job is not None and job.running, job
+
+
+def test_a_job_past_its_time_limit_ends_with_that_reason(jobs: Jobs) -> None:
+    # Slurm's limits are in minutes (and checked every 30 s): the shortest is one.
+    job_id = jobs.submit(STUDENT_A, "sleep 600\n", time_limit_minutes=1)
+    running = until(jobs.state(job_id, "RUNNING"), 60, "the job did not run")
+    assert running.time_limit_minutes == 1
+    ended = until(jobs.state(job_id, "TIMEOUT"), 150, "the job did not end at its limit")
+    assert ended.why_ended() == f"its Slurm job {job_id} ended: it reached its time limit"
+
+
+def test_one_users_job_is_out_of_anothers_reach(jobs: Jobs) -> None:
+    job_id = jobs.submit(STUDENT_A, "sleep 300\n")
+    until(jobs.state(job_id, "RUNNING", "PENDING"), 60, "the job was not listed")
+    other = jobs.cluster.run(["scancel", job_id], user=STUDENT_B)
+    assert other.returncode != 0
+    assert "access/permission denied" in other.stderr.lower(), other.stderr
+    signalled = jobs.cluster.run(["scancel", "--signal=INT", "--batch", job_id], user=STUDENT_B)
+    assert signalled.returncode != 0
+    job = jobs.commands.job(job_id)
+    assert job is not None and not job.over
+
+
+def test_slurms_refusal_is_a_sentence(jobs: Jobs) -> None:
+    with pytest.raises(SlurmRefused) as refused:
+        jobs.submit(STUDENT_A, "true\n", gpus=jobs.cluster.gpus + 1)
+    assert str(refused.value).startswith(f"Slurm refused to start a job for {STUDENT_A}: ")
+    assert "node configuration is not available" in str(refused.value)
