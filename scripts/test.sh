@@ -90,6 +90,10 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
   export JGC_TEST_PODMAN_USER=${JGC_TEST_PODMAN_USER:-jgc-podman-user}
   ensure_account "$JGC_TEST_PODMAN_USER" ""
   ensure_rootless_podman "$JGC_TEST_PODMAN_USER"
+  # The students' Slurm jobs run their kernels' containers in their own rootless Podman on the
+  # node (tests/test_slurm_jobs.py).
+  ensure_rootless_podman "$JGC_TEST_STUDENT_A"
+  ensure_rootless_podman "$JGC_TEST_STUDENT_B"
 fi
 
 export PATH="$venv/bin:$PATH"

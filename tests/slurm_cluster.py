@@ -196,7 +196,9 @@ class SlurmCluster:
                     "ReturnToService=2",
                     "SlurmdTimeout=60",
                     "InactiveLimit=0",
-                    "KillWait=5",
+                    # Slurm's default: a cancelled job's processes have 30 s after SIGTERM before
+                    # SIGKILL, time for podman to stop and remove a kernel's container.
+                    "KillWait=30",
                     # A job past its time limit ends at the next check of limits, not up to a
                     # minute later (the default, 30 s, plus the minute's rounding).
                     "OverTimeLimit=0",

@@ -12,8 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import podman_user
 import pytest
+import stale_runs
 from slurm_cluster import SlurmCluster
 
 from jupyter_gpu_containers.backends.slurm.jobs import (
@@ -24,6 +27,7 @@ from jupyter_gpu_containers.backends.slurm.jobs import (
     SlurmRefused,
     gpu_indices,
 )
+from jupyter_gpu_containers.backends.slurm.script import batch_script
 
 STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
 STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
@@ -108,6 +112,9 @@ def jobs(slurm_cluster: SlurmCluster) -> Iterator[Jobs]:
         yield made
     finally:
         made.cancel_all()
+        # A job killed before its container ended leaves it (podman's conmon is not the job's).
+        for user in (STUDENT_A, STUDENT_B):
+            podman_user.remove_test_containers(user)
 
 
 def test_gpu_indices_are_read_from_slurms_own_words() -> None:
@@ -206,3 +213,100 @@ def test_slurms_refusal_is_a_sentence(jobs: Jobs) -> None:
         jobs.submit(STUDENT_A, "true\n", gpus=jobs.cluster.gpus + 1)
     assert str(refused.value).startswith(f"Slurm refused to start a job for {STUDENT_A}: ")
     assert "node configuration is not available" in str(refused.value)
+
+
+@pytest.fixture
+def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[None]:
+    """NVIDIA's CDI kind naming the cluster's GPUs by index ("nvidia.com/gpu=0", as
+    ``nvidia-ctk cdi generate`` names them), each the device file gres.conf names for that
+    index, at the same path in a container (rootless Podman 4.3 bind-mounts a device node from
+    its container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same
+    on both sides); in /etc/cdi (Podman 4.3 reads no other place), named for this run, removed
+    afterwards."""
+    devices = "".join(
+        f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
+        f"        - path: {slurm_cluster.device(index)}\n"
+        for index in range(slurm_cluster.gpus)
+    )
+    spec = Path("/etc/cdi") / f"jgc-test-slurm-{RUN}.yaml"
+    spec.parent.mkdir(mode=0o755, exist_ok=True)
+    # A run that was killed left its spec: the same names in two specs make every CDI device
+    # of the kind unusable.
+    for left in spec.parent.glob("jgc-test-slurm-*.yaml"):
+        if stale_runs.run_is_over(left.stem.removeprefix("jgc-test-slurm-")) is True:
+            left.unlink(missing_ok=True)
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield
+    finally:
+        spec.unlink(missing_ok=True)
+
+
+def test_a_jobs_container_sees_exactly_the_gpus_slurm_gave_it(
+    jobs: Jobs, docker_client: Any, cdi_by_index: None
+) -> None:
+    """The batch script (script.py) runs the kernel's image in the user's rootless Podman on the
+    job's node, with one CDI device per GPU index Slurm gave the job: the container lists those
+    device files and no other, and runs as the user."""
+    from conftest import DEBIAN_IMAGE, TEST_LABEL
+
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    holder = jobs.submit(STUDENT_A, "sleep 300\n", gpus=1)  # so that the kernel's are not 0, 1
+    held = until(jobs.state(holder, "RUNNING"), 60, "the first job did not run")
+    entry = pwd.getpwnam(STUDENT_A)
+    script = batch_script(
+        [
+            "--rm",
+            "--pull=never",
+            "--network=host",
+            "--userns=keep-id",
+            # An init as PID 1, as a kernel's container has: the job's end (SIGTERM to its
+            # processes) ends the container, which podman then removes.
+            "--init",
+            "--label",
+            f"{TEST_LABEL}={RUN}",
+        ],
+        # It stays (Slurm lists a job's GPUs only while it runs), and says when it is
+        # interrupted, as a kernel would be.
+        [
+            DEBIAN_IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo interrupted' INT\n"
+            f'ls {jobs.cluster.dev} | tr "\\n" " "; echo; id -u\n'
+            "while true; do sleep 1 & wait $!; done",
+        ],
+        home=entry.pw_dir,
+        description="jupyter_gpu_containers test: a container on Slurm's GPUs",
+    )
+    job_id = jobs.submit(STUDENT_A, script.removeprefix("#!/bin/sh\n"), gpus=2)
+    job = until(
+        lambda: (j := jobs.commands.job(job_id)) and (j if j.running or j.over else None),
+        120,
+        "the container's job did not run",
+    )
+    assert job.running, jobs.output(STUDENT_A, 1)
+    deadline = time.monotonic() + 60
+    while len(jobs.output(STUDENT_A, 1).splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    printed = jobs.output(STUDENT_A, 1)
+    devices, uid = printed.strip().splitlines()[:2]
+    expected = sorted(f"nvidia{index}" for index in job.gpus)
+    assert len(expected) == 2 and held.gpus[0] not in job.gpus
+    assert devices.split() == expected, printed
+    assert int(uid) == entry.pw_uid
+    # An interrupt reaches the container's process, and the job and its container go on.
+    jobs.commands.signal(job_id, signal.SIGINT)
+    while "interrupted" not in jobs.output(STUDENT_A, 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "interrupted" in jobs.output(STUDENT_A, 1)
+    job = jobs.commands.job(job_id)
+    assert job is not None and job.running and len(podman_user.run_containers(STUDENT_A)) == 1
+    # Cancelled (the kernel shut down), the job ends its container, and podman removes it.
+    jobs.commands.cancel(job_id)
+    until(jobs.state(job_id, "CANCELLED"), 60, "the container's job was not cancelled")
+    # Within the job's KillWait (30 s), after which Slurm would kill podman itself.
+    deadline = time.monotonic() + 45
+    while podman_user.run_containers(STUDENT_A) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert podman_user.run_containers(STUDENT_A) == []

@@ -1,0 +1,83 @@
+"""A kernel's Slurm batch script: on the node Slurm chose, as the user, run the kernel's container
+with rootless Podman, given exactly the GPUs Slurm allocated to the job.
+
+Which GPUs a job holds is known only on the node, once the job runs (``SLURM_JOB_GPUS``: the
+indices of the node's GRES, in gres.conf's order), so the script turns them into Podman's devices
+there: each index through the site's template, by default NVIDIA's CDI name for the GPU of that
+index (``nvidia.com/gpu=<index>``, as ``nvidia-ctk cdi generate`` names them). The site's
+gres.conf and its CDI spec must number the GPUs alike (both follow the PCI bus order when gres.conf
+is written by ``AutoDetect=nvml`` and the CDI spec by ``nvidia-ctk``; docs/slurm.md).
+
+The script is made from strings this project chose or checked (the podman arguments, each quoted
+for the shell here); nothing in it is read from the job's environment but Slurm's own GPU list,
+which is checked to be numbers before it is used.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+# What the script's shell is told of each GPU index ({index}); a site without CDI names device
+# files instead ("/dev/nvidia{index}" with the control devices added by the administrator).
+CDI_BY_INDEX = "nvidia.com/gpu={index}"
+
+
+def batch_script(
+    podman_run: Sequence[str],
+    image_and_command: Sequence[str],
+    *,
+    gpu_device: str = CDI_BY_INDEX,
+    home: str,
+    description: str,
+) -> str:
+    """The script: ``podman run`` with ``podman_run``'s arguments (everything but its name, the
+    devices, the image and the command), one ``--device`` per GPU Slurm gave the job, then
+    ``image_and_command``. ``home``: the user's home (rootless Podman's storage and
+    configuration are under it); ``description``: a comment for whoever reads the job's script
+    (``scontrol write batch_script``).
+
+    The container is named for the job, and the script stays its parent: a signal Slurm sends
+    the batch script (``scancel --batch --signal=INT``: an interrupt) is passed to the container
+    by name, and the end of the job (a cancel, its time limit: SIGTERM to the job's processes)
+    stops it by name (``podman stop``), which does not depend on podman's own forwarding of
+    signals; podman removes the container (``--rm``) as it ends."""
+    if "{index}" not in gpu_device:
+        raise ValueError(f"the GPU device template {gpu_device!r} names no {{index}}")
+    device_before, device_after = gpu_device.split("{index}", 1)
+    comment = " ".join(description.split())
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            f"# {comment}",
+            "set -u",
+            # --export=NONE: nothing of the submitting process's environment is here.
+            "export PATH=/usr/local/bin:/usr/bin:/bin",
+            f"export HOME={shlex.quote(home)}",
+            'export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"',
+            'name="jupyter-slurm-job-$SLURM_JOB_ID"',
+            "set --",
+            'for index in $(printf "%s" "${SLURM_JOB_GPUS:-}" | tr "," " "); do',
+            '  case "$index" in',
+            '    "" | *[!0-9]*)',
+            '      echo "Slurm named a GPU that is not a number: $index" >&2',
+            "      exit 1",
+            "      ;;",
+            "  esac",
+            f'  set -- "$@" --device={shlex.quote(device_before)}"$index"'
+            f"{shlex.quote(device_after) if device_after else ''}",
+            "done",
+            "trap 'podman kill --signal INT \"$name\" >/dev/null 2>&1' INT",
+            "trap 'podman stop --time 10 \"$name\" >/dev/null 2>&1' TERM",
+            'podman run --name "$name" '
+            + " ".join(shlex.quote(arg) for arg in podman_run)
+            + ' "$@" '
+            + " ".join(shlex.quote(arg) for arg in image_and_command)
+            + " &",
+            "child=$!",
+            # A trapped signal ends `wait` early: wait again while podman runs.
+            'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done',
+            'exit "$status"',
+            "",
+        ]
+    )
