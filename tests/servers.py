@@ -71,6 +71,22 @@ def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None
     (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
 
 
+def jupyter_env(home: Path) -> dict[str, str]:
+    """The environment of a Jupyter process of the tests' (a server, the demo's notebook
+    writer) whose home is ``home``: its Jupyter directories there, the test environment's
+    commands first."""
+    return {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "HOME": str(home),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "LANG": "C.UTF-8",
+        # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+    }
+
+
 class Server:
     """`jupyter server`, as ``user`` when given (through setpriv, which execs: our child's pid is
     the server's, so `kill -9` hits the server itself)."""
@@ -100,18 +116,7 @@ class Server:
             extra_env["IPYTHONDIR"] = str(users_own / "ipython")
             (home / "config").mkdir(exist_ok=True)
             (home / "config" / "migrated").touch()
-        env = {
-            "PATH": f"{VENV_BIN}:/usr/bin:/bin",
-            "HOME": str(home),
-            "JUPYTER_CONFIG_DIR": str(home / "config"),
-            "JUPYTER_DATA_DIR": str(home / "data"),
-            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-            "LANG": "C.UTF-8",
-            # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
-            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
-            **extra_env,
-            **(env or {}),
-        }
+        env = {**jupyter_env(home), **extra_env, **(env or {})}
         self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [

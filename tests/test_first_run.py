@@ -23,7 +23,7 @@ from conftest import (
     install_spec,
     kernel_name,
 )
-from servers import Server, write_server_config
+from servers import Server, jupyter_env, write_server_config
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -183,14 +183,7 @@ async def test_show_host_kernels_false_offers_container_kernels_only(
 
 def write_welcome(home: Path, image: str) -> str:
     """scripts/welcome_notebook.py as scripts/demo.sh runs it, in the server's environment."""
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(home),
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "LANG": "C.UTF-8",
-    }
+    env = jupyter_env(home)
     done = subprocess.run(
         [sys.executable, str(WELCOME_SCRIPT), str(home / "workspace"), f"--image={image}"],
         env=env,

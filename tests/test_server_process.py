@@ -33,7 +33,7 @@ from conftest import (
     kernel_name,
 )
 from hostusers import host_state_dir
-from servers import Server, write_server_config
+from servers import Server, jupyter_env, write_server_config
 
 from jupyter_gpu_containers.base import labels as L
 
@@ -239,16 +239,7 @@ def test_the_demo_writes_its_notebook_as_a_user_on_that_users_engine(engine: Eng
 
 def _write_the_demo_notebook(engine: Engine, engine_home: Path) -> None:
     workspace = engine_home / "workspace"
-    env = {
-        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
-        "HOME": str(engine_home),
-        "JUPYTER_CONFIG_DIR": str(engine_home / "config"),
-        "JUPYTER_DATA_DIR": str(engine_home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(engine_home / "runtime"),
-        "LANG": "C.UTF-8",
-        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
-        **engine.env,
-    }
+    env = {**jupyter_env(engine_home), **engine.env}
     options = ["--ContainerEngine.backend=podman"] if engine.name == "podman" else []
     done = subprocess.run(
         [
