@@ -67,11 +67,18 @@ async def restore_sessions(session_manager: Any, notebooks: dict[str, str], log:
     session already keeps it. Returns how many were restored."""
     restored = 0
     for kernel_id, path in notebooks.items():
-        if await session_manager.session_exists(path=path):
+        # create_session would start a kernel of that id if it were gone: only a running one.
+        if kernel_id not in session_manager.kernel_manager:
             continue
-        await session_manager.create_session(
-            path=path, name=os.path.basename(path), type="notebook", kernel_id=kernel_id
-        )
+        try:
+            if await session_manager.session_exists(path=path):
+                continue
+            await session_manager.create_session(
+                path=path, name=os.path.basename(path), type="notebook", kernel_id=kernel_id
+            )
+        except Exception as e:  # the kernel runs on all the same: its notebook starts another
+            log.warning("The session of %s (kernel %s) was not restored: %s", path, kernel_id, e)
+            continue
         log.info("Kernel %s serves %s again (its session is restored).", kernel_id, path)
         restored += 1
     return restored
