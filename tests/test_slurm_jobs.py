@@ -26,6 +26,7 @@ from jupyter_gpu_containers.backends.slurm.jobs import (
     SlurmCommands,
     SlurmRefused,
     gpu_indices,
+    job_from,
 )
 from jupyter_gpu_containers.backends.slurm.script import batch_script
 
@@ -122,6 +123,25 @@ def test_gpu_indices_are_read_from_slurms_own_words() -> None:
     assert gpu_indices(["gpu:a100:3(IDX:0,2-3)"]) == (0, 2, 3)
     assert gpu_indices(["gpu:1(IDX:N/A)", "nic:1(IDX:0)"]) == ()
     assert gpu_indices([]) == ()
+
+
+@pytest.mark.parametrize(
+    ("reason", "ends"),
+    [
+        ("Resources", True),
+        ("Priority", True),
+        ("QOSMaxGRESPerUser", True),
+        ("AssocGrpGRES", True),
+        ("QOSMaxGRESPerJob", False),
+        ("QOSMaxWallDurationPerJobLimit", False),
+        ("PartitionTimeLimit", False),
+        ("JobHeldUser", False),
+        ("JobHeldAdmin", False),
+    ],
+)
+def test_a_wait_is_judged_by_whether_slurms_reason_can_end(reason: str, ends: bool) -> None:
+    job = job_from({"job_id": 7, "job_state": "PENDING", "state_reason": reason})
+    assert job.waiting and job.wait_can_end is ends
 
 
 def test_a_job_runs_as_its_user_on_the_gpus_slurm_gave_it(jobs: Jobs) -> None:

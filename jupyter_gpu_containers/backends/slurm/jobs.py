@@ -59,7 +59,6 @@ REASONS_THAT_PASS = frozenset(
         "ReqNodeNotAvail",
         "Reservation",
         "JobArrayTaskLimit",
-        "PartitionTimeLimit",
         "Prolog",
         "Cleaning",
         "Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_"
@@ -189,9 +188,14 @@ class Job:
 
     @property
     def wait_can_end(self) -> bool:
-        """Whether the reason it pends is one that ends by itself (the launch may wait on)."""
-        return self.reason in REASONS_THAT_PASS or self.reason.startswith(
-            ("QOSMax", "QOSGrp", "AssocMax", "AssocGrp", "MaxGRES", "MaxCpu", "MaxMem")
+        """Whether the reason it pends is one that ends by itself (the launch may wait on):
+        resources, priority, and limits on what the user or account holds now (QOSMaxGRESPerUser,
+        AssocGrpGRES…), which free as their other jobs end; never a limit on the job itself
+        (…PerJob…: it asks for more than it may ever have), a hold, or a partition's time limit."""
+        if self.reason in REASONS_THAT_PASS:
+            return True
+        return "PerJob" not in self.reason and self.reason.startswith(
+            ("QOSMax", "QOSGrp", "AssocMax", "AssocGrp")
         )
 
     def why_ended(self) -> str:
