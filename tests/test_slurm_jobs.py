@@ -17,6 +17,8 @@ from typing import Any
 import podman_user
 import pytest
 import stale_runs
+from conftest import DEBIAN_IMAGE, TEST_LABEL
+from conftest import TEST_RUN as RUN
 from slurm_cluster import SlurmCluster
 
 from jupyter_gpu_containers.backends.slurm.jobs import (
@@ -32,7 +34,6 @@ from jupyter_gpu_containers.backends.slurm.script import batch_script
 
 STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
 STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
-RUN = os.environ.get("JGC_TEST_RUN", "adhoc")
 
 pytestmark = pytest.mark.skipif(
     not STUDENT_A or not STUDENT_B or os.getuid() != 0,
@@ -268,8 +269,6 @@ def test_a_jobs_container_sees_exactly_the_gpus_slurm_gave_it(
     """The batch script (script.py) runs the kernel's image in the user's rootless Podman on the
     job's node, with one CDI device per GPU index Slurm gave the job: the container lists those
     device files and no other, and runs as the user."""
-    from conftest import DEBIAN_IMAGE, TEST_LABEL
-
     podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
     holder = jobs.submit(STUDENT_A, "sleep 300\n", gpus=1)  # so that the kernel's are not 0, 1
     held = until(jobs.state(holder, "RUNNING"), 60, "the first job did not run")
