@@ -324,8 +324,8 @@ class SlurmCommands:
         if done.returncode != 0:
             said = _last_words(done.stderr) or f"exit status {done.returncode}"
             if "unable to contact slurm controller" in said.lower() or "connection refused" in said:
-                raise EngineUnavailable(f"Slurm's controller does not answer: {said}.")
-            raise SlurmRefused(f"Slurm refused to {what}: {said}.", said)
+                raise EngineUnavailable(f"Slurm's controller does not answer: {said.rstrip('.')}.")
+            raise SlurmRefused(f"Slurm refused to {what}: {said.rstrip('.')}.", said)
         return done.stdout
 
     def submit(self, account: Account, request: JobRequest, script: str) -> str:
