@@ -30,8 +30,14 @@ export class AdminModel {
   async refresh(status: IStatus | null): Promise<void> {
     // The server's status says whether this user is an administrator: a
     // route that can only answer 403 is not asked (read first, each poll).
-    if (this._route.resting || status?.admin === false) {
+    if (status?.admin === false) {
       this._admin = null;
+      return;
+    }
+    // A status that could not be read (the server restarting, a request the
+    // browser dropped when a container's network came up) says nothing of
+    // who the user is: the last answer stands until one is read.
+    if (this._route.resting || status === null) {
       return;
     }
     try {

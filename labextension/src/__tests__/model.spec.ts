@@ -1056,6 +1056,36 @@ describe('fair sharing', () => {
     expect(model.admin).toBeNull();
   });
 
+  it('asks no admin view while the status cannot be read, and keeps the last one', async () => {
+    // The browser drops requests in flight when a container's network comes
+    // up: a status that failed says nothing of who the user is.
+    routes['GET status'] = ok({ ...makeStatus(), admin: false });
+    const model = createModel();
+    await model.refreshGpus();
+    routes['GET status'] = unreachable();
+    await model.refreshGpus();
+    expect(model.statusError).not.toBe('');
+    expect(requests('GET admin')).toEqual([]);
+    // An administrator's view stays while the status is unreadable, and is
+    // not asked for again until the status says who the user is.
+    routes['GET status'] = ok({ ...makeStatus(), admin: true });
+    routes['GET admin'] = ok({
+      holders: [],
+      gpus: [],
+      queue: { queue: [], length: 0 },
+      reclaim: [],
+      quotas: null,
+      engine_error: '',
+      source: 'static'
+    });
+    await model.refreshGpus();
+    expect(model.admin?.source).toBe('static');
+    routes['GET status'] = unreachable();
+    await model.refreshGpus();
+    expect(requests('GET admin')).toHaveLength(1);
+    expect(model.admin?.source).toBe('static');
+  });
+
   it('asks a Docker server for its cluster once, a Kubernetes one each time', async () => {
     routes['GET cluster'] = ok({
       backend: 'docker',
