@@ -12,11 +12,15 @@ import pytest
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import KernelOptionRefused, MountRefused, ValueRefused
-from jupyter_gpu_containers.base.records import ContainerSpec, ImageRecord, Mount
+from jupyter_gpu_containers.base.records import (
+    KERNEL_DIR_IN_CONTAINER,
+    ContainerSpec,
+    ImageRecord,
+    Mount,
+)
 from jupyter_gpu_containers.gpus.allocator import Attachment, attachment
 from jupyter_gpu_containers.gpus.inventory import GPU
 from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy
-from jupyter_gpu_containers.policy.command import KERNEL_DIR_IN_CONTAINER
 from jupyter_gpu_containers.policy.launchplan import (
     KernelOptions,
     LaunchFacts,

@@ -25,6 +25,7 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import MountRefused, PathRefused
+from jupyter_gpu_containers.base.records import KERNEL_DIR_IN_CONTAINER
 from jupyter_gpu_containers.policy.checks import (
     NAME_MAX,
     PATH_MAX,
@@ -33,7 +34,6 @@ from jupyter_gpu_containers.policy.checks import (
     inside,
     resolve_inside,
 )
-from jupyter_gpu_containers.policy.command import KERNEL_DIR_IN_CONTAINER
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,13 @@ def iso_time(unix: float | None) -> str | None:
     return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
 
 
+# Where a kernel's private directory (its connection file, its /etc/passwd and /etc/group) is
+# mounted in its container, and its connection file's name there: the launch plan writes them,
+# and a backend that delivers the connection another way (a Secret, a job's node) finds them.
+KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
+CONNECTION_FILE_NAME = "kernel.json"
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """What the engine knows about one local image (from ``docker image inspect``)."""

@@ -38,10 +38,10 @@ from typing import Any
 from jupyter_core.paths import jupyter_runtime_dir
 
 from ..base.errors import ContainerKernelError
+from ..base.records import CONNECTION_FILE_NAME
 from ..base.safefiles import private_dir, read_json_nofollow, write_atomic
 from .accounts import GROUP_FILE, PASSWD_FILE
 
-CONNECTION_FILE_NAME = "kernel.json"
 # Unix socket paths are limited to 108 bytes including the NUL; ipykernel appends "-<port>" to
 # "<root>/<8 chars>-<8 random>/kernel-ipc".
 MAX_IPC_PATH = 100

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from jupyter_client.connect import KernelConnectionInfo
 
-from ..base.records import ImageRecord
+from ..base.records import KERNEL_DIR_IN_CONTAINER, ImageRecord
 from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
 from ..host.identity import KernelUser
 from ..host.privatedirs import (
@@ -28,7 +28,6 @@ from ..host.privatedirs import (
 )
 from ..policy.admin_policy import ContainerPolicy
 from ..policy.checks import numeric_user
-from ..policy.command import KERNEL_DIR_IN_CONTAINER
 from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts
 from ..services import Services
 

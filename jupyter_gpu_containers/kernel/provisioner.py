@@ -38,14 +38,13 @@ from ..base.errors import (
     ContainerKernelError,
     EngineUnavailable,
 )
-from ..base.records import ContainerSpec, ImageRecord
+from ..base.records import CONNECTION_FILE_NAME, KERNEL_DIR_IN_CONTAINER, ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment
 from ..gpus.notebook_requests import api_path_of_session
 from ..host.identity import KernelUser
-from ..host.privatedirs import CONNECTION_FILE_NAME
 from ..placement.placement import PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
-from ..policy.command import KERNEL_DIR_IN_CONTAINER, kernel_command
+from ..policy.command import kernel_command
 from ..policy.launchplan import LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request

@@ -12,8 +12,8 @@ from typing import Any as AnyType
 from jupyter_client.provisioning import KernelProvisionerFactory
 
 from ..base.errors import ContainerKernelError
+from ..base.records import KERNEL_DIR_IN_CONTAINER
 from ..gpus.allocator import GPURequest
-from ..policy.command import KERNEL_DIR_IN_CONTAINER
 from .launch_request import launching
 from .provisioner import ContainerProvisioner
 from .warmpool import PoolEntry, StartContainer, Target, spec_fingerprint

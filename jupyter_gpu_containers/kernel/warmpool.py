@@ -41,12 +41,11 @@ from traitlets.config import LoggingConfigurable
 from ..backends.backend import ContainerBackend
 from ..base import labels as L
 from ..base.errors import ContainerExited, ContainerKernelError, ImageNotKernelReady, LaunchTimeout
-from ..base.records import ContainerSpec
+from ..base.records import KERNEL_DIR_IN_CONTAINER, ContainerSpec
 from ..base.safefiles import read_json_nofollow, write_json_atomic
 from ..gpus.allocator import GPURequest
 from ..gpus.inventory import GPUInventory
 from ..host.privatedirs import discard_private_dir
-from ..policy.command import KERNEL_DIR_IN_CONTAINER
 from .handshake import ask_kernel
 from .kernelspecs import PROVISIONER_NAME, ContainerKernelSpecManager
 

@@ -23,7 +23,7 @@ from traitlets.config import Config, LoggingConfigurable
 from ..backends.backend import ContainerBackend
 from ..base import labels as L
 from ..base.errors import ImageIncompatible
-from ..base.records import ContainerRecord, ImageRecord
+from ..base.records import CONNECTION_FILE_NAME, ContainerRecord, ImageRecord
 from ..gpus.allocator import (
     GPUAllocator,
     GPURequest,
@@ -38,7 +38,7 @@ from ..gpus.notebook_requests import fitted_to_host
 from ..gpus.quota import GPUQuota
 from ..gpus.tickets import Ticket
 from ..host.hoststate import StateDir
-from ..host.privatedirs import CONNECTION_FILE_NAME, own_private_dir
+from ..host.privatedirs import own_private_dir
 from ..images import compat
 from ..policy.admin_policy import ContainerPolicy
 from .placement import LaunchSteps, Placed, PlacementStart

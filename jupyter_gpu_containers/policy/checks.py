@@ -21,8 +21,8 @@ from ..base.errors import (
     PathRefused,
     ValueRefused,
 )
+from ..base.records import KERNEL_DIR_IN_CONTAINER
 from .admin_policy import ContainerPolicy
-from .command import KERNEL_DIR_IN_CONTAINER
 
 # Linux's limits: PATH_MAX counts the terminating NUL, NAME_MAX bounds one path component. A
 # longer path can never name a file, so it is refused before any system call sees it.

@@ -8,9 +8,6 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 
-# Mount point of the private per-kernel directory inside the container.
-KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
-
 # How the kernel starts, once an interpreter is found: `python -c KERNEL_BOOT -f FILE`, which runs
 # ipykernel_launcher as `python -m ipykernel_launcher -f FILE` would, but for sys.path. Both put
 # the working directory (the notebook's, which its user writes) first on sys.path: -m as its

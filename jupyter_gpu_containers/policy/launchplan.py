@@ -27,7 +27,7 @@ from typing import Any
 
 from ..base import labels
 from ..base.errors import ValueRefused
-from ..base.records import ContainerSpec, ImageRecord, Mount
+from ..base.records import KERNEL_DIR_IN_CONTAINER, ContainerSpec, ImageRecord, Mount
 from ..gpus.allocator import Attachment
 from .admin_policy import ContainerPolicy
 from .checks import (
@@ -40,7 +40,7 @@ from .checks import (
     kernel_limits,
     kernel_user,
 )
-from .command import KERNEL_DIR_IN_CONTAINER, entrypoint_is_interpreter
+from .command import entrypoint_is_interpreter
 
 
 @dataclass(frozen=True)

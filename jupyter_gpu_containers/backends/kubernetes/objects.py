@@ -17,12 +17,10 @@ from typing import Any
 
 from ...base import labels as L
 from ...base.errors import EngineRefused, MountRefused
-from ...base.records import ContainerSpec
+from ...base.records import CONNECTION_FILE_NAME, KERNEL_DIR_IN_CONTAINER, ContainerSpec
 
-KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 # Where a kernel pod's Secret (its connection file) is mounted, read-only.
 SECRET_DIR_IN_CONTAINER = "/run/jupyter-kernel-secret"
-CONNECTION_FILE_NAME = "kernel.json"
 # The kernel's own account files (accounts.py), which the provisioner writes beside its
 # connection file: in a pod they come from its Secret too, each file mounted on its own.
 ACCOUNT_FILES_IN_CONTAINER = {"/etc/passwd": "passwd", "/etc/group": "group"}

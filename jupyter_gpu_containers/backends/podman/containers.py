@@ -6,11 +6,9 @@ runs), signalled, force-removed, and listed by label as records."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from ...base.errors import ContainerKernelError, EngineRefused, ImageMissing
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
 from ..backend import ContainerDetails
 from ..docker_formats import container_details, short
+from ..podman_args import device_args, env_lines, run_options
 from .cli import PodmanCLI, PodmanFailed
 
 
@@ -27,45 +26,6 @@ def image_missing(image: str, then_start: bool = False) -> ImageMissing:
         f"The image {image} is not in your Podman storage. Pull or load it first "
         f"(`podman pull {image}`){then}."
     )
-
-
-def hardening_args(cap_add: Iterable[str], no_new_privileges: bool) -> list[str]:
-    """Every capability dropped but ``cap_add``, and no-new-privileges (kernel and probe)."""
-    args = ["--cap-drop", "ALL"]
-    for cap in cap_add:
-        args += ["--cap-add", cap]
-    if no_new_privileges:
-        args += ["--security-opt", "no-new-privileges"]
-    return args
-
-
-def _mount_arg(source: str, target: str, read_only: bool) -> str:
-    # podman splits --mount on "," and "=": a path holding one would be read as another option.
-    for path in (source, target):
-        if "," in path or "=" in path:
-            raise EngineRefused(
-                f"The path {path!r} cannot be mounted into a Podman container: it holds a ',' "
-                "or '=', which podman's --mount reads as the start of another option. Rename "
-                "it, or mount a directory above it."
-            )
-    return f"type=bind,source={source},destination={target}" + (",ro" if read_only else "")
-
-
-def device_args(spec: ContainerSpec) -> list[str]:
-    """GPUs as Podman names them: CDI devices (``nvidia.com/gpu=<uuid>``). Podman has no
-    ``--gpus``: a device request for NVIDIA's driver is refused with what to do instead."""
-    args: list[str] = []
-    for request in spec.device_requests:
-        if request.get("driver") != "cdi":
-            raise EngineRefused(
-                "Podman reaches GPUs through CDI, not through device requests: generate "
-                "NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`) "
-                "and set GPUAllocator.attach_mode = 'cdi' (or leave it 'auto', which finds the "
-                "spec)."
-            )
-        for name in request.get("device_ids") or []:
-            args += ["--device", str(name)]
-    return args
 
 
 def create_args(
@@ -78,61 +38,12 @@ def create_args(
     """``podman create`` arguments for ``spec`` (its network and ulimits as the engine resolved
     them); its environment comes on podman's stdin (:func:`env_lines`)."""
     args = ["create", "--pull", "never", "--name", spec.name]
-    if userns:
-        args += ["--userns", userns]
-    for key, value in spec.labels.items():
-        args += ["--label", f"{key}={value}"]
-    if spec.user:
-        args += ["--user", spec.user]
-    if spec.working_dir:
-        args += ["--workdir", spec.working_dir]
-    for m in spec.mounts:
-        args += ["--mount", _mount_arg(m.source, m.target, m.read_only)]
-    for target, options in spec.tmpfs.items():
-        args += ["--tmpfs", f"{target}:{options}" if options else target]
-    if spec.read_only:
-        args += ["--read-only"]
-    args += hardening_args(spec.cap_add, spec.no_new_privileges)
-    if spec.shm_size:
-        args += ["--shm-size", spec.shm_size]
-    for name, (soft, hard) in ulimits.items():
-        args += ["--ulimit", f"{name}={soft}:{hard}"]
-    if spec.runtime:
-        args += ["--runtime", spec.runtime]
-    args += ["--network", network]
-    if spec.mem_limit:
-        args += ["--memory", spec.mem_limit]
-    if spec.pids_limit:
-        args += ["--pids-limit", str(spec.pids_limit)]
-    if spec.init:
-        args += ["--init"]
-    if spec.entrypoint is not None:
-        args += ["--entrypoint", json.dumps(spec.entrypoint) if spec.entrypoint else ""]
-    for port, (address, host_port) in spec.port_bindings.items():
-        args += ["--publish", f"{address}:{host_port}:{port}"]
+    args += run_options(spec, network=network, userns=userns, ulimits=ulimits)
     args += device_args(spec)
-    # k8s-file whatever containers.conf says (journald, none): rotated, and readable for the log
-    # tails that error sentences quote and the kernel's view follows.
-    args += ["--log-driver", "k8s-file", "--log-opt", f"max-size={spec.log_max_size}"]
     if spec.environment:
         args += ["--env-file", "/dev/stdin"]
     args += [spec.image, *spec.command]
     return args
-
-
-def env_lines(environment: dict[str, str]) -> bytes:
-    """``environment`` as podman's ``--env-file`` reads it, given on podman's stdin: not as
-    ``--env K=V`` (a command line is readable by every account on the host, in /proc), not in
-    podman's own environment (HOME or XDG_RUNTIME_DIR there would move podman's own storage),
-    and in no file on disk."""
-    for key, value in environment.items():
-        if "\n" in key or "\n" in value or "=" in key or not key:
-            raise EngineRefused(
-                f"The kernel's environment variable {key!r} cannot be given to Podman: a name "
-                "must be non-empty without '=', and neither name nor value may hold a line "
-                "break (podman's --env-file is read line by line)."
-            )
-    return "".join(f"{key}={value}\n" for key, value in environment.items()).encode()
 
 
 def refused_to_create(spec: ContainerSpec, e: PodmanFailed) -> ContainerKernelError:

@@ -12,8 +12,9 @@ import subprocess
 from ...base.errors import EngineRefused, EngineUnavailable
 from ...base.records import OneshotResult
 from ..docker_formats import short
+from ..podman_args import env_lines, hardening_args
 from .cli import PodmanCLI, PodmanFailed
-from .containers import env_lines, hardening_args, image_missing, remove
+from .containers import image_missing, remove
 from .images import image_id
 
 
