@@ -39,6 +39,7 @@ from .images.credentials import RegistryCredentials
 from .images.prepull import PrePuller
 from .images.probe import KernelReadinessProbe
 from .images.pulls import PullManager
+from .placement.batch import BatchPlacement
 from .placement.cluster import ClusterPlacement
 from .placement.host import HostPlacement
 from .placement.placement import Placement
@@ -119,7 +120,12 @@ class Services:
         # Where kernels go and which GPUs they get, chosen here once for the engine (as
         # placement_class says).
         self.placement: Placement
-        if placement_class(self.backend) is ClusterPlacement:
+        chosen = placement_class(self.backend)
+        if chosen is BatchPlacement:
+            self.placement = BatchPlacement(
+                parent=parent, backend=self.backend, allocator=self.allocator
+            )
+        elif chosen is ClusterPlacement:
             self.placement = ClusterPlacement(
                 parent=parent, backend=self.backend, allocator=self.allocator
             )
@@ -229,8 +235,11 @@ def placement_class(
     backend: ContainerBackend | type[ContainerBackend],
 ) -> type[HostPlacement] | type[ClusterPlacement]:
     """How kernels are placed on ``backend`` (a backend, or its class): the one place that asks
-    whether the engine's scheduler places GPUs."""
-    return ClusterPlacement if backend.schedules_gpus else HostPlacement
+    whether the engine's scheduler places GPUs, and whether it runs kernels as jobs on nodes
+    that share this host's files (BatchPlacement is a ClusterPlacement)."""
+    if not backend.schedules_gpus:
+        return HostPlacement
+    return BatchPlacement if backend.kernels_on_shared_nodes else ClusterPlacement
 
 
 def services_for(owner: Any) -> Services | None:

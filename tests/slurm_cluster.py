@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import stale_runs
 from k8s_cluster import ClusterStartError, _Process, free_port, log_tail, wait_for
 
 GPUS = 4
@@ -280,3 +281,34 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[None]:
+    """NVIDIA's CDI kind naming the cluster's GPUs by index ("nvidia.com/gpu=0", as
+    ``nvidia-ctk cdi generate`` names them), each the device file gres.conf names for that
+    index, at the same path in a container (rootless Podman 4.3 bind-mounts a device node from
+    its container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same
+    on both sides); in /etc/cdi (Podman 4.3 reads no other place), named for this run, removed
+    afterwards."""
+    devices = "".join(
+        f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
+        f"        - path: {slurm_cluster.device(index)}\n"
+        for index in range(slurm_cluster.gpus)
+    )
+
+    # conftest names this plugin: imported once the session runs, not while it is loaded.
+    from conftest import TEST_RUN as RUN
+
+    spec = Path("/etc/cdi") / f"jgc-test-slurm-{RUN}.yaml"
+    spec.parent.mkdir(mode=0o755, exist_ok=True)
+    # A run that was killed left its spec: the same names in two specs make every CDI device
+    # of the kind unusable.
+    for left in spec.parent.glob("jgc-test-slurm-*.yaml"):
+        if stale_runs.run_is_over(left.stem.removeprefix("jgc-test-slurm-")) is True:
+            left.unlink(missing_ok=True)
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield
+    finally:
+        spec.unlink(missing_ok=True)

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 from traitlets.config import Config, LoggingConfigurable
 
+from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
+from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import ContainerKernelError
 from jupyter_gpu_containers.base.records import ContainerRecord
 from jupyter_gpu_containers.gpus.allocator import Attachment
+from jupyter_gpu_containers.placement.batch import BatchPlacement
 from jupyter_gpu_containers.placement.cluster import ClusterPlacement, refuse_host_sharing
 from jupyter_gpu_containers.placement.host import HostPlacement
-from jupyter_gpu_containers.services import Services
+from jupyter_gpu_containers.services import Services, placement_class
 
 
 def test_a_docker_server_places_kernels_on_its_host() -> None:
@@ -111,9 +114,10 @@ def test_only_services_chooses_a_placement() -> None:
         "backends/docker/engine.py",
         "backends/kubernetes/k8s.py",
         "backends/podman/engine.py",
+        "backends/slurm/backend.py",
         "services.py",
     ]
-    for built in ("ClusterPlacement", "HostPlacement"):
+    for built in ("BatchPlacement", "ClusterPlacement", "HostPlacement"):
         called = re.compile(rf"(?<!class ){built}\(")
         builders = [
             str(p.relative_to(package))
@@ -126,7 +130,15 @@ def test_only_services_chooses_a_placement() -> None:
 def test_how_a_kernel_is_reached_is_the_placements_word() -> None:
     """Whether a kernel shares its private directory with this host (or has an address of its
     own) is declared by the placement, not asked of the engine."""
-    assert (HostPlacement.shares_directory, ClusterPlacement.shares_directory) == (True, False)
+    reached = [
+        (p.shares_directory, p.reaches_kernels_on_loopback, p.kernel_chooses_ports)
+        for p in (HostPlacement, ClusterPlacement, BatchPlacement)
+    ]
+    # The host's: the directory mounted, loopback. A pod's: a Secret, its own address. A job's:
+    # the directory on the shared file system, the node's address, ports the kernel chose.
+    assert reached == [(True, True, False), (False, False, False), (True, False, True)]
+    assert placement_class(SlurmBackend) is BatchPlacement
+    assert placement_class(KubernetesBackend) is ClusterPlacement
     package = Path(__file__).parent.parent / "jupyter_gpu_containers"
     # The backends declare no such thing any more (connection_on_pod_ip), and only a backend
     # knows what a pod's IP is.

@@ -16,7 +16,6 @@ from typing import Any
 
 import podman_user
 import pytest
-import stale_runs
 from conftest import DEBIAN_IMAGE, TEST_LABEL
 from conftest import TEST_RUN as RUN
 from slurm_cluster import SlurmCluster
@@ -234,33 +233,6 @@ def test_slurms_refusal_is_a_sentence(jobs: Jobs) -> None:
         jobs.submit(STUDENT_A, "true\n", gpus=jobs.cluster.gpus + 1)
     assert str(refused.value).startswith(f"Slurm refused to start a job for {STUDENT_A}: ")
     assert "node configuration is not available" in str(refused.value)
-
-
-@pytest.fixture
-def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[None]:
-    """NVIDIA's CDI kind naming the cluster's GPUs by index ("nvidia.com/gpu=0", as
-    ``nvidia-ctk cdi generate`` names them), each the device file gres.conf names for that
-    index, at the same path in a container (rootless Podman 4.3 bind-mounts a device node from
-    its container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same
-    on both sides); in /etc/cdi (Podman 4.3 reads no other place), named for this run, removed
-    afterwards."""
-    devices = "".join(
-        f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
-        f"        - path: {slurm_cluster.device(index)}\n"
-        for index in range(slurm_cluster.gpus)
-    )
-    spec = Path("/etc/cdi") / f"jgc-test-slurm-{RUN}.yaml"
-    spec.parent.mkdir(mode=0o755, exist_ok=True)
-    # A run that was killed left its spec: the same names in two specs make every CDI device
-    # of the kind unusable.
-    for left in spec.parent.glob("jgc-test-slurm-*.yaml"):
-        if stale_runs.run_is_over(left.stem.removeprefix("jgc-test-slurm-")) is True:
-            left.unlink(missing_ok=True)
-    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
-    try:
-        yield
-    finally:
-        spec.unlink(missing_ok=True)
 
 
 def test_a_jobs_container_sees_exactly_the_gpus_slurm_gave_it(

@@ -133,8 +133,13 @@ class ContainerBackend(Protocol):
     #   cluster), so that a pull made with one user's own registry login must be kept private
     #   to them by this project (privateimages.py); rootless Podman's storage is its user's own
     #   (Docker, Kubernetes, Podman as root: True; rootless Podman: False);
+    # - kernels_on_shared_nodes: its scheduler runs each kernel as a job on a node that shares
+    #   this host's file system, and its network with other users' jobs (Slurm: True; Docker,
+    #   Podman, Kubernetes: False); services.py then places kernels as batch jobs
+    #   (placement/batch.py);
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
     schedules_gpus: bool
+    kernels_on_shared_nodes: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
 

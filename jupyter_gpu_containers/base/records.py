@@ -32,6 +32,8 @@ def iso_time(unix: float | None) -> str | None:
 # and a backend that delivers the connection another way (a Secret, a job's node) finds them.
 KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 CONNECTION_FILE_NAME = "kernel.json"
+# A kernel's ports, by their names in its connection file.
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
 @dataclass(frozen=True)

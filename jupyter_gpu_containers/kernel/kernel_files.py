@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from jupyter_client.connect import KernelConnectionInfo
 
-from ..base.records import KERNEL_DIR_IN_CONTAINER, ImageRecord
+from ..base.records import KERNEL_DIR_IN_CONTAINER, PORT_NAMES, ImageRecord
 from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
 from ..host.identity import KernelUser
 from ..host.privatedirs import (
@@ -72,18 +72,20 @@ class KernelFiles:
         kernel = self.kernel
         km = kernel.parent
         assert km is not None  # pre_launch checked
-        shared = kernel.services.placement.shares_directory
+        local = kernel.services.placement.reaches_kernels_on_loopback
         if kernel.connection_dir is None:
             root = connection_root(policy.connection_dir_root)
-            # A pod gets its connection file from a Secret: this directory is never mounted.
-            size = policy.private_dir_size if shared else None
+            # A tmpfs of this host only where the kernel runs on it: a pod gets its connection
+            # file from a Secret (this directory is never mounted), and a job's node reads the
+            # directory through the file system it shares with this host.
+            size = policy.private_dir_size if local else None
             kernel.connection_dir = make_private_dir(root, kernel.kernel_id, self.owner(), size)
         else:
             remove_stale_sockets(kernel.connection_dir)
         # The host's view of the connection, held by the kernel manager.
-        if not shared:
-            # A pod has an address of its own (known once it runs) and shares no directory
-            # with this process: tcp, on the pod's IP (launch_kernel sets it).
+        if not local:
+            # A pod or a job's node has an address of its own (known once it runs): tcp there
+            # (launch_kernel sets the address, and the ports where the kernel chose them).
             kernel.transport = "tcp"
             km.transport = "tcp"
             km.ip = "127.0.0.1"
@@ -127,6 +129,11 @@ class KernelFiles:
         info = dict(kernel.connection_info)
         if info["transport"] == "ipc":
             info["ip"] = f"{KERNEL_DIR_IN_CONTAINER}/kernel-ipc"
+        elif kernel.services.placement.kernel_chooses_ports:
+            # On a job's node: the kernel binds ports it finds free there, on the node's
+            # addresses (this server connects from another host), and writes them back here.
+            info["ip"] = "0.0.0.0"
+            info.update({name: 0 for name in PORT_NAMES})
         elif kernel.network_mode != "host":
             info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
         key = info.get("key", b"")

@@ -154,7 +154,7 @@ class ContainerProvisioner(ContainerKernelOptions):
             self.transport,
             self.network_mode,
             service_user=self.owner is not None,
-            on_loopback=self.services.placement.shares_directory,
+            on_loopback=self.services.placement.reaches_kernels_on_loopback,
         )
         launch_env = kwargs.get("env") or {}
         self._session = launch_env.get("JPY_SESSION_NAME", "")
@@ -236,6 +236,11 @@ class ContainerProvisioner(ContainerKernelOptions):
                 self.connection_info["ip"] = placed.address
                 if self.parent is not None:
                     self.parent.ip = placed.address
+            if placed.ports:  # the ports the kernel chose where it runs (a job's node)
+                self.connection_info.update(placed.ports)  # type: ignore[typeddict-item]
+                if self.parent is not None:
+                    for name, port in placed.ports.items():
+                        setattr(self.parent, name, port)
             await self._remove_previous_container()
             await self._wait_until_ready(placed.counts_from)
             self.phases.stamp("ready")
@@ -462,6 +467,7 @@ class _LaunchSteps:
             server_id=facts.server_id if facts else "",
             gpu_resource=p.gpu_resource,
             began=began,
+            launch_timeout=p.launch_timeout,
         )
 
     def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:

@@ -29,6 +29,9 @@ class ClusterPlacement(LoggingConfigurable):
     """Pods, placed with their GPUs by the backend's scheduler."""
 
     shares_directory = False
+    reaches_kernels_on_loopback = False
+    kernel_chooses_ports = False
+    scheduler = "Kubernetes"  # for sentences
 
     @staticmethod
     def prepare_service_config(config: Config) -> None:
@@ -51,8 +54,8 @@ class ClusterPlacement(LoggingConfigurable):
         request = start.request
         if request.ids:
             raise KernelOptionRefused(
-                "On Kubernetes the scheduler chooses a kernel's GPUs: ask for a number of GPUs, "
-                f"not for GPUs by id ({', '.join(request.ids)})."
+                f"On {self.scheduler} the scheduler chooses a kernel's GPUs: ask for a number "
+                f"of GPUs, not for GPUs by id ({', '.join(request.ids)})."
             )
         spec = steps.plan(Attachment.scheduled(request.count, start.gpu_resource), ())
         # The cap's count and the create as one step per user.
@@ -102,10 +105,10 @@ HOST_ONLY = (
 )
 
 
-def refuse_host_sharing(config: Config) -> None:
+def refuse_host_sharing(config: Config, where: str = "Kubernetes") -> None:
     """Refuse, in a sentence, a configuration that turns on what the host placement does and a
-    cluster's scheduler does not: a kernel service on Kubernetes must not look as if it queued,
-    counted or reclaimed GPUs."""
+    cluster's scheduler does not: a kernel service on Kubernetes (or ``where``) must not look as
+    if it queued, counted or reclaimed GPUs."""
     found = [
         (f"{section}.{name}", what)
         for section, name, what in HOST_ONLY
@@ -115,7 +118,7 @@ def refuse_host_sharing(config: Config) -> None:
         settings = _listed([setting for setting, _ in found])
         features = _listed(list(dict.fromkeys(what for _, what in found)))
         raise ContainerKernelError(
-            f"On Kubernetes the cluster's scheduler places kernels and their GPUs, so {features} "
+            f"On {where} the cluster's scheduler places kernels and their GPUs, so {features} "
             f"cannot apply there: remove {settings} from the kernel service's configuration "
             "(per-user GPU caps apply: GPUAllocator.max_gpus_per_user)."
         )

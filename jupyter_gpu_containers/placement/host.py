@@ -51,6 +51,8 @@ class HostPlacement(LoggingConfigurable):
     """Containers on this host's engine; GPUs from the host-wide ledger."""
 
     shares_directory = True
+    reaches_kernels_on_loopback = True
+    kernel_chooses_ports = False
 
     @staticmethod
     def prepare_service_config(config: Config) -> None:

@@ -44,6 +44,9 @@ class PlacementStart:
     gpu_resource: str
     # When the launch began (time.monotonic()): its timeout counts from here, less any wait.
     began: float
+    # Seconds the kernel has to answer once its container runs (ContainerProvisioner's
+    # launch_timeout): a placement that waits for the kernel's own ports waits this long.
+    launch_timeout: float = 60.0
     # What the start gives back while it waits in the GPU queue (the kernel service's start
     # slot), if anything.
     while_waiting: WhileWaiting | None = None
@@ -87,8 +90,12 @@ class Placed:
     counts_from: float = 0.0
     # Seconds the start waited in the GPU queue.
     waited: float = 0.0
-    # Where the kernel's ports are, when it has an address of its own (a pod); "" else.
+    # Where the kernel's ports are, when it has an address of its own (a pod, a job's node);
+    # "" else.
     address: str = ""
+    # The ports the kernel chose itself and wrote back (Placement.kernel_chooses_ports), by
+    # their connection-file names; None where the connection file's own ports are the kernel's.
+    ports: dict[str, int] | None = None
     # A warm container took the launch: its kernel answers already.
     from_warm_pool: bool = False
 
@@ -96,12 +103,19 @@ class Placed:
 class Placement(Protocol):
     """One per server, chosen by its engine (services.py)."""
 
-    # Whether a kernel's private directory is this host's and its container's both: its
-    # connection file and ipc sockets there, its tcp ports published on this host's loopback
-    # (where every local account reaches them). False: the kernel has an address of its own (a
-    # pod's: tcp there, behind the cluster's network policy), its connection file comes from a
-    # Secret, and the directory stays this server's alone.
+    # Whether a kernel's private directory reaches its container (mounted there: its connection
+    # file and account files, owned by the kernel's user). False: its connection file comes
+    # from a Secret (a pod's), and the directory stays this server's alone.
     shares_directory: bool
+    # Whether the kernel is reached through this host: its private directory's ipc sockets, or
+    # its tcp ports published on this host's loopback (where every local account reaches them);
+    # the directory may then be a tmpfs of this host. False: the kernel has an address of its
+    # own (a pod's, a job's node's): tcp there.
+    reaches_kernels_on_loopback: bool
+    # Whether the kernel chooses its own ports where it runs (its connection file names port 0,
+    # and ipykernel writes back the ports it bound; Placed.ports): a node other users' jobs
+    # share has no port this server could pick as free.
+    kernel_chooses_ports: bool
 
     @staticmethod
     def prepare_service_config(config: Config) -> None:

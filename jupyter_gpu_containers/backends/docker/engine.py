@@ -246,6 +246,7 @@ class Engine(LoggingConfigurable):
 
     # Kernels' ports are published on the host's loopback; the host ledger books GPUs.
     schedules_gpus = False
+    kernels_on_shared_nodes = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
     containers_shared = True

@@ -214,6 +214,7 @@ class KubernetesBackend(LoggingConfigurable):
     pull_auth: Callable[[str], dict[str, str] | None] | None = None
     # What the provisioner reads: pods have their own address; signals are not delivered.
     schedules_gpus = True
+    kernels_on_shared_nodes = False
     # A pod gets no signals from here: that would take pods/exec, which the service's account
     # is not granted.
     signals_reach_kernels = False

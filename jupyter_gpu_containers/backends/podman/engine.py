@@ -172,6 +172,7 @@ class PodmanEngine(LoggingConfigurable):
     # Kernels are reached through their private directory (ipc) or this host's loopback; the
     # host ledger books GPUs (over the containers this user's Podman shows: its own).
     schedules_gpus = False
+    kernels_on_shared_nodes = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
     cluster = None

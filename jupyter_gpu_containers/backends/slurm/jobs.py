@@ -291,7 +291,9 @@ class SlurmCommands:
         prefix: list[str] = []
         env = self.environment()
         cwd = "/"
-        if as_account is not None:
+        # Another account's: setpriv to it (root only). This process's own needs none (a
+        # user's own server submitting its own kernels).
+        if as_account is not None and as_account.uid != os.geteuid():
             prefix = [
                 "setpriv",
                 f"--reuid={as_account.uid}",

@@ -21,6 +21,10 @@ from collections.abc import Sequence
 # What the script's shell is told of each GPU index ({index}); a site without CDI names device
 # files instead ("/dev/nvidia{index}" with the control devices added by the administrator).
 CDI_BY_INDEX = "nvidia.com/gpu={index}"
+# The signals a kernel is sent (jupyter_client's interrupt is SIGINT), passed on by name.
+PASSED_ON = ("INT", "HUP", "QUIT", "USR1", "USR2")
+# Ends the here-document of the environment: no line of it can be this (each holds a "=").
+END_OF_ENVIRONMENT = "JGC_END_OF_ENVIRONMENT"
 
 
 def batch_script(
@@ -30,6 +34,7 @@ def batch_script(
     gpu_device: str = CDI_BY_INDEX,
     home: str,
     description: str,
+    environment: str = "",
 ) -> str:
     """The script: ``podman run`` with ``podman_run``'s arguments (everything but its name, the
     devices, the image and the command), one ``--device`` per GPU Slurm gave the job, then
@@ -41,7 +46,14 @@ def batch_script(
     the batch script (``scancel --batch --signal=INT``: an interrupt) is passed to the container
     by name, and the end of the job (a cancel, its time limit: SIGTERM to the job's processes)
     stops it by name (``podman stop``), which does not depend on podman's own forwarding of
-    signals; podman removes the container (``--rm``) as it ends."""
+    signals; podman removes the container (``--rm``) as it ends.
+
+    ``environment``: the container's, as ``--env-file`` lines (podman_args.env_lines), given on
+    podman's standard input by a here-document (``podman_run`` then holds ``--env-file
+    /dev/stdin``): not on a command line, which every account on the node reads in /proc. The
+    script itself is readable by the job's user and Slurm's administrators only."""
+    if any("=" not in line for line in environment.splitlines()):
+        raise ValueError("the environment is not --env-file lines (NAME=value)")
     if "{index}" not in gpu_device:
         raise ValueError(f"the GPU device template {gpu_device!r} names no {{index}}")
     device_before, device_after = gpu_device.split("{index}", 1)
@@ -67,13 +79,19 @@ def batch_script(
             f'  set -- "$@" --device={shlex.quote(device_before)}"$index"'
             f"{shlex.quote(device_after) if device_after else ''}",
             "done",
-            "trap 'podman kill --signal INT \"$name\" >/dev/null 2>&1' INT",
+            # Each signal the script can catch goes on to the container's process (an
+            # interrupt is SIGINT); SIGTERM (a cancel, the time limit) stops it.
+            *(
+                f"trap 'podman kill --signal {name} \"$name\" >/dev/null 2>&1' {name}"
+                for name in PASSED_ON
+            ),
             "trap 'podman stop --time 10 \"$name\" >/dev/null 2>&1' TERM",
             'podman run --name "$name" '
             + " ".join(shlex.quote(arg) for arg in podman_run)
             + ' "$@" '
             + " ".join(shlex.quote(arg) for arg in image_and_command)
-            + " &",
+            + (f" <<'{END_OF_ENVIRONMENT}' &" if environment else " &"),
+            *([environment.rstrip("\n"), END_OF_ENVIRONMENT] if environment else []),
             "child=$!",
             # A trapped signal ends `wait` early: wait again while podman runs.
             'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done',

@@ -1,0 +1,454 @@
+"""The Slurm backend: each kernel a Slurm job, its container run by the job's user's rootless Podman
+on the node Slurm chose, with the GPUs Slurm gave the job (issue #30).
+
+Slurm is the scheduler and the ledger: a kernel asks for a number of GPUs, Slurm decides when and
+where the job runs and which GPUs it holds; a kernel that cannot start yet waits in Slurm's queue
+with Slurm's reason. The backend keeps its own record of each job it submitted (records.py): a
+job's name and comment are its user's to change, so they are never read as labels.
+
+This module holds the configuration and the kernel's lifecycle (create submits the job, start
+waits while it pends, state, signals, cancel, logs, the connection the kernel wrote back, the
+records listed by label); jobs.py runs Slurm's commands, kernels.py turns a ContainerSpec into a
+job, script.py writes its batch script. Every Slurm command blocks: they run on this backend's
+threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from traitlets import Float, Int, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from ...base.errors import ContainerKernelError, EngineRefused
+from ...base.records import ContainerRecord, ContainerSpec, ContainerState
+from ..backend import ContainerDetails, Finding
+from . import kernels, logs
+from .jobs import ENDED_BECAUSE, Job, SlurmCommands, SlurmRefused
+from .records import JobRecord, JobRecords
+
+T = TypeVar("T")
+
+
+def _iso(seconds: float) -> str:
+    if not seconds:
+        return ""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
+
+class SlurmBackend(LoggingConfigurable):
+    """Kernels as Slurm jobs, run as their users, from a kernel service running as root."""
+
+    slurm_conf = Unicode(
+        "",
+        config=True,
+        help="""The Slurm configuration Slurm's commands read (SLURM_CONF); "" for the host's own
+        (/etc/slurm/slurm.conf).""",
+    )
+
+    command_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds one Slurm command (sbatch, squeue, scancel, scontrol) may take before
+        Slurm's controller is said not to answer.""",
+    )
+
+    max_workers = Int(
+        8, config=True, help="""Threads that run Slurm's commands off the event loop."""
+    )
+
+    records_dir = Unicode(
+        "/var/lib/jupyter-gpu-containers/slurm-jobs",
+        config=True,
+        help="""Where the backend keeps its record of each kernel's job (one file per job): a
+        directory of the service's account alone (0700; made if missing, refused if another
+        account made it). The records let a restarted service find its kernels' jobs again.""",
+    )
+
+    partition = Unicode(
+        "", config=True, help="""The partition kernels' jobs run in ("": Slurm's default)."""
+    )
+
+    account = Unicode(
+        "",
+        config=True,
+        help="""The Slurm account kernels' jobs are charged to ("": each user's default).""",
+    )
+
+    qos = Unicode(
+        "", config=True, help="""The QOS of kernels' jobs ("": the association's default)."""
+    )
+
+    time_limit_minutes = Int(
+        0,
+        config=True,
+        help="""Each kernel's job's time limit in minutes (0: the partition's default). A kernel
+        whose job reaches it ends, and its notebook is told why.""",
+    )
+
+    cpus_per_kernel = Int(
+        0, config=True, help="""CPUs each kernel's job asks for (0: Slurm's default, one)."""
+    )
+
+    gres_name = Unicode(
+        "gpu", config=True, help="""The GRES that GPUs are (``--gres=<name>:<count>``)."""
+    )
+
+    gpu_device = Unicode(
+        "nvidia.com/gpu={index}",
+        config=True,
+        help="""How the batch script names to Podman each GPU Slurm gave the job, ``{index}``
+        being its index on the node (SLURM_JOB_GPUS): NVIDIA's CDI name by default, which
+        needs ``nvidia-ctk cdi generate`` on each node and gres.conf numbering the GPUs alike
+        (docs/slurm.md).""",
+    )
+
+    extra_sbatch_args = List(
+        Unicode(),
+        config=True,
+        help="""The site's own sbatch options for every kernel's job (["--constraint=a100"]).""",
+    )
+
+    pending_timeout = Float(
+        600.0,
+        config=True,
+        help="""Seconds a kernel's start waits while its job pends for a reason that can end
+        (Resources, Priority, a limit on what the user holds now) before the job is cancelled
+        and the start given up; a reason that cannot end (a hold, a limit on the job itself)
+        gives up at once.""",
+    )
+
+    poll_interval = Float(
+        0.5, config=True, help="""Seconds between looks at a job that pends or starts."""
+    )
+
+    resolved_url = Unicode(help="Which Slurm this is, for sentences.")
+
+    # Slurm places kernels and their GPUs; an interrupt is a signal to the job's batch script,
+    # which passes it on to the container; each node keeps its users' own images.
+    schedules_gpus = True
+    kernels_on_shared_nodes = True
+    signals_reach_kernels = True
+    tags_resolve_per_node = True
+    containers_shared = True  # Slurm lists every user's jobs, and the records are the service's
+    images_shared = False  # each user's rootless Podman storage on each node
+    cluster = None
+
+    on_removed: Callable[[ContainerRecord, float], None] | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.resolved_url:
+            self.resolved_url = f"Slurm ({self.slurm_conf or 'the host configuration'})"
+        self.commands = SlurmCommands(self)
+        self.records = JobRecords(self.records_dir)
+        self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jgc-slurm")
+        self._addresses: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @classmethod
+    def kernel_service_problem(cls) -> str:
+        if os.geteuid() == 0:
+            return ""
+        return (
+            "A kernel service submits each user's kernels as Slurm jobs of that user (setpriv "
+            "to the user's account, then sbatch), which only root can: run the service as root."
+        )
+
+    # ------------------------------------------------------------------ the engine
+
+    def version_sync(self) -> str:
+        out = self.commands.run(["sinfo", "--version"], what="say its version").strip()
+        return out.removeprefix("slurm").strip() or out
+
+    async def version(self) -> str:
+        return await self._run(self.version_sync)
+
+    async def runtimes(self) -> list[str]:
+        return []
+
+    def diagnose_sync(self) -> list[Finding]:
+        """Whether Slurm's controller answers, and whether this account may submit for users."""
+        findings: list[Finding] = []
+        try:
+            findings.append(Finding(f"Slurm answers (Slurm {self.version_sync()})."))
+        except ContainerKernelError as e:
+            findings.append(Finding(e.sentence, problem=True, blocking=True))
+        problem = self.kernel_service_problem()
+        if problem:
+            findings.append(Finding(problem, problem=True, blocking=True))
+        return findings
+
+    # ------------------------------------------------------------------ a kernel's job
+
+    def _job_settings(self) -> kernels.JobSettings:
+        return kernels.JobSettings(
+            partition=self.partition,
+            account=self.account,
+            qos=self.qos,
+            time_limit_minutes=self.time_limit_minutes,
+            cpus=self.cpus_per_kernel,
+            gres_name=self.gres_name,
+            gpu_device=self.gpu_device,
+            extra=tuple(self.extra_sbatch_args),
+        )
+
+    def create_sync(self, spec: ContainerSpec) -> str:
+        """Submit ``spec``'s job; its id, which is the kernel's container id from here on. The
+        record is written before the id is returned: a service killed right after still knows
+        the job."""
+        job = kernels.kernel_job(
+            spec,
+            self._job_settings(),
+            description=f"jupyter_gpu_containers kernel container {spec.name} ({spec.image})",
+        )
+        job_id = self.commands.submit(job.account, job.request, job.script)
+        record = JobRecord(
+            job_id=job_id,
+            name=spec.name,
+            image=spec.image,
+            labels=dict(spec.labels),
+            user=job.account.name,
+            uid=job.account.uid,
+            gid=job.account.gid,
+            private_dir=job.private_dir,
+            output=job.request.output,
+            created=time.time(),
+        )
+        try:
+            self.records.save(record)
+        except BaseException:
+            self.commands.cancel(job_id)  # a job no record names would be nobody's to end
+            raise
+        return job_id
+
+    async def create(self, spec: ContainerSpec) -> str:
+        return await self._run(functools.partial(self.create_sync, spec))
+
+    def _record(self, container_id: str) -> JobRecord:
+        record = self.records.get(container_id)
+        if record is None:
+            raise EngineRefused(f"No kernel's Slurm job {container_id} is known here.")
+        return record
+
+    def wait_running_sync(self, container_id: str, image: str) -> Job:
+        """Until the job runs: while it pends for a reason that can end, up to
+        ``pending_timeout``; a reason that cannot end, or the job's end, is a sentence (the job
+        cancelled). Blocking."""
+        record = self._record(container_id)
+        deadline = time.monotonic() + self.pending_timeout
+        said = ""
+        while True:
+            job = self.commands.job(container_id)
+            if job is not None and job.running:
+                return job
+            if job is None or job.over:
+                tail = logs.tail(record.output, 10)
+                because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
+                raise EngineRefused(
+                    f"The kernel's Slurm job {container_id} for {image} ended before it ran"
+                    + (f": {because}." if because else ".")
+                    + (f" Its output: {tail}" if tail else "")
+                )
+            if not job.wait_can_end:
+                self.commands.cancel(container_id)
+                raise EngineRefused(
+                    f"Slurm cannot start the kernel's job {container_id}: it waits for "
+                    f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
+                    "time, or ask the cluster's administrators."
+                )
+            if job.reason != said:
+                said = job.reason
+                self.log.info(
+                    "The kernel's Slurm job %s for %s waits: %s", container_id, image, job.reason
+                )
+            if time.monotonic() > deadline:
+                self.commands.cancel(container_id)
+                raise EngineRefused(
+                    f"Slurm did not start the kernel's job {container_id} within "
+                    f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
+                    "cancelled. Try again later, or ask for fewer GPUs "
+                    "(SlurmBackend.pending_timeout sets how long a start waits)."
+                )
+            time.sleep(self.poll_interval)
+
+    async def start(self, container_id: str, image: str) -> None:
+        """Until the job runs (the launch timeout then counts for the kernel's own start)."""
+        job = await self._run(functools.partial(self.wait_running_sync, container_id, image))
+        address = await self._run(functools.partial(self.commands.node_address, job.node))
+        with self._lock:
+            self._addresses[container_id] = address
+
+    async def address(self, container_id: str) -> str:
+        """The node's address (where the kernel's ports are), once its job runs."""
+        with self._lock:
+            known = self._addresses.get(container_id)
+        if known:
+            return known
+        job = await self._run(functools.partial(self.commands.job, container_id))
+        if job is None or not job.node:
+            return ""
+        address = await self._run(functools.partial(self.commands.node_address, job.node))
+        with self._lock:
+            self._addresses[container_id] = address
+        return address
+
+    def connection_sync(self, container_id: str) -> dict[str, Any] | None:
+        """The kernel's connection once it wrote its ports back (kernels.written_connection),
+        without its address; None before."""
+        return kernels.written_connection(self._record(container_id).private_dir)
+
+    async def connection_info(self, container_id: str) -> dict[str, Any]:
+        """The kernel's connection as it wrote it back, on its node's address."""
+        info = await self._run(functools.partial(self.connection_sync, container_id))
+        address = await self.address(container_id)
+        if info is None or not address:
+            raise EngineRefused(
+                f"The kernel of Slurm job {container_id} has not written its ports yet."
+            )
+        return {**info, "ip": address}
+
+    def state_sync(self, container_id: str) -> ContainerState | None:
+        if self.records.get(container_id) is None:
+            return None
+        return kernels.container_state(self.commands.job(container_id))
+
+    async def state(self, container_id: str) -> ContainerState | None:
+        return await self._run(functools.partial(self.state_sync, container_id))
+
+    def kill_sync(self, container_id: str, signum: int) -> None:
+        """A signal for the kernel: to the job's batch script, which passes it on to the
+        container (script.py); SIGKILL and SIGTERM end the job (its script stops the
+        container)."""
+        self._record(container_id)
+        if signum in (signal.SIGKILL, signal.SIGTERM):
+            self.commands.cancel(container_id)
+        else:
+            self.commands.signal(container_id, signum)
+
+    async def kill(self, container_id: str, signum: int) -> None:
+        await self._run(functools.partial(self.kill_sync, container_id, signum))
+
+    def remove_sync(self, container_id: str) -> bool:
+        """Cancel the job and forget it; whether there was one to remove. Whoever listens is
+        told (the GPU-hours a job held are Slurm's to account, but the quota's record of the
+        kernel ends here too)."""
+        record = self.records.get(container_id)
+        if record is None:
+            return False
+        self.commands.cancel(container_id)
+        self.records.drop(container_id)
+        with self._lock:
+            self._addresses.pop(container_id, None)
+        listener = self.on_removed
+        if listener is not None:
+            try:
+                listener(record.as_container("exited"), time.time())
+            except Exception as e:  # the removal stands whatever its bookkeeping does
+                self.log.warning("After removing Slurm job %s: %s", container_id, e)
+        return True
+
+    async def remove(self, container_id: str) -> None:
+        await self._run(functools.partial(self.remove_sync, container_id))
+
+    async def remove_or_defer(self, container_id: str) -> bool:
+        """Cancel now; when Slurm does not answer, the next start's recovery cancels what is
+        left (its record stays)."""
+        try:
+            await self.remove(container_id)
+        except ContainerKernelError as e:
+            self.log.warning("Slurm job %s could not be cancelled: %s", container_id, e)
+            return False
+        return True
+
+    async def remove_deferred(self) -> None:
+        """Nothing is deferred (remove_or_defer keeps the record instead)."""
+
+    async def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        record = self.records.get(container_id)
+        if record is None:
+            return ""
+        return await self._run(functools.partial(logs.tail, record.output, lines))
+
+    def open_logs_sync(
+        self, container_id: str, tail: int, follow: bool
+    ) -> logs.FollowedOutput | None:
+        """The job's output, its last ``tail`` lines, then (``follow``) each new line while the
+        job runs; None when the job is unknown or has printed nothing yet. Blocking: a thread
+        of the caller's own."""
+        record = self.records.get(container_id)
+        if record is None:
+            return None
+
+        def running() -> bool:
+            try:
+                state = self.state_sync(container_id)
+            except ContainerKernelError:
+                return True  # Slurm away for a moment: keep following
+            return state is not None and not state.ended
+
+        return logs.open_output(record.output, tail, follow, running, self.poll_interval)
+
+    async def details(self, container_id: str) -> ContainerDetails | None:
+        record = self.records.get(container_id)
+        if record is None:
+            return None
+        job = await self._run(functools.partial(self.commands.job, container_id))
+        state = kernels.container_state(job)
+        return ContainerDetails(
+            id=container_id,
+            name=record.name,
+            image_id="",  # known on the node only
+            image_ref=record.image,
+            labels=dict(record.labels),
+            status=state.status,
+            created=_iso(record.created),
+            started_at=_iso(job.started) if job is not None and not job.waiting else "",
+            finished_at=_iso(job.ended) if job is not None and job.over else "",
+            exit_code=state.exit_code,
+            oom_killed=state.oom_killed,
+            error=state.error,
+            mounts=(),
+            tmpfs=(),
+        )
+
+    # ------------------------------------------------------------------ the ledger and recovery
+
+    def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        """The recorded jobs whose labels meet ``labels``, each with its state now. A recorded
+        job Slurm no longer lists has ended."""
+        records = [r for r in self.records.all() if r.matches(labels)]
+        if not records:
+            return []
+        jobs = {job.id: job for job in self.commands.jobs()}
+        return [r.as_container(kernels.container_state(jobs.get(r.job_id)).status) for r in records]
+
+    async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
+        return await self._run(functools.partial(self.list_containers_sync, labels))
+
+    def waiting_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
+        """Why the job still pends (Slurm's reason) and when Slurm expects it to start (unix
+        time, or None); None when it no longer pends."""
+        job = self.commands.job(container_id)
+        if job is None or not job.waiting:
+            return None
+        try:
+            estimate = self.commands.start_estimate(container_id)
+        except SlurmRefused:
+            estimate = None
+        return job.reason, estimate

@@ -1,0 +1,186 @@
+"""A kernel's container as a Slurm job, pure: the job a ContainerSpec becomes (whom it runs as,
+what it asks Slurm for, its batch script), a job's state as a container's, and the ports a kernel
+wrote back into its connection file.
+
+The kernel's container runs on the job's node with the host's network: the node's address is
+where its ports are, and the ports are the kernel's own choice (its connection file names port 0,
+and ipykernel writes the ports it bound back into the file), since no port can be chosen free in
+advance on a node that other users' jobs share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import re
+from typing import Any
+
+from ...base.errors import EngineRefused
+from ...base.records import (
+    CONNECTION_FILE_NAME,
+    KERNEL_DIR_IN_CONTAINER,
+    PORT_NAMES,
+    ContainerSpec,
+    ContainerState,
+)
+from ...base.safefiles import read_json_nofollow
+from ..podman_args import env_lines, run_options
+from .jobs import Account, Job, JobRequest
+from .script import batch_script
+
+# The job's output (its script's and its container's): beside the connection file.
+OUTPUT_FILE_NAME = "slurm-job.log"
+SIGNATURE_SCHEMES = frozenset({"hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-md5"})
+_UNITS = {"b": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}
+_SIZE = re.compile(r"([0-9]+)([bkmgt]?)b?", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """What the administrator configured for every kernel's job (SlurmBackend's traits)."""
+
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    time_limit_minutes: int = 0
+    cpus: int = 0
+    gres_name: str = "gpu"
+    gpu_device: str = "nvidia.com/gpu={index}"
+    extra: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelJob:
+    """What is submitted for one kernel."""
+
+    account: Account
+    request: JobRequest
+    script: str
+    private_dir: str
+
+
+def private_dir_of(spec: ContainerSpec) -> str:
+    """The kernel's private directory: the source of its mount at KERNEL_DIR_IN_CONTAINER."""
+    for mount in spec.mounts:
+        if mount.target == KERNEL_DIR_IN_CONTAINER:
+            return mount.source
+    raise EngineRefused(
+        "A kernel's job needs the kernel's private directory (its connection file), which this "
+        "container mounts nowhere."
+    )
+
+
+def account_of(spec: ContainerSpec) -> Account:
+    """Whom the job runs as: the container's user ("uid:gid", a kernel service's user), or this
+    process's account when the spec names none (a user's own server)."""
+    if spec.user:
+        uid_text, _, gid_text = spec.user.partition(":")
+        if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+            raise EngineRefused(
+                f"A kernel's Slurm job runs as a numeric account (uid:gid), not as {spec.user!r}."
+            )
+        uid = int(uid_text)
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            raise EngineRefused(
+                f"The account {uid} has no entry in this host's user database: Slurm runs a "
+                "job as an account the cluster knows."
+            ) from None
+        return Account(entry.pw_name, uid, int(gid_text) if gid_text else entry.pw_gid)
+    entry = pwd.getpwuid(os.geteuid())
+    return Account(entry.pw_name, entry.pw_uid, os.getegid())
+
+
+def memory_mb(limit: str | None) -> int:
+    """Docker's size ("4g", "512m", "1073741824") in MiB for ``sbatch --mem``; 0 when unset."""
+    if not limit:
+        return 0
+    match = _SIZE.fullmatch(limit.strip())
+    if not match:
+        raise EngineRefused(f"The memory limit {limit!r} is no size Slurm can be asked for.")
+    return max(1, int(int(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]))
+
+
+def kernel_job(spec: ContainerSpec, settings: JobSettings, *, description: str) -> KernelJob:
+    """The job for ``spec``: as its user, in its private directory (where its output goes too),
+    asking Slurm for ``spec.gpu_count`` GPUs; the script runs the container with rootless Podman
+    on the node, on the host's network, with the GPUs Slurm gave it (script.py), removed as it
+    ends. The spec's own network, published ports and GPU devices do not apply: the node's
+    network is the kernel's, and its GPUs are the job's."""
+    account = account_of(spec)
+    private = private_dir_of(spec)
+    home = pwd.getpwuid(account.uid).pw_dir
+    container = dataclasses.replace(spec, port_bindings={}, device_requests=[])
+    options = [
+        "--rm",
+        "--pull=never",
+        *run_options(container, network="host", userns="keep-id", ulimits={}),
+    ]
+    environment = env_lines(spec.environment).decode()
+    if environment:
+        options += ["--env-file", "/dev/stdin"]
+    script = batch_script(
+        options,
+        [spec.image, *spec.command],
+        gpu_device=settings.gpu_device,
+        home=home,
+        description=description,
+        environment=environment,
+    )
+    request = JobRequest(
+        name=spec.name,
+        workdir=private,
+        output=os.path.join(private, OUTPUT_FILE_NAME),
+        gpus=spec.gpu_count,
+        gres_name=settings.gres_name,
+        partition=settings.partition,
+        account=settings.account,
+        qos=settings.qos,
+        time_limit_minutes=settings.time_limit_minutes,
+        cpus=settings.cpus,
+        memory_mb=memory_mb(spec.mem_limit),
+        comment=description,
+        extra=settings.extra,
+    )
+    return KernelJob(account, request, script, private)
+
+
+def container_state(job: Job | None) -> ContainerState:
+    """A job's state as a kernel's container's: waiting ("created"), running, or ended (why, when
+    it did not end by itself). A job Slurm no longer lists has ended."""
+    if job is None:
+        return ContainerState("exited", False, -1, False, "Slurm no longer lists its job")
+    if job.waiting:
+        return ContainerState("created", False, 0, False, "")
+    if job.running:
+        return ContainerState("running", True, 0, False, "")
+    return ContainerState(
+        "exited", False, job.exit_code, job.state == "OUT_OF_MEMORY", job.why_ended()
+    )
+
+
+def written_connection(private_dir: str) -> dict[str, Any] | None:
+    """The kernel's connection once it wrote the ports it bound back into its connection file:
+    those ports, its key and signature scheme (transport tcp; the address is the node's, which
+    Slurm says, never the file); None while the file still names port 0 or cannot be read. The
+    file is the job's user's to write: each value read from it is checked to be what it must
+    be, and nothing else is taken from it."""
+    try:
+        found: Any = read_json_nofollow(os.path.join(private_dir, CONNECTION_FILE_NAME))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    info: dict[str, Any] = {"transport": "tcp"}
+    for name in PORT_NAMES:
+        value = found.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+            return None
+        info[name] = value
+    key, scheme = found.get("key"), found.get("signature_scheme")
+    if not isinstance(key, str) or scheme not in SIGNATURE_SCHEMES:
+        return None
+    info["key"], info["signature_scheme"] = key, scheme
+    return info

@@ -1,0 +1,77 @@
+"""The batch placement: a batch scheduler (Slurm) places each kernel and its GPUs as a job on a
+node that shares this host's file system, and other users' jobs.
+
+As on any cluster (cluster.py), the scheduler decides where and on which GPUs, and the per-user
+cap is counted here. What differs is how the kernel is reached: its private directory lies on
+the shared file system and is mounted into its container on the node (owned by its user, never a
+tmpfs of this host), and the kernel runs on the node's own network, where no port can be chosen
+free in advance: its connection file names port 0, ipykernel binds ports it finds free and
+writes them back into the file, and the placement waits for them (within the launch timeout,
+which counts from the job's start) before the launch asks the kernel for its info.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from traitlets.config import Config
+
+from ..base.errors import ContainerExited, ContainerKernelError, LaunchTimeout
+from .cluster import ClusterPlacement, refuse_host_sharing
+from .placement import LaunchSteps, Placed, PlacementStart
+
+# Seconds between looks at the connection file while the kernel binds its ports.
+PORTS_POLL = 0.1
+
+
+class BatchPlacement(ClusterPlacement):
+    """Jobs, placed with their GPUs by a batch scheduler, on nodes sharing this host's files."""
+
+    shares_directory = True
+    reaches_kernels_on_loopback = False
+    kernel_chooses_ports = True
+    scheduler = "Slurm"
+
+    @staticmethod
+    def prepare_service_config(config: Config) -> None:
+        """The host's queue, quotas and reclaim refused in a sentence (the scheduler's queue,
+        accounting and QOS do that); workspaces stay paths of the shared file system."""
+        refuse_host_sharing(config, "Slurm")
+
+    async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
+        placed = await super().place(start, steps)
+        ports = await self._written_ports(placed.container_id, start.launch_timeout)
+        return Placed(
+            placed.container_id,
+            counts_from=placed.counts_from,
+            address=placed.address,
+            ports=ports,
+        )
+
+    async def _written_ports(self, container_id: str, timeout: float) -> dict[str, int]:
+        """The ports the kernel wrote back; LaunchTimeout when it wrote none within
+        ``timeout`` s, KernelDied when its job ended first."""
+        deadline = time.monotonic() + timeout
+        backend = self.backend
+        while True:
+            try:
+                info = await backend.connection_info(container_id)
+            except ContainerKernelError:
+                info = None
+            if info is not None:
+                return {name: int(info[name]) for name in info if name.endswith("_port")}
+            state = await backend.state(container_id)
+            if state is None or state.ended:
+                tail = await backend.logs_tail(container_id, 10)
+                raise ContainerExited(
+                    "The kernel's job ended before its kernel said which ports it listens on"
+                    + (f" ({state.error})" if state is not None and state.error else "")
+                    + (f". Its output: {tail}" if tail else ".")
+                )
+            if time.monotonic() > deadline:
+                raise LaunchTimeout(
+                    f"The kernel's job runs, but its kernel did not say which ports it listens "
+                    f"on within {timeout:.0f} s (ContainerProvisioner.launch_timeout)."
+                )
+            await asyncio.sleep(PORTS_POLL)

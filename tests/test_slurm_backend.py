@@ -1,0 +1,503 @@
+"""The Slurm backend (backends/slurm/backend.py) against a real Slurm (tests/slurm_cluster.py) and
+the students' real rootless Podman: a kernel's container submitted as a job of its user, waited
+on while it pends, reached on its node at the ports it wrote back, interrupted, followed in its
+log, found again by a new backend (a restarted service) from the backend's own records, and
+cancelled; what it refuses, in sentences."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import podman_user
+import pytest
+from conftest import DEBIAN_IMAGE, TEST_LABEL
+from conftest import TEST_RUN as RUN
+from jupyter_client.blocking.client import BlockingKernelClient
+from slurm_cluster import SlurmCluster
+
+from jupyter_gpu_containers.backends.slurm import kernels
+from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
+from jupyter_gpu_containers.backends.slurm.records import JobRecords
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import ContainerExited, ContainerKernelError, EngineRefused
+from jupyter_gpu_containers.base.records import (
+    CONNECTION_FILE_NAME,
+    KERNEL_DIR_IN_CONTAINER,
+    PORT_NAMES,
+    ContainerSpec,
+    ImageRecord,
+    Mount,
+)
+from jupyter_gpu_containers.base.safefiles import PathRefused
+from jupyter_gpu_containers.gpus.allocator import Attachment, GPUAllocator, GPURequest, OverUserCap
+from jupyter_gpu_containers.placement.batch import BatchPlacement
+from jupyter_gpu_containers.placement.placement import PlacementStart
+
+STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
+STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
+KERNEL_ID_LABEL = "org.jupyter.gpu-containers.kernel-id"
+
+needs_cluster = pytest.mark.skipif(
+    not STUDENT_A or not STUDENT_B or os.getuid() != 0,
+    reason="needs root and two student accounts (scripts/test.sh sets them up)",
+)
+
+
+def private_dir(base: Path, user: str, name: str) -> Path:
+    """A kernel's private directory as the provisioner makes it for a service's user: theirs,
+    0700, holding the connection file with ports 0 (the kernel chooses its own on the node)."""
+    entry = pwd.getpwnam(user)
+    path = base / name
+    path.mkdir(mode=0o700)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    connection = path / CONNECTION_FILE_NAME
+    connection.write_text(
+        json.dumps(
+            {
+                "transport": "tcp",
+                "ip": "0.0.0.0",
+                "key": os.urandom(16).hex(),
+                "signature_scheme": "hmac-sha256",
+                **{port: 0 for port in PORT_NAMES},
+            }
+        )
+    )
+    connection.chmod(0o600)
+    os.chown(connection, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def kernel_spec(user: str, private: Path, name: str, gpus: int = 0) -> ContainerSpec:
+    entry = pwd.getpwnam(user)
+    return ContainerSpec(
+        image=DEBIAN_IMAGE,
+        command=[
+            "sh",
+            "-c",
+            # Something in the job's output before the kernel says anything itself.
+            f"echo kernel of {name} starting; exec python3 -m ipykernel_launcher "
+            f"-f {KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}",
+        ],
+        name=name,
+        labels={TEST_LABEL: RUN, KERNEL_ID_LABEL: name},
+        environment={"HOME": "/tmp", "JGC_GREETING": "hello from the job's environment"},
+        user=f"{entry.pw_uid}:{entry.pw_gid}",
+        working_dir="/tmp",
+        mounts=[Mount(str(private), KERNEL_DIR_IN_CONTAINER, read_only=False)],
+        gpu_count=gpus,
+    )
+
+
+def until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def run_cell(client: BlockingKernelClient, code: str, timeout: float = 60) -> tuple[str, dict]:
+    """What the cell printed, and its execute_reply's content."""
+    msg_id = client.execute(code)
+    printed = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            break
+    reply = client.get_shell_msg(timeout=timeout)
+    return "".join(printed), reply["content"]
+
+
+def connect(info: dict[str, Any]) -> BlockingKernelClient:
+    client = BlockingKernelClient()
+    client.load_connection_info(info)
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return client
+
+
+class Kernels:
+    """This test's backend, its records, its private directories, and its jobs ended at the
+    end whatever happened."""
+
+    def __init__(self, cluster: SlurmCluster, base: Path) -> None:
+        self.cluster = cluster
+        self.base = base
+        self.records = base / "records"
+        self.backends: list[SlurmBackend] = []
+
+    def backend(self, **traits: Any) -> SlurmBackend:
+        made = SlurmBackend(
+            slurm_conf=str(self.cluster.conf),
+            records_dir=str(self.records),
+            poll_interval=0.2,
+            **traits,
+        )
+        self.backends.append(made)
+        return made
+
+    def end(self) -> None:
+        for backend in self.backends:
+            for record in backend.records.all():
+                backend.commands.cancel(record.job_id)
+            backend.close()
+
+
+@pytest.fixture
+def slurm_kernels(slurm_cluster: SlurmCluster) -> Iterator[Kernels]:
+    base = slurm_cluster.workdir / "backend" / os.urandom(4).hex()
+    base.mkdir(parents=True)
+    base.chmod(0o755)
+    made = Kernels(slurm_cluster, base)
+    try:
+        yield made
+    finally:
+        made.end()
+        for user in (STUDENT_A, STUDENT_B):
+            podman_user.remove_test_containers(user)
+
+
+@needs_cluster
+async def test_a_kernel_runs_as_a_job_of_its_user_and_a_new_backend_finds_it_again(
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+) -> None:
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    backend = slurm_kernels.backend()
+    removed: list[str] = []
+    backend.on_removed = lambda record, when: removed.append(record.id)
+    private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-a")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-a", gpus=1)
+
+    job_id = await backend.create(spec)
+    await backend.start(job_id, spec.image)
+    job = backend.commands.job(job_id)
+    assert job is not None and job.running and job.user == STUDENT_A and len(job.gpus) == 1
+    assert (await backend.state(job_id)).running  # type: ignore[union-attr]
+    assert await backend.address(job_id) == "127.0.0.1"  # the node's NodeAddr
+    info = until(
+        lambda: backend.connection_sync(job_id), 90, "the kernel never wrote back its ports"
+    )
+    info = await backend.connection_info(job_id)
+    assert info["ip"] == "127.0.0.1" and all(info[p] > 0 for p in PORT_NAMES)
+
+    client = connect(info)
+    try:
+        printed, reply = run_cell(
+            client,
+            "import os\n"
+            "print(os.environ['JGC_GREETING'], os.getuid())\n"
+            f"print(sorted(n for n in os.listdir('{slurm_kernels.cluster.dev}')))",
+        )
+        assert reply["status"] == "ok", reply
+        greeting, devices = printed.strip().splitlines()
+        assert greeting == f"hello from the job's environment {pwd.getpwnam(STUDENT_A).pw_uid}"
+        # Exactly the GPU Slurm gave the job.
+        assert devices == repr([f"nvidia{index}" for index in job.gpus])
+
+        # An interrupt reaches the kernel through the job's script; the job goes on.
+        msg_id = client.execute("import time\ntime.sleep(120)")
+        while True:  # until the kernel is busy with the cell
+            message = client.get_iopub_msg(timeout=60)
+            if (
+                message["parent_header"].get("msg_id") == msg_id
+                and message["msg_type"] == "status"
+                and message["content"]["execution_state"] == "busy"
+            ):
+                break
+        await backend.kill(job_id, signal.SIGINT)
+        reply = client.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert (await backend.state(job_id)).running  # type: ignore[union-attr]
+    finally:
+        client.stop_channels()
+
+    # The job's output: what the container printed, as a tail and as a stream.
+    assert f"kernel of {spec.name} starting" in await backend.logs_tail(job_id, 50)
+    stream = backend.open_logs_sync(job_id, tail=50, follow=False)
+    assert stream is not None
+    assert any(f"kernel of {spec.name} starting" in line.text for line in stream)
+
+    # A new backend (the service restarted) knows the job from its records, and reaches the
+    # kernel again; the job's own marks, which its user may change, are not what it reads.
+    subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={STUDENT_A}",
+            f"--regid={pwd.getpwnam(STUDENT_A).pw_gid}",
+            "--init-groups",
+            "scontrol",
+            "update",
+            f"JobId={job_id}",
+            f"Comment={TEST_LABEL}=someone-else",
+        ],
+        env={**os.environ, "SLURM_CONF": str(slurm_kernels.cluster.conf)},
+        check=True,
+        capture_output=True,
+    )
+    again = slurm_kernels.backend()
+    listed = await again.list_containers({TEST_LABEL: RUN})
+    assert [(c.id, c.status, c.labels[KERNEL_ID_LABEL]) for c in listed] == [
+        (job_id, "running", spec.name)
+    ]
+    assert await again.list_containers({TEST_LABEL: "someone-else"}) == []
+    client = connect(await again.connection_info(job_id))
+    try:
+        _, reply = run_cell(client, "1 + 1")
+        assert reply["status"] == "ok"
+    finally:
+        client.stop_channels()
+    details = await again.details(job_id)
+    assert details is not None and details.status == "running" and details.started_at
+
+    # Removed: the job is cancelled, its record gone, the listener told; its container ends.
+    await again.remove(job_id)
+    again.on_removed = None
+    assert await again.list_containers({TEST_LABEL: RUN}) == []
+    assert await again.state(job_id) is None
+    until(
+        lambda: (j := again.commands.job(job_id)) is None or j.over,
+        60,
+        "the removed kernel's job did not end",
+    )
+    # Within the job's KillWait (30 s), after which Slurm would kill podman itself.
+    until(lambda: not podman_user.run_containers(STUDENT_A), 45, "the container outlived its job")
+
+
+@needs_cluster
+async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
+    slurm_kernels: Kernels, docker_client: Any
+) -> None:
+    """Every GPU held by another student's job: the kernel's job pends for Resources, the start
+    waits up to pending_timeout, then cancels it and says so; a request no node can ever meet
+    is refused by Slurm at once, in a sentence."""
+    cluster = slurm_kernels.cluster
+    backend = slurm_kernels.backend(pending_timeout=3)
+    holder = backend.commands.submit(
+        kernels.account_of(kernel_spec(STUDENT_B, slurm_kernels.base, "holder")),
+        kernels.JobRequest(
+            name=f"jgc-test-{RUN}",
+            workdir="/tmp",
+            output="/dev/null",
+            gpus=cluster.gpus,
+            comment=f"jgc-test-run={RUN}",
+        ),
+        "#!/bin/sh\nsleep 300\n",
+    )
+    try:
+        until(
+            lambda: (j := backend.commands.job(holder)) is not None and j.running,
+            60,
+            "the holder's job did not run",
+        )
+        private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-waits")
+        spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-waits", gpus=1)
+        job_id = await backend.create(spec)
+        assert backend.waiting_reason_sync(job_id) is not None
+        with pytest.raises(EngineRefused) as refused:
+            await backend.start(job_id, spec.image)
+        assert refused.value.sentence.startswith(
+            f"Slurm did not start the kernel's job {job_id} within 3 s (it waited for "
+        ), refused.value.sentence
+        assert "cancelled" in refused.value.sentence
+        until(
+            lambda: (j := backend.commands.job(job_id)) is None or j.over,
+            30,
+            "the job that waited too long was not cancelled",
+        )
+    finally:
+        backend.commands.cancel(holder)
+
+    private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-too-many")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-too-many", gpus=cluster.gpus + 1)
+    with pytest.raises(ContainerKernelError, match=r"^Slurm refused to start a job for "):
+        await backend.create(spec)
+    assert all(record.name != spec.name for record in backend.records.all())
+
+
+class Steps:
+    """The launch's side of a placement (LaunchSteps), as the provisioner's does it: the plan is
+    the test's spec with the decided GPU count and the kernel's labels."""
+
+    def __init__(self, spec: ContainerSpec, uid: int) -> None:
+        self.spec, self.uid = spec, uid
+        self.created_ids: list[str] = []
+        self.phases: list[str] = []
+
+    def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
+        labels = {
+            **self.spec.labels,
+            L.MANAGED: "true",
+            L.UID: str(self.uid),
+            L.GPU_COUNT: str(attached.count),
+        }
+        return dataclasses.replace(
+            self.spec,
+            labels=labels,
+            gpu_count=attached.count,
+            environment={**self.spec.environment, **attached.environment},
+        )
+
+    def stamp(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def created(self, container_id: str) -> None:
+        self.created_ids.append(container_id)
+
+    async def before_waiting(self) -> None:
+        pass
+
+    async def from_warm_pool(self, spec: ContainerSpec) -> bool:
+        return False
+
+
+def placement_start(spec: ContainerSpec, uid: int, gpus: int) -> PlacementStart:
+    return PlacementStart(
+        kernel_id=spec.name,
+        image_ref=spec.image,
+        image=ImageRecord(spec.image, (spec.image,), {}, {}, (), "", "", 0),
+        request=GPURequest(count=gpus),
+        request_is_default=False,
+        keeps_gpus=False,
+        wait=False,
+        uid=uid,
+        user=pwd.getpwuid(uid).pw_name,
+        notebook="",
+        server_id="svc",
+        gpu_resource="",
+        began=time.monotonic(),
+        launch_timeout=60,
+    )
+
+
+@needs_cluster
+async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_node(
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+) -> None:
+    """BatchPlacement on the real backend: the kernel's job runs, the placement answers with
+    the node's address and the ports the kernel bound there (its connection file named port
+    0); a second start over the user's GPU cap is refused before any job is submitted; a
+    container that ends without a kernel is said to have ended, with what it printed."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    backend = slurm_kernels.backend()
+    placement = BatchPlacement(backend=backend, allocator=GPUAllocator(max_gpus_per_user=1))
+    uid = pwd.getpwnam(STUDENT_A).pw_uid
+    private = private_dir(slurm_kernels.base, STUDENT_A, "placed")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-placed")
+    steps = Steps(spec, uid)
+    placed = await placement.place(placement_start(spec, uid, 1), steps)
+    assert steps.created_ids == [placed.container_id]
+    assert placed.address == "127.0.0.1" and placed.ports is not None
+    assert sorted(placed.ports) == sorted(PORT_NAMES) and all(placed.ports.values())
+    written = json.loads((private / CONNECTION_FILE_NAME).read_text())
+    client = connect({**written, **placed.ports, "ip": placed.address})
+    try:
+        _, reply = run_cell(client, "2 + 2")
+        assert reply["status"] == "ok"
+    finally:
+        client.stop_channels()
+
+    over = kernel_spec(STUDENT_A, private_dir(slurm_kernels.base, STUDENT_A, "over"), "over")
+    with pytest.raises(OverUserCap, match="over the limit of 1 per user"):
+        await placement.place(placement_start(over, uid, 1), Steps(over, uid))
+    assert [r.job_id for r in backend.records.all()] == [placed.container_id]
+
+    ends = dataclasses.replace(
+        kernel_spec(STUDENT_A, private_dir(slurm_kernels.base, STUDENT_A, "ends"), "ends"),
+        command=["sh", "-c", "echo there is no kernel in here; exit 3"],
+    )
+    with pytest.raises(ContainerExited, match="there is no kernel in here"):
+        await placement.place(placement_start(ends, uid, 0), Steps(ends, uid))
+
+
+def test_the_records_directory_is_refused_when_another_account_made_it(
+    tmp_path: Path,
+) -> None:
+    made = tmp_path / "records"
+    made.mkdir(mode=0o700)
+    if os.getuid() == 0:
+        os.chown(made, 65534, 65534)
+    else:
+        made.chmod(0o755)
+    with pytest.raises(PathRefused, match="Another user may have created it first"):
+        JobRecords(str(made)).all()
+
+
+def test_a_jobs_environment_is_on_podmans_stdin_never_on_a_command_line(tmp_path: Path) -> None:
+    entry = pwd.getpwuid(os.getuid())
+    spec = ContainerSpec(
+        image="jgc/x:1",
+        command=["python3", "-m", "ipykernel_launcher"],
+        name="jupyter-kernel-x",
+        labels={"a": "b"},
+        environment={"SECRET_TOKEN": "s3cret value"},
+        user=f"{entry.pw_uid}:{entry.pw_gid}",
+        mounts=[Mount(str(tmp_path), KERNEL_DIR_IN_CONTAINER, read_only=False)],
+        port_bindings={8888: ("127.0.0.1", 40000)},
+        mem_limit="4g",
+        gpu_count=2,
+    )
+    job = kernels.kernel_job(spec, kernels.JobSettings(partition="gpu"), description="a kernel")
+    run_line = next(line for line in job.script.splitlines() if line.startswith("podman run"))
+    assert "s3cret" not in run_line and "--env-file /dev/stdin" in run_line
+    assert "--network host" in run_line and "--publish" not in run_line
+    assert run_line.endswith("<<'JGC_END_OF_ENVIRONMENT' &")
+    after = job.script.split(run_line, 1)[1].splitlines()
+    assert after[1:3] == ["SECRET_TOKEN=s3cret value", "JGC_END_OF_ENVIRONMENT"]
+    arguments = job.request.arguments()
+    assert "--gres=gpu:2" in arguments and "--mem=4096M" in arguments
+    assert "--partition=gpu" in arguments and "--export=NONE" in arguments
+    assert job.request.output == str(tmp_path / kernels.OUTPUT_FILE_NAME)
+    assert job.account.uid == entry.pw_uid
+    with pytest.raises(EngineRefused, match="numeric account"):
+        kernels.kernel_job(
+            ContainerSpec(**{**spec.__dict__, "user": "jovyan"}),
+            kernels.JobSettings(),
+            description="",
+        )
+
+
+def test_only_port_numbers_are_read_back_from_a_kernels_connection_file(
+    tmp_path: Path,
+) -> None:
+    """The file is the job's user's to write: a port that is no port, or a file that is a link,
+    gives no connection."""
+    path = tmp_path / CONNECTION_FILE_NAME
+    good = {
+        "key": "k",
+        "signature_scheme": "hmac-sha256",
+        "ip": "10.9.9.9",
+        **{p: 40000 + i for i, p in enumerate(PORT_NAMES)},
+    }
+    path.write_text(json.dumps(good))
+    read = kernels.written_connection(str(tmp_path))
+    assert read is not None and "ip" not in read and read["shell_port"] == 40000
+    path.write_text(json.dumps({**good, "hb_port": 0}))
+    assert kernels.written_connection(str(tmp_path)) is None
+    path.write_text(json.dumps({**good, "hb_port": "40004; rm -rf /"}))
+    assert kernels.written_connection(str(tmp_path)) is None
+    path.write_text(json.dumps({**good, "signature_scheme": "none"}))
+    assert kernels.written_connection(str(tmp_path)) is None
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(good))
+    path.unlink()
+    path.symlink_to(elsewhere)
+    assert kernels.written_connection(str(tmp_path)) is None
+    assert kernels.memory_mb("512m") == 512 and kernels.memory_mb("1073741824") == 1024
