@@ -214,7 +214,8 @@ class Services:
 
 
 def backend_class(name: str) -> type[ContainerBackend]:
-    """The backend a configuration names (``backend``: "docker", "podman" or "kubernetes"),
+    """The backend a configuration names (``backend``: "docker", "podman", "kubernetes" or
+    "slurm"),
     imported only when named (a Docker host needs no Kubernetes client; a user's server whose
     kernels live behind a kernel service builds no Services, and must not need the docker
     package)."""
@@ -226,6 +227,10 @@ def backend_class(name: str) -> type[ContainerBackend]:
         from .backends.podman.engine import PodmanEngine
 
         return PodmanEngine
+    if name == "slurm":
+        from .backends.slurm.backend import SlurmBackend
+
+        return SlurmBackend
     from .backends.docker.engine import Engine
 
     return Engine

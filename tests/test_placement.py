@@ -100,6 +100,23 @@ def test_the_kernel_service_on_kubernetes_will_not_start_with_a_quota(tmp_path: 
     ) in done.stderr
 
 
+def test_a_slurm_service_needs_a_root_for_private_directories_the_nodes_share() -> None:
+    with pytest.raises(ContainerKernelError, match=r"set ContainerPolicy.connection_dir_root"):
+        BatchPlacement.prepare_service_config(Config())
+    BatchPlacement.prepare_service_config(
+        Config({"ContainerPolicy": {"connection_dir_root": "/shared/jupyter-kernels"}})
+    )
+    with pytest.raises(ContainerKernelError, match=r"^On Slurm the cluster's scheduler places"):
+        BatchPlacement.prepare_service_config(
+            Config(
+                {
+                    "ContainerPolicy": {"connection_dir_root": "/shared/jupyter-kernels"},
+                    "GPUQueue": {"wait_by_default": True},
+                }
+            )
+        )
+
+
 def test_only_services_chooses_a_placement() -> None:
     """The placements are built in one place (services.py), by the engine's declaration."""
     package = Path(__file__).parent.parent / "jupyter_gpu_containers"

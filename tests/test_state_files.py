@@ -15,8 +15,10 @@ import pytest
 
 from jupyter_gpu_containers.base.records import iso_time
 from jupyter_gpu_containers.base.safefiles import (
+    PathRefused,
     account_uid,
     owner_name,
+    private_dir,
     read_trusted,
     remove_own_files,
 )
@@ -168,3 +170,24 @@ async def test_a_due_pre_pull_is_claimed_by_one_server_of_the_host(jp_serverapp:
     assert second._claim(entry, None) is True
     left = [n for n in os.listdir(services.state.path) if n.startswith("prepull-claim-")]
     assert not set(claims) & set(left)
+
+
+def test_a_traversable_private_root_is_0711_and_refused_when_more_open(tmp_path: Path) -> None:
+    """The root of kernels' private directories on Slurm: each job's user must reach their own
+    directory by its unguessable name, and list none."""
+    made = tmp_path / "kernels"
+    assert private_dir(str(made), what="root", traversable=True) == str(made)
+    assert made.stat().st_mode & 0o777 == 0o711
+    earlier = tmp_path / "earlier"
+    earlier.mkdir(mode=0o700)  # a root a Docker server made before: ours, opened up
+    private_dir(str(earlier), what="root", traversable=True)
+    assert earlier.stat().st_mode & 0o777 == 0o711
+    opened = tmp_path / "opened"
+    opened.mkdir()
+    opened.chmod(0o755)  # listable by every account: refused, never narrowed
+    with pytest.raises(PathRefused, match=r"its mode is .*, not 0711"):
+        private_dir(str(opened), what="root", traversable=True)
+    assert opened.stat().st_mode & 0o777 == 0o755
+    # Not traversable, a 0711 root is refused as any other open one.
+    with pytest.raises(PathRefused, match=r"not 0700"):
+        private_dir(str(made), what="root")

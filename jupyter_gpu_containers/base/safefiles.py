@@ -115,11 +115,16 @@ def _check_dir(fd: int, here: str, owners: set[int], what: str) -> None:
         )
 
 
-def private_dir(path: str, *, what: str) -> str:
+def private_dir(path: str, *, what: str, traversable: bool = False) -> str:
     """Make sure ``path`` is a directory of this user's alone (owner us, mode 0700, not a
     symlink), creating it (and missing parents) if needed; ``path`` on success, else
     PathRefused. A directory that already exists is never chmod-ed: one another user created
-    first is refused, with a sentence, not adopted."""
+    first is refused, with a sentence, not adopted.
+
+    ``traversable``: mode 0711 instead, for a root whose entries others must reach by a name
+    they know but may not list (each entry unguessable, and guarded by its own owner and
+    mode); a directory of ours made 0700 before is opened up to 0711, one of ours more open than
+    0711 refused as any other."""
     parent = os.path.dirname(path)
     if parent and parent != path:
         os.makedirs(parent, mode=0o700, exist_ok=True)
@@ -130,17 +135,26 @@ def private_dir(path: str, *, what: str) -> str:
     except OSError as e:
         raise PathRefused(f"The {what} {path} cannot be used: {e.strerror}.") from None
     problem = ""
+    wanted = 0o711 if traversable else 0o700
     if not stat.S_ISDIR(info.st_mode):
         problem = "it is not a directory (a symbolic link, say)"
     elif info.st_uid != os.geteuid():
         problem = f"it belongs to {owner_name(info.st_uid)}, not to this server's user"
-    elif info.st_mode & 0o077:
-        problem = f"its mode is {describe_mode(info.st_mode)}, not 0700"
+    elif info.st_mode & 0o777 & ~wanted:
+        problem = f"its mode is {describe_mode(info.st_mode)}, not {wanted:04o}"
     if problem:
         raise PathRefused(
             f"The {what} {path} cannot be used: {problem}. Another user may have created it "
             "first. Remove it, or configure another directory."
         )
+    if traversable and stat.S_IMODE(info.st_mode) != wanted:
+        fd = os.open(path, _DIR_FLAGS)
+        try:
+            if os.fstat(fd).st_ino != info.st_ino:  # replaced since it was checked
+                raise PathRefused(f"The {what} {path} changed while it was being checked.")
+            os.fchmod(fd, wanted)
+        finally:
+            os.close(fd)
     return path
 
 

@@ -62,14 +62,18 @@ HOST_MOUNT_NAMESPACE = "/proc/1/ns/mnt"
 _PRIVATE_INODES = 256
 
 
-def connection_root(configured: str) -> str:
+def connection_root(configured: str, traversable: bool = False) -> str:
     """The verified root of this server's private directories (created if missing).
+    ``traversable``: a configured root made 0711, for kernels that reach their directory as
+    their own user (a job's rootless Podman on a node), not through a root engine; the
+    directories' names are unguessable, and each is its user's alone. (The placement that
+    needs it requires a configured root: the defaults lie in this user's own directories.)
 
     ``configured``: ContainerPolicy.connection_dir_root. Else the first of these short enough
     for ipc socket paths: <jupyter runtime dir>/gpu-containers, $XDG_RUNTIME_DIR/
     jupyter-gpu-containers, <tmp>/jupyter-gpu-containers-<uid>-<random> (temp_root)."""
     if configured:
-        return private_dir(os.path.normpath(configured), what=WHAT)
+        return private_dir(os.path.normpath(configured), what=WHAT, traversable=traversable)
     candidates = [os.path.join(jupyter_runtime_dir(), "gpu-containers")]
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(xdg):

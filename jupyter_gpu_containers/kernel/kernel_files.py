@@ -74,7 +74,11 @@ class KernelFiles:
         assert km is not None  # pre_launch checked
         local = kernel.services.placement.reaches_kernels_on_loopback
         if kernel.connection_dir is None:
-            root = connection_root(policy.connection_dir_root)
+            # A job's rootless Podman reaches the directory as its user: the root is
+            # traversable then (0711; the directory itself stays the user's alone).
+            root = connection_root(
+                policy.connection_dir_root, traversable=not local and self.owner() is not None
+            )
             # A tmpfs of this host only where the kernel runs on it: a pod gets its connection
             # file from a Secret (this directory is never mounted), and a job's node reads the
             # directory through the file system it shares with this host.

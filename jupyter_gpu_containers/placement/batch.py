@@ -36,8 +36,17 @@ class BatchPlacement(ClusterPlacement):
     @staticmethod
     def prepare_service_config(config: Config) -> None:
         """The host's queue, quotas and reclaim refused in a sentence (the scheduler's queue,
-        accounting and QOS do that); workspaces stay paths of the shared file system."""
+        accounting and QOS do that); workspaces stay paths of the shared file system, and the
+        kernels' private directories must lie on it too: their root is required."""
         refuse_host_sharing(config, "Slurm")
+        policy = config.ContainerPolicy if "ContainerPolicy" in config else {}
+        if not policy.get("connection_dir_root"):
+            raise ContainerKernelError(
+                "On Slurm each kernel reads its connection file on its job's node: set "
+                "ContainerPolicy.connection_dir_root to a directory of the file system the "
+                "nodes share with this host (the kernels' private directories are made there, "
+                "each its user's alone)."
+            )
 
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         placed = await super().place(start, steps)

@@ -244,14 +244,18 @@ class ServiceApp(ServerApp):
     )
 
     backend = Enum(
-        ["docker", "podman", "kubernetes"],
+        ["docker", "podman", "kubernetes", "slurm"],
         "docker",
         config=True,
         help="""Where kernels run: "docker", containers on this host's Docker engine;
         "podman", containers of this host's Podman run as root (the service as root: one store
-        and one set of containers for the host, no daemon; PodmanEngine configures it); or
+        and one set of containers for the host, no daemon; PodmanEngine configures it);
         "kubernetes", pods in a cluster (KubernetesBackend configures the namespace, GPU
-        resources and volumes; docs/kubernetes.md).""",
+        resources and volumes; docs/kubernetes.md); or "slurm", each kernel a Slurm job of its
+        user, its container run by the user's rootless Podman on the node Slurm chose, with the
+        GPUs Slurm gave it (SlurmBackend configures the partition, account, time limit and the
+        probe's account; the service runs as root on a host that shares the nodes' file
+        system).""",
     )
 
     pull_policy = Enum(

@@ -16,9 +16,12 @@ threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import os
+import pwd
+import secrets
 import signal
 import threading
 import time
@@ -29,11 +32,19 @@ from typing import Any, TypeVar
 from traitlets import Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ...base.errors import ContainerKernelError, EngineRefused
-from ...base.records import ContainerRecord, ContainerSpec, ContainerState
+from ...base.errors import ContainerKernelError, EngineRefused, ImageMissing
+from ...base.records import (
+    ContainerRecord,
+    ContainerSpec,
+    ContainerState,
+    ImageRecord,
+    ImagesDiskUse,
+    OneshotResult,
+)
 from ..backend import ContainerDetails, Finding
 from . import kernels, logs
-from .jobs import ENDED_BECAUSE, Job, SlurmCommands, SlurmRefused
+from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
+from .kernels import listed_record
 from .records import JobRecord, JobRecords
 
 T = TypeVar("T")
@@ -131,6 +142,22 @@ class SlurmBackend(LoggingConfigurable):
         0.5, config=True, help="""Seconds between looks at a job that pends or starts."""
     )
 
+    probe_account = Unicode(
+        "",
+        config=True,
+        help="""The account whose jobs probe the listed images (is ipykernel there, which
+        Python, the image's accounts): its rootless Podman on the nodes must hold every listed
+        image, as each user's must (or a read-only image store they all share:
+        ``additionalimagestores`` in storage.conf, docs/slurm.md). Required: no probe, no
+        kernel.""",
+    )
+
+    probe_time_limit_minutes = Int(
+        5,
+        config=True,
+        help="""The time limit of a probe's job, in minutes (Slurm's smallest is one).""",
+    )
+
     resolved_url = Unicode(help="Which Slurm this is, for sentences.")
 
     # Slurm places kernels and their GPUs; an interrupt is a signal to the job's batch script,
@@ -154,12 +181,24 @@ class SlurmBackend(LoggingConfigurable):
         self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jgc-slurm")
         self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._closed = False
+        self.listed: Callable[[], list[str]] | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def use_images(
+        self,
+        listed: Callable[[], list[str]],
+        pull_auth: Callable[[str], dict[str, str] | None],
+    ) -> None:
+        """The images are the administrator's listed ones: each user's Podman on the nodes
+        keeps its own (or a store they share), which this service neither lists nor pulls."""
+        self.listed = listed
 
     @classmethod
     def kernel_service_problem(cls) -> str:
@@ -452,3 +491,121 @@ class SlurmBackend(LoggingConfigurable):
         except SlurmRefused:
             estimate = None
         return job.reason, estimate
+
+    # ------------------------------------------------------------------ images and the probe
+
+    def _listed(self) -> list[str]:
+        return self.listed() if self.listed is not None else []
+
+    def list_images_sync(self) -> list[ImageRecord]:
+        """The listed images, each by its reference (what a node resolves it to is the node's:
+        the probe's answer is kept per reference)."""
+        return [listed_record(ref) for ref in self._listed()]
+
+    async def list_images(self) -> list[ImageRecord]:
+        return self.list_images_sync()
+
+    def inspect_image_sync(self, ref: str) -> ImageRecord:
+        if ref in self._listed():
+            return listed_record(ref)
+        raise ImageMissing(
+            f"The image {ref} is not one the administrator lists for the Slurm cluster "
+            "(ImageCatalog.listed_images): kernels there run listed images only."
+        )
+
+    async def inspect_image(self, ref: str) -> ImageRecord:
+        return self.inspect_image_sync(ref)
+
+    def watch_images(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        """The listed images change only with the configuration: nothing to watch. Returns once
+        ``stop`` is set or the backend closes."""
+        while not stop.is_set() and not self._closed:
+            stop.wait(5.0)
+
+    def wake_watchers(self) -> None:
+        """Nothing waits but on its own stop event."""
+
+    def open_pull(
+        self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
+    ) -> Any:
+        raise EngineRefused(
+            "On Slurm each user's Podman on the nodes keeps its images (or a store the "
+            "administrator fills): this service pulls none."
+        )
+
+    def untag_sync(self, ref: str) -> None:
+        raise EngineRefused("On Slurm images live on the nodes; this service removes none.")
+
+    def image_disk_use_sync(self) -> ImagesDiskUse:
+        return ImagesDiskUse(images=(), layers_size=0)
+
+    def _probe_account(self) -> Account:
+        if not self.probe_account:
+            raise EngineRefused(
+                "No account probes the Slurm cluster's images: set SlurmBackend.probe_account "
+                "to an account whose Podman on the nodes holds the listed images."
+            )
+        try:
+            entry = pwd.getpwnam(self.probe_account)
+        except KeyError:
+            raise EngineRefused(
+                f"SlurmBackend.probe_account names {self.probe_account!r}, which this host's "
+                "user database does not know."
+            ) from None
+        return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    def run_oneshot_sync(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        labels: dict[str, str],
+        timeout: float,
+        entrypoint: list[str] | None = None,
+        user: str | None = None,
+        cap_add: list[str] | None = None,
+        no_new_privileges: bool = True,
+        environment: dict[str, str] | None = None,
+    ) -> OneshotResult:
+        """``command`` in a throw-away container of ``image`` (the readiness probe's), as a task
+        of ``probe_account`` that ``srun`` waits on (its output relayed here), hardened, with no
+        network and no GPU; past ``timeout`` s its job is cancelled."""
+        account = self._probe_account()
+        name = f"jgc-probe-{os.getpid()}-{secrets.token_hex(5)}"
+        script = kernels.oneshot_script(
+            image,
+            command,
+            home=pwd.getpwuid(account.uid).pw_dir,
+            labels=labels,
+            entrypoint=entrypoint,
+            user=user,
+            cap_add=cap_add or [],
+            no_new_privileges=no_new_privileges,
+            environment=environment or {},
+        )
+        argv = [
+            f"--job-name={name}",
+            "--export=NONE",
+            "--nodes=1",
+            "--ntasks=1",
+            f"--time={max(1, self.probe_time_limit_minutes)}",
+            *([f"--partition={self.partition}"] if self.partition else []),
+            *([f"--account={self.account}"] if self.account else []),
+            *([f"--qos={self.qos}"] if self.qos else []),
+            *self.extra_sbatch_args,
+            "/bin/sh",
+            "-s",
+        ]
+        code, out, err, timed_out = self.commands.run_task(
+            account, argv, stdin=script, timeout=timeout
+        )
+        if timed_out:
+            with contextlib.suppress(ContainerKernelError):
+                self.commands.cancel_named(name)
+        elif code != 0 and kernels.image_not_known(err):
+            raise ImageMissing(
+                f"The image {image} is not in the Podman storage of {account.name} on the node "
+                "Slurm chose (SlurmBackend.probe_account): load or pull it there, as for every "
+                "user who runs it."
+            )
+        return OneshotResult(exit_code=code, stdout=out, stderr=err, timed_out=timed_out)

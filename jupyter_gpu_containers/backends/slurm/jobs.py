@@ -288,19 +288,9 @@ class SlurmCommands:
     ) -> str:
         """A Slurm command: its stdout. SlurmRefused when it says no (``what`` names the action
         in the sentence); EngineUnavailable when it cannot be run or does not answer in time."""
-        prefix: list[str] = []
         env = self.environment()
         cwd = "/"
-        # Another account's: setpriv to it (root only). This process's own needs none (a
-        # user's own server submitting its own kernels).
-        if as_account is not None and as_account.uid != os.geteuid():
-            prefix = [
-                "setpriv",
-                f"--reuid={as_account.uid}",
-                f"--regid={as_account.gid}",
-                "--init-groups",
-            ]
-            env["USER"] = env["LOGNAME"] = as_account.name
+        prefix = _as_account(as_account, env)
         limit = self.settings.command_timeout
         try:
             done = subprocess.run(
@@ -329,6 +319,43 @@ class SlurmCommands:
                 raise EngineUnavailable(f"Slurm's controller does not answer: {said.rstrip('.')}.")
             raise SlurmRefused(f"Slurm refused to {what}: {said.rstrip('.')}.", said)
         return done.stdout
+
+    def run_task(
+        self, account: Account, argv: list[str], *, stdin: str, timeout: float
+    ) -> tuple[int, str, str, bool]:
+        """``srun`` ``argv`` as ``account``, waited on: its exit status, stdout, stderr, and
+        whether it was ended past ``timeout`` s (status -1). srun relays the task's output to
+        this process: no file on a shared file system is needed. EngineUnavailable when srun
+        cannot be run."""
+        env = self.environment()
+        prefix = _as_account(account, env)
+        try:
+            done = subprocess.run(
+                [*prefix, "srun", *argv],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                cwd="/",
+                check=False,
+            )
+        except FileNotFoundError as e:
+            raise EngineUnavailable(
+                f"Slurm's srun cannot be run here: {e.strerror}. Install Slurm's client "
+                "commands (Debian: `slurm-client`) on this host, configured for the cluster."
+            ) from e
+        except subprocess.TimeoutExpired as e:
+
+            def text(value: Any) -> str:
+                return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
+
+            return -1, text(e.stdout), text(e.stderr), True
+        return done.returncode, done.stdout, done.stderr, False
+
+    def cancel_named(self, name: str) -> None:
+        """Cancel every job of that name (a task whose srun was ended)."""
+        self.run(["scancel", f"--name={name}"], what=f"cancel the jobs named {name}")
 
     def submit(self, account: Account, request: JobRequest, script: str) -> str:
         """The job's id. The script goes on sbatch's standard input: no file to leave behind."""
@@ -399,6 +426,16 @@ class SlurmCommands:
             if part.startswith("NodeAddr="):
                 return part.split("=", 1)[1]
         return node
+
+
+def _as_account(account: Account | None, env: dict[str, str]) -> list[str]:
+    """The command's prefix that runs it as ``account`` (``env`` told its name): setpriv to
+    another account's ids (root only); nothing for this process's own (a user's own server
+    submitting its own kernels) or for none."""
+    if account is None or account.uid == os.geteuid():
+        return []
+    env["USER"] = env["LOGNAME"] = account.name
+    return ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups"]
 
 
 def _last_words(stderr: str) -> str:

@@ -11,6 +11,7 @@ advance on a node that other users' jobs share.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import re
@@ -23,9 +24,10 @@ from ...base.records import (
     PORT_NAMES,
     ContainerSpec,
     ContainerState,
+    ImageRecord,
 )
 from ...base.safefiles import read_json_nofollow
-from ..podman_args import env_lines, run_options
+from ..podman_args import env_lines, hardening_args, run_options
 from .jobs import Account, Job, JobRequest
 from .script import batch_script
 
@@ -184,3 +186,52 @@ def written_connection(private_dir: str) -> dict[str, Any] | None:
         return None
     info["key"], info["signature_scheme"] = key, scheme
     return info
+
+
+def listed_record(ref: str) -> ImageRecord:
+    """A listed image as this service knows it: by its reference alone (each node's storage
+    resolves it)."""
+    return ImageRecord(
+        id=ref, tags=(ref,), labels={}, env={}, entrypoint=(), user="", created="", size=0
+    )
+
+
+def oneshot_script(
+    image: str,
+    command: list[str],
+    *,
+    home: str,
+    labels: dict[str, str],
+    entrypoint: list[str] | None,
+    user: str | None,
+    cap_add: list[str],
+    no_new_privileges: bool,
+    environment: dict[str, str],
+) -> str:
+    """The probe's task: ``podman run`` of a throw-away container with no network, small
+    limits, the kernels' hardening, and no GPU (the task asks for none)."""
+    options = ["--rm", "--pull=never", "--network=none", "--init"]
+    options += ["--memory", "512m", "--pids-limit", "128"]
+    options += hardening_args(cap_add, no_new_privileges)
+    for key, value in labels.items():
+        options += ["--label", f"{key}={value}"]
+    if user:
+        options += ["--user", user]
+    if entrypoint is not None:
+        options += ["--entrypoint", json.dumps(entrypoint) if entrypoint else ""]
+    lines = env_lines(environment).decode()
+    if lines:
+        options += ["--env-file", "/dev/stdin"]
+    return batch_script(
+        options,
+        [image, *command],
+        home=home,
+        description=f"jupyter_gpu_containers: is {image} kernel-ready?",
+        environment=lines,
+    )
+
+
+def image_not_known(stderr: str) -> bool:
+    """Whether Podman said the image is not in the storage (it would not pull: --pull=never)."""
+    low = stderr.lower()
+    return "image not known" in low or "no such image" in low

@@ -1,0 +1,155 @@
+"""Kernels as Slurm jobs through the kernel service (``ServiceApp.backend = "slurm"``), as two real
+accounts outside the docker group, against a real Slurm (tests/slurm_cluster.py) and the
+students' real rootless Podman: a notebook's request for GPUs becomes a job with that many GPUs
+whose container sees exactly those devices; code runs as the user in their workspace; an
+interrupt does not end the job; shutdown ends it and its container; the other student neither
+sees nor reaches the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import podman_user
+import pytest
+from conftest import DEBIAN_IMAGE
+from hostusers import ids_of
+from kernel_io import collect, execute, send_execute
+from service_process import KernelService
+from slurm_cluster import SlurmCluster
+
+from jupyter_gpu_containers.backends.slurm.jobs import SlurmCommands
+from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
+
+STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
+STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
+PROBER = os.environ.get("JGC_TEST_PODMAN_USER", "")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not STUDENT_A or not STUDENT_B or not PROBER or os.getuid() != 0,
+        reason="needs root, two student accounts and the Podman account (scripts/test.sh)",
+    ),
+    pytest.mark.timeout(600),
+]
+
+
+class Settings:
+    def __init__(self, conf: Path) -> None:
+        self.slurm_conf = str(conf)
+        self.command_timeout = 30.0
+
+
+@pytest.fixture
+def slurm_service(
+    slurm_cluster: SlurmCluster, docker_client: Any, cdi_by_index: None
+) -> Iterator[KernelService]:
+    """A kernel service on the session's Slurm cluster, its image in each student's and the
+    probe account's Podman storage, with both students as its users."""
+    for user in (STUDENT_A, STUDENT_B, PROBER):
+        podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=user)
+    service = KernelService(
+        {
+            "ServiceApp": {"backend": "slurm"},
+            "SlurmBackend": {
+                "slurm_conf": str(slurm_cluster.conf),
+                "probe_account": PROBER,
+                "poll_interval": 0.2,
+            },
+            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE}]},
+        }
+    )
+    service.config["SlurmBackend"]["records_dir"] = str(service.home / "slurm-records")
+    try:
+        for user in (STUDENT_A, STUDENT_B):
+            service.add_user(user)
+            (service.home / "ws" / user / "notes").mkdir()
+            os.chown(service.home / "ws" / user / "notes", *ids_of(user))
+        service.start()
+        yield service
+    finally:
+        print("\n".join(service.output().splitlines()[-80:]))
+        print(slurm_cluster._logs())
+        service.close()
+        for user in (STUDENT_A, STUDENT_B, PROBER):
+            podman_user.remove_test_containers(user)
+
+
+def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    service = slurm_service
+    alice, bob = service.users[STUDENT_A], service.users[STUDENT_B]
+    uid, gid = ids_of(STUDENT_A)
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+    name = kernel_name_for(DEBIAN_IMAGE)
+
+    async def scenario() -> None:
+        code, specs = await service.answer(alice, "GET", "api/kernelspecs")
+        assert code == 200 and name in specs["kernelspecs"], specs
+        notes = service.home / "ws" / STUDENT_A / "notes"
+        kernel_id = await service.start_kernel(
+            alice,
+            name,
+            {
+                "JPY_SESSION_NAME": str(notes / "slurm.ipynb"),
+                "KERNEL_WORKING_DIR": str(notes),
+                "KERNEL_GPU_CONTAINERS_REQUEST": "2",
+            },
+        )
+        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        assert len(job.gpus) == 2
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            result = await execute(
+                ws,
+                "import os\n"
+                "open('from-slurm.txt', 'w').write('written in a job')\n"
+                f"print(os.getuid(), os.getgid(), os.getcwd(), "
+                f"' '.join(sorted(os.listdir('{slurm_cluster.dev}'))))",
+                timeout=60,
+            )
+            ids, cwd, devices = (
+                result.stdout.split()[:2],
+                result.stdout.split()[2],
+                (result.stdout.split()[3:]),
+            )
+            assert ids == [str(uid), str(gid)], result
+            assert cwd.endswith("/notes"), result
+            assert devices == [f"nvidia{index}" for index in job.gpus], result
+            written = notes / "from-slurm.txt"
+            assert written.read_text() == "written in a job"
+            assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
+            # An interrupt reaches the kernel; the job goes on.
+            msg_id = await send_execute(ws, "import time\ntime.sleep(120)")
+            await asyncio.sleep(1)
+            code, _ = await service.answer(alice, "POST", f"api/kernels/{kernel_id}/interrupt")
+            assert code == 204
+            interrupted = await collect(ws, msg_id, timeout=30)
+            assert interrupted.ename == "KeyboardInterrupt", interrupted
+            still = commands.job(job.id)
+            assert still is not None and still.running
+        finally:
+            ws.close()
+
+        # The other student neither sees nor reaches it.
+        code, listed = await service.answer(bob, "GET", "api/kernels")
+        assert code == 200 and kernel_id not in [k["id"] for k in listed]
+        code, _ = await service.answer(bob, "GET", f"api/kernels/{kernel_id}")
+        assert code in (403, 404)
+
+        # Shut down: the job ends, and its container with it.
+        code, _ = await service.answer(alice, "DELETE", f"api/kernels/{kernel_id}")
+        assert code == 204
+        for _ in range(300):
+            ended = commands.job(job.id)
+            if (ended is None or ended.over) and not podman_user.run_containers(STUDENT_A):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the kernel's job or its container outlived the shutdown")
+
+    asyncio.run(scenario())
