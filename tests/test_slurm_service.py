@@ -8,6 +8,7 @@ sees nor reaches the kernel."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,5 +152,128 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
             await asyncio.sleep(0.2)
         else:
             pytest.fail("the kernel's job or its container outlived the shutdown")
+
+    asyncio.run(scenario())
+
+
+def test_a_start_waits_in_slurms_queue_without_its_slot_and_starts_when_gpus_free(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    """Every GPU held, by two students' kernels: a third start pends
+    in Slurm for Resources and waits (no launch timeout while Slurm says why), giving back its
+    start slot meanwhile: with ServiceApp.max_concurrent_starts = 1, the other student's start
+    is submitted too (and, on a node without CPUs to spare, waits behind it in Slurm's queue).
+    As kernels end, Slurm starts the waiting jobs in turn and both starts complete."""
+    service = slurm_service
+    service.stop()
+    service.config["ServiceApp"]["max_concurrent_starts"] = 1
+    service.config_file.write_text(json.dumps(service.config))
+    service.start()
+    alice, bob = service.users[STUDENT_A], service.users[STUDENT_B]
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+    name = kernel_name_for(DEBIAN_IMAGE)
+    two = {"KERNEL_GPU_CONTAINERS_REQUEST": "2"}
+
+    async def scenario() -> None:
+        first = await service.start_kernel(alice, name, two)
+        second = await service.start_kernel(bob, name, two)
+        bobs = {j.id for j in commands.jobs() if j.user == STUDENT_B}
+        waiting = asyncio.ensure_future(
+            service.answer(
+                alice, "POST", "api/kernels", {"name": name, "env": {**two, "X": "third"}}
+            )
+        )
+        for _ in range(300):
+            pending = [
+                j
+                for j in commands.jobs()
+                if j.waiting and j.user == STUDENT_A and j.reason in ("Resources", "Priority")
+            ]
+            if pending:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the third start's job never pended for Resources or Priority")
+        # Its slot given back: another start (no GPU) is submitted while it waits.
+        other_start = asyncio.ensure_future(
+            service.answer(bob, "POST", "api/kernels", {"name": name, "env": {}})
+        )
+        for _ in range(300):
+            if [j for j in commands.jobs() if j.user == STUDENT_B and j.id not in bobs]:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the other start was not submitted while the first one waited")
+        assert not waiting.done()
+        for _ in range(100):
+            if "waits: Resources" in service.output() or "waits: Priority" in service.output():
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the service's log never said why the job waits")
+        # A kernel ends: its GPUs free, Slurm starts the waiting job.
+        code, _ = await service.answer(alice, "DELETE", f"api/kernels/{first}")
+        assert code == 204
+        code, model = await asyncio.wait_for(waiting, 120)
+        assert code == 201, model
+        third = str(model["id"])
+        ws = await service.websocket(alice, third)
+        try:
+            assert (await execute(ws, "1 + 1", timeout=60)).status == "ok"
+        finally:
+            ws.close()
+        # (The other start may have begun as well, where the node has CPUs to spare.)
+        code, _ = await service.answer(bob, "DELETE", f"api/kernels/{second}")
+        assert code == 204
+        code, model = await asyncio.wait_for(other_start, 120)
+        assert code == 201, model
+        other = str(model["id"])
+        for kernel_id, user in ((other, bob), (third, alice)):
+            code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
+            assert code == 204
+
+    asyncio.run(scenario())
+
+
+def test_a_service_killed_with_sigkill_reattaches_its_kernels_jobs(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    """kill -9 of the service: its kernel's job runs on; the next service finds it in its
+    records, reaches the kernel at the ports it wrote back, and its state is still there; its
+    shutdown then ends the job."""
+    service = slurm_service
+    alice = service.users[STUDENT_A]
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+
+    async def scenario() -> None:
+        kernel_id = await service.start_kernel(alice, kernel_name_for(DEBIAN_IMAGE))
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            assert (await execute(ws, "kept = 'still here'", timeout=60)).status == "ok"
+        finally:
+            ws.close()
+        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        service.kill9()
+        service.start()
+        assert "reattached 1" in service.output(), service.output()
+        code, model = await service.answer(alice, "GET", f"api/kernels/{kernel_id}")
+        assert code == 200, model
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            result = await execute(ws, "print(kept)", timeout=60)
+            assert result.stdout.strip() == "still here", result
+        finally:
+            ws.close()
+        still = commands.job(job.id)
+        assert still is not None and still.running
+        code, _ = await service.answer(alice, "DELETE", f"api/kernels/{kernel_id}")
+        assert code == 204
+        for _ in range(300):
+            ended = commands.job(job.id)
+            if ended is None or ended.over:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the reattached kernel's job outlived its shutdown")
 
     asyncio.run(scenario())

@@ -26,6 +26,7 @@ from ..host.privatedirs import (
     write_account_files,
     write_connection_file,
 )
+from ..placement.placement import private_root_traversable
 from ..policy.admin_policy import ContainerPolicy
 from ..policy.checks import numeric_user
 from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts
@@ -77,7 +78,8 @@ class KernelFiles:
             # A job's rootless Podman reaches the directory as its user: the root is
             # traversable then (0711; the directory itself stays the user's alone).
             root = connection_root(
-                policy.connection_dir_root, traversable=not local and self.owner() is not None
+                policy.connection_dir_root,
+                traversable=private_root_traversable(kernel.services.placement),
             )
             # A tmpfs of this host only where the kernel runs on it: a pod gets its connection
             # file from a Secret (this directory is never mounted), and a job's node reads the

@@ -48,6 +48,17 @@ class BatchPlacement(ClusterPlacement):
                 "each its user's alone)."
             )
 
+    async def _until_running(self, container_id: str, start: PlacementStart) -> None:
+        """While Slurm keeps the job pending, the start gives back what it holds (the kernel
+        service's start slot, ServiceApp.max_concurrent_starts): a wait in Slurm's queue may
+        be long, and must not keep other users' starts waiting behind it."""
+        state = await self.backend.state(container_id)
+        if start.while_waiting is None or state is None or state.status != "created":
+            await self.backend.start(container_id, start.image_ref)
+            return
+        async with start.while_waiting():
+            await self.backend.start(container_id, start.image_ref)
+
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         placed = await super().place(start, steps)
         ports = await self._written_ports(placed.container_id, start.launch_timeout)

@@ -68,10 +68,13 @@ class ClusterPlacement(LoggingConfigurable):
         steps.stamp("create")
         # The backend waits, on its watch, until the pod runs (or refuses with the scheduler's
         # reason): the launch timeout counts from then, for the kernel's own start only.
-        await self.backend.start(container_id, start.image_ref)
+        await self._until_running(container_id, start)
         address = await self.backend.address(container_id)
         steps.stamp("start")
         return Placed(container_id, counts_from=time.monotonic(), address=address)
+
+    async def _until_running(self, container_id: str, start: PlacementStart) -> None:
+        await self.backend.start(container_id, start.image_ref)
 
     async def address(self, container_id: str) -> str:
         return await self.backend.address(container_id)

@@ -100,6 +100,13 @@ class Placed:
     from_warm_pool: bool = False
 
 
+def private_root_traversable(placement: Placement) -> bool:
+    """Whether the private directories' root must let kernels' own users through (0711): their
+    directory mounted into a container their own engine runs (a job's rootless Podman on a
+    node), not one a root engine runs on this host."""
+    return placement.shares_directory and not placement.reaches_kernels_on_loopback
+
+
 class Placement(Protocol):
     """One per server, chosen by its engine (services.py)."""
 

@@ -46,6 +46,7 @@ from ..host.privatedirs import (
 from ..kernel.kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from ..kernel.provisioner import ContainerProvisioner
 from ..kernel.warmpool import read_claim
+from ..placement.placement import private_root_traversable
 from ..policy.checks import check_kernel_id, check_labels, inside
 from ..services import Services
 from .kernelmanager import GPUContainersKernelManager
@@ -105,7 +106,11 @@ async def recover(
     policy = services.policy
     server_id = await asyncio.to_thread(services.server_id, mkm.root_dir)
     state = services.state
-    root = await asyncio.to_thread(connection_root, policy.connection_dir_root)
+    root = await asyncio.to_thread(
+        connection_root,
+        policy.connection_dir_root,
+        private_root_traversable(services.placement),
+    )
     if mode == "reattach" and not isinstance(mkm, GPUContainersKernelManager):
         log.warning(
             "Kernel containers of this server are not reattached: the server's kernel manager "

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from traitlets import Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ...base.errors import ContainerKernelError, EngineRefused, ImageMissing
+from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable, ImageMissing
 from ...base.records import (
     ContainerRecord,
     ContainerSpec,
@@ -130,12 +130,13 @@ class SlurmBackend(LoggingConfigurable):
     )
 
     pending_timeout = Float(
-        600.0,
+        0.0,
         config=True,
         help="""Seconds a kernel's start waits while its job pends for a reason that can end
         (Resources, Priority, a limit on what the user holds now) before the job is cancelled
-        and the start given up; a reason that cannot end (a hold, a limit on the job itself)
-        gives up at once.""",
+        and the start given up; 0 (default): as long as Slurm says it pends for such a reason
+        (its user may cancel the start). A reason that cannot end (a hold, a limit on the job
+        itself) gives up at once.""",
     )
 
     poll_interval = Float(
@@ -185,11 +186,17 @@ class SlurmBackend(LoggingConfigurable):
         self.listed: Callable[[], list[str]] | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            # The service stops: what its kernels' clean-up still asks (a cancel) runs all the
+            # same, on a thread of its own.
+            return await asyncio.to_thread(fn)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def close(self) -> None:
+        """No new work for the pool; a start that waits on a pending job gives up at its next
+        look (its clean-up then cancels the job)."""
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)
 
     def use_images(
         self,
@@ -311,12 +318,17 @@ class SlurmBackend(LoggingConfigurable):
                     f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
                     "time, or ask the cluster's administrators."
                 )
-            if job.reason != said:
+            if job.reason != said and job.reason != "None":  # "None": not judged yet
                 said = job.reason
                 self.log.info(
                     "The kernel's Slurm job %s for %s waits: %s", container_id, image, job.reason
                 )
-            if time.monotonic() > deadline:
+            if self._closed:
+                raise EngineUnavailable(
+                    f"The kernel service stopped while the kernel's Slurm job {container_id} "
+                    "waited to start."
+                )
+            if self.pending_timeout > 0 and time.monotonic() > deadline:
                 self.commands.cancel(container_id)
                 raise EngineRefused(
                     f"Slurm did not start the kernel's job {container_id} within "
