@@ -183,7 +183,7 @@ def test_a_job_waits_with_slurms_reason_and_starts_when_gpus_free(jobs: Jobs) ->
     started = until(jobs.state(waiting, "RUNNING"), 60, "the waiting job did not start")
     assert len(started.gpus) == 1
     ended = until(jobs.state(holder, "CANCELLED"), 30, "the first job is not listed cancelled")
-    assert ended.why_ended() == f"its Slurm job {holder} ended: it was cancelled"
+    assert ended.why_ended() == f"its Slurm job {holder} was cancelled"
 
 
 def test_a_signal_reaches_the_jobs_script_and_the_job_goes_on(jobs: Jobs) -> None:
@@ -213,7 +213,7 @@ def test_a_job_past_its_time_limit_ends_with_that_reason(jobs: Jobs) -> None:
     running = until(jobs.state(job_id, "RUNNING"), 60, "the job did not run")
     assert running.time_limit_minutes == 1
     ended = until(jobs.state(job_id, "TIMEOUT"), 150, "the job did not end at its limit")
-    assert ended.why_ended() == f"its Slurm job {job_id} ended: it reached its time limit"
+    assert ended.why_ended() == f"its Slurm job {job_id} reached its time limit"
 
 
 def test_one_users_job_is_out_of_anothers_reach(jobs: Jobs) -> None:

@@ -277,3 +277,39 @@ def test_a_service_killed_with_sigkill_reattaches_its_kernels_jobs(
             pytest.fail("the reattached kernel's job outlived its shutdown")
 
     asyncio.run(scenario())
+
+
+def test_a_kernel_whose_job_reaches_its_time_limit_is_told_why(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    """SlurmBackend.time_limit_minutes = 1 (Slurm's smallest): the kernel's job ends at its
+    limit, and the kernel's reason (GET /api/kernels/<id>) and the service's log say so in
+    Slurm's words, not as a bare exit code."""
+    service = slurm_service
+    service.stop()
+    service.config["SlurmBackend"]["time_limit_minutes"] = 1
+    service.config_file.write_text(json.dumps(service.config))
+    service.start()
+    alice = service.users[STUDENT_A]
+
+    async def scenario() -> None:
+        kernel_id = await service.start_kernel(alice, kernel_name_for(DEBIAN_IMAGE))
+        reason = ""
+        # The limit, Slurm's KillWait and the kernel restarter's poll: well within three
+        # minutes.
+        for _ in range(900):
+            code, model = await service.answer(alice, "GET", f"api/kernels/{kernel_id}")
+            assert code == 200, model
+            reason = model.get("reason", "")
+            if reason:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the kernel was never told its job ended")
+        assert reason.startswith(f"The kernel's container ({DEBIAN_IMAGE}) exited with code ")
+        assert "reached its time limit." in reason, reason
+        assert "reached its time limit" in service.output()
+        code, _ = await service.answer(alice, "DELETE", f"api/kernels/{kernel_id}")
+        assert code == 204
+
+    asyncio.run(scenario())

@@ -100,9 +100,12 @@ class ContainerEnds:
                 tail = await kernel.backend.logs_tail(container_id, kernel.log_tail_lines)
             except ContainerKernelError:
                 tail = ""  # the engine went away meanwhile: the exit code is known all the same
+            # The engine's own word on why, where it has one (a scheduler that ended the
+            # kernel's job: its time limit, a preemption).
+            why = f": {state.error.rstrip('.')}" if getattr(state, "error", "") else ""
             sentence = (
-                f"The kernel's container ({kernel.image}) exited with code {state.exit_code}."
-                + (f"\nLast lines of its log:\n{tail}" if tail else "")
+                f"The kernel's container ({kernel.image}) exited with code {state.exit_code}"
+                f"{why}." + (f"\nLast lines of its log:\n{tail}" if tail else "")
             )
         self.record(container_id, state, sentence)
         kernel.log.warning("Kernel %s died: %s", kernel.kernel_id, sentence)

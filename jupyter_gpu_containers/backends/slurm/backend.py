@@ -308,7 +308,7 @@ class SlurmBackend(LoggingConfigurable):
                 because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
                 raise EngineRefused(
                     f"The kernel's Slurm job {container_id} for {image} ended before it ran"
-                    + (f": {because}." if because else ".")
+                    + (f": it {because}." if because else ".")
                     + (f" Its output: {tail}" if tail else "")
                 )
             if not job.wait_can_end:

@@ -35,14 +35,14 @@ RUNNING = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING
 
 # Why a job ended, as a person reads it (its state, when it did not end by itself).
 ENDED_BECAUSE = {
-    "TIMEOUT": "it reached its time limit",
-    "PREEMPTED": "Slurm preempted it for a job of higher priority",
-    "CANCELLED": "it was cancelled",
-    "NODE_FAIL": "its node failed",
-    "OUT_OF_MEMORY": "it ran out of memory",
-    "BOOT_FAIL": "its node failed to boot",
-    "DEADLINE": "it reached its deadline",
-    "FAILED": "it failed",
+    "TIMEOUT": "reached its time limit",
+    "PREEMPTED": "was preempted by Slurm for a job of higher priority",
+    "CANCELLED": "was cancelled",
+    "NODE_FAIL": "lost its node, which failed",
+    "OUT_OF_MEMORY": "ran out of memory",
+    "BOOT_FAIL": "could not start: its node failed to boot",
+    "DEADLINE": "reached its deadline",
+    "FAILED": "failed",
 }
 
 # Pending reasons that end by themselves (resources free, priorities change, limits free up as
@@ -199,9 +199,9 @@ class Job:
         )
 
     def why_ended(self) -> str:
-        """ "its job 12 reached its time limit", or "" for a job that ended by itself."""
+        """ "its Slurm job 12 reached its time limit", or "" for a job that ended by itself."""
         because = ENDED_BECAUSE.get(self.state)
-        return f"its Slurm job {self.id} ended: {because}" if because else ""
+        return f"its Slurm job {self.id} {because}" if because else ""
 
 
 def gpu_indices(gres_detail: list[str]) -> tuple[int, ...]:
