@@ -43,6 +43,8 @@ NVIDIA_MAJOR = 195
 START_TIMEOUT = 60.0
 SBIN = Path("/usr/sbin")
 
+EPILOG = Path(__file__).resolve().parent.parent / "deploy" / "slurm" / "epilog.sh"
+
 
 class SlurmCluster:
     """munged, slurmctld and slurmd of one test session, and the Slurm commands pointed at them."""
@@ -203,6 +205,9 @@ class SlurmCluster:
                     # A job past its time limit ends at the next check of limits, not up to a
                     # minute later (the default, 30 s, plus the minute's rounding).
                     "OverTimeLimit=0",
+                    # As a site that runs kernels would (docs/slurm.md): a kernel's container
+                    # that outlived its job is removed after it.
+                    f"Epilog={EPILOG}",
                     f"NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 "
                     f"CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{self.gpus} State=UNKNOWN",
                     f"PartitionName={self.partition} Nodes={self.node} Default=YES "

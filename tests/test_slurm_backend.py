@@ -332,6 +332,39 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
     assert all(record.name != spec.name for record in backend.records.all())
 
 
+@needs_cluster
+async def test_the_epilog_removes_a_container_that_outlived_its_job(
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+) -> None:
+    """A job whose batch script is killed outright (SIGKILL, which it cannot pass on) leaves its
+    container running: podman's conmon is not in the job's process group, which is all
+    proctrack/pgid ends. deploy/slurm/epilog.sh, the cluster's Epilog, removes it after the
+    job, as the job's user."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    backend = slurm_kernels.backend()
+    private = private_dir(slurm_kernels.base, STUDENT_A, "outlived")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-outlived", gpus=1)
+    job_id = await backend.create(spec)
+    await backend.start(job_id, spec.image)
+    name = f"jupyter-slurm-job-{job_id}"
+    until(
+        lambda: any(name in c["Names"] for c in podman_user.run_containers(STUDENT_A)),
+        60,
+        "the job's container never ran",
+    )
+    backend.commands.signal(job_id, signal.SIGKILL)
+    until(
+        lambda: (j := backend.commands.job(job_id)) is None or j.over,
+        60,
+        "the job did not end with its batch script",
+    )
+    until(
+        lambda: not any(name in c["Names"] for c in podman_user.run_containers(STUDENT_A)),
+        60,
+        "the Epilog did not remove the container that outlived its job",
+    )
+
+
 class Steps:
     """The launch's side of a placement (LaunchSteps), as the provisioner's does it: the plan is
     the test's spec with the decided GPU count and the kernel's labels."""
