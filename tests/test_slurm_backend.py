@@ -286,8 +286,9 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
     slurm_kernels: Kernels, docker_client: Any
 ) -> None:
     """Every GPU held by another student's job: the kernel's job pends for Resources, the start
-    waits up to pending_timeout, then cancels it and says so; a request no node can ever meet
-    is refused by Slurm at once, in a sentence."""
+    waits up to pending_timeout, then cancels it and says so; a held job (a wait that never ends
+    by itself) ends the start at once; a request no node can ever meet is refused by Slurm at
+    once, in a sentence."""
     cluster = slurm_kernels.cluster
     backend = slurm_kernels.backend(pending_timeout=3)
     holder = backend.commands.submit(
@@ -324,6 +325,22 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
         )
     finally:
         backend.commands.cancel(holder)
+
+    # A job held (a hold never passes by itself): the start ends at once, the job cancelled.
+    held = slurm_kernels.backend(extra_sbatch_args=["--hold"])
+    private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-held")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-held")
+    job_id = await held.create(spec)
+    with pytest.raises(EngineRefused, match=r"which will not pass by itself") as refused:
+        await held.start(job_id, spec.image)
+    assert f"Slurm cannot start the kernel's job {job_id}: it waits for JobHeld" in (
+        refused.value.sentence
+    )
+    until(
+        lambda: (j := held.commands.job(job_id)) is None or j.over,
+        30,
+        "the held job was not cancelled",
+    )
 
     private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-too-many")
     spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-too-many", gpus=cluster.gpus + 1)
