@@ -25,6 +25,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from slurm_cluster import SlurmCluster
 
 from jupyter_gpu_containers.backends.slurm import kernels
+from jupyter_gpu_containers.backends.slurm import logs as slurm_logs
 from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
 from jupyter_gpu_containers.backends.slurm.records import JobRecords
 from jupyter_gpu_containers.base import labels as L
@@ -45,6 +46,7 @@ from jupyter_gpu_containers.placement.placement import PlacementStart
 STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
 STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
 KERNEL_ID_LABEL = "org.jupyter.gpu-containers.kernel-id"
+ME = os.geteuid()
 
 needs_cluster = pytest.mark.skipif(
     not STUDENT_A or not STUDENT_B or os.getuid() != 0,
@@ -537,17 +539,45 @@ def test_only_port_numbers_are_read_back_from_a_kernels_connection_file(
         **{p: 40000 + i for i, p in enumerate(PORT_NAMES)},
     }
     path.write_text(json.dumps(good))
-    read = kernels.written_connection(str(tmp_path))
+    read = kernels.written_connection(str(tmp_path), ME)
     assert read is not None and "ip" not in read and read["shell_port"] == 40000
     path.write_text(json.dumps({**good, "hb_port": 0}))
-    assert kernels.written_connection(str(tmp_path)) is None
+    assert kernels.written_connection(str(tmp_path), ME) is None
     path.write_text(json.dumps({**good, "hb_port": "40004; rm -rf /"}))
-    assert kernels.written_connection(str(tmp_path)) is None
+    assert kernels.written_connection(str(tmp_path), ME) is None
     path.write_text(json.dumps({**good, "signature_scheme": "none"}))
-    assert kernels.written_connection(str(tmp_path)) is None
+    assert kernels.written_connection(str(tmp_path), ME) is None
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps(good))
     path.unlink()
     path.symlink_to(elsewhere)
-    assert kernels.written_connection(str(tmp_path)) is None
+    assert kernels.written_connection(str(tmp_path), ME) is None
+    # A hard link to a file (another account's, say) is not the kernel's own file.
+    path.unlink()
+    os.link(elsewhere, path)
+    assert kernels.written_connection(str(tmp_path), ME) is None
+    path.unlink()
+    path.write_text(json.dumps(good))
+    assert kernels.written_connection(str(tmp_path), ME + 1) is None  # not the job's user's
+    assert kernels.written_connection(str(tmp_path), ME) is not None
     assert kernels.memory_mb("512m") == 512 and kernels.memory_mb("1073741824") == 1024
+
+
+def test_a_jobs_output_is_read_only_as_the_jobs_users_own_file(tmp_path: Path) -> None:
+    """The job's output file lies in a directory its user writes: a link (soft or hard) to
+    another file, or a file of another account, shows nothing in the kernel's log."""
+    output = tmp_path / kernels.OUTPUT_FILE_NAME
+    output.write_text("".join(f"line {n}\n" for n in range(100)))
+    assert slurm_logs.tail(str(output), ME, 2) == "line 98\nline 99"
+    stream = slurm_logs.open_output(str(output), ME, 1, False, lambda: False)
+    assert stream is not None and [line.text for line in stream] == ["line 99"]
+    assert slurm_logs.tail(str(output), ME + 1, 2) == ""
+    secret = tmp_path / "secret"
+    secret.write_text("not the kernel's\n")
+    output.unlink()
+    os.link(secret, output)
+    assert slurm_logs.tail(str(output), ME, 2) == ""
+    assert slurm_logs.open_output(str(output), ME, 2, False, lambda: False) is None
+    output.unlink()
+    output.symlink_to(secret)
+    assert slurm_logs.tail(str(output), ME, 2) == ""

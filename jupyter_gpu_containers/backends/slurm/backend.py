@@ -304,7 +304,7 @@ class SlurmBackend(LoggingConfigurable):
             if job is not None and job.running:
                 return job
             if job is None or job.over:
-                tail = logs.tail(record.output, 10)
+                tail = logs.tail(record.output, record.uid, 10)
                 because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
                 raise EngineRefused(
                     f"The kernel's Slurm job {container_id} for {image} ended before it ran"
@@ -362,7 +362,8 @@ class SlurmBackend(LoggingConfigurable):
     def connection_sync(self, container_id: str) -> dict[str, Any] | None:
         """The kernel's connection once it wrote its ports back (kernels.written_connection),
         without its address; None before."""
-        return kernels.written_connection(self._record(container_id).private_dir)
+        record = self._record(container_id)
+        return kernels.written_connection(record.private_dir, record.uid)
 
     async def connection_info(self, container_id: str) -> dict[str, Any]:
         """The kernel's connection as it wrote it back, on its node's address."""
@@ -434,7 +435,7 @@ class SlurmBackend(LoggingConfigurable):
         record = self.records.get(container_id)
         if record is None:
             return ""
-        return await self._run(functools.partial(logs.tail, record.output, lines))
+        return await self._run(functools.partial(logs.tail, record.output, record.uid, lines))
 
     def open_logs_sync(
         self, container_id: str, tail: int, follow: bool
@@ -453,7 +454,9 @@ class SlurmBackend(LoggingConfigurable):
                 return True  # Slurm away for a moment: keep following
             return state is not None and not state.ended
 
-        return logs.open_output(record.output, tail, follow, running, self.poll_interval)
+        return logs.open_output(
+            record.output, record.uid, tail, follow, running, self.poll_interval
+        )
 
     async def details(self, container_id: str) -> ContainerDetails | None:
         record = self.records.get(container_id)

@@ -26,7 +26,7 @@ from ...base.records import (
     ContainerState,
     ImageRecord,
 )
-from ...base.safefiles import read_json_nofollow
+from ...base.safefiles import read_trusted
 from ..podman_args import env_lines, hardening_args, run_options
 from .jobs import Account, Job, JobRequest
 from .script import batch_script
@@ -163,16 +163,24 @@ def container_state(job: Job | None) -> ContainerState:
     )
 
 
-def written_connection(private_dir: str) -> dict[str, Any] | None:
+def written_connection(private_dir: str, owner: int) -> dict[str, Any] | None:
     """The kernel's connection once it wrote the ports it bound back into its connection file:
     those ports, its key and signature scheme (transport tcp; the address is the node's, which
     Slurm says, never the file); None while the file still names port 0 or cannot be read. The
-    file is the job's user's to write: each value read from it is checked to be what it must
-    be, and nothing else is taken from it."""
+    file is the job's user's (``owner``) to write: it is read only as a regular file of theirs
+    with one link (never a link to another's file), each value read from it is checked to be
+    what it must be, and nothing else is taken from it."""
     try:
-        found: Any = read_json_nofollow(os.path.join(private_dir, CONNECTION_FILE_NAME))
+        dir_fd = os.open(private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data, _ = read_trusted(dir_fd, CONNECTION_FILE_NAME, {owner}, 1 << 16)
+        found: Any = json.loads(data.decode("utf-8"))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(dir_fd)
     if not isinstance(found, dict):
         return None
     info: dict[str, Any] = {"transport": "tcp"}

@@ -2,8 +2,9 @@
 printed, both streams), read from its end, and followed line by line while the job runs.
 
 The file is written by the job, as its user, in the kernel's private directory: it is opened
-without following a link and only if it is a regular file, and read in bounded pieces (a
-notebook printing without a line break cannot make a line without end).
+without following a link and read only as a regular file of that user's with one link (never a
+hard link to another account's file, whose end the kernel's view would show), in bounded pieces
+(a notebook printing without a line break cannot make a line without end).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ TAIL_BYTES = 256 * 1024
 MAX_LINE = 64 * 1024
 
 
-def _open(path: str) -> int | None:
+def _open(path: str, owner: int) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != owner or info.st_nlink != 1:
         os.close(fd)
         return None
     return fd
@@ -42,9 +44,10 @@ def _last_lines(fd: int, lines: int) -> tuple[list[str], int]:
     return (text[-lines:] if lines > 0 else []), start + len(data)
 
 
-def tail(path: str, lines: int) -> str:
-    """The output's last ``lines`` lines ("" when there is none yet)."""
-    fd = _open(path)
+def tail(path: str, owner: int, lines: int) -> str:
+    """The output's last ``lines`` lines ("" when there is none yet); ``owner``: the job's
+    user, whose file it must be."""
+    fd = _open(path, owner)
     if fd is None:
         return ""
     try:
@@ -121,10 +124,15 @@ class FollowedOutput:
 
 
 def open_output(
-    path: str, tail: int, follow: bool, running: Callable[[], bool], interval: float = 0.5
+    path: str,
+    owner: int,
+    tail: int,
+    follow: bool,
+    running: Callable[[], bool],
+    interval: float = 0.5,
 ) -> FollowedOutput | None:
     """The output as a stream, or None when the job has written none (yet)."""
-    fd = _open(path)
+    fd = _open(path, owner)
     if fd is None:
         return None
     return FollowedOutput(fd, tail, follow, running, interval)
