@@ -26,6 +26,7 @@ from . import (
     report,
     rest,
     service,
+    slurm,
     warm_pool,
 )
 from .bench import Bench, ensure_image
@@ -41,9 +42,11 @@ SECTIONS = (
     "lab",
     "k8s",
     "podman",
+    "slurm",
 )
 # The sections that measure the shared server (Bench.start_server); "service" and "lab" start
-# their own, "k8s" a Kubernetes cluster of its own, "podman" a server as the Podman user.
+# their own, "k8s" a Kubernetes cluster of its own, "podman" a server as the Podman user,
+# "slurm" a Slurm cluster and a kernel service of its own.
 SHARED_SERVER = ("kernel_start", "concurrency", "rest", "lifecycle", "warm_pool")
 
 
@@ -68,7 +71,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--podman-user",
         default=podman.DEFAULT_USER,
-        help="the account whose rootless Podman the podman section measures",
+        help="the account whose rootless Podman the podman and slurm sections measure",
     )
     parser.add_argument(
         "--seed",
@@ -111,6 +114,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
         "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
         "podman": lambda: podman.run(bench, runs, args.podman_user),
+        "slurm": lambda: slurm.run(bench, runs, args.podman_user),
     }
     for name in SECTIONS:
         if name not in wanted:

@@ -59,6 +59,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "lab",
         "k8s",
         "podman",
+        "slurm",
     }
     for name, section in results["sections"].items():
         assert "error" not in section, (name, section)
@@ -137,6 +138,19 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert all(podman_phases[p]["n"] == 1 for p in ("create", "start", "ready"))
     assert podman["floor_run_d"]["n"] == 1
 
+    # Slurm: our kernel as a job through the kernel service, the bare srun floor, and Slurm's
+    # own wait for a batch job given apart.
+    slurm = results["sections"]["slurm"]
+    assert "skipped" not in slurm, slurm
+    assert {r["variant"] for r in slurm["rows"]} == {
+        "srun --gres=gpu:1 true",
+        "floor: srun of podman run ipykernel, 1 GPU",
+        "ours: the kernel service on Slurm, 1 GPU",
+    }
+    assert slurm["slurm_scheduling"]["n"] == 1 and slurm["ours_without_scheduling"]["n"] == 1
+    assert math.isfinite(slurm["ours_over_floor"])
+    assert math.isfinite(slurm["ours_without_scheduling_over_floor"])
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "1. Kernel start",
@@ -147,6 +161,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
         "8. A teaching lab: students sharing 8 GPUs through the kernel service",
         "9. Kernels as pods on Kubernetes",
         "10. Kernels on a user's rootless Podman",
+        "11. Kernels as Slurm jobs",
     ):
         assert f"## {title}" in markdown
     assert "Failed:" not in markdown
@@ -162,7 +177,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     assert partial["sections"]["rest"] == results["sections"]["rest"]
     merged = report.markdown(partial)
     assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
-    assert merged.count("*Measured in an earlier run") == 9  # sections 1 to 6 and 8 to 10
+    assert merged.count("*Measured in an earlier run") == 10  # sections 1 to 6 and 8 to 11
     other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
     merge_earlier(other, tmp_path)
     assert set(other["sections"]) == {"service"}
