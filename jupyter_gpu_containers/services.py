@@ -63,13 +63,16 @@ class ContainerEngine(Configurable):
     own with ServiceApp.backend)."""
 
     backend = Enum(
-        ["docker", "podman"],
+        ["docker", "podman", "slurm"],
         "docker",
         config=True,
         help="""Where this server's kernels run: "docker", containers on the host's Docker
-        engine (its user in the docker group, which is root on the host); or "podman", the
+        engine (its user in the docker group, which is root on the host); "podman", the
         user's own rootless Podman: no docker group, no daemon (PodmanEngine configures it;
-        `jupyter gpu-containers doctor` says what it needs).""",
+        `jupyter gpu-containers doctor` says what it needs); or "slurm", each kernel a Slurm
+        job of the user, its container run by their rootless Podman on the node Slurm chose
+        (SlurmBackend configures it; ContainerPolicy.connection_dir_root must then lie on the
+        file system the nodes share; docs/slurm.md).""",
     )
 
 

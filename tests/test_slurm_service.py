@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import pytest
 from conftest import DEBIAN_IMAGE
 from hostusers import ids_of
 from kernel_io import collect, execute, send_execute
+from servers import Server, write_server_config
 from service_process import KernelService
 from slurm_cluster import SlurmCluster
 
@@ -313,3 +317,53 @@ def test_a_kernel_whose_job_reaches_its_time_limit_is_told_why(
         assert code == 204
 
     asyncio.run(scenario())
+
+
+async def test_a_users_own_server_runs_its_kernels_as_its_own_slurm_jobs(
+    slurm_cluster: SlurmCluster, docker_client: Any, tmp_path: Path
+) -> None:
+    """ContainerEngine.backend = "slurm" on a student's own Jupyter server (no service, no
+    root): its kernels are jobs it submits as itself, the probe a task of its own, its records
+    in its own data directory; a notebook's code runs as the student, and the server's stop
+    ends the job."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    entry = pwd.getpwnam(STUDENT_A)
+    home = Path(tempfile.mkdtemp(prefix="jgc-slurm-own-", dir="/tmp"))
+    for sub in ("config", "data", "runtime", "workspace"):
+        (home / sub).mkdir()
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    write_server_config(
+        home,
+        {
+            "ContainerEngine": {"backend": "slurm"},
+            "SlurmBackend": {"slurm_conf": str(slurm_cluster.conf), "poll_interval": 0.2},
+            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE}]},
+        },
+    )
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+    server = Server(
+        home, home / "workspace", [], user=STUDENT_A, env=podman_user.user_env(STUDENT_A)
+    )
+    try:
+        name = kernel_name_for(DEBIAN_IMAGE)
+        for _ in range(300):
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            if name in specs:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"the server never offered {name}")
+        session = await server.open_notebook("own.ipynb", name)
+        result = await server.execute(session["kernel"]["id"], "import os\nprint(os.getuid())")
+        assert result.stdout.strip() == str(entry.pw_uid), result
+        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        records = home / "data" / "gpu-containers" / "slurm-jobs"
+        assert [p.name for p in records.iterdir()] == [f"job-{job.id}.json"]
+        assert records.stat().st_uid == entry.pw_uid
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+        podman_user.remove_test_containers(STUDENT_A)
+    ended = commands.job(job.id)
+    assert ended is None or ended.over or ended.state == "COMPLETING", ended

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from traitlets import Float, Int, List, Unicode
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable, ImageMissing
@@ -78,12 +79,19 @@ class SlurmBackend(LoggingConfigurable):
     )
 
     records_dir = Unicode(
-        "/var/lib/jupyter-gpu-containers/slurm-jobs",
         config=True,
         help="""Where the backend keeps its record of each kernel's job (one file per job): a
-        directory of the service's account alone (0700; made if missing, refused if another
-        account made it). The records let a restarted service find its kernels' jobs again.""",
+        directory of this process's account alone (0700; made if missing, refused if another
+        account made it). The records let a restarted service find its kernels' jobs again.
+        Default: /var/lib/jupyter-gpu-containers/slurm-jobs for a service run as root, else
+        slurm-jobs in the user's Jupyter data directory.""",
     )
+
+    @default("records_dir")
+    def _default_records_dir(self) -> str:
+        if os.geteuid() == 0:
+            return "/var/lib/jupyter-gpu-containers/slurm-jobs"
+        return os.path.join(jupyter_data_dir(), "gpu-containers", "slurm-jobs")
 
     partition = Unicode(
         "", config=True, help="""The partition kernels' jobs run in ("": Slurm's default)."""
@@ -149,8 +157,8 @@ class SlurmBackend(LoggingConfigurable):
         help="""The account whose jobs probe the listed images (is ipykernel there, which
         Python, the image's accounts): its rootless Podman on the nodes must hold every listed
         image, as each user's must (or a read-only image store they all share:
-        ``additionalimagestores`` in storage.conf, docs/slurm.md). Required: no probe, no
-        kernel.""",
+        ``additionalimagestores`` in storage.conf, docs/slurm.md). Required for a service run
+        as root; a user's own server probes as that user when it is "".""",
     )
 
     probe_time_limit_minutes = Int(
@@ -555,6 +563,9 @@ class SlurmBackend(LoggingConfigurable):
         return ImagesDiskUse(images=(), layers_size=0)
 
     def _probe_account(self) -> Account:
+        if not self.probe_account and os.geteuid() != 0:  # a user's own server: theirs
+            entry = pwd.getpwuid(os.geteuid())
+            return Account(entry.pw_name, entry.pw_uid, os.getegid())
         if not self.probe_account:
             raise EngineRefused(
                 "No account probes the Slurm cluster's images: set SlurmBackend.probe_account "
