@@ -313,7 +313,7 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
         private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-waits")
         spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-waits", gpus=1)
         job_id = await backend.create(spec)
-        assert backend.waiting_reason_sync(job_id) is not None
+        assert backend.pending_reason_sync(job_id) is not None
         with pytest.raises(EngineRefused) as refused:
             await backend.start(job_id, spec.image)
         assert refused.value.sentence.startswith(

@@ -215,6 +215,40 @@ def test_a_start_waits_in_slurms_queue_without_its_slot_and_starts_when_gpus_fre
             await asyncio.sleep(0.2)
         else:
             pytest.fail("the service's log never said why the job waits")
+        # The queue lists it with Slurm's reason: to its user in full, to the other student
+        # without its kernel id; only its user may cancel it.
+        code, queue = await service.answer(alice, "GET", "gpu-containers/queue")
+        assert code == 200, queue
+        (mine,) = [t for t in queue["queue"] if t["yours"] and t.get("scheduler") == "Slurm"]
+        assert mine["reason"] in ("Resources", "Priority") and mine["gpus"] == 2, mine
+        assert mine["kernel_id"] and mine["position"] == 0
+        third_id = mine["kernel_id"]
+        code, seen = await service.answer(bob, "GET", "gpu-containers/queue")
+        assert {t["kernel_id"] for t in seen["queue"] if not t["yours"]} == {None}, seen
+        code, _ = await service.answer(bob, "DELETE", f"gpu-containers/queue/{third_id}")
+        assert code == 404
+        # A fourth start waits too, and its user cancels it: its job is cancelled, and the
+        # start ends with 409.
+        fourth = asyncio.ensure_future(
+            service.answer(
+                alice, "POST", "api/kernels", {"name": name, "env": {**two, "X": "fourth"}}
+            )
+        )
+        for _ in range(300):
+            code, queue = await service.answer(alice, "GET", "gpu-containers/queue")
+            ids = {t["kernel_id"] for t in queue["queue"] if t["yours"]} - {third_id}
+            if ids:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the fourth start was never listed as waiting")
+        (fourth_id,) = ids
+        code, _ = await service.answer(alice, "DELETE", f"gpu-containers/queue/{fourth_id}")
+        assert code == 204
+        code, refused = await asyncio.wait_for(fourth, 60)
+        assert code == 409, refused
+        assert "cancelled while its job waited in Slurm's queue" in refused["message"]
+        assert not waiting.done()
         # A kernel ends: its GPUs free, Slurm starts the waiting job.
         code, _ = await service.answer(alice, "DELETE", f"api/kernels/{first}")
         assert code == 204

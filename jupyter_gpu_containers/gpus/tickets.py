@@ -69,6 +69,10 @@ class Ticket:
             "position": self.position,
             "waited": round(max(0.0, now - self.arrived), 1),
             "deadline": iso_time(self.deadline) if self.deadline else None,
+            # A wait in this host's queue, not an engine's scheduler (placement.SchedulerWait).
+            "scheduler": "",
+            "reason": "",
+            "estimate": None,
         }
 
 

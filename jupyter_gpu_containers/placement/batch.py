@@ -13,13 +13,16 @@ which counts from the job's start) before the launch asks the kernel for its inf
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from typing import Any
 
 from traitlets.config import Config
 
 from ..base.errors import ContainerExited, ContainerKernelError, LaunchTimeout
+from ..gpus.gpuqueue import GPUWaitCancelled
 from .cluster import ClusterPlacement, refuse_host_sharing
-from .placement import LaunchSteps, Placed, PlacementStart
+from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
 
 # Seconds between looks at the connection file while the kernel binds its ports.
 PORTS_POLL = 0.1
@@ -48,16 +51,74 @@ class BatchPlacement(ClusterPlacement):
                 "each its user's alone)."
             )
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # The starts whose jobs Slurm keeps pending now, by kernel id: (the wait, its job).
+        self._waiting: dict[str, tuple[SchedulerWait, str]] = {}
+        self._cancelled: set[str] = set()
+
     async def _until_running(self, container_id: str, start: PlacementStart) -> None:
-        """While Slurm keeps the job pending, the start gives back what it holds (the kernel
+        """While Slurm keeps the job pending, the start is listed (the queue route shows it with
+        Slurm's reason, and its user may cancel it), and gives back what it holds (the kernel
         service's start slot, ServiceApp.max_concurrent_starts): a wait in Slurm's queue may
         be long, and must not keep other users' starts waiting behind it."""
         state = await self.backend.state(container_id)
-        if start.while_waiting is None or state is None or state.status != "created":
+        if state is None or state.status != "created":
             await self.backend.start(container_id, start.image_ref)
             return
-        async with start.while_waiting():
-            await self.backend.start(container_id, start.image_ref)
+        wait = SchedulerWait(
+            kernel_id=start.kernel_id,
+            uid=start.uid,
+            user=start.user,
+            notebook=start.notebook,
+            request=start.request,
+            arrived=time.time(),
+            scheduler=self.scheduler,
+        )
+        self._waiting[start.kernel_id] = (wait, container_id)
+        try:
+            if start.while_waiting is None:
+                await self.backend.start(container_id, start.image_ref)
+            else:
+                async with start.while_waiting():
+                    await self.backend.start(container_id, start.image_ref)
+        except ContainerKernelError as e:
+            if start.kernel_id in self._cancelled:
+                raise GPUWaitCancelled(
+                    f"The start was cancelled while its job waited in {self.scheduler}'s "
+                    "queue (cancelled by its user)."
+                ) from e
+            raise
+        finally:
+            self._waiting.pop(start.kernel_id, None)
+            self._cancelled.discard(start.kernel_id)
+
+    async def scheduler_waits(self) -> list[SchedulerWait]:
+        """The starts whose jobs Slurm keeps pending, each with Slurm's reason and estimate
+        (read now: one squeue per wait, off the event loop)."""
+        found = []
+        for wait, container_id in list(self._waiting.values()):
+            said = await asyncio.to_thread(self._why_waiting, container_id)
+            if said is not None:
+                reason, estimate = said
+                found.append(dataclasses.replace(wait, reason=reason, estimate=estimate or 0.0))
+        return found
+
+    def _why_waiting(self, container_id: str) -> tuple[str, float | None] | None:
+        try:
+            return self.backend.pending_reason_sync(container_id)
+        except ContainerKernelError:
+            return None
+
+    async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
+        """Cancel the start's job (its user's own only): the wait then ends, and the start
+        with it (GPUWaitCancelled)."""
+        waiting = self._waiting.get(kernel_id)
+        if waiting is None or waiting[0].uid != uid:
+            return False
+        self._cancelled.add(kernel_id)
+        await self.backend.remove(waiting[1])
+        return True
 
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         placed = await super().place(start, steps)

@@ -22,7 +22,7 @@ from ..base.errors import ContainerKernelError, KernelOptionRefused
 from ..base.records import ContainerRecord
 from ..gpus.allocator import Attachment, GPUAllocator
 from ..host.hoststate import StateDir
-from .placement import LaunchSteps, Placed, PlacementStart
+from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
 
 
 class ClusterPlacement(LoggingConfigurable):
@@ -78,6 +78,13 @@ class ClusterPlacement(LoggingConfigurable):
 
     async def address(self, container_id: str) -> str:
         return await self.backend.address(container_id)
+
+    async def scheduler_waits(self) -> list[SchedulerWait]:
+        """None: a start waits in this server's GPU queue, if anywhere."""
+        return []
+
+    async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
+        return False
 
     def left_behind(
         self,

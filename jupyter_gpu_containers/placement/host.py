@@ -41,7 +41,7 @@ from ..host.hoststate import StateDir
 from ..host.privatedirs import own_private_dir
 from ..images import compat
 from ..policy.admin_policy import ContainerPolicy
-from .placement import LaunchSteps, Placed, PlacementStart
+from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -190,6 +190,13 @@ class HostPlacement(LoggingConfigurable):
 
     async def address(self, container_id: str) -> str:
         return ""  # its ports are this host's (published, or ipc in its private directory)
+
+    async def scheduler_waits(self) -> list[SchedulerWait]:
+        """None: a start waits in this server's GPU queue, if anywhere."""
+        return []
+
+    async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
+        return False
 
     def left_behind(
         self,

@@ -15,7 +15,7 @@ from typing import Protocol
 from traitlets.config import Config
 
 from ..base import labels as L
-from ..base.records import ContainerRecord, ContainerSpec, ImageRecord
+from ..base.records import ContainerRecord, ContainerSpec, ImageRecord, iso_time
 from ..gpus.allocator import Attachment, GPURequest
 from ..gpus.gpuqueue import WhileWaiting
 from ..host.hoststate import StateDir
@@ -79,6 +79,43 @@ class LaunchSteps(Protocol):
 
 
 @dataclass(frozen=True)
+class SchedulerWait:
+    """A start that waits in the engine's own scheduler (a Slurm job pending), as the queue
+    route shows it: Slurm's reason, and when Slurm expects it to start (unix time, 0: no
+    estimate)."""
+
+    kernel_id: str
+    uid: int
+    user: str
+    notebook: str
+    request: GPURequest
+    arrived: float  # unix time
+    scheduler: str  # "Slurm"
+    reason: str = ""
+    estimate: float = 0.0
+
+    def to_json(self, viewer_uid: int, show_others: bool, now: float) -> dict[str, object]:
+        """As a queue ticket (tickets.Ticket.to_json: another user's kernel id never, their
+        name and notebook only with GPUVisibility.show_other_users), with the scheduler's word:
+        its position is the scheduler's, not this server's (0)."""
+        yours = self.uid == viewer_uid
+        reveal = yours or show_others
+        return {
+            "kernel_id": self.kernel_id if yours else None,
+            "yours": yours,
+            "user": self.user if reveal else None,
+            "notebook": self.notebook if reveal else None,
+            "gpus": self.request.to_json(),
+            "position": 0,
+            "waited": round(max(0.0, now - self.arrived), 1),
+            "deadline": None,
+            "scheduler": self.scheduler,
+            "reason": self.reason,
+            "estimate": iso_time(self.estimate) if self.estimate else None,
+        }
+
+
+@dataclass(frozen=True)
 class Placed:
     """Where the start went."""
 
@@ -138,6 +175,16 @@ class Placement(Protocol):
     async def address(self, container_id: str) -> str:
         """Where a running kernel's ports are when it has an address of its own; "" when they
         are this host's (a server that adopts the kernel after a restart asks)."""
+        ...
+
+    async def scheduler_waits(self) -> list[SchedulerWait]:
+        """The starts of this server that wait in the engine's own scheduler now, each with the
+        scheduler's reason ([] where this server's GPU queue is the only wait)."""
+        ...
+
+    async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
+        """Cancel ``uid``'s start of ``kernel_id`` that waits in the engine's scheduler (its
+        launch then fails with 409 "GPU wait cancelled"); False when no such start waits."""
         ...
 
     def left_behind(

@@ -285,11 +285,24 @@ export function positionText(
   ticket: IQueuedStart,
   length: number
 ): string {
+  if (ticket.scheduler) {
+    return schedulerText(trans, ticket);
+  }
   return trans.__(
     'position %1 of %2',
     ticket.position,
     Math.max(length, ticket.position)
   );
+}
+
+/**
+ * A start that waits in the engine's own scheduler, in its words:
+ * `queued in Slurm: Resources`.
+ */
+function schedulerText(trans: TranslationBundle, ticket: IQueuedStart): string {
+  return ticket.reason
+    ? trans.__('queued in %1: %2', ticket.scheduler, ticket.reason)
+    : trans.__('queued in %1', ticket.scheduler);
 }
 
 /**
@@ -315,6 +328,17 @@ export function deadlineText(
   trans: TranslationBundle,
   ticket: IQueuedStart
 ): string {
+  if (ticket.scheduler) {
+    // The scheduler's own estimate, where it has one (`squeue --start`).
+    const expected = Date.parse(ticket.estimate ?? '');
+    return Number.isNaN(expected)
+      ? ''
+      : trans.__(
+          '%1 expects it at %2',
+          ticket.scheduler,
+          formatClock(expected)
+        );
+  }
   const at = Date.parse(ticket.deadline ?? '');
   if (Number.isNaN(at)) {
     return '';
@@ -330,6 +354,11 @@ export function waitingLabel(
   trans: TranslationBundle,
   ticket: IQueuedStart
 ): string {
+  if (ticket.scheduler) {
+    return ticket.reason
+      ? trans.__('Queued in %1 (%2)', ticket.scheduler, ticket.reason)
+      : trans.__('Queued in %1', ticket.scheduler);
+  }
   return trans.__('Waiting for a GPU (position %1)', ticket.position);
 }
 
@@ -570,6 +599,20 @@ export function cellWhileWaitingText(
   notebook: string,
   ticket: IQueuedStart
 ): string {
+  if (ticket.scheduler) {
+    return ticket.reason
+      ? trans.__(
+          'The kernel of %1 is queued in %2 (%3): the cell runs once it starts, in a new kernel.',
+          notebook,
+          ticket.scheduler,
+          ticket.reason
+        )
+      : trans.__(
+          'The kernel of %1 is queued in %2: the cell runs once it starts, in a new kernel.',
+          notebook,
+          ticket.scheduler
+        );
+  }
   return trans.__(
     'The kernel of %1 is waiting for a GPU (position %2): the cell runs once it starts, in a new kernel.',
     notebook,

@@ -75,7 +75,10 @@ export function ticketOf(value: unknown): IQueuedStart | null {
     gpus: gpuRequestOf(value.gpus),
     position,
     waited: num(value.waited) ?? 0,
-    deadline: strOrNull(value.deadline) || null
+    deadline: strOrNull(value.deadline) || null,
+    scheduler: strOrNull(value.scheduler) ?? '',
+    reason: strOrNull(value.reason) ?? '',
+    estimate: strOrNull(value.estimate) || null
   };
 }
 
@@ -83,10 +86,14 @@ function ticketsOf<T extends IQueuedStart>(
   value: unknown,
   read: (item: unknown) => T | null
 ): T[] {
-  return (Array.isArray(value) ? value : [])
-    .map(read)
-    .filter((t): t is T => t !== null)
-    .sort((a, b) => a.position - b.position);
+  return (
+    (Array.isArray(value) ? value : [])
+      .map(read)
+      .filter((t): t is T => t !== null)
+      // A start that waits in the engine's scheduler (position 0) comes after
+      // the host queue's, whose order is known.
+      .sort((a, b) => (a.position || Infinity) - (b.position || Infinity))
+  );
 }
 
 /**

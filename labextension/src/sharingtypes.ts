@@ -72,6 +72,20 @@ export interface IQueuedStart {
    * ISO time it stops waiting (409 "GPU wait timed out"); null when none is known.
    */
   deadline: string | null;
+  /**
+   * The engine's own scheduler the start waits in ("Slurm": its job is
+   * pending), whose order is its own (`position` is then 0); `''` for a
+   * start in this host's GPU queue.
+   */
+  scheduler: string;
+  /**
+   * The scheduler's reason for the wait ("Resources", "Priority"…), or `''`.
+   */
+  reason: string;
+  /**
+   * ISO time the scheduler expects the start, or null when it has no estimate.
+   */
+  estimate: string | null;
 }
 
 /**

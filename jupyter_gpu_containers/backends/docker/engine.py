@@ -287,6 +287,10 @@ class Engine(LoggingConfigurable):
         refuses a launch. Raises EngineUnavailable while the engine is still away."""
         await self._removals.remove_deferred()
 
+    def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
+        """Docker has no scheduler: a created container waits for nobody."""
+        return None
+
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         return await self.run(functools.partial(logs.tail, container_id=container_id, lines=lines))
 

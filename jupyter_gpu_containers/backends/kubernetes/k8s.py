@@ -497,6 +497,10 @@ class KubernetesBackend(LoggingConfigurable):
     async def remove_deferred(self) -> None:
         return None
 
+    def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
+        """A pending pod's reason is start's to say (it waits on its watch, and refuses with it)."""
+        return None
+
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         return await self.run(lambda core: self._calls().log_tail(core, container_id, lines))
 

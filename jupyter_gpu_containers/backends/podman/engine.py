@@ -447,6 +447,10 @@ class PodmanEngine(LoggingConfigurable):
     async def remove_deferred(self) -> None:
         """Nothing is deferred on Podman (remove_or_defer)."""
 
+    def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
+        """Podman has no scheduler: a created container waits for nobody."""
+        return None
+
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
         return await self._cli.in_pool(
             functools.partial(logs.tail, self._cli, container_id=container_id, lines=lines)

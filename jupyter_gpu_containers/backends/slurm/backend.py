@@ -503,7 +503,7 @@ class SlurmBackend(LoggingConfigurable):
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._run(functools.partial(self.list_containers_sync, labels))
 
-    def waiting_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
+    def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
         """Why the job still pends (Slurm's reason) and when Slurm expects it to start (unix
         time, or None); None when it no longer pends."""
         job = self.commands.job(container_id)

@@ -210,7 +210,10 @@ describe('formatClock: one time format', () => {
         gpus: 1,
         position: 1,
         waited: 0,
-        deadline: at
+        deadline: at,
+        scheduler: '',
+        reason: '',
+        estimate: null
       })
     ).toBe(`gives up at ${formatClock(at)}`);
     const title = quotaTitle(trans, {

@@ -4,6 +4,7 @@ import { formatClock } from '../format';
 import { gpuChoices } from '../gpuchoices';
 import {
   activityText,
+  cellWhileWaitingText,
   deadlineText,
   departedTickets,
   departureOutcome,
@@ -49,6 +50,9 @@ function ticket(overrides: Partial<IQueuedStart> = {}): IQueuedStart {
     position: 1,
     waited: 12,
     deadline: '2030-01-01T12:00:00Z',
+    scheduler: '',
+    reason: '',
+    estimate: null,
     ...overrides
   };
 }
@@ -93,7 +97,10 @@ describe('queueOf', () => {
           gpus: ['0'],
           position: 1,
           waited: 9,
-          deadline: '2030-01-01T12:00:00Z'
+          deadline: '2030-01-01T12:00:00Z',
+          scheduler: '',
+          reason: '',
+          estimate: null
         },
         // Another user's, as the server sends it: nulls kept.
         {
@@ -104,13 +111,63 @@ describe('queueOf', () => {
           gpus: 2,
           position: 2,
           waited: 3.5,
-          deadline: null
+          deadline: null,
+          scheduler: '',
+          reason: '',
+          estimate: null
         }
       ],
       length: 2,
       wait_by_default: true,
       max_wait: 3600
     });
+  });
+
+  it("lists a start waiting in Slurm after the host queue's, in Slurm's words", () => {
+    const queue = queueOf({
+      queue: [
+        {
+          kernel_id: 'k-slurm',
+          yours: true,
+          user: 'alice',
+          notebook: 'a.ipynb',
+          gpus: 2,
+          position: 0,
+          waited: 4,
+          deadline: null,
+          scheduler: 'Slurm',
+          reason: 'Resources',
+          estimate: '2030-01-01T12:30:00Z'
+        },
+        {
+          kernel_id: 'k-host',
+          yours: true,
+          user: 'alice',
+          notebook: 'b.ipynb',
+          gpus: 1,
+          position: 1,
+          waited: 9,
+          deadline: null
+        }
+      ],
+      length: 2,
+      wait_by_default: false,
+      max_wait: 3600
+    });
+    expect(queue?.queue.map(t => t.kernel_id)).toEqual(['k-host', 'k-slurm']);
+    const slurm = queue!.queue[1];
+    expect(waitingLabel(trans, slurm)).toBe('Queued in Slurm (Resources)');
+    expect(positionText(trans, slurm, 2)).toBe('queued in Slurm: Resources');
+    expect(deadlineText(trans, slurm)).toBe(
+      `Slurm expects it at ${formatClock('2030-01-01T12:30:00Z')}`
+    );
+    expect(deadlineText(trans, { ...slurm, estimate: null })).toBe('');
+    expect(waitingLabel(trans, { ...slurm, reason: '' })).toBe(
+      'Queued in Slurm'
+    );
+    expect(cellWhileWaitingText(trans, 'a.ipynb', slurm)).toBe(
+      'The kernel of a.ipynb is queued in Slurm (Resources): the cell runs once it starts, in a new kernel.'
+    );
   });
 
   it('is null for anything else', () => {
