@@ -37,6 +37,21 @@ _STALE_AFTER = 60.0
 _LONGEST_WAIT = 24 * 3600.0
 
 
+def shown_to(
+    viewer_uid: int, show_others: bool, uid: int, kernel_id: str, user: str, notebook: str
+) -> dict[str, Any]:
+    """Who a waiting start is, as the API shows it to ``viewer_uid``: another user's kernel id
+    never, their name and notebook only with GPUVisibility.show_other_users."""
+    yours = uid == viewer_uid
+    reveal = yours or show_others
+    return {
+        "kernel_id": kernel_id if yours else None,
+        "yours": yours,
+        "user": user if reveal else None,
+        "notebook": notebook if reveal else None,
+    }
+
+
 @dataclass(frozen=True)
 class Ticket:
     """One waiting start, as any server on the host reads it."""
@@ -58,13 +73,8 @@ class Ticket:
         """The ticket as the API shows it to ``viewer_uid``: another user's kernel id never, their
         name and notebook only with GPUVisibility.show_other_users."""
         now = time.time() if now is None else now
-        yours = self.uid == viewer_uid
-        reveal = yours or show_others
         return {
-            "kernel_id": self.kernel_id if yours else None,
-            "yours": yours,
-            "user": self.user if reveal else None,
-            "notebook": self.notebook if reveal else None,
+            **shown_to(viewer_uid, show_others, self.uid, self.kernel_id, self.user, self.notebook),
             "gpus": self.request.to_json(),
             "position": self.position,
             "waited": round(max(0.0, now - self.arrived), 1),

@@ -18,6 +18,7 @@ from ..base import labels as L
 from ..base.records import ContainerRecord, ContainerSpec, ImageRecord, iso_time
 from ..gpus.allocator import Attachment, GPURequest
 from ..gpus.gpuqueue import WhileWaiting
+from ..gpus.tickets import shown_to
 from ..host.hoststate import StateDir
 
 
@@ -98,13 +99,8 @@ class SchedulerWait:
         """As a queue ticket (tickets.Ticket.to_json: another user's kernel id never, their
         name and notebook only with GPUVisibility.show_other_users), with the scheduler's word:
         its position is the scheduler's, not this server's (0)."""
-        yours = self.uid == viewer_uid
-        reveal = yours or show_others
         return {
-            "kernel_id": self.kernel_id if yours else None,
-            "yours": yours,
-            "user": self.user if reveal else None,
-            "notebook": self.notebook if reveal else None,
+            **shown_to(viewer_uid, show_others, self.uid, self.kernel_id, self.user, self.notebook),
             "gpus": self.request.to_json(),
             "position": 0,
             "waited": round(max(0.0, now - self.arrived), 1),
