@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,9 +44,6 @@ from .k8s import kernel_phases
 from .podman import DEFAULT_USER, RootlessPodman
 from .service import BenchService
 
-# The cluster's GPUs as CDI devices of a kind of the benchmark's own: a spec of NVIDIA's kind with
-# the same device names (a test's, say) would make every device of that kind unusable.
-CDI_KIND = "jgc-bench.test/gpu"
 SRUN_TRUE = "srun --gres=gpu:1 true"
 FLOOR = "floor: srun of podman run ipykernel, 1 GPU"
 OURS = "ours: the kernel service on Slurm, 1 GPU"
@@ -71,6 +69,12 @@ class SlurmBench:
         self.home.chmod(0o755)  # the user's workspace and kernels' directories lie below it
         self.cluster = SlurmCluster(self.home / "cluster")
         self.cdi = Path("/etc/cdi") / f"jgc-bench-slurm-{bench.run_id}.yaml"
+        # The cluster's GPUs as CDI devices of a kind of this run's own: a spec of NVIDIA's kind
+        # (or another run's) with the same device names would make every device of that kind
+        # unusable.
+        self.cdi_kind = (
+            "jgc-bench-" + re.sub(r"[^a-z0-9]+", "-", bench.run_id.lower()) + ".test/gpu"
+        )
         self.service: BenchService | None = None
         self.token = ""
 
@@ -95,7 +99,7 @@ class SlurmBench:
             for index in range(self.cluster.gpus)
         )
         self.cdi.parent.mkdir(mode=0o755, exist_ok=True)
-        self.cdi.write_text(f'cdiVersion: "0.5.0"\nkind: "{CDI_KIND}"\ndevices:\n{devices}')
+        self.cdi.write_text(f'cdiVersion: "0.5.0"\nkind: "{self.cdi_kind}"\ndevices:\n{devices}')
         workspace = self.home / "ws" / self.podman.user
         workspace.mkdir(parents=True)
         os.chown(workspace, self.podman.uid, self.podman.gid)
@@ -108,7 +112,7 @@ class SlurmBench:
                 "probe_account": self.podman.user,
                 "records_dir": str(self.home / "records"),
                 "poll_interval": 0.1,
-                "gpu_device": CDI_KIND + "={index}",
+                "gpu_device": self.cdi_kind + "={index}",
             },
             "ImageCatalog": {"listed_images": [{"image": self.bench.image}]},
             "ContainerProvisioner": {"extra_labels": labels},
@@ -181,7 +185,7 @@ class SlurmBench:
             'gpus="${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"; '
             f"exec podman run --rm --name {name} --label {LABEL}={self.bench.run_id} "
             "--pull=never --network=host --userns=keep-id "
-            f'--device "{CDI_KIND}=${{gpus%%,*}}" '
+            f'--device "{self.cdi_kind}=${{gpus%%,*}}" '
             f"-v {directory}:/run/jupyter-kernel -e HOME=/tmp {self.bench.image} "
             "python3 -m ipykernel_launcher -f /run/jupyter-kernel/kernel.json"
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -289,13 +290,15 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture
-def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[None]:
-    """NVIDIA's CDI kind naming the cluster's GPUs by index ("nvidia.com/gpu=0", as
-    ``nvidia-ctk cdi generate`` names them), each the device file gres.conf names for that
-    index, at the same path in a container (rootless Podman 4.3 bind-mounts a device node from
-    its container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same
-    on both sides); in /etc/cdi (Podman 4.3 reads no other place), named for this run, removed
-    afterwards."""
+def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[str]:
+    """A CDI spec naming the cluster's GPUs by index, as NVIDIA's names them ("<kind>=0", as
+    ``nvidia-ctk cdi generate`` does), each the device file gres.conf names for that index, at
+    the same path in a container (rootless Podman 4.3 bind-mounts a device node from its
+    container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same on
+    both sides); in /etc/cdi (Podman 4.3 reads no other place), removed afterwards. Its kind is
+    this run's own, not NVIDIA's: the same device names in two specs of one kind make every
+    device of that kind unusable, and two runs on one machine (or a machine's real NVIDIA spec)
+    must not. Yields the GPU device template (SlurmBackend.gpu_device) for it."""
     devices = "".join(
         f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
         f"        - path: {slurm_cluster.device(index)}\n"
@@ -307,13 +310,13 @@ def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[None]:
 
     spec = Path("/etc/cdi") / f"jgc-test-slurm-{RUN}.yaml"
     spec.parent.mkdir(mode=0o755, exist_ok=True)
-    # A run that was killed left its spec: the same names in two specs make every CDI device
-    # of the kind unusable.
+    # A run that was killed left its spec behind.
     for left in spec.parent.glob("jgc-test-slurm-*.yaml"):
         if stale_runs.run_is_over(left.stem.removeprefix("jgc-test-slurm-")) is True:
             left.unlink(missing_ok=True)
-    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    kind = "jgc-" + re.sub(r"[^a-z0-9]+", "-", RUN.lower()).strip("-") + ".test/gpu"
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "{kind}"\ndevices:\n{devices}')
     try:
-        yield
+        yield kind + "={index}"
     finally:
         spec.unlink(missing_ok=True)

@@ -178,10 +178,10 @@ def slurm_kernels(slurm_cluster: SlurmCluster) -> Iterator[Kernels]:
 
 @needs_cluster
 async def test_a_kernel_runs_as_a_job_of_its_user_and_a_new_backend_finds_it_again(
-    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: str
 ) -> None:
     podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
-    backend = slurm_kernels.backend()
+    backend = slurm_kernels.backend(gpu_device=cdi_by_index)
     removed: list[str] = []
     backend.on_removed = lambda record, when: removed.append(record.id)
     private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-a")
@@ -353,14 +353,14 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
 
 @needs_cluster
 async def test_the_epilog_removes_a_container_that_outlived_its_job(
-    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: str
 ) -> None:
     """A job whose batch script is killed outright (SIGKILL, which it cannot pass on) leaves its
     container running: podman's conmon is not in the job's process group, which is all
     proctrack/pgid ends. deploy/slurm/epilog.sh, the cluster's Epilog, removes it after the
     job, as the job's user."""
     podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
-    backend = slurm_kernels.backend()
+    backend = slurm_kernels.backend(gpu_device=cdi_by_index)
     private = private_dir(slurm_kernels.base, STUDENT_A, "outlived")
     spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-outlived", gpus=1)
     job_id = await backend.create(spec)
@@ -441,14 +441,14 @@ def placement_start(spec: ContainerSpec, uid: int, gpus: int) -> PlacementStart:
 
 @needs_cluster
 async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_node(
-    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: None
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: str
 ) -> None:
     """BatchPlacement on the real backend: the kernel's job runs, the placement answers with
     the node's address and the ports the kernel bound there (its connection file named port
     0); a second start over the user's GPU cap is refused before any job is submitted; a
     container that ends without a kernel is said to have ended, with what it printed."""
     podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
-    backend = slurm_kernels.backend()
+    backend = slurm_kernels.backend(gpu_device=cdi_by_index)
     placement = BatchPlacement(backend=backend, allocator=GPUAllocator(max_gpus_per_user=1))
     uid = pwd.getpwnam(STUDENT_A).pw_uid
     private = private_dir(slurm_kernels.base, STUDENT_A, "placed")

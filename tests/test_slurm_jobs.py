@@ -236,7 +236,7 @@ def test_slurms_refusal_is_a_sentence(jobs: Jobs) -> None:
 
 
 def test_a_jobs_container_sees_exactly_the_gpus_slurm_gave_it(
-    jobs: Jobs, docker_client: Any, cdi_by_index: None
+    jobs: Jobs, docker_client: Any, cdi_by_index: str
 ) -> None:
     """The batch script (script.py) runs the kernel's image in the user's rootless Podman on the
     job's node, with one CDI device per GPU index Slurm gave the job: the container lists those
@@ -269,6 +269,7 @@ def test_a_jobs_container_sees_exactly_the_gpus_slurm_gave_it(
         ],
         home=entry.pw_dir,
         description="jupyter_gpu_containers test: a container on Slurm's GPUs",
+        gpu_device=cdi_by_index,
     )
     job_id = jobs.submit(STUDENT_A, script.removeprefix("#!/bin/sh\n"), gpus=2)
     job = until(

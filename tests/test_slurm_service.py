@@ -50,7 +50,7 @@ class Settings:
 
 @pytest.fixture
 def slurm_service(
-    slurm_cluster: SlurmCluster, docker_client: Any, cdi_by_index: None
+    slurm_cluster: SlurmCluster, docker_client: Any, cdi_by_index: str
 ) -> Iterator[KernelService]:
     """A kernel service on the session's Slurm cluster, its image in each student's and the
     probe account's Podman storage, with both students as its users."""
@@ -63,6 +63,7 @@ def slurm_service(
                 "slurm_conf": str(slurm_cluster.conf),
                 "probe_account": PROBER,
                 "poll_interval": 0.2,
+                "gpu_device": cdi_by_index,
             },
             "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE}]},
         }
