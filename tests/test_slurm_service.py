@@ -42,6 +42,25 @@ pytestmark = [
 ]
 
 
+async def printed(ws: Any, msg_id: str, text: str, timeout: float = 60) -> None:
+    """Until the request ``msg_id`` printed ``text``: its cell runs."""
+
+    async def loop() -> None:
+        while True:
+            raw = await ws.read_message()
+            if raw is None:
+                raise ConnectionError("kernel websocket closed")
+            msg = json.loads(raw)
+            if (
+                msg.get("parent_header", {}).get("msg_id") == msg_id
+                and msg["msg_type"] == "stream"
+                and text in msg["content"]["text"]
+            ):
+                return
+
+    await asyncio.wait_for(loop(), timeout)
+
+
 class Settings:
     def __init__(self, conf: Path) -> None:
         self.slurm_conf = str(conf)
@@ -106,7 +125,7 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
                 "KERNEL_GPU_CONTAINERS_REQUEST": "2",
             },
         )
-        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        (job,) = [j for j in commands.jobs() if j.state == "RUNNING" and j.user == STUDENT_A]
         assert len(job.gpus) == 2
         ws = await service.websocket(alice, kernel_id)
         try:
@@ -129,9 +148,11 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
             written = notes / "from-slurm.txt"
             assert written.read_text() == "written in a job"
             assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
-            # An interrupt reaches the kernel; the job goes on.
-            msg_id = await send_execute(ws, "import time\ntime.sleep(120)")
-            await asyncio.sleep(1)
+            # An interrupt reaches the kernel (once the cell runs); the job goes on.
+            msg_id = await send_execute(
+                ws, "import time\nprint('sleeping', flush=True)\ntime.sleep(120)", False
+            )
+            await printed(ws, msg_id, "sleeping")
             code, _ = await service.answer(alice, "POST", f"api/kernels/{kernel_id}/interrupt")
             assert code == 204
             interrupted = await collect(ws, msg_id, timeout=30)
@@ -140,6 +161,23 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
             assert still is not None and still.running
         finally:
             ws.close()
+
+        # Restarted: a new job (its GPUs asked for again), the old one ended, code runs.
+        code, _ = await service.answer(alice, "POST", f"api/kernels/{kernel_id}/restart")
+        assert code == 200
+        # (The old job may still be completing: its container stops within 10 s.)
+        (after,) = [
+            j
+            for j in commands.jobs()
+            if j.state == "RUNNING" and j.user == STUDENT_A and j.id != job.id
+        ]
+        assert len(after.gpus) == 2
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            assert (await execute(ws, "print(6 * 7)", timeout=60)).stdout.strip() == "42"
+        finally:
+            ws.close()
+        job = after
 
         # The other student neither sees nor reaches it.
         code, listed = await service.answer(bob, "GET", "api/kernels")
@@ -291,7 +329,7 @@ def test_a_service_killed_with_sigkill_reattaches_its_kernels_jobs(
             assert (await execute(ws, "kept = 'still here'", timeout=60)).status == "ok"
         finally:
             ws.close()
-        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        (job,) = [j for j in commands.jobs() if j.state == "RUNNING" and j.user == STUDENT_A]
         service.kill9()
         service.start()
         assert "reattached 1" in service.output(), service.output()
@@ -392,7 +430,7 @@ async def test_a_users_own_server_runs_its_kernels_as_its_own_slurm_jobs(
         session = await server.open_notebook("own.ipynb", name)
         result = await server.execute(session["kernel"]["id"], "import os\nprint(os.getuid())")
         assert result.stdout.strip() == str(entry.pw_uid), result
-        (job,) = [j for j in commands.jobs() if j.running and j.user == STUDENT_A]
+        (job,) = [j for j in commands.jobs() if j.state == "RUNNING" and j.user == STUDENT_A]
         records = home / "data" / "gpu-containers" / "slurm-jobs"
         assert [p.name for p in records.iterdir()] == [f"job-{job.id}.json"]
         assert records.stat().st_uid == entry.pw_uid
