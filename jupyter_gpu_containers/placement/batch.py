@@ -24,8 +24,10 @@ from ..gpus.gpuqueue import GPUWaitCancelled
 from .cluster import ClusterPlacement, refuse_host_sharing
 from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
 
-# Seconds between looks at the connection file while the kernel binds its ports.
+# Seconds between looks at the connection file while the kernel binds its ports, and between
+# asks whether its job still runs (a Slurm command: the controller is every user's).
 PORTS_POLL = 0.1
+STATE_POLL = 1.0
 
 
 class BatchPlacement(ClusterPlacement):
@@ -132,9 +134,10 @@ class BatchPlacement(ClusterPlacement):
 
     async def _written_ports(self, container_id: str, timeout: float) -> dict[str, int]:
         """The ports the kernel wrote back; LaunchTimeout when it wrote none within
-        ``timeout`` s, KernelDied when its job ended first."""
+        ``timeout`` s, ContainerExited when its job ended first."""
         deadline = time.monotonic() + timeout
         backend = self.backend
+        next_state = time.monotonic() + STATE_POLL
         while True:
             try:
                 info = await backend.connection_info(container_id)
@@ -142,6 +145,10 @@ class BatchPlacement(ClusterPlacement):
                 info = None
             if info is not None:
                 return {name: int(info[name]) for name in info if name.endswith("_port")}
+            if time.monotonic() < next_state:
+                await asyncio.sleep(PORTS_POLL)
+                continue
+            next_state = time.monotonic() + STATE_POLL
             state = await backend.state(container_id)
             if state is None or state.ended:
                 tail = await backend.logs_tail(container_id, 10)

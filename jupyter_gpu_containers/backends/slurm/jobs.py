@@ -372,19 +372,20 @@ class SlurmCommands:
 
     def jobs(self) -> list[Job]:
         """Every job Slurm lists now (pending, running, and ended within MinJobAge)."""
-        out = self.run(["squeue", "--json"], what="list its jobs")
-        try:
-            listed = json.loads(out).get("jobs", [])
-        except (ValueError, AttributeError) as e:
-            raise EngineRefused(f"squeue --json answered no JSON: {out[:200]!r}.") from e
-        return [job_from(raw) for raw in listed if isinstance(raw, dict)]
+        return _jobs_of(self.run(["squeue", "--json"], what="list its jobs"))
 
     def job(self, job_id: str) -> Job | None:
-        """The job, or None when Slurm no longer lists it."""
-        for job in self.jobs():
-            if job.id == job_id:
-                return job
-        return None
+        """The job, or None when Slurm no longer lists it. One job asked for, not the cluster's
+        every job: a start looks at its job twice a second."""
+        if not job_id.isdigit():
+            return None
+        try:
+            out = self.run(["squeue", "--json", f"--jobs={job_id}"], what=f"describe job {job_id}")
+        except SlurmRefused as e:
+            if e.job_not_found:  # some releases refuse a job they no longer list
+                return None
+            raise
+        return next((job for job in _jobs_of(out) if job.id == job_id), None)
 
     def start_estimate(self, job_id: str) -> float | None:
         """When Slurm expects the pending job to start (unix time), or None when it has no
@@ -426,6 +427,14 @@ class SlurmCommands:
             if part.startswith("NodeAddr="):
                 return part.split("=", 1)[1]
         return node
+
+
+def _jobs_of(out: str) -> list[Job]:
+    try:
+        listed = json.loads(out).get("jobs", [])
+    except (ValueError, AttributeError) as e:
+        raise EngineRefused(f"squeue --json answered no JSON: {out[:200]!r}.") from e
+    return [job_from(raw) for raw in listed if isinstance(raw, dict)]
 
 
 def _as_account(account: Account | None, env: dict[str, str]) -> list[str]:
