@@ -52,9 +52,16 @@ export class WaitingStatus extends ReactWidget {
             <span
               className="jgc-waiting-status-text"
               data-position={ticket.position}
-              title={this._trans.__(
-                "This notebook's kernel has not started: it waits in the GPU queue until the GPUs it asks for are free. The GPU Containers panel shows the queue and can cancel the wait."
-              )}
+              title={
+                ticket.scheduler
+                  ? this._trans.__(
+                      "This notebook's kernel has not started: its job waits in %1's queue. The GPU Containers panel shows the wait and can cancel it.",
+                      ticket.scheduler
+                    )
+                  : this._trans.__(
+                      "This notebook's kernel has not started: it waits in the GPU queue until the GPUs it asks for are free. The GPU Containers panel shows the queue and can cancel the wait."
+                    )
+              }
             >
               <gpuContainersIcon.react
                 tag="span"
