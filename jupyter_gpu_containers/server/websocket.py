@@ -243,6 +243,21 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         store = getattr(self.multi_kernel_manager, "held_messages", None)
         return store if isinstance(store, HeldMessages) else None
 
+    async def _send_kept_once_heard(self) -> None:
+        """Send what was kept for this page, then what it sent since, once a probe's status
+        reaches this connection's IOPub. jupyter_server's nudge says the same of a new stream,
+        but a reconnection that takes over its buffered streams skips it (nudge), and a stream
+        the restart's own check gave up on (REATTACH_TIMEOUT, on a loaded machine) may not hear
+        the new kernel yet: a cell sent then got its reply and lost its output (seen in a run)."""
+        try:
+            await iopub_reattached(
+                self.kernel_manager, self.kernel_id, lambda: bool(self.channels), [self]
+            )
+        finally:
+            if self.channels:  # else what was kept waits for the page's next connection
+                self._send_kept()
+            self.release_held()
+
     def _send_kept(self) -> None:
         store = self._store()
         for message in store.take(self.kernel_id, self.session_key) if store is not None else ():
@@ -332,9 +347,13 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if connected.cancelled() or connected.exception() is not None:
             return
         self._forwarding = True
-        # Connected, its IOPub heard the kernel (jupyter_server's nudge): what the page sent
-        # before the server closed its last connection goes on now.
-        self._send_kept()
+        # What the page sent before the server closed its last connection goes on once this
+        # connection's IOPub hears the kernel (_send_kept_once_heard).
+        store = self._store()
+        if store is not None and store.has_kept(self.kernel_id, self.session_key):
+            # Held meanwhile: what the page sends now goes after what it sent before.
+            self._held = self._held if self._held is not None else []
+            self._releaser = asyncio.ensure_future(self._send_kept_once_heard())
         state = getattr(self.kernel_manager, "execution_state", None)
         handler = self.websocket_handler
         if state in ("idle", "busy") and getattr(handler, "ws_connection", None) is not None:
@@ -426,6 +445,10 @@ class HeldMessages:
         if earlier is not None:  # kept twice before a reconnection: in the order sent
             messages, size = earlier[1] + messages, earlier[3] + size
         self._kept[(kernel_id, session_key)] = (time.monotonic(), messages, uid, size)
+
+    def has_kept(self, kernel_id: str, session_key: str) -> bool:
+        self._expire()
+        return (kernel_id, session_key) in self._kept
 
     def take(self, kernel_id: str, session_key: str) -> list[Any]:
         self._expire()
