@@ -189,6 +189,7 @@ class SlurmBackend(LoggingConfigurable):
         self.records = JobRecords(self.records_dir)
         self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="jgc-slurm")
         self._addresses: dict[str, str] = {}
+        self._deadlines: dict[str, float] = {}  # starts waiting on a pending job: until when
         self._lock = threading.Lock()
         self._closed = False
         self.listed: Callable[[], list[str]] | None = None
@@ -300,55 +301,71 @@ class SlurmBackend(LoggingConfigurable):
             raise EngineRefused(f"No kernel's Slurm job {container_id} is known here.")
         return record
 
-    def wait_running_sync(self, container_id: str, image: str) -> Job:
-        """Until the job runs: while it pends for a reason that can end, up to
-        ``pending_timeout``; a reason that cannot end, or the job's end, is a sentence (the job
-        cancelled). Blocking."""
+    def _look_sync(self, container_id: str, image: str, said: str) -> tuple[Job | None, str]:
+        """One look at a starting job: the job once it runs (None while it pends), and the
+        reason last said; a reason that cannot end, or the job's end, is a sentence (the job
+        cancelled). Blocking: one Slurm command, two for a refusal."""
         record = self._record(container_id)
-        deadline = time.monotonic() + self.pending_timeout
-        said = ""
-        while True:
-            job = self.commands.job(container_id)
-            if job is not None and job.running:
-                return job
-            if job is None or job.over:
-                tail = logs.tail(record.output, record.uid, 10)
-                because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
-                raise EngineRefused(
-                    f"The kernel's Slurm job {container_id} for {image} ended before it ran"
-                    + (f": it {because}." if because else ".")
-                    + (f" Its output: {tail}" if tail else "")
-                )
-            if not job.wait_can_end:
-                self.commands.cancel(container_id)
-                raise EngineRefused(
-                    f"Slurm cannot start the kernel's job {container_id}: it waits for "
-                    f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
-                    "time, or ask the cluster's administrators."
-                )
-            if job.reason != said and job.reason != "None":  # "None": not judged yet
-                said = job.reason
-                self.log.info(
-                    "The kernel's Slurm job %s for %s waits: %s", container_id, image, job.reason
-                )
-            if self._closed:
-                raise EngineUnavailable(
-                    f"The kernel service stopped while the kernel's Slurm job {container_id} "
-                    "waited to start."
-                )
-            if self.pending_timeout > 0 and time.monotonic() > deadline:
-                self.commands.cancel(container_id)
-                raise EngineRefused(
-                    f"Slurm did not start the kernel's job {container_id} within "
-                    f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
-                    "cancelled. Try again later, or ask for fewer GPUs "
-                    "(SlurmBackend.pending_timeout sets how long a start waits)."
-                )
-            time.sleep(self.poll_interval)
+        job = self.commands.job(container_id)
+        if job is not None and job.running:
+            return job, said
+        if job is None or job.over:
+            tail = logs.tail(record.output, record.uid, 10)
+            because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
+            raise EngineRefused(
+                f"The kernel's Slurm job {container_id} for {image} ended before it ran"
+                + (f": it {because}." if because else ".")
+                + (f" Its output: {tail}" if tail else "")
+            )
+        if not job.wait_can_end:
+            self.commands.cancel(container_id)
+            raise EngineRefused(
+                f"Slurm cannot start the kernel's job {container_id}: it waits for "
+                f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
+                "time, or ask the cluster's administrators."
+            )
+        if job.reason != said and job.reason != "None":  # "None": not judged yet
+            said = job.reason
+            self.log.info(
+                "The kernel's Slurm job %s for %s waits: %s", container_id, image, job.reason
+            )
+        if self.pending_timeout > 0 and time.monotonic() > self._deadline(container_id):
+            self.commands.cancel(container_id)
+            raise EngineRefused(
+                f"Slurm did not start the kernel's job {container_id} within "
+                f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
+                "cancelled. Try again later, or ask for fewer GPUs "
+                "(SlurmBackend.pending_timeout sets how long a start waits)."
+            )
+        return None, said
+
+    def _deadline(self, container_id: str) -> float:
+        with self._lock:
+            return self._deadlines.setdefault(container_id, time.monotonic() + self.pending_timeout)
 
     async def start(self, container_id: str, image: str) -> None:
-        """Until the job runs (the launch timeout then counts for the kernel's own start)."""
-        job = await self._run(functools.partial(self.wait_running_sync, container_id, image))
+        """Until the job runs: while it pends for a reason that can end, up to
+        ``pending_timeout``; a reason that cannot end, or the job's end, is a sentence (the job
+        cancelled). The launch timeout then counts for the kernel's own start. Each look is one
+        task on the backend's threads: a pending job holds none of them while it waits (a
+        student's pending starts must not take the threads everyone's Slurm calls run on)."""
+        said = ""
+        try:
+            while True:
+                job, said = await self._run(
+                    functools.partial(self._look_sync, container_id, image, said)
+                )
+                if job is not None:
+                    break
+                if self._closed:
+                    raise EngineUnavailable(
+                        f"The kernel service stopped while the kernel's Slurm job {container_id} "
+                        "waited to start."
+                    )
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            with self._lock:
+                self._deadlines.pop(container_id, None)
         address = await self._run(functools.partial(self.commands.node_address, job.node))
         with self._lock:
             self._addresses[container_id] = address
@@ -440,7 +457,7 @@ class SlurmBackend(LoggingConfigurable):
         """Nothing is deferred (remove_or_defer keeps the record instead)."""
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
-        record = self.records.get(container_id)
+        record = await self._run(functools.partial(self.records.get, container_id))
         if record is None:
             return ""
         return await self._run(functools.partial(logs.tail, record.output, record.uid, lines))
@@ -467,7 +484,7 @@ class SlurmBackend(LoggingConfigurable):
         )
 
     async def details(self, container_id: str) -> ContainerDetails | None:
-        record = self.records.get(container_id)
+        record = await self._run(functools.partial(self.records.get, container_id))
         if record is None:
             return None
         job = await self._run(functools.partial(self.commands.job, container_id))
