@@ -577,10 +577,10 @@ async def test_a_restart_whose_wait_is_cancelled_brings_the_kernel_back_as_it_wa
     page = await page_connection(alice, kernel_id, "page-1")
 
     async def replied() -> bool:
-        if not any(
-            m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == meanwhile
-            for m in seen
-        ):
+        """Whether the cell's reply and its end on IOPub (status idle) reached the page. Its
+        reply and its output come on two sockets, in either order: a page that stopped reading
+        at the reply missed output the server had sent it (seen in a loaded run)."""
+        if not cell_ended(seen, meanwhile):
             raw = await asyncio.wait_for(page.read_message(), 30)
             assert raw is not None, "the page's connection closed"
             seen.append(json.loads(raw))
@@ -636,6 +636,14 @@ async def page_connection(server: Server, kernel_id: str, session_id: str) -> An
             f"?session_id={session_id}",
             headers={"Authorization": f"token {server.token}"},
         )
+    )
+
+
+def cell_ended(messages: list[dict[str, Any]], msg_id: str) -> bool:
+    """Whether the request ``msg_id``'s reply and its final "idle" are among ``messages``."""
+    ours = [m for m in messages if m["parent_header"].get("msg_id") == msg_id]
+    return any(m["msg_type"] == "execute_reply" for m in ours) and any(
+        m["msg_type"] == "status" and m["content"].get("execution_state") == "idle" for m in ours
     )
 
 
