@@ -227,6 +227,7 @@ def test_pools_holders_and_verdicts_from_node_labels(
             "kernel_id": "",
             "user": "",
             "notebook": "",
+            "gpus": [],  # Kubernetes does not say which of the node's GPUs
         }
     ]
 

@@ -154,6 +154,13 @@ def test_how_a_kernel_is_reached_is_the_placements_word() -> None:
     # The host's: the directory mounted, loopback. A pod's: a Secret, its own address. A job's:
     # the directory on the shared file system, the node's address, ports the kernel chose.
     assert reached == [(True, True, False), (False, False, False), (True, False, True)]
+    # Only the host's books this host's GPUs, and checks a request against them before a start:
+    # a scheduler queues what it cannot give now (a login node has no GPUs of its own).
+    assert [p.books_host_gpus for p in (HostPlacement, ClusterPlacement, BatchPlacement)] == [
+        True,
+        False,
+        False,
+    ]
     assert placement_class(SlurmBackend) is BatchPlacement
     assert placement_class(KubernetesBackend) is ClusterPlacement
     package = Path(__file__).parent.parent / "jupyter_gpu_containers"

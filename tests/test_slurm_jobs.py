@@ -5,6 +5,7 @@ the job ended, and one user's job out of another's reach."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import signal
@@ -20,6 +21,7 @@ from conftest import DEBIAN_IMAGE, TEST_LABEL
 from conftest import TEST_RUN as RUN
 from slurm_cluster import SlurmCluster
 
+from jupyter_gpu_containers.backends.slurm import nodes
 from jupyter_gpu_containers.backends.slurm.jobs import (
     Account,
     Job,
@@ -30,6 +32,8 @@ from jupyter_gpu_containers.backends.slurm.jobs import (
     job_from,
 )
 from jupyter_gpu_containers.backends.slurm.script import batch_script
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.records import ContainerRecord
 
 STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
 STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
@@ -123,6 +127,76 @@ def test_gpu_indices_are_read_from_slurms_own_words() -> None:
     assert gpu_indices(["gpu:a100:3(IDX:0,2-3)"]) == (0, 2, 3)
     assert gpu_indices(["gpu:1(IDX:N/A)", "nic:1(IDX:0)"]) == ()
     assert gpu_indices([]) == ()
+
+
+def test_a_nodes_gpus_are_read_from_sinfo_per_gres_type() -> None:
+    sinfo = json.dumps(
+        {
+            "nodes": [
+                # As 22.05 lists them (one node per partition it is in: listed once here).
+                {
+                    "name": "a",
+                    "state": "mixed",
+                    "gres": "gpu:a100:4(S:0-1),mps:400",
+                    "gres_used": "gpu:a100:3(IDX:0-2),mps:0",
+                },
+                {
+                    "name": "a",
+                    "state": "mixed",
+                    "gres": "gpu:a100:4(S:0-1),mps:400",
+                    "gres_used": "gpu:a100:3(IDX:0-2),mps:0",
+                },
+                {
+                    "name": "b",
+                    "state": "idle",
+                    "state_flags": ["DRAIN"],
+                    "gres": "gpu:2",
+                    "gres_used": "gpu:0",
+                },
+                {"name": "c", "state": ["IDLE"], "gres": "gpu:t4:1,gpu:l4:2", "gres_used": ""},
+                {"name": "cpu", "state": "idle", "gres": "", "gres_used": ""},
+            ]
+        }
+    )
+    rows = nodes.nodes_from(sinfo, "gpu", {"nvidia.com/cuda.driver-version.full": "550.54.15"})
+    assert [(r.name, r.resource, r.allocatable, r.in_use, r.ready) for r in rows] == [
+        ("a", "gpu:a100", 4, 3, True),
+        ("b", "gpu", 2, 0, False),
+        ("c", "gpu:l4", 2, 0, True),
+        ("c", "gpu:t4", 1, 0, True),
+    ]
+    # The GRES type is the product where the administrator's labels name none.
+    assert rows[0].labels == {
+        "nvidia.com/cuda.driver-version.full": "550.54.15",
+        "nvidia.com/gpu.product": "a100",
+    }
+    assert "nvidia.com/gpu.product" not in rows[1].labels
+
+
+def test_a_nodes_gpus_held_are_the_kernels_jobs_and_what_other_jobs_hold() -> None:
+    node = nodes.NodeGPUs(name="a", resource="gpu:a100", allocatable=4, in_use=3)
+    kernel_job = job_from(
+        {
+            "job_id": 12,
+            "job_state": "RUNNING",
+            "batch_host": "a",
+            "gres_detail": ["gpu:a100:2(IDX:1,3)"],
+        }
+    )
+    pending = job_from({"job_id": 13, "job_state": "PENDING", "state_reason": "Resources"})
+    record = ContainerRecord(
+        id="12",
+        name="k",
+        image="img",
+        labels={L.KERNEL_ID: "kid", L.UID: "1000", L.USER: "alice", L.NOTEBOOK: "n.ipynb"},
+        status="running",
+    )
+    waiting = ContainerRecord(id="13", name="w", image="img", labels={}, status="created")
+    held = nodes.gpu_holders([record, waiting], {"12": kernel_job, "13": pending}, [node], "gpu")
+    assert [(h.node, h.pod, h.count, h.resource, h.indices, h.kernel_id) for h in held] == [
+        ("a", "12", 2, "gpu:a100", (1, 3), "kid"),
+        ("a", "", 1, "gpu:a100", (), ""),  # someone's batch job
+    ]
 
 
 @pytest.mark.parametrize(

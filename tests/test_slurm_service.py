@@ -185,6 +185,33 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         code, _ = await service.answer(bob, "GET", f"api/kernels/{kernel_id}")
         assert code in (403, 404)
 
+        # The GPU panel's cluster: Slurm's node and its GPUs, the job's two by index for its
+        # user; for the other student, two GPUs held by someone, no kernel id or notebook.
+        code, view = await service.answer(alice, "GET", "gpu-containers/cluster")
+        assert code == 200 and view["backend"] == "slurm" and not view["engine_error"], view
+        ((node,),) = [pool["nodes"] for pool in view["pools"]]
+        assert node["name"] == job.node and node["ready"], view
+        holders = view["pools"][0]["holders"]
+        # (The job before the restart may still be completing: what Slurm counts in use
+        # beyond the kernels' jobs is the node's "other jobs", pod "".)
+        others = sum(h["count"] for h in holders if not h["pod"])
+        assert node["resources"] == [
+            {
+                "resource": "gpu",
+                "allocatable": slurm_cluster.gpus,
+                "held": 2 + others,
+                "free": slurm_cluster.gpus - 2 - others,
+            }
+        ], view
+        (holder,) = [h for h in holders if h["pod"]]
+        assert holder["mine"] and holder["kernel_id"] == kernel_id, holder
+        assert holder["pod"] == job.id and holder["notebook"].endswith("slurm.ipynb"), holder
+        assert holder["gpus"] == [str(index) for index in job.gpus], holder
+        code, seen = await service.answer(bob, "GET", "gpu-containers/cluster")
+        (other,) = [h for h in seen["pools"][0]["holders"] if h["pod"]]
+        assert not other["mine"] and other["count"] == 2, other
+        assert other["kernel_id"] == other["notebook"] == other["user"] == "", other
+
         # Shut down: the job ends, and its container with it.
         code, _ = await service.answer(alice, "DELETE", f"api/kernels/{kernel_id}")
         assert code == 204

@@ -99,6 +99,8 @@ class ClusterNodes(Protocol):
     """A cluster's GPU nodes, as the GPU panel shows them (routes/cluster_view.py). Blocking
     (API calls): worker threads."""
 
+    cluster_name: str  # the engine, as GET /gpu-containers/cluster names it ("kubernetes")
+
     def nodes_sync(self) -> list[Any]: ...
 
     def gpu_holders_sync(self) -> list[Any]: ...

@@ -31,6 +31,7 @@ class ClusterPlacement(LoggingConfigurable):
     shares_directory = False
     reaches_kernels_on_loopback = False
     kernel_chooses_ports = False
+    books_host_gpus = False
     scheduler = "Kubernetes"  # for sentences
 
     @staticmethod

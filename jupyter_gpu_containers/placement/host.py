@@ -53,6 +53,7 @@ class HostPlacement(LoggingConfigurable):
     shares_directory = True
     reaches_kernels_on_loopback = True
     kernel_chooses_ports = False
+    books_host_gpus = True
 
     @staticmethod
     def prepare_service_config(config: Config) -> None:

@@ -156,6 +156,11 @@ class Placement(Protocol):
     # and ipykernel writes back the ports it bound; Placed.ports): a node other users' jobs
     # share has no port this server could pick as free.
     kernel_chooses_ports: bool
+    # Whether this server books the host's GPUs for its kernels (its ledger, its GPU queue), so
+    # that a request can be checked against them before a start. False where the engine's
+    # scheduler places kernels and their GPUs: it queues a start it cannot meet now, and this
+    # host's GPUs (a login node's: often none) say nothing of the cluster's.
+    books_host_gpus: bool
 
     @staticmethod
     def prepare_service_config(config: Config) -> None:

@@ -123,7 +123,11 @@ class GPUContainersHandler(APIHandler):
 
     async def refuse_unless_free(self, request: GPURequest, kernel_id: str) -> None:
         """409 with the sentence when ``request`` cannot be had now; the GPUs ``kernel_id``
-        holds count as free (a restart keeps them, a switch frees them first)."""
+        holds count as free (a restart keeps them, a switch frees them first). Nothing is
+        checked where the engine's scheduler places GPUs (Kubernetes, Slurm): it queues what it
+        cannot give now, and this host's GPUs are not the ones it gives."""
+        if not self.services.placement.books_host_gpus:
+            return
         inventory, ledger = await self.gpu_state()
         preflight(
             self.services.allocator,

@@ -238,8 +238,9 @@ def _verdict_on(pool: _Pool, described: ImageDescription) -> compat.Verdict:
         # driver comes from the nodes' labels.
         return compat.Verdict(
             compat.UNKNOWN,
-            "the nodes of this pool publish no NVIDIA driver version (GPU feature discovery's "
-            "nvidia.com/cuda.driver.* labels), so this image's CUDA cannot be checked against it",
+            "the nodes of this pool publish no NVIDIA driver version (on Kubernetes GPU feature "
+            "discovery's nvidia.com/cuda.driver.* labels, on Slurm SlurmBackend.node_gpu_labels), "
+            "so this image's CUDA cannot be checked against it",
         )
     return described.verdict(inventory)
 
@@ -257,6 +258,8 @@ def _holder(holder: Any, uid: str, show_others: bool) -> dict[str, Any]:
         "kernel_id": holder.kernel_id if mine else "",
         "user": holder.user if visible else "",
         "notebook": holder.notebook if visible else "",
+        # Which of the node's GPUs, where the scheduler says (Slurm); [] where it does not.
+        "gpus": [str(i) for i in getattr(holder, "indices", ())],
     }
 
 
@@ -350,13 +353,14 @@ async def cluster_view(
     cluster = backend.cluster
     if cluster is None:
         return {"backend": "docker", "pools": [], "engine_error": ""}
+    name = cluster.cluster_name
     try:
         nodes, holders = await asyncio.gather(
             asyncio.to_thread(cluster.nodes_sync), asyncio.to_thread(cluster.gpu_holders_sync)
         )
     except ContainerKernelError as e:
-        return {"backend": "kubernetes", "pools": [], "engine_error": e.sentence}
+        return {"backend": name, "pools": [], "engine_error": e.sentence}
     pools = await asyncio.to_thread(
         pools_of, nodes, holders, listed, uid=uid, show_others=show_others
     )
-    return {"backend": "kubernetes", "pools": pools, "engine_error": ""}
+    return {"backend": name, "pools": pools, "engine_error": ""}

@@ -1,8 +1,8 @@
 /**
- * The panel's "Cluster" section (Kubernetes backend): GPU node pools, which
- * node and pod holds what, and each listed image's verdict per pool, from
- * `GET /gpu-containers/cluster`. Shown only when the server says its backend
- * is "kubernetes".
+ * The panel's "Cluster" section (Kubernetes and Slurm backends): GPU node
+ * pools, which node and pod (or job) holds what, and each listed image's
+ * verdict per pool, from `GET /gpu-containers/cluster`. Shown only when the
+ * server says its backend is a cluster's.
  */
 import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
@@ -27,10 +27,11 @@ export interface IGpuTotals {
 }
 
 /**
- * Whether the Cluster section is shown: only on a Kubernetes backend.
+ * Whether the Cluster section is shown: only on a cluster's backend
+ * (Kubernetes, Slurm), whose scheduler places kernels and their GPUs.
  */
 export function showsCluster(view: IClusterView | null): boolean {
-  return view?.backend === 'kubernetes';
+  return view !== null && view.backend !== 'docker';
 }
 
 /**
@@ -114,7 +115,14 @@ export function clusterHolderLabel(
   trans: TranslationBundle,
   holder: IClusterHolder
 ): string {
-  const gpus = trans._n('%1 GPU', '%1 GPUs', holder.count);
+  const gpus =
+    holder.gpus.length > 0
+      ? trans._n('GPU %2', 'GPUs %2', holder.gpus.length, holder.gpus.join(','))
+      : trans._n('%1 GPU', '%1 GPUs', holder.count);
+  if (!holder.pod) {
+    // What a Slurm node's other jobs hold together (anyone's batch work).
+    return trans.__('Other jobs (%1)', gpus);
+  }
   if (holder.mine) {
     return holder.notebook
       ? trans.__(
@@ -149,7 +157,12 @@ export function ClusterSection(props: {
     body = (
       <ul className="jgc-pools">
         {view.pools.map(pool => (
-          <PoolRow key={pool.id} pool={pool} trans={trans} />
+          <PoolRow
+            key={pool.id}
+            pool={pool}
+            backend={view.backend}
+            trans={trans}
+          />
         ))}
       </ul>
     );
@@ -162,11 +175,31 @@ export function ClusterSection(props: {
   );
 }
 
+/**
+ * A holder's tooltip: its pod (Kubernetes) or job (Slurm) and its resource.
+ */
+export function holderTitle(
+  trans: TranslationBundle,
+  backend: IClusterView['backend'],
+  holder: IClusterHolder
+): string {
+  if (!holder.pod) {
+    return trans.__(
+      "GPUs (%1) Slurm's other jobs on this node hold",
+      holder.resource
+    );
+  }
+  return backend === 'slurm'
+    ? trans.__('Slurm job %1 (%2)', holder.pod, holder.resource)
+    : trans.__('Pod %1 (%2)', holder.pod, holder.resource);
+}
+
 function PoolRow(props: {
   pool: INodePool;
+  backend: IClusterView['backend'];
   trans: TranslationBundle;
 }): JSX.Element {
-  const { pool, trans } = props;
+  const { pool, backend, trans } = props;
   const totals = poolTotals(pool);
   return (
     <li className="jgc-pool" data-pool={pool.id}>
@@ -194,9 +227,9 @@ function PoolRow(props: {
                 .filter(h => h.node === node.name)
                 .map(holder => (
                   <span
-                    key={holder.pod}
+                    key={`${holder.pod}|${holder.resource}`}
                     className={`jgc-gpu-holder ${holder.mine ? 'jgc-mine' : 'jgc-other'}`}
-                    title={trans.__('Pod %1 (%2)', holder.pod, holder.resource)}
+                    title={holderTitle(trans, backend, holder)}
                   >
                     {clusterHolderLabel(trans, holder)}
                   </span>

@@ -10,7 +10,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { availableGpus, describeNoGpus } from './gpuformat';
-import { IGpu, IGpuReport } from './gputypes';
+import { IClusterView, IGpu, IGpuReport } from './gputypes';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
 
@@ -39,14 +39,22 @@ export interface IGpuChoice {
  * free on its own. Choices that cannot be met now are disabled with the
  * reason; with `wait` (the start waits in the GPU queue), only those that can
  * never be met are: the others say that they wait.
+ *
+ * On a cluster (`cluster`: Kubernetes, Slurm) whose GPUs are its nodes', not
+ * this host's: counts from 0 to the most a node has, which its scheduler
+ * gives when it can (a start waits in its queue meanwhile).
  */
 export function gpuChoices(
   trans: TranslationBundle,
   report: IGpuReport | null,
   row: IImageRow | null,
   kernelId = '',
-  wait = false
+  wait = false,
+  cluster: IClusterView | null = null
 ): IGpuChoice[] {
+  if (cluster && cluster.backend !== 'docker' && !report?.gpus.length) {
+    return clusterGpuChoices(trans, cluster, row, report);
+  }
   const total = report ? report.gpus.length : 0;
   const free = availableGpus(report, kernelId);
   const noGpuReason = (): string => {
@@ -160,6 +168,78 @@ export function gpuChoices(
         )
       );
     }
+  }
+  return choices;
+}
+
+/**
+ * The most GPUs one kernel can get on a cluster: the most a ready node has (a
+ * kernel runs on one node); 0 without GPU nodes.
+ */
+export function largestNodeGpus(cluster: IClusterView): number {
+  const sizes = cluster.pools.flatMap(pool =>
+    pool.nodes
+      .filter(node => node.ready)
+      .map(node => node.resources.reduce((n, r) => n + r.allocatable, 0))
+  );
+  return Math.max(0, ...sizes);
+}
+
+/**
+ * The choices on a cluster: counts up to its largest node's GPUs, each
+ * enabled unless the image or the user's limit rules it out. Taken GPUs do not
+ * disable a choice: the scheduler queues the start until they free.
+ */
+function clusterGpuChoices(
+  trans: TranslationBundle,
+  cluster: IClusterView,
+  row: IImageRow | null,
+  report: IGpuReport | null
+): IGpuChoice[] {
+  const total = largestNodeGpus(cluster);
+  const blocked =
+    total === 0
+      ? cluster.engine_error || trans.__('No node of the cluster offers GPUs.')
+      : row && !row.gpu
+        ? trans.__('This image is a CPU build: it cannot use GPUs.')
+        : row && row.verdict.outcome === 'cannot-run'
+          ? row.verdict.reason.trim() ||
+            trans.__(
+              "This image's CUDA needs a newer NVIDIA driver than the cluster's."
+            )
+          : '';
+  const cap = report?.max_gpus_per_user ?? 0;
+  const choices: IGpuChoice[] = [
+    {
+      value: 'count:0',
+      label: trans.__('No GPU'),
+      option: trans.__('No GPU'),
+      request: 0,
+      disabled: false,
+      reason: ''
+    }
+  ];
+  for (let n = 1; n <= total; n++) {
+    const label = trans._n('%1 GPU', '%1 GPUs', n);
+    const reason =
+      blocked ||
+      (cap > 0 && n > cap
+        ? trans._n(
+            'Over your limit of %1 GPU per user.',
+            'Over your limit of %1 GPUs per user.',
+            cap
+          )
+        : '');
+    choices.push({
+      value: `count:${n}`,
+      label,
+      option: reason
+        ? trans._p('a choice — why it cannot be had', '%1 — %2', label, reason)
+        : label,
+      request: n,
+      disabled: reason !== '',
+      reason
+    });
   }
   return choices;
 }

@@ -11,7 +11,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatBytes } from './format';
-import { IGpu, IGpuReport, IHolder } from './gputypes';
+import { IClusterView, IGpu, IGpuReport, IHolder } from './gputypes';
 
 /**
  * Who holds a GPU, in a few words, from this user's point of view.
@@ -57,14 +57,26 @@ export function availableGpus(
  */
 export function gpusOfKernel(
   report: IGpuReport | null,
-  kernelId: string
+  kernelId: string,
+  cluster: IClusterView | null = null
 ): string[] {
-  if (!report || !kernelId) {
+  if (!kernelId) {
     return [];
   }
-  return report.gpus
+  const onHost = (report?.gpus ?? [])
     .filter(gpu => gpu.holders.some(h => h.mine && h.kernel_id === kernelId))
     .map(gpu => gpu.index);
+  if (onHost.length > 0 || !cluster) {
+    return onHost;
+  }
+  // On a cluster the scheduler gave them: their indices on the kernel's node
+  // where it says (Slurm), else as many unnamed ones ('') as it holds.
+  return cluster.pools
+    .flatMap(pool => pool.holders)
+    .filter(h => h.mine && h.kernel_id === kernelId)
+    .flatMap(h =>
+      h.gpus.length > 0 ? h.gpus : Array.from({ length: h.count }, () => '')
+    );
 }
 
 /**
@@ -76,6 +88,10 @@ export function gpuListLabel(
 ): string {
   if (indexes.length === 0) {
     return trans.__('no GPU');
+  }
+  if (indexes.every(index => index === '')) {
+    // A cluster's scheduler placed them and does not say which.
+    return trans._n('%1 GPU', '%1 GPUs', indexes.length);
   }
   return trans._n('GPU %2', 'GPUs %2', indexes.length, indexes.join(','));
 }

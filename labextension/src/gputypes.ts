@@ -148,11 +148,11 @@ export interface IVerdict {
 }
 
 /**
- * The reply of `GET /gpu-containers/cluster`: on Kubernetes, the GPU node
- * pools; on Docker, backend "docker" and no pools.
+ * The reply of `GET /gpu-containers/cluster`: on a cluster (Kubernetes,
+ * Slurm), the GPU node pools; on Docker, backend "docker" and no pools.
  */
 export interface IClusterView {
-  backend: 'docker' | 'kubernetes';
+  backend: 'docker' | 'kubernetes' | 'slurm';
   pools: INodePool[];
   /**
    * Why the Kubernetes API did not answer, or `''`.
@@ -208,6 +208,11 @@ export interface IClusterHolder {
   kernel_id: string;
   user: string;
   notebook: string;
+  /**
+   * Which of the node's GPUs (indices), where the scheduler says (Slurm); `[]`
+   * where it does not (Kubernetes).
+   */
+  gpus: string[];
 }
 
 /**

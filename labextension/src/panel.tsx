@@ -39,7 +39,7 @@ import {
 } from './imageformat';
 import { engineProblem } from './status';
 import { Breakable } from './breakable';
-import { ClusterSection } from './cluster';
+import { ClusterSection, showsCluster } from './cluster';
 import { GpuOptions } from './gpuoptions';
 import { YourKernels } from './yourkernels';
 import type { IGpuContainersModel } from './tokens';
@@ -51,7 +51,7 @@ import {
   QueueSection,
   QuotaLine
 } from './sharingpanel';
-import { IGpu, IGpuReport } from './gputypes';
+import { IClusterView, IGpu, IGpuReport } from './gputypes';
 import { IImageRow, IPull } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
 
@@ -159,7 +159,11 @@ function PanelBody(props: {
           </span>
         </div>
       )}
-      <GpuSection model={model} actions={actions} trans={trans} />
+      {/* On a cluster whose login host has no GPUs of its own, the GPUs are
+          the Cluster section's: a host section saying "no GPUs" misleads. */}
+      {!(showsCluster(model.cluster) && model.gpus?.gpus.length === 0) && (
+        <GpuSection model={model} actions={actions} trans={trans} />
+      )}
       <ClusterSection model={model} trans={trans} />
       <QueueSection model={model} trans={trans} />
       <YourKernels
@@ -168,6 +172,7 @@ function PanelBody(props: {
         open={actions.openKernelView}
         notices={model.notices}
         readAgain={props.readKernels}
+        cluster={model.cluster}
       />
       <ImageSection
         model={model}
@@ -422,6 +427,7 @@ function ImageSection(props: {
                   name={names.get(row.reference) ?? row.reference}
                   pull={model.pulls.get(row.reference)}
                   report={model.gpus}
+                  cluster={model.cluster}
                   actions={actions}
                   engineProblem={engineProblem}
                   queueOffered={model.queue !== null}
@@ -489,6 +495,10 @@ function ImageRow(props: {
   name: string;
   pull: IPull | undefined;
   report: IGpuReport | null;
+  /**
+   * The cluster's GPU nodes, where its scheduler places GPUs.
+   */
+  cluster: IClusterView | null;
   actions: IPanelActions;
   engineProblem: string;
   /**
@@ -511,7 +521,7 @@ function ImageRow(props: {
   const canWait = offersWait(trans, props.queueOffered, report, row);
   const [waitChoice, setWait] = React.useState<boolean | null>(null);
   const wait = canWait && (waitChoice ?? props.waitByDefault);
-  const choices = gpuChoices(trans, report, row, '', wait);
+  const choices = gpuChoices(trans, report, row, '', wait, props.cluster);
   // null: the default, which follows the GPUs as they free up or get taken.
   const [picked, setChoice] = React.useState<string | null>(null);
   const choice = picked ?? defaultGpuChoice(choices, row);

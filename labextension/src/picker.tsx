@@ -9,7 +9,7 @@ import { Breakable } from './breakable';
 import { FormDialogBody } from './dialogs';
 import { gpuChoices, keptChoice } from './gpuchoices';
 import { GpuOptions } from './gpuoptions';
-import { IGpuReport } from './gputypes';
+import { IClusterView, IGpuReport } from './gputypes';
 import {
   frameworkLabel,
   imageNames,
@@ -69,6 +69,7 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
    * @param currentGpus The GPUs the kernel holds now (a count).
    * @param trans The extension's translation bundle.
    * @param waitOption Whether to offer waiting for busy GPUs.
+   * @param cluster The cluster's GPU nodes, where its scheduler places GPUs.
    */
   constructor(
     rows: IImageRow[],
@@ -77,7 +78,8 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
     kernelId: string,
     currentGpus: number,
     trans: TranslationBundle,
-    waitOption: IWaitOption = { offered: false, byDefault: false }
+    waitOption: IWaitOption = { offered: false, byDefault: false },
+    cluster: IClusterView | null = null
   ) {
     const start =
       rows.find(r => r.kernel_name === current && isLaunchable(r)) ??
@@ -94,6 +96,7 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
         <PickerForm
           rows={rows}
           report={report}
+          cluster={cluster}
           kernelId={kernelId}
           kernelName={state.kernelName}
           choice={state.choice}
@@ -105,7 +108,7 @@ export class ImagePicker extends FormDialogBody<IPickerState, IPickerValue> {
           trans={trans}
         />
       ),
-      value: state => pickerValue(trans, rows, report, kernelId, state)
+      value: state => pickerValue(trans, rows, report, kernelId, state, cluster)
     });
   }
 }
@@ -118,7 +121,8 @@ export function pickerValue(
   rows: IImageRow[],
   report: IGpuReport | null,
   kernelId: string,
-  state: Pick<IPickerState, 'kernelName' | 'choice' | 'wait'>
+  state: Pick<IPickerState, 'kernelName' | 'choice' | 'wait'>,
+  cluster: IClusterView | null = null
 ): IPickerValue {
   const row = rows.find(r => r.kernel_name === state.kernelName);
   if (!row) {
@@ -128,7 +132,14 @@ export function pickerValue(
       problem: trans.__('Choose an image that can run a kernel.')
     };
   }
-  const choices = gpuChoices(trans, report, row, kernelId, state.wait === true);
+  const choices = gpuChoices(
+    trans,
+    report,
+    row,
+    kernelId,
+    state.wait === true,
+    cluster
+  );
   const choice = choices.find(c => c.value === state.choice) ?? choices[0];
   return {
     kernelName: row.kernel_name,
@@ -157,6 +168,10 @@ export function offeredImages(
 export function PickerForm(props: {
   rows: IImageRow[];
   report: IGpuReport | null;
+  /**
+   * The cluster's GPU nodes, where its scheduler places GPUs.
+   */
+  cluster?: IClusterView | null;
   kernelId: string;
   kernelName: string;
   choice: string;
@@ -177,7 +192,15 @@ export function PickerForm(props: {
   const { rows, report, kernelId, kernelName, choice, onChange, trans } = props;
   const query = props.query ?? '';
   const row = rows.find(r => r.kernel_name === kernelName) ?? null;
-  const choices = gpuChoices(trans, report, row, kernelId, props.wait === true);
+  const cluster = props.cluster ?? null;
+  const choices = gpuChoices(
+    trans,
+    report,
+    row,
+    kernelId,
+    props.wait === true,
+    cluster
+  );
   const selected = choices.find(c => c.value === choice);
   const offered = offeredImages(rows, query, kernelName);
   const pulled = rows.filter(r => r.pulled && r.kernel_name);
@@ -190,7 +213,7 @@ export function PickerForm(props: {
   const choiceFor = (name: string): string => {
     const next = rows.find(r => r.kernel_name === name) ?? null;
     return keptChoice(
-      gpuChoices(trans, report, next, kernelId, props.wait === true),
+      gpuChoices(trans, report, next, kernelId, props.wait === true, cluster),
       choice
     );
   };

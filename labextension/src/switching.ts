@@ -208,6 +208,7 @@ export async function launchNotebook(
   const spec = specOf(app, row.kernel_name);
   let path = '';
   let started: Promise<unknown> = Promise.resolve();
+  const since = Date.now();
   try {
     const created = await contents.newUntitled({
       path: directory,
@@ -241,10 +242,17 @@ export async function launchNotebook(
     if (path) {
       await contents.delete(path).catch(() => undefined);
     }
-    await showErrorMessage(
-      trans.__('Could not start a kernel on %1', shortImageName(row.reference)),
-      messageOf(error)
-    );
+    // The user cancelled its wait (a cluster's scheduler queued it): the
+    // queue's notification says so, once.
+    if (!path || !model.cancelledSince(path, since)) {
+      await showErrorMessage(
+        trans.__(
+          'Could not start a kernel on %1',
+          shortImageName(row.reference)
+        ),
+        messageOf(error)
+      );
+    }
     return;
   }
   // The page must know the session before the notebook opens: a notebook that
@@ -514,7 +522,9 @@ export async function switchNotebook(
     return;
   }
   const kernel = context.session?.kernel ?? null;
-  const held = kernel ? gpusOfKernel(model.gpus, kernel.id).length : 0;
+  const held = kernel
+    ? gpusOfKernel(model.gpus, kernel.id, model.cluster).length
+    : 0;
   // Waiting for busy GPUs is offered where the server has a GPU queue.
   const picker = new ImagePicker(
     model.catalog.images,
@@ -526,7 +536,8 @@ export async function switchNotebook(
     {
       offered: !!model.queue,
       byDefault: model.queue?.wait_by_default ?? false
-    }
+    },
+    model.cluster
   );
   const choice = await showFormDialog({
     title: trans.__(

@@ -61,7 +61,9 @@ export class KernelImageItem extends ReactWidget {
     const context = this._panel.sessionContext;
     const kernel = context.session?.kernel ?? null;
     const image = kernel ? imageOfSpec(specOf(this._app, kernel.name)) : '';
-    const gpus = kernel ? gpusOfKernel(this._model.gpus, kernel.id) : [];
+    const gpus = kernel
+      ? gpusOfKernel(this._model.gpus, kernel.id, this._model.cluster)
+      : [];
     const trans = this._trans;
     // A start of this notebook's kernel that waits in the GPU queue (its
     // session may not exist yet: the stock start returns once it runs).

@@ -8,6 +8,8 @@ import { Poll } from '@lumino/polling';
 import * as React from 'react';
 
 import { getKernels } from './api';
+import { gpuListLabel, gpusOfKernel } from './gpuformat';
+import { IClusterView } from './gputypes';
 import { GpuUse, gpusLabel } from './gpuuse';
 import { shortImageName } from './imageformat';
 import { IKernelList } from './kerneltypes';
@@ -28,6 +30,11 @@ export function KernelList(props: {
    * said in its kernel's row, or in a row of its own once the kernel is gone.
    */
   notices?: readonly IAdminNotice[];
+  /**
+   * The cluster's GPU nodes, where its scheduler gave the kernels' GPUs (the
+   * host's ledger, which the list reads, holds none of them).
+   */
+  cluster?: IClusterView | null;
 }): JSX.Element {
   const { list, trans } = props;
   // The latest notice of each kernel.
@@ -72,6 +79,10 @@ export function KernelList(props: {
           const reclaim = reclaimOf(kernel.reclaim);
           const warning = reclaimText(trans, reclaim);
           const notice = noticeOf.get(kernel.kernel_id);
+          const scheduled =
+            kernel.gpus.length === 0
+              ? gpusOfKernel(null, kernel.kernel_id, props.cluster ?? null)
+              : [];
           return (
             <li
               key={kernel.kernel_id}
@@ -84,7 +95,9 @@ export function KernelList(props: {
                 </span>{' '}
                 <span className="jgc-note" title={kernel.image}>
                   {shortImageName(kernel.image)} ·{' '}
-                  {gpusLabel(trans, kernel.gpus)}
+                  {scheduled.length > 0
+                    ? gpuListLabel(trans, scheduled)
+                    : gpusLabel(trans, kernel.gpus)}
                 </span>
                 {props.open && (
                   <button
@@ -108,7 +121,7 @@ export function KernelList(props: {
               )}
               <GpuUse
                 usage={kernel.usage}
-                holdsGpus={kernel.gpus.length > 0}
+                holdsGpus={kernel.gpus.length > 0 || scheduled.length > 0}
                 trans={trans}
                 compact
               />
@@ -148,6 +161,10 @@ export class YourKernels extends React.Component<
      * is not believed until then.
      */
     readAgain?: number;
+    /**
+     * The cluster's GPU nodes (Kubernetes, Slurm), for the kernels' GPUs.
+     */
+    cluster?: IClusterView | null;
   },
   { list: IKernelList | null; error: string; stale: boolean }
 > {
@@ -222,6 +239,7 @@ export class YourKernels extends React.Component<
           trans={this.props.trans}
           open={this.props.open}
           notices={this.props.notices}
+          cluster={this.props.cluster}
         />
       </div>
     );

@@ -222,6 +222,8 @@ class KubernetesBackend(LoggingConfigurable):
     containers_shared = True
     images_shared = True
 
+    cluster_name = "kubernetes"
+
     @property
     def cluster(self) -> KubernetesBackend:
         """The GPU panel reads the nodes through this backend (nodes_sync, gpu_holders_sync)."""

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Float, Int, List, Unicode, default
+from traitlets import Dict, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable, ImageMissing
@@ -43,7 +43,7 @@ from ...base.records import (
     OneshotResult,
 )
 from ..backend import ContainerDetails, Finding
-from . import kernels, logs
+from . import kernels, logs, nodes
 from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
 from .kernels import listed_record
 from .records import JobRecord, JobRecords
@@ -122,6 +122,19 @@ class SlurmBackend(LoggingConfigurable):
         "gpu", config=True, help="""The GRES that GPUs are (``--gres=<name>:<count>``)."""
     )
 
+    node_gpu_labels = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        default_value={},
+        config=True,
+        help="""What Slurm does not publish of the cluster's GPU nodes, for the GPU panel's pools
+        and the images' verdicts, in NVIDIA GPU feature discovery's label names, e.g.
+        ``{"nvidia.com/cuda.driver-version.full": "550.54.15", "nvidia.com/gpu.product":
+        "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"}``. They hold for every GPU
+        node; a node's GRES type ("gpu:a100:4") is its product where they name none. Without a
+        driver version an image's CUDA cannot be checked ("unknown").""",
+    )
+
     gpu_device = Unicode(
         "nvidia.com/gpu={index}",
         config=True,
@@ -177,7 +190,6 @@ class SlurmBackend(LoggingConfigurable):
     tags_resolve_per_node = True
     containers_shared = True  # Slurm lists every user's jobs, and the records are the service's
     images_shared = False  # each user's rootless Podman storage on each node
-    cluster = None
 
     on_removed: Callable[[ContainerRecord, float], None] | None = None
 
@@ -193,6 +205,22 @@ class SlurmBackend(LoggingConfigurable):
         self._lock = threading.Lock()
         self._closed = False
         self.listed: Callable[[], list[str]] | None = None
+
+    cluster_name = "slurm"
+
+    @property
+    def cluster(self) -> SlurmBackend:
+        """The GPU panel's nodes and holders are Slurm's (nodes.py)."""
+        return self
+
+    def nodes_sync(self) -> list[nodes.NodeGPUs]:
+        out = self.commands.run(["sinfo", "--json"], what="list its nodes")
+        return nodes.nodes_from(out, self.gres_name, self.node_gpu_labels)
+
+    def gpu_holders_sync(self) -> list[nodes.GPUHolder]:
+        records = [r.as_container("") for r in self.records.all()]
+        jobs = {job.id: job for job in self.commands.jobs()} if records else {}
+        return nodes.gpu_holders(records, jobs, self.nodes_sync(), self.gres_name)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._closed:

@@ -6,19 +6,23 @@ import { nullTranslator } from '@jupyterlab/translation';
 
 import {
   clusterHolderLabel,
+  holderTitle,
   nodeGpusText,
   nodeTotals,
   poolTitle,
   poolTotals,
   showsCluster
 } from '../cluster';
-import { clusterView } from './fixtures';
+import { gpuChoices, largestNodeGpus } from '../gpuchoices';
+import { gpuListLabel, gpusOfKernel } from '../gpuformat';
+import { clusterView, makeReport, makeRow, slurmClusterView } from './fixtures';
 
 const trans = nullTranslator.load('jupyter_gpu_containers');
 
 describe('the Cluster section', () => {
-  it('is shown only for a Kubernetes backend', () => {
+  it("is shown only for a cluster's backend (Kubernetes, Slurm)", () => {
     expect(showsCluster(clusterView())).toBe(true);
+    expect(showsCluster(slurmClusterView())).toBe(true);
     expect(
       showsCluster({ backend: 'docker', pools: [], engine_error: '' })
     ).toBe(false);
@@ -74,5 +78,93 @@ describe('the Cluster section', () => {
     expect(poolTitle(trans, { ...h100, product: '', driver_version: '' })).toBe(
       'Unknown GPU · driver unknown'
     );
+  });
+
+  it("names a Slurm job's GPUs, and what other jobs hold", () => {
+    const [mine, others] = slurmClusterView().pools[0].holders;
+    expect(clusterHolderLabel(trans, mine)).toBe(
+      'Your notebook train.ipynb (GPU 2)'
+    );
+    expect(clusterHolderLabel(trans, others)).toBe('Other jobs (2 GPUs)');
+    expect(holderTitle(trans, 'slurm', mine)).toBe('Slurm job 42 (gpu:t4)');
+    expect(holderTitle(trans, 'slurm', others)).toBe(
+      "GPUs (gpu:t4) Slurm's other jobs on this node hold"
+    );
+    const pod = clusterView().pools[0].holders[0];
+    expect(holderTitle(trans, 'kubernetes', pod)).toBe(
+      'Pod jupyter-kernel-1a2b3c4d-0f0f0f (nvidia.com/gpu)'
+    );
+  });
+});
+
+describe("a kernel's GPUs on a cluster", () => {
+  it('are the ones its job holds (Slurm says which)', () => {
+    const cluster = slurmClusterView();
+    expect(gpusOfKernel(null, 'k-slurm', cluster)).toEqual(['2']);
+    expect(gpusOfKernel(null, 'someone-else', cluster)).toEqual([]);
+    expect(gpuListLabel(trans, gpusOfKernel(null, 'k-slurm', cluster))).toBe(
+      'GPU 2'
+    );
+  });
+
+  it('are counted where the scheduler does not say which (Kubernetes)', () => {
+    const held = gpusOfKernel(null, 'k-1', clusterView());
+    expect(held).toEqual(['', '']);
+    expect(gpuListLabel(trans, held)).toBe('2 GPUs');
+  });
+});
+
+describe('the GPU choices on a cluster', () => {
+  it("go up to the largest ready node's GPUs, taken ones included", () => {
+    const cluster = slurmClusterView();
+    // node-2 (8 GPUs) is not ready: no job starts there.
+    expect(largestNodeGpus(cluster)).toBe(4);
+    const choices = gpuChoices(trans, null, makeRow(), '', false, cluster);
+    expect(choices.map(c => c.value)).toEqual([
+      'count:0',
+      'count:1',
+      'count:2',
+      'count:3',
+      'count:4'
+    ]);
+    // Three are taken now: the scheduler queues a start that asks for more.
+    expect(choices.every(c => !c.disabled)).toBe(true);
+  });
+
+  it('rule out GPUs for a CPU build, and past the per-user limit', () => {
+    const cluster = slurmClusterView();
+    const cpu = gpuChoices(
+      trans,
+      null,
+      makeRow({ gpu: false }),
+      '',
+      false,
+      cluster
+    );
+    expect(cpu[1].disabled).toBe(true);
+    expect(cpu[1].reason).toBe(
+      'This image is a CPU build: it cannot use GPUs.'
+    );
+    const capped = gpuChoices(
+      trans,
+      makeReport([], { max_gpus_per_user: 2 }),
+      makeRow(),
+      '',
+      false,
+      cluster
+    );
+    expect(capped.filter(c => !c.disabled).map(c => c.value)).toEqual([
+      'count:0',
+      'count:1',
+      'count:2'
+    ]);
+    expect(capped[3].reason).toBe('Over your limit of 2 GPUs per user.');
+    // No GPU node: no GPU to choose.
+    expect(
+      gpuChoices(trans, null, makeRow(), '', false, {
+        ...cluster,
+        pools: []
+      }).map(c => c.option)
+    ).toEqual(['No GPU']);
   });
 });

@@ -191,7 +191,8 @@ export function clusterView(): IClusterView {
             mine: true,
             kernel_id: 'k-1',
             user: 'alice',
-            notebook: 'work/train.ipynb'
+            notebook: 'work/train.ipynb',
+            gpus: []
           },
           {
             node: 'gpu-a-0',
@@ -201,7 +202,8 @@ export function clusterView(): IClusterView {
             mine: false,
             kernel_id: '',
             user: '',
-            notebook: ''
+            notebook: '',
+            gpus: []
           }
         ],
         verdicts: [
@@ -246,7 +248,8 @@ export function clusterView(): IClusterView {
             mine: false,
             kernel_id: '',
             user: 'bob',
-            notebook: 'bob/x.ipynb'
+            notebook: 'bob/x.ipynb',
+            gpus: []
           }
         ],
         verdicts: [
@@ -259,6 +262,68 @@ export function clusterView(): IClusterView {
             }
           }
         ]
+      }
+    ]
+  };
+}
+
+/**
+ * `GET /gpu-containers/cluster` on Slurm: one node of four GPUs typed "t4",
+ * the user's kernel's job on GPU 2, and two GPUs that other jobs hold.
+ */
+export function slurmClusterView(): IClusterView {
+  return {
+    backend: 'slurm',
+    engine_error: '',
+    pools: [
+      {
+        id: 't4, driver unknown',
+        product: 't4',
+        driver_version: '',
+        cuda_driver_version: '',
+        compute_capability: '',
+        memory_total: null,
+        nodes: [
+          {
+            name: 'node-1',
+            ready: true,
+            resources: [
+              { resource: 'gpu:t4', allocatable: 4, held: 3, free: 1 }
+            ]
+          },
+          {
+            name: 'node-2',
+            ready: false,
+            resources: [
+              { resource: 'gpu:t4', allocatable: 8, held: 0, free: 8 }
+            ]
+          }
+        ],
+        holders: [
+          {
+            node: 'node-1',
+            pod: '42',
+            count: 1,
+            resource: 'gpu:t4',
+            mine: true,
+            kernel_id: 'k-slurm',
+            user: 'alice',
+            notebook: 'train.ipynb',
+            gpus: ['2']
+          },
+          {
+            node: 'node-1',
+            pod: '',
+            count: 2,
+            resource: 'gpu:t4',
+            mine: false,
+            kernel_id: '',
+            user: '',
+            notebook: '',
+            gpus: []
+          }
+        ],
+        verdicts: []
       }
     ]
   };

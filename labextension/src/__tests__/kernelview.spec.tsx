@@ -16,6 +16,7 @@ import {
 } from '../kerneltypes';
 import { by, findAll, findOne, textOf } from './elements';
 import { pseudoBundle } from './pseudo';
+import { slurmClusterView } from './fixtures';
 
 // No DOM in the node test environment: a ReactWidget that only counts, a
 // UseSignal that draws its children once.
@@ -508,6 +509,24 @@ describe("the panel's kernels", () => {
     expect(findAll(node, by('svg'))).toHaveLength(2);
     findOne(node, by('button', 'jgc-link-button')).props.onClick();
     expect(open).toHaveBeenCalledWith(KERNEL);
+  });
+
+  it('names the GPUs a cluster gave a kernel, which the host ledger does not hold', () => {
+    const cluster = slurmClusterView();
+    const node = (
+      <KernelList
+        list={{
+          kernels: [summary({ kernel_id: 'k-slurm', gpus: [] })],
+          reclaimed: [],
+          engine_error: ''
+        }}
+        error=""
+        trans={trans}
+        cluster={cluster}
+      />
+    );
+    expect(textOf(node)).toContain('pytorch:24.05-py3 · GPU 2');
+    expect(textOf(node)).not.toContain('Holds no GPU.');
   });
 
   it("says an administrator's notice in its kernel's row, or in a row of its own", () => {

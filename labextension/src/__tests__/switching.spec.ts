@@ -286,6 +286,32 @@ describe('launchNotebook', () => {
     );
     expect(app.commands.execute).not.toHaveBeenCalled();
   });
+
+  it('says nothing more of a start its user cancelled while it waited in a cluster queue', async () => {
+    const app = makeApp();
+    const model = {
+      ...makeModel(),
+      cancelledSince: jest.fn().mockReturnValue(true)
+    };
+    jest
+      .mocked(startNotebookKernel)
+      .mockRejectedValue(
+        new Error(
+          "The start was cancelled while its job waited in Slurm's queue (cancelled by its user)."
+        )
+      );
+    await launchNotebook(asApp(app), asModel(model), torch, 1, 'work', trans);
+    // The notebook goes; the queue's own notification said it was cancelled.
+    expect(app.serviceManager.contents.delete).toHaveBeenCalledWith(
+      'work/Untitled.ipynb'
+    );
+    expect(model.cancelledSince).toHaveBeenCalledWith(
+      'work/Untitled.ipynb',
+      expect.any(Number)
+    );
+    expect(showErrorMessage).not.toHaveBeenCalled();
+    expect(app.commands.execute).not.toHaveBeenCalled();
+  });
 });
 
 describe('launchNotebook, when the network changes as the kernel starts', () => {
@@ -558,7 +584,9 @@ describe('switchNotebook', () => {
       1,
       trans,
       // No GPU queue on this server: waiting is not offered.
-      { offered: false, byDefault: false }
+      { offered: false, byDefault: false },
+      // A host's GPUs: this model has no cluster view.
+      undefined
     );
     expect(showFormDialog).toHaveBeenCalledWith({
       title: 'Image and GPUs for train.ipynb',
