@@ -1,0 +1,181 @@
+/**
+ * A student's JupyterLab on a Slurm cluster (ui-tests/slurm_lab.py: a real single-node Slurm of
+ * four GPUs, the student's own server with ContainerEngine.backend = "slurm", their kernels jobs
+ * they submit, in containers of their rootless Podman). The panel's GPUs are Slurm's; while
+ * another job holds every GPU a notebook's start is queued in Slurm and says why, its Cancel
+ * cancels the job, and once the GPUs free the notebook opens on the GPU Slurm gave its job, which
+ * the toolbar and the panel name, also after a reload. A real browser, Slurm and Podman.
+ */
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
+import * as path from 'path';
+
+import { expect, test, type Locator, type Page } from '@playwright/test';
+
+import { DEBIAN_IMAGE, dismissNetworkChangeDialogs, imageRow, openPanel } from './helpers';
+
+// A job's start waits for Slurm's next scheduling pass, and its container for rootless Podman on
+// a machine that may have 2 cores.
+const KERNEL_START_MS = 120_000;
+
+interface ILab {
+  url: string;
+  token: string;
+  workspace: string;
+  devices: string;
+}
+
+/** ui-tests/slurm_lab.py: the cluster and the student's lab, driven by one command per line. */
+class SlurmLab {
+  private lines: string[] = [];
+  private waiting: ((line: string) => void) | null = null;
+  readonly process: ChildProcessWithoutNullStreams;
+
+  constructor() {
+    this.process = spawn('python', [path.join(__dirname, '..', 'slurm_lab.py')]);
+    let partial = '';
+    this.process.stdout.on('data', (chunk: Buffer) => {
+      partial += chunk.toString();
+      let end: number;
+      while ((end = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, end);
+        partial = partial.slice(end + 1);
+        if (this.waiting) {
+          const resolve = this.waiting;
+          this.waiting = null;
+          resolve(line);
+        } else {
+          this.lines.push(line);
+        }
+      }
+    });
+    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  }
+
+  async next(): Promise<any> {
+    const line =
+      this.lines.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        this.waiting = resolve;
+        this.process.once('exit', code => reject(new Error(`slurm_lab.py exited (${code})`)));
+      }));
+    return JSON.parse(line);
+  }
+
+  async send(command: string): Promise<any> {
+    this.process.stdin.write(`${command}\n`);
+    return this.next();
+  }
+
+  /** Stops the lab (its kernels' jobs end), the cluster, and removes their files. */
+  async close(): Promise<void> {
+    if (this.process.exitCode !== null) {
+      return;
+    }
+    const exited = new Promise(resolve => this.process.once('exit', resolve));
+    this.process.stdin.end();
+    await exited;
+  }
+}
+
+function toolbar(page: Page): Locator {
+  return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button');
+}
+
+async function refreshPanel(panel: Locator): Promise<void> {
+  await panel.locator('.jgc-refresh').first().click();
+}
+
+test.use({ viewport: { width: 1600, height: 1000 } });
+
+test('a notebook queued in Slurm says why, cancels, and opens on the GPU Slurm gave it', async ({
+  page
+}, testInfo) => {
+  test.setTimeout(600_000);
+  await dismissNetworkChangeDialogs(page);
+  const lab = new SlurmLab();
+  try {
+    const info: ILab = await lab.next();
+    await page.goto(`${info.url}/lab?token=${info.token}`);
+    await page.waitForSelector('.jp-SideBar [data-id="jp-gpu-containers-panel"]', {
+      timeout: 90_000
+    });
+    const panel = await openPanel(page);
+
+    // The cluster's GPUs, as Slurm counts them; the login host's own (none) are not listed.
+    const cluster = panel.locator('.jgc-cluster-section');
+    await expect(cluster).toContainText('4 of 4 GPUs free', { timeout: 60_000 });
+    await expect(panel.locator('.jgc-gpu-section')).toHaveCount(0);
+    const row = imageRow(panel, DEBIAN_IMAGE);
+    await expect(row.locator('.jgc-gpu-count option')).toHaveText([
+      'No GPU',
+      '1 GPU',
+      '2 GPUs',
+      '3 GPUs',
+      '4 GPUs'
+    ]);
+
+    // Another student's batch job takes every GPU: the panel shows them held by other jobs, and
+    // a GPU choice stays open (Slurm queues the start).
+    await lab.send('hold');
+    await refreshPanel(panel);
+    await expect(cluster).toContainText('0 of 4 GPUs free');
+    await expect(cluster.locator('.jgc-gpu-holder')).toHaveText(['Other jobs (4 GPUs)']);
+    await row.locator('.jgc-gpu-count').selectOption('count:1');
+    await expect(row.locator('.jgc-launch-button')).toBeEnabled();
+    await row.locator('.jgc-launch-button').click();
+
+    // Queued in Slurm, with Slurm's reason; Cancel cancels the job and the start.
+    const queue = panel.locator('.jgc-queue-section');
+    await expect(queue).toContainText('queued in Slurm: Resources', { timeout: 60_000 });
+    await expect(row.locator('.jgc-launch-button')).toHaveText('Starting…');
+    await page.screenshot({ path: testInfo.outputPath('slurm-1-queued.png') });
+    await queue.locator('button', { hasText: 'Cancel' }).click();
+    await expect(queue).toHaveCount(0, { timeout: 60_000 });
+    await expect(row.locator('.jgc-launch-button')).toHaveText('New notebook', {
+      timeout: 60_000
+    });
+    await expect(page.locator('.jp-NotebookPanel')).toHaveCount(0);
+
+    // Again; then the GPUs free: the notebook opens on the GPU its job got.
+    await row.locator('.jgc-gpu-count').selectOption('count:1');
+    await row.locator('.jgc-launch-button').click();
+    await expect(queue).toContainText('queued in Slurm: Resources', { timeout: 60_000 });
+    await lab.send('free');
+    await expect(page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)')).toHaveCount(1, {
+      timeout: KERNEL_START_MS
+    });
+    await expect(queue).toHaveCount(0, { timeout: KERNEL_START_MS });
+    const label = toolbar(page).locator('.jgc-toolbar-label');
+    await expect(label).toHaveText(/^debian-ipykernel:bookworm · GPU [0-3]$/, {
+      timeout: KERNEL_START_MS
+    });
+    await expect(toolbar(page)).not.toHaveAttribute('data-short', 'true');
+    const index = ((await label.textContent()) ?? '').replace(/^.* · GPU /, '');
+    await refreshPanel(panel);
+    await expect(cluster.locator('.jgc-gpu-holder.jgc-mine')).toHaveText(
+      new RegExp(`^Your notebook Untitled\\d*\\.ipynb \\(GPU ${index}\\)$`)
+    );
+    await expect(panel.locator('.jgc-your-kernel')).toContainText(
+      `debian-ipykernel:bookworm · GPU ${index}`
+    );
+
+    // Its code sees exactly that GPU's device.
+    const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell').first();
+    await cell.locator('.jp-InputArea-editor').click();
+    await page.keyboard.type(`import os; print(sorted(os.listdir(${JSON.stringify(info.devices)})))`);
+    await page.keyboard.press('Shift+Enter');
+    await expect(cell.locator('.jp-OutputArea-output')).toHaveText(`['nvidia${index}']`, {
+      timeout: KERNEL_START_MS
+    });
+    await page.screenshot({ path: testInfo.outputPath('slurm-2-running.png') });
+
+    // After a reload the page says the same.
+    await page.reload();
+    await expect(toolbar(page).locator('.jgc-toolbar-label')).toHaveText(
+      `debian-ipykernel:bookworm · GPU ${index}`,
+      { timeout: 90_000 }
+    );
+  } finally {
+    await lab.close();
+  }
+});
