@@ -95,6 +95,23 @@ class Finding:
     blocking: bool = False
 
 
+@dataclass(frozen=True)
+class GPUHolder:
+    """A kernel the cluster's scheduler placed with GPUs (a pod, a job): on which node, how many
+    of which resource, and whose; on Slurm also what a node's other jobs hold together (``pod``
+    "", no user)."""
+
+    node: str
+    pod: str  # the pod's name (Kubernetes), the job's id (Slurm)
+    count: int
+    resource: str
+    user: str
+    uid: str
+    kernel_id: str
+    notebook: str
+    indices: tuple[int, ...] = ()  # which of the node's GPUs, where the scheduler says (Slurm)
+
+
 class ClusterNodes(Protocol):
     """A cluster's GPU nodes, as the GPU panel shows them (routes/cluster_view.py). Blocking
     (API calls): worker threads."""
@@ -103,7 +120,7 @@ class ClusterNodes(Protocol):
 
     def nodes_sync(self) -> list[Any]: ...
 
-    def gpu_holders_sync(self) -> list[Any]: ...
+    def gpu_holders_sync(self) -> list[GPUHolder]: ...
 
 
 class ContainerBackend(Protocol):

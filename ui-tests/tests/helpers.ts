@@ -235,17 +235,16 @@ export function privateRegistry(): {
   return JSON.parse(fs.readFileSync(path.join(SERVER_HOME, 'registry.json'), 'utf8'));
 }
 
-/** Another student (ui-tests/other_student.py): a server of another local account, sharing this
- * server's host state directory, whose kernel holds the host's one GPU. The queue counts GPUs
- * per user, and a user who holds the only GPU may not wait for it: the holder must be someone
- * else. */
-export class OtherStudent {
+/** A helper script of the UI tests (ui-tests/<script>.py) that prints one JSON line per step and
+ * reads one command per line on its standard input; the end of its input stops it, and it removes
+ * what it made. */
+export class ScriptProcess {
   private lines: string[] = [];
   private waiting: ((line: string) => void) | null = null;
   readonly process: ChildProcessWithoutNullStreams;
 
-  constructor(gpuUuid: string, kernelName: string) {
-    this.process = spawn('python', [path.join(__dirname, '..', 'other_student.py'), gpuUuid, kernelName]);
+  constructor(private readonly script: string, args: string[] = []) {
+    this.process = spawn('python', [path.join(__dirname, '..', script), ...args]);
     let partial = '';
     this.process.stdout.on('data', (chunk: Buffer) => {
       partial += chunk.toString();
@@ -265,23 +264,24 @@ export class OtherStudent {
     this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
   }
 
-  /** Its next JSON line (it prints one per step). */
+  /** Its next JSON line. */
   async next(): Promise<any> {
     const line =
       this.lines.shift() ??
       (await new Promise<string>((resolve, reject) => {
         this.waiting = resolve;
-        this.process.once('exit', code => reject(new Error(`other_student.py exited (${code})`)));
+        this.process.once('exit', code => reject(new Error(`${this.script} exited (${code})`)));
       }));
     return JSON.parse(line);
   }
 
-  async endKernel(): Promise<void> {
-    this.process.stdin.write('end\n');
-    expect(await this.next()).toEqual({ ended: true });
+  /** One command, and its answer. */
+  async send(command: string): Promise<any> {
+    this.process.stdin.write(`${command}\n`);
+    return this.next();
   }
 
-  /** Stops its server and removes its home and the state directory. */
+  /** Ends its input, and waits for it to have removed what it made. */
   async close(): Promise<void> {
     if (this.process.exitCode !== null) {
       return;
@@ -289,5 +289,19 @@ export class OtherStudent {
     const exited = new Promise(resolve => this.process.once('exit', resolve));
     this.process.stdin.end();
     await exited;
+  }
+}
+
+/** Another student (ui-tests/other_student.py): a server of another local account, sharing this
+ * server's host state directory, whose kernel holds the host's one GPU. The queue counts GPUs
+ * per user, and a user who holds the only GPU may not wait for it: the holder must be someone
+ * else. Closed, it stops its server and removes its home and the state directory. */
+export class OtherStudent extends ScriptProcess {
+  constructor(gpuUuid: string, kernelName: string) {
+    super('other_student.py', [gpuUuid, kernelName]);
+  }
+
+  async endKernel(): Promise<void> {
+    expect(await this.send('end')).toEqual({ ended: true });
   }
 }

@@ -6,12 +6,15 @@
  * cancels the job, and once the GPUs free the notebook opens on the GPU Slurm gave its job, which
  * the toolbar and the panel name, also after a reload. A real browser, Slurm and Podman.
  */
-import { ChildProcessWithoutNullStreams, spawn } from 'child_process';
-import * as path from 'path';
-
 import { expect, test, type Locator, type Page } from '@playwright/test';
 
-import { DEBIAN_IMAGE, dismissNetworkChangeDialogs, imageRow, openPanel } from './helpers';
+import {
+  DEBIAN_IMAGE,
+  dismissNetworkChangeDialogs,
+  imageRow,
+  openPanel,
+  ScriptProcess
+} from './helpers';
 
 // A job's start waits for Slurm's next scheduling pass, and its container for rootless Podman on
 // a machine that may have 2 cores.
@@ -22,59 +25,6 @@ interface ILab {
   token: string;
   workspace: string;
   devices: string;
-}
-
-/** ui-tests/slurm_lab.py: the cluster and the student's lab, driven by one command per line. */
-class SlurmLab {
-  private lines: string[] = [];
-  private waiting: ((line: string) => void) | null = null;
-  readonly process: ChildProcessWithoutNullStreams;
-
-  constructor() {
-    this.process = spawn('python', [path.join(__dirname, '..', 'slurm_lab.py')]);
-    let partial = '';
-    this.process.stdout.on('data', (chunk: Buffer) => {
-      partial += chunk.toString();
-      let end: number;
-      while ((end = partial.indexOf('\n')) >= 0) {
-        const line = partial.slice(0, end);
-        partial = partial.slice(end + 1);
-        if (this.waiting) {
-          const resolve = this.waiting;
-          this.waiting = null;
-          resolve(line);
-        } else {
-          this.lines.push(line);
-        }
-      }
-    });
-    this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-  }
-
-  async next(): Promise<any> {
-    const line =
-      this.lines.shift() ??
-      (await new Promise<string>((resolve, reject) => {
-        this.waiting = resolve;
-        this.process.once('exit', code => reject(new Error(`slurm_lab.py exited (${code})`)));
-      }));
-    return JSON.parse(line);
-  }
-
-  async send(command: string): Promise<any> {
-    this.process.stdin.write(`${command}\n`);
-    return this.next();
-  }
-
-  /** Stops the lab (its kernels' jobs end), the cluster, and removes their files. */
-  async close(): Promise<void> {
-    if (this.process.exitCode !== null) {
-      return;
-    }
-    const exited = new Promise(resolve => this.process.once('exit', resolve));
-    this.process.stdin.end();
-    await exited;
-  }
 }
 
 function toolbar(page: Page): Locator {
@@ -92,7 +42,9 @@ test('a notebook queued in Slurm says why, cancels, and opens on the GPU Slurm g
 }, testInfo) => {
   test.setTimeout(600_000);
   await dismissNetworkChangeDialogs(page);
-  const lab = new SlurmLab();
+  // ui-tests/slurm_lab.py: the cluster and the student's lab; closed, it stops both (the
+  // kernel's job ends) and removes their files.
+  const lab = new ScriptProcess('slurm_lab.py');
   try {
     const info: ILab = await lab.next();
     await page.goto(`${info.url}/lab?token=${info.token}`);

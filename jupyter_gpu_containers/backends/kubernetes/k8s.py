@@ -64,7 +64,7 @@ from ...base.records import (
 )
 from ...base.references import registry_of
 from ...base.safefiles import read_nofollow
-from ..backend import ContainerDetails, Finding, PullProgress
+from ..backend import ContainerDetails, Finding, GPUHolder, PullProgress
 from . import nodes
 from .client import KubernetesClient, refused
 from .images import ImageDigest
@@ -84,7 +84,6 @@ from .objects import (
 )
 from .oneshot import read_probe_pod, run_oneshot
 from .pods import (
-    GPUHolder,
     NodeGPUs,
     SchedulingRefused,
     pod_details,

@@ -12,9 +12,10 @@ from kubernetes.client.rest import ApiException
 
 from ...base import labels as L
 from ...base.records import ContainerRecord
+from ..backend import GPUHolder
 from .client import KubernetesClient, refused
 from .objects import GPU_COUNT_ANNOTATION, GPU_RESOURCE_ANNOTATION
-from .pods import NODE_KEY, GPUHolder, NodeGPUs, annotation, gpu_limit, int_quantity, tolerated
+from .pods import NODE_KEY, NodeGPUs, annotation, gpu_limit, int_quantity, tolerated
 
 
 def nodes_sync(

@@ -46,20 +46,6 @@ class NodeGPUs:
     taints: tuple[tuple[str, str, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class GPUHolder:
-    """A kernel pod the scheduler placed with GPUs: on which node, how many of which resource."""
-
-    node: str
-    pod: str
-    count: int
-    resource: str
-    user: str
-    uid: str
-    kernel_id: str
-    notebook: str
-
-
 def pod_record(pod: Any) -> ContainerRecord:
     """The pod as a ContainerRecord: its labels, with our annotations over them (exact values),
     and GPUS as the pod's node and count ("node:resource:n") since the scheduler chose them."""

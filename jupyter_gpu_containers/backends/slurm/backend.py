@@ -42,7 +42,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Finding
+from ..backend import ContainerDetails, Finding, GPUHolder
 from . import kernels, logs, nodes
 from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
 from .kernels import listed_record
@@ -217,7 +217,7 @@ class SlurmBackend(LoggingConfigurable):
         out = self.commands.run(["sinfo", "--json"], what="list its nodes")
         return nodes.nodes_from(out, self.gres_name, self.node_gpu_labels)
 
-    def gpu_holders_sync(self) -> list[nodes.GPUHolder]:
+    def gpu_holders_sync(self) -> list[GPUHolder]:
         records = [r.as_container("") for r in self.records.all()]
         jobs = {job.id: job for job in self.commands.jobs()} if records else {}
         return nodes.gpu_holders(records, jobs, self.nodes_sync(), self.gres_name)

@@ -19,6 +19,7 @@ from typing import Any
 from ...base import labels as L
 from ...base.errors import EngineRefused
 from ...base.records import ContainerRecord
+from ..backend import GPUHolder
 from .jobs import Job
 
 # GPU feature discovery's product label: the pool's heading (cluster_view.py reads it).
@@ -42,22 +43,6 @@ class NodeGPUs:
     in_use: int  # by any job, as Slurm counts them
     labels: dict[str, str] = field(default_factory=dict)
     ready: bool = True
-
-
-@dataclass(frozen=True)
-class GPUHolder:
-    """A job holding GPUs on a node: a kernel's (with its labels), or the node's other jobs
-    together (``pod`` "", no user)."""
-
-    node: str
-    pod: str  # the job id
-    count: int
-    resource: str
-    user: str
-    uid: str
-    kernel_id: str
-    notebook: str
-    indices: tuple[int, ...] = ()  # the GPUs on the node, where Slurm says
 
 
 def split_gres(text: str, gres_name: str) -> list[tuple[str, int]]:
