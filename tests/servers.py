@@ -99,6 +99,7 @@ class Server:
         user: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
+        self.home = home
         self.port = free_port()
         self.token = os.urandom(16).hex()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -22,6 +22,7 @@ the daemon and ends with its log's tail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -33,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stale_runs
@@ -139,6 +141,31 @@ class SlurmCluster:
             check=False,
             **kwargs,  # type: ignore[call-overload]
         )
+
+    def hold_every_gpu(self, user: str, name: str = "jgc-test-holder") -> str:
+        """A batch job of ``user``'s on every GPU of the node, once Slurm runs it: others'
+        jobs that ask for GPUs then pend (Resources). Cancel it by its id."""
+        done = self.run(
+            [
+                "sbatch",
+                "--parsable",
+                f"--gres=gpu:{self.gpus}",
+                f"--job-name={name}",
+                "--output=/dev/null",
+                "--wrap=sleep 3600",
+            ],
+            user=user,
+        )
+        if done.returncode != 0:
+            raise ClusterStartError(f"the holder job was refused: {done.stderr.strip()}")
+        job = done.stdout.strip().split(";")[0]
+        state = ""
+        for _ in range(300):
+            state = self.run(["squeue", "--noheader", "--format=%T", f"--jobs={job}"]).stdout
+            if state.strip() == "RUNNING":
+                return job
+            time.sleep(0.2)
+        raise ClusterStartError(f"the holder job {job} never ran ({state.strip() or 'gone'})")
 
     def job_ids(self) -> list[str]:
         """The jobs Slurm still lists as pending or running (or ending)."""
@@ -289,34 +316,86 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture
-def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[str]:
-    """A CDI spec naming the cluster's GPUs by index, as NVIDIA's names them ("<kind>=0", as
+@contextlib.contextmanager
+def cdi_spec(cluster: SlurmCluster, run: str) -> Iterator[str]:
+    """A CDI spec naming ``cluster``'s GPUs by index, as NVIDIA's names them ("<kind>=0", as
     ``nvidia-ctk cdi generate`` does), each the device file gres.conf names for that index, at
     the same path in a container (rootless Podman 4.3 bind-mounts a device node from its
     container path, not from a ``hostPath``; NVIDIA's specs name /dev/nvidia<n>, the same on
     both sides); in /etc/cdi (Podman 4.3 reads no other place), removed afterwards. Its kind is
-    this run's own, not NVIDIA's: the same device names in two specs of one kind make every
+    the run's own, not NVIDIA's: the same device names in two specs of one kind make every
     device of that kind unusable, and two runs on one machine (or a machine's real NVIDIA spec)
     must not. Yields the GPU device template (SlurmBackend.gpu_device) for it."""
     devices = "".join(
         f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
-        f"        - path: {slurm_cluster.device(index)}\n"
-        for index in range(slurm_cluster.gpus)
+        f"        - path: {cluster.device(index)}\n"
+        for index in range(cluster.gpus)
     )
-
-    # conftest names this plugin: imported once the session runs, not while it is loaded.
-    from conftest import TEST_RUN as RUN
-
-    spec = Path("/etc/cdi") / f"jgc-test-slurm-{RUN}.yaml"
+    spec = Path("/etc/cdi") / f"jgc-test-slurm-{run}.yaml"
     spec.parent.mkdir(mode=0o755, exist_ok=True)
     # A run that was killed left its spec behind.
     for left in spec.parent.glob("jgc-test-slurm-*.yaml"):
         if stale_runs.run_is_over(left.stem.removeprefix("jgc-test-slurm-")) is True:
             left.unlink(missing_ok=True)
-    kind = "jgc-" + re.sub(r"[^a-z0-9]+", "-", RUN.lower()).strip("-") + ".test/gpu"
+    kind = "jgc-" + re.sub(r"[^a-z0-9]+", "-", run.lower()).strip("-") + ".test/gpu"
     spec.write_text(f'cdiVersion: "0.5.0"\nkind: "{kind}"\ndevices:\n{devices}')
     try:
         yield kind + "={index}"
     finally:
         spec.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def cdi_by_index(slurm_cluster: SlurmCluster) -> Iterator[str]:
+    """cdi_spec for the session's cluster and this run."""
+    # conftest names this plugin: imported once the session runs, not while it is loaded.
+    from conftest import TEST_RUN as RUN
+
+    with cdi_spec(slurm_cluster, RUN) as template:
+        yield template
+
+
+@contextlib.contextmanager
+def users_own_server(
+    cluster: SlurmCluster,
+    user: str,
+    config: dict[str, Any] | None = None,
+    labextension: Path | None = None,
+) -> Iterator[Any]:
+    """``user``'s own Jupyter server with ContainerEngine.backend = "slurm" (docs/slurm.md's
+    section 5): its kernels jobs it submits itself, the listed test image in its Podman (the
+    caller loads it), ``config`` over the test servers' own; ``labextension``: a build its
+    JupyterLab uses. Stopped at the end, its home and the user's containers of this run
+    removed."""
+    import podman_user
+    from conftest import DEBIAN_IMAGE
+    from servers import Server, write_server_config
+
+    entry = pwd.getpwnam(user)
+    home = Path(tempfile.mkdtemp(prefix="jgc-slurm-own-", dir="/tmp"))
+    try:
+        for sub in ("config", "data", "data/labextensions", "runtime", "workspace"):
+            (home / sub).mkdir()
+        if labextension is not None:
+            (home / "data" / "labextensions" / "jupyter-gpu-containers").symlink_to(labextension)
+        for path in [home, *home.rglob("*")]:
+            os.lchown(path, entry.pw_uid, entry.pw_gid)
+        settings: dict[str, Any] = {
+            "ContainerEngine": {"backend": "slurm"},
+            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE}]},
+            **(config or {}),
+        }
+        settings["SlurmBackend"] = {
+            "slurm_conf": str(cluster.conf),
+            "poll_interval": 0.2,
+            **settings.get("SlurmBackend", {}),
+        }
+        write_server_config(home, settings)
+        server = Server(home, home / "workspace", [], user=user, env=podman_user.user_env(user))
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        podman_user.remove_test_containers(user)

@@ -8,11 +8,10 @@ sees nor reaches the kernel."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from typing import Any
 import podman_user
 import pytest
 from conftest import DEBIAN_IMAGE
+from conftest import TEST_RUN as RUN
 from hostusers import ids_of
 from kernel_io import collect, execute, send_execute
-from servers import Server, write_server_config
+from servers import Server
 from service_process import KernelService
-from slurm_cluster import SlurmCluster
+from slurm_cluster import SlurmCluster, users_own_server
 
 from jupyter_gpu_containers.backends.slurm.jobs import SlurmCommands
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
@@ -419,51 +419,83 @@ def test_a_kernel_whose_job_reaches_its_time_limit_is_told_why(
     asyncio.run(scenario())
 
 
+@contextlib.contextmanager
+def own_server(slurm_cluster: SlurmCluster, docker_client: Any, **slurm: Any) -> Iterator[Server]:
+    """The student's own server on the cluster (slurm_cluster.users_own_server), the test image
+    in their Podman."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    with users_own_server(slurm_cluster, STUDENT_A, {"SlurmBackend": slurm}) as server:
+        yield server
+
+
+async def offered(server: Server, name: str) -> None:
+    for _ in range(300):
+        specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+        if name in specs:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"the server never offered {name}")
+
+
 async def test_a_users_own_server_runs_its_kernels_as_its_own_slurm_jobs(
-    slurm_cluster: SlurmCluster, docker_client: Any, tmp_path: Path
+    slurm_cluster: SlurmCluster, docker_client: Any
 ) -> None:
     """ContainerEngine.backend = "slurm" on a student's own Jupyter server (no service, no
     root): its kernels are jobs it submits as itself, the probe a task of its own, its records
     in its own data directory; a notebook's code runs as the student, and the server's stop
     ends the job."""
-    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
     entry = pwd.getpwnam(STUDENT_A)
-    home = Path(tempfile.mkdtemp(prefix="jgc-slurm-own-", dir="/tmp"))
-    for sub in ("config", "data", "runtime", "workspace"):
-        (home / sub).mkdir()
-    for path in [home, *home.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    write_server_config(
-        home,
-        {
-            "ContainerEngine": {"backend": "slurm"},
-            "SlurmBackend": {"slurm_conf": str(slurm_cluster.conf), "poll_interval": 0.2},
-            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE}]},
-        },
-    )
     commands = SlurmCommands(Settings(slurm_cluster.conf))
-    server = Server(
-        home, home / "workspace", [], user=STUDENT_A, env=podman_user.user_env(STUDENT_A)
-    )
-    try:
-        name = kernel_name_for(DEBIAN_IMAGE)
-        for _ in range(300):
-            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
-            if name in specs:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            pytest.fail(f"the server never offered {name}")
+    name = kernel_name_for(DEBIAN_IMAGE)
+    with own_server(slurm_cluster, docker_client) as server:
+        await offered(server, name)
         session = await server.open_notebook("own.ipynb", name)
         result = await server.execute(session["kernel"]["id"], "import os\nprint(os.getuid())")
         assert result.stdout.strip() == str(entry.pw_uid), result
         (job,) = [j for j in commands.jobs() if j.state == "RUNNING" and j.user == STUDENT_A]
-        records = home / "data" / "gpu-containers" / "slurm-jobs"
+        records = server.home / "data" / "gpu-containers" / "slurm-jobs"
         assert [p.name for p in records.iterdir()] == [f"job-{job.id}.json"]
         assert records.stat().st_uid == entry.pw_uid
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
-        podman_user.remove_test_containers(STUDENT_A)
     ended = commands.job(job.id)
     assert ended is None or ended.over or ended.state == "COMPLETING", ended
+
+
+async def test_a_notebook_whose_job_pends_has_a_waiting_session_whose_shutdown_cancels_it(
+    slurm_cluster: SlurmCluster, docker_client: Any, cdi_by_index: str
+) -> None:
+    """On a student's own server, a notebook whose kernel's job Slurm keeps pending is listed
+    at once, waiting (the page opens it and says why); deleting that session (JupyterLab's
+    Shut Down) cancels the job, and the start ends with 409."""
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+    name = kernel_name_for(DEBIAN_IMAGE)
+    holder = slurm_cluster.hold_every_gpu(STUDENT_B, f"{RUN}-holder")
+    try:
+        with own_server(slurm_cluster, docker_client, gpu_device=cdi_by_index) as server:
+            await offered(server, name)
+            body = {"path": "pending.ipynb", "kernel_name": name, "gpus": 1}
+            start = asyncio.ensure_future(
+                server.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
+            )
+            for _ in range(300):
+                sessions = await server.call("GET", "api", "sessions")
+                if sessions:
+                    break
+                await asyncio.sleep(0.2)
+            (session,) = sessions
+            assert session["path"] == "pending.ipynb", session
+            assert session["kernel"]["execution_state"] == "waiting for a GPU", session
+            # The kernel's job: the one the backend recorded (the probe's task is not).
+            records = server.home / "data" / "gpu-containers" / "slurm-jobs"
+            (record,) = records.iterdir()
+            pending = commands.job(record.name.removeprefix("job-").removesuffix(".json"))
+            assert pending is not None and pending.waiting, pending
+            assert pending.reason == "Resources", pending
+            code, _ = await server.answer("DELETE", "api", "sessions", session["id"])
+            assert code == 204
+            code, refused = await asyncio.wait_for(start, 60)
+            assert code == 409 and "cancelled" in refused["message"], refused
+            gone = commands.job(pending.id)
+            assert gone is None or gone.over, gone
+            assert await server.call("GET", "api", "sessions") == []
+    finally:
+        commands.cancel(holder)

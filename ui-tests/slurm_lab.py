@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -41,8 +37,7 @@ os.environ["JGC_TEST_RUN"] = f"ui-slurm-{stale_runs.new_run_id()}"
 import docker  # noqa: E402
 import podman_user  # noqa: E402
 from conftest import DEBIAN_IMAGE  # noqa: E402
-from servers import Server, write_server_config  # noqa: E402
-from slurm_cluster import SlurmCluster  # noqa: E402
+from slurm_cluster import SlurmCluster, cdi_spec, users_own_server  # noqa: E402
 
 STUDENT = os.environ.get("JGC_TEST_STUDENT_A", "jgc-student-a")
 OTHER = os.environ.get("JGC_TEST_STUDENT_B", "jgc-student-b")
@@ -53,86 +48,6 @@ def say(**what: object) -> None:
     print(json.dumps(what), flush=True)
 
 
-def cdi_spec(stack: ExitStack, cluster: SlurmCluster, run: str) -> str:
-    """The cluster's GPUs by index in a CDI spec of this run's own kind (as tests/slurm_cluster.py's
-    cdi_by_index makes it); the GPU device template for SlurmBackend.gpu_device."""
-    devices = "".join(
-        f'  - name: "{index}"\n    containerEdits:\n      deviceNodes:\n'
-        f"        - path: {cluster.device(index)}\n"
-        for index in range(cluster.gpus)
-    )
-    kind = "jgc-" + re.sub(r"[^a-z0-9]+", "-", run.lower()).strip("-") + ".test/gpu"
-    spec = Path("/etc/cdi") / f"jgc-test-slurm-{run}.yaml"
-    spec.parent.mkdir(mode=0o755, exist_ok=True)
-    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "{kind}"\ndevices:\n{devices}')
-    stack.callback(spec.unlink, missing_ok=True)
-    return kind + "={index}"
-
-
-def lab_home(stack: ExitStack, cluster: SlurmCluster, gpu_device: str) -> Path:
-    entry = pwd.getpwnam(STUDENT)
-    home = Path(tempfile.mkdtemp(prefix="jgc-ui-slurm-", dir="/tmp"))
-    stack.callback(shutil.rmtree, home, ignore_errors=True)
-    for sub in ("config", "data", "data/labextensions", "runtime", "workspace"):
-        (home / sub).mkdir()
-    # The working tree's build, as the other UI servers use it.
-    build = REPO / "jupyter_gpu_containers" / "labextension"
-    if (build / "package.json").exists():
-        (home / "data" / "labextensions" / "jupyter-gpu-containers").symlink_to(build)
-    for path in [home, *home.rglob("*")]:
-        os.lchown(path, entry.pw_uid, entry.pw_gid)
-    write_server_config(
-        home,
-        {
-            "ContainerEngine": {"backend": "slurm"},
-            "SlurmBackend": {
-                "slurm_conf": str(cluster.conf),
-                "poll_interval": 0.5,
-                "gpu_device": gpu_device,
-            },
-            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE, "gpu": True}]},
-            # The host (the cluster's login node) has no GPUs of its own.
-            "GPUInventory": {"static_gpus": []},
-            # window.jupyterapp, for the tests' commands (as galata's configuration does).
-            "LabApp": {"expose_app_in_browser": True},
-        },
-    )
-    return home
-
-
-def slurm(cluster: SlurmCluster, *argv: str, user: str | None = None) -> str:
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
-    done = subprocess.run(
-        [*prefix, *argv],
-        env={**os.environ, "SLURM_CONF": str(cluster.conf)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd="/",
-    )
-    return done.stdout.strip()
-
-
-def hold_every_gpu(cluster: SlurmCluster) -> str:
-    """Another student's batch job on every GPU, once Slurm runs it."""
-    job = slurm(
-        cluster,
-        "sbatch",
-        "--parsable",
-        f"--gres=gpu:{cluster.gpus}",
-        f"--job-name={os.environ['JGC_TEST_RUN']}-holder",
-        "--output=/dev/null",
-        "--wrap=sleep 3600",
-        user=OTHER,
-    ).split(";")[0]
-    for _ in range(300):
-        if slurm(cluster, "squeue", "--noheader", "--format=%T", f"--jobs={job}") == "RUNNING":
-            return job
-        time.sleep(0.2)
-    raise RuntimeError(f"the holder job {job} never ran")
-
-
 def main() -> None:
     run = os.environ["JGC_TEST_RUN"]
     with ExitStack() as stack:
@@ -141,14 +56,26 @@ def main() -> None:
         cluster = SlurmCluster(workdir)
         cluster.start()
         stack.callback(cluster.stop)  # after every job is cancelled (its own stop does that)
-        stack.callback(podman_user.remove_test_containers, STUDENT)
-        gpu_device = cdi_spec(stack, cluster, run)
+        gpu_device = stack.enter_context(cdi_spec(cluster, run))
         podman_user.load_images(docker.from_env(), [DEBIAN_IMAGE], user=STUDENT)
-        home = lab_home(stack, cluster, gpu_device)
-        server = Server(
-            home, home / "workspace", [], user=STUDENT, env=podman_user.user_env(STUDENT)
+        build = REPO / "jupyter_gpu_containers" / "labextension"  # as the other UI servers use it
+        config = {
+            "SlurmBackend": {"poll_interval": 0.5, "gpu_device": gpu_device},
+            "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE, "gpu": True}]},
+            # The host (the cluster's login node) has no GPUs of its own.
+            "GPUInventory": {"static_gpus": []},
+            # window.jupyterapp, for the tests' commands (as galata's configuration does).
+            "LabApp": {"expose_app_in_browser": True},
+        }
+        server = stack.enter_context(
+            users_own_server(
+                cluster,
+                STUDENT,
+                config,
+                build if (build / "package.json").exists() else None,
+            )
         )
-        stack.callback(server.stop)
+        home = server.home
         say(
             url=server.url,
             token=server.token,
@@ -159,10 +86,10 @@ def main() -> None:
         for line in sys.stdin:
             command = line.strip()
             if command == "hold":
-                holder = hold_every_gpu(cluster)
+                holder = cluster.hold_every_gpu(OTHER, f"{run}-holder")
                 say(held=holder)
             elif command == "free" and holder:
-                slurm(cluster, "scancel", holder)
+                cluster.run(["scancel", holder])
                 holder = ""
                 say(freed=True)
             else:

@@ -106,6 +106,9 @@ class BatchPlacement(ClusterPlacement):
                 found.append(dataclasses.replace(wait, reason=reason, estimate=estimate or 0.0))
         return found
 
+    def scheduler_waiting_ids(self) -> set[str]:
+        return set(self._waiting)
+
     def _why_waiting(self, container_id: str) -> tuple[str, float | None] | None:
         try:
             return self.backend.pending_reason_sync(container_id)

@@ -84,6 +84,9 @@ class ClusterPlacement(LoggingConfigurable):
         """None: a start waits in this server's GPU queue, if anywhere."""
         return []
 
+    def scheduler_waiting_ids(self) -> set[str]:
+        return set()
+
     async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
         return False
 

@@ -183,6 +183,11 @@ class Placement(Protocol):
         scheduler's reason ([] where this server's GPU queue is the only wait)."""
         ...
 
+    def scheduler_waiting_ids(self) -> set[str]:
+        """The kernel ids of the starts that wait in the engine's scheduler now (the session
+        manager lists their notebooks' sessions as waiting, as it does the GPU queue's)."""
+        ...
+
     async def cancel_scheduler_wait(self, kernel_id: str, uid: int) -> bool:
         """Cancel ``uid``'s start of ``kernel_id`` that waits in the engine's scheduler (its
         launch then fails with 409 "GPU wait cancelled"); False when no such start waits."""

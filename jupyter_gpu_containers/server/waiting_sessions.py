@@ -1,7 +1,8 @@
 """jupyter_server's session manager, listing a session whose kernel waits for a GPU.
 
 A start through the stock sessions API (the Launcher, opening a notebook) that waits in the GPU
-queue (gpuqueue.py) has no session row yet: jupyter_server saves the row once the kernel runs.
+queue (gpuqueue.py), or in the engine's own scheduler (a Slurm job that pends: the placement's
+scheduler_waiting_ids), has no session row yet: jupyter_server saves the row once the kernel runs.
 A page polling ``GET /api/sessions`` meanwhile would not know the notebook is starting at all,
 so its session is listed with its kernel's ``execution_state`` "waiting for a GPU", under the
 kernel id the start will have (chosen here, before the start, so that the two agree).
@@ -9,6 +10,7 @@ kernel id the start will have (chosen here, before the start, so that the two ag
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +60,7 @@ class WaitingSessionManager(SessionManager):
         """The start waiting for a GPU whose session matches every column in ``kwargs``."""
         if not kwargs:
             return None
-        services = services_for(self.kernel_manager)
-        waiting = services.queue.waiting_ids() if services is not None else set()
+        waiting = self._waiting_ids()
         for start in list(self._starting.values()):
             columns = {
                 "session_id": start.session_id,
@@ -106,28 +107,39 @@ class WaitingSessionManager(SessionManager):
         finally:
             self._starting.pop(session_id, None)
 
+    def _waiting_ids(self) -> set[str]:
+        """The kernel ids of the starts that wait: in the GPU queue, or in the engine's own
+        scheduler."""
+        services = services_for(self.kernel_manager)
+        if services is None:
+            return set()
+        return services.queue.waiting_ids() | services.placement.scheduler_waiting_ids()
+
     def waiting_kernel(self, session_id: str) -> str | None:
         """The kernel id of ``session_id``'s start, while it waits for a GPU; else None."""
         start = self._starting.get(session_id)
-        services = services_for(self.kernel_manager)
-        if start is None or services is None:
+        if start is None:
             return None
-        return start.kernel_id if start.kernel_id in services.queue.waiting_ids() else None
+        return start.kernel_id if start.kernel_id in self._waiting_ids() else None
 
     async def delete_session(self, session_id: str) -> None:
         """Deleting a session whose kernel waits for a GPU cancels the wait (JupyterLab's Shut
-        Down, closing the notebook); the start then ends with 409 "GPU wait cancelled"."""
+        Down, closing the notebook); the start then ends with 409 "GPU wait cancelled". A wait
+        in the engine's scheduler is this server's user's own (a user's own server: the
+        kernel service lists no sessions)."""
         kernel_id = self.waiting_kernel(session_id)
         services = services_for(self.kernel_manager)
         if kernel_id is not None and services is not None:
-            services.queue.cancel(kernel_id, "its session was deleted")
+            if kernel_id in services.placement.scheduler_waiting_ids():
+                await services.placement.cancel_scheduler_wait(kernel_id, os.getuid())
+            else:
+                services.queue.cancel(kernel_id, "its session was deleted")
             return
         await super().delete_session(session_id)
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         sessions: list[dict[str, Any]] = await ensure_async(super().list_sessions())
-        services = services_for(self.kernel_manager)
-        waiting = services.queue.waiting_ids() if services is not None else set()
+        waiting = self._waiting_ids()
         listed = {s["id"] for s in sessions}
         for start in list(self._starting.values()):
             if start.kernel_id in waiting and start.session_id not in listed:

@@ -31,7 +31,7 @@ export interface IGpuTotals {
  * (Kubernetes, Slurm), whose scheduler places kernels and their GPUs.
  */
 export function showsCluster(view: IClusterView | null): boolean {
-  return view !== null && view.backend !== 'docker';
+  return !!view && view.backend !== 'docker';
 }
 
 /**

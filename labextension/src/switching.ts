@@ -13,6 +13,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { messageOf, startNotebookKernel } from './api';
 import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
+import { showsCluster } from './cluster';
 import { gpusOfKernel } from './gpuformat';
 import { shortImageName } from './imageformat';
 import type { IGpuContainersModel } from './tokens';
@@ -192,7 +193,8 @@ function cellId(): string {
  *
  * With `wait`, a start whose GPUs are taken waits for them in the GPU queue:
  * the notebook opens as soon as the server lists its session (waiting for a
- * GPU), and the page attaches to the kernel once it runs.
+ * GPU), and the page attaches to the kernel once it runs. On a cluster whose
+ * scheduler queues the start (Slurm keeps its job pending) it opens so too.
  */
 export async function launchNotebook(
   app: JupyterFrontEnd,
@@ -209,6 +211,9 @@ export async function launchNotebook(
   let path = '';
   let started: Promise<unknown> = Promise.resolve();
   const since = Date.now();
+  // Whether the notebook opens while its start may still wait: a wait in the
+  // GPU queue, or in a cluster's scheduler.
+  const early = wait === true || showsCluster(model.cluster);
   try {
     const created = await contents.newUntitled({
       path: directory,
@@ -229,7 +234,7 @@ export async function launchNotebook(
       trans,
       wait
     );
-    if (wait) {
+    if (early) {
       // The queue shows the wait once the server has it: read it soon.
       refreshOnceIn(500, 'gpu-containers:launch-wait', () =>
         model.refreshGpus()
@@ -263,7 +268,7 @@ export async function launchNotebook(
   if (!widget?.sessionContext || !widget.context) {
     return;
   }
-  if (wait) {
+  if (early) {
     void keepClean(widget, false).catch(() => undefined);
   }
   // A waiting start ends later: how is told by the queue's notification.
@@ -273,7 +278,7 @@ export async function launchNotebook(
         await retried(() => sessions.refreshRunning()).catch(() => undefined);
         // The page tried the kernel while it waited, and may have given up.
         const kernel = widget.sessionContext.session?.kernel;
-        if (wait && kernel && kernel.connectionStatus !== 'connected') {
+        if (early && kernel && kernel.connectionStatus !== 'connected') {
           await kernel.reconnect().catch(() => undefined);
         }
         void model.refreshGpus();

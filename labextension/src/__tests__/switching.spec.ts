@@ -22,7 +22,8 @@ import {
   makeGpu,
   makeHolder,
   makeReport,
-  makeRow
+  makeRow,
+  slurmClusterView
 } from './fixtures';
 import { pseudoBundle } from './pseudo';
 
@@ -445,7 +446,15 @@ describe('launchNotebook, when the network changes as the kernel starts', () => 
 });
 
 describe('launchNotebook, waiting for a GPU', () => {
-  it('opens the notebook once its waiting session is listed, and attaches when it starts', async () => {
+  /**
+   * Launch on a server that lists the notebook's session once its start
+   * waits, the start answering only when `started` is called; `wait` as the
+   * panel gives it.
+   */
+  async function launchThatWaits(
+    model: ReturnType<typeof makeModel>,
+    wait: boolean | undefined
+  ) {
     const app = makeApp();
     let listed = false;
     const running = jest.fn(() =>
@@ -454,7 +463,7 @@ describe('launchNotebook, waiting for a GPU', () => {
         : [][Symbol.iterator]()
     );
     app.serviceManager.sessions.refreshRunning.mockImplementation(async () => {
-      // The server lists the session once the start waits in the queue.
+      // The server lists the session once the start waits.
       listed = running.mock.calls.length >= 1;
     });
     (app.serviceManager.sessions as any).running = running;
@@ -479,12 +488,12 @@ describe('launchNotebook, waiting for a GPU', () => {
       .mockReturnValue(new Promise(resolve => (started = resolve)) as any);
     await launchNotebook(
       asApp(app),
-      asModel(makeModel()),
+      asModel(model),
       torch,
       1,
       'work',
       trans,
-      true
+      wait
     );
     // Opened while the start still waits (its request has not answered).
     expect(startNotebookKernel).toHaveBeenCalledWith(
@@ -494,7 +503,7 @@ describe('launchNotebook, waiting for a GPU', () => {
       settings,
       true,
       trans,
-      true
+      wait
     );
     expect(app.commands.execute).toHaveBeenCalledWith('docmanager:open', {
       path: 'work/Untitled.ipynb',
@@ -508,6 +517,17 @@ describe('launchNotebook, waiting for a GPU', () => {
     await new Promise(resolve => setTimeout(resolve, 0));
     expect(reconnect).toHaveBeenCalledTimes(1);
     expect(showErrorMessage).not.toHaveBeenCalled();
+  }
+
+  it('opens the notebook once its waiting session is listed, and attaches when it starts', async () => {
+    await launchThatWaits(makeModel(), true);
+  });
+
+  it("opens so on a cluster, whose scheduler queues the start (Slurm's pending job)", async () => {
+    await launchThatWaits(
+      { ...makeModel(), cluster: slurmClusterView() } as any,
+      undefined
+    );
   });
 
   it('says why and removes the notebook when the wait is refused before it begins', async () => {
