@@ -37,7 +37,7 @@ import {
   pullProgressText,
   verdictBadge
 } from './imageformat';
-import { engineProblem } from './status';
+import { engineProblem, problemHeading } from './status';
 import { Breakable } from './breakable';
 import { ClusterSection, showsCluster } from './cluster';
 import { GpuOptions } from './gpuoptions';
@@ -150,7 +150,9 @@ function PanelBody(props: {
       </header>
       {problem && (
         <div className="jgc-banner jgc-banner-error" role="alert">
-          <strong>{trans.__('No Docker engine.')}</strong>{' '}
+          <strong>
+            {problemHeading(trans, model.status, model.cluster?.backend)}
+          </strong>{' '}
           <span>{sentence(problem)}</span>{' '}
           <span>
             {trans.__(

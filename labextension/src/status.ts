@@ -1,6 +1,6 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { IStatus } from './gputypes';
+import { IClusterView, IStatus } from './gputypes';
 
 /**
  * What to tell people about a status reply.
@@ -46,6 +46,30 @@ export function describeStatus(
 /**
  * The sentence to show when the engine cannot be used, or `''` when it can.
  */
+/**
+ * The heading of the panel's banner for a problem: the engine's, by the name
+ * its users know (`backend`: the cluster view's, "docker" on a host), or the
+ * server's own when its status could not be read at all (the engine may be
+ * fine).
+ */
+export function problemHeading(
+  trans: TranslationBundle,
+  status: IStatus | null,
+  backend: IClusterView['backend'] | undefined
+): string {
+  if (!engineProblem(trans, status)) {
+    return trans.__('The server did not answer.');
+  }
+  switch (backend) {
+    case 'slurm':
+      return trans.__('Slurm does not answer.');
+    case 'kubernetes':
+      return trans.__('Kubernetes does not answer.');
+    default:
+      return trans.__('No Docker engine.');
+  }
+}
+
 export function engineProblem(
   trans: TranslationBundle,
   status: IStatus | null

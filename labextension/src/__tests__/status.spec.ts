@@ -1,4 +1,4 @@
-import { describeStatus, engineProblem } from '../status';
+import { describeStatus, engineProblem, problemHeading } from '../status';
 import { translationBundle } from '../i18n';
 import { IEngineStatus } from '../gputypes';
 import { makeStatus } from './fixtures';
@@ -88,5 +88,40 @@ describe('engineProblem', () => {
     ]
   ])('%s', (_, status, text) => {
     expect(engineProblem(trans, status)).toBe(text);
+  });
+});
+
+describe('problemHeading', () => {
+  const down = makeStatus({ ok: false });
+  it.each<
+    [string, ReturnType<typeof makeStatus> | null, string | undefined, string]
+  >([
+    [
+      'a status that could not be read',
+      null,
+      'docker',
+      'The server did not answer.'
+    ],
+    ['Docker, unreachable', down, 'docker', 'No Docker engine.'],
+    [
+      'an engine not known yet, unreachable',
+      down,
+      undefined,
+      'No Docker engine.'
+    ],
+    [
+      "Slurm's controller, unreachable",
+      down,
+      'slurm',
+      'Slurm does not answer.'
+    ],
+    [
+      'the Kubernetes API, unreachable',
+      down,
+      'kubernetes',
+      'Kubernetes does not answer.'
+    ]
+  ])('%s', (_, status, backend, text) => {
+    expect(problemHeading(trans, status, backend as any)).toBe(text);
   });
 });
