@@ -18,6 +18,7 @@ import { CatalogModel } from './catalogmodel';
 import { ClusterModel } from './clustermodel';
 import { IEventSourceLike, openEventSource } from './eventsource';
 import { GpuModel } from './gpumodel';
+import { gpusOfKernel } from './gpuformat';
 import { IClusterView, IGpuReport, IStatus } from './gputypes';
 import { translationBundle } from './i18n';
 import { ICatalog, IPull, IRegistryCredentials } from './imagetypes';
@@ -131,7 +132,10 @@ export class GpuContainersModel implements IGpuContainersModel {
           return model ? (model.execution_state ?? 'unknown') : null;
         }),
       departurePollMs: options.departurePollMs ?? 1000,
-      holdsGpus: kernelId => this._gpu.holdsMine(kernelId),
+      // The host's ledger, or a cluster's scheduler (its holders).
+      holdsGpus: kernelId =>
+        this._gpu.holdsMine(kernelId) ||
+        gpusOfKernel(null, kernelId, this._cluster.cluster).length > 0,
       onStarted: () => void this.refreshQuota()
     });
     this._pulls = new PullModel({

@@ -212,8 +212,11 @@ export class QueueModel {
       Date.now()
     );
     // Unknown to the server: gone, or granted and still launching (the
-    // kernels API lists a kernel only once it runs). Give it a while.
-    const launching = outcome === 'gone' && look < GONE_AFTER_LOOKS;
+    // kernels API lists a kernel only once it runs). Give it a while: longer
+    // for a cluster's job, whose container starts on its node after the job.
+    const launching =
+      outcome === 'gone' &&
+      look < (ticket.scheduler ? DEPARTURE_LOOKS - 1 : GONE_AFTER_LOOKS);
     if (outcome === undefined || launching) {
       return false;
     }

@@ -88,11 +88,35 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
     await expect(label).toHaveText('No kernel', { timeout: 60_000 });
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
     await page.screenshot({ path: testInfo.outputPath('slurm-2-cancelled.png') });
+    // Closed, as its user would: JupyterLab reopens the notebooks that were open after a
+    // reload, and starts their kernels. (Once the layout without it is saved.)
+    const saved = page.waitForResponse(
+      response =>
+        response.url().includes('/lab/api/workspaces') && response.request().method() === 'PUT'
+    );
+    await page.evaluate(async () => {
+      const app = (window as any).jupyterapp;
+      const notebook = Array.from(app.shell.widgets('main') as Iterable<any>).find(w =>
+        w.hasClass('jp-NotebookPanel')
+      );
+      notebook.context.model.dirty = false;
+      notebook.close();
+    });
+    await expect(page.locator('.jp-NotebookPanel')).toHaveCount(0);
+    await saved;
 
-    // Again; then the GPUs free: the kernel starts on the GPU its job got.
+    // Again. A reload while it waits keeps the wait; a cell run meanwhile runs once the kernel
+    // starts; then the GPUs free: the kernel starts on the GPU its job got.
     await row.locator('.jgc-gpu-count').selectOption('count:1');
     await row.locator('.jgc-launch-button').click();
     await expect(label).toHaveText('Queued in Slurm (Resources)', { timeout: 60_000 });
+    await page.reload();
+    await expect(label).toHaveText('Queued in Slurm (Resources)', { timeout: 90_000 });
+    await openPanel(page);
+    const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell').first();
+    await cell.locator('.jp-InputArea-editor').click();
+    await page.keyboard.type(`import os; print(sorted(os.listdir(${JSON.stringify(info.devices)})))`);
+    await page.keyboard.press('Shift+Enter');
     await lab.send('free');
     await expect(queue).toHaveCount(0, { timeout: KERNEL_START_MS });
     await expect(label).toHaveText(/^debian-ipykernel:bookworm · GPU [0-3]$/, {
@@ -108,11 +132,7 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
       `debian-ipykernel:bookworm · GPU ${index}`
     );
 
-    // Its code sees exactly that GPU's device.
-    const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell').first();
-    await cell.locator('.jp-InputArea-editor').click();
-    await page.keyboard.type(`import os; print(sorted(os.listdir(${JSON.stringify(info.devices)})))`);
-    await page.keyboard.press('Shift+Enter');
+    // The cell ran then, and its code sees exactly that GPU's device.
     await expect(cell.locator('.jp-OutputArea-output')).toHaveText(`['nvidia${index}']`, {
       timeout: KERNEL_START_MS
     });
