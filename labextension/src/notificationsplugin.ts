@@ -23,6 +23,7 @@ import {
   waitingTicketOf
 } from './sharing';
 import { IGpuContainersModel, PLUGIN_ID } from './tokens';
+import { reattach } from './reattach';
 import { WaitingStatus } from './waitstatus';
 
 /**
@@ -153,12 +154,8 @@ export function attachWhenStarted(
     }
     notebooks.forEach(panel => {
       const kernel = panel.sessionContext.session?.kernel;
-      if (
-        kernel &&
-        kernel.id === end.ticket.kernel_id &&
-        kernel.connectionStatus !== 'connected'
-      ) {
-        void kernel.reconnect().catch(() => undefined);
+      if (kernel && kernel.id === end.ticket.kernel_id) {
+        void reattach(kernel);
       }
     });
   });

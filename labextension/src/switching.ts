@@ -11,6 +11,7 @@ import { KernelSpec } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { messageOf, startNotebookKernel } from './api';
+import { reattach } from './reattach';
 import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
 import { showsCluster } from './cluster';
@@ -277,9 +278,8 @@ export async function launchNotebook(
       async () => {
         await retried(() => sessions.refreshRunning()).catch(() => undefined);
         // The page tried the kernel while it waited, and may have given up.
-        const kernel = widget.sessionContext.session?.kernel;
-        if (early && kernel && kernel.connectionStatus !== 'connected') {
-          await kernel.reconnect().catch(() => undefined);
+        if (early) {
+          await reattach(widget.sessionContext.session?.kernel);
         }
         void model.refreshGpus();
         await keepClean(widget);
@@ -675,9 +675,8 @@ export async function applyKernelChoice(
       await adoptListedSession(panel, sessions);
       await waitForKernel(panel, reply.session?.kernel.id ?? '', trans);
       // The page tried the kernel while it waited, and may have given up.
-      const kernel = context.session?.kernel;
-      if (wait && kernel && kernel.connectionStatus !== 'connected') {
-        await kernel.reconnect().catch(() => undefined);
+      if (wait) {
+        await reattach(context.session?.kernel);
       }
       remember();
       await panel.context.save();

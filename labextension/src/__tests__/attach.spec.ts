@@ -15,6 +15,7 @@ jest.mock('@jupyterlab/statusbar', () => ({ IStatusBar: {} }));
 jest.mock('../waitstatus', () => ({ WaitingStatus: jest.fn() }));
 
 import { attachWhenStarted } from '../notificationsplugin';
+import { reattach } from '../reattach';
 import type { IQueueEnd } from '../queuemodel';
 
 function panelOn(id: string, connectionStatus: string) {
@@ -59,5 +60,30 @@ describe('attachWhenStarted', () => {
     end('cancelled');
     end('gone');
     expect(waited.reconnect).not.toHaveBeenCalled();
+  });
+});
+
+describe('reattach', () => {
+  it('makes one reconnection however many ask while it connects', async () => {
+    let connected: () => void = () => undefined;
+    const kernel = {
+      connectionStatus: 'disconnected',
+      reconnect: jest.fn(
+        () =>
+          new Promise<void>(resolve => {
+            kernel.connectionStatus = 'connecting';
+            connected = () => {
+              kernel.connectionStatus = 'connected';
+              resolve();
+            };
+          })
+      )
+    };
+    const first = reattach(kernel as any);
+    const second = reattach(kernel as any);
+    connected();
+    await Promise.all([first, second]);
+    await reattach(kernel as any); // connected: nothing to do
+    expect(kernel.reconnect).toHaveBeenCalledTimes(1);
   });
 });
