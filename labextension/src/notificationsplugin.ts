@@ -23,7 +23,6 @@ import {
   waitingTicketOf
 } from './sharing';
 import { IGpuContainersModel, PLUGIN_ID } from './tokens';
-import { reattach } from './reattach';
 import { WaitingStatus } from './waitstatus';
 
 /**
@@ -132,31 +131,6 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
     tellSharingNews(model, trans);
     if (notebooks) {
       tellWaits(model, notebooks, statusBar, trans);
-      attachWhenStarted(model, notebooks);
     }
   }
 };
-
-/**
- * A notebook whose kernel's start waited attaches to the kernel once it
- * runs. The page that launched it does so itself; a page reloaded while the
- * start waited had tried the kernel, which did not exist yet, and JupyterLab
- * gives up after a few tries (its notebook then says "No kernel" beside a
- * running kernel).
- */
-export function attachWhenStarted(
-  model: IGpuContainersModel,
-  notebooks: INotebookTracker
-): void {
-  model.queueEnded.connect((_, end) => {
-    if (end.outcome !== 'started' || !end.ticket.kernel_id) {
-      return;
-    }
-    notebooks.forEach(panel => {
-      const kernel = panel.sessionContext.session?.kernel;
-      if (kernel && kernel.id === end.ticket.kernel_id) {
-        void reattach(kernel);
-      }
-    });
-  });
-}
