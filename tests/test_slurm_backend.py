@@ -61,13 +61,21 @@ def private_dir(base: Path, user: str, name: str) -> Path:
     path = base / name
     path.mkdir(mode=0o700)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    connection = path / CONNECTION_FILE_NAME
+    ports_to_choose(path, user, os.urandom(16).hex())
+    return path
+
+
+def ports_to_choose(private: Path, user: str, key: str) -> None:
+    """The connection file with ports 0, as the provisioner writes it before each start."""
+    entry = pwd.getpwnam(user)
+    connection = private / CONNECTION_FILE_NAME
+    connection.unlink(missing_ok=True)
     connection.write_text(
         json.dumps(
             {
                 "transport": "tcp",
                 "ip": "0.0.0.0",
-                "key": os.urandom(16).hex(),
+                "key": key,
                 "signature_scheme": "hmac-sha256",
                 **{port: 0 for port in PORT_NAMES},
             }
@@ -75,7 +83,6 @@ def private_dir(base: Path, user: str, name: str) -> Path:
     )
     connection.chmod(0o600)
     os.chown(connection, entry.pw_uid, entry.pw_gid)
-    return path
 
 
 def kernel_spec(user: str, private: Path, name: str, gpus: int = 0) -> ContainerSpec:
@@ -386,12 +393,16 @@ async def test_the_epilog_removes_a_container_that_outlived_its_job(
 
 class Steps:
     """The launch's side of a placement (LaunchSteps), as the provisioner's does it: the plan is
-    the test's spec with the decided GPU count and the kernel's labels."""
+    the test's spec with the decided GPU count and the kernel's labels; ``before_waiting``
+    removes ``previous``, the container a restart stopped."""
 
-    def __init__(self, spec: ContainerSpec, uid: int) -> None:
-        self.spec, self.uid = spec, uid
+    def __init__(
+        self, spec: ContainerSpec, uid: int, previous: tuple[SlurmBackend, str] | None = None
+    ) -> None:
+        self.spec, self.uid, self.previous = spec, uid, previous
         self.created_ids: list[str] = []
         self.phases: list[str] = []
+        self.removed_first = False
 
     def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:
         labels = {
@@ -414,7 +425,10 @@ class Steps:
         self.created_ids.append(container_id)
 
     async def before_waiting(self) -> None:
-        pass
+        if self.previous is not None:
+            backend, container_id = self.previous
+            await backend.remove(container_id)
+            self.removed_first = True
 
     async def from_warm_pool(self, spec: ContainerSpec) -> bool:
         return False
@@ -477,6 +491,110 @@ async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_n
     )
     with pytest.raises(ContainerExited, match="there is no kernel in here"):
         await placement.place(placement_start(ends, uid, 0), Steps(ends, uid))
+
+
+@needs_cluster
+async def test_a_restart_runs_in_its_jobs_allocation_when_it_would_be_the_same_job(
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: str
+) -> None:
+    """The JSC pattern: a kernel's container stopped for a restart (as jupyter_client's
+    terminate with ``restart`` does) leaves its job running; the restart's container runs in
+    it (the job's next generation: the same job, the same GPUs, a fresh kernel), and a restart
+    asking for something else removes the job first and submits anew. A job whose kernel nobody
+    restarts ends by itself after restart_wait, and a kernel's own end is its container's, not
+    its job's."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    backend = slurm_kernels.backend(gpu_device=cdi_by_index, restart_wait=10)
+    kept = backend.kept_allocations
+    assert kept is not None
+    assert slurm_kernels.backend(restart_wait=0).kept_allocations is None
+    placement = BatchPlacement(backend=backend, allocator=GPUAllocator(max_gpus_per_user=2))
+    uid = pwd.getpwnam(STUDENT_A).pw_uid
+    private = private_dir(slurm_kernels.base, STUDENT_A, "restarted")
+    key = json.loads((private / CONNECTION_FILE_NAME).read_text())["key"]
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-restarted")
+    devices = f"print(sorted(n for n in os.listdir('{slurm_kernels.cluster.dev}')))"
+
+    async def run_in(placed: Any, code: str) -> str:
+        written = json.loads((private / CONNECTION_FILE_NAME).read_text())
+        client = connect({**written, **placed.ports, "ip": placed.address})
+        try:
+            printed, reply = run_cell(client, code)
+            assert reply["status"] == "ok", reply
+            return printed.strip()
+        finally:
+            client.stop_channels()
+
+    async def stopped(container_id: str) -> None:
+        await kept.stop_for_restart(container_id)
+        until(
+            lambda: (s := backend.state_sync(container_id)) is not None and s.ended,
+            60,
+            "the container stopped for a restart did not end",
+        )
+        ports_to_choose(private, STUDENT_A, key)  # as the restart's pre_launch does
+
+    first = await placement.place(placement_start(spec, uid, 1), Steps(spec, uid))
+    job_id = first.container_id
+    job = backend.commands.job(job_id)
+    assert job is not None and len(job.gpus) == 1
+    assert await run_in(first, f"import os\nkept = 1\n{devices}") == repr(
+        [f"nvidia{index}" for index in job.gpus]
+    )
+
+    # Stopped for a restart: the container ended, the job (and its GPU) goes on.
+    await stopped(job_id)
+    still = backend.commands.job(job_id)
+    assert still is not None and still.running and still.gpus == job.gpus
+
+    # The restart, the same job: its next container, on the same GPU, a fresh kernel.
+    steps = Steps(spec, uid, (backend, job_id))
+    start = dataclasses.replace(placement_start(spec, uid, 1), previous_container=job_id)
+    second = await placement.place(start, steps)
+    assert second.container_id == f"{job_id}.1" and steps.created_ids == [second.container_id]
+    assert not steps.removed_first
+    assert await run_in(second, f"import os\nprint('kept' in globals())\n{devices}") == (
+        f"False\n{[f'nvidia{index}' for index in job.gpus]!r}"
+    )
+    # The container before it ended; removing it leaves the job, which runs the kernel now.
+    before = await backend.state(job_id)
+    assert before is not None and before.ended
+    await backend.remove(job_id)
+    assert backend.records.get(job_id) is not None
+    assert (await backend.state(second.container_id)).running  # type: ignore[union-attr]
+    listed = await backend.list_containers({TEST_LABEL: RUN})
+    assert [(c.id, c.status) for c in listed] == [(second.container_id, "running")]
+
+    # A restart asking for two GPUs is another job: the one before goes first.
+    await stopped(second.container_id)
+    steps = Steps(spec, uid, (backend, second.container_id))
+    start = dataclasses.replace(
+        placement_start(spec, uid, 2), previous_container=second.container_id
+    )
+    third = await placement.place(start, steps)
+    assert steps.removed_first and third.container_id not in (job_id, second.container_id)
+    assert backend.records.get(job_id) is None
+    until(
+        lambda: (j := backend.commands.job(job_id)) is None or j.over,
+        60,
+        "the job before a restart under another request did not end",
+    )
+    new_job = backend.commands.job(third.container_id)
+    assert new_job is not None and len(new_job.gpus) == 2
+
+    # A kernel that ends and is not restarted: its container has ended at once, its job ends
+    # by itself within restart_wait (10 s) and Slurm's look at it.
+    await backend.kill(third.container_id, signal.SIGALRM)  # as stop_for_restart does
+    until(
+        lambda: (s := backend.state_sync(third.container_id)) is not None and s.ended,
+        60,
+        "the kernel's container did not end",
+    )
+    until(
+        lambda: (j := backend.commands.job(third.container_id)) is None or j.over,
+        60,
+        "a job whose kernel nobody restarted did not end by itself",
+    )
 
 
 def test_the_records_directory_is_refused_when_another_account_made_it(

@@ -2,8 +2,9 @@
 accounts outside the docker group, against a real Slurm (tests/slurm_cluster.py) and the
 students' real rootless Podman: a notebook's request for GPUs becomes a job with that many GPUs
 whose container sees exactly those devices; code runs as the user in their workspace; an
-interrupt does not end the job; shutdown ends it and its container; the other student neither
-sees nor reaches the kernel."""
+interrupt does not end the job; a restart runs the kernel again in the job's allocation, and a
+restart under another request in a new job; shutdown ends the job and its container; the other
+student neither sees nor reaches the kernel."""
 
 from __future__ import annotations
 
@@ -162,16 +163,53 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         finally:
             ws.close()
 
-        # Restarted: a new job (its GPUs asked for again), the old one ended, code runs.
+        # Restarted: the kernel runs again in its job's allocation (the same job, the same
+        # GPUs, no wait in Slurm's queue), a fresh kernel (what it held in memory is gone).
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            await execute(ws, "before_restart = 1", timeout=60)
+        finally:
+            ws.close()
         code, _ = await service.answer(alice, "POST", f"api/kernels/{kernel_id}/restart")
         assert code == 200
-        # (The old job may still be completing: its container stops within 10 s.)
+        again = commands.job(job.id)
+        assert again is not None and again.running and again.gpus == job.gpus, again
+        assert [j.id for j in commands.jobs() if j.user == STUDENT_A and not j.over] == [job.id]
+        ws = await service.websocket(alice, kernel_id)
+        try:
+            result = await execute(
+                ws,
+                "import os\n"
+                f"print('before_restart' in globals(), "
+                f"' '.join(sorted(os.listdir('{slurm_cluster.dev}'))))",
+                timeout=60,
+            )
+            assert result.stdout.split() == [
+                "False",
+                *(f"nvidia{index}" for index in job.gpus),
+            ], result
+        finally:
+            ws.close()
+
+        # Restarted under another request: a new job with what it asks for; the one before,
+        # and its allocation, end first.
+        code, _ = await service.answer(
+            alice, "POST", f"gpu-containers/kernels/{kernel_id}/restart", {"gpus": 1}
+        )
+        assert code == 200
         (after,) = [
             j
             for j in commands.jobs()
             if j.state == "RUNNING" and j.user == STUDENT_A and j.id != job.id
         ]
-        assert len(after.gpus) == 2
+        assert len(after.gpus) == 1
+        for _ in range(150):  # cancelled before the new job was submitted; it may complete
+            ended = commands.job(job.id)
+            if ended is None or not ended.running:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the job before a restart under another request went on")
         ws = await service.websocket(alice, kernel_id)
         try:
             assert (await execute(ws, "print(6 * 7)", timeout=60)).stdout.strip() == "42"
@@ -199,8 +237,8 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
             {
                 "resource": "gpu",
                 "allocatable": slurm_cluster.gpus,
-                "held": 2 + others,
-                "free": slurm_cluster.gpus - 2 - others,
+                "held": 1 + others,
+                "free": slurm_cluster.gpus - 1 - others,
             }
         ], view
         (holder,) = [h for h in holders if h["pod"]]
@@ -209,7 +247,7 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         assert holder["gpus"] == [str(index) for index in job.gpus], holder
         code, seen = await service.answer(bob, "GET", "gpu-containers/cluster")
         (other,) = [h for h in seen["pools"][0]["holders"] if h["pod"]]
-        assert not other["mine"] and other["count"] == 2, other
+        assert not other["mine"] and other["count"] == 1, other
         assert other["kernel_id"] == other["notebook"] == other["user"] == "", other
 
         # Shut down: the job ends, and its container with it.

@@ -123,6 +123,25 @@ class ClusterNodes(Protocol):
     def gpu_holders_sync(self) -> list[GPUHolder]: ...
 
 
+class KeptAllocations(Protocol):
+    """What an engine whose kernels hold an allocation beyond their container (a Slurm job's
+    node and GPUs) offers a restart: the container stopped, the allocation kept, and the
+    restart's container run in it when it would be the same job. Each call is one engine step
+    or two, off the event loop."""
+
+    async def stop_for_restart(self, container_id: str) -> None:
+        """Stop the kernel's container for a restart (jupyter_client's terminate or kill with
+        ``restart``), keeping its allocation a while for the restart's container."""
+        ...
+
+    async def continue_in(self, container_id: str, spec: ContainerSpec) -> str | None:
+        """Run ``spec`` in the allocation of the stopped container ``container_id``: the new
+        container's id, or None when it cannot (the allocation is gone, or ``spec`` would ask
+        the engine for something else: other GPUs, another image); the restart then starts
+        anew, after removing the stopped one."""
+        ...
+
+
 class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
@@ -156,7 +175,10 @@ class ContainerBackend(Protocol):
     #   this host's file system, and its network with other users' jobs (Slurm: True; Docker,
     #   Podman, Kubernetes: False); services.py then places kernels as batch jobs
     #   (placement/batch.py);
-    # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself).
+    # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself);
+    # - kept_allocations: a restart may run in the allocation of the kernel's stopped container
+    #   (KeptAllocations: Slurm's jobs), where the engine allocates beyond the container (None
+    #   on Docker, Podman and Kubernetes, where a restart's container is the allocation).
     schedules_gpus: bool
     kernels_on_shared_nodes: bool
     signals_reach_kernels: bool
@@ -170,6 +192,9 @@ class ContainerBackend(Protocol):
 
     @property
     def cluster(self) -> ClusterNodes | None: ...
+
+    @property
+    def kept_allocations(self) -> KeptAllocations | None: ...
 
     async def address(self, container_id: str) -> str: ...
 

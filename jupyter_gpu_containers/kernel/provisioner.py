@@ -381,10 +381,22 @@ class ContainerProvisioner(ContainerKernelOptions):
             self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
 
     async def kill(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGKILL)
+        if not await self._stopped_for_restart(restart):
+            await self.send_signal(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGTERM)
+        if not await self._stopped_for_restart(restart):
+            await self.send_signal(signal.SIGTERM)
+
+    async def _stopped_for_restart(self, restart: bool) -> bool:
+        """For a restart, where the engine's allocation outlives the container (a Slurm job):
+        the container stopped, the allocation kept for the restart's container
+        (ContainerBackend.kept_allocations). False where nothing was done so."""
+        kept = self.backend.kept_allocations
+        if not restart or kept is None or not self.container_id:
+            return False
+        await kept.stop_for_restart(self.container_id)
+        return True
 
     async def post_launch(self, **kwargs: AnyType) -> None:
         await super().post_launch(**kwargs)
@@ -468,6 +480,7 @@ class _LaunchSteps:
             gpu_resource=p.gpu_resource,
             began=began,
             launch_timeout=p.launch_timeout,
+            previous_container=p.previous_container_id or "",
         )
 
     def plan(self, attached: Attachment, gpus: tuple[str, ...]) -> ContainerSpec:

@@ -59,6 +59,21 @@ class ClusterPlacement(LoggingConfigurable):
                 f"of GPUs, not for GPUs by id ({', '.join(request.ids)})."
             )
         spec = steps.plan(Attachment.scheduled(request.count, start.gpu_resource), ())
+        kept = self.backend.kept_allocations
+        if start.previous_container and kept is not None:
+            # A restart: in the stopped container's allocation when it would be the same (no
+            # new job, no wait in the scheduler's queue, the same GPUs; the cap counted them).
+            continued = await kept.continue_in(start.previous_container, spec)
+            if continued is not None:
+                steps.created(continued)
+                steps.stamp("gpus")
+                steps.stamp("create")
+                address = await self.backend.address(continued)
+                steps.stamp("start")
+                return Placed(continued, counts_from=time.monotonic(), address=address)
+            # Else the stopped container goes first: its allocation outlives it a while, and
+            # the new one would wait for its GPUs.
+            await steps.before_waiting()
         # The cap's count and the create as one step per user.
         async with self.allocator.scheduled_start(
             self.backend, request.count, start.kernel_id, str(start.uid)

@@ -51,6 +51,9 @@ class PlacementStart:
     # What the start gives back while it waits in the GPU queue (the kernel service's start
     # slot), if anything.
     while_waiting: WhileWaiting | None = None
+    # The container a restart stopped (it may still hold the engine's allocation:
+    # ContainerBackend.kept_allocations); "" for a kernel's first start.
+    previous_container: str = ""
 
 
 class LaunchSteps(Protocol):

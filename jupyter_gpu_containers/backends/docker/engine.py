@@ -252,6 +252,7 @@ class Engine(LoggingConfigurable):
     containers_shared = True
     images_shared = True
     cluster = None
+    kept_allocations = None
 
     async def address(self, container_id: str) -> str:
         """Where a kernel's published ports are: this host's loopback."""

@@ -223,6 +223,9 @@ class KubernetesBackend(LoggingConfigurable):
 
     cluster_name = "kubernetes"
 
+    # A restart's pod is its allocation: nothing outlives a kernel's pod for the next.
+    kept_allocations = None
+
     @property
     def cluster(self) -> KubernetesBackend:
         """The GPU panel reads the nodes through this backend (nodes_sync, gpu_holders_sync)."""

@@ -176,6 +176,7 @@ class PodmanEngine(LoggingConfigurable):
     signals_reach_kernels = True
     tags_resolve_per_node = False
     cluster = None
+    kept_allocations = None
 
     @property
     def rootless(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import os
@@ -46,7 +47,7 @@ from ..backend import ContainerDetails, Finding, GPUHolder
 from . import kernels, logs, nodes
 from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
 from .kernels import listed_record
-from .records import JobRecord, JobRecords
+from .records import JobRecord, JobRecords, job_of
 
 T = TypeVar("T")
 
@@ -158,6 +159,17 @@ class SlurmBackend(LoggingConfigurable):
         and the start given up; 0 (default): as long as Slurm says it pends for such a reason
         (its user may cancel the start). A reason that cannot end (a hold, a limit on the job
         itself) gives up at once.""",
+    )
+
+    restart_wait = Int(
+        30,
+        config=True,
+        help="""Seconds a kernel's job keeps its allocation (its node, its GPUs) after its
+        kernel ended, for a restart to run the kernel again in it: a restart whose job would be
+        the same (the same GPU count, image and settings) then needs no new job and no wait in
+        Slurm's queue, and the job's time limit goes on counting. Otherwise (another request,
+        the allocation gone) the restart submits a new job. 0: every restart submits anew, and a
+        job ends with its kernel.""",
     )
 
     poll_interval = Float(
@@ -289,17 +301,18 @@ class SlurmBackend(LoggingConfigurable):
             gres_name=self.gres_name,
             gpu_device=self.gpu_device,
             extra=tuple(self.extra_sbatch_args),
+            restart_wait=max(0, self.restart_wait),
         )
+
+    @staticmethod
+    def _about(spec: ContainerSpec) -> str:
+        return f"jupyter_gpu_containers kernel container {spec.name} ({spec.image})"
 
     def create_sync(self, spec: ContainerSpec) -> str:
         """Submit ``spec``'s job; its id, which is the kernel's container id from here on. The
         record is written before the id is returned: a service killed right after still knows
         the job."""
-        job = kernels.kernel_job(
-            spec,
-            self._job_settings(),
-            description=f"jupyter_gpu_containers kernel container {spec.name} ({spec.image})",
-        )
+        job = kernels.kernel_job(spec, self._job_settings(), description=self._about(spec))
         job_id = self.commands.submit(job.account, job.request, job.script)
         record = JobRecord(
             job_id=job_id,
@@ -312,6 +325,7 @@ class SlurmBackend(LoggingConfigurable):
             private_dir=job.private_dir,
             output=job.request.output,
             created=time.time(),
+            digest=job.digest,
         )
         try:
             self.records.save(record)
@@ -324,17 +338,44 @@ class SlurmBackend(LoggingConfigurable):
         return await self._run(functools.partial(self.create_sync, spec))
 
     def _record(self, container_id: str) -> JobRecord:
-        record = self.records.get(container_id)
+        record = self.records.get(job_of(container_id)[0])
         if record is None:
             raise EngineRefused(f"No kernel's Slurm job {container_id} is known here.")
         return record
+
+    def _current(self, container_id: str) -> JobRecord | None:
+        """The record of the job whose kernel runs in ``container_id`` now; None when there is
+        none, or when a restart in the job's allocation has run a later container since."""
+        job_id, generation = job_of(container_id)
+        record = self.records.get(job_id) if job_id else None
+        if record is None or record.generation != generation:
+            return None
+        return record
+
+    def _state_of(self, record: JobRecord, generation: int, job: Job | None) -> ContainerState:
+        """The state of the job's container of ``generation``: one a later container replaced
+        ended (how, as the script wrote it); the current one runs while its job runs and the
+        script has not written its end."""
+        if generation < record.generation:
+            ended = kernels.generation_ended(
+                record.private_dir, record.uid, record.job_id, generation
+            )
+            return ContainerState("exited", False, ended[0] if ended else 0, False, "")
+        state = kernels.container_state(job)
+        if state.status == "running":
+            ended = kernels.generation_ended(
+                record.private_dir, record.uid, record.job_id, generation
+            )
+            if ended is not None:
+                return ContainerState("exited", False, ended[0], False, "")
+        return state
 
     def _look_sync(self, container_id: str, image: str, said: str) -> tuple[Job | None, str]:
         """One look at a starting job: the job once it runs (None while it pends), and the
         reason last said; a reason that cannot end, or the job's end, is a sentence (the job
         cancelled). Blocking: one Slurm command, two for a refusal."""
         record = self._record(container_id)
-        job = self.commands.job(container_id)
+        job = self.commands.job(record.job_id)
         if job is not None and job.running:
             return job, said
         if job is None or job.over:
@@ -346,7 +387,7 @@ class SlurmBackend(LoggingConfigurable):
                 + (f" Its output: {tail}" if tail else "")
             )
         if not job.wait_can_end:
-            self.commands.cancel(container_id)
+            self.commands.cancel(record.job_id)
             raise EngineRefused(
                 f"Slurm cannot start the kernel's job {container_id}: it waits for "
                 f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
@@ -358,7 +399,7 @@ class SlurmBackend(LoggingConfigurable):
                 "The kernel's Slurm job %s for %s waits: %s", container_id, image, job.reason
             )
         if self.pending_timeout > 0 and time.monotonic() > self._deadline(container_id):
-            self.commands.cancel(container_id)
+            self.commands.cancel(record.job_id)
             raise EngineRefused(
                 f"Slurm did not start the kernel's job {container_id} within "
                 f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
@@ -404,7 +445,7 @@ class SlurmBackend(LoggingConfigurable):
             known = self._addresses.get(container_id)
         if known:
             return known
-        job = await self._run(functools.partial(self.commands.job, container_id))
+        job = await self._run(functools.partial(self.commands.job, job_of(container_id)[0]))
         if job is None or not job.node:
             return ""
         address = await self._run(functools.partial(self.commands.node_address, job.node))
@@ -429,9 +470,12 @@ class SlurmBackend(LoggingConfigurable):
         return {**info, "ip": address}
 
     def state_sync(self, container_id: str) -> ContainerState | None:
-        if self.records.get(container_id) is None:
+        job_id, generation = job_of(container_id)
+        record = self.records.get(job_id) if job_id else None
+        if record is None or generation > record.generation:
             return None
-        return kernels.container_state(self.commands.job(container_id))
+        job = None if generation < record.generation else self.commands.job(job_id)
+        return self._state_of(record, generation, job)
 
     async def state(self, container_id: str) -> ContainerState | None:
         return await self._run(functools.partial(self.state_sync, container_id))
@@ -439,12 +483,16 @@ class SlurmBackend(LoggingConfigurable):
     def kill_sync(self, container_id: str, signum: int) -> None:
         """A signal for the kernel: to the job's batch script, which passes it on to the
         container (script.py); SIGKILL and SIGTERM end the job (its script stops the
-        container)."""
+        container). A container a restart in the job's allocation replaced is gone: nothing
+        to signal."""
         self._record(container_id)
+        record = self._current(container_id)
+        if record is None:
+            return
         if signum in (signal.SIGKILL, signal.SIGTERM):
-            self.commands.cancel(container_id)
+            self.commands.cancel(record.job_id)
         else:
-            self.commands.signal(container_id, signum)
+            self.commands.signal(record.job_id, signum)
 
     async def kill(self, container_id: str, signum: int) -> None:
         await self._run(functools.partial(self.kill_sync, container_id, signum))
@@ -452,12 +500,13 @@ class SlurmBackend(LoggingConfigurable):
     def remove_sync(self, container_id: str) -> bool:
         """Cancel the job and forget it; whether there was one to remove. Whoever listens is
         told (the GPU-hours a job held are Slurm's to account, but the quota's record of the
-        kernel ends here too)."""
-        record = self.records.get(container_id)
+        kernel ends here too). A container a restart in the job's allocation replaced is gone
+        already, and its job is the kernel's still: nothing to remove."""
+        record = self._current(container_id)
         if record is None:
             return False
-        self.commands.cancel(container_id)
-        self.records.drop(container_id)
+        self.commands.cancel(record.job_id)
+        self.records.drop(record.job_id)
         with self._lock:
             self._addresses.pop(container_id, None)
         listener = self.on_removed
@@ -485,7 +534,7 @@ class SlurmBackend(LoggingConfigurable):
         """Nothing is deferred (remove_or_defer keeps the record instead)."""
 
     async def logs_tail(self, container_id: str, lines: int = 20) -> str:
-        record = await self._run(functools.partial(self.records.get, container_id))
+        record = await self._run(functools.partial(self.records.get, job_of(container_id)[0]))
         if record is None:
             return ""
         return await self._run(functools.partial(logs.tail, record.output, record.uid, lines))
@@ -496,7 +545,7 @@ class SlurmBackend(LoggingConfigurable):
         """The job's output, its last ``tail`` lines, then (``follow``) each new line while the
         job runs; None when the job is unknown or has printed nothing yet. Blocking: a thread
         of the caller's own."""
-        record = self.records.get(container_id)
+        record = self.records.get(job_of(container_id)[0])
         if record is None:
             return None
 
@@ -512,11 +561,12 @@ class SlurmBackend(LoggingConfigurable):
         )
 
     async def details(self, container_id: str) -> ContainerDetails | None:
-        record = await self._run(functools.partial(self.records.get, container_id))
-        if record is None:
+        job_id, generation = job_of(container_id)
+        record = await self._run(functools.partial(self.records.get, job_id))
+        if record is None or generation > record.generation:
             return None
-        job = await self._run(functools.partial(self.commands.job, container_id))
-        state = kernels.container_state(job)
+        job = await self._run(functools.partial(self.commands.job, job_id))
+        state = await self._run(functools.partial(self._state_of, record, generation, job))
         return ContainerDetails(
             id=container_id,
             name=record.name,
@@ -534,6 +584,83 @@ class SlurmBackend(LoggingConfigurable):
             tmpfs=(),
         )
 
+    # ------------------------------------------------------------------ restarts in the allocation
+
+    @property
+    def kept_allocations(self) -> SlurmBackend | None:
+        """A restart runs the kernel again in its job (restart_wait), where it would be the
+        same job; None when restart_wait is 0."""
+        return self if self.restart_wait > 0 else None
+
+    def stop_for_restart_sync(self, container_id: str) -> None:
+        """SIGALRM to the job's script (script.RESTART_SIGNAL): it stops the container and waits
+        for the next generation, the job and its GPUs kept. Nothing when the container has
+        ended already (the kernel left on its own, as it does on a restart's shutdown
+        request)."""
+        record = self._current(container_id)
+        if record is None:
+            return
+        job = self.commands.job(record.job_id)
+        if self._state_of(record, record.generation, job).status == "running":
+            self.commands.signal(record.job_id, signal.SIGALRM)
+
+    async def stop_for_restart(self, container_id: str) -> None:
+        await self._run(functools.partial(self.stop_for_restart_sync, container_id))
+
+    def continue_in_sync(self, container_id: str, spec: ContainerSpec) -> str | None:
+        """The next generation of the stopped container's job runs ``spec``, when its job
+        would be the same job (kernels.KernelJob.digest: the same request to Slurm, the same
+        script), the job still runs, and its last container ended recently enough that the
+        script still waits (half of restart_wait); its id, else None."""
+        record = self._current(container_id)
+        if record is None or not record.digest:
+            return None
+        # The job keeps its name (each launch names its container afresh): all else must be
+        # the same.
+        spec = dataclasses.replace(spec, name=record.name)
+        wanted = kernels.kernel_job(spec, self._job_settings(), description=self._about(spec))
+        job = self.commands.job(record.job_id)
+        ended = kernels.generation_ended(
+            record.private_dir, record.uid, record.job_id, record.generation
+        )
+        why_not = ""
+        if wanted.digest != record.digest:
+            why_not = "it asks Slurm for another job (its GPUs, image or settings changed)"
+        elif job is None or not job.running:
+            why_not = "the job has ended"
+        elif ended is None:
+            why_not = "its kernel's container did not stop"
+        elif time.time() - ended[1] > self.restart_wait / 2:
+            why_not = "the job was about to end (SlurmBackend.restart_wait)"
+        if why_not:
+            self.log.info(
+                "The kernel's restart submits a new job instead of running in job %s: %s.",
+                record.job_id,
+                why_not,
+            )
+            return None
+        following = dataclasses.replace(record, generation=record.generation + 1)
+        # The record first: a service killed in between finds the job's new container (whose
+        # start its recovery then waits for), never a job it lost track of.
+        self.records.save(following)
+        kernels.order_generation(
+            record.private_dir,
+            (record.uid, record.gid),
+            record.job_id,
+            following.generation,
+        )
+        with self._lock:
+            self._addresses.pop(container_id, None)
+        self.log.info(
+            "Kernel restart in Slurm job %s's allocation (its container %d)",
+            record.job_id,
+            following.generation,
+        )
+        return following.container_id
+
+    async def continue_in(self, container_id: str, spec: ContainerSpec) -> str | None:
+        return await self._run(functools.partial(self.continue_in_sync, container_id, spec))
+
     # ------------------------------------------------------------------ the ledger and recovery
 
     def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
@@ -543,7 +670,10 @@ class SlurmBackend(LoggingConfigurable):
         if not records:
             return []
         jobs = {job.id: job for job in self.commands.jobs()}
-        return [r.as_container(kernels.container_state(jobs.get(r.job_id)).status) for r in records]
+        return [
+            r.as_container(self._state_of(r, r.generation, jobs.get(r.job_id)).status)
+            for r in records
+        ]
 
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._run(functools.partial(self.list_containers_sync, labels))
@@ -551,11 +681,12 @@ class SlurmBackend(LoggingConfigurable):
     def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
         """Why the job still pends (Slurm's reason) and when Slurm expects it to start (unix
         time, or None); None when it no longer pends."""
-        job = self.commands.job(container_id)
+        job_id = job_of(container_id)[0]
+        job = self.commands.job(job_id)
         if job is None or not job.waiting:
             return None
         try:
-            estimate = self.commands.start_estimate(container_id)
+            estimate = self.commands.start_estimate(job_id)
         except SlurmRefused:
             estimate = None
         return job.reason, estimate

@@ -11,6 +11,7 @@ advance on a node that other users' jobs share.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pwd
@@ -26,10 +27,10 @@ from ...base.records import (
     ContainerState,
     ImageRecord,
 )
-from ...base.safefiles import read_trusted
+from ...base.safefiles import read_trusted, write_atomic
 from ..podman_args import env_lines, hardening_args, run_options
 from .jobs import Account, Job, JobRequest
-from .script import batch_script
+from .script import batch_script, generation_file
 
 # The job's output (its script's and its container's): beside the connection file.
 OUTPUT_FILE_NAME = "slurm-job.log"
@@ -50,6 +51,7 @@ class JobSettings:
     gres_name: str = "gpu"
     gpu_device: str = "nvidia.com/gpu={index}"
     extra: tuple[str, ...] = ()
+    restart_wait: int = 0  # seconds a job keeps its allocation for a restart (script.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,13 @@ class KernelJob:
     request: JobRequest
     script: str
     private_dir: str
+
+    @property
+    def digest(self) -> str:
+        """What the job is, in one word: a restart whose job would be the same (the same
+        request to Slurm, the same script) may run in the allocation of the job before."""
+        whole = "\0".join([self.account.name, *self.request.arguments(), self.script])
+        return hashlib.sha256(whole.encode()).hexdigest()
 
 
 def private_dir_of(spec: ContainerSpec) -> str:
@@ -130,6 +139,7 @@ def kernel_job(spec: ContainerSpec, settings: JobSettings, *, description: str) 
         home=home,
         description=description,
         environment=environment,
+        restart_wait=settings.restart_wait,
     )
     request = JobRequest(
         name=spec.name,
@@ -194,6 +204,41 @@ def written_connection(private_dir: str, owner: int) -> dict[str, Any] | None:
         return None
     info["key"], info["signature_scheme"] = key, scheme
     return info
+
+
+def generation_ended(
+    private_dir: str, owner: int, job_id: str, generation: int
+) -> tuple[int, float] | None:
+    """How the job's container of ``generation`` ended (its exit status, and when: the exit
+    file's mtime), or None while it runs (no exit file yet). The file is the job's user's to
+    write (their kernel can write the directory): read only as a regular file of theirs with
+    one link, and nothing but a small number is taken from it."""
+    try:
+        dir_fd = os.open(private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data, info = read_trusted(dir_fd, generation_file(job_id, generation, "exit"), {owner}, 16)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    text = data.decode("ascii", "replace").strip()
+    code = int(text) if text.isdigit() and len(text) <= 3 else -1
+    return code, info.st_mtime
+
+
+def order_generation(
+    private_dir: str, owner: tuple[int, int], job_id: str, generation: int
+) -> None:
+    """Tell the job's script to run its container's ``generation`` (its ``next`` file, which
+    the script waits for): written as the job's user's, atomically, never through a link the
+    directory's owner left at its name."""
+    dir_fd = os.open(private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        write_atomic(dir_fd, generation_file(job_id, generation, "next"), b"", 0o600, owner)
+    finally:
+        os.close(dir_fd)
 
 
 def listed_record(ref: str) -> ImageRecord:

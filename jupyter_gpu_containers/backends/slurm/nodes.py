@@ -21,6 +21,7 @@ from ...base.errors import EngineRefused
 from ...base.records import ContainerRecord
 from ..backend import GPUHolder
 from .jobs import Job
+from .records import job_of
 
 # GPU feature discovery's product label: the pool's heading (cluster_view.py reads it).
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -133,7 +134,7 @@ def gpu_holders(
     holders: list[GPUHolder] = []
     ours: dict[tuple[str, str], int] = {}
     for record in records:
-        job = jobs.get(record.id)
+        job = jobs.get(job_of(record.id)[0])  # the job's, whichever container runs now
         if job is None or not job.running or not job.node:
             continue
         resource, count = job_gres(job, gres_name)

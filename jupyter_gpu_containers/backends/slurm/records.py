@@ -24,6 +24,20 @@ from ...base.records import ContainerRecord
 from ...base.safefiles import private_dir, read_json_nofollow, write_json_atomic
 
 _NAME = re.compile(r"job-([0-9]+)\.json")
+_CONTAINER_ID = re.compile(r"([0-9]+)(?:\.([1-9][0-9]{0,5}))?")
+
+
+def container_id_of(job_id: str, generation: int) -> str:
+    return job_id if generation == 0 else f"{job_id}.{generation}"
+
+
+def job_of(container_id: str) -> tuple[str, int]:
+    """A kernel's container id as its job's id and the generation ("41.2": job 41, its third
+    container); ("", 0) for anything else."""
+    match = _CONTAINER_ID.fullmatch(container_id)
+    if match is None:
+        return "", 0
+    return match.group(1), int(match.group(2) or 0)
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,18 @@ class JobRecord:
     private_dir: str  # the kernel's private directory on the shared file system
     output: str  # the job's output file: what its container printed
     created: float
+    # Which of the job's containers runs the kernel now: each restart in the job's allocation
+    # is the next (script.py); 0 until the first.
+    generation: int = 0
+    # What the job is (kernels.KernelJob.digest): a restart whose job would be the same may
+    # run in this one's allocation. "": never (a record from before generations).
+    digest: str = ""
+
+    @property
+    def container_id(self) -> str:
+        """The kernel's container id now: the job's id, then its generation after a restart in
+        the allocation ("41", then "41.1", "41.2")."""
+        return container_id_of(self.job_id, self.generation)
 
     def matches(self, selector: dict[str, str | None]) -> bool:
         """Whether the labels meet ``selector`` (a value of None: the label is present)."""
@@ -50,7 +76,7 @@ class JobRecord:
 
     def as_container(self, status: str) -> ContainerRecord:
         return ContainerRecord(
-            id=self.job_id,
+            id=self.container_id,
             name=self.name,
             image=self.image,
             labels=dict(self.labels),
@@ -77,6 +103,8 @@ def _record_from(value: Any) -> JobRecord | None:
             private_dir=str(value["private_dir"]),
             output=str(value["output"]),
             created=float(value["created"]),
+            generation=int(value.get("generation", 0)),
+            digest=str(value.get("digest", "")),
         )
     except (KeyError, TypeError, ValueError):
         return None

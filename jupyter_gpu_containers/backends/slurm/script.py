@@ -25,6 +25,16 @@ CDI_BY_INDEX = "nvidia.com/gpu={index}"
 PASSED_ON = ("INT", "HUP", "QUIT", "USR1", "USR2")
 # Ends the here-document of the environment: no line of it can be this (each holds a "=").
 END_OF_ENVIRONMENT = "JGC_END_OF_ENVIRONMENT"
+# The signal that stops a kernel's container for a restart in the job's allocation: the script
+# stops the container and waits for the next generation. Never passed on to the kernel.
+RESTART_SIGNAL = "ALRM"
+
+
+def generation_file(job_id: str, generation: int, what: str) -> str:
+    """The name of a generation's file in the kernel's private directory (the job's working
+    directory): ``exit`` (its container's exit status, written by the script as the container
+    ends) or ``next`` (written by the service: run that generation)."""
+    return f"slurm-{job_id}-{generation}.{what}"
 
 
 def batch_script(
@@ -35,6 +45,7 @@ def batch_script(
     home: str,
     description: str,
     environment: str = "",
+    restart_wait: int = 0,
 ) -> str:
     """The script: ``podman run`` with ``podman_run``'s arguments (everything but its name, the
     devices, the image and the command), one ``--device`` per GPU Slurm gave the job, then
@@ -48,6 +59,13 @@ def batch_script(
     stops it by name (``podman stop``), which does not depend on podman's own forwarding of
     signals; podman removes the container (``--rm``) as it ends.
 
+    ``restart_wait``: seconds the job keeps its allocation after its container ended, for a
+    restart of the kernel to run in it (0: the job ends with its container). The containers
+    run one after another are the job's generations (0, 1, …): as each ends the script writes
+    its exit status to the generation's ``exit`` file, then waits for the service's ``next``
+    file of the next one (generation_file), and runs the container again, on the same GPUs.
+    SIGALRM (RESTART_SIGNAL) stops the container for such a restart; SIGTERM ends the job.
+
     ``environment``: the container's, as ``--env-file`` lines (podman_args.env_lines), given on
     podman's standard input by a here-document (``podman_run`` then holds ``--env-file
     /dev/stdin``): not on a command line, which every account on the node reads in /proc. The
@@ -58,6 +76,48 @@ def batch_script(
         raise ValueError(f"the GPU device template {gpu_device!r} names no {{index}}")
     device_before, device_after = gpu_device.split("{index}", 1)
     comment = " ".join(description.split())
+    run = (
+        'podman run --name "$name" '
+        + " ".join(shlex.quote(arg) for arg in podman_run)
+        + ' "$@" '
+        + " ".join(shlex.quote(arg) for arg in image_and_command)
+        + (f" <<'{END_OF_ENVIRONMENT}' &" if environment else " &")
+    )
+    # The here-document's lines stay as they are (unindented): they are the container's
+    # environment, and its end must begin a line.
+    heredoc = [environment.rstrip("\n"), END_OF_ENVIRONMENT] if environment else []
+    wait_for_podman = [
+        "child=$!",
+        # A trapped signal ends `wait` early: wait again while podman runs.
+        'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done',
+    ]
+    if restart_wait <= 0:
+        body = [run, *heredoc, *wait_for_podman, 'exit "$status"']
+    else:
+        # generation_file's names, in the shell's words.
+        exit_file = '"slurm-$SLURM_JOB_ID-$generation.exit"'
+        next_file = '"slurm-$SLURM_JOB_ID-$next.next"'
+        body = [
+            "generation=0",
+            "while :; do",
+            f"  {run}",
+            *heredoc,
+            *(f"  {line}" for line in wait_for_podman),
+            # The job ends (a cancel, its time limit): Slurm says why, no file.
+            '  [ "$ending" = 0 ] || exit "$status"',
+            # Written whole, then renamed: the service never reads half a number.
+            f'  printf "%s\\n" "$status" > {exit_file}.tmp && mv -f {exit_file}.tmp {exit_file}',
+            "  next=$((generation + 1))",
+            "  waited=0",
+            f"  while [ ! -e {next_file} ]; do",
+            f'    [ "$ending" = 0 ] && [ "$waited" -lt {restart_wait * 4} ] || exit "$status"',
+            "    sleep 0.25",
+            "    waited=$((waited + 1))",
+            "  done",
+            '  generation="$next"',
+            '  podman rm --force --ignore "$name" >/dev/null 2>&1',
+            "done",
+        ]
     return "\n".join(
         [
             "#!/bin/sh",
@@ -68,6 +128,7 @@ def batch_script(
             f"export HOME={shlex.quote(home)}",
             'export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"',
             'name="jupyter-slurm-job-$SLURM_JOB_ID"',
+            "ending=0",
             "set --",
             'for index in $(printf "%s" "${SLURM_JOB_GPUS:-}" | tr "," " "); do',
             '  case "$index" in',
@@ -80,22 +141,15 @@ def batch_script(
             f"{shlex.quote(device_after) if device_after else ''}",
             "done",
             # Each signal the script can catch goes on to the container's process (an
-            # interrupt is SIGINT); SIGTERM (a cancel, the time limit) stops it.
+            # interrupt is SIGINT); SIGTERM (a cancel, the time limit) stops it and ends the
+            # job; SIGALRM stops it for a restart in this allocation.
             *(
                 f"trap 'podman kill --signal {name} \"$name\" >/dev/null 2>&1' {name}"
                 for name in PASSED_ON
             ),
-            "trap 'podman stop --time 10 \"$name\" >/dev/null 2>&1' TERM",
-            'podman run --name "$name" '
-            + " ".join(shlex.quote(arg) for arg in podman_run)
-            + ' "$@" '
-            + " ".join(shlex.quote(arg) for arg in image_and_command)
-            + (f" <<'{END_OF_ENVIRONMENT}' &" if environment else " &"),
-            *([environment.rstrip("\n"), END_OF_ENVIRONMENT] if environment else []),
-            "child=$!",
-            # A trapped signal ends `wait` early: wait again while podman runs.
-            'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done',
-            'exit "$status"',
+            "trap 'ending=1; podman stop --time 10 \"$name\" >/dev/null 2>&1' TERM",
+            f"trap 'podman stop --time 5 \"$name\" >/dev/null 2>&1' {RESTART_SIGNAL}",
+            *body,
             "",
         ]
     )
