@@ -51,6 +51,9 @@ from .records import JobRecord, JobRecords, job_of
 
 T = TypeVar("T")
 
+# Seconds one read of the cluster's nodes (sinfo) answers every panel that asks.
+NODES_FRESH_FOR = 2.0
+
 
 def _iso(seconds: float) -> str:
     if not seconds:
@@ -215,6 +218,8 @@ class SlurmBackend(LoggingConfigurable):
         self._addresses: dict[str, str] = {}
         self._deadlines: dict[str, float] = {}  # starts waiting on a pending job: until when
         self._lock = threading.Lock()
+        self._nodes_lock = threading.Lock()
+        self._nodes_read: tuple[float, list[nodes.NodeGPUs] | None] = (0.0, None)
         self._closed = False
         self.listed: Callable[[], list[str]] | None = None
 
@@ -226,8 +231,17 @@ class SlurmBackend(LoggingConfigurable):
         return self
 
     def nodes_sync(self) -> list[nodes.NodeGPUs]:
-        out = self.commands.run(["sinfo", "--json"], what="list its nodes")
-        return nodes.nodes_from(out, self.gres_name, self.node_gpu_labels)
+        """The GPU nodes as sinfo says them, read at most once per NODES_FRESH_FOR seconds:
+        every open panel asks (its GPUs, its images' verdicts, the holders), and slurmctld is
+        the whole cluster's."""
+        with self._nodes_lock:
+            read_at, found = self._nodes_read
+            if found is not None and time.monotonic() - read_at < NODES_FRESH_FOR:
+                return found
+            out = self.commands.run(["sinfo", "--json"], what="list its nodes")
+            found = nodes.nodes_from(out, self.gres_name, self.node_gpu_labels)
+            self._nodes_read = (time.monotonic(), found)
+            return found
 
     def gpu_holders_sync(self) -> list[GPUHolder]:
         records = [r.as_container("") for r in self.records.all()]
