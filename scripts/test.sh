@@ -16,9 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # the kubelet are built from the Kubernetes sources below).
 # Rootless Podman for the Podman backend's tests: podman, its subordinate-id helpers and its init.
 # Slurm for the Slurm backend's tests (a cluster of their own: tests/slurm_cluster.py starts its
-# daemons; the packages' services are not used).
+# daemons, slurmdbd and its MariaDB included; the packages' services are not used).
 prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev \
-  podman uidmap catatonit slirp4netns munge slurmctld slurmd slurm-client
+  podman uidmap catatonit slirp4netns munge slurmctld slurmd slurm-client slurmdbd mariadb-server
 
 # Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
 # Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client

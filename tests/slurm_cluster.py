@@ -1,6 +1,7 @@
-"""A real single-node Slurm for the tests: munged, slurmctld and slurmd from Debian's packages
-(``munge``, ``slurmctld``, ``slurmd``, ``slurm-client``; Slurm 22.05), started here without
-systemd, on 127.0.0.1, as a small university cluster runs them (issue #30).
+"""A real single-node Slurm for the tests: munged, slurmdbd, slurmctld and slurmd from Debian's
+packages (``munge``, ``slurmdbd``, ``slurmctld``, ``slurmd``, ``slurm-client``; Slurm 22.05, and
+``mariadb-server`` for slurmdbd), started here without systemd, on 127.0.0.1, as a small
+university cluster runs them (issue #30).
 
 The node has GPUs as GRES backed by device files made here with ``mknod`` (major 195, NVIDIA's;
 with no NVIDIA driver on the machine, opening one fails, so they are harmless): Slurm 22.05 marks
@@ -11,7 +12,11 @@ a node whose ``Gres=gpu:N`` names no devices invalid, and one whose gres.conf na
 ``ProctrackType=proctrack/pgid`` and ``TaskPlugin=task/none``: the machine's cgroups are not
 Slurm's to take (v1 here, shared with Docker and Podman), so a job's processes are tracked by
 their process group and its devices are not confined by Slurm (the container is what confines
-them). No accounting database: ``sacct`` has nothing, which the backend must say, not assume.
+them). Accounting is on, as at a site that charges GPU-hours: ``slurmdbd`` (Debian's) stores
+jobs in a MariaDB of the cluster's own (Debian's ``mariadb-server``: its data directory here, on
+127.0.0.1 at a port of its own, Slurm's login a random password), so ``sacct`` reports each job's
+GPUs and times; ``conf_without_accounting`` is the same cluster as a site without accounting
+sees it (``sacct``: "accounting storage is disabled").
 
 Everything lives in a directory of its own (``SLURM_CONF`` names its slurm.conf; the machine's
 /etc/slurm is not touched), with ports of its own. Each daemon is started here and ended by its
@@ -60,6 +65,9 @@ class SlurmCluster:
         self.conf = self.workdir / "slurm.conf"
         self.dev = self.workdir / "dev"
         self.munge_socket = self.workdir / "munge" / "run" / "munge.socket.2"
+        self.conf_without_accounting = self.workdir / "no-accounting" / "slurm.conf"
+        self.database = self.workdir / "database"
+        self.dbd_port = 0
         self._processes: list[_Process] = []
 
     @property
@@ -88,6 +96,7 @@ class SlurmCluster:
                 ],
             )
             wait_for(self.munge_socket.exists, timeout, "munged made no socket")
+            self._start_accounting(timeout)
             self._spawn("slurmctld", [str(SBIN / "slurmctld"), "-D", "-i", "-f", str(self.conf)])
             self._spawn(
                 "slurmd", [str(SBIN / "slurmd"), "-D", "-N", self.node, "-f", str(self.conf)]
@@ -198,6 +207,15 @@ class SlurmCluster:
         cpus = os.cpu_count() or 1
         memory_mb = _memory_mb()
         w = self.workdir
+        self.dbd_port = free_port()
+        accounting = [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=127.0.0.1",
+            f"AccountingStoragePort={self.dbd_port}",
+            "AccountingStorageTRES=gres/gpu",
+            # How slurmctld and the commands reach slurmdbd through this cluster's munged.
+            f"AccountingStoragePass={self.munge_socket}",
+        ]
         self.conf.write_text(
             "\n".join(
                 [
@@ -220,6 +238,7 @@ class SlurmCluster:
                     "ProctrackType=proctrack/pgid",
                     "TaskPlugin=task/none",
                     "JobAcctGatherType=jobacct_gather/none",
+                    *accounting,
                     "SelectType=select/cons_tres",
                     "SelectTypeParameters=CR_Core",
                     "GresTypes=gpu",
@@ -248,6 +267,105 @@ class SlurmCluster:
             "AutoDetect=off\n"
             f"NodeName={self.node} Name=gpu File={self.dev}/nvidia[0-{self.gpus - 1}]\n"
         )
+        # The same cluster for commands that read no accounting (its daemons read slurm.conf).
+        self.conf_without_accounting.parent.mkdir(mode=0o755)
+        self.conf_without_accounting.write_text(
+            "".join(
+                line + "\n" for line in self.conf.read_text().splitlines() if line not in accounting
+            )
+        )
+
+    def _start_accounting(self, timeout: float) -> None:
+        """MariaDB with Slurm's login, slurmdbd on it, and this cluster registered there."""
+        db = self.database
+        db.mkdir(mode=0o700)
+        socket_path = db / "mariadb.sock"
+        done = subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={db / 'data'}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ClusterStartError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
+        port = free_port()
+        self._spawn(
+            "mariadbd",
+            [
+                str(SBIN / "mariadbd"),
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={db / 'data'}",
+                f"--socket={socket_path}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={db / 'mariadbd.pid'}",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+            ],
+        )
+        wait_for(socket_path.exists, timeout, "mariadbd made no socket")
+        password = os.urandom(12).hex()
+        for statement in (
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'",
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'",
+        ):
+            done = subprocess.run(
+                ["mariadb", "--no-defaults", f"--socket={socket_path}", "-u", "root"],
+                input=statement,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ClusterStartError(f"MariaDB refused a statement: {done.stderr}")
+        dbd_conf = self.workdir / "slurmdbd.conf"
+        fd = os.open(dbd_conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                "\n".join(
+                    [
+                        "AuthType=auth/munge",
+                        f"AuthInfo=socket={self.munge_socket}",
+                        "DbdHost=localhost",
+                        "DbdAddr=127.0.0.1",
+                        f"DbdPort={self.dbd_port}",
+                        "SlurmUser=root",
+                        f"PidFile={self.workdir / 'slurmdbd.pid'}",
+                        f"LogFile={self.workdir / 'log' / 'slurmdbd.log'}",
+                        "StorageType=accounting_storage/mysql",
+                        "StorageHost=127.0.0.1",
+                        f"StoragePort={port}",
+                        "StorageUser=slurm",
+                        f"StoragePass={password}",
+                        "StorageLoc=slurm_acct_db",
+                        "",
+                    ]
+                )
+            )
+        # slurmdbd reads slurmdbd.conf beside the slurm.conf SLURM_CONF names.
+        self._spawn("slurmdbd", ["env", f"SLURM_CONF={self.conf}", str(SBIN / "slurmdbd"), "-D"])
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.run(["sacctmgr", "--immediate", "add", "cluster", "jgctest"])
+            said = done.stdout + done.stderr
+            if done.returncode == 0 or "already exists" in said.lower():
+                return
+            for process in self._processes:
+                if process.exited() is not None:
+                    raise process.failure("ended during the start")
+            if time.monotonic() > deadline:
+                raise ClusterStartError(f"slurmdbd did not take the cluster: {said.strip()}")
+            time.sleep(0.3)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         process = _Process(name, argv, self.workdir / "log" / f"{name}.out")
@@ -285,9 +403,8 @@ def _memory_mb() -> int:
 
 
 def slurm_installed() -> bool:
-    return all((SBIN / name).exists() for name in ("munged", "slurmctld", "slurmd")) and bool(
-        shutil.which("sbatch")
-    )
+    daemons = ("munged", "slurmdbd", "slurmctld", "slurmd", "mariadbd")
+    return all((SBIN / name).exists() for name in daemons) and bool(shutil.which("sbatch"))
 
 
 @pytest.fixture(scope="session")
@@ -299,7 +416,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if not slurm_installed():
         pytest.fail(
             "Slurm is not installed (scripts/test.sh installs Debian's slurmctld, slurmd, "
-            "slurm-client and munge)",
+            "slurmdbd, slurm-client, munge and mariadb-server)",
             pytrace=False,
         )
     workdir = Path(tempfile.mkdtemp(prefix="jgc-slurm-", dir="/tmp"))

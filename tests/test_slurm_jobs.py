@@ -21,7 +21,8 @@ from conftest import DEBIAN_IMAGE, TEST_LABEL
 from conftest import TEST_RUN as RUN
 from slurm_cluster import SlurmCluster
 
-from jupyter_gpu_containers.backends.slurm import nodes
+from jupyter_gpu_containers.backends.slurm import accounting, nodes
+from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
 from jupyter_gpu_containers.backends.slurm.jobs import (
     Account,
     Job,
@@ -279,6 +280,79 @@ def test_a_signal_reaches_the_jobs_script_and_the_job_goes_on(jobs: Jobs) -> Non
     assert "interrupted" in jobs.output(STUDENT_A, 0)
     job = jobs.commands.job(job_id)
     assert job is not None and job.running, job
+
+
+def test_gpu_seconds_are_read_from_saccts_own_lines() -> None:
+    """Each job of the user's: its GPUs (the untyped GRES only, not counted twice with its
+    type), from its start to its end or, while it runs, to ``until``, within the period; a job
+    that never started, another user's line, a line of another shape: nothing."""
+    import datetime
+
+    def at(seconds: float) -> str:
+        return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%dT%H:%M:%S")
+
+    base = 1_800_000_000
+    out = "\n".join(
+        [
+            f"1|ann|{at(base)}|{at(base + 100)}|billing=1,cpu=1,gres/gpu=2,node=1",
+            f"2|ann|{at(base + 50)}|Unknown|cpu=1,gres/gpu:a100=1,gres/gpu=1,node=1",
+            "3|ann|Unknown|Unknown|cpu=1,gres/gpu=4",
+            f"4|bob|{at(base)}|{at(base + 100)}|gres/gpu=4",
+            f"5|ann|{at(base)}|{at(base + 100)}|cpu=1,node=1",
+            "a line of another shape",
+        ]
+    )
+    # Job 1: 2 GPUs for 100 s; job 2: 1 GPU from +50 to until (+150).
+    assert accounting.gpu_seconds(out, "ann", "gpu", base, base + 150) == 2 * 100 + 100
+    # From +60: job 1's last 40 s, job 2's 90.
+    assert accounting.gpu_seconds(out, "ann", "gpu", base + 60, base + 150) == 2 * 40 + 90
+    assert accounting.gpu_seconds(out, "bob", "gpu", base, base + 150) == 4 * 100
+    assert accounting.gpu_seconds(out, "cid", "gpu", base, base + 150) == 0
+
+
+def test_gpu_hours_come_from_slurms_accounting_per_user(
+    jobs: Jobs, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """slurmdbd records each job's GPUs and times: a user's GPU-hours over a period are what
+    their jobs held in it (SlurmBackend.gpu_hours_sync, through sacct), as slurmctld itself
+    started and ended the job, clipped to the period; another user's jobs are not theirs; a site
+    without accounting has no count (None), not zero. The job is the probe account's: the only
+    GPUs it ever holds are this test's (the students' are every Slurm test's)."""
+    prober = podman_user.PODMAN_USER
+    if not prober:
+        pytest.skip("needs the Podman account (scripts/test.sh)")
+    mine = jobs.submit(prober, "sleep 3", gpus=2)
+    theirs = jobs.submit(STUDENT_B, "sleep 3", gpus=1)
+    done = [
+        until(jobs.state(j, "COMPLETED"), 120, f"job {j} never completed") for j in (mine, theirs)
+    ]
+    started, ended = done[0].started, done[0].ended
+    assert ended - started >= 2, done[0]
+
+    def recorded() -> Job | None:
+        out = jobs.commands.accounting(prober, started - 60)
+        assert out is not None
+        lines = [line.split("|") for line in out.splitlines()]
+        found = [f for f in lines if f[0] == mine and f[3] not in ("Unknown", "None")]
+        return done[0] if found else None
+
+    until(recorded, 60, "slurmdbd never recorded the job's end")
+    backend = SlurmBackend(slurm_conf=str(slurm_cluster.conf), records_dir=str(tmp_path / "r"))
+    try:
+        hours = backend.gpu_hours_sync(prober, started - 60, ended + 60)
+        assert hours == pytest.approx(2 * (ended - started) / 3600, abs=1e-9)
+        # From a second into the job: a second less of each GPU.
+        clipped = backend.gpu_hours_sync(prober, started + 1, ended + 60)
+        assert clipped == pytest.approx(2 * (ended - started - 1) / 3600, abs=1e-9)
+    finally:
+        backend.close()
+    elsewhere = SlurmBackend(
+        slurm_conf=str(slurm_cluster.conf_without_accounting), records_dir=str(tmp_path / "r")
+    )
+    try:
+        assert elsewhere.gpu_hours_sync(prober, started - 60, ended + 60) is None
+    finally:
+        elsewhere.close()
 
 
 def test_a_job_past_its_time_limit_ends_with_that_reason(jobs: Jobs) -> None:

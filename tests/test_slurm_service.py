@@ -4,7 +4,7 @@ students' real rootless Podman: a notebook's request for GPUs becomes a job with
 whose container sees exactly those devices; code runs as the user in their workspace; an
 interrupt does not end the job; a restart runs the kernel again in the job's allocation, and a
 restart under another request in a new job; shutdown ends the job and its container; the other
-student neither sees nor reaches the kernel."""
+student neither sees nor reaches the kernel; the student's GPU-hours are Slurm's accounting's."""
 
 from __future__ import annotations
 
@@ -260,6 +260,12 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
             await asyncio.sleep(0.2)
         else:
             pytest.fail("the kernel's job or its container outlived the shutdown")
+
+        # Her GPU-hours this week, as Slurm's accounting counts them: her kernels' jobs held
+        # GPUs. No quota of the service's own on Slurm, so nothing "left".
+        code, quota = await service.answer(alice, "GET", "gpu-containers/quota")
+        assert code == 200 and quota["accounted_by"] == "Slurm", quota
+        assert quota["used_hours"] > 0 and not quota["enabled"], quota
 
     asyncio.run(scenario())
 

@@ -142,6 +142,18 @@ class KeptAllocations(Protocol):
         ...
 
 
+class GPUAccounting(Protocol):
+    """The engine's own record of the GPUs each user's work held (Slurm's accounting), for
+    the quota line where this project keeps no quota of its own. Blocking: worker threads."""
+
+    accounted_by: str  # the engine, for sentences ("Slurm")
+
+    def gpu_hours_sync(self, user: str, since: float, until: float) -> float | None:
+        """GPU-hours ``user``'s work held between ``since`` and ``until`` (unix times); None
+        when the engine keeps no such record (Slurm without its accounting database)."""
+        ...
+
+
 class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
@@ -178,7 +190,9 @@ class ContainerBackend(Protocol):
     # - cluster: the cluster's GPU nodes and their holders, for the GPU panel (None / itself);
     # - kept_allocations: a restart may run in the allocation of the kernel's stopped container
     #   (KeptAllocations: Slurm's jobs), where the engine allocates beyond the container (None
-    #   on Docker, Podman and Kubernetes, where a restart's container is the allocation).
+    #   on Docker, Podman and Kubernetes, where a restart's container is the allocation);
+    # - gpu_accounting: the engine accounts each user's GPU-hours itself (GPUAccounting:
+    #   Slurm's sacct), shown where this project keeps no quota (None elsewhere).
     schedules_gpus: bool
     kernels_on_shared_nodes: bool
     signals_reach_kernels: bool
@@ -195,6 +209,9 @@ class ContainerBackend(Protocol):
 
     @property
     def kept_allocations(self) -> KeptAllocations | None: ...
+
+    @property
+    def gpu_accounting(self) -> GPUAccounting | None: ...
 
     async def address(self, container_id: str) -> str: ...
 

@@ -54,7 +54,7 @@ from typing import Any
 from traitlets import Dict, Enum, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..backends.backend import ContainerBackend
+from ..backends.backend import ContainerBackend, GPUAccounting
 from ..base import labels as L
 from ..base.errors import ContainerKernelError, EngineUnavailable
 from ..base.records import ContainerRecord
@@ -130,6 +130,9 @@ class Usage:
     group_limit_hours: float = 0.0
     group_used_hours: float = 0.0
     engine_error: str = ""  # why running kernels' use is missing, when it is
+    # Who counted ``used_hours`` where this project keeps no quota and the engine accounts
+    # GPU-hours itself ("Slurm": every job of the user's there); "" for this project's count.
+    accounted_by: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -161,6 +164,7 @@ class Usage:
             "group_limit_hours": _rounded(self.group_limit_hours) if self.group else None,
             "group_used_hours": _rounded(self.group_used_hours) if self.group else None,
             **({"engine_error": self.engine_error} if self.engine_error else {}),
+            **({"accounted_by": self.accounted_by} if self.accounted_by else {}),
         }
 
     def admin_json(self) -> dict[str, Any]:
@@ -427,8 +431,13 @@ class GPUQuota(LoggingConfigurable):
     # ------------------------------------------------------------ reading (the event loop)
 
     async def usage(self, uid: int, user: str) -> Usage:
-        """``uid``'s use in the current period, and the group's where ``user`` has one."""
+        """``uid``'s use in the current period, and the group's where ``user`` has one. With
+        no quota of this project's, on an engine that accounts GPU-hours itself (Slurm), the
+        engine's count for the user, without a limit (the engine's own limits apply)."""
         now = time.time()
+        engine = self._backend.gpu_accounting
+        if not self.enabled and engine is not None:
+            return await self._accounted(engine, uid, user, now)
         state = await asyncio.to_thread(self._state)
         try:
             live = await self._live(state, now) if state.shared else {}
@@ -437,6 +446,17 @@ class GPUQuota(LoggingConfigurable):
             found = await self._standing(state, uid, user, {}, now)
             return dataclasses.replace(found, engine_error=e.sentence)
         return await self._standing(state, uid, user, live, now)
+
+    async def _accounted(self, engine: GPUAccounting, uid: int, user: str, now: float) -> Usage:
+        start, resets = period_bounds(self.period, datetime.fromtimestamp(now, timezone.utc))
+        usage = Usage(uid, user, self.period, 0.0, 0.0, resets)
+        try:
+            hours = await asyncio.to_thread(engine.gpu_hours_sync, user, start.timestamp(), now)
+        except ContainerKernelError as e:
+            return dataclasses.replace(usage, engine_error=e.sentence)
+        if hours is None:  # the engine keeps no accounting: nothing to show
+            return usage
+        return dataclasses.replace(usage, used_hours=hours, accounted_by=engine.accounted_by)
 
     async def _standing(
         self, state: StateDir, uid: int, user: str, live: dict[int, list[Span]], now: float

@@ -15,6 +15,7 @@ import {
   INodePool
 } from './gputypes';
 import { verdictBadge } from './imageformat';
+import { AccountedLine } from './sharingpanel';
 import type { IGpuContainersModel } from './tokens';
 
 /**
@@ -170,6 +171,7 @@ export function ClusterSection(props: {
   return (
     <section className="jgc-section jgc-cluster-section">
       <h3>{trans.__('Cluster')}</h3>
+      <AccountedLine model={model} trans={trans} />
       {body}
     </section>
   );

@@ -226,6 +226,52 @@ export function quotaLine(
 }
 
 /**
+ * The engine's own count of the user's GPU-hours where the server keeps no
+ * quota (`5.2 GPU-hours used this week, as Slurm counts them`), or `''`
+ * where it does not say.
+ */
+export function accountedLine(
+  trans: TranslationBundle,
+  quota: IGpuQuota | null
+): string {
+  if (!quota || quota.enabled || !quota.accounted_by) {
+    return '';
+  }
+  const used = formatHours(quota.used_hours);
+  return quota.period === 'day'
+    ? trans.__(
+        '%1 GPU-hours used today, as %2 counts them',
+        used,
+        quota.accounted_by
+      )
+    : trans.__(
+        '%1 GPU-hours used this week, as %2 counts them',
+        used,
+        quota.accounted_by
+      );
+}
+
+/**
+ * The engine's count's title: what it counts, and when it starts again.
+ */
+export function accountedTitle(
+  trans: TranslationBundle,
+  quota: IGpuQuota
+): string {
+  const parts = [
+    trans.__(
+      "Every job of yours on the cluster, from %1's accounting; its own limits apply.",
+      quota.accounted_by ?? ''
+    )
+  ];
+  const resets = Date.parse(quota.resets_at);
+  if (!Number.isNaN(resets)) {
+    parts.push(trans.__('Counts from zero again %1.', formatClock(resets)));
+  }
+  return parts.join(' ');
+}
+
+/**
  * The quota line's title: when it resets, and the group's use.
  */
 export function quotaTitle(

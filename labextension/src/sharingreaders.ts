@@ -128,7 +128,10 @@ export function quotaOf(value: unknown): IGpuQuota | null {
     resets_at: str(value.resets_at),
     group: strOrNull(value.group),
     group_limit_hours: num(value.group_limit_hours),
-    group_used_hours: num(value.group_used_hours)
+    group_used_hours: num(value.group_used_hours),
+    ...(typeof value.accounted_by === 'string' && value.accounted_by
+      ? { accounted_by: value.accounted_by }
+      : {})
   };
 }
 

@@ -40,6 +40,12 @@ export interface IGpuQuota {
    * Why running kernels' use is missing (no Docker engine); absent when it is counted.
    */
   engine_error?: string;
+  /**
+   * Who counted `used_hours` where the server keeps no quota and the engine
+   * accounts GPU-hours itself (`Slurm`: every job of the user's there);
+   * absent else.
+   */
+  accounted_by?: string;
 }
 
 /**

@@ -57,6 +57,10 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
     const cluster = panel.locator('.jgc-cluster-section');
     await expect(cluster).toContainText('4 of 4 GPUs free', { timeout: 60_000 });
     await expect(panel.locator('.jgc-gpu-section')).toHaveCount(0);
+    // The student's GPU-hours, as Slurm's accounting counts them (no quota of the server's).
+    await expect(cluster.locator('.jgc-accounted')).toHaveText(
+      /^\d+(\.\d+)? GPU-hours used this week, as Slurm counts them$/
+    );
     const row = imageRow(panel, DEBIAN_IMAGE);
     await expect(row.locator('.jgc-gpu-count option')).toHaveText([
       'No GPU',

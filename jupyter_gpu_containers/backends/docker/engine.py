@@ -253,6 +253,7 @@ class Engine(LoggingConfigurable):
     images_shared = True
     cluster = None
     kept_allocations = None
+    gpu_accounting = None
 
     async def address(self, container_id: str) -> str:
         """Where a kernel's published ports are: this host's loopback."""

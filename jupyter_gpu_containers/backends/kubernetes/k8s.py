@@ -225,6 +225,7 @@ class KubernetesBackend(LoggingConfigurable):
 
     # A restart's pod is its allocation: nothing outlives a kernel's pod for the next.
     kept_allocations = None
+    gpu_accounting = None  # the cluster's own metering is not this project's to read
 
     @property
     def cluster(self) -> KubernetesBackend:

@@ -177,6 +177,7 @@ class PodmanEngine(LoggingConfigurable):
     tags_resolve_per_node = False
     cluster = None
     kept_allocations = None
+    gpu_accounting = None
 
     @property
     def rootless(self) -> bool:

@@ -44,7 +44,7 @@ from ...base.records import (
     OneshotResult,
 )
 from ..backend import ContainerDetails, Finding, GPUHolder
-from . import kernels, logs, nodes
+from . import accounting, kernels, logs, nodes
 from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
 from .kernels import listed_record
 from .records import JobRecord, JobRecords, job_of
@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 # Seconds one read of the cluster's nodes (sinfo) answers every panel that asks.
 NODES_FRESH_FOR = 2.0
+# Seconds one user's GPU-hours read from Slurm's accounting (sacct) answer their panel's asks.
+ACCOUNTING_FRESH_FOR = 30.0
 
 
 def _iso(seconds: float) -> str:
@@ -220,6 +222,9 @@ class SlurmBackend(LoggingConfigurable):
         self._lock = threading.Lock()
         self._nodes_lock = threading.Lock()
         self._nodes_read: tuple[float, list[nodes.NodeGPUs] | None] = (0.0, None)
+        # Each user's GPU-hours as sacct said them: (when read, since, hours); one entry per
+        # account that asked.
+        self._accounted: dict[str, tuple[float, float, float | None]] = {}
         self._closed = False
         self.listed: Callable[[], list[str]] | None = None
 
@@ -674,6 +679,38 @@ class SlurmBackend(LoggingConfigurable):
 
     async def continue_in(self, container_id: str, spec: ContainerSpec) -> str | None:
         return await self._run(functools.partial(self.continue_in_sync, container_id, spec))
+
+    # ------------------------------------------------------------------ accounting
+
+    accounted_by = "Slurm"
+
+    @property
+    def gpu_accounting(self) -> SlurmBackend:
+        """Each user's GPU-hours as Slurm's accounting records them (sacct)."""
+        return self
+
+    def gpu_hours_sync(self, user: str, since: float, until: float) -> float | None:
+        """GPU-hours of every job of ``user``'s that held GPUs between ``since`` and
+        ``until``, as sacct reports them, read at most once per ACCOUNTING_FRESH_FOR seconds
+        per user (the panel asks often; slurmdbd is the cluster's); None where the cluster
+        keeps no accounting."""
+        with self._lock:
+            read = self._accounted.get(user)
+        if (
+            read is not None
+            and read[1] == since
+            and time.monotonic() - read[0] < ACCOUNTING_FRESH_FOR
+        ):
+            return read[2]
+        out = self.commands.accounting(user, since)
+        hours = (
+            None
+            if out is None
+            else accounting.gpu_seconds(out, user, self.gres_name, since, until) / 3600.0
+        )
+        with self._lock:
+            self._accounted[user] = (time.monotonic(), since, hours)
+        return hours
 
     # ------------------------------------------------------------------ the ledger and recovery
 

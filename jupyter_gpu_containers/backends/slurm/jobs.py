@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable
+from . import accounting
 
 # Slurm's job states (squeue's ``job_state``) a kernel's job can be in, by what they mean for it.
 WAITING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
@@ -417,6 +418,29 @@ class SlurmCommands:
         except SlurmRefused as e:
             if not e.job_not_found and "already completing or completed" not in e.said:
                 raise
+
+    def accounting(self, user: str, since: float) -> str | None:
+        """``sacct``'s lines (accounting.FORMAT) of ``user``'s jobs that ran since ``since``
+        (unix time), or None where the cluster keeps no accounting (no slurmdbd)."""
+        start = datetime.datetime.fromtimestamp(since).strftime("%Y-%m-%dT%H:%M:%S")
+        try:
+            return self.run(
+                [
+                    "sacct",
+                    f"--user={user}",
+                    f"--starttime={start}",
+                    "--endtime=now",
+                    "--allocations",
+                    "--noheader",
+                    "--parsable2",
+                    f"--format={accounting.FORMAT}",
+                ],
+                what=f"report {user}'s jobs from its accounting",
+            )
+        except SlurmRefused as e:
+            if accounting.DISABLED in e.said.lower():
+                return None
+            raise
 
     def node_address(self, node: str) -> str:
         """Where the node is reached (its NodeAddr), for a kernel's ports."""

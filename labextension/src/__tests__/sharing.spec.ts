@@ -18,6 +18,8 @@ import {
   prePullNext,
   prePullRule,
   pruningText,
+  accountedLine,
+  accountedTitle,
   quotaLine,
   reclaimText,
   ticketFor,
@@ -205,6 +207,43 @@ describe('the quota line', () => {
   it('never says less than nothing is left', () => {
     const quota = quotaOf({ enabled: true, limit_hours: 2, used_hours: 3 });
     expect(quotaLine(trans, quota)).toBe('0 of 2 GPU-hours left this week');
+  });
+
+  it("says the engine's own count where the server keeps no quota", () => {
+    const quota = quotaOf({
+      enabled: false,
+      period: 'week',
+      limit_hours: 0,
+      used_hours: 5.234,
+      resets_at: '2030-01-06T00:00:00Z',
+      accounted_by: 'Slurm'
+    });
+    expect(quota?.accounted_by).toBe('Slurm');
+    // Not a quota: no "left", and the host's quota line stays empty.
+    expect(quotaLine(trans, quota)).toBe('');
+    expect(accountedLine(trans, quota)).toBe(
+      '5.23 GPU-hours used this week, as Slurm counts them'
+    );
+    expect(accountedLine(trans, { ...quota!, period: 'day' })).toBe(
+      '5.23 GPU-hours used today, as Slurm counts them'
+    );
+    expect(accountedTitle(trans, quota!)).toMatch(
+      /^Every job of yours on the cluster, from Slurm's accounting; its own limits apply\. Counts from zero again /
+    );
+  });
+
+  it('says no count where the engine keeps none', () => {
+    const plain = quotaOf({ enabled: false, used_hours: 0, accounted_by: '' });
+    expect(plain?.accounted_by).toBeUndefined();
+    expect(accountedLine(trans, plain)).toBe('');
+    expect(accountedLine(trans, null)).toBe('');
+    // A quota of the server's own is the quota line's, never the engine's.
+    const own = quotaOf({
+      enabled: true,
+      limit_hours: 2,
+      accounted_by: 'Slurm'
+    });
+    expect(accountedLine(trans, own)).toBe('');
   });
 });
 
