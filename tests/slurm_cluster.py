@@ -280,7 +280,7 @@ class SlurmCluster:
         db = self.database
         db.mkdir(mode=0o700)
         socket_path = db / "mariadb.sock"
-        done = subprocess.run(
+        _set_up(
             [
                 "mariadb-install-db",
                 "--no-defaults",
@@ -289,13 +289,8 @@ class SlurmCluster:
                 "--skip-test-db",
                 "--auth-root-authentication-method=socket",
             ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            "mariadb-install-db failed",
         )
-        if done.returncode != 0:
-            raise ClusterStartError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
         port = free_port()
         self._spawn(
             "mariadbd",
@@ -318,16 +313,11 @@ class SlurmCluster:
             f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'",
             "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'",
         ):
-            done = subprocess.run(
+            _set_up(
                 ["mariadb", "--no-defaults", f"--socket={socket_path}", "-u", "root"],
-                input=statement,
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
+                "MariaDB refused a statement",
+                statement,
             )
-            if done.returncode != 0:
-                raise ClusterStartError(f"MariaDB refused a statement: {done.stderr}")
         dbd_conf = self.workdir / "slurmdbd.conf"
         fd = os.open(dbd_conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -392,6 +382,16 @@ class SlurmCluster:
             f"--- {path.name}\n{log_tail(path, 15)}"
             for path in sorted((self.workdir / "log").glob("*"))
         )
+
+
+def _set_up(argv: list[str], failed: str, stdin: str | None = None) -> None:
+    """A step of the cluster's set-up, as root; ClusterStartError saying ``failed`` and what the
+    command printed when it fails."""
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise ClusterStartError(f"{failed}: {done.stdout}{done.stderr}")
 
 
 def _memory_mb() -> int:
