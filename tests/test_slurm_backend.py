@@ -564,6 +564,12 @@ async def test_a_restart_runs_in_its_jobs_allocation_when_it_would_be_the_same_j
     assert (await backend.state(second.container_id)).running  # type: ignore[union-attr]
     listed = await backend.list_containers({TEST_LABEL: RUN})
     assert [(c.id, c.status) for c in listed] == [(second.container_id, "running")]
+    # A restarted service finds the kernel in the job's second container, at its ports.
+    again = slurm_kernels.backend(restart_wait=10)
+    listed = await again.list_containers({TEST_LABEL: RUN})
+    assert [(c.id, c.status) for c in listed] == [(second.container_id, "running")]
+    info = await again.connection_info(second.container_id)
+    assert {name: info[name] for name in PORT_NAMES} == second.ports
 
     # A restart asking for two GPUs is another job: the one before goes first.
     await stopped(second.container_id)

@@ -15,7 +15,7 @@ import {
   INodePool
 } from './gputypes';
 import { verdictBadge } from './imageformat';
-import { AccountedLine } from './sharingpanel';
+import { accountedLine, accountedTitle } from './sharing';
 import type { IGpuContainersModel } from './tokens';
 
 /**
@@ -136,6 +136,29 @@ export function clusterHolderLabel(
   return holder.user
     ? trans.__('%1 (%2)', holder.user, gpus)
     : trans.__('Another user (%1)', gpus);
+}
+
+/**
+ * The engine's count of the user's GPU-hours (Slurm's accounting) in the
+ * cluster section, or nothing where it does not say.
+ */
+export function AccountedLine(props: {
+  model: IGpuContainersModel;
+  trans: TranslationBundle;
+}): JSX.Element | null {
+  const { model, trans } = props;
+  const text = accountedLine(trans, model.quota);
+  if (!text) {
+    return null;
+  }
+  return (
+    <p
+      className="jgc-subtle jgc-quota jgc-accounted"
+      title={accountedTitle(trans, model.quota!)}
+    >
+      {text}
+    </p>
+  );
 }
 
 export function ClusterSection(props: {

@@ -25,8 +25,6 @@ import {
   prePullNext,
   prePullRule,
   pruningText,
-  accountedLine,
-  accountedTitle,
   quotaLine,
   quotaTitle,
   reclaimText,
@@ -52,29 +50,6 @@ export function QuotaLine(props: {
       className="jgc-subtle jgc-quota"
       data-used-up={quota.left_hours <= 0 ? 'true' : undefined}
       title={quotaTitle(trans, quota)}
-    >
-      {text}
-    </p>
-  );
-}
-
-/**
- * The engine's count of the user's GPU-hours (Slurm's accounting) in the
- * cluster section, or nothing where it does not say.
- */
-export function AccountedLine(props: {
-  model: IGpuContainersModel;
-  trans: TranslationBundle;
-}): JSX.Element | null {
-  const { model, trans } = props;
-  const text = accountedLine(trans, model.quota);
-  if (!text) {
-    return null;
-  }
-  return (
-    <p
-      className="jgc-subtle jgc-quota jgc-accounted"
-      title={accountedTitle(trans, model.quota!)}
     >
       {text}
     </p>

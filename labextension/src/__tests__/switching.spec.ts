@@ -468,8 +468,10 @@ describe('launchNotebook, waiting for a GPU', () => {
     });
     (app.serviceManager.sessions as any).running = running;
     const reconnect = jest.fn().mockResolvedValue(undefined);
+    // JupyterLab gave up on the kernel while it did not exist yet (a page
+    // still trying is given its chance first: attach.spec.ts).
     const kernel = {
-      connectionStatus: 'connecting',
+      connectionStatus: 'disconnected',
       reconnect,
       info: Promise.resolve({}),
       spec: Promise.resolve({})
@@ -809,10 +811,11 @@ describe('applyKernelChoice', () => {
       id: 's-1',
       isDisposed: false
     });
-    // Closed by the server's restart and not back yet: the page reconnects.
+    // Closed by the server's restart, and JupyterLab gave up on it: the page
+    // reconnects.
     const reconnect = jest.fn().mockResolvedValue(undefined);
     Object.assign(panel.sessionContext.session!.kernel, {
-      connectionStatus: 'connecting',
+      connectionStatus: 'disconnected',
       reconnect
     });
     app.serviceManager.sessions.running.mockReturnValue([
