@@ -662,12 +662,21 @@ class SlurmBackend(LoggingConfigurable):
         # The record first: a service killed in between finds the job's new container (whose
         # start its recovery then waits for), never a job it lost track of.
         self.records.save(following)
-        kernels.order_generation(
-            record.private_dir,
-            (record.uid, record.gid),
-            record.job_id,
-            following.generation,
-        )
+        try:
+            kernels.order_generation(
+                record.private_dir,
+                (record.uid, record.gid),
+                record.job_id,
+                following.generation,
+            )
+        except OSError as e:  # the private directory gone or refused: a new job then
+            self.records.save(record)
+            self.log.warning(
+                "The kernel's restart could not run in job %s (%s): it submits a new job.",
+                record.job_id,
+                e,
+            )
+            return None
         with self._lock:
             self._addresses.pop(container_id, None)
         self.log.info(
