@@ -180,17 +180,11 @@ def written_connection(private_dir: str, owner: int) -> dict[str, Any] | None:
     file is the job's user's (``owner``) to write: it is read only as a regular file of theirs
     with one link (never a link to another's file), each value read from it is checked to be
     what it must be, and nothing else is taken from it."""
+    read = _users_file(private_dir, CONNECTION_FILE_NAME, owner, 1 << 16)
     try:
-        dir_fd = os.open(private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+        found: Any = json.loads(read[0].decode("utf-8")) if read is not None else None
+    except ValueError:
         return None
-    try:
-        data, _ = read_trusted(dir_fd, CONNECTION_FILE_NAME, {owner}, 1 << 16)
-        found: Any = json.loads(data.decode("utf-8"))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(dir_fd)
     if not isinstance(found, dict):
         return None
     info: dict[str, Any] = {"transport": "tcp"}
@@ -213,19 +207,30 @@ def generation_ended(
     file's mtime), or None while it runs (no exit file yet). The file is the job's user's to
     write (their kernel can write the directory): read only as a regular file of theirs with
     one link, and nothing but a small number is taken from it."""
+    read = _users_file(private_dir, generation_file(job_id, generation, "exit"), owner, 16)
+    if read is None:
+        return None
+    text = read[0].decode("ascii", "replace").strip()
+    code = int(text) if text.isdigit() and len(text) <= 3 else -1
+    return code, read[1].st_mtime
+
+
+def _users_file(
+    private_dir: str, name: str, owner: int, limit: int
+) -> tuple[bytes, os.stat_result] | None:
+    """A small file of the kernel's private directory, which its user (``owner``) writes:
+    read only as a regular file of theirs with one link, the directory opened without
+    following a link; None when it cannot be read so."""
     try:
         dir_fd = os.open(private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        data, info = read_trusted(dir_fd, generation_file(job_id, generation, "exit"), {owner}, 16)
+        return read_trusted(dir_fd, name, {owner}, limit)
     except OSError:
         return None
     finally:
         os.close(dir_fd)
-    text = data.decode("ascii", "replace").strip()
-    code = int(text) if text.isdigit() and len(text) <= 3 else -1
-    return code, info.st_mtime
 
 
 def order_generation(
