@@ -14,11 +14,14 @@
 # DEMO_SMOKE=1: start everything, check that the Hub answers, that a user's server lists the
 # service's container kernels with its own token, then stop (tests/test_demo_multiuser.py).
 # For the UI tests (ui-tests/start-hub.sh): JGC_TEST_RUN also labels the kernels with the test
-# run, and JGC_DEMO_LOG_DIR receives the Hub's and the service's logs as the demo stops.
+# run, JGC_DEMO_LOG_DIR receives the Hub's and the service's logs as the demo stops, and
+# JGC_DEMO_STATE_DIR is the service's host state directory instead of the host's (made as
+# `setup-host --state-dir` makes it): the demo's GPU queue and liveness files then stay apart from
+# those of the other tests' servers on the machine.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   # The Hub starts each user's server as that user, and the service reaches the engine: root.
-  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE,JGC_TEST_RUN,JGC_DEMO_LOG_DIR "$0" "$@"
+  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE,JGC_TEST_RUN,JGC_DEMO_LOG_DIR,JGC_DEMO_STATE_DIR "$0" "$@"
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prepare_machine demo-multiuser "[lab,hub]"
@@ -200,8 +203,16 @@ if [ -n "${JGC_TEST_RUN:-}" ]; then
   [[ $JGC_TEST_RUN =~ ^[A-Za-z0-9._-]+$ ]] || { log "JGC_TEST_RUN must be letters, digits, . _ -"; exit 1; }
   test_label="\"org.jupyter.gpu-containers.test-run\": \"$JGC_TEST_RUN\", "
 fi
+state_policy=""
+if [ -n "${JGC_DEMO_STATE_DIR:-}" ]; then
+  [[ $JGC_DEMO_STATE_DIR =~ ^/[A-Za-z0-9._/-]+$ ]] || { log "JGC_DEMO_STATE_DIR must be an absolute path of letters, digits, . _ - /"; exit 1; }
+  log "the service's host state directory: $JGC_DEMO_STATE_DIR (JGC_DEMO_STATE_DIR)"
+  "$venv/bin/jupyter" gpu-containers setup-host --state-dir="$JGC_DEMO_STATE_DIR" >/dev/null
+  state_policy="\"ContainerPolicy\": {\"state_dir\": \"$JGC_DEMO_STATE_DIR\"},"
+fi
 cat >"$run_dir/service_config.json" <<JSON
 {
+  $state_policy
   "ContainerKernelSpecManager": {"image_include": ["jgc/demo:*", "jgc/demo-cuda:*"]},
   "GPUInventory": $inventory,
   "GPUAllocator": {"max_gpus_per_user": 1},

@@ -17,31 +17,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Rootless Podman for the Podman backend's tests: podman, its subordinate-id helpers and its init.
 # Slurm for the Slurm backend's tests (a cluster of their own: tests/slurm_cluster.py starts its
 # daemons, slurmdbd and its MariaDB included; the packages' services are not used).
-prepare_machine test "[test]" chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev \
-  podman uidmap catatonit slirp4netns munge slurmctld slurmd slurm-client slurmdbd mariadb-server
-
-# Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
-# Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client
-# older than this project's, and the tests need only the client (requests, websocket-client,
-# tornado, all in the environment already).
-export JGC_EG_ITESTS=${JGC_EG_ITESTS:-$venv/enterprise-gateway-3.3.0}
-if [ ! -f "$JGC_EG_ITESTS/enterprise_gateway/itests/test_python_kernel.py" ]; then
-  log "Enterprise Gateway 3.3.0's integration tests (no dependencies) into $JGC_EG_ITESTS"
-  rm -rf "$JGC_EG_ITESTS.partial"
-  "$venv/bin/python" -m pip install -q --no-deps --target "$JGC_EG_ITESTS.partial" \
-    jupyter_enterprise_gateway==3.3.0
-  rm -rf "$JGC_EG_ITESTS" && mv "$JGC_EG_ITESTS.partial" "$JGC_EG_ITESTS"
-fi
+packages=(chromium etcd-server containerd runc containernetworking-plugins gcc libc6-dev
+  podman uidmap catatonit slirp4netns munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+install_system_packages "${packages[@]}"
+cd "$repo"
 
 # The Kubernetes binaries, built from the Kubernetes sources as Go modules, once per machine
 # (cached by version outside the clone; a cold build takes minutes: README). Go must be on the
 # machine, 1.21 or later (which fetches the toolchain the sources want through the module proxy):
 # the build script says so when it is not.
-# A cold build is minutes of CPU: it runs in the background, at a lower priority, while the
-# checks and the tests that need no cluster run. The Kubernetes tests' session (below) waits for it
-# first, through the same script, which waits for this build under its lock and then prints the
-# directory; the benchmark's run, last in the other session, finds the binaries built by then or
-# waits the same way.
+# A cold build is minutes of CPU: it runs in the background, at a lower priority, from as early as
+# it can (the packages it needs are in), while the machine's preparation, the checks and the tests
+# that need no cluster run. The first test that needs the binaries waits for them (tests/conftest.py:
+# through the same script, which waits for this build under its lock and then prints the
+# directory) before its time limit starts: the engines' session runs Podman's and Slurm's tests
+# meanwhile, and the benchmark's run, last in the other session, finds them built by then.
 k8s_build=""
 if JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh --if-built); then
   log "Kubernetes binaries: $JGC_K8S_BIN"
@@ -55,6 +45,21 @@ else
   k8s_build=$!
   # Only if this script ends first (a failure before the tests): the build is ours to stop.
   trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true' EXIT
+fi
+
+prepare_machine test "[test]" "${packages[@]}"
+
+# Enterprise Gateway's own integration tests and client (tests/test_enterprise_gateway.py), pinned.
+# Without its dependencies, in a folder of its own: they pin a jupyter_server and jupyter_client
+# older than this project's, and the tests need only the client (requests, websocket-client,
+# tornado, all in the environment already).
+export JGC_EG_ITESTS=${JGC_EG_ITESTS:-$venv/enterprise-gateway-3.3.0}
+if [ ! -f "$JGC_EG_ITESTS/enterprise_gateway/itests/test_python_kernel.py" ]; then
+  log "Enterprise Gateway 3.3.0's integration tests (no dependencies) into $JGC_EG_ITESTS"
+  rm -rf "$JGC_EG_ITESTS.partial"
+  "$venv/bin/python" -m pip install -q --no-deps --target "$JGC_EG_ITESTS.partial" \
+    jupyter_enterprise_gateway==3.3.0
+  rm -rf "$JGC_EG_ITESTS" && mv "$JGC_EG_ITESTS.partial" "$JGC_EG_ITESTS"
 fi
 
 # Real local accounts (sessions and CI run as root). Two non-root users in the docker group run
@@ -110,54 +115,22 @@ run npm run --silent lint:check
 run npm test --silent -- --ci
 
 # pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
-# (Kubernetes, rootless Podman) in one, the rest in the other. The Kubernetes part's cluster and
-# kubelet run pods in a containerd of their own, Podman's tests an account's own Podman: they
-# share nothing with the Docker tests but the machine; most of their time is spent waiting on the
-# cluster, which the other session's tests fill. That part first waits for the
-# Kubernetes binaries (the background build above, if any: the build script waits for it under its
-# lock, then prints the directory), so that no test's time limit counts the build. Its containers
-# carry a test-run label of their own, its output is kept in a file and shown when both are done.
-# pytest exits 5 when it collected no test: a part may (extra arguments can select one part's
-# tests only), both may not.
-log "pytest: the Kubernetes and Podman tests in a session beside the others' (its output follows theirs)"
-k8s_pytest_log=$(mktemp /tmp/jgc-pytest-kubernetes.XXXXXX)
-(
-  export JGC_TEST_RUN="k8s-$JGC_TEST_RUN"
-  if [ -z "${JGC_K8S_BIN:-}" ]; then
-    if ! JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh | tail -n 1); then
-      echo "[test.sh] no Kubernetes binaries (scripts/build-kubernetes.sh failed): the Kubernetes tests cannot run"
-      exit 1
-    fi
-    export JGC_K8S_BIN
-  fi
-  # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
-  exec python -m pytest --jgc-part engines -o cache_dir=.pytest_cache/kubernetes-part \
-    --durations=10 "$@"
-) >"$k8s_pytest_log" 2>&1 &
-k8s_pytest=$!
-trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$k8s_pytest" ] || kill "$k8s_pytest" 2>/dev/null || true' EXIT
-set +e
-# The slowest tests are named at the end of each part: where the time budget goes.
-python -m pytest --jgc-part rest --durations=20 "$@"
-rc=$?
-wait "$k8s_pytest"
-k8s_rc=$?
-set -e
-k8s_pytest=""
-log "pytest, the Kubernetes and Podman part (it ran beside the tests above):"
-cat "$k8s_pytest_log"
-rm -f "$k8s_pytest_log"
-if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
-  log "pytest collected no tests"
-  status=1
-elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s_rc" -ne 5 ]; }; then
-  log "FAILED: pytest (the rest: status $rc; the Kubernetes and Podman part: status $k8s_rc)"
-  status=1
-fi
-
-# The UI tests, after a fresh labextension build: JupyterLab in Chromium against a server of their
-# own (ui-tests/start-server.sh), whose containers carry this run's label like the others. On a
-# free port: a demo server may hold 8888.
+# (Kubernetes, rootless Podman, Slurm) in one, the rest in the other. The engines' part's cluster
+# and kubelet run pods in a containerd of their own, Podman's tests an account's own Podman,
+# Slurm's a Slurm of their own: they share nothing with the Docker tests but the machine; most of
+# their time is spent waiting on them, which the other session's tests fill. Its tests that need
+# the Kubernetes binaries come last and wait for the background build above, if any (conftest.py),
+# so that no test's time limit counts the build. Its containers carry a test-run label of their
+# own. pytest exits 5 when it collected no test: a part may (extra arguments can select one
+# part's tests only), both may not.
+#
+# The UI tests follow the engines' part in its lane, beside the rest: JupyterLab in Chromium
+# against servers of their own (ui-tests/start-server.sh), on the labextension just built, with
+# a test-run label of their own too. What they could share with the rest is kept apart: their
+# GPUs are declared ones of their own (GPU-ui-*, the demo's GPU-demo-*), their kernels are the
+# images they use (ui-tests/server_config.py), the multi-user demo's host state directory is its
+# own (ui-tests/start-hub.sh), and the demo's test is in the engines' part, before them. The
+# lane's output is kept in a file and shown when both are done.
 free_port() {
   python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -167,7 +140,49 @@ UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
 UI_TEST_HUB_PORT=${UI_TEST_HUB_PORT:-$(free_port)}
 UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
 export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
-run npm run --silent ui-test
+engines_label="k8s-$JGC_TEST_RUN"
+ui_label="ui-$JGC_TEST_RUN"
+# The UI tests' labextension build, now: made while the rest's tests run, its files rewritten in
+# place would be read half-written (the servers', `jupyter labextension list`).
+run npm run --silent build
+log "pytest: the other engines' tests, then the UI tests, beside the rest (their output follows the rest's)"
+lane_log=$(mktemp /tmp/jgc-lane.XXXXXX)
+lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
+(
+  set +e
+  # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
+  JGC_TEST_RUN=$engines_label python -m pytest --jgc-part engines \
+    -o cache_dir=.pytest_cache/kubernetes-part --durations=10 "$@"
+  engines_rc=$?
+  log "npm run --silent ui-test:run"
+  JGC_TEST_RUN=$ui_label npm run --silent ui-test:run
+  ui_rc=$?
+  echo "$engines_rc $ui_rc" >"$lane_status"
+) >"$lane_log" 2>&1 &
+lane=$!
+trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true' EXIT
+set +e
+# The slowest tests are named at the end of each part: where the time budget goes.
+python -m pytest --jgc-part rest --durations=20 "$@"
+rc=$?
+wait "$lane"
+set -e
+lane=""
+log "the other engines' tests and the UI tests (they ran beside the tests above):"
+cat "$lane_log"
+read -r k8s_rc ui_rc <"$lane_status" || { k8s_rc=1; ui_rc=1; }
+rm -f "$lane_log" "$lane_status"
+if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
+  log "pytest collected no tests"
+  status=1
+elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s_rc" -ne 5 ]; }; then
+  log "FAILED: pytest (the rest: status $rc; the other engines' part: status $k8s_rc)"
+  status=1
+fi
+if [ "$ui_rc" -ne 0 ]; then
+  log "FAILED: npm run --silent ui-test:run (status $ui_rc)"
+  status=1
+fi
 
 if [ -n "$k8s_build" ]; then
   # The Kubernetes tests waited for it; its own words if it failed.
@@ -181,7 +196,8 @@ if [ -n "$k8s_build" ]; then
 fi
 
 run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN
-for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN"; do
+for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label" \
+  "org.jupyter.gpu-containers.test-run=$ui_label"; do
   leftover=$(docker ps -aq --filter "label=$label" | wc -l)
   if [ "$leftover" -gt 0 ]; then
     log "FAILED: $leftover container(s) of this test run left on the engine"
@@ -191,7 +207,7 @@ for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN
 done
 # ...and on the Podman account's own engine (its containers are in its storage, not Docker's).
 if [ -n "${JGC_TEST_PODMAN_USER:-}" ]; then
-  for label in "$run_label" "org.jupyter.gpu-containers.test-run=k8s-$JGC_TEST_RUN"; do
+  for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label"; do
     leftover=$(as_root setpriv --reuid="$JGC_TEST_PODMAN_USER" --regid="$JGC_TEST_PODMAN_USER" --init-groups \
       env HOME="$(getent passwd "$JGC_TEST_PODMAN_USER" | cut -d: -f6)" XDG_RUNTIME_DIR="/run/user/$(id -u "$JGC_TEST_PODMAN_USER")" \
       sh -c 'cd / && podman ps -aq --filter "label=$1"' sh "$label" | wc -l)

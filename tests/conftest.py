@@ -322,10 +322,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _engines_part(item: pytest.Item) -> bool:
     """The Kubernetes tests, rootless Podman's and Slurm's: engines of their own (a cluster's
     containerd, an account's Podman, a Slurm of the tests' own), which share nothing with the
-    Docker tests but the machine."""
-    return (
-        item.path.name.startswith(("test_k8s_", "test_slurm_"))
-        or item.path.name == "test_podman.py"
+    Docker tests but the machine. And the multi-user demo's test: the demo's accounts and
+    declared GPUs are also the UI tests' (their fourth server is the demo), which the test
+    command runs after this part, beside the rest."""
+    return item.path.name.startswith(("test_k8s_", "test_slurm_")) or item.path.name in (
+        "test_podman.py",
+        "test_demo_multiuser.py",
     )
 
 
@@ -364,6 +366,20 @@ def pytest_collection_modifyitems(
     needing = [item for item in items if _needs_kubernetes(item)]
     if needing:
         items[:] = [item for item in items if not _needs_kubernetes(item)] + needing
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The first test that needs the Kubernetes binaries waits here for them, before its own
+    time limit starts (pytest-timeout's starts inside this wrapper): on a machine that has never
+    built them, the test command builds them in the background while the tests that need none
+    run (scripts/test.sh), and the build script waits for that build under its lock."""
+    if _needs_kubernetes(item) and not os.environ.get("JGC_K8S_BIN"):
+        import k8s_cluster
+
+        with contextlib.suppress(pytest.fail.Exception):  # the test then fails with the words
+            os.environ["JGC_K8S_BIN"] = str(k8s_cluster.kubernetes_bin_dir())
+    yield
 
 
 # --- The kernel service's image, built while other tests run (tests/service_image.py) ----------

@@ -17,6 +17,7 @@ from jupyter_gpu_containers.gpus.allocator import (
     InvalidGPURequest,
     Ledger,
     NoFreeGPU,
+    OverUserCap,
     UnknownGPU,
     attachment,
     resolve_attach_mode,
@@ -59,6 +60,22 @@ def test_shared_prefers_the_gpu_with_fewer_holders() -> None:
     full = ledger(a=["GPU-0"], b=["GPU-0"], c=["GPU-1"], d=["GPU-1"])
     with pytest.raises(NoFreeGPU, match="1 requested, 0 free"):
         allocator.choose(inv, full, GPURequest(count=1), kernel_id="k", uid="1")
+
+
+def test_the_per_user_cap_counts_this_inventorys_gpus() -> None:
+    """The user's kernels on GPUs of this inventory count; a holding the engine's labels name
+    on a device this inventory does not have (another server's declared GPUs on the same
+    engine) does not."""
+    nvml_double.BOX = nvml_double.Box(
+        devices=[nvml_double.Device(uuid=f"GPU-{i}") for i in range(2)]
+    )
+    inv = read_nvml(nvml_double)
+    allocator = GPUAllocator(max_gpus_per_user=1)
+    elsewhere = ledger(a=["GPU-elsewhere-0"])
+    chosen = allocator.choose(inv, elsewhere, GPURequest(count=1), kernel_id="k", uid="1000")
+    assert [g.uuid for g in chosen] == ["GPU-0"]
+    with pytest.raises(OverUserCap, match=r"over the limit of 1 per user \(1 held"):
+        allocator.choose(inv, ledger(a=["GPU-1"]), GPURequest(count=1), kernel_id="k", uid="1000")
 
 
 def test_mig_instances_by_uuid_and_count() -> None:

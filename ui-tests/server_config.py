@@ -1,7 +1,7 @@
 """What every UI-test server's configuration shares (start-server.sh, start-service.sh): this
-run's container label, the host state and connection directories under the server's home, and
-two static GPUs attached through the runc-backed "nvidia" runtime the test command gives dockerd
-(there are no GPUs here)."""
+run's container label, the images that are kernels, the host state and connection directories
+under the server's home, and two static GPUs attached through the runc-backed "nvidia" runtime
+the test command gives dockerd (there are no GPUs here)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+UI_TEST_IMAGES = [
+    "jgc/*",
+    "jgc-test/ngc-like:24.05-py3",
+    "jgc-test/no-ipykernel:latest",
+    "jgc-test/conda-nonroot:latest",
+    "127.0.0.1:*",  # the private registry's image, once pulled (pull.spec.ts)
+]
+
 
 def base_config(home: Path) -> dict[str, Any]:
     labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
     return {
+        # The images the UI tests use are the kernels (and what the servers probe at start):
+        # the test command runs these tests beside the other pytest session, whose own test
+        # images (built, retagged and removed as it goes) would be cards in the Launcher too.
+        "ContainerKernelSpecManager": {"image_include": UI_TEST_IMAGES},
         "ContainerProvisioner": {"extra_labels": labels},
         # Probe containers are test containers too (the leak checks count them).
         "KernelReadinessProbe": {"extra_labels": labels},

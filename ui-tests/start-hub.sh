@@ -11,6 +11,7 @@
 #   UI_TEST_HUB_PASSWORD       the demo's shared password
 #   JGC_TEST_RUN               the value of the test-run label on every kernel container
 #   UI_TEST_LOG_DIR            where the Hub's and the service's logs are copied at the end
+#   JGC_DEMO_STATE_DIR         the demo's host state directory (/run/jgc-ui-tests-demo-state)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,4 +21,8 @@ repo=$(cd "$here/.." && pwd)
 export JGC_MULTIUSER_PORT=${UI_TEST_PORT:?} JGC_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:?}
 export JGC_DEMO_PASSWORD=${UI_TEST_HUB_PASSWORD:?} JGC_VENV=${JGC_VENV:-$repo/.venv}
 export JGC_DEMO_LOG_DIR=${UI_TEST_LOG_DIR:-}
+# A host state directory of the UI tests' demo: its GPU queue (the third student waits in it) is
+# then not the one of other servers on the machine, whose starts a waiting ticket would hold up
+# (the test command runs the UI tests beside the other pytest session).
+export JGC_DEMO_STATE_DIR=${JGC_DEMO_STATE_DIR:-/run/jgc-ui-tests-demo-state}
 exec bash "$repo/scripts/demo-multiuser.sh"

@@ -258,7 +258,7 @@ class GPUAllocator(LoggingConfigurable):
         0,
         config=True,
         help="""GPUs one user may hold at once, over all their kernels and servers on this host
-        (counted by uid). 0: no cap.""",
+        (counted by uid, over the GPUs of the inventory). 0: no cap.""",
     )
 
     attach_mode = Enum(
@@ -310,7 +310,8 @@ class GPUAllocator(LoggingConfigurable):
             )
         capacity = 1 if self.policy == "exclusive" else max(1, self.max_kernels_per_gpu)
         wanted = len(request.ids) or request.count
-        self._check_user_cap(ledger, wanted, kernel_id, uid)
+        mine = {gpu.uuid for gpu in inventory.gpus} | {gpu.uuid for gpu in devices}
+        self._check_user_cap(ledger, wanted, kernel_id, uid, mine)
 
         def free(gpu: GPU) -> bool:
             return len(ledger.held_by_others(gpu.uuid, kernel_id)) < capacity
@@ -429,12 +430,19 @@ class GPUAllocator(LoggingConfigurable):
                 )
             yield
 
-    def _check_user_cap(self, ledger: Ledger, wanted: int, kernel_id: str, uid: str) -> None:
+    def _check_user_cap(
+        self, ledger: Ledger, wanted: int, kernel_id: str, uid: str, inventory: set[str]
+    ) -> None:
+        """The cap counts the GPUs of ``inventory`` (UUIDs) the user's other kernels hold: the
+        GPUs this allocator gives. Devices the engine's labels name that are not in it (another
+        server's declared inventory on the same engine, a GPU taken out of service) are not
+        this host's to cap."""
         if self.max_gpus_per_user <= 0:
             return
         held = {
             uuid
             for uuid, holders in ledger.holdings.items()
+            if uuid in inventory
             for h in holders
             if h.uid == uid and h.kernel_id != kernel_id
         }
