@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from conftest import DEBIAN_IMAGE, TEST_LABEL
 from conftest import TEST_RUN as RUN
 from slurm_cluster import SlurmCluster
 
+from jupyter_gpu_containers.backends.podman_args import env_lines
 from jupyter_gpu_containers.backends.slurm import accounting, nodes
 from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
 from jupyter_gpu_containers.backends.slurm.jobs import (
@@ -32,7 +34,11 @@ from jupyter_gpu_containers.backends.slurm.jobs import (
     gpu_indices,
     job_from,
 )
-from jupyter_gpu_containers.backends.slurm.script import batch_script
+from jupyter_gpu_containers.backends.slurm.script import (
+    batch_script,
+    generation_file,
+    pyxis_batch_script,
+)
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ContainerRecord
 
@@ -278,6 +284,67 @@ def test_a_signal_reaches_the_jobs_script_and_the_job_goes_on(jobs: Jobs) -> Non
     while "interrupted" not in jobs.output(STUDENT_A, 0) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "interrupted" in jobs.output(STUDENT_A, 0)
+    job = jobs.commands.job(job_id)
+    assert job is not None and job.running, job
+
+
+def test_a_pyxis_scripts_step_gets_the_environment_signals_and_restarts(jobs: Jobs) -> None:
+    """The script for a site with pyxis (SlurmBackend.launcher = "pyxis"), with what only pyxis
+    understands taken out of its srun line (the --container-* options: this cluster has no
+    pyxis, docs/slurm.md), run by the real Slurm: the kernel's command is a step of the job with
+    the environment the script exported, an interrupt to the batch script reaches the step and
+    the job goes on, and a restart ends the step and runs the next generation's in the same
+    job."""
+    entry = pwd.getpwnam(STUDENT_A)
+    script = pyxis_batch_script(
+        "nvcr.io/nvidia/pytorch:24.05-py3",
+        [
+            "sh",
+            "-c",
+            "trap 'echo interrupted' INT\n"
+            'echo "session: $JPY_SESSION_NAME"; echo "step $SLURM_STEP_ID ready"\n'
+            "while true; do sleep 1 & wait $!; done",
+        ],
+        mounts=[("/shared/home", "/shared/home", False)],
+        workdir="/shared/home",
+        home=entry.pw_dir,
+        description="jupyter_gpu_containers test: a pyxis script without pyxis",
+        environment=env_lines({"JPY_SESSION_NAME": "it's a $HOME `notebook`"}).decode(),
+        restart_wait=30,
+    )
+    lines = script.splitlines()
+    [at] = [i for i, line in enumerate(lines) if line.strip().startswith("srun ")]
+    argv = shlex.split(lines[at].strip().removesuffix(" &"))
+    kept = [arg for arg in argv if not arg.startswith(("--container-", "--no-container-"))]
+    assert len(kept) == len(argv) - 4, argv
+    lines[at] = "  " + shlex.join(kept) + " &"
+    job_id = jobs.submit(STUDENT_A, "\n".join(lines[1:]) + "\n", gpus=1)
+    until(jobs.state(job_id, "RUNNING"), 60, "the job did not run")
+
+    def output_has(text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in jobs.output(STUDENT_A, 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert text in jobs.output(STUDENT_A, 0)
+
+    output_has("step 0 ready")
+    assert "session: it's a $HOME `notebook`" in jobs.output(STUDENT_A, 0)
+    jobs.commands.signal(job_id, signal.SIGINT)
+    output_has("interrupted")
+    job = jobs.commands.job(job_id)
+    assert job is not None and job.running, job
+
+    # A restart in the allocation: the step ends, its status is written, the next one runs.
+    jobs.commands.signal(job_id, signal.SIGALRM)
+    exit_file = jobs.tmp / generation_file(job_id, 0, "exit")
+    deadline = time.monotonic() + 60
+    while not exit_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert exit_file.exists(), jobs.output(STUDENT_A, 0)
+    next_file = jobs.tmp / generation_file(job_id, 1, "next")
+    next_file.touch()
+    os.chown(next_file, entry.pw_uid, entry.pw_gid)
+    output_has("step 1 ready")
     job = jobs.commands.job(job_id)
     assert job is not None and job.running, job
 

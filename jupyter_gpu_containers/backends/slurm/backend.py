@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets import Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable, ImageMissing
@@ -139,6 +139,18 @@ class SlurmBackend(LoggingConfigurable):
         "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"}``. They hold for every GPU
         node; a node's GRES type ("gpu:a100:4") is its product where they name none. Without a
         driver version an image's CUDA cannot be checked ("unknown").""",
+    )
+
+    launcher = Enum(
+        ["podman", "pyxis"],
+        "podman",
+        config=True,
+        help="""How a kernel's job runs its container on the node. "podman": the user's rootless
+        Podman, given the job's GPUs by gpu_device (tested here against a real Slurm). "pyxis":
+        NVIDIA's pyxis, the container a job step (``srun --container-image``) of enroot, its
+        GPUs the job's through Slurm's cgroup (``ConstrainDevices=yes``); images by enroot's
+        names, pulled by enroot on the node. The test cluster has no pyxis: this is not tested
+        here (docs/slurm.md).""",
     )
 
     gpu_device = Unicode(
@@ -321,6 +333,7 @@ class SlurmBackend(LoggingConfigurable):
             gpu_device=self.gpu_device,
             extra=tuple(self.extra_sbatch_args),
             restart_wait=max(0, self.restart_wait),
+            launcher=self.launcher,
         )
 
     @staticmethod
@@ -834,20 +847,8 @@ class SlurmBackend(LoggingConfigurable):
         network and no GPU; past ``timeout`` s its job is cancelled."""
         account = self._probe_account()
         name = f"jgc-probe-{os.getpid()}-{secrets.token_hex(5)}"
-        script = kernels.oneshot_script(
-            image,
-            command,
-            home=pwd.getpwuid(account.uid).pw_dir,
-            labels=labels,
-            entrypoint=entrypoint,
-            user=user,
-            cap_add=cap_add or [],
-            no_new_privileges=no_new_privileges,
-            environment=environment or {},
-        )
         argv = [
             f"--job-name={name}",
-            "--export=NONE",
             "--nodes=1",
             "--ntasks=1",
             f"--time={max(1, self.probe_time_limit_minutes)}",
@@ -855,9 +856,25 @@ class SlurmBackend(LoggingConfigurable):
             *([f"--account={self.account}"] if self.account else []),
             *([f"--qos={self.qos}"] if self.qos else []),
             *self.extra_sbatch_args,
-            "/bin/sh",
-            "-s",
         ]
+        if self.launcher == "pyxis":
+            # The image's own entry point, user and capabilities are pyxis's and enroot's
+            # (the user's account, no capabilities).
+            script = ""
+            argv += kernels.pyxis_oneshot_args(image, command, environment or {})
+        else:
+            script = kernels.oneshot_script(
+                image,
+                command,
+                home=pwd.getpwuid(account.uid).pw_dir,
+                labels=labels,
+                entrypoint=entrypoint,
+                user=user,
+                cap_add=cap_add or [],
+                no_new_privileges=no_new_privileges,
+                environment=environment or {},
+            )
+            argv += ["--export=NONE", "/bin/sh", "-s"]
         code, out, err, timed_out = self.commands.run_task(
             account, argv, stdin=script, timeout=timeout
         )

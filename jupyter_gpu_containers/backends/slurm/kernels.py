@@ -30,7 +30,7 @@ from ...base.records import (
 from ...base.safefiles import read_trusted, write_atomic
 from ..podman_args import env_lines, hardening_args, run_options
 from .jobs import Account, Job, JobRequest
-from .script import batch_script, generation_file
+from .script import batch_script, generation_file, pyxis_batch_script, pyxis_image
 
 # The job's output (its script's and its container's): beside the connection file.
 OUTPUT_FILE_NAME = "slurm-job.log"
@@ -52,6 +52,7 @@ class JobSettings:
     gpu_device: str = "nvidia.com/gpu={index}"
     extra: tuple[str, ...] = ()
     restart_wait: int = 0  # seconds a job keeps its allocation for a restart (script.py)
+    launcher: str = "podman"  # or "pyxis": the container as a job step (script.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,24 +124,39 @@ def kernel_job(spec: ContainerSpec, settings: JobSettings, *, description: str) 
     account = account_of(spec)
     private = private_dir_of(spec)
     home = pwd.getpwuid(account.uid).pw_dir
-    container = dataclasses.replace(spec, port_bindings={}, device_requests=[])
-    options = [
-        "--rm",
-        "--pull=never",
-        *run_options(container, network="host", userns="keep-id", ulimits={}),
-    ]
     environment = env_lines(spec.environment).decode()
-    if environment:
-        options += ["--env-file", "/dev/stdin"]
-    script = batch_script(
-        options,
-        [spec.image, *spec.command],
-        gpu_device=settings.gpu_device,
-        home=home,
-        description=description,
-        environment=environment,
-        restart_wait=settings.restart_wait,
-    )
+    if settings.launcher == "pyxis":
+        try:
+            script = pyxis_batch_script(
+                spec.image,
+                spec.command,
+                mounts=[(m.source, m.target, m.read_only) for m in spec.mounts],
+                workdir=spec.working_dir or "",
+                home=home,
+                description=description,
+                environment=environment,
+                restart_wait=settings.restart_wait,
+            )
+        except ValueError as e:
+            raise EngineRefused(f"This kernel cannot run through pyxis: {e}.") from None
+    else:
+        container = dataclasses.replace(spec, port_bindings={}, device_requests=[])
+        options = [
+            "--rm",
+            "--pull=never",
+            *run_options(container, network="host", userns="keep-id", ulimits={}),
+        ]
+        if environment:
+            options += ["--env-file", "/dev/stdin"]
+        script = batch_script(
+            options,
+            [spec.image, *spec.command],
+            gpu_device=settings.gpu_device,
+            home=home,
+            description=description,
+            environment=environment,
+            restart_wait=settings.restart_wait,
+        )
     request = JobRequest(
         name=spec.name,
         workdir=private,
@@ -287,6 +303,26 @@ def oneshot_script(
         description=f"jupyter_gpu_containers: is {image} kernel-ready?",
         environment=lines,
     )
+
+
+def pyxis_oneshot_args(image: str, command: list[str], environment: dict[str, str]) -> list[str]:
+    """The probe's task where the site has pyxis: ``srun`` runs ``command`` in a container of
+    ``image`` itself (no script between: a step cannot start steps of its own), its environment
+    given in ``--export`` (no value may hold a comma: srun's separator). No GPU (the task asks
+    for none), the node's network: pyxis makes no network of the container's own."""
+    exports = ["NONE"]
+    for name, value in environment.items():
+        if "," in value or "," in name or "=" in name:
+            raise EngineRefused(
+                f"The probe's variable {name} cannot be given through srun's --export (a comma)."
+            )
+        exports.append(f"{name}={value}")
+    return [
+        f"--export={','.join(exports)}",
+        f"--container-image={pyxis_image(image)}",
+        "--no-container-mount-home",
+        *command,
+    ]
 
 
 def image_not_known(stderr: str) -> bool:
