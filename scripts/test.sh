@@ -108,12 +108,6 @@ export JGC_TEST_RUN=${JGC_TEST_RUN:-$(date +%s)-$$}
 status=0
 run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
 
-run ruff check jupyter_gpu_containers tests benchmarks ui-tests
-run ruff format --check jupyter_gpu_containers tests benchmarks ui-tests
-run mypy
-run npm run --silent lint:check
-run npm test --silent -- --ci
-
 # pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
 # (Kubernetes, rootless Podman, Slurm) in one, the rest in the other. The engines' part's cluster
 # and kubelet run pods in a containerd of their own, Podman's tests an account's own Podman,
@@ -124,7 +118,8 @@ run npm test --silent -- --ci
 # own. pytest exits 5 when it collected no test: a part may (extra arguments can select one
 # part's tests only), both may not.
 #
-# The UI tests follow the engines' part in its lane, beside the rest: JupyterLab in Chromium
+# The linters and jest go first in that lane: minutes of CPU the rest's session need not wait
+# for. The UI tests follow the engines' part in the lane, beside the rest: JupyterLab in Chromium
 # against servers of their own (ui-tests/start-server.sh), on the labextension just built, with
 # a test-run label of their own too. What they could share with the rest is kept apart: their
 # GPUs are declared ones of their own (GPU-ui-*, the demo's GPU-demo-*), their kernels are the
@@ -145,11 +140,18 @@ ui_label="ui-$JGC_TEST_RUN"
 # The UI tests' labextension build, now: made while the rest's tests run, its files rewritten in
 # place would be read half-written (the servers', `jupyter labextension list`).
 run npm run --silent build
-log "pytest: the other engines' tests, then the UI tests, beside the rest (their output follows the rest's)"
+log "the checks, the other engines' tests and the UI tests, beside the rest's pytest session (their output follows its)"
 lane_log=$(mktemp /tmp/jgc-lane.XXXXXX)
 lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
 (
   set +e
+  checks=0
+  check() { log "$*"; "$@" || { checks=1; log "FAILED: $*"; }; }
+  check ruff check jupyter_gpu_containers tests benchmarks ui-tests
+  check ruff format --check jupyter_gpu_containers tests benchmarks ui-tests
+  check mypy
+  check npm run --silent lint:check
+  check npm test --silent -- --ci
   # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
   JGC_TEST_RUN=$engines_label python -m pytest --jgc-part engines \
     -o cache_dir=.pytest_cache/kubernetes-part --durations=10 "$@"
@@ -157,7 +159,7 @@ lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
   log "npm run --silent ui-test:run"
   JGC_TEST_RUN=$ui_label npm run --silent ui-test:run
   ui_rc=$?
-  echo "$engines_rc $ui_rc" >"$lane_status"
+  echo "$checks $engines_rc $ui_rc" >"$lane_status"
 ) >"$lane_log" 2>&1 &
 lane=$!
 trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true' EXIT
@@ -168,9 +170,10 @@ rc=$?
 wait "$lane"
 set -e
 lane=""
-log "the other engines' tests and the UI tests (they ran beside the tests above):"
+log "the checks, the other engines' tests and the UI tests (they ran beside the tests above):"
 cat "$lane_log"
-read -r k8s_rc ui_rc <"$lane_status" || { k8s_rc=1; ui_rc=1; }
+read -r checks_rc k8s_rc ui_rc <"$lane_status" || { checks_rc=1; k8s_rc=1; ui_rc=1; }
+[ "$checks_rc" -eq 0 ] || status=1
 rm -f "$lane_log" "$lane_status"
 if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
   log "pytest collected no tests"

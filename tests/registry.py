@@ -41,9 +41,11 @@ BIG_TEST_IMAGE = "jgc-test/pullable-big:latest"
 BIG_TEST_IMAGE_LAYER_MB = (160, 160)
 
 
-def test_image_dockerfile(layers_mb: tuple[int, ...]) -> str:
+def test_image_dockerfile(layers_mb: tuple[int, ...], tag: str) -> str:
+    # The tag first: builds for two tags never share the build cache's layers.
     return (
         f"FROM {TEST_IMAGE_BASE}\n"
+        + f'LABEL org.jupyter.gpu-containers.test-image-tag="{tag}"\n'
         + "".join(
             f'RUN python3 -c "import random; r = random.Random({i}); '
             f"open('/opt/pullable-{i}.bin', 'wb').write(r.randbytes({mb} * 2**20))\"\n"
@@ -112,7 +114,9 @@ class PrivateRegistry:
             api.close()
         return target
 
-    def push_test_image(self, name: str = "pullable:latest", big: bool = False) -> str:
+    def push_test_image(
+        self, name: str = "pullable:latest", big: bool = False, local: str = ""
+    ) -> str:
         """Push the small test image (TEST_IMAGE) as host/name; return the registry ref.
 
         Built from TEST_IMAGE_BASE plus three small random-data layers (2, 3, 4 MiB), only when
@@ -121,8 +125,11 @@ class PrivateRegistry:
         layer. Without it, a pull of the returned ref downloads and extracts the three layers for
         real (the base layer reports "Already exists"). The next call rebuilds it (about a second).
         ``big``: two 160 MiB layers instead (BIG_TEST_IMAGE), for pulls slow enough to cancel.
+        ``local``: the local build's tag instead of TEST_IMAGE, for a user of its own (the UI
+        tests', beside the pytest session): a build of its own has layers of its own, so that
+        what one pulled and keeps never makes the other's pull skip its layers.
         """
-        local = BIG_TEST_IMAGE if big else TEST_IMAGE
+        local = local or (BIG_TEST_IMAGE if big else TEST_IMAGE)
         layers = BIG_TEST_IMAGE_LAYER_MB if big else TEST_IMAGE_LAYER_MB
         for attempt in range(3):
             build_test_image(local, layers)
@@ -200,7 +207,7 @@ def build_test_image(
             pass
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as tar:
-            data = test_image_dockerfile(layers_mb).encode()
+            data = test_image_dockerfile(layers_mb, tag).encode()
             info = tarfile.TarInfo("Dockerfile")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

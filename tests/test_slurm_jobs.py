@@ -301,8 +301,9 @@ def test_a_pyxis_scripts_step_gets_the_environment_signals_and_restarts(jobs: Jo
         [
             "sh",
             "-c",
-            "trap 'echo interrupted' INT\n"
-            'echo "session: $JPY_SESSION_NAME"; echo "step $SLURM_STEP_ID ready"\n'
+            # One line: the test finds the srun line of the script by its lines.
+            "trap 'echo interrupted' INT; "
+            'echo "session: $JPY_SESSION_NAME"; echo "step $SLURM_STEP_ID ready"; '
             "while true; do sleep 1 & wait $!; done",
         ],
         mounts=[("/shared/home", "/shared/home", False)],

@@ -28,7 +28,9 @@ def main(home: Path) -> None:
     registry = start_registry(home / "registry")
     ref = ""
     try:
-        ref = registry.push_test_image("ui/pullable:latest")
+        # A local build of its own (registry.py): the pytest session beside these tests pulls
+        # the same kind of image, and must see its layers downloaded.
+        ref = registry.push_test_image("ui/pullable:latest", local="jgc-test/ui-pullable:latest")
         info = {
             "ref": ref,
             "host": registry.host,
