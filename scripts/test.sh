@@ -118,14 +118,8 @@ run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
 # own. pytest exits 5 when it collected no test: a part may (extra arguments can select one
 # part's tests only), both may not.
 #
-# The linters and jest go first in that lane: minutes of CPU the rest's session need not wait
-# for. The UI tests follow the engines' part in the lane, beside the rest: JupyterLab in Chromium
-# against servers of their own (ui-tests/start-server.sh), on the labextension just built, with
-# a test-run label of their own too. What they could share with the rest is kept apart: their
-# GPUs are declared ones of their own (GPU-ui-*, the demo's GPU-demo-*), their kernels are the
-# images they use (ui-tests/server_config.py), the multi-user demo's host state directory is its
-# own (ui-tests/start-hub.sh), and the demo's test is in the engines' part, before them. The
-# lane's output is kept in a file and shown when both are done.
+# The linters and jest go first in the engines' lane: minutes of CPU the rest's session need not
+# wait for. The lane's output is kept in a file and shown when both are done.
 free_port() {
   python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -137,10 +131,11 @@ UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
 export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
 engines_label="k8s-$JGC_TEST_RUN"
 ui_label="ui-$JGC_TEST_RUN"
-# The UI tests' labextension build, now: made while the rest's tests run, its files rewritten in
-# place would be read half-written (the servers', `jupyter labextension list`).
+# The UI tests' labextension build (a development build), now: made while the rest's tests run,
+# its files rewritten in place would be read half-written (the servers', `jupyter labextension
+# list`).
 run npm run --silent build
-log "the checks, the other engines' tests and the UI tests, beside the rest's pytest session (their output follows its)"
+log "the checks and the other engines' tests, beside the rest's pytest session (their output follows its)"
 lane_log=$(mktemp /tmp/jgc-lane.XXXXXX)
 lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
 (
@@ -155,11 +150,7 @@ lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
   # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
   JGC_TEST_RUN=$engines_label python -m pytest --jgc-part engines \
     -o cache_dir=.pytest_cache/kubernetes-part --durations=10 "$@"
-  engines_rc=$?
-  log "npm run --silent ui-test:run"
-  JGC_TEST_RUN=$ui_label npm run --silent ui-test:run
-  ui_rc=$?
-  echo "$checks $engines_rc $ui_rc" >"$lane_status"
+  echo "$checks $?" >"$lane_status"
 ) >"$lane_log" 2>&1 &
 lane=$!
 trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true' EXIT
@@ -170,9 +161,9 @@ rc=$?
 wait "$lane"
 set -e
 lane=""
-log "the checks, the other engines' tests and the UI tests (they ran beside the tests above):"
+log "the checks and the other engines' tests (they ran beside the tests above):"
 cat "$lane_log"
-read -r checks_rc k8s_rc ui_rc <"$lane_status" || { checks_rc=1; k8s_rc=1; ui_rc=1; }
+read -r checks_rc k8s_rc <"$lane_status" || { checks_rc=1; k8s_rc=1; }
 [ "$checks_rc" -eq 0 ] || status=1
 rm -f "$lane_log" "$lane_status"
 if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
@@ -182,10 +173,13 @@ elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s
   log "FAILED: pytest (the rest: status $rc; the other engines' part: status $k8s_rc)"
   status=1
 fi
-if [ "$ui_rc" -ne 0 ]; then
-  log "FAILED: npm run --silent ui-test:run (status $ui_rc)"
-  status=1
-fi
+
+# The UI tests, after both sessions: JupyterLab in Chromium against servers of their own
+# (ui-tests/start-server.sh), on the labextension built above, with a test-run label of their own.
+# Not beside the rest's session: their servers run kernels as root too, which the rest's tests of
+# a user's kernels would see, and their panels probe the images the rest's tests build for a
+# moment (tried: fresh runs 35 and 36 failed so).
+JGC_TEST_RUN=$ui_label run npm run --silent ui-test:run
 
 if [ -n "$k8s_build" ]; then
   # The Kubernetes tests waited for it; its own words if it failed.

@@ -322,12 +322,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _engines_part(item: pytest.Item) -> bool:
     """The Kubernetes tests, rootless Podman's and Slurm's: engines of their own (a cluster's
     containerd, an account's Podman, a Slurm of the tests' own), which share nothing with the
-    Docker tests but the machine. And the multi-user demo's test: the demo's accounts and
-    declared GPUs are also the UI tests' (their fourth server is the demo), which the test
-    command runs after this part, beside the rest."""
-    return item.path.name.startswith(("test_k8s_", "test_slurm_")) or item.path.name in (
-        "test_podman.py",
-        "test_demo_multiuser.py",
+    Docker tests but the machine."""
+    return (
+        item.path.name.startswith(("test_k8s_", "test_slurm_"))
+        or item.path.name == "test_podman.py"
     )
 
 

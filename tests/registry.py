@@ -126,8 +126,8 @@ class PrivateRegistry:
         real (the base layer reports "Already exists"). The next call rebuilds it (about a second).
         ``big``: two 160 MiB layers instead (BIG_TEST_IMAGE), for pulls slow enough to cancel.
         ``local``: the local build's tag instead of TEST_IMAGE, for a user of its own (the UI
-        tests', beside the pytest session): a build of its own has layers of its own, so that
-        what one pulled and keeps never makes the other's pull skip its layers.
+        tests' registry): a build of its own has layers of its own, so that what one pulled and
+        keeps never makes the other's pull skip its layers.
         """
         local = local or (BIG_TEST_IMAGE if big else TEST_IMAGE)
         layers = BIG_TEST_IMAGE_LAYER_MB if big else TEST_IMAGE_LAYER_MB

@@ -28,8 +28,8 @@ def main(home: Path) -> None:
     registry = start_registry(home / "registry")
     ref = ""
     try:
-        # A local build of its own (registry.py): the pytest session beside these tests pulls
-        # the same kind of image, and must see its layers downloaded.
+        # A local build of its own (registry.py): pytest's pull tests pull the same kind of
+        # image, and must see its layers downloaded even when both run on the machine.
         ref = registry.push_test_image("ui/pullable:latest", local="jgc-test/ui-pullable:latest")
         info = {
             "ref": ref,

@@ -22,8 +22,8 @@ def base_config(home: Path) -> dict[str, Any]:
     labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
     return {
         # The images the UI tests use are the kernels (and what the servers probe at start):
-        # the test command runs these tests beside the other pytest session, whose own test
-        # images (built, retagged and removed as it goes) would be cards in the Launcher too.
+        # another test session on the machine (pytest's, run by hand beside these) builds,
+        # retags and removes test images of its own, which would be cards in the Launcher too.
         "ContainerKernelSpecManager": {"image_include": UI_TEST_IMAGES},
         "ContainerProvisioner": {"extra_labels": labels},
         # Probe containers are test containers too (the leak checks count them).

@@ -22,7 +22,7 @@ export JGC_MULTIUSER_PORT=${UI_TEST_PORT:?} JGC_SERVICE_PORT=${UI_TEST_HUB_SERVI
 export JGC_DEMO_PASSWORD=${UI_TEST_HUB_PASSWORD:?} JGC_VENV=${JGC_VENV:-$repo/.venv}
 export JGC_DEMO_LOG_DIR=${UI_TEST_LOG_DIR:-}
 # A host state directory of the UI tests' demo: its GPU queue (the third student waits in it) is
-# then not the one of other servers on the machine, whose starts a waiting ticket would hold up
-# (the test command runs the UI tests beside the other pytest session).
+# then not the one of other servers on the machine (another test session's), whose starts a
+# waiting ticket would hold up.
 export JGC_DEMO_STATE_DIR=${JGC_DEMO_STATE_DIR:-/run/jgc-ui-tests-demo-state}
 exec bash "$repo/scripts/demo-multiuser.sh"

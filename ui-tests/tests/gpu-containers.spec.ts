@@ -96,8 +96,8 @@ test('the panel lists the GPUs and the images with their verdicts', async ({ pag
   await expect(broken).toContainText('Not kernel-ready');
   await expect(broken.locator('.jgc-launch-button')).toBeDisabled();
 
-  // The filter and the search narrow the list (to the images named so: the other pytest
-  // session's test images, beside these tests, may be some of them).
+  // The filter and the search narrow the list (to the images named so: test images another
+  // session left or is building may be some of them).
   await panel.locator('.jgc-search-input').fill('ngc-like');
   await expect(debian).toHaveCount(0);
   await expect(ngc).toBeVisible();
