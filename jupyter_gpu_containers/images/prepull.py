@@ -379,7 +379,17 @@ class PrePuller(LoggingConfigurable):
             pull = self._active.get(entry.key)
             if pull is None and last is not None and last.uid == self._records.uid and last.pull_id:
                 pull = self.pulls.get(last.pull_id)
-            if entry.key in self._active:
+            active = self._active.get(entry.key)
+            # Under way until the end of its own run is recorded: that record is written (in a
+            # thread) before the pull leaves _active, and a report between the two read a
+            # finished run with no next one.
+            ended = (
+                active is not None
+                and last is not None
+                and last.pull_id == active.id
+                and last.finished is not None
+            )
+            if entry.key in self._active and not ended:
                 next_run = None  # under way
             else:
                 try:
