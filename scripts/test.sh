@@ -120,15 +120,6 @@ run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
 #
 # The linters and jest go first in the engines' lane: minutes of CPU the rest's session need not
 # wait for. The lane's output is kept in a file and shown when both are done.
-free_port() {
-  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-UI_TEST_PORT=${UI_TEST_PORT:-$(free_port)}
-UI_TEST_NO_ENGINE_PORT=${UI_TEST_NO_ENGINE_PORT:-$(free_port)}
-UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
-UI_TEST_HUB_PORT=${UI_TEST_HUB_PORT:-$(free_port)}
-UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
-export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
 engines_label="k8s-$JGC_TEST_RUN"
 ui_label="ui-$JGC_TEST_RUN"
 # The UI tests' labextension build (a development build), now: made while the rest's tests run,
@@ -179,6 +170,17 @@ fi
 # Not beside the rest's session: their servers run kernels as root too, which the rest's tests of
 # a user's kernels would see, and their panels probe the images the rest's tests build for a
 # moment (tried: fresh runs 35 and 36 failed so).
+# Free ports picked now, not before the pytest sessions: a port left unbound for half an hour
+# may be another process's by then (a demo server may hold 8888).
+free_port() {
+  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+UI_TEST_PORT=${UI_TEST_PORT:-$(free_port)}
+UI_TEST_NO_ENGINE_PORT=${UI_TEST_NO_ENGINE_PORT:-$(free_port)}
+UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
+UI_TEST_HUB_PORT=${UI_TEST_HUB_PORT:-$(free_port)}
+UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
+export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
 JGC_TEST_RUN=$ui_label run npm run --silent ui-test:run
 
 if [ -n "$k8s_build" ]; then

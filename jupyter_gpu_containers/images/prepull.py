@@ -376,10 +376,9 @@ class PrePuller(LoggingConfigurable):
         rows = []
         for entry in self.entries:
             last = runs.get(entry.key)
-            pull = self._active.get(entry.key)
+            active = pull = self._active.get(entry.key)
             if pull is None and last is not None and last.uid == self._records.uid and last.pull_id:
                 pull = self.pulls.get(last.pull_id)
-            active = self._active.get(entry.key)
             # Under way until the end of its own run is recorded: that record is written (in a
             # thread) before the pull leaves _active, and a report between the two read a
             # finished run with no next one.
