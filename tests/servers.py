@@ -21,6 +21,17 @@ from tornado.websocket import websocket_connect
 
 VENV_BIN = Path(sys.executable).parent
 
+# What jupyter_server logs when it cannot bind its port (it exits then: port_retries = 0).
+NO_PORT = "ERROR: the Jupyter server could not be started because"
+
+# What the extension logs once the server is ready: it has reattached or swept what earlier
+# servers left, or found that no engine answers, or (behind a kernel service) says where it is.
+READY = (
+    "Kernel containers at start",
+    "Kernel containers were not checked at start",
+    "kernels live behind the kernel service at",
+)
+
 
 async def wait_until(check: Any, timeout: float, what: str) -> Any:
     """Poll the coroutine function ``check`` until it returns something true; that value.
@@ -100,9 +111,7 @@ class Server:
         env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
-        self.port = free_port()
         self.token = os.urandom(16).hex()
-        self.url = f"http://127.0.0.1:{self.port}"
         # IPython (which the server imports) wants a directory of its own, and makes one in /tmp
         # when it cannot write under HOME, as another user's server cannot here: give it a
         # place the test removes with the home. jupyter_core would then look there for IPython
@@ -117,53 +126,68 @@ class Server:
             extra_env["IPYTHONDIR"] = str(users_own / "ipython")
             (home / "config").mkdir(exist_ok=True)
             (home / "config" / "migrated").touch()
-        env = {**jupyter_env(home), **extra_env, **(env or {})}
-        self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
+        self._env = {**jupyter_env(home), **extra_env, **(env or {})}
+        self._argv = [
+            *(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []),
+            str(VENV_BIN / "jupyter"),
+            "server",
+            "--no-browser",
+            # A port taken between free_port() and the bind makes the server exit, not listen
+            # on another port while the test talks to the one it chose (and to whatever took
+            # it: a UI test once opened a page on a kernel's port that had closed since).
+            "--ServerApp.port_retries=0",
+            "--ip=127.0.0.1",
+            f"--ServerApp.root_dir={root_dir}",
+            f"--IdentityProvider.token={self.token}",
+            *(["--allow-root"] if user is None and os.getuid() == 0 else []),
+            *extra_args,
+        ]
+        for _ in range(5):
+            if self._start_once():
+                return
+            if NO_PORT not in self.output():
+                break
+        output = self.output()
+        self.log.close()
+        raise AssertionError(f"the server did not start:\n{output}")
+
+    def _start_once(self) -> bool:
+        """Whether the server started on a port of its own; stopped if it did not."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(self.home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                *(
-                    ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-                    if user
-                    else []
-                ),
-                str(VENV_BIN / "jupyter"),
-                "server",
-                "--no-browser",
-                f"--port={self.port}",
-                "--ip=127.0.0.1",
-                f"--ServerApp.root_dir={root_dir}",
-                f"--IdentityProvider.token={self.token}",
-                *(["--allow-root"] if user is None and os.getuid() == 0 else []),
-                *extra_args,
-            ],
-            env=env,
+            [*self._argv, f"--port={self.port}"],
+            env=self._env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        for _ in range(150):
-            if self.process.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
         # Ready once the extension has reattached or swept what earlier servers left (it does
         # so just after the server starts listening), or found that no engine answers.
         # (Or, for a server whose kernels live behind a kernel service, once it says so.)
-        ready = (
-            "Kernel containers at start",
-            "Kernel containers were not checked at start",
-            "kernels live behind the kernel service at",
-        )
-        for _ in range(150):
-            if self.process.poll() is not None or any(m in self.output() for m in ready):
+        # The marker first: once it is logged the server holds the port, so a connection
+        # that succeeds is to the server.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.process.poll() is None:
+            said = self.output()
+            if NO_PORT in said:
                 break
+            if any(m in said for m in READY) and self._listening():
+                return True
             time.sleep(0.1)
-        if self.process.poll() is not None:
-            output = self.output()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if NO_PORT in self.output():
             self.log.close()
-            raise AssertionError(f"the server did not start:\n{output}")
+        return False
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def output(self) -> str:
         self.log.flush()

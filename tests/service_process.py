@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hostusers import ids_of, merged
-from servers import VENV_BIN, free_port, remove_tree
+from servers import NO_PORT, VENV_BIN, free_port, remove_tree
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -122,7 +122,23 @@ class KernelService:
 
     # ------------------------------------------------------------------ the process
 
-    def start(self, *args: str) -> None:
+    def start(self, *args: str, another_port: bool = True) -> None:
+        """Start the service, ready once it has recovered its kernels and listens. Its port
+        was free when chosen, but another process may take it before the service binds it:
+        the service then exits (ServerApp.port_retries is 0 for it), and, with
+        ``another_port``, starts again on another."""
+        for _ in range(5):
+            try:
+                self._start_once(*args)
+                return
+            except AssertionError:
+                if not another_port or NO_PORT not in self.output():
+                    raise
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError(f"the kernel service found no free port:\n{self.output()}")
+
+    def _start_once(self, *args: str) -> None:
         self._log_count += 1
         self.log_path = self.home / f"service-{self._log_count}.log"
         log = open(self.log_path, "w")  # noqa: SIM115 - the process writes it; closed below

@@ -15,6 +15,7 @@ import grp
 import json
 import os
 import re
+import socket
 import subprocess
 import uuid
 from collections import Counter
@@ -330,6 +331,25 @@ def test_a_token_file_others_can_read_stops_the_service(services: list[KernelSer
         service.start()
     assert "Traceback" not in service.output()
     assert str(service.tokens_file) in service.output()
+
+
+def test_a_service_whose_port_is_taken_exits_instead_of_moving(
+    services: list[KernelService],
+) -> None:
+    """Users' servers know the service by its URL: one that listened on the next port would
+    leave them sending their tokens to whatever holds its own (any local user may listen on
+    a port above 1024)."""
+    service = KernelService()
+    services.append(service)
+    service.add_user(USER_A)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", service.port))
+        squatter.listen()
+        with pytest.raises(AssertionError, match="did not start"):
+            service.start(another_port=False)
+    assert "Traceback" not in service.output()
+    assert f"port {service.port} is not available" in service.output()
+    assert "trying another port" not in service.output()
 
 
 async def wait_for_pull(service: KernelService, user: ServiceUser, pull_id: str) -> Any:

@@ -372,6 +372,13 @@ class ServiceApp(ServerApp):
     def _default_port(self) -> int:
         return DEFAULT_PORT
 
+    @default("port_retries")
+    def _default_port_retries(self) -> int:
+        # Users' servers are configured with the service's URL: a service that moved to the
+        # next free port would leave them talking to whatever holds its own, with their tokens
+        # (any local user may listen on a port above 1024). It exits, saying the port is taken.
+        return 0
+
     @default("allow_root")
     def _default_allow_root(self) -> bool:
         # Root is one of the two documented ways to run the service (the other: an account in
