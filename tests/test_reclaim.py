@@ -32,7 +32,7 @@ from conftest import (
 )
 from kernel_io import execute_in, start_kernel
 from servers import Server, write_server_config
-from test_openapi import SPEC_PATH, Conformance, _StrictLoader
+from test_openapi import KEEP, SPEC_PATH, Conformance, _StrictLoader
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.routes.kernel_view import watched_kernels
@@ -236,6 +236,81 @@ async def test_a_kernel_using_its_gpu_keeps_it_until_it_stops(
         await wait_warned(jp_fetch, conformance, kernel_id)
 
 
+def reclaim_and_keep(_: Any) -> dict[str, Any]:
+    config = reclaim_config("restart-without-gpus")(_)
+    # Keeps of 3 to 6 s, once per idle spell: longer than the grace period's 3 s.
+    config["GPUReclaim"].update(
+        {"keep_min_minutes": 0.05, "keep_max_minutes": 0.1, "keep_max_times": 1}
+    )
+    return config
+
+
+@pytest.mark.server_config(lambda tmp_path: reclaim_and_keep(tmp_path))
+async def test_a_warned_kernels_user_keeps_its_gpus_within_the_bounds_then_loses_them_idle(
+    two_gpu_nvml_box: nvml_double.Box,
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    conformance: Conformance,
+    docker_client: docker.DockerClient,
+) -> None:
+    async def keep(kernel_id: str, body: Any) -> tuple[int, Any]:
+        response = await jp_fetch(
+            *KEEP.format(kernel_id=kernel_id).strip("/").split("/"),
+            method="POST",
+            body=json.dumps(body),
+            raise_error=False,
+        )
+        return response.code, conformance.check(response, KEEP, "post")
+
+    async with reclaiming(jp_serverapp):
+        with all_log_text() as lines:
+            kernel_id, first, _device = await start_gpu_kernel(
+                jp_fetch, docker_client, two_gpu_nvml_box, utilization=0
+            )
+            warned = await wait_warned(jp_fetch, conformance, kernel_id)
+            assert warned["keep"] == {"min_minutes": 0.05, "max_minutes": 0.1, "times_left": 1}
+            assert warned["kept_until"] is None and warned["keeps"] == 0
+            # Out of the administrator's bounds, or not a number: refused, nothing kept.
+            for body in ({"minutes": 30}, {"minutes": "6"}, {"minutes": True}, {}):
+                code, error = await keep(kernel_id, body)
+                assert code == 400, (body, error)
+            code, error = await keep(kernel_id, {"minutes": 30})
+            assert "GPUs can be kept for 3 seconds to 6 seconds, not 30 minutes" in error["message"]
+            # Only one's own kernel: any other id is the 404 of a kernel that does not exist.
+            code, error = await keep("0" * 8 + "-0000-4000-8000-" + "0" * 12, {"minutes": 0.1})
+            assert code == 404, error
+            code, kept = await keep(kernel_id, {"minutes": 0.1})
+            assert code == 200, kept
+            assert kept["state"] == "warned" and kept["keeps"] == 1
+            assert kept["kept_until"] is not None and kept["kept_until"] == kept["release_at"]
+            assert kept["kept_until"] > warned["release_at"]
+            assert kept["keep"] == {"min_minutes": 0.05, "max_minutes": 0.1, "times_left": 0}
+            assert kept["message"].startswith("Kept at your word for 6 seconds")
+            # Once per idle spell here.
+            code, error = await keep(kernel_id, {"minutes": 0.05})
+            assert code == 409 and "kept once while idle, as often as" in error["message"], error
+            row = await row_of(jp_fetch, conformance, kernel_id)
+            assert row["reclaim"]["kept_until"] == kept["kept_until"]
+
+            async def reclaimed() -> Any:
+                row = await row_of(jp_fetch, conformance, kernel_id)
+                reclaim = row["reclaim"] if row else None
+                return reclaim if reclaim and reclaim["state"] == "reclaimed" else None
+
+            # Still idle when the keep ends: its GPU goes then, not at the grace period's end.
+            done = await until(reclaimed, timeout=60)
+        assert done["reclaimed_at"] >= kept["kept_until"], (done, kept)
+        assert done["kept_until"] is None and done["keep"] is None
+        second = kernel_container(docker_client, kernel_id)
+        assert second.id != first.id and second.labels.get(L.GPUS, "") == ""
+        text = "\n".join(lines)
+        said = "its idle GPUs kept for 0.1 minutes at its user's word (1 of 1)"
+        assert any(f"Kernel {kernel_id}" in line and said in line for line in lines), text
+        # The metrics count it.
+        metrics = (await jp_fetch("gpu-containers", "metrics")).body.decode()
+        assert "jupyter_gpu_containers_reclaim_keeps_total 1.0" in metrics
+
+
 def reclaim_and_cull(tmp_path: Any) -> dict[str, Any]:
     config = reclaim_config("shutdown")(tmp_path)
     config["GPUReclaim"]["idle_minutes"] = 10.0
@@ -267,7 +342,7 @@ async def test_culling_by_jupyter_server_still_works_beside_reclaim(
                 lambda: not docker_client.containers.list(all=True, filters={"id": first.id})
             )
         )
-        assert reclaimer.policy.counters() == {"warnings": 0, "reclaims": 0}
+        assert reclaimer.policy.counters() == {"warnings": 0, "reclaims": 0, "keeps": 0}
         await reclaimer.check()
         assert reclaimer.policy.states() == []
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from traitlets import TraitError
 
+from jupyter_gpu_containers.base.errors import KeepRefused, ValueRefused
 from jupyter_gpu_containers.gpus.gpu_usage import UsageSample
 from jupyter_gpu_containers.gpus.reclaim import (
     KEEP_RECLAIMED_SECONDS,
@@ -101,7 +102,7 @@ def test_an_idle_kernel_is_warned_then_its_gpus_are_released() -> None:
     assert "no GPU activity for 1 minute" in warned["message"]
     assert "given back in 30 seconds" in warned["message"]
     assert "restarted without GPUs" in warned["message"]
-    assert reclaim.counters() == {"warnings": 1, "reclaims": 0}
+    assert reclaim.counters() == {"warnings": 1, "reclaims": 0, "keeps": 0}
     # The grace period: released at the first check 30 s after the warning, not before.
     assert clock.run(20) == []
     assert clock.run(10) == [(90, "release", "k1")]
@@ -109,7 +110,7 @@ def test_an_idle_kernel_is_warned_then_its_gpus_are_released() -> None:
     assert done is not None and done["state"] == "reclaimed"
     assert done["action"] == "restart-without-gpus" and done["reclaimed_at"] is not None
     assert "GPUs were reclaimed after 2 minutes without GPU activity" in done["message"]
-    assert reclaim.counters() == {"warnings": 1, "reclaims": 1}
+    assert reclaim.counters() == {"warnings": 1, "reclaims": 1, "keeps": 0}
 
 
 def test_utilisation_above_the_threshold_keeps_a_kernel_active() -> None:
@@ -140,7 +141,82 @@ def test_activity_during_the_grace_period_cancels_the_warning() -> None:
     assert state["message"] == ""
     # The idle time counts again from that activity: a new warning, no release meanwhile.
     assert clock.run(60) == [(130, "warn", "k1")]
-    assert reclaim.counters() == {"warnings": 2, "reclaims": 0}
+    assert reclaim.counters() == {"warnings": 2, "reclaims": 0, "keeps": 0}
+
+
+def test_a_warned_kernel_kept_at_its_users_word_loses_its_gpus_when_the_keep_ends_idle() -> None:
+    reclaim = policy(keep_min_minutes=1, keep_max_minutes=3, keep_max_times=2)
+    clock = Clock(reclaim, Kernel())
+    assert clock.run(60) == [(60, "warn", "k1")]
+    warned = reclaim.state_of("k1")
+    assert warned is not None and warned["kept_until"] is None and warned["keeps"] == 0
+    assert warned["keep"] == {"min_minutes": 1.0, "max_minutes": 3.0, "times_left": 2}
+    kept = reclaim.keep("k1", 2, clock.now)
+    assert kept["state"] == "warned" and kept["keeps"] == 1
+    assert kept["kept_until"] == kept["release_at"]
+    assert kept["keep"]["times_left"] == 1
+    assert kept["message"].startswith("Kept at your word for 2 minutes: unless this kernel")
+    assert reclaim.counters()["keeps"] == 1
+    # Not at the grace period's end (90 s), but at the keep's (180 s), still idle: released
+    # then, with no second grace period.
+    assert clock.run(110) == []
+    assert clock.run(10) == [(180, "release", "k1")]
+    done = reclaim.state_of("k1")
+    assert done is not None and done["state"] == "reclaimed" and done["kept_until"] is None
+    assert done["keep"] is None and done["keeps"] == 1
+
+
+def test_keeps_are_bounded_in_length_and_in_number_and_activity_clears_them() -> None:
+    reclaim = policy(keep_min_minutes=1, keep_max_minutes=3, keep_max_times=2)
+    clock = Clock(reclaim, Kernel())
+    clock.run(60)
+    for minutes, says in [(0.5, "0.5"), (4, "4"), (float("nan"), "nan")]:
+        bounds = f"GPUs can be kept for 1 minute to 3 minutes, not {says} minutes"
+        with pytest.raises(ValueRefused, match=bounds):
+            reclaim.keep("k1", minutes, clock.now)
+    assert reclaim.state_of("k1")["keeps"] == 0  # type: ignore[index]
+    reclaim.keep("k1", 1, clock.now)
+    reclaim.keep("k1", 3, clock.now)  # a second keep counts from now, not from the first's end
+    with pytest.raises(KeepRefused, match="kept 2 times while idle, as often as the admin"):
+        reclaim.keep("k1", 1, clock.now)
+    state = reclaim.state_of("k1")
+    assert state is not None and state["keep"]["times_left"] == 0 and state["keeps"] == 2
+    # Its GPU in use again: the warning and the keeps are cleared; warned again later, its
+    # user may keep it twice more.
+    assert clock.run(10, utilization=60) == [(70, "cleared", "k1")]
+    cleared = reclaim.state_of("k1")
+    assert cleared is not None and cleared["kept_until"] is None and cleared["keeps"] == 0
+    assert cleared["keep"] is None  # not warned: nothing to keep
+    with pytest.raises(KeepRefused, match="not about to be reclaimed: there is nothing to keep"):
+        reclaim.keep("k1", 1, clock.now)
+    assert clock.run(60) == [(130, "warn", "k1")]
+    assert reclaim.keep("k1", 1, clock.now)["keep"]["times_left"] == 1
+
+
+def test_a_kernel_not_warned_or_not_watched_or_being_released_is_not_kept() -> None:
+    reclaim = policy()
+    with pytest.raises(KeepRefused, match="nothing to keep"):
+        reclaim.keep("nobody", 15, T0)
+    clock = Clock(reclaim, Kernel())
+    clock.run(60)
+    (decision,) = reclaim.judge([clock.kernels[0].observation()], clock.now + 30, 60)
+    assert decision.kind == "release"  # the driver is carrying it out
+    with pytest.raises(KeepRefused, match="being given back already: it is too late"):
+        reclaim.keep("k1", 15, clock.now + 31)
+    assert reclaim.state_of("k1")["keep"] is None  # type: ignore[index]
+
+
+def test_without_keeps_the_warning_offers_none() -> None:
+    reclaim = policy(keep_max_times=0)
+    clock = Clock(reclaim, Kernel())
+    clock.run(60)
+    assert reclaim.state_of("k1")["keep"] is None  # type: ignore[index]
+    with pytest.raises(KeepRefused, match="does not let idle GPUs be kept"):
+        reclaim.keep("k1", 15, clock.now)
+
+
+def test_a_longest_keep_below_the_shortest_reads_as_the_shortest() -> None:
+    assert policy(keep_min_minutes=30, keep_max_minutes=10).keep_bounds() == (30.0, 30.0)
 
 
 def test_memory_changing_is_activity_and_memory_held_still_is_not() -> None:
@@ -254,6 +330,9 @@ def test_a_kernel_held_for_long_is_judged_from_its_samples_only() -> None:
         ("grace_minutes", -1, "GPUReclaim.grace_minutes cannot be negative"),
         ("memory_change_mib", -5, "GPUReclaim.memory_change_mib cannot be negative"),
         ("utilization_threshold", 101, "percentage from 0 to 100"),
+        ("keep_min_minutes", 0, "GPUReclaim.keep_min_minutes must be more than 0"),
+        ("keep_max_minutes", -1, "GPUReclaim.keep_max_minutes must be more than 0"),
+        ("keep_max_times", -1, "GPUReclaim.keep_max_times cannot be negative"),
         ("action", "kill", "action"),
     ],
 )

@@ -25,7 +25,7 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import DEBIAN_IMAGE, NGC_IMAGE, kernel_container, kernel_name
+from conftest import DEBIAN_IMAGE, NGC_IMAGE, NVML_DOUBLE_CONFIG, kernel_container, kernel_name
 from hostusers import BOB, MALLORY, UserHome, ids_of, needs_accounts, run_as
 from kernel_io import execute
 from registry import PrivateRegistry
@@ -254,6 +254,54 @@ async def test_a_service_killed_reattaches_its_users_kernels(
     assert code == 200
     result = await run(service, a, kernel_id, "import os; print(os.getuid(), os.getcwd())")
     assert result.stdout.split() == [str(ids_of(a.name)[0]), "/workspace"]
+
+
+async def test_only_a_kernels_user_keeps_its_idle_gpus_through_the_service(
+    services: list[KernelService],
+) -> None:
+    """Behind the service, on the NVML double's GPUs (no process of a kernel's on them: idle),
+    a warned kernel's user keeps its GPUs; another user's keep of it is the 404 of a kernel
+    that does not exist, and changes nothing."""
+    tests = Path(__file__).parent
+    service = KernelService(
+        {
+            **NVML_DOUBLE_CONFIG,
+            "GPUUsage": {"interval": 0.2},
+            "GPUReclaim": {
+                "enabled": True,
+                "idle_minutes": 0.03,
+                "grace_minutes": 0.5,
+                "check_interval": 0.2,
+                "keep_min_minutes": 1,
+                "keep_max_minutes": 5,
+            },
+        },
+        env={"PYTHONPATH": ":".join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))},
+    )
+    services.append(service)
+    a, b = service.add_user(USER_A), service.add_user(USER_B)
+    service.start()
+    kernel_id = await service.start_kernel(a, GPU_SPEC)
+
+    async def warned() -> Any:
+        code, body = await service.answer(a, "GET", f"gpu-containers/kernels/{kernel_id}")
+        reclaim = body.get("reclaim") if code == 200 else None
+        return reclaim if reclaim and reclaim["state"] == "warned" else None
+
+    before = await wait_until(warned, 60, "the idle kernel's warning")
+    assert before["keep"] == {"min_minutes": 1.0, "max_minutes": 5.0, "times_left": 2}
+    keep = f"gpu-containers/kernels/{kernel_id}/keep"
+    code, refused = await service.answer(b, "POST", keep, {"minutes": 5})
+    assert code == 404, refused
+    code, kept = await service.answer(a, "POST", keep, {"minutes": 5})
+    assert code == 200, kept
+    assert kept["keeps"] == 1 and kept["kept_until"] == kept["release_at"]
+    assert kept["user"] == a.name
+    code, admin = await service.answer(a, "GET", "gpu-containers/admin")
+    assert code == 403, admin  # a user sees their own kernels' state, not the admin view
+    said = "its idle GPUs kept for 5 minutes at its user's word (1 of 2)"
+    lines = service.output().splitlines()
+    assert [line for line in lines if said in line and f"Kernel {kernel_id} ({a.name}" in line]
 
 
 async def test_a_service_restarted_keeps_its_users_kernels(

@@ -129,6 +129,14 @@ class ValueRefused(ContainerKernelError):
     reason_phrase = "Value refused"
 
 
+class KeepRefused(ContainerKernelError):
+    """A user's "keep it" of a kernel's GPUs that the reclaim policy does not allow now (not
+    warned, kept too often, or for longer than the administrator allows)."""
+
+    status = 409
+    reason_phrase = "Kernel's GPUs not kept"
+
+
 class KernelOptionRefused(ContainerKernelError):
     """A kernel option the administrator's policy does not allow (a root user, a network mode)."""
 

@@ -19,6 +19,12 @@ its GPUs, mapped to its container), is
 Memory that stays allocated but unused (a model loaded and left there) is not activity: it is
 exactly what a GPU left open over lunch looks like.
 
+**A word back.** A warned kernel's user may *keep* its GPUs for ``keep_min_minutes`` to
+``keep_max_minutes`` (``keep``): the release moves to the keep's end, and a kernel still idle
+then loses its GPUs at once, with no second grace period. A kernel may be kept
+``keep_max_times`` times while it stays idle; its next GPU activity clears the warning and the
+count. An administrator sees each kept kernel (its ``kept_until`` and ``keeps``).
+
 This module is pure: observations (samples, what a kernel holds) and the time come in,
 decisions (warn, release) go out, and what each kernel's state is can be read back. It does no
 I/O and reads no clock: the server's driver (reclaimer.py) samples, acts, and tells it what
@@ -40,6 +46,7 @@ from typing import Any, Literal
 from traitlets import Bool, Enum, Float, Int, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
+from ..base.errors import KeepRefused, ValueRefused
 from ..base.records import iso_time
 from ..host.identity import KernelUser
 from .gpu_usage import UsageSample
@@ -98,9 +105,12 @@ class KernelReclaim:
     action: str = ""  # the action taken, once reclaimed
     message: str = ""  # the warning or the reclaim, in a sentence (for the user)
     gone_at: float | None = None  # when the kernel stopped being observed, once reclaimed
+    keeps: int = 0  # times its user kept its GPUs since its last activity
+    kept_until: float | None = None  # the end of its user's latest keep, while it lasts
 
-    def to_json(self, action: str) -> dict[str, Any]:
-        """As the REST API gives it (``reclaim`` of a kernel row, the admin view)."""
+    def to_json(self, action: str, keep: dict[str, Any] | None = None) -> dict[str, Any]:
+        """As the REST API gives it (``reclaim`` of a kernel row, the admin view); ``keep``:
+        what its user may still ask for (None: nothing)."""
         return {
             "kernel_id": self.kernel_id,
             "state": self.state,
@@ -112,6 +122,9 @@ class KernelReclaim:
             "gpus": list(self.gpus),
             "user": self.user,
             "notebook": self.notebook,
+            "kept_until": iso_time(self.kept_until),
+            "keeps": self.keeps,
+            "keep": keep,
         }
 
 
@@ -186,7 +199,29 @@ class GPUReclaim(LoggingConfigurable):
         GPUUsage.interval seconds.""",
     )
 
-    @validate("idle_minutes", "check_interval")
+    keep_min_minutes = Float(
+        15.0,
+        config=True,
+        help="""The shortest time, in minutes, a warned kernel's user may keep its GPUs for
+        ("Keep it" in the warning). While kept they are not reclaimed; a kernel still idle when
+        the keep ends loses them then, with no second grace period.""",
+    )
+
+    keep_max_minutes = Float(
+        120.0,
+        config=True,
+        help="""The longest time, in minutes, a warned kernel's user may keep its GPUs for at
+        once (below keep_min_minutes, it reads as keep_min_minutes).""",
+    )
+
+    keep_max_times = Int(
+        2,
+        config=True,
+        help="""How many times a kernel's user may keep its GPUs while it stays idle (its next
+        GPU activity starts the count afresh). 0: the warning offers no keep.""",
+    )
+
+    @validate("idle_minutes", "check_interval", "keep_min_minutes", "keep_max_minutes")
     def _positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if not value > 0:
@@ -200,6 +235,13 @@ class GPUReclaim(LoggingConfigurable):
         if not value >= 0:
             name = proposal["trait"].name
             raise TraitError(f"GPUReclaim.{name} cannot be negative ({value}).")
+        return value
+
+    @validate("keep_max_times")
+    def _count(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 0:
+            raise TraitError(f"GPUReclaim.keep_max_times cannot be negative ({value}).")
         return value
 
     @validate("utilization_threshold")
@@ -219,6 +261,7 @@ class GPUReclaim(LoggingConfigurable):
         self._kernels: dict[str, KernelReclaim] = {}
         self._warnings = 0
         self._reclaims = 0
+        self._keeps = 0
 
     # ------------------------------------------------------------------ the state machine
 
@@ -271,7 +314,8 @@ class GPUReclaim(LoggingConfigurable):
                 kernel.idle_since = max(kernel.idle_since, sample.at)
                 if kernel.warned_at is not None and not kernel.releasing:
                     cleared = True
-                    kernel.warned_at = kernel.release_at = None
+                    kernel.warned_at = kernel.release_at = kernel.kept_until = None
+                    kernel.keeps = 0
             kernel.last_memory = sample.memory_used
             kernel.last_sample_at = max(kernel.last_sample_at, sample.at)
         idle = max(0.0, now - kernel.idle_since)
@@ -354,6 +398,64 @@ class GPUReclaim(LoggingConfigurable):
             f"activity: {then}."
         )
 
+    # ------------------------------------------------------------------ the user's word back
+
+    def keep_bounds(self) -> tuple[float, float]:
+        """The shortest and longest keep, in minutes."""
+        return self.keep_min_minutes, max(self.keep_min_minutes, self.keep_max_minutes)
+
+    def keep(self, kernel_id: str, minutes: float, now: float) -> dict[str, Any]:
+        """The kernel's user keeps its GPUs for ``minutes`` from ``now``: its release moves
+        to then. Its new state as the REST API gives it. KeepRefused (409), or ValueRefused
+        (400) for minutes out of the administrator's bounds, in a sentence."""
+        with self._lock:
+            kernel = self._kernels.get(kernel_id)
+            if self.keep_max_times == 0:
+                raise KeepRefused(
+                    "The administrator does not let idle GPUs be kept: use them, or they are "
+                    "given back as the warning says."
+                )
+            if kernel is None or kernel.state != "warned" or kernel.release_at is None:
+                raise KeepRefused(
+                    "This kernel's GPUs are not about to be reclaimed: there is nothing to keep."
+                )
+            if kernel.releasing:
+                raise KeepRefused(
+                    "This kernel's GPUs are being given back already: it is too late to keep them."
+                )
+            shortest, longest = self.keep_bounds()
+            if not shortest <= minutes <= longest:  # NaN is refused too
+                raise ValueRefused(
+                    f"GPUs can be kept for {duration_text(shortest * 60)} to "
+                    f"{duration_text(longest * 60)}, not {minutes:g} minutes."
+                )
+            if kernel.keeps >= self.keep_max_times:
+                times = "once" if kernel.keeps == 1 else f"{kernel.keeps} times"
+                raise KeepRefused(
+                    f"This kernel's GPUs were kept {times} while idle, as often as the "
+                    f"administrator allows: unless it uses them, they are given back in "
+                    f"{duration_text(max(0.0, kernel.release_at - now))}."
+                )
+            kernel.keeps += 1
+            kernel.kept_until = kernel.release_at = now + minutes * 60
+            kernel.message = (
+                f"Kept at your word for {duration_text(minutes * 60)}: unless this kernel uses "
+                f"its GPUs, they are given back then ({self._then()})."
+            )
+            self._keeps += 1
+            return kernel.to_json(self.action, self._keep_offer(kernel))
+
+    def _keep_offer(self, kernel: KernelReclaim) -> dict[str, Any] | None:
+        """What a warned kernel's user may still ask for (None: not warned, or no keeps)."""
+        if self.keep_max_times == 0 or kernel.state != "warned" or kernel.releasing:
+            return None
+        shortest, longest = self.keep_bounds()
+        return {
+            "min_minutes": shortest,
+            "max_minutes": longest,
+            "times_left": max(0, self.keep_max_times - kernel.keeps),
+        }
+
     # ------------------------------------------------------------------ what the driver did
 
     def released(self, kernel_id: str, now: float, action: str, sentence: str) -> None:
@@ -364,6 +466,7 @@ class GPUReclaim(LoggingConfigurable):
                 return
             kernel.state, kernel.reclaimed_at, kernel.action = "reclaimed", now, action
             kernel.message, kernel.releasing = sentence, False
+            kernel.kept_until = None
             self._reclaims += 1
 
     def not_released(self, kernel_id: str, now: float) -> None:
@@ -381,12 +484,14 @@ class GPUReclaim(LoggingConfigurable):
         off, or the kernel holds no GPUs and none were reclaimed from it)."""
         with self._lock:
             kernel = self._kernels.get(kernel_id)
-            return kernel.to_json(self.action) if kernel is not None else None
+            if kernel is None:
+                return None
+            return kernel.to_json(self.action, self._keep_offer(kernel))
 
     def states(self) -> list[dict[str, Any]]:
         """Every watched kernel's reclaim state (the admin view, monitoring, benchmarks)."""
         with self._lock:
-            return [k.to_json(self.action) for k in self._kernels.values()]
+            return [k.to_json(self.action, self._keep_offer(k)) for k in self._kernels.values()]
 
     def shut_down_for(self, owner: KernelUser | None) -> list[dict[str, Any]]:
         """``owner``'s kernels (None: the server's own user's) shut down by a reclaim that
@@ -399,9 +504,10 @@ class GPUReclaim(LoggingConfigurable):
             ]
 
     def counters(self) -> dict[str, int]:
-        """Totals since the server started, for metrics: warnings given, GPUs reclaimed."""
+        """Totals since the server started, for metrics: warnings given, GPUs reclaimed, keeps
+        of warned kernels' GPUs at their users' word."""
         with self._lock:
-            return {"warnings": self._warnings, "reclaims": self._reclaims}
+            return {"warnings": self._warnings, "reclaims": self._reclaims, "keeps": self._keeps}
 
 
 def same_owner(a: KernelUser | None, b: KernelUser | None) -> bool:

@@ -23,7 +23,9 @@
 - ``GET /gpu-containers/kernels``: this server's container kernels with their GPU use over the
   last minutes; ``GET /gpu-containers/kernels/<id>``: one kernel's own view (container, image
   digest, mounts, GPUs, start phases, last end); ``GET /gpu-containers/kernels/<id>/log``: its
-  container's log as server-sent events (kernel_view.py). Only the kernel's owner is answered.
+  container's log as server-sent events (kernel_view.py); ``POST
+  /gpu-containers/kernels/<id>/keep``: keep a warned kernel's idle GPUs a while (GPUReclaim).
+  Only the kernel's owner is answered.
 
 - ``GET /gpu-containers/admin``: every GPU holder on the host, the queue, reclaim states and
   GPU-hour use; ``POST /gpu-containers/admin/kernels/<id>`` releases or shuts down any user's
@@ -51,7 +53,13 @@ from .base import NotFoundHandler
 from .gpus import AllocationsHandler, ClusterHandler, GPUsHandler
 from .images import ImagesHandler, PrePullHandler
 from .kernel_view import KERNEL_ID
-from .kernels import KernelHandler, KernelLogHandler, KernelRestartHandler, KernelsHandler
+from .kernels import (
+    KernelHandler,
+    KernelKeepHandler,
+    KernelLogHandler,
+    KernelRestartHandler,
+    KernelsHandler,
+)
 from .notebooks import NotebookKernelHandler
 from .pulls import PullEventsHandler, PullHandler, PullsHandler
 from .queue import QueuedStartHandler, QueueHandler, QuotaHandler
@@ -77,6 +85,7 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})", KernelHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/restart", KernelRestartHandler),
+        (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/keep", KernelKeepHandler),
         (f"{base}/queue", QueueHandler),
         (f"{base}/quota", QuotaHandler),
         (f"{base}/queue/(?P<kernel_id>{KERNEL_ID})", QueuedStartHandler),

@@ -1,16 +1,19 @@
 """``/gpu-containers/kernels``: the caller's container kernels with their GPU use, one kernel's
-own view, its restart, and its log as server-sent events (kernel_view.py); the owner only.
+own view, its restart, its idle GPUs kept at its user's word, and its log as server-sent events
+(kernel_view.py); the owner only.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import ensure_async
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..base.errors import ValueRefused
 from ..gpus.allocator import GPURequest
 from ..kernel.launch_request import launching
 from ..server.websocket import close_kernel_websockets
@@ -100,6 +103,34 @@ class KernelRestartHandler(GPUContainersHandler):
             await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
         close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
         self.finish(json.dumps({"kernel_id": kernel_id, "gpus": gpus}))
+
+
+class KernelKeepHandler(GPUContainersHandler):
+    """``POST {"minutes": 30}``: the caller keeps the GPUs of one of their kernels that the
+    idle-GPU policy warned (GPUReclaim.keep_*): its release moves to the keep's end. Its new
+    reclaim state; 409 and a sentence when it cannot be kept now, 400 for minutes out of the
+    administrator's bounds."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        await self.require_permission("write", "kernels")
+        minutes = json_object(self).get("minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+            raise ValueRefused('"minutes" is the number of minutes to keep the GPUs for.')
+        find_kernel(self.kernel_manager, kernel_id, self.kernel_user)  # the owner's, or a 404
+        state = self.services.reclaim.keep(kernel_id, float(minutes), time.time())
+        whose = ", ".join(p for p in (state["user"], state["notebook"]) if p)
+        self.log.info(
+            "Kernel %s%s: its idle GPUs kept for %s minutes at its user's word (%d of %d); "
+            "unless it uses them, they are given back then.",
+            kernel_id,
+            f" ({whose})" if whose else "",
+            f"{float(minutes):g}",
+            state["keeps"],
+            self.services.reclaim.keep_max_times,
+        )
+        self.finish(json.dumps(state))
 
 
 class KernelLogHandler(GPUContainersHandler):

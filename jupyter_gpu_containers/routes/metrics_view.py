@@ -87,6 +87,11 @@ class SharingCollector:
         )
         warnings.add_metric([], counters.get("warnings", 0))
         yield warnings
+        keeps = CounterMetricFamily(
+            f"{prefix}_reclaim_keeps", "Warned kernels' GPUs kept at their users' word."
+        )
+        keeps.add_metric([], counters.get("keeps", 0))
+        yield keeps
         actions = CounterMetricFamily(
             f"{prefix}_admin_actions", "Admin releases and shutdowns.", labels=["action"]
         )

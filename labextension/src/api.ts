@@ -14,6 +14,7 @@ import { Reader, isObject, parseJson } from './json';
 import {
   GpuRequest,
   IKernelList,
+  IKernelReclaim,
   IKernelView,
   INotebookKernelReply,
   INotebookKernelRequest
@@ -34,7 +35,8 @@ import {
   noticesOf,
   prePullsOf,
   queueOf,
-  quotaOf
+  quotaOf,
+  reclaimOf
 } from './sharingreaders';
 import {
   AdminAction,
@@ -396,6 +398,27 @@ export function getKernels(
   trans?: TranslationBundle
 ): Promise<IKernelList> {
   return readAPI('kernels', kernelListOf, { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Keep the GPUs of one of the user's kernels that the idle-GPU policy warned,
+ * for `minutes` from now (within its state's `keep`): its new reclaim state.
+ *
+ * @throws {ApiError} With the server's sentence when it cannot be kept now.
+ */
+export function keepKernelGpus(
+  kernelId: string,
+  minutes: number,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IKernelReclaim> {
+  return readAPI(
+    `kernels/${encodeURIComponent(kernelId)}/keep`,
+    reclaimOf,
+    { method: 'POST', body: JSON.stringify({ minutes }) },
+    settings,
+    trans
+  );
 }
 
 /**

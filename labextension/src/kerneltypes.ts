@@ -169,6 +169,30 @@ export interface IKernelReclaim {
   gpus: string[];
   user: string;
   notebook: string;
+  /**
+   * ISO time its user's latest keep ends, while it lasts (its GPUs go then
+   * unless it uses them); `null` when not kept.
+   */
+  kept_until: string | null;
+  /**
+   * How many times its user kept its GPUs since its last GPU activity.
+   */
+  keeps: number;
+  /**
+   * What its user may still ask for while it is warned; `null` when nothing.
+   */
+  keep: IReclaimKeepOffer | null;
+}
+
+/**
+ * A warned kernel's keep, within the administrator's bounds
+ * (GPUReclaim.keep_*): `min_minutes` to `max_minutes`, `times_left` more
+ * times while it stays idle.
+ */
+export interface IReclaimKeepOffer {
+  min_minutes: number;
+  max_minutes: number;
+  times_left: number;
 }
 
 /**

@@ -257,6 +257,12 @@ export class GpuContainersModel implements IGpuContainersModel {
     return this._queue.cancelledSince(path, since);
   }
 
+  async keepGpus(kernelId: string, minutes: number): Promise<IKernelReclaim> {
+    const state = await this._reclaim.keep(kernelId, minutes);
+    await this.refreshGpus();
+    return state;
+  }
+
   async adminAction(
     kernelId: string,
     action: AdminAction,

@@ -17,6 +17,8 @@ import { translationBundle } from './i18n';
 import { notify } from './notify';
 import {
   cellWhileWaitingText,
+  defaultKeep,
+  keepLengthText,
   noticeText,
   outcomeMessage,
   reclaimText,
@@ -58,6 +60,42 @@ function tellSharingNews(
     const what =
       notice.notebook.split('/').pop() ||
       trans.__('kernel %1', notice.kernelId.slice(0, 8));
+    // A warning the user may answer: keep the GPUs a while, in one click.
+    const offer =
+      notice.reclaim.state === 'warned' ? notice.reclaim.keep : null;
+    const actions: Notification.IAction[] = [];
+    if (offer && offer.times_left > 0) {
+      const minutes = defaultKeep(offer);
+      actions.push({
+        label: trans.__('Keep them for %1', keepLengthText(trans, minutes)),
+        caption: trans.__(
+          "I am still using them: don't give them back for %1",
+          keepLengthText(trans, minutes)
+        ),
+        displayType: 'accent',
+        callback: () => {
+          model.keepGpus(notice.kernelId, minutes).then(
+            kept =>
+              Notification.success(
+                trans._p(
+                  'a notebook: what happens to its GPUs',
+                  '%1: %2',
+                  what,
+                  reclaimText(trans, kept)
+                ),
+                { autoClose: 8000 }
+              ),
+            error =>
+              notify(
+                trans,
+                'error',
+                error instanceof Error ? error.message : String(error),
+                trans.__('The GPUs of %1', what)
+              )
+          );
+        }
+      });
+    }
     notify(
       trans,
       'warning',
@@ -67,7 +105,8 @@ function tellSharingNews(
         what,
         reclaimText(trans, notice.reclaim)
       ),
-      trans.__('The GPUs of %1', what)
+      trans.__('The GPUs of %1', what),
+      { actions }
     );
   });
 }

@@ -20,21 +20,25 @@ export function notify(
   kind: 'error' | 'warning' | 'info',
   text: string,
   title: string,
-  options: { autoClose?: number | false } = {}
+  options: {
+    autoClose?: number | false;
+    /**
+     * What the user may do about it, first (a "Details" button follows).
+     */
+    actions?: Notification.IAction[];
+  } = {}
 ): void {
   const { message, details } = toastParts(trans, text);
   const autoClose = options.autoClose ?? false;
-  if (!details) {
-    Notification[kind](message, { autoClose });
-    return;
+  const actions = [...(options.actions ?? [])];
+  if (details) {
+    actions.push({
+      label: trans.__('Details'),
+      callback: () => void showErrorMessage(title, details)
+    });
   }
-  Notification[kind](message, {
-    autoClose,
-    actions: [
-      {
-        label: trans.__('Details'),
-        callback: () => void showErrorMessage(title, details)
-      }
-    ]
-  });
+  Notification[kind](
+    message,
+    actions.length ? { autoClose, actions } : { autoClose }
+  );
 }

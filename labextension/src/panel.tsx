@@ -175,6 +175,7 @@ function PanelBody(props: {
         notices={model.notices}
         readAgain={props.readKernels}
         cluster={model.cluster}
+        keep={(kernelId, minutes) => model.keepGpus(kernelId, minutes)}
       />
       <ImageSection
         model={model}

@@ -6,7 +6,7 @@ import type { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { getKernels } from './api';
+import { getKernels, keepKernelGpus } from './api';
 import { IKernelList, IKernelReclaim } from './kerneltypes';
 import { warningKey } from './sharing';
 import { reclaimOf } from './sharingreaders';
@@ -61,8 +61,11 @@ export class ReclaimModel {
     }
     const notice = (kernelId: string, notebook: string, value: unknown) => {
       const reclaim = reclaimOf(value);
+      // A kept kernel's new release time is its user's own doing: no news.
+      const kept = reclaim?.state === 'warned' && reclaim.kept_until !== null;
       if (
         reclaim &&
+        !kept &&
         (reclaim.state === 'warned' || reclaim.state === 'reclaimed')
       ) {
         const key = warningKey(kernelId, reclaim);
@@ -88,6 +91,23 @@ export class ReclaimModel {
       }
     }
     this._reclaims = now;
+  }
+
+  /**
+   * Keep a warned kernel's GPUs for `minutes` from now: its new state (the
+   * server's sentence when it cannot be kept).
+   */
+  async keep(kernelId: string, minutes: number): Promise<IKernelReclaim> {
+    const state = await keepKernelGpus(
+      kernelId,
+      minutes,
+      this._settings,
+      this._trans
+    );
+    if (state.state === 'warned') {
+      this._reclaims = new Map(this._reclaims).set(kernelId, state);
+    }
+    return state;
   }
 
   dispose(): void {

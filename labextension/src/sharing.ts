@@ -8,7 +8,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatBytes, formatClock } from './format';
 import { IImageRow } from './imagetypes';
-import { GpuRequest, IKernelReclaim } from './kerneltypes';
+import { GpuRequest, IKernelReclaim, IReclaimKeepOffer } from './kerneltypes';
 import {
   IAdminHolder,
   IAdminHolderActivity,
@@ -540,6 +540,14 @@ export function reclaimText(
       reclaim.action === 'restart-without-gpus'
         ? trans.__('it then restarts without GPUs')
         : trans.__('it is then shut down');
+    const keptUntil = clock(reclaim.kept_until);
+    if (keptUntil) {
+      return trans.__(
+        'You kept its idle GPUs until %1: they are given back then unless it uses them (%2).',
+        keptUntil,
+        then
+      );
+    }
     return at
       ? trans.__(
           'Its GPUs have been idle since %1: they are given back at %2 unless it uses them (%3).',
@@ -562,6 +570,65 @@ export function reclaimText(
         );
   }
   return '';
+}
+
+/**
+ * What an administrator is told of a kernel its user kept (`''` when not
+ * kept): until when, and how often.
+ */
+export function keptText(
+  trans: TranslationBundle,
+  reclaim: IKernelReclaim | null
+): string {
+  if (!reclaim || reclaim.state !== 'warned' || !reclaim.kept_until) {
+    return '';
+  }
+  return trans._n(
+    'Kept idle by its user until %2 (once since its last GPU use).',
+    'Kept idle by its user until %2 (%1 times since its last GPU use).',
+    reclaim.keeps,
+    clock(reclaim.kept_until)
+  );
+}
+
+/**
+ * A keep's length as a choice says it: "30 seconds", "15 minutes", "2 hours".
+ */
+export function keepLengthText(
+  trans: TranslationBundle,
+  minutes: number
+): string {
+  if (minutes < 1) {
+    const seconds = Math.round(minutes * 60);
+    return trans._n('%1 second', '%1 seconds', seconds);
+  }
+  if (minutes >= 60 && Number.isInteger(minutes / 60)) {
+    return trans._n('%1 hour', '%1 hours', minutes / 60);
+  }
+  const whole = Math.round(minutes);
+  return trans._n('%1 minute', '%1 minutes', whole);
+}
+
+/**
+ * The keeps a warned kernel's user is offered, shortest first: the
+ * administrator's bounds and the usual lengths between them.
+ */
+export function keepChoices(offer: IReclaimKeepOffer): number[] {
+  const usual = [15, 30, 60, 120, 240, 480];
+  const all = [
+    offer.min_minutes,
+    ...usual.filter(m => m > offer.min_minutes && m < offer.max_minutes),
+    offer.max_minutes
+  ];
+  return [...new Set(all)].sort((a, b) => a - b);
+}
+
+/**
+ * The keep one click asks for (a notification's action): half an hour, or
+ * the nearest the administrator allows.
+ */
+export function defaultKeep(offer: IReclaimKeepOffer): number {
+  return Math.min(offer.max_minutes, Math.max(offer.min_minutes, 30));
 }
 
 /**

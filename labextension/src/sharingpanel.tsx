@@ -27,6 +27,7 @@ import {
   pruningText,
   quotaLine,
   quotaTitle,
+  keptText,
   reclaimText,
   waitsFor
 } from './sharing';
@@ -266,7 +267,10 @@ export function AdminSection(props: {
       ) : (
         <ul className="jgc-admin-holders">
           {admin.holders.map(holder => {
-            const reclaim = reclaimText(trans, holder.reclaim);
+            // Not "you": the administrator reads whether its user kept it.
+            const reclaim =
+              keptText(trans, holder.reclaim) ||
+              reclaimText(trans, holder.reclaim);
             const activity = activityText(trans, holder.activity);
             return (
               <li

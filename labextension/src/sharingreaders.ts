@@ -9,7 +9,7 @@
  */
 import { InventorySource } from './gputypes';
 import { isObject, num, str, strOrNull } from './json';
-import { GpuRequest, IKernelReclaim } from './kerneltypes';
+import { GpuRequest, IKernelReclaim, IReclaimKeepOffer } from './kerneltypes';
 import {
   IAdminHolder,
   IAdminHolderActivity,
@@ -165,8 +165,28 @@ export function reclaimOf(value: unknown): IKernelReclaim | null {
     message: str(value.message),
     gpus: Array.isArray(value.gpus) ? value.gpus.map(String) : [],
     user: str(value.user),
-    notebook: str(value.notebook)
+    notebook: str(value.notebook),
+    kept_until: strOrNull(value.kept_until),
+    keeps: num(value.keeps) ?? 0,
+    keep: keepOfferOf(value.keep)
   };
+}
+
+/**
+ * A warned kernel's keep offer, or `null` (none, or an older server's
+ * state, which has none).
+ */
+function keepOfferOf(value: unknown): IReclaimKeepOffer | null {
+  if (!isObject(value)) {
+    return null;
+  }
+  const min = num(value.min_minutes);
+  const max = num(value.max_minutes);
+  const left = num(value.times_left);
+  if (min === null || max === null || left === null || max < min) {
+    return null;
+  }
+  return { min_minutes: min, max_minutes: max, times_left: left };
 }
 
 function activityOf(value: unknown): IAdminHolderActivity | null {

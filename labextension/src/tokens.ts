@@ -171,6 +171,13 @@ export interface IGpuContainersModel extends IDisposable {
   cancelledSince(path: string, since: number): boolean;
 
   /**
+   * Keep the GPUs of one of the user's kernels that the idle-GPU policy
+   * warned, for `minutes` from now: its new reclaim state. Rejects with the
+   * server's sentence.
+   */
+  keepGpus(kernelId: string, minutes: number): Promise<IKernelReclaim>;
+
+  /**
    * As an admin, release a kernel's GPUs or shut it down, telling its user
    * `reason`. Rejects with the server's sentence.
    */

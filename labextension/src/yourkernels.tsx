@@ -12,10 +12,109 @@ import { gpuListLabel, gpusOfKernel } from './gpuformat';
 import { IClusterView } from './gputypes';
 import { GpuUse, gpusLabel } from './gpuuse';
 import { shortImageName } from './imageformat';
-import { IKernelList } from './kerneltypes';
-import { noticeText, reclaimText } from './sharing';
+import { IKernelList, IKernelReclaim } from './kerneltypes';
+import {
+  defaultKeep,
+  keepChoices,
+  keepLengthText,
+  noticeText,
+  reclaimText
+} from './sharing';
 import { reclaimOf } from './sharingreaders';
 import { IAdminNotice } from './sharingtypes';
+
+/**
+ * Where one kernel's "Keep my GPUs" stands: the length chosen (`null`: the
+ * default), a keep under way, the server's sentence when it failed.
+ */
+export interface IKeepState {
+  minutes: number | null;
+  busy: boolean;
+  error: string;
+}
+
+/**
+ * The kernels' keeps, and what the list's controls do (YourKernels holds
+ * the state: the list has none).
+ */
+export interface IKeeping {
+  states: ReadonlyMap<string, IKeepState>;
+  choose: (kernelId: string, minutes: number) => void;
+  keep: (kernelId: string, minutes: number) => void;
+}
+
+/**
+ * A warned kernel's "Keep my GPUs": how long, within the administrator's
+ * bounds, and the server's sentence when it cannot be kept.
+ */
+export function KeepControl(props: {
+  kernelId: string;
+  reclaim: IKernelReclaim;
+  trans: TranslationBundle;
+  keeping: IKeeping;
+}): JSX.Element | null {
+  const { reclaim, trans, keeping, kernelId } = props;
+  const offer = reclaim.keep;
+  if (!offer) {
+    return null;
+  }
+  if (offer.times_left <= 0) {
+    return (
+      <div className="jgc-note jgc-keep-none">
+        {trans.__(
+          'You kept them as often as the administrator allows; only GPU use keeps them now.'
+        )}
+      </div>
+    );
+  }
+  const state = keeping.states.get(kernelId);
+  const choices = keepChoices(offer);
+  const chosen =
+    state?.minutes !== null &&
+    state?.minutes !== undefined &&
+    choices.includes(state.minutes)
+      ? state.minutes
+      : defaultKeep(offer);
+  const busy = state?.busy ?? false;
+  return (
+    <div className="jgc-keep">
+      <label>
+        {trans.__('Still using them? Keep them for')}{' '}
+        <select
+          className="jgc-keep-minutes"
+          value={String(chosen)}
+          disabled={busy}
+          onChange={e =>
+            keeping.choose(kernelId, Number(e.currentTarget.value))
+          }
+        >
+          {choices.map(m => (
+            <option key={m} value={String(m)}>
+              {keepLengthText(trans, m)}
+            </option>
+          ))}
+        </select>
+      </label>{' '}
+      <button
+        className="jp-mod-styled jp-mod-accept jgc-keep-button"
+        disabled={busy}
+        title={trans._n(
+          'You may keep them %1 more time while it stays idle',
+          'You may keep them %1 more times while it stays idle',
+          offer.times_left
+        )}
+        onClick={() => keeping.keep(kernelId, chosen)}
+      >
+        {trans.__('Keep my GPUs')}
+      </button>
+      {state?.error && (
+        <div className="jgc-note jgc-error" role="alert">
+          {state.error}
+        </div>
+      )}
+    </div>
+  );
+}
 
 /**
  * The list of the user's kernels for the panel (no state of its own).
@@ -35,6 +134,11 @@ export function KernelList(props: {
    * host's ledger, which the list reads, holds none of them).
    */
   cluster?: IClusterView | null;
+  /**
+   * Keeps of warned kernels' GPUs (a row offers one when the administrator
+   * allows).
+   */
+  keeping?: IKeeping;
 }): JSX.Element {
   const { list, trans } = props;
   // The latest notice of each kernel.
@@ -114,6 +218,14 @@ export function KernelList(props: {
                   {warning}
                 </div>
               )}
+              {reclaim?.state === 'warned' && props.keeping && (
+                <KeepControl
+                  kernelId={kernel.kernel_id}
+                  reclaim={reclaim}
+                  trans={trans}
+                  keeping={props.keeping}
+                />
+              )}
               {notice && (
                 <div className="jgc-note jgc-admin-notice" role="status">
                   {noticeText(trans, notice)}
@@ -165,13 +277,24 @@ export class YourKernels extends React.Component<
      * The cluster's GPU nodes (Kubernetes, Slurm), for the kernels' GPUs.
      */
     cluster?: IClusterView | null;
+    /**
+     * Keep a warned kernel's GPUs (the model's, so that every view learns of
+     * it); the list is read again once kept.
+     */
+    keep?: (kernelId: string, minutes: number) => Promise<unknown>;
   },
-  { list: IKernelList | null; error: string; stale: boolean }
+  {
+    list: IKernelList | null;
+    error: string;
+    stale: boolean;
+    keeps: ReadonlyMap<string, IKeepState>;
+  }
 > {
   override state = {
     list: null as IKernelList | null,
     error: '',
-    stale: false
+    stale: false,
+    keeps: new Map<string, IKeepState>() as ReadonlyMap<string, IKeepState>
   };
 
   override componentDidUpdate(previous: { readAgain?: number }): void {
@@ -240,9 +363,49 @@ export class YourKernels extends React.Component<
           open={this.props.open}
           notices={this.props.notices}
           cluster={this.props.cluster}
+          keeping={this.props.keep ? this._keeping() : undefined}
         />
       </div>
     );
+  }
+
+  private _keeping(): IKeeping {
+    return {
+      states: this.state.keeps,
+      choose: (kernelId, minutes) =>
+        this._setKeep(kernelId, { minutes, error: '' }),
+      keep: (kernelId, minutes) => void this._keep(kernelId, minutes)
+    };
+  }
+
+  private _setKeep(kernelId: string, change: Partial<IKeepState>): void {
+    if (this._unmounted) {
+      return;
+    }
+    this.setState(previous => {
+      const keeps = new Map(previous.keeps);
+      const was = keeps.get(kernelId) ?? {
+        minutes: null,
+        busy: false,
+        error: ''
+      };
+      keeps.set(kernelId, { ...was, ...change });
+      return { keeps };
+    });
+  }
+
+  private async _keep(kernelId: string, minutes: number): Promise<void> {
+    this._setKeep(kernelId, { busy: true, error: '' });
+    try {
+      await this.props.keep?.(kernelId, minutes);
+      this._setKeep(kernelId, { busy: false });
+      await this.refresh();
+    } catch (e) {
+      this._setKeep(kernelId, {
+        busy: false,
+        error: e instanceof Error ? e.message : String(e)
+      });
+    }
   }
 
   private _node = React.createRef<HTMLDivElement>();

@@ -7,7 +7,7 @@ import type { IEventSourceLike } from '../eventsource';
 import { GpuUse, Sparkline, clockTime, sparklineSegments } from '../gpuuse';
 import { KernelViewBody } from '../kernelview';
 import { KernelViewModel } from '../kernelviewmodel';
-import { KernelList } from '../yourkernels';
+import { IKeepState, KernelList } from '../yourkernels';
 import {
   IKernelGpuUsage,
   IKernelList,
@@ -559,6 +559,92 @@ describe("the panel's kernels", () => {
     expect(textOf(rows[1])).toBe(
       'teacher shut down your kernel gone-ker: The lab needs the GPU.'
     );
+  });
+
+  it("offers a warned kernel's user to keep its GPUs, within the bounds, and says why not", () => {
+    const warned = (times_left: number) =>
+      summary({
+        reclaim: {
+          kernel_id: KERNEL,
+          state: 'warned',
+          idle_since: '2030-01-01T10:00:00Z',
+          release_at: '2030-01-01T10:40:00Z',
+          reclaimed_at: null,
+          action: 'restart-without-gpus',
+          message: '',
+          gpus: ['GPU-0'],
+          user: 'alice',
+          notebook: 'train.ipynb',
+          kept_until: null,
+          keeps: 2 - times_left,
+          keep: { min_minutes: 15, max_minutes: 120, times_left }
+        }
+      });
+    const keep = jest.fn();
+    const choose = jest.fn();
+    const list = (
+      times_left: number,
+      states = new Map<string, IKeepState>()
+    ) => (
+      <KernelList
+        list={{
+          kernels: [warned(times_left)],
+          reclaimed: [],
+          engine_error: ''
+        }}
+        error=""
+        trans={trans}
+        keeping={{ states, choose, keep }}
+      />
+    );
+    const node = list(2);
+    const select = findOne(node, by('select', 'jgc-keep-minutes'));
+    expect(findAll(select, by('option')).map(textOf)).toEqual([
+      '15 minutes',
+      '30 minutes',
+      '1 hour',
+      '2 hours'
+    ]);
+    expect(select.props.value).toBe('30');
+    select.props.onChange({ currentTarget: { value: '60' } });
+    expect(choose).toHaveBeenCalledWith(KERNEL, 60);
+    findOne(node, by('button', 'jgc-keep-button')).props.onClick();
+    expect(keep).toHaveBeenCalledWith(KERNEL, 30);
+    // The length chosen, a keep under way, the server's refusal.
+    const chosen = list(
+      2,
+      new Map([[KERNEL, { minutes: 120, busy: true, error: 'Too late.' }]])
+    );
+    expect(findOne(chosen, by('select', 'jgc-keep-minutes')).props.value).toBe(
+      '120'
+    );
+    expect(
+      findOne(chosen, by('button', 'jgc-keep-button')).props.disabled
+    ).toBe(true);
+    expect(textOf(findOne(chosen, by('div', 'jgc-error')))).toBe('Too late.');
+    // Kept as often as allowed: said, not offered.
+    const spent = list(0);
+    expect(findAll(spent, by('button', 'jgc-keep-button'))).toHaveLength(0);
+    expect(textOf(spent)).toContain(
+      'You kept them as often as the administrator allows; only GPU use keeps them now.'
+    );
+    // Without a keep offer (keeps off, or an older server): nothing.
+    const none = (
+      <KernelList
+        list={{
+          kernels: [
+            summary({ reclaim: { ...warned(1).reclaim!, keep: null } })
+          ],
+          reclaimed: [],
+          engine_error: ''
+        }}
+        error=""
+        trans={trans}
+        keeping={{ states: new Map(), choose, keep }}
+      />
+    );
+    expect(findAll(none, by('div', 'jgc-keep'))).toHaveLength(0);
+    expect(textOf(none)).not.toContain('as often as');
   });
 
   it('says when there is none, or why they are unknown', () => {

@@ -1296,4 +1296,60 @@ describe('fair sharing', () => {
     await model.refreshGpus();
     expect(requests('GET kernels')).toHaveLength(reads);
   });
+
+  it('keeps a warned kernel’s GPUs at its user’s word, which is no news to tell', async () => {
+    routes['GET gpus'] = ok(
+      makeReport([makeGpu('0', [makeHolder({ mine: true, kernel_id: 'k-1' })])])
+    );
+    const warned = {
+      kernel_id: 'k-1',
+      state: 'warned',
+      idle_since: '2999-01-01T00:00:00Z',
+      release_at: '2999-01-01T00:30:00Z',
+      reclaimed_at: null,
+      action: 'shutdown',
+      message: '',
+      gpus: ['GPU-0'],
+      user: 'alice',
+      notebook: 'work/train.ipynb',
+      kept_until: null,
+      keeps: 0,
+      keep: { min_minutes: 15, max_minutes: 120, times_left: 2 }
+    };
+    const kernels = (reclaim: unknown) =>
+      ok({
+        kernels: [{ kernel_id: 'k-1', notebook: 'work/train.ipynb', reclaim }],
+        reclaimed: [],
+        engine_error: ''
+      });
+    routes['GET kernels'] = kernels(warned);
+    const model = createModel();
+    const notices = jest.fn();
+    model.reclaimChanged.connect((_, n) =>
+      notices(n.kernelId, n.reclaim.state)
+    );
+    await model.refreshGpus();
+    expect(notices).toHaveBeenCalledTimes(1);
+    const kept = {
+      ...warned,
+      release_at: '2999-01-01T01:30:00Z',
+      kept_until: '2999-01-01T01:30:00Z',
+      keeps: 1,
+      keep: { ...warned.keep, times_left: 1 }
+    };
+    routes['POST kernels/k-1/keep'] = ok(kept);
+    routes['GET kernels'] = kernels(kept);
+    const state = await model.keepGpus('k-1', 60);
+    expect(lastBody('POST kernels/k-1/keep')).toEqual({ minutes: 60 });
+    expect(state.kept_until).toBe('2999-01-01T01:30:00Z');
+    expect(model.reclaims.get('k-1')?.kept_until).toBe('2999-01-01T01:30:00Z');
+    // Its new release time is its user's own doing: not told again.
+    await model.refreshGpus();
+    expect(notices).toHaveBeenCalledTimes(1);
+    // A refusal is the server's sentence.
+    routes['POST kernels/k-1/keep'] = fail(409, 'Kept as often as allowed.');
+    await expect(model.keepGpus('k-1', 60)).rejects.toThrow(
+      'Kept as often as allowed.'
+    );
+  });
 });

@@ -70,6 +70,7 @@ const INTERFACES: Record<string, string[]> = {
   IKernelSummary: ['KernelSummary'],
   IKernelList: ['KernelList'],
   IKernelReclaim: ['KernelReclaim'],
+  IReclaimKeepOffer: ['KernelReclaim.keep'],
   IKernelEnd: ['KernelEnd'],
   IKernelImage: ['KernelImage'],
   IKernelContainer: ['KernelContainer'],

@@ -21,6 +21,10 @@ import {
   accountedLine,
   accountedTitle,
   quotaLine,
+  defaultKeep,
+  keepChoices,
+  keepLengthText,
+  keptText,
   reclaimText,
   ticketFor,
   waitingLabel,
@@ -387,9 +391,80 @@ describe('reclaim', () => {
       message: 'Its GPUs go at 10:30 unless it uses them.',
       gpus: ['GPU-0'],
       user: 'alice',
-      notebook: 'a.ipynb'
+      notebook: 'a.ipynb',
+      kept_until: null,
+      keeps: 0,
+      keep: { min_minutes: 15, max_minutes: 120, times_left: 2 }
     };
     expect(reclaimOf(sent)).toEqual(sent);
+    // An older server's state: no keep, never kept.
+    const older = reclaimOf({
+      ...sent,
+      kept_until: undefined,
+      keeps: undefined,
+      keep: undefined
+    });
+    expect([older?.kept_until, older?.keeps, older?.keep]).toEqual([
+      null,
+      0,
+      null
+    ]);
+    // A keep offer that is not one reads as none.
+    expect(
+      reclaimOf({
+        ...sent,
+        keep: { min_minutes: 30, max_minutes: 10, times_left: 1 }
+      })?.keep
+    ).toBeNull();
+  });
+
+  it('says until when its user kept a warned kernel, to the user and to an administrator', () => {
+    const kept = reclaimOf({
+      state: 'warned',
+      idle_since: '2030-01-01T10:00:00Z',
+      release_at: '2030-01-01T11:00:00Z',
+      kept_until: '2030-01-01T11:00:00Z',
+      keeps: 2,
+      action: 'shutdown'
+    });
+    const at = formatClock('2030-01-01T11:00:00Z');
+    expect(reclaimText(trans, kept)).toBe(
+      `You kept its idle GPUs until ${at}: they are given back then unless it uses them (it is then shut down).`
+    );
+    expect(keptText(trans, kept)).toBe(
+      `Kept idle by its user until ${at} (2 times since its last GPU use).`
+    );
+    expect(keptText(trans, { ...kept!, keeps: 1 })).toBe(
+      `Kept idle by its user until ${at} (once since its last GPU use).`
+    );
+    // Not kept: nothing to say to an administrator beyond the warning.
+    expect(keptText(trans, { ...kept!, kept_until: null })).toBe('');
+    expect(keptText(trans, null)).toBe('');
+  });
+
+  it("offers keeps within the administrator's bounds, half an hour by default", () => {
+    const offer = (min: number, max: number) => ({
+      min_minutes: min,
+      max_minutes: max,
+      times_left: 1
+    });
+    expect(keepChoices(offer(15, 120))).toEqual([15, 30, 60, 120]);
+    expect(keepChoices(offer(10, 45))).toEqual([10, 15, 30, 45]);
+    expect(keepChoices(offer(20, 20))).toEqual([20]);
+    expect(keepChoices(offer(0.05, 0.1))).toEqual([0.05, 0.1]);
+    expect(defaultKeep(offer(15, 120))).toBe(30);
+    expect(defaultKeep(offer(45, 120))).toBe(45);
+    expect(defaultKeep(offer(1, 10))).toBe(10);
+    expect(
+      [0.05, 1, 15, 60, 90, 120].map(m => keepLengthText(trans, m))
+    ).toEqual([
+      '3 seconds',
+      '1 minute',
+      '15 minutes',
+      '1 hour',
+      '90 minutes',
+      '2 hours'
+    ]);
   });
 
   it('warns with the time its GPUs go and what then happens', () => {
@@ -450,7 +525,10 @@ describe('adminViewOf', () => {
       message: 'Idle.',
       gpus: ['GPU-0'],
       user: 'bob',
-      notebook: 'lab/1.ipynb'
+      notebook: 'lab/1.ipynb',
+      kept_until: '2030-01-01T10:30:00+00:00',
+      keeps: 1,
+      keep: { min_minutes: 15, max_minutes: 120, times_left: 1 }
     },
     here: false,
     server_alive: false
