@@ -475,7 +475,8 @@ async def test_a_reattached_kernels_idle_gpus_are_reclaimed(
     )
     second_server = Server(server_home, server_home / "workspace", [], env=env)
     try:
-        assert "reattached 1" in second_server.output()
+        said = second_server.output()
+        assert "reattached 1" in said, said  # whole: pytest would cut a long string short
         rows = (await second_server.call("GET", "gpu-containers", "kernels"))["kernels"]
         (row,) = [r for r in rows if r["kernel_id"] == kernel_id]
         assert [g["uuid"] for g in row["gpus"]] == held.split(",")
