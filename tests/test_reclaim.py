@@ -125,6 +125,17 @@ async def wait_warned(jp_fetch: Any, conformance: Conformance, kernel_id: str) -
     return await until(warned)
 
 
+async def wait_reclaimed(jp_fetch: Any, conformance: Conformance, kernel_id: str) -> Any:
+    """The kernel's row once its GPUs were reclaimed (it still runs: restarted without them)."""
+
+    async def reclaimed() -> Any:
+        row = await row_of(jp_fetch, conformance, kernel_id)
+        reclaim = row["reclaim"] if row else None
+        return row if reclaim and reclaim["state"] == "reclaimed" else None
+
+    return await until(reclaimed, timeout=60)
+
+
 @pytest.mark.server_config(reclaim_config("restart-without-gpus"))
 async def test_an_idle_kernel_is_warned_then_restarted_without_its_gpus(
     two_gpu_nvml_box: nvml_double.Box,
@@ -147,12 +158,7 @@ async def test_an_idle_kernel_is_warned_then_restarted_without_its_gpus(
             # Still holding its GPU while warned: the grace period.
             assert kernel_container(docker_client, kernel_id).id == first.id
 
-            async def restarted() -> Any:
-                row = await row_of(jp_fetch, conformance, kernel_id)
-                reclaim = row["reclaim"] if row else None
-                return row if reclaim and reclaim["state"] == "reclaimed" else None
-
-            row = await until(restarted, timeout=60)
+            row = await wait_reclaimed(jp_fetch, conformance, kernel_id)
         assert row["gpus"] == []
         assert "GPUs were reclaimed after" in row["reclaim"]["message"]
         assert "without GPU activity" in row["reclaim"]["message"]
@@ -292,13 +298,8 @@ async def test_a_warned_kernels_user_keeps_its_gpus_within_the_bounds_then_loses
             row = await row_of(jp_fetch, conformance, kernel_id)
             assert row["reclaim"]["kept_until"] == kept["kept_until"]
 
-            async def reclaimed() -> Any:
-                row = await row_of(jp_fetch, conformance, kernel_id)
-                reclaim = row["reclaim"] if row else None
-                return reclaim if reclaim and reclaim["state"] == "reclaimed" else None
-
             # Still idle when the keep ends: its GPU goes then, not at the grace period's end.
-            done = await until(reclaimed, timeout=60)
+            done = (await wait_reclaimed(jp_fetch, conformance, kernel_id))["reclaim"]
         assert done["reclaimed_at"] >= kept["kept_until"], (done, kept)
         assert done["kept_until"] is None and done["keep"] is None
         second = kernel_container(docker_client, kernel_id)

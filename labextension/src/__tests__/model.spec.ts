@@ -903,6 +903,37 @@ describe('GpuContainersModel', () => {
   });
 });
 
+/**
+ * A kernel of the user's warned by the idle-GPU policy, as a real server
+ * sends its state.
+ */
+function warnedReclaim() {
+  return {
+    kernel_id: 'k-1',
+    state: 'warned',
+    idle_since: '2999-01-01T00:00:00Z',
+    release_at: '2999-01-01T00:30:00Z',
+    reclaimed_at: null,
+    action: 'shutdown',
+    message: '',
+    gpus: ['GPU-0'],
+    user: 'alice',
+    notebook: 'work/train.ipynb'
+  };
+}
+
+/**
+ * `GET kernels` answering with that kernel (its state `reclaim`) and
+ * `reclaimed`.
+ */
+function kernels(reclaim: unknown, reclaimed: unknown[] = []): Route {
+  return ok({
+    kernels: [{ kernel_id: 'k-1', notebook: 'work/train.ipynb', reclaim }],
+    reclaimed,
+    engine_error: ''
+  });
+}
+
 describe('fair sharing', () => {
   const waiting = {
     kernel_id: 'k-1',
@@ -1249,24 +1280,7 @@ describe('fair sharing', () => {
     routes['GET gpus'] = ok(
       makeReport([makeGpu('0', [makeHolder({ mine: true, kernel_id: 'k-1' })])])
     );
-    const warned = {
-      kernel_id: 'k-1',
-      state: 'warned',
-      idle_since: '2999-01-01T00:00:00Z',
-      release_at: '2999-01-01T00:30:00Z',
-      reclaimed_at: null,
-      action: 'shutdown',
-      message: '',
-      gpus: ['GPU-0'],
-      user: 'alice',
-      notebook: 'work/train.ipynb'
-    };
-    const kernels = (reclaim: unknown, reclaimed: unknown[] = []) =>
-      ok({
-        kernels: [{ kernel_id: 'k-1', notebook: 'work/train.ipynb', reclaim }],
-        reclaimed,
-        engine_error: ''
-      });
+    const warned = warnedReclaim();
     routes['GET kernels'] = kernels(warned);
     const model = createModel();
     const notices = jest.fn();
@@ -1302,26 +1316,11 @@ describe('fair sharing', () => {
       makeReport([makeGpu('0', [makeHolder({ mine: true, kernel_id: 'k-1' })])])
     );
     const warned = {
-      kernel_id: 'k-1',
-      state: 'warned',
-      idle_since: '2999-01-01T00:00:00Z',
-      release_at: '2999-01-01T00:30:00Z',
-      reclaimed_at: null,
-      action: 'shutdown',
-      message: '',
-      gpus: ['GPU-0'],
-      user: 'alice',
-      notebook: 'work/train.ipynb',
+      ...warnedReclaim(),
       kept_until: null,
       keeps: 0,
       keep: { min_minutes: 15, max_minutes: 120, times_left: 2 }
     };
-    const kernels = (reclaim: unknown) =>
-      ok({
-        kernels: [{ kernel_id: 'k-1', notebook: 'work/train.ipynb', reclaim }],
-        reclaimed: [],
-        engine_error: ''
-      });
     routes['GET kernels'] = kernels(warned);
     const model = createModel();
     const notices = jest.fn();
