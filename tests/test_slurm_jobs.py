@@ -286,6 +286,17 @@ def test_a_signal_reaches_the_jobs_script_and_the_job_goes_on(jobs: Jobs) -> Non
     assert "interrupted" in jobs.output(STUDENT_A, 0)
     job = jobs.commands.job(job_id)
     assert job is not None and job.running, job
+    # Ended, it has no script to signal: no error (a kernel's shutdown that meets a job its
+    # time limit just ended must succeed).
+    jobs.commands.cancel(job_id)
+
+    def ended() -> bool:
+        job = jobs.commands.job(job_id)
+        return job is None or job.over
+
+    until(ended, 60, "the job did not end")
+    jobs.commands.signal(job_id, signal.SIGINT)
+    jobs.commands.cancel(job_id)
 
 
 def test_a_pyxis_scripts_step_gets_the_environment_signals_and_restarts(jobs: Jobs) -> None:

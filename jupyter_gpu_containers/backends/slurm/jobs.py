@@ -95,6 +95,11 @@ class SlurmRefused(ContainerKernelError):
         low = self.said.lower()
         return "invalid job id" in low or "job not found" in low
 
+    @property
+    def job_gone(self) -> bool:
+        """The job has ended, or Slurm no longer knows it."""
+        return self.job_not_found or "already completing or completed" in self.said.lower()
+
 
 @dataclass(frozen=True)
 class Account:
@@ -404,19 +409,25 @@ class SlurmCommands:
 
     def signal(self, job_id: str, signum: int) -> None:
         """``signum`` to the job's batch script alone (its kernel's process), never to the job:
-        the job, its allocation and its GPUs go on."""
+        the job, its allocation and its GPUs go on. A job that has ended has no script to
+        signal: no error (a shutdown that meets a job its time limit just ended must end, not
+        fail)."""
         name = signal.Signals(signum).name.removeprefix("SIG")
-        self.run(
-            ["scancel", "--batch", f"--signal={name}", job_id],
-            what=f"send SIG{name} to job {job_id}",
-        )
+        try:
+            self.run(
+                ["scancel", "--batch", f"--signal={name}", job_id],
+                what=f"send SIG{name} to job {job_id}",
+            )
+        except SlurmRefused as e:
+            if not e.job_gone:
+                raise
 
     def cancel(self, job_id: str) -> None:
         """End the job (a job that has ended already is no error)."""
         try:
             self.run(["scancel", job_id], what=f"cancel job {job_id}")
         except SlurmRefused as e:
-            if not e.job_not_found and "already completing or completed" not in e.said:
+            if not e.job_gone:
                 raise
 
     def accounting(self, user: str, since: float) -> str | None:
