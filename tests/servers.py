@@ -64,6 +64,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` (asked once a server said it
+    is ready: it holds the port then, so what answers is the server)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None:
     """The config every test server reads (JUPYTER_CONFIG_DIR=home/config): the test run's
     container label, a host state directory under home, four static GPUs on the runc-backed
@@ -172,7 +182,7 @@ class Server:
             said = self.output()
             if NO_PORT in said:
                 break
-            if any(m in said for m in READY) and self._listening():
+            if any(m in said for m in READY) and listening(self.port):
                 return True
             time.sleep(0.1)
         if self.process.poll() is None:
@@ -181,13 +191,6 @@ class Server:
         if NO_PORT in self.output():
             self.log.close()
         return False
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
 
     def output(self) -> str:
         self.log.flush()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hostusers import ids_of, merged
-from servers import NO_PORT, VENV_BIN, free_port, remove_tree
+from servers import NO_PORT, VENV_BIN, free_port, listening, remove_tree
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -173,17 +172,10 @@ class KernelService:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"the kernel service did not start:\n{self.output()}")
-            if any(m in self.output() for m in ready) and self._listening():
+            if any(m in self.output() for m in ready) and listening(self.port):
                 return
             time.sleep(0.1)
         raise AssertionError(f"the kernel service did not become ready:\n{self.output()}")
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
 
     def output(self) -> str:
         return self.log_path.read_text() if hasattr(self, "log_path") else ""
