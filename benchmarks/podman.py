@@ -129,6 +129,8 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
     finally:
         server.stop()
         await _remove_containers(bench, podman)
+        # The server's home, which the account owns (its runtime files, the kernels' workspace).
+        await asyncio.to_thread(shutil.rmtree, server.home, True)
     rows = [{"variant": label, **stat.to_dict()} for label, stat in stats.items()]
     version = (await podman.run_async("version", "--format", "{{.Client.Version}}")).strip()
     driver = (await podman.run_async("info", "--format", "{{.Store.GraphDriverName}}")).strip()
@@ -170,7 +172,12 @@ def _server(bench: Bench, podman: RootlessPodman) -> BenchServer:
     server = BenchServer(home, config, user=podman.user, env=podman.env)
     for path in [home, *home.rglob("*")]:
         os.chown(path, podman.uid, podman.gid)
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     return server
 
 

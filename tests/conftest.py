@@ -314,18 +314,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("all", "engines", "rest"),
         default="all",
         help="which tests this session runs: all of them (the default), only the other engines' "
-        "tests (Kubernetes: tests/test_k8s_*.py; rootless Podman: tests/test_podman.py), or the "
-        "rest. scripts/test.sh runs the two parts as two sessions side by side.",
+        "tests (Kubernetes: tests/test_k8s_*.py; rootless Podman: tests/test_podman.py; Slurm: "
+        "tests/test_slurm_*.py; and the benchmark command's run), or the rest. scripts/test.sh "
+        "runs the two parts as two sessions side by side.",
     )
 
 
 def _engines_part(item: pytest.Item) -> bool:
     """The Kubernetes tests, rootless Podman's and Slurm's: engines of their own (a cluster's
     containerd, an account's Podman, a Slurm of the tests' own), which share nothing with the
-    Docker tests but the machine."""
-    return (
-        item.path.name.startswith(("test_k8s_", "test_slurm_"))
-        or item.path.name == "test_podman.py"
+    Docker tests but the machine. The benchmark command's run goes with them: its last
+    sections are those engines', and the rest's session is the test command's longest (its run,
+    three minutes, fits in the time this session waits for the Kubernetes build)."""
+    return item.path.name.startswith(("test_k8s_", "test_slurm_")) or item.path.name in (
+        "test_podman.py",
+        "test_benchmarks.py",
     )
 
 

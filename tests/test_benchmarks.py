@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ from benchmarks import report  # noqa: E402
 from benchmarks.__main__ import merge_earlier  # noqa: E402
 
 
+def bench_homes() -> set[Path]:
+    """The benchmark command's temporary directories (its servers' homes, the floors' files)."""
+    return {p for d in {Path("/tmp"), Path(tempfile.gettempdir())} for p in d.glob("jgc-bench-*")}
+
+
 def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
     rows = list(section.get("rows", []))
     for part in ("starts", "round_trips"):  # the kernel service's section
@@ -33,6 +39,7 @@ def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.timeout(900)
 def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.DockerClient) -> None:
     before = {tag for image in docker_client.images.list() for tag in image.tags}
+    homes_before = bench_homes()
     done = subprocess.run(
         # The image the test suite builds (the command's default, the demo image, is what the
         # set-up command builds).
@@ -189,3 +196,5 @@ def test_quick_run_writes_every_section(tmp_path: Path, docker_client: docker.Do
     )
     after = {tag for image in docker_client.images.list() for tag in image.tags}
     assert not {t for t in after - before if t.startswith(f"jgc-bench-{run}/")}
+    # Nor the servers' homes and the floors' directories (the command's own temporary files).
+    assert bench_homes() <= homes_before
