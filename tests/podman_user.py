@@ -111,7 +111,11 @@ def sweep_ended_runs(user: str = PODMAN_USER) -> None:
     ]
     if ended:
         podman("rm", "--force", "--time", "0", *ended, user=user, check=False)
-        print(f"removed {len(ended)} container(s) of ended test runs from {user}'s Podman")
+        # stderr: the UI tests' labs answer on stdout (ui-tests/slurm_lab.py).
+        print(
+            f"removed {len(ended)} container(s) of ended test runs from {user}'s Podman",
+            file=sys.stderr,
+        )
 
 
 def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) -> None:

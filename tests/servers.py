@@ -263,7 +263,15 @@ class Server:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        ended = self.process.poll()
+        if ended is not None:
+            # Nobody stopped it: what it said is the only account of why.
+            print(
+                f"the server on port {self.port} had exited by itself (status {ended}); "
+                f"its log ends with:\n{self.output()[-4000:]}",
+                file=sys.stderr,
+            )
+        else:
             # SIGTERM: the server shuts its kernels down, then exits. (SIGINT without a terminal
             # makes it exit without shutting them down: the leak check then found them.)
             self.process.send_signal(signal.SIGTERM)
@@ -273,3 +281,9 @@ class Server:
                 self.process.kill()
                 self.process.wait(10)
         self.log.close()
+        # The UI tests' labs remove the server's home when they end, before the tests' reporter
+        # reads what the servers logged while a failed test ran: a copy for it.
+        keep = os.environ.get("JGC_KEEP_SERVER_LOGS")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copyfile(self.log.name, Path(keep) / f"server-{self.port}.log")

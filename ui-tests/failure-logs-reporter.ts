@@ -5,8 +5,9 @@
  * otherwise be read from the browser's side alone.
  *
  * The logs are those of the servers this run started (their homes come from
- * playwright.config.ts, through the environment) and of the multi-user demo (its own folder
- * under /tmp). Lines are chosen by their timestamp (the Jupyter and JupyterHub log format,
+ * playwright.config.ts, through the environment), of the labs the tests start themselves (the
+ * copies tests/servers.py keeps in JGC_KEEP_SERVER_LOGS) and of the multi-user demo (its own
+ * folder under /tmp). Lines are chosen by their timestamp (the Jupyter and JupyterHub log format,
  * `[I 2026-11-25 23:02:51.547 ServerApp] ...`, local time); a line without one (a traceback)
  * goes with the line before it.
  */
@@ -38,6 +39,10 @@ function logFiles(): string[] {
   ]
     .filter((home): home is string => !!home)
     .map(home => path.join(home, 'logs'));
+  // The servers of the labs the tests start themselves (tests/servers.py keeps their logs).
+  if (process.env.JGC_KEEP_SERVER_LOGS) {
+    folders.push(process.env.JGC_KEEP_SERVER_LOGS);
+  }
   // The multi-user demo's folder has a random name; its logs are read by their lines' times.
   for (const name of safeList('/tmp')) {
     if (name.startsWith('jgc-demo-multiuser.')) {

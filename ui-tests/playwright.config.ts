@@ -44,6 +44,14 @@ const serviceHome =
 const hubPort = (process.env.UI_TEST_HUB_PORT ??= String(Number(port) + 3));
 process.env.UI_TEST_HUB_SERVICE_PORT ??= String(Number(port) + 4);
 const hubURL = (process.env.UI_TEST_HUB_URL ??= `http://127.0.0.1:${hubPort}`);
+// The labs the tests start themselves (slurm_lab.py, reclaim_lab.py: tests/servers.py) remove
+// their servers' homes as they end: they keep a copy of each server's log here, which the
+// failure reporter reads.
+process.env.JGC_KEEP_SERVER_LOGS ??= path.join(
+  __dirname,
+  'test-results',
+  'lab-logs'
+);
 process.env.UI_TEST_HUB_PASSWORD ??= randomBytes(12).toString('hex');
 
 /**

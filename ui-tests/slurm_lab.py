@@ -9,6 +9,8 @@ commands on stdin, one per line, each answered with a JSON line (``devices``: th
 the GPUs' device files, at the same path in a kernel's container):
   hold   another student's batch job takes every GPU ({"held": job id}, once it runs)
   free   that job is cancelled ({"freed": true})
+  status whether the lab's server runs and answers ({"alive", "answers", "exit_status", and
+         "log": its end when it does not answer), for a test whose browser was refused
 End of input stops the lab (which ends its kernels' jobs), cancels every job left, removes the
 student's containers of this run, stops the cluster and removes its files.
 
@@ -22,8 +24,10 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
@@ -46,6 +50,21 @@ REPO = TESTS.parent
 
 def say(**what: object) -> None:
     print(json.dumps(what), flush=True)
+
+
+def server_status(server: Any) -> dict[str, object]:
+    exit_status = server.process.poll()
+    try:
+        with urllib.request.urlopen(f"{server.url}/api?token={server.token}", timeout=10) as r:
+            answers = r.status == 200
+    except OSError:
+        answers = False
+    return {
+        "alive": exit_status is None,
+        "answers": answers,
+        "exit_status": exit_status,
+        **({} if answers else {"log": server.output()[-3000:]}),
+    }
 
 
 def main() -> None:
@@ -88,6 +107,8 @@ def main() -> None:
             if command == "hold":
                 holder = cluster.hold_every_gpu(OTHER, f"{run}-holder")
                 say(held=holder)
+            elif command == "status":
+                say(**server_status(server))
             elif command == "free" and holder:
                 cluster.run(["scancel", holder])
                 holder = ""
