@@ -58,6 +58,23 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def read_command() -> str | None:
+    """The next line on standard input, None at its end: how the UI tests' labs read their
+    commands (ui-tests/slurm_lab.py, reclaim_lab.py, other_student.py).
+
+    Another process sharing the same pipe can set O_NONBLOCK on it for a while (node does, as
+    jupyter_lsp runs ``npm prefix -g`` at a server's start), and Python takes the read that then
+    finds no data for the end of input: the lab ended at once and stopped its server, and the
+    test's browser was refused (CI, twice). Such a read is made again, blocking."""
+    while True:
+        line = sys.stdin.readline()
+        if line:
+            return line
+        if os.get_blocking(sys.stdin.fileno()):
+            return None
+        os.set_blocking(sys.stdin.fileno(), True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,6 +186,9 @@ class Server:
         self.process = subprocess.Popen(
             [*self._argv, f"--port={self.port}"],
             env=self._env,
+            # Not the test's standard input: a lab's commands come there (ui-tests/*_lab.py),
+            # and the server's children would share it (read_command).
+            stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

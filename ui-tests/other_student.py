@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from hostusers import UserHome, host_state_dir
+from servers import read_command
 
 
 def say(**what: object) -> None:
@@ -64,8 +65,8 @@ async def main(gpu_uuid: str, kernel_name: str) -> None:
         say(kernel=kernel["id"])
         loop = asyncio.get_running_loop()
         while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
+            line = await loop.run_in_executor(None, read_command)
+            if line is None:
                 break
             if line.strip() == "end":
                 code, _ = await server.answer("DELETE", "api", "kernels", kernel["id"])

@@ -29,7 +29,7 @@ import stale_runs  # noqa: E402
 os.environ["JGC_TEST_RUN"] = f"ui-reclaim-{stale_runs.new_run_id()}"
 
 from conftest import NGC_IMAGE, NVML_DOUBLE_CONFIG, TEST_LABEL, TEST_RUN  # noqa: E402
-from servers import Server, remove_tree, write_server_config  # noqa: E402
+from servers import Server, read_command, remove_tree, write_server_config  # noqa: E402
 
 REPO = TESTS.parent
 
@@ -83,7 +83,7 @@ def main() -> None:
         server = Server(home, home / "workspace", [], env=env)
         try:
             say(url=server.url, token=server.token)
-            for _ in sys.stdin:
+            while read_command() is not None:
                 say(error="this lab takes no commands")
         finally:
             server.stop()

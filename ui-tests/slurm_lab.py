@@ -41,6 +41,7 @@ os.environ["JGC_TEST_RUN"] = f"ui-slurm-{stale_runs.new_run_id()}"
 import docker  # noqa: E402
 import podman_user  # noqa: E402
 from conftest import DEBIAN_IMAGE  # noqa: E402
+from servers import read_command  # noqa: E402
 from slurm_cluster import SlurmCluster, cdi_spec, users_own_server  # noqa: E402
 
 STUDENT = os.environ.get("JGC_TEST_STUDENT_A", "jgc-student-a")
@@ -102,7 +103,7 @@ def main() -> None:
             devices=str(cluster.dev),
         )
         holder = ""
-        for line in sys.stdin:
+        while (line := read_command()) is not None:
             command = line.strip()
             if command == "hold":
                 holder = cluster.hold_every_gpu(OTHER, f"{run}-holder")

@@ -36,23 +36,15 @@ async function refreshPanel(panel: Locator): Promise<void> {
 }
 
 /**
- * JupyterLab at the lab's server. A browser refused while the lab's server answers (the lab
- * checks from its side) tries again, twice at most; otherwise the test fails with what the
- * lab knows of its server: whether it runs, answers, and the end of its log. (CI's browser was
- * refused twice at this step, with no word of the server's.)
+ * JupyterLab at the lab's server; if the browser cannot open it, the test fails with what the lab
+ * knows of its server: whether it runs, answers, and the end of its log.
  */
 async function openLab(page: Page, lab: ScriptProcess, info: ILab): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.goto(`${info.url}/lab?token=${info.token}`);
-      return;
-    } catch (error) {
-      const status = await lab.send('status');
-      if (attempt >= 3 || !status.answers) {
-        throw new Error(`${String(error)}\nthe lab's server then: ${JSON.stringify(status, null, 1)}`);
-      }
-      console.warn(`the browser was refused (${String(error)}) while the lab's server answers: again`);
-    }
+  try {
+    await page.goto(`${info.url}/lab?token=${info.token}`);
+  } catch (error) {
+    const status = await lab.send('status').catch(e => `no answer (${String(e)})`);
+    throw new Error(`${String(error)}\nthe lab's server then: ${JSON.stringify(status, null, 1)}`);
   }
 }
 
