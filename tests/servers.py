@@ -139,6 +139,7 @@ class Server:
     ) -> None:
         self.home = home
         self.token = os.urandom(16).hex()
+        self._ended_by_test = False  # kill9()
         # IPython (which the server imports) wants a directory of its own, and makes one in /tmp
         # when it cannot write under HOME, as another user's server cannot here: give it a
         # place the test removes with the home. jupyter_core would then look there for IPython
@@ -279,18 +280,23 @@ class Server:
             ws.close()
 
     def kill9(self) -> None:
+        self._ended_by_test = True
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
     def stop(self) -> None:
+        """Stop the server (its kernels shut down); once: a second call does nothing."""
+        if self.log.closed:
+            return
         ended = self.process.poll()
         if ended is not None:
-            # Nobody stopped it: what it said is the only account of why.
-            print(
-                f"the server on port {self.port} had exited by itself (status {ended}); "
-                f"its log ends with:\n{self.output()[-4000:]}",
-                file=sys.stderr,
-            )
+            if not self._ended_by_test:
+                # Nobody stopped it: what it said is the only account of why.
+                print(
+                    f"the server on port {self.port} had exited by itself (status {ended}); "
+                    f"its log ends with:\n{self.output()[-4000:]}",
+                    file=sys.stderr,
+                )
         else:
             # SIGTERM: the server shuts its kernels down, then exits. (SIGINT without a terminal
             # makes it exit without shutting them down: the leak check then found them.)
