@@ -264,20 +264,28 @@ export class ScriptProcess {
     this.process.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
   }
 
-  /** Its next JSON line. */
+  /** Its next JSON line; an error once it has exited (also when it had before the call). */
   async next(): Promise<any> {
     const line =
       this.lines.shift() ??
       (await new Promise<string>((resolve, reject) => {
+        const exited = (): Error =>
+          new Error(`${this.script} exited (${this.process.exitCode ?? this.process.signalCode})`);
+        if (this.process.exitCode !== null || this.process.signalCode !== null) {
+          reject(exited());
+          return;
+        }
         this.waiting = resolve;
-        this.process.once('exit', code => reject(new Error(`${this.script} exited (${code})`)));
+        this.process.once('exit', () => reject(exited()));
       }));
     return JSON.parse(line);
   }
 
-  /** One command, and its answer. */
+  /** One command, and its answer (an error, not a write to a closed pipe, once it has exited). */
   async send(command: string): Promise<any> {
-    this.process.stdin.write(`${command}\n`);
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.stdin.write(`${command}\n`);
+    }
     return this.next();
   }
 
