@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from servers import Server, remove_tree, write_server_config
@@ -23,6 +24,7 @@ LAB = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from servers import read_command
+print("ready", flush=True)
 while (line := read_command()) is not None:
     print(line.strip(), flush=True)
 print("end of input", flush=True)
@@ -44,6 +46,10 @@ def test_a_lab_reads_on_when_another_process_made_its_input_non_blocking() -> No
     try:
         with os.fdopen(write_end, "w") as commands:
             assert lab.stdout is not None
+            assert lab.stdout.readline() == "ready\n"
+            # Nothing to read yet, for a while: the loop of old (`for line in sys.stdin`) had
+            # ended here. (Not a timed check: the lab must read on however long this waits.)
+            time.sleep(0.5)
             commands.write("hold\n")
             commands.flush()
             assert lab.stdout.readline() == "hold\n"
