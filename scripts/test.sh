@@ -106,7 +106,11 @@ export PATH="$venv/bin:$PATH"
 # so kernels of a demo server on the same engine are never counted (or touched).
 export JGC_TEST_RUN=${JGC_TEST_RUN:-$(date +%s)-$$}
 status=0
-run() { log "$*"; "$@" || { status=1; log "FAILED: $*"; }; }
+# What failed, said again in a few lines at the very end: CI shows a run's last lines, and a
+# failed test's report is hundreds of lines above them (under the UI tests' output).
+failures=$(mktemp /tmp/jgc-failures.XXXXXX)
+failed() { log "FAILED: $*"; echo "$*" >>"$failures"; }
+run() { log "$*"; "$@" || { status=1; failed "$*"; }; }
 
 # pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
 # (Kubernetes, rootless Podman, Slurm) in one, the rest in the other. The engines' part's cluster
@@ -132,7 +136,7 @@ lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
 (
   set +e
   checks=0
-  check() { log "$*"; "$@" || { checks=1; log "FAILED: $*"; }; }
+  check() { log "$*"; "$@" || { checks=1; failed "$*"; }; }
   check ruff check jupyter_gpu_containers tests benchmarks ui-tests
   check ruff format --check jupyter_gpu_containers tests benchmarks ui-tests
   check mypy
@@ -146,9 +150,13 @@ lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
 lane=$!
 trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true' EXIT
 set +e
-# The slowest tests are named at the end of each part: where the time budget goes.
-python -m pytest --jgc-part rest --durations=20 "$@"
-rc=$?
+# The slowest tests are named at the end of each part: where the time budget goes. The output is
+# kept too, for its short summary of failures (below).
+rest_log=$(mktemp /tmp/jgc-rest.XXXXXX)
+color=no
+[ ! -t 1 ] || color=yes
+python -m pytest --jgc-part rest --durations=20 --color=$color "$@" 2>&1 | tee "$rest_log"
+rc=${PIPESTATUS[0]}
 wait "$lane"
 set -e
 lane=""
@@ -156,12 +164,15 @@ log "the checks and the other engines' tests (they ran beside the tests above):"
 cat "$lane_log"
 read -r checks_rc k8s_rc <"$lane_status" || { checks_rc=1; k8s_rc=1; }
 [ "$checks_rc" -eq 0 ] || status=1
-rm -f "$lane_log" "$lane_status"
+# pytest's short summary lines ("FAILED tests/...::test - why", "ERROR ..."), both sessions'.
+grep -ahE '^(FAILED|ERROR) ' "$rest_log" "$lane_log" | sed 's/^/pytest: /' >>"$failures" || true
+# The lane's checks said theirs through failed() already; its lines are not said twice.
+rm -f "$lane_log" "$lane_status" "$rest_log"
 if [ "$rc" -eq 5 ] && [ "$k8s_rc" -eq 5 ]; then
-  log "pytest collected no tests"
+  failed "pytest collected no tests"
   status=1
 elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s_rc" -ne 5 ]; }; then
-  log "FAILED: pytest (the rest: status $rc; the other engines' part: status $k8s_rc)"
+  failed "pytest (the rest: status $rc; the other engines' part: status $k8s_rc)"
   status=1
 fi
 
@@ -181,12 +192,17 @@ UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
 UI_TEST_HUB_PORT=${UI_TEST_HUB_PORT:-$(free_port)}
 UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
 export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
-JGC_TEST_RUN=$ui_label run npm run --silent ui-test:run
+ui_log=$(mktemp /tmp/jgc-ui.XXXXXX)
+ui_tests_in_chromium() { npm run --silent ui-test:run 2>&1 | tee "$ui_log"; }
+JGC_TEST_RUN=$ui_label run ui_tests_in_chromium
+# playwright's list reporter marks a failed test's line with a cross.
+grep -a '✘' "$ui_log" | sed 's/^ */playwright: /' >>"$failures" || true
+rm -f "$ui_log"
 
 if [ -n "$k8s_build" ]; then
   # The Kubernetes tests waited for it; its own words if it failed.
   if ! wait "$k8s_build"; then
-    log "FAILED: building the Kubernetes binaries (scripts/build-kubernetes.sh); its last words:"
+    failed "building the Kubernetes binaries (scripts/build-kubernetes.sh); its last words:"
     tail -n 30 "$k8s_build_log" >&2
     status=1
   fi
@@ -199,7 +215,7 @@ for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label" \
   "org.jupyter.gpu-containers.test-run=$ui_label"; do
   leftover=$(docker ps -aq --filter "label=$label" | wc -l)
   if [ "$leftover" -gt 0 ]; then
-    log "FAILED: $leftover container(s) of this test run left on the engine"
+    failed "$leftover container(s) of this test run left on the engine"
     docker ps -a --filter "label=$label" >&2
     status=1
   fi
@@ -211,7 +227,7 @@ if [ -n "${JGC_TEST_PODMAN_USER:-}" ]; then
       env HOME="$(getent passwd "$JGC_TEST_PODMAN_USER" | cut -d: -f6)" XDG_RUNTIME_DIR="/run/user/$(id -u "$JGC_TEST_PODMAN_USER")" \
       sh -c 'cd / && podman ps -aq --filter "label=$1"' sh "$label" | wc -l)
     if [ "$leftover" -gt 0 ]; then
-      log "FAILED: $leftover container(s) of this test run left on $JGC_TEST_PODMAN_USER's Podman"
+      failed "$leftover container(s) of this test run left on $JGC_TEST_PODMAN_USER's Podman"
       status=1
     fi
   done
@@ -219,12 +235,14 @@ fi
 # ...and on root's Podman (a kernel service's engine in test_podman.py).
 leftover=$(as_root podman ps -aq --filter "label=$run_label" | wc -l)
 if [ "$leftover" -gt 0 ]; then
-  log "FAILED: $leftover container(s) of this test run left on root's Podman"
+  failed "$leftover container(s) of this test run left on root's Podman"
   status=1
 fi
 if [ "$status" -eq 0 ]; then
   log "done: every check and test passed"
 else
-  log "FAILED: see the lines marked FAILED above"
+  log "FAILED: see the lines marked FAILED above; in short:"
+  sed 's/^/  /' "$failures" >&2
 fi
+rm -f "$failures"
 exit "$status"
