@@ -5,10 +5,10 @@
 #   scripts/build-images.sh demo-multiuser  that and its GPU build (scripts/demo-multiuser.sh)
 #   scripts/build-images.sh test            the images the test suite runs kernels in
 #
-# The base is Debian minbase from debootstrap plus python3-ipykernel, turned into an image with
-# `docker import`; every other image is `docker build` FROM it. Each image carries the hash of its
-# recipe (its folder under images/, this script, and its base's hash) as a label, and a build is
-# skipped when an image with that tag and hash already exists: a second run costs seconds.
+# The base is Debian minbase from debootstrap plus python3-ipykernel and pip, turned into an image
+# with `docker import`; every other image is `docker build` FROM it. Each image carries the hash of
+# its recipe (its folder under images/, this script, and its base's hash) as a label, and a build
+# is skipped when an image with that tag and hash already exists: a second run costs seconds.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

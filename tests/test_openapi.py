@@ -49,6 +49,7 @@ from tornado import web
 import jupyter_gpu_containers
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.safefiles import owner_name
+from jupyter_gpu_containers.host.user_packages import packages_key
 from jupyter_gpu_containers.routes.base import NotFoundHandler
 from jupyter_gpu_containers.routes.handlers import default_handlers
 
@@ -813,6 +814,23 @@ async def test_real_responses_match_the_spec(
     assert (await call(jp_fetch, conformance, login, "delete", values=where))[0] == 404
     code, _, _ = await call(jp_fetch, conformance, login, "put", values=where, body={"user": 1})
     assert code == 400
+
+    # The caller's packages, kept per image in the workspace: none yet (no kernel started
+    # since the workspace was made), one folder, its reset, and keys that name none.
+    code, packages, _ = await call(jp_fetch, conformance, "/gpu-containers/packages")
+    assert code == 200 and packages["enabled"] and packages["folders"] == [], packages
+    key = packages_key(DEBIAN_IMAGE)
+    info = jp_root_dir / ".jupyter-gpu-containers/packages" / key / "lib/python3/site-packages"
+    (info / "tiny-1.0.dist-info").mkdir(parents=True)
+    code, packages, _ = await call(jp_fetch, conformance, "/gpu-containers/packages")
+    assert [(f["key"], f["image"], f["packages"]) for f in packages["folders"]] == [
+        (key, DEBIAN_IMAGE, 1)
+    ]
+    folder = "/gpu-containers/packages/{key}"
+    assert (await call(jp_fetch, conformance, folder, "delete", values={"key": key}))[0] == 204
+    assert (await call(jp_fetch, conformance, folder, "delete", values={"key": key}))[0] == 404
+    code, error, _ = await call(jp_fetch, conformance, folder, "delete", values={"key": "x..y"})
+    assert code == 400 and "does not name" in error["message"]
 
     # A notebook's kernel: the refusals that come before any kernel starts.
     for body, expected in [

@@ -31,10 +31,12 @@ from kernel_io import execute
 from registry import PrivateRegistry
 from servers import VENV_BIN, wait_until
 from service_process import KernelService, ServiceUser
+from tiny_wheel import tiny_wheel
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.host.user_packages import packages_key
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
 
@@ -849,6 +851,73 @@ async def test_a_notebooks_own_modules_do_not_change_what_starts(
         assert result.stdout.split() == ["/workspace/shadowed", "hers", "True"], result
     finally:
         await delete_kernels(service, a)
+
+
+async def test_a_students_packages_are_hers_kept_per_image_and_reset_by_her(
+    bounded: tuple[KernelService, ServiceUser, ServiceUser],
+) -> None:
+    """Issue 31, item 2, behind the service: a student's `%pip install` lands in her workspace,
+    owned by her, and is on her next kernel's path; the panel's route lists and resets her
+    folders only; the other student's link to them from her own workspace makes the service
+    (root) measure and remove nothing of the first's."""
+    service, a, b = bounded
+    wheel = tiny_wheel(a.workspace)
+    os.chown(wheel, *ids_of(a.name))
+    key = packages_key(NGC_IMAGE)
+    imports = "import jgc_tiny; print(jgc_tiny.__file__)"
+    no_gpu = {"KERNEL_GPU_CONTAINERS_REQUEST": "0"}
+    try:
+        kernel_id = await service.start_kernel(a, GPU_SPEC, no_gpu)
+        ws = await service.websocket(a, kernel_id)
+        try:
+            result = await execute(
+                ws,
+                f"%pip install --no-index --disable-pip-version-check /workspace/{wheel.name}",
+                timeout=120,
+            )
+        finally:
+            ws.close()
+        assert re.search(r"Successfully installed jgc[-_]tiny-1\.0", result.stdout), result
+        folder = a.workspace / ".jupyter-gpu-containers" / "packages" / key
+        (installed,) = folder.glob("lib/python3*/site-packages/jgc_tiny.py")
+        assert (installed.stat().st_uid, installed.stat().st_gid) == ids_of(a.name)
+        await delete_kernels(service, a)
+        again = await service.start_kernel(a, GPU_SPEC, no_gpu)
+        result = await run(service, a, again, imports)
+        assert result.stdout.startswith(f"/workspace/.jupyter-gpu-containers/packages/{key}/")
+
+        code, mine = await service.answer(a, "GET", "gpu-containers/packages")
+        assert code == 200 and mine["measured"], mine
+        assert [(f["key"], f["image"], f["packages"]) for f in mine["folders"]] == [
+            (key, NGC_IMAGE, 1)
+        ]
+        code, hers = await service.answer(b, "GET", "gpu-containers/packages")
+        assert (code, hers["folders"]) == (200, [])
+        # The other student's packages folder: a link to the first's.
+        run_as(
+            b.name,
+            "import os, sys\n"
+            "mine = os.path.join(sys.argv[1], '.jupyter-gpu-containers')\n"
+            "os.makedirs(mine)\n"
+            "os.symlink(sys.argv[2], os.path.join(mine, 'packages'))\n",
+            str(b.workspace),
+            str(folder.parent),
+        )
+        code, hers = await service.answer(b, "GET", "gpu-containers/packages")
+        assert code == 200 and hers["folders"] == [] and "symbolic link" in hers["message"], hers
+        code, refused = await service.answer(b, "DELETE", f"gpu-containers/packages/{key}")
+        assert code == 400 and "symbolic link" in refused["message"], refused
+        assert installed.exists()
+
+        # Her own reset: her next kernel of the image has the image's packages only.
+        code, _ = await service.answer(a, "DELETE", f"gpu-containers/packages/{key}")
+        assert code == 204 and not installed.exists()
+        await delete_kernels(service, a)
+        fresh = await service.start_kernel(a, GPU_SPEC, no_gpu)
+        result = await run(service, a, fresh, imports)
+        assert result.ename == "ModuleNotFoundError", result
+    finally:
+        await delete_kernels(service, a, b)
 
 
 async def test_one_students_flood_of_starts_leaves_the_others_room(

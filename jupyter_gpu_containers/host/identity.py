@@ -47,6 +47,9 @@ class KernelUser:
     uid: int
     gid: int
     workspace: str  # resolved: a directory owned by uid
+    # False: the workspace is a cluster's volume (UserDirectory.workspace_on_host), not a
+    # directory of this host.
+    on_host: bool = True
 
 
 def check_username(name: object) -> str:
@@ -125,7 +128,7 @@ class UserDirectory(LoggingConfigurable):
                 f"The account {name!r} (uid {uid}, gid {gid}) is a system account: its kernels "
                 f"are refused (UserDirectory.min_uid is {self.min_uid}; gid 0 never)."
             )
-        return KernelUser(name, uid, gid, self.workspace_of(name, uid))
+        return KernelUser(name, uid, gid, self.workspace_of(name, uid), self.workspace_on_host)
 
     def workspace_of(self, username: str, uid: int) -> str:
         """The user's workspace, resolved; refused unless it is a directory ``uid`` owns."""

@@ -16,6 +16,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..base.errors import ImageNotAllowed
 from ..base.references import BadReference, parse_reference
+from ..host.user_packages import check_packages_dir
 
 # Linux's capabilities (linux/capability.h, up to CAP_CHECKPOINT_RESTORE), as Docker names them.
 CAPABILITIES = frozenset(
@@ -217,6 +218,42 @@ class ContainerPolicy(LoggingConfigurable):
         /var/tmp (HOME is a tmpfs already when kernels run as the server's user). Off by default:
         `pip install` into the image's environment and images whose entrypoint writes outside
         those directories stop working.""",
+    )
+
+    user_packages = Bool(
+        True,
+        config=True,
+        help="""Keep each user's own packages per image: a kernel's `%pip install` lands in
+        user_packages_dir of the user's workspace, in a folder of the kernel's image, and is on
+        the path of every later kernel of that image (never of another image). The panel shows
+        each folder's size and resets it. Off: packages go where the image's pip puts them (for
+        a kernel running as its user, its HOME, a tmpfs gone at the next start).""",
+    )
+
+    user_packages_dir = Unicode(
+        ".jupyter-gpu-containers/packages",
+        config=True,
+        help="""Where user_packages keeps a user's packages: a path relative to the user's
+        workspace (the server's root_dir, or UserDirectory.workspace_template behind the kernel
+        service), one folder per image below it. Put it on a volume of its own by mounting one
+        there.""",
+    )
+
+    @validate("user_packages_dir")
+    def _validate_user_packages_dir(self, proposal: Any) -> str:
+        try:
+            return check_packages_dir(str(proposal["value"]))
+        except ValueError as e:
+            raise TraitError(f"ContainerPolicy.user_packages_dir {e}") from None
+
+    user_packages_max_bytes = Int(
+        0,
+        config=True,
+        help="""A guard on the size of one image's packages folder (user_packages), in bytes:
+        measured when a kernel starts; over it, that kernel's pip refuses to install more (its
+        PIP_REQUIRE_VIRTUALENV is set) until the user resets the folder in the panel, and the
+        panel says so. Not a quota: code in a kernel can write its workspace anyway, and only the
+        workspace file system's quota bounds that. 0: no guard.""",
     )
 
     allowed_network_modes = List(

@@ -19,10 +19,39 @@ from collections.abc import Iterable
 # notebook's own modules, and the kernel still runs in the notebook's directory. Python's own
 # switch for this (-P, PYTHONSAFEPATH) is 3.11's, and IPython leaves the directory off sys.path
 # for good under it. Written for every Python 3 (and 2.7). No single quote: it is one sh word.
+#
+# Then the user's packages for the image (host/user_packages.py): PYTHONUSERBASE names their
+# folder, and Python put its site-packages on sys.path at start only if it existed then. Before
+# the first install it does not: the bootstrap makes it and adds it where Python would have, ahead
+# of the image's site-packages, so that a package installed in this kernel imports in it at once
+# and an upgrade wins over the image's copy. PIP_USER has pip install there even where the image's
+# site-packages are writable (a root kernel, a conda owned by the image's user); the folder's bin
+# joins PATH for the scripts pip installs. Nothing of this where user site-packages are off
+# (a virtual environment, -s): pip then installs where it would have.
 KERNEL_BOOT = (
     "import sys\n"
     'if sys.path and sys.path[0] == "":\n'
     "    del sys.path[0]\n"
+    "import os, site\n"
+    'if os.environ.get("PYTHONUSERBASE") and site.ENABLE_USER_SITE:\n'
+    "    p = site.getusersitepackages()\n"
+    "    if not os.path.isdir(p):\n"
+    "        try:\n"
+    "            os.makedirs(p)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    if os.path.isdir(p) and p not in sys.path:\n"
+    "        n = len(sys.path)\n"
+    "        site.addsitedir(p)\n"
+    "        added = sys.path[n:]\n"
+    "        del sys.path[n:]\n"
+    '        ends = ("site-packages", "dist-packages")\n'
+    "        at = [i for i, d in enumerate(sys.path) if d.endswith(ends)]\n"
+    "        at = at[0] if at else n\n"
+    "        sys.path[at:at] = added\n"
+    '    os.environ.setdefault("PIP_USER", "1")\n'
+    '    b = os.path.join(os.environ["PYTHONUSERBASE"], "bin")\n'
+    '    os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")\n'
     "import runpy\n"
     'runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)\n'
 )

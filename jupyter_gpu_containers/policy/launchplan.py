@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import labels
-from ..base.errors import ValueRefused
+from ..base.errors import PathRefused, ValueRefused
 from ..base.records import KERNEL_DIR_IN_CONTAINER, ContainerSpec, ImageRecord, Mount
 from ..gpus.allocator import Attachment
+from ..host.user_packages import folder_bytes, packages_key, user_base
 from .admin_policy import ContainerPolicy
 from .checks import (
     RESERVED_ENV,
@@ -84,6 +85,9 @@ class LaunchFacts:
     # The kernel's /etc/passwd and /etc/group on the host (accounts.py), once written; None:
     # the image's own (a kernel that runs as the image's USER, or no engine-side files).
     account_files: tuple[str, str] | None = None
+    # The size of the user's packages folder for this image (user_packages.py), measured only
+    # under ContainerPolicy.user_packages_max_bytes and where the workspace is on this host.
+    packages_bytes: int | None = None
 
 
 def gather_facts(
@@ -116,6 +120,14 @@ def gather_facts(
     if session and os.path.isabs(session):
         in_container = container_path_for(session, root, options.workspace_mount_path)
         notebook = os.path.relpath(session, root)
+    packages_bytes = None
+    if policy.user_packages and policy.user_packages_max_bytes > 0:
+        try:
+            packages_bytes = folder_bytes(
+                root, uid, policy.user_packages_dir, packages_key(options.image)
+            )
+        except (OSError, PathRefused):
+            packages_bytes = None  # not on this host, or not the user's: nothing to guard here
     return LaunchFacts(
         root=root,
         uid=uid,
@@ -130,6 +142,7 @@ def gather_facts(
         extra_mounts=mounts,
         connection_dir=connection_dir,
         name=f"jupyter-kernel-{kernel_id[:8]}-{secrets.token_hex(3)}",
+        packages_bytes=packages_bytes,
     )
 
 
@@ -183,6 +196,16 @@ def plan_container(
         environment.setdefault("HOME", options.home_path)
         environment.setdefault("USER", facts.username)
         environment.setdefault("LOGNAME", facts.username)
+    if policy.user_packages:
+        # The user's packages for this image (user_packages.py; command.KERNEL_BOOT puts them
+        # on the path). A kernel spec that sets PYTHONUSERBASE itself keeps its own.
+        environment.setdefault(
+            "PYTHONUSERBASE",
+            user_base(options.workspace_mount_path, policy.user_packages_dir, options.image),
+        )
+        over = policy.user_packages_max_bytes
+        if over > 0 and facts.packages_bytes is not None and facts.packages_bytes > over:
+            environment["PIP_REQUIRE_VIRTUALENV"] = "1"
     if policy.read_only_root_fs:
         for directory in ("/tmp", "/var/tmp"):
             tmpfs.setdefault(directory, scratch)

@@ -33,6 +33,9 @@
   why an administrator released or shut down the caller's kernels.
 - ``GET /gpu-containers/metrics``: Prometheus metrics of GPU sharing (no user names); on a
   kernel service, its administrators only.
+- ``GET /gpu-containers/packages``: the caller's own packages kept per image in their workspace
+  (ContainerPolicy.user_packages), each folder with its size; ``DELETE
+  /gpu-containers/packages/<key>`` resets one (packages.py).
 - ``GET /gpu-containers/quota``: the caller's GPU-hours this day or week: used, the limit, what
   is left, when it resets, and the group's (quota.py).
 
@@ -61,6 +64,7 @@ from .kernels import (
     KernelsHandler,
 )
 from .notebooks import NotebookKernelHandler
+from .packages import PackagesFolderHandler, PackagesHandler
 from .pulls import PullEventsHandler, PullHandler, PullsHandler
 from .queue import QueuedStartHandler, QueueHandler, QuotaHandler
 from .registries import RegistriesHandler, RegistryCredentialsHandler
@@ -86,6 +90,8 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/restart", KernelRestartHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/keep", KernelKeepHandler),
+        (f"{base}/packages", PackagesHandler),
+        (f"{base}/packages/(?P<key>[^/]+)", PackagesFolderHandler),
         (f"{base}/queue", QueueHandler),
         (f"{base}/quota", QuotaHandler),
         (f"{base}/queue/(?P<kernel_id>{KERNEL_ID})", QueuedStartHandler),

@@ -19,6 +19,8 @@ import {
   INotebookKernelReply,
   INotebookKernelRequest
 } from './kerneltypes';
+import { packagesOf } from './packagereaders';
+import { IPackages } from './packagetypes';
 import {
   adminActionReplyOf,
   catalogOf,
@@ -526,6 +528,32 @@ export function getQuota(
   trans?: TranslationBundle
 ): Promise<IGpuQuota | null> {
   return requestAPI('quota', { method: 'GET' }, settings, trans).then(quotaOf);
+}
+
+/**
+ * Fetch the user's own packages folders (one per image, in their workspace).
+ */
+export function getPackages(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<IPackages> {
+  return readAPI('packages', packagesOf, { method: 'GET' }, settings, trans);
+}
+
+/**
+ * Reset one image's packages: its folder, named by its key, is removed.
+ */
+export function resetPackages(
+  key: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<void> {
+  return requestAPI(
+    `packages/${encodeURIComponent(key)}`,
+    { method: 'DELETE' },
+    settings,
+    trans
+  ).then(nothing);
 }
 
 /**

@@ -41,6 +41,7 @@ import { engineProblem, problemHeading } from './status';
 import { Breakable } from './breakable';
 import { ClusterSection, showsCluster } from './cluster';
 import { GpuOptions } from './gpuoptions';
+import { YourPackages } from './yourpackages';
 import { YourKernels } from './yourkernels';
 import type { IGpuContainersModel } from './tokens';
 import { gpuContainersIcon } from './icon';
@@ -176,6 +177,11 @@ function PanelBody(props: {
         readAgain={props.readKernels}
         cluster={model.cluster}
         keep={(kernelId, minutes) => model.keepGpus(kernelId, minutes)}
+      />
+      <YourPackages
+        settings={model.serverSettings}
+        trans={trans}
+        readAgain={props.readKernels}
       />
       <ImageSection
         model={model}

@@ -44,6 +44,8 @@ const INTERFACES: Record<string, string[]> = {
   IGpuDevice: ['GPU'],
   IGpu: ['GPUWithHolders'],
   IGpuQuota: ['GPUQuota'],
+  IPackages: ['Packages'],
+  IPackagesFolder: ['PackagesFolder'],
   IHolder: ['Holder'],
   IVerdict: ['Verdict'],
   IClusterView: ['ClusterView'],
