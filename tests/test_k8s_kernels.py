@@ -24,6 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from service_process import KernelService
 
+from jupyter_gpu_containers.host.user_packages import packages_key
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,14 +42,15 @@ def cluster_service(
     tmp_path: Path,
 ) -> Iterator[tuple[KernelService, str, str]]:
     """A kernel service whose backend is the cluster, with one user whose workspace is a
-    persistent volume (a hostPath volume on the real node: this host's directory)."""
+    persistent volume (a hostPath volume on the real node: this host's directory), and the
+    administrator's dataset, another (KubernetesBackend.datasets: read-only)."""
     user = os.environ.get("JGC_TEST_USER", "")
     if not user:
         pytest.fail("JGC_TEST_USER names no account (scripts/test.sh creates one)")
     applied = control_plane.apply(RBAC, k8s_namespace)
     token = control_plane.service_account_token(k8s_namespace, "jupyter-gpu-containers")
     kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "service.kubeconfig")
-    volume = ""
+    volume = dataset_volume = ""
     service = KernelService(
         {
             "ServiceApp": {"backend": "kubernetes"},
@@ -58,6 +60,13 @@ def cluster_service(
                 "node_selector": real_node.node_selector,
                 "tolerations": [real_node.toleration],
                 "workspace_volume": {"persistentVolumeClaim": {"claimName": "ws-{username}"}},
+                "datasets": [
+                    {
+                        "name": "course",
+                        "mount_path": "/datasets/course",
+                        "volume": {"persistentVolumeClaim": {"claimName": "course-data"}},
+                    }
+                ],
                 "startup_timeout": 180,
             },
             "ImageCatalog": {"listed_images": [{"image": real_node_image}]},
@@ -70,14 +79,20 @@ def cluster_service(
         (workspace / "notes").mkdir()
         os.chown(workspace / "notes", *ids_of(user))
         volume = control_plane.bind_claim(k8s_namespace, f"ws-{user}", workspace)
+        data = service.home / "course-data"
+        data.mkdir(mode=0o755)
+        (data / "readme.txt").write_text("the course's data\n")
+        (data / "readme.txt").chmod(0o644)
+        dataset_volume = control_plane.bind_claim(k8s_namespace, "course-data", data)
         service.start()
         yield service, user, real_node_image
     finally:
         # Shown when the test failed (pytest prints a failed test's captured output).
         print("\n".join(service.output().splitlines()[-80:]))
         service.close()
-        if volume:  # never "": the client would delete every volume (a collection delete)
-            control_plane.delete_volume(volume)
+        for made in (volume, dataset_volume):
+            if made:  # never "": the client would delete every volume (a collection delete)
+                control_plane.delete_volume(made)
         rbac = client.RbacAuthorizationV1Api(control_plane.admin_client)
         for obj in applied:
             with _absent():
@@ -186,6 +201,39 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
                 timeout=60,
             )
             assert who.stdout.split() == [username, username, username], who
+            # The administrator's dataset: its data, read-only, and named in the kernel's view.
+            data = await execute(
+                ws,
+                "print(open('/datasets/course/readme.txt').read().strip())\n"
+                "try:\n"
+                "    open('/datasets/course/mine.txt', 'w')\n"
+                "except OSError as e:\n"
+                "    print('refused', e.errno)",
+                timeout=60,
+            )
+            assert data.stdout.splitlines() == ["the course's data", "refused 30"], data  # EROFS
+            code, view = await service.answer(user, "GET", f"gpu-containers/kernels/{kernel_id}")
+            assert code == 200, view
+            assert {
+                "type": "dataset",
+                "source": "course (claim course-data)",
+                "target": "/datasets/course",
+                "read_only": True,
+            } in view["mounts"], view["mounts"]
+            # The user's packages for the image: a folder of the workspace volume, on the
+            # kernel's path (what pip installs there is kept: a module put there stands in).
+            kept = await execute(
+                ws,
+                "import os, site, sys\n"
+                "p = site.getusersitepackages()\n"
+                "open(os.path.join(p, 'jgc_kept.py'), 'w').write('WHERE = 1\\n')\n"
+                "print(os.environ['PYTHONUSERBASE'], p in sys.path)",
+                timeout=60,
+            )
+            folder = f".jupyter-gpu-containers/packages/{packages_key(image)}"
+            assert kept.stdout.split() == [f"/workspace/{folder}", "True"], kept
+            (module,) = (notes.parent / folder).glob("lib/python3*/site-packages/jgc_kept.py")
+            assert (module.stat().st_uid, module.stat().st_gid) == (uid, gid)
             # Interrupted (by message: the service's account may not exec into pods).
             msg_id = await send_execute(ws, "import time\ntime.sleep(120)")
             await asyncio.sleep(2)
@@ -202,10 +250,14 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
         assert after.metadata.uid != first_uid
         ws = await service.websocket(user, kernel_id)
         try:
-            result = await execute(ws, "print(6 * 7)", timeout=60)
+            result = await execute(ws, "import jgc_kept; print(6 * 7 * jgc_kept.WHERE)", timeout=60)
             assert result.stdout.strip() == "42", result
         finally:
             ws.close()
+        # The service does not see the volume: the panel is told where the packages are.
+        code, packages = await service.answer(user, "GET", "gpu-containers/packages")
+        assert code == 200 and not packages["measured"] and packages["folders"] == [], packages
+        assert ".jupyter-gpu-containers/packages" in packages["message"]
         code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
         assert code == 204
         pod_uids = {first_uid, after.metadata.uid}

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from traitlets import TraitError
 
+from jupyter_gpu_containers.backends.kubernetes.k8s import KubernetesBackend
 from jupyter_gpu_containers.backends.kubernetes.nodes import (
     capacity_sentence,
     gpu_holders,
@@ -22,6 +24,7 @@ from jupyter_gpu_containers.backends.kubernetes.nodes import (
 from jupyter_gpu_containers.backends.kubernetes.objects import (
     PodSettings,
     SecretFile,
+    check_datasets,
     docker_config_json,
     kernel_pod,
     kernel_secrets,
@@ -972,3 +975,87 @@ def test_the_gpu_holders_by_node() -> None:
         ("n1", "a", 2, MIG, "alice", "k"),
         ("n2", "b", 2, "nvidia.com/gpu", "alice", ""),
     ]
+
+
+IMAGENET = {
+    "name": "imagenet",
+    "mount_path": "/datasets/imagenet",
+    "volume": {"persistentVolumeClaim": {"claimName": "imagenet"}},
+}
+
+
+def test_datasets_reach_a_kernel_pod_read_only_unless_writes_are_allowed() -> None:
+    datasets = check_datasets(
+        [
+            IMAGENET,
+            {
+                "name": "scratch",
+                "mount_path": "/data/scratch",
+                "volume": {"nfs": {"server": "nfs.example", "path": "/export/scratch"}},
+                "read_only": False,
+                "sub_path": "lab",
+            },
+        ]
+    )
+    pod = kernel_pod(dataclasses.replace(SETTINGS, datasets=datasets), spec(), "pod-1").pod
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["dataset-imagenet"] == {
+        "name": "dataset-imagenet",
+        "persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True},
+    }
+    assert volumes["dataset-scratch"] == {
+        "name": "dataset-scratch",
+        "nfs": {"server": "nfs.example", "path": "/export/scratch"},
+    }
+    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["dataset-imagenet"] == {
+        "name": "dataset-imagenet",
+        "mountPath": "/datasets/imagenet",
+        "readOnly": True,
+    }
+    assert mounts["dataset-scratch"] == {
+        "name": "dataset-scratch",
+        "mountPath": "/data/scratch",
+        "readOnly": False,
+        "subPath": "lab",
+    }
+    # None configured: none in the pod.
+    assert not any(
+        v["name"].startswith("dataset-")
+        for v in kernel_pod(SETTINGS, spec(), "pod-1").pod["spec"]["volumes"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "says"),
+    [
+        ({**IMAGENET, "name": "ImageNet"}, "lower-case letters"),
+        ({**IMAGENET, "mount_path": "datasets"}, "normalised absolute path"),
+        ({**IMAGENET, "mount_path": "/datasets/../etc"}, "normalised absolute path"),
+        ({**IMAGENET, "mount_path": "/"}, "normalised absolute path"),
+        ({**IMAGENET, "mount_path": "/etc/ssl"}, "system's directories"),
+        ({**IMAGENET, "mount_path": "/run/jupyter-kernel"}, "system's directories"),
+        ({**IMAGENET, "mount_path": "/dev/shm"}, "system's directories"),
+        ({**IMAGENET, "volume": {"hostPath": {"path": "/"}}}, "persistentVolumeClaim"),
+        ({**IMAGENET, "volume": {}}, "persistentVolumeClaim"),
+        ({**IMAGENET, "read_only": "no"}, "true or false"),
+        ({**IMAGENET, "readonly": True}, "keys no dataset has: readonly"),
+    ],
+)
+def test_a_dataset_that_is_not_one_is_refused(dataset: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        check_datasets([dataset])
+    with pytest.raises(TraitError, match=r"KubernetesBackend\.datasets"):
+        KubernetesBackend(datasets=[dataset])
+
+
+def test_two_datasets_at_one_place_or_over_the_workspace_are_refused() -> None:
+    with pytest.raises(ValueError, match="two datasets"):
+        check_datasets([IMAGENET, {**IMAGENET, "name": "other"}])
+    # Over the workspace (or under it), whose place the kernel's spec says.
+    for target in ("/home/jovyan/work", "/home/jovyan/work/data", "/home/jovyan"):
+        settings = dataclasses.replace(
+            SETTINGS, datasets=({**check_datasets([IMAGENET])[0], "mount_path": target},)
+        )
+        with pytest.raises(MountRefused, match="where this kernel has its workspace"):
+            kernel_pod(settings, spec(), "pod-1")

@@ -143,7 +143,13 @@ export function KernelDetails(props: {
             <li key={mount.target}>
               <code>{mount.source}</code> → <code>{mount.target}</code>{' '}
               <span className="jgc-note">
-                {mount.read_only ? trans.__('read-only') : trans.__('writable')}
+                {mount.type === 'dataset'
+                  ? mount.read_only
+                    ? trans.__('dataset, read-only')
+                    : trans.__('dataset, writable')
+                  : mount.read_only
+                    ? trans.__('read-only')
+                    : trans.__('writable')}
               </span>
             </li>
           ))}

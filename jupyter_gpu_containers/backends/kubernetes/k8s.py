@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes.client.rest import ApiException
-from traitlets import Dict, Enum, Float, Int, List, Unicode, default
+from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ...base import labels as L
@@ -74,6 +74,7 @@ from .logs import PodLog
 from .objects import (
     PodSettings,
     SecretFile,
+    check_datasets,
     docker_config_json,
     kernel_pod,
     kernel_secrets,
@@ -159,6 +160,26 @@ class KubernetesBackend(LoggingConfigurable):
         "/export/home/{username}"}}. Empty: an emptyDir (nothing the kernel writes outlives
         it).""",
     )
+    datasets = List(
+        Dict(),
+        config=True,
+        help="""Data every kernel pod sees, each a volume the cluster has: {"name": "imagenet",
+        "mount_path": "/datasets/imagenet", "volume": {"persistentVolumeClaim": {"claimName":
+        "imagenet"}}} or {..., "volume": {"nfs": {"server": "nfs.example", "path":
+        "/export/imagenet"}}}, with an optional "sub_path". Read-only (the volume and its
+        mount) unless it says "read_only": false. The cluster's counterpart of
+        ContainerProvisioner.extra_mounts, which are host paths; listed in each kernel's view
+        (GET /gpu-containers/kernels/<id>) and the panel, as extra mounts are on Docker and
+        Podman.""",
+    )
+
+    @validate("datasets")
+    def _validate_datasets(self, proposal: Any) -> list[dict[str, Any]]:
+        try:
+            return list(check_datasets(proposal["value"]))
+        except ValueError as e:
+            raise TraitError(f"KubernetesBackend.datasets: {e}") from None
+
     workspace_sub_path = Unicode(
         "",
         config=True,
@@ -315,6 +336,7 @@ class KubernetesBackend(LoggingConfigurable):
             workspace_sub_path=self.workspace_sub_path,
             termination_grace_period=self.termination_grace_period,
             probe_memory=self.probe_memory,
+            datasets=tuple(self.datasets),
         )
 
     # ------------------------------------------------------------------ the pod watch

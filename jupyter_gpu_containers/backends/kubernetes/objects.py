@@ -132,6 +132,8 @@ class PodSettings:
     workspace_sub_path: str
     termination_grace_period: int
     probe_memory: str
+    # The administrator's datasets (KubernetesBackend.datasets), checked (check_datasets).
+    datasets: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,109 @@ def connection_secret_name(pod: str) -> str:
 
 def pull_secret_name(pod: str) -> str:
     return f"{pod}-pull"
+
+
+# A dataset's volume source: a claim, or an NFS export (what the administrator names).
+DATASET_SOURCES = ("persistentVolumeClaim", "nfs")
+DATASET_VOLUME_PREFIX = "dataset-"
+_DATASET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?")
+# Where a dataset may not be mounted: over what the system and the kernel's pod need (its
+# connection, its account files, its HOME, /dev/shm). The workspace's place is checked per pod.
+_RESERVED_TARGETS = ("/dev", "/proc", "/sys", "/etc", "/run", "/tmp", "/home", "/usr", "/bin")
+
+
+def _covers(directory: str, path: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_datasets(datasets: Any) -> tuple[dict[str, Any], ...]:
+    """KubernetesBackend.datasets, each as {"name", "mount_path", "volume", "read_only",
+    "sub_path"}; ValueError with a sentence for one that is not so."""
+    out: list[dict[str, Any]] = []
+    names: set[str] = set()
+    targets: set[str] = set()
+    for raw in datasets:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"each dataset must be an object, not {raw!r}.")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
+            raise ValueError(
+                f"a dataset's name ({name!r}) must be lower-case letters, digits and dashes "
+                "(up to 42), as a volume's name is."
+            )
+        target = raw.get("mount_path")
+        if (
+            not isinstance(target, str)
+            or not target.startswith("/")
+            or os.path.normpath(target) != target
+            or target == "/"
+            or any(_covers(reserved, target) for reserved in _RESERVED_TARGETS)
+        ):
+            raise ValueError(
+                f"the dataset {name}'s mount_path ({target!r}) must be a normalised absolute "
+                "path outside the workspace and the system's directories, such as "
+                "/datasets/imagenet."
+            )
+        volume = raw.get("volume")
+        if (
+            not isinstance(volume, Mapping)
+            or len(volume) != 1
+            or next(iter(volume)) not in DATASET_SOURCES
+        ):
+            raise ValueError(
+                f"the dataset {name}'s volume must be one volume source, a persistentVolumeClaim "
+                'or an nfs export: {"persistentVolumeClaim": {"claimName": "imagenet"}}.'
+            )
+        read_only = raw.get("read_only", True)
+        sub_path = raw.get("sub_path", "")
+        if not isinstance(read_only, bool) or not isinstance(sub_path, str):
+            raise ValueError(
+                f"the dataset {name}'s read_only must be true or false, sub_path a string."
+            )
+        unknown = set(raw) - {"name", "mount_path", "volume", "read_only", "sub_path"}
+        if unknown:
+            raise ValueError(
+                f"the dataset {name} has keys no dataset has: {', '.join(sorted(unknown))}."
+            )
+        if name in names or target in targets:
+            raise ValueError(f"two datasets have the name {name} or the mount_path {target}.")
+        names.add(name)
+        targets.add(target)
+        out.append(
+            {
+                "name": name,
+                "mount_path": target,
+                "volume": json.loads(json.dumps(dict(volume))),
+                "read_only": read_only,
+                "sub_path": sub_path,
+            }
+        )
+    return tuple(out)
+
+
+def dataset_volumes(
+    datasets: tuple[Mapping[str, Any], ...],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the kernel container's mounts of the administrator's datasets,
+    read-only (the volume and the mount) unless the administrator allows writes."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for dataset in datasets:
+        volume_name = DATASET_VOLUME_PREFIX + dataset["name"]
+        kind, source = next(iter(dataset["volume"].items()))
+        source = dict(source)
+        if dataset["read_only"]:
+            source["readOnly"] = True
+        volumes.append({"name": volume_name, kind: source})
+        mount: dict[str, Any] = {
+            "name": volume_name,
+            "mountPath": dataset["mount_path"],
+            "readOnly": bool(dataset["read_only"]),
+        }
+        if dataset["sub_path"]:
+            mount["subPath"] = dataset["sub_path"]
+        mounts.append(mount)
+    return volumes, mounts
 
 
 def workspace_source(volume: Mapping[str, Any], uid: int, username: str) -> dict[str, Any]:
@@ -282,6 +387,20 @@ def kernel_pod(settings: PodSettings, spec: ContainerSpec, name: str) -> KernelP
                 "secret": {"secretName": connection_secret_name(name), "items": account_items},
             }
         )
+    dataset_vols, dataset_mounts = dataset_volumes(settings.datasets)
+    for dataset in dataset_mounts:
+        taken = next((m for m in mounts if _covers(m["mountPath"], dataset["mountPath"])), None)
+        if taken is None:
+            taken = next((m for m in mounts if _covers(dataset["mountPath"], m["mountPath"])), None)
+        if taken is not None:
+            raise MountRefused(
+                f"The dataset {dataset['name'].removeprefix(DATASET_VOLUME_PREFIX)} is to be "
+                f"mounted at {dataset['mountPath']}, where this kernel has its "
+                f"{taken['name']} ({taken['mountPath']}): give it another mount_path "
+                "(KubernetesBackend.datasets)."
+            )
+    volumes += dataset_vols
+    mounts += dataset_mounts
     for i, (target, options) in enumerate(sorted(spec.tmpfs.items())):
         size = re.search(r"size=([^,]+)", options)
         empty: dict[str, Any] = {"medium": "Memory"}

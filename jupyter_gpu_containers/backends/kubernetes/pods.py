@@ -20,7 +20,7 @@ from ...base.records import (
     ContainerState,
 )
 from ..backend import ContainerDetails, MountInfo
-from .objects import CONTAINER_NAME
+from .objects import CONTAINER_NAME, DATASET_VOLUME_PREFIX
 
 # In a pod's record (never on the pod): the node the scheduler bound it to.
 NODE_KEY = L.PREFIX + "node"
@@ -118,10 +118,20 @@ def pod_details(pod: Any) -> ContainerDetails:
         ):
             tmpfs.append(m.mount_path)
             continue
-        kind = "volume"
+        kind, source = "volume", m.name
         if volume is not None and volume.secret is not None:
             kind = "secret"
-        mounts.append(MountInfo(kind, m.name, m.mount_path, bool(m.read_only)))
+        elif volume is not None and m.name.startswith(DATASET_VOLUME_PREFIX):
+            # The administrator's dataset (KubernetesBackend.datasets), named with where its
+            # data is: "imagenet (claim imagenet)", "imagenet (nfs.example:/export/imagenet)".
+            kind, name = "dataset", m.name.removeprefix(DATASET_VOLUME_PREFIX)
+            if volume.persistent_volume_claim is not None:
+                source = f"{name} (claim {volume.persistent_volume_claim.claim_name})"
+            elif volume.nfs is not None:
+                source = f"{name} ({volume.nfs.server}:{volume.nfs.path})"
+            else:
+                source = name
+        mounts.append(MountInfo(kind, source, m.mount_path, bool(m.read_only)))
     return ContainerDetails(
         id=meta.name,
         name=meta.name,

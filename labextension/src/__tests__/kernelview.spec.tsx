@@ -94,6 +94,12 @@ function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
         source: '/raid/datasets',
         target: '/data',
         read_only: true
+      },
+      {
+        type: 'dataset',
+        source: 'imagenet (claim imagenet)',
+        target: '/datasets/imagenet',
+        read_only: true
       }
     ],
     tmpfs: ['/home/jupyter'],
@@ -427,6 +433,10 @@ describe('the kernel view', () => {
     expect(text).toContain(`${CONTAINER} (running)`);
     expect(text).toContain('/home/alice/work → /workspace writable');
     expect(text).toContain('/raid/datasets → /data read-only');
+    // A cluster's dataset (KubernetesBackend.datasets) says it is one.
+    expect(text).toContain(
+      'imagenet (claim imagenet) → /datasets/imagenet dataset, read-only'
+    );
     expect(text).toContain('/home/jupyter temporary (tmpfs)');
     expect(text).toContain('GPU 0');
     expect(text).toContain(
