@@ -31,7 +31,8 @@ cd "$repo"
 # that need no cluster run. The first test that needs the binaries waits for them (tests/conftest.py:
 # through the same script, which waits for this build under its lock and then prints the
 # directory) before its time limit starts: the engines' session runs Podman's and Slurm's tests
-# meanwhile, then Kubernetes' and the benchmark's run (tests/conftest.py, _engines_part).
+# meanwhile, then Kubernetes' and the benchmark's run of those engines' sections
+# (tests/conftest.py, _engines_part).
 k8s_build=""
 if JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh --if-built); then
   log "Kubernetes binaries: $JGC_K8S_BIN"
