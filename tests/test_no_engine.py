@@ -105,6 +105,9 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     assert answers.pop("/gpu-containers/metrics")[0] == 200
     code, prepull = answers.pop("/gpu-containers/prepull")
     assert code == 200 and prepull["schedule"] == []
+    # The user's packages per image (issue 31): the workspace's, no engine needed.
+    code, packages = answers.pop("/gpu-containers/packages")
+    assert code == 200 and packages["enabled"] and packages["measured"], packages
     assert not answers, f"GET routes this test does not know yet: {sorted(answers)}"
     assert "Traceback" not in no_engine.output()
 

@@ -304,7 +304,13 @@ def world(
         app.web_app,
         jp_base_url,
         # No kernel runs here: a kernel's view answers its 404 once a request gets through.
-        {"pull_id": pull_id, "registry": REGISTRY, "kernel_id": NO_KERNEL},
+        {
+            "pull_id": pull_id,
+            "registry": REGISTRY,
+            "kernel_id": NO_KERNEL,
+            # A packages folder's key this user has no folder of: its reset answers 404.
+            "key": "pytorch-24.05-py3-000000000000",
+        },
     )
     return w
 
