@@ -220,6 +220,16 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
                 "target": "/datasets/course",
                 "read_only": True,
             } in view["mounts"], view["mounts"]
+            code, listed = await service.answer(user, "GET", "gpu-containers/kernels")
+            assert code == 200, listed
+            assert listed["kernels"][0]["datasets"] == [
+                {
+                    "name": "course",
+                    "target": "/datasets/course",
+                    "read_only": True,
+                    "source": "claim course-data",
+                }
+            ], listed
             # The user's packages for the image: a folder of the workspace volume, on the
             # kernel's path (what pip installs there is kept: a module put there stands in).
             kept = await execute(

@@ -358,6 +358,17 @@ async def test_extra_mounts_are_read_only_and_inside_allowed_roots(
     assert result.stdout.strip() == "1,2"
     assert result.ename in ("OSError", "PermissionError")
     assert "Read-only file system" in result.evalue
+    # The panel's "Your kernels" says what data the kernel sees (the Docker engine gives
+    # none of its own: the extra mounts are all).
+    (listed,) = json.loads((await jp_fetch("gpu-containers", "kernels")).body)["kernels"]
+    assert listed["datasets"] == [
+        {
+            "name": "my_datasets",
+            "target": "/data/datasets",
+            "read_only": True,
+            "source": str(datasets),
+        }
+    ]
 
 
 @pytest.mark.server_config(

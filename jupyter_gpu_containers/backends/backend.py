@@ -66,6 +66,18 @@ class MountInfo:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """Data the engine itself gives every kernel, beside its spec's mounts (a cluster's
+    volumes: KubernetesBackend.datasets): its name, where the kernel sees it, whether read-only,
+    and where the data is, in words ("claim imagenet")."""
+
+    name: str
+    target: str
+    read_only: bool
+    source: str
+
+
+@dataclass(frozen=True)
 class ContainerDetails:
     """What a kernel's own view shows of its container (``docker inspect``)."""
 
@@ -192,7 +204,10 @@ class ContainerBackend(Protocol):
     #   (KeptAllocations: Slurm's jobs), where the engine allocates beyond the container (None
     #   on Docker, Podman and Kubernetes, where a restart's container is the allocation);
     # - gpu_accounting: the engine accounts each user's GPU-hours itself (GPUAccounting:
-    #   Slurm's sacct), shown where this project keeps no quota (None elsewhere).
+    #   Slurm's sacct), shown where this project keeps no quota (None elsewhere);
+    # - kernel_datasets: data the engine gives every kernel beside its spec's mounts
+    #   (Kubernetes: its datasets, the cluster's volumes; () where a kernel's data is its
+    #   spec's extra mounts).
     schedules_gpus: bool
     kernels_on_shared_nodes: bool
     signals_reach_kernels: bool
@@ -212,6 +227,9 @@ class ContainerBackend(Protocol):
 
     @property
     def gpu_accounting(self) -> GPUAccounting | None: ...
+
+    @property
+    def kernel_datasets(self) -> tuple[Dataset, ...]: ...
 
     async def address(self, container_id: str) -> str: ...
 

@@ -82,6 +82,28 @@ def notebook_of(provisioner: ContainerProvisioner) -> str:
     return facts.notebook if facts is not None else ""
 
 
+def datasets_of(services: Services, provisioner: ContainerProvisioner) -> list[dict[str, Any]]:
+    """The data a kernel sees beside its workspace, on every engine: its extra mounts (host
+    paths: Docker, Podman, Slurm's shared file system), as its launch found them (none known for
+    a kernel reattached after a restart of the server), and what the engine gives every kernel
+    (Kubernetes' datasets)."""
+    facts = provisioner.launch_facts
+    found = [
+        {
+            "name": os.path.basename(source.rstrip("/")) or source,
+            "target": target,
+            "read_only": read_only,
+            "source": source,
+        }
+        for source, target, read_only in (facts.extra_mounts if facts is not None else ())
+    ]
+    found += [
+        {"name": d.name, "target": d.target, "read_only": d.read_only, "source": d.source}
+        for d in services.backend.kernel_datasets
+    ]
+    return found
+
+
 def launched_at(provisioner: ContainerProvisioner) -> float:
     """Unix time of the provisioner's last launch (0: none recorded, a reattached kernel)."""
     stamps = getattr(provisioner, "launch_stamps", None) or {}
@@ -323,6 +345,7 @@ def kernels_listing(
                 "execution_state": str(getattr(km, "execution_state", "unknown")),
                 "container_id": provisioner.container_id,
                 "gpus": gpus,
+                "datasets": datasets_of(services, provisioner),
                 "usage": usage,
                 # Idle GPUs given back (reclaim.py): warned, when they go, or that they went.
                 "reclaim": services.reclaim.state_of(kernel_id),

@@ -131,12 +131,33 @@ export interface IKernelSummary {
   execution_state: string;
   container_id: string | null;
   gpus: IKernelGpu[];
+  /**
+   * The data it sees beside its workspace (extra mounts, a cluster's
+   * datasets); an older server sends none.
+   */
+  datasets: IKernelDataset[];
   usage: IKernelGpuUsage;
   /**
    * Where it stands with the idle-GPU policy; `null` when that is off or it
    * holds no GPUs.
    */
   reclaim: IKernelReclaim | null;
+}
+
+/**
+ * Data a kernel sees beside its workspace.
+ */
+export interface IKernelDataset {
+  name: string;
+  /**
+   * Where the kernel sees it.
+   */
+  target: string;
+  read_only: boolean;
+  /**
+   * Where its data is: a host path, or a cluster's volume in words.
+   */
+  source: string;
 }
 
 /**

@@ -12,7 +12,7 @@ import { gpuListLabel, gpusOfKernel } from './gpuformat';
 import { IClusterView } from './gputypes';
 import { GpuUse, gpusLabel } from './gpuuse';
 import { shortImageName } from './imageformat';
-import { IKernelList, IKernelReclaim } from './kerneltypes';
+import { IKernelDataset, IKernelList, IKernelReclaim } from './kerneltypes';
 import {
   defaultKeep,
   keepChoices,
@@ -117,6 +117,23 @@ export function KeepControl(props: {
 }
 
 /**
+ * The data a kernel sees, in a line: "imagenet at /datasets/imagenet
+ * (read-only), scratch at /data/scratch".
+ */
+export function datasetsText(
+  trans: TranslationBundle,
+  datasets: readonly IKernelDataset[]
+): string {
+  return datasets
+    .map(d =>
+      d.read_only
+        ? trans.__('%1 at %2 (read-only)', d.name, d.target)
+        : trans.__('%1 at %2', d.name, d.target)
+    )
+    .join(', ');
+}
+
+/**
  * The list of the user's kernels for the panel (no state of its own).
  */
 export function KernelList(props: {
@@ -213,6 +230,11 @@ export function KernelList(props: {
                   </button>
                 )}
               </div>
+              {(kernel.datasets ?? []).length > 0 && (
+                <div className="jgc-note jgc-kernel-datasets">
+                  {trans.__('Data: %1', datasetsText(trans, kernel.datasets))}
+                </div>
+              )}
               {warning && (
                 <div className="jgc-note jgc-reclaim" role="status">
                   {warning}

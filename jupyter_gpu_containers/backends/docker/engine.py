@@ -31,7 +31,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Finding
+from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
 from .client import DEFAULT_SOCKET, EngineClient
 from .images import Images
@@ -254,6 +254,7 @@ class Engine(LoggingConfigurable):
     cluster = None
     kept_allocations = None
     gpu_accounting = None
+    kernel_datasets: tuple[Dataset, ...] = ()  # a kernel's data is its spec's extra mounts
 
     async def address(self, container_id: str) -> str:
         """Where a kernel's published ports are: this host's loopback."""

@@ -64,7 +64,7 @@ from ...base.records import (
 )
 from ...base.references import registry_of
 from ...base.safefiles import read_nofollow
-from ..backend import ContainerDetails, Finding, GPUHolder, PullProgress
+from ..backend import ContainerDetails, Dataset, Finding, GPUHolder, PullProgress
 from . import nodes
 from .client import KubernetesClient, refused
 from .images import ImageDigest
@@ -75,6 +75,7 @@ from .objects import (
     PodSettings,
     SecretFile,
     check_datasets,
+    dataset_source,
     docker_config_json,
     kernel_pod,
     kernel_secrets,
@@ -247,6 +248,14 @@ class KubernetesBackend(LoggingConfigurable):
     # A restart's pod is its allocation: nothing outlives a kernel's pod for the next.
     kept_allocations = None
     gpu_accounting = None  # the cluster's own metering is not this project's to read
+
+    @property
+    def kernel_datasets(self) -> tuple[Dataset, ...]:
+        """The administrator's datasets (the datasets trait), in every kernel pod."""
+        return tuple(
+            Dataset(d["name"], d["mount_path"], d["read_only"], dataset_source(d["volume"]))
+            for d in self.datasets
+        )
 
     @property
     def cluster(self) -> KubernetesBackend:

@@ -242,6 +242,17 @@ def check_datasets(datasets: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def dataset_source(volume: Mapping[str, Any]) -> str:
+    """Where a dataset's data is, in words: "claim imagenet", "nfs.example:/export/imagenet"."""
+    claim = volume.get("persistentVolumeClaim")
+    if isinstance(claim, Mapping):
+        return f"claim {claim.get('claimName', '')}"
+    nfs = volume.get("nfs")
+    if isinstance(nfs, Mapping):
+        return f"{nfs.get('server', '')}:{nfs.get('path', '')}"
+    return ""
+
+
 def dataset_volumes(
     datasets: tuple[Mapping[str, Any], ...],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

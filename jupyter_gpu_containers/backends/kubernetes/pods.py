@@ -20,7 +20,7 @@ from ...base.records import (
     ContainerState,
 )
 from ..backend import ContainerDetails, MountInfo
-from .objects import CONTAINER_NAME, DATASET_VOLUME_PREFIX
+from .objects import CONTAINER_NAME, DATASET_VOLUME_PREFIX, dataset_source
 
 # In a pod's record (never on the pod): the node the scheduler bound it to.
 NODE_KEY = L.PREFIX + "node"
@@ -125,12 +125,14 @@ def pod_details(pod: Any) -> ContainerDetails:
             # The administrator's dataset (KubernetesBackend.datasets), named with where its
             # data is: "imagenet (claim imagenet)", "imagenet (nfs.example:/export/imagenet)".
             kind, name = "dataset", m.name.removeprefix(DATASET_VOLUME_PREFIX)
-            if volume.persistent_volume_claim is not None:
-                source = f"{name} (claim {volume.persistent_volume_claim.claim_name})"
-            elif volume.nfs is not None:
-                source = f"{name} ({volume.nfs.server}:{volume.nfs.path})"
+            claim, nfs = volume.persistent_volume_claim, volume.nfs
+            if claim is not None:
+                where = dataset_source({"persistentVolumeClaim": {"claimName": claim.claim_name}})
+            elif nfs is not None:
+                where = dataset_source({"nfs": {"server": nfs.server, "path": nfs.path}})
             else:
-                source = name
+                where = ""
+            source = f"{name} ({where})" if where else name
         mounts.append(MountInfo(kind, source, m.mount_path, bool(m.read_only)))
     return ContainerDetails(
         id=meta.name,

@@ -34,7 +34,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Finding
+from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
 from .cli import PodmanCLI
 from .doctor import diagnose
@@ -178,6 +178,7 @@ class PodmanEngine(LoggingConfigurable):
     cluster = None
     kept_allocations = None
     gpu_accounting = None
+    kernel_datasets: tuple[Dataset, ...] = ()  # a kernel's data is its spec's extra mounts
 
     @property
     def rootless(self) -> bool:

@@ -43,7 +43,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Finding, GPUHolder
+from ..backend import ContainerDetails, Dataset, Finding, GPUHolder
 from . import accounting, kernels, logs, nodes
 from .jobs import ENDED_BECAUSE, Account, Job, SlurmCommands, SlurmRefused
 from .kernels import listed_record
@@ -615,6 +615,9 @@ class SlurmBackend(LoggingConfigurable):
             mounts=(),
             tmpfs=(),
         )
+
+    # A kernel's data is its spec's extra mounts (on the nodes' shared file system).
+    kernel_datasets: tuple[Dataset, ...] = ()
 
     # ------------------------------------------------------------------ restarts in the allocation
 

@@ -498,11 +498,43 @@ describe("the panel's kernels", () => {
       execution_state: 'busy',
       container_id: CONTAINER,
       gpus: [{ uuid: 'GPU-0', index: '0', name: 'A100' }],
+      datasets: [],
       usage: makeUsage(),
       reclaim: null,
       ...overrides
     };
   }
+
+  it('says what data each kernel sees, and nothing where it sees none', () => {
+    const list: IKernelList = {
+      kernels: [
+        summary({
+          datasets: [
+            {
+              name: 'imagenet',
+              target: '/datasets/imagenet',
+              read_only: true,
+              source: 'claim imagenet'
+            },
+            {
+              name: 'scratch',
+              target: '/data/scratch',
+              read_only: false,
+              source: '/raid/scratch'
+            }
+          ]
+        }),
+        summary({ kernel_id: 'k-2', notebook: 'b.ipynb' })
+      ],
+      reclaimed: [],
+      engine_error: ''
+    };
+    const node = <KernelList list={list} error="" trans={trans} />;
+    const lines = findAll(node, by('div', 'jgc-kernel-datasets'));
+    expect(lines.map(line => textOf(line))).toEqual([
+      'Data: imagenet at /datasets/imagenet (read-only), scratch at /data/scratch'
+    ]);
+  });
 
   it('lists each kernel with its GPU use and opens its view', () => {
     const open = jest.fn();

@@ -70,6 +70,7 @@ const INTERFACES: Record<string, string[]> = {
   IKernelGpuSample: ['KernelGPUSample'],
   IKernelGpuUsage: ['KernelGPUUsage'],
   IKernelSummary: ['KernelSummary'],
+  IKernelDataset: ['KernelDataset'],
   IKernelList: ['KernelList'],
   IKernelReclaim: ['KernelReclaim'],
   IReclaimKeepOffer: ['KernelReclaim.keep'],
