@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not installed
 
 from benchmarks import report  # noqa: E402
-from benchmarks.__main__ import merge_earlier  # noqa: E402
+from benchmarks.__main__ import SECTIONS, merge_earlier  # noqa: E402
 
 
 def bench_homes() -> set[Path]:
@@ -41,16 +41,8 @@ def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
     return rows + list(section.get("phases", []))
 
 
-DOCKER_SECTIONS = (
-    "kernel_start",
-    "concurrency",
-    "rest",
-    "lifecycle",
-    "warm_pool",
-    "service",
-    "lab",
-)
 OTHER_ENGINES_SECTIONS = ("k8s", "podman", "slurm")
+DOCKER_SECTIONS = tuple(name for name in SECTIONS if name not in OTHER_ENGINES_SECTIONS)
 
 
 def quick_run(

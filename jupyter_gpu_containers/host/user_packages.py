@@ -99,7 +99,8 @@ def open_packages(workspace: str, uid: int, packages_dir: str) -> int | None:
     """A descriptor of ``<workspace>/<packages_dir>`` (no symlink followed, each part below the
     workspace ``uid``'s and writable by no one else); None when it does not exist yet. Raises
     PathRefused with a sentence for anything else."""
-    fd = open_dir(workspace, trusted=[uid], what="workspace")
+    # Resolved here, on the worker thread: a server's root_dir may name it through a link.
+    fd = open_dir(os.path.realpath(workspace), trusted=[uid], what="workspace")
     try:
         for part in packages_dir.split("/"):
             try:

@@ -35,8 +35,9 @@ class PackagesBase(GPUContainersHandler):
         if user is not None:
             return user.workspace, user.uid, user.on_host
         # On a user's own server: the workspace its kernels mount (the kernel manager's
-        # root_dir, the server's) and the server's user.
-        return os.path.realpath(self.kernel_manager.root_dir), os.getuid(), True
+        # root_dir, the server's; resolved off the event loop, where it is used) and the
+        # server's user.
+        return self.kernel_manager.root_dir, os.getuid(), True
 
     def image_names(self) -> dict[str, str]:
         """Folder key -> image reference, for the images this server offers or lists."""
