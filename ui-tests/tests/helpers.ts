@@ -210,13 +210,22 @@ export async function stopAllKernels(page: IJupyterLabPageFixture): Promise<stri
   return open;
 }
 
-/** Open the GPU Containers panel (through its command: a click on its tab would toggle it). */
+/**
+ * Open the GPU Containers panel (through its command: a click on its tab would toggle it), once
+ * JupyterLab has restored its layout: a page reached with `page.goto` (not galata's, which waits
+ * for that) may still be restoring, and the restored layout's sidebar (the File Browser) then
+ * replaces the panel the command showed. Asked again while it is not shown.
+ */
 export async function openPanel(page: Page): Promise<Locator> {
-  await page.evaluate(async () => {
-    await (window as any).jupyterapp.commands.execute('gpu-containers:open-panel');
-  });
   const panel = page.locator('#jp-gpu-containers-panel');
-  await expect(panel).toBeVisible();
+  await expect(async () => {
+    await page.evaluate(async () => {
+      const app = (window as any).jupyterapp;
+      await app.restored;
+      await app.commands.execute('gpu-containers:open-panel');
+    });
+    await expect(panel).toBeVisible({ timeout: 2_000 });
+  }).toPass({ timeout: 30_000 });
   return panel;
 }
 
