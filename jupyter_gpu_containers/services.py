@@ -27,6 +27,7 @@ from traitlets.config import Configurable
 
 from .backends.backend import ContainerBackend
 from .base import labels as L
+from .base.references import normalize_reference
 from .gpus.allocator import GPUAllocator, GPUVisibility
 from .gpus.gpu_usage import GPUUsage
 from .gpus.gpuqueue import GPUQueue
@@ -186,6 +187,14 @@ class Services:
     def listed_images(self) -> list[str]:
         """The references the administrator lists for everyone (ImageCatalog)."""
         return [entry["image"] for entry in self.catalog.listed()]
+
+    def listed_entry(self, ref: str) -> dict[str, Any] | None:
+        """The administrator's list entry for ``ref`` (ImageCatalog), None if it is not listed."""
+        wanted = normalize_reference(ref)
+        for listed in self.catalog.listed():
+            if listed["image"] == wanted:
+                return listed
+        return None
 
     def keep(self, worker: W) -> W:
         """Own ``worker`` from now on: :meth:`stop` stops it."""

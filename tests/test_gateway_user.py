@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import DEBIAN_IMAGE, NGC_IMAGE, assert_no_test_containers, kernel_name, write_notebook
 from hostusers import MALLORY, UserHome
+from moved_tags import marker_of
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -104,6 +105,16 @@ def _connections_to(port: int) -> int:
         check=True,
     ).stdout
     return len([line for line in out.splitlines() if line.strip()])
+
+
+async def _until(check: Any, timeout: float) -> bool:
+    """Whether the coroutine function ``check`` answers True before ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.2)
+    return bool(await check())
 
 
 async def _eventually(check: Any, timeout: float = 10.0) -> bool:
@@ -432,5 +443,59 @@ async def test_a_start_carries_the_notebooks_gpu_request(
     assert len(view["gpus"]) == 1
     view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=two.ipynb")
     assert len(view["kernel"]["gpus"]) == 1
+    for kernel in await user.call("GET", "api", "kernels"):
+        await user.call("DELETE", "api", "kernels", kernel["id"])
+
+
+async def test_a_start_carries_the_notebooks_pinned_digest(
+    service_and_user: tuple[Any, Any, Server],
+    docker_client: Any,
+    private_registry: Any,
+    moving_tag: dict[str, Any],
+) -> None:
+    """The content a notebook pins its image to (issue 31, item 1) runs behind the service too:
+    the user's server reads the pin from the notebook and the service checks and runs it."""
+    service, account, user = service_and_user
+    ref = moving_tag["ref"]
+    private_registry.push(moving_tag["second_local"], moving_tag["name"])
+    docker_client.images.pull(ref, auth_config=private_registry.auth_config)  # the tag moved
+    pinned = {"image_digest": moving_tag["first_digest"]}
+    write_notebook(account.workspace, "pinned.ipynb", gpu_containers=pinned)
+
+    # Until the service's image watcher has made the pulled image's kernel spec.
+    async def offered() -> bool:
+        specs = await user.call("GET", "api", "kernelspecs")
+        return kernel_name(ref) in specs["kernelspecs"]
+
+    assert await _until(offered, 60), "the service never offered the pulled image"
+    session = await user.open_notebook("pinned.ipynb", kernel_name(ref))
+    kernel_id = session["kernel"]["id"]
+    assert marker_of(docker_client, kernel_id) == moving_tag["first"]
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{kernel_id}")
+    assert code == 200, view
+    assert view["image"]["pinned"] == moving_tag["first_digest"]
+    assert view["environment"]["digest"] == moving_tag["first_digest"]
+    mine = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=pinned.ipynb")
+    assert mine["kernel"]["pinned"] == moving_tag["first_digest"]
+    assert mine["kernel"]["environment"]["digest"] == moving_tag["first_digest"]
+    # Without the pin, the tag's content now.
+    write_notebook(account.workspace, "tag.ipynb")
+    session = await user.open_notebook("tag.ipynb", kernel_name(ref))
+    assert marker_of(docker_client, session["kernel"]["id"]) == moving_tag["second"]
+    # A pin that is no digest is the service's 400 and sentence, and starts nothing.
+    write_notebook(account.workspace, "other.ipynb", gpu_containers={"image_digest": "x"})
+    code, body = await user.answer(
+        "POST",
+        "api",
+        "sessions",
+        body={
+            "path": "other.ipynb",
+            "type": "notebook",
+            "name": "other.ipynb",
+            "kernel": {"name": kernel_name(ref)},
+        },
+    )
+    assert code == 400 and "which is not an image digest" in body["message"], body
+    assert len(await user.call("GET", "api", "kernels")) == 2
     for kernel in await user.call("GET", "api", "kernels"):
         await user.call("DELETE", "api", "kernels", kernel["id"])

@@ -275,6 +275,7 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
         "request_problem": "",
         "default": None,
         "kernel": None,
+        "stamp": None,
     }
     started = await post_request(
         jp_fetch, {"path": "work/nb.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": [1, 3]}
@@ -288,8 +289,13 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
         "request": ["1", "3"],
         "request_problem": "",
         "default": 1,
+        "stamp": None,  # (the page writes it once the kernel runs: test_environment_stamp.py)
     }
     assert kernel.pop("execution_state") in ("starting", "idle", "busy")
+    # What it runs on, the notebook's stamp to be (images/environment.py): its GPUs' names.
+    environment = kernel.pop("environment")
+    assert environment["image"] == NGC_IMAGE and environment["gpus"] == ["Tesla T4"] * 2
+    assert environment["framework"] == "PyTorch" and kernel.pop("pinned") == ""
     assert kernel == {
         "id": started["session"]["kernel"]["id"],
         "name": kernel_name(NGC_IMAGE),

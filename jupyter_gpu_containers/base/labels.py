@@ -34,6 +34,8 @@ UID = PREFIX + "uid"
 NOTEBOOK = PREFIX + "notebook"
 CWD = PREFIX + "cwd"
 IMAGE = PREFIX + "image"
+# The digest of IMAGE's repository the kernel runs instead (its notebook's pin); absent: none.
+IMAGE_PIN = PREFIX + "image-pin"
 CONNECTION_DIR = PREFIX + "connection-dir"
 TRANSPORT = PREFIX + "transport"
 GPUS = PREFIX + "gpus"  # comma-separated UUIDs the kernel holds ("" for none)

@@ -96,6 +96,12 @@ async def read_notebook_request(contents_manager: Any, api_path: str) -> GPURequ
     """The request in the saved notebook at ``api_path``, read through ``contents_manager``;
     None when the notebook says nothing, does not exist (yet) or cannot be read as a notebook.
     Raises NotebookRequestError for a request that is malformed."""
+    return request_in_metadata(await read_notebook_metadata(contents_manager, api_path), api_path)
+
+
+async def read_notebook_metadata(contents_manager: Any, api_path: str) -> dict[str, Any] | None:
+    """The metadata of the saved notebook at ``api_path``, read through ``contents_manager``;
+    None when it does not exist (yet) or cannot be read as a notebook."""
     if contents_manager is None or not api_path:
         return None
     try:
@@ -110,7 +116,7 @@ async def read_notebook_request(contents_manager: Any, api_path: str) -> GPURequ
         return None
     content = model.get("content") if isinstance(model, dict) else None
     metadata = content.get("metadata") if isinstance(content, dict) else None
-    return request_in_metadata(metadata, api_path)
+    return metadata if isinstance(metadata, dict) else None
 
 
 def fitted_to_host(request: GPURequest, is_default: bool, inventory: Inventory) -> GPURequest:

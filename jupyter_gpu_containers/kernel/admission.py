@@ -29,18 +29,22 @@ from ..services import Services
 
 
 async def admit_image(
-    services: Services, ref: str, *, own_command: bool, uid: int | None = None
+    services: Services, ref: str, *, own_command: bool, uid: int | None = None, run: str = ""
 ) -> ImageRecord:
     """The image ``ref`` names, if a kernel may start on it; else the refusal's sentence.
     ``own_command``: the administrator's kernel command, which may not need ipykernel.
-    ``uid``: whose kernel (a kernel service's user; None: this server's user)."""
-    image = await services.backend.inspect_image(ref)
+    ``uid``: whose kernel (a kernel service's user; None: this server's user). ``run``: the
+    digest of ``ref``'s repository the kernel runs instead (its notebook's pin, checked by
+    environment.check_pin): the image inspected and run is that one, judged by the allow-list
+    and visibility as ``ref`` and by the administrator's pinned digests as itself."""
+    image = await services.backend.inspect_image(run or ref)
     if services.backend.tags_resolve_per_node:
         # A cluster: what one node last ran says nothing about what the next will run. Only a
         # digest in the reference itself, which the node then enforces, can meet a pin.
-        check_image_allowed(services.policy, ref, (ref,) if "@" in ref else None)
+        named = run or ref
+        check_image_allowed(services.policy, ref, (named,) if "@" in named else None)
         pins = pinned_for(services.policy, ref)
-        if pins is not None and "@" not in ref:
+        if pins is not None and "@" not in named:
             try:
                 repository = parse_reference(ref).name
             except BadReference:
@@ -59,7 +63,9 @@ async def admit_image(
         # The host state directory and the probe's disk cache are files: off the event loop.
         # By the reference this kernel names: the same image reached through a reference
         # the user may see is theirs to run, whoever pulled it privately under another name.
-        visible = privateimages.may_use(image, ref, services.state, listed, uid)
+        # A pinned digest by its own name: content another user pulled privately stays theirs
+        # whatever tag of the same repository names it now.
+        visible = privateimages.may_use(image, run or ref, services.state, listed, uid)
         if visible:
             # The engine keeps no "last used": pruning (pruning.py) reads this record.
             services.prepull.record_use(ref, image.id)
@@ -68,8 +74,8 @@ async def admit_image(
     visible, known = await asyncio.to_thread(blocking_checks)
     if not visible:
         raise ImageNotAllowed(
-            f"The image {ref} was pulled by another user with their own registry login, so it "
-            "is theirs. Pull it with yours (the GPU Containers panel asks for it), or ask an "
+            f"The image {run or ref} was pulled by another user with their own registry login, "
+            "so it is theirs. Pull it with yours (the GPU Containers panel asks for it), or ask an "
             "administrator to list it for everyone."
         )
     if not own_command and known is not None and known.definitive and not known.ready:

@@ -373,11 +373,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
 
     def _listed_entry(self, ref: str) -> dict[str, Any] | None:
         """The administrator's list entry for ``ref`` (ImageCatalog), None if it is not listed."""
-        wanted = normalize_reference(ref)
-        for listed in self.services.catalog.listed():
-            if listed["image"] == wanted:
-                return listed
-        return None
+        return self.services.listed_entry(ref)
 
     def _overrides_for(self, ref: str) -> dict[str, Any]:
         for pattern, value in self.image_overrides.items():

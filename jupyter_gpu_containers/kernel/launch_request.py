@@ -15,8 +15,12 @@ container.
 - ``user``: the kernel service's user the kernel is for (read at its first launch only).
 - ``while_waiting``: what the start gives back while it waits for a GPU (the kernel service's
   start slot), handed to the queue.
+- ``image_digest``: the digest the notebook pins its image to (images/environment.py), as a
+  user's server read it from the notebook for a kernel service; "" for none. A server's own
+  kernels read their notebook's pin themselves.
 
-A user's server behind a kernel service sends the same record's ``gpus`` and ``wait`` in the
+A user's server behind a kernel service sends the same record's ``gpus``, ``wait`` and
+``image_digest`` in the
 start's environment (:meth:`LaunchRequest.environment`), and the service reads them back
 (:meth:`LaunchRequest.from_environment`); the user is the service's to know, never a client's.
 """
@@ -40,6 +44,9 @@ from ..host.identity import KernelUser
 # kernel service).
 REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
 WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
+IMAGE_DIGEST_ENV = "KERNEL_GPU_CONTAINERS_IMAGE_DIGEST"
+# What a start's env may say of the record, all of it a user's server's word.
+LAUNCH_ENVS = (REQUEST_ENV, WAIT_ENV, IMAGE_DIGEST_ENV)
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,15 @@ class LaunchRequest:
     wait: bool | None = None
     user: KernelUser | None = None
     while_waiting: WhileWaiting | None = None
+    image_digest: str = ""
 
     def environment(self) -> dict[str, str]:
-        """The record's ``gpus`` and ``wait`` as a start's environment carries them to a
-        kernel service (what is None is left out: the service's default applies)."""
+        """The record's ``gpus``, ``wait`` and ``image_digest`` as a start's environment
+        carries them to a kernel service (what is None or empty is left out: the service's
+        default applies)."""
         env = {}
+        if self.image_digest:
+            env[IMAGE_DIGEST_ENV] = self.image_digest
         if self.gpus is not None:
             env[REQUEST_ENV] = json.dumps(self.gpus.to_json())
         if self.wait is not None:
@@ -64,9 +75,10 @@ class LaunchRequest:
 
     @classmethod
     def from_environment(cls, env: Any) -> LaunchRequest:
-        """``gpus`` and ``wait`` as a start's environment gives them (a client's word: only
-        these two are read). Raises ValueRefused with a sentence for a malformed value, and
-        InvalidGPURequest for a request that is not one."""
+        """``gpus``, ``wait`` and ``image_digest`` as a start's environment gives them (a
+        client's word: only these are read; the digest is checked where it is used). Raises
+        ValueRefused with a sentence for a malformed value, and InvalidGPURequest for a request
+        that is not one."""
         env = env if isinstance(env, Mapping) else {}
         raw = env.get(REQUEST_ENV)
         gpus = None
@@ -85,7 +97,10 @@ class LaunchRequest:
             if raw_wait not in ("true", "false"):
                 raise ValueRefused(f'{WAIT_ENV} must be "true" or "false".')
             wait = raw_wait == "true"
-        return cls(gpus=gpus, wait=wait)
+        digest = env.get(IMAGE_DIGEST_ENV)
+        if digest is not None and (not isinstance(digest, str) or len(digest) > 512):
+            raise ValueRefused(f"{IMAGE_DIGEST_ENV} must be an image digest reference.")
+        return cls(gpus=gpus, wait=wait, image_digest=digest or "")
 
 
 _NOTHING_GIVEN = LaunchRequest()

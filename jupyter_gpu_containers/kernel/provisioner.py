@@ -26,6 +26,7 @@ The shared objects (backend, placement, inventory, probe, policy, …) are the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -40,12 +41,13 @@ from ..base.errors import (
 )
 from ..base.records import CONNECTION_FILE_NAME, KERNEL_DIR_IN_CONTAINER, ContainerSpec, ImageRecord
 from ..gpus.allocator import Attachment
-from ..gpus.notebook_requests import api_path_of_session
+from ..gpus.notebook_requests import api_path_of_session, read_notebook_metadata
 from ..host.identity import KernelUser
+from ..images.environment import check_pin, pin_in_metadata
 from ..placement.placement import PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
 from ..policy.command import kernel_command
-from ..policy.launchplan import LaunchFacts, plan_container
+from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
 from .admission import admit_image, admit_transport
@@ -97,6 +99,11 @@ class ContainerProvisioner(ContainerKernelOptions):
     _facts: LaunchFacts | None = None
     _session = ""
     _notebook = ""  # its contents API path, "" when the kernel is not a notebook's
+    # The digest of ``image``'s repository this kernel runs instead (its notebook's pin,
+    # images/environment.py), read at its first launch and kept by its restarts, as its GPUs
+    # are. "": the image's tag, as the engine resolves it now.
+    pinned_image = ""
+    _given_pin = ""  # a kernel service's: the pin its user's server read from the notebook
     _spec_env: dict[str, str]
     # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
     _own_services: Services | None = None
@@ -164,6 +171,9 @@ class ContainerProvisioner(ContainerKernelOptions):
         root_dir = self.owner.workspace if self.owner else server_root
         self._notebook = "" if self.owner else api_path_of_session(self._session, str(root_dir))
         self.gpu_request.take(given)
+        self._given_pin = given.image_digest
+        if not self.launched:  # (a restart keeps the image its kernel runs, as its GPUs)
+            self.pinned_image = await self._notebook_pin()
         # Off the event loop: file system work, the user database, the host state directory.
         try:
             self._facts = await asyncio.to_thread(
@@ -220,6 +230,7 @@ class ContainerProvisioner(ContainerKernelOptions):
                 self.image,
                 own_command=bool(self.kernel_cmd),
                 uid=self.owner.uid if self.owner else None,
+                run=self.pinned_image,
             )
             if self.run_as != "image":
                 self._facts = await asyncio.to_thread(
@@ -303,7 +314,27 @@ class ContainerProvisioner(ContainerKernelOptions):
             self.image,
             own_command=bool(self.kernel_cmd),
             uid=self.owner.uid if self.owner else None,
+            run=self.pinned_image,
         )
+
+    async def _notebook_pin(self) -> str:
+        """The digest this kernel's notebook pins its image to, checked (check_pin: BadPin with
+        a sentence), or "": a kernel service's from its launch request, a server's own read
+        from the notebook's saved metadata."""
+        if self.owner is not None:
+            pin = self._given_pin
+        else:
+            contents = getattr(self.services.parent, "contents_manager", None)
+            pin = pin_in_metadata(await read_notebook_metadata(contents, self._notebook))
+        return check_pin(pin, self.image)
+
+    @property
+    def run_image(self) -> str:
+        """The reference this kernel's containers run: the pinned digest, else ``image``."""
+        return self.pinned_image or self.image
+
+    def options(self) -> KernelOptions:
+        return dataclasses.replace(super().options(), pinned_image=self.pinned_image)
 
     def restore_previous_request(self) -> bool:
         """Go back to what the kernel asked for before a restart under another request, once
@@ -438,6 +469,7 @@ class ContainerProvisioner(ContainerKernelOptions):
             container_id=self.container_id,
             connection_dir=self.connection_dir,
             image=self.image,
+            pinned_image=self.pinned_image,
             transport=self.transport,
         )
         return info
@@ -449,6 +481,7 @@ class ContainerProvisioner(ContainerKernelOptions):
         # A running kernel's (reattached after a server restart): its next launch is a restart.
         self.launched = self.launched or self.container_id is not None
         self.image = provisioner_info.get("image") or self.image
+        self.pinned_image = str(provisioner_info.get("pinned_image") or "")
         self.transport = provisioner_info.get("transport") or self.transport
 
 
@@ -466,7 +499,7 @@ class _LaunchSteps:
         facts = p._facts
         return PlacementStart(
             kernel_id=p.kernel_id,
-            image_ref=p.image,
+            image_ref=p.run_image,
             image=image,
             request=request,
             request_is_default=p.gpu_request.is_default,

@@ -50,6 +50,9 @@ class KernelOptions:
     then the kernel spec's) say of its container."""
 
     image: str
+    # The digest of ``image``'s repository the kernel runs instead (its notebook's pin,
+    # images/environment.py, checked), or "".
+    pinned_image: str = ""
     transport: str = "ipc"
     network_mode: str = "bridge"
     workspace_mount_path: str = "/workspace"
@@ -63,6 +66,11 @@ class KernelOptions:
     pids_limit: int | None = 4096
     extra_labels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extra_mounts: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def run_image(self) -> str:
+        """The reference the container runs: the pinned digest, else ``image``."""
+        return self.pinned_image or self.image
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def gather_facts(
     if policy.user_packages and policy.user_packages_max_bytes > 0:
         try:
             packages_bytes = folder_bytes(
-                root, uid, policy.user_packages_dir, packages_key(options.image)
+                root, uid, policy.user_packages_dir, packages_key(options.run_image)
             )
         except (OSError, PathRefused):
             packages_bytes = None  # not on this host, or not the user's: nothing to guard here
@@ -201,7 +209,7 @@ def plan_container(
         # on the path). A kernel spec that sets PYTHONUSERBASE itself keeps its own.
         environment.setdefault(
             "PYTHONUSERBASE",
-            user_base(options.workspace_mount_path, policy.user_packages_dir, options.image),
+            user_base(options.workspace_mount_path, policy.user_packages_dir, options.run_image),
         )
         over = policy.user_packages_max_bytes
         if over > 0 and facts.packages_bytes is not None and facts.packages_bytes > over:
@@ -252,10 +260,12 @@ def plan_container(
             labels.CONNECTION_DIR: facts.connection_dir,
             labels.TRANSPORT: options.transport,
             labels.GPUS: ",".join(gpus),
+            # What it runs instead of the tag, read back when a server reattaches it.
+            **({labels.IMAGE_PIN: options.pinned_image} if options.pinned_image else {}),
         }
     )
     return ContainerSpec(
-        image=options.image,
+        image=options.run_image,
         command=command,
         name=facts.name,
         labels=container_labels,

@@ -34,12 +34,13 @@ from tornado import web
 from ..backends.backend import ContainerBackend, ContainerDetails, LogLine, LogStream
 from ..base import labels as L
 from ..base.errors import ContainerKernelError, ImageMissing
-from ..base.references import BadReference, parse_reference
+from ..base.records import ImageRecord
 from ..gpus.allocator import Ledger
 from ..gpus.gpu_report import my_allocations
 from ..gpus.gpu_usage import WatchedKernel
 from ..gpus.inventory import Inventory
 from ..host.identity import KernelUser
+from ..images.environment import environment_stamp, image_digest
 from ..kernel.provisioner import ContainerProvisioner
 from ..services import Services
 
@@ -172,23 +173,6 @@ def unix_time(rfc3339: str) -> float | None:
     if moment.tzinfo is None:  # the engine always gives a zone; never read one as local time
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
-
-
-def image_digest(reference: str, image_id: str, repo_digests: tuple[str, ...]) -> str:
-    """The digest that names the kernel's image: its registry digest for the repository it was
-    started from (else its first one), else its content id (a locally built image)."""
-    try:
-        wanted = parse_reference(reference)
-    except BadReference:
-        wanted = None
-    for candidate in repo_digests:
-        try:
-            found = parse_reference(candidate)
-        except BadReference:
-            continue
-        if wanted and (found.registry, found.repository) == (wanted.registry, wanted.repository):
-            return candidate
-    return repo_digests[0] if repo_digests else image_id
 
 
 # ---------------------------------------------------------------------------- reading a log
@@ -341,6 +325,8 @@ def kernels_listing(
                 "kernel_id": kernel_id,
                 "kernel_name": str(km.kernel_name),
                 "image": provisioner.image,
+                # The digest its notebook pins the image to (images/environment.py), or "".
+                "pinned": provisioner.pinned_image,
                 "notebook": notebooks.get(kernel_id, "") or notebook_of(provisioner),
                 "execution_state": str(getattr(km, "execution_state", "unknown")),
                 "container_id": provisioner.container_id,
@@ -355,6 +341,42 @@ def kernels_listing(
     return kernels
 
 
+async def image_of(services: Services, details: ContainerDetails) -> ImageRecord | None:
+    """The image a kernel's container runs, None when the engine no longer has it."""
+    try:
+        return await services.backend.inspect_image(details.image_id)
+    except ImageMissing:
+        return None
+
+
+async def environment_of(
+    services: Services,
+    reference: str,
+    image: ImageRecord,
+    inventory: Inventory,
+    gpu_ids: list[str],
+) -> dict[str, Any]:
+    """The environment stamp (images/environment.py) of a kernel of the kernel spec's
+    ``reference`` whose container runs ``image`` on ``gpu_ids``."""
+    probe = await asyncio.to_thread(services.probe.cached, image.id)  # (a file, maybe)
+    listed = services.listed_entry(reference)
+    return environment_stamp(reference, image, probe, listed, inventory, gpu_ids)
+
+
+async def current_environment(
+    services: Services, provisioner: ContainerProvisioner
+) -> dict[str, Any] | None:
+    """The environment stamp of a kernel's current container, None before it has one (or once
+    its image is gone)."""
+    details = await current_container(services.backend, provisioner)
+    record = await image_of(services, details) if details is not None else None
+    if details is None or record is None:
+        return None
+    uuids = [u for u in details.labels.get(L.GPUS, "").split(",") if u]
+    inventory = await services.inventory.read()
+    return await environment_of(services, provisioner.image, record, inventory, uuids)
+
+
 async def kernel_details(
     services: Services, kernel_id: str, km: Any, provisioner: ContainerProvisioner, notebook: str
 ) -> dict[str, Any]:
@@ -363,21 +385,24 @@ async def kernel_details(
     details = await current_container(services.backend, provisioner)
     image: dict[str, Any] = {
         "reference": provisioner.image,
+        "pinned": provisioner.pinned_image,
         "id": "",
         "digest": "",
         "repo_digests": [],
     }
+    inventory = await services.inventory.read()
+    uuids = [u for u in (details.labels.get(L.GPUS, "") if details else "").split(",") if u]
+    stamp = None
     if details is not None:
-        repo_digests: tuple[str, ...] = ()
-        with contextlib.suppress(ImageMissing):
-            repo_digests = (await services.backend.inspect_image(details.image_id)).repo_digests
+        record = await image_of(services, details)
+        repo_digests = record.repo_digests if record else ()
         image.update(
             id=details.image_id,
             digest=image_digest(provisioner.image, details.image_id, repo_digests),
             repo_digests=list(repo_digests),
         )
-    inventory = await services.inventory.read()
-    uuids = [u for u in (details.labels.get(L.GPUS, "") if details else "").split(",") if u]
+        if record is not None:
+            stamp = await environment_of(services, provisioner.image, record, inventory, uuids)
     gpus = []
     for uuid in uuids:
         gpu = inventory.find(uuid)
@@ -398,6 +423,7 @@ async def kernel_details(
         "notebook": notebook,
         "execution_state": str(getattr(km, "execution_state", "unknown")),
         "image": image,
+        "environment": stamp,
         "container": container_json(details),
         "mounts": [
             {"type": m.type, "source": m.source, "target": m.target, "read_only": m.read_only}

@@ -5,6 +5,7 @@ notebook's GPU request remembered and its kernel started, restarted or switched 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -14,9 +15,22 @@ from jupyter_server.services.sessions.sessionmanager import KernelName, ModelNam
 from jupyter_server.utils import ensure_async
 from tornado import web
 
+from ..base.errors import ContainerKernelError
 from ..gpus.allocator import GPURequest
 from ..gpus.gpu_report import kernel_gpus
-from ..gpus.notebook_requests import NotebookRequestError, read_notebook_request
+from ..gpus.notebook_requests import (
+    NotebookRequestError,
+    read_notebook_metadata,
+    request_in_metadata,
+)
+from ..images.environment import (
+    image_digest,
+    moved_tag,
+    names_an_image,
+    pin_in_metadata,
+    pinnable,
+    stamp_in_metadata,
+)
 from ..kernel.launch_request import launching
 from ..kernel.provisioner import ContainerProvisioner
 from ..policy.checks import inside
@@ -30,6 +44,7 @@ from ..server.gateway_user import (
 from ..server.waiting_sessions import WAITING_STATE
 from ..server.websocket import close_kernel_websockets
 from .base import GPUContainersHandler, json_object
+from .kernel_view import current_environment
 
 
 class NotebookKernelHandler(GPUContainersHandler):
@@ -65,8 +80,9 @@ class NotebookKernelHandler(GPUContainersHandler):
         default of its kernel's spec, and the notebook's kernel (null without one)."""
         path, _ = self._notebook(self.get_query_argument("path", ""))
         problem = ""
+        metadata = await read_notebook_metadata(self.contents_manager, path)
         try:
-            saved = await read_notebook_request(self.contents_manager, path)
+            saved = request_in_metadata(metadata, path)
         except NotebookRequestError as e:
             saved, problem = None, e.sentence
         session = await self._session_of(path)
@@ -77,8 +93,43 @@ class NotebookKernelHandler(GPUContainersHandler):
             "request_problem": problem,
             "default": default,
             "kernel": kernel,
+            "stamp": await self._stamp_check(metadata),
         }
         self.finish(json.dumps(reply))
+
+    async def _stamp_check(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What the saved notebook's environment stamp says against this host now (None
+        without a stamp): whether its tag names other content now, and whether the content it
+        recorded is here. Behind a kernel service the images are the service's: not compared."""
+        stamp = stamp_in_metadata(metadata)
+        if stamp is None:
+            return None
+        found = {
+            "recorded": stamp,
+            "pin": pin_in_metadata(metadata),
+            "tag_digest": "",
+            "moved": False,
+            "recorded_present": False,
+            "pinnable": pinnable(stamp),
+            "compared": False,
+        }
+        if self.behind_service:
+            return found
+        backend = self.services.backend
+        # The file's words: only what reads as a reference (or an image id) reaches the engine.
+        tag, recorded = str(stamp["image"]), str(stamp["digest"])
+        current = None
+        if names_an_image(tag):
+            with contextlib.suppress(ContainerKernelError):
+                current = await backend.inspect_image(tag)
+        if current is not None:
+            found["tag_digest"] = image_digest(tag, current.id, current.repo_digests)
+            found["moved"] = moved_tag(stamp, str(found["tag_digest"]))
+        if names_an_image(recorded):
+            with contextlib.suppress(ContainerKernelError):
+                found["recorded_present"] = bool(await backend.inspect_image(recorded))
+        found["compared"] = True
+        return found
 
     @web.authenticated
     @authorized
@@ -183,6 +234,8 @@ class NotebookKernelHandler(GPUContainersHandler):
         metadata = spec_metadata(spec)
         image = metadata.get("gpu_containers", {}).get("image", "")
         gpus: list[Any] = []
+        environment: dict[str, Any] | None = None  # (images/environment.py)
+        pinned = ""
         if model.get("execution_state") == WAITING_STATE:
             pass  # its start waits in the GPU queue: no kernel, no GPUs yet
         elif self.behind_service:  # the kernel's own view on the service: the GPUs it holds
@@ -193,6 +246,8 @@ class NotebookKernelHandler(GPUContainersHandler):
                     view = {"gpus": []}
                 gpus = [{"uuid": g.get("uuid"), "index": g.get("index")} for g in view["gpus"]]
                 image = image or str((view.get("image") or {}).get("reference", ""))
+                environment = view.get("environment")
+                pinned = str((view.get("image") or {}).get("pinned") or "")
         else:
             provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
             container = provisioner if isinstance(provisioner, ContainerProvisioner) else None
@@ -201,6 +256,8 @@ class NotebookKernelHandler(GPUContainersHandler):
             if container:  # only container kernels hold GPUs: a native one needs no engine here
                 inventory, ledger = await self.gpu_state()
                 gpus = kernel_gpus(inventory, ledger, self.uid, kernel_id)
+                environment = await current_environment(self.services, container)
+                pinned = container.pinned_image
         kernel = {
             "id": kernel_id,
             "name": name,
@@ -208,6 +265,8 @@ class NotebookKernelHandler(GPUContainersHandler):
             "display_name": spec_display_name(spec) or name,
             "gpus": gpus,
             "execution_state": model.get("execution_state", "unknown"),
+            "environment": environment,
+            "pinned": pinned,
         }
         return kernel, (spec_request(spec).to_json() if spec else None)
 

@@ -46,10 +46,12 @@ from ..gpus.allocator import GPURequest
 from ..gpus.notebook_requests import (
     NotebookRequestError,
     api_path_of_session,
-    read_notebook_request,
+    read_notebook_metadata,
+    request_in_metadata,
 )
+from ..images.environment import pin_in_metadata
 from ..kernel import launch_request
-from ..kernel.launch_request import REQUEST_ENV, WAIT_ENV, LaunchRequest
+from ..kernel.launch_request import LAUNCH_ENVS, LaunchRequest
 from ..service.service_routes import SESSION_ENV
 from .kernelmanager import as_http, finish_with_sentence
 
@@ -444,12 +446,17 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
         if kernel_id is None:  # a new kernel (else: connecting to one the service runs)
             env = dict(kwargs.get("env") or {})
             given = launch_request.given()
+            notebook = api_path_of_session(str(env.get(SESSION_ENV) or ""), str(self.root_dir))
+            metadata = await read_notebook_metadata(
+                getattr(self.parent, "contents_manager", None), notebook
+            )
             sent = LaunchRequest(
-                gpus=await self.gpu_request(given, str(env.get(SESSION_ENV) or "")),
+                gpus=self.gpu_request(given, metadata, notebook),
                 wait=given.wait,  # the panel's word; None: the service's default applies
+                image_digest=pin_in_metadata(metadata),  # the service checks it
             )
             # Only this server's word on them reaches the service.
-            env = {k: v for k, v in env.items() if k not in (REQUEST_ENV, WAIT_ENV)}
+            env = {k: v for k, v in env.items() if k not in LAUNCH_ENVS}
             env.update(sent.environment())
             kwargs["env"] = gateway_env(env, GatewayClient.instance().allowed_envs)
         try:
@@ -457,16 +464,17 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
         except Exception as e:
             raise _translated(e) from e
 
-    async def gpu_request(self, given: LaunchRequest, session_name: str) -> GPURequest | None:
+    @staticmethod
+    def gpu_request(
+        given: LaunchRequest, metadata: dict[str, Any] | None, notebook: str
+    ) -> GPURequest | None:
         """What the start asks for: the request the extension's endpoint gave the launch, else
-        the notebook's own (its metadata, read through this server's contents manager), else
+        the notebook's own (``metadata``, read through this server's contents manager), else
         None (the kernel spec's default, the service's to apply)."""
         if given.gpus is not None:
             return given.gpus
-        contents = getattr(self.parent, "contents_manager", None)
-        notebook = api_path_of_session(session_name, str(self.root_dir))
         try:
-            return await read_notebook_request(contents, notebook)
+            return request_in_metadata(metadata, notebook)
         except NotebookRequestError as e:
             raise as_http(e) from e
 

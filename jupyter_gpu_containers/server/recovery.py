@@ -43,6 +43,7 @@ from ..host.privatedirs import (
     read_connection_file,
     remove_private_dir,
 )
+from ..images.environment import BadPin, check_pin
 from ..kernel.kernelspecs import PROVISIONER_NAME, kernel_spec_dict
 from ..kernel.provisioner import ContainerProvisioner
 from ..kernel.warmpool import read_claim
@@ -295,6 +296,9 @@ async def _reattach(
     config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
     if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
         config = {"image": labels[L.IMAGE]}
+    pinned = ""
+    with contextlib.suppress(BadPin):  # (a label's word: only a digest of its own image's)
+        pinned = check_pin(labels.get(L.IMAGE_PIN, ""), labels[L.IMAGE])
     provisioner = ContainerProvisioner(kernel_id=kernel_id, kernel_spec=spec, parent=km, **config)
     await provisioner.load_provisioner_info(
         {
@@ -303,6 +307,7 @@ async def _reattach(
             "container_id": record.id,
             "connection_dir": conn_dir,
             "image": labels[L.IMAGE],
+            "pinned_image": pinned,
             "transport": labels.get(L.TRANSPORT, "ipc"),
         }
     )

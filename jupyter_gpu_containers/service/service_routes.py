@@ -94,7 +94,7 @@ def _inside_workspace(path: Any, workspace: str) -> str:
 
 def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], LaunchRequest]:
     """What a start's ``env`` may decide: the kernel's directory and session name (dropped
-    unless inside the user's workspace), and the launch request's GPUs and wait
+    unless inside the user's workspace), and the launch request's GPUs, wait and pinned digest
     (LaunchRequest.from_environment: ValueRefused when malformed). Blocking (realpath): a worker
     thread."""
     env = env if isinstance(env, dict) else {}
@@ -155,7 +155,11 @@ class ServiceKernelsHandler(MainKernelHandler):
                     queue.slot(user.username) if isinstance(queue, StartQueue) else _no_queue()
                 ) as given_back:
                     with launching(
-                        user=user, gpus=given.gpus, wait=given.wait, while_waiting=given_back
+                        user=user,
+                        gpus=given.gpus,
+                        wait=given.wait,
+                        while_waiting=given_back,
+                        image_digest=given.image_digest,
                     ):
                         kernel_id: str = await km.start_kernel(
                             kernel_name=name, kernel_id=self._starting, **kwargs
