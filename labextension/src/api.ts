@@ -2,6 +2,8 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { notebookKernelStateOf } from './environmentreaders';
+import { INotebookKernelState } from './environmenttypes';
 import { IClusterView, IGpuReport, IStatus } from './gputypes';
 import { translationBundle } from './i18n';
 import {
@@ -331,6 +333,24 @@ export function startNotebookKernel(
     'notebooks/kernel',
     notebookKernelReplyOf,
     { method: 'POST', body: JSON.stringify(request) },
+    settings,
+    trans
+  );
+}
+
+/**
+ * What a notebook's kernel runs on now, and its saved environment stamp
+ * against the server's images (whether its image's tag moved since).
+ */
+export function getNotebookKernelState(
+  path: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<INotebookKernelState> {
+  return readAPI(
+    `notebooks/kernel?path=${encodeURIComponent(path)}`,
+    notebookKernelStateOf,
+    { method: 'GET' },
     settings,
     trans
   );

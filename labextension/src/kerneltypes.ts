@@ -4,6 +4,7 @@
  * the user's kernels with their GPU use and reclaim states, and a kernel's
  * own view and log events.
  */
+import { IEnvironmentStamp } from './environmenttypes';
 import { InventorySource } from './gputypes';
 
 /**
@@ -127,6 +128,11 @@ export interface IKernelSummary {
   kernel_id: string;
   kernel_name: string;
   image: string;
+  /**
+   * The digest its notebook pins the image to, or `''` (an older server sends
+   * none).
+   */
+  pinned: string;
   notebook: string;
   execution_state: string;
   container_id: string | null;
@@ -255,6 +261,11 @@ export interface IKernelEnd {
 export interface IKernelImage {
   reference: string;
   /**
+   * The digest the kernel runs instead of its tag's content (its notebook's
+   * pin), or `''`.
+   */
+  pinned: string;
+  /**
    * Its content id (sha256:…); empty without a container.
    */
   id: string;
@@ -322,6 +333,10 @@ export interface IKernelView {
   last_end: IKernelEnd | null;
   usage: IKernelGpuUsage;
   reclaim: IKernelReclaim | null;
+  /**
+   * What the kernel runs on (its notebook's stamp); `null` without a container.
+   */
+  environment: IEnvironmentStamp | null;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   gpusLabel,
   phaseLabel
 } from './gpuuse';
+import { IEnvironmentStamp } from './environmenttypes';
 import { IKernelView } from './kerneltypes';
 import { KernelViewModel } from './kernelviewmodel';
 
@@ -87,6 +88,25 @@ export function KernelViewBody(props: {
 }
 
 /**
+ * What the kernel's notebook records of its environment, in a line: framework,
+ * CUDA, Python and the verdict on its GPUs.
+ */
+function environmentLine(
+  trans: TranslationBundle,
+  stamp: IEnvironmentStamp
+): string {
+  const parts = [
+    stamp.framework
+      ? `${stamp.framework} ${stamp.framework_version}`.trim()
+      : '',
+    stamp.cuda_version ? trans.__('CUDA %1', stamp.cuda_version) : '',
+    stamp.python_version ? trans.__('Python %1', stamp.python_version) : '',
+    stamp.verdict ? stamp.verdict.reason : trans.__('no GPU')
+  ];
+  return parts.filter(Boolean).join(' · ');
+}
+
+/**
  * The details of a kernel: GPU use, image, container, mounts, start phases,
  * last end.
  */
@@ -98,7 +118,20 @@ export function KernelDetails(props: {
   const container = view.container;
   const rows: Array<[string, React.ReactNode]> = [
     [trans.__('Image'), view.image.reference],
-    [trans.__('Image digest'), view.image.digest || '—'],
+    [
+      trans.__('Image digest'),
+      view.image.pinned
+        ? trans.__(
+            '%1 (pinned by its notebook: not what the tag names now)',
+            view.image.digest || view.image.pinned
+          )
+        : view.image.digest || '—'
+    ],
+    ...(view.environment
+      ? ([
+          [trans.__('Environment'), environmentLine(trans, view.environment)]
+        ] as Array<[string, React.ReactNode]>)
+      : []),
     [
       trans.__('Container'),
       container

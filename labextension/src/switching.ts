@@ -22,6 +22,7 @@ import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
+import { GPU_METADATA_KEY } from './metadatakeys';
 
 /**
  * How long to wait for the page to see the kernel the server started.
@@ -48,12 +49,7 @@ export function specOf(
   return app.serviceManager.kernelspecs.specs?.kernelspecs[name] ?? undefined;
 }
 
-/**
- * The notebook metadata key of the GPU request, next to `kernelspec`: the
- * request travels with the notebook (renamed, copied, uploaded, shared), and
- * the server reads it whenever a kernel starts for it.
- */
-export const GPU_METADATA_KEY = 'gpu_containers';
+export { GPU_METADATA_KEY };
 
 /**
  * A kernel spec's default GPU request (its provisioner's `gpus`), or `null`

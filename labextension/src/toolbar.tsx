@@ -8,6 +8,14 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import {
+  NotebookEnvironment,
+  describeStamp,
+  environmentOf,
+  notebookPin,
+  notebookStamp,
+  shortDigest
+} from './environment';
 import { describeNoGpus, gpuListLabel, gpusOfKernel } from './gpuformat';
 import { shortImageName } from './imageformat';
 import { gpuContainersIcon } from './icon';
@@ -41,6 +49,10 @@ export class KernelImageItem extends ReactWidget {
     super();
     this.addClass('jgc-toolbar-item');
     const context = _panel.sessionContext;
+    // What the notebook ran on, and whether its image's tag moved since.
+    this._environment = environmentOf(_panel, _model, _trans);
+    this._environment.changed.connect(this._rerender, this);
+    _panel.model?.metadataChanged.connect(this._rerender, this);
     // A new kernel (start, restart, switch): its GPUs are worth reading now.
     context.kernelChanged.connect(this._refreshGpus, this);
     context.statusChanged.connect(this._onStatus, this);
@@ -118,13 +130,32 @@ export class KernelImageItem extends ReactWidget {
       this._model.gpus !== null &&
       gpus.length === 0 &&
       requestedCount(specGpuRequest(spec)) > 0;
-    const title = image
+    const metadata = this._panel.model?.metadata;
+    const stamp = notebookStamp(metadata);
+    const pin = notebookPin(metadata);
+    const undecided = this._environment.undecided;
+    const ranOn = stamp
+      ? trans.__('This notebook last ran on %1.', describeStamp(trans, stamp))
+      : '';
+    const pinned = pin
       ? trans.__(
-          'Kernel image %1, %2. Click to switch the image or the GPUs.',
-          image,
-          gpuListLabel(trans, gpus)
+          'Its image is pinned to the content %1, whatever its tag names now.',
+          shortDigest(pin)
         )
-      : trans.__('Click to run this notebook in a container image.');
+      : '';
+    const title = [
+      image
+        ? trans.__(
+            'Kernel image %1, %2. Click to switch the image or the GPUs.',
+            image,
+            gpuListLabel(trans, gpus)
+          )
+        : trans.__('Click to run this notebook in a container image.'),
+      ranOn,
+      pinned
+    ]
+      .filter(Boolean)
+      .join(' ');
     return (
       <>
         <button
@@ -161,6 +192,11 @@ export class KernelImageItem extends ReactWidget {
               {trans.__('(fewer GPUs than asked)')}
             </span>
           )}
+          {pin && kernel && image && (
+            <span className="jgc-toolbar-pinned" title={pinned}>
+              {trans.__('(pinned)')}
+            </span>
+          )}
           {cpuOnly && (
             <span
               className="jgc-toolbar-short"
@@ -172,6 +208,18 @@ export class KernelImageItem extends ReactWidget {
             </span>
           )}
         </button>
+        {undecided && (
+          <button
+            className="jp-ToolbarButtonComponent jgc-toolbar-image-changed"
+            title={trans.__(
+              '%1 names other content now than this notebook last ran on. Click to choose which to run.',
+              undecided.recorded.image
+            )}
+            onClick={() => void this._environment.decide()}
+          >
+            {trans.__('Image changed')}
+          </button>
+        )}
         {kernel && image && (
           <button
             className="jp-ToolbarButtonComponent jgc-toolbar-kernel-view"
@@ -205,6 +253,8 @@ export class KernelImageItem extends ReactWidget {
     context.statusChanged.disconnect(this._onStatus, this);
     context.sessionChanged.disconnect(this._rerender, this);
     context.kernelChanged.disconnect(this._rerender, this);
+    this._environment.changed.disconnect(this._rerender, this);
+    this._panel.model?.metadataChanged.disconnect(this._rerender, this);
     super.dispose();
   }
 
@@ -231,4 +281,5 @@ export class KernelImageItem extends ReactWidget {
   }
 
   private _lastStatus = '';
+  private readonly _environment: NotebookEnvironment;
 }

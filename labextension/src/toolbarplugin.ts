@@ -10,6 +10,7 @@ import { ICommandPalette, IToolbarWidgetRegistry } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ITranslator } from '@jupyterlab/translation';
 
+import { environmentOf } from './environment';
 import { translationBundle } from './i18n';
 import { switchNotebook } from './switching';
 import { KernelImageItem } from './toolbar';
@@ -18,7 +19,7 @@ import { CommandIDs, IGpuContainersModel, TOOLBAR_ITEM } from './tokens';
 export const toolbarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-gpu-containers:toolbar',
   description:
-    "The notebook toolbar's image and GPU item, and the command that switches a notebook's image and GPUs.",
+    "The notebook toolbar's image and GPU item, the command that switches a notebook's image and GPUs, and each notebook's environment stamp.",
   autoStart: true,
   requires: [IGpuContainersModel],
   optional: [
@@ -64,5 +65,10 @@ export const toolbarPlugin: JupyterFrontEndPlugin<void> = {
       TOOLBAR_ITEM,
       notebook => new KernelImageItem(app, model, notebook, trans)
     );
+    // Each notebook records what its kernel runs on, and asks when its image's
+    // tag moved (environment.ts), toolbar item or not.
+    notebooks?.widgetAdded.connect((_, panel) => {
+      environmentOf(panel, model, trans);
+    });
   }
 };

@@ -12,6 +12,7 @@ import { gpuListLabel, gpusOfKernel } from './gpuformat';
 import { IClusterView } from './gputypes';
 import { GpuUse, gpusLabel } from './gpuuse';
 import { shortImageName } from './imageformat';
+import { shortDigest } from './stampformat';
 import { IKernelDataset, IKernelList, IKernelReclaim } from './kerneltypes';
 import {
   defaultKeep,
@@ -230,6 +231,17 @@ export function KernelList(props: {
                   </button>
                 )}
               </div>
+              {kernel.pinned && (
+                <div
+                  className="jgc-note jgc-kernel-pinned"
+                  title={kernel.pinned}
+                >
+                  {trans.__(
+                    'Pinned by its notebook to %1, not what the tag names now',
+                    shortDigest(kernel.pinned)
+                  )}
+                </div>
+              )}
               {(kernel.datasets ?? []).length > 0 && (
                 <div className="jgc-note jgc-kernel-datasets">
                   {trans.__('Data: %1', datasetsText(trans, kernel.datasets))}

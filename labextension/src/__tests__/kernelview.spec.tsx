@@ -67,6 +67,7 @@ function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
     notebook: 'train.ipynb',
     execution_state: 'idle',
     image: {
+      pinned: '',
       reference: 'nvcr.io/nvidia/pytorch:24.05-py3',
       id: 'sha256:' + '1'.repeat(64),
       digest: 'nvcr.io/nvidia/pytorch@sha256:' + '2'.repeat(64),
@@ -112,6 +113,7 @@ function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
     last_end: null,
     usage: makeUsage(),
     reclaim: null,
+    environment: null,
     ...overrides
   };
 }
@@ -449,6 +451,42 @@ describe('the kernel view', () => {
     model.dispose();
   });
 
+  it('shows what the kernel runs on, and when its notebook pins it', async () => {
+    const digest = 'nvcr.io/nvidia/pytorch@sha256:' + '2'.repeat(64);
+    request.mockImplementation(
+      async () =>
+        new Response(
+          JSON.stringify(
+            makeView({
+              image: { ...makeView().image, pinned: digest },
+              environment: {
+                image: 'nvcr.io/nvidia/pytorch:24.05-py3',
+                digest,
+                framework: 'PyTorch',
+                framework_version: '24.05',
+                cuda_version: '12.4.1',
+                python_version: '3.10.12',
+                gpus: ['Tesla T4'],
+                driver_version: '535.104.05',
+                verdict: { outcome: 'native', reason: 'runs natively' }
+              }
+            })
+          ),
+          { status: 200 }
+        )
+    );
+    const model = createModel();
+    await model.refresh();
+    const text = textOf(<KernelViewBody model={model} trans={trans} />);
+    expect(text).toContain(
+      `${digest} (pinned by its notebook: not what the tag names now)`
+    );
+    expect(text).toContain(
+      'PyTorch 24.05 · CUDA 12.4.1 · Python 3.10.12 · runs natively'
+    );
+    model.dispose();
+  });
+
   it('says why the details cannot be read', async () => {
     request.mockImplementation(
       async () =>
@@ -494,6 +532,7 @@ describe("the panel's kernels", () => {
       kernel_id: KERNEL,
       kernel_name: 'gpuc-torch',
       image: 'nvcr.io/nvidia/pytorch:24.05-py3',
+      pinned: '',
       notebook: 'train.ipynb',
       execution_state: 'busy',
       container_id: CONTAINER,
@@ -534,6 +573,21 @@ describe("the panel's kernels", () => {
     expect(lines.map(line => textOf(line))).toEqual([
       'Data: imagenet at /datasets/imagenet (read-only), scratch at /data/scratch'
     ]);
+  });
+
+  it('says which kernels run the content their notebook pins, not the tag', () => {
+    const pinned = 'nvcr.io/nvidia/pytorch@sha256:' + 'ab'.repeat(32);
+    const list: IKernelList = {
+      kernels: [summary({ pinned }), summary({ kernel_id: 'k-2' })],
+      reclaimed: [],
+      engine_error: ''
+    };
+    const node = <KernelList list={list} error="" trans={trans} />;
+    const lines = findAll(node, by('div', 'jgc-kernel-pinned'));
+    expect(lines.map(line => textOf(line))).toEqual([
+      'Pinned by its notebook to sha256:abababababab, not what the tag names now'
+    ]);
+    expect(lines[0].props.title).toBe(pinned);
   });
 
   it('lists each kernel with its GPU use and opens its view', () => {

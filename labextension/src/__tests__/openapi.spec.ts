@@ -104,7 +104,13 @@ const INTERFACES: Record<string, string[]> = {
   IPrePullRun: ['PrePullRun'],
   IPruning: ['Pruning'],
   IPruningRun: ['Pruning.last_run'],
-  IPrunedImage: ['PrunedImage']
+  IPrunedImage: ['PrunedImage'],
+  IEnvironmentStamp: ['EnvironmentStamp'],
+  IEnvironmentVerdict: ['EnvironmentStamp.verdict'],
+  INotebookStampCheck: ['NotebookStampCheck'],
+  INotebookKernelState: ['NotebookKernelState'],
+  INotebookKernelStateKernel: ['NotebookKernelState.kernel'],
+  INotebookKernelGpu: ['NotebookKernelState.kernel.gpus[]']
 };
 
 /**
@@ -117,14 +123,15 @@ const ALIASES: Record<string, string> = {
   PullState: 'Pull.state',
   GpuRequest: 'GPURequest',
   ReclaimState: 'KernelReclaim.state',
-  AdminAction: 'AdminNotice.action'
+  AdminAction: 'AdminNotice.action',
+  StoredGpuRequest: 'StoredGPURequest'
 };
 
 /**
  * Schemas compared by name only: `GPURequest` is a oneOf of a count, a string and a list that
  * the server accepts; the front end sends and reads a narrower `GpuRequest`.
  */
-const OPAQUE = new Set(['GPURequest']);
+const OPAQUE = new Set(['GPURequest', 'StoredGPURequest']);
 
 /**
  * The part of an OpenAPI 3.0 schema object the comparison reads.

@@ -630,7 +630,7 @@ describe('jupyter-gpu-containers:plugin', () => {
       jest.spyOn(console, 'log').mockImplementation(() => undefined);
       const app = makeApp();
       const notebook = { id: 'nb' };
-      const notebooks = { currentWidget: notebook };
+      const notebooks = { currentWidget: notebook, widgetAdded: mockSignal() };
       start(app, { notebooks });
       const switchImage = command(app, CommandIDs.switchImage);
       expect(switchImage.isEnabled()).toBe(false);

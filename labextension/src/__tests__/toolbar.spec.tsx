@@ -31,6 +31,16 @@ jest.mock('@jupyterlab/ui-components', () => ({
 }));
 jest.mock('@jupyterlab/apputils', () => ({}));
 jest.mock('../icon', () => ({ gpuContainersIcon: { react: () => null } }));
+// The notebook's environment (environment.ts) has its own tests: here, one
+// that is never undecided.
+jest.mock('../environment', () => ({
+  ...jest.requireActual('../environment'),
+  environmentOf: () => ({
+    changed: { connect: jest.fn(), disconnect: jest.fn() },
+    undecided: null,
+    decide: jest.fn()
+  })
+}));
 jest.mock('../switching', () => ({
   ...jest.requireActual('../switching'),
   switchNotebook: jest.fn()
@@ -78,7 +88,7 @@ function makePanel(
   metadata: Record<string, unknown> = {}
 ) {
   return {
-    model: { metadata },
+    model: { metadata, metadataChanged: makeSignal() },
     context: { path: 'work/train.ipynb' },
     sessionContext: {
       session: kernel ? { kernel } : null,
@@ -300,5 +310,42 @@ describe('KernelImageItem', () => {
     expect(node.props['data-without-gpu']).toBe('true');
     expect(node.props['data-short']).toBeUndefined();
     expect(textOf(node)).toMatch(/\(CPU only\)$/);
+  });
+  it('says what the notebook last ran on, and when it is pinned to that', () => {
+    const stamp = {
+      image: IMAGE,
+      digest: `nvcr.io/nvidia/pytorch@sha256:${'ab'.repeat(32)}`,
+      framework: 'PyTorch',
+      framework_version: '24.05',
+      cuda_version: '12.4.1',
+      python_version: '3.10.12',
+      gpus: ['NVIDIA H100 80GB HBM3'],
+      driver_version: '550.54.15',
+      verdict: { outcome: 'native', reason: 'runs natively' }
+    };
+    build(
+      makePanel(
+        { id: 'k-2', name: 'gpuc-torch' },
+        { gpu_containers: { environment: stamp } }
+      )
+    );
+    expect(button().props.title).toBe(
+      `Kernel image ${IMAGE}, GPUs 1,2. Click to switch the image or the GPUs. ` +
+        `This notebook last ran on ${IMAGE} (sha256:abababababab): PyTorch 24.05, ` +
+        'CUDA 12.4.1, Python 3.10.12; on NVIDIA H100 80GB HBM3: runs natively.'
+    );
+    expect(() => findOne(button(), by('span', 'jgc-toolbar-pinned'))).toThrow();
+    build(
+      makePanel(
+        { id: 'k-2', name: 'gpuc-torch' },
+        { gpu_containers: { environment: stamp, image_digest: stamp.digest } }
+      )
+    );
+    expect(textOf(findOne(button(), by('span', 'jgc-toolbar-pinned')))).toBe(
+      '(pinned)'
+    );
+    expect(button().props.title).toContain(
+      'Its image is pinned to the content sha256:abababababab, whatever its tag names now.'
+    );
   });
 });

@@ -1,0 +1,334 @@
+import { NotebookPanel } from '@jupyterlab/notebook';
+
+import { getNotebookKernelState } from '../api';
+import {
+  NotebookEnvironment,
+  describeStamp,
+  notebookPin,
+  notebookStamp,
+  repositoryOf,
+  sameStamp,
+  sectionWith,
+  shortDigest
+} from '../environment';
+import { environmentStampOf } from '../environmentreaders';
+import {
+  IEnvironmentStamp,
+  INotebookKernelState,
+  INotebookStampCheck
+} from '../environmenttypes';
+import { translationBundle } from '../i18n';
+import { GpuContainersModel } from '../model';
+
+jest.mock('@jupyterlab/apputils', () => ({}));
+jest.mock('../api', () => ({
+  ...jest.requireActual('../api'),
+  getNotebookKernelState: jest.fn()
+}));
+
+const trans = translationBundle();
+const getState = getNotebookKernelState as jest.MockedFunction<
+  typeof getNotebookKernelState
+>;
+
+const REPO = '127.0.0.1:5000/course/pytorch';
+const OLD = `${REPO}@sha256:${'ab'.repeat(32)}`;
+const NEW = `${REPO}@sha256:${'cd'.repeat(32)}`;
+
+function stamp(digest: string): IEnvironmentStamp {
+  return {
+    image: `${REPO}:class`,
+    digest,
+    framework: 'PyTorch',
+    framework_version: '24.05',
+    cuda_version: '12.4.1',
+    python_version: '3.10.12',
+    gpus: [],
+    driver_version: '',
+    verdict: null
+  };
+}
+
+function state(
+  environment: IEnvironmentStamp | null,
+  check: INotebookStampCheck | null = null
+): INotebookKernelState {
+  return {
+    path: 'nb.ipynb',
+    request: null,
+    request_problem: '',
+    default: null,
+    kernel: environment
+      ? {
+          id: 'k-1',
+          name: 'gpuc-course',
+          image: environment.image,
+          display_name: 'course',
+          gpus: [],
+          execution_state: 'idle',
+          environment,
+          pinned: ''
+        }
+      : null,
+    stamp: check
+  };
+}
+
+function moved(
+  overrides: Partial<INotebookStampCheck> = {}
+): INotebookStampCheck {
+  return {
+    recorded: stamp(OLD),
+    pin: '',
+    tag_digest: NEW,
+    moved: true,
+    recorded_present: true,
+    pinnable: true,
+    compared: true,
+    ...overrides
+  };
+}
+
+function makeSignal() {
+  const slots: Array<[(...args: unknown[]) => void, unknown]> = [];
+  return {
+    connect: (slot: (...args: unknown[]) => void, owner: unknown) =>
+      slots.push([slot, owner]),
+    disconnect: () => undefined,
+    emit: () => slots.forEach(([slot, owner]) => slot.call(owner))
+  };
+}
+
+function makePanel(metadata: Record<string, unknown> = {}) {
+  const statusChanged = makeSignal();
+  const panel = {
+    isDisposed: false,
+    disposed: makeSignal(),
+    model: {
+      metadata: { ...metadata },
+      setMetadata: jest.fn((key: string, value: unknown) => {
+        panel.model.metadata[key] = value;
+      }),
+      deleteMetadata: jest.fn((key: string) => {
+        delete panel.model.metadata[key];
+      })
+    },
+    context: {
+      path: 'nb.ipynb',
+      ready: Promise.resolve(),
+      save: jest.fn().mockResolvedValue(undefined)
+    },
+    sessionContext: {
+      kernelDisplayStatus: 'starting',
+      statusChanged,
+      session: { kernel: { name: 'gpuc-course' } },
+      changeKernel: jest.fn().mockResolvedValue(undefined)
+    },
+    /**
+     * The kernel came up (JupyterLab's status goes to idle).
+     */
+    kernelReady() {
+      panel.sessionContext.kernelDisplayStatus = 'starting';
+      statusChanged.emit();
+      panel.sessionContext.kernelDisplayStatus = 'idle';
+      statusChanged.emit();
+    }
+  };
+  return panel;
+}
+
+const model = {
+  serverSettings: {},
+  pull: jest.fn()
+};
+
+function environmentFor(
+  panel: ReturnType<typeof makePanel>,
+  answer: jest.Mock = jest.fn().mockResolvedValue('later')
+): NotebookEnvironment {
+  return new NotebookEnvironment(
+    panel as unknown as NotebookPanel,
+    model as unknown as GpuContainersModel,
+    trans,
+    answer
+  );
+}
+
+/**
+ * Until the promises under way have settled.
+ */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    await Promise.resolve();
+  }
+}
+
+afterEach(() => {
+  jest.clearAllMocks();
+});
+
+describe('the metadata', () => {
+  it('reads the stamp and the pin, and leaves the GPU request alone', () => {
+    const metadata = {
+      gpu_containers: { gpus: 2, environment: stamp(OLD), image_digest: OLD }
+    };
+    expect(notebookStamp(metadata)).toEqual(stamp(OLD));
+    expect(notebookPin(metadata)).toBe(OLD);
+    expect(notebookStamp({ gpu_containers: { environment: 'x' } })).toBeNull();
+    expect(notebookPin({ gpu_containers: [] })).toBe('');
+    expect(sectionWith(metadata, 'image_digest', null)).toEqual({
+      gpus: 2,
+      environment: stamp(OLD)
+    });
+    expect(sectionWith({}, 'image_digest', null)).toBeUndefined();
+    expect(sameStamp(stamp(OLD), stamp(OLD))).toBe(true);
+    expect(sameStamp(stamp(OLD), stamp(NEW))).toBe(false);
+  });
+
+  it('reads a hand-edited stamp field by field', () => {
+    expect(
+      environmentStampOf({ image: 'a:1', digest: 'sha256:1', gpus: [3, 'T4'] })
+    ).toEqual({
+      image: 'a:1',
+      digest: 'sha256:1',
+      framework: '',
+      framework_version: '',
+      cuda_version: '',
+      python_version: '',
+      gpus: ['T4'],
+      driver_version: '',
+      verdict: null
+    });
+    expect(environmentStampOf({ image: 'a:1' })).toBeNull();
+  });
+
+  it('reads repositories', () => {
+    expect(repositoryOf('127.0.0.1:5000/a/b:1')).toBe('127.0.0.1:5000/a/b');
+    expect(repositoryOf(OLD)).toBe(REPO);
+    expect(repositoryOf('python')).toBe('python');
+  });
+
+  it('says the stamp in a line', () => {
+    expect(shortDigest(OLD)).toBe('sha256:abababababab');
+    expect(shortDigest('sha256:0123')).toBe('sha256:0123');
+    expect(describeStamp(trans, stamp(OLD))).toBe(
+      `${REPO}:class (sha256:abababababab): PyTorch 24.05, CUDA 12.4.1, ` +
+        'Python 3.10.12; no GPU'
+    );
+    const withGpu = {
+      ...stamp(OLD),
+      framework: '',
+      cuda_version: '',
+      python_version: '',
+      gpus: ['Tesla T4'],
+      verdict: { outcome: 'native', reason: 'runs natively' }
+    };
+    expect(describeStamp(trans, withGpu)).toBe(
+      `${REPO}:class (sha256:abababababab); on Tesla T4: runs natively`
+    );
+  });
+});
+
+describe('NotebookEnvironment', () => {
+  it("records the kernel's environment at each start, and only when it changed", async () => {
+    const panel = makePanel({ gpu_containers: { gpus: 1 } });
+    getState.mockResolvedValue(state(stamp(OLD)));
+    const environment = environmentFor(panel);
+    await settle();
+    panel.kernelReady();
+    await settle();
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      gpus: 1,
+      environment: stamp(OLD)
+    });
+    expect(environment.current).toEqual(stamp(OLD));
+    // The same environment again: the notebook is not touched (not modified).
+    panel.kernelReady();
+    await settle();
+    expect(panel.model.setMetadata).toHaveBeenCalledTimes(1);
+  });
+
+  it('asks when the tag moved, and records nothing over the saved stamp until answered', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(state(stamp(NEW), moved()));
+    const ask = jest.fn().mockResolvedValue('later');
+    const environment = environmentFor(panel, ask);
+    await settle();
+    expect(ask).toHaveBeenCalledWith(trans, moved());
+    expect(environment.undecided).toEqual(moved());
+    // The kernel JupyterLab started on opening runs the new content.
+    panel.kernelReady();
+    await settle();
+    expect(panel.model.setMetadata).not.toHaveBeenCalled();
+    expect(environment.current).toEqual(stamp(NEW));
+
+    // Asked again (the toolbar's "Image changed"): the new content.
+    ask.mockResolvedValue('new');
+    await environment.decide();
+    await settle();
+    expect(environment.undecided).toBeNull();
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: stamp(NEW)
+    });
+    expect(panel.sessionContext.changeKernel).not.toHaveBeenCalled();
+  });
+
+  it('runs the recorded content: pinned, saved, and a new kernel', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(state(stamp(NEW), moved()));
+    environmentFor(panel, jest.fn().mockResolvedValue('recorded'));
+    await settle();
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: stamp(OLD),
+      image_digest: OLD
+    });
+    expect(panel.context.save).toHaveBeenCalled();
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-course'
+    });
+    expect(model.pull).not.toHaveBeenCalled();
+  });
+
+  it('pulls the recorded content first when the server lacks it', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(
+      state(stamp(NEW), moved({ recorded_present: false }))
+    );
+    model.pull.mockResolvedValue({ state: 'done', message: '' });
+    environmentFor(panel, jest.fn().mockResolvedValue('recorded'));
+    await settle();
+    expect(model.pull).toHaveBeenCalledWith(OLD);
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalled();
+  });
+
+  it("drops a pin of another image once the notebook's kernel runs another", async () => {
+    const panel = makePanel({
+      gpu_containers: { environment: stamp(OLD), image_digest: OLD }
+    });
+    const other = { ...stamp('jgc/other@sha256:' + 'ef'.repeat(32)) };
+    other.image = 'jgc/other:1';
+    getState.mockResolvedValue(state(other));
+    environmentFor(panel);
+    await settle();
+    panel.kernelReady();
+    await settle();
+    expect(panel.model.metadata.gpu_containers).toEqual({ environment: other });
+  });
+
+  it('does not ask a notebook pinned to the recorded content, or one whose tag did not move', async () => {
+    const ask = jest.fn().mockResolvedValue('later');
+    const pinned = makePanel({
+      gpu_containers: { environment: stamp(OLD), image_digest: OLD }
+    });
+    getState.mockResolvedValue(state(stamp(OLD), moved({ pin: OLD })));
+    environmentFor(pinned, ask);
+    await settle();
+    const still = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(
+      state(stamp(OLD), moved({ moved: false, tag_digest: OLD }))
+    );
+    environmentFor(still, ask);
+    await settle();
+    expect(ask).not.toHaveBeenCalled();
+  });
+});

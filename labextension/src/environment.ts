@@ -1,0 +1,404 @@
+/**
+ * What a notebook ran on, kept in the notebook (issue 31): at each start of
+ * its kernel the notebook's metadata records the environment stamp (image,
+ * content digest, framework, CUDA, Python, the verdict on its GPUs), and a
+ * notebook whose image's tag names other content now than its stamp records
+ * asks its reader which to run: the recorded content (the notebook is pinned
+ * to its digest, `image_digest`, which the kernel's start reads) or the tag's
+ * new content. Never a silent switch: until the reader chooses, the stamp is
+ * not overwritten.
+ */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import type { TranslationBundle } from '@jupyterlab/translation';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { getNotebookKernelState, messageOf } from './api';
+import { environmentStampOf } from './environmentreaders';
+import { IEnvironmentStamp, INotebookStampCheck } from './environmenttypes';
+import { notify } from './notify';
+import type { IGpuContainersModel } from './tokens';
+import { GPU_METADATA_KEY } from './metadatakeys';
+import { describeStamp, shortDigest } from './stampformat';
+
+export { describeStamp, shortDigest };
+
+/**
+ * The stamp's key and the pin's, under the notebook's `gpu_containers`.
+ */
+export const STAMP_KEY = 'environment';
+export const PIN_KEY = 'image_digest';
+
+type Section = Record<string, unknown>;
+
+function sectionOf(metadata: Record<string, unknown> | undefined): Section {
+  const section = metadata?.[GPU_METADATA_KEY];
+  return typeof section === 'object' &&
+    section !== null &&
+    !Array.isArray(section)
+    ? (section as Section)
+    : {};
+}
+
+/**
+ * The stamp a notebook's metadata holds, or `null`.
+ */
+export function notebookStamp(
+  metadata: Record<string, unknown> | undefined
+): IEnvironmentStamp | null {
+  return environmentStampOf(sectionOf(metadata)[STAMP_KEY]);
+}
+
+/**
+ * The digest a notebook pins its image to, or `''`.
+ */
+export function notebookPin(
+  metadata: Record<string, unknown> | undefined
+): string {
+  const pin = sectionOf(metadata)[PIN_KEY];
+  return typeof pin === 'string' ? pin : '';
+}
+
+/**
+ * The repository of an image reference, as written (`a/b:1`, `a/b@sha256:…`:
+ * `a/b`).
+ */
+export function repositoryOf(ref: string): string {
+  const at = ref.indexOf('@');
+  const name = at >= 0 ? ref.slice(0, at) : ref;
+  const colon = name.lastIndexOf(':');
+  return colon > name.lastIndexOf('/') ? name.slice(0, colon) : name;
+}
+
+/**
+ * Whether two stamps record the same environment (each field, in order).
+ */
+export function sameStamp(
+  a: IEnvironmentStamp | null,
+  b: IEnvironmentStamp | null
+): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * `metadata` with the section's `key` set to `value` (`null`: removed), for
+ * `model.setMetadata(GPU_METADATA_KEY, …)`; `undefined` when the section ends
+ * up empty.
+ */
+export function sectionWith(
+  metadata: Record<string, unknown> | undefined,
+  key: string,
+  value: unknown
+): Section | undefined {
+  const section = { ...sectionOf(metadata) };
+  if (value === null) {
+    delete section[key];
+  } else {
+    section[key] = value;
+  }
+  return Object.keys(section).length ? section : undefined;
+}
+
+function setInNotebook(
+  panel: NotebookPanel,
+  key: string,
+  value: unknown
+): void {
+  const model = panel.model;
+  if (!model) {
+    return;
+  }
+  const section = sectionWith(model.metadata, key, value);
+  if (section) {
+    model.setMetadata(GPU_METADATA_KEY, section);
+  } else {
+    model.deleteMetadata(GPU_METADATA_KEY);
+  }
+}
+
+/**
+ * A saved stamp whose tag names other content now.
+ */
+export interface IMovedTag extends INotebookStampCheck {
+  recorded: IEnvironmentStamp;
+}
+
+/**
+ * What the reader chose for a notebook whose tag moved.
+ */
+export type StampChoice = 'recorded' | 'new' | 'later';
+
+/**
+ * Ask which content a notebook whose tag moved should run.
+ */
+export async function askMovedTag(
+  trans: TranslationBundle,
+  check: IMovedTag
+): Promise<StampChoice> {
+  const recorded = check.recorded;
+  const canKeep = check.pinnable;
+  const body = [
+    trans.__('This notebook last ran on %1.', describeStamp(trans, recorded)),
+    trans.__(
+      'On this server, %1 now names other content (%2).',
+      recorded.image,
+      shortDigest(check.tag_digest)
+    ),
+    canKeep
+      ? check.recorded_present
+        ? trans.__(
+            'Its kernel can run the content the notebook last ran on, or the new content of the tag.'
+          )
+        : trans.__(
+            'The content it last ran on is not on this server: it can be pulled by its digest, or the kernel can run the new content of the tag.'
+          )
+      : trans.__(
+          'The content it last ran on was built locally and has no registry digest, so it cannot be run again by digest: its kernel runs the new content of the tag.'
+        )
+  ].join(' ');
+  const keep = check.recorded_present
+    ? trans.__('Run the Recorded Content')
+    : trans.__('Pull and Run the Recorded Content');
+  const buttons = [
+    Dialog.cancelButton({ label: trans.__('Decide Later') }),
+    Dialog.okButton({
+      label: trans.__('Use the New Content'),
+      actions: ['new']
+    }),
+    ...(canKeep
+      ? [Dialog.okButton({ label: keep, actions: ['recorded'] })]
+      : [])
+  ];
+  const result = await showDialog({
+    title: trans.__("This Notebook's Image Has Changed"),
+    body,
+    buttons,
+    defaultButton: buttons.length - 1
+  });
+  if (!result.button.accept) {
+    return 'later';
+  }
+  return result.button.actions.includes('recorded') ? 'recorded' : 'new';
+}
+
+/**
+ * One notebook's stamp and pin, kept as its kernel starts (one per notebook
+ * panel; disposed with it).
+ */
+export class NotebookEnvironment {
+  constructor(
+    private readonly _panel: NotebookPanel,
+    private readonly _model: IGpuContainersModel,
+    private readonly _trans: TranslationBundle,
+    private readonly _ask: typeof askMovedTag = askMovedTag
+  ) {
+    const context = _panel.sessionContext;
+    context.statusChanged.connect(this._onStatus, this);
+    _panel.disposed.connect(this._dispose, this);
+    // The kernel JupyterLab starts on opening must not record its stamp over
+    // the saved one before the saved one was compared.
+    this._checked = _panel.context.ready
+      .then(() => this.checkSaved())
+      .catch(() => undefined); // a notebook that did not load: nothing to compare
+  }
+
+  /**
+   * Emitted when the kernel's environment or the notebook's check changes.
+   */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /**
+   * What the notebook's kernel runs on now (`null`: not known yet).
+   */
+  get current(): IEnvironmentStamp | null {
+    return this._current;
+  }
+
+  /**
+   * The saved stamp against the server's images, when its tag moved and the
+   * reader has not chosen yet; else `null`.
+   */
+  get undecided(): IMovedTag | null {
+    return this._undecided;
+  }
+
+  /**
+   * Compare the saved stamp with what its tag names now, and ask the reader
+   * (without waiting for the answer) when the tag moved and the notebook is
+   * not pinned to the recorded content.
+   */
+  async checkSaved(): Promise<void> {
+    const path = this._panel.context.path;
+    let state;
+    try {
+      state = await getNotebookKernelState(
+        path,
+        this._model.serverSettings,
+        this._trans
+      );
+    } catch {
+      return; // an older server, or none: nothing to compare
+    }
+    const check = state.stamp;
+    const recorded = check?.recorded;
+    if (
+      !check ||
+      !recorded ||
+      !check.moved ||
+      (check.pin && shortDigest(check.pin) === shortDigest(recorded.digest))
+    ) {
+      return;
+    }
+    this._undecided = { ...check, recorded };
+    this._changed.emit();
+    void this.decide();
+  }
+
+  /**
+   * Ask again (the toolbar's note of an undecided notebook calls this).
+   */
+  async decide(): Promise<void> {
+    const check = this._undecided;
+    if (!check || this._asking) {
+      return;
+    }
+    this._asking = true;
+    try {
+      const choice = await this._ask(this._trans, check);
+      if (choice === 'later') {
+        return;
+      }
+      this._undecided = null;
+      this._changed.emit();
+      if (choice === 'recorded') {
+        await this._runRecorded(check);
+      } else {
+        setInNotebook(this._panel, PIN_KEY, null);
+        await this._stampNow();
+      }
+    } finally {
+      this._asking = false;
+    }
+  }
+
+  /**
+   * Pin the notebook to the recorded content and start its kernel again on
+   * it (pulled first when the server lacks it).
+   */
+  private async _runRecorded(check: IMovedTag): Promise<void> {
+    const trans = this._trans;
+    const digest = check.recorded.digest;
+    if (!check.recorded_present) {
+      try {
+        const pull = await this._model.pull(digest);
+        if (pull.state !== 'done') {
+          notify(
+            trans,
+            'error',
+            pull.message,
+            trans.__('The recorded content %1 was not pulled', digest)
+          );
+          this._undecided = check;
+          this._changed.emit();
+          return;
+        }
+      } catch (e) {
+        notify(
+          trans,
+          'error',
+          messageOf(e),
+          trans.__('The recorded content %1 was not pulled', digest)
+        );
+        this._undecided = check;
+        this._changed.emit();
+        return;
+      }
+    }
+    setInNotebook(this._panel, PIN_KEY, digest);
+    // The kernel's start reads the saved notebook: save, then a new kernel.
+    await this._panel.context.save();
+    const context = this._panel.sessionContext;
+    const name = context.session?.kernel?.name;
+    if (name) {
+      await context.changeKernel({ name });
+    }
+  }
+
+  private _onStatus(): void {
+    const status = this._panel.sessionContext.kernelDisplayStatus;
+    if (
+      this._lastStatus !== 'idle' &&
+      this._lastStatus !== 'busy' &&
+      status === 'idle'
+    ) {
+      void this._stampNow();
+    }
+    this._lastStatus = status;
+  }
+
+  /**
+   * Read what the kernel runs on and record it in the notebook, unless the
+   * reader has yet to choose between the recorded content and the new.
+   */
+  private async _stampNow(): Promise<void> {
+    await this._checked;
+    let state;
+    try {
+      state = await getNotebookKernelState(
+        this._panel.context.path,
+        this._model.serverSettings,
+        this._trans
+      );
+    } catch {
+      return;
+    }
+    const stamp = state.kernel?.environment ?? null;
+    this._current = stamp;
+    this._changed.emit();
+    if (!stamp || this._undecided || this._panel.isDisposed) {
+      return;
+    }
+    // Switched to another image since it was pinned: the pin was not this
+    // kernel's (the server ran the tag), and goes.
+    const pin = notebookPin(this._panel.model?.metadata);
+    if (pin && repositoryOf(pin) !== repositoryOf(stamp.image)) {
+      setInNotebook(this._panel, PIN_KEY, null);
+    }
+    if (!sameStamp(notebookStamp(this._panel.model?.metadata), stamp)) {
+      setInNotebook(this._panel, STAMP_KEY, stamp);
+    }
+  }
+
+  private _dispose(): void {
+    this._panel.sessionContext.statusChanged.disconnect(this._onStatus, this);
+    Signal.clearData(this);
+  }
+
+  private readonly _checked: Promise<void>;
+  private _current: IEnvironmentStamp | null = null;
+  private _undecided: IMovedTag | null = null;
+  private _asking = false;
+  private _lastStatus = '';
+  private readonly _changed = new Signal<this, void>(this);
+}
+
+const environments = new WeakMap<NotebookPanel, NotebookEnvironment>();
+
+/**
+ * The one NotebookEnvironment of a notebook panel, made on first use (by the
+ * plugin for each notebook it sees, or by the notebook's toolbar item).
+ */
+export function environmentOf(
+  panel: NotebookPanel,
+  model: IGpuContainersModel,
+  trans: TranslationBundle
+): NotebookEnvironment {
+  let found = environments.get(panel);
+  if (!found) {
+    found = new NotebookEnvironment(panel, model, trans);
+    environments.set(panel, found);
+  }
+  return found;
+}

@@ -1,0 +1,106 @@
+/**
+ * Shapes of what a notebook ran on (as openapi.yaml describes them): the
+ * environment stamp its metadata records at each kernel start, and the
+ * saved stamp checked against the server's images now.
+ */
+
+/**
+ * The verdict on the GPUs a kernel got.
+ */
+export interface IEnvironmentVerdict {
+  outcome: string;
+  reason: string;
+}
+
+/**
+ * What a kernel runs on (`metadata.gpu_containers.environment`): no paths,
+ * user names or GPU UUIDs.
+ */
+export interface IEnvironmentStamp {
+  image: string;
+  /**
+   * The content it ran: repo@sha256:… (else the content id of a local build).
+   */
+  digest: string;
+  framework: string;
+  framework_version: string;
+  cuda_version: string;
+  python_version: string;
+  gpus: string[];
+  driver_version: string;
+  /**
+   * `null` for a CPU kernel.
+   */
+  verdict: IEnvironmentVerdict | null;
+}
+
+/**
+ * The saved notebook's stamp against the server's images now.
+ */
+export interface INotebookStampCheck {
+  /**
+   * Never `null` in a check (the schema's stamp is nullable where it is used
+   * for a kernel without one).
+   */
+  recorded: IEnvironmentStamp | null;
+  /**
+   * The digest the notebook pins its image to, or `''`.
+   */
+  pin: string;
+  /**
+   * What the stamp's image reference names now (`''`: not on the server).
+   */
+  tag_digest: string;
+  moved: boolean;
+  recorded_present: boolean;
+  pinnable: boolean;
+  /**
+   * `false` behind a kernel service (its images are the service's).
+   */
+  compared: boolean;
+}
+
+/**
+ * A GPU a notebook's kernel holds.
+ */
+export interface INotebookKernelGpu {
+  uuid: string;
+  /**
+   * `null` for a GPU no longer present.
+   */
+  index: string | null;
+}
+
+/**
+ * A GPU request as a saved notebook holds it (a count, GPU ids), or `null`.
+ */
+export type StoredGpuRequest = number | string[] | null;
+
+/**
+ * A notebook's kernel as `GET /gpu-containers/notebooks/kernel` gives it.
+ */
+export interface INotebookKernelStateKernel {
+  id: string;
+  name: string;
+  image: string;
+  display_name: string;
+  gpus: INotebookKernelGpu[];
+  execution_state: string;
+  /**
+   * `null` before its container runs (or for a native kernel).
+   */
+  environment: IEnvironmentStamp | null;
+  pinned: string;
+}
+
+/**
+ * The reply of `GET /gpu-containers/notebooks/kernel?path=…`.
+ */
+export interface INotebookKernelState {
+  path: string;
+  request: StoredGpuRequest;
+  request_problem: string;
+  default: StoredGpuRequest;
+  kernel: INotebookKernelStateKernel | null;
+  stamp: INotebookStampCheck | null;
+}

@@ -1,0 +1,159 @@
+/**
+ * A notebook that says what it ran on, and reopens on it (issue 31): a researcher's notebook
+ * records its kernel's environment when the kernel starts; the course's tag is pushed again with
+ * other content; reopened, the notebook asks which content to run, keeps its record while the
+ * choice waits ("Decide Later", the toolbar's "Image changed"), and runs the recorded content
+ * once chosen, pinned to it, after a reload of the page too.
+ *
+ * A real browser, server, engine and registry (ui-tests/moved_tag.py pushes the tag twice).
+ */
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+
+import {
+  dismissNetworkChangeDialogs,
+  kernelNameFor,
+  ScriptProcess,
+  SERVER_HOME,
+  stopAllKernels
+} from './helpers';
+
+test.use({
+  autoGoto: true,
+  kernels: null,
+  sessions: null,
+  viewport: { width: 1400, height: 900 }
+});
+
+const NOTEBOOK = 'course-stamp.ipynb';
+const MARKER = "print('marker', open('/stamp-marker').read().strip())";
+
+test.beforeEach(({ page }) => dismissNetworkChangeDialogs(page));
+
+test.afterEach(async ({ page, tmpPath }) => {
+  await stopAllKernels(page);
+  await page.request.delete(`/api/contents/${tmpPath}/${NOTEBOOK}`);
+});
+
+/** The notebook's section of its saved metadata (galata opens files in the test's folder). */
+async function savedSection(page: IJupyterLabPageFixture, folder: string): Promise<any> {
+  const response = await page.request.get(`/api/contents/${folder}/${NOTEBOOK}`);
+  expect(response.ok()).toBe(true);
+  return (await response.json()).content.metadata.gpu_containers ?? {};
+}
+
+async function marker(page: IJupyterLabPageFixture): Promise<string> {
+  await page.notebook.setCell(0, 'code', MARKER);
+  await page.notebook.runCell(0);
+  return (await page.notebook.getCellTextOutput(0))?.join('') ?? '';
+}
+
+/** Until the server offers the pulled image as a kernel spec (its image watcher). */
+async function specFor(page: IJupyterLabPageFixture, ref: string): Promise<string> {
+  let name = '';
+  await expect
+    .poll(
+      async () => {
+        name = await kernelNameFor(page.request, ref).catch(() => '');
+        return name;
+      },
+      { timeout: 60_000 }
+    )
+    .not.toBe('');
+  return name;
+}
+
+test("a notebook records what it ran on, and asks when its image's tag moved", async ({
+  page,
+  tmpPath
+}, testInfo) => {
+  test.setTimeout(240_000);
+  const tag = new ScriptProcess('moved_tag.py', [SERVER_HOME]);
+  try {
+    const made = await tag.next();
+    const kernel = await specFor(page, made.ref);
+    // The page reads the kernel specs on a slow poll: as a reload would, it reads them now.
+    await page.evaluate(() => (window as any).jupyterapp.serviceManager.kernelspecs.refreshSpecs());
+    const created = await page.request.put(`/api/contents/${tmpPath}/${NOTEBOOK}`, {
+      data: {
+        type: 'notebook',
+        format: 'json',
+        content: {
+          cells: [],
+          metadata: { kernelspec: { name: kernel, display_name: 'course', language: 'python' } },
+          nbformat: 4,
+          nbformat_minor: 5
+        }
+      }
+    });
+    expect(created.ok()).toBe(true);
+
+    // Opened, its kernel starts, and the notebook records the content it runs.
+    await page.notebook.open(NOTEBOOK);
+    expect(await marker(page)).toContain(`marker ${made.first}`);
+    const button = page.locator('.jgc-toolbar-button');
+    await expect(button).toHaveAttribute('title', /This notebook last ran on/);
+    await page.notebook.save();
+    const first = await savedSection(page, tmpPath);
+    expect(first.environment.digest).toBe(made.first_digest);
+    expect(first.environment.python_version).toMatch(/^3\./);
+    expect(first.image_digest).toBeUndefined();
+    await page.notebook.close(true);
+    await stopAllKernels(page);
+
+    // Next term: the tag is pushed again. Reopened, the notebook asks.
+    expect((await tag.send('move')).moved).toBe(true);
+    await page.notebook.open(NOTEBOOK);
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toContainText("This Notebook's Image Has Changed");
+    await expect(dialog).toContainText(made.ref);
+    await page.screenshot({ path: testInfo.outputPath('moved-tag-dialog.png') });
+    // Later: the kernel JupyterLab started runs the new content, and the record stays.
+    await dialog.getByRole('button', { name: 'Decide Later' }).click();
+    await expect(dialog).toHaveCount(0);
+    const changed = page.locator('.jgc-toolbar-image-changed');
+    await expect(changed).toBeVisible();
+    expect(await marker(page)).toContain(`marker ${made.second}`);
+    await page.notebook.save();
+    expect((await savedSection(page, tmpPath)).environment.digest).toBe(made.first_digest);
+    await page
+      .locator('.jp-NotebookPanel-toolbar')
+      .screenshot({ path: testInfo.outputPath('image-changed-toolbar.png') });
+
+    // Asked again from the toolbar: the recorded content. The notebook is pinned to it, and
+    // its kernel starts again on it.
+    await changed.click();
+    await dialog.getByRole('button', { name: 'Run the Recorded Content' }).click();
+    await expect(changed).toHaveCount(0);
+    await expect(page.locator('.jgc-toolbar-pinned')).toHaveText('(pinned)');
+    await expect.poll(async () => (await savedSection(page, tmpPath)).image_digest).toBe(made.first_digest);
+    await expect
+      .poll(async () => marker(page), { timeout: 60_000 })
+      .toContain(`marker ${made.first}`);
+    await page
+      .locator('.jp-NotebookPanel-toolbar')
+      .screenshot({ path: testInfo.outputPath('pinned-toolbar.png') });
+
+    // A reload: the pinned notebook opens without asking, on the recorded content.
+    // (Not galata's reload, which waits for a Launcher the restored layout does not have.)
+    await Promise.all([
+      page.waitForEvent('load'),
+      page.evaluate(() => window.location.reload())
+    ]);
+    await page.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
+    await page.evaluate(async () => {
+      const app = (window as any).jupyterapp;
+      await app.started;
+      await app.restored;
+    });
+    if (!(await page.notebook.isOpen(NOTEBOOK))) {
+      await page.notebook.open(NOTEBOOK);
+    }
+    expect(await page.notebook.activate(NOTEBOOK)).toBe(true);
+    await expect(page.locator('.jgc-toolbar-pinned')).toHaveText('(pinned)');
+    expect(await marker(page)).toContain(`marker ${made.first}`);
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  } finally {
+    await stopAllKernels(page);
+    await tag.close();
+  }
+});
