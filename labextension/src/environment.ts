@@ -18,7 +18,7 @@ import { environmentStampOf } from './environmentreaders';
 import { IEnvironmentStamp, INotebookStampCheck } from './environmenttypes';
 import { notify } from './notify';
 import type { IGpuContainersModel } from './tokens';
-import { GPU_METADATA_KEY } from './metadatakeys';
+import { sectionOf, setInSection } from './metadatakeys';
 import { describeStamp, shortDigest } from './stampformat';
 
 export { describeStamp, shortDigest };
@@ -28,17 +28,6 @@ export { describeStamp, shortDigest };
  */
 export const STAMP_KEY = 'environment';
 export const PIN_KEY = 'image_digest';
-
-type Section = Record<string, unknown>;
-
-function sectionOf(metadata: Record<string, unknown> | undefined): Section {
-  const section = metadata?.[GPU_METADATA_KEY];
-  return typeof section === 'object' &&
-    section !== null &&
-    !Array.isArray(section)
-    ? (section as Section)
-    : {};
-}
 
 /**
  * The stamp a notebook's metadata holds, or `null`.
@@ -78,42 +67,6 @@ export function sameStamp(
   b: IEnvironmentStamp | null
 ): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
-}
-
-/**
- * `metadata` with the section's `key` set to `value` (`null`: removed), for
- * `model.setMetadata(GPU_METADATA_KEY, …)`; `undefined` when the section ends
- * up empty.
- */
-export function sectionWith(
-  metadata: Record<string, unknown> | undefined,
-  key: string,
-  value: unknown
-): Section | undefined {
-  const section = { ...sectionOf(metadata) };
-  if (value === null) {
-    delete section[key];
-  } else {
-    section[key] = value;
-  }
-  return Object.keys(section).length ? section : undefined;
-}
-
-function setInNotebook(
-  panel: NotebookPanel,
-  key: string,
-  value: unknown
-): void {
-  const model = panel.model;
-  if (!model) {
-    return;
-  }
-  const section = sectionWith(model.metadata, key, value);
-  if (section) {
-    model.setMetadata(GPU_METADATA_KEY, section);
-  } else {
-    model.deleteMetadata(GPU_METADATA_KEY);
-  }
 }
 
 /**
@@ -275,7 +228,7 @@ export class NotebookEnvironment {
       if (choice === 'recorded') {
         await this._runRecorded(check);
       } else {
-        setInNotebook(this._panel, PIN_KEY, null);
+        setInSection(this._panel.model, PIN_KEY, null);
         await this._stampNow();
       }
     } finally {
@@ -316,7 +269,7 @@ export class NotebookEnvironment {
         return;
       }
     }
-    setInNotebook(this._panel, PIN_KEY, digest);
+    setInSection(this._panel.model, PIN_KEY, digest);
     // The kernel's start reads the saved notebook: save, then a new kernel.
     await this._panel.context.save();
     const context = this._panel.sessionContext;
@@ -360,14 +313,25 @@ export class NotebookEnvironment {
     if (!stamp || this._undecided || this._panel.isDisposed) {
       return;
     }
+    const model = this._panel.model;
+    if (!model) {
+      return;
+    }
+    // A notebook nothing was changed in stays unmodified (a new one opens
+    // clean): the record is saved with the notebook's next save, as the
+    // outputs of the code its kernel runs are.
+    const clean = !model.dirty;
     // Switched to another image since it was pinned: the pin was not this
     // kernel's (the server ran the tag), and goes.
-    const pin = notebookPin(this._panel.model?.metadata);
+    const pin = notebookPin(model.metadata);
     if (pin && repositoryOf(pin) !== repositoryOf(stamp.image)) {
-      setInNotebook(this._panel, PIN_KEY, null);
+      setInSection(model, PIN_KEY, null);
     }
-    if (!sameStamp(notebookStamp(this._panel.model?.metadata), stamp)) {
-      setInNotebook(this._panel, STAMP_KEY, stamp);
+    if (!sameStamp(notebookStamp(model.metadata), stamp)) {
+      setInSection(model, STAMP_KEY, stamp);
+    }
+    if (clean) {
+      model.dirty = false;
     }
   }
 

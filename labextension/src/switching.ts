@@ -22,7 +22,7 @@ import { ImagePicker } from './picker';
 import { ticketFor, waitingLabel } from './sharing';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
-import { GPU_METADATA_KEY } from './metadatakeys';
+import { GPU_METADATA_KEY, setInSection } from './metadatakeys';
 
 /**
  * How long to wait for the page to see the kernel the server started.
@@ -121,16 +121,8 @@ export function setNotebookGpuRequest(
   panel: NotebookPanel,
   gpus: GpuRequest
 ): void {
-  const model = panel.model;
-  if (!model) {
-    return;
-  }
-  const entry = gpuMetadata(gpus);
-  if (entry) {
-    model.setMetadata(GPU_METADATA_KEY, entry);
-  } else {
-    model.deleteMetadata(GPU_METADATA_KEY);
-  }
+  // Its own key only: the environment stamp and pin (environment.ts) stay.
+  setInSection(panel.model, 'gpus', gpus);
 }
 
 /**

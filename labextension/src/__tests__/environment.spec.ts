@@ -8,9 +8,9 @@ import {
   notebookStamp,
   repositoryOf,
   sameStamp,
-  sectionWith,
   shortDigest
 } from '../environment';
+import { sectionWith, setInSection } from '../metadatakeys';
 import { environmentStampOf } from '../environmentreaders';
 import {
   IEnvironmentStamp,
@@ -106,8 +106,10 @@ function makePanel(metadata: Record<string, unknown> = {}) {
     disposed: makeSignal(),
     model: {
       metadata: { ...metadata },
+      dirty: false,
       setMetadata: jest.fn((key: string, value: unknown) => {
         panel.model.metadata[key] = value;
+        panel.model.dirty = true;
       }),
       deleteMetadata: jest.fn((key: string) => {
         delete panel.model.metadata[key];
@@ -181,6 +183,20 @@ describe('the metadata', () => {
       environment: stamp(OLD)
     });
     expect(sectionWith({}, 'image_digest', null)).toBeUndefined();
+    // Each writer its own key: the GPU request set or removed keeps the stamp
+    // and the pin (setNotebookGpuRequest writes through setInSection).
+    const panel = makePanel(metadata);
+    setInSection(panel.model, 'gpus', null);
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: stamp(OLD),
+      image_digest: OLD
+    });
+    setInSection(panel.model, 'gpus', ['0']);
+    setInSection(panel.model, 'environment', null);
+    setInSection(panel.model, 'image_digest', null);
+    expect(panel.model.metadata.gpu_containers).toEqual({ gpus: ['0'] });
+    setInSection(panel.model, 'gpus', null);
+    expect(panel.model.metadata.gpu_containers).toBeUndefined();
     expect(sameStamp(stamp(OLD), stamp(OLD))).toBe(true);
     expect(sameStamp(stamp(OLD), stamp(NEW))).toBe(false);
   });
@@ -242,6 +258,8 @@ describe('NotebookEnvironment', () => {
       environment: stamp(OLD)
     });
     expect(environment.current).toEqual(stamp(OLD));
+    // A notebook nothing changed in stays unmodified: saved with the next save.
+    expect(panel.model.dirty).toBe(false);
     // The same environment again: the notebook is not touched (not modified).
     panel.kernelReady();
     await settle();
