@@ -248,7 +248,13 @@ test("the toolbar switches a notebook's image: its kernel restarts on the other 
     notebook
   );
   expect(saved.kernelspec.name).toBe(kernelName);
-  expect(saved.gpu_containers).toEqual({ gpus: 1 });
+  expect(saved.gpu_containers.gpus).toBe(1);
+  // And what it ran on, as the service's view of its kernel says (issue 31's stamp).
+  expect(saved.gpu_containers.environment).toMatchObject({
+    image: NGC_IMAGE,
+    framework: 'PyTorch',
+    gpus: ['Tesla T4 (static)']
+  });
   // One kernel for it on the service: the old one is gone.
   const kernels = await page.evaluate(async () => {
     const app = (window as any).jupyterapp;
