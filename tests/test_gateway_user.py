@@ -478,6 +478,15 @@ async def test_a_start_carries_the_notebooks_pinned_digest(
     mine = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=pinned.ipynb")
     assert mine["kernel"]["pinned"] == moving_tag["first_digest"]
     assert mine["kernel"]["environment"]["digest"] == moving_tag["first_digest"]
+    # A notebook that recorded the first content, reopened: the user's server asks the service
+    # what the tag names now, and finds it moved.
+    stamp = {"image": ref, "digest": moving_tag["first_digest"]}
+    write_notebook(account.workspace, "stamped.ipynb", gpu_containers={"environment": stamp})
+    check = (await user.call("GET", "gpu-containers", "notebooks", "kernel?path=stamped.ipynb"))[
+        "stamp"
+    ]
+    assert (check["compared"], check["moved"], check["recorded_present"]) == (True, True, True)
+    assert check["tag_digest"] and check["tag_digest"] != moving_tag["first_digest"]
     # Without the pin, the tag's content now.
     write_notebook(account.workspace, "tag.ipynb")
     session = await user.open_notebook("tag.ipynb", kernel_name(ref))

@@ -57,6 +57,8 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
         url = path.format(pull_id=NO_PULL, kernel_id=NO_KERNEL).lstrip("/")
         if path.endswith("/notebooks/kernel"):
             url += f"?path={NOTEBOOK}"
+        if path.endswith("/images/content"):
+            url += "?ref=jgc/debian-ipykernel:bookworm"
         response = await no_engine.fetch("GET", url, raise_error=False)
         assert response.code < 500, (path, response.code, response.body[:300])
         answers[path] = (response.code, conformance.check(response, path, method))
@@ -82,6 +84,11 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     assert code == 200 and no_engine_here in catalog["engine_error"]
     assert catalog["images"] and not any(row["pulled"] for row in catalog["images"])
     assert catalog["host"]["gpus"] == len(report["gpus"])
+    # What a reference names here now (a notebook's stamp is checked with it): nothing.
+    assert answers.pop("/gpu-containers/images/content") == (
+        200,
+        {"ref": "jgc/debian-ipykernel:bookworm", "digest": "", "recorded_present": False},
+    )
     code, notebook = answers.pop("/gpu-containers/notebooks/kernel")
     assert (code, notebook["kernel"]) == (200, None)
     assert answers.pop("/gpu-containers/pulls") == (200, {"pulls": []})

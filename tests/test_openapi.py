@@ -729,6 +729,11 @@ async def test_real_responses_match_the_spec(
     assert code == 200, catalog
     rows = {row["reference"]: row for row in catalog["images"]}
     assert rows[DEBIAN_IMAGE]["kernel_ready"] is True
+    # What a reference names now, as a notebook's stamp is checked (issue 31).
+    code, content, _ = await call(
+        jp_fetch, conformance, "/gpu-containers/images/content", params={"ref": DEBIAN_IMAGE}
+    )
+    assert code == 200 and content["digest"] == rows[DEBIAN_IMAGE]["id"], content
     assert any(not row["pulled"] for row in rows.values())
     assert any(not row["allowed"] for row in rows.values())
 

@@ -412,10 +412,17 @@ async def wait_for_pull(service: KernelService, user: ServiceUser, pull_id: str)
 
 
 async def test_a_pull_with_a_users_own_login_is_theirs_alone(
-    services: list[KernelService], private_registry: PrivateRegistry
+    services: list[KernelService],
+    private_registry: PrivateRegistry,
+    docker_client: docker.DockerClient,
 ) -> None:
-    ref = private_registry.push_test_image(f"private-svc-{uuid.uuid4().hex[:8]}:1")
-    service, a, b = start_service(services, {"ContainerPolicy": {"allowed_images": [ref]}})
+    repository = f"private-svc-{uuid.uuid4().hex[:8]}"
+    ref = private_registry.push_test_image(f"{repository}:1")
+    # The same repository's public tag, on the host for everyone (pulled without a user's login).
+    public = private_registry.push(DEBIAN_IMAGE, f"{repository}:public")
+    docker_client.images.pull(public, auth_config=private_registry.auth_config)
+    allowed = {"ContainerPolicy": {"allowed_images": [ref, public]}}
+    service, a, b = start_service(services, allowed)
     try:
         login = {"username": private_registry.username, "password": private_registry.password}
         code, pull = await service.answer(
@@ -440,6 +447,27 @@ async def test_a_pull_with_a_users_own_login_is_theirs_alone(
         assert code == 404, refusal
         kernel_id = await service.start_kernel(a, name)
         assert (await run(service, a, kernel_id, "print(1)")).stdout.strip() == "1"
+        # Its content by its digest (a notebook's stamp names it so, issue 31): not the other
+        # user's to see, nor to run through a pin on the repository's public tag.
+        [digest] = docker_client.images.get(ref).attrs["RepoDigests"]
+        query = f"ref={ref}&recorded={digest}"
+        code, seen = await service.answer(b, "GET", f"gpu-containers/images/content?{query}")
+        assert (code, seen["digest"], seen["recorded_present"]) == (200, "", False), seen
+        code, mine = await service.answer(a, "GET", f"gpu-containers/images/content?{query}")
+        assert (mine["digest"], mine["recorded_present"]) == (digest, True), mine
+
+        async def offered() -> bool:
+            specs = (await service.answer(b, "GET", "api/kernelspecs"))[1]["kernelspecs"]
+            return kernel_name(public) in specs
+
+        await wait_until(offered, 30, "the public tag's kernel spec")
+        code, refusal = await service.answer(
+            b,
+            "POST",
+            "api/kernels",
+            {"name": kernel_name(public), "env": {"KERNEL_GPU_CONTAINERS_IMAGE_DIGEST": digest}},
+        )
+        assert code == 403 and "pulled by another user" in refusal["message"], (code, refusal)
         # The record of whose image it is lies in the service's own state directory, which
         # no user can open (let alone write).
         state = service.config["ContainerPolicy"]["state_dir"]
@@ -452,6 +480,7 @@ async def test_a_pull_with_a_users_own_login_is_theirs_alone(
         assert said.strip() == "refused"
     finally:
         private_registry.remove_local(ref)
+        private_registry.remove_local(public)
 
 
 async def test_a_private_pull_of_the_course_image_hides_its_own_reference_only(

@@ -54,7 +54,7 @@ from tornado import web
 from .admin import AdminHandler, AdminKernelHandler, AdminNoticesHandler, MetricsHandler
 from .base import NotFoundHandler
 from .gpus import AllocationsHandler, ClusterHandler, GPUsHandler
-from .images import ImagesHandler, PrePullHandler
+from .images import ImageContentHandler, ImagesHandler, PrePullHandler
 from .kernel_view import KERNEL_ID
 from .kernels import (
     KernelHandler,
@@ -79,6 +79,7 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/cluster", ClusterHandler),
         (f"{base}/notebooks/kernel", NotebookKernelHandler),
         (f"{base}/images", ImagesHandler),
+        (f"{base}/images/content", ImageContentHandler),
         (f"{base}/pulls", PullsHandler),
         (f"{base}/prepull", PrePullHandler),
         (f"{base}/pulls/(?P<pull_id>[0-9a-f]{{32}})", PullHandler),

@@ -1,5 +1,6 @@
-"""``GET /gpu-containers/images`` and ``/prepull``: the catalog (local and listed images,
-readiness, verdicts, disk use) and the administrator's pre-pull schedule and pruning.
+"""``GET /gpu-containers/images``, ``/images/content`` and ``/prepull``: the catalog (local and
+listed images, readiness, verdicts, disk use), what a reference names now (a notebook's stamp is
+checked with it), and the administrator's pre-pull schedule and pruning.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
+from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -16,8 +18,10 @@ from ..base.errors import ContainerKernelError, EngineUnavailable
 from ..base.records import ImageRecord, ImagesDiskUse
 from ..images import privateimages
 from ..images.catalog import CatalogInputs, catalog_rows
+from ..images.environment import image_digest, names_an_image
 from ..images.prepull import disk_totals
 from ..images.pulls import ACTIVE
+from ..services import Services
 from .base import GPUContainersHandler
 from .cluster_view import catalog_verdicts
 
@@ -130,3 +134,45 @@ class PrePullHandler(GPUContainersHandler):
     @authorized
     async def get(self) -> None:
         self.finish(json.dumps(await self.services.prepull.report(await self.is_admin())))
+
+
+async def image_content(services: Services, ref: str, recorded: str, uid: int) -> dict[str, Any]:
+    """What ``ref`` names on this host now (its digest, as a stamp writes one; "" when it is not
+    here, or is another user's private pull), and whether the content ``recorded`` (a stamp's
+    digest) is here and ``uid``'s to run: what a notebook's saved stamp is compared with
+    (images/environment.py). Texts that name no image are never asked of the engine."""
+    listed = services.listed_images()
+
+    async def visible(name: str) -> ImageRecord | None:
+        if not names_an_image(name):
+            return None
+        try:
+            image = await services.backend.inspect_image(name)
+        except ContainerKernelError:
+            return None
+        mine = await asyncio.to_thread(
+            privateimages.may_use, image, name, services.state, listed, uid
+        )
+        return image if mine else None
+
+    current = await visible(ref)
+    return {
+        "ref": ref,
+        "digest": image_digest(ref, current.id, current.repo_digests) if current else "",
+        "recorded_present": bool(recorded) and await visible(recorded) is not None,
+    }
+
+
+class ImageContentHandler(GPUContainersHandler):
+    """``GET /gpu-containers/images/content?ref=…&recorded=…``: what a reference names here now,
+    and whether a recorded content is here (image_content). A notebook's saved stamp is checked
+    with it by the user's own server, which behind a kernel service asks the service."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        ref = self.get_query_argument("ref", "")
+        recorded = self.get_query_argument("recorded", "")
+        if not ref or len(ref) > 512 or len(recorded) > 512:
+            raise web.HTTPError(400, "Give the image reference as ref (and recorded, a digest).")
+        self.finish(json.dumps(await image_content(self.services, ref, recorded, int(self.uid))))

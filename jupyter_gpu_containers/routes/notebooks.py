@@ -5,9 +5,9 @@ notebook's GPU request remembered and its kernel started, restarted or switched 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import urllib.parse
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -15,7 +15,6 @@ from jupyter_server.services.sessions.sessionmanager import KernelName, ModelNam
 from jupyter_server.utils import ensure_async
 from tornado import web
 
-from ..base.errors import ContainerKernelError
 from ..gpus.allocator import GPURequest
 from ..gpus.gpu_report import kernel_gpus
 from ..gpus.notebook_requests import (
@@ -24,9 +23,7 @@ from ..gpus.notebook_requests import (
     request_in_metadata,
 )
 from ..images.environment import (
-    image_digest,
     moved_tag,
-    names_an_image,
     pin_in_metadata,
     pinnable,
     stamp_in_metadata,
@@ -44,6 +41,7 @@ from ..server.gateway_user import (
 from ..server.waiting_sessions import WAITING_STATE
 from ..server.websocket import close_kernel_websockets
 from .base import GPUContainersHandler, json_object
+from .images import image_content
 from .kernel_view import current_environment
 
 
@@ -100,7 +98,7 @@ class NotebookKernelHandler(GPUContainersHandler):
     async def _stamp_check(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         """What the saved notebook's environment stamp says against this host now (None
         without a stamp): whether its tag names other content now, and whether the content it
-        recorded is here. Behind a kernel service the images are the service's: not compared."""
+        recorded is here (behind a kernel service, the service's images, as it answers)."""
         stamp = stamp_in_metadata(metadata)
         if stamp is None:
             return None
@@ -113,21 +111,18 @@ class NotebookKernelHandler(GPUContainersHandler):
             "pinnable": pinnable(stamp),
             "compared": False,
         }
-        if self.behind_service:
-            return found
-        backend = self.services.backend
-        # The file's words: only what reads as a reference (or an image id) reaches the engine.
         tag, recorded = str(stamp["image"]), str(stamp["digest"])
-        current = None
-        if names_an_image(tag):
-            with contextlib.suppress(ContainerKernelError):
-                current = await backend.inspect_image(tag)
-        if current is not None:
-            found["tag_digest"] = image_digest(tag, current.id, current.repo_digests)
-            found["moved"] = moved_tag(stamp, str(found["tag_digest"]))
-        if names_an_image(recorded):
-            with contextlib.suppress(ContainerKernelError):
-                found["recorded_present"] = bool(await backend.inspect_image(recorded))
+        query = urllib.parse.urlencode({"ref": tag, "recorded": recorded})
+        if self.behind_service:  # the images are the service's: it says what they are
+            try:
+                content = await service_json("GET", f"images/content?{query}")
+            except ServiceRefused:  # an older service, say: nothing to compare
+                return found
+        else:
+            content = await image_content(self.services, tag, recorded, int(self.uid))
+        found["tag_digest"] = str(content.get("digest") or "")
+        found["moved"] = moved_tag(stamp, str(found["tag_digest"]))
+        found["recorded_present"] = content.get("recorded_present") is True
         found["compared"] = True
         return found
 
