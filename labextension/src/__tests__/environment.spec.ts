@@ -1,8 +1,10 @@
+import { showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { getNotebookKernelState } from '../api';
 import {
   NotebookEnvironment,
+  askMovedTag,
   describeStamp,
   notebookPin,
   notebookStamp,
@@ -20,7 +22,23 @@ import {
 import { translationBundle } from '../i18n';
 import { GpuContainersModel } from '../model';
 
-jest.mock('@jupyterlab/apputils', () => ({}));
+jest.mock('@jupyterlab/apputils', () => ({
+  Dialog: {
+    cancelButton: (options: object = {}) => ({
+      label: 'Cancel',
+      accept: false,
+      actions: [],
+      ...options
+    }),
+    okButton: (options: object = {}) => ({
+      label: 'OK',
+      accept: true,
+      actions: [],
+      ...options
+    })
+  },
+  showDialog: jest.fn()
+}));
 jest.mock('../api', () => ({
   ...jest.requireActual('../api'),
   getNotebookKernelState: jest.fn()
@@ -348,5 +366,62 @@ describe('NotebookEnvironment', () => {
     environmentFor(still, ask);
     await settle();
     expect(ask).not.toHaveBeenCalled();
+  });
+});
+
+describe('the question', () => {
+  const shown = showDialog as unknown as jest.Mock;
+
+  function buttons(): Array<{ label: string; accept: boolean }> {
+    return shown.mock.calls[shown.mock.calls.length - 1][0].buttons;
+  }
+
+  it('offers the recorded content, the new one, or later, by their words', async () => {
+    const check = { ...moved(), recorded: stamp(OLD) };
+    for (const [index, choice] of [
+      [0, 'later'],
+      [1, 'new'],
+      [2, 'recorded']
+    ] as const) {
+      shown.mockImplementationOnce(async (options: any) => ({
+        button: options.buttons[index]
+      }));
+      expect(await askMovedTag(trans, check)).toBe(choice);
+    }
+    expect(buttons().map(b => b.label)).toEqual([
+      'Decide Later',
+      'Use the New Content',
+      'Run the Recorded Content'
+    ]);
+    // Read aloud as they are written (no aria-label of other words).
+    expect(buttons().every(b => !('ariaLabel' in b))).toBe(true);
+    const body = shown.mock.calls[0][0].body as string;
+    expect(body).toContain(
+      `This notebook last ran on ${REPO}:class (sha256:abababababab)`
+    );
+    expect(body).toContain('now names other content (sha256:cdcdcdcdcdcd)');
+  });
+
+  it('says when the recorded content must be pulled, or cannot be run again', async () => {
+    shown.mockResolvedValue({ button: { accept: false, actions: [] } });
+    await askMovedTag(trans, {
+      ...moved({ recorded_present: false }),
+      recorded: stamp(OLD)
+    });
+    expect(buttons().map(b => b.label)).toContain(
+      'Pull and Run the Recorded Content'
+    );
+    const local = { ...stamp('sha256:' + 'ab'.repeat(32)) };
+    await askMovedTag(trans, {
+      ...moved({ pinnable: false }),
+      recorded: local
+    });
+    expect(buttons().map(b => b.label)).toEqual([
+      'Decide Later',
+      'Use the New Content'
+    ]);
+    expect(shown.mock.calls[shown.mock.calls.length - 1][0].body).toContain(
+      'was built locally and has no registry digest'
+    );
   });
 });
