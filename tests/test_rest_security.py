@@ -264,9 +264,12 @@ def acting_body(route: Route, method: str) -> bytes | None:
 
 
 def with_query(route: Route, method: str) -> str:
-    """GET /notebooks/kernel needs its ?path= (without it a 400 would hide a 200)."""
+    """GET /notebooks/kernel needs its ?path=, GET /images/content its ?ref= (without them a
+    400 would hide a 200)."""
     if method == "GET" and route.url.endswith("/notebooks/kernel"):
         return f"{route.url}?path={NOTEBOOK}"
+    if method == "GET" and route.url.endswith("/images/content"):
+        return f"{route.url}?ref={DEBIAN_IMAGE}"
     return route.url
 
 
