@@ -17,8 +17,8 @@ administrator's allow-list still judges the kernel spec's reference, the pinned 
 the content actually run. A pin of another repository (the notebook switched to another image
 since) is not this kernel's: its start runs the kernel spec's tag.
 
-Pure, apart from :func:`check_pin` (none of it reads the engine): the routes give it what the
-engine said. Every text of an image's own metadata is bounded (image metadata is hostile).
+Pure (none of it reads the engine): the routes give it what the engine said. Every text of an
+image's own metadata, and of a notebook's stamp, is bounded (both are others' words).
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from ..base.errors import ValueRefused
 from ..base.records import ImageRecord
 from ..base.references import BadReference, ImageReference, parse_reference
 from ..gpus.inventory import GPU, Inventory
+from ..gpus.notebook_requests import METADATA_KEY
 from .catalog import describe_image, framework_with_probe
 from .probe import ProbeResult
 
-# The keys under the notebook's ``gpu_containers`` section (notebook_requests.METADATA_KEY).
+# The keys under the notebook's section (notebook_requests.METADATA_KEY).
 STAMP_KEY = "environment"
 PIN_KEY = "image_digest"
 # The longest text of an image's own metadata a stamp keeps.
@@ -44,7 +45,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class BadPin(ValueRefused):
-    """A notebook's pinned image digest that is not a digest of its kernel's image."""
+    """A notebook's pin that is no image digest reference at all."""
 
 
 def image_digest(reference: str, image_id: str, repo_digests: Sequence[str]) -> str:
@@ -108,7 +109,7 @@ def environment_stamp(
 def stamp_in_metadata(metadata: Any) -> dict[str, Any] | None:
     """The stamp a notebook's metadata holds, in the stamp's own shape (what else a hand edit
     put there left out, texts bounded), or None: absent, or no image and digest to read."""
-    section = metadata.get("gpu_containers") if isinstance(metadata, dict) else None
+    section = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     stamp = section.get(STAMP_KEY) if isinstance(section, dict) else None
     if not isinstance(stamp, dict):
         return None
@@ -142,7 +143,7 @@ def stamp_in_metadata(metadata: Any) -> dict[str, Any] | None:
 def pin_in_metadata(metadata: Any) -> str:
     """The digest reference a notebook pins its image to, "" when it pins none (not checked:
     see check_pin)."""
-    section = metadata.get("gpu_containers") if isinstance(metadata, dict) else None
+    section = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     pin = section.get(PIN_KEY) if isinstance(section, dict) else None
     return pin if isinstance(pin, str) else ""
 

@@ -116,8 +116,8 @@ class NotebookKernelHandler(GPUContainersHandler):
         if self.behind_service:  # the images are the service's: it says what they are
             try:
                 content = await service_json("GET", f"images/content?{query}")
-            except ServiceRefused:  # an older service, say: nothing to compare
-                return found
+            except (ServiceRefused, ServiceUnreachable):  # an older service, or none now:
+                return found  # nothing to compare, and the rest of the answer stands
         else:
             content = await image_content(self.services, tag, recorded, int(self.uid))
         found["tag_digest"] = str(content.get("digest") or "")
