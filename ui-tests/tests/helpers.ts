@@ -165,7 +165,9 @@ export async function kernelNameFor(request: APIRequestContext, image: string): 
  * server and puts up its dialog over the page ("Server Connection Error"; behind JupyterHub,
  * "Server unavailable or unreachable"), whose clicks it then intercepts. Not the product's
  * doing, and only where the browser runs on the engine's host: dismissed when it shows, but only
- * after the browser reported such a change. Without one the dialog means what it says, and the
+ * after the browser reported such a change. Each failed request may put up a dialog of its own
+ * (one change failed three requests, and a second dialog came as the first was dismissed): each
+ * dialog takes one of the failures seen. Without one left the dialog means what it says, and the
  * test fails on it. Each spec calls it in a beforeEach (hub.spec.ts: for each student's page).
  */
 export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
@@ -183,7 +185,7 @@ export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
       const said = (await dialog.textContent()) ?? '';
       throw new Error(`JupyterLab lost its server, with no network change in the browser: ${said}`);
     }
-    changes.length = 0;
+    changes.shift();
     await dialog.locator('.jp-Dialog-footer button').last().click();
   });
 }
