@@ -363,13 +363,21 @@ async def test_notebook_kernel_start_view_and_switch(pair: Pair) -> None:
 # ------------------------------------------------------- through the kernel service itself
 
 
+SERVICE_GONE = "jgc-test/retired-gone:2023"  # never on this host
+SERVICE_RETIRED = {
+    NGC_IMAGE: {"message": "Use Debian.", "redirect": DEBIAN_IMAGE},
+    SERVICE_GONE: {"message": "Gone since March.", "redirect": DEBIAN_IMAGE},
+}
+
+
 @pytest.fixture
 def service_and_user(docker_client: Any) -> Iterator[tuple[Any, Any, Server]]:
     """`jupyter gpu-containers serve` (service_process.py) and MALLORY's server in front of it,
     whose workspace is the one the service gives MALLORY."""
     from service_process import KernelService
 
-    service = KernelService()
+    # Images the administrator retired (test_a_retired_image_is_said_behind_the_service).
+    service = KernelService({"ImageCatalog": {"deprecated_images": SERVICE_RETIRED}})
     user_home = UserHome(MALLORY, {})
     try:
         account = service.add_user(MALLORY)
@@ -508,3 +516,49 @@ async def test_a_start_carries_the_notebooks_pinned_digest(
     assert len(await user.call("GET", "api", "kernels")) == 2
     for kernel in await user.call("GET", "api", "kernels"):
         await user.call("DELETE", "api", "kernels", kernel["id"])
+
+
+async def test_a_retired_image_is_said_behind_the_service(
+    service_and_user: tuple[Any, Any, Server],
+) -> None:
+    """The administrator retires images in the service's configuration (issue 31, item 5): the
+    user's server, which has none of it, tells a notebook on a retired image, or on one that is
+    gone, what the service says, with the redirect's kernel spec as the service offers it."""
+    _service, account, user = service_and_user
+    ngc, debian = kernel_name(NGC_IMAGE), kernel_name(DEBIAN_IMAGE)
+
+    async def offered() -> bool:
+        specs = (await user.call("GET", "api", "kernelspecs"))["kernelspecs"]
+        return ngc in specs and debian in specs
+
+    assert await _until(offered, 60), "the service never offered the test images"
+    specs = (await user.call("GET", "api", "kernelspecs"))["kernelspecs"]
+    assert specs[ngc]["spec"]["metadata"]["gpu_containers"]["retired"]["redirect"] == DEBIAN_IMAGE
+    catalog = await user.call("GET", "gpu-containers", "images")
+    rows = {row["reference"]: row for row in catalog["images"]}
+    assert rows[NGC_IMAGE]["retired"] == {"message": "Use Debian.", "redirect": DEBIAN_IMAGE}
+
+    write_notebook(account.workspace, "old.ipynb", kernelspec={"name": ngc, "display_name": "o"})
+    view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=old.ipynb")
+    assert view["retired"] == {
+        "state": "retired",
+        "image": NGC_IMAGE,
+        "message": "Use Debian.",
+        "redirect": DEBIAN_IMAGE,
+        "redirect_kernel_name": debian,
+    }
+    stamp = {"image": SERVICE_GONE, "digest": "sha256:" + "ab" * 32}
+    write_notebook(
+        account.workspace,
+        "gone.ipynb",
+        kernelspec={"name": kernel_name(SERVICE_GONE), "display_name": "g"},
+        gpu_containers={"environment": stamp},
+    )
+    view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=gone.ipynb")
+    assert view["retired"] == {
+        "state": "removed",
+        "image": SERVICE_GONE,
+        "message": "Gone since March.",
+        "redirect": DEBIAN_IMAGE,
+        "redirect_kernel_name": debian,
+    }

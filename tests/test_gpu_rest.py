@@ -276,6 +276,7 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
         "default": None,
         "kernel": None,
         "stamp": None,
+        "retired": None,
     }
     started = await post_request(
         jp_fetch, {"path": "work/nb.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": [1, 3]}
@@ -290,6 +291,7 @@ async def test_notebook_kernel_state(jp_fetch: Any, jp_root_dir: Path) -> None:
         "request_problem": "",
         "default": 1,
         "stamp": None,  # (the page writes it once the kernel runs: test_environment_stamp.py)
+        "retired": None,  # (test_retired_images.py)
     }
     assert kernel.pop("execution_state") in ("starting", "idle", "busy")
     # What it runs on, the notebook's stamp to be (images/environment.py): its GPUs' names.

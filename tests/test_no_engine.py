@@ -87,7 +87,12 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     # What a reference names here now (a notebook's stamp is checked with it): nothing.
     assert answers.pop("/gpu-containers/images/content") == (
         200,
-        {"ref": "jgc/debian-ipykernel:bookworm", "digest": "", "recorded_present": False},
+        {
+            "ref": "jgc/debian-ipykernel:bookworm",
+            "digest": "",
+            "recorded_present": False,
+            "retired": None,
+        },
     )
     code, notebook = answers.pop("/gpu-containers/notebooks/kernel")
     assert (code, notebook["kernel"]) == (200, None)

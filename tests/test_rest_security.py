@@ -910,6 +910,7 @@ async def test_users_see_only_that_another_users_gpu_is_taken(
             "default": None,
             "kernel": None,
             "stamp": None,
+            "retired": None,
         }
         # Restart it, or switch it: Bob's server has no such kernel (400); with a kernel name, only
         # a kernel of Bob's own could start, and the GPUs are all taken (409).

@@ -289,6 +289,61 @@ def describe_image(
     return ImageDescription(gpu, env)
 
 
+# ---------------------------------------------------------------------- retired images
+
+# An administrator's message travels into every notebook page and kernel spec: bounded.
+RETIREMENT_MESSAGE_MAX = 500
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """An image the administrator retired (ImageCatalog.deprecated_images): why, in their
+    words, and the reference its notebooks are offered to move to ("" for none)."""
+
+    message: str
+    redirect: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"message": self.message, "redirect": self.redirect}
+
+
+def retirements(configured: Mapping[str, Any]) -> tuple[dict[str, Retirement], list[str]]:
+    """The administrator's ``deprecated_images``, by normalized reference, with each redirect
+    followed past images that are retired themselves (to the first that is not; none in a
+    cycle); and a sentence for each entry that was not understood or redirects nowhere."""
+    said: dict[str, tuple[str, str]] = {}
+    problems = []
+    for key, value in configured.items():
+        if isinstance(value, str):
+            value = {"message": value}
+        if not isinstance(value, Mapping) or not set(value) <= {"message", "redirect"}:
+            problems.append(
+                f"ImageCatalog.deprecated_images[{key!r}] is ignored: give a message, or "
+                '{"message": "…", "redirect": "image:tag"}.'
+            )
+            continue
+        message = " ".join(str(value.get("message") or "").split())[:RETIREMENT_MESSAGE_MAX]
+        redirect = str(value.get("redirect") or "")
+        said[normalize_reference(str(key))] = (
+            message,
+            normalize_reference(redirect) if redirect else "",
+        )
+    found = {}
+    for ref, (message, redirect) in said.items():
+        seen = {ref}
+        while redirect in said and redirect not in seen:
+            seen.add(redirect)
+            redirect = said[redirect][1]
+        if redirect in seen:
+            problems.append(
+                f"ImageCatalog.deprecated_images: the redirects from {ref} come back to "
+                f"{redirect}: its notebooks are offered no move."
+            )
+            redirect = ""
+        found[ref] = Retirement(message, redirect)
+    return found, problems
+
+
 # ---------------------------------------------------------------------- the catalog
 
 
@@ -318,6 +373,39 @@ class ImageCatalog(LoggingConfigurable):
         help="Images listed in addition to listed_images (same form).",
     )
 
+    deprecated_images = Dict(
+        value_trait=Union([Unicode(), Dict()]),
+        config=True,
+        help="""Images the administrator retires, by reference, each with a message and an
+        optional redirect: {"nvcr.io/nvidia/pytorch:24.05-py3": {"message": "The course moved
+        to 25.01 in March.", "redirect": "nvcr.io/nvidia/pytorch:25.01-py3"}}, or a reference
+        and its message alone. The Launcher and the panel stop offering a retired image; a
+        notebook whose kernel spec names it opens with the message and a one-click move to the
+        redirect, which the notebook records as a move (its metadata's gpu_containers.moved).
+        A retired image stays usable by the notebooks that ask for it until it is removed, and
+        a removed image's notebooks are offered the same move. A redirect that is retired
+        itself is followed to the first image that is not.""",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._said: set[str] = set()  # the problems of deprecated_images logged so far
+
+    def retired(self) -> dict[str, Retirement]:
+        """Every retired image (deprecated_images), by normalized reference; what could not
+        be read is logged, once."""
+        found, problems = retirements(self.deprecated_images)
+        for problem in problems:
+            if problem not in self._said:
+                self._said.add(problem)
+                self.log.warning(problem)
+        return found
+
+    def retirement(self, ref: str) -> Retirement | None:
+        """Whether ``ref`` is retired, and how (None: it is not)."""
+        found, _ = retirements(self.deprecated_images)
+        return found.get(normalize_reference(ref))
+
     def listed(self) -> list[dict[str, Any]]:
         out, seen = [], set()
         for item in [*self.listed_images, *self.extra_listed_images]:
@@ -345,6 +433,7 @@ class CatalogInputs:
     pulling: Mapping[str, str] = field(default_factory=dict)  # reference -> pull id
     # image id -> its disk use (the engine's ``system df``; empty when it did not answer)
     disk: Mapping[str, ImageDiskUse] = field(default_factory=dict)
+    retired: Mapping[str, Retirement] = field(default_factory=dict)  # ImageCatalog.retired()
     # How an image is judged where the host's own GPUs are not where kernels run (a cluster:
     # cluster_view.catalog_verdicts); None: against ``inventory``.
     verdict_of: Callable[[ImageDescription], compat.Verdict] | None = None
@@ -441,6 +530,7 @@ def _common(
         allowed, allowed_reason = True, ""
     except ImageNotAllowed as e:
         allowed, allowed_reason = False, e.sentence
+    retired = inputs.retired.get(ref)
     return {
         "reference": ref,
         "registry": registry_of(ref),
@@ -449,6 +539,7 @@ def _common(
         "allowed": allowed,
         "allowed_reason": allowed_reason,
         "pull_id": inputs.pulling.get(ref, ""),
+        "retired": retired.to_json() if retired is not None else None,
     }
 
 

@@ -29,7 +29,7 @@ from ..base.errors import ContainerKernelError, EngineUnavailable, ImageMissing
 from ..base.records import ImageRecord
 from ..base.references import normalize_reference
 from ..images import privateimages
-from ..images.catalog import Framework, describe_image, framework_with_probe
+from ..images.catalog import Framework, Retirement, describe_image, framework_with_probe
 from ..images.probe import ProbeResult
 from ..policy.admin_policy import image_allowed
 from ..services import Services, services_for
@@ -109,10 +109,13 @@ def kernel_spec_dict(
     overrides: dict[str, Any] | None = None,
     probe: ProbeResult | None = None,
     listed: Mapping[str, Any] | None = None,
+    retired: Retirement | None = None,
 ) -> dict[str, Any]:
     """The kernel.json content for an image: the provisioner with the image in its config.
     ``probe``: the readiness probe's answer for the image, when one is known already;
-    ``listed``: the administrator's list entry for it (ImageCatalog), if any."""
+    ``listed``: the administrator's list entry for it (ImageCatalog), if any; ``retired``:
+    whether the administrator retired it (the Launcher hides the spec of a retired image, and
+    its notebooks offer the move; see ImageCatalog.deprecated_images)."""
     overrides = dict(overrides or {})
     env = image.env if image else {}
     framework = framework_with_probe(ref, env, image.labels if image else {}, probe)
@@ -142,6 +145,8 @@ def kernel_spec_dict(
             },
         },
     }
+    if retired is not None:
+        spec["metadata"]["gpu_containers"]["retired"] = retired.to_json()
     for key in ("display_name", "env", "interrupt_mode", "language"):
         if key in overrides:
             spec[key] = overrides[key]
@@ -482,6 +487,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
             self._overrides_for(entry.ref),
             entry.probe,
             listed=self._listed_entry(entry.ref),
+            retired=self.services.catalog.retirement(entry.ref),
         )
         return self.kernel_spec_class(
             resource_dir=resource_dir_for(entry.ref, self._framework(entry)), **spec

@@ -92,6 +92,7 @@ class ImagesHandler(GPUContainersHandler):
                 kernel_names={ref: name for name, (ref, _image) in entries.items()},
                 pulling=pulling,
                 disk={use.id: use for use in disk.images} if disk is not None else {},
+                retired=self.services.catalog.retired(),
                 # On a cluster, against its GPU node pools: the cluster view's verdicts.
                 verdict_of=await catalog_verdicts(engine),
             )
@@ -140,7 +141,9 @@ async def image_content(services: Services, ref: str, recorded: str, uid: int) -
     """What ``ref`` names on this host now (its digest, as a stamp writes one; "" when it is not
     here, or is another user's private pull), and whether the content ``recorded`` (a stamp's
     digest) is here and ``uid``'s to run: what a notebook's saved stamp is compared with
-    (images/environment.py). Texts that name no image are never asked of the engine."""
+    (images/environment.py); and whether the administrator retired ``ref`` (ImageCatalog
+    .deprecated_images: a notebook whose image is gone is offered its move). Texts that name
+    no image are never asked of the engine."""
     listed = services.listed_images()
 
     async def visible(name: str) -> ImageRecord | None:
@@ -156,10 +159,12 @@ async def image_content(services: Services, ref: str, recorded: str, uid: int) -
         return image if mine else None
 
     current = await visible(ref)
+    retired = services.catalog.retirement(ref) if names_an_image(ref) else None
     return {
         "ref": ref,
         "digest": image_digest(ref, current.id, current.repo_digests) if current else "",
         "recorded_present": bool(recorded) and await visible(recorded) is not None,
+        "retired": retired.to_json() if retired is not None else None,
     }
 
 

@@ -5,6 +5,7 @@ notebook's GPU request remembered and its kernel started, restarted or switched 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.parse
@@ -28,6 +29,7 @@ from ..images.environment import (
     pinnable,
     stamp_in_metadata,
 )
+from ..kernel.kernelspecs import kernel_name_for
 from ..kernel.launch_request import launching
 from ..kernel.provisioner import ContainerProvisioner
 from ..policy.checks import inside
@@ -43,6 +45,9 @@ from ..server.websocket import close_kernel_websockets
 from .base import GPUContainersHandler, json_object
 from .images import image_content
 from .kernel_view import current_environment
+
+# Longer than any kernel spec's name (an image's: kernelspecs.kernel_name_for).
+KERNEL_NAME_MAX = 255
 
 
 class NotebookKernelHandler(GPUContainersHandler):
@@ -92,8 +97,73 @@ class NotebookKernelHandler(GPUContainersHandler):
             "default": default,
             "kernel": kernel,
             "stamp": await self._stamp_check(metadata),
+            "retired": await self._retired_check(metadata),
         }
         self.finish(json.dumps(reply))
+
+    async def _retired_check(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Whether the image the saved notebook asks for was retired by the administrator
+        (ImageCatalog.deprecated_images) or is no longer here, with the move its notebooks
+        are offered: None when neither. The image is its kernel spec's; for a spec that is gone,
+        the one its environment stamp recorded. Behind a kernel service both come from the
+        service: its kernel specs, and what its images say (image_content)."""
+        kernelspec = (metadata or {}).get("kernelspec")
+        name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
+        if not isinstance(name, str) or not name or len(name) > KERNEL_NAME_MAX:
+            return None  # (the notebook's file says it: a name no spec could have is none)
+        spec = await self._spec_or_none(name)
+        if spec is not None:
+            own = spec_metadata(spec).get("gpu_containers") or {}
+            retired = own.get("retired")
+            if not isinstance(retired, dict):
+                return None
+            state, image = "retired", str(own.get("image") or "")
+        else:
+            stamp = stamp_in_metadata(metadata)
+            if stamp is None or kernel_name_for(str(stamp["image"])) != name:
+                # Not an image's kernel, or one whose image nobody recorded (the stamp is of
+                # another image's kernel: the notebook was switched since).
+                return None
+            state, image = "removed", str(stamp["image"])
+            retired = await self._image_retirement(image)
+        redirect = str(retired.get("redirect") or "") if retired else ""
+        return {
+            "state": state,
+            "image": image,
+            "message": str(retired.get("message") or "") if retired else "",
+            "redirect": redirect,
+            "redirect_kernel_name": await self._kernel_name_of(redirect) if redirect else "",
+        }
+
+    async def _image_retirement(self, image: str) -> dict[str, Any] | None:
+        """What the administrator said of the retired ``image`` (None: nothing)."""
+        if self.behind_service:
+            query = urllib.parse.urlencode({"ref": image})
+            try:
+                content = await service_json("GET", f"images/content?{query}")
+            except (ServiceRefused, ServiceUnreachable):
+                return None
+        else:
+            found = self.services.catalog.retirement(image)
+            content = {"retired": found.to_json() if found is not None else None}
+        retired = content.get("retired")
+        return retired if isinstance(retired, dict) else None
+
+    async def _kernel_name_of(self, image: str) -> str:
+        """The kernel spec offered for ``image`` here ("" when none is: not here yet)."""
+        manager = self.kernel_spec_manager
+        try:  # a gateway's manager answers a coroutine; a local one reads images: off the loop
+            if self.behind_service:
+                specs = await ensure_async(manager.get_all_specs())
+            else:
+                specs = await asyncio.to_thread(manager.get_all_specs)
+        except Exception:
+            return ""
+        for name, model in specs.items():
+            own = (spec_metadata(model).get("gpu_containers") or {}) if model else {}
+            if own.get("image") == image:
+                return str(name)
+        return ""
 
     async def _stamp_check(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         """What the saved notebook's environment stamp says against this host now (None
