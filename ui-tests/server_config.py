@@ -18,6 +18,13 @@ UI_TEST_IMAGES = [
 ]
 
 
+# An image the administrator retired (environment.spec.ts; retired_image.py makes it exist, as
+# another tag of the redirect, only while that test runs).
+RETIRED_IMAGE = "jgc/ui-retired:2024"
+RETIRED_REDIRECT = "jgc/debian-ipykernel:bookworm"
+RETIRED_MESSAGE = "The course moved to the bookworm image in March."
+
+
 def base_config(home: Path) -> dict[str, Any]:
     labels = {"org.jupyter.gpu-containers.test-run": os.environ["JGC_TEST_RUN"]}
     return {
@@ -49,4 +56,9 @@ def base_config(home: Path) -> dict[str, Any]:
             "static_cuda_version": "12.2",
         },
         "GPUAllocator": {"attach_mode": "runtime"},
+        "ImageCatalog": {
+            "deprecated_images": {
+                RETIRED_IMAGE: {"message": RETIRED_MESSAGE, "redirect": RETIRED_REDIRECT}
+            }
+        },
     }

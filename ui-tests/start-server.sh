@@ -105,15 +105,13 @@ config = base_config(home)
 # overrides what must differ: address, directories, and no authentication.
 registry = home / "registry.json"
 if registry.exists():
-    config["ImageCatalog"] = {
-        "extra_listed_images": [
-            {
-                "image": json.loads(registry.read_text())["ref"],
-                "description": "A private test image: pulling it needs a login.",
-                "gpu": False,
-            }
-        ]
-    }
+    config["ImageCatalog"]["extra_listed_images"] = [
+        {
+            "image": json.loads(registry.read_text())["ref"],
+            "description": "A private test image: pulling it needs a login.",
+            "gpu": False,
+        }
+    ]
     (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config, indent=2))
 if os.environ.get("UI_TEST_NO_ENGINE"):
     # Binder's situation: binder/jupyter_server_config.json, and no Docker engine (a socket

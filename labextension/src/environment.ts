@@ -15,8 +15,13 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { getNotebookKernelState, messageOf } from './api';
 import { environmentStampOf } from './environmentreaders';
-import { IEnvironmentStamp, INotebookStampCheck } from './environmenttypes';
+import {
+  IEnvironmentStamp,
+  INotebookRetiredImage,
+  INotebookStampCheck
+} from './environmenttypes';
 import { notify } from './notify';
+import { askRetired, moveNotebook } from './retired';
 import type { IGpuContainersModel } from './tokens';
 import { sectionOf, setInSection } from './metadatakeys';
 import { describeStamp, shortDigest } from './stampformat';
@@ -143,7 +148,8 @@ export class NotebookEnvironment {
     private readonly _panel: NotebookPanel,
     private readonly _model: IGpuContainersModel,
     private readonly _trans: TranslationBundle,
-    private readonly _ask: typeof askMovedTag = askMovedTag
+    private readonly _ask: typeof askMovedTag = askMovedTag,
+    private readonly _askRetired: typeof askRetired = askRetired
   ) {
     const context = _panel.sessionContext;
     context.statusChanged.connect(this._onStatus, this);
@@ -170,6 +176,14 @@ export class NotebookEnvironment {
   }
 
   /**
+   * The notebook's image, retired by the administrator or gone, while the
+   * reader has not moved it; else `null`.
+   */
+  get retired(): INotebookRetiredImage | null {
+    return this._retired;
+  }
+
+  /**
    * The saved stamp against the server's images, when its tag moved and the
    * reader has not chosen yet; else `null`.
    */
@@ -193,6 +207,13 @@ export class NotebookEnvironment {
       );
     } catch {
       return; // an older server, or none: nothing to compare
+    }
+    if (state.retired) {
+      // Moving is the question; which content of the old image to run is not.
+      this._retired = state.retired;
+      this._changed.emit();
+      void this.decideRetired();
+      return;
     }
     const check = state.stamp;
     const recorded = check?.recorded;
@@ -230,6 +251,36 @@ export class NotebookEnvironment {
       } else {
         setInSection(this._panel.model, PIN_KEY, null);
         await this._stampNow();
+      }
+    } finally {
+      this._asking = false;
+    }
+  }
+
+  /**
+   * Ask again whether the notebook moves off its retired or removed image
+   * (the toolbar's note calls this).
+   */
+  async decideRetired(): Promise<void> {
+    const retired = this._retired;
+    if (!retired || this._asking) {
+      return;
+    }
+    this._asking = true;
+    try {
+      if ((await this._askRetired(this._trans, retired)) !== 'move') {
+        return;
+      }
+      const moved = await moveNotebook(
+        this._panel,
+        this._model,
+        this._trans,
+        retired,
+        PIN_KEY
+      );
+      if (moved) {
+        this._retired = null;
+        this._changed.emit();
       }
     } finally {
       this._asking = false;
@@ -343,6 +394,7 @@ export class NotebookEnvironment {
   private readonly _checked: Promise<void>;
   private _current: IEnvironmentStamp | null = null;
   private _undecided: IMovedTag | null = null;
+  private _retired: INotebookRetiredImage | null = null;
   private _asking = false;
   private _lastStatus = '';
   private readonly _changed = new Signal<this, void>(this);

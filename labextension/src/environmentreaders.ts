@@ -7,6 +7,7 @@ import {
   IEnvironmentStamp,
   INotebookKernelState,
   INotebookKernelStateKernel,
+  INotebookRetiredImage,
   INotebookStampCheck,
   StoredGpuRequest
 } from './environmenttypes';
@@ -49,6 +50,19 @@ function stampCheckOf(value: unknown): INotebookStampCheck | null {
     recorded_present: value.recorded_present === true,
     pinnable: value.pinnable === true,
     compared: value.compared === true
+  };
+}
+
+function retiredOf(value: unknown): INotebookRetiredImage | null {
+  if (!isObject(value) || !str(value.image)) {
+    return null;
+  }
+  return {
+    state: value.state === 'retired' ? 'retired' : 'removed',
+    image: str(value.image),
+    message: str(value.message),
+    redirect: str(value.redirect),
+    redirect_kernel_name: str(value.redirect_kernel_name)
   };
 }
 
@@ -98,6 +112,7 @@ export function notebookKernelStateOf(
     request_problem: str(value.request_problem),
     default: storedRequestOf(value.default),
     kernel: kernelOf(value.kernel),
-    stamp: stampCheckOf(value.stamp)
+    stamp: stampCheckOf(value.stamp),
+    retired: retiredOf(value.retired)
   };
 }

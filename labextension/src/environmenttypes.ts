@@ -103,4 +103,29 @@ export interface INotebookKernelState {
   default: StoredGpuRequest;
   kernel: INotebookKernelStateKernel | null;
   stamp: INotebookStampCheck | null;
+  retired: INotebookRetiredImage | null;
+}
+
+/**
+ * The image a saved notebook asks for, retired by the administrator or no
+ * longer on the server, and the move its notebook is offered.
+ */
+export interface INotebookRetiredImage {
+  /**
+   * `retired`: its kernel spec is still here; `removed`: the spec is gone.
+   */
+  state: 'retired' | 'removed';
+  image: string;
+  /**
+   * The administrator's message, or `''`.
+   */
+  message: string;
+  /**
+   * The image to move to, or `''`.
+   */
+  redirect: string;
+  /**
+   * The redirect's kernel spec here (`''`: none yet; it is pulled first).
+   */
+  redirect_kernel_name: string;
 }

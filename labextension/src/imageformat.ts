@@ -14,7 +14,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { formatBytes } from './format';
 import { VerdictOutcome } from './gputypes';
 import { searchImages } from './imagequery';
-import { IImageRow, IPull } from './imagetypes';
+import { IImageRetirement, IImageRow, IPull } from './imagetypes';
 
 /**
  * How a verdict is shown: a short badge label and the CSS modifier that
@@ -69,8 +69,28 @@ export function isCompatible(row: IImageRow): boolean {
  */
 export function isLaunchable(row: IImageRow): boolean {
   return (
-    row.pulled && row.allowed && row.kernel_ready === true && !!row.kernel_name
+    row.pulled &&
+    row.allowed &&
+    !row.retired &&
+    row.kernel_ready === true &&
+    !!row.kernel_name
   );
+}
+
+/**
+ * What the panel says of a retired image: the administrator's message, and
+ * the image to use instead.
+ */
+export function retiredText(
+  trans: TranslationBundle,
+  retired: IImageRetirement
+): string {
+  const said = retired.message
+    ? trans.__('Retired by the administrator: %1', retired.message)
+    : trans.__('Retired by the administrator.');
+  return retired.redirect
+    ? `${said} ${trans.__('Use %1 instead.', retired.redirect)}`
+    : said;
 }
 
 /**
@@ -85,6 +105,9 @@ export function launchBlocker(
       row.allowed_reason ||
       trans.__('The administrator does not allow this image.')
     );
+  }
+  if (row.retired) {
+    return retiredText(trans, row.retired);
   }
   if (!row.pulled) {
     return trans.__('Not on this host yet: pull it first.');

@@ -6,6 +6,15 @@
 import { IVerdict, InventorySource } from './gputypes';
 
 /**
+ * An image the administrator retired: their message, and the image its
+ * notebooks are offered to move to (`''`: none).
+ */
+export interface IImageRetirement {
+  message: string;
+  redirect: string;
+}
+
+/**
  * One row of the image catalog (`GET /gpu-containers/images`).
  */
 export interface IImageRow {
@@ -16,6 +25,10 @@ export interface IImageRow {
   allowed: boolean;
   allowed_reason: string;
   pull_id: string;
+  /**
+   * Retired by the administrator (`null`: it is not).
+   */
+  retired: IImageRetirement | null;
   pulled: boolean;
   id: string;
   digest: string;

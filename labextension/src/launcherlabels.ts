@@ -10,8 +10,17 @@
  * before `-` and `_` (the places the panel breaks references at too). Only
  * the card's text node changes; its title, the Launcher's search and the
  * kernel spec keep the plain name.
+ *
+ * The cards of retired images (ImageCatalog.deprecated_images: their kernel
+ * specs say `metadata.gpu_containers.retired`) are hidden: their specs stay,
+ * so that the notebooks on them still start and offer their move, but no new
+ * notebook or console is started on them from the Launcher. JupyterLab's
+ * notebook and console plugins add a card for every spec, and the Launcher's
+ * registry has no way to leave one out: the card is found by its title, which
+ * for a kernel's card is its spec's display name.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
+import type { KernelSpec } from '@jupyterlab/services';
 
 import { referenceBreaks } from './imageformat';
 
@@ -47,10 +56,48 @@ export function breakLauncherLabels(root: ParentNode): void {
 }
 
 /**
- * Keep the labels of every Launcher the page opens breakable, as JupyterLab
- * renders and re-renders its cards (kernel specs come and go with images).
+ * The class of a hidden card (the stylesheet's `display: none`).
  */
-export function keepLauncherLabelsBreakable(app: JupyterFrontEnd): void {
+export const RETIRED_CARD_CLASS = 'jgc-retired-card';
+
+/**
+ * The display names of the kernel specs of retired images.
+ */
+export function retiredDisplayNames(
+  specs: KernelSpec.ISpecModels | null | undefined
+): Set<string> {
+  const names = new Set<string>();
+  for (const spec of Object.values(specs?.kernelspecs ?? {})) {
+    const own = spec?.metadata?.gpu_containers as
+      { retired?: unknown } | undefined;
+    if (spec && typeof own?.retired === 'object' && own.retired !== null) {
+      names.add(spec.display_name);
+    }
+  }
+  return names;
+}
+
+/**
+ * Hide the cards under `root` whose title is in `retired`, and show again
+ * those no longer in it (idempotent).
+ */
+export function hideRetiredCards(root: ParentNode, retired: Set<string>): void {
+  root.querySelectorAll('.jp-LauncherCard').forEach(card => {
+    const hide = retired.has(card.getAttribute('title') ?? '');
+    if (card.classList.contains(RETIRED_CARD_CLASS) !== hide) {
+      card.classList.toggle(RETIRED_CARD_CLASS, hide);
+    }
+  });
+}
+
+/**
+ * Tend the cards of every Launcher the page opens, as JupyterLab renders and
+ * re-renders them (kernel specs come and go with images): labels breakable,
+ * retired images' cards hidden.
+ */
+export function tendLauncherCards(app: JupyterFrontEnd): void {
+  const retired = () =>
+    retiredDisplayNames(app.serviceManager.kernelspecs.specs);
   app.commands.commandExecuted.connect((_, executed) => {
     if (executed.id !== 'launcher:create') {
       return;
@@ -60,12 +107,18 @@ export function keepLauncherLabelsBreakable(app: JupyterFrontEnd): void {
       if (!(node instanceof HTMLElement)) {
         return;
       }
-      breakLauncherLabels(node);
-      const observer = new MutationObserver(() => breakLauncherLabels(node));
+      const tend = () => {
+        breakLauncherLabels(node);
+        hideRetiredCards(node, retired());
+      };
+      tend();
+      const observer = new MutationObserver(tend);
       observer.observe(node, {
         childList: true,
         subtree: true,
-        characterData: true
+        characterData: true,
+        attributes: true,
+        attributeFilter: ['title']
       });
       (
         widget as { disposed?: { connect(f: () => void): void } }

@@ -34,6 +34,7 @@ import {
   groupByFramework,
   imageNames,
   launchBlocker,
+  retiredText,
   pullProgressText,
   verdictBadge
 } from './imageformat';
@@ -525,6 +526,8 @@ function ImageRow(props: {
   const badge = verdictBadge(trans, row.verdict.outcome);
   const pulling = pull && (pull.state === 'queued' || pull.state === 'pulling');
   const blocker = engineProblem || launchBlocker(trans, row);
+  // A retired image's note says it (once: not again as the launch's blocker).
+  const retiredNote = row.retired ? retiredText(trans, row.retired) : '';
   // "Wait for a free GPU": offered while a GPU choice is taken but could be
   // waited for; null follows the server's default.
   const canWait = offersWait(trans, props.queueOffered, report, row);
@@ -592,6 +595,7 @@ function ImageRow(props: {
       {!row.allowed && (
         <div className="jgc-note jgc-error">{row.allowed_reason}</div>
       )}
+      {retiredNote && <div className="jgc-note jgc-retired">{retiredNote}</div>}
       {pull && (pulling || pull.state === 'error') && (
         <div className="jgc-pull" data-state={pull.state}>
           {pulling && (
@@ -617,18 +621,23 @@ function ImageRow(props: {
         </div>
       )}
       <div className="jgc-actions">
-        {!row.pulled && row.allowed && !pulling && !props.pullRefusal && (
-          <button
-            className="jp-mod-styled jp-mod-accept jgc-pull-button"
-            disabled={engineProblem !== ''}
-            title={
-              engineProblem || trans.__('Pull %1 onto this host', row.reference)
-            }
-            onClick={() => void actions.pull(row)}
-          >
-            {trans.__('Pull')}
-          </button>
-        )}
+        {!row.pulled &&
+          row.allowed &&
+          !row.retired &&
+          !pulling &&
+          !props.pullRefusal && (
+            <button
+              className="jp-mod-styled jp-mod-accept jgc-pull-button"
+              disabled={engineProblem !== ''}
+              title={
+                engineProblem ||
+                trans.__('Pull %1 onto this host', row.reference)
+              }
+              onClick={() => void actions.pull(row)}
+            >
+              {trans.__('Pull')}
+            </button>
+          )}
         {pulling && (
           <button
             className="jp-mod-styled jp-mod-warn jgc-cancel-button"
@@ -703,7 +712,7 @@ function ImageRow(props: {
       {row.pulled && !blocker && withoutGpu && !button.disabled && (
         <div className="jgc-note jgc-without-gpu">{withoutGpu}</div>
       )}
-      {row.pulled && blocker && (
+      {row.pulled && blocker && blocker !== retiredNote && (
         <div className="jgc-subtle jgc-blocker">{blocker}</div>
       )}
     </li>

@@ -23,7 +23,7 @@ import { askRegistryLogin } from './credentials';
 import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { IImageRow } from './imagetypes';
-import { keepLauncherLabelsBreakable } from './launcherlabels';
+import { tendLauncherCards } from './launcherlabels';
 import { notify } from './notify';
 import { GpuContainersPanel, IPanelActions } from './panel';
 import { engineProblem } from './status';
@@ -187,7 +187,7 @@ export const panelPlugin: JupyterFrontEndPlugin<void> = {
     translator: ITranslator | null
   ): void => {
     const trans = translationBundle(translator);
-    keepLauncherLabelsBreakable(app);
+    tendLauncherCards(app);
     const actions = panelActions(app, model, browser, trans);
     const panel = new GpuContainersPanel(model, actions, trans);
     // A kernel this page started or ended: "Your kernels" reads again now

@@ -16,6 +16,8 @@ import {
   notebookStamp,
   shortDigest
 } from './environment';
+import { sectionOf } from './metadatakeys';
+import { moveRecordOf } from './retired';
 import { describeNoGpus, gpuListLabel, gpusOfKernel } from './gpuformat';
 import { shortImageName } from './imageformat';
 import { gpuContainersIcon } from './icon';
@@ -134,6 +136,16 @@ export class KernelImageItem extends ReactWidget {
     const stamp = notebookStamp(metadata);
     const pin = notebookPin(metadata);
     const undecided = this._environment.undecided;
+    const retired = this._environment.retired;
+    const move = moveRecordOf(sectionOf(metadata));
+    const movedFrom = move
+      ? move.reason === 'retired'
+        ? trans.__(
+            'It moved from %1, which the administrator retired.',
+            move.from
+          )
+        : trans.__('It moved from %1, which was gone.', move.from)
+      : '';
     const ranOn = stamp
       ? trans.__('This notebook last ran on %1.', describeStamp(trans, stamp))
       : '';
@@ -152,7 +164,8 @@ export class KernelImageItem extends ReactWidget {
           )
         : trans.__('Click to run this notebook in a container image.'),
       ranOn,
-      pinned
+      pinned,
+      movedFrom
     ]
       .filter(Boolean)
       .join(' ');
@@ -218,6 +231,25 @@ export class KernelImageItem extends ReactWidget {
             onClick={() => void this._environment.decide()}
           >
             {trans.__('Image changed')}
+          </button>
+        )}
+        {retired && (
+          <button
+            className="jp-ToolbarButtonComponent jgc-toolbar-image-retired"
+            title={
+              retired.redirect
+                ? trans.__(
+                    '%1 is retired or gone. Click to move this notebook to %2.',
+                    retired.image,
+                    retired.redirect
+                  )
+                : trans.__('%1 is retired or gone.', retired.image)
+            }
+            onClick={() => void this._environment.decideRetired()}
+          >
+            {retired.state === 'retired'
+              ? trans.__('Image retired')
+              : trans.__('Image gone')}
           </button>
         )}
         {kernel && image && (

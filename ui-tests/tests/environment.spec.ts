@@ -10,8 +10,11 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 
 import {
+  DEBIAN_IMAGE,
   dismissNetworkChangeDialogs,
+  imageRow,
   kernelNameFor,
+  openPanel,
   ScriptProcess,
   SERVER_HOME,
   stopAllKernels
@@ -155,5 +158,143 @@ test("a notebook records what it ran on, and asks when its image's tag moved", a
   } finally {
     await stopAllKernels(page);
     await tag.close();
+  }
+});
+
+const RETIRED = 'jgc/ui-retired:2024'; // ui-tests/server_config.py retires it
+const RETIRED_MESSAGE = 'The course moved to the bookworm image in March.';
+const RETIRED_NOTEBOOK = 'course-retired.ipynb';
+const GONE_NOTEBOOK = 'course-gone.ipynb';
+
+/** A notebook of the test's folder on `kernel`, with `section` as its gpu_containers. */
+async function putNotebook(
+  page: IJupyterLabPageFixture,
+  path: string,
+  kernel: string,
+  section: object = {}
+): Promise<void> {
+  const created = await page.request.put(`/api/contents/${path}`, {
+    data: {
+      type: 'notebook',
+      format: 'json',
+      content: {
+        cells: [],
+        metadata: {
+          kernelspec: { name: kernel, display_name: 'course', language: 'python' },
+          gpu_containers: section
+        },
+        nbformat: 4,
+        nbformat_minor: 5
+      }
+    }
+  });
+  expect(created.ok()).toBe(true);
+}
+
+test("a retired image: hidden in the Launcher, and its notebooks move to the redirect at the reader's word", async ({
+  page,
+  tmpPath
+}, testInfo) => {
+  test.setTimeout(240_000);
+  const retired = new ScriptProcess('retired_image.py');
+  try {
+    expect((await retired.next()).ref).toBe(RETIRED);
+    const oldKernel = await specFor(page, RETIRED);
+    const newKernel = await kernelNameFor(page.request, DEBIAN_IMAGE);
+    await page.evaluate(() => (window as any).jupyterapp.serviceManager.kernelspecs.refreshSpecs());
+
+    // The Launcher offers the redirect, not the retired image (its spec stays: see below).
+    await page.evaluate(async () => {
+      await (window as any).jupyterapp.commands.execute('launcher:create');
+    });
+    // (The page's first Launcher is behind this one: the cards of this one, which shows.)
+    const launcher = page.locator('.jp-Launcher:visible');
+    const cards = launcher.locator('.jp-LauncherCard[data-category="Notebook"]');
+    await expect(cards.filter({ hasText: 'debian-ipykernel' })).toBeVisible();
+    await expect(cards.filter({ hasText: 'ui-retired' })).toHaveCount(1);
+    await expect(cards.filter({ hasText: 'ui-retired' })).toBeHidden();
+    await expect(
+      launcher.locator('.jp-LauncherCard[data-category="Console"]').filter({ hasText: 'ui-retired' })
+    ).toBeHidden();
+    await page.screenshot({ path: testInfo.outputPath('retired-launcher.png') });
+    // The panel says why, and what to use instead; nothing new starts there.
+    // (Refreshed as a person would: the panel reads the images on a slow poll.)
+    const panel = await openPanel(page);
+    await panel.locator('.jgc-refresh').first().click();
+    const row = imageRow(panel, RETIRED);
+    await row.scrollIntoViewIfNeeded();
+    await expect(row.locator('.jgc-retired')).toHaveText(
+      `Retired by the administrator: ${RETIRED_MESSAGE} Use ${DEBIAN_IMAGE} instead.`
+    );
+    await expect(row.locator('.jgc-launch-button')).toBeDisabled();
+    await row.screenshot({ path: testInfo.outputPath('retired-panel-row.png') });
+
+    // A notebook on it opens with the message and the move; "Not Now" keeps it as it is.
+    await putNotebook(page, `${tmpPath}/${RETIRED_NOTEBOOK}`, oldKernel);
+    await page.sidebar.openTab('filebrowser');
+    expect(await page.notebook.open(RETIRED_NOTEBOOK)).toBe(true);
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toContainText("This Notebook's Image Is Retired");
+    await expect(dialog).toContainText(RETIRED_MESSAGE);
+    await page.screenshot({ path: testInfo.outputPath('retired-dialog.png') });
+    await dialog.getByRole('button', { name: 'Not Now' }).click();
+    await expect(dialog).toHaveCount(0);
+    const label = page.locator('.jgc-toolbar-label');
+    await expect(label).toContainText('ui-retired:2024', { timeout: 60_000 });
+    const note = page.locator('.jgc-toolbar-image-retired');
+    await expect(note).toHaveText('Image retired');
+
+    // Asked again from the toolbar: moved. Its kernel runs on the redirect, and the notebook
+    // records the move.
+    await note.click();
+    await dialog.getByRole('button', { name: `Move to ${DEBIAN_IMAGE}` }).click();
+    await expect(note).toHaveCount(0);
+    await expect(label).toContainText('debian-ipykernel:bookworm', { timeout: 60_000 });
+    await expect
+      .poll(async () => {
+        const response = await page.request.get(`/api/contents/${tmpPath}/${RETIRED_NOTEBOOK}`);
+        const metadata = (await response.json()).content.metadata;
+        return { kernel: metadata.kernelspec.name, moved: metadata.gpu_containers?.moved };
+      })
+      .toEqual({
+        kernel: newKernel,
+        moved: { from: RETIRED, to: DEBIAN_IMAGE, reason: 'retired', message: RETIRED_MESSAGE }
+      });
+    await expect(page.locator('.jgc-toolbar-button')).toHaveAttribute(
+      'title',
+      new RegExp(`It moved from ${RETIRED.replace(/[.:/]/g, '\\$&')}, which the administrator retired`)
+    );
+    await page
+      .locator('.jp-NotebookPanel-toolbar')
+      .screenshot({ path: testInfo.outputPath('retired-moved-toolbar.png') });
+    await page.notebook.close(true);
+    await stopAllKernels(page);
+
+    // The administrator removes the image: a notebook that last ran on it is told so, with the
+    // same move.
+    const stamp = { image: RETIRED, digest: `sha256:${'ab'.repeat(32)}` };
+    await putNotebook(page, `${tmpPath}/${GONE_NOTEBOOK}`, oldKernel, { environment: stamp });
+    expect((await retired.send('remove')).removed).toBe(true);
+    await expect
+      .poll(async () => kernelNameFor(page.request, RETIRED).catch(() => ''), { timeout: 60_000 })
+      .toBe('');
+    await page.evaluate(() => (window as any).jupyterapp.serviceManager.kernelspecs.refreshSpecs());
+    expect(await page.notebook.open(GONE_NOTEBOOK)).toBe(true);
+    const gone = page.locator('.jp-Dialog', { hasText: "This Notebook's Image Is Gone" });
+    await expect(gone).toBeVisible({ timeout: 30_000 });
+    await page.screenshot({ path: testInfo.outputPath('gone-dialog.png') });
+    await gone.getByRole('button', { name: `Move to ${DEBIAN_IMAGE}` }).click();
+    await expect(gone).toHaveCount(0);
+    await expect(label).toContainText('debian-ipykernel:bookworm', { timeout: 60_000 });
+    // JupyterLab's own question as it opened (no kernel spec of that name), answered by the
+    // move: gone with it, not left to start another kernel over the moved one.
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    await expect(page.locator('.jgc-toolbar-image-retired')).toHaveCount(0);
+    await page.screenshot({ path: testInfo.outputPath('gone-moved.png') });
+  } finally {
+    await stopAllKernels(page);
+    await page.request.delete(`/api/contents/${tmpPath}/${RETIRED_NOTEBOOK}`);
+    await page.request.delete(`/api/contents/${tmpPath}/${GONE_NOTEBOOK}`);
+    await retired.close();
   }
 });

@@ -1,4 +1,4 @@
-import { showDialog } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { NotebookPanel } from '@jupyterlab/notebook';
 
 import { getNotebookKernelState } from '../api';
@@ -17,9 +17,11 @@ import { environmentStampOf } from '../environmentreaders';
 import {
   IEnvironmentStamp,
   INotebookKernelState,
+  INotebookRetiredImage,
   INotebookStampCheck
 } from '../environmenttypes';
 import { translationBundle } from '../i18n';
+import { askRetired, moveNotebook, moveRecordOf } from '../retired';
 import { GpuContainersModel } from '../model';
 
 jest.mock('@jupyterlab/apputils', () => ({
@@ -35,8 +37,16 @@ jest.mock('@jupyterlab/apputils', () => ({
       accept: true,
       actions: [],
       ...options
-    })
+    }),
+    // The dialogs on the page (dismissKernelSelection): set by a test.
+    tracker: {
+      dialogs: [] as unknown[],
+      forEach(f: (d: unknown) => void) {
+        this.dialogs.forEach(f);
+      }
+    }
   },
+  Notification: { error: jest.fn(), warning: jest.fn(), info: jest.fn() },
   showDialog: jest.fn()
 }));
 jest.mock('../api', () => ({
@@ -88,7 +98,8 @@ function state(
           pinned: ''
         }
       : null,
-    stamp: check
+    stamp: check,
+    retired: null
   };
 }
 
@@ -142,7 +153,12 @@ function makePanel(metadata: Record<string, unknown> = {}) {
       kernelDisplayStatus: 'starting',
       statusChanged,
       session: { kernel: { name: 'gpuc-course' } },
-      changeKernel: jest.fn().mockResolvedValue(undefined)
+      name: 'nb.ipynb',
+      changeKernel: jest.fn().mockResolvedValue(undefined),
+      specsManager: {
+        specs: { default: '', kernelspecs: {} as Record<string, unknown> },
+        refreshSpecs: jest.fn().mockResolvedValue(undefined)
+      }
     },
     /**
      * The kernel came up (JupyterLab's status goes to idle).
@@ -164,13 +180,15 @@ const model = {
 
 function environmentFor(
   panel: ReturnType<typeof makePanel>,
-  answer: jest.Mock = jest.fn().mockResolvedValue('later')
+  answer: jest.Mock = jest.fn().mockResolvedValue('later'),
+  answerRetired: jest.Mock = jest.fn().mockResolvedValue('later')
 ): NotebookEnvironment {
   return new NotebookEnvironment(
     panel as unknown as NotebookPanel,
     model as unknown as GpuContainersModel,
     trans,
-    answer
+    answer,
+    answerRetired
   );
 }
 
@@ -423,5 +441,205 @@ describe('the question', () => {
     expect(shown.mock.calls[shown.mock.calls.length - 1][0].body).toContain(
       'was built locally and has no registry digest'
     );
+  });
+});
+
+describe('a retired or removed image', () => {
+  const shown = showDialog as unknown as jest.Mock;
+  const OLD_IMAGE = 'jgc/course:2024';
+  const NEW_IMAGE = 'jgc/course:2025';
+
+  function retired(
+    overrides: Partial<INotebookRetiredImage> = {}
+  ): INotebookRetiredImage {
+    return {
+      state: 'retired',
+      image: OLD_IMAGE,
+      message: 'The course moved to 2025 in March.',
+      redirect: NEW_IMAGE,
+      redirect_kernel_name: 'gpuc-course-2025',
+      ...overrides
+    };
+  }
+
+  function withRetired(found: INotebookRetiredImage): INotebookKernelState {
+    return { ...state(stamp(OLD), moved()), retired: found };
+  }
+
+  it('asks to move instead of which content to run, and moves: recorded, unpinned, saved, a new kernel', async () => {
+    const panel = makePanel({
+      gpu_containers: { environment: stamp(OLD), image_digest: OLD, gpus: 1 }
+    });
+    getState.mockResolvedValue(withRetired(retired()));
+    const ask = jest.fn();
+    const askRetired = jest.fn().mockResolvedValue('move');
+    const spec = {
+      name: 'gpuc-course-2025',
+      display_name: `Python 3.11 · ${NEW_IMAGE}`,
+      language: 'python'
+    };
+    panel.sessionContext.changeKernel.mockResolvedValue({
+      spec: Promise.resolve(spec)
+    });
+    const environment = environmentFor(panel, ask, askRetired);
+    await settle();
+    expect(ask).not.toHaveBeenCalled();
+    expect(askRetired).toHaveBeenCalledWith(trans, retired());
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: stamp(OLD),
+      gpus: 1,
+      moved: {
+        from: OLD_IMAGE,
+        to: NEW_IMAGE,
+        reason: 'retired',
+        message: 'The course moved to 2025 in March.'
+      }
+    });
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-course-2025'
+    });
+    // Saved before the start, and after it with the new kernel spec: reopened, it asks no more.
+    expect(panel.context.save).toHaveBeenCalledTimes(2);
+    expect(panel.model.metadata.kernelspec).toEqual(spec);
+    expect(model.pull).not.toHaveBeenCalled();
+    expect(environment.retired).toBeNull();
+    expect(moveRecordOf(panel.model.metadata.gpu_containers as any)).toEqual(
+      (panel.model.metadata.gpu_containers as any).moved
+    );
+  });
+
+  it('keeps the notebook as it is until the reader moves it, and asks again from the toolbar', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(withRetired(retired()));
+    const askRetired = jest.fn().mockResolvedValue('later');
+    const environment = environmentFor(panel, jest.fn(), askRetired);
+    await settle();
+    expect(environment.retired).toEqual(retired());
+    expect(panel.sessionContext.changeKernel).not.toHaveBeenCalled();
+    expect(panel.model.setMetadata).not.toHaveBeenCalled();
+    askRetired.mockResolvedValue('move');
+    await environment.decideRetired();
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-course-2025'
+    });
+    expect(environment.retired).toBeNull();
+  });
+
+  it('pulls a redirect the server lacks, then starts the kernel on its spec once offered', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    model.pull.mockResolvedValue({ state: 'done', message: '' });
+    const specs = panel.sessionContext.specsManager;
+    // The spec comes with the second read (the server's readiness probe).
+    specs.refreshSpecs
+      .mockResolvedValueOnce(undefined)
+      .mockImplementationOnce(async () => {
+        specs.specs.kernelspecs['gpuc-course-2025'] = {
+          metadata: { gpu_containers: { image: NEW_IMAGE } }
+        };
+      });
+    // JupyterLab's "Select Kernel" for this notebook (its spec is gone), and another dialog.
+    const dialog = (text: string, select: boolean) => ({
+      node: {
+        textContent: text,
+        querySelector: (s: string) => (s === 'select' && select ? {} : null)
+      },
+      reject: jest.fn()
+    });
+    const selector = dialog('Select kernel for: "nb.ipynb"', true);
+    const other = dialog('Select kernel for: "other.ipynb"', true);
+    const unrelated = dialog('nb.ipynb', false);
+    (Dialog as any).tracker.dialogs = [selector, other, unrelated];
+    const moved = await moveNotebook(
+      panel as unknown as NotebookPanel,
+      model as unknown as GpuContainersModel,
+      trans,
+      retired({ state: 'removed', redirect_kernel_name: '' }),
+      'image_digest',
+      async () => undefined
+    );
+    expect(moved).toBe(true);
+    expect(model.pull).toHaveBeenCalledWith(NEW_IMAGE);
+    expect(specs.refreshSpecs).toHaveBeenCalledTimes(2);
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-course-2025'
+    });
+    expect((panel.model.metadata.gpu_containers as any).moved.reason).toBe(
+      'removed'
+    );
+    // JupyterLab's question for this notebook was answered by the move; no other dialog.
+    expect(selector.reject).toHaveBeenCalled();
+    expect(other.reject).not.toHaveBeenCalled();
+    expect(unrelated.reject).not.toHaveBeenCalled();
+    (Dialog as any).tracker.dialogs = [];
+  });
+
+  it('says why when the pull fails or no kernel is offered, and moves nothing', async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    model.pull.mockResolvedValue({ state: 'error', message: 'denied' });
+    const move = () =>
+      moveNotebook(
+        panel as unknown as NotebookPanel,
+        model as unknown as GpuContainersModel,
+        trans,
+        retired({ redirect_kernel_name: '' }),
+        'image_digest',
+        async () => undefined
+      );
+    const said = Notification.error as unknown as jest.Mock;
+    expect(await move()).toBe(false);
+    expect(said.mock.calls[0][0]).toBe('denied');
+    model.pull.mockResolvedValue({ state: 'done', message: '' });
+    expect(await move()).toBe(false);
+    expect(said.mock.calls[1][0]).toBe(
+      `${NEW_IMAGE} was pulled, but the server offers no kernel for it: it may not be able to run one (the Images list says why).`
+    );
+    expect(
+      panel.sessionContext.specsManager.refreshSpecs
+    ).toHaveBeenCalledTimes(30);
+    expect(panel.sessionContext.changeKernel).not.toHaveBeenCalled();
+    expect(panel.model.setMetadata).not.toHaveBeenCalled();
+  });
+
+  it('asks in words: the message, the move, and for an image that is gone the way to choose another', async () => {
+    shown.mockResolvedValue({ button: { accept: true, actions: ['move'] } });
+    expect(await askRetired(trans, retired())).toBe('move');
+    let options = shown.mock.calls[shown.mock.calls.length - 1][0];
+    expect(options.title).toBe("This Notebook's Image Is Retired");
+    expect(options.body).toBe(
+      `The administrator retired ${OLD_IMAGE}, the image this notebook runs on. ` +
+        'Their message: The course moved to 2025 in March. ' +
+        `Its notebooks move to ${NEW_IMAGE}: the kernel starts again on it. ` +
+        'Until you move it, the notebook keeps its image.'
+    );
+    expect(options.buttons.map((b: any) => b.label)).toEqual([
+      'Not Now',
+      `Move to ${NEW_IMAGE}`
+    ]);
+    shown.mockResolvedValue({ button: { accept: false, actions: [] } });
+    expect(
+      await askRetired(
+        trans,
+        retired({ state: 'removed', message: '', redirect: '' })
+      )
+    ).toBe('later');
+    options = shown.mock.calls[shown.mock.calls.length - 1][0];
+    expect(options.title).toBe("This Notebook's Image Is Gone");
+    expect(options.body).toBe(
+      `${OLD_IMAGE}, the image this notebook last ran on, is no longer on this server. ` +
+        'There is no image to move to: choose another with Kernel › Change Kernel….'
+    );
+    expect(options.buttons.map((b: any) => b.label)).toEqual(['Close']);
+  });
+
+  it('reads a move record field by field', () => {
+    expect(moveRecordOf({ moved: { from: 'a:1', to: 'b:1' } })).toEqual({
+      from: 'a:1',
+      to: 'b:1',
+      reason: 'retired',
+      message: ''
+    });
+    expect(moveRecordOf({ moved: { from: 'a:1' } })).toBeNull();
+    expect(moveRecordOf({ moved: [] })).toBeNull();
+    expect(moveRecordOf({})).toBeNull();
   });
 });

@@ -14,6 +14,7 @@ export function makeRow(overrides: Partial<IImageRow> = {}): IImageRow {
     allowed: true,
     allowed_reason: '',
     pull_id: '',
+    retired: null,
     pulled: true,
     id: 'sha256:1111111111111111111111111111111111111111111111111111111111111111',
     digest:

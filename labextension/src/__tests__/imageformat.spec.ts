@@ -113,6 +113,21 @@ describe('launchBlocker and isLaunchable', () => {
       'an image not offered as a kernel',
       { kernel_name: '' },
       'This image is not offered as a kernel on this server.'
+    ],
+    [
+      'a retired image, with its message and redirect',
+      {
+        retired: {
+          message: 'The course moved to 2025.',
+          redirect: 'jgc/course:2025'
+        }
+      },
+      'Retired by the administrator: The course moved to 2025. Use jgc/course:2025 instead.'
+    ],
+    [
+      'a retired image, without a message or a redirect',
+      { retired: { message: '', redirect: '' } },
+      'Retired by the administrator.'
     ]
   ])('%s', (_, overrides, blocker) => {
     const row = makeRow(overrides);

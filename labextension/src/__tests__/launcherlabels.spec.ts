@@ -1,4 +1,10 @@
-import { BREAK, withBreakPoints } from '../launcherlabels';
+import {
+  BREAK,
+  RETIRED_CARD_CLASS,
+  hideRetiredCards,
+  retiredDisplayNames,
+  withBreakPoints
+} from '../launcherlabels';
 
 describe('withBreakPoints', () => {
   it.each<[string, string]>([
@@ -24,5 +30,71 @@ describe('withBreakPoints', () => {
     expect(once.split(BREAK).join('')).toBe(
       'TensorFlow 2.15 · tensorflow/tensorflow:2.15.0-gpu'
     );
+  });
+});
+
+describe('retired images in the Launcher', () => {
+  const spec = (
+    display_name: string,
+    retired?: { message: string; redirect: string }
+  ) => ({
+    name: display_name,
+    display_name,
+    language: 'python',
+    argv: [],
+    resources: {},
+    metadata: { gpu_containers: retired ? { image: 'x', retired } : {} }
+  });
+
+  it('names the specs of retired images by their display names', () => {
+    const names = retiredDisplayNames({
+      default: 'a',
+      kernelspecs: {
+        a: spec('Python 3 · jgc/old:1', { message: 'Moved.', redirect: '' }),
+        b: spec('Python 3 · jgc/new:1'),
+        c: undefined
+      }
+    });
+    expect([...names]).toEqual(['Python 3 · jgc/old:1']);
+    expect(retiredDisplayNames(null).size).toBe(0);
+  });
+
+  it("hides a retired image's cards, notebook and console alike, and shows them again once it is not", () => {
+    // The cards' surface hideRetiredCards uses (the tests run without a DOM).
+    const card = (title: string) => {
+      const classes = new Set<string>();
+      return {
+        getAttribute: (name: string) => (name === 'title' ? title : null),
+        classList: {
+          contains: (c: string) => classes.has(c),
+          toggle: (c: string, on: boolean) => {
+            if (on) {
+              classes.add(c);
+            } else {
+              classes.delete(c);
+            }
+            return on;
+          }
+        }
+      };
+    };
+    const all = [
+      card('Python 3 · jgc/old:1'), // the notebook's card
+      card('Python 3 · jgc/old:1'), // the console's
+      card('Python 3 · jgc/new:1')
+    ];
+    const root = {
+      querySelectorAll: (selector: string) => {
+        expect(selector).toBe('.jp-LauncherCard');
+        return all;
+      }
+    } as unknown as ParentNode;
+    const hidden = () => all.map(c => c.classList.contains(RETIRED_CARD_CLASS));
+    hideRetiredCards(root, new Set(['Python 3 · jgc/old:1']));
+    expect(hidden()).toEqual([true, true, false]);
+    hideRetiredCards(root, new Set(['Python 3 · jgc/old:1']));
+    expect(hidden()).toEqual([true, true, false]);
+    hideRetiredCards(root, new Set());
+    expect(hidden()).toEqual([false, false, false]);
   });
 });

@@ -108,6 +108,8 @@ const INTERFACES: Record<string, string[]> = {
   IEnvironmentStamp: ['EnvironmentStamp'],
   IEnvironmentVerdict: ['EnvironmentStamp.verdict'],
   INotebookStampCheck: ['NotebookStampCheck'],
+  INotebookRetiredImage: ['NotebookRetiredImage'],
+  IImageRetirement: ['ImageRetirement'],
   INotebookKernelState: ['NotebookKernelState'],
   INotebookKernelStateKernel: ['NotebookKernelState.kernel'],
   INotebookKernelGpu: ['NotebookKernelState.kernel.gpus[]']

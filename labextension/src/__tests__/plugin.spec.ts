@@ -33,7 +33,7 @@ import plugins, {
   panelPlugin,
   toolbarPlugin
 } from '../index';
-import { keepLauncherLabelsBreakable } from '../launcherlabels';
+import { tendLauncherCards } from '../launcherlabels';
 import { GpuContainersModel } from '../model';
 import { IPanelActions } from '../panel';
 import { KernelImageItem } from '../toolbar';
@@ -121,7 +121,7 @@ jest.mock('../waitstatus', () => ({
 jest.mock('../kernelview', () => ({ KernelViewWidget: jest.fn() }));
 jest.mock('../kernelviewmodel', () => ({ KernelViewModel: jest.fn() }));
 jest.mock('../launcherlabels', () => ({
-  keepLauncherLabelsBreakable: jest.fn()
+  tendLauncherCards: jest.fn()
 }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
@@ -482,7 +482,7 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(app.shell.add.mock.calls[0][0]).toBe(panel);
       expect(app.shell.add.mock.calls[0][1]).toBe('left');
       // The Launcher's card labels wrap at the image reference's break points.
-      expect(keepLauncherLabelsBreakable).toHaveBeenCalledWith(app);
+      expect(tendLauncherCards).toHaveBeenCalledWith(app);
     });
 
     it('works without any optional service', async () => {
