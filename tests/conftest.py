@@ -249,6 +249,15 @@ def write_notebook(root: Path, path: str, gpus: Any = None, **metadata: Any) -> 
     return target
 
 
+def write_notebook_on(root: Path, path: str, image: str, recorded: str = "") -> Path:
+    """A notebook at ``root/path`` whose kernel spec is ``image``'s, as JupyterLab saves it;
+    with the environment stamp of a start on ``image`` when ``recorded`` (a digest) is given."""
+    metadata: dict[str, Any] = {"kernelspec": {"name": kernel_name(image), "display_name": image}}
+    if recorded:
+        metadata["gpu_containers"] = {"environment": {"image": image, "digest": recorded}}
+    return write_notebook(root, path, **metadata)
+
+
 def install_spec(data_dir: Path, name: str, image: str, **provisioner: Any) -> str:
     """A kernel spec on disk, as an admin (or `install-kernelspec`) would write it."""
     spec = kernel_spec_dict(image, None, {"provisioner": provisioner})

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEBIAN_IMAGE, NGC_IMAGE, assert_no_test_containers, kernel_name, write_notebook
+from conftest import (
+    DEBIAN_IMAGE,
+    NGC_IMAGE,
+    assert_no_test_containers,
+    kernel_name,
+    write_notebook,
+    write_notebook_on,
+)
 from hostusers import MALLORY, UserHome
 from moved_tags import marker_of
 from servers import Server, write_server_config
@@ -292,6 +299,11 @@ async def test_a_service_that_cannot_be_reached_is_a_sentence(pair: Pair) -> Non
         assert "Traceback" not in json.dumps(answer)
     code, answer = await user.answer("GET", "gpu-containers", "notebooks", "kernel?path=a.ipynb")
     assert code == 200  # the notebook's own facts need no service: it has no kernel now
+    # A notebook whose image's kernel spec cannot be read now: its image is not said to be gone
+    # (the service is away, not the image).
+    write_notebook_on(pair.workspace, "b.ipynb", DEBIAN_IMAGE, "sha256:" + "ab" * 32)
+    code, answer = await user.answer("GET", "gpu-containers", "notebooks", "kernel?path=b.ipynb")
+    assert (code, answer["retired"], answer["stamp"]["compared"]) == (200, None, False), answer
     # The status says it as the page shows an engine that is down (the Launcher card, the panel).
     code, status = await user.answer("GET", "gpu-containers", "status")
     assert code == 200 and status["engine"]["ok"] is False, status
@@ -538,7 +550,7 @@ async def test_a_retired_image_is_said_behind_the_service(
     rows = {row["reference"]: row for row in catalog["images"]}
     assert rows[NGC_IMAGE]["retired"] == {"message": "Use Debian.", "redirect": DEBIAN_IMAGE}
 
-    write_notebook(account.workspace, "old.ipynb", kernelspec={"name": ngc, "display_name": "o"})
+    write_notebook_on(account.workspace, "old.ipynb", NGC_IMAGE)
     view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=old.ipynb")
     assert view["retired"] == {
         "state": "retired",
@@ -547,13 +559,7 @@ async def test_a_retired_image_is_said_behind_the_service(
         "redirect": DEBIAN_IMAGE,
         "redirect_kernel_name": debian,
     }
-    stamp = {"image": SERVICE_GONE, "digest": "sha256:" + "ab" * 32}
-    write_notebook(
-        account.workspace,
-        "gone.ipynb",
-        kernelspec={"name": kernel_name(SERVICE_GONE), "display_name": "g"},
-        gpu_containers={"environment": stamp},
-    )
+    write_notebook_on(account.workspace, "gone.ipynb", SERVICE_GONE, "sha256:" + "ab" * 32)
     view = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=gone.ipynb")
     assert view["retired"] == {
         "state": "removed",

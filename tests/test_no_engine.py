@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import DEBIAN_IMAGE, write_notebook_on
 from servers import Server
 from test_openapi import NO_PULL, SPEC_PATH, Conformance, _StrictLoader, served_routes
 
@@ -96,6 +97,12 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     )
     code, notebook = answers.pop("/gpu-containers/notebooks/kernel")
     assert (code, notebook["kernel"]) == (200, None)
+    # A notebook on an image's kernel spec, which cannot be read with the engine away: its
+    # image is not said to be gone (the engine is, not the image).
+    write_notebook_on(tmp_path / "workspace", "stamped.ipynb", DEBIAN_IMAGE, "sha256:" + "ab" * 32)
+    route = "/gpu-containers/notebooks/kernel"
+    response = await no_engine.fetch("GET", f"{route.lstrip('/')}?path=stamped.ipynb")
+    assert conformance.check(response, route, "get")["retired"] is None
     assert answers.pop("/gpu-containers/pulls") == (200, {"pulls": []})
     assert answers.pop("/gpu-containers/registries") == (200, {"registries": []})
     for path in ("/gpu-containers/pulls/{pull_id}", "/gpu-containers/pulls/{pull_id}/events"):

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONDA_IMAGE, DEBIAN_IMAGE, NGC_IMAGE, kernel_name, write_notebook
+from conftest import (
+    CONDA_IMAGE,
+    DEBIAN_IMAGE,
+    NGC_IMAGE,
+    kernel_name,
+    write_notebook,
+    write_notebook_on,
+)
 from test_environment_stamp import notebook_view, start, wait_for_spec
 
 from jupyter_gpu_containers.base.records import ImageRecord
@@ -135,7 +142,7 @@ async def test_a_retired_or_removed_image_is_said_with_its_move(
     assert rows[DEBIAN_IMAGE]["retired"] is None
 
     # A notebook on the retired image: told, with the redirect's kernel spec here.
-    write_notebook(jp_root_dir, "old.ipynb", kernelspec={"name": ngc, "display_name": "old"})
+    write_notebook_on(jp_root_dir, "old.ipynb", NGC_IMAGE)
     view = await notebook_view(jp_fetch, "old.ipynb")
     assert view["retired"] == {
         "state": "retired",
@@ -151,13 +158,7 @@ async def test_a_retired_or_removed_image_is_said_with_its_move(
 
     # A notebook whose image is gone: the image is the one its stamp recorded, and the
     # administrator's word on it is offered all the same.
-    stamp = {"image": GONE, "digest": "sha256:" + "ab" * 32}
-    write_notebook(
-        jp_root_dir,
-        "gone.ipynb",
-        kernelspec={"name": kernel_name(GONE), "display_name": "gone"},
-        gpu_containers={"environment": stamp},
-    )
+    write_notebook_on(jp_root_dir, "gone.ipynb", GONE, recorded="sha256:" + "ab" * 32)
     view = await notebook_view(jp_fetch, "gone.ipynb")
     assert view["retired"] == {
         "state": "removed",
@@ -167,13 +168,7 @@ async def test_a_retired_or_removed_image_is_said_with_its_move(
         "redirect_kernel_name": debian,
     }
     # Gone, and nobody said anything of it: told, with no move to offer.
-    stamp = {"image": GONE_UNSAID, "digest": "sha256:" + "cd" * 32}
-    write_notebook(
-        jp_root_dir,
-        "unsaid.ipynb",
-        kernelspec={"name": kernel_name(GONE_UNSAID), "display_name": "unsaid"},
-        gpu_containers={"environment": stamp},
-    )
+    write_notebook_on(jp_root_dir, "unsaid.ipynb", GONE_UNSAID, recorded="sha256:" + "cd" * 32)
     view = await notebook_view(jp_fetch, "unsaid.ipynb")
     assert view["retired"] == {
         "state": "removed",
@@ -183,9 +178,8 @@ async def test_a_retired_or_removed_image_is_said_with_its_move(
         "redirect_kernel_name": "",
     }
     # Retired with nowhere to go.
-    conda = kernel_name(CONDA_IMAGE)
-    write_notebook(jp_root_dir, "conda.ipynb", kernelspec={"name": conda, "display_name": "c"})
-    await wait_for_spec(jp_fetch, conda)
+    write_notebook_on(jp_root_dir, "conda.ipynb", CONDA_IMAGE)
+    await wait_for_spec(jp_fetch, kernel_name(CONDA_IMAGE))
     view = await notebook_view(jp_fetch, "conda.ipynb")
     assert view["retired"]["message"] == "Retired, with nowhere to go."
     assert (view["retired"]["redirect"], view["retired"]["redirect_kernel_name"]) == ("", "")
@@ -193,17 +187,13 @@ async def test_a_retired_or_removed_image_is_said_with_its_move(
     # Nothing to say: an image that is not retired, a host kernel, an image's spec gone that no
     # stamp recorded (nothing names its image) or whose stamp is of another image's kernel (the
     # notebook was switched since), a notebook without a kernel spec.
-    write_notebook(jp_root_dir, "new.ipynb", kernelspec={"name": debian, "display_name": "d"})
+    write_notebook_on(jp_root_dir, "new.ipynb", DEBIAN_IMAGE)
     write_notebook(jp_root_dir, "host.ipynb", kernelspec={"name": "python3", "display_name": "p"})
-    write_notebook(
-        jp_root_dir, "nameless.ipynb", kernelspec={"name": kernel_name(GONE), "display_name": "g"}
-    )
-    write_notebook(
-        jp_root_dir,
-        "switched.ipynb",
-        kernelspec={"name": kernel_name(GONE), "display_name": "g"},
-        gpu_containers={"environment": {"image": DEBIAN_IMAGE, "digest": "sha256:" + "ef" * 32}},
-    )
+    write_notebook_on(jp_root_dir, "nameless.ipynb", GONE)
+    switched = write_notebook_on(jp_root_dir, "switched.ipynb", DEBIAN_IMAGE, "sha256:" + "ef" * 32)
+    notebook = json.loads(switched.read_text())
+    notebook["metadata"]["kernelspec"]["name"] = kernel_name(GONE)
+    switched.write_text(json.dumps(notebook))
     write_notebook(jp_root_dir, "bare.ipynb")
     for path in ("new.ipynb", "host.ipynb", "nameless.ipynb", "switched.ipynb", "bare.ipynb"):
         assert (await notebook_view(jp_fetch, path))["retired"] is None, path

@@ -111,7 +111,14 @@ class NotebookKernelHandler(GPUContainersHandler):
         name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
         if not isinstance(name, str) or not name or len(name) > KERNEL_NAME_MAX:
             return None  # (the notebook's file says it: a name no spec could have is none)
-        spec = await self._spec_or_none(name)
+        try:  # (a gateway's kernel spec manager answers a coroutine, and its spec as a dict)
+            spec = await ensure_async(self.kernel_spec_manager.get_kernel_spec(name))
+        except KeyError:  # no such spec: jupyter_client's NoSuchKernel, a gateway's 404
+            spec = None
+        except Exception:
+            # The engine or the kernel service away (or a spec that cannot be read): whether
+            # the image is gone is not known, and the rest of the answer stands.
+            return None
         if spec is not None:
             own = spec_metadata(spec).get("gpu_containers") or {}
             retired = own.get("retired")
