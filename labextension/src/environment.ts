@@ -21,7 +21,7 @@ import {
   INotebookStampCheck
 } from './environmenttypes';
 import { notify } from './notify';
-import { askRetired, moveNotebook } from './retired';
+import { askRetired, dismissKernelSelection, moveNotebook } from './retired';
 import type { IGpuContainersModel } from './tokens';
 import { sectionOf, setInSection } from './metadatakeys';
 import { describeStamp, shortDigest } from './stampformat';
@@ -209,6 +209,16 @@ export class NotebookEnvironment {
       return; // an older server, or none: nothing to compare
     }
     if (state.retired) {
+      if (state.retired.state === 'removed') {
+        // JupyterLab asks its own question as the notebook opens when its kernel spec is
+        // gone ("Select Kernel": the document context launches it once the session
+        // context's initialization says so; `ready` waits for the answer). The move's
+        // question answers it, one question at a time: once initialized (the same promise
+        // the context waits on) and the context's own continuation has run, it goes.
+        await this._panel.sessionContext.initialize();
+        await new Promise(resolve => setTimeout(resolve, 0));
+        dismissKernelSelection(this._panel);
+      }
       // Moving is the question; which content of the old image to run is not.
       this._retired = state.retired;
       this._changed.emit();

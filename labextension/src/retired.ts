@@ -116,11 +116,10 @@ export async function askRetired(
 
 /**
  * JupyterLab's own question for a notebook whose kernel spec is gone ("Select
- * Kernel", put up as the notebook opened, under the move's question): the
- * move answered it, and a click on its default would start another kernel
- * over the moved one, so it goes. Found through the dialog tracker: a dialog
- * whose kernel selector names this notebook (its text quotes the session's
- * name).
+ * Kernel", put up as the notebook opens): the move's question answers it (and
+ * once moved, a click on its default would start another kernel over the
+ * moved one), so it goes. Found through the dialog tracker: a dialog whose
+ * kernel selector names this notebook (its text quotes the session's name).
  */
 export function dismissKernelSelection(panel: NotebookPanel): void {
   const name = `"${panel.sessionContext.name}"`;

@@ -15,6 +15,7 @@ import {
   imageRow,
   kernelNameFor,
   openPanel,
+  putNotebook,
   ScriptProcess,
   SERVER_HOME,
   stopAllKernels
@@ -76,19 +77,7 @@ test("a notebook records what it ran on, and asks when its image's tag moved", a
     const kernel = await specFor(page, made.ref);
     // The page reads the kernel specs on a slow poll: as a reload would, it reads them now.
     await page.evaluate(() => (window as any).jupyterapp.serviceManager.kernelspecs.refreshSpecs());
-    const created = await page.request.put(`/api/contents/${tmpPath}/${NOTEBOOK}`, {
-      data: {
-        type: 'notebook',
-        format: 'json',
-        content: {
-          cells: [],
-          metadata: { kernelspec: { name: kernel, display_name: 'course', language: 'python' } },
-          nbformat: 4,
-          nbformat_minor: 5
-        }
-      }
-    });
-    expect(created.ok()).toBe(true);
+    await putNotebook(page.request, `${tmpPath}/${NOTEBOOK}`, kernel);
 
     // Opened, its kernel starts, and the notebook records the content it runs.
     await page.notebook.open(NOTEBOOK);
@@ -166,31 +155,6 @@ const RETIRED_MESSAGE = 'The course moved to the bookworm image in March.';
 const RETIRED_NOTEBOOK = 'course-retired.ipynb';
 const GONE_NOTEBOOK = 'course-gone.ipynb';
 
-/** A notebook of the test's folder on `kernel`, with `section` as its gpu_containers. */
-async function putNotebook(
-  page: IJupyterLabPageFixture,
-  path: string,
-  kernel: string,
-  section: object = {}
-): Promise<void> {
-  const created = await page.request.put(`/api/contents/${path}`, {
-    data: {
-      type: 'notebook',
-      format: 'json',
-      content: {
-        cells: [],
-        metadata: {
-          kernelspec: { name: kernel, display_name: 'course', language: 'python' },
-          gpu_containers: section
-        },
-        nbformat: 4,
-        nbformat_minor: 5
-      }
-    }
-  });
-  expect(created.ok()).toBe(true);
-}
-
 test("a retired image: hidden in the Launcher, and its notebooks move to the redirect at the reader's word", async ({
   page,
   tmpPath
@@ -230,7 +194,7 @@ test("a retired image: hidden in the Launcher, and its notebooks move to the red
     await row.screenshot({ path: testInfo.outputPath('retired-panel-row.png') });
 
     // A notebook on it opens with the message and the move; "Not Now" keeps it as it is.
-    await putNotebook(page, `${tmpPath}/${RETIRED_NOTEBOOK}`, oldKernel);
+    await putNotebook(page.request, `${tmpPath}/${RETIRED_NOTEBOOK}`, oldKernel);
     await page.sidebar.openTab('filebrowser');
     expect(await page.notebook.open(RETIRED_NOTEBOOK)).toBe(true);
     const dialog = page.locator('.jp-Dialog');
@@ -273,7 +237,7 @@ test("a retired image: hidden in the Launcher, and its notebooks move to the red
     // The administrator removes the image: a notebook that last ran on it is told so, with the
     // same move.
     const stamp = { image: RETIRED, digest: `sha256:${'ab'.repeat(32)}` };
-    await putNotebook(page, `${tmpPath}/${GONE_NOTEBOOK}`, oldKernel, { environment: stamp });
+    await putNotebook(page.request, `${tmpPath}/${GONE_NOTEBOOK}`, oldKernel, { environment: stamp });
     expect((await retired.send('remove')).removed).toBe(true);
     await expect
       .poll(async () => kernelNameFor(page.request, RETIRED).catch(() => ''), { timeout: 60_000 })
@@ -282,12 +246,13 @@ test("a retired image: hidden in the Launcher, and its notebooks move to the red
     expect(await page.notebook.open(GONE_NOTEBOOK)).toBe(true);
     const gone = page.locator('.jp-Dialog', { hasText: "This Notebook's Image Is Gone" });
     await expect(gone).toBeVisible({ timeout: 30_000 });
+    // One question at a time: JupyterLab's own (no kernel spec of that name) was answered by
+    // this one, not left under it.
+    await expect(page.locator('.jp-Dialog')).toHaveCount(1);
     await page.screenshot({ path: testInfo.outputPath('gone-dialog.png') });
     await gone.getByRole('button', { name: `Move to ${DEBIAN_IMAGE}` }).click();
     await expect(gone).toHaveCount(0);
     await expect(label).toContainText('debian-ipykernel:bookworm', { timeout: 60_000 });
-    // JupyterLab's own question as it opened (no kernel spec of that name), answered by the
-    // move: gone with it, not left to start another kernel over the moved one.
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
     await expect(page.locator('.jgc-toolbar-image-retired')).toHaveCount(0);
     await page.screenshot({ path: testInfo.outputPath('gone-moved.png') });

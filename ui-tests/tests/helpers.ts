@@ -139,6 +139,34 @@ async function leave(
   ]);
 }
 
+/**
+ * A notebook saved at `path` on the kernel spec `kernel`, with `section` as its
+ * `gpu_containers` metadata (a GPU request, a stamp), as JupyterLab saves one.
+ */
+export async function putNotebook(
+  request: APIRequestContext,
+  path: string,
+  kernel: string,
+  section: object = {}
+): Promise<void> {
+  const saved = await request.put(`/api/contents/${path}`, {
+    data: {
+      type: 'notebook',
+      format: 'json',
+      content: {
+        cells: [],
+        metadata: {
+          kernelspec: { name: kernel, display_name: kernel, language: 'python' },
+          gpu_containers: section
+        },
+        nbformat: 4,
+        nbformat_minor: 5
+      }
+    }
+  });
+  expect(saved.ok(), `PUT /api/contents/${path}: ${saved.status()}`).toBe(true);
+}
+
 /** The name of the kernel spec of an image: the server lists one per local image. */
 export async function kernelNameFor(request: APIRequestContext, image: string): Promise<string> {
   const response = await request.get('/api/kernelspecs');

@@ -19,6 +19,7 @@ import {
   NGC_IMAGE,
   openPanel,
   OtherStudent,
+  putNotebook,
   restartServer,
   SERVER_HOME,
   stopAllKernels
@@ -101,22 +102,7 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
   // stock way (POST /api/sessions), which waits for the GPU.
   const queued = 'queued.ipynb';
   made.push(queued);
-  const saved = await page.request.put(`/api/contents/${queued}`, {
-    data: {
-      type: 'notebook',
-      format: 'json',
-      content: {
-        cells: [],
-        metadata: {
-          kernelspec: { name: kernelName, display_name: 'NGC-like', language: 'python' },
-          gpu_containers: { gpus: 1 }
-        },
-        nbformat: 4,
-        nbformat_minor: 5
-      }
-    }
-  });
-  expect(saved.ok()).toBe(true);
+  await putNotebook(page.request, queued, kernelName, { gpus: 1 });
   await page.evaluate(async p => {
     await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
   }, queued);

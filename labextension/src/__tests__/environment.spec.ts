@@ -154,6 +154,7 @@ function makePanel(metadata: Record<string, unknown> = {}) {
       statusChanged,
       session: { kernel: { name: 'gpuc-course' } },
       name: 'nb.ipynb',
+      initialize: jest.fn().mockResolvedValue(true),
       changeKernel: jest.fn().mockResolvedValue(undefined),
       specsManager: {
         specs: { default: '', kernelspecs: {} as Record<string, unknown> },
@@ -506,6 +507,34 @@ describe('a retired or removed image', () => {
     expect(moveRecordOf(panel.model.metadata.gpu_containers as any)).toEqual(
       (panel.model.metadata.gpu_containers as any).moved
     );
+  });
+
+  it("asks about an image that is gone instead of JupyterLab's Select Kernel, one question at a time", async () => {
+    const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
+    getState.mockResolvedValue(
+      withRetired(retired({ state: 'removed', redirect_kernel_name: '' }))
+    );
+    const selector = {
+      node: {
+        textContent: 'Select kernel for: "nb.ipynb"',
+        querySelector: () => ({})
+      },
+      reject: jest.fn()
+    };
+    (Dialog as any).tracker.dialogs = [selector];
+    const askRetired = jest.fn().mockImplementation(async () => {
+      // Asked once JupyterLab's question is gone.
+      expect(selector.reject).toHaveBeenCalled();
+      return 'later';
+    });
+    const environment = environmentFor(panel, jest.fn(), askRetired);
+    await settle();
+    await new Promise(resolve => setTimeout(resolve, 0)); // JupyterLab's turn to ask
+    await settle();
+    expect(panel.sessionContext.initialize).toHaveBeenCalled();
+    expect(askRetired).toHaveBeenCalled();
+    expect(environment.retired?.state).toBe('removed');
+    (Dialog as any).tracker.dialogs = [];
   });
 
   it('keeps the notebook as it is until the reader moves it, and asks again from the toolbar', async () => {
