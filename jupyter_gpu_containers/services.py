@@ -40,6 +40,7 @@ from .images.credentials import RegistryCredentials
 from .images.prepull import PrePuller
 from .images.probe import KernelReadinessProbe
 from .images.pulls import PullManager
+from .images.saves import ImageSaves
 from .placement.batch import BatchPlacement
 from .placement.cluster import ClusterPlacement
 from .placement.host import HostPlacement
@@ -107,6 +108,10 @@ class Services:
             credentials=self.credentials,
             policy=self.policy,
             state=lambda: self.state,
+        )
+        # Kernels' environments saved as their users' own images.
+        self.saves = ImageSaves(
+            parent=parent, backend=self.backend, policy=self.policy, state=lambda: self.state
         )
         # The administrator's scheduled pulls and pruning (started and stopped by the app), and
         # the record of each image's last launch.
@@ -218,6 +223,7 @@ class Services:
         self.usage.close()
         self.probe.close()
         self.pulls.close()  # before the backend: a pull's thread ends on its closed stream
+        self.saves.close()
         self.backend.close()
         with self._state_lock:
             if self._state is not None:

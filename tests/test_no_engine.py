@@ -55,7 +55,7 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     for path, method in sorted(served_routes()):
         if method != "get":
             continue
-        url = path.format(pull_id=NO_PULL, kernel_id=NO_KERNEL).lstrip("/")
+        url = path.format(pull_id=NO_PULL, kernel_id=NO_KERNEL, save_id=NO_PULL).lstrip("/")
         if path.endswith("/notebooks/kernel"):
             url += f"?path={NOTEBOOK}"
         if path.endswith("/images/content"):
@@ -127,6 +127,10 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     # The user's packages per image (issue 31): the workspace's, no engine needed.
     code, packages = answers.pop("/gpu-containers/packages")
     assert code == 200 and packages["enabled"] and packages["measured"], packages
+    # Saves of environments as images (issue 31): none, and none to read.
+    assert answers.pop("/gpu-containers/saves") == (200, {"saves": [], "refusal": ""})
+    code, error = answers.pop("/gpu-containers/saves/{save_id}")
+    assert code == 404 and "There is no save" in error["message"]
     assert not answers, f"GET routes this test does not know yet: {sorted(answers)}"
     assert "Traceback" not in no_engine.output()
 

@@ -37,11 +37,13 @@ from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     NVML_DOUBLE_CONFIG,
+    TEST_IMAGE_LABEL,
     TEST_LABEL,
     TEST_RUN,
     kernel_name,
 )
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.serverapp import ServerApp
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from tornado import web
@@ -52,6 +54,7 @@ from jupyter_gpu_containers.base.safefiles import owner_name
 from jupyter_gpu_containers.host.user_packages import packages_key
 from jupyter_gpu_containers.routes.base import NotFoundHandler
 from jupyter_gpu_containers.routes.handlers import default_handlers
+from jupyter_gpu_containers.services import services_for
 
 SPEC_PATH = Path(jupyter_gpu_containers.__file__).parent / "openapi.yaml"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -712,8 +715,16 @@ UNREACHABLE = "127.0.0.1:1/jgc-openapi/absent:1"
 
 @pytest.mark.server_config(
     lambda _: {
-        "ContainerPolicy": {"allowed_images": ["jgc/*", "jgc-test/*", "127.0.0.1:1/*"]},
+        "ContainerPolicy": {
+            "allowed_images": [
+                "jgc/*",
+                "jgc-test/*",
+                "127.0.0.1:1/*",
+                "localhost/jupyter-gpu-containers/saved/*",
+            ]
+        },
         "PullManager": {"progress_interval": 0.0},
+        "ImageSaves": {"extra_labels": {TEST_IMAGE_LABEL: TEST_RUN}},
         # This server's account administers GPU sharing: the admin view answers it.
         "GPUAdmin": {"admin_users": [owner_name(os.getuid())]},
     }
@@ -899,6 +910,41 @@ async def test_real_responses_match_the_spec(
         params={"follow": "0"},
     )
     assert code == 200 and log.startswith("event: container\n"), log
+
+    # Its environment saved as an image: nothing to save yet, then (a package's record in its
+    # packages folder) the save, read, ended, and the saved image removed, once.
+    save_path = "/gpu-containers/kernels/{kernel_id}/save"
+    code, refused, _ = await call(jp_fetch, conformance, save_path, "post", values=one, body={})
+    assert code == 409 and "no packages of yours" in refused["message"], refused
+    (info / "tiny-1.0.dist-info").mkdir(parents=True, exist_ok=True)
+    code, started, _ = await call(
+        jp_fetch, conformance, save_path, "post", values=one, body={"name": "openapi"}
+    )
+    assert code == 202, started
+    code, listing, _ = await call(jp_fetch, conformance, "/gpu-containers/saves")
+    assert code == 200 and [s["id"] for s in listing["saves"]] == [started["id"]], listing
+    services = services_for(ServerApp.instance())
+    assert services is not None
+    saves = services.saves
+    underway = saves.get(started["id"])
+    assert underway is not None
+    await asyncio.wait_for(saves.wait(underway), 300)
+    one_save = {"save_id": started["id"]}
+    save_path = "/gpu-containers/saves/{save_id}"
+    code, ended, _ = await call(jp_fetch, conformance, save_path, values=one_save)
+    assert code == 200 and ended["state"] == "done", ended
+    code, ended, _ = await call(jp_fetch, conformance, save_path, "delete", values=one_save)
+    assert code == 200 and ended["state"] == "done", ended  # ended: a cancel changes nothing
+    saved = {"image": started["image"]}
+    for expected in (204, 404):
+        code, _, _ = await call(
+            jp_fetch, conformance, "/gpu-containers/saved-images", "delete", params=saved
+        )
+        assert code == expected
+    code, refused, _ = await call(
+        jp_fetch, conformance, "/gpu-containers/saved-images", "delete", params={"image": "x"}
+    )
+    assert code == 403 and "not an image you saved" in refused["message"], refused
 
     # The same kernel, restarted in place without GPUs, then again with one.
     for gpus, held in ((0, []), (1, ["GPU-test-0"])):

@@ -44,11 +44,15 @@ from jupyter_client.utils import run_sync  # type: ignore[attr-defined]
 from kernel_io import execute
 from registry import PrivateRegistry
 from servers import Server, wait_until, write_server_config
+from tiny_wheel import tiny_wheel
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from jupyter_gpu_containers.backends.podman import containers, images
 from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
 from jupyter_gpu_containers.base.errors import EngineRefused
 from jupyter_gpu_containers.base.records import ContainerSpec, Mount
+from jupyter_gpu_containers.host.packages_archive import SAVED_PACKAGES_DIR
 
 # ------------------------------------------------------------------ what podman is asked (pure)
 
@@ -868,3 +872,83 @@ class TestConformanceOnRootlessPodman(
                 server.stop()
             podman_user.remove_test_containers()
             shutil.rmtree(cls.home, ignore_errors=True)
+
+
+@needs_podman_user
+async def test_a_kernels_environment_is_saved_into_the_users_own_storage(
+    podman_home: Path,
+) -> None:
+    """Issue 31, item 3, on rootless Podman: a kernel's environment saved as an image is built
+    by the user's own Podman into their storage (nobody else's to hide it from), and a kernel on
+    it imports the packages from the image."""
+    entry = pwd.getpwnam(podman_user.PODMAN_USER)
+    wheel = tiny_wheel(podman_home / "workspace")
+    os.chown(wheel, entry.pw_uid, entry.pw_gid)
+    server = podman_server(podman_home)
+    saved = ""
+    try:
+        # The NGC-like image (its pip installs as NGC's does), without its default GPU.
+        notebook = write_notebook(podman_home / "workspace", "lab.ipynb", gpus=0)
+        os.chown(notebook, entry.pw_uid, entry.pw_gid)
+        started_kernel = await server.call(
+            "POST",
+            "gpu-containers",
+            "notebooks",
+            "kernel",
+            body={"path": "lab.ipynb", "kernel_name": kernel_name(NGC_IMAGE), "gpus": 0},
+        )
+        kernel = started_kernel["session"]["kernel"]
+        ws = await websocket_connect(
+            HTTPRequest(
+                f"ws://127.0.0.1:{server.port}/api/kernels/{kernel['id']}/channels",
+                headers={"Authorization": f"token {server.token}"},
+            )
+        )
+        try:
+            result = await execute(
+                ws,
+                f"%pip install --no-index --disable-pip-version-check /workspace/{wheel.name}",
+                timeout=120,
+            )
+        finally:
+            ws.close()
+        assert "Successfully installed" in result.stdout, result
+        started = await server.call(
+            "POST", "gpu-containers", "kernels", kernel["id"], "save", body={"name": "tiny"}
+        )
+        saved = started["image"]
+        assert saved.startswith(f"localhost/jupyter-gpu-containers/saved/u{entry.pw_uid}/tiny:")
+
+        async def ended() -> dict[str, Any] | None:
+            found = await server.call("GET", "gpu-containers", "saves", started["id"])
+            return dict(found) if found["state"] in ("done", "error", "cancelled") else None
+
+        done = await wait_until(ended, 300, "the save's end")
+        assert done["state"] == "done", done
+        listed = podman_user.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        assert saved in listed.split()
+        # Podman's own names lose "localhost/" here (images.py): the kernel spec's reference.
+        offered = saved.removeprefix("localhost/")
+
+        async def spec() -> str | None:
+            specs = (await server.call("GET", "api", "kernelspecs"))["kernelspecs"]
+            return kernel_name(offered) if kernel_name(offered) in specs else None
+
+        name = await wait_until(spec, 60, "the saved image's kernel spec")
+        notebook = write_notebook(podman_home / "workspace", "saved.ipynb", gpus=0)
+        os.chown(notebook, entry.pw_uid, entry.pw_gid)
+        other = (
+            await server.call(
+                "POST",
+                "gpu-containers",
+                "notebooks",
+                "kernel",
+                body={"path": "saved.ipynb", "kernel_name": name, "gpus": 0},
+            )
+        )["session"]["kernel"]
+        found = await server.execute(other["id"], "import jgc_tiny; print(jgc_tiny.__file__)")
+        assert found.stdout.startswith(f"{SAVED_PACKAGES_DIR}/lib/python3"), found
+    finally:
+        server.stop()
+        if saved:
+            podman_user.podman("rmi", "--force", saved, check=False)

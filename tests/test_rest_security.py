@@ -313,6 +313,8 @@ def world(
             "kernel_id": NO_KERNEL,
             # A packages folder's key this user has no folder of: its reset answers 404.
             "key": "pytorch-24.05-py3-000000000000",
+            # A save there is none of: its read and cancel answer 404.
+            "save_id": "0" * 32,
         },
     )
     return w
@@ -378,8 +380,8 @@ async def test_bodies_that_are_not_json_are_refused_with_a_400(world: World) -> 
                     json.loads(response.body)["message"] == "The request body must be JSON (UTF-8)."
                 )
                 tried += 1
-    # notebooks/kernel, pulls, credentials, restart, keep, admin action
-    assert tried == 6 * len(bodies), tried
+    # notebooks/kernel, pulls, credentials, restart, keep, save, admin action
+    assert tried == 7 * len(bodies), tried
     await w.assert_nothing_happened()
 
 
@@ -461,6 +463,8 @@ async def test_a_read_only_authorizer_leaves_only_the_gets_open(
             expected = 200 if method == "GET" else 403
             if method == "GET" and f"/kernels/{NO_KERNEL}" in route.url:
                 expected = 404  # through: no kernel runs here, so none of yours
+            if method == "GET" and "/saves/" in route.url:
+                expected = 404  # through: no save of yours is kept here
             assert response.code == expected, (str(route), method, response.body[:300])
     assert sorted(set(codes.values())) == [200, 403, 404], codes
     assert {a for a, _, _ in asked} == {"read", "write"}

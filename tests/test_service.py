@@ -25,7 +25,15 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import DEBIAN_IMAGE, NGC_IMAGE, NVML_DOUBLE_CONFIG, kernel_container, kernel_name
+from conftest import (
+    DEBIAN_IMAGE,
+    NGC_IMAGE,
+    NVML_DOUBLE_CONFIG,
+    TEST_IMAGE_LABEL,
+    TEST_RUN,
+    kernel_container,
+    kernel_name,
+)
 from hostusers import BOB, MALLORY, UserHome, ids_of, needs_accounts, run_as
 from kernel_io import execute
 from registry import PrivateRegistry
@@ -36,6 +44,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.host.packages_archive import SAVED_PACKAGES_DIR
 from jupyter_gpu_containers.host.user_packages import packages_key
 
 pytestmark = [needs_accounts, pytest.mark.usefixtures("docker_client")]
@@ -801,6 +810,8 @@ def bounded() -> Iterator[tuple[KernelService, ServiceUser, ServiceUser]]:
             },
             "ContainerPolicy": {"max_mem_limit": "1g"},
             "GPUContainersKernelManager": {"max_websockets_per_user": 3},
+            # Saved images are the test run's, swept with its other images.
+            "ImageSaves": {"extra_labels": {TEST_IMAGE_LABEL: TEST_RUN}},
             "ContainerKernelSpecManager": {
                 "image_overrides": {
                     SILENT_REF: {
@@ -915,6 +926,8 @@ async def test_a_students_packages_are_hers_kept_per_image_and_reset_by_her(
         result = await run(service, a, again, imports)
         assert result.stdout.startswith(f"/workspace/.jupyter-gpu-containers/packages/{key}/")
 
+        await save_as_image(service, a, b, again)
+
         code, mine = await service.answer(a, "GET", "gpu-containers/packages")
         assert code == 200 and mine["measured"], mine
         # Her folders: the image's, and those her other kernels' starts made, empty (the
@@ -948,6 +961,60 @@ async def test_a_students_packages_are_hers_kept_per_image_and_reset_by_her(
         assert result.ename == "ModuleNotFoundError", result
     finally:
         await delete_kernels(service, a, b)
+
+
+async def save_as_image(
+    service: KernelService, a: ServiceUser, b: ServiceUser, kernel_id: str
+) -> None:
+    """Issue 31, item 3, behind the service: the student saves her kernel's environment as an
+    image; it is hers alone (the other student is offered no kernel spec of it, cannot start
+    one, cannot save her kernel), and its kernels import her packages from the image."""
+    code, refused = await service.answer(b, "POST", f"gpu-containers/kernels/{kernel_id}/save")
+    assert code == 404, refused
+    code, started = await service.answer(
+        a, "POST", f"gpu-containers/kernels/{kernel_id}/save", {"name": "tiny-env"}
+    )
+    assert code == 202, started
+    uid = ids_of(a.name)[0]
+    assert started["image"].startswith(f"localhost/jupyter-gpu-containers/saved/u{uid}/tiny-env:")
+    saved_name = kernel_name(started["image"])
+    code, theirs = await service.answer(b, "GET", f"gpu-containers/saves/{started['id']}")
+    assert code == 404, theirs
+
+    async def ended() -> Any:
+        code, now = await service.answer(a, "GET", f"gpu-containers/saves/{started['id']}")
+        assert code == 200, now
+        return now if now["state"] in ("done", "error", "cancelled") else None
+
+    try:
+        done = await wait_until(ended, 300, "the save's end")
+        assert done["state"] == "done", done
+
+        async def offered() -> bool:
+            code, specs = await service.answer(a, "GET", "api/kernelspecs")
+            return code == 200 and saved_name in specs["kernelspecs"]
+
+        await wait_until(offered, 60, "the saved image's kernel spec")
+        code, specs = await service.answer(b, "GET", "api/kernelspecs")
+        assert code == 200 and saved_name not in specs["kernelspecs"]
+        code, refused = await service.answer(
+            b, "POST", "api/kernels", {"name": saved_name, "env": {}}
+        )
+        assert code in (403, 404), refused
+        code, catalog = await service.answer(b, "GET", "gpu-containers/images")
+        assert started["image"] not in {r["reference"] for r in catalog["images"]}
+
+        await delete_kernels(service, a)  # her memory bound: one such kernel at a time
+        saved = await service.start_kernel(a, saved_name, {"KERNEL_GPU_CONTAINERS_REQUEST": "0"})
+        result = await run(service, a, saved, "import jgc_tiny; print(jgc_tiny.__file__)")
+        assert result.stdout.startswith(f"{SAVED_PACKAGES_DIR}/lib/python3"), result
+        await service.answer(a, "DELETE", f"api/kernels/{saved}")
+    finally:
+        with (
+            contextlib.closing(docker.from_env()) as client,
+            contextlib.suppress(docker.errors.APIError),
+        ):
+            client.images.remove(started["image"], force=True)
 
 
 async def test_one_students_flood_of_starts_leaves_the_others_room(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ..base.records import (
     ContainerRecord,
@@ -33,6 +33,19 @@ class PullProgress(Protocol):
     closed: bool
 
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class BuildProgress(Protocol):
+    """An image build under way: the engine's output, line by line (iterating raises the
+    build's failure as a sentence); ``close`` (any thread) cancels; ``image_id``: the image
+    built, once the build ended well ("" where the engine did not say: inspect its tag)."""
+
+    closed: bool
+    image_id: str
+
+    def __iter__(self) -> Iterator[str]: ...
 
     def close(self) -> None: ...
 
@@ -312,6 +325,15 @@ class ContainerBackend(Protocol):
     def open_pull(
         self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
     ) -> PullProgress: ...
+
+    # An image built from a tar stream (a Dockerfile at its root, whose FROM is an image
+    # here), untagged (``name`` is for sentences): no network, no pull; then named with
+    # tag_sync once its builder knows it is whole. An engine that cannot keep what it builds
+    # where its kernels run (a cluster without a registry to push to) refuses, in a sentence
+    # (501).
+    def open_build(self, context: BinaryIO, name: str) -> BuildProgress: ...
+
+    def tag_sync(self, image_id: str, ref: str) -> None: ...
 
     def untag_sync(self, ref: str) -> None: ...
 

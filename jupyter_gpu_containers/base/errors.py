@@ -142,3 +142,19 @@ class KernelOptionRefused(ContainerKernelError):
 
     status = 403
     reason_phrase = "Kernel option refused"
+
+
+class SaveRefused(ContainerKernelError):
+    """A save of an environment as an image that cannot be made: nothing to save, too large, a
+    file that is not the user's, one save of theirs already under way."""
+
+    status = 409
+    reason_phrase = "Environment not saved"
+
+
+class BuildsNotSupported(ContainerKernelError):
+    """An engine that cannot keep an image it builds where its kernels run (a cluster's nodes
+    pull from a registry this project cannot push to)."""
+
+    status = 501
+    reason_phrase = "Image builds not supported"

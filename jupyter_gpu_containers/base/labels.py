@@ -49,6 +49,13 @@ PROBE = PREFIX + "probe"  # "true" on readiness-probe containers, which never ca
 # private directory (labels cannot change after creation).
 POOL = PREFIX + "pool"
 
+# On an image a user saved (images/saves.py): its lineage, for the catalog to show. Evidence,
+# not authority, as every label: whose it is is the private record's (privateimages.py).
+SAVED_FROM = PREFIX + "saved-from"  # the reference the kernel ran
+SAVED_FROM_ID = PREFIX + "saved-from-id"  # that image's id
+SAVED_FROM_DIGEST = PREFIX + "saved-from-digest"  # its registry digest, "" when none
+SAVED_AT = PREFIX + "saved-at"  # RFC 3339
+
 
 def default_server_id(uid: int, root_dir: str) -> str:
     """A stable id for "this user's server on this workspace", the same after a restart.

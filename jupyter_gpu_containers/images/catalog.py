@@ -30,6 +30,7 @@ from ..policy.admin_policy import ContainerPolicy, check_image_allowed
 from . import compat
 from .cuda_requirements import image_cuda
 from .probe import ProbeResult
+from .saves import lineage
 
 _FRAMEWORKS = {
     "pytorch": "PyTorch",
@@ -482,6 +483,7 @@ def _local_row(
             "gpu": described.gpu,
             "verdict": inputs.verdict(described),
             "kernel_name": inputs.kernel_names.get(ref, ""),
+            "saved_from": lineage(image.labels),
         }
     )
     row.update(_readiness(probe))
@@ -507,6 +509,7 @@ def _listed_row(ref: str, entry: Mapping[str, Any], inputs: CatalogInputs) -> di
             "gpu": described.gpu,
             "verdict": inputs.verdict(described),
             "kernel_name": "",
+            "saved_from": None,
             "kernel_ready": None,
             "kernel_ready_reason": "Not pulled yet: whether it can run a kernel is known after "
             "the pull.",

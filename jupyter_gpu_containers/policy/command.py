@@ -28,11 +28,28 @@ from collections.abc import Iterable
 # site-packages are writable (a root kernel, a conda owned by the image's user); the folder's bin
 # joins PATH for the scripts pip installs. Nothing of this where user site-packages are off
 # (a virtual environment, -s): pip then installs where it would have.
+#
+# Before them, the packages of a saved image (images/saves.py), which its variable names: put
+# where the image's site-packages begin, so that the user's own folder, put there next, comes
+# first (a package they upgrade after the save wins), then the saved ones, then the image's.
 KERNEL_BOOT = (
     "import sys\n"
     'if sys.path and sys.path[0] == "":\n'
     "    del sys.path[0]\n"
     "import os, site\n"
+    's = os.environ.get("JUPYTER_GPU_CONTAINERS_SAVED_PACKAGES")\n'
+    "if s:\n"
+    '    q = os.path.join(s, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")\n'
+    "    if os.path.isdir(q) and q not in sys.path:\n"
+    "        n = len(sys.path)\n"
+    "        site.addsitedir(q)\n"
+    "        added = sys.path[n:]\n"
+    "        del sys.path[n:]\n"
+    '        ends = ("site-packages", "dist-packages")\n'
+    "        at = [i for i, d in enumerate(sys.path) if d.endswith(ends)]\n"
+    "        at = at[0] if at else n\n"
+    "        sys.path[at:at] = added\n"
+    '    os.environ["PATH"] = os.path.join(s, "bin") + os.pathsep + os.environ.get("PATH", "")\n'
     'if os.environ.get("PYTHONUSERBASE") and site.ENABLE_USER_SITE:\n'
     "    p = site.getusersitepackages()\n"
     "    if not os.path.isdir(p):\n"

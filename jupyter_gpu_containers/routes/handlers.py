@@ -25,7 +25,11 @@
   digest, mounts, GPUs, start phases, last end); ``GET /gpu-containers/kernels/<id>/log``: its
   container's log as server-sent events (kernel_view.py); ``POST
   /gpu-containers/kernels/<id>/keep``: keep a warned kernel's idle GPUs a while (GPUReclaim).
-  Only the kernel's owner is answered.
+  Only the kernel's owner is answered. ``POST /gpu-containers/kernels/<id>/save`` saves its
+  environment (its image and the caller's packages for it) as an image of their own; ``GET
+  /gpu-containers/saves[/<id>]`` reads the saves, ``DELETE /gpu-containers/saves/<id>`` cancels
+  one, ``DELETE /gpu-containers/saved-images?image=<ref>`` removes a saved image of theirs
+  (saves.py).
 
 - ``GET /gpu-containers/admin``: every GPU holder on the host, the queue, reclaim states and
   GPU-hour use; ``POST /gpu-containers/admin/kernels/<id>`` releases or shuts down any user's
@@ -68,6 +72,7 @@ from .packages import PackagesFolderHandler, PackagesHandler
 from .pulls import PullEventsHandler, PullHandler, PullsHandler
 from .queue import QueuedStartHandler, QueueHandler, QuotaHandler
 from .registries import RegistriesHandler, RegistryCredentialsHandler
+from .saves import KernelSaveHandler, SavedImageHandler, SaveHandler, SavesHandler
 from .status import StatusHandler
 
 
@@ -91,6 +96,10 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/log", KernelLogHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/restart", KernelRestartHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/keep", KernelKeepHandler),
+        (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/save", KernelSaveHandler),
+        (f"{base}/saves", SavesHandler),
+        (f"{base}/saves/(?P<save_id>[0-9a-f]{{32}})", SaveHandler),
+        (f"{base}/saved-images", SavedImageHandler),
         (f"{base}/packages", PackagesHandler),
         (f"{base}/packages/(?P<key>[^/]+)", PackagesFolderHandler),
         (f"{base}/queue", QueueHandler),

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import docker
 from traitlets import Float, Int, Unicode, default
@@ -33,6 +33,7 @@ from ...base.records import (
 )
 from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
+from .builds import BuildStream, open_build
 from .client import DEFAULT_SOCKET, EngineClient
 from .images import Images
 from .logs import FollowedLog
@@ -215,6 +216,16 @@ class Engine(LoggingConfigurable):
         which credentials a pull uses is this server's configuration, nothing else.
         """
         return open_pull(self._client, ref, tag, auth_config, registry=registry, who=who)
+
+    def open_build(self, context: BinaryIO, name: str) -> BuildStream:
+        """Build the image the tar stream ``context`` describes (a Dockerfile at its root),
+        untagged (``name`` is for sentences); returns its output stream once the engine has the
+        whole context. Blocking: a save's own thread calls this."""
+        return open_build(self._client, context, name)
+
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        """Name the image ``image_id`` ``ref`` (a repository and a tag)."""
+        self._images.tag_sync(image_id, ref)
 
     def untag_sync(self, ref: str) -> None:
         """Remove one tag (and the image, when it was its last tag and nothing uses it)."""

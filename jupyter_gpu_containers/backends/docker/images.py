@@ -117,6 +117,11 @@ class Images:
             with contextlib.suppress(Exception):
                 stream.close()
 
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        """Engine.tag_sync."""
+        repository, _, tag = ref.rpartition(":")
+        self._client.call(lambda c: c.tag(image_id, repository, tag, force=True))
+
     def untag_sync(self, ref: str) -> None:
         """Remove one tag (and the image, when it was its last tag and nothing uses it)."""
 

@@ -1,6 +1,6 @@
-"""docker-py's (and urllib3's) private parts, each a small function or adapter: a pull's request
-made one level below ``pull()``, its progress read, its socket shut down to cancel it, and unix
-connections that close their socket when the engine is away.
+"""docker-py's (and urllib3's) private parts, each a small function or adapter: a pull's (and a
+build's) request made one level below ``pull()`` (``build()``), its progress read, its socket
+shut down to cancel it, and unix connections that close their socket when the engine is away.
 
 Listed, with why, in :mod:`jupyter_gpu_containers._private` (the one list of this project's
 private uses); ``tests/test_private_apis.py`` pins them to the docker-py versions allowed.
@@ -24,6 +24,22 @@ def start_pull(client: docker.APIClient, ref: str, tag: str, headers: dict[str, 
         client._url("/images/create"),
         params={"fromImage": ref, "tag": tag},
         headers=headers,
+        stream=True,
+        timeout=None,
+    )
+    client._raise_for_status(response)
+    return response
+
+
+def start_build(client: docker.APIClient, context: Any, params: dict[str, Any]) -> Any:
+    """``POST /build`` as docker-py's build() makes it with a custom context, returning the
+    streamed response (which build() hides, and which a cancel must reach). ``context``: a
+    file object the tar stream is read from, sent as it comes."""
+    response = client._post(
+        client._url("/build"),
+        data=context,
+        params=params,
+        headers={"Content-Type": "application/tar"},
         stream=True,
         timeout=None,
     )

@@ -41,7 +41,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from kubernetes.client.rest import ApiException
 from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
@@ -49,6 +49,7 @@ from traitlets.config import LoggingConfigurable
 
 from ...base import labels as L
 from ...base.errors import (
+    BuildsNotSupported,
     ContainerKernelError,
     EngineRefused,
     EngineUnavailable,
@@ -624,6 +625,17 @@ class KubernetesBackend(LoggingConfigurable):
             "On Kubernetes each node pulls an image when a kernel first needs it there; "
             "this service does not pull."
         )
+
+    def open_build(self, context: BinaryIO, name: str) -> Any:
+        raise BuildsNotSupported(
+            "On Kubernetes an image is pulled by the node that runs the kernel, from a registry: "
+            "saving an environment as an image needs a registry this service can push to and an "
+            "in-cluster builder, which this service does not have. Your packages stay in your "
+            "workspace, on every kernel of this image."
+        )
+
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        raise BuildsNotSupported("On Kubernetes images live on the nodes; this service names none.")
 
     def untag_sync(self, ref: str) -> None:
         raise EngineRefused("On Kubernetes images live on the nodes; this service removes none.")

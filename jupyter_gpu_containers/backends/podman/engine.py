@@ -20,7 +20,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -36,6 +36,7 @@ from ...base.records import (
 )
 from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
+from .builds import BuildStream, open_build
 from .cli import PodmanCLI
 from .doctor import diagnose
 from .images import Images
@@ -285,6 +286,14 @@ class PodmanEngine(LoggingConfigurable):
 
     def wake_watchers(self) -> None:
         self._images.wake_watchers()
+
+    def open_build(self, context: BinaryIO, name: str) -> BuildStream:
+        """Build the image the tar stream ``context`` describes into the user's storage,
+        untagged (``name`` is for sentences); the output stream. Blocking: a save's thread."""
+        return open_build(self._cli, context, name)
+
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        self._images.tag_sync(image_id, ref)
 
     def open_pull(
         self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str

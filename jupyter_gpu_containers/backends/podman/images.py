@@ -211,6 +211,10 @@ class Images:
         for process in processes:
             end_process(process)
 
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        """Engine.tag_sync."""
+        self._cli.run(["tag", image_id, ref], what=f"name the image {ref}")
+
     def untag_sync(self, ref: str) -> None:
         """Remove one tag (and the image, when it was its last tag and nothing uses it)."""
         try:

@@ -34,7 +34,13 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ...base.errors import ContainerKernelError, EngineRefused, EngineUnavailable, ImageMissing
+from ...base.errors import (
+    BuildsNotSupported,
+    ContainerKernelError,
+    EngineRefused,
+    EngineUnavailable,
+    ImageMissing,
+)
 from ...base.records import (
     ContainerRecord,
     ContainerSpec,
@@ -807,6 +813,16 @@ class SlurmBackend(LoggingConfigurable):
             "On Slurm each user's Podman on the nodes keeps its images (or a store the "
             "administrator fills): this service pulls none."
         )
+
+    def open_build(self, context: Any, name: str) -> Any:
+        raise BuildsNotSupported(
+            "On Slurm each node's Podman keeps its own images: an image saved here would not "
+            "reach the node of your next kernel. Your packages stay in your workspace, on every "
+            "kernel of this image."
+        )
+
+    def tag_sync(self, image_id: str, ref: str) -> None:
+        raise BuildsNotSupported("On Slurm images live on the nodes; this service names none.")
 
     def untag_sync(self, ref: str) -> None:
         raise EngineRefused("On Slurm images live on the nodes; this service removes none.")

@@ -1,0 +1,553 @@
+"""A kernel's environment saved as an image of its user's own: the image the kernel ran, and the
+packages its user installed for that image (host/user_packages.py), as one new image.
+
+A kernel's container changes nearly nothing of its own (HOME is a tmpfs; the workspace and the
+packages folder are mounts, which a commit leaves out), so a save is a build: ``FROM`` the
+kernel's image by id, the packages folder copied in (host/packages_archive.py writes the
+context, reading the folder as its user's), a variable that the kernel's start reads to put them
+on the kernel's path (after the packages the user installs later, before the image's own), and
+labels for its lineage. The engine builds it with no network and no pull (backend.open_build).
+
+The new reference is ``<ImageSaves.repository>/u<uid>/<name>:<time>``: one path per user, so
+that nobody's save can replace another user's image. Where the engine's images are every user's
+(Docker, Podman as root) the reference is recorded as its user's private image before the build
+starts (privateimages.py: hidden from the others, by reference and owner, in kernel specs, the
+catalog and at launch), and the record is dropped if the build fails.
+
+Saves run on threads of their own, at most ``max_concurrent`` at once and one per user, each
+bounded in files and bytes; a cancel stops the context being written or the build. Progress is
+read with GET (the page polls): files and bytes copied, then the build's lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import io
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, BinaryIO
+
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from ..backends.backend import BuildProgress, ContainerBackend
+from ..base import labels as L
+from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed, SaveRefused
+from ..base.references import BadReference, parse_reference
+from ..host import packages_archive
+from ..host.hoststate import StateDir
+from ..host.packages_archive import ArchiveCount, SaveCancelled
+from ..policy.admin_policy import ContainerPolicy, image_allowed
+from . import privateimages
+
+ACTIVE = ("queued", "copying", "building")
+ENDED = ("done", "error", "cancelled")
+# A name the user gives their image: what a repository path part may be.
+NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+MAX_NAME = 64
+TAG_PATTERN = re.compile(r"[0-9]{8}-[0-9]{6}")
+LOG_LINES = 200
+
+
+def lineage(labels: dict[str, str]) -> dict[str, str] | None:
+    """What a saved image says it was saved from (its labels), None for any other image."""
+    base = labels.get(L.SAVED_FROM, "")
+    if not base:
+        return None
+    return {
+        "image": base[:300],
+        "id": labels.get(L.SAVED_FROM_ID, "")[:80],
+        "digest": labels.get(L.SAVED_FROM_DIGEST, "")[:100],
+        "saved_at": labels.get(L.SAVED_AT, "")[:40],
+    }
+
+
+def _named_under(ref: str, prefix: str) -> bool:
+    """Whether ``ref`` is a plain reference below ``prefix`` (one name and a tag: no digest,
+    no path climbing out of it)."""
+    rest = ref[len(prefix) :] if ref.startswith(prefix) else ""
+    name, _, tag = rest.partition(":")
+    return bool(NAME_PATTERN.fullmatch(name) and TAG_PATTERN.fullmatch(tag))
+
+
+def default_name(base: str) -> str:
+    """A name for a save of ``base`` ("pytorch" for nvcr.io/nvidia/pytorch:24.05-py3)."""
+    last = base.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0].lower()
+    name = re.sub(r"[^a-z0-9]+", "-", last).strip("-")[:MAX_NAME].strip("-")
+    return name or "environment"
+
+
+def check_name(name: str) -> str:
+    """``name`` as a repository part, or SaveRefused with a sentence."""
+    name = name.strip().lower()
+    if not name or len(name) > MAX_NAME or not NAME_PATTERN.fullmatch(name):
+        raise ContainerKernelError(
+            f"{name[:80]!r} cannot name an image: use lowercase letters, digits, and '.', '_' or "
+            f"'-' between them, at most {MAX_NAME} characters (for example 'pytorch-nlp').",
+            status=400,
+        )
+    return name
+
+
+@dataclass
+class Save:
+    id: str
+    whose: str  # a kernel service's user name; "" on a user's own server
+    base: str  # the reference the kernel ran
+    image: str  # the new reference
+    state: str = "queued"
+    message: str = ""
+    error_status: int = 0
+    count: ArchiveCount = field(default_factory=ArchiveCount)
+    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
+    image_id: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    cancel_requested: bool = False
+    stream: BuildProgress | None = None
+    done_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # The save's thread appends to the log while the loop reads it.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_line(self, line: str) -> None:
+        with self.lock:
+            self.log.append(line[:500])
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            log = list(self.log)
+        return {
+            "id": self.id,
+            "base": self.base,
+            "image": self.image,
+            "state": self.state,
+            "message": self.message,
+            "error_status": self.error_status,
+            "files": self.count.entries,
+            "bytes": self.count.bytes,
+            "log": log,
+            "image_id": self.image_id,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+
+@dataclass(frozen=True)
+class SaveSource:
+    """What a save reads: the kernel's image (the reference it ran, and the image), and the
+    user's packages folder for it (workspace, uid, the policy's folder, the key)."""
+
+    base: str
+    base_id: str
+    base_digest: str
+    workspace: str
+    uid: int
+    packages_dir: str
+    key: str
+
+
+class ImageSaves(LoggingConfigurable):
+    """The server's saves of kernels' environments as images: start, read, cancel."""
+
+    enabled = Bool(
+        True,
+        config=True,
+        help="""Whether users may save a kernel's environment (its image and the packages they
+        installed for it, ContainerPolicy.user_packages) as an image of their own, from the
+        kernel's view. The image is private to its user where the engine's images are shared,
+        and bounded by max_bytes and max_entries. On Kubernetes and Slurm the engine has nowhere
+        to keep it for the next kernel, and saves are refused with a sentence.""",
+    )
+
+    repository = Unicode(
+        "localhost/jupyter-gpu-containers/saved",
+        config=True,
+        help="""Where saved images are named: ``<repository>/u<uid>/<name>:<time>``. The
+        administrator's allow-list (ContainerPolicy.allowed_images) must admit these references
+        for kernels to start on them (its default, "*", does); a save the allow-list would not
+        admit is refused before it starts. A name under "localhost/" is never pulled.""",
+    )
+
+    max_concurrent = Int(
+        2, config=True, help="Saves that run at once on this server; one more is refused (429)."
+    )
+
+    max_bytes = Int(
+        10 * 2**30,
+        config=True,
+        help="""The most bytes of packages one save copies into its image; a packages folder
+        larger than this is refused, in a sentence, before the image is built.""",
+    )
+
+    max_entries = Int(
+        200_000,
+        config=True,
+        help="The most files and folders one save copies into its image.",
+    )
+
+    max_images_per_user = Int(
+        5,
+        config=True,
+        help="""Saved images one user may keep on this host (each may be as large as its image
+        plus max_bytes): a save past it is refused, in a sentence, until they remove one (the
+        GPU Containers panel's Remove on a saved image of theirs).""",
+    )
+
+    keep_finished = Float(
+        600.0,
+        config=True,
+        help="Seconds a finished, failed or cancelled save stays readable.",
+    )
+
+    extra_labels = Dict(
+        value_trait=Unicode(),
+        key_trait=Unicode(),
+        config=True,
+        help="""Labels every saved image carries besides its lineage (an organisation's, a
+        clean-up's), as ContainerProvisioner.extra_labels are for containers.""",
+    )
+
+    @validate("repository")
+    def _validate_repository(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip().rstrip("/")
+        try:
+            parse_reference(f"{value}/u0/name:tag")
+        except (BadReference, ValueError) as e:
+            raise TraitError(f"ImageSaves.repository {value!r} is not a repository: {e}") from None
+        return value
+
+    def __init__(
+        self,
+        *,
+        backend: ContainerBackend,
+        policy: ContainerPolicy,
+        state: Callable[[], StateDir],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.policy = policy
+        self._state = state
+        self._saves: dict[str, Save] = {}
+        self._running = 0
+
+    # ------------------------------------------------------------------ API for handlers
+
+    def get(self, save_id: str, whose: str = "") -> Save | None:
+        save = self._saves.get(save_id)
+        return save if save is not None and save.whose == whose else None
+
+    def listing(self, whose: str = "") -> list[dict[str, Any]]:
+        self._forget_old()
+        return [s.snapshot() for s in self._saves.values() if s.whose == whose]
+
+    def target(self, uid: int, name: str, now: float | None = None) -> str:
+        """The reference a save of ``uid`` named ``name`` gets."""
+        stamp = datetime.fromtimestamp(now or time.time(), timezone.utc).strftime("%Y%m%d-%H%M%S")
+        return f"{self.own_repository(uid)}/{check_name(name)}:{stamp}"
+
+    def own_repository(self, uid: int) -> str:
+        """Where ``uid``'s saved images are named: nobody else's saves are."""
+        return f"{self.repository}/u{uid}"
+
+    def is_saved_by(self, ref: str, uid: int) -> bool:
+        """Whether ``ref`` names one of ``uid``'s saved images. Rootless Podman lists its
+        user's own storage under Docker's names, "localhost/" dropped: there (and only there,
+        where no other user's image can be) that spelling is theirs too."""
+        mine = self.own_repository(uid) + "/"
+        if _named_under(ref, mine):
+            return True
+        return not self.backend.images_shared and _named_under(ref, mine.removeprefix("localhost/"))
+
+    def saved_by(self, uid: int) -> list[str]:
+        """``uid``'s saved images (their references) on the engine now. Blocking."""
+        return sorted(
+            tag
+            for image in self.backend.list_images_sync()
+            for tag in image.tags
+            if self.is_saved_by(tag, uid)
+        )
+
+    def remove_sync(
+        self, ref: str, uid: int, owner: tuple[int, int] | None, state: StateDir | None
+    ) -> None:
+        """Remove ``uid``'s saved image ``ref`` and its private record. Refused, in a sentence,
+        for any other reference, and while a kernel runs on it. Blocking."""
+        if not self.is_saved_by(ref, uid):
+            raise ContainerKernelError(
+                f"{ref[:300]} is not an image you saved: you may remove only your own saved "
+                f"images ({self.own_repository(uid)}/…).",
+                status=403,
+            )
+        try:
+            self.backend.inspect_image_sync(ref)
+        except ImageMissing:
+            raise ContainerKernelError(
+                f"There is no saved image {ref[:300]} of yours.", status=404
+            ) from None
+        self.backend.untag_sync(ref)
+        try:
+            self.backend.inspect_image_sync(ref)
+        except ImageMissing:
+            pass
+        else:  # the engine keeps an image its containers use, and its last name with it
+            raise ContainerKernelError(
+                f"Your saved image {ref[:300]} is in use by a kernel: shut its kernels down, "
+                "then remove it.",
+                status=409,
+            )
+        if state is not None and state.shared:
+            privateimages.forget(state, ref, owner)
+        self.log.info("Saved image %s removed at its user's word.", ref)
+
+    def refusal(self) -> str:
+        """Why no save can be made on this server, "" when one may."""
+        if not self.enabled:
+            return (
+                "Saving an environment as an image is turned off on this server "
+                "(ImageSaves.enabled)."
+            )
+        if not self.policy.user_packages:
+            return (
+                "Packages installed in a kernel are not kept on this server "
+                "(ContainerPolicy.user_packages), so there is nothing of yours to save."
+            )
+        sample = f"{self.repository}/u0/name:tag"
+        why = image_allowed(self.policy, sample)
+        if why:
+            return (
+                f"Saved images are named {self.repository}/…, which the administrator's "
+                f"allow-list (ContainerPolicy.allowed_images) does not admit, so no kernel could "
+                f"start on one. Ask the administrator to admit {self.repository}/*."
+            )
+        return ""
+
+    async def start(
+        self, source: SaveSource, name: str, whose: str, owner: tuple[int, int] | None
+    ) -> Save:
+        """Start saving ``source`` as ``name``. ``whose``/``owner``: a kernel service's user
+        (name; uid and gid), "" and None on a user's own server."""
+        why = self.refusal()
+        if why:
+            raise ImageNotAllowed(why)
+        image = self.target(source.uid, name)
+        kept = await asyncio.to_thread(self.saved_by, source.uid)
+        if len(kept) >= self.max_images_per_user:
+            raise SaveRefused(
+                f"You keep {len(kept)} saved images here, as many as this server keeps for one "
+                f"user (ImageSaves.max_images_per_user): remove one you no longer need (the "
+                "GPU Containers panel's Remove on it) before you save another."
+            )
+        for save in self._saves.values():
+            if save.whose == whose and save.state in ACTIVE:
+                raise SaveRefused(
+                    f"Your save of {save.base} as {save.image} is still under way: wait for it, "
+                    "or cancel it, before you start another."
+                )
+        if self._running >= self.max_concurrent:
+            raise ContainerKernelError(
+                f"{self._running} environments are being saved on this server, as many as it "
+                "saves at once (ImageSaves.max_concurrent). Try again in a few minutes.",
+                status=429,
+            )
+        private = self.backend.images_shared
+        state = None
+        if private:
+            state = await asyncio.to_thread(self._state)
+            if not state.shared:
+                raise ImageNotAllowed(
+                    "A saved image is kept private to you, which needs the host state "
+                    f"directory: {state.problem}"
+                )
+        save = Save(id=uuid.uuid4().hex, whose=whose, base=source.base, image=image)
+        self._saves[save.id] = save
+        self._running += 1
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self._run,
+            args=(save, source, state, owner, loop),
+            name=f"gpu-containers-save-{save.id[:8]}",
+            daemon=True,
+        ).start()
+        return save
+
+    def cancel(self, save: Save) -> None:
+        save.cancel_requested = True
+        stream = save.stream
+        if stream is not None:
+            stream.close()
+
+    async def wait(self, save: Save) -> None:
+        await save.done_event.wait()
+
+    def close(self) -> None:
+        for save in self._saves.values():
+            if save.state not in ENDED:
+                self.cancel(save)
+
+    # ------------------------------------------------------------------ the save's thread
+
+    def _run(
+        self,
+        save: Save,
+        source: SaveSource,
+        state: StateDir | None,
+        owner: tuple[int, int] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        recorded = False
+        try:
+            save.state = "copying"
+            if state is not None:
+                # Recorded before the build starts: others never see it, not even for a moment.
+                privateimages.record(state, save.image, owner=owner, before="")
+                recorded = True
+            labels = {
+                **self.extra_labels,
+                L.SAVED_FROM: source.base,
+                L.SAVED_FROM_ID: source.base_id,
+                L.SAVED_FROM_DIGEST: source.base_digest,
+                L.SAVED_AT: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            image_id = self._build(save, source, labels)
+            if state is not None:
+                privateimages.record(state, save.image, image_id, owner)
+            save.image_id = image_id
+            save.state = "done"
+            save.message = (
+                f"Saved as {save.image}: {save.count.entries} files of your packages "
+                f"({save.count.bytes} bytes) on {source.base}."
+            )
+            self.log.info("Saved %s as %s (%s)", source.base, save.image, image_id)
+            recorded = False
+        except SaveCancelled:
+            save.state, save.message = "cancelled", f"The save as {save.image} was cancelled."
+        except ContainerKernelError as e:
+            if save.cancel_requested:
+                save.state, save.message = "cancelled", f"The save as {save.image} was cancelled."
+            else:
+                save.state, save.error_status, save.message = "error", e.status, e.sentence
+                self.log.warning("Save as %s failed: %s", save.image, e.sentence)
+        except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
+            save.state, save.error_status = "error", 500
+            save.message = f"The save as {save.image} failed: {e}"
+            self.log.warning("Save as %s failed", save.image, exc_info=True)
+        finally:
+            if recorded and state is not None:
+                self._forget(state, save.image, owner)
+            save.stream = None
+            save.finished = time.time()
+            with contextlib.suppress(RuntimeError):  # a server stopping: its loop closed first
+                loop.call_soon_threadsafe(self._finish, save)
+
+    def _build(self, save: Save, source: SaveSource, labels: dict[str, str]) -> str:
+        """Write the context into a pipe on one thread while the engine reads it on this one;
+        name the image only once the context was whole and the build ended well (a context cut
+        short by a refusal or a cancel looks complete to a builder: what it built is removed)."""
+        read_fd, write_fd = os.pipe()
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            with os.fdopen(write_fd, "wb") as out:
+                try:
+                    packages_archive.write_context(
+                        out,
+                        workspace=source.workspace,
+                        uid=source.uid,
+                        packages_dir=source.packages_dir,
+                        key=source.key,
+                        base=source.base_id,
+                        labels=labels,
+                        max_entries=self.max_entries,
+                        max_bytes=self.max_bytes,
+                        count=save.count,
+                        cancelled=lambda: save.cancel_requested,
+                    )
+                except BaseException as e:  # told to the build's thread; the pipe closes
+                    failure.append(e)
+
+        writer = threading.Thread(target=write, name=f"gpu-containers-save-context-{save.id[:8]}")
+        writer.start()
+        with os.fdopen(read_fd, "rb") as context:
+            try:
+                stream = self.backend.open_build(_PipeReader(context), save.image)  # type: ignore[arg-type]
+            except ContainerKernelError:
+                _drain(context)
+                writer.join()
+                if failure:
+                    raise failure[0] from None
+                raise
+            writer.join()
+            save.stream = stream
+            if failure or save.cancel_requested:
+                stream.close()
+            else:
+                save.state = "building"
+            try:
+                for line in stream:
+                    save.add_line(line)
+            except ContainerKernelError:
+                if not failure:
+                    raise
+        if failure or save.cancel_requested:
+            if stream.image_id:
+                with contextlib.suppress(ContainerKernelError):
+                    self.backend.untag_sync(stream.image_id)
+            raise failure[0] if failure else SaveCancelled()
+        if not stream.image_id:
+            raise ContainerKernelError(
+                f"The engine built {save.image} but did not say which image it made.", status=500
+            )
+        self.backend.tag_sync(stream.image_id, save.image)
+        return stream.image_id
+
+    def _forget(self, state: StateDir, ref: str, owner: tuple[int, int] | None) -> None:
+        # A build that failed may have tagged nothing, or something: the record goes once the
+        # reference names nothing of this save's.
+        with contextlib.suppress(ContainerKernelError, OSError):
+            try:
+                self.backend.inspect_image_sync(ref)
+            except ImageMissing:
+                privateimages.forget(state, ref, owner)
+
+    def _finish(self, save: Save) -> None:
+        save.done_event.set()
+        self._running -= 1
+
+    def _forget_old(self) -> None:
+        cutoff = time.time() - self.keep_finished
+        for save_id, save in list(self._saves.items()):
+            if save.state in ENDED and save.finished < cutoff:
+                del self._saves[save_id]
+
+
+class _PipeReader(io.RawIOBase):
+    """The read end of the context's pipe, with no length to announce and no descriptor to
+    measure: an HTTP client sends it chunked, as it comes."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        super().__init__()
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._f.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _drain(f: BinaryIO) -> None:
+    """Read what the writer still writes, so that it never blocks on a full pipe."""
+    with contextlib.suppress(OSError):
+        while f.read(1 << 20):
+            pass
