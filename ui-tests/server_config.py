@@ -15,7 +15,12 @@ UI_TEST_IMAGES = [
     "jgc-test/no-ipykernel:latest",
     "jgc-test/conda-nonroot:latest",
     "127.0.0.1:*",  # the private registry's image, once pulled (pull.spec.ts)
+    "localhost/jupyter-gpu-containers/saved/*",  # saved from a kernel's view (packages.spec.ts)
 ]
+
+# Where kernels' environments are saved as images (ImageSaves.repository's default);
+# saved_images.py removes this run's when its test ends.
+SAVED_REPOSITORY = "localhost/jupyter-gpu-containers/saved"
 
 
 # An image the administrator retired (environment.spec.ts; retired_image.py makes it exist, as
@@ -35,6 +40,14 @@ def base_config(home: Path) -> dict[str, Any]:
         "ContainerProvisioner": {"extra_labels": labels},
         # Probe containers are test containers too (the leak checks count them).
         "KernelReadinessProbe": {"extra_labels": labels},
+        # Saved images are the run's, removed by saved_images.py (and swept once it is over).
+        "ImageSaves": {
+            "extra_labels": {
+                "org.jupyter.gpu-containers.test-image-run": labels[
+                    "org.jupyter.gpu-containers.test-run"
+                ]
+            }
+        },
         "ContainerPolicy": {
             "state_dir": str(home / "state"),
             # Short: kernels' ipc sockets live under it (107 bytes at most).

@@ -22,6 +22,7 @@ import {
   INotebookKernelRequest
 } from './kerneltypes';
 import { packagesOf } from './packagereaders';
+import { ISave, ISaves, saveOf, savesOf } from './savetypes';
 import { IPackages } from './packagetypes';
 import {
   adminActionReplyOf,
@@ -574,6 +575,88 @@ export function resetPackages(
     settings,
     trans
   ).then(nothing);
+}
+
+/**
+ * Remove one of the user's saved images (only theirs).
+ */
+export function removeSavedImage(
+  reference: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<void> {
+  return requestAPI(
+    `saved-images?image=${encodeURIComponent(reference)}`,
+    { method: 'DELETE' },
+    settings,
+    trans
+  ).then(nothing);
+}
+
+/**
+ * Start saving one of the user's kernels' environment (its image and their
+ * packages for it) as an image of their own, named `name` ('' for the
+ * image's name): the save, under way.
+ *
+ * @throws {ApiError} With the server's sentence when it cannot be made.
+ */
+export function startSave(
+  kernelId: string,
+  name: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<ISave> {
+  return readAPI(
+    `kernels/${encodeURIComponent(kernelId)}/save`,
+    saveOf,
+    { method: 'POST', body: JSON.stringify(name ? { name } : {}) },
+    settings,
+    trans
+  );
+}
+
+/**
+ * The user's saves, and why none can be made here.
+ */
+export function getSaves(
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<ISaves> {
+  return readAPI('saves', savesOf, { method: 'GET' }, settings, trans);
+}
+
+/**
+ * One save of the user's, now.
+ */
+export function getSave(
+  saveId: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<ISave> {
+  return readAPI(
+    `saves/${encodeURIComponent(saveId)}`,
+    saveOf,
+    { method: 'GET' },
+    settings,
+    trans
+  );
+}
+
+/**
+ * Cancel a save; it answers once the save has ended.
+ */
+export function cancelSave(
+  saveId: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<ISave> {
+  return readAPI(
+    `saves/${encodeURIComponent(saveId)}`,
+    saveOf,
+    { method: 'DELETE' },
+    settings,
+    trans
+  );
 }
 
 /**

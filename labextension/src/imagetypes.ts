@@ -15,6 +15,17 @@ export interface IImageRetirement {
 }
 
 /**
+ * What an image saved by its user (from a kernel's view) was saved from, as
+ * its labels say.
+ */
+export interface IImageLineage {
+  image: string;
+  id: string;
+  digest: string;
+  saved_at: string;
+}
+
+/**
  * One row of the image catalog (`GET /gpu-containers/images`).
  */
 export interface IImageRow {
@@ -29,6 +40,10 @@ export interface IImageRow {
    * Retired by the administrator (`null`: it is not).
    */
   retired: IImageRetirement | null;
+  /**
+   * Saved by its user from a kernel's environment (`null`: any other image).
+   */
+  saved_from: IImageLineage | null;
   pulled: boolean;
   id: string;
   digest: string;

@@ -17,6 +17,9 @@ import {
 import { IEnvironmentStamp } from './environmenttypes';
 import { IKernelView } from './kerneltypes';
 import { KernelViewModel } from './kernelviewmodel';
+import { formatBytes } from './format';
+import { SaveModel } from './savemodel';
+import { ISave } from './savetypes';
 
 /**
  * The body of a kernel's view (no state of its own: the model has it).
@@ -42,6 +45,7 @@ export function KernelViewBody(props: {
         )}
       </header>
       {view && <KernelDetails view={view} trans={trans} />}
+      {view && <SaveSection model={model.saving} trans={trans} />}
       <section className="jgc-kernel-log-section">
         <h3>
           {trans.__('Container log')}{' '}
@@ -84,6 +88,118 @@ export function KernelViewBody(props: {
         </pre>
       </section>
     </div>
+  );
+}
+
+/**
+ * Where a save is, in words.
+ */
+export function saveProgress(trans: TranslationBundle, save: ISave): string {
+  switch (save.state) {
+    case 'queued':
+      return trans.__('Waiting to start…');
+    case 'copying':
+      return trans.__(
+        'Copying your packages: %1 files, %2…',
+        save.files,
+        formatBytes(save.bytes)
+      );
+    case 'building':
+      return trans.__(
+        'Building the image (%1 files, %2 of your packages)…',
+        save.files,
+        formatBytes(save.bytes)
+      );
+    case 'done':
+      return trans.__(
+        'Saved as %1. New notebooks can start on it from the Launcher; it is yours alone.',
+        save.image
+      );
+    case 'cancelled':
+      return trans.__('Cancelled: nothing was saved.');
+    default:
+      return save.message || trans.__('The save failed.');
+  }
+}
+
+/**
+ * "Save as image": the kernel's image and the user's packages for it, as an
+ * image of their own.
+ */
+export function SaveSection(props: {
+  model: SaveModel;
+  trans: TranslationBundle;
+}): JSX.Element {
+  const { model, trans } = props;
+  const save = model.save;
+  const active = model.active;
+  const failed = save?.state === 'error';
+  return (
+    <section className="jgc-kernel-save-section">
+      <h3>{trans.__('Save as image')}</h3>
+      <p className="jgc-note">
+        {trans.__(
+          "Saves this kernel's image with the packages you installed for it (%pip install) as a new image of your own, hidden from other users. Kernels on it have those packages without installing them again."
+        )}
+      </p>
+      {model.refusal ? (
+        <p className="jgc-note jgc-save-refusal">{model.refusal}</p>
+      ) : (
+        <form
+          className="jgc-save-form"
+          onSubmit={event => {
+            event.preventDefault();
+            void model.start();
+          }}
+        >
+          <label>
+            {trans.__('Name')}{' '}
+            <input
+              className="jp-mod-styled jgc-save-name"
+              type="text"
+              value={model.name}
+              placeholder={trans.__("the image's own name")}
+              maxLength={64}
+              disabled={active || model.asking}
+              onChange={event => model.setName(event.currentTarget.value)}
+            />
+          </label>{' '}
+          <button
+            type="submit"
+            className="jp-mod-styled jp-mod-accept jgc-save-start"
+            disabled={active || model.asking || !model.loaded}
+          >
+            {trans.__('Save as Image')}
+          </button>
+          {active && (
+            <button
+              type="button"
+              className="jp-mod-styled jp-mod-warn jgc-save-cancel"
+              disabled={model.asking}
+              onClick={() => void model.cancel()}
+            >
+              {trans.__('Cancel')}
+            </button>
+          )}
+        </form>
+      )}
+      {model.error && (
+        <p className="jgc-banner jgc-banner-error" role="alert">
+          {model.error}
+        </p>
+      )}
+      {save && (
+        <div
+          className={`jgc-save-state jgc-save-${save.state}`}
+          role={failed ? 'alert' : 'status'}
+        >
+          <p>{saveProgress(trans, save)}</p>
+          {save.log.length > 0 && (active || failed) && (
+            <pre className="jgc-save-log">{save.log.slice(-5).join('\n')}</pre>
+          )}
+        </div>
+      )}
+    </section>
   );
 }
 

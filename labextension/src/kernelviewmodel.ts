@@ -18,6 +18,7 @@ import { describeEnd } from './gpuuse';
 import { Reader, readEvent } from './json';
 import { IKernelView } from './kerneltypes';
 import { ILogEvents, logEventReaders } from './readers';
+import { SaveModel } from './savemodel';
 
 /**
  * One entry of the log as the view shows it: a line of the container's log,
@@ -52,6 +53,10 @@ export interface IKernelViewOptions {
    * Seconds between two reads of the details and GPU use.
    */
   refreshSeconds?: number;
+  /**
+   * Called once a save of the kernel's environment is done.
+   */
+  onSaved?: () => void;
 }
 
 /**
@@ -66,6 +71,13 @@ export class KernelViewModel {
     this._tail = options.tail ?? 500;
     this._maxEntries = options.maxEntries ?? 5000;
     this._openEvents = options.openEvents ?? openEventSource;
+    this.saving = new SaveModel({
+      kernelId: options.kernelId,
+      serverSettings: options.serverSettings,
+      trans: options.trans,
+      onSaved: options.onSaved
+    });
+    this.saving.changed.connect(() => this._changed.emit());
     // Read while the view is open, hidden or not (as before: a tab in the
     // background still follows its log); `refresh` never rejects.
     this._poll = new Poll({
@@ -81,6 +93,11 @@ export class KernelViewModel {
   }
 
   readonly kernelId: string;
+
+  /**
+   * Saving the kernel's environment as an image of the user's own.
+   */
+  readonly saving: SaveModel;
 
   /**
    * The kernel's details; `null` until read.
@@ -147,6 +164,7 @@ export class KernelViewModel {
       }
       this.view = view;
       this.error = '';
+      void this.saving.load(view.image.reference);
     } catch (error) {
       if (this._isDisposed) {
         return;
@@ -166,6 +184,7 @@ export class KernelViewModel {
     this._isDisposed = true;
     this._stopFollowing();
     this._poll.dispose();
+    this.saving.dispose();
     Signal.clearData(this);
   }
 

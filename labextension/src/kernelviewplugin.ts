@@ -31,7 +31,9 @@ function kernelViewTab(
     new KernelViewModel({
       kernelId,
       serverSettings: app.serviceManager.serverSettings,
-      trans
+      trans,
+      // A saved image is a new kernel spec: the Launcher shows it at once.
+      onSaved: () => void app.serviceManager.kernelspecs.refreshSpecs()
     }),
     trans
   );

@@ -82,6 +82,10 @@ export interface IPanelActions {
    * Open a kernel's own view (its log and GPU use).
    */
   openKernelView?(kernelId: string): void;
+  /**
+   * Remove one of the user's saved images (after asking them).
+   */
+  removeSaved?(row: IImageRow): Promise<void>;
 }
 
 export class GpuContainersPanel extends ReactWidget {
@@ -596,6 +600,14 @@ function ImageRow(props: {
         <div className="jgc-note jgc-error">{row.allowed_reason}</div>
       )}
       {retiredNote && <div className="jgc-note jgc-retired">{retiredNote}</div>}
+      {row.saved_from && (
+        <div className="jgc-note jgc-saved-from">
+          {trans.__(
+            'Your own image, saved from %1 with your packages for it.',
+            row.saved_from.image
+          )}
+        </div>
+      )}
       {pull && (pulling || pull.state === 'error') && (
         <div className="jgc-pull" data-state={pull.state}>
           {pulling && (
@@ -683,6 +695,15 @@ function ImageRow(props: {
               {button.label}
             </button>
           </>
+        )}
+        {row.pulled && row.saved_from && actions.removeSaved && (
+          <button
+            className="jp-mod-styled jp-mod-warn jgc-remove-saved"
+            title={trans.__('Remove your saved image %1', row.reference)}
+            onClick={() => void actions.removeSaved?.(row)}
+          >
+            {trans.__('Remove')}
+          </button>
         )}
       </div>
       {row.pulled && canWait && !blocker && (

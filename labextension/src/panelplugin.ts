@@ -1,7 +1,7 @@
 /**
  * The panel's plugin: the GPU Containers panel in the left area, its
  * commands (open it, refresh) and its Launcher card, and what the panel's
- * buttons do (launch, pull, cancel, open).
+ * buttons do (launch, pull, cancel, open, remove a saved image).
  */
 import {
   ILayoutRestorer,
@@ -18,8 +18,9 @@ import {
 } from '@jupyterlab/translation';
 import type { IDisposable } from '@lumino/disposable';
 
-import { messageOf } from './api';
+import { messageOf, removeSavedImage } from './api';
 import { askRegistryLogin } from './credentials';
+import { confirmDialog } from './dialogs';
 import { translationBundle } from './i18n';
 import { gpuContainersIcon } from './icon';
 import { IImageRow } from './imagetypes';
@@ -75,6 +76,47 @@ function pullFailed(
 }
 
 /**
+ * Remove one of the user's saved images, once they said so.
+ */
+async function removeSaved(
+  app: JupyterFrontEnd,
+  model: IGpuContainersModel,
+  row: IImageRow,
+  trans: TranslationBundle
+): Promise<void> {
+  const confirmed = await confirmDialog({
+    title: trans.__('Remove your saved image?'),
+    body: trans.__(
+      '%1 is removed from this host. Notebooks on it can move to another image; kernels running it now keep running until they end.',
+      row.reference
+    ),
+    action: trans.__('Remove')
+  });
+  if (!confirmed) {
+    return;
+  }
+  try {
+    await removeSavedImage(
+      row.reference,
+      app.serviceManager.serverSettings,
+      trans
+    );
+    Notification.success(trans.__('%1 is removed.', row.reference), {
+      autoClose: 5000
+    });
+  } catch (error) {
+    notify(
+      trans,
+      'error',
+      messageOf(error),
+      trans.__('Remove %1', row.reference)
+    );
+  }
+  await model.refreshImages();
+  void app.serviceManager.kernelspecs.refreshSpecs();
+}
+
+/**
  * What the panel's buttons do.
  */
 function panelActions(
@@ -95,6 +137,7 @@ function panelActions(
         wait
       ),
     pull: row => pullImage(model, row, trans),
+    removeSaved: row => removeSaved(app, model, row, trans),
     cancel: async row => {
       try {
         await model.cancel(row.reference);

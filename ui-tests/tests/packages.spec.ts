@@ -4,15 +4,20 @@
  * kernel is restarted from the Kernel menu; the panel lists it under its image; a reset, asked and
  * confirmed in a dialog, removes it, and the kernel restarted next has the image's packages only.
  *
+ * Then the environment saved as an image from the kernel's view: the save's progress and its end,
+ * the view reopened after a reload still telling it, the Launcher's new card, and a new notebook
+ * on the saved image that imports the package without installing it.
+ *
  * A real browser, server, engine and image (the NGC-like one, whose pip installs as NGC's does).
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { expect, IJupyterLabPageFixture, JupyterLabPage, test } from '@jupyterlab/galata';
 
 import {
   dismissNetworkChangeDialogs,
   kernelNameFor,
   NGC_IMAGE,
   openPanel,
+  ScriptProcess,
   stopAllKernels
 } from './helpers';
 
@@ -103,4 +108,107 @@ test('a package installed in a notebook is kept for its image, listed, and reset
   expect(await page.notebook.activate(name!)).toBe(true);
   await restartKernel(page);
   expect(await runImport(page)).toContain('absent');
+});
+
+test("a kernel's environment saved as an image starts new notebooks with its packages", async ({
+  page,
+  request
+}, testInfo) => {
+  test.setTimeout(300_000);
+  const saved = new ScriptProcess('saved_images.py');
+  try {
+    expect((await saved.next()).ready).toBe(true);
+    const kernel = await kernelNameFor(request, NGC_IMAGE);
+    await page.notebook.createNew(undefined, { kernel });
+    const notebook = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)');
+    await page.notebook.setCell(0, 'code', INSTALL);
+    await page.notebook.runCell(0);
+    expect((await page.notebook.getCellTextOutput(0))?.join('') ?? '').toMatch(
+      /Successfully installed jgc[-_]tiny-1\.0/
+    );
+
+    // The kernel's view: a name typed, the save started, its progress, its end.
+    await notebook.locator('.jgc-toolbar-kernel-view').click();
+    const view = page.locator('.jgc-kernel-view-widget:not(.lm-mod-hidden)');
+    const section = view.locator('.jgc-kernel-save-section');
+    await section.scrollIntoViewIfNeeded();
+    await expect(section.locator('.jgc-save-start')).toBeEnabled({ timeout: 30_000 });
+    await section.locator('.jgc-save-name').fill('ui-tiny');
+    await section.locator('.jgc-save-start').click();
+    const state = section.locator('.jgc-save-state');
+    await expect(state).toContainText(
+      /Saved as localhost\/jupyter-gpu-containers\/saved\/u\d+\/ui-tiny:\d{8}-\d{6}\./,
+      { timeout: 180_000 }
+    );
+    await section.screenshot({ path: testInfo.outputPath('saved-as-image.png') });
+    const image = ((await state.textContent()) ?? '').match(/Saved as (\S+?)\. /)![1];
+
+    // Reloaded, the view reopened says it still (the server's record of the user's saves).
+    // (Without galata's readiness wait, which looks for a Launcher the restored layout lacks.)
+    await (page as unknown as JupyterLabPage).reload({ waitForIsReady: false });
+    await page.waitForSelector('.jp-NotebookPanel .jgc-toolbar-kernel-view');
+    await page
+      .locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-kernel-view')
+      .click();
+    await expect(
+      page.locator('.jgc-kernel-view-widget:not(.lm-mod-hidden) .jgc-save-state')
+    ).toContainText(`Saved as ${image}.`, { timeout: 30_000 });
+
+    // The Launcher offers it; a new notebook on it imports the package from the image.
+    await page.evaluate(async () => {
+      await (window as any).jupyterapp.commands.execute('launcher:create');
+    });
+    const launcher = page.locator('.jp-Launcher:visible');
+    await expect(
+      launcher
+        .locator('.jp-LauncherCard[data-category="Notebook"]')
+        .filter({ hasText: 'ui-tiny' })
+    ).toBeVisible({ timeout: 60_000 });
+    await page.screenshot({ path: testInfo.outputPath('saved-image-launcher.png') });
+    const savedKernel = await kernelNameFor(request, image);
+    await page.notebook.createNew(undefined, { kernel: savedKernel });
+    await page.notebook.setCell(
+      0,
+      'code',
+      "import jgc_tiny; print('from', jgc_tiny.__file__)"
+    );
+    await page.notebook.runCell(0);
+    expect((await page.notebook.getCellTextOutput(0))?.join('') ?? '').toContain(
+      'from /opt/jupyter-gpu-containers/saved-packages/lib/python3'
+    );
+
+    // The panel marks it as the user's own, and what it was saved from.
+    const panel = await openPanel(page);
+    await panel.locator('.jgc-refresh').first().click();
+    await expect(
+      panel.locator(`.jgc-image[data-reference="${image}"] .jgc-saved-from`)
+    ).toHaveText(`Your own image, saved from ${NGC_IMAGE} with your packages for it.`, {
+      timeout: 60_000
+    });
+
+    // Removed from the panel, after a confirmation: refused while a kernel runs on it (said in
+    // a notification), done once its kernels are shut down.
+    const row = panel.locator(`.jgc-image[data-reference="${image}"]`);
+    const removeIt = async (): Promise<void> => {
+      await row.locator('.jgc-remove-saved').click();
+      const dialog = page.locator('.jp-Dialog');
+      await expect(dialog).toContainText('Remove your saved image?');
+      await dialog.locator('.jp-Dialog-button.jp-mod-warn').click();
+    };
+    await removeIt();
+    await expect(page.getByText(/is in use by a kernel/).first()).toBeVisible();
+    await page.screenshot({ path: testInfo.outputPath('saved-image-in-use.png') });
+    for (const kernel of (await (await page.request.get('/api/kernels')).json()) as {
+      id: string;
+    }[]) {
+      await page.request.delete(`/api/kernels/${kernel.id}`);
+    }
+    await removeIt();
+    await expect(row).toHaveCount(0, { timeout: 60_000 });
+  } finally {
+    for (const p of await stopAllKernels(page)) {
+      await page.request.delete(`/api/contents/${p}`);
+    }
+    await saved.close();
+  }
 });

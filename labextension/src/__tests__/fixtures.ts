@@ -15,6 +15,7 @@ export function makeRow(overrides: Partial<IImageRow> = {}): IImageRow {
     allowed_reason: '',
     pull_id: '',
     retired: null,
+    saved_from: null,
     pulled: true,
     id: 'sha256:1111111111111111111111111111111111111111111111111111111111111111',
     digest:

@@ -46,6 +46,8 @@ const INTERFACES: Record<string, string[]> = {
   IGpuQuota: ['GPUQuota'],
   IPackages: ['Packages'],
   IPackagesFolder: ['PackagesFolder'],
+  ISave: ['Save'],
+  ISaves: ['Saves'],
   IHolder: ['Holder'],
   IVerdict: ['Verdict'],
   IClusterView: ['ClusterView'],
@@ -110,6 +112,7 @@ const INTERFACES: Record<string, string[]> = {
   INotebookStampCheck: ['NotebookStampCheck'],
   INotebookRetiredImage: ['NotebookRetiredImage'],
   IImageRetirement: ['ImageRetirement'],
+  IImageLineage: ['ImageLineage'],
   INotebookKernelState: ['NotebookKernelState'],
   INotebookKernelStateKernel: ['NotebookKernelState.kernel'],
   INotebookKernelGpu: ['NotebookKernelState.kernel.gpus[]']

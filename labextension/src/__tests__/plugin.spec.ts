@@ -125,6 +125,7 @@ jest.mock('../launcherlabels', () => ({
 }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
+jest.mock('../dialogs', () => ({ confirmDialog: jest.fn() }));
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/'
