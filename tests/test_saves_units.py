@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from test_user_packages_units import SYSTEM_PYTHON
+from test_user_packages_units import SYSTEM_PYTHON, system_python_version
 
 from jupyter_gpu_containers.backends.podman.builds import _unpack
 from jupyter_gpu_containers.base import labels as L
@@ -23,6 +23,7 @@ from jupyter_gpu_containers.host.packages_archive import (
     SAVED_PACKAGES_ENV,
     ArchiveCount,
     SaveCancelled,
+    _add_file,
     dockerfile,
     write_context,
 )
@@ -163,12 +164,7 @@ def test_names_and_lineage() -> None:
 def test_the_kernels_start_puts_saved_packages_between_the_users_and_the_images(
     tmp_path: Path,
 ) -> None:
-    version = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    version = system_python_version()
     saved = tmp_path / "saved"
     saved_site = saved / "lib" / f"python{version}" / "site-packages"
     saved_site.mkdir(parents=True)
@@ -236,3 +232,18 @@ def test_podman_unpacks_a_context_inside_its_folder_only(tmp_path: Path) -> None
         with pytest.raises(EngineRefused):
             _unpack(tar_of(*bad), str(target))
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_file_swapped_for_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Between the walk's look at a name and its open, code in a kernel may put a pipe there:
+    the open does not wait for a writer, and the save is refused."""
+    os.mkfifo(tmp_path / "pkg.py")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with (
+            tarfile.open(fileobj=io.BytesIO(), mode="w") as tar,
+            pytest.raises(ContainerKernelError, match="changed while it was saved"),
+        ):
+            _add_file(tar, fd, "pkg.py", "packages/pkg.py", os.getuid(), "p", 10**6, ArchiveCount())
+    finally:
+        os.close(fd)

@@ -38,7 +38,11 @@ from .user_packages import KEY_PATTERN, open_packages
 SAVED_PACKAGES_DIR = "/opt/jupyter-gpu-containers/saved-packages"
 SAVED_PACKAGES_ENV = "JUPYTER_GPU_CONTAINERS_SAVED_PACKAGES"
 
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+# O_NONBLOCK: a file swapped for a pipe after it was looked at opens at once (and is then refused
+# as not a file) instead of holding the save's thread until someone writes to it.
+_FILE_FLAGS = (
+    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
+)
 
 
 class SaveCancelled(Exception):
