@@ -91,6 +91,16 @@ def test_over_the_guard_pip_installs_no_more() -> None:
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
+def system_python_version() -> str:
+    """The machine's Python's "X.Y" (its user site-packages' folder name)."""
+    return subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def boot_paths(
     tmp_path: Path, base: Path, *flags: str, python: str = SYSTEM_PYTHON
 ) -> dict[str, object]:
@@ -125,13 +135,7 @@ def boot_paths(
 def test_the_kernels_start_puts_the_folder_ahead_of_the_images_packages(tmp_path: Path) -> None:
     base = tmp_path / "ws" / DIR / packages_key("img:1")
     first = boot_paths(tmp_path, base)
-    version = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    site = f"{base}/lib/python{version}/site-packages"
+    site = f"{base}/lib/python{system_python_version()}/site-packages"
     # Made at the first start (Python adds it only if it exists), and placed where Python
     # itself places it: after the standard library, before any other site-packages.
     assert os.path.isdir(site)

@@ -37,19 +37,23 @@ KERNEL_BOOT = (
     'if sys.path and sys.path[0] == "":\n'
     "    del sys.path[0]\n"
     "import os, site\n"
+    "def put(d):\n"
+    "    n = len(sys.path)\n"
+    "    site.addsitedir(d)\n"
+    "    added = sys.path[n:]\n"
+    "    del sys.path[n:]\n"
+    '    ends = ("site-packages", "dist-packages")\n'
+    "    at = [i for i, e in enumerate(sys.path) if e.endswith(ends)]\n"
+    "    at = at[0] if at else n\n"
+    "    sys.path[at:at] = added\n"
+    "def on_path(d):\n"
+    '    os.environ["PATH"] = os.path.join(d, "bin") + os.pathsep + os.environ.get("PATH", "")\n'
     's = os.environ.get("JUPYTER_GPU_CONTAINERS_SAVED_PACKAGES")\n'
     "if s:\n"
     '    q = os.path.join(s, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")\n'
     "    if os.path.isdir(q) and q not in sys.path:\n"
-    "        n = len(sys.path)\n"
-    "        site.addsitedir(q)\n"
-    "        added = sys.path[n:]\n"
-    "        del sys.path[n:]\n"
-    '        ends = ("site-packages", "dist-packages")\n'
-    "        at = [i for i, d in enumerate(sys.path) if d.endswith(ends)]\n"
-    "        at = at[0] if at else n\n"
-    "        sys.path[at:at] = added\n"
-    '    os.environ["PATH"] = os.path.join(s, "bin") + os.pathsep + os.environ.get("PATH", "")\n'
+    "        put(q)\n"
+    "    on_path(s)\n"
     'if os.environ.get("PYTHONUSERBASE") and site.ENABLE_USER_SITE:\n'
     "    p = site.getusersitepackages()\n"
     "    if not os.path.isdir(p):\n"
@@ -58,17 +62,9 @@ KERNEL_BOOT = (
     "        except OSError:\n"
     "            pass\n"
     "    if os.path.isdir(p) and p not in sys.path:\n"
-    "        n = len(sys.path)\n"
-    "        site.addsitedir(p)\n"
-    "        added = sys.path[n:]\n"
-    "        del sys.path[n:]\n"
-    '        ends = ("site-packages", "dist-packages")\n'
-    "        at = [i for i, d in enumerate(sys.path) if d.endswith(ends)]\n"
-    "        at = at[0] if at else n\n"
-    "        sys.path[at:at] = added\n"
+    "        put(p)\n"
     '    os.environ.setdefault("PIP_USER", "1")\n'
-    '    b = os.path.join(os.environ["PYTHONUSERBASE"], "bin")\n'
-    '    os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")\n'
+    '    on_path(os.environ["PYTHONUSERBASE"])\n'
     "import runpy\n"
     'runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)\n'
 )
