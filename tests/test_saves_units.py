@@ -18,6 +18,7 @@ from test_user_packages_units import SYSTEM_PYTHON, system_python_version
 from jupyter_gpu_containers.backends.podman.builds import _unpack
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.errors import ContainerKernelError, EngineRefused, SaveRefused
+from jupyter_gpu_containers.base.records import ImageRecord
 from jupyter_gpu_containers.host.packages_archive import (
     SAVED_PACKAGES_DIR,
     SAVED_PACKAGES_ENV,
@@ -29,6 +30,7 @@ from jupyter_gpu_containers.host.packages_archive import (
 )
 from jupyter_gpu_containers.host.user_packages import packages_key
 from jupyter_gpu_containers.images.saves import check_name, default_name, lineage
+from jupyter_gpu_containers.kernel.kernelspecs import display_name_for
 from jupyter_gpu_containers.policy.command import KERNEL_BOOT
 
 DIR = ".jupyter-gpu-containers/packages"
@@ -247,3 +249,26 @@ def test_a_file_swapped_for_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> N
             _add_file(tar, fd, "pkg.py", "packages/pkg.py", os.getuid(), "p", 10**6, ArchiveCount())
     finally:
         os.close(fd)
+
+
+def test_a_saved_images_kernel_is_named_by_its_name_and_what_it_came_from() -> None:
+    ref = "localhost/jupyter-gpu-containers/saved/u1000/nlp:20261127-120000"
+    image = ImageRecord(
+        id="sha256:" + "d" * 64,
+        tags=(ref,),
+        labels={L.SAVED_FROM: REF, "com.nvidia.pytorch.version": "2.4.0a0"},
+        env={
+            "NVIDIA_PRODUCT_NAME": "PyTorch",
+            "PYTORCH_VERSION": "2.4.0a0",
+            "NVIDIA_PYTORCH_VERSION": "24.05",
+        },
+        entrypoint=(),
+        user="",
+        created="",
+        size=0,
+    )
+    assert display_name_for(ref, image) == (
+        f"PyTorch 24.05 · nlp:20261127-120000 (saved from {REF})"
+    )
+    plain = ImageRecord(**{**image.__dict__, "labels": {}})
+    assert display_name_for(ref, plain) == f"PyTorch 24.05 · {ref}"

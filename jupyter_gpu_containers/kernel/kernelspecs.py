@@ -31,6 +31,7 @@ from ..base.references import normalize_reference
 from ..images import privateimages
 from ..images.catalog import Framework, Retirement, describe_image, framework_with_probe
 from ..images.probe import ProbeResult
+from ..images.saves import lineage
 from ..policy.admin_policy import image_allowed
 from ..services import Services, services_for
 
@@ -90,7 +91,8 @@ def resource_dir_for(ref: str, framework: Framework | None) -> str:
 
 def display_name_for(ref: str, image: ImageRecord | None, probe: ProbeResult | None = None) -> str:
     """The Launcher's label: the framework and its version, else the Python version the readiness
-    probe found, then the reference ("PyTorch 24.05 · nvcr.io/…", "Python 3.11 · jgc/demo:…").
+    probe found, then the reference ("PyTorch 24.05 · nvcr.io/…", "Python 3.11 · jgc/demo:…");
+    for an image a user saved, its name and what it was saved from.
     ``probe`` is an answer already known (never waited for); without one: "Python 3"."""
     env = image.env if image else {}
     labels = image.labels if image else {}
@@ -100,6 +102,9 @@ def display_name_for(ref: str, image: ImageRecord | None, probe: ProbeResult | N
     else:
         python = re.match(r"\d+\.\d+", probe.python_version) if probe else None
         head = f"Python {python.group(0)}" if python else "Python 3"
+    saved = lineage(labels)
+    if saved:  # a user's own saved image: its name, and what it came from
+        return f"{head} · {ref.rsplit('/', 1)[-1]} (saved from {saved['image']})"
     return f"{head} · {ref}"
 
 
