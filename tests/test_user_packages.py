@@ -235,9 +235,9 @@ async def test_a_kernels_environment_saved_as_an_image_is_its_users_alone(
         assert done["state"] == "done", done
         assert done["files"] > 0 and done["bytes"] > 0 and done["image_id"].startswith("sha256:")
         listed = json.loads((await jp_fetch("gpu-containers", "saves")).body)
-        # This user's saves: the cancelled one, then this one.
-        assert [s["state"] for s in listed["saves"]] == ["cancelled", "done"], listed
-        assert listed["saves"][1]["id"] == started["id"] and listed["refusal"] == ""
+        # This user's saves: the cancelled one, the one stopped, then this one.
+        assert [s["state"] for s in listed["saves"]] == ["cancelled", "error", "done"], listed
+        assert listed["saves"][2]["id"] == started["id"] and listed["refusal"] == ""
 
         # The image: the kernel's image by id, its lineage, the packages as root's.
         image = docker_client.images.get(new)
@@ -330,7 +330,29 @@ async def a_cancel_leaves_nothing(
         assert not docker_client.images.list(name=started["image"].rsplit(":", 1)[0])
         records = privateimages.hidden_from(services().state, os.getuid() + 4242).others
         assert not [r for r in records if r.ref == started["image"]]
+
+        # A save that takes longer than ImageSaves.timeout is stopped, and says why.
+        saves = services().saves
+        saves.timeout = 0.5
+        writing.clear()
+        release.clear()
+        slow = await save(jp_fetch, kernel_id)
+        underway = saves.get(slow["id"])
+        assert underway is not None and await asyncio.to_thread(writing.wait, 60)
+
+        async def expired() -> None:
+            while not underway.timed_out:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(expired(), 60)
+        release.set()
+        await asyncio.wait_for(saves.wait(underway), 60)
+        ended = json.loads((await jp_fetch("gpu-containers", "saves", slow["id"])).body)
+        assert ended["state"] == "error" and ended["error_status"] == 504, ended
+        assert "ImageSaves.timeout" in ended["message"], ended
+        assert not docker_client.images.list(name=slow["image"].rsplit(":", 1)[0])
     finally:
+        services().saves.timeout = 1800.0
         release.set()
         monkeypatch.undo()
         with contextlib.suppress(Exception):

@@ -112,6 +112,7 @@ class Save:
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     cancel_requested: bool = False
+    timed_out: bool = False
     stream: BuildProgress | None = None
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     # The save's thread appends to the log while the loop reads it.
@@ -199,6 +200,14 @@ class ImageSaves(LoggingConfigurable):
         help="""Saved images one user may keep on this host (each may be as large as its image
         plus max_bytes): a save past it is refused, in a sentence, until they remove one (the
         GPU Containers panel's Remove on a saved image of theirs).""",
+    )
+
+    timeout = Float(
+        1800.0,
+        config=True,
+        help="""Seconds a save may take, its copy and its build together; one that takes longer
+        is stopped and fails with a sentence saying so (a slow workspace cannot hold a save slot
+        for ever).""",
     )
 
     keep_finished = Float(
@@ -385,6 +394,12 @@ class ImageSaves(LoggingConfigurable):
         if stream is not None:
             stream.close()
 
+    def _expire(self, save: Save) -> None:
+        """The save's time is up (its watchdog's thread): stopped as a cancel is."""
+        if save.state in ACTIVE:
+            save.timed_out = True
+            self.cancel(save)
+
     async def wait(self, save: Save) -> None:
         await save.done_event.wait()
 
@@ -404,6 +419,9 @@ class ImageSaves(LoggingConfigurable):
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         recorded = False
+        watchdog = threading.Timer(self.timeout, self._expire, args=(save,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             save.state = "copying"
             if state is not None:
@@ -428,10 +446,15 @@ class ImageSaves(LoggingConfigurable):
             )
             self.log.info("Saved %s as %s (%s)", source.base, save.image, image_id)
             recorded = False
-        except SaveCancelled:
-            save.state, save.message = "cancelled", f"The save as {save.image} was cancelled."
-        except ContainerKernelError as e:
-            if save.cancel_requested:
+        except (SaveCancelled, ContainerKernelError) as e:
+            if save.timed_out:
+                save.state, save.error_status = "error", 504
+                save.message = (
+                    f"The save as {save.image} took longer than {self.timeout:g} seconds "
+                    "(ImageSaves.timeout) and was stopped: nothing was saved."
+                )
+                self.log.warning("Save as %s stopped: %s", save.image, save.message)
+            elif save.cancel_requested or not isinstance(e, ContainerKernelError):
                 save.state, save.message = "cancelled", f"The save as {save.image} was cancelled."
             else:
                 save.state, save.error_status, save.message = "error", e.status, e.sentence
@@ -441,6 +464,7 @@ class ImageSaves(LoggingConfigurable):
             save.message = f"The save as {save.image} failed: {e}"
             self.log.warning("Save as %s failed", save.image, exc_info=True)
         finally:
+            watchdog.cancel()
             if recorded and state is not None:
                 self._forget(state, save.image, owner)
             save.stream = None
