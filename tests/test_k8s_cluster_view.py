@@ -323,6 +323,10 @@ def test_the_route_on_a_kernel_service(
         seen = {name: run(as_user(name)) for name in (first, second)}
         anonymous = run(service.fetch(None, "GET", route))
         assert anonymous.code == 403
+        # Saving an environment as an image is not offered here, and the page is told why.
+        saves = run(service.fetch(service.users[first], "GET", "/gpu-containers/saves"))
+        refusal = conformance.check(saves, "/gpu-containers/saves", "get")["refusal"]
+        assert refusal.startswith("On Kubernetes an image is pulled by the node"), refusal
     finally:
         print("\n".join(service.output().splitlines()[-60:]))
         service.close()

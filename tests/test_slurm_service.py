@@ -266,6 +266,9 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         code, quota = await service.answer(alice, "GET", "gpu-containers/quota")
         assert code == 200 and quota["accounted_by"] == "Slurm", quota
         assert quota["used_hours"] > 0 and not quota["enabled"], quota
+        # Saving an environment as an image is not offered on Slurm, and the page is told why.
+        code, saves = await service.answer(alice, "GET", "gpu-containers/saves")
+        assert code == 200 and saves["refusal"].startswith("On Slurm each node"), saves
 
     asyncio.run(scenario())
 

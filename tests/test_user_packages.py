@@ -29,6 +29,7 @@ from conftest import (
 from jupyter_server.serverapp import ServerApp
 from kernel_io import execute_in, refusal
 from tiny_wheel import tiny_wheel
+from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.host import packages_archive, user_packages
@@ -311,7 +312,13 @@ async def a_cancel_leaves_nothing(
         write(out, **kwargs)
 
     monkeypatch.setattr(packages_archive, "write_context", held)
-    started = await save(jp_fetch, kernel_id)
+    # Two asked for at once: one starts, the other is refused.
+    both = await asyncio.gather(
+        save(jp_fetch, kernel_id), save(jp_fetch, kernel_id), return_exceptions=True
+    )
+    [started] = [b for b in both if isinstance(b, dict)]
+    [other] = [b for b in both if not isinstance(b, dict)]
+    assert isinstance(other, HTTPClientError) and other.code == 409, other
     assert started["image"].split("/")[-1].startswith("ngc-like:")
     try:
         assert await asyncio.to_thread(writing.wait, 60)

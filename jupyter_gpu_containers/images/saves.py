@@ -40,7 +40,13 @@ from traitlets.config import LoggingConfigurable
 
 from ..backends.backend import BuildProgress, ContainerBackend
 from ..base import labels as L
-from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed, SaveRefused
+from ..base.errors import (
+    BuildsNotSupported,
+    ContainerKernelError,
+    ImageMissing,
+    ImageNotAllowed,
+    SaveRefused,
+)
 from ..base.references import BadReference, parse_reference
 from ..host import packages_archive
 from ..host.hoststate import StateDir
@@ -324,6 +330,9 @@ class ImageSaves(LoggingConfigurable):
                 "Saving an environment as an image is turned off on this server "
                 "(ImageSaves.enabled)."
             )
+        engine = self.backend.build_refusal()
+        if engine:
+            return engine
         if not self.policy.user_packages:
             return (
                 "Packages installed in a kernel are not kept on this server "
@@ -344,17 +353,15 @@ class ImageSaves(LoggingConfigurable):
     ) -> Save:
         """Start saving ``source`` as ``name``. ``whose``/``owner``: a kernel service's user
         (name; uid and gid), "" and None on a user's own server."""
+        engine = self.backend.build_refusal()
+        if engine:
+            raise BuildsNotSupported(engine)
         why = self.refusal()
         if why:
             raise ImageNotAllowed(why)
         image = self.target(source.uid, name)
-        kept = await asyncio.to_thread(self.saved_by, source.uid)
-        if len(kept) >= self.max_images_per_user:
-            raise SaveRefused(
-                f"You keep {len(kept)} saved images here, as many as this server keeps for one "
-                f"user (ImageSaves.max_images_per_user): remove one you no longer need (the "
-                "GPU Containers panel's Remove on it) before you save another."
-            )
+        # Checked and taken before the first await: two requests of one user at once must not
+        # both find no save of theirs under way.
         for save in self._saves.values():
             if save.whose == whose and save.state in ACTIVE:
                 raise SaveRefused(
@@ -367,18 +374,29 @@ class ImageSaves(LoggingConfigurable):
                 "saves at once (ImageSaves.max_concurrent). Try again in a few minutes.",
                 status=429,
             )
-        private = self.backend.images_shared
-        state = None
-        if private:
-            state = await asyncio.to_thread(self._state)
-            if not state.shared:
-                raise ImageNotAllowed(
-                    "A saved image is kept private to you, which needs the host state "
-                    f"directory: {state.problem}"
-                )
         save = Save(id=uuid.uuid4().hex, whose=whose, base=source.base, image=image)
         self._saves[save.id] = save
         self._running += 1
+        try:
+            kept = await asyncio.to_thread(self.saved_by, source.uid)
+            if len(kept) >= self.max_images_per_user:
+                raise SaveRefused(
+                    f"You keep {len(kept)} saved images here, as many as this server keeps for "
+                    "one user (ImageSaves.max_images_per_user): remove one you no longer need "
+                    "(the GPU Containers panel's Remove on it) before you save another."
+                )
+            state = None
+            if self.backend.images_shared:
+                state = await asyncio.to_thread(self._state)
+                if not state.shared:
+                    raise ImageNotAllowed(
+                        "A saved image is kept private to you, which needs the host state "
+                        f"directory: {state.problem}"
+                    )
+        except BaseException:
+            del self._saves[save.id]
+            self._running -= 1
+            raise
         loop = asyncio.get_running_loop()
         threading.Thread(
             target=self._run,

@@ -18,7 +18,7 @@ import json
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..base.errors import ContainerKernelError, SaveRefused
+from ..base.errors import BuildsNotSupported, ContainerKernelError, SaveRefused
 from ..host import user_packages
 from ..host.user_packages import packages_key
 from ..images.saves import Save, SaveSource, check_name, default_name
@@ -40,6 +40,9 @@ class KernelSaveHandler(PackagesBase):
             name = check_name(name)  # a name that cannot be one: said before anything is done
         _km, provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         saves = self.services.saves
+        engine = self.services.backend.build_refusal()
+        if engine:
+            raise BuildsNotSupported(engine)  # 501: said before the kernel's image is read
         why = saves.refusal()
         if why:
             raise web.HTTPError(403, why)

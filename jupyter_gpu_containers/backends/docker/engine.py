@@ -217,6 +217,9 @@ class Engine(LoggingConfigurable):
         """
         return open_pull(self._client, ref, tag, auth_config, registry=registry, who=who)
 
+    def build_refusal(self) -> str:
+        return ""
+
     def open_build(self, context: BinaryIO, name: str) -> BuildStream:
         """Build the image the tar stream ``context`` describes (a Dockerfile at its root),
         untagged (``name`` is for sentences); returns its output stream once the engine has the

@@ -626,13 +626,16 @@ class KubernetesBackend(LoggingConfigurable):
             "this service does not pull."
         )
 
-    def open_build(self, context: BinaryIO, name: str) -> Any:
-        raise BuildsNotSupported(
+    def build_refusal(self) -> str:
+        return (
             "On Kubernetes an image is pulled by the node that runs the kernel, from a registry: "
             "saving an environment as an image needs a registry this service can push to and an "
             "in-cluster builder, which this service does not have. Your packages stay in your "
             "workspace, on every kernel of this image."
         )
+
+    def open_build(self, context: BinaryIO, name: str) -> Any:
+        raise BuildsNotSupported(self.build_refusal())
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         raise BuildsNotSupported("On Kubernetes images live on the nodes; this service names none.")

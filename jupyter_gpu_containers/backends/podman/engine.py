@@ -287,6 +287,9 @@ class PodmanEngine(LoggingConfigurable):
     def wake_watchers(self) -> None:
         self._images.wake_watchers()
 
+    def build_refusal(self) -> str:
+        return ""
+
     def open_build(self, context: BinaryIO, name: str) -> BuildStream:
         """Build the image the tar stream ``context`` describes into the user's storage,
         untagged (``name`` is for sentences); the output stream. Blocking: a save's thread."""

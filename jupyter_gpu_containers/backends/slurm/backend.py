@@ -814,12 +814,15 @@ class SlurmBackend(LoggingConfigurable):
             "administrator fills): this service pulls none."
         )
 
-    def open_build(self, context: Any, name: str) -> Any:
-        raise BuildsNotSupported(
+    def build_refusal(self) -> str:
+        return (
             "On Slurm each node's Podman keeps its own images: an image saved here would not "
             "reach the node of your next kernel. Your packages stay in your workspace, on every "
             "kernel of this image."
         )
+
+    def open_build(self, context: Any, name: str) -> Any:
+        raise BuildsNotSupported(self.build_refusal())
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         raise BuildsNotSupported("On Slurm images live on the nodes; this service names none.")
