@@ -913,17 +913,32 @@ async def test_a_kernels_environment_is_saved_into_the_users_own_storage(
         finally:
             ws.close()
         assert "Successfully installed" in result.stdout, result
+
+        async def ended_save(save_id: str) -> dict[str, Any]:
+            async def ended() -> dict[str, Any] | None:
+                found = await server.call("GET", "gpu-containers", "saves", save_id)
+                return dict(found) if found["state"] in ("done", "error", "cancelled") else None
+
+            return dict(await wait_until(ended, 300, "the save's end"))
+
+        # A file in the packages folder that is not the user's: the save says so (Podman reads
+        # the cut-short context its own way; the refusal is what the user is told).
+        planted = next((podman_home / "workspace").glob(".jupyter-gpu-containers/packages/*/lib"))
+        (planted / "planted.py").write_text("x = 1\n")  # root's
+        refused = await server.call(
+            "POST", "gpu-containers", "kernels", kernel["id"], "save", body={"name": "tiny"}
+        )
+        done = await ended_save(refused["id"])
+        assert done["state"] == "error" and "planted.py is not yours" in done["message"], done
+        (planted / "planted.py").unlink()
+
         started = await server.call(
             "POST", "gpu-containers", "kernels", kernel["id"], "save", body={"name": "tiny"}
         )
         saved = started["image"]
         assert saved.startswith(f"localhost/jupyter-gpu-containers/saved/u{entry.pw_uid}/tiny:")
 
-        async def ended() -> dict[str, Any] | None:
-            found = await server.call("GET", "gpu-containers", "saves", started["id"])
-            return dict(found) if found["state"] in ("done", "error", "cancelled") else None
-
-        done = await wait_until(ended, 300, "the save's end")
+        done = await ended_save(started["id"])
         assert done["state"] == "done", done
         listed = podman_user.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         assert saved in listed.split()

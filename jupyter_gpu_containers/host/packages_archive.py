@@ -40,9 +40,9 @@ SAVED_PACKAGES_ENV = "JUPYTER_GPU_CONTAINERS_SAVED_PACKAGES"
 
 # O_NONBLOCK: a file swapped for a pipe after it was looked at opens at once (and is then refused
 # as not a file) instead of holding the save's thread until someone writes to it.
-_FILE_FLAGS = (
-    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
-)
+# (No O_NOATIME: a server that is not root may not use it on another user's file, and the open's
+# EPERM would hide the reason said below, that the file is not the user's.)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class SaveCancelled(Exception):

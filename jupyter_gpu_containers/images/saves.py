@@ -521,7 +521,9 @@ class ImageSaves(LoggingConfigurable):
         with os.fdopen(read_fd, "rb") as context:
             try:
                 stream = self.backend.open_build(_PipeReader(context), save.image)  # type: ignore[arg-type]
-            except ContainerKernelError:
+            except Exception:
+                # A context cut short fails the engine's read in its own way (Podman's unpacking:
+                # a tarfile error): the writer's reason (a refusal, a cancel) is the one to say.
                 _drain(context)
                 writer.join()
                 if failure:

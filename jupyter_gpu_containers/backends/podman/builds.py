@@ -87,14 +87,20 @@ class BuildStream:
 
     def __iter__(self) -> Iterator[str]:
         said: list[str] = []
+        code = -1
         try:
-            for raw in self._process.stdout:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if not line.strip():
-                    continue
-                said.append(line)
-                del said[:-20]
-                yield line
+            try:
+                for raw in self._process.stdout:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    if not line.strip():
+                        continue
+                    said.append(line)
+                    del said[:-20]
+                    yield line
+            except (ValueError, OSError):
+                if not self.closed:
+                    raise
+                return  # cancelled: close() ended podman and its pipe under this read
             code = self._process.wait()
             if code == 0 and not self.closed:
                 found = ""
