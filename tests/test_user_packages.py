@@ -329,8 +329,12 @@ async def a_cancel_leaves_nothing(
         )
         underway = services().saves.get(started["id"])
         assert underway is not None
-        while not underway.cancel_requested:  # the cancel asked for before the writing goes on
-            await asyncio.sleep(0.01)
+
+        async def asked() -> None:  # the cancel asked for before the writing goes on
+            while not underway.cancel_requested:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asked(), 60)
         release.set()
         final = json.loads((await cancel).body)
         assert final["state"] == "cancelled", final

@@ -146,6 +146,7 @@ class SaveHandler(PackagesBase):
     async def delete(self, save_id: str) -> None:
         save = self._save(save_id)
         saves = self.services.saves
-        saves.cancel(save)
+        # Off the event loop: ending a podman build waits for its process a moment.
+        await asyncio.to_thread(saves.cancel, save)
         await saves.wait(save)
         self.finish(json.dumps(save.snapshot()))
