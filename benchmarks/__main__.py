@@ -25,6 +25,7 @@ from . import (
     podman,
     report,
     rest,
+    scale,
     service,
     slurm,
     warm_pool,
@@ -43,6 +44,7 @@ SECTIONS = (
     "k8s",
     "podman",
     "slurm",
+    "scale",
 )
 # The sections that measure the shared server (Bench.start_server); "service" and "lab" start
 # their own, "k8s" a Kubernetes cluster of its own, "podman" a server as the Podman user,
@@ -95,7 +97,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     wanted = wanted_sections(args)
     sections: dict[str, Any] = {}
     jobs = {
-        "kernel_start": lambda: kernel_start.run(bench, runs),
+        "kernel_start": lambda: kernel_start.run(bench, runs, warmup=not quick),
         "concurrency": lambda: concurrency.run(
             bench, 1 if quick else args.rounds, (2, 3) if quick else concurrency.SIZES
         ),
@@ -113,8 +115,9 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         ),
         "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
         "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
-        "podman": lambda: podman.run(bench, runs, args.podman_user),
-        "slurm": lambda: slurm.run(bench, runs, args.podman_user),
+        "podman": lambda: podman.run(bench, runs, args.podman_user, warmup=not quick),
+        "slurm": lambda: slurm.run(bench, runs, args.podman_user, warmup=not quick),
+        "scale": lambda: asyncio.to_thread(scale.run, quick),
     }
     for name in SECTIONS:
         if name not in wanted:

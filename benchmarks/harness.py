@@ -74,13 +74,15 @@ async def interleaved(
     variants: dict[str, Callable[[], Awaitable[float]]],
     runs: int,
     after_warmup: Callable[[], None] | None = None,
+    warmup: bool = True,
 ) -> dict[str, Stats]:
-    """Each variant once per round, ``runs`` rounds after one uncounted warm-up each, the order
-    rotating from round to round, so that machine noise (and any warming of caches) hits every
-    variant alike. A failure is counted and said, and the run goes on."""
+    """Each variant once per round, ``runs`` rounds after one uncounted warm-up each (none in a
+    quick run, whose numbers mean nothing anyway), the order rotating from round to round, so
+    that machine noise (and any warming of caches) hits every variant alike. A failure is
+    counted and said, and the run goes on."""
     stats = {name: Stats() for name in variants}
     names = list(variants)
-    for name in names:
+    for name in names if warmup else ():
         await variants[name]()
     if after_warmup is not None:
         after_warmup()

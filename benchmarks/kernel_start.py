@@ -50,7 +50,7 @@ def label(kind: str, transport: str, network: str) -> str:
     return f"{kind}: {transport}, network {network}"
 
 
-async def run(bench: Bench, runs: int) -> dict[str, Any]:
+async def run(bench: Bench, runs: int, warmup: bool = True) -> dict[str, Any]:
     server = bench.server
     assert server is not None
     variants: dict[str, Callable[[], Awaitable[float]]] = {
@@ -65,7 +65,7 @@ async def run(bench: Bench, runs: int) -> dict[str, Any]:
     variants["local ipykernel (no container), jupyter_client"] = local_ipykernel
     # The same REST path to a kernel without a container: what the Jupyter server itself costs.
     variants[LOCAL_REST] = _ours_local(bench)
-    stats = await interleaved(variants, runs, after_warmup=phases.clear)
+    stats = await interleaved(variants, runs, after_warmup=phases.clear, warmup=warmup)
     rows = []
     for name, stat in stats.items():
         row: dict[str, Any] = {"variant": name, **stat.to_dict()}

@@ -102,7 +102,9 @@ class RootlessPodman:
             save.wait(120)
 
 
-async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, Any]:
+async def run(
+    bench: Bench, runs: int, user: str = DEFAULT_USER, warmup: bool = True
+) -> dict[str, Any]:
     try:
         podman = RootlessPodman(user)
     except KeyError:
@@ -125,7 +127,7 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
             phases.clear()
             floor_runs.clear()
 
-        stats = await interleaved(variants, runs, after_warmup=after_warmup)
+        stats = await interleaved(variants, runs, after_warmup=after_warmup, warmup=warmup)
     finally:
         server.stop()
         await _remove_containers(bench, podman)

@@ -71,6 +71,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("k8s", "9. Kernels as pods on Kubernetes", _k8s),
         ("podman", "10. Kernels on a user's rootless Podman", _podman),
         ("slurm", "11. Kernels as Slurm jobs", _slurm),
+        ("scale", "12. How the cost of a decision grows with the work", _scale),
     ):
         if key not in sections:
             continue
@@ -676,3 +677,62 @@ def _slurm(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "jobs at its next scheduling pass, where `srun` is allocated at once. Without that "
         f"wait, ours is {ratio(s['ours_without_scheduling_over_floor'])} the floor.",
     ]
+
+
+SCALE_CURVES = {
+    "queue": (
+        "a waiting start's turn",
+        "waiting tickets (of N/4 users)",
+        "the host's queue read from the state directory (ticket files held by their waiters' "
+        "flocks) and put in fair order, then the turn taken with all 8 GPUs held",
+    ),
+    "quota": (
+        "a GPU start's quota check",
+        "recorded GPU sessions of the user",
+        "what the user's day files of the period say, as a server keeps it between checks "
+        "(read again only where appended to; one more session ended before each check)",
+    ),
+}
+
+
+def _scale(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    sizes = s["sizes"]
+    rows = []
+    for key, (what, items, _) in SCALE_CURVES.items():
+        curve = s["curves"][key]
+        by_n = {r["n_items"]: r for r in curve["rows"]}
+        fit = curve["fit"]
+        rows.append(
+            [
+                what,
+                items,
+                *(
+                    f"{ms1(by_n[n]['p50'])} / {ms1(by_n[n]['p95'])}" if n in by_n else ""
+                    for n in sizes
+                ),
+                f"{fit['shape']} (N^{fit['exponent']})" if fit["exponent"] is not None else "",
+            ]
+        )
+    out = [
+        "One decision's cost (p50 / p95, milliseconds) as the work on the host grows, each "
+        "curve measured in this one run; the fit is the exponent k of cost ∝ N^k from the "
+        "smallest N to the largest (0 flat, about 0.2 logarithmic over these sizes, 1 linear).",
+        "",
+        table(["decision", "N is", *(f"N = {n:,}" for n in sizes), "fit"], rows),
+        "",
+    ]
+    out += [f"- **{what}**: {how}." for what, _, how in SCALE_CURVES.values()]
+    top = sizes[-1]
+    firsts = [
+        f"{what} {ms1(r['first'])} ms"
+        for key, (what, _, _) in SCALE_CURVES.items()
+        for r in s["curves"][key]["rows"]
+        if r["n_items"] == top
+    ]
+    out += [
+        "",
+        f"A server's first decision after its start, at N = {top:,} (what it reads once): "
+        + "; ".join(firsts)
+        + ".",
+    ]
+    return out

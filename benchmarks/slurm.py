@@ -231,7 +231,9 @@ class SlurmBench:
             await self.service.delete_kernel(kernel_id, token=self.token)
 
 
-async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, Any]:
+async def run(
+    bench: Bench, runs: int, user: str = DEFAULT_USER, warmup: bool = True
+) -> dict[str, Any]:
     _tests_on_path()
     from slurm_cluster import slurm_installed
 
@@ -254,7 +256,7 @@ async def run(bench: Bench, runs: int, user: str = DEFAULT_USER) -> dict[str, An
             OURS: lambda: slurm.ours(measured),
         }
         with step("slurm: kernel starts"):
-            stats = await interleaved(variants, runs, after_warmup=measured.clear)
+            stats = await interleaved(variants, runs, after_warmup=measured.clear, warmup=warmup)
         assert slurm.service is not None
         found = kernel_phases(slurm.service.output())
         version = subprocess.run(

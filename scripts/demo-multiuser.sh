@@ -10,7 +10,9 @@
 #
 # Environment: JGC_MULTIUSER_PORT (8000, the Hub's public port), JGC_SERVICE_PORT (8890, the
 # kernel service), JGC_DEMO_PASSWORD (random: the shared password of the demo's
-# DummyAuthenticator), and scripts/demo.sh's JGC_VENV, JGC_DOCKERD_STATE.
+# DummyAuthenticator), JGC_DEMO_USERS (the demo's accounts, separated by spaces: the three above;
+# the tests' smoke run has accounts of its own, so that the UI tests' demo may run beside it), and
+# scripts/demo.sh's JGC_VENV, JGC_DOCKERD_STATE.
 # DEMO_SMOKE=1: start everything, check that the Hub answers, that a user's server lists the
 # service's container kernels with its own token, then stop (tests/test_demo_multiuser.py).
 # For the UI tests (ui-tests/start-hub.sh): JGC_TEST_RUN also labels the kernels with the test
@@ -21,13 +23,13 @@
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   # The Hub starts each user's server as that user, and the service reaches the engine: root.
-  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE,JGC_TEST_RUN,JGC_DEMO_LOG_DIR,JGC_DEMO_STATE_DIR "$0" "$@"
+  exec sudo --preserve-env=JGC_MULTIUSER_PORT,JGC_DEMO_USERS,JGC_SERVICE_PORT,JGC_DEMO_PASSWORD,JGC_VENV,JGC_DOCKERD_STATE,DEMO_SMOKE,JGC_TEST_RUN,JGC_DEMO_LOG_DIR,JGC_DEMO_STATE_DIR "$0" "$@"
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 prepare_machine demo-multiuser "[lab,hub]"
 
 # Three students for two GPUs: the third to ask waits.
-users=(jgc-demo-alice jgc-demo-bob jgc-demo-carol)
+read -r -a users <<<"${JGC_DEMO_USERS:-jgc-demo-alice jgc-demo-bob jgc-demo-carol}"
 user_list=$(printf '"%s", ' "${users[@]}")
 hub_port=${JGC_MULTIUSER_PORT:-8000}
 service_port=${JGC_SERVICE_PORT:-8890}

@@ -134,6 +134,11 @@ run npm run --silent build
 log "the checks and the other engines' tests, beside the rest's pytest session (their output follows its)"
 lane_log=$(mktemp /tmp/jgc-lane.XXXXXX)
 lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
+ui_engine_file=$(mktemp /tmp/jgc-ui-engine.XXXXXX)
+ipv6_default=$(sysctl -n net.ipv6.conf.default.disable_ipv6 2>/dev/null || true)
+restore_ipv6() {
+  [ -z "$ipv6_default" ] || as_root sysctl -qw net.ipv6.conf.default.disable_ipv6="$ipv6_default"
+}
 (
   set +e
   checks=0
@@ -146,10 +151,47 @@ lane_status=$(mktemp /tmp/jgc-lane-status.XXXXXX)
   # Its own cache directory: two sessions writing one "lastfailed" file would mix them.
   JGC_TEST_RUN=$engines_label python -m pytest --jgc-part engines \
     -o cache_dir=.pytest_cache/kubernetes-part --durations=10 "$@"
-  echo "$checks $?" >"$lane_status"
+  engines_rc=$?
+  # The UI tests, after the other engines' (their Slurm lab would meet the Slurm tests' cluster),
+  # beside the rest's session: JupyterLab in Chromium against servers of their own
+  # (ui-tests/start-server.sh), on the labextension built above, with a test-run label of their
+  # own, on a Docker engine of their own (ui-tests/start-engine.sh). On the machine's engine they
+  # failed beside the rest's session (fresh runs 35 and 36): their servers' kernels, root's, were
+  # seen by the rest's tests of a user's kernels and GPUs, and their panels probed the images the
+  # rest's tests build for a moment.
+  if true; then
+    if ui_engine=$(bash ui-tests/start-engine.sh); then
+      # Ports picked now, below the range the kernel hands out for port 0 (the rest's tests bind
+      # those all the time; one taken between this pick and the server's bind would fail it).
+      read -r UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT \
+        UI_TEST_HUB_SERVICE_PORT < <(python ui-tests/free_ports.py 5)
+      export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
+      ui_log=$(mktemp /tmp/jgc-ui.XXXXXX)
+      ui_tests_in_chromium() { npm run --silent ui-test:run 2>&1 | tee "$ui_log"; }
+      # Chromium fails the requests in flight at each change of the host's addresses
+      # (net::ERR_NETWORK_CHANGED), and each container start made one: the IPv6 link-local
+      # address of its veth on the host. Beside the rest's tests, which start containers all the
+      # time, a page's stylesheet failed so (fresh run 18). New interfaces get no IPv6 while the
+      # UI tests run (everything here is IPv4 loopback; a container's own loopback keeps ::1);
+      # the machine's setting comes back after them, and at this script's end.
+      if [ -n "$ipv6_default" ]; then
+        as_root sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+      fi
+      DOCKER_HOST=$ui_engine JGC_TEST_RUN=$ui_label check ui_tests_in_chromium
+      restore_ipv6
+      # playwright's list reporter marks a failed test's line with a cross.
+      grep -a '✘' "$ui_log" | sed 's/^ */playwright: /' >>"$failures" || true
+      rm -f "$ui_log"
+      echo "$ui_engine" >"$ui_engine_file"
+    else
+      checks=1
+      failed "the UI tests' Docker engine did not start (ui-tests/start-engine.sh)"
+    fi
+  fi
+  echo "$checks $engines_rc" >"$lane_status"
 ) >"$lane_log" 2>&1 &
 lane=$!
-trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true' EXIT
+trap '[ -z "$k8s_build" ] || kill -- "-$k8s_build" 2>/dev/null || true; [ -z "$lane" ] || kill "$lane" 2>/dev/null || true; restore_ipv6 || true' EXIT
 set +e
 # The slowest tests are named at the end of each part: where the time budget goes. The output is
 # kept too, for its short summary of failures (below).
@@ -177,29 +219,6 @@ elif { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; } || { [ "$k8s_rc" -ne 0 ] && [ "$k8s
   status=1
 fi
 
-# The UI tests, after both sessions: JupyterLab in Chromium against servers of their own
-# (ui-tests/start-server.sh), on the labextension built above, with a test-run label of their own.
-# Not beside the rest's session: their servers run kernels as root too, which the rest's tests of
-# a user's kernels would see, and their panels probe the images the rest's tests build for a
-# moment (tried: fresh runs 35 and 36 failed so).
-# Free ports picked now, not before the pytest sessions: a port left unbound for half an hour
-# may be another process's by then (a demo server may hold 8888).
-free_port() {
-  python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-UI_TEST_PORT=${UI_TEST_PORT:-$(free_port)}
-UI_TEST_NO_ENGINE_PORT=${UI_TEST_NO_ENGINE_PORT:-$(free_port)}
-UI_TEST_SERVICE_PORT=${UI_TEST_SERVICE_PORT:-$(free_port)}
-UI_TEST_HUB_PORT=${UI_TEST_HUB_PORT:-$(free_port)}
-UI_TEST_HUB_SERVICE_PORT=${UI_TEST_HUB_SERVICE_PORT:-$(free_port)}
-export UI_TEST_PORT UI_TEST_NO_ENGINE_PORT UI_TEST_SERVICE_PORT UI_TEST_HUB_PORT UI_TEST_HUB_SERVICE_PORT
-ui_log=$(mktemp /tmp/jgc-ui.XXXXXX)
-ui_tests_in_chromium() { npm run --silent ui-test:run 2>&1 | tee "$ui_log"; }
-JGC_TEST_RUN=$ui_label run ui_tests_in_chromium
-# playwright's list reporter marks a failed test's line with a cross.
-grep -a '✘' "$ui_log" | sed 's/^ */playwright: /' >>"$failures" || true
-rm -f "$ui_log"
-
 if [ -n "$k8s_build" ]; then
   # The Kubernetes tests waited for it; its own words if it failed.
   if ! wait "$k8s_build"; then
@@ -212,8 +231,7 @@ if [ -n "$k8s_build" ]; then
 fi
 
 run_label=org.jupyter.gpu-containers.test-run=$JGC_TEST_RUN
-for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label" \
-  "org.jupyter.gpu-containers.test-run=$ui_label"; do
+for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label"; do
   leftover=$(docker ps -aq --filter "label=$label" | wc -l)
   if [ "$leftover" -gt 0 ]; then
     failed "$leftover container(s) of this test run left on the engine"
@@ -221,6 +239,18 @@ for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label" \
     status=1
   fi
 done
+# ...and on the UI tests' own engine.
+ui_engine=$(cat "$ui_engine_file")
+rm -f "$ui_engine_file"
+if [ -n "$ui_engine" ]; then
+  label="org.jupyter.gpu-containers.test-run=$ui_label"
+  leftover=$(DOCKER_HOST=$ui_engine docker ps -aq --filter "label=$label" | wc -l)
+  if [ "$leftover" -gt 0 ]; then
+    failed "$leftover container(s) of the UI tests left on their engine ($ui_engine)"
+    DOCKER_HOST=$ui_engine docker ps -a --filter "label=$label" >&2
+    status=1
+  fi
+fi
 # ...and on the Podman account's own engine (its containers are in its storage, not Docker's).
 if [ -n "${JGC_TEST_PODMAN_USER:-}" ]; then
   for label in "$run_label" "org.jupyter.gpu-containers.test-run=$engines_label"; do

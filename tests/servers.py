@@ -91,10 +91,18 @@ def listening(port: int) -> bool:
         return False
 
 
-def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None:
+# The server extensions of the test environment that a test server has no use for unless a
+# browser opens its pages (the UI tests' labs): JupyterLab's alone took a second of CPU at each
+# of the suite's hundreds of server starts, on a two-core machine that runs two sessions.
+PAGE_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "jupyter_server_terminals", "notebook_shim")
+
+
+def write_server_config(
+    home: Path, extra: dict[str, Any] | None = None, *, pages: bool = False
+) -> None:
     """The config every test server reads (JUPYTER_CONFIG_DIR=home/config): the test run's
     container label, a host state directory under home, four static GPUs on the runc-backed
-    nvidia runtime."""
+    nvidia runtime; JupyterLab and its page extensions only with ``pages``."""
     from conftest import STATIC_GPUS, TEST_LABEL, TEST_RUN
 
     config: dict[str, Any] = {
@@ -104,6 +112,12 @@ def write_server_config(home: Path, extra: dict[str, Any] | None = None) -> None
         "GPUInventory": {"static_gpus": STATIC_GPUS},
         "GPUAllocator": {"attach_mode": "runtime"},
         **(extra or {}),
+    }
+    # (A section of ``extra`` replaces the default's whole; the extensions are added to its.)
+    server_app = config["ServerApp"] = dict(config.get("ServerApp", {}))
+    server_app["jpserver_extensions"] = {
+        **{name: pages for name in PAGE_EXTENSIONS},
+        **server_app.get("jpserver_extensions", {}),
     }
     (home / "config").mkdir(exist_ok=True)
     (home / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
@@ -122,7 +136,15 @@ def jupyter_env(home: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
         **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+        **engine_env(),
     }
+
+
+def engine_env() -> dict[str, str]:
+    """The Docker engine the tests were given (DOCKER_HOST: the UI tests' own engine,
+    ui-tests/start-engine.sh), for the processes they start with an environment of their own."""
+    given = os.environ.get("DOCKER_HOST")
+    return {"DOCKER_HOST": given} if given else {}
 
 
 class Server:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hostusers import ids_of, merged
-from servers import NO_PORT, VENV_BIN, free_port, listening, remove_tree
+from servers import NO_PORT, VENV_BIN, engine_env, free_port, listening, remove_tree
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -150,6 +150,7 @@ class KernelService:
             "LANG": "C.UTF-8",
             # A checkout tried with another's environment (PYTHONPATH=it) runs its own code.
             **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+            **engine_env(),
             **self.extra_env,
         }
         self.process = subprocess.Popen(

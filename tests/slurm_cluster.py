@@ -507,7 +507,8 @@ def users_own_server(
             "poll_interval": 0.2,
             **settings.get("SlurmBackend", {}),
         }
-        write_server_config(home, settings)
+        # Its pages with the labextension only: a browser opens them (ui-tests/slurm_lab.py).
+        write_server_config(home, settings, pages=labextension is not None)
         server = Server(home, home / "workspace", [], user=user, env=podman_user.user_env(user))
         try:
             yield server

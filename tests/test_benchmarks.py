@@ -38,6 +38,7 @@ def rows_of(section: dict[str, Any]) -> list[dict[str, Any]]:
     for part in ("starts", "round_trips"):  # the kernel service's section
         rows += section.get(part, {}).get("rows", [])
     rows += section.get("students_rows", [])  # the lab's
+    rows += [r for curve in section.get("curves", {}).values() for r in curve["rows"]]  # scale's
     return rows + list(section.get("phases", []))
 
 
@@ -136,6 +137,12 @@ def test_quick_run_writes_the_docker_sections(
     assert lab["handoff"]["frees"] > 0, lab["handoff"]
     assert isinstance(lab["seed"], int)
 
+    # The scale curves: each decision timed at every size, and a fit stated.
+    scale = results["sections"]["scale"]
+    for name, curve in scale["curves"].items():
+        assert [r["n_items"] for r in curve["rows"]] == scale["sizes"], name
+        assert all(r["n"] > 0 for r in curve["rows"]) and curve["fit"]["shape"], (name, curve)
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "1. Kernel start",
@@ -144,6 +151,7 @@ def test_quick_run_writes_the_docker_sections(
         "6. Warm pool",
         "7. Kernel service (multi-user) against direct mode",
         "8. A teaching lab: students sharing 8 GPUs through the kernel service",
+        "12. How the cost of a decision grows with the work",
     ):
         assert f"## {title}" in markdown
     assert f"Seed **{lab['seed']}**" in markdown
@@ -158,7 +166,7 @@ def test_quick_run_writes_the_docker_sections(
     assert partial["sections"]["rest"] == results["sections"]["rest"]
     merged = report.markdown(partial)
     assert f"*Measured in an earlier run: {results['machine']['date']}, `" in merged
-    assert merged.count("*Measured in an earlier run") == 7  # sections 1 to 6 and 8
+    assert merged.count("*Measured in an earlier run") == 8  # sections 1 to 6, 8 and 12
     other = {**partial, "quick": False, "earlier": {}, "sections": {"service": service}}
     merge_earlier(other, tmp_path)
     assert set(other["sections"]) == {"service"}

@@ -19,7 +19,9 @@ from servers import VENV_BIN, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "demo-multiuser.sh"
-DEMO_USERS = ("jgc-demo-alice", "jgc-demo-bob", "jgc-demo-carol")
+# Accounts of its own, not the demo's: the UI tests run the demo, as its three users, beside this
+# test (scripts/test.sh), and this test checks that none of its users runs anything when it ends.
+DEMO_USERS = ("jgc-smoke-alice", "jgc-smoke-bob", "jgc-smoke-carol")
 
 
 def _processes_of(user: str) -> list[int]:
@@ -46,6 +48,7 @@ def test_multiuser_demo_smoke(tmp_path: Path) -> None:
         "JGC_MULTIUSER_PORT": str(hub_port),
         "JGC_SERVICE_PORT": str(service_port),
         "JGC_VENV": str(VENV_BIN.parent),
+        "JGC_DEMO_USERS": " ".join(DEMO_USERS),
     }
     out = subprocess.run(
         ["bash", str(SCRIPT)],

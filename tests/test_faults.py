@@ -558,16 +558,20 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 
 def enable_loop_lag_probe(home: Path, debug: str) -> Path:
-    """Load tests/loop_lag.py into the server as an extension (config files are Python: they
-    can put tests/ on the path and set its environment), measuring into the returned file."""
+    """Load tests/loop_lag.py into the server as an extension (a Python config file puts tests/
+    on the path and sets its environment; the JSON one, which write_server_config wrote and
+    which is read after it, names the extension), measuring into the returned file."""
     lag_file = home / "loop-lag.json"
     (home / "config" / "jupyter_server_config.py").write_text(
         "import os, sys\n"
         f"sys.path.insert(0, {str(TESTS_DIR)!r})\n"
         f"os.environ['JGC_LOOP_LAG_FILE'] = {str(lag_file)!r}\n"
         f"os.environ['JGC_LOOP_LAG_DEBUG'] = {debug!r}\n"
-        "c.ServerApp.jpserver_extensions.update({'loop_lag': True})\n"
     )
+    config_file = home / "config" / "jupyter_server_config.json"
+    config = json.loads(config_file.read_text())
+    config.setdefault("ServerApp", {}).setdefault("jpserver_extensions", {})["loop_lag"] = True
+    config_file.write_text(json.dumps(config))
     return lag_file
 
 

@@ -26,6 +26,7 @@ from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ContainerSpec
 from jupyter_gpu_containers.gpus.allocator import attachment
 from jupyter_gpu_containers.gpus.inventory import GPU
+from jupyter_gpu_containers.placement.placement import create_container
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -167,6 +168,42 @@ async def test_device_request_modes_by_create_and_inspect(
             assert requests[0]["Capabilities"] == [["gpu"]]
     finally:
         await engine.remove(container_id)
+
+
+async def test_a_start_cancelled_while_its_container_is_created_still_knows_it(
+    docker_client: Any,
+) -> None:
+    """The engine's create runs on a thread that a cancellation does not stop: a start cancelled
+    meanwhile (a server stopping while its warm pool fills) waits for the engine's answer and
+    tells the launch the container made, whose clean-up removes it (fresh run 22 found one left
+    behind)."""
+
+    class Steps:
+        made: list[str] = []
+
+        def created(self, container_id: str) -> None:
+            self.made.append(container_id)
+
+    engine, steps = Engine(), Steps()
+    spec = ContainerSpec(
+        image=DEBIAN_IMAGE,
+        command=["true"],
+        name=f"jgc-test-cancelled-create-{TEST_RUN}",
+        labels={TEST_LABEL: TEST_RUN},
+        environment={},
+    )
+    creating = asyncio.ensure_future(create_container(engine, spec, steps))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the engine's call is under way on its thread
+    creating.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await creating
+        listed = docker_client.containers.list(all=True, filters={"name": spec.name})
+        assert [c.id for c in listed] == steps.made and len(steps.made) == 1
+    finally:
+        for container_id in steps.made:
+            await engine.remove(container_id)
+        engine.close()
 
 
 async def test_the_engines_runtimes_are_asked_once_in_a_while(monkeypatch: Any) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hostusers import ALICE, needs_accounts, uid_of
 
+from jupyter_gpu_containers.gpus import tickets
 from jupyter_gpu_containers.gpus.allocator import (
     GPUAllocator,
     GPURequest,
@@ -229,6 +230,54 @@ def test_only_held_well_formed_tickets_count(state: StateDir) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_live_ticket_that_a_reading_of_proc_locks_missed_still_counts_and_stays(
+    state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/locks is read in many reads of a list that changes meanwhile: on a busy host a
+    held lock can be missed. Such a ticket is asked of its file: it keeps its place, and its own
+    user's next waiter does not remove it as stale."""
+    me = os.getuid()
+    body = {"user": "me", "gpus": 1, "deadline": time.time() + 600}
+    name = f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-live"
+    fd = write(state, name, body)
+    try:
+        assert [t.kernel_id for t in read_tickets(state, frozenset())] == ["live"]
+        os.utime(Path(state.path) / name, (1.0, 1.0))  # old enough to be removed, were it dead
+        monkeypatch.setattr(tickets, "flocked_files", frozenset)
+        assert remove_stale_tickets(state, me) == 0
+        assert (Path(state.path) / name).exists()
+    finally:
+        os.close(fd)
+    # Its waiter gone, it counts no more, and goes.
+    assert read_tickets(state, frozenset()) == []
+    assert remove_stale_tickets(state, me) == 1
+
+
+def test_a_ticket_file_is_read_again_once_it_changed(state: StateDir) -> None:
+    """Tickets are parsed once and kept by their file's inode, size and change time: a file
+    written again (or replaced) under the same name is read again."""
+    me = os.getuid()
+    name = f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-k"
+    body = {"user": "me", "notebook": "a.ipynb", "gpus": 1, "deadline": time.time() + 600}
+    fd = write(state, name, body)
+    try:
+        assert [t.notebook for t in read_tickets(state)] == ["a.ipynb"]
+        assert [t.notebook for t in read_tickets(state)] == ["a.ipynb"]  # from what was kept
+        (Path(state.path) / name).write_text(json.dumps({**body, "notebook": "longer.ipynb"}))
+        assert [t.notebook for t in read_tickets(state)] == ["longer.ipynb"]
+        # Same size, new content: the change time tells it (a clock tick later).
+        path, before = Path(state.path) / name, os.stat(Path(state.path) / name).st_ctime_ns
+        while os.stat(path).st_ctime_ns == before:
+            time.sleep(0.005)
+            path.write_text(json.dumps({**body, "notebook": "lonxer.ipynb"}))
+        assert [t.notebook for t in read_tickets(state)] == ["lonxer.ipynb"]
+        # Made junk: no longer a ticket.
+        (Path(state.path) / name).write_text('{"gpus": "x y"}')
+        assert read_tickets(state) == []
+    finally:
+        os.close(fd)
 
 
 @needs_accounts

@@ -325,8 +325,17 @@ def test_the_route_on_a_kernel_service(
         assert anonymous.code == 403
         # Saving an environment as an image is not offered here, and the page is told why.
         saves = run(service.fetch(service.users[first], "GET", "/gpu-containers/saves"))
-        refusal = conformance.check(saves, "/gpu-containers/saves", "get")["refusal"]
+        listed = conformance.check(saves, "/gpu-containers/saves", "get")
+        refusal = listed["refusal"]
         assert refusal.startswith("On Kubernetes an image is pulled by the node"), refusal
+        # Nor a build from the workspace: the same sentence, and a build asked for anyway 501.
+        assert listed["build_refusal"] == refusal, listed
+        build = run(
+            service.fetch(
+                service.users[first], "POST", "/gpu-containers/builds", {"path": "e/Dockerfile"}
+            )
+        )
+        assert build.code == 501, build.body
     finally:
         print("\n".join(service.output().splitlines()[-60:]))
         service.close()

@@ -128,7 +128,10 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
     code, packages = answers.pop("/gpu-containers/packages")
     assert code == 200 and packages["enabled"] and packages["measured"], packages
     # Saves of environments as images (issue 31): none, and none to read.
-    assert answers.pop("/gpu-containers/saves") == (200, {"saves": [], "refusal": ""})
+    assert answers.pop("/gpu-containers/saves") == (
+        200,
+        {"saves": [], "refusal": "", "build_refusal": ""},
+    )
     code, error = answers.pop("/gpu-containers/saves/{save_id}")
     assert code == 404 and "There is no save" in error["message"]
     assert not answers, f"GET routes this test does not know yet: {sorted(answers)}"

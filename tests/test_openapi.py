@@ -946,6 +946,35 @@ async def test_real_responses_match_the_spec(
     )
     assert code == 403 and "not an image you saved" in refused["message"], refused
 
+    # An image built from the workspace: a recipe refused, then one built, followed as a save.
+    code, refused, _ = await call(
+        jp_fetch, conformance, "/gpu-containers/builds", "post", body={"path": "x/notes.txt"}
+    )
+    assert code == 400 and "not a recipe" in refused["message"], refused
+    (jp_root_dir / "openapi-env").mkdir()
+    (jp_root_dir / "openapi-env" / "Dockerfile").write_text(f"FROM {DEBIAN_IMAGE}\n")
+    code, started, _ = await call(
+        jp_fetch,
+        conformance,
+        "/gpu-containers/builds",
+        "post",
+        body={"path": "openapi-env/Dockerfile", "name": "openapi-build"},
+    )
+    assert code == 202 and started["kind"] == "build", started
+    underway = saves.get(started["id"])
+    assert underway is not None
+    await asyncio.wait_for(saves.wait(underway), 300)
+    code, ended, _ = await call(jp_fetch, conformance, save_path, values={"save_id": started["id"]})
+    assert code == 200 and ended["state"] == "done", ended
+    code, _, _ = await call(
+        jp_fetch,
+        conformance,
+        "/gpu-containers/saved-images",
+        "delete",
+        params={"image": started["image"]},
+    )
+    assert code == 204
+
     # The same kernel, restarted in place without GPUs, then again with one.
     for gpus, held in ((0, []), (1, ["GPU-test-0"])):
         code, restarted, _ = await call(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -17,6 +18,7 @@ from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ContainerRecord
 from jupyter_gpu_containers.gpus.quota import (
     GPUQuota,
+    RecordedUse,
     Span,
     Usage,
     append_records,
@@ -191,3 +193,79 @@ def test_a_removed_gpu_container_is_recorded_once_for_its_uid(state: StateDir) -
     assert spans[CONTAINER].gpus == 2
     assert spans[CONTAINER].kernel_id == "kernel-1"
     assert gpu_hours(spans.values(), now - 2 * HOUR, now) == pytest.approx(2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_kept_use_is_what_reading_every_file_whole_says(state: StateDir, seed: int) -> None:
+    """RecordedUse reads only what was appended since its last check and keeps the sum: after
+    any mix of lines (ends, notes, junk, a line cut off then completed, lines a moment ahead of
+    the clock, a container recorded on two days), files replaced, shortened or removed, and
+    running containers counted instead of their records, it says what reading every file whole
+    says."""
+    rng = random.Random(seed)
+    uid, kept = os.getuid(), RecordedUse()
+    start_time = time.time()
+    since = start_time - 3 * 24 * HOUR
+    containers = [f"{i:02x}" * 32 for i in range(10)]
+
+    def file_of(when: float) -> Path:
+        return (
+            Path(state.path)
+            / f"gpu-usage-{uid}-{datetime.fromtimestamp(when, timezone.utc):%Y%m%d}.jsonl"
+        )
+
+    for step in range(60):
+        now = start_time + step * 7.0
+        lines = []
+        for _ in range(rng.randrange(4)):
+            at = now - rng.uniform(0, 2 * 24 * HOUR) if rng.random() < 0.8 else now + 30
+            record = {
+                "container": rng.choice(containers),
+                "kernel_id": "k",
+                "start": at - rng.uniform(0, 4 * 24 * HOUR),
+                "gpus": rng.randint(1, 3),
+                rng.choice(["end", "seen"]): at,
+            }
+            lines.append(json.dumps(record).encode() + b"\n")
+        if rng.random() < 0.2:
+            lines.append(b'{"container": "not hex", "start": 1, "end": 2, "gpus": 1}\n')
+        data = b"".join(lines)
+        cut = rng.randrange(len(data) + 1) if data and rng.random() < 0.3 else len(data)
+        path = file_of(now - rng.choice([0, 0, 24 * HOUR, 2 * 24 * HOUR]))
+        with open(path, "ab") as f:
+            f.write(data[:cut])  # the rest (a line cut off) comes at the next step's write
+        if cut < len(data):
+            with open(path, "ab") as f:
+                if rng.random() < 0.5:
+                    kept.standing(state, uid, since, now)  # read while the line is half written
+                f.write(data[cut:])
+        roll = rng.random()
+        if roll < 0.05 and path.exists():
+            replacement = path.with_suffix(".new")
+            replacement.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+            replacement.replace(path)  # another inode
+        elif roll < 0.08 and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+        elif roll < 0.1:
+            path.unlink(missing_ok=True)
+        running = [
+            Span(c, "k", now - rng.uniform(0, 24 * HOUR), now, 1, live=True)
+            for c in rng.sample(containers, rng.randrange(3))
+        ]
+        hours, recorded = kept.standing(state, uid, since, now, running)
+        spans = read_spans(state, uid, since, now)
+        whole = {**spans, **{s.container: s for s in running}}
+        assert hours == pytest.approx(gpu_hours(whole.values(), since, now), abs=1e-9), step
+        assert recorded == {
+            s.container: spans[s.container] for s in running if s.container in spans
+        }
+
+
+def test_a_new_period_reads_its_own_files_only(state: StateDir) -> None:
+    uid, kept, now = os.getuid(), RecordedUse(), time.time()
+    line = {"container": CONTAINER, "kernel_id": "k", "start": now - 2 * HOUR, "gpus": 1}
+    assert append_records(state, uid, [{**line, "end": now - HOUR}], now) == ""
+    assert kept.standing(state, uid, now - 3 * HOUR, now)[0] == pytest.approx(1.0)
+    # The period starts after that session: none of it counts.
+    assert kept.standing(state, uid, now - 0.5 * HOUR, now)[0] == 0

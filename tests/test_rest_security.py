@@ -380,8 +380,8 @@ async def test_bodies_that_are_not_json_are_refused_with_a_400(world: World) -> 
                     json.loads(response.body)["message"] == "The request body must be JSON (UTF-8)."
                 )
                 tried += 1
-    # notebooks/kernel, pulls, credentials, restart, keep, save, admin action
-    assert tried == 7 * len(bodies), tried
+    # notebooks/kernel, pulls, credentials, restart, keep, save, builds, admin action
+    assert tried == 8 * len(bodies), tried
     await w.assert_nothing_happened()
 
 

@@ -160,7 +160,9 @@ def test_names_and_lineage() -> None:
             check_name(bad)
     assert lineage({}) is None
     found = lineage({L.SAVED_FROM: REF, L.SAVED_FROM_ID: "sha256:1", L.SAVED_AT: "t"})
-    assert found == {"image": REF, "id": "sha256:1", "digest": "", "saved_at": "t"}
+    assert found == {"image": REF, "id": "sha256:1", "digest": "", "saved_at": "t", "recipe": ""}
+    built = lineage({L.SAVED_FROM: REF, L.BUILT_FROM_RECIPE: "envs/Dockerfile"})
+    assert built is not None and built["recipe"] == "envs/Dockerfile"
 
 
 def test_the_kernels_start_puts_saved_packages_between_the_users_and_the_images(
@@ -272,3 +274,29 @@ def test_a_saved_images_kernel_is_named_by_its_name_and_what_it_came_from() -> N
     )
     plain = ImageRecord(**{**image.__dict__, "labels": {}})
     assert display_name_for(ref, plain) == f"PyTorch 24.05 · {ref}"
+
+
+def test_a_user_keeps_few_ended_saves_and_others_keep_theirs() -> None:
+    """Each ended save holds its log: one user ending build after build (a first step that
+    fails at once) keeps only the newest few, and nobody else's go."""
+    from typing import Any, cast
+
+    from jupyter_gpu_containers.images.saves import ENDED_KEPT_PER_USER, ImageSaves, Save
+    from jupyter_gpu_containers.policy.admin_policy import ContainerPolicy
+
+    saves = ImageSaves(backend=cast(Any, None), policy=ContainerPolicy(), state=cast(Any, None))
+    others = Save(id="other", whose="bob", base="b", image="i", state="error", finished=1.0)
+    saves._saves[others.id] = others
+    for n in range(ENDED_KEPT_PER_USER + 5):
+        save = Save(id=f"s{n}", whose="alice", base="b", image="i", state="error")
+        save.finished = 100.0 + n
+        saves._saves[save.id] = save
+        saves._running += 1
+        saves._finish(save)
+    under_way = Save(id="now", whose="alice", base="b", image="i", state="building")
+    saves._saves[under_way.id] = under_way
+    saves._keep_few_ended("alice")
+    mine = sorted(s.id for s in saves._saves.values() if s.whose == "alice")
+    expected = sorted([f"s{n}" for n in range(5, ENDED_KEPT_PER_USER + 5)] + ["now"])
+    assert mine == expected
+    assert "other" in saves._saves and saves._running == 0

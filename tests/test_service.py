@@ -616,7 +616,9 @@ async def test_a_private_pull_of_the_course_image_hides_its_own_reference_only(
         private_registry.remove_local(ref)
 
 
-async def test_who_may_pull_is_the_administrators_choice(services: list[KernelService]) -> None:
+async def test_who_may_pull_and_build_is_the_administrators_choice(
+    services: list[KernelService],
+) -> None:
     service, a, _b = start_service(
         services, {"ServiceApp": {"pull_policy": "admins", "admin_users": []}}
     )
@@ -633,6 +635,14 @@ async def test_who_may_pull_is_the_administrators_choice(services: list[KernelSe
     assert code == 403 and "allows none" in refusal["message"]
     code, status = await service2.answer(a2, "GET", "gpu-containers/status")
     assert code == 200 and status["pull_refusal"] == refusal["message"]
+    # Builds from a student's workspace run their steps with the engine's rights: nobody's by
+    # default (ServiceApp.build_policy), said before anything is read, and in the saves' list.
+    code, refusal = await service2.answer(
+        a2, "POST", "gpu-containers/builds", {"path": "env/Dockerfile"}
+    )
+    assert code == 403 and "ServiceApp.build_policy is 'nobody'" in refusal["message"], refusal
+    code, saves = await service2.answer(a2, "GET", "gpu-containers/saves")
+    assert code == 200 and saves["build_refusal"] == refusal["message"], saves
 
 
 async def test_a_full_start_queue_answers_busy_at_once(services: list[KernelService]) -> None:
@@ -807,11 +817,12 @@ def bounded() -> Iterator[tuple[KernelService, ServiceUser, ServiceUser]]:
                 "max_queued_starts_per_user": 1,
                 "max_kernels_per_user": 3,
                 "max_memory_per_user": "1536m",
+                "build_policy": "everyone",
             },
             "ContainerPolicy": {"max_mem_limit": "1g"},
             "GPUContainersKernelManager": {"max_websockets_per_user": 3},
-            # Saved images are the test run's, swept with its other images.
-            "ImageSaves": {"extra_labels": {TEST_IMAGE_LABEL: TEST_RUN}},
+            # Saved and built images are the test run's, swept with its other images.
+            "ImageSaves": {"extra_labels": {TEST_IMAGE_LABEL: TEST_RUN}, "build_network": False},
             "ContainerKernelSpecManager": {
                 "image_overrides": {
                     SILENT_REF: {
@@ -927,6 +938,7 @@ async def test_a_students_packages_are_hers_kept_per_image_and_reset_by_her(
         assert result.stdout.startswith(f"/workspace/.jupyter-gpu-containers/packages/{key}/")
 
         await save_as_image(service, a, b, again)
+        await build_from_her_workspace(service, a, b)
 
         code, mine = await service.answer(a, "GET", "gpu-containers/packages")
         assert code == 200 and mine["measured"], mine
@@ -963,6 +975,17 @@ async def test_a_students_packages_are_hers_kept_per_image_and_reset_by_her(
         await delete_kernels(service, a, b)
 
 
+async def save_ended(service: KernelService, user: ServiceUser, save_id: str, what: str) -> Any:
+    """The user's save (or build) once it ended, read as their page reads it."""
+
+    async def ended() -> Any:
+        code, now = await service.answer(user, "GET", f"gpu-containers/saves/{save_id}")
+        assert code == 200, now
+        return now if now["state"] in ("done", "error", "cancelled") else None
+
+    return await wait_until(ended, 300, what)
+
+
 async def save_as_image(
     service: KernelService, a: ServiceUser, b: ServiceUser, kernel_id: str
 ) -> None:
@@ -981,13 +1004,8 @@ async def save_as_image(
     code, theirs = await service.answer(b, "GET", f"gpu-containers/saves/{started['id']}")
     assert code == 404, theirs
 
-    async def ended() -> Any:
-        code, now = await service.answer(a, "GET", f"gpu-containers/saves/{started['id']}")
-        assert code == 200, now
-        return now if now["state"] in ("done", "error", "cancelled") else None
-
     try:
-        done = await wait_until(ended, 300, "the save's end")
+        done = await save_ended(service, a, started["id"], "the save's end")
         assert done["state"] == "done", done
 
         async def offered() -> bool:
@@ -1009,6 +1027,69 @@ async def save_as_image(
         result = await run(service, a, saved, "import jgc_tiny; print(jgc_tiny.__file__)")
         assert result.stdout.startswith(f"{SAVED_PACKAGES_DIR}/lib/python3"), result
         await service.answer(a, "DELETE", f"api/kernels/{saved}")
+    finally:
+        with (
+            contextlib.closing(docker.from_env()) as client,
+            contextlib.suppress(docker.errors.APIError),
+        ):
+            client.images.remove(started["image"], force=True)
+
+
+async def build_from_her_workspace(service: KernelService, a: ServiceUser, b: ServiceUser) -> None:
+    """Issue 31, item 4, behind the service (ServiceApp.build_policy "everyone" here): the
+    student builds a Dockerfile of her workspace into an image of her own, which the other
+    student neither sees nor can follow; his link to her folder builds nothing of hers."""
+    run_as(
+        a.name,
+        "import os, sys\n"
+        "d = os.path.join(sys.argv[1], 'env')\n"
+        "os.mkdir(d)\n"
+        "open(os.path.join(d, 'Dockerfile'), 'w').write(\n"
+        f"    'FROM {DEBIAN_IMAGE}\\nCOPY notes.txt /opt/notes.txt\\nRUN echo her-step-ran\\n')\n"
+        "open(os.path.join(d, 'notes.txt'), 'w').write('hers\\n')\n",
+        str(a.workspace),
+    )
+    code, started = await service.answer(
+        a, "POST", "gpu-containers/builds", {"path": "env/Dockerfile"}
+    )
+    assert code == 202, started
+    uid = ids_of(a.name)[0]
+    assert started["image"].startswith(f"localhost/jupyter-gpu-containers/saved/u{uid}/env:")
+    try:
+        code, theirs = await service.answer(b, "GET", f"gpu-containers/saves/{started['id']}")
+        assert code == 404, theirs
+
+        done = await save_ended(service, a, started["id"], "the build's end")
+        assert done["state"] == "done" and "her-step-ran" in done["log"], done
+        code, catalog = await service.answer(b, "GET", "gpu-containers/images")
+        assert started["image"] not in {r["reference"] for r in catalog["images"]}
+        code, catalog = await service.answer(a, "GET", "gpu-containers/images")
+        assert started["image"] in {r["reference"] for r in catalog["images"]}
+        # The other student's link to her folder, from his own workspace: not followed.
+        run_as(
+            b.name,
+            "import os, sys\nos.symlink(sys.argv[2], os.path.join(sys.argv[1], 'hers'))\n",
+            str(b.workspace),
+            str(a.workspace / "env"),
+        )
+        code, refused = await service.answer(
+            b, "POST", "gpu-containers/builds", {"path": "hers/Dockerfile"}
+        )
+        assert code == 400 and "cannot be opened" in refused["message"], refused
+        # Nor can he build on her image: another user's private image is no base of his.
+        run_as(
+            b.name,
+            "import os, sys\n"
+            "d = os.path.join(sys.argv[1], 'on-hers')\n"
+            "os.mkdir(d)\n"
+            "open(os.path.join(d, 'Dockerfile'), 'w').write('FROM ' + sys.argv[2] + '\\n')\n",
+            str(b.workspace),
+            started["image"],
+        )
+        code, refused = await service.answer(
+            b, "POST", "gpu-containers/builds", {"path": "on-hers/Dockerfile"}
+        )
+        assert code == 403 and "another user" in refused["message"], refused
     finally:
         with (
             contextlib.closing(docker.from_env()) as client,

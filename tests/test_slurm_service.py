@@ -269,6 +269,11 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         # Saving an environment as an image is not offered on Slurm, and the page is told why.
         code, saves = await service.answer(alice, "GET", "gpu-containers/saves")
         assert code == 200 and saves["refusal"].startswith("On Slurm each node"), saves
+        assert saves["build_refusal"] == saves["refusal"], saves
+        code, build = await service.answer(
+            alice, "POST", "gpu-containers/builds", {"path": "e/Dockerfile"}
+        )
+        assert code == 501 and build["message"] == saves["refusal"], build
 
     asyncio.run(scenario())
 
@@ -507,12 +512,32 @@ async def test_a_users_own_server_runs_its_kernels_as_its_own_slurm_jobs(
     assert ended is None or ended.over or ended.state == "COMPLETING", ended
 
 
+async def start_listed(
+    server: Server, body: dict[str, Any]
+) -> tuple[asyncio.Future[tuple[int, Any]], dict[str, Any]]:
+    """Start a notebook's kernel (POST /gpu-containers/notebooks/kernel, under way), and its
+    session once the sessions API lists it (the only one)."""
+    start = asyncio.ensure_future(
+        server.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
+    )
+    for _ in range(300):
+        sessions = await server.call("GET", "api", "sessions")
+        if sessions:
+            break
+        await asyncio.sleep(0.2)
+    (session,) = sessions
+    return start, session
+
+
 async def test_a_notebook_whose_job_pends_has_a_waiting_session_whose_shutdown_cancels_it(
     slurm_cluster: SlurmCluster, docker_client: Any, cdi_by_index: str
 ) -> None:
     """On a student's own server, a notebook whose kernel's job Slurm keeps pending is listed
     at once, waiting (the page opens it and says why); deleting that session (JupyterLab's
-    Shut Down) cancels the job, and the start ends with 409."""
+    Shut Down) cancels the job, and the start ends with 409. Started again, once the GPUs free
+    its session stays listed, the same, while its container starts after its job (a page that
+    found it missing would drop its kernel and the cells run meanwhile: seen in CI), until its
+    kernel runs."""
     commands = SlurmCommands(Settings(slurm_cluster.conf))
     name = kernel_name_for(DEBIAN_IMAGE)
     holder = slurm_cluster.hold_every_gpu(STUDENT_B, f"{RUN}-holder")
@@ -520,15 +545,7 @@ async def test_a_notebook_whose_job_pends_has_a_waiting_session_whose_shutdown_c
         with own_server(slurm_cluster, docker_client, gpu_device=cdi_by_index) as server:
             await offered(server, name)
             body = {"path": "pending.ipynb", "kernel_name": name, "gpus": 1}
-            start = asyncio.ensure_future(
-                server.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
-            )
-            for _ in range(300):
-                sessions = await server.call("GET", "api", "sessions")
-                if sessions:
-                    break
-                await asyncio.sleep(0.2)
-            (session,) = sessions
+            start, session = await start_listed(server, body)
             assert session["path"] == "pending.ipynb", session
             assert session["kernel"]["execution_state"] == "waiting for a GPU", session
             # The kernel's job: the one the backend recorded (the probe's task is not).
@@ -544,5 +561,48 @@ async def test_a_notebook_whose_job_pends_has_a_waiting_session_whose_shutdown_c
             gone = commands.job(pending.id)
             assert gone is None or gone.over, gone
             assert await server.call("GET", "api", "sessions") == []
+
+            # Again, and the holder's job ends: every listing names the session, with its
+            # kernel's id, until the kernel runs.
+            start, session = await start_listed(server, body)
+            assert session["kernel"]["execution_state"] == "waiting for a GPU", session
+            commands.cancel(holder)
+            states = []
+            while not start.done():
+                listed = await server.call("GET", "api", "sessions")
+                assert [(s["id"], s["kernel"]["id"]) for s in listed] == [
+                    (session["id"], session["kernel"]["id"])
+                ], (states, listed)
+                state = listed[0]["kernel"]["execution_state"]
+                if state == "starting":
+                    # The notebook's own view answers meanwhile (its kernel not yet there), and
+                    # a check of another start says in a sentence to wait (or, the kernel
+                    # running by then, answers it).
+                    code, view = await server.answer(
+                        "GET", "gpu-containers", "notebooks", "kernel?path=pending.ipynb"
+                    )
+                    assert code == 200, view
+                    code, check = await server.answer(
+                        "POST",
+                        "gpu-containers",
+                        "notebooks",
+                        "kernel",
+                        body={**body, "start": False},
+                    )
+                    assert code == 200 or (
+                        code == 409 and "kernel is starting" in check["message"]
+                    ), check
+                if not states or states[-1] != state:
+                    states.append(state)
+                await asyncio.sleep(0.1)
+            code, started = await start
+            assert code == 200, started
+            assert started["session"]["id"] == session["id"], started
+            assert started["session"]["kernel"]["id"] == session["kernel"]["id"], started
+            # Its wait, then (most often) its launch, and no other state before it runs.
+            assert states[0] == "waiting for a GPU", states
+            assert set(states) <= {"waiting for a GPU", "starting"}, states
+            code, _ = await server.answer("DELETE", "api", "sessions", session["id"])
+            assert code == 204
     finally:
         commands.cancel(holder)

@@ -72,6 +72,7 @@ def main() -> None:
                 # window.jupyterapp, for the tests' commands (as galata's configuration does).
                 "LabApp": {"expose_app_in_browser": True},
             },
+            pages=True,
         )
         pythonpath = ":".join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
         env = {

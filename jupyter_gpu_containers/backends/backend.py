@@ -37,6 +37,19 @@ class PullProgress(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How an image build runs: ``network``, whether its steps reach a network (the engine's
+    default one; never the host's); ``memory``, the most bytes of memory a step may use (0: the
+    engine's default)."""
+
+    network: bool = False
+    memory: int = 0
+
+
+DEFAULT_BUILD = BuildOptions()
+
+
 class BuildProgress(Protocol):
     """An image build under way: the engine's output, line by line (iterating raises the
     build's failure as a sentence); ``close`` (any thread) cancels; ``image_id``: the image
@@ -327,11 +340,13 @@ class ContainerBackend(Protocol):
     ) -> PullProgress: ...
 
     # An image built from a tar stream (a Dockerfile at its root, whose FROM is an image
-    # here), untagged (``name`` is for sentences): no network, no pull; then named with
-    # tag_sync once its builder knows it is whole. An engine that cannot keep what it builds
-    # where its kernels run (a cluster without a registry to push to) refuses, in a sentence
-    # (501).
-    def open_build(self, context: BinaryIO, name: str) -> BuildProgress: ...
+    # here), untagged (``name`` is for sentences): no pull, no layer of an earlier build
+    # reused, a network only where ``options`` says; then named with tag_sync once its
+    # builder knows it is whole. An engine that cannot keep what it builds where its kernels
+    # run (a cluster without a registry to push to) refuses, in a sentence (501).
+    def open_build(
+        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
+    ) -> BuildProgress: ...
 
     # Why this engine builds no images for its kernels, in a sentence ("" where it does): what
     # open_build refuses with, said before anything is asked of it (the kernel's view says it

@@ -55,6 +55,7 @@ SAVED_FROM = PREFIX + "saved-from"  # the reference the kernel ran
 SAVED_FROM_ID = PREFIX + "saved-from-id"  # that image's id
 SAVED_FROM_DIGEST = PREFIX + "saved-from-digest"  # its registry digest, "" when none
 SAVED_AT = PREFIX + "saved-at"  # RFC 3339
+BUILT_FROM_RECIPE = PREFIX + "built-from-recipe"  # a build's recipe, its path in the workspace
 
 
 def default_server_id(uid: int, root_dir: str) -> str:

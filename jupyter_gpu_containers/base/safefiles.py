@@ -214,11 +214,12 @@ def read_json_nofollow(path: str, *, dir_fd: int | None = None) -> Any:
 
 
 def read_trusted(
-    dir_fd: int, name: str, owners: Collection[int], limit: int
+    dir_fd: int, name: str, owners: Collection[int], limit: int, offset: int = 0
 ) -> tuple[bytes, os.stat_result]:
-    """The first ``limit`` bytes of the file ``name`` in the directory ``dir_fd``, and its
-    ``fstat``, when it is a regular file with one link, owned by one of ``owners``. OSError
-    otherwise (missing, a symlink, a FIFO, a hard link to someone else's file, another owner).
+    """The first ``limit`` bytes of the file ``name`` in the directory ``dir_fd`` (those after
+    the first ``offset``: what was appended since an earlier read), and its ``fstat``, when it
+    is a regular file with one link, owned by one of ``owners``. OSError otherwise (missing, a
+    symlink, a FIFO, a hard link to someone else's file, another owner).
 
     For small records in a shared directory (the host state directory) that anyone there may
     have planted: the checks are made on the file opened, so a name swapped between a check and
@@ -230,7 +231,8 @@ def read_trusted(
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in owners:
             raise OSError(errno.EPERM, "not a trusted file", name)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit), info
+            f.seek(offset)
+            return f.read(max(0, limit - offset)), info
     finally:
         os.close(fd)
 

@@ -45,6 +45,7 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -197,13 +198,14 @@ def _read_lines(
     state: StateDir, name: str, uid: int, trusted: frozenset[int]
 ) -> list[dict[str, Any]]:
     """The records of one file: [] for one that is missing, not a regular file, or owned by
-    someone who may not write ``uid``'s use."""
+    someone who may not write ``uid``'s use. A last line without its newline is not one yet
+    (being written, or cut off)."""
     try:
         data, _info = read_trusted(state.fd, name, {uid, *trusted}, _MAX_FILE)
     except OSError:
         return []
     records = []
-    for line in data.split(b"\n"):
+    for line in data[: data.rfind(b"\n") + 1].split(b"\n"):
         with contextlib.suppress(ValueError):
             value = json.loads(line)
             if isinstance(value, dict):
@@ -220,44 +222,197 @@ def _number(value: Any) -> float | None:
 
 def read_spans(state: StateDir, uid: int, since: float, now: float) -> dict[str, Span]:
     """``uid``'s recorded holdings that may overlap ``since``..``now``, by container: ended ones
-    to their end, others to when they were last seen. Blocking: a worker thread."""
+    to their end, others to when they were last seen. Every file read whole (RecordedUse keeps
+    what it read between checks). Blocking: a worker thread."""
     trusted = state.service_uids()
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, _Entry] = {}
     day, last = _utc_day(since), _utc_day(now + _CLOCK_SLACK)
     while day <= last:
         for record in _read_lines(state, _file_name(uid, day), uid, trusted):
-            container = record.get("container")
-            start, gpus = _number(record.get("start")), record.get("gpus")
-            end, seen = _number(record.get("end")), _number(record.get("seen"))
-            at = end if end is not None else seen
-            if (
-                not isinstance(container, str)
-                or not _CONTAINER.fullmatch(container)
-                or start is None
-                or at is None
-                or not start <= at <= now + _CLOCK_SLACK
-                or isinstance(gpus, bool)
-                or not isinstance(gpus, int)
-                or not 0 < gpus <= _MAX_GPUS
-            ):
-                continue  # not a record this module writes: ignored, never trusted in part
-            kernel_id = record.get("kernel_id")
-            entry = found.setdefault(
-                container,
-                {"kernel_id": "", "start": start, "at": at, "ended": False, "gpus": gpus},
-            )
-            entry["kernel_id"] = kernel_id if isinstance(kernel_id, str) else entry["kernel_id"]
-            entry["start"] = min(entry["start"], start)
-            entry["gpus"] = max(entry["gpus"], gpus)
-            if end is not None and not entry["ended"]:
-                entry["ended"], entry["at"] = True, end  # the removal: what the notes guessed
-            elif not entry["ended"]:
-                entry["at"] = max(entry["at"], at)
+            _merge(found, record, now)
         day += timedelta(days=1)
-    return {
-        container: Span(container, e["kernel_id"][:64], e["start"], min(e["at"], now), e["gpus"])
-        for container, e in found.items()
-    }
+    return {container: e.span(container, now) for container, e in found.items()}
+
+
+@dataclass
+class _Entry:
+    """What a container's records say so far: its start, its GPUs, and its end (``ended``) or
+    when it was last seen (``at``)."""
+
+    kernel_id: str
+    start: float
+    at: float
+    ended: bool
+    gpus: int
+
+    def span(self, container: str, now: float) -> Span:
+        return Span(container, self.kernel_id[:64], self.start, min(self.at, now), self.gpus)
+
+    def seconds(self, since: float, now: float) -> float:
+        """GPU-seconds from ``since`` to ``now`` (gpu_hours of its span, in seconds)."""
+        return max(0.0, min(self.at, now) - max(self.start, since)) * self.gpus
+
+
+def _merge(found: dict[str, _Entry], record: dict[str, Any], now: float) -> str | None:
+    """Add one line to what the records say, by container: the container it concerns, or None
+    for a line this module does not write (ignored, never trusted in part)."""
+    container = record.get("container")
+    start, gpus = _number(record.get("start")), record.get("gpus")
+    end, seen = _number(record.get("end")), _number(record.get("seen"))
+    at = end if end is not None else seen
+    if (
+        not isinstance(container, str)
+        or not _CONTAINER.fullmatch(container)
+        or start is None
+        or at is None
+        or not start <= at <= now + _CLOCK_SLACK
+        or isinstance(gpus, bool)
+        or not isinstance(gpus, int)
+        or not 0 < gpus <= _MAX_GPUS
+    ):
+        return None
+    kernel_id = record.get("kernel_id")
+    entry = found.get(container)
+    if entry is None:
+        entry = found[container] = _Entry("", start, at, False, gpus)
+    entry.kernel_id = kernel_id if isinstance(kernel_id, str) else entry.kernel_id
+    entry.start = min(entry.start, start)
+    entry.gpus = max(entry.gpus, gpus)
+    if end is not None:
+        # The removal: what the notes guessed. (Recorded twice, the earlier: lines are merged
+        # in the order read, which is not the order written when days' files grow together.)
+        entry.at = min(entry.at, end) if entry.ended else end
+        entry.ended = True
+    elif not entry.ended:
+        entry.at = max(entry.at, at)
+    return container
+
+
+class _UserRecords:
+    """One user's records of one period as read so far: each file's inode and how far it was
+    read (to the end of its last whole line), the entries by container, and their GPU-seconds
+    (``seconds``: of the entries not ahead of the clock when counted; ``ahead``: the others)."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.files: dict[str, tuple[int, int]] = {}
+        self.entries: dict[str, _Entry] = {}
+        self.seconds = 0.0
+        self.ahead: set[str] = set()
+
+
+class RecordedUse:
+    """Users' recorded GPU use, kept between checks. The usage files are appended to, never
+    rewritten: a check stats the period's files and reads only the lines appended since the last
+    one, and the GPU-seconds are kept with the entries, so a check costs the same whatever a
+    user's number of recorded sessions (benchmarks, section 12). A file replaced, shortened or
+    gone (an administrator's hand), or a new period, is read again whole. Thread-safe: checks
+    run on worker threads."""
+
+    # Users kept (the least recently checked go first): each holds at most its period's files.
+    MAX_USERS = 4096
+
+    def __init__(self) -> None:
+        self._users: dict[tuple[str, int], _UserRecords] = {}
+        self._guard = threading.Lock()
+
+    def standing(
+        self, state: StateDir, uid: int, since: float, now: float, running: Iterable[Span] = ()
+    ) -> tuple[float, dict[str, Span]]:
+        """``uid``'s GPU-hours from ``since`` to ``now``, its ``running`` spans counted instead of
+        what the records say of those containers; and the recorded spans of those containers
+        (what a note of the running ones goes by). Blocking: a worker thread."""
+        key = (state.path, uid)
+        with self._guard:
+            user = self._users.pop(key, None)
+            if user is None or user.since != since:
+                user = _UserRecords(since)
+            self._users[key] = user  # the most recently checked last
+            while len(self._users) > self.MAX_USERS:
+                self._users.pop(next(iter(self._users)))
+        with user.lock:
+            if not self._read(state, uid, user, now):
+                user.reset()  # a file read before changed otherwise than by appending: again
+                self._read(state, uid, user, now)
+            for container in [c for c in user.ahead if user.entries[c].at <= now]:
+                user.ahead.discard(container)
+                user.seconds += user.entries[container].seconds(since, now)
+            seconds = user.seconds + sum(user.entries[c].seconds(since, now) for c in user.ahead)
+            running = list(running)
+            recorded = {
+                s.container: user.entries[s.container].span(s.container, now)
+                for s in running
+                if s.container in user.entries
+            }
+        for span in running:
+            if span.container in recorded:
+                seconds -= user.entries[span.container].seconds(since, now)
+        return seconds / 3600.0 + gpu_hours(running, since, now), recorded
+
+    def _read(self, state: StateDir, uid: int, user: _UserRecords, now: float) -> bool:
+        """Read what was appended to the period's files; False when a file read before was
+        replaced, shortened or removed (what it said cannot be taken back: read all again)."""
+        trusted = {uid, *state.service_uids()}
+        names = []
+        day, last = _utc_day(user.since), _utc_day(now + _CLOCK_SLACK)
+        while day <= last:
+            names.append(_file_name(uid, day))
+            day += timedelta(days=1)
+        if any(name not in names for name in user.files):
+            return False
+        for name in names:
+            done = user.files.get(name)
+            try:
+                info = os.stat(name, dir_fd=state.fd, follow_symlinks=False)
+            except OSError:
+                if done is not None:
+                    return False
+                continue
+            if done is not None and (info.st_ino != done[0] or info.st_size < done[1]):
+                return False
+            if done is not None and info.st_size == done[1]:
+                continue  # nothing appended: the usual case
+            offset = done[1] if done is not None else 0
+            try:
+                data, opened = read_trusted(state.fd, name, trusted, _MAX_FILE, offset=offset)
+            except OSError:
+                if done is not None:
+                    return False
+                continue  # not a file to believe: its lines count for nothing
+            if done is not None and opened.st_ino != done[0]:
+                return False
+            whole = data.rfind(b"\n") + 1  # a line being written waits for its end
+            for line in data[:whole].split(b"\n"):
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict):
+                        self._count(user, record, now)
+            user.files[name] = (opened.st_ino, offset + whole)
+        return True
+
+    @staticmethod
+    def _count(user: _UserRecords, record: dict[str, Any], now: float) -> None:
+        """Merge one line into the user's entries, their GPU-seconds kept up to date."""
+        container = record.get("container")
+        before = user.entries.get(container) if isinstance(container, str) else None
+        # Taken before the merge, which changes the entry in place.
+        counted = 0.0
+        if before is not None and container not in user.ahead:
+            counted = before.seconds(user.since, now)
+        merged = _merge(user.entries, record, now)
+        if merged is None:
+            return  # not a line of this module's: nothing changed
+        user.seconds -= counted
+        user.ahead.discard(merged)
+        entry = user.entries[merged]
+        if entry.at > now:
+            user.ahead.add(merged)  # counted at each check until the clock passes it
+        else:
+            user.seconds += entry.seconds(user.since, now)
 
 
 def append_records(state: StateDir, uid: int, records: list[dict[str, Any]], now: float) -> str:
@@ -387,6 +542,7 @@ class GPUQuota(LoggingConfigurable):
         self._backend = backend
         self._state = state
         self._pruned: date | None = None
+        self._recorded = RecordedUse()
 
     @property
     def enabled(self) -> bool:
@@ -583,10 +739,11 @@ class GPUQuota(LoggingConfigurable):
         (at most every SEEN_INTERVAL). Blocking: a worker thread."""
         used: dict[int, float] = {}
         for uid in uids:
-            recorded = read_spans(state, uid, since, now) if state.shared else {}
             running = live.get(uid, [])
-            spans = {**recorded, **{s.container: s for s in running}}
-            used[uid] = gpu_hours(spans.values(), since, now)
+            if state.shared:
+                used[uid], recorded = self._recorded.standing(state, uid, since, now, running)
+            else:
+                used[uid], recorded = gpu_hours(running, since, now), {}
             if uid == noting and running and may_write_for(state, uid):
                 stale = [
                     s

@@ -86,6 +86,14 @@ class Ticket:
         }
 
 
+# What each ticket file said when last read (kept in StateDir.readings, by name): the file's
+# inode, size, change time (which nobody can set back, and which any write or chown moves) and
+# owner, and the ticket it held (None: not a ticket). A reading of the queue then costs a stat
+# per ticket, not an open, a read and a parse: every waiter reads the whole queue at each poll.
+_Key = tuple[int, int, int, int]
+_READING = "tickets"
+
+
 def read_queue_files(
     state: StateDir, locks: frozenset[str] | None = None
 ) -> tuple[list[Ticket], dict[int, float]]:
@@ -100,12 +108,15 @@ def read_queue_files(
     found = []
     served: dict[int, float] = {}
     read_locks = locks is None
+    known: dict[str, tuple[_Key, Ticket | None]] = state.readings.get(_READING, {})
+    seen: dict[str, tuple[_Key, Ticket | None]] = {}
+    now = time.time()
     for name in names:
         m = TICKET_NAME.fullmatch(name)
         if m is not None:
             if read_locks:
                 locks, read_locks = flocked_files(), False
-            ticket = _read_ticket(state, name, m, locks, directory_owner)
+            ticket = _read_ticket(state, name, m, locks, directory_owner, known, seen, now)
             if ticket is not None:
                 found.append(ticket)
             continue
@@ -117,6 +128,8 @@ def read_queue_files(
                 if stat.S_ISREG(info.st_mode) and info.st_uid in (uid, 0, directory_owner):
                     # The change time, which nobody can set back (an mtime can be).
                     served[uid] = info.st_ctime
+    # Only the names listed now are kept: the cache holds no more than the directory does.
+    state.readings[_READING] = seen
     return found, served
 
 
@@ -126,16 +139,42 @@ def _read_ticket(
     m: re.Match[str],
     locks: frozenset[str] | None,
     directory_owner: int,
+    known: dict[str, tuple[_Key, Ticket | None]],
+    seen: dict[str, tuple[_Key, Ticket | None]],
+    now: float,
 ) -> Ticket | None:
-    arrived_ns, uid, kernel_id = int(m.group(1)), int(m.group(2)), m.group(3)
+    # The uid its name claims must be its owner's, unless root or the directory's owner (the
+    # kernel service) wrote it: nobody else queues in another user's name.
+    owners = (int(m.group(2)), 0, directory_owner)
     try:
-        # The uid its name claims must be its owner's, unless root or the directory's owner (the
-        # kernel service) wrote it: nobody else queues in another user's name.
-        data, info = read_trusted(state.fd, name, (uid, 0, directory_owner), _MAX_TICKET_BYTES + 1)
+        info = os.stat(name, dir_fd=state.fd, follow_symlinks=False)
     except OSError:
-        return None  # gone meanwhile, a symlink, another's, or not readable to us
-    if not _held(state, name, info, locks):
-        return None  # its waiter is gone (the server died): it holds nobody's place
+        return None  # gone meanwhile
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in owners:
+        return None  # a symlink, a FIFO, a hard link, or another's
+    key = (info.st_ino, info.st_size, info.st_ctime_ns, info.st_uid)
+    before = known.get(name)
+    if before is not None and before[0] == key:
+        ticket = before[1]
+    else:
+        try:
+            data, info = read_trusted(state.fd, name, owners, _MAX_TICKET_BYTES + 1)
+        except OSError:
+            return None  # gone or changed meanwhile, or not readable to us
+        key = (info.st_ino, info.st_size, info.st_ctime_ns, info.st_uid)
+        ticket = _parse_ticket(name, m, data, info)
+    seen[name] = (key, ticket)
+    if ticket is None or not _held(state, name, info, locks):
+        return None  # not a ticket, or its waiter is gone (the server died): nobody's place
+    # A ticket past its own deadline counts no more, even if a process still holds it.
+    if now > (ticket.deadline or ticket.arrived + _LONGEST_WAIT) + 30:
+        return None
+    return ticket
+
+
+def _parse_ticket(name: str, m: re.Match[str], data: bytes, info: os.stat_result) -> Ticket | None:
+    """The ticket a file of the queue holds, or None for one that is not well formed."""
+    arrived_ns, uid, kernel_id = int(m.group(1)), int(m.group(2)), m.group(3)
     if len(data) > _MAX_TICKET_BYTES:
         return None
     try:
@@ -151,19 +190,15 @@ def _read_ticket(
         return None
     if not request.wants_gpus:
         return None
-    # Its arrival is the name's, but never much before the file was made: the change time
-    # cannot be set back, so nobody jumps the queue by naming an earlier time.
-    arrived = max(arrived_ns / 1e9, info.st_ctime - 2.0)
-    # A ticket past its own deadline counts no more, even if a process still holds it.
-    if time.time() > (float(deadline) or arrived + _LONGEST_WAIT) + 30:
-        return None
     return Ticket(
         name=name,
         kernel_id=kernel_id,
         uid=uid,
         user=user[:64],
         request=request,
-        arrived=arrived,
+        # Its arrival is the name's, but never much before the file was made: the change time
+        # cannot be set back, so nobody jumps the queue by naming an earlier time.
+        arrived=max(arrived_ns / 1e9, info.st_ctime - 2.0),
         notebook=notebook[:1024],
         server_id=server_id[:160],
         deadline=float(deadline),
@@ -171,20 +206,25 @@ def _read_ticket(
 
 
 def _held(state: StateDir, name: str, info: os.stat_result, locks: frozenset[str] | None) -> bool:
-    """Whether a process holds the ticket's flock: from /proc/locks, or where that cannot be
-    read, by trying a shared lock on a descriptor of our own (it fails while a waiter holds its
-    exclusive one; closing the descriptor drops ours)."""
-    held = flock_held(info, locks)
-    if held is not None:
-        return held
+    """Whether a process holds the ticket's flock. /proc/locks lists the held ones cheaply; one
+    it does not list is asked of the file itself (_probed_held): a reading of /proc/locks is no
+    snapshot (many reads of a list that changes meanwhile, so on a busy host a held lock can be
+    missed), and a live waiter must never be taken for a dead one."""
+    return bool(flock_held(info, locks)) or _probed_held(state.fd, name, info.st_ino)
+
+
+def _probed_held(dir_fd: int, name: str, ino: int) -> bool:
+    """Whether a process holds an flock on the file ``name`` (inode ``ino``), by trying a shared
+    lock on a descriptor of our own: it fails while a waiter holds its exclusive one (closing the
+    descriptor drops ours)."""
     try:
         fd = os.open(
-            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=state.fd
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
         )
     except OSError:
         return False  # gone meanwhile
     try:
-        if os.fstat(fd).st_ino != info.st_ino:
+        if os.fstat(fd).st_ino != ino:
             return False  # another file by now: this ticket is gone
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
@@ -269,5 +309,6 @@ def remove_stale_tickets(state: StateDir, uid: int) -> int:
             int(m.group(2)) == uid
             and now - info.st_mtime >= _STALE_AFTER
             and flock_held(info, locks) is False
+            and not _probed_held(state.fd, m.group(0), info.st_ino)
         ),
     )

@@ -45,6 +45,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
@@ -114,6 +115,9 @@ class StateDir:
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Serialises this process's writes of its own files here (privateimages.py).
     write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # What readers of this directory's files keep between readings, by what they read (the
+    # queue's parsed tickets: tickets.py): gone with this object.
+    readings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def shared(self) -> bool:

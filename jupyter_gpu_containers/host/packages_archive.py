@@ -66,12 +66,20 @@ def dockerfile(base: str, labels: dict[str, str]) -> bytes:
         f"ENV {SAVED_PACKAGES_ENV}={SAVED_PACKAGES_DIR}",
     ]
     if labels:
-        pairs = (f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items()))
-        lines.append("LABEL " + " ".join(pairs))
+        lines.append(label_line(labels))
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _info(name: str, kind: bytes, mode: int, size: int = 0, mtime: float = 0.0) -> tarfile.TarInfo:
+def label_line(labels: dict[str, str]) -> str:
+    """A LABEL instruction of ``labels``, JSON-quoted: a value is never read as an instruction
+    (nor a key: a newline in either is "\\n" there)."""
+    pairs = (f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    return "LABEL " + " ".join(pairs)
+
+
+def tar_entry(
+    name: str, kind: bytes, mode: int, size: int = 0, mtime: float = 0.0
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
@@ -114,8 +122,10 @@ def write_context(
             )
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             text = dockerfile(base, labels)
-            tar.addfile(_info("Dockerfile", tarfile.REGTYPE, 0o644, len(text)), io.BytesIO(text))
-            tar.addfile(_info("packages", tarfile.DIRTYPE, 0o755, mtime=info.st_mtime))
+            tar.addfile(
+                tar_entry("Dockerfile", tarfile.REGTYPE, 0o644, len(text)), io.BytesIO(text)
+            )
+            tar.addfile(tar_entry("packages", tarfile.DIRTYPE, 0o755, mtime=info.st_mtime))
             _walk(tar, fd, key, uid, packages_dir, max_entries, max_bytes, count, cancelled)
     finally:
         os.close(fd)
@@ -139,35 +149,87 @@ def _walk(
     count: ArchiveCount,
     cancelled: Callable[[], bool],
 ) -> None:
-    shown = f"{packages_dir}/{key}"
-    for root, dirs, files, root_fd in os.fwalk(key, dir_fd=parent_fd, follow_symlinks=False):
-        relative = root[len(key) :].lstrip("/")
-        here = f"packages/{relative}".rstrip("/")
+    walk_folder(
+        tar,
+        parent_fd,
+        key,
+        prefix="packages",
+        uid=uid,
+        limits=WalkLimits(
+            shown=f"{packages_dir}/{key}",
+            what="Your packages folder",
+            what_kept="a saved image",
+            trait="ImageSaves",
+            fix="Reset it, or uninstall what you do not need.",
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+        ),
+        count=count,
+        cancelled=cancelled,
+    )
+
+
+@dataclass(frozen=True)
+class WalkLimits:
+    """How a walk names its folder in sentences, and its bounds."""
+
+    shown: str  # the folder, as its user knows it
+    what: str  # "Your packages folder"
+    what_kept: str  # "a saved image"
+    trait: str  # whose max_entries and max_bytes
+    fix: str  # what to do about a folder too large
+    max_entries: int
+    max_bytes: int
+    skip_top: frozenset[str] = frozenset()  # names left out of the folder's top
+
+
+def walk_folder(
+    tar: tarfile.TarFile,
+    parent_fd: int,
+    top: str,
+    *,
+    prefix: str,
+    uid: int,
+    limits: WalkLimits,
+    count: ArchiveCount,
+    cancelled: Callable[[], bool],
+) -> None:
+    """Add the folder ``top`` (relative to ``parent_fd``; "." for that folder itself) to ``tar``
+    under ``prefix`` ("" for the archive's root): folders and files as root's, modes 0755 and
+    0644 (0755 for a file executable by anyone), links as links, nothing else; every file
+    ``uid``'s, read through a descriptor opened without following a link."""
+    for root, dirs, files, root_fd in os.fwalk(top, dir_fd=parent_fd, follow_symlinks=False):
+        relative = root[len(top) :].lstrip("/")
+        here = "/".join(part for part in (prefix, relative) if part)
         dirs.sort()
+        if not relative and limits.skip_top:
+            dirs[:] = [d for d in dirs if d not in limits.skip_top]
+            files = [f for f in files if f not in limits.skip_top]
         for name in (*dirs, *sorted(files)):
             if cancelled():
                 raise SaveCancelled()
             count.entries += 1
-            if count.entries > max_entries:
+            if count.entries > limits.max_entries:
                 raise SaveRefused(
-                    f"Your packages folder {shown} has more than {max_entries} files and folders, "
-                    "more than a saved image may hold (ImageSaves.max_entries): nothing was "
-                    "saved. Reset it, or uninstall what you do not need."
+                    f"{limits.what} {limits.shown} has more than {limits.max_entries} files and "
+                    f"folders, more than {limits.what_kept} may hold "
+                    f"({limits.trait}.max_entries): nothing was saved. {limits.fix}"
                 )
             try:
                 st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed meanwhile (a pip running in a kernel)
-            inside = f"{here}/{name}"
+            inside = f"{here}/{name}" if here else name
             if stat.S_ISDIR(st.st_mode):
-                tar.addfile(_info(inside, tarfile.DIRTYPE, 0o755, mtime=st.st_mtime))
+                tar.addfile(tar_entry(inside, tarfile.DIRTYPE, 0o755, mtime=st.st_mtime))
             elif stat.S_ISLNK(st.st_mode):
-                link = _info(inside, tarfile.SYMTYPE, 0o777, mtime=st.st_mtime)
+                link = tar_entry(inside, tarfile.SYMTYPE, 0o777, mtime=st.st_mtime)
                 link.linkname = os.readlink(name, dir_fd=root_fd)
                 tar.addfile(link)
             elif stat.S_ISREG(st.st_mode):
-                _add_file(tar, root_fd, name, inside, uid, shown, max_bytes, count)
-            # Devices, sockets and pipes: nothing a package is made of.
+                where = f"{limits.shown}/{inside.removeprefix(prefix + '/') if prefix else inside}"
+                _add_file(tar, root_fd, name, inside, uid, where, limits, count)
+            # Devices, sockets and pipes: nothing a package (or a build) is made of.
 
 
 def _add_file(
@@ -176,11 +238,10 @@ def _add_file(
     name: str,
     inside: str,
     uid: int,
-    shown: str,
-    max_bytes: int,
+    where: str,
+    limits: WalkLimits,
     count: ArchiveCount,
 ) -> None:
-    where = f"{shown}/{inside.removeprefix('packages/')}"
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -194,19 +255,19 @@ def _add_file(
         if st.st_uid != uid:
             raise PathRefused(
                 f"{where} is not yours (a link to another user's file?): nothing was saved. "
-                "Remove it from your packages folder and save again."
+                f"Remove it from {limits.shown} and try again."
             )
         count.bytes += st.st_size
-        if count.bytes > max_bytes:
+        if count.bytes > limits.max_bytes:
             raise SaveRefused(
-                f"Your packages folder {shown} holds more than {_size(max_bytes)}, more than a "
-                "saved image may add (ImageSaves.max_bytes): nothing was saved."
+                f"{limits.what} {limits.shown} holds more than {size_text(limits.max_bytes)}, more "
+                f"than {limits.what_kept} may add ({limits.trait}.max_bytes): nothing was saved."
             )
         mode = 0o755 if st.st_mode & 0o111 else 0o644
         # The size is the descriptor's now: a file that grows meanwhile is cut there, one that
         # shrinks is refused by tarfile (the archive would be wrong).
-        tar.addfile(_info(inside, tarfile.REGTYPE, mode, st.st_size, st.st_mtime), f)
+        tar.addfile(tar_entry(inside, tarfile.REGTYPE, mode, st.st_size, st.st_mtime), f)
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     return f"{round(n / 2**30, 2):g} GiB" if n >= 2**30 else f"{round(n / 2**20, 1):g} MiB"

@@ -99,13 +99,40 @@ def open_packages(workspace: str, uid: int, packages_dir: str) -> int | None:
     """A descriptor of ``<workspace>/<packages_dir>`` (no symlink followed, each part below the
     workspace ``uid``'s and writable by no one else); None when it does not exist yet. Raises
     PathRefused with a sentence for anything else."""
+    return open_below(
+        workspace,
+        uid,
+        packages_dir.split("/"),
+        f"The packages folder {packages_dir} of your workspace",
+        fix=" Remove it (or rename it) to have your packages kept again.",
+        missing_ok=True,
+    )
+
+
+def open_below(
+    workspace: str,
+    uid: int,
+    parts: list[str],
+    what: str,
+    *,
+    fix: str = "",
+    missing_ok: bool = False,
+) -> int | None:
+    """A descriptor of the folder ``parts`` below ``workspace``, reached one part at a time (no
+    symlink followed, each part ``uid``'s and writable by no one else). ``what`` names it in the
+    refusals' sentences (PathRefused), ``fix`` ends the one for a part that cannot be opened.
+    A part that does not exist: None when ``missing_ok``, else a refusal."""
     # Resolved here, on the worker thread: a server's root_dir may name it through a link.
     fd = open_dir(os.path.realpath(workspace), trusted=[uid], what="workspace")
     try:
-        for part in packages_dir.split("/"):
+        for part in parts:
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
+                if not missing_ok:
+                    raise PathRefused(
+                        f"{what} cannot be opened: there is no {part}.{fix}"
+                    ) from None
                 os.close(fd)
                 return None
             except OSError as e:
@@ -115,22 +142,19 @@ def open_packages(workspace: str, uid: int, packages_dir: str) -> int | None:
                     why = f"{part} is not a folder"
                 else:
                     why = f"{part}: {e.strerror}"
-                raise PathRefused(
-                    f"The packages folder {packages_dir} of your workspace cannot be opened: "
-                    f"{why}. Remove it (or rename it) to have your packages kept again."
-                ) from None
+                raise PathRefused(f"{what} cannot be opened: {why}.{fix}") from None
             os.close(fd)
             fd = child
             info = os.fstat(fd)
             if info.st_uid != uid:
                 raise PathRefused(
-                    f"The packages folder {packages_dir} of your workspace cannot be used: {part} "
-                    f"belongs to {owner_name(info.st_uid)}, not to you."
+                    f"{what} cannot be used: {part} belongs to {owner_name(info.st_uid)}, not "
+                    "to you."
                 )
             if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise PathRefused(
-                    f"The packages folder {packages_dir} of your workspace cannot be used: {part} "
-                    f"(mode {describe_mode(info.st_mode)}) is writable by other users."
+                    f"{what} cannot be used: {part} (mode {describe_mode(info.st_mode)}) is "
+                    "writable by other users."
                 )
         return fd
     except BaseException:

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
-from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from ..backends.backend import BuildProgress, ContainerBackend
+from ..backends.backend import BuildOptions, BuildProgress, ContainerBackend
 from ..base import labels as L
 from ..base.errors import (
     BuildsNotSupported,
@@ -48,10 +48,10 @@ from ..base.errors import (
     SaveRefused,
 )
 from ..base.references import BadReference, parse_reference
-from ..host import packages_archive
+from ..host import build_context, packages_archive
 from ..host.hoststate import StateDir
 from ..host.packages_archive import ArchiveCount, SaveCancelled
-from ..policy.admin_policy import ContainerPolicy, image_allowed
+from ..policy.admin_policy import ContainerPolicy, image_allowed, reference_matches
 from . import privateimages
 
 ACTIVE = ("queued", "copying", "building")
@@ -61,6 +61,11 @@ NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 MAX_NAME = 64
 TAG_PATTERN = re.compile(r"[0-9]{8}-[0-9]{6}")
 LOG_LINES = 200
+# A build from the workspace keeps its whole log, up to this many lines: its user reads it to
+# see why a step failed.
+BUILD_LOG_LINES = 5000
+# Ended saves and builds a user's page may still read (within ImageSaves.keep_finished).
+ENDED_KEPT_PER_USER = 10
 
 
 def lineage(labels: dict[str, str]) -> dict[str, str] | None:
@@ -73,6 +78,7 @@ def lineage(labels: dict[str, str]) -> dict[str, str] | None:
         "id": labels.get(L.SAVED_FROM_ID, "")[:80],
         "digest": labels.get(L.SAVED_FROM_DIGEST, "")[:100],
         "saved_at": labels.get(L.SAVED_AT, "")[:40],
+        "recipe": labels.get(L.BUILT_FROM_RECIPE, "")[:300],
     }
 
 
@@ -107,8 +113,10 @@ def check_name(name: str) -> str:
 class Save:
     id: str
     whose: str  # a kernel service's user name; "" on a user's own server
-    base: str  # the reference the kernel ran
+    base: str  # the reference the kernel ran (a build: its last stage's base)
     image: str  # the new reference
+    kind: str = "save"  # or "build": from a recipe of the workspace
+    recipe: str = ""  # a build's recipe, its path in the workspace
     state: str = "queued"
     message: str = ""
     error_status: int = 0
@@ -133,6 +141,8 @@ class Save:
             log = list(self.log)
         return {
             "id": self.id,
+            "kind": self.kind,
+            "recipe": self.recipe,
             "base": self.base,
             "image": self.image,
             "state": self.state,
@@ -159,6 +169,23 @@ class SaveSource:
     uid: int
     packages_dir: str
     key: str
+
+
+@dataclass(frozen=True)
+class BuildSource:
+    """What a build from the workspace reads: the recipe (its path, and the folder that holds
+    it, as folder names below the workspace), the Dockerfile to build (checked: recipes.py), and
+    its last stage's base image."""
+
+    recipe: str
+    folders: tuple[str, ...]
+    dockerfile: str
+    base: str
+    base_id: str
+    base_digest: str
+    base_size: int
+    workspace: str
+    uid: int
 
 
 class ImageSaves(LoggingConfigurable):
@@ -230,6 +257,48 @@ class ImageSaves(LoggingConfigurable):
         clean-up's), as ContainerProvisioner.extra_labels are for containers.""",
     )
 
+    builds = Bool(
+        True,
+        config=True,
+        help="""Whether users may build an image of their own from a Dockerfile or a
+        requirements.txt of their workspace (the file browser's "Build Image…"). A build runs
+        the Dockerfile's steps with the engine's rights, as root in its build containers: on a
+        kernel service ServiceApp.build_policy also decides who may, and nobody may by
+        default. Built images are named and kept private as saved images are.""",
+    )
+
+    allowed_bases = List(
+        Unicode(),
+        ["*"],
+        config=True,
+        help="""The images a build may start from (each FROM and COPY --from of a Dockerfile,
+        and the base chosen for a requirements.txt), as patterns written as
+        ContainerPolicy.allowed_images writes them. A base must also be on this host, admitted
+        by ContainerPolicy.allowed_images and visible to its user (not another user's private
+        image): builds never pull.""",
+    )
+
+    build_network = Bool(
+        True,
+        config=True,
+        help="""Whether a build's steps reach the engine's default network (a RUN step's pip
+        install from an index). Never the host's network. False: builds reach no network, and
+        a requirements.txt can then name only wheels in its own folder.""",
+    )
+
+    build_memory = Int(
+        4 * 2**30,
+        config=True,
+        help="The most bytes of memory one step of a build may use (0: the engine's default).",
+    )
+
+    max_build_bytes = Int(
+        20 * 2**30,
+        config=True,
+        help="""The most bytes a build may add to its base image: a larger image is removed,
+        and the build fails with a sentence saying so.""",
+    )
+
     @validate("repository")
     def _validate_repository(self, proposal: Any) -> str:
         value = str(proposal["value"]).strip().rstrip("/")
@@ -253,6 +322,9 @@ class ImageSaves(LoggingConfigurable):
         self._state = state
         self._saves: dict[str, Save] = {}
         self._running = 0
+        # Called (on the save's thread) with each new image before its save is said done: the
+        # server's kernel specs list it then, so the page's next read of them has it.
+        self.on_image: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ API for handlers
 
@@ -338,15 +410,38 @@ class ImageSaves(LoggingConfigurable):
                 "Packages installed in a kernel are not kept on this server "
                 "(ContainerPolicy.user_packages), so there is nothing of yours to save."
             )
+        return self._repository_refusal()
+
+    def build_refusal_here(self) -> str:
+        """Why no build from the workspace can be made on this server, "" when one may."""
+        if not self.builds:
+            return (
+                "Building images from your workspace is turned off on this server "
+                "(ImageSaves.builds)."
+            )
+        engine = self.backend.build_refusal()
+        if engine:
+            return engine
+        return self._repository_refusal()
+
+    def _repository_refusal(self) -> str:
         sample = f"{self.repository}/u0/name:tag"
-        why = image_allowed(self.policy, sample)
-        if why:
+        if image_allowed(self.policy, sample):
             return (
                 f"Saved images are named {self.repository}/…, which the administrator's "
                 f"allow-list (ContainerPolicy.allowed_images) does not admit, so no kernel could "
                 f"start on one. Ask the administrator to admit {self.repository}/*."
             )
         return ""
+
+    def base_refusal(self, ref: str) -> str:
+        """Why a build may not start from ``ref`` (ImageSaves.allowed_bases), "" when it may."""
+        if reference_matches(ref, self.allowed_bases):
+            return ""
+        return (
+            f"A build may not start from {ref[:300]}: the bases this server builds on are "
+            f"{', '.join(self.allowed_bases) or 'none'} (ImageSaves.allowed_bases)."
+        )
 
     async def start(
         self, source: SaveSource, name: str, whose: str, owner: tuple[int, int] | None
@@ -360,25 +455,114 @@ class ImageSaves(LoggingConfigurable):
         if why:
             raise ImageNotAllowed(why)
         image = self.target(source.uid, name)
-        # Checked and taken before the first await: two requests of one user at once must not
-        # both find no save of theirs under way.
-        for save in self._saves.values():
-            if save.whose == whose and save.state in ACTIVE:
+        save = Save(id=uuid.uuid4().hex, whose=whose, base=source.base, image=image)
+        state = await self._reserve(save, source.uid)
+        labels = self._lineage(source.base, source.base_id, source.base_digest)
+
+        def write(out: BinaryIO) -> None:
+            packages_archive.write_context(
+                out,
+                workspace=source.workspace,
+                uid=source.uid,
+                packages_dir=source.packages_dir,
+                key=source.key,
+                base=source.base_id,
+                labels=labels,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+                count=save.count,
+                cancelled=lambda: save.cancel_requested,
+            )
+
+        def done() -> str:
+            return (
+                f"Saved as {save.image}: {save.count.entries} files of your packages "
+                f"({save.count.bytes} bytes) on {source.base}."
+            )
+
+        self._launch(_Job(save, write, done, BuildOptions(), 0, state, owner))
+        return save
+
+    async def start_build(
+        self, source: BuildSource, name: str, whose: str, owner: tuple[int, int] | None
+    ) -> Save:
+        """Start building ``source`` (checked: its recipe, its bases) as ``name``."""
+        engine = self.backend.build_refusal()
+        if engine:
+            raise BuildsNotSupported(engine)
+        why = self.build_refusal_here()
+        if why:
+            raise ImageNotAllowed(why)
+        image = self.target(source.uid, name)
+        save = Save(
+            id=uuid.uuid4().hex,
+            whose=whose,
+            base=source.base,
+            image=image,
+            kind="build",
+            recipe=source.recipe,
+            log=collections.deque(maxlen=BUILD_LOG_LINES),
+        )
+        state = await self._reserve(save, source.uid)
+        labels = self._lineage(source.base, source.base_id, source.base_digest, source.recipe)
+        # Last: the lineage's labels win over any the Dockerfile gives.
+        dockerfile = source.dockerfile.rstrip("\n") + "\n" + packages_archive.label_line(labels)
+
+        def write(out: BinaryIO) -> None:
+            build_context.write_context(
+                out,
+                workspace=source.workspace,
+                uid=source.uid,
+                folders=list(source.folders),
+                dockerfile=dockerfile + "\n",
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+                count=save.count,
+                cancelled=lambda: save.cancel_requested,
+            )
+
+        def done() -> str:
+            return f"Built {save.image} from {source.recipe} on {source.base}."
+
+        options = BuildOptions(network=self.build_network, memory=max(0, self.build_memory))
+        self._launch(_Job(save, write, done, options, source.base_size, state, owner))
+        return save
+
+    def _lineage(self, base: str, base_id: str, digest: str, recipe: str = "") -> dict[str, str]:
+        """The labels of a new image: the administrator's, and what it was made from."""
+        labels = {
+            **self.extra_labels,
+            L.SAVED_FROM: base,
+            L.SAVED_FROM_ID: base_id,
+            L.SAVED_FROM_DIGEST: digest,
+            L.SAVED_AT: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if recipe:
+            labels[L.BUILT_FROM_RECIPE] = recipe
+        return labels
+
+    async def _reserve(self, save: Save, uid: int) -> StateDir | None:
+        """Take a slot for ``save`` (one per user, max_concurrent in all), checked and taken
+        before the first await: two requests of one user at once must not both find no save
+        of theirs under way. Then the user's bound on saved images, and the host state
+        directory where the image must be private. Returns that directory (None: the engine's
+        images are its user's own)."""
+        for other in self._saves.values():
+            if other.whose == save.whose and other.state in ACTIVE:
                 raise SaveRefused(
-                    f"Your save of {save.base} as {save.image} is still under way: wait for it, "
-                    "or cancel it, before you start another."
+                    f"Your {_doing(other)} is still under way: wait for it, or cancel it, "
+                    "before you start another."
                 )
         if self._running >= self.max_concurrent:
             raise ContainerKernelError(
-                f"{self._running} environments are being saved on this server, as many as it "
-                "saves at once (ImageSaves.max_concurrent). Try again in a few minutes.",
+                f"{self._running} images are being saved or built on this server, as many as "
+                "it makes at once (ImageSaves.max_concurrent). Try again in a few minutes.",
                 status=429,
             )
-        save = Save(id=uuid.uuid4().hex, whose=whose, base=source.base, image=image)
         self._saves[save.id] = save
         self._running += 1
         try:
-            kept = await asyncio.to_thread(self.saved_by, source.uid)
+            kept = await asyncio.to_thread(self.saved_by, uid)
             if len(kept) >= self.max_images_per_user:
                 raise SaveRefused(
                     f"You keep {len(kept)} saved images here, as many as this server keeps for "
@@ -397,14 +581,16 @@ class ImageSaves(LoggingConfigurable):
             del self._saves[save.id]
             self._running -= 1
             raise
+        return state
+
+    def _launch(self, job: _Job) -> None:
         loop = asyncio.get_running_loop()
         threading.Thread(
             target=self._run,
-            args=(save, source, state, owner, loop),
-            name=f"gpu-containers-save-{save.id[:8]}",
+            args=(job, loop),
+            name=f"gpu-containers-save-{job.save.id[:8]}",
             daemon=True,
         ).start()
-        return save
 
     def cancel(self, save: Save) -> None:
         save.cancel_requested = True
@@ -428,14 +614,8 @@ class ImageSaves(LoggingConfigurable):
 
     # ------------------------------------------------------------------ the save's thread
 
-    def _run(
-        self,
-        save: Save,
-        source: SaveSource,
-        state: StateDir | None,
-        owner: tuple[int, int] | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def _run(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        save, state, owner = job.save, job.state, job.owner
         recorded = False
         watchdog = threading.Timer(self.timeout, self._expire, args=(save,))
         watchdog.daemon = True
@@ -446,41 +626,37 @@ class ImageSaves(LoggingConfigurable):
                 # Recorded before the build starts: others never see it, not even for a moment.
                 privateimages.record(state, save.image, owner=owner, before="")
                 recorded = True
-            labels = {
-                **self.extra_labels,
-                L.SAVED_FROM: source.base,
-                L.SAVED_FROM_ID: source.base_id,
-                L.SAVED_FROM_DIGEST: source.base_digest,
-                L.SAVED_AT: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-            image_id = self._build(save, source, labels)
+            image_id = self._build(save, job.write, job.options, job.base_size)
             if state is not None:
                 privateimages.record(state, save.image, image_id, owner)
+            if self.on_image is not None:
+                try:
+                    self.on_image(save.image)
+                except Exception:  # the image is made: a listing's trouble is the listing's
+                    self.log.warning("Listing %s as a kernel failed", save.image, exc_info=True)
             save.image_id = image_id
             save.state = "done"
-            save.message = (
-                f"Saved as {save.image}: {save.count.entries} files of your packages "
-                f"({save.count.bytes} bytes) on {source.base}."
-            )
-            self.log.info("Saved %s as %s (%s)", source.base, save.image, image_id)
+            save.message = job.done()
+            self.log.info("%s: %s (%s)", save.kind.capitalize(), save.message, image_id)
             recorded = False
         except (SaveCancelled, ContainerKernelError) as e:
             if save.timed_out:
                 save.state, save.error_status = "error", 504
                 save.message = (
-                    f"The save as {save.image} took longer than {self.timeout:g} seconds "
-                    "(ImageSaves.timeout) and was stopped: nothing was saved."
+                    f"The {save.kind} of {save.image} took longer than {self.timeout:g} seconds "
+                    "(ImageSaves.timeout) and was stopped: nothing was kept."
                 )
-                self.log.warning("Save as %s stopped: %s", save.image, save.message)
+                self.log.warning("%s stopped: %s", save.kind.capitalize(), save.message)
             elif save.cancel_requested or not isinstance(e, ContainerKernelError):
-                save.state, save.message = "cancelled", f"The save as {save.image} was cancelled."
+                save.state = "cancelled"
+                save.message = f"The {save.kind} of {save.image} was cancelled: nothing was kept."
             else:
                 save.state, save.error_status, save.message = "error", e.status, e.sentence
-                self.log.warning("Save as %s failed: %s", save.image, e.sentence)
+                self.log.warning("The %s of %s failed: %s", save.kind, save.image, e.sentence)
         except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
             save.state, save.error_status = "error", 500
-            save.message = f"The save as {save.image} failed: {e}"
-            self.log.warning("Save as %s failed", save.image, exc_info=True)
+            save.message = f"The {save.kind} of {save.image} failed: {e}"
+            self.log.warning("The %s of %s failed", save.kind, save.image, exc_info=True)
         finally:
             watchdog.cancel()
             if recorded and state is not None:
@@ -490,7 +666,13 @@ class ImageSaves(LoggingConfigurable):
             with contextlib.suppress(RuntimeError):  # a server stopping: its loop closed first
                 loop.call_soon_threadsafe(self._finish, save)
 
-    def _build(self, save: Save, source: SaveSource, labels: dict[str, str]) -> str:
+    def _build(
+        self,
+        save: Save,
+        write_context: Callable[[BinaryIO], None],
+        options: BuildOptions,
+        base_size: int,
+    ) -> str:
         """Write the context into a pipe on one thread while the engine reads it on this one;
         name the image only once the context was whole and the build ended well (a context cut
         short by a refusal or a cancel looks complete to a builder: what it built is removed)."""
@@ -500,19 +682,7 @@ class ImageSaves(LoggingConfigurable):
         def write() -> None:
             with os.fdopen(write_fd, "wb") as out:
                 try:
-                    packages_archive.write_context(
-                        out,
-                        workspace=source.workspace,
-                        uid=source.uid,
-                        packages_dir=source.packages_dir,
-                        key=source.key,
-                        base=source.base_id,
-                        labels=labels,
-                        max_entries=self.max_entries,
-                        max_bytes=self.max_bytes,
-                        count=save.count,
-                        cancelled=lambda: save.cancel_requested,
-                    )
+                    write_context(out)
                 except BaseException as e:  # told to the build's thread; the pipe closes
                     failure.append(e)
 
@@ -520,7 +690,7 @@ class ImageSaves(LoggingConfigurable):
         writer.start()
         with os.fdopen(read_fd, "rb") as context:
             try:
-                stream = self.backend.open_build(_PipeReader(context), save.image)  # type: ignore[arg-type]
+                stream = self.backend.open_build(_PipeReader(context), save.image, options)  # type: ignore[arg-type]
             except Exception:
                 # A context cut short fails the engine's read in its own way (Podman's unpacking:
                 # a tarfile error): the writer's reason (a refusal, a cancel) is the one to say.
@@ -550,6 +720,17 @@ class ImageSaves(LoggingConfigurable):
             raise ContainerKernelError(
                 f"The engine built {save.image} but did not say which image it made.", status=500
             )
+        if base_size:
+            added = self.backend.inspect_image_sync(stream.image_id).size - base_size
+            if added > self.max_build_bytes:
+                with contextlib.suppress(ContainerKernelError):
+                    self.backend.untag_sync(stream.image_id)
+                raise SaveRefused(
+                    f"The image built from {save.recipe} adds {packages_archive.size_text(added)} "
+                    f"to its base, more than a build may add "
+                    f"({packages_archive.size_text(self.max_build_bytes)}, "
+                    "ImageSaves.max_build_bytes): it was removed."
+                )
         self.backend.tag_sync(stream.image_id, save.image)
         return stream.image_id
 
@@ -565,12 +746,39 @@ class ImageSaves(LoggingConfigurable):
     def _finish(self, save: Save) -> None:
         save.done_event.set()
         self._running -= 1
+        self._keep_few_ended(save.whose)
+
+    def _keep_few_ended(self, whose: str) -> None:
+        """At most ENDED_KEPT_PER_USER ended saves of one user are kept, the newest: each holds
+        its log (a build's up to BUILD_LOG_LINES lines), and a user may end one after another
+        quickly (a build whose first step fails)."""
+        ended = sorted(
+            (s for s in self._saves.values() if s.whose == whose and s.state in ENDED),
+            key=lambda s: s.finished,
+        )
+        for old in ended[:-ENDED_KEPT_PER_USER]:
+            del self._saves[old.id]
 
     def _forget_old(self) -> None:
         cutoff = time.time() - self.keep_finished
         for save_id, save in list(self._saves.items()):
             if save.state in ENDED and save.finished < cutoff:
                 del self._saves[save_id]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a save's (or a build's) thread does: ``write`` its context, build it with
+    ``options``, check what it added to a base of ``base_size`` bytes (0: no check), keep it
+    private in ``state`` as ``owner``'s, and say ``done``."""
+
+    save: Save
+    write: Callable[[BinaryIO], None]
+    done: Callable[[], str]
+    options: BuildOptions
+    base_size: int
+    state: StateDir | None
+    owner: tuple[int, int] | None
 
 
 class _PipeReader(io.RawIOBase):
@@ -588,6 +796,12 @@ class _PipeReader(io.RawIOBase):
         data = self._f.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _doing(save: Save) -> str:
+    if save.kind == "build":
+        return f"build of {save.recipe} as {save.image}"
+    return f"save of {save.base} as {save.image}"
 
 
 def _drain(f: BinaryIO) -> None:

@@ -103,8 +103,9 @@ def display_name_for(ref: str, image: ImageRecord | None, probe: ProbeResult | N
         python = re.match(r"\d+\.\d+", probe.python_version) if probe else None
         head = f"Python {python.group(0)}" if python else "Python 3"
     saved = lineage(labels)
-    if saved:  # a user's own saved image: its name, and what it came from
-        return f"{head} · {ref.rsplit('/', 1)[-1]} (saved from {saved['image']})"
+    if saved:  # a user's own saved (or built) image: its name, and what it came from
+        how = "built on" if saved["recipe"] else "saved from"
+        return f"{head} · {ref.rsplit('/', 1)[-1]} ({how} {saved['image']})"
     return f"{head} · {ref}"
 
 

@@ -22,7 +22,7 @@ from ..base.errors import ContainerKernelError, KernelOptionRefused
 from ..base.records import ContainerRecord
 from ..gpus.allocator import Attachment, GPUAllocator
 from ..host.hoststate import StateDir
-from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
+from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait, create_container
 
 
 class ClusterPlacement(LoggingConfigurable):
@@ -79,8 +79,7 @@ class ClusterPlacement(LoggingConfigurable):
             self.backend, request.count, start.kernel_id, str(start.uid)
         ):
             steps.stamp("gpus")
-            container_id = await self.backend.create(spec)
-            steps.created(container_id)
+            container_id = await create_container(self.backend, spec, steps)
         steps.stamp("create")
         # The backend waits, on its watch, until the pod runs (or refuses with the scheduler's
         # reason): the launch timeout counts from then, for the kernel's own start only.

@@ -41,7 +41,7 @@ from ..host.hoststate import StateDir
 from ..host.privatedirs import own_private_dir
 from ..images import compat
 from ..policy.admin_policy import ContainerPolicy
-from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
+from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait, create_container
 
 # Where NVIDIA's CDI specs live when CDI is set up (nvidia-ctk cdi generate).
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -92,8 +92,7 @@ class HostPlacement(LoggingConfigurable):
             if await steps.from_warm_pool(spec):
                 return Placed(container_id="", from_warm_pool=True)
             steps.stamp("gpus")
-            container_id = await self.backend.create(spec)
-            steps.created(container_id)
+            container_id = await create_container(self.backend, spec, steps)
             return await self._started(start, steps, container_id, (), start.began, 0.0)
         chosen, container_id, waited = await self._book(start, steps, request, inventory)
         gpus = tuple(g.uuid for g in chosen)
@@ -126,11 +125,9 @@ class HostPlacement(LoggingConfigurable):
             # Under the host-wide lock: the plan is pure, the create one engine call.
             spec = steps.plan(attachment(mode, chosen), tuple(g.uuid for g in chosen))
             steps.stamp("gpus")
-            container_id = await self.backend.create(spec)
             # Known at once: whatever happens after the booking (a cancelled start, a
             # failure), the failed launch's clean-up removes this container.
-            steps.created(container_id)
-            return container_id
+            return await create_container(self.backend, spec, steps)
 
         def book(turn: Callable[[Ledger], Any] | None) -> Any:
             return self.allocator.book(

@@ -9,8 +9,10 @@ afterwards. The launch then waits for the kernel's answer, the same way on every
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from traitlets.config import Config
 
@@ -20,6 +22,9 @@ from ..gpus.allocator import Attachment, GPURequest
 from ..gpus.gpuqueue import WhileWaiting
 from ..gpus.tickets import shown_to
 from ..host.hoststate import StateDir
+
+if TYPE_CHECKING:
+    from ..backends.backend import ContainerBackend
 
 
 @dataclass(frozen=True)
@@ -209,3 +214,22 @@ class Placement(Protocol):
         judge). ``root``: this server's private-directory root. Blocking (it may stat files): a
         worker thread."""
         ...
+
+
+async def create_container(
+    backend: ContainerBackend, spec: ContainerSpec, steps: LaunchSteps
+) -> str:
+    """Create the start's container and tell the launch its id (its clean-up removes it from
+    then on). A start cancelled while the engine creates it (a server stopping, a wait given up)
+    waits for the engine's answer all the same, so that the container made is known and removed:
+    the engine's call runs on a thread that a cancellation does not stop, and a container it made
+    after its start was cancelled outlived the server (a warm pool's, in fresh run 22)."""
+    creating = asyncio.ensure_future(backend.create(spec))
+    try:
+        container_id = await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            steps.created(await creating)
+        raise
+    steps.created(container_id)
+    return container_id

@@ -374,10 +374,16 @@ def _reference_forms(ref: str) -> list[str]:
     return forms
 
 
+def reference_matches(ref: str, patterns: Iterable[str]) -> bool:
+    """Whether one of ``patterns`` (as ContainerPolicy.allowed_images writes them) names
+    ``ref``, in any of the forms a reference takes ("python:3" is "docker.io/library/python:3")."""
+    forms = _reference_forms(ref)
+    return any(fnmatch.fnmatchcase(f, p) for f in forms for p in patterns)
+
+
 def image_allowed(policy: ContainerPolicy, ref: str) -> str:
     """ "" when the allow-list admits ``ref``, else the sentence that refuses it."""
-    forms = _reference_forms(ref)
-    if any(fnmatch.fnmatchcase(f, p) for f in forms for p in policy.allowed_images):
+    if reference_matches(ref, policy.allowed_images):
         return ""
     return (
         f"The image {ref} is not in this server's allow-list "

@@ -57,6 +57,7 @@ from tornado import web
 
 from .admin import AdminHandler, AdminKernelHandler, AdminNoticesHandler, MetricsHandler
 from .base import NotFoundHandler
+from .builds import BuildsHandler
 from .gpus import AllocationsHandler, ClusterHandler, GPUsHandler
 from .images import ImageContentHandler, ImagesHandler, PrePullHandler
 from .kernel_view import KERNEL_ID
@@ -98,6 +99,7 @@ def default_handlers(base: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/keep", KernelKeepHandler),
         (f"{base}/kernels/(?P<kernel_id>{KERNEL_ID})/save", KernelSaveHandler),
         (f"{base}/saves", SavesHandler),
+        (f"{base}/builds", BuildsHandler),
         (f"{base}/saves/(?P<save_id>[0-9a-f]{{32}})", SaveHandler),
         (f"{base}/saved-images", SavedImageHandler),
         (f"{base}/packages", PackagesHandler),

@@ -234,6 +234,13 @@ class NotebookKernelHandler(GPUContainersHandler):
                 reason="GPU wait under way",
             )
         running_id = str(session["kernel"]["id"]) if session else ""
+        if running_id and running_id not in km:
+            # A start that waited, whose kernel launches now (waiting_sessions.py).
+            raise web.HTTPError(
+                409,
+                "This notebook's kernel is starting: ask again once it runs.",
+                reason="Kernel start under way",
+            )
         running_name = str(session["kernel"].get("name") or "") if session else ""
         running = km.get_kernel(running_id) if running_id else None
         if running is None:
@@ -308,8 +315,10 @@ class NotebookKernelHandler(GPUContainersHandler):
         gpus: list[Any] = []
         environment: dict[str, Any] | None = None  # (images/environment.py)
         pinned = ""
-        if model.get("execution_state") == WAITING_STATE:
-            pass  # its start waits in the GPU queue: no kernel, no GPUs yet
+        if model.get("execution_state") == WAITING_STATE or (
+            not self.behind_service and kernel_id not in self.kernel_manager
+        ):
+            pass  # its start waits in the GPU queue, or launches since: no kernel, no GPUs yet
         elif self.behind_service:  # the kernel's own view on the service: the GPUs it holds
             if metadata.get("kernel_provisioner"):  # a native kernel holds none
                 try:

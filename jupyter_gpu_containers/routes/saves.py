@@ -4,8 +4,9 @@
   the image the caller's kernel runs and their packages for it as an image of their own; 202
   with the save, ``Location`` its URL. Refused in a sentence when it cannot be made here (the
   engine, the administrator's settings, nothing to save, another save of theirs under way).
-- ``GET /gpu-containers/saves``: the caller's saves; ``GET /gpu-containers/saves/<id>``: one
-  (state, files and bytes copied, the build's last lines, the new image); ``DELETE`` cancels it.
+- ``GET /gpu-containers/saves``: the caller's saves and builds (routes/builds.py), and why
+  neither can be made here ("" when they can); ``GET /gpu-containers/saves/<id>``: one (state,
+  files and bytes copied, the build's lines, the new image); ``DELETE`` cancels it.
 - ``DELETE /gpu-containers/saved-images?image=<ref>``: remove one of the caller's saved images
   (only theirs: a reference under their own repository), and its private record.
 """
@@ -23,6 +24,7 @@ from ..host import user_packages
 from ..host.user_packages import packages_key
 from ..images.saves import Save, SaveSource, check_name, default_name
 from .base import json_object
+from .builds import build_refusal
 from .kernel_view import current_container, find_kernel
 from .packages import PackagesBase
 
@@ -101,7 +103,15 @@ class SavesHandler(PackagesBase):
     @authorized
     async def get(self) -> None:
         saves = self.services.saves
-        self.finish(json.dumps({"saves": saves.listing(self.whose), "refusal": saves.refusal()}))
+        self.finish(
+            json.dumps(
+                {
+                    "saves": saves.listing(self.whose),
+                    "refusal": saves.refusal(),
+                    "build_refusal": await build_refusal(self),
+                }
+            )
+        )
 
 
 class SavedImageHandler(PackagesBase):

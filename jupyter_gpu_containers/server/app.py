@@ -256,6 +256,8 @@ class GPUContainersApp(ExtensionApp):
         services.usage.start(lambda: watched_kernels(mkm))  # GPU use per kernel (gpu_usage.py)
         if isinstance(ksm, ContainerKernelSpecManager):
             ksm.start_watching()
+            # A saved or built image is a kernel spec by the time its user is told it is done.
+            services.saves.on_image = lambda _ref: ksm.refresh()
         try:
             # A kernel service's kernels come back as their users' (identity.py).
             directory = getattr(serverapp.identity_provider, "directory", None)

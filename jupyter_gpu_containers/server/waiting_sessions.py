@@ -5,7 +5,10 @@ queue (gpuqueue.py), or in the engine's own scheduler (a Slurm job that pends: t
 scheduler_waiting_ids), has no session row yet: jupyter_server saves the row once the kernel runs.
 A page polling ``GET /api/sessions`` meanwhile would not know the notebook is starting at all,
 so its session is listed with its kernel's ``execution_state`` "waiting for a GPU", under the
-kernel id the start will have (chosen here, before the start, so that the two agree).
+kernel id the start will have (chosen here, before the start, so that the two agree). Once the
+wait ends, the session stays listed, "starting", until jupyter_server saves its row: a page that
+saw it wait and then found it missing (a cluster's container takes seconds to start after its
+job does) would take the session for ended, and drop its kernel and the cells run meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from jupyter_server.utils import ensure_async
 from ..services import services_for
 
 WAITING_STATE = "waiting for a GPU"
+# A start that waited, whose kernel launches now (JupyterLab's own word for it).
+LAUNCHING_STATE = "starting"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class WaitingSessionManager(SessionManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._starting: dict[str, _Starting] = {}
+        # The session ids of the starts under way that were seen waiting (see _state_of).
+        self._waited: set[str] = set()
 
     async def session_exists(self, path: str) -> bool:
         """A notebook whose kernel start waits for a GPU has its session: asking the sessions
@@ -50,14 +57,15 @@ class WaitingSessionManager(SessionManager):
         return bool(await super().session_exists(path))
 
     async def get_session(self, **kwargs: Any) -> dict[str, Any]:
-        start = self._waiting_start(**kwargs)
-        if start is not None:
-            return self._model(start)
+        found = self._waiting_start(**kwargs)
+        if found is not None:
+            return self._model(*found)
         model: dict[str, Any] = await super().get_session(**kwargs)
         return model
 
-    def _waiting_start(self, **kwargs: Any) -> _Starting | None:
-        """The start waiting for a GPU whose session matches every column in ``kwargs``."""
+    def _waiting_start(self, **kwargs: Any) -> tuple[_Starting, str] | None:
+        """The start listed as waiting for a GPU (or starting, once it waited) whose session
+        matches every column in ``kwargs``, with its state."""
         if not kwargs:
             return None
         waiting = self._waiting_ids()
@@ -69,11 +77,21 @@ class WaitingSessionManager(SessionManager):
                 "type": start.type,
                 "kernel_id": start.kernel_id,
             }
-            if start.kernel_id in waiting and all(
+            state = self._state_of(start, waiting)
+            if state is not None and all(
                 column in columns and columns[column] == value for column, value in kwargs.items()
             ):
-                return start
+                return start, state
         return None
+
+    def _state_of(self, start: _Starting, waiting: set[str]) -> str | None:
+        """How a start under way is listed: waiting for a GPU while it waits; starting once it
+        waited (its kernel launches, and the pages that saw the wait keep the session); not at
+        all if it never waited (jupyter_server lists it once its kernel runs)."""
+        if start.kernel_id in waiting:
+            self._waited.add(start.session_id)
+            return WAITING_STATE
+        return LAUNCHING_STATE if start.session_id in self._waited else None
 
     async def start_kernel_for_session(
         self,
@@ -105,7 +123,10 @@ class WaitingSessionManager(SessionManager):
             )
             return started
         finally:
+            # Nothing awaited from here to jupyter_server's saving of the session's row
+            # (create_session): no listing finds the session in neither place.
             self._starting.pop(session_id, None)
+            self._waited.discard(session_id)
 
     def _waiting_ids(self) -> set[str]:
         """The kernel ids of the starts that wait: in the GPU queue, or in the engine's own
@@ -142,12 +163,13 @@ class WaitingSessionManager(SessionManager):
         waiting = self._waiting_ids()
         listed = {s["id"] for s in sessions}
         for start in list(self._starting.values()):
-            if start.kernel_id in waiting and start.session_id not in listed:
-                sessions.append(self._model(start))
+            state = self._state_of(start, waiting)
+            if state is not None and start.session_id not in listed:
+                sessions.append(self._model(start, state))
         return sessions
 
     @staticmethod
-    def _model(start: _Starting) -> dict[str, Any]:
+    def _model(start: _Starting, state: str) -> dict[str, Any]:
         model: dict[str, Any] = {
             "id": start.session_id,
             "path": start.path,
@@ -157,7 +179,7 @@ class WaitingSessionManager(SessionManager):
                 "id": start.kernel_id,
                 "name": start.kernel_name,
                 "last_activity": None,
-                "execution_state": WAITING_STATE,
+                "execution_state": state,
                 "connections": 0,
             },
         }

@@ -269,6 +269,18 @@ class ServiceApp(ServerApp):
         registry login are private to that user.""",
     )
 
+    build_policy = Enum(
+        ["everyone", "admins", "nobody"],
+        "nobody",
+        config=True,
+        help="""Who may build images from their own workspace through the service (a
+        Dockerfile or a requirements.txt: ImageSaves.builds). A build runs its steps with the
+        engine's rights, as root in its build containers, so "nobody" (default) keeps them off;
+        "admins": only admin_users (and JupyterHub's admins); "everyone": every user, within
+        ImageSaves' bounds (bases, size, time, network). Built images are private to their
+        user.""",
+    )
+
     max_concurrent_starts = Integer(
         8,
         config=True,

@@ -616,6 +616,33 @@ export function startSave(
 }
 
 /**
+ * Start building the recipe at `path` of the user's workspace (a Dockerfile,
+ * or a requirements.txt installed into `base`) as an image of their own.
+ */
+export function startBuild(
+  path: string,
+  name: string,
+  base: string,
+  settings?: ServerConnection.ISettings,
+  trans?: TranslationBundle
+): Promise<ISave> {
+  return readAPI(
+    'builds',
+    saveOf,
+    {
+      method: 'POST',
+      body: JSON.stringify({
+        path,
+        ...(name ? { name } : {}),
+        ...(base ? { base } : {})
+      })
+    },
+    settings,
+    trans
+  );
+}
+
+/**
  * The user's saves, and why none can be made here.
  */
 export function getSaves(

@@ -23,6 +23,11 @@ export interface IImageLineage {
   id: string;
   digest: string;
   saved_at: string;
+  /**
+   * A built image's recipe, its path in the user's workspace ('' for a saved
+   * one).
+   */
+  recipe: string;
 }
 
 /**

@@ -3,11 +3,13 @@
  * model through the IGpuContainersModel token: the model and its settings
  * (modelplugin.ts), the GPU Containers panel, its commands and Launcher card
  * (panelplugin.ts), the notebook toolbar item (toolbarplugin.ts), a kernel's
- * own view (kernelviewplugin.ts), and the notifications and status bar item
+ * own view (kernelviewplugin.ts), builds of images from the workspace
+ * (buildplugin.tsx), and the notifications and status bar item
  * (notificationsplugin.ts).
  */
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
+import { buildPlugin } from './buildplugin';
 import { kernelViewPlugin } from './kernelviewplugin';
 import { modelPlugin } from './modelplugin';
 import { notificationsPlugin } from './notificationsplugin';
@@ -21,6 +23,7 @@ export {
   TOOLBAR_ITEM
 } from './tokens';
 export {
+  buildPlugin,
   kernelViewPlugin,
   modelPlugin,
   notificationsPlugin,
@@ -33,6 +36,7 @@ const plugins: JupyterFrontEndPlugin<unknown>[] = [
   panelPlugin,
   toolbarPlugin,
   kernelViewPlugin,
+  buildPlugin,
   notificationsPlugin
 ];
 

@@ -4,7 +4,6 @@
  * and its GPU use over the last minutes (its state: kernelviewmodel.ts).
  */
 import type { TranslationBundle } from '@jupyterlab/translation';
-import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import {
@@ -17,6 +16,7 @@ import {
 import { IEnvironmentStamp } from './environmenttypes';
 import { IKernelView } from './kerneltypes';
 import { KernelViewModel } from './kernelviewmodel';
+import { ModelWidget } from './modelwidget';
 import { formatBytes } from './format';
 import { SaveModel } from './savemodel';
 import { ISave } from './savetypes';
@@ -352,29 +352,13 @@ export function KernelDetails(props: {
 /**
  * A kernel's view as a main-area widget. Closing it stops following the log.
  */
-export class KernelViewWidget extends ReactWidget {
-  constructor(
-    readonly model: KernelViewModel,
-    private readonly _trans: TranslationBundle
-  ) {
-    super();
-    this.addClass('jgc-kernel-view-widget');
-    model.start();
-  }
-
-  render(): JSX.Element {
-    return (
-      <UseSignal signal={this.model.changed}>
-        {() => <KernelViewBody model={this.model} trans={this._trans} />}
-      </UseSignal>
+export class KernelViewWidget extends ModelWidget<KernelViewModel> {
+  constructor(model: KernelViewModel, trans: TranslationBundle) {
+    super(
+      model,
+      m => <KernelViewBody model={m} trans={trans} />,
+      'jgc-kernel-view-widget'
     );
-  }
-
-  override dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    this.model.dispose();
-    super.dispose();
+    model.start();
   }
 }

@@ -75,7 +75,7 @@ export class KernelViewModel {
       kernelId: options.kernelId,
       serverSettings: options.serverSettings,
       trans: options.trans,
-      onSaved: options.onSaved
+      onDone: options.onSaved
     });
     this.saving.changed.connect(() => this._changed.emit());
     // Read while the view is open, hidden or not (as before: a tab in the

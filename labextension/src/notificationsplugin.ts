@@ -2,7 +2,8 @@
  * The notifications' plugin: how a waiting start ended, administrators'
  * notices and idle-GPU warnings, told once each whether or not the panel is
  * open; and a notebook whose kernel waits for a GPU, in the status bar and
- * when a cell runs meanwhile.
+ * when a cell runs meanwhile; once a waiting start's kernel runs, the page's
+ * notebooks on it attach to it.
  */
 import {
   JupyterFrontEnd,
@@ -10,11 +11,13 @@ import {
 } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { Kernel, KernelAPI } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 
 import { translationBundle } from './i18n';
 import { notify } from './notify';
+import { reattachWhenRunning } from './reattach';
 import {
   cellWhileWaitingText,
   defaultKeep,
@@ -112,6 +115,44 @@ function tellSharingNews(
 }
 
 /**
+ * How often, and how long, the page looks for a started kernel to run: its
+ * container may start on a cluster's node after its job did.
+ */
+const RUNNING_LOOK_MS = 1000;
+const RUNNING_LOOKS = 600;
+
+/**
+ * A start that waited got its GPUs: once its kernel runs, the notebooks on it
+ * attach to it, also on a page loaded while it waited (whose cells run
+ * meanwhile are sent then).
+ */
+function attachStarted(
+  model: IGpuContainersModel,
+  notebooks: INotebookTracker
+): void {
+  model.queueEnded.connect((_, end) => {
+    const kernelId = end.ticket.kernel_id ?? '';
+    if (end.outcome !== 'started' || !kernelId) {
+      return;
+    }
+    void reattachWhenRunning(kernelId, {
+      isRunning: async id =>
+        (await KernelAPI.getKernelModel(id, model.serverSettings)) !==
+        undefined,
+      connections: () => {
+        const kernels: (Kernel.IKernelConnection | null | undefined)[] = [];
+        notebooks.forEach(panel =>
+          kernels.push(panel.sessionContext.session?.kernel)
+        );
+        return kernels;
+      },
+      intervalMs: RUNNING_LOOK_MS,
+      looks: RUNNING_LOOKS
+    });
+  });
+}
+
+/**
  * A notebook whose kernel waits for a GPU is no Idle one: the status bar
  * says so, and a cell run meanwhile is said to wait for the kernel.
  */
@@ -155,7 +196,7 @@ function tellWaits(
 export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-gpu-containers:notifications',
   description:
-    'Tells how waiting starts ended, administrators’ notices and idle-GPU warnings, and shows a notebook waiting for a GPU in the status bar.',
+    'Tells how waiting starts ended, administrators’ notices and idle-GPU warnings, shows a notebook waiting for a GPU in the status bar, and attaches notebooks to their kernels once a waiting start runs.',
   autoStart: true,
   requires: [IGpuContainersModel],
   optional: [INotebookTracker, IStatusBar, ITranslator],
@@ -170,6 +211,7 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
     tellSharingNews(model, trans);
     if (notebooks) {
       tellWaits(model, notebooks, statusBar, trans);
+      attachStarted(model, notebooks);
     }
   }
 };

@@ -602,10 +602,16 @@ function ImageRow(props: {
       {retiredNote && <div className="jgc-note jgc-retired">{retiredNote}</div>}
       {row.saved_from && (
         <div className="jgc-note jgc-saved-from">
-          {trans.__(
-            'Your own image, saved from %1 with your packages for it.',
-            row.saved_from.image
-          )}
+          {row.saved_from.recipe
+            ? trans.__(
+                'Your own image, built from %1 on %2.',
+                row.saved_from.recipe,
+                row.saved_from.image
+              )
+            : trans.__(
+                'Your own image, saved from %1 with your packages for it.',
+                row.saved_from.image
+              )}
         </div>
       )}
       {pull && (pulling || pull.state === 'error') && (

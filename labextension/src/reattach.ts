@@ -17,7 +17,66 @@ import type { Kernel } from '@jupyterlab/services';
  */
 export const SETTLE_MS = 5000;
 
+/**
+ * How many rounds of JupyterLab's tries a page makes to attach to a kernel
+ * that runs.
+ */
+const ATTACH_ROUNDS = 3;
+
 const reconnecting = new WeakSet<Kernel.IKernelConnection>();
+
+export interface IReattachWhenRunningOptions {
+  /**
+   * Whether the server runs the kernel now (its kernels API lists it).
+   */
+  isRunning: (kernelId: string) => Promise<boolean>;
+  /**
+   * The page's connections to kernels (the notebooks' own), read at the end.
+   */
+  connections: () => Iterable<Kernel.IKernelConnection | null | undefined>;
+  /**
+   * Milliseconds between two looks.
+   */
+  intervalMs: number;
+  /**
+   * How many looks before giving up (the kernel never ran).
+   */
+  looks: number;
+}
+
+/**
+ * Once the server runs a kernel whose start waited, attach the page's
+ * connections to it. The page that asked for the start does so when its
+ * request answers; a page loaded while the start waited has no request of its
+ * own, and JupyterLab, having tried the kernel while it did not exist, stops
+ * trying after seven tries spaced by chance (about a minute, often less): a
+ * cell run meanwhile would stay unsent. Resolves whether the kernel ran.
+ */
+export async function reattachWhenRunning(
+  kernelId: string,
+  options: IReattachWhenRunningOptions
+): Promise<boolean> {
+  for (let look = 0; look < options.looks; look++) {
+    if (look > 0) {
+      await new Promise(resolve => setTimeout(resolve, options.intervalMs));
+    }
+    let running = false;
+    try {
+      running = await options.isRunning(kernelId);
+    } catch {
+      // Not known now (the server did not answer): look again.
+    }
+    if (running) {
+      const mine = Array.from(options.connections()).filter(
+        (kernel): kernel is Kernel.IKernelConnection =>
+          !!kernel && kernel.id === kernelId
+      );
+      await Promise.all(mine.map(kernel => attachSoon(kernel)));
+      return true;
+    }
+  }
+  return false;
+}
 
 export async function reattach(
   kernel: Kernel.IKernelConnection | null | undefined
@@ -37,6 +96,20 @@ export async function reattach(
     // Disposed meanwhile, or the server refused: nothing more to do here.
   } finally {
     reconnecting.delete(kernel);
+  }
+}
+
+/**
+ * Attach a connection to a running kernel, trying again when a round of
+ * JupyterLab's tries failed (a browser fails requests in flight when the
+ * host's network interfaces change, as each container's start does).
+ */
+async function attachSoon(kernel: Kernel.IKernelConnection): Promise<void> {
+  for (let round = 0; round < ATTACH_ROUNDS; round++) {
+    await reattach(kernel);
+    if (kernel.isDisposed || isConnected(kernel)) {
+      return;
+    }
   }
 }
 

@@ -10,7 +10,15 @@ import { isObject, num, str } from './json';
 export interface ISave {
   id: string;
   /**
-   * The image the kernel ran.
+   * A save of a kernel's environment, or a build from the workspace.
+   */
+  kind: 'save' | 'build';
+  /**
+   * A build's recipe, its path in the workspace ('' for a save).
+   */
+  recipe: string;
+  /**
+   * The image the kernel ran (a build's: its last stage's base).
    */
   base: string;
   /**
@@ -47,6 +55,11 @@ export interface ISave {
 export interface ISaves {
   saves: ISave[];
   refusal: string;
+  /**
+   * Why the user may not build images from their workspace here ('' when
+   * they may).
+   */
+  build_refusal: string;
 }
 
 const STATES: ReadonlyArray<ISave['state']> = [
@@ -79,6 +92,8 @@ export function saveOf(value: unknown): ISave | null {
   }
   return {
     id: str(value.id),
+    kind: value.kind === 'build' ? 'build' : 'save',
+    recipe: str(value.recipe),
     base: str(value.base),
     image: str(value.image),
     state,
@@ -99,6 +114,7 @@ export function savesOf(value: unknown): ISaves | null {
   }
   return {
     saves: value.saves.map(saveOf).filter((s): s is ISave => s !== null),
-    refusal: str(value.refusal)
+    refusal: str(value.refusal),
+    build_refusal: str(value.build_refusal)
   };
 }

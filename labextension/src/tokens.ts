@@ -48,6 +48,7 @@ export namespace CommandIDs {
   export const switchImage = 'gpu-containers:switch-image';
   export const refreshImages = 'gpu-containers:refresh-images';
   export const openKernelView = 'gpu-containers:open-kernel-view';
+  export const buildImage = 'gpu-containers:build-image';
 }
 
 /**

@@ -219,6 +219,50 @@ export async function dismissNetworkChangeDialogs(page: Page): Promise<void> {
 }
 
 /**
+ * What the page knows of its visible notebook's kernel and first cell (its connection, the
+ * kernel's status, the cell's source, execution count and outputs), as JSON: the server's log
+ * tells its own side only.
+ */
+export async function notebookState(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const app = (window as any).jupyterapp;
+    const panel = Array.from(app.shell.widgets('main') as Iterable<any>).find(
+      w => w.hasClass('jp-NotebookPanel') && w.isVisible
+    );
+    const kernel = panel?.sessionContext?.session?.kernel;
+    const cell = panel?.content?.widgets?.[0]?.model;
+    return JSON.stringify({
+      kernel: kernel
+        ? { id: kernel.id, connection: kernel.connectionStatus, status: kernel.status }
+        : null,
+      cell: cell
+        ? {
+            source: cell.sharedModel.getSource(),
+            executionCount: cell.executionCount ?? null,
+            outputs: cell.outputs?.toJSON() ?? null
+          }
+        : null
+    });
+  });
+}
+
+/**
+ * `check`, whose failure also says what the page knew of its notebook then (notebookState).
+ */
+export async function withNotebookState<T>(page: Page, check: Promise<T>): Promise<T> {
+  try {
+    return await check;
+  } catch (error) {
+    const state = await notebookState(page).catch(e => `unknown (${String(e)})`);
+    if (error instanceof Error) {
+      error.message += `\nThe page's notebook then: ${state}`;
+      throw error;
+    }
+    throw new Error(`${String(error)}\nThe page's notebook then: ${state}`);
+  }
+}
+
+/**
  * Close every main-area widget and end every session and kernel the server has, whether the page
  * knew of it or not. Returns the paths of the documents that were open.
  */

@@ -30,20 +30,34 @@ test.use({
 });
 
 /**
- * A cell that makes a one-module wheel in /tmp and installs it as a notebook does. No indented
- * block: the editor indents what is typed into it, as it would a person's typing.
+ * A script that makes a one-module wheel in /tmp (no index, no network), which the test puts in
+ * the notebook's folder as a person's own file: typed into a cell, its 700 characters took more
+ * than the 20 s an action may on the loaded two-core CI machine (one key press at a time).
  */
-const INSTALL = [
+const MAKE_WHEEL = [
   'import base64, hashlib, zipfile',
   "dist = 'jgc_tiny-1.0.dist-info'",
   "files = {'jgc_tiny.py': 'VERSION = \"1.0\"\\n', dist + '/METADATA': 'Metadata-Version: 2.1\\nName: jgc_tiny\\nVersion: 1.0\\n', dist + '/WHEEL': 'Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}",
   "digest = lambda text: base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()",
   "files[dist + '/RECORD'] = ''.join('%s,sha256=%s,%d\\n' % (n, digest(t), len(t)) for n, t in files.items()) + dist + '/RECORD,,\\n'",
-  "wheel = zipfile.ZipFile('/tmp/jgc_tiny-1.0-py3-none-any.whl', 'w')",
-  'written = [wheel.writestr(n, t) for n, t in files.items()]',
-  'wheel.close()',
+  "with zipfile.ZipFile('/tmp/jgc_tiny-1.0-py3-none-any.whl', 'w') as wheel:",
+  '    for n, t in files.items():',
+  '        wheel.writestr(n, t)',
+  ''
+].join('\n');
+
+/** The cell that makes the wheel and installs it as a notebook does. */
+const INSTALL = [
+  '%run make_tiny_wheel.py',
   '%pip install --no-index --disable-pip-version-check /tmp/jgc_tiny-1.0-py3-none-any.whl'
 ].join('\n');
+
+/** Put the wheel's script beside the notebooks, as a file of the user's own. */
+async function putWheelScript(page: IJupyterLabPageFixture, tmpPath: string): Promise<void> {
+  expect(await page.contents.uploadContent(MAKE_WHEEL, 'text', `${tmpPath}/make_tiny_wheel.py`)).toBe(
+    true
+  );
+}
 
 const IMPORT =
   "import importlib.util; print('kept', __import__('jgc_tiny').VERSION) if importlib.util.find_spec('jgc_tiny') else print('absent')";
@@ -73,8 +87,10 @@ test.afterEach(async ({ page }) => {
 
 test('a package installed in a notebook is kept for its image, listed, and reset', async ({
   page,
-  request
+  request,
+  tmpPath
 }, testInfo) => {
+  await putWheelScript(page, tmpPath);
   const kernel = await kernelNameFor(request, NGC_IMAGE);
   const name = await page.notebook.createNew(undefined, { kernel });
   expect(name).toMatch(/\.ipynb$/);
@@ -112,9 +128,11 @@ test('a package installed in a notebook is kept for its image, listed, and reset
 
 test("a kernel's environment saved as an image starts new notebooks with its packages", async ({
   page,
-  request
+  request,
+  tmpPath
 }, testInfo) => {
   test.setTimeout(300_000);
+  await putWheelScript(page, tmpPath);
   const saved = new ScriptProcess('saved_images.py');
   try {
     expect((await saved.next()).ready).toBe(true);

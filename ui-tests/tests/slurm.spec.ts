@@ -13,7 +13,8 @@ import {
   dismissNetworkChangeDialogs,
   imageRow,
   openPanel,
-  ScriptProcess
+  ScriptProcess,
+  withNotebookState
 } from './helpers';
 
 // A job's start waits for Slurm's next scheduling pass, and its container for rootless Podman on
@@ -132,7 +133,9 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
     await openPanel(page);
     const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell').first();
     await cell.locator('.jp-InputArea-editor').click();
-    await page.keyboard.type(`import os; print(sorted(os.listdir(${JSON.stringify(info.devices)})))`);
+    const code = `import os; print(sorted(os.listdir(${JSON.stringify(info.devices)})))`;
+    await page.keyboard.type(code);
+    await expect(cell.locator('.jp-InputArea-editor')).toHaveText(code);
     await page.keyboard.press('Shift+Enter');
     await lab.send('free');
     await expect(queue).toHaveCount(0, { timeout: KERNEL_START_MS });
@@ -150,9 +153,12 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
     );
 
     // The cell ran then, and its code sees exactly that GPU's device.
-    await expect(cell.locator('.jp-OutputArea-output')).toHaveText(`['nvidia${index}']`, {
-      timeout: KERNEL_START_MS
-    });
+    await withNotebookState(
+      page,
+      expect(cell.locator('.jp-OutputArea-output')).toHaveText(`['nvidia${index}']`, {
+        timeout: KERNEL_START_MS
+      })
+    );
     await page.screenshot({ path: testInfo.outputPath('slurm-3-running.png') });
 
     // After a reload the page says the same.

@@ -2,8 +2,9 @@
 as it is written), its output read line by line, its cancel, and the sentence a failed build
 becomes (images/saves.py follows them).
 
-The build never reaches a network (``networkmode`` none) and never pulls (its FROM names an
-image id already here); the engine's intermediate containers are removed whatever happens."""
+The build reaches a network only where its options say (the engine's default network, never the
+host's), never pulls (its FROM names images already here), and reuses no layer of an earlier
+build; the engine's intermediate containers are removed whatever happens."""
 
 from __future__ import annotations
 
@@ -15,23 +16,31 @@ import docker.errors
 import requests.exceptions
 
 from ...base.errors import ContainerKernelError, EngineRefused
+from ..backend import BuildOptions
 from .client import EngineClient
 from .private import shutdown_response_socket, start_build, stream_items
 from .sentences import short
 
 
-def open_build(client: EngineClient, context: BinaryIO, name: str) -> BuildStream:
+def open_build(
+    client: EngineClient, context: BinaryIO, name: str, options: BuildOptions
+) -> BuildStream:
     """Engine.open_build: send ``context`` to the engine and start its build (untagged; ``name``
     says what it is in sentences); the output stream. Returns once the engine has the whole
     context."""
     api = client.connect()
-    params = {
+    params: dict[str, Any] = {
         "rm": True,
         "forcerm": True,
         "pull": False,
-        "networkmode": "none",
+        # No layer of another build reused: a step's cache key is its text, which anyone may
+        # write, and its layer whatever their build made of it.
+        "nocache": True,
+        "networkmode": "default" if options.network else "none",
         "q": False,
     }
+    if options.memory:
+        params["memory"] = options.memory
     try:
         response = start_build(api, context, params)
     except docker.errors.APIError as e:

@@ -31,7 +31,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Dataset, Finding
+from ..backend import DEFAULT_BUILD, BuildOptions, ContainerDetails, Dataset, Finding
 from . import containers, logs
 from .builds import BuildStream, open_build
 from .client import DEFAULT_SOCKET, EngineClient
@@ -220,11 +220,13 @@ class Engine(LoggingConfigurable):
     def build_refusal(self) -> str:
         return ""
 
-    def open_build(self, context: BinaryIO, name: str) -> BuildStream:
+    def open_build(
+        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
+    ) -> BuildStream:
         """Build the image the tar stream ``context`` describes (a Dockerfile at its root),
         untagged (``name`` is for sentences); returns its output stream once the engine has the
         whole context. Blocking: a save's own thread calls this."""
-        return open_build(self._client, context, name)
+        return open_build(self._client, context, name, options)
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         """Name the image ``image_id`` ``ref`` (a repository and a tag)."""

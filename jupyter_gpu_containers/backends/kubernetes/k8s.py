@@ -634,7 +634,7 @@ class KubernetesBackend(LoggingConfigurable):
             "workspace, on every kernel of this image."
         )
 
-    def open_build(self, context: BinaryIO, name: str) -> Any:
+    def open_build(self, context: BinaryIO, name: str, options: Any = None) -> Any:
         raise BuildsNotSupported(self.build_refusal())
 
     def tag_sync(self, image_id: str, ref: str) -> None:

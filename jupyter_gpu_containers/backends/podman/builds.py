@@ -5,7 +5,8 @@ sentence a failed build becomes (images/saves.py follows them).
 ``podman build`` reads its context from a folder: the stream is unpacked into a private one
 first (mode 0700, in the user's runtime directory when there is one), entry by entry, each a
 plain relative path that never passes through a link the stream made, then removed whatever
-happens. The build reaches no network and pulls nothing (its FROM names an image id here)."""
+happens. The build pulls nothing (its FROM names images here), reuses no layer (``--layers=false``)
+and reaches a network only where its options say."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ...base.errors import EngineRefused
+from ..backend import BuildOptions
 from .cli import PodmanCLI, end_process, last_words
 
 
@@ -47,24 +49,30 @@ def _unpack(stream: BinaryIO, into: str) -> None:
                 os.chmod(path, member.mode & 0o755)
 
 
-def open_build(cli: PodmanCLI, context: BinaryIO, name: str) -> BuildStream:
+def open_build(cli: PodmanCLI, context: BinaryIO, name: str, options: BuildOptions) -> BuildStream:
     """Engine.open_build: unpack ``context``, then start ``podman build`` of it, untagged
     (``name`` says what it is in sentences); the output stream."""
     runtime = os.environ.get("XDG_RUNTIME_DIR") or None
     folder = tempfile.mkdtemp(prefix="jgc-build-", dir=runtime)  # mode 0700
     try:
-        _unpack(context, folder)
-        iidfile = os.path.join(folder, ".image-id")
+        # The image id's file beside the context, never in it: a context's entry of that name
+        # (a link) would have podman write where the link points.
+        unpacked = os.path.join(folder, "context")
+        os.mkdir(unpacked, 0o700)
+        _unpack(context, unpacked)
+        iidfile = os.path.join(folder, "image-id")
         args = [
             "build",
-            "--network=none",
+            # Podman's default network for a build is its containers' own (never the host's).
+            *([] if options.network else ["--network=none"]),
+            *([f"--memory={options.memory}"] if options.memory else []),
             "--pull=never",
             "--layers=false",
             "--iidfile",
             iidfile,
             "-f",
-            os.path.join(folder, "Dockerfile"),
-            folder,
+            os.path.join(unpacked, "Dockerfile"),
+            unpacked,
         ]
         process = cli.popen(args, merge_stderr=True)
     except BaseException:

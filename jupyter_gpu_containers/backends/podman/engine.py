@@ -34,7 +34,7 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import ContainerDetails, Dataset, Finding
+from ..backend import DEFAULT_BUILD, BuildOptions, ContainerDetails, Dataset, Finding
 from . import containers, logs
 from .builds import BuildStream, open_build
 from .cli import PodmanCLI
@@ -290,10 +290,12 @@ class PodmanEngine(LoggingConfigurable):
     def build_refusal(self) -> str:
         return ""
 
-    def open_build(self, context: BinaryIO, name: str) -> BuildStream:
+    def open_build(
+        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
+    ) -> BuildStream:
         """Build the image the tar stream ``context`` describes into the user's storage,
         untagged (``name`` is for sentences); the output stream. Blocking: a save's thread."""
-        return open_build(self._cli, context, name)
+        return open_build(self._cli, context, name, options)
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         self._images.tag_sync(image_id, ref)

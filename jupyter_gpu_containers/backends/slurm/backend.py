@@ -821,7 +821,7 @@ class SlurmBackend(LoggingConfigurable):
             "kernel of this image."
         )
 
-    def open_build(self, context: Any, name: str) -> Any:
+    def open_build(self, context: Any, name: str, options: Any = None) -> Any:
         raise BuildsNotSupported(self.build_refusal())
 
     def tag_sync(self, image_id: str, ref: str) -> None:

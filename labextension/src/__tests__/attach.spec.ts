@@ -4,7 +4,7 @@
  */
 import { Signal } from '@lumino/signaling';
 
-import { reattach, SETTLE_MS } from '../reattach';
+import { reattach, reattachWhenRunning, SETTLE_MS } from '../reattach';
 
 type Status = 'connected' | 'connecting' | 'disconnected';
 
@@ -12,8 +12,9 @@ type Status = 'connected' | 'connecting' | 'disconnected';
  * A kernel connection as reattach sees it: its status, the signal of its
  * changes, and a reconnect that connects when `connect()` is called.
  */
-function kernelIn(status: Status) {
+function kernelIn(status: Status, id = 'k1') {
   const kernel = {
+    id,
     isDisposed: false,
     connectionStatus: status,
     connectionStatusChanged: new Signal<unknown, Status>({}),
@@ -74,5 +75,74 @@ describe('reattach', () => {
     expect(kernel.reconnect).toHaveBeenCalledTimes(1);
     kernel.connect();
     await attached;
+  });
+});
+
+describe('reattachWhenRunning', () => {
+  it("attaches the page's connections to the kernel once the server runs it", async () => {
+    const mine = kernelIn('disconnected', 'k1');
+    const other = kernelIn('disconnected', 'k2');
+    // Not listed, then the server does not answer, then it runs.
+    const answers = [false, 'error', true];
+    const isRunning = jest.fn(async (id: string) => {
+      expect(id).toBe('k1');
+      const answer = answers.shift();
+      if (answer === 'error') {
+        throw new Error('no answer');
+      }
+      return answer === true;
+    });
+    const ran = reattachWhenRunning('k1', {
+      isRunning,
+      connections: () => [null, other as any, mine as any, undefined],
+      intervalMs: 1,
+      looks: 10
+    });
+    while (mine.reconnect.mock.calls.length === 0) {
+      await new Promise(resolve => setTimeout(resolve, 1));
+    }
+    mine.connect();
+    await expect(ran).resolves.toBe(true);
+    expect(isRunning).toHaveBeenCalledTimes(3);
+    expect(other.reconnect).not.toHaveBeenCalled();
+  });
+
+  it('tries again when a round of tries failed', async () => {
+    const kernel = kernelIn('disconnected', 'k1');
+    // The first round fails (its tries were refused), the second connects.
+    kernel.reconnect
+      .mockImplementationOnce(() => {
+        kernel.set('disconnected');
+        return Promise.reject(new Error('Kernel connection disconnected'));
+      })
+      .mockImplementationOnce(() => {
+        kernel.set('connected');
+        return Promise.resolve();
+      });
+    await expect(
+      reattachWhenRunning('k1', {
+        isRunning: async () => true,
+        connections: () => [kernel as any],
+        intervalMs: 1,
+        looks: 1
+      })
+    ).resolves.toBe(true);
+    expect(kernel.reconnect).toHaveBeenCalledTimes(2);
+    expect(kernel.connectionStatus).toBe('connected');
+  });
+
+  it('gives up after its looks when the kernel never runs', async () => {
+    const kernel = kernelIn('disconnected', 'k1');
+    const isRunning = jest.fn(async () => false);
+    await expect(
+      reattachWhenRunning('k1', {
+        isRunning,
+        connections: () => [kernel as any],
+        intervalMs: 1,
+        looks: 4
+      })
+    ).resolves.toBe(false);
+    expect(isRunning).toHaveBeenCalledTimes(4);
+    expect(kernel.reconnect).not.toHaveBeenCalled();
   });
 });

@@ -19,6 +19,7 @@ import { ITranslator } from '@jupyterlab/translation';
 import { askRegistryLogin } from '../credentials';
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Token } from '@lumino/coreutils';
+import { Signal } from '@lumino/signaling';
 
 import { IStatus } from '../gputypes';
 import { IPull } from '../imagetypes';
@@ -27,6 +28,7 @@ import plugins, {
   IGpuContainersModel,
   PLUGIN_ID,
   TOOLBAR_ITEM,
+  buildPlugin,
   kernelViewPlugin,
   modelPlugin,
   notificationsPlugin,
@@ -125,7 +127,15 @@ jest.mock('../launcherlabels', () => ({
 }));
 jest.mock('../icon', () => ({ gpuContainersIcon: { name: 'test:icon' } }));
 jest.mock('../credentials', () => ({ askRegistryLogin: jest.fn() }));
-jest.mock('../dialogs', () => ({ confirmDialog: jest.fn() }));
+jest.mock('../dialogs', () => ({
+  confirmDialog: jest.fn(),
+  FormDialogBody: class {},
+  showFormDialog: jest.fn()
+}));
+jest.mock('../buildview', () => ({
+  BuildViewWidget: jest.fn(),
+  BuildForm: jest.fn()
+}));
 
 const settings = ServerConnection.makeSettings({
   baseUrl: 'http://localhost:8888/'
@@ -149,6 +159,7 @@ function makeApp() {
       kernels: { runningChanged: mockSignal() }
     },
     shell: { add: jest.fn(), activateById: jest.fn(), currentWidget: null },
+    contextMenu: { addItem: jest.fn() },
     commands: {
       addCommand: jest.fn(),
       execute: jest.fn(),
@@ -294,12 +305,13 @@ describe('jupyter-gpu-containers:plugin', () => {
     }
   });
 
-  it('is one plugin each for the model, the panel, the toolbar item, the kernel view and the notifications', () => {
+  it('is one plugin each for the model, the panel, the toolbar item, the kernel view, builds and the notifications', () => {
     expect(plugins).toEqual([
       modelPlugin,
       panelPlugin,
       toolbarPlugin,
       kernelViewPlugin,
+      buildPlugin,
       notificationsPlugin
     ]);
     expect(plugins.map(p => p.id)).toEqual([
@@ -307,8 +319,36 @@ describe('jupyter-gpu-containers:plugin', () => {
       'jupyter-gpu-containers:panel',
       'jupyter-gpu-containers:toolbar',
       'jupyter-gpu-containers:kernel-view',
+      'jupyter-gpu-containers:build',
       'jupyter-gpu-containers:notifications'
     ]);
+  });
+
+  it('offers "Build Image…" on a Dockerfile or a requirements.txt, in the file browser’s menu', () => {
+    const app = makeApp();
+    void buildPlugin.activate(
+      app as unknown as JupyterFrontEnd,
+      null,
+      null,
+      null
+    );
+    const [id, command] = app.commands.addCommand.mock.calls.find(
+      ([name]: [string]) => name === CommandIDs.buildImage
+    );
+    expect(id).toBe('gpu-containers:build-image');
+    expect(command.label).toBe('Build Image…');
+    expect(command.isVisible({ path: 'envs/nlp/Dockerfile' })).toBe(true);
+    expect(command.isVisible({ path: 'reqs/requirements.txt' })).toBe(true);
+    expect(command.isVisible({ path: 'notes.txt' })).toBe(false);
+    // Nothing selected and no path: nothing to build.
+    expect(command.isVisible({})).toBe(false);
+    expect(app.contextMenu.addItem).toHaveBeenCalledWith({
+      command: CommandIDs.buildImage,
+      selector: '.jp-DirListing-item[data-isdir="false"]',
+      rank: 12
+    });
+    // Without the build plugin's own services, it still needs none.
+    expect(buildPlugin.requires ?? []).toEqual([]);
   });
 
   it('shares the model through its token: provided by the model plugin, required by its users', () => {
@@ -418,6 +458,75 @@ describe('jupyter-gpu-containers:plugin', () => {
       expect(jest.mocked(Notification.info).mock.calls[0][0]).toBe(
         'The kernel of train.ipynb is waiting for a GPU (position 2): the cell runs once it starts, in a new kernel.'
       );
+    });
+  });
+
+  describe('a waiting start that got its GPUs', () => {
+    it('attaches the notebooks on its kernel once the server runs it, and only those', async () => {
+      serve(JSON.stringify({ engine, kernelspecs: 1 }));
+      const served = jest.mocked(ServerConnection.makeRequest);
+      const others = served.getMockImplementation()!;
+      // The kernel's container starts after its job: the first look finds no kernel.
+      let looks = 0;
+      served.mockImplementation(async (url: string, init, settings) => {
+        if (url.includes('/api/kernels/k-1')) {
+          looks += 1;
+          return looks === 1
+            ? new Response('{}', { status: 404 })
+            : new Response(JSON.stringify({ id: 'k-1', name: 'python3' }));
+        }
+        return others(url, init, settings);
+      });
+      // JupyterLab gave up the connections it tried while the kernel did not exist.
+      const kernelOf = (id: string) => ({
+        id,
+        isDisposed: false,
+        connectionStatus: 'disconnected',
+        connectionStatusChanged: mockSignal(),
+        reconnect: jest.fn(async function (this: any) {
+          this.connectionStatus = 'connected';
+        })
+      });
+      const mine = kernelOf('k-1');
+      const other = kernelOf('k-2');
+      const panels = [mine, other].map(kernel => ({
+        sessionContext: { session: { kernel } }
+      }));
+      const notebooks = {
+        currentChanged: mockSignal(),
+        widgetAdded: mockSignal(),
+        currentWidget: null,
+        find: () => undefined,
+        forEach: (each: (panel: unknown) => void) => panels.forEach(each)
+      };
+      start(makeApp(), { notebooks });
+      await settle();
+      const model = mockPanels[0].model;
+      const ticket = {
+        kernel_id: 'k-1',
+        yours: true,
+        user: null,
+        notebook: 'train.ipynb',
+        gpus: 1,
+        position: 1,
+        waited: 3,
+        deadline: null
+      };
+      const ended = model.queueEnded as unknown as Signal<unknown, unknown>;
+      // A cancelled start has no kernel to attach to.
+      ended.emit({
+        ticket: { ...ticket, kernel_id: 'k-2' },
+        outcome: 'cancelled'
+      });
+      ended.emit({ ticket, outcome: 'started' });
+      await settle();
+      expect(looks).toBe(1);
+      expect(mine.reconnect).not.toHaveBeenCalled();
+      await jest.advanceTimersByTimeAsync(1000);
+      expect(looks).toBe(2);
+      expect(mine.reconnect).toHaveBeenCalledTimes(1);
+      expect(mine.connectionStatus).toBe('connected');
+      expect(other.reconnect).not.toHaveBeenCalled();
     });
   });
 

@@ -30,6 +30,8 @@ const settings = ServerConnection.makeSettings({
 function makeSave(overrides: Partial<ISave> = {}): ISave {
   return {
     id: 'a'.repeat(32),
+    kind: 'save',
+    recipe: '',
     base: BASE,
     image:
       'localhost/jupyter-gpu-containers/saved/u1000/pytorch:20261127-120000',
@@ -95,7 +97,7 @@ describe('the save model', () => {
       kernelId: KERNEL,
       serverSettings: settings,
       trans,
-      onSaved: saved
+      onDone: saved
     });
     await model.load(BASE);
     expect(String(request.mock.calls[0][0])).toBe(
