@@ -4,6 +4,8 @@
 #   scripts/build-images.sh demo            the kernel-ready demo image (what the set-up command needs)
 #   scripts/build-images.sh demo-multiuser  that and its GPU build (scripts/demo-multiuser.sh)
 #   scripts/build-images.sh test            the images the test suite runs kernels in
+#   scripts/build-images.sh all             all of these
+#   scripts/build-images.sh tags SET        print the tags a set builds (the base's first)
 #
 # The base is Debian minbase from debootstrap plus python3-ipykernel and pip, turned into an image
 # with `docker import`; every other image is `docker build` FROM it. Each image carries the hash of
@@ -67,24 +69,31 @@ build_derived() { # folder tag
     || { printf "%s\n" "$out" >&2; exit 1; }
 }
 
-what=${1:-demo}
+# What each set builds: folder and tag, in build order. "tags SET" prints a set's tags (with the
+# base's), so that other scripts name exactly these images and not others that share their labels.
+demo_set=("demo jgc/demo:bookworm")
+multiuser_set=("${demo_set[@]}" "demo-cuda jgc/demo-cuda:12.2")
+test_set=("ngc-like jgc-test/ngc-like:24.05-py3" "conda-nonroot jgc-test/conda-nonroot:latest"
+  "no-ipykernel jgc-test/no-ipykernel:latest")
+set_of() {
+  case "$1" in
+    demo) printf '%s\n' "${demo_set[@]}" ;;
+    demo-multiuser) printf '%s\n' "${multiuser_set[@]}" ;;
+    test) printf '%s\n' "${test_set[@]}" ;;
+    all) printf '%s\n' "${multiuser_set[@]}" "${test_set[@]}" ;;
+    *) log "usage: $0 [tags] demo|demo-multiuser|test|all"; exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = tags ]; then
+  # shellcheck source=/dev/null
+  . "$images/base/recipe.conf"
+  entries=$(set_of "${2:-demo}")
+  printf '%s\n' "$TAG"
+  printf '%s\n' "$entries" | awk '{print $2}'
+  exit 0
+fi
+
+entries=$(set_of "${1:-demo}")
 build_base
-case "$what" in
-  demo) build_derived demo jgc/demo:bookworm ;;
-  # The multi-user demo's: the demo image and its GPU build (GPU sharing needs a GPU image).
-  demo-multiuser)
-    build_derived demo jgc/demo:bookworm
-    build_derived demo-cuda jgc/demo-cuda:12.2
-    ;;
-  test)
-    build_derived ngc-like jgc-test/ngc-like:24.05-py3
-    build_derived conda-nonroot jgc-test/conda-nonroot:latest
-    build_derived no-ipykernel jgc-test/no-ipykernel:latest
-    ;;
-  all)
-    build_derived demo jgc/demo:bookworm
-    build_derived demo-cuda jgc/demo-cuda:12.2
-    "$0" test
-    ;;
-  *) log "usage: $0 demo|demo-multiuser|test|all"; exit 2 ;;
-esac
+while read -r folder tag; do build_derived "$folder" "$tag"; done <<<"$entries"
