@@ -322,6 +322,12 @@ class ContainerBackend(Protocol):
 
     def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]: ...
 
+    async def ledger_containers(self) -> list[ContainerRecord]:
+        """The containers carrying the managed label, as the GPU ledger reads them: their ids,
+        labels and creation times as the engine has them now (an engine may keep them up to date
+        from its events rather than list them all; other fields may be older)."""
+        ...
+
     # -- images: list, inspect, events, pulls, one-shot containers (the readiness probe)
     async def list_images(self) -> list[ImageRecord]: ...
 

@@ -35,6 +35,7 @@ from ..backend import DEFAULT_BUILD, BuildOptions, ContainerDetails, Dataset, Fi
 from . import containers, logs
 from .builds import BuildStream, open_build
 from .client import DEFAULT_SOCKET, EngineClient
+from .container_index import ContainerIndex
 from .images import Images
 from .logs import FollowedLog
 from .oneshot import run_oneshot
@@ -94,6 +95,9 @@ class Engine(LoggingConfigurable):
         self._client = EngineClient(self)
         self._images = Images(self._client)
         self._removals = Removals(self._client, self)
+        self._index = ContainerIndex(
+            self._client, local=self.resolved_url.startswith(("unix://", "http+unix://"))
+        )
         self._runtimes: tuple[float, list[str]] | None = None  # (when asked, the names)
 
     # ------------------------------------------------------------------ plumbing
@@ -115,6 +119,7 @@ class Engine(LoggingConfigurable):
 
     def close(self) -> None:
         self.wake_watchers()
+        self._index.close()
         self._removals.close()  # the removal retrier stops (what it had left stays labelled)
         self._client.close()
 
@@ -334,6 +339,21 @@ class Engine(LoggingConfigurable):
 
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._client.in_pool(functools.partial(self.list_containers_sync, labels))
+
+    async def ledger_containers(self) -> list[ContainerRecord]:
+        """The managed containers, for the GPU ledger: kept up to date from the engine's events
+        (container_index.py), so a booking does not list every kernel on the host."""
+        return await self._client.in_pool(self._index.read)
+
+    @property
+    def ledger_lists(self) -> int:
+        """Full lists the ledger's index has taken (the first, and each it could not vouch for)."""
+        return self._index.lists
+
+    @property
+    def ledger_watching(self) -> bool:
+        """Whether the ledger's index watches the engine (and keeps its records between reads)."""
+        return self._index.watching
 
     # ------------------------------------------------------------------ one-shot containers
 

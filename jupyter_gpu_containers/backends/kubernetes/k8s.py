@@ -565,6 +565,10 @@ class KubernetesBackend(LoggingConfigurable):
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._api.in_pool(functools.partial(self.list_containers_sync, labels))
 
+    async def ledger_containers(self) -> list[ContainerRecord]:
+        """The managed kernel pods, for the GPU ledger (the cluster's scheduler books GPUs)."""
+        return await self.list_containers({L.MANAGED: "true"})
+
     # ------------------------------------------------------------------ nodes
 
     def nodes_sync(self) -> list[NodeGPUs]:

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ...base import labels as L
 from ...base.errors import EngineRefused, EngineUnavailable
 from ...base.records import (
     ContainerRecord,
@@ -489,6 +490,11 @@ class PodmanEngine(LoggingConfigurable):
 
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._cli.in_pool(functools.partial(self.list_containers_sync, labels))
+
+    async def ledger_containers(self) -> list[ContainerRecord]:
+        """The managed containers, for the GPU ledger: a list each time (a user's own engine
+        holds that user's kernels only)."""
+        return await self.list_containers({L.MANAGED: "true"})
 
     def run_oneshot_sync(
         self,

@@ -34,6 +34,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ...base import labels as L
 from ...base.errors import (
     BuildsNotSupported,
     ContainerKernelError,
@@ -759,6 +760,10 @@ class SlurmBackend(LoggingConfigurable):
 
     async def list_containers(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         return await self._run(functools.partial(self.list_containers_sync, labels))
+
+    async def ledger_containers(self) -> list[ContainerRecord]:
+        """The managed kernel jobs, for the GPU ledger (Slurm books GPUs; this mirrors it)."""
+        return await self.list_containers({L.MANAGED: "true"})
 
     def pending_reason_sync(self, container_id: str) -> tuple[str, float | None] | None:
         """Why the job still pends (Slurm's reason) and when Slurm expects it to start (unix
