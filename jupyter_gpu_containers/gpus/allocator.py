@@ -195,6 +195,8 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
     of another state directory, or of another host, keeps its bookings while it runs)."""
     ledger = Ledger()
     alive: dict[tuple[str, str], bool] = {}
+    # Per creating process, read once: a server's kernels share it, and each look reads /proc.
+    owners_alive: dict[L.OwnerProcess, bool] = {}
     locks: frozenset[str] | None = None
     locks_read = False
     for c in containers:
@@ -208,7 +210,11 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
                 if not locks_read:  # one read of /proc/locks for the whole ledger
                     locks, locks_read = flocked_files(), True
                 alive[(server_id, uid)] = state.is_alive(server_id, uid, locks)
-            live = alive[(server_id, uid)] or owner.is_alive()
+            live = alive[(server_id, uid)]
+            if not live:
+                if owner not in owners_alive:
+                    owners_alive[owner] = owner.is_alive()
+                live = owners_alive[owner]
         else:
             live = True  # another host's server: cannot be judged, so it keeps its booking
         for uuid in uuids:
@@ -237,7 +243,7 @@ async def current_ledger(engine: ContainerBackend, state: StateDir) -> Ledger:
     host state directory, none of which waits on a disk (/proc and /run are in memory). Under
     the allocation lock a worker thread would cost more: it would wait behind every other
     launch's file work in the default executor, while all GPU launches wait on the lock."""
-    containers = await engine.list_containers({L.MANAGED: "true"})
+    containers = await engine.ledger_containers()
     return read_ledger(containers, state, L.OwnerProcess.current().host)
 
 
