@@ -117,7 +117,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
         "podman": lambda: podman.run(bench, runs, args.podman_user, warmup=not quick),
         "slurm": lambda: slurm.run(bench, runs, args.podman_user, warmup=not quick),
-        "scale": lambda: asyncio.to_thread(scale.run, quick),
+        "scale": lambda: scale.run(bench, quick),
     }
     for name in SECTIONS:
         if name not in wanted:

@@ -692,13 +692,40 @@ SCALE_CURVES = {
         "what the user's day files of the period say, as a server keeps it between checks "
         "(read again only where appended to; one more session ended before each check)",
     ),
+    "booking": (
+        "a GPU start's booking",
+        "kernel containers holding GPUs (of N/4 users)",
+        "the host's allocation lock, the ledger (kept between bookings from the engine's "
+        "events) and the choice of the one free GPU of 8, on the Docker engine",
+    ),
+    "ledger_by_list": (
+        "the ledger by a full list",
+        "kernel containers holding GPUs (of N/4 users)",
+        "the same ledger read from a list of every managed container, as a booking read it "
+        "before the index: the reference, measured beside it",
+    ),
+    **{
+        f"rest_{endpoint}": (
+            f"GET /gpu-containers/{endpoint}",
+            "kernel containers holding GPUs (of N/4 users)",
+            f"{why}, from a server of the section's own (direct mode, its account an "
+            "administrator, the same 8 GPUs), requests one after another",
+        )
+        for endpoint, why in (
+            ("gpus", "the panel's GPUs and who holds each"),
+            ("allocations", "the kernels holding GPUs, as the panel lists them"),
+            ("queue", "the host's wait queue (empty here: what N holders add to it)"),
+            ("admin", "the admin view: every holder with its user, notebook and time held"),
+        )
+    },
 }
 
 
 def _scale(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
     sizes = s["sizes"]
     rows = []
-    for key, (what, items, _) in SCALE_CURVES.items():
+    measured = {k: v for k, v in SCALE_CURVES.items() if k in s["curves"]}
+    for key, (what, items, _) in measured.items():
         curve = s["curves"][key]
         by_n = {r["n_items"]: r for r in curve["rows"]}
         fit = curve["fit"]
@@ -721,11 +748,11 @@ def _scale(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
         table(["decision", "N is", *(f"N = {n:,}" for n in sizes), "fit"], rows),
         "",
     ]
-    out += [f"- **{what}**: {how}." for what, _, how in SCALE_CURVES.values()]
+    out += [f"- **{what}**: {how}." for what, _, how in measured.values()]
     top = sizes[-1]
     firsts = [
         f"{what} {ms1(r['first'])} ms"
-        for key, (what, _, _) in SCALE_CURVES.items()
+        for key, (what, _, _) in measured.items()
         for r in s["curves"][key]["rows"]
         if r["n_items"] == top
     ]

@@ -16,13 +16,26 @@ largest N (0 is flat, about 0.2 logarithmic over these sizes, 1 linear).
 The first decision of each size is timed apart: what a server's first one after its start costs
 (it reads everything once).
 
-Both are the host's own files, as every server on the host reads them: no engine is involved
-(what the ledger's reading costs with N kernel containers is the engine's, measured on its own).
+Both are the host's own files, as every server on the host reads them: no engine is involved.
+
+- **booking**: a GPU start's booking (GPUAllocator.book: the host's allocation lock, the ledger
+  read, the choice) with N kernel containers holding GPUs on the Docker engine, as one kernel
+  service holds them for N/4 users (cheap containers, created and never started: the ledger reads
+  labels, and cannot tell them from kernels); seven of the eight GPUs are held, the eighth is
+  chosen, and no container is made for it (what is timed is the decision). The ledger's index
+  keeps the containers between bookings from the engine's events (container_index.py).
+- **ledger by list**: the same ledger read from a full list of the engine's managed containers
+  each time, as bookings read it before the index: the side-by-side reference.
+
+These two run only at 10, 100 and 1,000 (10 and 100 in a quick run): 10,000 containers on one
+engine take longer to make than the rest of the benchmark.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import getpass
 import math
 import os
 import resource
@@ -30,17 +43,31 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jupyter_gpu_containers.gpus.allocator import GPUAllocator, GPURequest, Holding, Ledger
+import docker
+
+from jupyter_gpu_containers.backends.docker import container_index
+from jupyter_gpu_containers.backends.docker.engine import Engine
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.gpus.allocator import (
+    GPUAllocator,
+    GPURequest,
+    Holding,
+    Ledger,
+    read_ledger,
+)
 from jupyter_gpu_containers.gpus.gpuqueue import NotYourTurn, my_turn, read_tickets
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
 from jupyter_gpu_containers.gpus.quota import RecordedUse, Span, append_records
 from jupyter_gpu_containers.gpus.tickets import Ticket, write_ticket
-from jupyter_gpu_containers.host.hoststate import StateDir
+from jupyter_gpu_containers.host.hoststate import StateDir, open_state_dir
 
-from .harness import Stats
+from .bench import Bench
+from .harness import LABEL, Stats
+from .server import BenchServer
 
 SIZES = (10, 100, 1000, 10_000)
 QUICK_SIZES = (10, 100)
@@ -50,6 +77,14 @@ REPEATS = 30
 QUICK_REPEATS = 3
 HOLD_UP = 600.0  # GPUQueue.max_hold_up's default
 FIRST_UID = 24001  # uids of the tickets: no account needed, and none of the other sections'
+HOLDER_SIZES = (10, 100, 1000)
+QUICK_HOLDER_SIZES = (10, 100)
+KERNELS_PER_USER = 4
+HOLDER_LABEL = "org.jupyter.gpu-containers.benchmark-holder"
+# The endpoints timed with N holders, and requests to each per size.
+HOLDER_ENDPOINTS = ("gpus", "allocations", "queue", "admin")
+REQUESTS = 30
+MIN_REQUESTS = 3
 
 
 def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,9 +108,10 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _state_dir() -> Iterator[StateDir]:
-    """A host state directory of the benchmark's own, as setup-host makes one (sticky, shared)."""
+    """A host state directory of the benchmark's own, as setup-host makes one (sticky, the
+    users' group's; its owner this account, which _server_config names to its server)."""
     path = Path(tempfile.mkdtemp(prefix="jgc-bench-scale-"))
-    path.chmod(0o1777)
+    path.chmod(0o1770)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     state = StateDir(str(path), fd)
     try:
@@ -239,14 +275,208 @@ def _repeats(n: int, repeats: int) -> int:
     return repeats if n < 10_000 else max(1, repeats // 5)
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Blocking (files only): the caller runs it on a worker thread."""
+async def holder_curves(
+    bench: Bench, sizes: tuple[int, ...], repeats: int, requests: int
+) -> dict[str, Any]:
+    """The booking and the ledger by list, measured side by side at each N, then the panel's
+    and the admin view's endpoints of a server of the section's own with the same eight GPUs;
+    the holders made once and added to between sizes, and every one removed at the end."""
+    engine = Engine()
+    curves: dict[str, list[dict[str, Any]]] = {
+        "booking": [],
+        "ledger_by_list": [],
+        **{f"rest_{endpoint}": [] for endpoint in HOLDER_ENDPOINTS},
+    }
+    try:
+        with _state_dir() as state, _servers(state) as claim:
+            _usable_by_a_server(state)
+            server = BenchServer(bench.home / "scale", _server_config(bench, state))
+            try:
+                await asyncio.to_thread(server.start)
+                made = 0
+                for n in sizes:
+                    await asyncio.to_thread(_add_holders, bench, made, n, claim)
+                    made = n
+                    # A booking reads its window again this long: within it, the burst of
+                    # creations just made (more events than the engine keeps) is listed.
+                    await asyncio.sleep(container_index.REPLAY)
+                    await _measure(engine, state, server, n, repeats, requests, curves)
+            finally:
+                await asyncio.to_thread(server.stop)
+    finally:
+        engine.close()
+        await asyncio.to_thread(_remove_holders, bench.client, bench.run_id)
+    return {name: {"rows": rows, "fit": fit(rows)} for name, rows in curves.items()}
+
+
+async def _measure(
+    engine: Engine,
+    state: StateDir,
+    server: BenchServer,
+    n: int,
+    repeats: int,
+    requests: int,
+    curves: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Each holder curve's row at N = ``n``."""
+    allocator, inventory = GPUAllocator(), _inventory()
+
+    async def create(chosen: list[GPU]) -> str:
+        assert [g.uuid for g in chosen] == [inventory.gpus[-1].uuid], chosen
+        return "not-made"  # the decision is what is timed, not a container's creation
+
+    async def book() -> None:
+        await allocator.book(
+            state=state,
+            backend=engine,
+            inventory=inventory,
+            request=GPURequest(count=1),
+            kernel_id="bench-booking",
+            uid=str(os.geteuid()),
+            show_others=True,
+            create=create,
+        )
+
+    async def by_list() -> None:
+        containers = await engine.list_containers({L.MANAGED: "true"})
+        ledger = read_ledger(containers, state, L.OwnerProcess.current().host)
+        assert sum(len(h) for h in ledger.holdings.values()) >= n
+
+    decisions: dict[str, tuple[Callable[[], Any], int]] = {
+        "booking": (book, repeats),
+        "ledger_by_list": (by_list, repeats),
+    }
+    for endpoint in HOLDER_ENDPOINTS:
+
+        async def get(endpoint: str = endpoint) -> None:
+            await server.call("GET", f"gpu-containers/{endpoint}")
+
+        decisions[f"rest_{endpoint}"] = (get, requests)
+    for name, (decide, times) in decisions.items():
+        stats, first = await _timed_async(decide, times)
+        curves[name].append({"n_items": n, **stats.to_dict(), "first": first})
+    shown = len((await server.call("GET", "gpu-containers/admin"))["holders"])
+    if shown < n:
+        raise RuntimeError(f"the admin view showed {shown} of {n} holders")
+
+
+def _server_config(bench: Bench, state: StateDir) -> dict[str, Any]:
+    """The section's server: the benchmark's, with the eight GPUs, its account an administrator
+    (GET /gpu-containers/admin), on the state directory whose servers hold the holders."""
+    return bench.server_config(
+        {
+            "GPUInventory": {
+                "source": "static",
+                "static_gpus": [
+                    {"index": int(g.index), "uuid": g.uuid, "name": g.name}
+                    for g in _inventory().gpus
+                ],
+            },
+            "GPUAdmin": {"admin_users": [getpass.getuser()]},
+            "ContainerPolicy": {
+                "state_dir": state.path,
+                "state_dir_owner": "" if os.geteuid() == 0 else getpass.getuser(),
+            },
+        }
+    )
+
+
+def _usable_by_a_server(state: StateDir) -> None:
+    """A server given a state directory it refuses uses a private one instead, where the
+    holders' servers are not alive: every holder's liveness then costs more, and the curves
+    would measure that. Refused here instead."""
+    opened = open_state_dir(state.path, "" if os.geteuid() == 0 else getpass.getuser())
+    opened.close()
+    if opened.problem:
+        raise RuntimeError(opened.problem)
+
+
+@contextlib.contextmanager
+def _servers(state: StateDir) -> Iterator[Callable[[str], None]]:
+    """The holders' servers, alive: their ids held in the state directory by a second handle on
+    it (the booking's own handle then finds them alive as another server's would be, by
+    /proc/locks), released at the end."""
+    fd = os.open(state.path, os.O_RDONLY | os.O_DIRECTORY)
+    servers = StateDir(state.path, fd)
+
+    def claim(server_id: str) -> None:
+        if not servers.claim(server_id):
+            raise RuntimeError(f"the benchmark's server id {server_id} could not be held")
+
+    try:
+        yield claim
+    finally:
+        servers.close()
+
+
+async def _timed_async(decide: Callable[[], Any], repeats: int) -> tuple[Stats, float]:
+    """As _timed, for a coroutine function."""
+    started = time.perf_counter()
+    await decide()
+    first = time.perf_counter() - started
+    stats = Stats()
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await decide()
+        stats.add(time.perf_counter() - started)
+    return stats, first
+
+
+def _add_holders(bench: Bench, start: int, n: int, claim: Callable[[str], None]) -> None:
+    """Holders ``start`` to ``n``: kernel containers' labels on created containers, each holding
+    one of the first seven GPUs, KERNELS_PER_USER to a server whose id ``claim`` holds."""
+    owner = L.OwnerProcess.current().token()
+    uid = os.geteuid()
+    gpus = _inventory().gpus[:-1]
+    run_id = bench.run_id
+    for first in range(start - start % KERNELS_PER_USER, n, KERNELS_PER_USER):
+        claim(f"bench-{run_id}-{first // KERNELS_PER_USER}")
+
+    def make(i: int) -> None:
+        bench.client.api.create_container(
+            bench.image,
+            ["sleep", "infinity"],
+            name=f"jgc-bench-{run_id}-holder-{i}",
+            labels={
+                LABEL: run_id,
+                HOLDER_LABEL: "true",
+                L.MANAGED: "true",
+                L.KERNEL_ID: f"holder-{i}",
+                L.GPUS: gpus[i % len(gpus)].uuid,
+                L.GPU_COUNT: "1",
+                L.UID: str(uid),
+                L.USER: f"student{i // KERNELS_PER_USER}",
+                L.SERVER_ID: f"bench-{run_id}-{i // KERNELS_PER_USER}",
+                L.OWNER_PROCESS: owner,
+            },
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(make, range(start, n)))
+
+
+def _remove_holders(client: docker.DockerClient, run_id: str) -> None:
+    def remove(container_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.api.remove_container(container_id, force=True)
+
+    holders = client.api.containers(
+        all=True, quiet=True, filters={"label": [f"{LABEL}={run_id}", f"{HOLDER_LABEL}=true"]}
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(remove, [h["Id"] for h in holders]))
+
+
+async def run(bench: Bench, quick: bool) -> dict[str, Any]:
+    """The files' curves on a worker thread, then the engine's."""
     sizes = QUICK_SIZES if quick else SIZES
     repeats = QUICK_REPEATS if quick else REPEATS
-    return {
-        "sizes": list(sizes),
-        "curves": {
-            "queue": queue_curve(sizes, repeats),
-            "quota": quota_curve(sizes, repeats),
-        },
+    curves = {
+        "queue": await asyncio.to_thread(queue_curve, sizes, repeats),
+        "quota": await asyncio.to_thread(quota_curve, sizes, repeats),
     }
+    holder_sizes = QUICK_HOLDER_SIZES if quick else HOLDER_SIZES
+    curves.update(
+        await holder_curves(bench, holder_sizes, repeats, QUICK_REPEATS if quick else REQUESTS)
+    )
+    return {"sizes": list(sizes), "curves": curves}

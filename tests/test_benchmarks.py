@@ -139,6 +139,10 @@ def test_quick_run_writes_the_docker_sections(
 
     # The scale curves: each decision timed at every size, and a fit stated.
     scale = results["sections"]["scale"]
+    assert set(scale["curves"]) == {
+        *("queue", "quota", "booking", "ledger_by_list"),
+        *(f"rest_{e}" for e in ("gpus", "allocations", "queue", "admin")),
+    }, scale
     for name, curve in scale["curves"].items():
         assert [r["n_items"] for r in curve["rows"]] == scale["sizes"], name
         assert all(r["n"] > 0 for r in curve["rows"]) and curve["fit"]["shape"], (name, curve)
