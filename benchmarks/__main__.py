@@ -25,6 +25,7 @@ from . import (
     podman,
     report,
     rest,
+    restart,
     scale,
     service,
     slurm,
@@ -45,6 +46,7 @@ SECTIONS = (
     "podman",
     "slurm",
     "scale",
+    "restart",
 )
 # The sections that measure the shared server (Bench.start_server); "service" and "lab" start
 # their own, "k8s" a Kubernetes cluster of its own, "podman" a server as the Podman user,
@@ -118,6 +120,7 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "podman": lambda: podman.run(bench, runs, args.podman_user, warmup=not quick),
         "slurm": lambda: slurm.run(bench, runs, args.podman_user, warmup=not quick),
         "scale": lambda: scale.run(bench, quick),
+        "restart": lambda: restart.run(bench, restart.QUICK_SIZES if quick else restart.SIZES),
     }
     for name in SECTIONS:
         if name not in wanted:

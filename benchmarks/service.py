@@ -174,27 +174,7 @@ class World:
         direct_config["ContainerPolicy"]["allow_root"] = os.getuid() == 0
         self.direct = BenchServer(self.home / "direct", direct_config)
         self.servers.append(self.direct)
-
-        tokens_file = self.home / "service" / "etc" / "tokens"
-        service_config = self.common_config("service")
-        service_config["ContainerPolicy"]["connection_dir_root"] = str(self.home / "kernels")
-        service_config["ServiceTokens"] = {"tokens_file": str(tokens_file)}
-        # The race's cap. Not in direct mode: a cap counts the uid's GPUs on the whole engine,
-        # and the direct server's kernels run as root, as other servers' on this host may.
-        service_config["GPUAllocator"]["max_gpus_per_user"] = 1
-        service_config["UserDirectory"] = {
-            "workspace_template": str(self.home / "ws" / "{username}"),
-            "accounts": self.accounts,
-        }
-        self.service = BenchService(self.home / "service", service_config)
-        self.servers.append(self.service)
-        for name, ids in self.accounts.items():
-            workspace = self.home / "ws" / name
-            workspace.mkdir(parents=True)
-            uid, gid = (int(i) for i in ids.split(":"))
-            os.chown(workspace, uid, gid)
-            self.tokens[name] = self.service.add_user(name, tokens_file)
-
+        self.service = self.make_service()
         with step("service: direct server, kernel service"):
             self.direct.start()
             self.service.start()
@@ -214,6 +194,32 @@ class World:
         self.servers.append(self.user)
         with step("service: the user's server (--gateway-url)"):
             self.user.start()
+
+    def make_service(self, extra: dict[str, Any] | None = None) -> BenchService:
+        """The kernel service (not started), its users' workspaces and tokens made; ``extra``:
+        configuration sections merged into its own."""
+        tokens_file = self.home / "service" / "etc" / "tokens"
+        service_config = self.common_config("service")
+        service_config["ContainerPolicy"]["connection_dir_root"] = str(self.home / "kernels")
+        service_config["ServiceTokens"] = {"tokens_file": str(tokens_file)}
+        # The race's cap. Not in direct mode: a cap counts the uid's GPUs on the whole engine,
+        # and the direct server's kernels run as root, as other servers' on this host may.
+        service_config["GPUAllocator"]["max_gpus_per_user"] = 1
+        service_config["UserDirectory"] = {
+            "workspace_template": str(self.home / "ws" / "{username}"),
+            "accounts": self.accounts,
+        }
+        for section, values in (extra or {}).items():
+            service_config[section] = {**service_config.get(section, {}), **values}
+        service = BenchService(self.home / "service", service_config)
+        self.servers.append(service)
+        for name, ids in self.accounts.items():
+            workspace = self.home / "ws" / name
+            workspace.mkdir(parents=True)
+            uid, gid = (int(i) for i in ids.split(":"))
+            os.chown(workspace, uid, gid)
+            self.tokens[name] = service.add_user(name, tokens_file)
+        return service
 
     def close(self) -> None:
         # The user's server first: it forwards its shutdowns to the service.
