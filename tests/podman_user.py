@@ -11,11 +11,15 @@ its Jupyter servers get, and its containers of this test run listed and removed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pwd
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +122,39 @@ def sweep_ended_runs(user: str = PODMAN_USER) -> None:
         )
 
 
+@contextlib.contextmanager
+def _loading(user: str) -> Iterator[None]:
+    """One load into ``user``'s storage at a time across the test command's two pytest
+    sessions: two loads at once of the same image into one rootless storage took each other's
+    layers for incomplete ones, and one failed deleting a layer a kernel had mounted (fresh run
+    f3). Root's own directory holds the lock (the sessions run as root), opened without
+    following a link."""
+    fd = os.open(
+        f"/run/jgc-test-podman-load-{user}.lock",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _image_id(ref: str, user: str) -> str:
+    """The image's id in the user's storage; "" when it has none by that name. Another
+    failure (its storage busy with another process's work) is asked again, not taken for an
+    absent image, whose load would then race that work."""
+    for attempt in range(5):
+        found = podman("image", "inspect", "--format", "{{.Id}}", ref, user=user, check=False)
+        if found.returncode == 0:
+            return found.stdout.strip()
+        if "image not known" in found.stderr or "no such image" in found.stderr.lower():
+            return ""
+        time.sleep(1 + attempt)
+    raise AssertionError(f"podman image inspect {ref} as {user} failed: {found.stderr.strip()}")
+
+
 def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) -> None:
     """Each of ``refs`` (Docker's test images) in the user's storage under the same name and
     id: loaded from Docker when its storage has another or none. (First, what ended runs left
@@ -125,16 +162,18 @@ def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) ->
     sweep_ended_runs(user)
     for ref in refs:
         wanted = str(docker_client.images.get(ref).id).removeprefix("sha256:")
-        found = podman("image", "inspect", "--format", "{{.Id}}", ref, user=user, check=False)
-        if found.returncode == 0 and found.stdout.strip() == wanted:
+        if _image_id(ref, user) == wanted:
             continue
-        save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
-        try:
-            podman("load", "--quiet", user=user, stdin=save.stdout)
-        finally:
-            assert save.stdout is not None
-            save.stdout.close()
-            save.wait(60)
+        with _loading(user):
+            if _image_id(ref, user) == wanted:  # loaded meanwhile by the other session
+                continue
+            save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+            try:
+                podman("load", "--quiet", user=user, stdin=save.stdout)
+            finally:
+                assert save.stdout is not None
+                save.stdout.close()
+                save.wait(60)
 
 
 def run_containers(user: str = PODMAN_USER) -> list[dict[str, Any]]:
