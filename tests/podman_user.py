@@ -176,6 +176,30 @@ def load_images(docker_client: Any, refs: list[str], user: str = PODMAN_USER) ->
                 save.wait(60)
 
 
+def remove_image(ref: str, user: str = PODMAN_USER, timeout: float = 120) -> None:
+    """Remove ``ref`` from the user's storage once no container uses it: a server's readiness
+    probe may still run one after the server stopped. ``rmi --force`` under a running container
+    left a layer half deleted with its mount held in the user's Podman namespace, and every later
+    command of that user's Podman failed on it (fresh run f3). What still uses it after
+    ``timeout`` is removed first (the test's own containers), with their mounts."""
+    image_id = _image_id(ref, user)
+    if not image_id:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        # By id: Podman's ancestor filter does not match every name a test gives.
+        users = podman(
+            "ps", "--all", "--quiet", "--filter", f"ancestor={image_id}", user=user, check=False
+        )
+        using = users.stdout.split() if users.returncode == 0 else []
+        if not using or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if using:
+        podman("rm", "--force", "--time", "0", *using, user=user, check=False)
+    podman("rmi", ref, user=user, check=False)
+
+
 def run_containers(user: str = PODMAN_USER) -> list[dict[str, Any]]:
     """The user's containers (any state) that carry this test run's label."""
     out = podman(

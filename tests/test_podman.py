@@ -601,7 +601,7 @@ async def test_a_pull_into_the_users_storage_uses_the_login_it_is_given_and_no_o
         assert leftovers == []
     finally:
         server.stop()
-        podman_user.podman("rmi", "--force", ref, check=False)
+        podman_user.remove_image(ref)
 
 
 @needs_podman_user
@@ -972,4 +972,4 @@ async def test_a_kernels_environment_is_saved_into_the_users_own_storage(
     finally:
         server.stop()
         if saved:
-            podman_user.podman("rmi", "--force", saved, check=False)
+            podman_user.remove_image(saved)
