@@ -33,6 +33,7 @@ from .service import BenchService, World
 SIZES = (1, 10, 50)
 QUICK_SIZES = (1, 2)
 CPU = {"KERNEL_GPU_CONTAINERS_REQUEST": "0"}
+WAIT = 120.0  # seconds after the start for the service to answer and list every kernel
 
 
 async def run(bench: Bench, sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -75,12 +76,19 @@ async def _restart(
         page.close()  # the page sees its websocket end; it opens a new one below
     await asyncio.to_thread(service.start)
     started = time.monotonic()
+    # Bounded: a service that never answers, or a kernel never listed again (lost), ends the
+    # section with a sentence instead of a wait for ever.
+    deadline = started + WAIT
     answers = listed = 0.0
     while not answers:
         try:
             await service.call("GET", "api/kernels", token=kernels[0][1])
             answers = time.monotonic()
-        except Exception:  # not answering yet: what is waited for
+        except Exception as e:  # not answering yet: what is waited for
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the restarted service did not answer in {WAIT:.0f} s: {e}"
+                ) from e
             await asyncio.sleep(0.05)
     wanted = {token: {k for k, t in kernels if t == token} for _, token in kernels}
     while not listed:
@@ -88,8 +96,13 @@ async def _restart(
             token: {k["id"] for k in await service.call("GET", "api/kernels", token=token)}
             for token in wanted
         }
-        if all(wanted[t] <= seen[t] for t in wanted):
+        missing = sorted(k for t in wanted for k in wanted[t] - seen[t])
+        if not missing:
             listed = time.monotonic()
+        elif time.monotonic() > deadline:
+            raise RuntimeError(
+                f"kernels lost in the restart (not listed in {WAIT:.0f} s): {missing}"
+            )
         else:
             await asyncio.sleep(0.05)
     last_id, last_token = kernels[-1]
