@@ -905,6 +905,35 @@ def _exists(read: Callable[[], object]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def service_account(
+    plane: ControlPlane, namespace: str, rbac: Path, workdir: Path
+) -> Iterator[str]:
+    """``rbac`` (deploy/kubernetes/rbac.yaml) applied in ``namespace``; a kubeconfig file (in
+    ``workdir``) that authenticates as its service account. Its cluster-wide objects, which the
+    namespace's deletion leaves, are deleted afterwards."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    applied = plane.apply(rbac, namespace)
+    try:
+        token = plane.service_account_token(namespace, "jupyter-gpu-containers")
+        yield plane.kubeconfig_for_token(token, workdir / "service.kubeconfig")
+    finally:
+        api = client.RbacAuthorizationV1Api(plane.admin_client)
+        for obj in applied:
+            delete = {
+                "ClusterRole": api.delete_cluster_role,
+                "ClusterRoleBinding": api.delete_cluster_role_binding,
+            }.get(obj["kind"])
+            if delete is not None:
+                try:
+                    delete(obj["metadata"]["name"])
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+
+
 def wait_for(ready: Callable[[], bool], timeout: float, message: str) -> None:
     """Return once ``ready()`` is true; TimeoutError(message) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

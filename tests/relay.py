@@ -2,18 +2,31 @@
 
 The test cluster runs no kube-proxy and no cluster DNS, so a pod cannot reach what the host serves
 on loopback (the apiserver, a Hub). A relay on the node's bridge address stands in for the
-Service that would route there on a real cluster; it listens only on that address."""
+Service that would route there on a real cluster; it listens only on that address. With a
+function for its target, it asks where each new connection goes (None: refused), as kube-proxy
+follows a Service's ready endpoints."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
+
+Target = Callable[[], "tuple[str, int] | None"]
 
 
 class TcpRelay:
-    def __init__(self, listen_host: str, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    def __init__(
+        self,
+        listen_host: str,
+        target_host: str = "",
+        target_port: int = 0,
+        *,
+        target: Target | None = None,
+    ) -> None:
+        fixed = (target_host, target_port)
+        self._target: Target = target if target is not None else (lambda: fixed)
         self._server = socket.create_server((listen_host, 0))
         self.host, self.port = self._server.getsockname()[:2]
         self._open: set[socket.socket] = set()
@@ -29,9 +42,12 @@ class TcpRelay:
             except OSError:
                 return  # closed
             try:
-                upstream = socket.create_connection(self.target, timeout=10)
+                where = self._target()
+                if where is None:
+                    raise OSError("no target now")
+                upstream = socket.create_connection(where, timeout=10)
                 upstream.settimeout(None)
-            except OSError:
+            except Exception:
                 client.close()
                 continue
             with self._lock:

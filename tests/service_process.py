@@ -121,14 +121,15 @@ class KernelService:
 
     # ------------------------------------------------------------------ the process
 
-    def start(self, *args: str, another_port: bool = True) -> None:
-        """Start the service, ready once it has recovered its kernels and listens. Its port
+    def start(self, *args: str, another_port: bool = True, ready: str = "") -> None:
+        """Start the service, ready once it has recovered its kernels and listens (or, with
+        ``ready``, once its output says that, and it listens: a standby replica). Its port
         was free when chosen, but another process may take it before the service binds it:
         the service then exits (ServerApp.port_retries is 0 for it), and, with
         ``another_port``, starts again on another."""
         for _ in range(5):
             try:
-                self._start_once(*args)
+                self._start_once(*args, ready=ready)
                 return
             except AssertionError:
                 if not another_port or NO_PORT not in self.output():
@@ -137,7 +138,7 @@ class KernelService:
             self.url = f"http://127.0.0.1:{self.port}"
         raise AssertionError(f"the kernel service found no free port:\n{self.output()}")
 
-    def _start_once(self, *args: str) -> None:
+    def _start_once(self, *args: str, ready: str = "") -> None:
         self._log_count += 1
         self.log_path = self.home / f"service-{self._log_count}.log"
         log = open(self.log_path, "w")  # noqa: SIM115 - the process writes it; closed below
@@ -168,12 +169,16 @@ class KernelService:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        ready = ("Kernel containers at start", "Kernel containers were not checked at start")
+        marks = (
+            (ready,)
+            if ready
+            else ("Kernel containers at start", "Kernel containers were not checked at start")
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"the kernel service did not start:\n{self.output()}")
-            if any(m in self.output() for m in ready) and listening(self.port):
+            if any(m in self.output() for m in marks) and listening(self.port):
                 return
             time.sleep(0.1)
         raise AssertionError(f"the kernel service did not become ready:\n{self.output()}")

@@ -12,15 +12,24 @@ real JupyterHub whose users' servers use it as their gateway (``--gateway-url``)
 
 A student opens a notebook in their own server: the kernel is a pod the scheduler placed on the
 GPU node with the notebook's GPU, code runs as the student in the notebook's directory of their
-workspace, the other student cannot reach it, and closing the notebook removes the pod."""
+workspace, the other student cannot reach it, and closing the notebook removes the pod.
+
+The Deployment's two replicas, one active (ActiveLease): the active one killed (kill -9 of its
+process), then the one acting after it paused past its lease and resumed; each time the
+student's notebook runs a cell again on the same kernel pod, through the replica that acts, and
+the resumed one stands down. The cluster has no kube-proxy: users' servers reach the Service
+through a relay that follows its ready endpoints, as kube-proxy would."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,14 +51,14 @@ from servers import wait_until
 from service_image import built as built_service_image
 from service_image import remove as remove_service_image
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import websocket_connect
+from tornado.websocket import WebSocketClosedError, websocket_connect
 
+from jupyter_gpu_containers.backends.kubernetes.lease import ROLE
 from jupyter_gpu_containers.base import labels as L
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "kubernetes"
 CONFIG_FILE = "jupyter_gpu_containers_serve_config.py"
-SERVICE_PORT = 8890
 # A 2-core machine runs the control plane, a kubelet, the Hub, two servers and the pods.
 REQUEST_TIMEOUT = 180.0
 
@@ -93,16 +102,39 @@ class Student:
         except ValueError:
             return response.code, response.body.decode("utf-8", "replace")
 
-    async def run(self, kernel_id: str, code: str) -> Any:
-        ws = await websocket_connect(
+    async def open_notebook(self, spec: str, path: str) -> dict[str, Any]:
+        """Once the kernel spec is listed in the student's own server: a notebook of theirs
+        asking for one GPU, opened on it (its session)."""
+
+        async def listed() -> bool:
+            code, specs = await self.answer("GET", "api/kernelspecs")
+            return code == 200 and spec in specs["kernelspecs"]
+
+        await wait_until(listed, 180, f"the kernel spec {spec} in the student's server")
+        uid, gid = ids_of(self.name)
+        os.chown(write_notebook(self.workspace, path, gpus=1), uid, gid)
+        name = Path(path).name
+        body = {"path": path, "type": "notebook", "name": name, "kernel": {"name": spec}}
+        code, session = await self.answer("POST", "api/sessions", body)
+        assert code == 201, (code, session)
+        return dict(session)
+
+    async def channels(self, kernel_id: str, timeout: float = REQUEST_TIMEOUT) -> Any:
+        """The kernel's websocket through the student's server, as their notebook's page opens
+        it."""
+        return await websocket_connect(
             HTTPRequest(
                 f"ws://127.0.0.1:{self.hub.port}/user/{self.name}/api/kernels/{kernel_id}/channels",
                 headers={"Authorization": f"token {self.api_token}"},
-                request_timeout=REQUEST_TIMEOUT,
+                connect_timeout=timeout,
+                request_timeout=timeout,
             )
         )
+
+    async def run(self, kernel_id: str, code: str, timeout: float = REQUEST_TIMEOUT) -> Any:
+        ws = await self.channels(kernel_id, timeout)
         try:
-            return await execute(ws, code, REQUEST_TIMEOUT)
+            return await execute(ws, code, timeout)
         finally:
             ws.close()
 
@@ -110,17 +142,29 @@ class Student:
 @dataclass
 class Deployment:
     namespace: str
-    pod: Any  # the service's pod, as the API last gave it
+    pod: Any  # the active replica's pod at the start, as the API gave it
     hub: Hub
     students: dict[str, Student]
     core: Any  # the admin's CoreV1Api
 
-    def service_log(self) -> str:
+    def service_log(self, pod: Any = None, previous: bool = False) -> str:
         return str(
             self.core.read_namespaced_pod_log(
-                self.pod.metadata.name, self.namespace, tail_lines=400
+                (pod or self.pod).metadata.name, self.namespace, tail_lines=400, previous=previous
             )
         )
+
+    def service_pods(self) -> list[Any]:
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector="app.kubernetes.io/component=kernel-service"
+        ).items
+        return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+    def active_pod(self) -> Any:
+        """The pod the Service routes to: labelled active by the replica holding the lease, and
+        ready. None between two."""
+        active = [p for p in self.service_pods() if (p.metadata.labels or {}).get(ROLE)]
+        return active[0] if len(active) == 1 and _ready(active[0]) else None
 
     def kernel_pods(self) -> list[Any]:
         pods = self.core.list_namespaced_pod(
@@ -148,6 +192,44 @@ def _in_this_cluster(
                 {"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"},
                 {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
             ]
+
+
+def _ready(pod: Any) -> bool:
+    conditions = (pod.status.conditions or []) if pod.status else []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _service_endpoint(discovery: Any, namespace: str) -> tuple[str, int] | None:
+    """Where kube-proxy would send a connection to the Service: a ready endpoint of its
+    EndpointSlices (its selector picks the active replica's pod alone)."""
+    slices = discovery.list_namespaced_endpoint_slice(
+        namespace, label_selector="kubernetes.io/service-name=jupyter-gpu-containers"
+    ).items
+    for endpoint_slice in slices:
+        ports = [p.port for p in endpoint_slice.ports or [] if p.name == "http"]
+        for endpoint in endpoint_slice.endpoints or []:
+            if ports and endpoint.conditions and endpoint.conditions.ready:
+                return str(endpoint.addresses[0]), int(ports[0])
+    return None
+
+
+def _service_process(pod: Any) -> int:
+    """The pid, on this host, of the kernel service's process in ``pod`` (the node's containers
+    run here, in cgroups named after their pod)."""
+    marker = f"pod{pod.metadata.uid}"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in cmdline and marker in (proc / "cgroup").read_text():
+                return int(proc.name)
+    raise AssertionError(f"no kernel service process in the pod {pod.metadata.name}")
+
+
+def _restarts(pod: Any) -> int:
+    statuses = (pod.status.container_statuses or []) if pod.status else []
+    return sum(s.restart_count for s in statuses)
 
 
 @pytest.fixture(scope="module")
@@ -233,41 +315,45 @@ c.UserDirectory.workspace_template = {template!r}
         _in_this_cluster(documents, overrides, real_node, api_relay)
         control_plane.apply(yaml.safe_dump_all(documents), namespace)
 
-        def service_pod() -> Any:
-            pods = core.list_namespaced_pod(
-                namespace, label_selector="app.kubernetes.io/component=kernel-service"
-            ).items
-            return pods[0] if len(pods) == 1 else None
+        made = Deployment(namespace, None, hub, {}, core)
 
         def ready() -> bool:
-            pod = service_pod()
-            conditions = (pod.status.conditions or []) if pod and pod.status else []
-            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+            pods = made.service_pods()
+            return len(pods) == 2 and all(map(_ready, pods)) and made.active_pod() is not None
 
         try:
-            wait_for(ready, 240, "the service's pod did not become ready")
-        except AssertionError:
-            pod = service_pod()
-            if pod is not None:
-                print(pod.status)
+            # Both replicas ready (the standby answers its probes too), one labelled active.
+            wait_for(ready, 240, "the service's two pods did not become ready, one active")
+        except TimeoutError:
+            for pod in made.service_pods():
+                print(pod.metadata.labels, pod.status)
                 try:
                     print(core.read_namespaced_pod_log(pod.metadata.name, namespace))
                 except ApiException as e:
                     print(f"(no log: {e.reason})")
             raise
-        pod = service_pod()
-        hub.gateway_url = f"http://{pod.status.pod_ip}:{SERVICE_PORT}"
+        made.pod = made.active_pod()
+        # The Service's stand-in (no kube-proxy here): each connection to the active replica.
+        discovery = client.DiscoveryV1Api(control_plane.admin_client)
+        gateway = cleanup.enter_context(
+            TcpRelay("127.0.0.1", target=lambda: _service_endpoint(discovery, namespace))
+        )
+        hub.gateway_url = f"http://127.0.0.1:{gateway.port}"
         hub.start()
         students = {}
         for user, workspace in workspaces.items():
             pid = hub.start_server(user)
             assert server_api_token(pid)  # the server runs, with a token of its own
             students[user] = Student(user, hub, hub.new_token(user), workspace)
-        made = Deployment(namespace, pod, hub, students, core)
+        made.students = students
 
         def service_log() -> None:
-            with contextlib.suppress(ApiException):
-                print("\n".join(made.service_log().splitlines()[-80:]))
+            for pod in made.service_pods():
+                for previous in (True, False):
+                    with contextlib.suppress(ApiException):
+                        log = made.service_log(pod, previous=previous)
+                        print(f"--- {pod.metadata.name} (previous: {previous}) ---")
+                        print("\n".join(log.splitlines()[-80:]))
 
         cleanup.callback(service_log)
         yield made
@@ -306,28 +392,11 @@ async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster
     spec = kernel_name(real_node_image)
 
     # The listed image is a kernel spec in the student's server, through the service's pod.
-    async def listed() -> bool:
-        code, specs = await alice.answer("GET", "api/kernelspecs")
-        return code == 200 and spec in specs["kernelspecs"]
-
-    await wait_until(listed, 180, f"the kernel spec {spec} in the student's server")
-
     uid, gid = ids_of(alice.name)
     course = alice.workspace / "course"
     course.mkdir()
     os.chown(course, uid, gid)
-    os.chown(write_notebook(alice.workspace, "course/week1.ipynb", gpus=1), uid, gid)
-    code, session = await alice.answer(
-        "POST",
-        "api/sessions",
-        {
-            "path": "course/week1.ipynb",
-            "type": "notebook",
-            "name": "week1.ipynb",
-            "kernel": {"name": spec},
-        },
-    )
-    assert code == 201, (code, session)
+    session = await alice.open_notebook(spec, "course/week1.ipynb")
     kernel_id = session["kernel"]["id"]
 
     # The kernel is a pod of the service's namespace, on the GPU node the scheduler chose, with
@@ -368,3 +437,99 @@ async def test_a_students_notebook_kernel_is_a_pod_of_the_service_in_the_cluster
     )
     secrets = deployment.core.list_namespaced_secret(deployment.namespace).items
     assert not [s for s in secrets if s.metadata.name.startswith(name)], secrets
+
+
+async def test_the_notebook_runs_again_when_the_active_replica_dies_or_pauses(
+    deployment: Deployment, real_node_image: str
+) -> None:
+    alice = deployment.students[STUDENT_A]
+    spec = kernel_name(real_node_image)
+
+    session = await alice.open_notebook(spec, "failover.ipynb")
+    kernel_id = session["kernel"]["id"]
+    assert (await alice.run(kernel_id, "kept = 'still here'")).status == "ok"
+    (kernel_pod,) = deployment.kernel_pods()
+
+    async def runs_again(page: Any) -> tuple[float, Any]:
+        """The student runs the cell again in their open notebook until it answers, its
+        variable still there: when it answered (monotonic) and the page's websocket. A cell sent
+        while their server reconnects to the service is lost (Jupyter Server's gateway client
+        drops it), so each try waits 2 s; a page whose websocket closed opens another, as
+        JupyterLab does."""
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if page is None:
+                    page = await alice.channels(kernel_id, timeout=10)
+                result = await execute(page, "print(kept)", timeout=2)
+                if result.status == "ok" and result.stdout.strip() == "still here":
+                    return time.monotonic(), page
+            except TimeoutError:  # no answer: the cell was lost, or the service not back yet
+                pass
+            except (OSError, WebSocketClosedError):  # the page's websocket closed
+                page = None
+        raise AssertionError("the notebook's kernel did not answer again in 180 s")
+
+    def same_kernel_pod() -> None:
+        (now,) = deployment.kernel_pods()
+        assert now.metadata.uid == kernel_pod.metadata.uid
+        assert now.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+    # The active replica's process killed: a replica acts again (the standby, or the killed
+    # container restarted in its pod, whichever looks first), reattaches the kernel, and the
+    # notebook's next cell runs on it.
+    killed = deployment.pod
+    page = await alice.channels(kernel_id)  # the notebook stays open throughout
+    os.kill(_service_process(killed), signal.SIGKILL)
+    at, wall = time.monotonic(), time.time()
+    answered, page = await runs_again(page)
+    lease = client.CoordinationV1Api(deployment.core.api_client).read_namespaced_lease(
+        "jupyter-gpu-containers", deployment.namespace
+    )
+    print(
+        f"kill -9 of the active replica: the lease taken by {lease.spec.holder_identity} "
+        f"{lease.spec.acquire_time.timestamp() - wall:.1f} s after, the open notebook's cell "
+        f"answered {answered - at:.1f} s after"
+    )
+    same_kernel_pod()
+
+    # The replica acting now paused past its lease (a frozen process): the other takes over;
+    # resumed, the paused one stands down (its process exits, its container starts again).
+    paused = None
+    while paused is None:
+        paused = deployment.active_pod()
+        await asyncio.sleep(0.5)
+    restarts = _restarts(paused)
+    pid = _service_process(paused)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def other_active() -> bool:
+            pod = deployment.active_pod()
+            return pod is not None and pod.metadata.name != paused.metadata.name
+
+        await wait_until(other_active, 120, "the other replica to take over from the paused one")
+        # The open page's connection still ends in the frozen replica (its TCP connections
+        # live on) until it resumes or its liveness probe restarts it; a page opened now (a
+        # reload) reaches the replica that acts.
+        _, reloaded = await runs_again(None)
+        reloaded.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    def stood_down() -> bool:
+        pod = deployment.core.read_namespaced_pod(paused.metadata.name, deployment.namespace)
+        return _restarts(pod) > restarts
+
+    wait_for(stood_down, 120, "the resumed replica did not stand down")
+    assert "lost the lease" in deployment.service_log(paused, previous=True)
+    active = deployment.active_pod()
+    assert active is None or active.metadata.name != paused.metadata.name
+    same_kernel_pod()
+    # The frozen replica's connections ended with it: the open page's runs again.
+    _, page = await runs_again(page)
+    page.close()
+
+    code, _ = await alice.answer("DELETE", f"api/sessions/{session['id']}")
+    assert code == 204
+    wait_for(lambda: not deployment.kernel_pods(), 120, "the kernel pod was not removed")

@@ -36,6 +36,7 @@ from traitlets import HasTraits
 from traitlets.config import Configurable, PyFileConfigLoader
 
 import jupyter_gpu_containers
+from jupyter_gpu_containers.backends.kubernetes.lease import ROLE
 from jupyter_gpu_containers.service.hubauth import access_scope
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,10 +50,11 @@ ACCOUNT = "jupyter-gpu-containers"
 # What the backend does (k8s.py), and all the service account may do: (API group, resource) →
 # verbs. In its own namespace, but nodes (cluster-scoped, read only).
 GRANTED_IN_NAMESPACE = {
-    ("", "pods"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"create", "get", "list", "watch", "delete", "patch"},
     ("", "pods/log"): {"get"},
     ("", "secrets"): {"create", "get", "delete", "patch"},
     ("", "events"): {"get", "list", "watch"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 GRANTED_CLUSTER = {("", "nodes"): {"get", "list", "watch"}}
 # A namespace the YAML-only checks substitute, as an administrator's sed would.
@@ -157,7 +159,9 @@ def test_service_manifest_runs_as_the_rbac_account() -> None:
     assert {d["metadata"].get("namespace") for d in docs} == {EXAMPLE_NAMESPACE}
     deployment = one(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    # Two replicas, one acting (ActiveLease), replaced one at a time.
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(documents(RBAC), "ServiceAccount")["metadata"]["name"]
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
@@ -183,7 +187,13 @@ def test_service_manifest_runs_as_the_rbac_account() -> None:
     (port,) = container["ports"]
     assert port["containerPort"] == config.ServerApp.port
     service = one(docs, "Service")
-    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    # The Service selects the service's pods, and of them the one the active replica labels.
+    selector = dict(service["spec"]["selector"])
+    assert selector.pop(ROLE) == "active"
+    assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+    assert ROLE not in spec["template"]["metadata"]["labels"]
+    (pod_name,) = [e for e in container["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     (service_port,) = service["spec"]["ports"]
     assert service_port["targetPort"] == port["name"]
     assert config.KubernetesBackend.namespace == EXAMPLE_NAMESPACE
@@ -274,6 +284,13 @@ def test_docs_name_real_options_and_files() -> None:
     assert named <= set(traits), f"not options of KubernetesBackend: {named - set(traits)}"
     for documented in ("namespace", "gpu_resource", "workspace_volume", "unschedulable"):
         assert documented in named
+    # The failover section's options are ActiveLease's, each of them in its table.
+    from jupyter_gpu_containers.backends.kubernetes.lease import ActiveLease
+
+    lease_traits = set(ActiveLease.class_traits(config=True))
+    named = set(re.findall(r"ActiveLease\.([A-Za-z_]+)", text))
+    assert named and named <= lease_traits, named - lease_traits
+    assert [t for t in lease_traits if f"| `{t}`" not in text] == []
     for path in set(re.findall(r"deploy/kubernetes/[A-Za-z0-9_.-]+", text)):
         assert (REPO / path).is_file(), path
     for linked_from in (REPO / "README.md", REPO / "docs" / "admin-guide.md"):
@@ -348,10 +365,11 @@ def installed(control_plane: Any) -> Iterator[SimpleNamespace]:
 
 
 ALLOWED = [
-    *[(verb, "pods") for verb in ("create", "get", "list", "watch", "delete")],
+    *[(verb, "pods") for verb in ("create", "get", "list", "watch", "delete", "patch")],
     ("get", "pods/log"),
     *[(verb, "secrets") for verb in ("create", "get", "delete", "patch")],
     *[(verb, "events") for verb in ("get", "list", "watch")],
+    *[(verb, "coordination.k8s.io:leases") for verb in ("get", "create", "update")],
 ]
 REFUSED_HERE = [
     ("create", "pods/exec"),
@@ -359,7 +377,8 @@ REFUSED_HERE = [
     ("create", "pods/attach"),
     ("create", "pods/portforward"),
     ("update", "pods"),
-    ("patch", "pods"),
+    ("delete", "coordination.k8s.io:leases"),
+    ("list", "coordination.k8s.io:leases"),
     ("deletecollection", "pods"),
     ("patch", "pods/status"),
     ("create", "pods/eviction"),
@@ -489,6 +508,16 @@ def test_service_account_does_what_the_backend_does(installed: SimpleNamespace) 
     assert [p.metadata.name for p in core.list_namespaced_pod(here).items] == ["rbac-check"]
     core.list_namespaced_event(here)
     client.CoreV1Api(installed.client).list_node()
+    # The active replica's label on its pod (lease.py), and its lease: made, read, renewed.
+    core.patch_namespaced_pod("rbac-check", here, {"metadata": {"labels": {ROLE: "active"}}})
+    core.patch_namespaced_pod("rbac-check", here, {"metadata": {"labels": {ROLE: None}}})
+    leases = client.CoordinationV1Api(installed.client)
+    lease = leases.create_namespaced_lease(
+        here, {"metadata": {"name": "rbac-check"}, "spec": {"holderIdentity": "a"}}
+    )
+    lease.spec.holder_identity = "b"
+    leases.replace_namespaced_lease("rbac-check", here, lease)
+    assert leases.read_namespaced_lease("rbac-check", here).spec.holder_identity == "b"
     core.delete_namespaced_pod("rbac-check", here, grace_period_seconds=0)
 
     for refused in (
@@ -497,6 +526,9 @@ def test_service_account_does_what_the_backend_does(installed: SimpleNamespace) 
         lambda: core.list_namespaced_pod(other),
         lambda: core.delete_namespace(other),
         lambda: core.patch_node("any", {"metadata": {"labels": {"x": "y"}}}),
+        lambda: client.CoordinationV1Api(installed.client).delete_namespaced_lease(
+            "rbac-check", here
+        ),
         lambda: client.RbacAuthorizationV1Api(installed.client).create_cluster_role_binding(
             {
                 "metadata": {"name": f"escalate-{here}"},

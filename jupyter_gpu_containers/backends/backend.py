@@ -192,6 +192,21 @@ class GPUAccounting(Protocol):
         ...
 
 
+class ActiveReplica(Protocol):
+    """One of several replicas of the kernel service, acting only while it holds the right to
+    (kubernetes/lease.py). ``acquire`` blocks until it does (the process is a standby until
+    then; ``waiting(holder)`` is told once who acts meanwhile), then keeps it and shuts the
+    process's fence (base/fence.py) the moment it is lost; ``release`` gives it up at a clean
+    stop."""
+
+    def acquire(self, waiting: Callable[[str], None] | None = None) -> None: ...
+
+    # The service answers now, its kernels reattached: route users to it (blocking).
+    def serving(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class ContainerBackend(Protocol):
     """A container engine, as this project uses one. Errors are errors.py's sentences."""
 
@@ -285,6 +300,13 @@ class ContainerBackend(Protocol):
     # starts anything (rootless Podman: its other uids are subordinate ids, not the users').
     @classmethod
     def kernel_service_problem(cls) -> str: ...
+
+    # Where replicas of the kernel service can share the engine (Kubernetes), what makes one of
+    # them the only one that acts (a lease: ActiveReplica); None where one service per host is
+    # the rule (Docker, Podman, Slurm: the service's unit restarts it). Asked once the service's
+    # configuration is loaded, before it starts anything.
+    @classmethod
+    def active_replica(cls, parent: Any) -> ActiveReplica | None: ...
 
     async def runtimes(self) -> list[str]: ...
 

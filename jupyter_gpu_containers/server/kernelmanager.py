@@ -46,6 +46,7 @@ from tornado import web
 from traitlets import Integer, default
 
 from .. import _private
+from ..base import fence
 from ..base.errors import ContainerKernelError
 from ..host.identity import KernelUser
 from ..kernel.launch_request import launching
@@ -241,6 +242,15 @@ class BufferLedger:
             fullest.drop_oldest()
 
 
+def _may_act() -> None:
+    """A replica of the kernel service that lost its lease acts on no kernel: another replica
+    owns them now (base/fence.py)."""
+    try:
+        fence.check()
+    except fence.NotActive as e:
+        raise as_http(e) from None
+
+
 class GPUContainersKernelManager(AsyncMappingKernelManager):
     """jupyter_server's AsyncMappingKernelManager, translating this project's errors and able to
     adopt kernels that already run."""
@@ -325,6 +335,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         return super().remove_kernel(kernel_id)
 
     async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
+        _may_act()
         try:
             kernel_id = str(await super().start_kernel(**kwargs))
             if self._endpoint_addresses is None:
@@ -337,6 +348,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             _private.forget_failed_starts(self)
 
     async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
+        _may_act()
         with self.held_messages.server_restart(kernel_id):
             return await self._restart_kernel(kernel_id, now)
 
@@ -374,6 +386,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         return restarted
 
     async def interrupt_kernel(self, kernel_id: str) -> None:  # type: ignore[override]
+        _may_act()
         try:
             await ensure_async(super().interrupt_kernel(kernel_id))
         except ContainerKernelError as e:
@@ -382,6 +395,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     async def shutdown_kernel(  # type: ignore[override]
         self, kernel_id: str, now: bool = False, restart: bool = False
     ) -> None:
+        _may_act()
         if kernel_id not in self:
             # A start that waits for a GPU is not a kernel yet: shutting it down cancels the wait
             # (its start then ends with 409 "GPU wait cancelled").

@@ -34,11 +34,13 @@ from tornado import web
 from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from .. import __version__
+from ..backends.backend import ActiveReplica
 from ..base.errors import ContainerKernelError, ValueRefused
 from ..host.identity import KernelUser, UnknownUser, UserDirectory
 from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
 from ..services import backend_class, placement_class
+from .standby import StandbyAnswers
 from .start_bounds import StartQueue, UserKernels
 
 EXTENSION = "jupyter_gpu_containers"
@@ -367,6 +369,9 @@ class ServiceApp(ServerApp):
     )
 
     start_queue: StartQueue | None = None
+    # The lease this replica holds, where replicas share the engine (ActiveLease): released at
+    # a clean stop, so that a standby takes over at once.
+    active_replica: ActiveReplica | None = None
     user_kernels: UserKernels | None = None
     # Set once the extension has reattached the kernels a previous process left (app.py): the
     # kernels routes wait for it, so that nobody is told a kernel about to come back is gone.
@@ -440,6 +445,13 @@ class ServiceApp(ServerApp):
         if problem:
             raise ContainerKernelError(problem)
         placement_class(backend_class(self.backend)).prepare_service_config(self.config)
+        # One of several replicas (Kubernetes): a standby until it holds the lease, starting
+        # nothing meanwhile; there is no event loop yet, so waiting here blocks nothing.
+        replica = backend_class(self.backend).active_replica(self)
+        if replica is not None:
+            with StandbyAnswers(self.ip, self.port, self.log):
+                replica.acquire()
+            self.active_replica = replica
         super().init_configurables()
         provider = self.identity_provider
         if not isinstance(provider, ServiceIdentityProvider):
@@ -463,6 +475,17 @@ class ServiceApp(ServerApp):
             provider.directory.workspace_template,
         )
 
+    def start_app(self) -> None:
+        super().start_app()
+        if self.active_replica is not None:
+            self.io_loop.add_callback(self._announce_serving)
+
+    async def _announce_serving(self) -> None:
+        # Users are routed here once the kernels routes answer (their recovery done).
+        await self.kernels_recovered.wait()
+        if self.active_replica is not None:
+            await asyncio.to_thread(self.active_replica.serving)
+
     async def cleanup_kernels(self) -> None:
         # The server's last clean-up step that is ours to take part in (public): the Hub's
         # HTTP connections go here too.
@@ -477,8 +500,10 @@ class ServiceApp(ServerApp):
                 len(mkm.list_kernel_ids()),
             )
             mkm.leave_all()
-            return
-        await super().cleanup_kernels()
+        else:
+            await super().cleanup_kernels()
+        if self.active_replica is not None:
+            await asyncio.to_thread(self.active_replica.release)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,6 +133,10 @@ class Engine(LoggingConfigurable):
     def kernel_service_problem(cls) -> str:
         return ""  # the engine runs a container's processes as any uid it is given
 
+    @classmethod
+    def active_replica(cls, parent: Any) -> None:
+        return None  # one service per host: its unit restarts it, and it reattaches
+
     def diagnose_sync(self) -> list[Finding]:
         """Whether the engine answers, and how GPUs would reach its containers."""
         try:

@@ -20,6 +20,7 @@ from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
 
+from ...base import fence
 from ...base.errors import EngineRefused, EngineUnavailable
 from .pods import shortened
 
@@ -99,7 +100,10 @@ class KubernetesClient:
         )
 
     def call(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(core_v1_api)`` here (a worker thread), translating transport failures."""
+        """Run ``fn(core_v1_api)`` here (a worker thread), translating transport failures.
+        Nothing is sent once this process may no longer act (a replica that lost its lease:
+        base/fence.py)."""
+        fence.check()
         core = self.core()
         try:
             return fn(core)

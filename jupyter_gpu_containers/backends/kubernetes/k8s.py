@@ -71,6 +71,7 @@ from .client import KubernetesClient, refused
 from .images import ImageDigest
 from .kernels import KernelPodCalls
 from .learned import LearnedImages
+from .lease import ActiveLease
 from .logs import PodLog
 from .objects import (
     PodSettings,
@@ -374,6 +375,12 @@ class KubernetesBackend(LoggingConfigurable):
     @classmethod
     def kernel_service_problem(cls) -> str:
         return ""  # the engine runs a container's processes as any uid it is given
+
+    @classmethod
+    def active_replica(cls, parent: Any) -> ActiveLease | None:
+        """The Lease that makes one replica of the service the one that acts (lease.py)."""
+        lease = ActiveLease(cls(parent=parent), parent=parent)
+        return lease if lease.enabled else None
 
     def diagnose_sync(self) -> list[Finding]:
         """Whether the cluster's API answers (the rest is the cluster's: docs/kubernetes.md)."""

@@ -210,6 +210,10 @@ class PodmanEngine(LoggingConfigurable):
             "rootless Podman from their own Jupyter server (ContainerEngine.backend)."
         )
 
+    @classmethod
+    def active_replica(cls, parent: Any) -> None:
+        return None  # one service per host: its unit restarts it, and it reattaches
+
     on_removed: Callable[[ContainerRecord, float], None] | None = None
 
     def __init__(self, **kwargs: Any) -> None:

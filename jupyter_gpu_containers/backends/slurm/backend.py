@@ -303,6 +303,10 @@ class SlurmBackend(LoggingConfigurable):
             "to the user's account, then sbatch), which only root can: run the service as root."
         )
 
+    @classmethod
+    def active_replica(cls, parent: Any) -> None:
+        return None  # one service per host: its unit restarts it, and it reattaches
+
     # ------------------------------------------------------------------ the engine
 
     def version_sync(self) -> str:
