@@ -18,6 +18,7 @@ from typing import Any
 
 from . import (
     concurrency,
+    failover,
     k8s,
     kernel_start,
     lab,
@@ -116,7 +117,13 @@ async def run_all(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             1 if quick else args.rounds,
         ),
         "lab": lambda: lab.run(bench, lab.QUICK if quick else lab.FULL, args.seed),
-        "k8s": lambda: k8s.run(bench, runs, 1 if quick else k8s.WARMUPS),
+        "k8s": lambda: k8s.run(
+            bench,
+            runs,
+            1 if quick else k8s.WARMUPS,
+            failover.QUICK_SIZES if quick else failover.SIZES,
+            quick,
+        ),
         "podman": lambda: podman.run(bench, runs, args.podman_user, warmup=not quick),
         "slurm": lambda: slurm.run(bench, runs, args.podman_user, warmup=not quick),
         "scale": lambda: scale.run(bench, quick),

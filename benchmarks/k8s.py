@@ -63,6 +63,7 @@ from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV
 
+from . import failover
 from .bench import Bench
 from .harness import LABEL, REPO, Stats, kernel_info_zmq, step
 from .service import BenchService
@@ -150,6 +151,9 @@ class Cluster:
         self.token = ""
         self.volume = ""  # the workspace's persistent volume, once made
         self.namespace_made = False
+        self.config: dict[str, Any] = {}
+        # Further replicas of the service (failover.py), stopped with it.
+        self.replicas: list[BenchService] = []
 
     # ------------------------------------------------------------------ start
 
@@ -200,7 +204,14 @@ class Cluster:
         labels = {LABEL: self.run_id}
         tokens_file = self.home / "service" / "etc" / "tokens"
         config = {
-            "ServiceApp": {"backend": "kubernetes", "keep_kernels_on_stop": False},
+            # Kernels outlive a replica (failover.py: the other reattaches them); the namespace
+            # goes at the end with whatever runs in it.
+            # failover.py runs up to 50 kernels, all of the one user's.
+            "ServiceApp": {
+                "backend": "kubernetes",
+                "keep_kernels_on_stop": True,
+                "max_kernels_per_user": 64,
+            },
             "KubernetesBackend": {
                 "kubeconfig": kubeconfig,
                 "namespace": self.namespace,
@@ -215,6 +226,8 @@ class Cluster:
             "ContainerPolicy": {
                 "state_dir": str(self.home / "state"),
                 "connection_dir_root": str(self.home / "kernels"),
+                # One service, whichever replica: the id its kernel pods carry.
+                "server_id": f"bench-{self.run_id}",
             },
             "ServiceTokens": {"tokens_file": str(tokens_file)},
             "UserDirectory": {
@@ -222,6 +235,7 @@ class Cluster:
                 "accounts": {USER: f"{UID}:{UID}"},
             },
         }
+        self.config = config
         self.service = BenchService(self.home / "service", config)
         self.token = self.service.add_user(USER, tokens_file)
         with step("k8s: kernel service (backend kubernetes)"):
@@ -242,6 +256,8 @@ class Cluster:
 
         if self.service is not None:
             attempt("stopping the kernel service", self.service.stop)
+        for replica in self.replicas:
+            attempt("stopping a replica of the kernel service", replica.stop)
         if self.plane is not None and self.namespace_made:
             attempt("deleting the namespace", lambda: self.plane.delete_namespace(self.namespace))
         if self.plane is not None and self.plane.admin_client is not None:
@@ -257,6 +273,35 @@ class Cluster:
     def _delete_volume(self) -> None:
         if self.volume:
             self.plane.delete_volume(self.volume)
+
+    # ------------------------------------------------------------------ replicas (failover.py)
+
+    def replica(self, name: str) -> BenchService:
+        """Another replica of the service: its configuration, its users' tokens and
+        workspaces, private directories of its own (a pod's emptyDirs). Not started."""
+        home = self.home / name
+        config = {
+            **self.config,
+            "ContainerPolicy": {
+                **self.config["ContainerPolicy"],
+                "state_dir": str(home / "state"),
+                "connection_dir_root": str(home / "kernels"),
+            },
+        }
+        replica = BenchService(home, config)
+        self.replicas.append(replica)
+        return replica
+
+    def write_replica_config(self, replica: BenchService, extra: dict[str, Any]) -> None:
+        """``replica``'s configuration with ``extra``'s classes added (its next start)."""
+        config = json.loads(replica.config_file.read_text())
+        for name, values in extra.items():
+            config[name] = {**config.get(name, {}), **values}
+        replica.write_config(config)
+
+    def kernel_pod_uids(self) -> set[str]:
+        pods = self.core().list_namespaced_pod(self.namespace, label_selector=f"{L.MANAGED}=true")
+        return {str(p.metadata.uid) for p in pods.items if p.metadata.deletion_timestamp is None}
 
     # ------------------------------------------------------------------ what both variants use
 
@@ -499,9 +544,16 @@ def timeline(wall: float, on_node: dict[str, float], total: float) -> dict[str, 
 # ---------------------------------------------------------------------- the run
 
 
-async def run(bench: Bench, runs: int, warmups: int = WARMUPS) -> dict[str, Any]:
+async def run(
+    bench: Bench,
+    runs: int,
+    warmups: int = WARMUPS,
+    failover_sizes: tuple[int, ...] = failover.SIZES,
+    quick: bool = False,
+) -> dict[str, Any]:
     """``warmups`` uncounted rounds (the readiness probe's pod, first imports), then ``runs``
-    rounds of both variants, the order alternating from round to round."""
+    rounds of both variants, the order alternating from round to round; then, on the same
+    cluster, the service's failover (failover.py) with ``failover_sizes`` kernels."""
     cluster = Cluster(bench)
     try:
         # On this (the main) thread, not a worker: the harnesses tie their processes (etcd, the
@@ -514,6 +566,12 @@ async def run(bench: Bench, runs: int, warmups: int = WARMUPS) -> dict[str, Any]
             measured = await _rounds(cluster, runs, warmups)
         assert cluster.service is not None
         log = cluster.service.output()
+        with step("k8s: failover"):
+            try:
+                handover = await failover.run(cluster, failover_sizes, quick)
+            except Exception as e:  # the starts' numbers stand; the report says why
+                handover = {"error": f"{type(e).__name__}: {e}"}
+                print(f"[benchmarks] k8s failover failed: {e}", file=sys.stderr)
     except Exception as e:
         if cluster.service is not None:
             print(
@@ -528,6 +586,7 @@ async def run(bench: Bench, runs: int, warmups: int = WARMUPS) -> dict[str, Any]
     phases = phase_rows(log, measured.pop("pod_samples"), measured.pop("floor_samples"))
     return {
         **measured,
+        "failover": handover,
         "phases": phases,
         "runs": runs,
         "warmups": warmups,

@@ -73,6 +73,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("slurm", "11. Kernels as Slurm jobs", _slurm),
         ("scale", "12. How the cost of a decision grows with the work", _scale),
         ("restart", "13. The kernel service killed and started again", _restart),
+        ("k8s", "14. The kernel service's failover on Kubernetes", _failover),
     ):
         if key not in sections:
             continue
@@ -794,6 +795,57 @@ def _restart(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
                 "a cell again",
                 "kernels lost",
                 "containers replaced",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _failover(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    handover = s.get("failover")
+    if not handover:
+        return ["Not measured in this run."]
+    if "error" in handover:
+        return [f"Failed: {handover['error']}"]
+    rows = [
+        [
+            f"{r['n_items']:,}",
+            f"{r['lease_duration']:g} s",
+            ms(r["took_over"]),
+            ms(r["answers"]),
+            ms(r["all_listed"]),
+            ms(r["cell_again"]),
+            str(r["kernels_lost"]),
+            str(r["pods_replaced"]),
+        ]
+        for r in handover["rows"]
+    ]
+    short = handover["short"]
+    return [
+        "Two replicas of the kernel service behind the Lease (`ActiveLease`), on section 9's "
+        "control plane and node, N kernel pods running (each kernel's websocket open): "
+        "`kill -9` of the active replica's process. Milliseconds from the kill until the "
+        "standby holds the Lease, until it answers, until the user's list holds every kernel "
+        "again, and until a page that reconnects runs a cell (its variables kept); then every "
+        "kernel is checked: the same pod, its variables kept. The replicas run as processes of "
+        "this host: the standby cannot see one end, so it waits for the Lease to lapse "
+        "(`lease_duration`), the path of a node lost or a frozen process. In a pod, the kubelet "
+        "reports a killed replica's container exited and the standby takes over at once "
+        "(tests/test_k8s_deployment.py). The rows with a "
+        f"{short['lease_duration']:g} s lease: `lease_duration` {short['lease_duration']:g} s, "
+        f"`renew_deadline` {short['renew_deadline']:g} s, `retry_period` "
+        f"{short['retry_period']:g} s; the others: the defaults (15, 10 and 2 s).",
+        "",
+        table(
+            [
+                "kernels",
+                "lease",
+                "took over",
+                "answers",
+                "all listed",
+                "a cell again",
+                "kernels lost",
+                "pods replaced",
             ],
             rows,
         ),

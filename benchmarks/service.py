@@ -86,7 +86,10 @@ class BenchService(BenchServer):
     """`jupyter gpu-containers serve` with its configuration file, token file and one workspace
     per user under ``home/ws``. Requests carry a user's token (``token=``)."""
 
-    ready_markers = ("Kernel containers at start", "Kernel containers were not checked at start")
+    ready_markers: tuple[str, ...] = (
+        "Kernel containers at start",
+        "Kernel containers were not checked at start",
+    )
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_file = self.home / "service_config.json"

@@ -207,6 +207,12 @@ def test_quick_run_writes_the_other_engines_sections(
     assert node and not Path(f"/var/lib/jgc-k8s-{node}").exists()
     assert not Path(f"/run/jgc-k8s-{node}").exists()
     assert not Path(f"/sys/class/net/jgc{node}").exists()
+    # Its failover: the active replica killed, the standby took over, every kernel kept.
+    handover = k8s["failover"]
+    assert "error" not in handover, handover
+    (row,) = handover["rows"]
+    assert row["n_items"] == 1 and row["kernels_lost"] == row["pods_replaced"] == 0, row
+    assert 0 < row["took_over"] <= row["answers"] <= row["all_listed"] <= row["cell_again"], row
 
     # Rootless Podman: our kernel, Podman's floor and Docker's, as the test set-up's account.
     podman = results["sections"]["podman"]
@@ -239,6 +245,7 @@ def test_quick_run_writes_the_other_engines_sections(
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
         "9. Kernels as pods on Kubernetes",
+        "14. The kernel service's failover on Kubernetes",
         "10. Kernels on a user's rootless Podman",
         "11. Kernels as Slurm jobs",
     ):
