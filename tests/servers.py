@@ -328,6 +328,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+                # Its kernels and warm containers outlive it: the leak check will say so, and
+                # this says why (fresh run f6: two containers left, no log to tell).
+                print(
+                    f"the server on port {self.port} did not stop within 20 s of SIGTERM and "
+                    f"was killed; its log ends with:\n{self.output()[-4000:]}",
+                    file=sys.stderr,
+                )
         self.log.close()
         # The UI tests' labs remove the server's home when they end, before the tests' reporter
         # reads what the servers logged while a failed test ran: a copy for it.
