@@ -77,7 +77,9 @@ def two_replicas(
             # pods have it from the same working directory).
             "ContainerPolicy": {"server_id": f"service-{k8s_namespace}"},
             # Shorter than the defaults (15, 10, 2): the pause below outlasts the lease sooner.
-            "ActiveLease": {"lease_duration": 6.0, "renew_deadline": 4.0, "retry_period": 1.0},
+            # Still 6 s for a renewal to get through (1 s apart): a slow API server on a loaded
+            # machine must not make the active replica stand down before the pause.
+            "ActiveLease": {"lease_duration": 8.0, "renew_deadline": 6.0, "retry_period": 1.0},
         }
         replicas: list[KernelService] = []
         volume = ""
