@@ -356,3 +356,171 @@ def test_a_ticket_past_its_deadline_counts_no_more(state: StateDir) -> None:
         assert read_tickets(state) == []
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------- a reading kept while nothing changes
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directory counts as quiet at once: a reading is kept from the first one (by default
+    only once the directory's last change is a second old, which a test would have to wait
+    for)."""
+    monkeypatch.setattr(tickets, "_QUIET_NS", -(10**12))
+
+
+def body_for(kernel: str, deadline: float | None = None) -> dict[str, object]:
+    return {
+        "user": "me",
+        "notebook": f"{kernel}.ipynb",
+        "gpus": 1,
+        "deadline": time.time() + 600 if deadline is None else deadline,
+    }
+
+
+def test_a_reading_is_given_again_while_the_directory_is_unchanged(
+    state: StateDir, quiet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = os.getuid()
+    fds = [
+        write(state, f"gpuq-{1_000_000_000_000_000_000 + i:020d}-{me}-k{i}", body_for(f"k{i}"))
+        for i in range(3)
+    ]
+    try:
+        first = read_tickets(state)
+        assert [t.kernel_id for t in first] == ["k0", "k1", "k2"]
+        # Nothing changed: no ticket is looked at again, and the order is the one kept.
+        monkeypatch.setattr(tickets, "_read_all", None)
+        assert read_tickets(state) is first
+        monkeypatch.undo()
+        monkeypatch.setattr(tickets, "_QUIET_NS", -(10**12))
+        # Another start's GPUs move the order, not the reading.
+        ledger = held(("GPU-0", "x"))
+        ledger.holdings["GPU-0"][0] = Holding("x", "c", "me", str(me), "", "", "", 1.0)
+        moved = read_tickets(state, None, ledger)
+        assert moved is not first and [t.kernel_id for t in moved] == ["k0", "k1", "k2"]
+        # A new ticket changes the directory: read at once.
+        fds.append(write(state, f"gpuq-{1_000_000_000_000_000_009:020d}-{me}-new", body_for("n")))
+        assert [t.kernel_id for t in read_tickets(state)] == ["k0", "k1", "k2", "new"]
+        # And one that goes.
+        os.unlink(Path(state.path) / f"gpuq-{1_000_000_000_000_000_001:020d}-{me}-k1")
+        assert [t.kernel_id for t in read_tickets(state)] == ["k0", "k2", "new"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_reading_right_after_a_change_is_not_kept(
+    state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change made in the same clock tick as the one before it could leave the directory's
+    times as they were: a reading is kept only once the directory has been quiet a while."""
+    monkeypatch.setattr(tickets, "_QUIET_NS", 10**15)  # never quiet enough
+    me = os.getuid()
+    fd = write(state, f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-k", body_for("k"))
+    try:
+        first = read_tickets(state)
+        assert [t.kernel_id for t in first] == ["k"]
+        assert read_tickets(state) is not first
+    finally:
+        os.close(fd)
+
+
+def test_a_waiter_that_dies_under_a_kept_reading_holds_nobody_up(
+    state: StateDir, quiet: None
+) -> None:
+    """A waiter's death changes no directory: the kept reading still counts its ticket, but a
+    turn asks each ticket it rests on, steps over the dead one, and the next reading reads every
+    file again."""
+    from jupyter_gpu_containers.gpus.tickets import still_waiting
+
+    me = os.getuid()
+    dead_fd = write(state, f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-gone", body_for("gone"))
+    mine = write(state, f"gpuq-{1_000_000_000_000_000_001:020d}-{me + 1}-mine", body_for("m"))
+    try:
+        queue = read_tickets(state)
+        assert [t.kernel_id for t in queue] == ["gone", "mine"]
+        allocator, taken = GPUAllocator(), held(("GPU-0", "other"))
+
+        def turn() -> Ledger:
+            return my_turn(
+                allocator,
+                inventory(1),
+                taken,
+                queue,
+                "mine",
+                waiting=lambda t: still_waiting(state, t),
+            )
+
+        with pytest.raises(NotYourTurn):
+            turn()  # the start ahead waits for the one GPU too
+        os.close(dead_fd)  # its server died
+        dead_fd = -1
+        assert read_tickets(state) is queue  # the directory is as it was
+        assert turn().holdings == taken.holdings  # stepped over: nothing imagined for it
+        assert [t.kernel_id for t in read_tickets(state)] == ["mine"]
+    finally:
+        for fd in (dead_fd, mine):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_a_ticket_locked_after_a_kept_reading_counts_at_once(state: StateDir, quiet: None) -> None:
+    """A waiter creates its file, then locks it, then writes it: a reading between those steps
+    leaves it out, and a later one with the directory unchanged counts it once it is whole and
+    locked."""
+    me = os.getuid()
+    name = f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-late"
+    path = Path(state.path) / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        assert read_tickets(state) == []  # empty, unlocked: being made
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert read_tickets(state) == []  # locked, still empty
+        os.write(fd, json.dumps(body_for("late")).encode())
+        assert [t.kernel_id for t in read_tickets(state)] == ["late"]
+    finally:
+        os.close(fd)
+    # Written and then locked, as well.
+    name2 = f"gpuq-{1_000_000_000_000_000_001:020d}-{me}-later"
+    fd = write(state, name2, body_for("later"), lock=False)
+    try:
+        assert read_tickets(state) == []
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert [t.kernel_id for t in read_tickets(state)] == ["later"]
+    finally:
+        os.close(fd)
+
+
+def test_a_kept_reading_drops_a_ticket_past_its_deadline(
+    state: StateDir, quiet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = os.getuid()
+    deadline = time.time() + 600
+    fd = write(state, f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-k", body_for("k", deadline))
+    try:
+        assert [t.kernel_id for t in read_tickets(state)] == ["k"]
+        later = deadline + tickets._DEADLINE_GRACE + 1
+        monkeypatch.setattr(tickets.time, "time", lambda: later)
+        assert read_tickets(state) == []
+    finally:
+        os.close(fd)
+
+
+def test_a_kept_reading_is_read_again_in_full_after_a_while(
+    state: StateDir, quiet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a kept reading cannot see (a ticket written again in place by its owner) is seen at
+    the next full reading, at most _READ_ALL_EVERY seconds after."""
+    me = os.getuid()
+    name = f"gpuq-{1_000_000_000_000_000_000:020d}-{me}-k"
+    fd = write(state, name, body_for("k"))
+    try:
+        assert [t.notebook for t in read_tickets(state)] == ["k.ipynb"]
+        (Path(state.path) / name).write_text(json.dumps({**body_for("k"), "notebook": "b"}))
+        assert [t.notebook for t in read_tickets(state)] == ["k.ipynb"]
+        later = time.monotonic() + tickets._READ_ALL_EVERY
+        monkeypatch.setattr(tickets.time, "monotonic", lambda: later)
+        assert [t.notebook for t in read_tickets(state)] == ["b"]
+    finally:
+        os.close(fd)

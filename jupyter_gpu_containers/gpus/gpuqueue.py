@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections import deque
@@ -74,6 +75,7 @@ from .tickets import (
     read_queue_files,
     remove_stale_tickets,
     remove_ticket,
+    still_waiting,
     write_ticket,
 )
 
@@ -197,13 +199,17 @@ def my_turn(
     *,
     hold_up: float = math.inf,
     now: float | None = None,
+    waiting: Callable[[Ticket], bool] | None = None,
 ) -> Ledger:
     """Under the allocation lock: the ledger ``kernel_id`` must choose its GPUs from, with every
     ticket ahead of it given, in imagination, the GPUs it would get; NotYourTurn when a ticket
     ahead cannot be served now (it holds up those behind it), unless it arrived ``hold_up``
     seconds or more before ``now``. A ticket that could not be served even with every other
     user's GPUs free holds up nobody. A start without a ticket (one that does not wait) comes
-    after the whole queue. Pure: ``ledger`` is not changed."""
+    after the whole queue. ``waiting``: whether a ticket's waiter still holds it (still_waiting),
+    asked of each ticket the answer rests on (those given GPUs, the one that holds it up), never
+    of the others: one that no longer waits is stepped over. Pure but for that: ``ledger`` is not
+    changed."""
     now = time.time() if now is None else now
     holdings = {uuid: list(holders) for uuid, holders in ledger.holdings.items()}
     imagined = Ledger(holdings=holdings, garbage=ledger.garbage)
@@ -221,6 +227,8 @@ def my_turn(
         except NoFreeGPU:
             if now - ticket.arrived >= hold_up:
                 continue  # it has held up the others long enough: served if its GPUs are free
+            if waiting is not None and not waiting(ticket):
+                continue  # its waiter is gone: nobody's place
             if not ticket.request.ids:
                 raise NotYourTurn(ticket.position) from None
             # It waits for those very GPUs: they are kept for it once they free, and the others
@@ -228,6 +236,9 @@ def my_turn(
             gpus = [g for g in (inventory.find(i) for i in ticket.request.ids) if g is not None]
         except ContainerKernelError:
             continue  # it will be refused itself at its next turn
+        else:
+            if waiting is not None and not waiting(ticket):
+                continue  # its waiter is gone: nobody's place
         for gpu in gpus:
             imagined.holdings.setdefault(gpu.uuid, []).append(
                 Holding(ticket.kernel_id, "", ticket.user, str(ticket.uid), "", "", "", 0.0)
@@ -240,9 +251,32 @@ def read_tickets(
 ) -> list[Ticket]:
     """Every live ticket in the state directory, in fair order (each user's GPUs in ``ledger``
     counted). Blocking (a directory listing and small reads in /run, which is in memory): a
-    worker thread, or the loop under the allocation lock."""
+    worker thread, or the loop under the allocation lock. Shared between readings: never
+    changed by the caller."""
     found, served = read_queue_files(state, locks)
-    return fair_order(found, served, held_by_user(ledger))
+    return ordered_tickets(state, found, served, held_by_user(ledger))
+
+
+# The last fair order (StateDir.readings): given again while the reading and the GPUs held are
+# the same, as they are at most of a waiter's polls.
+_ORDER = "queue-order"
+
+
+def ordered_tickets(
+    state: StateDir,
+    found: list[Ticket],
+    served: dict[int, float],
+    held: dict[int, tuple[int, float]],
+) -> list[Ticket]:
+    """fair_order(found, served, held), kept for the next call with the very same reading
+    (read_queue_files gives a kept one again while nothing changed) and the same ``held``."""
+    kept = state.readings.get(_ORDER)
+    if kept is not None and kept[0] is found and kept[1] is served and kept[2] == held:
+        ordered: list[Ticket] = kept[3]
+        return ordered
+    ordered = fair_order(found, served, held)
+    state.readings[_ORDER] = (found, served, held, ordered)
+    return ordered
 
 
 # ---------------------------------------------------------------------- the queue
@@ -368,7 +402,7 @@ class GPUQueue(LoggingConfigurable):
         waits: an empty queue needs no engine)."""
         found, served = await asyncio.to_thread(read_queue_files, state)
         ledger = await self._ledger(state) if found else Ledger()
-        return fair_order(found, served, held_by_user(ledger)), ledger
+        return ordered_tickets(state, found, served, held_by_user(ledger)), ledger
 
     async def _ledger(self, state: StateDir) -> Ledger:
         """The ledger as the engine has it now; empty when it cannot be read (the engine
@@ -437,7 +471,13 @@ class GPUQueue(LoggingConfigurable):
                 queue = read_tickets(state, None, ledger)  # on the loop: see current_ledger
                 try:
                     return my_turn(
-                        allocator, inventory, ledger, queue, kernel_id, hold_up=self.max_hold_up
+                        allocator,
+                        inventory,
+                        ledger,
+                        queue,
+                        kernel_id,
+                        hold_up=self.max_hold_up,
+                        waiting=functools.partial(still_waiting, state),
                     )
                 except NotYourTurn:
                     raise NoFreeGPU(
@@ -535,7 +575,13 @@ class GPUQueue(LoggingConfigurable):
             # launch waits on the lock.
             queue = read_tickets(state, None, ledger)
             return my_turn(
-                allocator, inventory, ledger, queue, ticket.kernel_id, hold_up=self.max_hold_up
+                allocator,
+                inventory,
+                ledger,
+                queue,
+                ticket.kernel_id,
+                hold_up=self.max_hold_up,
+                waiting=functools.partial(still_waiting, state),
             )
 
         told = False
@@ -555,7 +601,9 @@ class GPUQueue(LoggingConfigurable):
                 position = next((t.position for t in queue if t.kernel_id == ticket.kernel_id), 0)
                 # Only a start the reading says would be served takes the lock and asks the
                 # engine (one not in the reading yet tries: it was just queued).
-                if not position or self._may_be_served(allocator, inventory, ledger, queue, ticket):
+                if not position or self._may_be_served(
+                    allocator, inventory, ledger, queue, ticket, state
+                ):
                     try:
                         return await book(turn)
                     except (NotYourTurn, NoFreeGPU, OverUserCap):
@@ -607,12 +655,19 @@ class GPUQueue(LoggingConfigurable):
         ledger: Ledger,
         queue: list[Ticket],
         ticket: Ticket,
+        state: StateDir,
     ) -> bool:
         """Whether the ticket's turn has come by a recent reading (the booking checks again under
         the lock, with the ledger read there)."""
         try:
             imagined = my_turn(
-                allocator, inventory, ledger, queue, ticket.kernel_id, hold_up=self.max_hold_up
+                allocator,
+                inventory,
+                ledger,
+                queue,
+                ticket.kernel_id,
+                hold_up=self.max_hold_up,
+                waiting=functools.partial(still_waiting, state),
             )
             allocator.choose(
                 inventory, imagined, ticket.request, kernel_id=ticket.kernel_id, uid=str(ticket.uid)

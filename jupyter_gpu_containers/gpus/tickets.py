@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -35,6 +36,8 @@ _MAX_TICKET_BYTES = 4096
 _STALE_AFTER = 60.0
 # A ticket that names no deadline counts for at most this long.
 _LONGEST_WAIT = 24 * 3600.0
+# A ticket counts this long past its own deadline (its waiter gives up at the deadline itself).
+_DEADLINE_GRACE = 30.0
 
 
 def shown_to(
@@ -88,10 +91,34 @@ class Ticket:
 
 # What each ticket file said when last read (kept in StateDir.readings, by name): the file's
 # inode, size, change time (which nobody can set back, and which any write or chown moves) and
-# owner, and the ticket it held (None: not a ticket). A reading of the queue then costs a stat
-# per ticket, not an open, a read and a parse: every waiter reads the whole queue at each poll.
+# owner, and the ticket it held (None: not a ticket). A full reading of the queue then costs a
+# stat per ticket, not an open, a read and a parse.
 _Key = tuple[int, int, int, int]
 _READING = "tickets"
+# The last full reading, kept while the directory has not changed since (StateDir.readings): a
+# waiter checks its turn at each poll, and with nothing new a check costs one fstat of the
+# directory, not a stat of every ticket and a reading of /proc/locks.
+_QUEUE = "queue"
+# A reading is kept only when the directory's last change came this long before it began: a
+# change's time is taken from a clock that ticks every few milliseconds, so a change made in
+# the same tick as an earlier one could leave the directory's times as they were.
+_QUIET_NS = 1_000_000_000
+# What a kept reading cannot see, it sees at the next full one, at most this long after: a
+# waiter that died (its flock gone, its file left; my_turn asks the tickets its decision rests
+# on, see still_waiting) or a ticket written again in place by its owner.
+_READ_ALL_EVERY = 10.0
+
+
+@dataclass
+class _QueueReading:
+    directory: tuple[int, int]  # the directory's change and modification times (ns)
+    taken: float  # time.monotonic() of the reading
+    found: list[Ticket]
+    served: dict[int, float]
+    expires: float  # unix time at which the first of ``found`` stops counting
+    # Ticket files it did not count that may count soon (one being made: created, then locked,
+    # then written): name -> its key then. Asked again at each use of the reading.
+    pending: dict[str, tuple[_Key, bool]]
 
 
 def read_queue_files(
@@ -99,10 +126,66 @@ def read_queue_files(
 ) -> tuple[list[Ticket], dict[int, float]]:
     """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking.
     ``locks``: flocked_files(), read here (once, and only if some ticket is there) when not
-    given: an empty queue, the usual one, costs a directory listing."""
+    given: an empty queue, the usual one, costs a directory listing.
+
+    Without ``locks``, the last full reading is given again while the directory has not changed
+    since and nothing it left out may count now (_QueueReading). What is returned is shared
+    between readings: never changed by the caller."""
+    try:
+        directory = os.fstat(state.fd)
+    except OSError:
+        return [], {}
+    stamp = (directory.st_ctime_ns, directory.st_mtime_ns)
+    now = time.time()
+    if locks is None:
+        kept = state.readings.get(_QUEUE)
+        if (
+            isinstance(kept, _QueueReading)
+            and kept.directory == stamp
+            and now < kept.expires
+            and time.monotonic() - kept.taken < _READ_ALL_EVERY
+            and not _any_pending_counts(state, kept.pending)
+        ):
+            return kept.found, kept.served
+    state.readings.pop(_QUEUE, None)
+    began_ns, began = time.time_ns(), time.monotonic()
+    pending: dict[str, tuple[_Key, bool]] = {}
+    found, served = _read_all(state, locks, directory.st_uid, now, pending)
+    if locks is None and began_ns - directory.st_ctime_ns > _QUIET_NS:
+        expires = min((_expires(t) for t in found), default=math.inf)
+        state.readings[_QUEUE] = _QueueReading(stamp, began, found, served, expires, pending)
+    return found, served
+
+
+def forget_queue_reading(state: StateDir) -> None:
+    """The next reading of the queue reads every file again (a ticket it counted is gone)."""
+    state.readings.pop(_QUEUE, None)
+
+
+def _any_pending_counts(state: StateDir, pending: dict[str, tuple[_Key, bool]]) -> bool:
+    """Whether a ticket file a kept reading left out, young enough to be one being made, was
+    written since, or is whole and now locked."""
+    for name, (key, whole) in pending.items():
+        try:
+            info = os.stat(name, dir_fd=state.fd, follow_symlinks=False)
+        except OSError:
+            continue  # gone: it counts no more than it did
+        if (info.st_ino, info.st_size, info.st_ctime_ns, info.st_uid) != key:
+            return True
+        if whole and _probed_held(state.fd, name, info.st_ino):
+            return True
+    return False
+
+
+def _read_all(
+    state: StateDir,
+    locks: frozenset[str] | None,
+    directory_owner: int,
+    now: float,
+    pending: dict[str, tuple[_Key, bool]],
+) -> tuple[list[Ticket], dict[int, float]]:
     try:
         names = os.listdir(state.fd)
-        directory_owner = os.fstat(state.fd).st_uid
     except OSError:
         return [], {}
     found = []
@@ -110,7 +193,6 @@ def read_queue_files(
     read_locks = locks is None
     known: dict[str, tuple[_Key, Ticket | None]] = state.readings.get(_READING, {})
     seen: dict[str, tuple[_Key, Ticket | None]] = {}
-    now = time.time()
     for name in names:
         m = TICKET_NAME.fullmatch(name)
         if m is not None:
@@ -119,6 +201,12 @@ def read_queue_files(
             ticket = _read_ticket(state, name, m, locks, directory_owner, known, seen, now)
             if ticket is not None:
                 found.append(ticket)
+            elif name in seen:
+                key, parsed = seen[name]
+                if key[2] / 1e9 > now - _STALE_AFTER:
+                    # Perhaps one being made (not written yet, or not locked yet): asked again
+                    # at each use. A whole one counts once locked, unless past its deadline.
+                    pending[name] = (key, parsed is not None and not _expired(parsed, now))
             continue
         m = _SERVED.fullmatch(name)
         if m is not None:
@@ -166,10 +254,18 @@ def _read_ticket(
     seen[name] = (key, ticket)
     if ticket is None or not _held(state, name, info, locks):
         return None  # not a ticket, or its waiter is gone (the server died): nobody's place
-    # A ticket past its own deadline counts no more, even if a process still holds it.
-    if now > (ticket.deadline or ticket.arrived + _LONGEST_WAIT) + 30:
+    if _expired(ticket, now):
         return None
     return ticket
+
+
+def _expired(ticket: Ticket, now: float) -> bool:
+    """A ticket past its own deadline counts no more, even if a process still holds it."""
+    return now > _expires(ticket)
+
+
+def _expires(ticket: Ticket) -> float:
+    return (ticket.deadline or ticket.arrived + _LONGEST_WAIT) + _DEADLINE_GRACE
 
 
 def _parse_ticket(name: str, m: re.Match[str], data: bytes, info: os.stat_result) -> Ticket | None:
@@ -312,3 +408,22 @@ def remove_stale_tickets(state: StateDir, uid: int) -> int:
             and not _probed_held(state.fd, m.group(0), info.st_ino)
         ),
     )
+
+
+def still_waiting(state: StateDir, ticket: Ticket) -> bool:
+    """Whether the ticket's waiter still holds it, asked of its file: what a decision that rests
+    on the ticket asks of a kept reading (read_queue_files), which does not see a waiter die.
+    When it does not, the next reading reads every file again."""
+    known = state.readings.get(_READING, {}).get(ticket.name)
+    try:
+        info = os.stat(ticket.name, dir_fd=state.fd, follow_symlinks=False)
+    except OSError:
+        info = None
+    if (
+        info is not None
+        and (known is None or known[0][0] == info.st_ino)
+        and _probed_held(state.fd, ticket.name, info.st_ino)
+    ):
+        return True
+    forget_queue_reading(state)
+    return False
