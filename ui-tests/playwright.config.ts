@@ -112,7 +112,11 @@ export default defineConfig({
     baseURL,
     actionTimeout: 20_000,
     navigationTimeout: 60_000,
-    trace: 'retain-on-failure',
+    // A trace records every test (screencast frames, DOM snapshots) to keep a failed one's: a
+    // cost in CPU that a 2-core CI machine pays on every test, for files CI does not keep (it
+    // keeps the output, where the failure reporter writes the servers' logs). Kept for runs on
+    // a developer's machine.
+    trace: process.env.CI ? 'off' : 'retain-on-failure',
     screenshot: 'only-on-failure',
     // Recording needs playwright's own ffmpeg, which is never downloaded.
     video: 'off',
