@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+import zmq.asyncio
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import (
     AsyncMappingKernelManager,
@@ -57,6 +58,7 @@ from .websocket import (
     end_kernel_websockets,
     iopub_reattached,
 )
+from .zmq_context import raise_open_files_limit, size_context
 
 
 class SentenceHTTPError(web.HTTPError):
@@ -254,6 +256,23 @@ def _may_act() -> None:
 class GPUContainersKernelManager(AsyncMappingKernelManager):
     """jupyter_server's AsyncMappingKernelManager, translating this project's errors and able to
     adopt kernels that already run."""
+
+    max_kernel_sockets = Integer(
+        0,
+        min=0,
+        config=True,
+        help="""ZeroMQ sockets all of this server's kernels may hold at once, with their pages'
+        connections (a few a kernel, four a connected page). 0: as many as the process's
+        open-file limit allows, which the server raises toward its hard limit (at most 65,536)
+        when its first kernel starts. libzmq's own default, 1023, stopped a kernel service with
+        some 150 kernels and their pages open.""",
+    )
+
+    @default("context")
+    def _context_default(self) -> zmq.asyncio.Context:
+        context = super()._context_default()
+        size_context(context, self.max_kernel_sockets or raise_open_files_limit())
+        return context
 
     offline_buffer_limit = Integer(
         8 * 2**20,
