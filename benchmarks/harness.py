@@ -8,6 +8,7 @@ own engine module, whose cost is part of what is measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -292,3 +293,32 @@ def step(name: str) -> Iterator[None]:
     print(f"[benchmarks] {name} …", file=sys.stderr, flush=True)
     yield
     print(f"[benchmarks] {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def process_rss(pid: int) -> tuple[int, int]:
+    """The resident memory of ``pid`` and of all its descendants, in bytes (0: gone)."""
+
+    def rss(p: int) -> int:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def children(p: int) -> list[int]:
+        found: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    text = Path(f"/proc/{p}/task/{task}/children").read_text()
+                    found += [int(c) for c in text.split()]
+        return found
+
+    total, todo = 0, children(pid)
+    while todo:
+        child = todo.pop()
+        total += rss(child)
+        todo += children(child)
+    return rss(pid), total

@@ -31,7 +31,6 @@ stops its service by its pid and removes its directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -56,7 +55,7 @@ from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV, WAIT_ENV
 from jupyter_gpu_containers.service.service_routes import SESSION_ENV
 
 from .bench import Bench
-from .harness import LABEL, percentile, step
+from .harness import LABEL, percentile, process_rss, step
 from .server import ServerFailed
 from .service import BenchService
 
@@ -284,35 +283,6 @@ class Monitor:
         self._live = live
         rss, children = process_rss(self.pid)
         self.looks.append(Look(at, running, gpu_kernels, len(holders), rss, children))
-
-
-def process_rss(pid: int) -> tuple[int, int]:
-    """The resident memory of ``pid`` and of all its descendants, in bytes (0: gone)."""
-
-    def rss(p: int) -> int:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def children(p: int) -> list[int]:
-        found: list[int] = []
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{p}/task"):
-                with contextlib.suppress(OSError):
-                    text = Path(f"/proc/{p}/task/{task}/children").read_text()
-                    found += [int(c) for c in text.split()]
-        return found
-
-    total, todo = 0, children(pid)
-    while todo:
-        child = todo.pop()
-        total += rss(child)
-        todo += children(child)
-    return rss(pid), total
 
 
 # ---------------------------------------------------------------------- the world

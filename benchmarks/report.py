@@ -686,7 +686,15 @@ SCALE_CURVES = {
         "a waiting start's turn",
         "waiting tickets (of N/4 users)",
         "the host's queue read from the state directory (ticket files held by their waiters' "
-        "flocks) and put in fair order, then the turn taken with all 8 GPUs held",
+        "flocks) and put in fair order, then the turn taken with all 8 GPUs held, the directory "
+        "unchanged since the waiter's last check (the reading and the order kept: only the "
+        "ticket the turn rests on is asked whether its waiter still holds it)",
+    ),
+    "queue_changed": (
+        "a waiting start's turn after a change",
+        "waiting tickets (of N/4 users)",
+        "the same, just after one start left the queue and another joined it: every ticket "
+        "file looked at again (a stat each, their flocks from /proc/locks), the order made again",
     ),
     "quota": (
         "a GPU start's quota check",
@@ -715,6 +723,7 @@ SCALE_CURVES = {
         )
         for endpoint, why in (
             ("gpus", "the panel's GPUs and who holds each"),
+            ("images", "the catalog: the images, their verdicts, and the engine's disk use"),
             ("allocations", "the kernels holding GPUs, as the panel lists them"),
             ("queue", "the host's wait queue (empty here: what N holders add to it)"),
             ("admin", "the admin view: every holder with its user, notebook and time held"),
@@ -768,6 +777,7 @@ def _scale(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
 
 
 def _restart(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    measured = all("service_rss" in r for r in s["rows"])
     rows = [
         [
             f"{r['n_items']:,}",
@@ -776,16 +786,33 @@ def _restart(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
             ms(r["cell_again"]),
             str(r["kernels_lost"]),
             str(r["containers_replaced"]),
+            *(
+                (
+                    f"{ms1(r['list_p50'])} / {ms1(r['list_p95'])}",
+                    mib(r["service_rss"]),
+                    mib(r["service_rss_pages"]),
+                )
+                if measured
+                else ()
+            ),
         ]
         for r in s["rows"]
     ]
-    return [
+    out = [
         "`kill -9` of the kernel service with N kernels running on it (spread over five users, "
         "each kernel's websocket open), then its start at once (the systemd unit waits "
         "`RestartSec=2` first). Milliseconds from the kill until the service answers (its "
         "start polled every 0.1 s), until every user's list holds all their kernels, and until a "
         "page that reconnects runs a cell on a kernel (its variables kept); then every kernel is "
-        "checked: the same container, its variables kept.",
+        "checked: the same container, its variables kept."
+        + (
+            " Before each kill, a user's `GET /api/kernels` (milliseconds, p50 / p95 of 20) and "
+            "the service's resident memory (its process's VmRSS; the kernels are containers of "
+            "their own) with its N kernels and no page connected, then with each kernel's page "
+            "connected."
+            if measured
+            else ""
+        ),
         "",
         table(
             [
@@ -795,10 +822,29 @@ def _restart(s: dict[str, Any], results: dict[str, Any]) -> list[str]:
                 "a cell again",
                 "kernels lost",
                 "containers replaced",
+                *(
+                    ("GET /api/kernels p50 / p95", "service memory", "with the pages")
+                    if measured
+                    else ()
+                ),
             ],
             rows,
         ),
     ]
+    first, last = s["rows"][0], s["rows"][-1]
+    if measured and last["n_items"] > first["n_items"]:
+        per_kernel = (last["service_rss"] - first["service_rss"]) / (
+            last["n_items"] - first["n_items"]
+        )
+        per_page = (last["service_rss_pages"] - last["service_rss"]) / last["n_items"]
+        out += [
+            "",
+            f"**Memory.** Each kernel adds {per_kernel / 1024:,.0f} KiB to the service (from "
+            f"{first['n_items']:,} to {last['n_items']:,} kernels), each connected page "
+            f"{per_page / 1024:,.0f} KiB more (at {last['n_items']:,}): per 100 kernels with "
+            f"their pages, {100 * (per_kernel + per_page) / 2**20:,.1f} MiB.",
+        ]
+    return out
 
 
 def _failover(s: dict[str, Any], results: dict[str, Any]) -> list[str]:

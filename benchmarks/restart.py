@@ -1,7 +1,7 @@
 """Section 13: the kernel service killed and started again, as its systemd unit restarts it.
 
-With N kernels running on the service (1, 10 and 50; a quick run: 1 and 2), spread over its five
-users, each kernel's websocket open as a user's page holds it: ``kill -9`` of the service, then
+With N kernels running on the service (1, 10, 50 and 200; a quick run: 1 and 2), spread over its
+five users, each kernel's websocket open as a user's page holds it: ``kill -9`` of the service, then
 its start at once (the unit waits ``RestartSec=2`` first, which this section leaves out: it is
 the administrator's to choose). Timed from the kill:
 
@@ -12,10 +12,13 @@ the administrator's to choose). Timed from the kill:
   a cell runs and answers, its variables kept from before the kill.
 
 Then every kernel is checked: the same container as before, its variables kept (no kernel lost,
-none restarted). The service and its kernels are those of section 7's world (service.py), the
-service alone (no direct server, no user's server), every kernel without a GPU (the kernels
-outnumber the GPUs, and a kernel's GPU is booked by its container's labels, which a restart
-reads again).
+none restarted). Before each kill, the service's resident memory (VmRSS) is read with its N kernels
+and no page connected, then with each kernel's page connected (each websocket has had an answer):
+what a kernel and what a connected page cost it. And a user's ``GET /api/kernels`` is timed
+(p50 and p95 of 20) with the N kernels running. The service and its kernels are those of section
+7's world (service.py), the service alone (no direct server, no user's server), every kernel
+without a GPU (the kernels outnumber the GPUs, and a kernel's GPU is booked by its container's
+labels, which a restart reads again).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import time
 from typing import Any
 
 from .bench import Bench
-from .harness import LABEL, step
+from .harness import LABEL, Stats, process_rss, step
 from .server import request_reply
 from .service import BenchService, World
 
-SIZES = (1, 10, 50)
+SIZES = (1, 10, 50, 200)
 QUICK_SIZES = (1, 2)
 CPU = {"KERNEL_GPU_CONTAINERS_REQUEST": "0"}
+LIST_REQUESTS = 20  # GET /api/kernels timed before each kill
 WAIT = 120.0  # seconds after the start for the service to answer and list every kernel
 
 
@@ -67,8 +71,20 @@ async def _restart(
 ) -> dict[str, Any]:
     """One kill and start with ``kernels`` running: the row."""
     containers = await asyncio.to_thread(_containers, bench)
-    pages = [await service.channels(k, token) for k, token in kernels]
     assert service.process is not None
+    pid = service.process.pid
+    rss_kernels, _ = await asyncio.to_thread(process_rss, pid)
+    pages = [await service.channels(k, token) for k, token in kernels]
+    # Each page's websocket answered a request: its channels are connected in the service.
+    for page in pages:
+        await request_reply(page, "kernel_info_request", {}, 60)
+    rss_pages, _ = await asyncio.to_thread(process_rss, pid)
+    # A user's kernel list with N kernels on the service (a fifth of them this user's).
+    listing = Stats()
+    for _ in range(LIST_REQUESTS):
+        began = time.perf_counter()
+        await service.call("GET", "api/kernels", token=kernels[0][1])
+        listing.add(time.perf_counter() - began)
     killed = time.monotonic()
     service.process.kill()
     await asyncio.to_thread(service.process.wait)
@@ -121,6 +137,10 @@ async def _restart(
         "cell_again": cell - killed,
         "kernels_lost": len(lost) + len(set(containers) - set(after)),
         "containers_replaced": len(set(after) - set(containers)),
+        "list_p50": listing.p50,
+        "list_p95": listing.p95,
+        "service_rss": rss_kernels,
+        "service_rss_pages": rss_pages,
     }
 
 

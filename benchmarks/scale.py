@@ -7,7 +7,12 @@ largest N (0 is flat, about 0.2 logarithmic over these sizes, 1 linear).
 - **queue**: a waiting start's turn, as a waiter checks it at each poll: the host's queue read
   from the state directory (N ticket files of M = N/4 users, each held by its flock as a waiting
   server holds it) and put in fair order, and the turn taken against a ledger whose eight GPUs
-  are all held (so the start waits: the common case in a full lab).
+  are all held (so the start waits: the common case in a full lab). With the directory
+  unchanged since the last check, the reading and the order are kept (tickets.py), and the turn
+  asks only the ticket it rests on whether its waiter still holds it.
+- **queue after a change**: the same, just after one start left the queue and another joined it
+  (untimed): every ticket file is looked at again (a stat each, their flocks from /proc/locks)
+  and the order made again.
 - **quota**: a GPU start's quota check with N recorded GPU sessions of the user in the period
   (their ends, as the engine's removals write them), as GPUQuota makes it (RecordedUse: what the
   day files say is kept between checks, and read again only where they were appended to), one
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import math
 import os
@@ -62,7 +68,7 @@ from jupyter_gpu_containers.gpus.allocator import (
 from jupyter_gpu_containers.gpus.gpuqueue import NotYourTurn, my_turn, read_tickets
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
 from jupyter_gpu_containers.gpus.quota import RecordedUse, Span, append_records
-from jupyter_gpu_containers.gpus.tickets import Ticket, write_ticket
+from jupyter_gpu_containers.gpus.tickets import Ticket, remove_ticket, still_waiting, write_ticket
 from jupyter_gpu_containers.host.hoststate import StateDir, open_state_dir
 
 from .bench import Bench
@@ -82,7 +88,7 @@ QUICK_HOLDER_SIZES = (10, 100)
 KERNELS_PER_USER = 4
 HOLDER_LABEL = "org.jupyter.gpu-containers.benchmark-holder"
 # The endpoints timed with N holders, and requests to each per size.
-HOLDER_ENDPOINTS = ("gpus", "allocations", "queue", "admin")
+HOLDER_ENDPOINTS = ("gpus", "images", "allocations", "queue", "admin")
 REQUESTS = 30
 MIN_REQUESTS = 3
 
@@ -173,50 +179,78 @@ def _timed(
     return stats, first
 
 
-def queue_curve(sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
+def queue_curve(sizes: tuple[int, ...], repeats: int, *, changed: bool) -> dict[str, Any]:
     rows = []
     for n in sizes:
         users = max(1, n // 4)
-        with _descriptors(n), _state_dir() as state:
-            stats, first = _queue_decisions(state, n, users, _repeats(n, repeats))
+        with _descriptors(n + 1), _state_dir() as state:
+            stats, first = _queue_decisions(state, n, users, _repeats(n, repeats), changed)
         rows.append({"n_items": n, "users": users, **stats.to_dict(), "first": first})
     return {"rows": rows, "fit": fit(rows)}
 
 
-def _queue_decisions(state: StateDir, n: int, users: int, repeats: int) -> tuple[Stats, float]:
-    """The last of ``n`` waiting tickets checks its turn ``repeats`` times."""
+def _queue_decisions(
+    state: StateDir, n: int, users: int, repeats: int, changed: bool
+) -> tuple[Stats, float]:
+    """The newest of ``n`` waiting tickets checks its turn ``repeats`` times: with the queue as
+    it was at its last check (the directory quiet since: the reading kept, as at most polls),
+    or, ``changed``, just after one start left the queue and another (the one timed) joined it
+    (untimed)."""
     allocator, inventory = GPUAllocator(), _inventory()
     ledger = _full_ledger(inventory)
-    fds = []
+    fds: dict[str, int] = {}
+    now = time.time()
+    newest = [""]
+
+    def join(i: int) -> None:
+        uid = FIRST_UID + i % users
+        ticket = Ticket(
+            name=f"gpuq-{time.time_ns():020d}-{uid}-scale-{i}",
+            kernel_id=f"scale-{i}",
+            uid=uid,
+            user=f"student{i % users}",
+            request=GPURequest(count=1),
+            arrived=now,
+            notebook=f"week3/exercise-{i}.ipynb",
+            server_id="bench-scale",
+            deadline=now + 3600,
+        )
+        fds[ticket.name] = write_ticket(state, ticket)
+        newest[0] = ticket.kernel_id
+
+    def churn(i: int) -> None:
+        # The oldest start is served (its ticket goes) and a newcomer joins.
+        first = next(iter(fds))
+        remove_ticket(state, first, fds.pop(first))
+        join(n + i)
+
     try:
-        now = time.time()
         for i in range(n):
-            uid = FIRST_UID + i % users
-            ticket = Ticket(
-                name=f"gpuq-{time.time_ns():020d}-{uid}-scale-{i}",
-                kernel_id=f"scale-{i}",
-                uid=uid,
-                user=f"student{i % users}",
-                request=GPURequest(count=1),
-                arrived=now,
-                notebook=f"week3/exercise-{i}.ipynb",
-                server_id="bench-scale",
-                deadline=now + 3600,
-            )
-            fds.append(write_ticket(state, ticket))
+            join(i)
+        if not changed:
+            # A reading is kept once the directory's last change is a second old.
+            time.sleep(1.1)
 
         def decide() -> None:
             ordered = read_tickets(state, None, ledger)
             assert len(ordered) == n, (len(ordered), n)
             try:
-                my_turn(allocator, inventory, ledger, ordered, f"scale-{n - 1}", hold_up=HOLD_UP)
+                my_turn(
+                    allocator,
+                    inventory,
+                    ledger,
+                    ordered,
+                    newest[0],
+                    hold_up=HOLD_UP,
+                    waiting=functools.partial(still_waiting, state),
+                )
             except NotYourTurn:
                 return
             raise AssertionError("a start was given its turn with every GPU held")
 
-        return _timed(decide, repeats)
+        return _timed(decide, repeats, churn if changed else None)
     finally:
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
 
 
@@ -472,7 +506,8 @@ async def run(bench: Bench, quick: bool) -> dict[str, Any]:
     sizes = QUICK_SIZES if quick else SIZES
     repeats = QUICK_REPEATS if quick else REPEATS
     curves = {
-        "queue": await asyncio.to_thread(queue_curve, sizes, repeats),
+        "queue": await asyncio.to_thread(queue_curve, sizes, repeats, changed=False),
+        "queue_changed": await asyncio.to_thread(queue_curve, sizes, repeats, changed=True),
         "quota": await asyncio.to_thread(quota_curve, sizes, repeats),
     }
     holder_sizes = QUICK_HOLDER_SIZES if quick else HOLDER_SIZES

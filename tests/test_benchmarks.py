@@ -142,8 +142,8 @@ def test_quick_run_writes_the_docker_sections(
     # The scale curves: each decision timed at every size, and a fit stated.
     scale = results["sections"]["scale"]
     assert set(scale["curves"]) == {
-        *("queue", "quota", "booking", "ledger_by_list"),
-        *(f"rest_{e}" for e in ("gpus", "allocations", "queue", "admin")),
+        *("queue", "queue_changed", "quota", "booking", "ledger_by_list"),
+        *(f"rest_{e}" for e in ("gpus", "images", "allocations", "queue", "admin")),
     }, scale
     for name, curve in scale["curves"].items():
         assert [r["n_items"] for r in curve["rows"]] == scale["sizes"], name
@@ -155,6 +155,7 @@ def test_quick_run_writes_the_docker_sections(
     for row in restart["rows"]:
         assert row["kernels_lost"] == row["containers_replaced"] == 0, row
         assert 0 < row["answers"] <= row["all_listed"] <= row["cell_again"], row
+        assert row["service_rss"] > 0 and 0 < row["list_p50"] <= row["list_p95"], row
 
     markdown = (tmp_path / "RESULTS.md").read_text()
     for title in (
