@@ -470,15 +470,7 @@ class GPUQueue(LoggingConfigurable):
                 )
                 queue = read_tickets(state, None, ledger)  # on the loop: see current_ledger
                 try:
-                    return my_turn(
-                        allocator,
-                        inventory,
-                        ledger,
-                        queue,
-                        kernel_id,
-                        hold_up=self.max_hold_up,
-                        waiting=functools.partial(still_waiting, state),
-                    )
+                    return self._turn(allocator, inventory, ledger, queue, kernel_id, state)
                 except NotYourTurn:
                     raise NoFreeGPU(
                         f"No free GPU for this start: {len(queue)} start(s) wait for GPUs, and a "
@@ -574,15 +566,7 @@ class GPUQueue(LoggingConfigurable):
             # where a worker thread would wait behind other launches' file work while every GPU
             # launch waits on the lock.
             queue = read_tickets(state, None, ledger)
-            return my_turn(
-                allocator,
-                inventory,
-                ledger,
-                queue,
-                ticket.kernel_id,
-                hold_up=self.max_hold_up,
-                waiting=functools.partial(still_waiting, state),
-            )
+            return self._turn(allocator, inventory, ledger, queue, ticket.kernel_id, state)
 
         told = False
         given_back: contextlib.AbstractAsyncContextManager[None] | None = None
@@ -638,6 +622,27 @@ class GPUQueue(LoggingConfigurable):
             if given_back is not None:
                 await given_back.__aexit__(None, None, None)
 
+    def _turn(
+        self,
+        allocator: GPUAllocator,
+        inventory: Inventory,
+        ledger: Ledger,
+        queue: list[Ticket],
+        kernel_id: str,
+        state: StateDir,
+    ) -> Ledger:
+        """my_turn with this queue's hold-up, asking the state directory's ticket files whether
+        the tickets the answer rests on still wait."""
+        return my_turn(
+            allocator,
+            inventory,
+            ledger,
+            queue,
+            kernel_id,
+            hold_up=self.max_hold_up,
+            waiting=functools.partial(still_waiting, state),
+        )
+
     async def _sleep(self, seconds: float, waiter: _Waiter) -> None:
         """Until the next check: the interval, a poke, or a cancel, whichever comes first."""
         assert self._changed is not None
@@ -660,15 +665,7 @@ class GPUQueue(LoggingConfigurable):
         """Whether the ticket's turn has come by a recent reading (the booking checks again under
         the lock, with the ledger read there)."""
         try:
-            imagined = my_turn(
-                allocator,
-                inventory,
-                ledger,
-                queue,
-                ticket.kernel_id,
-                hold_up=self.max_hold_up,
-                waiting=functools.partial(still_waiting, state),
-            )
+            imagined = self._turn(allocator, inventory, ledger, queue, ticket.kernel_id, state)
             allocator.choose(
                 inventory, imagined, ticket.request, kernel_id=ticket.kernel_id, uid=str(ticket.uid)
             )
