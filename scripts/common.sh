@@ -98,8 +98,10 @@ install_project() {
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   log "pip install -e .${extras} (builds the labextension with npm)"
   local out status=0
-  out=$(PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install -q -e ".${extras}" 2>&1) \
-    || status=$?
+  # The builder's `npm install` without its audit and funding requests: a registry round trip
+  # and a report nobody reads here (demo-multiuser.sh's install says the same).
+  out=$(PATH="$venv/bin:$PATH" npm_config_audit=false npm_config_fund=false \
+    "$venv/bin/python" -m pip install -q -e ".${extras}" 2>&1) || status=$?
   # hatchling's notes on shared-data paths of an editable install are no news to anyone.
   printf '%s\n' "$out" \
     | grep -v -e '^$' -e "^WARNING: Location" -e "is neither a file nor a directory" >&2 || true

@@ -114,7 +114,8 @@ failed() { log "FAILED: $*"; echo "$*" >>"$failures"; }
 run() { log "$*"; "$@" || { status=1; failed "$*"; }; }
 
 # pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
-# (Kubernetes, rootless Podman, Slurm) in one, the rest in the other. The engines' part's cluster
+# (Kubernetes, rootless Podman, Slurm) and the tests that need no engine in one, the rest (Docker's,
+# the longer) in the other. The engines' part's cluster
 # and kubelet run pods in a containerd of their own, Podman's tests an account's own Podman,
 # Slurm's a Slurm of their own: they share nothing with the Docker tests but the machine; most of
 # their time is spent waiting on them, which the other session's tests fill. Its tests that need

@@ -325,22 +325,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="all",
         help="which tests this session runs: all of them (the default), only the other engines' "
         "tests (Kubernetes: tests/test_k8s_*.py; rootless Podman: tests/test_podman.py; Slurm: "
-        "tests/test_slurm_*.py; and the benchmark command's run of those engines' sections), or "
-        "the rest. scripts/test.sh runs the two parts as two sessions side by side.",
+        "tests/test_slurm_*.py; the benchmark command's run of those engines' sections; and the "
+        "tests that need no engine, ENGINE_FREE_MODULES), or the rest. scripts/test.sh runs the "
+        "two parts as two sessions side by side.",
     )
+
+
+# Modules whose tests touch no engine, start no server and read no host-wide state (their files
+# are their own, under tmp_path): they may run beside anything, so the test command runs them in
+# the engines' session, whose lane is the shorter, not in the rest's, the longer (a fresh run's
+# critical path). A module that comes to need an engine, a server or the host's state leaves this
+# list; a test here that asks for one of ENGINE_FIXTURES fails at collection.
+ENGINE_FREE_MODULES = frozenset(
+    f"test_{name}.py"
+    for name in (
+        *("accounts", "allocator_units", "architecture", "catalog_units", "compat"),
+        *("fuzz_parsers", "gpu_queue_units", "launch_request", "launchplan", "moved"),
+        *("private_apis", "quota_units", "reclaim_units", "recipes_units", "restored_sessions"),
+        *("saves_units", "tokens", "units", "user_packages_units", "zmq_context"),
+    )
+)
+ENGINE_FIXTURES = frozenset(
+    ("docker_client", "jp_serverapp", "jp_fetch", "jp_ws_fetch", "jupyterhub_factory")
+)
 
 
 def _engines_part(item: pytest.Item) -> bool:
     """The Kubernetes tests, rootless Podman's and Slurm's: engines of their own (a cluster's
     containerd, an account's Podman, a Slurm of the tests' own), which share nothing with the
-    Docker tests but the machine; and the benchmark command's run of those engines' sections.
-    Its run of the Docker sections stays with the Docker tests, never beside them: its servers
-    run kernels as root on the Docker engine, which the Docker tests' reads of the host's ledger
-    would count (root's kernels holding GPUs, the queue's turns by GPUs held: a run beside them
-    failed test_gpu_rest's allocations in a fresh run)."""
+    Docker tests but the machine; the benchmark command's run of those engines' sections; and
+    the tests that need no engine at all (ENGINE_FREE_MODULES).
+    The benchmark's run of the Docker sections stays with the Docker tests, never beside them:
+    its servers run kernels as root on the Docker engine, which the Docker tests' reads of the
+    host's ledger would count (root's kernels holding GPUs, the queue's turns by GPUs held: a run
+    beside them failed test_gpu_rest's allocations in a fresh run)."""
     return (
         item.path.name.startswith(("test_k8s_", "test_slurm_"))
         or item.path.name == "test_podman.py"
+        or item.path.name in ENGINE_FREE_MODULES
         or _benchmark_of_other_engines(item)
     )
 
@@ -368,13 +390,22 @@ def pytest_collection_modifyitems(
     cluster and kubelet (containerd, never dockerd; pods, never Docker containers; a test-run
     label of their own) share nothing with the Docker tests but the machine, and most of their
     time is waiting on the cluster, which the other session's tests fill. Rootless Podman's tests
-    (an account's own Podman) go with them, first.
+    (an account's own Podman) go with them, first, and the tests that need no engine.
 
     In a session that runs the tests needing the Kubernetes binaries with others, those go last,
     in their own order: on a machine that has never built the binaries, the test command builds
     them in the background (scripts/test.sh), so the others run meanwhile rather than one of them
     waiting. Their cluster, up from their first test to the session's end, then no longer runs
     beside the others either."""
+    for item in items:
+        if item.path.name in ENGINE_FREE_MODULES:
+            asked = ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            if asked:
+                raise pytest.UsageError(
+                    f"{item.nodeid} asks for {', '.join(sorted(asked))}, but its module is in "
+                    "tests/conftest.py's ENGINE_FREE_MODULES, which the test command runs beside "
+                    "the Docker tests: take the module out of that list."
+                )
     part = config.getoption("jgc_part")
     if part != "all":
         kept = [item for item in items if _engines_part(item) == (part == "engines")]
