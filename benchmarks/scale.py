@@ -31,8 +31,11 @@ Both are the host's own files, as every server on the host reads them: no engine
   keeps the containers between bookings from the engine's events (container_index.py).
 - **ledger by list**: the same ledger read from a full list of the engine's managed containers
   each time, as bookings read it before the index: the side-by-side reference.
+- **the panel's endpoints** and the admin view, from a server of the section's own, with the N
+  holders; the catalog (``/images``) also just after a container came and went (untimed), when
+  the engine's disk report, kept while the engine's events show no change, is taken again.
 
-These two run only at 10, 100 and 1,000 (10 and 100 in a quick run): 10,000 containers on one
+These run only at 10, 100 and 1,000 (10 and 100 in a quick run): 10,000 containers on one
 engine take longer to make than the rest of the benchmark.
 """
 
@@ -55,7 +58,7 @@ from typing import Any
 
 import docker
 
-from jupyter_gpu_containers.backends.docker import container_index
+from jupyter_gpu_containers.backends.docker import event_window
 from jupyter_gpu_containers.backends.docker.engine import Engine
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.gpus.allocator import (
@@ -320,6 +323,7 @@ async def holder_curves(
         "booking": [],
         "ledger_by_list": [],
         **{f"rest_{endpoint}": [] for endpoint in HOLDER_ENDPOINTS},
+        "rest_images_changed": [],
     }
     try:
         with _state_dir() as state, _servers(state) as claim:
@@ -333,8 +337,8 @@ async def holder_curves(
                     made = n
                     # A booking reads its window again this long: within it, the burst of
                     # creations just made (more events than the engine keeps) is listed.
-                    await asyncio.sleep(container_index.REPLAY)
-                    await _measure(engine, state, server, n, repeats, requests, curves)
+                    await asyncio.sleep(event_window.REPLAY)
+                    await _measure(bench, engine, state, server, n, repeats, requests, curves)
             finally:
                 await asyncio.to_thread(server.stop)
     finally:
@@ -344,6 +348,7 @@ async def holder_curves(
 
 
 async def _measure(
+    bench: Bench,
     engine: Engine,
     state: StateDir,
     server: BenchServer,
@@ -389,6 +394,19 @@ async def _measure(
     for name, (decide, times) in decisions.items():
         stats, first = await _timed_async(decide, times)
         curves[name].append({"n_items": n, **stats.to_dict(), "first": first})
+
+    async def images() -> None:
+        await server.call("GET", "gpu-containers/images")
+
+    # The catalog just after a container came and went (untimed): the engine's disk report,
+    # kept while its events show no change, is taken again.
+    stats = Stats()
+    for _ in range(requests):
+        await asyncio.to_thread(_container_came_and_went, bench.client, bench.run_id, bench.image)
+        started = time.perf_counter()
+        await images()
+        stats.add(time.perf_counter() - started)
+    curves["rest_images_changed"].append({"n_items": n, **stats.to_dict()})
     shown = len((await server.call("GET", "gpu-containers/admin"))["holders"])
     if shown < n:
         raise RuntimeError(f"the admin view showed {shown} of {n} holders")
@@ -487,6 +505,12 @@ def _add_holders(bench: Bench, start: int, n: int, claim: Callable[[str], None])
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(make, range(start, n)))
+
+
+def _container_came_and_went(client: docker.DockerClient, run_id: str, image: str) -> None:
+    """A container of the run's, not a holder (it books nothing), created and removed."""
+    made = client.api.create_container(image, ["true"], labels={LABEL: run_id})
+    client.api.remove_container(made["Id"], force=True)
 
 
 def _remove_holders(client: docker.DockerClient, run_id: str) -> None:

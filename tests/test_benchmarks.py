@@ -144,6 +144,7 @@ def test_quick_run_writes_the_docker_sections(
     assert set(scale["curves"]) == {
         *("queue", "queue_changed", "quota", "booking", "ledger_by_list"),
         *(f"rest_{e}" for e in ("gpus", "images", "allocations", "queue", "admin")),
+        "rest_images_changed",
     }, scale
     for name, curve in scale["curves"].items():
         assert [r["n_items"] for r in curve["rows"]] == scale["sizes"], name

@@ -15,7 +15,7 @@ import pytest
 from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN
 from faults import engine_proxy
 
-from jupyter_gpu_containers.backends.docker import container_index
+from jupyter_gpu_containers.backends.docker import event_window
 from jupyter_gpu_containers.backends.docker.engine import Engine
 from jupyter_gpu_containers.base import labels as L
 
@@ -93,7 +93,7 @@ async def test_a_window_fuller_than_the_engine_keeps_is_listed_again(
 ) -> None:
     """The engine keeps its last 256 events of every kind (three stand in for them here): a
     window as full may have lost one of ours, even when the others' events filled it."""
-    monkeypatch.setattr(container_index, "RING", 3)
+    monkeypatch.setattr(event_window, "RING", 3)
     engine = Engine()
     try:
         first = await watching(engine)

@@ -36,6 +36,7 @@ from . import containers, logs
 from .builds import BuildStream, open_build
 from .client import DEFAULT_SOCKET, EngineClient
 from .container_index import ContainerIndex
+from .event_window import EngineEvents
 from .images import Images
 from .logs import FollowedLog
 from .oneshot import run_oneshot
@@ -93,11 +94,12 @@ class Engine(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client = EngineClient(self)
-        self._images = Images(self._client)
-        self._removals = Removals(self._client, self)
-        self._index = ContainerIndex(
+        self._events = EngineEvents(
             self._client, local=self.resolved_url.startswith(("unix://", "http+unix://"))
         )
+        self._images = Images(self._client, self._events)
+        self._removals = Removals(self._client, self)
+        self._index = ContainerIndex(self._client, self._events)
         self._runtimes: tuple[float, list[str]] | None = None  # (when asked, the names)
 
     # ------------------------------------------------------------------ plumbing
@@ -119,7 +121,7 @@ class Engine(LoggingConfigurable):
 
     def close(self) -> None:
         self.wake_watchers()
-        self._index.close()
+        self._events.close()
         self._removals.close()  # the removal retrier stops (what it had left stays labelled)
         self._client.close()
 
@@ -358,6 +360,11 @@ class Engine(LoggingConfigurable):
     def ledger_watching(self) -> bool:
         """Whether the ledger's index watches the engine (and keeps its records between reads)."""
         return self._index.watching
+
+    @property
+    def disk_reports(self) -> int:
+        """Disk reports taken from the engine (the first, and each its events could not spare)."""
+        return self._images.disk_reports
 
     # ------------------------------------------------------------------ one-shot containers
 
