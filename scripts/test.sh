@@ -115,14 +115,13 @@ run() { log "$*"; "$@" || { status=1; failed "$*"; }; }
 
 # pytest, in two sessions side by side (tests/conftest.py, --jgc-part): the other engines' tests
 # (Kubernetes, rootless Podman, Slurm) and the tests that need no engine in one, the rest (Docker's,
-# the longer) in the other. The engines' part's cluster
-# and kubelet run pods in a containerd of their own, Podman's tests an account's own Podman,
-# Slurm's a Slurm of their own: they share nothing with the Docker tests but the machine; most of
-# their time is spent waiting on them, which the other session's tests fill. Its tests that need
-# the Kubernetes binaries come last and wait for the background build above, if any (conftest.py),
-# so that no test's time limit counts the build. Its containers carry a test-run label of their
-# own. pytest exits 5 when it collected no test: a part may (extra arguments can select one
-# part's tests only), both may not.
+# the longer) in the other. The engines' part's cluster and kubelet run pods in a containerd of
+# their own, Podman's tests an account's own Podman, Slurm's a Slurm of their own: they share
+# nothing with the Docker tests but the machine; most of their time is spent waiting on them,
+# which the other session's tests fill. Its tests that need the Kubernetes binaries come last and
+# wait for the background build above, if any (conftest.py), so that no test's time limit counts
+# the build. Its containers carry a test-run label of their own. pytest exits 5 when it collected
+# no test: a part may (extra arguments can select one part's tests only), both may not.
 #
 # The linters and jest go first in the engines' lane: minutes of CPU the rest's session need not
 # wait for. The lane's output is kept in a file and shown when both are done.

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN
 from faults import engine_proxy
+from servers import wait_until
 
 from jupyter_gpu_containers.backends.docker import event_window
 from jupyter_gpu_containers.backends.docker.engine import Engine
@@ -58,7 +59,7 @@ async def settled(engine: Engine, image_id: str) -> int:
     """Once the engine's events are watched and a report is kept (reads within a few seconds of
     a change take it again: the window reaches back before the report): the reports taken."""
     await the_image(engine, image_id)
-    await until(lambda: engine.ledger_watching)
+    await watched(engine, True)
     for _ in range(100):
         taken = engine.disk_reports
         for _ in range(3):
@@ -69,13 +70,13 @@ async def settled(engine: Engine, image_id: str) -> int:
     raise AssertionError("the disk report was taken again at every read for 20 s")
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for ``condition``; a minute is a failure, not a slow machine."""
-    for _ in range(600):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the engine's event watcher did not change its state within a minute")
+async def watched(engine: Engine, state: bool) -> None:
+    """Until the engine's event watcher's stream is open (or closed)."""
+
+    async def now() -> bool:
+        return engine.ledger_watching is state
+
+    await wait_until(now, 60, f"the engine's event watcher {'open' if state else 'closed'}")
 
 
 async def test_the_report_is_what_the_engine_says_after_changes_by_other_hands(
@@ -146,7 +147,7 @@ async def test_an_engine_whose_connections_were_cut_takes_the_report_again(
             before = await the_image(engine, image_id)
             taken = await settled(engine, image_id)
             proxy.stop()  # cuts every connection, the event watcher's stream among them
-            await until(lambda: not engine.ledger_watching)
+            await watched(engine, False)
             create(docker_client, made)  # through the engine's own socket
             proxy.start()
             assert (await the_image(engine, image_id)).containers == before.containers + 1
