@@ -2,7 +2,10 @@
 sizes and containers per image): what it answers is what the engine's report says now, after
 containers and tags come and go by other hands; it is kept between reads while the engine's
 events show no change (event_window.py), and taken again after a change, after a window fuller
-than the engine keeps, and after the engine's connections were cut (as a restart cuts them)."""
+than the engine keeps, and after the engine's connections were cut (as a restart cuts them).
+
+The containers counted are of an image of each test's own (committed from the test image, so a
+new id): the other pytest session's benchmark runs containers of the test image itself."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN
+from conftest import DEBIAN_IMAGE, TEST_IMAGE_LABEL, TEST_LABEL, TEST_RUN
 from faults import engine_proxy
 from servers import wait_until
 
@@ -21,10 +24,30 @@ from jupyter_gpu_containers.backends.docker.engine import Engine
 from jupyter_gpu_containers.base.records import ImageDiskUse
 
 TAG = f"jgc-test/disk-report:{TEST_RUN}"
+OWN = f"jgc-test/disk-report-own:{TEST_RUN}"
 
 
 @pytest.fixture
-def made(docker_client: Any) -> Iterator[list[str]]:
+def image(docker_client: Any) -> Iterator[str]:
+    """An image of the test's own (its id), whose containers only the test makes: the test
+    image committed with the run's image label, removed at the end."""
+    source = docker_client.api.create_container(
+        DEBIAN_IMAGE, ["true"], labels={TEST_LABEL: TEST_RUN}
+    )["Id"]
+    try:
+        repository, _, tag = OWN.rpartition(":")
+        committed = docker_client.api.commit(
+            source, repository=repository, tag=tag, conf={"Labels": {TEST_IMAGE_LABEL: TEST_RUN}}
+        )
+    finally:
+        docker_client.api.remove_container(source, force=True)
+    yield str(committed["Id"])
+    with contextlib.suppress(Exception):
+        docker_client.api.remove_image(OWN, force=True)
+
+
+@pytest.fixture
+def made(docker_client: Any, image: str) -> Iterator[list[str]]:
     """Containers a test creates (never started but by the test), removed whatever happens; and
     the test's tag."""
     ids: list[str] = []
@@ -39,7 +62,7 @@ def made(docker_client: Any) -> Iterator[list[str]]:
 def create(docker_client: Any, made: list[str], command: str = "true") -> str:
     container_id = str(
         docker_client.api.create_container(
-            DEBIAN_IMAGE,
+            OWN,
             [command],
             name=f"jgc-disk-{len(made)}-{TEST_RUN}",
             labels={TEST_LABEL: TEST_RUN},
@@ -80,9 +103,9 @@ async def watched(engine: Engine, state: bool) -> None:
 
 
 async def test_the_report_is_what_the_engine_says_after_changes_by_other_hands(
-    docker_client: Any, made: list[str]
+    docker_client: Any, image: str, made: list[str]
 ) -> None:
-    image_id = docker_client.images.get(DEBIAN_IMAGE).id
+    image_id = image
     engine = Engine()
     try:
         await settled(engine, image_id)
@@ -95,7 +118,7 @@ async def test_the_report_is_what_the_engine_says_after_changes_by_other_hands(
         assert (await the_image(engine, image_id)).containers == before.containers + 1
 
         repository, _, tag = TAG.rpartition(":")
-        docker_client.api.tag(DEBIAN_IMAGE, repository, tag)
+        docker_client.api.tag(OWN, repository, tag)
         assert TAG in (await the_image(engine, image_id)).tags
         docker_client.api.remove_image(TAG, noprune=True)
         assert TAG not in (await the_image(engine, image_id)).tags
@@ -116,11 +139,11 @@ async def test_the_report_is_what_the_engine_says_after_changes_by_other_hands(
 
 
 async def test_a_window_fuller_than_the_engine_keeps_takes_the_report_again(
-    docker_client: Any, made: list[str], monkeypatch: pytest.MonkeyPatch
+    docker_client: Any, image: str, made: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The engine keeps its last 256 events of every kind (three stand in for them here): a
     window as full may have lost a change, even when events that change nothing filled it."""
-    image_id = docker_client.images.get(DEBIAN_IMAGE).id
+    image_id = image
     monkeypatch.setattr(event_window, "RING", 3)
     engine = Engine()
     try:
@@ -137,10 +160,10 @@ async def test_a_window_fuller_than_the_engine_keeps_takes_the_report_again(
 
 
 async def test_an_engine_whose_connections_were_cut_takes_the_report_again(
-    docker_client: Any, made: list[str]
+    docker_client: Any, image: str, made: list[str]
 ) -> None:
     """A restarted engine forgets its events: a report kept from before cannot be vouched for."""
-    image_id = docker_client.images.get(DEBIAN_IMAGE).id
+    image_id = image
     with engine_proxy() as proxy:
         engine = Engine(docker_url=proxy.url)
         try:
