@@ -244,10 +244,16 @@ def test_a_kernel_pod_has_the_spec_security_context_volumes_and_secret(
             60,
             "the scheduler did not bind the kernel's pod",
         )
-        holders = backend.gpu_holders_sync()
-        assert [(h.node, h.pod, h.count, h.resource, h.user) for h in holders] == [
-            (f"{pool}-n0", name, 2, "nvidia.com/gpu", "alice")
-        ]
+        # The panel's holders come from the pod watch's cache: the binding, once it has seen it.
+        wanted = [(f"{pool}-n0", name, 2, "nvidia.com/gpu", "alice")]
+        wait_for(
+            lambda: (
+                [(h.node, h.pod, h.count, h.resource, h.user) for h in backend.gpu_holders_sync()]
+                == wanted
+            ),
+            30,
+            "the GPU panel's holders did not show the kernel's pod on its node",
+        )
         run(backend.remove(name))
         assert not [p for p in core.list_namespaced_pod(k8s_namespace).items]
         assert not [
@@ -326,10 +332,14 @@ def test_twenty_one_gpu_kernels_on_three_four_gpu_nodes(
             (condition,) = [c for c in p.status.conditions if c.type == "PodScheduled"]
             assert condition.reason == "Unschedulable"
             assert "Insufficient nvidia.com/gpu" in condition.message
-        # The holders: 12 kernels, one GPU each, four per node.
-        holders = backend.gpu_holders_sync()
-        assert sorted((h.node, h.count) for h in holders) == sorted(
-            (n, 1) for n in nodes for _ in range(4)
+        # The holders: 12 kernels, one GPU each, four per node (as the pod watch has seen them).
+        wait_for(
+            lambda: (
+                sorted((h.node, h.count) for h in backend.gpu_holders_sync())
+                == sorted((n, 1) for n in nodes for _ in range(4))
+            ),
+            30,
+            "the GPU panel's holders did not show the twelve placed kernels",
         )
         # A start of a pending kernel, with the "refuse" policy: a sentence, and no pod left.
         victim = pending[0].metadata.name
@@ -489,9 +499,14 @@ def test_a_kernel_spec_may_ask_for_an_allowed_mig_profile(
             60,
             "the MIG kernel was not placed on the node with that profile",
         )
-        assert [(h.node, h.count, h.resource) for h in backend.gpu_holders_sync()] == [
-            (f"{pool}-mig", 2, mig)
-        ]
+        wait_for(
+            lambda: (
+                [(h.node, h.count, h.resource) for h in backend.gpu_holders_sync()]
+                == [(f"{pool}-mig", 2, mig)]
+            ),
+            30,
+            "the GPU panel's holders did not show the MIG kernel on its node",
+        )
         refused = kernel_spec(tmp_path, name="big", gpus=1)
         refused.gpu_resource = "nvidia.com/mig-7g.80gb"
         with pytest.raises(EngineRefused, match="does not allow here"):

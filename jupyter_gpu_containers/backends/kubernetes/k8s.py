@@ -584,8 +584,15 @@ class KubernetesBackend(LoggingConfigurable):
         return nodes.nodes_sync(self._api, resources, self.api_timeout)
 
     def gpu_holders_sync(self) -> list[GPUHolder]:
-        """The kernel pods bound to a node with GPUs: the GPU panel's holders, by node."""
-        return nodes.gpu_holders(self.list_containers_sync({L.MANAGED: "true"}), self.gpu_resource)
+        """The kernel pods bound to a node with GPUs: the GPU panel's holders, by node. From the
+        pod watch's cache once it has listed: a look at the panel need not list and decode every
+        kernel pod of the namespace again (2 s at 1,000 pods); before, one list from the API."""
+        cached = self._kernel_pods.listed()
+        if cached is None:
+            records = self.list_containers_sync({L.MANAGED: "true"})
+        else:
+            records = [r for r in map(pod_record, cached) if r.labels.get(L.MANAGED) == "true"]
+        return nodes.gpu_holders(records, self.gpu_resource)
 
     # ------------------------------------------------------------------ images
 

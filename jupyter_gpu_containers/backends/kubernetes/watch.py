@@ -200,6 +200,15 @@ class PodReflector:
         with self._lock:
             return dict(self._pods)
 
+    def listed(self) -> list[Any] | None:
+        """Every pod followed, as the watch last saw them, once it has listed; None before (the
+        caller lists from the API)."""
+        self.ensure_running()
+        if not self._synced.is_set():
+            return None
+        with self._lock:
+            return list(self._pods.values())
+
     def pods_sync(self, core: Any, including: str) -> dict[str, Any]:
         """Every pod followed, by name, with ``including`` among them if it exists: the cache
         once the watch has listed and shown that pod, else one list straight from the API
