@@ -267,6 +267,77 @@ def test_a_kernel_pod_has_the_spec_security_context_volumes_and_secret(
         control_plane.delete_volume(volume)
 
 
+def test_a_kernel_connection_is_its_secret_only_while_its_pod_owns_it(
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    service_kubeconfig: str,
+    pool: str,
+    tmp_path: Path,
+) -> None:
+    """What a replica taking over reads back for each kernel pod: the connection file of the
+    pod's Secret, trusted by the owner reference the service wrote when it made both (the pod's
+    uid as the watch saw it, or, when the Secret names another, as the API says now). A Secret
+    owned by anything else is refused; a pod made again under the same name, owning the Secret,
+    is the Secret's pod, whether the watch has seen the new pod yet or not."""
+    core = client.CoreV1Api(control_plane.admin_client)
+    backend = make_backend(
+        service_kubeconfig,
+        k8s_namespace,
+        pool,
+        workspace_volume={"persistentVolumeClaim": {"claimName": "home-{username}"}},
+    )
+    try:
+        name = run(backend.create(kernel_spec(tmp_path, name="conn")))
+        secret_name = f"{name}-connection"
+        info = run(backend.connection_info(name))
+        assert info["key"] == KEY and info["shell_port"] == 50001
+
+        def owned_by(pod: str, uid: str) -> None:
+            # (Replaced, not patched: a patch adds to the list of owners.)
+            secret = core.read_namespaced_secret(secret_name, k8s_namespace)
+            secret.metadata.owner_references = [
+                client.V1OwnerReference(api_version="v1", kind="Pod", name=pod, uid=uid)
+            ]
+            core.replace_namespaced_secret(secret_name, k8s_namespace, secret)
+
+        # Owned by another pod that exists (one that does not, the garbage collector would
+        # delete the Secret for).
+        other = run(backend.create(kernel_spec(tmp_path, name="other")))
+        owned_by(other, core.read_namespaced_pod(other, k8s_namespace).metadata.uid)
+        with pytest.raises(EngineRefused, match="is not the kernel pod's own"):
+            run(backend.connection_info(name))
+        # The pod made again (the Secret kept), and the Secret given to the new one.
+        old = core.read_namespaced_pod(name, k8s_namespace)
+        core.delete_namespaced_pod(
+            name, k8s_namespace, grace_period_seconds=0, propagation_policy="Orphan"
+        )
+        wait_for(
+            lambda: (
+                not core.list_namespaced_pod(
+                    k8s_namespace, field_selector=f"metadata.name={name}"
+                ).items
+            ),
+            60,
+            "the kernel's pod was not deleted",
+        )
+        body = control_plane.admin_client.sanitize_for_serialization(old)
+        body["metadata"] = {k: body["metadata"][k] for k in ("name", "labels", "annotations")}
+        body.pop("status", None)
+        again = core.create_namespaced_pod(k8s_namespace, body)
+        assert again.metadata.uid != old.metadata.uid
+        owned_by(name, again.metadata.uid)
+        assert run(backend.connection_info(name))["key"] == KEY
+        run(backend.remove(name))
+        run(backend.remove(other))
+        assert not [
+            s
+            for s in core.list_namespaced_secret(k8s_namespace).items
+            if s.metadata.name.startswith(name)
+        ]
+    finally:
+        backend.close()
+
+
 def test_host_paths_other_than_the_workspace_are_refused(
     control_plane: ControlPlane,
     k8s_namespace: str,

@@ -584,8 +584,8 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     ) -> None:
         """Register ``km``, whose kernel already runs (its provisioner loaded), as the kernel
         ``kernel_id``: listed, culled, restartable (with ``launch_args``: its directory and
-        environment), as if this server had started it. ``spec``: its kernel spec, when the one
-        its name gives is gone."""
+        environment), as if this server had started it. ``spec``: its kernel spec (the one its
+        name gives, looked up once for many kernels, or one rebuilt when that is gone)."""
         _private.prepare_adopted(km, launch_args, spec)
         km.ready.set_result(None)
         km.execution_state = "idle"

@@ -62,6 +62,12 @@ class RecoveryReport:
     notebooks: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+# How many kernels recovery handles at once. Each one's reads (its pod's Secret, its private
+# directory, the account database) wait on the engine or a worker thread: one kernel at a time,
+# those waits add up; a few at a time, they pass while another kernel is being adopted.
+RECOVERY_CONCURRENCY = 8
+
+
 async def restore_sessions(session_manager: Any, notebooks: dict[str, str], log: Any) -> int:
     """Give each reattached kernel its notebook's session again, as the dead server had it, so
     that the notebook reopened (JupyterLab looks its session up by path) joins its running
@@ -122,24 +128,34 @@ async def recover(
     me = L.OwnerProcess.current()
     report = RecoveryReport([], [], [])
     newest: dict[str, tuple[float, str]] = {}  # notebook -> (created, kernel id)
-    for record in await engine.list_containers({L.MANAGED: "true"}):
+    # Each kernel name's spec, looked up once: a lookup searches every kernel directory (1 ms),
+    # and a replica taking over a cluster's namespace adopts a thousand kernels of a few specs.
+    specs: dict[str, KernelSpec | None] = {}
+    slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+    adopting: set[str] = set()  # kernel ids being reattached (by one record each)
+
+    async def recover_one(record: ContainerRecord) -> None:
         claimed = None
         if L.POOL in record.labels:
             claimed = await asyncio.to_thread(as_claimed, record, mkm.root_dir, root)
             record = claimed or record
         if record.labels.get(L.KERNEL_ID) in mkm:
-            continue  # already ours in this process
+            return  # already ours in this process
         action = await asyncio.to_thread(
             services.placement.left_behind, record, server_id, state, me, root
         )
         if action == "reattach" and L.POOL in record.labels and claimed is None:
             action = "remove"  # a warm container of our previous process that no kernel took
         if action == "reattach" and mode == "reattach":
+            kernel_id = record.labels.get(L.KERNEL_ID, "")
+            if kernel_id in adopting or kernel_id in mkm:
+                return  # another record of that kernel is being reattached
+            adopting.add(kernel_id)
             try:
                 # A pod's kernel listens on the pod's own address, not on this host's.
                 address = await services.placement.address(record.id)
                 info = await engine.connection_info(record.id) if address else None
-                await _reattach(mkm, record, root, log, directory, address, info)
+                await _reattach(mkm, record, root, log, directory, address, info, specs)
                 report.reattached.append(record.labels[L.KERNEL_ID])
                 if directory is None:  # a service's users' sessions are their servers'
                     notebook = await asyncio.to_thread(notebook_of, record.labels, mkm.root_dir)
@@ -147,7 +163,7 @@ async def recover(
                     # kernel): the newer one was the notebook's.
                     if notebook and newest.get(notebook, (-1.0, ""))[0] < record.created:
                         newest[notebook] = (record.created, record.labels[L.KERNEL_ID])
-                continue
+                return
             except Exception as e:  # a kernel we cannot adopt is removed, never left orphaned
                 log.warning(
                     "Could not reattach kernel %s (container %s): %s; removing it.",
@@ -169,6 +185,16 @@ async def recover(
             report.removed.append(record.labels.get(L.KERNEL_ID, record.id))
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
+
+    async def in_slot(record: ContainerRecord) -> None:
+        async with slots:
+            await recover_one(record)
+
+    records = await engine.list_containers({L.MANAGED: "true"})
+    # Every record's work ends before recovery does, even when one's fails.
+    for outcome in await asyncio.gather(*map(in_slot, records), return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
     report.notebooks = {kernel_id: notebook for notebook, (_, kernel_id) in newest.items()}
     # Readiness probes remove their container when they end; a server killed mid-probe cannot.
     for record in await engine.list_containers({L.PROBE: "true"}):
@@ -241,6 +267,7 @@ async def _reattach(
     directory: UserDirectory | None = None,
     address: str = "",
     pod_info: dict[str, Any] | None = None,
+    specs: dict[str, KernelSpec | None] | None = None,
 ) -> None:
     labels = record.labels
     owner = None
@@ -286,13 +313,16 @@ async def _reattach(
     km.kernel_id = kernel_id
     km.load_connection_info(info)
     await asyncio.to_thread(km.write_connection_file)
-    rebuilt = None
-    try:
-        spec = km.kernel_spec
-    except NoSuchKernel:
-        # The image's spec is gone (image untagged): rebuild it from the labels, so the kernel
-        # still runs to its end and restarts on the same image.
-        spec = rebuilt = KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
+    specs = {} if specs is None else specs
+    if kernel_name not in specs:
+        try:
+            specs[kernel_name] = km.kernel_spec
+        except NoSuchKernel:
+            specs[kernel_name] = None
+    found = specs[kernel_name]
+    # The image's spec is gone (image untagged): rebuild it from the labels, so the kernel
+    # still runs to its end and restarts on the same image.
+    spec = found or KernelSpec(resource_dir="", **kernel_spec_dict(labels[L.IMAGE], None))
     config = dict(spec.metadata.get("kernel_provisioner", {}).get("config", {}))
     if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
         config = {"image": labels[L.IMAGE]}
@@ -317,7 +347,7 @@ async def _reattach(
     provisioner.gpu_uuids = tuple(u for u in labels.get(L.GPUS, "").split(",") if u)
     km.provisioner = provisioner
     launch_args = await asyncio.to_thread(_restart_args, labels, workspace)
-    await mkm.adopt(km, kernel_id, launch_args, rebuilt)
+    await mkm.adopt(km, kernel_id, launch_args, spec)
     log.info(
         "Reattached kernel %s (%s) in container %s", kernel_id, labels[L.IMAGE], record.id[:12]
     )

@@ -497,7 +497,9 @@ class KubernetesBackend(LoggingConfigurable):
     async def connection_info(self, container_id: str) -> dict[str, Any]:
         """The kernel's connection file from its Secret, trusted only when the pod owns it (an
         owner reference with the pod's uid, written by this service when it made both)."""
-        return await self.run(lambda core: self._calls().connection(core, container_id))
+        pod = await self._pod(container_id)
+        uid = str(pod.metadata.uid or "") if pod is not None else ""
+        return await self.run(lambda core: self._calls().connection(core, container_id, uid))
 
     async def state(self, container_id: str) -> ContainerState | None:
         return pod_state(await self._pod(container_id))

@@ -99,21 +99,32 @@ class KernelPodCalls:
                 )
         return removed, pod
 
-    def connection(self, core: Any, name: str) -> dict[str, Any]:
+    def connection(self, core: Any, name: str, pod_uid: str = "") -> dict[str, Any]:
         """The kernel's connection file from its Secret, trusted only when the pod owns it (an
-        owner reference with the pod's uid, written by this service when it made both)."""
+        owner reference with the pod's uid, written by this service when it made both).
+        ``pod_uid``: the pod's uid as the watch saw it (a replica taking over reattaches every
+        pod: one read fewer each); the pod is read only when the Secret's owner is not that."""
         secret_name = connection_secret_name(name)
+
+        def owned(secret: Any, uid: str) -> bool:
+            owners = secret.metadata.owner_references or []
+            return any(o.kind == "Pod" and o.uid == uid for o in owners)
+
         try:
-            pod = core.read_namespaced_pod(name, self.namespace, _request_timeout=self.api_timeout)
             secret = core.read_namespaced_secret(
                 secret_name, self.namespace, _request_timeout=self.api_timeout
             )
+            if not pod_uid or not owned(secret, pod_uid):
+                # (A watch can lag: a pod of that name made again since is asked of the API.)
+                pod = core.read_namespaced_pod(
+                    name, self.namespace, _request_timeout=self.api_timeout
+                )
+                pod_uid = pod.metadata.uid
         except ApiException as e:
             raise EngineRefused(
                 f"The kernel pod {name}'s connection Secret cannot be read: {api_reason(e)}"
             ) from e
-        owners = secret.metadata.owner_references or []
-        if not any(o.kind == "Pod" and o.uid == pod.metadata.uid for o in owners):
+        if not owned(secret, pod_uid):
             raise EngineRefused(f"The Secret {secret_name} is not the kernel pod's own.")
         try:
             content = json.loads(base64.b64decode((secret.data or {})[CONNECTION_FILE_NAME]))
