@@ -322,3 +322,10 @@ def process_rss(pid: int) -> tuple[int, int]:
         total += rss(child)
         todo += children(child)
     return rss(pid), total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """The CPU time ``pid`` has used so far (user and system, its threads'), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command's closing parenthesis: state is field 3, utime and stime 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

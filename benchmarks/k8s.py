@@ -63,7 +63,7 @@ from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV
 
-from . import failover
+from . import failover, k8s_scale
 from .bench import Bench
 from .harness import LABEL, REPO, Stats, kernel_info_zmq, step
 from .service import BenchService
@@ -154,6 +154,7 @@ class Cluster:
         self.config: dict[str, Any] = {}
         # Further replicas of the service (failover.py), stopped with it.
         self.replicas: list[BenchService] = []
+        self.first_service: BenchService | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -237,6 +238,7 @@ class Cluster:
         }
         self.config = config
         self.service = BenchService(self.home / "service", config)
+        self.first_service = self.service
         self.token = self.service.add_user(USER, tokens_file)
         with step("k8s: kernel service (backend kubernetes)"):
             self.service.start()
@@ -291,6 +293,11 @@ class Cluster:
         replica = BenchService(home, config)
         self.replicas.append(replica)
         return replica
+
+    def all_replicas(self) -> list[BenchService]:
+        """The service's first replica and the further ones, started or not."""
+        first = [] if self.first_service is None else [self.first_service]
+        return first + self.replicas
 
     def write_replica_config(self, replica: BenchService, extra: dict[str, Any]) -> None:
         """``replica``'s configuration with ``extra``'s classes added (its next start)."""
@@ -550,10 +557,12 @@ async def run(
     warmups: int = WARMUPS,
     failover_sizes: tuple[int, ...] = failover.SIZES,
     quick: bool = False,
+    scale_sizes: tuple[int, ...] = k8s_scale.SIZES,
 ) -> dict[str, Any]:
     """``warmups`` uncounted rounds (the readiness probe's pod, first imports), then ``runs``
     rounds of both variants, the order alternating from round to round; then, on the same
-    cluster, the service's failover (failover.py) with ``failover_sizes`` kernels."""
+    cluster, the service's failover (failover.py) with ``failover_sizes`` kernels, and its scale
+    curves (k8s_scale.py) at ``scale_sizes`` kernel pods."""
     cluster = Cluster(bench)
     try:
         # On this (the main) thread, not a worker: the harnesses tie their processes (etcd, the
@@ -572,6 +581,14 @@ async def run(
             except Exception as e:  # the starts' numbers stand; the report says why
                 handover = {"error": f"{type(e).__name__}: {e}"}
                 print(f"[benchmarks] k8s failover failed: {e}", file=sys.stderr)
+        with step("k8s: scale"):
+            try:
+                if "error" in handover:
+                    raise RuntimeError("the failover before them failed")
+                scale = await k8s_scale.run(cluster, scale_sizes, quick)
+            except Exception as e:  # the numbers before stand; the report says why
+                scale = {"error": f"{type(e).__name__}: {e}"}
+                print(f"[benchmarks] k8s scale failed: {e}", file=sys.stderr)
     except Exception as e:
         if cluster.service is not None:
             print(
@@ -587,6 +604,7 @@ async def run(
     return {
         **measured,
         "failover": handover,
+        "scale": scale,
         "phases": phases,
         "runs": runs,
         "warmups": warmups,

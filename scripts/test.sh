@@ -32,7 +32,8 @@ cd "$repo"
 # through the same script, which waits for this build under its lock and then prints the
 # directory) before its time limit starts: the engines' session runs Podman's and Slurm's tests
 # meanwhile, then Kubernetes' and the benchmark's run of those engines' sections
-# (tests/conftest.py, _engines_part).
+# (tests/conftest.py, _engines_part). KWOK's controller is built last, under a lock of its own:
+# only the benchmark's cluster at scale waits for it (tests/k8s_cluster.py, kwok_binary).
 k8s_build=""
 if JGC_K8S_BIN=$(bash scripts/build-kubernetes.sh --if-built); then
   log "Kubernetes binaries: $JGC_K8S_BIN"

@@ -17,6 +17,12 @@ bound to fake nodes are deleted with a grace period of 0 (no kubelet would confi
 deletion).
 tests/k8s_node.py adds a real node (a kubelet with containerd) to the same control plane.
 
+Simulated nodes (``add_fake_node(simulated=True)``, once ``simulate_pods()`` started KWOK's
+controller, built with the binaries) are fake nodes whose pods KWOK reports as a kubelet would:
+Running, with an address, and gone once deleted; still nothing runs. Their addresses come from
+SIMULATED_POD_CIDR, which the harness routes nowhere on this host while KWOK runs, so that a
+connection to a simulated pod fails here at once instead of leaving the host.
+
 Every process is started here and ended by its pid in ``stop()``, which also runs after a start
 that failed half-way. Logs are under ``workdir/logs``; a failure says which component failed and
 ends with the tail of its log.
@@ -67,6 +73,11 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 SERVICE_IP = "10.96.0.1"
 FIELD_MANAGER = "jgc-tests"
 START_TIMEOUT = 90.0
+# The node label (and taint) KWOK's controller manages nodes by: pods on them are simulated.
+SIMULATED_LABEL = "org.jupyter.gpu-containers.simulated"
+SIMULATED_TAINT = {"key": SIMULATED_LABEL, "value": "kwok", "effect": "NoSchedule"}
+# RFC 2544's range for benchmarking networks: nothing on any network these machines reach.
+SIMULATED_POD_CIDR = "198.18.0.0/16"
 
 
 class ClusterStartError(RuntimeError):
@@ -321,6 +332,7 @@ class ControlPlane:
         self._ca: CertificateAuthority | None = None
         self._processes: list[_Process] = []
         self._dynamic: Any = None
+        self._unreachable_route = False  # simulate_pods() added it; stop() removes it
 
     # -- lifecycle --
 
@@ -526,6 +538,54 @@ class ControlPlane:
             process = self._processes.pop()
             with contextlib.suppress(Exception):
                 process.stop()
+        if self._unreachable_route:
+            subprocess.run(
+                ["ip", "route", "del", "unreachable", SIMULATED_POD_CIDR],
+                capture_output=True,
+                check=False,
+            )
+            self._unreachable_route = False
+
+    def simulate_pods(self, timeout: float = 60.0) -> None:
+        """Start KWOK's controller (``kwok``, from the binaries' directory): it manages the nodes
+        labelled SIMULATED_LABEL=kwok, and makes their pods Running with an address from
+        SIMULATED_POD_CIDR, which is routed nowhere until ``stop()``. Once: a second call does
+        nothing. Raises ClusterStartError."""
+        if any(p.name == "kwok" for p in self._processes):
+            return
+        binary = kwok_binary(self.bin_dir)
+        if not self._unreachable_route:
+            added = subprocess.run(
+                ["ip", "route", "add", "unreachable", SIMULATED_POD_CIDR],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if added.returncode == 0:
+                self._unreachable_route = True
+            elif "File exists" not in added.stderr:  # another cluster of this host has it
+                raise ClusterStartError(
+                    f"The simulated pods' addresses ({SIMULATED_POD_CIDR}) could not be routed "
+                    f"nowhere: {added.stderr.strip()}"
+                )
+        network = ipaddress.ip_network(SIMULATED_POD_CIDR)
+        process = self._spawn(
+            "kwok",
+            [
+                str(binary),
+                f"--kubeconfig={self.admin_kubeconfig}",
+                f"--manage-nodes-with-label-selector={SIMULATED_LABEL}=kwok",
+                f"--cidr={network[1]}/{network.prefixlen}",
+                f"--node-ip={network[-2]}",
+            ],
+        )
+        # It says so once its informers watch the nodes it manages.
+        self._wait(
+            process,
+            "did not start to manage the simulated nodes",
+            lambda: "Watch nodes" in process.log_path.read_text("utf-8", "replace"),
+            time.monotonic() + timeout,
+        )
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -793,13 +853,16 @@ class ControlPlane:
         taints: Sequence[Mapping[str, str]] = (),
         cpu: str = "16",
         memory: str = "64Gi",
+        simulated: bool = False,
     ) -> None:
         """A Node without a kubelet, which the scheduler places pods on: the Node object, then
         its status written through the ``nodes/status`` subresource (the documented way to
         advertise extended resources): capacity and allocatable for cpu, memory, 110 pods,
         ``gpus`` of ``gpu_resource`` and the resources in ``extra`` (e.g. more MIG resource
         names), a Ready condition and node info. ``labels`` go on the node (e.g. GPU feature
-        discovery's ``nvidia.com/cuda.driver.major``), ``taints`` on its spec."""
+        discovery's ``nvidia.com/cuda.driver.major``), ``taints`` on its spec. ``simulated``:
+        KWOK's controller (simulate_pods) runs its pods; it is labelled and tainted so (a pod
+        lands on it only when it tolerates SIMULATED_TAINT)."""
         from kubernetes import client
 
         core = client.CoreV1Api(self.admin_client)
@@ -809,11 +872,13 @@ class ControlPlane:
             "kubernetes.io/arch": "amd64",
             TEST_LABEL: TEST_RUN,
             **(labels or {}),
+            **({SIMULATED_LABEL: "kwok"} if simulated else {}),
         }
+        all_taints = [dict(t) for t in taints] + ([dict(SIMULATED_TAINT)] if simulated else [])
         core.create_node(
             {
                 "metadata": {"name": name, "labels": node_labels},
-                "spec": {"taints": [dict(t) for t in taints]},
+                "spec": {"taints": all_taints},
             }
         )
         resources: dict[str, str] = {"cpu": cpu, "memory": memory, "pods": "110"}
@@ -952,8 +1017,13 @@ def kubernetes_bin_dir() -> Path:
     configured = os.environ.get("JGC_K8S_BIN")
     if configured:
         return Path(configured)
+    # The control plane's binaries only: KWOK's controller, built after them, is the
+    # benchmark's (kwok_binary), and the tests of the cluster need not wait for it.
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        ["bash", str(BUILD_SCRIPT), "--kubernetes"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     if result.returncode != 0:
         tail = "\n".join(result.stderr.splitlines()[-20:])
@@ -963,6 +1033,29 @@ def kubernetes_bin_dir() -> Path:
             pytrace=False,
         )
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def kwok_binary(bin_dir: Path) -> Path:
+    """KWOK's controller: beside the Kubernetes binaries in ``bin_dir``, or, when it is not
+    there (yet: the test command builds it in the background after them), the one the build
+    script prints the directory of once that build is done (it waits for it under its lock, or
+    builds it). Raises ClusterStartError."""
+    binary = bin_dir / "kwok"
+    if os.access(binary, os.X_OK):
+        return binary
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.splitlines()[-20:])
+        raise ClusterStartError(
+            f"{BUILD_SCRIPT} failed (status {result.returncode}), so there is no KWOK "
+            f"controller to simulate nodes with. Its last words:\n{tail}"
+        )
+    binary = Path(result.stdout.strip().splitlines()[-1]) / "kwok"
+    if not os.access(binary, os.X_OK):
+        raise ClusterStartError(f"{BUILD_SCRIPT} built no KWOK controller at {binary}.")
+    return binary
 
 
 WORKDIR_PREFIX = "jgc-k8s-"

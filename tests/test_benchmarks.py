@@ -215,6 +215,21 @@ def test_quick_run_writes_the_other_engines_sections(
     (row,) = handover["rows"]
     assert row["n_items"] == 1 and row["kernels_lost"] == row["pods_replaced"] == 0, row
     assert 0 < row["took_over"] <= row["answers"] <= row["all_listed"] <= row["cell_again"], row
+    # Its scale curves: stand-in kernel pods on nodes KWOK simulates, each size's every stand-in
+    # reattached by the standby after a kill (the failover's kernel and the template too), no
+    # real kernel lost; a real start, the user's list and the cluster view at each size.
+    scale = k8s["scale"]
+    assert "error" not in scale, scale
+    curves = scale["curves"]
+    assert set(curves) == {"reattach", "start", "rest_kernels", "rest_cluster", "memory"}
+    for name, curve in curves.items():
+        assert [r["n_items"] for r in curve["rows"]] == scale["sizes"] == [5, 10], (name, curve)
+    for r in curves["reattach"]["rows"]:
+        assert r["reattached"] == r["n_items"] + 2 and r["kernels_lost"] == 0, r
+        assert r["reattach"] >= 0 and r["nodes"] == math.ceil(r["n_items"] / 8), r
+    for name in ("start", "rest_kernels", "rest_cluster"):
+        assert all(r["n"] > 0 and r["failures"] == 0 for r in curves[name]["rows"]), curves[name]
+    assert all(r["rss_bytes"] > 0 and r["idle_cpu"] >= 0 for r in curves["memory"]["rows"])
 
     # Rootless Podman: our kernel, Podman's floor and Docker's, as the test set-up's account.
     podman = results["sections"]["podman"]
@@ -248,6 +263,7 @@ def test_quick_run_writes_the_other_engines_sections(
     for title in (
         "9. Kernels as pods on Kubernetes",
         "14. The kernel service's failover on Kubernetes",
+        "15. The kernel service with up to 1,000 kernel pods (KWOK)",
         "10. Kernels on a user's rootless Podman",
         "11. Kernels as Slurm jobs",
     ):
