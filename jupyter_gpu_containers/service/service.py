@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.serverapp import ServerApp
 from tornado import web
+from tornado.platform.asyncio import BaseAsyncIOLoop
 from traitlets import Bool, Enum, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from .. import __version__
@@ -474,6 +476,20 @@ class ServiceApp(ServerApp):
             else "tokens from the service's token file",
             provider.directory.workspace_template,
         )
+
+    def init_signal(self) -> None:
+        super().init_signal()
+        # SIGTERM (systemctl stop and restart, a pod's deletion) stops the service from its event
+        # loop, which says so there. Jupyter Server's handler runs in the signal's own moment and
+        # logs first: a signal that arrives while the service writes to the same stream makes
+        # that write raise (a reentrant call) out of the handler, and the stop is lost.
+        loop = self.io_loop
+        if isinstance(loop, BaseAsyncIOLoop):  # (tornado's every loop since 5.0)
+            loop.asyncio_loop.add_signal_handler(signal.SIGTERM, self._stop_on_sigterm)
+
+    def _stop_on_sigterm(self) -> None:
+        self.log.critical("Received signal %s, stopping.", int(signal.SIGTERM))
+        self.stop()
 
     def start_app(self) -> None:
         super().start_app()
