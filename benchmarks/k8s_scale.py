@@ -15,11 +15,13 @@ its kernels: they carry its labels, its server id and its Secrets.
 At each N, in this order:
 
 - **reattach**: ``kill -9`` of the active replica (failover.py's path, with the lease of its last
-  row) with the N stand-ins and the user's real kernels running. From the standby holding the
-  Lease to its first answer, it reattaches every kernel pod from the pods and their Secrets (a
-  service restarted on its host does the same); then the user's kernels are listed again and a
-  cell runs in a real one. Every stand-in must have been reattached (the new replica's log says
-  each), no real kernel lost. The killed replica starts again as the standby.
+  row) with the N stand-ins and the user's real kernels running. Holding the Lease, the standby
+  reattaches every kernel pod from the pods and their Secrets (a service restarted on its host
+  does the same), the user's first once the user asks (their list waits for theirs only): from
+  the Lease to the user's first answer (``reattach``), and to every pod reattached
+  (``reattach_all``, its log's word); the user's kernels are listed again and a cell runs in a
+  real one. Every stand-in must have been reattached (the new replica's log says each), no real
+  kernel lost. The killed replica starts again as the standby (but after the last N).
 - **start**: a real kernel of the user on the real node, ``POST /api/kernels`` until 201 (the
   service's part: its pod watch's cache, the user's cap, the pod, the kernel answering), then
   ``DELETE``: with N pods, each one of the service's kernels.
@@ -166,6 +168,8 @@ async def run(cluster: Cluster, sizes: tuple[int, ...], quick: bool) -> dict[str
         else:
             timed = rows
         out[name] = {"rows": rows, "fit": fit(timed)}
+        if name == "reattach":
+            out[name]["fit_all"] = fit([{**r, "p50": r["reattach_all"]} for r in rows])
     return {"sizes": list(sizes), "node_gpus": NODE_GPUS, "curves": out}
 
 
@@ -346,7 +350,9 @@ async def _reattach(
         )
     return {
         **row,
+        # The user's first answer (their kernels reattached first), and every kernel pod's.
         "reattach": row["answers"] - row["took_over"],
+        "reattach_all": row["all_reattached"] - row["took_over"],
         # The stand-ins and the user's real kernels (the failover's, and the template).
         "reattached": said.count("Reattached kernel "),
     }

@@ -247,13 +247,27 @@ async def test_gpu_bookings_are_the_users_own_and_private(
 async def test_a_service_killed_reattaches_its_users_kernels(
     services: list[KernelService], docker_client: docker.DockerClient
 ) -> None:
-    service, a, b = start_service(services)
+    service, a, b = start_service(services, {"ServiceApp": {"max_kernels_per_user": 2}})
     kernel_id = await service.start_kernel(a, GPU_SPEC)
     assert (await run(service, a, kernel_id, "x = 41")).status == "ok"
+    other = await service.start_kernel(a, CPU_SPEC)
     container = kernel_container(docker_client, kernel_id)
     service.kill9()
-    service.start()
-    assert "reattached 1" in service.output()
+    # Asked from the moment it listens, while it may still be reattaching: each request waits
+    # for its user's kernels only, so the user's list misses none of them, and a start counts
+    # them against the user's cap (two kernels: a third is refused, not started beside them).
+    service.start(ready="Kernel service: users authenticate with")
+    (code, refused), (_, listed) = await asyncio.gather(
+        service.answer(a, "POST", "api/kernels", {"name": CPU_SPEC}),
+        service.answer(a, "GET", "api/kernels"),
+    )
+    assert code == 409 and "max_kernels_per_user" in refused["message"], refused
+    assert {k["id"] for k in listed} == {kernel_id, other}, listed
+
+    async def recovered() -> bool:
+        return "reattached 2" in service.output()
+
+    await wait_until(recovered, 60, "the service's recovery of both kernels")
     assert kernel_container(docker_client, kernel_id).id == container.id
     # Still the same kernel (its state), still only its user's.
     assert (await run(service, a, kernel_id, "print(x + 1)")).stdout.strip() == "42"

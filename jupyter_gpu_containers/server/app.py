@@ -36,6 +36,7 @@ from .gateway_user import (
 from .kernelmanager import GPUContainersKernelManager
 from .reclaimer import Reclaimer
 from .recovery import recover, restore_sessions
+from .recovery_progress import recovery_progress
 from .stock_routes import stock_handlers
 from .waiting_sessions import WaitingSessionManager
 from .websocket import NoDelayWebsocketConnection
@@ -263,7 +264,9 @@ class GPUContainersApp(ExtensionApp):
             directory = getattr(serverapp.identity_provider, "directory", None)
             if not isinstance(directory, UserDirectory):
                 directory = None
-            report = await recover(services, mkm, self.on_start, self.log, directory)
+            report = await recover(
+                services, mkm, self.on_start, self.log, directory, recovery_progress(serverapp)
+            )
         except ContainerKernelError as e:
             self.log.warning("Kernel containers were not checked at start: %s", e)
         else:
@@ -274,10 +277,11 @@ class GPUContainersApp(ExtensionApp):
             )
             await restore_sessions(serverapp.session_manager, report.notebooks, self.log)
         finally:
-            # A kernel service holds its kernels routes until now (service_routes.py).
-            recovered = getattr(serverapp, "kernels_recovered", None)
-            if recovered is not None:
-                recovered.set()
+            # A kernel service's kernels routes wait on this, each for its own kernels
+            # (service_routes.py): nobody waits any longer.
+            progress = recovery_progress(serverapp)
+            if progress is not None:
+                progress.finish()
         # Idle GPUs given back (GPUReclaim, off by default), the reattached kernels' too.
         services.keep(Reclaimer(services, mkm, self.log)).start()
         # The administrator's scheduled pre-pulls and pruning (PrePuller; none by default).

@@ -51,6 +51,7 @@ from ..placement.placement import private_root_traversable
 from ..policy.checks import check_kernel_id, check_labels, inside
 from ..services import Services
 from .kernelmanager import GPUContainersKernelManager
+from .recovery_progress import RecoveryProgress
 
 
 @dataclass
@@ -64,7 +65,8 @@ class RecoveryReport:
 
 # How many kernels recovery handles at once. Each one's reads (its pod's Secret, its private
 # directory, the account database) wait on the engine or a worker thread: one kernel at a time,
-# those waits add up; a few at a time, they pass while another kernel is being adopted.
+# those waits add up; a few at a time, they pass while another kernel is being adopted. (In the
+# order of RecoveryProgress's queue: the kernels somebody asks about first.)
 RECOVERY_CONCURRENCY = 8
 
 
@@ -103,12 +105,19 @@ def notebook_of(labels: dict[str, str], root_dir: str) -> str:
 
 
 async def recover(
-    services: Services, mkm: Any, mode: str, log: Any, directory: UserDirectory | None = None
+    services: Services,
+    mkm: Any,
+    mode: str,
+    log: Any,
+    directory: UserDirectory | None = None,
+    progress: RecoveryProgress | None = None,
 ) -> RecoveryReport:
     """Reattach (mode "reattach") or remove (mode "sweep") what dead servers left behind.
     ``mkm``: the server's kernel manager; kernels are reattached only when it can adopt them
     (kernelmanager.py), else removed like any other. ``directory``: a kernel service's users
-    (identity.py): each kernel comes back as its user's, or not at all."""
+    (identity.py): each kernel comes back as its user's, or not at all. ``progress``: told what
+    was listed and each record as it is judged, and takes the records somebody waits on first
+    (recovery_progress.py); the caller finishes it."""
     engine = services.backend
     policy = services.policy
     server_id = await asyncio.to_thread(services.server_id, mkm.root_dir)
@@ -131,7 +140,6 @@ async def recover(
     # Each kernel name's spec, looked up once: a lookup searches every kernel directory (1 ms),
     # and a replica taking over a cluster's namespace adopts a thousand kernels of a few specs.
     specs: dict[str, KernelSpec | None] = {}
-    slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
     adopting: set[str] = set()  # kernel ids being reattached (by one record each)
 
     async def recover_one(record: ContainerRecord) -> None:
@@ -186,15 +194,23 @@ async def recover(
         else:
             report.left_alone.append(record.labels.get(L.KERNEL_ID, record.id))
 
-    async def in_slot(record: ContainerRecord) -> None:
-        async with slots:
-            await recover_one(record)
+    failures: list[Exception] = []
+    queue = RecoveryProgress() if progress is None else progress
 
-    records = await engine.list_containers({L.MANAGED: "true"})
+    async def worker() -> None:
+        while (record := queue.next()) is not None:
+            try:
+                await recover_one(record)
+            except Exception as e:  # the others' work goes on; recovery fails at its end
+                failures.append(e)
+            finally:
+                queue.judged(record)
+
+    queue.listed(await engine.list_containers({L.MANAGED: "true"}))
     # Every record's work ends before recovery does, even when one's fails.
-    for outcome in await asyncio.gather(*map(in_slot, records), return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
+    await asyncio.gather(*(worker() for _ in range(RECOVERY_CONCURRENCY)))
+    if failures:
+        raise failures[0]
     report.notebooks = {kernel_id: notebook for notebook, (_, kernel_id) in newest.items()}
     # Readiness probes remove their container when they end; a server killed mid-probe cannot.
     for record in await engine.list_containers({L.PROBE: "true"}):

@@ -41,6 +41,7 @@ from ..base.errors import ContainerKernelError, ValueRefused
 from ..host.identity import KernelUser, UnknownUser, UserDirectory
 from ..policy.checks import parse_size
 from ..server.kernelmanager import GPUContainersKernelManager
+from ..server.recovery_progress import RecoveryProgress
 from ..services import backend_class, placement_class
 from .standby import StandbyAnswers
 from .start_bounds import StartQueue, UserKernels
@@ -375,13 +376,14 @@ class ServiceApp(ServerApp):
     # a clean stop, so that a standby takes over at once.
     active_replica: ActiveReplica | None = None
     user_kernels: UserKernels | None = None
-    # Set once the extension has reattached the kernels a previous process left (app.py): the
-    # kernels routes wait for it, so that nobody is told a kernel about to come back is gone.
-    kernels_recovered: asyncio.Event
+    # The extension's reattaching of the kernels a previous process left (app.py), kernel by
+    # kernel: each kernels route waits for its own kernels (service_routes.py), so that nobody is
+    # told a kernel about to come back is gone, and nobody waits for everybody's.
+    kernel_recovery: RecoveryProgress
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.kernels_recovered = asyncio.Event()
+        self.kernel_recovery = RecoveryProgress()
 
     @default("ip")
     def _default_ip(self) -> str:
@@ -497,8 +499,9 @@ class ServiceApp(ServerApp):
             self.io_loop.add_callback(self._announce_serving)
 
     async def _announce_serving(self) -> None:
-        # Users are routed here once the kernels routes answer (their recovery done).
-        await self.kernels_recovered.wait()
+        # Users are routed here once recovery knows which kernels it will reattach: from then
+        # on, a request about a kernel waits for that one only (its recovery hurried).
+        await self.kernel_recovery.wait_listed()
         if self.active_replica is not None:
             await asyncio.to_thread(self.active_replica.serving)
 

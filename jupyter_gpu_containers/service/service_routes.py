@@ -44,6 +44,7 @@ from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..kernel.launch_request import LaunchRequest, launching
 from ..policy.checks import inside
 from ..routes.admin_view import service_admin_refusal
+from ..server.recovery_progress import recovery_progress
 from ..server.stock_routes import KernelActionsHandler
 from ..services import SETTINGS_KEY
 from .start_bounds import StartQueue, UserKernels, owned_by
@@ -58,14 +59,22 @@ SESSION_ENV = "JPY_SESSION_NAME"
 RECOVERY_WAIT = 120.0
 
 
-async def after_recovery(handler: Any) -> None:
-    """Wait until the service has reattached the kernels a previous process left. A user's
-    server asking about its kernel in that moment would be told it is gone (404), and would
-    restart it, losing its state, just before it came back."""
-    recovered = getattr(handler.serverapp, "kernels_recovered", None)
-    if recovered is not None and not recovered.is_set():
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(recovered.wait(), RECOVERY_WAIT)
+async def kernel_recovered(handler: Any, kernel_id: str) -> None:
+    """Wait until the service's start-up recovery is done with ``kernel_id`` (hurried to the
+    front of its queue), if a previous process left such a kernel. A user's server asking about
+    its kernel in that moment would be told it is gone (404), and would restart it, losing its
+    state, just before it came back."""
+    progress = recovery_progress(handler.serverapp)
+    if progress is not None and not progress.done:
+        await progress.wait_kernels((kernel_id,), RECOVERY_WAIT)
+
+
+async def users_kernels_recovered(handler: Any, user: KernelUser) -> None:
+    """:func:`kernel_recovered` for every kernel a previous process left for ``user``: before
+    their list (none missing) and their start (counted against their caps)."""
+    progress = recovery_progress(handler.serverapp)
+    if progress is not None and not progress.done:
+        await progress.wait_user(user.username, RECOVERY_WAIT)
 
 
 def kernel_user_of(handler: web.RequestHandler) -> KernelUser:
@@ -111,10 +120,15 @@ class ServiceKernelsHandler(MainKernelHandler):
     @web.authenticated
     async def get(self) -> None:
         user = kernel_user_of(self)
-        await after_recovery(self)
+        await users_kernels_recovered(self, user)
         km = self.kernel_manager
-        models = await ensure_async(km.list_kernels())
-        own = [m for m in models if owned_by(km, m["id"], user)]
+        # The caller's kernels' models only: a model of each of a thousand kernels (the stock
+        # list) costs a request 10 ms, of which it would keep a handful.
+        own = []
+        for kernel_id in km.list_kernel_ids():
+            if owned_by(km, kernel_id, user):
+                with contextlib.suppress(web.HTTPError, KeyError):  # ended meanwhile
+                    own.append(await ensure_async(km.kernel_model(kernel_id)))
         self.finish(json.dumps(own, default=str))
 
     @web.authenticated
@@ -124,6 +138,8 @@ class ServiceKernelsHandler(MainKernelHandler):
         model = self.get_json_body() or {}
         if not isinstance(model, dict):
             raise web.HTTPError(400, "The body must be a JSON object.")
+        # The user's kernels a previous process left count against the user's caps below.
+        await users_kernels_recovered(self, user)
         name = await name_to_start(self, user, model.get("name"))  # the caller's default
         if not isinstance(name, str):
             raise web.HTTPError(400, "name must be a kernel spec name.")
@@ -191,13 +207,13 @@ class ServiceKernelHandler(KernelHandler):
 
     @web.authenticated
     async def get(self, kernel_id: str) -> None:
-        await after_recovery(self)
+        await kernel_recovered(self, kernel_id)
         check_owner(self, kernel_id)
         await ensure_async(super().get(kernel_id))
 
     @web.authenticated
     async def delete(self, kernel_id: str) -> None:
-        await after_recovery(self)
+        await kernel_recovered(self, kernel_id)
         check_owner(self, kernel_id)
         await ensure_async(super().delete(kernel_id))
 
@@ -207,7 +223,7 @@ class ServiceKernelActionsHandler(KernelActionsHandler):
 
     @web.authenticated
     async def post(self, kernel_id: str, action: str) -> None:  # type: ignore[override]
-        await after_recovery(self)
+        await kernel_recovered(self, kernel_id)
         check_owner(self, kernel_id)
         await super().post(kernel_id, action)
 
@@ -219,7 +235,7 @@ class ServiceKernelWebsocketHandler(KernelWebsocketHandler):
     async def pre_get(self) -> None:
         if self.current_user is None:
             raise web.HTTPError(403)
-        await after_recovery(self)
+        await kernel_recovered(self, self.kernel_id)
         check_owner(self, self.kernel_id)
         await super().pre_get()
 
