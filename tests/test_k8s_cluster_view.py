@@ -262,30 +262,47 @@ def test_a_pool_without_a_published_driver_or_gpus_says_so(
     pool: str,  # noqa: F811 - the fixture
 ) -> None:
     """A GPU node whose driver labels are missing, and one whose device plugin offers nothing:
-    each its own pool, with the verdict saying what is missing rather than guessing."""
+    each its own pool, with the verdict saying what is missing rather than guessing. The view
+    follows the nodes as they change (the backend's node watch): a driver published, a node
+    gone."""
+    nolabels, noplugin = f"{pool}-nolabels", f"{pool}-noplugin"
     control_plane.add_fake_node(
-        f"{pool}-nolabels",
-        gpus=2,
-        labels={"jgc-test-pool": pool, "nvidia.com/gpu.product": "Tesla-T4"},
+        nolabels, gpus=2, labels={"jgc-test-pool": pool, "nvidia.com/gpu.product": "Tesla-T4"}
     )
-    control_plane.add_fake_node(
-        f"{pool}-noplugin", gpus=0, labels={"jgc-test-pool": pool, **A100_LABELS}
-    )
+    control_plane.add_fake_node(noplugin, gpus=0, labels={"jgc-test-pool": pool, **A100_LABELS})
     backend = make_backend(service_kubeconfig, k8s_namespace, pool)
-    try:
-        listed = ImageCatalog(listed_images=[CUDA_124]).listed()
+    listed = ImageCatalog(listed_images=[CUDA_124]).listed()
+
+    def pools_now() -> dict[str, Any]:
         view = asyncio.run(cluster_view(backend, listed, uid="1", show_others=False))
+        return my_pools(view, pool)
+
+    try:
+        pools = pools_now()
+        assert sorted(pools) == [A100, "Tesla-T4"], pools
+        unknown = pools["Tesla-T4"]["verdicts"][0]["verdict"]
+        assert unknown["outcome"] == "unknown" and "nvidia.com/cuda.driver" in unknown["reason"]
+        assert pools["Tesla-T4"]["driver_version"] == "" and pools["Tesla-T4"]["holders"] == []
+        empty = pools[A100]
+        assert empty["nodes"][0]["resources"] == []
+        no_gpus = empty["verdicts"][0]["verdict"]
+        assert no_gpus["outcome"] == "no-gpus" and "device plugin" in no_gpus["reason"], no_gpus
+
+        # Its driver published (GPU feature discovery's label), the T4 pool says which; the node
+        # without the device plugin removed, its pool goes.
+        core = client.CoreV1Api(control_plane.admin_client)
+        driver = {"nvidia.com/cuda.driver-version.full": "535.104.05"}
+        core.patch_node(nolabels, {"metadata": {"labels": driver}})
+        control_plane.delete_node(noplugin)
+
+        def changed() -> bool:
+            now = pools_now()
+            return list(now) == ["Tesla-T4"] and bool(now["Tesla-T4"]["driver_version"])
+
+        wait_for(changed, 60, "the cluster view did not follow the nodes' changes")
+        assert pools_now()["Tesla-T4"]["driver_version"] == "535.104.05"
     finally:
         backend.close()
-    pools = my_pools(view, pool)
-    assert sorted(pools) == [A100, "Tesla-T4"], view
-    unknown = pools["Tesla-T4"]["verdicts"][0]["verdict"]
-    assert unknown["outcome"] == "unknown" and "nvidia.com/cuda.driver" in unknown["reason"]
-    assert pools["Tesla-T4"]["driver_version"] == "" and pools["Tesla-T4"]["holders"] == []
-    empty = pools[A100]
-    assert empty["nodes"][0]["resources"] == []
-    no_gpus = empty["verdicts"][0]["verdict"]
-    assert no_gpus["outcome"] == "no-gpus" and "device plugin" in no_gpus["reason"], no_gpus
 
 
 def test_the_route_on_a_kernel_service(

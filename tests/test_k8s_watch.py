@@ -17,7 +17,7 @@ import pytest
 
 from jupyter_gpu_containers.backends.kubernetes import watch as watch_module
 from jupyter_gpu_containers.backends.kubernetes.pods import pod_state
-from jupyter_gpu_containers.backends.kubernetes.watch import PodReflector, WaitTimedOut
+from jupyter_gpu_containers.backends.kubernetes.watch import Reflector, WaitTimedOut
 from jupyter_gpu_containers.base.errors import EngineUnavailable
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,8 +98,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
     return fake
 
 
-def reflector(api: FakeAPI, **kwargs: Any) -> PodReflector:
-    return PodReflector(
+def reflector(api: FakeAPI, **kwargs: Any) -> Reflector:
+    return Reflector(
         api,  # type: ignore[arg-type]
         SimpleNamespace(namespace="ns", api_timeout=5.0),
         selector="probe=true",
@@ -262,3 +262,19 @@ def test_stopped_for_good(api: FakeAPI) -> None:
     time.sleep(0.2)
     assert api.lists == ["probe=true"]
     assert watch.pod_sync(api, "a") is not None and api.reads == ["a"]  # unlisted: the API
+
+
+def test_a_list_wanted_while_the_watch_starts_is_the_watchs_own(api: FakeAPI) -> None:
+    """listed_since: the first list of a watch started from now is the caller's list (the API
+    asked once, not twice); a cache listed before the time asked for is not, and the caller
+    lists for itself."""
+    watch = reflector(api)
+    try:
+        before = time.monotonic()
+        pods = watch.listed_since(before, 5.0)
+        assert pods is not None and [p.metadata.name for p in pods] == ["a"]
+        assert api.lists == ["probe=true"]
+        assert watch.listed_since(time.monotonic(), 0.1) is None  # the cache is older
+        assert api.lists == ["probe=true"]
+    finally:
+        watch.stop()

@@ -95,9 +95,12 @@ from .pods import (
     pod_state,
     start_progress,
 )
-from .watch import PodReflector
+from .watch import Reflector, cluster_nodes
 
 T = TypeVar("T")
+
+# The label selector of the kernel pods (every pod a kernel runs in, whoever started it).
+KERNEL_PODS = f"{L.MANAGED}=true"
 
 
 class KubernetesBackend(LoggingConfigurable):
@@ -274,10 +277,10 @@ class KubernetesBackend(LoggingConfigurable):
         self._api = KubernetesClient(self)
         self._learned = LearnedImages(self.log)
         # The kernel pods (labelled managed): their state, and the images their nodes ran.
-        self._kernel_pods = PodReflector(
+        self._kernel_pods = Reflector(
             self._api,
             self,
-            selector=f"{L.MANAGED}=true",
+            selector=KERNEL_PODS,
             read=self._read_pod,
             log=self.log,
             what="kernel pods",
@@ -287,7 +290,7 @@ class KubernetesBackend(LoggingConfigurable):
         )
         # The readiness probes' pods (labelled probe, never managed), which their probes wait
         # on. Only the probe learns from its pod: the image watchers are not told (oneshot.py).
-        self._probe_pods = PodReflector(
+        self._probe_pods = Reflector(
             self._api,
             self,
             selector=f"{L.PROBE}=true",
@@ -298,6 +301,22 @@ class KubernetesBackend(LoggingConfigurable):
             what="readiness-probe pods",
             thread_name="gpu-containers-k8s-probe-watch",
         )
+        # The cluster's nodes, for the GPU panel and a refused start's sentence: a look at the
+        # panel need not list and decode every node again (125 nodes: most of its time).
+        self._nodes = Reflector(
+            self._api,
+            self,
+            selector="",
+            read=self._read_node,
+            log=self.log,
+            what="nodes",
+            thread_name="gpu-containers-k8s-node-watch",
+            check_open=self._check_open,
+            list_call=cluster_nodes,
+        )
+        # The kernel pods' records for the panel's holders, by pod name: (its resourceVersion,
+        # its record), made again only when the watch brings a new version of the pod.
+        self._holder_records: dict[str, tuple[str, ContainerRecord]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -321,6 +340,7 @@ class KubernetesBackend(LoggingConfigurable):
         self._closed = True
         self._kernel_pods.stop()
         self._probe_pods.stop()
+        self._nodes.stop()
         self.wake_watchers()
         self._api.close()
 
@@ -360,8 +380,16 @@ class KubernetesBackend(LoggingConfigurable):
                 return None
             raise refused(f"read pod {name}", e) from e
 
+    def _read_node(self, core: Any, name: str) -> Any:
+        try:
+            return core.read_node(name, _request_timeout=self.api_timeout)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise refused(f"read node {name}", e) from e
+
     async def _pod(self, name: str, fresh: bool = False) -> Any:
-        """The kernel pod as the watch last saw it (None: gone); see PodReflector.pod."""
+        """The kernel pod as the watch last saw it (None: gone); see Reflector.pod."""
         return await self._kernel_pods.pod(name, fresh)
 
     # ------------------------------------------------------------------ the engine
@@ -562,9 +590,14 @@ class KubernetesBackend(LoggingConfigurable):
 
     def list_containers_sync(self, labels: dict[str, str | None]) -> list[ContainerRecord]:
         selector = label_selector(labels)
-        records = [
-            pod_record(p) for p in self.call(lambda core: self._calls().listing(core, selector))
-        ]
+        pods = None
+        if selector == KERNEL_PODS:
+            # The kernel pods, wanted while their watch starts (recovery, at a replica's
+            # takeover): the watch's own first list, if it asks for it from now on.
+            pods = self._kernel_pods.listed_since(time.monotonic(), self.api_timeout)
+        if pods is None:
+            pods = self.call(lambda core: self._calls().listing(core, selector))
+        records = [pod_record(p) for p in pods]
         return [
             r
             for r in records
@@ -583,7 +616,10 @@ class KubernetesBackend(LoggingConfigurable):
     def nodes_sync(self) -> list[NodeGPUs]:
         """Every node with its GPU resources (the default and the allowed others)."""
         resources = [self.gpu_resource, *self.allowed_gpu_resources]
-        return nodes.nodes_sync(self._api, resources, self.api_timeout)
+        cached = self._nodes.listed()
+        if cached is None:  # the node watch has not listed yet: once from the API
+            return nodes.nodes_sync(self._api, resources, self.api_timeout)
+        return [gpus for node in cached for gpus in nodes.node_gpus(node, resources)]
 
     def gpu_holders_sync(self) -> list[GPUHolder]:
         """The kernel pods bound to a node with GPUs: the GPU panel's holders, by node. From the
@@ -593,7 +629,18 @@ class KubernetesBackend(LoggingConfigurable):
         if cached is None:
             records = self.list_containers_sync({L.MANAGED: "true"})
         else:
-            records = [r for r in map(pod_record, cached) if r.labels.get(L.MANAGED) == "true"]
+            known, made = self._holder_records, {}
+            for pod in cached:
+                version = pod.metadata.resource_version or ""
+                kept = known.get(pod.metadata.name)
+                made[pod.metadata.name] = (
+                    kept
+                    if kept is not None and version and kept[0] == version
+                    else (version, pod_record(pod))
+                )
+            # Replaced whole (requests may run on two threads): pods gone are forgotten.
+            self._holder_records = made
+            records = [r for _, r in made.values() if r.labels.get(L.MANAGED) == "true"]
         return nodes.gpu_holders(records, self.gpu_resource)
 
     # ------------------------------------------------------------------ images

@@ -15,7 +15,7 @@ from .images import content_digest
 from .learned import LearnedImages
 from .objects import CONTAINER_NAME
 from .pods import created_at, kernel_status, pod_state, waiting_failure
-from .watch import PodReflector, WaitTimedOut
+from .watch import Reflector, WaitTimedOut
 
 
 def read_probe_pod(core: Any, name: str, *, namespace: str, api_timeout: float) -> Any:
@@ -26,7 +26,7 @@ def read_probe_pod(core: Any, name: str, *, namespace: str, api_timeout: float) 
 
 def run_oneshot(
     client: KubernetesClient,
-    reflector: PodReflector,
+    reflector: Reflector,
     learned: LearnedImages,
     pod: dict[str, Any],
     *,

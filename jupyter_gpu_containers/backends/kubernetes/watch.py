@@ -1,8 +1,8 @@
-"""A reflector of the namespace's pods that carry one label: one list, then one watch from its
-resourceVersion, resumed from the last version seen when a watch ends, and listed again when the
-API answers 410 Gone. It keeps the pods by name, and wakes whoever waits on its news: coroutines
-(a kernel's start, on the event loop) and threads (a readiness probe's pod, on a worker thread)
-alike, so that no one polls the API per pod.
+"""A reflector of the namespace's pods that carry one label (or of the cluster's nodes): one
+list, then one watch from its resourceVersion, resumed from the last version seen when a watch
+ends, and listed again when the API answers 410 Gone. It keeps the objects by name, and wakes
+whoever waits on its news: coroutines (a kernel's start, on the event loop) and threads (a
+readiness probe's pod, on a worker thread) alike, so that no one polls the API per pod.
 """
 
 from __future__ import annotations
@@ -37,12 +37,24 @@ class ReflectorSettings(Protocol):
     api_timeout: float
 
 
-class PodReflector:
-    """The pods matching ``selector`` as the watch last saw them, and their waiters.
+# What a reflector follows, given a CoreV1Api: the list call, which the watch streams too (the
+# kubernetes client decodes a watch's objects as the type that method's documentation returns),
+# and its positional arguments.
+ListCall = Callable[[Any], tuple[Callable[..., Any], tuple[Any, ...]]]
 
-    ``read(core, name)`` reads one pod straight from the API (None: gone), for a caller that
+
+def cluster_nodes(core: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """The list call of the cluster's nodes, for a Reflector's ``list_call``."""
+    return core.list_node, ()
+
+
+class Reflector:
+    """The namespace's pods matching ``selector`` (or what ``list_call`` lists) as the watch last
+    saw them, and their waiters.
+
+    ``read(core, name)`` reads one object straight from the API (None: gone), for a caller that
     needs it before the watch has listed, or before the watch has shown a pod just created;
-    ``on_pod`` is told of every pod listed or changed (not deleted), on the watch's thread;
+    ``on_pod`` is told of every object listed or changed (not deleted), on the watch's thread;
     ``check_open`` raises when its owner is closed, before every look at the cache.
     """
 
@@ -58,10 +70,12 @@ class PodReflector:
         thread_name: str,
         on_pod: Callable[[Any], None] | None = None,
         check_open: Callable[[], None] | None = None,
+        list_call: ListCall | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._selector = selector
+        self._list_call = list_call
         self._read = read
         self._log = log
         self._what = what
@@ -71,6 +85,7 @@ class PodReflector:
         self._lock = threading.Lock()
         self._pods: dict[str, Any] = {}
         self._synced = threading.Event()
+        self._list_sent = -1.0  # when the cache's list was asked for (monotonic)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stopped = False
@@ -119,15 +134,14 @@ class PodReflector:
         while not self._stop.is_set():
             try:
                 core = self._client.core()
-                namespace = self._settings.namespace
+                lister, args = self._lister(core)
+                selected = {"label_selector": self._selector} if self._selector else {}
                 if not version:
-                    listed = core.list_namespaced_pod(
-                        namespace,
-                        label_selector=self._selector,
-                        _request_timeout=self._settings.api_timeout,
-                    )
+                    sent = time.monotonic()
+                    listed = lister(*args, **selected, _request_timeout=self._settings.api_timeout)
                     with self._lock:
                         self._pods = {p.metadata.name: p for p in listed.items}
+                        self._list_sent = sent
                     version = listed.metadata.resource_version
                     self._synced.set()
                     self._notify()
@@ -136,9 +150,9 @@ class PodReflector:
                 w = kwatch.Watch()
                 self._current_watch = w
                 for event in w.stream(
-                    core.list_namespaced_pod,
-                    namespace,
-                    label_selector=self._selector,
+                    lister,
+                    *args,
+                    **selected,
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=240,
@@ -180,6 +194,11 @@ class PodReflector:
                 )
                 self._stop.wait(1.0)
 
+    def _lister(self, core: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if self._list_call is not None:
+            return self._list_call(core)
+        return core.list_namespaced_pod, (self._settings.namespace,)
+
     def _tell(self, pod: Any) -> None:
         if self._on_pod is not None:
             self._on_pod(pod)
@@ -209,6 +228,20 @@ class PodReflector:
         with self._lock:
             return list(self._pods.values())
 
+    def listed_since(self, since: float, timeout: float) -> list[Any] | None:
+        """Every object followed, from a list the watch asked the API for at ``since``
+        (monotonic) or later, waiting up to ``timeout`` seconds for the watch's first list; None
+        when its cache is older than that (or the list did not come): the caller lists from the
+        API. So a first list wanted while the watch is starting (a replica taking over, whose
+        watch lists the same thousand pods) is asked for and decoded once. Blocking: a worker
+        thread."""
+        self.ensure_running()
+        self._synced.wait(timeout)
+        with self._lock:
+            if self._synced.is_set() and self._list_sent >= since:
+                return list(self._pods.values())
+        return None
+
     def pods_sync(self, core: Any, including: str) -> dict[str, Any]:
         """Every pod followed, by name, with ``including`` among them if it exists: the cache
         once the watch has listed and shown that pod, else one list straight from the API
@@ -218,11 +251,9 @@ class PodReflector:
             with self._lock:
                 if including in self._pods:
                     return dict(self._pods)
-        listed = core.list_namespaced_pod(
-            self._settings.namespace,
-            label_selector=self._selector,
-            _request_timeout=self._settings.api_timeout,
-        )
+        lister, args = self._lister(core)
+        selected = {"label_selector": self._selector} if self._selector else {}
+        listed = lister(*args, **selected, _request_timeout=self._settings.api_timeout)
         return {p.metadata.name: p for p in listed.items}
 
     def _cached(self, name: str, fresh: bool) -> tuple[bool, Any]:
