@@ -1,14 +1,17 @@
 """RecoveryProgress (server/recovery_progress.py): the order a start-up recovery judges what it
 listed in, who waits on what, and that every wait ends. The recovery and the routes that use it
 run against the real engines elsewhere (test_service.py, test_k8s_failover.py); here the queue
-itself, with records as an engine lists them."""
+itself, with records as an engine lists them; and the collector's full passes, deferred while a
+recovery runs."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ContainerRecord
+from jupyter_gpu_containers.server.recovery import full_passes_deferred
 from jupyter_gpu_containers.server.recovery_progress import RecoveryProgress
 
 
@@ -106,3 +109,29 @@ async def test_a_wait_ends_at_its_bound_when_recovery_never_comes_to_its_kernel(
     await asyncio.wait_for(progress.wait_kernels(["k0"], 0.05), 5)
     await asyncio.wait_for(progress.wait_user("ann", 0.05), 5)
     assert not progress.done
+
+
+def test_no_full_collection_while_recovery_runs_and_one_after_it() -> None:
+    """full_passes_deferred (server/recovery.py): a heap that grows by many times inside sets
+    off no full pass of the collector (the young generations are collected as ever), and the
+    pass comes once, on the way out, with the thresholds as they were."""
+    thresholds = gc.get_threshold()
+    passes: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    kept: list[list[int]] = []
+    gc.callbacks.append(seen)
+    try:
+        with full_passes_deferred():
+            # As adopted kernels do: objects the collector tracks, kept, by the hundred thousand.
+            kept.extend([i] for i in range(300_000))
+            inside = list(passes)
+        after = list(passes)
+    finally:
+        gc.callbacks.remove(seen)
+    assert 0 in inside and 2 not in inside, inside
+    assert after[len(inside) :].count(2) == 1, after
+    assert gc.get_threshold() == thresholds

@@ -35,7 +35,7 @@ from .gateway_user import (
 )
 from .kernelmanager import GPUContainersKernelManager
 from .reclaimer import Reclaimer
-from .recovery import recover, restore_sessions
+from .recovery import full_passes_deferred, recover, restore_sessions
 from .recovery_progress import recovery_progress
 from .stock_routes import stock_handlers
 from .waiting_sessions import WaitingSessionManager
@@ -259,29 +259,34 @@ class GPUContainersApp(ExtensionApp):
             ksm.start_watching()
             # A saved or built image is a kernel spec by the time its user is told it is done.
             services.saves.on_image = lambda _ref: ksm.refresh()
-        try:
-            # A kernel service's kernels come back as their users' (identity.py).
-            directory = getattr(serverapp.identity_provider, "directory", None)
-            if not isinstance(directory, UserDirectory):
-                directory = None
-            report = await recover(
-                services, mkm, self.on_start, self.log, directory, recovery_progress(serverapp)
-            )
-        except ContainerKernelError as e:
-            self.log.warning("Kernel containers were not checked at start: %s", e)
-        else:
-            self.log.info(
-                "Kernel containers at start: reattached %d, removed %d left by stopped servers.",
-                len(report.reattached),
-                len(report.removed),
-            )
-            await restore_sessions(serverapp.session_manager, report.notebooks, self.log)
-        finally:
-            # A kernel service's kernels routes wait on this, each for its own kernels
-            # (service_routes.py): nobody waits any longer.
-            progress = recovery_progress(serverapp)
-            if progress is not None:
-                progress.finish()
+        # Kernels adopted grow the heap from what the freeze above left to hundreds of thousands
+        # of objects (370,000 at 1,000 kernel pods): the collector's full passes are deferred
+        # until every kernel is back (recovery.py, full_passes_deferred).
+        with full_passes_deferred():
+            try:
+                # A kernel service's kernels come back as their users' (identity.py).
+                directory = getattr(serverapp.identity_provider, "directory", None)
+                if not isinstance(directory, UserDirectory):
+                    directory = None
+                report = await recover(
+                    services, mkm, self.on_start, self.log, directory, recovery_progress(serverapp)
+                )
+            except ContainerKernelError as e:
+                self.log.warning("Kernel containers were not checked at start: %s", e)
+            else:
+                self.log.info(
+                    "Kernel containers at start: reattached %d, removed %d left by stopped "
+                    "servers.",
+                    len(report.reattached),
+                    len(report.removed),
+                )
+                await restore_sessions(serverapp.session_manager, report.notebooks, self.log)
+            finally:
+                # A kernel service's kernels routes wait on this, each for its own kernels
+                # (service_routes.py): nobody waits any longer.
+                progress = recovery_progress(serverapp)
+                if progress is not None:
+                    progress.finish()
         # Idle GPUs given back (GPUReclaim, off by default), the reattached kernels' too.
         services.keep(Reclaimer(services, mkm, self.log)).start()
         # The administrator's scheduled pre-pulls and pruning (PrePuller; none by default).
