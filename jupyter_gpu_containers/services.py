@@ -86,7 +86,12 @@ class Services:
         self.parent = parent
         self.policy = ContainerPolicy(parent=parent)
         name = getattr(parent, "backend", None) or ContainerEngine(parent=parent).backend
-        self.backend: ContainerBackend = backend_class(name)(parent=parent)
+        # A replica of the kernel service (its parent holds the right to act) uses the backend
+        # it stood by with: what that followed and read while it waited is warm for its recovery.
+        kept = getattr(getattr(parent, "active_replica", None), "backend", None)
+        self.backend: ContainerBackend = (
+            kept if isinstance(kept, backend_class(name)) else backend_class(name)(parent=parent)
+        )
         # An engine with no local image store of its own (a cluster's nodes pull) offers the
         # administrator's listed images, pulled with the administrator's registry logins.
         self.backend.use_images(self.listed_images, self._admin_auth)

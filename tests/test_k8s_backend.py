@@ -338,6 +338,42 @@ def test_a_kernel_connection_is_its_secret_only_while_its_pod_owns_it(
         backend.close()
 
 
+def test_a_standby_reads_each_kernel_pods_secret_ahead_and_gives_it_once(
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    service_kubeconfig: str,
+    pool: str,
+    tmp_path: Path,
+) -> None:
+    """A standby replica's backend (KubernetesBackend.stand_by) follows the kernel pods and reads
+    each one's connection Secret as the watch shows it; once it acts, a reattach of that pod
+    takes the Secret from memory (here the Secret is gone from the API by then: a read would
+    fail), once; a second reattach of the pod reads it again."""
+    core = client.CoreV1Api(control_plane.admin_client)
+    active = make_backend(service_kubeconfig, k8s_namespace, pool)
+    standby = make_backend(service_kubeconfig, k8s_namespace, pool)
+    try:
+        name = run(active.create(kernel_spec(tmp_path, name="ahead")))
+        standby.stand_by()
+        wait_for(lambda: standby.secrets_read_ahead() == 1, 60, "the Secret was not read ahead")
+        core.delete_namespaced_secret(f"{name}-connection", k8s_namespace)
+        standby.act()
+        info = run(standby.connection_info(name))
+        assert info["key"] == KEY and info["shell_port"] == 50001
+        assert standby.secrets_read_ahead() == 0
+        with pytest.raises(EngineRefused, match="connection Secret cannot be read"):
+            run(standby.connection_info(name))
+        # Acting, it reads no Secret ahead for the pods it starts.
+        made = run(standby.create(kernel_spec(tmp_path, name="after")))
+        wait_for(lambda: run(standby.state(made)) is not None, 60, "the pod was not watched")
+        assert standby.secrets_read_ahead() == 0
+        run(standby.remove(made))
+        run(active.remove(name))
+    finally:
+        standby.close()
+        active.close()
+
+
 def test_host_paths_other_than_the_workspace_are_refused(
     control_plane: ControlPlane,
     k8s_namespace: str,

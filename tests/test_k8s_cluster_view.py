@@ -254,6 +254,16 @@ def test_pools_holders_and_verdicts_from_node_labels(
         "",
     )
 
+    # The holders made for the looks above are not kept past a change the watch shows: a
+    # kernel pod gone is gone from the next look that follows it.
+    asyncio.run(backend.remove(pods["one"]))
+
+    def holders_now() -> set[str]:
+        again = asyncio.run(cluster_view(backend, listed, uid=str(uid), show_others=False))
+        return {h["pod"] for p in my_pools(again, pool).values() for h in p["holders"]}
+
+    wait_for(lambda: holders_now() == {pods["two"], pods["other"]}, 60, "a holder stayed")
+
 
 def test_a_pool_without_a_published_driver_or_gpus_says_so(
     control_plane: ControlPlane,
@@ -311,7 +321,9 @@ def test_the_route_on_a_kernel_service(
     pool: str,  # noqa: F811 - the fixture
 ) -> None:
     """GET /gpu-containers/cluster of a kernel service whose backend is the cluster: each user
-    sees their own kernels' pods in full and the other's as taken; the answers fit openapi.yaml."""
+    sees their own kernels' pods in full and the other's as taken, asked again the same, and a
+    pod gone from the next answers (ClusterViews keeps them while the watches show no change);
+    the answers fit openapi.yaml."""
     (first, _, _), (second, _, _) = cluster["users"]
     service = KernelService(
         {
@@ -338,6 +350,21 @@ def test_the_route_on_a_kernel_service(
         service.add_user(second)
         service.start()
         seen = {name: run(as_user(name)) for name in (first, second)}
+        # Asked again, as a panel does (an answer kept while the cluster is the same): each
+        # user's own still; and a kernel pod gone is gone from the next answers.
+        assert {name: run(as_user(name)) for name in (first, second)} == seen
+        run(cluster["backend"].remove(cluster["pods"]["one"]))
+
+        def holders_now(name: str) -> set[str]:
+            view = run(as_user(name))
+            return {h["pod"] for p in my_pools(view, pool).values() for h in p["holders"]}
+
+        rest = {cluster["pods"]["two"], cluster["pods"]["other"]}
+        wait_for(
+            lambda: all(holders_now(name) == rest for name in (first, second)),
+            60,
+            "a holder stayed",
+        )
         anonymous = run(service.fetch(None, "GET", route))
         assert anonymous.code == 403
         # Saving an environment as an image is not offered here, and the page is told why.

@@ -6,8 +6,8 @@ project's real control plane and node; the kernel is a real pod.
 - The standby starts nothing: it answers its probes (``/api``) and refuses the rest with a
   sentence.
 - The active replica paused (SIGSTOP: a frozen process, a node that stopped answering) past its
-  lease: the standby takes the lease, reattaches the kernel's pod from the pod and its Secret,
-  and the kernel's state is still there through it.
+  lease: the standby takes the lease, reattaches the kernel's pod from the pod and its Secret
+  (which it read while it waited), and the kernel's state is still there through it.
 - The paused replica resumed (SIGCONT) with a shutdown of that kernel queued from before the
   pause: it acts on nothing (the fence, base/fence.py) and exits; the kernel is untouched. Two
   replicas never act at once.
@@ -171,6 +171,9 @@ def test_the_standby_takes_over_and_a_paused_active_replica_stands_down(
             await wait_until(took_over, 180, "the standby to take over")
             assert "Active: this replica" in second.output()
             assert "reattached 1" in second.output(), second.output()
+            # Its Secret read while the standby waited (KubernetesBackend.stand_by), not at
+            # the takeover.
+            assert "Secrets of 1 kernel pods were read while standing by" in second.output()
             assert holder().endswith(f"_{second.process.pid}")
             code, model = await second.answer(user, "GET", f"api/kernels/{kernel_id}")
             assert code == 200, (code, model)

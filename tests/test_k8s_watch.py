@@ -5,6 +5,7 @@ coroutines) on its news rather than their polling. No cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
@@ -23,14 +24,14 @@ from jupyter_gpu_containers.base.errors import EngineUnavailable
 pytestmark = pytest.mark.timeout(60)
 
 
-def pod(name: str, version: str, ended: bool = False) -> Any:
+def pod(name: str, version: str, ended: bool = False, uid: str = "") -> Any:
     state = SimpleNamespace(
         terminated=SimpleNamespace(exit_code=3, reason="Error", message="") if ended else None,
         running=None,
         waiting=None,
     )
     return SimpleNamespace(
-        metadata=SimpleNamespace(name=name, resource_version=version),
+        metadata=SimpleNamespace(name=name, resource_version=version, uid=uid or f"uid-{name}"),
         spec=SimpleNamespace(node_name="n1", containers=[]),
         status=SimpleNamespace(
             phase="Running",
@@ -54,11 +55,20 @@ class FakeAPI:
     def core(self) -> FakeAPI:
         return self
 
+    def call(self, fn: Any) -> Any:
+        return fn(self)
+
     async def run(self, fn: Any) -> Any:
         return fn(self)
 
     # the API
     def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any:
+        if kwargs.get("_preload_content") is False:  # the names and uids only (JSON)
+            self.lists.append("undecoded")
+            items = [
+                {"metadata": {"name": p.metadata.name, "uid": p.metadata.uid}} for p in self.pods
+            ]
+            return SimpleNamespace(data=json.dumps({"items": items}).encode())
         self.lists.append(kwargs["label_selector"])
         return SimpleNamespace(
             items=list(self.pods), metadata=SimpleNamespace(resource_version=str(len(self.lists)))
@@ -122,7 +132,8 @@ def test_it_lists_then_watches_from_the_lists_version_and_lists_again_on_410(
     api: FakeAPI,
 ) -> None:
     seen: list[str] = []
-    watch = reflector(api, on_pod=lambda p: seen.append(p.metadata.name))
+    gone: list[str] = []
+    watch = reflector(api, on_pod=lambda p: seen.append(p.metadata.name), on_gone=gone.append)
     try:
         watch.ensure_running()
         wait_until(lambda: api.watches == ["1"])
@@ -130,6 +141,7 @@ def test_it_lists_then_watches_from_the_lists_version_and_lists_again_on_410(
         api.events.put({"type": "ADDED", "object": pod("b", "7"), "raw_object": {}})
         api.events.put({"type": "DELETED", "object": pod("a", "8"), "raw_object": {}})
         wait_until(lambda: watch.snapshot().keys() == {"b"})
+        assert gone == ["a"]
         api.events.put(None)  # the server ends the watch: resumed from the last version
         wait_until(lambda: api.watches == ["1", "8"])
         bookmark = {"metadata": {"resourceVersion": "12"}}
@@ -138,7 +150,8 @@ def test_it_lists_then_watches_from_the_lists_version_and_lists_again_on_410(
         wait_until(lambda: api.watches == ["1", "8", "12"])
         api.events.put({"type": "ERROR", "object": None, "raw_object": {"code": 410}})
         wait_until(lambda: len(api.lists) == 2 and api.watches[-1] == "2")
-        assert seen == ["a", "b", "a"]  # listed, added, listed again (never told of a deletion)
+        assert gone == ["a", "b"]  # b is not in the new list: gone while the watch was away
+        assert seen == ["a", "b", "a"]  # listed, added, listed again (a deletion: on_gone)
     finally:
         watch.stop()
 
@@ -274,7 +287,40 @@ def test_a_list_wanted_while_the_watch_starts_is_the_watchs_own(api: FakeAPI) ->
         pods = watch.listed_since(before, 5.0)
         assert pods is not None and [p.metadata.name for p in pods] == ["a"]
         assert api.lists == ["probe=true"]
-        assert watch.listed_since(time.monotonic(), 0.1) is None  # the cache is older
-        assert api.lists == ["probe=true"]
+    finally:
+        watch.stop()
+
+
+def test_a_list_wanted_of_a_watch_that_ran_before_is_its_cache_checked_against_the_api(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """listed_since on a cache listed before the time asked for (a standby's watch, taking
+    over): the cache, once it holds every pod the API lists now with the same uid (one list of
+    names and uids, not decoded), waiting for the watch to show what it lacks; None when it does
+    not show it in time (the caller lists for itself)."""
+    monkeypatch.setattr(watch_module, "CATCH_UP", 0.5)
+    watch = reflector(api)
+    try:
+        assert watch.listed_since(time.monotonic(), 5.0) is not None
+        api.pods.append(pod("b", "2"))  # made just now: the watch has not shown it yet
+        later = threading.Timer(
+            0.1, api.events.put, ({"type": "ADDED", "object": pod("b", "2"), "raw_object": {}},)
+        )
+        later.start()
+        pods = watch.listed_since(time.monotonic(), 5.0)
+        later.join()
+        assert pods is not None and sorted(p.metadata.name for p in pods) == ["a", "b"]
+        assert api.lists == ["probe=true", "undecoded"]
+        # The watch already saw a pod the API no longer lists: not among them.
+        api.pods.remove(next(p for p in api.pods if p.metadata.name == "b"))
+        pods = watch.listed_since(time.monotonic(), 5.0)
+        assert pods is not None and [p.metadata.name for p in pods] == ["a"]
+        # A pod made again under the same name (another uid), and one never shown: None.
+        api.pods[0] = pod("a", "3", uid="uid-a-again")
+        assert watch.listed_since(time.monotonic(), 5.0) is None
+        api.pods[0] = pod("a", "3")
+        api.pods.append(pod("c", "4"))
+        assert watch.listed_since(time.monotonic(), 5.0) is None
+        assert api.lists == ["probe=true"] + ["undecoded"] * 4
     finally:
         watch.stop()

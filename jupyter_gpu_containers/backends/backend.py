@@ -13,7 +13,7 @@ watcher), which may block.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -160,6 +160,10 @@ class ClusterNodes(Protocol):
 
     def gpu_holders_sync(self) -> list[GPUHolder]: ...
 
+    # What the two above answer stays the same while this does (a watch's count of changes):
+    # the panel's answer made from them may be kept until it changes. None: never assume so.
+    def cluster_version(self) -> Hashable | None: ...
+
 
 class KeptAllocations(Protocol):
     """What an engine whose kernels hold an allocation beyond their container (a Slurm job's
@@ -197,7 +201,10 @@ class ActiveReplica(Protocol):
     (kubernetes/lease.py). ``acquire`` blocks until it does (the process is a standby until
     then; ``waiting(holder)`` is told once who acts meanwhile), then keeps it and shuts the
     process's fence (base/fence.py) the moment it is lost; ``release`` gives it up at a clean
-    stop."""
+    stop. ``backend``: the backend it watched the engine with while it stood by (services.py
+    makes it the server's, its caches warm)."""
+
+    backend: Any
 
     def acquire(self, waiting: Callable[[str], None] | None = None) -> None: ...
 

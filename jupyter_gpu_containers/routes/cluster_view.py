@@ -21,8 +21,10 @@ GPUs are ``/gpu-containers/gpus``'s.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,9 @@ RUNTIME_PARTS = ("nvidia.com/cuda.runtime.major", "nvidia.com/cuda.runtime.minor
 
 # Node label values are anyone's text to this service (a node's kubelet may set its own labels):
 # only versions of a bounded length are believed.
+# How many answers of the cluster view are kept (ClusterViews): one per user with a panel open,
+# at one version of the cluster; each is the size of the view (250 KB at 1,000 kernel pods).
+VIEWS_KEPT = 64
 _VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}")
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -364,3 +369,42 @@ async def cluster_view(
         pools_of, nodes, holders, listed, uid=uid, show_others=show_others
     )
     return {"backend": name, "pools": pools, "engine_error": ""}
+
+
+class ClusterViews:
+    """The answers of ``GET /gpu-containers/cluster`` as JSON, kept while the cluster's version
+    (ClusterNodes.cluster_version) stays the same, by user and what decides their content: every
+    open GPU panel asks again and again, and at 1,000 kernel pods making the answer again (a
+    holder each, the pools, the verdicts) was most of a look's time, and its garbage set off
+    the collector's full passes. Answers of an older version are dropped when a newer comes."""
+
+    def __init__(self, size: int = VIEWS_KEPT) -> None:
+        self._size = size
+        self._version: Hashable | None = None
+        self._kept: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+
+    async def answer(
+        self,
+        backend: ContainerBackend,
+        listed: list[dict[str, Any]],
+        *,
+        uid: str,
+        show_others: bool,
+    ) -> str:
+        cluster = backend.cluster
+        version = cluster.cluster_version() if cluster is not None else None
+        key = (uid, show_others, json.dumps(listed, sort_keys=True))
+        if version is not None and version == self._version and key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        view = await cluster_view(backend, listed, uid=uid, show_others=show_others)
+        body = json.dumps(view)
+        if version is None or view["engine_error"]:
+            return body
+        if version != self._version:
+            self._kept.clear()
+            self._version = version
+        self._kept[key] = body
+        while len(self._kept) > self._size:
+            self._kept.popitem(last=False)
+        return body

@@ -12,7 +12,7 @@ from tornado import web
 
 from ..gpus.gpu_report import gpu_report, my_allocations
 from .base import GPUContainersHandler
-from .cluster_view import cluster_view
+from .cluster_view import ClusterViews
 
 
 class GPUsHandler(GPUContainersHandler):
@@ -32,6 +32,10 @@ class GPUsHandler(GPUContainersHandler):
         self.finish(json.dumps(report))
 
 
+# The server's ClusterViews, in the web application's settings: its answers kept between looks.
+CLUSTER_VIEWS_KEY = "gpu_containers_cluster_views"
+
+
 class ClusterHandler(GPUContainersHandler):
     """On Kubernetes: the GPU node pools, which node and pod holds what, and each listed
     image's verdict per pool (cluster_view.py). On Docker: backend "docker", no pools."""
@@ -40,13 +44,15 @@ class ClusterHandler(GPUContainersHandler):
     @authorized
     async def get(self) -> None:
         services = self.services
-        view = await cluster_view(
-            services.backend,
-            services.catalog.listed(),
-            uid=self.uid,
-            show_others=services.visibility.show_other_users,
+        views = self.settings.setdefault(CLUSTER_VIEWS_KEY, ClusterViews())
+        self.finish(
+            await views.answer(
+                services.backend,
+                services.catalog.listed(),
+                uid=self.uid,
+                show_others=services.visibility.show_other_users,
+            )
         )
-        self.finish(json.dumps(view))
 
 
 class AllocationsHandler(GPUContainersHandler):

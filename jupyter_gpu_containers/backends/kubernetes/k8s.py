@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import os
 import secrets
@@ -69,7 +70,7 @@ from ..backend import ContainerDetails, Dataset, Finding, GPUHolder, PullProgres
 from . import nodes
 from .client import KubernetesClient, refused
 from .images import ImageDigest
-from .kernels import KernelPodCalls
+from .kernels import KernelPodCalls, connection_of, owns
 from .learned import LearnedImages
 from .lease import ActiveLease
 from .logs import PodLog
@@ -95,9 +96,14 @@ from .pods import (
     pod_state,
     start_progress,
 )
+from .standby import SecretsReadAhead
 from .watch import Reflector, cluster_nodes
 
 T = TypeVar("T")
+
+# How long a look at the nodes waits for the node watch's first list (seconds) before it lists
+# them from the API itself.
+FIRST_LIST_WAIT = 5.0
 
 # The label selector of the kernel pods (every pod a kernel runs in, whoever started it).
 KERNEL_PODS = f"{L.MANAGED}=true"
@@ -276,7 +282,10 @@ class KubernetesBackend(LoggingConfigurable):
         self._closed = False
         self._api = KubernetesClient(self)
         self._learned = LearnedImages(self.log)
-        # The kernel pods (labelled managed): their state, and the images their nodes ran.
+        # A standby's reads of the kernel pods' connection Secrets, ahead of a takeover.
+        self._read_ahead = SecretsReadAhead(self._read_connection_secret, self.log)
+        # The kernel pods (labelled managed): their state, the images their nodes ran, and (a
+        # standby's) their Secrets to read ahead.
         self._kernel_pods = Reflector(
             self._api,
             self,
@@ -286,7 +295,8 @@ class KubernetesBackend(LoggingConfigurable):
             what="kernel pods",
             thread_name="gpu-containers-k8s-watch",
             check_open=self._check_open,
-            on_pod=self._learned.learn_from_pod,
+            on_pod=self._kernel_pod_seen,
+            on_gone=self._read_ahead.pod_gone,
         )
         # The readiness probes' pods (labelled probe, never managed), which their probes wait
         # on. Only the probe learns from its pod: the image watchers are not told (oneshot.py).
@@ -317,6 +327,8 @@ class KubernetesBackend(LoggingConfigurable):
         # The kernel pods' records for the panel's holders, by pod name: (its resourceVersion,
         # its record), made again only when the watch brings a new version of the pod.
         self._holder_records: dict[str, tuple[str, ContainerRecord]] = {}
+        # The holders made from them, and the pod watch's generation they were made at.
+        self._holders: tuple[int, list[GPUHolder]] = (-1, [])
 
     # ------------------------------------------------------------------ plumbing
 
@@ -338,6 +350,7 @@ class KubernetesBackend(LoggingConfigurable):
 
     def close(self) -> None:
         self._closed = True
+        self._read_ahead.clear()
         self._kernel_pods.stop()
         self._probe_pods.stop()
         self._nodes.stop()
@@ -391,6 +404,37 @@ class KubernetesBackend(LoggingConfigurable):
     async def _pod(self, name: str, fresh: bool = False) -> Any:
         """The kernel pod as the watch last saw it (None: gone); see Reflector.pod."""
         return await self._kernel_pods.pod(name, fresh)
+
+    # ------------------------------------------------------------------ a standby replica
+
+    def stand_by(self) -> None:
+        """This process is a standby replica (lease.py): follow the kernel pods from now on, and
+        read each one's connection Secret ahead, so that a takeover finds them in memory (its
+        recovery's list and reads: Reflector.listed_since, connection_info)."""
+        self._kernel_pods.ensure_running()
+        self._read_ahead.start()
+
+    def act(self) -> None:
+        """This replica acts now: no more reads ahead (it makes the Secrets of the pods it
+        starts); what was read waits for the recovery's reattach of each pod."""
+        self._read_ahead.stop()
+        if self.secrets_read_ahead():
+            self.log.info(
+                "The connection Secrets of %d kernel pods were read while standing by: their "
+                "kernels are reattached without reading them again.",
+                self.secrets_read_ahead(),
+            )
+
+    def secrets_read_ahead(self) -> int:
+        """How many kernel pods' connection Secrets wait in memory for their reattach."""
+        return len(self._read_ahead)
+
+    def _kernel_pod_seen(self, pod: Any) -> None:
+        self._learned.learn_from_pod(pod)
+        self._read_ahead.pod_seen(pod)
+
+    def _read_connection_secret(self, name: str) -> Any:
+        return self._api.call(lambda core: self._calls().read_connection_secret(core, name))
 
     # ------------------------------------------------------------------ the engine
 
@@ -524,9 +568,14 @@ class KubernetesBackend(LoggingConfigurable):
 
     async def connection_info(self, container_id: str) -> dict[str, Any]:
         """The kernel's connection file from its Secret, trusted only when the pod owns it (an
-        owner reference with the pod's uid, written by this service when it made both)."""
+        owner reference with the pod's uid, written by this service when it made both): the
+        Secret as this replica read it ahead while it stood by, else as read now."""
         pod = await self._pod(container_id)
         uid = str(pod.metadata.uid or "") if pod is not None else ""
+        secret = self._read_ahead.take(container_id, uid) if uid else None
+        if secret is not None and owns(secret, uid):
+            with contextlib.suppress(EngineRefused):  # (not a connection after all: read again)
+                return connection_of(secret)
         return await self.run(lambda core: self._calls().connection(core, container_id, uid))
 
     async def state(self, container_id: str) -> ContainerState | None:
@@ -616,32 +665,50 @@ class KubernetesBackend(LoggingConfigurable):
     def nodes_sync(self) -> list[NodeGPUs]:
         """Every node with its GPU resources (the default and the allowed others)."""
         resources = [self.gpu_resource, *self.allowed_gpu_resources]
-        cached = self._nodes.listed()
-        if cached is None:  # the node watch has not listed yet: once from the API
+        # The node watch's list, waited for while it starts (the panel's first look): a list of
+        # its own beside it would decode every node twice, and slow both.
+        cached = self._nodes.listed_since(0.0, FIRST_LIST_WAIT)
+        if cached is None:  # the node watch has not listed: once from the API
             return nodes.nodes_sync(self._api, resources, self.api_timeout)
         return [gpus for node in cached for gpus in nodes.node_gpus(node, resources)]
+
+    def cluster_version(self) -> tuple[int, int] | None:
+        """The pod watch's and the node watch's counts of changes, once both have listed (None
+        before: the panel's answer is then made from lists of the API's, each time)."""
+        if not (self._kernel_pods.synced and self._nodes.synced):
+            return None
+        return self._kernel_pods.generation, self._nodes.generation
 
     def gpu_holders_sync(self) -> list[GPUHolder]:
         """The kernel pods bound to a node with GPUs: the GPU panel's holders, by node. From the
         pod watch's cache once it has listed: a look at the panel need not list and decode every
-        kernel pod of the namespace again (2 s at 1,000 pods); before, one list from the API."""
+        kernel pod of the namespace again (2 s at 1,000 pods); before, one list from the API.
+        The holders made are kept until the watch shows a change (at 1,000 pods, making them
+        again was most of a look's time)."""
+        generation = self._kernel_pods.generation  # (before the cache is read)
+        made_at, holders = self._holders
+        if made_at == generation and self._kernel_pods.synced:
+            return list(holders)
         cached = self._kernel_pods.listed()
         if cached is None:
-            records = self.list_containers_sync({L.MANAGED: "true"})
-        else:
-            known, made = self._holder_records, {}
-            for pod in cached:
-                version = pod.metadata.resource_version or ""
-                kept = known.get(pod.metadata.name)
-                made[pod.metadata.name] = (
-                    kept
-                    if kept is not None and version and kept[0] == version
-                    else (version, pod_record(pod))
-                )
-            # Replaced whole (requests may run on two threads): pods gone are forgotten.
-            self._holder_records = made
-            records = [r for _, r in made.values() if r.labels.get(L.MANAGED) == "true"]
-        return nodes.gpu_holders(records, self.gpu_resource)
+            return nodes.gpu_holders(
+                self.list_containers_sync({L.MANAGED: "true"}), self.gpu_resource
+            )
+        known, made = self._holder_records, {}
+        for pod in cached:
+            version = pod.metadata.resource_version or ""
+            kept = known.get(pod.metadata.name)
+            made[pod.metadata.name] = (
+                kept
+                if kept is not None and version and kept[0] == version
+                else (version, pod_record(pod))
+            )
+        # Replaced whole (requests may run on two threads): pods gone are forgotten.
+        self._holder_records = made
+        records = [r for _, r in made.values() if r.labels.get(L.MANAGED) == "true"]
+        holders = nodes.gpu_holders(records, self.gpu_resource)
+        self._holders = (generation, holders)
+        return list(holders)
 
     # ------------------------------------------------------------------ images
 

@@ -105,16 +105,9 @@ class KernelPodCalls:
         ``pod_uid``: the pod's uid as the watch saw it (a replica taking over reattaches every
         pod: one read fewer each); the pod is read only when the Secret's owner is not that."""
         secret_name = connection_secret_name(name)
-
-        def owned(secret: Any, uid: str) -> bool:
-            owners = secret.metadata.owner_references or []
-            return any(o.kind == "Pod" and o.uid == uid for o in owners)
-
         try:
-            secret = core.read_namespaced_secret(
-                secret_name, self.namespace, _request_timeout=self.api_timeout
-            )
-            if not pod_uid or not owned(secret, pod_uid):
+            secret = self.read_connection_secret(core, name)
+            if not pod_uid or not owns(secret, pod_uid):
                 # (A watch can lag: a pod of that name made again since is asked of the API.)
                 pod = core.read_namespaced_pod(
                     name, self.namespace, _request_timeout=self.api_timeout
@@ -124,15 +117,15 @@ class KernelPodCalls:
             raise EngineRefused(
                 f"The kernel pod {name}'s connection Secret cannot be read: {api_reason(e)}"
             ) from e
-        if not owned(secret, pod_uid):
+        if not owns(secret, pod_uid):
             raise EngineRefused(f"The Secret {secret_name} is not the kernel pod's own.")
-        try:
-            content = json.loads(base64.b64decode((secret.data or {})[CONNECTION_FILE_NAME]))
-        except (KeyError, ValueError) as e:
-            raise EngineRefused(f"The Secret {secret_name} holds no connection file.") from e
-        if not isinstance(content, dict):
-            raise EngineRefused(f"The Secret {secret_name} is not a connection.")
-        return content
+        return connection_of(secret)
+
+    def read_connection_secret(self, core: Any, name: str) -> Any:
+        """The connection Secret of the pod ``name`` (ApiException when it cannot be read)."""
+        return core.read_namespaced_secret(
+            connection_secret_name(name), self.namespace, _request_timeout=self.api_timeout
+        )
 
     def log_tail(self, core: Any, name: str, lines: int) -> str:
         """The last ``lines`` of the kernel's log ("" when it has none to show)."""
@@ -176,3 +169,22 @@ class KernelPodCalls:
         except ApiException as e:
             raise refused("list the kernel pods", e) from e
         return list(found.items)
+
+
+def owns(secret: Any, pod_uid: str) -> bool:
+    """Whether the pod of uid ``pod_uid`` owns ``secret`` (its owner reference, which this
+    service wrote when it made both)."""
+    owners = secret.metadata.owner_references or []
+    return any(o.kind == "Pod" and o.uid == pod_uid for o in owners)
+
+
+def connection_of(secret: Any) -> dict[str, Any]:
+    """The connection file a kernel's Secret holds (EngineRefused when it holds none)."""
+    name = secret.metadata.name
+    try:
+        content = json.loads(base64.b64decode((secret.data or {})[CONNECTION_FILE_NAME]))
+    except (KeyError, ValueError) as e:
+        raise EngineRefused(f"The Secret {name} holds no connection file.") from e
+    if not isinstance(content, dict):
+        raise EngineRefused(f"The Secret {name} is not a connection.")
+    return content

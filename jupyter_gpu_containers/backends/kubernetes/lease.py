@@ -145,6 +145,9 @@ class ActiveLease(LoggingConfigurable):
                 f"lease_duration; they are {self.retry_period:g}, {self.renew_deadline:g} and "
                 f"{self.lease_duration:g} s."
             )
+        # The service's backend (services.py takes it over from here): a standby keeps its
+        # watch of the kernel pods and reads their Secrets ahead (KubernetesBackend.stand_by).
+        self.backend = backend
         self._namespace = str(backend.namespace)
         # A call that hangs must not outlast the deadline it serves (KubernetesBackend.
         # api_timeout is for the kernels' calls, 30 s by default).
@@ -294,6 +297,20 @@ class ActiveLease(LoggingConfigurable):
 
     # ------------------------------------------------------------------ standby, then active
 
+    def _stand_by(self) -> None:
+        stand_by = getattr(self.backend, "stand_by", None)
+        if stand_by is None:
+            return
+        try:
+            stand_by()
+        except Exception as e:  # a takeover then lists and reads what it needs, as a start does
+            self.log.warning("The standby does not follow the kernel pods ahead: %s", e)
+
+    def _act(self) -> None:
+        act = getattr(self.backend, "act", None)
+        if act is not None:
+            act()
+
     def acquire(self, waiting: Callable[[str], None] | None = None) -> None:
         """Block until this replica holds the Lease (before the service starts anything), then
         keep it from a thread of its own and shut the fence for this process when it is lost.
@@ -325,6 +342,7 @@ class ActiveLease(LoggingConfigurable):
                 )
                 if waiting is not None:
                     waiting(holder)
+                self._stand_by()
             time.sleep(self.retry_period)
         self.log.info(
             "Active: this replica (%s) holds the lease %s/%s.",
@@ -332,6 +350,7 @@ class ActiveLease(LoggingConfigurable):
             self._namespace,
             self.name,
         )
+        self._act()
         self._remove_check = fence.guard(self.refusal)
         # Users' connections stop reaching the other replicas now; they reach this one once it
         # answers (serving).

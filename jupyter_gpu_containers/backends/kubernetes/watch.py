@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,10 @@ T = TypeVar("T")
 # Without news, a waiter looks again this often: the watch may be down (the API went away) and a
 # pod read straight from the API instead.
 RECHECK_SECONDS = 5.0
+# How long the cache may take to show what a list from the API just had (a watch's news lag by
+# milliseconds; a pod deleted between the list and the look never shows, and then the caller
+# lists from the API).
+CATCH_UP = 2.0
 
 
 class WaitTimedOut(TimeoutError):
@@ -54,7 +59,8 @@ class Reflector:
 
     ``read(core, name)`` reads one object straight from the API (None: gone), for a caller that
     needs it before the watch has listed, or before the watch has shown a pod just created;
-    ``on_pod`` is told of every object listed or changed (not deleted), on the watch's thread;
+    ``on_pod`` is told of every object listed or changed (not deleted), and ``on_gone`` of the
+    name of each one deleted (or missing from a list again), on the watch's thread;
     ``check_open`` raises when its owner is closed, before every look at the cache.
     """
 
@@ -69,6 +75,7 @@ class Reflector:
         what: str,
         thread_name: str,
         on_pod: Callable[[Any], None] | None = None,
+        on_gone: Callable[[str], None] | None = None,
         check_open: Callable[[], None] | None = None,
         list_call: ListCall | None = None,
     ) -> None:
@@ -81,6 +88,7 @@ class Reflector:
         self._what = what
         self._thread_name = thread_name
         self._on_pod = on_pod
+        self._on_gone = on_gone
         self._check_open = check_open
         self._lock = threading.Lock()
         self._pods: dict[str, Any] = {}
@@ -140,11 +148,15 @@ class Reflector:
                     sent = time.monotonic()
                     listed = lister(*args, **selected, _request_timeout=self._settings.api_timeout)
                     with self._lock:
+                        gone = set(self._pods)
                         self._pods = {p.metadata.name: p for p in listed.items}
+                        gone -= set(self._pods)
                         self._list_sent = sent
                     version = listed.metadata.resource_version
                     self._synced.set()
                     self._notify()
+                    for name in gone:
+                        self._tell_gone(name)
                     for p in listed.items:
                         self._tell(p)
                 w = kwatch.Watch()
@@ -180,6 +192,8 @@ class Reflector:
                     self._notify()
                     if kind != "DELETED":
                         self._tell(pod)
+                    else:
+                        self._tell_gone(pod.metadata.name)
             except ApiException as e:
                 if e.status == 410:
                     version = ""
@@ -203,6 +217,10 @@ class Reflector:
         if self._on_pod is not None:
             self._on_pod(pod)
 
+    def _tell_gone(self, name: str) -> None:
+        if self._on_gone is not None:
+            self._on_gone(name)
+
     def _notify(self) -> None:
         with self._lock:
             waiters = list(self._waiters)
@@ -214,6 +232,18 @@ class Reflector:
             self._news.notify_all()
 
     # ------------------------------------------------------------------ the cache
+
+    @property
+    def synced(self) -> bool:
+        """Whether the watch has listed (its cache answers)."""
+        return self._synced.is_set()
+
+    @property
+    def generation(self) -> int:
+        """A count that changes with every change the watch shows (a list, an event): what was
+        made of the cache at one count is still right while the count is the same."""
+        with self._news:
+            return self._generation
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -229,18 +259,49 @@ class Reflector:
             return list(self._pods.values())
 
     def listed_since(self, since: float, timeout: float) -> list[Any] | None:
-        """Every object followed, from a list the watch asked the API for at ``since``
-        (monotonic) or later, waiting up to ``timeout`` seconds for the watch's first list; None
-        when its cache is older than that (or the list did not come): the caller lists from the
-        API. So a first list wanted while the watch is starting (a replica taking over, whose
-        watch lists the same thousand pods) is asked for and decoded once. Blocking: a worker
-        thread."""
+        """Every object followed, as current as a list the API answers now: the watch's first
+        list if it asked for it at ``since`` (monotonic) or later, waiting up to ``timeout``
+        seconds for it; else the cache, checked against the names and uids the API lists now
+        (one list of them, not decoded into objects: a small part of decoding them all),
+        waiting up to CATCH_UP seconds for the watch to show any it lacks. So the list wanted
+        while the watch starts, and the one wanted of a watch that ran before (a standby's,
+        taking over), are not decoded a second time. None when the cache cannot answer so (no
+        list came; the watch did not catch up): the caller lists from the API. Blocking: a
+        worker thread."""
         self.ensure_running()
         self._synced.wait(timeout)
         with self._lock:
-            if self._synced.is_set() and self._list_sent >= since:
+            if not self._synced.is_set():
+                return None
+            if self._list_sent >= since:
                 return list(self._pods.values())
-        return None
+        selected = {"label_selector": self._selector} if self._selector else {}
+
+        def undecoded(core: Any) -> Any:
+            lister, args = self._lister(core)
+            timeout = self._settings.api_timeout
+            return lister(*args, **selected, _preload_content=False, _request_timeout=timeout)
+
+        try:
+            response = self._client.call(undecoded)
+            wanted = {
+                item["metadata"]["name"]: item["metadata"].get("uid", "")
+                for item in json.loads(response.data).get("items", [])
+            }
+        except Exception:  # the caller's own list says why, in its sentence
+            return None
+
+        def current() -> list[Any] | None:
+            with self._lock:
+                found = [self._pods.get(name) for name in wanted]
+            if all(
+                pod is not None and pod.metadata.uid == uid
+                for pod, uid in zip(found, wanted.values(), strict=True)
+            ):
+                return found
+            return None
+
+        return self._until(current, time.monotonic() + CATCH_UP)
 
     def pods_sync(self, core: Any, including: str) -> dict[str, Any]:
         """Every pod followed, by name, with ``including`` among them if it exists: the cache
@@ -323,16 +384,26 @@ class Reflector:
     ) -> T:
         """:meth:`wait_for` on this thread (a worker's), blocking it."""
         self.ensure_running()
-        deadline = time.monotonic() + timeout
+        answer = self._until(
+            lambda: check(self.pod_sync(core, name, fresh)), time.monotonic() + timeout
+        )
+        if answer is None:
+            raise WaitTimedOut
+        return answer
+
+    def _until(self, look: Callable[[], T | None], deadline: float) -> T | None:
+        """``look()`` until it answers something other than None, again at each change the
+        watch shows (and at least every RECHECK_SECONDS), until ``deadline`` (monotonic): None
+        then. Blocking this thread."""
         while True:
             with self._news:
                 seen = self._generation
-            answer = check(self.pod_sync(core, name, fresh))
+            answer = look()
             if answer is not None:
                 return answer
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WaitTimedOut
+                return None
             with self._news:
                 if self._generation == seen:
                     self._news.wait(min(left, RECHECK_SECONDS))

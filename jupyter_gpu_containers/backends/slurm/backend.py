@@ -267,6 +267,11 @@ class SlurmBackend(LoggingConfigurable):
             self._nodes_read = (time.monotonic(), found)
             return found
 
+    def cluster_version(self) -> None:
+        """None: the jobs are read from Slurm at each look (its nodes at most every
+        NODES_FRESH_FOR seconds), with no count of their changes to keep a view by."""
+        return None
+
     def gpu_holders_sync(self) -> list[GPUHolder]:
         records = [r.as_container("") for r in self.records.all()]
         jobs = {job.id: job for job in self.commands.jobs()} if records else {}
