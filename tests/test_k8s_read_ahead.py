@@ -69,8 +69,8 @@ def test_each_pod_is_read_once_and_given_once_for_its_own_uid(secrets: Secrets) 
         assert ahead.take("b", "2") == "secret-b"
         assert ahead.take("b", "2") is None  # once
         # A pod gone: its Secret goes too.
-        ahead.pod_seen(pod("c", "3"))
         secrets.by_pod["c"] = "secret-c"
+        ahead.pod_seen(pod("c", "3"))
         wait_until(lambda: len(ahead) == 1)
         ahead.pod_gone("c")
         assert len(ahead) == 0
@@ -110,5 +110,38 @@ def test_once_the_replica_acts_nothing_more_is_read_and_what_was_read_stays(
         time.sleep(0.3)
         assert secrets.reads == ["a"]
         assert ahead.take("a", "1") == "secret-a"
+    finally:
+        ahead.clear()
+
+
+def test_a_pod_gone_while_its_secret_is_read_leaves_nothing(secrets: Secrets) -> None:
+    """Kernels come and go all day while a standby waits: a read queued or under way when the
+    watch shows the pod deleted keeps nothing (the Secret may still answer: its deletion by the
+    garbage collector follows the pod's)."""
+    reading, answer = threading.Event(), threading.Event()
+
+    def slow_read(name: str) -> Any:
+        reading.set()
+        assert answer.wait(10)
+        return secrets.read(name)
+
+    ahead = SecretsReadAhead(slow_read, logging.getLogger("test"))
+    secrets.by_pod = {"a": "secret-a", "b": "secret-b", "c": "secret-c"}
+    ahead.start()
+    try:
+        ahead.pod_seen(pod("a", "1"))
+        assert reading.wait(10)  # a's read is under way
+        ahead.pod_seen(pod("b", "2"))  # b's waits behind it
+        ahead.pod_gone("a")
+        ahead.pod_gone("b")
+        ahead.pod_seen(pod("c", "3"))
+        answer.set()
+        wait_until(lambda: len(ahead) == 1)  # c's read, the last queued, has ended
+        assert secrets.reads == ["a", "c"]  # b's was not even made
+        assert ahead.take("a", "1") is None and ahead.take("c", "3") == "secret-c"
+        # The same name made again (a new uid) is read for the new pod.
+        ahead.pod_seen(pod("a", "4"))
+        wait_until(lambda: len(ahead) == 1)
+        assert ahead.take("a", "4") == "secret-a"
     finally:
         ahead.clear()

@@ -34,7 +34,9 @@ class SecretsReadAhead:
         self._log = log
         self._lock = threading.Lock()
         self._secrets: dict[str, tuple[str, Any]] = {}  # pod name -> (pod uid, Secret)
-        self._queued: set[tuple[str, str]] = set()  # (pod name, pod uid) waiting for a read
+        # The pods whose Secret waits for a read (or is being read): pod name -> pod uid. A pod
+        # gone meanwhile leaves it, so a read that ends after it keeps nothing.
+        self._queued: dict[str, str] = {}
         # (pod name, pod uid, whether this is the second try); None ends the thread.
         self._queue: queue.SimpleQueue[tuple[str, str, bool] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -74,14 +76,17 @@ class SecretsReadAhead:
             if not self._reading or not uid:
                 return
             kept = self._secrets.get(name)
-            if (kept is not None and kept[0] == uid) or (name, uid) in self._queued:
+            if (kept is not None and kept[0] == uid) or self._queued.get(name) == uid:
                 return
-            self._queued.add((name, uid))
+            self._queued[name] = uid
         self._queue.put((name, uid, False))
 
     def pod_gone(self, name: str) -> None:
+        """The watch shows ``name`` deleted: its Secret is forgotten, and a read of it queued or
+        under way keeps nothing (kernels come and go all day while a standby waits)."""
         with self._lock:
             self._secrets.pop(name, None)
+            self._queued.pop(name, None)
 
     def take(self, name: str, uid: str) -> Any:
         """The Secret read ahead for the pod ``name`` of uid ``uid`` (None: none was), given
@@ -98,7 +103,7 @@ class SecretsReadAhead:
         while (item := self._queue.get()) is not None:
             name, uid, again = item
             with self._lock:
-                if not self._reading or (name, uid) not in self._queued:
+                if not self._reading or self._queued.get(name) != uid:
                     continue
             try:
                 secret = self._read(name)
@@ -108,10 +113,12 @@ class SecretsReadAhead:
                 )
                 secret = None
             with self._lock:
-                if secret is not None and self._reading:
+                wanted = self._reading and self._queued.get(name) == uid
+                if secret is not None and wanted:
                     self._secrets[name] = (uid, secret)
-                if secret is not None or again or not self._reading:
-                    self._queued.discard((name, uid))
+                if secret is not None or again or not wanted:
+                    if self._queued.get(name) == uid:
+                        del self._queued[name]
                     continue
             # Not there yet (a pod is made before its Secret), or the API away: once more,
             # later (the pod's next change, as it starts, asks again too; and the takeover
