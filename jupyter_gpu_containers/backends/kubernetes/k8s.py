@@ -411,8 +411,10 @@ class KubernetesBackend(LoggingConfigurable):
         """This process is a standby replica (lease.py): follow the kernel pods from now on, and
         read each one's connection Secret ahead, so that a takeover finds them in memory (its
         recovery's list and reads: Reflector.listed_since, connection_info)."""
-        self._kernel_pods.ensure_running()
+        # Reading before the watch starts: its first list tells of every pod, and a pod told of
+        # before the reads began would wait for its next change (maybe none) to be read.
         self._read_ahead.start()
+        self._kernel_pods.ensure_running()
 
     def act(self) -> None:
         """This replica acts now: no more reads ahead (it makes the Secrets of the pods it
