@@ -107,9 +107,28 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+# A kernel's five channels, as its connection file names their ports.
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports, all bound at once before any is given back: ports asked
+    for one after the other may repeat (the kernel would bind two channels to one port, or, over
+    ipc, one channel's socket file would replace another's, and its first reply never come; one
+    kernel in a thousand on Linux, measured)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def kernel_ports() -> dict[str, int]:
+    """A kernel's five ports, by channel (``shell_port``...), all different."""
+    return {f"{name}_port": port for name, port in zip(CHANNELS, free_ports(5), strict=True)}
 
 
 def docker_client() -> docker.DockerClient:
@@ -185,13 +204,13 @@ class BareKernels:
         kernel's directory."""
         tmp = tempfile.mkdtemp(prefix="jgc-bench-")
         key = uuid.uuid4().hex
-        ports = {name: free_port() for name in ("shell", "iopub", "stdin", "control", "hb")}
+        ports = kernel_ports()
         inside = {
             "transport": transport,
             "ip": "/k/kernel-ipc" if transport == "ipc" else "0.0.0.0",
             "key": key,
             "signature_scheme": "hmac-sha256",
-            **{f"{name}_port": port for name, port in ports.items()},
+            **ports,
         }
         if transport == "tcp" and network == "host":
             inside["ip"] = "127.0.0.1"

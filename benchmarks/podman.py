@@ -36,7 +36,7 @@ from typing import Any
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
 from .bench import Bench
-from .harness import LABEL, Stats, free_port, interleaved, kernel_info_zmq, shell_url
+from .harness import LABEL, Stats, interleaved, kernel_info_zmq, kernel_ports, shell_url
 from .kernel_start import docker_true, phase_rows, split
 from .server import BenchServer
 
@@ -220,7 +220,7 @@ async def _podman_floor(bench: Bench, podman: RootlessPodman, run_d: list[float]
         "ip": "/k/kernel-ipc",
         "key": key,
         "signature_scheme": "hmac-sha256",
-        **{f"{n}_port": free_port() for n in ("shell", "iopub", "stdin", "control", "hb")},
+        **kernel_ports(),
     }
     (tmp / "kernel.json").write_text(json.dumps(inside))
     started = time.monotonic()

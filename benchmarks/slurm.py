@@ -39,7 +39,7 @@ from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 from jupyter_gpu_containers.kernel.launch_request import REQUEST_ENV
 
 from .bench import Bench
-from .harness import LABEL, REPO, Stats, free_port, interleaved, kernel_info_zmq, step
+from .harness import LABEL, REPO, Stats, interleaved, kernel_info_zmq, kernel_ports, step
 from .k8s import kernel_phases
 from .podman import DEFAULT_USER, RootlessPodman
 from .service import BenchService
@@ -160,10 +160,7 @@ class SlurmBench:
         directory = Path(tempfile.mkdtemp(prefix="floor-", dir=self.home))
         os.chown(directory, self.podman.uid, self.podman.gid)
         key = uuid.uuid4().hex
-        ports = {
-            name: free_port()
-            for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-        }
+        ports = kernel_ports()
         connection = directory / "kernel.json"
         connection.write_text(
             json.dumps(

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not
 
 from benchmarks import report  # noqa: E402
 from benchmarks.__main__ import SECTIONS, merge_earlier  # noqa: E402
+from benchmarks.harness import kernel_ports  # noqa: E402
 
 
 def bench_homes() -> set[Path]:
@@ -268,3 +269,15 @@ def test_quick_run_writes_the_other_engines_sections(
         "11. Kernels as Slurm jobs",
     ):
         assert f"## {title}" in markdown
+
+
+def test_a_bare_kernels_five_ports_are_always_different() -> None:
+    """The floors' kernels get their ports from the benchmark (harness.kernel_ports): asked for
+    one after the other they repeated for one kernel in a thousand, and a kernel whose two
+    channels share a port (over ipc: one socket file replacing the other) never replied, which
+    failed a quick run. Held at once, they cannot repeat; asked for 2,000 times here."""
+    channels = {"shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"}
+    for _ in range(2000):
+        ports = kernel_ports()
+        assert set(ports) == channels
+        assert len(set(ports.values())) == 5, ports
