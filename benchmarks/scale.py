@@ -67,6 +67,7 @@ from jupyter_gpu_containers.gpus.allocator import (
     Holding,
     Ledger,
     read_ledger,
+    record_holding,
 )
 from jupyter_gpu_containers.gpus.gpuqueue import NotYourTurn, my_turn, read_tickets
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
@@ -333,7 +334,7 @@ async def holder_curves(
                 await asyncio.to_thread(server.start)
                 made = 0
                 for n in sizes:
-                    await asyncio.to_thread(_add_holders, bench, made, n, claim)
+                    await asyncio.to_thread(_add_holders, bench, made, n, claim, state)
                     made = n
                     # A booking reads its window again this long: within it, the burst of
                     # creations just made (more events than the engine keeps) is listed.
@@ -362,7 +363,8 @@ async def _measure(
 
     async def create(chosen: list[GPU]) -> str:
         assert [g.uuid for g in chosen] == [inventory.gpus[-1].uuid], chosen
-        return "not-made"  # the decision is what is timed, not a container's creation
+        # The decision is what is timed (and its holder record), not a container's creation.
+        return "0" * 64
 
     async def book() -> None:
         await allocator.book(
@@ -474,9 +476,12 @@ async def _timed_async(decide: Callable[[], Any], repeats: int) -> tuple[Stats, 
     return stats, first
 
 
-def _add_holders(bench: Bench, start: int, n: int, claim: Callable[[str], None]) -> None:
+def _add_holders(
+    bench: Bench, start: int, n: int, claim: Callable[[str], None], state: StateDir
+) -> None:
     """Holders ``start`` to ``n``: kernel containers' labels on created containers, each holding
-    one of the first seven GPUs, KERNELS_PER_USER to a server whose id ``claim`` holds."""
+    one of the first seven GPUs, KERNELS_PER_USER to a server whose id ``claim`` holds, and the
+    holder record a booking writes (gpus/allocator.py: the ledger believes no label without)."""
     owner = L.OwnerProcess.current().token()
     uid = os.geteuid()
     gpus = _inventory().gpus[:-1]
@@ -485,7 +490,7 @@ def _add_holders(bench: Bench, start: int, n: int, claim: Callable[[str], None])
         claim(f"bench-{run_id}-{first // KERNELS_PER_USER}")
 
     def make(i: int) -> None:
-        bench.client.api.create_container(
+        made = bench.client.api.create_container(
             bench.image,
             ["sleep", "infinity"],
             name=f"jgc-bench-{run_id}-holder-{i}",
@@ -502,6 +507,7 @@ def _add_holders(bench: Bench, start: int, n: int, claim: Callable[[str], None])
                 L.OWNER_PROCESS: owner,
             },
         )
+        record_holding(state, made["Id"], [gpus[i % len(gpus)].uuid], str(uid), f"holder-{i}")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(make, range(start, n)))

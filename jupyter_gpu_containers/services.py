@@ -27,8 +27,9 @@ from traitlets.config import Configurable
 
 from .backends.backend import ContainerBackend
 from .base import labels as L
+from .base.records import ContainerRecord
 from .base.references import normalize_reference
-from .gpus.allocator import GPUAllocator, GPUVisibility
+from .gpus.allocator import GPUAllocator, GPUVisibility, forget_holding
 from .gpus.gpu_usage import GPUUsage
 from .gpus.gpuqueue import GPUQueue
 from .gpus.inventory import GPUInventory
@@ -130,7 +131,7 @@ class Services:
         )
         # GPU-hours per user and group: the engine tells it of every container it removes.
         self.quota = GPUQuota(parent=parent, backend=self.backend, state=lambda: self.state)
-        self.backend.on_removed = self.quota.record_removal
+        self.backend.on_removed = self._removed
         # Where kernels go and which GPUs they get, chosen here once for the engine (as
         # placement_class says).
         self.placement: Placement
@@ -163,6 +164,13 @@ class Services:
         self._state: StateDir | None = None
         self._state_lock = threading.Lock()
         self._server_ids: dict[str, str] = {}
+
+    def _removed(self, record: ContainerRecord, at: float) -> None:
+        """The engine removed ``record``'s container (Engine.on_removed, its removing thread):
+        its GPU-hours end (quota.py) and its holder record goes (allocator.forget_holding)."""
+        self.quota.record_removal(record, at)
+        if record.labels.get(L.GPUS):
+            forget_holding(self.state, record.id)
 
     @property
     def state(self) -> StateDir:

@@ -30,6 +30,7 @@ from conftest import (
     write_notebook,
 )
 from kernel_io import execute, send_execute
+from ledger_records import record_booking
 from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
@@ -86,9 +87,10 @@ async def devices_seen(jp_ws_fetch: Any, kernel_id: str) -> str:
 
 
 @pytest.fixture
-def alice_holds_gpu_3(docker_client: Any) -> Iterator[None]:
+def alice_holds_gpu_3(docker_client: Any, tmp_path: Path) -> Iterator[None]:
     """Another user's kernel, from another host's view of the engine (so its server cannot be
-    judged dead): it books GPU 3 in the shared ledger."""
+    judged dead): it books GPU 3 in the shared ledger (its labels, and the record its server
+    wrote: ledger_records.py)."""
     container = docker_client.containers.create(
         DEBIAN_IMAGE,
         "sleep 300",
@@ -105,6 +107,7 @@ def alice_holds_gpu_3(docker_client: Any) -> Iterator[None]:
             L.OWNER_PROCESS: "another-host/boot/1/1",
         },
     )
+    record_booking(tmp_path / "state", container.id, "GPU-test-3", "4242", "alice-kernel-id")
     yield
     container.remove(force=True)
 

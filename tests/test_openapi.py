@@ -44,6 +44,7 @@ from conftest import (
 )
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.serverapp import ServerApp
+from ledger_records import record_booking
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from tornado import web
@@ -669,7 +670,7 @@ def conformance(spec: dict[str, Any]) -> Conformance:
 
 
 @pytest.fixture
-def holders(docker_client: Any) -> Iterator[None]:
+def holders(docker_client: Any, tmp_path: Path) -> Iterator[None]:
     """Two kernels' GPU bookings in the shared ledger, from another host's view of the engine
     (so their servers cannot be judged dead): another user's on GPU 3, the caller's on GPU 2."""
     containers = []
@@ -695,6 +696,8 @@ def holders(docker_client: Any) -> Iterator[None]:
                 },
             )
         )
+        # The record its server wrote: the ledger believes no labels without it.
+        record_booking(tmp_path / "state", containers[-1].id, gpu, uid, kernel_id)
     yield
     for container in containers:
         container.remove(force=True)

@@ -125,13 +125,17 @@ def test_only_services_chooses_a_placement() -> None:
         for p in package.rglob("*.py")
         if "schedules_gpus" in p.read_text() and "labextension" not in p.parts
     )
-    # The interface declares it, the backends set it, services.py reads it.
+    # The interface declares it, the backends set it, services.py reads it to choose the
+    # placement. The ledger reads it too, for another question: whether a container's GPUs need
+    # the service's own holder record (the host's bookings do; a scheduler's pods and jobs are
+    # its own records), never to choose where a kernel goes.
     assert readers == [
         "backends/backend.py",
         "backends/docker/engine.py",
         "backends/kubernetes/k8s.py",
         "backends/podman/engine.py",
         "backends/slurm/backend.py",
+        "gpus/allocator.py",
         "services.py",
     ]
     for built in ("BatchPlacement", "ClusterPlacement", "HostPlacement"):

@@ -351,12 +351,19 @@ def test_timeout_is_not_cached_and_leaves_no_container(
     assert result.reason.startswith("The probe timed out after 0.5 s")
     assert_no_test_containers(docker_client)  # killed and removed, not left to finish
 
-    # Not cached, in memory or on disk: the next request probes again.
+    # Not cached as the image's answer, in memory or on disk; but the next request within the
+    # backoff gets the failure without a container (issue 61: failed probes ran again and again).
     assert probe.cached(image.id) is None
     assert cache_files(cache_dir) == []
-    assert not probe.probe_sync(image).definitive
-    assert len(runs.calls) == 2
+    assert probe.probe_sync(image) == result
+    assert len(runs.calls) == 1
     probe.close()
+    # Without a backoff, the next request probes again.
+    eager = make_probe(cache_dir, timeout=0.5, failure_backoff=0.0)
+    assert not eager.probe_sync(image).definitive
+    assert not eager.probe_sync(image).definitive
+    assert len(runs.calls) == 3
+    eager.close()
 
 
 def test_missing_image(engine: Engine, runs: ProbeRuns, tmp_path: Path) -> None:

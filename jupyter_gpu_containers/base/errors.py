@@ -59,6 +59,18 @@ class ContainerExited(ContainerKernelError):
     reason_phrase = "Kernel container exited"
 
 
+class SchedulerWaitTimedOut(ContainerKernelError):
+    """A cluster's scheduler (Slurm) kept a kernel's job waiting for its GPUs longer than the
+    administrator lets a start wait (SlurmBackend.pending_timeout): the job was cancelled. 409,
+    as the host GPU queue's own timeout: the cluster's GPUs are taken now, a state that passes
+    (not 503 or 504, which say that a service is down or did not answer). Routine: logged as
+    news, not as an error of the service's."""
+
+    status = 409
+    reason_phrase = "Scheduler wait timed out"
+    routine = True
+
+
 class EngineRefused(ContainerKernelError):
     """The engine refused to create or start the container (an option it cannot honour)."""
 

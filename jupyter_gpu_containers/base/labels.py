@@ -56,6 +56,63 @@ SAVED_FROM_ID = PREFIX + "saved-from-id"  # that image's id
 SAVED_FROM_DIGEST = PREFIX + "saved-from-digest"  # its registry digest, "" when none
 SAVED_AT = PREFIX + "saved-at"  # RFC 3339
 BUILT_FROM_RECIPE = PREFIX + "built-from-recipe"  # a build's recipe, its path in the workspace
+# The build (its id) whose step containers carry it (images/builder.py); its image carries it
+# too (the engine's commit merges a container's labels into the image's): an image key, the
+# service's own, never read as a record.
+BUILD = PREFIX + "build"
+
+
+# The keys an image may carry because this project wrote them there (a save's or build's
+# lineage): shown in the catalog, never read from a container.
+IMAGE_KEYS = frozenset(
+    {SAVED_FROM, SAVED_FROM_ID, SAVED_FROM_DIGEST, SAVED_AT, BUILT_FROM_RECIPE, BUILD}
+)
+# The keys read from a container as this project's record of it (the ledger, reattach, sweeps,
+# the kernel's view). An image that carries one was made to pass for a record: refused at every
+# admission (image_record_labels), and never in force on a container (container_labels).
+RECORD_KEYS = frozenset(
+    {
+        MANAGED,
+        KERNEL_ID,
+        KERNEL_NAME,
+        SERVER_ID,
+        OWNER_PROCESS,
+        USER,
+        UID,
+        NOTEBOOK,
+        CWD,
+        IMAGE,
+        IMAGE_PIN,
+        CONNECTION_DIR,
+        TRANSPORT,
+        GPUS,
+        GPU_COUNT,
+        GPU_RESOURCE,
+        PROBE,
+        POOL,
+    }
+)
+
+
+def container_labels(own: dict[str, str], image_labels: dict[str, str] | None) -> dict[str, str]:
+    """The labels to create a container with: ``own`` (what this service decided), and every
+    key of this project's namespace that the container's image carries and ``own`` does not
+    set, set to "". The engines (Docker, Podman) merge an image's labels into its containers'
+    and a container's own win: without this, a student's ``LABEL org.jupyter.gpu-containers.
+    gpus=…`` would be a probe's or a kernel's record (issue 61). Every backend's one place that
+    creates containers calls it with the labels its inspect of the image gave."""
+    labels = dict(own)
+    for key in image_labels or {}:
+        if key.startswith(PREFIX) and key not in labels:
+            labels[key] = ""
+    return labels
+
+
+def image_record_labels(image_labels: dict[str, str] | None) -> list[str]:
+    """The keys of ``image_labels`` that only a container record of this project may carry
+    (RECORD_KEYS), sorted: an image with any is refused (kernel/admission.py, the readiness
+    probe, pulls)."""
+    return sorted(key for key in image_labels or {} if key in RECORD_KEYS)
 
 
 def default_server_id(uid: int, root_dir: str) -> str:

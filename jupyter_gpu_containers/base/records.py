@@ -34,6 +34,13 @@ KERNEL_DIR_IN_CONTAINER = "/run/jupyter-kernel"
 CONNECTION_FILE_NAME = "kernel.json"
 # A kernel's ports, by their names in its connection file.
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# A kernel on a node other accounts reach (a Slurm job's) binds ipc in its private directory, and
+# the channel relay beside it (kernel/channel_relay.py, copied there as RELAY_SCRIPT_NAME, its
+# keys and the kernel's endpoints in RELAY_CONFIG_NAME) binds the node's tcp ports as a CurveZMQ
+# server, and writes them into RELAY_PORTS_NAME: the one file the backend reads them from.
+RELAY_SCRIPT_NAME = "channel-relay.py"
+RELAY_CONFIG_NAME = "channel-relay.json"
+RELAY_PORTS_NAME = "channel-relay-ports.json"
 
 
 @dataclass(frozen=True)

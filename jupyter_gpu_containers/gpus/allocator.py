@@ -12,12 +12,29 @@ or when its server is dead: no live process holds its server id, and the process
 the container is gone too. Such containers are garbage, and are removed when their GPUs are
 chosen again. A restart keeps the kernel's GPUs: the old container keeps booking them until the
 new one exists.
+
+**Labels are not a booking by themselves** (issue 61). Anyone in the docker group can create a
+container with any labels, and an image's labels reach its containers. So a container books
+GPUs only where the service that created it wrote so: ``book()`` writes, under the allocation
+lock and as soon as the container exists, a holder record in the host state directory
+
+    gpu-holder-<container id>    {"container", "gpus", "uid", "kernel_id"}
+
+(O_EXCL then renamed, never through a link), and the ledger counts a container's GPUs only
+where such a record of that very container id names them too, in a regular file owned by root,
+the directory's owner (a kernel service) or the uid the container claims (a user's own server:
+a file of theirs vouches for their own kernels only). A container id is the engine's, chosen
+when the container is made: no forged container can have a recorded one, and a record written
+by a user for a container claiming another uid is not believed. The state directory's group
+alone may create files there; its owner removes a record when the engine removes the container
+(``forget_holding``, told by ``Engine.on_removed``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -32,7 +49,8 @@ from ..backends.backend import ContainerBackend
 from ..base import labels as L
 from ..base.errors import ContainerKernelError
 from ..base.records import ContainerRecord
-from ..host.hoststate import StateDir, flocked_files
+from ..base.safefiles import read_trusted, write_atomic
+from ..host.hoststate import StateDir, StateDirUnusable, flocked_files
 from .inventory import GPU, Inventory
 
 # More GPUs than any host has: a bound on what a request may say (and on what its sentence
@@ -189,11 +207,80 @@ class Ledger:
         return [h for h in self.holdings.get(uuid, []) if h.kernel_id != kernel_id]
 
 
-def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: str) -> Ledger:
-    """Bookings from container labels. A container books nothing once its server is dead: no
-    live process holds its server id here, and the process that created it is gone too (a server
-    of another state directory, or of another host, keeps its bookings while it runs)."""
+# A container id as the engines write it (Docker's and Podman's: 64 hex digits).
+_CONTAINER_ID = re.compile(r"[0-9a-f]{12,128}")
+_HOLDER_BYTES = 16 * 1024
+
+
+def _holder_name(container_id: str) -> str | None:
+    return f"gpu-holder-{container_id}" if _CONTAINER_ID.fullmatch(container_id) else None
+
+
+def record_holding(
+    state: StateDir, container_id: str, gpus: Iterable[str], uid: str, kernel_id: str
+) -> None:
+    """Write that the container ``container_id``, which this service just created, holds
+    ``gpus`` (the ledger believes no container's labels without it). Under the allocation lock:
+    a small file in the state directory (in memory, /run), written on the caller's thread as the
+    ledger is read (current_ledger)."""
+    name = _holder_name(container_id)
+    data = {"container": container_id, "gpus": list(gpus), "uid": uid, "kernel_id": kernel_id}
+    try:
+        if name is None:
+            raise OSError(f"the engine named the container {container_id[:80]!r}")
+        write_atomic(state.fd, name, json.dumps(data).encode(), 0o644)
+    except OSError as e:
+        raise StateDirUnusable(
+            f"The GPUs given to this kernel could not be recorded in {state.path} "
+            f"({getattr(e, 'strerror', None) or e}), so no GPU is given. Ask an administrator "
+            "to check that directory (jupyter gpu-containers setup-host)."
+        ) from None
+
+
+def forget_holding(state: StateDir, container_id: str) -> None:
+    """The engine removed ``container_id``: its holder record goes (only its writer may remove
+    it: the directory is sticky). Blocking, small: Engine.on_removed's thread."""
+    name = _holder_name(container_id)
+    if name is None or not state.shared:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=state.fd)
+
+
+def _recorded_gpus(state: StateDir, c: ContainerRecord, trusted: frozenset[int]) -> set[str]:
+    """The GPUs the service's holder record of ``c`` names ({} when there is none, or none a
+    trusted owner wrote for this container)."""
+    name = _holder_name(c.id)
+    if name is None:
+        return set()
+    claimed = c.labels.get(L.UID, "")
+    owners = trusted | ({int(claimed)} if claimed.isdigit() and len(claimed) <= 10 else set())
+    try:
+        data, _info = read_trusted(state.fd, name, owners, _HOLDER_BYTES)
+        record = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(record, dict) or record.get("container") != c.id:
+        return set()
+    if str(record.get("uid", "")) != claimed:
+        return set()
+    gpus = record.get("gpus")
+    return {g for g in gpus if isinstance(g, str)} if isinstance(gpus, list) else set()
+
+
+def read_ledger(
+    containers: Iterable[ContainerRecord], state: StateDir, host: str, *, vouched: bool = True
+) -> Ledger:
+    """Bookings from container labels, each vouched for by the service's own holder record of
+    that container id (only the GPUs both name count: neither a forged container nor an image's
+    labels book anything). ``vouched`` False: where the engine's scheduler books GPUs
+    (``ContainerBackend.schedules_gpus``: pods of the service's namespace, Slurm jobs of its own
+    records), whose records are not labels anyone else writes. A container books nothing once
+    its server is dead: no live process holds its server id here, and the process that created
+    it is gone too (a server of another state directory, or of another host, keeps its bookings
+    while it runs)."""
     ledger = Ledger()
+    trusted = state.service_uids()
     alive: dict[tuple[str, str], bool] = {}
     # Per creating process, read once: a server's kernels share it, and each look reads /proc.
     owners_alive: dict[L.OwnerProcess, bool] = {}
@@ -203,6 +290,11 @@ def read_ledger(containers: Iterable[ContainerRecord], state: StateDir, host: st
         uuids = [u for u in c.labels.get(L.GPUS, "").split(",") if u]
         if not uuids:
             continue
+        if vouched:
+            recorded = _recorded_gpus(state, c, trusted)
+            uuids = [u for u in uuids if u in recorded]
+            if not uuids:
+                continue  # not a booking this service made: neither held nor garbage to remove
         owner = L.OwnerProcess.parse(c.labels.get(L.OWNER_PROCESS, ""))
         server_id, uid = c.labels.get(L.SERVER_ID, ""), c.labels.get(L.UID, "")
         if owner is not None and owner.host == host:
@@ -244,7 +336,8 @@ async def current_ledger(engine: ContainerBackend, state: StateDir) -> Ledger:
     the allocation lock a worker thread would cost more: it would wait behind every other
     launch's file work in the default executor, while all GPU launches wait on the lock."""
     containers = await engine.ledger_containers()
-    return read_ledger(containers, state, L.OwnerProcess.current().host)
+    host = L.OwnerProcess.current().host
+    return read_ledger(containers, state, host, vouched=not engine.schedules_gpus)
 
 
 class GPUAllocator(LoggingConfigurable):
@@ -405,6 +498,8 @@ class GPUAllocator(LoggingConfigurable):
                 for garbage in ledger.garbage.get(gpu.uuid, []):
                     await backend.remove(garbage)
             container_id = await create(chosen)
+            if chosen:  # the booking the ledger believes (record_holding), still under the lock
+                record_holding(state, container_id, [g.uuid for g in chosen], uid, kernel_id)
         return chosen, container_id
 
     @contextlib.asynccontextmanager

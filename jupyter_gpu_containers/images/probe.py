@@ -14,7 +14,15 @@ does), so only the marked line is parsed.
 An image id names immutable content, so a definitive answer never goes stale: it is kept in
 memory and in a per-user cache directory (one JSON file per image id) that outlives the server,
 so a restarted server does not probe again. Timeouts and engine failures say nothing about the
-image; such answers are returned but never cached.
+image; such answers are never cached as the image's, but an image id whose probe failed so is not
+probed again for a while (``failure_backoff``, doubling with each failure in a row, up to
+``max_failure_backoff``): whoever asks meanwhile (a launch, the catalog, the kernel specs'
+re-listing on every image event) gets that failure, and no container starts (issue 61: a
+failing image's probes ran 38 times in 20 s with nobody asking).
+
+An image that carries a key only this project's container records carry (labels.RECORD_KEYS)
+is not run at all: its answer is a definitive "cannot run a kernel here", and the kernels,
+builds and probes of every path refuse it (kernel/admission.py).
 
 An answer is kept under the id of the image the probe container actually ran, as the backend
 reports it (OneshotResult.image_id), else the id it was asked about. On Kubernetes there is no
@@ -238,8 +246,23 @@ class KernelReadinessProbe(LoggingConfigurable):
         30.0,
         config=True,
         help="""Seconds a probe container may run (the image's ENTRYPOINT, then Python importing
-        ipykernel) before it is killed. A timed-out probe is not cached and is tried again on the
-        next request.""",
+        ipykernel) before it is killed. A timed-out probe is not cached as the image's answer;
+        it is tried again once KernelReadinessProbe.failure_backoff has passed.""",
+    )
+
+    failure_backoff = Float(
+        60.0,
+        config=True,
+        help="""Seconds an image whose probe failed without an answer about the image (a
+        timeout, a crash, the engine's refusal) is not probed again: requests meanwhile get
+        that failure. Each further failure in a row doubles it, up to max_failure_backoff. 0
+        probes again on the next request.""",
+    )
+
+    max_failure_backoff = Float(
+        3600.0,
+        config=True,
+        help="""The longest KernelReadinessProbe.failure_backoff grows to, in seconds.""",
     )
 
     max_concurrent = Int(
@@ -296,6 +319,9 @@ class KernelReadinessProbe(LoggingConfigurable):
         # reference it was asked under (see _earlier_for_the_reference).
         self._inflight: dict[str, Future[ProbeResult]] = {}
         self._inflight_refs: dict[str, str] = {}
+        # Image id -> its last failed answer, until when it stands (monotonic), failures in a
+        # row: one per image id the engine listed, replaced, never more.
+        self._failures: dict[str, tuple[ProbeResult, float, int]] = {}
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
         self._executor_instance: ThreadPoolExecutor | None = None
 
@@ -426,7 +452,9 @@ class KernelReadinessProbe(LoggingConfigurable):
             earlier = self._earlier_for_the_reference(image)
             if earlier:
                 wait(earlier, timeout=self.timeout + 60)  # each ends by its own timeout
-            result = self.cached(image.id) or self._run_probe(image)
+            result = self.cached(image.id) or self._recent_failure(image.id)
+            if result is None:
+                result = self._run_probe(image)
         except BaseException as e:  # a bug, not an answer: every waiter sees it
             self._settle(image.id, future, e)
             if not isinstance(e, Exception):
@@ -434,8 +462,42 @@ class KernelReadinessProbe(LoggingConfigurable):
             return
         self._settle(image.id, future, result)
 
+    def _recent_failure(self, image_id: str) -> ProbeResult | None:
+        """The failed answer ``image_id`` got less than its backoff ago, if any."""
+        with self._lock:
+            found = self._failures.get(image_id)
+        if found is None or time.monotonic() >= found[1]:
+            return None
+        return found[0]
+
+    def _remember(self, result: ProbeResult, asked: str) -> None:
+        """Keep ``result``: a definitive one for good (memory and disk), a failure for its
+        backoff (memory)."""
+        with self._lock:
+            if result.definitive:
+                self._memory[result.image_id] = result
+                self._failures.pop(asked, None)
+            else:
+                count = self._failures.get(asked, (result, 0.0, 0))[2] + 1
+                wait = min(self.failure_backoff * 2 ** min(count - 1, 30), self.max_failure_backoff)
+                self._failures[asked] = (result, time.monotonic() + wait, count)
+        if result.definitive:
+            self._write_cache_file(result)
+
     def _run_probe(self, image: ImageRecord) -> ProbeResult:
         ref = image.tags[0] if image.tags else image.id
+        forged = L.image_record_labels(image.labels)
+        if forged:
+            # Never run: its labels would pass for this service's records (issue 61).
+            result = _no_answer(
+                image.id,
+                "The image carries labels that only this service's own containers may carry "
+                f"({', '.join(forged)[:300]}): build it without labels named "
+                "org.jupyter.gpu-containers.*.",
+                definitive=True,
+            )
+            self._remember(result, image.id)
+            return result
         container_labels = {
             **{str(k): str(v) for k, v in self.extra_labels.items()},
             L.PROBE: "true",
@@ -479,10 +541,7 @@ class KernelReadinessProbe(LoggingConfigurable):
             elapsed,
             "ready" if result.ready else result.reason,
         )
-        if result.definitive:
-            with self._lock:
-                self._memory[result.image_id] = result
-            self._write_cache_file(result)
+        self._remember(result, image.id)
         return result
 
     # ---------------------------------------------------------------- disk cache

@@ -33,11 +33,12 @@ from traitlets import Float, Int
 from traitlets.config import LoggingConfigurable
 
 from ..backends.backend import ContainerBackend, PullProgress
+from ..base import labels as L
 from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed
 from ..base.references import ImageReference, parse_reference
 from ..host.hoststate import StateDir
 from ..policy.admin_policy import ContainerPolicy, check_image_allowed
-from . import privateimages
+from . import named, privateimages
 from .credentials import Credential, RegistryCredentials, scrub
 
 ACTIVE = ("queued", "pulling")
@@ -288,6 +289,15 @@ class PullManager(LoggingConfigurable):
             ref = parse_reference(image)
         except ValueError as e:
             raise ContainerKernelError(str(e), status=400) from e
+        if ref.repository == "library/sha256":
+            # "sha256:2c4e…" reads as a repository and tag, and the engine's inspect of it as
+            # an image id's prefix: the pull's own looks at the host would resolve an id
+            # (images/named.py). No registry serves such a name.
+            raise ContainerKernelError(
+                f"{image[:200]} is an image id, not a reference: pull an image by its "
+                "repository and tag (or digest).",
+                status=400,
+            )
         policy = self.policy
         if not policy.allow_user_pulls and not scheduled:
             raise ImageNotAllowed(PULLS_TURNED_OFF)
@@ -339,9 +349,10 @@ class PullManager(LoggingConfigurable):
         """A tag whose image came from no registry (built here: no repository digest) is never
         replaced by a pull: whoever controls the registry a reference resolves to would
         otherwise decide what a local kernel spec runs."""
-        try:
-            local = await self.backend.inspect_image(ref.written)
-        except ImageMissing:
+        # From the listing of tagged images (images/named.py), never the engine's resolution of
+        # a user's text, which reads "sha256:2c4e" as an image id's prefix (issue 61).
+        local = named.find(await self.backend.list_images(), ref.written)
+        if local is None:
             return
         if not local.repo_digests:
             raise ReplacesLocalImage(
@@ -503,6 +514,16 @@ class PullManager(LoggingConfigurable):
     def _check_pins(self, pull: Pull, ref: ImageReference, policy: ContainerPolicy) -> None:
         local = ref.written if not ref.digest else f"{ref.name}@{ref.digest}"
         image = self.backend.inspect_image_sync(local)
+        forged = L.image_record_labels(image.labels)
+        if forged:
+            # Its labels would pass for this service's container records (issue 61): it does
+            # not stay under the name pulled.
+            self.backend.untag_sync(local)
+            raise ImageNotAllowed(
+                f"{ref.written} carries labels that only this service's own containers may "
+                f"carry ({', '.join(forged)[:300]}), so it was removed again. Pull an image "
+                "without labels named org.jupyter.gpu-containers.*."
+            )
         try:
             check_image_allowed(policy, ref.written, (*image.repo_digests, image.id))
         except ImageNotAllowed:

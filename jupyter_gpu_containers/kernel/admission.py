@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ..base import labels as L
 from ..base.errors import (
     ContainerKernelError,
     ImageNotAllowed,
@@ -22,29 +23,60 @@ from ..base.errors import (
 )
 from ..base.records import ImageRecord
 from ..base.references import BadReference, parse_reference
-from ..images import privateimages
+from ..images import named, privateimages
 from ..images.probe import ProbeResult
 from ..policy.admin_policy import check_image_allowed, pinned_for
 from ..services import Services
 
 
 async def admit_image(
-    services: Services, ref: str, *, own_command: bool, uid: int | None = None, run: str = ""
+    services: Services,
+    ref: str,
+    *,
+    own_command: bool,
+    uid: int | None = None,
+    run: str = "",
+    named_by_user: bool = True,
 ) -> ImageRecord:
     """The image ``ref`` names, if a kernel may start on it; else the refusal's sentence.
     ``own_command``: the administrator's kernel command, which may not need ipykernel.
     ``uid``: whose kernel (a kernel service's user; None: this server's user). ``run``: the
     digest of ``ref``'s repository the kernel runs instead (its notebook's pin, checked by
     environment.check_pin): the image inspected and run is that one, judged by the allow-list
-    and visibility as ``ref`` and by the administrator's pinned digests as itself."""
-    image = await services.backend.inspect_image(run or ref)
+    and visibility as ``ref`` and by the administrator's pinned digests as itself.
+
+    ``named_by_user``: ``ref`` is a user's word (a build's base, the default), resolved by
+    images/named.py against the engine's listing of tagged images, never by the engine (an id,
+    an id's prefix or an untagged image is refused by the same sentence as an image that is
+    not here or not theirs). False for a kernel spec's image, which the service made from the
+    listing's tags or the administrator wrote (who may name an image by its id). ``run`` (a
+    notebook's words) is always resolved so. On a cluster a node resolves each reference by
+    itself, and no store of images is reachable by id.
+
+    An image that carries a key only this project's container records carry
+    (labels.RECORD_KEYS: ``managed``, ``gpus``…) is refused: it was made to pass for one."""
+    if services.backend.tags_resolve_per_node or not (named_by_user or run):
+        image = await services.backend.inspect_image(run or ref)
+    else:
+        names = services.listed_images()
+        if named_by_user:
+            image = await named.resolve_for(services.backend, services.state, names, uid, ref)
+        if run:
+            image = await named.resolve_for(services.backend, services.state, names, uid, run)
+    forged = L.image_record_labels(image.labels)
+    if forged:
+        raise ImageNotAllowed(
+            f"The image {run or ref} carries labels that only this service's own containers "
+            f"may carry ({', '.join(forged)[:300]}), so it cannot be used here. Build it "
+            "without labels named org.jupyter.gpu-containers.*."
+        )
     if services.backend.tags_resolve_per_node:
         # A cluster: what one node last ran says nothing about what the next will run. Only a
         # digest in the reference itself, which the node then enforces, can meet a pin.
-        named = run or ref
-        check_image_allowed(services.policy, ref, (named,) if "@" in named else None)
+        given = run or ref
+        check_image_allowed(services.policy, ref, (given,) if "@" in given else None)
         pins = pinned_for(services.policy, ref)
-        if pins is not None and "@" not in named:
+        if pins is not None and "@" not in given:
             try:
                 repository = parse_reference(ref).name
             except BadReference:
@@ -73,11 +105,8 @@ async def admit_image(
 
     visible, known = await asyncio.to_thread(blocking_checks)
     if not visible:
-        raise ImageNotAllowed(
-            f"The image {run or ref} was pulled by another user with their own registry login, "
-            "so it is theirs. Pull it with yours (the GPU Containers panel asks for it), or ask an "
-            "administrator to list it for everyone."
-        )
+        # The sentence of an image that is not here: whose it is is not told (named.py).
+        raise named.not_here(run or ref)
     if not own_command and known is not None and known.definitive and not known.ready:
         raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
     return image

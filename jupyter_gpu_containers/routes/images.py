@@ -16,7 +16,7 @@ from tornado import web
 
 from ..base.errors import ContainerKernelError, EngineUnavailable
 from ..base.records import ImageRecord, ImagesDiskUse
-from ..images import privateimages
+from ..images import named, privateimages
 from ..images.catalog import CatalogInputs, catalog_rows
 from ..images.environment import image_digest, names_an_image
 from ..images.prepull import disk_totals
@@ -142,28 +142,37 @@ async def image_content(services: Services, ref: str, recorded: str, uid: int) -
     here, or is another user's private pull), and whether the content ``recorded`` (a stamp's
     digest) is here and ``uid``'s to run: what a notebook's saved stamp is compared with
     (images/environment.py); and whether the administrator retired ``ref`` (ImageCatalog
-    .deprecated_images: a notebook whose image is gone is offered its move). Texts that name
-    no image are never asked of the engine."""
+    .deprecated_images: a notebook whose image is gone is offered its move).
+
+    Both are a user's words: read against the engine's listing of tagged images by
+    images/named.py, never handed to the engine to resolve (which takes an id's prefix for an
+    image: issue 61). ``recorded`` may also be a whole image id (a locally built image's stamp),
+    present only when it is a listed image's this user sees; an id never answers for ``ref``."""
     listed = services.listed_images()
+    backend, state = services.backend, services.state
 
-    async def visible(name: str) -> ImageRecord | None:
-        if not names_an_image(name):
-            return None
+    async def here(name: str) -> ImageRecord | None:
         try:
-            image = await services.backend.inspect_image(name)
-        except ContainerKernelError:
+            return await named.lookup(backend, state, listed, uid, name)
+        except ContainerKernelError:  # the engine away: nothing is known to be here
             return None
-        mine = await asyncio.to_thread(
-            privateimages.may_use, image, name, services.state, listed, uid
-        )
-        return image if mine else None
 
-    current = await visible(ref)
+    current = await here(ref)
+    present = False
+    if recorded:
+        present = await here(recorded) is not None
+        if not present and named.ID.fullmatch(recorded):
+            try:
+                images = await backend.list_images()
+            except ContainerKernelError:
+                images = []
+            hidden = await asyncio.to_thread(privateimages.hidden_from, state, uid)
+            present = named.is_listed_id(images, recorded, hidden, listed)
     retired = services.catalog.retirement(ref) if names_an_image(ref) else None
     return {
         "ref": ref,
         "digest": image_digest(ref, current.id, current.repo_digests) if current else "",
-        "recorded_present": bool(recorded) and await visible(recorded) is not None,
+        "recorded_present": present,
         "retired": retired.to_json() if retired is not None else None,
     }
 

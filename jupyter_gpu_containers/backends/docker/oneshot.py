@@ -13,9 +13,10 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from ...base import labels as L
 from ...base.errors import EngineRefused
 from ...base.records import OneshotResult
-from .containers import hardening_options
+from .containers import hardening_options, image_labels
 from .sentences import image_missing, short
 
 
@@ -48,7 +49,8 @@ def run_oneshot(
         created = c.create_container(
             image=image,
             command=command,
-            labels=labels,
+            # The project's keys the image carries are set "" (labels.container_labels).
+            labels=L.container_labels(labels, image_labels(c, image)),
             user=user,
             entrypoint=[""] if entrypoint == [] else entrypoint,
             environment=environment or None,

@@ -9,12 +9,13 @@ import json
 import logging
 import subprocess
 
+from ...base import labels as L
 from ...base.errors import EngineRefused, EngineUnavailable
 from ...base.records import OneshotResult
 from ..docker_formats import short
 from ..podman_args import env_lines, hardening_args
 from .cli import PodmanCLI, PodmanFailed
-from .containers import image_missing, remove
+from .containers import image_labels, image_missing, remove
 from .images import image_id
 
 
@@ -42,13 +43,14 @@ def run_oneshot(
     for name, (soft, hard) in ulimits.items():
         args += ["--ulimit", f"{name}={soft}:{hard}"]
     args += hardening_args(cap_add or [], no_new_privileges)
-    for key, value in labels.items():
+    target = image.removeprefix("sha256:")  # podman names an image by its bare id
+    # The project's keys the image carries are set "" (labels.container_labels).
+    for key, value in L.container_labels(labels, image_labels(cli, target)).items():
         args += ["--label", f"{key}={value}"]
     if user:
         args += ["--user", user]
     if entrypoint is not None:
         args += ["--entrypoint", json.dumps(entrypoint) if entrypoint else ""]
-    target = image.removeprefix("sha256:")  # podman names an image by its bare id
     if environment:
         args += ["--env-file", "/dev/stdin"]
     try:
