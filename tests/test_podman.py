@@ -2,7 +2,9 @@
 rootless Podman, outside the docker group (tests/podman_user.py): hidden-style images, the readiness
 probe's verdicts, pulls with their own login, the kernel's view and log, and another account's
 reach. And a kernel service on root's Podman (users' kernels as them, one GPU ledger), refused on
-rootless Podman.
+rootless Podman. And the service's own builder's steps on Podman, rootless and root (issue 61,
+findings 1, 5 and 6: confined like a kernel, an exact commit, nothing left; a student's build
+through a Podman service runs in them, never in ``podman build``).
 
 The lifecycle (files owned by the user, kill -9 and reattach, sweeps) runs on Podman in
 test_server_process.py, parametrized by engine.
@@ -50,7 +52,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_gpu_containers.backends.podman import containers, images
 from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
-from jupyter_gpu_containers.base.errors import EngineRefused
+from jupyter_gpu_containers.base.errors import EngineRefused, PathRefused, ValueRefused
 from jupyter_gpu_containers.base.records import ContainerSpec, Mount
 from jupyter_gpu_containers.host.packages_archive import SAVED_PACKAGES_DIR
 
@@ -100,9 +102,9 @@ def test_a_kernel_container_is_the_users_hardened_and_its_environment_off_the_co
 
 
 def test_what_podman_cannot_be_given_is_refused_in_a_sentence() -> None:
-    with pytest.raises(EngineRefused, match="line break"):
+    with pytest.raises(ValueRefused, match="its value holds a line feed"):
         containers.env_lines({"A": "one\nB=two"})
-    with pytest.raises(EngineRefused, match=r"holds a ',' or '='"):
+    with pytest.raises(PathRefused, match=r"holds a ',' or '='"):
         containers.create_args(
             spec(mounts=[Mount("/tmp/a,b", "/w")]), network="none", userns="", ulimits={}
         )
@@ -366,7 +368,10 @@ def test_the_engine_starts_in_one_command_and_answers_without_podman(
         podman_user.podman("rmi", tag, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(done.stdout.splitlines()[-1])
-    assert found["start_commands"] == ["run"]
+    # One command to create and start; before it, unwatched as here, the image's labels are
+    # asked for (labels.container_labels: its keys of the project's namespace are set by the
+    # service, issue 61). A server watches its images: their kept inspection costs no command.
+    assert found["start_commands"] == ["image", "run"]
     refused = found["start_refused"]
     assert "Podman refused to start the kernel container" in refused, refused
     assert "/no/such/command" in refused, refused
@@ -973,3 +978,443 @@ async def test_a_kernels_environment_is_saved_into_the_users_own_storage(
         server.stop()
         if saved:
             podman_user.remove_image(saved)
+
+
+# ------------------------------------------------------------------ the builder's steps (issue 61)
+
+# Run as the Podman user (rootless) and as root (a kernel service's Podman) by
+# test_build_steps_are_confined_and_commit_exactly_the_config_given: PodmanEngine.build_steps()
+# driven as images/builder.py drives it, against the account's own Podman. Prints its findings.
+BUILD_STEP_CHECKS = r"""
+import io, json, subprocess, sys, tarfile, threading
+from jupyter_gpu_containers.backends.backend import ImageConfig, StepLimits
+from jupyter_gpu_containers.backends.podman.engine import PodmanEngine
+from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.base.errors import ContainerKernelError
+
+test_label, test_image_label, run, base_ref = sys.argv[1:5]
+engine = PodmanEngine()
+steps = engine.build_steps()
+marks = {test_label: run, L.BUILD: f"check-{run}"}
+found = {}
+
+def podman(*args, stdin=None):
+    return subprocess.run(["podman", *args], input=stdin, capture_output=True, check=True).stdout
+
+def step(container, argv, user="", workdir="/", env=("PATH=/usr/bin:/bin",), cancelled=None):
+    lines = []
+    code = steps.exec_step(container, list(argv), user=user, workdir=workdir, env=list(env),
+        on_line=lines.append, cancelled=cancelled or threading.Event())
+    return code, lines
+
+def refusal(fn):
+    try:
+        fn()
+    except ContainerKernelError as e:
+        return e.sentence
+    return ""
+
+# A hostile base: the project's record labels, a label and variables of its own.
+maker = podman("create", "--label", f"{test_label}={run}", base_ref, "true").decode().strip()
+hostile = podman("commit", "--quiet", "--change", f"LABEL {test_image_label}={run}",
+    "--change", "LABEL org.jupyter.gpu-containers.gpus=GPU-stolen",
+    "--change", "LABEL org.jupyter.gpu-containers.managed=true",
+    "--change", "ENV HOSTILE=1", "--change", "ONBUILD RUN echo triggered", maker).decode().strip()
+podman("rm", maker)
+found["base_labels"] = steps.image_config(hostile).labels
+
+stage = steps.create_stage(hostile, labels=marks,
+    limits=StepLimits(memory=256 << 20, cpus=1, pids=77))
+found["stage_labels"] = json.loads(podman("container", "inspect", stage))[0]["Config"]["Labels"]
+code, lines = step(stage, ["/bin/sh", "-c", "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; "
+    "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; "
+    "grep 'Max processes' /proc/self/limits; id -u; env | sort"],
+    env=("PATH=/usr/bin:/bin", "SECRET=a b  c"))
+found["status"] = [code, lines]
+code, lines = step(stage, ["python3", "-c", "import subprocess\nstarted = []\ntry:\n"
+    "    for _ in range(200): started.append(subprocess.Popen(['sleep', '60']))\n"
+    "except OSError: pass\nprint(len(started))\nfor p in started: p.kill()"])
+found["processes"] = [code, lines]
+found["as_user"] = step(stage, ["id", "-u"], user="1000", workdir="/tmp")
+# A step's words are the command's, never podman's options.
+found["flag_argv"] = step(stage, ["--user=0", "id"], user="1000")
+
+out = io.BytesIO()
+with tarfile.open(fileobj=out, mode="w") as tar:
+    for name, data in (("opt/jgc/f.txt", b"hello"), ("opt/jgc/sub/g.txt", b"world")):
+        info = tarfile.TarInfo(name)
+        info.size, info.uid, info.gid, info.mode = len(data), 1234, 4321, 0o640
+        tar.addfile(info, io.BytesIO(data))
+steps.put_archive(stage, "/", out.getvalue())
+found["put"] = step(stage, ["stat", "-c", "%u %g %a", "/opt/jgc/f.txt"])
+back = {}
+with tarfile.open(fileobj=steps.get_archive(stage, "/opt/jgc"), mode="r|") as tar:
+    for m in tar:
+        back[m.name] = tar.extractfile(m).read().decode() if m.isfile() else "dir"
+found["got"] = back
+found["missing"] = refusal(lambda: steps.get_archive(stage, "/no/such/path").read())
+# A COPY --from an image reads a container of it that never starts.
+source = steps.create_source(hostile, labels=marks)
+with tarfile.open(fileobj=steps.get_archive(source, "/etc/debian_version"), mode="r|") as tar:
+    found["from_source"] = [(m.name, bool(tar.extractfile(m).read().strip())) for m in tar]
+found["source_state"] = json.loads(podman("container", "inspect", source))[0]["State"]["Status"]
+steps.remove_container(source)
+step(stage, ["dd", "if=/dev/zero", "of=/opt/jgc/big", "bs=1M", "count=3"])
+found["layer_size"] = steps.layer_size(stage)
+
+# A cancel ends the step where it is (told once it printed: no timing).
+cancel = threading.Event()
+said = []
+def told(line):
+    said.append(line)
+    if line == "started":
+        cancel.set()
+code = steps.exec_step(stage, ["/bin/sh", "-c", "echo started; sleep 600"], user="",
+    workdir="/", env=["PATH=/usr/bin:/bin"], on_line=told, cancelled=cancel)
+found["cancelled"] = [code, said]
+
+# A new stage for the commit (the cancel ended the first).
+stage2 = steps.create_stage(hostile, labels=marks, limits=StepLimits())
+steps.put_archive(stage2, "/", out.getvalue())
+config = ImageConfig(env=("PATH=/usr/bin:/bin", "A=1"), cmd=("python3", "-V"), entrypoint=None,
+    workdir="/opt/jgc", user="1000", labels={"ignored": "x"}, exposed_ports=("8888/tcp",),
+    volumes=(), stop_signal="SIGINT")
+given = {"org.example.mine": "yes", test_image_label: run}
+image = steps.commit(stage2, config, given)
+found["image"] = image
+data = json.loads(podman("image", "inspect", image))[0]
+found["config"] = data["Config"]
+found["names"] = data.get("RepoTags") or []
+stage3 = steps.create_stage(image, labels=marks, limits=StepLimits())
+found["in_image"] = step(stage3, ["cat", "/opt/jgc/sub/g.txt"], user="1234")
+found["network_none"] = json.loads(podman("container", "inspect", stage3))[0]["HostConfig"][
+    "NetworkMode"]
+try:
+    stage4 = steps.create_stage(image, labels=marks, limits=StepLimits(network=True))
+except ContainerKernelError as e:
+    found["network_build"] = ["refused", e.sentence]
+else:
+    inspected = json.loads(podman("container", "inspect", stage4))[0]
+    found["network_build"] = ["network", inspected["HostConfig"]["NetworkMode"]]
+    steps.remove_container(stage4)
+
+# An image without /bin/sh cannot hold a stage.
+empty = io.BytesIO()
+with tarfile.open(fileobj=empty, mode="w") as tar:
+    info = tarfile.TarInfo("hello.txt")
+    tar.addfile(info, io.BytesIO(b""))
+bare = podman("import", "--quiet", "--change", f"LABEL {test_image_label}={run}", "-",
+    stdin=empty.getvalue()).decode().strip()
+found["no_shell"] = refusal(lambda: steps.create_stage(bare, labels=marks, limits=StepLimits()))
+found["by_name"] = refusal(lambda: steps.create_stage(base_ref, labels=marks, limits=StepLimits()))
+
+for container in (stage, stage2, stage3, stage, stage3):
+    steps.remove_container(container)
+for one in (image, image, hostile, bare):
+    steps.remove_image(one)
+def listed(*args):
+    found = podman(*args, "--all", "--quiet", "--filter", f"label={test_label}={run}")
+    return found.decode().split()
+found["left_containers"] = listed("ps")
+found["left_images"] = listed("images") + podman("images", "--all", "--quiet", "--filter",
+    f"label={test_image_label}={run}").decode().split()
+names = podman("images", "--format", "{{.Repository}}").decode().split()
+found["load_names"] = [n for n in names if "jgc-commit-" in n]
+print(json.dumps(found))
+"""
+
+
+def _remove_run_images(user: str) -> None:
+    """This run's images in ``user``'s Podman (the checks' own, should they fail midway)."""
+    from conftest import TEST_IMAGE_LABEL, TEST_LABEL, TEST_RUN
+
+    for label in (TEST_LABEL, TEST_IMAGE_LABEL):
+        listed = podman_user.podman(
+            "images", "--all", "--quiet", "--filter", f"label={label}={TEST_RUN}", user=user
+        ).stdout.split()
+        if listed:
+            podman_user.podman("rmi", "--force", *set(listed), user=user, check=False)
+
+
+needs_podman = pytest.mark.skipif(
+    os.getuid() != 0 or not shutil.which("podman") or not podman_user.PODMAN_USER,
+    reason="needs root, podman and JGC_TEST_PODMAN_USER (scripts/test.sh creates it)",
+)
+
+
+@needs_podman
+@pytest.mark.parametrize("account", ["rootless", "root"])
+def test_build_steps_are_confined_and_commit_exactly_the_config_given(
+    account: str, docker_client: Any
+) -> None:
+    """Issue 61, findings 1, 5 and 6 on Podman (rootless, a user's own; root, a kernel
+    service's): the builder's steps run in a container of an image id (a name is refused),
+    without capabilities, with no-new-privileges, a process bound (pids limit; rootless under
+    cgroups v1, RLIMIT_NPROC) that stops a fork bomb, no network (one of the container's own,
+    slirp4netns, only when asked; refused without /dev/net/tun), the environment exactly as
+    given; a
+    tar goes in with its owners and comes back; a cancel ends a step; the commit is an
+    untagged image with exactly the config and labels given (none of the hostile base's
+    project labels, variables or ONBUILD, none of the stage container's labels); a base
+    without /bin/sh is refused in a sentence; and removal leaves no container and no image."""
+    from conftest import TEST_IMAGE_LABEL, TEST_LABEL, TEST_RUN
+
+    user = podman_user.PODMAN_USER if account == "rootless" else podman_user.ROOT
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=user)
+    argv = [sys.executable, "-c", BUILD_STEP_CHECKS, TEST_LABEL, TEST_IMAGE_LABEL, TEST_RUN]
+    try:
+        if account == "rootless":
+            done = podman_user.run_as([*argv, DEBIAN_IMAGE], timeout=400)
+        else:
+            # From "/", as run_as: the package the test command's PYTHONPATH names, if any.
+            done = subprocess.run(
+                [*argv, DEBIAN_IMAGE],
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+                cwd="/",
+            )
+    finally:
+        podman_user.remove_test_containers(user)
+        _remove_run_images(user)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert "org.jupyter.gpu-containers.gpus" in found["base_labels"]  # the base is hostile
+    # No build container passes for a kernel's record: the base's project labels are set "".
+    stage_labels = found["stage_labels"]
+    assert stage_labels["org.jupyter.gpu-containers.gpus"] == "", stage_labels
+    assert stage_labels["org.jupyter.gpu-containers.managed"] == "", stage_labels
+    assert stage_labels[TEST_LABEL] == TEST_RUN, stage_labels
+
+    code, lines = found["status"]
+    assert code == 0, lines
+    assert "CapEff:\t0000000000000000" in lines and "NoNewPrivs:\t1" in lines, lines
+    if account == "root":
+        assert "77" in lines, lines  # the pids cgroup's bound
+    else:  # rootless under cgroups v1: RLIMIT_NPROC
+        bound = next(x for x in lines if x.startswith("Max processes"))
+        assert bound.split()[2:4] == ["77", "77"], lines
+    assert lines[-4:] == ["HOME=/root", "PATH=/usr/bin:/bin", "PWD=/", "SECRET=a b  c"], lines
+    assert lines[-5] == "0", lines  # root in the container (rootless: the user's own uid)
+    code, lines = found["processes"]
+    assert code == 0 and int(lines[-1]) < 77, lines
+    assert found["as_user"] == [0, ["1000"]]
+    code, lines = found["flag_argv"]
+    assert code == 127 and 'exec: "--user=0"' in lines[-1], lines
+
+    assert found["put"] == [0, ["1234 4321 640"]]
+    assert found["got"] == {
+        "jgc": "dir",
+        "jgc/f.txt": "hello",
+        "jgc/sub": "dir",
+        "jgc/sub/g.txt": "world",
+    }
+    assert "/no/such/path" in found["missing"] and "could not be found" in found["missing"]
+    assert found["from_source"] == [["debian_version", True]]
+    assert found["source_state"] in ("created", "configured"), found["source_state"]
+    assert found["layer_size"] >= 3 << 20
+    code, said = found["cancelled"]
+    assert code != 0 and said == ["started"], found["cancelled"]
+
+    assert found["image"].startswith("sha256:") and found["names"] == []
+    config = found["config"]
+    assert config["Labels"] == {"org.example.mine": "yes", TEST_IMAGE_LABEL: TEST_RUN}
+    assert config["Env"] == ["PATH=/usr/bin:/bin", "A=1"]
+    assert config["Cmd"] == ["python3", "-V"] and not config.get("Entrypoint")
+    assert (config["User"], config["WorkingDir"]) == ("1000", "/opt/jgc")
+    assert list(config["ExposedPorts"]) == ["8888/tcp"] and config["StopSignal"] == "SIGINT"
+    assert not config.get("OnBuild") and not config.get("Volumes")
+    assert found["in_image"] == [0, ["world"]]
+    assert found["network_none"] == "none"
+    if account == "root":  # a network of the container's own (root may open /dev/net/tun)
+        assert found["network_build"] == ["network", "slirp4netns"]
+    else:  # the test account may not open /dev/net/tun (scripts/test.sh leaves it 0600)
+        kind, sentence = found["network_build"]
+        assert kind == "refused" and "/dev/net/tun" in sentence, found["network_build"]
+    assert "has no /bin/sh" in found["no_shell"], found["no_shell"]
+    assert "not an image id" in found["by_name"], found["by_name"]
+    assert found["left_containers"] == [] and found["left_images"] == []
+    assert found["load_names"] == []
+
+
+@needs_root_podman_and_students
+async def test_a_students_build_on_a_podman_service_runs_in_the_services_own_builder(
+    docker_client: Any,
+) -> None:
+    """Issue 61, findings 1, 5 and 6 through a kernel service on root's Podman (ServiceApp.backend
+    "podman", build_policy "everyone"), as a student outside the docker group: her Dockerfile is
+    run by the service's builder, never by ``podman build`` (whose steps have Podman's default
+    capabilities and no-new-privileges off): each RUN has no capabilities, no-new-privileges
+    and the pids bound; the image is hers, its config exactly what the builder computed (none
+    of Podman's own variables a container gets); and no build container is left."""
+    from conftest import TEST_IMAGE_LABEL, TEST_RUN
+    from service_process import KernelService
+
+    from jupyter_gpu_containers.base import labels as L
+
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=podman_user.ROOT)
+    service = KernelService(
+        {
+            "ServiceApp": {"backend": "podman", "build_policy": "everyone"},
+            "ImageSaves": {"extra_labels": {TEST_IMAGE_LABEL: TEST_RUN}, "build_network": False},
+        }
+    )
+    started: dict[str, Any] = {}
+    try:
+        a = service.add_user(SERVICE_USER_A)
+        service.start()
+        folder = a.workspace / "env"
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(
+            f"FROM {DEBIAN_IMAGE}\n"
+            "COPY notes.txt /opt/notes.txt\n"
+            "ENV GREETING=hers\n"
+            "RUN grep -E '^(CapEff|NoNewPrivs):' /proc/self/status"
+            " && echo pids $(cat /sys/fs/cgroup/pids/pids.max) && echo her-step-ran\n"
+        )
+        (folder / "notes.txt").write_text("hers\n")
+        entry = pwd.getpwnam(SERVICE_USER_A)
+        for path in (folder, folder / "Dockerfile", folder / "notes.txt"):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        code, started = await service.answer(
+            a, "POST", "gpu-containers/builds", {"path": "env/Dockerfile"}
+        )
+        assert code == 202, started
+
+        async def ended() -> Any:
+            code, now = await service.answer(a, "GET", f"gpu-containers/saves/{started['id']}")
+            assert code == 200, now
+            return now if now["state"] in ("done", "error", "cancelled") else None
+
+        done = await wait_until(ended, 300, "the build's end")
+        assert done["state"] == "done", done
+        log = "\n".join(done["log"])
+        assert "her-step-ran" in log, log
+        assert re.search(r"CapEff:\s+0000000000000000", log), log
+        assert re.search(r"NoNewPrivs:\s+1", log), log
+        assert re.search(r"pids [1-9][0-9]*\b", log) and "pids max" not in log, log
+        inspected = json.loads(
+            podman_user.podman("image", "inspect", started["image"], user=podman_user.ROOT).stdout
+        )[0]
+        env = inspected["Config"]["Env"]
+        assert "GREETING=hers" in env and not any(v.startswith("container=") for v in env), env
+        labels = inspected["Config"]["Labels"]
+        assert labels[TEST_IMAGE_LABEL] == TEST_RUN and L.MANAGED not in labels, labels
+        left = podman_user.podman(
+            "ps", "--all", "--quiet", "--filter", f"label={L.BUILD}", user=podman_user.ROOT
+        ).stdout.split()
+        assert left == [], left
+    finally:
+        service.close()
+        if started.get("image"):
+            podman_user.podman("rmi", started["image"], user=podman_user.ROOT, check=False)
+        _remove_run_images(podman_user.ROOT)
+        podman_user.remove_test_containers(podman_user.ROOT)
+
+
+def test_a_build_steps_environment_is_given_only_as_podman_reads_it_back() -> None:
+    """A step's environment goes to podman as --env-file lines on its stdin, which podman reads
+    its own way (a line's leading blanks and a '#' line dropped, a carriage return before the
+    line break dropped, a name alone taken from podman's own environment): whatever it would
+    read otherwise than written is refused, never passed on."""
+    from jupyter_gpu_containers.backends.podman.build_steps import env_file
+    from jupyter_gpu_containers.base.errors import ValueRefused
+
+    assert env_file(["A=1", "B=x y = z", "C="]) == b"A=1\nB=x y = z\nC=\n"
+    for bad in ("#A=1", " A=1", "A B=1", "A=1\r", "A=x\nB=2", "=1", "HOME", "A=\0", "A\0=1"):
+        with pytest.raises(ValueRefused, match="A build step's environment variable"):
+            env_file([bad])
+
+
+# Issue 61, finding 1: four ways a Dockerfile hid a FROM from the service's check while root
+# Podman's builder (``podman build``) ran it: a line ending "\\"; "\" before a no-break space; an
+# unknown directive before "# escape="; an empty line in a continuation. {base} is an allowed
+# base, {hidden} an image here that ImageSaves.allowed_bases does not allow.
+HIDDEN_FROM = {
+    "double-backslash": "FROM {base}\nRUN echo \\\\\nFROM {hidden}\nRUN echo hidden-ran\n",
+    "no-break-space": "FROM {base}\nRUN echo \\\u00a0\nFROM {hidden}\nRUN echo hidden-ran\n",
+    "directive-order": (
+        "# unknown=x\n# escape=`\nFROM {base}\nRUN echo `\nFROM {hidden}\nRUN echo hidden-ran\n"
+    ),
+    "empty-continuation": "FROM {base}\nRUN echo \\\n\nFROM {hidden}\nRUN echo hidden-ran\n",
+}
+
+
+@needs_root_podman_and_students
+async def test_a_hidden_from_never_reaches_root_podman(docker_client: Any) -> None:
+    """Issue 61, finding 1, on the engine where it broke (a kernel service on root's Podman, a
+    student outside the docker group): each Dockerfile that hid a FROM of a base the
+    administrator does not allow either is refused in a sentence or builds on the allowed base
+    alone: the image holds the allowed base's layers and one of its own, none of the hidden
+    base's, whatever the text's tricks (one parse, the service's, and no engine reads it)."""
+    from conftest import TEST_IMAGE_LABEL, TEST_RUN
+    from service_process import KernelService
+
+    from jupyter_gpu_containers.base import labels as L
+
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE, NGC_IMAGE], user=podman_user.ROOT)
+
+    def layers(ref: str) -> list[str]:
+        found = podman_user.podman("image", "inspect", ref, user=podman_user.ROOT).stdout
+        return list(json.loads(found)[0]["RootFS"]["Layers"])
+
+    allowed, hidden = layers(DEBIAN_IMAGE), layers(NGC_IMAGE)
+    assert set(hidden) - set(allowed)  # the hidden base's layers would show in the image
+    service = KernelService(
+        {
+            "ServiceApp": {"backend": "podman", "build_policy": "everyone"},
+            "ImageSaves": {
+                "extra_labels": {TEST_IMAGE_LABEL: TEST_RUN},
+                "build_network": False,
+                "allowed_bases": ["jgc/*"],
+            },
+        }
+    )
+    built: list[str] = []
+    try:
+        a = service.add_user(SERVICE_USER_A)
+        service.start()
+        entry = pwd.getpwnam(SERVICE_USER_A)
+        outcomes = {}
+        for variant, text in HIDDEN_FROM.items():
+            folder = a.workspace / variant
+            folder.mkdir()
+            recipe = folder / "Dockerfile"
+            recipe.write_text(text.format(base=DEBIAN_IMAGE, hidden=NGC_IMAGE), encoding="utf-8")
+            for path in (folder, recipe):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            code, started = await service.answer(
+                a, "POST", "gpu-containers/builds", {"path": f"{variant}/Dockerfile"}
+            )
+            if code != 202:
+                assert 400 <= code < 500 and started["message"], (variant, code, started)
+                outcomes[variant] = "refused"
+                continue
+            built.append(started["image"])
+
+            async def ended(build_id: str = started["id"]) -> Any:
+                code, now = await service.answer(a, "GET", f"gpu-containers/saves/{build_id}")
+                assert code == 200, now
+                return now if now["state"] in ("done", "error", "cancelled") else None
+
+            done = await wait_until(ended, 300, f"the {variant} build's end")
+            if done["state"] == "error":
+                assert done["message"], done
+                outcomes[variant] = "refused"
+                continue
+            assert done["state"] == "done", (variant, done)
+            made = layers(started["image"])
+            assert made[:-1] == allowed and made[-1] not in hidden, (variant, made)
+            outcomes[variant] = "built on the allowed base"
+        assert set(outcomes) == set(HIDDEN_FROM), outcomes
+        left = podman_user.podman(
+            "ps", "--all", "--quiet", "--filter", f"label={L.BUILD}", user=podman_user.ROOT
+        ).stdout.split()
+        assert left == [], left
+    finally:
+        service.close()
+        for ref in built:
+            podman_user.podman("rmi", ref, user=podman_user.ROOT, check=False)
+        _remove_run_images(podman_user.ROOT)
+        podman_user.remove_test_containers(podman_user.ROOT)

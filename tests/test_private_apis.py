@@ -70,3 +70,7 @@ def test_docker_py_private_names() -> None:
     assert callable(unixconn.UnixHTTPConnectionPool._new_conn)
     signature = inspect.signature(unixconn.UnixHTTPConnection.__init__)
     assert list(signature.parameters)[1:3] == ["base_url", "unix_socket"]
+    # A build step's exec stream (docker/build_steps.py) is closed through its response.
+    from docker.types.daemon import CancellableStream
+
+    assert "self._response = response" in inspect.getsource(CancellableStream.__init__)

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from test_user_packages_units import SYSTEM_PYTHON, system_python_version
 
-from jupyter_gpu_containers.backends.podman.builds import _unpack
 from jupyter_gpu_containers.base import labels as L
-from jupyter_gpu_containers.base.errors import ContainerKernelError, EngineRefused, SaveRefused
+from jupyter_gpu_containers.base.errors import ContainerKernelError, SaveRefused
 from jupyter_gpu_containers.base.records import ImageRecord
 from jupyter_gpu_containers.host.packages_archive import (
     SAVED_PACKAGES_DIR,
@@ -201,41 +200,6 @@ def test_the_kernels_start_puts_saved_packages_between_the_users_and_the_images(
     )
     assert path.index(user_site) < path.index(str(saved_site)) < first_image
     assert search.split(os.pathsep)[:2] == [f"{base}/bin", f"{saved}/bin"]
-
-
-def tar_of(*entries: tarfile.TarInfo) -> io.BytesIO:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for entry in entries:
-            tar.addfile(entry, io.BytesIO(b"x" * entry.size) if entry.isfile() else None)
-    out.seek(0)
-    return out
-
-
-def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = 1 if kind == tarfile.REGTYPE else 0
-    info.linkname = link
-    info.mode = 0o644
-    return info
-
-
-def test_podman_unpacks_a_context_inside_its_folder_only(tmp_path: Path) -> None:
-    into = tmp_path / "ctx"
-    into.mkdir()
-    _unpack(tar_of(entry("packages", tarfile.DIRTYPE), entry("packages/a")), str(into))
-    assert (into / "packages" / "a").read_bytes() == b"x"
-    for bad in (
-        [entry("../escape")],
-        [entry("/abs")],
-        [entry("l", tarfile.SYMTYPE, "/etc"), entry("l/passwd")],
-    ):
-        target = tmp_path / f"t{len(os.listdir(tmp_path))}"
-        target.mkdir()
-        with pytest.raises(EngineRefused):
-            _unpack(tar_of(*bad), str(target))
-    assert not (tmp_path / "escape").exists()
 
 
 def test_a_file_swapped_for_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:

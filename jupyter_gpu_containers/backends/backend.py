@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from ..base.records import (
@@ -38,29 +38,84 @@ class PullProgress(Protocol):
 
 
 @dataclass(frozen=True)
-class BuildOptions:
-    """How an image build runs: ``network``, whether its steps reach a network (the engine's
-    default one; never the host's); ``memory``, the most bytes of memory a step may use (0: the
-    engine's default)."""
+class StepLimits:
+    """How a build's step containers are confined beside what every one gets (no capabilities,
+    no-new-privileges): ``memory``, the most bytes of memory (0: the engine's default);
+    ``cpus``, the most CPUs (0: unlimited); ``pids``, the most processes; ``network``, False for
+    none, True for the backend's own network made for builds only (never the host's, never the
+    kernels')."""
 
-    network: bool = False
     memory: int = 0
+    cpus: float = 0.0
+    pids: int = 1024
+    network: bool = False
 
 
-DEFAULT_BUILD = BuildOptions()
+@dataclass(frozen=True)
+class ImageConfig:
+    """What a build's commit writes as the image's config (Docker's image config fields), as the
+    service computed it from its own parse: never text an engine parses again."""
+
+    env: tuple[str, ...] = ()
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    workdir: str = ""
+    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+    shell: tuple[str, ...] | None = None
 
 
-class BuildProgress(Protocol):
-    """An image build under way: the engine's output, line by line (iterating raises the
-    build's failure as a sentence); ``close`` (any thread) cancels; ``image_id``: the image
-    built, once the build ended well ("" where the engine did not say: inspect its tag)."""
+class BuildSteps(Protocol):
+    """The container primitives the service's own builder (images/builder.py) executes a
+    Dockerfile it parsed with: a confined container per stage, each RUN an exec in it, each COPY
+    a tar the service wrote, and one commit with the config the service computed. The engine
+    never sees a Dockerfile. Blocking: the build's own thread; every refusal a
+    ContainerKernelError sentence."""
 
-    closed: bool
-    image_id: str
+    # A started container of ``image_id`` (an id the service resolved), its PID 1 idle,
+    # confined as ``limits`` say and as a kernel is (no capabilities, no-new-privileges).
+    def create_stage(self, image_id: str, *, labels: dict[str, str], limits: StepLimits) -> str: ...
 
-    def __iter__(self) -> Iterator[str]: ...
+    # The config ``image_id`` carries (its env, cmd, entrypoint, workdir, user, labels, …): a
+    # stage starts from its base's, and the commit writes the whole of what the service made of
+    # it (an engine that merges a committed container's config into the one given must still
+    # end with exactly this config, the builder's labels of the stage container left out).
+    def image_config(self, image_id: str) -> ImageConfig: ...
 
-    def close(self) -> None: ...
+    # A created, never started container of ``image_id``: a COPY --from's source.
+    def create_source(self, image_id: str, *, labels: dict[str, str]) -> str: ...
+
+    # ``argv`` run in ``container`` as ``user`` in ``workdir`` with ``env``; each output line
+    # told to ``on_line``; its exit status (the exec is ended once ``cancelled`` is set).
+    def exec_step(
+        self,
+        container: str,
+        argv: list[str],
+        *,
+        user: str,
+        workdir: str,
+        env: list[str],
+        on_line: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> int: ...
+
+    def put_archive(self, container: str, path: str, data: bytes | BinaryIO) -> None: ...
+
+    # A tar stream of ``path`` in ``container``.
+    def get_archive(self, container: str, path: str) -> BinaryIO: ...
+
+    # The bytes ``container``'s writable layer holds.
+    def layer_size(self, container: str) -> int: ...
+
+    # ``container`` committed as an untagged image with ``config`` and ``labels``: its id.
+    def commit(self, container: str, config: ImageConfig, labels: dict[str, str]) -> str: ...
+
+    def remove_container(self, container: str) -> None: ...  # force, idempotent
+
+    def remove_image(self, image_id: str) -> None: ...  # idempotent
 
 
 @dataclass(frozen=True)
@@ -374,17 +429,12 @@ class ContainerBackend(Protocol):
         self, ref: str, tag: str, auth_config: dict[str, str] | None, *, registry: str, who: str
     ) -> PullProgress: ...
 
-    # An image built from a tar stream (a Dockerfile at its root, whose FROM is an image
-    # here), untagged (``name`` is for sentences): no pull, no layer of an earlier build
-    # reused, a network only where ``options`` says; then named with tag_sync once its
-    # builder knows it is whole. An engine that cannot keep what it builds where its kernels
-    # run (a cluster without a registry to push to) refuses, in a sentence (501).
-    def open_build(
-        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
-    ) -> BuildProgress: ...
+    # The container primitives the service's own builder runs a build with (BuildSteps), or
+    # None where this engine builds no images (build_refusal says why).
+    def build_steps(self) -> BuildSteps | None: ...
 
-    # Why this engine builds no images for its kernels, in a sentence ("" where it does): what
-    # open_build refuses with, said before anything is asked of it (the kernel's view says it
+    # Why this engine builds no images for its kernels, in a sentence ("" where it does; None
+    # from build_steps there), said before anything is asked of it (the kernel's view says it
     # instead of offering a save).
     def build_refusal(self) -> str: ...
 

@@ -6,10 +6,32 @@ job's node, as the job's user). Neither backend imports the other; both import t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
-from ..base.errors import EngineRefused
+from ..base.errors import EngineRefused, PathRefused, ValueRefused
 from ..base.records import ContainerSpec
+
+# Every character at which some reader of an environment's lines ends a line: Python's
+# str.splitlines (the batch script's own check, pyxis's exports), Go's line scanner (podman's
+# --env-file: "\n", a "\r" before it dropped), the shell's here-document ("\n"). A value holding
+# one would reach the kernel changed, or as another variable, or fail in a reader: refused here,
+# where every environment becomes lines (the Podman backend, the Slurm jobs and their probe).
+LINE_BREAKS = {
+    "\n": "a line feed",
+    "\r": "a carriage return",
+    "\v": "a vertical tab",
+    "\f": "a form feed",
+    "\x1c": "a file separator (U+001C)",
+    "\x1d": "a group separator (U+001D)",
+    "\x1e": "a record separator (U+001E)",
+    "\x85": "a next-line character (U+0085)",
+    "\u2028": "a line separator (U+2028)",
+    "\u2029": "a paragraph separator (U+2029)",
+}
+# A name podman's --env-file takes as it is: not a comment ("#"), no glob ("*") that would import
+# podman's own variables, no whitespace it would trim.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def hardening_args(cap_add: Iterable[str], no_new_privileges: bool) -> list[str]:
@@ -26,7 +48,7 @@ def mount_arg(source: str, target: str, read_only: bool) -> str:
     # podman splits --mount on "," and "=": a path holding one would be read as another option.
     for path in (source, target):
         if "," in path or "=" in path:
-            raise EngineRefused(
+            raise PathRefused(
                 f"The path {path!r} cannot be mounted into a Podman container: it holds a ',' "
                 "or '=', which podman's --mount reads as the start of another option. Rename "
                 "it, or mount a directory above it."
@@ -100,16 +122,30 @@ def run_options(
     return args
 
 
-def env_lines(environment: dict[str, str]) -> bytes:
+def env_lines(environment: dict[str, str], *, whose: str = "The kernel's") -> bytes:
     """``environment`` as podman's ``--env-file`` reads it, given on podman's stdin: not as
     ``--env K=V`` (a command line is readable by every account on the host, in /proc), not in
     podman's own environment (HOME or XDG_RUNTIME_DIR there would move podman's own storage),
-    and in no file on disk."""
+    and in no file on disk. ValueRefused (400, a sentence) for a name or value that would not
+    arrive as it is (LINE_BREAKS, a NUL, a name podman reads otherwise); ``whose`` begins
+    its sentence (a build step's environment passes here too: backends/podman/build_steps.py)."""
     for key, value in environment.items():
-        if "\n" in key or "\n" in value or "=" in key or not key:
-            raise EngineRefused(
-                f"The kernel's environment variable {key!r} cannot be given to Podman: a name "
-                "must be non-empty without '=', and neither name nor value may hold a line "
-                "break (podman's --env-file is read line by line)."
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueRefused(
+                f"{whose} environment variable {key!r} cannot be given to the container: "
+                "a name is ASCII letters, digits and '_', and does not start with a digit."
+            )
+        found = next((name for char, name in LINE_BREAKS.items() if char in value), "")
+        if found or "\0" in value:
+            raise ValueRefused(
+                f"{whose} environment variable {key} cannot be given to the container: "
+                f"its value holds {found or 'a NUL character'}, and the container's "
+                "environment is read line by line on this engine. Remove it from the value"
+                + (
+                    " (the notebook's path is the value of JPY_SESSION_NAME: rename the "
+                    "notebook or its folder)."
+                    if key == "JPY_SESSION_NAME"
+                    else "."
+                )
             )
     return "".join(f"{key}={value}\n" for key, value in environment.items()).encode()

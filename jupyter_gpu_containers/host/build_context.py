@@ -6,8 +6,9 @@ reached as the packages folder is (user_packages.open_packages' rules): from the
 part at a time, no symbolic link followed, each part the user's and writable by no one else. The
 recipe is read through a descriptor opened without following a link, and must be the user's
 regular file. The folder is then written as packages_archive.walk_folder writes one (each file
-the user's, links kept as links, bounded, cancellable), with the Dockerfile this project checked
-at the archive's root in place of any file of that name there.
+the user's, links kept as links, bounded, cancellable): the spool the service's own builder
+(images/builder.py) copies from. No engine reads it as a build's context any more; a
+``dockerfile`` given is written at its root in place of any file of that name there.
 
 Blocking: the build's own thread (and a worker thread for the route's first read).
 """
@@ -85,16 +86,18 @@ def write_context(
     count: ArchiveCount,
     cancelled: Callable[[], bool],
 ) -> None:
-    """Write the build's context (a tar stream) to ``out``: ``dockerfile`` as the root's
-    Dockerfile, and the folder's other files and folders, read as ``uid``'s."""
+    """Write the build's context (a tar stream) to ``out``: the folder's files and folders,
+    read as ``uid``'s (and ``dockerfile``, when not "", as the root's Dockerfile in place of the
+    folder's)."""
     shown = "/".join(folders) or "the top of your workspace"
     fd = open_folder(workspace, uid, folders, shown)
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            text = dockerfile.encode("utf-8")
-            tar.addfile(
-                tar_entry("Dockerfile", tarfile.REGTYPE, 0o644, len(text)), io.BytesIO(text)
-            )
+            if dockerfile:
+                text = dockerfile.encode("utf-8")
+                tar.addfile(
+                    tar_entry("Dockerfile", tarfile.REGTYPE, 0o644, len(text)), io.BytesIO(text)
+                )
             walk_folder(
                 tar,
                 fd,
@@ -109,8 +112,8 @@ def write_context(
                     fix="Build from a folder that holds only what the image needs.",
                     max_entries=max_entries,
                     max_bytes=max_bytes,
-                    # The checked Dockerfile is the only one the engine may read.
-                    skip_top=frozenset({"Dockerfile"}),
+                    # A Dockerfile given replaces the folder's.
+                    skip_top=frozenset({"Dockerfile"}) if dockerfile else frozenset(),
                 ),
                 count=count,
                 cancelled=cancelled,

@@ -2,11 +2,14 @@
 packages its user installed for that image (host/user_packages.py), as one new image.
 
 A kernel's container changes nearly nothing of its own (HOME is a tmpfs; the workspace and the
-packages folder are mounts, which a commit leaves out), so a save is a build: ``FROM`` the
-kernel's image by id, the packages folder copied in (host/packages_archive.py writes the
-context, reading the folder as its user's), a variable that the kernel's start reads to put them
-on the kernel's path (after the packages the user installs later, before the image's own), and
-labels for its lineage. The engine builds it with no network and no pull (backend.open_build).
+packages folder are mounts, which a commit leaves out), so a save is a build: from the kernel's
+image by id, the packages folder copied in (host/packages_archive.py writes the context, reading
+the folder as its user's), a variable that the kernel's start reads to put them on the kernel's
+path (after the packages the user installs later, before the image's own), and labels for its
+lineage. Saves and builds alike are run by the service's own builder (builder.py: a recipe the
+service parsed or wrote, executed step by step in confined containers); the engine never builds.
+The context is written to a private spool first (an unnamed temporary file of this process),
+which the builder's COPY steps read.
 
 The new reference is ``<ImageSaves.repository>/u<uid>/<name>:<time>``: one path per user, so
 that nobody's save can replace another user's image. Where the engine's images are every user's
@@ -14,9 +17,12 @@ that nobody's save can replace another user's image. Where the engine's images a
 starts (privateimages.py: hidden from the others, by reference and owner, in kernel specs, the
 catalog and at launch), and the record is dropped if the build fails.
 
-Saves run on threads of their own, at most ``max_concurrent`` at once and one per user, each
-bounded in files and bytes; a cancel stops the context being written or the build. Progress is
-read with GET (the page polls): files and bytes copied, then the build's lines.
+Saves run on threads of their own, at most ``max_concurrent`` at once; one more waits in a queue
+(state "queued", its ``position`` in its snapshot), served in turn, a user with none running
+before a user with one, at most ``max_queued`` waiting; each user has at most one save or build
+queued or running. Each is bounded in files and bytes; a cancel stops the context being written
+or the build (or takes it out of the queue). Progress is read with GET (the page polls): files
+and bytes copied, then the build's lines.
 """
 
 from __future__ import annotations
@@ -24,9 +30,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import io
-import os
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -38,7 +43,7 @@ from typing import Any, BinaryIO
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from ..backends.backend import BuildOptions, BuildProgress, ContainerBackend
+from ..backends.backend import BuildSteps, ContainerBackend, StepLimits
 from ..base import labels as L
 from ..base.errors import (
     BuildsNotSupported,
@@ -52,7 +57,7 @@ from ..host import build_context, packages_archive
 from ..host.hoststate import StateDir
 from ..host.packages_archive import ArchiveCount, SaveCancelled
 from ..policy.admin_policy import ContainerPolicy, image_allowed, reference_matches
-from . import privateimages
+from . import builder, privateimages, recipes
 
 ACTIVE = ("queued", "copying", "building")
 ENDED = ("done", "error", "cancelled")
@@ -127,7 +132,8 @@ class Save:
     finished: float = 0.0
     cancel_requested: bool = False
     timed_out: bool = False
-    stream: BuildProgress | None = None
+    stream: builder.BuildRun | None = None
+    position: int = 0  # in the queue, while queued (1: next)
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     # The save's thread appends to the log while the loop reads it.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -154,6 +160,7 @@ class Save:
             "image_id": self.image_id,
             "started": self.started,
             "finished": self.finished,
+            "position": self.position if self.state == "queued" else 0,
         }
 
 
@@ -174,12 +181,14 @@ class SaveSource:
 @dataclass(frozen=True)
 class BuildSource:
     """What a build from the workspace reads: the recipe (its path, and the folder that holds
-    it, as folder names below the workspace), the Dockerfile to build (checked: recipes.py), and
-    its last stage's base image."""
+    it, as folder names below the workspace), the instructions to build (parsed by recipes.py,
+    or written for a requirements.txt), the id admitted for each image they name, and the last
+    stage's base image."""
 
     recipe: str
     folders: tuple[str, ...]
-    dockerfile: str
+    instructions: recipes.Recipe
+    bases: dict[str, str]
     base: str
     base_id: str
     base_digest: str
@@ -211,7 +220,19 @@ class ImageSaves(LoggingConfigurable):
     )
 
     max_concurrent = Int(
-        2, config=True, help="Saves that run at once on this server; one more is refused (429)."
+        2,
+        config=True,
+        help="""Saves and builds that run at once on this server; one more waits in a queue
+        (its state "queued", its place in it shown), served in turn, a user with none running
+        before a user with one.""",
+    )
+
+    max_queued = Int(
+        20,
+        config=True,
+        help="""Saves and builds that may wait for a turn (max_concurrent) at once; one more is
+        refused (429) with a sentence. Each user has at most one save or build queued or running
+        at a time.""",
     )
 
     max_bytes = Int(
@@ -261,10 +282,12 @@ class ImageSaves(LoggingConfigurable):
         True,
         config=True,
         help="""Whether users may build an image of their own from a Dockerfile or a
-        requirements.txt of their workspace (the file browser's "Build Image…"). A build runs
-        the Dockerfile's steps with the engine's rights, as root in its build containers: on a
-        kernel service ServiceApp.build_policy also decides who may, and nobody may by
-        default. Built images are named and kept private as saved images are.""",
+        requirements.txt of their workspace (the file browser's "Build Image…"). The service
+        parses the Dockerfile and runs its steps itself, each stage in a container confined as a
+        kernel is (root in it, with no capabilities, no-new-privileges, build_memory, build_cpus
+        and build_pids, no network unless build_network): on a kernel service
+        ServiceApp.build_policy also decides who may, and nobody may by default. Built images
+        are named and kept private as saved images are.""",
     )
 
     allowed_bases = List(
@@ -279,17 +302,33 @@ class ImageSaves(LoggingConfigurable):
     )
 
     build_network = Bool(
-        True,
+        False,
         config=True,
-        help="""Whether a build's steps reach the engine's default network (a RUN step's pip
-        install from an index). Never the host's network. False: builds reach no network, and
-        a requirements.txt can then name only wheels in its own folder.""",
+        help="""Whether a build's steps reach a network (a RUN step's pip install from an
+        index): a network the engine's backend makes for builds only (on Docker a bridge with
+        traffic between its containers off), never the host's and never the kernels'. False
+        (the default): builds reach no network, and a requirements.txt can then name only
+        wheels in its own folder.""",
     )
 
     build_memory = Int(
         4 * 2**30,
         config=True,
         help="The most bytes of memory one step of a build may use (0: the engine's default).",
+    )
+
+    build_cpus = Float(
+        1.0,
+        config=True,
+        help="""The most CPUs the steps of one stage of a build may use (each stage runs in a
+        container of its own; a Dockerfile has at most 16 stages); 0: no limit.""",
+    )
+
+    build_pids = Int(
+        1024,
+        config=True,
+        help="""The most processes the steps of one stage of a build may run at once (a fork bomb
+        in a RUN step stops there).""",
     )
 
     max_build_bytes = Int(
@@ -322,6 +361,7 @@ class ImageSaves(LoggingConfigurable):
         self._state = state
         self._saves: dict[str, Save] = {}
         self._running = 0
+        self._waiting: list[_Job] = []
         # Called (on the save's thread) with each new image before its save is said done: the
         # server's kernel specs list it then, so the page's next read of them has it.
         self.on_image: Callable[[str], None] | None = None
@@ -480,7 +520,25 @@ class ImageSaves(LoggingConfigurable):
                 f"({save.count.bytes} bytes) on {source.base}."
             )
 
-        self._launch(_Job(save, write, done, BuildOptions(), 0, state, owner))
+        recipe = recipes.save_recipe(
+            source.base_id, packages_archive.SAVED_PACKAGES_DIR, packages_archive.SAVED_PACKAGES_ENV
+        )
+        # A save's steps copy files only: no network, whatever builds may reach.
+        limits = self._limits(network=False)
+        self._launch(
+            _Job(
+                save,
+                write,
+                done,
+                recipe,
+                {source.base_id: source.base_id},
+                labels,
+                limits,
+                0,
+                state,
+                owner,
+            )
+        )
         return save
 
     async def start_build(
@@ -505,8 +563,6 @@ class ImageSaves(LoggingConfigurable):
         )
         state = await self._reserve(save, source.uid)
         labels = self._lineage(source.base, source.base_id, source.base_digest, source.recipe)
-        # Last: the lineage's labels win over any the Dockerfile gives.
-        dockerfile = source.dockerfile.rstrip("\n") + "\n" + packages_archive.label_line(labels)
 
         def write(out: BinaryIO) -> None:
             build_context.write_context(
@@ -514,7 +570,7 @@ class ImageSaves(LoggingConfigurable):
                 workspace=source.workspace,
                 uid=source.uid,
                 folders=list(source.folders),
-                dockerfile=dockerfile + "\n",
+                dockerfile="",
                 max_entries=self.max_entries,
                 max_bytes=self.max_bytes,
                 count=save.count,
@@ -524,9 +580,30 @@ class ImageSaves(LoggingConfigurable):
         def done() -> str:
             return f"Built {save.image} from {source.recipe} on {source.base}."
 
-        options = BuildOptions(network=self.build_network, memory=max(0, self.build_memory))
-        self._launch(_Job(save, write, done, options, source.base_size, state, owner))
+        self._launch(
+            _Job(
+                save,
+                write,
+                done,
+                source.instructions,
+                dict(source.bases),
+                labels,
+                self._limits(network=self.build_network),
+                # The bound holds whatever the base (FROM scratch is refused by recipes.py).
+                max(source.base_size, 1),
+                state,
+                owner,
+            )
+        )
         return save
+
+    def _limits(self, *, network: bool) -> StepLimits:
+        return StepLimits(
+            memory=max(0, self.build_memory),
+            cpus=max(0.0, self.build_cpus),
+            pids=max(1, self.build_pids),
+            network=network,
+        )
 
     def _lineage(self, base: str, base_id: str, digest: str, recipe: str = "") -> dict[str, str]:
         """The labels of a new image: the administrator's, and what it was made from."""
@@ -542,7 +619,8 @@ class ImageSaves(LoggingConfigurable):
         return labels
 
     async def _reserve(self, save: Save, uid: int) -> StateDir | None:
-        """Take a slot for ``save`` (one per user, max_concurrent in all), checked and taken
+        """Take a place for ``save`` (one queued or running per user; a turn among
+        max_concurrent, or a place in the queue of at most max_queued), checked and taken
         before the first await: two requests of one user at once must not both find no save
         of theirs under way. Then the user's bound on saved images, and the host state
         directory where the image must be private. Returns that directory (None: the engine's
@@ -553,14 +631,15 @@ class ImageSaves(LoggingConfigurable):
                     f"Your {_doing(other)} is still under way: wait for it, or cancel it, "
                     "before you start another."
                 )
-        if self._running >= self.max_concurrent:
+        queued = sum(1 for s in self._saves.values() if s.state == "queued")
+        if self._running >= self.max_concurrent and queued >= max(0, self.max_queued):
             raise ContainerKernelError(
                 f"{self._running} images are being saved or built on this server, as many as "
-                "it makes at once (ImageSaves.max_concurrent). Try again in a few minutes.",
+                f"it makes at once (ImageSaves.max_concurrent), and {queued} wait for a turn, "
+                "as many as may wait (ImageSaves.max_queued). Try again in a few minutes.",
                 status=429,
             )
         self._saves[save.id] = save
-        self._running += 1
         try:
             kept = await asyncio.to_thread(self.saved_by, uid)
             if len(kept) >= self.max_images_per_user:
@@ -579,21 +658,50 @@ class ImageSaves(LoggingConfigurable):
                     )
         except BaseException:
             del self._saves[save.id]
-            self._running -= 1
             raise
         return state
 
     def _launch(self, job: _Job) -> None:
+        """Run ``job`` now where a turn is free and nobody waits, else queue it."""
+        job.save.state = "queued"
+        self._waiting.append(job)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Give free turns to the queue: in arrival order, a user with none running first (on
+        the event loop)."""
+        if not self._waiting:
+            return
         loop = asyncio.get_running_loop()
-        threading.Thread(
-            target=self._run,
-            args=(job, loop),
-            name=f"gpu-containers-save-{job.save.id[:8]}",
-            daemon=True,
-        ).start()
+        while self._waiting and self._running < self.max_concurrent:
+            running = collections.Counter(
+                s.whose for s in self._saves.values() if s.state in ("copying", "building")
+            )
+            job = min(self._waiting, key=lambda j: running[j.save.whose] > 0)
+            self._waiting.remove(job)
+            self._running += 1
+            job.save.state = "copying"
+            threading.Thread(
+                target=self._run,
+                args=(job, loop),
+                name=f"gpu-containers-save-{job.save.id[:8]}",
+                daemon=True,
+            ).start()
+        for position, waiting in enumerate(self._waiting, start=1):
+            waiting.save.position = position
 
     def cancel(self, save: Save) -> None:
         save.cancel_requested = True
+        for job in self._waiting:
+            if job.save is save:  # still queued: out of the queue, ended at once
+                self._waiting.remove(job)
+                save.state = "cancelled"
+                save.message = f"The {save.kind} of {save.image} was cancelled: nothing was kept."
+                save.finished = time.time()
+                save.done_event.set()
+                for position, waiting in enumerate(self._waiting, start=1):
+                    waiting.save.position = position
+                return
         stream = save.stream
         if stream is not None:
             stream.close()
@@ -602,13 +710,16 @@ class ImageSaves(LoggingConfigurable):
         """The save's time is up (its watchdog's thread): stopped as a cancel is."""
         if save.state in ACTIVE:
             save.timed_out = True
-            self.cancel(save)
+            save.cancel_requested = True
+            stream = save.stream
+            if stream is not None:
+                stream.close()
 
     async def wait(self, save: Save) -> None:
         await save.done_event.wait()
 
     def close(self) -> None:
-        for save in self._saves.values():
+        for save in list(self._saves.values()):
             if save.state not in ENDED:
                 self.cancel(save)
 
@@ -626,7 +737,7 @@ class ImageSaves(LoggingConfigurable):
                 # Recorded before the build starts: others never see it, not even for a moment.
                 privateimages.record(state, save.image, owner=owner, before="")
                 recorded = True
-            image_id = self._build(save, job.write, job.options, job.base_size)
+            image_id = self._build(save, job)
             if state is not None:
                 privateimages.record(state, save.image, image_id, owner)
             if self.on_image is not None:
@@ -666,73 +777,61 @@ class ImageSaves(LoggingConfigurable):
             with contextlib.suppress(RuntimeError):  # a server stopping: its loop closed first
                 loop.call_soon_threadsafe(self._finish, save)
 
-    def _build(
-        self,
-        save: Save,
-        write_context: Callable[[BinaryIO], None],
-        options: BuildOptions,
-        base_size: int,
-    ) -> str:
-        """Write the context into a pipe on one thread while the engine reads it on this one;
-        name the image only once the context was whole and the build ended well (a context cut
-        short by a refusal or a cancel looks complete to a builder: what it built is removed)."""
-        read_fd, write_fd = os.pipe()
-        failure: list[BaseException] = []
-
-        def write() -> None:
-            with os.fdopen(write_fd, "wb") as out:
-                try:
-                    write_context(out)
-                except BaseException as e:  # told to the build's thread; the pipe closes
-                    failure.append(e)
-
-        writer = threading.Thread(target=write, name=f"gpu-containers-save-context-{save.id[:8]}")
-        writer.start()
-        with os.fdopen(read_fd, "rb") as context:
-            try:
-                stream = self.backend.open_build(_PipeReader(context), save.image, options)  # type: ignore[arg-type]
-            except Exception:
-                # A context cut short fails the engine's read in its own way (Podman's unpacking:
-                # a tarfile error): the writer's reason (a refusal, a cancel) is the one to say.
-                _drain(context)
-                writer.join()
-                if failure:
-                    raise failure[0] from None
-                raise
-            writer.join()
-            save.stream = stream
-            if failure or save.cancel_requested:
-                stream.close()
-            else:
-                save.state = "building"
-            try:
-                for line in stream:
-                    save.add_line(line)
-            except ContainerKernelError:
-                if not failure:
-                    raise
-        if failure or save.cancel_requested:
-            if stream.image_id:
-                with contextlib.suppress(ContainerKernelError):
-                    self.backend.untag_sync(stream.image_id)
-            raise failure[0] if failure else SaveCancelled()
-        if not stream.image_id:
-            raise ContainerKernelError(
-                f"The engine built {save.image} but did not say which image it made.", status=500
+    def _build(self, save: Save, job: _Job) -> str:
+        """Write the context into a private spool (an unnamed file of this process's only),
+        then run the recipe with the service's own builder; check what the image adds to its
+        base, and name it only then. Whatever fails, the builder removed its containers, and an
+        image it made that is not kept is removed here."""
+        steps = self.backend.build_steps()
+        if steps is None:
+            raise BuildsNotSupported(self.backend.build_refusal() or "This engine builds nothing.")
+        with tempfile.TemporaryFile(prefix="jupyter-gpu-containers-build-") as spool:
+            job.write(spool)
+            if save.cancel_requested:
+                raise SaveCancelled()
+            save.state = "building"
+            run = builder.BuildRun(
+                steps,
+                builder.BuildPlan(
+                    recipe=job.recipe,
+                    bases=job.bases,
+                    context=spool,
+                    name=save.image,
+                    labels=job.labels,
+                    container_labels={**self.extra_labels, L.BUILD: save.id},
+                    limits=job.limits,
+                    max_layer_bytes=self.max_build_bytes if job.base_size else 0,
+                ),
             )
-        if base_size:
-            added = self.backend.inspect_image_sync(stream.image_id).size - base_size
+            save.stream = run
+            if save.cancel_requested:  # a cancel between the check and the stream's start
+                run.close()
+            for line in run:
+                save.add_line(line)
+        image_id = run.image_id
+        if save.cancel_requested:
+            _remove_image(steps, image_id)
+            raise SaveCancelled()
+        if job.base_size:
+            try:
+                added = self.backend.inspect_image_sync(image_id).size - job.base_size
+            except BaseException:
+                _remove_image(steps, image_id)
+                raise
             if added > self.max_build_bytes:
-                with contextlib.suppress(ContainerKernelError):
-                    self.backend.untag_sync(stream.image_id)
+                _remove_image(steps, image_id)
                 raise SaveRefused(
                     f"The image built from {save.recipe} adds {packages_archive.size_text(added)} "
                     f"to its base, more than a build may add "
                     f"({packages_archive.size_text(self.max_build_bytes)}, "
                     "ImageSaves.max_build_bytes): it was removed."
                 )
-        self.backend.tag_sync(stream.image_id, save.image)
-        return stream.image_id
+        try:
+            self.backend.tag_sync(image_id, save.image)
+        except BaseException:
+            _remove_image(steps, image_id)
+            raise
+        return image_id
 
     def _forget(self, state: StateDir, ref: str, owner: tuple[int, int] | None) -> None:
         # A build that failed may have tagged nothing, or something: the record goes once the
@@ -747,6 +846,7 @@ class ImageSaves(LoggingConfigurable):
         save.done_event.set()
         self._running -= 1
         self._keep_few_ended(save.whose)
+        self._dispatch()
 
     def _keep_few_ended(self, whose: str) -> None:
         """At most ENDED_KEPT_PER_USER ended saves of one user are kept, the newest: each holds
@@ -768,34 +868,21 @@ class ImageSaves(LoggingConfigurable):
 
 @dataclass(frozen=True)
 class _Job:
-    """What a save's (or a build's) thread does: ``write`` its context, build it with
-    ``options``, check what it added to a base of ``base_size`` bytes (0: no check), keep it
+    """What a save's (or a build's) thread does: ``write`` its context (into the spool), run
+    ``recipe`` on ``bases`` (each image it names, and the id admitted for it) with ``labels``
+    and ``limits``, check what it added to a base of ``base_size`` bytes (0: no check), keep it
     private in ``state`` as ``owner``'s, and say ``done``."""
 
     save: Save
     write: Callable[[BinaryIO], None]
     done: Callable[[], str]
-    options: BuildOptions
+    recipe: recipes.Recipe
+    bases: dict[str, str]
+    labels: dict[str, str]
+    limits: StepLimits
     base_size: int
     state: StateDir | None
     owner: tuple[int, int] | None
-
-
-class _PipeReader(io.RawIOBase):
-    """The read end of the context's pipe, with no length to announce and no descriptor to
-    measure: an HTTP client sends it chunked, as it comes."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        super().__init__()
-        self._f = f
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._f.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _doing(save: Save) -> str:
@@ -804,8 +891,9 @@ def _doing(save: Save) -> str:
     return f"save of {save.base} as {save.image}"
 
 
-def _drain(f: BinaryIO) -> None:
-    """Read what the writer still writes, so that it never blocks on a full pipe."""
-    with contextlib.suppress(OSError):
-        while f.read(1 << 20):
-            pass
+def _remove_image(steps: BuildSteps, image_id: str) -> None:
+    """An image a build made and does not keep: removed (a failure to is only logged by the
+    engine's next prune: the build's own sentence is the one to say)."""
+    if image_id:
+        with contextlib.suppress(Exception):
+            steps.remove_image(image_id)

@@ -5,7 +5,8 @@
   at ``path`` of the caller's workspace, its folder the build's context; 202 with the build
   (a save of kind "build": ``GET``/``DELETE /gpu-containers/saves/<id>`` follow and cancel it),
   ``Location`` its URL. Refused in a sentence, before anything is built, when builds are not
-  allowed here or for the caller, when the recipe cannot be built (recipes.py), and when a base
+  allowed here or for the caller, when the recipe cannot be built (recipes.py: the one parse of
+  it, which the service's own builder runs), and when a base
   it names is not one the administrator allows (ImageSaves.allowed_bases, the allow-list), not
   on this host, or another user's private image.
 """
@@ -106,6 +107,7 @@ class BuildsHandler(PackagesBase):
                 raise web.HTTPError(
                     400, 'A Dockerfile names its own base (FROM): leave "base" out.'
                 )
+            # The one parse of the text: what it says is what the builder runs.
             recipe = recipes.check_dockerfile(text)
             named, final = recipe.images, recipe.final_base
         else:
@@ -118,8 +120,6 @@ class BuildsHandler(PackagesBase):
             named, final = [base], base
         images: dict[str, ImageRecord] = {}
         for ref in dict.fromkeys(named):
-            if ref == "scratch":
-                continue
             refusal = self.services.saves.base_refusal(ref)
             if refusal:
                 raise web.HTTPError(403, refusal)
@@ -130,15 +130,21 @@ class BuildsHandler(PackagesBase):
                 uid=self.kernel_user.uid if self.kernel_user is not None else None,
             )
         final_image = images.get(final)
+        assert final_image is not None  # FROM scratch: refused by recipes.py
         if kind == "requirements":
-            assert final_image is not None
-            dockerfile = recipes.requirements_dockerfile(final_image.id, final_image.user)
+            # The service's own instructions, on the admitted image's id.
+            instructions = recipes.requirements_recipe(final_image.id, final_image.user)
+            bases = {final_image.id: final_image.id}
         else:
-            dockerfile = text
+            instructions = recipe
+            # Each image the recipe names runs as the id admitted for it here: the builder
+            # never asks the engine to resolve a name.
+            bases = {ref: image.id for ref, image in images.items()}
         source = BuildSource(
             recipe=shown,
             folders=tuple(folders),
-            dockerfile=dockerfile,
+            instructions=instructions,
+            bases=bases,
             base=final,
             base_id=final_image.id if final_image else "",
             base_digest=(

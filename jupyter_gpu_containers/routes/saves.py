@@ -156,7 +156,8 @@ class SaveHandler(PackagesBase):
     async def delete(self, save_id: str) -> None:
         save = self._save(save_id)
         saves = self.services.saves
-        # Off the event loop: ending a podman build waits for its process a moment.
-        await asyncio.to_thread(saves.cancel, save)
+        # On the event loop, which owns the queue: a cancel only sets the build's event (the
+        # builder's thread ends its step and removes its containers).
+        saves.cancel(save)
         await saves.wait(save)
         self.finish(json.dumps(save.snapshot()))

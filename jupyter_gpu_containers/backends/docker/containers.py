@@ -12,10 +12,12 @@ import docker
 import docker.errors
 import docker.types
 
+from ...base import labels as L
 from ...base.errors import EngineRefused
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
 from ..backend import ContainerDetails
 from ..docker_formats import container_details
+from .networks import KernelNetworks
 from .sentences import image_missing, short
 
 
@@ -29,7 +31,23 @@ def hardening_options(cap_add: list[str], no_new_privileges: bool) -> dict[str, 
     }
 
 
-def create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
+def image_labels(c: docker.APIClient, image: str) -> dict[str, str]:
+    """The labels the engine would merge from ``image`` into a container of it ({} when it is
+    not here: the create that follows says so in its own sentence)."""
+    try:
+        config = c.inspect_image(image).get("Config") or {}
+    except docker.errors.ImageNotFound:
+        return {}
+    return dict(config.get("Labels") or {})
+
+
+def create(c: docker.APIClient, *, spec: ContainerSpec, networks: KernelNetworks) -> str:
+    # Its network as networks.py resolves the spec's mode ("bridge": the kernels' network, where
+    # no kernel reaches another).
+    network_mode = networks.resolve(c, spec.network_mode)
+    # Every key of the project's namespace is the service's (labels.container_labels): the
+    # image's own, merged in by the engine, never stand for a record.
+    labels = L.container_labels(spec.labels, image_labels(c, spec.image))
     host_config = c.create_host_config(
         # Structured mounts, not "source:target:mode" bind strings, which the engine splits on
         # ':' (a path holding one would be read as another mount); and the engine refuses a
@@ -49,7 +67,7 @@ def create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
         ]
         or None,
         runtime=spec.runtime,
-        network_mode=spec.network_mode,
+        network_mode=network_mode,
         mem_limit=spec.mem_limit,
         pids_limit=spec.pids_limit,
         init=spec.init,
@@ -67,7 +85,7 @@ def create(c: docker.APIClient, *, spec: ContainerSpec) -> str:
             image=spec.image,
             command=spec.command,
             name=spec.name,
-            labels=spec.labels,
+            labels=labels,
             environment=spec.environment,
             user=spec.user,
             working_dir=spec.working_dir,

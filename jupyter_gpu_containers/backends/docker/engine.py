@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import docker
 from traitlets import Float, Int, Unicode, default
@@ -31,14 +31,15 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import DEFAULT_BUILD, BuildOptions, ContainerDetails, Dataset, Finding
+from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
-from .builds import BuildStream, open_build
+from .build_steps import DockerBuildSteps
 from .client import DEFAULT_SOCKET, EngineClient
 from .container_index import ContainerIndex
 from .event_window import EngineEvents
 from .images import Images
 from .logs import FollowedLog
+from .networks import KernelNetworks
 from .oneshot import run_oneshot
 from .pulls import PullStream, open_pull
 from .removals import Removals
@@ -101,6 +102,8 @@ class Engine(LoggingConfigurable):
         self._removals = Removals(self._client, self)
         self._index = ContainerIndex(self._client, self._events)
         self._runtimes: tuple[float, list[str]] | None = None  # (when asked, the names)
+        self._build_steps = DockerBuildSteps(self._client)
+        self._networks = KernelNetworks()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -123,6 +126,7 @@ class Engine(LoggingConfigurable):
         self.wake_watchers()
         self._events.close()
         self._removals.close()  # the removal retrier stops (what it had left stays labelled)
+        self._build_steps.close()
         self._client.close()
 
     # ------------------------------------------------------------------ engine
@@ -231,13 +235,10 @@ class Engine(LoggingConfigurable):
     def build_refusal(self) -> str:
         return ""
 
-    def open_build(
-        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
-    ) -> BuildStream:
-        """Build the image the tar stream ``context`` describes (a Dockerfile at its root),
-        untagged (``name`` is for sentences); returns its output stream once the engine has the
-        whole context. Blocking: a save's own thread calls this."""
-        return open_build(self._client, context, name, options)
+    def build_steps(self) -> DockerBuildSteps:
+        """The container primitives the service's own builder runs a build with
+        (build_steps.py): the engine itself never builds."""
+        return self._build_steps
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         """Name the image ``image_id`` ``ref`` (a repository and a tag)."""
@@ -258,7 +259,9 @@ class Engine(LoggingConfigurable):
 
     async def create(self, spec: ContainerSpec) -> str:
         """Create one container (not started); returns its id."""
-        return await self.run(functools.partial(containers.create, spec=spec))
+        return await self.run(
+            functools.partial(containers.create, spec=spec, networks=self._networks)
+        )
 
     async def start(self, container_id: str, image: str) -> None:
         """Start a created container. On a refused start, removes it and says why."""

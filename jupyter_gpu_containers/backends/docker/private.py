@@ -1,6 +1,7 @@
-"""docker-py's (and urllib3's) private parts, each a small function or adapter: a pull's (and a
-build's) request made one level below ``pull()`` (``build()``), its progress read, its socket
-shut down to cancel it, and unix connections that close their socket when the engine is away.
+"""docker-py's (and urllib3's) private parts, each a small function or adapter: a pull's request
+made one level below ``pull()``, its progress read, its socket shut down to cancel it, a build
+step's exec stream closed with its socket, and unix connections that close their socket when
+the engine is away.
 
 Listed, with why, in :mod:`jupyter_gpu_containers._private` (the one list of this project's
 private uses); ``tests/test_private_apis.py`` pins them to the docker-py versions allowed.
@@ -31,25 +32,22 @@ def start_pull(client: docker.APIClient, ref: str, tag: str, headers: dict[str, 
     return response
 
 
-def start_build(client: docker.APIClient, context: Any, params: dict[str, Any]) -> Any:
-    """``POST /build`` as docker-py's build() makes it with a custom context, returning the
-    streamed response (which build() hides, and which a cancel must reach). ``context``: a
-    file object the tar stream is read from, sent as it comes."""
-    response = client._post(
-        client._url("/build"),
-        data=context,
-        params=params,
-        headers={"Content-Type": "application/tar"},
-        stream=True,
-        timeout=None,
-    )
-    client._raise_for_status(response)
-    return response
-
-
 def stream_items(client: docker.APIClient, response: Any) -> Iterator[dict[str, Any]]:
     """The decoded JSON messages of a streamed engine response (a pull's progress)."""
     yield from client._stream_helper(response, decode=True)
+
+
+def close_exec_stream(stream: Any) -> None:
+    """Close an exec's output (docker-py's CancellableStream) and the hijacked socket under it,
+    which its own close() leaves open once the engine ended the stream."""
+    response: Any = getattr(stream, "_response", None)
+    with contextlib.suppress(AttributeError, OSError):
+        reader = response.raw._fp.fp.raw  # the socket's file; the socket closes after it
+        sock = reader._sock
+        reader.close()
+        sock.close()
+    with contextlib.suppress(Exception):
+        stream.close()
 
 
 def shutdown_response_socket(response: Any) -> None:

@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from kubernetes.client.rest import ApiException
 from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
@@ -770,8 +770,9 @@ class KubernetesBackend(LoggingConfigurable):
             "workspace, on every kernel of this image."
         )
 
-    def open_build(self, context: BinaryIO, name: str, options: Any = None) -> Any:
-        raise BuildsNotSupported(self.build_refusal())
+    def build_steps(self) -> None:
+        """No builds here (build_refusal says why)."""
+        return None
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         raise BuildsNotSupported("On Kubernetes images live on the nodes; this service names none.")

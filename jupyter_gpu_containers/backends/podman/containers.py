@@ -6,12 +6,14 @@ runs), signalled, force-removed, and listed by label as records."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ...base import labels as L
 from ...base.errors import ContainerKernelError, EngineRefused, ImageMissing
 from ...base.records import ContainerRecord, ContainerSpec, ContainerState
 from ..backend import ContainerDetails
@@ -26,6 +28,18 @@ def image_missing(image: str, then_start: bool = False) -> ImageMissing:
         f"The image {image} is not in your Podman storage. Pull or load it first "
         f"(`podman pull {image}`){then}."
     )
+
+
+def image_labels(cli: PodmanCLI, image: str) -> dict[str, str]:
+    """The labels Podman would merge from ``image`` into a container of it ({} when it is not
+    here: the create that follows says so in its own sentence)."""
+    try:
+        found = cli.json(["image", "inspect", image], what=f"inspect the image {image}")
+    except PodmanFailed:
+        return {}
+    data = (found or [{}])[0] if isinstance(found, list) else {}
+    config = data.get("Config") or {}
+    return dict(config.get("Labels") or data.get("Labels") or {})
 
 
 def create_args(
@@ -80,11 +94,18 @@ def run_detached(
     network: str,
     userns: str,
     ulimits: dict[str, tuple[int, int]],
+    labels_of_image: dict[str, str] | None = None,
 ) -> str:
     """``spec``'s container created and started by one ``podman run --detach`` (each podman
     command costs tens of milliseconds of its own: a kernel starts that much sooner than
     through create, then start); its id. A container created but refused its start is removed,
     and the refusal is start's sentence. Blocking."""
+    # Every key of the project's namespace is the service's (labels.container_labels): the
+    # image's own, merged in by Podman, never stand for a record. ``labels_of_image``: the
+    # engine's kept inspection of it (no command of its own), else one is asked for here.
+    if labels_of_image is None:
+        labels_of_image = image_labels(cli, spec.image)
+    spec = dataclasses.replace(spec, labels=L.container_labels(spec.labels, labels_of_image))
     args = create_args(spec, network=network, userns=userns, ulimits=ulimits)
     # Podman writes the id here once the container exists, before it starts it: a start it
     # refuses then names the container to remove (never one found by name: another may hold

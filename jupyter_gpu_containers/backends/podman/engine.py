@@ -20,13 +20,13 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from traitlets import Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...base import labels as L
-from ...base.errors import EngineRefused, EngineUnavailable
+from ...base.errors import EngineRefused, EngineUnavailable, ImageMissing
 from ...base.records import (
     ContainerRecord,
     ContainerSpec,
@@ -35,13 +35,14 @@ from ...base.records import (
     ImagesDiskUse,
     OneshotResult,
 )
-from ..backend import DEFAULT_BUILD, BuildOptions, ContainerDetails, Dataset, Finding
+from ..backend import ContainerDetails, Dataset, Finding
 from . import containers, logs
-from .builds import BuildStream, open_build
+from .build_steps import PodmanBuildSteps
 from .cli import PodmanCLI
 from .doctor import diagnose
 from .images import Images
 from .logs import FollowedLog
+from .networks import KernelNetworks
 from .oneshot import run_oneshot
 from .pulls import PullStream, open_pull
 
@@ -138,12 +139,18 @@ class PodmanEngine(LoggingConfigurable):
     network = Unicode(
         "auto",
         config=True,
-        help="""The network a kernel that asks for the default one ("bridge") gets. "auto":
-        slirp4netns (a network of the container's own that needs neither root nor the host's
-        firewall tools) where this user may open /dev/net/tun, else "host" (the container
-        shares the host's network, as a kernel run without a container would; the server's log
-        says so once). Or a Podman network mode: "bridge" (Podman's default network, as root:
-        it needs iptables), "slirp4netns", "host", "none", a named network.""",
+        help="""The network a kernel that asks for the default one ("bridge") gets; as root (a
+        kernel service) one that keeps users' kernels from reaching each other. "auto":
+        slirp4netns (a network of the container's own, which nothing else on the host reaches,
+        and which needs neither root nor the host's firewall tools) where /dev/net/tun can be
+        opened; else, rootless, "host" (the container shares the host's network, as a kernel
+        run without a container would; the server's log says so once), and as root the start
+        is refused. "bridge" (or "podman"): Podman's default network rootless; as root, a
+        network per user (jupyter-gpu-containers-kernels-<uid>, made with isolate=true, so a
+        user's kernels reach each other and no one else's; it needs iptables). Or a Podman
+        network mode: "slirp4netns", "none", "host" (every kernel on the host's network: any
+        account on the host reaches what a kernel serves), or, rootless only, a named network
+        (as root it is refused: Podman keeps no containers of one network apart).""",
     )
 
     userns = Unicode(
@@ -219,6 +226,7 @@ class PodmanEngine(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._cli = PodmanCLI(self)
+        self._networks = KernelNetworks(self._cli)
         self._images = Images(self._cli)
         self._runtimes: tuple[float, list[str]] | None = None
         self._lock = threading.Lock()
@@ -228,6 +236,7 @@ class PodmanEngine(LoggingConfigurable):
         self._conmons: dict[str, int] = {}
         self._said: set[str] = set()  # what the log was told once
         self._said_lock = threading.Lock()
+        self._build_steps: PodmanBuildSteps | None = None
 
     def _say_once(self, key: str, sentence: str) -> None:
         with self._said_lock:
@@ -295,12 +304,20 @@ class PodmanEngine(LoggingConfigurable):
     def build_refusal(self) -> str:
         return ""
 
-    def open_build(
-        self, context: BinaryIO, name: str, options: BuildOptions = DEFAULT_BUILD
-    ) -> BuildStream:
-        """Build the image the tar stream ``context`` describes into the user's storage,
-        untagged (``name`` is for sentences); the output stream. Blocking: a save's thread."""
-        return open_build(self._cli, context, name, options)
+    def build_steps(self) -> PodmanBuildSteps:
+        """The container primitives the service's own builder runs a build with, on this
+        Podman (build_steps.py): stage containers confined as kernels are, no ``podman
+        build``."""
+        with self._lock:
+            if self._build_steps is None:
+                self._build_steps = PodmanBuildSteps(
+                    self._cli,
+                    rootless=self.rootless,
+                    ulimits=self.allowed_ulimits,
+                    tun_usable=tun_usable,
+                    log=self.log,
+                )
+            return self._build_steps
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         self._images.tag_sync(image_id, ref)
@@ -328,22 +345,28 @@ class PodmanEngine(LoggingConfigurable):
 
     # ------------------------------------------------------------------ containers
 
-    def resolved_network(self, asked: str) -> str:
-        """The Podman network for a spec's network mode ("bridge" is the default one)."""
-        if asked != "bridge":
-            return asked
-        if self.network != "auto":
-            return self.network
-        if tun_usable():
-            return "slirp4netns"
-        self._say_once(
-            "network",
-            "Rootless Podman cannot give kernel containers a network of their own here: this "
-            "user may not open /dev/net/tun (slirp4netns needs it). Kernels share the host's "
-            "network, as a kernel run without a container would. Ask an administrator to make "
-            "/dev/net/tun usable (mode 0666 is the usual), or set PodmanEngine.network.",
+    def resolved_network(self, asked: str, labels: dict[str, str] | None = None) -> str:
+        """The Podman network for a spec's network mode ("bridge" is PodmanEngine.network),
+        kept apart from other users' kernels as root (networks.py). Blocking: the check of
+        /dev/net/tun, and a user's network looked up or made."""
+        tun = tun_usable() if asked == "bridge" and self.network == "auto" else True
+        mode = self._networks.resolve(
+            asked,
+            configured=self.network,
+            shared=self.containers_shared,
+            tun=tun,
+            labels=labels or {},
         )
-        return "host"
+        if mode == "host" and asked == "bridge":
+            self._say_once(
+                "network",
+                "Rootless Podman cannot give kernel containers a network of their own here: "
+                "this user may not open /dev/net/tun (slirp4netns needs it). Kernels share the "
+                "host's network, as a kernel run without a container would. Ask an "
+                "administrator to make /dev/net/tun usable (mode 0666 is the usual), or set "
+                "PodmanEngine.network.",
+            )
+        return mode
 
     def allowed_ulimits(self, asked: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
         """``asked`` within this process's own hard limits where it cannot raise one (rootless,
@@ -394,10 +417,19 @@ class PodmanEngine(LoggingConfigurable):
         return containers.run_detached(
             self._cli,
             spec,
-            network=self.resolved_network(spec.network_mode),
+            network=self.resolved_network(spec.network_mode, spec.labels),
             userns=self.userns,
             ulimits=self.allowed_ulimits(spec.ulimits),
+            labels_of_image=self._labels_of_image(spec.image),
         )
+
+    def _labels_of_image(self, ref: str) -> dict[str, str]:
+        """The labels of ``ref``'s image, from the kept inspection (images.py: no command while
+        the image watcher vouches for it): what Podman merges into its containers' labels."""
+        try:
+            return dict(self.inspect_image_sync(ref).labels)
+        except ImageMissing:
+            return {}  # the create says so in its own sentence
 
     async def start(self, container_id: str, image: str) -> None:
         with self._lock:
