@@ -318,6 +318,53 @@ async def test_a_gpu_taken_without_waiting_counts_toward_its_users_turn(
     assert tickets_in(state) == []
 
 
+def wait_from_the_panel(server: Server, home: UserHome, name: str) -> asyncio.Future[Any]:
+    """A start through the panel that asks to wait ({"wait": true}), in the background."""
+    write_notebook(home.workspace, name, gpus=1)
+    body = {"path": name, "kernel_name": GPU_SPEC, "gpus": 1, "wait": True}
+    return asyncio.ensure_future(
+        server.answer("POST", "gpu-containers", "notebooks", "kernel", body=body)
+    )
+
+
+@pytest.mark.parametrize("wait_by_default", [False, True])
+async def test_a_turn_is_the_same_however_the_gpus_were_taken_and_whatever_the_setting(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient, wait_by_default: bool
+) -> None:
+    """Issue 61, finding 11, on two GPUs: C holds one; A holds the other by an ordinary start and
+    asks to wait for a second; B, holding nothing, asks to wait after A. When A's first kernel
+    ends, B is served first, with GPUQueue.wait_by_default False (A's first GPU then taken by a
+    start that never queued) as with True: a turn is recent GPU use, from what the service
+    records, not how the GPUs were taken."""
+    carol = lab_home(
+        homes, "root", state, gpus=TWO_GPUS, allow_root=True, wait_by_default=wait_by_default
+    ).start("--allow-root")
+    alice_home = lab_home(homes, ALICE, state, gpus=TWO_GPUS, wait_by_default=wait_by_default)
+    bob_home = lab_home(homes, BOB, state, gpus=TWO_GPUS, wait_by_default=wait_by_default)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, carols = await carol.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, carols
+    code, alices = await alice.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, alices
+    pending = {"a": wait_from_the_panel(alice, alice_home, "a.ipynb")}
+    await until_queued(bob, 1, "Alice's second start waits")
+    pending["b"] = wait_from_the_panel(bob, bob_home, "b.ipynb")
+    await until_queued(bob, 2, "Bob's first start waits too")
+
+    await alice.answer("DELETE", "api", "kernels", alices["id"])
+    done, _ = await asyncio.wait(pending.values(), timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    assert [name for name, f in pending.items() if f in done] == ["b"]
+    code, bobs = pending.pop("b").result()
+    assert code == 200, bobs
+    assert not pending["a"].done()
+    await bob.answer("DELETE", "api", "sessions", bobs["session"]["id"])
+    code, hers = await asyncio.wait_for(pending.pop("a"), 60)
+    assert code == 200, hers
+    await alice.answer("DELETE", "api", "sessions", hers["session"]["id"])
+    await carol.answer("DELETE", "api", "kernels", carols["id"])
+    assert tickets_in(state) == []
+
+
 async def test_cancel_and_timeout(
     homes: list[UserHome], state: Path, docker_client: docker.DockerClient
 ) -> None:

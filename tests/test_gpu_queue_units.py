@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import math
 import os
 import stat
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,8 @@ from jupyter_gpu_containers.gpus.gpuqueue import (
     read_tickets,
 )
 from jupyter_gpu_containers.gpus.inventory import GPU, Inventory
+from jupyter_gpu_containers.gpus.quota import append_records
+from jupyter_gpu_containers.gpus.recent_use import RESOLUTION, RecentUse, Standing, decayed
 from jupyter_gpu_containers.gpus.tickets import Ticket, remove_stale_tickets
 from jupyter_gpu_containers.host.hoststate import StateDir
 
@@ -75,11 +79,16 @@ def test_fair_order_is_fifo_within_a_user_and_round_robin_across_users() -> None
     assert [t.position for t in ordered] == [1, 2, 3, 4, 5, 6]
 
 
-def test_the_user_served_least_recently_goes_first_among_equal_ranks() -> None:
-    # Alice's first start was served a moment ago; her second came before Bob's first.
+def test_the_user_with_the_least_recent_use_goes_first_among_equal_ranks() -> None:
+    # Alice used a GPU a moment ago (her first start); her second came before Bob's first.
     queue = [ticket("a2", 1, 2.0), ticket("b1", 2, 3.0), ticket("a3", 1, 4.0)]
-    assert [t.kernel_id for t in fair_order(queue, {1: 10.0})] == ["b1", "a2", "a3"]
-    assert [t.kernel_id for t in fair_order(queue, {1: 10.0, 2: 11.0})] == ["a2", "b1", "a3"]
+    assert [t.kernel_id for t in fair_order(queue, {1: Standing(0, 10.0)})] == ["b1", "a2", "a3"]
+    # Equal use: who used a GPU least recently first.
+    both = {1: Standing(0, 10.0), 2: Standing(0, 11.0)}
+    assert [t.kernel_id for t in fair_order(queue, both)] == ["a2", "b1", "a3"]
+    # More use, however recent its end: after.
+    more = {1: Standing(0, 10.0), 2: Standing(3, 1.0)}
+    assert [t.kernel_id for t in fair_order(queue, more)] == ["a2", "b1", "a3"]
 
 
 def test_a_turn_comes_only_after_those_ahead_are_served() -> None:
@@ -137,12 +146,13 @@ def test_every_gpu_a_user_holds_counts_toward_their_turn() -> None:
         ticket("b3", 2, 5.0),
     ]
     assert [t.kernel_id for t in fair_order(queue)] == ["a1", "b1", "b2", "a2", "b3"]
-    # Equal GPUs held: the one who took theirs last (a container's creation) comes last.
+    # Equal GPUs held: the one with more recent use comes last.
     ledger = Ledger(
         holdings={"GPU-0": [holding("x", 1, created=20.0)], "GPU-1": [holding("y", 2, 9.0)]}
     )
     queue = [ticket("a", 1, 1.0), ticket("b", 2, 2.0)]
-    assert [t.kernel_id for t in fair_order(queue, {2: 8.0}, held_by_user(ledger))] == ["b", "a"]
+    standings = {1: Standing(2, 30.0), 2: Standing(1, 30.0)}
+    assert [t.kernel_id for t in fair_order(queue, standings, held_by_user(ledger))] == ["b", "a"]
 
 
 def test_a_ticket_its_users_own_gpus_block_holds_up_nobody() -> None:
@@ -524,3 +534,89 @@ def test_a_kept_reading_is_read_again_in_full_after_a_while(
         assert [t.notebook for t in read_tickets(state)] == ["b"]
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- a turn: recent use, decayed
+
+
+def test_decayed_use_is_gpu_seconds_weighted_by_age_in_half_lives() -> None:
+    """Issue 61, finding 11: the arithmetic of a turn's use."""
+    h = 3600.0
+    # One GPU for one half-life that ended just now: the integral of 2^(-age/h) over [0, h].
+    assert decayed(0.0, h, 1, h, h) == pytest.approx(h / (2 * math.log(2)))
+    # The same hold, one half-life later, counts half; two GPUs count twice.
+    assert decayed(0.0, h, 1, 2 * h, h) == pytest.approx(decayed(0.0, h, 1, h, h) / 2)
+    assert decayed(0.0, h, 2, h, h) == pytest.approx(2 * decayed(0.0, h, 1, h, h))
+    # A hold split in two counts as the whole; a second that just passed counts (nearly) one.
+    assert decayed(0.0, 100.0, 1, 500.0, h) + decayed(100.0, 300.0, 1, 500.0, h) == pytest.approx(
+        decayed(0.0, 300.0, 1, 500.0, h)
+    )
+    assert decayed(99.0, 100.0, 1, 100.0, h) == pytest.approx(1.0, rel=1e-3)
+    # Nothing counts after now, before its start, or without GPUs.
+    assert decayed(0.0, 2 * h, 1, h, h) == decayed(0.0, h, 1, h, h)
+    assert decayed(10.0, 5.0, 1, 20.0, h) == 0.0 == decayed(0.0, 10.0, 0, 20.0, h)
+    # A short half-life forgets faster: use a day old is nothing with an hour's.
+    assert decayed(0.0, 3600.0, 1, 86400.0, h) < 1e-3
+
+
+def _gpu_container(container: str, uid: int, created: float) -> Holding:
+    return Holding(f"k-{container[:4]}", container, f"user{uid}", str(uid), "", "", "", created)
+
+
+def _end(container: str, start: float, end: float, gpus: int = 1) -> dict[str, object]:
+    return {"container": container, "kernel_id": "k", "start": start, "gpus": gpus, "end": end}
+
+
+def test_a_turn_counts_recorded_ends_and_the_ledger_however_the_gpus_were_taken(
+    state: StateDir,
+) -> None:
+    """Issue 61, finding 11: A's ordinary start held a GPU and ended (its end recorded as every
+    removal's is); B used none. Among equal ranks B goes first, though A arrived first: nothing
+    of how A's GPU was taken (no queue grant, no "served" mark) is in the reckoning."""
+    now = time.time()
+    a, b, c = 5001, 5002, 5003
+    assert append_records(state, a, [_end("a" * 64, now - 30, now - 5)], now) == ""
+    fds = [
+        write(state, f"gpuq-{int((now - 20) * 1e9):020d}-{a}-a2", body_for("a2")),
+        write(state, f"gpuq-{int((now - 10) * 1e9):020d}-{b}-b1", body_for("b1")),
+    ]
+    try:
+        assert [t.kernel_id for t in read_tickets(state, None, Ledger())] == ["b1", "a2"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+    use = RecentUse()
+    h = 3600.0
+    standings = use.standings(state, {a, b}, now, h)
+    assert standings[b] == Standing(0, 0.0) and standings[a].last == pytest.approx(now - 5)
+    # The ledger's holdings count up to now, whatever took them; a record of the same
+    # container (a note while it ran) is replaced by the ledger's span.
+    ledger = Ledger(holdings={"GPU-0": [_gpu_container("b" * 64, b, now - 600)]})
+    use.observe(ledger, now)
+    standings = use.standings(state, {a, b}, now, h)
+    assert standings[b].steps == int(decayed(now - 600, now, 1, now, h) // RESOLUTION) == 9
+    assert standings[b].last == now
+    # A container gone from the ledger before its end is recorded still counts, to when it was
+    # missed; once recorded, the record says how long it held its GPU.
+    use.observe(Ledger(), now + 1)
+    assert use.standings(state, {b}, now + 1, h)[b].steps == 9
+    assert append_records(state, b, [_end("b" * 64, now - 600, now - 540)], now + 1) == ""
+    assert use.standings(state, {b}, now + 1, h)[b].steps == 0
+    # A record nobody trusted wrote (a file of C's naming A) counts for nothing.
+    forged = Path(state.path) / f"gpu-usage-{a}-{datetime.now(timezone.utc):%Y%m%d}.jsonl"
+    os.chown(forged, c, c)
+    assert RecentUse().standings(state, {a}, now, h)[a] == Standing(0, 0.0)
+
+
+def test_equal_use_takes_turns_round_robin_and_more_use_waits() -> None:
+    """Uses within a GPU-minute are equal: whoever used a GPU least recently goes first."""
+    queue = [ticket("a2", 1, 1.0), ticket("b2", 2, 2.0)]
+    # Alice's few seconds ended before Bob's few seconds: round-robin, Alice next.
+    turns = {1: Standing(0, 100.0), 2: Standing(0, 200.0)}
+    assert [t.kernel_id for t in fair_order(queue, turns)] == ["a2", "b2"]
+    # Alice held hers for an hour an hour ago, Bob for a minute just now: Bob next.
+    h = 3600.0
+    alice = Standing(int(decayed(0.0, h, 1, 2 * h, h) // RESOLUTION), h)
+    bob = Standing(int(decayed(2 * h - 60, 2 * h, 1, 2 * h, h) // RESOLUTION), 2 * h)
+    assert [t.kernel_id for t in fair_order(queue, {1: alice, 2: bob})] == ["b2", "a2"]

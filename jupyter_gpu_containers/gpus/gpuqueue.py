@@ -17,8 +17,10 @@ server on the host (one per student under JupyterHub) and the kernel service sha
   (however they were taken: a start that waited or not, another server of theirs) plus those
   their earlier waiting starts ask for. So one student's ten notebooks do not starve the others,
   and a student who holds a GPU comes after one who holds none. Among equal ranks, the user
-  served least recently goes first (their last grant: the change time of ``gpuq-served-<uid>``,
-  or the creation of the newest container that holds GPUs for them), then the earlier arrival.
+  with the least recent GPU use goes first (recent_use.py: decayed GPU-seconds from the ledger
+  and the recorded ends of GPU containers, ``usage_half_life``; then who used a GPU least
+  recently), then the earlier arrival. Nothing a user writes, and nothing of how the GPUs were
+  taken, changes a turn.
 - **A turn**: under the host-wide allocation lock, with the ledger just read, the queue is walked
   in fair order and each ticket ahead is given, in imagination, the GPUs it would get. A start
   books only if its own request still fits after those ahead of it: nobody overtakes a start
@@ -67,11 +69,11 @@ from .allocator import (
     current_ledger,
 )
 from .inventory import GPU, Inventory
+from .recent_use import NOBODY, Standing, recent_use
 from .tickets import (
     TICKET_NAME,
     TICKET_PREFIX,
     Ticket,
-    mark_served,
     read_queue_files,
     remove_stale_tickets,
     remove_ticket,
@@ -121,44 +123,39 @@ class Start:
     server_id: str = ""
 
 
-def held_by_user(ledger: Ledger | None) -> dict[int, tuple[int, float]]:
-    """uid -> (the GPUs they hold, the creation time of their newest container that holds GPUs),
-    from the ledger: every GPU counts, however it was taken."""
+def held_by_user(ledger: Ledger | None) -> dict[int, int]:
+    """uid -> the GPUs they hold, from the ledger: every GPU counts, however it was taken."""
     gpus: dict[int, set[str]] = {}
-    newest: dict[int, float] = {}
     for uuid, holders in (ledger.holdings if ledger is not None else {}).items():
         for h in holders:
             if not h.uid.isdigit():
                 continue  # not a kernel of a local user (no uid label): nobody's turn
-            uid = int(h.uid)
-            gpus.setdefault(uid, set()).add(uuid)
-            newest[uid] = max(newest.get(uid, 0.0), h.created)
-    return {uid: (len(held), newest[uid]) for uid, held in gpus.items()}
+            gpus.setdefault(int(h.uid), set()).add(uuid)
+    return {uid: len(held) for uid, held in gpus.items()}
 
 
 def fair_order(
     tickets: list[Ticket],
-    served: dict[int, float] | None = None,
-    held: dict[int, tuple[int, float]] | None = None,
+    standings: dict[int, Standing] | None = None,
+    held: dict[int, int] | None = None,
 ) -> list[Ticket]:
     """FIFO within a user, round-robin across users, in GPUs: a ticket ranks by the GPUs its user
-    would hold before it, those they hold (``held``: uid -> (GPUs held, when they last took one),
-    see held_by_user) plus those their earlier tickets ask for, so a user's n-th one-GPU ticket
-    ranks with every other user's n-th when nobody holds any. Among equal ranks, the user served
-    least recently first (``served``: uid -> the time of their last grant; a GPU taken later
-    counts too), then the earlier arrival. Positions are set."""
+    would hold before it, those they hold (``held``: uid -> GPUs held, see held_by_user) plus
+    those their earlier tickets ask for, so a user's n-th one-GPU ticket ranks with every other
+    user's n-th when nobody holds any. Among equal ranks, the user with the least recent GPU use
+    first (``standings``: recent_use.py, decayed GPU-seconds, then who used a GPU least
+    recently), then the earlier arrival. Positions are set."""
     held = held or {}
-    served = dict(served or {})
-    for uid, (_, taken) in held.items():
-        served[uid] = max(served.get(uid, 0.0), taken)
+    standings = standings or {}
     by_user: dict[int, list[Ticket]] = {}
     for t in sorted(tickets, key=lambda t: (t.arrived, t.name)):
         by_user.setdefault(t.uid, []).append(t)
     ranked = []
     for uid, mine in by_user.items():
-        before = held.get(uid, (0, 0.0))[0]
+        before = held.get(uid, 0)
+        standing = standings.get(uid, NOBODY).key()
         for t in mine:
-            ranked.append((before, served.get(uid, 0.0), t.arrived, t.name, t))
+            ranked.append((before, standing, t.arrived, t.name, t))
             before += len(t.request.ids) or t.request.count
     ranked.sort(key=lambda r: r[:4])
     return [
@@ -246,36 +243,52 @@ def my_turn(
     return imagined
 
 
+# The default of GPUQueue.usage_half_life (seconds).
+HALF_LIFE = 3600.0
+
+
 def read_tickets(
-    state: StateDir, locks: frozenset[str] | None = None, ledger: Ledger | None = None
+    state: StateDir,
+    locks: frozenset[str] | None = None,
+    ledger: Ledger | None = None,
+    half_life: float = HALF_LIFE,
 ) -> list[Ticket]:
     """Every live ticket in the state directory, in fair order (each user's GPUs in ``ledger``
-    counted). Blocking (a directory listing and small reads in /run, which is in memory): a
-    worker thread, or the loop under the allocation lock. Shared between readings: never
-    changed by the caller."""
-    found, served = read_queue_files(state, locks)
-    return ordered_tickets(state, found, served, held_by_user(ledger))
+    and their recent use counted: recent_use.py, ``half_life`` seconds). Blocking (a directory
+    listing and small reads in /run, which is in memory): a worker thread, or the loop under the
+    allocation lock. Shared between readings: never changed by the caller."""
+    return ordered_tickets(state, read_queue_files(state, locks), ledger, half_life)
 
 
-# The last fair order (StateDir.readings): given again while the reading and the GPUs held are
-# the same, as they are at most of a waiter's polls.
+# The last fair order (StateDir.readings): given again while the reading, the GPUs held and what
+# the ledger shows holding them are the same, as they are at most of a waiter's polls.
 _ORDER = "queue-order"
 
 
 def ordered_tickets(
-    state: StateDir,
-    found: list[Ticket],
-    served: dict[int, float],
-    held: dict[int, tuple[int, float]],
+    state: StateDir, found: list[Ticket], ledger: Ledger | None, half_life: float = HALF_LIFE
 ) -> list[Ticket]:
-    """fair_order(found, served, held), kept for the next call with the very same reading
-    (read_queue_files gives a kept one again while nothing changed) and the same ``held``."""
+    """fair_order of ``found``, with the GPUs each user holds in ``ledger`` and each one's recent
+    use, kept for the next call with the very same reading (read_queue_files gives a kept one
+    again while nothing changed, and reads every file again at least every few seconds) and the
+    same holdings: a turn with nothing changed reads no usage record."""
+    if not found:
+        return []
+    use = recent_use(state)
+    use.observe(ledger, time.time())
+    held = held_by_user(ledger)
     kept = state.readings.get(_ORDER)
-    if kept is not None and kept[0] is found and kept[1] is served and kept[2] == held:
+    if (
+        kept is not None
+        and kept[0] is found
+        and kept[1] == (use.version, half_life)
+        and kept[2] == held
+    ):
         ordered: list[Ticket] = kept[3]
         return ordered
-    ordered = fair_order(found, served, held)
-    state.readings[_ORDER] = (found, served, held, ordered)
+    standings = use.standings(state, {t.uid for t in found}, time.time(), half_life)
+    ordered = fair_order(found, standings, held)
+    state.readings[_ORDER] = (found, (use.version, half_life), held, ordered)
     return ordered
 
 
@@ -337,6 +350,23 @@ class GPUQueue(LoggingConfigurable):
         another. A start that could not be served even if every other user's GPUs were free
         (its own user's kernels hold them) never holds up anyone.""",
     )
+
+    usage_half_life = Float(
+        HALF_LIFE,
+        config=True,
+        help="""The half-life of GPU use in a turn, in seconds (default 3600: one hour). Among
+        starts whose users would hold as many GPUs, the user with the least recent GPU use goes
+        first: GPU-seconds, each weighted by its age (a second used one half-life ago counts
+        half), however the GPUs were taken (a start that waited or not, the warm pool, a
+        restart), as the ledger and the recorded ends of GPU containers in the host state
+        directory say; uses within a GPU-minute of each other are equal, and then who used a
+        GPU least recently goes first. As Slurm's fair-share decays usage
+        (PriorityDecayHalfLife). Between 60 s and 15 days.""",
+    )
+
+    @validate("usage_half_life")
+    def _valid_usage_half_life(self, proposal: Any) -> float:
+        return min(15 * 86400.0, max(60.0, float(proposal["value"])))
 
     @validate("max_hold_up")
     def _valid_max_hold_up(self, proposal: Any) -> float:
@@ -400,9 +430,13 @@ class GPUQueue(LoggingConfigurable):
     async def _read(self, state: StateDir) -> tuple[list[Ticket], Ledger]:
         """The queue in fair order, and the ledger it was ordered with (read only while someone
         waits: an empty queue needs no engine)."""
-        found, served = await asyncio.to_thread(read_queue_files, state)
+        found = await asyncio.to_thread(read_queue_files, state)
         ledger = await self._ledger(state) if found else Ledger()
-        return ordered_tickets(state, found, served, held_by_user(ledger)), ledger
+        # A thread: the users' usage records may be read (only what was appended since).
+        ordered = await asyncio.to_thread(
+            ordered_tickets, state, found, ledger, self.usage_half_life
+        )
+        return ordered, ledger
 
     async def _ledger(self, state: StateDir) -> Ledger:
         """The ledger as the engine has it now; empty when it cannot be read (the engine
@@ -468,7 +502,8 @@ class GPUQueue(LoggingConfigurable):
                     kernel_id=kernel_id,
                     uid=str(uid),
                 )
-                queue = read_tickets(state, None, ledger)  # on the loop: see current_ledger
+                # On the loop: see current_ledger.
+                queue = read_tickets(state, None, ledger, self.usage_half_life)
                 try:
                     return self._turn(allocator, inventory, ledger, queue, kernel_id, state)
                 except NotYourTurn:
@@ -528,7 +563,6 @@ class GPUQueue(LoggingConfigurable):
                 waiter, allocator, state, book, inventory, on_queued, while_waiting
             )
             outcome = "granted"
-            mark_served(state, uid)  # (a file in /run, in memory: no thread, nothing to cancel)
             return result
         except GPUWaitTimedOut:
             outcome = "timed_out"
@@ -565,7 +599,7 @@ class GPUQueue(LoggingConfigurable):
             # is (current_ledger): a listing and a few small reads in /run, which is in memory,
             # where a worker thread would wait behind other launches' file work while every GPU
             # launch waits on the lock.
-            queue = read_tickets(state, None, ledger)
+            queue = read_tickets(state, None, ledger, self.usage_half_life)
             return self._turn(allocator, inventory, ledger, queue, ticket.kernel_id, state)
 
         told = False

@@ -353,6 +353,25 @@ class RecordedUse:
                 seconds -= user.entries[span.container].seconds(since, now)
         return seconds / 3600.0 + gpu_hours(running, since, now), recorded
 
+    def spans(self, state: StateDir, uid: int, since: float, now: float) -> list[Span]:
+        """``uid``'s recorded holdings that may overlap ``since``..``now`` (ended ones to their
+        end, others to when they were last seen), read as :meth:`standing` reads them: only
+        what was appended since the last call (the GPU queue's turns, recent_use.py). Blocking:
+        a worker thread, or the loop under the allocation lock (/run is in memory)."""
+        key = (state.path, uid)
+        with self._guard:
+            user = self._users.pop(key, None)
+            if user is None or user.since != since:
+                user = _UserRecords(since)
+            self._users[key] = user
+            while len(self._users) > self.MAX_USERS:
+                self._users.pop(next(iter(self._users)))
+        with user.lock:
+            if not self._read(state, uid, user, now):
+                user.reset()
+                self._read(state, uid, user, now)
+            return [entry.span(container, now) for container, entry in user.entries.items()]
+
     def _read(self, state: StateDir, uid: int, user: _UserRecords, now: float) -> bool:
         """Read what was appended to the period's files; False when a file read before was
         replaced, shortened or removed (what it said cannot be taken back: read all again)."""

@@ -2,8 +2,9 @@
 the host state directory, created O_EXCL|O_NOFOLLOW and held by an flock for as long as the
 start waits; read back only when its file belongs to the uid its name gives (or to root or the
 directory's owner: the kernel service, writing its users' tickets) and its flock is held. The
-served marks (``gpuq-served-<uid>``: a user's last grant) and the removal of a user's stale
-tickets live here too.
+removal of a user's stale tickets lives here too. (The "served" marks of earlier versions,
+``gpuq-served-<uid>``, which only a queue's grant wrote, are neither written nor read: a turn is
+recent GPU use, recent_use.py.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from .allocator import (
 
 TICKET_PREFIX = "gpuq-"
 TICKET_NAME = re.compile(r"gpuq-(\d{19,20})-(\d{1,10})-([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
-_SERVED = re.compile(r"gpuq-served-(\d{1,10})")
 _MAX_TICKET_BYTES = 4096
 # A ticket file nobody holds any more is removed by its own user's next waiter after this long
 # (a waiter creates its file, then locks it: a younger unlocked file may be one being made).
@@ -114,17 +114,14 @@ class _QueueReading:
     directory: tuple[int, int]  # the directory's change and modification times (ns)
     taken: float  # time.monotonic() of the reading
     found: list[Ticket]
-    served: dict[int, float]
     expires: float  # unix time at which the first of ``found`` stops counting
     # Ticket files it did not count that may count soon (one being made: created, then locked,
     # then written): name -> its key then. Asked again at each use of the reading.
     pending: dict[str, tuple[_Key, bool]]
 
 
-def read_queue_files(
-    state: StateDir, locks: frozenset[str] | None = None
-) -> tuple[list[Ticket], dict[int, float]]:
-    """The live tickets (not ordered) and each user's last grant (uid -> its time). Blocking.
+def read_queue_files(state: StateDir, locks: frozenset[str] | None = None) -> list[Ticket]:
+    """The live tickets (not ordered). Blocking.
     ``locks``: flocked_files(), read here (once, and only if some ticket is there) when not
     given: an empty queue, the usual one, costs a directory listing.
 
@@ -134,7 +131,7 @@ def read_queue_files(
     try:
         directory = os.fstat(state.fd)
     except OSError:
-        return [], {}
+        return []
     stamp = (directory.st_ctime_ns, directory.st_mtime_ns)
     now = time.time()
     if locks is None:
@@ -146,15 +143,15 @@ def read_queue_files(
             and time.monotonic() - kept.taken < _READ_ALL_EVERY
             and not _any_pending_counts(state, kept.pending)
         ):
-            return kept.found, kept.served
+            return kept.found
     state.readings.pop(_QUEUE, None)
     began_ns, began = time.time_ns(), time.monotonic()
     pending: dict[str, tuple[_Key, bool]] = {}
-    found, served = _read_all(state, locks, directory.st_uid, now, pending)
+    found = _read_all(state, locks, directory.st_uid, now, pending)
     if locks is None and began_ns - directory.st_ctime_ns > _QUIET_NS:
         expires = min((_expires(t) for t in found), default=math.inf)
-        state.readings[_QUEUE] = _QueueReading(stamp, began, found, served, expires, pending)
-    return found, served
+        state.readings[_QUEUE] = _QueueReading(stamp, began, found, expires, pending)
+    return found
 
 
 def forget_queue_reading(state: StateDir) -> None:
@@ -183,13 +180,12 @@ def _read_all(
     directory_owner: int,
     now: float,
     pending: dict[str, tuple[_Key, bool]],
-) -> tuple[list[Ticket], dict[int, float]]:
+) -> list[Ticket]:
     try:
         names = os.listdir(state.fd)
     except OSError:
-        return [], {}
+        return []
     found = []
-    served: dict[int, float] = {}
     read_locks = locks is None
     known: dict[str, tuple[_Key, Ticket | None]] = state.readings.get(_READING, {})
     seen: dict[str, tuple[_Key, Ticket | None]] = {}
@@ -207,18 +203,9 @@ def _read_all(
                     # Perhaps one being made (not written yet, or not locked yet): asked again
                     # at each use. A whole one counts once locked, unless past its deadline.
                     pending[name] = (key, parsed is not None and not _expired(parsed, now))
-            continue
-        m = _SERVED.fullmatch(name)
-        if m is not None:
-            with contextlib.suppress(OSError):
-                info = os.stat(name, dir_fd=state.fd, follow_symlinks=False)
-                uid = int(m.group(1))
-                if stat.S_ISREG(info.st_mode) and info.st_uid in (uid, 0, directory_owner):
-                    # The change time, which nobody can set back (an mtime can be).
-                    served[uid] = info.st_ctime
     # Only the names listed now are kept: the cache holds no more than the directory does.
     state.readings[_READING] = seen
-    return found, served
+    return found
 
 
 def _read_ticket(
@@ -357,30 +344,6 @@ def write_ticket(state: StateDir, ticket: Ticket) -> int:
             os.unlink(ticket.name, dir_fd=state.fd)
         raise
     return fd
-
-
-def mark_served(state: StateDir, uid: int) -> None:
-    """Record that ``uid`` was just given GPUs (the mtime of ``gpuq-served-<uid>``), for the
-    round-robin's "least recently served first". Blocking: a worker thread."""
-    name = f"gpuq-served-{uid}"
-    try:
-        fd = os.open(
-            name,
-            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            0o644,
-            dir_fd=state.fd,
-        )
-    except OSError:
-        return  # another user's, or a symlink: never touched
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1:
-            os.fchmod(fd, 0o644)  # readable to the other servers, whatever the umask
-            os.utime(fd)  # (sets the change time too, which is what readers use)
-    except OSError:
-        pass  # the round-robin's tie-break only: never a reason to fail a start
-    finally:
-        os.close(fd)
 
 
 def remove_ticket(state: StateDir, name: str, fd: int) -> None:

@@ -36,9 +36,15 @@ class ContainerKernelOptions(KernelProvisionerBase):
     network_mode = Unicode(
         "bridge",
         config=True,
-        help="""The container's network: "bridge" (Docker's default; outbound network for pip
-        and datasets), "none" (no network; needs transport "ipc"), or, where the administrator
-        lists it in ContainerPolicy.allowed_network_modes, "host" or a named network.""",
+        help="""The container's network: "bridge" (the default: outbound network for pip and
+        datasets, on a network where no other user's kernel can connect to this one: on Docker
+        the kernels' network, jupyter-gpu-containers-kernels, made with inter-container traffic
+        off, not Docker's default bridge; on Podman PodmanEngine.network, a network of the
+        container's own or, as root, one per user), "none" (no network; needs transport "ipc"),
+        or, where the administrator lists it in ContainerPolicy.allowed_network_modes, "host"
+        (the host's network: every account on the host reaches what the kernel serves) or a
+        named network, which a kernel joins only when it keeps the containers on it apart
+        (Docker: made with com.docker.network.bridge.enable_icc=false; root Podman: never).""",
     )
 
     workspace_mount_path = Unicode(

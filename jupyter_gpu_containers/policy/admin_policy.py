@@ -261,9 +261,14 @@ class ContainerPolicy(LoggingConfigurable):
         ["bridge", "none"],
         config=True,
         help="""Glob patterns of the network modes kernels may use (ContainerProvisioner.
-        network_mode). Default: Docker's bridge and no network. "host" (the host's network
-        namespace, where the host's loopback services are reachable), "container:*" (another
-        container's namespace) and named networks must be listed here to be used.""",
+        network_mode). Default: "bridge" (each engine's network where no user's kernel reaches
+        another user's: on Docker the kernels' network with inter-container traffic off, on
+        Podman PodmanEngine.network) and no network. "host" (the host's network namespace,
+        where the host's loopback services are reachable, and every account reaches what a
+        kernel serves), "container:*" (another container's namespace) and named networks must
+        be listed here to be used; a named network is joined only when it keeps its containers
+        apart (Docker: made with com.docker.network.bridge.enable_icc=false; a kernel service on
+        root Podman refuses named networks).""",
     )
 
     allow_user_pulls = Bool(
