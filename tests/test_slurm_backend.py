@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
@@ -19,29 +20,42 @@ from typing import Any
 
 import podman_user
 import pytest
+import zmq
 from conftest import DEBIAN_IMAGE, TEST_LABEL
 from conftest import TEST_RUN as RUN
 from jupyter_client.blocking.client import BlockingKernelClient
 from slurm_cluster import SlurmCluster
 
+from jupyter_gpu_containers.backends.podman_args import LINE_BREAKS
 from jupyter_gpu_containers.backends.slurm import kernels
 from jupyter_gpu_containers.backends.slurm import logs as slurm_logs
 from jupyter_gpu_containers.backends.slurm.backend import SlurmBackend
 from jupyter_gpu_containers.backends.slurm.records import JobRecords
 from jupyter_gpu_containers.base import labels as L
-from jupyter_gpu_containers.base.errors import ContainerExited, ContainerKernelError, EngineRefused
+from jupyter_gpu_containers.base.errors import (
+    ContainerExited,
+    ContainerKernelError,
+    EngineRefused,
+    ImageNotKernelReady,
+    SchedulerWaitTimedOut,
+    ValueRefused,
+)
 from jupyter_gpu_containers.base.records import (
     CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
     PORT_NAMES,
+    RELAY_CONFIG_NAME,
+    RELAY_PORTS_NAME,
     ContainerSpec,
     ImageRecord,
     Mount,
 )
 from jupyter_gpu_containers.base.safefiles import PathRefused
 from jupyter_gpu_containers.gpus.allocator import Attachment, GPUAllocator, GPURequest, OverUserCap
+from jupyter_gpu_containers.kernel import relay_files
 from jupyter_gpu_containers.placement.batch import BatchPlacement
 from jupyter_gpu_containers.placement.placement import PlacementStart
+from jupyter_gpu_containers.policy.command import relayed_command
 
 STUDENT_A = os.environ.get("JGC_TEST_STUDENT_A", "")
 STUDENT_B = os.environ.get("JGC_TEST_STUDENT_B", "")
@@ -56,46 +70,63 @@ needs_cluster = pytest.mark.skipif(
 
 def private_dir(base: Path, user: str, name: str) -> Path:
     """A kernel's private directory as the provisioner makes it for a service's user: theirs,
-    0700, holding the connection file with ports 0 (the kernel chooses its own on the node)."""
+    0700, holding the connection file (ipc in the directory) and the channel relay's files,
+    with a keypair of its own (relay_files.py)."""
     entry = pwd.getpwnam(user)
     path = base / name
     path.mkdir(mode=0o700)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    ports_to_choose(path, user, os.urandom(16).hex())
+    public, secret = (key.decode() for key in zmq.curve_keypair())
+    ports_to_choose(path, user, os.urandom(16).hex(), (public, secret))
     return path
 
 
-def ports_to_choose(private: Path, user: str, key: str) -> None:
-    """The connection file with ports 0, as the provisioner writes it before each start."""
+def ports_to_choose(private: Path, user: str, key: str, keys: tuple[str, str]) -> None:
+    """The connection file and the relay's files, as the provisioner writes them before each
+    start (the relay's ports of a start before removed)."""
     entry = pwd.getpwnam(user)
     connection = private / CONNECTION_FILE_NAME
     connection.unlink(missing_ok=True)
     connection.write_text(
-        json.dumps(
-            {
-                "transport": "tcp",
-                "ip": "0.0.0.0",
-                "key": key,
-                "signature_scheme": "hmac-sha256",
-                **{port: 0 for port in PORT_NAMES},
-            }
-        )
+        json.dumps({"key": key, "signature_scheme": "hmac-sha256", **relay_files.KERNEL_SIDE})
     )
     connection.chmod(0o600)
     os.chown(connection, entry.pw_uid, entry.pw_gid)
+    relay_files.write(str(private), *keys, (entry.pw_uid, entry.pw_gid))
+
+
+def relay_keys(private: Path) -> dict[str, str]:
+    """The kernel's keypair, as the service's connection info holds it."""
+    written = json.loads((private / RELAY_CONFIG_NAME).read_text())
+    return {"curve_publickey": written["public_key"], "curve_secretkey": written["secret_key"]}
+
+
+def client_info(private: Path, ports: dict[str, int], address: str) -> dict[str, Any]:
+    """What the service connects with: the key, the relay's ports, the keypair."""
+    written = json.loads((private / CONNECTION_FILE_NAME).read_text())
+    return {
+        "key": written["key"],
+        "signature_scheme": written["signature_scheme"],
+        **ports,
+        "transport": "tcp",
+        "ip": address,
+        **relay_keys(private),
+    }
 
 
 def kernel_spec(user: str, private: Path, name: str, gpus: int = 0) -> ContainerSpec:
     entry = pwd.getpwnam(user)
     return ContainerSpec(
         image=DEBIAN_IMAGE,
-        command=[
-            "sh",
-            "-c",
-            # Something in the job's output before the kernel says anything itself.
-            f"echo kernel of {name} starting; exec python3 -m ipykernel_launcher "
-            f"-f {KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}",
-        ],
+        command=relayed_command(
+            [
+                "sh",
+                "-c",
+                # Something in the job's output before the kernel says anything itself.
+                f"echo kernel of {name} starting; exec python3 -m ipykernel_launcher "
+                f"-f {KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}",
+            ]
+        ),
         name=name,
         labels={TEST_LABEL: RUN, KERNEL_ID_LABEL: name},
         environment={"HOME": "/tmp", "JGC_GREETING": "hello from the job's environment"},
@@ -104,6 +135,13 @@ def kernel_spec(user: str, private: Path, name: str, gpus: int = 0) -> Container
         mounts=[Mount(str(private), KERNEL_DIR_IN_CONTAINER, read_only=False)],
         gpu_count=gpus,
     )
+
+
+def start_time(backend: SlurmBackend, job_id: str) -> str:
+    """What ``squeue --start`` says of the job's start, as Slurm prints it."""
+    return backend.commands.run(
+        ["squeue", "--start", "--noheader", "--format=%S", f"--jobs={job_id}"], what="ask"
+    ).strip()
 
 
 def until(check: Any, timeout: float, what: str) -> Any:
@@ -206,7 +244,7 @@ async def test_a_kernel_runs_as_a_job_of_its_user_and_a_new_backend_finds_it_aga
     info = await backend.connection_info(job_id)
     assert info["ip"] == "127.0.0.1" and all(info[p] > 0 for p in PORT_NAMES)
 
-    client = connect(info)
+    client = connect(client_info(private, {p: info[p] for p in PORT_NAMES}, info["ip"]))
     try:
         printed, reply = run_cell(
             client,
@@ -267,7 +305,8 @@ async def test_a_kernel_runs_as_a_job_of_its_user_and_a_new_backend_finds_it_aga
         (job_id, "running", spec.name)
     ]
     assert await again.list_containers({TEST_LABEL: "someone-else"}) == []
-    client = connect(await again.connection_info(job_id))
+    info = await again.connection_info(job_id)
+    client = connect(client_info(private, {p: info[p] for p in PORT_NAMES}, info["ip"]))
     try:
         _, reply = run_cell(client, "1 + 1")
         assert reply["status"] == "ok"
@@ -321,8 +360,19 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
         spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-waits", gpus=1)
         job_id = await backend.create(spec)
         assert backend.pending_reason_sync(job_id) is not None
-        with pytest.raises(EngineRefused) as refused:
+        # Slurm has no estimate for it (the holder's job has no time limit): squeue --start
+        # says its placeholder, a year ahead, once the scheduler has looked; never shown as a
+        # time (issue 61, finding 12).
+        raw = until(
+            lambda: (out := start_time(backend, job_id)) not in ("", "N/A") and out,
+            60,
+            "Slurm said no start time for the pending job",
+        )
+        reason = backend.pending_reason_sync(job_id)
+        assert reason is not None and reason[1] is None, (raw, reason)
+        with pytest.raises(SchedulerWaitTimedOut) as refused:
             await backend.start(job_id, spec.image)
+        assert refused.value.status == 409 and refused.value.routine
         assert refused.value.sentence.startswith(
             f"Slurm did not start the kernel's job {job_id} within 3 s (it waited for "
         ), refused.value.sentence
@@ -472,8 +522,7 @@ async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_n
     assert steps.created_ids == [placed.container_id]
     assert placed.address == "127.0.0.1" and placed.ports is not None
     assert sorted(placed.ports) == sorted(PORT_NAMES) and all(placed.ports.values())
-    written = json.loads((private / CONNECTION_FILE_NAME).read_text())
-    client = connect({**written, **placed.ports, "ip": placed.address})
+    client = connect(client_info(private, placed.ports, placed.address))
     try:
         _, reply = run_cell(client, "2 + 2")
         assert reply["status"] == "ok"
@@ -491,6 +540,37 @@ async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_n
     )
     with pytest.raises(ContainerExited, match="there is no kernel in here"):
         await placement.place(placement_start(ends, uid, 0), Steps(ends, uid))
+
+
+@needs_cluster
+async def test_an_image_whose_pyzmq_has_no_curve_starts_no_kernel_and_opens_no_port(
+    slurm_kernels: Kernels, docker_client: Any, cdi_by_index: str
+) -> None:
+    """The channel relay refuses to start without CurveZMQ (issue 61, finding 4): the kernel
+    is never started, no port is written back, and the start ends in a sentence that says
+    what the image lacks. The image's pyzmq is made to say it has no Curve by a module of that
+    name ahead of it on PYTHONPATH (a pyzmq built without libsodium says the same)."""
+    podman_user.load_images(docker_client, [DEBIAN_IMAGE], user=STUDENT_A)
+    backend = slurm_kernels.backend(gpu_device=cdi_by_index)
+    placement = BatchPlacement(backend=backend, allocator=GPUAllocator(max_gpus_per_user=1))
+    uid = pwd.getpwnam(STUDENT_A).pw_uid
+    private = private_dir(slurm_kernels.base, STUDENT_A, "no-curve")
+    shim = private / "no-curve" / "zmq"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("def has(capability):\n    return capability != 'curve'\n")
+    for path in (shim.parent, shim, shim / "__init__.py"):
+        os.chown(path, uid, pwd.getpwnam(STUDENT_A).pw_gid)
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-no-curve")
+    spec = dataclasses.replace(
+        spec,
+        environment={**spec.environment, "PYTHONPATH": f"{KERNEL_DIR_IN_CONTAINER}/no-curve"},
+    )
+    with pytest.raises(ImageNotKernelReady) as ended:
+        await placement.place(placement_start(spec, uid, 0), Steps(spec, uid))
+    assert ended.value.status == 422
+    assert "its pyzmq has no CurveZMQ" in ended.value.sentence, ended.value.sentence
+    assert f"kernel of {spec.name} starting" not in ended.value.sentence
+    assert not (private / RELAY_PORTS_NAME).exists()
 
 
 @needs_cluster
@@ -512,12 +592,12 @@ async def test_a_restart_runs_in_its_jobs_allocation_when_it_would_be_the_same_j
     uid = pwd.getpwnam(STUDENT_A).pw_uid
     private = private_dir(slurm_kernels.base, STUDENT_A, "restarted")
     key = json.loads((private / CONNECTION_FILE_NAME).read_text())["key"]
+    keys = tuple(relay_keys(private).values())
     spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-restarted")
     devices = f"print(sorted(n for n in os.listdir('{slurm_kernels.cluster.dev}')))"
 
     async def run_in(placed: Any, code: str) -> str:
-        written = json.loads((private / CONNECTION_FILE_NAME).read_text())
-        client = connect({**written, **placed.ports, "ip": placed.address})
+        client = connect(client_info(private, placed.ports, placed.address))
         try:
             printed, reply = run_cell(client, code)
             assert reply["status"] == "ok", reply
@@ -532,7 +612,7 @@ async def test_a_restart_runs_in_its_jobs_allocation_when_it_would_be_the_same_j
             60,
             "the container stopped for a restart did not end",
         )
-        ports_to_choose(private, STUDENT_A, key)  # as the restart's pre_launch does
+        ports_to_choose(private, STUDENT_A, key, keys)  # as the restart's pre_launch does
 
     first = await placement.place(placement_start(spec, uid, 1), Steps(spec, uid))
     job_id = first.container_id
@@ -650,26 +730,72 @@ def test_a_jobs_environment_is_on_podmans_stdin_never_on_a_command_line(tmp_path
         )
 
 
-def test_only_port_numbers_are_read_back_from_a_kernels_connection_file(
+def test_every_line_break_in_an_environment_value_is_a_400_on_every_slurm_path(
     tmp_path: Path,
 ) -> None:
-    """The file is the job's user's to write: a port that is no port, or a file that is a link,
-    gives no connection."""
-    path = tmp_path / CONNECTION_FILE_NAME
-    good = {
-        "key": "k",
-        "signature_scheme": "hmac-sha256",
-        "ip": "10.9.9.9",
-        **{p: 40000 + i for i, p in enumerate(PORT_NAMES)},
-    }
+    """Every way a value reaches a line-by-line reader on Slurm (the batch script's podman
+    --env-file, pyxis's exports, the probe's script and srun's --export) refuses a value
+    holding a line break of any reader's, as ValueRefused (400) naming it: no ValueError (a
+    500) and no value read as two (issue 61, finding 10)."""
+    entry = pwd.getpwuid(os.getuid())
+    spec = ContainerSpec(
+        image="jgc/x:1",
+        command=["python3"],
+        name="jupyter-kernel-x",
+        labels={},
+        environment={},
+        user=f"{entry.pw_uid}:{entry.pw_gid}",
+        mounts=[Mount(str(tmp_path), KERNEL_DIR_IN_CONTAINER, read_only=False)],
+    )
+    for char, name in LINE_BREAKS.items():
+        value = {"JPY_SESSION_NAME": f"/home/a{char}b.ipynb"}
+        odd = dataclasses.replace(spec, environment=value)
+        for launcher in ("podman", "pyxis"):
+            settings = kernels.JobSettings(launcher=launcher)
+            with pytest.raises(ValueRefused, match=f"its value holds {re.escape(name)}") as e:
+                kernels.kernel_job(odd, settings, description="a kernel")
+            assert e.value.status == 400
+        probe = {"home": "/tmp", "labels": {}, "entrypoint": None, "user": None}
+        with pytest.raises(ValueRefused, match=re.escape(name)):
+            kernels.oneshot_script(
+                "jgc/x:1", ["true"], cap_add=[], no_new_privileges=True, environment=value, **probe
+            )
+        with pytest.raises(ValueRefused, match=re.escape(name)):
+            kernels.pyxis_oneshot_args("jgc/x:1", ["true"], value)
+    # What they do take, they pass on whole: a value with quotes, '$' and '=' is one line.
+    job = kernels.kernel_job(
+        dataclasses.replace(spec, environment={"A": "it's $HOME = `x`"}),
+        kernels.JobSettings(),
+        description="a kernel",
+    )
+    assert "\nA=it's $HOME = `x`\nJGC_END_OF_ENVIRONMENT\n" in job.script
+    with pytest.raises(ValueRefused, match="a name is ASCII letters"):
+        kernels.kernel_job(
+            dataclasses.replace(spec, environment={"#A": "1"}),
+            kernels.JobSettings(),
+            description="",
+        )
+
+
+def test_only_port_numbers_are_read_back_from_a_kernels_channel_relay(
+    tmp_path: Path,
+) -> None:
+    """The relay's ports file is the job's user's to write: a port that is no port, or a file
+    that is a link, gives no connection; the kernel's own connection file is never read for
+    ports (a kernel that bound tcp itself is not connected to: its ports have no Curve)."""
+    path = tmp_path / RELAY_PORTS_NAME
+    good = {"ip": "10.9.9.9", **{p: 40000 + i for i, p in enumerate(PORT_NAMES)}}
+    (tmp_path / CONNECTION_FILE_NAME).write_text(
+        json.dumps({"key": "k", "signature_scheme": "hmac-sha256", **good})
+    )
+    assert kernels.written_connection(str(tmp_path), ME) is None
     path.write_text(json.dumps(good))
     read = kernels.written_connection(str(tmp_path), ME)
     assert read is not None and "ip" not in read and read["shell_port"] == 40000
+    assert read["transport"] == "tcp" and "key" not in read
     path.write_text(json.dumps({**good, "hb_port": 0}))
     assert kernels.written_connection(str(tmp_path), ME) is None
     path.write_text(json.dumps({**good, "hb_port": "40004; rm -rf /"}))
-    assert kernels.written_connection(str(tmp_path), ME) is None
-    path.write_text(json.dumps({**good, "signature_scheme": "none"}))
     assert kernels.written_connection(str(tmp_path), ME) is None
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps(good))

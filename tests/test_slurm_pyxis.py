@@ -21,7 +21,7 @@ from jupyter_gpu_containers.backends.slurm.script import (
     pyxis_batch_script,
     pyxis_image,
 )
-from jupyter_gpu_containers.base.errors import EngineRefused
+from jupyter_gpu_containers.base.errors import PathRefused, ValueRefused
 from jupyter_gpu_containers.base.records import KERNEL_DIR_IN_CONTAINER, ContainerSpec, Mount
 
 ENVIRONMENT = {
@@ -122,7 +122,7 @@ def test_a_kernel_job_through_pyxis_and_what_it_cannot_name(tmp_path: Path) -> N
         environment={},
         mounts=[*spec.mounts, Mount("/data/a,b", "/data", read_only=True)],
     )
-    with pytest.raises(EngineRefused, match="cannot run through pyxis: pyxis's --container-mounts"):
+    with pytest.raises(PathRefused, match="cannot run through pyxis: its --container-mounts"):
         kernels.kernel_job(odd, settings, description="a kernel")
 
 
@@ -138,5 +138,5 @@ def test_the_probe_task_through_pyxis_runs_the_image_itself() -> None:
         "-c",
         "print(1)",
     ]
-    with pytest.raises(EngineRefused, match="a comma"):
+    with pytest.raises(ValueRefused, match="a comma"):
         kernels.pyxis_oneshot_args("img", ["true"], {"A": "1,2"})

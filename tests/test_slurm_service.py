@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import pwd
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from servers import Server
 from service_process import KernelService
 from slurm_cluster import SlurmCluster, users_own_server
 
+from jupyter_gpu_containers.backends.podman_args import LINE_BREAKS
 from jupyter_gpu_containers.backends.slurm.jobs import SlurmCommands
 from jupyter_gpu_containers.kernel.kernelspecs import kernel_name_for
 
@@ -128,6 +130,13 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
         )
         (job,) = [j for j in commands.jobs() if j.state == "RUNNING" and j.user == STUDENT_A]
         assert len(job.gpus) == 2
+        # The service's log says the GPUs it holds, Slurm's (issue 61, finding 12).
+        (ready,) = [
+            line
+            for line in service.output().splitlines()
+            if f"Kernel {kernel_id} answers from container" in line
+        ]
+        assert "GPUs: 2, placed by Slurm)" in ready, ready
         ws = await service.websocket(alice, kernel_id)
         try:
             result = await execute(
@@ -387,6 +396,81 @@ def test_a_start_waits_in_slurms_queue_without_its_slot_and_starts_when_gpus_fre
         for kernel_id, user in ((other, bob), (third, alice)):
             code, _ = await service.answer(user, "DELETE", f"api/kernels/{kernel_id}")
             assert code == 204
+
+    asyncio.run(scenario())
+
+
+def test_a_start_that_outwaits_the_pending_timeout_is_refused_with_409_in_a_sentence(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    """Every GPU held by the other student's job: a start whose job Slurm keeps pending past
+    SlurmBackend.pending_timeout answers 409 with a sentence (as the host GPU queue's timeout
+    does), never 500, and the service logs it as news, not as its own error (issue 61,
+    finding 12); the job is cancelled."""
+    service = slurm_service
+    service.stop()
+    service.config["SlurmBackend"]["pending_timeout"] = 3
+    service.config_file.write_text(json.dumps(service.config))
+    service.start()
+    alice = service.users[STUDENT_A]
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+    holder = slurm_cluster.hold_every_gpu(STUDENT_B, f"{RUN}-holder")
+    try:
+
+        async def scenario() -> None:
+            code, refused = await service.answer(
+                alice,
+                "POST",
+                "api/kernels",
+                {
+                    "name": kernel_name_for(DEBIAN_IMAGE),
+                    "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "1"},
+                },
+            )
+            assert code == 409, (code, refused)
+            assert refused["message"].startswith("Slurm did not start the kernel's job"), refused
+            assert "within 3 s" in refused["message"] and "cancelled" in refused["message"]
+
+        asyncio.run(scenario())
+        said = [line for line in service.output().splitlines() if "Slurm did not start" in line]
+        assert said and not [line for line in said if line.startswith("[E")], said
+        for _ in range(150):  # cancelled: it may still be completing
+            if not [j for j in commands.jobs() if j.user == STUDENT_A and not j.over]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the job that waited too long was not cancelled")
+    finally:
+        commands.cancel(holder)
+
+
+def test_a_line_break_in_a_notebooks_path_is_refused_with_400_in_a_sentence(
+    slurm_service: KernelService, slurm_cluster: SlurmCluster
+) -> None:
+    """A notebook's path is JPY_SESSION_NAME in its kernel's environment, which reaches the
+    job's script and podman's --env-file as lines: a path holding any character some reader
+    ends a line at (a carriage return, U+2028, …) is refused with 400 and a sentence naming
+    it, never a 500, and no job is submitted (issue 61, finding 10)."""
+    service = slurm_service
+    alice = service.users[STUDENT_A]
+    notes = service.home / "ws" / STUDENT_A / "notes"
+    commands = SlurmCommands(Settings(slurm_cluster.conf))
+
+    async def scenario() -> None:
+        for char, name in LINE_BREAKS.items():
+            code, refused = await service.answer(
+                alice,
+                "POST",
+                "api/kernels",
+                {
+                    "name": kernel_name_for(DEBIAN_IMAGE),
+                    "env": {"JPY_SESSION_NAME": str(notes / f"a{char}b.ipynb")},
+                },
+            )
+            assert code == 400, (repr(char), code, refused)
+            assert f"its value holds {name}" in refused["message"], refused
+            assert "rename the notebook" in refused["message"], refused
+        assert not [j for j in commands.jobs() if j.user == STUDENT_A and not j.over]
 
     asyncio.run(scenario())
 

@@ -55,6 +55,14 @@ async def ask_kernel(
     session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
     socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
     socket.linger = 0
+    public, secret = info.get("curve_publickey"), info.get("curve_secretkey")
+    if public and secret:
+        # A relayed kernel's channels (relay_files.py): a CurveZMQ server with the kernel's
+        # keypair, which admits this keypair alone as a client (as jupyter_client connects).
+        public_key = public.encode() if isinstance(public, str) else public
+        socket.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
+        socket.curve_publickey = public_key
+        socket.curve_serverkey = public_key
     # A kernel binds its sockets a few hundred ms after its container starts, and ZMQ retries a
     # connection to a socket not bound yet every reconnect_ivl: 100 ms by default, ~50 ms lost
     # per launch on average (benchmarks/). Retry every 5 ms instead.

@@ -13,9 +13,11 @@ import dataclasses
 import os
 from typing import Any, Protocol
 
+import zmq
 from jupyter_client.connect import KernelConnectionInfo
 
-from ..base.records import KERNEL_DIR_IN_CONTAINER, PORT_NAMES, ImageRecord
+from ..base.errors import ContainerKernelError
+from ..base.records import KERNEL_DIR_IN_CONTAINER, ImageRecord
 from ..host.accounts import group_text, host_account_name, host_group_name, passwd_text
 from ..host.identity import KernelUser
 from ..host.privatedirs import (
@@ -31,6 +33,7 @@ from ..policy.admin_policy import ContainerPolicy
 from ..policy.checks import numeric_user
 from ..policy.launchplan import KernelOptions, LaunchFacts, gather_facts
 from ..services import Services
+from . import relay_files
 
 
 class FilesKernel(Protocol):
@@ -95,6 +98,12 @@ class KernelFiles:
             kernel.transport = "tcp"
             km.transport = "tcp"
             km.ip = "127.0.0.1"
+            if kernel.services.placement.kernel_chooses_ports and km.curve_publickey is None:
+                # A job's node is reached by every account on the network: its ports are the
+                # channel relay's, CurveZMQ servers with this keypair (relay_files.py), and the
+                # server's sockets use it as their client key too (jupyter_client). One per
+                # kernel, kept by its restarts (the kernel manager keeps it).
+                km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
         elif kernel.transport == "ipc":
             km.transport = "ipc"
             km.ip = os.path.join(kernel.connection_dir, "kernel-ipc")
@@ -133,13 +142,22 @@ class KernelFiles:
         kernel = self.kernel
         assert kernel.connection_dir is not None
         info = dict(kernel.connection_info)
+        # The kernel's own ipykernel has no Curve: the keys are the relay's alone.
+        public, secret = info.pop("curve_publickey", ""), info.pop("curve_secretkey", "")
         if info["transport"] == "ipc":
             info["ip"] = f"{KERNEL_DIR_IN_CONTAINER}/kernel-ipc"
         elif kernel.services.placement.kernel_chooses_ports:
-            # On a job's node: the kernel binds ports it finds free there, on the node's
-            # addresses (this server connects from another host), and writes them back here.
-            info["ip"] = "0.0.0.0"
-            info.update({name: 0 for name in PORT_NAMES})
+            # On a job's node, which every account on the network reaches: the kernel binds
+            # ipc in this directory (its user's alone), and the channel relay beside it binds
+            # the node's ports as a CurveZMQ server and writes them back here (relay_files.py).
+            if not public or not secret:
+                raise ContainerKernelError(
+                    "A kernel on a Slurm node needs its channel keys (CurveZMQ), and this "
+                    "kernel has none: start it again.",
+                    status=409,
+                )
+            info.update(relay_files.KERNEL_SIDE)
+            relay_files.write(kernel.connection_dir, str(public), str(secret), self.owner())
         elif kernel.network_mode != "host":
             info["ip"] = "0.0.0.0"  # inside the container's own network namespace only
         key = info.get("key", b"")

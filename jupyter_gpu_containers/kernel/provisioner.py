@@ -44,9 +44,9 @@ from ..gpus.allocator import Attachment
 from ..gpus.notebook_requests import api_path_of_session, read_notebook_metadata
 from ..host.identity import KernelUser
 from ..images.environment import check_pin, pin_in_metadata
-from ..placement.placement import PlacementStart
+from ..placement.placement import Placed, PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
-from ..policy.command import kernel_command
+from ..policy.command import kernel_command, relayed_command
 from ..policy.launchplan import KernelOptions, LaunchFacts, plan_container
 from ..services import Services, services_for
 from . import launch_request
@@ -188,9 +188,12 @@ class ContainerProvisioner(ContainerKernelOptions):
             await asyncio.to_thread(self.files.remove)
             raise
         container_file = f"{KERNEL_DIR_IN_CONTAINER}/{CONNECTION_FILE_NAME}"
-        kwargs = await super().pre_launch(
-            cmd=kernel_command(self.kernel_cmd, container_file), **kwargs
-        )
+        command = kernel_command(self.kernel_cmd, container_file)
+        if self.services.placement.kernel_chooses_ports:
+            # On a node every account reaches: the kernel behind its channel relay, which
+            # files.prepare wrote beside it (relay_files.py).
+            command = relayed_command(command)
+        kwargs = await super().pre_launch(cmd=command, **kwargs)
         # The kernel spec's env as jupyter_client substituted it (${VAR} templates), and nothing
         # else of this process's environment: the server's own never reaches a container.
         env = kwargs.get("env") or {}
@@ -231,6 +234,7 @@ class ContainerProvisioner(ContainerKernelOptions):
                 own_command=bool(self.kernel_cmd),
                 uid=self.owner.uid if self.owner else None,
                 run=self.pinned_image,
+                named_by_user=False,  # the spec's: the listing's tag, or the administrator's
             )
             if self.run_as != "image":
                 self._facts = await asyncio.to_thread(
@@ -266,10 +270,10 @@ class ContainerProvisioner(ContainerKernelOptions):
             raise
         self.launched = True
         self.gpu_request.settle()
-        self._log_ready(placed.gpus)
+        self._log_ready(placed)
         return self.connection_info
 
-    def _log_ready(self, gpus: tuple[str, ...]) -> None:
+    def _log_ready(self, placed: Placed) -> None:
         elapsed = self.phases.elapsed()
         if self.pool_id is not None:
             self.log.info(
@@ -287,7 +291,7 @@ class ContainerProvisioner(ContainerKernelOptions):
                 (self.container_id or "")[:12],
                 self.image,
                 self.transport,
-                ",".join(gpus) or "none",
+                _gpus_held(placed),
                 elapsed,
                 self.phases.text(),
             )
@@ -315,6 +319,7 @@ class ContainerProvisioner(ContainerKernelOptions):
             own_command=bool(self.kernel_cmd),
             uid=self.owner.uid if self.owner else None,
             run=self.pinned_image,
+            named_by_user=False,  # the kernel spec's: the listing's tag, or the administrator's
         )
 
     async def _notebook_pin(self) -> str:
@@ -483,6 +488,16 @@ class ContainerProvisioner(ContainerKernelOptions):
         self.image = provisioner_info.get("image") or self.image
         self.pinned_image = str(provisioner_info.get("pinned_image") or "")
         self.transport = provisioner_info.get("transport") or self.transport
+
+
+def _gpus_held(placed: Placed) -> str:
+    """The GPUs a placed kernel holds, for the log: the host ledger's UUIDs, or how many its
+    cluster's scheduler gave it (a Slurm job's, a pod's: the scheduler knows which)."""
+    if placed.gpus:
+        return ",".join(placed.gpus)
+    if placed.scheduled_gpus:
+        return f"{placed.scheduled_gpus}, placed by {placed.scheduler or 'the scheduler'}"
+    return "none"
 
 
 class _LaunchSteps:

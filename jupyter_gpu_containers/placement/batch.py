@@ -19,8 +19,14 @@ from typing import Any
 
 from traitlets.config import Config
 
-from ..base.errors import ContainerExited, ContainerKernelError, LaunchTimeout
+from ..base.errors import (
+    ContainerExited,
+    ContainerKernelError,
+    ImageNotKernelReady,
+    LaunchTimeout,
+)
 from ..gpus.gpuqueue import GPUWaitCancelled
+from ..policy.command import NO_CURVE_MARKER, diagnose_exit
 from .cluster import ClusterPlacement, refuse_host_sharing
 from .placement import LaunchSteps, Placed, PlacementStart, SchedulerWait
 
@@ -127,15 +133,14 @@ class BatchPlacement(ClusterPlacement):
 
     async def place(self, start: PlacementStart, steps: LaunchSteps) -> Placed:
         placed = await super().place(start, steps)
-        ports = await self._written_ports(placed.container_id, start.launch_timeout)
-        return Placed(
-            placed.container_id,
-            counts_from=placed.counts_from,
-            address=placed.address,
-            ports=ports,
+        ports = await self._written_ports(
+            placed.container_id, start.launch_timeout, start.image_ref
         )
+        return dataclasses.replace(placed, ports=ports)
 
-    async def _written_ports(self, container_id: str, timeout: float) -> dict[str, int]:
+    async def _written_ports(
+        self, container_id: str, timeout: float, image: str = ""
+    ) -> dict[str, int]:
         """The ports the kernel wrote back; LaunchTimeout when it wrote none within
         ``timeout`` s, ContainerExited when its job ended first."""
         deadline = time.monotonic() + timeout
@@ -155,6 +160,10 @@ class BatchPlacement(ClusterPlacement):
             state = await backend.state(container_id)
             if state is None or state.ended:
                 tail = await backend.logs_tail(container_id, 10)
+                if NO_CURVE_MARKER in tail:  # the channel relay refused to start the kernel
+                    raise ImageNotKernelReady(
+                        diagnose_exit(image, state.exit_code if state else -1, False, tail)[0]
+                    )
                 raise ContainerExited(
                     "The kernel's job ended before its kernel said which ports it listens on"
                     + (f" ({state.error})" if state is not None and state.error else "")

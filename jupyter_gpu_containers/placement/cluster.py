@@ -70,7 +70,13 @@ class ClusterPlacement(LoggingConfigurable):
                 steps.stamp("create")
                 address = await self.backend.address(continued)
                 steps.stamp("start")
-                return Placed(continued, counts_from=time.monotonic(), address=address)
+                return Placed(
+                    continued,
+                    counts_from=time.monotonic(),
+                    address=address,
+                    scheduled_gpus=request.count,
+                    scheduler=self.scheduler,
+                )
             # Else the stopped container goes first: its allocation outlives it a while, and
             # the new one would wait for its GPUs.
             await steps.before_waiting()
@@ -86,7 +92,13 @@ class ClusterPlacement(LoggingConfigurable):
         await self._until_running(container_id, start)
         address = await self.backend.address(container_id)
         steps.stamp("start")
-        return Placed(container_id, counts_from=time.monotonic(), address=address)
+        return Placed(
+            container_id,
+            counts_from=time.monotonic(),
+            address=address,
+            scheduled_gpus=request.count,
+            scheduler=self.scheduler,
+        )
 
     async def _until_running(self, container_id: str, start: PlacementStart) -> None:
         await self.backend.start(container_id, start.image_ref)

@@ -126,6 +126,10 @@ class Placed:
     container_id: str
     # The GPUs (UUIDs) the kernel holds in the host's ledger; () on a cluster (the scheduler's).
     gpus: tuple[str, ...] = ()
+    # On a cluster: how many GPUs the scheduler gave the kernel (its pod's or job's), and whose
+    # they are ("Slurm"), for the log; 0 and "" on a host (``gpus`` says them).
+    scheduled_gpus: int = 0
+    scheduler: str = ""
     # When the launch timeout starts counting (time.monotonic()): after a wait in the queue,
     # or once a pod runs.
     counts_from: float = 0.0

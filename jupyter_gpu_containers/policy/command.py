@@ -8,6 +8,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 
+from ..base.records import KERNEL_DIR_IN_CONTAINER, RELAY_CONFIG_NAME, RELAY_SCRIPT_NAME
+
 # How the kernel starts, once an interpreter is found: `python -c KERNEL_BOOT -f FILE`, which runs
 # ipykernel_launcher as `python -m ipykernel_launcher -f FILE` would, but for sys.path. Both put
 # the working directory (the notebook's, which its user writes) first on sys.path: -m as its
@@ -32,11 +34,18 @@ from collections.abc import Iterable
 # Before them, the packages of a saved image (images/saves.py), which its variable names: put
 # where the image's site-packages begin, so that the user's own folder, put there next, comes
 # first (a package they upgrade after the save wins), then the saved ones, then the image's.
+#
+# A relayed kernel (RELAY_EXEC) has no debugger: ipykernel's starts debugpy listening on
+# 127.0.0.1, which on a job's node (the node's network) every account there reaches, and
+# debugpy runs whatever its client asks. ipykernel offers no debugger when debugpy does not
+# import.
 KERNEL_BOOT = (
     "import sys\n"
     'if sys.path and sys.path[0] == "":\n'
     "    del sys.path[0]\n"
     "import os, site\n"
+    'if os.environ.get("JUPYTER_GPU_CONTAINERS_NO_DEBUGGER"):\n'
+    '    sys.modules["debugpy"] = None\n'
     "def put(d):\n"
     "    n = len(sys.path)\n"
     "    site.addsitedir(d)\n"
@@ -105,6 +114,25 @@ def kernel_command(kernel_cmd: list[str], connection_file: str) -> list[str]:
     return ["sh", "-c", FIND_PYTHON_AND_EXEC, "jupyter-kernel", connection_file]
 
 
+# The channel relay's start, before the kernel's own command ("$@"): the relay binds the node's
+# ports as a CurveZMQ server and forks (kernel/channel_relay.py), and only once it has written
+# them does the kernel start; a relay that cannot (no Curve in the image's pyzmq) ends the
+# container with its sentence (NO_CURVE_MARKER), before any port is open.
+RELAY_EXEC = (
+    f'"$py" {KERNEL_DIR_IN_CONTAINER}/{RELAY_SCRIPT_NAME} '
+    f'{KERNEL_DIR_IN_CONTAINER}/{RELAY_CONFIG_NAME} || exit "$?"\n'
+    "    export JUPYTER_GPU_CONTAINERS_NO_DEBUGGER=1\n"
+    '    exec "$@"'
+)
+NO_CURVE_MARKER = "this image's pyzmq has no CurveZMQ"
+
+
+def relayed_command(command: list[str]) -> list[str]:
+    """``command`` (kernel_command's) behind the channel relay, run by the first interpreter
+    found as the kernel's is (find_python_and)."""
+    return ["sh", "-c", find_python_and(RELAY_EXEC), "jupyter-kernel-relay", *command]
+
+
 def entrypoint_is_interpreter(entrypoint: Iterable[str]) -> bool:
     """Images whose ENTRYPOINT is the interpreter itself (``["python3"]``) would run our command as
     a script; those entrypoints are cleared. Wrapper scripts (NGC's, tini + start.sh) are kept."""
@@ -124,6 +152,13 @@ def diagnose_exit(image: str, exit_code: int, oom_killed: bool, log_tail: str) -
             f"The image {image} has Python but not ipykernel, so it cannot run a Jupyter kernel. "
             "Install ipykernel in the image (pip install ipykernel) or choose another image."
             f"{tail}",
+            True,
+        )
+    if NO_CURVE_MARKER in log_tail:
+        return (
+            f"The image {image} cannot run a kernel on a shared node: its pyzmq has no "
+            "CurveZMQ, which keeps the kernel's channels private there. Install a pyzmq built "
+            f"with libsodium in the image (pip install pyzmq) or choose another image.{tail}",
             True,
         )
     if NO_PYTHON_MARKER in log_tail:

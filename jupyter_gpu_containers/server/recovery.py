@@ -38,6 +38,7 @@ from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from ..base import labels as L
 from ..base.errors import ValueRefused
 from ..base.records import ContainerRecord
+from ..base.safefiles import read_json_nofollow
 from ..host.identity import UserDirectory
 from ..host.privatedirs import (
     connection_root,
@@ -274,6 +275,20 @@ def as_claimed(record: ContainerRecord, root_dir: str, private_root: str) -> Con
     return dataclasses.replace(record, labels={**record.labels, **overlay})
 
 
+def _channel_keys(service_file: str) -> dict[str, Any]:
+    """The signing key and the CurveZMQ keypair of a relayed kernel (a Slurm job's), from the
+    connection file this server wrote for it (its own directory; never the kernel's private
+    directory, which the kernel's user writes). Blocking: a worker thread."""
+    try:
+        found = read_json_nofollow(service_file)
+    except (OSError, ValueError):
+        found = None
+    names = ("key", "signature_scheme", "curve_publickey", "curve_secretkey")
+    if not isinstance(found, dict) or not all(isinstance(found.get(n), str) for n in names):
+        raise ValueRefused("this server's connection file for it, with its keys, is gone")
+    return {name: found[name] for name in names}
+
+
 def _remove_connection_file(connection_dir: str, kernel_id: str) -> None:
     """Remove ``kernel-<id>.json`` from this server's connection directory. The id comes from a
     label: only what may be a kernel id (check_kernel_id, as at launch) names a file."""
@@ -326,6 +341,11 @@ async def _reattach(
         # A pod's connection is its Secret's (the backend checked that the pod owns it): a
         # service in a new pod of its own has none of its predecessor's private directories.
         info = dict(pod_info)
+        if "key" not in info:
+            # A job's kernel: its relay wrote its ports back, nothing else (relay_files.py).
+            # Its key and its channels' keypair are in the connection file this server wrote.
+            service_file = os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json")
+            info.update(await asyncio.to_thread(_channel_keys, service_file))
     elif conn_dir is None:
         raise ValueRefused("its private directory is not one of this server's")
     else:

@@ -41,6 +41,7 @@ from ...base.errors import (
     EngineRefused,
     EngineUnavailable,
     ImageMissing,
+    SchedulerWaitTimedOut,
 )
 from ...base.records import (
     ContainerRecord,
@@ -439,7 +440,8 @@ class SlurmBackend(LoggingConfigurable):
             raise EngineRefused(
                 f"Slurm cannot start the kernel's job {container_id}: it waits for "
                 f"{job.reason}, which will not pass by itself. Ask for fewer GPUs or less "
-                "time, or ask the cluster's administrators."
+                "time, or ask the cluster's administrators.",
+                status=409,
             )
         if job.reason != said and job.reason != "None":  # "None": not judged yet
             said = job.reason
@@ -448,7 +450,7 @@ class SlurmBackend(LoggingConfigurable):
             )
         if self.pending_timeout > 0 and time.monotonic() > self._deadline(container_id):
             self.commands.cancel(record.job_id)
-            raise EngineRefused(
+            raise SchedulerWaitTimedOut(
                 f"Slurm did not start the kernel's job {container_id} within "
                 f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
                 "cancelled. Try again later, or ask for fewer GPUs "
@@ -502,13 +504,14 @@ class SlurmBackend(LoggingConfigurable):
         return address
 
     def connection_sync(self, container_id: str) -> dict[str, Any] | None:
-        """The kernel's connection once it wrote its ports back (kernels.written_connection),
-        without its address; None before."""
+        """The kernel's connection once its channel relay wrote its ports back
+        (kernels.written_connection), without its address; None before."""
         record = self._record(container_id)
         return kernels.written_connection(record.private_dir, record.uid)
 
     async def connection_info(self, container_id: str) -> dict[str, Any]:
-        """The kernel's connection as it wrote it back, on its node's address."""
+        """The kernel's connection as its channel relay wrote it back, on its node's
+        address."""
         info = await self._run(functools.partial(self.connection_sync, container_id))
         address = await self.address(container_id)
         if info is None or not address:
@@ -835,8 +838,9 @@ class SlurmBackend(LoggingConfigurable):
             "kernel of this image."
         )
 
-    def open_build(self, context: Any, name: str, options: Any = None) -> Any:
-        raise BuildsNotSupported(self.build_refusal())
+    def build_steps(self) -> None:
+        """No builds here (build_refusal says why)."""
+        return None
 
     def tag_sync(self, image_id: str, ref: str) -> None:
         raise BuildsNotSupported("On Slurm images live on the nodes; this service names none.")

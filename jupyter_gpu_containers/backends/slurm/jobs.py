@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -272,6 +273,25 @@ def job_from(raw: dict[str, Any]) -> Job:
     )
 
 
+# Slurm's StartTime for a pending job it has no estimate for is a placeholder a year ahead
+# (slurmctld sets it so that such a job sorts last), not a time: an estimate further away than
+# this is none.
+PLACEHOLDER_AFTER = 300 * 24 * 3600.0
+
+
+def estimate_from(said: str, now: float) -> float | None:
+    """The start time ``squeue --start --format=%S`` said (unix time), or None where it said
+    none: N/A, Unknown, or Slurm's placeholder a year ahead (PLACEHOLDER_AFTER)."""
+    said = said.strip()
+    if not said or said in ("N/A", "Unknown", "(null)"):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(said).timestamp()
+    except ValueError:
+        return None
+    return None if when - now > PLACEHOLDER_AFTER else when
+
+
 class SlurmCommands:
     """Slurm's commands, run in the calling thread, against the configured cluster."""
 
@@ -400,12 +420,7 @@ class SlurmCommands:
             ["squeue", "--start", "--noheader", "--format=%S", f"--jobs={job_id}"],
             what=f"estimate when job {job_id} starts",
         ).strip()
-        if not out or out in ("N/A", "Unknown", "(null)"):
-            return None
-        try:
-            return datetime.datetime.fromisoformat(out).timestamp()
-        except ValueError:
-            return None
+        return estimate_from(out, time.time())
 
     def signal(self, job_id: str, signum: int) -> None:
         """``signum`` to the job's batch script alone (its kernel's process), never to the job:

@@ -1,11 +1,13 @@
 """A kernel's container as a Slurm job, pure: the job a ContainerSpec becomes (whom it runs as,
-what it asks Slurm for, its batch script), a job's state as a container's, and the ports a kernel
-wrote back into its connection file.
+what it asks Slurm for, its batch script), a job's state as a container's, and the ports a
+kernel's channel relay wrote back.
 
 The kernel's container runs on the job's node with the host's network: the node's address is
-where its ports are, and the ports are the kernel's own choice (its connection file names port 0,
-and ipykernel writes the ports it bound back into the file), since no port can be chosen free in
-advance on a node that other users' jobs share.
+where its ports are, and the ports are chosen there (no port can be chosen free in advance on a
+node that other users' jobs share). The kernel itself binds ipc in its private directory; its
+channel relay (kernel/channel_relay.py, which the service put in that directory and in the
+container's command) binds the node's ports as CurveZMQ servers and writes them back: every
+account on the network reaches a node, and only the kernel's own keypair is let through.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import pwd
 import re
 from typing import Any
 
-from ...base.errors import EngineRefused
+from ...base.errors import EngineRefused, ValueRefused
 from ...base.records import (
-    CONNECTION_FILE_NAME,
     KERNEL_DIR_IN_CONTAINER,
     PORT_NAMES,
+    RELAY_PORTS_NAME,
     ContainerSpec,
     ContainerState,
     ImageRecord,
@@ -34,7 +36,6 @@ from .script import batch_script, generation_file, pyxis_batch_script, pyxis_ima
 
 # The job's output (its script's and its container's): beside the connection file.
 OUTPUT_FILE_NAME = "slurm-job.log"
-SIGNATURE_SCHEMES = frozenset({"hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-md5"})
 _UNITS = {"b": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}
 _SIZE = re.compile(r"([0-9]+)([bkmgt]?)b?", re.IGNORECASE)
 
@@ -126,19 +127,16 @@ def kernel_job(spec: ContainerSpec, settings: JobSettings, *, description: str) 
     home = pwd.getpwuid(account.uid).pw_dir
     environment = env_lines(spec.environment).decode()
     if settings.launcher == "pyxis":
-        try:
-            script = pyxis_batch_script(
-                spec.image,
-                spec.command,
-                mounts=[(m.source, m.target, m.read_only) for m in spec.mounts],
-                workdir=spec.working_dir or "",
-                home=home,
-                description=description,
-                environment=environment,
-                restart_wait=settings.restart_wait,
-            )
-        except ValueError as e:
-            raise EngineRefused(f"This kernel cannot run through pyxis: {e}.") from None
+        script = pyxis_batch_script(
+            spec.image,
+            spec.command,
+            mounts=[(m.source, m.target, m.read_only) for m in spec.mounts],
+            workdir=spec.working_dir or "",
+            home=home,
+            description=description,
+            environment=environment,
+            restart_wait=settings.restart_wait,
+        )
     else:
         container = dataclasses.replace(spec, port_bindings={}, device_requests=[])
         options = [
@@ -190,13 +188,15 @@ def container_state(job: Job | None) -> ContainerState:
 
 
 def written_connection(private_dir: str, owner: int) -> dict[str, Any] | None:
-    """The kernel's connection once it wrote the ports it bound back into its connection file:
-    those ports, its key and signature scheme (transport tcp; the address is the node's, which
-    Slurm says, never the file); None while the file still names port 0 or cannot be read. The
-    file is the job's user's (``owner``) to write: it is read only as a regular file of theirs
-    with one link (never a link to another's file), each value read from it is checked to be
-    what it must be, and nothing else is taken from it."""
-    read = _users_file(private_dir, CONNECTION_FILE_NAME, owner, 1 << 16)
+    """The kernel's connection once its channel relay wrote the ports it bound on the node
+    (kernel/channel_relay.py: CurveZMQ servers in front of the kernel's ipc channels, the one
+    way in from the network): those ports, transport tcp (the address is the node's, which
+    Slurm says, never the file); None while there are none or they cannot be read. Never the
+    kernel's connection file: a kernel that bound tcp there itself would be open to every
+    account on the node, and is not connected to. The file is the job's user's to write: it is
+    read only as a regular file of theirs with one link (never a link to another's file), each
+    value read from it is checked to be what it must be, and nothing else is taken from it."""
+    read = _users_file(private_dir, RELAY_PORTS_NAME, owner, 1 << 12)
     try:
         found: Any = json.loads(read[0].decode("utf-8")) if read is not None else None
     except ValueError:
@@ -209,10 +209,6 @@ def written_connection(private_dir: str, owner: int) -> dict[str, Any] | None:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
             return None
         info[name] = value
-    key, scheme = found.get("key"), found.get("signature_scheme")
-    if not isinstance(key, str) or scheme not in SIGNATURE_SCHEMES:
-        return None
-    info["key"], info["signature_scheme"] = key, scheme
     return info
 
 
@@ -310,10 +306,11 @@ def pyxis_oneshot_args(image: str, command: list[str], environment: dict[str, st
     ``image`` itself (no script between: a step cannot start steps of its own), its environment
     given in ``--export`` (no value may hold a comma: srun's separator). No GPU (the task asks
     for none), the node's network: pyxis makes no network of the container's own."""
+    env_lines(environment)  # (what no reader of lines would read as given: refused)
     exports = ["NONE"]
     for name, value in environment.items():
-        if "," in value or "," in name or "=" in name:
-            raise EngineRefused(
+        if "," in value:
+            raise ValueRefused(
                 f"The probe's variable {name} cannot be given through srun's --export (a comma)."
             )
         exports.append(f"{name}={value}")

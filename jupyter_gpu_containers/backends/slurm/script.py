@@ -25,6 +25,8 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from ...base.errors import PathRefused, ValueRefused
+
 # What the script's shell is told of each GPU index ({index}); a site without CDI names device
 # files instead ("/dev/nvidia{index}" with the control devices added by the administrator).
 CDI_BY_INDEX = "nvidia.com/gpu={index}"
@@ -176,8 +178,9 @@ def pyxis_batch_script(
     _check_environment(environment)
     bad = [path for m in mounts for path in m[:2] if "," in path or ":" in path]
     if bad or "," in workdir:
-        raise ValueError(
-            f"pyxis's --container-mounts cannot name a path with ',' or ':' ({bad or workdir})"
+        raise PathRefused(
+            "This kernel cannot run through pyxis: its --container-mounts cannot name a path "
+            f"with ',' or ':' ({bad or workdir}). Rename the folder, or mount one above it."
         )
     mount_list = ",".join(f"{src}:{dst}{':ro' if ro else ''}" for src, dst, ro in mounts)
     srun = [
@@ -194,7 +197,7 @@ def pyxis_batch_script(
     for line in environment.splitlines():
         name, _, value = line.partition("=")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"{name!r} is no environment variable's name")
+            raise ValueRefused(f"{name!r} is no environment variable's name.")
         exports.append(f"export {name}={shlex.quote(value)}")
     # The kernel's step: every step of the job but the batch script's own (a restart's steps
     # run one at a time).
@@ -220,8 +223,13 @@ def pyxis_batch_script(
 
 
 def _check_environment(environment: str) -> None:
+    """``environment`` is podman_args.env_lines's: a line per variable, whatever splits it
+    into lines (its values hold no line break of any reader's: env_lines refused them, 400)."""
     if any("=" not in line for line in environment.splitlines()):
-        raise ValueError("the environment is not --env-file lines (NAME=value)")
+        raise ValueRefused(
+            "The kernel's environment cannot be written into its job's script: a value holds "
+            "a line break (podman_args.env_lines says which)."
+        )
 
 
 def _script(runner: _Runner, *, home: str, description: str, restart_wait: int) -> str:
