@@ -18,7 +18,12 @@ import type { ISave } from './savetypes';
 export function buildProgress(trans: TranslationBundle, build: ISave): string {
   switch (build.state) {
     case 'queued':
-      return trans.__('Waiting to start…');
+      return build.position > 0
+        ? trans.__(
+            'Waiting for a free slot: %1 in the queue (others are saving or building images)…',
+            build.position
+          )
+        : trans.__('Waiting to start…');
     case 'copying':
       return trans.__(
         'Sending the folder: %1 files, %2…',

@@ -97,7 +97,12 @@ export function KernelViewBody(props: {
 export function saveProgress(trans: TranslationBundle, save: ISave): string {
   switch (save.state) {
     case 'queued':
-      return trans.__('Waiting to start…');
+      return save.position > 0
+        ? trans.__(
+            'Waiting for a free slot: %1 in the queue (others are saving or building images)…',
+            save.position
+          )
+        : trans.__('Waiting to start…');
     case 'copying':
       return trans.__(
         'Copying your packages: %1 files, %2…',

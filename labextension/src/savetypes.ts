@@ -46,6 +46,11 @@ export interface ISave {
   image_id: string;
   started: number;
   finished: number;
+  /**
+   * Its place in the server's queue while its state is `queued` (1: next);
+   * 0 otherwise.
+   */
+  position: number;
 }
 
 /**
@@ -104,7 +109,8 @@ export function saveOf(value: unknown): ISave | null {
     log: Array.isArray(value.log) ? value.log.map(str).filter(Boolean) : [],
     image_id: str(value.image_id),
     started: num(value.started) ?? 0,
-    finished: num(value.finished) ?? 0
+    finished: num(value.finished) ?? 0,
+    position: num(value.position) ?? 0
   };
 }
 

@@ -40,6 +40,7 @@ function makeBuild(overrides: Partial<ISave> = {}): ISave {
     image_id: '',
     started: 100,
     finished: 0,
+    position: 0,
     ...overrides
   };
 }
@@ -200,6 +201,12 @@ describe('the build’s tab', () => {
   it('words each state', () => {
     expect(buildProgress(trans, makeBuild({ state: 'queued' }))).toBe(
       'Waiting to start…'
+    );
+    // All of the server's slots busy: its place in the queue.
+    expect(
+      buildProgress(trans, makeBuild({ state: 'queued', position: 2 }))
+    ).toBe(
+      'Waiting for a free slot: 2 in the queue (others are saving or building images)…'
     );
     expect(buildProgress(trans, makeBuild({ state: 'copying' }))).toContain(
       '3 files'

@@ -44,6 +44,7 @@ function makeSave(overrides: Partial<ISave> = {}): ISave {
     image_id: '',
     started: 100,
     finished: 0,
+    position: 0,
     ...overrides
   };
 }
@@ -217,6 +218,11 @@ describe('the section', () => {
   }
 
   it('says where a save is, at each step', () => {
+    expect(
+      saveProgress(trans, makeSave({ state: 'queued', position: 1 }))
+    ).toBe(
+      'Waiting for a free slot: 1 in the queue (others are saving or building images)…'
+    );
     expect(saveProgress(trans, makeSave())).toBe(
       'Copying your packages: 12 files, 2 KiB…'
     );
