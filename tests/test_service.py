@@ -650,7 +650,7 @@ async def test_who_may_pull_and_build_is_the_administrators_choice(
     assert code == 403 and "allows none" in refusal["message"]
     code, status = await service2.answer(a2, "GET", "gpu-containers/status")
     assert code == 200 and status["pull_refusal"] == refusal["message"]
-    # Builds from a student's workspace run their steps with the engine's rights: nobody's by
+    # Builds from a student's workspace run their steps as root on the engine: nobody's by
     # default (ServiceApp.build_policy), said before anything is read, and in the saves' list.
     code, refusal = await service2.answer(
         a2, "POST", "gpu-containers/builds", {"path": "env/Dockerfile"}

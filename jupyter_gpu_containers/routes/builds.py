@@ -46,7 +46,7 @@ async def build_refusal(handler: PackagesBase) -> str:
         )
     return (
         "This kernel service builds no images from users' workspaces (ServiceApp.build_policy "
-        "is 'nobody': a build runs its steps with the engine's rights). Ask the administrator "
+        "is 'nobody': a build runs its steps as root on the host's engine). Ask the administrator "
         "for the image, or to allow builds."
     )
 

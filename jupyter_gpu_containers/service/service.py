@@ -279,8 +279,10 @@ class ServiceApp(ServerApp):
         "nobody",
         config=True,
         help="""Who may build images from their own workspace through the service (a
-        Dockerfile or a requirements.txt: ImageSaves.builds). A build runs its steps with the
-        engine's rights, as root in its build containers, so "nobody" (default) keeps them off;
+        Dockerfile or a requirements.txt: ImageSaves.builds). The service runs a build's steps
+        itself, as root in containers confined as kernels are (no capabilities), but root on
+        your engine all the same, and a build takes disk and a build slot: "nobody" (default)
+        keeps them off;
         "admins": only admin_users (and JupyterHub's admins); "everyone": every user, within
         ImageSaves' bounds (bases, size, time, network). Built images are private to their
         user.""",
