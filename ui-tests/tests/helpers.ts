@@ -93,6 +93,7 @@ export async function restartServer(
   }
   const readyBefore = readyCount();
   const target = page.url();
+  await layoutSaved(page);
   // Off JupyterLab while no server answers: galata's request mocks fetch on the page's behalf,
   // and a refused connection there fails the test.
   await leave(page, 'about:blank', url => url.protocol === 'about:');
@@ -123,6 +124,32 @@ export async function restartServer(
     const widgets: any[] = Array.from(app.shell.widgets('main'));
     await Promise.all(widgets.map(widget => widget.context?.ready));
   });
+}
+
+/**
+ * Wait until the server holds the page's layout with every open document in it. JupyterLab
+ * saves the workspace half a second after its last change, so a page left sooner (a user
+ * closing the tab right after saving) restores the layout saved before: the restart would
+ * test what was open a moment earlier, not what the user left open.
+ */
+async function layoutSaved(page: IJupyterLabPageFixture): Promise<void> {
+  // Polled from here: waitForFunction does not wait for a predicate's promise.
+  await until(
+    'the workspace to hold the open documents',
+    () =>
+      page.evaluate(async () => {
+        const app = (window as any).jupyterapp;
+        const config = document.getElementById('jupyter-config-data')?.textContent ?? '{}';
+        const workspace: string = JSON.parse(config).workspace ?? 'default';
+        const paths: string[] = Array.from(app.shell.widgets('main'))
+          .map((widget: any) => widget.context?.path)
+          .filter((path: unknown): path is string => typeof path === 'string');
+        const saved = await app.serviceManager.workspaces.fetch(workspace);
+        const layout = JSON.stringify(saved?.data?.['layout-restorer:data']?.main ?? {});
+        return paths.every(path => layout.includes(JSON.stringify(path).slice(1, -1)));
+      }),
+    30_000
+  );
 }
 
 // Navigation without galata's goto, which waits for an active Launcher.
