@@ -228,6 +228,54 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert list((user_home / "runtime" / "gpu-containers").iterdir()) == []
 
 
+async def test_a_gpu_kernel_from_before_holder_records_keeps_its_gpus_when_reattached(
+    user_home: Path, servers: list[Server], docker_client: Any
+) -> None:
+    """An upgrade while a GPU kernel runs: the version that started it wrote no holder record
+    (gpus/allocator.py), so the ledger would see its GPU free and give it to the next kernel.
+    The upgraded server reattaches the kernel and records its GPUs as its own, in the user's
+    name (recovery.py, GPUAllocator.adopt_holding)."""
+    workspace = user_home / "workspace"
+    servers.append(Server(user_home, workspace, [], user=USER))
+    first = servers[-1]
+    kernel = await first.call("POST", "api", "kernels", body={"name": kernel_name(NGC_IMAGE)})
+    (container,) = docker_client.containers.list(
+        filters={"label": f"{L.KERNEL_ID}={kernel['id']}"}
+    )
+    gpus = [g for g in container.labels[L.GPUS].split(",") if g]
+    assert gpus
+    config = json.loads((user_home / "config" / "jupyter_server_config.json").read_text())
+    record = Path(config["ContainerPolicy"]["state_dir"]) / f"gpu-holder-{container.id}"
+    assert json.loads(record.read_text())["gpus"] == gpus
+    first.kill9()
+    record.unlink()  # as the version before holder records left it
+
+    servers.append(Server(user_home, workspace, [], user=USER))
+    second = servers[-1]
+    assert [k["id"] for k in await second.call("GET", "api", "kernels")] == [kernel["id"]]
+    written = json.loads(record.read_text())
+    assert (written["container"], written["gpus"], written["kernel_id"]) == (
+        container.id,
+        gpus,
+        kernel["id"],
+    )
+    assert record.stat().st_uid == pwd.getpwnam(USER).pw_uid
+    assert "its GPUs (" in second.output()
+    report = await second.call("GET", "gpu-containers", "gpus")
+    held = {g["uuid"]: [h["kernel_id"] for h in g["holders"]] for g in report["gpus"]}
+    assert {uuid: kernel_ids for uuid, kernel_ids in held.items() if kernel_ids} == {
+        uuid: [kernel["id"]] for uuid in gpus
+    }
+    # A second start of the same server finds the record there and writes nothing.
+    second.kill9()
+    servers.append(Server(user_home, workspace, [], user=USER))
+    third = servers[-1]
+    assert [k["id"] for k in await third.call("GET", "api", "kernels")] == [kernel["id"]]
+    assert "its GPUs (" not in third.output()
+    await third.call("DELETE", "api", "kernels", kernel["id"])
+    assert not record.exists()
+
+
 def test_the_demo_writes_its_notebook_as_a_user_on_that_users_engine(engine: Engine) -> None:
     """scripts/demo.sh (``--podman``: as a user outside the docker group) writes welcome.ipynb
     with the engine's options it gives the server: the kernel spec of the image in that user's

@@ -502,6 +502,32 @@ class GPUAllocator(LoggingConfigurable):
                 record_holding(state, container_id, [g.uuid for g in chosen], uid, kernel_id)
         return chosen, container_id
 
+    async def adopt_holding(
+        self, *, state: StateDir, backend: ContainerBackend, record: ContainerRecord
+    ) -> list[str]:
+        """The GPUs a kernel this service reattaches holds (recovery.py), written in its holder
+        record where it has none: a kernel started by a version of the service that wrote no
+        holder records (an upgrade while GPU kernels ran) would otherwise book nothing, and
+        its GPUs would be given to another kernel. Only for a container recovery adopted as
+        its own kernel (its server id, its private directory, its user), never for one a label
+        alone names. Returns the GPUs recorded ([] where a record was there already, or none
+        is needed)."""
+        gpus = [u for u in record.labels.get(L.GPUS, "").split(",") if u]
+        if not gpus or backend.schedules_gpus or not state.shared:
+            return []
+        async with state.allocation_lock(self.lock_timeout):
+            # A small file in /run, read under the lock as book() writes its records.
+            if _recorded_gpus(state, record, state.service_uids()):
+                return []
+            record_holding(
+                state,
+                record.id,
+                gpus,
+                record.labels.get(L.UID, ""),
+                record.labels.get(L.KERNEL_ID, ""),
+            )
+        return gpus
+
     @contextlib.asynccontextmanager
     async def scheduled_start(
         self, backend: ContainerBackend, wanted: int, kernel_id: str, uid: str

@@ -36,7 +36,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 
 from ..base import labels as L
-from ..base.errors import ValueRefused
+from ..base.errors import ContainerKernelError, ValueRefused
 from ..base.records import ContainerRecord
 from ..base.safefiles import read_json_nofollow
 from ..host.identity import UserDirectory
@@ -188,6 +188,7 @@ async def recover(
                 info = await engine.connection_info(record.id) if address else None
                 await _reattach(mkm, record, root, log, directory, address, info, specs)
                 report.reattached.append(record.labels[L.KERNEL_ID])
+                await _keep_gpus(services, record, log)
                 if directory is None:  # a service's users' sessions are their servers'
                     notebook = await asyncio.to_thread(notebook_of, record.labels, mkm.root_dir)
                     # Two kernels of one notebook (the older one left running by a change of
@@ -310,6 +311,29 @@ def _restart_args(labels: dict[str, str], workspace: str) -> dict[str, Any]:
     env = {"JPY_SESSION_NAME": session} if session and inside(session, workspace) else {}
     cwd = labels.get(L.CWD, "")
     return {"cwd": cwd if cwd and inside(cwd, workspace) else workspace, "env": env}
+
+
+async def _keep_gpus(services: Services, record: ContainerRecord, log: Any) -> None:
+    """A reattached kernel keeps its GPUs in the ledger: a kernel from before holder records
+    gets its record now (GPUAllocator.adopt_holding). Not fatal: the kernel runs either way."""
+    try:
+        recorded = await services.allocator.adopt_holding(
+            state=services.state, backend=services.backend, record=record
+        )
+    except (ContainerKernelError, OSError) as e:
+        log.warning(
+            "Kernel %s keeps running, but its GPUs could not be recorded as its (%s): another "
+            "kernel may be given them until it ends.",
+            record.labels.get(L.KERNEL_ID),
+            e,
+        )
+        return
+    if recorded:
+        log.info(
+            "Kernel %s was started before GPU holder records: its GPUs (%s) are recorded now.",
+            record.labels.get(L.KERNEL_ID),
+            ", ".join(recorded),
+        )
 
 
 async def _reattach(
