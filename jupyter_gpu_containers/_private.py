@@ -30,14 +30,9 @@ kernel.
   reconnects after a restart the server made learns the kernel's state from it (JupyterLab
   ignores the status of its own kernel_info requests); it is how jupyter_server itself tells
   pages "restarting" and "dead", framed for either websocket protocol.
-- docker-py: ``APIClient._post``, ``._url``, ``._raise_for_status`` and ``._stream_helper``, to
-  make a pull's request one level below ``pull()``, which hides the response a cancel must close,
-  and read its progress.
 - docker-py and urllib3: ``APIClient._custom_adapter`` and ``HTTPConnectionPool._new_conn``, to
   give this project's client (only it) a unix connection that closes its socket when the engine
   is away: docker-py's leaks one descriptor per failed call.
-- urllib3 / http.client: ``response.raw._fp.fp.raw._sock``, to cancel a pull: shutting the socket
-  down wakes the thread blocked reading it (``response.close()`` blocks while a read is pending).
 - docker-py: ``CancellableStream._response`` and the same socket, to close a build step's exec
   stream (docker/build_steps.py): its ``close()`` leaves the hijacked socket open once the
   engine ended the stream, one descriptor per step.

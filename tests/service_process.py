@@ -6,6 +6,7 @@ real local accounts, each with a workspace they own and a token from the service
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -237,6 +238,21 @@ class KernelService:
         except ValueError:
             data = response.body.decode("utf-8", "replace")
         return response.code, data
+
+    async def open_stream(self, user: ServiceUser, path: str) -> asyncio.StreamWriter:
+        """A GET of an event stream as ``user``, left open once its headers said 200 (close the
+        writer to end it)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(
+            f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: token {user.token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = await reader.readline()
+        if status.split()[1:2] != [b"200"]:
+            writer.close()
+            raise AssertionError(f"the stream {path} was not opened: {status!r}")
+        return writer
 
     async def start_kernel(
         self, user: ServiceUser, name: str, env: dict[str, str] | None = None

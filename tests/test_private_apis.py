@@ -1,8 +1,8 @@
 """The private names of other libraries this project uses (listed, with why, in
 jupyter_gpu_containers/_private.py), pinned: an upgrade that renames one fails here, by name, not
 in a user's kernel. Each is also exercised for real elsewhere (recovery's reattach in
-test_server_process.py, a restart's reconnect in test_gpu_rest.py, pulls and their cancel in
-test_pulls.py, the engine going away in test_faults.py)."""
+test_server_process.py, a restart's reconnect in test_gpu_rest.py, a build step's stream in
+test_threat_builds.py, the engine going away in test_faults.py)."""
 
 from __future__ import annotations
 
@@ -64,8 +64,6 @@ def test_the_kernel_manager_overrides_what_it_means_to() -> None:
 
 
 def test_docker_py_private_names() -> None:
-    for name in ("_post", "_url", "_raise_for_status", "_stream_helper"):
-        assert callable(getattr(docker.APIClient, name)), name
     assert "_custom_adapter" in inspect.getsource(docker.APIClient.__init__)
     assert callable(unixconn.UnixHTTPConnectionPool._new_conn)
     signature = inspect.signature(unixconn.UnixHTTPConnection.__init__)

@@ -225,7 +225,10 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     assert "Kernel containers at start: reattached 0, removed 1" in other.output()
     assert kernel["id"]
     # ...with the swept kernels' private directories.
-    assert list((user_home / "runtime" / "gpu-containers").iterdir()) == []
+    left = list((user_home / "runtime" / "gpu-containers").iterdir())
+    assert left == [], "\n".join(
+        [f"left: {left}", *(f"--- server {i}\n{s.output()[-4000:]}" for i, s in enumerate(servers))]
+    )
 
 
 async def test_a_gpu_kernel_from_before_holder_records_keeps_its_gpus_when_reattached(
@@ -239,9 +242,7 @@ async def test_a_gpu_kernel_from_before_holder_records_keeps_its_gpus_when_reatt
     servers.append(Server(user_home, workspace, [], user=USER))
     first = servers[-1]
     kernel = await first.call("POST", "api", "kernels", body={"name": kernel_name(NGC_IMAGE)})
-    (container,) = docker_client.containers.list(
-        filters={"label": f"{L.KERNEL_ID}={kernel['id']}"}
-    )
+    (container,) = docker_client.containers.list(filters={"label": f"{L.KERNEL_ID}={kernel['id']}"})
     gpus = [g for g in container.labels[L.GPUS].split(",") if g]
     assert gpus
     config = json.loads((user_home / "config" / "jupyter_server_config.json").read_text())

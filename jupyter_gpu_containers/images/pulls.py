@@ -9,6 +9,10 @@ is already being pulled joins that pull instead of starting another.
 Everything is bounded: at most ``max_concurrent`` pulls run (each on one thread), at most
 ``max_queued`` wait for a slot (as entries in a queue, with no thread; one more is refused with
 429), and at most ``max_watchers`` progress streams are open. A queued pull is cancelled at once.
+On a kernel service every user's share is bounded too (``max_per_user`` pulls under way or
+waiting, ``ENDED_KEPT_PER_USER`` ended pulls kept; their progress streams are counted with
+their other event streams, server/event_streams.py), and a free slot goes to the waiting pull
+of a user with the fewest running: one student cannot hold the queue.
 
 A pull never replaces a locally built image (a tag with no registry digest), and a pull made with
 the user's own registry login is recorded as theirs (privateimages.py).
@@ -43,6 +47,8 @@ from .credentials import Credential, RegistryCredentials, scrub
 
 ACTIVE = ("queued", "pulling")
 ENDED = ("done", "error", "cancelled")
+# Ended pulls kept for their users to read, per user: the newest (each holds its layers' table).
+ENDED_KEPT_PER_USER = 16
 
 # Engine status text -> a layer's phase. "Already exists" layers are local: they add nothing to
 # download, but count as complete.
@@ -97,13 +103,17 @@ class Pull:
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     digest: str = ""
-    watchers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
+    watchers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     stream: PullProgress | None = None
     cancel_requested: bool = False
     # Whose pull: a kernel service's user name ("" on a user's own server). Others see none of it.
     whose: str = ""
     # A pre-pull the administrator scheduled (prepull.py): the admin's registry login only.
     scheduled: bool = False
+    # When the engine last said anything of it (time.monotonic()), and whether it was stopped
+    # for saying nothing for PullManager.stall_timeout.
+    last_progress: float = 0.0
+    stalled: bool = False
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -225,6 +235,23 @@ class PullManager(LoggingConfigurable):
         server, all pulls together. One more is refused with 429.""",
     )
 
+    max_per_user = Int(
+        2,
+        config=True,
+        help="""On a kernel service: pulls one user may have running or waiting at once (the
+        administrator's scheduled pre-pulls are nobody's and do not count). One more is refused
+        with 429 and a sentence. A free slot goes to the waiting pull of the user with the fewest
+        running. A user's own server is bounded by max_concurrent and max_queued alone.""",
+    )
+
+    stall_timeout = Float(
+        600.0,
+        config=True,
+        help="""Seconds a running pull may go without a word from the engine (a registry that
+        stops sending, or never sends the image's manifest) before it is stopped, as an error
+        with a sentence, and its slot given to the next. 0: no bound.""",
+    )
+
     keep_finished = Float(
         600.0,
         config=True,
@@ -259,6 +286,7 @@ class PullManager(LoggingConfigurable):
         self._queue: collections.deque[_Job] = collections.deque()
         self._running = 0
         self._watching = 0
+        self._running_by: collections.Counter[str] = collections.Counter()  # whose -> running
 
     # ------------------------------------------------------------------ API for handlers
 
@@ -310,6 +338,18 @@ class PullManager(LoggingConfigurable):
                 and pull.scheduled == scheduled
             ):
                 return pull
+        if whose and not scheduled:
+            mine = sum(
+                1
+                for pull in self._pulls.values()
+                if pull.whose == whose and pull.state in ACTIVE and not pull.scheduled
+            )
+            if mine >= max(0, self.max_per_user):
+                raise TooManyRequests(
+                    f"You have {mine} pulls under way or waiting on this server, as many as "
+                    "it takes from one user (PullManager.max_per_user). Wait for one to "
+                    "finish, or cancel one, before you pull another image."
+                )
         if self._running >= self.max_concurrent and len(self._queue) >= self.max_queued:
             raise TooManyRequests(
                 f"{self._running} pulls are running and {len(self._queue)} waiting on this "
@@ -339,10 +379,8 @@ class PullManager(LoggingConfigurable):
         self._pulls[pull.id] = pull
         loop = asyncio.get_running_loop()
         job = _Job(pull, ref, credential, private, loop, whose, owner, scheduled)
-        if self._running < self.max_concurrent:
-            self._launch(job)
-        else:
-            self._queue.append(job)
+        self._queue.append(job)
+        self._dispatch()
         return pull
 
     async def _refuse_replacing_local(self, ref: ImageReference) -> None:
@@ -370,14 +408,45 @@ class PullManager(LoggingConfigurable):
             if pull.state not in ENDED:
                 self.cancel(pull)
 
+    def _dispatch(self) -> None:
+        """Give free slots to waiting pulls (on the event loop): in arrival order, a pull of a
+        user with the fewest running first, so one user's queued pulls never hold the others'
+        back."""
+        while self._queue and self._running < self.max_concurrent:
+            running = self._running_by
+            job = min(self._queue, key=lambda j: running[j.whose] if j.whose else 0)
+            self._queue.remove(job)
+            self._launch(job)
+
     def _launch(self, job: _Job) -> None:
         self._running += 1
+        self._running_by[job.whose] += 1
+        job.pull.last_progress = time.monotonic()
+        if self.stall_timeout > 0:
+            job.loop.call_later(self.stall_timeout, self._check_stall, job.pull)
         threading.Thread(
             target=self._run,
             args=(job,),
             name=f"gpu-containers-pull-{job.pull.id[:8]}",
             daemon=True,
         ).start()
+
+    def _check_stall(self, pull: Pull) -> None:
+        """On the loop, ``stall_timeout`` after the engine last spoke of ``pull`` (as far as
+        this call knew): stopped if it has said nothing since, else looked at again then."""
+        if pull.state in ENDED or pull.cancel_requested:
+            return
+        quiet = time.monotonic() - pull.last_progress
+        if quiet >= self.stall_timeout:
+            pull.stalled = True
+            self.log.warning(
+                "Pull of %s stopped: the engine said nothing of it for %.0f s.", pull.image, quiet
+            )
+            self.cancel(pull)
+            return
+        asyncio.get_running_loop().call_later(
+            self.stall_timeout - quiet, self._check_stall, pull
+        )
 
     def cancel(self, pull: Pull) -> None:
         pull.cancel_requested = True
@@ -393,7 +462,7 @@ class PullManager(LoggingConfigurable):
         if stream is not None:
             stream.close()  # wakes the pull's thread, which then reports "cancelled"
 
-    def subscribe(self, pull: Pull) -> asyncio.Queue[dict[str, Any]]:
+    def subscribe(self, pull: Pull) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of ``pull``'s snapshots: the current one at once, then each change; the last
         one has an ended state. Call :meth:`unsubscribe` when done with it."""
         if self._watching >= self.max_watchers:
@@ -403,13 +472,13 @@ class PullManager(LoggingConfigurable):
                 "GET instead."
             )
         self._watching += 1
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         queue.put_nowait(pull.snapshot())
         if pull.state not in ENDED:
             pull.watchers.add(queue)
         return queue
 
-    def unsubscribe(self, pull: Pull, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, pull: Pull, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         self._watching -= 1
         pull.watchers.discard(queue)
 
@@ -458,7 +527,7 @@ class PullManager(LoggingConfigurable):
             last_sent, last_phase = 0.0, pull.phase
             for event in stream:
                 pull.apply(event)
-                now = time.monotonic()
+                now = pull.last_progress = time.monotonic()
                 if pull.phase != last_phase or now - last_sent >= self.progress_interval:
                     last_sent, last_phase = now, pull.phase
                     publish()
@@ -478,8 +547,16 @@ class PullManager(LoggingConfigurable):
             pull.message = pull.message or f"Pulled {pull.image}"
             self.log.info("Pulled %s (%s)", pull.image, pull.digest or "no digest reported")
         except _Cancelled:
-            pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
-            self.log.info("Pull of %s cancelled", pull.image)
+            if pull.stalled:
+                pull.state, pull.error_status = "error", 504
+                pull.message = (
+                    f"The pull of {pull.image} was stopped: its registry sent nothing for "
+                    f"{self.stall_timeout:.0f} s (PullManager.stall_timeout). Try again later, "
+                    "or ask an administrator whether that registry is reachable from this host."
+                )
+            else:
+                pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
+                self.log.info("Pull of %s cancelled", pull.image)
         except ContainerKernelError as e:
             pull.state, pull.error_status = "error", e.status
             pull.message = scrub(e.sentence, secrets)
@@ -539,14 +616,27 @@ class PullManager(LoggingConfigurable):
         self._publish(pull, snapshot)
         pull.done_event.set()
         self._running -= 1
-        if self._queue:  # the slot goes to the pull that waited longest
-            self._launch(self._queue.popleft())
+        self._running_by[pull.whose] -= 1
+        if self._running_by[pull.whose] <= 0:
+            del self._running_by[pull.whose]
+        self._dispatch()
+        self._forget_old()
 
     def _forget_old(self) -> None:
         cutoff = time.time() - self.keep_finished
         for pull_id, pull in list(self._pulls.items()):
             if pull.state in ENDED and pull.finished < cutoff:
                 del self._pulls[pull_id]
+        # However fast one user's pulls end (an image no registry has fails at once), the
+        # server keeps only their newest few.
+        ended: dict[tuple[str, bool], list[Pull]] = {}
+        for pull in self._pulls.values():
+            if pull.state in ENDED:
+                ended.setdefault((pull.whose, pull.scheduled), []).append(pull)
+        for pulls in ended.values():
+            pulls.sort(key=lambda p: p.finished)
+            for old in pulls[: max(0, len(pulls) - ENDED_KEPT_PER_USER)]:
+                del self._pulls[old.id]
 
 
 class _Cancelled(Exception):

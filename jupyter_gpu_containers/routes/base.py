@@ -5,8 +5,10 @@ bodies read with a sentence for a bad one; the JSON 404 for any other path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -19,6 +21,7 @@ from ..gpus.allocator import GPURequest, Ledger, current_ledger
 from ..gpus.gpu_report import preflight
 from ..gpus.inventory import Inventory
 from ..host.identity import KernelUser
+from ..server.event_streams import EventStreams
 from ..server.kernelmanager import finish_with_sentence
 from ..services import SETTINGS_KEY, Services
 from .admin_desk_view import desk_for as admin_desk_for
@@ -88,6 +91,20 @@ class GPUContainersHandler(APIHandler):
         user's own server, whose kernels are the server user's."""
         found = getattr(self.current_user, "kernel_user", None)
         return found if isinstance(found, KernelUser) else None
+
+    @contextlib.contextmanager
+    def event_stream(self) -> Iterator[None]:
+        """One of this request's user's event streams (a kernel's log, a pull's progress) while
+        the stream is open: on a shared server, within their bound (server/event_streams.py),
+        else 429 with a sentence."""
+        manager = self.kernel_manager
+        streams = getattr(manager, "event_streams", None)
+        user = self.kernel_user
+        if not isinstance(streams, EventStreams) or user is None:
+            yield
+            return
+        with streams.held(user.uid, int(getattr(manager, "max_event_streams_per_user", 0))):
+            yield
 
     async def is_admin(self) -> bool:
         """Whether this request's user is one of this server's administrators (admin_view.py)."""

@@ -157,14 +157,15 @@ class KernelLogHandler(GPUContainersHandler):
             self.write(text)
             await self.flush()
 
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        self._feed = LogFeed(backend, self.kernel_manager, kernel_id, provisioner, send)
-        try:
-            await self._feed.run(first, tail, follow)
-        except StreamClosedError:
-            return  # the viewer went away
-        finally:
-            self._feed.close()
+        with self.event_stream():  # a reading thread and an engine connection: bounded per user
+            self.set_header("Content-Type", "text/event-stream")
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+            self._feed = LogFeed(backend, self.kernel_manager, kernel_id, provisioner, send)
+            try:
+                await self._feed.run(first, tail, follow)
+            except StreamClosedError:
+                return  # the viewer went away
+            finally:
+                self._feed.close()
         self.finish()

@@ -12,7 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..images.pulls import ACTIVE, PULLS_TURNED_OFF
+from ..images.pulls import ACTIVE, PULLS_TURNED_OFF, Pull
 from .base import GPUContainersHandler, json_object
 from .registries import credential_from, registry_of_image
 
@@ -125,15 +125,25 @@ class PullEventsHandler(_OnePull):
 
     keepalive = 15.0
 
+    _queue: asyncio.Queue[dict[str, Any] | None] | None = None
+
+    def on_connection_close(self) -> None:
+        if self._queue is not None:  # the watcher went away: its place is free at once
+            self._queue.put_nowait(None)
+
     @web.authenticated
     @authorized
     async def get(self, pull_id: str) -> None:
         pull = self._pull(pull_id)
+        with self.event_stream():
+            await self._watch(pull)
+
+    async def _watch(self, pull: Pull) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         manager = self.services.pulls
-        queue = manager.subscribe(pull)
+        queue = self._queue = manager.subscribe(pull)
         try:
             while True:
                 try:
@@ -142,6 +152,8 @@ class PullEventsHandler(_OnePull):
                     self.write(": keepalive\n\n")
                     await self.flush()
                     continue
+                if snapshot is None:
+                    return  # the watcher went away; the pull goes on
                 ended = snapshot["state"] not in ACTIVE
                 event = snapshot["state"] if ended else "progress"
                 self.write(f"event: {event}\ndata: {json.dumps(snapshot)}\n\n")
@@ -151,5 +163,6 @@ class PullEventsHandler(_OnePull):
         except StreamClosedError:
             return  # the watcher went away; the pull goes on
         finally:
+            self._queue = None
             manager.unsubscribe(pull, queue)
         self.finish()

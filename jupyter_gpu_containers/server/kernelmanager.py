@@ -52,6 +52,7 @@ from ..base.errors import ContainerKernelError
 from ..host.identity import KernelUser
 from ..kernel.launch_request import launching
 from ..services import services_for
+from .event_streams import EventStreams
 from .websocket import (
     HeldMessages,
     close_kernel_websockets,
@@ -311,8 +312,26 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         it a connection is refused (HTTP 429) with a sentence. 0: no bound.""",
     )
 
+    max_event_streams_per_user = Integer(
+        8,
+        min=0,
+        config=True,
+        help="""On a shared server (the kernel service): event streams one user's pages may have
+        open at once, kernel logs and pull progress together (each holds a connection, and a
+        log a reading thread and an engine connection). Beyond it a stream is refused (HTTP
+        429) with a sentence. 0: no bound.""",
+    )
+
     _buffer_ledgers: dict[Any, BufferLedger] | None = None
     _held_messages: HeldMessages | None = None
+    _event_streams: EventStreams | None = None
+
+    @property
+    def event_streams(self) -> EventStreams:
+        """The kernel logs and pull progress streams open now, per user (event_streams.py)."""
+        if self._event_streams is None:
+            self._event_streams = EventStreams()
+        return self._event_streams
 
     @property
     def held_messages(self) -> HeldMessages:

@@ -1,7 +1,6 @@
-"""docker-py's (and urllib3's) private parts, each a small function or adapter: a pull's request
-made one level below ``pull()``, its progress read, its socket shut down to cancel it, a build
-step's exec stream closed with its socket, and unix connections that close their socket when
-the engine is away.
+"""docker-py's (and urllib3's) private parts, each a small function or adapter: a build step's
+exec stream closed with its socket, and unix connections that close their socket when the
+engine is away. (A pull is a connection of its own, made with the standard library: pulls.py.)
 
 Listed, with why, in :mod:`jupyter_gpu_containers._private` (the one list of this project's
 private uses); ``tests/test_private_apis.py`` pins them to the docker-py versions allowed.
@@ -11,30 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.transport.unixconn as unixconn
-
-
-def start_pull(client: docker.APIClient, ref: str, tag: str, headers: dict[str, str]) -> Any:
-    """``POST /images/create`` as docker-py's pull() makes it, returning the streamed response
-    (which pull() hides, and which a cancel must reach)."""
-    response = client._post(
-        client._url("/images/create"),
-        params={"fromImage": ref, "tag": tag},
-        headers=headers,
-        stream=True,
-        timeout=None,
-    )
-    client._raise_for_status(response)
-    return response
-
-
-def stream_items(client: docker.APIClient, response: Any) -> Iterator[dict[str, Any]]:
-    """The decoded JSON messages of a streamed engine response (a pull's progress)."""
-    yield from client._stream_helper(response, decode=True)
 
 
 def close_exec_stream(stream: Any) -> None:
@@ -48,13 +27,6 @@ def close_exec_stream(stream: Any) -> None:
         sock.close()
     with contextlib.suppress(Exception):
         stream.close()
-
-
-def shutdown_response_socket(response: Any) -> None:
-    """Shut the socket under a streamed response down (from any thread)."""
-    raw: Any = getattr(response, "raw", None)
-    with contextlib.suppress(AttributeError, OSError):
-        raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
 
 
 class _ClosingUnixConnection(unixconn.UnixHTTPConnection):
