@@ -119,6 +119,7 @@ class Services:
         self.saves = ImageSaves(
             parent=parent, backend=self.backend, policy=self.policy, state=lambda: self.state
         )
+        self.saves.probe = self.probe
         # The administrator's scheduled pulls and pruning (started and stopped by the app), and
         # the record of each image's last launch.
         self.prepull = PrePuller(

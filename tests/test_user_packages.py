@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +370,43 @@ async def a_cancel_leaves_nothing(
         monkeypatch.undo()
         with contextlib.suppress(Exception):
             docker_client.images.remove(started["image"], force=True)
+
+
+async def test_a_saved_image_is_removed_though_its_readiness_probe_runs(
+    jp_fetch: Any, docker_client: Any
+) -> None:
+    """A new image is probed at once (a one-shot container of it, seconds long): its user's
+    removal right then waits the probe out, rather than calling it "in use by a kernel"."""
+    svc = services()
+    ref = f"{svc.saves.own_repository(os.getuid())}/probed-{uuid.uuid4().hex[:8]}:20261129-120000"
+    # A probe of it runs its ENTRYPOINT first: a few seconds, then the image's Python.
+    dockerfile = f'FROM {DEBIAN_IMAGE}\nENTRYPOINT ["sh", "-c", "sleep 4; exec \\"$@\\"", "--"]\n'
+    await asyncio.to_thread(
+        docker_client.images.build,
+        fileobj=io.BytesIO(dockerfile.encode()),
+        tag=ref,
+        labels={TEST_IMAGE_LABEL: TEST_RUN},
+        rm=True,
+    )
+    try:
+        image = await asyncio.to_thread(svc.backend.inspect_image_sync, ref)
+        probing = svc.probe.in_background(image)
+
+        def probe_container() -> bool:
+            found = docker_client.containers.list(filters={"label": f"{L.PROBE}=true"})
+            return any(c.image.id == image.id for c in found)
+
+        for _ in range(100):
+            if await asyncio.to_thread(probe_container):
+                break
+            await asyncio.sleep(0.1)
+        assert not probing.done(), "the probe ended before the removal could meet it"
+        removed = await jp_fetch(
+            "gpu-containers", "saved-images", method="DELETE", params={"image": ref}
+        )
+        assert removed.code == 204
+        assert probing.done()
+        assert not docker_client.images.list(name=ref.rsplit(":", 1)[0])
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(ref, force=True)

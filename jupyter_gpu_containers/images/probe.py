@@ -394,6 +394,16 @@ class KernelReadinessProbe(LoggingConfigurable):
                 return False
             wait(pending, timeout=remaining)
 
+    def wait_for(self, image_id: str, timeout: float) -> bool:
+        """Wait (blocking) for the probe of ``image_id`` under way, if any, to end (its container
+        removed with it); whether there was one."""
+        with self._lock:
+            future = self._inflight.get(image_id)
+        if future is None:
+            return False
+        wait([future], timeout=timeout)
+        return True
+
     def close(self) -> None:
         """Let the probe threads end once idle. Probes already asked for still run (someone
         waits for each), and every probe removes its container."""

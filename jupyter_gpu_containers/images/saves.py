@@ -58,6 +58,7 @@ from ..host.hoststate import StateDir
 from ..host.packages_archive import ArchiveCount, SaveCancelled
 from ..policy.admin_policy import ContainerPolicy, image_allowed, reference_matches
 from . import builder, privateimages, recipes
+from .probe import KernelReadinessProbe
 
 ACTIVE = ("queued", "copying", "building")
 ENDED = ("done", "error", "cancelled")
@@ -365,6 +366,9 @@ class ImageSaves(LoggingConfigurable):
         # Called (on the save's thread) with each new image before its save is said done: the
         # server's kernel specs list it then, so the page's next read of them has it.
         self.on_image: Callable[[str], None] | None = None
+        # The server's readiness probe (services.py), whose container of a new image a removal
+        # waits out.
+        self.probe: KernelReadinessProbe | None = None
 
     # ------------------------------------------------------------------ API for handlers
 
@@ -415,17 +419,23 @@ class ImageSaves(LoggingConfigurable):
                 status=403,
             )
         try:
-            self.backend.inspect_image_sync(ref)
+            image_id = self.backend.inspect_image_sync(ref).id
         except ImageMissing:
             raise ContainerKernelError(
                 f"There is no saved image {ref[:300]} of yours.", status=404
             ) from None
-        self.backend.untag_sync(ref)
-        try:
-            self.backend.inspect_image_sync(ref)
-        except ImageMissing:
-            pass
-        else:  # the engine keeps an image its containers use, and its last name with it
+        for attempt in range(2):
+            self.backend.untag_sync(ref)
+            try:
+                self.backend.inspect_image_sync(ref)
+            except ImageMissing:
+                break
+            # The engine keeps an image its containers use, and its last name with it. The
+            # readiness probe of a new image (a one-shot container of it, seconds long) is not
+            # a kernel: once it has ended, the image goes.
+            probe = self.probe
+            if attempt == 0 and probe is not None and probe.wait_for(image_id, probe.timeout + 30):
+                continue
             raise ContainerKernelError(
                 f"Your saved image {ref[:300]} is in use by a kernel: shut its kernels down, "
                 "then remove it.",
