@@ -115,8 +115,8 @@ def test_credentials_never_show_their_secret() -> None:
     assert store.forget_user("127.0.0.1:5000") and store.for_registry("127.0.0.1:5000") is None
     admin = store.for_registry("nvcr.io")
     assert admin is not None and admin.source == "admin"
-    assert (
-        scrub("said admin-secret-1 twice admin-secret-1", store.secrets()) == "said •••• twice ••••"
+    assert scrub("said admin-secret-1 twice admin-secret-1", [admin.password]) == (
+        "said •••• twice ••••"
     )
 
 

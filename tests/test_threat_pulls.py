@@ -223,3 +223,60 @@ async def test_a_pull_the_registry_never_answers_is_stopped_and_frees_its_slot(
             with contextlib.suppress(Exception):
                 await server.answer(user, "DELETE", f"gpu-containers/pulls/{pull_id}")
         server.close()
+
+
+async def test_registry_logins_are_bounded_per_user_and_never_scrub_anothers_sentences() -> None:
+    """His login's password is scrubbed from his pulls' sentences, never from hers: were it
+    scrubbed from everyone's, her pull of an image named after her guess would come back with
+    dots where the guess was his password. And she keeps at most
+    ``RegistryCredentials.max_per_user`` logins, each of a bounded size."""
+    guess = "jgc-guess-4f1c9e"
+    ref = f"127.0.0.1:1/{guess}:1"  # nothing listens there: the pull fails at once
+    server = KernelService(
+        {
+            "ContainerPolicy": {"allowed_images": ["*", ref]},
+            "RegistryCredentials": {"max_per_user": 2},
+        }
+    )
+    try:
+        a = server.add_user(USER_A)
+        b = server.add_user(USER_B)
+        server.start()
+        login = {"username": "him", "password": guess}
+        code, answer = await server.answer(b, "PUT", login_path("b.example"), login)
+        assert code == 204, answer
+        code, hers = await pull(server, a, ref)
+        assert code == 202, hers
+        await wait_until(
+            lambda: ended_pull(server, a, hers["id"]), 120, "her pull from nowhere to end"
+        )
+        _code, ended = await server.answer(a, "GET", f"gpu-containers/pulls/{hers['id']}")
+        assert ended["state"] == "error", ended
+        assert guess in ended["message"] and "••••" not in ended["message"], ended
+
+        mine = {"username": "her", "password": "her-secret"}
+        for registry in ("a1.example", "a2.example", "a2.example"):  # a new one, then a change
+            code, answer = await server.answer(a, "PUT", login_path(registry), mine)
+            assert code == 204, answer
+        code, refusal = await server.answer(a, "PUT", login_path("a3.example"), mine)
+        assert code == 429 and "RegistryCredentials.max_per_user" in refusal["message"], refusal
+        huge = {"username": "her", "password": "x" * (64 * 1024)}
+        code, refusal = await server.answer(a, "PUT", login_path("a1.example"), huge)
+        assert code == 400 and "at most" in refusal["message"], refusal
+        code, listing = await server.answer(a, "GET", "gpu-containers/registries")
+        assert [r["registry"] for r in listing["registries"] if r["source"] == "user"] == [
+            "a1.example",
+            "a2.example",
+        ]
+        code, answer = await server.answer(b, "PUT", login_path("c.example"), login)
+        assert code == 204, answer  # his share is his own
+    finally:
+        server.close()
+
+
+def login_path(registry: str) -> str:
+    return f"gpu-containers/registries/{registry}/credentials"
+
+
+async def ended_pull(server: KernelService, user: ServiceUser, pull_id: str) -> bool:
+    return await state_of(server, user, pull_id) not in ("queued", "pulling")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from traitlets import Dict, validate
+from traitlets import Dict, Int, validate
 from traitlets.config import LoggingConfigurable
 
 from ..base.errors import ContainerKernelError
@@ -49,6 +49,13 @@ class RegistryCredentials(LoggingConfigurable):
         "127.0.0.1:5000", "docker.io"). Never logged, never returned by any endpoint.""",
     )
 
+    max_per_user = Int(
+        16,
+        config=True,
+        help="""Registries one user may keep a login for on this server (in its memory, for
+        its lifetime): one more is refused with 429 and a sentence until they remove one.""",
+    )
+
     @validate("registry_auth")
     def _check_registry_auth(self, proposal: Any) -> dict[str, Any]:
         value = proposal["value"]
@@ -73,8 +80,18 @@ class RegistryCredentials(LoggingConfigurable):
         self._lock = threading.Lock()
 
     def set_user(self, registry: str, username: str, password: str, whose: str = "") -> Credential:
+        """Keep ``whose``'s login for ``registry`` (replacing theirs for it); refused with 429
+        and a sentence past ``max_per_user`` registries of theirs."""
         credential = Credential(registry, username, password, "user")
         with self._lock:
+            mine = sum(1 for (w, r) in self._user if w == whose and r != registry)
+            if mine >= max(0, self.max_per_user):
+                raise ContainerKernelError(
+                    f"You have logins for {mine} registries on this server, as many as it keeps "
+                    "for one user (RegistryCredentials.max_per_user): remove one you no longer "
+                    "need before you add another.",
+                    status=429,
+                )
             self._user[(whose, registry)] = credential
         return credential
 
@@ -127,13 +144,6 @@ class RegistryCredentials(LoggingConfigurable):
             if r not in own
         ]
         return sorted(rows, key=lambda row: row["registry"])
-
-    def secrets(self) -> list[str]:
-        """Every password this object knows, for scrubbing text that leaves the server."""
-        with self._lock:
-            found = [c.password for c in self._user.values()]
-        found += [str(e["password"]) for e in self.registry_auth.values() if "password" in e]
-        return [s for s in found if s]
 
 
 def scrub(text: str, secrets: list[str]) -> str:

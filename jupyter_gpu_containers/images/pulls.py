@@ -444,9 +444,7 @@ class PullManager(LoggingConfigurable):
             )
             self.cancel(pull)
             return
-        asyncio.get_running_loop().call_later(
-            self.stall_timeout - quiet, self._check_stall, pull
-        )
+        asyncio.get_running_loop().call_later(self.stall_timeout - quiet, self._check_stall, pull)
 
     def cancel(self, pull: Pull) -> None:
         pull.cancel_requested = True
@@ -512,7 +510,10 @@ class PullManager(LoggingConfigurable):
                 credential = credentials.admin_credential(ref.registry)
             else:
                 credential = credentials.for_registry(ref.registry, job.whose)
-            secrets += credentials.secrets()
+            # Only what this pull sent: another user's password scrubbed from this user's
+            # sentences would tell them, by the dots, which text they guessed was one.
+            if credential is not None:
+                secrets.append(credential.password)
             who = credential.username if credential else ""
             stream = self.backend.open_pull(
                 ref.name,

@@ -14,6 +14,11 @@ from ..base.references import BadReference, parse_reference
 from ..images.credentials import Credential
 from .base import GPUContainersHandler, json_body
 
+# What a login may be: a host name's length, and room for a cloud's JSON key as a password.
+MAX_REGISTRY = 255
+MAX_USERNAME = 256
+MAX_PASSWORD = 16 * 1024
+
 
 class RegistriesHandler(GPUContainersHandler):
     @web.authenticated
@@ -61,6 +66,17 @@ def credential_from(body: Any, *, registry: str) -> Credential:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not username or not isinstance(password, str):
         raise web.HTTPError(400, 'Give {"username": "…", "password": "…"} (both strings).')
-    if not registry or "/" in registry or any(ch.isspace() for ch in registry):
-        raise web.HTTPError(400, f"{registry!r} is not a registry host (e.g. nvcr.io).")
+    if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+        raise web.HTTPError(
+            400,
+            f"A registry login is at most {MAX_USERNAME} characters of username and "
+            f"{MAX_PASSWORD} of password (a service account's JSON key fits).",
+        )
+    if (
+        not registry
+        or len(registry) > MAX_REGISTRY
+        or "/" in registry
+        or any(ch.isspace() for ch in registry)
+    ):
+        raise web.HTTPError(400, f"{registry[:100]!r} is not a registry host (e.g. nvcr.io).")
     return Credential(registry, username, password, "user")
