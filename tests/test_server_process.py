@@ -204,7 +204,16 @@ async def test_files_are_the_users_and_kill_9_reattaches_then_sweeps(
     bystander = start(user_home / "other-workspace")
     assert "removed 0" in bystander.output()
     bystander.stop()
-    assert (await second.execute(kernel_id, "print(marker)")).stdout.strip() == "state survives"
+    # Nor does a server of another host state directory, which cannot see that the second lives
+    # (its creator, the first, is dead): whether its server lives is recorded in that directory.
+    with home_of(engine.user, engine.config) as foreign_home:
+        servers.append(
+            Server(foreign_home, foreign_home / "workspace", [], user=engine.user, env=engine.env)
+        )
+        assert "removed 0" in servers[-1].output()
+        servers[-1].stop()
+    again = await second.execute(kernel_id, "print(marker)")
+    assert again.stdout.strip() == "state survives", (again, second.output()[-3000:])
     await second.call("POST", "api", "kernels", kernel_id, "restart", body={})
     assert (
         await second.execute(kernel_id, "print('marker' in globals())")

@@ -209,3 +209,12 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     state = open_state_dir(str(tmp_path / "state"))
     assert decide(record(live), "mine", state, me, str(tmp_path)) == "leave"
     assert decide(record(dead), "mine", state, me, str(tmp_path)) == "remove"
+    # Made by a server of another state directory: its creator is dead, but a server that
+    # reattached it may live, registered there alone. Of this one: judged here.
+    other = open_state_dir(str(tmp_path / "other-state"))
+    assert other.identity and other.identity != state.identity
+    elsewhere = record(dead)
+    elsewhere.labels[L.STATE_DIR] = other.identity
+    assert decide(elsewhere, "mine", state, me, str(tmp_path)) == "leave"
+    elsewhere.labels[L.STATE_DIR] = state.identity
+    assert decide(elsewhere, "mine", state, me, str(tmp_path)) == "remove"

@@ -28,6 +28,9 @@ MANAGED = PREFIX + "managed"
 KERNEL_ID = PREFIX + "kernel-id"
 KERNEL_NAME = PREFIX + "kernel-name"
 SERVER_ID = PREFIX + "server-id"
+# Which host state directory the server that made it registers in (StateDir.identity): its
+# servers' liveness is recorded there, and nowhere else.
+STATE_DIR = PREFIX + "state-dir"
 OWNER_PROCESS = PREFIX + "owner-process"
 USER = PREFIX + "user"
 UID = PREFIX + "uid"
@@ -76,6 +79,7 @@ RECORD_KEYS = frozenset(
         KERNEL_ID,
         KERNEL_NAME,
         SERVER_ID,
+        STATE_DIR,
         OWNER_PROCESS,
         USER,
         UID,

@@ -123,6 +123,16 @@ class StateDir:
     def shared(self) -> bool:
         return not self.problem
 
+    @property
+    def identity(self) -> str:
+        """Which directory this is, by any path to it (its device and inode), as a kernel
+        container's label records it (labels.STATE_DIR); "" when it cannot be read."""
+        try:
+            info = os.fstat(self.fd)
+        except OSError:
+            return ""
+        return f"{info.st_dev}:{info.st_ino}"
+
     def service_uids(self) -> frozenset[int]:
         """Who may write records here for any user: root, and the directory's owner (root, or
         the kernel service's account, ContainerPolicy.state_dir_owner). Their files are

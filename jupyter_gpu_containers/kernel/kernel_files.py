@@ -124,6 +124,7 @@ class KernelFiles:
             connection_dir=kernel.connection_dir,
             server_id=kernel.services.server_id(server_root),
             user=(owner.uid, owner.gid, owner.username) if owner else None,
+            state_dir=kernel.services.state.identity,
         )
 
     def owner(self) -> tuple[int, int] | None:

@@ -223,7 +223,9 @@ def left_behind_on_host(
     (Placement.left_behind): reattached by the server it belongs to (its connection file still
     in this server's private directory), removed once its server is dead, left alone while
     that server (or the process that made it) lives, and left alone when another host made it
-    (an engine shared between hosts)."""
+    (an engine shared between hosts) or a server of another host state directory: whether its
+    server lives is recorded there (a server that reattached it after its creator died is
+    alive only there)."""
     owner = L.OwnerProcess.parse(record.labels.get(L.OWNER_PROCESS, ""))
     if owner is None or owner.host != me.host:
         return "leave"  # an engine shared with another host: not ours to judge
@@ -239,6 +241,9 @@ def left_behind_on_host(
         return "remove"
     if not state.shared and uid != str(os.geteuid()):
         return "leave"  # its server may be alive in the host state directory we cannot use
+    made_in = record.labels.get(L.STATE_DIR, "")
+    if made_in and made_in != state.identity:
+        return "leave"  # a server of another ContainerPolicy.state_dir: not ours to judge
     if state.is_alive(owner_id, uid):
         return "leave"
     if owner.is_alive():

@@ -96,6 +96,8 @@ class LaunchFacts:
     # The size of the user's packages folder for this image (user_packages.py), measured only
     # under ContainerPolicy.user_packages_max_bytes and where the workspace is on this host.
     packages_bytes: int | None = None
+    # The host state directory the server registers in (StateDir.identity; "": none known).
+    state_dir: str = ""
 
 
 def gather_facts(
@@ -109,6 +111,7 @@ def gather_facts(
     connection_dir: str,
     server_id: str,
     user: tuple[int, int, str] | None = None,
+    state_dir: str = "",
 ) -> LaunchFacts:
     """Everything :func:`plan_container` needs to know of the host. Blocking (realpath, the user
     database): a worker thread, before the host-wide allocation lock is taken. Refuses extra
@@ -142,6 +145,7 @@ def gather_facts(
         gid=gid,
         username=username or _username(uid),
         server_id=server_id,
+        state_dir=state_dir,
         owner=labels.OwnerProcess.current().token(),
         host_cwd=host_cwd,
         cwd=container_path_for(host_cwd, root, options.workspace_mount_path),
@@ -251,6 +255,7 @@ def plan_container(
             labels.KERNEL_ID: kernel_id,
             labels.KERNEL_NAME: kernel_name,
             labels.SERVER_ID: facts.server_id,
+            **({labels.STATE_DIR: facts.state_dir} if facts.state_dir else {}),
             labels.OWNER_PROCESS: facts.owner,
             labels.USER: facts.username,
             labels.UID: str(facts.uid),
