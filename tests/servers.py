@@ -33,6 +33,23 @@ READY = (
 )
 
 
+async def open_event_stream(port: int, token: str, path: str) -> asyncio.StreamWriter:
+    """A GET of an event stream on 127.0.0.1:``port`` with ``token``, left open once its
+    headers said 200 (close the writer to end it); AssertionError, the connection closed,
+    for any other answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: token {token}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status = await reader.readline()
+    if status.split()[1:2] != [b"200"]:
+        writer.close()
+        raise AssertionError(f"the stream {path} was not opened: {status!r}")
+    return writer
+
+
 async def wait_until(check: Any, timeout: float, what: str) -> Any:
     """Poll the coroutine function ``check`` until it returns something true; that value.
     AssertionError naming ``what`` after ``timeout`` seconds."""
@@ -268,15 +285,7 @@ class Server:
     async def open_stream(self, path: str) -> asyncio.StreamWriter:
         """A GET of an event stream, left open once its headers said 200 (close the writer to
         end it)."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(
-            f"GET /{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: token {self.token}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        status = await reader.readline()
-        assert status.split()[1] == b"200", status
-        return writer
+        return await open_event_stream(self.port, self.token, path)
 
     async def open_notebook(self, path: str, kernel_name: str) -> Any:
         """A session for the notebook at ``path`` (relative to root_dir), as JupyterLab makes

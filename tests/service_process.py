@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from hostusers import ids_of, merged
-from servers import NO_PORT, VENV_BIN, engine_env, free_port, listening, remove_tree
+from servers import (
+    NO_PORT,
+    VENV_BIN,
+    engine_env,
+    free_port,
+    listening,
+    open_event_stream,
+    remove_tree,
+)
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -242,17 +250,7 @@ class KernelService:
     async def open_stream(self, user: ServiceUser, path: str) -> asyncio.StreamWriter:
         """A GET of an event stream as ``user``, left open once its headers said 200 (close the
         writer to end it)."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(
-            f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: token {user.token}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        status = await reader.readline()
-        if status.split()[1:2] != [b"200"]:
-            writer.close()
-            raise AssertionError(f"the stream {path} was not opened: {status!r}")
-        return writer
+        return await open_event_stream(self.port, user.token, path)
 
     async def start_kernel(
         self, user: ServiceUser, name: str, env: dict[str, str] | None = None
