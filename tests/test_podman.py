@@ -46,6 +46,7 @@ from jupyter_client.utils import run_sync  # type: ignore[attr-defined]
 from kernel_io import execute
 from registry import PrivateRegistry
 from servers import Server, wait_until, write_server_config
+from stalling_registry import StallingRegistry
 from tiny_wheel import tiny_wheel
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
@@ -607,6 +608,43 @@ async def test_a_pull_into_the_users_storage_uses_the_login_it_is_given_and_no_o
     finally:
         server.stop()
         podman_user.remove_image(ref)
+
+
+@needs_podman_user
+async def test_a_silent_podman_pull_is_not_called_stalled_and_its_cancel_ends_it(
+    podman_home: Path,
+) -> None:
+    """podman says nothing while a layer downloads (a large one: minutes), so
+    PullManager.stall_timeout does not apply to its pulls (pulls_report_bytes False): a pull
+    from a registry that never sends its manifest is still under way long past it, and its
+    user's cancel ends it at once (the podman process ended)."""
+    stalling = StallingRegistry()
+    server = podman_server(
+        podman_home,
+        {
+            "PodmanEngine": {"insecure_registries": [stalling.host]},
+            "PullManager": {"stall_timeout": 1.0},
+        },
+    )
+    try:
+        pull = await server.call(
+            "POST", "gpu-containers", "pulls", body={"image": stalling.ref("silent")}
+        )
+
+        async def state() -> str:
+            return str((await server.call("GET", "gpu-containers", "pulls", pull["id"]))["state"])
+
+        async def pulling() -> bool:
+            return await state() == "pulling"
+
+        await wait_until(pulling, 60, "the pull to start")
+        await asyncio.sleep(4)  # four times its stall_timeout: not stopped for silence
+        assert await state() == "pulling"
+        cancelled = await server.call("DELETE", "gpu-containers", "pulls", pull["id"])
+        assert cancelled["state"] == "cancelled", cancelled
+    finally:
+        server.stop()
+        stalling.close()
 
 
 @needs_podman_user

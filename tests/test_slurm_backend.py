@@ -401,6 +401,24 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
         "the held job was not cancelled",
     )
 
+    # A job that ends before it runs (cancelled by its own user with scancel, or by the
+    # cluster): an upstream failure in a sentence, 502, never a server fault (500).
+    private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-cancelled")
+    spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-cancelled")
+    job_id = await held.create(spec)
+    held.commands.cancel(job_id)
+    until(
+        lambda: (j := held.commands.job(job_id)) is None or j.over,
+        30,
+        "the cancelled job did not end",
+    )
+    with pytest.raises(EngineRefused) as refused:
+        await held.start(job_id, spec.image)
+    assert refused.value.status == 502, refused.value.status
+    assert refused.value.sentence.startswith(
+        f"The kernel's Slurm job {job_id} for {spec.image} ended before it ran"
+    ), refused.value.sentence
+
     private = private_dir(slurm_kernels.base, STUDENT_A, "kernel-too-many")
     spec = kernel_spec(STUDENT_A, private, f"jgc-test-{RUN}-too-many", gpus=cluster.gpus + 1)
     with pytest.raises(ContainerKernelError, match=r"^Slurm refused to start a job for "):

@@ -287,6 +287,10 @@ class ContainerBackend(Protocol):
     #   its private directory and this host's loopback, or an address of its own);
     # - signals_reach_kernels: ``kill`` can signal a kernel (an interrupt is SIGINT); else an
     #   interrupt is a message on the kernel's control channel (True / False);
+    # - pulls_report_bytes: a pull's progress stream speaks at least every few seconds while
+    #   bytes arrive (Docker's per-layer byte counts), so that a pull silent for
+    #   PullManager.stall_timeout is stalled (True); podman without a terminal says one line
+    #   per layer, and a large layer is minutes of silence (False: no stall bound);
     # - tags_resolve_per_node: each node resolves a tag by itself (and keeps what it pulled
     #   before), so only a digest in the reference itself can meet a pinned digest (False /
     #   True);
@@ -315,6 +319,7 @@ class ContainerBackend(Protocol):
     kernels_on_shared_nodes: bool
     signals_reach_kernels: bool
     tags_resolve_per_node: bool
+    pulls_report_bytes: bool
 
     @property
     def containers_shared(self) -> bool: ...

@@ -249,7 +249,9 @@ class PullManager(LoggingConfigurable):
         config=True,
         help="""Seconds a running pull may go without a word from the engine (a registry that
         stops sending, or never sends the image's manifest) before it is stopped, as an error
-        with a sentence, and its slot given to the next. 0: no bound.""",
+        with a sentence, and its slot given to the next. 0: no bound. Only on an engine whose
+        pulls report their bytes as they arrive (Docker): podman says nothing while a large
+        layer downloads, and its pulls end by their user's or an administrator's cancel.""",
     )
 
     keep_finished = Float(
@@ -422,7 +424,7 @@ class PullManager(LoggingConfigurable):
         self._running += 1
         self._running_by[job.whose] += 1
         job.pull.last_progress = time.monotonic()
-        if self.stall_timeout > 0:
+        if self.stall_timeout > 0 and self.backend.pulls_report_bytes:
             job.loop.call_later(self.stall_timeout, self._check_stall, job.pull)
         threading.Thread(
             target=self._run,

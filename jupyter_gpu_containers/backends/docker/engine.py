@@ -279,6 +279,7 @@ class Engine(LoggingConfigurable):
     kernels_on_shared_nodes = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    pulls_report_bytes = True
     containers_shared = True
     images_shared = True
     cluster = None

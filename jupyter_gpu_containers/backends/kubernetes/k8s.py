@@ -251,6 +251,7 @@ class KubernetesBackend(LoggingConfigurable):
     # is not granted.
     signals_reach_kernels = False
     tags_resolve_per_node = True
+    pulls_report_bytes = False  # no pulls: each node's runtime pulls for its pods
     containers_shared = True
     images_shared = True
 

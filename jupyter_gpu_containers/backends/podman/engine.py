@@ -184,6 +184,7 @@ class PodmanEngine(LoggingConfigurable):
     kernels_on_shared_nodes = False
     signals_reach_kernels = True
     tags_resolve_per_node = False
+    pulls_report_bytes = False  # one line per layer (pulls.py)
     cluster = None
     kept_allocations = None
     gpu_accounting = None

@@ -225,6 +225,7 @@ class SlurmBackend(LoggingConfigurable):
     kernels_on_shared_nodes = True
     signals_reach_kernels = True
     tags_resolve_per_node = True
+    pulls_report_bytes = False  # no pulls: each node's podman pulls for its jobs
     containers_shared = True  # Slurm lists every user's jobs, and the records are the service's
     images_shared = False  # each user's rootless Podman storage on each node
 
@@ -430,10 +431,13 @@ class SlurmBackend(LoggingConfigurable):
         if job is None or job.over:
             tail = logs.tail(record.output, record.uid, 10)
             because = ENDED_BECAUSE.get(job.state, "") if job is not None else ""
+            # The cluster's doing (or its user's scancel), not this server's: 502, as Slurm's
+            # other refusals (jobs.SlurmRefused).
             raise EngineRefused(
                 f"The kernel's Slurm job {container_id} for {image} ended before it ran"
                 + (f": it {because}." if because else ".")
-                + (f" Its output: {tail}" if tail else "")
+                + (f" Its output: {tail}" if tail else ""),
+                status=502,
             )
         if not job.wait_can_end:
             self.commands.cancel(record.job_id)
