@@ -24,6 +24,7 @@ from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     TEST_IMAGE_LABEL,
+    TEST_LABEL,
     TEST_RUN,
     kernel_name,
     write_notebook,
@@ -378,7 +379,9 @@ async def test_a_saved_image_is_removed_though_its_readiness_probe_runs(
     """A new image is probed at once (a one-shot container of it, seconds long): its user's
     removal right then waits the probe out, rather than calling it "in use by a kernel"."""
     svc = services()
-    ref = f"{svc.saves.own_repository(os.getuid())}/probed-{uuid.uuid4().hex[:8]}:20261129-120000"
+    mine = svc.saves.own_repository(os.getuid())
+    ref = f"{mine}/probed-{uuid.uuid4().hex[:8]}:20261129-120000"
+    other = f"{mine}/probed-{uuid.uuid4().hex[:8]}:20261129-120001"
     # A probe of it runs its ENTRYPOINT first: a few seconds, then the image's Python.
     dockerfile = f'FROM {DEBIAN_IMAGE}\nENTRYPOINT ["sh", "-c", "sleep 4; exec \\"$@\\"", "--"]\n'
     await asyncio.to_thread(
@@ -393,7 +396,9 @@ async def test_a_saved_image_is_removed_though_its_readiness_probe_runs(
         probing = svc.probe.in_background(image)
 
         def probe_container() -> bool:
-            found = docker_client.containers.list(filters={"label": f"{L.PROBE}=true"})
+            found = docker_client.containers.list(
+                ignore_removed=True, filters={"label": f"{L.PROBE}=true"}
+            )
             return any(c.image.id == image.id for c in found)
 
         for _ in range(100):
@@ -407,6 +412,31 @@ async def test_a_saved_image_is_removed_though_its_readiness_probe_runs(
         assert removed.code == 204
         assert probing.done()
         assert not docker_client.images.list(name=ref.rsplit(":", 1)[0])
+
+        # Another server's probe of it (every server on the host probes a new image): a
+        # container of its, labelled as probes are, that this server cannot wait on by itself.
+        await asyncio.to_thread(
+            docker_client.images.build,
+            fileobj=io.BytesIO(dockerfile.encode()),
+            tag=other,
+            labels={TEST_IMAGE_LABEL: TEST_RUN},
+            rm=True,
+        )
+        await asyncio.to_thread(
+            docker_client.containers.run,
+            other,
+            entrypoint=["sleep", "4"],
+            labels={L.PROBE: "true", TEST_LABEL: TEST_RUN},
+            network_mode="none",
+            auto_remove=True,
+            detach=True,
+        )
+        removed = await jp_fetch(
+            "gpu-containers", "saved-images", method="DELETE", params={"image": other}
+        )
+        assert removed.code == 204
+        assert not docker_client.images.list(name=other.rsplit(":", 1)[0])
     finally:
-        with contextlib.suppress(Exception):
-            docker_client.images.remove(ref, force=True)
+        for made in (ref, other):
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(made, force=True)

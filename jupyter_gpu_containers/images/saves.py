@@ -424,17 +424,23 @@ class ImageSaves(LoggingConfigurable):
             raise ContainerKernelError(
                 f"There is no saved image {ref[:300]} of yours.", status=404
             ) from None
-        for attempt in range(2):
+        probe = self.probe
+        deadline = time.monotonic() + (probe.timeout if probe is not None else 30.0) + 30.0
+        while True:
             self.backend.untag_sync(ref)
             try:
                 self.backend.inspect_image_sync(ref)
             except ImageMissing:
                 break
-            # The engine keeps an image its containers use, and its last name with it. The
-            # readiness probe of a new image (a one-shot container of it, seconds long) is not
-            # a kernel: once it has ended, the image goes.
-            probe = self.probe
-            if attempt == 0 and probe is not None and probe.wait_for(image_id, probe.timeout + 30):
+            # The engine keeps an image its containers use, and its last name with it. A
+            # readiness probe of a new image (a one-shot container, seconds long: this server's,
+            # or any other's on the host, which probe every new image) is not a kernel: once
+            # the probes under way have ended, the image goes.
+            if time.monotonic() < deadline and (
+                (probe is not None and probe.wait_for(image_id, 5.0))
+                or self.backend.list_containers_sync({L.PROBE: "true"})
+            ):
+                time.sleep(0.2)
                 continue
             raise ContainerKernelError(
                 f"Your saved image {ref[:300]} is in use by a kernel: shut its kernels down, "
