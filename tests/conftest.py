@@ -95,7 +95,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 def test_containers(client: docker.DockerClient) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
+    return client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"}
+    )
 
 
 def wait_for_background_probes() -> None:
@@ -232,7 +234,9 @@ def connection_root(tmp_path: Any) -> Any:
 
 
 def kernel_container(client: docker.DockerClient, kernel_id: str) -> Any:
-    found = client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
+    found = client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"}
+    )
     assert len(found) == 1, f"expected one container for kernel {kernel_id}, found {found}"
     return found[0]
 

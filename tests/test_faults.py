@@ -190,7 +190,9 @@ async def test_engine_stopped_between_create_and_start(
     assert f"The Docker engine is not reachable at {proxy.url}." in message
     assert len(proxy.cuts) == 1 and not proxy.up
     # Created, never started, booking the GPU until the engine is back.
-    (left,) = docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
+    (left,) = docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"}
+    )
     assert bookings(docker_client) == [f"GPU-fault-0 {left.name} (created)"]
     assert list((tmp_path / "conn").iterdir()) == []  # the private directory went at once
 
@@ -310,7 +312,7 @@ async def test_image_removed_while_its_kernel_runs(
     assert f"The image {throwaway_image} is not on this host." in message
     # Refused before the stop: the kernel keeps its container, and its state.
     own = {"label": f"{L.KERNEL_ID}={kernel_id}"}
-    assert len(docker_client.containers.list(filters=own)) == 1
+    assert len(docker_client.containers.list(ignore_removed=True, filters=own)) == 1
     assert (await execute_in(jp_ws_fetch, kernel_id, "print(x)")).stdout.strip() == "42"
 
     # The notebook is closed: nothing of the kernel remains.
@@ -455,7 +457,9 @@ async def server_holders(server: Server) -> dict[str, list[str]]:
 def label_holders(docker_client: Any) -> dict[str, list[str]]:
     """GPU uuid -> kernel ids, from the labels of this run's live containers."""
     held: dict[str, list[str]] = {g: [] for g in FAULT_GPU_IDS}
-    for c in docker_client.containers.list(filters={"label": f"{TEST_LABEL}={TEST_RUN}"}):
+    for c in docker_client.containers.list(
+        ignore_removed=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"}
+    ):
         for uuid in filter(None, c.labels.get(L.GPUS, "").split(",")):
             held[uuid].append(c.labels[L.KERNEL_ID])
     return {uuid: sorted(ids) for uuid, ids in held.items()}

@@ -198,7 +198,9 @@ async def test_a_start_cancelled_while_its_container_is_created_still_knows_it(
     try:
         with pytest.raises(asyncio.CancelledError):
             await creating
-        listed = docker_client.containers.list(all=True, filters={"name": spec.name})
+        listed = docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"name": spec.name}
+        )
         assert [c.id for c in listed] == steps.made and len(steps.made) == 1
     finally:
         for container_id in steps.made:

@@ -118,7 +118,9 @@ async def until_queued(server: Server, length: int, what: str) -> None:
 
 
 def gpu_containers(client: docker.DockerClient) -> list[Any]:
-    containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"})
+    containers = client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{TEST_LABEL}={TEST_RUN}"}
+    )
     return [c for c in containers if c.labels.get(L.GPUS)]
 
 

@@ -54,7 +54,9 @@ async def sessions_of(jp_fetch: Any, path: str) -> list[Any]:
 
 def containers_of(docker_client: Any, kernel_id: str) -> list[Any]:
     return list(
-        docker_client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"})
+        docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{L.KERNEL_ID}={kernel_id}"}
+        )
     )
 
 

@@ -394,7 +394,9 @@ async def test_a_killed_servers_kernel_stays_until_the_idle_culler_ends_it(
 
         async def removed() -> bool:
             label = f"{L.KERNEL_ID}={kernel_id}"
-            return not docker_client.containers.list(all=True, filters={"label": label})
+            return not docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": label}
+            )
 
         await wait_until(removed, 120, "the culled kernel's container to be removed")
     finally:

@@ -469,7 +469,12 @@ async def test_recovery_removes_probe_containers_of_dead_servers(
             services_for(jp_serverapp), jp_serverapp.kernel_manager, "reattach", jp_serverapp.log
         )
         assert made["dead"].id in report.removed
-        left = {c.id for c in docker_client.containers.list(all=True, filters={"label": L.PROBE})}
+        left = {
+            c.id
+            for c in docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": L.PROBE}
+            )
+        }
         assert made["dead"].id not in left and made["live"].id in left
     finally:
         for container in made.values():

@@ -101,7 +101,7 @@ async def test_an_end_is_recorded_whoever_removes_the_container(
     await quota(jp_fetch)  # computing the use notes the running container on disk
     seen = [line for line in usage_lines(tmp_path / "state") if "seen" in line]
     assert len(seen) == 1 and seen[0]["kernel_id"] == kernel_id
-    for container in docker_client.containers.list(all=True):
+    for container in docker_client.containers.list(ignore_removed=True, all=True):
         if container.labels.get("org.jupyter.gpu-containers.kernel-id") == kernel_id:
             container.remove(force=True)
     await asyncio.sleep(1.1)

@@ -210,7 +210,10 @@ async def test_an_idle_kernel_is_warned_then_shut_down(
         assert "the kernel was shut down" in record["message"]
         kernels = json.loads((await jp_fetch("api", "kernels")).body)
         assert kernel_id not in [k["id"] for k in kernels]
-        assert docker_client.containers.list(all=True, filters={"id": first.id}) == []
+        assert (
+            docker_client.containers.list(ignore_removed=True, all=True, filters={"id": first.id})
+            == []
+        )
 
 
 @pytest.mark.server_config(reclaim_config("shutdown"))
@@ -340,7 +343,11 @@ async def test_culling_by_jupyter_server_still_works_beside_reclaim(
         await until(culled, timeout=60)
         await until(
             lambda: asyncio.to_thread(
-                lambda: not docker_client.containers.list(all=True, filters={"id": first.id})
+                lambda: (
+                    not docker_client.containers.list(
+                        ignore_removed=True, all=True, filters={"id": first.id}
+                    )
+                )
             )
         )
         assert reclaimer.policy.counters() == {"warnings": 0, "reclaims": 0, "keeps": 0}
@@ -426,7 +433,9 @@ async def test_a_server_process_reclaims_idle_gpus_from_its_start_to_its_stop(
         server.stop()
     log = Path(server.log.name).read_text()
     assert server.process.returncode in (0, -signal.SIGTERM), log
-    assert docker_client.containers.list(all=True, filters={"id": first.id}) == []
+    assert (
+        docker_client.containers.list(ignore_removed=True, all=True, filters={"id": first.id}) == []
+    )
 
 
 async def test_a_reattached_kernels_idle_gpus_are_reclaimed(

@@ -251,7 +251,9 @@ async def test_a_gpu_kernel_from_before_holder_records_keeps_its_gpus_when_reatt
     servers.append(Server(user_home, workspace, [], user=USER))
     first = servers[-1]
     kernel = await first.call("POST", "api", "kernels", body={"name": kernel_name(NGC_IMAGE)})
-    (container,) = docker_client.containers.list(filters={"label": f"{L.KERNEL_ID}={kernel['id']}"})
+    (container,) = docker_client.containers.list(
+        ignore_removed=True, filters={"label": f"{L.KERNEL_ID}={kernel['id']}"}
+    )
     gpus = [g for g in container.labels[L.GPUS].split(",") if g]
     assert gpus
     config = json.loads((user_home / "config" / "jupyter_server_config.json").read_text())

@@ -360,10 +360,14 @@ async def test_kernels_nobody_uses_are_culled(
     assert f"kernel '{CPU_SPEC}' ({kernel_id}) with 0 connections due to" in service.output()
     label = f"{L.KERNEL_ID}={kernel_id}"
     for _ in range(100):
-        if not docker_client.containers.list(all=True, filters={"label": label}):
+        if not docker_client.containers.list(
+            ignore_removed=True, all=True, filters={"label": label}
+        ):
             break
         await asyncio.sleep(0.1)
-    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert (
+        docker_client.containers.list(ignore_removed=True, all=True, filters={"label": label}) == []
+    )
 
 
 async def test_twenty_starts_from_five_users_for_four_gpus(
@@ -598,7 +602,9 @@ async def test_a_private_pull_of_the_course_image_hides_its_own_reference_only(
 
         async def no_container_of_hers() -> bool:
             label = f"{L.KERNEL_ID}={a_kernel}"
-            return not docker_client.containers.list(all=True, filters={"label": label})
+            return not docker_client.containers.list(
+                ignore_removed=True, all=True, filters={"label": label}
+            )
 
         await wait_until(no_container_of_hers, 60, "her kernel's container to go")
 
@@ -1270,7 +1276,9 @@ async def test_malformed_gpu_requests_are_refused_with_a_sentence(
         assert body["reason"] == "Invalid GPU request", (raw, body)
         assert "GPU" in body["message"] and body["message"].endswith("."), (raw, body)
     label = f"{L.USER}={a.name}"
-    assert not docker_client.containers.list(all=True, filters={"label": label})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": label}
+    )
 
 
 async def test_a_wrong_or_revoked_token_is_told_so(

@@ -679,7 +679,9 @@ async def test_a_refusal_names_no_other_user_and_no_unreachable_kernel_id(
     # A kernel id jupyter_server's routes cannot reach could never be shut down: refused.
     code, refusal = await start(his, CPU_SPEC, kernel_id="gpu.hog")
     assert code == 400 and "cannot be a kernel id" in refusal["message"]
-    assert not docker_client.containers.list(all=True, filters={"label": f"{L.KERNEL_ID}=gpu.hog"})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{L.KERNEL_ID}=gpu.hog"}
+    )
     await stop_kernels(hers)
 
 

@@ -69,7 +69,9 @@ def warm_pool(jp_serverapp: Any, jp_asyncio_loop: Any) -> WarmPool:
 def pool_containers(client: docker.DockerClient, pool_id: str = "") -> list[Any]:
     """Running warm containers of this test run (of one pool, when given)."""
     wanted = f"{L.POOL}={pool_id}" if pool_id else L.POOL
-    return client.containers.list(filters={"label": [wanted, f"{TEST_LABEL}={TEST_RUN}"]})
+    return client.containers.list(
+        ignore_removed=True, filters={"label": [wanted, f"{TEST_LABEL}={TEST_RUN}"]}
+    )
 
 
 async def eventually(condition: Callable[[], Any], what: str, timeout: float = 90) -> Any:
