@@ -5,7 +5,8 @@ events show no change (event_window.py), and taken again after a change, after a
 than the engine keeps, and after the engine's connections were cut (as a restart cuts them).
 
 The containers counted are of an image of each test's own (committed from the test image, so a
-new id): the other pytest session's benchmark runs containers of the test image itself."""
+new id): the other pytest session's benchmark runs containers of the test image itself, and its
+servers probe every new image that carries none of the project's record labels."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from servers import wait_until
 
 from jupyter_gpu_containers.backends.docker import event_window
 from jupyter_gpu_containers.backends.docker.engine import Engine
+from jupyter_gpu_containers.base import labels as L
 from jupyter_gpu_containers.base.records import ImageDiskUse
 
 TAG = f"jgc-test/disk-report:{TEST_RUN}"
@@ -36,8 +38,12 @@ def image(docker_client: Any) -> Iterator[str]:
     )["Id"]
     try:
         repository, _, tag = OWN.rpartition(":")
+        # A key of the project's record namespace (not one recovery or the ledger lists
+        # containers by): no server on the host probes the image (probe.py), so the other
+        # pytest session's servers, which probe every new local image, add no container of it.
+        labels = {TEST_IMAGE_LABEL: TEST_RUN, L.NOTEBOOK: "disk-report-test"}
         committed = docker_client.api.commit(
-            source, repository=repository, tag=tag, conf={"Labels": {TEST_IMAGE_LABEL: TEST_RUN}}
+            source, repository=repository, tag=tag, conf={"Labels": labels}
         )
     finally:
         docker_client.api.remove_container(source, force=True)
