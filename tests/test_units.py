@@ -198,13 +198,13 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     live = L.OwnerProcess(me.host, me.boot, parent, L._process_start_time(parent) or "?")
     dead = L.OwnerProcess(me.host, me.boot, parent, "another-start")
 
-    def record(owner: L.OwnerProcess) -> ContainerRecord:
+    def record(owner: L.OwnerProcess, status: str = "running") -> ContainerRecord:
         labels = {
             L.OWNER_PROCESS: owner.token(),
             L.SERVER_ID: "elsewhere-registered",
             L.UID: str(os.geteuid()),
         }
-        return ContainerRecord("c", "n", "img", labels, "running")
+        return ContainerRecord("c", "n", "img", labels, status)
 
     state = open_state_dir(str(tmp_path / "state"))
     assert decide(record(live), "mine", state, me, str(tmp_path)) == "leave"
@@ -218,3 +218,14 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     assert decide(elsewhere, "mine", state, me, str(tmp_path)) == "leave"
     elsewhere.labels[L.STATE_DIR] = state.identity
     assert decide(elsewhere, "mine", state, me, str(tmp_path)) == "remove"
+    # Of an earlier boot (the state directory in /run made anew since, so another identity):
+    # stopped, nobody reattached it and its servers are gone, so it goes; still running (a
+    # restart policy), a server of this boot may have reattached it, so it stays.
+    rebooted = L.OwnerProcess(me.host, "an-earlier-boot", parent, "some-start")
+    before_reboot = record(rebooted)
+    before_reboot.labels[L.STATE_DIR] = other.identity
+    assert decide(before_reboot, "mine", state, me, str(tmp_path)) == "leave"
+    stopped = record(rebooted, "exited")
+    stopped.labels[L.STATE_DIR] = other.identity
+    assert decide(stopped, "mine", state, me, str(tmp_path)) == "remove"
+

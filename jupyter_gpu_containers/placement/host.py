@@ -233,17 +233,20 @@ def left_behind_on_host(
         return "leave"  # started by this very process (a kernel launched while we recover)
     owner_id = record.labels.get(L.SERVER_ID, "")
     uid = record.labels.get(L.UID, "")
+    running = record.status == "running"
     if owner_id == server_id:
         private = own_private_dir(root, record.labels.get(L.CONNECTION_DIR, ""))
-        running = record.status == "running"
         if running and private and os.path.isfile(os.path.join(private, CONNECTION_FILE_NAME)):
             return "reattach"
         return "remove"
     if not state.shared and uid != str(os.geteuid()):
         return "leave"  # its server may be alive in the host state directory we cannot use
     made_in = record.labels.get(L.STATE_DIR, "")
-    if made_in and made_in != state.identity:
-        return "leave"  # a server of another ContainerPolicy.state_dir: not ours to judge
+    if made_in and made_in != state.identity and (owner.boot == me.boot or running):
+        # A server of another ContainerPolicy.state_dir: not ours to judge. (A directory in
+        # /run is made anew at each boot, with another identity: a stopped container of an
+        # earlier boot was reattached by nobody, and its servers died with that boot.)
+        return "leave"
     if state.is_alive(owner_id, uid):
         return "leave"
     if owner.is_alive():
