@@ -229,3 +229,40 @@ def test_recovery_never_removes_a_container_whose_creator_still_runs(tmp_path: P
     stopped.labels[L.STATE_DIR] = other.identity
     assert decide(stopped, "mine", state, me, str(tmp_path)) == "remove"
 
+
+def test_a_pulls_progress_reads_the_same_however_its_bytes_are_cut() -> None:
+    """The engine's progress is JSON messages on a stream; TCP cuts it anywhere, inside a
+    message and inside a character (a layer's or an error's text may be any UTF-8)."""
+    import json
+
+    from jupyter_gpu_containers.backends.docker import pulls
+    from jupyter_gpu_containers.base.errors import PullFailed
+
+    messages = [
+        {"status": "Pulling from lab/ünïcode", "id": "latest"},
+        {"status": "Downloading", "id": "a1", "progressDetail": {"current": 5, "total": 9}},
+        {"error": "manifest für ‘x’ nicht gefunden — 见"},
+    ]
+    stream = "\r\n".join(json.dumps(m, ensure_ascii=False) for m in messages).encode()
+    whole = list(pulls.progress_messages([stream], "lab/x"))
+    assert whole == messages
+    for cut in range(1, len(stream)):
+        assert list(pulls.progress_messages([stream[:cut], stream[cut:]], "lab/x")) == messages
+    byte_by_byte = [stream[i : i + 1] for i in range(len(stream))]
+    assert list(pulls.progress_messages(byte_by_byte, "lab/x")) == messages
+    # A stream that never ends a message is not the engine's: refused, not kept growing.
+    endless = (b'{"status": "' + b"x" * 65536 for _ in range(64))
+    with pytest.raises(PullFailed, match="not its progress"):
+        list(pulls.progress_messages(endless, "lab/x"))
+
+
+def test_a_pull_names_the_engine_address_it_cannot_speak_to() -> None:
+    from jupyter_gpu_containers.backends.docker import pulls
+
+    connection = pulls._connection("tcp://127.0.0.1:2375", 5.0)
+    assert (connection.host, connection.port) == ("127.0.0.1", 2375)
+    assert pulls._connection("tcp://engine.example", 5.0).port == 2375
+    assert isinstance(pulls._connection("unix:///run/docker.sock", 5.0), pulls._UnixConnection)
+    for url in ("ssh://me@engine.example", "https://engine.example:2376", "tcp://"):
+        with pytest.raises(ValueError, match="unix:// or plain tcp://"):
+            pulls._connection(url, 5.0)

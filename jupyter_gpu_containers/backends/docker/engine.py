@@ -61,8 +61,9 @@ class Engine(LoggingConfigurable):
         "",
         config=True,
         help="""Where the Docker engine listens, e.g. unix:///var/run/docker.sock or
-        tcp://127.0.0.1:2375. Empty means what the docker CLI would use: DOCKER_HOST when set,
-        else the default local socket.""",
+        tcp://127.0.0.1:2375 (plain: pulls speak to no TLS or ssh:// address, and say so).
+        Empty means what the docker CLI would use: DOCKER_HOST when set, else the default local
+        socket.""",
     )
 
     api_timeout = Float(

@@ -12,12 +12,13 @@ the engine's first answer as well as during the download.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import http.client
 import json
 import socket
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import docker.auth
@@ -51,6 +52,9 @@ def open_pull(
     path = f"/v{api.api_version}/images/create?{query}"
     try:
         connection = _connection(client.settings.resolved_url, client.settings.api_timeout)
+    except ValueError as e:
+        raise ContainerKernelError(str(e), status=501) from None
+    try:
         connection.connect()
     except OSError as e:
         raise client.unavailable(e) from e
@@ -58,10 +62,18 @@ def open_pull(
 
 
 def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to the engine at ``url``; ValueError, in a sentence, for an address this
+    project's pulls cannot speak to (TLS or ssh: Engine.docker_url)."""
     if url.startswith(("unix://", "http+unix://")):
         return _UnixConnection(url.split("://", 1)[1], timeout)
-    parsed = urllib.parse.urlsplit(url.replace("tcp://", "http://", 1))
-    return http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=timeout)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("tcp", "http") or not parsed.hostname:
+        raise ValueError(
+            f"Pulls reach the Docker engine at a unix:// or plain tcp:// address, and "
+            f"Engine.docker_url (or DOCKER_HOST) is {url[:200]!r}: pull the image with docker "
+            "on the engine's host, or point Engine.docker_url at its unix socket."
+        )
+    return http.client.HTTPConnection(parsed.hostname, parsed.port or 2375, timeout=timeout)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -80,6 +92,32 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def progress_messages(chunks: Iterable[bytes], ref: str) -> Iterator[Any]:
+    """The JSON messages of the engine's progress stream, however its bytes are cut into chunks
+    (a message, or a character of a layer's or an error's text, may span two). PullFailed for
+    a stream that goes on for MAX_MESSAGE_BYTES without a message's end."""
+    decoder = json.JSONDecoder()
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    buffer = ""
+    for chunk in chunks:
+        buffer += text.decode(chunk)
+        while True:
+            buffer = buffer.lstrip()
+            if not buffer:
+                break
+            try:
+                item, end = decoder.raw_decode(buffer)
+            except ValueError:
+                if len(buffer) > MAX_MESSAGE_BYTES:
+                    raise PullFailed(
+                        f"The pull of {ref} broke off: the engine sent something that is not "
+                        "its progress."
+                    ) from None
+                break  # the rest of this message is still to come
+            buffer = buffer[end:]
+            yield item
 
 
 class PullStream:
@@ -132,33 +170,14 @@ class PullStream:
             except (ValueError, AttributeError):
                 message = body.decode("utf-8", "replace")
             raise self._error(message or f"HTTP {response.status}")
-        decoder = json.JSONDecoder()
-        buffer = ""
-        while True:
-            chunk = response.read1(65536)
-            if not chunk:
-                return
-            buffer += chunk.decode("utf-8", "replace")
-            while True:
-                buffer = buffer.lstrip()
-                if not buffer:
-                    break
-                try:
-                    item, end = decoder.raw_decode(buffer)
-                except ValueError:
-                    if len(buffer) > MAX_MESSAGE_BYTES:
-                        raise PullFailed(
-                            f"The pull of {self._ref} broke off: the engine sent something "
-                            "that is not its progress."
-                        ) from None
-                    break  # the rest of this message is still to come
-                buffer = buffer[end:]
-                if not isinstance(item, dict):
-                    continue
-                if "error" in item:
-                    detail = item.get("errorDetail") or {}
-                    raise self._error(str(detail.get("message") or item["error"]))
-                yield item
+        chunks = iter(lambda: response.read1(65536), b"")
+        for item in progress_messages(chunks, self._ref):
+            if not isinstance(item, dict):
+                continue
+            if "error" in item:
+                detail = item.get("errorDetail") or {}
+                raise self._error(str(detail.get("message") or item["error"]))
+            yield item
 
     def _error(self, message: str) -> PullFailed | RegistryAuthFailed:
         return pull_error(self._ref, self._registry, self._who, message)
