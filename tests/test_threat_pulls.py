@@ -125,7 +125,7 @@ async def test_one_student_cannot_hold_the_pulls_or_their_streams(
                 return False
             return True
 
-        await wait_until(reopened, 10, "her closed stream's place to be free again")
+        await wait_until(reopened, 60, "her closed stream's place to be free again")
         await server.answer(a, "DELETE", f"api/kernels/{kernel_id}")
     finally:
         for stream in streams:
