@@ -37,6 +37,7 @@ from .kernelmanager import GPUContainersKernelManager
 from .reclaimer import Reclaimer
 from .recovery import full_passes_deferred, recover, restore_sessions
 from .recovery_progress import recovery_progress
+from .start_failure import stopping_on_failure
 from .stock_routes import stock_handlers
 from .waiting_sessions import WaitingSessionManager
 from .websocket import NoDelayWebsocketConnection
@@ -166,6 +167,12 @@ class GPUContainersApp(ExtensionApp):
             )
 
     def initialize_settings(self) -> None:
+        # The managers are ours since link time: a load that fails stops the server
+        # (start_failure.py), never leaving it half ours.
+        with stopping_on_failure(self.log):
+            self._initialize_settings()
+
+    def _initialize_settings(self) -> None:
         assert self.serverapp is not None
         serverapp = self.serverapp
         log_filter = _SentenceOnly()
@@ -210,6 +217,10 @@ class GPUContainersApp(ExtensionApp):
             ksm.refresh(wait_for_probes=False)
 
     def initialize_handlers(self) -> None:
+        with stopping_on_failure(self.log):
+            self._initialize_handlers()
+
+    def _initialize_handlers(self) -> None:
         assert self.serverapp is not None
         # ExtensionApp prefixes every pattern with the server's base_url itself.
         routes = default_handlers("/gpu-containers")
