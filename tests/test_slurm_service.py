@@ -174,9 +174,16 @@ def test_a_notebooks_gpus_become_a_jobs_and_its_code_runs_as_the_user_there(
 
         # Restarted: the kernel runs again in its job's allocation (the same job, the same
         # GPUs, no wait in Slurm's queue), a fresh kernel (what it held in memory is gone).
+        # Even a kernel slow to leave after the restart's shutdown request (here: 4 s of
+        # exit handlers, past half of KernelManager.shutdown_wait_time, when jupyter_client
+        # sends its SIGTERM without the restart flag: that once cancelled the job).
         ws = await service.websocket(alice, kernel_id)
         try:
-            await execute(ws, "before_restart = 1", timeout=60)
+            await execute(
+                ws,
+                "before_restart = 1\nimport atexit, time\natexit.register(time.sleep, 4)",
+                timeout=60,
+            )
         finally:
             ws.close()
         code, _ = await service.answer(alice, "POST", f"api/kernels/{kernel_id}/restart")

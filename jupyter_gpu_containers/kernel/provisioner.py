@@ -107,6 +107,9 @@ class ContainerProvisioner(ContainerKernelOptions):
     _spec_env: dict[str, str]
     # Outside a server: the shared objects this provisioner made itself (closed at shutdown).
     _own_services: Services | None = None
+    # Between a restart's shutdown request and its cleanup: a terminate() then is the restart's
+    # (shutdown_requested).
+    _restart_requested = False
 
     def __init__(self, **kwargs: AnyType) -> None:
         super().__init__(**kwargs)
@@ -416,12 +419,19 @@ class ContainerProvisioner(ContainerKernelOptions):
             # here would leave the kernel half shut down, its notebook unable to close.
             self.log.warning("Cannot signal kernel %s while it shuts down: %s", self.kernel_id, e)
 
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        await super().shutdown_requested(restart=restart)
+        # jupyter_client (8.x) sends the SIGTERM of a kernel slow to leave after a shutdown
+        # request without the request's restart flag (KernelManager._async_finish_shutdown):
+        # on Slurm that ended the job whose allocation the restart was to run in.
+        self._restart_requested = restart
+
     async def kill(self, restart: bool = False) -> None:
-        if not await self._stopped_for_restart(restart):
+        if not await self._stopped_for_restart(restart or self._restart_requested):
             await self.send_signal(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
-        if not await self._stopped_for_restart(restart):
+        if not await self._stopped_for_restart(restart or self._restart_requested):
             await self.send_signal(signal.SIGTERM)
 
     async def _stopped_for_restart(self, restart: bool) -> bool:
@@ -448,6 +458,7 @@ class ContainerProvisioner(ContainerKernelOptions):
         self._dead_cleanup = asyncio.ensure_future(self.cleanup(restart=False))
 
     async def cleanup(self, restart: bool = False) -> None:
+        self._restart_requested = False  # the shutdown, for a restart or not, is over
         if restart:
             # Keep the stopped container until the new one exists: it books the GPUs meanwhile.
             if self.container_id:
