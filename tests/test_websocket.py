@@ -351,3 +351,62 @@ async def test_a_page_that_reconnects_gets_every_message_sent_while_it_was_away(
     finally:
         ws.close()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def _buffered_for(manager: Any, kernel_id: str, page: str) -> dict[str, Any]:
+    for _ in range(600):  # the server buffers for the page once it saw the close
+        buffered = offline_buffer(manager, kernel_id)
+        if buffered is not None and buffered.get("session_key") == f"{kernel_id}:{page}":
+            return dict(buffered["channels"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server never buffered the closed page's messages")
+
+
+def _connection_of(kernel_id: str, page: str) -> NoDelayWebsocketConnection:
+    (connection,) = [
+        c
+        for c in gc.get_objects()
+        if isinstance(c, NoDelayWebsocketConnection)
+        and c.session_key == f"{kernel_id}:{page}"
+        and getattr(c.websocket_handler, "ws_connection", None) is not None  # open
+    ]
+    return connection
+
+
+async def test_a_page_back_after_a_restart_gets_channels_made_for_the_new_container(
+    jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any
+) -> None:
+    """The streams kept for a page while it was away reach a restarted kernel (another container
+    behind the same ports) only through ZMQ's reconnection, which jupyter_server's nudge checks
+    for IOPub alone; a UI run lost a cell after such a restart. A page back after a launch gets
+    new streams; one back without a restart between keeps its own (and what they carry)."""
+    response = await jp_fetch(
+        "api", "kernels", method="POST", body=json.dumps({"name": kernel_name(DEBIAN_IMAGE)})
+    )
+    kernel_id = json.loads(response.body)["id"]
+    page = uuid.uuid4().hex
+    manager = jp_serverapp.kernel_manager
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
+    try:
+        assert (await execute(ws, "print(1)")).stdout.strip() == "1"
+        # Away and back, no restart between: the kept streams.
+        ws.close()
+        kept = await _buffered_for(manager, kernel_id, page)
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
+        assert (await execute(ws, "print(2)")).stdout.strip() == "2"
+        assert _connection_of(kernel_id, page).channels["shell"] is kept["shell"]
+        # Restarted (another container), away and back: new streams, and the cell runs.
+        before = manager.get_kernel(kernel_id).provisioner.container_id
+        await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="{}")
+        assert manager.get_kernel(kernel_id).provisioner.container_id != before
+        ws.close()
+        kept = await _buffered_for(manager, kernel_id, page)
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": page})
+        result = await execute(ws, "print(6 * 7)")
+        assert result.status == "ok" and result.stdout.strip() == "42"
+        fresh = _connection_of(kernel_id, page).channels
+        assert fresh["shell"] is not kept["shell"] and fresh["iopub"] is not kept["iopub"]
+        assert kept["shell"].closed() and kept["iopub"].closed()
+    finally:
+        ws.close()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")

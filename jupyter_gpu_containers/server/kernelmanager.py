@@ -344,25 +344,35 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
     def _default_kernel_manager_class(self) -> str:
         return f"{ContainerKernelManager.__module__}.{ContainerKernelManager.__qualname__}"
 
-    # Each kernel's endpoint address (transport, ip) as its pages' kept channels know it.
-    _endpoint_addresses: dict[str, tuple[str, str]] | None = None
+    # Each kernel's endpoints as its pages' kept channels know them: (transport, ip, container).
+    _endpoint_addresses: dict[str, tuple[str, str, str]] | None = None
 
-    def _endpoint_address(self, kernel_id: str) -> tuple[str, str]:
+    def _endpoint_address(self, kernel_id: str) -> tuple[str, str, str]:
         km = self.get_kernel(kernel_id)
-        return (str(getattr(km, "transport", "")), str(getattr(km, "ip", "")))
+        launched = getattr(getattr(km, "provisioner", None), "container_id", None)
+        return (str(getattr(km, "transport", "")), str(getattr(km, "ip", "")), str(launched or ""))
 
     def ports_changed(self, kernel_id: str) -> bool:
         """Whether a page reconnecting to ``kernel_id`` needs new channels rather than those kept
-        for it while it was away. jupyter_server compares port numbers only, but an IPC kernel's
-        endpoints are files in its private directory, which a launch after a failed one makes
-        anew (a restart whose wait for a GPU was cancelled): same numbers, another path. The
-        kept channels would then wait for a kernel that is not there (jupyter_server's nudge
-        gives up after 120 tries), so a changed address counts as changed ports."""
+        for it while it was away.
+
+        jupyter_server compares port numbers only. An IPC kernel's endpoints are files in its
+        private directory, which a launch after a failed one makes anew (a restart whose wait
+        for a GPU was cancelled): same numbers, another path. And a restart that keeps the
+        numbers and the path still puts another container behind them: the kept channels then
+        reach it only through ZMQ's own reconnection, which jupyter_server's nudge checks for
+        IOPub alone, never for the page's shell socket (a run lost a cell so, after a restart
+        that waited for a GPU: no reply and no output in 45 s). So a reconnection after any
+        launch gets channels made for the kernel now there, each checked by the nudge. While
+        a launch is under way (no container yet) the one before counts."""
         changed = bool(super().ports_changed(kernel_id))
         if self._endpoint_addresses is None:
             self._endpoint_addresses = {}
         now = self._endpoint_address(kernel_id)
-        if self._endpoint_addresses.get(kernel_id, now) != now:
+        before = self._endpoint_addresses.get(kernel_id, now)
+        if not now[2]:
+            now = (now[0], now[1], before[2])
+        if before != now:
             changed = True
         self._endpoint_addresses[kernel_id] = now
         return changed
