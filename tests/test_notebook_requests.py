@@ -29,6 +29,7 @@ from jupyter_gpu_containers.gpus.notebook_requests import (
     NotebookRequestError,
     api_path_of_session,
     metadata_with_request,
+    read_notebook_request,
     request_in_metadata,
 )
 
@@ -238,3 +239,39 @@ def test_the_notebook_of_a_session(tmp_path: Path) -> None:
     # Consoles, kernels without a session, paths outside the root: no notebook.
     for name in ("", f"{root}/console-1", f"{root}/../x.ipynb", "/elsewhere/x.ipynb"):
         assert api_path_of_session(name, root) == ""
+
+
+async def test_a_notebook_read_during_its_save_is_read_once_saved(tmp_path: Path) -> None:
+    """jupyter_server saves a notebook in place: a kernel that starts during the save reads an
+    empty file, and must still start with the notebook's request, not the default."""
+    from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
+
+    saved = json.dumps(
+        {
+            "cells": [],
+            "metadata": {"gpu_containers": {"gpus": 2}},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+    notebook = tmp_path / "mid-save.ipynb"
+    notebook.write_text("")  # truncated by the save, not yet written
+
+    class SaveEndsAfterTheFirstRead(AsyncFileContentsManager):
+        reads = 0
+
+        async def get(self, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            try:
+                return await super().get(*args, **kwargs)
+            finally:
+                notebook.write_text(saved)  # the save ends
+
+    manager = SaveEndsAfterTheFirstRead(root_dir=str(tmp_path))
+    assert await read_notebook_request(manager, "mid-save.ipynb") == GPURequest(count=2)
+    assert manager.reads == 2
+    # A file that stays unreadable is read a few times, then says nothing; one not there, once.
+    notebook.write_text("not a notebook")
+    still = AsyncFileContentsManager(root_dir=str(tmp_path))
+    assert await read_notebook_request(still, "mid-save.ipynb") is None
+    assert await read_notebook_request(still, "absent.ipynb") is None

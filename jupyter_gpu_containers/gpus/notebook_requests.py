@@ -99,24 +99,46 @@ async def read_notebook_request(contents_manager: Any, api_path: str) -> GPURequ
     return request_in_metadata(await read_notebook_metadata(contents_manager, api_path), api_path)
 
 
+# How long a read waits, in all, for a notebook that reads as no notebook to become one: a save
+# in progress. jupyter_server's file contents manager saves in place (its "atomic" writing keeps
+# a copy beside the file for a crash, and truncates the file itself), so a read during a save
+# finds an empty or a half-written file. The pauses between reads double from the first.
+UNREADABLE_RETRY_SECONDS = 1.5
+_FIRST_PAUSE = 0.05
+
+
 async def read_notebook_metadata(contents_manager: Any, api_path: str) -> dict[str, Any] | None:
     """The metadata of the saved notebook at ``api_path``, read through ``contents_manager``;
-    None when it does not exist (yet) or cannot be read as a notebook."""
+    None when it does not exist (yet) or cannot be read as a notebook. A file that reads as no
+    notebook is read again for up to UNREADABLE_RETRY_SECONDS: a kernel that starts as the page
+    saves (its autosave, a pin written at a restart) would otherwise start without the
+    notebook's request."""
     if contents_manager is None or not api_path:
         return None
-    try:
-        get = contents_manager.get
-        if inspect.iscoroutinefunction(get):
-            model = await get(api_path, content=True, type="notebook")
-        else:  # a synchronous contents manager reads the file: not on the event loop
-            model = await asyncio.to_thread(get, api_path, content=True, type="notebook")
-    except Exception:
-        # Not there (a session named after a notebook not yet saved), not a notebook, not
-        # readable: the notebook says nothing the server can read, so the default applies.
-        return None
+    pause, waited = _FIRST_PAUSE, 0.0
+    while True:
+        try:
+            model = await _read_model(contents_manager, api_path)
+            break
+        except Exception as e:
+            # 400 is the contents manager's "Unreadable Notebook": read again. Anything else
+            # (404: not saved yet) is final: the notebook says nothing, the default applies.
+            if getattr(e, "status_code", None) != 400 or waited >= UNREADABLE_RETRY_SECONDS:
+                return None
+        await asyncio.sleep(pause)
+        waited += pause
+        pause *= 2
     content = model.get("content") if isinstance(model, dict) else None
     metadata = content.get("metadata") if isinstance(content, dict) else None
     return metadata if isinstance(metadata, dict) else None
+
+
+async def _read_model(contents_manager: Any, api_path: str) -> Any:
+    get = contents_manager.get
+    if inspect.iscoroutinefunction(get):
+        return await get(api_path, content=True, type="notebook")
+    # A synchronous contents manager reads the file: not on the event loop.
+    return await asyncio.to_thread(get, api_path, content=True, type="notebook")
 
 
 def fitted_to_host(request: GPURequest, is_default: bool, inventory: Inventory) -> GPURequest:

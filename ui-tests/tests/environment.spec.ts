@@ -16,6 +16,7 @@ import {
   kernelNameFor,
   openPanel,
   putNotebook,
+  savedMetadata,
   ScriptProcess,
   SERVER_HOME,
   stopAllKernels
@@ -40,9 +41,7 @@ test.afterEach(async ({ page, tmpPath }) => {
 
 /** The notebook's section of its saved metadata (galata opens files in the test's folder). */
 async function savedSection(page: IJupyterLabPageFixture, folder: string): Promise<any> {
-  const response = await page.request.get(`/api/contents/${folder}/${NOTEBOOK}`);
-  expect(response.ok()).toBe(true);
-  return (await response.json()).content.metadata.gpu_containers ?? {};
+  return (await savedMetadata(page, `${folder}/${NOTEBOOK}`)).gpu_containers ?? {};
 }
 
 async function marker(page: IJupyterLabPageFixture): Promise<string> {
@@ -216,8 +215,7 @@ test("a retired image: hidden in the Launcher, and its notebooks move to the red
     await expect(label).toContainText('debian-ipykernel:bookworm', { timeout: 60_000 });
     await expect
       .poll(async () => {
-        const response = await page.request.get(`/api/contents/${tmpPath}/${RETIRED_NOTEBOOK}`);
-        const metadata = (await response.json()).content.metadata;
+        const metadata = await savedMetadata(page, `${tmpPath}/${RETIRED_NOTEBOOK}`);
         return { kernel: metadata.kernelspec.name, moved: metadata.gpu_containers?.moved };
       })
       .toEqual({

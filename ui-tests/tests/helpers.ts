@@ -167,6 +167,29 @@ async function leave(
 }
 
 /**
+ * A notebook's saved metadata, read again while a save is under way: jupyter_server saves a
+ * notebook in place, so a read during the page's save finds an empty file (400 "Unreadable
+ * Notebook"; a CI run failed so).
+ */
+export async function savedMetadata(page: IJupyterLabPageFixture, notebook: string): Promise<any> {
+  let metadata: any = null;
+  await expect
+    .poll(
+      async () => {
+        const response = await page.request.get(`/api/contents/${notebook}`);
+        if (!response.ok()) {
+          return `${response.status()}: ${await response.text()}`;
+        }
+        metadata = (await response.json()).content.metadata;
+        return 'read';
+      },
+      { timeout: 30_000 }
+    )
+    .toBe('read');
+  return metadata;
+}
+
+/**
  * A notebook saved at `path` on the kernel spec `kernel`, with `section` as its
  * `gpu_containers` metadata (a GPU request, a stamp), as JupyterLab saves one.
  */
