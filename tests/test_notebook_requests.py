@@ -24,6 +24,7 @@ from conftest import (
 from tornado.httpclient import HTTPClientError
 
 from jupyter_gpu_containers.base import labels as L
+from jupyter_gpu_containers.gpus import notebook_requests
 from jupyter_gpu_containers.gpus.allocator import GPURequest
 from jupyter_gpu_containers.gpus.notebook_requests import (
     NotebookRequestError,
@@ -241,37 +242,57 @@ def test_the_notebook_of_a_session(tmp_path: Path) -> None:
         assert api_path_of_session(name, root) == ""
 
 
-async def test_a_notebook_read_during_its_save_is_read_once_saved(tmp_path: Path) -> None:
+async def test_a_notebook_read_during_its_save_is_read_once_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """jupyter_server saves a notebook in place: a kernel that starts during the save reads an
-    empty file, and must still start with the notebook's request, not the default."""
+    empty file, and must still start with the notebook's request, not the default; and the read
+    must leave the save alone (jupyter_server's own read "recovers" a notebook being saved: it
+    moved the file being written aside as .invalid, and a UI run lost its notebook so)."""
     from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
-    saved = json.dumps(
-        {
-            "cells": [],
-            "metadata": {"gpu_containers": {"gpus": 2}},
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        }
-    )
+    def saved(gpus: int) -> str:
+        return json.dumps(
+            {
+                "cells": [],
+                "metadata": {"gpu_containers": {"gpus": gpus}},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+
+    # Mid-save as jupyter_server's atomic writing leaves it: the copy from before the save
+    # beside the file, the file itself truncated and not yet written.
     notebook = tmp_path / "mid-save.ipynb"
-    notebook.write_text("")  # truncated by the save, not yet written
+    notebook.write_text("")
+    before_save = tmp_path / ".~mid-save.ipynb"
+    before_save.write_text(saved(1))
+    reads = []
+    read_file = notebook_requests._read_metadata_file
 
-    class SaveEndsAfterTheFirstRead(AsyncFileContentsManager):
-        reads = 0
+    def save_ends_after_the_first_read(path: str) -> Any:
+        reads.append(path)
+        try:
+            return read_file(path)
+        finally:
+            notebook.write_text(saved(2))  # the save ends
 
-        async def get(self, *args: Any, **kwargs: Any) -> Any:
-            self.reads += 1
-            try:
-                return await super().get(*args, **kwargs)
-            finally:
-                notebook.write_text(saved)  # the save ends
-
-    manager = SaveEndsAfterTheFirstRead(root_dir=str(tmp_path))
+    monkeypatch.setattr(notebook_requests, "_read_metadata_file", save_ends_after_the_first_read)
+    manager = AsyncFileContentsManager(root_dir=str(tmp_path))
     assert await read_notebook_request(manager, "mid-save.ipynb") == GPURequest(count=2)
-    assert manager.reads == 2
-    # A file that stays unreadable is read a few times, then says nothing; one not there, once.
+    assert reads == [str(notebook)] * 2
+    # Nothing moved: the save's own end removes its copy.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".~mid-save.ipynb", "mid-save.ipynb"]
+    monkeypatch.undo()
+
+    # A file that stays unreadable is read a few times, then says nothing; one not there, once;
+    # a path the contents manager would not serve is not read.
     notebook.write_text("not a notebook")
-    still = AsyncFileContentsManager(root_dir=str(tmp_path))
-    assert await read_notebook_request(still, "mid-save.ipynb") is None
-    assert await read_notebook_request(still, "absent.ipynb") is None
+    assert await read_notebook_request(manager, "mid-save.ipynb") is None
+    assert await read_notebook_request(manager, "absent.ipynb") is None
+    (tmp_path.parent / "outside.ipynb").write_text(saved(3))
+    for refused in ("../outside.ipynb", ".~mid-save.ipynb", "a/../../outside.ipynb"):
+        assert notebook_requests.notebook_file(manager, refused) is None, refused
+        assert await read_notebook_request(manager, refused) is None
+    assert notebook_requests.notebook_file(manager, "/mid-save.ipynb") == str(notebook)
+    assert notebook_requests.notebook_file(object(), "mid-save.ipynb") is None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 from typing import Any
 
@@ -99,46 +100,94 @@ async def read_notebook_request(contents_manager: Any, api_path: str) -> GPURequ
     return request_in_metadata(await read_notebook_metadata(contents_manager, api_path), api_path)
 
 
-# How long a read waits, in all, for a notebook that reads as no notebook to become one: a save
-# in progress. jupyter_server's file contents manager saves in place (its "atomic" writing keeps
-# a copy beside the file for a crash, and truncates the file itself), so a read during a save
-# finds an empty or a half-written file. The pauses between reads double from the first.
+# How long a read waits, in all, for a notebook file that reads as no notebook to become one: a
+# save in progress. jupyter_server's file contents manager saves in place (its "atomic" writing
+# keeps a copy beside the file and truncates the file itself), so a read during a save finds an
+# empty or a half-written file. The pauses between reads double from the first.
 UNREADABLE_RETRY_SECONDS = 1.5
 _FIRST_PAUSE = 0.05
 
 
 async def read_notebook_metadata(contents_manager: Any, api_path: str) -> dict[str, Any] | None:
-    """The metadata of the saved notebook at ``api_path``, read through ``contents_manager``;
-    None when it does not exist (yet) or cannot be read as a notebook. A file that reads as no
-    notebook is read again for up to UNREADABLE_RETRY_SECONDS: a kernel that starts as the page
-    saves (its autosave, a pin written at a restart) would otherwise start without the
-    notebook's request."""
+    """The metadata of the saved notebook at ``api_path``; None when it does not exist (yet) or
+    cannot be read as a notebook.
+
+    A file contents manager's notebook is read from its file, never through the manager: its
+    read of a notebook that is being saved "recovers" it (moves the file being written aside as
+    ``.invalid`` and puts the copy from before the save in its place), which races with the
+    save's own end; a UI run lost a notebook so (the save finished between the two moves, and
+    the notebook was gone). A file that reads as no notebook is read again for up to
+    UNREADABLE_RETRY_SECONDS (a kernel that starts as the page saves would otherwise start
+    without the notebook's request). Any other contents manager (S3, say) is asked once."""
     if contents_manager is None or not api_path:
         return None
+    path = notebook_file(contents_manager, api_path)
+    if path is None:
+        return await _read_through(contents_manager, api_path)
     pause, waited = _FIRST_PAUSE, 0.0
     while True:
-        try:
-            model = await _read_model(contents_manager, api_path)
-            break
-        except Exception as e:
-            # 400 is the contents manager's "Unreadable Notebook": read again. Anything else
-            # (404: not saved yet) is final: the notebook says nothing, the default applies.
-            if getattr(e, "status_code", None) != 400 or waited >= UNREADABLE_RETRY_SECONDS:
-                return None
+        whole, metadata = await asyncio.to_thread(_read_metadata_file, path)
+        if whole or waited >= UNREADABLE_RETRY_SECONDS:
+            return metadata
         await asyncio.sleep(pause)
         waited += pause
         pause *= 2
+
+
+def notebook_file(contents_manager: Any, api_path: str) -> str | None:
+    """The file on disk of the notebook at ``api_path`` of a file contents manager (one with a
+    ``root_dir`` and jupyter_server's ``use_atomic_writing``), by the manager's own rules: inside
+    its root, hidden only where it allows hidden files. None for another contents manager, and
+    for a path it would not serve."""
+    root = getattr(contents_manager, "root_dir", None)
+    if not isinstance(root, str) or not hasattr(contents_manager, "use_atomic_writing"):
+        return None
+    if "\0" in api_path:
+        return None
+    parts = [part for part in api_path.strip("/").split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        return None
+    if not getattr(contents_manager, "allow_hidden", False) and any(
+        part.startswith(".") for part in parts
+    ):
+        return None
+    root = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(root, *parts))
+    if not path.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    return path
+
+
+def _read_metadata_file(path: str) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the file at ``path`` was read whole (or is not there: nothing more will come), and
+    its notebook's metadata. Not whole: empty or not JSON, as a file is while it is saved."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True, None
+    try:
+        notebook = json.loads(data)
+    except ValueError:
+        return False, None
+    metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
+    return True, metadata if isinstance(metadata, dict) else None
+
+
+async def _read_through(contents_manager: Any, api_path: str) -> dict[str, Any] | None:
+    try:
+        get = contents_manager.get
+        if inspect.iscoroutinefunction(get):
+            model = await get(api_path, content=True, type="notebook")
+        else:  # a synchronous contents manager reads the file: not on the event loop
+            model = await asyncio.to_thread(get, api_path, content=True, type="notebook")
+    except Exception:
+        # Not there (a session named after a notebook not yet saved), not a notebook, not
+        # readable: the notebook says nothing the server can read, so the default applies.
+        return None
     content = model.get("content") if isinstance(model, dict) else None
     metadata = content.get("metadata") if isinstance(content, dict) else None
     return metadata if isinstance(metadata, dict) else None
-
-
-async def _read_model(contents_manager: Any, api_path: str) -> Any:
-    get = contents_manager.get
-    if inspect.iscoroutinefunction(get):
-        return await get(api_path, content=True, type="notebook")
-    # A synchronous contents manager reads the file: not on the event loop.
-    return await asyncio.to_thread(get, api_path, content=True, type="notebook")
 
 
 def fitted_to_host(request: GPURequest, is_default: bool, inventory: Inventory) -> GPURequest:

@@ -41,7 +41,7 @@ test.afterEach(async ({ page, tmpPath }) => {
 
 /** The notebook's section of its saved metadata (galata opens files in the test's folder). */
 async function savedSection(page: IJupyterLabPageFixture, folder: string): Promise<any> {
-  return (await savedMetadata(page, `${folder}/${NOTEBOOK}`)).gpu_containers ?? {};
+  return (await savedMetadata(`${folder}/${NOTEBOOK}`)).gpu_containers ?? {};
 }
 
 async function marker(page: IJupyterLabPageFixture): Promise<string> {
@@ -215,7 +215,7 @@ test("a retired image: hidden in the Launcher, and its notebooks move to the red
     await expect(label).toContainText('debian-ipykernel:bookworm', { timeout: 60_000 });
     await expect
       .poll(async () => {
-        const metadata = await savedMetadata(page, `${tmpPath}/${RETIRED_NOTEBOOK}`);
+        const metadata = await savedMetadata(`${tmpPath}/${RETIRED_NOTEBOOK}`);
         return { kernel: metadata.kernelspec.name, moved: metadata.gpu_containers?.moved };
       })
       .toEqual({

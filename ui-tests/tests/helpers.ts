@@ -167,21 +167,24 @@ async function leave(
 }
 
 /**
- * A notebook's saved metadata, read again while a save is under way: jupyter_server saves a
- * notebook in place, so a read during the page's save finds an empty file (400 "Unreadable
- * Notebook"; a CI run failed so).
+ * The metadata of the notebook at `notebook` (a path under the server's root), as saved: read
+ * from its file, again while a save is under way. Not through the contents API: jupyter_server
+ * saves a notebook in place, and its read of a notebook being saved "recovers" it (moves the
+ * file being written aside as .invalid), which can lose the notebook when the save ends
+ * meanwhile; a read between its moves answered 400 "Unreadable Notebook" (a CI run failed so).
  */
-export async function savedMetadata(page: IJupyterLabPageFixture, notebook: string): Promise<any> {
+export async function savedMetadata(notebook: string): Promise<any> {
+  const file = path.join(SERVER_HOME, 'work', ...notebook.split('/'));
   let metadata: any = null;
   await expect
     .poll(
-      async () => {
-        const response = await page.request.get(`/api/contents/${notebook}`);
-        if (!response.ok()) {
-          return `${response.status()}: ${await response.text()}`;
+      () => {
+        try {
+          metadata = JSON.parse(fs.readFileSync(file, 'utf8')).metadata;
+          return 'read';
+        } catch (e) {
+          return `${file}: ${e}`; // empty or half-written while the page saves it
         }
-        metadata = (await response.json()).content.metadata;
-        return 'read';
       },
       { timeout: 30_000 }
     )

@@ -7,7 +7,7 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import { imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs, savedMetadata } from './helpers';
+import { imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs } from './helpers';
 
 test.use({
   autoGoto: true,
@@ -83,7 +83,10 @@ test('a renamed notebook reopens with its GPU request', async ({ page }) => {
   const path = await launchFromPanel(page, 'count:2');
   await expect(toolbar(page)).toHaveText('ngc-like:24.05-py3 · GPUs 0,1');
   // The request is in the saved notebook, next to its kernel spec.
-  const saved = await savedMetadata(page, path);
+  const saved = await page.evaluate(
+    async p => (await (window as any).jupyterapp.serviceManager.contents.get(p)).content.metadata,
+    path
+  );
   expect(saved.gpu_containers).toEqual({ gpus: 2 });
 
   // Close it (saved, its kernel shut down), rename it as the file browser does, open it again.

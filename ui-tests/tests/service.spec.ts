@@ -13,7 +13,7 @@ import * as path from 'path';
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 
-import { DEBIAN_IMAGE, imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs, savedMetadata } from './helpers';
+import { DEBIAN_IMAGE, imageRow, kernelNameFor, NGC_IMAGE, openPanel, dismissNetworkChangeDialogs } from './helpers';
 
 /** playwright.config.ts sets them (start-service.sh's port and home). */
 const SERVICE_URL =
@@ -243,7 +243,10 @@ test("the toolbar switches a notebook's image: its kernel restarts on the other 
   // The notebook keeps its image and GPU request: reopened later, it comes back on them.
   await page.notebook.save();
   const kernelName = await kernelNameFor(page.request, NGC_IMAGE);
-  const saved = await savedMetadata(page, notebook);
+  const saved = await page.evaluate(
+    async p => (await (window as any).jupyterapp.serviceManager.contents.get(p)).content.metadata,
+    notebook
+  );
   expect(saved.kernelspec.name).toBe(kernelName);
   expect(saved.gpu_containers.gpus).toBe(1);
   // And what it ran on, as the service's view of its kernel says (issue 31's stamp).
