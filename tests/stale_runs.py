@@ -95,21 +95,39 @@ def sweep(client: docker.DockerClient, current: str, say: Callable[[str], None])
                     c.remove(force=True)  # type: ignore[attr-defined]
             say(f"removed {len(of_run)} container(s) of the ended test run {run}")
 
-    for image in client.images.list(filters={"label": TEST_IMAGE_LABEL}) + client.images.list(
+    # The engine's own listing, one request each: docker-py's images.list() inspects every image
+    # it listed, and one that another lane's test removed meanwhile failed it with a 404.
+    for image in client.api.images(filters={"label": TEST_IMAGE_LABEL}) + client.api.images(
         filters={"label": TEST_LABEL}  # images of runs from before TEST_IMAGE_LABEL
     ):
-        labels = image.labels or {}
+        labels = image.get("Labels") or {}
         run = labels.get(TEST_IMAGE_LABEL) or labels.get(TEST_LABEL, "")
         if over(run):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                client.images.remove(image.id, force=True)
-            say(f"removed image {image.tags or image.id} of the ended test run {run}")
+                client.images.remove(image["Id"], force=True)
+            say(f"removed image {image.get('RepoTags') or image['Id']} of the ended test run {run}")
 
     # Tags the runs put on the shared test images (`<repo>:<run id>`): the images stay.
-    for image in client.images.list():
-        for tag in image.tags:
-            run = tag.rsplit(":", 1)[-1]
-            if _RUN_ID.search(run) and over(run):
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                    client.images.remove(tag)
-                say(f"removed tag {tag} of the ended test run {run}")
+    for tag in image_tags(client):
+        run = tag.rsplit(":", 1)[-1]
+        if _RUN_ID.search(run) and over(run):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.images.remove(tag)
+            say(f"removed tag {tag} of the ended test run {run}")
+
+
+def image_tags(client: docker.DockerClient) -> set[str]:
+    """Every tag the engine's images have, in one request: docker-py's images.list() inspects
+    each image it listed, and one that a test of the other lane removed meanwhile failed it with
+    a 404 (a fresh run's benchmark test did)."""
+    return {
+        tag
+        for image in client.api.images()
+        for tag in image.get("RepoTags") or ()
+        if tag != "<none>:<none>"
+    }
+
+
+def image_ids(client: docker.DockerClient) -> set[str]:
+    """Every image id the engine has, in one request (see image_tags)."""
+    return {str(image["Id"]) for image in client.api.images()}

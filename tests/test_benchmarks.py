@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 import pytest
+from stale_runs import image_tags
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not installed
@@ -53,7 +54,7 @@ def quick_run(
     """``python -m benchmarks --quick`` of ``sections`` into ``out``: its results, each section
     without an error, with rows, no failures and finite numbers; nothing of the run is left
     (containers by the benchmark's label, its image tags, its temporary directories)."""
-    before = {tag for image in docker_client.images.list() for tag in image.tags}
+    before = image_tags(docker_client)
     homes_before = bench_homes()
     done = subprocess.run(
         # The image the test suite builds (the command's default, the demo image, is what the
@@ -91,7 +92,7 @@ def quick_run(
     assert not docker_client.containers.list(
         all=True, filters={"label": f"org.jupyter.gpu-containers.benchmark={run}"}
     )
-    after = {tag for image in docker_client.images.list() for tag in image.tags}
+    after = image_tags(docker_client)
     assert not {t for t in after - before if t.startswith(f"jgc-bench-{run}/")}
     # Nor the servers' homes and the floors' directories (the command's own temporary files).
     assert bench_homes() <= homes_before

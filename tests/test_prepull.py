@@ -22,6 +22,7 @@ import yaml
 from conftest import DEBIAN_IMAGE, TEST_LABEL, TEST_RUN, kernel_name
 from kernel_io import start_kernel
 from registry import PrivateRegistry
+from stale_runs import image_ids
 from test_openapi import SPEC_PATH, Conformance, _StrictLoader
 from test_pulls import ended, watch
 from traitlets import TraitError
@@ -91,10 +92,6 @@ def registry_pull(client: docker.DockerClient, registry: PrivateRegistry, ref: s
     repo, tag = ref.rsplit(":", 1)
     client.api.pull(repo, tag, auth_config=registry.auth_config)
     return str(client.images.get(ref).id)
-
-
-def image_ids(client: docker.DockerClient) -> set[str]:
-    return {str(image.id) for image in client.images.list()}
 
 
 # ---------------------------------------------------------------------------- the schedule itself
