@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -547,6 +548,86 @@ async def test_a_waiting_notebook_is_seen_and_stopped_the_stock_ways(
         assert sessions == []
     assert tickets_in(state) == []
     await bob.answer("DELETE", "api", "kernels", holder["id"])
+
+
+async def test_every_tab_of_a_waiting_notebook_finds_its_one_wait_as_jupyterlab_asks(
+    homes: list[UserHome], state: Path, docker_client: docker.DockerClient
+) -> None:
+    """JupyterLab asks for a notebook's session under a path of its own (``<folder>/<uuid>``,
+    the file's name beside it) and moves it to the notebook's path once it has it. While the
+    notebook's start waits, a reload, a second tab or the file browser asks so again: each joins
+    the one wait (never a second ticket, never "No free GPU" for the user's own ticket), under
+    the path it asked for; the sessions and kernels APIs list it under the notebook's path and
+    its kernel's id; the grant gives every tab the same session and kernel."""
+    alice_home, bob_home = lab_home(homes, ALICE, state), lab_home(homes, BOB, state)
+    alice, bob = alice_home.start(), bob_home.start()
+    code, holder = await bob.answer("POST", "api", "kernels", body={"name": GPU_SPEC})
+    assert code == 201, holder
+    write_notebook(alice_home.workspace, "course/w.ipynb", gpus=1)
+
+    def as_jupyterlab() -> dict[str, Any]:
+        return {
+            "path": f"course/{uuid.uuid4()}",
+            "name": "w.ipynb",
+            "type": "notebook",
+            "kernel": {"name": GPU_SPEC},
+        }
+
+    first_body = as_jupyterlab()
+    first = asyncio.ensure_future(alice.answer("POST", "api", "sessions", body=first_body))
+    await until_queued(alice, 1, "the notebook's start waits")
+    code, (listed,) = await alice.answer("GET", "api", "sessions")
+    assert code == 200
+    assert listed["path"] == "course/w.ipynb" and listed["name"] == "w.ipynb", listed
+    assert listed["kernel"]["execution_state"] == "waiting for a GPU"
+    kernel_id = listed["kernel"]["id"]
+    # The kernels API lists it too, under the same id: JupyterLab drops a connection to a kernel
+    # that it does not list.
+    code, kernels = await alice.answer("GET", "api", "kernels")
+    assert code == 200 and [k["id"] for k in kernels] == [kernel_id], kernels
+    assert kernels[0]["execution_state"] == "waiting for a GPU"
+    assert kernels[0]["name"] == GPU_SPEC
+    code, model = await alice.answer("GET", "api", "kernels", kernel_id)
+    assert code == 200 and model["execution_state"] == "waiting for a GPU", model
+    # Bob's server lists none of it.
+    code, bobs = await bob.answer("GET", "api", "kernels")
+    assert [k["id"] for k in bobs] == [holder["id"]]
+
+    # A second tab, then a reload: each asks as JupyterLab does, joins, and moves its session
+    # to the notebook's path as JupyterLab does.
+    for _ in range(2):
+        body = as_jupyterlab()
+        code, joined = await alice.answer("POST", "api", "sessions", body=body)
+        assert code == 201, joined
+        assert joined["id"] == listed["id"] and joined["kernel"]["id"] == kernel_id
+        assert joined["path"] == body["path"]  # else JupyterLab shuts it down as preempted
+        code, moved = await alice.answer(
+            "PATCH", "api", "sessions", listed["id"], body={"path": "course/w.ipynb"}
+        )
+        assert code == 200 and moved["path"] == "course/w.ipynb", moved
+    # Another kernel for the waiting session is refused in a sentence; the wait goes on.
+    code, refused = await alice.answer(
+        "PATCH", "api", "sessions", listed["id"], body={"kernel": {"name": GPU_SPEC}}
+    )
+    assert code == 501 and "waiting for a GPU" in refused["message"], refused
+    assert len(await queue_of(alice)) == 1
+    assert len(tickets_in(state)) == 1
+    assert len(gpu_containers(docker_client)) == 1  # Bob's
+
+    # The GPU is free: the first request gets the session under its own path, and the
+    # notebook's session runs under the notebook's path and the kernel's id.
+    await bob.answer("DELETE", "api", "kernels", holder["id"])
+    code, started = await asyncio.wait_for(first, 90)
+    assert code == 201, started
+    assert started["id"] == listed["id"] and started["kernel"]["id"] == kernel_id
+    assert started["path"] == first_body["path"]
+    code, (running,) = await alice.answer("GET", "api", "sessions")
+    assert running["path"] == "course/w.ipynb" and running["kernel"]["id"] == kernel_id
+    code, kernels = await alice.answer("GET", "api", "kernels")
+    assert [k["id"] for k in kernels] == [kernel_id]
+    assert kernels[0]["execution_state"] != "waiting for a GPU"
+    assert len(gpu_containers(docker_client)) == 1  # Alice's, one
+    await alice.answer("DELETE", "api", "sessions", running["id"])
 
 
 async def test_a_restart_that_waits_gives_its_old_gpus_up_first(

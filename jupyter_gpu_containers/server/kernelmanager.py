@@ -53,6 +53,7 @@ from ..host.identity import KernelUser
 from ..kernel.launch_request import launching
 from ..services import services_for
 from .event_streams import EventStreams
+from .waiting_sessions import LAUNCHING_STATE, WAITING_STATE
 from .websocket import (
     HeldMessages,
     close_kernel_websockets,
@@ -382,8 +383,24 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             self._endpoint_addresses.pop(kernel_id, None)
         return super().remove_kernel(kernel_id)
 
+    # The starts under way, from their first step to their end: kernel id → (kernel name, when
+    # the start began); and those of them seen waiting for a GPU (start_state).
+    _under_way: dict[str, tuple[str, str]] | None = None
+    _seen_waiting: set[str] | None = None
+
     async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
         _may_act()
+        # The id chosen here, before the start, so that a start that waits is listed under the
+        # id it will have (list_kernels).
+        kernel_id = str(kwargs.get("kernel_id") or "")
+        fresh = not kernel_id or kernel_id not in self
+        if fresh:
+            kernel_id = kernel_id or self.new_kernel_id()
+            kwargs["kernel_id"] = kernel_id
+            if self._under_way is None:
+                self._under_way = {}
+            name = str(kwargs.get("kernel_name") or self.default_kernel_name)
+            self._under_way[kernel_id] = (name, datetime.now(timezone.utc).isoformat())
         try:
             kernel_id = str(await super().start_kernel(**kwargs))
             if self._endpoint_addresses is None:
@@ -394,6 +411,58 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             raise as_http(e) from e
         finally:
             _private.forget_failed_starts(self)
+            if fresh and self._under_way is not None:
+                self._under_way.pop(kernel_id, None)
+            if fresh and self._seen_waiting is not None:
+                self._seen_waiting.discard(kernel_id)
+
+    def start_state(self, kernel_id: str) -> str | None:
+        """How a start under way is listed: "waiting for a GPU" while it waits (in the GPU queue
+        or the engine's scheduler); "starting" once it waited, until its kernel runs (a page
+        that saw it wait and then missed it would take the kernel for ended, and drop it and
+        the cells run meanwhile); None if it never waited, or is no start under way here (the
+        stock APIs list a kernel once it runs)."""
+        if self._under_way is None or kernel_id not in self._under_way or kernel_id in self:
+            return None
+        services = services_for(self)
+        if services is not None and (
+            kernel_id in services.queue.waiting_ids()
+            or kernel_id in services.placement.scheduler_waiting_ids()
+        ):
+            if self._seen_waiting is None:
+                self._seen_waiting = set()
+            self._seen_waiting.add(kernel_id)
+            return WAITING_STATE
+        return LAUNCHING_STATE if kernel_id in (self._seen_waiting or ()) else None
+
+    def _start_model(self, kernel_id: str, state: str) -> dict[str, Any]:
+        name, since = (self._under_way or {}).get(kernel_id, ("", ""))
+        return {
+            "id": kernel_id,
+            "name": name,
+            "last_activity": since,
+            "execution_state": state,
+            "connections": 0,
+        }
+
+    def list_kernels(self) -> list[dict[str, Any]]:
+        """The running kernels, and the starts that wait for a GPU (or waited, and launch now),
+        as the sessions API lists their sessions: JupyterLab takes a kernel missing from this
+        list for ended, and drops a page's connection to it with the cells it holds."""
+        kernels: list[dict[str, Any]] = list(super().list_kernels())
+        listed = {k.get("id") for k in kernels}
+        for kernel_id in list(self._under_way or ()):
+            state = self.start_state(kernel_id)
+            if state is not None and kernel_id not in listed:
+                kernels.append(self._start_model(kernel_id, state))
+        return kernels
+
+    def kernel_model(self, kernel_id: str) -> dict[str, Any]:
+        state = self.start_state(kernel_id)
+        if state is not None:
+            return self._start_model(kernel_id, state)
+        model: dict[str, Any] = super().kernel_model(kernel_id)
+        return model
 
     async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
         _may_act()

@@ -9,6 +9,14 @@ kernel id the start will have (chosen here, before the start, so that the two ag
 wait ends, the session stays listed, "starting", until jupyter_server saves its row: a page that
 saw it wait and then found it missing (a cluster's container takes seconds to start after its
 job does) would take the session for ended, and drop its kernel and the cells run meanwhile.
+
+A waiting session is its notebook's, whatever path the request named: JupyterLab asks for a
+session under a path of its own making (``<folder>/<uuid>``, the notebook's file name beside it)
+and moves the session to the notebook's path once it has it. So the listing names the notebook's
+path (a reload, a second tab, the file browser find it), and a request for a session of a
+notebook whose start is under way joins that start, never a second one: its answer is the
+waiting session, under the request's own path (JupyterLab shuts down a session that comes back
+under another path than it asked for, taking it for an older request's).
 """
 
 from __future__ import annotations
@@ -21,10 +29,16 @@ from typing import Any
 from jupyter_client.multikernelmanager import DuplicateKernelError
 from jupyter_server.services.sessions.sessionmanager import KernelName, ModelName, SessionManager
 from jupyter_server.utils import ensure_async
+from tornado import web
 
+from ..gpus.notebook_requests import api_path_of_session
 from ..services import services_for
 
 WAITING_STATE = "waiting for a GPU"
+_CANCEL_FIRST = (
+    "This notebook's kernel is waiting for a GPU: cancel that start (the GPU Containers "
+    "panel's queue, or Shut Down) before choosing another kernel."
+)
 # A start that waited, whose kernel launches now (JupyterLab's own word for it).
 LAUNCHING_STATE = "starting"
 
@@ -37,6 +51,13 @@ class _Starting:
     type: str
     kernel_id: str
     kernel_name: str
+    # The notebook's contents path (its session's path once it runs); "" when the session is
+    # no notebook's (a console).
+    notebook: str = ""
+
+    @property
+    def listed_path(self) -> str:
+        return self.notebook or self.path
 
 
 class WaitingSessionManager(SessionManager):
@@ -72,7 +93,7 @@ class WaitingSessionManager(SessionManager):
         for start in list(self._starting.values()):
             columns = {
                 "session_id": start.session_id,
-                "path": start.path,
+                "path": start.listed_path,
                 "name": start.name,
                 "type": start.type,
                 "kernel_id": start.kernel_id,
@@ -85,13 +106,78 @@ class WaitingSessionManager(SessionManager):
         return None
 
     def _state_of(self, start: _Starting, waiting: set[str]) -> str | None:
-        """How a start under way is listed: waiting for a GPU while it waits; starting once it
-        waited (its kernel launches, and the pages that saw the wait keep the session); not at
-        all if it never waited (jupyter_server lists it once its kernel runs)."""
+        """How a start under way is listed: as the kernel manager lists its kernel
+        (GPUContainersKernelManager.start_state), or, beside another kernel manager, waiting
+        for a GPU while it waits, starting once it waited, not at all if it never waited."""
+        state_of = getattr(self.kernel_manager, "start_state", None)
+        if callable(state_of):
+            state: str | None = state_of(start.kernel_id)
+            return state
         if start.kernel_id in waiting:
             self._waited.add(start.session_id)
             return WAITING_STATE
         return LAUNCHING_STATE if start.session_id in self._waited else None
+
+    async def create_session(
+        self,
+        path: str | None = None,
+        name: ModelName | None = None,
+        type: str | None = None,
+        kernel_name: KernelName | None = None,
+        kernel_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A session for a notebook whose kernel start is under way (waiting for a GPU, or
+        launching once it waited) is that start's: the request joins it, under the request's own
+        path, whatever kernel it named. Anything else starts as jupyter_server starts it."""
+        notebook = self._notebook_of(path, name, type)
+        if notebook:
+            waiting = self._waiting_ids()
+            for start in list(self._starting.values()):
+                state = self._state_of(start, waiting)
+                if start.notebook == notebook and state is not None:
+                    return self._model(start, state, path=path or "", name=name or "")
+        # Saved under the notebook's path (the kernel starts in the same folder, with the same
+        # JPY_SESSION_NAME, as under the request's): a page that looks for the notebook's
+        # session between the start's end and JupyterLab's move of it finds it. The answer
+        # names the request's own path.
+        model: dict[str, Any] = await super().create_session(
+            path=notebook or path,
+            name=name,
+            type=type,
+            kernel_name=kernel_name,
+            kernel_id=kernel_id,
+        )
+        if notebook and path:
+            model = {**model, "path": path}
+            if isinstance(model.get("notebook"), dict):
+                model["notebook"] = {**model["notebook"], "path": path}
+        return model
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> None:
+        """A session whose start is under way has no row yet: its path and name are its
+        notebook's, and a page's move of it there (JupyterLab's, after its start) changes
+        nothing; its kernel cannot change until it runs."""
+        start = self._starting.get(session_id)
+        if start is None:
+            await super().update_session(session_id, **kwargs)
+            return
+        if "kernel_id" in kwargs and kwargs["kernel_id"] != start.kernel_id:
+            raise web.HTTPError(409, _CANCEL_FIRST, reason="GPU wait under way")
+
+    def _notebook_of(self, path: str | None, name: ModelName | None, type: str | None) -> str:
+        """The contents path of the notebook a session request is for: jupyter_server's own
+        reading of it (the kernel's JPY_SESSION_NAME), back under the server's root; "" for a
+        session of no notebook."""
+        if type != "notebook" or not path:
+            return ""
+        try:
+            session_name = self.get_kernel_env(path, name)["JPY_SESSION_NAME"]
+        except Exception:
+            return ""
+        root = getattr(self.contents_manager, "root_dir", "") or getattr(
+            self.kernel_manager, "root_dir", ""
+        )
+        return api_path_of_session(session_name, str(root))
 
     async def start_kernel_for_session(
         self,
@@ -102,6 +188,9 @@ class WaitingSessionManager(SessionManager):
         kernel_name: KernelName | None,
         kernel_id: str | None = None,
     ) -> str:
+        if session_id in self._starting:
+            # Another kernel for a session whose start is under way (a page's kernel change).
+            raise DuplicateKernelError(_CANCEL_FIRST)
         if kernel_id and any(s.kernel_id == kernel_id for s in self._starting.values()):
             # A page asking for a session on a kernel that is still starting: never a second
             # kernel under the same id.
@@ -111,7 +200,13 @@ class WaitingSessionManager(SessionManager):
             )
         kernel_id = kernel_id or str(uuid.uuid4())
         self._starting[session_id] = _Starting(
-            session_id, path or "", name or "", type or "", kernel_id, kernel_name or ""
+            session_id,
+            path or "",
+            name or "",
+            type or "",
+            kernel_id,
+            kernel_name or "",
+            self._notebook_of(path, name, type),
         )
         try:
             # SessionManager.start_kernel_for_session's own steps, with the kernel id chosen
@@ -169,11 +264,15 @@ class WaitingSessionManager(SessionManager):
         return sessions
 
     @staticmethod
-    def _model(start: _Starting, state: str) -> dict[str, Any]:
+    def _model(start: _Starting, state: str, path: str = "", name: str = "") -> dict[str, Any]:
+        """The start's session as the sessions API lists it: under its notebook's path, or
+        ``path`` and ``name`` (a request that joins it, answered under its own)."""
+        path = path or start.listed_path
+        name = name or start.name
         model: dict[str, Any] = {
             "id": start.session_id,
-            "path": start.path,
-            "name": start.name,
+            "path": path,
+            "name": name,
             "type": start.type,
             "kernel": {
                 "id": start.kernel_id,
@@ -184,5 +283,5 @@ class WaitingSessionManager(SessionManager):
             },
         }
         if start.type == "notebook":
-            model["notebook"] = {"path": start.path, "name": start.name}
+            model["notebook"] = {"path": path, "name": name}
         return model

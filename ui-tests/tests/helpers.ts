@@ -449,3 +449,32 @@ export class OtherStudent extends ScriptProcess {
     expect(await this.send('end')).toEqual({ ended: true });
   }
 }
+
+/** What the current notebook's page itself prints for `6 * 7`, through its own connection; or,
+ * when no answer comes within 45 s, what the page knows of its kernel then (for the failure). */
+export async function sixTimesSeven(page: Page): Promise<string> {
+  return page.evaluate(async () => {
+    const widget = (window as any).jupyterapp.shell.currentWidget;
+    const kernel = widget.sessionContext.session.kernel;
+    const future = kernel.requestExecute({ code: 'print(6 * 7)' });
+    let out = '';
+    future.onIOPub = (msg: any) => {
+      if (msg.header.msg_type === 'stream') {
+        out += msg.content.text;
+      }
+    };
+    const answered = await Promise.race([
+      future.done.then(() => true),
+      new Promise<boolean>(resolve => setTimeout(() => resolve(false), 45_000))
+    ]);
+    if (answered) {
+      return out.trim();
+    }
+    const now = widget.sessionContext.session?.kernel;
+    return (
+      `no answer in 45 s from kernel ${kernel.id} (${kernel.connectionStatus}, ` +
+      `${kernel.status}, disposed: ${kernel.isDisposed}); the page's kernel now: ` +
+      `${now?.id} (${now?.connectionStatus}, ${now?.status}); output so far: ${JSON.stringify(out)}`
+    );
+  });
+}

@@ -12,6 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Page } from '@playwright/test';
 
 import {
   dismissNetworkChangeDialogs,
@@ -22,6 +23,7 @@ import {
   putNotebook,
   restartServer,
   SERVER_HOME,
+  sixTimesSeven,
   stopAllKernels
 } from './helpers';
 
@@ -81,7 +83,7 @@ test.afterEach(async ({ page }) => {
   otherStudent = null;
 });
 
-function toolbarButton(page: IJupyterLabPageFixture) {
+function toolbarButton(page: Page) {
   return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-button');
 }
 
@@ -124,6 +126,28 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
     contentType: 'image/png'
   });
 
+  // A second tab opens the same notebook from the file browser while it waits, and the first
+  // tab is reloaded: each shows the one wait, without a dialog or a kernel picker, and no
+  // second start joins the queue (JupyterLab asks for a session under a path of its own).
+  const second = await page.context().newPage();
+  await openLab(second, page.url());
+  await second.evaluate(async p => {
+    await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
+  }, queued);
+  await expect(toolbarButton(second)).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  await expect(toolbarButton(second)).toContainText('Waiting for a GPU (position 1)');
+  await openLab(page, page.url());
+  await page.evaluate(async p => {
+    await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
+  }, queued);
+  await expect(toolbarButton(page)).toHaveAttribute('data-waiting', 'true', { timeout: 30_000 });
+  for (const tab of [page, second]) {
+    await expect(tab.locator('.jp-Dialog')).toHaveCount(0);
+  }
+  const queue = await (await page.request.get('/gpu-containers/queue')).json();
+  expect(queue.queue).toHaveLength(1);
+  await second.screenshot({ path: test.info().outputPath('second-tab-waiting.png') });
+
   // The other student's kernel ends: the GPU goes to the waiting notebook.
   await otherStudent.endKernel();
 
@@ -149,4 +173,32 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
       { timeout: 30_000 }
     )
     .toBe('idle');
+  // Both tabs are on the one kernel, and each runs code in it, without a reload.
+  for (const tab of [page, second]) {
+    await expect(toolbarButton(tab)).not.toHaveAttribute('data-waiting', 'true', {
+      timeout: 30_000
+    });
+    await expect(tab.locator('.jp-Dialog')).toHaveCount(0);
+    expect(await sixTimesSeven(tab)).toBe('42');
+  }
+  const sessions = await (await page.request.get('/api/sessions')).json();
+  expect(sessions).toHaveLength(1);
+  await second.close();
 });
+
+/** JupyterLab at `url` in `tab` (loaded again when it is that tab's own), started and restored. */
+async function openLab(tab: Page, url: string): Promise<void> {
+  // Not galata's goto, which takes a path under the server and waits for a Launcher.
+  await Promise.all([
+    tab.waitForEvent('load'),
+    tab.evaluate(u => {
+      window.location.href = u;
+    }, url)
+  ]);
+  await tab.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
+  await tab.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.started;
+    await app.restored;
+  });
+}
