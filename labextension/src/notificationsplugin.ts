@@ -21,6 +21,7 @@ import { reattachWhenRunning } from './reattach';
 import {
   cellWhileWaitingText,
   defaultKeep,
+  isStartUnderWay,
   keepLengthText,
   noticeText,
   outcomeMessage,
@@ -136,9 +137,10 @@ function attachStarted(
       return;
     }
     void reattachWhenRunning(kernelId, {
-      isRunning: async id =>
-        (await KernelAPI.getKernelModel(id, model.serverSettings)) !==
-        undefined,
+      isRunning: async id => {
+        const found = await KernelAPI.getKernelModel(id, model.serverSettings);
+        return found !== undefined && !isStartUnderWay(found.execution_state);
+      },
       connections: () => {
         const kernels: (Kernel.IKernelConnection | null | undefined)[] = [];
         notebooks.forEach(panel =>

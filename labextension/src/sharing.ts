@@ -472,10 +472,20 @@ export function departureOutcome(
       ? 'timed-out'
       : 'gone';
   }
-  if (kernelState === 'starting' || /waiting/i.test(kernelState)) {
+  if (isStartUnderWay(kernelState)) {
     return undefined;
   }
   return kernelState === 'dead' ? 'gone' : 'started';
+}
+
+/**
+ * Whether a kernel's execution state, as the kernels API lists it, is that of
+ * a start under way: waiting for a GPU, or launching once it waited. The
+ * server lists such a kernel under the id it will have, and it runs nothing
+ * yet.
+ */
+export function isStartUnderWay(kernelState: string | undefined): boolean {
+  return kernelState === 'starting' || /waiting/i.test(kernelState ?? '');
 }
 
 /**

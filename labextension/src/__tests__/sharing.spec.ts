@@ -8,6 +8,7 @@ import {
   deadlineText,
   departedTickets,
   departureOutcome,
+  isStartUnderWay,
   holderGpus,
   imagesDiskUse,
   noticeKey,
@@ -359,6 +360,14 @@ describe('departures from the queue', () => {
       departureOutcome(t, null, false, Date.parse('2030-01-01T12:00:00Z'))
     ).toBe('timed-out');
     expect(departureOutcome(t, null, false, now)).toBe('gone');
+  });
+
+  it('under way while the kernels API lists them waiting or starting', () => {
+    expect(isStartUnderWay('waiting for a GPU')).toBe(true);
+    expect(isStartUnderWay('starting')).toBe(true);
+    for (const state of ['idle', 'busy', 'dead', 'unknown', undefined]) {
+      expect(isStartUnderWay(state)).toBe(false);
+    }
   });
 
   it('are told in a sentence naming the notebook', () => {
