@@ -20,8 +20,10 @@ from jupyter_gpu_containers.gpus.allocator import (
     OverUserCap,
     UnknownGPU,
     attachment,
+    over_user_cap,
     resolve_attach_mode,
 )
+from jupyter_gpu_containers.gpus.gpuqueue import waiting_text
 from jupyter_gpu_containers.gpus.inventory import read_nvml
 
 
@@ -74,7 +76,7 @@ def test_the_per_user_cap_counts_this_inventorys_gpus() -> None:
     elsewhere = ledger(a=["GPU-elsewhere-0"])
     chosen = allocator.choose(inv, elsewhere, GPURequest(count=1), kernel_id="k", uid="1000")
     assert [g.uuid for g in chosen] == ["GPU-0"]
-    with pytest.raises(OverUserCap, match=r"over the limit of 1 per user \(1 held"):
+    with pytest.raises(OverUserCap, match=r"over the limit of 1 GPU per user \(1 held"):
         allocator.choose(inv, ledger(a=["GPU-1"]), GPURequest(count=1), kernel_id="k", uid="1000")
 
 
@@ -202,3 +204,17 @@ def test_attach_mode_detection(tmp_path: Path) -> None:
     (tmp_path / "nvidia.yaml").write_text("cdiVersion: 0.5.0\n")
     assert resolve_attach_mode("auto", ["runc"], [str(tmp_path)]) == "cdi"
     assert resolve_attach_mode("device-requests", ["nvidia"], []) == "device-requests"
+
+
+def test_a_refusal_over_the_cap_says_what_would_help() -> None:
+    """Over the cap by itself, no kernel shut down helps: it says the limit ("your other kernels
+    hold 0" told a student nothing); else it names what the other kernels hold."""
+    assert str(over_user_cap(2, 0, 1)) == (
+        "You asked for 2 GPUs, over the limit of 1 GPU per user. Ask for fewer GPUs."
+    )
+    assert str(over_user_cap(1, 1, 1)) == (
+        "This would give you 2 GPUs, over the limit of 1 GPU per user (1 held by your other "
+        "kernels). Shut one of them down, or ask for fewer GPUs."
+    )
+    assert "limit of 2 GPUs per user" in str(over_user_cap(1, 2, 2))
+    assert waiting_text(1) == "1 start waits" and waiting_text(3) == "3 starts wait"

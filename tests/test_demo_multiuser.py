@@ -75,7 +75,7 @@ def test_multiuser_demo_smoke(tmp_path: Path) -> None:
     assert float(waits.group(2)) >= float(waits.group(1)) + 60, waits.group(0)
     second = re.search(r"DEMO_SMOKE: a second GPU kernel: (\d+) (.*)", text)
     assert second and second.group(1) == "409", text
-    assert "over the limit of 1 per user" in second.group(2), second.group(2)
+    assert "over the limit of 1 GPU per user" in second.group(2), second.group(2)
     # The demo's stop removed the kernels it caused, the GPU kernel's container with them.
     run = re.search(r"kernels carry (org\.jupyter\.gpu-containers\.demo-run=\S+)", text)
     assert run, text

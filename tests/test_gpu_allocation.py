@@ -110,7 +110,7 @@ async def test_per_user_cap(jp_fetch: Any, docker_client: Any) -> None:
     await start_kernel(jp_fetch, kernel_name(NGC_IMAGE))
     code, message = await start_refusal(jp_fetch, kernel_name(NGC_IMAGE))
     assert code == 409
-    assert "over the limit of 1 per user (1 held by your other kernels)" in message
+    assert "over the limit of 1 GPU per user (1 held by your other kernels)" in message
     await start_kernel(jp_fetch, kernel_name(DEBIAN_IMAGE))  # CPU kernels are not capped
 
 

@@ -169,7 +169,7 @@ def test_a_kernel_pod_answers_runs_code_writes_the_workspace_and_leaves_nothing(
             {"name": name, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "1"}},
         )
         assert code == 409, refused
-        assert "over the limit of 1 per user" in refused["message"]
+        assert "over the limit of 1 GPU per user" in refused["message"]
         assert pod.status.pod_ip
         first_uid = pod.metadata.uid
         ws = await service.websocket(user, kernel_id)

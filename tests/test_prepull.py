@@ -384,7 +384,7 @@ async def test_prune_removes_an_unused_image_and_keeps_used_and_unnamed_ones(
         kept = {row["id"]: row["reason"] for row in report["kept"]}
         # A probe of another session's server that started meanwhile uses an image too, and
         # pruning rightly keeps it: look again once it is over.
-        if kept.get(ids["used"]) == "1 container(s) use it." and all(
+        if kept.get(ids["used"]) == "1 container uses it." and all(
             "container" not in kept.get(ids[name], "") for name in ("unused", "recent")
         ):
             break
@@ -394,7 +394,7 @@ async def test_prune_removes_an_unused_image_and_keeps_used_and_unnamed_ones(
     present = image_ids(docker_client)
     assert ids["unused"] not in present
     assert {ids["used"], ids["recent"], ids["unnamed"]} <= present
-    assert kept[ids["used"]] == "1 container(s) use it."
+    assert kept[ids["used"]] == "1 container uses it."
     assert "recently" in kept[ids["recent"]]
     assert ids["unnamed"] not in kept  # nobody named it: never considered
 

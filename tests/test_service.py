@@ -220,14 +220,14 @@ async def test_gpu_bookings_are_the_users_own_and_private(
         {"name": CPU_SPEC, "env": {"KERNEL_GPU_CONTAINERS_REQUEST": "2"}},
     )
     assert code == 409, refused
-    assert "limit of 2 per user (1 held by your other kernels)" in refused["message"], refused
+    assert "limit of 2 GPUs per user (1 held by your other kernels)" in refused["message"], refused
     # So does a restart under new GPUs (issue 26, finding 12): the caller's kernels, not the
     # service's account's, and called theirs. Refused before the kernel is touched.
     cpu_kernel = await service.start_kernel(a, CPU_SPEC)
     container = kernel_container(docker_client, cpu_kernel).id
     [held_gpu] = [g for g in gpus_a["gpus"] if any(h["mine"] for h in g["holders"])]
     for gpus, said in (
-        (2, "limit of 2 per user (1 held by your other kernels)"),
+        (2, "limit of 2 GPUs per user (1 held by your other kernels)"),
         ([held_gpu["uuid"]], "is not free: one of your kernels since"),
     ):
         code, refused = await service.answer(

@@ -548,7 +548,7 @@ async def test_the_batch_placement_waits_for_the_ports_the_kernel_chose_on_its_n
         client.stop_channels()
 
     over = kernel_spec(STUDENT_A, private_dir(slurm_kernels.base, STUDENT_A, "over"), "over")
-    with pytest.raises(OverUserCap, match="over the limit of 1 per user"):
+    with pytest.raises(OverUserCap, match="over the limit of 1 GPU per user"):
         await placement.place(placement_start(over, uid, 1), Steps(over, uid))
     assert [r.job_id for r in backend.records.all()] == [placed.container_id]
 

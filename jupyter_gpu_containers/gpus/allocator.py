@@ -50,6 +50,7 @@ from ..base import labels as L
 from ..base.errors import ContainerKernelError
 from ..base.records import ContainerRecord
 from ..base.safefiles import read_trusted, write_atomic
+from ..base.words import counted
 from ..host.hoststate import StateDir, StateDirUnusable, flocked_files
 from .inventory import GPU, Inventory
 
@@ -89,6 +90,24 @@ class NoFreeGPU(ContainerKernelError):
 class OverUserCap(ContainerKernelError):
     status = 409
     reason_phrase = "GPU limit per user reached"
+
+
+def over_user_cap(wanted: int, held: int, cap: int) -> OverUserCap:
+    """The refusal of ``wanted`` GPUs for a user whose other kernels hold ``held``, over the
+    administrator's ``cap`` per user: a request over the cap by itself says so (no kernel shut
+    down would help, and "your other kernels hold 0" told nothing); else it names what the
+    user's other kernels hold."""
+    limit = counted(cap, "GPU")
+    if wanted > cap:
+        return OverUserCap(
+            f"You asked for {counted(wanted, 'GPU')}, over the limit of {limit} per user. "
+            "Ask for fewer GPUs."
+        )
+    return OverUserCap(
+        f"This would give you {counted(held + wanted, 'GPU')}, over the limit of {limit} per "
+        f"user ({held} held by your other kernels). Shut one of them down, or ask for fewer "
+        "GPUs."
+    )
 
 
 class GPUGone(ContainerKernelError):
@@ -550,11 +569,7 @@ class GPUAllocator(LoggingConfigurable):
                 and r.labels.get(L.GPU_COUNT, "0").isdigit()
             )
             if held + wanted > self.max_gpus_per_user:
-                raise OverUserCap(
-                    f"This would give you {held + wanted} GPUs, over the limit of "
-                    f"{self.max_gpus_per_user} per user ({held} held by your other kernels). "
-                    "Shut one of them down, or ask for fewer GPUs."
-                )
+                raise over_user_cap(wanted, held, self.max_gpus_per_user)
             yield
 
     def _check_user_cap(
@@ -574,11 +589,7 @@ class GPUAllocator(LoggingConfigurable):
             if h.uid == uid and h.kernel_id != kernel_id
         }
         if len(held) + wanted > self.max_gpus_per_user:
-            raise OverUserCap(
-                f"This would give you {len(held) + wanted} GPUs, over the limit of "
-                f"{self.max_gpus_per_user} per user ({len(held)} held by your other kernels). "
-                "Shut one of them down, or ask for fewer GPUs."
-            )
+            raise over_user_cap(wanted, len(held), self.max_gpus_per_user)
 
     @staticmethod
     def _holders_text(holders: list[Holding], viewer_uid: str, show_others: bool) -> str:

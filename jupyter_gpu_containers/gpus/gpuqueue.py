@@ -123,6 +123,11 @@ class Start:
     server_id: str = ""
 
 
+def waiting_text(n: int) -> str:
+    """How many starts wait, in words: "1 start waits", "3 starts wait"."""
+    return "1 start waits" if n == 1 else f"{n} starts wait"
+
+
 def held_by_user(ledger: Ledger | None) -> dict[int, int]:
     """uid -> the GPUs they hold, from the ledger: every GPU counts, however it was taken."""
     gpus: dict[int, set[str]] = {}
@@ -508,9 +513,9 @@ class GPUQueue(LoggingConfigurable):
                     return self._turn(allocator, inventory, ledger, queue, kernel_id, state)
                 except NotYourTurn:
                     raise NoFreeGPU(
-                        f"No free GPU for this start: {len(queue)} start(s) wait for GPUs, and a "
-                        "GPU that frees goes to them first. Ask to wait for a GPU to join the "
-                        "queue."
+                        f"No free GPU for this start: {waiting_text(len(queue))} for GPUs, and "
+                        "a GPU that frees goes to them first. Ask to wait for a GPU to join "
+                        "the queue."
                     ) from None
 
             return await book(turn)

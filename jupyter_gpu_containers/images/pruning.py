@@ -15,6 +15,7 @@ from ..backends.backend import ContainerBackend
 from ..base.errors import ContainerKernelError, ImageMissing
 from ..base.records import ImageDiskUse, ImagesDiskUse, iso_time
 from ..base.references import BadReference, normalize_reference, parse_reference
+from ..base.words import counted
 from ..host.hoststate import StateDir
 from ..policy.admin_policy import ContainerPolicy, image_allowed
 from .prepull_records import HostRecords
@@ -151,7 +152,8 @@ def _keep_reason(
     if image.containers != 0:
         if image.containers < 0:
             return "The engine did not say whether a container uses it."
-        return f"{image.containers} container(s) use it."
+        verb = "uses" if image.containers == 1 else "use"
+        return f"{counted(image.containers, 'container')} {verb} it."
     if last_used > horizon:
         return "It was used (or arrived) too recently."
     return ""

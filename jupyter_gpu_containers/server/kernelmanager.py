@@ -49,6 +49,7 @@ from traitlets import Integer, default
 from .. import _private
 from ..base import fence
 from ..base.errors import ContainerKernelError
+from ..base.words import counted
 from ..host.identity import KernelUser
 from ..kernel.launch_request import launching
 from ..services import services_for
@@ -208,8 +209,8 @@ class OfflineBuffer:
             _, parts = session.feed_identities(self._last_dropped or [])
             parent = session.unpack(parts[2])
         text = (
-            f"[{self.dropped} message(s), {self.dropped_bytes / 2**20:.1f} MiB of this kernel's "
-            "output were dropped while no page was connected: the server keeps at most "
+            f"[{counted(self.dropped, 'message')}, {self.dropped_bytes / 2**20:.1f} MiB of this "
+            "kernel's output were dropped while no page was connected: the server keeps at most "
             f"{self.limit / 2**20:.1f} MiB of it per kernel ({self.owner.limit / 2**20:.1f} MiB "
             "per user), the newest. Write long output to a file to keep all of it.]\n"
         )

@@ -83,15 +83,23 @@ export function gpuChoices(
   // The administrator's cap per user (GPUAllocator.max_gpus_per_user): a
   // start past it is refused, waiting or not; only ending a kernel helps.
   const cap = report?.max_gpus_per_user ?? 0;
+  // More than the cap itself: no kernel shut down helps, and the user's other
+  // kernels (maybe none) are beside the point.
   const overCap = (n: number): string =>
-    cap > 0 && mineHeld + n > cap
-      ? trans._n(
-          'Over your limit of %1 GPU per user (your other kernels hold %2): shut one down first.',
-          'Over your limit of %1 GPUs per user (your other kernels hold %2): shut one down first.',
-          cap,
-          mineHeld
-        )
-      : '';
+    cap <= 0 || mineHeld + n <= cap
+      ? ''
+      : n > cap
+        ? trans._n(
+            'Over your limit of %1 GPU per user.',
+            'Over your limit of %1 GPUs per user.',
+            cap
+          )
+        : trans._n(
+            'Over your limit of %1 GPU per user (your other kernels hold %2): shut one down first.',
+            'Over your limit of %1 GPUs per user (your other kernels hold %2): shut one down first.',
+            cap,
+            mineHeld
+          );
   const choice = (
     value: string,
     label: string,

@@ -188,11 +188,22 @@ describe('gpuChoices', () => {
       expect(summary(gpuChoices(trans, report, makeRow(), '', wait))).toEqual([
         ['count:0', false, ''],
         ['count:1', true, why],
-        ['count:2', true, why],
+        ['count:2', true, 'Over your limit of 1 GPU per user.'],
         ['id:GPU-0', true, why],
         ['id:GPU-1', true, why]
       ]);
     }
+    // Holding none, two asked of a limit of one: the limit, not "your other kernels hold 0".
+    const none = makeReport([makeGpu('0', []), makeGpu('1', [])], {
+      max_gpus_per_user: 1
+    });
+    expect(summary(gpuChoices(trans, none, makeRow()))).toEqual([
+      ['count:0', false, ''],
+      ['count:1', false, ''],
+      ['count:2', true, 'Over your limit of 1 GPU per user.'],
+      ['id:GPU-0', false, ''],
+      ['id:GPU-1', false, '']
+    ]);
     // Nothing to wait for: the panel offers no wait.
     expect(offersWait(trans, true, report, makeRow())).toBe(false);
     // The kernel that holds it may restart on it (a restart gives its GPU back first).
