@@ -584,13 +584,19 @@ class LogFeed:
         except ContainerKernelError:
             state = None
         end = self.provisioner.last_end
-        reason = end["reason"] if end and end.get("container_id") == container_id else ""
+        recorded = bool(end and end.get("container_id") == container_id)
+        reason = end["reason"] if end and recorded else ""
+        # News rather than trouble: an end someone asked for (the record of ends says so), a
+        # container removed by a restart or a shutdown, a clean exit.
+        routine = bool(end.get("routine")) if end and recorded else False
         if state is None:
             reason = reason or "The container was removed (the kernel was restarted or shut down)."
+            routine = routine or not recorded
         elif not reason:
             reason = f"The container ended with code {state.exit_code}." + (
                 " It was OOM-killed: the kernel ran out of memory." if state.oom_killed else ""
             )
+            routine = state.exit_code == 0 and not state.oom_killed
         await self._event(
             "ended",
             {
@@ -599,5 +605,6 @@ class LogFeed:
                 "oom_killed": state.oom_killed if state else False,
                 "finished_at": unix_time(state.finished_at) if state else None,
                 "reason": reason,
+                "routine": routine,
             },
         )

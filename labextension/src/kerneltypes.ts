@@ -380,6 +380,11 @@ export interface IKernelLogEnded {
   oom_killed: boolean;
   finished_at: number | null;
   reason: string;
+  /**
+   * Whether it ended because someone asked (a restart, a clean exit): news,
+   * not trouble. Absent from an older server: trouble.
+   */
+  routine?: boolean;
 }
 
 /**

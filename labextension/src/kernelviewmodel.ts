@@ -228,9 +228,11 @@ export class KernelViewModel {
       }
     });
     on('ended', data => {
+      // The reason is a whole sentence ("The container ended with code 3."),
+      // and a restart someone asked for is news, not trouble (in red).
       this._push({
-        kind: 'end',
-        text: this._trans.__('The container ended: %1', data.reason),
+        kind: data.routine ? 'note' : 'end',
+        text: data.reason,
         time: ''
       });
       void this.refresh();

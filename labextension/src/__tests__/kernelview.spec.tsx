@@ -327,9 +327,23 @@ describe('the kernel view', () => {
     });
     const texts = model.entries.map(e => e.text);
     expect(texts.slice(-2)).toEqual([
-      'The container ended: The container ended with code 3.',
+      'The container ended with code 3.',
       'The kernel restarted in a new container (cccccccccccc).'
     ]);
+    expect(model.entries.slice(-2).map(e => e.kind)).toEqual(['end', 'note']);
+    // A restart someone asked for is news, not trouble.
+    stream.emit('ended', {
+      container_id: 'c'.repeat(64),
+      exit_code: 0,
+      oom_killed: false,
+      finished_at: 4,
+      reason: 'The container was stopped for the restart you asked for.',
+      routine: true
+    });
+    expect(model.entries[model.entries.length - 1]).toMatchObject({
+      kind: 'note',
+      text: 'The container was stopped for the restart you asked for.'
+    });
 
     stream.emit('shutdown', { reason: 'The kernel was shut down.' });
     expect(model.following).toBe(false);
