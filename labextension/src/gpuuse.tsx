@@ -40,7 +40,9 @@ export function phaseLabel(trans: TranslationBundle, name: string): string {
     case 'image':
       return trans.__('Image admitted');
     case 'gpus':
-      return trans.__('GPUs booked, container planned');
+      return trans.__(
+        'GPUs booked (a wait in the queue included), container planned'
+      );
     case 'create':
       return trans.__('Container created');
     case 'start':

@@ -20,6 +20,7 @@ import { ModelWidget } from './modelwidget';
 import { formatBytes } from './format';
 import { SaveModel } from './savemodel';
 import { ISave } from './savetypes';
+import { formatDuration } from './sharing';
 
 /**
  * The body of a kernel's view (no state of its own: the model has it).
@@ -328,10 +329,10 @@ export function KernelDetails(props: {
             {view.phases.map(phase => (
               <li key={phase.name}>
                 {trans.__(
-                  '%1 at %2 (%3 s)',
+                  '%1 at %2 (%3)',
                   phaseLabel(trans, phase.name),
                   clockTime(phase.at),
-                  phase.seconds.toFixed(3)
+                  formatDuration(trans, phase.seconds)
                 )}
               </li>
             ))}

@@ -367,6 +367,23 @@ export function formatWait(trans: TranslationBundle, seconds: number): string {
 }
 
 /**
+ * A duration for people, in the format of `formatWait`, with the tenths (or
+ * hundredths, below a second) that short launch phases need: `0.38 s`,
+ * `2.1 s`, then `11 s`, `3 min`.
+ */
+export function formatDuration(
+  trans: TranslationBundle,
+  seconds: number
+): string {
+  const value = Math.max(0, seconds);
+  if (value >= 10) {
+    return formatWait(trans, value);
+  }
+  const digits = value < 1 ? 2 : 1;
+  return trans.__('%1 s', String(Number(value.toFixed(digits))));
+}
+
+/**
  * The only honest estimate of a wait: when it gives up (`gives up at
  * 14:05`), or `''` without a deadline. No one can know when a GPU frees.
  */

@@ -456,10 +456,10 @@ describe('the kernel view', () => {
     expect(text).toContain('/home/jupyter temporary (tmpfs)');
     expect(text).toContain('GPU 0');
     expect(text).toContain(
-      `Container created at ${clockTime(1_700_000_000)} (0.012 s)`
+      `Container created at ${clockTime(1_700_000_000)} (0.01 s)`
     );
     expect(text).toContain(
-      `Kernel answered at ${clockTime(1_700_000_001)} (0.646 s)`
+      `Kernel answered at ${clockTime(1_700_000_001)} (0.65 s)`
     );
     expect(text).toContain("The kernel's container exited with code 3.");
     model.dispose();

@@ -8,6 +8,7 @@ import {
   deadlineText,
   departedTickets,
   departureOutcome,
+  formatDuration,
   isStartUnderWay,
   holderGpus,
   imagesDiskUse,
@@ -360,6 +361,14 @@ describe('departures from the queue', () => {
       departureOutcome(t, null, false, Date.parse('2030-01-01T12:00:00Z'))
     ).toBe('timed-out');
     expect(departureOutcome(t, null, false, now)).toBe('gone');
+  });
+
+  it('durations in one format, with the precision short phases need', () => {
+    expect(formatDuration(trans, 0.012)).toBe('0.01 s');
+    expect(formatDuration(trans, 0.646)).toBe('0.65 s');
+    expect(formatDuration(trans, 2.14)).toBe('2.1 s');
+    expect(formatDuration(trans, 10.847)).toBe('11 s');
+    expect(formatDuration(trans, 185)).toBe('3 min');
   });
 
   it('under way while the kernels API lists them waiting or starting', () => {
