@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from conftest import (
     write_notebook,
     write_notebook_on,
 )
-from hostusers import MALLORY, UserHome
+from hostusers import BOB, MALLORY, UserHome
 from moved_tags import marker_of
 from servers import Server, write_server_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from jupyter_gpu_containers.kernel.launch_request import KERNEL_ID_ENV, WAIT_ENV
 from jupyter_gpu_containers.server.gateway_user import forwarded_query, gateway_env
 
 pytestmark = [
@@ -568,3 +570,185 @@ async def test_a_retired_image_is_said_behind_the_service(
         "redirect": DEBIAN_IMAGE,
         "redirect_kernel_name": debian,
     }
+
+
+@pytest.fixture
+def one_gpu_service(docker_client: Any) -> Iterator[tuple[Any, Any, Any, Server]]:
+    """The kernel service with one GPU (which BOB's kernel will hold), and MALLORY's server in
+    front of it, as the multi-user demo sets them up: waiting is a start's own choice there
+    (``GPUQueue.wait_by_default`` is False)."""
+    from conftest import STATIC_GPUS
+    from service_process import KernelService
+
+    service = KernelService({"GPUInventory": {"static_gpus": STATIC_GPUS[:1]}})
+    user_home = UserHome(MALLORY, {})
+    try:
+        account = service.add_user(MALLORY)
+        holder = service.add_user(BOB)
+        service.start()
+        server = Server(
+            user_home.path,
+            account.workspace,
+            [
+                f"--gateway-url={service.url}",
+                f"--GatewayClient.auth_token={account.token}",
+                "--GatewayClient.request_timeout=300",
+            ],
+            user=MALLORY,
+        )
+        user_home.servers.append(server)
+        yield service, account, holder, server
+    finally:
+        user_home.close()
+        service.close()
+        assert_no_test_containers(docker_client)
+
+
+@pytest.mark.skipif(not BOB, reason="needs JGC_TEST_PEER, a second account")
+async def test_a_notebook_waiting_behind_the_service_is_one_session_wherever_it_is_opened(
+    one_gpu_service: tuple[Any, Any, Any, Server],
+) -> None:
+    """Behind the kernel service a notebook's start that waits for a GPU is listed by the
+    user's server as it is in direct mode (issue 62, items 1 and 2): the panel's "New notebook
+    that waits" finds its session at once; the file browser, a reload or a second tab (JupyterLab's
+    own session requests, under a path of its own) join that wait instead of being told "No
+    free GPU" for the student's own ticket; the kernels API lists it under the id the service's
+    kernel will have; Shut Down cancels it there; and the grant gives every request the same
+    session and a kernel that runs code."""
+    service, account, holder, user = one_gpu_service
+    gpu_spec = kernel_name(NGC_IMAGE)  # one GPU by default
+    held = await service.start_kernel(holder, gpu_spec)
+    write_notebook(account.workspace, "course/w.ipynb", gpus=1)
+    panel_body = {"path": "course/w.ipynb", "kernel_name": gpu_spec, "wait": True}
+
+    def as_jupyterlab() -> dict[str, Any]:
+        return {
+            "path": f"course/{uuid.uuid4()}",
+            "name": "w.ipynb",
+            "type": "notebook",
+            "kernel": {"name": gpu_spec},
+        }
+
+    async def waiting_session() -> dict[str, Any] | None:
+        code, sessions = await user.answer("GET", "api", "sessions")
+        assert code == 200, sessions
+        assert len(sessions) <= 1, sessions
+        return sessions[0] if sessions else None
+
+    async def yours() -> list[dict[str, Any]]:
+        code, body = await user.answer("GET", "gpu-containers", "queue")
+        assert code == 200, body
+        return [t for t in body["queue"] if t.get("yours")]
+
+    for round_ in ("cancelled", "granted"):
+        panel = asyncio.ensure_future(
+            user.answer("POST", "gpu-containers", "notebooks", "kernel", body=panel_body)
+        )
+        assert await _until(lambda: waiting_session(), 60), "the waiting start was not listed"
+        listed = await waiting_session()
+        assert listed is not None
+        assert listed["path"] == "course/w.ipynb", listed
+        assert listed["kernel"]["execution_state"] == "waiting for a GPU", listed
+        kernel_id = listed["kernel"]["id"]
+        (ticket,) = await yours()
+        assert ticket["kernel_id"] == kernel_id  # the id the user's server chose, on the service
+        code, kernels = await user.answer("GET", "api", "kernels")
+        assert code == 200 and [k["id"] for k in kernels] == [kernel_id], kernels
+        assert kernels[0]["execution_state"] == "waiting for a GPU"
+        code, model = await user.answer("GET", "api", "kernels", kernel_id)
+        assert code == 200 and model["execution_state"] == "waiting for a GPU", model
+        # The file browser, a reload, a second tab: each joins the wait, under its own path.
+        for _ in range(2):
+            body = as_jupyterlab()
+            code, joined = await user.answer("POST", "api", "sessions", body=body)
+            assert code == 201, joined
+            assert joined["id"] == listed["id"] and joined["kernel"]["id"] == kernel_id
+            assert joined["path"] == body["path"]
+            code, moved = await user.answer(
+                "PATCH", "api", "sessions", listed["id"], body={"path": "course/w.ipynb"}
+            )
+            assert code == 200 and moved["path"] == "course/w.ipynb", moved
+        # The panel again: told that it waits already, in a sentence.
+        code, again = await user.answer(
+            "POST", "gpu-containers", "notebooks", "kernel", body=panel_body
+        )
+        assert code == 409 and "already waiting" in again["message"], again
+        assert len(await yours()) == 1
+        if round_ == "cancelled":
+            # JupyterLab's Shut Down: the wait ends on the service, and the panel's start
+            # with it.
+            code, _ = await user.answer("DELETE", "api", "sessions", listed["id"])
+            assert code == 204
+            code, ended = await asyncio.wait_for(panel, 60)
+            assert code == 409 and "cancelled" in ended["message"], ended
+            assert await yours() == []
+            assert await waiting_session() is None
+            assert (await user.answer("GET", "api", "kernels")) == (200, [])
+            continue
+        await service.answer(holder, "DELETE", f"api/kernels/{held}")
+        code, started = await asyncio.wait_for(panel, 120)
+        assert code == 200, started
+        assert started["session"]["kernel"]["id"] == kernel_id
+        running = await waiting_session()
+        assert running is not None and running["id"] == listed["id"]
+        assert running["kernel"]["id"] == kernel_id
+        assert running["kernel"]["execution_state"] != "waiting for a GPU"
+        assert (await user.execute(kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+
+    # A restart that waits (the toolbar's GPU choice with "wait"), behind the service too: the
+    # notebook's kernel gives its GPU up first, BOB's start waiting ahead of it gets it, and the
+    # restart's wait is listed as the kernel's; it runs again once BOB is done.
+    bobs = asyncio.ensure_future(
+        service.answer(holder, "POST", "api/kernels", {"name": gpu_spec, "env": {WAIT_ENV: "true"}})
+    )
+
+    async def bob_waits() -> bool:
+        code, body = await service.answer(holder, "GET", "gpu-containers/queue")
+        return code == 200 and len(body["queue"]) == 1
+
+    assert await _until(bob_waits, 60), "BOB's start never waited"
+    restart = asyncio.ensure_future(
+        user.answer("POST", "gpu-containers", "notebooks", "kernel", body={**panel_body, "gpus": 1})
+    )
+    code, bob_kernel = await asyncio.wait_for(bobs, 120)
+    assert code == 201, bob_kernel
+    assert await _until(lambda: yours(), 60), "the restart never waited"
+    assert [t["kernel_id"] for t in await yours()] == [kernel_id]
+    await service.answer(holder, "DELETE", f"api/kernels/{bob_kernel['id']}")
+    code, restarted = await asyncio.wait_for(restart, 120)
+    assert code == 200 and restarted["session"]["kernel"]["id"] == kernel_id, restarted
+    assert (await user.execute(kernel_id, "print(6 * 7)")).stdout.strip() == "42"
+    await user.answer("DELETE", "api", "sessions", running["id"])
+
+
+@pytest.mark.skipif(not BOB, reason="needs JGC_TEST_PEER, a second account")
+async def test_the_service_starts_a_kernel_under_a_chosen_id_only_when_it_is_free(
+    one_gpu_service: tuple[Any, Any, Any, Server],
+) -> None:
+    """A user's server chooses a new kernel's id (``KERNEL_GPU_CONTAINERS_KERNEL_ID``): the
+    service starts the kernel under it when it is a new id in canonical form, refuses a
+    malformed one in a sentence, and refuses one that is taken with one answer, whoever's
+    kernel has it (another user's, the caller's own)."""
+    service, account, holder, _user = one_gpu_service
+    cpu_spec = kernel_name(DEBIAN_IMAGE)
+    theirs = await service.start_kernel(holder, cpu_spec)
+    chosen = str(uuid.uuid4())
+    mine = await service.start_kernel(account, cpu_spec, {KERNEL_ID_ENV: chosen})
+    assert mine == chosen
+    answers = []
+    for taken in (theirs, mine):
+        code, body = await service.answer(
+            account, "POST", "api/kernels", {"name": cpu_spec, "env": {KERNEL_ID_ENV: taken}}
+        )
+        answers.append((code, body["message"].replace(taken, "<id>")))
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 409 and "is taken" in answers[0][1], answers
+    for malformed in ("nope", chosen.upper(), chosen.replace("-", ""), "../" + chosen[3:]):
+        code, body = await service.answer(
+            account, "POST", "api/kernels", {"name": cpu_spec, "env": {KERNEL_ID_ENV: malformed}}
+        )
+        assert code == 400 and KERNEL_ID_ENV in body["message"], (malformed, body)
+    code, kernels = await service.answer(account, "GET", "api/kernels")
+    assert [k["id"] for k in kernels] == [mine]
+    await service.answer(account, "DELETE", f"api/kernels/{mine}")
+    await service.answer(holder, "DELETE", f"api/kernels/{theirs}")

@@ -14,6 +14,7 @@ from jupyter_gpu_containers.base.errors import ValueRefused
 from jupyter_gpu_containers.gpus.allocator import GPURequest, InvalidGPURequest
 from jupyter_gpu_containers.host.identity import KernelUser
 from jupyter_gpu_containers.kernel.launch_request import (
+    KERNEL_ID_ENV,
     REQUEST_ENV,
     WAIT_ENV,
     LaunchRequest,
@@ -40,6 +41,10 @@ async def nothing_given_back() -> AsyncIterator[None]:
             {REQUEST_ENV: '["0", "GPU-abc"]', WAIT_ENV: "true"},
         ),
         (LaunchRequest(wait=False), {WAIT_ENV: "false"}),
+        (
+            LaunchRequest(kernel_id="5f0b2a4e-9c1d-4e2f-8a3b-6c7d8e9f0a1b"),
+            {KERNEL_ID_ENV: "5f0b2a4e-9c1d-4e2f-8a3b-6c7d8e9f0a1b"},
+        ),
     ],
 )
 def test_the_gateway_carries_the_records_gpus_and_wait(
@@ -64,6 +69,18 @@ def test_what_the_gateway_never_carries() -> None:
         ({REQUEST_ENV: "-1"}, InvalidGPURequest, "a whole number from 0 to 1024"),
         ({WAIT_ENV: "yes"}, ValueRefused, f'{WAIT_ENV} must be "true" or "false".'),
         ({WAIT_ENV: True}, ValueRefused, f'{WAIT_ENV} must be "true" or "false".'),
+        ({KERNEL_ID_ENV: "kernel-1"}, ValueRefused, f"{KERNEL_ID_ENV} must be a new kernel's id"),
+        (
+            {KERNEL_ID_ENV: "5F0B2A4E-9C1D-4E2F-8A3B-6C7D8E9F0A1B"},
+            ValueRefused,
+            "a UUID in lower case, with hyphens",
+        ),
+        (
+            {KERNEL_ID_ENV: "5f0b2a4e9c1d4e2f8a3b6c7d8e9f0a1b"},
+            ValueRefused,
+            "a UUID in lower case, with hyphens",
+        ),
+        ({KERNEL_ID_ENV: 7}, ValueRefused, f"{KERNEL_ID_ENV} must be a new kernel's id"),
     ],
 )
 def test_a_malformed_environment_is_refused_in_a_sentence(

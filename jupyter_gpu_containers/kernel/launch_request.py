@@ -18,17 +18,20 @@ container.
 - ``image_digest``: the digest the notebook pins its image to (images/environment.py), as a
   user's server read it from the notebook for a kernel service; "" for none. A server's own
   kernels read their notebook's pin themselves.
+- ``kernel_id``: the id a user's server chose for a new kernel of a kernel service, before the
+  start (its sessions list a start that waits under it); "" for the service's own choice.
 
-A user's server behind a kernel service sends the same record's ``gpus``, ``wait`` and
-``image_digest`` in the
-start's environment (:meth:`LaunchRequest.environment`), and the service reads them back
-(:meth:`LaunchRequest.from_environment`); the user is the service's to know, never a client's.
+A user's server behind a kernel service sends the same record's ``gpus``, ``wait``,
+``image_digest`` and ``kernel_id`` in the start's environment (:meth:`LaunchRequest.environment`),
+and the service reads them back (:meth:`LaunchRequest.from_environment`); the user is the
+service's to know, never a client's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -45,8 +48,20 @@ from ..host.identity import KernelUser
 REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
 WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
 IMAGE_DIGEST_ENV = "KERNEL_GPU_CONTAINERS_IMAGE_DIGEST"
+KERNEL_ID_ENV = "KERNEL_GPU_CONTAINERS_KERNEL_ID"
 # What a start's env may say of the record, all of it a user's server's word.
-LAUNCH_ENVS = (REQUEST_ENV, WAIT_ENV, IMAGE_DIGEST_ENV)
+LAUNCH_ENVS = (REQUEST_ENV, WAIT_ENV, IMAGE_DIGEST_ENV, KERNEL_ID_ENV)
+
+
+def is_kernel_id(value: Any) -> bool:
+    """Whether ``value`` is a kernel id as jupyter_client makes them: a UUID in its canonical
+    form (lower case, hyphenated), nothing else (it names files and URLs)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -59,12 +74,15 @@ class LaunchRequest:
     user: KernelUser | None = None
     while_waiting: WhileWaiting | None = None
     image_digest: str = ""
+    kernel_id: str = ""
 
     def environment(self) -> dict[str, str]:
-        """The record's ``gpus``, ``wait`` and ``image_digest`` as a start's environment
-        carries them to a kernel service (what is None or empty is left out: the service's
-        default applies)."""
+        """The record's ``gpus``, ``wait``, ``image_digest`` and ``kernel_id`` as a start's
+        environment carries them to a kernel service (what is None or empty is left out: the
+        service's default applies)."""
         env = {}
+        if self.kernel_id:
+            env[KERNEL_ID_ENV] = self.kernel_id
         if self.image_digest:
             env[IMAGE_DIGEST_ENV] = self.image_digest
         if self.gpus is not None:
@@ -75,8 +93,9 @@ class LaunchRequest:
 
     @classmethod
     def from_environment(cls, env: Any) -> LaunchRequest:
-        """``gpus``, ``wait`` and ``image_digest`` as a start's environment gives them (a
-        client's word: only these are read; the digest is checked where it is used). Raises
+        """``gpus``, ``wait``, ``image_digest`` and ``kernel_id`` as a start's environment gives
+        them (a client's word: only these are read; the digest is checked where it is used, the
+        kernel id's being free where the kernel starts). Raises
         ValueRefused with a sentence for a malformed value, and InvalidGPURequest for a request
         that is not one."""
         env = env if isinstance(env, Mapping) else {}
@@ -100,7 +119,12 @@ class LaunchRequest:
         digest = env.get(IMAGE_DIGEST_ENV)
         if digest is not None and (not isinstance(digest, str) or len(digest) > 512):
             raise ValueRefused(f"{IMAGE_DIGEST_ENV} must be an image digest reference.")
-        return cls(gpus=gpus, wait=wait, image_digest=digest or "")
+        kernel_id = env.get(KERNEL_ID_ENV)
+        if kernel_id is not None and kernel_id != "" and not is_kernel_id(kernel_id):
+            raise ValueRefused(
+                f"{KERNEL_ID_ENV} must be a new kernel's id: a UUID in lower case, with hyphens."
+            )
+        return cls(gpus=gpus, wait=wait, image_digest=digest or "", kernel_id=kernel_id or "")
 
 
 _NOTHING_GIVEN = LaunchRequest()

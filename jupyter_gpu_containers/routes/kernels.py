@@ -77,11 +77,15 @@ class KernelHandler(KernelsHandler):
 
 
 class KernelRestartHandler(GPUContainersHandler):
-    """``POST {"gpus": 2 | ["0", "GPU-…"] | null}``: restart one of the caller's container
-    kernels under a new GPU request (null: its kernel spec's default). Refused with 409 and a
-    sentence, before the kernel is touched, when the GPUs cannot be had now; the kernel's own
-    GPUs count as free. A user's server behind a kernel service changes a notebook's GPUs this
-    way (the stock restart keeps them)."""
+    """``POST {"gpus": 2 | ["0", "GPU-…"] | null, "wait": true | false}``: restart one of the
+    caller's container kernels under a new GPU request (null: its kernel spec's default).
+    ``wait``: whether the restart may wait in the GPU queue for its GPUs (absent:
+    ``GPUQueue.wait_by_default``); one that may not is refused with 409 and a sentence, before
+    the kernel is touched, when the GPUs cannot be had now; the kernel's own GPUs count as
+    free. A restart that waits is cancelled when its client goes away. A user's server behind a
+    kernel service changes a notebook's GPUs this way (the stock restart keeps them)."""
+
+    _waiting_restart = ""
 
     @web.authenticated
     @authorized
@@ -91,18 +95,32 @@ class KernelRestartHandler(GPUContainersHandler):
         body = json_object(self)
         gpus = body.get("gpus")
         request = GPURequest.parse(gpus) if gpus is not None else None
+        wait = body.get("wait")
+        if wait is not None and not isinstance(wait, bool):
+            raise ValueRefused("wait must be true or false.")
         km, _provisioner = find_kernel(self.kernel_manager, kernel_id, self.kernel_user)
         spec = km.kernel_spec
         if request is not None:
             effective = request
         else:
             effective = spec_request(spec) if spec is not None else GPURequest()
-        if effective.wants_gpus:
+        may_wait = wait if wait is not None else self.services.queue.wait_by_default
+        if effective.wants_gpus and not may_wait:
             await self.refuse_unless_free(effective, kernel_id)
-        with launching(gpus=effective, restart_of=kernel_id):
-            await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
+        self._waiting_restart = kernel_id
+        try:
+            with launching(gpus=effective, restart_of=kernel_id, wait=wait):
+                await ensure_async(self.kernel_manager.restart_kernel(kernel_id))
+        finally:
+            self._waiting_restart = ""
         close_kernel_websockets(kernel_id, "kernel restarted with other GPUs")
         self.finish(json.dumps({"kernel_id": kernel_id, "gpus": gpus}))
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        # A restart nobody waits for any more gives its place in the queue up.
+        if self._waiting_restart:
+            self.services.queue.cancel(self._waiting_restart, "the client went away")
 
 
 class KernelKeepHandler(GPUContainersHandler):

@@ -274,9 +274,10 @@ class NotebookKernelHandler(GPUContainersHandler):
                 )
             elif running is not None and running_name == target and self.behind_service:
                 # The service restarts its kernel under the new request (409 if it cannot).
-                await service_json(
-                    "POST", f"kernels/{running_id}/restart", {"gpus": effective.to_json()}
-                )
+                restart: dict[str, Any] = {"gpus": effective.to_json()}
+                if wait is not None:
+                    restart["wait"] = wait  # (absent: the service's default)
+                await service_json("POST", f"kernels/{running_id}/restart", restart)
                 model = await sm.get_session(session_id=session["id"])
             elif running is not None and running_name == target:
                 with launching(restart_of=running_id):  # under the new request

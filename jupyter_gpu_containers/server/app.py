@@ -27,6 +27,7 @@ from ..service.service_routes import service_kernel_handlers
 from ..services import SETTINGS_KEY, Services
 from .gateway_user import (
     GatewayGPUKernelManager,
+    GatewayWaitingSessionManager,
     NoDelayGatewayConnection,
     ServiceForwarder,
     ServiceStatusForwarder,
@@ -143,6 +144,12 @@ class GPUContainersApp(ExtensionApp):
                     "kernel_manager_class",
                     GatewayGPUKernelManager,
                     "starts do not carry notebooks' GPU requests, and refusals answer 500",
+                )
+                _install_class(
+                    serverapp,
+                    "session_manager_class",
+                    GatewayWaitingSessionManager,
+                    "a session whose kernel waits for a GPU is not listed until the kernel runs",
                 )
             return
         if self.install_kernelspec_manager:

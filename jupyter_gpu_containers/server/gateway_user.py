@@ -20,6 +20,7 @@ the docker package, the engine or the host state, none of which a user's server 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -33,8 +34,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.gateway.connections import GatewayWebSocketConnection
 from jupyter_server.gateway.gateway_client import GatewayClient, gateway_request
-from jupyter_server.gateway.managers import GatewayMappingKernelManager
-from jupyter_server.utils import url_path_join
+from jupyter_server.gateway.managers import GatewayMappingKernelManager, GatewaySessionManager
+from jupyter_server.utils import url_escape, url_path_join
 from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.httpclient import HTTPClientError
@@ -54,6 +55,7 @@ from ..kernel import launch_request
 from ..kernel.launch_request import LAUNCH_ENVS, LaunchRequest
 from ..service.service_routes import SESSION_ENV
 from .kernelmanager import as_http, finish_with_sentence
+from .waiting_sessions import StartsUnderWay, WaitingSessionManager
 
 # handlers.AUTH_RESOURCE: the authorizer's one namespace for every /gpu-containers/ route.
 AUTH_RESOURCE = "gpu_containers"
@@ -440,12 +442,36 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
     request, and whose failures answer the service's status and sentence (or say that the service
     cannot be reached) instead of "Error from Gateway: […]"."""
 
+    # The starts under way (sessions list a start that waits under the id chosen for it), and
+    # the service's answer on which of them wait, with when it was had (monotonic seconds).
+    _under_way: StartsUnderWay | None = None
+    _waiting: tuple[float, set[str]] = (0.0, set())
+
     async def start_kernel(  # type: ignore[override]
         self, *, kernel_id: str | None = None, path: str | None = None, **kwargs: Any
     ) -> str:
+        given = launch_request.given()
+        chosen = given.kernel_id if kernel_id is None else ""
+        if self._under_way is None:
+            self._under_way = StartsUnderWay()
+        if chosen:
+            self._under_way.begin(chosen, str(kwargs.get("kernel_name") or ""))
+        try:
+            return await self._start_kernel(given, kernel_id=kernel_id, path=path, **kwargs)
+        finally:
+            if chosen:
+                self._under_way.end(chosen)
+
+    async def _start_kernel(
+        self,
+        given: LaunchRequest,
+        *,
+        kernel_id: str | None = None,
+        path: str | None = None,
+        **kwargs: Any,
+    ) -> str:
         if kernel_id is None:  # a new kernel (else: connecting to one the service runs)
             env = dict(kwargs.get("env") or {})
-            given = launch_request.given()
             notebook = api_path_of_session(str(env.get(SESSION_ENV) or ""), str(self.root_dir))
             metadata = await read_notebook_metadata(
                 getattr(self.parent, "contents_manager", None), notebook
@@ -454,6 +480,7 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
                 gpus=self.gpu_request(given, metadata, notebook),
                 wait=given.wait,  # the panel's word; None: the service's default applies
                 image_digest=pin_in_metadata(metadata),  # the service checks it
+                kernel_id=given.kernel_id,  # the service checks it is free
             )
             # Only this server's word on them reaches the service.
             env = {k: v for k, v in env.items() if k not in LAUNCH_ENVS}
@@ -499,10 +526,81 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
             raise _translated(e) from e
 
     async def list_kernels(self, **kwargs: Any) -> Any:
+        """The service's kernels of this server, and its starts that wait for a GPU (or
+        waited, and launch now), as the sessions list their sessions: JupyterLab takes a kernel
+        missing from this list for ended, and drops a page's connection to it with the cells it
+        holds."""
         try:
-            return await super().list_kernels(**kwargs)
+            kernels: list[dict[str, Any]] = await super().list_kernels(**kwargs)
         except Exception as e:
             raise _translated(e) from e
+        if self._under_way:
+            listed = {k.get("id") for k in kernels}
+            for kernel_id, state in (await self.starts_under_way()).items():
+                if kernel_id not in listed:
+                    kernels.append(self._under_way.model(kernel_id, state))
+        return kernels
+
+    async def kernel_model(self, kernel_id: str) -> Any:
+        if self._under_way and kernel_id in self._under_way and kernel_id not in self._kernels:
+            state = (await self.starts_under_way()).get(kernel_id)
+            if state is not None:
+                return self._under_way.model(kernel_id, state)
+        return await super().kernel_model(kernel_id)
+
+    # How long the service's word on which starts wait is used before it is asked again.
+    WAITING_FRESH_SECONDS = 1.0
+
+    async def starts_under_way(self) -> dict[str, str]:
+        """The starts under way to list (waiting_sessions.py), by kernel id, with their state:
+        waiting while the service's queue has them, starting once they waited."""
+        if not self._under_way:
+            return {}
+        return self._under_way.states(await self._waiting_ids(), self._kernels)
+
+    async def _waiting_ids(self) -> set[str]:
+        """The kernel ids of this user's starts that wait for a GPU on the service (its queue's
+        tickets of theirs), asked at most once a second, and only while starts are under way.
+        The service unreachable or refusing: none wait (the start's own answer will say why)."""
+        since, ids = self._waiting
+        if time.monotonic() - since < self.WAITING_FRESH_SECONDS:
+            return ids
+        try:
+            answer = await service_json("GET", "queue")
+        except (ServiceRefused, ServiceUnreachable):
+            answer = {}
+        queue = answer.get("queue") if isinstance(answer, dict) else None
+        ids = {
+            str(ticket["kernel_id"])
+            for ticket in (queue if isinstance(queue, list) else [])
+            if isinstance(ticket, dict) and ticket.get("yours") and ticket.get("kernel_id")
+        }
+        self._waiting = (time.monotonic(), ids)
+        return ids
+
+    async def cancel_wait(self, kernel_id: str, why: str) -> None:
+        """End this user's start of ``kernel_id`` that waits for a GPU on the service (its
+        launch then fails with 409 "GPU wait cancelled"); nothing if it waits no more."""
+        del why  # the service says "cancelled by its user"
+        with contextlib.suppress(ServiceRefused):
+            await service_json("DELETE", f"queue/{url_escape(kernel_id)}")
+        self._waiting = (0.0, set())
+
+
+class GatewayWaitingSessionManager(WaitingSessionManager, GatewaySessionManager):
+    """jupyter_server's session manager for a gateway, whose list includes the sessions whose
+    kernel start waits for a GPU on the kernel service (waiting_sessions.py): the start's kernel
+    id is chosen here and sent with it (``KERNEL_GPU_CONTAINERS_KERNEL_ID``), so the sessions
+    listed while it waits and the kernel the service starts have the same."""
+
+    async def _start_kernel(self, existing: str | None, new_id: str, **kwargs: Any) -> str:
+        if existing:  # a kernel the service runs: the gateway connects to it
+            return await super()._start_kernel(existing, new_id, **kwargs)
+        # GatewayMappingKernelManager takes a kernel_id for one to connect to: a new kernel's
+        # id travels in the launch record.
+        with launch_request.launching(kernel_id=new_id):
+            started: str = await self.kernel_manager.start_kernel(**kwargs)
+        return started
 
 
 def gateway_env(env: dict[str, Any], allowed_envs: str) -> dict[str, Any]:

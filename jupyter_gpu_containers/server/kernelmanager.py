@@ -32,6 +32,7 @@ import functools
 import heapq
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ from ..host.identity import KernelUser
 from ..kernel.launch_request import launching
 from ..services import services_for
 from .event_streams import EventStreams
-from .waiting_sessions import LAUNCHING_STATE, WAITING_STATE
+from .waiting_sessions import StartsUnderWay
 from .websocket import (
     HeldMessages,
     close_kernel_websockets,
@@ -384,10 +385,9 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             self._endpoint_addresses.pop(kernel_id, None)
         return super().remove_kernel(kernel_id)
 
-    # The starts under way, from their first step to their end: kernel id → (kernel name, when
-    # the start began); and those of them seen waiting for a GPU (start_state).
-    _under_way: dict[str, tuple[str, str]] | None = None
-    _seen_waiting: set[str] | None = None
+    # The starts under way (listed while they wait), and the ids clients chose for theirs.
+    _under_way: StartsUnderWay | None = None
+    _reserved_ids: set[str] | None = None
 
     async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
         _may_act()
@@ -395,13 +395,13 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         # id it will have (list_kernels).
         kernel_id = str(kwargs.get("kernel_id") or "")
         fresh = not kernel_id or kernel_id not in self
+        if self._under_way is None:
+            self._under_way = StartsUnderWay()
         if fresh:
             kernel_id = kernel_id or self.new_kernel_id()
             kwargs["kernel_id"] = kernel_id
-            if self._under_way is None:
-                self._under_way = {}
             name = str(kwargs.get("kernel_name") or self.default_kernel_name)
-            self._under_way[kernel_id] = (name, datetime.now(timezone.utc).isoformat())
+            self._under_way.begin(kernel_id, name)
         try:
             kernel_id = str(await super().start_kernel(**kwargs))
             if self._endpoint_addresses is None:
@@ -412,56 +412,74 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
             raise as_http(e) from e
         finally:
             _private.forget_failed_starts(self)
-            if fresh and self._under_way is not None:
-                self._under_way.pop(kernel_id, None)
-            if fresh and self._seen_waiting is not None:
-                self._seen_waiting.discard(kernel_id)
+            if fresh:
+                self._under_way.end(kernel_id)
 
-    def start_state(self, kernel_id: str) -> str | None:
-        """How a start under way is listed: "waiting for a GPU" while it waits (in the GPU queue
-        or the engine's scheduler); "starting" once it waited, until its kernel runs (a page
-        that saw it wait and then missed it would take the kernel for ended, and drop it and
-        the cells run meanwhile); None if it never waited, or is no start under way here (the
-        stock APIs list a kernel once it runs)."""
-        if self._under_way is None or kernel_id not in self._under_way or kernel_id in self:
-            return None
+    def reserve_kernel_id(self, kernel_id: str) -> bool:
+        """Hold ``kernel_id`` for a start a client chose it for (a user's server behind the
+        kernel service, which lists the start under it while it waits); False when it is taken:
+        a kernel's, a start's under way, or held already. Give it back with
+        :meth:`release_kernel_id` once the start ended, whichever way."""
+        taken = (
+            kernel_id in self
+            or kernel_id in (self._under_way or ())
+            or kernel_id in (self._reserved_ids or ())
+        )
+        if taken:
+            return False
+        if self._reserved_ids is None:
+            self._reserved_ids = set()
+        self._reserved_ids.add(kernel_id)
+        return True
+
+    def release_kernel_id(self, kernel_id: str) -> None:
+        if self._reserved_ids is not None:
+            self._reserved_ids.discard(kernel_id)
+
+    def _waiting_ids(self) -> set[str]:
         services = services_for(self)
-        if services is not None and (
-            kernel_id in services.queue.waiting_ids()
-            or kernel_id in services.placement.scheduler_waiting_ids()
-        ):
-            if self._seen_waiting is None:
-                self._seen_waiting = set()
-            self._seen_waiting.add(kernel_id)
-            return WAITING_STATE
-        return LAUNCHING_STATE if kernel_id in (self._seen_waiting or ()) else None
+        if services is None:
+            return set()
+        return services.queue.waiting_ids() | services.placement.scheduler_waiting_ids()
 
-    def _start_model(self, kernel_id: str, state: str) -> dict[str, Any]:
-        name, since = (self._under_way or {}).get(kernel_id, ("", ""))
-        return {
-            "id": kernel_id,
-            "name": name,
-            "last_activity": since,
-            "execution_state": state,
-            "connections": 0,
-        }
+    def starts_under_way(self) -> dict[str, str]:
+        """The starts under way to list (waiting_sessions.py), by kernel id, with their state
+        (StartsUnderWay): waiting in the GPU queue or the engine's scheduler, or starting once
+        they waited."""
+        if not self._under_way:
+            return {}
+        return self._under_way.states(self._waiting_ids(), self)
+
+    async def cancel_wait(self, kernel_id: str, why: str) -> None:
+        """End the start of ``kernel_id`` that waits for a GPU, in the GPU queue or in the
+        engine's scheduler (its launch fails with 409 "GPU wait cancelled"). A wait in the
+        engine's scheduler is this server's user's own (a user's own server: the kernel
+        service's user's starts are cancelled through its queue's route)."""
+        services = services_for(self)
+        if services is None:
+            return
+        if kernel_id in services.placement.scheduler_waiting_ids():
+            await services.placement.cancel_scheduler_wait(kernel_id, os.getuid())
+        else:
+            services.queue.cancel(kernel_id, why)
 
     def list_kernels(self) -> list[dict[str, Any]]:
         """The running kernels, and the starts that wait for a GPU (or waited, and launch now),
         as the sessions API lists their sessions: JupyterLab takes a kernel missing from this
         list for ended, and drops a page's connection to it with the cells it holds."""
         kernels: list[dict[str, Any]] = list(super().list_kernels())
-        listed = {k.get("id") for k in kernels}
-        for kernel_id in list(self._under_way or ()):
-            state = self.start_state(kernel_id)
-            if state is not None and kernel_id not in listed:
-                kernels.append(self._start_model(kernel_id, state))
+        if self._under_way:
+            listed = {k.get("id") for k in kernels}
+            for kernel_id, state in self.starts_under_way().items():
+                if kernel_id not in listed:
+                    kernels.append(self._under_way.model(kernel_id, state))
         return kernels
 
     def kernel_model(self, kernel_id: str) -> dict[str, Any]:
-        state = self.start_state(kernel_id)
-        if state is not None:
-            return self._start_model(kernel_id, state)
+        if self._under_way and kernel_id in self._under_way and kernel_id not in self:
+            state = self.starts_under_way().get(kernel_id)
+            if state is not None:
+                return self._under_way.model(kernel_id, state)
         model: dict[str, Any] = super().kernel_model(kernel_id)
         return model
 

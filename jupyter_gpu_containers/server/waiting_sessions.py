@@ -21,9 +21,9 @@ under another path than it asked for, taking it for an older request's).
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from jupyter_client.multikernelmanager import DuplicateKernelError
@@ -32,7 +32,6 @@ from jupyter_server.utils import ensure_async
 from tornado import web
 
 from ..gpus.notebook_requests import api_path_of_session
-from ..services import services_for
 
 WAITING_STATE = "waiting for a GPU"
 _CANCEL_FIRST = (
@@ -41,6 +40,64 @@ _CANCEL_FIRST = (
 )
 # A start that waited, whose kernel launches now (JupyterLab's own word for it).
 LAUNCHING_STATE = "starting"
+
+
+class StartsUnderWay:
+    """A kernel manager's starts under way, from their first step to their end, and how each is
+    listed: "waiting for a GPU" while it waits; "starting" once it waited, until its kernel runs
+    (a page that saw it wait and then missed it would take the kernel for ended, and drop it and
+    the cells run meanwhile); not at all if it never waited (the stock APIs list a kernel once
+    it runs)."""
+
+    def __init__(self) -> None:
+        # kernel id → (kernel name, when the start began)
+        self._starts: dict[str, tuple[str, str]] = {}
+        self._seen_waiting: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def __contains__(self, kernel_id: object) -> bool:
+        return kernel_id in self._starts
+
+    def begin(self, kernel_id: str, kernel_name: str) -> None:
+        self._starts[kernel_id] = (kernel_name, datetime.now(timezone.utc).isoformat())
+
+    def end(self, kernel_id: str) -> None:
+        self._starts.pop(kernel_id, None)
+        self._seen_waiting.discard(kernel_id)
+
+    def state(self, kernel_id: str, waits: bool) -> str | None:
+        """How the start of ``kernel_id`` is listed, ``waits`` saying whether it waits now."""
+        if kernel_id not in self._starts:
+            return None
+        if waits:
+            self._seen_waiting.add(kernel_id)
+            return WAITING_STATE
+        return LAUNCHING_STATE if kernel_id in self._seen_waiting else None
+
+    def states(self, waiting: set[str], running: Any = ()) -> dict[str, str]:
+        """The starts to list, by kernel id, with their state; ``waiting``: the kernel ids
+        that wait now; ``running``: those whose kernel runs already (listed as kernels)."""
+        states = {}
+        for kernel_id in list(self._starts):
+            if kernel_id in running:
+                continue
+            state = self.state(kernel_id, kernel_id in waiting)
+            if state is not None:
+                states[kernel_id] = state
+        return states
+
+    def model(self, kernel_id: str, state: str) -> dict[str, Any]:
+        """The start's kernel as the kernels API lists a kernel."""
+        name, since = self._starts.get(kernel_id, ("", ""))
+        return {
+            "id": kernel_id,
+            "name": name,
+            "last_activity": since,
+            "execution_state": state,
+            "connections": 0,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,35 +118,51 @@ class _Starting:
 
 
 class WaitingSessionManager(SessionManager):
-    """SessionManager whose list includes sessions whose kernel start waits for a GPU."""
+    """SessionManager whose list includes sessions whose kernel start waits for a GPU.
+
+    What is under way is the kernel manager's to say, through two methods (a session manager
+    beside a kernel manager without them lists nothing more than jupyter_server's):
+    ``starts_under_way()``, the kernel ids of the starts to list with their state (waiting for a
+    GPU, or starting once they waited), and ``cancel_wait(kernel_id, why)``, which ends a start
+    that waits. A start whose kernel id is chosen here reaches the kernel manager through
+    :meth:`_start_kernel`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._starting: dict[str, _Starting] = {}
-        # The session ids of the starts under way that were seen waiting (see _state_of).
-        self._waited: set[str] = set()
 
     async def session_exists(self, path: str) -> bool:
         """A notebook whose kernel start waits for a GPU has its session: asking the sessions
         API for one (a page that lost its own, a second tab) answers that one rather than
         starting a second kernel."""
-        if self._waiting_start(path=path) is not None:
+        if await self._waiting_start(path=path) is not None:
             return True
         return bool(await super().session_exists(path))
 
     async def get_session(self, **kwargs: Any) -> dict[str, Any]:
-        found = self._waiting_start(**kwargs)
+        found = await self._waiting_start(**kwargs)
         if found is not None:
             return self._model(*found)
         model: dict[str, Any] = await super().get_session(**kwargs)
         return model
 
-    def _waiting_start(self, **kwargs: Any) -> tuple[_Starting, str] | None:
+    async def _start_states(self) -> dict[str, str]:
+        """The kernel manager's starts to list, by kernel id, with their state; none while
+        nothing starts here."""
+        if not self._starting:
+            return {}
+        states = getattr(self.kernel_manager, "starts_under_way", None)
+        if not callable(states):
+            return {}
+        found: dict[str, str] = await ensure_async(states())
+        return found
+
+    async def _waiting_start(self, **kwargs: Any) -> tuple[_Starting, str] | None:
         """The start listed as waiting for a GPU (or starting, once it waited) whose session
         matches every column in ``kwargs``, with its state."""
         if not kwargs:
             return None
-        waiting = self._waiting_ids()
+        states = await self._start_states()
         for start in list(self._starting.values()):
             columns = {
                 "session_id": start.session_id,
@@ -98,25 +171,12 @@ class WaitingSessionManager(SessionManager):
                 "type": start.type,
                 "kernel_id": start.kernel_id,
             }
-            state = self._state_of(start, waiting)
+            state = states.get(start.kernel_id)
             if state is not None and all(
                 column in columns and columns[column] == value for column, value in kwargs.items()
             ):
                 return start, state
         return None
-
-    def _state_of(self, start: _Starting, waiting: set[str]) -> str | None:
-        """How a start under way is listed: as the kernel manager lists its kernel
-        (GPUContainersKernelManager.start_state), or, beside another kernel manager, waiting
-        for a GPU while it waits, starting once it waited, not at all if it never waited."""
-        state_of = getattr(self.kernel_manager, "start_state", None)
-        if callable(state_of):
-            state: str | None = state_of(start.kernel_id)
-            return state
-        if start.kernel_id in waiting:
-            self._waited.add(start.session_id)
-            return WAITING_STATE
-        return LAUNCHING_STATE if start.session_id in self._waited else None
 
     async def create_session(
         self,
@@ -131,9 +191,9 @@ class WaitingSessionManager(SessionManager):
         path, whatever kernel it named. Anything else starts as jupyter_server starts it."""
         notebook = self._notebook_of(path, name, type)
         if notebook:
-            waiting = self._waiting_ids()
+            states = await self._start_states()
             for start in list(self._starting.values()):
-                state = self._state_of(start, waiting)
+                state = states.get(start.kernel_id)
                 if start.notebook == notebook and state is not None:
                     return self._model(start, state, path=path or "", name=name or "")
         # Saved under the notebook's path (the kernel starts in the same folder, with the same
@@ -198,13 +258,13 @@ class WaitingSessionManager(SessionManager):
                 f"Kernel {kernel_id} is still starting (it may wait for a GPU): ask for its "
                 "notebook's session again once it runs."
             )
-        kernel_id = kernel_id or str(uuid.uuid4())
+        new_id = str(uuid.uuid4())
         self._starting[session_id] = _Starting(
             session_id,
             path or "",
             name or "",
             type or "",
-            kernel_id,
+            kernel_id or new_id,
             kernel_name or "",
             self._notebook_of(path, name, type),
         )
@@ -213,52 +273,46 @@ class WaitingSessionManager(SessionManager):
             # here: its kernel_id argument is newer than the jupyter_server versions allowed.
             kernel_path = await ensure_async(self.contents_manager.get_kernel_path(path=path))
             kernel_env = self.get_kernel_env(path, name)
-            started: str = await self.kernel_manager.start_kernel(
-                path=kernel_path, kernel_name=kernel_name, env=kernel_env, kernel_id=kernel_id
+            return await self._start_kernel(
+                kernel_id, new_id, path=kernel_path, kernel_name=kernel_name, env=kernel_env
             )
-            return started
         finally:
             # Nothing awaited from here to jupyter_server's saving of the session's row
             # (create_session): no listing finds the session in neither place.
             self._starting.pop(session_id, None)
-            self._waited.discard(session_id)
 
-    def _waiting_ids(self) -> set[str]:
-        """The kernel ids of the starts that wait: in the GPU queue, or in the engine's own
-        scheduler."""
-        services = services_for(self.kernel_manager)
-        if services is None:
-            return set()
-        return services.queue.waiting_ids() | services.placement.scheduler_waiting_ids()
+    async def _start_kernel(self, existing: str | None, new_id: str, **kwargs: Any) -> str:
+        """Start the session's kernel: ``existing``, the kernel the request named, else a new
+        one under ``new_id`` (the id its start is listed under while it waits)."""
+        started: str = await self.kernel_manager.start_kernel(
+            kernel_id=existing or new_id, **kwargs
+        )
+        return started
 
-    def waiting_kernel(self, session_id: str) -> str | None:
+    async def waiting_kernel(self, session_id: str) -> str | None:
         """The kernel id of ``session_id``'s start, while it waits for a GPU; else None."""
         start = self._starting.get(session_id)
         if start is None:
             return None
-        return start.kernel_id if start.kernel_id in self._waiting_ids() else None
+        states = await self._start_states()
+        return start.kernel_id if states.get(start.kernel_id) == WAITING_STATE else None
 
     async def delete_session(self, session_id: str) -> None:
         """Deleting a session whose kernel waits for a GPU cancels the wait (JupyterLab's Shut
-        Down, closing the notebook); the start then ends with 409 "GPU wait cancelled". A wait
-        in the engine's scheduler is this server's user's own (a user's own server: the
-        kernel service lists no sessions)."""
-        kernel_id = self.waiting_kernel(session_id)
-        services = services_for(self.kernel_manager)
-        if kernel_id is not None and services is not None:
-            if kernel_id in services.placement.scheduler_waiting_ids():
-                await services.placement.cancel_scheduler_wait(kernel_id, os.getuid())
-            else:
-                services.queue.cancel(kernel_id, "its session was deleted")
+        Down, closing the notebook); the start then ends with 409 "GPU wait cancelled"."""
+        kernel_id = await self.waiting_kernel(session_id)
+        cancel = getattr(self.kernel_manager, "cancel_wait", None)
+        if kernel_id is not None and callable(cancel):
+            await cancel(kernel_id, "its session was deleted")
             return
         await super().delete_session(session_id)
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         sessions: list[dict[str, Any]] = await ensure_async(super().list_sessions())
-        waiting = self._waiting_ids()
+        states = await self._start_states()
         listed = {s["id"] for s in sessions}
         for start in list(self._starting.values()):
-            state = self._state_of(start, waiting)
+            state = states.get(start.kernel_id)
             if state is not None and start.session_id not in listed:
                 sessions.append(self._model(start, state))
         return sessions

@@ -134,7 +134,7 @@ class ServiceKernelsHandler(MainKernelHandler):
     @web.authenticated
     async def post(self) -> None:
         user = kernel_user_of(self)
-        km = self.kernel_manager
+        km: Any = self.kernel_manager  # GPUContainersKernelManager (the service's)
         model = self.get_json_body() or {}
         if not isinstance(model, dict):
             raise web.HTTPError(400, "The body must be a JSON object.")
@@ -156,9 +156,23 @@ class ServiceKernelsHandler(MainKernelHandler):
         queue = getattr(self.serverapp, "start_queue", None)
         bounds = getattr(self.serverapp, "user_kernels", None)
         services = self.settings.get(SETTINGS_KEY)
-        # Chosen here, so that a client that goes away while the start waits for a GPU cancels
-        # that wait (on_connection_close) instead of leaving a kernel nobody asked for any more.
-        self._starting = str(uuid.uuid4())
+        # Chosen before the start (by the user's server, which lists the start under it while
+        # it waits, or here), so that a client that goes away while the start waits for a GPU
+        # cancels that wait (on_connection_close) instead of leaving a kernel nobody asked for
+        # any more.
+        kernel_id = given.kernel_id
+        if kernel_id:
+            await kernel_recovered(self, kernel_id)  # one a previous process left is taken
+        else:
+            kernel_id = str(uuid.uuid4())
+        if not km.reserve_kernel_id(kernel_id):
+            # One answer whoever's kernel it is: an id says nothing of its owner here.
+            raise web.HTTPError(
+                409,
+                f"The kernel id {kernel_id} is taken: a new kernel needs an id of its own.",
+                reason="Kernel id taken",
+            )
+        self._starting = kernel_id
         try:
             # Counted among the user's kernels from now until it runs or fails (UserKernels),
             # then in a start slot of the user's share (StartQueue).
@@ -177,13 +191,15 @@ class ServiceKernelsHandler(MainKernelHandler):
                         while_waiting=given_back,
                         image_digest=given.image_digest,
                     ):
-                        kernel_id: str = await km.start_kernel(
-                            kernel_name=name, kernel_id=self._starting, **kwargs
+                        started: str = await km.start_kernel(
+                            kernel_name=name, kernel_id=kernel_id, **kwargs
                         )
         except ContainerKernelError as e:  # refused before it began (StartRefused), say
             raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
-        reply = await ensure_async(km.kernel_model(kernel_id))
-        location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
+        finally:
+            km.release_kernel_id(kernel_id)
+        reply = await ensure_async(km.kernel_model(started))
+        location = url_path_join(self.base_url, "api", "kernels", url_escape(started))
         self.set_header("Location", location)
         self.set_status(201)
         self.finish(json.dumps(reply, default=str))
