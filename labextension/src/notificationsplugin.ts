@@ -3,21 +3,28 @@
  * notices and idle-GPU warnings, told once each whether or not the panel is
  * open; and a notebook whose kernel waits for a GPU, in the status bar and
  * when a cell runs meanwhile; once a waiting start's kernel runs, the page's
- * notebooks on it attach to it.
+ * notebooks on it attach to it; a notebook's tab with no session takes up the
+ * one the server lists for its notebook (a start that waits, asked for in
+ * another tab).
  */
 import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { Notification } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
-import { Kernel, KernelAPI } from '@jupyterlab/services';
+import {
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
+import { Kernel, KernelAPI, Session } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 
 import { translationBundle } from './i18n';
 import { notify } from './notify';
 import { reattachWhenRunning } from './reattach';
+import { IFollowedTab, sessionsToTakeUp } from './sessionfollow';
 import {
   cellWhileWaitingText,
   defaultKeep,
@@ -155,6 +162,49 @@ function attachStarted(
 }
 
 /**
+ * A notebook's tab with no session, asking for none, takes up the session the
+ * server lists for its notebook (sessionfollow.ts), whenever the page's list
+ * of sessions changes: a second tab of a notebook whose wait was asked for in
+ * another, a tab whose own start was refused or cancelled before the notebook
+ * waited again.
+ */
+function followSessions(
+  sessions: Session.IManager,
+  notebooks: INotebookTracker
+): void {
+  const takingUp = new WeakSet<NotebookPanel>();
+  const follow = (): void => {
+    const tabs = new Map<IFollowedTab, NotebookPanel>();
+    notebooks.forEach(panel => {
+      const context = panel.sessionContext;
+      const idle =
+        !context.isDisposed &&
+        context.isReady &&
+        !context.session &&
+        context.hasNoKernel &&
+        !context.isTerminating &&
+        !takingUp.has(panel);
+      tabs.set({ path: panel.context.localPath, idle }, panel);
+    });
+    for (const [tab, kernelId] of sessionsToTakeUp(
+      tabs.keys(),
+      sessions.running()
+    )) {
+      const panel = tabs.get(tab);
+      if (!panel) {
+        continue;
+      }
+      takingUp.add(panel);
+      panel.sessionContext
+        .changeKernel({ id: kernelId })
+        .catch(() => undefined) // said by JupyterLab's own dialog
+        .finally(() => takingUp.delete(panel));
+    }
+  };
+  sessions.runningChanged.connect(follow);
+}
+
+/**
  * A notebook whose kernel waits for a GPU is no Idle one: the status bar
  * says so, and a cell run meanwhile is said to wait for the kernel.
  */
@@ -198,12 +248,12 @@ function tellWaits(
 export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-gpu-containers:notifications',
   description:
-    'Tells how waiting starts ended, administrators’ notices and idle-GPU warnings, shows a notebook waiting for a GPU in the status bar, and attaches notebooks to their kernels once a waiting start runs.',
+    'Tells how waiting starts ended, administrators’ notices and idle-GPU warnings, shows a notebook waiting for a GPU in the status bar, and attaches notebooks to their kernels once a waiting start runs, and a notebook’s tab with no session to the one its notebook has.',
   autoStart: true,
   requires: [IGpuContainersModel],
   optional: [INotebookTracker, IStatusBar, ITranslator],
   activate: (
-    _app: JupyterFrontEnd,
+    app: JupyterFrontEnd,
     model: IGpuContainersModel,
     notebooks: INotebookTracker | null,
     statusBar: IStatusBar | null,
@@ -214,6 +264,7 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
     if (notebooks) {
       tellWaits(model, notebooks, statusBar, trans);
       attachStarted(model, notebooks);
+      followSessions(app.serviceManager.sessions, notebooks);
     }
   }
 };

@@ -629,7 +629,10 @@ export async function applyKernelChoice(
       });
       setNotebookGpuRequest(panel, gpus);
     };
-    if (context.session) {
+    // A start that may wait is the server's own, with or without a session:
+    // the page's own start (below) would not wait, and the notebook's wait
+    // is listed as its session, which the page takes up.
+    if (context.session || wait) {
       // While it waits for busy GPUs the answer comes when the kernel runs;
       // the panel and the toolbar show its place meanwhile.
       if (wait) {

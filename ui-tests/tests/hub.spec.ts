@@ -19,7 +19,7 @@ import {
   type Page
 } from '@playwright/test';
 
-import { dismissNetworkChangeDialogs } from './helpers';
+import { dismissNetworkChangeDialogs, sixTimesSeven } from './helpers';
 
 const HUB_URL = process.env.UI_TEST_HUB_URL ?? 'http://127.0.0.1:8891';
 const PASSWORD = process.env.UI_TEST_HUB_PASSWORD ?? '';
@@ -204,14 +204,17 @@ test('three students, two GPUs: one each for two, the third waits and starts by 
     'Over your limit of 1 GPU per user'
   );
 
-  // Both GPUs are held by others: Carol's start waits in the queue, and her panel says so.
-  // (Behind the kernel service the notebook opens once its kernel starts; the demo's servers
-  // wait for the service longer than the queue lets a start wait.)
+  // Both GPUs are held by others: Carol's start waits in the queue, her notebook opens at once
+  // and says so, and so does her panel.
   const carolPanel = await openPanel(carol.page);
   await expect(carolPanel.locator('.jgc-gpu[data-state="held"]')).toHaveCount(2, {
     timeout: 30_000
   });
   await newGpuNotebook(carol.page, true);
+  await expect(current(carol.page).locator('.jgc-toolbar-label')).toHaveText(
+    'Waiting for a GPU (position 1)',
+    { timeout: 30_000 }
+  );
   const ticket = carolPanel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
   await expect(ticket).toHaveCount(1, { timeout: 30_000 });
   await expect(ticket).toContainText('position 1 of 1');
@@ -260,4 +263,122 @@ test("behind the Hub, the kernel's own view follows the kernel's log", async ({ 
   await expect(view.locator('.jgc-kernel-facts')).toContainText(GPU_IMAGE);
   await answerNewsQuestion(alice.page);
   await alice.page.screenshot({ path: path.join(SCREENSHOTS, 'multiuser-kernel-log.png') });
+});
+
+/** JupyterLab in another tab of the student's browser, in a workspace of its own (two tabs
+ * of one workspace would each rewrite the other's layout). */
+async function secondTab(student: IStudent): Promise<Page> {
+  const tab = await student.context.newPage();
+  await dismissNetworkChangeDialogs(tab);
+  await tab.goto(`${HUB_URL}/user/${student.name}/lab/workspaces/second-tab?reset`);
+  await expect(tab.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  return tab;
+}
+
+/** Open `notebook` from the file browser, as a person does: a double click on its name. */
+async function openFromFileBrowser(tab: Page, notebook: string): Promise<void> {
+  await tab.locator('.jp-SideBar [data-id="filebrowser"]').click();
+  const item = tab.locator('.jp-DirListing-item', {
+    has: tab.locator('.jp-DirListing-itemText', { hasText: notebook })
+  });
+  await item.first().dblclick({ timeout: 30_000 });
+}
+
+async function yourTickets(student: IStudent): Promise<unknown[]> {
+  const { status, body } = await api(student, 'GET', 'gpu-containers/queue');
+  expect(status).toBe(200);
+  return body.queue.filter((t: { yours: boolean }) => t.yours);
+}
+
+test("behind the Hub, a waiting notebook is one wait in each of its tabs, and each gets the GPU", async ({
+  browser
+}) => {
+  test.setTimeout(300_000);
+  const alice = await logIn(browser, ALICE);
+  const bob = await logIn(browser, BOB);
+  const carol = await logIn(browser, CAROL);
+  for (const holder of [alice, bob]) {
+    await newGpuNotebook(holder.page);
+    await expect(current(holder.page).locator('.jgc-toolbar-label')).toHaveText(
+      /^demo-cuda:12\.2 · GPU [01]$/,
+      { timeout: 60_000 }
+    );
+  }
+  const aliceGpu = (await current(alice.page).locator('.jgc-toolbar-label').textContent())!.slice(
+    -1
+  );
+
+  // Carol's "New notebook that waits" opens the notebook now, waiting, in the toolbar and the
+  // status bar.
+  await newGpuNotebook(carol.page, true);
+  const waiting = 'Waiting for a GPU (position 1)';
+  const first = carol.page;
+  await expect(current(first).locator('.jgc-toolbar-label')).toHaveText(waiting, {
+    timeout: 30_000
+  });
+  await expect(first.locator('.jgc-waiting-status-text')).toContainText('Waiting for a GPU');
+  const { body: sessions } = await api(carol, 'GET', 'api/sessions');
+  expect(sessions).toHaveLength(1);
+  const notebook: string = sessions[0].path;
+
+  // A second tab opens it from the file browser: the same wait, no error, no kernel picker; a
+  // cell run there waits for the kernel.
+  const second = await secondTab(carol);
+  await openFromFileBrowser(second, notebook.split('/').pop()!);
+  await expect(current(second).locator('.jgc-toolbar-label')).toHaveText(waiting, {
+    timeout: 30_000
+  });
+  await runFirstCell(second, 'print("queued", 6 * 7)');
+  await expect(current(second).locator('.jp-InputPrompt').first()).toContainText('[*]');
+
+  // The first tab is loaded again (a reload, the notebook's own address): still the one wait.
+  await first.goto(`${HUB_URL}/user/${CAROL}/lab/tree/${notebook}`);
+  await expect(first.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+  await expect(current(first).locator('.jgc-toolbar-label')).toHaveText(waiting, {
+    timeout: 30_000
+  });
+  for (const tab of [first, second]) {
+    await expect(tab.locator('.jp-Dialog')).toHaveCount(0);
+  }
+  expect(await yourTickets(carol)).toHaveLength(1);
+  await answerNewsQuestion(second);
+  await second.screenshot({ path: path.join(SCREENSHOTS, 'multiuser-second-tab-waiting.png') });
+
+  // Cancelled from the second tab's panel: neither tab waits any more. Waiting again from the
+  // first tab's toolbar: both tabs wait again, on the one new start.
+  const ticket = (await openPanel(second)).locator('.jgc-queue-section .jgc-ticket.jgc-mine');
+  await ticket.locator('.jgc-ticket-cancel').click();
+  await expect(ticket).toHaveCount(0, { timeout: 30_000 });
+  for (const tab of [first, second]) {
+    await expect(current(tab).locator('.jgc-toolbar-label')).not.toHaveText(waiting, {
+      timeout: 30_000
+    });
+  }
+  await current(first).locator('.jgc-toolbar-button').click();
+  const picker = first.locator('.jgc-picker');
+  await expect(picker).toBeVisible();
+  await picker.locator('.jgc-picker-wait input').check();
+  await picker.locator('.jgc-picker-gpus').selectOption('count:1');
+  await first.locator('.jp-Dialog-button.jp-mod-accept').click();
+  for (const tab of [first, second]) {
+    await expect(current(tab).locator('.jgc-toolbar-label')).toHaveText(waiting, {
+      timeout: 30_000
+    });
+  }
+  expect(await yourTickets(carol)).toHaveLength(1);
+
+  // Alice shuts her kernel down: both tabs are on the GPU, without a reload, and each runs code.
+  await alice.page.locator('.lm-MenuBar-item', { hasText: 'Kernel' }).click();
+  await alice.page.locator('.lm-Menu-item', { hasText: 'Shut Down Kernel' }).click();
+  for (const tab of [first, second]) {
+    await expect(current(tab).locator('.jgc-toolbar-label')).toHaveText(
+      `demo-cuda:12.2 · GPU ${aliceGpu}`,
+      { timeout: 60_000 }
+    );
+    expect(await sixTimesSeven(tab)).toBe('42');
+    await expect(tab.locator('.jp-Dialog')).toHaveCount(0);
+  }
+  const { body: after } = await api(carol, 'GET', 'api/sessions');
+  expect(after.filter((s: { path: string }) => s.path === notebook)).toHaveLength(1);
+  await second.close();
 });

@@ -803,6 +803,55 @@ describe('applyKernelChoice', () => {
     expect(panel.context.save).toHaveBeenCalled();
   });
 
+  it("starts a tab's wait through the server when it has no session, and takes the waiting session up", async () => {
+    // A tab whose wait was cancelled (here or in another tab) asks to wait
+    // again: the page's own start would not wait (the server's default), so the
+    // server starts it, and the tab takes up the session listed for the wait.
+    jest.useFakeTimers();
+    const app = makeApp();
+    const panel = makePanel(null);
+    app.serviceManager.sessions.running.mockReturnValue([
+      { id: 's-1', path: 'work/train.ipynb', kernel: { id: 'k-2' } }
+    ]);
+    jest.mocked(startNotebookKernel).mockResolvedValue(reply('k-2'));
+    const done = applyKernelChoice(
+      asApp(app),
+      asModel(makeModel()),
+      asPanel(panel),
+      torch.kernel_name,
+      1,
+      trans,
+      true
+    );
+    await jest.advanceTimersByTimeAsync(0);
+    expect(startNotebookKernel).toHaveBeenCalledWith(
+      panel.context.path,
+      torch.kernel_name,
+      1,
+      settings,
+      true,
+      trans,
+      true
+    );
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      id: 'k-2'
+    });
+    expect(panel.sessionContext.changeKernel).not.toHaveBeenCalledWith({
+      name: torch.kernel_name
+    });
+    panel.sessionContext.session = {
+      kernel: { id: 'k-2', name: torch.kernel_name }
+    };
+    Object.assign(panel.sessionContext.session, { id: 's-1' });
+    Object.assign(panel.sessionContext.session.kernel, {
+      connectionStatus: 'connected'
+    });
+    panel.sessionContext.kernelChanged.emit();
+    await done;
+    expect(showErrorMessage).not.toHaveBeenCalled();
+    expect(panel.context.save).toHaveBeenCalled();
+  });
+
   it('leaves a page on the listed session as it is', async () => {
     jest.useFakeTimers();
     const app = makeApp();
