@@ -14,6 +14,7 @@ import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { getStatus, messageOf } from './api';
 import { translationBundle } from './i18n';
 import { GpuContainersModel } from './model';
+import { SpecFollower } from './specfollow';
 import { describeStatus } from './status';
 import { IGpuContainersModel, PLUGIN_ID } from './tokens';
 
@@ -89,6 +90,13 @@ export const modelPlugin: JupyterFrontEndPlugin<IGpuContainersModel> = {
     if (settingRegistry) {
       applyIntervals(settingRegistry, model);
     }
+    // A kernel spec the catalog names and the page does not know yet (a new
+    // tag): the page reads the specs now, not at its next poll.
+    const specs = app.serviceManager.kernelspecs;
+    const follower = new SpecFollower(() => specs.refreshSpecs());
+    model.changed.connect(() =>
+      follower.follow(model.catalog, specs.specs?.kernelspecs)
+    );
     return model;
   }
 };

@@ -87,7 +87,7 @@ async function removeSaved(
   const confirmed = await confirmDialog({
     title: trans.__('Remove your saved image?'),
     body: trans.__(
-      '%1 is removed from this host. Notebooks on it can move to another image; kernels running it now keep running until they end.',
+      '%1 is removed from this host. Notebooks on it can move to another image. Shut down the kernels running on it first: it is kept while one runs.',
       row.reference
     ),
     action: trans.__('Remove')

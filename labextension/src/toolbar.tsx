@@ -56,11 +56,13 @@ export class KernelImageItem extends ReactWidget {
     this._environment.changed.connect(this._rerender, this);
     _panel.model?.metadataChanged.connect(this._rerender, this);
     // A new kernel (start, restart, switch): its GPUs are worth reading now.
-    context.kernelChanged.connect(this._refreshGpus, this);
+    context.kernelChanged.connect(this._onKernelChanged, this);
     context.statusChanged.connect(this._onStatus, this);
     // The label follows the session as it comes, changes and goes.
     context.sessionChanged.connect(this._rerender, this);
     context.kernelChanged.connect(this._rerender, this);
+    // A kernel spec read since (a new image's): its image is known now.
+    _app.serviceManager.kernelspecs.specsChanged.connect(this._rerender, this);
   }
 
   render(): JSX.Element {
@@ -86,23 +88,38 @@ export class KernelImageItem extends ReactWidget {
       this._panel.context.path,
       kernel?.id ?? ''
     );
+    // Whether the GPU report says what the kernel holds: the kernel runs, and
+    // the report came after it came up (one read during its start knows none
+    // of its GPUs yet, and "no GPU" would be said for a second or two).
+    const status = context.kernelDisplayStatus;
+    const stale =
+      this._staleReport !== null &&
+      this._staleReport.kernelId === (kernel?.id ?? '') &&
+      this._staleReport.report === this._model.gpus;
+    const settled = (status === 'idle' || status === 'busy') && !stale;
+    const gpusLabel =
+      gpus.length > 0 || settled
+        ? gpuListLabel(trans, gpus)
+        : trans._p(
+            'toolbar: a kernel whose GPUs are not known yet',
+            'starting'
+          );
     const label = waiting
       ? waitingLabel(trans, waiting)
       : !kernel
-        ? trans.__('No kernel')
+        ? trans.__('Choose an image')
         : image
           ? trans._p(
               'toolbar: kernel image · its GPUs',
               '%1 · %2',
               shortImageName(image),
-              gpuListLabel(trans, gpus)
+              gpusLabel
             )
           : trans.__('Not in a container');
     // Its compact form, in a narrow toolbar (a split pane): the GPUs alone
     // (the title names the image), so that the item keeps its place rather
     // than go into JupyterLab's overflow menu ("⋯").
-    const compact =
-      !waiting && kernel && image ? gpuListLabel(trans, gpus) : label;
+    const compact = !waiting && kernel && image ? gpusLabel : label;
     // Fewer GPUs than the notebook (or its spec) asks for: never in silence. A
     // start that cannot get them is refused; this is a host without GPUs, where
     // a GPU image's default runs on the CPU.
@@ -111,7 +128,7 @@ export class KernelImageItem extends ReactWidget {
         ? askedGpus(this._panel.model?.metadata, specOf(this._app, kernel.name))
         : 0;
     // (A start that waits for its GPUs is not short of them: it says so.)
-    const short = !waiting && asked > gpus.length;
+    const short = !waiting && settled && asked > gpus.length;
     const shortNote = short
       ? trans._n(
           'This notebook asks for %1 GPU, but its kernel has %2. %3',
@@ -127,6 +144,7 @@ export class KernelImageItem extends ReactWidget {
     const cpuOnly =
       !short &&
       !waiting &&
+      settled &&
       kernel !== null &&
       image !== '' &&
       this._model.gpus !== null &&
@@ -281,10 +299,14 @@ export class KernelImageItem extends ReactWidget {
       return;
     }
     const context = this._panel.sessionContext;
-    context.kernelChanged.disconnect(this._refreshGpus, this);
+    context.kernelChanged.disconnect(this._onKernelChanged, this);
     context.statusChanged.disconnect(this._onStatus, this);
     context.sessionChanged.disconnect(this._rerender, this);
     context.kernelChanged.disconnect(this._rerender, this);
+    this._app.serviceManager.kernelspecs.specsChanged.disconnect(
+      this._rerender,
+      this
+    );
     this._environment.changed.disconnect(this._rerender, this);
     this._panel.model?.metadataChanged.disconnect(this._rerender, this);
     super.dispose();
@@ -299,7 +321,6 @@ export class KernelImageItem extends ReactWidget {
   }
 
   private _onStatus(): void {
-    this.update();
     // The GPUs change when a kernel comes up (after a start or restart).
     const status = this._panel.sessionContext.kernelDisplayStatus;
     if (
@@ -307,10 +328,33 @@ export class KernelImageItem extends ReactWidget {
       this._lastStatus !== 'busy' &&
       status === 'idle'
     ) {
+      this._markReportStale();
       this._refreshGpus();
     }
     this._lastStatus = status;
+    this.update();
   }
+
+  private _onKernelChanged(): void {
+    this._markReportStale();
+    this._refreshGpus();
+  }
+
+  /**
+   * The GPU report now predates the kernel's start: what it says of the
+   * kernel's GPUs waits for the next one.
+   */
+  private _markReportStale(): void {
+    const kernelId = this._panel.sessionContext.session?.kernel?.id ?? '';
+    this._staleReport = kernelId
+      ? { kernelId, report: this._model.gpus }
+      : null;
+  }
+
+  private _staleReport: {
+    kernelId: string;
+    report: IGpuContainersModel['gpus'];
+  } | null = null;
 
   private _lastStatus = '';
   private readonly _environment: NotebookEnvironment;

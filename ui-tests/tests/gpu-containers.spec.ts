@@ -195,7 +195,7 @@ test('notebooks launch on an image with a GPU, switch, and come back after a res
     await (window as any).jupyterapp.shell.currentWidget.sessionContext.shutdown();
   });
   await expect(panelAfter.locator('.jgc-gpu[data-state="free"]')).toHaveCount(2);
-  await expect(toolbar(page)).toHaveText('No kernel');
+  await expect(toolbar(page)).toHaveText('Choose an image');
 
   // With no kernel, the picker starts one (nothing to confirm): the page's own session, with
   // the request the server kept for the notebook.

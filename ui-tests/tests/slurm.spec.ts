@@ -103,7 +103,7 @@ test('a notebook queued in Slurm says why, cancels, and runs on the GPU Slurm ga
     await page.screenshot({ path: testInfo.outputPath('slurm-1-queued.png') });
     await queue.locator('button', { hasText: 'Cancel' }).click();
     await expect(queue).toHaveCount(0, { timeout: 60_000 });
-    await expect(label).toHaveText('No kernel', { timeout: 60_000 });
+    await expect(label).toHaveText('Choose an image', { timeout: 60_000 });
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
     await page.screenshot({ path: testInfo.outputPath('slurm-2-cancelled.png') });
     // Closed, as its user would: JupyterLab reopens the notebooks that were open after a

@@ -67,6 +67,7 @@ let item: KernelImageItem;
 const app = {
   serviceManager: {
     kernelspecs: {
+      specsChanged: makeSignal(),
       specs: {
         kernelspecs: {
           'gpuc-torch': {
@@ -85,14 +86,15 @@ const app = {
 
 function makePanel(
   kernel: { id: string; name: string } | null,
-  metadata: Record<string, unknown> = {}
+  metadata: Record<string, unknown> = {},
+  status = 'idle'
 ) {
   return {
     model: { metadata, metadataChanged: makeSignal() },
     context: { path: 'work/train.ipynb' },
     sessionContext: {
       session: kernel ? { kernel } : null,
-      kernelDisplayStatus: 'starting',
+      kernelDisplayStatus: status,
       kernelChanged: makeSignal(),
       statusChanged: makeSignal(),
       sessionChanged: makeSignal()
@@ -154,7 +156,7 @@ describe('KernelImageItem', () => {
 
   it('says when there is no kernel, or one not in a container', () => {
     build(makePanel(null));
-    expect(textOf(button())).toBe('No kernel');
+    expect(textOf(button())).toBe('Choose an image');
     expect(button().props['data-image']).toBe('');
     expect(button().props.title).toBe(
       'Click to run this notebook in a container image.'
@@ -199,7 +201,7 @@ describe('KernelImageItem', () => {
     // Another notebook's start is not this one's.
     model.queue.queue[1].notebook = 'work/other.ipynb';
     build(makePanel(null), model);
-    expect(textOf(button())).toBe('No kernel');
+    expect(textOf(button())).toBe('Choose an image');
   });
 
   it('opens the switch workflow on a click', () => {
@@ -210,7 +212,7 @@ describe('KernelImageItem', () => {
   });
 
   it('redraws as the session changes, and reads the GPUs of a new kernel', () => {
-    const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' });
+    const panel = makePanel({ id: 'k-1', name: 'gpuc-torch' }, {}, 'starting');
     const { model } = build(panel);
     const updates = () => (item as unknown as { updates: number }).updates;
     panel.sessionContext.sessionChanged.emit();
@@ -247,7 +249,7 @@ describe('KernelImageItem', () => {
   it("says it through the extension's bundle", () => {
     const pseudo = pseudoBundle();
     build(makePanel(null), makeModel(), pseudo);
-    expect(textOf(button())).toBe('⟦jupyter_gpu_containers:No kernel⟧');
+    expect(textOf(button())).toBe('⟦jupyter_gpu_containers:Choose an image⟧');
     build(makePanel({ id: 'k-2', name: 'gpuc-torch' }), makeModel(), pseudo);
     // One translated string with placeholders, not pieces glued together.
     expect(textOf(findOne(button(), by('span', 'jgc-toolbar-label')))).toBe(
@@ -296,6 +298,37 @@ describe('KernelImageItem', () => {
         { gpu_containers: { gpus: 0 } }
       )
     );
+    expect(button().props['data-short']).toBeUndefined();
+  });
+
+  it('says nothing of GPUs it does not know yet, during a start', () => {
+    const model = makeModel();
+    model.gpus = makeReport([]);
+    const panel = makePanel({ id: 'k-4', name: 'gpuc-torch' }, {}, 'starting');
+    build(panel, model);
+    let node = button();
+    expect(node.props['data-short']).toBeUndefined();
+    expect(textOf(findOne(node, by('span', 'jgc-toolbar-label')))).toBe(
+      'pytorch:24.05-py3 · starting'
+    );
+    // Up now, but the GPU report is the one read during its start.
+    panel.sessionContext.kernelDisplayStatus = 'idle';
+    panel.sessionContext.statusChanged.emit();
+    node = button();
+    expect(node.props['data-short']).toBeUndefined();
+    expect(node.props['data-without-gpu']).toBeUndefined();
+    // A report read since says what it holds: none, of the one asked for.
+    model.gpus = makeReport([]);
+    node = button();
+    expect(node.props['data-short']).toBe('true');
+    expect(textOf(findOne(node, by('span', 'jgc-toolbar-label')))).toBe(
+      'pytorch:24.05-py3 · no GPU'
+    );
+    // A new kernel (a restart, a switch) starts over.
+    panel.sessionContext.session = {
+      kernel: { id: 'k-5', name: 'gpuc-torch' }
+    };
+    panel.sessionContext.kernelChanged.emit();
     expect(button().props['data-short']).toBeUndefined();
   });
 
