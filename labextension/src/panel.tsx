@@ -173,7 +173,11 @@ function PanelBody(props: {
         <GpuSection model={model} actions={actions} trans={trans} />
       )}
       <ClusterSection model={model} trans={trans} />
-      <QueueSection model={model} trans={trans} />
+      <QueueSection
+        model={model}
+        trans={trans}
+        onOpen={path => actions.openNotebook(path)}
+      />
       <YourKernels
         settings={model.serverSettings}
         trans={trans}

@@ -65,8 +65,9 @@ function TicketRow(props: {
   length: number;
   trans: TranslationBundle;
   onCancel?: (ticket: IQueuedStart) => void;
+  onOpen?: (notebook: string) => void;
 }): JSX.Element {
-  const { ticket, length, trans, onCancel } = props;
+  const { ticket, length, trans, onCancel, onOpen } = props;
   const deadline = deadlineText(trans, ticket);
   const who = ticket.yours
     ? ticket.notebook
@@ -84,9 +85,19 @@ function TicketRow(props: {
       data-position={ticket.position}
     >
       <div className="jgc-ticket-head">
-        <span className="jgc-ticket-who" title={ticket.notebook ?? ''}>
-          {who}
-        </span>{' '}
+        {ticket.yours && ticket.notebook && onOpen ? (
+          <button
+            className="jgc-link-button jgc-ticket-who jgc-ticket-open"
+            title={trans.__('Open %1', ticket.notebook)}
+            onClick={() => onOpen(ticket.notebook ?? '')}
+          >
+            {who}
+          </button>
+        ) : (
+          <span className="jgc-ticket-who" title={ticket.notebook ?? ''}>
+            {who}
+          </span>
+        )}{' '}
         <span className="jgc-ticket-position">
           {positionText(trans, ticket, length)}
         </span>
@@ -123,8 +134,12 @@ function TicketRow(props: {
 export function QueueSection(props: {
   model: IGpuContainersModel;
   trans: TranslationBundle;
+  /**
+   * Open one of the user's notebooks (a waiting start's name opens it).
+   */
+  onOpen?: (notebook: string) => void;
 }): JSX.Element | null {
-  const { model, trans } = props;
+  const { model, trans, onOpen } = props;
   const queue = model.queue;
   if (!queue || queue.queue.length === 0) {
     return null;
@@ -166,6 +181,7 @@ export function QueueSection(props: {
             length={length}
             trans={trans}
             onCancel={cancel}
+            onOpen={onOpen}
           />
         ))}
       </ul>
