@@ -260,6 +260,14 @@ export class NotebookEnvironment {
         await this._runRecorded(check);
       } else {
         setInSection(this._panel.model, PIN_KEY, null);
+        // A notebook left without a kernel meanwhile ("No Kernel" in
+        // JupyterLab's own question as it opened) starts on the new content.
+        const context = this._panel.sessionContext;
+        const name = this._kernelName();
+        if (!context.session && name) {
+          await this._panel.context.save();
+          await context.changeKernel({ name });
+        }
         await this._stampNow();
       }
     } finally {
@@ -334,10 +342,24 @@ export class NotebookEnvironment {
     // The kernel's start reads the saved notebook: save, then a new kernel.
     await this._panel.context.save();
     const context = this._panel.sessionContext;
-    const name = context.session?.kernel?.name;
+    const name = this._kernelName();
     if (name) {
       await context.changeKernel({ name });
     }
+  }
+
+  /**
+   * The kernel spec the notebook runs on: its kernel's, else the one it
+   * names (a notebook left without a kernel as it opened).
+   */
+  private _kernelName(): string {
+    const running = this._panel.sessionContext.session?.kernel?.name;
+    if (running) {
+      return running;
+    }
+    const spec = this._panel.model?.getMetadata('kernelspec') as
+      { name?: unknown } | undefined;
+    return typeof spec?.name === 'string' ? spec.name : '';
   }
 
   private _onStatus(): void {

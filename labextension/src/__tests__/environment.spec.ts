@@ -142,7 +142,8 @@ function makePanel(metadata: Record<string, unknown> = {}) {
       }),
       deleteMetadata: jest.fn((key: string) => {
         delete panel.model.metadata[key];
-      })
+      }),
+      getMetadata: (key: string) => panel.model.metadata[key]
     },
     context: {
       path: 'nb.ipynb',
@@ -326,6 +327,26 @@ describe('NotebookEnvironment', () => {
       environment: stamp(NEW)
     });
     expect(panel.sessionContext.changeKernel).not.toHaveBeenCalled();
+  });
+
+  it('starts the new content for a notebook left without a kernel as it opened', async () => {
+    // "No Kernel" in JupyterLab's own question, then the new content: the
+    // notebook's kernel spec starts, on the tag as it is now.
+    const panel = makePanel({
+      gpu_containers: { environment: stamp(OLD) },
+      kernelspec: { name: 'gpuc-course', display_name: 'Course' }
+    });
+    (panel.sessionContext as { session: unknown }).session = null;
+    getState.mockResolvedValue(state(null, moved()));
+    environmentFor(panel, jest.fn().mockResolvedValue('new'));
+    await settle();
+    expect(panel.context.save).toHaveBeenCalled();
+    expect(panel.sessionContext.changeKernel).toHaveBeenCalledWith({
+      name: 'gpuc-course'
+    });
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: stamp(OLD)
+    });
   });
 
   it('runs the recorded content: pinned, saved, and a new kernel', async () => {
