@@ -520,6 +520,10 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
     async def shutdown_kernel(  # type: ignore[override]
         self, kernel_id: str, now: bool = False, restart: bool = False
     ) -> None:
+        if self._under_way and kernel_id in self._under_way and kernel_id not in self._kernels:
+            # JupyterLab's Shut Down of a kernel whose start waits: the wait ends.
+            await self.cancel_wait(kernel_id, "it was shut down")
+            return
         try:
             await super().shutdown_kernel(kernel_id, now=now, restart=restart)
         except Exception as e:
