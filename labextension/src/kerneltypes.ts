@@ -382,9 +382,9 @@ export interface IKernelLogEnded {
   reason: string;
   /**
    * Whether it ended because someone asked (a restart, a clean exit): news,
-   * not trouble. Absent from an older server: trouble.
+   * not trouble.
    */
-  routine?: boolean;
+  routine: boolean;
 }
 
 /**
