@@ -696,6 +696,12 @@ async def test_a_notebook_waiting_behind_the_service_is_one_session_wherever_it_
         assert running is not None and running["id"] == listed["id"]
         assert running["kernel"]["id"] == kernel_id
         assert running["kernel"]["execution_state"] != "waiting for a GPU"
+        # A tab that had no session when the wait ended takes the notebook's up by its kernel:
+        # that session, under the path it asked for, never a second one.
+        body = {**as_jupyterlab(), "kernel": {"id": kernel_id}}
+        code, same = await user.answer("POST", "api", "sessions", body=body)
+        assert code == 201 and same["id"] == listed["id"] and same["path"] == body["path"]
+        assert (await waiting_session()) is not None  # (one session: it asserts so)
         assert (await user.execute(kernel_id, "print(6 * 7)")).stdout.strip() == "42"
 
     # A restart that waits (the toolbar's GPU choice with "wait"), behind the service too: the

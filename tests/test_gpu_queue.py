@@ -627,6 +627,13 @@ async def test_every_tab_of_a_waiting_notebook_finds_its_one_wait_as_jupyterlab_
     assert [k["id"] for k in kernels] == [kernel_id]
     assert kernels[0]["execution_state"] != "waiting for a GPU"
     assert len(gpu_containers(docker_client)) == 1  # Alice's, one
+    # A tab that had no session when the wait ended takes the notebook's up by its kernel: that
+    # session, under the path it asked for, never a second one.
+    body = {**as_jupyterlab(), "kernel": {"id": kernel_id}}
+    code, same = await alice.answer("POST", "api", "sessions", body=body)
+    assert code == 201 and same["id"] == listed["id"] and same["path"] == body["path"], same
+    code, sessions = await alice.answer("GET", "api", "sessions")
+    assert [s["id"] for s in sessions] == [listed["id"]]
     await alice.answer("DELETE", "api", "sessions", running["id"])
 
 

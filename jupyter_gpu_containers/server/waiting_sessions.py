@@ -117,6 +117,17 @@ class _Starting:
         return self.notebook or self.path
 
 
+def _echoed(model: dict[str, Any], path: str) -> dict[str, Any]:
+    """A session's model under the path its request named (JupyterLab shuts down a session that
+    comes back under another path than it asked for, taking it for an older request's)."""
+    if not path:
+        return model
+    model = {**model, "path": path}
+    if isinstance(model.get("notebook"), dict):
+        model["notebook"] = {**model["notebook"], "path": path}
+    return model
+
+
 class WaitingSessionManager(SessionManager):
     """SessionManager whose list includes sessions whose kernel start waits for a GPU.
 
@@ -196,6 +207,14 @@ class WaitingSessionManager(SessionManager):
                 state = states.get(start.kernel_id)
                 if start.notebook == notebook and state is not None:
                     return self._model(start, state, path=path or "", name=name or "")
+            if kernel_id:
+                # A page taking up the notebook's session by its kernel (a tab that had none
+                # while the notebook's wait ended): that session, not a second row for it.
+                rows: list[dict[str, Any]] = await ensure_async(super().list_sessions())
+                for session in rows:
+                    kernel = session.get("kernel") or {}
+                    if session.get("path") == notebook and kernel.get("id") == kernel_id:
+                        return _echoed(session, path or "")
         # Saved under the notebook's path (the kernel starts in the same folder, with the same
         # JPY_SESSION_NAME, as under the request's): a page that looks for the notebook's
         # session between the start's end and JupyterLab's move of it finds it. The answer
@@ -207,11 +226,7 @@ class WaitingSessionManager(SessionManager):
             kernel_name=kernel_name,
             kernel_id=kernel_id,
         )
-        if notebook and path:
-            model = {**model, "path": path}
-            if isinstance(model.get("notebook"), dict):
-                model["notebook"] = {**model["notebook"], "path": path}
-        return model
+        return _echoed(model, path or "") if notebook else model
 
     async def update_session(self, session_id: str, **kwargs: Any) -> None:
         """A session whose start is under way has no row yet: its path and name are its
