@@ -24,7 +24,12 @@ import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { translationBundle } from './i18n';
 import { notify } from './notify';
 import { reattachWhenRunning } from './reattach';
-import { IFollowedTab, sessionsToTakeUp } from './sessionfollow';
+import {
+  IFollowedTab,
+  isTakingUp,
+  sessionsToTakeUp,
+  takeUpSession
+} from './sessionfollow';
 import {
   cellWhileWaitingText,
   defaultKeep,
@@ -169,10 +174,16 @@ function attachStarted(
  * waited again.
  */
 function followSessions(
+  model: IGpuContainersModel,
   sessions: Session.IManager,
   notebooks: INotebookTracker
 ): void {
-  const takingUp = new WeakSet<NotebookPanel>();
+  // A wait ended (started, cancelled from another tab, timed out): the page's
+  // sessions are read now, not at JupyterLab's next poll, so that every tab
+  // shows what became of it.
+  model.queueEnded.connect(() => {
+    void sessions.refreshRunning().catch(() => undefined);
+  });
   const follow = (): void => {
     const tabs = new Map<IFollowedTab, NotebookPanel>();
     notebooks.forEach(panel => {
@@ -183,7 +194,7 @@ function followSessions(
         !context.session &&
         context.hasNoKernel &&
         !context.isTerminating &&
-        !takingUp.has(panel);
+        !isTakingUp(context);
       tabs.set({ path: panel.context.localPath, idle }, panel);
     });
     for (const [tab, kernelId] of sessionsToTakeUp(
@@ -194,11 +205,7 @@ function followSessions(
       if (!panel) {
         continue;
       }
-      takingUp.add(panel);
-      panel.sessionContext
-        .changeKernel({ id: kernelId })
-        .catch(() => undefined) // said by JupyterLab's own dialog
-        .finally(() => takingUp.delete(panel));
+      void takeUpSession(panel.sessionContext, kernelId);
     }
   };
   sessions.runningChanged.connect(follow);
@@ -264,7 +271,7 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
     if (notebooks) {
       tellWaits(model, notebooks, statusBar, trans);
       attachStarted(model, notebooks);
-      followSessions(app.serviceManager.sessions, notebooks);
+      followSessions(model, app.serviceManager.sessions, notebooks);
     }
   }
 };

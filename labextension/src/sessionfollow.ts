@@ -7,6 +7,7 @@
  * or cancelled, "No Kernel" was chosen, or another tab asked for the wait
  * since) would stay "No Kernel" beside a notebook that waits, and then runs.
  */
+import type { ISessionContext } from '@jupyterlab/apputils';
 import type { Session } from '@jupyterlab/services';
 
 /**
@@ -47,4 +48,48 @@ export function sessionsToTakeUp(
     }
   }
   return found;
+}
+
+const takingUp = new WeakMap<ISessionContext, Promise<void>>();
+
+/**
+ * Have a tab take up the listed session of kernel `kernelId` (JupyterLab's
+ * own request for a session on that kernel, which the server answers with
+ * the notebook's session). One at a time per tab, whoever asks (the follower,
+ * a kernel choice): a second request while the first is under way would end
+ * with JupyterLab shutting down "the previous session", which is the same
+ * one, and so the wait. Resolves when the tab has it, or the request failed
+ * (JupyterLab says why).
+ */
+export function takeUpSession(
+  context: ISessionContext,
+  kernelId: string
+): Promise<void> {
+  const under = takingUp.get(context);
+  if (under) {
+    return under;
+  }
+  const session = context.session;
+  if (
+    context.isDisposed ||
+    (session && !session.isDisposed && session.kernel?.id === kernelId)
+  ) {
+    return Promise.resolve();
+  }
+  const taking = context
+    .changeKernel({ id: kernelId })
+    .then(
+      () => undefined,
+      () => undefined
+    )
+    .finally(() => takingUp.delete(context));
+  takingUp.set(context, taking);
+  return taking;
+}
+
+/**
+ * Whether the tab is taking up a session now (takeUpSession).
+ */
+export function isTakingUp(context: ISessionContext): boolean {
+  return takingUp.has(context);
 }

@@ -19,6 +19,7 @@ import { gpusOfKernel } from './gpuformat';
 import { shortImageName } from './imageformat';
 import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
+import { takeUpSession } from './sessionfollow';
 import { ticketFor, waitingLabel } from './sharing';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
@@ -738,7 +739,7 @@ async function adoptListedSession(
   if (mine && !mine.isDisposed && mine.id === listed.id) {
     return;
   }
-  await context.changeKernel({ id: listed.kernel.id });
+  await takeUpSession(context, listed.kernel.id);
 }
 
 /**

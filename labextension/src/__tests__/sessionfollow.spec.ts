@@ -4,7 +4,12 @@
  */
 import type { Session } from '@jupyterlab/services';
 
-import { IFollowedTab, sessionsToTakeUp } from '../sessionfollow';
+import {
+  IFollowedTab,
+  isTakingUp,
+  sessionsToTakeUp,
+  takeUpSession
+} from '../sessionfollow';
 
 function listed(
   path: string,
@@ -60,5 +65,55 @@ describe('sessionsToTakeUp', () => {
     const found = sessionsToTakeUp(tabs, [listed('w.ipynb', 'k1')]);
     expect([...found.values()]).toEqual(['k1', 'k1']);
     expect(found.has(tabs[2])).toBe(false);
+  });
+});
+
+describe('takeUpSession', () => {
+  function contextWith(session: unknown) {
+    let answer: () => void = () => undefined;
+    const context = {
+      isDisposed: false,
+      session,
+      changeKernel: jest.fn(
+        () =>
+          new Promise<void>(resolve => {
+            answer = resolve;
+          })
+      )
+    };
+    return { context, answer: () => answer() };
+  }
+
+  it('makes one request per tab, however many ask while it is under way', async () => {
+    // Two would end with JupyterLab shutting down "the previous session": the
+    // same one, and the wait with it.
+    const { context, answer } = contextWith(null);
+    const first = takeUpSession(context as any, 'k1');
+    const second = takeUpSession(context as any, 'k1');
+    expect(isTakingUp(context as any)).toBe(true);
+    answer();
+    await Promise.all([first, second]);
+    expect(context.changeKernel).toHaveBeenCalledTimes(1);
+    expect(context.changeKernel).toHaveBeenCalledWith({ id: 'k1' });
+    expect(isTakingUp(context as any)).toBe(false);
+  });
+
+  it('asks nothing of a tab on that kernel already', async () => {
+    const { context } = contextWith({
+      isDisposed: false,
+      kernel: { id: 'k1' }
+    });
+    await takeUpSession(context as any, 'k1');
+    expect(context.changeKernel).not.toHaveBeenCalled();
+  });
+
+  it('settles when JupyterLab refuses (it says why itself)', async () => {
+    const context = {
+      isDisposed: false,
+      session: null,
+      changeKernel: jest.fn().mockRejectedValue(new Error('gone'))
+    };
+    await expect(takeUpSession(context as any, 'k1')).resolves.toBeUndefined();
+    expect(isTakingUp(context as any)).toBe(false);
   });
 });
