@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nvml_double
 import pytest
+from traitlets import TraitError
 
-from jupyter_gpu_containers.gpus.inventory import GPUInventory, container_of_pid, read_nvml
+from jupyter_gpu_containers.gpus.inventory import (
+    GPUInventory,
+    container_of_pid,
+    read_nvml,
+    static_gpu_problems,
+)
 
 
 @pytest.fixture
@@ -177,3 +184,52 @@ def test_container_of_pid(tmp_path: Path, cgroup: str) -> None:
     (tmp_path / "77" / "cgroup").write_text(cgroup.format(cid=cid))
     assert container_of_pid(77, proc=str(tmp_path)) == cid
     assert container_of_pid(78, proc=str(tmp_path)) is None
+
+
+def test_a_declared_inventory_of_gpus_is_accepted_as_declared() -> None:
+    declared = [
+        {
+            "index": 0,
+            "uuid": "GPU-0b5d",
+            "name": "Tesla V100",
+            "brand": "tesla",
+            "compute_capability": "7.0",
+            "memory_total": 32 * 2**30,
+        },
+        {"index": "1", "name": "Tesla T4", "compute_capability": 7.5},
+        {"name": "declared by its place"},  # index 2
+    ]
+    inventory = GPUInventory(source="static", static_gpus=declared, cache_seconds=0)
+    assert [g.index for g in inventory.read_sync().gpus] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "said"),
+    [
+        ([{"index": "zero"}], 'GPUInventory.static_gpus[0]: "index" must be a whole number'),
+        ([{"index": -1}], 'GPUInventory.static_gpus[0]: "index" must be a whole number'),
+        ([{"index": True}], 'GPUInventory.static_gpus[0]: "index" must be a whole number'),
+        ([{}, {"memory_total": "40G"}], '[1]: "memory_total" must be a whole number of bytes'),
+        ([{"uuid": 5}], 'GPUInventory.static_gpus[0]: "uuid" must be text'),
+        ([{"name": ""}], 'GPUInventory.static_gpus[0]: "name" must be text'),
+        ([{"idx": 0}], "GPUInventory.static_gpus[0]: 'idx' is not a field of a declared GPU"),
+        ([{"index": 1}, {}], "GPUInventory.static_gpus[1]: the index 1 is declared twice."),
+        (
+            [{"uuid": "GPU-a"}, {"uuid": "GPU-a"}],
+            "GPUInventory.static_gpus[1]: the UUID GPU-a is declared twice.",
+        ),
+    ],
+)
+def test_a_mistyped_declared_gpu_is_refused_in_a_sentence_naming_it(
+    declared: list[Any], said: str
+) -> None:
+    with pytest.raises(TraitError) as refused:
+        GPUInventory(source="static", static_gpus=declared)
+    assert said in str(refused.value)
+
+
+def test_an_entry_that_is_no_gpu_at_all_is_said() -> None:
+    # (traitlets refuses it first in a configuration; the check says it to any other caller)
+    assert static_gpu_problems([1]) == [
+        "GPUInventory.static_gpus[0] must be a GPU's fields in braces, not 1."
+    ]

@@ -39,6 +39,12 @@ from servers import VENV_BIN, jupyter_env
             {"ContainerPolicy": {"cap_add": ["NOT_A_CAPABILITY"]}},
             "ContainerPolicy.cap_add: 'NOT_A_CAPABILITY' is not a Linux capability name",
         ),
+        # A declared GPU that is not one: the entry and the field named.
+        (
+            [],
+            {"GPUInventory": {"static_gpus": [{"index": 0}, {"index": "one"}]}},
+            'GPUInventory.static_gpus[1]: "index" must be a whole number',
+        ),
     ],
 )
 def test_a_malformed_option_stops_the_server_with_a_sentence_naming_it(

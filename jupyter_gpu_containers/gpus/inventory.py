@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from traitlets import Dict, Enum, Float, List, Unicode
+from traitlets import Dict, Enum, Float, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 # NVML brand enum -> the brand names libnvidia-container's `brand=` constraints use.
@@ -225,6 +225,59 @@ def _process_utilization(nvml: Any, handle: Any) -> dict[int, int] | None:
     return {pid: round(sum(v) / len(v)) for pid, v in totals.items()}
 
 
+# A declared GPU's fields (GPUInventory.static_gpus), and what each must be.
+STATIC_GPU_FIELDS = {
+    "index": "a whole number (the GPU's index, as nvidia-smi numbers it)",
+    "uuid": 'text (the GPU\'s UUID, as nvidia-smi -L gives it: "GPU-…")',
+    "name": "text",
+    "brand": 'text (e.g. "tesla", "geforce")',
+    "compute_capability": 'text (e.g. "8.0", as nvidia-smi --query-gpu=compute_cap gives it)',
+    "memory_total": "a whole number of bytes",
+}
+
+
+def static_gpu_problems(gpus: list[Any]) -> list[str]:
+    """What is wrong with a declared inventory, a sentence each naming the entry; none when
+    each entry is a GPU: only known fields, each of its kind, no index or UUID twice."""
+    problems: list[str] = []
+    indices: set[str] = set()
+    uuids: set[str] = set()
+    for n, gpu in enumerate(gpus):
+        where = f"GPUInventory.static_gpus[{n}]"
+        if not isinstance(gpu, dict):
+            problems.append(f"{where} must be a GPU's fields in braces, not {gpu!r}.")
+            continue
+        unknown = sorted(str(k) for k in gpu if k not in STATIC_GPU_FIELDS)
+        if unknown:
+            problems.append(
+                f"{where}: {unknown[0]!r} is not a field of a declared GPU (its fields: "
+                f"{', '.join(STATIC_GPU_FIELDS)})."
+            )
+        for key, kind in STATIC_GPU_FIELDS.items():
+            if key not in gpu:
+                continue
+            value = gpu[key]
+            if key in ("index", "memory_total"):
+                whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                ok = whole or (key == "index" and isinstance(value, str) and value.isdigit())
+            elif key == "compute_capability":  # 8.0 written as a number is still 8.0
+                ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, str) and value.strip() != ""
+            if not ok:
+                problems.append(f'{where}: "{key}" must be {kind}, not {value!r}.')
+        index = str(gpu.get("index", n))
+        if index in indices:
+            problems.append(f"{where}: the index {index} is declared twice.")
+        indices.add(index)
+        uuid = gpu.get("uuid")
+        if isinstance(uuid, str) and uuid:
+            if uuid in uuids:
+                problems.append(f"{where}: the UUID {uuid} is declared twice.")
+            uuids.add(uuid)
+    return problems
+
+
 def static_inventory(gpus: list[dict[str, Any]], driver: str, cuda: str) -> Inventory:
     """The admin-declared inventory (no live memory or utilisation)."""
     devices = []
@@ -289,6 +342,16 @@ class GPUInventory(LoggingConfigurable):
         the compatibility verdicts cannot tell whether an image's CUDA supports the GPU (CUDA 13
         dropped compute capability below 7.5).""",
     )
+
+    @validate("static_gpus")
+    def _valid_static_gpus(self, proposal: Any) -> list[dict[str, Any]]:
+        """Each declared GPU checked here, so that a mistyped one stops the server with a
+        sentence naming it (server/start_failure.py) rather than show students a GPU that is
+        not one, or fail a start later."""
+        gpus: list[dict[str, Any]] = list(proposal["value"])
+        for problem in static_gpu_problems(gpus):
+            raise TraitError(problem)
+        return gpus
 
     static_driver_version = Unicode(
         "", config=True, help="Driver version reported with static_gpus, e.g. 535.104.05."
