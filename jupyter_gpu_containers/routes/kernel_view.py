@@ -425,10 +425,7 @@ async def kernel_details(
         "image": image,
         "environment": stamp,
         "container": container_json(details),
-        "mounts": [
-            {"type": m.type, "source": m.source, "target": m.target, "read_only": m.read_only}
-            for m in (details.mounts if details else ())
-        ],
+        "mounts": mounts_json(details, getattr(provisioner, "owner", None)),
         "tmpfs": list(details.tmpfs) if details else [],
         "gpus": gpus,
         "launched_at": launched_at(provisioner) or None,
@@ -437,6 +434,29 @@ async def kernel_details(
         "usage": usage,
         "reclaim": services.reclaim.state_of(kernel_id),
     }
+
+
+def mounts_json(details: ContainerDetails | None, owner: Any) -> list[dict[str, Any]]:
+    """A kernel's mounts by their path in the container (the engine lists them in no set
+    order). A kernel service's user sees where their own files come from (their workspace,
+    a dataset), not the service's own paths on the host ("" instead)."""
+    workspace = owner.workspace if isinstance(owner, KernelUser) else ""
+    mounts = []
+    for m in sorted(details.mounts if details else (), key=lambda m: m.target):
+        source = m.source
+        if workspace and m.type != "dataset" and not _below(source, workspace):
+            source = ""
+        mounts.append(
+            {"type": m.type, "source": source, "target": m.target, "read_only": m.read_only}
+        )
+    return mounts
+
+
+def _below(path: str, root: str) -> bool:
+    """Whether ``path`` names ``root`` or a path below it, as written (the engine's own word on
+    what it mounted: nothing is read)."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def container_json(details: ContainerDetails | None) -> dict[str, Any] | None:

@@ -296,7 +296,21 @@ export function KernelDetails(props: {
         <ul className="jgc-kernel-mounts">
           {view.mounts.map(mount => (
             <li key={mount.target}>
-              <code>{mount.source}</code> → <code>{mount.target}</code>{' '}
+              {mount.source ? (
+                <>
+                  <code>{mount.source}</code> →{' '}
+                </>
+              ) : (
+                <span
+                  className="jgc-note"
+                  title={trans.__(
+                    'On the host, where the kernel service keeps it'
+                  )}
+                >
+                  {trans.__("the service's")} →{' '}
+                </span>
+              )}
+              <code>{mount.target}</code>{' '}
               <span className="jgc-note">
                 {mount.type === 'dataset'
                   ? mount.read_only

@@ -101,6 +101,13 @@ function makeView(overrides: Partial<IKernelView> = {}): IKernelView {
         source: 'imagenet (claim imagenet)',
         target: '/datasets/imagenet',
         read_only: true
+      },
+      // A kernel service's own file: where it lies on the host is not said.
+      {
+        type: 'bind',
+        source: '',
+        target: '/opt/jgc/packages',
+        read_only: false
       }
     ],
     tmpfs: ['/home/jupyter'],
@@ -453,6 +460,7 @@ describe('the kernel view', () => {
     expect(text).toContain(
       'imagenet (claim imagenet) → /datasets/imagenet dataset, read-only'
     );
+    expect(text).toContain("the service's → /opt/jgc/packages writable");
     expect(text).toContain('/home/jupyter temporary (tmpfs)');
     expect(text).toContain('GPU 0');
     expect(text).toContain(
