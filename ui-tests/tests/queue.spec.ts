@@ -129,8 +129,12 @@ test("a queued notebook starts when another student's kernel ends", async ({ pag
   // A second tab opens the same notebook from the file browser while it waits, and the first
   // tab is reloaded: each shows the one wait, without a dialog or a kernel picker, and no
   // second start joins the queue (JupyterLab asks for a session under a path of its own).
+  // (In a workspace of its own: JupyterLab sends a second tab of an open workspace to a new
+  // one, a navigation that may come after the page's application exists.)
   const second = await page.context().newPage();
-  await openLab(second, page.url());
+  const ownWorkspace = page.url().replace(/\/lab([/?].*)?$/, '/lab/workspaces/second-tab?reset');
+  expect(ownWorkspace).toContain('/lab/workspaces/second-tab');
+  await openLab(second, ownWorkspace);
   await second.evaluate(async p => {
     await (window as any).jupyterapp.commands.execute('docmanager:open', { path: p });
   }, queued);
@@ -195,10 +199,22 @@ async function openLab(tab: Page, url: string): Promise<void> {
       window.location.href = u;
     }, url)
   ]);
-  await tab.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
-  await tab.evaluate(async () => {
-    const app = (window as any).jupyterapp;
-    await app.started;
-    await app.restored;
-  });
+  // A navigation of JupyterLab's own (a workspace URL it rewrites) may replace the page under
+  // these steps: they are taken again on the new one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await tab.waitForFunction(() => typeof (window as any).jupyterapp === 'object');
+      await tab.evaluate(async () => {
+        const app = (window as any).jupyterapp;
+        await app.started;
+        await app.restored;
+      });
+      return;
+    } catch (error) {
+      if (attempt >= 3 || !/context was destroyed|navigat/i.test(String(error))) {
+        throw error;
+      }
+      await tab.waitForLoadState('load');
+    }
+  }
 }
