@@ -89,11 +89,26 @@ async function api(student: IStudent, method: string, route: string): Promise<an
       const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/)?.[1] ?? '';
       // Never from the browser's cache: a listing read at login (whose directory had not
       // changed for a while) was served again at the end, so new notebooks were not seen.
-      const response = await fetch(url, {
-        method,
-        cache: 'no-store',
-        headers: { 'X-XSRFToken': decodeURIComponent(xsrf) }
-      });
+      const ask = () =>
+        fetch(url, {
+          method,
+          cache: 'no-store',
+          headers: { 'X-XSRFToken': decodeURIComponent(xsrf) }
+        });
+      // Chromium fails the requests in flight when the host's network interfaces change (a
+      // kernel's container going away as the previous test ended): "Failed to fetch", no
+      // answer at all. Asked again, a few times; an answer of any status is kept.
+      let response: Response | null = null;
+      for (let attempt = 1; response === null; attempt++) {
+        try {
+          response = await ask();
+        } catch (error) {
+          if (attempt >= 5) {
+            throw error;
+          }
+          await new Promise(resolve => setTimeout(resolve, 500));
+        }
+      }
       const text = await response.text();
       return { status: response.status, body: text ? JSON.parse(text) : null };
     },
