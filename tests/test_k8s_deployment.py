@@ -303,7 +303,9 @@ c.KubernetesBackend.memory_limit = "1Gi"
 c.KubernetesBackend.startup_timeout = 180
 c.ContainerPolicy.max_shm_size = "1g"
 c.ContainerProvisioner.extra_labels = {{{TEST_LABEL!r}: {TEST_RUN!r}}}
-c.ImageCatalog.listed_images = [{real_node_image!r}]
+# The node's image has no CUDA of its own: the administrator's word makes it a GPU build,
+# whose notebooks keep the GPU they saved (a CPU build's would run without it).
+c.ImageCatalog.listed_images = [{{"image": {real_node_image!r}, "gpu": True}}]
 c.ContainerPolicy.allowed_images = [{real_node_image!r}]
 c.HubIdentity.api_url = "http://{hub_relay.host}:{hub_relay.port}/hub/api"
 c.UserDirectory.accounts = {accounts!r}

@@ -8,15 +8,19 @@ JupyterLab's file browser sends them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     STATIC_GPUS,
+    TEST_RUN,
     kernel_container,
     kernel_name,
     write_notebook,
@@ -39,13 +43,13 @@ pytestmark = pytest.mark.usefixtures("docker_client")
 TWO_GPUS = {"GPUInventory": {"static_gpus": STATIC_GPUS[:2]}}
 
 
-async def open_session(jp_fetch: Any, path: str) -> Any:
+async def open_session(jp_fetch: Any, path: str, image: str = NGC_IMAGE) -> Any:
     """Open the notebook's kernel as JupyterLab does (its kernel spec from the Launcher card)."""
     body = {
         "path": path,
         "type": "notebook",
         "name": path.split("/")[-1],
-        "kernel": {"name": kernel_name(NGC_IMAGE)},
+        "kernel": {"name": kernel_name(image)},
     }
     return json.loads(
         (await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))).body
@@ -121,6 +125,76 @@ async def test_a_notebook_made_again_under_an_old_name_inherits_nothing(
         body=json.dumps({"path": "Untitled3.ipynb"}),
     )
     session = await open_session(jp_fetch, "Untitled3.ipynb")
+    assert gpus_of(docker_client, session) == "GPU-test-0"
+    await close_session(jp_fetch, session)
+
+
+# A course's tag, made and moved by the administrator on this host (`docker tag`).
+COURSE_TAG = f"jgc-test/course-moved:{TEST_RUN}"
+
+
+@pytest.fixture
+def course_tag(docker_client: Any) -> Iterator[str]:
+    """COURSE_TAG on the GPU build, made before the server starts (its first listing has it);
+    the tag only is removed after: its images are the tests'."""
+    repository, tag = COURSE_TAG.split(":")
+    docker_client.images.get(NGC_IMAGE).tag(repository, tag)
+    try:
+        yield COURSE_TAG
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(COURSE_TAG)
+
+
+@pytest.mark.server_config(lambda _: TWO_GPUS)
+async def test_a_tag_moved_to_a_cpu_build_never_keeps_the_gpus_its_notebooks_saved(
+    course_tag: str, jp_fetch: Any, jp_root_dir: Path, docker_client: Any
+) -> None:
+    """Issue 62, item 5: the notebook saved its request (1 GPU) while its tag named a GPU build;
+    the tag then moved to a CPU build. Its kernel starts without GPUs (nothing in the image can
+    use them, and another student may wait for them); a request given to a start stands."""
+    write_notebook(jp_root_dir, "week1.ipynb", gpus=1)
+    session = await open_session(jp_fetch, "week1.ipynb", COURSE_TAG)
+    assert gpus_of(docker_client, session) == "GPU-test-0"
+    await close_session(jp_fetch, session)
+
+    repository, tag = course_tag.split(":")
+    docker_client.images.get(DEBIAN_IMAGE).tag(repository, tag)  # moved: a CPU build
+    session = await open_session(jp_fetch, "week1.ipynb", COURSE_TAG)
+    assert gpus_of(docker_client, session) == ""
+    # The GPU is free for others meanwhile: a second notebook gets both.
+    write_notebook(jp_root_dir, "other.ipynb", gpus=2)
+    other = await open_session(jp_fetch, "other.ipynb")
+    assert gpus_of(docker_client, other) == "GPU-test-0,GPU-test-1"
+    await close_session(jp_fetch, other)
+    await close_session(jp_fetch, session)
+
+    # A request given to the start itself (a choice made now) stands on a CPU build.
+    started = await jp_fetch(
+        "gpu-containers",
+        "notebooks",
+        "kernel",
+        method="POST",
+        body=json.dumps({"path": "week1.ipynb", "kernel_name": kernel_name(COURSE_TAG), "gpus": 1}),
+    )
+    kernel_id = json.loads(started.body)["session"]["kernel"]["id"]
+    assert str(kernel_container(docker_client, kernel_id).labels[L.GPUS]) == "GPU-test-0"
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+@pytest.mark.server_config(
+    lambda _: {
+        **TWO_GPUS,
+        "ImageCatalog": {"listed_images": [{"image": DEBIAN_IMAGE, "gpu": True}]},
+    }
+)
+async def test_the_administrators_word_makes_an_image_without_cuda_a_gpu_build(
+    jp_fetch: Any, jp_root_dir: Path, docker_client: Any
+) -> None:
+    """A GPU image the detection misses (no CUDA variables: a framework that brings its own)
+    keeps its notebooks' GPUs when the administrator's list entry says ``"gpu": true``."""
+    write_notebook(jp_root_dir, "own-cuda.ipynb", gpus=1)
+    session = await open_session(jp_fetch, "own-cuda.ipynb", DEBIAN_IMAGE)
     assert gpus_of(docker_client, session) == "GPU-test-0"
     await close_session(jp_fetch, session)
 

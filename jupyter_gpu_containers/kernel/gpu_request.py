@@ -40,9 +40,11 @@ class KernelGPURequest:
         self.requested: GPURequest | None = None
         # Whether that request is only the kernel spec's default (nobody asked for GPUs).
         self.is_default = False
+        # Whether it is the one its notebook saved (its metadata), not one given to a start.
+        self.from_notebook = False
         # What the kernel asked for before a restart under another request, until a launch
         # succeeds.
-        self._before_change: tuple[GPURequest | None, bool, tuple[str, ...]] | None = None
+        self._before_change: tuple[GPURequest | None, bool, bool, tuple[str, ...]] | None = None
         # The launch request whose GPUs this kernel took last (each is taken once).
         self._given_applied: LaunchRequest | None = None
         self.wait = False  # whether this kernel's starts may wait in the GPU queue
@@ -59,8 +61,14 @@ class KernelGPURequest:
                 # A restart under another request: the kernel's current GPUs are not kept;
                 # what it had comes back if the restart's wait is cancelled
                 # (restore_previous_request).
-                self._before_change = (self.requested, self.is_default, kernel.gpu_uuids)
+                self._before_change = (
+                    self.requested,
+                    self.is_default,
+                    self.from_notebook,
+                    kernel.gpu_uuids,
+                )
                 self.requested, self.is_default = given.gpus, False
+                self.from_notebook = False
                 kernel.gpu_uuids = ()
             # Once: a callback scheduled during this launch runs in a copy of its context, so a
             # later restart may see the same record; it keeps the kernel's GPUs.
@@ -81,9 +89,23 @@ class KernelGPURequest:
             found = await read_notebook_request(contents, notebook)
             if found is not None:
                 self.requested, self.is_default = found, False
+                self.from_notebook = True
             else:
                 self.requested, self.is_default = GPURequest.parse(kernel.gpus), True
         return self.requested
+
+    def on_image(self, request: GPURequest, gpu_build: bool) -> GPURequest:
+        """What a launch of ``request`` asks for on an image that is a GPU build or not
+        (catalog.describe_image, as the images list and the GPU picker judge it; an
+        administrator's list entry saying ``"gpu": true`` makes it one). A CPU build never keeps
+        the GPUs its notebook saved: that request was made while the notebook's tag named a GPU
+        build, and a tag moved to a CPU build would otherwise hold GPUs that nothing in it can
+        use (and that another student waits for). A request given to this start (a choice made
+        now) and the kernel spec's default (the administrator's) stand, as do the GPUs a restart
+        keeps."""
+        if gpu_build or not self.from_notebook or not request.wants_gpus:
+            return request
+        return GPURequest()
 
     @property
     def changed(self) -> bool:
@@ -100,6 +122,11 @@ class KernelGPURequest:
         when there is nothing to go back to."""
         if self._before_change is None:
             return False
-        self.requested, self.is_default, self.kernel.gpu_uuids = self._before_change
+        (
+            self.requested,
+            self.is_default,
+            self.from_notebook,
+            self.kernel.gpu_uuids,
+        ) = self._before_change
         self._before_change = None
         return True

@@ -43,6 +43,7 @@ from ..base.records import CONNECTION_FILE_NAME, KERNEL_DIR_IN_CONTAINER, Contai
 from ..gpus.allocator import Attachment
 from ..gpus.notebook_requests import api_path_of_session, read_notebook_metadata
 from ..host.identity import KernelUser
+from ..images.catalog import describe_image
 from ..images.environment import check_pin, pin_in_metadata
 from ..placement.placement import Placed, PlacementStart
 from ..policy.checks import check_kernel_id, check_network_mode, check_run_as
@@ -522,6 +523,18 @@ class _LaunchSteps:
         """This launch, as its placement needs to know it."""
         p, image = self.provisioner, self.image
         request = await p.gpu_request.resolve(p._notebook)
+        if request.wants_gpus and not p.gpu_uuids:
+            gpu_build = describe_image(p.image, image.env, p.services.listed_entry(p.image)).gpu
+            fitted = p.gpu_request.on_image(request, gpu_build)
+            if fitted != request:
+                p.log.info(
+                    "Kernel %s starts without GPUs: its image %s is a CPU build now, and its "
+                    "notebook's request (%s) was saved for a GPU build.",
+                    p.kernel_id,
+                    p.image,
+                    request.describe(),
+                )
+                request = fitted
         facts = p._facts
         return PlacementStart(
             kernel_id=p.kernel_id,

@@ -75,14 +75,30 @@ export function requestedCount(gpus: GpuRequest): number {
 }
 
 /**
+ * Whether a kernel spec's image is a CPU build (the server's description of
+ * it: no CUDA of its own, and no administrator's word that it is a GPU build).
+ */
+export function specIsCpuBuild(
+  spec: KernelSpec.ISpecModel | undefined
+): boolean {
+  const own = spec?.metadata?.['gpu_containers'] as
+    { gpu?: unknown } | undefined;
+  return own?.gpu === false;
+}
+
+/**
  * How many GPUs a notebook's kernel asked for: the notebook's own request,
- * else its kernel spec's default.
+ * else its kernel spec's default. None on a CPU build: the server starts its
+ * kernels without the GPUs a notebook saved while its tag named a GPU build.
  */
 export function askedGpus(
   metadata: Record<string, unknown> | undefined,
   spec: KernelSpec.ISpecModel | undefined
 ): number {
   const own = notebookGpuRequest(metadata);
+  if (own !== null && specIsCpuBuild(spec)) {
+    return 0;
+  }
   return requestedCount(own !== null ? own : specGpuRequest(spec));
 }
 

@@ -10,6 +10,7 @@ import { GpuContainersModel } from '../model';
 import { ImagePicker, IPickerValue } from '../picker';
 import {
   applyKernelChoice,
+  askedGpus,
   imageOfSpec,
   launchNotebook,
   notebookGpuRequest,
@@ -1129,5 +1130,34 @@ describe('switchDiscardsState', () => {
       expect(switchDiscardsState(status)).toBe(true);
     }
     expect(switchDiscardsState('dead')).toBe(false);
+  });
+});
+
+describe('askedGpus', () => {
+  const spec = (gpu: boolean, gpus: number) =>
+    ({
+      name: 's',
+      display_name: 's',
+      language: 'python',
+      argv: [],
+      resources: {},
+      metadata: {
+        kernel_provisioner: { config: { gpus } },
+        gpu_containers: { gpu }
+      }
+    }) as unknown as Parameters<typeof askedGpus>[1];
+  const saving = (gpus: unknown) => ({ gpu_containers: { gpus } });
+
+  it("is the notebook's request, else its spec's default", () => {
+    expect(askedGpus(saving(2), spec(true, 1))).toBe(2);
+    expect(askedGpus(saving(['GPU-a']), spec(true, 1))).toBe(1);
+    expect(askedGpus({}, spec(true, 1))).toBe(1);
+  });
+
+  it('is none for a CPU build whatever the notebook saved (a tag moved to one)', () => {
+    expect(askedGpus(saving(1), spec(false, 0))).toBe(0);
+    expect(askedGpus({}, spec(false, 0))).toBe(0);
+    // The administrator's own default for a spec stands.
+    expect(askedGpus({}, spec(false, 2))).toBe(2);
   });
 });
