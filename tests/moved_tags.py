@@ -59,3 +59,30 @@ def moving_tag(
 def marker_of(docker_client: docker.DockerClient, kernel_id: str) -> str:
     container = kernel_container(docker_client, kernel_id)
     return str(container.exec_run(["cat", "/stamp-marker"]).output.decode().strip())
+
+
+@pytest.fixture
+def local_moving_tag(docker_client: docker.DockerClient) -> Iterator[dict[str, Any]]:
+    """A tag built on this host (no registry: a course image an administrator builds here) with
+    a first content, and a second content ready to move the tag to; the first keeps no other
+    tag, so once the tag moves only its id reaches it (as `docker build -t` leaves it). Every
+    image removed afterwards."""
+    first, second = (f"v{secrets.token_hex(4)}" for _ in range(2))
+    built = [build_marked(docker_client, m) for m in (first, second)]
+    ref = f"jgc-test/stamp-local-{secrets.token_hex(3)}:class"
+    first_image = docker_client.images.get(built[0])
+    repository, tag = ref.split(":")
+    first_image.tag(repository, tag)
+    docker_client.images.remove(built[0])  # (the tag only: `ref` still names it)
+    try:
+        yield {
+            "ref": ref,
+            "first": first,
+            "second": second,
+            "second_local": built[1],
+            "first_id": first_image.id,
+        }
+    finally:
+        for image in [ref, built[1], first_image.id]:
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image, force=True)

@@ -272,6 +272,64 @@ async def test_a_moved_tag_is_noticed_and_the_recorded_content_runs_again(
     assert json.loads((await jp_fetch("api", "kernels")).body) == []
 
 
+async def test_a_tag_moved_on_this_host_rolls_back_to_content_the_server_kept(
+    local_moving_tag: dict[str, Any],
+    jp_fetch: Any,
+    jp_root_dir: Path,
+    docker_client: docker.DockerClient,
+) -> None:
+    """Issue 62, item 11: a course image built on the host (no registry digest) and built
+    again under the same tag. The recorded content is offered while the engine has it, through
+    the pin the server writes (its repository and image id: the student never types it), and
+    runs only because the server's own record says the tag named it."""
+    ref, first_id = local_moving_tag["ref"], local_moving_tag["first_id"]
+    repository = ref.split(":")[0]
+    await wait_for_spec(jp_fetch, kernel_name(ref))
+    write_notebook(jp_root_dir, "course.ipynb")
+    session = await start(jp_fetch, "course.ipynb", ref)
+    stamp = (await notebook_view(jp_fetch, "course.ipynb"))["kernel"]["environment"]
+    assert stamp["digest"] == first_id  # a local build: its id, no registry digest
+    await jp_fetch("api", "sessions", session["id"], method="DELETE")
+    write_notebook(jp_root_dir, "course.ipynb", gpu_containers={"environment": stamp})
+
+    # The administrator builds the tag again here: the first content is left untagged.
+    docker_client.images.get(local_moving_tag["second_local"]).tag(*ref.split(":"))
+    check = (await notebook_view(jp_fetch, "course.ipynb"))["stamp"]
+    assert check["moved"] is True and check["recorded_present"] is True, check
+    assert check["pinnable"] is True and check["pin_reference"] == f"{repository}@{first_id}"
+
+    # Kept: the notebook pins it as the panel does, and its kernel runs it, restarts included.
+    pinned = {"environment": stamp, "image_digest": check["pin_reference"]}
+    write_notebook(jp_root_dir, "course.ipynb", gpu_containers=pinned)
+    session = await start(jp_fetch, "course.ipynb", ref)
+    kernel_id = session["kernel"]["id"]
+    assert marker_of(docker_client, kernel_id) == local_moving_tag["first"]
+    assert kernel_container(docker_client, kernel_id).image.id == first_id
+    view = await notebook_view(jp_fetch, "course.ipynb")
+    assert view["kernel"]["pinned"] == check["pin_reference"]
+    assert view["kernel"]["environment"]["digest"] == first_id
+    await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="{}")
+    assert marker_of(docker_client, kernel_id) == local_moving_tag["first"]
+    await jp_fetch("api", "sessions", session["id"], method="DELETE")
+
+    # A pin is a notebook's words: an id of this host the tag never named (another image,
+    # present and runnable) is not here for this tag, and starts nothing.
+    other_id = docker_client.images.get(DEBIAN_IMAGE).id
+    forged = {"environment": stamp, "image_digest": f"{repository}@{other_id}"}
+    write_notebook(jp_root_dir, "course.ipynb", gpu_containers=forged)
+    with pytest.raises(HTTPClientError) as info:
+        await start(jp_fetch, "course.ipynb", ref)
+    assert info.value.code == 404, info.value
+    assert json.loads((await jp_fetch("api", "kernels")).body) == []
+
+    # Once the engine no longer has the content (removed, pruned), it is not offered.
+    write_notebook(jp_root_dir, "course.ipynb", gpu_containers={"environment": stamp})
+    docker_client.images.remove(first_id, force=True)
+    check = (await notebook_view(jp_fetch, "course.ipynb"))["stamp"]
+    assert check["recorded_present"] is False and check["pinnable"] is False, check
+    assert check["pin_reference"] == ""
+
+
 def test_the_stamp_survives_export(tmp_path: Path) -> None:
     """nbconvert's notebook export (as `jupyter nbconvert --to notebook`, and with
     `--clear-output`) keeps the stamp and the pin exactly, and nbformat validates them."""

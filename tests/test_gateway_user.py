@@ -532,6 +532,47 @@ async def test_a_start_carries_the_notebooks_pinned_digest(
         await user.call("DELETE", "api", "kernels", kernel["id"])
 
 
+async def test_a_tag_moved_on_the_service_host_rolls_back_behind_the_service(
+    local_moving_tag: dict[str, Any],
+    service_and_user: tuple[Any, Any, Server],
+    docker_client: Any,
+) -> None:
+    """Issue 62, item 11, behind the kernel service: a course image built on the service's
+    host again under its tag. The user's server asks the service, which alone keeps the record
+    of what the tag named; the pin it offers runs the first content there."""
+    service, account, user = service_and_user
+    ref, first_id = local_moving_tag["ref"], local_moving_tag["first_id"]
+
+    async def offered() -> bool:
+        specs = await user.call("GET", "api", "kernelspecs")
+        return kernel_name(ref) in specs["kernelspecs"]
+
+    assert await _until(offered, 60), "the service never offered the built image"
+    write_notebook(account.workspace, "built.ipynb")
+    session = await user.open_notebook("built.ipynb", kernel_name(ref))
+    mine = await user.call("GET", "gpu-containers", "notebooks", "kernel?path=built.ipynb")
+    stamp = mine["kernel"]["environment"]
+    assert stamp["digest"] == first_id
+    await user.call("DELETE", "api", "sessions", session["id"])
+
+    docker_client.images.get(local_moving_tag["second_local"]).tag(*ref.split(":"))
+    write_notebook(account.workspace, "built.ipynb", gpu_containers={"environment": stamp})
+    check = (await user.call("GET", "gpu-containers", "notebooks", "kernel?path=built.ipynb"))[
+        "stamp"
+    ]
+    assert (check["compared"], check["moved"], check["pinnable"]) == (True, True, True), check
+    assert check["pin_reference"] == f"{ref.split(':')[0]}@{first_id}"
+    pinned = {"environment": stamp, "image_digest": check["pin_reference"]}
+    write_notebook(account.workspace, "built.ipynb", gpu_containers=pinned)
+    session = await user.open_notebook("built.ipynb", kernel_name(ref))
+    assert marker_of(docker_client, session["kernel"]["id"]) == local_moving_tag["first"]
+    code, view = await service.answer(
+        account, "GET", f"gpu-containers/kernels/{session['kernel']['id']}"
+    )
+    assert code == 200 and view["image"]["pinned"] == check["pin_reference"], view
+    await user.call("DELETE", "api", "sessions", session["id"])
+
+
 async def test_a_retired_image_is_said_behind_the_service(
     service_and_user: tuple[Any, Any, Server],
 ) -> None:

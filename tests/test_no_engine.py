@@ -92,6 +92,7 @@ async def test_every_get_route_answers_without_an_engine(no_engine: Server, tmp_
             "ref": "jgc/debian-ipykernel:bookworm",
             "digest": "",
             "recorded_present": False,
+            "recorded_kept": False,
             "retired": None,
         },
     )

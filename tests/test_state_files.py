@@ -4,6 +4,8 @@ and the pre-pull claim built on them: real files, real links and FIFOs, real flo
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import re
 import time
@@ -24,7 +26,7 @@ from jupyter_gpu_containers.base.safefiles import (
 )
 from jupyter_gpu_containers.host.hoststate import StateDir
 from jupyter_gpu_containers.images.prepull import PrePuller
-from jupyter_gpu_containers.images.prepull_records import Run
+from jupyter_gpu_containers.images.prepull_records import HostRecords, Run
 from jupyter_gpu_containers.images.prepull_schedule import parse_entry
 from jupyter_gpu_containers.services import services_for
 
@@ -191,3 +193,35 @@ def test_a_traversable_private_root_is_0711_and_refused_when_more_open(tmp_path:
     # Not traversable, a 0711 root is refused as any other open one.
     with pytest.raises(PathRefused, match=r"not 0700"):
         private_dir(str(made), what="root")
+
+
+def test_a_references_earlier_contents_are_kept_and_only_its_own(
+    tmp_path: Path, dir_fd: int
+) -> None:
+    """The use record keeps what a tag named before it moved (what a notebook may pin to:
+    admission.py), bounded, as image ids only; a pin's content is not a tag's."""
+    state = StateDir(str(tmp_path), os.dup(dir_fd))
+    try:
+        records = HostRecords(lambda: state, logging.getLogger("test"))
+        ids = [f"sha256:{i:064x}" for i in range(12)]
+        records.record_use("jgc/course:1", ids[0], 100.0)
+        records.record_use("jgc/course:1", ids[1], 101.0)  # moved: at once, not throttled
+        assert records.named_before("jgc/course:1", ids[0])
+        assert records.named_before("jgc/course:1", ids[1])  # and what it names now
+        assert not records.named_before("jgc/other:1", ids[0])  # another tag's: never
+        assert not records.named_before("jgc/course:1", ids[2])
+        assert not records.named_before("jgc/course:1", ids[0][:20])  # whole ids only
+
+        # A notebook's pin running (the earlier content) does not move what the tag names.
+        records.record_use("jgc/course:1", ids[0], 200.0, tagged=False)
+        data = json.loads((tmp_path / f"image-use-{os.geteuid()}.json").read_text())
+        assert data["images"]["jgc/course:1"]["image_id"] == ids[1]
+
+        # Bounded: the eight latest earlier contents.
+        for n, image_id in enumerate(ids[2:], start=300):
+            records.record_use("jgc/course:1", image_id, float(n))
+        assert records.named_before("jgc/course:1", ids[-1])
+        assert all(records.named_before("jgc/course:1", i) for i in ids[-9:])
+        assert not records.named_before("jgc/course:1", ids[0])
+    finally:
+        state.close()

@@ -171,13 +171,28 @@ def check_pin(pin: str, reference: str) -> str:
 
 
 def pinnable(stamp: Mapping[str, Any]) -> bool:
-    """Whether a notebook can be pinned to the stamp's content: a registry digest of the
-    stamp's image's repository (a locally built image has only its id, which names no
-    repository, so it is never a pin)."""
+    """Whether a notebook can be pinned to the stamp's content by its registry digest (of the
+    stamp's image's repository). A locally built image has only its id, which names no
+    repository: its pin is :func:`kept_pin`, run only where the server recorded it."""
     try:
         return bool(check_pin(str(stamp.get("digest", "")), str(stamp.get("image", ""))))
     except BadPin:
         return False
+
+
+def kept_pin(stamp: Mapping[str, Any]) -> str:
+    """The pin of a stamp's locally built content (its image id, under its image's
+    repository: ``course@sha256:<id>``), "" when the stamp records no image id. A kernel runs it
+    only where the server's own record says the tag named that content before it moved
+    (admission.py); written by the server, never typed."""
+    image, digest = str(stamp.get("image", "")), str(stamp.get("digest", ""))
+    if not _DIGEST.fullmatch(digest):
+        return ""
+    try:
+        pin = f"{parse_reference(image).name}@{digest}"
+        return pin if check_pin(pin, image) else ""
+    except (BadReference, BadPin):
+        return ""
 
 
 def names_an_image(text: str) -> bool:

@@ -345,11 +345,18 @@ class PrePuller(LoggingConfigurable):
     def _host_runs(self) -> dict[str, Run]:
         return self._records.host_runs(self._active)
 
-    def record_use(self, ref: str, image_id: str) -> None:
-        """Record that a kernel is starting on ``ref`` (image ``image_id``) now. Blocking: a
-        worker thread (admission.py's). Never fails a launch: a record that cannot be written
-        is a warning."""
-        self._records.record_use(ref, image_id, self.clock())
+    def record_use(self, ref: str, image_id: str, *, tagged: bool = True) -> None:
+        """Record that a kernel is starting on ``ref`` (image ``image_id``) now; ``tagged``:
+        ``image_id`` is what ``ref`` names (False: a notebook's pin). Blocking: a worker thread
+        (admission.py's). Never fails a launch: a record that cannot be written is a
+        warning."""
+        self._records.record_use(ref, image_id, self.clock(), tagged=tagged)
+
+    def named_before(self, ref: str, image_id: str) -> bool:
+        """Whether a kernel of this server started on ``image_id`` as the content ``ref``
+        named then (now, or before the tag moved): the only local content a notebook may pin
+        to by its id (admission.py). Blocking (a file)."""
+        return self._records.named_before(ref, image_id)
 
     # ------------------------------------------------------------------ pruning
 

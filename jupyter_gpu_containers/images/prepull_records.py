@@ -29,6 +29,11 @@ _USE_FILE = re.compile(r"image-use-([0-9]{1,10})\.json")
 _USE_THROTTLE = 60.0
 # References kept in one process's use record (the most recent): the file stays small.
 _USE_KEEP = 500
+# Earlier contents of one reference kept in its use record (a tag moved on this host: what it
+# named before, which a notebook pinned to it may run again while the engine has it).
+_EARLIER_KEEP = 8
+# An image id as the engine gives it: the only form an earlier content is recorded in.
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 # Bytes read of one record file: 500 references with their image ids fit many times over.
 _MAX_RECORD = 1 << 20
 
@@ -121,7 +126,8 @@ class HostRecords:
         self._state = state
         self.log = log
         self.uid = os.geteuid()
-        self._recorded: dict[str, float] = {}  # reference -> when this process last wrote its use
+        # (reference, image id) -> when this process last wrote that use
+        self._recorded: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ this server's files
 
@@ -181,20 +187,33 @@ class HostRecords:
 
     # ------------------------------------------------------------------ launches
 
-    def record_use(self, ref: str, image_id: str, now: float) -> None:
-        """PrePuller.record_use, at ``now``."""
+    def record_use(self, ref: str, image_id: str, now: float, *, tagged: bool = True) -> None:
+        """PrePuller.record_use, at ``now``. ``tagged``: ``image_id`` is what ``ref`` names now
+        (not a notebook's pin): when it is other content than the record's, the record's goes
+        to the reference's earlier contents (:meth:`named_before`)."""
         try:
             ref = normalize_reference(ref)
         except BadReference:
             return
-        if now - self._recorded.get(ref, float("-inf")) < _USE_THROTTLE:
+        if now - self._recorded.get((ref, image_id), float("-inf")) < _USE_THROTTLE:
             return
-        self._recorded[ref] = now
+        self._recorded[(ref, image_id)] = now
         state = self._state()
         with state.write_lock:
             data = self.read_own(state, "image-use")
             images = _dict(data.get("images"))
-            images[ref] = {"image_id": image_id, "used": now}
+            before = _dict(images.get(ref))
+            earlier = [i for i in _earlier(before) if i != image_id]
+            last = before.get("image_id")
+            if not tagged:  # a pin's content: the reference still names what it did
+                image_id = last if isinstance(last, str) and last else image_id
+            elif isinstance(last, str) and _IMAGE_ID.fullmatch(last) and last != image_id:
+                earlier = [last, *[i for i in earlier if i != last]]
+            images[ref] = {
+                "image_id": image_id,
+                "used": now,
+                **({"earlier": earlier[:_EARLIER_KEEP]} if earlier else {}),
+            }
             if len(images) > _USE_KEEP:
                 newest = sorted(images.items(), key=lambda kv: _used(kv[1]) or 0.0, reverse=True)
                 images = dict(newest[:_USE_KEEP])
@@ -207,6 +226,23 @@ class HostRecords:
                     state.path,
                     e.strerror,
                 )
+
+    def named_before(self, ref: str, image_id: str) -> bool:
+        """Whether this server's own record says ``ref`` named the content ``image_id`` (a whole
+        image id) when one of its kernels started on it: now or before the tag moved. Only
+        this server's own file is believed (a kernel service's is the service's: no user
+        writes it). Blocking (a file)."""
+        if not _IMAGE_ID.fullmatch(image_id):
+            return False
+        try:
+            ref = normalize_reference(ref)
+        except BadReference:
+            return False
+        state = self._state()
+        with state.write_lock:
+            data = self.read_own(state, "image-use")
+        found = _dict(_dict(data.get("images")).get(ref))
+        return image_id == found.get("image_id") or image_id in _earlier(found)
 
     def host_uses(self) -> tuple[dict[str, float], dict[str, float]]:
         """The last use of each reference and each image id, by any server of this host."""
@@ -263,6 +299,14 @@ class HostRecords:
             if isinstance(ran, (int, float)) and (not latest or ran > latest["ran"]):
                 latest = prune
         return latest
+
+
+def _earlier(record: dict[str, Any]) -> list[str]:
+    """A use record's earlier contents of its reference (image ids; anything else dropped)."""
+    earlier = record.get("earlier")
+    if not isinstance(earlier, list):
+        return []
+    return [i for i in earlier if isinstance(i, str) and _IMAGE_ID.fullmatch(i)]
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..base import labels as L
 from ..base.errors import (
     ContainerKernelError,
+    ImageMissing,
     ImageNotAllowed,
     ImageNotKernelReady,
     KernelOptionRefused,
@@ -62,7 +64,7 @@ async def admit_image(
         if named_by_user:
             image = await named.resolve_for(services.backend, services.state, names, uid, ref)
         if run:
-            image = await named.resolve_for(services.backend, services.state, names, uid, run)
+            image = await _pinned_content(services, names, uid, ref, run)
     forged = L.image_record_labels(image.labels)
     if forged:
         raise ImageNotAllowed(
@@ -99,8 +101,10 @@ async def admit_image(
         # whatever tag of the same repository names it now.
         visible = privateimages.may_use(image, run or ref, services.state, listed, uid)
         if visible:
-            # The engine keeps no "last used": pruning (pruning.py) reads this record.
-            services.prepull.record_use(ref, image.id)
+            # The engine keeps no "last used": pruning (pruning.py) reads this record; and
+            # what the tag named (not a pin's content) is what a notebook may pin to later,
+            # once the tag moves (_pinned_content).
+            services.prepull.record_use(ref, image.id, tagged=not run)
         return visible, services.probe.cached(image.id)
 
     visible, known = await asyncio.to_thread(blocking_checks)
@@ -110,6 +114,34 @@ async def admit_image(
     if not own_command and known is not None and known.definitive and not known.ready:
         raise ImageNotKernelReady(f"The image {ref} cannot run a kernel: {known.reason}")
     return image
+
+
+async def _pinned_content(
+    services: Services, names: Sequence[str], uid: int | None, ref: str, run: str
+) -> ImageRecord:
+    """The image a notebook's pin ``run`` (environment.check_pin: a digest of ``ref``'s
+    repository) names here: a registry digest of the engine's listing (images/named.py), else
+    content a tag of this host named before it moved (a course image built or tagged on the
+    host has no registry digest: the pin carries its image id), which this server's own record
+    says ``ref`` named when one of its kernels started on it. Never an id the record does not
+    hold for ``ref``: a pin is a notebook's words, and an image id of the host is not a
+    content this tag ever admitted (another user's private image, a refused one)."""
+    found = await named.lookup(services.backend, services.state, names, uid, run)
+    if found is not None:
+        return found
+    content = run.rsplit("@", 1)[-1]
+    # (Only for a reference the user may run now: another user's private tag's earlier content
+    # stays theirs.)
+    if await asyncio.to_thread(services.prepull.named_before, ref, content) and await named.lookup(
+        services.backend, services.state, names, uid, ref
+    ):
+        try:
+            image = await services.backend.inspect_image(content)
+        except ImageMissing:
+            image = None
+        if image is not None and image.id == content:
+            return image
+    raise named.not_here(run)
 
 
 def admit_transport(

@@ -573,6 +573,11 @@ class _LaunchSteps:
             ports={k: int(str(v)) for k, v in p.connection_info.items() if k.endswith("_port")},
             pool_id=p.pool_id,
         )
+        if p.pinned_image and p.pinned_image.rsplit("@", 1)[-1] == image.id:
+            # A pin to content a tag of this host named before it moved (admission.py): it has
+            # no registry digest for the engine to resolve, so the engine runs it by its id,
+            # the content admitted. (Its labels keep the pin, which recovery checks again.)
+            spec.image = image.id
         p.container_spec, p.container_image_id = spec, image.id
         return spec
 

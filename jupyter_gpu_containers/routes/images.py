@@ -168,13 +168,42 @@ async def image_content(services: Services, ref: str, recorded: str, uid: int) -
                 images = []
             hidden = await asyncio.to_thread(privateimages.hidden_from, state, uid)
             present = named.is_listed_id(images, recorded, hidden, listed)
+    kept = await _kept_content(services, ref, recorded, uid)
     retired = services.catalog.retirement(ref) if names_an_image(ref) else None
     return {
         "ref": ref,
         "digest": image_digest(ref, current.id, current.repo_digests) if current else "",
-        "recorded_present": present,
+        "recorded_present": present or kept,
+        "recorded_kept": kept,
         "retired": retired.to_json() if retired is not None else None,
     }
+
+
+async def _kept_content(services: Services, ref: str, recorded: str, uid: int) -> bool:
+    """Whether ``recorded`` is content built on this host that ``ref`` named before its tag
+    moved (this server's own record says so: admission.py), still in the engine (untagged,
+    as a moved tag leaves it) and ``uid``'s to run as ``ref``: a notebook may pin to it."""
+    backend = services.backend
+    if backend.tags_resolve_per_node or not named.ID.fullmatch(recorded):
+        return False
+    if not await asyncio.to_thread(services.prepull.named_before, ref, recorded):
+        return False
+    try:
+        image = await backend.inspect_image(recorded)
+    except ContainerKernelError:  # gone (pruned), or the engine away
+        return False
+    if image.id != recorded:
+        return False
+    # Only for a reference the user may run now: another user's private tag's earlier content
+    # stays theirs.
+    listed = services.listed_images()
+    try:
+        if await named.lookup(backend, services.state, listed, uid, ref) is None:
+            return False
+    except ContainerKernelError:
+        return False
+    hidden = await asyncio.to_thread(privateimages.hidden_from, services.state, uid)
+    return hidden.may_use(image, ref, listed)
 
 
 class ImageContentHandler(GPUContainersHandler):

@@ -24,6 +24,7 @@ from ..gpus.notebook_requests import (
     request_in_metadata,
 )
 from ..images.environment import (
+    kept_pin,
     moved_tag,
     pin_in_metadata,
     pinnable,
@@ -186,6 +187,9 @@ class NotebookKernelHandler(GPUContainersHandler):
             "moved": False,
             "recorded_present": False,
             "pinnable": pinnable(stamp),
+            # What a pin to the recorded content writes (a registry digest, or a local
+            # content's kept pin once the server says it keeps it): never composed by the page.
+            "pin_reference": str(stamp["digest"]) if pinnable(stamp) else "",
             "compared": False,
         }
         tag, recorded = str(stamp["image"]), str(stamp["digest"])
@@ -200,6 +204,9 @@ class NotebookKernelHandler(GPUContainersHandler):
         found["tag_digest"] = str(content.get("digest") or "")
         found["moved"] = moved_tag(stamp, str(found["tag_digest"]))
         found["recorded_present"] = content.get("recorded_present") is True
+        if not found["pinnable"] and content.get("recorded_kept") is True:
+            found["pin_reference"] = kept_pin(stamp)
+            found["pinnable"] = bool(found["pin_reference"])
         found["compared"] = True
         return found
 

@@ -111,7 +111,7 @@ export async function askMovedTag(
             'The content it last ran on is not on this server: it can be pulled by its digest, or the kernel can run the new content of the tag.'
           )
       : trans.__(
-          'The content it last ran on was built locally and has no registry digest, so it cannot be run again by digest: its kernel runs the new content of the tag.'
+          'The content it last ran on was built locally and is no longer kept on this server, so it cannot be run again: its kernel runs the new content of the tag.'
         )
   ].join(' ');
   const keep = check.recorded_present
@@ -311,7 +311,8 @@ export class NotebookEnvironment {
    */
   private async _runRecorded(check: IMovedTag): Promise<void> {
     const trans = this._trans;
-    const digest = check.recorded.digest;
+    // The server's pin (a registry digest, or content built on it that it kept).
+    const digest = check.pin_reference || check.recorded.digest;
     if (!check.recorded_present) {
       try {
         const pull = await this._model.pull(digest);

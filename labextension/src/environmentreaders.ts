@@ -49,6 +49,7 @@ function stampCheckOf(value: unknown): INotebookStampCheck | null {
     moved: value.moved === true,
     recorded_present: value.recorded_present === true,
     pinnable: value.pinnable === true,
+    pin_reference: str(value.pin_reference),
     compared: value.compared === true
   };
 }

@@ -55,6 +55,12 @@ export interface INotebookStampCheck {
   recorded_present: boolean;
   pinnable: boolean;
   /**
+   * What a pin to the recorded content writes (`image_digest`): its registry
+   * digest, or a content built on the server that the server kept (`''`: none).
+   * The server's words: the page never composes a pin.
+   */
+  pin_reference: string;
+  /**
    * `false` behind a kernel service (its images are the service's).
    */
   compared: boolean;

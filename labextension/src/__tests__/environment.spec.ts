@@ -113,6 +113,7 @@ function moved(
     moved: true,
     recorded_present: true,
     pinnable: true,
+    pin_reference: OLD,
     compared: true,
     ...overrides
   };
@@ -365,6 +366,25 @@ describe('NotebookEnvironment', () => {
     expect(model.pull).not.toHaveBeenCalled();
   });
 
+  it("pins content built on the server by the server's kept pin, never by its bare id", async () => {
+    const id = 'sha256:' + 'cd'.repeat(32);
+    const local = { ...stamp(id), image: 'jgc/course:1' };
+    const panel = makePanel({ gpu_containers: { environment: local } });
+    getState.mockResolvedValue(
+      state(stamp(NEW), {
+        ...moved({ pin_reference: `jgc/course@${id}` }),
+        recorded: local
+      })
+    );
+    environmentFor(panel, jest.fn().mockResolvedValue('recorded'));
+    await settle();
+    expect(panel.model.metadata.gpu_containers).toEqual({
+      environment: local,
+      image_digest: `jgc/course@${id}`
+    });
+    expect(model.pull).not.toHaveBeenCalled();
+  });
+
   it('pulls the recorded content first when the server lacks it', async () => {
     const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
     getState.mockResolvedValue(
@@ -453,7 +473,7 @@ describe('the question', () => {
     );
     const local = { ...stamp('sha256:' + 'ab'.repeat(32)) };
     await askMovedTag(trans, {
-      ...moved({ pinnable: false }),
+      ...moved({ pinnable: false, pin_reference: '' }),
       recorded: local
     });
     expect(buttons().map(b => b.label)).toEqual([
@@ -461,7 +481,7 @@ describe('the question', () => {
       'Use the New Content'
     ]);
     expect(shown.mock.calls[shown.mock.calls.length - 1][0].body).toContain(
-      'was built locally and has no registry digest'
+      'was built locally and is no longer kept on this server'
     );
   });
 });
