@@ -24,13 +24,100 @@ export interface IGpuChoice {
   value: string;
   label: string;
   /**
-   * The option's text: the label, and the reason when it is disabled
-   * (select menus do not show tooltips everywhere).
+   * The option's text: the label, and the reason in a few words when there is
+   * one ("1 GPU (over your limit)"). Select menus do not show tooltips
+   * everywhere, and a narrow select cut the whole sentence mid-word.
    */
   option: string;
+  /**
+   * The option's whole text for assistive technology: the label and the whole
+   * reason, as `reason` says it.
+   */
+  ariaLabel: string;
   request: GpuRequest;
   disabled: boolean;
+  /**
+   * Why the choice cannot be had, or that it waits: a whole sentence (the
+   * option's tooltip, and the note under the select when it is chosen).
+   */
   reason: string;
+}
+
+/**
+ * A reason for a GPU choice: its whole sentence, and the few words the
+ * option's text holds.
+ */
+interface IChoiceReason {
+  sentence: string;
+  words: string;
+}
+
+/**
+ * No reason: the choice can be had.
+ */
+const NO_REASON: IChoiceReason = { sentence: '', words: '' };
+
+/**
+ * The text of an option: `label` with the few words of its reason.
+ */
+function optionText(
+  trans: TranslationBundle,
+  label: string,
+  words: string
+): string {
+  return words
+    ? trans._p(
+        'a GPU choice (why it cannot be had, in a few words)',
+        '%1 (%2)',
+        label,
+        words
+      )
+    : label;
+}
+
+/**
+ * What assistive technology says of an option: `label` and the whole
+ * `sentence` of its reason.
+ */
+function ariaText(
+  trans: TranslationBundle,
+  label: string,
+  sentence: string
+): string {
+  return sentence
+    ? trans._p('a choice — why it cannot be had', '%1 — %2', label, sentence)
+    : label;
+}
+
+/**
+ * Why no GPU choice can be had for an image: a CPU build, or one whose CUDA
+ * the driver cannot run (`driverReason`: the sentence when the verdict has
+ * none); `null` when the image can have GPUs.
+ */
+function imageReason(
+  trans: TranslationBundle,
+  row: IImageRow | null,
+  driverReason: string
+): IChoiceReason | null {
+  if (row && !row.gpu) {
+    return {
+      sentence: trans.__('This image is a CPU build: it cannot use GPUs.'),
+      words: trans._p(
+        'why a GPU choice cannot be had, in a few words',
+        'CPU build'
+      )
+    };
+  }
+  if (row && row.verdict.outcome === 'cannot-run') {
+    return {
+      sentence: row.verdict.reason.trim() || driverReason,
+      words: trans._p(
+        'why a GPU choice cannot be had, in a few words',
+        'cannot run here'
+      )
+    };
+  }
+  return null;
 }
 
 /**
@@ -57,22 +144,25 @@ export function gpuChoices(
   }
   const total = report ? report.gpus.length : 0;
   const free = availableGpus(report, kernelId);
-  const noGpuReason = (): string => {
+  const noGpuReason = (): IChoiceReason => {
     if (!report || total === 0) {
-      return describeNoGpus(trans, report);
+      return {
+        sentence: describeNoGpus(trans, report),
+        words: trans._p(
+          'why a GPU choice cannot be had, in a few words',
+          'no GPUs here'
+        )
+      };
     }
-    if (row && !row.gpu) {
-      return trans.__('This image is a CPU build: it cannot use GPUs.');
-    }
-    if (row && row.verdict.outcome === 'cannot-run') {
-      return (
-        row.verdict.reason.trim() ||
+    return (
+      imageReason(
+        trans,
+        row,
         trans.__(
           "This image's CUDA needs a newer NVIDIA driver than this host's."
         )
-      );
-    }
-    return '';
+      ) ?? NO_REASON
+    );
   };
   const blocked = noGpuReason();
   // Only other users' GPUs free while a start waits (the server refuses a
@@ -85,70 +175,109 @@ export function gpuChoices(
   const cap = report?.max_gpus_per_user ?? 0;
   // More than the cap itself: no kernel shut down helps, and the user's other
   // kernels (maybe none) are beside the point.
-  const overCap = (n: number): string =>
+  const overCap = (n: number): IChoiceReason =>
     cap <= 0 || mineHeld + n <= cap
-      ? ''
-      : n > cap
-        ? trans._n(
-            'Over your limit of %1 GPU per user.',
-            'Over your limit of %1 GPUs per user.',
-            cap
+      ? NO_REASON
+      : {
+          sentence:
+            n > cap
+              ? trans._n(
+                  'Over your limit of %1 GPU per user.',
+                  'Over your limit of %1 GPUs per user.',
+                  cap
+                )
+              : trans._n(
+                  'Over your limit of %1 GPU per user (your other kernels hold %2): shut one down first.',
+                  'Over your limit of %1 GPUs per user (your other kernels hold %2): shut one down first.',
+                  cap,
+                  mineHeld
+                ),
+          words: trans._p(
+            'why a GPU choice cannot be had, in a few words',
+            'over your limit'
           )
-        : trans._n(
-            'Over your limit of %1 GPU per user (your other kernels hold %2): shut one down first.',
-            'Over your limit of %1 GPUs per user (your other kernels hold %2): shut one down first.',
-            cap,
-            mineHeld
-          );
+        };
   const choice = (
     value: string,
     label: string,
     request: GpuRequest,
-    reason: string,
+    reason: IChoiceReason,
     busy = false,
-    ownHeld = false
+    ownHeld = false,
+    option: (words: string) => string = words => optionText(trans, label, words)
   ): IGpuChoice => {
     // Busy GPUs can be waited for: the choice stays, and says it waits.
-    const waits = wait && busy && reason !== '';
-    const why = waits
-      ? trans._p(
-          'a busy choice — it waits',
-          '%1 Waits for it in the queue.',
-          reason
-        )
-      : wait && ownHeld && reason !== ''
-        ? trans._p(
-            'a choice that waiting cannot meet',
-            '%1 Your own kernels hold the GPUs it needs: shut one down first.',
-            reason
+    const waits = wait && busy && reason.sentence !== '';
+    const why: IChoiceReason = waits
+      ? {
+          sentence: trans._p(
+            'a busy choice — it waits',
+            '%1 Waits for it in the queue.',
+            reason.sentence
+          ),
+          words: trans._p(
+            'a busy choice, in a few words — it waits',
+            '%1, waits',
+            reason.words
           )
+        }
+      : wait && ownHeld && reason.sentence !== ''
+        ? {
+            sentence: trans._p(
+              'a choice that waiting cannot meet',
+              '%1 Your own kernels hold the GPUs it needs: shut one down first.',
+              reason.sentence
+            ),
+            words: trans._p(
+              'why a GPU choice cannot be had, in a few words',
+              'held by your kernels'
+            )
+          }
         : reason;
     return {
       value,
       label,
-      option: why
-        ? trans._p('a choice — why it cannot be had', '%1 — %2', label, why)
-        : label,
+      option: option(why.words),
+      ariaLabel: ariaText(trans, label, why.sentence),
       request,
-      disabled: reason !== '' && !waits,
-      reason: why
+      disabled: reason.sentence !== '' && !waits,
+      reason: why.sentence
     };
   };
-  const choices: IGpuChoice[] = [choice('count:0', trans.__('No GPU'), 0, '')];
+  const choices: IGpuChoice[] = [
+    choice('count:0', trans.__('No GPU'), 0, NO_REASON)
+  ];
   for (let n = 1; n <= total; n++) {
-    const capped = blocked ? '' : overCap(n);
-    const reason =
-      blocked ||
-      capped ||
-      (n > free.length
-        ? free.length === 0
-          ? trans.__('No free GPU: every GPU is taken.')
-          : trans._n(
-              'Only %1 GPU is free.',
-              'Only %1 GPUs are free.',
-              free.length
-            )
-        : '');
+    const capped = blocked.sentence ? NO_REASON : overCap(n);
+    const short: IChoiceReason =
+      n <= free.length
+        ? NO_REASON
+        : free.length === 0
+          ? {
+              sentence: trans.__('No free GPU: every GPU is taken.'),
+              words: trans._p(
+                'why a GPU choice cannot be had, in a few words',
+                'all taken'
+              )
+            }
+          : {
+              sentence: trans._n(
+                'Only %1 GPU is free.',
+                'Only %1 GPUs are free.',
+                free.length
+              ),
+              words: trans._np(
+                'why a GPU choice cannot be had, in a few words',
+                'only %1 free',
+                'only %1 free',
+                free.length
+              )
+            };
+    const reason = blocked.sentence
+      ? blocked
+      : capped.sentence
+        ? capped
+        : short;
     const waitable = n <= total - mineHeld;
     choices.push(
       choice(
@@ -156,23 +285,39 @@ export function gpuChoices(
         trans._n('%1 GPU', '%1 GPUs', n),
         n,
         reason,
-        !blocked && !capped && waitable,
-        !blocked && !capped && !waitable
+        !blocked.sentence && !capped.sentence && waitable,
+        !blocked.sentence && !capped.sentence && !waitable
       )
     );
   }
-  if (!blocked) {
+  if (!blocked.sentence) {
     const capped = overCap(1);
     for (const gpu of report?.gpus ?? []) {
       const taken = !free.includes(gpu);
+      const reason = capped.sentence
+        ? capped
+        : taken
+          ? {
+              sentence: trans.__('GPU %1 is taken.', gpu.index),
+              words: trans._p(
+                'why a GPU choice cannot be had, in a few words',
+                'taken'
+              )
+            }
+          : NO_REASON;
       choices.push(
         choice(
           `id:${gpu.uuid}`,
           trans.__('GPU %1 only (%2)', gpu.index, gpu.name),
           [gpu.uuid],
-          capped || (taken ? trans.__('GPU %1 is taken.', gpu.index) : ''),
-          !capped && !heldByMe(gpu),
-          !capped && heldByMe(gpu)
+          reason,
+          !capped.sentence && !heldByMe(gpu),
+          !capped.sentence && heldByMe(gpu),
+          // Its reason inside its own brackets, not a second pair after them.
+          words =>
+            words
+              ? trans.__('GPU %1 only (%2, %3)', gpu.index, gpu.name, words)
+              : trans.__('GPU %1 only (%2)', gpu.index, gpu.name)
         )
       );
     }
@@ -205,23 +350,32 @@ function clusterGpuChoices(
   report: IGpuReport | null
 ): IGpuChoice[] {
   const total = largestNodeGpus(cluster);
-  const blocked =
+  const blocked: IChoiceReason =
     total === 0
-      ? cluster.engine_error || trans.__('No node of the cluster offers GPUs.')
-      : row && !row.gpu
-        ? trans.__('This image is a CPU build: it cannot use GPUs.')
-        : row && row.verdict.outcome === 'cannot-run'
-          ? row.verdict.reason.trim() ||
-            trans.__(
-              "This image's CUDA needs a newer NVIDIA driver than the cluster's."
-            )
-          : '';
+      ? {
+          sentence:
+            cluster.engine_error ||
+            trans.__('No node of the cluster offers GPUs.'),
+          words: trans._p(
+            'why a GPU choice cannot be had, in a few words',
+            'no GPU nodes'
+          )
+        }
+      : (imageReason(
+          trans,
+          row,
+          trans.__(
+            "This image's CUDA needs a newer NVIDIA driver than the cluster's."
+          )
+        ) ?? NO_REASON);
   const cap = report?.max_gpus_per_user ?? 0;
+  const none = trans.__('No GPU');
   const choices: IGpuChoice[] = [
     {
       value: 'count:0',
-      label: trans.__('No GPU'),
-      option: trans.__('No GPU'),
+      label: none,
+      option: none,
+      ariaLabel: none,
       request: 0,
       disabled: false,
       reason: ''
@@ -229,24 +383,29 @@ function clusterGpuChoices(
   ];
   for (let n = 1; n <= total; n++) {
     const label = trans._n('%1 GPU', '%1 GPUs', n);
-    const reason =
-      blocked ||
-      (cap > 0 && n > cap
-        ? trans._n(
-            'Over your limit of %1 GPU per user.',
-            'Over your limit of %1 GPUs per user.',
-            cap
-          )
-        : '');
+    const reason: IChoiceReason = blocked.sentence
+      ? blocked
+      : cap > 0 && n > cap
+        ? {
+            sentence: trans._n(
+              'Over your limit of %1 GPU per user.',
+              'Over your limit of %1 GPUs per user.',
+              cap
+            ),
+            words: trans._p(
+              'why a GPU choice cannot be had, in a few words',
+              'over your limit'
+            )
+          }
+        : NO_REASON;
     choices.push({
       value: `count:${n}`,
       label,
-      option: reason
-        ? trans._p('a choice — why it cannot be had', '%1 — %2', label, reason)
-        : label,
+      option: optionText(trans, label, reason.words),
+      ariaLabel: ariaText(trans, label, reason.sentence),
       request: n,
-      disabled: reason !== '',
-      reason
+      disabled: reason.sentence !== '',
+      reason: reason.sentence
     });
   }
   return choices;

@@ -3,8 +3,10 @@ import * as React from 'react';
 import { IGpuChoice } from './gpuchoices';
 
 /**
- * The options of a GPU selector: a disabled choice carries its reason, in
- * the label (select menus do not show tooltips everywhere) and as tooltip.
+ * The options of a GPU selector. A choice with a reason says it in a few
+ * words in its text (select menus do not show tooltips everywhere, and a
+ * narrow select cut a whole sentence mid-word), and the whole sentence in its
+ * tooltip and to assistive technology.
  */
 export function GpuOptions(props: { choices: IGpuChoice[] }): JSX.Element {
   return (
@@ -15,6 +17,7 @@ export function GpuOptions(props: { choices: IGpuChoice[] }): JSX.Element {
           value={c.value}
           disabled={c.disabled}
           title={c.reason}
+          aria-label={c.ariaLabel}
         >
           {c.option}
         </option>

@@ -307,6 +307,7 @@ export function PickerForm(props: {
         <select
           className="jgc-picker-gpus"
           value={choice}
+          title={selected?.reason || undefined}
           onChange={event => onChange(kernelName, event.target.value)}
         >
           <GpuOptions choices={choices} />

@@ -215,9 +215,10 @@ test('three students, two GPUs: one each for two, the third waits and starts by 
   });
   const aliceRow = gpuImage(alicePanel);
   await expect(aliceRow.locator('.jgc-wait-checkbox')).toHaveCount(0);
-  await expect(aliceRow.locator('option[value="count:1"]')).toContainText(
-    'Over your limit of 1 GPU per user'
-  );
+  // The option says it in a few words (a narrow select cut the sentence), its tooltip in full.
+  const aliceOne = aliceRow.locator('option[value="count:1"]');
+  await expect(aliceOne).toHaveText('1 GPU (over your limit)');
+  await expect(aliceOne).toHaveAttribute('title', /^Over your limit of 1 GPU per user/);
 
   // Both GPUs are held by others: Carol's start waits in the queue, her notebook opens at once
   // and says so, and so does her panel.

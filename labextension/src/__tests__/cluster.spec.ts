@@ -159,6 +159,11 @@ describe('the GPU choices on a cluster', () => {
       'count:2'
     ]);
     expect(capped[3].reason).toBe('Over your limit of 2 GPUs per user.');
+    // The reason in a few words in the option's text, whole in its aria label.
+    expect(capped[3].option).toBe('3 GPUs (over your limit)');
+    expect(capped[3].ariaLabel).toBe(
+      '3 GPUs — Over your limit of 2 GPUs per user.'
+    );
     // No GPU node: no GPU to choose.
     expect(
       gpuChoices(trans, null, makeRow(), '', false, {

@@ -29,6 +29,7 @@ describe('gpuChoices', () => {
         value: 'count:0',
         label: 'No GPU',
         option: 'No GPU',
+        ariaLabel: 'No GPU',
         request: 0,
         disabled: false,
         reason: ''
@@ -235,6 +236,86 @@ describe('gpuChoices', () => {
       true,
       'GPU 0 is taken.'
     ]);
+  });
+});
+
+describe("gpuChoices' option texts", () => {
+  const mine = makeHolder({ mine: true, kernel_id: 'k-mine' });
+  const other = makeHolder({ user: 'bob' });
+  const texts = (choices: ReturnType<typeof gpuChoices>) =>
+    choices.map(c => [c.value, c.option]);
+
+  it('say why in a few words, the whole sentence in their aria label', () => {
+    // A narrow select cut "1 GPU — Over your limit of 1 GPU per user." at
+    // "1 GPU — Over your l": the sentence is the tooltip's, not the text's.
+    const report = makeReport([makeGpu('0', [mine]), makeGpu('1', [other])], {
+      max_gpus_per_user: 1
+    });
+    const choices = gpuChoices(trans, report, makeRow());
+    expect(texts(choices)).toEqual([
+      ['count:0', 'No GPU'],
+      ['count:1', '1 GPU (over your limit)'],
+      ['count:2', '2 GPUs (over your limit)'],
+      ['id:GPU-0', 'GPU 0 only (NVIDIA A100-SXM4-80GB, over your limit)'],
+      ['id:GPU-1', 'GPU 1 only (NVIDIA A100-SXM4-80GB, over your limit)']
+    ]);
+    expect(choices.map(c => c.ariaLabel)).toEqual([
+      'No GPU',
+      ...choices.slice(1).map(c => `${c.label} — ${c.reason}`)
+    ]);
+    expect(choices[2].reason).toBe('Over your limit of 1 GPU per user.');
+  });
+
+  it('say which GPUs are taken, and which a start waits for', () => {
+    const report = makeReport([
+      makeGpu('0', [other]),
+      makeGpu('1'),
+      makeGpu('2', [mine])
+    ]);
+    expect(texts(gpuChoices(trans, report, makeRow()))).toEqual([
+      ['count:0', 'No GPU'],
+      ['count:1', '1 GPU'],
+      ['count:2', '2 GPUs (only 1 free)'],
+      ['count:3', '3 GPUs (only 1 free)'],
+      ['id:GPU-0', 'GPU 0 only (NVIDIA A100-SXM4-80GB, taken)'],
+      ['id:GPU-1', 'GPU 1 only (NVIDIA A100-SXM4-80GB)'],
+      ['id:GPU-2', 'GPU 2 only (NVIDIA A100-SXM4-80GB, taken)']
+    ]);
+    // Waiting: other users' GPUs free in time, the user's own do not.
+    expect(texts(gpuChoices(trans, report, makeRow(), '', true))).toEqual([
+      ['count:0', 'No GPU'],
+      ['count:1', '1 GPU'],
+      ['count:2', '2 GPUs (only 1 free, waits)'],
+      ['count:3', '3 GPUs (held by your kernels)'],
+      ['id:GPU-0', 'GPU 0 only (NVIDIA A100-SXM4-80GB, taken, waits)'],
+      ['id:GPU-1', 'GPU 1 only (NVIDIA A100-SXM4-80GB)'],
+      ['id:GPU-2', 'GPU 2 only (NVIDIA A100-SXM4-80GB, held by your kernels)']
+    ]);
+    const all = makeReport([makeGpu('0', [other])]);
+    expect(texts(gpuChoices(trans, all, makeRow()))[1]).toEqual([
+      'count:1',
+      '1 GPU (all taken)'
+    ]);
+  });
+
+  it('say that a CPU build or an image the driver cannot run gets none', () => {
+    const report = makeReport([makeGpu('0')]);
+    expect(texts(gpuChoices(trans, report, makeRow({ gpu: false })))).toEqual([
+      ['count:0', 'No GPU'],
+      ['count:1', '1 GPU (CPU build)']
+    ]);
+    const old = makeRow({
+      verdict: {
+        outcome: 'cannot-run',
+        reason: 'CUDA 12.8 needs driver 570 or newer; this host has 550.',
+        needed_driver: '570'
+      }
+    });
+    const choices = gpuChoices(trans, report, old);
+    expect(choices[1].option).toBe('1 GPU (cannot run here)');
+    expect(choices[1].ariaLabel).toBe(
+      '1 GPU — CUDA 12.8 needs driver 570 or newer; this host has 550.'
+    );
   });
 });
 

@@ -201,13 +201,58 @@ describe('PickerForm', () => {
     ).toEqual([
       ['count:0', 'No GPU'],
       ['count:1', '1 GPU'],
-      ['count:2', '2 GPUs — Only 1 GPU is free.'],
-      ['id:GPU-0', 'GPU 0 only (NVIDIA A100-SXM4-80GB) — GPU 0 is taken.'],
+      ['count:2', '2 GPUs (only 1 free)'],
+      ['id:GPU-0', 'GPU 0 only (NVIDIA A100-SXM4-80GB, taken)'],
       ['id:GPU-1', 'GPU 1 only (NVIDIA A100-SXM4-80GB)']
     ]);
     expect(textOf(findOne(tree, by('p', 'jgc-error')))).toBe(
       'Only 1 GPU is free.'
     );
+    // The whole reason, in the chosen one's and each option's tooltip, and
+    // to assistive technology.
+    expect(gpus.props.title).toBe('Only 1 GPU is free.');
+    expect(
+      findAll(gpus, by('option')).map(option => [
+        option.props.title,
+        option.props['aria-label']
+      ])
+    ).toEqual([
+      ['', 'No GPU'],
+      ['', '1 GPU'],
+      ['Only 1 GPU is free.', '2 GPUs — Only 1 GPU is free.'],
+      [
+        'GPU 0 is taken.',
+        'GPU 0 only (NVIDIA A100-SXM4-80GB) — GPU 0 is taken.'
+      ],
+      ['', 'GPU 1 only (NVIDIA A100-SXM4-80GB)']
+    ]);
+  });
+
+  it("keeps a long reason out of the option's text, whole in its tooltip", () => {
+    // A narrow select cut "1 GPU — Over your limit of 1 GPU per user." at
+    // "1 GPU — Over your l".
+    const capped = makeReport([makeGpu('0', [mine]), makeGpu('1')], {
+      max_gpus_per_user: 1
+    });
+    const gpus = findOne(
+      <PickerForm
+        rows={rows}
+        report={capped}
+        kernelId=""
+        kernelName={torch.kernel_name}
+        choice="count:1"
+        onChange={jest.fn()}
+        trans={trans}
+      />,
+      by('select', 'jgc-picker-gpus')
+    );
+    const one = findAll(gpus, by('option'))[1];
+    const sentence =
+      'Over your limit of 1 GPU per user (your other kernels hold 1): shut one down first.';
+    expect(textOf(one)).toBe('1 GPU (over your limit)');
+    expect(one.props.title).toBe(sentence);
+    expect(one.props['aria-label']).toBe(`1 GPU — ${sentence}`);
+    expect(gpus.props.title).toBe(sentence);
   });
 
   it('reports each change with the other choice', () => {
