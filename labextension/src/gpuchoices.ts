@@ -11,6 +11,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { availableGpus, describeNoGpus } from './gpuformat';
 import { IClusterView, IGpu, IGpuReport } from './gputypes';
+import { noGpuText } from './gpuwords';
 import { IImageRow } from './imagetypes';
 import { GpuRequest } from './kerneltypes';
 
@@ -245,7 +246,7 @@ export function gpuChoices(
     };
   };
   const choices: IGpuChoice[] = [
-    choice('count:0', trans.__('No GPU'), 0, NO_REASON)
+    choice('count:0', noGpuText(trans), 0, NO_REASON)
   ];
   for (let n = 1; n <= total; n++) {
     const capped = blocked.sentence ? NO_REASON : overCap(n);
@@ -369,7 +370,7 @@ function clusterGpuChoices(
           )
         ) ?? NO_REASON);
   const cap = report?.max_gpus_per_user ?? 0;
-  const none = trans.__('No GPU');
+  const none = noGpuText(trans);
   const choices: IGpuChoice[] = [
     {
       value: 'count:0',

@@ -12,6 +12,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatBytes } from './format';
 import { IClusterView, IGpu, IGpuReport, IHolder } from './gputypes';
+import { noGpuText, WordsPlace } from './gpuwords';
 
 /**
  * Who holds a GPU, in a few words, from this user's point of view.
@@ -80,14 +81,16 @@ export function gpusOfKernel(
 }
 
 /**
- * The GPUs part of a label: `no GPU`, `GPU 0`, `GPUs 0,1`.
+ * The GPUs part of a label: `No GPU`, `GPU 0`, `GPUs 0,1`; `no GPU` in
+ * `place` `sentence`.
  */
 export function gpuListLabel(
   trans: TranslationBundle,
-  indexes: string[]
+  indexes: string[],
+  place: WordsPlace = 'label'
 ): string {
   if (indexes.length === 0) {
-    return trans.__('no GPU');
+    return noGpuText(trans, place);
   }
   if (indexes.every(index => index === '')) {
     // A cluster's scheduler placed them and does not say which.

@@ -7,6 +7,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatBytes, formatClock } from './format';
+import { noGpuText } from './gpuwords';
 import { IKernelEnd, IKernelGpu, IKernelGpuUsage } from './kerneltypes';
 
 /**
@@ -59,14 +60,14 @@ export function phaseLabel(trans: TranslationBundle, name: string): string {
 }
 
 /**
- * The label of a kernel's GPUs: "GPU 0, GPU 1".
+ * The label of a kernel's GPUs: "GPU 0, GPU 1", or "No GPU".
  */
 export function gpusLabel(
   trans: TranslationBundle,
   gpus: IKernelGpu[]
 ): string {
   if (gpus.length === 0) {
-    return trans.__('No GPU');
+    return noGpuText(trans);
   }
   return gpus
     .map(gpu =>

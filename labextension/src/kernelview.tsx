@@ -14,6 +14,7 @@ import {
   phaseLabel
 } from './gpuuse';
 import { IEnvironmentStamp } from './environmenttypes';
+import { noGpuText } from './gpuwords';
 import { IKernelView } from './kerneltypes';
 import { KernelViewModel } from './kernelviewmodel';
 import { ModelWidget } from './modelwidget';
@@ -223,7 +224,7 @@ function environmentLine(
       : '',
     stamp.cuda_version ? trans.__('CUDA %1', stamp.cuda_version) : '',
     stamp.python_version ? trans.__('Python %1', stamp.python_version) : '',
-    stamp.verdict ? stamp.verdict.reason : trans.__('no GPU')
+    stamp.verdict ? stamp.verdict.reason : noGpuText(trans)
   ];
   return parts.filter(Boolean).join(' · ');
 }

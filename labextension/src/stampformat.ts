@@ -4,6 +4,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { IEnvironmentStamp } from './environmenttypes';
+import { noGpuText } from './gpuwords';
 
 /**
  * The content part of a digest, 12 hex digits: `sha256:0123456789ab`.
@@ -37,7 +38,12 @@ export function describeStamp(
     ? trans.__('%1: %2', image, parts.join(', '))
     : image;
   if (!stamp.gpus.length) {
-    return trans.__('%1; no GPU', versions);
+    return trans._p(
+      'what a notebook ran on: its versions; no GPU',
+      '%1; %2',
+      versions,
+      noGpuText(trans, 'sentence')
+    );
   }
   const gpus = stamp.gpus.join(', ');
   return stamp.verdict

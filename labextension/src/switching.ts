@@ -16,6 +16,7 @@ import { refreshOnceIn } from './refresh';
 import { confirmDialog, showFormDialog } from './dialogs';
 import { showsCluster } from './cluster';
 import { gpusOfKernel } from './gpuformat';
+import { noGpuText } from './gpuwords';
 import { shortImageName } from './imageformat';
 import type { IGpuContainersModel } from './tokens';
 import { ImagePicker } from './picker';
@@ -806,5 +807,7 @@ function gpuCountLabel(trans: TranslationBundle, gpus: GpuRequest): string {
   if (gpus === null) {
     return trans.__('its default GPUs');
   }
-  return gpus === 0 ? trans.__('no GPU') : trans._n('%1 GPU', '%1 GPUs', gpus);
+  return gpus === 0
+    ? noGpuText(trans, 'sentence')
+    : trans._n('%1 GPU', '%1 GPUs', gpus);
 }

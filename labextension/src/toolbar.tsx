@@ -90,7 +90,7 @@ export class KernelImageItem extends ReactWidget {
     );
     // Whether the GPU report says what the kernel holds: the kernel runs, and
     // the report came after it came up (one read during its start knows none
-    // of its GPUs yet, and "no GPU" would be said for a second or two).
+    // of its GPUs yet, and "No GPU" would be said for a second or two).
     const status = context.kernelDisplayStatus;
     const stale =
       this._staleReport !== null &&
@@ -178,7 +178,7 @@ export class KernelImageItem extends ReactWidget {
         ? trans.__(
             'Kernel image %1, %2. Click to switch the image or the GPUs.',
             image,
-            gpuListLabel(trans, gpus)
+            gpuListLabel(trans, gpus, 'sentence')
           )
         : trans.__('Click to run this notebook in a container image.'),
       ranOn,

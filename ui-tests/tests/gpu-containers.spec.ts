@@ -151,7 +151,7 @@ test('notebooks launch on an image with a GPU, switch, and come back after a res
 
   // Switch it to the CPU image: the toolbar and the cell output change, the GPU is freed.
   await switchTo(page, DEBIAN_IMAGE, 'count:0', 'picker.png');
-  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · no GPU');
+  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · No GPU');
   const [secondHost, secondDevices] = await runProbe(page);
   expect(secondHost).not.toBe(firstHost);
   expect(secondDevices).not.toMatch(/GPU-ui-/);
@@ -179,7 +179,7 @@ test('notebooks launch on an image with a GPU, switch, and come back after a res
     }, path);
   }
   await page.notebook.activate(switched.split('/').pop()!);
-  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · no GPU');
+  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · No GPU');
   const [, afterDevices] = await runProbe(page);
   expect(afterDevices).not.toMatch(/GPU-ui-/);
 

@@ -189,7 +189,7 @@ test('the panel as a student first sees it: kernels, clean notebooks, a split pa
   const cpuPanel = notebookPanel(page, cpuNotebook);
   for (const [notebook, gpus] of [
     [gpuPanel, 'GPU 0'],
-    [cpuPanel, 'no GPU']
+    [cpuPanel, 'No GPU']
   ] as const) {
     const item = notebook.locator('.jgc-toolbar-button');
     await expect(item).toBeVisible();
@@ -237,7 +237,7 @@ test('the panel as a student first sees it: kernels, clean notebooks, a split pa
   // Switched, and the item is still in the toolbar (not in "⋯"), in its compact form.
   const item = gpuPanel.locator('.jgc-toolbar-button');
   await expect(item).toHaveAttribute('data-image', DEBIAN_IMAGE, { timeout: 60_000 });
-  await expect(item.locator('.jgc-toolbar-compact-label')).toHaveText('no GPU');
+  await expect(item.locator('.jgc-toolbar-compact-label')).toHaveText('No GPU');
   await expect(item).toBeVisible();
   await expect.poll(() => inToolbar(item)).toBe(true);
   // Full width again (the other notebook closed): the full form, in the toolbar.
@@ -247,7 +247,7 @@ test('the panel as a student first sees it: kernels, clean notebooks, a split pa
     widgets.find(w => w.context?.path?.endsWith(name))?.close();
   }, cpuNotebook);
   await expect(item.locator('.jgc-toolbar-label')).toBeVisible();
-  await expect(item.locator('.jgc-toolbar-label')).toHaveText('debian-ipykernel:bookworm · no GPU');
+  await expect(item.locator('.jgc-toolbar-label')).toHaveText('debian-ipykernel:bookworm · No GPU');
   await expect.poll(() => inToolbar(item)).toBe(true);
 });
 
@@ -404,7 +404,7 @@ test('a restart that waits, cancelled, then waiting again: the hand-over reconne
   });
   await expect(
     page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jgc-toolbar-label')
-  ).toHaveText('ngc-like:24.05-py3 · no GPU', { timeout: 30_000 });
+  ).toHaveText('ngc-like:24.05-py3 · No GPU', { timeout: 30_000 });
   await expect
     .poll(() => currentState(page), { timeout: 60_000 })
     .toMatchObject({ status: 'idle', language: 'python' });

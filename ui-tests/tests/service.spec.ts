@@ -205,7 +205,7 @@ test("the toolbar switches a notebook's image: its kernel restarts on the other 
   test.setTimeout(240_000);
   const panel = await openPanel(page);
   await imageRow(panel, DEBIAN_IMAGE).locator('.jgc-launch-button').click();
-  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · no GPU', {
+  await expect(toolbar(page)).toHaveText('debian-ipykernel:bookworm · No GPU', {
     timeout: KERNEL_START_MS
   });
   const notebook = await currentPath(page);

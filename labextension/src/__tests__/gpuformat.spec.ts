@@ -86,12 +86,17 @@ describe('GPU availability', () => {
   });
 
   it.each<[string[], string]>([
-    [[], 'no GPU'],
+    [[], 'No GPU'],
     [['0'], 'GPU 0'],
     [['0', '1'], 'GPUs 0,1'],
     [['0/1', '0/2'], 'GPUs 0/1,0/2']
   ])('gpuListLabel(trans, %p) is %p', (indexes, label) => {
     expect(gpuListLabel(trans, indexes)).toBe(label);
+  });
+
+  it('says "no GPU" in lower case only inside a sentence', () => {
+    expect(gpuListLabel(trans, [], 'sentence')).toBe('no GPU');
+    expect(gpuListLabel(trans, ['0'], 'sentence')).toBe('GPU 0');
   });
 
   it.each<[number, number, number]>([

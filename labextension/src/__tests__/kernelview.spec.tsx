@@ -509,6 +509,37 @@ describe('the kernel view', () => {
     model.dispose();
   });
 
+  it('says "No GPU" in its line as the rest of the extension does', async () => {
+    request.mockImplementation(
+      async () =>
+        new Response(
+          JSON.stringify(
+            makeView({
+              gpus: [],
+              environment: {
+                image: 'jgc/debian-ipykernel:bookworm',
+                digest: '',
+                framework: '',
+                framework_version: '',
+                cuda_version: '',
+                python_version: '3.11.2',
+                gpus: [],
+                driver_version: '',
+                verdict: null
+              }
+            })
+          ),
+          { status: 200 }
+        )
+    );
+    const model = createModel();
+    await model.refresh();
+    const text = textOf(<KernelViewBody model={model} trans={trans} />);
+    expect(text).toContain('Python 3.11.2 · No GPU');
+    expect(text).not.toContain('no GPU');
+    model.dispose();
+  });
+
   it('says why the details cannot be read', async () => {
     request.mockImplementation(
       async () =>

@@ -270,11 +270,15 @@ describe('KernelImageItem', () => {
     let node = button();
     expect(node.props['data-short']).toBe('true');
     expect(textOf(node)).toBe(
-      'pytorch:24.05-py3 · no GPUno GPU(fewer GPUs than asked)'
+      'pytorch:24.05-py3 · No GPUNo GPU(fewer GPUs than asked)'
     );
     // The compact form (a narrow toolbar) keeps the GPUs alone.
     expect(textOf(findOne(node, by('span', 'jgc-toolbar-compact-label')))).toBe(
-      'no GPU'
+      'No GPU'
+    );
+    // Inside the tooltip's sentence, in lower case.
+    expect(node.props.title).toContain(
+      `Kernel image ${IMAGE}, no GPU. Click to switch`
     );
     expect(node.props.title).toMatch(
       /^This notebook asks for 1 GPU, but its kernel has 0\. .*Kernel image/
@@ -322,7 +326,7 @@ describe('KernelImageItem', () => {
     node = button();
     expect(node.props['data-short']).toBe('true');
     expect(textOf(findOne(node, by('span', 'jgc-toolbar-label')))).toBe(
-      'pytorch:24.05-py3 · no GPU'
+      'pytorch:24.05-py3 · No GPU'
     );
     // A new kernel (a restart, a switch) starts over.
     panel.sessionContext.session = {
