@@ -24,9 +24,10 @@ import { notify } from './notify';
 import { askRetired, dismissKernelSelection, moveNotebook } from './retired';
 import type { IGpuContainersModel } from './tokens';
 import { sectionOf, setInSection } from './metadatakeys';
+import { repositoryOf } from './imageformat';
 import { describeStamp, shortDigest } from './stampformat';
 
-export { describeStamp, shortDigest };
+export { describeStamp, repositoryOf, shortDigest };
 
 /**
  * The stamp's key and the pin's, under the notebook's `gpu_containers`.
@@ -51,17 +52,6 @@ export function notebookPin(
 ): string {
   const pin = sectionOf(metadata)[PIN_KEY];
   return typeof pin === 'string' ? pin : '';
-}
-
-/**
- * The repository of an image reference, as written (`a/b:1`, `a/b@sha256:…`:
- * `a/b`).
- */
-export function repositoryOf(ref: string): string {
-  const at = ref.indexOf('@');
-  const name = at >= 0 ? ref.slice(0, at) : ref;
-  const colon = name.lastIndexOf(':');
-  return colon > name.lastIndexOf('/') ? name.slice(0, colon) : name;
 }
 
 /**

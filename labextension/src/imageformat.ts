@@ -146,18 +146,35 @@ export function shortImageName(reference: string): string {
 }
 
 /**
+ * The repository of an image reference, as written (`a/b:1`, `a/b@sha256:…`:
+ * `a/b`; a registry's port is no tag: `host:5000/b`).
+ */
+export function repositoryOf(ref: string): string {
+  const at = ref.indexOf('@');
+  const name = at >= 0 ? ref.slice(0, at) : ref;
+  const colon = name.lastIndexOf(':');
+  return colon > name.lastIndexOf('/') ? name.slice(0, colon) : name;
+}
+
+/**
  * The names that tell images apart: each reference's last path part with its
  * tag (`pytorch:24.05-py3`), with as many of the repository's parts before it
- * as it takes to differ from every other reference's name
- * (`nvidia/pytorch:24.05-py3` next to `pytorch:24.05-py3`). The tag is never
- * cut.
+ * as it takes to tell it from every other reference: from another's name
+ * (`nvidia/pytorch:24.05-py3` next to `pytorch:24.05-py3`), and from another
+ * repository of the same last part, whatever the tags (`a/ngc-like:1` next
+ * to `other/ngc-like:24.05-py3`, which `ngc-like:1` and
+ * `ngc-like:24.05-py3` would not tell apart). The tag is never cut.
  */
 export function imageNames(references: Iterable<string>): Map<string, string> {
-  const parts = new Map<string, { path: string[]; digest: string }>();
+  const parts = new Map<
+    string,
+    { path: string[]; repository: string[]; digest: string }
+  >();
   for (const reference of references) {
     const [name, digest] = reference.split('@');
     parts.set(reference, {
       path: name.split('/'),
+      repository: repositoryOf(reference).split('/'),
       digest: digest ? `@${digest.replace(/^sha256:/, '').slice(0, 12)}` : ''
     });
   }
@@ -165,23 +182,28 @@ export function imageNames(references: Iterable<string>): Map<string, string> {
     const { path, digest } = parts.get(reference)!;
     return path.slice(-depth).join('/') + digest;
   };
+  const repositoryAt = (reference: string, depth: number): string =>
+    parts.get(reference)!.repository.slice(-depth).join('/');
   const names = new Map<string, string>();
   for (const [reference, { path }] of parts) {
+    const others = [...parts.keys()].filter(other => other !== reference);
+    // Another repository that the shown parts would not tell from this one.
+    const lookalike = (other: string, depth: number): boolean =>
+      repositoryAt(other, depth) === repositoryAt(reference, depth) &&
+      repositoryOf(other) !== repositoryOf(reference);
     let depth = 1;
     while (
       depth < path.length &&
-      [...parts.keys()].some(
+      others.some(
         other =>
-          other !== reference && at(other, depth) === at(reference, depth)
+          at(other, depth) === at(reference, depth) || lookalike(other, depth)
       )
     ) {
       depth += 1;
     }
     // Two references that differ only in their digests' later digits.
     const name = at(reference, depth);
-    const clash = [...parts.keys()].some(
-      other => other !== reference && at(other, depth) === name
-    );
+    const clash = others.some(other => at(other, depth) === name);
     names.set(reference, clash ? reference : name);
   }
   return names;

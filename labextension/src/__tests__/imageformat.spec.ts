@@ -360,6 +360,40 @@ describe('imageNames', () => {
     });
   });
 
+  it('names the repository of images whose last parts match, whatever their tags', () => {
+    // "ngc-like:1" and "ngc-like:24.05-py3" looked like one image's tags.
+    const names = imageNames([
+      'registry.example/a/ngc-like:1',
+      'other/ngc-like:24.05-py3',
+      'nvcr.io/nvidia/pytorch:24.05-py3',
+      'nvcr.io/nvidia/pytorch:25.10-py3',
+      'python:3.11-slim'
+    ]);
+    expect(Object.fromEntries(names)).toEqual({
+      'registry.example/a/ngc-like:1': 'a/ngc-like:1',
+      'other/ngc-like:24.05-py3': 'other/ngc-like:24.05-py3',
+      // One repository's tags, and a name no other has: short.
+      'nvcr.io/nvidia/pytorch:24.05-py3': 'pytorch:24.05-py3',
+      'nvcr.io/nvidia/pytorch:25.10-py3': 'pytorch:25.10-py3',
+      'python:3.11-slim': 'python:3.11-slim'
+    });
+  });
+
+  it('goes as deep as the repositories differ, and reads a port as no tag', () => {
+    const names = imageNames([
+      'ghcr.io/a/team/jax:0.4',
+      'ghcr.io/b/team/jax:0.5',
+      'registry.example:5000/jax',
+      'jax@sha256:' + 'c'.repeat(64)
+    ]);
+    expect([...names.values()]).toEqual([
+      'a/team/jax:0.4',
+      'b/team/jax:0.5',
+      'registry.example:5000/jax',
+      `jax@${'c'.repeat(12)}`
+    ]);
+  });
+
   it('keeps digests apart, cut to 12 hex digits when that is enough', () => {
     const a = `ghcr.io/org/jax@sha256:${'a'.repeat(64)}`;
     const b = `ghcr.io/org/jax@sha256:${'b'.repeat(64)}`;

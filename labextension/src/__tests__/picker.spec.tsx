@@ -380,6 +380,30 @@ describe('PickerForm: finding an image', () => {
     expect(new Set(texts).size).toBe(texts.length);
   });
 
+  it('names the repositories of images whose short names look alike', () => {
+    // "ngc-like:1" and "ngc-like:24.05-py3" looked like two tags of one image.
+    const first = makeRow({
+      reference: 'registry.example/a/ngc-like:1',
+      kernel_name: 'gpuc-a'
+    });
+    const second = makeRow({
+      reference: 'other/ngc-like:24.05-py3',
+      kernel_name: 'gpuc-other'
+    });
+    const shown = options(form('gpuc-a', '', jest.fn(), [first, second, tf]));
+    // The tooltip's first line: the full reference, before the verdict.
+    expect(
+      shown.map(option => [
+        textOf(option).split(' — ')[0],
+        option.props.title.split('\n')[0]
+      ])
+    ).toEqual([
+      ['a/ngc-like:1', 'registry.example/a/ngc-like:1'],
+      ['other/ngc-like:24.05-py3', 'other/ngc-like:24.05-py3'],
+      ['tensorflow:2.15.0-gpu', tf.reference]
+    ]);
+  });
+
   it('offers the images the search finds, by facts', () => {
     const values = (query: string, chosen = '') =>
       options(form(chosen, query)).map(option => option.props.value);
