@@ -9,6 +9,7 @@ static GPUs); the user's server runs as an account outside the docker group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -384,17 +385,21 @@ SERVICE_RETIRED = {
 }
 
 
-@pytest.fixture
-def service_and_user(docker_client: Any) -> Iterator[tuple[Any, Any, Server]]:
-    """`jupyter gpu-containers serve` (service_process.py) and MALLORY's server in front of it,
-    whose workspace is the one the service gives MALLORY."""
+@contextlib.contextmanager
+def user_behind_service(
+    docker_client: Any, config: dict[str, Any], request_timeout: int, *peers: str
+) -> Iterator[tuple[Any, Any, list[Any], Server]]:
+    """`jupyter gpu-containers serve` (service_process.py) with ``config``, and MALLORY's
+    server in front of it, whose workspace is the one the service gives MALLORY; ``peers``:
+    other accounts of the service (theirs). Everything stopped after, and no test container
+    left."""
     from service_process import KernelService
 
-    # Images the administrator retired (test_a_retired_image_is_said_behind_the_service).
-    service = KernelService({"ImageCatalog": {"deprecated_images": SERVICE_RETIRED}})
+    service = KernelService(config)
     user_home = UserHome(MALLORY, {})
     try:
         account = service.add_user(MALLORY)
+        others = [service.add_user(peer) for peer in peers]
         service.start()
         server = Server(
             user_home.path,
@@ -402,16 +407,25 @@ def service_and_user(docker_client: Any) -> Iterator[tuple[Any, Any, Server]]:
             [
                 f"--gateway-url={service.url}",
                 f"--GatewayClient.auth_token={account.token}",
-                "--GatewayClient.request_timeout=60",
+                f"--GatewayClient.request_timeout={request_timeout}",
             ],
             user=MALLORY,
         )
         user_home.servers.append(server)
-        yield service, account, server
+        yield service, account, others, server
     finally:
         user_home.close()
         service.close()
         assert_no_test_containers(docker_client)
+
+
+@pytest.fixture
+def service_and_user(docker_client: Any) -> Iterator[tuple[Any, Any, Server]]:
+    """The kernel service and MALLORY's server in front of it (user_behind_service), with
+    images the administrator retired (test_a_retired_image_is_said_behind_the_service)."""
+    config = {"ImageCatalog": {"deprecated_images": SERVICE_RETIRED}}
+    with user_behind_service(docker_client, config, 60) as (service, account, _, server):
+        yield service, account, server
 
 
 async def test_a_start_carries_the_notebooks_gpu_request(
@@ -617,32 +631,13 @@ async def test_a_retired_image_is_said_behind_the_service(
 def one_gpu_service(docker_client: Any) -> Iterator[tuple[Any, Any, Any, Server]]:
     """The kernel service with one GPU (which BOB's kernel will hold), and MALLORY's server in
     front of it, as the multi-user demo sets them up: waiting is a start's own choice there
-    (``GPUQueue.wait_by_default`` is False)."""
+    (``GPUQueue.wait_by_default`` is False). Its requests wait long (a start waits for the
+    GPU)."""
     from conftest import STATIC_GPUS
-    from service_process import KernelService
 
-    service = KernelService({"GPUInventory": {"static_gpus": STATIC_GPUS[:1]}})
-    user_home = UserHome(MALLORY, {})
-    try:
-        account = service.add_user(MALLORY)
-        holder = service.add_user(BOB)
-        service.start()
-        server = Server(
-            user_home.path,
-            account.workspace,
-            [
-                f"--gateway-url={service.url}",
-                f"--GatewayClient.auth_token={account.token}",
-                "--GatewayClient.request_timeout=300",
-            ],
-            user=MALLORY,
-        )
-        user_home.servers.append(server)
-        yield service, account, holder, server
-    finally:
-        user_home.close()
-        service.close()
-        assert_no_test_containers(docker_client)
+    config = {"GPUInventory": {"static_gpus": STATIC_GPUS[:1]}}
+    with user_behind_service(docker_client, config, 300, BOB) as (service, account, peers, server):
+        yield service, account, peers[0], server
 
 
 @pytest.mark.skipif(not BOB, reason="needs JGC_TEST_PEER, a second account")
