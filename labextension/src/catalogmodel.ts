@@ -50,6 +50,20 @@ export interface ICatalogModelOptions {
   tick: () => Promise<void>;
 }
 
+/**
+ * The catalog read now, with the host's disk totals of the previous read when
+ * the engine did not report them this time (it may be busy with a pull): the
+ * panel's figure stays the engine's own measure rather than come and go.
+ */
+export function withLastDiskUse(
+  previous: ICatalog | null,
+  next: ICatalog
+): ICatalog {
+  return next.disk === null && previous?.disk
+    ? { ...next, disk: previous.disk }
+    : next;
+}
+
 export class CatalogModel {
   constructor(options: ICatalogModelOptions) {
     this._settings = options.serverSettings;
@@ -112,7 +126,10 @@ export class CatalogModel {
   async read(): Promise<void> {
     this._loading = true;
     try {
-      this._catalog = await getImages(this._settings, this._trans);
+      this._catalog = withLastDiskUse(
+        this._catalog,
+        await getImages(this._settings, this._trans)
+      );
       this._catalogError = '';
       this._retries = 0;
     } catch (error) {

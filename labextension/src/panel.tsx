@@ -46,7 +46,6 @@ import { YourPackages } from './yourpackages';
 import { YourKernels } from './yourkernels';
 import type { IGpuContainersModel } from './tokens';
 import { gpuContainersIcon } from './icon';
-import { imagesDiskUse } from './sharing';
 import {
   AdminSection,
   PrePullSchedule,
@@ -389,11 +388,10 @@ function ImageSection(props: {
   const rows = catalog
     ? filterImages(catalog.images, filter, pullRefusal !== '')
     : [];
-  // The engine's own totals (each shared layer once); an older server's rows
-  // summed otherwise.
-  const diskUse = catalog
-    ? (catalog.disk?.layers_bytes ?? imagesDiskUse(catalog.images))
-    : null;
+  // The engine's own totals for every image on the host, each shared layer
+  // once (never the listed rows' sizes summed: images share their base layers,
+  // and a sum counted them again and again).
+  const disk = catalog?.disk ?? null;
   // Named against every image, so that a name does not change as the search
   // narrows the list.
   const names = imageNames(catalog?.images.map(row => row.reference) ?? []);
@@ -464,14 +462,17 @@ function ImageSection(props: {
     <section className="jgc-section jgc-image-section">
       <h3>
         {trans.__('Images')}{' '}
-        {diskUse !== null && (
+        {disk !== null && (
           <span
             className="jgc-subtle jgc-images-disk"
-            title={trans.__(
-              'Disk used by the images on this host, each shared layer once'
+            title={trans._n(
+              'The %1 image on this host takes %2 on disk, each shared layer once (the list below has those offered to you).',
+              'The %1 images on this host take %2 on disk, each shared layer once (the list below has those offered to you).',
+              disk.images,
+              formatBytes(disk.layers_bytes)
             )}
           >
-            {trans.__('%1 on disk', formatBytes(diskUse))}
+            {trans.__('%1 on this host', formatBytes(disk.layers_bytes))}
           </span>
         )}
       </h3>

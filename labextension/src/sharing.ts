@@ -7,7 +7,6 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatBytes, formatClock } from './format';
-import { IImageRow } from './imagetypes';
 import { GpuRequest, IKernelReclaim, IReclaimKeepOffer } from './kerneltypes';
 import {
   IAdminHolder,
@@ -663,27 +662,6 @@ export function defaultKeep(offer: IReclaimKeepOffer): number {
  */
 export function warningKey(kernelId: string, reclaim: IKernelReclaim): string {
   return `${kernelId}|${reclaim.state}|${reclaim.release_at ?? ''}`;
-}
-
-/**
- * The disk the pulled images use, in bytes, or `null` when no row says.
- */
-export function imagesDiskUse(rows: IImageRow[]): number | null {
-  // One image under several references counts once.
-  const sizes = new Map<string, number>();
-  for (const row of rows) {
-    if (row.pulled && typeof row.size === 'number' && row.size >= 0) {
-      sizes.set(row.id || row.reference, row.size);
-    }
-  }
-  if (sizes.size === 0) {
-    return null;
-  }
-  let total = 0;
-  for (const size of sizes.values()) {
-    total += size;
-  }
-  return total;
 }
 
 /**

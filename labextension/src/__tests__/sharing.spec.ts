@@ -11,7 +11,6 @@ import {
   formatDuration,
   isStartUnderWay,
   holderGpus,
-  imagesDiskUse,
   noticeKey,
   noticeText,
   outcomeMessage,
@@ -741,21 +740,6 @@ describe('prePullsOf', () => {
       /^Images unused for 30 days are removed\. Last pass .+: 2 removed \(1\.5 GiB freed\), 3 kept\.$/
     );
     expect(pruningText(trans, { ...pruning, enabled: false })).toBe('');
-  });
-});
-
-describe('imagesDiskUse', () => {
-  it('adds the pulled images once each, and is unknown without sizes', () => {
-    const a = makeRow({ id: 'sha256:a', size: 1000 });
-    const aAgain = makeRow({
-      id: 'sha256:a',
-      reference: 'other:tag',
-      size: 1000
-    });
-    const b = makeRow({ id: 'sha256:b', size: 500 });
-    const notPulled = makeRow({ id: '', pulled: false, size: null });
-    expect(imagesDiskUse([a, aAgain, b, notPulled])).toBe(1500);
-    expect(imagesDiskUse([notPulled])).toBeNull();
   });
 });
 
