@@ -217,6 +217,12 @@ export class NotebookEnvironment {
     }
     const check = state.stamp;
     const recorded = check?.recorded;
+    if (check?.moved) {
+      // The tag names other content now: the catalog is read now (not at its next
+      // minute), and with it the page's kernel specs, which described the old
+      // content (specfollow.ts: a GPU build may have become a CPU build).
+      void this._model.refreshImages();
+    }
     if (
       !check ||
       !recorded ||

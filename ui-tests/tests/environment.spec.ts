@@ -149,6 +149,64 @@ test("a notebook records what it ran on, and asks when its image's tag moved", a
   }
 });
 
+test("a course image built again on the server: a CPU build never keeps the notebook's GPU, and the recorded content runs again", async ({
+  page,
+  tmpPath
+}, testInfo) => {
+  test.setTimeout(240_000);
+  // No registry: the tag is built on this host, first as a GPU build, then as a CPU build.
+  const tag = new ScriptProcess('moved_tag.py', ['--local']);
+  try {
+    const made = await tag.next();
+    const kernel = await specFor(page, made.ref);
+    await page.evaluate(() => (window as any).jupyterapp.serviceManager.kernelspecs.refreshSpecs());
+    await putNotebook(page.request, `${tmpPath}/${NOTEBOOK}`, kernel, { gpus: 1 });
+    await page.notebook.open(NOTEBOOK);
+    expect(await marker(page)).toContain(`marker ${made.first}`);
+    const label = page.locator('.jgc-toolbar-label');
+    await expect(label).toHaveText(/ · GPU [01]$/, { timeout: 30_000 });
+    await page.notebook.save();
+    expect((await savedSection(page, tmpPath)).environment.digest).toBe(made.first_digest);
+    await page.notebook.close(true);
+    await stopAllKernels(page);
+
+    // The administrator builds the tag again, a CPU build now. Reopened, the notebook asks,
+    // and offers the content it ran on: the server still has it, and recorded it as the tag's.
+    expect((await tag.send('move')).moved).toBe(true);
+    await page.notebook.open(NOTEBOOK);
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toContainText("This Notebook's Image Has Changed");
+    await expect(dialog.getByRole('button', { name: 'Run the Recorded Content' })).toBeVisible();
+    await page.screenshot({ path: testInfo.outputPath('local-moved-tag-dialog.png') });
+    await dialog.getByRole('button', { name: 'Decide Later' }).click();
+    // The new content, a CPU build: its kernel holds no GPU, and the toolbar says so plainly,
+    // not "fewer GPUs than asked", though the notebook still asks for one.
+    expect(await marker(page)).toContain(`marker ${made.second}`);
+    await expect(label).toHaveText(/ · No GPU$/, { timeout: 30_000 });
+    await expect(page.locator('.jgc-toolbar-short')).toHaveCount(0);
+    expect((await savedSection(page, tmpPath)).gpus).toBe(1);
+    await page
+      .locator('.jp-NotebookPanel-toolbar')
+      .screenshot({ path: testInfo.outputPath('cpu-build-toolbar.png') });
+
+    // Back to the recorded content: pinned by the server's own words, on its GPU again.
+    await page.locator('.jgc-toolbar-image-changed').click();
+    await dialog.getByRole('button', { name: 'Run the Recorded Content' }).click();
+    await expect(page.locator('.jgc-toolbar-pinned')).toHaveText('(pinned)');
+    await expect
+      .poll(async () => (await savedSection(page, tmpPath)).image_digest)
+      .toBe(`${made.ref.split(':')[0]}@${made.first_digest}`);
+    await expect
+      .poll(async () => marker(page), { timeout: 60_000 })
+      .toContain(`marker ${made.first}`);
+    await expect(label).toHaveText(/ · GPU [01]$/, { timeout: 30_000 });
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  } finally {
+    await stopAllKernels(page);
+    await tag.close();
+  }
+});
+
 const RETIRED = 'jgc/ui-retired:2024'; // ui-tests/server_config.py retires it
 const RETIRED_MESSAGE = 'The course moved to the bookworm image in March.';
 const RETIRED_NOTEBOOK = 'course-retired.ipynb';

@@ -19,7 +19,7 @@ import {
   type Page
 } from '@playwright/test';
 
-import { dismissNetworkChangeDialogs } from './helpers';
+import { dismissNetworkChangeDialogs, ScriptProcess } from './helpers';
 
 const HUB_URL = process.env.UI_TEST_HUB_URL ?? 'http://127.0.0.1:8891';
 const PASSWORD = process.env.UI_TEST_HUB_PASSWORD ?? '';
@@ -151,17 +151,18 @@ async function openPanel(page: Page): Promise<Locator> {
   return panel;
 }
 
-function gpuImage(panel: Locator): Locator {
-  return panel.locator(`.jgc-image[data-reference="${GPU_IMAGE}"]`);
+function gpuImage(panel: Locator, image = GPU_IMAGE): Locator {
+  return panel.locator(`.jgc-image[data-reference="${image}"]`);
 }
 
 function current(page: Page): Locator {
   return page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)');
 }
 
-/** A new notebook on the GPU image with one GPU, from the panel, waiting if `wait`. */
-async function newGpuNotebook(page: Page, wait = false): Promise<void> {
-  const row = gpuImage(await openPanel(page));
+/** A new notebook on the GPU image (or `image`) with one GPU, from the panel, waiting if
+ * `wait`. */
+async function newGpuNotebook(page: Page, wait = false, image = GPU_IMAGE): Promise<void> {
+  const row = gpuImage(await openPanel(page), image);
   // The service probes its images first (a short container each, the first time).
   await expect(row.locator('.jgc-gpu-count')).toBeEnabled({ timeout: 90_000 });
   if (wait) {
@@ -414,4 +415,115 @@ test("behind the Hub, a waiting notebook is one wait in each of its tabs, and ea
   const { body: after } = await api(carol, 'GET', 'api/sessions');
   expect(after.filter((s: { path: string }) => s.path === notebook)).toHaveLength(1);
   await second.close();
+});
+
+test('behind the Hub, an image tagged a minute ago is a kernel at once, named as its tag', async ({
+  browser
+}) => {
+  test.setTimeout(180_000);
+  const alice = await logIn(browser, ALICE);
+  await openPanel(alice.page);
+  // The administrator tags the course's image under a new name while the class is logged in.
+  // (A tag of the demo's course repository: the demo offers those only.)
+  const ref = `jgc/demo-cuda:v2-${Date.now().toString(36)}`;
+  const tag = new ScriptProcess('new_tag.py', [GPU_IMAGE, ref]);
+  try {
+    expect((await tag.next()).ref).toBe(ref);
+    // The panel lists it at its next look (no reload); a notebook on it opens on its GPU,
+    // named as the tag, with no kernel picker.
+    await expect(gpuImage(await openPanel(alice.page), ref)).toBeVisible({ timeout: 60_000 });
+    await newGpuNotebook(alice.page, false, ref);
+    const label = current(alice.page).locator('.jgc-toolbar-label');
+    const short = ref.split('/').pop()!;
+    await expect(label).toHaveText(new RegExp(`^${short.replace('.', '\\.')} · GPU [01]$`), {
+      timeout: 60_000
+    });
+    await expect(alice.page.locator('.jp-Dialog')).toHaveCount(0);
+    await expect(current(alice.page).locator('.jgc-toolbar-button')).toHaveAttribute(
+      'title',
+      new RegExp(ref.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'))
+    );
+    // Loaded again, the notebook reopens on its kernel: no "Select Kernel", no host kernel.
+    const { body: sessions } = await api(alice, 'GET', 'api/sessions');
+    const notebook: string = sessions[0].path;
+    await alice.page.goto(`${HUB_URL}/user/${ALICE}/lab/tree/${notebook}`);
+    await expect(alice.page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+    await expect(current(alice.page).locator('.jgc-toolbar-label')).toHaveText(
+      new RegExp(`^${short.replace('.', '\\.')} · GPU [01]$`),
+      { timeout: 60_000 }
+    );
+    await expect(alice.page.locator('.jp-Dialog')).toHaveCount(0);
+  } finally {
+    // Its kernel first (afterEach would end it after the tag is gone).
+    const { body: sessions } = await api(alice, 'GET', 'api/sessions');
+    for (const session of sessions ?? []) {
+      await api(alice, 'DELETE', `api/sessions/${session.id}`);
+    }
+    await tag.close();
+  }
+});
+
+test("behind the Hub, a course image built again as a CPU build runs without the notebook's GPU, and the recorded content runs again on it", async ({
+  browser
+}) => {
+  test.setTimeout(240_000);
+  const alice = await logIn(browser, ALICE);
+  // The administrator builds the course's image on the host (no registry): a GPU build first.
+  const ref = `jgc/demo-cuda:course-${Date.now().toString(36)}`;
+  const tag = new ScriptProcess('moved_tag.py', ['--local', ref]);
+  const marker = "print('marker', open('/stamp-marker').read().strip())";
+  const label = () => current(alice.page).locator('.jgc-toolbar-label');
+  const short = ref.split('/').pop()!;
+  try {
+    const made = await tag.next();
+    await expect(gpuImage(await openPanel(alice.page), ref)).toBeVisible({ timeout: 60_000 });
+    await newGpuNotebook(alice.page, false, ref);
+    await expect(label()).toHaveText(new RegExp(`^${short} · GPU [01]$`), { timeout: 60_000 });
+    await runFirstCell(alice.page, marker);
+    const output = () => current(alice.page).locator('.jp-OutputArea-output').first();
+    await expect(output()).toHaveText(`marker ${made.first}`, { timeout: 30_000 });
+    await alice.page.keyboard.press('Control+S');
+    const { body: sessions } = await api(alice, 'GET', 'api/sessions');
+    const notebook: string = sessions[0].path;
+    await expect
+      .poll(async () => {
+        const { body } = await api(alice, 'GET', `api/contents/${notebook}?content=1`);
+        return body?.content?.metadata?.gpu_containers?.environment?.digest ?? '';
+      })
+      .toBe(made.first_digest);
+    await api(alice, 'DELETE', `api/sessions/${sessions[0].id}`);
+
+    // Built again, a CPU build now. The notebook loaded again asks; the reader decides later.
+    expect((await tag.send('move')).moved).toBe(true);
+    await alice.page.goto(`${HUB_URL}/user/${ALICE}/lab/tree/${notebook}`);
+    await expect(alice.page.locator('#jupyterlab-splash')).toHaveCount(0, { timeout: 60_000 });
+    const dialog = alice.page.locator('.jp-Dialog');
+    await expect(dialog).toContainText("This Notebook's Image Has Changed", { timeout: 60_000 });
+    await expect(dialog.getByRole('button', { name: 'Run the Recorded Content' })).toBeVisible();
+    await dialog.getByRole('button', { name: 'Decide Later' }).click();
+    // On the CPU build the kernel holds no GPU, said plainly (not "fewer GPUs than asked").
+    await expect(label()).toHaveText(`${short} · No GPU`, { timeout: 60_000 });
+    await expect(current(alice.page).locator('.jgc-toolbar-short')).toHaveCount(0);
+    await answerNewsQuestion(alice.page);
+    await alice.page
+      .locator('.jp-NotebookPanel-toolbar')
+      .first()
+      .screenshot({ path: path.join(SCREENSHOTS, 'multiuser-cpu-build-toolbar.png') });
+
+    // The recorded content, which the service kept: pinned, on a GPU again, its marker.
+    await current(alice.page).locator('.jgc-toolbar-image-changed').click();
+    await dialog.getByRole('button', { name: 'Run the Recorded Content' }).click();
+    await expect(current(alice.page).locator('.jgc-toolbar-pinned')).toHaveText('(pinned)');
+    await expect(label()).toHaveText(new RegExp(`^${short} · GPU [01]$`), { timeout: 60_000 });
+    await current(alice.page).locator('.jp-Cell .cm-content').first().click();
+    await alice.page.keyboard.press('Shift+Enter');
+    await expect(output()).toHaveText(`marker ${made.first}`, { timeout: 30_000 });
+    await expect(dialog).toHaveCount(0);
+  } finally {
+    const { body: sessions } = await api(alice, 'GET', 'api/sessions');
+    for (const session of sessions ?? []) {
+      await api(alice, 'DELETE', `api/sessions/${session.id}`);
+    }
+    await tag.close();
+  }
 });

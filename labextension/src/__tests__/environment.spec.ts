@@ -178,7 +178,8 @@ function makePanel(metadata: Record<string, unknown> = {}) {
 
 const model = {
   serverSettings: {},
-  pull: jest.fn()
+  pull: jest.fn(),
+  refreshImages: jest.fn().mockResolvedValue(undefined)
 };
 
 function environmentFor(
@@ -353,8 +354,11 @@ describe('NotebookEnvironment', () => {
   it('runs the recorded content: pinned, saved, and a new kernel', async () => {
     const panel = makePanel({ gpu_containers: { environment: stamp(OLD) } });
     getState.mockResolvedValue(state(stamp(NEW), moved()));
+    model.refreshImages.mockClear();
     environmentFor(panel, jest.fn().mockResolvedValue('recorded'));
     await settle();
+    // The catalog (and with it the page's kernel specs) is read at once: the tag moved.
+    expect(model.refreshImages).toHaveBeenCalledTimes(1);
     expect(panel.model.metadata.gpu_containers).toEqual({
       environment: stamp(OLD),
       image_digest: OLD

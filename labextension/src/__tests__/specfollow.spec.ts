@@ -20,6 +20,29 @@ describe('missingSpecs', () => {
     ).toEqual(['gpuc-a', 'gpuc-b']);
   });
 
+  it('names a known spec made for other content than its image has now (a moved tag)', () => {
+    const row = (id: string, gpu: boolean) =>
+      ({ kernel_name: 'gpuc-course', id, gpu }) as unknown;
+    const catalog = (id: string, gpu: boolean) =>
+      ({ images: [row(id, gpu)] }) as unknown as ICatalog;
+    const spec = (image_id: string, gpu: boolean) => ({
+      'gpuc-course': { metadata: { gpu_containers: { image_id, gpu } } }
+    });
+    expect(
+      missingSpecs(catalog('sha256:a', true), spec('sha256:a', true))
+    ).toEqual([]);
+    // Moved to a CPU build: both the content and the kind differ.
+    expect(
+      missingSpecs(catalog('sha256:b', false), spec('sha256:a', true))
+    ).toEqual(['gpuc-course sha256:b']);
+    // The administrator's word changed the kind of the same content.
+    expect(
+      missingSpecs(catalog('sha256:a', false), spec('sha256:a', true))
+    ).toEqual(['gpuc-course sha256:a']);
+    // A spec that says neither (a listed image not pulled yet, an older server's).
+    expect(missingSpecs(catalog('', true), { 'gpuc-course': {} })).toEqual([]);
+  });
+
   it('names none before both are read', () => {
     expect(missingSpecs(null, {})).toEqual([]);
     expect(missingSpecs(catalogOf('gpuc-a'), null)).toEqual([]);
