@@ -114,7 +114,7 @@ class InstallKernelSpecApp(JupyterApp):
                 record = services.backend.inspect_image_sync(self.image)
             except ContainerKernelError as e:
                 print(
-                    f"warning: {e} The spec is written without the image's details.",
+                    f"warning: {e.log_text} The spec is written without the image's details.",
                     file=sys.stderr,
                 )
             # A readiness probe's answer already cached names the Python or framework version.
@@ -170,7 +170,7 @@ class SetupHostApp(JupyterApp):
         try:
             print(provision(self.state_dir, self.group))
         except ContainerKernelError as e:
-            print(e.sentence, file=sys.stderr)
+            print(e.log_text, file=sys.stderr)  # an administrator's command: the option named
             self.exit(1)
         if self.tmpfiles:
             os.makedirs(os.path.dirname(self.tmpfiles), exist_ok=True)
@@ -311,7 +311,7 @@ class _TokenCommand(JupyterApp):
         return str(self.extra_args[0])
 
     def fail(self, error: ContainerKernelError) -> None:
-        print(error.sentence, file=sys.stderr)
+        print(error.log_text, file=sys.stderr)  # an administrator's command: the option named
         self.exit(1)
 
     def say_whose(self, path: str) -> None:

@@ -346,7 +346,7 @@ ENGINE_FREE_MODULES = frozenset(
         *("accounts", "allocator_units", "architecture", "catalog_units", "compat"),
         *("fuzz_parsers", "gpu_queue_units", "launch_request", "launchplan", "moved"),
         *("private_apis", "quota_units", "reclaim_units", "recipes_units", "restored_sessions"),
-        *("saves_units", "tokens", "units", "user_packages_units", "zmq_context"),
+        *("saves_units", "tokens", "units", "user_packages_units", "words", "zmq_context"),
     )
 )
 ENGINE_FIXTURES = frozenset(

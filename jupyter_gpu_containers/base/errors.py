@@ -8,9 +8,32 @@ The server layer turns them into HTTP errors, once: the extension's handlers (ro
 the kernel manager (kernelmanager.py) for the stock kernels and sessions APIs. ``str()`` is the
 bare sentence, so every path (the sessions API wraps ``str(e)``, the server log) shows the same
 words.
+
+The sentence is in its reader's words: on a shared host that reader is a student, who cannot set
+an option and should not have to learn its name. So a refusal that an administrator's option
+decided says in plain words what an administrator can change ("ask an administrator to pull the
+image for you"), and carries the option's name apart, as ``setting`` ("Class.trait", several
+separated by commas). The server's log names it always (``log_text``); a JSON answer names it
+only to an administrator (kernelmanager.finish_with_sentence). A refusal that is not raised but
+answered as a field (why pulls or saves cannot be made here) is a :class:`Refusal`, with the
+same two parts.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why something may not be done here, in the user's words, and the option that decided it
+    (as ContainerKernelError's ``setting``); false when it may be done (no sentence)."""
+
+    sentence: str = ""
+    setting: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.sentence)
 
 
 class ContainerKernelError(Exception):
@@ -21,14 +44,22 @@ class ContainerKernelError(Exception):
     # An outcome someone chose (a wait cancelled), logged as news rather than as an error.
     routine = False
 
-    def __init__(self, sentence: str, *, status: int | None = None) -> None:
+    def __init__(self, sentence: str, *, status: int | None = None, setting: str = "") -> None:
         super().__init__(sentence)
         self.sentence = sentence
+        # The administrator's option (or options, "A.b, C.d") that decided this outcome.
+        self.setting = setting
         if status is not None:
             self.status = status
 
     def __str__(self) -> str:
         return self.sentence
+
+    @property
+    def log_text(self) -> str:
+        """The sentence as the server's log has it: with the option that decided it, for the
+        administrator who reads the log."""
+        return f"{self.sentence} (setting: {self.setting})" if self.setting else self.sentence
 
 
 class EngineUnavailable(ContainerKernelError):

@@ -1,5 +1,6 @@
 """The base of every /gpu-containers handler: authentication and authorization on the extension's
-resources, the Services, the caller's kernel user, errors answered as JSON sentences, JSON
+resources, the Services, the caller's kernel user, errors answered as JSON sentences (with the
+option that decided one for an administrator only, and in the log always: errors.py), JSON
 bodies read with a sentence for a bad one; the JSON 404 for any other path.
 """
 
@@ -16,7 +17,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import ensure_async
 from tornado import web
 
-from ..base.errors import ContainerKernelError, EngineUnavailable
+from ..base.errors import ContainerKernelError, EngineUnavailable, Refusal
 from ..gpus.allocator import GPURequest, Ledger, current_ledger
 from ..gpus.gpu_report import preflight
 from ..gpus.inventory import Inventory
@@ -42,26 +43,48 @@ class GPUContainersHandler(APIHandler):
         found: Services = self.settings[SETTINGS_KEY]
         return found
 
+    # Whether this request's user reads the option that decided a refusal (an administrator):
+    # asked before the request runs, since write_error cannot wait for the answer.
+    reads_settings = False
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if self.current_user:
+            try:
+                self.reads_settings = await self.is_admin()
+            except Exception as e:
+                # Only an error's "setting" field depends on it: never worth failing the request.
+                self.log.debug("Cannot tell whether this request's user is an admin: %s", e)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Every error under /gpu-containers/ is JSON (APIHandler's), and a 405 says which
         # methods the route has (RFC 9110: a 405 carries Allow). The core's errors are plain
         # exceptions (errors.py): here, once, they become their status and their sentence.
         error = (kwargs.get("exc_info") or (None, None, None))[1]
         if isinstance(error, ContainerKernelError):
-            finish_with_sentence(self, error)
+            finish_with_sentence(self, error, admin=self.reads_settings)
             return
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         super().write_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # A refusal in a sentence is not a server fault: one warning line, no traceback.
+        # A refusal in a sentence is not a server fault: one warning line, no traceback; it
+        # names the option that decided it, for the administrator who reads the log.
         if isinstance(value, ContainerKernelError):
             self.log.warning(
-                "%d %s %s: %s", value.status, self.request.method, self.request.path, value
+                "%d %s %s: %s", value.status, self.request.method, self.request.path, value.log_text
             )
             return
         super().log_exception(typ, value, tb)
+
+    def refusal_fields(self, name: str, refusal: Refusal) -> dict[str, str]:
+        """A refusal answered as a field: ``name``, its sentence ("" when nothing is refused),
+        and for an administrator ``<name>_setting``, the option that decided it."""
+        fields = {name: refusal.sentence}
+        if self.reads_settings and refusal.setting:
+            fields[f"{name}_setting"] = refusal.setting
+        return fields
 
     @classmethod
     def allowed_methods(cls) -> list[str]:

@@ -104,10 +104,11 @@ class ServiceUnreachable(ContainerKernelError):
 
 
 class ServiceRefused(ContainerKernelError):
-    """The service's own answer to a request it refused, passed on as it is."""
+    """The service's own answer to a request it refused, passed on as it is (with the option
+    that decided it where the service named it: to an administrator)."""
 
-    def __init__(self, status: int, sentence: str, reason: str) -> None:
-        super().__init__(sentence, status=status)
+    def __init__(self, status: int, sentence: str, reason: str, setting: str = "") -> None:
+        super().__init__(sentence, status=status, setting=setting)
         self.reason_phrase = reason or httputil.responses.get(status, "Error")
 
 
@@ -131,7 +132,8 @@ def _why(error: BaseException) -> str:
 
 
 def _answer_of(body: bytes, status: int) -> ServiceRefused:
-    """The service's error body ({"message", "reason"}) as an error to pass on."""
+    """The service's error body ({"message", "reason"}, "setting" for an administrator) as an
+    error to pass on."""
     try:
         data = json.loads(body.decode("utf-8")) if body else {}
     except (ValueError, UnicodeDecodeError):
@@ -139,12 +141,18 @@ def _answer_of(body: bytes, status: int) -> ServiceRefused:
     data = data if isinstance(data, dict) else {}
     message = data.get("message")
     reason = data.get("reason")
+    setting = data.get("setting")
     sentence = (
         message
         if isinstance(message, str) and message
         else f"The kernel service answered {status}."
     )
-    return ServiceRefused(status, sentence, reason if isinstance(reason, str) else "")
+    return ServiceRefused(
+        status,
+        sentence,
+        reason if isinstance(reason, str) else "",
+        setting if isinstance(setting, str) else "",
+    )
 
 
 def from_gateway_error(error: BaseException) -> ContainerKernelError | None:
@@ -293,6 +301,8 @@ class ServiceForwarder(APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = (kwargs.get("exc_info") or (None, None, None))[1]
         if isinstance(error, ContainerKernelError):
+            # Its own errors only (the service cannot be reached), which no option decided:
+            # the service's refusals pass through as the service wrote them.
             finish_with_sentence(self, error)
             return
         super().write_error(status_code, **kwargs)
@@ -300,7 +310,7 @@ class ServiceForwarder(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ContainerKernelError):  # a sentence, not a server fault
             self.log.warning(
-                "%d %s %s: %s", value.status, self.request.method, self.request.path, value
+                "%d %s %s: %s", value.status, self.request.method, self.request.path, value.log_text
             )
             return
         super().log_exception(typ, value, tb)

@@ -3,7 +3,10 @@
 - **The core's errors become HTTP errors here**, for the stock kernels and sessions APIs: a
   provisioner raises plain exceptions with a sentence and a status (errors.py), and a start,
   restart, interrupt or shutdown that fails with one answers that status with that sentence,
-  never "Unhandled error".
+  never "Unhandled error". The option that decided it (errors.py's ``setting``) stays out of
+  that answer, which jupyter_server writes for anyone; the stock routes' log line names it
+  (stock_routes.py). ``finish_with_sentence`` answers the extension's own routes, where an
+  administrator also reads it.
 - **Adopting a running kernel** (recovery after a server restart) goes through :meth:`adopt`,
   the one place that touches jupyter_server's bookkeeping (_private.py lists how).
 - A start that failed is forgotten at once: jupyter_client would keep it pending, and
@@ -67,12 +70,16 @@ from .zmq_context import raise_open_files_limit, size_context
 
 class SentenceHTTPError(web.HTTPError):
     """An HTTP error whose ``str()`` is the bare sentence: the sessions API answers failed starts
-    with ``str(e)``, and the log shows it."""
+    with ``str(e)``, and the log shows it. The option that decided it (``setting``) stays out of
+    the answer: jupyter_server's handlers write it, and cannot ask whether the user is an
+    administrator; the stock routes' handlers log it (stock_routes.py)."""
 
     def __init__(self, error: ContainerKernelError) -> None:
         # No format arguments: tornado then takes the sentence as literal text.
         super().__init__(error.status, error.sentence, reason=error.reason_phrase)
         self.sentence = error.sentence
+        self.setting = error.setting
+        self.log_text = error.log_text
 
     def __str__(self) -> str:
         return self.sentence
@@ -82,13 +89,21 @@ def as_http(error: ContainerKernelError) -> web.HTTPError:
     return SentenceHTTPError(error)
 
 
-def finish_with_sentence(handler: web.RequestHandler, error: ContainerKernelError) -> None:
+def finish_with_sentence(
+    handler: web.RequestHandler, error: ContainerKernelError, *, admin: bool = False
+) -> None:
     """Answer a request with a core error: its status and reason, and JSON of its sentence
-    (what every /gpu-containers/ error looks like, here or forwarded from a kernel service)."""
+    (what every /gpu-containers/ error looks like, here or forwarded from a kernel service).
+    ``admin``: the request's user is an administrator, who also reads the option that decided
+    it (``"setting"``); a user's sentence says what an administrator can change, never the
+    option's name (errors.py)."""
     handler.clear_header("Content-Type")
     handler.set_status(error.status, reason=error.reason_phrase)
     handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"message": error.sentence, "reason": error.reason_phrase}))
+    answer = {"message": error.sentence, "reason": error.reason_phrase}
+    if admin and error.setting:
+        answer["setting"] = error.setting
+    handler.finish(json.dumps(answer))
 
 
 class ContainerKernelManager(ServerKernelManager):
@@ -498,6 +513,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
                     f"{e.sentence} The kernel restarted as it was before (what it held in "
                     "memory was lost with the restart).",
                     status=e.status,
+                    setting=e.setting,
                 )
                 back.reason_phrase, back.routine = e.reason_phrase, True
                 raise as_http(back) from e
@@ -511,10 +527,11 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
                     f"{e.sentence} The kernel had been stopped for the restart, so it was shut "
                     f"down: {then}",
                     status=e.status,
+                    setting=e.setting,
                 )
                 ended.reason_phrase = e.reason_phrase
                 ended.routine = e.routine
-                await self._end_lost_kernel(kernel_id, ended.sentence, routine=e.routine)
+                await self._end_lost_kernel(kernel_id, ended)
                 raise as_http(ended) from e
             raise as_http(e) from e
         # What a page sends once the restart answered must have its output delivered.
@@ -591,7 +608,7 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         restore = getattr(self.get_kernel(kernel_id).provisioner, "restore_previous_request", None)
         if restore is None or not restore():
             return False
-        self.log.info("Kernel %s: %s It restarts as it was before.", kernel_id, cancelled.sentence)
+        self.log.info("Kernel %s: %s It restarts as it was before.", kernel_id, cancelled.log_text)
         try:
             with launching(gpus=None, wait=False):
                 await super().restart_kernel(kernel_id, now=True)
@@ -612,19 +629,18 @@ class GPUContainersKernelManager(AsyncMappingKernelManager):
         km = self.get_kernel(kernel_id)
         return isinstance(km, ContainerKernelManager) and km.lost_in_restart
 
-    async def _end_lost_kernel(self, kernel_id: str, sentence: str, routine: bool = False) -> None:
+    async def _end_lost_kernel(self, kernel_id: str, ended: ContainerKernelError) -> None:
         """A kernel whose restart failed after it was stopped has no container left: it leaves
         the list (its sessions with it) instead of staying "idle" with a websocket that answers
-        500, and its pages are told it is dead, and why. ``routine``: someone chose it (a wait
-        cancelled), news rather than a warning."""
-        self.log.log(
-            logging.INFO if routine else logging.WARNING, "Kernel %s ended: %s", kernel_id, sentence
-        )
+        500, and its pages are told it is dead, and why. A routine end (someone chose it: a wait
+        cancelled) is news rather than a warning."""
+        level = logging.INFO if ended.routine else logging.WARNING
+        self.log.log(level, "Kernel %s ended: %s", kernel_id, ended.log_text)
         self._mark_ended(kernel_id)
         km = self.get_kernel(kernel_id)
         with contextlib.suppress(Exception):
             km.stop_restarter()
-        end_kernel_websockets(kernel_id, sentence)
+        end_kernel_websockets(kernel_id, ended.sentence)
         self.stop_watching_activity(kernel_id)
         self.stop_buffering(kernel_id)
         self.remove_kernel(kernel_id)

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 from traitlets import TraitError
 
+from ..base.errors import ContainerKernelError
+
 # traitlets' own words for a value of the wrong kind: "The 'static_gpus' trait of a
 # GPUInventory instance expected a list, not the int 1."
 _TRAITLETS_ERROR = re.compile(r"^The '(\w+)' trait of an? (\w+) instance (.*)$", re.DOTALL)
@@ -38,8 +40,10 @@ def sentence_for(error: BaseException) -> str:
             )
         # This project's own checks name their option in a sentence already.
         return f"{message} {STOPS}"
+    # The administrator reads this: a refusal names the option that decided it.
+    said = error.log_text if isinstance(error, ContainerKernelError) else str(error)
     return (
-        f"jupyter_gpu_containers could not start ({type(error).__name__}: {error}). {STOPS} "
+        f"jupyter_gpu_containers could not start ({type(error).__name__}: {said}). {STOPS} "
         "The server's log above has the details."
     )
 

@@ -9,7 +9,8 @@ JupyterLab as a server fault, and the server logged every request's headers as i
 
 These subclasses keep the stock handlers' behaviour and answer the launch's own HTTP error
 instead: the status and the sentence that the kernel manager made of a ContainerKernelError
-(kernelmanager.py). Any other failure is left as jupyter_server answers it. An extension's routes
+(kernelmanager.py), and their log line names the option that decided it. Any other failure is
+left as jupyter_server answers it. An extension's routes
 come before the server's own, so registering the stock patterns here replaces them (app.py does,
 only when this extension's kernel manager runs the kernels).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import APIHandler
 from jupyter_server.services.kernels.handlers import KernelActionHandler
 from jupyter_server.services.sessions.handlers import SessionHandler, SessionRootHandler
 from tornado import web
@@ -65,7 +67,20 @@ class _RefusalsPassThrough:
             raise _Refused(refusal) from e
 
 
-class SessionsHandler(SessionRootHandler):
+class SettingInLog(APIHandler):
+    """A refused launch's log line names the option that decided it, for the administrator who
+    reads the log (the answer, which jupyter_server writes, does not: errors.py)."""
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, SentenceHTTPError) and value.setting:
+            self.log.warning(
+                "%d %s: %s", value.status_code, self._request_summary(), value.log_text
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+class SessionsHandler(SettingInLog, SessionRootHandler):
     """``POST /api/sessions``: a refused kernel start answers its own status."""
 
     async def post(self) -> None:
@@ -78,7 +93,7 @@ class SessionsHandler(SessionRootHandler):
             raise refusal from None
 
 
-class OneSessionHandler(SessionHandler):
+class OneSessionHandler(SettingInLog, SessionHandler):
     """``PATCH /api/sessions/{id}`` (a change of kernel): a refused start answers its status."""
 
     @property
@@ -92,7 +107,7 @@ class OneSessionHandler(SessionHandler):
             raise refused.error from None
 
 
-class KernelActionsHandler(KernelActionHandler):
+class KernelActionsHandler(SettingInLog, KernelActionHandler):
     """``POST /api/kernels/{id}/restart``: a refused restart answers its status."""
 
     async def post(self, kernel_id: str, action: str) -> None:

@@ -185,7 +185,7 @@ class ServiceIdentityProvider(IdentityProvider):
                 raise TokenRefused(self.token_refusal(token))
             kernel_user = await self.kernel_user(username)
         except UnknownUser as e:
-            self.log.warning("Refused a request for %r: %s", username, e.sentence)
+            self.log.warning("Refused a request for %r: %s", username, e.log_text)
             raise web.HTTPError(403, e.sentence, reason=e.reason_phrase) from None
         except ContainerKernelError as e:  # the Hub away, say: a sentence, not a 500
             raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
@@ -433,7 +433,7 @@ class ServiceApp(ServerApp):
         try:
             super().initialize(argv, **kwargs)
         except ContainerKernelError as e:  # a bad token file, say: its sentence, no traceback
-            self.log.critical("The kernel service cannot start: %s", e.sentence)
+            self.log.critical("The kernel service cannot start: %s", e.log_text)
             self.exit(1)
 
     def init_configurables(self) -> None:
@@ -531,4 +531,4 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ServiceApp.launch_instance(argv=argv)
     except ContainerKernelError as e:
-        raise SystemExit(f"jupyter gpu-containers serve: {e.sentence}") from None
+        raise SystemExit(f"jupyter gpu-containers serve: {e.log_text}") from None

@@ -44,8 +44,9 @@ from ..kernel.kernelspecs import ContainerKernelSpecManager
 from ..kernel.launch_request import LaunchRequest, launching
 from ..policy.checks import inside
 from ..routes.admin_view import service_admin_refusal
+from ..server.kernelmanager import as_http
 from ..server.recovery_progress import recovery_progress
-from ..server.stock_routes import KernelActionsHandler
+from ..server.stock_routes import KernelActionsHandler, SettingInLog
 from ..services import SETTINGS_KEY
 from .start_bounds import StartQueue, UserKernels, owned_by
 
@@ -114,7 +115,7 @@ def start_arguments(user: KernelUser, env: Any) -> tuple[dict[str, Any], LaunchR
     return {"cwd": cwd, "env": launch_env}, given
 
 
-class ServiceKernelsHandler(MainKernelHandler):
+class ServiceKernelsHandler(SettingInLog, MainKernelHandler):
     """``GET /api/kernels``: the caller's kernels. ``POST``: start one for the caller."""
 
     @web.authenticated
@@ -152,7 +153,7 @@ class ServiceKernelsHandler(MainKernelHandler):
         try:
             kwargs, given = await asyncio.to_thread(start_arguments, user, model.get("env"))
         except ContainerKernelError as e:  # a malformed GPU request too (InvalidGPURequest)
-            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
+            raise as_http(e) from None
         queue = getattr(self.serverapp, "start_queue", None)
         bounds = getattr(self.serverapp, "user_kernels", None)
         services = self.settings.get(SETTINGS_KEY)
@@ -195,7 +196,7 @@ class ServiceKernelsHandler(MainKernelHandler):
                             kernel_name=name, kernel_id=kernel_id, **kwargs
                         )
         except ContainerKernelError as e:  # refused before it began (StartRefused), say
-            raise web.HTTPError(e.status, e.sentence, reason=e.reason_phrase) from None
+            raise as_http(e) from None
         finally:
             km.release_kernel_id(kernel_id)
         reply = await ensure_async(km.kernel_model(started))
