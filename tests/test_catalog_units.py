@@ -93,8 +93,9 @@ def test_pinned_digests_admit_only_the_pinned_image() -> None:
     check_image_allowed(
         policy, "nvcr.io/nvidia/pytorch:24.05-py3", [f"nvcr.io/nvidia/pytorch@{DIGEST}"]
     )
-    with pytest.raises(ImageNotAllowed, match=r"only sha256:abab.* is allowed"):
+    with pytest.raises(ImageNotAllowed, match=r"an administrator pinned it to sha256:abab") as e:
         check_image_allowed(policy, "nvcr.io/nvidia/pytorch:24.05-py3", [OTHER])
+    assert e.value.setting == "ContainerPolicy.pinned_digests"
     check_image_allowed(policy, "ubuntu:22.04", [OTHER])  # no pin applies
 
 

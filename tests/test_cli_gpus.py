@@ -214,4 +214,4 @@ def test_static_inventory_from_the_servers_config(tmp_path: Path) -> None:
         json.dumps({"GPUInventory": {"source": "static"}})
     )
     text = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    assert text.splitlines()[1] == ("The static GPU inventory (GPUInventory.static_gpus) is empty.")
+    assert text.splitlines()[1] == "The administrator's list of this server's GPUs is empty."

@@ -441,15 +441,15 @@ def test_the_files_a_kernel_secret_holds(mounts: list[Mount], expected: tuple[Se
             {"gpu_count": 1, "gpu_resource": MIG},
             EngineRefused,
             f"This kernel asks for its GPUs as {MIG}, which the administrator does not allow "
-            "here (KubernetesBackend.gpu_resource is nvidia.com/gpu; allowed_gpu_resources "
-            "lists the others).",
+            "here (the cluster's GPUs are nvidia.com/gpu, and those the administrator allows "
+            "besides). Choose another kernel, or ask an administrator to allow it.",
         ),
         (
             {},
             {"mounts": [Mount("/home/alice", "/w"), Mount("/data", "/data")]},
             MountRefused,
-            "Kernel pods mount only their workspace (jupyter-kernels's "
-            "KubernetesBackend.workspace_volume), not host paths such as /data.",
+            "Kernel pods mount only their workspace volume, not host paths such as /data: "
+            "choose a kernel without host mounts.",
         ),
         (
             {},

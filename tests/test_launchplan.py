@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from jupyter_gpu_containers.base import labels as L
-from jupyter_gpu_containers.base.errors import KernelOptionRefused, MountRefused, ValueRefused
+from jupyter_gpu_containers.base.errors import (
+    ContainerKernelError,
+    KernelOptionRefused,
+    MountRefused,
+    ValueRefused,
+)
 from jupyter_gpu_containers.base.records import (
     KERNEL_DIR_IN_CONTAINER,
     ContainerSpec,
@@ -122,27 +127,67 @@ def test_the_image_user_gets_no_home_of_ours() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "policy", "spec_env", "refusal", "says"),
+    ("options", "policy", "spec_env", "refusal", "says", "setting"),
     [
-        ({}, {}, {"NVIDIA_VISIBLE_DEVICES": "all"}, ValueRefused, "may not set"),
-        ({}, {}, {"BAD NAME": "x"}, ValueRefused, "cannot be an environment variable name"),
-        ({"run_as": "0:0"}, {}, {}, KernelOptionRefused, "would run as root"),
-        ({"shm_size": "8g"}, {"max_shm_size": "1g"}, {}, KernelOptionRefused, "max_shm_size"),
-        ({"mem_limit": "9g"}, {"max_mem_limit": "8g"}, {}, KernelOptionRefused, "max_mem_limit"),
-        ({"runtime": "kata"}, {}, {}, KernelOptionRefused, "allowed_runtimes"),
-        ({"ulimits": {"nofile": 9}}, {}, {}, KernelOptionRefused, "allowed_ulimits"),
-        ({"ulimits": {"stack": -1}}, {}, {}, KernelOptionRefused, "above the 67108864"),
+        ({}, {}, {"NVIDIA_VISIBLE_DEVICES": "all"}, ValueRefused, "may not set", ""),
+        ({}, {}, {"BAD NAME": "x"}, ValueRefused, "cannot be an environment variable name", ""),
+        ({"run_as": "0:0"}, {}, {}, KernelOptionRefused, "would run as root", "allow_root"),
+        (
+            {"shm_size": "8g"},
+            {"max_shm_size": "1g"},
+            {},
+            KernelOptionRefused,
+            "a /dev/shm of 8g, more than the 1g the administrator allows",
+            "ContainerPolicy.max_shm_size",
+        ),
+        (
+            {"mem_limit": "9g"},
+            {"max_mem_limit": "8g"},
+            {},
+            KernelOptionRefused,
+            "a memory limit of 9g, more than the 8g the administrator allows",
+            "ContainerPolicy.max_mem_limit",
+        ),
+        (
+            {"runtime": "kata"},
+            {},
+            {},
+            KernelOptionRefused,
+            "runtime 'kata' that this kernel is set to use is not allowed",
+            "ContainerPolicy.allowed_runtimes",
+        ),
+        (
+            {"ulimits": {"nofile": 9}},
+            {},
+            {},
+            KernelOptionRefused,
+            "resource limit 'nofile', which kernels on this server may not set",
+            "ContainerPolicy.allowed_ulimits",
+        ),
+        (
+            {"ulimits": {"stack": -1}},
+            {},
+            {},
+            KernelOptionRefused,
+            "above the 67108864",
+            "ContainerPolicy.allowed_ulimits",
+        ),
     ],
 )
 def test_refusals(
     options: dict[str, Any],
     policy: dict[str, Any],
     spec_env: dict[str, str],
-    refusal: type[Exception],
+    refusal: type[ContainerKernelError],
     says: str,
+    setting: str,
 ) -> None:
-    with pytest.raises(refusal, match=says):
+    """Each refusal says what happened in plain words, and names the option that decided it
+    apart (errors.py), never in its sentence."""
+    with pytest.raises(refusal, match=says) as refused:
         plan(options, policy, spec_env=spec_env)
+    assert setting in refused.value.setting
+    assert "ContainerPolicy." not in refused.value.sentence
 
 
 @pytest.mark.parametrize(
@@ -225,7 +270,7 @@ def test_gather_facts_resolves_the_host_side(tmp_path: Path) -> None:
         image="img:1",
         extra_mounts=({"source": str(tmp_path / "sets"), "target": "/d", "read_only": False},),
     )
-    with pytest.raises(MountRefused, match="writable_mount_roots"):
+    with pytest.raises(MountRefused, match="asks to be writable, but on this server") as refused:
         gather_facts(
             writable,
             policy,
@@ -236,3 +281,4 @@ def test_gather_facts_resolves_the_host_side(tmp_path: Path) -> None:
             connection_dir="/c/k",
             server_id="sid",
         )
+    assert refused.value.setting == "ContainerPolicy.writable_mount_roots"

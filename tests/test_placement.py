@@ -101,8 +101,9 @@ def test_the_kernel_service_on_kubernetes_will_not_start_with_a_quota(tmp_path: 
 
 
 def test_a_slurm_service_needs_a_root_for_private_directories_the_nodes_share() -> None:
-    with pytest.raises(ContainerKernelError, match=r"set ContainerPolicy.connection_dir_root"):
+    with pytest.raises(ContainerKernelError, match=r"set the root of the kernels' connection") as e:
         BatchPlacement.prepare_service_config(Config())
+    assert e.value.setting == "ContainerPolicy.connection_dir_root"
     BatchPlacement.prepare_service_config(
         Config({"ContainerPolicy": {"connection_dir_root": "/shared/jupyter-kernels"}})
     )

@@ -76,7 +76,7 @@ privatedirs.HOST_MOUNT_NAMESPACE = sys.argv[2]
 try:
     path = make_private_dir(sys.argv[1], "0123abcd-kernel", None, "4m")
 except ContainerKernelError as e:
-    print(json.dumps({"refused": str(e)}), flush=True)
+    print(json.dumps({"refused": str(e), "setting": e.setting}), flush=True)
     sys.exit(0)
 print(json.dumps({"path": path, "mounted_here": os.path.ismount(path)}), flush=True)
 sys.stdin.readline()
@@ -114,7 +114,8 @@ def test_a_namespace_the_hosts_mounts_do_not_reach_is_refused_in_a_sentence(root
         out, _ = server.communicate(timeout=60)
     refusal = json.loads(out)["refused"]
     assert "could not get a file system of its own (a tmpfs of 4m)" in refusal
-    assert "ContainerPolicy.private_dir_size" in refusal
+    assert "ask an administrator to have private directories made as plain" in refusal
+    assert json.loads(out)["setting"] == "ContainerPolicy.private_dir_size"
     # Undone in the host's namespace too, and the directory removed.
     assert mounted_under(root) == [str(root)]
     assert list(root.iterdir()) == []

@@ -260,5 +260,5 @@ async def test_a_pull_whose_digest_is_not_pinned_is_undone(
     await request
     name, final = stream.events[-1]
     assert name == "error" and final["error_status"] == 403, final
-    assert "ContainerPolicy.pinned_digests" in final["message"]
+    assert "but an administrator pinned it to sha256:" in final["message"]
     assert not docker_client.images.list(name=pushed.rsplit(":", 1)[0])

@@ -374,7 +374,8 @@ async def test_a_start_waits_while_slurm_says_why_and_gives_up_in_a_sentence(
             await backend.start(job_id, spec.image)
         assert refused.value.status == 409 and refused.value.routine
         assert refused.value.sentence.startswith(
-            f"Slurm did not start the kernel's job {job_id} within 3 s (it waited for "
+            f"Slurm did not start the kernel's job {job_id} within 3 s, the longest a start "
+            "waits here (it waited for "
         ), refused.value.sentence
         assert "cancelled" in refused.value.sentence
         until(

@@ -570,8 +570,10 @@ def test_the_commands_say_what_is_wrong_in_a_sentence(tokens_file: Path) -> None
         assert said in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     done = cli("list", "--tokens-file", "tokens")
+    # An administrator's command: the sentence, and the option it is about.
     assert done.stderr.strip() == (
-        "ServiceTokens.tokens_file must be a normalised absolute path; it is 'tokens'."
+        "The service's token file must be a normalised absolute path; it is 'tokens'. "
+        "(setting: ServiceTokens.tokens_file)"
     )
     assert not tokens_file.exists()
 

@@ -95,12 +95,13 @@ def pull_error(
         hint = (
             "Check the username and password (or token) for this registry"
             if who
-            else "Give credentials for this registry (your own, or ask an administrator to set "
-            "RegistryCredentials.registry_auth)"
+            else "Give credentials for this registry (your own, or ask an administrator to give "
+            "this server some)"
         )
         return RegistryAuthFailed(
             f"Authorization failed: the registry {registry} refused {login} for {ref}. "
-            f"{hint}, then pull again. (registry said: {said})"
+            f"{hint}, then pull again. (registry said: {said})",
+            setting="" if who else "RegistryCredentials.registry_auth",
         )
     if "not found" in low or "manifest unknown" in low or "does not exist" in low:
         return PullFailed(
@@ -109,9 +110,11 @@ def pull_error(
         )
     if "http response to https client" in low:
         return PullFailed(
-            f"The registry {registry} answers over plain HTTP, which {engine} refuses unless told "
-            f"(PodmanEngine.insecure_registries; Docker's insecure-registries) to pull {ref} "
-            f"from it. (engine said: {said})"
+            f"The registry {registry} answers over plain HTTP, which {engine} refuses to pull "
+            f"{ref} from unless an administrator lists it among the engine's insecure "
+            f"registries. (engine said: {said})",
+            # Docker's own list is the daemon's (its insecure-registries), not an option here.
+            setting="PodmanEngine.insecure_registries" if engine == "Podman" else "",
         )
     if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
         return PullFailed(

@@ -63,10 +63,10 @@ def device_args(spec: ContainerSpec) -> list[str]:
     for request in spec.device_requests:
         if request.get("driver") != "cdi":
             raise EngineRefused(
-                "Podman reaches GPUs through CDI, not through device requests: generate "
-                "NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`) "
-                "and set GPUAllocator.attach_mode = 'cdi' (or leave it 'auto', which finds the "
-                "spec)."
+                "Podman reaches GPUs through CDI, not through device requests: an administrator "
+                "can generate NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate "
+                "--output=/etc/cdi/nvidia.yaml`) and have GPUs attached through CDI.",
+                setting="GPUAllocator.attach_mode",
             )
         for name in request.get("device_ids") or []:
             args += ["--device", str(name)]

@@ -92,6 +92,9 @@ class OverUserCap(ContainerKernelError):
     reason_phrase = "GPU limit per user reached"
 
 
+MAX_GPUS_PER_USER = "GPUAllocator.max_gpus_per_user"  # the option that sets the limit
+
+
 def over_user_cap(wanted: int, held: int, cap: int) -> OverUserCap:
     """The refusal of ``wanted`` GPUs for a user whose other kernels hold ``held``, over the
     administrator's ``cap`` per user: a request over the cap by itself says so (no kernel shut
@@ -101,12 +104,14 @@ def over_user_cap(wanted: int, held: int, cap: int) -> OverUserCap:
     if wanted > cap:
         return OverUserCap(
             f"You asked for {counted(wanted, 'GPU')}, over the limit of {limit} per user. "
-            "Ask for fewer GPUs."
+            "Ask for fewer GPUs.",
+            setting=MAX_GPUS_PER_USER,
         )
     return OverUserCap(
         f"This would give you {counted(held + wanted, 'GPU')}, over the limit of {limit} per "
         f"user ({held} held by your other kernels). Shut one of them down, or ask for fewer "
-        "GPUs."
+        "GPUs.",
+        setting=MAX_GPUS_PER_USER,
     )
 
 

@@ -232,7 +232,7 @@ def unknown_reason(inventory: Inventory) -> str:
         return ""
     if inventory.source == "static":
         return (
-            "This server's GPUs are declared (GPUInventory.static_gpus), not read from the NVIDIA "
+            "This server's GPUs are declared by its administrator, not read from the NVIDIA "
             "driver, so their use per kernel is unknown."
         )
     return inventory.reason or "No GPUs are known on this host, so their use is unknown."

@@ -530,7 +530,8 @@ class GPUQueue(LoggingConfigurable):
             if len(mine) >= self.max_waiting_per_user:
                 raise NoFreeGPU(
                     f"You already have {len(mine)} starts waiting for a GPU, as many as one user "
-                    "may (GPUQueue.max_waiting_per_user). Cancel one, or wait for them."
+                    "may. Cancel one, or wait for them.",
+                    setting="GPUQueue.max_waiting_per_user",
                 )
         now = time.time()
         ticket = Ticket(
@@ -653,8 +654,9 @@ class GPUQueue(LoggingConfigurable):
                 if left <= 0:
                     raise GPUWaitTimedOut(
                         f"No GPU became free for this start within {self.max_wait / 60:.0f} "
-                        f"minutes ({ticket.request.describe()} requested; the longest wait is "
-                        "GPUQueue.max_wait). Try again later, or ask for fewer GPUs."
+                        f"minutes, the longest a start waits here ({ticket.request.describe()} "
+                        "requested). Try again later, or ask for fewer GPUs.",
+                        setting="GPUQueue.max_wait",
                     )
                 await self._sleep(min(self.poll_interval, left), waiter)
         finally:
@@ -729,5 +731,6 @@ class GPUQueue(LoggingConfigurable):
                 f"This start cannot wait for {start.request.describe()}: your own kernels hold "
                 f"GPUs it needs, and only other users' GPUs free while it waits ({e.sentence}) "
                 "Shut down one of your kernels that holds a GPU, then start again, or ask for "
-                "fewer GPUs."
+                "fewer GPUs.",
+                setting=e.setting,
             ) from None

@@ -293,7 +293,7 @@ def static_inventory(gpus: list[dict[str, Any]], driver: str, cuda: str) -> Inve
                 memory_total=int(spec.get("memory_total", 0)),
             )
         )
-    reason = "" if devices else "The static GPU inventory (GPUInventory.static_gpus) is empty."
+    reason = "" if devices else "The administrator's list of this server's GPUs is empty."
     return Inventory("static", tuple(devices), driver, cuda, reason)
 
 

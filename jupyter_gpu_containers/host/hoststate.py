@@ -60,6 +60,11 @@ TMPFILES_PATH = "/etc/tmpfiles.d/jupyter-gpu-containers.conf"
 _SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,159}")
 
 
+# The options that say where the host state directory is, and whose it may be.
+STATE_DIR = "ContainerPolicy.state_dir"
+STATE_DIR_OWNER = "ContainerPolicy.state_dir_owner"
+
+
 class StateDirUnusable(ContainerKernelError):
     """The host-wide state directory is missing or not provisioned safely."""
 
@@ -75,8 +80,8 @@ class AllocationBusy(ContainerKernelError):
 def server_lock_name(server_id: str) -> str:
     if not _SERVER_ID.fullmatch(server_id):
         raise PathRefused(
-            f"{server_id!r} cannot be a server id: use letters, digits, '.', '_' and '-' "
-            "(ContainerPolicy.server_id)."
+            f"{server_id!r} cannot be a server id: use letters, digits, '.', '_' and '-'.",
+            setting="ContainerPolicy.server_id",
         )
     return f"server-{server_id}.lock"
 
@@ -90,7 +95,9 @@ def service_uid(owner: str) -> int | None:
     found = account_uid(owner)
     if found is None:
         raise PathRefused(
-            f"ContainerPolicy.state_dir_owner names {owner!r}, which is no user on this host."
+            f"The account named as the owner of the host state directory, {owner!r}, is no user "
+            "on this host.",
+            setting=STATE_DIR_OWNER,
         )
     return found
 
@@ -104,6 +111,7 @@ class StateDir:
     path: str
     fd: int
     problem: str = ""
+    problem_setting: str = ""  # the option that decided the problem, for the log
     # The user's own directory by design, not for want of the host's: the engine shows each user
     # only their own containers (rootless Podman), so GPUs are booked among this user's kernels.
     per_user: bool = False
@@ -145,7 +153,7 @@ class StateDir:
     def require_shared(self) -> None:
         """Refuse GPU allocation unless this is the host-wide directory."""
         if self.problem:
-            raise StateDirUnusable(self.problem)
+            raise StateDirUnusable(self.problem, setting=self.problem_setting)
 
     # ---------------------------------------------------------------- allocation lock
 
@@ -341,25 +349,27 @@ def open_state_dir(configured: str, owner: str = "", *, per_user: bool = False) 
     try:
         return StateDir(path, _open_shared(path, service_uid(owner)))
     except PathRefused as e:
-        return _private_state_dir(e.sentence)
+        return _private_state_dir(e.sentence, e.setting)
 
 
 def _open_shared(path: str, service: int | None) -> int:
     trusted = {service} if service is not None else set()
-    what = "host state directory (ContainerPolicy.state_dir)"
+    what = "host state directory"
     try:
         fd = open_dir(path, trusted=trusted, what=what)
     except PathRefused as e:
         raise PathRefused(
-            f"{e.sentence} The host state directory must be root's (or "
-            "ContainerPolicy.state_dir_owner's), reached through directories only root can "
-            "change: `sudo jupyter gpu-containers setup-host` makes one."
+            f"{e.sentence} The host state directory must be root's (or the account an "
+            "administrator names as its owner), reached through directories only root can "
+            "change: `sudo jupyter gpu-containers setup-host` makes one.",
+            setting=f"{STATE_DIR}, {STATE_DIR_OWNER}",
         ) from None
     except FileNotFoundError:
         if os.geteuid() != 0:
             raise PathRefused(
                 f"The host state directory {path} does not exist. An administrator creates it "
-                "once per host: `sudo jupyter gpu-containers setup-host`."
+                "once per host: `sudo jupyter gpu-containers setup-host`.",
+                setting=STATE_DIR,
             ) from None
         # Root may make it, as setup-host would (nobody else could have made it meanwhile
         # unseen: the check below runs on what is there).
@@ -378,13 +388,14 @@ def _open_shared(path: str, service: int | None) -> int:
         os.close(fd)
         raise PathRefused(
             f"The host state directory {path} cannot be used: {problem}. It must belong to root "
-            "(or ContainerPolicy.state_dir_owner), with mode 1770 and the group of the users "
-            "who run kernels: `sudo jupyter gpu-containers setup-host` makes it so."
+            "(or the account an administrator names as its owner), with mode 1770 and the group "
+            "of the users who run kernels: `sudo jupyter gpu-containers setup-host` makes it so.",
+            setting=f"{STATE_DIR}, {STATE_DIR_OWNER}",
         )
     return fd
 
 
-def _private_state_dir(problem: str, per_user: bool = False) -> StateDir:
+def _private_state_dir(problem: str, setting: str = "", per_user: bool = False) -> StateDir:
     path = private_dir(
         os.path.join(jupyter_runtime_dir(), "gpu-containers-state"), what="private state directory"
     )
@@ -395,6 +406,7 @@ def _private_state_dir(problem: str, per_user: bool = False) -> StateDir:
         path,
         fd,
         problem=f"{problem} Until then, and this server restarted, GPU kernels cannot start.",
+        problem_setting=setting,
     )
 
 

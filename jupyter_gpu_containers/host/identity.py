@@ -110,8 +110,10 @@ class UserDirectory(LoggingConfigurable):
             m = _IDS.fullmatch(mapped)
             if m is None:
                 raise UnknownUser(
-                    f"UserDirectory.accounts maps {name!r} to {mapped!r}; write it as "
-                    '"uid:gid", e.g. "2001:2001".'
+                    f"The administrator's map of accounts gives {name!r} the ids {mapped!r}, "
+                    'which are not written as "uid:gid" (e.g. "2001:2001"): ask an '
+                    "administrator to correct it.",
+                    setting="UserDirectory.accounts",
                 )
             uid, gid = int(m.group(1)), int(m.group(2))
         else:
@@ -120,13 +122,15 @@ class UserDirectory(LoggingConfigurable):
             except KeyError:
                 raise UnknownUser(
                     f"There is no account {name!r} on this host, so it cannot have kernels here. "
-                    "An administrator can add it to UserDirectory.accounts."
+                    "An administrator can map it to an account.",
+                    setting="UserDirectory.accounts",
                 ) from None
             uid, gid = entry.pw_uid, entry.pw_gid
         if uid < self.min_uid or gid == 0:
             raise UnknownUser(
                 f"The account {name!r} (uid {uid}, gid {gid}) is a system account: its kernels "
-                f"are refused (UserDirectory.min_uid is {self.min_uid}; gid 0 never)."
+                f"are refused (kernels run as uid {self.min_uid} or above, never as gid 0).",
+                setting="UserDirectory.min_uid",
             )
         return KernelUser(name, uid, gid, self.workspace_of(name, uid), self.workspace_on_host)
 
@@ -135,8 +139,9 @@ class UserDirectory(LoggingConfigurable):
         template = self.workspace_template.replace("{username}", username)
         if not os.path.isabs(template):
             raise ContainerKernelError(
-                f"UserDirectory.workspace_template must give an absolute path; for {username!r} "
-                f"it gives {template!r}."
+                f"The workspace this service gives {username!r} is {template!r}, not an absolute "
+                "path: ask an administrator to correct where workspaces are.",
+                setting="UserDirectory.workspace_template",
             )
         real = os.path.realpath(template)
         if not self.workspace_on_host:

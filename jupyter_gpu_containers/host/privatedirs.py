@@ -37,7 +37,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from ..base.errors import ContainerKernelError
+from ..base.errors import ContainerKernelError, PathRefused
 from ..base.records import CONNECTION_FILE_NAME
 from ..base.safefiles import private_dir, read_json_nofollow, write_atomic
 from .accounts import GROUP_FILE, PASSWD_FILE
@@ -49,7 +49,7 @@ _ROOM_FOR_KERNEL = 40
 # What make_private_dir names directories: the kernel id's first 8 characters, mkdtemp's 8.
 _PRIVATE_NAME = re.compile(r"[A-Za-z0-9_-]{1,8}-[A-Za-z0-9_]{8}")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-WHAT = "kernel connection directory (ContainerPolicy.connection_dir_root)"
+WHAT = "kernel connection directory"
 # The fallback root in the temporary directory: this prefix, then mkdtemp's 8 random characters.
 _TEMP_ROOT_PREFIX = "jupyter-gpu-containers-{uid}-"
 _MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}")
@@ -73,7 +73,10 @@ def connection_root(configured: str, traversable: bool = False) -> str:
     for ipc socket paths: <jupyter runtime dir>/gpu-containers, $XDG_RUNTIME_DIR/
     jupyter-gpu-containers, <tmp>/jupyter-gpu-containers-<uid>-<random> (temp_root)."""
     if configured:
-        return private_dir(os.path.normpath(configured), what=WHAT, traversable=traversable)
+        try:
+            return private_dir(os.path.normpath(configured), what=WHAT, traversable=traversable)
+        except PathRefused as e:
+            raise PathRefused(e.sentence, setting="ContainerPolicy.connection_dir_root") from None
     candidates = [os.path.join(jupyter_runtime_dir(), "gpu-containers")]
     xdg = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(xdg):
@@ -139,8 +142,9 @@ def make_private_dir(
             raise ContainerKernelError(
                 f"The kernel's private directory could not get a file system of its own (a "
                 f"tmpfs of {size}): {e.strerror}. Run the server as root with the right to mount "
-                'file systems, or set ContainerPolicy.private_dir_size to "" for a plain '
-                "directory, whose size only its file system bounds."
+                "file systems, or ask an administrator to have private directories made as "
+                "plain directories, whose size only their file system bounds.",
+                setting="ContainerPolicy.private_dir_size",
             ) from None
     elif owner is not None:
         os.chown(path, *owner)

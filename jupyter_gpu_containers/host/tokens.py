@@ -86,6 +86,9 @@ _HEADER = (
 _NO_DIGEST = hashlib.sha256(b"no such token").hexdigest()
 
 
+TOKENS_FILE = "ServiceTokens.tokens_file"  # the option that says where the token file is
+
+
 class TokenFileRefused(ContainerKernelError):
     """The service's token file is unsafe or malformed, or cannot be changed by whoever runs the
     command."""
@@ -183,11 +186,15 @@ def _add_command(path: str) -> str:
 def _check_path(path: str) -> tuple[str, str]:
     if not os.path.isabs(path) or "\0" in path or os.path.normpath(path) != path:
         raise TokenFileRefused(
-            f"ServiceTokens.tokens_file must be a normalised absolute path; it is {path!r}."
+            f"The service's token file must be a normalised absolute path; it is {path!r}.",
+            setting=TOKENS_FILE,
         )
     directory, name = os.path.split(path)
     if not name:
-        raise TokenFileRefused(f"ServiceTokens.tokens_file {path!r} names a directory, not a file.")
+        raise TokenFileRefused(
+            f"The service's token file {path!r} names a directory, not a file.",
+            setting=TOKENS_FILE,
+        )
     return directory, name
 
 
@@ -461,7 +468,7 @@ class ServiceTokens(LoggingConfigurable):
                 self._by_id = {}
                 self._signature = None
                 if e.sentence != self._problem:
-                    self.log.error("Refusing every token until this is fixed: %s", e.sentence)
+                    self.log.error("Refusing every token until this is fixed: %s", e.log_text)
                 self._problem = e.sentence
                 return
             was = " is usable again" if self._problem else " changed"

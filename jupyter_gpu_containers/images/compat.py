@@ -331,15 +331,15 @@ def verdict(
         return Verdict(
             UNKNOWN,
             "the host's NVIDIA driver version is unknown, so this image's CUDA "
-            f"{cuda or 'stack'} cannot be checked: set GPUInventory.static_driver_version "
-            "(and GPUInventory.static_cuda_version)",
+            f"{cuda or 'stack'} cannot be checked: an administrator can declare the driver's "
+            "version (and the CUDA version it supports)",
         )
     host_cuda = inventory.cuda_driver_version.strip() or _cuda_for_driver(driver)
     if not host_cuda or not is_version(host_cuda):
         return Verdict(
             UNKNOWN,
-            f"the CUDA version that driver {driver} supports is unknown: set "
-            "GPUInventory.static_cuda_version",
+            f"the CUDA version that driver {driver} supports is unknown: an administrator can "
+            "declare it",
         )
     host = _Host(driver, host_cuda, static=inventory.source == "static")
 
@@ -442,7 +442,7 @@ def _arch_unknown(fit: _Fit, image: _Image, minimum: tuple[int, int], host: _Hos
     a verdict that lets it through says what was not checked."""
     if fit.outcome not in (NATIVE, COMPAT):
         return fit
-    hint = ': set "compute_capability" in GPUInventory.static_gpus' if host.static else ""
+    hint = ": an administrator can declare the GPU's compute capability" if host.static else ""
     return _Fit(
         fit.outcome,
         f"{fit.reason}; compute capability not checked (unknown; CUDA {image.mm} needs "
@@ -548,7 +548,7 @@ def _driver_fit(gpu: GPU, image: _Image, host: _Host) -> _Fit:
                 UNKNOWN,
                 f"runs only through forward compatibility, which needs a data-center GPU, and "
                 f"this GPU's brand is unknown (driver {host.driver} supports CUDA {host.cuda}, "
-                f'the image needs {image.mm}); set "brand" in GPUInventory.static_gpus',
+                f"the image needs {image.mm}); an administrator can declare the GPU's brand",
                 "its brand is unknown (forward compatibility needs a data-center GPU)",
                 needed,
             )

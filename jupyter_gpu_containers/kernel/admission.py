@@ -84,10 +84,11 @@ async def admit_image(
             except BadReference:
                 repository = ref
             raise ImageNotAllowed(
-                f"The image {ref} is pinned to {', '.join(pins)} "
-                "(ContainerPolicy.pinned_digests), and on a cluster each node resolves a tag "
-                f"by itself: list it as {repository}@{pins[0]}, so that every "
-                "node runs exactly the pinned image."
+                f"The image {ref} is pinned to {', '.join(pins)}, and on a cluster each node "
+                "resolves a tag by itself, so it runs only by its digest: ask an administrator "
+                f"to list it as {repository}@{pins[0]}, so that every node runs exactly the "
+                "pinned image.",
+                setting="ContainerPolicy.pinned_digests, ImageCatalog.listed_images",
             )
     else:
         check_image_allowed(services.policy, ref, (*image.repo_digests, image.id))
@@ -170,8 +171,9 @@ def admit_transport(
         raise KernelOptionRefused(
             "The kernel service does not start kernels with the tcp transport: their ports "
             "would be open to every account on the host, and anyone could read the kernel's "
-            "output (the key signs messages, it does not hide them). Use the ipc transport "
-            '(ContainerProvisioner.transport = "ipc", the default).'
+            "output (the key signs messages, it does not hide them). Use the ipc transport, "
+            "the default: choose a kernel that does not ask for tcp.",
+            setting="ContainerProvisioner.transport",
         )
     if transport == "tcp" and on_loopback:
         log.warning(

@@ -71,9 +71,9 @@ class ContainerEnds:
         raise LaunchTimeout(
             f"The kernel in the container for {kernel.image} did not answer within "
             f"{kernel.launch_timeout:.0f} s, so the launch was stopped and the container "
-            "removed. If this image is slow to start, raise "
-            "ContainerProvisioner.launch_timeout."
-            + (f"\nLast lines of its log:\n{tail}" if tail else "")
+            "removed. If this image is slow to start, ask an administrator to let kernels take "
+            "longer to start." + (f"\nLast lines of its log:\n{tail}" if tail else ""),
+            setting="ContainerProvisioner.launch_timeout",
         )
 
     async def report_death(self, container_id: str, state: Any) -> None:
@@ -85,6 +85,7 @@ class ContainerEnds:
         if self.reported == container_id:
             return
         self.reported = container_id
+        setting = ""  # the option that decided it, for the log
         if state.oom_killed:
             spec = kernel.container_spec
             mem_limit = spec.mem_limit if spec else kernel.mem_limit
@@ -93,8 +94,9 @@ class ContainerEnds:
                 f"The kernel ran out of memory: its container ({kernel.image}) was OOM-killed at "
                 f"its memory limit{limit} (exit code {state.exit_code}), and everything in the "
                 "kernel's memory is lost. Use less memory, or ask an administrator for a larger "
-                "ContainerProvisioner.mem_limit."
+                "memory limit."
             )
+            setting = " (setting: ContainerProvisioner.mem_limit)"
         else:
             try:
                 tail = await kernel.backend.logs_tail(container_id, kernel.log_tail_lines)
@@ -108,7 +110,7 @@ class ContainerEnds:
                 f"{why}." + (f"\nLast lines of its log:\n{tail}" if tail else "")
             )
         self.record(container_id, state, sentence)
-        kernel.log.warning("Kernel %s died: %s", kernel.kernel_id, sentence)
+        kernel.log.warning("Kernel %s died: %s%s", kernel.kernel_id, sentence, setting)
         if kernel.parent is not None and hasattr(kernel.parent, "reason"):
             kernel.parent.reason = sentence
 

@@ -53,10 +53,11 @@ class BatchPlacement(ClusterPlacement):
         policy = config.ContainerPolicy if "ContainerPolicy" in config else {}
         if not policy.get("connection_dir_root"):
             raise ContainerKernelError(
-                "On Slurm each kernel reads its connection file on its job's node: set "
-                "ContainerPolicy.connection_dir_root to a directory of the file system the "
-                "nodes share with this host (the kernels' private directories are made there, "
-                "each its user's alone)."
+                "On Slurm each kernel reads its connection file on its job's node: set the "
+                "root of the kernels' connection directories to a directory of the file system "
+                "the nodes share with this host (the kernels' private directories are made "
+                "there, each its user's alone).",
+                setting="ContainerPolicy.connection_dir_root",
             )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -172,6 +173,8 @@ class BatchPlacement(ClusterPlacement):
             if time.monotonic() > deadline:
                 raise LaunchTimeout(
                     f"The kernel's job runs, but its kernel did not say which ports it listens "
-                    f"on within {timeout:.0f} s (ContainerProvisioner.launch_timeout)."
+                    f"on within {timeout:.0f} s. If its image is slow to start, ask an "
+                    "administrator to let kernels take longer to start.",
+                    setting="ContainerProvisioner.launch_timeout",
                 )
             await asyncio.sleep(PORTS_POLL)

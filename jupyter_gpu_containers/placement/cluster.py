@@ -157,10 +157,12 @@ def refuse_host_sharing(config: Config, where: str = "Kubernetes") -> None:
     if found:
         settings = _listed([setting for setting, _ in found])
         features = _listed(list(dict.fromkeys(what for _, what in found)))
+        # The administrator's own configuration, refused at start: the options stay named.
         raise ContainerKernelError(
             f"On {where} the cluster's scheduler places kernels and their GPUs, so {features} "
             f"cannot apply there: remove {settings} from the kernel service's configuration "
-            "(per-user GPU caps apply: GPUAllocator.max_gpus_per_user)."
+            "(per-user GPU caps still apply).",
+            setting=", ".join([*(name for name, _ in found), "GPUAllocator.max_gpus_per_user"]),
         )
 
 

@@ -283,6 +283,7 @@ def check_gpu_compatibility(
         return
     raise ImageIncompatible(
         f"The image {ref} cannot use this host's GPUs: {verdict.reason}. Choose an image built "
-        "for an older CUDA, start the kernel without GPUs, or ask an administrator "
-        "(ContainerPolicy.allow_incompatible_images)."
+        "for an older CUDA, start the kernel without GPUs, or ask an administrator to let "
+        "kernels start on images this check refuses.",
+        setting="ContainerPolicy.allow_incompatible_images",
     )

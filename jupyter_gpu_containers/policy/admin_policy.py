@@ -386,14 +386,19 @@ def reference_matches(ref: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(f, p) for f in forms for p in patterns)
 
 
+# The option that decides image_allowed's refusals.
+ALLOWED_IMAGES = "ContainerPolicy.allowed_images"
+
+
 def image_allowed(policy: ContainerPolicy, ref: str) -> str:
-    """ "" when the allow-list admits ``ref``, else the sentence that refuses it."""
+    """ "" when the allow-list admits ``ref``, else the sentence that refuses it (decided by
+    ALLOWED_IMAGES)."""
     if reference_matches(ref, policy.allowed_images):
         return ""
     return (
         f"The image {ref} is not in this server's allow-list "
-        f"(ContainerPolicy.allowed_images: {', '.join(policy.allowed_images) or 'empty'}). "
-        "Ask an administrator to allow it, or choose an allowed image."
+        f"({', '.join(policy.allowed_images) or 'empty'}). Ask an administrator to allow it, "
+        "or choose an allowed image."
     )
 
 
@@ -414,7 +419,7 @@ def check_image_allowed(
     is pinned."""
     refusal = image_allowed(policy, ref)
     if refusal:
-        raise ImageNotAllowed(refusal)
+        raise ImageNotAllowed(refusal, setting=ALLOWED_IMAGES)
     pins = pinned_for(policy, ref)
     if pins is None or digests is None:
         return
@@ -422,7 +427,8 @@ def check_image_allowed(
     if not have & set(pins):
         shown = ", ".join(sorted(have)) or "none"
         raise ImageNotAllowed(
-            f"The image {ref} has digest {shown}, but only {', '.join(pins)} is allowed for it "
-            "(ContainerPolicy.pinned_digests). Pull the pinned image, or ask an administrator "
-            "to update the pin."
+            f"The image {ref} has digest {shown}, but an administrator pinned it to "
+            f"{', '.join(pins)}. Pull the pinned image, or ask an administrator to update the "
+            "pin.",
+            setting="ContainerPolicy.pinned_digests",
         )

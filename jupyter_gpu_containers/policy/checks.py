@@ -142,8 +142,8 @@ def check_mount_source(source: Any, allowed_roots: Iterable[str]) -> str:
         allowed = ", ".join(roots) or "(none configured)"
         raise MountRefused(
             f"The host path {_shown(source)} is outside the directories allowed for mounts "
-            f"({allowed}). "
-            "An administrator can add its parent to ContainerPolicy.allowed_mount_roots."
+            f"({allowed}). An administrator can allow mounts from its parent directory.",
+            setting="ContainerPolicy.allowed_mount_roots",
         )
     real = os.path.realpath(source)
     # The engine would otherwise create a missing source, as root, on the host.
@@ -176,7 +176,7 @@ def check_mount_target(target: Any, workspace: str) -> str:
     return str(target)
 
 
-def _check_value(what: str, value: Any, max_bytes: int, hint: str = "") -> str:
+def _check_value(what: str, value: Any, max_bytes: int, setting: str = "") -> str:
     if not isinstance(value, str):
         raise ValueRefused(f"{what} must be text, not {type(value).__name__}.")
     if "\0" in value:
@@ -188,7 +188,9 @@ def _check_value(what: str, value: Any, max_bytes: int, hint: str = "") -> str:
             f"{what} is not valid text (it contains an unpaired surrogate)."
         ) from None
     if size > max_bytes:
-        raise ValueRefused(f"{what} is {size} bytes long; at most {max_bytes} are allowed{hint}.")
+        raise ValueRefused(
+            f"{what} is {size} bytes long; at most {max_bytes} are allowed.", setting=setting
+        )
     return value
 
 
@@ -207,7 +209,7 @@ def check_environment(env: Mapping[str, Any], max_value_bytes: int) -> dict[str,
             f"The value of the environment variable {name}",
             value,
             max_value_bytes,
-            " (ContainerPolicy.max_env_value_bytes)",
+            setting="ContainerPolicy.max_env_value_bytes",
         )
     return dict(env)
 
@@ -256,9 +258,10 @@ def check_run_as(policy: ContainerPolicy, run_as: str, server_uid: int, server_g
         return
     what = "the image's USER" if explicit is None else f"uid:gid {explicit[0]}:{explicit[1]}"
     raise KernelOptionRefused(
-        f"This kernel would run as {what} (ContainerProvisioner.run_as {run_as!r}), which the "
-        "administrator has not allowed: kernels run as the server's own user unless "
-        "ContainerPolicy.allowed_run_as lists another."
+        f"This kernel is set to run as {what}, which the administrator has not allowed: kernels "
+        "run as the server's own user unless an administrator allows another. Ask one to, or "
+        "choose a kernel that runs as you.",
+        setting="ContainerProvisioner.run_as, ContainerPolicy.allowed_run_as",
     )
 
 
@@ -272,11 +275,13 @@ def check_extra_mount(
     target = check_mount_target(extra.get("target", ""), workspace)
     writable = extra.get("read_only", True) is False
     if writable and not any(inside(source, root) for root in policy.writable_mount_roots if root):
+        roots = ", ".join(policy.writable_mount_roots)
+        which = f"only mounts inside {roots} may be" if roots else "no mount may be"
         raise MountRefused(
-            f"The mount of {_shown(source)} at {target} asks to be writable, but only mounts "
-            "inside ContainerPolicy.writable_mount_roots "
-            f"({', '.join(policy.writable_mount_roots) or 'none configured'}) may be. Mount it "
-            "read-only, or ask an administrator."
+            f"The mount of {_shown(source)} at {target} asks to be writable, but on this server "
+            f"{which}. Mount it read-only, or ask an administrator to allow writable mounts "
+            "there.",
+            setting="ContainerPolicy.writable_mount_roots",
         )
     return source, target, not writable
 
@@ -285,13 +290,16 @@ _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([bkmgt]?)b?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_size(value: Any, what: str) -> int:
-    """Bytes in a Docker-style size: 536870912, "512m", "1g", "1.5G"."""
+def parse_size(value: Any, what: str, setting: str = "") -> int:
+    """Bytes in a Docker-style size: 536870912, "512m", "1g", "1.5G". ``setting``: the option
+    it was read from, for the refusal."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     m = _SIZE.fullmatch(str(value)) if isinstance(value, str) else None
     if not m:
-        raise ValueRefused(f'{what} {_shown(value)} is not a size such as "512m" or "8g".')
+        raise ValueRefused(
+            f'{what} {_shown(value)} is not a size such as "512m" or "8g".', setting=setting
+        )
     return int(float(m[1]) * _UNITS[m[2].lower()])
 
 
@@ -313,8 +321,9 @@ def _ceiling(asked: Any, ceiling: Any, what: str, option: str, bigger: Any) -> A
         return ceiling  # "no limit of my own" is the ceiling, never no limit at all
     if bigger(asked, ceiling):
         raise KernelOptionRefused(
-            f"This kernel asks for {what} {asked} (ContainerProvisioner.{option}), more than the "
-            f"{ceiling} the administrator allows (ContainerPolicy.max_{option}). Ask for less."
+            f"This kernel asks for {what} {asked}, more than the {ceiling} the administrator "
+            "allows. Ask for less.",
+            setting=f"ContainerProvisioner.{option}, ContainerPolicy.max_{option}",
         )
     return asked
 
@@ -344,30 +353,42 @@ def kernel_limits(
         shm_size
         and _ceiling(shm_size, policy.max_shm_size, "a /dev/shm of", "shm_size", larger_size)
     ) or None
-    for value, what in ((mem, "ContainerProvisioner.mem_limit"), (shm, "shm_size")):
+    sizes = (
+        (mem, "The kernel's memory limit", "ContainerProvisioner.mem_limit"),
+        (shm, "The kernel's /dev/shm size", "ContainerProvisioner.shm_size"),
+    )
+    for value, what, option in sizes:
         if value is not None:
-            parse_size(value, what)
+            parse_size(value, what, option)
     if pids is not None and pids <= 0:
-        raise ValueRefused(f"ContainerProvisioner.pids_limit must be positive, not {pids}.")
+        raise ValueRefused(
+            f"The kernel's process limit must be positive, not {pids}.",
+            setting="ContainerProvisioner.pids_limit",
+        )
     if runtime is not None and runtime not in policy.allowed_runtimes:
         raise KernelOptionRefused(
-            f"The container runtime {_shown(runtime)} (ContainerProvisioner.runtime) is not "
-            "allowed for kernels on this server (ContainerPolicy.allowed_runtimes: "
-            f"{', '.join(policy.allowed_runtimes) or 'none'})."
+            f"The container runtime {_shown(runtime)} that this kernel is set to use is not "
+            "allowed for kernels on this server (those allowed: "
+            f"{', '.join(policy.allowed_runtimes) or 'none'}). Ask an administrator to allow "
+            "it, or choose another kernel.",
+            setting="ContainerProvisioner.runtime, ContainerPolicy.allowed_runtimes",
         )
     limits = normalize_ulimits(ulimits)
     for name, (soft, hard) in limits.items():
         if name not in policy.allowed_ulimits:
             raise KernelOptionRefused(
-                f"The resource limit {_shown(name)} (ContainerProvisioner.ulimits) may not be set "
-                "for kernels on this server (ContainerPolicy.allowed_ulimits: "
-                f"{', '.join(sorted(policy.allowed_ulimits)) or 'none'})."
+                f"This kernel sets the resource limit {_shown(name)}, which kernels on this "
+                "server may not set (those they may: "
+                f"{', '.join(sorted(policy.allowed_ulimits)) or 'none'}). Ask an administrator "
+                "to allow it, or choose another kernel.",
+                setting="ContainerProvisioner.ulimits, ContainerPolicy.allowed_ulimits",
             )
         top = int(policy.allowed_ulimits[name])
         if top != -1 and any(v == -1 or v > top for v in (soft, hard)):
             raise KernelOptionRefused(
-                f"The resource limit {name} of {soft}:{hard} (ContainerProvisioner.ulimits) is "
-                f"above the {top} the administrator allows (ContainerPolicy.allowed_ulimits)."
+                f"This kernel sets the resource limit {name} to {soft}:{hard}, above the {top} "
+                "the administrator allows. Ask for less.",
+                setting="ContainerProvisioner.ulimits, ContainerPolicy.allowed_ulimits",
             )
     return Limits(mem, pids, shm, runtime, limits)
 
@@ -381,8 +402,9 @@ def numeric_user(run_as: str) -> tuple[int, int] | None:
     m = _NUMERIC_USER.fullmatch(run_as)
     if not m:
         raise ValueRefused(
-            f'ContainerProvisioner.run_as {_shown(run_as)} must be "server", "image" or a '
-            'numeric "uid:gid".'
+            f"The user this kernel is set to run as, {_shown(run_as)}, must be "
+            '"server", "image" or a numeric "uid:gid".',
+            setting="ContainerProvisioner.run_as",
         )
     uid = int(m.group(1))
     return uid, int(m.group(2) or uid)
@@ -416,13 +438,14 @@ def kernel_user(
     else:
         user = f"{explicit[0]}:{explicit[1]}"
         uid, gid = str(explicit[0]), str(explicit[1])
-        why = f"ContainerProvisioner.run_as is {run_as!r}"
+        why = f"it is set to run as {run_as!r}"
     if (_is_root(uid) or _is_root(gid)) and not allow_root:
         raise KernelOptionRefused(
             f"This kernel would run as root in its container: {why}. Root there owns every "
             "root-owned file of the mounted workspace, so it is refused. Run the server as an "
-            'unprivileged user, or set ContainerProvisioner.run_as to an unprivileged "uid:gid"; '
-            "if root kernels are intended, an administrator can set ContainerPolicy.allow_root."
+            'unprivileged user, or set the kernel to run as an unprivileged "uid:gid"; if root '
+            "kernels are intended, an administrator can allow them.",
+            setting="ContainerProvisioner.run_as, ContainerPolicy.allow_root",
         )
     return user
 
@@ -433,8 +456,8 @@ def check_network_mode(policy: ContainerPolicy, network_mode: str) -> str:
         allowed = ", ".join(policy.allowed_network_modes) or "none"
         raise KernelOptionRefused(
             f"The network mode {_shown(network_mode)} is not allowed for kernels on this server "
-            f"(ContainerPolicy.allowed_network_modes: {allowed}). Ask an administrator to allow "
-            "it, or use one of those."
+            f"(those allowed: {allowed}). Ask an administrator to allow it, or use one of those.",
+            setting="ContainerPolicy.allowed_network_modes",
         )
     return network_mode
 

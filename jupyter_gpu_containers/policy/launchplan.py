@@ -193,7 +193,8 @@ def plan_container(
         raise ValueRefused(
             f"The kernel's environment may not set {', '.join(reserved)}: the GPU allocator "
             "sets it to the GPUs the kernel booked. Remove it from the kernel spec's env or "
-            "ContainerProvisioner.environment."
+            "the kernel's environment settings.",
+            setting="ContainerProvisioner.environment",
         )
     environment.update(attached.environment)
     if facts.session:

@@ -244,8 +244,8 @@ def _verdict_on(pool: _Pool, described: ImageDescription) -> compat.Verdict:
         return compat.Verdict(
             compat.UNKNOWN,
             "the nodes of this pool publish no NVIDIA driver version (on Kubernetes GPU feature "
-            "discovery's nvidia.com/cuda.driver.* labels, on Slurm SlurmBackend.node_gpu_labels), "
-            "so this image's CUDA cannot be checked against it",
+            "discovery's nvidia.com/cuda.driver.* labels, on Slurm the node labels an "
+            "administrator names), so this image's CUDA cannot be checked against it",
         )
     return described.verdict(inventory)
 

@@ -198,7 +198,8 @@ class GPUContainersApp(ExtensionApp):
         # that its kernels have a live owner.
         state = services.state
         if not state.shared:
-            self.log.warning("jupyter_gpu_containers: %s", state.problem)
+            setting = f" (setting: {state.problem_setting})" if state.problem_setting else ""
+            self.log.warning("jupyter_gpu_containers: %s%s", state.problem, setting)
         elif state.per_user:
             self.log.info(
                 "jupyter_gpu_containers: GPUs are booked among your own kernels only (%s): "

@@ -53,7 +53,7 @@ def open_pull(
     try:
         connection = _connection(client.settings.resolved_url, client.settings.api_timeout)
     except ValueError as e:
-        raise ContainerKernelError(str(e), status=501) from None
+        raise ContainerKernelError(str(e), status=501, setting="Engine.docker_url") from None
     try:
         connection.connect()
     except OSError as e:
@@ -63,15 +63,16 @@ def open_pull(
 
 def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     """A connection to the engine at ``url``; ValueError, in a sentence, for an address this
-    project's pulls cannot speak to (TLS or ssh: Engine.docker_url)."""
+    project's pulls cannot speak to (TLS or ssh: Engine.docker_url, the caller's setting)."""
     if url.startswith(("unix://", "http+unix://")):
         return _UnixConnection(url.split("://", 1)[1], timeout)
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("tcp", "http") or not parsed.hostname:
         raise ValueError(
-            f"Pulls reach the Docker engine at a unix:// or plain tcp:// address, and "
-            f"Engine.docker_url (or DOCKER_HOST) is {url[:200]!r}: pull the image with docker "
-            "on the engine's host, or point Engine.docker_url at its unix socket."
+            f"Pulls reach the Docker engine at a unix:// or plain tcp:// address, and this "
+            f"server's address of the engine is {url[:200]!r}: pull the image with docker on "
+            "the engine's host, or ask an administrator to point this server at the engine's "
+            "unix socket."
         )
     return http.client.HTTPConnection(parsed.hostname, parsed.port or 2375, timeout=timeout)
 

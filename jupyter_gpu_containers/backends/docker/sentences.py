@@ -10,14 +10,18 @@ from ...base.errors import EngineUnavailable, ImageMissing
 def unavailable(url: str, e: BaseException) -> EngineUnavailable:
     """The engine at ``url`` could not be reached (``e`` says how)."""
     detail = str(e)
-    hint = "Start it (for example `sudo systemctl start docker`) or set Engine.docker_url."
+    hint = (
+        "Start it (for example `sudo systemctl start docker`), or ask an administrator to point "
+        "this server at the engine's address."
+    )
     if isinstance(e, PermissionError) or "Permission denied" in detail:
         hint = (
-            "This server's user may not use that socket: add it to the `docker` group, "
-            "or set Engine.docker_url."
+            "This server's user may not use that socket: an administrator can add it to the "
+            "`docker` group, or point this server at another address of the engine."
         )
     return EngineUnavailable(
-        f"The Docker engine is not reachable at {url}. {hint} (engine said: {short(detail)})"
+        f"The Docker engine is not reachable at {url}. {hint} (engine said: {short(detail)})",
+        setting="Engine.docker_url",
     )
 
 

@@ -78,9 +78,10 @@ class KubernetesClient:
                         + (
                             f"the kubeconfig {settings.kubeconfig} cannot be used ({e})."
                             if settings.kubeconfig
-                            else "this process runs outside a cluster and "
-                            "KubernetesBackend.kubeconfig is not set."
-                        )
+                            else "this process runs outside a cluster, and no kubeconfig is "
+                            "set for it: an administrator can set one."
+                        ),
+                        setting="KubernetesBackend.kubeconfig",
                     ) from e
                 settings.resolved_url = configuration.host
                 self._api_client = kclient.ApiClient(configuration)

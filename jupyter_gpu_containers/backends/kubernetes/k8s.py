@@ -536,7 +536,10 @@ class KubernetesBackend(LoggingConfigurable):
             await self.remove_or_defer(container_id)
             raise EngineRefused(
                 f"The kernel's pod {container_id} did not start within "
-                f"{self.startup_timeout:.0f} s (KubernetesBackend.startup_timeout)."
+                f"{self.startup_timeout:.0f} s, the longest a pod may take here. Try again "
+                "later; if pods are often this slow, ask an administrator to let them take "
+                "longer.",
+                setting="KubernetesBackend.startup_timeout",
             ) from None
 
     def _capacity_sentence(self, pod: str) -> str:
@@ -736,8 +739,9 @@ class KubernetesBackend(LoggingConfigurable):
         if self.listed is not None and ref in self.listed():
             return self._learned.listed_record(ref)
         raise ImageMissing(
-            f"The image {ref} is not one the administrator lists for the cluster "
-            "(ImageCatalog.listed_images): nodes pull only listed images."
+            f"The image {ref} is not one the administrator lists for the cluster: nodes pull "
+            "only listed images. Ask an administrator to list it, or choose a listed image.",
+            setting="ImageCatalog.listed_images",
         )
 
     async def inspect_image(self, ref: str) -> ImageRecord:

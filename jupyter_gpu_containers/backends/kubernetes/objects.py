@@ -64,8 +64,9 @@ def parse_user(user: str | None) -> tuple[int, int]:
     if not user:
         raise EngineRefused(
             "Kernels on Kubernetes run as the authenticated user's numeric uid and gid, and this "
-            'kernel has none (ContainerProvisioner.run_as is "image"). Set run_as to '
-            '"server" or to an unprivileged "uid:gid".'
+            "kernel has none: it is set to run as its image's user. Set it to run as "
+            '"server" or as an unprivileged "uid:gid".',
+            setting="ContainerProvisioner.run_as",
         )
     uid_text, _, gid_text = user.partition(":")
     try:
@@ -305,8 +306,10 @@ def kernel_pod(settings: PodSettings, spec: ContainerSpec, name: str) -> KernelP
     if count and resource not in (settings.gpu_resource, *settings.allowed_gpu_resources):
         raise EngineRefused(
             f"This kernel asks for its GPUs as {resource}, which the administrator does not "
-            f"allow here (KubernetesBackend.gpu_resource is {settings.gpu_resource}; "
-            "allowed_gpu_resources lists the others)."
+            f"allow here (the cluster's GPUs are {settings.gpu_resource}, and those the "
+            "administrator allows besides). Choose another kernel, or ask an administrator to "
+            "allow it.",
+            setting="KubernetesBackend.gpu_resource, KubernetesBackend.allowed_gpu_resources",
         )
     annotations[GPU_COUNT_ANNOTATION] = str(count)
     annotations[GPU_RESOURCE_ANNOTATION] = resource if count else ""
@@ -388,8 +391,9 @@ def kernel_pod(settings: PodSettings, spec: ContainerSpec, name: str) -> KernelP
             mounts.append(entry)
         else:
             raise MountRefused(
-                f"Kernel pods mount only their workspace ({settings.namespace}'s "
-                f"KubernetesBackend.workspace_volume), not host paths such as {mount.source}."
+                "Kernel pods mount only their workspace volume, not host paths such as "
+                f"{mount.source}: choose a kernel without host mounts.",
+                setting="KubernetesBackend.workspace_volume",
             )
     if account_items:
         volumes.append(
@@ -407,8 +411,9 @@ def kernel_pod(settings: PodSettings, spec: ContainerSpec, name: str) -> KernelP
             raise MountRefused(
                 f"The dataset {dataset['name'].removeprefix(DATASET_VOLUME_PREFIX)} is to be "
                 f"mounted at {dataset['mountPath']}, where this kernel has its "
-                f"{taken['name']} ({taken['mountPath']}): give it another mount_path "
-                "(KubernetesBackend.datasets)."
+                f"{taken['name']} ({taken['mountPath']}): ask an administrator to mount the "
+                "dataset at another path.",
+                setting="KubernetesBackend.datasets",
             )
     volumes += dataset_vols
     mounts += dataset_mounts

@@ -170,10 +170,11 @@ class PodmanBuildSteps:
             return "none"
         if not self._tun_usable():
             raise BuildStepRefused(
-                "A build step may reach a network here (ImageSaves.build_network), but Podman "
-                "can give it one of its own only through /dev/net/tun, which this account may "
-                "not open; the host's network is never a build's. Ask an administrator to make "
-                "/dev/net/tun usable, or build without a network."
+                "A build step may reach a network here, but Podman can give it one of its own "
+                "only through /dev/net/tun, which this account may not open; the host's network "
+                "is never a build's. Ask an administrator to make /dev/net/tun usable, or to "
+                "build without a network.",
+                setting="ImageSaves.build_network",
             )
         return "slirp4netns"
 

@@ -118,8 +118,10 @@ class PodmanCLI:
     def unavailable(self, e: BaseException) -> EngineUnavailable:
         return EngineUnavailable(
             f"Podman cannot be run here ({' '.join(self.command)}): {short(str(e))}. Install it "
-            "(`sudo apt install podman uidmap`) or set PodmanEngine.podman_command; "
-            "`jupyter gpu-containers doctor` says what else rootless Podman needs."
+            "(`sudo apt install podman uidmap`), or ask an administrator to point this server "
+            "at the podman command; `jupyter gpu-containers doctor` says what else rootless "
+            "Podman needs.",
+            setting="PodmanEngine.podman_command",
         )
 
     def run(
@@ -163,8 +165,9 @@ class PodmanCLI:
         except subprocess.TimeoutExpired as e:
             raise EngineUnavailable(
                 f"Podman did not answer within {limit:.0f} s ({' '.join(args[:2])}): the host may "
-                "be overloaded, or its storage locked by another podman command. "
-                "(PodmanEngine.api_timeout sets the limit.)"
+                "be overloaded, or its storage locked by another podman command. Try again in a "
+                "while.",
+                setting="PodmanEngine.api_timeout",
             ) from e
         stderr = done.stderr.decode("utf-8", "replace")
         if done.returncode != 0:

@@ -67,11 +67,11 @@ def refused_to_create(spec: ContainerSpec, e: PodmanFailed) -> ContainerKernelEr
     if spec.runtime and f'runtime "{spec.runtime}" not found' in e.said:
         return EngineRefused(
             f"Podman has no OCI runtime named {spec.runtime}, which GPUs attached through a "
-            "runtime need (GPUAllocator.attach_mode = 'runtime'). Podman reaches GPUs through "
-            "CDI: generate NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate "
-            "--output=/etc/cdi/nvidia.yaml`) and set GPUAllocator.attach_mode = 'cdi' (or "
-            f"'auto', which finds the spec), or name a runtime {spec.runtime} in "
-            "containers.conf ([engine.runtimes])."
+            "runtime need, as this server attaches them. Podman reaches GPUs through CDI: an "
+            "administrator can generate NVIDIA's CDI spec (`sudo nvidia-ctk cdi generate "
+            "--output=/etc/cdi/nvidia.yaml`) and have GPUs attached through CDI, or name a "
+            f"runtime {spec.runtime} in containers.conf ([engine.runtimes]).",
+            setting="GPUAllocator.attach_mode",
         )
     return EngineRefused(
         f"Podman refused to create the kernel container for {spec.image}: {short(e.said)}"

@@ -72,8 +72,9 @@ class KernelNetworks:
                         "Podman cannot give this kernel a network of its own: /dev/net/tun "
                         "cannot be opened here (slirp4netns needs it), and on the host's "
                         "network every user's kernels would reach each other. Ask an "
-                        "administrator to make /dev/net/tun usable, or to set PodmanEngine."
-                        'network = "bridge" (a network per user).'
+                        "administrator to make /dev/net/tun usable, or to give each user a "
+                        "network of their own.",
+                        setting="PodmanEngine.network",
                     )
                 return "host"  # one user's own kernels (the engine's log says so once)
         if not shared or mode in _PODMANS_OWN or mode.startswith(("container:", "ns:")):

@@ -456,9 +456,9 @@ class SlurmBackend(LoggingConfigurable):
             self.commands.cancel(record.job_id)
             raise SchedulerWaitTimedOut(
                 f"Slurm did not start the kernel's job {container_id} within "
-                f"{self.pending_timeout:.0f} s (it waited for {job.reason}); it was "
-                "cancelled. Try again later, or ask for fewer GPUs "
-                "(SlurmBackend.pending_timeout sets how long a start waits)."
+                f"{self.pending_timeout:.0f} s, the longest a start waits here (it waited for "
+                f"{job.reason}); it was cancelled. Try again later, or ask for fewer GPUs.",
+                setting="SlurmBackend.pending_timeout",
             )
         return None, said
 
@@ -811,8 +811,10 @@ class SlurmBackend(LoggingConfigurable):
         if ref in self._listed():
             return listed_record(ref)
         raise ImageMissing(
-            f"The image {ref} is not one the administrator lists for the Slurm cluster "
-            "(ImageCatalog.listed_images): kernels there run listed images only."
+            f"The image {ref} is not one the administrator lists for the Slurm cluster: kernels "
+            "there run listed images only. Ask an administrator to list it, or choose a listed "
+            "image.",
+            setting="ImageCatalog.listed_images",
         )
 
     async def inspect_image(self, ref: str) -> ImageRecord:
@@ -861,15 +863,17 @@ class SlurmBackend(LoggingConfigurable):
             return Account(entry.pw_name, entry.pw_uid, os.getegid())
         if not self.probe_account:
             raise EngineRefused(
-                "No account probes the Slurm cluster's images: set SlurmBackend.probe_account "
-                "to an account whose Podman on the nodes holds the listed images."
+                "No account probes the Slurm cluster's images: an administrator must name an "
+                "account whose Podman on the nodes holds the listed images.",
+                setting="SlurmBackend.probe_account",
             )
         try:
             entry = pwd.getpwnam(self.probe_account)
         except KeyError:
             raise EngineRefused(
-                f"SlurmBackend.probe_account names {self.probe_account!r}, which this host's "
-                "user database does not know."
+                f"The account named to probe the Slurm cluster's images, {self.probe_account!r}, "
+                "is not in this host's user database: an administrator must name another.",
+                setting="SlurmBackend.probe_account",
             ) from None
         return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
@@ -927,8 +931,9 @@ class SlurmBackend(LoggingConfigurable):
                 self.commands.cancel_named(name)
         elif code != 0 and kernels.image_not_known(err):
             raise ImageMissing(
-                f"The image {image} is not in the Podman storage of {account.name} on the node "
-                "Slurm chose (SlurmBackend.probe_account): load or pull it there, as for every "
-                "user who runs it."
+                f"The image {image} is not in the Podman storage of {account.name} (the account "
+                "that probes the cluster's images) on the node Slurm chose: an administrator "
+                "must load or pull it there, as for every user who runs it.",
+                setting="SlurmBackend.probe_account",
             )
         return OneshotResult(exit_code=code, stdout=out, stderr=err, timed_out=timed_out)

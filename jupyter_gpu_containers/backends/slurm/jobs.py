@@ -337,7 +337,8 @@ class SlurmCommands:
         except subprocess.TimeoutExpired as e:
             raise EngineUnavailable(
                 f"Slurm did not answer within {limit:.0f} s ({argv[0]}): its controller may be "
-                "down or overloaded (SlurmBackend.command_timeout sets the limit)."
+                "down or overloaded. Try again in a while.",
+                setting="SlurmBackend.command_timeout",
             ) from e
         if done.returncode != 0:
             said = _last_words(done.stderr) or f"exit status {done.returncode}"

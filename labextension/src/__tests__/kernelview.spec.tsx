@@ -203,7 +203,7 @@ describe('GPU use', () => {
 
   it('says unknown, and why, instead of showing zeros', () => {
     const reason =
-      "This server's GPUs are declared (GPUInventory.static_gpus), not read from the NVIDIA driver, so their use per kernel is unknown.";
+      "This server's GPUs are declared by its administrator, not read from the NVIDIA driver, so their use per kernel is unknown.";
     const node = (
       <GpuUse
         usage={makeUsage({ source: 'static', reason, samples: [] })}
