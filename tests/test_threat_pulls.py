@@ -89,7 +89,7 @@ async def test_one_student_cannot_hold_the_pulls_or_their_streams(
         await until_state(server, a, a2, "pulling")
         assert await state_of(server, a, a3) == "queued"
         code, refusal = await pull(server, a, a_refs[3])
-        assert code == 429 and "PullManager.max_per_user" in refusal["message"], refusal
+        assert code == 429 and "as many as it takes from one user" in refusal["message"], refusal
         assert refusal["message"].startswith("You have 3 pulls under way or waiting"), refusal
 
         # His pull still finds a place, and the next free slot is his, not her third's.
@@ -112,7 +112,7 @@ async def test_one_student_cannot_hold_the_pulls_or_their_streams(
         for path in (f"gpu-containers/pulls/{a2}/events", log):
             code, refusal = await server.answer(a, "GET", path)
             assert code == 429, refusal
-            assert "GPUContainersKernelManager.max_event_streams_per_user" in refusal["message"]
+            assert "the most one user may" in refusal["message"], refusal
         streams.append(await server.open_stream(b, f"gpu-containers/pulls/{his['id']}/events"))
         # A stream closed gives her place back at once (not at its next keepalive).
         streams.pop(0).close()
@@ -163,7 +163,7 @@ async def test_a_pull_the_registry_never_answers_is_stopped_and_frees_its_slot(
         await until_state(server, a, hers["id"], "error")
         _code, ended = await server.answer(a, "GET", f"gpu-containers/pulls/{hers['id']}")
         assert "its registry sent nothing for 5 s" in ended["message"], ended
-        assert "PullManager.stall_timeout" in ended["message"], ended
+        assert "ask an administrator whether that registry is reachable" in ended["message"]
         # His runs now, and ends the same way: nothing stays held.
         await until_state(server, b, his["id"], "error")
     finally:
@@ -207,7 +207,7 @@ async def test_registry_logins_are_bounded_per_user_and_never_scrub_anothers_sen
             code, answer = await server.answer(a, "PUT", login_path(registry), mine)
             assert code == 204, answer
         code, refusal = await server.answer(a, "PUT", login_path("a3.example"), mine)
-        assert code == 429 and "RegistryCredentials.max_per_user" in refusal["message"], refusal
+        assert code == 429 and "as many as it keeps for one user" in refusal["message"], refusal
         huge = {"username": "her", "password": "x" * (64 * 1024)}
         code, refusal = await server.answer(a, "PUT", login_path("a1.example"), huge)
         assert code == 400 and "at most" in refusal["message"], refusal

@@ -370,8 +370,8 @@ class _Executor:
         bound = self.plan.max_layer_bytes
         return SaveRefused(
             f"The build of {self.plan.name} wrote {size_text(used)} by {ins.where}, more than a "
-            f"build may add ({size_text(bound)}, ImageSaves.max_build_bytes): it was stopped "
-            "and nothing was kept."
+            f"build may add ({size_text(bound)}): it was stopped and nothing was kept.",
+            setting="ImageSaves.max_build_bytes",
         )
 
     def _watch_step(self, state: _Stage) -> tuple[threading.Event, list[int], threading.Event]:

@@ -88,9 +88,9 @@ class RegistryCredentials(LoggingConfigurable):
             if mine >= max(0, self.max_per_user):
                 raise ContainerKernelError(
                     f"You have logins for {mine} registries on this server, as many as it keeps "
-                    "for one user (RegistryCredentials.max_per_user): remove one you no longer "
-                    "need before you add another.",
+                    "for one user: remove one you no longer need before you add another.",
                     status=429,
+                    setting="RegistryCredentials.max_per_user",
                 )
             self._user[(whose, registry)] = credential
         return credential
@@ -127,8 +127,9 @@ class RegistryCredentials(LoggingConfigurable):
                 password = path.read_text().strip()
             except OSError as e:
                 raise ContainerKernelError(
-                    f"The password file configured for {registry} "
-                    f"(RegistryCredentials.registry_auth) cannot be read: {e.strerror}."
+                    f"The password file the administrator gave this server for {registry} cannot "
+                    f"be read: {e.strerror}. Ask an administrator to check it.",
+                    setting="RegistryCredentials.registry_auth",
                 ) from e
         return Credential(registry, str(entry["username"]), str(password), "admin")
 

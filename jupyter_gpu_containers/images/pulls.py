@@ -38,7 +38,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..backends.backend import ContainerBackend, PullProgress
 from ..base import labels as L
-from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed
+from ..base.errors import ContainerKernelError, ImageMissing, ImageNotAllowed, Refusal
 from ..base.references import ImageReference, parse_reference
 from ..host.hoststate import StateDir
 from ..policy.admin_policy import ContainerPolicy, check_image_allowed
@@ -66,9 +66,9 @@ _LAYER_PHASES = {
 
 # Why a user's pull is refused where ContainerPolicy.allow_user_pulls is off (the pull itself and
 # GET /gpu-containers/status's pull_refusal say the same).
-PULLS_TURNED_OFF = (
-    "Pulling images is turned off on this server (ContainerPolicy.allow_user_pulls). "
-    "Ask an administrator for the image."
+PULLS_TURNED_OFF = Refusal(
+    "Pulling images is turned off on this server: ask an administrator to pull the image for you.",
+    "ContainerPolicy.allow_user_pulls",
 )
 
 
@@ -330,7 +330,7 @@ class PullManager(LoggingConfigurable):
             )
         policy = self.policy
         if not policy.allow_user_pulls and not scheduled:
-            raise ImageNotAllowed(PULLS_TURNED_OFF)
+            raise ImageNotAllowed(PULLS_TURNED_OFF.sentence, setting=PULLS_TURNED_OFF.setting)
         check_image_allowed(policy, ref.written)
         for pull in self._pulls.values():
             if (
@@ -349,14 +349,15 @@ class PullManager(LoggingConfigurable):
             if mine >= max(0, self.max_per_user):
                 raise TooManyRequests(
                     f"You have {mine} pulls under way or waiting on this server, as many as "
-                    "it takes from one user (PullManager.max_per_user). Wait for one to "
-                    "finish, or cancel one, before you pull another image."
+                    "it takes from one user. Wait for one to finish, or cancel one, before you "
+                    "pull another image.",
+                    setting="PullManager.max_per_user",
                 )
         if self._running >= self.max_concurrent and len(self._queue) >= self.max_queued:
             raise TooManyRequests(
                 f"{self._running} pulls are running and {len(self._queue)} waiting on this "
-                "server, as many as it takes (PullManager.max_queued). Try again when one has "
-                "finished."
+                "server, as many as it takes. Try again when one has finished.",
+                setting="PullManager.max_queued",
             )
         await self._refuse_replacing_local(ref)
         own = credential or (
@@ -369,7 +370,8 @@ class PullManager(LoggingConfigurable):
             if not state.shared:
                 raise ImageNotAllowed(
                     "Pulls with your own registry login are kept private to you, which needs "
-                    f"the host state directory: {state.problem}"
+                    f"the host state directory: {state.problem}",
+                    setting=state.problem_setting,
                 )
         pull = Pull(
             id=uuid.uuid4().hex,
@@ -468,8 +470,8 @@ class PullManager(LoggingConfigurable):
         if self._watching >= self.max_watchers:
             raise TooManyRequests(
                 f"{self._watching} progress streams are open on this server, as many as it "
-                "serves (PullManager.max_watchers). Close one, or read the pull's state with "
-                "GET instead."
+                "serves. Close one, or read the pull's state with GET instead.",
+                setting="PullManager.max_watchers",
             )
         self._watching += 1
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -554,16 +556,17 @@ class PullManager(LoggingConfigurable):
                 pull.state, pull.error_status = "error", 504
                 pull.message = (
                     f"The pull of {pull.image} was stopped: its registry sent nothing for "
-                    f"{self.stall_timeout:.0f} s (PullManager.stall_timeout). Try again later, "
-                    "or ask an administrator whether that registry is reachable from this host."
+                    f"{self.stall_timeout:.0f} s. Try again later, or ask an administrator "
+                    "whether that registry is reachable from this host."
                 )
+                self.log.warning("%s (setting: PullManager.stall_timeout)", pull.message)
             else:
                 pull.state, pull.message = "cancelled", f"The pull of {pull.image} was cancelled."
                 self.log.info("Pull of %s cancelled", pull.image)
         except ContainerKernelError as e:
             pull.state, pull.error_status = "error", e.status
             pull.message = scrub(e.sentence, secrets)
-            self.log.warning("Pull of %s failed: %s", pull.image, pull.message)
+            self.log.warning("Pull of %s failed: %s", pull.image, scrub(e.log_text, secrets))
         except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
             pull.state, pull.error_status = "error", 500
             pull.message = scrub(f"The pull of {pull.image} failed: {e}", secrets)

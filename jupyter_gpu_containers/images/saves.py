@@ -50,13 +50,19 @@ from ..base.errors import (
     ContainerKernelError,
     ImageMissing,
     ImageNotAllowed,
+    Refusal,
     SaveRefused,
 )
 from ..base.references import BadReference, parse_reference
 from ..host import build_context, packages_archive
 from ..host.hoststate import StateDir
 from ..host.packages_archive import ArchiveCount, SaveCancelled
-from ..policy.admin_policy import ContainerPolicy, image_allowed, reference_matches
+from ..policy.admin_policy import (
+    ALLOWED_IMAGES,
+    ContainerPolicy,
+    image_allowed,
+    reference_matches,
+)
 from . import builder, privateimages, recipes
 from .probe import KernelReadinessProbe
 
@@ -451,52 +457,59 @@ class ImageSaves(LoggingConfigurable):
             privateimages.forget(state, ref, owner)
         self.log.info("Saved image %s removed at its user's word.", ref)
 
-    def refusal(self) -> str:
-        """Why no save can be made on this server, "" when one may."""
+    def refusal(self) -> Refusal:
+        """Why no save can be made on this server (none when one may)."""
         if not self.enabled:
-            return (
-                "Saving an environment as an image is turned off on this server "
-                "(ImageSaves.enabled)."
+            return Refusal(
+                "Saving an environment as an image is turned off on this server: ask an "
+                "administrator to turn it on.",
+                "ImageSaves.enabled",
             )
         engine = self.backend.build_refusal()
         if engine:
-            return engine
+            return Refusal(engine)
         if not self.policy.user_packages:
-            return (
-                "Packages installed in a kernel are not kept on this server "
-                "(ContainerPolicy.user_packages), so there is nothing of yours to save."
+            return Refusal(
+                "Packages installed in a kernel are not kept on this server, so there is "
+                "nothing of yours to save: an administrator can have them kept.",
+                "ContainerPolicy.user_packages",
             )
         return self._repository_refusal()
 
-    def build_refusal_here(self) -> str:
-        """Why no build from the workspace can be made on this server, "" when one may."""
+    def build_refusal_here(self) -> Refusal:
+        """Why no build from the workspace can be made on this server (none when one may)."""
         if not self.builds:
-            return (
-                "Building images from your workspace is turned off on this server "
-                "(ImageSaves.builds)."
+            return Refusal(
+                "Building images from your workspace is turned off on this server: ask an "
+                "administrator to turn it on, or to build the image for you.",
+                "ImageSaves.builds",
             )
         engine = self.backend.build_refusal()
         if engine:
-            return engine
+            return Refusal(engine)
         return self._repository_refusal()
 
-    def _repository_refusal(self) -> str:
+    def _repository_refusal(self) -> Refusal:
         sample = f"{self.repository}/u0/name:tag"
         if image_allowed(self.policy, sample):
-            return (
+            return Refusal(
                 f"Saved images are named {self.repository}/…, which the administrator's "
-                f"allow-list (ContainerPolicy.allowed_images) does not admit, so no kernel could "
-                f"start on one. Ask the administrator to admit {self.repository}/*."
+                "allow-list does not admit, so no kernel could start on one. Ask the "
+                f"administrator to admit {self.repository}/*.",
+                f"ImageSaves.repository, {ALLOWED_IMAGES}",
             )
-        return ""
+        return Refusal()
 
-    def base_refusal(self, ref: str) -> str:
-        """Why a build may not start from ``ref`` (ImageSaves.allowed_bases), "" when it may."""
+    def base_refusal(self, ref: str) -> Refusal:
+        """Why a build may not start from ``ref`` (ImageSaves.allowed_bases), none when it
+        may."""
         if reference_matches(ref, self.allowed_bases):
-            return ""
-        return (
+            return Refusal()
+        return Refusal(
             f"A build may not start from {ref[:300]}: the bases this server builds on are "
-            f"{', '.join(self.allowed_bases) or 'none'} (ImageSaves.allowed_bases)."
+            f"{', '.join(self.allowed_bases) or 'none'}. Start from one of them, or ask an "
+            "administrator to allow this one.",
+            "ImageSaves.allowed_bases",
         )
 
     async def start(
@@ -509,7 +522,7 @@ class ImageSaves(LoggingConfigurable):
             raise BuildsNotSupported(engine)
         why = self.refusal()
         if why:
-            raise ImageNotAllowed(why)
+            raise ImageNotAllowed(why.sentence, setting=why.setting)
         image = self.target(source.uid, name)
         save = Save(id=uuid.uuid4().hex, whose=whose, base=source.base, image=image)
         state = await self._reserve(save, source.uid)
@@ -566,7 +579,7 @@ class ImageSaves(LoggingConfigurable):
             raise BuildsNotSupported(engine)
         why = self.build_refusal_here()
         if why:
-            raise ImageNotAllowed(why)
+            raise ImageNotAllowed(why.sentence, setting=why.setting)
         image = self.target(source.uid, name)
         save = Save(
             id=uuid.uuid4().hex,
@@ -651,9 +664,10 @@ class ImageSaves(LoggingConfigurable):
         if self._running >= self.max_concurrent and queued >= max(0, self.max_queued):
             raise ContainerKernelError(
                 f"{self._running} images are being saved or built on this server, as many as "
-                f"it makes at once (ImageSaves.max_concurrent), and {queued} wait for a turn, "
-                "as many as may wait (ImageSaves.max_queued). Try again in a few minutes.",
+                f"it makes at once, and {queued} wait for a turn, as many as may wait. Try "
+                "again in a few minutes.",
                 status=429,
+                setting="ImageSaves.max_concurrent, ImageSaves.max_queued",
             )
         self._saves[save.id] = save
         try:
@@ -661,8 +675,9 @@ class ImageSaves(LoggingConfigurable):
             if len(kept) >= self.max_images_per_user:
                 raise SaveRefused(
                     f"You keep {len(kept)} saved images here, as many as this server keeps for "
-                    "one user (ImageSaves.max_images_per_user): remove one you no longer need "
-                    "(the GPU Containers panel's Remove on it) before you save another."
+                    "one user: remove one you no longer need (the GPU Containers panel's Remove "
+                    "on it) before you save another.",
+                    setting="ImageSaves.max_images_per_user",
                 )
             state = None
             if self.backend.images_shared:
@@ -670,7 +685,8 @@ class ImageSaves(LoggingConfigurable):
                 if not state.shared:
                     raise ImageNotAllowed(
                         "A saved image is kept private to you, which needs the host state "
-                        f"directory: {state.problem}"
+                        f"directory: {state.problem}",
+                        setting=state.problem_setting,
                     )
         except BaseException:
             del self._saves[save.id]
@@ -770,16 +786,20 @@ class ImageSaves(LoggingConfigurable):
             if save.timed_out:
                 save.state, save.error_status = "error", 504
                 save.message = (
-                    f"The {save.kind} of {save.image} took longer than {self.timeout:g} seconds "
-                    "(ImageSaves.timeout) and was stopped: nothing was kept."
+                    f"The {save.kind} of {save.image} took longer than {self.timeout:g} seconds, "
+                    "the most this server gives one, and was stopped: nothing was kept."
                 )
-                self.log.warning("%s stopped: %s", save.kind.capitalize(), save.message)
+                self.log.warning(
+                    "%s stopped: %s (setting: ImageSaves.timeout)",
+                    save.kind.capitalize(),
+                    save.message,
+                )
             elif save.cancel_requested or not isinstance(e, ContainerKernelError):
                 save.state = "cancelled"
                 save.message = f"The {save.kind} of {save.image} was cancelled: nothing was kept."
             else:
                 save.state, save.error_status, save.message = "error", e.status, e.sentence
-                self.log.warning("The %s of %s failed: %s", save.kind, save.image, e.sentence)
+                self.log.warning("The %s of %s failed: %s", save.kind, save.image, e.log_text)
         except Exception as e:  # a bug or an engine surprise: still a sentence, not a hang
             save.state, save.error_status = "error", 500
             save.message = f"The {save.kind} of {save.image} failed: {e}"
@@ -839,8 +859,8 @@ class ImageSaves(LoggingConfigurable):
                 raise SaveRefused(
                     f"The image built from {save.recipe} adds {packages_archive.size_text(added)} "
                     f"to its base, more than a build may add "
-                    f"({packages_archive.size_text(self.max_build_bytes)}, "
-                    "ImageSaves.max_build_bytes): it was removed."
+                    f"({packages_archive.size_text(self.max_build_bytes)}): it was removed.",
+                    setting="ImageSaves.max_build_bytes",
                 )
         try:
             self.backend.tag_sync(image_id, save.image)

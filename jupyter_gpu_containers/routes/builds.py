@@ -20,7 +20,7 @@ import os
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..base.errors import BuildsNotSupported, ContainerKernelError
+from ..base.errors import BuildsNotSupported, ContainerKernelError, ImageNotAllowed, Refusal
 from ..base.records import ImageRecord
 from ..host import build_context
 from ..images import recipes
@@ -30,24 +30,26 @@ from .base import json_object
 from .packages import PackagesBase
 
 
-async def build_refusal(handler: PackagesBase) -> str:
-    """Why the caller may not build images from their workspace here, "" when they may: the
+async def build_refusal(handler: PackagesBase) -> Refusal:
+    """Why the caller may not build images from their workspace here, none when they may: the
     server's settings (ImageSaves), then a kernel service's ServiceApp.build_policy."""
     why = handler.services.saves.build_refusal_here()
     if why or handler.kernel_user is None:
         return why
     policy = getattr(handler.serverapp, "build_policy", "nobody")
     if policy == "everyone" or await handler.is_admin():
-        return ""
+        return Refusal()
     if policy == "admins":
-        return (
-            "Only the administrators of this kernel service may build images "
-            "(ServiceApp.build_policy is 'admins'). Ask one of them to build it."
+        return Refusal(
+            "Only the administrators of this kernel service may build images. Ask one of them "
+            "to build it.",
+            "ServiceApp.build_policy",
         )
-    return (
-        "This kernel service builds no images from users' workspaces (ServiceApp.build_policy "
-        "is 'nobody': a build runs its steps as root on the host's engine). Ask the administrator "
-        "for the image, or to allow builds."
+    return Refusal(
+        "This kernel service builds no images from users' workspaces (a build runs its steps "
+        "as root on the host's engine). Ask the administrator for the image, or to allow "
+        "builds.",
+        "ServiceApp.build_policy",
     )
 
 
@@ -72,7 +74,7 @@ class BuildsHandler(PackagesBase):
             raise BuildsNotSupported(engine)
         why = await build_refusal(self)
         if why:
-            raise web.HTTPError(403, why)
+            raise ImageNotAllowed(why.sentence, setting=why.setting)
         folders, file_name = build_context.split_path(path)
         kind = recipes.kind_of(file_name)
         if not kind:
@@ -122,7 +124,7 @@ class BuildsHandler(PackagesBase):
         for ref in dict.fromkeys(named):
             refusal = self.services.saves.base_refusal(ref)
             if refusal:
-                raise web.HTTPError(403, refusal)
+                raise ImageNotAllowed(refusal.sentence, setting=refusal.setting)
             images[ref] = await admit_image(
                 self.services,
                 ref,

@@ -80,8 +80,10 @@ class PackagesHandler(PackagesBase):
         if not policy.user_packages:
             answer["message"] = (
                 "Packages installed in a kernel are not kept on this server: the administrator "
-                "turned that off (ContainerPolicy.user_packages)."
+                "turned that off."
             )
+            if self.reads_settings:
+                answer["setting"] = "ContainerPolicy.user_packages"
         elif not on_host:
             answer["message"] = (
                 f"Your packages are kept in your workspace volume, in {policy.user_packages_dir}, "

@@ -12,46 +12,48 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..base.errors import ImageNotAllowed, Refusal
 from ..images.pulls import ACTIVE, PULLS_TURNED_OFF, Pull
 from .base import GPUContainersHandler, json_object
 from .registries import credential_from, registry_of_image
 
 
-def service_pull_refusal(handler: GPUContainersHandler) -> str:
-    """Why a kernel service's user may not pull images (ServiceApp.pull_policy), "" when they
+def service_pull_refusal(handler: GPUContainersHandler) -> Refusal:
+    """Why a kernel service's user may not pull images (ServiceApp.pull_policy), none when they
     may, or on a user's own server (where ContainerPolicy alone decides)."""
     user = handler.kernel_user
     if user is None:
-        return ""
+        return Refusal()
     serverapp = handler.serverapp
     policy = getattr(serverapp, "pull_policy", "nobody")
     admins = set(getattr(serverapp, "admin_users", ()))
     if user.username in admins:
-        return ""
+        return Refusal()
     if policy == "nobody":
-        return (
-            "Images are pulled by the administrator on this host (ServiceApp.pull_policy "
-            "is 'nobody'). Ask them for the image."
+        return Refusal(
+            "Images are pulled by the administrator on this host. Ask them for the image.",
+            "ServiceApp.pull_policy",
         )
     if policy == "admins":
-        return (
-            "Only the administrators of this kernel service may pull images "
-            "(ServiceApp.pull_policy is 'admins'). Ask one of them for the image."
+        return Refusal(
+            "Only the administrators of this kernel service may pull images. Ask one of them "
+            "for the image.",
+            "ServiceApp.pull_policy",
         )
     # The default allow-list, "*", admits any image: on a shared host users may pull only
     # what the administrator named.
     if not [p for p in handler.services.policy.allowed_images if p != "*"]:
-        return (
-            "This kernel service lets users pull only the images its administrator named "
-            "in ContainerPolicy.allowed_images, and it allows none yet. Ask the "
-            "administrator for the image."
+        return Refusal(
+            "This kernel service lets users pull only the images its administrator allows, and "
+            "it allows none yet. Ask the administrator for the image.",
+            "ContainerPolicy.allowed_images",
         )
-    return ""
+    return Refusal()
 
 
-def pull_refusal(handler: GPUContainersHandler) -> str:
-    """Why no pull this user asks for can succeed here, "" when some may (each image is still
-    checked against ContainerPolicy's allow-list when pulled)."""
+def pull_refusal(handler: GPUContainersHandler) -> Refusal:
+    """Why no pull this user asks for can succeed here, none when some may (each image is
+    still checked against ContainerPolicy's allow-list when pulled)."""
     if not handler.services.policy.allow_user_pulls:
         return PULLS_TURNED_OFF
     return service_pull_refusal(handler)
@@ -87,7 +89,7 @@ class PullsHandler(GPUContainersHandler):
         (ServiceApp.pull_policy); on a user's own server, ContainerPolicy alone decides."""
         why = service_pull_refusal(self)
         if why:
-            raise web.HTTPError(403, why)
+            raise ImageNotAllowed(why.sentence, setting=why.setting)
 
 
 class _OnePull(GPUContainersHandler):

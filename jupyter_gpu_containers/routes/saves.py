@@ -19,7 +19,7 @@ import json
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..base.errors import BuildsNotSupported, ContainerKernelError, SaveRefused
+from ..base.errors import BuildsNotSupported, ContainerKernelError, ImageNotAllowed, SaveRefused
 from ..host import user_packages
 from ..host.user_packages import packages_key
 from ..images.saves import Save, SaveSource, check_name, default_name
@@ -47,7 +47,7 @@ class KernelSaveHandler(PackagesBase):
             raise BuildsNotSupported(engine)  # 501: said before the kernel's image is read
         why = saves.refusal()
         if why:
-            raise web.HTTPError(403, why)
+            raise ImageNotAllowed(why.sentence, setting=why.setting)
         details = await current_container(self.services.backend, provisioner)
         if details is None:
             raise web.HTTPError(
@@ -107,8 +107,8 @@ class SavesHandler(PackagesBase):
             json.dumps(
                 {
                     "saves": saves.listing(self.whose),
-                    "refusal": saves.refusal(),
-                    "build_refusal": await build_refusal(self),
+                    **self.refusal_fields("refusal", saves.refusal()),
+                    **self.refusal_fields("build_refusal", await build_refusal(self)),
                 }
             )
         )

@@ -32,6 +32,8 @@ class StatusHandler(GPUContainersHandler):
             status = {"ok": True, "message": "", "version": version}
         except ContainerKernelError as e:
             status = {"ok": False, "message": e.sentence}
+            if e.setting and self.reads_settings:
+                status["setting"] = e.setting
         status["endpoint"] = engine.resolved_url
         if image_entries is None:
             status["message"] = (
@@ -44,7 +46,7 @@ class StatusHandler(GPUContainersHandler):
             "engine": status,
             "kernelspecs": count,
             "admin": await self.is_admin(),
-            "pull_refusal": pull_refusal(self),
+            **self.refusal_fields("pull_refusal", pull_refusal(self)),
         }
         self.finish(json.dumps(reply))
 

@@ -11,7 +11,12 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator
 
-from tornado import web
+from ..base.errors import ContainerKernelError
+
+
+class TooManyStreams(ContainerKernelError):
+    status = 429
+    reason_phrase = "Too many requests"
 
 
 class EventStreams:
@@ -28,12 +33,11 @@ class EventStreams:
             yield
             return
         if limit > 0 and self._open[uid] >= limit:
-            raise web.HTTPError(
-                429,
+            raise TooManyStreams(
                 f"This stream was refused: your pages have {self._open[uid]} logs and progress "
-                "streams open on this server, the most one user may "
-                "(GPUContainersKernelManager.max_event_streams_per_user). Close the kernel "
-                "logs and progress views you no longer watch.",
+                "streams open on this server, the most one user may. Close the kernel logs and "
+                "progress views you no longer watch.",
+                setting="GPUContainersKernelManager.max_event_streams_per_user",
             )
         self._open[uid] += 1
         try:

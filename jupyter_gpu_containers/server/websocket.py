@@ -76,6 +76,8 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     # The buffered IOPub stream this connection takes over from jupyter_server's buffer on a
     # page's reconnection (connect), until its nudge; None otherwise.
     _restored_iopub: Any = None
+    # Whether this connection's log named the bound on held messages that refused one.
+    _refusal_logged = False
 
     async def prepare(self) -> None:
         """Admit the connection within its user's bound (a shared server), then as
@@ -100,11 +102,18 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             return
         limit = int(getattr(manager, "max_websockets_per_user", 0) or 0)
         if not store.admit(uid, self, limit):
+            # The answer is jupyter_server's: the option is named in the log alone.
+            self.log.warning(
+                "Kernel %s: a connection of uid %s refused, %d open already (setting: "
+                "GPUContainersKernelManager.max_websockets_per_user)",
+                self.kernel_id,
+                uid,
+                limit,
+            )
             raise web.HTTPError(
                 429,
                 f"This kernel connection was refused: your pages have {limit} open already, "
-                "the most one user may (GPUContainersKernelManager.max_websockets_per_user). "
-                "Close the notebooks and tabs you no longer use.",
+                "the most one user may. Close the notebooks and tabs you no longer use.",
             )
         self._owner_uid = uid
 
@@ -150,11 +159,19 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.write_stderr(
                 "This message was not sent: your kernels are starting, and your pages have "
                 "sent more than one user may while they wait "
-                f"({self._user_limit() // 2**20} MiB in all, "
-                "GPUContainersKernelManager.held_messages_limit_per_user). Run the cell again "
-                "once the kernel has started.",
+                f"({self._user_limit() // 2**20} MiB in all). Run the cell again once the "
+                "kernel has started.",
                 self._header_of(incoming_msg),
             )
+            if not self._refusal_logged:  # once a connection: a page may send many
+                self._refusal_logged = True
+                self.log.warning(
+                    "Kernel %s: a message of uid %s not sent, over what one user's pages may "
+                    "hold while kernels start (setting: "
+                    "GPUContainersKernelManager.held_messages_limit_per_user)",
+                    self.kernel_id,
+                    self._owner_uid,
+                )
             return
         if closing and store is not None:
             store.keep(self.kernel_id, self.session_key, [incoming_msg], self._owner_uid, size)

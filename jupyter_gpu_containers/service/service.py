@@ -463,7 +463,9 @@ class ServiceApp(ServerApp):
         if not isinstance(provider, ServiceIdentityProvider):
             raise ContainerKernelError(
                 "The kernel service authenticates with its own identity provider "
-                "(ServiceIdentityProvider); ServerApp.identity_provider_class must not be set."
+                "(ServiceIdentityProvider): remove the server's identity provider class from "
+                "its configuration.",
+                setting="ServerApp.identity_provider_class",
             )
         provider.prepare()
         self.start_queue = StartQueue(

@@ -112,15 +112,17 @@ class StartQueue:
             return StartShareUsed(
                 f"You have {self._held.get(user, 0)} kernel starts under way on the kernel "
                 f"service and {waiting} more waiting, as many as one user may "
-                f"(ServiceApp.max_concurrent_starts_per_user = {self.running_per_user}, "
-                f"ServiceApp.max_queued_starts_per_user = {self.waiting_per_user}). Try again "
-                "once one of them has started or failed."
+                f"({self.running_per_user} under way, {self.waiting_per_user} waiting). Try "
+                "again once one of them has started or failed.",
+                setting="ServiceApp.max_concurrent_starts_per_user, "
+                "ServiceApp.max_queued_starts_per_user",
             )
         if sum(self._waiting.values()) >= self.waiting:
             return ServiceBusy(
                 f"The kernel service is starting {sum(self._held.values())} kernels and "
-                f"{sum(self._waiting.values())} more wait, as many as it takes "
-                "(ServiceApp.max_queued_starts). Try again in a few seconds."
+                f"{sum(self._waiting.values())} more wait, as many as it takes. Try again in a "
+                "few seconds.",
+                setting="ServiceApp.max_queued_starts",
             )
         return None
 
@@ -200,17 +202,19 @@ class UserKernels:
         if len(running) + len(starting) >= self.max_kernels:
             raise KernelsPerUserReached(
                 f"You have {len(running) + len(starting)} kernels on the kernel service "
-                f"(running or starting), as many as one user may have "
-                f"(ServiceApp.max_kernels_per_user = {self.max_kernels}). Shut down a kernel you "
-                "no longer need (JupyterLab's Running Terminals and Kernels panel), then try again."
+                f"(running or starting), as many as one user may have ({self.max_kernels}). "
+                "Shut down a kernel you no longer need (JupyterLab's Running Terminals and "
+                "Kernels panel), then try again.",
+                setting="ServiceApp.max_kernels_per_user",
             )
         if self.max_memory is not None:
             if memory is None:
                 raise MemoryPerUserReached(
                     "This kernel would have no memory limit, so it cannot count against the "
                     f"{_gib(self.max_memory)} of memory one user's kernels may have on the "
-                    "kernel service (ServiceApp.max_memory_per_user). Its administrator gives "
-                    "every kernel one (ContainerPolicy.max_mem_limit)."
+                    "kernel service. Choose a kernel with a memory limit, or ask the "
+                    "administrator to give every kernel one.",
+                    setting="ServiceApp.max_memory_per_user, ContainerPolicy.max_mem_limit",
                 )
             used = sum(self._memory_of(km, kid, policy) for kid in running)
             used += sum(self.max_memory if size is None else size for size in starting)
@@ -218,9 +222,10 @@ class UserKernels:
                 raise MemoryPerUserReached(
                     f"This kernel may use up to {_gib(memory)} of memory, and your kernels on "
                     f"the kernel service (running or starting) may use {_gib(used)} of the "
-                    f"{_gib(self.max_memory)} one user's kernels may have "
-                    "(ServiceApp.max_memory_per_user). Shut down a kernel you no longer need, or "
-                    "choose a kernel with a smaller memory limit, then try again."
+                    f"{_gib(self.max_memory)} one user's kernels may have. Shut down a kernel "
+                    "you no longer need, or choose a kernel with a smaller memory limit, then "
+                    "try again.",
+                    setting="ServiceApp.max_memory_per_user",
                 )
         self._starting[start_id] = (user.username, user.uid, memory)
         try:
