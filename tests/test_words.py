@@ -3,10 +3,12 @@
 never names a configuration option; the error carries the option apart (``setting``), which
 the server's log names always and a JSON answer only to an administrator. Here: that mechanism
 on a real tornado server (the extension's handler base, with a user and an admin check of the
-test's own)."""
+test's own), and a guard over the package's source that keeps option names out of the
+sentences."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -160,3 +162,91 @@ async def test_the_stock_apis_refusal_names_its_option_in_the_log_alone(
         and r.getMessage().endswith("(setting: ContainerPolicy.allow_user_pulls)")
         for r in caplog.records
     ), caplog.text
+
+
+# ------------------------------------------------------------------- the guard
+
+
+def _error_classes(trees: dict[Path, ast.Module]) -> set[str]:
+    """ContainerKernelError and every class of the package that derives from it, by name."""
+    bases: dict[str, set[str]] = {}
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases.setdefault(node.name, set()).update(
+                    b.id if isinstance(b, ast.Name) else b.attr
+                    for b in node.bases
+                    if isinstance(b, (ast.Name, ast.Attribute))
+                )
+    found = {"ContainerKernelError"}
+    while True:
+        more = {name for name, of in bases.items() if of & found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _literal_text(node: ast.expr) -> str | None:
+    """The text a string literal, an f-string's literal parts or a sum of them spell; None for
+    anything else (a variable: what it holds is checked where it is written)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        parts = [_literal_text(node.left), _literal_text(node.right)]
+        return "".join(p for p in parts if p is not None) or None
+    return None
+
+
+def _called(node: ast.Call) -> str:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def test_no_sentence_a_user_reads_names_a_configuration_option() -> None:
+    """The rule of errors.py, for code to come: the sentence of a ContainerKernelError or a
+    Refusal (first argument) and of an HTTPError (its message, the second) is a user's, so it
+    names no ``Class.trait``; the option goes in ``setting=`` (or, for a tornado error, the
+    log)."""
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in PACKAGE.rglob("*.py")}
+    errors = _error_classes(trees)
+    found = []
+    for path, tree in sorted(trees.items()):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = _called(node)
+            if name in errors or name == "Refusal":
+                said = node.args[0] if node.args else None
+            elif name == "HTTPError":
+                said = node.args[1] if len(node.args) > 1 else None
+            else:
+                continue
+            text = _literal_text(said) if said is not None else None
+            named = OPTION.findall(text or "")
+            if named:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {', '.join(named)}")
+    assert not found, "Sentences that name an option (move it to setting=):\n" + "\n".join(found)
+
+
+def test_the_guard_sees_an_option_in_each_form_a_sentence_is_written() -> None:
+    """The guard's own check: a literal, an f-string and a sum of them are read; an error made
+    with a setting passes."""
+    source = """
+class Refused(ContainerKernelError): ...
+raise Refused("Pulls are off (ContainerPolicy.allow_user_pulls).")
+raise Refused(f"{n} pulls, as many as PullManager.max_per_user allows.")
+raise web.HTTPError(429, "Too many (" + "GPUContainersKernelManager.max_websockets_per_user).")
+raise Refused("Pulls are off: ask an administrator.", setting="ContainerPolicy.allow_user_pulls")
+"""
+    tree = ast.parse(source)
+    errors = _error_classes({Path("x.py"): tree})
+    named = [
+        OPTION.findall(
+            _literal_text(call.args[0] if _called(call) in errors else call.args[1]) or ""
+        )
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and (_called(call) in errors or _called(call) == "HTTPError")
+    ]
+    assert sorted(map(len, named)) == [0, 1, 1, 1], named
