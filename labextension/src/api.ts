@@ -108,7 +108,11 @@ export function errorMessage(
   for (const key of ['message', 'reason']) {
     const value = fields?.[key];
     if (typeof value === 'string' && value.trim() !== '') {
-      return value.trim();
+      // The option that decided it: the server names it to administrators only.
+      const setting = fields?.setting;
+      return typeof setting === 'string' && setting.trim() !== ''
+        ? trans.__('%1 (setting: %2)', value.trim(), setting.trim())
+        : value.trim();
     }
   }
   const text = statusText.trim();

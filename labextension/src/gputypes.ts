@@ -28,6 +28,11 @@ export interface IEngineStatus {
    * The endpoint the server tried, e.g. `unix:///var/run/docker.sock`.
    */
   endpoint: string;
+
+  /**
+   * The option that decides where the engine is (administrators only).
+   */
+  setting?: string;
 }
 
 /**
@@ -55,6 +60,11 @@ export interface IStatus {
    * administrator's), or `''` (an older server does not say).
    */
   pull_refusal?: string;
+
+  /**
+   * The administrator's option that refuses the pulls (administrators only).
+   */
+  pull_refusal_setting?: string;
 }
 
 /**

@@ -68,4 +68,8 @@ export interface IPackages {
    * Why nothing is listed, in a sentence; `''` otherwise.
    */
   message: string;
+  /**
+   * The option behind that sentence (administrators only).
+   */
+  setting?: string;
 }

@@ -65,6 +65,11 @@ export interface ISaves {
    * they may).
    */
   build_refusal: string;
+  /**
+   * The options behind those refusals (administrators only).
+   */
+  refusal_setting?: string;
+  build_refusal_setting?: string;
 }
 
 const STATES: ReadonlyArray<ISave['state']> = [

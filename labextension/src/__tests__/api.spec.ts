@@ -156,6 +156,19 @@ describe('errorMessage', () => {
     expect(errorMessage('', 500, '')).toBe('HTTP error 500');
   });
 
+  it('names the option that decided it when the server gives it (to administrators only)', () => {
+    const body = JSON.stringify({
+      message: 'Pulling images is turned off on this server.',
+      setting: 'ContainerPolicy.allow_user_pulls'
+    });
+    expect(errorMessage(body, 403, 'Forbidden')).toBe(
+      'Pulling images is turned off on this server. (setting: ContainerPolicy.allow_user_pulls)'
+    );
+    expect(
+      errorMessage('{"message": "No.", "setting": ""}', 403, 'Forbidden')
+    ).toBe('No.');
+  });
+
   it("writes its own sentences through the extension's bundle", async () => {
     const pseudo = pseudoBundle();
     expect(errorMessage('', 500, '', pseudo)).toBe(
