@@ -82,7 +82,8 @@ test('the toolbar opens the kernel log and GPU use, which follows what the kerne
   const usage = view.locator('.jgc-kernel-usage-section');
   await usage.scrollIntoViewIfNeeded();
   await expect(usage).toContainText('GPU memory and utilisation: unknown');
-  await expect(usage).toContainText('GPUInventory.static_gpus');
+  // (In the user's words: the option's name is the administrator's, in the server's log.)
+  await expect(usage).toContainText('declared by its administrator');
   await expect(usage.locator('.jgc-usage-since')).toContainText('since');
   // The panel's own list of the user's kernels, with the same numbers.
   const mine = panel.locator('.jgc-kernels-section .jgc-your-kernel');
