@@ -292,7 +292,7 @@ NVML_DOUBLE_CONFIG = {
         "cache_seconds": 0,
     }
 }
-from moved_tags import local_moving_tag, moving_tag  # noqa: F401,E402
+from moved_tags import course_tag, local_moving_tag, moving_tag  # noqa: F401,E402
 from registry import private_registry  # noqa: F401,E402
 
 # --- A real JupyterHub (tests/hub.py; issue #16's kernel service under JupyterHub) -------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import DEBIAN_IMAGE, TEST_IMAGE_LABEL, TEST_RUN, kernel_container
+from conftest import DEBIAN_IMAGE, NGC_IMAGE, TEST_IMAGE_LABEL, TEST_RUN, kernel_container
 from registry import PrivateRegistry
 
 
@@ -54,6 +54,21 @@ def moving_tag(
         for image in [*built, ref, first_image.id]:
             with contextlib.suppress(docker.errors.APIError):
                 docker_client.images.remove(image, force=True)
+
+
+@pytest.fixture
+def course_tag(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A course's tag on the tests' GPU build (NGC-like), made before the server starts (its
+    first listing has it), as an administrator's `docker tag` makes one; a test moves it with
+    another `docker tag`. The tag only is removed after: its images are the tests'."""
+    ref = f"jgc-test/course-moved:{TEST_RUN}-{secrets.token_hex(3)}"
+    repository, tag = ref.split(":")
+    docker_client.images.get(NGC_IMAGE).tag(repository, tag)
+    try:
+        yield ref
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(ref)
 
 
 def marker_of(docker_client: docker.DockerClient, kernel_id: str) -> str:

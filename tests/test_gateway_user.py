@@ -587,6 +587,41 @@ async def test_a_tag_moved_on_the_service_host_rolls_back_behind_the_service(
     await user.call("DELETE", "api", "sessions", session["id"])
 
 
+async def test_a_tag_moved_to_a_cpu_build_keeps_no_gpu_behind_the_service(
+    course_tag: str,
+    service_and_user: tuple[Any, Any, Server],
+    docker_client: Any,
+) -> None:
+    """Issue 62, item 5, behind the kernel service: the user's server reads the notebook's
+    saved request and says so with the start; on a tag moved to a CPU build the service starts
+    the kernel without the GPU, while a GPU count chosen for the start stands."""
+    service, account, user = service_and_user
+
+    async def offered() -> bool:
+        specs = await user.call("GET", "api", "kernelspecs")
+        return kernel_name(course_tag) in specs["kernelspecs"]
+
+    assert await _until(offered, 60), "the service never offered the course's tag"
+    docker_client.images.get(DEBIAN_IMAGE).tag(*course_tag.split(":"))  # a CPU build now
+    write_notebook(account.workspace, "week1.ipynb", gpus=1)
+    session = await user.open_notebook("week1.ipynb", kernel_name(course_tag))
+    kernel_id = session["kernel"]["id"]
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{kernel_id}")
+    assert code == 200 and view["gpus"] == [], view
+    await user.call("DELETE", "api", "sessions", session["id"])
+    started = await user.call(
+        "POST",
+        "gpu-containers",
+        "notebooks",
+        "kernel",
+        body={"path": "week1.ipynb", "kernel_name": kernel_name(course_tag), "gpus": 1},
+    )
+    kernel_id = started["session"]["kernel"]["id"]
+    code, view = await service.answer(account, "GET", f"gpu-containers/kernels/{kernel_id}")
+    assert code == 200 and len(view["gpus"]) == 1, view
+    await user.call("DELETE", "api", "kernels", kernel_id)
+
+
 async def test_a_retired_image_is_said_behind_the_service(
     service_and_user: tuple[Any, Any, Server],
 ) -> None:

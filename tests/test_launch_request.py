@@ -16,6 +16,7 @@ from jupyter_gpu_containers.host.identity import KernelUser
 from jupyter_gpu_containers.kernel.launch_request import (
     KERNEL_ID_ENV,
     REQUEST_ENV,
+    REQUEST_SAVED_ENV,
     WAIT_ENV,
     LaunchRequest,
     given,
@@ -41,6 +42,11 @@ async def nothing_given_back() -> AsyncIterator[None]:
             {REQUEST_ENV: '["0", "GPU-abc"]', WAIT_ENV: "true"},
         ),
         (LaunchRequest(wait=False), {WAIT_ENV: "false"}),
+        # The notebook's saved request (a CPU build does not keep it), said with the request.
+        (
+            LaunchRequest(gpus=GPURequest(count=1), gpus_saved=True),
+            {REQUEST_ENV: "1", REQUEST_SAVED_ENV: "true"},
+        ),
         (
             LaunchRequest(kernel_id="5f0b2a4e-9c1d-4e2f-8a3b-6c7d8e9f0a1b"),
             {KERNEL_ID_ENV: "5f0b2a4e-9c1d-4e2f-8a3b-6c7d8e9f0a1b"},
@@ -81,6 +87,7 @@ def test_what_the_gateway_never_carries() -> None:
             "a UUID in lower case, with hyphens",
         ),
         ({KERNEL_ID_ENV: 7}, ValueRefused, f"{KERNEL_ID_ENV} must be a new kernel's id"),
+        ({REQUEST_SAVED_ENV: "yes"}, ValueRefused, f'{REQUEST_SAVED_ENV} must be "true"'),
     ],
 )
 def test_a_malformed_environment_is_refused_in_a_sentence(
@@ -93,7 +100,15 @@ def test_a_malformed_environment_is_refused_in_a_sentence(
 
 @pytest.mark.parametrize(
     "environment",
-    [None, "not a mapping", {}, {REQUEST_ENV: ""}, {REQUEST_ENV: "null"}, {REQUEST_ENV: 3}],
+    [
+        None,
+        "not a mapping",
+        {},
+        {REQUEST_ENV: ""},
+        {REQUEST_ENV: "null"},
+        {REQUEST_ENV: 3},
+        {REQUEST_SAVED_ENV: "true"},  # (saved without a request: nothing)
+    ],
 )
 def test_an_environment_that_says_nothing_gives_nothing(environment: Any) -> None:
     assert LaunchRequest.from_environment(environment) == LaunchRequest()

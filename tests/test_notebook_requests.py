@@ -8,19 +8,15 @@ JupyterLab's file browser sends them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 from conftest import (
     DEBIAN_IMAGE,
     NGC_IMAGE,
     STATIC_GPUS,
-    TEST_RUN,
     kernel_container,
     kernel_name,
     write_notebook,
@@ -129,23 +125,6 @@ async def test_a_notebook_made_again_under_an_old_name_inherits_nothing(
     await close_session(jp_fetch, session)
 
 
-# A course's tag, made and moved by the administrator on this host (`docker tag`).
-COURSE_TAG = f"jgc-test/course-moved:{TEST_RUN}"
-
-
-@pytest.fixture
-def course_tag(docker_client: Any) -> Iterator[str]:
-    """COURSE_TAG on the GPU build, made before the server starts (its first listing has it);
-    the tag only is removed after: its images are the tests'."""
-    repository, tag = COURSE_TAG.split(":")
-    docker_client.images.get(NGC_IMAGE).tag(repository, tag)
-    try:
-        yield COURSE_TAG
-    finally:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(COURSE_TAG)
-
-
 @pytest.mark.server_config(lambda _: TWO_GPUS)
 async def test_a_tag_moved_to_a_cpu_build_never_keeps_the_gpus_its_notebooks_saved(
     course_tag: str, jp_fetch: Any, jp_root_dir: Path, docker_client: Any
@@ -154,13 +133,13 @@ async def test_a_tag_moved_to_a_cpu_build_never_keeps_the_gpus_its_notebooks_sav
     the tag then moved to a CPU build. Its kernel starts without GPUs (nothing in the image can
     use them, and another student may wait for them); a request given to a start stands."""
     write_notebook(jp_root_dir, "week1.ipynb", gpus=1)
-    session = await open_session(jp_fetch, "week1.ipynb", COURSE_TAG)
+    session = await open_session(jp_fetch, "week1.ipynb", course_tag)
     assert gpus_of(docker_client, session) == "GPU-test-0"
     await close_session(jp_fetch, session)
 
     repository, tag = course_tag.split(":")
     docker_client.images.get(DEBIAN_IMAGE).tag(repository, tag)  # moved: a CPU build
-    session = await open_session(jp_fetch, "week1.ipynb", COURSE_TAG)
+    session = await open_session(jp_fetch, "week1.ipynb", course_tag)
     assert gpus_of(docker_client, session) == ""
     # The GPU is free for others meanwhile: a second notebook gets both.
     write_notebook(jp_root_dir, "other.ipynb", gpus=2)
@@ -175,7 +154,7 @@ async def test_a_tag_moved_to_a_cpu_build_never_keeps_the_gpus_its_notebooks_sav
         "notebooks",
         "kernel",
         method="POST",
-        body=json.dumps({"path": "week1.ipynb", "kernel_name": kernel_name(COURSE_TAG), "gpus": 1}),
+        body=json.dumps({"path": "week1.ipynb", "kernel_name": kernel_name(course_tag), "gpus": 1}),
     )
     kernel_id = json.loads(started.body)["session"]["kernel"]["id"]
     assert str(kernel_container(docker_client, kernel_id).labels[L.GPUS]) == "GPU-test-0"

@@ -57,6 +57,8 @@ class KernelGPURequest:
         if given.gpus is not None and given is not self._given_applied:
             if self.requested is None:  # a first launch (else it reads its notebook)
                 self.requested, self.is_default = given.gpus, False
+                # (A kernel service's start: the user's server read the notebook's request.)
+                self.from_notebook = given.gpus_saved
             elif given.restart_of == kernel.kernel_id:
                 # A restart under another request: the kernel's current GPUs are not kept;
                 # what it had comes back if the restart's wait is cancelled

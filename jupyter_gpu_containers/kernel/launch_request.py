@@ -20,11 +20,14 @@ container.
   kernels read their notebook's pin themselves.
 - ``kernel_id``: the id a user's server chose for a new kernel of a kernel service, before the
   start (its sessions list a start that waits under it); "" for the service's own choice.
+- ``gpus_saved``: ``gpus`` is the notebook's saved request, as a user's server read it for a
+  kernel service (not a choice made for this start): a CPU build does not keep it
+  (gpu_request.py).
 
-A user's server behind a kernel service sends the same record's ``gpus``, ``wait``,
-``image_digest`` and ``kernel_id`` in the start's environment (:meth:`LaunchRequest.environment`),
-and the service reads them back (:meth:`LaunchRequest.from_environment`); the user is the
-service's to know, never a client's.
+A user's server behind a kernel service sends the same record's ``gpus`` (with ``gpus_saved``),
+``wait``, ``image_digest`` and ``kernel_id`` in the start's environment
+(:meth:`LaunchRequest.environment`), and the service reads them back
+(:meth:`LaunchRequest.from_environment`); the user is the service's to know, never a client's.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ REQUEST_ENV = "KERNEL_GPU_CONTAINERS_REQUEST"
 WAIT_ENV = "KERNEL_GPU_CONTAINERS_WAIT"
 IMAGE_DIGEST_ENV = "KERNEL_GPU_CONTAINERS_IMAGE_DIGEST"
 KERNEL_ID_ENV = "KERNEL_GPU_CONTAINERS_KERNEL_ID"
+REQUEST_SAVED_ENV = "KERNEL_GPU_CONTAINERS_REQUEST_SAVED"
 # What a start's env may say of the record, all of it a user's server's word.
-LAUNCH_ENVS = (REQUEST_ENV, WAIT_ENV, IMAGE_DIGEST_ENV, KERNEL_ID_ENV)
+LAUNCH_ENVS = (REQUEST_ENV, WAIT_ENV, IMAGE_DIGEST_ENV, KERNEL_ID_ENV, REQUEST_SAVED_ENV)
 
 
 def is_kernel_id(value: Any) -> bool:
@@ -75,6 +79,7 @@ class LaunchRequest:
     while_waiting: WhileWaiting | None = None
     image_digest: str = ""
     kernel_id: str = ""
+    gpus_saved: bool = False
 
     def environment(self) -> dict[str, str]:
         """The record's ``gpus``, ``wait``, ``image_digest`` and ``kernel_id`` as a start's
@@ -87,6 +92,8 @@ class LaunchRequest:
             env[IMAGE_DIGEST_ENV] = self.image_digest
         if self.gpus is not None:
             env[REQUEST_ENV] = json.dumps(self.gpus.to_json())
+            if self.gpus_saved:
+                env[REQUEST_SAVED_ENV] = "true"
         if self.wait is not None:
             env[WAIT_ENV] = "true" if self.wait else "false"
         return env
@@ -124,7 +131,16 @@ class LaunchRequest:
             raise ValueRefused(
                 f"{KERNEL_ID_ENV} must be a new kernel's id: a UUID in lower case, with hyphens."
             )
-        return cls(gpus=gpus, wait=wait, image_digest=digest or "", kernel_id=kernel_id or "")
+        saved = env.get(REQUEST_SAVED_ENV)
+        if saved not in (None, "", "true", "false"):
+            raise ValueRefused(f'{REQUEST_SAVED_ENV} must be "true" or "false".')
+        return cls(
+            gpus=gpus,
+            wait=wait,
+            image_digest=digest or "",
+            kernel_id=kernel_id or "",
+            gpus_saved=gpus is not None and saved == "true",
+        )
 
 
 _NOTHING_GIVEN = LaunchRequest()

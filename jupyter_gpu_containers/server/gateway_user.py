@@ -486,8 +486,11 @@ class GatewayGPUKernelManager(GatewayMappingKernelManager):
             metadata = await read_notebook_metadata(
                 getattr(self.parent, "contents_manager", None), notebook
             )
+            gpus = self.gpu_request(given, metadata, notebook)
             sent = LaunchRequest(
-                gpus=self.gpu_request(given, metadata, notebook),
+                gpus=gpus,
+                # The notebook's saved request, not a choice made for this start.
+                gpus_saved=given.gpus is None and gpus is not None,
                 wait=given.wait,  # the panel's word; None: the service's default applies
                 image_digest=pin_in_metadata(metadata),  # the service checks it
                 kernel_id=given.kernel_id,  # the service checks it is free

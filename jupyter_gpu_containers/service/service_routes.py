@@ -188,6 +188,7 @@ class ServiceKernelsHandler(SettingInLog, MainKernelHandler):
                     with launching(
                         user=user,
                         gpus=given.gpus,
+                        gpus_saved=given.gpus_saved,
                         wait=given.wait,
                         while_waiting=given_back,
                         image_digest=given.image_digest,
