@@ -93,10 +93,12 @@ export const modelPlugin: JupyterFrontEndPlugin<IGpuContainersModel> = {
     // A kernel spec the catalog names and the page does not know yet (a new
     // tag): the page reads the specs now, not at its next poll.
     const specs = app.serviceManager.kernelspecs;
-    const follower = new SpecFollower(() => specs.refreshSpecs());
-    model.changed.connect(() =>
-      follower.follow(model.catalog, specs.specs?.kernelspecs)
+    const follower = new SpecFollower(
+      () => specs.refreshSpecs(),
+      () => model.catalog,
+      () => specs.specs?.kernelspecs
     );
+    model.changed.connect(() => follower.follow());
     return model;
   }
 };

@@ -57,26 +57,75 @@ export function missingSpecs(
 }
 
 /**
+ * How many times the specs are read for one set of names, and how long to
+ * wait before each read after the first (ms). The catalog reads the engine
+ * itself, while the server's kernel specs follow the engine a moment later (a
+ * new content is probed first): a read at once may still give the old spec.
+ */
+export const READ_DELAYS_MS = [0, 2_000, 5_000, 10_000, 20_000];
+
+/**
  * What to do with the catalog's names the page does not know: read the specs
- * again, unless the last read was for the same names (a spec the server
- * withholds, say a probe that failed, is not read again and again).
+ * again, and again a few times while the same names are still not known (a
+ * spec the server withholds, say a probe that failed, is not read again and
+ * again), one read at a time.
  */
 export class SpecFollower {
-  constructor(private readonly _refresh: () => Promise<void>) {}
+  constructor(
+    private readonly _refresh: () => Promise<void>,
+    private readonly _catalog: () => ICatalog | null,
+    private readonly _known: () =>
+      Readonly<Record<string, unknown>> | null | undefined,
+    private readonly _delays: readonly number[] = READ_DELAYS_MS
+  ) {}
 
-  follow(
-    catalog: ICatalog | null,
-    known: Readonly<Record<string, unknown>> | null | undefined
-  ): void {
-    const missing = missingSpecs(catalog, known).join('\n');
-    if (!missing || missing === this._last) {
+  /**
+   * Look again (the model changed: a catalog read).
+   */
+  follow(): void {
+    const missing = missingSpecs(this._catalog(), this._known()).join('\n');
+    if (!missing || this._busy) {
       return;
     }
-    this._last = missing;
-    void this._refresh().catch(() => {
-      this._last = ''; // not read: the next change asks again
-    });
+    if (missing !== this._last) {
+      this._last = missing;
+      this._reads = 0;
+    }
+    if (this._reads >= this._delays.length) {
+      return;
+    }
+    const delay = this._delays[this._reads++];
+    this._busy = true;
+    const read = async () => {
+      try {
+        await this._refresh();
+      } catch {
+        // Not read (the server away): the next delay's read asks again.
+      } finally {
+        this._busy = false;
+      }
+      this.follow(); // still not known: again, after the next delay
+    };
+    if (delay > 0) {
+      this._timer = setTimeout(() => void read(), delay);
+    } else {
+      void read();
+    }
+  }
+
+  /**
+   * Stop any read to come.
+   */
+  dispose(): void {
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+      this._timer = null;
+    }
+    this._reads = this._delays.length;
   }
 
   private _last = '';
+  private _reads = 0;
+  private _busy = false;
+  private _timer: ReturnType<typeof setTimeout> | null = null;
 }

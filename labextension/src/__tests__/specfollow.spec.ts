@@ -50,25 +50,70 @@ describe('missingSpecs', () => {
 });
 
 describe('SpecFollower', () => {
-  it('reads the specs once per set of missing names', () => {
+  // The reads' delays run on jest's clock: nothing here waits for real time.
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+  const settle = () => jest.advanceTimersByTimeAsync(0);
+
+  function following(refresh: jest.Mock, delays = [0, 5, 5]) {
+    let catalog = catalogOf('gpuc-known');
+    let known: Record<string, unknown> = { 'gpuc-known': {} };
+    const follower = new SpecFollower(
+      refresh,
+      () => catalog,
+      () => known,
+      delays
+    );
+    return {
+      follower,
+      set(names: string[], knownNow: Record<string, unknown>) {
+        catalog = catalogOf(...names);
+        known = knownNow;
+      }
+    };
+  }
+
+  it('reads the specs while the names stay unknown, a few times, one read at a time', async () => {
     const refresh = jest.fn().mockResolvedValue(undefined);
-    const follower = new SpecFollower(refresh);
-    follower.follow(catalogOf('gpuc-known'), { 'gpuc-known': {} });
+    const { follower, set } = following(refresh);
+    follower.follow();
     expect(refresh).not.toHaveBeenCalled();
-    follower.follow(catalogOf('gpuc-new'), {});
-    follower.follow(catalogOf('gpuc-new'), {});
+    set(['gpuc-new'], {});
+    follower.follow();
+    follower.follow(); // (the first read under way)
     expect(refresh).toHaveBeenCalledTimes(1);
+    // The server's specs may follow the engine a moment later: read again, by
+    // itself, after each delay; then no more for the same names.
+    await jest.advanceTimersByTimeAsync(50);
+    expect(refresh).toHaveBeenCalledTimes(3);
+    follower.follow();
+    await jest.advanceTimersByTimeAsync(20);
+    expect(refresh).toHaveBeenCalledTimes(3);
     // Another new tag: read again.
-    follower.follow(catalogOf('gpuc-new', 'gpuc-newer'), {});
-    expect(refresh).toHaveBeenCalledTimes(2);
+    set(['gpuc-new', 'gpuc-newer'], {});
+    follower.follow();
+    expect(refresh).toHaveBeenCalledTimes(4);
+    follower.dispose();
   });
 
-  it('asks again at the next change after a read that failed', async () => {
+  it('stops once the page knows them', async () => {
+    const refresh = jest.fn().mockResolvedValue(undefined);
+    const { follower, set } = following(refresh);
+    set(['gpuc-new'], {});
+    follower.follow();
+    set(['gpuc-new'], { 'gpuc-new': {} }); // the read brought it
+    await jest.advanceTimersByTimeAsync(30);
+    expect(refresh).toHaveBeenCalledTimes(1);
+  });
+
+  it('reads again after a read that failed, within the same few reads', async () => {
     const refresh = jest.fn().mockRejectedValue(new Error('offline'));
-    const follower = new SpecFollower(refresh);
-    follower.follow(catalogOf('gpuc-new'), {});
-    await new Promise(resolve => setTimeout(resolve, 0));
-    follower.follow(catalogOf('gpuc-new'), {});
-    expect(refresh).toHaveBeenCalledTimes(2);
+    const { follower, set } = following(refresh);
+    set(['gpuc-new'], {});
+    follower.follow();
+    await jest.advanceTimersByTimeAsync(50);
+    expect(refresh).toHaveBeenCalledTimes(3);
+    await settle();
+    expect(refresh).toHaveBeenCalledTimes(3);
   });
 });
