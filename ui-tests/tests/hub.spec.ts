@@ -242,6 +242,18 @@ test('three students, two GPUs: one each for two, the third waits and starts by 
     'Waiting for a GPU (position 1)',
     { timeout: 30_000 }
   );
+  // Her choice reads whole in the select (a narrow one cut it: "1 GPU (all taken, wai").
+  const carolSelect = gpuImage(carolPanel).locator('.jgc-gpu-count');
+  await expect(carolSelect.locator('option:checked')).toHaveText('1 GPU (all taken, waits)');
+  const fits = await carolSelect.evaluate((select: HTMLSelectElement) => {
+    const style = getComputedStyle(select);
+    const context = document.createElement('canvas').getContext('2d')!;
+    context.font = style.font;
+    const text = select.options[select.selectedIndex].text;
+    // Its padding and the arrow take room beside the text.
+    return context.measureText(text).width + 24 <= select.clientWidth;
+  });
+  expect(fits).toBe(true);
   const ticket = carolPanel.locator('.jgc-queue-section .jgc-ticket.jgc-mine');
   await expect(ticket).toHaveCount(1, { timeout: 30_000 });
   await expect(ticket).toContainText('position 1 of 1');
