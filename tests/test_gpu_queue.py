@@ -451,6 +451,8 @@ async def test_in_the_kernel_service_a_waiting_start_holds_no_start_slot() -> No
             b, "POST", "api/kernels", {"name": GPU_SPEC, "env": {WAIT_ENV: "false"}}
         )
         assert code == 409 and refused["message"].startswith("No free GPU"), refused
+        # What to do is said where the student clicked (a Launcher card): ask to wait.
+        assert 'tick "Wait for a free GPU"' in refused["message"], refused
         waiting = asyncio.ensure_future(
             service.answer(b, "POST", "api/kernels", {"name": GPU_SPEC, "env": {WAIT_ENV: "true"}})
         )

@@ -87,6 +87,11 @@ class NoFreeGPU(ContainerKernelError):
     reason_phrase = "No free GPU"
 
 
+class GPUsHeld(NoFreeGPU):
+    """The GPUs asked for exist here, but other kernels hold them now: a state that passes (the
+    GPU queue can wait for it), unlike a request the host can never meet."""
+
+
 class OverUserCap(ContainerKernelError):
     status = 409
     reason_phrase = "GPU limit per user reached"
@@ -452,7 +457,7 @@ class GPUAllocator(LoggingConfigurable):
                         )
                     raise UnknownGPU(f"There is no GPU {ident!r} on this host. GPUs: {known}.")
                 if not free(gpu):
-                    raise NoFreeGPU(
+                    raise GPUsHeld(
                         f"GPU {gpu.index} ({gpu.uuid}) is not free: "
                         f"{holders_text(ledger.held_by_others(gpu.uuid, kernel_id))}."
                     )
@@ -470,7 +475,7 @@ class GPUAllocator(LoggingConfigurable):
                 f"GPU {g.index} is held by {holders_text(ledger.held_by_others(g.uuid, kernel_id))}"
                 for g in busy[:4]
             )
-            raise NoFreeGPU(f"No free GPU: {wanted} requested, {len(available)} free ({detail}).")
+            raise GPUsHeld(f"No free GPU: {wanted} requested, {len(available)} free ({detail}).")
         # Least loaded first: fewest holders, then least memory used, then least busy.
         available.sort(
             key=lambda g: (

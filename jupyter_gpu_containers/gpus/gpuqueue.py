@@ -61,6 +61,7 @@ from ..host.hoststate import AllocationBusy, StateDir
 from .allocator import (
     GPUAllocator,
     GPURequest,
+    GPUsHeld,
     Holding,
     InvalidGPURequest,
     Ledger,
@@ -499,14 +500,17 @@ class GPUQueue(LoggingConfigurable):
                 if not state.shared:
                     return ledger  # (booking refuses it with its own sentence)
                 # What its user's own kernels hold stands in its way: said as it is (joining
-                # the queue would not help).
-                allocator.choose(
-                    inventory,
-                    own_share(ledger, str(uid)),
-                    request,
-                    kernel_id=kernel_id,
-                    uid=str(uid),
-                )
+                # the queue would not help, and the sentence does not offer it).
+                try:
+                    allocator.choose(
+                        inventory,
+                        own_share(ledger, str(uid)),
+                        request,
+                        kernel_id=kernel_id,
+                        uid=str(uid),
+                    )
+                except GPUsHeld as e:
+                    raise NoFreeGPU(e.sentence, setting=e.setting) from None
                 # On the loop: see current_ledger.
                 queue = read_tickets(state, None, ledger, self.usage_half_life)
                 try:
@@ -518,7 +522,19 @@ class GPUQueue(LoggingConfigurable):
                         "the queue."
                     ) from None
 
-            return await book(turn)
+            try:
+                return await book(turn)
+            except GPUsHeld as e:
+                if not state.shared:
+                    raise  # (no queue to wait in here)
+                # What the student can do now, where they clicked (a Launcher card, a
+                # notebook opened from the file browser): the wait is theirs to ask for.
+                raise GPUsHeld(
+                    f'{e.sentence} To wait for one in the GPU queue, tick "Wait for a free '
+                    "GPU\" (the GPU Containers panel, or the notebook toolbar's image "
+                    "choice); or try again once one frees.",
+                    setting=e.setting,
+                ) from None
 
         state.require_shared()
         # Outside the lock: a ticket whose user takes more GPUs meanwhile is stepped over.
