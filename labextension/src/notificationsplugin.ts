@@ -42,6 +42,7 @@ import {
 } from './sharing';
 import { IGpuContainersModel, PLUGIN_ID } from './tokens';
 import { WaitingStatus } from './waitstatus';
+import { WaitToasts } from './waittoasts';
 
 /**
  * Tell how waiting starts ended, administrators' notices and idle-GPU
@@ -232,6 +233,11 @@ function tellWaits(
   });
   // One wait: its kernel and its deadline.
   const told = new Set<string>();
+  // Each wait's toast goes once the wait ends (waittoasts.ts).
+  const toasts = new WaitToasts(id => Notification.dismiss(id));
+  model.queueEnded.connect((_, end) =>
+    toasts.ended(end.ticket.kernel_id ?? '')
+  );
   NotebookActions.executionScheduled.connect((_, { notebook }) => {
     const panel = notebooks.find(p => p.content === notebook) ?? null;
     const ticket = waitingTicketOf(model.queue, panel);
@@ -241,7 +247,7 @@ function tellWaits(
       return;
     }
     told.add(wait);
-    Notification.info(
+    const id = Notification.info(
       cellWhileWaitingText(
         trans,
         panel.context.localPath.split('/').pop() ?? '',
@@ -249,6 +255,7 @@ function tellWaits(
       ),
       { autoClose: 8000 }
     );
+    toasts.told(ticket.kernel_id ?? '', id);
   });
 }
 
