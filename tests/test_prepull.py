@@ -227,7 +227,7 @@ async def test_a_scheduled_pull_runs_at_its_time_with_progress_and_a_restart_doe
     await jp_serverapp.extension_manager.start_all_extensions()
 
     # Users' own pulls are off: the status tells the panel so (no Pull button that can only fail).
-    assert (await get(jp_fetch, "status"))["pull_refusal"] == PULLS_TURNED_OFF
+    assert (await get(jp_fetch, "status"))["pull_refusal"] == PULLS_TURNED_OFF.sentence
 
     # A second before its time: nothing pulls, and the schedule says when it will.
     await asyncio.sleep(0.3)  # several checks of the periodic task
